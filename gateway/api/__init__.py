@@ -1,0 +1,1 @@
+"""Thin HTTP blueprints over the use cases."""

@@ -1,0 +1,49 @@
+"""Liveness and readiness probes."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify
+from flask.typing import ResponseReturnValue
+
+from gateway.api.problems import Problem
+from gateway.services import services
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+def healthz() -> ResponseReturnValue:
+    """The process is alive."""
+    return jsonify(status="ok")
+
+
+@bp.get("/readyz")
+def readyz() -> ResponseReturnValue:
+    """The database and Redis (when configured) are reachable."""
+    svc = services()
+    checks: dict[str, str] = {}
+    try:
+        svc.db.ping()
+        checks["database"] = "ok"
+    except Exception as exc:  # any driver error means "down"
+        current_app.logger.warning("readiness: database down: %s", exc)
+        checks["database"] = f"down: {type(exc).__name__}"
+    if svc.redis is None:
+        checks["redis"] = "not configured (jobs run in-process)"
+    else:
+        try:
+            svc.redis.ping()
+            checks["redis"] = "ok"
+        except Exception as exc:
+            current_app.logger.warning("readiness: redis down: %s", exc)
+            checks["redis"] = f"down: {type(exc).__name__}"
+    down = sorted(name for name, state in checks.items() if state.startswith("down"))
+    if down:
+        raise Problem(
+            503,
+            "Service Unavailable",
+            f"not ready: {', '.join(down)} unreachable",
+            errors=[{"field": name, "message": checks[name]} for name in down],
+            checks=checks,
+        )
+    return jsonify(status="ready", checks=checks)

@@ -1,0 +1,81 @@
+"""RFC 9457 problem details: the one shape of every error the gateway answers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, Response, json
+from werkzeug.exceptions import HTTPException
+
+PROBLEM_TYPE = "application/problem+json"
+
+
+class Problem(Exception):
+    """An error to answer as problem+json; raise it from any request handler."""
+
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str | None = None,
+        errors: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail or title)
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.errors = errors
+        self.headers = headers or {}
+        self.extra = extra
+
+    def body(self) -> dict[str, Any]:
+        """The JSON body of this problem."""
+        body: dict[str, Any] = {
+            "type": "about:blank",
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail or self.title,
+        }
+        if self.errors is not None:
+            body["errors"] = self.errors
+        body.update(self.extra)
+        return body
+
+
+def problem_response(problem: Problem) -> Response:
+    """A Flask response for `problem`."""
+    response = Response(json.dumps(problem.body()), status=problem.status, mimetype=PROBLEM_TYPE)
+    response.headers.update(problem.headers)
+    return response
+
+
+def _http_exception(exc: HTTPException) -> Response:
+    headers = {}
+    if exc.code == 405 and exc.valid_methods:  # type: ignore[attr-defined]
+        headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]
+    response = problem_response(
+        Problem(exc.code or 500, exc.name, exc.description, headers=headers)
+    )
+    if exc.response is not None:  # e.g. Flask-Limiter or auth responses keep their headers
+        for key, value in exc.response.headers.items():
+            if key.lower() not in ("content-type", "content-length"):
+                response.headers[key] = value
+    return response
+
+
+def _internal_error(exc: Exception) -> Response:
+    from flask import current_app
+
+    current_app.logger.exception("unhandled error", exc_info=exc)
+    return problem_response(
+        Problem(500, "Internal Server Error", "The server failed to answer; the error is logged.")
+    )
+
+
+def register(app: Flask) -> None:
+    """Make every error of `app` answer problem+json, never HTML or a traceback."""
+    app.register_error_handler(Problem, problem_response)
+    app.register_error_handler(HTTPException, _http_exception)
+    app.register_error_handler(Exception, _internal_error)

@@ -1,0 +1,150 @@
+"""Every setting of the gateway, read from the environment once, with the embedded defaults."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import date
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """A setting has a value the gateway cannot use."""
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from exc
+
+
+def _date(env: Mapping[str, str], name: str) -> date | None:
+    raw = env.get(name)
+    if not raw:
+        return None
+    try:
+        return date.fromisoformat(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a date YYYY-MM-DD, got {raw!r}") from exc
+
+
+def _path(raw: str | None) -> str | None:
+    return os.path.abspath(raw) if raw else None
+
+
+def _templates(raw: str | None) -> dict[str, str]:
+    """Parse the credential -> Credly badge template map: JSON object or `RMA=uuid,RPT=uuid`."""
+    if not raw:
+        return {}
+    raw = raw.strip()
+    if raw.startswith("{"):
+        try:
+            parsed = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"CREDLY_BADGE_TEMPLATES is not valid JSON: {exc}") from exc
+        return {str(k): str(v) for k, v in parsed.items()}
+    pairs = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        code, sep, template = item.partition("=")
+        if not sep or not code.strip() or not template.strip():
+            raise ConfigError(f"CREDLY_BADGE_TEMPLATES item {item!r} is not CODE=TEMPLATE_ID")
+        pairs[code.strip()] = template.strip()
+    return pairs
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The gateway's configuration; `from_env` is the only place that reads the environment."""
+
+    database_url: str | None = None
+    instance_path: str | None = None
+    redis_url: str | None = None
+    secret_key: str = "embedded-default-not-secret"
+    policy_file: str | None = None
+    credly_api_base: str | None = None
+    credly_organization_id: str | None = None
+    credly_auth_token: str | None = field(default=None, repr=False)
+    credly_token_expires_on: date | None = None
+    credly_badge_templates: dict[str, str] = field(default_factory=dict)
+    credly_timeout_seconds: int = 10
+    badge_expires: bool = False
+    token_expires_in: int = 3600
+    queue_name: str = "gateway"
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read every setting from `env` (default: the process environment)."""
+        env = os.environ if env is None else env
+        return cls(
+            database_url=env.get("DATABASE_URL") or None,
+            instance_path=_path(env.get("INSTANCE_PATH")),
+            redis_url=env.get("REDIS_URL") or None,
+            secret_key=env.get("SECRET_KEY") or cls.secret_key,
+            policy_file=env.get("POLICY_FILE") or None,
+            credly_api_base=(env.get("CREDLY_API_BASE") or "").rstrip("/") or None,
+            credly_organization_id=env.get("CREDLY_ORGANIZATION_ID") or None,
+            credly_auth_token=env.get("CREDLY_AUTH_TOKEN") or None,
+            credly_token_expires_on=_date(env, "CREDLY_TOKEN_EXPIRES_ON"),
+            credly_badge_templates=_templates(env.get("CREDLY_BADGE_TEMPLATES")),
+            credly_timeout_seconds=_int(env, "CREDLY_TIMEOUT_SECONDS", cls.credly_timeout_seconds),
+            badge_expires=_flag(env.get("BADGE_EXPIRES")),
+            token_expires_in=_int(env, "OAUTH_TOKEN_EXPIRES_IN", cls.token_expires_in),
+            queue_name=env.get("QUEUE_NAME") or cls.queue_name,
+            log_level=(env.get("LOG_LEVEL") or cls.log_level).upper(),
+        )
+
+    @property
+    def credly_dry_run(self) -> bool:
+        """True when Credly calls go to the dry-run backend (any Credly setting missing)."""
+        return not (self.credly_api_base and self.credly_organization_id and self.credly_auth_token)
+
+    @property
+    def jobs_in_process(self) -> bool:
+        """True when there is no Redis: jobs run inside the web process."""
+        return self.redis_url is None
+
+    def with_instance(self, instance_path: str | Path) -> Settings:
+        """Fill the embedded default database path from the app's instance folder."""
+        if self.database_url:
+            return self
+        path = Path(instance_path) / "gateway.sqlite3"
+        return replace(self, database_url=f"sqlite:///{path}")
+
+    def mode_line(self) -> str:
+        """One log line saying how the service runs."""
+        sqlite = (self.database_url or "sqlite").startswith("sqlite")
+        if sqlite or self.jobs_in_process or self.credly_dry_run:
+            parts = [
+                f"database={_redact(self.database_url)}",
+                "jobs=in-process" if self.jobs_in_process else "jobs=redis",
+                "credly=dry-run" if self.credly_dry_run else f"credly={self.credly_api_base}",
+            ]
+            return "EMBEDDED DEFAULT MODE (not for production): " + ", ".join(parts)
+        return (
+            f"production mode: database={_redact(self.database_url)}, "
+            f"redis={_redact(self.redis_url)}, "
+            f"credly={'dry-run' if self.credly_dry_run else self.credly_api_base}"
+        )
+
+
+def _redact(url: str | None) -> str:
+    """A URL without its password, for logs."""
+    if not url:
+        return "none"
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    creds, _, host = rest.rpartition("@")
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in creds else f"{scheme}://{user}@{host}"

@@ -1,0 +1,124 @@
+"""Shared fixtures: real PostgreSQL and Redis (failing loudly when absent), SQLite, apps."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+
+import psycopg
+import pytest
+import redis
+from flask import Flask
+from sqlalchemy import text
+
+from gateway import create_app
+from gateway.config import Settings
+from gateway.store.db import Database
+from gateway.store.models import Base
+
+PG_ADMIN_URL = os.environ.get(
+    "GATEWAY_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+REDIS_URL = os.environ.get("GATEWAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def _pg_conninfo(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for this test session, dropped at the end."""
+    name = f"gw_test_{uuid.uuid4().hex[:10]}"
+    admin = _pg_conninfo(PG_ADMIN_URL)
+    try:
+        with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as exc:
+        pytest.fail(
+            f"PostgreSQL is required at {PG_ADMIN_URL} (GATEWAY_TEST_DATABASE_URL): {exc}",
+            pytrace=False,
+        )
+    base, _, _ = admin.rpartition("/")
+    url = f"{base}/{name}"
+    Database(url).upgrade()
+    yield url
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The test Redis database, which must be reachable."""
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
+    except redis.RedisError as exc:
+        pytest.fail(
+            f"Redis is required at {REDIS_URL} (GATEWAY_TEST_REDIS_URL): {exc}", pytrace=False
+        )
+    return REDIS_URL
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    """A client of the test Redis database, emptied before and after the test."""
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    yield client
+    client.flushdb()
+
+
+def _truncate(url: str) -> None:
+    db = Database(url)
+    with db.engine.begin() as conn:
+        if db.is_sqlite:
+            for table in reversed(Base.metadata.sorted_tables):
+                conn.execute(table.delete())
+        else:
+            names = ", ".join(t.name for t in Base.metadata.sorted_tables)
+            conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    db.engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
+    """Each test using it runs once on SQLite and once on the real PostgreSQL, on empty tables."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'gateway.sqlite3'}"
+        Database(url).upgrade()
+        yield url
+        return
+    url = request.getfixturevalue("postgres_url")
+    _truncate(url)
+    yield url
+    _truncate(url)
+
+
+@pytest.fixture
+def make_app(tmp_path) -> Iterator[Callable[..., Flask]]:
+    """Build apps from settings; their database connections are closed after the test."""
+    apps: list[Flask] = []
+
+    def factory(**settings: object) -> Flask:
+        settings.setdefault("instance_path", str(tmp_path / "instance"))
+        app = create_app(Settings(**settings))
+        app.testing = True
+        apps.append(app)
+        return app
+
+    yield factory
+    for app in apps:
+        app.extensions["gateway"].db.engine.dispose()
+
+
+@pytest.fixture
+def app(make_app: Callable[..., Flask], database_url: str) -> Flask:
+    """The app on each database, without Redis (jobs in-process)."""
+    return make_app(database_url=database_url)
+
+
+@pytest.fixture
+def client(app: Flask):
+    """A test client of `app`."""
+    return app.test_client()

@@ -1,0 +1,131 @@
+"""Migrations on both databases, health probes, and the embedded default starting."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import requests
+from sqlalchemy import inspect
+
+from gateway.store.db import Database
+from gateway.store.models import Base
+
+
+def test_migrations_create_every_model_table(database_url):
+    tables = set(inspect(Database(database_url).engine).get_table_names())
+    assert {t.name for t in Base.metadata.sorted_tables} <= tables
+    assert "alembic_version" in tables
+
+
+def test_migrations_go_down_and_up_again(tmp_path):
+    db = Database(f"sqlite:///{tmp_path / 'm.sqlite3'}")
+    db.upgrade()
+    db.upgrade("head")  # idempotent
+    from alembic import command
+
+    from gateway.store.db import alembic_config
+
+    with db.engine.begin() as conn:
+        cfg = alembic_config(db.url)
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "base")
+    assert inspect(db.engine).get_table_names() == ["alembic_version"]
+    db.upgrade()
+    assert "events" in inspect(db.engine).get_table_names()
+
+
+def test_healthz_answers_ok(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok"}
+
+
+def test_readyz_checks_the_database_and_redis(make_app, database_url, redis_url):
+    app = make_app(database_url=database_url, redis_url=redis_url)
+    response = app.test_client().get("/readyz")
+    assert response.status_code == 200
+    assert response.get_json()["checks"] == {"database": "ok", "redis": "ok"}
+
+
+def test_readyz_is_503_problem_when_redis_is_down(make_app, database_url):
+    app = make_app(database_url=database_url, redis_url="redis://127.0.0.1:1/0")
+    response = app.test_client().get("/readyz")
+    assert response.status_code == 503
+    assert response.mimetype == "application/problem+json"
+    body = response.get_json()
+    assert body["status"] == 503 and "redis" in body["detail"]
+    assert body["checks"]["database"] == "ok"
+    assert body["checks"]["redis"].startswith("down")
+
+
+def test_readyz_is_503_problem_when_the_database_is_down(make_app):
+    app = make_app(database_url="postgresql://postgres@127.0.0.1:1/none")
+    response = app.test_client().get("/readyz")
+    assert response.status_code == 503
+    assert response.get_json()["errors"][0]["field"] == "database"
+
+
+def test_unknown_route_and_wrong_method_answer_problem_json(client):
+    missing = client.get("/nowhere")
+    assert missing.status_code == 404 and missing.mimetype == "application/problem+json"
+    assert missing.get_json()["title"] == "Not Found"
+    wrong = client.post("/healthz")
+    assert wrong.status_code == 405 and wrong.mimetype == "application/problem+json"
+    assert "GET" in wrong.headers["Allow"]
+
+
+def test_internal_error_is_problem_json_without_traceback(app):
+    @app.get("/boom")
+    def boom():
+        raise RuntimeError("secret internals")
+
+    response = app.test_client().get("/boom")
+    assert response.status_code == 500
+    assert response.mimetype == "application/problem+json"
+    assert "secret internals" not in response.get_data(as_text=True)
+    assert "Traceback" not in response.get_data(as_text=True)
+
+
+def test_embedded_default_migrates_itself_and_says_so(make_app, tmp_path, caplog):
+    caplog.set_level("INFO", logger="gateway")
+    app = make_app(instance_path=str(tmp_path / "inst"))
+    assert (tmp_path / "inst" / "gateway.sqlite3").exists()
+    assert app.test_client().get("/readyz").status_code == 200
+    assert any("EMBEDDED DEFAULT MODE" in r.getMessage() for r in caplog.records)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_gateway_run_serves_healthz_on_the_embedded_default(tmp_path):
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env["INSTANCE_PATH"] = str(tmp_path / "instance")
+    gateway = os.path.join(os.path.dirname(sys.executable), "gateway")
+    proc = subprocess.Popen(
+        [gateway, "run", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                response = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except requests.ConnectionError:
+                assert proc.poll() is None, proc.stdout.read()
+                assert time.monotonic() < deadline, "gateway run did not start in 30 s"
+                time.sleep(0.2)
+        assert response.status_code == 200
+    finally:
+        proc.terminate()
+        output = proc.communicate(timeout=10)[0]
+    assert "EMBEDDED DEFAULT MODE" in output

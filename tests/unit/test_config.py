@@ -1,0 +1,59 @@
+"""Settings from the environment, and the embedded default they fall back to."""
+
+import pytest
+
+from gateway.config import ConfigError, Settings
+
+
+def test_nothing_set_is_the_embedded_default():
+    settings = Settings.from_env({})
+    assert settings.database_url is None
+    assert settings.jobs_in_process
+    assert settings.credly_dry_run
+    resolved = settings.with_instance("/srv/instance")
+    assert resolved.database_url == "sqlite:////srv/instance/gateway.sqlite3"
+    assert resolved.mode_line().startswith("EMBEDDED DEFAULT MODE")
+    assert "credly=dry-run" in resolved.mode_line()
+
+
+def test_production_settings_are_read_and_secrets_kept_out_of_the_mode_line():
+    env = {
+        "DATABASE_URL": "postgresql://gw:hunter2@db.internal/gateway",
+        "REDIS_URL": "redis://:pw@cache.internal:6379/0",
+        "CREDLY_API_BASE": "https://sandbox-api.credly.com/v1/",
+        "CREDLY_ORGANIZATION_ID": "org-1",
+        "CREDLY_AUTH_TOKEN": "tok-secret",
+        "CREDLY_TOKEN_EXPIRES_ON": "2027-05-01",
+        "CREDLY_BADGE_TEMPLATES": "RMA=tmpl-rma, RPT=tmpl-rpt",
+        "BADGE_EXPIRES": "true",
+        "OAUTH_TOKEN_EXPIRES_IN": "600",
+    }
+    settings = Settings.from_env(env)
+    assert settings.credly_api_base == "https://sandbox-api.credly.com/v1"
+    assert settings.credly_badge_templates == {"RMA": "tmpl-rma", "RPT": "tmpl-rpt"}
+    assert settings.credly_token_expires_on.isoformat() == "2027-05-01"
+    assert settings.badge_expires and settings.token_expires_in == 600
+    assert not settings.credly_dry_run and not settings.jobs_in_process
+    line = settings.mode_line()
+    assert line.startswith("production mode")
+    assert "hunter2" not in line and "tok-secret" not in line and "pw@" not in line
+    assert "tok-secret" not in repr(settings)
+
+
+def test_badge_templates_accept_json():
+    settings = Settings.from_env({"CREDLY_BADGE_TEMPLATES": '{"RMA": "a", "MT": "b"}'})
+    assert settings.credly_badge_templates == {"RMA": "a", "MT": "b"}
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("OAUTH_TOKEN_EXPIRES_IN", "soon"),
+        ("CREDLY_TOKEN_EXPIRES_ON", "05/01/2027"),
+        ("CREDLY_BADGE_TEMPLATES", "RMA"),
+        ("CREDLY_BADGE_TEMPLATES", "{not json"),
+    ],
+)
+def test_bad_values_name_the_setting(name, value):
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env({name: value})
