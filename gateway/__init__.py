@@ -25,9 +25,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     if svc.db.is_sqlite:
         svc.db.upgrade()
 
+    from gateway import auth
     from gateway.api import health, problems
 
     problems.register(app)
+    auth.init_app(app)
     app.register_blueprint(health.bp)
     log.info(settings.mode_line())
     return app

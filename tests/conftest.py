@@ -122,3 +122,30 @@ def app(make_app: Callable[..., Flask], database_url: str) -> Flask:
 def client(app: Flask):
     """A test client of `app`."""
     return app.test_client()
+
+
+def register_client(app: Flask, scope: str, name: str = "test client") -> tuple[str, str]:
+    """Create an API client directly in the app's database; returns (client_id, secret)."""
+    from gateway import auth
+
+    with app.extensions["gateway"].db.transaction() as session:
+        new = auth.create_client(session, name, scope)
+    return new.client_id, new.client_secret
+
+
+def fetch_token(app: Flask, scope: str) -> str:
+    """A bearer token for a new client with `scope`, through the token endpoint."""
+    client_id, secret = register_client(app, scope)
+    response = app.test_client().post(
+        "/oauth/token",
+        data={"grant_type": "client_credentials"},
+        auth=(client_id, secret),
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return response.get_json()["access_token"]
+
+
+@pytest.fixture
+def token_for(app: Flask) -> Callable[[str], dict[str, str]]:
+    """Authorization headers carrying a fresh token with the given scope."""
+    return lambda scope: {"Authorization": f"Bearer {fetch_token(app, scope)}"}

@@ -1,0 +1,263 @@
+"""OAuth 2.0 client credentials served with Authlib: token endpoint, client store, scope checks."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from authlib.integrations.flask_oauth2 import AuthorizationServer, ResourceProtector, current_token
+from authlib.oauth2 import OAuth2Error, OAuth2Request
+from authlib.oauth2.rfc6749 import ClientMixin, TokenMixin
+from authlib.oauth2.rfc6749.grants import ClientCredentialsGrant
+from authlib.oauth2.rfc6750 import BearerTokenValidator
+from flask import Blueprint, Flask, Response, current_app
+from flask.typing import ResponseReturnValue
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from gateway.api.problems import PROBLEM_TYPE, Problem
+from gateway.services import services
+from gateway.store.models import OAuthClient, OAuthToken, utcnow
+
+SCOPES = ("events:write", "certifications:read", "verifications:read", "admin")
+_ERROR_TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden"}
+
+
+def token_hash(token: str) -> str:
+    """The stored form of an access token (tokens are random, so SHA-256 suffices)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Client(ClientMixin):
+    """An `OAuthClient` row as Authlib sees it: client credentials only."""
+
+    def __init__(self, row: OAuthClient) -> None:
+        self.row = row
+
+    def get_client_id(self) -> str:
+        return self.row.client_id
+
+    def get_default_redirect_uri(self) -> None:
+        return None
+
+    def get_allowed_scope(self, scope: str | None) -> str:
+        allowed = self.row.scope.split()
+        if not scope:
+            return " ".join(allowed)
+        return " ".join(s for s in scope.split() if s in allowed)
+
+    def check_redirect_uri(self, redirect_uri: str) -> bool:
+        return False
+
+    def check_client_secret(self, client_secret: str) -> bool:
+        return check_password_hash(self.row.client_secret_hash, client_secret)
+
+    def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
+        return endpoint == "token" and method in ClientCredentials.TOKEN_ENDPOINT_AUTH_METHODS
+
+    def check_response_type(self, response_type: str) -> bool:
+        return False
+
+    def check_grant_type(self, grant_type: str) -> bool:
+        return grant_type == "client_credentials"
+
+
+@dataclass
+class AccessToken(TokenMixin):
+    """A stored token and its client, as Authlib's bearer validator sees it."""
+
+    row: OAuthToken
+    client_revoked: bool
+
+    @property
+    def client_id(self) -> str:
+        return self.row.client_id
+
+    def check_client(self, client: ClientMixin) -> bool:
+        return client.get_client_id() == self.row.client_id
+
+    def get_scope(self) -> str:
+        return self.row.scope
+
+    def get_expires_in(self) -> int:
+        return self.row.expires_in
+
+    def is_expired(self) -> bool:
+        return utcnow() >= self.row.issued_at + timedelta(seconds=self.row.expires_in)
+
+    def is_revoked(self) -> bool:
+        return self.row.revoked or self.client_revoked
+
+
+class ClientCredentials(ClientCredentialsGrant):
+    """The client-credentials grant, accepting the secret as HTTP Basic or in the form."""
+
+    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]  # noqa: RUF012
+
+
+def _problem_json(status: int, body: dict, headers: list | dict) -> Response:
+    detail = body.get("error_description") or body.get("error", "")
+    payload = {"type": "about:blank", "title": _ERROR_TITLES.get(status, "Error")}
+    payload.update(status=status, detail=detail, **body)
+    response = Response(json.dumps(payload), status=status, mimetype=PROBLEM_TYPE)
+    for key, value in dict(headers).items():
+        if key.lower() != "content-type":
+            response.headers[key] = value
+    return response
+
+
+class Server(AuthorizationServer):
+    """Authlib's authorization server whose errors are problem+json with the OAuth error fields."""
+
+    def handle_response(self, status_code: int, payload: object, headers: list) -> Response:
+        if status_code >= 400 and isinstance(payload, dict):
+            return _problem_json(status_code, payload, headers)
+        return super().handle_response(status_code, payload, headers)
+
+
+class Validator(BearerTokenValidator):
+    """Looks bearer tokens up by their hash; a revoked client's tokens stop working at once."""
+
+    def authenticate_token(self, token_string: str) -> AccessToken | None:
+        with services().db.sessions() as session:
+            found = session.execute(
+                select(OAuthToken, OAuthClient.revoked_at)
+                .join(OAuthClient, OAuthClient.client_id == OAuthToken.client_id)
+                .where(OAuthToken.token_hash == token_hash(token_string))
+            ).first()
+        if found is None:
+            return None
+        return AccessToken(row=found[0], client_revoked=found[1] is not None)
+
+
+class Protector(ResourceProtector):
+    """Authlib's resource protector answering problem+json (401 with WWW-Authenticate, 403)."""
+
+    def raise_error_response(self, error: OAuth2Error) -> None:
+        status = error.status_code
+        headers = dict(error.get_headers())
+        headers.pop("Content-Type", None)
+        if status == 401:
+            challenge = headers.get("WWW-Authenticate", 'bearer realm="credential-gateway"')
+            headers["WWW-Authenticate"] = "Bearer" + challenge[len("bearer") :]
+        detail = error.description or {
+            401: "A valid bearer token is required.",
+            403: "The token lacks the scope this endpoint needs.",
+        }.get(status, error.error)
+        raise Problem(status, _ERROR_TITLES.get(status, "Error"), detail, headers=headers)
+
+
+require_oauth = Protector()
+require_oauth.register_token_validator(Validator(realm="credential-gateway"))
+
+
+def require_scope(scope: str) -> Callable[[Callable], Callable]:
+    """Protect a view: a valid bearer token carrying `scope`."""
+    return require_oauth([scope])
+
+
+def current_client_id() -> str | None:
+    """The client id of the request's token, if any."""
+    token = current_token
+    return token.client_id if token else None
+
+
+def _query_client(client_id: str) -> Client | None:
+    with services().db.sessions() as session:
+        row = session.scalar(
+            select(OAuthClient).where(
+                OAuthClient.client_id == client_id, OAuthClient.revoked_at.is_(None)
+            )
+        )
+    return Client(row) if row else None
+
+
+def _save_token(token: dict, request: OAuth2Request) -> None:
+    with services().db.transaction() as session:
+        session.add(
+            OAuthToken(
+                token_hash=token_hash(token["access_token"]),
+                client_id=request.client.get_client_id(),
+                scope=token.get("scope", ""),
+                expires_in=int(token["expires_in"]),
+            )
+        )
+
+
+bp = Blueprint("oauth", __name__)
+
+
+@bp.post("/oauth/token")
+def issue_token() -> ResponseReturnValue:
+    """Issue an access token for the client-credentials grant."""
+    return current_app.extensions["oauth_server"].create_token_response()
+
+
+def init_app(app: Flask) -> None:
+    """Serve the token endpoint of `app`."""
+    settings = app.extensions["gateway"].settings
+    app.config.update(
+        OAUTH2_TOKEN_EXPIRES_IN={"client_credentials": settings.token_expires_in},
+        OAUTH2_SCOPES_SUPPORTED=list(SCOPES),
+    )
+    server = Server(app, query_client=_query_client, save_token=_save_token)
+    server.register_grant(ClientCredentials)
+    app.extensions["oauth_server"] = server
+    app.register_blueprint(bp)
+
+
+# --- client administration (the `gateway clients` commands) -------------------------------
+
+
+@dataclass(frozen=True)
+class NewClient:
+    """A client just created; the secret is shown once and never stored."""
+
+    client_id: str
+    client_secret: str
+
+
+def validate_scope(scope: str) -> list[str]:
+    """The scopes of `scope`, or ValueError naming the unknown ones."""
+    scopes = scope.split()
+    unknown = [s for s in scopes if s not in SCOPES]
+    if unknown or not scopes:
+        raise ValueError(
+            f"unknown scope(s) {' '.join(unknown) or '(none given)'}; "
+            f"choose from {' '.join(SCOPES)}"
+        )
+    return scopes
+
+
+def create_client(session: Session, name: str, scope: str) -> NewClient:
+    """Register a client with `scope`; its secret is stored only as a hash."""
+    scopes = validate_scope(scope)
+    client = NewClient(client_id=secrets.token_urlsafe(16), client_secret=secrets.token_urlsafe(32))
+    session.add(
+        OAuthClient(
+            client_id=client.client_id,
+            client_secret_hash=generate_password_hash(client.client_secret),
+            name=name,
+            scope=" ".join(scopes),
+        )
+    )
+    return client
+
+
+def list_clients(session: Session) -> list[OAuthClient]:
+    """Every registered client, oldest first."""
+    return list(session.scalars(select(OAuthClient).order_by(OAuthClient.id)))
+
+
+def revoke_client(session: Session, client_id: str, when: datetime | None = None) -> bool:
+    """Revoke a client and its tokens; False when no such client exists."""
+    row = session.scalar(select(OAuthClient).where(OAuthClient.client_id == client_id))
+    if row is None:
+        return False
+    row.revoked_at = row.revoked_at or when or utcnow()
+    return True

@@ -1,0 +1,143 @@
+"""OAuth 2.0 client credentials: token endpoint, scopes, expiry, revocation, the clients CLI."""
+
+import json
+from datetime import timedelta
+
+import pytest
+from click.testing import CliRunner
+from flask import jsonify
+
+from gateway import auth
+from gateway.cli import cli
+from gateway.store.models import OAuthClient, OAuthToken
+from tests.conftest import register_client
+
+
+@pytest.fixture
+def protected(app):
+    @app.get("/test-protected")
+    @auth.require_scope("events:write")
+    def view():
+        return jsonify(client=auth.current_client_id())
+
+    return app
+
+
+def _token(client, data, **kw):
+    return client.post("/oauth/token", data={"grant_type": "client_credentials", **data}, **kw)
+
+
+def test_token_with_client_secret_basic(app, client):
+    cid, secret = register_client(app, "events:write certifications:read")
+    response = _token(client, {}, auth=(cid, secret))
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["token_type"] == "Bearer"
+    assert body["expires_in"] == 3600
+    assert body["scope"] == "events:write certifications:read"
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_token_with_client_secret_post_and_narrowed_scope(app, client):
+    cid, secret = register_client(app, "events:write certifications:read")
+    response = _token(
+        client, {"client_id": cid, "client_secret": secret, "scope": "certifications:read"}
+    )
+    assert response.status_code == 200
+    assert response.get_json()["scope"] == "certifications:read"
+
+
+def test_wrong_secret_is_401_problem(app, client):
+    cid, _ = register_client(app, "events:write")
+    response = _token(client, {}, auth=(cid, "wrong"))
+    assert response.status_code == 401
+    assert response.mimetype == "application/problem+json"
+    body = response.get_json()
+    assert body["status"] == 401 and body["error"] == "invalid_client"
+
+
+def test_unsupported_scope_is_400_problem(app, client):
+    cid, secret = register_client(app, "events:write")
+    response = _token(client, {"scope": "root"}, auth=(cid, secret))
+    assert response.status_code == 400
+    assert response.get_json()["error"] == "invalid_scope"
+
+
+def test_secret_and_token_are_stored_only_as_hashes(app, client):
+    cid, secret = register_client(app, "events:write")
+    token = _token(client, {}, auth=(cid, secret)).get_json()["access_token"]
+    with app.extensions["gateway"].db.sessions() as session:
+        row = session.query(OAuthClient).filter_by(client_id=cid).one()
+        stored = session.query(OAuthToken).one()
+    assert secret not in row.client_secret_hash
+    assert stored.token_hash == auth.token_hash(token) and token != stored.token_hash
+
+
+def test_missing_token_is_401_with_www_authenticate(protected):
+    response = protected.test_client().get("/test-protected")
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert response.mimetype == "application/problem+json"
+
+
+def test_bad_token_is_401(protected):
+    response = protected.test_client().get(
+        "/test-protected", headers={"Authorization": "Bearer not-a-token"}
+    )
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_token_without_the_scope_is_403(protected, token_for):
+    response = protected.test_client().get(
+        "/test-protected", headers=token_for("certifications:read")
+    )
+    assert response.status_code == 403
+    assert response.mimetype == "application/problem+json"
+
+
+def test_token_with_the_scope_passes_and_names_its_client(protected, token_for):
+    response = protected.test_client().get("/test-protected", headers=token_for("events:write"))
+    assert response.status_code == 200
+    assert response.get_json()["client"]
+
+
+def test_expired_token_is_401(protected, token_for):
+    headers = token_for("events:write")
+    with protected.extensions["gateway"].db.transaction() as session:
+        row = session.query(OAuthToken).one()
+        row.issued_at = row.issued_at - timedelta(seconds=3601)
+    assert protected.test_client().get("/test-protected", headers=headers).status_code == 401
+
+
+def test_revoked_client_tokens_stop_at_once(protected):
+    cid, secret = register_client(protected, "events:write")
+    client = protected.test_client()
+    token = _token(client, {}, auth=(cid, secret)).get_json()["access_token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    assert client.get("/test-protected", headers=headers).status_code == 200
+    with protected.extensions["gateway"].db.transaction() as session:
+        assert auth.revoke_client(session, cid)
+    assert client.get("/test-protected", headers=headers).status_code == 401
+    assert _token(client, {}, auth=(cid, secret)).status_code == 401
+
+
+def test_clients_cli_create_list_revoke(database_url, tmp_path, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("INSTANCE_PATH", str(tmp_path))
+    runner = CliRunner()
+    created = runner.invoke(cli, ["clients", "create", "--name", "hr", "--scope", "admin"])
+    assert created.exit_code == 0, created.output
+    new = json.loads(created.stdout)
+    assert set(new) == {"client_id", "client_secret"}
+    listed = runner.invoke(cli, ["clients", "list", "--json"])
+    rows = json.loads(listed.stdout)
+    assert [(r["client_id"], r["scope"], r["revoked_at"]) for r in rows] == [
+        (new["client_id"], "admin", None)
+    ]
+    assert new["client_secret"] not in listed.stdout
+    assert runner.invoke(cli, ["clients", "revoke", new["client_id"]]).exit_code == 0
+    assert json.loads(runner.invoke(cli, ["clients", "list", "--json"]).stdout)[0]["revoked_at"]
+    assert runner.invoke(cli, ["clients", "revoke", "nobody"]).exit_code != 0
+    bad = runner.invoke(cli, ["clients", "create", "--name", "x", "--scope", "root"])
+    assert bad.exit_code != 0 and "unknown scope" in bad.output
