@@ -80,6 +80,10 @@ class Settings:
     badge_expires: bool = False
     token_expires_in: int = 3600
     queue_name: str = "gateway"
+    job_retry_base_seconds: int = 5
+    job_timeout_seconds: int = 120
+    relay_interval_seconds: int = 5
+    jobs_synchronous: bool = False
     log_level: str = "INFO"
 
     @classmethod
@@ -99,10 +103,27 @@ class Settings:
             credly_badge_templates=_templates(env.get("CREDLY_BADGE_TEMPLATES")),
             credly_timeout_seconds=_int(env, "CREDLY_TIMEOUT_SECONDS", cls.credly_timeout_seconds),
             badge_expires=_flag(env.get("BADGE_EXPIRES")),
+            jobs_synchronous=_flag(env.get("JOBS_SYNCHRONOUS")),
             token_expires_in=_int(env, "OAUTH_TOKEN_EXPIRES_IN", cls.token_expires_in),
             queue_name=env.get("QUEUE_NAME") or cls.queue_name,
+            job_retry_base_seconds=_int(env, "JOB_RETRY_BASE_SECONDS", cls.job_retry_base_seconds),
+            job_timeout_seconds=_int(env, "JOB_TIMEOUT_SECONDS", cls.job_timeout_seconds),
+            relay_interval_seconds=_int(env, "RELAY_INTERVAL_SECONDS", cls.relay_interval_seconds),
             log_level=(env.get("LOG_LEVEL") or cls.log_level).upper(),
         )
+
+    def __post_init__(self) -> None:
+        credly = {
+            "CREDLY_API_BASE": self.credly_api_base,
+            "CREDLY_ORGANIZATION_ID": self.credly_organization_id,
+            "CREDLY_AUTH_TOKEN": self.credly_auth_token,
+        }
+        missing = [name for name, value in credly.items() if not value]
+        if 0 < len(missing) < len(credly):
+            raise ConfigError(
+                f"Credly is only partly configured: set {', '.join(missing)} too "
+                "(or none of the three for the dry-run backend)"
+            )
 
     @property
     def credly_dry_run(self) -> bool:

@@ -57,3 +57,10 @@ def test_badge_templates_accept_json():
 def test_bad_values_name_the_setting(name, value):
     with pytest.raises(ConfigError, match=name):
         Settings.from_env({name: value})
+
+
+def test_partial_credly_settings_are_refused():
+    with pytest.raises(ConfigError, match="CREDLY_AUTH_TOKEN"):
+        Settings.from_env(
+            {"CREDLY_API_BASE": "https://api.credly.com/v1", "CREDLY_ORGANIZATION_ID": "o"}
+        )

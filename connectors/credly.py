@@ -1,0 +1,739 @@
+"""Credly connector: a typed client of Credly's REST API v1, a dry-run backend and a factory.
+
+Facts this module relies on (Credly web service docs, `credly.com/docs/issued_badges`,
+`/docs/web_service_api`, `/docs/webhooks`):
+
+- HTTP Basic auth with the organisation's authorization token as user name and an empty password;
+  JSON bodies; every answer is an envelope `{"data": ..., "metadata": ...}`.
+- `issued_at` / `expires_at` are sent as `"2014-04-01 09:41:00 -0500"`; Credly answers with ISO 8601
+  (`"2014-04-01T14:41:00.000Z"`). `expires_at: null` means the template's default expiry.
+- Lists are paged (`metadata.next_page_url` is null on the last page) and filtered with
+  `filter=key::value|key::value`.
+- No public source says what Credly answers when an already revoked badge is revoked again, so a 4xx
+  on revoke is followed by a read of the badge: if it is revoked, the revoke succeeded.
+
+The module talks to the outside world only: it imports nothing of Flask, `gateway` or `jobs`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, Protocol, runtime_checkable
+from urllib.parse import quote
+
+import requests
+
+log = logging.getLogger(__name__)
+
+Timeout = float | tuple[float, float]
+OnRequest = Callable[[str, str, int | None, float], None]
+
+DEFAULT_TIMEOUT: tuple[float, float] = (3.05, 10.0)
+CREDLY_DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S %z"
+REVOKED = "revoked"
+REPLACED = "replaced"
+PENDING = "pending"
+#: States of a badge that no longer stands for anything (the others: pending, accepted, rejected).
+ENDED_STATES = frozenset({REVOKED, REPLACED})
+
+BADGES = "/organizations/{org}/badges"
+BADGE = "/organizations/{org}/badges/{badge_id}"
+REPLACE = "/organizations/{org}/badges/{badge_id}/replace"
+REVOKE = "/organizations/{org}/badges/{badge_id}/revoke"
+EVENT = "/organizations/{org}/events/{event_id}"
+ORGANIZATION = "/organizations/{org}"
+
+
+# --------------------------------------------------------------------------- values and errors
+
+
+def format_credly_datetime(value: datetime) -> str:
+    """A datetime in the form Credly documents for requests (`2014-04-01 09:41:00 -0500`), in UTC.
+
+    A naive datetime is taken to be UTC.
+    """
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime(CREDLY_DATETIME_FORMAT)
+
+
+def parse_credly_datetime(value: object) -> datetime | None:
+    """An aware UTC datetime from Credly's ISO 8601 answer (or its request form); None if absent.
+
+    A value in neither form gives None too; the original stays in `Badge.raw`.
+    """
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        try:
+            parsed = datetime.strptime(value, CREDLY_DATETIME_FORMAT)
+        except ValueError:
+            return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class Badge:
+    """An issued Credly badge, as far as the gateway cares; `raw` keeps Credly's whole object."""
+
+    id: str
+    state: str
+    issuer_earner_id: str | None
+    badge_template_id: str | None
+    recipient_email: str | None
+    issued_at: datetime | None
+    expires_at: datetime | None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Badge:
+        """Build from the `data` object of Credly's answer (template id nested or flat)."""
+        if not isinstance(data, Mapping) or not data.get("id"):
+            raise ValueError(f"not a Credly badge object: {data!r}")
+        template = data.get("badge_template")
+        template_id = template.get("id") if isinstance(template, Mapping) else None
+        template_id = template_id or data.get("badge_template_id")
+        earner = data.get("issuer_earner_id")
+        return cls(
+            id=str(data["id"]),
+            state=str(data.get("state") or ""),
+            issuer_earner_id=None if earner is None else str(earner),
+            badge_template_id=None if template_id is None else str(template_id),
+            recipient_email=data.get("recipient_email"),
+            issued_at=parse_credly_datetime(data.get("issued_at")),
+            expires_at=parse_credly_datetime(data.get("expires_at")),
+            raw=dict(data),
+        )
+
+    @property
+    def ended(self) -> bool:
+        """True once revoked or replaced."""
+        return self.state in ENDED_STATES
+
+
+class CredlyError(Exception):
+    """A call to Credly failed; `status` is the HTTP status (None without an answer)."""
+
+    def __init__(self, message: str, *, status: int | None = None, body: object = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+class TransientError(CredlyError):
+    """Worth retrying: timeout, connection error, 429 or 5xx; `retry_after` in seconds if given."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        body: object = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, status=status, body=body)
+        self.retry_after = retry_after
+
+
+class PermanentError(CredlyError):
+    """Credly refused the request (4xx but 429); retrying the same request cannot help."""
+
+
+class NotFound(PermanentError):
+    """Credly answered 404: no such badge or event in this organisation."""
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a `Retry-After` header (delta-seconds or HTTP-date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+# --------------------------------------------------------------------------- shared helpers
+
+
+def issue_body(
+    *,
+    recipient_email: str,
+    first_name: str,
+    last_name: str,
+    badge_template_id: str,
+    issued_at: datetime,
+    issuer_earner_id: str,
+    expires_at: datetime | None,
+) -> dict[str, Any]:
+    """The JSON fields common to issuing and replacing a badge."""
+    return {
+        "recipient_email": recipient_email,
+        "issued_to_first_name": first_name,
+        "issued_to_last_name": last_name,
+        "badge_template_id": badge_template_id,
+        "issued_at": format_credly_datetime(issued_at),
+        "issuer_earner_id": issuer_earner_id,
+        "expires_at": None if expires_at is None else format_credly_datetime(expires_at),
+    }
+
+
+def filter_param(filters: Mapping[str, str]) -> str:
+    """Credly's `filter` query value, `key::value|key::value`."""
+    for part in (*filters.keys(), *filters.values()):
+        if "|" in part or "::" in part:
+            raise ValueError(f"a Credly filter key or value may not contain '|' or '::': {part!r}")
+    return "|".join(f"{key}::{value}" for key, value in filters.items())
+
+
+def pick_badge(badges: Iterable[Badge]) -> Badge | None:
+    """The badge that stands: a live one before an ended one, then the newest by `issued_at`."""
+    oldest = datetime.min.replace(tzinfo=UTC)
+    return max(badges, key=lambda b: (not b.ended, b.issued_at or oldest), default=None)
+
+
+# --------------------------------------------------------------------------- the interface
+
+
+@runtime_checkable
+class BadgeService(Protocol):
+    """What the jobs need from Credly; implemented by `CredlyClient` and `DryRunCredly`."""
+
+    def issue_badge(
+        self,
+        *,
+        recipient_email: str,
+        first_name: str,
+        last_name: str,
+        badge_template_id: str,
+        issued_at: datetime,
+        issuer_earner_id: str,
+        expires_at: datetime | None = None,
+        locale: str = "en",
+    ) -> Badge: ...
+
+    def replace_badge(
+        self,
+        badge_id: str,
+        *,
+        recipient_email: str,
+        first_name: str,
+        last_name: str,
+        badge_template_id: str,
+        issued_at: datetime,
+        issuer_earner_id: str,
+        expires_at: datetime | None = None,
+    ) -> Badge: ...
+
+    def revoke_badge(
+        self, badge_id: str, *, reason: str, suppress_revoke_notification_email: bool = False
+    ) -> Badge: ...
+
+    def get_badge(self, badge_id: str) -> Badge: ...
+
+    def list_badges(self, filters: dict[str, str]) -> Iterator[Badge]: ...
+
+    def find_badge(self, *, issuer_earner_id: str, badge_template_id: str) -> Badge | None: ...
+
+    def get_event(self, event_id: str) -> dict[str, Any]: ...
+
+    def ping(self) -> None: ...
+
+
+# --------------------------------------------------------------------------- the real client
+
+
+class CredlyClient:
+    """Client of Credly's REST API for one organisation; every call has a timeout.
+
+    Errors: `TransientError` (retry), `PermanentError` (do not), `NotFound` (a 404).
+    `on_request(method, path_template, status_or_None, seconds)` is called after every HTTP call.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        organization_id: str,
+        auth_token: str,
+        *,
+        timeout: Timeout = DEFAULT_TIMEOUT,
+        session: requests.Session | None = None,
+        on_request: OnRequest | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.organization_id = organization_id
+        self.timeout = timeout
+        self._auth = (auth_token, "")
+        self._session = session or requests.Session()
+        self._on_request = on_request
+
+    def __repr__(self) -> str:
+        return f"CredlyClient({self.base_url!r}, organization_id={self.organization_id!r})"
+
+    # -- operations
+
+    def issue_badge(
+        self,
+        *,
+        recipient_email: str,
+        first_name: str,
+        last_name: str,
+        badge_template_id: str,
+        issued_at: datetime,
+        issuer_earner_id: str,
+        expires_at: datetime | None = None,
+        locale: str = "en",
+    ) -> Badge:
+        """Issue a badge (`POST /organizations/{org}/badges`); Credly answers 201 with it."""
+        body = issue_body(
+            recipient_email=recipient_email,
+            first_name=first_name,
+            last_name=last_name,
+            badge_template_id=badge_template_id,
+            issued_at=issued_at,
+            issuer_earner_id=issuer_earner_id,
+            expires_at=expires_at,
+        )
+        body["locale"] = locale
+        return self._badge(self._call("POST", BADGES, json_body=body))
+
+    def replace_badge(
+        self,
+        badge_id: str,
+        *,
+        recipient_email: str,
+        first_name: str,
+        last_name: str,
+        badge_template_id: str,
+        issued_at: datetime,
+        issuer_earner_id: str,
+        expires_at: datetime | None = None,
+    ) -> Badge:
+        """Replace a badge by a new one (`POST .../badges/{id}/replace`); returns the new badge."""
+        body = issue_body(
+            recipient_email=recipient_email,
+            first_name=first_name,
+            last_name=last_name,
+            badge_template_id=badge_template_id,
+            issued_at=issued_at,
+            issuer_earner_id=issuer_earner_id,
+            expires_at=expires_at,
+        )
+        return self._badge(self._call("POST", REPLACE, {"badge_id": badge_id}, json_body=body))
+
+    def revoke_badge(
+        self, badge_id: str, *, reason: str, suppress_revoke_notification_email: bool = False
+    ) -> Badge:
+        """Revoke a badge (`PUT .../badges/{id}/revoke`); revoking a revoked badge succeeds."""
+        body = {
+            "reason": reason,
+            "suppress_revoke_notification_email": suppress_revoke_notification_email,
+        }
+        try:
+            answer = self._call("PUT", REVOKE, {"badge_id": badge_id}, json_body=body)
+        except NotFound:
+            raise
+        except PermanentError:
+            current = self.get_badge(badge_id)
+            if current.state == REVOKED:
+                log.info("Credly badge %s was already revoked", badge_id)
+                return current
+            raise
+        return self._badge(answer)
+
+    def get_badge(self, badge_id: str) -> Badge:
+        """Read one badge (`GET .../badges/{id}`)."""
+        return self._badge(self._call("GET", BADGE, {"badge_id": badge_id}))
+
+    def list_badges(self, filters: dict[str, str]) -> Iterator[Badge]:
+        """Every badge matching `filters`, page after page until `next_page_url` is null.
+
+        Pages are requested by number on the configured base URL, so the credentials never go to
+        a URL taken from an answer.
+        """
+        params = {"filter": filter_param(filters)} if filters else {}
+        page = 1
+        while True:
+            answer = self._call("GET", BADGES, params={**params, "page": str(page)})
+            items = answer.get("data")
+            if not isinstance(items, list):
+                raise PermanentError(
+                    "Credly answered a badge list without a data array", body=answer
+                )
+            yield from (self._parse_badge(item, answer) for item in items)
+            metadata = answer.get("metadata") or {}
+            if not items or not metadata.get("next_page_url"):
+                return
+            page += 1
+
+    def find_badge(self, *, issuer_earner_id: str, badge_template_id: str) -> Badge | None:
+        """The badge of this earner id and template: a live one first, else the newest."""
+        found = self.list_badges(
+            {"issuer_earner_id": issuer_earner_id, "badge_template_id": badge_template_id}
+        )
+        return pick_badge(
+            b
+            for b in found
+            if b.issuer_earner_id == issuer_earner_id and b.badge_template_id == badge_template_id
+        )
+
+    def get_event(self, event_id: str) -> dict[str, Any]:
+        """The `data` object of one organisation event (`GET .../events/{id}`); NotFound on 404."""
+        answer = self._call("GET", EVENT, {"event_id": event_id})
+        data = answer.get("data")
+        if not isinstance(data, dict):
+            raise PermanentError("Credly answered an event without data", body=answer)
+        return data
+
+    def ping(self) -> None:
+        """Read the organisation (`GET /organizations/{org}`): token and organisation are valid."""
+        self._call("GET", ORGANIZATION)
+
+    # -- transport
+
+    def _badge(self, answer: dict[str, Any]) -> Badge:
+        return self._parse_badge(answer.get("data"), answer)
+
+    @staticmethod
+    def _parse_badge(data: object, answer: dict[str, Any]) -> Badge:
+        try:
+            if not isinstance(data, Mapping):
+                raise ValueError(f"not a Credly badge object: {data!r}")
+            return Badge.from_json(data)
+        except ValueError as exc:
+            raise PermanentError(f"Credly answered {exc}", body=answer) from exc
+
+    def _url(self, template: str, path_params: Mapping[str, str]) -> str:
+        quoted = {k: quote(str(v), safe="") for k, v in path_params.items()}
+        return self.base_url + template.format(org=quote(self.organization_id, safe=""), **quoted)
+
+    def _call(
+        self,
+        method: str,
+        template: str,
+        path_params: Mapping[str, str] | None = None,
+        *,
+        json_body: dict[str, Any] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """One HTTP call; the decoded JSON answer, or the matching CredlyError."""
+        url = self._url(template, path_params or {})
+        started = time.monotonic()
+        status: int | None = None
+        try:
+            response = self._session.request(
+                method,
+                url,
+                params=params,
+                json=json_body,
+                auth=self._auth,
+                headers={"Accept": "application/json"},
+                timeout=self.timeout,
+            )
+            status = response.status_code
+        except (
+            requests.Timeout,
+            requests.ConnectionError,
+            requests.exceptions.ChunkedEncodingError,
+        ) as exc:
+            raise TransientError(f"Credly {method} {template}: {exc!r}") from exc
+        except requests.RequestException as exc:
+            raise PermanentError(f"Credly {method} {template}: {exc!r}") from exc
+        finally:
+            elapsed = time.monotonic() - started
+            log.debug("Credly %s %s -> %s in %.3fs", method, template, status, elapsed)
+            if self._on_request is not None:
+                self._on_request(method, template, status, elapsed)
+        return self._decode(method, template, response)
+
+    @staticmethod
+    def _decode(method: str, template: str, response: requests.Response) -> dict[str, Any]:
+        status = response.status_code
+        try:
+            body: object = response.json() if response.content else {}
+        except ValueError:
+            body = response.text[:2000]
+        where = f"Credly {method} {template} answered {status}"
+        if 200 <= status < 300:
+            if not isinstance(body, dict):
+                raise TransientError(f"{where} without a JSON object", status=status, body=body)
+            return body
+        if status == 429 or status >= 500:
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            raise TransientError(where, status=status, body=body, retry_after=retry_after)
+        if status == 404:
+            raise NotFound(where, status=status, body=body)
+        raise PermanentError(where, status=status, body=body)
+
+
+# --------------------------------------------------------------------------- dry run
+
+
+class DryRunCredly:
+    """Credly for the embedded default: logs each request it would send and answers as Credly would.
+
+    Badges live in memory (per process); nothing leaves the process and no token exists here.
+    """
+
+    def __init__(
+        self, organization_id: str = "dry-run", logger: logging.Logger | None = None
+    ) -> None:
+        self.organization_id = organization_id
+        self._log = logger or logging.getLogger("connectors.credly.dry_run")
+        self._badges: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        self._log.warning(
+            "Credly DRY RUN backend for organization %s: requests are logged, never sent",
+            organization_id,
+        )
+
+    def __repr__(self) -> str:
+        return f"DryRunCredly(organization_id={self.organization_id!r})"
+
+    def _would_send(
+        self, method: str, template: str, body: object = None, query: str = "", **path_params: str
+    ) -> None:
+        path = template.format(org=self.organization_id, **path_params) + query
+        shown = "" if body is None else " " + json.dumps(body, sort_keys=True, default=str)
+        self._log.info("DRY RUN: would send %s %s%s", method, path, shown)
+
+    def issue_badge(
+        self,
+        *,
+        recipient_email: str,
+        first_name: str,
+        last_name: str,
+        badge_template_id: str,
+        issued_at: datetime,
+        issuer_earner_id: str,
+        expires_at: datetime | None = None,
+        locale: str = "en",
+    ) -> Badge:
+        """Record a new pending badge, refusing a duplicate of a live one as Credly does."""
+        body = issue_body(
+            recipient_email=recipient_email,
+            first_name=first_name,
+            last_name=last_name,
+            badge_template_id=badge_template_id,
+            issued_at=issued_at,
+            issuer_earner_id=issuer_earner_id,
+            expires_at=expires_at,
+        )
+        body["locale"] = locale
+        self._would_send("POST", BADGES, body)
+        with self._lock:
+            self._refuse_duplicate(body)
+            return self._store_new(body)
+
+    def replace_badge(
+        self,
+        badge_id: str,
+        *,
+        recipient_email: str,
+        first_name: str,
+        last_name: str,
+        badge_template_id: str,
+        issued_at: datetime,
+        issuer_earner_id: str,
+        expires_at: datetime | None = None,
+    ) -> Badge:
+        """Mark the badge `replaced` and record its pending successor."""
+        body = issue_body(
+            recipient_email=recipient_email,
+            first_name=first_name,
+            last_name=last_name,
+            badge_template_id=badge_template_id,
+            issued_at=issued_at,
+            issuer_earner_id=issuer_earner_id,
+            expires_at=expires_at,
+        )
+        self._would_send("POST", REPLACE, body, badge_id=badge_id)
+        with self._lock:
+            old = self._existing(badge_id)
+            if old["state"] in ENDED_STATES:
+                raise PermanentError(
+                    f"dry run: badge {badge_id} is {old['state']} and cannot be replaced",
+                    status=422,
+                    body={"data": {"message": f"Badge is {old['state']}"}},
+                )
+            old["state"] = REPLACED
+            old["state_updated_at"] = _now_iso()
+            return self._store_new(body, replaces=badge_id)
+
+    def revoke_badge(
+        self, badge_id: str, *, reason: str, suppress_revoke_notification_email: bool = False
+    ) -> Badge:
+        """Mark the badge revoked; revoking it again succeeds and changes nothing."""
+        body = {
+            "reason": reason,
+            "suppress_revoke_notification_email": suppress_revoke_notification_email,
+        }
+        self._would_send("PUT", REVOKE, body, badge_id=badge_id)
+        with self._lock:
+            badge = self._existing(badge_id)
+            if badge["state"] == REPLACED:
+                raise PermanentError(
+                    f"dry run: badge {badge_id} was replaced and cannot be revoked",
+                    status=422,
+                    body={"data": {"message": "A replaced badge cannot be revoked"}},
+                )
+            if badge["state"] != REVOKED:
+                badge.update(
+                    state=REVOKED,
+                    state_updated_at=_now_iso(),
+                    revoked_at=_now_iso(),
+                    revocation_reason=reason,
+                )
+            return Badge.from_json(badge)
+
+    def get_badge(self, badge_id: str) -> Badge:
+        """The recorded badge; NotFound if none."""
+        self._would_send("GET", BADGE, badge_id=badge_id)
+        with self._lock:
+            return Badge.from_json(self._existing(badge_id))
+
+    def list_badges(self, filters: dict[str, str]) -> Iterator[Badge]:
+        """Recorded badges whose fields equal every filter value, in issue order."""
+        self._would_send("GET", BADGES, query=f"?filter={filter_param(filters)}" if filters else "")
+        with self._lock:
+            badges = [Badge.from_json(raw) for raw in self._badges.values()]
+        return iter([b for b in badges if _matches(b, filters)])
+
+    def find_badge(self, *, issuer_earner_id: str, badge_template_id: str) -> Badge | None:
+        """The recorded badge of this earner id and template: a live one first, else the newest."""
+        return pick_badge(
+            self.list_badges(
+                {"issuer_earner_id": issuer_earner_id, "badge_template_id": badge_template_id}
+            )
+        )
+
+    def get_event(self, event_id: str) -> dict[str, Any]:
+        """Always NotFound: the dry-run organisation has no events, so no webhook is believed."""
+        self._would_send("GET", EVENT, event_id=event_id)
+        raise NotFound(
+            f"dry run: no Credly event {event_id}",
+            status=404,
+            body={"data": {"message": "Not found"}},
+        )
+
+    def ping(self) -> None:
+        """Nothing to reach: logs the request only."""
+        self._would_send("GET", ORGANIZATION)
+
+    # -- state (callers hold the lock)
+
+    def _existing(self, badge_id: str) -> dict[str, Any]:
+        try:
+            return self._badges[badge_id]
+        except KeyError:
+            raise NotFound(
+                f"dry run: no Credly badge {badge_id}",
+                status=404,
+                body={"data": {"message": "Not found"}},
+            ) from None
+
+    def _refuse_duplicate(self, body: Mapping[str, Any]) -> None:
+        for raw in self._badges.values():
+            if raw["state"] in ENDED_STATES:
+                continue
+            if raw["badge_template"]["id"] != body["badge_template_id"]:
+                continue
+            if raw["issuer_earner_id"] == body["issuer_earner_id"] or (
+                raw["recipient_email"] == body["recipient_email"]
+            ):
+                raise PermanentError(
+                    "dry run: duplicate badge",
+                    status=422,
+                    body={"data": {"message": "User already has this badge"}},
+                )
+
+    def _store_new(self, body: Mapping[str, Any], replaces: str | None = None) -> Badge:
+        raw = credly_badge_object(body, badge_id=str(uuid.uuid4()))
+        if replaces:
+            raw["replaces_badge_id"] = replaces
+        self._badges[raw["id"]] = raw
+        return Badge.from_json(raw)
+
+
+def credly_badge_object(body: Mapping[str, Any], *, badge_id: str) -> dict[str, Any]:
+    """A pending badge object shaped like Credly's answer, from issue/replace request fields."""
+    now = _now_iso()
+    return {
+        "id": badge_id,
+        "state": PENDING,
+        "issuer_earner_id": body.get("issuer_earner_id"),
+        "recipient_email": body.get("recipient_email"),
+        "issued_to_first_name": body.get("issued_to_first_name"),
+        "issued_to_last_name": body.get("issued_to_last_name"),
+        "issued_to": f"{body.get('issued_to_first_name')} {body.get('issued_to_last_name')}",
+        "issued_at": _iso(parse_credly_datetime(body.get("issued_at"))),
+        "expires_at": _iso(parse_credly_datetime(body.get("expires_at"))),
+        "locale": body.get("locale", "en"),
+        "badge_template": {"id": body.get("badge_template_id")},
+        "created_at": now,
+        "updated_at": now,
+        "state_updated_at": now,
+    }
+
+
+def _matches(badge: Badge, filters: Mapping[str, str]) -> bool:
+    """True if each filtered field of the badge (typed field, else raw key) equals the value."""
+    typed = {"issuer_earner_id", "badge_template_id", "recipient_email", "state"}
+    return all(
+        (getattr(badge, key) if key in typed else badge.raw.get(key)) == value
+        for key, value in filters.items()
+    )
+
+
+def _iso(value: datetime | None) -> str | None:
+    """Credly's answer form of a timestamp, `2014-04-01T14:41:00.000Z`."""
+    return None if value is None else value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def _now_iso() -> str:
+    return _iso(datetime.now(UTC)) or ""
+
+
+# --------------------------------------------------------------------------- the choice
+
+
+def make_credly(
+    *,
+    base_url: str | None,
+    organization_id: str | None,
+    auth_token: str | None,
+    timeout: Timeout = DEFAULT_TIMEOUT,
+    on_request: OnRequest | None = None,
+) -> BadgeService:
+    """`CredlyClient` when base URL, organisation and token are all set, else `DryRunCredly`."""
+    settings = {
+        "CREDLY_API_BASE": base_url,
+        "CREDLY_ORGANIZATION_ID": organization_id,
+        "CREDLY_AUTH_TOKEN": auth_token,
+    }
+    if base_url and organization_id and auth_token:
+        return CredlyClient(
+            base_url, organization_id, auth_token, timeout=timeout, on_request=on_request
+        )
+    missing = [name for name, value in settings.items() if not value]
+    if len(missing) < len(settings):
+        log.warning("Credly is only partly configured (missing %s): using the dry run", missing)
+    return DryRunCredly(organization_id=organization_id or "dry-run")

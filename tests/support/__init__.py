@@ -1,0 +1,1 @@
+"""Test helpers that are not fixtures: stand-ins for the outside world."""

@@ -1,0 +1,629 @@
+"""The Credly connector against `responses`: request shapes, answers, errors, dry run, factory."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from datetime import UTC, datetime, timedelta, timezone
+from email.utils import format_datetime
+from typing import Any
+
+import pytest
+import requests
+import responses
+from responses import matchers
+
+from connectors.credly import (
+    Badge,
+    BadgeService,
+    CredlyClient,
+    CredlyError,
+    DryRunCredly,
+    NotFound,
+    PermanentError,
+    TransientError,
+    make_credly,
+    parse_retry_after,
+)
+
+BASE = "https://sandbox-api.credly.com/v1"
+ORG = "org-1"
+TOKEN = "s3cr3t-credly-token"
+BADGES_URL = f"{BASE}/organizations/{ORG}/badges"
+ISSUED_AT = datetime(2024, 3, 1, 14, 30, tzinfo=timezone(timedelta(hours=2)))
+EXPIRES_AT = datetime(2027, 3, 1, tzinfo=UTC)
+
+
+def credly_badge(**overrides: Any) -> dict[str, Any]:
+    """A badge object shaped like Credly's answers."""
+    data: dict[str, Any] = {
+        "id": "badge-1",
+        "state": "pending",
+        "issuer_earner_id": "CERT-1",
+        "recipient_email": "ada@example.org",
+        "issued_to_first_name": "Ada",
+        "issued_to_last_name": "Lovelace",
+        "issued_at": "2024-03-01T12:30:00.000Z",
+        "expires_at": "2027-03-01T00:00:00.000Z",
+        "locale": "en",
+        "badge_template": {"id": "tmpl-1", "name": "Registered Manager"},
+    }
+    data.update(overrides)
+    return data
+
+
+def issue(service: BadgeService, **overrides: Any) -> Badge:
+    """Issue with sensible defaults."""
+    fields: dict[str, Any] = {
+        "recipient_email": "ada@example.org",
+        "first_name": "Ada",
+        "last_name": "Lovelace",
+        "badge_template_id": "tmpl-1",
+        "issued_at": ISSUED_AT,
+        "issuer_earner_id": "CERT-1",
+        "expires_at": EXPIRES_AT,
+    }
+    fields.update(overrides)
+    return service.issue_badge(**fields)
+
+
+@pytest.fixture
+def http():
+    """Credly's HTTP, stood in by `responses`; every registered answer must be used."""
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as mock:
+        yield mock
+
+
+@pytest.fixture
+def calls() -> list[tuple[str, str, int | None, float]]:
+    return []
+
+
+@pytest.fixture
+def client(calls) -> CredlyClient:
+    return CredlyClient(BASE, ORG, TOKEN, on_request=lambda *args: calls.append(args))
+
+
+def sent_json(call: responses.Call) -> dict[str, Any]:
+    return json.loads(call.request.body)
+
+
+# --------------------------------------------------------------------------- request shape
+
+
+def test_issue_posts_documented_fields_with_basic_auth_json_and_timeout(http, client):
+    http.post(BADGES_URL, status=201, json={"data": credly_badge(), "metadata": {}})
+
+    badge = issue(client)
+
+    request = http.calls[0].request
+    assert request.url == BADGES_URL
+    expected_auth = base64.b64encode(f"{TOKEN}:".encode()).decode()
+    assert request.headers["Authorization"] == f"Basic {expected_auth}"
+    assert request.headers["Accept"] == "application/json"
+    assert request.headers["Content-Type"] == "application/json"
+    assert request.req_kwargs["timeout"] == (3.05, 10.0)
+    assert sent_json(http.calls[0]) == {
+        "recipient_email": "ada@example.org",
+        "issued_to_first_name": "Ada",
+        "issued_to_last_name": "Lovelace",
+        "badge_template_id": "tmpl-1",
+        "issued_at": "2024-03-01 12:30:00 +0000",
+        "issuer_earner_id": "CERT-1",
+        "expires_at": "2027-03-01 00:00:00 +0000",
+        "locale": "en",
+    }
+    assert badge == Badge.from_json(credly_badge())
+
+
+def test_issue_without_expiry_sends_null_so_the_template_default_applies(http, client):
+    http.post(BADGES_URL, status=201, json={"data": credly_badge(expires_at=None)})
+
+    badge = issue(client, expires_at=None, issued_at=datetime(2024, 3, 1, 12, 30), locale="fr")
+
+    body = sent_json(http.calls[0])
+    assert body["expires_at"] is None
+    assert body["issued_at"] == "2024-03-01 12:30:00 +0000"  # naive is taken as UTC
+    assert body["locale"] == "fr"
+    assert badge.expires_at is None
+
+
+def test_created_badge_is_parsed_from_credlys_data_object(http, client):
+    http.post(BADGES_URL, status=201, json={"data": credly_badge(), "metadata": {}})
+
+    badge = issue(client)
+
+    assert badge.id == "badge-1"
+    assert badge.state == "pending"
+    assert badge.issuer_earner_id == "CERT-1"
+    assert badge.badge_template_id == "tmpl-1"
+    assert badge.recipient_email == "ada@example.org"
+    assert badge.issued_at == datetime(2024, 3, 1, 12, 30, tzinfo=UTC)
+    assert badge.expires_at == datetime(2027, 3, 1, tzinfo=UTC)
+    assert badge.raw["badge_template"]["name"] == "Registered Manager"
+
+
+def test_badge_from_json_accepts_a_flat_template_id_and_odd_dates():
+    badge = Badge.from_json(
+        {"id": 42, "state": "accepted", "badge_template_id": "t", "issued_at": "yesterday"}
+    )
+
+    assert (badge.id, badge.badge_template_id, badge.issued_at) == ("42", "t", None)
+    assert badge.issuer_earner_id is None
+    with pytest.raises(ValueError):
+        Badge.from_json({"state": "pending"})
+
+
+def test_custom_session_and_timeout_are_used_and_the_session_is_left_untouched(http):
+    class RecordingSession(requests.Session):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: list[dict[str, Any]] = []
+
+        def request(self, method, url, **kwargs):  # type: ignore[override]
+            self.seen.append(kwargs)
+            return super().request(method, url, **kwargs)
+
+    session = RecordingSession()
+    client = CredlyClient(BASE + "/", ORG, TOKEN, timeout=(1.0, 2.0), session=session)
+    http.get(f"{BADGES_URL}/b%2F1", json={"data": credly_badge(id="b/1")})
+
+    assert client.get_badge("b/1").id == "b/1"  # ids are quoted into one path segment
+    assert session.seen[0]["timeout"] == (1.0, 2.0)
+    assert session.seen[0]["auth"] == (TOKEN, "")
+    assert session.auth is None
+
+
+def test_replace_posts_to_replace_and_returns_the_new_badge(http, client):
+    http.post(
+        f"{BADGES_URL}/badge-1/replace",
+        status=201,
+        json={"data": credly_badge(id="badge-2", badge_template={"id": "tmpl-2"})},
+    )
+
+    badge = client.replace_badge(
+        "badge-1",
+        recipient_email="ada@example.org",
+        first_name="Ada",
+        last_name="King",
+        badge_template_id="tmpl-2",
+        issued_at=ISSUED_AT,
+        issuer_earner_id="CERT-1",
+        expires_at=EXPIRES_AT,
+    )
+
+    assert (badge.id, badge.badge_template_id) == ("badge-2", "tmpl-2")
+    body = sent_json(http.calls[0])
+    assert body["issued_to_last_name"] == "King"
+    assert body["badge_template_id"] == "tmpl-2"
+    assert body["issued_at"] == "2024-03-01 12:30:00 +0000"
+    assert http.calls[0].request.req_kwargs["timeout"] == (3.05, 10.0)
+
+
+def test_revoke_puts_reason_and_notification_flag(http, client):
+    http.put(
+        f"{BADGES_URL}/badge-1/revoke",
+        json={"data": credly_badge(state="revoked")},
+        match=[
+            matchers.json_params_matcher(
+                {"reason": "lapsed", "suppress_revoke_notification_email": True}
+            )
+        ],
+    )
+
+    badge = client.revoke_badge("badge-1", reason="lapsed", suppress_revoke_notification_email=True)
+
+    assert badge.state == "revoked"
+
+
+def test_revoking_an_already_revoked_badge_is_a_success(http, client):
+    http.put(f"{BADGES_URL}/badge-1/revoke", status=422, json={"data": {"message": "revoked"}})
+    http.get(f"{BADGES_URL}/badge-1", json={"data": credly_badge(state="revoked")})
+
+    badge = client.revoke_badge("badge-1", reason="lapsed")
+
+    assert badge.state == "revoked"
+    assert [c.request.method for c in http.calls] == ["PUT", "GET"]
+
+
+def test_a_refused_revoke_of_a_live_badge_keeps_credlys_error(http, client):
+    error = {"data": {"message": "A replaced badge cannot be revoked"}}
+    http.put(f"{BADGES_URL}/badge-1/revoke", status=422, json=error)
+    http.get(f"{BADGES_URL}/badge-1", json={"data": credly_badge(state="replaced")})
+
+    with pytest.raises(PermanentError) as caught:
+        client.revoke_badge("badge-1", reason="lapsed")
+
+    assert caught.value.status == 422
+    assert caught.value.body == error
+
+
+def test_revoking_an_unknown_badge_raises_not_found_without_a_second_call(http, client):
+    http.put(f"{BADGES_URL}/nope/revoke", status=404, json={"data": {"message": "Not found"}})
+
+    with pytest.raises(NotFound):
+        client.revoke_badge("nope", reason="lapsed")
+
+    assert len(http.calls) == 1
+
+
+def test_get_badge_reads_one_badge(http, client):
+    http.get(f"{BADGES_URL}/badge-1", json={"data": credly_badge(state="accepted")})
+
+    assert client.get_badge("badge-1").state == "accepted"
+
+
+# --------------------------------------------------------------------------- pages and search
+
+
+def page(items: list[dict[str, Any]], number: int, last: bool) -> dict[str, Any]:
+    # A next_page_url on another host proves the client never sends its token there.
+    next_url = None if last else f"https://elsewhere.example/badges?page={number + 1}"
+    return {
+        "data": items,
+        "metadata": {"current_page": number, "per": 2, "next_page_url": next_url},
+    }
+
+
+def test_list_badges_follows_pages_with_the_filter_until_next_page_url_is_null(http, client):
+    wanted = "issuer_earner_id::X|badge_template_id::Y"
+    for number, items, last in [
+        (1, [credly_badge(id="a"), credly_badge(id="b")], False),
+        (2, [credly_badge(id="c"), credly_badge(id="d")], False),
+        (3, [credly_badge(id="e")], True),
+    ]:
+        http.get(
+            BADGES_URL,
+            json=page(items, number, last),
+            match=[matchers.query_param_matcher({"filter": wanted, "page": str(number)})],
+        )
+
+    found = list(client.list_badges({"issuer_earner_id": "X", "badge_template_id": "Y"}))
+
+    assert [b.id for b in found] == ["a", "b", "c", "d", "e"]
+    assert all(c.request.url.startswith(BADGES_URL) for c in http.calls)
+
+
+def test_list_badges_stops_on_an_empty_page(http, client):
+    http.get(BADGES_URL, json=page([], 1, last=False))
+
+    assert list(client.list_badges({"state": "pending"})) == []
+
+
+def test_filter_values_with_credlys_separators_are_refused(client):
+    with pytest.raises(ValueError):
+        list(client.list_badges({"issuer_earner_id": "A|B"}))
+
+
+def _find(http, client, items: list[dict[str, Any]]) -> Badge | None:
+    http.get(BADGES_URL, json=page(items, 1, last=True))
+    return client.find_badge(issuer_earner_id="CERT-1", badge_template_id="tmpl-1")
+
+
+def test_find_badge_prefers_a_live_badge_then_the_newest(http, client):
+    found = _find(
+        http,
+        client,
+        [
+            credly_badge(id="old", state="accepted", issued_at="2020-01-01T00:00:00.000Z"),
+            credly_badge(id="new", state="pending", issued_at="2023-01-01T00:00:00.000Z"),
+            credly_badge(id="gone", state="revoked", issued_at="2024-01-01T00:00:00.000Z"),
+            credly_badge(id="other", issuer_earner_id="CERT-10"),
+        ],
+    )
+
+    assert found is not None and found.id == "new"
+
+
+def test_find_badge_returns_the_newest_ended_badge_when_none_is_live(http, client):
+    found = _find(
+        http,
+        client,
+        [
+            credly_badge(id="older", state="replaced", issued_at="2020-01-01T00:00:00.000Z"),
+            credly_badge(id="newer", state="revoked", issued_at="2022-01-01T00:00:00.000Z"),
+        ],
+    )
+
+    assert found is not None and found.id == "newer"
+
+
+def test_find_badge_returns_none_without_a_match(http, client):
+    assert _find(http, client, [credly_badge(badge_template={"id": "tmpl-9"})]) is None
+
+
+# --------------------------------------------------------------------------- events and ping
+
+
+def test_get_event_returns_the_events_data_object(http, client):
+    event = {
+        "id": "ev-1",
+        "organization_id": ORG,
+        "event_type": "badge.state.changed",
+        "occurred_at": "2024-03-02T10:00:00.000Z",
+        "badge": credly_badge(state="accepted"),
+    }
+    http.get(f"{BASE}/organizations/{ORG}/events/ev-1", json={"data": event, "metadata": {}})
+
+    assert client.get_event("ev-1") == event
+
+
+def test_get_event_of_an_unknown_id_raises_not_found(http, client):
+    http.get(f"{BASE}/organizations/{ORG}/events/forged", status=404, json={"data": {}})
+
+    with pytest.raises(NotFound) as caught:
+        client.get_event("forged")
+
+    assert caught.value.status == 404
+
+
+def test_ping_reads_the_organisation(http, client):
+    http.get(f"{BASE}/organizations/{ORG}", json={"data": {"id": ORG}})
+
+    assert client.ping() is None
+
+
+# --------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+def test_server_errors_are_transient(http, client, status):
+    http.post(BADGES_URL, status=status, json={"data": {"message": "down"}})
+
+    with pytest.raises(TransientError) as caught:
+        issue(client)
+
+    assert caught.value.status == status
+    assert caught.value.body == {"data": {"message": "down"}}
+    assert caught.value.retry_after is None
+
+
+def test_429_is_transient_with_retry_after_in_seconds(http, client):
+    http.get(f"{BADGES_URL}/b", status=429, headers={"Retry-After": "7"}, json={})
+
+    with pytest.raises(TransientError) as caught:
+        client.get_badge("b")
+
+    assert (caught.value.status, caught.value.retry_after) == (429, 7.0)
+
+
+def test_429_with_an_http_date_retry_after(http, client):
+    later = datetime.now(UTC) + timedelta(seconds=30)
+    http.get(f"{BADGES_URL}/b", status=429, headers={"Retry-After": format_datetime(later, True)})
+
+    with pytest.raises(TransientError) as caught:
+        client.get_badge("b")
+
+    assert caught.value.retry_after is not None and 20 < caught.value.retry_after <= 30
+
+
+def test_parse_retry_after_edge_cases():
+    now = datetime(2024, 1, 1, tzinfo=UTC)
+    assert parse_retry_after("120") == 120.0
+    assert parse_retry_after("Mon, 01 Jan 2024 00:00:10 GMT", now) == 10.0
+    assert parse_retry_after("Sun, 31 Dec 2023 23:00:00 GMT", now) == 0.0
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after("-5") is None
+    assert parse_retry_after(None) is None
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [requests.ConnectTimeout(), requests.ReadTimeout(), requests.ConnectionError("reset")],
+)
+def test_timeouts_and_connection_errors_are_transient(http, client, calls, failure):
+    http.post(BADGES_URL, body=failure)
+
+    with pytest.raises(TransientError) as caught:
+        issue(client)
+
+    assert caught.value.status is None
+    assert caught.value.__cause__ is failure
+    assert calls[0][:3] == ("POST", "/organizations/{org}/badges", None)
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 409, 422])
+def test_other_client_errors_are_permanent_and_keep_credlys_body(http, client, status):
+    error = {"data": {"message": "Validation failed: User already has this badge"}}
+    http.post(BADGES_URL, status=status, json=error)
+
+    with pytest.raises(PermanentError) as caught:
+        issue(client)
+
+    assert not isinstance(caught.value, (TransientError, NotFound))
+    assert (caught.value.status, caught.value.body) == (status, error)
+
+
+def test_a_non_json_error_body_is_kept_as_text(http, client):
+    http.post(BADGES_URL, status=400, body="<html>Bad Request</html>")
+
+    with pytest.raises(PermanentError) as caught:
+        issue(client)
+
+    assert caught.value.body == "<html>Bad Request</html>"
+
+
+def test_404_is_not_found_a_permanent_error(http, client):
+    http.get(f"{BADGES_URL}/nope", status=404, json={"data": {"message": "Not found"}})
+
+    with pytest.raises(NotFound) as caught:
+        client.get_badge("nope")
+
+    assert isinstance(caught.value, PermanentError)
+
+
+def test_a_success_without_a_json_object_is_transient(http, client):
+    http.post(BADGES_URL, status=201, body="<html>maintenance</html>")
+
+    with pytest.raises(TransientError):
+        issue(client)
+
+
+def test_a_success_without_a_badge_is_permanent(http, client):
+    http.post(BADGES_URL, status=201, json={"data": None})
+
+    with pytest.raises(PermanentError) as caught:
+        issue(client)
+
+    assert caught.value.body == {"data": None}
+
+
+def test_on_request_hook_gets_method_path_template_status_and_duration(http, client, calls):
+    http.post(BADGES_URL, status=201, json={"data": credly_badge()})
+    http.put(f"{BADGES_URL}/badge-1/revoke", status=503, json={})
+
+    issue(client)
+    with pytest.raises(TransientError):
+        client.revoke_badge("badge-1", reason="lapsed")
+
+    assert [c[:3] for c in calls] == [
+        ("POST", "/organizations/{org}/badges", 201),
+        ("PUT", "/organizations/{org}/badges/{badge_id}/revoke", 503),
+    ]
+    assert all(isinstance(c[3], float) and c[3] >= 0 for c in calls)
+
+
+def test_the_token_never_shows_in_logs_errors_or_repr(http, client, caplog):
+    caplog.set_level(logging.DEBUG)
+    http.post(BADGES_URL, status=201, json={"data": credly_badge()})
+    http.put(f"{BADGES_URL}/badge-1/revoke", status=422, json={"data": {"message": "no"}})
+    http.get(f"{BADGES_URL}/badge-1", json={"data": credly_badge(state="revoked")})
+    http.get(f"{BADGES_URL}/x", body=requests.ConnectionError("refused"))
+
+    issue(client)
+    client.revoke_badge("badge-1", reason="lapsed")
+    with pytest.raises(CredlyError) as caught:
+        client.get_badge("x")
+
+    assert caplog.records, "the client logs its calls"
+    assert TOKEN not in caplog.text
+    assert TOKEN not in str(caught.value) and TOKEN not in repr(client)
+
+
+# --------------------------------------------------------------------------- dry run
+
+
+@pytest.fixture
+def dry(caplog) -> DryRunCredly:
+    caplog.set_level(logging.INFO, logger="connectors.credly.dry_run")
+    return DryRunCredly(organization_id="dry-org")
+
+
+def test_dry_run_logs_each_request_it_would_send_and_says_so(caplog):
+    caplog.set_level(logging.INFO, logger="connectors.credly.dry_run")
+    dry = DryRunCredly(organization_id="dry-org")
+
+    badge = issue(dry)
+
+    messages = [r.getMessage() for r in caplog.records if r.name == "connectors.credly.dry_run"]
+    assert "Credly DRY RUN backend" in messages[0]
+    sent = [m for m in messages if "would send POST /organizations/dry-org/badges" in m]
+    assert len(sent) == 1
+    body = json.loads(sent[0].split("/badges ", 1)[1])
+    assert body["issuer_earner_id"] == "CERT-1"
+    assert body["issued_at"] == "2024-03-01 12:30:00 +0000"
+    assert badge.state == "pending" and badge.badge_template_id == "tmpl-1"
+
+
+def test_dry_run_finds_what_it_issued(dry):
+    badge = issue(dry)
+    issue(dry, issuer_earner_id="CERT-2", recipient_email="bob@example.org")
+
+    assert dry.find_badge(issuer_earner_id="CERT-1", badge_template_id="tmpl-1") == badge
+    assert dry.find_badge(issuer_earner_id="CERT-3", badge_template_id="tmpl-1") is None
+    assert [b.issuer_earner_id for b in dry.list_badges({"badge_template_id": "tmpl-1"})] == [
+        "CERT-1",
+        "CERT-2",
+    ]
+    assert dry.get_badge(badge.id) == badge
+
+
+def test_dry_run_refuses_a_duplicate_live_badge_as_credly_does(dry):
+    issue(dry)
+
+    with pytest.raises(PermanentError) as caught:
+        issue(dry, recipient_email="other@example.org")
+
+    assert caught.value.status == 422
+
+
+def test_dry_run_revoke_twice_succeeds_and_allows_a_new_issue(dry):
+    badge = issue(dry)
+
+    first = dry.revoke_badge(badge.id, reason="lapsed")
+    second = dry.revoke_badge(badge.id, reason="again")
+
+    assert first.state == second.state == "revoked"
+    assert second.raw["revocation_reason"] == "lapsed"
+    assert issue(dry).state == "pending"
+
+
+def test_dry_run_replace_ends_the_old_badge_and_issues_a_pending_one(dry):
+    old = issue(dry)
+
+    new = dry.replace_badge(
+        old.id,
+        recipient_email="ada@example.org",
+        first_name="Ada",
+        last_name="King",
+        badge_template_id="tmpl-1",
+        issued_at=ISSUED_AT,
+        issuer_earner_id="CERT-1",
+    )
+
+    assert new.id != old.id and new.state == "pending"
+    assert dry.get_badge(old.id).state == "replaced"
+    assert dry.find_badge(issuer_earner_id="CERT-1", badge_template_id="tmpl-1") == new
+    with pytest.raises(PermanentError):
+        dry.revoke_badge(old.id, reason="lapsed")
+    with pytest.raises(PermanentError):
+        dry.replace_badge(
+            old.id,
+            recipient_email="ada@example.org",
+            first_name="Ada",
+            last_name="King",
+            badge_template_id="tmpl-1",
+            issued_at=ISSUED_AT,
+            issuer_earner_id="CERT-1",
+        )
+
+
+def test_dry_run_unknown_badges_and_events_are_not_found(dry):
+    with pytest.raises(NotFound):
+        dry.get_badge("nope")
+    with pytest.raises(NotFound):
+        dry.revoke_badge("nope", reason="lapsed")
+    with pytest.raises(NotFound):
+        dry.get_event("ev-1")
+    assert dry.ping() is None
+
+
+# --------------------------------------------------------------------------- the factory
+
+
+def test_make_credly_returns_the_real_client_when_fully_configured():
+    service = make_credly(base_url=BASE, organization_id=ORG, auth_token=TOKEN, timeout=(1.0, 5.0))
+
+    assert isinstance(service, CredlyClient)
+    assert isinstance(service, BadgeService)
+    assert (service.base_url, service.organization_id, service.timeout) == (BASE, ORG, (1.0, 5.0))
+
+
+@pytest.mark.parametrize(
+    ("base_url", "organization_id", "auth_token"),
+    [(None, None, None), (BASE, ORG, None), (BASE, None, TOKEN), ("", ORG, TOKEN)],
+)
+def test_make_credly_falls_back_to_the_dry_run(base_url, organization_id, auth_token):
+    service = make_credly(base_url=base_url, organization_id=organization_id, auth_token=auth_token)
+
+    assert isinstance(service, DryRunCredly)
+    assert isinstance(service, BadgeService)
+
+
+def test_make_credly_warns_about_a_partial_configuration(caplog):
+    caplog.set_level(logging.WARNING, logger="connectors.credly")
+
+    make_credly(base_url=BASE, organization_id=ORG, auth_token=None)
+
+    assert "CREDLY_AUTH_TOKEN" in caplog.text
