@@ -1,0 +1,69 @@
+"""Certification rules: a pure function from a certification's history and a day to its standing.
+
+No Flask, no SQL, no HTTP: the intake validates and records events, the sweep re-evaluates, and both
+turn the difference between two standings into badge and verification actions.
+"""
+
+from .actions import Action, IssueBadge, ReplaceBadge, RevokeBadge, SyncVerification, actions
+from .events import (
+    EVENT_TYPES,
+    AuditCompleted,
+    CcpActivity,
+    Event,
+    FeePaid,
+    Granted,
+    Member,
+    MemberUpdated,
+    Recertified,
+    Revoked,
+)
+from .policy import CredentialPolicy, Policy, load_policy
+from .standing import (
+    ACTIVE,
+    INACTIVE,
+    LAPSED,
+    REVOKED,
+    Ccp,
+    Fees,
+    NotCertified,
+    Reason,
+    Recertification,
+    Standing,
+    evaluate,
+)
+from .validation import Violation, validate
+
+__all__ = [
+    "ACTIVE",
+    "EVENT_TYPES",
+    "INACTIVE",
+    "LAPSED",
+    "REVOKED",
+    "Action",
+    "AuditCompleted",
+    "Ccp",
+    "CcpActivity",
+    "CredentialPolicy",
+    "Event",
+    "FeePaid",
+    "Fees",
+    "Granted",
+    "IssueBadge",
+    "Member",
+    "MemberUpdated",
+    "NotCertified",
+    "Policy",
+    "Reason",
+    "Recertification",
+    "Recertified",
+    "ReplaceBadge",
+    "RevokeBadge",
+    "Revoked",
+    "Standing",
+    "SyncVerification",
+    "Violation",
+    "actions",
+    "evaluate",
+    "load_policy",
+    "validate",
+]

@@ -1,0 +1,90 @@
+"""Side effects a change of standing calls for: issue, replace, revoke a badge; sync the lookup."""
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from .standing import ACTIVE, INACTIVE, LAPSED, REVOKED, Standing
+
+_BADGE_KEPT = (ACTIVE, INACTIVE)
+_BADGE_REVOKED = (LAPSED, REVOKED)
+
+
+@dataclass(frozen=True, slots=True)
+class IssueBadge:
+    """Issue the badge of the current period (a no-op when it already has a live one)."""
+
+    kind: ClassVar[str] = "issue_badge"
+
+
+@dataclass(frozen=True, slots=True)
+class ReplaceBadge:
+    """Replace the live badge: the member's name or e-mail (or the badge's expiry) changed."""
+
+    kind: ClassVar[str] = "replace_badge"
+
+
+@dataclass(frozen=True, slots=True)
+class RevokeBadge:
+    """Revoke the badge, giving the deciding rule."""
+
+    kind: ClassVar[str] = "revoke_badge"
+    reason_rule: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SyncVerification:
+    """Write the public verification record again."""
+
+    kind: ClassVar[str] = "sync_verification"
+
+
+Action = IssueBadge | ReplaceBadge | RevokeBadge | SyncVerification
+
+
+def actions(
+    before: Standing | None, after: Standing, *, badge_expires: bool = False
+) -> list[Action]:
+    """What the change from `before` (None: nothing known yet) to `after` calls for, in the order
+    to run it: badge jobs first, the verification sync last; empty when nothing changed."""
+    result: list[Action] = []
+    if after.status == ACTIVE and (
+        before is None or before.status != ACTIVE or before.certified_on != after.certified_on
+    ):
+        result.append(IssueBadge())
+    if before is not None and _replaces_badge(before, after, badge_expires):
+        result.append(ReplaceBadge())
+    if after.status in _BADGE_REVOKED and (before is None or before.status not in _BADGE_REVOKED):
+        deciding = after.reasons[0]
+        result.append(RevokeBadge(reason_rule=deciding.rule, reason=deciding.message))
+    if before is None or _public(before) != _public(after):
+        result.append(SyncVerification())
+    return result
+
+
+def _replaces_badge(before: Standing, after: Standing, badge_expires: bool) -> bool:
+    """The same period keeps its badge, whose earner details (or expiry = paid_through) changed."""
+    if before.status not in _BADGE_KEPT or after.status not in _BADGE_KEPT:
+        return False
+    if before.certified_on != after.certified_on:
+        return False
+    old, new = before.member, after.member
+    earner_changed = (old.first_name, old.last_name, old.email) != (
+        new.first_name,
+        new.last_name,
+        new.email,
+    )
+    expiry_changed = badge_expires and before.fees.paid_through != after.fees.paid_through
+    return earner_changed or expiry_changed
+
+
+def _public(standing: Standing) -> tuple[object, ...]:
+    """What the employer verification lookup shows."""
+    return (
+        standing.status,
+        standing.member.first_name,
+        standing.member.last_name,
+        standing.credential,
+        standing.certified_on,
+        standing.fees.paid_through,
+    )

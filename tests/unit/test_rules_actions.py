@@ -1,0 +1,121 @@
+"""actions(): what a change of standing calls for (the table at the end of RULES.md)."""
+
+from datetime import date
+
+from gateway.rules import (
+    IssueBadge,
+    ReplaceBadge,
+    RevokeBadge,
+    SyncVerification,
+    actions,
+)
+from tests.unit.rules_factories import (
+    exam_recert,
+    fee,
+    fees,
+    granted,
+    revoked,
+    standing,
+    updated,
+)
+
+START = date(2005, 6, 3)  # grandfathered: fees alone decide; lapsed on 2009-07-01 unless paid
+GRANT = granted(START)
+
+
+def kinds(before, after, **options) -> list[str]:
+    return [action.kind for action in actions(before, after, **options)]
+
+
+def test_actions_grant_issues_badge_and_syncs():
+    assert actions(None, standing([GRANT], START)) == [IssueBadge(), SyncVerification()]
+
+
+def test_actions_first_standing_already_lapsed_revokes():
+    after = standing([GRANT], date(2010, 1, 1))
+    assert actions(None, after) == [
+        RevokeBadge("FEE-LAPSED", after.reasons[0].message),
+        SyncVerification(),
+    ]
+
+
+def test_actions_active_to_inactive_keeps_badge_and_syncs():
+    before = standing([GRANT], date(2006, 6, 30))
+    after = standing([GRANT], date(2006, 7, 1))
+    assert kinds(before, after) == ["sync_verification"]
+
+
+def test_actions_inactive_to_active_issues_again_idempotently():
+    history = [GRANT, fee(2006, date(2006, 8, 1))]
+    before = standing(history, date(2006, 7, 31))
+    after = standing(history, date(2006, 8, 1))
+    assert kinds(before, after) == ["issue_badge", "sync_verification"]
+
+
+def test_actions_lapse_revokes_with_the_deciding_rule():
+    before = standing([GRANT], date(2009, 6, 30))
+    after = standing([GRANT], date(2009, 7, 1))
+    [revoke, sync] = actions(before, after)
+    assert revoke == RevokeBadge(
+        reason_rule="FEE-LAPSED",
+        reason="renewal fees are paid through 2006-06-30 and went unpaid for more than 3 years",
+    )
+    assert sync == SyncVerification()
+
+
+def test_actions_nothing_changed_nothing_to_do():
+    before = standing([GRANT], date(2010, 1, 1))
+    assert actions(before, standing([GRANT], date(2011, 1, 1))) == []
+    active = standing([GRANT], date(2005, 7, 1))
+    assert actions(active, standing([GRANT], date(2005, 8, 1))) == []
+
+
+def test_actions_recertification_issues_the_new_period_badge():
+    history = [GRANT, exam_recert(date(2012, 3, 1))]
+    before = standing(history, date(2012, 2, 29))
+    after = standing(history, date(2012, 3, 1))
+    assert kinds(before, after) == ["issue_badge", "sync_verification"]
+
+
+def test_actions_revocation_after_lapse_only_syncs():
+    history = [GRANT, revoked(date(2012, 1, 1))]
+    before = standing(history, date(2011, 12, 31))
+    assert kinds(before, standing(history, date(2012, 1, 1))) == ["sync_verification"]
+    active_before = standing([GRANT, revoked(date(2006, 1, 1))], date(2005, 12, 31))
+    after = standing([GRANT, revoked(date(2006, 1, 1))], date(2006, 1, 1))
+    assert kinds(active_before, after) == ["revoke_badge", "sync_verification"]
+    assert actions(active_before, after)[0].reason_rule == "CERT-REVOKED"
+
+
+def test_actions_name_change_replaces_badge_and_syncs():
+    history = [GRANT, updated(date(2005, 9, 1), last_name="Lovelace")]
+    before = standing(history, date(2005, 8, 31))
+    after = standing(history, date(2005, 9, 1))
+    assert actions(before, after) == [ReplaceBadge(), SyncVerification()]
+
+
+def test_actions_email_change_replaces_badge_without_sync():
+    history = [GRANT, updated(date(2005, 9, 1), email="ada@lovelace.org")]
+    before = standing(history, date(2005, 8, 31))
+    assert kinds(before, standing(history, date(2005, 9, 1))) == ["replace_badge"]
+
+
+def test_actions_name_change_while_lapsed_only_syncs():
+    history = [GRANT, updated(date(2010, 9, 1), last_name="Lovelace")]
+    before = standing(history, date(2010, 8, 31))
+    assert kinds(before, standing(history, date(2010, 9, 1))) == ["sync_verification"]
+
+
+def test_actions_name_change_as_inactive_turns_active_issues_and_replaces():
+    history = [GRANT, fee(2006, date(2006, 8, 1)), updated(date(2006, 8, 1), first_name="Augusta")]
+    before = standing(history, date(2006, 7, 31))
+    after = standing(history, date(2006, 8, 1))
+    assert kinds(before, after) == ["issue_badge", "replace_badge", "sync_verification"]
+
+
+def test_actions_renewal_replaces_badge_only_when_badges_expire():
+    history = [GRANT, *fees(2006, 2006, 6)]
+    before = standing(history, date(2006, 5, 31))
+    after = standing(history, date(2006, 6, 1))
+    assert kinds(before, after) == ["sync_verification"]
+    assert kinds(before, after, badge_expires=True) == ["replace_badge", "sync_verification"]

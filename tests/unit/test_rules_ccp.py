@@ -1,0 +1,216 @@
+"""CCP rules: GRANDFATHERED, CYCLE, POINTS, BEFORE-CYCLE, FUTURE, EMPLOYMENT-2021, DUPLICATE,
+SHORT, LAPSED."""
+
+import dataclasses
+from datetime import date, timedelta
+
+from gateway.rules import CredentialPolicy, evaluate
+from tests.unit.rules_factories import (
+    POLICY,
+    accepted,
+    activity,
+    exam_recert,
+    fees,
+    granted,
+    noon,
+    reasons,
+    rules_broken,
+    standing,
+)
+
+START = date(2015, 6, 3)  # cycles: 2015-06-03..2018-06-30, 2018-07-01..2021-06-30, ...
+
+
+def paid_up(start: date = START, until: int = 2040) -> list:
+    return [granted(start), *fees(start.year + 1, until, start.month)]
+
+
+def test_ccp_grandfathered_certified_before_2006_has_no_requirement():
+    history = [granted(date(2005, 12, 31)), *fees(2006, 2030, 12)]
+    on_day = standing(history, date(2020, 1, 1))
+    assert on_day.status == "active"
+    assert on_day.ccp.required is False
+    assert on_day.ccp.cycle_start is None
+
+
+def test_ccp_grandfathered_ends_on_2006_01_01():
+    history = [granted(date(2006, 1, 1)), *fees(2007, 2030, 1)]
+    assert standing(history, date(2009, 1, 31)).ccp.required is True
+    assert standing(history, date(2009, 1, 31)).status == "active"
+    assert reasons(history, date(2009, 2, 1)) == ["CCP-SHORT"]
+
+
+def test_ccp_cycle_first_ends_last_day_of_anniversary_month_three_years_later():
+    on_day = standing(paid_up(), date(2018, 6, 30))
+    assert (on_day.ccp.cycle_start, on_day.ccp.cycle_end) == (START, date(2018, 6, 30))
+    assert on_day.ccp.points_required == 30
+
+
+def test_ccp_cycle_next_starts_day_after_and_lasts_three_years():
+    on_day = standing(paid_up(), date(2018, 7, 1))
+    assert (on_day.ccp.cycle_start, on_day.ccp.cycle_end) == (date(2018, 7, 1), date(2021, 6, 30))
+    later = standing(paid_up(), date(2021, 7, 1))
+    assert (later.ccp.cycle_start, later.ccp.cycle_end) == (date(2021, 7, 1), date(2024, 6, 30))
+
+
+def test_ccp_cycle_of_leap_day_certification_ends_28_february():
+    on_day = standing(paid_up(date(2020, 2, 29)), date(2020, 3, 1))
+    assert on_day.ccp.cycle_end == date(2023, 2, 28)
+
+
+def test_ccp_points_enough_points_in_cycle_keep_it_active():
+    history = [*paid_up(), activity(date(2016, 1, 1), 12.5), activity(date(2018, 6, 30), 17.5)]
+    on_day = standing(history, date(2018, 7, 1))
+    assert on_day.status == "active"
+
+
+def test_ccp_points_shows_points_by_category_of_current_cycle():
+    history = [
+        *paid_up(),
+        activity(date(2016, 1, 1), 10, "amt_online_ce"),
+        activity(date(2016, 2, 1), 2.5, "authorship"),
+        activity(date(2016, 3, 1), 2.5, "amt_online_ce"),
+    ]
+    ccp = standing(history, date(2017, 1, 1)).ccp
+    assert ccp.points_earned == 15
+    assert ccp.points_by_category == {"amt_online_ce": 12.5, "authorship": 2.5}
+    assert list(ccp.points_by_category) == ["amt_online_ce", "authorship"]
+
+
+def test_ccp_points_do_not_roll_into_the_next_cycle():
+    history = [*paid_up(), activity(date(2016, 1, 1), 60)]
+    assert standing(history, date(2018, 7, 1)).status == "active"
+    assert standing(history, date(2018, 7, 1)).ccp.points_earned == 0
+    assert reasons(history, date(2021, 7, 1)) == ["CCP-SHORT"]
+
+
+def test_ccp_points_activity_on_first_day_of_next_cycle_counts_for_that_cycle():
+    history = [*paid_up(), activity(date(2018, 7, 1), 30)]
+    assert reasons(history, date(2018, 7, 2)) == ["CCP-SHORT"]
+
+
+def test_ccp_points_category_cap_limits_what_counts():
+    capped = dataclasses.replace(
+        POLICY,
+        credentials={
+            "RMA": CredentialPolicy(
+                "RMA", "Registered Medical Assistant", 30, "EC-2026", {"employment": 10}
+            )
+        },
+    )
+    employment = (date(2016, 1, 1), date(2017, 1, 1))
+    history = [
+        *paid_up(),
+        activity(date(2017, 1, 1), 25, "employment", employment=employment),
+        activity(date(2017, 2, 1), 15),
+    ]
+    assert evaluate(history, date(2018, 7, 1), POLICY).status == "active"
+    capped_standing = evaluate(history, date(2018, 6, 30), capped)
+    assert capped_standing.ccp.points_earned == 25
+    assert capped_standing.ccp.points_by_category == {
+        "professional_education": 15,
+        "employment": 10,
+    }
+    assert evaluate(history, date(2018, 7, 1), capped).status == "inactive"
+
+
+def test_ccp_before_cycle_rejects_activity_completed_before_certification():
+    history = accepted(granted(START))
+    assert rules_broken(history, activity(START - timedelta(days=1))) == ["CCP-BEFORE-CYCLE"]
+    assert rules_broken(history, activity(START)) == []
+
+
+def test_ccp_future_rejects_activity_completed_after_occurred_at():
+    history = accepted(granted(START))
+    day = date(2016, 5, 2)
+    assert rules_broken(history, activity(day, occurred_at=noon(day - timedelta(days=1)))) == [
+        "CCP-FUTURE"
+    ]
+    assert rules_broken(history, activity(day, occurred_at=noon(day))) == []
+
+
+def test_ccp_employment_2021_accepts_employment_inside_cycle_ending_2020_12_31():
+    history = accepted(granted(date(2018, 1, 15)))  # cycle 2018-01-15..2021-01-31
+    employment = (date(2018, 2, 1), date(2020, 12, 31))
+    ok = activity(date(2020, 12, 31), 5, "employment", employment=employment)
+    assert rules_broken(history, ok) == []
+
+
+def test_ccp_employment_2021_rejects_employment_reaching_into_2021():
+    history = accepted(granted(date(2018, 1, 15)))
+    employment = (date(2018, 2, 1), date(2021, 1, 1))
+    late = activity(date(2021, 1, 1), 5, "employment", employment=employment)
+    assert rules_broken(history, late) == ["CCP-EMPLOYMENT-2021"]
+
+
+def test_ccp_employment_2021_rejects_employment_starting_before_cycle():
+    history = accepted(granted(date(2018, 1, 15)))
+    employment = (date(2018, 1, 14), date(2019, 1, 1))
+    early = activity(date(2019, 1, 1), 5, "employment", employment=employment)
+    assert rules_broken(history, early) == ["CCP-EMPLOYMENT-2021"]
+
+
+def test_ccp_employment_2021_needs_employment_dates():
+    history = accepted(granted(date(2018, 1, 15)))
+    assert rules_broken(history, activity(date(2019, 1, 1), 5, "employment")) == [
+        "CCP-EMPLOYMENT-2021"
+    ]
+
+
+def test_ccp_duplicate_rejects_same_activity_under_another_event_id():
+    first = activity(date(2016, 1, 1), activity_id="ACT-7", event_id="ccp-a")
+    history = accepted(granted(START), first)
+    again = activity(date(2016, 1, 1), activity_id="ACT-7", event_id="ccp-b")
+    assert rules_broken(history, again) == ["CCP-DUPLICATE"]
+    assert rules_broken(history, first) == []
+
+
+def test_ccp_short_inactive_from_day_after_cycle_end():
+    history = [*paid_up(), activity(date(2017, 1, 1), 29.5)]
+    assert standing(history, date(2018, 6, 30)).status == "active"
+    short = standing(history, date(2018, 7, 1))
+    assert short.status == "inactive"
+    assert [(r.rule, r.message) for r in short.reasons] == [
+        ("CCP-SHORT", "CCP cycle 2015-06-03 to 2018-06-30 ended with 29.5 of 30 points")
+    ]
+
+
+def test_ccp_short_cured_by_late_documentation_of_in_cycle_activity():
+    history = accepted(*paid_up(until=2019), activity(date(2017, 1, 1), 20))
+    assert standing(history, date(2019, 1, 1)).status == "inactive"
+    late = activity(date(2018, 6, 1), 10, occurred_at=noon(date(2019, 1, 2)))
+    assert rules_broken(history, late) == []
+    assert standing([*history, late], date(2019, 1, 2)).status == "active"
+
+
+def test_ccp_lapsed_day_after_cycle_end_plus_3_years():
+    history = [*paid_up(), activity(date(2017, 1, 1), 10), activity(date(2019, 1, 1), 30)]
+    assert reasons(history, date(2021, 6, 30)) == ["CCP-SHORT"]
+    lapsed = standing(history, date(2021, 7, 1))
+    assert lapsed.status == "lapsed"
+    assert lapsed.lapsed_on == date(2021, 7, 1)
+    assert [r.rule for r in lapsed.reasons] == ["CCP-LAPSED"]
+    assert lapsed.reasons[0].message == (
+        "CCP cycle 2015-06-03 to 2018-06-30 is still short 3 years after it ended: 10 of 30 points"
+    )
+
+
+def test_ccp_lapsed_lists_next_short_cycle_too():
+    history = [*paid_up(), activity(date(2017, 1, 1), 10)]
+    assert reasons(history, date(2021, 7, 1)) == ["CCP-LAPSED", "CCP-SHORT"]
+
+
+def test_ccp_employment_2021_rejects_employment_ending_after_cycle_end():
+    history = accepted(granted(START))  # first cycle ends 2018-06-30
+    employment = (date(2017, 1, 1), date(2018, 7, 31))
+    recorded = noon(date(2018, 8, 1))
+    across = activity(
+        date(2018, 6, 30), 5, "employment", employment=employment, occurred_at=recorded
+    )
+    assert rules_broken(history, across) == ["CCP-EMPLOYMENT-2021"]
+
+
+def test_ccp_before_cycle_after_recertification_rejects_activity_of_closed_period():
+    history = accepted(granted(date(2005, 6, 3)), exam_recert(date(2012, 3, 1)))
+    assert rules_broken(history, activity(date(2012, 2, 29))) == ["CCP-BEFORE-CYCLE"]
+    assert rules_broken(history, activity(date(2012, 3, 1))) == []

@@ -1,0 +1,134 @@
+"""Certification-wide rules: CERT-LAPSED, CERT-REVOKED, CERT-UNKNOWN, CERT-EXISTS,
+CREDENTIAL-UNKNOWN, EVENT-FUTURE."""
+
+from datetime import date, timedelta
+
+import pytest
+
+from gateway.rules import NotCertified, evaluate, validate
+from tests.unit.rules_factories import (
+    NOW,
+    POLICY,
+    accepted,
+    activity,
+    exam_recert,
+    fee,
+    granted,
+    noon,
+    revoked,
+    rules_broken,
+    standing,
+    updated,
+)
+
+LAPSING = date(2005, 6, 3)  # grandfathered, never paid: lapsed on 2009-07-01
+LAPSED_ON = date(2009, 7, 1)
+
+
+def test_cert_lapsed_rejects_payment_dated_on_the_lapse():
+    history = accepted(granted(LAPSING))
+    assert rules_broken(history, fee(2009, LAPSED_ON)) == ["CERT-LAPSED"]
+
+
+def test_cert_lapsed_accepts_late_payment_dated_before_the_lapse():
+    history = accepted(granted(LAPSING))
+    late = fee(2006, LAPSED_ON - timedelta(days=1), occurred_at=noon(date(2011, 1, 1)))
+    assert rules_broken(history, late) == []
+    assert standing([*history, late], LAPSED_ON).status == "inactive"
+
+
+def test_cert_lapsed_rejects_activity_dated_after_the_lapse():
+    history = accepted(granted(date(2015, 6, 3)), fee(2016, date(2016, 6, 1)))
+    assert standing(history, date(2020, 7, 1)).status == "lapsed"
+    assert rules_broken(history, activity(date(2020, 7, 1))) == ["CERT-LAPSED"]
+    assert rules_broken(history, activity(date(2018, 1, 1))) == []
+
+
+def test_cert_lapsed_message_names_the_lapse():
+    history = accepted(granted(LAPSING))
+    [violation] = validate(history, fee(2009, LAPSED_ON), policy=POLICY, received_at=NOW)
+    assert violation.message == (
+        "the certification lapsed on 2009-07-01: a fee payment dated 2009-07-01 is not accepted "
+        "before a recertification"
+    )
+
+
+def test_cert_revoked_is_revoked_for_good():
+    history = accepted(granted(date(2015, 6, 3)), revoked(date(2016, 2, 1), "fraud"))
+    assert standing(history, date(2016, 1, 31)).status == "active"
+    on_day = standing(history, date(2016, 2, 1))
+    assert on_day.status == "revoked"
+    assert [(r.rule, r.message) for r in on_day.reasons] == [
+        ("CERT-REVOKED", "the certification was revoked on 2016-02-01: fraud")
+    ]
+    assert on_day.revoked_on == date(2016, 2, 1)
+    assert on_day.next_change_on is None
+    assert on_day.recertification.required is False
+
+
+def test_cert_revoked_outranks_lapsed():
+    history = accepted(granted(LAPSING), revoked(date(2012, 1, 1)))
+    assert standing(history, date(2011, 12, 31)).status == "lapsed"
+    assert standing(history, date(2030, 1, 1)).status == "revoked"
+
+
+def test_cert_revoked_rejects_every_later_event_but_member_updated():
+    history = accepted(granted(LAPSING), revoked(date(2012, 1, 1)))
+    for later in (
+        fee(2006, date(2006, 1, 1)),
+        activity(date(2011, 1, 1)),
+        exam_recert(date(2012, 3, 1)),
+        revoked(date(2013, 1, 1)),
+        granted(LAPSING),
+    ):
+        assert rules_broken(history, later) == ["CERT-REVOKED"], later
+    assert rules_broken(history, updated(date(2013, 1, 1), email="new@example.org")) == []
+
+
+def test_cert_unknown_is_left_to_the_caller():
+    assert rules_broken([], fee(2006, date(2006, 1, 1))) == []
+    with pytest.raises(NotCertified):
+        evaluate([], date(2020, 1, 1), POLICY)
+
+
+def test_cert_unknown_before_certified_on_is_not_certified():
+    history = [granted(date(2015, 6, 3))]
+    with pytest.raises(NotCertified):
+        standing(history, date(2015, 6, 2))
+    assert standing(history, date(2015, 6, 3)).status == "active"
+
+
+def test_cert_exists_rejects_second_grant_with_another_event_id():
+    first = granted(date(2015, 6, 3), event_id="grant-a")
+    history = accepted(first)
+    assert rules_broken(history, granted(date(2016, 1, 1), event_id="grant-b")) == ["CERT-EXISTS"]
+    assert rules_broken(history, first) == []
+
+
+def test_credential_unknown_rejects_code_not_in_policy():
+    assert rules_broken([], granted(date(2015, 6, 3), "XYZ")) == ["CREDENTIAL-UNKNOWN"]
+    assert rules_broken([], granted(date(2015, 6, 3), "MDT")) == []
+
+
+def test_credential_unknown_points_per_cycle_come_from_the_credential_row():
+    history = [granted(date(2015, 6, 3), "MT")]
+    assert standing(history, date(2015, 6, 3)).ccp.points_required == 45
+
+
+def test_event_future_occurred_at_up_to_five_minutes_ahead_of_clock():
+    history = accepted(granted(date(2015, 6, 3)))
+    received = noon(date(2016, 6, 1))
+    on_limit = fee(2016, date(2016, 6, 1), occurred_at=received + timedelta(minutes=5))
+    assert rules_broken(history, on_limit, received) == []
+    beyond = fee(2016, date(2016, 6, 1), occurred_at=received + timedelta(minutes=5, seconds=1))
+    assert rules_broken(history, beyond, received) == ["EVENT-FUTURE"]
+
+
+def test_event_future_rejects_data_date_after_occurred_at():
+    history = accepted(granted(date(2015, 6, 3)))
+    assert rules_broken(
+        history, fee(2016, date(2016, 6, 2), occurred_at=noon(date(2016, 6, 1)))
+    ) == ["EVENT-FUTURE"]
+    assert rules_broken([], granted(date(2015, 6, 3), occurred_at=noon(date(2015, 6, 2)))) == [
+        "EVENT-FUTURE"
+    ]

@@ -1,0 +1,168 @@
+"""Properties of the rules over histories built by accepting generated events through validate()."""
+
+import json
+from datetime import date, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.rules import (
+    AuditCompleted,
+    CcpActivity,
+    Event,
+    FeePaid,
+    Granted,
+    MemberUpdated,
+    NotCertified,
+    Recertified,
+    Revoked,
+    Standing,
+    evaluate,
+    validate,
+)
+from tests.unit.rules_factories import CRITERIA, MEMBER, NOW, POLICY, noon
+
+SETTINGS = settings(max_examples=150, deadline=None)
+SPAN = timedelta(days=25 * 366)  # how far after the grant generated events may be dated
+DAY = timedelta(days=1)
+
+
+def view(standing: Standing) -> tuple:
+    """What next_change_on promises stays the same until that day."""
+    return (
+        standing.status,
+        standing.reasons,
+        standing.recertification.methods,
+        standing.certified_on,
+        standing.member,
+        standing.fees.paid_through,
+    )
+
+
+@st.composite
+def candidates(draw, index: int, history: list[Event], clock: date) -> Event:
+    """Any event a sender might send around `clock` (or, now and then, on any day): often
+    plausible, sometimes late, sometimes against the rules."""
+    granted_on = history[0].effective_on
+    if draw(st.integers(0, 9)) < 8:
+        day = clock - timedelta(days=draw(st.sampled_from([0, 0, 0, 20, 200, 500])))
+    else:
+        day = draw(st.dates(granted_on - timedelta(days=30), granted_on + SPAN))
+    roll = draw(st.integers(0, 99))
+    year = day.year
+    if roll < 25:  # the fee that is due next, paid around its due date
+        due = evaluate(history, max(day, granted_on), POLICY).fees.paid_through
+        day, year = max(granted_on, due - timedelta(days=draw(st.integers(-60, 60)))), due.year
+    delay = draw(st.sampled_from([0, 0, 0, 1, 40, 400]))
+    envelope = (f"e{index}", noon(day) + timedelta(days=delay))
+    if roll < 40:
+        return FeePaid(*envelope, year + draw(st.sampled_from([0, 0, 0, -1, 1])), day)
+    if roll < 75:
+        category = draw(st.sampled_from(POLICY.categories))
+        start = day - timedelta(days=draw(st.integers(0, 1200)))
+        return CcpActivity(
+            *envelope,
+            f"A{draw(st.integers(0, 60))}",
+            category,
+            day,
+            draw(st.sampled_from([0.5, 2.5, 10.0, 10.0, 15.0, 30.0])),
+            *((start, day) if category == "employment" else (None, None)),
+        )
+    if roll < 82:
+        result = draw(st.sampled_from(["passed", "passed", "passed", "passed", "failed"]))
+        return AuditCompleted(*envelope, result, day, day - timedelta(days=400))
+    if roll < 94:
+        method = draw(st.sampled_from(["exam", "ccp"]))
+        return Recertified(
+            *envelope,
+            method,
+            day,
+            f"APP{index}",
+            draw(st.sampled_from([CRITERIA, CRITERIA, "EC-1999"])),
+            exam_passed_on=day - timedelta(days=draw(st.integers(0, 400))),
+            ccp_points=draw(st.sampled_from([20.0, 30.0, 45.0])),
+            earliest_activity_on=day - timedelta(days=draw(st.integers(0, 1200))),
+        )
+    if roll < 99:
+        return MemberUpdated(*envelope, last_name=draw(st.sampled_from(["Byron", "King"])))
+    return Revoked(*envelope, "misconduct", day)
+
+
+@st.composite
+def histories(draw) -> list[Event]:
+    """A certification's accepted events, in the order they arrived (mostly as time passed)."""
+    granted_on = draw(st.dates(date(2000, 1, 1), date(2020, 12, 31)))
+    credential = draw(st.sampled_from(["RMA", "RPT", "MT"]))
+    history: list[Event] = [Granted("e0", noon(granted_on), MEMBER, credential, granted_on)]
+    clock = granted_on
+    for index in range(1, draw(st.integers(0, 40)) + 1):
+        clock += timedelta(days=draw(st.integers(0, 200)))
+        event = draw(candidates(index, history, clock))
+        if not validate(history, event, policy=POLICY, received_at=NOW):
+            history.append(event)
+    return history
+
+
+def days_between(first: date, last: date, count: int) -> list[date]:
+    step = max(1, (last - first).days // count)
+    return [first + timedelta(days=k * step) for k in range(count + 1)]
+
+
+@SETTINGS
+@given(histories(), st.data())
+def test_property_any_permutation_gives_the_same_standing(history: list[Event], data):
+    granted_on = history[0].effective_on
+    as_of = data.draw(st.dates(granted_on, granted_on + SPAN + SPAN))
+    shuffled = data.draw(st.permutations(history))
+    assert evaluate(shuffled, as_of, POLICY) == evaluate(history, as_of, POLICY)
+
+
+@SETTINGS
+@given(histories(), st.lists(st.integers(-400, 40 * 366), min_size=1, max_size=12))
+def test_property_evaluate_never_raises_on_accepted_history(history: list[Event], offsets):
+    granted_on = history[0].effective_on
+    for offset in offsets:
+        as_of = granted_on + timedelta(days=offset)
+        if as_of < granted_on:
+            with pytest.raises(NotCertified):
+                evaluate(history, as_of, POLICY)
+        else:
+            json.dumps(evaluate(history, as_of, POLICY).to_dict())
+
+
+@SETTINGS
+@given(histories())
+def test_property_lapsed_never_becomes_active_without_recertification(history: list[Event]):
+    granted_on = history[0].effective_on
+    recertified = [e.completed_on for e in history if isinstance(e, Recertified)]
+    lapsed_on = revoked_on = None
+    for day in days_between(granted_on, granted_on + SPAN + SPAN, 150):
+        status = evaluate(history, day, POLICY).status
+        if revoked_on is not None:
+            assert status == "revoked"
+        if lapsed_on is not None and not any(lapsed_on < r <= day for r in recertified):
+            assert status in ("lapsed", "revoked"), (lapsed_on, day)
+        if status == "lapsed":
+            lapsed_on = day
+        if status == "revoked":
+            revoked_on = day
+
+
+@SETTINGS
+@given(histories(), st.data())
+def test_property_next_change_on_is_the_first_day_the_standing_changes(history, data):
+    granted_on = history[0].effective_on
+    as_of = data.draw(st.dates(granted_on, granted_on + SPAN))
+    standing = evaluate(history, as_of, POLICY)
+    change = standing.next_change_on
+    if change is None:
+        for days in (1, 400, 4000, 20000):
+            assert view(evaluate(history, as_of + timedelta(days=days), POLICY)) == view(standing)
+        return
+    assert change > as_of
+    gap = (change - as_of).days
+    between = {1, gap - 1} | set(data.draw(st.lists(st.integers(1, max(1, gap - 1)), max_size=8)))
+    for days in sorted(d for d in between if 0 < d < gap):
+        assert view(evaluate(history, as_of + timedelta(days=days), POLICY)) == view(standing)
+    assert view(evaluate(history, change, POLICY)) != view(standing)
