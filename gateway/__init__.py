@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask
+from sqlalchemy.exc import SQLAlchemyError
 
 from gateway import logs
 from gateway.config import Settings
@@ -26,10 +27,20 @@ def create_app(settings: Settings | None = None) -> Flask:
         svc.db.upgrade()
 
     from gateway import auth
-    from gateway.api import health, problems
+    from gateway.api import certifications, events, health, problems
+    from jobs import context
+    from jobs.dispatch import make_dispatcher, relay
 
+    svc.dispatcher = make_dispatcher(svc, synchronous=settings.jobs_synchronous)
+    context.use(svc)
+    if settings.jobs_in_process:
+        try:
+            relay(svc, svc.dispatcher)  # side effects left behind by a process that died
+        except SQLAlchemyError as exc:
+            log.warning("outbox relay at start failed: %s", exc)
     problems.register(app)
     auth.init_app(app)
-    app.register_blueprint(health.bp)
+    for blueprint in (health.bp, events.bp, certifications.bp):
+        app.register_blueprint(blueprint)
     log.info(settings.mode_line())
     return app

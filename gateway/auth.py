@@ -156,9 +156,9 @@ require_oauth = Protector()
 require_oauth.register_token_validator(Validator(realm="credential-gateway"))
 
 
-def require_scope(scope: str) -> Callable[[Callable], Callable]:
-    """Protect a view: a valid bearer token carrying `scope`."""
-    return require_oauth([scope])
+def require_scope(*scopes: str) -> Callable[[Callable], Callable]:
+    """Protect a view: a valid bearer token carrying any one of `scopes`."""
+    return require_oauth(list(scopes))
 
 
 def current_client_id() -> str | None:

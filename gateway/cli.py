@@ -6,9 +6,13 @@ import json
 
 import click
 from flask.cli import FlaskGroup, with_appcontext
+from sqlalchemy import select
 
 from gateway import auth, create_app
 from gateway.services import services
+from gateway.store.models import OutboxItem
+from jobs.dispatch import requeue
+from jobs.worker import run_worker
 
 
 @click.group(cls=FlaskGroup, create_app=lambda: create_app())
@@ -84,6 +88,105 @@ def clients_revoke(client_id: str) -> None:
     if not found:
         raise click.ClickException(f"no client {client_id}")
     click.echo(f"revoked {client_id}")
+
+
+@cli.command()
+@click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
+@click.option("--no-scheduler", is_flag=True, help="Do not run RQ's scheduler (retries, cron).")
+@click.option(
+    "--maintenance-interval",
+    default=600,
+    show_default=True,
+    help="Seconds between passes that recover jobs of dead workers.",
+)
+@click.option(
+    "--ttl",
+    default=420,
+    show_default=True,
+    help="Seconds a silent worker lives in Redis; an idle worker wakes up every TTL-15 s.",
+)
+@click.option("--name", default=None, help="Worker name (default: RQ's).")
+@with_appcontext
+def worker(
+    burst: bool, no_scheduler: bool, maintenance_interval: int, ttl: int, name: str | None
+) -> None:
+    """Run a job worker on the configured Redis, with the outbox relay."""
+    try:
+        run_worker(
+            services(),
+            burst=burst,
+            with_scheduler=not no_scheduler,
+            maintenance_interval=maintenance_interval,
+            worker_ttl=ttl,
+            name=name,
+        )
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@cli.group()
+def jobs() -> None:
+    """Side-effect jobs: failed ones, requeueing."""
+
+
+@jobs.command("failed")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array instead of a table.")
+@with_appcontext
+def jobs_failed(as_json: bool) -> None:
+    """List jobs that failed for good, with their error."""
+    with services().db.sessions() as session:
+        rows = [
+            {
+                "job_id": item.job_id,
+                "kind": item.kind,
+                "certification_id": item.certification_id,
+                "attempts": item.attempts,
+                "finished_at": item.finished_at.isoformat(timespec="seconds")
+                if item.finished_at
+                else None,
+                "error": item.last_error,
+            }
+            for item in session.scalars(
+                select(OutboxItem).where(OutboxItem.state == "failed").order_by(OutboxItem.id)
+            )
+        ]
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    if not rows:
+        click.echo("no failed jobs")
+    for row in rows:
+        click.echo(
+            f"{row['job_id']:14} {row['kind']:18} {row['certification_id']:20} "
+            f"attempts={row['attempts']} {row['finished_at']}\n    {row['error']}"
+        )
+
+
+@jobs.command("requeue")
+@click.argument("job_ids", nargs=-1)
+@click.option("--all", "requeue_all", is_flag=True, help="Requeue every failed job.")
+@with_appcontext
+def jobs_requeue(job_ids: tuple[str, ...], requeue_all: bool) -> None:
+    """Put failed jobs back on the queue (JOB_ID ... or --all)."""
+    if bool(job_ids) == requeue_all:
+        raise click.UsageError("give JOB_ID(s) or --all")
+    svc = services()
+    if requeue_all:
+        with svc.db.sessions() as session:
+            ids = list(session.scalars(select(OutboxItem.id).where(OutboxItem.state == "failed")))
+    else:
+        try:
+            ids = [int(job_id.removeprefix("outbox-")) for job_id in job_ids]
+        except ValueError as exc:
+            raise click.BadParameter("job ids look like outbox-123") from exc
+    done = requeue(svc, svc.dispatcher, ids)
+    missing = sorted(set(ids) - set(done))
+    for outbox_id in done:
+        click.echo(f"requeued outbox-{outbox_id}")
+    if missing:
+        raise click.ClickException(
+            "not failed (or unknown): " + ", ".join(f"outbox-{i}" for i in missing)
+        )
 
 
 def main() -> None:

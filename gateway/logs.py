@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 from datetime import UTC, datetime
+
+_context: contextvars.ContextVar[dict[str, object]] = contextvars.ContextVar("log_context")
+
+
+def bind(**fields: object) -> None:
+    """Add fields (request id, outbox id, ...) to every log line of the current request or job."""
+    _context.set({**_context.get({}), **fields})
+
+
+def clear() -> None:
+    """Forget the fields bound so far (at the start of a request or job)."""
+    _context.set({})
+
 
 _RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
@@ -19,6 +33,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        entry.update(_context.get({}))
         entry.update({k: v for k, v in vars(record).items() if k not in _RESERVED})
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)

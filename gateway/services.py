@@ -1,14 +1,20 @@
-"""The wiring of one process: settings, database, Redis; shared by the web app, jobs and the CLI."""
+"""The wiring of one process: settings, database, Redis, policy; shared by web, jobs and CLI."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import redis
 from flask import current_app
 
+from connectors.credly import BadgeService, make_credly
+from gateway import rules
 from gateway.config import Settings
 from gateway.store.db import Database
+
+if TYPE_CHECKING:
+    from jobs.dispatch import Dispatcher
 
 
 @dataclass
@@ -18,6 +24,9 @@ class Services:
     settings: Settings
     db: Database
     redis: redis.Redis | None
+    policy: rules.Policy
+    credly: BadgeService
+    dispatcher: Dispatcher | None = None
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -29,7 +38,18 @@ class Services:
             if settings.redis_url
             else None
         )
-        return cls(settings=settings, db=Database(settings.database_url), redis=client)
+        return cls(
+            settings=settings,
+            db=Database(settings.database_url),
+            redis=client,
+            policy=rules.load_policy(settings.policy_file),
+            credly=make_credly(
+                base_url=settings.credly_api_base,
+                organization_id=settings.credly_organization_id,
+                auth_token=settings.credly_auth_token,
+                timeout=(3.05, settings.credly_timeout_seconds),
+            ),
+        )
 
 
 def services() -> Services:

@@ -17,11 +17,17 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself (see _sqlite_begin)
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.close()
+
+
+def _sqlite_begin(connection: Any) -> None:
+    """Take SQLite's write lock at BEGIN, so concurrent writers queue instead of deadlocking."""
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def normalize_url(url: str) -> str:
@@ -46,6 +52,7 @@ class Database:
                 self.url, connect_args={"check_same_thread": False, "timeout": 10}
             )
             event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "begin", _sqlite_begin)
         else:
             self.engine = create_engine(self.url, pool_pre_ping=True, pool_size=10)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)

@@ -1,0 +1,71 @@
+"""`/v1/certifications` and `/v1/credentials`: the internal read of standing and policy."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from flask import Blueprint, request
+from flask.typing import ResponseReturnValue
+
+from gateway import intake, rules
+from gateway.api.problems import Problem
+from gateway.auth import require_scope
+from gateway.services import services
+from gateway.store import models
+from gateway.views import standing_view
+
+bp = Blueprint("certifications", __name__)
+
+
+def _as_of() -> date:
+    raw = request.args.get("as_of")
+    if raw is None:
+        return models.utcnow().date()
+    try:
+        return date.fromisoformat(raw)
+    except ValueError as exc:
+        raise Problem(
+            400,
+            "Bad Request",
+            "as_of must be a date.",
+            errors=[{"field": "as_of", "message": "Use YYYY-MM-DD."}],
+        ) from exc
+
+
+@bp.get("/v1/certifications/<certification_id>")
+@require_scope("certifications:read")
+def get_certification(certification_id: str) -> ResponseReturnValue:
+    """The standing of a certification on `as_of` (default today, UTC), from its whole history."""
+    as_of = _as_of()
+    svc = services()
+    with svc.db.sessions() as session:
+        if session.get(models.Certification, certification_id) is None:
+            raise Problem(404, "Not Found", f"Certification {certification_id} is unknown.")
+        history = intake.load_history(session, certification_id)
+        try:
+            standing = rules.evaluate(history, as_of, svc.policy)
+        except rules.NotCertified as exc:
+            raise Problem(
+                422,
+                "Unprocessable Content",
+                f"Certification {certification_id} did not exist on {as_of.isoformat()}.",
+                errors=[{"field": "as_of", "message": "Before the certification was granted."}],
+            ) from exc
+        return standing_view(session, certification_id, standing)
+
+
+@bp.get("/v1/credentials")
+@require_scope("certifications:read")
+def list_credentials() -> ResponseReturnValue:
+    """The credential policy table."""
+    return {
+        "credentials": [
+            {
+                "code": c.code,
+                "name": c.name,
+                "points_per_cycle": c.points_per_cycle,
+                "eligibility_criteria": c.eligibility_criteria,
+            }
+            for c in services().policy.credentials.values()
+        ]
+    }

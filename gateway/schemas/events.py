@@ -1,0 +1,227 @@
+"""The event envelope and one schema per event type (SPEC §5), loading into domain events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from marshmallow import (
+    RAISE,
+    Schema,
+    ValidationError,
+    fields,
+    post_load,
+    validate,
+    validates_schema,
+)
+
+from gateway.rules import (
+    AuditCompleted,
+    CcpActivity,
+    Event,
+    FeePaid,
+    Granted,
+    Member,
+    MemberUpdated,
+    Recertified,
+    Revoked,
+)
+
+_ID = validate.Length(min=1, max=128)
+_NAME = validate.Length(min=1, max=200)
+
+
+class _Strict(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+def _required(*names: str, when: str, data: dict[str, Any]) -> None:
+    missing = {name: [f"Required when {when}."] for name in names if data.get(name) is None}
+    if missing:
+        raise ValidationError(missing)
+
+
+class MemberSchema(_Strict):
+    """The member a certification belongs to."""
+
+    member_id = fields.String(required=True, validate=_ID)
+    first_name = fields.String(required=True, validate=_NAME)
+    last_name = fields.String(required=True, validate=_NAME)
+    email = fields.Email(required=True, validate=validate.Length(max=320))
+
+    @post_load
+    def make(self, data: dict[str, Any], **_: Any) -> Member:
+        return Member(**data)
+
+
+class GrantedData(_Strict):
+    """`certification.granted`: a new certification."""
+
+    member = fields.Nested(MemberSchema, required=True)
+    credential = fields.String(required=True, validate=validate.Length(min=1, max=32))
+    certified_on = fields.Date(required=True)
+
+
+class FeePaidData(_Strict):
+    """`renewal.fee_paid`: the annual renewal fee of one membership year."""
+
+    membership_year = fields.Integer(
+        required=True, strict=True, validate=validate.Range(min=1900, max=9999)
+    )
+    paid_on = fields.Date(required=True)
+
+
+class CcpActivityData(_Strict):
+    """`ccp.activity_recorded`: documented CCP points."""
+
+    activity_id = fields.String(required=True, validate=_ID)
+    category = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    completed_on = fields.Date(required=True)
+    points = fields.Float(
+        required=True,
+        allow_nan=False,
+        validate=validate.Range(min=0, min_inclusive=False, max=1000),
+    )
+    employment_start = fields.Date(load_default=None)
+    employment_end = fields.Date(load_default=None)
+
+    @validates_schema
+    def employment_period(self, data: dict[str, Any], **_: Any) -> None:
+        if data.get("category") == "employment":
+            _required(
+                "employment_start", "employment_end", when="category is employment", data=data
+            )
+
+
+class AuditData(_Strict):
+    """`audit.completed`: the result of a CCP audit."""
+
+    result = fields.String(required=True, validate=validate.OneOf(["passed", "failed"]))
+    audited_on = fields.Date(required=True)
+    cycle_start = fields.Date(required=True)
+
+
+class RecertifiedData(_Strict):
+    """`recertification.completed`: a lapsed member recertified by CCP or exam."""
+
+    method = fields.String(required=True, validate=validate.OneOf(["ccp", "exam"]))
+    completed_on = fields.Date(required=True)
+    application_id = fields.String(required=True, validate=_ID)
+    eligibility_criteria = fields.String(required=True, validate=_ID)
+    exam_passed_on = fields.Date(load_default=None)
+    ccp_points = fields.Float(
+        load_default=None, allow_nan=False, validate=validate.Range(min=0, max=1000)
+    )
+    earliest_activity_on = fields.Date(load_default=None)
+
+    @validates_schema
+    def method_fields(self, data: dict[str, Any], **_: Any) -> None:
+        if data.get("method") == "exam":
+            _required("exam_passed_on", when="method is exam", data=data)
+        elif data.get("method") == "ccp":
+            _required("ccp_points", "earliest_activity_on", when="method is ccp", data=data)
+
+
+class RevokedData(_Strict):
+    """`certification.revoked`: withdrawn by the certifying body."""
+
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=2000))
+    revoked_on = fields.Date(required=True)
+
+
+class MemberUpdatedData(_Strict):
+    """`member.updated`: any of the member's name and e-mail."""
+
+    first_name = fields.String(load_default=None, validate=_NAME)
+    last_name = fields.String(load_default=None, validate=_NAME)
+    email = fields.Email(load_default=None, validate=validate.Length(max=320))
+
+    @validates_schema
+    def something_changed(self, data: dict[str, Any], **_: Any) -> None:
+        if not any(data.get(k) for k in ("first_name", "last_name", "email")):
+            raise ValidationError("Give at least one of first_name, last_name, email.", "_schema")
+
+
+DATA_SCHEMAS: dict[str, tuple[type[Schema], type]] = {
+    "certification.granted": (GrantedData, Granted),
+    "renewal.fee_paid": (FeePaidData, FeePaid),
+    "ccp.activity_recorded": (CcpActivityData, CcpActivity),
+    "audit.completed": (AuditData, AuditCompleted),
+    "recertification.completed": (RecertifiedData, Recertified),
+    "certification.revoked": (RevokedData, Revoked),
+    "member.updated": (MemberUpdatedData, MemberUpdated),
+}
+
+
+class EnvelopeSchema(_Strict):
+    """The envelope every event arrives in."""
+
+    event_id = fields.String(
+        required=True,
+        validate=[_ID, validate.Regexp(r"^[\x21-\x7e]+$", error="Use printable ASCII, no spaces.")],
+    )
+    type = fields.String(required=True, validate=validate.OneOf(list(DATA_SCHEMAS)))
+    occurred_at = fields.AwareDateTime(required=True)
+    certification_id = fields.String(
+        required=True,
+        validate=[
+            _ID,
+            validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", error="Use letters, digits, . _ -"),
+        ],
+    )
+    data = fields.Dict(required=True)
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A well-formed event: the certification it is about and the domain event."""
+
+    certification_id: str
+    event: Event
+
+
+class ShapeError(ValueError):
+    """The body does not have the shape of an event; `errors` name each field by dotted path."""
+
+    def __init__(self, errors: list[dict[str, str]]) -> None:
+        super().__init__("; ".join(f"{e['field']}: {e['message']}" for e in errors))
+        self.errors = errors
+
+
+def field_errors(messages: Any, prefix: str = "") -> list[dict[str, str]]:
+    """Flatten marshmallow's nested error messages into `{field, message}` items."""
+    if isinstance(messages, dict):
+        out: list[dict[str, str]] = []
+        for key, value in messages.items():
+            name = prefix if key == "_schema" else f"{prefix}.{key}" if prefix else str(key)
+            out.extend(field_errors(value, name))
+        return out
+    if isinstance(messages, list) and all(isinstance(m, str) for m in messages):
+        return [{"field": prefix or "body", "message": m} for m in messages]
+    if isinstance(messages, list):
+        return [e for m in messages for e in field_errors(m, prefix)]
+    return [{"field": prefix or "body", "message": str(messages)}]
+
+
+def load_envelope(body: Any) -> Envelope:
+    """Validate `body` and build the domain event; raise ShapeError naming every bad field."""
+    if not isinstance(body, dict):
+        raise ShapeError([{"field": "body", "message": "The body must be a JSON object."}])
+    errors: list[dict[str, str]] = []
+    try:
+        envelope = EnvelopeSchema().load(body)
+    except ValidationError as exc:
+        errors, envelope = field_errors(exc.messages), body
+    event_type, raw_data = envelope.get("type"), envelope.get("data")
+    data = None
+    if event_type in DATA_SCHEMAS and isinstance(raw_data, dict):
+        try:
+            data = DATA_SCHEMAS[event_type][0]().load(raw_data)
+        except ValidationError as exc:
+            errors += field_errors(exc.messages, "data")
+    if errors or data is None:
+        raise ShapeError(errors)
+    event_class = DATA_SCHEMAS[event_type][1]
+    event = event_class(event_id=envelope["event_id"], occurred_at=envelope["occurred_at"], **data)
+    return Envelope(certification_id=envelope["certification_id"], event=event)

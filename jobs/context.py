@@ -1,0 +1,25 @@
+"""What a job runs with: this process's services."""
+
+from __future__ import annotations
+
+from gateway.config import Settings
+from gateway.services import Services
+
+_services: Services | None = None
+
+
+def use(services: Services) -> None:
+    """Run jobs of this process with `services` (the web app's, for in-process jobs)."""
+    global _services
+    _services = services
+
+
+def services() -> Services:
+    """This process's services, built from the environment on first use (in a worker)."""
+    global _services
+    if _services is None:
+        settings = Settings.from_env()
+        if not settings.database_url:
+            raise RuntimeError("a worker needs DATABASE_URL (and REDIS_URL) to be set")
+        _services = Services.build(settings)
+    return _services

@@ -1,0 +1,107 @@
+"""The job behind every outbox item: run its handler, record the outcome, ask RQ to retry."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from types import TracebackType
+
+from redis import Redis
+from rq import Retry, get_current_job
+from rq.job import Job
+
+from connectors.credly import PermanentError, TransientError
+from gateway import logs
+from gateway.services import Services
+from gateway.store.models import OutboxItem, utcnow
+from jobs import badges, context, verification
+from jobs.retry import MAX_ATTEMPTS, backoff
+
+log = logging.getLogger("jobs.outbox")
+
+Handler = Callable[[Services, OutboxItem], None]
+
+HANDLERS: dict[str, Handler] = {
+    "issue_badge": badges.issue,
+    "replace_badge": badges.replace,
+    "revoke_badge": badges.revoke,
+    "sync_verification": verification.sync,
+}
+
+TERMINAL = ("done", "failed")
+
+
+class JobFailed(Exception):
+    """A side effect that will not be retried: permanent error or attempts used up."""
+
+
+def run_outbox_item(outbox_id: int) -> Retry | None:
+    """Run one outbox item; return RQ's Retry on a transient failure, raise when it has failed."""
+    svc = context.services()
+    with svc.db.transaction() as session:
+        item = session.get(OutboxItem, outbox_id, with_for_update=True)
+        if item is None:
+            raise JobFailed(f"outbox item {outbox_id} does not exist")
+        if item.state in TERMINAL:
+            log.info("outbox item already %s", item.state, extra={"outbox_id": outbox_id})
+            return None
+        item.state, item.attempts = "running", item.attempts + 1
+        attempt = item.attempts
+    logs.bind(request_id=item.request_id, outbox_id=outbox_id, kind=item.kind)
+    try:
+        return _run(svc, item, attempt)
+    finally:
+        logs.clear()
+
+
+def _run(svc: Services, item: OutboxItem, attempt: int) -> Retry | None:
+    outbox_id = item.id
+    try:
+        HANDLERS[item.kind](svc, item)
+    except TransientError as exc:
+        if attempt >= MAX_ATTEMPTS:
+            _fail(svc, outbox_id, f"gave up after {attempt} attempts: {exc}", exc)
+        delay = backoff(attempt, svc.settings.job_retry_base_seconds, exc.retry_after)
+        _finish(svc, outbox_id, "retrying", f"attempt {attempt}: {exc}; retry in {delay}s")
+        log.warning("transient failure, retry in %ss", delay, extra={"error": str(exc)})
+        return Retry(max=MAX_ATTEMPTS, interval=delay)
+    except PermanentError as exc:
+        _fail(svc, outbox_id, f"{exc} {exc.body}" if exc.body else str(exc), exc)
+    except Exception as exc:
+        # Unexpected (e.g. the database went away): RQ retries on the enqueue schedule.
+        _finish(svc, outbox_id, "retrying", f"attempt {attempt}: {type(exc).__name__}: {exc}")
+        raise
+    _finish(svc, outbox_id, "done", None)
+    return None
+
+
+def _fail(svc: Services, outbox_id: int, reason: str, cause: Exception) -> None:
+    """Record a final failure and make sure RQ does not retry it."""
+    _finish(svc, outbox_id, "failed", reason)
+    job = get_current_job()
+    if job is not None:
+        job.retries_left = 0
+    raise JobFailed(reason) from cause
+
+
+def mark_failed_when_exhausted(
+    job: Job, connection: Redis, exc_type: type, exc_value: BaseException, tb: TracebackType
+) -> None:
+    """RQ on_failure callback: an item whose retries are used up is failed, with the reason."""
+    if job.retries_left:
+        return
+    outbox_id = int(job.id.removeprefix("outbox-"))
+    svc = context.services()
+    with svc.db.transaction() as session:
+        item = session.get(OutboxItem, outbox_id)
+        if item is not None and item.state not in TERMINAL:
+            item.state, item.finished_at = "failed", utcnow()
+            item.last_error = f"{exc_type.__name__}: {exc_value}"
+
+
+def _finish(svc: Services, outbox_id: int, state: str, error: str | None) -> None:
+    with svc.db.transaction() as session:
+        item = session.get(OutboxItem, outbox_id)
+        item.state, item.last_error = state, error
+        if state in TERMINAL:
+            item.finished_at = utcnow()

@@ -1,0 +1,31 @@
+"""The sync job: write a certification's public verification record from its stored standing."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from gateway.services import Services
+from gateway.store.models import Certification, OutboxItem, VerificationRecord, utcnow
+
+
+def sync(svc: Services, item: OutboxItem) -> None:
+    """Bring the public record in step with the certification's current stored standing."""
+    with svc.db.transaction() as session:
+        cert = session.get(Certification, item.certification_id, with_for_update=True)
+        standing = cert.standing
+        member = standing["member"]
+        credential = svc.policy.credentials.get(cert.credential)
+        record = session.get(VerificationRecord, cert.certification_id)
+        if record is None:
+            record = VerificationRecord(certification_id=cert.certification_id)
+            session.add(record)
+        record.name = f"{member['first_name']} {member['last_name']}"
+        record.credential = cert.credential
+        record.credential_name = credential.name if credential else cert.credential
+        record.status = cert.status
+        record.certified_since = date.fromisoformat(standing["certified_on"])
+        paid_through = standing["fees"]["paid_through"]
+        record.valid_through = (
+            date.fromisoformat(paid_through) if cert.status == "active" and paid_through else None
+        )
+        record.synced_at = utcnow()

@@ -1,0 +1,53 @@
+"""The worker process: RQ's SimpleWorker with its scheduler, plus the outbox relay."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from rq import Queue, SimpleWorker
+
+from gateway.services import Services
+from jobs import context
+from jobs.dispatch import relay
+
+log = logging.getLogger("jobs.worker")
+
+
+def _relay_forever(svc: Services, stop: threading.Event) -> None:
+    while not stop.wait(svc.settings.relay_interval_seconds):
+        try:
+            relay(svc, svc.dispatcher)
+        except Exception:  # the relay must outlive a database hiccup
+            log.exception("relay pass failed")
+
+
+def run_worker(
+    svc: Services,
+    *,
+    burst: bool = False,
+    with_scheduler: bool = True,
+    maintenance_interval: int = 600,
+    worker_ttl: int = 420,
+    name: str | None = None,
+) -> None:
+    """Work the gateway queue until stopped (or until it is empty, with `burst`)."""
+    if svc.redis is None:
+        raise RuntimeError("a worker needs REDIS_URL; the embedded default runs jobs in-process")
+    context.use(svc)
+    stop = threading.Event()
+    relay(svc, svc.dispatcher)
+    relayer = threading.Thread(target=_relay_forever, args=(svc, stop), daemon=True)
+    relayer.start()
+    queue = Queue(svc.settings.queue_name, connection=svc.redis)
+    worker = SimpleWorker(
+        [queue],
+        connection=svc.redis,
+        name=name,
+        maintenance_interval=maintenance_interval,
+        worker_ttl=worker_ttl,
+    )
+    try:
+        worker.work(burst=burst, with_scheduler=with_scheduler, logging_level="INFO")
+    finally:
+        stop.set()

@@ -1,0 +1,219 @@
+"""Badge jobs on real Redis and PostgreSQL, with Credly's HTTP stood in for by `responses`."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import pytest
+import requests
+import responses
+from click.testing import CliRunner
+from rq import Queue, SimpleWorker
+from rq.scheduler import RQScheduler
+
+from gateway import intake
+from gateway.cli import cli
+from gateway.store.models import Badge, OutboxItem
+from tests.events_helpers import event, granted
+
+CREDLY = "https://api.credly.test/v1"
+ORG = "org-1"
+BADGES = f"{CREDLY}/organizations/{ORG}/badges"
+
+
+@pytest.fixture
+def svc(make_app, postgres_url, redis_client, redis_url):
+    from tests.conftest import _truncate
+
+    _truncate(postgres_url)
+    app = make_app(
+        database_url=postgres_url,
+        redis_url=redis_url,
+        credly_api_base=CREDLY,
+        credly_organization_id=ORG,
+        credly_auth_token="tok",
+        credly_badge_templates={"RMA": "tmpl-rma"},
+        job_retry_base_seconds=1,
+    )
+    yield app.extensions["gateway"]
+    _truncate(postgres_url)
+
+
+def badge_json(badge_id: str = "b-1", state: str = "pending") -> dict:
+    return {
+        "data": {
+            "id": badge_id,
+            "state": state,
+            "issuer_earner_id": "CERT-1",
+            "badge_template": {"id": "tmpl-rma"},
+            "recipient_email": "ada@example.org",
+            "issued_at": "2026-03-01T00:00:00.000Z",
+            "expires_at": None,
+        }
+    }
+
+
+EMPTY_LIST = {"data": [], "metadata": {"next_page_url": None}}
+
+
+def drain(svc, until: Callable[[], bool], timeout: float = 30) -> None:
+    """Work the queue (moving due retries back onto it) until `until()` holds."""
+    queue = Queue(svc.settings.queue_name, connection=svc.redis)
+    scheduler = RQScheduler([queue], connection=svc.redis)
+    scheduler.acquire_locks()
+    end = time.monotonic() + timeout
+    try:
+        while time.monotonic() < end:
+            SimpleWorker([queue], connection=svc.redis).work(burst=True)
+            if until():
+                return
+            scheduler.enqueue_scheduled_jobs()
+            time.sleep(0.2)
+    finally:
+        scheduler.release_locks()
+    raise AssertionError("jobs did not settle in time")
+
+
+def submit(svc, body):
+    answer = intake.submit_event(svc, body)
+    svc.dispatcher.dispatch(answer.outbox_ids)
+    return answer
+
+
+def items(svc, kind: str) -> list[OutboxItem]:
+    with svc.db.sessions() as session:
+        return session.query(OutboxItem).filter_by(kind=kind).all()
+
+
+def badges(svc) -> list[Badge]:
+    with svc.db.sessions() as session:
+        return session.query(Badge).all()
+
+
+def issue_done(svc) -> bool:
+    return all(i.state in ("done", "failed") for i in items(svc, "issue_badge"))
+
+
+def issue_posts(rsps) -> int:
+    return sum(1 for c in rsps.calls if c.request.method == "POST" and c.request.url == BADGES)
+
+
+@responses.activate
+def test_500_500_then_201_issues_exactly_one_badge(svc):
+    responses.get(re.compile(re.escape(BADGES) + r"\?.*"), json=EMPTY_LIST)
+    responses.post(BADGES, status=500, json={"message": "oops"})
+    responses.post(BADGES, status=500, json={"message": "oops"})
+    responses.post(BADGES, status=201, json=badge_json())
+    submit(svc, granted("2026-03-01"))
+    drain(svc, lambda: issue_done(svc))
+    [item] = items(svc, "issue_badge")
+    assert item.state == "done" and item.attempts == 3
+    [badge] = badges(svc)
+    assert badge.credly_badge_id == "b-1" and badge.state == "pending"
+    assert issue_posts(responses) == 3
+
+
+@responses.activate
+def test_429_retry_after_is_honoured(svc):
+    responses.get(re.compile(re.escape(BADGES) + r"\?.*"), json=EMPTY_LIST)
+    responses.post(BADGES, status=429, headers={"Retry-After": "3"}, json={})
+    responses.post(BADGES, status=201, json=badge_json())
+    submit(svc, granted("2026-03-01"))
+    queue = Queue(svc.settings.queue_name, connection=svc.redis)
+    SimpleWorker([queue], connection=svc.redis).work(burst=True)
+    [item] = items(svc, "issue_badge")
+    assert item.state == "retrying" and "429" in item.last_error
+    scheduled_at = queue.scheduled_job_registry.get_scheduled_time(f"outbox-{item.id}")
+    assert (scheduled_at - datetime.now(UTC)).total_seconds() > 1.5
+    drain(svc, lambda: issue_done(svc))
+    assert [b.credly_badge_id for b in badges(svc)] == ["b-1"]
+
+
+@responses.activate
+def test_a_timeout_is_retried(svc):
+    responses.get(re.compile(re.escape(BADGES) + r"\?.*"), json=EMPTY_LIST)
+    responses.post(BADGES, body=requests.exceptions.ReadTimeout("slow"))
+    responses.post(BADGES, status=201, json=badge_json())
+    submit(svc, granted("2026-03-01"))
+    drain(svc, lambda: issue_done(svc))
+    assert [b.credly_badge_id for b in badges(svc)] == ["b-1"]
+
+
+@responses.activate
+def test_a_badge_credly_already_has_is_adopted_not_issued_again(svc):
+    listed = {"data": [badge_json("b-old")["data"]], "metadata": {"next_page_url": None}}
+    responses.get(re.compile(re.escape(BADGES) + r"\?.*"), json=listed)
+    submit(svc, granted("2026-03-01"))
+    drain(svc, lambda: issue_done(svc))
+    assert [b.credly_badge_id for b in badges(svc)] == ["b-old"]
+    assert issue_posts(responses) == 0
+
+
+@responses.activate
+def test_a_permanent_error_fails_at_once_is_listed_and_requeued(svc, monkeypatch, tmp_path):
+    responses.get(re.compile(re.escape(BADGES) + r"\?.*"), json=EMPTY_LIST)
+    responses.post(BADGES, status=422, json={"message": "recipient_email is invalid"})
+    responses.post(BADGES, status=201, json=badge_json())
+    submit(svc, granted("2026-03-01"))
+    drain(svc, lambda: issue_done(svc))
+    [item] = items(svc, "issue_badge")
+    assert item.state == "failed" and item.attempts == 1
+    assert "recipient_email is invalid" in item.last_error
+    [badge] = badges(svc)
+    assert badge.state == "error" and "recipient_email is invalid" in badge.last_error
+    failed_jobs = Queue(svc.settings.queue_name, connection=svc.redis).failed_job_registry
+    assert f"outbox-{item.id}" in failed_jobs.get_job_ids()
+
+    env = {
+        "DATABASE_URL": svc.settings.database_url,
+        "REDIS_URL": svc.settings.redis_url,
+        "INSTANCE_PATH": str(tmp_path),
+        "CREDLY_API_BASE": CREDLY,
+        "CREDLY_ORGANIZATION_ID": ORG,
+        "CREDLY_AUTH_TOKEN": "tok",
+        "CREDLY_BADGE_TEMPLATES": "RMA=tmpl-rma",
+    }
+    runner = CliRunner()
+    listed = runner.invoke(cli, ["jobs", "failed", "--json"], env=env)
+    assert listed.exit_code == 0, listed.output
+    [row] = json.loads(listed.stdout)
+    assert row["job_id"] == f"outbox-{item.id}" and "recipient_email" in row["error"]
+    requeued = runner.invoke(cli, ["jobs", "requeue", "--all"], env=env)
+    assert requeued.exit_code == 0, requeued.output
+    drain(svc, lambda: issue_done(svc))
+    [badge] = badges(svc)
+    assert badge.state == "pending" and badge.credly_badge_id == "b-1"
+    assert json.loads(runner.invoke(cli, ["jobs", "failed", "--json"], env=env).stdout) == []
+
+
+@responses.activate
+def test_the_same_event_twice_and_relaying_twice_make_one_badge(svc):
+    responses.get(re.compile(re.escape(BADGES) + r"\?.*"), json=EMPTY_LIST)
+    responses.post(BADGES, status=201, json=badge_json())
+    body = granted("2026-03-01")
+    first, second = submit(svc, body), submit(svc, body)
+    assert second.outbox_ids == ()
+    svc.dispatcher.dispatch(first.outbox_ids)  # relayed again while still queued
+    drain(svc, lambda: issue_done(svc))
+    assert issue_posts(responses) == 1
+    assert len(badges(svc)) == 1
+
+
+@responses.activate
+def test_revoke_after_audit_failure_and_revoking_twice_succeeds(svc):
+    responses.get(re.compile(re.escape(BADGES) + r"\?.*"), json=EMPTY_LIST)
+    responses.post(BADGES, status=201, json=badge_json())
+    responses.put(f"{BADGES}/b-1/revoke", status=200, json=badge_json(state="revoked"))
+    submit(svc, granted("2026-03-01"))
+    drain(svc, lambda: issue_done(svc))
+    audit = {"result": "failed", "audited_on": "2026-06-01", "cycle_start": "2026-03-01"}
+    submit(svc, event("audit.completed", audit))
+    drain(svc, lambda: all(i.state == "done" for i in items(svc, "revoke_badge")))
+    [badge] = badges(svc)
+    assert badge.state == "revoked"
+    revoke_call = next(c for c in responses.calls if c.request.method == "PUT")
+    assert b"AUDIT-FAILED" in revoke_call.request.body

@@ -1,0 +1,351 @@
+"""POST /v1/events and the reads, through HTTP, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from gateway import intake
+from gateway.store.models import Event, OutboxItem
+from tests.events_helpers import ccp, event, fee, granted, recert, revoked
+
+
+@pytest.fixture
+def app(make_app, database_url):
+    """Jobs run synchronously in-process so the tests see their results."""
+    return make_app(database_url=database_url, jobs_synchronous=True)
+
+
+@pytest.fixture
+def post(client, token_for):
+    headers = token_for("events:write")
+
+    def send(body, **kw):
+        return client.post("/v1/events", json=body, headers=headers, **kw)
+
+    return send
+
+
+@pytest.fixture
+def reader(client, token_for):
+    headers = token_for("certifications:read")
+    return lambda url: client.get(url, headers=headers)
+
+
+def rules_of(response) -> list[str]:
+    return [e["rule"] for e in response.get_json()["errors"]]
+
+
+def test_grant_is_accepted_with_standing_actions_and_location(post, reader):
+    response = post(granted("2026-03-01"))
+    assert response.status_code == 202, response.get_json()
+    body = response.get_json()
+    assert body["status"] == "accepted"
+    assert body["actions"] == ["issue_badge", "sync_verification"]
+    standing = body["standing"]
+    assert standing["certification_id"] == "CERT-1"
+    assert standing["status"] == "active"
+    assert standing["fees"]["paid_through"] == "2027-03-31"
+    assert standing["member"]["email"] == "ada@example.org"
+    assert response.headers["Location"] == f"/v1/events/{body['event_id']}"
+    recorded = reader(response.headers["Location"]).get_json()
+    assert recorded["status"] == "accepted" and recorded["reasons"] == []
+    assert [(j["kind"], j["state"]) for j in recorded["jobs"]] == [
+        ("issue_badge", "done"),
+        ("sync_verification", "done"),
+    ]
+
+
+def test_standing_read_shows_badge_issued_by_the_job(post, reader):
+    post(granted("2026-03-01"))
+    standing = reader("/v1/certifications/CERT-1").get_json()
+    assert standing["badge"]["state"] == "pending"
+    assert standing["badge"]["credly_badge_id"]
+    assert standing["verification"]["status"] == "active"
+
+
+def test_as_of_evaluates_another_day(post, reader):
+    post(granted("2020-01-10"))
+    then = reader("/v1/certifications/CERT-1?as_of=2021-01-31").get_json()
+    assert then["status"] == "active" and then["as_of"] == "2021-01-31"
+    later = reader("/v1/certifications/CERT-1?as_of=2021-02-01").get_json()
+    assert later["status"] == "inactive"
+    assert "FEE-OVERDUE" in [r["rule"] for r in later["reasons"]]
+
+
+def test_as_of_bad_or_before_the_grant(post, reader):
+    post(granted("2020-01-10"))
+    bad = reader("/v1/certifications/CERT-1?as_of=yesterday")
+    assert bad.status_code == 400 and bad.get_json()["errors"][0]["field"] == "as_of"
+    early = reader("/v1/certifications/CERT-1?as_of=2019-01-01")
+    assert early.status_code == 422 and early.get_json()["errors"][0]["field"] == "as_of"
+
+
+def test_unknown_certification_reads_404(reader):
+    response = reader("/v1/certifications/NOPE")
+    assert response.status_code == 404 and response.mimetype == "application/problem+json"
+
+
+def test_credentials_lists_the_policy_table(reader):
+    credentials = reader("/v1/credentials").get_json()["credentials"]
+    by_code = {c["code"]: c for c in credentials}
+    assert len(by_code) == 10
+    assert by_code["RPT"]["points_per_cycle"] == 24
+    assert by_code["MT"]["points_per_cycle"] == 45
+    assert by_code["RMA"]["name"] == "Registered Medical Assistant"
+    assert by_code["RMA"]["eligibility_criteria"] == "EC-2026"
+
+
+def test_unknown_certification_is_404_cert_unknown_and_not_recorded(app, post):
+    response = post(fee(2021, "2021-01-05"))
+    assert response.status_code == 404
+    assert rules_of(response) == ["CERT-UNKNOWN"]
+    with app.extensions["gateway"].db.sessions() as session:
+        assert session.query(Event).count() == 0
+
+
+def test_same_event_twice_replays_the_first_answer_and_causes_nothing(app, post):
+    body = granted("2026-03-01")
+    first = post(body)
+    again = post(json.loads(json.dumps(body, sort_keys=True)))  # same body, other key order
+    assert again.status_code == 202
+    assert again.get_json() == first.get_json()
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert "Idempotent-Replayed" not in first.headers
+    with app.extensions["gateway"].db.sessions() as session:
+        assert session.query(Event).count() == 1
+        assert session.query(OutboxItem).count() == 2
+
+
+def test_same_event_id_with_another_body_is_409(post):
+    body = granted("2026-03-01")
+    post(body)
+    other = dict(body, data={**body["data"], "certified_on": "2026-03-02"})
+    response = post(other)
+    assert response.status_code == 409
+    assert response.get_json()["errors"][0]["field"] == "event_id"
+
+
+def test_rejected_event_is_recorded_and_replayed(app, post, reader):
+    post(granted("2020-01-10"))
+    body = fee(2020, "2020-02-01")
+    first = post(body)
+    assert first.status_code == 422 and rules_of(first) == ["FEE-YEAR-RANGE"]
+    assert post(body).headers["Idempotent-Replayed"] == "true"
+    recorded = reader(f"/v1/events/{body['event_id']}").get_json()
+    assert recorded["status"] == "rejected"
+    assert recorded["reasons"][0]["rule"] == "FEE-YEAR-RANGE"
+    assert recorded["jobs"] == []
+
+
+def test_events_read_unknown_is_404(reader):
+    assert reader("/v1/events/nope").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("setup", "bad", "rule"),
+    [
+        ([granted("2020-01-10")], fee(2020, "2020-02-01"), "FEE-YEAR-RANGE"),
+        ([granted("2020-01-10")], fee(2023, "2021-01-05"), "FEE-YEAR-RANGE"),
+        (
+            [granted("2020-01-10"), fee(2021, "2021-01-05")],
+            fee(2021, "2021-01-06"),
+            "FEE-DUPLICATE",
+        ),
+        (
+            [granted("2020-01-10")],
+            ccp("A1", "2019-12-31", occurred_at="2020-02-01T00:00:00Z"),
+            "CCP-BEFORE-CYCLE",
+        ),
+        (
+            [granted("2020-01-10")],
+            ccp("A1", "2021-05-02", occurred_at="2021-05-01T00:00:00Z"),
+            "CCP-FUTURE",
+        ),
+        (
+            [granted("2020-01-10")],
+            ccp(
+                "A1",
+                "2021-01-31",
+                category="employment",
+                extra={"employment_start": "2020-02-01", "employment_end": "2021-01-01"},
+            ),
+            "CCP-EMPLOYMENT-2021",
+        ),
+        (
+            [granted("2020-01-10"), ccp("A1", "2020-05-01")],
+            ccp("A1", "2020-05-01"),
+            "CCP-DUPLICATE",
+        ),
+        ([granted("2010-06-15")], fee(2015, "2015-01-01"), "CERT-LAPSED"),
+        ([granted("2020-01-10"), revoked("2021-01-01")], fee(2021, "2021-01-05"), "CERT-REVOKED"),
+        ([granted("2020-01-10")], granted("2020-01-10"), "CERT-EXISTS"),
+        ([], granted("2020-01-10", credential="XYZ"), "CREDENTIAL-UNKNOWN"),
+        (
+            [granted("2026-03-01")],
+            recert("exam", "2026-04-01", exam_passed_on="2026-03-20"),
+            "RECERT-NOT-LAPSED",
+        ),
+        (
+            [granted("2010-06-15")],
+            recert("ccp", "2025-01-01", ccp_points=30, earliest_activity_on="2023-01-01"),
+            "RECERT-EXAM-ONLY",
+        ),
+        (
+            [granted("2010-06-15")],
+            recert("exam", "2020-01-01", exam_passed_on="2014-01-01"),
+            "RECERT-EXAM-RESULT",
+        ),
+        (
+            [granted("2010-06-15")],
+            recert("ccp", "2020-01-01", ccp_points=10, earliest_activity_on="2018-01-01"),
+            "RECERT-CCP-POINTS",
+        ),
+        (
+            [granted("2010-06-15")],
+            recert("exam", "2020-01-01", exam_passed_on="2019-12-01", eligibility_criteria="OLD"),
+            "RECERT-ELIGIBILITY",
+        ),
+        (
+            [granted("2020-01-10")],
+            fee(
+                2021, "2021-01-05", occurred_at=(datetime.now(UTC) + timedelta(hours=1)).isoformat()
+            ),
+            "EVENT-FUTURE",
+        ),
+    ],
+)
+def test_each_rejection_rule_reaches_the_api(post, setup, bad, rule):
+    for body in setup:
+        assert post(body).status_code == 202, post(body).get_json()
+    response = post(bad)
+    assert response.status_code == 422, response.get_json()
+    assert response.mimetype == "application/problem+json"
+    assert rule in rules_of(response)
+    assert all(e["message"] for e in response.get_json()["errors"])
+
+
+def test_recertification_starts_a_new_period_and_issues_a_badge(post, reader):
+    assert post(granted("2010-06-15")).get_json()["standing"]["status"] == "lapsed"
+    response = post(recert("exam", "2026-10-01", exam_passed_on="2026-09-15"))
+    assert response.status_code == 202, response.get_json()
+    body = response.get_json()
+    assert body["standing"]["status"] == "active"
+    assert body["standing"]["certified_on"] == "2026-10-01"
+    assert "issue_badge" in body["actions"]
+
+
+def test_lapse_by_audit_revokes_the_badge(post, reader):
+    post(granted("2026-03-01"))
+    response = post(
+        event(
+            "audit.completed",
+            {"result": "failed", "audited_on": "2026-06-01", "cycle_start": "2026-03-01"},
+        )
+    )
+    body = response.get_json()
+    assert body["standing"]["status"] == "lapsed"
+    assert body["actions"] == ["revoke_badge", "sync_verification"]
+    assert reader("/v1/certifications/CERT-1").get_json()["badge"]["state"] == "revoked"
+
+
+def test_member_update_replaces_the_badge(post, reader):
+    post(granted("2026-03-01"))
+    first_id = reader("/v1/certifications/CERT-1").get_json()["badge"]["credly_badge_id"]
+    response = post(event("member.updated", {"last_name": "King"}))
+    assert response.get_json()["actions"] == ["replace_badge", "sync_verification"]
+    standing = reader("/v1/certifications/CERT-1").get_json()
+    assert standing["member"]["last_name"] == "King"
+    assert standing["badge"]["credly_badge_id"] != first_id
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"event_id": "x"}, "type"),
+        (dict(granted("2026-03-01"), extra=1), "extra"),
+        (
+            event("renewal.fee_paid", {"membership_year": "2021", "paid_on": "2021-01-01"}),
+            "data.membership_year",
+        ),
+        (
+            event("renewal.fee_paid", {"membership_year": 2021, "paid_on": "2021-01-01", "x": 1}),
+            "data.x",
+        ),
+        (dict(granted("2026-03-01"), occurred_at="2026-03-01T12:00:00"), "occurred_at"),
+        (granted("2026-03-01", cert="bad id!"), "certification_id"),
+        (ccp("A1", "2021-01-01", category="karaoke"), "data.category"),
+        (ccp("A1", "2021-01-01", points=0), "data.points"),
+        (ccp("A1", "2021-01-01", category="employment"), "data.employment_start"),
+        (recert("exam", "2021-01-01"), "data.exam_passed_on"),
+        (event("member.updated", {}), "data"),
+        (
+            event(
+                "certification.granted",
+                {"member": {"member_id": "m"}, "credential": "RMA", "certified_on": "2026-01-01"},
+            ),
+            "data.member.email",
+        ),
+    ],
+)
+def test_malformed_events_are_422_naming_the_field(post, body, field):
+    response = post(body)
+    assert response.status_code == 422, response.get_json()
+    assert response.mimetype == "application/problem+json"
+    assert field in [e["field"] for e in response.get_json()["errors"]]
+
+
+def test_malformed_json_is_400(client, token_for):
+    response = client.post(
+        "/v1/events",
+        data="{not json",
+        content_type="application/json",
+        headers=token_for("events:write"),
+    )
+    assert response.status_code == 400 and response.mimetype == "application/problem+json"
+
+
+def test_wrong_content_type_is_415(client, token_for):
+    response = client.post(
+        "/v1/events", data="a=b", content_type="text/plain", headers=token_for("events:write")
+    )
+    assert response.status_code == 415 and response.mimetype == "application/problem+json"
+
+
+def test_body_over_64_kib_is_413(client, token_for):
+    body = granted("2026-03-01")
+    body["data"]["member"]["first_name"] = "x" * (65 * 1024)
+    response = client.post("/v1/events", json=body, headers=token_for("events:write"))
+    assert response.status_code == 413 and response.mimetype == "application/problem+json"
+
+
+def test_events_need_a_token_with_events_write(client, token_for):
+    assert client.post("/v1/events", json=granted("2026-03-01")).status_code == 401
+    response = client.post(
+        "/v1/events", json=granted("2026-03-01"), headers=token_for("certifications:read")
+    )
+    assert response.status_code == 403
+
+
+def test_nothing_is_half_written_when_the_database_refuses(app, post, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(intake, "record_standing", refuse)
+    response = post(granted("2026-03-01"))
+    assert response.status_code == 500 and response.mimetype == "application/problem+json"
+    with app.extensions["gateway"].db.sessions() as session:
+        assert session.query(Event).count() == 0
+        assert session.query(OutboxItem).count() == 0
+
+
+def test_late_events_count_by_their_own_dates(post, reader):
+    post(granted("2020-01-10"))
+    post(fee(2022, "2022-01-02"))  # arrives before the year it follows
+    before = reader("/v1/certifications/CERT-1?as_of=2022-06-01").get_json()
+    assert before["fees"]["paid_through"] == "2021-01-31"
+    post(fee(2021, "2021-01-05"))
+    after = reader("/v1/certifications/CERT-1?as_of=2022-06-01").get_json()
+    assert after["fees"]["paid_through"] == "2023-01-31"

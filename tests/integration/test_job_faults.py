@@ -1,0 +1,213 @@
+"""Faults across processes: Redis stopped while events arrive, a worker killed mid-job."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+import responses
+from sqlalchemy import select
+
+from gateway.store.models import OutboxItem
+from jobs.dispatch import relay
+from tests.events_helpers import granted
+from tests.integration.test_badge_jobs import (
+    BADGES,
+    CREDLY,
+    EMPTY_LIST,
+    ORG,
+    badge_json,
+    badges,
+    drain,
+    submit,
+)
+from tests.support.credly_standin import CredlyStandIn
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PrivateRedis:
+    """A redis-server of this test's own, so it can be stopped and started."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.port, self.tmp, self.proc = _free_port(), tmp, None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.tmp),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        client = redis.Redis.from_url(self.url)
+        for _ in range(100):
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise AssertionError("private redis-server did not start")
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    server = PrivateRedis(tmp_path)
+    server.start()
+    yield server
+    if server.proc.poll() is None:
+        server.stop()
+
+
+def _states(svc) -> list[str]:
+    with svc.db.sessions() as session:
+        return list(session.scalars(select(OutboxItem.state).order_by(OutboxItem.id)))
+
+
+@responses.activate
+def test_events_are_kept_while_redis_is_down_and_relayed_when_it_is_back(
+    make_app, postgres_url, private_redis
+):
+    from tests.conftest import _truncate
+
+    _truncate(postgres_url)
+    responses.get(re.compile(re.escape(BADGES) + r"\?.*"), json=EMPTY_LIST)
+    for n in range(3):
+        responses.post(BADGES, status=201, json=badge_json(f"b-{n}"))
+    app = make_app(
+        database_url=postgres_url,
+        redis_url=private_redis.url,
+        credly_api_base=CREDLY,
+        credly_organization_id=ORG,
+        credly_auth_token="tok",
+        credly_badge_templates={"RMA": "tmpl-rma"},
+    )
+    svc = app.extensions["gateway"]
+    private_redis.stop()
+    client = app.test_client()
+    from tests.conftest import fetch_token
+
+    headers = {"Authorization": f"Bearer {fetch_token(app, 'events:write')}"}
+    for n in range(3):
+        response = client.post(
+            "/v1/events", json=granted("2026-03-01", cert=f"R-{n}"), headers=headers
+        )
+        assert response.status_code == 202
+    assert _states(svc) == ["pending"] * 6
+    assert client.get("/readyz").status_code == 503
+
+    private_redis.start()
+    time.sleep(2.1)  # the relay leaves items younger than its grace period to the web process
+    assert relay(svc, svc.dispatcher) == 6
+    assert relay(svc, svc.dispatcher) == 0  # relaying twice enqueues once
+    drain(svc, lambda: all(s == "done" for s in _states(svc)))
+    assert sorted(b.credly_badge_id for b in badges(svc)) == ["b-0", "b-1", "b-2"]
+    _truncate(postgres_url)
+
+
+def _worker(env: dict[str, str], log: Path, *extra: str) -> subprocess.Popen:
+    gateway = os.path.join(os.path.dirname(sys.executable), "gateway")
+    with log.open("ab") as sink:
+        return subprocess.Popen(
+            [gateway, "worker", *extra], env=env, stdout=sink, stderr=subprocess.STDOUT
+        )
+
+
+def test_a_worker_killed_mid_job_is_recovered_by_another_with_one_badge(
+    make_app, postgres_url, redis_client, redis_url, tmp_path
+):
+    from tests.conftest import _truncate
+
+    _truncate(postgres_url)
+    with CredlyStandIn() as credly:
+        settings = {
+            "database_url": postgres_url,
+            "redis_url": redis_url,
+            "credly_api_base": credly.url,
+            "credly_organization_id": credly.organization_id,
+            "credly_auth_token": credly.token,
+            "credly_badge_templates": {"RMA": "tmpl-rma"},
+            "job_timeout_seconds": 5,
+        }
+        app = make_app(**settings)
+        svc = app.extensions["gateway"]
+        env = {
+            **os.environ,
+            "DATABASE_URL": postgres_url,
+            "REDIS_URL": redis_url,
+            "CREDLY_API_BASE": credly.url,
+            "CREDLY_ORGANIZATION_ID": credly.organization_id,
+            "CREDLY_AUTH_TOKEN": credly.token,
+            "CREDLY_BADGE_TEMPLATES": "RMA=tmpl-rma",
+            "JOB_TIMEOUT_SECONDS": "5",
+            "CREDLY_TIMEOUT_SECONDS": "60",
+            "INSTANCE_PATH": str(tmp_path),
+        }
+        credly.queue_faults([{"delay": 20}], operation="issue")  # Credly hangs on the issue
+        answer = submit(svc, granted("2026-03-01"))
+        issue_id = answer.outbox_ids[0]
+        log = tmp_path / "workers.log"
+        first = _worker(env, log, "--name", "doomed")
+        try:
+            deadline = time.monotonic() + 30
+            while not any(r["operation"] == "list" for r in credly.requests_seen()):
+                assert time.monotonic() < deadline, log.read_text()[-3000:]
+                assert first.poll() is None, log.read_text()[-3000:]
+                time.sleep(0.05)
+            time.sleep(0.5)  # the issue call is now hanging in Credly
+            first.send_signal(signal.SIGKILL)
+            first.wait()
+        finally:
+            if first.poll() is None:
+                first.kill()
+        with svc.db.sessions() as session:
+            assert session.get(OutboxItem, issue_id).state == "running"
+        second = _worker(
+            env, log, "--name", "rescuer", "--maintenance-interval", "5", "--ttl", "20"
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                with svc.db.sessions() as session:
+                    state = session.get(OutboxItem, issue_id).state
+                if state == "done":
+                    break
+                assert time.monotonic() < deadline, f"not recovered; state {state}"
+                assert second.poll() is None, log.read_text()[-3000:]
+                time.sleep(0.5)
+        finally:
+            second.send_signal(signal.SIGTERM)
+            second.wait(timeout=30)
+        assert len(credly.badges()) == 1
+        [badge] = badges(svc)
+        assert badge.credly_badge_id == credly.badges()[0]["id"]
+    _truncate(postgres_url)
