@@ -26,7 +26,7 @@ def db() -> None:
 
 
 @db.command("upgrade")
-@click.option("--revision", default="head", show_default=True, help="Target revision.")
+@click.option("--revision", default="heads", show_default=True, help="Target revision.")
 @with_appcontext
 def db_upgrade(revision: str) -> None:
     """Apply the database migrations."""
@@ -186,6 +186,26 @@ def jobs_requeue(job_ids: tuple[str, ...], requeue_all: bool) -> None:
     if missing:
         raise click.ClickException(
             "not failed (or unknown): " + ", ".join(f"outbox-{i}" for i in missing)
+        )
+
+
+@db.command("revision")
+@click.option("--message", "-m", required=True, help="What the migration does.")
+@click.option("--rev-id", required=True, help="The revision id, e.g. 0002.")
+@click.option("--down", default=None, help="The revision it follows (default: the single head).")
+@with_appcontext
+def db_revision(message: str, rev_id: str, down: str | None) -> None:
+    """Autogenerate a migration from the models (development)."""
+    from alembic import command
+
+    from gateway.store.db import alembic_config
+
+    db = services().db
+    with db.engine.begin() as connection:
+        cfg = alembic_config(db.url)
+        cfg.attributes["connection"] = connection
+        command.revision(
+            cfg, message=message, autogenerate=True, rev_id=rev_id, head=down or "head"
         )
 
 

@@ -68,7 +68,7 @@ class Database:
         with self.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
 
-    def upgrade(self, revision: str = "head") -> None:
+    def upgrade(self, revision: str = "heads") -> None:
         """Apply the Alembic migrations up to `revision`."""
         with self.engine.begin() as connection:
             cfg = alembic_config(self.url)

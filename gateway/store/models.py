@@ -146,7 +146,7 @@ class OutboxItem(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     event_pk: Mapped[int | None] = mapped_column(ForeignKey("events.id"), index=True)
-    certification_id: Mapped[str] = mapped_column(String(128), index=True)
+    certification_id: Mapped[str | None] = mapped_column(String(128), index=True)
     kind: Mapped[str] = mapped_column(String(32))
     payload: Mapped[dict] = mapped_column(JSONType, default=dict)
     state: Mapped[str] = mapped_column(String(16), default="pending")

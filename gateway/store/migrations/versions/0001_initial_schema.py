@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-24 12:10:21.414295
+Create Date: 2026-11-24 12:44:25.819209
 
 """
 
@@ -138,7 +138,7 @@ def upgrade() -> None:
         "outbox",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("event_pk", sa.Integer(), nullable=True),
-        sa.Column("certification_id", sa.String(length=128), nullable=False),
+        sa.Column("certification_id", sa.String(length=128), nullable=True),
         sa.Column("kind", sa.String(length=32), nullable=False),
         sa.Column(
             "payload", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False
