@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
+import sys
+from datetime import datetime
 
 import click
 from flask.cli import FlaskGroup, with_appcontext
@@ -10,8 +13,10 @@ from sqlalchemy import select
 
 from gateway import auth, create_app
 from gateway.services import services
-from gateway.store.models import OutboxItem
+from gateway.store.models import OutboxItem, utcnow
+from gateway.sweep import Scope, count
 from jobs.dispatch import requeue
+from jobs.sweep import SweepRunning, locked_sweep
 from jobs.worker import run_worker
 
 
@@ -106,9 +111,15 @@ def clients_revoke(client_id: str) -> None:
     help="Seconds a silent worker lives in Redis; an idle worker wakes up every TTL-15 s.",
 )
 @click.option("--name", default=None, help="Worker name (default: RQ's).")
+@click.option("--no-cron", is_flag=True, help="Do not schedule the daily sweep from this worker.")
 @with_appcontext
 def worker(
-    burst: bool, no_scheduler: bool, maintenance_interval: int, ttl: int, name: str | None
+    burst: bool,
+    no_scheduler: bool,
+    maintenance_interval: int,
+    ttl: int,
+    name: str | None,
+    no_cron: bool,
 ) -> None:
     """Run a job worker on the configured Redis, with the outbox relay."""
     try:
@@ -119,6 +130,7 @@ def worker(
             maintenance_interval=maintenance_interval,
             worker_ttl=ttl,
             name=name,
+            with_cron=not no_cron,
         )
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -207,6 +219,55 @@ def db_revision(message: str, rev_id: str, down: str | None) -> None:
         command.revision(
             cfg, message=message, autogenerate=True, rev_id=rev_id, head=down or "head"
         )
+
+
+@cli.command("sweep")
+@click.option("--as-of", type=click.DateTime(["%Y-%m-%d"]), help="The day (default: today, UTC).")
+@click.option("--dry-run", is_flag=True, help="Report what would change; record nothing.")
+@click.option("--full", is_flag=True, help="Evaluate every certification, not only the due ones.")
+@click.option("--from-id", default=None, help="First certification id of this run's range.")
+@click.option("--to-id", default=None, help="Last certification id of this run's range.")
+@click.option("--batch-size", default=500, show_default=True, help="Certifications a transaction.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@with_appcontext
+def sweep_command(
+    as_of: datetime | None,
+    dry_run: bool,
+    full: bool,
+    from_id: str | None,
+    to_id: str | None,
+    batch_size: int,
+    as_json: bool,
+) -> None:
+    """Re-evaluate certifications whose standing changes today, and queue what that calls for."""
+    svc = services()
+    scope = Scope(
+        as_of=as_of.date() if as_of else utcnow().date(),
+        full=full,
+        first_id=from_id,
+        last_id=to_id,
+        batch_size=batch_size,
+        dry_run=dry_run,
+    )
+    total = count(svc, scope)
+    sink = None if sys.stdout.isatty() and not as_json else io.StringIO()
+    with click.progressbar(length=total, label="sweeping", file=sink) as bar:
+        try:
+            summary = locked_sweep(svc, scope, on_batch=bar.update)
+        except SweepRunning as exc:
+            raise click.ClickException(str(exc)) from exc
+    result = summary.as_dict()
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    click.echo(
+        f"as of {result['as_of']}{' (dry run)' if dry_run else ''}: evaluated {summary.evaluated}, "
+        f"changed {summary.changed} in {result['seconds']} s"
+    )
+    for transition, n in sorted(summary.transitions.items()):
+        click.echo(f"  {transition}: {n}")
+    for kind, n in sorted(summary.actions.items()):
+        click.echo(f"  {'would queue' if dry_run else 'queued'} {kind}: {n}")
 
 
 def main() -> None:

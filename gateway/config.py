@@ -38,6 +38,13 @@ def _date(env: Mapping[str, str], name: str) -> date | None:
         raise ConfigError(f"{name} must be a date YYYY-MM-DD, got {raw!r}") from exc
 
 
+def _time_of_day(raw: str) -> str:
+    hours, _, minutes = raw.partition(":")
+    if not (hours.isdigit() and minutes.isdigit() and int(hours) < 24 and int(minutes) < 60):
+        raise ConfigError(f"SWEEP_TIME must be HH:MM (UTC), got {raw!r}")
+    return f"{int(hours):02d}:{int(minutes):02d}"
+
+
 def _path(raw: str | None) -> str | None:
     return os.path.abspath(raw) if raw else None
 
@@ -84,6 +91,7 @@ class Settings:
     job_timeout_seconds: int = 120
     relay_interval_seconds: int = 5
     jobs_synchronous: bool = False
+    sweep_time: str = "02:30"
     log_level: str = "INFO"
 
     @classmethod
@@ -104,6 +112,7 @@ class Settings:
             credly_timeout_seconds=_int(env, "CREDLY_TIMEOUT_SECONDS", cls.credly_timeout_seconds),
             badge_expires=_flag(env.get("BADGE_EXPIRES")),
             jobs_synchronous=_flag(env.get("JOBS_SYNCHRONOUS")),
+            sweep_time=_time_of_day(env.get("SWEEP_TIME") or cls.sweep_time),
             token_expires_in=_int(env, "OAUTH_TOKEN_EXPIRES_IN", cls.token_expires_in),
             queue_name=env.get("QUEUE_NAME") or cls.queue_name,
             job_retry_base_seconds=_int(env, "JOB_RETRY_BASE_SECONDS", cls.job_retry_base_seconds),

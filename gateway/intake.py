@@ -16,6 +16,7 @@ from gateway import rules
 from gateway.schemas.events import Envelope, ShapeError, load_envelope
 from gateway.services import Services
 from gateway.store import models
+from gateway.store.history import load_history
 from gateway.store.models import utcnow
 from gateway.views import standing_view
 
@@ -202,16 +203,6 @@ def _replay(session: Session, event_id: str, digest: str) -> Answer | None:
         previous.response_body,
         headers={"Idempotent-Replayed": "true"},
     )
-
-
-def load_history(session: Session, certification_id: str) -> list[rules.Event]:
-    """The accepted events of a certification, as domain events, in arrival order."""
-    bodies = session.scalars(
-        select(models.Event.body)
-        .where(models.Event.certification_id == certification_id, models.Event.status == "accepted")
-        .order_by(models.Event.id)
-    )
-    return [load_envelope(body).event for body in bodies]
 
 
 def record_standing(

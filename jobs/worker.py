@@ -1,4 +1,4 @@
-"""The worker process: RQ's SimpleWorker with its scheduler, plus the outbox relay."""
+"""The worker process: RQ's SimpleWorker with its scheduler, the outbox relay, the daily cron."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from rq import Queue, SimpleWorker
 from gateway.services import Services
 from jobs import context
 from jobs.dispatch import relay
+from jobs.sweep import make_cron
 
 log = logging.getLogger("jobs.worker")
 
@@ -30,6 +31,7 @@ def run_worker(
     maintenance_interval: int = 600,
     worker_ttl: int = 420,
     name: str | None = None,
+    with_cron: bool = True,
 ) -> None:
     """Work the gateway queue until stopped (or until it is empty, with `burst`)."""
     if svc.redis is None:
@@ -39,6 +41,8 @@ def run_worker(
     relay(svc, svc.dispatcher)
     relayer = threading.Thread(target=_relay_forever, args=(svc, stop), daemon=True)
     relayer.start()
+    if with_cron:
+        threading.Thread(target=make_cron(svc).start, daemon=True, name="cron").start()
     queue = Queue(svc.settings.queue_name, connection=svc.redis)
     worker = SimpleWorker(
         [queue],

@@ -7,11 +7,12 @@ from datetime import date
 from flask import Blueprint, request
 from flask.typing import ResponseReturnValue
 
-from gateway import intake, rules
+from gateway import rules
 from gateway.api.problems import Problem
 from gateway.auth import require_scope
 from gateway.services import services
 from gateway.store import models
+from gateway.store.history import load_history
 from gateway.views import standing_view
 
 bp = Blueprint("certifications", __name__)
@@ -41,7 +42,7 @@ def get_certification(certification_id: str) -> ResponseReturnValue:
     with svc.db.sessions() as session:
         if session.get(models.Certification, certification_id) is None:
             raise Problem(404, "Not Found", f"Certification {certification_id} is unknown.")
-        history = intake.load_history(session, certification_id)
+        history = load_history(session, certification_id)
         try:
             standing = rules.evaluate(history, as_of, svc.policy)
         except rules.NotCertified as exc:

@@ -1,0 +1,77 @@
+"""A certification's recorded history, read back from the event log as domain events.
+
+Stored bodies were validated by the event schemas when they arrived, so they are decoded here
+directly (no second validation): the sweep reads millions of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Callable
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from gateway import rules
+from gateway.store.models import Event
+
+Decoder = Callable[[Any], Any]
+
+
+def _converter(hint: Any) -> Decoder | None:
+    """How to turn a stored JSON value into the field's type (None: keep it as it is)."""
+    args = typing.get_args(hint) if isinstance(hint, types.UnionType) else ()
+    target = next((a for a in args if a is not type(None)), hint)
+    if target is date:
+        return date.fromisoformat
+    if target is float:
+        return float
+    if target is rules.Member:
+        return lambda value: rules.Member(**value)
+    return None
+
+
+def _field_decoders(cls: type) -> dict[str, Decoder | None]:
+    hints = typing.get_type_hints(cls)
+    return {
+        f.name: _converter(hints[f.name])
+        for f in dataclasses.fields(cls)
+        if f.name not in ("event_id", "occurred_at")
+    }
+
+
+_DECODERS = {name: (cls, _field_decoders(cls)) for name, cls in rules.EVENT_TYPES.items()}
+
+
+def decode_event(body: dict[str, Any]) -> rules.Event:
+    """The domain event of a stored (already validated) event body."""
+    cls, decoders = _DECODERS[body["type"]]
+    data = body["data"]
+    fields: dict[str, Any] = {}
+    for name, value in data.items():
+        convert = decoders[name]
+        fields[name] = value if value is None or convert is None else convert(value)
+    occurred_at = datetime.fromisoformat(body["occurred_at"])
+    return cls(event_id=body["event_id"], occurred_at=occurred_at, **fields)
+
+
+def load_history(session: Session, certification_id: str) -> list[rules.Event]:
+    """The accepted events of a certification, as domain events, in arrival order."""
+    return load_histories(session, [certification_id]).get(certification_id, [])
+
+
+def load_histories(session: Session, certification_ids: list[str]) -> dict[str, list[rules.Event]]:
+    """The accepted events of several certifications, by certification, in arrival order."""
+    rows = session.execute(
+        select(Event.certification_id, Event.body)
+        .where(Event.certification_id.in_(certification_ids), Event.status == "accepted")
+        .order_by(Event.id)
+    )
+    histories: dict[str, list[rules.Event]] = {}
+    for certification_id, body in rows:
+        histories.setdefault(certification_id, []).append(decode_event(body))
+    return histories

@@ -1,0 +1,80 @@
+"""The scheduled sweep: one at a time across all workers (a Redis lock), every day at a set time."""
+
+from __future__ import annotations
+
+import logging
+from datetime import date
+
+from redis.lock import Lock
+from rq.cron import CronScheduler
+
+from gateway.services import Services
+from gateway.store.models import utcnow
+from gateway.sweep import Scope, Summary, sweep
+from jobs import context
+
+log = logging.getLogger("jobs.sweep")
+
+LOCK_SECONDS = 3600
+
+
+class SweepRunning(RuntimeError):
+    """Another sweep of the same range holds the lock."""
+
+
+def sweep_lock(svc: Services, scope: Scope) -> Lock:
+    """The Redis lock of a sweep of `scope`'s id range; it expires if its holder dies."""
+    key = f"gateway:sweep:{scope.first_id or ''}:{scope.last_id or ''}"
+    return svc.redis.lock(key, timeout=LOCK_SECONDS, blocking=False)
+
+
+def locked_sweep(svc: Services, scope: Scope, **kwargs: object) -> Summary:
+    """Sweep while holding the lock (no lock needed without Redis: one process does it all)."""
+    if svc.redis is None:
+        return sweep(svc, scope, **kwargs)
+    lock = sweep_lock(svc, scope)
+    if not lock.acquire():
+        raise SweepRunning("another sweep of this range is running")
+    try:
+        return sweep(svc, scope, **kwargs)
+    finally:
+        lock.release()
+
+
+def run_daily_sweep(as_of: str | None = None) -> dict[str, object]:
+    """RQ job: sweep today's (or `as_of`'s) due certifications; skipped if one already runs."""
+    svc = context.services()
+    scope = Scope(as_of=date.fromisoformat(as_of) if as_of else utcnow().date())
+    try:
+        summary = locked_sweep(svc, scope)
+    except SweepRunning:
+        log.info("sweep skipped: another one is running")
+        return {"skipped": True}
+    log.info("sweep done", extra={"summary": summary.as_dict()})
+    return summary.as_dict()
+
+
+def cron_expression(time_of_day: str) -> str:
+    """A valid `HH:MM` (UTC; see config) as a daily cron expression."""
+    hours, minutes = time_of_day.split(":")
+    return f"{int(minutes)} {int(hours)} * * *"
+
+
+class WorkerCron(CronScheduler):
+    """RQ's cron scheduler, run on a thread of the worker (signals stay with the worker)."""
+
+    def _install_signal_handlers(self) -> None:
+        """The worker's main thread owns SIGTERM/SIGINT."""
+
+
+def make_cron(svc: Services) -> WorkerCron:
+    """A cron scheduler that enqueues the daily sweep at SWEEP_TIME (UTC)."""
+    cron = WorkerCron(connection=svc.redis)
+    cron.register(
+        run_daily_sweep,
+        queue_name=svc.settings.queue_name,
+        cron=cron_expression(svc.settings.sweep_time),
+        job_timeout=LOCK_SECONDS,
+        name="daily-sweep",
+    )
+    return cron

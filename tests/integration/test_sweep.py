@@ -1,0 +1,181 @@
+"""The daily sweep: lapses without events, idempotence, ranges, the due-only shortcut, the lock."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import date, timedelta
+
+import pytest
+from click.testing import CliRunner
+
+from gateway import intake
+from gateway.cli import cli
+from gateway.store.models import Badge, Certification, VerificationRecord
+from gateway.sweep import Scope, sweep
+from jobs.sweep import SweepRunning, cron_expression, locked_sweep, make_cron, run_daily_sweep
+from tests.events_helpers import ccp, event, fee, granted
+
+
+@pytest.fixture
+def svc(make_app, database_url):
+    return make_app(database_url=database_url, jobs_synchronous=True).extensions["gateway"]
+
+
+def accept(svc, body) -> None:
+    answer = intake.submit_event(svc, body)
+    assert answer.status == 202, answer.body
+    svc.dispatcher.dispatch(answer.outbox_ids)
+
+
+def status(svc, cert="CERT-1") -> str:
+    with svc.db.sessions() as session:
+        return session.get(Certification, cert).status
+
+
+def test_a_member_who_stops_paying_goes_inactive_then_lapses_without_any_event(svc):
+    accept(svc, granted("2026-03-01"))
+    assert sweep(svc, Scope(as_of=date(2027, 3, 31))).evaluated == 0  # nothing due yet
+    summary = sweep(svc, Scope(as_of=date(2027, 4, 1)))
+    assert summary.transitions == {"active->inactive": 1}
+    assert summary.actions == {"sync_verification": 1}
+    with svc.db.sessions() as session:
+        assert session.get(VerificationRecord, "CERT-1").status == "inactive"
+    summary = sweep(svc, Scope(as_of=date(2030, 4, 1)))
+    assert summary.transitions["inactive->lapsed"] == 1
+    assert summary.actions["revoke_badge"] == 1
+    assert status(svc) == "lapsed"
+    with svc.db.sessions() as session:
+        assert session.query(Badge).one().state == "revoked"
+        assert session.get(VerificationRecord, "CERT-1").status == "lapsed"
+
+
+def test_running_twice_on_the_same_day_changes_nothing_the_second_time(svc):
+    accept(svc, granted("2026-03-01"))
+    day = Scope(as_of=date(2027, 4, 1))
+    assert sweep(svc, day).changed == 1
+    again = sweep(svc, day)
+    assert (again.evaluated, again.changed, dict(again.actions)) == (0, 0, {})
+    full = sweep(svc, Scope(as_of=date(2027, 4, 1), full=True))
+    assert (full.evaluated, full.changed, dict(full.actions)) == (1, 0, {})
+
+
+def test_dry_run_reports_but_records_nothing(svc):
+    accept(svc, granted("2026-03-01"))
+    summary = sweep(svc, Scope(as_of=date(2030, 4, 1), dry_run=True))
+    assert summary.transitions == {"active->lapsed": 1}
+    assert summary.actions["revoke_badge"] == 1
+    assert status(svc) == "active"
+
+
+def test_an_id_range_visits_only_its_certifications(svc):
+    for cert in ("A-1", "B-1", "C-1"):
+        accept(svc, granted("2026-03-01", cert=cert))
+    summary = sweep(svc, Scope(as_of=date(2027, 4, 1), first_id="B", last_id="B~"))
+    assert summary.evaluated == 1
+    assert [status(svc, c) for c in ("A-1", "B-1", "C-1")] == ["active", "inactive", "active"]
+
+
+def test_small_batches_visit_everything_once(svc):
+    for n in range(7):
+        accept(svc, granted("2026-03-01", cert=f"K-{n}"))
+    summary = sweep(svc, Scope(as_of=date(2027, 4, 1), batch_size=2))
+    assert summary.evaluated == 7 and summary.changed == 7
+
+
+def _random_history(rng: random.Random, cert: str) -> list[dict]:
+    start = date(2019, 1, 1) + timedelta(days=rng.randrange(0, 2500))
+    bodies = [granted(start.isoformat(), cert=cert)]
+    for year in range(start.year + 1, 2027):
+        if rng.random() < 0.8:
+            paid = date(year, start.month, 1)
+            if paid <= date(2026, 11, 20):
+                bodies.append(fee(year, paid.isoformat(), cert=cert))
+    for n in range(rng.randrange(0, 6)):
+        done = start + timedelta(days=rng.randrange(1, 2000))
+        if done <= date(2026, 11, 20):
+            bodies.append(
+                ccp(f"{cert}-a{n}", done.isoformat(), points=rng.choice([5, 10, 15]), cert=cert)
+            )
+    if rng.random() < 0.1:
+        audited = start + timedelta(days=400)
+        if audited <= date(2026, 11, 20):
+            data = {
+                "result": "failed",
+                "audited_on": audited.isoformat(),
+                "cycle_start": start.isoformat(),
+            }
+            bodies.append(event("audit.completed", data, cert=cert))
+    return bodies
+
+
+def test_due_only_sweeps_find_exactly_what_full_sweeps_find(make_app, tmp_path):
+    apps = [
+        make_app(database_url=f"sqlite:///{tmp_path / name}.sqlite3", jobs_synchronous=True)
+        for name in ("due", "full")
+    ]
+    due, full = (app.extensions["gateway"] for app in apps)
+    rng = random.Random(7)
+    histories = [_random_history(rng, f"R-{n:03d}") for n in range(40)]
+    for svc in (due, full):
+        for history in histories:
+            for body in history:
+                intake.submit_event(svc, body)  # some are rejected by the rules: that is fine
+    day = date(2026, 12, 1)
+    while day < date(2037, 1, 1):
+        a = sweep(due, Scope(as_of=day))
+        b = sweep(full, Scope(as_of=day, full=True))
+        assert (a.transitions, a.actions) == (b.transitions, b.actions), day
+        assert a.evaluated <= b.evaluated
+        day += timedelta(days=rng.randrange(1, 60))
+    with due.db.sessions() as s1, full.db.sessions() as s2:
+        left = {
+            c.certification_id: (c.status, c.standing["reasons"]) for c in s1.query(Certification)
+        }
+        right = {
+            c.certification_id: (c.status, c.standing["reasons"]) for c in s2.query(Certification)
+        }
+    assert left == right
+
+
+def test_the_cli_prints_a_summary(svc, database_url, tmp_path):
+    accept(svc, granted("2026-03-01"))
+    env = {"DATABASE_URL": database_url, "INSTANCE_PATH": str(tmp_path)}
+    result = CliRunner().invoke(cli, ["sweep", "--as-of", "2027-04-01", "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["transitions"] == {"active->inactive": 1}
+    assert summary["actions_queued"] == {"sync_verification": 1}
+    text = CliRunner().invoke(cli, ["sweep", "--as-of", "2030-04-01", "--dry-run"], env=env)
+    assert "(dry run)" in text.output and "would queue revoke_badge: 1" in text.output
+
+
+def test_only_one_sweep_runs_at_a_time(make_app, postgres_url, redis_url, redis_client):
+    from tests.conftest import _truncate
+
+    _truncate(postgres_url)
+    svc = make_app(database_url=postgres_url, redis_url=redis_url).extensions["gateway"]
+    scope = Scope(as_of=date(2027, 4, 1))
+    held = svc.redis.lock("gateway:sweep::", timeout=60)
+    assert held.acquire(blocking=False)
+    try:
+        with pytest.raises(SweepRunning):
+            locked_sweep(svc, scope)
+        assert run_daily_sweep("2027-04-01") == {"skipped": True}
+    finally:
+        held.release()
+    assert run_daily_sweep("2027-04-01")["evaluated"] == 0
+    _truncate(postgres_url)
+
+
+def test_the_worker_schedules_the_sweep_daily_at_the_configured_utc_time(
+    make_app, postgres_url, redis_url
+):
+    svc = make_app(database_url=postgres_url, redis_url=redis_url, sweep_time="04:05").extensions[
+        "gateway"
+    ]
+    [job] = make_cron(svc).get_jobs()
+    assert job.cron == "5 4 * * *" == cron_expression("04:05")
+    assert job.func is run_daily_sweep
+    nxt = job.get_next_enqueue_time()
+    assert (nxt.hour, nxt.minute) == (4, 5)
