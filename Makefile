@@ -24,6 +24,7 @@ lint: install-dev
 
 test: install-dev
 	bash scripts/services.sh
+	bash scripts/chromium.sh
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest -q

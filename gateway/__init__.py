@@ -7,7 +7,7 @@ import logging
 from flask import Flask
 from sqlalchemy.exc import SQLAlchemyError
 
-from gateway import logs
+from gateway import credly_token, logs, metrics
 from gateway.config import Settings
 from gateway.services import Services
 
@@ -26,8 +26,16 @@ def create_app(settings: Settings | None = None) -> Flask:
     if svc.db.is_sqlite:
         svc.db.upgrade()
 
-    from gateway import auth
-    from gateway.api import certifications, events, health, problems
+    from gateway import auth, ratelimit
+    from gateway.api import (
+        certifications,
+        events,
+        health,
+        pages,
+        problems,
+        verifications,
+        webhooks,
+    )
     from jobs import context
     from jobs.dispatch import make_dispatcher, relay
 
@@ -39,8 +47,19 @@ def create_app(settings: Settings | None = None) -> Flask:
         except SQLAlchemyError as exc:
             log.warning("outbox relay at start failed: %s", exc)
     problems.register(app)
+    logs.init_app(app)
+    metrics.init_app(app, svc)
     auth.init_app(app)
-    for blueprint in (health.bp, events.bp, certifications.bp):
+    for blueprint in (
+        health.bp,
+        events.bp,
+        certifications.bp,
+        webhooks.bp,
+        verifications.bp,
+        pages.bp,
+    ):
         app.register_blueprint(blueprint)
+    ratelimit.init_app(app, settings, api=verifications.bp, page=pages.bp)
     log.info(settings.mode_line())
+    credly_token.warn_if_token_expiring(settings)  # also when `gateway worker` starts
     return app

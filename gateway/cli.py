@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import shutil
 import sys
+import tempfile
 from datetime import datetime
 
 import click
@@ -15,6 +18,7 @@ from gateway import auth, create_app
 from gateway.services import services
 from gateway.store.models import OutboxItem, utcnow
 from gateway.sweep import Scope, count
+from gateway.unclaimed import unclaimed_badges
 from jobs.dispatch import requeue
 from jobs.sweep import SweepRunning, locked_sweep
 from jobs.worker import run_worker
@@ -95,6 +99,18 @@ def clients_revoke(client_id: str) -> None:
     click.echo(f"revoked {client_id}")
 
 
+@cli.command("serve", with_appcontext=False)
+def serve() -> None:
+    """Run the production web server (gunicorn; settings WEB_BIND, WEB_WORKERS, ...)."""
+    metrics_dir = os.environ.setdefault(
+        "PROMETHEUS_MULTIPROC_DIR", os.path.join(tempfile.gettempdir(), "gateway-metrics")
+    )
+    shutil.rmtree(metrics_dir, ignore_errors=True)  # samples of a previous run would add up
+    os.makedirs(metrics_dir, exist_ok=True)
+    gunicorn = shutil.which("gunicorn") or os.path.join(os.path.dirname(sys.executable), "gunicorn")
+    os.execv(gunicorn, [gunicorn, "-c", "python:gateway.gunicorn_conf", "gateway:create_app()"])
+
+
 @cli.command()
 @click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
 @click.option("--no-scheduler", is_flag=True, help="Do not run RQ's scheduler (retries, cron).")
@@ -169,7 +185,7 @@ def jobs_failed(as_json: bool) -> None:
         click.echo("no failed jobs")
     for row in rows:
         click.echo(
-            f"{row['job_id']:14} {row['kind']:18} {row['certification_id']:20} "
+            f"{row['job_id']:14} {row['kind']:18} {row['certification_id'] or '-':20} "
             f"attempts={row['attempts']} {row['finished_at']}\n    {row['error']}"
         )
 
@@ -268,6 +284,40 @@ def sweep_command(
         click.echo(f"  {transition}: {n}")
     for kind, n in sorted(summary.actions.items()):
         click.echo(f"  {'would queue' if dry_run else 'queued'} {kind}: {n}")
+
+
+@cli.group()
+def badges() -> None:
+    """Credly badges: the ones members have not claimed."""
+
+
+@badges.command("unclaimed")
+@click.option(
+    "--days",
+    default=14,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Pending (not claimed) for at least this many days.",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON array instead of a table.")
+@with_appcontext
+def badges_unclaimed(days: int, as_json: bool) -> None:
+    """List badges members have not claimed after DAYS days, so the membership team can nudge."""
+    with services().db.sessions() as session:
+        rows = [badge.to_dict() for badge in unclaimed_badges(session, days=days)]
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    if not rows:
+        click.echo(f"no badge pending for {days} days or more")
+        return
+    click.echo(f"{'CERTIFICATION':20} {'NAME':28} {'EMAIL':32} {'ISSUED AT':20} DAYS PENDING")
+    for row in rows:
+        issued = (row["issued_at"] or "")[:19]
+        click.echo(
+            f"{row['certification_id']:20} {row['name'][:28]:28} {row['email'][:32]:32} "
+            f"{issued:20} {row['days_pending']}"
+        )
 
 
 def main() -> None:

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 
+from limits import parse_many
+
 
 class ConfigError(ValueError):
     """A setting has a value the gateway cannot use."""
@@ -92,7 +94,14 @@ class Settings:
     relay_interval_seconds: int = 5
     jobs_synchronous: bool = False
     sweep_time: str = "02:30"
+    web_bind: str = "127.0.0.1:8000"
+    web_workers: int = 2 * (os.cpu_count() or 1) + 1
+    web_threads: int = 4
+    web_timeout: int = 30
     log_level: str = "INFO"
+    verify_rate_limit: str = "60/minute"
+    verify_rate_limit_authenticated: str = "600/minute"
+    trusted_proxies: int = 0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -112,6 +121,10 @@ class Settings:
             credly_timeout_seconds=_int(env, "CREDLY_TIMEOUT_SECONDS", cls.credly_timeout_seconds),
             badge_expires=_flag(env.get("BADGE_EXPIRES")),
             jobs_synchronous=_flag(env.get("JOBS_SYNCHRONOUS")),
+            web_bind=env.get("WEB_BIND") or cls.web_bind,
+            web_workers=_int(env, "WEB_WORKERS", cls.web_workers),
+            web_threads=_int(env, "WEB_THREADS", cls.web_threads),
+            web_timeout=_int(env, "WEB_TIMEOUT", cls.web_timeout),
             sweep_time=_time_of_day(env.get("SWEEP_TIME") or cls.sweep_time),
             token_expires_in=_int(env, "OAUTH_TOKEN_EXPIRES_IN", cls.token_expires_in),
             queue_name=env.get("QUEUE_NAME") or cls.queue_name,
@@ -119,6 +132,11 @@ class Settings:
             job_timeout_seconds=_int(env, "JOB_TIMEOUT_SECONDS", cls.job_timeout_seconds),
             relay_interval_seconds=_int(env, "RELAY_INTERVAL_SECONDS", cls.relay_interval_seconds),
             log_level=(env.get("LOG_LEVEL") or cls.log_level).upper(),
+            verify_rate_limit=env.get("VERIFY_RATE_LIMIT") or cls.verify_rate_limit,
+            verify_rate_limit_authenticated=(
+                env.get("VERIFY_RATE_LIMIT_AUTHENTICATED") or cls.verify_rate_limit_authenticated
+            ),
+            trusted_proxies=_int(env, "TRUSTED_PROXIES", cls.trusted_proxies),
         )
 
     def __post_init__(self) -> None:
@@ -133,6 +151,8 @@ class Settings:
                 f"Credly is only partly configured: set {', '.join(missing)} too "
                 "(or none of the three for the dry-run backend)"
             )
+        for name in ("verify_rate_limit", "verify_rate_limit_authenticated"):
+            _check_rate(name.upper(), getattr(self, name))
 
     @property
     def credly_dry_run(self) -> bool:
@@ -166,6 +186,14 @@ class Settings:
             f"redis={_redact(self.redis_url)}, "
             f"credly={'dry-run' if self.credly_dry_run else self.credly_api_base}"
         )
+
+
+def _check_rate(name: str, value: str) -> None:
+    """Refuse a rate limit that Flask-Limiter cannot parse (e.g. `60/minute`, `1000 per hour`)."""
+    try:
+        parse_many(value)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a rate limit such as 60/minute, got {value!r}") from exc
 
 
 def _redact(url: str | None) -> str:

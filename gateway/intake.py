@@ -175,6 +175,7 @@ def _submit(
         event_pk=row.id,
         request_id=request_id,
     )
+    session.flush()
     row.response_body = {
         "event_id": event.event_id,
         "status": "accepted",
@@ -250,7 +251,6 @@ def record_standing(
         for act in acts
     ]
     session.add_all(outbox)
-    session.flush()
     return acts, outbox
 
 

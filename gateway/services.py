@@ -9,7 +9,7 @@ import redis
 from flask import current_app
 
 from connectors.credly import BadgeService, make_credly
-from gateway import rules
+from gateway import metrics, rules
 from gateway.config import Settings
 from gateway.store.db import Database
 
@@ -48,6 +48,7 @@ class Services:
                 organization_id=settings.credly_organization_id,
                 auth_token=settings.credly_auth_token,
                 timeout=(3.05, settings.credly_timeout_seconds),
+                on_request=metrics.observe_credly,
             ),
         )
 

@@ -16,7 +16,7 @@ from gateway import rules
 from gateway.intake import record_standing
 from gateway.services import Services
 from gateway.store.history import load_histories
-from gateway.store.models import Certification
+from gateway.store.models import Certification, Member
 
 
 @dataclass(frozen=True)
@@ -105,46 +105,64 @@ def sweep(svc: Services, scope: Scope, on_batch: Callable[[int], None] | None = 
 
 
 def _revisit_batch(svc: Services, session: Session, summary: Summary, ids: list[str]) -> list[int]:
-    certs = session.scalars(
-        select(Certification)
+    """Evaluate a batch; only certifications whose standing moved are written, in one flush."""
+    rows = session.execute(
+        select(
+            Certification.certification_id,
+            Certification.status,
+            Certification.evaluated_on,
+            Certification.next_change_on,
+            Certification.standing["reasons"],
+        )
         .where(Certification.certification_id.in_(ids))
         .order_by(Certification.certification_id)
         .with_for_update()
     )
     histories = load_histories(session, ids)
-    outbox_ids: list[int] = []
-    for cert in certs:
-        outbox_ids += _revisit(
-            svc, session, summary, cert, histories.get(cert.certification_id, [])
-        )
-    return outbox_ids
+    moved: list[tuple[str, rules.Standing, rules.Standing]] = []
+    for cert_id, status, evaluated_on, next_change_on, stored_reasons in rows:
+        history = histories.get(cert_id, [])
+        after = rules.evaluate(history, summary.scope.as_of, svc.policy)
+        summary.evaluated += 1
+        reasons = [{"rule": r.rule, "message": r.message} for r in after.reasons]
+        same_status = status == after.status and stored_reasons == reasons
+        if same_status and next_change_on == after.next_change_on:
+            continue
+        if not same_status:
+            summary.changed += 1
+            summary.transitions[f"{status}->{after.status}"] += 1
+        moved.append((cert_id, rules.evaluate(history, evaluated_on, svc.policy), after))
+    if summary.scope.dry_run:
+        for _, before, after in moved:
+            acts = rules.actions(before, after, badge_expires=svc.settings.badge_expires)
+            summary.actions.update(a.kind for a in acts)
+        return []
+    return _record(svc, session, summary, moved)
 
 
-def _revisit(
+def _record(
     svc: Services,
     session: Session,
     summary: Summary,
-    cert: Certification,
-    history: list[rules.Event],
+    moved: list[tuple[str, rules.Standing, rules.Standing]],
 ) -> list[int]:
-    """Evaluate one certification on the sweep's day; record and queue what changed."""
-    as_of = summary.scope.as_of
-    after = rules.evaluate(history, as_of, svc.policy)
-    summary.evaluated += 1
-    reasons = [{"rule": r.rule, "message": r.message} for r in after.reasons]
-    same_status = cert.status == after.status and cert.standing.get("reasons") == reasons
-    if same_status and cert.next_change_on == after.next_change_on:
+    """Store the new standings and queue their actions, with one flush for the whole batch."""
+    if not moved:
         return []
-    if not same_status:
-        summary.changed += 1
-        summary.transitions[f"{cert.status}->{after.status}"] += 1
-    before = rules.evaluate(history, cert.evaluated_on, svc.policy)
-    if summary.scope.dry_run:
-        acts = rules.actions(before, after, badge_expires=svc.settings.badge_expires)
-        summary.actions.update(a.kind for a in acts)
-        return []
-    acts, outbox = record_standing(
-        svc, session, cert.certification_id, before, after, event_pk=None, request_id=None
-    )
-    summary.actions.update(a.kind for a in acts)
+    cert_ids = [cert_id for cert_id, _, _ in moved]
+    certs = session.scalars(
+        select(Certification).where(Certification.certification_id.in_(cert_ids))
+    ).all()
+    member_ids = {cert.member_id for cert in certs}
+    # Held here so the identity map keeps them: record_standing then finds them without a query.
+    _members = session.scalars(select(Member).where(Member.member_id.in_(member_ids))).all()
+    outbox = []
+    with session.no_autoflush:
+        for cert_id, before, after in moved:
+            acts, items = record_standing(
+                svc, session, cert_id, before, after, event_pk=None, request_id=None
+            )
+            summary.actions.update(a.kind for a in acts)
+            outbox += items
+    session.flush()
     return [item.id for item in outbox]

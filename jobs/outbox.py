@@ -11,10 +11,10 @@ from rq import Retry, get_current_job
 from rq.job import Job
 
 from connectors.credly import PermanentError, TransientError
-from gateway import logs
+from gateway import logs, metrics
 from gateway.services import Services
 from gateway.store.models import OutboxItem, utcnow
-from jobs import badges, context, verification
+from jobs import badges, context, verification, webhooks
 from jobs.retry import MAX_ATTEMPTS, backoff
 
 log = logging.getLogger("jobs.outbox")
@@ -26,6 +26,7 @@ HANDLERS: dict[str, Handler] = {
     "replace_badge": badges.replace,
     "revoke_badge": badges.revoke,
     "sync_verification": verification.sync,
+    "credly_notification": webhooks.process,
 }
 
 TERMINAL = ("done", "failed")
@@ -103,5 +104,6 @@ def _finish(svc: Services, outbox_id: int, state: str, error: str | None) -> Non
     with svc.db.transaction() as session:
         item = session.get(OutboxItem, outbox_id)
         item.state, item.last_error = state, error
+        metrics.JOBS.labels(item.kind, state).inc()
         if state in TERMINAL:
             item.finished_at = utcnow()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 
+from redis import Redis
 from rq import Queue, SimpleWorker
 
 from gateway.services import Services
@@ -43,10 +44,12 @@ def run_worker(
     relayer.start()
     if with_cron:
         threading.Thread(target=make_cron(svc).start, daemon=True, name="cron").start()
-    queue = Queue(svc.settings.queue_name, connection=svc.redis)
+    # The worker's own connection pool: RQ sizes its socket timeout for blocking dequeues.
+    connection = Redis.from_url(svc.settings.redis_url)
+    queue = Queue(svc.settings.queue_name, connection=connection)
     worker = SimpleWorker(
         [queue],
-        connection=svc.redis,
+        connection=connection,
         name=name,
         maintenance_interval=maintenance_interval,
         worker_ttl=worker_ttl,

@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-import uuid
-
-from flask import Blueprint, Response, g, json, request, url_for
+from flask import Blueprint, Response, json, request, url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 from werkzeug.exceptions import BadRequest
 
-from gateway import intake
+from gateway import intake, logs, metrics
 from gateway.api.problems import PROBLEM_TYPE, Problem
 from gateway.auth import current_client_id, require_scope
+from gateway.rules import EVENT_TYPES
 from gateway.services import services
 from gateway.store import models
 from gateway.views import job_view
 
 bp = Blueprint("events", __name__)
-
-
-def request_id() -> str:
-    """The request's id: the caller's `X-Request-ID` or a new one."""
-    if "request_id" not in g:
-        given = request.headers.get("X-Request-ID", "")
-        g.request_id = given[:64] if given.isprintable() and given else uuid.uuid4().hex
-    return g.request_id
 
 
 def json_body() -> object:
@@ -33,7 +24,7 @@ def json_body() -> object:
         raise Problem(
             415,
             "Unsupported Media Type",
-            "Send the event as application/json.",
+            "Send the body as application/json.",
             errors=[{"field": "Content-Type", "message": "Must be application/json."}],
         )
     try:
@@ -52,10 +43,18 @@ def json_body() -> object:
 def post_event() -> ResponseReturnValue:
     """Validate, record and act on one event (SPEC §5)."""
     svc = services()
+    body = json_body()
     answer = intake.submit_event(
-        svc, json_body(), client_id=current_client_id(), request_id=request_id()
+        svc, body, client_id=current_client_id(), request_id=logs.request_id()
     )
     svc.dispatcher.dispatch(answer.outbox_ids)
+    event_type = body.get("type") if isinstance(body, dict) else None
+    metrics.count_event(
+        event_type if event_type in EVENT_TYPES else "unknown",
+        answer.status,
+        answer.body,
+        replayed="Idempotent-Replayed" in answer.headers,
+    )
     mimetype = "application/json" if answer.status < 400 else PROBLEM_TYPE
     response = Response(json.dumps(answer.body), status=answer.status, mimetype=mimetype)
     response.headers.update(answer.headers)

@@ -6,6 +6,7 @@ from flask import Blueprint, current_app, jsonify
 from flask.typing import ResponseReturnValue
 
 from gateway.api.problems import Problem
+from gateway.credly_token import credly_status
 from gateway.services import services
 
 bp = Blueprint("health", __name__)
@@ -19,7 +20,7 @@ def healthz() -> ResponseReturnValue:
 
 @bp.get("/readyz")
 def readyz() -> ResponseReturnValue:
-    """The database and Redis (when configured) are reachable."""
+    """The database and Redis (when configured) are reachable; Credly's token expiry as detail."""
     svc = services()
     checks: dict[str, str] = {}
     try:
@@ -37,6 +38,7 @@ def readyz() -> ResponseReturnValue:
         except Exception as exc:
             current_app.logger.warning("readiness: redis down: %s", exc)
             checks["redis"] = f"down: {type(exc).__name__}"
+    credly = credly_status(svc.settings)  # detail only: never makes readiness fail
     down = sorted(name for name, state in checks.items() if state.startswith("down"))
     if down:
         raise Problem(
@@ -45,5 +47,6 @@ def readyz() -> ResponseReturnValue:
             f"not ready: {', '.join(down)} unreachable",
             errors=[{"field": name, "message": checks[name]} for name in down],
             checks=checks,
+            credly=credly,
         )
-    return jsonify(status="ready", checks=checks)
+    return jsonify(status="ready", checks=checks, credly=credly)

@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, event, text
@@ -28,6 +29,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 def _sqlite_begin(connection: Any) -> None:
     """Take SQLite's write lock at BEGIN, so concurrent writers queue instead of deadlocking."""
     connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
 
 
 def normalize_url(url: str) -> str:
@@ -54,7 +59,13 @@ class Database:
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin)
         else:
-            self.engine = create_engine(self.url, pool_pre_ping=True, pool_size=10)
+            self.engine = create_engine(
+                self.url,
+                pool_pre_ping=True,
+                pool_size=10,
+                json_deserializer=orjson.loads,
+                json_serializer=_dumps,
+            )
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager

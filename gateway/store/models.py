@@ -206,3 +206,26 @@ class OAuthToken(Base):
     issued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_in: Mapped[int] = mapped_column(Integer)
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class CredlyNotification(Base):
+    """A Credly webhook notification, kept once per Credly event id, and what came of it.
+
+    `status`: received, refused (another organisation), processed, ignored or forged (Credly
+    does not know the event). `occurred_at` and `event_type` become Credly's own once fetched.
+    """
+
+    __tablename__ = "credly_notifications"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    notification_id: Mapped[str] = mapped_column(String(128), unique=True)
+    organization_id: Mapped[str] = mapped_column(String(128))
+    event_type: Mapped[str] = mapped_column(String(64))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    status: Mapped[str] = mapped_column(String(16), default="received")
+    credly_badge_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    event: Mapped[dict | None] = mapped_column(JSONType)
+    result: Mapped[str | None] = mapped_column(Text)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -138,7 +139,11 @@ def _worker(env: dict[str, str], log: Path, *extra: str) -> subprocess.Popen:
     gateway = os.path.join(os.path.dirname(sys.executable), "gateway")
     with log.open("ab") as sink:
         return subprocess.Popen(
-            [gateway, "worker", *extra], env=env, stdout=sink, stderr=subprocess.STDOUT
+            [gateway, "worker", *extra],
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: killing it takes its scheduler too
         )
 
 
@@ -184,11 +189,11 @@ def test_a_worker_killed_mid_job_is_recovered_by_another_with_one_badge(
                 assert first.poll() is None, log.read_text()[-3000:]
                 time.sleep(0.05)
             time.sleep(0.5)  # the issue call is now hanging in Credly
-            first.send_signal(signal.SIGKILL)
+            os.killpg(first.pid, signal.SIGKILL)
             first.wait()
         finally:
-            if first.poll() is None:
-                first.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(first.pid, signal.SIGKILL)
         with svc.db.sessions() as session:
             assert session.get(OutboxItem, issue_id).state == "running"
         second = _worker(
@@ -205,7 +210,7 @@ def test_a_worker_killed_mid_job_is_recovered_by_another_with_one_badge(
                 assert second.poll() is None, log.read_text()[-3000:]
                 time.sleep(0.5)
         finally:
-            second.send_signal(signal.SIGTERM)
+            os.killpg(second.pid, signal.SIGTERM)
             second.wait(timeout=30)
         assert len(credly.badges()) == 1
         [badge] = badges(svc)

@@ -1,0 +1,58 @@
+"""`/verify`: the employers' web page, server-rendered HTML that needs no JavaScript."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from flask import Blueprint, render_template, request
+from flask.typing import ResponseReturnValue
+from flask_limiter import RateLimitExceeded
+
+from gateway import lookup
+from gateway.services import services
+
+bp = Blueprint("pages", __name__)
+
+STATUS_WORDS = {
+    "active": "Active",
+    "inactive": "Inactive — not in good standing",
+    "lapsed": "Lapsed",
+    "revoked": "Revoked",
+}
+
+
+@bp.app_template_filter("long_date")
+def long_date(day: date) -> str:
+    """`2015-06-03` as `3 June 2015`."""
+    return f"{day.day} {day:%B %Y}"
+
+
+@bp.app_template_filter("utc_time")
+def utc_time(moment: datetime) -> str:
+    """A UTC time as `24 November 2026, 12:51:10 UTC`."""
+    return f"{long_date(moment.date())}, {moment:%H:%M:%S} UTC"
+
+
+@bp.get("/verify")
+def verify_page() -> ResponseReturnValue:
+    """The form, and the result card of the number asked for (404 when it is not on record)."""
+    number = request.args.get("certification_id")
+    if number is None:
+        return render_template("verify.html", number="")
+    number = number.strip()
+    if not number:
+        return render_template("verify.html", number="", error="Enter a certification number."), 400
+    [found] = lookup.verify(services().db, [number])
+    return render_template(
+        "verify.html",
+        number=number,
+        result=found,
+        status_words=STATUS_WORDS,
+        checked_at=found.verified_at if found else lookup.check_time(),
+    ), (200 if found else 404)
+
+
+@bp.errorhandler(RateLimitExceeded)
+def too_many_lookups(exc: RateLimitExceeded) -> ResponseReturnValue:
+    """Over the limit: the page again, saying so, with status 429 (Retry-After is added)."""
+    return render_template("verify.html", number="", too_many=exc.description), 429

@@ -1,0 +1,58 @@
+"""`/v1/verifications`: employers look certifications up by number (SPEC §7) in the read model."""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify, request
+from flask.typing import ResponseReturnValue
+from marshmallow import ValidationError
+
+from gateway import lookup
+from gateway.api.events import json_body
+from gateway.api.problems import Problem
+from gateway.auth import require_oauth, require_scope
+from gateway.ratelimit import LOOKUP_SCOPE
+from gateway.schemas.events import field_errors
+from gateway.schemas.verifications import BatchLookupSchema, VerificationSchema
+from gateway.services import services
+
+bp = Blueprint("verifications", __name__)
+
+_public = VerificationSchema()
+
+
+@bp.get("/v1/verifications/<certification_id>")
+@require_oauth(LOOKUP_SCOPE, optional=True)
+def get_verification(certification_id: str) -> ResponseReturnValue:
+    """The public record of one certification; no token needed, a token raises the rate limit."""
+    [found] = lookup.verify(services().db, [certification_id])
+    if found is None:
+        raise Problem(404, "Not Found", f"No certification {certification_id} is on record.")
+    response = jsonify(_public.dump(found))
+    response.set_etag(found.etag, weak=True)  # weak: verified_at differs between equal answers
+    response.cache_control.public = True
+    response.cache_control.no_cache = True  # caches may keep it, but revalidate every time
+    return response.make_conditional(request)
+
+
+@bp.post("/v1/verifications/batch")
+@require_scope(LOOKUP_SCOPE)
+def batch_verifications() -> ResponseReturnValue:
+    """The public records of up to 100 certifications, in the order asked; unknown: not_found."""
+    try:
+        ids = BatchLookupSchema().load(json_body())["certification_ids"]
+    except ValidationError as exc:
+        raise Problem(
+            422,
+            "Unprocessable Content",
+            "The batch lookup is malformed.",
+            errors=field_errors(exc.messages),
+        ) from exc
+    found = lookup.verify(services().db, ids)
+    return {
+        "results": [
+            _public.dump(record)
+            if record
+            else {"certification_id": certification_id, "status": "not_found"}
+            for certification_id, record in zip(ids, found, strict=True)
+        ]
+    }

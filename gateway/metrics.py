@@ -1,0 +1,167 @@
+"""Prometheus metrics: HTTP, events, rule rejections, jobs, queue depth, outbox, Credly calls.
+
+With several gunicorn processes set PROMETHEUS_MULTIPROC_DIR (`gateway serve` does): every process
+writes its samples there and `/metrics` aggregates them (prometheus-client's multiprocess mode).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from flask import Blueprint, Flask, Response, g, request
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from redis.exceptions import RedisError
+from rq import Queue
+from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from gateway.store.models import OutboxItem
+
+if TYPE_CHECKING:
+    from gateway.services import Services
+
+HTTP_REQUESTS = Counter(
+    "gateway_http_requests_total", "HTTP requests answered.", ["endpoint", "method", "status"]
+)
+HTTP_LATENCY = Histogram(
+    "gateway_http_request_duration_seconds",
+    "Time to answer an HTTP request.",
+    ["endpoint", "method"],
+    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+EVENTS = Counter(
+    "gateway_events_total", "Events received, by type and outcome.", ["type", "outcome"]
+)
+RULE_REJECTIONS = Counter(
+    "gateway_rule_rejections_total", "Rule violations that rejected an event.", ["rule"]
+)
+JOBS = Counter(
+    "gateway_jobs_total", "Side-effect job runs, by kind and outcome.", ["kind", "outcome"]
+)
+CREDLY_LATENCY = Histogram(
+    "gateway_credly_request_duration_seconds",
+    "Time of each call to Credly.",
+    ["operation", "status"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+CREDLY_ERRORS = Counter(
+    "gateway_credly_errors_total",
+    "Credly calls that failed (no answer, 429 or 5xx).",
+    ["operation"],
+)
+
+
+def count_event(event_type: str, status: int, body: dict, replayed: bool) -> None:
+    """Count one answered event: its outcome and, for rejections, each rule."""
+    errors = body.get("errors") or []
+    if replayed:
+        outcome = "replayed"
+    elif status == 202:
+        outcome = "accepted"
+    elif status == 422 and errors and "rule" in errors[0]:
+        outcome = "rejected"
+        for error in errors:
+            RULE_REJECTIONS.labels(error["rule"]).inc()
+    else:
+        outcome = {404: "unknown_certification", 409: "conflict"}.get(status, "invalid")
+    EVENTS.labels(event_type, outcome).inc()
+
+
+def observe_credly(method: str, path: str, status: int | None, seconds: float) -> None:
+    """The Credly connector's `on_request` hook."""
+    operation = f"{method} {path}"
+    CREDLY_LATENCY.labels(operation, str(status or "none")).observe(seconds)
+    if status is None or status == 429 or status >= 500:
+        CREDLY_ERRORS.labels(operation).inc()
+
+
+class BacklogCollector(Collector):
+    """Queue depth and outbox backlog, read when /metrics is scraped."""
+
+    def __init__(self, svc: Services) -> None:
+        self.svc = svc
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        backlog = GaugeMetricFamily(
+            "gateway_outbox_backlog",
+            "Outbox items not yet done or failed, by state.",
+            labels=["state"],
+        )
+        try:
+            with self.svc.db.sessions() as session:
+                rows = session.execute(
+                    select(OutboxItem.state, func.count())
+                    .where(OutboxItem.state.not_in(("done", "failed")))
+                    .group_by(OutboxItem.state)
+                ).all()
+            for state, n in rows:
+                backlog.add_metric([state], n)
+        except SQLAlchemyError:
+            pass  # /readyz reports the database; metrics stay up without it
+        yield backlog
+        if self.svc.redis is None:
+            return
+        depth = GaugeMetricFamily("gateway_queue_depth", "Jobs waiting in the RQ queue.")
+        try:
+            queue = Queue(self.svc.settings.queue_name, connection=self.svc.redis)
+            depth.add_metric([], queue.count)
+            yield depth
+        except RedisError:
+            return
+
+
+class _ThisProcess(Collector):
+    """This process's own metrics, when it is the only one (no multiprocess directory)."""
+
+    def collect(self) -> Iterator:
+        return REGISTRY.collect()
+
+
+def _registry(svc: Services) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry.register(_ThisProcess())
+    registry.register(BacklogCollector(svc))
+    return registry
+
+
+def init_app(app: Flask, svc: Services) -> None:
+    """Time and count every request, and serve `/metrics`."""
+    registry = _registry(svc)
+
+    @app.before_request
+    def _start_timer() -> None:
+        g.metrics_started = time.perf_counter()
+
+    @app.after_request
+    def _observe(response: Response) -> Response:
+        started = g.pop("metrics_started", None)
+        endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+        HTTP_REQUESTS.labels(endpoint, request.method, str(response.status_code)).inc()
+        if started is not None:
+            HTTP_LATENCY.labels(endpoint, request.method).observe(time.perf_counter() - started)
+        return response
+
+    bp = Blueprint("metrics", __name__)
+
+    @bp.get("/metrics")
+    def metrics() -> Response:
+        """Prometheus text exposition."""
+        return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+
+    app.register_blueprint(bp)

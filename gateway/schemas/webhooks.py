@@ -1,0 +1,47 @@
+"""The envelope of a Credly webhook notification (SPEC §8): four fields, nothing to trust yet."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
+
+from gateway.schemas.events import ShapeError, field_errors
+
+_PRINTABLE = validate.Regexp(r"^[\x21-\x7e]+$", error="Use printable ASCII, no spaces.")
+
+
+class CredlyEnvelopeSchema(Schema):
+    """`{"id", "organization_id", "event_type", "occurred_at"}` as Credly posts it."""
+
+    class Meta:
+        unknown = EXCLUDE  # Credly may add fields; the event itself is fetched, not read here
+
+    id = fields.String(required=True, validate=[validate.Length(min=1, max=128), _PRINTABLE])
+    organization_id = fields.String(
+        required=True, validate=[validate.Length(min=1, max=128), _PRINTABLE]
+    )
+    event_type = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    occurred_at = fields.AwareDateTime(required=True, default_timezone=UTC)
+
+
+@dataclass(frozen=True)
+class CredlyEnvelope:
+    """A well-formed notification: which event of which organisation, as the sender claims."""
+
+    id: str
+    organization_id: str
+    event_type: str
+    occurred_at: datetime
+
+
+def load_credly_envelope(body: Any) -> CredlyEnvelope:
+    """Validate a notification body; raise ShapeError naming every bad field."""
+    if not isinstance(body, dict):
+        raise ShapeError([{"field": "body", "message": "The body must be a JSON object."}])
+    try:
+        return CredlyEnvelope(**CredlyEnvelopeSchema().load(body))
+    except ValidationError as exc:
+        raise ShapeError(field_errors(exc.messages)) from exc

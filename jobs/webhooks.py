@@ -1,0 +1,134 @@
+"""The job behind a Credly notification: fetch the event from Credly, and only then act on it.
+
+`badge.state.changed` moves the badge with the event's Credly badge id to accepted, rejected or
+revoked; other event types are recorded and ignored; an event Credly does not know (404) is forged
+and changes nothing. When the event is about a badge of one of our certifications (its
+`issuer_earner_id`) whose issue job has not recorded the Credly id yet, the job is retried.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy import exists, select
+from sqlalchemy.orm import Session
+
+from connectors.credly import Badge as CredlyBadge
+from connectors.credly import CredlyError, NotFound, TransientError, parse_credly_datetime
+from gateway.services import Services
+from gateway.store.models import Badge, Certification, CredlyNotification, OutboxItem, utcnow
+
+log = logging.getLogger("jobs.webhooks")
+
+BADGE_STATE_CHANGED = "badge.state.changed"
+#: The Credly states a notification may move one of our badges to.
+NOTIFIED_STATES = ("accepted", "rejected", "revoked")
+#: Our badge states a notification may move a badge from (revoked, error, ... stay as they are).
+MOVABLE_STATES = ("pending", "accepted", "rejected")
+
+Outcome = tuple[str, str]
+
+
+class BadgeNotRecordedYet(TransientError):
+    """The event is about a badge of ours whose Credly id no issue job has recorded yet."""
+
+
+def process(svc: Services, item: OutboxItem) -> None:
+    """Fetch the notified event from Credly with our own credentials and apply it."""
+    notification_id = item.payload["notification_id"]
+    with svc.db.sessions() as session:
+        status = session.scalar(
+            select(CredlyNotification.status).where(
+                CredlyNotification.notification_id == notification_id
+            )
+        )
+    if status != "received":
+        log.info("notification already %s", status, extra={"notification_id": notification_id})
+        return
+    try:
+        event = svc.credly.get_event(notification_id)
+        _apply(svc, notification_id, event)
+    except NotFound as exc:
+        _close(svc, notification_id, "forged", f"Credly does not know this event: {exc}")
+        log.warning("forged Credly notification", extra={"notification_id": notification_id})
+    except CredlyError as exc:
+        _note_error(svc, notification_id, exc)
+        raise
+
+
+def _apply(svc: Services, notification_id: str, event: dict[str, Any]) -> None:
+    """Record the fetched event, Credly's own type and time, and what it changed."""
+    with svc.db.transaction() as session:
+        row = _notification(session, notification_id)
+        row.event = event
+        row.event_type = str(event.get("event_type") or row.event_type)
+        row.occurred_at = parse_credly_datetime(event.get("occurred_at")) or row.occurred_at
+        if row.event_type == BADGE_STATE_CHANGED:
+            status, result = _change_badge_state(session, row, event)
+        else:
+            status, result = "ignored", f"{row.event_type} events are not acted on"
+        row.status, row.result, row.last_error, row.processed_at = status, result, None, utcnow()
+    log.info("Credly notification %s: %s", status, result)
+
+
+def _change_badge_state(session: Session, row: CredlyNotification, event: dict) -> Outcome:
+    try:
+        reported = CredlyBadge.from_json(event.get("badge"))
+    except ValueError:
+        return "ignored", "the event names no badge"
+    row.credly_badge_id = reported.id
+    if reported.state not in NOTIFIED_STATES:
+        return "ignored", f"badge {reported.id} became {reported.state}: nothing to show"
+    badge = session.scalar(
+        select(Badge).where(Badge.credly_badge_id == reported.id).with_for_update()
+    )
+    if badge is None:
+        earner = reported.issuer_earner_id
+        if earner and session.get(Certification, earner) is not None:
+            raise BadgeNotRecordedYet(f"badge {reported.id} of {earner} is not recorded yet")
+        return "ignored", f"badge {reported.id} was not issued by this gateway"
+    if badge.state == reported.state:
+        return "processed", f"badge {reported.id} was already {reported.state}"
+    if badge.state not in MOVABLE_STATES:
+        return "ignored", f"badge {reported.id} is {badge.state} here and stays so"
+    if _later_one_applied(session, row):
+        return "ignored", f"a later notification about badge {reported.id} was applied"
+    before = badge.state
+    badge.state, badge.state_changed_at = reported.state, row.occurred_at
+    return "processed", f"badge {reported.id}: {before} -> {reported.state}"
+
+
+def _later_one_applied(session: Session, row: CredlyNotification) -> bool:
+    """True when a notification that happened later moved the same badge already."""
+    return bool(
+        session.scalar(
+            select(
+                exists().where(
+                    CredlyNotification.credly_badge_id == row.credly_badge_id,
+                    CredlyNotification.status == "processed",
+                    CredlyNotification.occurred_at > row.occurred_at,
+                )
+            )
+        )
+    )
+
+
+def _notification(session: Session, notification_id: str) -> CredlyNotification:
+    return session.scalars(
+        select(CredlyNotification)
+        .where(CredlyNotification.notification_id == notification_id)
+        .with_for_update()
+    ).one()
+
+
+def _close(svc: Services, notification_id: str, status: str, result: str) -> None:
+    with svc.db.transaction() as session:
+        row = _notification(session, notification_id)
+        row.status, row.result, row.last_error, row.processed_at = status, result, None, utcnow()
+
+
+def _note_error(svc: Services, notification_id: str, exc: CredlyError) -> None:
+    with svc.db.transaction() as session:
+        row = _notification(session, notification_id)
+        row.last_error = f"{exc} {exc.body}" if exc.body else str(exc)

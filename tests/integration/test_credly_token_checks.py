@@ -1,0 +1,77 @@
+"""The Credly token expiry in `/readyz`, and the warning when the app or `gateway worker` starts."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+import pytest
+from click.testing import CliRunner
+
+from gateway import logs
+from gateway.cli import cli
+from gateway.store.models import utcnow
+from tests.integration.test_credly_webhooks import LIVE_CREDLY
+
+
+@pytest.fixture
+def json_logs() -> None:
+    """Install the gateway's log handler before the test, so `caplog` keeps capturing."""
+    logs.configure("INFO")
+
+
+def token_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "gateway.credly"]
+
+
+def test_readyz_reports_the_token_expiry_and_stays_ready_after_it(make_app, database_url):
+    expired = utcnow().date() - timedelta(days=2)
+    app = make_app(database_url=database_url, credly_token_expires_on=expired, **LIVE_CREDLY)
+    response = app.test_client().get("/readyz")
+    assert response.status_code == 200
+    assert response.get_json()["credly"] == {
+        "mode": "live",
+        "token_expires_on": expired.isoformat(),
+        "days_left": -2,
+    }
+
+
+def test_readyz_on_the_dry_run_reports_the_mode_without_an_expiry(make_app, database_url):
+    response = make_app(database_url=database_url).test_client().get("/readyz")
+    assert response.get_json()["credly"] == {
+        "mode": "dry-run",
+        "token_expires_on": None,
+        "days_left": None,
+    }
+
+
+def test_app_start_warns_when_the_token_expires_within_14_days(
+    json_logs, make_app, database_url, caplog
+):
+    caplog.set_level(logging.WARNING, logger="gateway.credly")
+    make_app(database_url=database_url, credly_token_expires_on=utcnow().date(), **LIVE_CREDLY)
+    make_app(
+        database_url=database_url,
+        credly_token_expires_on=utcnow().date() + timedelta(days=30),
+        **LIVE_CREDLY,
+    )
+    assert len(token_warnings(caplog)) == 1
+
+
+def test_gateway_worker_start_warns_when_the_token_expires_soon(
+    json_logs, database_url, redis_client, redis_url, tmp_path, caplog
+):
+    caplog.set_level(logging.WARNING, logger="gateway.credly")
+    env = {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "INSTANCE_PATH": str(tmp_path),
+        "CREDLY_API_BASE": LIVE_CREDLY["credly_api_base"],
+        "CREDLY_ORGANIZATION_ID": LIVE_CREDLY["credly_organization_id"],
+        "CREDLY_AUTH_TOKEN": LIVE_CREDLY["credly_auth_token"],
+        "CREDLY_TOKEN_EXPIRES_ON": (utcnow().date() + timedelta(days=5)).isoformat(),
+    }
+    result = CliRunner().invoke(cli, ["worker", "--burst", "--no-scheduler"], env=env)
+    assert result.exit_code == 0, result.output
+    [warning] = token_warnings(caplog)
+    assert "in 5 days" in warning

@@ -1,0 +1,330 @@
+"""Credly webhooks end to end: `POST /webhooks/credly`, the job that fetches the event, the badge.
+
+Every test runs on SQLite and PostgreSQL with the real Redis; Credly is stood in for by `responses`.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+
+import pytest
+import responses
+from click.testing import CliRunner
+from sqlalchemy import select
+
+from gateway import intake
+from gateway.cli import cli
+from gateway.store.models import Badge, CredlyNotification, OutboxItem
+from tests.conftest import fetch_token
+from tests.events_helpers import granted
+from tests.integration.test_badge_jobs import (
+    BADGES,
+    CREDLY,
+    EMPTY_LIST,
+    ORG,
+    badge_json,
+    badges,
+    drain,
+    issue_done,
+    items,
+    submit,
+)
+
+EVENTS = f"{CREDLY}/organizations/{ORG}/events"
+LIVE_CREDLY = {
+    "credly_api_base": CREDLY,
+    "credly_organization_id": ORG,
+    "credly_auth_token": "tok",
+    "credly_badge_templates": {"RMA": "tmpl-rma"},
+}
+CLAIMED_AT = "2026-11-20T10:00:00.000Z"
+
+
+@pytest.fixture
+def app(make_app, database_url, redis_client, redis_url):
+    """The gateway on each database, with RQ on the real Redis and a live Credly configuration."""
+    return make_app(
+        database_url=database_url, redis_url=redis_url, job_retry_base_seconds=1, **LIVE_CREDLY
+    )
+
+
+@pytest.fixture
+def svc(app):
+    return app.extensions["gateway"]
+
+
+def envelope(event_id: str, *, org: str = ORG, event_type: str = "badge.state.changed") -> dict:
+    """The thin notification Credly posts."""
+    return {
+        "id": event_id,
+        "organization_id": org,
+        "event_type": event_type,
+        "occurred_at": CLAIMED_AT,
+    }
+
+
+def credly_event(
+    event_id: str,
+    *,
+    state: str = "accepted",
+    event_type: str = "badge.state.changed",
+    occurred_at: str = CLAIMED_AT,
+    badge_id: str = "b-1",
+    earner: str = "CERT-1",
+) -> dict:
+    """Credly's answer to `GET /organizations/{org}/events/{id}`: the event with its badge."""
+    badge = {**badge_json(badge_id, state)["data"], "issuer_earner_id": earner}
+    return {
+        "data": {
+            "id": event_id,
+            "organization_id": ORG,
+            "event_type": event_type,
+            "occurred_at": occurred_at,
+            "badge": badge,
+        }
+    }
+
+
+def notification(svc, event_id: str) -> CredlyNotification:
+    with svc.db.sessions() as session:
+        return session.scalars(
+            select(CredlyNotification).where(CredlyNotification.notification_id == event_id)
+        ).one()
+
+
+def jobs_settled(svc) -> bool:
+    return all(i.state in ("done", "failed") for i in items(svc, "credly_notification"))
+
+
+def issue_badge(svc) -> None:
+    """Grant CERT-1 and let the issue job record Credly badge b-1 (pending)."""
+    responses.get(re.compile(re.escape(BADGES) + r"\?.*"), json=EMPTY_LIST)
+    responses.post(BADGES, status=201, json=badge_json())
+    submit(svc, granted("2026-03-01"))
+    drain(svc, lambda: issue_done(svc))
+
+
+def notify(app, svc, event_id: str, **event: object) -> CredlyNotification:
+    """Credly answers the event; the gateway is notified and its job runs to the end."""
+    responses.get(f"{EVENTS}/{event_id}", json=credly_event(event_id, **event))
+    response = app.test_client().post("/webhooks/credly", json=envelope(event_id))
+    assert response.status_code == 200, response.get_data(as_text=True)
+    drain(svc, lambda: jobs_settled(svc))
+    return notification(svc, event_id)
+
+
+def event_fetches(event_id: str) -> int:
+    return sum(1 for c in responses.calls if c.request.url == f"{EVENTS}/{event_id}")
+
+
+@responses.activate
+def test_a_notification_answers_200_at_once_is_recorded_and_queued_without_calling_credly(app, svc):
+    response = app.test_client().post("/webhooks/credly", json=envelope("ev-1"))
+    assert response.status_code == 200
+    assert response.get_json() == {"id": "ev-1", "status": "received", "duplicate": False}
+    assert len(responses.calls) == 0, "nothing is fetched while Credly waits for the answer"
+    row = notification(svc, "ev-1")
+    assert (row.organization_id, row.event_type, row.status) == (
+        ORG,
+        "badge.state.changed",
+        "received",
+    )
+    [item] = items(svc, "credly_notification")
+    assert item.certification_id is None and item.payload == {"notification_id": "ev-1"}
+    assert item.state == "enqueued" and svc.dispatcher.is_queued(item.id)
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({k: v for k, v in envelope("ev-1").items() if k != "id"}, "id"),
+        ({**envelope("ev-1"), "occurred_at": "yesterday"}, "occurred_at"),
+        ({**envelope("ev-1"), "organization_id": 42}, "organization_id"),
+        ({**envelope("ev-1"), "event_type": ""}, "event_type"),
+        ([envelope("ev-1")], "body"),
+        ("not json", "body"),
+    ],
+)
+def test_a_malformed_notification_is_a_400_problem_naming_the_field_and_records_nothing(
+    app, svc, body, field
+):
+    client = app.test_client()
+    if isinstance(body, str):
+        response = client.post("/webhooks/credly", data=body, content_type="application/json")
+    else:
+        response = client.post("/webhooks/credly", json=body)
+    assert response.status_code == 400
+    assert response.mimetype == "application/problem+json"
+    assert field in [e["field"] for e in response.get_json()["errors"]]
+    with svc.db.sessions() as session:
+        assert session.scalar(select(CredlyNotification)) is None
+        assert session.scalar(select(OutboxItem)) is None
+
+
+@responses.activate
+def test_another_organisations_notification_is_refused_recorded_and_answered_200(app, svc):
+    response = app.test_client().post("/webhooks/credly", json=envelope("ev-1", org="org-2"))
+    assert response.status_code == 200
+    assert response.get_json()["status"] == "refused"
+    row = notification(svc, "ev-1")
+    assert row.status == "refused" and row.organization_id == "org-2"
+    assert items(svc, "credly_notification") == []
+    assert len(responses.calls) == 0
+
+
+@responses.activate
+@pytest.mark.parametrize("state", ["accepted", "rejected", "revoked"])
+def test_badge_state_changed_moves_the_badge_and_the_standing_shows_it_with_the_time(
+    app, svc, state
+):
+    issue_badge(svc)
+    row = notify(app, svc, "ev-1", state=state)
+    assert row.status == "processed" and row.credly_badge_id == "b-1"
+    assert row.result == f"badge b-1: pending -> {state}"
+    assert row.event["badge"]["state"] == state
+    headers = {"Authorization": f"Bearer {fetch_token(app, 'certifications:read')}"}
+    standing = app.test_client().get("/v1/certifications/CERT-1", headers=headers).get_json()
+    assert standing["badge"]["state"] == state
+    assert standing["badge"]["state_changed_at"] == "2026-11-20T10:00:00+00:00"
+    fetch = next(c for c in responses.calls if c.request.url == f"{EVENTS}/ev-1")
+    token = base64.b64encode(b"tok:").decode()
+    assert fetch.request.headers["Authorization"] == f"Basic {token}"
+
+
+@responses.activate
+def test_a_redelivered_notification_is_recorded_once_and_acted_on_once(app, svc):
+    issue_badge(svc)
+    notify(app, svc, "ev-1", state="accepted")
+    again = app.test_client().post("/webhooks/credly", json=envelope("ev-1"))
+    assert again.status_code == 200
+    assert again.get_json() == {"id": "ev-1", "status": "processed", "duplicate": True}
+    drain(svc, lambda: jobs_settled(svc))
+    assert len(items(svc, "credly_notification")) == 1
+    assert event_fetches("ev-1") == 1
+
+
+@responses.activate
+def test_a_forged_notification_changes_nothing_and_is_recorded_forged(app, svc):
+    issue_badge(svc)
+    responses.get(f"{EVENTS}/ev-forged", status=404, json={"data": {"message": "Not found"}})
+    app.test_client().post("/webhooks/credly", json=envelope("ev-forged"))
+    drain(svc, lambda: jobs_settled(svc))
+    assert notification(svc, "ev-forged").status == "forged"
+    [badge] = badges(svc)
+    assert badge.state == "pending"
+    [item] = items(svc, "credly_notification")
+    assert item.state == "done"
+
+
+@responses.activate
+def test_other_event_types_are_recorded_and_ignored(app, svc):
+    issue_badge(svc)
+    row = notify(app, svc, "ev-1", event_type="badge.created", state="pending")
+    assert row.status == "ignored" and row.event_type == "badge.created"
+    assert row.event["id"] == "ev-1"
+    assert [b.state for b in badges(svc)] == ["pending"]
+
+
+@responses.activate
+def test_a_badge_becoming_replaced_is_ignored(app, svc):
+    issue_badge(svc)
+    row = notify(app, svc, "ev-1", state="replaced")
+    assert row.status == "ignored"
+    assert [b.state for b in badges(svc)] == ["pending"]
+
+
+@responses.activate
+def test_a_badge_this_gateway_did_not_issue_is_ignored_without_retrying(app, svc):
+    issue_badge(svc)
+    row = notify(app, svc, "ev-1", badge_id="b-elsewhere", earner="CERT-ELSEWHERE")
+    assert row.status == "ignored" and "not issued by this gateway" in row.result
+    [item] = items(svc, "credly_notification")
+    assert item.attempts == 1
+    assert [b.state for b in badges(svc)] == ["pending"]
+
+
+@responses.activate
+def test_a_notification_before_the_issue_job_recorded_the_badge_is_retried_then_applied(app, svc):
+    responses.get(re.compile(re.escape(BADGES) + r"\?.*"), json=EMPTY_LIST)
+    responses.post(BADGES, status=201, json=badge_json())
+    responses.get(f"{EVENTS}/ev-1", json=credly_event("ev-1", state="accepted"))
+    granted_answer = intake.submit_event(svc, granted("2026-03-01"))  # issue job not run yet
+    app.test_client().post("/webhooks/credly", json=envelope("ev-1"))
+    drain(svc, lambda: items(svc, "credly_notification")[0].state == "retrying")
+    row = notification(svc, "ev-1")
+    assert row.status == "received" and "not recorded yet" in row.last_error
+    assert badges(svc) == []
+
+    svc.dispatcher.dispatch(granted_answer.outbox_ids)
+    drain(svc, lambda: jobs_settled(svc) and issue_done(svc))
+    row = notification(svc, "ev-1")
+    assert row.status == "processed" and row.last_error is None
+    [badge] = badges(svc)
+    assert badge.state == "accepted"
+    [item] = items(svc, "credly_notification")
+    assert item.state == "done" and item.attempts >= 2
+
+
+@responses.activate
+def test_a_credly_outage_while_fetching_the_event_is_retried(app, svc):
+    issue_badge(svc)
+    responses.get(f"{EVENTS}/ev-1", status=503, json={"message": "down"})
+    responses.get(f"{EVENTS}/ev-1", json=credly_event("ev-1", state="accepted"))
+    app.test_client().post("/webhooks/credly", json=envelope("ev-1"))
+    drain(svc, lambda: jobs_settled(svc))
+    assert notification(svc, "ev-1").status == "processed"
+    assert [b.state for b in badges(svc)] == ["accepted"]
+    assert event_fetches("ev-1") == 2
+
+
+@responses.activate
+def test_credly_refusing_our_token_fails_the_job_at_once_and_operators_see_it(app, svc, tmp_path):
+    responses.get(f"{EVENTS}/ev-1", status=401, json={"message": "token expired"})
+    app.test_client().post("/webhooks/credly", json=envelope("ev-1"))
+    drain(svc, lambda: jobs_settled(svc))
+    [item] = items(svc, "credly_notification")
+    assert item.state == "failed" and item.attempts == 1 and "token expired" in item.last_error
+    row = notification(svc, "ev-1")
+    assert row.status == "received" and "401" in row.last_error
+    env = {
+        "DATABASE_URL": svc.settings.database_url,
+        "REDIS_URL": svc.settings.redis_url,
+        "INSTANCE_PATH": str(tmp_path),
+    }
+    listed = CliRunner().invoke(cli, ["jobs", "failed"], env=env)
+    assert listed.exit_code == 0, listed.output
+    assert f"outbox-{item.id}" in listed.stdout and "credly_notification" in listed.stdout
+
+
+@responses.activate
+def test_an_older_notification_delivered_late_does_not_undo_a_later_one(app, svc):
+    issue_badge(svc)
+    notify(app, svc, "ev-late", state="accepted", occurred_at="2026-11-20T10:00:00Z")
+    row = notify(app, svc, "ev-early", state="rejected", occurred_at="2026-11-10T10:00:00Z")
+    assert row.status == "ignored" and "later notification" in row.result
+    [badge] = badges(svc)
+    assert badge.state == "accepted"
+
+
+@responses.activate
+def test_a_badge_revoked_by_the_gateway_stays_revoked_whatever_a_notification_says(app, svc):
+    issue_badge(svc)
+    with svc.db.transaction() as session:
+        session.scalars(select(Badge)).one().state = "revoked"
+    row = notify(app, svc, "ev-1", state="accepted")
+    assert row.status == "ignored" and "stays so" in row.result
+    assert [b.state for b in badges(svc)] == ["revoked"]
+
+
+def test_on_the_dry_run_only_dry_run_notifications_are_taken_and_none_is_believed(
+    make_app, database_url
+):
+    app = make_app(database_url=database_url, jobs_synchronous=True)
+    svc = app.extensions["gateway"]
+    client = app.test_client()
+    taken = client.post("/webhooks/credly", json=envelope("ev-1", org="dry-run"))
+    refused = client.post("/webhooks/credly", json=envelope("ev-2", org=ORG))
+    assert taken.status_code == refused.status_code == 200
+    assert notification(svc, "ev-1").status == "forged"
+    assert notification(svc, "ev-2").status == "refused"

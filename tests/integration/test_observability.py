@@ -1,0 +1,160 @@
+"""Metrics, structured logs with a request id, and the production server (gunicorn, 2 processes)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from gateway import logs, metrics
+from tests.conftest import register_client
+from tests.events_helpers import fee, granted
+
+
+@pytest.fixture
+def app(make_app, database_url):
+    return make_app(database_url=database_url, jobs_synchronous=True)
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in Prometheus text (0 when absent)."""
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            found = dict(re.findall(r'(\w+)="([^"]*)"', line.split(" ")[0]))
+            if all(found.get(k) == v for k, v in labels.items()):
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_metrics_count_requests_events_rejections_jobs_and_backlog(app, client, token_for):
+    headers = token_for("events:write")
+    before = client.get("/metrics").get_data(as_text=True)
+    client.post("/v1/events", json=granted("2020-01-10"), headers=headers)
+    client.post("/v1/events", json=fee(2020, "2020-02-01"), headers=headers)  # FEE-YEAR-RANGE
+    client.post("/v1/events", json={"type": "renewal.fee_paid"}, headers=headers)
+    text = client.get("/metrics").get_data(as_text=True)
+    assert text.startswith("# HELP") or "# HELP" in text
+
+    def grew(name, **labels):
+        return sample(text, name, **labels) - sample(before, name, **labels)
+
+    assert (
+        grew("gateway_http_requests_total", endpoint="/v1/events", method="POST", status="202") == 1
+    )
+    assert grew("gateway_http_request_duration_seconds_count", endpoint="/v1/events") == 3
+    assert grew("gateway_events_total", type="certification.granted", outcome="accepted") == 1
+    assert grew("gateway_events_total", type="renewal.fee_paid", outcome="rejected") == 1
+    assert grew("gateway_events_total", type="renewal.fee_paid", outcome="invalid") == 1
+    assert grew("gateway_rule_rejections_total", rule="FEE-YEAR-RANGE") == 1
+    assert grew("gateway_jobs_total", kind="sync_verification", outcome="done") == 1
+    assert "gateway_outbox_backlog" in text
+
+
+def test_credly_calls_are_timed_and_failures_counted():
+    before_errors = metrics.CREDLY_ERRORS.labels("POST /x")._value.get()
+    metrics.observe_credly("POST", "/x", 503, 0.2)
+    metrics.observe_credly("POST", "/x", 201, 0.1)
+    assert metrics.CREDLY_ERRORS.labels("POST /x")._value.get() == before_errors + 1
+
+
+def test_logs_are_json_lines_with_the_request_id_that_follows_into_jobs(app, client, token_for):
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger().addHandler(handler)
+    try:
+        response = client.post(
+            "/v1/events",
+            json=granted("2026-03-01"),
+            headers={**token_for("events:write"), "X-Request-ID": "req-abc-123"},
+        )
+    finally:
+        logging.getLogger().removeHandler(handler)
+    assert response.headers["X-Request-ID"] == "req-abc-123"
+    lines = [json.loads(logs.JsonFormatter().format(r)) for r in records]
+    job_lines = [line for line in lines if line["logger"].startswith(("connectors", "jobs"))]
+    assert job_lines, "the jobs logged nothing"
+    assert all(line.get("request_id") == "req-abc-123" for line in job_lines), job_lines
+    with app.extensions["gateway"].db.sessions() as session:
+        from gateway.store.models import Event, OutboxItem
+
+        assert session.query(Event).one().request_id == "req-abc-123"
+        assert {o.request_id for o in session.query(OutboxItem)} == {"req-abc-123"}
+
+
+def test_a_new_request_id_is_made_when_none_is_given(client):
+    first, second = client.get("/healthz"), client.get("/healthz")
+    assert len(first.headers["X-Request-ID"]) == 32
+    assert first.headers["X-Request-ID"] != second.headers["X-Request-ID"]
+
+
+def test_no_secret_or_token_reaches_the_logs(app, client, capfd):
+    client_id, secret = register_client(app, "events:write")
+    token = client.post(
+        "/oauth/token", data={"grant_type": "client_credentials"}, auth=(client_id, secret)
+    ).get_json()["access_token"]
+    client.post(
+        "/v1/events", json=granted("2026-03-01"), headers={"Authorization": f"Bearer {token}"}
+    )
+    client.get("/v1/events/x", headers={"Authorization": "Bearer wrong-token-value"})
+    out, err = capfd.readouterr()
+    for secret_text in (secret, token, "wrong-token-value"):
+        assert secret_text not in out + err
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_gateway_serve_runs_gunicorn_processes_whose_metrics_add_up(tmp_path, postgres_url):
+    port = _free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": postgres_url,
+        "WEB_BIND": f"127.0.0.1:{port}",
+        "WEB_WORKERS": "2",
+        "WEB_THREADS": "2",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
+        "INSTANCE_PATH": str(tmp_path),
+    }
+    env.pop("REDIS_URL", None)
+    gateway = os.path.join(os.path.dirname(sys.executable), "gateway")
+    log = (tmp_path / "serve.log").open("wb")
+    proc = subprocess.Popen([gateway, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                requests.get(f"{base}/healthz", timeout=1)
+                break
+            except requests.ConnectionError:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.2)
+        for _ in range(60):  # new connections spread over both processes
+            assert requests.get(f"{base}/healthz", timeout=5).status_code == 200
+        text = requests.get(f"{base}/metrics", timeout=5).text
+        served = sample(text, "gateway_http_requests_total", endpoint="/healthz", status="200")
+        assert served == 61  # every process's count, summed
+        workers = {p.name for p in (tmp_path / "metrics").iterdir() if p.name.startswith("counter")}
+        assert len(workers) >= 2, workers  # several processes wrote samples
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    access = [
+        json.loads(line)
+        for line in (tmp_path / "serve.log").read_text().splitlines()
+        if line.startswith('{"logger": "gunicorn.access"')
+    ]
+    assert access and access[0]["path"] == "/healthz"

@@ -1,0 +1,229 @@
+"""GET /v1/verifications/{id} and POST /v1/verifications/batch, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+from sqlalchemy import update
+
+from gateway.store.models import Certification, VerificationRecord, utcnow
+from tests.events_helpers import event
+from tests.verification_helpers import days_ago, record, record_every_status
+
+PUBLIC_KEYS = {
+    "certification_id",
+    "name",
+    "credential",
+    "credential_name",
+    "status",
+    "certified_since",
+    "valid_through",
+    "verified_at",
+}
+
+
+@pytest.fixture
+def app(make_app, database_url):
+    """Jobs run synchronously in-process, so the sync job has written the record on return."""
+    return make_app(database_url=database_url, jobs_synchronous=True)
+
+
+@pytest.fixture
+def answers(app):
+    return record_every_status(app)
+
+
+def test_lookup_answers_exactly_the_public_fields_and_nothing_private(client, answers):
+    response = client.get("/v1/verifications/ACTIVE-1")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert set(body) == PUBLIC_KEYS
+    text = response.get_data(as_text=True)
+    for private in ("ada@example.org", "M-ACTIVE-1", "points", "reasons", "fees", "member"):
+        assert private not in text
+
+
+def test_an_active_certification_is_valid_through_its_paid_through_date(client, answers):
+    standing = answers["active"].body["standing"]
+    body = client.get("/v1/verifications/ACTIVE-1").get_json()
+    assert body == {
+        "certification_id": "ACTIVE-1",
+        "name": "Ada Lovelace",
+        "credential": "RMA",
+        "credential_name": "Registered Medical Assistant",
+        "status": "active",
+        "certified_since": standing["certified_on"],
+        "valid_through": standing["fees"]["paid_through"],
+        "verified_at": body["verified_at"],
+    }
+
+
+@pytest.mark.parametrize("status", ["inactive", "lapsed", "revoked"])
+def test_a_certification_not_in_good_standing_shows_its_status_and_no_valid_through(
+    client, answers, status
+):
+    body = client.get(f"/v1/verifications/{status.upper()}-1").get_json()
+    assert body["status"] == status
+    assert body["valid_through"] is None
+    assert body["certified_since"] == answers[status].body["standing"]["certified_on"]
+
+
+def test_verified_at_is_the_utc_time_of_the_check(client, answers):
+    before = utcnow().replace(microsecond=0)
+    verified_at = datetime.fromisoformat(
+        client.get("/v1/verifications/ACTIVE-1").json["verified_at"]
+    )
+    assert verified_at.utcoffset() == timedelta(0)
+    assert before <= verified_at <= utcnow()
+
+
+def test_unknown_certification_is_a_404_problem(client, answers):
+    response = client.get("/v1/verifications/NO-SUCH-1")
+    assert response.status_code == 404
+    assert response.mimetype == "application/problem+json"
+    problem = response.get_json()
+    assert problem["status"] == 404 and "NO-SUCH-1" in problem["detail"]
+
+
+def test_lookup_sends_cache_control_and_answers_304_to_its_etag(client, answers):
+    first = client.get("/v1/verifications/ACTIVE-1")
+    assert first.headers["Cache-Control"] == "public, no-cache"
+    etag = first.headers["ETag"]
+    again = client.get("/v1/verifications/ACTIVE-1", headers={"If-None-Match": etag})
+    assert again.status_code == 304
+    assert again.get_data() == b""
+    assert again.headers["ETag"] == etag
+
+
+def test_etag_does_not_depend_on_the_time_of_the_check(client, answers, monkeypatch):
+    first = client.get("/v1/verifications/ACTIVE-1")
+    later = utcnow() + timedelta(hours=1)
+    monkeypatch.setattr("gateway.lookup.utcnow", lambda: later)
+    second = client.get("/v1/verifications/ACTIVE-1")
+    assert first.json["verified_at"] != second.json["verified_at"]
+    assert first.headers["ETag"] == second.headers["ETag"]
+
+
+def test_etag_changes_when_the_record_changes(app, client, answers):
+    etag = client.get("/v1/verifications/ACTIVE-1").headers["ETag"]
+    with app.extensions["gateway"].db.transaction() as session:
+        session.execute(
+            update(VerificationRecord)
+            .where(VerificationRecord.certification_id == "ACTIVE-1")
+            .values(status="inactive", valid_through=None)
+        )
+    response = client.get("/v1/verifications/ACTIVE-1", headers={"If-None-Match": etag})
+    assert response.status_code == 200
+    assert response.headers["ETag"] != etag
+
+
+def test_lookup_answers_from_the_read_model_not_from_the_standing(app, client, answers):
+    with app.extensions["gateway"].db.transaction() as session:  # standing moved, not yet synced
+        session.execute(
+            update(Certification)
+            .where(Certification.certification_id == "ACTIVE-1")
+            .values(status="revoked")
+        )
+    assert client.get("/v1/verifications/ACTIVE-1").json["status"] == "active"
+
+
+def test_a_member_name_change_reaches_the_lookup(app, client, answers):
+    update_name = event(
+        "member.updated",
+        {"last_name": "King"},
+        cert="ACTIVE-1",
+        occurred_at=f"{days_ago(1)}T12:00:00Z",
+    )
+    record(app, update_name)
+    assert client.get("/v1/verifications/ACTIVE-1").json["name"] == "Ada King"
+
+
+def test_lookup_with_a_verifications_token_answers_the_same_record(client, answers, token_for):
+    anonymous = client.get("/v1/verifications/ACTIVE-1").json
+    with_token = client.get(
+        "/v1/verifications/ACTIVE-1", headers=token_for("verifications:read")
+    ).json
+    assert with_token == anonymous | {"verified_at": with_token["verified_at"]}
+
+
+def test_lookup_refuses_a_bad_token_with_401(client, answers):
+    response = client.get(
+        "/v1/verifications/ACTIVE-1", headers={"Authorization": "Bearer not-a-token"}
+    )
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert response.mimetype == "application/problem+json"
+
+
+def test_lookup_refuses_a_token_without_the_verifications_scope_with_403(
+    client, answers, token_for
+):
+    response = client.get("/v1/verifications/ACTIVE-1", headers=token_for("events:write"))
+    assert response.status_code == 403
+
+
+# --- batch ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def batch(client, token_for):
+    headers = token_for("verifications:read")
+    return lambda body: client.post("/v1/verifications/batch", json=body, headers=headers)
+
+
+def test_batch_answers_in_order_with_unknown_ids_not_found(batch, answers):
+    ids = ["LAPSED-1", "NOPE-1", "ACTIVE-1", "ACTIVE-1", "REVOKED-1"]
+    response = batch({"certification_ids": ids})
+    assert response.status_code == 200
+    results = response.get_json()["results"]
+    assert [r["certification_id"] for r in results] == ids
+    assert [r["status"] for r in results] == ["lapsed", "not_found", "active", "active", "revoked"]
+    assert results[1] == {"certification_id": "NOPE-1", "status": "not_found"}
+    assert all(set(r) == PUBLIC_KEYS for r in results if r["status"] != "not_found")
+
+
+def test_batch_takes_one_hundred_ids(batch, answers):
+    response = batch({"certification_ids": [f"X-{n}" for n in range(99)] + ["ACTIVE-1"]})
+    assert response.status_code == 200
+    assert response.json["results"][-1]["status"] == "active"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"certification_ids": [f"X-{n}" for n in range(101)]}, "certification_ids"),
+        ({"certification_ids": []}, "certification_ids"),
+        ({}, "certification_ids"),
+        ({"certification_ids": ["A", 7]}, "certification_ids.1"),
+        ({"certification_ids": ["A"], "extra": True}, "extra"),
+        (["A"], "body"),
+    ],
+)
+def test_batch_with_a_malformed_body_is_a_422_problem_naming_the_field(batch, body, field):
+    response = batch(body)
+    assert response.status_code == 422
+    assert response.mimetype == "application/problem+json"
+    assert field in [e["field"] for e in response.get_json()["errors"]]
+
+
+def test_more_than_one_hundred_ids_says_the_limit(batch):
+    response = batch({"certification_ids": [f"X-{n}" for n in range(101)]})
+    assert response.get_json()["errors"] == [
+        {"field": "certification_ids", "message": "Give 1 to 100 certification ids per batch."}
+    ]
+
+
+def test_batch_needs_a_token(client):
+    response = client.post("/v1/verifications/batch", json={"certification_ids": ["A"]})
+    assert response.status_code == 401
+    assert response.mimetype == "application/problem+json"
+
+
+def test_batch_needs_the_verifications_scope(client, token_for):
+    response = client.post(
+        "/v1/verifications/batch",
+        json={"certification_ids": ["A"]},
+        headers=token_for("certifications:read"),
+    )
+    assert response.status_code == 403

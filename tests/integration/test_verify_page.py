@@ -1,0 +1,235 @@
+"""The /verify page: its HTML answers, and an employer using it in a real headless Chromium."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+from werkzeug.serving import make_server
+
+from tests.verification_helpers import record_every_status
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+PHONE = {"width": 360, "height": 740}
+WORDS = {
+    "active": "Active",
+    "inactive": "Inactive — not in good standing",
+    "lapsed": "Lapsed",
+    "revoked": "Revoked",
+}
+
+
+@pytest.fixture
+def app(make_app):
+    """The embedded default with one certification in each status."""
+    app = make_app(jobs_synchronous=True)
+    record_every_status(app)
+    return app
+
+
+# --- the HTML answers --------------------------------------------------------------------------
+
+
+def test_the_bare_page_is_html_with_a_labelled_form_and_no_card(client):
+    response = client.get("/verify")
+    assert response.status_code == 200
+    assert response.mimetype == "text/html"
+    html = response.get_data(as_text=True)
+    assert '<label for="certification_id">' in html
+    assert 'name="certification_id"' in html and 'method="get"' in html
+    assert "<h1>Verify a certification</h1>" in html
+    assert 'class="card' not in html
+
+
+@pytest.mark.parametrize("status", list(WORDS))
+def test_the_card_names_the_status_in_words(client, status):
+    response = client.get(f"/verify?certification_id={status.upper()}-1")
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    assert f"<strong>{WORDS[status]}</strong>" in html
+    assert "Registered Medical Assistant" in html and "Ada Lovelace" in html
+
+
+def test_an_unknown_number_shows_a_not_found_card_with_status_404(client):
+    response = client.get("/verify?certification_id=NOPE-404")
+    assert response.status_code == 404
+    assert response.mimetype == "text/html"
+    html = response.get_data(as_text=True)
+    assert "No certification found" in html and "NOPE-404" in html
+
+
+def test_an_empty_number_asks_for_one_with_status_400(client):
+    response = client.get("/verify?certification_id=+")
+    assert response.status_code == 400
+    html = response.get_data(as_text=True)
+    assert "Enter a certification number." in html
+    assert 'aria-invalid="true"' in html
+
+
+def test_the_page_escapes_the_number_it_echoes(client):
+    html = client.get("/verify?certification_id=<script>x</script>").get_data(as_text=True)
+    assert "<script>x" not in html and "&lt;script&gt;x" in html
+
+
+def test_the_page_over_its_limit_answers_html_429_with_retry_after(make_app):
+    client = make_app(verify_rate_limit="1/minute").test_client()
+    assert client.get("/verify?certification_id=A-1").status_code == 404
+    response = client.get("/verify?certification_id=A-1")
+    assert response.status_code == 429
+    assert response.mimetype == "text/html"
+    html = response.get_data(as_text=True)
+    assert "Too many lookups" in html and "aria-invalid" not in html
+    assert int(response.headers["Retry-After"]) > 0
+    assert client.get("/verify").status_code == 200  # the bare form is not a lookup
+
+
+# --- in a real browser -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium, driven by Playwright; never a downloaded browser."""
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(
+            f"the browser tests need Debian's chromium at {CHROMIUM} "
+            "(`make test` installs it; or `sudo apt-get install chromium`)",
+            pytrace=False,
+        )
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def base_url(app) -> Iterator[str]:
+    """The app served on a loopback port for the browser."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join()
+
+
+def open_page(browser: Browser, base_url: str, **context: object) -> Page:
+    page = browser.new_context(**context).new_page()
+    page.goto(f"{base_url}/verify")
+    return page
+
+
+def look_up(page: Page, number: str) -> int:
+    """Type `number` into the labelled field, submit with the button; the answer's status."""
+    page.get_by_label("Certification number").fill(number)
+    with page.expect_navigation() as navigation:
+        page.get_by_role("button", name="Verify").click()
+    return navigation.value.status
+
+
+def card_facts(page: Page) -> dict[str, str]:
+    """The result card's terms and their descriptions."""
+    card = page.locator("section.card")
+    terms = card.locator("dt").all_inner_texts()
+    return dict(zip(terms, card.locator("dd").all_inner_texts(), strict=True))
+
+
+def save_screenshot(page: Page, name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / name
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def test_an_employer_without_javascript_fills_the_form_and_reads_the_card(browser, base_url, app):
+    page = open_page(browser, base_url, java_script_enabled=False)
+    assert look_up(page, "ACTIVE-1") == 200
+    assert page.url.endswith("/verify?certification_id=ACTIVE-1")
+    assert page.get_by_role("heading", level=1).inner_text() == "Verify a certification"
+    assert page.get_by_role("heading", level=2).inner_text() == "Ada Lovelace"
+    assert page.locator(".card .status strong").inner_text() == "Active"
+    facts = card_facts(page)
+    assert facts["Credential"] == "Registered Medical Assistant (RMA)"
+    assert facts["Certification number"] == "ACTIVE-1"
+    assert facts["Valid through"] and facts["Valid through"] != "Not currently valid"
+    assert facts["Checked"].endswith(" UTC")
+    assert set(facts) == {
+        "Credential",
+        "Certification number",
+        "Certified since",
+        "Valid through",
+        "Checked",
+    }
+    save_screenshot(page, "verify-desktop.png")
+
+
+def test_the_card_reads_at_360_px_wide_without_sideways_scrolling(browser, base_url):
+    page = open_page(browser, base_url, viewport=PHONE)
+    assert look_up(page, "INACTIVE-1") == 200
+    assert page.locator(".card .status strong").inner_text() == WORDS["inactive"]
+    assert card_facts(page)["Valid through"] == "Not currently valid"
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    for element in ("input#certification_id", "button", "section.card"):
+        box = page.locator(element).bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"], element
+    assert page.evaluate("parseFloat(getComputedStyle(document.body).fontSize)") >= 16
+    save_screenshot(page, "verify-360.png")
+
+
+def test_an_unknown_number_shows_a_friendly_not_found_card_in_the_browser(browser, base_url):
+    page = open_page(browser, base_url, viewport=PHONE)
+    assert look_up(page, "NOPE-404") == 404
+    assert page.get_by_role("heading", level=2).inner_text() == "No certification found"
+    assert "NOPE-404" in page.locator("section.card").inner_text()
+    save_screenshot(page, "verify-not-found-360.png")
+
+
+def test_the_form_submits_with_the_enter_key(browser, base_url):
+    page = open_page(browser, base_url)
+    page.get_by_label("Certification number").fill("REVOKED-1")
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    assert page.locator(".card .status strong").inner_text() == "Revoked"
+
+
+CONTRAST = """(selectors) => {
+  const rgba = (css) => css.match(/[\\d.]+/g).map(Number);
+  const luminance = ([r, g, b]) => [r, g, b]
+    .map((v) => v / 255)
+    .map((v) => (v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4))
+    .reduce((sum, v, i) => sum + v * [0.2126, 0.7152, 0.0722][i], 0);
+  const background = (el) => {
+    for (; el; el = el.parentElement) {
+      const c = rgba(getComputedStyle(el).backgroundColor);
+      if (c.length === 3 || c[3] > 0) return c;
+    }
+    return [255, 255, 255];
+  };
+  return Object.fromEntries(selectors.map((selector) => {
+    const el = document.querySelector(selector);
+    const [a, b] = [luminance(rgba(getComputedStyle(el).color)), luminance(background(el))];
+    return [selector, (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05)];
+  }));
+}"""
+
+
+@pytest.mark.parametrize("status", list(WORDS))
+def test_text_meets_wcag_aa_contrast(browser, base_url, status):
+    page = open_page(browser, base_url)
+    look_up(page, f"{status.upper()}-1")
+    selectors = ["h1", ".intro", "label", "button", "h2", ".status strong", "dt", "dd", "footer p"]
+    ratios = page.evaluate(CONTRAST, selectors)
+    assert {s: r for s, r in ratios.items() if r < 4.5} == {}

@@ -1,0 +1,46 @@
+"""Certifications in each status of RULES.md, recorded through intake; the sync job writes them."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from flask import Flask
+
+from gateway import intake
+from gateway.store.models import utcnow
+from tests.events_helpers import granted, revoked
+
+
+def days_ago(days: int) -> str:
+    """The ISO date `days` days before today (UTC)."""
+    return (utcnow().date() - timedelta(days=days)).isoformat()
+
+
+def histories() -> dict[str, list[dict]]:
+    """Event bodies that leave certification `<STATUS>-1` in each status today."""
+    return {
+        "active": [granted(days_ago(30), cert="ACTIVE-1")],
+        "inactive": [granted(days_ago(2 * 365), cert="INACTIVE-1")],  # fees one year overdue
+        "lapsed": [granted(days_ago(6 * 365), cert="LAPSED-1")],  # fees 3+ years overdue
+        "revoked": [
+            granted(days_ago(60), cert="REVOKED-1"),
+            revoked(days_ago(10), cert="REVOKED-1"),
+        ],
+    }
+
+
+def record(app: Flask, *bodies: dict) -> list[intake.Answer]:
+    """Submit events and run their jobs (the app must have `jobs_synchronous=True`)."""
+    svc = app.extensions["gateway"]
+    answers = []
+    for body in bodies:
+        answer = intake.submit_event(svc, body)
+        assert answer.status == 202, answer.body
+        svc.dispatcher.dispatch(answer.outbox_ids)
+        answers.append(answer)
+    return answers
+
+
+def record_every_status(app: Flask) -> dict[str, intake.Answer]:
+    """One certification in each status; returns the last answer of each, by status."""
+    return {status: record(app, *bodies)[-1] for status, bodies in histories().items()}
