@@ -31,6 +31,8 @@ from urllib.parse import quote
 
 import requests
 
+from connectors import errors
+
 log = logging.getLogger(__name__)
 
 Timeout = float | tuple[float, float]
@@ -132,7 +134,7 @@ class CredlyError(Exception):
         self.body = body
 
 
-class TransientError(CredlyError):
+class TransientError(CredlyError, errors.TransientError):
     """Worth retrying: timeout, connection error, 429 or 5xx; `retry_after` in seconds if given."""
 
     def __init__(
@@ -147,7 +149,7 @@ class TransientError(CredlyError):
         self.retry_after = retry_after
 
 
-class PermanentError(CredlyError):
+class PermanentError(CredlyError, errors.PermanentError):
     """Credly refused the request (4xx but 429); retrying the same request cannot help."""
 
 
@@ -174,26 +176,31 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
 # --------------------------------------------------------------------------- shared helpers
 
 
-def issue_body(
-    *,
-    recipient_email: str,
-    first_name: str,
-    last_name: str,
-    badge_template_id: str,
-    issued_at: datetime,
-    issuer_earner_id: str,
-    expires_at: datetime | None,
-) -> dict[str, Any]:
-    """The JSON fields common to issuing and replacing a badge."""
-    return {
-        "recipient_email": recipient_email,
-        "issued_to_first_name": first_name,
-        "issued_to_last_name": last_name,
-        "badge_template_id": badge_template_id,
-        "issued_at": format_credly_datetime(issued_at),
-        "issuer_earner_id": issuer_earner_id,
-        "expires_at": None if expires_at is None else format_credly_datetime(expires_at),
-    }
+@dataclass(frozen=True)
+class BadgeRequest:
+    """What a badge says and who it is for: the fields issuing and replacing both send."""
+
+    recipient_email: str
+    first_name: str
+    last_name: str
+    badge_template_id: str
+    issued_at: datetime
+    issuer_earner_id: str
+    expires_at: datetime | None = None
+
+    def body(self) -> dict[str, Any]:
+        """Credly's JSON fields for this badge."""
+        return {
+            "recipient_email": self.recipient_email,
+            "issued_to_first_name": self.first_name,
+            "issued_to_last_name": self.last_name,
+            "badge_template_id": self.badge_template_id,
+            "issued_at": format_credly_datetime(self.issued_at),
+            "issuer_earner_id": self.issuer_earner_id,
+            "expires_at": None
+            if self.expires_at is None
+            else format_credly_datetime(self.expires_at),
+        }
 
 
 def filter_param(filters: Mapping[str, str]) -> str:
@@ -217,31 +224,9 @@ def pick_badge(badges: Iterable[Badge]) -> Badge | None:
 class BadgeService(Protocol):
     """What the jobs need from Credly; implemented by `CredlyClient` and `DryRunCredly`."""
 
-    def issue_badge(
-        self,
-        *,
-        recipient_email: str,
-        first_name: str,
-        last_name: str,
-        badge_template_id: str,
-        issued_at: datetime,
-        issuer_earner_id: str,
-        expires_at: datetime | None = None,
-        locale: str = "en",
-    ) -> Badge: ...
+    def issue_badge(self, request: BadgeRequest, *, locale: str = "en") -> Badge: ...
 
-    def replace_badge(
-        self,
-        badge_id: str,
-        *,
-        recipient_email: str,
-        first_name: str,
-        last_name: str,
-        badge_template_id: str,
-        issued_at: datetime,
-        issuer_earner_id: str,
-        expires_at: datetime | None = None,
-    ) -> Badge: ...
+    def replace_badge(self, badge_id: str, request: BadgeRequest) -> Badge: ...
 
     def revoke_badge(
         self, badge_id: str, *, reason: str, suppress_revoke_notification_email: bool = False
@@ -290,53 +275,15 @@ class CredlyClient:
 
     # -- operations
 
-    def issue_badge(
-        self,
-        *,
-        recipient_email: str,
-        first_name: str,
-        last_name: str,
-        badge_template_id: str,
-        issued_at: datetime,
-        issuer_earner_id: str,
-        expires_at: datetime | None = None,
-        locale: str = "en",
-    ) -> Badge:
+    def issue_badge(self, request: BadgeRequest, *, locale: str = "en") -> Badge:
         """Issue a badge (`POST /organizations/{org}/badges`); Credly answers 201 with it."""
-        body = issue_body(
-            recipient_email=recipient_email,
-            first_name=first_name,
-            last_name=last_name,
-            badge_template_id=badge_template_id,
-            issued_at=issued_at,
-            issuer_earner_id=issuer_earner_id,
-            expires_at=expires_at,
-        )
+        body = request.body()
         body["locale"] = locale
         return self._badge(self._call("POST", BADGES, json_body=body))
 
-    def replace_badge(
-        self,
-        badge_id: str,
-        *,
-        recipient_email: str,
-        first_name: str,
-        last_name: str,
-        badge_template_id: str,
-        issued_at: datetime,
-        issuer_earner_id: str,
-        expires_at: datetime | None = None,
-    ) -> Badge:
+    def replace_badge(self, badge_id: str, request: BadgeRequest) -> Badge:
         """Replace a badge by a new one (`POST .../badges/{id}/replace`); returns the new badge."""
-        body = issue_body(
-            recipient_email=recipient_email,
-            first_name=first_name,
-            last_name=last_name,
-            badge_template_id=badge_template_id,
-            issued_at=issued_at,
-            issuer_earner_id=issuer_earner_id,
-            expires_at=expires_at,
-        )
+        body = request.body()
         return self._badge(self._call("POST", REPLACE, {"badge_id": badge_id}, json_body=body))
 
     def revoke_badge(
@@ -515,56 +462,18 @@ class DryRunCredly:
         shown = "" if body is None else " " + json.dumps(body, sort_keys=True, default=str)
         self._log.info("DRY RUN: would send %s %s%s", method, path, shown)
 
-    def issue_badge(
-        self,
-        *,
-        recipient_email: str,
-        first_name: str,
-        last_name: str,
-        badge_template_id: str,
-        issued_at: datetime,
-        issuer_earner_id: str,
-        expires_at: datetime | None = None,
-        locale: str = "en",
-    ) -> Badge:
+    def issue_badge(self, request: BadgeRequest, *, locale: str = "en") -> Badge:
         """Record a new pending badge, refusing a duplicate of a live one as Credly does."""
-        body = issue_body(
-            recipient_email=recipient_email,
-            first_name=first_name,
-            last_name=last_name,
-            badge_template_id=badge_template_id,
-            issued_at=issued_at,
-            issuer_earner_id=issuer_earner_id,
-            expires_at=expires_at,
-        )
+        body = request.body()
         body["locale"] = locale
         self._would_send("POST", BADGES, body)
         with self._lock:
             self._refuse_duplicate(body)
             return self._store_new(body)
 
-    def replace_badge(
-        self,
-        badge_id: str,
-        *,
-        recipient_email: str,
-        first_name: str,
-        last_name: str,
-        badge_template_id: str,
-        issued_at: datetime,
-        issuer_earner_id: str,
-        expires_at: datetime | None = None,
-    ) -> Badge:
+    def replace_badge(self, badge_id: str, request: BadgeRequest) -> Badge:
         """Mark the badge `replaced` and record its pending successor."""
-        body = issue_body(
-            recipient_email=recipient_email,
-            first_name=first_name,
-            last_name=last_name,
-            badge_template_id=badge_template_id,
-            issued_at=issued_at,
-            issuer_earner_id=issuer_earner_id,
-            expires_at=expires_at,
-        )
+        body = request.body()
         self._would_send("POST", REPLACE, body, badge_id=badge_id)
         with self._lock:
             old = self._existing(badge_id)

@@ -3,45 +3,19 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from connectors.credly import Badge as CredlyBadge
-from connectors.credly import CredlyError, PermanentError
+from connectors.credly import BadgeRequest, CredlyError, PermanentError
 from gateway.services import Services
 from gateway.store.models import Badge, Certification, Member, OutboxItem, utcnow
 
 log = logging.getLogger("jobs.badges")
 
 LIVE = ("pending", "accepted")
-
-
-@dataclass(frozen=True)
-class Recipient:
-    """Who a badge is for and what it says, read in one transaction before calling Credly."""
-
-    certification_id: str
-    email: str
-    first_name: str
-    last_name: str
-    template: str
-    issued_at: datetime
-    expires_at: datetime | None
-
-    def credly_fields(self) -> dict[str, object]:
-        """The badge fields Credly's issue and replace both take."""
-        return {
-            "recipient_email": self.email,
-            "first_name": self.first_name,
-            "last_name": self.last_name,
-            "badge_template_id": self.template,
-            "issued_at": self.issued_at,
-            "issuer_earner_id": self.certification_id,
-            "expires_at": self.expires_at,
-        }
 
 
 def _midnight(day: date) -> datetime:
@@ -58,17 +32,18 @@ def template_for(svc: Services, credential: str) -> str:
     raise PermanentError(f"no Credly badge template configured for credential {credential}")
 
 
-def _recipient(svc: Services, session: Session, cert: Certification) -> Recipient:
+def _recipient(svc: Services, session: Session, cert: Certification) -> BadgeRequest:
+    """The badge of the certification's current period, read before calling Credly."""
     member = session.get(Member, cert.member_id)
     standing = cert.standing
     paid_through = date.fromisoformat(standing["fees"]["paid_through"])
-    return Recipient(
-        certification_id=cert.certification_id,
-        email=member.email,
+    return BadgeRequest(
+        recipient_email=member.email,
         first_name=member.first_name,
         last_name=member.last_name,
-        template=template_for(svc, cert.credential),
+        badge_template_id=template_for(svc, cert.credential),
         issued_at=_midnight(date.fromisoformat(standing["certified_on"])),
+        issuer_earner_id=cert.certification_id,
         expires_at=_midnight(paid_through) if svc.settings.badge_expires else None,
     )
 
@@ -121,15 +96,16 @@ def issue(svc: Services, item: OutboxItem) -> None:
             badge.state, badge.last_error, badge.state_changed_at = "error", str(exc), utcnow()
             raise
         badge.attempts += 1
-        badge.badge_template_id = recipient.template
+        badge.badge_template_id = recipient.badge_template_id
         session.flush()
         badge_id = badge.id
     try:
         found = svc.credly.find_badge(
-            issuer_earner_id=recipient.certification_id, badge_template_id=recipient.template
+            issuer_earner_id=recipient.issuer_earner_id,
+            badge_template_id=recipient.badge_template_id,
         )
         if found is None or found.state not in LIVE:
-            found = svc.credly.issue_badge(**recipient.credly_fields())
+            found = svc.credly.issue_badge(recipient)
         else:
             log.info("adopting the badge Credly already has", extra={"credly_badge_id": found.id})
     except CredlyError as exc:
@@ -159,15 +135,16 @@ def replace(svc: Services, item: OutboxItem) -> None:
     _record(svc, badge_id, found)
 
 
-def _replace_once(svc: Services, credly_id: str, recipient: Recipient) -> CredlyBadge:
+def _replace_once(svc: Services, credly_id: str, recipient: BadgeRequest) -> CredlyBadge:
     """Replace a badge; when an earlier attempt already did (Credly refuses), adopt the new one."""
     try:
-        return svc.credly.replace_badge(credly_id, **recipient.credly_fields())
+        return svc.credly.replace_badge(credly_id, recipient)
     except PermanentError:
         if svc.credly.get_badge(credly_id).state != "replaced":
             raise
         found = svc.credly.find_badge(
-            issuer_earner_id=recipient.certification_id, badge_template_id=recipient.template
+            issuer_earner_id=recipient.issuer_earner_id,
+            badge_template_id=recipient.badge_template_id,
         )
         if found is None or found.state not in LIVE:
             raise

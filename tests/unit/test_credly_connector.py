@@ -16,6 +16,7 @@ from responses import matchers
 
 from connectors.credly import (
     Badge,
+    BadgeRequest,
     BadgeService,
     CredlyClient,
     CredlyError,
@@ -64,8 +65,9 @@ def issue(service: BadgeService, **overrides: Any) -> Badge:
         "issuer_earner_id": "CERT-1",
         "expires_at": EXPIRES_AT,
     }
+    locale = overrides.pop("locale", "en")
     fields.update(overrides)
-    return service.issue_badge(**fields)
+    return service.issue_badge(BadgeRequest(**fields), locale=locale)
 
 
 @pytest.fixture
@@ -184,13 +186,15 @@ def test_replace_posts_to_replace_and_returns_the_new_badge(http, client):
 
     badge = client.replace_badge(
         "badge-1",
-        recipient_email="ada@example.org",
-        first_name="Ada",
-        last_name="King",
-        badge_template_id="tmpl-2",
-        issued_at=ISSUED_AT,
-        issuer_earner_id="CERT-1",
-        expires_at=EXPIRES_AT,
+        BadgeRequest(
+            recipient_email="ada@example.org",
+            first_name="Ada",
+            last_name="King",
+            badge_template_id="tmpl-2",
+            issued_at=ISSUED_AT,
+            issuer_earner_id="CERT-1",
+            expires_at=EXPIRES_AT,
+        ),
     )
 
     assert (badge.id, badge.badge_template_id) == ("badge-2", "tmpl-2")
@@ -564,12 +568,14 @@ def test_dry_run_replace_ends_the_old_badge_and_issues_a_pending_one(dry):
 
     new = dry.replace_badge(
         old.id,
-        recipient_email="ada@example.org",
-        first_name="Ada",
-        last_name="King",
-        badge_template_id="tmpl-1",
-        issued_at=ISSUED_AT,
-        issuer_earner_id="CERT-1",
+        BadgeRequest(
+            recipient_email="ada@example.org",
+            first_name="Ada",
+            last_name="King",
+            badge_template_id="tmpl-1",
+            issued_at=ISSUED_AT,
+            issuer_earner_id="CERT-1",
+        ),
     )
 
     assert new.id != old.id and new.state == "pending"
@@ -580,12 +586,14 @@ def test_dry_run_replace_ends_the_old_badge_and_issues_a_pending_one(dry):
     with pytest.raises(PermanentError):
         dry.replace_badge(
             old.id,
-            recipient_email="ada@example.org",
-            first_name="Ada",
-            last_name="King",
-            badge_template_id="tmpl-1",
-            issued_at=ISSUED_AT,
-            issuer_earner_id="CERT-1",
+            BadgeRequest(
+                recipient_email="ada@example.org",
+                first_name="Ada",
+                last_name="King",
+                badge_template_id="tmpl-1",
+                issued_at=ISSUED_AT,
+                issuer_earner_id="CERT-1",
+            ),
         )
 
 

@@ -14,6 +14,7 @@ import requests
 
 from connectors.credly import (
     Badge,
+    BadgeRequest,
     CredlyClient,
     NotFound,
     PermanentError,
@@ -46,7 +47,7 @@ def issue(client: CredlyClient, earner: str = "CERT-1", **overrides: Any) -> Bad
         "expires_at": datetime(2027, 3, 1, tzinfo=UTC),
     }
     fields.update(overrides)
-    return client.issue_badge(**fields)
+    return client.issue_badge(BadgeRequest(**fields))
 
 
 def control(standin: CredlyStandIn, method: str, path: str, body: object = None) -> Any:
@@ -93,12 +94,14 @@ def test_replace_ends_the_old_badge(client):
 
     new = client.replace_badge(
         old.id,
-        recipient_email="cert-1@example.org",
-        first_name="Ada",
-        last_name="King",
-        badge_template_id="tmpl-1",
-        issued_at=datetime(2024, 3, 1, tzinfo=UTC),
-        issuer_earner_id="CERT-1",
+        BadgeRequest(
+            recipient_email="cert-1@example.org",
+            first_name="Ada",
+            last_name="King",
+            badge_template_id="tmpl-1",
+            issued_at=datetime(2024, 3, 1, tzinfo=UTC),
+            issuer_earner_id="CERT-1",
+        ),
     )
 
     assert new.state == "pending" and new.raw["issued_to_last_name"] == "King"
