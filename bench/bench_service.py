@@ -1,0 +1,407 @@
+"""Benchmark of the production set-up on this machine: lookups, event ingest and jobs, as ratios.
+
+    .venv/bin/python bench/bench_service.py --counts 10000 100000 [--seconds 10]
+
+For each N it creates a PostgreSQL database with N synthetic certifications (bench_sweep's
+generator) and their verification records, then on 127.0.0.1 only:
+
+1. the ceiling: `bench/bare_app.py` (constant JSON) under the same `gateway.gunicorn_conf`, loaded
+   by wrk (GET, and POST of an event-sized JSON body);
+2. `gateway serve` (gunicorn, PostgreSQL, Redis, the Credly stand-in configured): GET
+   /v1/verifications/{id} of random existing ids at full load and at about half that rate (wrk's
+   `delay()` per connection: a closed-loop approximation of a fixed rate), then POST /v1/events of
+   new `certification.granted` events for the same time;
+3. the jobs those events queued, worked by `--workers` `gateway worker --burst` processes (web
+   server stopped) against the Credly stand-in, and as the ceiling the same number of bare RQ jobs
+   (`bench/bare_job.py`: the badge-issue HTTP call only) on as many plain `rq worker --burst`.
+
+Every wrk run lasts `--seconds`; every wait is bounded. Prints a markdown table; each gateway
+figure is also given as a ratio to its ceiling measured in the same run, minutes apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import psycopg
+import redis
+import requests
+from bench_sweep import POLICY, drop, fresh_database, generate
+from rq import Queue
+from rq.registry import FailedJobRegistry, FinishedJobRegistry
+
+BIN = Path(sys.executable).parent
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+LUA = BENCH / "wrk_load.lua"
+REDIS_URL = os.environ.get("BENCH_SERVICE_REDIS_URL", "redis://127.0.0.1:6379/13")
+WEB = "127.0.0.1:8000"
+STANDIN_PORT = 8099
+QUEUE = "gateway"
+BARE_QUEUE = "bench-bare"
+WAIT = 300  # longest wait for a drain of the jobs, seconds
+UNLIMITED = "100000000/minute"
+
+
+@dataclass(frozen=True)
+class Load:
+    """One wrk run's summary."""
+
+    requests: int
+    seconds: float
+    non2xx: int
+    socket_errors: int
+    p50_ms: float
+    p99_ms: float
+    cpu_ms: float = 0.0  # CPU of the server's processes per successful request
+
+    @property
+    def rate(self) -> float:
+        """Successful requests per second."""
+        return (self.requests - self.non2xx) / self.seconds
+
+
+@contextmanager
+def process(command: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
+    """A child in its own process group, stopped (TERM, then KILL) with its whole group."""
+    with log.open("ab") as sink:
+        child = subprocess.Popen(
+            command, env=env, cwd=ROOT, stdout=sink, stderr=sink, start_new_session=True
+        )
+    try:
+        yield child
+    finally:
+        stop(child)
+
+
+def stop(child: subprocess.Popen) -> None:
+    """Stop a child started by `process` and everything it started."""
+    for signum, grace in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(child.pid, signum)
+        except ProcessLookupError:
+            return
+        try:
+            child.wait(grace)
+            os.killpg(child.pid, 0)  # the group may outlive its leader
+        except (subprocess.TimeoutExpired, ProcessLookupError):
+            pass
+
+
+def wait_http(url: str, timeout: float = 60) -> None:
+    """Wait until `url` answers at all."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            requests.get(url, timeout=2)
+            return
+        except requests.ConnectionError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{url} did not come up in {timeout} s") from None
+            time.sleep(0.2)
+
+
+def group_cpu(leader: subprocess.Popen) -> float:
+    """CPU seconds used so far by a process group: live members and the children they reaped."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(fields[2]) == leader.pid:  # fields[2] is the process group
+            total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu() -> float:
+    """CPU seconds of this process's finished children (and of theirs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def wrk(path: str, seconds: int, connections: int, server: subprocess.Popen, **env: str) -> Load:
+    """One bounded wrk run (2 threads) against 127.0.0.1; its summary with the server's CPU."""
+    before = group_cpu(server)
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "-s", str(LUA), f"http://{WEB}{path}"],
+        env={**os.environ, **{f"WRK_{k.upper()}": v for k, v in env.items()}},
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+        check=True,
+    )
+    load = Load(**json.loads(out.stdout.strip().splitlines()[-1]))
+    served = load.requests - load.non2xx
+    return replace(load, cpu_ms=1000 * (group_cpu(server) - before) / served if served else 0)
+
+
+def half_rate(
+    path: str, seconds: int, connections: int, server: subprocess.Popen, peak: Load, **env: str
+) -> Load:
+    """About half the peak rate: each connection pauses so that together they send peak/2."""
+    interval_ms = 1000 * connections / (peak.rate / 2)
+    pause = max(interval_ms - peak.p50_ms / 2, 0)
+    return wrk(path, seconds, connections, server, delay_ms=f"{pause:.0f}", **env)
+
+
+def fill_verification_records(url: str) -> None:
+    """Write every certification's public record as the sync job would, in one statement."""
+    names = [(code, c.name) for code, c in POLICY.credentials.items()]
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "INSERT INTO verification_records (certification_id, name, credential,"
+            " credential_name, status, certified_since, valid_through, synced_at)"
+            " SELECT c.certification_id, (s->'member'->>'first_name') || ' '"
+            " || (s->'member'->>'last_name'), c.credential, n.name, c.status,"
+            " (s->>'certified_on')::date, CASE WHEN c.status = 'active'"
+            " THEN (s->'fees'->>'paid_through')::date END, now()"
+            " FROM certifications c CROSS JOIN LATERAL (SELECT c.standing::jsonb AS s) j"
+            " JOIN (SELECT * FROM unnest(%s::text[], %s::text[])) n(code, name)"
+            " ON n.code = c.credential",
+            ([code for code, _ in names], [name for _, name in names]),
+        )
+        conn.execute("ANALYZE verification_records")
+
+
+def environment(url: str, standin: dict[str, str], workdir: Path) -> dict[str, str]:
+    """The production settings of the run: PostgreSQL, Redis, the stand-in as Credly."""
+    templates = ",".join(
+        f"{code}=00000000-0000-0000-0000-{n:012d}" for n, code in enumerate(POLICY.credentials)
+    )
+    return {
+        **os.environ,
+        "DATABASE_URL": url,
+        "REDIS_URL": REDIS_URL,
+        "QUEUE_NAME": QUEUE,
+        "SECRET_KEY": "bench-" + "x" * 40,
+        "INSTANCE_PATH": str(workdir / "instance"),
+        "PROMETHEUS_MULTIPROC_DIR": str(workdir / "metrics"),
+        "CREDLY_API_BASE": standin["url"],
+        "CREDLY_ORGANIZATION_ID": standin["organization_id"],
+        "CREDLY_AUTH_TOKEN": standin["token"],
+        "CREDLY_BADGE_TEMPLATES": templates,
+        "VERIFY_RATE_LIMIT": UNLIMITED,
+        "VERIFY_RATE_LIMIT_AUTHENTICATED": UNLIMITED,
+        "LOG_LEVEL": "WARNING",
+        "WEB_BIND": WEB,
+        "PYTHONPATH": f"{BENCH}{os.pathsep}{ROOT}",
+    }
+
+
+def events_token(env: dict[str, str]) -> str:
+    """A new `events:write` API client's access token."""
+    created = subprocess.run(
+        [str(BIN / "gateway"), "clients", "create", "--name", "bench", "--scope", "events:write"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    client = json.loads(created.stdout.strip().splitlines()[-1])
+    answer = requests.post(
+        f"http://{WEB}/oauth/token",
+        data={"grant_type": "client_credentials", "scope": "events:write"},
+        auth=(client["client_id"], client["client_secret"]),
+        timeout=10,
+    )
+    answer.raise_for_status()
+    return answer.json()["access_token"]
+
+
+def drain(commands: list[list[str]], env: dict[str, str], log: Path) -> float:
+    """Run burst workers side by side until they exit (queue empty), at most WAIT seconds;
+    the CPU seconds they used."""
+    before = children_cpu()
+    with log.open("ab") as sink:
+        started = [
+            subprocess.Popen(c, env=env, cwd=ROOT, stdout=sink, stderr=sink, start_new_session=True)
+            for c in commands
+        ]
+    deadline = time.monotonic() + WAIT
+    try:
+        for child in started:
+            child.wait(max(deadline - time.monotonic(), 1))
+    finally:
+        for child in started:
+            stop(child)
+    return children_cpu() - before
+
+
+def job_span(connection: redis.Redis, queue: str) -> tuple[int, int, float]:
+    """Finished and failed jobs of `queue`, and seconds from the first start to the last end."""
+    queue_ = Queue(queue, connection=connection)
+    finished = FinishedJobRegistry(queue=queue_).get_job_ids()
+    failed = FailedJobRegistry(queue=queue_).get_job_ids()
+    jobs = [j for j in queue_.job_class.fetch_many(finished + failed, connection=connection) if j]
+    if not jobs:
+        return 0, len(failed), 0.0
+    first = min(j.started_at for j in jobs if j.started_at)
+    last = max(j.ended_at for j in jobs if j.ended_at)
+    return len(finished), len(failed), (last - first).total_seconds()
+
+
+def outbox_kinds(url: str) -> dict[str, dict[str, int]]:
+    """Outbox items by kind and state."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT kind, state, count(*) FROM outbox GROUP BY 1, 2").fetchall()
+    kinds: dict[str, dict[str, int]] = {}
+    for kind, state, n in rows:
+        kinds.setdefault(kind, {})[state] = n
+    return kinds
+
+
+def measure(count: int, args: argparse.Namespace, standin: dict[str, str], workdir: Path) -> dict:
+    """Every figure for one database size (the database is dropped afterwards)."""
+    name = f"gw_service_{count}"
+    broker = redis.Redis.from_url(REDIS_URL)
+    log = workdir / "processes.log"
+    s, c, ids = args.seconds, args.connections, str(count)
+    out: dict = {}
+    worker = [str(BIN / "gateway"), "worker", "--burst", "--no-cron"]
+    bare = [str(BIN / "rq"), "worker", "--burst", "-q", "-u", REDIS_URL, "-w"]
+    bare += ["rq.worker.SimpleWorker", BARE_QUEUE]
+    try:
+        started = time.perf_counter()
+        url = fresh_database(name)
+        generate(url, count)
+        fill_verification_records(url)
+        took = time.perf_counter() - started
+        print(f"<!-- {count:,} certifications generated in {took:.0f} s -->", flush=True)
+        env = environment(url, standin, workdir)
+        broker.flushdb()
+        # What starting and stopping the workers costs, on empty queues: taken off their CPU.
+        idle = drain([worker] * args.workers, env, log)
+        bare_idle = drain([bare] * args.workers, env, log)
+        gunicorn = [str(BIN / "gunicorn"), "-c", "python:gateway.gunicorn_conf", "bare_app:app"]
+        with process(gunicorn, env, log) as server:
+            wait_http(f"http://{WEB}/bare/x")
+            out["bare_get"] = peak = wrk("/bare/", s, c, server, mode="get", ids=ids)
+            out["bare_get_half"] = half_rate("/bare/", s, c, server, peak, mode="get", ids=ids)
+            out["bare_post"] = wrk("/bare", s, c, server, mode="post", tag=f"b{count}")
+        with process([str(BIN / "gateway"), "serve"], env, log) as server:
+            wait_http(f"http://{WEB}/healthz")
+            token = events_token(env)
+            path = "/v1/verifications/"
+            out["lookup"] = peak = wrk(path, s, c, server, mode="get", ids=ids)
+            out["lookup_half"] = half_rate(path, s, c, server, peak, mode="get", ids=ids)
+            out["events"] = wrk(
+                "/v1/events", s, c, server, mode="post", tag=f"e{count}", token=token
+            )
+        out["jobs_cpu"] = drain([worker] * args.workers, env, log) - idle
+        out["jobs"] = job_span(broker, QUEUE)
+        out["outbox"] = outbox_kinds(url)
+        badges = sum(out["outbox"].get("issue_badge", {}).values())
+        queue = Queue(BARE_QUEUE, connection=broker)
+        queue.enqueue_many(
+            [
+                Queue.prepare_data("bare_job.issue", (f"{count}-{n}",), result_ttl=3600)
+                for n in range(badges)
+            ]
+        )
+        out["bare_jobs_cpu"] = drain([bare] * args.workers, env, log) - bare_idle
+        out["bare_jobs"] = job_span(broker, BARE_QUEUE)
+    finally:
+        broker.flushdb()
+        drop(name)
+    return out
+
+
+def rows(count: int, m: dict) -> list[str]:
+    """The markdown rows of one database size."""
+    lookup, lookup_half, events = m["lookup"], m["lookup_half"], m["events"]
+    bare_get, bare_half, bare_post = m["bare_get"], m["bare_get_half"], m["bare_post"]
+    done, failed, span = m["jobs"]
+    bare_done, bare_failed, bare_span = m["bare_jobs"]
+    badges = m["outbox"].get("issue_badge", {}).get("done", 0)
+    mix = ", ".join(f"{k} {sum(v.values())}" for k, v in sorted(m["outbox"].items()))
+
+    def ratio(a: float, b: float) -> str:
+        return f"{a / b:.2f}" if b else "-"
+
+    table = [
+        ("lookups/s, peak", lookup.rate, bare_get.rate, "≥ 0.8 of ceiling"),
+        ("lookup p50 ms, peak", lookup.p50_ms, bare_get.p50_ms, ""),
+        ("lookup p99 ms, peak", lookup.p99_ms, bare_get.p99_ms, ""),
+        (
+            f"lookup p99 ms at {lookup_half.rate:,.0f}/s "
+            f"({lookup_half.rate / lookup.rate:.0%} of peak; ceiling at {bare_half.rate:,.0f}/s)",
+            lookup_half.p99_ms,
+            bare_half.p99_ms,
+            "≤ 20 ms",
+        ),
+        ("events accepted/s", events.rate, bare_post.rate, "≥ 1,000/s, ≥ 0.3 of ceiling"),
+        ("event p99 ms", events.p99_ms, bare_post.p99_ms, ""),
+        (
+            "badge jobs/s (+ their other jobs)",
+            badges / span if span else 0,
+            bare_done / bare_span if bare_span else 0,
+            "≥ 500/s",
+        ),
+        (
+            "worker CPU ms per badge job (+ its other jobs)",
+            1000 * m["jobs_cpu"] / badges if badges else 0,
+            1000 * m["bare_jobs_cpu"] / bare_done if bare_done else 0,
+            "",
+        ),
+        ("web CPU ms per lookup, peak", lookup.cpu_ms, bare_get.cpu_ms, ""),
+        ("web CPU ms per event", events.cpu_ms, bare_post.cpu_ms, ""),
+    ]
+    lines = [
+        f"| {count:,} | {label} | {ours:,.1f} | {ceiling:,.1f} | {ratio(ours, ceiling)} | {goal} |"
+        for label, ours, ceiling, goal in table
+    ]
+    errors = events.non2xx + lookup.non2xx + events.socket_errors + lookup.socket_errors
+    lines.append(
+        f"<!-- {count:,}: outbox {mix}; jobs done {done}, failed {failed}; bare done {bare_done},"
+        f" failed {bare_failed}; non-2xx/socket errors {errors} -->"
+    )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--counts", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--seconds", type=int, default=10, help="Length of each wrk run.")
+    parser.add_argument("--connections", type=int, default=16, help="wrk connections.")
+    parser.add_argument("--workers", type=int, default=2, help="Job worker processes.")
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))  # still tear everything down
+    if not shutil.which("wrk"):
+        sys.exit("wrk is missing: apt-get install -y wrk")
+    workdir = Path(tempfile.mkdtemp(prefix="bench-service-"))
+    env = {**os.environ, "PYTHONPATH": f"{BENCH}{os.pathsep}{ROOT}"}
+    standin_log = workdir / "standin.log"
+    standin_cmd = [
+        sys.executable,
+        "-m",
+        "tests.support.credly_standin",
+        "--port",
+        str(STANDIN_PORT),
+    ]
+    with process(standin_cmd, env, standin_log):
+        wait_http(f"http://127.0.0.1:{STANDIN_PORT}/_control/badges")
+        standin = json.loads(standin_log.read_text().splitlines()[0])
+        print("| certifications | figure | gateway | ceiling | ratio | goal |")
+        print("|---|---|---|---|---|---|", flush=True)
+        for count in args.counts:
+            print("\n".join(rows(count, measure(count, args, standin, workdir))), flush=True)
+    print(f"<!-- process logs: {workdir} -->")
+
+
+if __name__ == "__main__":
+    main()
