@@ -2,8 +2,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+LOCK := requirements.lock
 
-.PHONY: run test install install-dev lint
+.PHONY: run test install install-dev lint lock audit
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -12,8 +13,21 @@ $(BIN)/python:
 install: $(BIN)/python
 	$(BIN)/pip install --quiet -e .
 
+# Tests run on exactly the locked versions that `make audit` checks.
 install-dev: $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -r $(LOCK)
+	$(BIN)/pip install --quiet --no-deps -e .
+	$(BIN)/pip check
+
+# Refresh the lock: the newest releases that pyproject.toml (dependencies + dev extra) allows.
+lock: $(BIN)/python
+	$(BIN)/pip install --quiet pip-tools
+	CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --upgrade --extra dev \
+	  --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links -o $(LOCK) pyproject.toml
+
+# Known vulnerabilities of the locked releases (PyPI's vulnerability data, via pip-audit).
+audit: install-dev
+	$(BIN)/python scripts/audit.py --no-deps --disable-pip --progress-spinner off -r $(LOCK)
 
 run: install
 	$(BIN)/gateway run --host 127.0.0.1 --port 5000
@@ -22,7 +36,7 @@ lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: install-dev
+test: install-dev audit
 	bash scripts/services.sh
 	bash scripts/chromium.sh
 	$(BIN)/ruff check .

@@ -26,13 +26,15 @@ def create_app(settings: Settings | None = None) -> Flask:
     if svc.db.is_sqlite:
         svc.db.upgrade()
 
-    from gateway import auth, ratelimit
+    from gateway import auth, ratelimit, security
     from gateway.api import (
         certifications,
         events,
         health,
+        openapi,
         pages,
         problems,
+        subscriptions,
         verifications,
         webhooks,
     )
@@ -50,6 +52,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     logs.init_app(app)
     metrics.init_app(app, svc)
     auth.init_app(app)
+    security.init_app(app)
     for blueprint in (
         health.bp,
         events.bp,
@@ -57,6 +60,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         webhooks.bp,
         verifications.bp,
         pages.bp,
+        openapi.bp,
+        subscriptions.bp,
     ):
         app.register_blueprint(blueprint)
     ratelimit.init_app(app, settings, api=verifications.bp, page=pages.bp)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import secrets
@@ -29,7 +30,12 @@ _ERROR_TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden"}
 
 
 def token_hash(token: str) -> str:
-    """The stored form of an access token (tokens are random, so SHA-256 suffices)."""
+    """The stored form of an access token (tokens are random, so SHA-256 suffices).
+
+    Tokens are looked up by this hash, never compared as given: how long the lookup takes can
+    only tell an attacker about the hash of a guess, which says nothing about any real token's
+    characters (a preimage of SHA-256 is out of reach), so the lookup needs no constant time.
+    """
     return hashlib.sha256(token.encode()).hexdigest()
 
 
@@ -55,6 +61,7 @@ class Client(ClientMixin):
         return False
 
     def check_client_secret(self, client_secret: str) -> bool:
+        # scrypt of the guess with the stored salt, then hmac.compare_digest: constant time
         return check_password_hash(self.row.client_secret_hash, client_secret)
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
@@ -167,14 +174,26 @@ def current_client_id() -> str | None:
     return token.client_id if token else None
 
 
+@functools.cache
+def _decoy_hash() -> str:
+    """A hash of no client's secret, checked in vain when the client is unknown."""
+    return generate_password_hash(secrets.token_urlsafe(32))
+
+
 def _query_client(client_id: str) -> Client | None:
-    with services().db.sessions() as session:
-        row = session.scalar(
-            select(OAuthClient).where(
-                OAuthClient.client_id == client_id, OAuthClient.revoked_at.is_(None)
+    row = None
+    if "\x00" not in client_id:  # PostgreSQL cannot store NUL: no client has such an id
+        with services().db.sessions() as session:
+            row = session.scalar(
+                select(OAuthClient).where(
+                    OAuthClient.client_id == client_id, OAuthClient.revoked_at.is_(None)
+                )
             )
-        )
-    return Client(row) if row else None
+    if row is None:
+        # As slow as a wrong secret, so the answer time does not tell which client ids exist.
+        check_password_hash(_decoy_hash(), client_id)
+        return None
+    return Client(row)
 
 
 def _save_token(token: dict, request: OAuth2Request) -> None:

@@ -19,6 +19,7 @@ from gateway.services import services
 from gateway.store.models import OutboxItem, utcnow
 from gateway.sweep import Scope, count
 from gateway.unclaimed import unclaimed_badges
+from jobs import backfill
 from jobs.dispatch import requeue
 from jobs.sweep import SweepRunning, locked_sweep
 from jobs.worker import run_worker
@@ -318,6 +319,35 @@ def badges_unclaimed(days: int, as_json: bool) -> None:
             f"{row['certification_id']:20} {row['name'][:28]:28} {row['email'][:32]:32} "
             f"{issued:20} {row['days_pending']}"
         )
+
+
+@cli.group()
+def sync() -> None:
+    """Pushes of public records to the verification directory and webhook subscriptions."""
+
+
+@sync.command("backfill")
+@click.option(
+    "--target", default="directory", show_default=True, help="`directory` or a subscription id."
+)
+@click.option("--restart", is_flag=True, help="Start over instead of resuming the last run.")
+@click.option(
+    "--batch-size", default=500, show_default=True, type=click.IntRange(min=1), help="Per commit."
+)
+@with_appcontext
+def sync_backfill(target: str, restart: bool, batch_size: int) -> None:
+    """Queue a push of every current public record to the target, resuming the last run."""
+    svc = services()
+    try:
+        plan = backfill.prepare(svc, target, restart=restart)
+    except backfill.UnknownTarget as exc:
+        raise click.BadParameter(str(exc), param_hint="--target") from exc
+    if plan.resumes_after:
+        click.echo(f"resuming after {plan.resumes_after} (--restart starts over)")
+    sink = None if sys.stdout.isatty() else io.StringIO()
+    with click.progressbar(length=plan.remaining, label=f"queueing for {target}", file=sink) as bar:
+        queued = backfill.run(svc, target, batch_size=batch_size, on_batch=bar.update)
+    click.echo(f"queued {queued} deliveries to {target}")
 
 
 def main() -> None:

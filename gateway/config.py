@@ -102,6 +102,14 @@ class Settings:
     verify_rate_limit: str = "60/minute"
     verify_rate_limit_authenticated: str = "600/minute"
     trusted_proxies: int = 0
+    directory_base_url: str | None = None
+    directory_token_url: str | None = None
+    directory_client_id: str | None = None
+    directory_client_secret: str | None = field(default=None, repr=False)
+    delivery_timeout_seconds: int = 10
+    delivery_retry_base_seconds: int = 30
+    delivery_retry_window_seconds: int = 24 * 3600
+    webhook_allow_private_targets: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -137,6 +145,20 @@ class Settings:
                 env.get("VERIFY_RATE_LIMIT_AUTHENTICATED") or cls.verify_rate_limit_authenticated
             ),
             trusted_proxies=_int(env, "TRUSTED_PROXIES", cls.trusted_proxies),
+            directory_base_url=(env.get("DIRECTORY_BASE_URL") or "").rstrip("/") or None,
+            directory_token_url=env.get("DIRECTORY_TOKEN_URL") or None,
+            directory_client_id=env.get("DIRECTORY_CLIENT_ID") or None,
+            directory_client_secret=env.get("DIRECTORY_CLIENT_SECRET") or None,
+            delivery_timeout_seconds=_int(
+                env, "DELIVERY_TIMEOUT_SECONDS", cls.delivery_timeout_seconds
+            ),
+            delivery_retry_base_seconds=_int(
+                env, "DELIVERY_RETRY_BASE_SECONDS", cls.delivery_retry_base_seconds
+            ),
+            delivery_retry_window_seconds=_int(
+                env, "DELIVERY_RETRY_WINDOW_SECONDS", cls.delivery_retry_window_seconds
+            ),
+            webhook_allow_private_targets=_flag(env.get("WEBHOOK_ALLOW_PRIVATE_TARGETS")),
         )
 
     def __post_init__(self) -> None:
@@ -153,6 +175,17 @@ class Settings:
             )
         for name in ("verify_rate_limit", "verify_rate_limit_authenticated"):
             _check_rate(name.upper(), getattr(self, name))
+        if self.delivery_retry_base_seconds < 1:
+            raise ConfigError("DELIVERY_RETRY_BASE_SECONDS must be at least 1")
+        _all_or_none(
+            "The verification directory",
+            {
+                "DIRECTORY_BASE_URL": self.directory_base_url,
+                "DIRECTORY_TOKEN_URL": self.directory_token_url,
+                "DIRECTORY_CLIENT_ID": self.directory_client_id,
+                "DIRECTORY_CLIENT_SECRET": self.directory_client_secret,
+            },
+        )
 
     @property
     def credly_dry_run(self) -> bool:
@@ -185,6 +218,15 @@ class Settings:
             f"production mode: database={_redact(self.database_url)}, "
             f"redis={_redact(self.redis_url)}, "
             f"credly={'dry-run' if self.credly_dry_run else self.credly_api_base}"
+        )
+
+
+def _all_or_none(what: str, values: dict[str, str | None]) -> None:
+    """Refuse a group of settings of which only some are set."""
+    missing = [name for name, value in values.items() if not value]
+    if 0 < len(missing) < len(values):
+        raise ConfigError(
+            f"{what} is only partly configured: set {', '.join(missing)} too (or none of them)"
         )
 
 

@@ -44,11 +44,10 @@ def check_time() -> datetime:
 def verify(db: Database, certification_ids: Sequence[str]) -> list[Verification | None]:
     """The public record of each id, in the order given; None for an id not on record."""
     verified_at = check_time()
+    storable = {i for i in certification_ids if "\x00" not in i}  # others cannot be on record
     with db.sessions() as session:
         rows = session.scalars(
-            select(VerificationRecord).where(
-                VerificationRecord.certification_id.in_(set(certification_ids))
-            )
+            select(VerificationRecord).where(VerificationRecord.certification_id.in_(storable))
         )
         found = {
             row.certification_id: Verification(

@@ -63,7 +63,8 @@ def init_app(app: Flask, settings: Settings, *, api: Blueprint, page: Blueprint)
     batches counting each id) and of `page` (per address); counts live in Redis when it is
     configured, so every web process shares them, else in this process's memory."""
     if settings.trusted_proxies:
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies)
+        n = settings.trusted_proxies  # X-Forwarded-Proto too: HSTS is sent when TLS is in front
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)
     limiter = Limiter(
         key_func=get_remote_address,
         storage_uri=settings.redis_url or "memory://",

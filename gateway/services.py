@@ -9,6 +9,8 @@ import redis
 from flask import current_app
 
 from connectors.credly import BadgeService, make_credly
+from connectors.directory import Directory, make_directory
+from connectors.webhooks import WebhookSender
 from gateway import metrics, rules
 from gateway.config import Settings
 from gateway.store.db import Database
@@ -26,6 +28,8 @@ class Services:
     redis: redis.Redis | None
     policy: rules.Policy
     credly: BadgeService
+    webhooks: WebhookSender
+    directory: Directory | None = None
     dispatcher: Dispatcher | None = None
 
     @classmethod
@@ -49,6 +53,17 @@ class Services:
                 auth_token=settings.credly_auth_token,
                 timeout=(3.05, settings.credly_timeout_seconds),
                 on_request=metrics.observe_credly,
+            ),
+            webhooks=WebhookSender(
+                timeout=(3.05, settings.delivery_timeout_seconds),
+                allow_private=settings.webhook_allow_private_targets,
+            ),
+            directory=make_directory(
+                settings.directory_base_url,
+                settings.directory_token_url,
+                settings.directory_client_id,
+                settings.directory_client_secret,
+                timeout=(3.05, settings.delivery_timeout_seconds),
             ),
         )
 

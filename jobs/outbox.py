@@ -10,12 +10,13 @@ from redis import Redis
 from rq import Retry, get_current_job
 from rq.job import Job
 
-from connectors.credly import PermanentError, TransientError
+from connectors.errors import PermanentError, TransientError
 from gateway import logs, metrics
+from gateway.config import Settings
 from gateway.services import Services
 from gateway.store.models import OutboxItem, utcnow
-from jobs import badges, context, verification, webhooks
-from jobs.retry import MAX_ATTEMPTS, backoff
+from jobs import badges, context, deliveries, verification, webhooks
+from jobs.retry import MAX_ATTEMPTS, RetryPolicy
 
 log = logging.getLogger("jobs.outbox")
 
@@ -27,6 +28,14 @@ HANDLERS: dict[str, Handler] = {
     "revoke_badge": badges.revoke,
     "sync_verification": verification.sync,
     "credly_notification": webhooks.process,
+    "deliver_webhook": deliveries.deliver_webhook,
+    "push_directory": deliveries.push_directory,
+}
+
+#: Kinds retried on their own policy; the others get MAX_ATTEMPTS on JOB_RETRY_BASE_SECONDS.
+POLICIES: dict[str, Callable[[Settings], RetryPolicy]] = {
+    "deliver_webhook": deliveries.retry_policy,
+    "push_directory": deliveries.retry_policy,
 }
 
 TERMINAL = ("done", "failed")
@@ -60,12 +69,13 @@ def _run(svc: Services, item: OutboxItem, attempt: int) -> Retry | None:
     try:
         HANDLERS[item.kind](svc, item)
     except TransientError as exc:
-        if attempt >= MAX_ATTEMPTS:
+        policy = retry_policy(svc.settings, item.kind)
+        if attempt >= policy.max_attempts:
             _fail(svc, outbox_id, f"gave up after {attempt} attempts: {exc}", exc)
-        delay = backoff(attempt, svc.settings.job_retry_base_seconds, exc.retry_after)
+        delay = policy.delay(attempt, exc.retry_after)
         _finish(svc, outbox_id, "retrying", f"attempt {attempt}: {exc}; retry in {delay}s")
         log.warning("transient failure, retry in %ss", delay, extra={"error": str(exc)})
-        return Retry(max=MAX_ATTEMPTS, interval=delay)
+        return Retry(max=policy.max_attempts, interval=delay)
     except PermanentError as exc:
         _fail(svc, outbox_id, f"{exc} {exc.body}" if exc.body else str(exc), exc)
     except Exception as exc:
@@ -74,6 +84,12 @@ def _run(svc: Services, item: OutboxItem, attempt: int) -> Retry | None:
         raise
     _finish(svc, outbox_id, "done", None)
     return None
+
+
+def retry_policy(settings: Settings, kind: str) -> RetryPolicy:
+    """How transient failures of the outbox items of `kind` are retried."""
+    own = POLICIES.get(kind)
+    return own(settings) if own else RetryPolicy(MAX_ATTEMPTS, settings.job_retry_base_seconds)
 
 
 def _fail(svc: Services, outbox_id: int, reason: str, cause: Exception) -> None:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 
 MAX_ATTEMPTS = 8
 CAP_SECONDS = 3600
 
 
-def backoff(attempt: int, base: float, retry_after: float | None = None) -> int:
+def backoff(
+    attempt: int, base: float, retry_after: float | None = None, cap: float = CAP_SECONDS
+) -> int:
     """Whole seconds to wait before attempt `attempt + 1`; never less than Credly's Retry-After."""
-    ceiling = min(CAP_SECONDS, base * 2 ** max(attempt - 1, 0))
+    ceiling = min(cap, base * 2 ** max(attempt - 1, 0))
     delay = random.uniform(ceiling / 2, ceiling)
     return max(1, round(max(delay, retry_after or 0)))
 
@@ -18,3 +21,27 @@ def backoff(attempt: int, base: float, retry_after: float | None = None) -> int:
 def schedule(base: float) -> list[int]:
     """The intervals given to RQ at enqueue, for retries after a crash (no Retry-After known)."""
     return [round(min(CAP_SECONDS, base * 2**n)) or 1 for n in range(MAX_ATTEMPTS - 1)]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How many attempts a kind of job gets after transient failures, and the back-off between."""
+
+    max_attempts: int
+    base: float
+    cap: float = CAP_SECONDS
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> int:
+        """Whole seconds to wait before attempt `attempt + 1`; never less than a Retry-After."""
+        return backoff(attempt, self.base, retry_after, self.cap)
+
+
+def within(window: float, base: float, cap: float) -> RetryPolicy:
+    """The policy retrying as often as its longest waits (no jitter) fit in `window` seconds."""
+    if base <= 0:
+        raise ValueError("the back-off base must be positive")
+    attempts, total = 1, 0.0
+    while total + (wait := min(cap, base * 2 ** (attempts - 1))) <= window:
+        total += wait
+        attempts += 1
+    return RetryPolicy(max_attempts=attempts, base=base, cap=cap)

@@ -1,4 +1,8 @@
-"""The sync job: write a certification's public verification record from its stored standing."""
+"""The sync job: write a certification's public verification record from its stored standing.
+
+A change of what the record shows fans out to the delivery targets (`jobs.deliveries`) in the same
+transaction; their jobs are dispatched after the commit.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ from datetime import date
 
 from gateway.services import Services
 from gateway.store.models import Certification, OutboxItem, VerificationRecord, utcnow
+from jobs import deliveries
 
 
 def sync(svc: Services, item: OutboxItem) -> None:
@@ -16,6 +21,7 @@ def sync(svc: Services, item: OutboxItem) -> None:
         member = standing["member"]
         credential = svc.policy.credentials.get(cert.credential)
         record = session.get(VerificationRecord, cert.certification_id)
+        before = deliveries.public_content(record)
         if record is None:
             record = VerificationRecord(certification_id=cert.certification_id)
             session.add(record)
@@ -29,3 +35,7 @@ def sync(svc: Services, item: OutboxItem) -> None:
             date.fromisoformat(paid_through) if cert.status == "active" and paid_through else None
         )
         record.synced_at = utcnow()
+        fanned = deliveries.fan_out(svc, session, record, before, request_id=item.request_id)
+        outbox_ids = [queued.id for queued in fanned]
+    if outbox_ids and svc.dispatcher is not None:  # else the relay enqueues them
+        svc.dispatcher.dispatch(outbox_ids)

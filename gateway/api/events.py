@@ -50,7 +50,7 @@ def post_event() -> ResponseReturnValue:
     svc.dispatcher.dispatch(answer.outbox_ids)
     event_type = body.get("type") if isinstance(body, dict) else None
     metrics.count_event(
-        event_type if event_type in EVENT_TYPES else "unknown",
+        event_type if isinstance(event_type, str) and event_type in EVENT_TYPES else "unknown",
         answer.status,
         answer.body,
         replayed="Idempotent-Replayed" in answer.headers,

@@ -29,6 +29,8 @@ from gateway.rules import (
 
 _ID = validate.Length(min=1, max=128)
 _NAME = validate.Length(min=1, max=200)
+# Text PostgreSQL can store: no NUL. (A lone surrogate never gets here: see gateway.security.)
+TEXT = validate.Regexp(r"^[^\x00]*$", error="Must not contain NUL characters.")
 
 
 class _Strict(Schema):
@@ -45,9 +47,9 @@ def _required(*names: str, when: str, data: dict[str, Any]) -> None:
 class MemberSchema(_Strict):
     """The member a certification belongs to."""
 
-    member_id = fields.String(required=True, validate=_ID)
-    first_name = fields.String(required=True, validate=_NAME)
-    last_name = fields.String(required=True, validate=_NAME)
+    member_id = fields.String(required=True, validate=[_ID, TEXT])
+    first_name = fields.String(required=True, validate=[_NAME, TEXT])
+    last_name = fields.String(required=True, validate=[_NAME, TEXT])
     email = fields.Email(required=True, validate=validate.Length(max=320))
 
     @post_load
@@ -59,7 +61,7 @@ class GrantedData(_Strict):
     """`certification.granted`: a new certification."""
 
     member = fields.Nested(MemberSchema, required=True)
-    credential = fields.String(required=True, validate=validate.Length(min=1, max=32))
+    credential = fields.String(required=True, validate=[validate.Length(min=1, max=32), TEXT])
     certified_on = fields.Date(required=True)
 
 
@@ -75,8 +77,8 @@ class FeePaidData(_Strict):
 class CcpActivityData(_Strict):
     """`ccp.activity_recorded`: documented CCP points."""
 
-    activity_id = fields.String(required=True, validate=_ID)
-    category = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    activity_id = fields.String(required=True, validate=[_ID, TEXT])
+    category = fields.String(required=True, validate=[validate.Length(min=1, max=64), TEXT])
     completed_on = fields.Date(required=True)
     points = fields.Float(
         required=True,
@@ -107,8 +109,8 @@ class RecertifiedData(_Strict):
 
     method = fields.String(required=True, validate=validate.OneOf(["ccp", "exam"]))
     completed_on = fields.Date(required=True)
-    application_id = fields.String(required=True, validate=_ID)
-    eligibility_criteria = fields.String(required=True, validate=_ID)
+    application_id = fields.String(required=True, validate=[_ID, TEXT])
+    eligibility_criteria = fields.String(required=True, validate=[_ID, TEXT])
     exam_passed_on = fields.Date(load_default=None)
     ccp_points = fields.Float(
         load_default=None, allow_nan=False, validate=validate.Range(min=0, max=1000)
@@ -126,15 +128,15 @@ class RecertifiedData(_Strict):
 class RevokedData(_Strict):
     """`certification.revoked`: withdrawn by the certifying body."""
 
-    reason = fields.String(required=True, validate=validate.Length(min=1, max=2000))
+    reason = fields.String(required=True, validate=[validate.Length(min=1, max=2000), TEXT])
     revoked_on = fields.Date(required=True)
 
 
 class MemberUpdatedData(_Strict):
     """`member.updated`: any of the member's name and e-mail."""
 
-    first_name = fields.String(load_default=None, validate=_NAME)
-    last_name = fields.String(load_default=None, validate=_NAME)
+    first_name = fields.String(load_default=None, validate=[_NAME, TEXT])
+    last_name = fields.String(load_default=None, validate=[_NAME, TEXT])
     email = fields.Email(load_default=None, validate=validate.Length(max=320))
 
     @validates_schema
@@ -215,7 +217,7 @@ def load_envelope(body: Any) -> Envelope:
         errors, envelope = field_errors(exc.messages), body
     event_type, raw_data = envelope.get("type"), envelope.get("data")
     data = None
-    if event_type in DATA_SCHEMAS and isinstance(raw_data, dict):
+    if isinstance(event_type, str) and event_type in DATA_SCHEMAS and isinstance(raw_data, dict):
         try:
             data = DATA_SCHEMAS[event_type][0]().load(raw_data)
         except ValidationError as exc:

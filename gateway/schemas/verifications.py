@@ -4,20 +4,26 @@ from __future__ import annotations
 
 from marshmallow import RAISE, Schema, fields, validate
 
+from gateway.schemas.events import TEXT
+from gateway.schemas.responses import STANDING_STATUSES
+
 MAX_BATCH = 100
 
 
 class VerificationSchema(Schema):
-    """The public record of one certification: exactly what a public registry shows."""
+    """The public record of one certification: exactly what a public registry shows.
 
-    certification_id = fields.String()
-    name = fields.String()
-    credential = fields.String()
-    credential_name = fields.String()
-    status = fields.String()
-    certified_since = fields.Date()
-    valid_through = fields.Date(allow_none=True)
-    verified_at = fields.DateTime()
+    Only dumped (never loaded): `required` and `validate` here document the answer (OpenAPI).
+    """
+
+    certification_id = fields.String(required=True)
+    name = fields.String(required=True)
+    credential = fields.String(required=True)
+    credential_name = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(STANDING_STATUSES))
+    certified_since = fields.Date(required=True)
+    valid_through = fields.Date(required=True, allow_none=True)
+    verified_at = fields.DateTime(required=True)
 
 
 class BatchLookupSchema(Schema):
@@ -27,7 +33,7 @@ class BatchLookupSchema(Schema):
         unknown = RAISE
 
     certification_ids = fields.List(
-        fields.String(validate=validate.Length(min=1, max=128)),
+        fields.String(validate=[validate.Length(min=1, max=128), TEXT]),
         required=True,
         validate=validate.Length(
             min=1, max=MAX_BATCH, error=f"Give 1 to {MAX_BATCH} certification ids per batch."

@@ -8,7 +8,7 @@ from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
-from gateway.schemas.events import ShapeError, field_errors
+from gateway.schemas.events import TEXT, ShapeError, field_errors
 
 _PRINTABLE = validate.Regexp(r"^[\x21-\x7e]+$", error="Use printable ASCII, no spaces.")
 
@@ -23,7 +23,7 @@ class CredlyEnvelopeSchema(Schema):
     organization_id = fields.String(
         required=True, validate=[validate.Length(min=1, max=128), _PRINTABLE]
     )
-    event_type = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    event_type = fields.String(required=True, validate=[validate.Length(min=1, max=64), TEXT])
     occurred_at = fields.AwareDateTime(required=True, default_timezone=UTC)
 
 

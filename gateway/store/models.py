@@ -229,3 +229,71 @@ class CredlyNotification(Base):
     result: Mapped[str | None] = mapped_column(Text)
     last_error: Mapped[str | None] = mapped_column(Text)
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Subscription(Base):
+    """An employer's webhook: where to POST status changes of the certifications it watches.
+
+    `secret` signs every delivery (Standard Webhooks), so it is stored as given out, not hashed.
+    """
+
+    __tablename__ = "subscriptions"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    client_id: Mapped[str] = mapped_column(ForeignKey("oauth_clients.client_id"), index=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    secret: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class WatchedCertification(Base):
+    """One certification a subscription watches (it need not be on record yet)."""
+
+    __tablename__ = "subscription_certifications"
+
+    subscription_id: Mapped[str] = mapped_column(
+        ForeignKey("subscriptions.id", ondelete="CASCADE"), primary_key=True
+    )
+    certification_id: Mapped[str] = mapped_column(String(128), primary_key=True, index=True)
+
+
+class DeliveryTarget(Base):
+    """A place deliveries go (`directory` or a subscription id): its sequence, backfill progress."""
+
+    __tablename__ = "delivery_targets"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    last_sequence: Mapped[int] = mapped_column(Integer, default=0)
+    backfill_after: Mapped[str | None] = mapped_column(String(128))
+    backfill_finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Delivery(Base):
+    """One push of a certification's public record to a target, numbered in the target's sequence.
+
+    `state`: pending, sending, retrying, delivered, superseded (a later one was delivered first),
+    cancelled (the subscription was deleted) or failed.
+    """
+
+    __tablename__ = "deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    target: Mapped[str] = mapped_column(String(40))
+    certification_id: Mapped[str] = mapped_column(String(128))
+    sequence: Mapped[int] = mapped_column(Integer)
+    event_id: Mapped[str] = mapped_column(String(64), unique=True)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        UniqueConstraint("target", "sequence"),
+        Index("ix_deliveries_target_certification", "target", "certification_id"),
+    )

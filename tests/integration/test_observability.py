@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -142,8 +143,12 @@ def test_gateway_serve_runs_gunicorn_processes_whose_metrics_add_up(tmp_path, po
             except requests.ConnectionError:
                 assert proc.poll() is None and time.monotonic() < deadline
                 time.sleep(0.2)
-        for _ in range(60):  # new connections spread over both processes
-            assert requests.get(f"{base}/healthz", timeout=5).status_code == 200
+
+        def hit(_: int) -> int:
+            return requests.get(f"{base}/healthz", timeout=10).status_code
+
+        with ThreadPoolExecutor(8) as pool:  # concurrent connections spread over both processes
+            assert set(pool.map(hit, range(60))) == {200}
         text = requests.get(f"{base}/metrics", timeout=5).text
         served = sample(text, "gateway_http_requests_total", endpoint="/healthz", status="200")
         assert served == 61  # every process's count, summed

@@ -1,0 +1,159 @@
+"""Signed webhook POSTs (Standard Webhooks): secrets, signatures, a private-address guard, sending.
+
+Facts this module relies on (Standard Webhooks specification v1, standardwebhooks.com):
+
+- Three headers: `webhook-id` (the message id, the same on every retry so receivers can drop
+  duplicates), `webhook-timestamp` (Unix seconds of this attempt) and `webhook-signature`
+  (`v1,<base64 of HMAC-SHA256 over "{id}.{timestamp}.{body}">`).
+- The key is the base64 part of the secret `whsec_<base64>`; receivers verify with it (e.g.
+  `standardwebhooks.Webhook(secret).verify(body, headers)`, which allows 5 minutes of clock skew).
+- A 2xx answer acknowledges the message; anything else (a redirect too) is a failed attempt.
+
+A target whose host resolves to a loopback, private, link-local or otherwise non-global address is
+refused unless the operator allows them: checked at registration and again before every POST, since
+DNS answers can change. The module imports nothing of Flask, `gateway` or `jobs`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import ipaddress
+import secrets
+import socket
+import time
+from urllib.parse import urlsplit
+
+import requests
+import urllib3
+
+from connectors.errors import PermanentError, TransientError
+
+SECRET_PREFIX = "whsec_"
+USER_AGENT = "credential-gateway-webhooks/1"
+#: How much of a receiver's answer is kept in the delivery log.
+ANSWER_EXCERPT_BYTES = 1024
+
+Timeout = float | tuple[float, float]
+
+
+class TargetRefused(PermanentError):
+    """The URL may not receive deliveries: not http(s), or its host is not a public address."""
+
+
+class TargetUnresolved(TransientError):
+    """The URL's host does not resolve (now); DNS may answer later."""
+
+
+class DeliveryFailed(TransientError):
+    """The POST failed: no answer, or an answer other than 2xx; `status` is None without one."""
+
+    def __init__(self, message: str, *, status: int | None = None, body: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+def new_secret() -> str:
+    """A fresh signing secret, `whsec_` and 32 random bytes in base64."""
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
+    """The `webhook-signature` value of `body` sent as `message_id` at `timestamp`."""
+    key = base64.b64decode(secret.removeprefix(SECRET_PREFIX))
+    signed = f"{message_id}.{timestamp}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+
+
+def signed_headers(secret: str, message_id: str, body: bytes, timestamp: int) -> dict[str, str]:
+    """The three Standard Webhooks headers of one attempt."""
+    return {
+        "webhook-id": message_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": sign(secret, message_id, timestamp, body),
+    }
+
+
+def _public(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone id
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+def check_target(url: str, *, allow_private: bool) -> None:
+    """Raise TargetRefused unless `url` is http(s) on a host whose every address is public.
+
+    With `allow_private` only the scheme and host are checked. TargetUnresolved when DNS does not
+    answer for the host.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise TargetRefused(f"{url} is not an http(s) URL with a host")
+    if allow_private:
+        return
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        found = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise TargetUnresolved(f"{parts.hostname} does not resolve: {exc}") from exc
+    private = sorted({info[4][0] for info in found if not _public(info[4][0])})
+    if private:
+        raise TargetRefused(
+            f"{parts.hostname} resolves to a loopback, private or link-local address "
+            f"({', '.join(private)}); such targets are not allowed"
+        )
+
+
+class WebhookSender:
+    """POSTs signed messages to subscribers' URLs, re-checking each URL's addresses first."""
+
+    def __init__(
+        self,
+        *,
+        timeout: Timeout = (3.05, 10.0),
+        allow_private: bool = False,
+        session: requests.Session | None = None,
+    ) -> None:
+        self.timeout = timeout
+        self.allow_private = allow_private
+        self.session = session or requests.Session()
+
+    def send(self, url: str, secret: str, message_id: str, body: bytes) -> int:
+        """POST `body` signed with `secret`; the 2xx status, else TargetRefused/DeliveryFailed."""
+        check_target(url, allow_private=self.allow_private)
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            **signed_headers(secret, message_id, body, int(time.time())),
+        }
+        try:
+            response = self.session.post(
+                url,
+                data=body,
+                headers=headers,
+                timeout=self.timeout,
+                allow_redirects=False,  # a redirect could lead anywhere, a private address too
+                stream=True,  # read no more of the answer than the log keeps
+            )
+        except requests.RequestException as exc:
+            raise DeliveryFailed(f"POST {url}: {exc!r}") from exc
+        with response:
+            if 200 <= response.status_code < 300:
+                return response.status_code
+            raise DeliveryFailed(
+                f"POST {url} answered {response.status_code}",
+                status=response.status_code,
+                body=_excerpt(response),
+            )
+
+
+def _excerpt(response: requests.Response) -> str:
+    """The start of an answer's body, as far as it can be read."""
+    try:
+        start = response.raw.read(ANSWER_EXCERPT_BYTES, decode_content=True)
+    except (urllib3.exceptions.HTTPError, OSError):
+        return ""
+    return start.decode("utf-8", "replace")

@@ -1,0 +1,176 @@
+"""`/v1/subscriptions`: employers' webhooks for status changes of the certifications they watch.
+
+Scope `verifications:read`; each client sees and changes only its own subscriptions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from flask import Blueprint, Response, request, url_for
+from flask.typing import ResponseReturnValue
+from marshmallow import Schema, ValidationError
+from sqlalchemy.orm import Session
+
+from connectors.errors import PermanentError, TransientError
+from connectors.webhooks import check_target
+from gateway import subscriptions
+from gateway.api.events import json_body
+from gateway.api.problems import Problem
+from gateway.auth import current_client_id, require_scope
+from gateway.ratelimit import LOOKUP_SCOPE
+from gateway.schemas.events import field_errors
+from gateway.schemas.subscriptions import (
+    CertificationIdsSchema,
+    DeliveryQuerySchema,
+    DeliverySchema,
+    SubscriptionCreateSchema,
+    SubscriptionSchema,
+)
+from gateway.services import services
+from gateway.store.models import Subscription
+
+bp = Blueprint("subscriptions", __name__)
+
+_view = SubscriptionSchema()
+#: Room for MAX_WATCHED ids of 128 characters (the app's default limit is far smaller).
+MAX_BODY = 2 * 1024 * 1024
+
+
+@bp.before_request
+def _allow_long_lists() -> None:
+    request.max_content_length = MAX_BODY
+
+
+def _load(schema: Schema, data: Any, what: str) -> dict[str, Any]:
+    """`data` loaded by `schema`, or a 422 problem naming each bad field."""
+    try:
+        return schema.load(data)
+    except ValidationError as exc:
+        errors = field_errors(exc.messages)
+        raise Problem(
+            422, "Unprocessable Content", f"The {what} is malformed.", errors=errors
+        ) from exc
+
+
+def _unprocessable(field: str, message: str) -> Problem:
+    return Problem(
+        422, "Unprocessable Content", message, errors=[{"field": field, "message": message}]
+    )
+
+
+def _owned(session: Session, subscription_id: str) -> Subscription:
+    try:
+        return subscriptions.owned(session, current_client_id(), subscription_id)
+    except subscriptions.SubscriptionNotFound as exc:
+        detail = f"You have no subscription {subscription_id}."
+        raise Problem(404, "Not Found", detail) from exc
+
+
+def _dump(subscription: Subscription, count: int, **extra: Any) -> dict[str, Any]:
+    """The JSON view of a subscription watching `count` certifications."""
+    return _view.dump(
+        {
+            "id": subscription.id,
+            "url": subscription.url,
+            "created_at": subscription.created_at,
+            "certification_count": count,
+            **extra,
+        }
+    )
+
+
+def _check_url(url: str) -> None:
+    """Refuse a URL whose host resolves to a loopback, private or link-local address (422)."""
+    try:
+        check_target(url, allow_private=services().settings.webhook_allow_private_targets)
+    except (PermanentError, TransientError) as exc:
+        raise _unprocessable("url", str(exc)) from exc
+
+
+@bp.post("/v1/subscriptions")
+@require_scope(LOOKUP_SCOPE)
+def create_subscription() -> ResponseReturnValue:
+    """Register a webhook; the answer shows its signing secret, the only time it is shown."""
+    body = _load(SubscriptionCreateSchema(), json_body(), "subscription")
+    _check_url(body["url"])
+    with services().db.transaction() as session:
+        try:
+            subscription = subscriptions.create(
+                session, current_client_id(), body["url"], body["certification_ids"]
+            )
+        except subscriptions.TooManyWatched as exc:
+            raise _unprocessable("certification_ids", str(exc)) from exc
+        view = _dump(subscription, len(body["certification_ids"]), secret=subscription.secret)
+    location = url_for("subscriptions.get_subscription", subscription_id=subscription.id)
+    return view, 201, {"Location": location}
+
+
+@bp.get("/v1/subscriptions")
+@require_scope(LOOKUP_SCOPE)
+def list_subscriptions() -> ResponseReturnValue:
+    """Your live subscriptions, oldest first (without the watched ids)."""
+    with services().db.sessions() as session:
+        rows = subscriptions.list_owned(session, current_client_id())
+        return {"subscriptions": [_dump(subscription, count) for subscription, count in rows]}
+
+
+@bp.get("/v1/subscriptions/<subscription_id>")
+@require_scope(LOOKUP_SCOPE)
+def get_subscription(subscription_id: str) -> ResponseReturnValue:
+    """One of your subscriptions with every certification id it watches."""
+    with services().db.transaction() as session:
+        subscription = _owned(session, subscription_id)
+        ids = subscriptions.watched_ids(session, subscription.id)
+        return _dump(subscription, len(ids), certification_ids=ids)
+
+
+@bp.delete("/v1/subscriptions/<subscription_id>")
+@require_scope(LOOKUP_SCOPE)
+def delete_subscription(subscription_id: str) -> ResponseReturnValue:
+    """Delete a subscription: nothing more is delivered to it."""
+    with services().db.transaction() as session:
+        subscriptions.remove(_owned(session, subscription_id))
+    return Response(status=204)
+
+
+@bp.post("/v1/subscriptions/<subscription_id>/certifications")
+@require_scope(LOOKUP_SCOPE)
+def watch_certifications(subscription_id: str) -> ResponseReturnValue:
+    """Watch more certifications (at most 10,000 in all); says how many were `added`."""
+    return _change_watched(subscription_id, subscriptions.watch, "added")
+
+
+@bp.delete("/v1/subscriptions/<subscription_id>/certifications")
+@require_scope(LOOKUP_SCOPE)
+def unwatch_certifications(subscription_id: str) -> ResponseReturnValue:
+    """Stop watching the certifications named in the body; says how many were `removed`."""
+    return _change_watched(subscription_id, subscriptions.unwatch, "removed")
+
+
+def _change_watched(
+    subscription_id: str, change: Callable[[Session, Subscription, list[str]], int], key: str
+) -> dict[str, Any]:
+    ids = _load(CertificationIdsSchema(), json_body(), "list of ids")["certification_ids"]
+    with services().db.transaction() as session:
+        subscription = _owned(session, subscription_id)
+        try:
+            changed = change(session, subscription, ids)
+        except subscriptions.TooManyWatched as exc:
+            raise _unprocessable("certification_ids", str(exc)) from exc
+        count = subscriptions.count_watched(session, subscription.id)
+        return {**_dump(subscription, count), key: changed}
+
+
+@bp.get("/v1/subscriptions/<subscription_id>/deliveries")
+@require_scope(LOOKUP_SCOPE)
+def list_deliveries(subscription_id: str) -> ResponseReturnValue:
+    """The delivery log, newest first: `?limit=` (≤ 1000) and `?before=<sequence>` to page back."""
+    query = _load(DeliveryQuerySchema(), request.args.to_dict(), "query")
+    with services().db.transaction() as session:
+        subscription = _owned(session, subscription_id)
+        rows = subscriptions.deliveries(
+            session, subscription.id, limit=query["limit"], before=query["before"]
+        )
+        return {"deliveries": DeliverySchema(many=True).dump(rows)}

@@ -1,0 +1,260 @@
+"""Response bodies as marshmallow schemas: what the OpenAPI document promises each answer holds.
+
+The views build their answers as plain dicts; these schemas describe them for `/openapi.json`
+and the schemathesis tests check every answer against them. Closed schemas (`additionalProperties:
+false`) say exactly which keys an answer has; problem details stay open (RFC 9457 extensions).
+"""
+
+from __future__ import annotations
+
+from marshmallow import INCLUDE, RAISE, Schema, fields, validate
+
+from gateway import rules
+from gateway.schemas.subscriptions import DeliverySchema, SubscriptionSchema
+
+STANDING_STATUSES = (rules.ACTIVE, rules.INACTIVE, rules.LAPSED, rules.REVOKED)
+ACTIONS = tuple(
+    a.kind
+    for a in (rules.IssueBadge, rules.ReplaceBadge, rules.RevokeBadge, rules.SyncVerification)
+)
+
+
+class _Closed(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+class ProblemErrorSchema(_Closed):
+    """One item of a problem's `errors`: a field path (malformed body) or a rule id (rejection)."""
+
+    field = fields.String(metadata={"description": "Dotted path of the offending field."})
+    rule = fields.String(metadata={"description": "Rule id of RULES.md that the event breaks."})
+    message = fields.String(required=True)
+
+
+class ProblemSchema(Schema):
+    """RFC 9457 problem details, the body of every error (`application/problem+json`)."""
+
+    class Meta:
+        unknown = INCLUDE  # extension members: OAuth `error`, readiness `checks`, ...
+
+    type = fields.String(required=True, metadata={"example": "about:blank"})
+    title = fields.String(required=True)
+    status = fields.Integer(required=True, validate=validate.Range(min=400, max=599))
+    detail = fields.String(required=True)
+    errors = fields.List(fields.Nested(ProblemErrorSchema))
+
+
+class ReasonSchema(_Closed):
+    """A rule that holds for the standing, or that an event broke."""
+
+    rule = fields.String(required=True)
+    message = fields.String(required=True)
+
+
+class MemberViewSchema(_Closed):
+    """The member a certification belongs to."""
+
+    member_id = fields.String(required=True)
+    first_name = fields.String(required=True)
+    last_name = fields.String(required=True)
+    email = fields.String(required=True)
+
+
+class FeesSchema(_Closed):
+    """Renewal fees: paid through a day, the next one due in a month (`YYYY-MM`)."""
+
+    paid_through = fields.Date(required=True)
+    next_due = fields.String(required=True, validate=validate.Regexp(r"^\d{4}-\d{2}$"))
+    unpaid_years = fields.Integer(required=True)
+
+
+class CcpSchema(_Closed):
+    """Continuing-competency points of the current cycle."""
+
+    required = fields.Boolean(required=True)
+    cycle_start = fields.Date(required=True, allow_none=True)
+    cycle_end = fields.Date(required=True, allow_none=True)
+    points_required = fields.Float(required=True)
+    points_earned = fields.Float(required=True)
+    points_by_category = fields.Dict(keys=fields.String(), values=fields.Float(), required=True)
+
+
+class RecertificationSchema(_Closed):
+    """Whether the member must recertify, and by which methods."""
+
+    required = fields.Boolean(required=True)
+    methods = fields.List(fields.String(validate=validate.OneOf(["ccp", "exam"])), required=True)
+
+
+class BadgeViewSchema(_Closed):
+    """The Credly badge of the current certification period."""
+
+    state = fields.String(
+        required=True,
+        metadata={"description": "none, queued, pending, accepted, rejected, revoked, or error"},
+    )
+    credly_badge_id = fields.String(required=True, allow_none=True)
+    issued_at = fields.DateTime(required=True, allow_none=True)
+    expires_at = fields.DateTime(required=True, allow_none=True)
+    state_changed_at = fields.DateTime(required=True, allow_none=True)
+    error = fields.String(metadata={"description": "Why the badge job failed (state error)."})
+
+
+class VerificationSyncSchema(_Closed):
+    """When the employer lookup was last written, and what it shows."""
+
+    synced_at = fields.DateTime(required=True, allow_none=True)
+    status = fields.String(required=True, allow_none=True)
+
+
+class JobSchema(_Closed):
+    """One side effect (outbox item) and where its job stands."""
+
+    id = fields.String(required=True, metadata={"example": "outbox-42"})
+    kind = fields.String(required=True)
+    state = fields.String(
+        required=True,
+        metadata={"description": "pending, enqueued, running, retrying, done, or failed"},
+    )
+    attempts = fields.Integer(required=True)
+    last_error = fields.String(required=True, allow_none=True)
+    created_at = fields.DateTime(required=True, allow_none=True)
+    finished_at = fields.DateTime(required=True, allow_none=True)
+
+
+class StandingSchema(_Closed):
+    """Where a certification stands on `as_of` (SPEC §6), with its badge, lookup and jobs."""
+
+    certification_id = fields.String(required=True)
+    credential = fields.String(required=True)
+    member = fields.Nested(MemberViewSchema, required=True)
+    certified_on = fields.Date(required=True)
+    as_of = fields.Date(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(STANDING_STATUSES))
+    reasons = fields.List(fields.Nested(ReasonSchema), required=True)
+    fees = fields.Nested(FeesSchema, required=True)
+    ccp = fields.Nested(CcpSchema, required=True)
+    recertification = fields.Nested(RecertificationSchema, required=True)
+    lapsed_on = fields.Date(required=True, allow_none=True)
+    next_change_on = fields.Date(required=True, allow_none=True)
+    badge = fields.Nested(BadgeViewSchema, required=True)
+    verification = fields.Nested(VerificationSyncSchema, required=True)
+    jobs = fields.List(fields.Nested(JobSchema), required=True)
+
+
+class EventAnswerSchema(_Closed):
+    """`202 Accepted`: the event is recorded; the standing after it and the actions it caused."""
+
+    event_id = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(["accepted"]))
+    standing = fields.Nested(StandingSchema, required=True)
+    actions = fields.List(fields.String(validate=validate.OneOf(ACTIONS)), required=True)
+
+
+class EventRecordSchema(_Closed):
+    """A recorded event, its outcome and reasons, and the state of every job it caused."""
+
+    event_id = fields.String(required=True)
+    type = fields.String(required=True)
+    certification_id = fields.String(required=True)
+    occurred_at = fields.DateTime(required=True)
+    received_at = fields.DateTime(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(["accepted", "rejected"]))
+    reasons = fields.List(fields.Nested(ReasonSchema), required=True)
+    data = fields.Dict(required=True, metadata={"description": "The event's data, as sent."})
+    jobs = fields.List(fields.Nested(JobSchema), required=True)
+
+
+class CredentialSchema(_Closed):
+    """One credential of the policy table."""
+
+    code = fields.String(required=True, metadata={"example": "RMA"})
+    name = fields.String(required=True)
+    points_per_cycle = fields.Float(required=True)
+    eligibility_criteria = fields.String(
+        required=True,
+        metadata={"description": "The current criteria id recertification.completed must name."},
+    )
+
+
+class CredentialsSchema(_Closed):
+    """The credential policy table."""
+
+    credentials = fields.List(fields.Nested(CredentialSchema), required=True)
+
+
+class NotFoundResultSchema(_Closed):
+    """A batch lookup's answer for a number that is not on record."""
+
+    certification_id = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(["not_found"]))
+
+
+class TokenRequestSchema(Schema):
+    """`POST /oauth/token` form (RFC 6749 §4.4); Authlib checks it, this schema documents it."""
+
+    grant_type = fields.String(required=True, validate=validate.OneOf(["client_credentials"]))
+    scope = fields.String(
+        metadata={"description": "Space-separated; default: all of the client's."}
+    )
+    client_id = fields.String(metadata={"description": "client_secret_post only."})
+    client_secret = fields.String(metadata={"description": "client_secret_post only."})
+
+
+class TokenSchema(_Closed):
+    """An access token (RFC 6749 §5.1)."""
+
+    access_token = fields.String(required=True)
+    token_type = fields.String(required=True, validate=validate.OneOf(["Bearer"]))
+    expires_in = fields.Integer(required=True)
+    scope = fields.String(required=True)
+
+
+class HealthSchema(_Closed):
+    """The process is alive."""
+
+    status = fields.String(required=True, validate=validate.OneOf(["ok"]))
+
+
+class CredlyStatusSchema(_Closed):
+    """The Credly backend in use and its token's configured expiry."""
+
+    mode = fields.String(required=True, validate=validate.OneOf(["live", "dry-run"]))
+    token_expires_on = fields.Date(required=True, allow_none=True)
+    days_left = fields.Integer(required=True, allow_none=True)
+
+
+class ReadinessSchema(_Closed):
+    """The database and Redis are reachable."""
+
+    status = fields.String(required=True, validate=validate.OneOf(["ready"]))
+    checks = fields.Dict(keys=fields.String(), values=fields.String(), required=True)
+    credly = fields.Nested(CredlyStatusSchema, required=True)
+
+
+class WebhookReceiptSchema(_Closed):
+    """A Credly notification was recorded (or had been) and its check queued."""
+
+    id = fields.String(required=True)
+    status = fields.String(required=True)
+    duplicate = fields.Boolean(required=True)
+
+
+class SubscriptionsSchema(_Closed):
+    """The client's live subscriptions."""
+
+    subscriptions = fields.List(fields.Nested(SubscriptionSchema), required=True)
+
+
+class WatchedChangeSchema(SubscriptionSchema):
+    """A subscription after certifications were watched (`added`) or unwatched (`removed`)."""
+
+    added = fields.Integer(metadata={"description": "Newly watched (POST)."})
+    removed = fields.Integer(metadata={"description": "No longer watched (DELETE)."})
+
+
+class DeliveriesSchema(_Closed):
+    """A page of a subscription's delivery log, newest first."""
+
+    deliveries = fields.List(fields.Nested(DeliverySchema), required=True)

@@ -1,0 +1,83 @@
+"""The webhook subscription bodies: registering, watched certification ids, the delivery log."""
+
+from __future__ import annotations
+
+from marshmallow import RAISE, Schema, fields, post_load, validate
+
+MAX_WATCHED = 10_000
+MAX_URL = 2048
+MAX_PAGE = 1000
+
+
+class CertificationIdsSchema(Schema):
+    """`{"certification_ids": [...]}`: 1 to 10,000 certification ids (duplicates count once)."""
+
+    class Meta:
+        unknown = RAISE
+
+    certification_ids = fields.List(
+        fields.String(validate=validate.Length(min=1, max=128)),
+        required=True,
+        validate=validate.Length(
+            min=1, max=MAX_WATCHED, error=f"Give 1 to {MAX_WATCHED} certification ids."
+        ),
+    )
+
+    @post_load
+    def _unique(self, data: dict, **_: object) -> dict:
+        data["certification_ids"] = list(dict.fromkeys(data["certification_ids"]))
+        return data
+
+
+class SubscriptionCreateSchema(CertificationIdsSchema):
+    """`POST /v1/subscriptions`: where to deliver, and which certifications to watch."""
+
+    url = fields.Url(
+        required=True,
+        schemes={"http", "https"},
+        require_tld=False,
+        validate=validate.Length(max=MAX_URL),
+        metadata={"description": "The webhook URL; it must resolve to public addresses."},
+    )
+
+
+class SubscriptionSchema(Schema):
+    """A subscription as its owner sees it; the secret only in the answer that created it."""
+
+    id = fields.String()
+    url = fields.String()
+    certification_count = fields.Integer()
+    certification_ids = fields.List(fields.String())
+    created_at = fields.DateTime()
+    secret = fields.String(
+        metadata={"description": "whsec_...: shown once, at creation; verifies signatures."}
+    )
+
+
+class DeliverySchema(Schema):
+    """One entry of a subscription's delivery log."""
+
+    sequence = fields.Integer()
+    event_id = fields.String(metadata={"description": "The webhook-id header of the message."})
+    certification_id = fields.String()
+    state = fields.String(
+        metadata={
+            "description": "pending, sending, retrying, delivered, superseded, cancelled, failed"
+        }
+    )
+    attempts = fields.Integer()
+    status_code = fields.Integer(allow_none=True)
+    error = fields.String(allow_none=True, attribute="last_error")
+    created_at = fields.DateTime()
+    last_attempt_at = fields.DateTime(allow_none=True)
+    finished_at = fields.DateTime(allow_none=True)
+
+
+class DeliveryQuerySchema(Schema):
+    """`?limit=&before=`: newest first, `before` a sequence number to page back from."""
+
+    class Meta:
+        unknown = RAISE
+
+    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=MAX_PAGE))
+    before = fields.Integer(load_default=None, validate=validate.Range(min=1))

@@ -1,0 +1,104 @@
+"""Hardening of every request and answer: security headers; input too big or unstorable refused.
+
+The CSP suits the only HTML the gateway serves (`/verify`, `/docs`): server-rendered pages with
+their own stylesheet, a same-origin GET form, no scripts, no inline styles, nothing from elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import IO, Any
+
+from flask import Flask, Request, Response, request
+from flask.json.provider import DefaultJSONProvider
+from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.routing import Map, UnicodeConverter
+from werkzeug.utils import cached_property
+from werkzeug.wsgi import LimitedStream
+
+# One path segment without NUL: PostgreSQL cannot store NUL, so such a value names nothing.
+PATH_SEGMENT = r"[^/\x00]"
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+}
+HSTS = "max-age=31536000; includeSubDomains"
+
+
+def add_security_headers(response: Response) -> Response:
+    """Set the headers of `HEADERS` (and HSTS over HTTPS) unless the view set its own."""
+    for name, value in HEADERS.items():
+        response.headers.setdefault(name, value)
+    if request.is_secure:
+        response.headers.setdefault("Strict-Transport-Security", HSTS)
+    return response
+
+
+class _WholeOrTooLarge(LimitedStream):
+    """A streamed body capped at the size limit that answers 413 when more was sent.
+
+    Werkzeug answers 413 for a declared length over the limit, but reads a streamed (chunked) one
+    up to the limit and stops without a word: it would read as malformed JSON or a cut form.
+    """
+
+    def readall(self) -> bytes:
+        data = super().readall()
+        if self.is_exhausted and self._stream.read(1):
+            raise RequestEntityTooLarge()
+        return data
+
+
+class BoundedRequest(Request):
+    """Flask's request; a streamed body over the limit (app's, or a blueprint's) answers 413."""
+
+    @cached_property
+    def stream(self) -> IO[bytes]:
+        limit = self.max_content_length  # read when the body is, after every before_request
+        streamed = self.content_length is None and "wsgi.input_terminated" in self.environ
+        if streamed and limit is not None:
+            return _WholeOrTooLarge(self.environ["wsgi.input"], limit, is_max=True)
+        return super().stream
+
+
+class SegmentConverter(UnicodeConverter):
+    """Flask's default path converter, refusing NUL: such a path matches no route (404)."""
+
+    def __init__(self, map: Map, *args: int | None, **kwargs: int | None) -> None:
+        super().__init__(map, *args, **kwargs)
+        self.regex = self.regex.replace("[^/]", PATH_SEGMENT)
+
+
+class SafeJSONProvider(DefaultJSONProvider):
+    """Flask's JSON, refusing request bodies Python could decode but the gateway cannot use.
+
+    JSON may escape a lone UTF-16 surrogate (`"\\ud800"`): Python decodes it into a string that
+    cannot be encoded, hashed or stored. Arrays nested thousands deep (which fit in 64 KiB) exceed
+    Python's recursion limit. Either answers 400 like any malformed JSON.
+    """
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        try:
+            value = super().loads(s, **kwargs)
+            json.dumps(value, ensure_ascii=False).encode()
+        except RecursionError as exc:
+            raise ValueError("The JSON is nested too deep.") from exc
+        except UnicodeEncodeError as exc:
+            raise ValueError("The JSON holds a lone surrogate, which is not Unicode text.") from exc
+        return value
+
+
+def init_app(app: Flask) -> None:
+    """Add the security headers to every answer of `app`, errors included, and refuse bodies over
+    the limit and input that cannot be stored; call it before the blueprints are registered, so
+    that their path values use `SegmentConverter`."""
+    app.json = SafeJSONProvider(app)
+    app.url_map.converters["default"] = app.url_map.converters["string"] = SegmentConverter
+    app.request_class = BoundedRequest
+    app.after_request(add_security_headers)

@@ -1,0 +1,328 @@
+"""Delivery jobs: push changed public records to the directory and to employers' webhooks, in order.
+
+A target is the verification directory (`directory`, when configured) or a webhook subscription
+(its id). When the sync job changes a public record, `fan_out` numbers one delivery per target in
+the target's own sequence and queues its outbox item, in the sync's transaction. A delivery sends
+the certification's *newest* public record when it runs, so:
+
+- deliveries of one target and certification never overlap (a lease taken before sending), and
+- a delivery older than one already delivered is superseded instead of sent,
+
+hence a receiver never sees a later status overtaken by an earlier one. Transient failures are
+retried with back-off for up to DELIVERY_RETRY_WINDOW_SECONDS (a day by default).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from connectors.errors import PermanentError, TransientError
+from gateway import lookup
+from gateway.config import Settings
+from gateway.schemas.verifications import VerificationSchema
+from gateway.services import Services
+from gateway.store.models import (
+    Delivery,
+    DeliveryTarget,
+    OutboxItem,
+    Subscription,
+    VerificationRecord,
+    WatchedCertification,
+    utcnow,
+)
+from jobs.retry import RetryPolicy, within
+
+log = logging.getLogger("jobs.deliveries")
+
+DIRECTORY = "directory"
+EVENT_TYPE = "certification.status_changed"
+#: The longest wait between two attempts of a delivery.
+CAP_SECONDS = 3 * 3600
+#: States after which a delivery is never sent again ("failed" ones may be requeued).
+SETTLED = ("delivered", "superseded", "cancelled")
+#: States of deliveries a later delivered one makes pointless.
+OPEN = ("pending", "retrying")
+
+_public = VerificationSchema()
+#: What a record shows; a change of any of these is pushed (the id and time of check are not).
+PUBLIC_FIELDS = tuple(
+    name for name in _public.fields if name not in ("certification_id", "verified_at")
+)
+
+Send = Callable[[Services, "Claim", dict[str, Any]], int]
+
+
+class DeliveryBusy(TransientError):
+    """Another delivery of the same target and certification is being sent; try again later."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def retry_policy(settings: Settings) -> RetryPolicy:
+    """Back-off from DELIVERY_RETRY_BASE_SECONDS for as long as the retry window allows."""
+    return within(
+        settings.delivery_retry_window_seconds, settings.delivery_retry_base_seconds, CAP_SECONDS
+    )
+
+
+def kind_of(target: str) -> str:
+    """The outbox kind of deliveries to `target`."""
+    return "push_directory" if target == DIRECTORY else "deliver_webhook"
+
+
+# --------------------------------------------------------------------------- fan-out
+
+
+def public_content(record: VerificationRecord | None) -> dict[str, Any] | None:
+    """What a lookup shows of `record` (but the time of the check); None for no record."""
+    if record is None:
+        return None
+    return {name: getattr(record, name) for name in PUBLIC_FIELDS}
+
+
+def fan_out(
+    svc: Services,
+    session: Session,
+    record: VerificationRecord,
+    before: dict[str, Any] | None,
+    *,
+    request_id: str | None = None,
+) -> list[OutboxItem]:
+    """Queue the deliveries a change of `record` from `before` calls for (caller's transaction).
+
+    The directory gets every change of the public content; subscriptions watching the
+    certification get status changes (a first record counts as one).
+    """
+    if public_content(record) == before:
+        return []
+    targets = [DIRECTORY] if svc.directory is not None else []
+    if before is None or before["status"] != record.status:
+        targets += session.scalars(
+            select(WatchedCertification.subscription_id)
+            .join(Subscription, Subscription.id == WatchedCertification.subscription_id)
+            .where(
+                WatchedCertification.certification_id == record.certification_id,
+                Subscription.deleted_at.is_(None),
+            )
+        )
+    items = []
+    for target in sorted(targets):  # one lock order for every fan-out: no deadlocks
+        items += queue(session, target, [record.certification_id], request_id=request_id)
+    return items
+
+
+def lock_target(session: Session, name: str) -> DeliveryTarget:
+    """The target row `name`, locked for this transaction; created when missing."""
+    row = session.get(DeliveryTarget, name, with_for_update=True)
+    if row is None:
+        try:
+            with session.begin_nested():
+                session.add(DeliveryTarget(name=name, last_sequence=0))
+        except IntegrityError:
+            pass  # a concurrent transaction created it first
+        row = session.get(DeliveryTarget, name, with_for_update=True, populate_existing=True)
+    return row
+
+
+def queue(
+    session: Session,
+    target: str,
+    certification_ids: Sequence[str],
+    *,
+    request_id: str | None = None,
+) -> list[OutboxItem]:
+    """Number a delivery of each certification to `target` in its sequence; queue their jobs."""
+    row = lock_target(session, target)
+    deliveries = []
+    for certification_id in certification_ids:
+        row.last_sequence += 1
+        deliveries.append(
+            Delivery(
+                target=target,
+                certification_id=certification_id,
+                sequence=row.last_sequence,
+                event_id=f"msg_{uuid.uuid4().hex}",
+                state="pending",
+                attempts=0,
+            )
+        )
+    session.add_all(deliveries)
+    session.flush()
+    items = [
+        OutboxItem(
+            certification_id=delivery.certification_id,
+            kind=kind_of(target),
+            payload={"delivery_id": delivery.id},
+            request_id=request_id,
+        )
+        for delivery in deliveries
+    ]
+    session.add_all(items)
+    session.flush()
+    return items
+
+
+# --------------------------------------------------------------------------- the jobs
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A delivery its job may now send: nothing else sends to its target for its certification."""
+
+    delivery_id: int
+    target: str
+    certification_id: str
+    sequence: int
+    event_id: str
+    created_at: datetime
+    url: str | None = None
+    secret: str | None = None
+
+
+def deliver_webhook(svc: Services, item: OutboxItem) -> None:
+    """Outbox handler: POST the signed `certification.status_changed` event to a subscription."""
+    _deliver(svc, item, _post_webhook)
+
+
+def push_directory(svc: Services, item: OutboxItem) -> None:
+    """Outbox handler: PUT the public record to the verification directory."""
+    _deliver(svc, item, _put_directory)
+
+
+def _post_webhook(svc: Services, claim: Claim, record: dict[str, Any]) -> int:
+    event = {
+        "type": EVENT_TYPE,
+        "timestamp": claim.created_at.isoformat(),
+        "subscription_id": claim.target,
+        "sequence": claim.sequence,
+        "data": record,
+    }
+    body = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+    return svc.webhooks.send(claim.url, claim.secret, claim.event_id, body)
+
+
+def _put_directory(svc: Services, claim: Claim, record: dict[str, Any]) -> int:
+    return svc.directory.put_record(claim.certification_id, record)
+
+
+def _deliver(svc: Services, item: OutboxItem, send: Send) -> None:
+    delivery_id = item.payload["delivery_id"]
+    try:
+        claim = _claim(svc, delivery_id)
+        if claim is None:
+            return
+        [found] = lookup.verify(svc.db, [claim.certification_id])
+        if found is None:
+            raise PermanentError(f"no public record of {claim.certification_id}")
+        status = send(svc, claim, _public.dump(found))
+    except (TransientError, PermanentError) as exc:
+        gave_up = isinstance(exc, PermanentError) or (
+            item.attempts >= retry_policy(svc.settings).max_attempts
+        )
+        _settle(svc, delivery_id, "failed" if gave_up else "retrying", exc)
+        raise
+    _settle(svc, delivery_id, "delivered", status)
+
+
+def _lease(settings: Settings) -> timedelta:
+    """Long enough for the slowest send: a token fetch and a request, twice, each timing out."""
+    return timedelta(seconds=4 * (4 + settings.delivery_timeout_seconds))
+
+
+def _claim(svc: Services, delivery_id: int) -> Claim | None:
+    """Take the lease of a delivery; None when it is no longer to be sent (and say why)."""
+    now = utcnow()
+    with svc.db.transaction() as session:
+        target, certification_id = session.execute(
+            select(Delivery.target, Delivery.certification_id).where(Delivery.id == delivery_id)
+        ).one()
+        rows = session.scalars(  # every delivery of this target and certification, locked
+            select(Delivery)
+            .where(Delivery.target == target, Delivery.certification_id == certification_id)
+            .order_by(Delivery.id)
+            .with_for_update()
+        ).all()
+        mine = next(row for row in rows if row.id == delivery_id)
+        if mine.state in SETTLED:
+            return None
+        subscription = None if target == DIRECTORY else session.get(Subscription, target)
+        gone = (
+            svc.directory is None
+            if target == DIRECTORY
+            else subscription is None or subscription.deleted_at is not None
+        )
+        if gone:
+            _close(mine, "cancelled", now, f"{target} takes no deliveries any more")
+            return None
+        if any(row.state == "delivered" and row.sequence > mine.sequence for row in rows):
+            _close(mine, "superseded", now, None)
+            return None
+        leases = [
+            row.lease_until
+            for row in rows
+            if row is not mine and row.state == "sending" and (row.lease_until or now) > now
+        ]
+        if leases:
+            wait = (max(leases) - now).total_seconds()
+            raise DeliveryBusy(f"another delivery to {target} is being sent", retry_after=wait)
+        mine.state, mine.lease_until = "sending", now + _lease(svc.settings)
+        mine.attempts, mine.last_attempt_at = mine.attempts + 1, now
+        return Claim(
+            delivery_id=mine.id,
+            target=target,
+            certification_id=certification_id,
+            sequence=mine.sequence,
+            event_id=mine.event_id,
+            created_at=mine.created_at,
+            url=subscription.url if subscription else None,
+            secret=subscription.secret if subscription else None,
+        )
+
+
+def _close(delivery: Delivery, state: str, now: datetime, reason: str | None) -> None:
+    delivery.state, delivery.finished_at, delivery.lease_until = state, now, None
+    if reason:
+        delivery.last_error = reason
+    log.info("delivery %s %s", delivery.event_id, state, extra={"reason": reason})
+
+
+def _describe(exc: Exception) -> str:
+    body = getattr(exc, "body", None)
+    return f"{exc}: {body}" if body else str(exc)
+
+
+def _settle(svc: Services, delivery_id: int, state: str, outcome: int | Exception) -> None:
+    """Record how an attempt ended; a delivered one supersedes the older ones still open."""
+    now = utcnow()
+    with svc.db.transaction() as session:
+        mine = session.get(Delivery, delivery_id, with_for_update=True)
+        mine.state, mine.lease_until = state, None
+        if isinstance(outcome, Exception):
+            mine.status_code, mine.last_error = getattr(outcome, "status", None), _describe(outcome)
+        else:
+            mine.status_code, mine.last_error = outcome, None
+        if state in ("delivered", "failed"):
+            mine.finished_at = now
+        if state == "delivered":
+            session.execute(
+                update(Delivery)
+                .where(
+                    Delivery.target == mine.target,
+                    Delivery.certification_id == mine.certification_id,
+                    Delivery.sequence < mine.sequence,
+                    Delivery.state.in_(OPEN),
+                )
+                .values(state="superseded", finished_at=now)
+            )

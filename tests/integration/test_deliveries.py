@@ -1,0 +1,209 @@
+"""Delivery jobs on real Redis and PostgreSQL: retries, ordering, refusals, the directory's token.
+
+Receivers and the directory are small HTTP servers on 127.0.0.1 (`tests.support.http_stubs`); RQ
+jobs run in this process through `drain`, which also moves due retries back onto the queue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from rq import Queue, SimpleWorker
+from sqlalchemy import select
+from standardwebhooks import Webhook
+
+from gateway import auth, subscriptions
+from gateway.schemas.verifications import VerificationSchema
+from gateway.store.models import Delivery, OutboxItem
+from tests.events_helpers import event, granted, revoked
+from tests.integration.test_badge_jobs import drain, submit
+from tests.support.http_stubs import DirectoryStub, scripted, serve
+from tests.verification_helpers import days_ago
+
+
+@pytest.fixture
+def make_svc(make_app, postgres_url, redis_client, redis_url):
+    """Services of an app on PostgreSQL and Redis with 1 s retries; settings may be overridden."""
+    from tests.conftest import _truncate
+
+    _truncate(postgres_url)
+
+    def factory(**settings):
+        settings = {
+            "database_url": postgres_url,
+            "redis_url": redis_url,
+            "delivery_retry_base_seconds": 1,
+            "job_retry_base_seconds": 1,
+            "webhook_allow_private_targets": True,
+            **settings,
+        }
+        return make_app(**settings).extensions["gateway"]
+
+    yield factory
+    _truncate(postgres_url)
+
+
+def watch(svc, url: str, *certification_ids: str):
+    """A subscription of a new employer client to `url`, made as the API would make it."""
+    with svc.db.transaction() as session:
+        employer = auth.create_client(session, "employer", "verifications:read")
+        return subscriptions.create(
+            session, employer.client_id, url, list(certification_ids) or ["CERT-1"]
+        )
+
+
+def deliveries(svc, target: str) -> list[Delivery]:
+    with svc.db.sessions() as session:
+        return list(
+            session.scalars(
+                select(Delivery).where(Delivery.target == target).order_by(Delivery.sequence)
+            )
+        )
+
+
+def settled(svc, target: str) -> bool:
+    found = deliveries(svc, target)
+    return bool(found) and all(d.state in ("delivered", "superseded", "failed") for d in found)
+
+
+def work_once(svc) -> None:
+    """Run what is queued now (due retries stay scheduled)."""
+    SimpleWorker([Queue(svc.settings.queue_name, connection=svc.redis)], connection=svc.redis).work(
+        burst=True
+    )
+
+
+def test_a_receiver_answering_500_then_200_gets_the_same_signed_event_twice(make_svc):
+    svc = make_svc()
+    with serve(scripted(500)) as (url, received):
+        subscription = watch(svc, url + "/hook")
+        submit(svc, granted(days_ago(30)))
+        drain(svc, lambda: settled(svc, subscription.id))
+    [delivery] = deliveries(svc, subscription.id)
+    assert (delivery.state, delivery.attempts, delivery.status_code) == ("delivered", 2, 200)
+    assert len(received) == 2
+    assert {r.headers["webhook-id"] for r in received} == {delivery.event_id}
+    for request in received:
+        event_body = Webhook(subscription.secret).verify(request.body, request.headers)
+        assert event_body["sequence"] == 1 and event_body["data"]["status"] == "active"
+
+
+def test_a_later_status_is_never_overtaken_by_the_retry_of_an_earlier_one(make_svc):
+    svc = make_svc()
+    with serve(scripted(500)) as (url, received):
+        subscription = watch(svc, url)
+        submit(svc, granted(days_ago(30)))
+        work_once(svc)  # sequence 1 (active) fails; its retry waits in the scheduler
+        [first] = deliveries(svc, subscription.id)
+        assert first.state == "retrying" and first.status_code == 500
+        submit(svc, revoked(days_ago(1)))
+        work_once(svc)  # sequence 2 (revoked) is delivered
+        drain(svc, lambda: settled(svc, subscription.id))
+    first, second = deliveries(svc, subscription.id)
+    assert (first.sequence, first.state, first.attempts) == (1, "superseded", 1)
+    assert (second.sequence, second.state) == (2, "delivered")
+    seen = [Webhook(subscription.secret).verify(r.body, r.headers) for r in received]
+    assert [(e["sequence"], e["data"]["status"]) for e in seen] == [(1, "active"), (2, "revoked")]
+
+
+def test_a_subscription_deleted_while_its_delivery_waits_gets_no_retry(make_svc):
+    svc = make_svc()
+    with serve(scripted(500)) as (url, received):
+        subscription = watch(svc, url)
+        submit(svc, granted(days_ago(30)))
+        work_once(svc)  # the first attempt fails; the retry waits
+        with svc.db.transaction() as session:
+            subscriptions.remove(
+                subscriptions.owned(session, subscription.client_id, subscription.id)
+            )
+        drain(svc, lambda: deliveries(svc, subscription.id)[0].state == "cancelled")
+    assert len(received) == 1
+    [delivery] = deliveries(svc, subscription.id)
+    assert delivery.attempts == 1 and "no deliveries" in delivery.last_error
+
+
+def test_a_target_that_resolves_to_a_private_address_is_refused_at_delivery(make_svc):
+    svc = make_svc(webhook_allow_private_targets=False)
+    with serve(scripted()) as (url, received):
+        subscription = watch(svc, url)  # registered while it resolved elsewhere, say
+        submit(svc, granted(days_ago(30)))
+        drain(svc, lambda: settled(svc, subscription.id))
+    assert received == []
+    [delivery] = deliveries(svc, subscription.id)
+    assert delivery.state == "failed" and delivery.attempts == 1
+    assert "not allowed" in delivery.last_error
+    with svc.db.sessions() as session:
+        [item] = session.scalars(select(OutboxItem).where(OutboxItem.kind == "deliver_webhook"))
+    assert item.state == "failed"
+
+
+def test_a_delivery_gives_up_when_its_retry_window_is_used_up(make_svc):
+    svc = make_svc(delivery_retry_window_seconds=2)  # waits of 1 s fit, then 2 s would not
+    with serve(scripted(then=503)) as (url, received):
+        subscription = watch(svc, url)
+        submit(svc, granted(days_ago(30)))
+        drain(svc, lambda: settled(svc, subscription.id))
+    [delivery] = deliveries(svc, subscription.id)
+    assert (delivery.state, delivery.attempts, delivery.status_code) == ("failed", 2, 503)
+    assert len(received) == 2
+
+
+@contextmanager
+def directory_svc(make_svc, stub: DirectoryStub) -> Iterator[tuple]:
+    with serve(stub) as (url, received):
+        yield (
+            make_svc(
+                directory_base_url=url,
+                directory_token_url=f"{url}/token",
+                directory_client_id="gateway",
+                directory_client_secret="s3cret",
+            ),
+            received,
+        )
+
+
+def test_the_directory_gets_each_public_record_and_a_new_token_after_a_401(make_svc):
+    stub = DirectoryStub()
+    with directory_svc(make_svc, stub) as (svc, received):
+        submit(svc, granted(days_ago(30)))
+        drain(svc, lambda: settled(svc, "directory"))
+        assert stub.records["CERT-1"]["name"] == "Ada Lovelace"
+        stub.stale.add("tok-1")  # the directory revokes the token before it expires
+        renamed = event(
+            "member.updated", {"last_name": "King"}, occurred_at=f"{days_ago(1)}T12:00:00Z"
+        )
+        submit(svc, renamed)
+        drain(svc, lambda: len(deliveries(svc, "directory")) == 2 and settled(svc, "directory"))
+    assert stub.issued == ["tok-1", "tok-2"]
+    assert [r.headers.get("Authorization") for r in received if r.method == "PUT"] == [
+        "Bearer tok-1",
+        "Bearer tok-1",
+        "Bearer tok-2",
+    ]
+    pushed = stub.records["CERT-1"]
+    assert pushed["name"] == "Ada King" and pushed["status"] == "active"
+    assert set(pushed) == set(VerificationSchema().fields)  # the lookup's fields, no others
+    assert [(d.sequence, d.state) for d in deliveries(svc, "directory")] == [
+        (1, "delivered"),
+        (2, "delivered"),
+    ]
+
+
+def test_without_a_directory_nothing_is_pushed(make_svc):
+    svc = make_svc()
+    submit(svc, granted(days_ago(30)))
+    drain(svc, lambda: bool(deliveries(svc, "directory")) or _synced(svc))
+    assert deliveries(svc, "directory") == []
+    with svc.db.sessions() as session:
+        kinds = set(session.scalars(select(OutboxItem.kind)))
+    assert "push_directory" not in kinds and "sync_verification" in kinds
+
+
+def _synced(svc) -> bool:
+    with svc.db.sessions() as session:
+        return (
+            session.scalar(select(OutboxItem.state).where(OutboxItem.kind == "sync_verification"))
+            == "done"
+        )

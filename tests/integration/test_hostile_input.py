@@ -1,0 +1,240 @@
+"""Hostile input: schemathesis fuzzes every operation of /openapi.json; the refusals it relies on.
+
+The fuzzing is bounded (a few dozen examples per operation, derandomized: the same cases every run)
+and runs on both databases, with a token carrying every scope.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from collections.abc import Callable
+
+import pytest
+import schemathesis
+from flask import Flask
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import allow_header_conformance, positive_data_acceptance
+
+from gateway import intake
+from gateway.api.openapi import EXAMPLE_EVENT, build_spec
+from gateway.auth import SCOPES
+from tests.conftest import fetch_token, register_client
+
+SCHEMA = schemathesis.openapi.from_dict(build_spec())
+CERT = EXAMPLE_EVENT["certification_id"]
+NOTIFICATION = {
+    "id": "n-1",
+    "organization_id": "dry-run",
+    "event_type": "badge.state.changed",
+    "occurred_at": "2026-01-01T00:00:00Z",
+}
+
+# Checks that cannot hold for an operation by design, with the reason.
+NOT_APPLICABLE = {
+    # a well-shaped event may still break a certification rule: 422 with rule ids
+    "POST /v1/events": [positive_data_acceptance],
+    # `as_of` before the certification was granted: 422
+    "GET /v1/certifications/{certification_id}": [positive_data_acceptance],
+    # a well-formed URL may resolve to no public address: 422
+    "POST /v1/subscriptions": [positive_data_acceptance],
+    # `GET /v1/verifications/batch` is the lookup of certification "batch": Allow lists GET
+    "POST /v1/verifications/batch": [allow_header_conformance],
+}
+
+
+def _seeded_app(make_app: Callable[..., Flask], database_url: str, **settings: object) -> Flask:
+    """An app whose database holds the document's example event (so its examples are found)."""
+    app = make_app(database_url=database_url, jobs_synchronous=True, **settings)
+    svc = app.extensions["gateway"]
+    answer = intake.submit_event(svc, EXAMPLE_EVENT)
+    assert answer.status == 202, answer.body
+    svc.dispatcher.dispatch(answer.outbox_ids)
+    return app
+
+
+def _bearer(app: Flask) -> dict[str, str]:
+    return {"Authorization": f"Bearer {fetch_token(app, ' '.join(SCOPES))}"}
+
+
+@pytest.fixture
+def fuzzed(make_app, database_url) -> tuple[Flask, dict[str, str]]:
+    """The seeded app and headers with a token of every scope."""
+    app = _seeded_app(make_app, database_url)
+    return app, _bearer(app)
+
+
+@SCHEMA.parametrize()
+@settings(
+    max_examples=25,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+)
+def test_fuzzed_requests_get_no_5xx_and_answers_match_the_document(case, fuzzed):
+    app, headers = fuzzed
+    case.call_and_validate(
+        app=app, headers=headers, excluded_checks=NOT_APPLICABLE.get(case.operation.label, [])
+    )
+
+
+def test_successful_answers_match_their_documented_schemas(make_app, database_url):
+    app = _seeded_app(make_app, database_url, webhook_allow_private_targets=True)
+    bearer = _bearer(app)
+    client_id, secret = register_client(app, "verifications:read")
+    basic = base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+
+    def call(method: str, path: str, status: int, headers: dict | None = None, **kw: object):
+        case = SCHEMA[path][method].Case(**kw)
+        response = case.call_and_validate(app=app, headers=headers or bearer)
+        assert response.status_code == status, (method, path, response.text)
+        return response
+
+    call("POST", "/v1/events", 202, body=EXAMPLE_EVENT)  # a replay: the first answer again
+    call("GET", "/v1/events/{event_id}", 200, path_parameters={"event_id": "evt-0001"})
+    call(
+        "GET",
+        "/v1/certifications/{certification_id}",
+        200,
+        path_parameters={"certification_id": CERT},
+    )
+    call("GET", "/v1/credentials", 200)
+    call(
+        "GET",
+        "/v1/verifications/{certification_id}",
+        200,
+        path_parameters={"certification_id": CERT},
+    )
+    call("POST", "/v1/verifications/batch", 200, body={"certification_ids": [CERT, "NOPE-1"]})
+    call("POST", "/webhooks/credly", 200, body=NOTIFICATION)
+    call(
+        "POST",
+        "/oauth/token",
+        200,
+        headers={"Authorization": f"Basic {basic}"},
+        body={"grant_type": "client_credentials"},
+        media_type="application/x-www-form-urlencoded",
+    )
+    created = call(
+        "POST",
+        "/v1/subscriptions",
+        201,
+        body={"url": "http://127.0.0.1:9/hook", "certification_ids": [CERT]},
+    ).json()
+    sub = {"subscription_id": created["id"]}
+    call("GET", "/v1/subscriptions", 200)
+    call("GET", "/v1/subscriptions/{subscription_id}", 200, path_parameters=sub)
+    for method in ("POST", "DELETE"):
+        path = "/v1/subscriptions/{subscription_id}/certifications"
+        call(method, path, 200, path_parameters=sub, body={"certification_ids": ["X-1"]})
+    call("GET", "/v1/subscriptions/{subscription_id}/deliveries", 200, path_parameters=sub)
+    call("DELETE", "/v1/subscriptions/{subscription_id}", 204, path_parameters=sub)
+    for path in ("/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/verify"):
+        call("GET", path, 200)
+
+
+# --- what the fuzzing relies on, one by one -----------------------------------------------
+
+OVER_LIMIT = b'{"certification_ids": ["' + b"x" * (64 * 1024) + b'"]}'
+BODY_ENDPOINTS = [
+    ("/v1/events", "application/json"),
+    ("/v1/verifications/batch", "application/json"),
+    ("/webhooks/credly", "application/json"),
+    ("/oauth/token", "application/x-www-form-urlencoded"),
+]
+
+
+@pytest.mark.parametrize(("path", "content_type"), BODY_ENDPOINTS)
+def test_a_body_over_64_kib_is_413_problem_json(client, token_for, path, content_type):
+    headers = {**token_for(" ".join(SCOPES)), "Content-Type": content_type}
+    response = client.post(path, data=OVER_LIMIT, headers=headers)
+    assert response.status_code == 413
+    assert response.mimetype == "application/problem+json"
+    assert response.get_json()["status"] == 413
+
+
+@pytest.mark.parametrize(("path", "content_type"), BODY_ENDPOINTS)
+def test_a_chunked_body_over_64_kib_is_413_not_cut_short(client, token_for, path, content_type):
+    headers = {
+        **token_for(" ".join(SCOPES)),
+        "Content-Type": content_type,
+        "Transfer-Encoding": "chunked",  # no Content-Length: the server ends the stream
+    }
+    response = client.post(
+        path,
+        input_stream=io.BytesIO(OVER_LIMIT),
+        headers=headers,
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+    assert response.status_code == 413 and response.mimetype == "application/problem+json"
+
+
+def test_a_chunked_body_under_the_limit_is_read_whole(client):
+    response = client.post(
+        "/webhooks/credly",
+        input_stream=io.BytesIO(json.dumps(NOTIFICATION).encode()),
+        headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+    assert response.status_code == 200, response.get_json()
+
+
+def test_nul_in_a_path_value_is_404_problem_not_a_database_error(client, token_for):
+    headers = token_for("certifications:read")
+    for path in ("/v1/certifications/A%00B", "/v1/events/A%00B", "/v1/verifications/A%00B"):
+        response = client.get(path, headers=headers)
+        assert response.status_code == 404 and response.mimetype == "application/problem+json"
+
+
+def test_nul_in_the_verify_page_number_is_not_found(client):
+    assert client.get("/verify?certification_id=A%00B").status_code == 404
+
+
+def test_nul_in_event_text_is_422_naming_the_field(client, token_for):
+    event = {**EXAMPLE_EVENT, "data": {**EXAMPLE_EVENT["data"], "credential": "R\x00MA"}}
+    response = client.post("/v1/events", json=event, headers=token_for("events:write"))
+    assert response.status_code == 422
+    assert {"field": "data.credential", "message": "Must not contain NUL characters."} in (
+        response.get_json()["errors"]
+    )
+
+
+def test_nul_in_a_batch_id_is_422_naming_it(client, token_for):
+    response = client.post(
+        "/v1/verifications/batch",
+        json={"certification_ids": ["OK-1", "A\x00B"]},
+        headers=token_for("verifications:read"),
+    )
+    assert response.status_code == 422
+    assert response.get_json()["errors"][0]["field"] == "certification_ids.1"
+
+
+def test_nul_in_a_client_id_is_invalid_client_not_a_database_error(client):
+    response = client.post(
+        "/oauth/token",
+        data={"grant_type": "client_credentials", "client_id": "a\x00b", "client_secret": "x"},
+    )
+    assert response.status_code == 400  # Authlib's status for client_secret_post
+    assert response.get_json()["error"] == "invalid_client"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"event_id": "\\ud800"}', b"[" * 50_000 + b"]" * 50_000],
+    ids=["lone-surrogate", "nested-too-deep"],
+)
+def test_json_python_cannot_use_is_400_problem(client, token_for, body):
+    headers = {**token_for("events:write"), "Content-Type": "application/json"}
+    response = client.post("/v1/events", data=body[: 60 * 1024], headers=headers)
+    assert response.status_code == 400 and response.mimetype == "application/problem+json"
+    hook = client.post("/webhooks/credly", data=body[: 60 * 1024], headers=headers)
+    assert hook.status_code == 400 and hook.mimetype == "application/problem+json"
+
+
+def test_an_event_type_that_is_not_a_string_is_422_not_500(client, token_for):
+    event = {**EXAMPLE_EVENT, "type": {"nested": True}}
+    response = client.post("/v1/events", json=event, headers=token_for("events:write"))
+    assert response.status_code == 422
+    assert response.get_json()["errors"][0]["field"] == "type"

@@ -1,0 +1,193 @@
+"""/v1/subscriptions: registration, watched ids, scopes, refusals, in-process deliveries.
+
+On SQLite and PostgreSQL, jobs run synchronously in-process; a receiver on 127.0.0.1 stands in
+for the employer (so private targets are allowed, but where the refusal itself is tested).
+"""
+
+from __future__ import annotations
+
+import pytest
+from standardwebhooks import Webhook
+
+from gateway.schemas.subscriptions import MAX_WATCHED
+from tests.conftest import fetch_token
+from tests.events_helpers import granted, revoked
+from tests.support.http_stubs import scripted, serve
+from tests.verification_helpers import days_ago, record
+
+HOOK = "http://127.0.0.1:9/hook"
+
+
+@pytest.fixture
+def app(make_app, database_url):
+    return make_app(
+        database_url=database_url, jobs_synchronous=True, webhook_allow_private_targets=True
+    )
+
+
+@pytest.fixture
+def employer(app, token_for):
+    return token_for("verifications:read")
+
+
+def subscribe(client, headers, url=HOOK, ids=("CERT-1",)):
+    response = client.post(
+        "/v1/subscriptions", json={"url": url, "certification_ids": list(ids)}, headers=headers
+    )
+    assert response.status_code == 201, response.get_data(as_text=True)
+    return response
+
+
+def fields_of(response) -> set[str]:
+    return {error["field"] for error in response.get_json()["errors"]}
+
+
+def test_creating_shows_the_secret_once_and_the_owner_sees_its_subscriptions(client, employer):
+    created = subscribe(client, employer, ids=["CERT-2", "CERT-1", "CERT-2"])
+    body = created.get_json()
+    assert body["secret"].startswith("whsec_") and body["certification_count"] == 2
+    assert created.headers["Location"].endswith(f"/v1/subscriptions/{body['id']}")
+    listed = client.get("/v1/subscriptions", headers=employer).get_json()["subscriptions"]
+    assert [s["id"] for s in listed] == [body["id"]] and "secret" not in listed[0]
+    one = client.get(f"/v1/subscriptions/{body['id']}", headers=employer).get_json()
+    assert one["certification_ids"] == ["CERT-1", "CERT-2"] and "secret" not in one
+    assert one["url"] == HOOK
+
+
+def test_another_client_can_neither_see_nor_change_a_subscription(app, client, employer):
+    sub_id = subscribe(client, employer).get_json()["id"]
+    other = {"Authorization": f"Bearer {fetch_token(app, 'verifications:read')}"}
+    assert client.get("/v1/subscriptions", headers=other).get_json() == {"subscriptions": []}
+    for method, path in [
+        ("get", ""),
+        ("delete", ""),
+        ("get", "/deliveries"),
+        ("post", "/certifications"),
+        ("delete", "/certifications"),
+    ]:
+        response = getattr(client, method)(
+            f"/v1/subscriptions/{sub_id}{path}", headers=other, json={"certification_ids": ["X"]}
+        )
+        assert response.status_code == 404, (method, path)
+        assert response.content_type == "application/problem+json"
+    assert client.get(f"/v1/subscriptions/{sub_id}", headers=employer).status_code == 200
+
+
+@pytest.mark.parametrize("scope", ["events:write", "certifications:read", "admin"])
+def test_every_subscription_endpoint_needs_verifications_read(client, token_for, scope):
+    headers = token_for(scope)
+    for method, path in [
+        ("post", "/v1/subscriptions"),
+        ("get", "/v1/subscriptions"),
+        ("get", "/v1/subscriptions/sub_x"),
+        ("delete", "/v1/subscriptions/sub_x"),
+        ("post", "/v1/subscriptions/sub_x/certifications"),
+        ("delete", "/v1/subscriptions/sub_x/certifications"),
+        ("get", "/v1/subscriptions/sub_x/deliveries"),
+    ]:
+        response = getattr(client, method)(path, headers=headers, json={})
+        assert response.status_code == 403, (method, path)
+        assert response.get_json()["status"] == 403
+
+
+def test_without_a_token_the_answer_is_401_with_a_bearer_challenge(client):
+    response = client.get("/v1/subscriptions")
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_a_malformed_subscription_is_422_naming_each_field(client, employer):
+    response = client.post("/v1/subscriptions", json={"extra": 1}, headers=employer)
+    assert response.status_code == 422
+    assert response.content_type == "application/problem+json"
+    assert fields_of(response) == {"url", "certification_ids", "extra"}
+    bad_url = client.post(
+        "/v1/subscriptions",
+        json={"url": "ftp://example.org/x", "certification_ids": ["C"]},
+        headers=employer,
+    )
+    assert fields_of(bad_url) == {"url"}
+    too_many = client.post(
+        "/v1/subscriptions",
+        json={"url": HOOK, "certification_ids": [f"C-{i}" for i in range(MAX_WATCHED + 1)]},
+        headers=employer,
+    )
+    assert too_many.status_code == 422 and fields_of(too_many) == {"certification_ids"}
+
+
+def test_watched_ids_are_added_and_removed_up_to_10000(client, employer):
+    sub_id = subscribe(client, employer, ids=["CERT-1"]).get_json()["id"]
+    path = f"/v1/subscriptions/{sub_id}/certifications"
+    added = client.post(path, json={"certification_ids": ["CERT-1", "CERT-2"]}, headers=employer)
+    assert added.status_code == 200
+    assert added.get_json()["added"] == 1 and added.get_json()["certification_count"] == 2
+    removed = client.delete(path, json={"certification_ids": ["CERT-1", "NOPE"]}, headers=employer)
+    assert removed.get_json()["removed"] == 1 and removed.get_json()["certification_count"] == 1
+    fill = [f"C-{i:05d}" for i in range(MAX_WATCHED - 1)]
+    assert client.post(path, json={"certification_ids": fill}, headers=employer).status_code == 200
+    over = client.post(path, json={"certification_ids": ["ONE-MORE"]}, headers=employer)
+    assert over.status_code == 422 and fields_of(over) == {"certification_ids"}
+    count = client.get(f"/v1/subscriptions/{sub_id}", headers=employer).get_json()
+    assert count["certification_count"] == MAX_WATCHED
+
+
+def test_a_deleted_subscription_is_gone(client, employer):
+    sub_id = subscribe(client, employer).get_json()["id"]
+    assert client.delete(f"/v1/subscriptions/{sub_id}", headers=employer).status_code == 204
+    assert client.get(f"/v1/subscriptions/{sub_id}", headers=employer).status_code == 404
+    assert client.delete(f"/v1/subscriptions/{sub_id}", headers=employer).status_code == 404
+    assert client.get("/v1/subscriptions", headers=employer).get_json() == {"subscriptions": []}
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:8080/hook", "http://localhost/hook", "http://169.254.169.254/"]
+)
+def test_a_private_target_is_refused_at_registration_by_default(make_app, database_url, url):
+    strict = make_app(database_url=database_url)
+    headers = {"Authorization": f"Bearer {fetch_token(strict, 'verifications:read')}"}
+    response = strict.test_client().post(
+        "/v1/subscriptions", json={"url": url, "certification_ids": ["C"]}, headers=headers
+    )
+    assert response.status_code == 422
+    [error] = response.get_json()["errors"]
+    assert error["field"] == "url" and "not allowed" in error["message"]
+
+
+def test_status_changes_of_watched_certifications_are_delivered_signed(app, client, employer):
+    with serve(scripted()) as (url, received):
+        created = subscribe(client, employer, url=url + "/hook", ids=["CERT-1"]).get_json()
+        record(app, granted(days_ago(30)), granted(days_ago(30), cert="OTHER-1"))
+        record(app, revoked(days_ago(1)))
+    assert [r.path for r in received] == ["/hook", "/hook"]  # OTHER-1 is not watched
+    events = [Webhook(created["secret"]).verify(r.body, r.headers) for r in received]
+    assert [(e["sequence"], e["data"]["status"]) for e in events] == [(1, "active"), (2, "revoked")]
+    lookup = client.get("/v1/verifications/CERT-1").get_json()
+    assert {k: v for k, v in events[1]["data"].items() if k != "verified_at"} == {
+        k: v for k, v in lookup.items() if k != "verified_at"
+    }
+    assert events[0]["type"] == "certification.status_changed"
+    log = client.get(f"/v1/subscriptions/{created['id']}/deliveries", headers=employer)
+    entries = log.get_json()["deliveries"]
+    assert [(d["sequence"], d["state"], d["status_code"], d["attempts"]) for d in entries] == [
+        (2, "delivered", 200, 1),
+        (1, "delivered", 200, 1),
+    ]
+    assert entries[0]["event_id"] == received[1].headers["webhook-id"]
+    page = client.get(
+        f"/v1/subscriptions/{created['id']}/deliveries?limit=1&before=2", headers=employer
+    ).get_json()["deliveries"]
+    assert [d["sequence"] for d in page] == [1]
+
+
+def test_a_malformed_delivery_log_query_is_422(client, employer):
+    sub_id = subscribe(client, employer).get_json()["id"]
+    response = client.get(f"/v1/subscriptions/{sub_id}/deliveries?limit=0&x=1", headers=employer)
+    assert response.status_code == 422 and fields_of(response) == {"limit", "x"}
+
+
+def test_nothing_is_delivered_to_a_deleted_subscription(app, client, employer):
+    with serve(scripted()) as (url, received):
+        sub_id = subscribe(client, employer, url=url).get_json()["id"]
+        client.delete(f"/v1/subscriptions/{sub_id}", headers=employer)
+        record(app, granted(days_ago(30)))
+    assert received == []

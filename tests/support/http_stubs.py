@@ -1,0 +1,101 @@
+"""Small HTTP servers on 127.0.0.1 in a thread: a webhook receiver and a verification directory."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Received:
+    """One request a stub got."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        """The body as JSON."""
+        return json.loads(self.body)
+
+
+Answer = tuple[int, dict[str, Any] | None]
+Respond = Callable[[Received], Answer]
+
+
+@contextmanager
+def serve(respond: Respond) -> Iterator[tuple[str, list[Received]]]:
+    """Run a server answering each request with `respond(request)` -> (status, JSON body or None).
+
+    Yields its base URL and the list of requests received so far.
+    """
+    received: list[Received] = []
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            request = Received(self.command, self.path, dict(self.headers), self.rfile.read(length))
+            with lock:
+                received.append(request)
+                status, body = respond(request)
+            payload = json.dumps(body if body is not None else {}).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        do_GET = do_POST = do_PUT = _answer
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", received
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def scripted(*statuses: int, then: int = 200) -> Respond:
+    """A webhook receiver answering `statuses` in turn, then `then` to everything."""
+    pending = list(statuses)
+    return lambda _request: (pending.pop(0) if pending else then, None)
+
+
+class DirectoryStub:
+    """A verification directory and its token endpoint (`/token`).
+
+    Tokens are `tok-1`, `tok-2`, ... with `expires_in` seconds; the directory answers 401 to a
+    token in `stale` (revoked early) or unknown, else stores the record and answers 200.
+    """
+
+    def __init__(self, expires_in: int = 3600) -> None:
+        self.expires_in = expires_in
+        self.issued: list[str] = []
+        self.stale: set[str] = set()
+        self.records: dict[str, dict[str, Any]] = {}
+
+    def __call__(self, request: Received) -> Answer:
+        if request.path == "/token":
+            token = f"tok-{len(self.issued) + 1}"
+            self.issued.append(token)
+            answer = {"access_token": token, "token_type": "Bearer", "expires_in": self.expires_in}
+            return 200, answer
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if token not in self.issued or token in self.stale:
+            return 401, {"error": "invalid_token"}
+        if request.method == "PUT" and request.path.startswith("/records/"):
+            self.records[request.path.removeprefix("/records/")] = request.json()
+            return 200, None
+        return 404, None

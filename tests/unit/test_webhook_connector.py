@@ -1,0 +1,112 @@
+"""Signed webhook POSTs: Standard Webhooks signatures, the private-address guard, answers."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+import pytest
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
+
+from connectors.webhooks import (
+    DeliveryFailed,
+    TargetRefused,
+    WebhookSender,
+    check_target,
+    new_secret,
+    signed_headers,
+)
+from tests.support.http_stubs import scripted, serve
+
+BODY = json.dumps({"type": "certification.status_changed", "data": {"status": "active"}}).encode()
+
+
+def test_a_signature_verifies_with_the_standardwebhooks_package():
+    secret = new_secret()
+    headers = signed_headers(secret, "msg_1", BODY, int(time.time()))
+    assert Webhook(secret).verify(BODY, headers) == json.loads(BODY)
+
+
+def test_a_changed_body_or_another_secret_fails_verification():
+    secret = new_secret()
+    headers = signed_headers(secret, "msg_1", BODY, int(time.time()))
+    with pytest.raises(WebhookVerificationError):
+        Webhook(secret).verify(BODY.replace(b"active", b"lapsed"), headers)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(new_secret()).verify(BODY, headers)
+
+
+def test_secrets_are_whsec_and_32_random_bytes():
+    first, second = new_secret(), new_secret()
+    assert first.startswith("whsec_") and first != second
+    assert len(base64.b64decode(first.removeprefix("whsec_"))) == 32
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1/hook",
+        "http://localhost:8080/hook",
+        "http://10.1.2.3/hook",
+        "https://192.168.0.10/hook",
+        "http://172.16.5.4/hook",
+        "http://169.254.169.254/latest/meta-data",
+        "http://100.64.0.1/hook",
+        "http://[::1]/hook",
+        "http://[fe80::1]/hook",
+        "http://[::ffff:127.0.0.1]/hook",
+        "http://0.0.0.0/hook",
+    ],
+)
+def test_targets_on_loopback_private_or_link_local_addresses_are_refused(url):
+    with pytest.raises(TargetRefused, match="not allowed"):
+        check_target(url, allow_private=False)
+
+
+def test_a_target_on_a_public_address_is_taken():
+    check_target("https://93.184.216.34/hooks/gateway", allow_private=False)
+
+
+def test_the_operator_setting_lets_private_targets_through():
+    check_target("http://127.0.0.1:9/hook", allow_private=True)
+
+
+@pytest.mark.parametrize("url", ["ftp://93.184.216.34/x", "http:///nohost", "javascript:alert(1)"])
+def test_only_http_and_https_urls_with_a_host_are_taken(url):
+    with pytest.raises(TargetRefused):
+        check_target(url, allow_private=True)
+
+
+def test_the_sender_checks_the_address_again_before_posting():
+    with serve(scripted()) as (url, received):
+        with pytest.raises(TargetRefused):
+            WebhookSender(allow_private=False).send(url + "/hook", new_secret(), "msg_1", BODY)
+        assert received == []
+
+
+def test_the_sender_posts_the_signed_body_and_returns_the_2xx_status():
+    secret = new_secret()
+    with serve(scripted(then=204)) as (url, received):
+        status = WebhookSender(allow_private=True).send(url + "/hook", secret, "msg_7", BODY)
+    assert status == 204
+    [request] = received
+    assert request.method == "POST" and request.path == "/hook" and request.body == BODY
+    assert request.headers["webhook-id"] == "msg_7"
+    assert Webhook(secret).verify(request.body, request.headers) == json.loads(BODY)
+
+
+@pytest.mark.parametrize("status", [500, 404, 302])
+def test_any_answer_but_2xx_is_a_failed_attempt_with_its_status(status):
+    with serve(scripted(then=status)) as (url, _), pytest.raises(DeliveryFailed) as failed:
+        WebhookSender(allow_private=True).send(url, new_secret(), "msg_1", BODY)
+    assert failed.value.status == status
+
+
+def test_no_answer_is_a_failed_attempt_without_status():
+    with serve(scripted()) as (url, _):
+        closed = url  # the server is gone once the block ends
+    with pytest.raises(DeliveryFailed) as failed:
+        WebhookSender(timeout=1, allow_private=True).send(closed, new_secret(), "msg_1", BODY)
+    assert failed.value.status is None
