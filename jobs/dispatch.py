@@ -121,23 +121,32 @@ class InProcessDispatcher:
         with self._lock:
             return outbox_id in self._running
 
-    def _run(self, outbox_id: int) -> None:
+    def _run(self, outbox_id: int, attempt: int = 1) -> None:
+        """One attempt; a retry waits on a timer, so the job thread serves other items meanwhile."""
         try:
-            for attempt in range(1, MAX_ATTEMPTS + 1):
-                try:
-                    retry = run_outbox_item(outbox_id)
-                except JobFailed as exc:
-                    log.error("job failed", extra={"outbox_id": outbox_id, "error": str(exc)})
-                    return
-                except Exception:
-                    log.exception("job error", extra={"outbox_id": outbox_id})
-                    retry = Retry(max=MAX_ATTEMPTS, interval=backoff(attempt, self._base))
-                if retry is None:
-                    return
-                time.sleep(retry.intervals[0])
-        finally:
+            retry = run_outbox_item(outbox_id)
+        except JobFailed as exc:
+            log.error("job failed", extra={"outbox_id": outbox_id, "error": str(exc)})
+            retry = None
+        except Exception:
+            log.exception("job error", extra={"outbox_id": outbox_id})
+            retry = (
+                Retry(max=MAX_ATTEMPTS, interval=backoff(attempt, self._base))
+                if attempt < MAX_ATTEMPTS
+                else None  # left `retrying`: the relay at the next start picks it up
+            )
+        if retry is None:
             with self._lock:
                 self._running.discard(outbox_id)
+        elif self.synchronous:
+            time.sleep(retry.intervals[0])
+            self._run(outbox_id, attempt + 1)
+        else:
+            timer = threading.Timer(
+                retry.intervals[0], self.executor.submit, args=(self._run, outbox_id, attempt + 1)
+            )
+            timer.daemon = True
+            timer.start()
 
     @property
     def _base(self) -> int:
