@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from marshmallow import RAISE, Schema, fields, post_load, validate
 
+from gateway.schemas.events import TEXT
+
 MAX_WATCHED = 10_000
 MAX_URL = 2048
 MAX_PAGE = 1000
@@ -16,7 +18,7 @@ class CertificationIdsSchema(Schema):
         unknown = RAISE
 
     certification_ids = fields.List(
-        fields.String(validate=validate.Length(min=1, max=128)),
+        fields.String(validate=[validate.Length(min=1, max=128), TEXT]),
         required=True,
         validate=validate.Length(
             min=1, max=MAX_WATCHED, error=f"Give 1 to {MAX_WATCHED} certification ids."
@@ -36,7 +38,7 @@ class SubscriptionCreateSchema(CertificationIdsSchema):
         required=True,
         schemes={"http", "https"},
         require_tld=False,
-        validate=validate.Length(max=MAX_URL),
+        validate=[validate.Length(max=MAX_URL), TEXT],
         metadata={"description": "The webhook URL; it must resolve to public addresses."},
     )
 

@@ -211,6 +211,17 @@ def test_nul_in_a_batch_id_is_422_naming_it(client, token_for):
     assert response.get_json()["errors"][0]["field"] == "certification_ids.1"
 
 
+def test_nul_in_a_subscription_is_422_naming_the_field(client, token_for):
+    response = client.post(
+        "/v1/subscriptions",
+        json={"url": "https://hooks.example.org/a\x00b", "certification_ids": ["C\x00D"]},
+        headers=token_for("verifications:read"),
+    )
+    assert response.status_code == 422
+    fields = {e["field"] for e in response.get_json()["errors"]}
+    assert {"url", "certification_ids.0"} <= fields
+
+
 def test_nul_in_a_client_id_is_invalid_client_not_a_database_error(client):
     response = client.post(
         "/oauth/token",
