@@ -5,6 +5,7 @@ from __future__ import annotations
 from marshmallow import RAISE, Schema, fields, post_load, validate
 
 from gateway.schemas.events import TEXT
+from gateway.schemas.ids import certification_ids_field
 
 MAX_WATCHED = 10_000
 MAX_URL = 2048
@@ -17,13 +18,7 @@ class CertificationIdsSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    certification_ids = fields.List(
-        fields.String(validate=[validate.Length(min=1, max=128), TEXT]),
-        required=True,
-        validate=validate.Length(
-            min=1, max=MAX_WATCHED, error=f"Give 1 to {MAX_WATCHED} certification ids."
-        ),
-    )
+    certification_ids = certification_ids_field(MAX_WATCHED)
 
     @post_load
     def _unique(self, data: dict, **_: object) -> dict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from marshmallow import RAISE, Schema, fields, validate
 
-from gateway.schemas.events import TEXT
+from gateway.schemas.ids import certification_ids_field
 from gateway.schemas.responses import STANDING_STATUSES
 
 MAX_BATCH = 100
@@ -32,10 +32,4 @@ class BatchLookupSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    certification_ids = fields.List(
-        fields.String(validate=[validate.Length(min=1, max=128), TEXT]),
-        required=True,
-        validate=validate.Length(
-            min=1, max=MAX_BATCH, error=f"Give 1 to {MAX_BATCH} certification ids per batch."
-        ),
-    )
+    certification_ids = certification_ids_field(MAX_BATCH)

@@ -210,7 +210,7 @@ def test_batch_with_a_malformed_body_is_a_422_problem_naming_the_field(batch, bo
 def test_more_than_one_hundred_ids_says_the_limit(batch):
     response = batch({"certification_ids": [f"X-{n}" for n in range(101)]})
     assert response.get_json()["errors"] == [
-        {"field": "certification_ids", "message": "Give 1 to 100 certification ids per batch."}
+        {"field": "certification_ids", "message": "Give 1 to 100 certification ids."}
     ]
 
 
