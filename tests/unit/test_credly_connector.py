@@ -565,18 +565,16 @@ def test_dry_run_revoke_twice_succeeds_and_allows_a_new_issue(dry):
 
 def test_dry_run_replace_ends_the_old_badge_and_issues_a_pending_one(dry):
     old = issue(dry)
-
-    new = dry.replace_badge(
-        old.id,
-        BadgeRequest(
-            recipient_email="ada@example.org",
-            first_name="Ada",
-            last_name="King",
-            badge_template_id="tmpl-1",
-            issued_at=ISSUED_AT,
-            issuer_earner_id="CERT-1",
-        ),
+    king = BadgeRequest(
+        recipient_email="ada@example.org",
+        first_name="Ada",
+        last_name="King",
+        badge_template_id="tmpl-1",
+        issued_at=ISSUED_AT,
+        issuer_earner_id="CERT-1",
     )
+
+    new = dry.replace_badge(old.id, king)
 
     assert new.id != old.id and new.state == "pending"
     assert dry.get_badge(old.id).state == "replaced"
@@ -584,17 +582,7 @@ def test_dry_run_replace_ends_the_old_badge_and_issues_a_pending_one(dry):
     with pytest.raises(PermanentError):
         dry.revoke_badge(old.id, reason="lapsed")
     with pytest.raises(PermanentError):
-        dry.replace_badge(
-            old.id,
-            BadgeRequest(
-                recipient_email="ada@example.org",
-                first_name="Ada",
-                last_name="King",
-                badge_template_id="tmpl-1",
-                issued_at=ISSUED_AT,
-                issuer_earner_id="CERT-1",
-            ),
-        )
+        dry.replace_badge(old.id, king)
 
 
 def test_dry_run_unknown_badges_and_events_are_not_found(dry):
