@@ -4,23 +4,24 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
-from datetime import date, datetime
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Table, insert, select, update
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from gateway import rules
 from gateway.schemas.events import Envelope, ShapeError, load_envelope
 from gateway.services import Services
-from gateway.store import models
+from gateway.standings import CERTIFICATIONS, Change, record_standings
 from gateway.store.history import load_history
-from gateway.store.models import utcnow
+from gateway.store.models import Event, utcnow
 from gateway.views import standing_view
 
 ATTEMPTS = 3
+EVENTS: Table = Event.__table__
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,8 @@ def submit_event(
     request_id: str | None = None,
     received_at: datetime | None = None,
 ) -> Answer:
-    """Accept or reject one event; an IntegrityError from a concurrent twin is retried."""
+    """Accept or reject one event. Retried: an IntegrityError from a concurrent twin, and a pooled
+    connection the database had closed (a commit lost that way is found again as a replay)."""
     received_at = received_at or utcnow()
     try:
         envelope = load_envelope(body)
@@ -77,8 +79,9 @@ def submit_event(
                 return _submit(
                     svc, session, envelope, body, digest, client_id, request_id, received_at
                 )
-        except IntegrityError:
-            if attempt == ATTEMPTS - 1:
+        except DBAPIError as exc:
+            retry = isinstance(exc, IntegrityError) or exc.connection_invalidated
+            if not retry or attempt == ATTEMPTS - 1:
                 raise
     raise AssertionError("unreachable")
 
@@ -107,27 +110,34 @@ def _submit(
     received_at: datetime,
 ) -> Answer:
     event = envelope.event
-    cert = session.get(models.Certification, envelope.certification_id, with_for_update=True)
+    certification_id = envelope.certification_id
+    evaluated_on = session.scalar(
+        select(CERTIFICATIONS.c.evaluated_on)
+        .where(CERTIFICATIONS.c.certification_id == certification_id)
+        .with_for_update()
+    )
     replay = _replay(session, event.event_id, digest)
     if replay is not None:
         return replay
-    if cert is None and not isinstance(event, rules.Granted):
+    known = evaluated_on is not None
+    if not known and not isinstance(event, rules.Granted):
         return Answer(
             404,
             problem(
                 404,
                 "Not Found",
-                f"Certification {envelope.certification_id} is unknown.",
+                f"Certification {certification_id} is unknown.",
                 [
                     {
                         "rule": "CERT-UNKNOWN",
-                        "message": f"No certification {envelope.certification_id} has been "
+                        "message": f"No certification {certification_id} has been "
                         "granted; only certification.granted may create one.",
                     }
                 ],
             ),
         )
-    history = load_history(session, envelope.certification_id)
+    # Accepted events always come with their certification: a new one has no history.
+    history = load_history(session, certification_id) if known else []
     violations = rules.validate(history, event, policy=svc.policy, received_at=received_at)
     today = received_at.date()
     after = None
@@ -140,53 +150,65 @@ def _submit(
                     "EVENT-FUTURE", f"The certification starts after today ({today.isoformat()})."
                 )
             ]
-    row = models.Event(
-        event_id=event.event_id,
-        type=event.type,
-        certification_id=envelope.certification_id,
-        occurred_at=event.occurred_at,
-        body=body,
-        body_hash=digest,
-        client_id=client_id,
-        request_id=request_id,
-        received_at=received_at,
-    )
+    row = {
+        "event_id": event.event_id,
+        "type": event.type,
+        "certification_id": certification_id,
+        "occurred_at": event.occurred_at,
+        "body": body,
+        "body_hash": digest,
+        "client_id": client_id,
+        "request_id": request_id,
+        "received_at": received_at,
+    }
     if violations:
         reasons = [{"rule": v.rule, "message": v.message} for v in violations]
-        row.status, row.reasons, row.response_status = "rejected", reasons, 422
-        row.response_body = problem(
+        response = problem(
             422, "Unprocessable Content", "The event breaks the certification rules.", reasons
         )
-        session.add(row)
-        session.flush()
-        return Answer(422, row.response_body)
+        _insert_event(session, row, "rejected", reasons, 422, response)
+        return Answer(422, response)
     assert after is not None
-    before = rules.evaluate(history, cert.evaluated_on, svc.policy) if cert else None
-    row.status, row.reasons, row.response_status = "accepted", [], 202
-    row.response_body = {}
-    session.add(row)
-    session.flush()
-    acts, outbox = record_standing(
-        svc,
-        session,
-        envelope.certification_id,
-        before,
-        after,
-        event_pk=row.id,
-        request_id=request_id,
-    )
-    session.flush()
-    row.response_body = {
+    before = rules.evaluate(history, evaluated_on, svc.policy) if known else None
+    event_pk = _insert_event(session, row, "accepted", [], 202, {})
+    change = Change(certification_id, before, after, event_pk=event_pk, request_id=request_id)
+    [recorded] = record_standings(svc, session, [change])
+    response = {
         "event_id": event.event_id,
         "status": "accepted",
-        "standing": standing_view(session, envelope.certification_id, after),
-        "actions": [a.kind for a in acts],
+        "standing": standing_view(
+            session, certification_id, after, new_jobs=None if known else recorded.jobs
+        ),
+        "actions": [a.kind for a in recorded.actions],
     }
-    return Answer(202, row.response_body, outbox_ids=tuple(item.id for item in outbox))
+    session.execute(update(EVENTS).where(EVENTS.c.id == event_pk).values(response_body=response))
+    return Answer(202, response, outbox_ids=tuple(item.id for item in recorded.jobs))
+
+
+def _insert_event(
+    session: Session,
+    row: dict[str, Any],
+    status: str,
+    reasons: list[dict[str, str]],
+    response_status: int,
+    response_body: dict[str, Any],
+) -> int:
+    values = {
+        **row,
+        "status": status,
+        "reasons": reasons,
+        "response_status": response_status,
+        "response_body": response_body,
+    }
+    return session.scalar(insert(EVENTS).returning(EVENTS.c.id), values)
 
 
 def _replay(session: Session, event_id: str, digest: str) -> Answer | None:
-    previous = session.scalar(select(models.Event).where(models.Event.event_id == event_id))
+    previous = session.execute(
+        select(EVENTS.c.body_hash, EVENTS.c.response_status, EVENTS.c.response_body).where(
+            EVENTS.c.event_id == event_id
+        )
+    ).first()
     if previous is None:
         return None
     if previous.body_hash != digest:
@@ -204,55 +226,3 @@ def _replay(session: Session, event_id: str, digest: str) -> Answer | None:
         previous.response_body,
         headers={"Idempotent-Replayed": "true"},
     )
-
-
-def record_standing(
-    svc: Services,
-    session: Session,
-    certification_id: str,
-    before: rules.Standing | None,
-    after: rules.Standing,
-    *,
-    event_pk: int | None,
-    request_id: str | None,
-) -> tuple[list[rules.Action], list[models.OutboxItem]]:
-    """Store `after` as the certification's standing and queue the actions its change calls for."""
-    member = after.member
-    stored_member = session.get(models.Member, member.member_id)
-    if stored_member is None:
-        session.add(
-            models.Member(
-                member_id=member.member_id,
-                first_name=member.first_name,
-                last_name=member.last_name,
-                email=member.email,
-            )
-        )
-    else:
-        stored_member.first_name, stored_member.last_name = member.first_name, member.last_name
-        stored_member.email = member.email
-    cert = session.get(models.Certification, certification_id)
-    if cert is None:
-        cert = models.Certification(certification_id=certification_id)
-        session.add(cert)
-    cert.credential, cert.member_id, cert.status = after.credential, member.member_id, after.status
-    cert.standing = after.to_dict()
-    cert.evaluated_on = after.as_of
-    cert.next_change_on = after.next_change_on
-    acts = rules.actions(before, after, badge_expires=svc.settings.badge_expires)
-    outbox = [
-        models.OutboxItem(
-            event_pk=event_pk,
-            certification_id=certification_id,
-            kind=act.kind,
-            payload=_payload(act, after.certified_on),
-            request_id=request_id,
-        )
-        for act in acts
-    ]
-    session.add_all(outbox)
-    return acts, outbox
-
-
-def _payload(action: rules.Action, period_start: date) -> dict[str, Any]:
-    return {**asdict(action), "period_start": period_start.isoformat()}

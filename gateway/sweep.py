@@ -13,10 +13,10 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql import Select
 
 from gateway import rules
-from gateway.intake import record_standing
 from gateway.services import Services
+from gateway.standings import Change, record_standings
 from gateway.store.history import load_histories
-from gateway.store.models import Certification, Member
+from gateway.store.models import Certification
 
 
 @dataclass(frozen=True)
@@ -146,23 +146,10 @@ def _record(
     summary: Summary,
     moved: list[tuple[str, rules.Standing, rules.Standing]],
 ) -> list[int]:
-    """Store the new standings and queue their actions, with one flush for the whole batch."""
-    if not moved:
-        return []
-    cert_ids = [cert_id for cert_id, _, _ in moved]
-    certs = session.scalars(
-        select(Certification).where(Certification.certification_id.in_(cert_ids))
-    ).all()
-    member_ids = {cert.member_id for cert in certs}
-    # Held here so the identity map keeps them: record_standing then finds them without a query.
-    _members = session.scalars(select(Member).where(Member.member_id.in_(member_ids))).all()
-    outbox = []
-    with session.no_autoflush:
-        for cert_id, before, after in moved:
-            acts, items = record_standing(
-                svc, session, cert_id, before, after, event_pk=None, request_id=None
-            )
-            summary.actions.update(a.kind for a in acts)
-            outbox += items
-    session.flush()
-    return [item.id for item in outbox]
+    """Store the new standings and queue their actions, a few statements for the whole batch."""
+    changes = [Change(cert_id, before, after) for cert_id, before, after in moved]
+    outbox_ids = []
+    for recorded in record_standings(svc, session, changes):
+        summary.actions.update(a.kind for a in recorded.actions)
+        outbox_ids += [item.id for item in recorded.jobs]
+    return outbox_ids

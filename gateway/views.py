@@ -53,21 +53,36 @@ def badge_view(badge: models.Badge | None) -> dict[str, Any]:
     return view
 
 
-def standing_view(session: Session, certification_id: str, standing: rules.Standing) -> dict:
-    """The full standing of SPEC §6: the rules' answer plus badge, verification and jobs."""
-    badge = session.scalar(
-        select(models.Badge)
-        .where(models.Badge.certification_id == certification_id)
-        .order_by(models.Badge.period_start.desc())
-        .limit(1)
-    )
-    record = session.get(models.VerificationRecord, certification_id)
-    jobs = session.scalars(
-        select(models.OutboxItem)
-        .where(models.OutboxItem.certification_id == certification_id)
-        .order_by(models.OutboxItem.id.desc())
-        .limit(RECENT_JOBS)
-    )
+def standing_view(
+    session: Session,
+    certification_id: str,
+    standing: rules.Standing,
+    *,
+    new_jobs: list[models.OutboxItem] | None = None,
+) -> dict:
+    """The full standing of SPEC §6: the rules' answer plus badge, verification and jobs.
+
+    `new_jobs`: the certification was created in this transaction with these jobs, so no badge
+    or verification record exists yet and nothing needs to be read.
+    """
+    if new_jobs is None:
+        badge = session.scalar(
+            select(models.Badge)
+            .where(models.Badge.certification_id == certification_id)
+            .order_by(models.Badge.period_start.desc())
+            .limit(1)
+        )
+        record = session.get(models.VerificationRecord, certification_id)
+        jobs = list(
+            session.scalars(
+                select(models.OutboxItem)
+                .where(models.OutboxItem.certification_id == certification_id)
+                .order_by(models.OutboxItem.id.desc())
+                .limit(RECENT_JOBS)
+            )
+        )
+    else:
+        badge, record, jobs = None, None, new_jobs[::-1][:RECENT_JOBS]
     return {
         "certification_id": certification_id,
         **standing.to_dict(),

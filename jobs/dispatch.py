@@ -38,17 +38,6 @@ class Dispatcher(Protocol):
         """Whether the broker still holds the job of this item."""
 
 
-def _mark_enqueued(svc: Services, ids: list[int]) -> None:
-    if not ids:
-        return
-    with svc.db.transaction() as session:
-        session.execute(
-            update(OutboxItem)
-            .where(OutboxItem.id.in_(ids), OutboxItem.state == "pending")
-            .values(state="enqueued", enqueued_at=utcnow())
-        )
-
-
 class RQDispatcher:
     """Enqueue outbox items on RQ with the deterministic job id `outbox-<id>`."""
 
@@ -58,7 +47,9 @@ class RQDispatcher:
         self.intervals = schedule(svc.settings.job_retry_base_seconds)
 
     def dispatch(self, outbox_ids: Iterable[int]) -> None:
-        enqueued = []
+        # An item stays `pending` until a worker claims it; the relay finds one whose enqueue
+        # did not happen. The queue's registration waits in `pipe` and is sent once at the end.
+        pipe = self.svc.redis.pipeline()
         for outbox_id in outbox_ids:
             try:
                 self.queue.enqueue(
@@ -74,6 +65,7 @@ class RQDispatcher:
                     on_failure=Callback(mark_failed_when_exhausted),
                     result_ttl=DAY,
                     failure_ttl=30 * DAY,
+                    pipeline=pipe,
                 )
             except DuplicateJobError:
                 pass  # already queued: relaying twice enqueues once
@@ -81,9 +73,11 @@ class RQDispatcher:
                 log.warning(
                     "Redis unavailable; the relay will enqueue later", extra={"error": str(exc)}
                 )
-                break
-            enqueued.append(outbox_id)
-        _mark_enqueued(self.svc, enqueued)
+                return
+        try:
+            pipe.execute()
+        except RedisError as exc:  # the jobs are queued; only the queue's registration missed
+            log.warning("Redis unavailable after enqueueing", extra={"error": str(exc)})
 
     def is_queued(self, outbox_id: int) -> bool:
         return Job.exists(f"outbox-{outbox_id}", connection=self.svc.redis)
@@ -105,9 +99,7 @@ class InProcessDispatcher:
         self._lock = threading.Lock()
 
     def dispatch(self, outbox_ids: Iterable[int]) -> None:
-        ids = list(outbox_ids)
-        _mark_enqueued(self.svc, ids)
-        for outbox_id in ids:
+        for outbox_id in outbox_ids:
             with self._lock:
                 if outbox_id in self._running:
                     continue
@@ -161,16 +153,19 @@ def make_dispatcher(svc: Services, *, synchronous: bool = False) -> Dispatcher:
 
 
 def relay(svc: Services, dispatcher: Dispatcher) -> int:
-    """Enqueue every unfinished item whose job the broker does not hold; returns how many."""
+    """Enqueue every unfinished item whose job the broker does not hold; returns how many.
+
+    Only items older than RELAY_GRACE: a younger one may be between its commit and its enqueue.
+    """
     cutoff = utcnow() - RELAY_GRACE
     with svc.db.sessions() as session:
-        rows = session.execute(
-            select(OutboxItem.id, OutboxItem.state)
+        rows = session.scalars(
+            select(OutboxItem.id)
             .where(OutboxItem.state.not_in(TERMINAL), OutboxItem.created_at <= cutoff)
             .order_by(OutboxItem.id)
         ).all()
     try:
-        lost = [oid for oid, state in rows if state == "pending" or not dispatcher.is_queued(oid)]
+        lost = [oid for oid in rows if not dispatcher.is_queued(oid)]
     except RedisError as exc:
         log.warning("relay: Redis unavailable", extra={"error": str(exc)})
         return 0

@@ -115,7 +115,7 @@ class JobSchema(_Closed):
     kind = fields.String(required=True)
     state = fields.String(
         required=True,
-        metadata={"description": "pending, enqueued, running, retrying, done, or failed"},
+        metadata={"description": "pending, running, retrying, done, or failed"},
     )
     attempts = fields.Integer(required=True)
     last_error = fields.String(required=True, allow_none=True)

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+RECYCLE_SECONDS = 1800
+T = TypeVar("T")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -59,10 +62,12 @@ class Database:
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin)
         else:
+            # No pre-ping (a round trip at every checkout): a connection that died is found when
+            # used, the pool is then invalidated, and `retry_disconnect` runs the work again.
             self.engine = create_engine(
                 self.url,
-                pool_pre_ping=True,
                 pool_size=10,
+                pool_recycle=RECYCLE_SECONDS,
                 json_deserializer=orjson.loads,
                 json_serializer=_dumps,
             )
@@ -89,6 +94,20 @@ class Database:
     def dispose(self) -> None:
         """Close pooled connections (e.g. in a forked worker)."""
         self.engine.dispose(close=False)
+
+
+def retry_disconnect(work: Callable[[], T]) -> T:
+    """Run `work`, once more if it failed on a pooled connection the database had closed.
+
+    `work` must be safe to repeat: a transaction that failed this way was not committed, or its
+    outcome is found again by the repeat (events are idempotent by id).
+    """
+    try:
+        return work()
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+    return work()
 
 
 def alembic_config(url: str) -> Config:

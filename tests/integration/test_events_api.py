@@ -333,7 +333,7 @@ def test_nothing_is_half_written_when_the_database_refuses(app, post, monkeypatc
     def refuse(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(intake, "record_standing", refuse)
+    monkeypatch.setattr(intake, "record_standings", refuse)
     response = post(granted("2026-03-01"))
     assert response.status_code == 500 and response.mimetype == "application/problem+json"
     with app.extensions["gateway"].db.sessions() as session:
