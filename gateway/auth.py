@@ -15,9 +15,9 @@ from authlib.oauth2 import OAuth2Error, OAuth2Request
 from authlib.oauth2.rfc6749 import ClientMixin, TokenMixin
 from authlib.oauth2.rfc6749.grants import ClientCredentialsGrant
 from authlib.oauth2.rfc6750 import BearerTokenValidator
-from flask import Blueprint, Flask, Response, current_app
+from flask import Blueprint, Flask, Response, current_app, request
 from flask.typing import ResponseReturnValue
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -74,31 +74,31 @@ class Client(ClientMixin):
         return grant_type == "client_credentials"
 
 
-@dataclass
+@dataclass(frozen=True)
 class AccessToken(TokenMixin):
-    """A stored token and its client, as Authlib's bearer validator sees it."""
+    """A stored token and whether its client is revoked, as Authlib's bearer validator sees it."""
 
-    row: OAuthToken
+    client_id: str
+    scope: str
+    issued_at: datetime
+    expires_in: int
+    revoked: bool
     client_revoked: bool
 
-    @property
-    def client_id(self) -> str:
-        return self.row.client_id
-
     def check_client(self, client: ClientMixin) -> bool:
-        return client.get_client_id() == self.row.client_id
+        return client.get_client_id() == self.client_id
 
     def get_scope(self) -> str:
-        return self.row.scope
+        return self.scope
 
     def get_expires_in(self) -> int:
-        return self.row.expires_in
+        return self.expires_in
 
     def is_expired(self) -> bool:
-        return utcnow() >= self.row.issued_at + timedelta(seconds=self.row.expires_in)
+        return utcnow() >= self.issued_at + timedelta(seconds=self.expires_in)
 
     def is_revoked(self) -> bool:
-        return self.row.revoked or self.client_revoked
+        return self.revoked or self.client_revoked
 
 
 class ClientCredentials(ClientCredentialsGrant):
@@ -131,15 +131,27 @@ class Validator(BearerTokenValidator):
     """Looks bearer tokens up by their hash; a revoked client's tokens stop working at once."""
 
     def authenticate_token(self, token_string: str) -> AccessToken | None:
-        with services().db.sessions() as session:
-            found = session.execute(
-                select(OAuthToken, OAuthClient.revoked_at)
-                .join(OAuthClient, OAuthClient.client_id == OAuthToken.client_id)
-                .where(OAuthToken.token_hash == token_hash(token_string))
-            ).first()
+        rows = services().db.read(_TOKEN_QUERY, {"token_hash": token_hash(token_string)})
+        found = rows[0] if rows else None
         if found is None:
             return None
-        return AccessToken(row=found[0], client_revoked=found[1] is not None)
+        *token, client_revoked_at = found
+        return AccessToken(*token, client_revoked=client_revoked_at is not None)
+
+
+_TOKENS, _CLIENTS = OAuthToken.__table__, OAuthClient.__table__
+_TOKEN_QUERY = (
+    select(
+        _TOKENS.c.client_id,
+        _TOKENS.c.scope,
+        _TOKENS.c.issued_at,
+        _TOKENS.c.expires_in,
+        _TOKENS.c.revoked,
+        _CLIENTS.c.revoked_at,
+    )
+    .join(_CLIENTS, _CLIENTS.c.client_id == _TOKENS.c.client_id)
+    .where(_TOKENS.c.token_hash == bindparam("token_hash"))
+)
 
 
 class Protector(ResourceProtector):
@@ -166,6 +178,24 @@ require_oauth.register_token_validator(Validator(realm="credential-gateway"))
 def require_scope(*scopes: str) -> Callable[[Callable], Callable]:
     """Protect a view: a valid bearer token carrying any one of `scopes`."""
     return require_oauth(list(scopes))
+
+
+def allow_scope(*scopes: str) -> Callable[[Callable], Callable]:
+    """Open a view to all, but refuse a bad token or one without any of `scopes`.
+
+    Authlib only runs when a token is sent: an anonymous request costs nothing more.
+    """
+
+    def decorate(view: Callable) -> Callable:
+        protected = require_oauth(list(scopes), optional=True)(view)
+
+        @functools.wraps(view)
+        def run(*args: object, **kwargs: object) -> ResponseReturnValue:
+            return (protected if "Authorization" in request.headers else view)(*args, **kwargs)
+
+        return run
+
+    return decorate
 
 
 def current_client_id() -> str | None:

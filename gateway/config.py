@@ -231,7 +231,7 @@ def _all_or_none(what: str, values: dict[str, str | None]) -> None:
 
 
 def _check_rate(name: str, value: str) -> None:
-    """Refuse a rate limit that Flask-Limiter cannot parse (e.g. `60/minute`, `1000 per hour`)."""
+    """Refuse a rate limit that `limits` cannot parse (e.g. `60/minute`, `1000 per hour`)."""
     try:
         parse_many(value)
     except ValueError as exc:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import date, datetime
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from gateway.store.db import Database
 from gateway.store.models import VerificationRecord, utcnow
@@ -30,10 +30,16 @@ class Verification:
     @property
     def etag(self) -> str:
         """A validator of the record's content; the time of the check does not change it."""
-        content = asdict(self)
-        del content["verified_at"]
-        canonical = json.dumps(content, default=str, sort_keys=True)
-        return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+        content = (
+            self.certification_id,
+            self.name,
+            self.credential,
+            self.credential_name,
+            self.status,
+            self.certified_since.isoformat(),
+            self.valid_through.isoformat() if self.valid_through else None,
+        )
+        return hashlib.sha256(json.dumps(content).encode()).hexdigest()[:32]
 
 
 def check_time() -> datetime:
@@ -41,25 +47,30 @@ def check_time() -> datetime:
     return utcnow().replace(microsecond=0)
 
 
+_RECORDS = VerificationRecord.__table__
+_COLUMNS = (
+    _RECORDS.c.certification_id,
+    _RECORDS.c.name,
+    _RECORDS.c.credential,
+    _RECORDS.c.credential_name,
+    _RECORDS.c.status,
+    _RECORDS.c.certified_since,
+    _RECORDS.c.valid_through,
+)
+
+_ONE = select(*_COLUMNS).where(_RECORDS.c.certification_id == bindparam("certification_id"))
+_MANY = select(*_COLUMNS).where(
+    _RECORDS.c.certification_id.in_(bindparam("certification_ids", expanding=True))
+)
+
+
 def verify(db: Database, certification_ids: Sequence[str]) -> list[Verification | None]:
     """The public record of each id, in the order given; None for an id not on record."""
     verified_at = check_time()
-    storable = {i for i in certification_ids if "\x00" not in i}  # others cannot be on record
-    with db.sessions() as session:
-        rows = session.scalars(
-            select(VerificationRecord).where(VerificationRecord.certification_id.in_(storable))
-        )
-        found = {
-            row.certification_id: Verification(
-                certification_id=row.certification_id,
-                name=row.name,
-                credential=row.credential,
-                credential_name=row.credential_name,
-                status=row.status,
-                certified_since=row.certified_since,
-                valid_through=row.valid_through,
-                verified_at=verified_at,
-            )
-            for row in rows
-        }
+    storable = [i for i in certification_ids if "\x00" not in i]  # others cannot be on record
+    if len(storable) == 1:
+        rows = db.read(_ONE, {"certification_id": storable[0]})
+    else:
+        rows = db.read(_MANY, {"certification_ids": storable}) if storable else []
+    found = {row[0]: Verification(*row, verified_at=verified_at) for row in rows}
     return [found.get(certification_id) for certification_id in certification_ids]

@@ -1,21 +1,84 @@
-"""Rate limits of the verification lookups (Flask-Limiter): per client address or per API client."""
+"""Rate limits of the verification lookups (the `limits` library): per address or per API client.
+
+One sliding-window counter per key, checked by one Redis script a lookup; a refused request (or
+batch) uses none of the allowance. Counts live in Redis when it is configured, so every web
+process shares them, else in this process's memory; while Redis is down they are kept in memory.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable
 
 from authlib.oauth2 import OAuth2Error
 from flask import Blueprint, Flask, g, request
-from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
+from limits import RateLimitItem, parse_many
+from limits.errors import StorageError
+from limits.storage import MemoryStorage, RedisStorage, Storage
+from limits.strategies import SlidingWindowCounterRateLimiter
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from gateway.api.problems import Problem
 from gateway.auth import require_oauth
 from gateway.config import Settings
 from gateway.schemas.verifications import MAX_BATCH
-from gateway.services import services
+
+log = logging.getLogger("gateway.ratelimit")
 
 LOOKUP_SCOPE = "verifications:read"
+PREFIX = "gateway-ratelimit"
+REDIS_RETRY_SECONDS = 5  # while Redis is down, how often to try it again
+
+
+class TooManyLookups(Problem):
+    """A lookup over its limit: 429 with `Retry-After`."""
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(
+            429, "Too Many Requests", detail, headers={"Retry-After": str(retry_after)}
+        )
+
+
+class Counter:
+    """Sliding-window counts in Redis (or memory), falling back to memory while Redis is down."""
+
+    def __init__(self, redis_url: str | None) -> None:
+        self.fallback = SlidingWindowCounterRateLimiter(MemoryStorage())
+        self.shared = None
+        if redis_url:
+            storage: Storage = RedisStorage(
+                redis_url,
+                key_prefix=PREFIX,
+                wrap_exceptions=True,
+                socket_connect_timeout=2,
+                socket_timeout=2,
+            )
+            self.shared = SlidingWindowCounterRateLimiter(storage)
+        self.retry_shared_at = 0.0
+
+    def _run(self, call: Callable[[SlidingWindowCounterRateLimiter], object]) -> object:
+        if self.shared is not None and time.monotonic() >= self.retry_shared_at:
+            try:
+                return call(self.shared)
+            except StorageError as exc:
+                log.warning("rate limits counted in memory: %s", exc.storage_error)
+                self.retry_shared_at = time.monotonic() + REDIS_RETRY_SECONDS
+        return call(self.fallback)
+
+    def hit(self, items: list[RateLimitItem], key: str, cost: int) -> RateLimitItem | None:
+        """Count `cost` against every limit of `key`; the first limit refusing it, if any."""
+        for item in items:
+            if not self._run(lambda limiter, item=item: limiter.hit(item, key, cost=cost)):
+                return item
+        return None
+
+    def retry_after(self, item: RateLimitItem, key: str) -> int:
+        """Whole seconds until the window of `item` has room again (at least 1)."""
+        stats = self._run(lambda limiter: limiter.get_window_stats(item, key))
+        return max(1, math.ceil(stats.reset_time - time.time()))
 
 
 def lookup_client() -> str | None:
@@ -25,21 +88,10 @@ def lookup_client() -> str | None:
     """
     if "lookup_client" not in g:
         g.lookup_client = None
-        with contextlib.suppress(OAuth2Error):
-            g.lookup_client = require_oauth.acquire_token([LOOKUP_SCOPE]).client_id
+        if "Authorization" in request.headers:
+            with contextlib.suppress(OAuth2Error):
+                g.lookup_client = require_oauth.acquire_token([LOOKUP_SCOPE]).client_id
     return g.lookup_client
-
-
-def _lookup_key() -> str:
-    client = lookup_client()
-    return f"client:{client}" if client else f"address:{get_remote_address()}"
-
-
-def _lookup_limit() -> str:
-    settings = services().settings
-    if lookup_client():
-        return settings.verify_rate_limit_authenticated
-    return settings.verify_rate_limit
 
 
 def _lookup_cost() -> int:
@@ -49,42 +101,47 @@ def _lookup_cost() -> int:
     return min(max(len(ids), 1), MAX_BATCH) if isinstance(ids, list) else 1
 
 
-def _lookup_message() -> str:
-    who = "this API client" if lookup_client() else "this address"
-    return f"Too many lookups from {who}: the limit is {_lookup_limit()}."
-
-
-def _is_bare_form() -> bool:
-    return "certification_id" not in request.args
-
-
-def init_app(app: Flask, settings: Settings, *, api: Blueprint, page: Blueprint) -> Limiter:
+def init_app(app: Flask, settings: Settings, *, api: Blueprint, page: Blueprint) -> Counter:
     """Limit the lookups of `api` (per address, or per client with a `verifications:read` token,
-    batches counting each id) and of `page` (per address); counts live in Redis when it is
-    configured, so every web process shares them, else in this process's memory."""
+    batches counting each id) and of `page` (per address; the bare form is free)."""
     if settings.trusted_proxies:
         n = settings.trusted_proxies  # X-Forwarded-Proto too: HSTS is sent when TLS is in front
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)
-    limiter = Limiter(
-        key_func=get_remote_address,
-        storage_uri=settings.redis_url or "memory://",
-        storage_options={"socket_connect_timeout": 2, "socket_timeout": 2},
-        key_prefix="gateway-ratelimit",
-        strategy="moving-window",  # a refused request (or batch) uses none of the allowance
-        headers_enabled=True,
-        in_memory_fallback_enabled=True,  # Redis down: count in memory rather than fail lookups
-    )
-    limiter.init_app(app)
-    limiter.shared_limit(
-        _lookup_limit,
-        scope="verification-lookups",
-        key_func=_lookup_key,
-        cost=_lookup_cost,
-        error_message=_lookup_message,
-    )(api)
-    limiter.limit(
-        settings.verify_rate_limit,
-        error_message=f"Too many lookups: the limit is {settings.verify_rate_limit} per address.",
-        exempt_when=_is_bare_form,
-    )(page)
-    return limiter
+    counter = Counter(settings.redis_url)
+    anonymous = parse_many(settings.verify_rate_limit)
+    authenticated = parse_many(settings.verify_rate_limit_authenticated)
+
+    def limit(key: str, items: list[RateLimitItem], cost: int, detail: str) -> None:
+        refused = counter.hit(items, key, cost)
+        if refused is not None:
+            raise TooManyLookups(detail, counter.retry_after(refused, key))
+
+    def limit_api() -> None:
+        client = lookup_client()
+        if client:
+            key, items, rate = f"lookups/client:{client}", authenticated, "this API client"
+            setting = settings.verify_rate_limit_authenticated
+        else:
+            key, items, rate = f"lookups/address:{request.remote_addr}", anonymous, "this address"
+            setting = settings.verify_rate_limit
+        limit(key, items, _lookup_cost(), f"Too many lookups from {rate}: the limit is {setting}.")
+
+    def limit_page() -> None:
+        if "certification_id" in request.args:  # the bare form costs nothing
+            limit(
+                f"page/address:{request.remote_addr}",
+                anonymous,
+                1,
+                f"Too many lookups: the limit is {settings.verify_rate_limit} per address.",
+            )
+
+    # On the app, not the blueprints: they are shared by every app built in this process.
+    limited = {api.name: limit_api, page.name: limit_page}
+
+    @app.before_request
+    def limit_lookups() -> None:
+        check = limited.get(request.blueprint or "")
+        if check is not None:
+            check()
+
+    return counter

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
@@ -105,24 +106,27 @@ def _renamed(row: dict[str, Any], **names: str) -> dict[str, Any]:
 def _upsert_members(session: Session, members: list[rules.Member], now: datetime) -> None:
     latest = {member.member_id: member for member in members}  # one row per member, last wins
     rows = [{**asdict(member), "updated_at": now} for member in latest.values()]
-    statement = _upsert_statement(session).values(rows)
+    session.execute(_MEMBER_UPSERTS[session.get_bind().dialect.name], rows)
+
+
+def _member_upsert(insert_of: Callable[[Table], Any]) -> Insert:
+    statement = insert_of(MEMBERS)
     excluded = statement.excluded
-    session.execute(
-        statement.on_conflict_do_update(
-            index_elements=[MEMBERS.c.member_id],
-            set_={
-                "first_name": excluded.first_name,
-                "last_name": excluded.last_name,
-                "email": excluded.email,
-                "updated_at": excluded.updated_at,
-            },
-        )
+    return statement.on_conflict_do_update(
+        index_elements=[MEMBERS.c.member_id],
+        set_={
+            "first_name": excluded.first_name,
+            "last_name": excluded.last_name,
+            "email": excluded.email,
+            "updated_at": excluded.updated_at,
+        },
     )
 
 
-def _upsert_statement(session: Session) -> Insert:
-    dialect = session.get_bind().dialect.name
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(MEMBERS)
+_MEMBER_UPSERTS = {
+    "postgresql": _member_upsert(postgresql.insert),
+    "sqlite": _member_upsert(sqlite.insert),
+}
 
 
 def _certification_row(change: Change, now: datetime) -> dict[str, Any]:

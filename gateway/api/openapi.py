@@ -119,15 +119,6 @@ _CERTIFICATION_ID = _path_param(
 _SUBSCRIPTION_ID = _path_param("subscription_id", "One of your subscriptions.")
 _SUBSCRIPTION_SCOPE = _scopes("verifications:read")
 _IDS_BODY = {"required": True, "content": {JSON: {"schema": CertificationIdsSchema}}}
-_RATE_HEADERS = {
-    f"X-RateLimit-{name}": {"schema": {"type": "integer"}, "description": description}
-    for name, description in (
-        ("Limit", "Lookups allowed in the window."),
-        ("Remaining", "Lookups left in the window."),
-        ("Reset", "When the window resets (Unix time)."),
-    )
-}
-
 # path -> method -> OpenAPI operation; marshmallow schema classes stand where a schema goes.
 OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
     "/v1/events": {
@@ -215,7 +206,7 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
                 "200": _json(
                     VerificationSchema,
                     "The public record.",
-                    headers={"ETag": {"schema": {"type": "string"}}, **_RATE_HEADERS},
+                    headers={"ETag": {"schema": {"type": "string"}}},
                 ),
                 "304": {"description": "Unchanged since the `If-None-Match` ETag."},
                 **_errors(*_TOKEN_ERRORS, "NotFound", "TooManyRequests"),
@@ -242,7 +233,6 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
                         },
                     },
                     "One result per id, in the order asked.",
-                    headers=_RATE_HEADERS,
                 ),
                 **_errors(*_TOKEN_ERRORS, *_BODY_ERRORS, "TooManyRequests"),
             },

@@ -6,9 +6,9 @@ from datetime import date, datetime
 
 from flask import Blueprint, render_template, request
 from flask.typing import ResponseReturnValue
-from flask_limiter import RateLimitExceeded
 
 from gateway import lookup
+from gateway.ratelimit import TooManyLookups
 from gateway.services import services
 
 bp = Blueprint("pages", __name__)
@@ -52,7 +52,7 @@ def verify_page() -> ResponseReturnValue:
     ), (200 if found else 404)
 
 
-@bp.errorhandler(RateLimitExceeded)
-def too_many_lookups(exc: RateLimitExceeded) -> ResponseReturnValue:
-    """Over the limit: the page again, saying so, with status 429 (Retry-After is added)."""
-    return render_template("verify.html", number="", too_many=exc.description), 429
+@bp.errorhandler(TooManyLookups)
+def too_many_lookups(exc: TooManyLookups) -> ResponseReturnValue:
+    """Over the limit: the page again, saying so, with status 429 and Retry-After."""
+    return render_template("verify.html", number="", too_many=exc.detail), 429, exc.headers

@@ -58,7 +58,7 @@ def _http_exception(exc: HTTPException) -> Response:
     response = problem_response(
         Problem(exc.code or 500, exc.name, exc.description, headers=headers)
     )
-    if exc.response is not None:  # e.g. Flask-Limiter or auth responses keep their headers
+    if exc.response is not None:  # e.g. auth responses keep their headers
         for key, value in exc.response.headers.items():
             if key.lower() not in ("content-type", "content-length"):
                 response.headers[key] = value

@@ -9,7 +9,7 @@ from marshmallow import ValidationError
 from gateway import lookup
 from gateway.api.events import json_body
 from gateway.api.problems import Problem
-from gateway.auth import require_oauth, require_scope
+from gateway.auth import allow_scope, require_scope
 from gateway.ratelimit import LOOKUP_SCOPE
 from gateway.schemas.events import field_errors
 from gateway.schemas.verifications import BatchLookupSchema, VerificationSchema
@@ -21,7 +21,7 @@ _public = VerificationSchema()
 
 
 @bp.get("/v1/verifications/<certification_id>")
-@require_oauth(LOOKUP_SCOPE, optional=True)
+@allow_scope(LOOKUP_SCOPE)
 def get_verification(certification_id: str) -> ResponseReturnValue:
     """The public record of one certification; no token needed, a token raises the rate limit."""
     [found] = lookup.verify(services().db, [certification_id])

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import orjson
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import Executable, Row, create_engine, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
@@ -72,6 +72,22 @@ class Database:
                 json_serializer=_dumps,
             )
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # Reads of one statement need no transaction: on PostgreSQL that spares the BEGIN and
+        # the ROLLBACK round trips. SQLite keeps its own BEGIN (see _sqlite_begin).
+        self._reader = (
+            self.engine
+            if self.is_sqlite
+            else self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        )
+
+    def read(self, statement: Executable, params: dict[str, Any] | None = None) -> list[Row]:
+        """The rows of one read-only statement (retried once on a connection found closed)."""
+
+        def run() -> list[Row]:
+            with self._reader.connect() as connection:
+                return connection.execute(statement, params).all()
+
+        return retry_disconnect(run)
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:

@@ -26,6 +26,6 @@ def test_rate_limits_and_trusted_proxies_are_read_from_the_environment():
 
 
 @pytest.mark.parametrize("name", ["VERIFY_RATE_LIMIT", "VERIFY_RATE_LIMIT_AUTHENTICATED"])
-def test_a_rate_limit_flask_limiter_cannot_parse_is_refused_naming_the_setting(name):
+def test_a_rate_limit_that_cannot_be_parsed_is_refused_naming_the_setting(name):
     with pytest.raises(ConfigError, match=name):
         Settings.from_env({name: "sixty a minute"})

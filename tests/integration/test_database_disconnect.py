@@ -1,0 +1,44 @@
+"""Pooled PostgreSQL connections the server closed (a restart, a failover) cost no request."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from tests.conftest import _pg_conninfo, _truncate, fetch_token
+from tests.events_helpers import granted
+
+
+@pytest.fixture
+def app(make_app, postgres_url):
+    _truncate(postgres_url)
+    app = make_app(database_url=postgres_url, jobs_synchronous=True)
+    yield app
+    _truncate(postgres_url)
+
+
+def close_every_pooled_connection(postgres_url: str) -> int:
+    """What a database restart does to the app's pool: every other session is ended."""
+    with psycopg.connect(_pg_conninfo(postgres_url), autocommit=True) as admin:
+        ended = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()[0]
+    return ended
+
+
+def test_events_tokens_and_lookups_answer_after_the_database_closed_the_pool(app, postgres_url):
+    client = app.test_client()
+    headers = {"Authorization": f"Bearer {fetch_token(app, 'events:write')}"}
+    first = client.post("/v1/events", json=granted("2026-03-01", cert="CERT-1"), headers=headers)
+    assert first.status_code == 202
+    assert client.get("/v1/verifications/CERT-1").status_code == 200
+    assert close_every_pooled_connection(postgres_url) >= 1
+
+    second = client.post("/v1/events", json=granted("2026-03-01", cert="CERT-2"), headers=headers)
+    assert second.status_code == 202, second.get_json()
+    assert "Idempotent-Replayed" not in second.headers
+
+    assert close_every_pooled_connection(postgres_url) >= 1
+    lookup = client.get("/v1/verifications/CERT-2")
+    assert lookup.status_code == 200 and lookup.get_json()["status"] == "active"
