@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 from datetime import UTC, date, datetime, time
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, case, func, select, update
 from sqlalchemy.orm import Session
 
 from connectors.credly import Badge as CredlyBadge
 from connectors.credly import BadgeRequest, CredlyError, PermanentError
 from gateway.services import Services
-from gateway.store.models import Badge, Certification, Member, OutboxItem, utcnow
+from gateway.store.models import Badge, Certification, Member, UTCDateTime, utcnow
+from jobs.claim import ClaimedItem
 
 log = logging.getLogger("jobs.badges")
 
@@ -32,9 +33,18 @@ def template_for(svc: Services, credential: str) -> str:
     raise PermanentError(f"no Credly badge template configured for credential {credential}")
 
 
-def _recipient(svc: Services, session: Session, cert: Certification) -> BadgeRequest:
+def _certification(session: Session, certification_id: str) -> tuple[Certification, Member]:
+    """A certification and its member, in one query."""
+    found = session.execute(
+        select(Certification, Member)
+        .join(Member, Member.member_id == Certification.member_id)
+        .where(Certification.certification_id == certification_id)
+    ).one()
+    return found.Certification, found.Member
+
+
+def _recipient(svc: Services, cert: Certification, member: Member) -> BadgeRequest:
     """The badge of the certification's current period, read before calling Credly."""
-    member = session.get(Member, cert.member_id)
     standing = cert.standing
     paid_through = date.fromisoformat(standing["fees"]["paid_through"])
     return BadgeRequest(
@@ -60,14 +70,48 @@ def _period_badge(session: Session, certification_id: str, period_start: date) -
     return badge
 
 
-def _record(svc: Services, badge_id: int, found: CredlyBadge) -> None:
-    with svc.db.transaction() as session:
-        badge = session.get(Badge, badge_id)
-        if badge.credly_badge_id != found.id or badge.state != found.state:
-            badge.state_changed_at = utcnow()
-        badge.credly_badge_id, badge.state, badge.last_error = found.id, found.state, None
-        badge.issued_at = badge.issued_at or utcnow()
-        badge.expires_at = found.expires_at or badge.expires_at
+_found_id, _found_state = bindparam("found_id"), bindparam("found_state")
+_found_expires_at = bindparam("found_expires_at", type_=UTCDateTime())
+_now = bindparam("now", type_=UTCDateTime())
+#: Built once: record what Credly answered about the badge `badge_id`.
+RECORD = (
+    update(Badge)
+    .where(Badge.id == bindparam("badge_id"))
+    .values(
+        credly_badge_id=_found_id,
+        state=_found_state,
+        last_error=None,
+        state_changed_at=case(
+            (
+                Badge.credly_badge_id.is_distinct_from(_found_id)
+                | Badge.state.is_distinct_from(_found_state),
+                _now,
+            ),
+            else_=Badge.state_changed_at,
+        ),
+        issued_at=func.coalesce(Badge.issued_at, _now),
+        expires_at=func.coalesce(_found_expires_at, Badge.expires_at),
+    )
+)
+
+
+def _record(
+    svc: Services, badge_id: int, found: CredlyBadge, item: ClaimedItem | None = None
+) -> None:
+    """Record what Credly answered, in one statement; with `item`, record the item done too."""
+    with svc.db.engine.begin() as connection:
+        connection.execute(
+            RECORD,
+            {
+                "badge_id": badge_id,
+                "found_id": found.id,
+                "found_state": found.state,
+                "found_expires_at": found.expires_at,
+                "now": utcnow(),
+            },
+        )
+        if item is not None:
+            item.finish(connection)
 
 
 def _record_error(svc: Services, badge_id: int, exc: CredlyError) -> None:
@@ -78,11 +122,11 @@ def _record_error(svc: Services, badge_id: int, exc: CredlyError) -> None:
             badge.state, badge.state_changed_at = "error", utcnow()
 
 
-def issue(svc: Services, item: OutboxItem) -> None:
+def issue(svc: Services, item: ClaimedItem) -> None:
     """Issue the badge of the item's period, adopting one Credly already has for it."""
     period_start = date.fromisoformat(item.payload["period_start"])
     with svc.db.transaction() as session:
-        cert = session.get(Certification, item.certification_id)
+        cert, member = _certification(session, item.certification_id)
         if cert.status != "active" or cert.standing["certified_on"] != period_start.isoformat():
             log.info("not issuing: certification is %s now", cert.status)
             return
@@ -91,7 +135,7 @@ def issue(svc: Services, item: OutboxItem) -> None:
             log.info("badge already issued", extra={"credly_badge_id": badge.credly_badge_id})
             return
         try:
-            recipient = _recipient(svc, session, cert)
+            recipient = _recipient(svc, cert, member)
         except PermanentError as exc:
             badge.state, badge.last_error, badge.state_changed_at = "error", str(exc), utcnow()
             raise
@@ -111,19 +155,19 @@ def issue(svc: Services, item: OutboxItem) -> None:
     except CredlyError as exc:
         _record_error(svc, badge_id, exc)
         raise
-    _record(svc, badge_id, found)
+    _record(svc, badge_id, found, item)
 
 
-def replace(svc: Services, item: OutboxItem) -> None:
+def replace(svc: Services, item: ClaimedItem) -> None:
     """Replace the live badge of the current period with the member's current details."""
     with svc.db.transaction() as session:
-        cert = session.get(Certification, item.certification_id)
+        cert, member = _certification(session, item.certification_id)
         period_start = date.fromisoformat(cert.standing["certified_on"])
         badge = _period_badge(session, cert.certification_id, period_start)
         if not (badge.credly_badge_id and badge.state in LIVE):
             log.info("no live badge to replace")
             return
-        recipient = _recipient(svc, session, cert)
+        recipient = _recipient(svc, cert, member)
         badge.attempts += 1
         session.flush()
         badge_id, credly_id = badge.id, badge.credly_badge_id
@@ -132,7 +176,7 @@ def replace(svc: Services, item: OutboxItem) -> None:
     except CredlyError as exc:
         _record_error(svc, badge_id, exc)
         raise
-    _record(svc, badge_id, found)
+    _record(svc, badge_id, found, item)
 
 
 def _replace_once(svc: Services, credly_id: str, recipient: BadgeRequest) -> CredlyBadge:
@@ -152,7 +196,7 @@ def _replace_once(svc: Services, credly_id: str, recipient: BadgeRequest) -> Cre
         return found
 
 
-def revoke(svc: Services, item: OutboxItem) -> None:
+def revoke(svc: Services, item: ClaimedItem) -> None:
     """Revoke every live badge of the certification, with the deciding rule as the reason."""
     reason = f"{item.payload['reason_rule']}: {item.payload['reason']}"
     with svc.db.transaction() as session:

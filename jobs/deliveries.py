@@ -40,6 +40,7 @@ from gateway.store.models import (
     WatchedCertification,
     utcnow,
 )
+from jobs.claim import ClaimedItem
 from jobs.retry import RetryPolicy, within
 
 log = logging.getLogger("jobs.deliveries")
@@ -191,12 +192,12 @@ class Claim:
     secret: str | None = None
 
 
-def deliver_webhook(svc: Services, item: OutboxItem) -> None:
+def deliver_webhook(svc: Services, item: ClaimedItem) -> None:
     """Outbox handler: POST the signed `certification.status_changed` event to a subscription."""
     _deliver(svc, item, _post_webhook)
 
 
-def push_directory(svc: Services, item: OutboxItem) -> None:
+def push_directory(svc: Services, item: ClaimedItem) -> None:
     """Outbox handler: PUT the public record to the verification directory."""
     _deliver(svc, item, _put_directory)
 
@@ -217,7 +218,7 @@ def _put_directory(svc: Services, claim: Claim, record: dict[str, Any]) -> int:
     return svc.directory.put_record(claim.certification_id, record)
 
 
-def _deliver(svc: Services, item: OutboxItem, send: Send) -> None:
+def _deliver(svc: Services, item: ClaimedItem, send: Send) -> None:
     delivery_id = item.payload["delivery_id"]
     try:
         claim = _claim(svc, delivery_id)
@@ -233,7 +234,7 @@ def _deliver(svc: Services, item: OutboxItem, send: Send) -> None:
         )
         _settle(svc, delivery_id, "failed" if gave_up else "retrying", exc)
         raise
-    _settle(svc, delivery_id, "delivered", status)
+    _settle(svc, delivery_id, "delivered", status, item)
 
 
 def _lease(settings: Settings) -> timedelta:
@@ -245,16 +246,23 @@ def _claim(svc: Services, delivery_id: int) -> Claim | None:
     """Take the lease of a delivery; None when it is no longer to be sent (and say why)."""
     now = utcnow()
     with svc.db.transaction() as session:
-        target, certification_id = session.execute(
-            select(Delivery.target, Delivery.certification_id).where(Delivery.id == delivery_id)
-        ).one()
+        pair = (
+            select(Delivery.target, Delivery.certification_id)
+            .where(Delivery.id == delivery_id)
+            .subquery()
+        )
         rows = session.scalars(  # every delivery of this target and certification, locked
             select(Delivery)
-            .where(Delivery.target == target, Delivery.certification_id == certification_id)
+            .join(
+                pair,
+                (Delivery.target == pair.c.target)
+                & (Delivery.certification_id == pair.c.certification_id),
+            )
             .order_by(Delivery.id)
-            .with_for_update()
+            .with_for_update(of=Delivery)
         ).all()
         mine = next(row for row in rows if row.id == delivery_id)
+        target, certification_id = mine.target, mine.certification_id
         if mine.state in SETTLED:
             return None
         subscription = None if target == DIRECTORY else session.get(Subscription, target)
@@ -303,8 +311,17 @@ def _describe(exc: Exception) -> str:
     return f"{exc}: {body}" if body else str(exc)
 
 
-def _settle(svc: Services, delivery_id: int, state: str, outcome: int | Exception) -> None:
-    """Record how an attempt ended; a delivered one supersedes the older ones still open."""
+def _settle(
+    svc: Services,
+    delivery_id: int,
+    state: str,
+    outcome: int | Exception,
+    item: ClaimedItem | None = None,
+) -> None:
+    """Record how an attempt ended; a delivered one supersedes the older ones still open.
+
+    With `item`, the outbox item is recorded done in the same transaction.
+    """
     now = utcnow()
     with svc.db.transaction() as session:
         mine = session.get(Delivery, delivery_id, with_for_update=True)
@@ -326,3 +343,5 @@ def _settle(svc: Services, delivery_id: int, state: str, outcome: int | Exceptio
                 )
                 .values(state="superseded", finished_at=now)
             )
+        if item is not None:
+            item.finish(session.connection())

@@ -19,7 +19,8 @@ from sqlalchemy import select, update
 
 from gateway.services import Services
 from gateway.store.models import OutboxItem, utcnow
-from jobs.outbox import TERMINAL, JobFailed, mark_failed_when_exhausted, run_outbox_item
+from jobs.claim import TERMINAL
+from jobs.outbox import JobFailed, mark_failed_when_exhausted, run_outbox_item
 from jobs.retry import MAX_ATTEMPTS, backoff, schedule
 
 log = logging.getLogger("jobs.dispatch")
@@ -58,10 +59,7 @@ class RQDispatcher:
                     job_id=f"outbox-{outbox_id}",
                     unique=True,
                     job_timeout=self.svc.settings.job_timeout_seconds,
-                    retry=Retry(
-                        max=MAX_ATTEMPTS,
-                        interval=schedule(self.svc.settings.job_retry_base_seconds),
-                    ),
+                    retry=Retry(max=MAX_ATTEMPTS, interval=self.intervals),
                     on_failure=Callback(mark_failed_when_exhausted),
                     result_ttl=DAY,
                     failure_ttl=30 * DAY,

@@ -9,18 +9,21 @@ from types import TracebackType
 from redis import Redis
 from rq import Retry, get_current_job
 from rq.job import Job
+from sqlalchemy import select
 
 from connectors.errors import PermanentError, TransientError
 from gateway import logs, metrics
 from gateway.config import Settings
 from gateway.services import Services
-from gateway.store.models import OutboxItem, utcnow
+from gateway.store.db import retry_disconnect
+from gateway.store.models import OutboxItem
 from jobs import badges, context, deliveries, verification, webhooks
+from jobs.claim import UNSETTLED_BY_ID, ClaimedItem, record
 from jobs.retry import MAX_ATTEMPTS, RetryPolicy
 
 log = logging.getLogger("jobs.outbox")
 
-Handler = Callable[[Services, OutboxItem], None]
+Handler = Callable[[Services, ClaimedItem], None]
 
 HANDLERS: dict[str, Handler] = {
     "issue_badge": badges.issue,
@@ -38,7 +41,14 @@ POLICIES: dict[str, Callable[[Settings], RetryPolicy]] = {
     "push_directory": deliveries.retry_policy,
 }
 
-TERMINAL = ("done", "failed")
+#: Built once: an item not done or failed marked running, one more attempt.
+CLAIM = UNSETTLED_BY_ID.values(state="running", attempts=OutboxItem.attempts + 1).returning(
+    OutboxItem.kind,
+    OutboxItem.certification_id,
+    OutboxItem.payload,
+    OutboxItem.request_id,
+    OutboxItem.attempts,
+)
 
 
 class JobFailed(Exception):
@@ -48,41 +58,51 @@ class JobFailed(Exception):
 def run_outbox_item(outbox_id: int) -> Retry | None:
     """Run one outbox item; return RQ's Retry on a transient failure, raise when it has failed."""
     svc = context.services()
-    with svc.db.transaction() as session:
-        item = session.get(OutboxItem, outbox_id, with_for_update=True)
-        if item is None:
-            raise JobFailed(f"outbox item {outbox_id} does not exist")
-        if item.state in TERMINAL:
-            log.info("outbox item already %s", item.state, extra={"outbox_id": outbox_id})
-            return None
-        item.state, item.attempts = "running", item.attempts + 1
-        attempt = item.attempts
+    item = retry_disconnect(lambda: _claim(svc, outbox_id))
+    if item is None:
+        return None
     logs.bind(request_id=item.request_id, outbox_id=outbox_id, kind=item.kind)
     try:
-        return _run(svc, item, attempt)
+        return _run(svc, item)
     finally:
         logs.clear()
 
 
-def _run(svc: Services, item: OutboxItem, attempt: int) -> Retry | None:
-    outbox_id = item.id
+def _claim(svc: Services, outbox_id: int) -> ClaimedItem | None:
+    """Record the item `running`, one more attempt, in one statement; None when it is settled.
+
+    Safe to repeat after a dropped connection: at worst one attempt is counted twice.
+    """
+    with svc.db.engine.begin() as connection:
+        row = connection.execute(CLAIM, {"outbox_id": outbox_id}).one_or_none()
+        if row is not None:
+            return ClaimedItem(id=outbox_id, **row._mapping)
+        state = connection.scalar(select(OutboxItem.state).where(OutboxItem.id == outbox_id))
+    if state is None:
+        raise JobFailed(f"outbox item {outbox_id} does not exist")
+    log.info("outbox item already %s", state, extra={"outbox_id": outbox_id})
+    return None
+
+
+def _run(svc: Services, item: ClaimedItem) -> Retry | None:
+    attempt = item.attempts
     try:
         HANDLERS[item.kind](svc, item)
     except TransientError as exc:
         policy = retry_policy(svc.settings, item.kind)
         if attempt >= policy.max_attempts:
-            _fail(svc, outbox_id, f"gave up after {attempt} attempts: {exc}", exc)
+            _fail(svc, item, f"gave up after {attempt} attempts: {exc}", exc)
         delay = policy.delay(attempt, exc.retry_after)
-        _finish(svc, outbox_id, "retrying", f"attempt {attempt}: {exc}; retry in {delay}s")
+        _finish(svc, item, "retrying", f"attempt {attempt}: {exc}; retry in {delay}s")
         log.warning("transient failure, retry in %ss", delay, extra={"error": str(exc)})
         return Retry(max=policy.max_attempts, interval=delay)
     except PermanentError as exc:
-        _fail(svc, outbox_id, f"{exc} {exc.body}" if exc.body else str(exc), exc)
+        _fail(svc, item, f"{exc} {exc.body}" if exc.body else str(exc), exc)
     except Exception as exc:
         # Unexpected (e.g. the database went away): RQ retries on the enqueue schedule.
-        _finish(svc, outbox_id, "retrying", f"attempt {attempt}: {type(exc).__name__}: {exc}")
+        _finish(svc, item, "retrying", f"attempt {attempt}: {type(exc).__name__}: {exc}")
         raise
-    _finish(svc, outbox_id, "done", None)
+    _finish(svc, item, "done", None)
     return None
 
 
@@ -92,9 +112,9 @@ def retry_policy(settings: Settings, kind: str) -> RetryPolicy:
     return own(settings) if own else RetryPolicy(MAX_ATTEMPTS, settings.job_retry_base_seconds)
 
 
-def _fail(svc: Services, outbox_id: int, reason: str, cause: Exception) -> None:
+def _fail(svc: Services, item: ClaimedItem, reason: str, cause: Exception) -> None:
     """Record a final failure and make sure RQ does not retry it."""
-    _finish(svc, outbox_id, "failed", reason)
+    _finish(svc, item, "failed", reason)
     job = get_current_job()
     if job is not None:
         job.retries_left = 0
@@ -108,18 +128,14 @@ def mark_failed_when_exhausted(
     if job.retries_left:
         return
     outbox_id = int(job.id.removeprefix("outbox-"))
-    svc = context.services()
-    with svc.db.transaction() as session:
-        item = session.get(OutboxItem, outbox_id)
-        if item is not None and item.state not in TERMINAL:
-            item.state, item.finished_at = "failed", utcnow()
-            item.last_error = f"{exc_type.__name__}: {exc_value}"
+    reason = f"{exc_type.__name__}: {exc_value}"
+    with context.services().db.engine.begin() as connection:
+        record(connection, outbox_id, "failed", reason, unless_settled=True)
 
 
-def _finish(svc: Services, outbox_id: int, state: str, error: str | None) -> None:
-    with svc.db.transaction() as session:
-        item = session.get(OutboxItem, outbox_id)
-        item.state, item.last_error = state, error
-        metrics.JOBS.labels(item.kind, state).inc()
-        if state in TERMINAL:
-            item.finished_at = utcnow()
+def _finish(svc: Services, item: ClaimedItem, state: str, error: str | None) -> None:
+    """Record how the attempt ended, unless the handler recorded it done with its outcome."""
+    if not (state == "done" and item.done):
+        with svc.db.engine.begin() as connection:
+            record(connection, item.id, state, error)
+    metrics.JOBS.labels(item.kind, state).inc()

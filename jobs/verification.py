@@ -8,19 +8,29 @@ from __future__ import annotations
 
 from datetime import date
 
+from sqlalchemy import select
+
 from gateway.services import Services
-from gateway.store.models import Certification, OutboxItem, VerificationRecord, utcnow
+from gateway.store.models import Certification, VerificationRecord, utcnow
 from jobs import deliveries
+from jobs.claim import ClaimedItem
 
 
-def sync(svc: Services, item: OutboxItem) -> None:
+def sync(svc: Services, item: ClaimedItem) -> None:
     """Bring the public record in step with the certification's current stored standing."""
     with svc.db.transaction() as session:
-        cert = session.get(Certification, item.certification_id, with_for_update=True)
+        cert, record = session.execute(  # the certification locked, its record in the same query
+            select(Certification, VerificationRecord)
+            .outerjoin(
+                VerificationRecord,
+                VerificationRecord.certification_id == Certification.certification_id,
+            )
+            .where(Certification.certification_id == item.certification_id)
+            .with_for_update(of=Certification)
+        ).one()
         standing = cert.standing
         member = standing["member"]
         credential = svc.policy.credentials.get(cert.credential)
-        record = session.get(VerificationRecord, cert.certification_id)
         before = deliveries.public_content(record)
         if record is None:
             record = VerificationRecord(certification_id=cert.certification_id)
@@ -37,5 +47,6 @@ def sync(svc: Services, item: OutboxItem) -> None:
         record.synced_at = utcnow()
         fanned = deliveries.fan_out(svc, session, record, before, request_id=item.request_id)
         outbox_ids = [queued.id for queued in fanned]
+        item.finish(session.connection())
     if outbox_ids and svc.dispatcher is not None:  # else the relay enqueues them
         svc.dispatcher.dispatch(outbox_ids)

@@ -17,7 +17,8 @@ from sqlalchemy.orm import Session
 from connectors.credly import Badge as CredlyBadge
 from connectors.credly import CredlyError, NotFound, TransientError, parse_credly_datetime
 from gateway.services import Services
-from gateway.store.models import Badge, Certification, CredlyNotification, OutboxItem, utcnow
+from gateway.store.models import Badge, Certification, CredlyNotification, utcnow
+from jobs.claim import ClaimedItem
 
 log = logging.getLogger("jobs.webhooks")
 
@@ -34,7 +35,7 @@ class BadgeNotRecordedYet(TransientError):
     """The event is about a badge of ours whose Credly id no issue job has recorded yet."""
 
 
-def process(svc: Services, item: OutboxItem) -> None:
+def process(svc: Services, item: ClaimedItem) -> None:
     """Fetch the notified event from Credly with our own credentials and apply it."""
     notification_id = item.payload["notification_id"]
     with svc.db.sessions() as session:
@@ -48,19 +49,19 @@ def process(svc: Services, item: OutboxItem) -> None:
         return
     try:
         event = svc.credly.get_event(notification_id)
-        _apply(svc, notification_id, event)
+        _apply(svc, item, event)
     except NotFound as exc:
-        _close(svc, notification_id, "forged", f"Credly does not know this event: {exc}")
+        _close(svc, item, "forged", f"Credly does not know this event: {exc}")
         log.warning("forged Credly notification", extra={"notification_id": notification_id})
     except CredlyError as exc:
         _note_error(svc, notification_id, exc)
         raise
 
 
-def _apply(svc: Services, notification_id: str, event: dict[str, Any]) -> None:
-    """Record the fetched event, Credly's own type and time, and what it changed."""
+def _apply(svc: Services, item: ClaimedItem, event: dict[str, Any]) -> None:
+    """Record the fetched event, Credly's own type and time, what it changed, and the item done."""
     with svc.db.transaction() as session:
-        row = _notification(session, notification_id)
+        row = _notification(session, item.payload["notification_id"])
         row.event = event
         row.event_type = str(event.get("event_type") or row.event_type)
         row.occurred_at = parse_credly_datetime(event.get("occurred_at")) or row.occurred_at
@@ -69,6 +70,7 @@ def _apply(svc: Services, notification_id: str, event: dict[str, Any]) -> None:
         else:
             status, result = "ignored", f"{row.event_type} events are not acted on"
         row.status, row.result, row.last_error, row.processed_at = status, result, None, utcnow()
+        item.finish(session.connection())
     log.info("Credly notification %s: %s", status, result)
 
 
@@ -122,10 +124,11 @@ def _notification(session: Session, notification_id: str) -> CredlyNotification:
     ).one()
 
 
-def _close(svc: Services, notification_id: str, status: str, result: str) -> None:
+def _close(svc: Services, item: ClaimedItem, status: str, result: str) -> None:
     with svc.db.transaction() as session:
-        row = _notification(session, notification_id)
+        row = _notification(session, item.payload["notification_id"])
         row.status, row.result, row.last_error, row.processed_at = status, result, None, utcnow()
+        item.finish(session.connection())
 
 
 def _note_error(svc: Services, notification_id: str, exc: CredlyError) -> None:

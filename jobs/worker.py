@@ -55,6 +55,8 @@ def run_worker(
         worker_ttl=worker_ttl,
     )
     try:
-        worker.work(burst=burst, with_scheduler=with_scheduler, logging_level="INFO")
+        worker.work(
+            burst=burst, with_scheduler=with_scheduler, logging_level=svc.settings.log_level
+        )
     finally:
         stop.set()

@@ -15,9 +15,12 @@ from click.testing import CliRunner
 from rq import Queue, SimpleWorker
 from rq.scheduler import RQScheduler
 
+from connectors.credly import Badge as CredlyBadge
 from gateway import intake
 from gateway.cli import cli
 from gateway.store.models import Badge, OutboxItem
+from jobs.badges import _record
+from jobs.claim import ClaimedItem
 from tests.events_helpers import event, granted
 
 CREDLY = "https://api.credly.test/v1"
@@ -219,3 +222,37 @@ def test_revoke_after_audit_failure_and_revoking_twice_succeeds(svc):
     assert badge.state == "revoked"
     revoke_call = next(c for c in responses.calls if c.request.method == "PUT")
     assert b"AUDIT-FAILED" in revoke_call.request.body
+
+
+@responses.activate
+def test_the_badge_and_the_item_done_are_recorded_in_one_transaction(svc, monkeypatch):
+    responses.get(re.compile(re.escape(BADGES) + r"\?.*"), json=EMPTY_LIST)
+    responses.post(BADGES, status=201, json=badge_json())
+    submit(svc, granted("2026-03-01"))
+
+    def crash(item, connection):
+        raise RuntimeError("worker lost between the badge and the item")
+
+    monkeypatch.setattr(ClaimedItem, "finish", crash)
+    SimpleWorker([Queue(svc.settings.queue_name, connection=svc.redis)], connection=svc.redis).work(
+        burst=True
+    )
+    [item] = items(svc, "issue_badge")
+    assert item.state == "retrying" and "RuntimeError" in item.last_error
+    [badge] = badges(svc)
+    assert badge.credly_badge_id is None and badge.state == "queued"
+
+
+@responses.activate
+def test_recording_the_same_credly_answer_again_keeps_the_badge_timestamps(svc):
+    responses.get(re.compile(re.escape(BADGES) + r"\?.*"), json=EMPTY_LIST)
+    responses.post(BADGES, status=201, json=badge_json())
+    submit(svc, granted("2026-03-01"))
+    drain(svc, lambda: issue_done(svc))
+    [badge] = badges(svc)
+    assert badge.credly_badge_id == "b-1" and badge.last_error is None
+    assert badge.issued_at is not None and badge.state_changed_at is not None
+    stamped = badge.state_changed_at
+    _record(svc, badge.id, CredlyBadge.from_json(badge_json()["data"]))
+    [again] = badges(svc)
+    assert again.state_changed_at == stamped and again.issued_at == badge.issued_at
