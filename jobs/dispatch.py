@@ -35,8 +35,8 @@ class Dispatcher(Protocol):
     def dispatch(self, outbox_ids: Iterable[int]) -> None:
         """Start (or queue) the jobs of these outbox items; never raises for a broker outage."""
 
-    def is_queued(self, outbox_id: int) -> bool:
-        """Whether the broker still holds the job of this item."""
+    def unqueued(self, outbox_ids: list[int]) -> list[int]:
+        """Those of these items whose job the broker does not hold."""
 
 
 class RQDispatcher:
@@ -77,8 +77,12 @@ class RQDispatcher:
         except RedisError as exc:  # the jobs are queued; only the queue's registration missed
             log.warning("Redis unavailable after enqueueing", extra={"error": str(exc)})
 
-    def is_queued(self, outbox_id: int) -> bool:
-        return Job.exists(f"outbox-{outbox_id}", connection=self.svc.redis)
+    def unqueued(self, outbox_ids: list[int]) -> list[int]:
+        pipe = self.svc.redis.pipeline(transaction=False)  # one round trip for all of them
+        for outbox_id in outbox_ids:
+            pipe.exists(Job.key_for(f"outbox-{outbox_id}"))
+        held = pipe.execute() if outbox_ids else []
+        return [oid for oid, exists in zip(outbox_ids, held, strict=True) if not exists]
 
     def forget(self, outbox_id: int) -> None:
         """Delete the job of an item from Redis, so it can be enqueued afresh."""
@@ -107,9 +111,9 @@ class InProcessDispatcher:
             else:
                 self.executor.submit(self._run, outbox_id)
 
-    def is_queued(self, outbox_id: int) -> bool:
+    def unqueued(self, outbox_ids: list[int]) -> list[int]:
         with self._lock:
-            return outbox_id in self._running
+            return [oid for oid in outbox_ids if oid not in self._running]
 
     def _run(self, outbox_id: int, attempt: int = 1) -> None:
         """One attempt; a retry waits on a timer, so the job thread serves other items meanwhile."""
@@ -157,13 +161,15 @@ def relay(svc: Services, dispatcher: Dispatcher) -> int:
     """
     cutoff = utcnow() - RELAY_GRACE
     with svc.db.sessions() as session:
-        rows = session.scalars(
-            select(OutboxItem.id)
-            .where(OutboxItem.state.not_in(TERMINAL), OutboxItem.created_at <= cutoff)
-            .order_by(OutboxItem.id)
-        ).all()
+        rows = list(
+            session.scalars(
+                select(OutboxItem.id)
+                .where(OutboxItem.state.not_in(TERMINAL), OutboxItem.created_at <= cutoff)
+                .order_by(OutboxItem.id)
+            )
+        )
     try:
-        lost = [oid for oid in rows if not dispatcher.is_queued(oid)]
+        lost = dispatcher.unqueued(rows)
     except RedisError as exc:
         log.warning("relay: Redis unavailable", extra={"error": str(exc)})
         return 0

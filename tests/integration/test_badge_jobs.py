@@ -21,6 +21,7 @@ from gateway.cli import cli
 from gateway.store.models import Badge, OutboxItem
 from jobs.badges import _record
 from jobs.claim import ClaimedItem
+from jobs.dispatch import RELAY_GRACE, relay
 from tests.events_helpers import event, granted
 
 CREDLY = "https://api.credly.test/v1"
@@ -256,3 +257,15 @@ def test_recording_the_same_credly_answer_again_keeps_the_badge_timestamps(svc):
     _record(svc, badge.id, CredlyBadge.from_json(badge_json()["data"]))
     [again] = badges(svc)
     assert again.state_changed_at == stamped and again.issued_at == badge.issued_at
+
+
+def test_the_relay_enqueues_only_the_items_whose_job_redis_lost(svc):
+    answer = submit(svc, granted("2026-03-01"))
+    kept, lost = answer.outbox_ids
+    svc.dispatcher.forget(lost)  # as a Redis restart would
+    assert svc.dispatcher.unqueued([kept, lost]) == [lost]
+    with svc.db.transaction() as session:  # both older than the grace the relay leaves
+        for item in session.query(OutboxItem):
+            item.created_at = datetime.now(UTC) - 2 * RELAY_GRACE
+    assert relay(svc, svc.dispatcher) == 1
+    assert svc.dispatcher.unqueued([kept, lost]) == []
