@@ -58,6 +58,7 @@ _COLUMNS = (
     _RECORDS.c.valid_through,
 )
 
+# A single id (the common lookup) skips the per-call rendering of the expanding IN (~30 µs).
 _ONE = select(*_COLUMNS).where(_RECORDS.c.certification_id == bindparam("certification_id"))
 _MANY = select(*_COLUMNS).where(
     _RECORDS.c.certification_id.in_(bindparam("certification_ids", expanding=True))
