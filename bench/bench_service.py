@@ -11,9 +11,10 @@ generator) and their verification records, then on 127.0.0.1 only:
    /v1/verifications/{id} of random existing ids at full load and at about half that rate (wrk's
    `delay()` per connection: a closed-loop approximation of a fixed rate), then POST /v1/events of
    new `certification.granted` events for the same time;
-3. the jobs those events queued, worked by `--workers` `gateway worker --burst` processes (web
-   server stopped) against the Credly stand-in, and as the ceiling the same number of bare RQ jobs
-   (`bench/bare_job.py`: the badge-issue HTTP call only) on as many plain `rq worker --burst`.
+3. the jobs those events queued, worked by `--workers` `gateway worker` processes (web server
+   stopped; the workers are stopped once every outbox item is settled) against the Credly
+   stand-in, and as the ceiling the same number of bare RQ jobs (`bench/bare_job.py`: the
+   badge-issue HTTP call only) on as many plain `rq worker --burst`.
 
 Every wrk run lasts `--seconds`; every wait is bounded. Prints a markdown table; each gateway
 figure is also given as a ratio to its ceiling measured in the same run, minutes apart.
@@ -42,6 +43,7 @@ import requests
 from bench_sweep import POLICY, drop, fresh_database, generate
 from rq import Queue
 from rq.registry import FailedJobRegistry, FinishedJobRegistry
+from rq.worker import Worker
 
 BIN = Path(sys.executable).parent
 BENCH = Path(__file__).resolve().parent
@@ -223,15 +225,20 @@ def events_token(env: dict[str, str]) -> str:
     return answer.json()["access_token"]
 
 
+def start_all(commands: list[list[str]], env: dict[str, str], log: Path) -> list[subprocess.Popen]:
+    """Start the commands side by side, each in its own process group, logging to `log`."""
+    with log.open("ab") as sink:
+        return [
+            subprocess.Popen(c, env=env, cwd=ROOT, stdout=sink, stderr=sink, start_new_session=True)
+            for c in commands
+        ]
+
+
 def drain(commands: list[list[str]], env: dict[str, str], log: Path) -> float:
     """Run burst workers side by side until they exit (queue empty), at most WAIT seconds;
     the CPU seconds they used."""
     before = children_cpu()
-    with log.open("ab") as sink:
-        started = [
-            subprocess.Popen(c, env=env, cwd=ROOT, stdout=sink, stderr=sink, start_new_session=True)
-            for c in commands
-        ]
+    started = start_all(commands, env, log)
     deadline = time.monotonic() + WAIT
     try:
         for child in started:
@@ -240,6 +247,33 @@ def drain(commands: list[list[str]], env: dict[str, str], log: Path) -> float:
         for child in started:
             stop(child)
     return children_cpu() - before
+
+
+def work_off(
+    commands: list[list[str]], env: dict[str, str], log: Path, broker: redis.Redis
+) -> float:
+    """Run gateway workers side by side until every one has started and no outbox item is left
+    unsettled (at most WAIT seconds), then stop them; the CPU seconds they used."""
+    before = children_cpu()
+    url = env["DATABASE_URL"]
+    started = start_all(commands, env, log)
+    deadline = time.monotonic() + WAIT
+    try:
+        while Worker.count(connection=broker) < len(started) or unsettled(url):
+            if time.monotonic() > deadline or any(c.poll() is not None for c in started):
+                raise RuntimeError(f"the workers did not settle the outbox; see {log}")
+            time.sleep(0.2)
+    finally:
+        for child in started:
+            stop(child)
+    return children_cpu() - before
+
+
+def unsettled(url: str) -> int:
+    """Outbox items not yet done or failed."""
+    with psycopg.connect(url) as conn:
+        query = "SELECT count(*) FROM outbox WHERE state NOT IN ('done', 'failed')"
+        return conn.execute(query).fetchone()[0]
 
 
 def job_span(connection: redis.Redis, queue: str) -> tuple[int, int, float]:
@@ -253,6 +287,17 @@ def job_span(connection: redis.Redis, queue: str) -> tuple[int, int, float]:
     first = min(j.started_at for j in jobs if j.started_at)
     last = max(j.ended_at for j in jobs if j.ended_at)
     return len(finished), len(failed), (last - first).total_seconds()
+
+
+def outbox_span(url: str) -> tuple[int, int, float]:
+    """Done and failed outbox items, and seconds from the first one's end to the last one's."""
+    with psycopg.connect(url) as conn:
+        done, failed, span = conn.execute(
+            "SELECT count(*) FILTER (WHERE state = 'done'),"
+            " count(*) FILTER (WHERE state = 'failed'),"
+            " extract(epoch FROM max(finished_at) - min(finished_at)) FROM outbox"
+        ).fetchone()
+    return done, failed, float(span or 0)
 
 
 def outbox_kinds(url: str) -> dict[str, dict[str, int]]:
@@ -272,7 +317,7 @@ def measure(count: int, args: argparse.Namespace, standin: dict[str, str], workd
     log = workdir / "processes.log"
     s, c, ids = args.seconds, args.connections, str(count)
     out: dict = {}
-    worker = [str(BIN / "gateway"), "worker", "--burst", "--no-cron"]
+    worker = [str(BIN / "gateway"), "worker", "--no-cron"]
     bare = [str(BIN / "rq"), "worker", "--burst", "-q", "-u", REDIS_URL, "-w"]
     bare += ["rq.worker.SimpleWorker", BARE_QUEUE]
     try:
@@ -285,7 +330,7 @@ def measure(count: int, args: argparse.Namespace, standin: dict[str, str], workd
         env = environment(url, standin, workdir)
         broker.flushdb()
         # What starting and stopping the workers costs, on empty queues: taken off their CPU.
-        idle = drain([worker] * args.workers, env, log)
+        idle = work_off([worker] * args.workers, env, log, broker)
         bare_idle = drain([bare] * args.workers, env, log)
         gunicorn = [str(BIN / "gunicorn"), "-c", "python:gateway.gunicorn_conf", "bare_app:app"]
         with process(gunicorn, env, log) as server:
@@ -302,8 +347,8 @@ def measure(count: int, args: argparse.Namespace, standin: dict[str, str], workd
             out["events"] = wrk(
                 "/v1/events", s, c, server, mode="post", tag=f"e{count}", token=token
             )
-        out["jobs_cpu"] = drain([worker] * args.workers, env, log) - idle
-        out["jobs"] = job_span(broker, QUEUE)
+        out["jobs_cpu"] = work_off([worker] * args.workers, env, log, broker) - idle
+        out["jobs"] = outbox_span(url)
         out["outbox"] = outbox_kinds(url)
         badges = sum(out["outbox"].get("issue_badge", {}).values())
         queue = Queue(BARE_QUEUE, connection=broker)

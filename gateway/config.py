@@ -91,6 +91,7 @@ class Settings:
     queue_name: str = "gateway"
     job_retry_base_seconds: int = 5
     job_timeout_seconds: int = 120
+    job_concurrency: int = 4
     relay_interval_seconds: int = 5
     jobs_synchronous: bool = False
     sweep_time: str = "02:30"
@@ -138,6 +139,7 @@ class Settings:
             queue_name=env.get("QUEUE_NAME") or cls.queue_name,
             job_retry_base_seconds=_int(env, "JOB_RETRY_BASE_SECONDS", cls.job_retry_base_seconds),
             job_timeout_seconds=_int(env, "JOB_TIMEOUT_SECONDS", cls.job_timeout_seconds),
+            job_concurrency=_int(env, "JOB_CONCURRENCY", cls.job_concurrency),
             relay_interval_seconds=_int(env, "RELAY_INTERVAL_SECONDS", cls.relay_interval_seconds),
             log_level=(env.get("LOG_LEVEL") or cls.log_level).upper(),
             verify_rate_limit=env.get("VERIFY_RATE_LIMIT") or cls.verify_rate_limit,
@@ -177,6 +179,8 @@ class Settings:
             _check_rate(name.upper(), getattr(self, name))
         if self.delivery_retry_base_seconds < 1:
             raise ConfigError("DELIVERY_RETRY_BASE_SECONDS must be at least 1")
+        if self.job_concurrency < 1:
+            raise ConfigError("JOB_CONCURRENCY must be at least 1")
         _all_or_none(
             "The verification directory",
             {

@@ -23,12 +23,10 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from redis.exceptions import RedisError
-from rq import Queue
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from gateway.store.models import OutboxItem
+from gateway.store.models import OutboxItem, utcnow
 
 if TYPE_CHECKING:
     from gateway.services import Services
@@ -100,6 +98,9 @@ class BacklogCollector(Collector):
             "Outbox items not yet done or failed, by state.",
             labels=["state"],
         )
+        depth = GaugeMetricFamily(
+            "gateway_queue_depth", "Outbox items due now, waiting for a worker to claim them."
+        )
         try:
             with self.svc.db.sessions() as session:
                 rows = session.execute(
@@ -107,20 +108,14 @@ class BacklogCollector(Collector):
                     .where(OutboxItem.state.not_in(("done", "failed")))
                     .group_by(OutboxItem.state)
                 ).all()
-            for state, n in rows:
-                backlog.add_metric([state], n)
+                due = session.scalar(select(func.count()).where(OutboxItem.due_at <= utcnow()))
         except SQLAlchemyError:
-            pass  # /readyz reports the database; metrics stay up without it
+            return  # /readyz reports the database; metrics stay up without it
+        for state, n in rows:
+            backlog.add_metric([state], n)
+        depth.add_metric([], due)
         yield backlog
-        if self.svc.redis is None:
-            return
-        depth = GaugeMetricFamily("gateway_queue_depth", "Jobs waiting in the RQ queue.")
-        try:
-            queue = Queue(self.svc.settings.queue_name, connection=self.svc.redis)
-            depth.add_metric([], queue.count)
-            yield depth
-        except RedisError:
-            return
+        yield depth
 
 
 class _ThisProcess(Collector):

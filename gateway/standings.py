@@ -89,6 +89,7 @@ def _outbox_row(change: Change, action: rules.Action, now: datetime) -> dict[str
         "attempts": 0,
         "request_id": change.request_id,
         "created_at": now,
+        "due_at": now,
     }
 
 

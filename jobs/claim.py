@@ -1,13 +1,14 @@
-"""The outbox item a job has claimed: what its handler reads, and how its outcome is recorded."""
+"""Outbox items as a work queue: claiming the next due item, and recording how an attempt ended."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, update
+from sqlalchemy import Connection, bindparam, select, update
 
-from gateway.store.models import OutboxItem, utcnow
+from gateway.store.models import OutboxItem, UTCDateTime, utcnow
 
 #: States after which an item is never run again (a failed one may be requeued).
 TERMINAL = ("done", "failed")
@@ -15,7 +16,36 @@ TERMINAL = ("done", "failed")
 # Built once (building a statement costs more than running it): an item's row by `outbox_id`,
 # setting the columns named by the other parameters it is executed with.
 BY_ID = update(OutboxItem).where(OutboxItem.id == bindparam("outbox_id"))
-UNSETTLED_BY_ID = BY_ID.where(OutboxItem.state.not_in(TERMINAL))
+
+_now = bindparam("now", type_=UTCDateTime())
+#: The next due item, running from now on under a lease until `lease_end`, one more attempt.
+#: Due items are found on the `due_at` index (NULL once settled); SKIP LOCKED lets concurrent
+#: workers each take another item (SQLite, the embedded default, has a single job thread).
+CLAIM_DUE = (
+    update(OutboxItem)
+    .where(
+        OutboxItem.id
+        == select(OutboxItem.id)
+        .where(OutboxItem.due_at <= _now)
+        .order_by(OutboxItem.due_at)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    .values(
+        state="running",
+        attempts=OutboxItem.attempts + 1,
+        due_at=bindparam("lease_end", type_=UTCDateTime()),
+    )
+    .returning(
+        OutboxItem.id,
+        OutboxItem.kind,
+        OutboxItem.certification_id,
+        OutboxItem.payload,
+        OutboxItem.request_id,
+        OutboxItem.attempts,
+    )
+)
 
 
 def record(
@@ -24,21 +54,26 @@ def record(
     state: str,
     error: str | None,
     *,
-    unless_settled: bool = False,
+    due_at: datetime | None = None,
 ) -> None:
     """Record how an attempt of an item ended (`state`, with its error), in `connection`.
 
-    With `unless_settled`, an item already done or failed is left as it is.
+    A retrying item is due again at `due_at`; a done or failed one never.
     """
-    values: dict[str, Any] = {"outbox_id": outbox_id, "state": state, "last_error": error}
+    values: dict[str, Any] = {
+        "outbox_id": outbox_id,
+        "state": state,
+        "last_error": error,
+        "due_at": due_at,
+    }
     if state in TERMINAL:
         values["finished_at"] = utcnow()
-    connection.execute(UNSETTLED_BY_ID if unless_settled else BY_ID, values)
+    connection.execute(BY_ID, values)
 
 
 @dataclass
 class ClaimedItem:
-    """An outbox item its job has recorded `running` (committed before the handler runs)."""
+    """An outbox item a worker has recorded `running` (committed before the handler runs)."""
 
     id: int
     kind: str
@@ -53,7 +88,7 @@ class ClaimedItem:
         """Record the item done in the transaction of `connection`, the one recording its outcome.
 
         A handler calls this last in its last transaction: a crash before that commit leaves the
-        item `running` (and its job retried), never `done` without its outcome.
+        item `running` (claimed again when its lease ends), never `done` without its outcome.
         """
         record(connection, self.id, "done", None)
         self.done = True

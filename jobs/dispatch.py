@@ -1,4 +1,10 @@
-"""From outbox to running jobs: enqueue on RQ (or run in-process), the relay, and requeueing."""
+"""From outbox to running jobs: waking workers (RQ, or a thread in-process), the relay, requeueing.
+
+The outbox table is the work queue: a worker claims the next due item itself (`jobs.outbox`).
+What travels through RQ is a wake-up, the `drain` job, which works due items on
+JOB_CONCURRENCY threads until none is left. A worker so pays RQ's cost per wake-up, not per
+item, and a slow Credly answer holds up one thread, not the worker.
+"""
 
 from __future__ import annotations
 
@@ -8,143 +14,177 @@ import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import datetime, timedelta
+from functools import reduce
 from typing import Protocol
 
 from redis.exceptions import RedisError
-from rq import Callback, Queue, Retry
-from rq.exceptions import DuplicateJobError, NoSuchJobError
-from rq.job import Job
-from sqlalchemy import select, update
+from rq import Queue
+from sqlalchemy import bindparam, func, select, update
 
 from gateway.services import Services
-from gateway.store.models import OutboxItem, utcnow
-from jobs.claim import TERMINAL
-from jobs.outbox import JobFailed, mark_failed_when_exhausted, run_outbox_item
-from jobs.retry import MAX_ATTEMPTS, backoff, schedule
+from gateway.store.models import OutboxItem, UTCDateTime, utcnow
+from jobs import context
+from jobs.outbox import Drained, work_due
 
 log = logging.getLogger("jobs.dispatch")
 
 RELAY_GRACE = timedelta(seconds=2)
 DAY = 24 * 3600
+#: How long one drain job claims items before it hands over to a follow-up.
+DRAIN_SECONDS = 60
+#: How long a wake-up stays pending: a drain job queued, not yet started.
+WAKE_SECONDS = 30
+
+DUE = (
+    select(func.count())
+    .select_from(OutboxItem)
+    .where(OutboxItem.due_at <= bindparam("cutoff", type_=UTCDateTime()))
+)
+
+
+#: An item due beyond the first `threads` ones.
+BEYOND = (
+    select(OutboxItem.id)
+    .where(OutboxItem.due_at <= bindparam("now", type_=UTCDateTime()))
+    .order_by(OutboxItem.due_at)
+    .offset(bindparam("threads"))
+    .limit(1)
+)
+#: When the next item is due (a retry, a lease running out); None when none is unsettled.
+NEXT_DUE = select(func.min(OutboxItem.due_at))
 
 
 class Dispatcher(Protocol):
-    """Turns committed outbox items into jobs."""
+    """Has committed outbox items worked."""
 
     def dispatch(self, outbox_ids: Iterable[int]) -> None:
-        """Start (or queue) the jobs of these outbox items; never raises for a broker outage."""
+        """Have these newly committed items worked soon; never raises for a broker outage."""
 
-    def unqueued(self, outbox_ids: list[int]) -> list[int]:
-        """Those of these items whose job the broker does not hold."""
+    def wake(self) -> None:
+        """Have the due items worked soon; never raises for a broker outage."""
 
 
 class RQDispatcher:
-    """Enqueue outbox items on RQ with the deterministic job id `outbox-<id>`."""
+    """Wake the workers of the RQ queue: one pending `drain` job at a time."""
 
     def __init__(self, svc: Services) -> None:
         self.svc = svc
         self.queue = Queue(svc.settings.queue_name, connection=svc.redis)
-        self.intervals = schedule(svc.settings.job_retry_base_seconds)
+        self.flag = f"{svc.settings.queue_name}:outbox-wake"
+        self.timeout = DRAIN_SECONDS + svc.settings.job_timeout_seconds + 30
 
     def dispatch(self, outbox_ids: Iterable[int]) -> None:
-        # An item stays `pending` until a worker claims it; the relay finds one whose enqueue
-        # did not happen. The queue's registration waits in `pipe` and is sent once at the end.
-        pipe = self.svc.redis.pipeline()
-        for outbox_id in outbox_ids:
-            try:
-                self.queue.enqueue(
-                    run_outbox_item,
-                    outbox_id,
-                    job_id=f"outbox-{outbox_id}",
-                    unique=True,
-                    job_timeout=self.svc.settings.job_timeout_seconds,
-                    retry=Retry(max=MAX_ATTEMPTS, interval=self.intervals),
-                    on_failure=Callback(mark_failed_when_exhausted),
-                    result_ttl=DAY,
-                    failure_ttl=30 * DAY,
-                    pipeline=pipe,
-                )
-            except DuplicateJobError:
-                pass  # already queued: relaying twice enqueues once
-            except RedisError as exc:
-                log.warning(
-                    "Redis unavailable; the relay will enqueue later", extra={"error": str(exc)}
-                )
-                return
+        if any(True for _ in outbox_ids):
+            self.wake()
+
+    def wake(self) -> None:
+        # The flag says a drain job is queued and not yet started (it clears the flag before
+        # claiming anything), so that job will see every item committed before this call.
         try:
-            pipe.execute()
-        except RedisError as exc:  # the jobs are queued; only the queue's registration missed
-            log.warning("Redis unavailable after enqueueing", extra={"error": str(exc)})
+            if self.svc.redis.set(self.flag, 1, nx=True, ex=WAKE_SECONDS):
+                self.queue.enqueue(drain, job_timeout=self.timeout, result_ttl=0, failure_ttl=DAY)
+        except RedisError as exc:
+            _broker_down(exc)
+            with contextlib.suppress(RedisError):  # no job behind it: let the relay wake again
+                self.svc.redis.delete(self.flag)
 
-    def unqueued(self, outbox_ids: list[int]) -> list[int]:
-        pipe = self.svc.redis.pipeline(transaction=False)  # one round trip for all of them
-        for outbox_id in outbox_ids:
-            pipe.exists(Job.key_for(f"outbox-{outbox_id}"))
-        held = pipe.execute() if outbox_ids else []
-        return [oid for oid, exists in zip(outbox_ids, held, strict=True) if not exists]
+    def wake_at(self, when: datetime) -> None:
+        """Wake a worker at `when` (one job a second at most), through RQ's scheduler."""
+        second = int(when.timestamp()) + 1
+        try:
+            self.queue.enqueue_at(
+                datetime.fromtimestamp(second, when.tzinfo),
+                drain,
+                job_id=f"outbox-drain-at-{second}",
+                job_timeout=self.timeout,
+                result_ttl=0,
+                failure_ttl=DAY,
+            )
+        except RedisError as exc:
+            _broker_down(exc)
 
-    def forget(self, outbox_id: int) -> None:
-        """Delete the job of an item from Redis, so it can be enqueued afresh."""
-        with contextlib.suppress(NoSuchJobError):
-            Job.fetch(f"outbox-{outbox_id}", connection=self.svc.redis).delete()
+
+def _broker_down(exc: RedisError) -> None:
+    log.warning("Redis unavailable; the relay will wake a worker later", extra={"error": str(exc)})
+
+
+def drain() -> None:
+    """The RQ job: work the due items on JOB_CONCURRENCY threads for up to DRAIN_SECONDS, then
+    wake the workers again for what is left and for the earliest retry."""
+    svc = context.services()
+    if svc.dispatcher is None:  # a plain `rq worker` built the services from the environment
+        svc.dispatcher = RQDispatcher(svc)
+    dispatcher = svc.dispatcher
+    if not isinstance(dispatcher, RQDispatcher):
+        raise RuntimeError("the drain job runs in a worker with REDIS_URL set")
+    svc.redis.delete(dispatcher.flag)
+    threads = svc.settings.job_concurrency
+    with svc.db.engine.connect() as connection:
+        backlog = connection.scalar(BEYOND, {"now": utcnow(), "threads": threads})
+    if backlog is not None:  # more than this worker's threads take at once: wake another one
+        dispatcher.wake()
+    with ThreadPoolExecutor(threads, thread_name_prefix="drain") as pool:
+        passes = pool.map(lambda _: work_due(svc, seconds=DRAIN_SECONDS), range(threads))
+        left = reduce(Drained.merge, passes, Drained())
+    if left.more:
+        dispatcher.wake()
+    if left.retry_at is not None:
+        dispatcher.wake_at(left.retry_at)
 
 
 class InProcessDispatcher:
-    """The embedded default: run jobs on a background thread of this process, with retries."""
+    """The embedded default: due items worked on a background thread of this process.
+
+    `synchronous` works them in the caller's thread instead (tests, one-off commands), waiting
+    out retries until every due item has settled.
+    """
 
     def __init__(self, svc: Services, *, synchronous: bool = False) -> None:
         self.svc = svc
         self.synchronous = synchronous
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobs")
-        self._running: set[int] = set()
+        self._woken = threading.Event()
         self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._local = threading.local()
 
     def dispatch(self, outbox_ids: Iterable[int]) -> None:
-        for outbox_id in outbox_ids:
-            with self._lock:
-                if outbox_id in self._running:
-                    continue
-                self._running.add(outbox_id)
-            if self.synchronous:
-                self._run(outbox_id)
-            else:
-                self.executor.submit(self._run, outbox_id)
+        if any(True for _ in outbox_ids):
+            self.wake()
 
-    def unqueued(self, outbox_ids: list[int]) -> list[int]:
+    def wake(self) -> None:
+        if self.synchronous:
+            self._work_here()
+            return
         with self._lock:
-            return [oid for oid in outbox_ids if oid not in self._running]
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="jobs", daemon=True)
+                self._thread.start()
+        self._woken.set()
 
-    def _run(self, outbox_id: int, attempt: int = 1) -> None:
-        """One attempt; a retry waits on a timer, so the job thread serves other items meanwhile."""
+    def _work_here(self) -> None:
+        if getattr(self._local, "working", False):
+            return  # a handler's own new items: the pass under way takes them
+        self._local.working = True
         try:
-            retry = run_outbox_item(outbox_id)
-        except JobFailed as exc:
-            log.error("job failed", extra={"outbox_id": outbox_id, "error": str(exc)})
-            retry = None
-        except Exception:
-            log.exception("job error", extra={"outbox_id": outbox_id})
-            retry = (
-                Retry(max=MAX_ATTEMPTS, interval=backoff(attempt, self._base))
-                if attempt < MAX_ATTEMPTS
-                else None  # left `retrying`: the relay at the next start picks it up
-            )
-        if retry is None:
-            with self._lock:
-                self._running.discard(outbox_id)
-        elif self.synchronous:
-            time.sleep(retry.intervals[0])
-            self._run(outbox_id, attempt + 1)
-        else:
-            timer = threading.Timer(
-                retry.intervals[0], self.executor.submit, args=(self._run, outbox_id, attempt + 1)
-            )
-            timer.daemon = True
-            timer.start()
+            while (retry_at := work_due(self.svc).retry_at) is not None:
+                time.sleep(max(0.0, (retry_at - utcnow()).total_seconds()))
+        finally:
+            self._local.working = False
 
-    @property
-    def _base(self) -> int:
-        return self.svc.settings.job_retry_base_seconds
+    def _loop(self) -> None:
+        wait: float | None = None
+        while True:
+            self._woken.wait(wait)
+            self._woken.clear()
+            try:
+                work_due(self.svc)
+                with self.svc.db.engine.connect() as connection:
+                    next_due = connection.scalar(NEXT_DUE)
+            except Exception:  # the thread must outlive a database hiccup
+                log.exception("in-process jobs pass failed")
+                next_due = utcnow() + timedelta(seconds=self.svc.settings.relay_interval_seconds)
+            wait = None if next_due is None else max(0.0, (next_due - utcnow()).total_seconds())
 
 
 def make_dispatcher(svc: Services, *, synchronous: bool = False) -> Dispatcher:
@@ -155,36 +195,21 @@ def make_dispatcher(svc: Services, *, synchronous: bool = False) -> Dispatcher:
 
 
 def relay(svc: Services, dispatcher: Dispatcher) -> int:
-    """Enqueue every unfinished item whose job the broker does not hold; returns how many.
+    """Wake the workers when items have been due for RELAY_GRACE (a wake-up lost with Redis, a
+    worker stopped mid-attempt, a retry whose time came); returns how many are due.
 
-    Only items older than RELAY_GRACE: a younger one may be between its commit and its enqueue.
+    Younger items are left alone: their own wake-up may be on its way.
     """
-    cutoff = utcnow() - RELAY_GRACE
-    with svc.db.sessions() as session:
-        rows = list(
-            session.scalars(
-                select(OutboxItem.id)
-                .where(OutboxItem.state.not_in(TERMINAL), OutboxItem.created_at <= cutoff)
-                .order_by(OutboxItem.id)
-            )
-        )
-    try:
-        lost = dispatcher.unqueued(rows)
-    except RedisError as exc:
-        log.warning("relay: Redis unavailable", extra={"error": str(exc)})
-        return 0
-    if lost:
-        with svc.db.transaction() as session:
-            session.execute(
-                update(OutboxItem).where(OutboxItem.id.in_(lost)).values(state="pending")
-            )
-        dispatcher.dispatch(lost)
-        log.info("relayed %d outbox items", len(lost))
-    return len(lost)
+    with svc.db.engine.connect() as connection:
+        due = connection.scalar(DUE, {"cutoff": utcnow() - RELAY_GRACE})
+    if due:
+        dispatcher.wake()
+        log.info("relay: %d outbox items due", due)
+    return due
 
 
 def requeue(svc: Services, dispatcher: Dispatcher, outbox_ids: list[int]) -> list[int]:
-    """Put failed items back: reset their attempts and enqueue them afresh."""
+    """Put failed items back: reset their attempts and have them worked afresh."""
     with svc.db.transaction() as session:
         ids = list(
             session.scalars(
@@ -196,10 +221,7 @@ def requeue(svc: Services, dispatcher: Dispatcher, outbox_ids: list[int]) -> lis
         session.execute(
             update(OutboxItem)
             .where(OutboxItem.id.in_(ids))
-            .values(state="pending", attempts=0, last_error=None, finished_at=None)
+            .values(state="pending", attempts=0, last_error=None, finished_at=None, due_at=utcnow())
         )
-    if isinstance(dispatcher, RQDispatcher):
-        for outbox_id in ids:
-            dispatcher.forget(outbox_id)
     dispatcher.dispatch(ids)
     return ids

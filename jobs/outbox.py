@@ -1,24 +1,21 @@
-"""The job behind every outbox item: run its handler, record the outcome, ask RQ to retry."""
+"""The work behind every outbox item: claim the next due one, run its handler, record the end."""
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
-from types import TracebackType
-
-from redis import Redis
-from rq import Retry, get_current_job
-from rq.job import Job
-from sqlalchemy import select
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from connectors.errors import PermanentError, TransientError
 from gateway import logs, metrics
 from gateway.config import Settings
 from gateway.services import Services
 from gateway.store.db import retry_disconnect
-from gateway.store.models import OutboxItem
-from jobs import badges, context, deliveries, verification, webhooks
-from jobs.claim import UNSETTLED_BY_ID, ClaimedItem, record
+from gateway.store.models import utcnow
+from jobs import badges, deliveries, verification, webhooks
+from jobs.claim import CLAIM_DUE, ClaimedItem, record
 from jobs.retry import MAX_ATTEMPTS, RetryPolicy
 
 log = logging.getLogger("jobs.outbox")
@@ -41,67 +38,71 @@ POLICIES: dict[str, Callable[[Settings], RetryPolicy]] = {
     "push_directory": deliveries.retry_policy,
 }
 
-#: Built once: an item not done or failed marked running, one more attempt.
-CLAIM = UNSETTLED_BY_ID.values(state="running", attempts=OutboxItem.attempts + 1).returning(
-    OutboxItem.kind,
-    OutboxItem.certification_id,
-    OutboxItem.payload,
-    OutboxItem.request_id,
-    OutboxItem.attempts,
-)
+
+@dataclass
+class Drained:
+    """What a pass over the due items left behind."""
+
+    #: The earliest retry the pass scheduled.
+    retry_at: datetime | None = None
+    #: Whether it stopped for time with items perhaps still due.
+    more: bool = False
+
+    def merge(self, other: Drained) -> Drained:
+        """What two passes together left behind."""
+        retries = [t for t in (self.retry_at, other.retry_at) if t is not None]
+        return Drained(min(retries, default=None), self.more or other.more)
 
 
-class JobFailed(Exception):
-    """A side effect that will not be retried: permanent error or attempts used up."""
+def work_due(svc: Services, *, seconds: float | None = None) -> Drained:
+    """Claim and run due items one after another until none is due (or `seconds` have passed)."""
+    drained = Drained()
+    deadline = None if seconds is None else time.monotonic() + seconds
+    while deadline is None or time.monotonic() < deadline:
+        item = retry_disconnect(lambda: claim_due(svc))
+        if item is None:
+            return drained
+        retry_at = run_claimed(svc, item)
+        drained = drained.merge(Drained(retry_at))
+    drained.more = True
+    return drained
 
 
-def run_outbox_item(outbox_id: int) -> Retry | None:
-    """Run one outbox item; return RQ's Retry on a transient failure, raise when it has failed."""
-    svc = context.services()
-    item = retry_disconnect(lambda: _claim(svc, outbox_id))
-    if item is None:
-        return None
-    logs.bind(request_id=item.request_id, outbox_id=outbox_id, kind=item.kind)
+def claim_due(svc: Services) -> ClaimedItem | None:
+    """The next due item, recorded `running` with one more attempt, under a lease of
+    JOB_TIMEOUT_SECONDS (after which another worker may claim it); None when none is due.
+
+    Safe to repeat after a dropped connection: at worst one attempt is counted twice.
+    """
+    now = utcnow()
+    lease_end = now + timedelta(seconds=svc.settings.job_timeout_seconds)
+    with svc.db.engine.begin() as connection:
+        row = connection.execute(CLAIM_DUE, {"now": now, "lease_end": lease_end}).one_or_none()
+    return None if row is None else ClaimedItem(**row._mapping)
+
+
+def run_claimed(svc: Services, item: ClaimedItem) -> datetime | None:
+    """Run a claimed item's handler and record the outcome; when it is retried, the time."""
+    logs.bind(request_id=item.request_id, outbox_id=item.id, kind=item.kind)
     try:
         return _run(svc, item)
     finally:
         logs.clear()
 
 
-def _claim(svc: Services, outbox_id: int) -> ClaimedItem | None:
-    """Record the item `running`, one more attempt, in one statement; None when it is settled.
-
-    Safe to repeat after a dropped connection: at worst one attempt is counted twice.
-    """
-    with svc.db.engine.begin() as connection:
-        row = connection.execute(CLAIM, {"outbox_id": outbox_id}).one_or_none()
-        if row is not None:
-            return ClaimedItem(id=outbox_id, **row._mapping)
-        state = connection.scalar(select(OutboxItem.state).where(OutboxItem.id == outbox_id))
-    if state is None:
-        raise JobFailed(f"outbox item {outbox_id} does not exist")
-    log.info("outbox item already %s", state, extra={"outbox_id": outbox_id})
-    return None
-
-
-def _run(svc: Services, item: ClaimedItem) -> Retry | None:
-    attempt = item.attempts
+def _run(svc: Services, item: ClaimedItem) -> datetime | None:
+    policy = retry_policy(svc.settings, item.kind)
+    if item.attempts > policy.max_attempts:  # only a lease that ran out counts past the last
+        return _fail(svc, item, f"gave up: attempt {item.attempts - 1} ended with its worker")
     try:
         HANDLERS[item.kind](svc, item)
     except TransientError as exc:
-        policy = retry_policy(svc.settings, item.kind)
-        if attempt >= policy.max_attempts:
-            _fail(svc, item, f"gave up after {attempt} attempts: {exc}", exc)
-        delay = policy.delay(attempt, exc.retry_after)
-        _finish(svc, item, "retrying", f"attempt {attempt}: {exc}; retry in {delay}s")
-        log.warning("transient failure, retry in %ss", delay, extra={"error": str(exc)})
-        return Retry(max=policy.max_attempts, interval=delay)
+        return _retry(svc, item, policy, str(exc), exc.retry_after)
     except PermanentError as exc:
-        _fail(svc, item, f"{exc} {exc.body}" if exc.body else str(exc), exc)
-    except Exception as exc:
-        # Unexpected (e.g. the database went away): RQ retries on the enqueue schedule.
-        _finish(svc, item, "retrying", f"attempt {attempt}: {type(exc).__name__}: {exc}")
-        raise
+        return _fail(svc, item, f"{exc} {exc.body}" if exc.body else str(exc))
+    except Exception as exc:  # unexpected (e.g. the database went away): retried on the policy
+        log.exception("job error")
+        return _retry(svc, item, policy, f"{type(exc).__name__}: {exc}", None)
     _finish(svc, item, "done", None)
     return None
 
@@ -112,30 +113,34 @@ def retry_policy(settings: Settings, kind: str) -> RetryPolicy:
     return own(settings) if own else RetryPolicy(MAX_ATTEMPTS, settings.job_retry_base_seconds)
 
 
-def _fail(svc: Services, item: ClaimedItem, reason: str, cause: Exception) -> None:
-    """Record a final failure and make sure RQ does not retry it."""
+def _retry(
+    svc: Services, item: ClaimedItem, policy: RetryPolicy, error: str, retry_after: float | None
+) -> datetime | None:
+    attempt = item.attempts
+    if attempt >= policy.max_attempts:
+        return _fail(svc, item, f"gave up after {attempt} attempts: {error}")
+    delay = policy.delay(attempt, retry_after)
+    due_at = utcnow() + timedelta(seconds=delay)
+    _finish(svc, item, "retrying", f"attempt {attempt}: {error}; retry in {delay}s", due_at)
+    log.warning("transient failure, retry in %ss", delay, extra={"error": error})
+    return due_at
+
+
+def _fail(svc: Services, item: ClaimedItem, reason: str) -> None:
+    """Record a final failure: listed by `gateway jobs failed` until requeued."""
     _finish(svc, item, "failed", reason)
-    job = get_current_job()
-    if job is not None:
-        job.retries_left = 0
-    raise JobFailed(reason) from cause
+    log.error("job failed", extra={"error": reason})
 
 
-def mark_failed_when_exhausted(
-    job: Job, connection: Redis, exc_type: type, exc_value: BaseException, tb: TracebackType
+def _finish(
+    svc: Services,
+    item: ClaimedItem,
+    state: str,
+    error: str | None,
+    due_at: datetime | None = None,
 ) -> None:
-    """RQ on_failure callback: an item whose retries are used up is failed, with the reason."""
-    if job.retries_left:
-        return
-    outbox_id = int(job.id.removeprefix("outbox-"))
-    reason = f"{exc_type.__name__}: {exc_value}"
-    with context.services().db.engine.begin() as connection:
-        record(connection, outbox_id, "failed", reason, unless_settled=True)
-
-
-def _finish(svc: Services, item: ClaimedItem, state: str, error: str | None) -> None:
     """Record how the attempt ended, unless the handler recorded it done with its outcome."""
     if not (state == "done" and item.done):
         with svc.db.engine.begin() as connection:
-            record(connection, item.id, state, error)
+            record(connection, item.id, state, error, due_at=due_at)
     metrics.JOBS.labels(item.kind, state).inc()

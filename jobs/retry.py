@@ -18,11 +18,6 @@ def backoff(
     return max(1, round(max(delay, retry_after or 0)))
 
 
-def schedule(base: float) -> list[int]:
-    """The intervals given to RQ at enqueue, for retries after a crash (no Retry-After known)."""
-    return [round(min(CAP_SECONDS, base * 2**n)) or 1 for n in range(MAX_ATTEMPTS - 1)]
-
-
 @dataclass(frozen=True)
 class RetryPolicy:
     """How many attempts a kind of job gets after transient failures, and the back-off between."""

@@ -155,12 +155,15 @@ class OutboxItem(Base):
     request_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: When a worker may next claim the item: at once when pending, after its back-off when
+    #: retrying, when its lease ends when running; NULL once done or failed.
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
     __table_args__ = (Index("ix_outbox_state", "state"),)
 
     @property
     def job_id(self) -> str:
-        """The deterministic RQ job id of this item."""
+        """How operators name the item's job (`gateway jobs`)."""
         return f"outbox-{self.id}"
 
 

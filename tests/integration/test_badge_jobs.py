@@ -22,6 +22,8 @@ from gateway.store.models import Badge, OutboxItem
 from jobs.badges import _record
 from jobs.claim import ClaimedItem
 from jobs.dispatch import RELAY_GRACE, relay
+from jobs.outbox import claim_due
+from jobs.retry import MAX_ATTEMPTS
 from tests.events_helpers import event, granted
 
 CREDLY = "https://api.credly.test/v1"
@@ -132,9 +134,10 @@ def test_429_retry_after_is_honoured(svc):
     SimpleWorker([queue], connection=svc.redis).work(burst=True)
     [item] = items(svc, "issue_badge")
     assert item.state == "retrying" and "429" in item.last_error
-    scheduled_at = queue.scheduled_job_registry.get_scheduled_time(f"outbox-{item.id}")
-    # 3 s after the attempt, which RQ stores to the whole second
-    assert (scheduled_at - before).total_seconds() >= 2
+    assert (item.due_at - before).total_seconds() >= 3
+    # a worker is woken for it through RQ's scheduler, on the next whole second
+    [wake_up] = queue.scheduled_job_registry.get_job_ids()
+    assert queue.scheduled_job_registry.get_scheduled_time(wake_up) >= item.due_at
     drain(svc, lambda: issue_done(svc))
     assert [b.credly_badge_id for b in badges(svc)] == ["b-1"]
 
@@ -169,10 +172,9 @@ def test_a_permanent_error_fails_at_once_is_listed_and_requeued(svc, monkeypatch
     [item] = items(svc, "issue_badge")
     assert item.state == "failed" and item.attempts == 1
     assert "recipient_email is invalid" in item.last_error
+    assert item.due_at is None  # never claimed again unless requeued
     [badge] = badges(svc)
     assert badge.state == "error" and "recipient_email is invalid" in badge.last_error
-    failed_jobs = Queue(svc.settings.queue_name, connection=svc.redis).failed_job_registry
-    assert f"outbox-{item.id}" in failed_jobs.get_job_ids()
 
     env = {
         "DATABASE_URL": svc.settings.database_url,
@@ -259,13 +261,50 @@ def test_recording_the_same_credly_answer_again_keeps_the_badge_timestamps(svc):
     assert again.state_changed_at == stamped and again.issued_at == badge.issued_at
 
 
-def test_the_relay_enqueues_only_the_items_whose_job_redis_lost(svc):
-    answer = submit(svc, granted("2026-03-01"))
-    kept, lost = answer.outbox_ids
-    svc.dispatcher.forget(lost)  # as a Redis restart would
-    assert svc.dispatcher.unqueued([kept, lost]) == [lost]
-    with svc.db.transaction() as session:  # both older than the grace the relay leaves
+@responses.activate
+def test_the_relay_wakes_a_worker_for_items_whose_wake_up_redis_lost(svc):
+    responses.get(re.compile(re.escape(BADGES) + r"\?.*"), json=EMPTY_LIST)
+    responses.post(BADGES, status=201, json=badge_json())
+    queue = Queue(svc.settings.queue_name, connection=svc.redis)
+    submit(svc, granted("2026-03-01"))
+    svc.redis.flushdb()  # as a Redis restart without persistence would
+    assert queue.count == 0
+    assert relay(svc, svc.dispatcher) == 0  # younger than the grace: a wake-up may be on its way
+    with svc.db.transaction() as session:
         for item in session.query(OutboxItem):
-            item.created_at = datetime.now(UTC) - 2 * RELAY_GRACE
-    assert relay(svc, svc.dispatcher) == 1
-    assert svc.dispatcher.unqueued([kept, lost]) == []
+            item.due_at = datetime.now(UTC) - 2 * RELAY_GRACE
+    assert relay(svc, svc.dispatcher) == 2
+    assert relay(svc, svc.dispatcher) == 2  # still due, but one wake-up is pending already
+    assert queue.count == 1
+    drain(svc, lambda: issue_done(svc))
+    assert [b.credly_badge_id for b in badges(svc)] == ["b-1"]
+    assert relay(svc, svc.dispatcher) == 0
+
+
+@responses.activate
+def test_an_attempt_whose_worker_stopped_is_claimed_again_when_its_lease_ends(svc):
+    responses.get(re.compile(re.escape(BADGES) + r"\?.*"), json=EMPTY_LIST)
+    responses.post(BADGES, status=201, json=badge_json())
+    submit(svc, granted("2026-03-01"))
+    claimed = {claim_due(svc).kind, claim_due(svc).kind}  # and then the worker was killed
+    assert claimed == {"issue_badge", "sync_verification"} and claim_due(svc) is None
+    [item] = items(svc, "issue_badge")
+    assert item.state == "running" and item.attempts == 1
+    lease = (item.due_at - datetime.now(UTC)).total_seconds()
+    assert svc.settings.job_timeout_seconds - 5 < lease <= svc.settings.job_timeout_seconds
+    with svc.db.transaction() as session:  # the lease has run out
+        session.get(OutboxItem, item.id).due_at = datetime.now(UTC)
+    assert claim_due(svc).id == item.id
+
+
+@responses.activate
+def test_an_item_whose_every_attempt_ended_with_its_worker_fails_without_running(svc):
+    submit(svc, granted("2026-03-01"))
+    with svc.db.transaction() as session:
+        for item in session.query(OutboxItem):
+            item.state, item.attempts = "running", MAX_ATTEMPTS
+    drain(svc, lambda: issue_done(svc))
+    [item] = items(svc, "issue_badge")
+    assert item.state == "failed" and item.attempts == MAX_ATTEMPTS + 1
+    assert "ended with its worker" in item.last_error
+    assert len(responses.calls) == 0

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import base64
 import re
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import responses
 from click.testing import CliRunner
+from rq import Queue
 from sqlalchemy import select
 
 from gateway import intake
@@ -132,7 +134,8 @@ def test_a_notification_answers_200_at_once_is_recorded_and_queued_without_calli
     )
     [item] = items(svc, "credly_notification")
     assert item.certification_id is None and item.payload == {"notification_id": "ev-1"}
-    assert item.state == "pending" and not svc.dispatcher.unqueued([item.id])
+    assert item.state == "pending" and item.due_at is not None
+    assert Queue(svc.settings.queue_name, connection=svc.redis).count == 1  # a worker woken
 
 
 @pytest.mark.parametrize(
@@ -244,18 +247,27 @@ def test_a_badge_this_gateway_did_not_issue_is_ignored_without_retrying(app, svc
     assert [b.state for b in badges(svc)] == ["pending"]
 
 
+def postpone(svc, outbox_ids, delay: timedelta) -> None:
+    """Make outbox items due `delay` from now."""
+    with svc.db.transaction() as session:
+        for outbox_id in outbox_ids:
+            session.get(OutboxItem, outbox_id).due_at = datetime.now(UTC) + delay
+
+
 @responses.activate
 def test_a_notification_before_the_issue_job_recorded_the_badge_is_retried_then_applied(app, svc):
     responses.get(re.compile(re.escape(BADGES) + r"\?.*"), json=EMPTY_LIST)
     responses.post(BADGES, status=201, json=badge_json())
     responses.get(f"{EVENTS}/ev-1", json=credly_event("ev-1", state="accepted"))
-    granted_answer = intake.submit_event(svc, granted("2026-03-01"))  # issue job not run yet
+    granted_answer = intake.submit_event(svc, granted("2026-03-01"))
+    postpone(svc, granted_answer.outbox_ids, timedelta(days=1))  # the issue job has not run yet
     app.test_client().post("/webhooks/credly", json=envelope("ev-1"))
     drain(svc, lambda: items(svc, "credly_notification")[0].state == "retrying")
     row = notification(svc, "ev-1")
     assert row.status == "received" and "not recorded yet" in row.last_error
     assert badges(svc) == []
 
+    postpone(svc, granted_answer.outbox_ids, timedelta(0))
     svc.dispatcher.dispatch(granted_answer.outbox_ids)
     drain(svc, lambda: jobs_settled(svc) and issue_done(svc))
     row = notification(svc, "ev-1")

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 import responses
+from rq import Queue
 from sqlalchemy import select
 
 from gateway.store.models import OutboxItem
@@ -128,8 +129,11 @@ def test_events_are_kept_while_redis_is_down_and_relayed_when_it_is_back(
 
     private_redis.start()
     time.sleep(2.1)  # the relay leaves items younger than its grace period to the web process
+    queue = Queue(svc.settings.queue_name, connection=redis.Redis.from_url(private_redis.url))
+    assert queue.count == 0
     assert relay(svc, svc.dispatcher) == 6
-    assert relay(svc, svc.dispatcher) == 0  # relaying twice enqueues once
+    assert relay(svc, svc.dispatcher) == 6  # still due: relaying twice wakes one worker
+    assert queue.count == 1
     drain(svc, lambda: all(s == "done" for s in _states(svc)))
     assert sorted(b.credly_badge_id for b in badges(svc)) == ["b-0", "b-1", "b-2"]
     _truncate(postgres_url)

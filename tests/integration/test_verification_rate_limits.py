@@ -129,4 +129,5 @@ def test_lookups_still_answer_and_stay_limited_while_redis_is_down(make_app, tmp
 def test_every_limit_of_a_list_counts_and_the_tightest_refuses(make_app):
     client = make_app(verify_rate_limit="5/minute;2/hour").test_client()
     assert statuses(client, 3) == [404, 404, 429]
-    assert 60 < int(lookup(client).headers["Retry-After"]) <= 3600  # the hour's window
+    # the hour's window (its wait can be under a minute in the hour's last minute)
+    assert 0 < int(lookup(client).headers["Retry-After"]) <= 3600
