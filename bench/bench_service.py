@@ -181,6 +181,7 @@ def fill_verification_records(url: str) -> None:
 
 def environment(url: str, standin: dict[str, str], workdir: Path) -> dict[str, str]:
     """The production settings of the run: PostgreSQL, Redis, the stand-in as Credly."""
+    (workdir / "metrics").mkdir(exist_ok=True)  # web and worker processes share it
     templates = ",".join(
         f"{code}=00000000-0000-0000-0000-{n:012d}" for n, code in enumerate(POLICY.credentials)
     )
@@ -424,6 +425,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10, help="Length of each wrk run.")
     parser.add_argument("--connections", type=int, default=16, help="wrk connections.")
     parser.add_argument("--workers", type=int, default=2, help="Job worker processes.")
+    parser.add_argument(
+        "--credly-latency-ms", type=float, default=0, help="The stand-in waits before each answer."
+    )
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))  # still tear everything down
     if not shutil.which("wrk"):
@@ -437,10 +441,13 @@ def main() -> None:
         "tests.support.credly_standin",
         "--port",
         str(STANDIN_PORT),
+        "--latency-ms",
+        str(args.credly_latency_ms),
     ]
     with process(standin_cmd, env, standin_log):
         wait_http(f"http://127.0.0.1:{STANDIN_PORT}/_control/badges")
         standin = json.loads(standin_log.read_text().splitlines()[0])
+        print(f"<!-- Credly stand-in latency: {args.credly_latency_ms:g} ms a call -->")
         print("| certifications | figure | gateway | ceiling | ratio | goal |")
         print("|---|---|---|---|---|---|", flush=True)
         for count in args.counts:

@@ -91,7 +91,7 @@ class Settings:
     queue_name: str = "gateway"
     job_retry_base_seconds: int = 5
     job_timeout_seconds: int = 120
-    job_concurrency: int = 4
+    job_concurrency: int = 8
     relay_interval_seconds: int = 5
     jobs_synchronous: bool = False
     sweep_time: str = "02:30"

@@ -18,7 +18,7 @@ A control API (plain JSON over HTTP, no auth) lets a test in another process dri
 
 Assumption (no public source says otherwise): revoking a revoked badge answers 422.
 
-Run for benchmarks: `python -m tests.support.credly_standin --port 8099`.
+Run for benchmarks: `python -m tests.support.credly_standin --port 8099 [--latency-ms 150]`.
 """
 
 from __future__ import annotations
@@ -112,12 +112,15 @@ class CredlyStandIn:
         organization_id: str = DEFAULT_ORGANIZATION_ID,
         token: str = DEFAULT_TOKEN,
         per_page: int = 50,
+        latency: float = 0.0,
     ) -> None:
         self.host = host
         self.port = port
         self.organization_id = organization_id
         self.token = token
         self.per_page = per_page
+        #: Seconds every API call waits before it is answered (Credly over the internet).
+        self.latency = latency
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._badges: dict[str, dict[str, Any]] = {}
@@ -506,6 +509,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise _error(401, "Unauthorized", {"WWW-Authenticate": 'Basic realm="Credly"'})
         if match["org"] != standin.organization_id:
             raise _error(404, "Not found")
+        standin.wait(standin.latency)
         fault = standin.next_fault(operation)
         if fault is not None:
             standin.wait(float(fault.get("delay") or 0))
@@ -589,6 +593,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--organization-id", default=DEFAULT_ORGANIZATION_ID)
     parser.add_argument("--token", default=DEFAULT_TOKEN)
     parser.add_argument("--per-page", type=int, default=50)
+    parser.add_argument("--latency-ms", type=float, default=0, help="Wait before every answer.")
     args = parser.parse_args(argv)
     done = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -599,6 +604,7 @@ def main(argv: list[str] | None = None) -> None:
         organization_id=args.organization_id,
         token=args.token,
         per_page=args.per_page,
+        latency=args.latency_ms / 1000,
     ) as standin:
         print(
             json.dumps(

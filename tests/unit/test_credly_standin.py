@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,18 @@ def test_a_delay_provokes_a_client_timeout_while_credly_still_issues(standin):
             break
         standin.wait(0.05)
     assert slow.find_badge(issuer_earner_id="CERT-1", badge_template_id="tmpl-1") is not None
+
+
+def test_a_latency_delays_every_api_answer_but_not_the_control_api():
+    with CredlyStandIn(latency=0.3) as slow:
+        client = CredlyClient(slow.url, slow.organization_id, slow.token)
+        started = time.monotonic()
+        issue(client)
+        assert client.find_badge(issuer_earner_id="CERT-1", badge_template_id="tmpl-1")
+        assert time.monotonic() - started >= 0.6
+        started = time.monotonic()
+        assert len(control(slow, "GET", "badges")) == 1
+        assert time.monotonic() - started < 0.3
 
 
 def test_faults_can_target_other_operations(standin, client):
