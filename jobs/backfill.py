@@ -88,7 +88,7 @@ def run(
                 return queued
             outbox_ids = [item.id for item in queue(session, target, ids)]
             row.backfill_after = ids[-1]
-        if svc.dispatcher is not None:  # else the relay enqueues them
+        if svc.dispatcher is not None:  # else the relay wakes a worker for them
             svc.dispatcher.dispatch(outbox_ids)
         queued += len(ids)
         if on_batch:

@@ -48,5 +48,5 @@ def sync(svc: Services, item: ClaimedItem) -> None:
         fanned = deliveries.fan_out(svc, session, record, before, request_id=item.request_id)
         outbox_ids = [queued.id for queued in fanned]
         item.finish(session.connection())
-    if outbox_ids and svc.dispatcher is not None:  # else the relay enqueues them
+    if outbox_ids and svc.dispatcher is not None:  # else the relay wakes a worker for them
         svc.dispatcher.dispatch(outbox_ids)
