@@ -156,11 +156,11 @@ class InProcessDispatcher:
         if self.synchronous:
             self._work_here()
             return
-        with self._lock:
+        with self._lock:  # the thread decides to stop under the lock too: no wake-up is lost
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="jobs", daemon=True)
                 self._thread.start()
-        self._woken.set()
+            self._woken.set()
 
     def _work_here(self) -> None:
         if getattr(self._local, "working", False):
@@ -184,6 +184,10 @@ class InProcessDispatcher:
             except Exception:  # the thread must outlive a database hiccup
                 log.exception("in-process jobs pass failed")
                 next_due = utcnow() + timedelta(seconds=self.svc.settings.relay_interval_seconds)
+            with self._lock:
+                if next_due is None and not self._woken.is_set():
+                    self._thread = None  # nothing unsettled: the next wake-up starts another
+                    return
             wait = None if next_due is None else max(0.0, (next_due - utcnow()).total_seconds())
 
 

@@ -6,6 +6,7 @@ import json
 import re
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -16,9 +17,10 @@ from rq import Queue, SimpleWorker
 from rq.scheduler import RQScheduler
 
 from connectors.credly import Badge as CredlyBadge
-from gateway import intake
+from gateway import intake, metrics
 from gateway.cli import cli
 from gateway.store.models import Badge, OutboxItem
+from jobs import dispatch
 from jobs.badges import _record
 from jobs.claim import ClaimedItem
 from jobs.dispatch import RELAY_GRACE, relay
@@ -308,3 +310,26 @@ def test_an_item_whose_every_attempt_ended_with_its_worker_fails_without_running
     assert item.state == "failed" and item.attempts == MAX_ATTEMPTS + 1
     assert "ended with its worker" in item.last_error
     assert len(responses.calls) == 0
+
+
+@responses.activate
+def test_one_wake_up_waits_at_a_time_and_a_drain_with_a_backlog_wakes_another_worker(
+    svc, monkeypatch
+):
+    responses.get(re.compile(re.escape(BADGES) + r"\?.*"), json=EMPTY_LIST)
+    responses.post(BADGES, status=201, json=badge_json())
+    queue = Queue(svc.settings.queue_name, connection=svc.redis)
+    submit(svc, granted("2026-03-01"))
+    svc.dispatcher.dispatch([1, 2])  # more commits while the first wake-up waits
+    assert queue.count == 1
+    depth = {m.name: m.samples[0].value for m in metrics.BacklogCollector(svc).collect()}
+    assert depth["gateway_queue_depth"] == 2  # both items of the grant are due
+
+    monkeypatch.setattr(svc, "settings", replace(svc.settings, job_concurrency=1))
+    dispatch.drain()  # as a worker runs it: 2 items due, more than its one thread takes at once
+    assert queue.count == 2  # the waiting wake-up, and one for another worker
+    assert all(
+        i.state == "done" for kind in ("issue_badge", "sync_verification") for i in items(svc, kind)
+    )
+    dispatch.drain()  # the second worker finds nothing left and wakes nobody
+    assert queue.count == 2

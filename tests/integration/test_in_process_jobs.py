@@ -1,4 +1,4 @@
-"""The embedded default's in-process jobs: a retry waits on a timer, not on the job thread."""
+"""The embedded default's in-process jobs: a retry waits for its time, not on the job thread."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ def test_a_retrying_job_does_not_hold_up_the_others(make_app, tmp_path):
     for cert in ("A-1", "B-1"):
         answer = intake.submit_event(svc, granted("2026-03-01", cert=cert))
         svc.dispatcher.dispatch(answer.outbox_ids)
+    worker = svc.dispatcher._thread
     deadline = time.monotonic() + 20
     while True:
         with svc.db.sessions() as session:
@@ -41,3 +42,5 @@ def test_a_retrying_job_does_not_hold_up_the_others(make_app, tmp_path):
         assert time.monotonic() < deadline, states
         time.sleep(0.1)
     assert badges == {"B-1": "b-second", "A-1": "b-first-retried"}
+    worker.join(timeout=10)  # nothing unsettled is left: the jobs thread stops until woken again
+    assert not worker.is_alive()

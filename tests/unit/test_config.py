@@ -52,6 +52,8 @@ def test_badge_templates_accept_json():
         ("CREDLY_TOKEN_EXPIRES_ON", "05/01/2027"),
         ("CREDLY_BADGE_TEMPLATES", "RMA"),
         ("CREDLY_BADGE_TEMPLATES", "{not json"),
+        ("JOB_CONCURRENCY", "many"),
+        ("JOB_CONCURRENCY", "0"),
     ],
 )
 def test_bad_values_name_the_setting(name, value):
