@@ -267,7 +267,7 @@ class CredlyClient:
         self.organization_id = organization_id
         self.timeout = timeout
         self._auth = (auth_token, "")
-        self._session = session or requests.Session()
+        self._session = session or settled_session(self.base_url)
         self._on_request = on_request
 
     def __repr__(self) -> str:
@@ -622,6 +622,18 @@ def _now_iso() -> str:
 
 
 # --------------------------------------------------------------------------- the choice
+
+
+def settled_session(base_url: str) -> requests.Session:
+    """A session for one API host whose proxy and CA bundle settings (`HTTPS_PROXY`, `NO_PROXY`,
+    `REQUESTS_CA_BUNDLE`, ...) are read from the environment once, not at every call as requests
+    does by default (a scan of the whole environment per call)."""
+    session = requests.Session()
+    found = session.merge_environment_settings(base_url, {}, None, None, None)
+    session.proxies.update(found["proxies"])
+    session.verify = found["verify"]
+    session.trust_env = False
+    return session
 
 
 def make_credly(

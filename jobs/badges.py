@@ -33,13 +33,25 @@ def template_for(svc: Services, credential: str) -> str:
     raise PermanentError(f"no Credly badge template configured for credential {credential}")
 
 
+# Built once (building a statement costs about what running it does).
+_CERTIFICATION = (
+    select(Certification, Member)
+    .join(Member, Member.member_id == Certification.member_id)
+    .where(Certification.certification_id == bindparam("certification_id"))
+)
+_PERIOD_BADGE = (
+    select(Badge)
+    .where(
+        Badge.certification_id == bindparam("certification_id"),
+        Badge.period_start == bindparam("period_start"),
+    )
+    .with_for_update()
+)
+
+
 def _certification(session: Session, certification_id: str) -> tuple[Certification, Member]:
     """A certification and its member, in one query."""
-    found = session.execute(
-        select(Certification, Member)
-        .join(Member, Member.member_id == Certification.member_id)
-        .where(Certification.certification_id == certification_id)
-    ).one()
+    found = session.execute(_CERTIFICATION, {"certification_id": certification_id}).one()
     return found.Certification, found.Member
 
 
@@ -60,9 +72,7 @@ def _recipient(svc: Services, cert: Certification, member: Member) -> BadgeReque
 
 def _period_badge(session: Session, certification_id: str, period_start: date) -> Badge:
     badge = session.scalar(
-        select(Badge)
-        .where(Badge.certification_id == certification_id, Badge.period_start == period_start)
-        .with_for_update()
+        _PERIOD_BADGE, {"certification_id": certification_id, "period_start": period_start}
     )
     if badge is None:
         badge = Badge(certification_id=certification_id, period_start=period_start, attempts=0)

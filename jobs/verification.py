@@ -8,25 +8,30 @@ from __future__ import annotations
 
 from datetime import date
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from gateway.services import Services
 from gateway.store.models import Certification, VerificationRecord, utcnow
 from jobs import deliveries
 from jobs.claim import ClaimedItem
 
+#: Built once: the certification locked, its record in the same query.
+_CERTIFICATION_AND_RECORD = (
+    select(Certification, VerificationRecord)
+    .outerjoin(
+        VerificationRecord,
+        VerificationRecord.certification_id == Certification.certification_id,
+    )
+    .where(Certification.certification_id == bindparam("certification_id"))
+    .with_for_update(of=Certification)
+)
+
 
 def sync(svc: Services, item: ClaimedItem) -> None:
     """Bring the public record in step with the certification's current stored standing."""
     with svc.db.transaction() as session:
-        cert, record = session.execute(  # the certification locked, its record in the same query
-            select(Certification, VerificationRecord)
-            .outerjoin(
-                VerificationRecord,
-                VerificationRecord.certification_id == Certification.certification_id,
-            )
-            .where(Certification.certification_id == item.certification_id)
-            .with_for_update(of=Certification)
+        cert, record = session.execute(
+            _CERTIFICATION_AND_RECORD, {"certification_id": item.certification_id}
         ).one()
         standing = cert.standing
         member = standing["member"]

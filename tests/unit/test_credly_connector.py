@@ -26,6 +26,7 @@ from connectors.credly import (
     TransientError,
     make_credly,
     parse_retry_after,
+    settled_session,
 )
 
 BASE = "https://sandbox-api.credly.com/v1"
@@ -623,3 +624,19 @@ def test_make_credly_warns_about_a_partial_configuration(caplog):
     make_credly(base_url=BASE, organization_id=ORG, auth_token=None)
 
     assert "CREDLY_AUTH_TOKEN" in caplog.text
+
+
+def test_proxy_and_ca_settings_are_read_from_the_environment_once(monkeypatch, tmp_path):
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("")
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    session = settled_session("https://api.credly.com/v1")
+    assert session.proxies["https"] == "http://proxy.internal:3128"
+    assert session.verify == str(bundle)
+    assert session.trust_env is False  # not scanned again at every call
+
+    monkeypatch.setenv("NO_PROXY", "credly.com")
+    assert "https" not in settled_session("https://api.credly.com/v1").proxies
