@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 from prometheus_client import multiprocess
@@ -30,3 +31,10 @@ access_log_format = (
 def child_exit(server: Any, worker: Any) -> None:
     """Drop a dead worker's live gauges from the shared metrics directory."""
     multiprocess.mark_process_dead(worker.pid)
+
+
+def post_worker_init(worker: Any) -> None:
+    """Put the loaded app's objects out of the cyclic collector's reach: a full collection then
+    scans only what requests create (under a millisecond instead of 60-90 ms, a stall of every
+    thread of the process)."""
+    gc.freeze()
