@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -15,6 +17,7 @@ import responses
 from click.testing import CliRunner
 from rq import Queue, SimpleWorker
 from rq.scheduler import RQScheduler
+from sqlalchemy import select
 
 from connectors.credly import Badge as CredlyBadge
 from gateway import intake, metrics
@@ -333,3 +336,22 @@ def test_one_wake_up_waits_at_a_time_and_a_drain_with_a_backlog_wakes_another_wo
     )
     dispatch.drain()  # the second worker finds nothing left and wakes nobody
     assert queue.count == 2
+
+
+def test_concurrent_claims_take_every_due_item_exactly_once(svc):
+    for n in range(10):
+        intake.submit_event(svc, granted("2026-03-01", cert=f"C-{n}"))  # 20 items due
+    barrier = threading.Barrier(8)
+
+    def claim_all() -> list[int]:
+        barrier.wait()
+        taken = []
+        while (item := claim_due(svc)) is not None:
+            taken.append(item.id)
+        return taken
+
+    with ThreadPoolExecutor(8) as pool:
+        claimed = [oid for taken in pool.map(lambda _: claim_all(), range(8)) for oid in taken]
+    with svc.db.sessions() as session:
+        every = sorted(session.scalars(select(OutboxItem.id)))
+    assert len(every) == 20 and sorted(claimed) == every
