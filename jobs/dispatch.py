@@ -12,11 +12,11 @@ import contextlib
 import logging
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from functools import reduce
-from typing import Protocol
 
 from redis.exceptions import RedisError
 from rq import Queue
@@ -55,17 +55,24 @@ BEYOND = (
 NEXT_DUE = select(func.min(OutboxItem.due_at))
 
 
-class Dispatcher(Protocol):
+class Dispatcher(ABC):
     """Has committed outbox items worked."""
 
     def dispatch(self, outbox_ids: Iterable[int]) -> None:
         """Have these newly committed items worked soon; never raises for a broker outage."""
+        if any(True for _ in outbox_ids):
+            self.wake()
 
+    @abstractmethod
     def wake(self) -> None:
         """Have the due items worked soon; never raises for a broker outage."""
 
 
-class RQDispatcher:
+def _seconds_until(when: datetime) -> float:
+    return max(0.0, (when - utcnow()).total_seconds())
+
+
+class RQDispatcher(Dispatcher):
     """Wake the workers of the RQ queue: one pending `drain` job at a time."""
 
     def __init__(self, svc: Services) -> None:
@@ -73,10 +80,6 @@ class RQDispatcher:
         self.queue = Queue(svc.settings.queue_name, connection=svc.redis)
         self.flag = f"{svc.settings.queue_name}:outbox-wake"
         self.timeout = DRAIN_SECONDS + svc.settings.job_timeout_seconds + 30
-
-    def dispatch(self, outbox_ids: Iterable[int]) -> None:
-        if any(True for _ in outbox_ids):
-            self.wake()
 
     def wake(self) -> None:
         # The flag says a drain job is queued and not yet started (it clears the flag before
@@ -133,7 +136,7 @@ def drain() -> None:
         dispatcher.wake_at(left.retry_at)
 
 
-class InProcessDispatcher:
+class InProcessDispatcher(Dispatcher):
     """The embedded default: due items worked on a background thread of this process.
 
     `synchronous` works them in the caller's thread instead (tests, one-off commands), waiting
@@ -147,10 +150,6 @@ class InProcessDispatcher:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._local = threading.local()
-
-    def dispatch(self, outbox_ids: Iterable[int]) -> None:
-        if any(True for _ in outbox_ids):
-            self.wake()
 
     def wake(self) -> None:
         if self.synchronous:
@@ -168,7 +167,7 @@ class InProcessDispatcher:
         self._local.working = True
         try:
             while (retry_at := work_due(self.svc).retry_at) is not None:
-                time.sleep(max(0.0, (retry_at - utcnow()).total_seconds()))
+                time.sleep(_seconds_until(retry_at))
         finally:
             self._local.working = False
 
@@ -188,7 +187,7 @@ class InProcessDispatcher:
                 if next_due is None and not self._woken.is_set():
                     self._thread = None  # nothing unsettled: the next wake-up starts another
                     return
-            wait = None if next_due is None else max(0.0, (next_due - utcnow()).total_seconds())
+            wait = None if next_due is None else _seconds_until(next_due)
 
 
 def make_dispatcher(svc: Services, *, synchronous: bool = False) -> Dispatcher:
