@@ -1,5 +1,6 @@
 -- wrk script of bench/bench_service.py. Environment:
---   WRK_MODE  "get" (GET <path-prefix><random id of WRK_IDS>) or "post" (a new granted event)
+--   WRK_MODE  "get" (GET <path-prefix><random id of WRK_IDS>), "post" (a new granted event) or
+--             "batch" ({"events": [WRK_BATCH new granted events]})
 --   WRK_IDS   how many ids C00000000.. exist; WRK_TAG distinct per run (event ids stay new)
 --   WRK_TOKEN bearer token (post); WRK_DELAY_MS pause before each request (0: closed loop)
 -- Prints one JSON line at the end: requests, seconds, non-2xx/3xx, socket errors, p50/p99 (ms).
@@ -9,6 +10,7 @@ local ids = tonumber(os.getenv("WRK_IDS") or "1")
 local tag = os.getenv("WRK_TAG") or "t"
 local token = os.getenv("WRK_TOKEN") or ""
 local pause = tonumber(os.getenv("WRK_DELAY_MS") or "0")
+local size = tonumber(os.getenv("WRK_BATCH") or "1")
 local threads = {}
 local counter = 0
 
@@ -30,12 +32,22 @@ local granted = '{"event_id":"E%s","type":"certification.granted",' ..
   '"data":{"member":{"member_id":"M%s","first_name":"Pat","last_name":"Bench",' ..
   '"email":"%s@example.org"},"credential":"RMA","certified_on":"2026-11-01"}}'
 
+local function new_event()
+  counter = counter + 1
+  local key = tag .. "-" .. tid .. "-" .. counter
+  return string.format(granted, key, key, key, key)
+end
+
 function request()
+  local headers = {["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. token}
   if mode == "post" then
-    counter = counter + 1
-    local key = tag .. "-" .. tid .. "-" .. counter
-    local headers = {["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. token}
-    return wrk.format("POST", wrk.path, headers, string.format(granted, key, key, key, key))
+    return wrk.format("POST", wrk.path, headers, new_event())
+  elseif mode == "batch" then
+    local events = {}
+    for i = 1, size do
+      events[i] = new_event()
+    end
+    return wrk.format("POST", wrk.path, headers, '{"events":[' .. table.concat(events, ",") .. ']}')
   end
   return wrk.format("GET", wrk.path .. string.format("C%08d", math.random(0, ids - 1)))
 end

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, aliased
 
 from gateway import rules
 from gateway.store import models
@@ -53,43 +55,74 @@ def badge_view(badge: models.Badge | None) -> dict[str, Any]:
     return view
 
 
+@dataclass(frozen=True)
+class Current:
+    """What the jobs made of a certification so far: its badge, lookup record and recent jobs."""
+
+    badge: models.Badge | None = None
+    record: models.VerificationRecord | None = None
+    jobs: tuple[models.OutboxItem, ...] = ()  # the most recent first
+
+
+def read_current(session: Session, certification_ids: Sequence[str]) -> dict[str, Current]:
+    """The current badge, lookup record and RECENT_JOBS latest jobs of each certification, in
+    three statements however many there are; a certification without any is left out."""
+    ids = list(certification_ids)
+    badges: dict[str, models.Badge] = {}
+    for badge in session.scalars(
+        select(models.Badge).where(models.Badge.certification_id.in_(ids))
+    ):
+        shown = badges.get(badge.certification_id)
+        if shown is None or badge.period_start > shown.period_start:
+            badges[badge.certification_id] = badge
+    records = {
+        record.certification_id: record
+        for record in session.scalars(
+            select(models.VerificationRecord).where(
+                models.VerificationRecord.certification_id.in_(ids)
+            )
+        )
+    }
+    rank = (
+        func.row_number()
+        .over(partition_by=models.OutboxItem.certification_id, order_by=models.OutboxItem.id.desc())
+        .label("rank")
+    )
+    ranked = (
+        select(models.OutboxItem, rank)
+        .where(models.OutboxItem.certification_id.in_(ids))
+        .subquery()
+    )
+    item = aliased(models.OutboxItem, ranked)
+    jobs: dict[str, list[models.OutboxItem]] = {}
+    for job in session.scalars(
+        select(item).where(ranked.c.rank <= RECENT_JOBS).order_by(item.id.desc())
+    ):
+        jobs.setdefault(job.certification_id, []).append(job)
+    return {
+        cid: Current(badges.get(cid), records.get(cid), tuple(jobs.get(cid, ())))
+        for cid in {*badges, *records, *jobs}
+    }
+
+
 def standing_view(
-    session: Session,
     certification_id: str,
     standing: rules.Standing,
-    *,
-    new_jobs: list[models.OutboxItem] | None = None,
+    current: Current,
+    new_jobs: Sequence[models.OutboxItem] = (),
 ) -> dict:
     """The full standing of SPEC §6: the rules' answer plus badge, verification and jobs.
 
-    `new_jobs`: the certification was created in this transaction with these jobs, so no badge
-    or verification record exists yet and nothing needs to be read.
+    `new_jobs`: jobs queued since `current` was read, in the order they were queued.
     """
-    if new_jobs is None:
-        badge = session.scalar(
-            select(models.Badge)
-            .where(models.Badge.certification_id == certification_id)
-            .order_by(models.Badge.period_start.desc())
-            .limit(1)
-        )
-        record = session.get(models.VerificationRecord, certification_id)
-        jobs = list(
-            session.scalars(
-                select(models.OutboxItem)
-                .where(models.OutboxItem.certification_id == certification_id)
-                .order_by(models.OutboxItem.id.desc())
-                .limit(RECENT_JOBS)
-            )
-        )
-    else:
-        badge, record, jobs = None, None, new_jobs[::-1][:RECENT_JOBS]
+    record = current.record
     return {
         "certification_id": certification_id,
         **standing.to_dict(),
-        "badge": badge_view(badge),
+        "badge": badge_view(current.badge),
         "verification": {
             "synced_at": _iso(record.synced_at) if record else None,
             "status": record.status if record else None,
         },
-        "jobs": [job_view(item) for item in jobs],
+        "jobs": [job_view(item) for item in [*new_jobs[::-1], *current.jobs][:RECENT_JOBS]],
     }

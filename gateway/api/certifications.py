@@ -13,7 +13,7 @@ from gateway.auth import require_scope
 from gateway.services import services
 from gateway.store import models
 from gateway.store.history import load_history
-from gateway.views import standing_view
+from gateway.views import Current, read_current, standing_view
 
 bp = Blueprint("certifications", __name__)
 
@@ -52,7 +52,8 @@ def get_certification(certification_id: str) -> ResponseReturnValue:
                 f"Certification {certification_id} did not exist on {as_of.isoformat()}.",
                 errors=[{"field": "as_of", "message": "Before the certification was granted."}],
             ) from exc
-        return standing_view(session, certification_id, standing)
+        current = read_current(session, [certification_id]).get(certification_id, Current())
+        return standing_view(certification_id, standing, current)
 
 
 @bp.get("/v1/credentials")

@@ -8,9 +8,10 @@ from sqlalchemy import select
 from werkzeug.exceptions import BadRequest
 
 from gateway import intake, logs, metrics
-from gateway.api.problems import PROBLEM_TYPE, Problem
+from gateway.api.problems import PROBLEM_TYPE, Problem, loaded
 from gateway.auth import current_client_id, require_scope
 from gateway.rules import EVENT_TYPES
+from gateway.schemas.events import EventBatchSchema
 from gateway.services import services
 from gateway.store import models
 from gateway.views import job_view
@@ -38,29 +39,64 @@ def json_body() -> object:
         ) from exc
 
 
+#: Room for MAX_EVENTS events of several KiB each (the app's default limit is 64 KiB).
+MAX_BATCH_BODY = 1024 * 1024
+
+
 @bp.post("/v1/events")
 @require_scope("events:write")
 def post_event() -> ResponseReturnValue:
     """Validate, record and act on one event (SPEC §5)."""
-    svc = services()
     body = json_body()
-    answer = intake.submit_event(
-        svc, body, client_id=current_client_id(), request_id=logs.request_id()
-    )
-    svc.dispatcher.dispatch(answer.outbox_ids)
-    event_type = body.get("type") if isinstance(body, dict) else None
-    metrics.count_event(
-        event_type if isinstance(event_type, str) and event_type in EVENT_TYPES else "unknown",
-        answer.status,
-        answer.body,
-        replayed="Idempotent-Replayed" in answer.headers,
-    )
+    [answer] = _submit([body])
     mimetype = "application/json" if answer.status < 400 else PROBLEM_TYPE
     response = Response(json.dumps(answer.body), status=answer.status, mimetype=mimetype)
     response.headers.update(answer.headers)
     if answer.status == 202:
-        response.headers["Location"] = url_for("events.get_event", event_id=answer.body["event_id"])
+        response.headers["Location"] = _location(answer)
     return response
+
+
+@bp.post("/v1/events/batch")
+@require_scope("events:write")
+def post_events() -> ResponseReturnValue:
+    """Up to MAX_EVENTS events in one request, each answered as `POST /v1/events` would answer
+    it had they been sent one after another; recorded together."""
+    request.max_content_length = MAX_BATCH_BODY
+    bodies = loaded(EventBatchSchema(), json_body(), "batch of events")["events"]
+    return {
+        "results": [
+            {
+                "status": answer.status,
+                "replayed": "Idempotent-Replayed" in answer.headers,
+                "location": _location(answer) if answer.status == 202 else None,
+                "body": answer.body,
+            }
+            for answer in _submit(bodies)
+        ]
+    }
+
+
+def _submit(bodies: list[object]) -> list[intake.Answer]:
+    """Submit the events, dispatch the jobs they queued, count them."""
+    svc = services()
+    answers = intake.submit_events(
+        svc, bodies, client_id=current_client_id(), request_id=logs.request_id()
+    )
+    svc.dispatcher.dispatch([outbox_id for answer in answers for outbox_id in answer.outbox_ids])
+    for body, answer in zip(bodies, answers, strict=True):
+        event_type = body.get("type") if isinstance(body, dict) else None
+        metrics.count_event(
+            event_type if isinstance(event_type, str) and event_type in EVENT_TYPES else "unknown",
+            answer.status,
+            answer.body,
+            replayed="Idempotent-Replayed" in answer.headers,
+        )
+    return answers
+
+
+def _location(answer: intake.Answer) -> str:
+    return url_for("events.get_event", event_id=answer.body["event_id"])
 
 
 @bp.get("/v1/events/<event_id>")

@@ -21,7 +21,7 @@ from marshmallow import fields, validate
 from gateway.api.problems import PROBLEM_TYPE
 from gateway.auth import SCOPES
 from gateway.schemas import responses as r
-from gateway.schemas.events import DATA_SCHEMAS, EnvelopeSchema
+from gateway.schemas.events import DATA_SCHEMAS, MAX_EVENTS, EnvelopeSchema
 from gateway.schemas.subscriptions import (
     CertificationIdsSchema,
     DeliveryQuerySchema,
@@ -52,7 +52,10 @@ ERRORS: dict[str, tuple[str, str]] = {
     "Forbidden": ("403", "The token lacks the scope the operation needs."),
     "NotFound": ("404", "No such resource."),
     "Conflict": ("409", "The event id was already used for a different body."),
-    "PayloadTooLarge": ("413", "The body is over 64 KiB (2 MiB for subscriptions)."),
+    "PayloadTooLarge": (
+        "413",
+        "The body is over 64 KiB (1 MiB for event batches, 2 MiB for subscriptions).",
+    ),
     "UnsupportedMediaType": ("415", "The body must be `application/json`."),
     "Unprocessable": ("422", "Malformed body (`field` errors) or broken rules (`rule` errors)."),
     "TooManyRequests": ("429", "Over the rate limit; retry after `Retry-After` seconds."),
@@ -75,6 +78,17 @@ def _errors(*names: str) -> dict[str, str]:
 
 def _json(schema: Any, description: str, **extra: Any) -> dict[str, Any]:
     return {"description": description, "content": {JSON: {"schema": schema}}, **extra}
+
+
+def _results(item: Any, description: str) -> dict[str, Any]:
+    """A batch's answer: `{"results": [item, ...]}`."""
+    schema = {
+        "type": "object",
+        "required": ["results"],
+        "additionalProperties": False,
+        "properties": {"results": {"type": "array", "items": item}},
+    }
+    return _json(schema, description)
 
 
 def _html(description: str) -> dict[str, Any]:
@@ -143,6 +157,55 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
                     },
                 ),
                 **_errors(*_TOKEN_ERRORS, *_BODY_ERRORS, "NotFound", "Conflict"),
+            },
+        }
+    },
+    "/v1/events/batch": {
+        "post": {
+            "tags": ["events"],
+            "summary": "Record up to 100 events",
+            "description": "Each event is answered as `POST /v1/events` would answer it, had they "
+            "been sent one after another in this order (a later one sees the earlier ones); they "
+            "are recorded together. A result's `body` is that answer's body, `replayed` its "
+            "`Idempotent-Replayed`, `location` its `Location`.",
+            "security": _scopes("events:write"),
+            "requestBody": {
+                "required": True,
+                "content": {
+                    JSON: {
+                        "schema": {
+                            "type": "object",
+                            "required": ["events"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "events": {
+                                    "type": "array",
+                                    "minItems": 1,
+                                    "maxItems": MAX_EVENTS,
+                                    "items": {"$ref": "#/components/schemas/Event"},
+                                }
+                            },
+                        },
+                        "example": {"events": [EXAMPLE_EVENT]},
+                    }
+                },
+            },
+            "responses": {
+                "200": _results(
+                    {
+                        "type": "object",
+                        "required": ["status", "replayed", "location", "body"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "status": {"type": "integer", "enum": [202, 404, 409, 422]},
+                            "replayed": {"type": "boolean"},
+                            "location": {"type": ["string", "null"]},
+                            "body": {"anyOf": [r.EventAnswerSchema, r.ProblemSchema]},
+                        },
+                    },
+                    "One result per event, in the order sent.",
+                ),
+                **_errors(*_TOKEN_ERRORS, *_BODY_ERRORS),
             },
         }
     },
@@ -220,18 +283,8 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
             "security": _scopes("verifications:read"),
             "requestBody": {"required": True, "content": {JSON: {"schema": BatchLookupSchema}}},
             "responses": {
-                "200": _json(
-                    {
-                        "type": "object",
-                        "required": ["results"],
-                        "additionalProperties": False,
-                        "properties": {
-                            "results": {
-                                "type": "array",
-                                "items": {"oneOf": [VerificationSchema, r.NotFoundResultSchema]},
-                            }
-                        },
-                    },
+                "200": _results(
+                    {"oneOf": [VerificationSchema, r.NotFoundResultSchema]},
                     "One result per id, in the order asked.",
                 ),
                 **_errors(*_TOKEN_ERRORS, *_BODY_ERRORS, "TooManyRequests"),

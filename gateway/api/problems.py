@@ -5,7 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask, Response, json
+from marshmallow import Schema, ValidationError
 from werkzeug.exceptions import HTTPException
+
+from gateway.schemas.events import field_errors
 
 PROBLEM_TYPE = "application/problem+json"
 
@@ -79,3 +82,16 @@ def register(app: Flask) -> None:
     app.register_error_handler(Problem, problem_response)
     app.register_error_handler(HTTPException, _http_exception)
     app.register_error_handler(Exception, _internal_error)
+
+
+def loaded(schema: Schema, data: Any, what: str) -> Any:
+    """`data` loaded by `schema`, or a 422 problem naming each bad field of the `what`."""
+    try:
+        return schema.load(data)
+    except ValidationError as exc:
+        raise Problem(
+            422,
+            "Unprocessable Content",
+            f"The {what} is malformed.",
+            errors=field_errors(exc.messages),
+        ) from exc

@@ -10,17 +10,15 @@ from typing import Any
 
 from flask import Blueprint, Response, request, url_for
 from flask.typing import ResponseReturnValue
-from marshmallow import Schema, ValidationError
 from sqlalchemy.orm import Session
 
 from connectors.errors import PermanentError, TransientError
 from connectors.webhooks import check_target
 from gateway import subscriptions
 from gateway.api.events import json_body
-from gateway.api.problems import Problem
+from gateway.api.problems import Problem, loaded
 from gateway.auth import current_client_id, require_scope
 from gateway.ratelimit import LOOKUP_SCOPE
-from gateway.schemas.events import field_errors
 from gateway.schemas.subscriptions import (
     CertificationIdsSchema,
     DeliveryQuerySchema,
@@ -41,17 +39,6 @@ MAX_BODY = 2 * 1024 * 1024
 @bp.before_request
 def _allow_long_lists() -> None:
     request.max_content_length = MAX_BODY
-
-
-def _load(schema: Schema, data: Any, what: str) -> dict[str, Any]:
-    """`data` loaded by `schema`, or a 422 problem naming each bad field."""
-    try:
-        return schema.load(data)
-    except ValidationError as exc:
-        errors = field_errors(exc.messages)
-        raise Problem(
-            422, "Unprocessable Content", f"The {what} is malformed.", errors=errors
-        ) from exc
 
 
 def _unprocessable(field: str, message: str) -> Problem:
@@ -93,7 +80,7 @@ def _check_url(url: str) -> None:
 @require_scope(LOOKUP_SCOPE)
 def create_subscription() -> ResponseReturnValue:
     """Register a webhook; the answer shows its signing secret, the only time it is shown."""
-    body = _load(SubscriptionCreateSchema(), json_body(), "subscription")
+    body = loaded(SubscriptionCreateSchema(), json_body(), "subscription")
     _check_url(body["url"])
     with services().db.transaction() as session:
         try:
@@ -152,7 +139,7 @@ def unwatch_certifications(subscription_id: str) -> ResponseReturnValue:
 def _change_watched(
     subscription_id: str, change: Callable[[Session, Subscription, list[str]], int], key: str
 ) -> dict[str, Any]:
-    ids = _load(CertificationIdsSchema(), json_body(), "list of ids")["certification_ids"]
+    ids = loaded(CertificationIdsSchema(), json_body(), "list of ids")["certification_ids"]
     with services().db.transaction() as session:
         subscription = _owned(session, subscription_id)
         try:
@@ -167,7 +154,7 @@ def _change_watched(
 @require_scope(LOOKUP_SCOPE)
 def list_deliveries(subscription_id: str) -> ResponseReturnValue:
     """The delivery log, newest first: `?limit=` (≤ 1000) and `?before=<sequence>` to page back."""
-    query = _load(DeliveryQuerySchema(), request.args.to_dict(), "query")
+    query = loaded(DeliveryQuerySchema(), request.args.to_dict(), "query")
     with services().db.transaction() as session:
         subscription = _owned(session, subscription_id)
         rows = subscriptions.deliveries(

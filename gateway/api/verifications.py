@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
-from marshmallow import ValidationError
 
 from gateway import lookup
 from gateway.api.events import json_body
-from gateway.api.problems import Problem
+from gateway.api.problems import Problem, loaded
 from gateway.auth import allow_scope, require_scope
 from gateway.ratelimit import LOOKUP_SCOPE
-from gateway.schemas.events import field_errors
 from gateway.schemas.verifications import BatchLookupSchema, VerificationSchema
 from gateway.services import services
 
@@ -38,15 +36,7 @@ def get_verification(certification_id: str) -> ResponseReturnValue:
 @require_scope(LOOKUP_SCOPE)
 def batch_verifications() -> ResponseReturnValue:
     """The public records of up to 100 certifications, in the order asked; unknown: not_found."""
-    try:
-        ids = BatchLookupSchema().load(json_body())["certification_ids"]
-    except ValidationError as exc:
-        raise Problem(
-            422,
-            "Unprocessable Content",
-            "The batch lookup is malformed.",
-            errors=field_errors(exc.messages),
-        ) from exc
+    ids = loaded(BatchLookupSchema(), json_body(), "batch lookup")["certification_ids"]
     found = lookup.verify(services().db, ids)
     return {
         "results": [

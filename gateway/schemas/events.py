@@ -27,6 +27,7 @@ from gateway.rules import (
     Revoked,
 )
 
+MAX_EVENTS = 100  # in one `POST /v1/events/batch`
 _ID = validate.Length(min=1, max=128)
 _NAME = validate.Length(min=1, max=200)
 # Text PostgreSQL can store: no NUL. (A lone surrogate never gets here: see gateway.security.)
@@ -206,20 +207,26 @@ def field_errors(messages: Any, prefix: str = "") -> list[dict[str, str]]:
     return [{"field": prefix or "body", "message": str(messages)}]
 
 
+# Loading does not change a schema, so one instance of each serves every request (building one
+# deep-copies its fields).
+_ENVELOPE = EnvelopeSchema()
+_DATA = {event_type: schema() for event_type, (schema, _) in DATA_SCHEMAS.items()}
+
+
 def load_envelope(body: Any) -> Envelope:
     """Validate `body` and build the domain event; raise ShapeError naming every bad field."""
     if not isinstance(body, dict):
         raise ShapeError([{"field": "body", "message": "The body must be a JSON object."}])
     errors: list[dict[str, str]] = []
     try:
-        envelope = EnvelopeSchema().load(body)
+        envelope = _ENVELOPE.load(body)
     except ValidationError as exc:
         errors, envelope = field_errors(exc.messages), body
     event_type, raw_data = envelope.get("type"), envelope.get("data")
     data = None
     if isinstance(event_type, str) and event_type in DATA_SCHEMAS and isinstance(raw_data, dict):
         try:
-            data = DATA_SCHEMAS[event_type][0]().load(raw_data)
+            data = _DATA[event_type].load(raw_data)
         except ValidationError as exc:
             errors += field_errors(exc.messages, "data")
     if errors or data is None:
@@ -227,3 +234,11 @@ def load_envelope(body: Any) -> Envelope:
     event_class = DATA_SCHEMAS[event_type][1]
     event = event_class(event_id=envelope["event_id"], occurred_at=envelope["occurred_at"], **data)
     return Envelope(certification_id=envelope["certification_id"], event=event)
+
+
+class EventBatchSchema(_Strict):
+    """`POST /v1/events/batch`: 1 to MAX_EVENTS events; each is checked as one event is."""
+
+    events = fields.List(
+        fields.Raw(), required=True, validate=validate.Length(min=1, max=MAX_EVENTS)
+    )

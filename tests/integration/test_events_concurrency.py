@@ -67,6 +67,36 @@ def test_concurrent_payments_of_one_certification_are_serialised(pg_app):
     assert sorted(a.status for a in answers) == [202, 422]
 
 
+def test_batches_naming_the_same_certifications_in_opposite_orders_neither_deadlock_nor_twin(
+    pg_app,
+):
+    svc = pg_app.extensions["gateway"]
+    certs = [f"ORDER-{n}" for n in range(20)]
+    barrier = threading.Barrier(2)
+    answers: list[list[intake.Answer]] = [[], []]
+
+    def send(side: int, order: list[str]) -> None:
+        bodies = [granted("2026-03-01", cert=cert, event_id=f"{cert}-{side}") for cert in order]
+        barrier.wait()
+        answers[side] = intake.submit_events(svc, bodies)
+
+    threads = [
+        threading.Thread(target=send, args=(0, certs)),
+        threading.Thread(target=send, args=(1, certs[::-1])),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    by_cert = {cert: [] for cert in certs}
+    for side, order in ((0, certs), (1, certs[::-1])):
+        for cert, answer in zip(order, answers[side], strict=True):
+            by_cert[cert].append(answer.status)
+    assert all(sorted(statuses) == [202, 422] for statuses in by_cert.values()), by_cert
+    with svc.db.sessions() as session:
+        assert session.query(Event).filter_by(status="accepted").count() == len(certs)
+
+
 def test_a_real_oauth2_client_fetches_a_token_and_posts_over_a_socket(make_app, database_url):
     app = make_app(database_url=database_url, jobs_synchronous=True)
     client_id, secret = register_client(app, "events:write certifications:read")

@@ -15,7 +15,11 @@ import pytest
 import schemathesis
 from flask import Flask
 from hypothesis import HealthCheck, settings
-from schemathesis.checks import allow_header_conformance, positive_data_acceptance
+from schemathesis.checks import (
+    allow_header_conformance,
+    negative_data_rejection,
+    positive_data_acceptance,
+)
 
 from gateway import intake
 from gateway.api.openapi import EXAMPLE_EVENT, build_spec
@@ -41,6 +45,9 @@ NOT_APPLICABLE = {
     "POST /v1/subscriptions": [positive_data_acceptance],
     # `GET /v1/verifications/batch` is the lookup of certification "batch": Allow lists GET
     "POST /v1/verifications/batch": [allow_header_conformance],
+    # `GET /v1/events/batch` is the read of event "batch": Allow lists GET; a malformed event in
+    # a well-formed batch is answered in its own result (422), the batch with 200
+    "POST /v1/events/batch": [allow_header_conformance, negative_data_rejection],
 }
 
 
@@ -93,6 +100,9 @@ def test_successful_answers_match_their_documented_schemas(make_app, database_ur
         return response
 
     call("POST", "/v1/events", 202, body=EXAMPLE_EVENT)  # a replay: the first answer again
+    new = {**EXAMPLE_EVENT, "event_id": "evt-0002", "certification_id": "CERT-456"}
+    batch = call("POST", "/v1/events/batch", 200, body={"events": [EXAMPLE_EVENT, new, {}]})
+    assert [r["status"] for r in batch.json()["results"]] == [202, 202, 422]
     call("GET", "/v1/events/{event_id}", 200, path_parameters={"event_id": "evt-0001"})
     call(
         "GET",
