@@ -286,7 +286,7 @@ def validate_scope(scope: str) -> list[str]:
 def create_client(session: Session, name: str, scope: str) -> NewClient:
     """Register a client with `scope`; its secret is stored only as a hash."""
     scopes = validate_scope(scope)
-    client = NewClient(client_id=secrets.token_urlsafe(16), client_secret=secrets.token_urlsafe(32))
+    client = NewClient(client_id=secrets.token_hex(16), client_secret=secrets.token_urlsafe(32))
     session.add(
         OAuthClient(
             client_id=client.client_id,
