@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, date, datetime, time
+from typing import Any
 
-from sqlalchemy import bindparam, case, func, select, update
+from sqlalchemy import Connection, Insert, Row, Table, bindparam, case, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from connectors.credly import Badge as CredlyBadge
@@ -34,35 +37,61 @@ def template_for(svc: Services, credential: str) -> str:
 
 
 # Built once (building a statement costs about what running it does).
+#: What a badge is issued from: the certification with its member.
 _CERTIFICATION = (
-    select(Certification, Member)
+    select(
+        Certification.certification_id,
+        Certification.credential,
+        Certification.status,
+        Certification.standing,
+        Member.email,
+        Member.first_name,
+        Member.last_name,
+    )
     .join(Member, Member.member_id == Certification.member_id)
     .where(Certification.certification_id == bindparam("certification_id"))
 )
-_PERIOD_BADGE = (
-    select(Badge)
-    .where(
-        Badge.certification_id == bindparam("certification_id"),
-        Badge.period_start == bindparam("period_start"),
+
+
+def _attempt(insert_of: Callable[[Table], Any]) -> Insert:
+    """One more attempt at the badge of a period (created on the first), returning its id;
+    nothing when the badge is already live in Credly. The row stays locked until commit."""
+    statement = insert_of(Badge.__table__).values(
+        certification_id=bindparam("certification_id"),
+        period_start=bindparam("period_start"),
+        badge_template_id=bindparam("badge_template_id"),
+        attempts=1,
     )
-    .with_for_update()
-)
+    badges, excluded = Badge.__table__.c, statement.excluded
+    return statement.on_conflict_do_update(
+        index_elements=[badges.certification_id, badges.period_start],
+        set_={
+            "attempts": badges.attempts + 1,
+            "badge_template_id": func.coalesce(
+                excluded.badge_template_id, badges.badge_template_id
+            ),
+            "updated_at": excluded.updated_at,
+        },
+        where=badges.credly_badge_id.is_(None) | badges.state.not_in(LIVE),
+    ).returning(badges.id)
 
 
-def _certification(session: Session, certification_id: str) -> tuple[Certification, Member]:
-    """A certification and its member, in one query."""
-    found = session.execute(_CERTIFICATION, {"certification_id": certification_id}).one()
-    return found.Certification, found.Member
+_ATTEMPTS = {"postgresql": _attempt(postgresql.insert), "sqlite": _attempt(sqlite.insert)}
 
 
-def _recipient(svc: Services, cert: Certification, member: Member) -> BadgeRequest:
+def _certification(connection: Connection, certification_id: str) -> Row:
+    """A certification with its member's details, in one query."""
+    return connection.execute(_CERTIFICATION, {"certification_id": certification_id}).one()
+
+
+def _recipient(svc: Services, cert: Row) -> BadgeRequest:
     """The badge of the certification's current period, read before calling Credly."""
     standing = cert.standing
     paid_through = date.fromisoformat(standing["fees"]["paid_through"])
     return BadgeRequest(
-        recipient_email=member.email,
-        first_name=member.first_name,
-        last_name=member.last_name,
+        recipient_email=cert.email,
+        first_name=cert.first_name,
+        last_name=cert.last_name,
         badge_template_id=template_for(svc, cert.credential),
         issued_at=_midnight(date.fromisoformat(standing["certified_on"])),
         issuer_earner_id=cert.certification_id,
@@ -70,14 +99,12 @@ def _recipient(svc: Services, cert: Certification, member: Member) -> BadgeReque
     )
 
 
-def _period_badge(session: Session, certification_id: str, period_start: date) -> Badge:
-    badge = session.scalar(
-        _PERIOD_BADGE, {"certification_id": certification_id, "period_start": period_start}
+def _period_badge(session: Session, certification_id: str, period_start: date) -> Badge | None:
+    return session.scalar(
+        select(Badge)
+        .where(Badge.certification_id == certification_id, Badge.period_start == period_start)
+        .with_for_update()
     )
-    if badge is None:
-        badge = Badge(certification_id=certification_id, period_start=period_start, attempts=0)
-        session.add(badge)
-    return badge
 
 
 _found_id, _found_state = bindparam("found_id"), bindparam("found_state")
@@ -135,24 +162,30 @@ def _record_error(svc: Services, badge_id: int, exc: CredlyError) -> None:
 def issue(svc: Services, item: ClaimedItem) -> None:
     """Issue the badge of the item's period, adopting one Credly already has for it."""
     period_start = date.fromisoformat(item.payload["period_start"])
-    with svc.db.transaction() as session:
-        cert, member = _certification(session, item.certification_id)
+    with svc.db.engine.begin() as connection:
+        cert = _certification(connection, item.certification_id)
         if cert.status != "active" or cert.standing["certified_on"] != period_start.isoformat():
             log.info("not issuing: certification is %s now", cert.status)
             return
-        badge = _period_badge(session, cert.certification_id, period_start)
-        if badge.credly_badge_id and badge.state in LIVE:
-            log.info("badge already issued", extra={"credly_badge_id": badge.credly_badge_id})
-            return
+        recipient: BadgeRequest | PermanentError
         try:
-            recipient = _recipient(svc, cert, member)
-        except PermanentError as exc:
-            badge.state, badge.last_error, badge.state_changed_at = "error", str(exc), utcnow()
-            raise
-        badge.attempts += 1
-        badge.badge_template_id = recipient.badge_template_id
-        session.flush()
-        badge_id = badge.id
+            recipient = _recipient(svc, cert)
+        except PermanentError as exc:  # no badge template: recorded on the badge below
+            recipient = exc
+        badge_id = connection.scalar(
+            _ATTEMPTS[connection.dialect.name],
+            {
+                "certification_id": cert.certification_id,
+                "period_start": period_start,
+                "badge_template_id": getattr(recipient, "badge_template_id", None),
+            },
+        )
+    if badge_id is None:
+        log.info("badge already issued")
+        return
+    if isinstance(recipient, PermanentError):
+        _record_error(svc, badge_id, recipient)
+        raise recipient
     try:
         found = svc.credly.find_badge(
             issuer_earner_id=recipient.issuer_earner_id,
@@ -171,13 +204,13 @@ def issue(svc: Services, item: ClaimedItem) -> None:
 def replace(svc: Services, item: ClaimedItem) -> None:
     """Replace the live badge of the current period with the member's current details."""
     with svc.db.transaction() as session:
-        cert, member = _certification(session, item.certification_id)
+        cert = _certification(session.connection(), item.certification_id)
         period_start = date.fromisoformat(cert.standing["certified_on"])
         badge = _period_badge(session, cert.certification_id, period_start)
-        if not (badge.credly_badge_id and badge.state in LIVE):
+        if badge is None or not (badge.credly_badge_id and badge.state in LIVE):
             log.info("no live badge to replace")
             return
-        recipient = _recipient(svc, cert, member)
+        recipient = _recipient(svc, cert)
         badge.attempts += 1
         session.flush()
         badge_id, credly_id = badge.id, badge.credly_badge_id

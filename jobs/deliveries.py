@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -93,6 +93,17 @@ def public_content(record: VerificationRecord | None) -> dict[str, Any] | None:
     return {name: getattr(record, name) for name in PUBLIC_FIELDS}
 
 
+#: Built once: the live subscriptions watching `certification_id`.
+_WATCHING = (
+    select(WatchedCertification.subscription_id)
+    .join(Subscription, Subscription.id == WatchedCertification.subscription_id)
+    .where(
+        WatchedCertification.certification_id == bindparam("certification_id"),
+        Subscription.deleted_at.is_(None),
+    )
+)
+
+
 def fan_out(
     svc: Services,
     session: Session,
@@ -110,14 +121,8 @@ def fan_out(
         return []
     targets = [DIRECTORY] if svc.directory is not None else []
     if before is None or before["status"] != record.status:
-        targets += session.scalars(
-            select(WatchedCertification.subscription_id)
-            .join(Subscription, Subscription.id == WatchedCertification.subscription_id)
-            .where(
-                WatchedCertification.certification_id == record.certification_id,
-                Subscription.deleted_at.is_(None),
-            )
-        )
+        watching = {"certification_id": record.certification_id}
+        targets += session.connection().scalars(_WATCHING, watching)
     items = []
     for target in sorted(targets):  # one lock order for every fan-out: no deadlocks
         items += queue(session, target, [record.certification_id], request_id=request_id)

@@ -76,9 +76,8 @@ def claim_due(svc: Services) -> ClaimedItem | None:
     """
     now = utcnow()
     lease_end = now + timedelta(seconds=svc.settings.job_timeout_seconds)
-    with svc.db.engine.begin() as connection:
-        row = connection.execute(CLAIM_DUE, {"now": now, "lease_end": lease_end}).one_or_none()
-    return None if row is None else ClaimedItem(**row._mapping)
+    rows = svc.db.write(CLAIM_DUE, {"now": now, "lease_end": lease_end})
+    return ClaimedItem(**rows[0]._mapping) if rows else None
 
 
 def run_claimed(svc: Services, item: ClaimedItem) -> datetime | None:

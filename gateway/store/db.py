@@ -72,9 +72,9 @@ class Database:
                 json_serializer=_dumps,
             )
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
-        # Reads of one statement need no transaction: on PostgreSQL that spares the BEGIN and
-        # the ROLLBACK round trips. SQLite keeps its own BEGIN (see _sqlite_begin).
-        self._reader = (
+        # One statement needs no transaction around it: on PostgreSQL that spares the BEGIN and
+        # the ROLLBACK or COMMIT round trips. SQLite keeps its own BEGIN (see _sqlite_begin).
+        self._single = (
             self.engine
             if self.is_sqlite
             else self.engine.execution_options(isolation_level="AUTOCOMMIT")
@@ -84,10 +84,16 @@ class Database:
         """The rows of one read-only statement (retried once on a connection found closed)."""
 
         def run() -> list[Row]:
-            with self._reader.connect() as connection:
+            with self._single.connect() as connection:
                 return connection.execute(statement, params).all()
 
         return retry_disconnect(run)
+
+    def write(self, statement: Executable, params: dict[str, Any] | None = None) -> list[Row]:
+        """The rows a single statement returns, committed on its own: no BEGIN and COMMIT round
+        trips on PostgreSQL, a transaction of its own on SQLite."""
+        with self._single.begin() as connection:
+            return connection.execute(statement, params).all()
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:

@@ -204,6 +204,29 @@ def test_a_permanent_error_fails_at_once_is_listed_and_requeued(svc, monkeypatch
 
 
 @responses.activate
+def test_a_credential_without_a_badge_template_fails_and_the_badge_says_why(svc):
+    svc.settings = replace(svc.settings, credly_badge_templates={})
+    submit(svc, granted("2026-03-01"))
+    drain(svc, lambda: issue_done(svc))
+    [item] = items(svc, "issue_badge")
+    assert item.state == "failed" and item.attempts == 1
+    assert "no Credly badge template configured for credential RMA" in item.last_error
+    [badge] = badges(svc)
+    assert badge.state == "error" and badge.attempts == 1 and badge.badge_template_id is None
+    assert "no Credly badge template" in badge.last_error
+    assert len(responses.calls) == 0  # Credly is never asked
+
+    svc.settings = replace(svc.settings, credly_badge_templates={"RMA": "tmpl-rma"})
+    responses.get(re.compile(re.escape(BADGES) + r"\?.*"), json=EMPTY_LIST)
+    responses.post(BADGES, status=201, json=badge_json())
+    dispatch.requeue(svc, svc.dispatcher, [item.id])
+    drain(svc, lambda: issue_done(svc))
+    [badge] = badges(svc)
+    assert (badge.state, badge.attempts, badge.badge_template_id) == ("pending", 2, "tmpl-rma")
+    assert badge.credly_badge_id == "b-1" and badge.last_error is None
+
+
+@responses.activate
 def test_the_same_event_twice_and_relaying_twice_make_one_badge(svc):
     responses.get(re.compile(re.escape(BADGES) + r"\?.*"), json=EMPTY_LIST)
     responses.post(BADGES, status=201, json=badge_json())
