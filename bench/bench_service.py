@@ -57,6 +57,7 @@ QUEUE = "gateway"
 BARE_QUEUE = "bench-bare"
 WAIT = 900  # longest wait for a drain of the jobs, seconds
 UNLIMITED = "100000000/minute"
+WRK_TIMEOUT = 10  # seconds before wrk gives a request up: above a batch request's p99 (~2 s)
 
 
 @dataclass(frozen=True)
@@ -139,8 +140,9 @@ def children_cpu() -> float:
 def wrk(path: str, seconds: int, connections: int, server: subprocess.Popen, **env: str) -> Load:
     """One bounded wrk run (2 threads) against 127.0.0.1; its summary with the server's CPU."""
     before = group_cpu(server)
+    command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", f"--timeout={WRK_TIMEOUT}s"]
     out = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "-s", str(LUA), f"http://{WEB}{path}"],
+        [*command, "-s", str(LUA), f"http://{WEB}{path}"],
         env={**os.environ, **{f"WRK_{k.upper()}": v for k, v in env.items()}},
         capture_output=True,
         text=True,
