@@ -17,6 +17,9 @@ generator) and their verification records, then on 127.0.0.1 only:
    stand-in, and as the ceiling the same number of bare RQ jobs (`bench/bare_job.py`: the
    badge-issue HTTP call only) on as many plain `rq worker --burst`.
 
+With `--badges N` only the jobs are measured: N granted events are posted in batches first (a
+backlog of N badges), without wrk.
+
 Every wrk run lasts `--seconds`; every wait is bounded. Prints a markdown table; each gateway
 figure is also given as a ratio to its ceiling measured in the same run, minutes apart.
 """
@@ -179,7 +182,13 @@ def fill_verification_records(url: str) -> None:
             " ON n.code = c.credential",
             ([code for code, _ in names], [name for _, name in names]),
         )
-        conn.execute("ANALYZE verification_records")
+
+
+def vacuum(url: str) -> None:
+    """VACUUM (ANALYZE) the new data, as a database in service would be, so that autovacuum has
+    no freshly loaded table to start on in the middle of a measurement."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("VACUUM (ANALYZE)")
 
 
 def environment(url: str, standin: dict[str, str], workdir: Path) -> dict[str, str]:
@@ -324,12 +333,79 @@ def outbox_kinds(url: str) -> dict[str, dict[str, int]]:
     return kinds
 
 
+def load(count: int, args: argparse.Namespace, env: dict[str, str], log: Path) -> dict:
+    """The wrk runs: the bare app's ceilings, then the gateway's lookups and events."""
+    s, c, ids, b = args.seconds, args.connections, str(count), str(args.batch)
+    out: dict = {}
+    gunicorn = [str(BIN / "gunicorn"), "-c", "python:gateway.gunicorn_conf", "bare_app:app"]
+    with process(gunicorn, env, log) as server:
+        wait_http(f"http://{WEB}/bare/x")
+        out["bare_get"] = peak = wrk("/bare/", s, c, server, mode="get", ids=ids)
+        out["bare_get_half"] = half_rate("/bare/", s, c, server, peak, mode="get", ids=ids)
+        out["bare_post"] = wrk("/bare", s, c, server, mode="post", tag=f"b{count}")
+        out["bare_batch"] = wrk("/bare", s, c, server, mode="batch", tag=f"bb{count}", batch=b)
+    with process([str(BIN / "gateway"), "serve"], env, log) as server:
+        wait_http(f"http://{WEB}/healthz")
+        token = events_token(env)
+        path = "/v1/verifications/"
+        out["lookup"] = peak = wrk(path, s, c, server, mode="get", ids=ids)
+        out["lookup_half"] = half_rate(path, s, c, server, peak, mode="get", ids=ids)
+        out["events"] = wrk("/v1/events", s, c, server, mode="post", tag=f"e{count}", token=token)
+        out["batches"] = wrk(
+            "/v1/events/batch",
+            s,
+            c,
+            server,
+            mode="batch",
+            tag=f"eb{count}",
+            token=token,
+            batch=b,
+        )
+    return out
+
+
+def queue_badges(count: int, size: int, env: dict[str, str], log: Path) -> None:
+    """Post `count` new granted events to `gateway serve` in batches of `size` (no load measured):
+    a backlog of `count` badges for the workers."""
+    with process([str(BIN / "gateway"), "serve"], env, log):
+        wait_http(f"http://{WEB}/healthz")
+        token = events_token(env)
+        for start in range(0, count, size):
+            events = [granted(f"q{n}") for n in range(start, min(count, start + size))]
+            answer = requests.post(
+                f"http://{WEB}/v1/events/batch",
+                json={"events": events},
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=60,
+            )
+            answer.raise_for_status()
+
+
+def granted(key: str) -> dict:
+    """A new certification's granted event, as wrk_load.lua makes them."""
+    return {
+        "event_id": f"E{key}",
+        "type": "certification.granted",
+        "occurred_at": "2026-11-01T12:00:00+00:00",
+        "certification_id": f"N{key}",
+        "data": {
+            "member": {
+                "member_id": f"M{key}",
+                "first_name": "Pat",
+                "last_name": "Bench",
+                "email": f"{key}@example.org",
+            },
+            "credential": "RMA",
+            "certified_on": "2026-11-01",
+        },
+    }
+
+
 def measure(count: int, args: argparse.Namespace, standin: dict[str, str], workdir: Path) -> dict:
     """Every figure for one database size (the database is dropped afterwards)."""
     name = f"gw_service_{count}"
     broker = redis.Redis.from_url(REDIS_URL)
     log = workdir / "processes.log"
-    s, c, ids, b = args.seconds, args.connections, str(count), str(args.batch)
     out: dict = {"batch": args.batch}
     worker = [str(BIN / "gateway"), "worker", "--no-cron"]
     bare = [str(BIN / "rq"), "worker", "--burst", "-q", "-u", REDIS_URL, "-w"]
@@ -339,39 +415,18 @@ def measure(count: int, args: argparse.Namespace, standin: dict[str, str], workd
         url = fresh_database(name)
         generate(url, count)
         fill_verification_records(url)
+        vacuum(url)
         took = time.perf_counter() - started
-        print(f"<!-- {count:,} certifications generated in {took:.0f} s -->", flush=True)
+        print(f"<!-- {count:,} certifications made and vacuumed in {took:.0f} s -->", flush=True)
         env = environment(url, standin, workdir)
         broker.flushdb()
         # What starting and stopping the workers costs, on empty queues: taken off their CPU.
         idle = work_off([worker] * args.workers, env, log, broker)
         bare_idle = drain([bare] * args.workers, env, log)
-        gunicorn = [str(BIN / "gunicorn"), "-c", "python:gateway.gunicorn_conf", "bare_app:app"]
-        with process(gunicorn, env, log) as server:
-            wait_http(f"http://{WEB}/bare/x")
-            out["bare_get"] = peak = wrk("/bare/", s, c, server, mode="get", ids=ids)
-            out["bare_get_half"] = half_rate("/bare/", s, c, server, peak, mode="get", ids=ids)
-            out["bare_post"] = wrk("/bare", s, c, server, mode="post", tag=f"b{count}")
-            out["bare_batch"] = wrk("/bare", s, c, server, mode="batch", tag=f"bb{count}", batch=b)
-        with process([str(BIN / "gateway"), "serve"], env, log) as server:
-            wait_http(f"http://{WEB}/healthz")
-            token = events_token(env)
-            path = "/v1/verifications/"
-            out["lookup"] = peak = wrk(path, s, c, server, mode="get", ids=ids)
-            out["lookup_half"] = half_rate(path, s, c, server, peak, mode="get", ids=ids)
-            out["events"] = wrk(
-                "/v1/events", s, c, server, mode="post", tag=f"e{count}", token=token
-            )
-            out["batches"] = wrk(
-                "/v1/events/batch",
-                s,
-                c,
-                server,
-                mode="batch",
-                tag=f"eb{count}",
-                token=token,
-                batch=b,
-            )
+        if args.badges:
+            queue_badges(args.badges, args.batch, env, log)
+        else:
+            out.update(load(count, args, env, log))
         out["accepted"] = accepted(url)
         out["jobs_cpu"] = work_off([worker] * args.workers, env, log, broker) - idle
         out["jobs"] = outbox_span(url)
@@ -392,20 +447,52 @@ def measure(count: int, args: argparse.Namespace, standin: dict[str, str], workd
     return out
 
 
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}" if b else "-"
+
+
 def rows(count: int, m: dict) -> list[str]:
-    """The markdown rows of one database size."""
-    lookup, lookup_half, events, batches = m["lookup"], m["lookup_half"], m["events"], m["batches"]
-    bare_get, bare_half, bare_post = m["bare_get"], m["bare_get_half"], m["bare_post"]
-    bare_batch, size = m["bare_batch"], m["batch"]
+    """The markdown rows of one database size (the jobs' alone with `--badges`)."""
     done, failed, span = m["jobs"]
     bare_done, bare_failed, bare_span = m["bare_jobs"]
     badges = m["outbox"].get("issue_badge", {}).get("done", 0)
     mix = ", ".join(f"{k} {sum(v.values())}" for k, v in sorted(m["outbox"].items()))
+    load, web_cpu = load_rows(m) if "lookup" in m else ([], [])
+    jobs = [
+        (
+            "badge jobs/s (+ their other jobs)",
+            badges / span if span else 0,
+            bare_done / bare_span if bare_span else 0,
+            "≥ 500/s",
+        ),
+        (
+            "worker CPU ms per badge job (+ its other jobs)",
+            1000 * m["jobs_cpu"] / badges if badges else 0,
+            1000 * m["bare_jobs_cpu"] / bare_done if bare_done else 0,
+            "",
+        ),
+    ]
+    table = load + jobs + web_cpu
+    lines = [
+        f"| {count:,} | {label} | {ours:,.1f} | {ceiling:,.1f} | {_ratio(ours, ceiling)} | {goal} |"
+        for label, ours, ceiling, goal in table
+    ]
+    lines.append(
+        f"<!-- {count:,}: outbox {mix}; jobs done {done}, failed {failed}; bare done {bare_done},"
+        f" failed {bare_failed}; events accepted {m['accepted']:,}{load_summary(m)} -->"
+    )
+    return lines
 
-    def ratio(a: float, b: float) -> str:
-        return f"{a / b:.2f}" if b else "-"
 
-    table = [
+Row = tuple[str, float, float, str]  # figure, gateway, ceiling, goal
+
+
+def load_rows(m: dict) -> tuple[list[Row], list[Row]]:
+    """The rows of the wrk runs: rates and latencies, and the web server's CPU."""
+    lookup, lookup_half, events, batches = m["lookup"], m["lookup_half"], m["events"], m["batches"]
+    bare_get, bare_half, bare_post = m["bare_get"], m["bare_get_half"], m["bare_post"]
+    bare_batch, size = m["bare_batch"], m["batch"]
+    rates = [
         ("lookups/s, peak", lookup.rate, bare_get.rate, "≥ 0.8 of ceiling"),
         ("lookup p50 ms, peak", lookup.p50_ms, bare_get.p50_ms, ""),
         ("lookup p99 ms, peak", lookup.p99_ms, bare_get.p99_ms, ""),
@@ -431,18 +518,8 @@ def rows(count: int, m: dict) -> list[str]:
             "",
         ),
         (f"request p99 ms, {size} events a request", batches.p99_ms, bare_batch.p99_ms, ""),
-        (
-            "badge jobs/s (+ their other jobs)",
-            badges / span if span else 0,
-            bare_done / bare_span if bare_span else 0,
-            "≥ 500/s",
-        ),
-        (
-            "worker CPU ms per badge job (+ its other jobs)",
-            1000 * m["jobs_cpu"] / badges if badges else 0,
-            1000 * m["bare_jobs_cpu"] / bare_done if bare_done else 0,
-            "",
-        ),
+    ]
+    web_cpu = [
         ("web CPU ms per lookup, peak", lookup.cpu_ms, bare_get.cpu_ms, ""),
         ("web CPU ms per event, one a request", events.cpu_ms, bare_post.cpu_ms, ""),
         (
@@ -452,19 +529,18 @@ def rows(count: int, m: dict) -> list[str]:
             "",
         ),
     ]
-    lines = [
-        f"| {count:,} | {label} | {ours:,.1f} | {ceiling:,.1f} | {ratio(ours, ceiling)} | {goal} |"
-        for label, ours, ceiling, goal in table
-    ]
-    loads = (lookup, lookup_half, events, batches)
+    return rates, web_cpu
+
+
+def load_summary(m: dict) -> str:
+    """What the wrk runs answered, against the events recorded; empty without them."""
+    if "lookup" not in m:
+        return ""
+    loads = (m["lookup"], m["lookup_half"], m["events"], m["batches"])
     errors = sum(load.non2xx + load.socket_errors for load in loads)
-    sent = events.requests - events.non2xx + (batches.requests - batches.non2xx) * size
-    lines.append(
-        f"<!-- {count:,}: outbox {mix}; jobs done {done}, failed {failed}; bare done {bare_done},"
-        f" failed {bare_failed}; non-2xx/socket errors {errors}; events accepted"
-        f" {m['accepted']:,} of {sent:,} answered -->"
-    )
-    return lines
+    events, batches = m["events"], m["batches"]
+    sent = events.requests - events.non2xx + (batches.requests - batches.non2xx) * m["batch"]
+    return f" of {sent:,} answered; non-2xx/socket errors {errors}"
 
 
 def main() -> None:
@@ -474,6 +550,12 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16, help="wrk connections.")
     parser.add_argument("--workers", type=int, default=2, help="Job worker processes.")
     parser.add_argument("--batch", type=int, default=100, help="Events per batch request.")
+    parser.add_argument(
+        "--badges",
+        type=int,
+        default=0,
+        help="Jobs only: queue this many badges (granted events in batches), no wrk runs.",
+    )
     parser.add_argument(
         "--credly-latency-ms", type=float, default=0, help="The stand-in waits before each answer."
     )

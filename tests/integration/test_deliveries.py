@@ -16,7 +16,9 @@ from standardwebhooks import Webhook
 
 from gateway import auth, subscriptions
 from gateway.schemas.verifications import VerificationSchema
-from gateway.store.models import Delivery, OutboxItem
+from gateway.store.models import Delivery, OutboxItem, VerificationRecord
+from jobs import verification
+from jobs.claim import ClaimedItem
 from tests.events_helpers import event, granted, revoked
 from tests.integration.test_badge_jobs import drain, submit
 from tests.support.http_stubs import DirectoryStub, scripted, serve
@@ -207,3 +209,26 @@ def _synced(svc) -> bool:
             session.scalar(select(OutboxItem.state).where(OutboxItem.kind == "sync_verification"))
             == "done"
         )
+
+
+def test_a_sync_that_changes_nothing_shown_pushes_nothing(make_svc):
+    stub = DirectoryStub()
+    with directory_svc(make_svc, stub) as (svc, _received):
+        submit(svc, granted(days_ago(30)))
+        drain(svc, lambda: settled(svc, "directory"))
+        with svc.db.sessions() as session:
+            [sync] = session.scalars(
+                select(OutboxItem).where(OutboxItem.kind == "sync_verification")
+            )
+            before = session.get(VerificationRecord, "CERT-1")
+        again = ClaimedItem(sync.id, sync.kind, sync.certification_id, sync.payload, None, 2)
+        verification.sync(svc, again)  # the same standing synced once more
+        with svc.db.sessions() as session:
+            after = session.get(VerificationRecord, "CERT-1")
+    assert [d.sequence for d in deliveries(svc, "directory")] == [1]
+    assert after.synced_at > before.synced_at
+    assert (after.name, after.status, after.valid_through) == (
+        before.name,
+        before.status,
+        before.valid_through,
+    )
