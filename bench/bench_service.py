@@ -49,6 +49,8 @@ from rq import Queue
 from rq.registry import FailedJobRegistry, FinishedJobRegistry
 from rq.worker import Worker
 
+from gateway.config import Settings
+
 BIN = Path(sys.executable).parent
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -106,6 +108,21 @@ def stop(child: subprocess.Popen) -> None:
             os.killpg(child.pid, 0)  # the group may outlive its leader
         except (subprocess.TimeoutExpired, ProcessLookupError):
             pass
+
+
+@contextmanager
+def web(command: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
+    """A gunicorn server (`gateway.gunicorn_conf`), once every worker has loaded the app: each
+    worker has its own listening socket, and one still loading would hold its connections up."""
+    workers = Settings.from_env(env).web_workers
+    start = log.stat().st_size if log.exists() else 0
+    with process(command, env, log) as server:
+        deadline = time.monotonic() + 60
+        while log.read_bytes()[start:].count(b"Worker ready") < workers:
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise RuntimeError(f"{command} did not get {workers} workers ready; see {log}")
+            time.sleep(0.2)
+        yield server
 
 
 def wait_http(url: str, timeout: float = 60) -> None:
@@ -338,14 +355,12 @@ def load(count: int, args: argparse.Namespace, env: dict[str, str], log: Path) -
     s, c, ids, b = args.seconds, args.connections, str(count), str(args.batch)
     out: dict = {}
     gunicorn = [str(BIN / "gunicorn"), "-c", "python:gateway.gunicorn_conf", "bare_app:app"]
-    with process(gunicorn, env, log) as server:
-        wait_http(f"http://{WEB}/bare/x")
+    with web(gunicorn, env, log) as server:
         out["bare_get"] = peak = wrk("/bare/", s, c, server, mode="get", ids=ids)
         out["bare_get_half"] = half_rate("/bare/", s, c, server, peak, mode="get", ids=ids)
         out["bare_post"] = wrk("/bare", s, c, server, mode="post", tag=f"b{count}")
         out["bare_batch"] = wrk("/bare", s, c, server, mode="batch", tag=f"bb{count}", batch=b)
-    with process([str(BIN / "gateway"), "serve"], env, log) as server:
-        wait_http(f"http://{WEB}/healthz")
+    with web([str(BIN / "gateway"), "serve"], env, log) as server:
         token = events_token(env)
         path = "/v1/verifications/"
         out["lookup"] = peak = wrk(path, s, c, server, mode="get", ids=ids)
@@ -367,8 +382,7 @@ def load(count: int, args: argparse.Namespace, env: dict[str, str], log: Path) -
 def queue_badges(count: int, size: int, env: dict[str, str], log: Path) -> None:
     """Post `count` new granted events to `gateway serve` in batches of `size` (no load measured):
     a backlog of `count` badges for the workers."""
-    with process([str(BIN / "gateway"), "serve"], env, log):
-        wait_http(f"http://{WEB}/healthz")
+    with web([str(BIN / "gateway"), "serve"], env, log):
         token = events_token(env)
         for start in range(0, count, size):
             events = [granted(f"q{n}") for n in range(start, min(count, start + size))]

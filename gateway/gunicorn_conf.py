@@ -18,8 +18,13 @@ worker_class = "gthread"
 timeout = _settings.web_timeout
 graceful_timeout = _settings.web_timeout
 keepalive = 5
-max_requests = 10_000  # recycle workers now and then; jitter so they don't all restart at once
-max_requests_jitter = 1_000
+# A listening socket for each worker (Linux: SO_REUSEPORT), so the kernel spreads new connections
+# over the workers. On one shared socket the first worker to wake takes a burst of connections,
+# and a keep-alive client stays on it: under load one process served all 16 connections of a
+# benchmark, one core's worth, while the other workers idled (docs/benchmarks.md). A worker's
+# socket takes connections while it is still loading the app (about a second), so workers are not
+# recycled after N requests: each restart would hold up a share of new connections that long.
+reuse_port = True
 accesslog = "-"
 # One JSON object a line, like the app's own logs; no headers, so no tokens.
 access_log_format = (
@@ -36,5 +41,6 @@ def child_exit(server: Any, worker: Any) -> None:
 def post_worker_init(worker: Any) -> None:
     """Put the loaded app's objects out of the cyclic collector's reach: a full collection then
     scans only what requests create (under a millisecond instead of 60-90 ms, a stall of every
-    thread of the process)."""
+    thread of the process); then say the worker is ready."""
     gc.freeze()
+    worker.log.info("Worker ready (pid: %s)", worker.pid)

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import requests
@@ -118,6 +119,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _listening_sockets(port: int) -> int:
+    """How many TCP sockets listen on `port` (Linux's /proc/net/tcp; state 0A is LISTEN)."""
+    rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return sum(
+        1
+        for row in rows
+        if (fields := row.split())[1].endswith(f":{port:04X}") and fields[3] == "0A"
+    )
+
+
 def test_gateway_serve_runs_gunicorn_processes_whose_metrics_add_up(tmp_path, postgres_url):
     port = _free_port()
     env = {
@@ -160,6 +171,7 @@ def test_gateway_serve_runs_gunicorn_processes_whose_metrics_add_up(tmp_path, po
                 if len(writers()) >= 2:
                     break
         assert len(writers()) >= 2, writers()  # several processes wrote samples
+        assert _listening_sockets(port) == 2  # one per worker: the kernel spreads connections
         text = requests.get(f"{base}/metrics", timeout=5).text
         served = sample(text, "gateway_http_requests_total", endpoint="/healthz", status="200")
         assert served == sent  # every process's count, summed
