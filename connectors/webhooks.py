@@ -10,8 +10,9 @@ Facts this module relies on (Standard Webhooks specification v1, standardwebhook
 - A 2xx answer acknowledges the message; anything else (a redirect too) is a failed attempt.
 
 A target whose host resolves to a loopback, private, link-local or otherwise non-global address is
-refused unless the operator allows them: checked at registration and again before every POST, since
-DNS answers can change. The module imports nothing of Flask, `gateway` or `jobs`.
+refused unless the operator allows them: checked at registration, and by every connection the sender
+opens, which connects to the very address it checked (a DNS answer that changed between a check and
+the connection cannot lead it elsewhere). The module imports nothing of Flask, `gateway` or `jobs`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ from urllib.parse import urlsplit
 
 import requests
 import urllib3
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 
 from connectors.errors import PermanentError, TransientError
 
@@ -96,19 +101,69 @@ def check_target(url: str, *, allow_private: bool) -> None:
         return
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
-        found = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
+        public_address(parts.hostname, port)
     except (socket.gaierror, UnicodeError) as exc:
         raise TargetUnresolved(f"{parts.hostname} does not resolve: {exc}") from exc
+
+
+def public_address(host: str, port: int) -> str:
+    """The first address `host` resolves to; TargetRefused unless every one of them is public."""
+    found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     private = sorted({info[4][0] for info in found if not _public(info[4][0])})
     if private:
         raise TargetRefused(
-            f"{parts.hostname} resolves to a loopback, private or link-local address "
+            f"{host} resolves to a loopback, private or link-local address "
             f"({', '.join(private)}); such targets are not allowed"
         )
+    return found[0][4][0]
+
+
+class _PublicOnly(HTTPConnection):
+    """A connection to the public address its host resolves to, checked as it connects."""
+
+    def _new_conn(self) -> socket.socket:
+        try:
+            sock = urllib3.util.connection.create_connection(
+                (public_address(self._dns_host, self.port), self.port),
+                self.timeout,
+                source_address=self.source_address,
+                socket_options=self.socket_options,
+            )
+        except socket.gaierror as exc:
+            raise NameResolutionError(self.host, self, exc) from exc
+        except TimeoutError as exc:
+            raise ConnectTimeoutError(self, f"Connection to {self.host} timed out.") from exc
+        except OSError as exc:
+            raise NewConnectionError(self, f"Failed to establish a new connection: {exc}") from exc
+        return sock
+
+
+class _PublicOnlyHTTPS(_PublicOnly, HTTPSConnection):
+    """The TLS one: the certificate and SNI still name the host, not the address."""
+
+
+class _PublicOnlyPool(HTTPConnectionPool):
+    ConnectionCls = _PublicOnly
+
+
+class _PublicOnlyHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _PublicOnlyHTTPS
+
+
+class PublicOnlyAdapter(HTTPAdapter):
+    """Requests' adapter whose connections go to public addresses only."""
+
+    def init_poolmanager(self, *args: object, **kwargs: object) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": _PublicOnlyPool,
+            "https": _PublicOnlyHTTPSPool,
+        }
 
 
 class WebhookSender:
-    """POSTs signed messages to subscribers' URLs, re-checking each URL's addresses first."""
+    """POSTs signed messages to subscribers' URLs, connecting to public addresses only (unless
+    `allow_private`)."""
 
     def __init__(
         self,
@@ -120,6 +175,10 @@ class WebhookSender:
         self.timeout = timeout
         self.allow_private = allow_private
         self.session = session or requests.Session()
+        if not allow_private:
+            self.session.trust_env = False  # via a proxy, the proxy's address would be checked
+            for scheme in ("http://", "https://"):
+                self.session.mount(scheme, PublicOnlyAdapter())
 
     def send(self, url: str, secret: str, message_id: str, body: bytes) -> int:
         """POST `body` signed with `secret`; the 2xx status, else TargetRefused/DeliveryFailed."""

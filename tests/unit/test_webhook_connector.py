@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import time
+from urllib.parse import urlsplit
 
 import pytest
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
+from connectors import webhooks
 from connectors.webhooks import (
     DeliveryFailed,
     TargetRefused,
@@ -110,3 +113,40 @@ def test_no_answer_is_a_failed_attempt_without_status():
     with pytest.raises(DeliveryFailed) as failed:
         WebhookSender(timeout=1, allow_private=True).send(closed, new_secret(), "msg_1", BODY)
     assert failed.value.status is None
+
+
+def _resolving(monkeypatch, host: str, answers: list[str]) -> list[str]:
+    """Make `host` resolve to each of `answers` in turn (the last one from then on)."""
+    real = socket.getaddrinfo
+    asked: list[str] = []
+
+    def getaddrinfo(name, port, *args, **kwargs):
+        if name != host:
+            return real(name, port, *args, **kwargs)
+        address = answers[min(len(asked), len(answers) - 1)]
+        asked.append(address)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return asked
+
+
+def test_a_host_that_resolves_elsewhere_when_connecting_is_refused_then(monkeypatch):
+    with serve(scripted(then=204)) as (url, received):
+        port = urlsplit(url).port
+        asked = _resolving(monkeypatch, "hooks.example", ["93.184.216.34", "127.0.0.1"])
+        with pytest.raises(TargetRefused, match=r"127\.0\.0\.1"):
+            WebhookSender().send(f"http://hooks.example:{port}/hook", new_secret(), "m", BODY)
+        assert asked == ["93.184.216.34", "127.0.0.1"]  # the check, then the connection's own
+        assert received == []
+
+
+def test_a_checked_connection_goes_to_the_address_it_checked_and_names_the_host(monkeypatch):
+    monkeypatch.setattr(webhooks, "_public", lambda address: address == "127.0.0.1")
+    with serve(scripted(then=204)) as (url, received):
+        port = urlsplit(url).port
+        _resolving(monkeypatch, "hooks.example", ["127.0.0.1"])
+        status = WebhookSender().send(f"http://hooks.example:{port}/hook", new_secret(), "m", BODY)
+    assert status == 204
+    [request] = received
+    assert request.headers["Host"] == f"hooks.example:{port}"
