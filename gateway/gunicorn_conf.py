@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import socket
+import sys
 from typing import Any
 
 from prometheus_client import multiprocess
@@ -31,6 +33,23 @@ access_log_format = (
     '{"logger": "gunicorn.access", "remote": "%(h)s", "method": "%(m)s", "path": "%(U)s", '
     '"status": %(s)s, "bytes": "%(B)s", "duration_ms": %(M)s, "request_id": "%({x-request-id}o)s"}'
 )
+
+
+def on_starting(server: Any) -> None:
+    """Refuse to start on an address something already listens on. With a socket per worker the
+    kernel would let a second server share the port with the first, each taking some of the
+    connections, where one socket for all fails to bind."""
+    for address in server.cfg.address:
+        if not isinstance(address, tuple):
+            continue  # a Unix socket path: not shared
+        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # closed ones may linger
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                server.log.error("Cannot listen on %s:%s: %s", address[0], address[1], exc)
+                sys.exit(1)
 
 
 def child_exit(server: Any, worker: Any) -> None:

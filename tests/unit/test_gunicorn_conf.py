@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import gc
 import logging
+import socket
 from types import SimpleNamespace
+
+import pytest
 
 from gateway import gunicorn_conf
 
@@ -20,3 +23,31 @@ def test_a_worker_puts_the_loaded_app_out_of_the_collectors_reach_then_says_it_i
         assert "Worker ready (pid: 4321)" in caplog.messages
     finally:
         gc.unfreeze()
+
+
+def _server(port: int) -> SimpleNamespace:
+    return SimpleNamespace(
+        cfg=SimpleNamespace(address=[("127.0.0.1", port)]), log=logging.getLogger("gunicorn.error")
+    )
+
+
+def test_a_server_does_not_start_on_a_port_another_one_shares_out_to_its_workers(caplog):
+    with socket.socket() as worker:  # another server's worker socket, shareable
+        worker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        worker.bind(("127.0.0.1", 0))
+        worker.listen()
+        port = worker.getsockname()[1]
+        with pytest.raises(SystemExit), caplog.at_level(logging.ERROR, logger="gunicorn.error"):
+            gunicorn_conf.on_starting(_server(port))
+    assert f"Cannot listen on 127.0.0.1:{port}" in caplog.text
+
+
+def test_a_server_starts_on_a_free_port_and_leaves_it_to_its_workers():
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    gunicorn_conf.on_starting(_server(port))  # no exit
+    with socket.socket() as worker:  # the check holds nothing: a worker's socket binds
+        worker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        worker.bind(("127.0.0.1", port))
+        assert worker.getsockname()[1] == port
