@@ -133,11 +133,12 @@ def _resolving(monkeypatch, host: str, answers: list[str]) -> list[str]:
 
 def test_a_host_that_resolves_elsewhere_when_connecting_is_refused_then(monkeypatch):
     with serve(scripted(then=204)) as (url, received):
-        port = urlsplit(url).port
+        target = f"http://hooks.example:{urlsplit(url).port}/hook"
         asked = _resolving(monkeypatch, "hooks.example", ["93.184.216.34", "127.0.0.1"])
+        check_target(target, allow_private=False)  # as at registration: a public address
         with pytest.raises(TargetRefused, match=r"127\.0\.0\.1"):
-            WebhookSender().send(f"http://hooks.example:{port}/hook", new_secret(), "m", BODY)
-        assert asked == ["93.184.216.34", "127.0.0.1"]  # the check, then the connection's own
+            WebhookSender().send(target, new_secret(), "m", BODY)
+        assert asked == ["93.184.216.34", "127.0.0.1"]  # the delivery's connection asked again
         assert received == []
 
 
