@@ -59,15 +59,20 @@ ERRORS: dict[str, tuple[str, str]] = {
     "UnsupportedMediaType": ("415", "The body must be `application/json`."),
     "Unprocessable": ("422", "Malformed body (`field` errors) or broken rules (`rule` errors)."),
     "TooManyRequests": ("429", "Over the rate limit; retry after `Retry-After` seconds."),
-    "Unavailable": ("503", "Not ready: the database or Redis is unreachable."),
+    "Unavailable": (
+        "503",
+        "The database could not answer (or, for readiness, the database or Redis is unreachable);"
+        " try again after `Retry-After` seconds.",
+    ),
 }
 _ERROR_HEADERS = {
     "Unauthorized": {"WWW-Authenticate": {"schema": {"type": "string"}, "required": True}},
     "TooManyRequests": {"Retry-After": {"schema": {"type": "integer"}, "required": True}},
+    "Unavailable": {"Retry-After": {"schema": {"type": "integer"}}},
 }
 
 
-_TOKEN_ERRORS = ("Unauthorized", "Forbidden")
+_TOKEN_ERRORS = ("Unauthorized", "Forbidden", "Unavailable")  # a token is checked in the database
 _BODY_ERRORS = ("BadRequest", "PayloadTooLarge", "UnsupportedMediaType", "Unprocessable")
 
 
@@ -384,7 +389,7 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
             },
             "responses": {
                 "200": _json(r.TokenSchema, "The token."),
-                **_errors("BadRequest", "Unauthorized", "PayloadTooLarge"),
+                **_errors("BadRequest", "Unauthorized", "PayloadTooLarge", "Unavailable"),
             },
         }
     },
@@ -399,7 +404,7 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
             "requestBody": {"required": True, "content": {JSON: {"schema": CredlyEnvelopeSchema}}},
             "responses": {
                 "200": _json(r.WebhookReceiptSchema, "Recorded (or recorded before)."),
-                **_errors("BadRequest", "PayloadTooLarge"),
+                **_errors("BadRequest", "PayloadTooLarge", "Unavailable"),
             },
         }
     },
@@ -470,6 +475,7 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
                 "400": _html("An empty number."),
                 "404": _html("The number is not on record."),
                 "429": _html("Over the rate limit."),
+                "503": _html("The register cannot be read right now (`Retry-After`)."),
             },
         }
     },

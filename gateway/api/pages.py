@@ -8,6 +8,7 @@ from flask import Blueprint, render_template, request
 from flask.typing import ResponseReturnValue
 
 from gateway import lookup
+from gateway.api.problems import DATABASE_UNAVAILABLE, database_unavailable
 from gateway.ratelimit import TooManyLookups
 from gateway.services import services
 
@@ -55,4 +56,16 @@ def verify_page() -> ResponseReturnValue:
 @bp.errorhandler(TooManyLookups)
 def too_many_lookups(exc: TooManyLookups) -> ResponseReturnValue:
     """Over the limit: the page again, saying so, with status 429 and Retry-After."""
-    return render_template("verify.html", number="", too_many=exc.detail), 429, exc.headers
+    return render_template("verify.html", number="", notice=exc.detail), 429, exc.headers
+
+
+def unavailable(exc: Exception) -> ResponseReturnValue:
+    """The register cannot be read: the page again, saying so, with status 503 and Retry-After."""
+    problem = database_unavailable(exc)
+    number = request.args.get("certification_id", "").strip()
+    notice = "The register cannot be reached right now."
+    return render_template("verify.html", number=number, notice=notice), 503, problem.headers
+
+
+for _error in DATABASE_UNAVAILABLE:
+    bp.register_error_handler(_error, unavailable)

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from flask import Flask, Response, json
 from marshmallow import Schema, ValidationError
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from gateway.schemas.events import field_errors
 
 PROBLEM_TYPE = "application/problem+json"
+# The database could not answer: it is down, restarting, or every pooled connection is busy.
+DATABASE_UNAVAILABLE = (OperationalError, PoolTimeout)
+UNAVAILABLE_RETRY_SECONDS = 5
+
+log = logging.getLogger("gateway")
 
 
 class Problem(Exception):
@@ -77,10 +85,25 @@ def _internal_error(exc: Exception) -> Response:
     )
 
 
+def database_unavailable(exc: Exception) -> Problem:
+    """A 503 for a database that could not answer, logged in one line (no traceback: it is the
+    database's state, not a fault of the gateway's)."""
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+    log.warning("database unavailable: %s", reason)
+    return Problem(
+        503,
+        "Service Unavailable",
+        "The database cannot be reached right now. Try again shortly.",
+        headers={"Retry-After": str(UNAVAILABLE_RETRY_SECONDS)},
+    )
+
+
 def register(app: Flask) -> None:
     """Make every error of `app` answer problem+json, never HTML or a traceback."""
     app.register_error_handler(Problem, problem_response)
     app.register_error_handler(HTTPException, _http_exception)
+    for error in DATABASE_UNAVAILABLE:
+        app.register_error_handler(error, lambda exc: problem_response(database_unavailable(exc)))
     app.register_error_handler(Exception, _internal_error)
 
 

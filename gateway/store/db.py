@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
+import psycopg
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Executable, Row, create_engine, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.elements import CompilerElement
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 RECYCLE_SECONDS = 1800
@@ -46,6 +50,20 @@ def normalize_url(url: str) -> str:
     return url
 
 
+@dataclass(frozen=True)
+class _Compiled:
+    """A read statement compiled once for psycopg, with the conversions SQLAlchemy's types make."""
+
+    sql: str
+    binds: dict[str, Callable[[Any], Any]]  # parameter conversions, by name
+    columns: tuple[Callable[[Any], Any] | None, ...] | None  # None: no column is converted
+
+    def row(self, values: Sequence[Any]) -> tuple:
+        if self.columns is None:
+            return tuple(values)
+        return tuple(v if c is None else c(v) for c, v in zip(self.columns, values, strict=True))
+
+
 class Database:
     """An engine and its session factory for one database URL."""
 
@@ -72,6 +90,9 @@ class Database:
                 json_serializer=_dumps,
             )
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._compiled: weakref.WeakKeyDictionary[Executable, _Compiled | None] = (
+            weakref.WeakKeyDictionary()
+        )
         # One statement needs no transaction around it: on PostgreSQL that spares the BEGIN and
         # the ROLLBACK or COMMIT round trips. SQLite keeps its own BEGIN (see _sqlite_begin).
         self._single = (
@@ -80,14 +101,78 @@ class Database:
             else self.engine.execution_options(isolation_level="AUTOCOMMIT")
         )
 
-    def read(self, statement: Executable, params: dict[str, Any] | None = None) -> list[Row]:
-        """The rows of one read-only statement (retried once on a connection found closed)."""
+    def read(self, statement: Executable, params: dict[str, Any] | None = None) -> list[tuple]:
+        """The rows of one read-only statement (retried once on a connection found closed).
 
-        def run() -> list[Row]:
-            with self._single.connect() as connection:
-                return connection.execute(statement, params).all()
+        On PostgreSQL it runs on the pooled psycopg connection itself, compiled once, without
+        SQLAlchemy's execution layer: about 150 µs less a read, and a lookup or a token check is
+        little more than one read. Statements whose parameters SQLAlchemy expands (`IN` lists)
+        go through SQLAlchemy."""
+        compiled = self._compile(statement)
+        if compiled is None:
 
-        return retry_disconnect(run)
+            def run() -> list[tuple]:
+                with self._single.connect() as connection:
+                    return [tuple(row) for row in connection.execute(statement, params)]
+
+            return retry_disconnect(run)
+        given = params or {}
+        values = {k: compiled.binds[k](v) if k in compiled.binds else v for k, v in given.items()}
+        return retry_disconnect(lambda: self._fetch(compiled, values))
+
+    def _compile(self, statement: Executable) -> _Compiled | None:
+        if self.is_sqlite or not isinstance(statement, CompilerElement):
+            return None
+        if statement not in self._compiled:
+            dialect = self.engine.dialect
+            compiled = statement.compile(dialect=dialect)
+            if compiled.post_compile_params:
+                self._compiled[statement] = None
+            else:
+                binds = {
+                    name: convert
+                    for name, bind in compiled.binds.items()
+                    if (convert := bind.type.bind_processor(dialect)) is not None
+                }
+                columns = tuple(
+                    column.type.result_processor(dialect, None)
+                    for column in statement.selected_columns
+                )
+                self._compiled[statement] = _Compiled(
+                    str(compiled), binds, columns if any(columns) else None
+                )
+        return self._compiled[statement]
+
+    def _fetch(self, compiled: _Compiled, values: dict[str, Any]) -> list[tuple]:
+        """One autocommitted statement on a pooled connection; psycopg's errors raised as
+        SQLAlchemy's, a closed connection invalidating the pool as SQLAlchemy would."""
+        pooled = connection = None
+        try:
+            pooled = self.engine.raw_connection()
+            connection = pooled.driver_connection
+            connection.autocommit = True  # one statement: no BEGIN, no ROLLBACK round trips
+            rows = connection.execute(compiled.sql, values).fetchall()
+            connection.autocommit = False
+            return [compiled.row(row) for row in rows]
+        except psycopg.Error as exc:
+            lost = self.engine.dialect.is_disconnect(exc, connection, None)
+            if lost and pooled is not None:
+                pooled.invalidate(exc)
+                self.engine.dispose(close=False)  # the pool's other connections likely too
+            raise DBAPIError.instance(
+                compiled.sql,
+                values,
+                exc,
+                psycopg.Error,
+                hide_parameters=self.engine.hide_parameters,
+                connection_invalidated=lost,
+                dialect=self.engine.dialect,
+            ) from exc
+        finally:
+            if pooled is not None:
+                if connection is not None and not connection.closed:
+                    connection.autocommit = False  # as the pool hands connections out
+                pooled.close()
 
     def write(self, statement: Executable, params: dict[str, Any] | None = None) -> list[Row]:
         """The rows a single statement returns, committed on its own: no BEGIN and COMMIT round

@@ -1,0 +1,99 @@
+"""The database down or failing: 503 problems (or the page) with Retry-After, and reads that
+behave as SQLAlchemy's do."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import bindparam, column, select, table
+from sqlalchemy.exc import OperationalError, ProgrammingError
+
+from gateway.store.db import Database
+from gateway.store.models import UTCDateTime
+from tests.events_helpers import granted
+
+DOWN = "postgresql://postgres@127.0.0.1:1/none"
+
+
+@pytest.fixture
+def down(make_app, caplog):
+    caplog.set_level(logging.WARNING, logger="gateway")
+    return make_app(database_url=DOWN).test_client()
+
+
+def _only_warnings(caplog) -> list[str]:
+    """The gateway's records after start-up: warnings of one line each, no traceback."""
+    records = [r for r in caplog.records if "outbox relay at start" not in r.getMessage()]
+    assert records and all(r.levelno == logging.WARNING and not r.exc_info for r in records)
+    return [r.getMessage() for r in records]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "token"),
+    [
+        ("get", "/v1/verifications/CERT-1", None, False),
+        ("get", "/v1/verifications/CERT-1", None, True),
+        ("post", "/v1/verifications/batch", {"certification_ids": ["CERT-1"]}, True),
+        ("post", "/v1/events", granted("2026-03-01", cert="CERT-1"), True),
+        ("get", "/v1/certifications/CERT-1", None, True),
+    ],
+)
+def test_with_the_database_down_an_api_answer_is_a_503_problem_with_retry_after(
+    down, caplog, method, path, body, token
+):
+    headers = {"Authorization": "Bearer some-token"} if token else {}
+    response = getattr(down, method)(path, json=body, headers=headers)
+    assert response.status_code == 503, response.get_data(as_text=True)
+    assert response.mimetype == "application/problem+json"
+    assert response.headers["Retry-After"] == "5"
+    problem = response.get_json()
+    assert problem["status"] == 503 and "database" in problem["detail"]
+    assert "Traceback" not in response.get_data(as_text=True)
+    [warning] = _only_warnings(caplog)
+    assert warning.startswith("database unavailable: connection failed")
+
+
+def test_with_the_database_down_the_token_endpoint_answers_503(down, caplog):
+    response = down.post(
+        "/oauth/token", data={"grant_type": "client_credentials"}, auth=("client", "secret")
+    )
+    assert response.status_code == 503 and response.mimetype == "application/problem+json"
+    assert response.headers["Retry-After"] == "5"
+    _only_warnings(caplog)
+
+
+def test_with_the_database_down_the_verify_page_says_so_in_html_with_status_503(down, caplog):
+    response = down.get("/verify?certification_id=CERT-1")
+    assert response.status_code == 503 and response.mimetype == "text/html"
+    assert response.headers["Retry-After"] == "5"
+    page = response.get_data(as_text=True)
+    assert "The register cannot be reached right now." in page
+    assert 'value="CERT-1"' in page  # the number stays in the form, to try again
+    _only_warnings(caplog)
+
+
+def test_a_read_converts_parameters_and_columns_as_the_column_types_say(postgres_url):
+    db = Database(postgres_url)
+    at = datetime(2026, 1, 1, 12, 0, tzinfo=timezone(timedelta(hours=2)))
+    statement = select(bindparam("at", type_=UTCDateTime()))
+    [(read,)] = db.read(statement, {"at": at})
+    [(through_sqlalchemy,)] = db.engine.connect().execute(statement, {"at": at}).all()
+    assert read == through_sqlalchemy == datetime(2026, 1, 1, 10, 0, tzinfo=UTC)
+    assert read.tzinfo is UTC  # UTCDateTime's conversion of the column, not psycopg's zone
+    db.engine.dispose()
+
+
+def test_a_failing_read_raises_sqlalchemys_error_and_the_connection_serves_on(postgres_url):
+    db = Database(postgres_url)
+    missing = select(column("x")).select_from(table("no_such_table"))
+    with pytest.raises(ProgrammingError) as raised:
+        db.read(missing)
+    assert "no_such_table" in str(raised.value)
+    assert db.read(select(bindparam("n", type_=UTCDateTime())), {"n": None}) == [(None,)]
+    with db.transaction() as session:  # the pooled connection is back in transaction mode
+        assert session.connection().connection.driver_connection.autocommit is False
+    with pytest.raises(OperationalError):
+        Database(DOWN).read(missing)
+    db.engine.dispose()
