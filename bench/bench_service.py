@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -77,6 +78,7 @@ class Load:
     p50_ms: float
     p99_ms: float
     cpu_ms: float = 0.0  # CPU of the server's processes per successful request
+    spread: tuple[int, ...] = ()  # wrk's connections on each web worker, a second into the run
 
     @property
     def rate(self) -> float:
@@ -162,17 +164,36 @@ def wrk(path: str, seconds: int, connections: int, server: subprocess.Popen, **e
     """One bounded wrk run (2 threads) against 127.0.0.1; its summary with the server's CPU."""
     before = group_cpu(server)
     command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", f"--timeout={WRK_TIMEOUT}s"]
-    out = subprocess.run(
+    with subprocess.Popen(
         [*command, "-s", str(LUA), f"http://{WEB}{path}"],
         env={**os.environ, **{f"WRK_{k.upper()}": v for k, v in env.items()}},
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=seconds + 60,
-        check=True,
-    )
-    load = Load(**json.loads(out.stdout.strip().splitlines()[-1]))
+    ) as run:
+        time.sleep(min(1, seconds / 2))
+        spread = connections_per_process(WEB.rsplit(":", 1)[1])
+        out, err = run.communicate(timeout=seconds + 60)
+    if run.returncode:
+        raise RuntimeError(f"wrk failed ({run.returncode}): {err}")
+    load = Load(**json.loads(out.strip().splitlines()[-1]), spread=spread)
     served = load.requests - load.non2xx
     return replace(load, cpu_ms=1000 * (group_cpu(server) - before) / served if served else 0)
+
+
+def connections_per_process(port: str) -> tuple[int, ...]:
+    """How many established connections to `port` each server process holds (`ss`), fewest
+    first: the kernel spreads new connections over the workers' sockets by a hash, unevenly."""
+    listed = subprocess.run(
+        ["ss", "-tnpH", "state", "established", f"( sport = :{port} )"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    ).stdout
+    pids = [
+        line.split("pid=", 1)[1].split(",", 1)[0] for line in listed.splitlines() if "pid=" in line
+    ]
+    return tuple(sorted(Counter(pids).values()))
 
 
 def half_rate(
@@ -568,7 +589,14 @@ def load_summary(m: dict) -> str:
     errors = sum(load.non2xx + load.socket_errors for load in loads)
     events, batches = m["events"], m["batches"]
     sent = events.requests - events.non2xx + (batches.requests - batches.non2xx) * m["batch"]
-    return f" of {sent:,} answered; non-2xx/socket errors {errors}"
+    spreads = ", ".join(
+        f"{name} {'/'.join(map(str, m[key].spread)) or '?'}"
+        for name, key in (("bare GET", "bare_get"), ("lookups", "lookup"), ("events", "events"))
+    )
+    return (
+        f" of {sent:,} answered; non-2xx/socket errors {errors};"
+        f" wrk's connections per web worker: {spreads}"
+    )
 
 
 def main() -> None:

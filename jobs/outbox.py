@@ -77,7 +77,7 @@ def claim_due(svc: Services) -> ClaimedItem | None:
     now = utcnow()
     lease_end = now + timedelta(seconds=svc.settings.job_timeout_seconds)
     rows = svc.db.write(CLAIM_DUE, {"now": now, "lease_end": lease_end})
-    return ClaimedItem(**rows[0]._mapping) if rows else None
+    return ClaimedItem(*rows[0]) if rows else None
 
 
 def run_claimed(svc: Services, item: ClaimedItem) -> datetime | None:

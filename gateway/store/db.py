@@ -13,8 +13,8 @@ import orjson
 import psycopg
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Executable, Row, create_engine, event, text
-from sqlalchemy.engine import Engine
+from sqlalchemy import Executable, create_engine, event, text
+from sqlalchemy.engine import Compiled, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.elements import CompilerElement
@@ -52,13 +52,21 @@ def normalize_url(url: str) -> str:
 
 @dataclass(frozen=True)
 class _Compiled:
-    """A read statement compiled once for psycopg, with the conversions SQLAlchemy's types make."""
+    """A statement compiled once for psycopg, with the conversions SQLAlchemy's types make."""
 
-    sql: str
+    compiled: Compiled
     binds: dict[str, Callable[[Any], Any]]  # parameter conversions, by name
     columns: tuple[Callable[[Any], Any] | None, ...] | None  # None: no column is converted
 
+    def params(self, given: dict[str, Any] | None) -> dict[str, Any]:
+        """The statement's parameters: `given` and its own values, converted."""
+        values = self.compiled.construct_params(given)
+        for name, convert in self.binds.items():
+            values[name] = convert(values[name])
+        return values
+
     def row(self, values: Sequence[Any]) -> tuple:
+        """A row as SQLAlchemy would read it."""
         if self.columns is None:
             return tuple(values)
         return tuple(v if c is None else c(v) for c, v in zip(self.columns, values, strict=True))
@@ -102,23 +110,26 @@ class Database:
         )
 
     def read(self, statement: Executable, params: dict[str, Any] | None = None) -> list[tuple]:
-        """The rows of one read-only statement (retried once on a connection found closed).
+        """The rows of one read-only statement (retried once on a connection found closed)."""
+        return retry_disconnect(lambda: self._one(statement, params, commit=False))
 
-        On PostgreSQL it runs on the pooled psycopg connection itself, compiled once, without
-        SQLAlchemy's execution layer: about 150 µs less a read, and a lookup or a token check is
-        little more than one read. Statements whose parameters SQLAlchemy expands (`IN` lists)
+    def write(self, statement: Executable, params: dict[str, Any] | None = None) -> list[tuple]:
+        """The rows a single statement returns, committed on its own: no BEGIN and COMMIT round
+        trips on PostgreSQL, a transaction of its own on SQLite."""
+        return self._one(statement, params, commit=True)
+
+    def _one(self, statement: Executable, params: dict[str, Any] | None, commit: bool) -> list:
+        """One statement outside any transaction. On PostgreSQL it runs on the pooled psycopg
+        connection itself, compiled once, without SQLAlchemy's execution layer: about 150 µs less
+        a statement, which is most of a lookup's or a token check's database work. Statements
+        with values SQLAlchemy works out when it runs them (`IN` lists, columns' Python defaults)
         go through SQLAlchemy."""
         compiled = self._compile(statement)
         if compiled is None:
-
-            def run() -> list[tuple]:
-                with self._single.connect() as connection:
-                    return [tuple(row) for row in connection.execute(statement, params)]
-
-            return retry_disconnect(run)
-        given = params or {}
-        values = {k: compiled.binds[k](v) if k in compiled.binds else v for k, v in given.items()}
-        return retry_disconnect(lambda: self._fetch(compiled, values))
+            with self._single.begin() if commit else self._single.connect() as connection:
+                result = connection.execute(statement, params)
+                return [tuple(row) for row in result] if result.returns_rows else []
+        return self._fetch(compiled, compiled.params(params))
 
     def _compile(self, statement: Executable) -> _Compiled | None:
         if self.is_sqlite or not isinstance(statement, CompilerElement):
@@ -126,41 +137,43 @@ class Database:
         if statement not in self._compiled:
             dialect = self.engine.dialect
             compiled = statement.compile(dialect=dialect)
-            if compiled.post_compile_params:
+            if (  # values SQLAlchemy works out at execution: expanded lists, Python defaults
+                compiled.post_compile_params or compiled.insert_prefetch or compiled.update_prefetch
+            ):
                 self._compiled[statement] = None
             else:
                 binds = {
-                    name: convert
-                    for name, bind in compiled.binds.items()
+                    compiled.bind_names[bind]: convert
+                    for bind in compiled.binds.values()
                     if (convert := bind.type.bind_processor(dialect)) is not None
                 }
                 columns = tuple(
                     column.type.result_processor(dialect, None)
-                    for column in statement.selected_columns
+                    for column in getattr(statement, "exported_columns", ())
                 )
                 self._compiled[statement] = _Compiled(
-                    str(compiled), binds, columns if any(columns) else None
+                    compiled, binds, columns if any(columns) else None
                 )
         return self._compiled[statement]
 
     def _fetch(self, compiled: _Compiled, values: dict[str, Any]) -> list[tuple]:
-        """One autocommitted statement on a pooled connection; psycopg's errors raised as
-        SQLAlchemy's, a closed connection invalidating the pool as SQLAlchemy would."""
+        """Run a compiled statement autocommitted on a pooled connection; psycopg's errors raised
+        as SQLAlchemy's, a closed connection invalidating the pool as SQLAlchemy would."""
+        sql = compiled.compiled.string
         pooled = connection = None
         try:
             pooled = self.engine.raw_connection()
             connection = pooled.driver_connection
-            connection.autocommit = True  # one statement: no BEGIN, no ROLLBACK round trips
-            rows = connection.execute(compiled.sql, values).fetchall()
-            connection.autocommit = False
-            return [compiled.row(row) for row in rows]
+            connection.autocommit = True  # one statement: no BEGIN, COMMIT or ROLLBACK round trips
+            cursor = connection.execute(sql, values)
+            return [compiled.row(row) for row in cursor.fetchall()] if cursor.description else []
         except psycopg.Error as exc:
             lost = self.engine.dialect.is_disconnect(exc, connection, None)
             if lost and pooled is not None:
                 pooled.invalidate(exc)
                 self.engine.dispose(close=False)  # the pool's other connections likely too
             raise DBAPIError.instance(
-                compiled.sql,
+                sql,
                 values,
                 exc,
                 psycopg.Error,
@@ -173,12 +186,6 @@ class Database:
                 if connection is not None and not connection.closed:
                     connection.autocommit = False  # as the pool hands connections out
                 pooled.close()
-
-    def write(self, statement: Executable, params: dict[str, Any] | None = None) -> list[Row]:
-        """The rows a single statement returns, committed on its own: no BEGIN and COMMIT round
-        trips on PostgreSQL, a transaction of its own on SQLite."""
-        with self._single.begin() as connection:
-            return connection.execute(statement, params).all()
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:

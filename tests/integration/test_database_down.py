@@ -1,17 +1,11 @@
-"""The database down or failing: 503 problems (or the page) with Retry-After, and reads that
-behave as SQLAlchemy's do."""
+"""The database down: 503 problems (or the page) with Retry-After, never a 500."""
 
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import bindparam, column, select, table
-from sqlalchemy.exc import OperationalError, ProgrammingError
 
-from gateway.store.db import Database
-from gateway.store.models import UTCDateTime
 from tests.events_helpers import granted
 
 DOWN = "postgresql://postgres@127.0.0.1:1/none"
@@ -72,28 +66,3 @@ def test_with_the_database_down_the_verify_page_says_so_in_html_with_status_503(
     assert "The register cannot be reached right now." in page
     assert 'value="CERT-1"' in page  # the number stays in the form, to try again
     _only_warnings(caplog)
-
-
-def test_a_read_converts_parameters_and_columns_as_the_column_types_say(postgres_url):
-    db = Database(postgres_url)
-    at = datetime(2026, 1, 1, 12, 0, tzinfo=timezone(timedelta(hours=2)))
-    statement = select(bindparam("at", type_=UTCDateTime()))
-    [(read,)] = db.read(statement, {"at": at})
-    [(through_sqlalchemy,)] = db.engine.connect().execute(statement, {"at": at}).all()
-    assert read == through_sqlalchemy == datetime(2026, 1, 1, 10, 0, tzinfo=UTC)
-    assert read.tzinfo is UTC  # UTCDateTime's conversion of the column, not psycopg's zone
-    db.engine.dispose()
-
-
-def test_a_failing_read_raises_sqlalchemys_error_and_the_connection_serves_on(postgres_url):
-    db = Database(postgres_url)
-    missing = select(column("x")).select_from(table("no_such_table"))
-    with pytest.raises(ProgrammingError) as raised:
-        db.read(missing)
-    assert "no_such_table" in str(raised.value)
-    assert db.read(select(bindparam("n", type_=UTCDateTime())), {"n": None}) == [(None,)]
-    with db.transaction() as session:  # the pooled connection is back in transaction mode
-        assert session.connection().connection.driver_connection.autocommit is False
-    with pytest.raises(OperationalError):
-        Database(DOWN).read(missing)
-    db.engine.dispose()

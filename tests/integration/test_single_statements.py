@@ -1,0 +1,69 @@
+"""`Database.read` and `Database.write` on PostgreSQL: one statement on the pooled psycopg
+connection, behaving as the same statement through SQLAlchemy does."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import bindparam, column, insert, literal, select, table, update
+from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
+
+from gateway.store.db import Database
+from gateway.store.models import Member, UTCDateTime
+
+
+@pytest.fixture
+def db(postgres_url):
+    from tests.conftest import _truncate
+
+    _truncate(postgres_url)
+    db = Database(postgres_url)
+    yield db
+    db.engine.dispose()
+    _truncate(postgres_url)
+
+
+def test_a_read_converts_parameters_and_columns_as_the_column_types_say(db):
+    at = datetime(2026, 1, 1, 12, 0, tzinfo=timezone(timedelta(hours=2)))
+    statement = select(bindparam("at", type_=UTCDateTime()))
+    [(read,)] = db.read(statement, {"at": at})
+    with db.engine.connect() as connection:
+        [(through_sqlalchemy,)] = connection.execute(statement, {"at": at}).all()
+    assert read == through_sqlalchemy == datetime(2026, 1, 1, 10, 0, tzinfo=UTC)
+    assert read.tzinfo is UTC  # UTCDateTime's conversion of the column, not psycopg's zone
+
+
+def test_a_statement_keeps_its_own_values_beside_the_ones_given(db):
+    statement = select(literal("own"), bindparam("given")).limit(1)
+    assert db.read(statement, {"given": "given"}) == [("own", "given")]
+    with pytest.raises(SQLAlchemyError, match="A value is required for bind parameter 'given'"):
+        db.read(statement)
+
+
+def test_a_write_is_committed_on_its_own_and_returns_its_rows(db):
+    statement = insert(Member).values(
+        member_id=bindparam("member_id"), first_name="Ada", last_name="L", email="a@example.org"
+    )
+    before = datetime.now(UTC)
+    assert db.write(statement.returning(Member.member_id), {"member_id": "M-1"}) == [("M-1",)]
+    assert db.write(statement, {"member_id": "M-2"}) == []
+    renamed = update(Member).values(first_name=bindparam("name")).returning(Member.first_name)
+    assert db.write(renamed.where(Member.member_id == "M-2"), {"name": "Grace"}) == [("Grace",)]
+    other = Database(db.url)  # another pool: sees only what was committed
+    rows = other.read(select(Member.member_id, Member.first_name, Member.updated_at))
+    other.engine.dispose()
+    assert sorted(rows)[0][:2] == ("M-1", "Ada") and sorted(rows)[1][:2] == ("M-2", "Grace")
+    assert all(updated >= before for *_, updated in rows)  # the columns' Python defaults applied
+
+
+def test_a_failing_statement_raises_sqlalchemys_error_and_the_connection_serves_on(db):
+    missing = select(column("x")).select_from(table("no_such_table"))
+    with pytest.raises(ProgrammingError, match="no_such_table"):
+        db.read(missing)
+    assert db.read(select(bindparam("n", type_=UTCDateTime())), {"n": None}) == [(None,)]
+    with db.transaction() as session:  # the pooled connection is back in transaction mode
+        assert session.connection().connection.driver_connection.autocommit is False
+    down = Database("postgresql://postgres@127.0.0.1:1/none")
+    with pytest.raises(OperationalError):
+        down.read(missing)
