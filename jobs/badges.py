@@ -79,6 +79,12 @@ def _attempt(insert_of: Callable[[Table], Any]) -> Insert:
 _ATTEMPTS = {"postgresql": _attempt(postgresql.insert), "sqlite": _attempt(sqlite.insert)}
 
 
+_CREDLY_ID = select(Badge.credly_badge_id).where(
+    Badge.certification_id == bindparam("certification_id"),
+    Badge.period_start == bindparam("period_start"),
+)
+
+
 def _certification(connection: Connection, certification_id: str) -> Row:
     """A certification with its member's details, in one query."""
     return connection.execute(_CERTIFICATION, {"certification_id": certification_id}).one()
@@ -181,7 +187,9 @@ def issue(svc: Services, item: ClaimedItem) -> None:
             },
         )
     if badge_id is None:
-        log.info("badge already issued")
+        key = {"certification_id": cert.certification_id, "period_start": period_start}
+        [(credly_badge_id,)] = svc.db.read(_CREDLY_ID, key)
+        log.info("badge already issued", extra={"credly_badge_id": credly_badge_id})
         return
     if isinstance(recipient, PermanentError):
         _record_error(svc, badge_id, recipient)

@@ -23,6 +23,7 @@ from connectors.credly import Badge as CredlyBadge
 from gateway import intake, metrics
 from gateway.cli import cli
 from gateway.store.models import Badge, OutboxItem
+from jobs import badges as badges_jobs
 from jobs import dispatch
 from jobs.badges import _record
 from jobs.claim import ClaimedItem
@@ -237,6 +238,24 @@ def test_the_same_event_twice_and_relaying_twice_make_one_badge(svc):
     drain(svc, lambda: issue_done(svc))
     assert issue_posts(responses) == 1
     assert len(badges(svc)) == 1
+
+
+@responses.activate
+def test_an_issue_run_again_after_its_badge_went_out_calls_credly_no_more(svc, caplog):
+    responses.get(re.compile(re.escape(BADGES) + r"\?.*"), json=EMPTY_LIST)
+    responses.post(BADGES, status=201, json=badge_json("b-7"))
+    submit(svc, granted("2026-03-01"))
+    drain(svc, lambda: issue_done(svc))
+    [item] = items(svc, "issue_badge")
+    calls = len(responses.calls)
+    caplog.set_level("INFO", logger="jobs.badges")
+    claimed = ClaimedItem(item.id, item.kind, item.certification_id, item.payload, None, 2)
+    badges_jobs.issue(svc, claimed)  # e.g. a worker that ran past its lease
+    assert len(responses.calls) == calls
+    [said] = [r for r in caplog.records if r.getMessage() == "badge already issued"]
+    assert said.credly_badge_id == "b-7"
+    [badge] = badges(svc)
+    assert (badge.credly_badge_id, badge.attempts) == ("b-7", 1)
 
 
 @responses.activate
