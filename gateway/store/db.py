@@ -171,7 +171,7 @@ class Database:
             lost = self.engine.dialect.is_disconnect(exc, connection, None)
             if lost and pooled is not None:
                 pooled.invalidate(exc)
-                self.engine.dispose(close=False)  # the pool's other connections likely too
+                self.engine.dispose()  # the idle ones are likely closed too: start afresh
             raise DBAPIError.instance(
                 sql,
                 values,
