@@ -173,7 +173,11 @@ def wrk(path: str, seconds: int, connections: int, server: subprocess.Popen, **e
     ) as run:
         time.sleep(min(1, seconds / 2))
         spread = connections_per_process(WEB.rsplit(":", 1)[1])
-        out, err = run.communicate(timeout=seconds + 60)
+        try:
+            out, err = run.communicate(timeout=seconds + 60)
+        except subprocess.TimeoutExpired:
+            run.kill()  # bounded: a wrk that does not finish is stopped, not waited for
+            raise
     if run.returncode:
         raise RuntimeError(f"wrk failed ({run.returncode}): {err}")
     load = Load(**json.loads(out.strip().splitlines()[-1]), spread=spread)

@@ -24,7 +24,7 @@ import ipaddress
 import secrets
 import socket
 import time
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import urlsplit
 
 import requests
 import urllib3
@@ -94,22 +94,21 @@ def check_target(url: str, *, allow_private: bool) -> None:
     With `allow_private` only the scheme and host are checked. TargetUnresolved when DNS does not
     answer for the host.
     """
-    parts = _http_url(url)
-    if allow_private or not parts.hostname:
+    host, port = _http_target(url)
+    if allow_private:
         return
-    port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
-        public_address(parts.hostname, port)
+        public_address(host, port)
     except (socket.gaierror, UnicodeError) as exc:
-        raise TargetUnresolved(f"{parts.hostname} does not resolve: {exc}") from exc
+        raise TargetUnresolved(f"{host} does not resolve: {exc}") from exc
 
 
-def _http_url(url: str) -> SplitResult:
-    """The parts of `url`; TargetRefused unless it is http(s) with a host."""
+def _http_target(url: str) -> tuple[str, int]:
+    """The host and port of `url`; TargetRefused unless it is http(s) with a host."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise TargetRefused(f"{url} is not an http(s) URL with a host")
-    return parts
+    return parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
 
 
 def public_address(host: str, port: int) -> str:
@@ -188,7 +187,7 @@ class WebhookSender:
 
     def send(self, url: str, secret: str, message_id: str, body: bytes) -> int:
         """POST `body` signed with `secret`; the 2xx status, else TargetRefused/DeliveryFailed."""
-        _http_url(url)  # the addresses are checked by the connection (PublicOnlyAdapter)
+        _http_target(url)  # the addresses are checked by the connection (PublicOnlyAdapter)
         headers = {
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,
