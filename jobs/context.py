@@ -22,4 +22,5 @@ def services() -> Services:
         if not settings.database_url:
             raise RuntimeError("a worker needs DATABASE_URL (and REDIS_URL) to be set")
         _services = Services.build(settings)
+        _services.db.commit_asynchronously()  # as `run_worker` does: see there
     return _services

