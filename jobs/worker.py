@@ -39,7 +39,7 @@ def run_worker(
         raise RuntimeError("a worker needs REDIS_URL; the embedded default runs jobs in-process")
     # Every commit of a worker may be done again: an item whose end was lost is claimed again
     # when its lease runs out, and handlers are idempotent (as after a worker killed mid-job).
-    # So its commits need not wait for the disk: about a third more badge jobs a second.
+    # So its commits need not wait for the disk (docs/architecture.md, docs/benchmarks.md).
     svc.db.commit_asynchronously()
     context.use(svc)
     stop = threading.Event()
