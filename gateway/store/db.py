@@ -38,8 +38,13 @@ def _sqlite_begin(connection: Any) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+ASYNCHRONOUS_COMMIT = "-c synchronous_commit=off"
+
+
 def _asynchronous_commit(_dialect: Any, _record: Any, _args: Any, params: dict[str, Any]) -> None:
-    params["options"] = f"{params.get('options', '')} -c synchronous_commit=off".strip()
+    options = params.get("options", "")
+    if ASYNCHRONOUS_COMMIT not in options:  # SQLAlchemy 2.0 hands every connect the same dict
+        params["options"] = f"{options} {ASYNCHRONOUS_COMMIT}".strip()
 
 
 def _dumps(value: Any) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 
-from gateway.store.db import Database
+from gateway.store.db import ASYNCHRONOUS_COMMIT, Database, _asynchronous_commit
 from jobs import context
 from jobs.worker import run_worker
 
@@ -53,6 +53,13 @@ def test_options_of_the_url_are_kept_and_the_setting_added_once(postgres_url):
         assert _setting(db, "statement_timeout") == ("4321ms", "4321ms")
     finally:
         db.engine.dispose()
+
+
+def test_the_setting_is_added_to_the_connect_options_once_when_they_are_handed_over_again():
+    params = {"options": "-c statement_timeout=4321"}  # SQLAlchemy 2.0 reuses one dict
+    for _ in range(3):
+        _asynchronous_commit(None, None, [], params)
+    assert params == {"options": f"-c statement_timeout=4321 {ASYNCHRONOUS_COMMIT}"}
 
 
 def test_a_committed_write_is_read_back_at_once(postgres_url):
