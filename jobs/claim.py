@@ -1,4 +1,4 @@
-"""Outbox items as a work queue: claiming the next due item, and recording how an attempt ended."""
+"""Outbox items as a work queue: claiming the next due items, and recording how an attempt ended."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, bindparam, case, select, update
 
 from gateway.store.models import OutboxItem, UTCDateTime, utcnow
 
@@ -18,25 +18,27 @@ TERMINAL = ("done", "failed")
 BY_ID = update(OutboxItem).where(OutboxItem.id == bindparam("outbox_id"))
 
 _now = bindparam("now", type_=UTCDateTime())
-#: The next due item, running from now on under a lease until `lease_end`, one more attempt.
-#: Due items are found on the `due_at` index (NULL once settled); SKIP LOCKED lets concurrent
-#: workers each take another item (SQLite, the embedded default, has a single job thread).
+_lease_end = bindparam("lease_end", type_=UTCDateTime())
+
+#: The most items one claim takes (a thread claims more at once while its claims come back full).
+CLAIM_BATCH = 8
+
+#: The next `batch` due items, running from now on under a lease until `lease_end`, one more
+#: attempt each. Due items are found on the `due_at` index (NULL once settled); SKIP LOCKED lets
+#: concurrent workers each take others (SQLite, the embedded default, has a single job thread).
 CLAIM_DUE = (
     update(OutboxItem)
     .where(
-        OutboxItem.id
-        == select(OutboxItem.id)
-        .where(OutboxItem.due_at <= _now)
-        .order_by(OutboxItem.due_at)
-        .limit(1)
-        .with_for_update(skip_locked=True)
-        .scalar_subquery()
+        OutboxItem.id.in_(
+            select(OutboxItem.id)
+            .where(OutboxItem.due_at <= _now)
+            .order_by(OutboxItem.due_at)
+            .limit(bindparam("batch"))
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
     )
-    .values(
-        state="running",
-        attempts=OutboxItem.attempts + 1,
-        due_at=bindparam("lease_end", type_=UTCDateTime()),
-    )
+    .values(state="running", attempts=OutboxItem.attempts + 1, due_at=_lease_end)
     .returning(
         OutboxItem.id,
         OutboxItem.kind,
@@ -44,6 +46,23 @@ CLAIM_DUE = (
         OutboxItem.payload,
         OutboxItem.request_id,
         OutboxItem.attempts,
+        OutboxItem.due_at,
+    )
+)
+
+#: Claimed items given back unstarted, unless their lease has ended and another worker took
+#: them: due again at once, in the state they were claimed in, the attempt not counted.
+GIVE_BACK = (
+    update(OutboxItem)
+    .where(
+        OutboxItem.id.in_(bindparam("outbox_ids", expanding=True)),
+        OutboxItem.state == "running",
+        OutboxItem.due_at == _lease_end,
+    )
+    .values(
+        state=case((OutboxItem.last_error.is_(None), "pending"), else_="retrying"),
+        attempts=OutboxItem.attempts - 1,
+        due_at=_now,
     )
 )
 
@@ -81,6 +100,8 @@ class ClaimedItem:
     payload: dict[str, Any]
     request_id: str | None
     attempts: int
+    #: When the lease of this attempt ends: another worker may claim the item from then on.
+    lease_end: datetime
     #: Whether the handler recorded the item done itself, with the outcome.
     done: bool = False
 

@@ -1,4 +1,4 @@
-"""The work behind every outbox item: claim the next due one, run its handler, record the end."""
+"""The work behind outbox items: claim the next due ones, run their handlers, record the ends."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 
 from connectors.errors import PermanentError, TransientError
 from gateway import logs, metrics
@@ -15,7 +16,7 @@ from gateway.services import Services
 from gateway.store.db import retry_disconnect
 from gateway.store.models import utcnow
 from jobs import badges, deliveries, verification, webhooks
-from jobs.claim import CLAIM_DUE, ClaimedItem, record
+from jobs.claim import CLAIM_BATCH, CLAIM_DUE, GIVE_BACK, ClaimedItem, record
 from jobs.retry import MAX_ATTEMPTS, RetryPolicy
 
 log = logging.getLogger("jobs.outbox")
@@ -55,29 +56,49 @@ class Drained:
 
 
 def work_due(svc: Services, *, seconds: float | None = None) -> Drained:
-    """Claim and run due items one after another until none is due (or `seconds` have passed)."""
+    """Claim and run due items one after another until none is due (or `seconds` have passed).
+
+    A claim takes one item; while claims come back full (a backlog), the next takes twice as
+    many, up to CLAIM_BATCH: a backlog costs one claim per several items, and a few items due
+    at once still go one to each of a worker's threads.
+    """
     drained = Drained()
     deadline = None if seconds is None else time.monotonic() + seconds
+    half_lease = timedelta(seconds=svc.settings.job_timeout_seconds / 2)
+    batch = 1
     while deadline is None or time.monotonic() < deadline:
-        item = retry_disconnect(lambda: claim_due(svc))
-        if item is None:
+        items = retry_disconnect(partial(claim_due, svc, batch))
+        if not items:
             return drained
-        retry_at = run_claimed(svc, item)
-        drained = drained.merge(Drained(retry_at))
+        for n, item in enumerate(items):
+            if n and utcnow() > item.lease_end - half_lease:
+                # Less than half its lease ahead: another worker may take it while it runs.
+                give_back(svc, items[n:])
+                break
+            drained = drained.merge(Drained(run_claimed(svc, item)))
+        batch = min(2 * batch, CLAIM_BATCH) if len(items) == batch else 1
     drained.more = True
     return drained
 
 
-def claim_due(svc: Services) -> ClaimedItem | None:
-    """The next due item, recorded `running` with one more attempt, under a lease of
-    JOB_TIMEOUT_SECONDS (after which another worker may claim it); None when none is due.
+def claim_due(svc: Services, batch: int = 1) -> list[ClaimedItem]:
+    """Up to `batch` of the earliest due items (in the order they were queued),
+    recorded `running` with one more attempt, under a lease of JOB_TIMEOUT_SECONDS (after which
+    another worker may claim them); none when none is due.
 
     Safe to repeat after a dropped connection: at worst one attempt is counted twice.
     """
     now = utcnow()
     lease_end = now + timedelta(seconds=svc.settings.job_timeout_seconds)
-    rows = svc.db.write(CLAIM_DUE, {"now": now, "lease_end": lease_end})
-    return ClaimedItem(*rows[0]) if rows else None
+    rows = svc.db.write(CLAIM_DUE, {"now": now, "lease_end": lease_end, "batch": batch})
+    return sorted((ClaimedItem(*row) for row in rows), key=lambda item: item.id)
+
+
+def give_back(svc: Services, items: list[ClaimedItem]) -> None:
+    """Make claimed items due again unstarted (those still under the lease of their claim)."""
+    values = {"outbox_ids": [i.id for i in items], "lease_end": items[0].lease_end, "now": utcnow()}
+    with svc.db.engine.begin() as connection:
+        connection.execute(GIVE_BACK, values)
 
 
 def run_claimed(svc: Services, item: ClaimedItem) -> datetime | None:

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
@@ -24,7 +24,7 @@ from gateway import intake, metrics
 from gateway.cli import cli
 from gateway.store.models import Badge, OutboxItem
 from jobs import badges as badges_jobs
-from jobs import dispatch
+from jobs import dispatch, outbox
 from jobs.badges import _record
 from jobs.claim import ClaimedItem
 from jobs.dispatch import RELAY_GRACE, relay
@@ -249,7 +249,9 @@ def test_an_issue_run_again_after_its_badge_went_out_calls_credly_no_more(svc, c
     [item] = items(svc, "issue_badge")
     calls = len(responses.calls)
     caplog.set_level("INFO", logger="jobs.badges")
-    claimed = ClaimedItem(item.id, item.kind, item.certification_id, item.payload, None, 2)
+    claimed = ClaimedItem(
+        item.id, item.kind, item.certification_id, item.payload, None, 2, datetime.now(UTC)
+    )
     badges_jobs.issue(svc, claimed)  # e.g. a worker that ran past its lease
     assert len(responses.calls) == calls
     [said] = [r for r in caplog.records if r.getMessage() == "badge already issued"]
@@ -333,15 +335,15 @@ def test_an_attempt_whose_worker_stopped_is_claimed_again_when_its_lease_ends(sv
     responses.get(re.compile(re.escape(BADGES) + r"\?.*"), json=EMPTY_LIST)
     responses.post(BADGES, status=201, json=badge_json())
     submit(svc, granted("2026-03-01"))
-    claimed = {claim_due(svc).kind, claim_due(svc).kind}  # and then the worker was killed
-    assert claimed == {"issue_badge", "sync_verification"} and claim_due(svc) is None
+    claimed = claim_due(svc, 2)  # and then the worker was killed
+    assert [c.kind for c in claimed] == ["issue_badge", "sync_verification"] and not claim_due(svc)
     [item] = items(svc, "issue_badge")
     assert item.state == "running" and item.attempts == 1
     lease = (item.due_at - datetime.now(UTC)).total_seconds()
     assert svc.settings.job_timeout_seconds - 5 < lease <= svc.settings.job_timeout_seconds
     with svc.db.transaction() as session:  # the lease has run out
         session.get(OutboxItem, item.id).due_at = datetime.now(UTC)
-    assert claim_due(svc).id == item.id
+    assert [c.id for c in claim_due(svc, 2)] == [item.id]
 
 
 @responses.activate
@@ -380,7 +382,8 @@ def test_one_wake_up_waits_at_a_time_and_a_drain_with_a_backlog_wakes_another_wo
     assert queue.count == 2
 
 
-def test_concurrent_claims_take_every_due_item_exactly_once(svc):
+@pytest.mark.parametrize("batch", [1, 3])
+def test_concurrent_claims_take_every_due_item_exactly_once(svc, batch):
     for n in range(10):
         intake.submit_event(svc, granted("2026-03-01", cert=f"C-{n}"))  # 20 items due
     barrier = threading.Barrier(8)
@@ -388,8 +391,9 @@ def test_concurrent_claims_take_every_due_item_exactly_once(svc):
     def claim_all() -> list[int]:
         barrier.wait()
         taken = []
-        while (item := claim_due(svc)) is not None:
-            taken.append(item.id)
+        while items := claim_due(svc, batch):
+            assert len(items) <= batch
+            taken += [item.id for item in items]
         return taken
 
     with ThreadPoolExecutor(8) as pool:
@@ -397,3 +401,94 @@ def test_concurrent_claims_take_every_due_item_exactly_once(svc):
     with svc.db.sessions() as session:
         every = sorted(session.scalars(select(OutboxItem.id)))
     assert len(every) == 20 and sorted(claimed) == every
+
+
+def due_grants(svc, count: int) -> list[int]:
+    """`count` grants recorded: two items due for each, their ids in the order they were queued."""
+    for n in range(count):
+        intake.submit_event(svc, granted("2026-03-01", cert=f"C-{n}"))
+    with svc.db.sessions() as session:
+        return sorted(session.scalars(select(OutboxItem.id)))
+
+
+def test_a_claim_takes_up_to_its_batch_in_queue_order_each_under_its_lease(svc):
+    queued = due_grants(svc, 3)
+    before = datetime.now(UTC)
+    first = claim_due(svc, 4)
+    assert [i.id for i in first] == queued[:4]
+    lease = svc.settings.job_timeout_seconds
+    with svc.db.sessions() as session:
+        for item in first:
+            row = session.get(OutboxItem, item.id)
+            assert (row.state, row.attempts, item.attempts) == ("running", 1, 1)
+            assert row.due_at == item.lease_end
+            assert 0 <= (item.lease_end - before).total_seconds() - lease < 5
+    assert [i.id for i in claim_due(svc, 4)] == queued[4:]
+    assert claim_due(svc, 4) == []
+
+
+def test_items_given_back_are_due_again_as_they_were_claimed_unless_claimed_since(svc):
+    queued = due_grants(svc, 2)
+    with svc.db.transaction() as session:  # one item failed an attempt already
+        row = session.get(OutboxItem, queued[1])
+        row.state, row.attempts, row.last_error = "retrying", 1, "attempt 1: 503"
+    claimed = claim_due(svc, 4)
+    with svc.db.transaction() as session:  # the last one's lease ended and another worker took it
+        taken = session.get(OutboxItem, queued[3])
+        taken.due_at, taken.attempts = claimed[3].lease_end + timedelta(seconds=60), 2
+    outbox.give_back(svc, claimed[1:])
+    with svc.db.sessions() as session:
+        rows = [session.get(OutboxItem, oid) for oid in queued]
+    now = datetime.now(UTC)
+    assert [(r.state, r.attempts) for r in rows] == [
+        ("running", 1),
+        ("retrying", 1),
+        ("pending", 0),
+        ("running", 2),
+    ]
+    assert rows[1].due_at <= now and rows[2].due_at <= now and rows[3].due_at > now
+    assert [i.id for i in claim_due(svc, 4)] == queued[1:3]
+
+
+def test_claims_grow_while_they_come_back_full_and_shrink_when_one_does_not(svc, monkeypatch):
+    queued = due_grants(svc, 10)
+    asked, ran = [], []
+    claim = outbox.claim_due
+    monkeypatch.setattr(
+        outbox, "claim_due", lambda s, batch: asked.append(batch) or claim(s, batch)
+    )
+    for kind in ("issue_badge", "sync_verification"):
+        monkeypatch.setitem(outbox.HANDLERS, kind, lambda s, item: ran.append(item.id))
+    outbox.work_due(svc)
+    assert asked == [1, 2, 4, 8, 8, 1]  # 1 + 2 + 4 + 8 + the last 5 of the 20
+    assert ran == queued
+    assert {
+        (i.state, i.attempts) for k in ("issue_badge", "sync_verification") for i in items(svc, k)
+    } == {("done", 1)}
+
+
+def test_an_item_claimed_with_others_starts_only_with_half_its_lease_ahead(svc, monkeypatch):
+    queued = due_grants(svc, 3)
+    monkeypatch.setattr(svc, "settings", replace(svc.settings, job_timeout_seconds=1))
+    given_back, ran = [], []
+    give_back = outbox.give_back
+    monkeypatch.setattr(
+        outbox,
+        "give_back",
+        lambda s, rest: given_back.append([i.id for i in rest]) or give_back(s, rest),
+    )
+
+    def slow(s, item):  # each run takes more than half the lease
+        ran.append(item.id)
+        time.sleep(0.6)
+
+    for kind in ("issue_badge", "sync_verification"):
+        monkeypatch.setitem(outbox.HANDLERS, kind, slow)
+    outbox.work_due(svc)
+    # Claims of 1, 2 (the second given back), 4 (the last three given back), 8 (got 3; the last
+    # two given back), 1, 2 (got 1) and 1 (none left).
+    assert given_back == [queued[2:3], queued[3:], queued[4:]]
+    assert ran == queued  # each run once, in the order queued
+    assert {
+        (i.state, i.attempts) for k in ("issue_badge", "sync_verification") for i in items(svc, k)
+    } == {("done", 1)}

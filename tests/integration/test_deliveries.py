@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 
 import pytest
 from rq import Queue, SimpleWorker
@@ -221,7 +222,9 @@ def test_a_sync_that_changes_nothing_shown_pushes_nothing(make_svc):
                 select(OutboxItem).where(OutboxItem.kind == "sync_verification")
             )
             before = session.get(VerificationRecord, "CERT-1")
-        again = ClaimedItem(sync.id, sync.kind, sync.certification_id, sync.payload, None, 2)
+        again = ClaimedItem(
+            sync.id, sync.kind, sync.certification_id, sync.payload, None, 2, datetime.now(UTC)
+        )
         verification.sync(svc, again)  # the same standing synced once more
         with svc.db.sessions() as session:
             after = session.get(VerificationRecord, "CERT-1")
