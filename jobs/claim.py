@@ -51,7 +51,8 @@ CLAIM_DUE = (
 )
 
 #: Claimed items given back unstarted, unless their lease has ended and another worker took
-#: them: due again at once, in the state they were claimed in, the attempt not counted.
+#: them: due again at once, pending (retrying when an earlier attempt failed), the attempt not
+#: counted.
 GIVE_BACK = (
     update(OutboxItem)
     .where(
