@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Insert, Row, Table, bindparam, case, func, select, update
+from sqlalchemy import Connection, Insert, Table, and_, bindparam, case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -53,14 +53,20 @@ _CERTIFICATION = (
 )
 
 
+_now = bindparam("now", type_=UTCDateTime())
+
+
 def _attempt(insert_of: Callable[[Table], Any]) -> Insert:
     """One more attempt at the badge of a period (created on the first), returning its id;
-    nothing when the badge is already live in Credly. The row stays locked until commit."""
+    nothing when the badge is already live in Credly."""
     statement = insert_of(Badge.__table__).values(
         certification_id=bindparam("certification_id"),
         period_start=bindparam("period_start"),
         badge_template_id=bindparam("badge_template_id"),
+        state="queued",
         attempts=1,
+        created_at=_now,
+        updated_at=_now,
     )
     badges, excluded = Badge.__table__.c, statement.excluded
     return statement.on_conflict_do_update(
@@ -72,7 +78,8 @@ def _attempt(insert_of: Callable[[Table], Any]) -> Insert:
             ),
             "updated_at": excluded.updated_at,
         },
-        where=badges.credly_badge_id.is_(None) | badges.state.not_in(LIVE),
+        # Spelled out rather than NOT IN, whose list SQLAlchemy expands at every execution.
+        where=badges.credly_badge_id.is_(None) | and_(*(badges.state != state for state in LIVE)),
     ).returning(badges.id)
 
 
@@ -85,12 +92,31 @@ _CREDLY_ID = select(Badge.credly_badge_id).where(
 )
 
 
-def _certification(connection: Connection, certification_id: str) -> Row:
-    """A certification with its member's details, in one query."""
-    return connection.execute(_CERTIFICATION, {"certification_id": certification_id}).one()
+class _Recipient(NamedTuple):
+    """A row of _CERTIFICATION."""
+
+    certification_id: str
+    credential: str
+    status: str
+    standing: dict[str, Any]
+    email: str
+    first_name: str
+    last_name: str
 
 
-def _recipient(svc: Services, cert: Row) -> BadgeRequest:
+def _certification(
+    svc: Services, certification_id: str, connection: Connection | None = None
+) -> _Recipient:
+    """A certification with its member's details, in one query (in `connection`'s transaction)."""
+    key = {"certification_id": certification_id}
+    if connection is None:
+        [row] = svc.db.read(_CERTIFICATION, key)
+    else:
+        [row] = svc.db.execute(connection, _CERTIFICATION, key)
+    return _Recipient(*row)
+
+
+def _recipient(svc: Services, cert: _Recipient) -> BadgeRequest:
     """The badge of the certification's current period, read before calling Credly."""
     standing = cert.standing
     paid_through = date.fromisoformat(standing["fees"]["paid_through"])
@@ -115,7 +141,6 @@ def _period_badge(session: Session, certification_id: str, period_start: date) -
 
 _found_id, _found_state = bindparam("found_id"), bindparam("found_state")
 _found_expires_at = bindparam("found_expires_at", type_=UTCDateTime())
-_now = bindparam("now", type_=UTCDateTime())
 #: Built once: record what Credly answered about the badge `badge_id`.
 RECORD = (
     update(Badge)
@@ -134,6 +159,7 @@ RECORD = (
         ),
         issued_at=func.coalesce(Badge.issued_at, _now),
         expires_at=func.coalesce(_found_expires_at, Badge.expires_at),
+        updated_at=_now,
     )
 )
 
@@ -142,19 +168,19 @@ def _record(
     svc: Services, badge_id: int, found: CredlyBadge, item: ClaimedItem | None = None
 ) -> None:
     """Record what Credly answered, in one statement; with `item`, record the item done too."""
+    values = {
+        "badge_id": badge_id,
+        "found_id": found.id,
+        "found_state": found.state,
+        "found_expires_at": found.expires_at,
+        "now": utcnow(),
+    }
+    if item is None:
+        svc.db.write(RECORD, values)
+        return
     with svc.db.engine.begin() as connection:
-        connection.execute(
-            RECORD,
-            {
-                "badge_id": badge_id,
-                "found_id": found.id,
-                "found_state": found.state,
-                "found_expires_at": found.expires_at,
-                "now": utcnow(),
-            },
-        )
-        if item is not None:
-            item.finish(connection)
+        svc.db.execute(connection, RECORD, values)
+        item.finish(svc.db, connection)
 
 
 def _record_error(svc: Services, badge_id: int, exc: CredlyError) -> None:
@@ -168,24 +194,25 @@ def _record_error(svc: Services, badge_id: int, exc: CredlyError) -> None:
 def issue(svc: Services, item: ClaimedItem) -> None:
     """Issue the badge of the item's period, adopting one Credly already has for it."""
     period_start = date.fromisoformat(item.payload["period_start"])
-    with svc.db.engine.begin() as connection:
-        cert = _certification(connection, item.certification_id)
-        if cert.status != "active" or cert.standing["certified_on"] != period_start.isoformat():
-            log.info("not issuing: certification is %s now", cert.status)
-            return
-        recipient: BadgeRequest | PermanentError
-        try:
-            recipient = _recipient(svc, cert)
-        except PermanentError as exc:  # no badge template: recorded on the badge below
-            recipient = exc
-        badge_id = connection.scalar(
-            _ATTEMPTS[connection.dialect.name],
-            {
-                "certification_id": cert.certification_id,
-                "period_start": period_start,
-                "badge_template_id": getattr(recipient, "badge_template_id", None),
-            },
-        )
+    cert = _certification(svc, item.certification_id)
+    if cert.status != "active" or cert.standing["certified_on"] != period_start.isoformat():
+        log.info("not issuing: certification is %s now", cert.status)
+        return
+    recipient: BadgeRequest | PermanentError
+    try:
+        recipient = _recipient(svc, cert)
+    except PermanentError as exc:  # no badge template: recorded on the badge below
+        recipient = exc
+    attempted = svc.db.write(
+        _ATTEMPTS[svc.db.engine.dialect.name],
+        {
+            "certification_id": cert.certification_id,
+            "period_start": period_start,
+            "badge_template_id": getattr(recipient, "badge_template_id", None),
+            "now": utcnow(),
+        },
+    )
+    badge_id = attempted[0][0] if attempted else None
     if badge_id is None:
         key = {"certification_id": cert.certification_id, "period_start": period_start}
         [(credly_badge_id,)] = svc.db.read(_CREDLY_ID, key)
@@ -212,7 +239,7 @@ def issue(svc: Services, item: ClaimedItem) -> None:
 def replace(svc: Services, item: ClaimedItem) -> None:
     """Replace the live badge of the current period with the member's current details."""
     with svc.db.transaction() as session:
-        cert = _certification(session.connection(), item.certification_id)
+        cert = _certification(svc, item.certification_id, session.connection())
         period_start = date.fromisoformat(cert.standing["certified_on"])
         badge = _period_badge(session, cert.certification_id, period_start)
         if badge is None or not (badge.credly_badge_id and badge.state in LIVE):

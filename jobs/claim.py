@@ -6,19 +6,31 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, case, select, update
+from sqlalchemy import Connection, bindparam, case, func, select, update
 
+from gateway.store.db import Database
 from gateway.store.models import OutboxItem, UTCDateTime, utcnow
 
 #: States after which an item is never run again (a failed one may be requeued).
 TERMINAL = ("done", "failed")
 
-# Built once (building a statement costs more than running it): an item's row by `outbox_id`,
-# setting the columns named by the other parameters it is executed with.
-BY_ID = update(OutboxItem).where(OutboxItem.id == bindparam("outbox_id"))
-
 _now = bindparam("now", type_=UTCDateTime())
 _lease_end = bindparam("lease_end", type_=UTCDateTime())
+
+#: Built once (building a statement costs more than running it): how an attempt of the item
+#: `outbox_id` ended; `finished_at` is set for a done or failed one, kept otherwise.
+ENDED = (
+    update(OutboxItem)
+    .where(OutboxItem.id == bindparam("outbox_id"))
+    .values(
+        state=bindparam("state"),
+        last_error=bindparam("last_error"),
+        due_at=bindparam("due_at", type_=UTCDateTime()),
+        finished_at=func.coalesce(
+            bindparam("finished_at", type_=UTCDateTime()), OutboxItem.finished_at
+        ),
+    )
+)
 
 #: The most items one claim takes (a thread claims more at once while its claims come back full).
 CLAIM_BATCH = 8
@@ -68,27 +80,20 @@ GIVE_BACK = (
 )
 
 
-def record(
-    connection: Connection,
-    outbox_id: int,
-    state: str,
-    error: str | None,
-    *,
-    due_at: datetime | None = None,
-) -> None:
-    """Record how an attempt of an item ended (`state`, with its error), in `connection`.
+def ended(
+    outbox_id: int, state: str, error: str | None, *, due_at: datetime | None = None
+) -> dict[str, Any]:
+    """The parameters of ENDED for an attempt that ended in `state`, with its error.
 
     A retrying item is due again at `due_at`; a done or failed one never.
     """
-    values: dict[str, Any] = {
+    return {
         "outbox_id": outbox_id,
         "state": state,
         "last_error": error,
         "due_at": due_at,
+        "finished_at": utcnow() if state in TERMINAL else None,
     }
-    if state in TERMINAL:
-        values["finished_at"] = utcnow()
-    connection.execute(BY_ID, values)
 
 
 @dataclass
@@ -106,11 +111,11 @@ class ClaimedItem:
     #: Whether the handler recorded the item done itself, with the outcome.
     done: bool = False
 
-    def finish(self, connection: Connection) -> None:
+    def finish(self, db: Database, connection: Connection) -> None:
         """Record the item done in the transaction of `connection`, the one recording its outcome.
 
         A handler calls this last in its last transaction: a crash before that commit leaves the
         item `running` (claimed again when its lease ends), never `done` without its outcome.
         """
-        record(connection, self.id, "done", None)
+        db.execute(connection, ENDED, ended(self.id, "done", None))
         self.done = True

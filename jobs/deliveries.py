@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -36,7 +36,6 @@ from gateway.store.models import (
     DeliveryTarget,
     OutboxItem,
     Subscription,
-    VerificationRecord,
     WatchedCertification,
     utcnow,
 )
@@ -86,13 +85,6 @@ def kind_of(target: str) -> str:
 # --------------------------------------------------------------------------- fan-out
 
 
-def public_content(record: VerificationRecord | None) -> dict[str, Any] | None:
-    """What a lookup shows of `record` (but the time of the check); None for no record."""
-    if record is None:
-        return None
-    return {name: getattr(record, name) for name in PUBLIC_FIELDS}
-
-
 #: Built once: the live subscriptions watching `certification_id`.
 _WATCHING = (
     select(WatchedCertification.subscription_id)
@@ -106,26 +98,31 @@ _WATCHING = (
 
 def fan_out(
     svc: Services,
-    session: Session,
-    record: VerificationRecord,
+    connection: Connection,
+    certification_id: str,
     before: dict[str, Any] | None,
+    after: dict[str, Any],
     *,
     request_id: str | None = None,
 ) -> list[OutboxItem]:
-    """Queue the deliveries a change of `record` from `before` calls for (caller's transaction).
+    """Queue the deliveries a change of a record's public content from `before` to `after`
+    calls for, in the transaction of `connection`.
 
     The directory gets every change of the public content; subscriptions watching the
     certification get status changes (a first record counts as one).
     """
-    if public_content(record) == before:
+    if after == before:
         return []
     targets = [DIRECTORY] if svc.directory is not None else []
-    if before is None or before["status"] != record.status:
-        watching = {"certification_id": record.certification_id}
-        targets += session.connection().scalars(_WATCHING, watching)
+    if before is None or before["status"] != after["status"]:
+        watching = svc.db.execute(connection, _WATCHING, {"certification_id": certification_id})
+        targets += [subscription_id for (subscription_id,) in watching]
+    if not targets:
+        return []
     items = []
-    for target in sorted(targets):  # one lock order for every fan-out: no deadlocks
-        items += queue(session, target, [record.certification_id], request_id=request_id)
+    with Session(bind=connection) as session:  # joins the transaction of `connection`
+        for target in sorted(targets):  # one lock order for every fan-out: no deadlocks
+            items += queue(session, target, [certification_id], request_id=request_id)
     return items
 
 
@@ -349,4 +346,4 @@ def _settle(
                 .values(state="superseded", finished_at=now)
             )
         if item is not None:
-            item.finish(session.connection())
+            item.finish(svc.db, session.connection())

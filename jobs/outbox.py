@@ -16,7 +16,7 @@ from gateway.services import Services
 from gateway.store.db import retry_disconnect
 from gateway.store.models import utcnow
 from jobs import badges, deliveries, verification, webhooks
-from jobs.claim import CLAIM_BATCH, CLAIM_DUE, GIVE_BACK, ClaimedItem, record
+from jobs.claim import CLAIM_BATCH, CLAIM_DUE, ENDED, GIVE_BACK, ClaimedItem, ended
 from jobs.retry import MAX_ATTEMPTS, RetryPolicy
 
 log = logging.getLogger("jobs.outbox")
@@ -161,6 +161,5 @@ def _finish(
 ) -> None:
     """Record how the attempt ended, unless the handler recorded it done with its outcome."""
     if not (state == "done" and item.done):
-        with svc.db.engine.begin() as connection:
-            record(connection, item.id, state, error, due_at=due_at)
+        svc.db.write(ENDED, ended(item.id, state, error, due_at=due_at))
     metrics.JOBS.labels(item.kind, state).inc()

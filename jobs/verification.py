@@ -7,17 +7,27 @@ transaction; their jobs are dispatched after the commit.
 from __future__ import annotations
 
 from datetime import date
+from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, insert, select, update
 
 from gateway.services import Services
-from gateway.store.models import Certification, VerificationRecord, utcnow
+from gateway.store.models import Certification, UTCDateTime, VerificationRecord, utcnow
 from jobs import deliveries
 from jobs.claim import ClaimedItem
 
-#: Built once: the certification locked, its record in the same query.
+# Built once (building a statement costs about what running it does).
+_RECORD_COLUMNS = [getattr(VerificationRecord, name) for name in deliveries.PUBLIC_FIELDS]
+
+#: The certification locked, what its record shows in the same query (NULLs when it has none).
 _CERTIFICATION_AND_RECORD = (
-    select(Certification, VerificationRecord)
+    select(
+        Certification.credential,
+        Certification.status,
+        Certification.standing,
+        VerificationRecord.certification_id,
+        *_RECORD_COLUMNS,
+    )
     .outerjoin(
         VerificationRecord,
         VerificationRecord.certification_id == Certification.certification_id,
@@ -26,32 +36,55 @@ _CERTIFICATION_AND_RECORD = (
     .with_for_update(of=Certification)
 )
 
+_VALUES = {name: bindparam(name) for name in deliveries.PUBLIC_FIELDS}
+_VALUES["synced_at"] = bindparam("synced_at", type_=UTCDateTime())
+_CREATE = insert(VerificationRecord).values(
+    certification_id=bindparam("certification_id"), **_VALUES
+)
+_UPDATE = (
+    update(VerificationRecord)
+    .where(VerificationRecord.certification_id == bindparam("record_of"))
+    .values(**_VALUES)
+)
+
 
 def sync(svc: Services, item: ClaimedItem) -> None:
     """Bring the public record in step with the certification's current stored standing."""
-    with svc.db.transaction() as session:
-        cert, record = session.execute(
-            _CERTIFICATION_AND_RECORD, {"certification_id": item.certification_id}
-        ).one()
-        standing = cert.standing
-        member = standing["member"]
-        credential = svc.policy.credentials.get(cert.credential)
-        before = deliveries.public_content(record)
-        if record is None:
-            record = VerificationRecord(certification_id=cert.certification_id)
-            session.add(record)
-        record.name = f"{member['first_name']} {member['last_name']}"
-        record.credential = cert.credential
-        record.credential_name = credential.name if credential else cert.credential
-        record.status = cert.status
-        record.certified_since = date.fromisoformat(standing["certified_on"])
-        paid_through = standing["fees"]["paid_through"]
-        record.valid_through = (
-            date.fromisoformat(paid_through) if cert.status == "active" and paid_through else None
+    key = {"certification_id": item.certification_id}
+    with svc.db.engine.begin() as connection:
+        [(credential, status, standing, recorded, *shown)] = svc.db.execute(
+            connection, _CERTIFICATION_AND_RECORD, key
         )
-        record.synced_at = utcnow()
-        fanned = deliveries.fan_out(svc, session, record, before, request_id=item.request_id)
+        before = dict(zip(deliveries.PUBLIC_FIELDS, shown, strict=True)) if recorded else None
+        after = _public_record(svc, credential, status, standing)
+        values = {**after, "synced_at": utcnow()}
+        if recorded:
+            svc.db.execute(connection, _UPDATE, {**values, "record_of": item.certification_id})
+        else:
+            svc.db.execute(connection, _CREATE, {**values, **key})
+        fanned = deliveries.fan_out(
+            svc, connection, item.certification_id, before, after, request_id=item.request_id
+        )
         outbox_ids = [queued.id for queued in fanned]
-        item.finish(session.connection())
+        item.finish(svc.db, connection)
     if outbox_ids and svc.dispatcher is not None:  # else the relay wakes a worker for them
         svc.dispatcher.dispatch(outbox_ids)
+
+
+def _public_record(
+    svc: Services, credential: str, status: str, standing: dict[str, Any]
+) -> dict[str, Any]:
+    """What the record of a certification in `standing` shows."""
+    member = standing["member"]
+    known = svc.policy.credentials.get(credential)
+    paid_through = standing["fees"]["paid_through"]
+    return {
+        "name": f"{member['first_name']} {member['last_name']}",
+        "credential": credential,
+        "credential_name": known.name if known else credential,
+        "status": status,
+        "certified_since": date.fromisoformat(standing["certified_on"]),
+        "valid_through": (
+            date.fromisoformat(paid_through) if status == "active" and paid_through else None
+        ),
+    }

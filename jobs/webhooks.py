@@ -70,7 +70,7 @@ def _apply(svc: Services, item: ClaimedItem, event: dict[str, Any]) -> None:
         else:
             status, result = "ignored", f"{row.event_type} events are not acted on"
         row.status, row.result, row.last_error, row.processed_at = status, result, None, utcnow()
-        item.finish(session.connection())
+        item.finish(svc.db, session.connection())
     log.info("Credly notification %s: %s", status, result)
 
 
@@ -128,7 +128,7 @@ def _close(svc: Services, item: ClaimedItem, status: str, result: str) -> None:
     with svc.db.transaction() as session:
         row = _notification(session, item.payload["notification_id"])
         row.status, row.result, row.last_error, row.processed_at = status, result, None, utcnow()
-        item.finish(session.connection())
+        item.finish(svc.db, session.connection())
 
 
 def _note_error(svc: Services, notification_id: str, exc: CredlyError) -> None:

@@ -13,10 +13,11 @@ import orjson
 import psycopg
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Executable, create_engine, event, text
+from sqlalchemy import Connection, Executable, create_engine, event, text
 from sqlalchemy.engine import Compiled, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql.elements import CompilerElement
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -166,35 +167,78 @@ class Database:
         return self._compiled[statement]
 
     def _fetch(self, compiled: _Compiled, values: dict[str, Any]) -> list[tuple]:
-        """Run a compiled statement autocommitted on a pooled connection; psycopg's errors raised
-        as SQLAlchemy's, a closed connection invalidating the pool as SQLAlchemy would."""
-        sql = compiled.compiled.string
-        pooled = connection = None
+        """Run a compiled statement autocommitted on a pooled connection; a closed connection
+        invalidating the pool as SQLAlchemy would."""
         try:
             pooled = self.engine.raw_connection()
-            connection = pooled.driver_connection
+        except psycopg.Error as exc:  # the database cannot be reached
+            raise self._error(exc, compiled, values, None) from exc
+        connection = pooled.driver_connection
+        try:
             connection.autocommit = True  # one statement: no BEGIN, COMMIT or ROLLBACK round trips
-            cursor = connection.execute(sql, values)
+            return self._run(connection, compiled, values)
+        except DBAPIError as exc:
+            self._forget_if_lost(exc, pooled)
+            raise
+        finally:
+            if not connection.closed:
+                connection.autocommit = False  # as the pool hands connections out
+            pooled.close()
+
+    def execute(
+        self, connection: Connection, statement: Executable, params: dict[str, Any] | None = None
+    ) -> list[tuple]:
+        """The rows of one statement run in the transaction of `connection`. On PostgreSQL it
+        runs on the connection's psycopg connection, compiled once, as `read` and `write` do."""
+        compiled = self._compile(statement)
+        if compiled is None:
+            result = connection.execute(statement, params)
+            return [tuple(row) for row in result] if result.returns_rows else []
+        try:
+            return self._run(
+                connection.connection.driver_connection, compiled, compiled.params(params)
+            )
+        except DBAPIError as exc:
+            self._forget_if_lost(exc, connection)
+            raise
+
+    def _forget_if_lost(
+        self, exc: DBAPIError, connection: Connection | PoolProxiedConnection
+    ) -> None:
+        """After an error that lost the connection: invalidate it, as SQLAlchemy would, and the
+        idle ones (likely closed too: start afresh)."""
+        if exc.connection_invalidated:
+            connection.invalidate(exc.orig)
+            self.engine.dispose()
+
+    def _run(
+        self, connection: psycopg.Connection, compiled: _Compiled, values: dict[str, Any]
+    ) -> list[tuple]:
+        """Run a compiled statement on a psycopg connection; psycopg's errors raised as
+        SQLAlchemy's."""
+        try:
+            cursor = connection.execute(compiled.compiled.string, values)
             return [compiled.row(row) for row in cursor.fetchall()] if cursor.description else []
         except psycopg.Error as exc:
-            lost = self.engine.dialect.is_disconnect(exc, connection, None)
-            if lost and pooled is not None:
-                pooled.invalidate(exc)
-                self.engine.dispose()  # the idle ones are likely closed too: start afresh
-            raise DBAPIError.instance(
-                sql,
-                values,
-                exc,
-                psycopg.Error,
-                hide_parameters=self.engine.hide_parameters,
-                connection_invalidated=lost,
-                dialect=self.engine.dialect,
-            ) from exc
-        finally:
-            if pooled is not None:
-                if connection is not None and not connection.closed:
-                    connection.autocommit = False  # as the pool hands connections out
-                pooled.close()
+            raise self._error(exc, compiled, values, connection) from exc
+
+    def _error(
+        self,
+        exc: psycopg.Error,
+        compiled: _Compiled,
+        values: dict[str, Any],
+        connection: psycopg.Connection | None,
+    ) -> DBAPIError:
+        """psycopg's error as SQLAlchemy's, saying whether the connection was lost."""
+        return DBAPIError.instance(
+            compiled.compiled.string,
+            values,
+            exc,
+            psycopg.Error,
+            hide_parameters=self.engine.hide_parameters,
+            connection_invalidated=self.engine.dialect.is_disconnect(exc, connection, None),
+            dialect=self.engine.dialect,
+        )
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:

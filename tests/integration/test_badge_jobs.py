@@ -282,7 +282,7 @@ def test_the_badge_and_the_item_done_are_recorded_in_one_transaction(svc, monkey
     responses.post(BADGES, status=201, json=badge_json())
     submit(svc, granted("2026-03-01"))
 
-    def crash(item, connection):
+    def crash(item, db, connection):
         raise RuntimeError("worker lost between the badge and the item")
 
     monkeypatch.setattr(ClaimedItem, "finish", crash)

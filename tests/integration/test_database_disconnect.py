@@ -1,10 +1,14 @@
-"""Pooled PostgreSQL connections the server closed (a restart, a failover) cost no request."""
+"""Pooled PostgreSQL connections the server closed (a restart, a failover) cost no request;
+a job's transaction on one fails (and is retried), the next one gets a new connection."""
 
 from __future__ import annotations
 
 import psycopg
 import pytest
+from sqlalchemy import literal, select
+from sqlalchemy.exc import OperationalError
 
+from gateway.store.db import Database
 from tests.conftest import _pg_conninfo, _truncate, fetch_token
 from tests.events_helpers import granted
 
@@ -42,3 +46,20 @@ def test_events_tokens_and_lookups_answer_after_the_database_closed_the_pool(app
     assert close_every_pooled_connection(postgres_url) >= 1
     lookup = client.get("/v1/verifications/CERT-2")
     assert lookup.status_code == 200 and lookup.get_json()["status"] == "active"
+
+
+def test_a_transaction_whose_connection_the_database_closed_fails_and_the_next_one_works(
+    postgres_url,
+):
+    db = Database(postgres_url)
+    one = select(literal(1))
+    try:
+        with pytest.raises(OperationalError) as failed, db.engine.begin() as connection:
+            assert db.execute(connection, one) == [(1,)]
+            assert close_every_pooled_connection(postgres_url) >= 1
+            db.execute(connection, one)
+        assert failed.value.connection_invalidated
+        with db.engine.begin() as connection:  # a new connection: the pool was started afresh
+            assert db.execute(connection, one) == [(1,)]
+    finally:
+        db.engine.dispose()

@@ -1,5 +1,5 @@
-"""`Database.read` and `Database.write` on PostgreSQL: one statement on the pooled psycopg
-connection, behaving as the same statement through SQLAlchemy does."""
+"""`Database.read`, `Database.write` and `Database.execute` on PostgreSQL: a statement on the
+psycopg connection itself, behaving as the same statement through SQLAlchemy does."""
 
 from __future__ import annotations
 
@@ -67,3 +67,37 @@ def test_a_failing_statement_raises_sqlalchemys_error_and_the_connection_serves_
     down = Database("postgresql://postgres@127.0.0.1:1/none")
     with pytest.raises(OperationalError):
         down.read(missing)
+
+
+def test_statements_executed_in_a_transaction_commit_or_roll_back_with_it(db):
+    statement = insert(Member).values(
+        member_id=bindparam("member_id"), first_name="Ada", last_name="L", email="a@example.org"
+    )
+    named = select(Member.first_name).where(Member.member_id == bindparam("member_id"))
+    at = datetime(2026, 1, 1, 12, 0, tzinfo=timezone(timedelta(hours=2)))
+    with pytest.raises(RuntimeError), db.engine.begin() as connection:
+        db.execute(connection, statement, {"member_id": "M-1"})
+        assert db.execute(connection, named, {"member_id": "M-1"}) == [("Ada",)]  # its own work
+        raise RuntimeError("the transaction fails after the statement")
+    assert db.read(named, {"member_id": "M-1"}) == []  # rolled back with the transaction
+    with db.engine.begin() as connection:
+        db.execute(connection, statement, {"member_id": "M-1"})
+        [(read,)] = db.execute(connection, select(bindparam("at", type_=UTCDateTime())), {"at": at})
+        assert read == at and read.tzinfo is UTC  # converted as the column type says
+        other = Database(db.url)  # another pool: sees only what was committed
+        assert other.read(named, {"member_id": "M-1"}) == []
+        other.engine.dispose()
+    assert db.read(named, {"member_id": "M-1"}) == [("Ada",)]
+
+
+def test_a_statement_failing_in_a_transaction_raises_sqlalchemys_error_and_rolls_it_back(db):
+    statement = insert(Member).values(
+        member_id=bindparam("member_id"), first_name="Ada", last_name="L", email="a@example.org"
+    )
+    with pytest.raises(ProgrammingError, match="no_such_table"), db.engine.begin() as connection:
+        db.execute(connection, statement, {"member_id": "M-1"})
+        db.execute(connection, select(column("x")).select_from(table("no_such_table")))
+    assert db.read(select(Member.member_id)) == []
+    with db.engine.begin() as connection:  # the pool serves on
+        db.execute(connection, statement, {"member_id": "M-2"})
+    assert db.read(select(Member.member_id)) == [("M-2",)]
