@@ -97,8 +97,7 @@ def claim_due(svc: Services, batch: int = 1) -> list[ClaimedItem]:
 def give_back(svc: Services, items: list[ClaimedItem]) -> None:
     """Make claimed items due again unstarted (those still under the lease of their claim)."""
     values = {"outbox_ids": [i.id for i in items], "lease_end": items[0].lease_end, "now": utcnow()}
-    with svc.db.engine.begin() as connection:
-        connection.execute(GIVE_BACK, values)
+    svc.db.write(GIVE_BACK, values)
 
 
 def run_claimed(svc: Services, item: ClaimedItem) -> datetime | None:
