@@ -38,7 +38,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -78,12 +78,24 @@ class Load:
     p50_ms: float
     p99_ms: float
     cpu_ms: float = 0.0  # CPU of the server's processes per successful request
+    stores_ms: float = 0.0  # CPU of PostgreSQL's and Redis's processes per successful request
+    client_ms: float = 0.0  # wrk's CPU per successful request
     spread: tuple[int, ...] = ()  # wrk's connections on each web worker, a second into the run
 
     @property
     def rate(self) -> float:
         """Successful requests per second."""
         return (self.requests - self.non2xx) / self.seconds
+
+    @property
+    def all_cpu_ms(self) -> float:
+        """CPU per successful request of every process taking part: server, stores and wrk."""
+        return self.cpu_ms + self.stores_ms + self.client_ms
+
+    @property
+    def cores(self) -> float:
+        """How many cores those processes kept busy on average."""
+        return self.rate * self.all_cpu_ms / 1000
 
 
 @contextmanager
@@ -141,17 +153,33 @@ def wait_http(url: str, timeout: float = 60) -> None:
             time.sleep(0.2)
 
 
-def group_cpu(leader: subprocess.Popen) -> float:
-    """CPU seconds used so far by a process group: live members and the children they reaped."""
+STORES = ("postgres", "redis-server")  # the process names of the machine's PostgreSQL and Redis
+
+
+def _cpu(counted: Callable[[str, list[str]], bool]) -> float:
+    """CPU seconds used so far by the processes `counted(name, stat fields after the name)`
+    selects: live ones and the children they reaped."""
     total = 0
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            head, tail = stat.read_text().rsplit(")", 1)
         except (FileNotFoundError, ProcessLookupError):
             continue
-        if int(fields[2]) == leader.pid:  # fields[2] is the process group
+        fields = tail.split()
+        if counted(head.split("(", 1)[1], fields):
             total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
     return total / os.sysconf("SC_CLK_TCK")
+
+
+def group_cpu(leader: subprocess.Popen) -> float:
+    """CPU seconds used so far by a process group: live members and the children they reaped."""
+    return _cpu(lambda _, fields: int(fields[2]) == leader.pid)  # fields[2]: the process group
+
+
+def stores_cpu() -> float:
+    """CPU seconds used so far by the machine's PostgreSQL (postmaster, backends, background
+    processes) and Redis."""
+    return _cpu(lambda name, _: name in STORES)
 
 
 def children_cpu() -> float:
@@ -162,7 +190,7 @@ def children_cpu() -> float:
 
 def wrk(path: str, seconds: int, connections: int, server: subprocess.Popen, **env: str) -> Load:
     """One bounded wrk run (2 threads) against 127.0.0.1; its summary with the server's CPU."""
-    before = group_cpu(server)
+    before, stores_before, client_before = group_cpu(server), stores_cpu(), children_cpu()
     command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", f"--timeout={WRK_TIMEOUT}s"]
     with subprocess.Popen(
         [*command, "-s", str(LUA), f"http://{WEB}{path}"],
@@ -181,8 +209,13 @@ def wrk(path: str, seconds: int, connections: int, server: subprocess.Popen, **e
     if run.returncode:
         raise RuntimeError(f"wrk failed ({run.returncode}): {err}")
     load = Load(**json.loads(out.strip().splitlines()[-1]), spread=spread)
-    served = load.requests - load.non2xx
-    return replace(load, cpu_ms=1000 * (group_cpu(server) - before) / served if served else 0)
+    served = (load.requests - load.non2xx) / 1000 or float("inf")  # per request, in ms
+    return replace(
+        load,
+        cpu_ms=(group_cpu(server) - before) / served,
+        stores_ms=(stores_cpu() - stores_before) / served,
+        client_ms=(children_cpu() - client_before) / served,  # wrk (and one `ss`)
+    )
 
 
 def connections_per_process(port: str) -> tuple[int, ...]:
@@ -488,6 +521,11 @@ def measure(count: int, args: argparse.Namespace, standin: dict[str, str], workd
     return out
 
 
+def _figure(value: float) -> str:
+    """A figure to one decimal, or two below 10 (CPU per request is a fraction of a ms)."""
+    return f"{value:,.2f}" if abs(value) < 10 else f"{value:,.1f}"
+
+
 def _ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}" if b else "-"
 
@@ -515,7 +553,8 @@ def rows(count: int, m: dict) -> list[str]:
     ]
     table = load + jobs + web_cpu
     lines = [
-        f"| {count:,} | {label} | {ours:,.1f} | {ceiling:,.1f} | {_ratio(ours, ceiling)} | {goal} |"
+        f"| {count:,} | {label} | {_figure(ours)} | {_figure(ceiling)} | {_ratio(ours, ceiling)}"
+        f" | {goal} |"
         for label, ours, ceiling, goal in table
     ]
     lines.append(
@@ -574,6 +613,18 @@ def load_rows(m: dict) -> tuple[list[Row], list[Row]]:
             m["bare_lookup"].cpu_ms,
             "",
         ),
+        (
+            "PostgreSQL and Redis CPU ms per lookup, peak (ceiling: counting and reading)",
+            lookup.stores_ms,
+            m["bare_lookup"].stores_ms,
+            "",
+        ),
+        (
+            "CPU ms per lookup, peak: web, PostgreSQL, Redis and wrk",
+            lookup.all_cpu_ms,
+            bare_get.all_cpu_ms,
+            "",
+        ),
         ("web CPU ms per event, one a request", events.cpu_ms, bare_post.cpu_ms, ""),
         (
             f"web CPU ms per event, {size} a request",
@@ -597,9 +648,14 @@ def load_summary(m: dict) -> str:
         f"{name} {'/'.join(map(str, m[key].spread)) or '?'}"
         for name, key in (("bare GET", "bare_get"), ("lookups", "lookup"), ("events", "events"))
     )
+    least = m["bare_get"].all_cpu_ms + m["lookup"].stores_ms  # a lookup costs at least this
     return (
         f" of {sent:,} answered; non-2xx/socket errors {errors};"
-        f" wrk's connections per web worker: {spreads}"
+        f" wrk's connections per web worker: {spreads}; a lookup with this one's PostgreSQL and"
+        f" Redis CPU reaches at best {_ratio(m['bare_get'].all_cpu_ms, least)} of the bare GET's"
+        " rate on the same cores; cores busy: bare GET"
+        f" {m['bare_get'].cores:.2f}, bare lookup {m['bare_lookup'].cores:.2f},"
+        f" lookups {m['lookup'].cores:.2f}"
     )
 
 
