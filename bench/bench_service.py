@@ -21,6 +21,7 @@ generator) and their verification records, then on 127.0.0.1 only:
 With `--badges N` only the jobs are measured: N granted events are posted in batches first (a
 backlog of N badges), without wrk.
 
+Each wrk run also gives the CPU a request cost the web server, PostgreSQL and Redis, and wrk.
 Every wrk run lasts `--seconds`; every wait is bounded. Prints a markdown table; each gateway
 figure is also given as a ratio to its ceiling measured in the same run, minutes apart.
 """
