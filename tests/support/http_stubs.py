@@ -1,14 +1,22 @@
-"""Small HTTP servers on 127.0.0.1 in a thread: a webhook receiver and a verification directory."""
+"""Small HTTP(S) servers on 127.0.0.1 in a thread: a webhook receiver, a verification directory."""
 
 from __future__ import annotations
 
+import datetime
 import json
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 
 @dataclass(frozen=True)
@@ -30,8 +38,11 @@ Respond = Callable[[Received], Answer]
 
 
 @contextmanager
-def serve(respond: Respond) -> Iterator[tuple[str, list[Received]]]:
-    """Run a server answering each request with `respond(request)` -> (status, JSON body or None).
+def serve(
+    respond: Respond, tls: ssl.SSLContext | None = None
+) -> Iterator[tuple[str, list[Received]]]:
+    """Run a server answering each request with `respond(request)` -> (status, JSON body or None),
+    over TLS with the `tls` server context if given.
 
     Yields its base URL and the list of requests received so far.
     """
@@ -58,13 +69,48 @@ def serve(respond: Respond) -> Iterator[tuple[str, list[Received]]]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if tls is not None:  # a refused handshake fails that accept only (an OSError to socketserver)
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", received
+        scheme = "https" if tls else "http"
+        yield f"{scheme}://127.0.0.1:{server.server_address[1]}", received
     finally:
         server.shutdown()
         server.server_close()
+
+
+def self_signed(host: str, directory: Path) -> tuple[ssl.SSLContext, Path]:
+    """A server TLS context with a new self-signed certificate for `host`, and the certificate's
+    PEM file (for a client to trust)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / f"{host}.pem", directory / f"{host}.key"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    return context, cert_file
 
 
 def scripted(*statuses: int, then: int = 200) -> Respond:

@@ -9,6 +9,7 @@ import time
 from urllib.parse import urlsplit
 
 import pytest
+import requests
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
@@ -21,7 +22,7 @@ from connectors.webhooks import (
     new_secret,
     signed_headers,
 )
-from tests.support.http_stubs import scripted, serve
+from tests.support.http_stubs import scripted, self_signed, serve
 
 BODY = json.dumps({"type": "certification.status_changed", "data": {"status": "active"}}).encode()
 
@@ -151,3 +152,35 @@ def test_a_checked_connection_goes_to_the_address_it_checked_and_names_the_host(
     assert status == 204
     [request] = received
     assert request.headers["Host"] == f"hooks.example:{port}"
+
+
+def _trusting(certificate) -> requests.Session:
+    session = requests.Session()
+    session.verify = str(certificate)
+    return session
+
+
+def test_a_checked_tls_connection_verifies_the_hosts_certificate_and_names_it(
+    monkeypatch, tmp_path
+):
+    monkeypatch.setattr(webhooks, "_public", lambda address: address == "127.0.0.1")
+    tls, certificate = self_signed("hooks.example", tmp_path)
+    with serve(scripted(then=204), tls) as (url, received):
+        target = f"https://hooks.example:{urlsplit(url).port}/hook"
+        _resolving(monkeypatch, "hooks.example", ["127.0.0.1"])
+        status = WebhookSender(session=_trusting(certificate)).send(target, new_secret(), "m", BODY)
+    assert status == 204
+    [request] = received
+    assert request.headers["Host"] == f"hooks.example:{urlsplit(url).port}"
+
+
+def test_a_checked_tls_connection_refuses_a_certificate_for_another_host(monkeypatch, tmp_path):
+    monkeypatch.setattr(webhooks, "_public", lambda address: address == "127.0.0.1")
+    tls, certificate = self_signed("elsewhere.example", tmp_path)
+    with serve(scripted(then=204), tls) as (url, received):
+        target = f"https://hooks.example:{urlsplit(url).port}/hook"
+        _resolving(monkeypatch, "hooks.example", ["127.0.0.1"])
+        sender = WebhookSender(session=_trusting(certificate))
+        with pytest.raises(DeliveryFailed, match="Hostname mismatch"):
+            sender.send(target, new_secret(), "m", BODY)
+    assert received == []
