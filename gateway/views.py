@@ -33,6 +33,9 @@ def job_view(item: models.OutboxItem) -> dict[str, Any]:
     }
 
 
+_SHOWN_STATE = {"queued": "none"}  # an attempt under way: no badge in Credly yet
+
+
 def badge_view(badge: models.Badge | None) -> dict[str, Any]:
     """The badge of the current period as the standing shows it."""
     if badge is None:
@@ -44,13 +47,14 @@ def badge_view(badge: models.Badge | None) -> dict[str, Any]:
             "state_changed_at": None,
         }
     view = {
-        "state": badge.state,
+        # SPEC §6 and §8: Credly's state, `none` before Credly has it, `error` when its job failed
+        "state": "error" if badge.last_error else _SHOWN_STATE.get(badge.state, badge.state),
         "credly_badge_id": badge.credly_badge_id,
         "issued_at": _iso(badge.issued_at),
         "expires_at": _iso(badge.expires_at),
         "state_changed_at": _iso(badge.state_changed_at),
     }
-    if badge.state == "error":
+    if badge.last_error:
         view["error"] = badge.last_error
     return view
 

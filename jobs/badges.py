@@ -12,7 +12,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from connectors.credly import Badge as CredlyBadge
-from connectors.credly import BadgeRequest, CredlyError, PermanentError
+from connectors.credly import BadgeRequest, PermanentError
 from gateway.services import Services
 from gateway.store.models import Badge, Certification, Member, UTCDateTime, utcnow
 from jobs.claim import ClaimedItem
@@ -20,6 +20,7 @@ from jobs.claim import ClaimedItem
 log = logging.getLogger("jobs.badges")
 
 LIVE = ("pending", "accepted")
+BADGE_KEPT = ("active", "inactive")  # the standings whose period has its badge (RULES.md)
 
 
 def _midnight(day: date) -> datetime:
@@ -183,25 +184,28 @@ def _record(
         item.finish(svc.db, connection)
 
 
-def _record_error(svc: Services, badge_id: int, exc: CredlyError) -> None:
+def given_up(svc: Services, item: ClaimedItem, reason: str) -> None:
+    """Keep on the badge of the item's period why its job failed for good (a permanent error, or
+    out of retries), so the standing shows it as `error`; its state stays what Credly last said,
+    so a requeued revoke or replace still finds it live. The next success clears the reason."""
+    period_start = date.fromisoformat(item.payload["period_start"])
     with svc.db.transaction() as session:
-        badge = session.get(Badge, badge_id)
-        badge.last_error = f"{exc} {exc.body}" if exc.body else str(exc)
-        if isinstance(exc, PermanentError):
-            badge.state, badge.state_changed_at = "error", utcnow()
+        badge = _period_badge(session, item.certification_id, period_start)
+        if badge is not None:
+            badge.last_error = reason
 
 
 def issue(svc: Services, item: ClaimedItem) -> None:
     """Issue the badge of the item's period, adopting one Credly already has for it."""
     period_start = date.fromisoformat(item.payload["period_start"])
     cert = _certification(svc, item.certification_id)
-    if cert.status != "active" or cert.standing["certified_on"] != period_start.isoformat():
+    if cert.status not in BADGE_KEPT or cert.standing["certified_on"] != period_start.isoformat():
         log.info("not issuing: certification is %s now", cert.status)
         return
     recipient: BadgeRequest | PermanentError
     try:
         recipient = _recipient(svc, cert)
-    except PermanentError as exc:  # no badge template: recorded on the badge below
+    except PermanentError as exc:  # no badge template: the attempt is recorded first
         recipient = exc
     attempted = svc.db.write(
         _ATTEMPTS[svc.db.engine.dialect.name],
@@ -219,20 +223,15 @@ def issue(svc: Services, item: ClaimedItem) -> None:
         log.info("badge already issued", extra={"credly_badge_id": credly_badge_id})
         return
     if isinstance(recipient, PermanentError):
-        _record_error(svc, badge_id, recipient)
-        raise recipient
-    try:
-        found = svc.credly.find_badge(
-            issuer_earner_id=recipient.issuer_earner_id,
-            badge_template_id=recipient.badge_template_id,
-        )
-        if found is None or found.state not in LIVE:
-            found = svc.credly.issue_badge(recipient)
-        else:
-            log.info("adopting the badge Credly already has", extra={"credly_badge_id": found.id})
-    except CredlyError as exc:
-        _record_error(svc, badge_id, exc)
-        raise
+        raise recipient  # the attempt is on the badge: `given_up` gives it the reason
+    found = svc.credly.find_badge(
+        issuer_earner_id=recipient.issuer_earner_id,
+        badge_template_id=recipient.badge_template_id,
+    )
+    if found is None or found.state not in LIVE:
+        found = svc.credly.issue_badge(recipient)
+    else:
+        log.info("adopting the badge Credly already has", extra={"credly_badge_id": found.id})
     _record(svc, badge_id, found, item)
 
 
@@ -249,12 +248,7 @@ def replace(svc: Services, item: ClaimedItem) -> None:
         badge.attempts += 1
         session.flush()
         badge_id, credly_id = badge.id, badge.credly_badge_id
-    try:
-        found = _replace_once(svc, credly_id, recipient)
-    except CredlyError as exc:
-        _record_error(svc, badge_id, exc)
-        raise
-    _record(svc, badge_id, found, item)
+    _record(svc, badge_id, _replace_once(svc, credly_id, recipient), item)
 
 
 def _replace_once(svc: Services, credly_id: str, recipient: BadgeRequest) -> CredlyBadge:
@@ -289,9 +283,4 @@ def revoke(svc: Services, item: ClaimedItem) -> None:
             )
         ]
     for badge_id, credly_id in targets:
-        try:
-            found = svc.credly.revoke_badge(credly_id, reason=reason)
-        except CredlyError as exc:
-            _record_error(svc, badge_id, exc)
-            raise
-        _record(svc, badge_id, found)
+        _record(svc, badge_id, svc.credly.revoke_badge(credly_id, reason=reason))

@@ -33,6 +33,13 @@ HANDLERS: dict[str, Handler] = {
     "push_directory": deliveries.push_directory,
 }
 
+#: What else a final failure of an item of the kind records (besides the item's own end).
+GIVEN_UP: dict[str, Callable[[Services, ClaimedItem, str], None]] = {
+    "issue_badge": badges.given_up,
+    "replace_badge": badges.given_up,
+    "revoke_badge": badges.given_up,
+}
+
 #: Kinds retried on their own policy; the others get MAX_ATTEMPTS on JOB_RETRY_BASE_SECONDS.
 POLICIES: dict[str, Callable[[Settings], RetryPolicy]] = {
     "deliver_webhook": deliveries.retry_policy,
@@ -146,7 +153,10 @@ def _retry(
 
 
 def _fail(svc: Services, item: ClaimedItem, reason: str) -> None:
-    """Record a final failure: listed by `gateway jobs failed` until requeued."""
+    """Record a final failure: listed by `gateway jobs failed` until requeued. What the kind
+    records of it comes first: should the item's end be lost, the item is failed again later."""
+    if item.kind in GIVEN_UP:
+        GIVEN_UP[item.kind](svc, item, reason)
     _finish(svc, item, "failed", reason)
     log.error("job failed", extra={"error": reason})
 

@@ -48,9 +48,7 @@ def actions(
     """What the change from `before` (None: nothing known yet) to `after` calls for, in the order
     to run it: badge jobs first, the verification sync last; empty when nothing changed."""
     result: list[Action] = []
-    if after.status == ACTIVE and (
-        before is None or before.status != ACTIVE or before.certified_on != after.certified_on
-    ):
+    if _issues_badge(before, after):
         result.append(IssueBadge())
     if before is not None and _replaces_badge(before, after, badge_expires):
         result.append(ReplaceBadge())
@@ -60,6 +58,17 @@ def actions(
     if before is None or _public(before) != _public(after):
         result.append(SyncVerification())
     return result
+
+
+def _issues_badge(before: Standing | None, after: Standing) -> bool:
+    """A period's badge is issued on grant and on recertification, and kept while inactive
+    (RECERT-RESET, the status table): so when a period begins in good or kept standing, when it
+    turns active (again: issuing is idempotent), and when a late payment cures a lapse."""
+    if after.status not in _BADGE_KEPT:
+        return False
+    if before is None or before.certified_on != after.certified_on:
+        return True
+    return before.status != ACTIVE and (after.status == ACTIVE or before.status not in _BADGE_KEPT)
 
 
 def _replaces_badge(before: Standing, after: Standing, badge_expires: bool) -> bool:

@@ -23,6 +23,7 @@ from connectors.credly import Badge as CredlyBadge
 from gateway import intake, metrics
 from gateway.cli import cli
 from gateway.store.models import Badge, OutboxItem
+from gateway.views import badge_view
 from jobs import badges as badges_jobs
 from jobs import dispatch, outbox
 from jobs.badges import _record
@@ -180,7 +181,9 @@ def test_a_permanent_error_fails_at_once_is_listed_and_requeued(svc, monkeypatch
     assert "recipient_email is invalid" in item.last_error
     assert item.due_at is None  # never claimed again unless requeued
     [badge] = badges(svc)
-    assert badge.state == "error" and "recipient_email is invalid" in badge.last_error
+    assert badge.state == "queued"  # Credly has none; the standing shows the failure:
+    assert badge_view(badge)["state"] == "error"
+    assert "recipient_email is invalid" in badge_view(badge)["error"]
 
     env = {
         "DATABASE_URL": svc.settings.database_url,
@@ -201,6 +204,7 @@ def test_a_permanent_error_fails_at_once_is_listed_and_requeued(svc, monkeypatch
     drain(svc, lambda: issue_done(svc))
     [badge] = badges(svc)
     assert badge.state == "pending" and badge.credly_badge_id == "b-1"
+    assert badge.last_error is None and "error" not in badge_view(badge)
     assert json.loads(runner.invoke(cli, ["jobs", "failed", "--json"], env=env).stdout) == []
 
 
@@ -213,8 +217,9 @@ def test_a_credential_without_a_badge_template_fails_and_the_badge_says_why(svc)
     assert item.state == "failed" and item.attempts == 1
     assert "no Credly badge template configured for credential RMA" in item.last_error
     [badge] = badges(svc)
-    assert badge.state == "error" and badge.attempts == 1 and badge.badge_template_id is None
-    assert "no Credly badge template" in badge.last_error
+    assert badge.attempts == 1 and badge.badge_template_id is None
+    assert badge_view(badge)["state"] == "error"
+    assert "no Credly badge template" in badge_view(badge)["error"]
     assert len(responses.calls) == 0  # Credly is never asked
 
     svc.settings = replace(svc.settings, credly_badge_templates={"RMA": "tmpl-rma"})
@@ -225,6 +230,49 @@ def test_a_credential_without_a_badge_template_fails_and_the_badge_says_why(svc)
     [badge] = badges(svc)
     assert (badge.state, badge.attempts, badge.badge_template_id) == ("pending", 2, "tmpl-rma")
     assert badge.credly_badge_id == "b-1" and badge.last_error is None
+
+
+@responses.activate
+def test_a_job_out_of_retries_shows_the_badge_as_error_with_the_reason(svc):
+    responses.get(re.compile(re.escape(BADGES) + r"\?.*"), json=EMPTY_LIST)
+    responses.post(BADGES, status=503, json={"message": "maintenance"})
+    submit(svc, granted("2026-03-01"))
+    with svc.db.transaction() as session:  # its retries used up but the last
+        for item in session.query(OutboxItem).filter_by(kind="issue_badge"):
+            item.attempts = MAX_ATTEMPTS - 1
+    drain(svc, lambda: issue_done(svc))
+    [item] = items(svc, "issue_badge")
+    assert item.state == "failed" and item.attempts == MAX_ATTEMPTS
+    [badge] = badges(svc)
+    view = badge_view(badge)
+    assert view["state"] == "error" and "gave up after 8 attempts" in view["error"]
+    assert "503" in view["error"]
+
+
+@responses.activate
+def test_a_retry_under_way_does_not_show_the_badge_as_error(svc):
+    responses.get(re.compile(re.escape(BADGES) + r"\?.*"), json=EMPTY_LIST)
+    responses.post(BADGES, status=503, json={"message": "maintenance"})
+    submit(svc, granted("2026-03-01"))
+    SimpleWorker([Queue(svc.settings.queue_name, connection=svc.redis)], connection=svc.redis).work(
+        burst=True
+    )
+    [item] = items(svc, "issue_badge")
+    assert item.state == "retrying"
+    [badge] = badges(svc)
+    assert badge.last_error is None and badge_view(badge)["state"] == "none"
+
+
+@responses.activate
+def test_a_grant_recorded_when_already_inactive_issues_the_kept_badge(svc):
+    responses.get(re.compile(re.escape(BADGES) + r"\?.*"), json=EMPTY_LIST)
+    responses.post(BADGES, status=201, json=badge_json())
+    answer = submit(svc, granted("2024-01-10"))  # the fee for 2025 is overdue: inactive
+    assert answer.body["standing"]["status"] == "inactive"
+    assert "issue_badge" in answer.body["actions"]
+    drain(svc, lambda: issue_done(svc))
+    [badge] = badges(svc)
+    assert (badge.credly_badge_id, badge.state) == ("b-1", "pending")
 
 
 @responses.activate
@@ -277,6 +325,31 @@ def test_revoke_after_audit_failure_and_revoking_twice_succeeds(svc):
 
 
 @responses.activate
+def test_a_failed_revoke_keeps_the_badge_live_and_a_requeue_revokes_it(svc):
+    responses.get(re.compile(re.escape(BADGES) + r"\?.*"), json=EMPTY_LIST)
+    responses.post(BADGES, status=201, json=badge_json())
+    responses.put(f"{BADGES}/b-1/revoke", status=403, json={"message": "not allowed"})
+    responses.get(f"{BADGES}/b-1", json=badge_json())  # not revoked already: the 403 stands
+    responses.put(f"{BADGES}/b-1/revoke", status=200, json=badge_json(state="revoked"))
+    submit(svc, granted("2026-03-01"))
+    drain(svc, lambda: issue_done(svc))
+    audit = {"result": "failed", "audited_on": "2026-06-01", "cycle_start": "2026-03-01"}
+    submit(svc, event("audit.completed", audit))
+    revoked = lambda: all(i.state in ("done", "failed") for i in items(svc, "revoke_badge"))  # noqa: E731
+    drain(svc, revoked)
+    [item] = items(svc, "revoke_badge")
+    assert item.state == "failed"
+    [badge] = badges(svc)
+    assert badge.state == "pending"  # still live in Credly, as far as the gateway knows
+    assert badge_view(badge)["state"] == "error" and "not allowed" in badge_view(badge)["error"]
+    dispatch.requeue(svc, svc.dispatcher, [item.id])
+    drain(svc, revoked)
+    [badge] = badges(svc)
+    assert badge.state == "revoked" and badge_view(badge)["state"] == "revoked"
+    assert [c.request.method for c in responses.calls].count("PUT") == 2
+
+
+@responses.activate
 def test_the_badge_and_the_item_done_are_recorded_in_one_transaction(svc, monkeypatch):
     responses.get(re.compile(re.escape(BADGES) + r"\?.*"), json=EMPTY_LIST)
     responses.post(BADGES, status=201, json=badge_json())
@@ -293,6 +366,7 @@ def test_the_badge_and_the_item_done_are_recorded_in_one_transaction(svc, monkey
     assert item.state == "retrying" and "RuntimeError" in item.last_error
     [badge] = badges(svc)
     assert badge.credly_badge_id is None and badge.state == "queued"
+    assert badge_view(badge)["state"] == "none"  # not in Credly yet, and no failure
 
 
 @responses.activate

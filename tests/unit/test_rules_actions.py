@@ -52,6 +52,28 @@ def test_actions_inactive_to_active_issues_again_idempotently():
     assert kinds(before, after) == ["issue_badge", "sync_verification"]
 
 
+def test_actions_grant_recorded_when_already_inactive_issues_the_kept_badge():
+    after = standing([GRANT], date(2006, 7, 1))  # FEE-OVERDUE: inactive, the badge is kept
+    assert after.status == "inactive"
+    assert kinds(None, after) == ["issue_badge", "sync_verification"]
+
+
+def test_actions_recertification_already_inactive_issues_the_new_period_badge():
+    history = [GRANT, exam_recert(date(2012, 3, 1))]  # RECERT-RESET: the badge is issued again
+    before = standing(history, date(2012, 2, 29))
+    after = standing(history, date(2013, 5, 1))  # the new period's first fee is overdue
+    assert (before.status, after.status) == ("lapsed", "inactive")
+    assert kinds(before, after) == ["issue_badge", "sync_verification"]
+
+
+def test_actions_late_fee_curing_a_lapse_into_inactive_issues_the_badge_again():
+    late = fee(2006, date(2009, 6, 30))  # paid on the last day of grace, recorded after the lapse
+    before = standing([GRANT], date(2009, 7, 5))
+    after = standing([GRANT, late], date(2009, 7, 5))
+    assert (before.status, after.status) == ("lapsed", "inactive"), after.reasons
+    assert kinds(before, after) == ["issue_badge", "sync_verification"]
+
+
 def test_actions_lapse_revokes_with_the_deciding_rule():
     before = standing([GRANT], date(2009, 6, 30))
     after = standing([GRANT], date(2009, 7, 1))
