@@ -110,7 +110,7 @@ class ClientCredentials(ClientCredentialsGrant):
 def _problem_json(status: int, body: dict, headers: list | dict) -> Response:
     detail = body.get("error_description") or body.get("error", "")
     payload = {"type": "about:blank", "title": _ERROR_TITLES.get(status, "Error")}
-    payload.update(status=status, detail=detail, **body)
+    payload.update(status=status, detail=detail, errors=[], **body)
     response = Response(json.dumps(payload), status=status, mimetype=PROBLEM_TYPE)
     for key, value in dict(headers).items():
         if key.lower() != "content-type":

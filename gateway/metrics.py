@@ -157,6 +157,6 @@ def init_app(app: Flask, svc: Services) -> None:
     @bp.get("/metrics")
     def metrics() -> Response:
         """Prometheus text exposition."""
-        return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 
     app.register_blueprint(bp)

@@ -48,9 +48,8 @@ class Problem(Exception):
             "title": self.title,
             "status": self.status,
             "detail": self.detail or self.title,
+            "errors": self.errors or [],  # SPEC §4: every problem has the list, empty or not
         }
-        if self.errors is not None:
-            body["errors"] = self.errors
         body.update(self.extra)
         return body
 

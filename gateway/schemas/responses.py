@@ -42,7 +42,11 @@ class ProblemSchema(Schema):
     title = fields.String(required=True)
     status = fields.Integer(required=True, validate=validate.Range(min=400, max=599))
     detail = fields.String(required=True)
-    errors = fields.List(fields.Nested(ProblemErrorSchema))
+    errors = fields.List(
+        fields.Nested(ProblemErrorSchema),
+        required=True,
+        metadata={"description": "Empty unless fields or rules are named."},
+    )
 
 
 class ReasonSchema(_Closed):
@@ -92,13 +96,16 @@ class BadgeViewSchema(_Closed):
 
     state = fields.String(
         required=True,
-        metadata={"description": "none, queued, pending, accepted, rejected, revoked, or error"},
+        metadata={
+            "description": "none, pending, accepted, rejected or revoked (Credly's), or error: "
+            "its job failed for good (`error` says why; requeued, it may still succeed)"
+        },
     )
     credly_badge_id = fields.String(required=True, allow_none=True)
     issued_at = fields.DateTime(required=True, allow_none=True)
     expires_at = fields.DateTime(required=True, allow_none=True)
     state_changed_at = fields.DateTime(required=True, allow_none=True)
-    error = fields.String(metadata={"description": "Why the badge job failed (state error)."})
+    error = fields.String(metadata={"description": "Why the badge's job failed (state error)."})
 
 
 class VerificationSyncSchema(_Closed):

@@ -6,7 +6,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,19 +31,14 @@ from tests.integration.test_badge_jobs import (
     submit,
 )
 from tests.support.credly_standin import CredlyStandIn
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.support.serving import free_port
 
 
 class PrivateRedis:
     """A redis-server of this test's own, so it can be stopped and started."""
 
     def __init__(self, tmp: Path) -> None:
-        self.port, self.tmp, self.proc = _free_port(), tmp, None
+        self.port, self.tmp, self.proc = free_port(), tmp, None
 
     @property
     def url(self) -> str:

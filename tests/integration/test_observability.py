@@ -7,7 +7,6 @@ import logging
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,10 +15,12 @@ from pathlib import Path
 
 import pytest
 import requests
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway import logs, metrics
 from tests.conftest import register_client
 from tests.events_helpers import fee, granted
+from tests.support.serving import free_port, serve_env
 
 
 @pytest.fixture
@@ -43,8 +44,11 @@ def test_metrics_count_requests_events_rejections_jobs_and_backlog(app, client, 
     client.post("/v1/events", json=granted("2020-01-10"), headers=headers)
     client.post("/v1/events", json=fee(2020, "2020-02-01"), headers=headers)  # FEE-YEAR-RANGE
     client.post("/v1/events", json={"type": "renewal.fee_paid"}, headers=headers)
-    text = client.get("/metrics").get_data(as_text=True)
-    assert text.startswith("# HELP") or "# HELP" in text
+    exposition = client.get("/metrics")
+    text = exposition.get_data(as_text=True)
+    assert "# HELP" in text
+    # Prometheus's own content type, its parameters once each (a scraper refuses repeats)
+    assert exposition.headers["Content-Type"] == CONTENT_TYPE_LATEST
 
     def grew(name, **labels):
         return sample(text, name, **labels) - sample(before, name, **labels)
@@ -113,12 +117,6 @@ def test_no_secret_or_token_reaches_the_logs(app, client, capfd):
         assert secret_text not in out + err
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _listening_sockets(port: int) -> int:
     """How many TCP sockets listen on `port` (Linux's /proc/net/tcp; state 0A is LISTEN)."""
     rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
@@ -130,17 +128,8 @@ def _listening_sockets(port: int) -> int:
 
 
 def test_gateway_serve_runs_gunicorn_processes_whose_metrics_add_up(tmp_path, postgres_url):
-    port = _free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": postgres_url,
-        "WEB_BIND": f"127.0.0.1:{port}",
-        "WEB_WORKERS": "2",
-        "WEB_THREADS": "2",
-        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
-        "INSTANCE_PATH": str(tmp_path),
-    }
-    env.pop("REDIS_URL", None)
+    port = free_port()
+    env = serve_env(tmp_path, postgres_url, port, WEB_WORKERS="2", WEB_THREADS="2")
     gateway = os.path.join(os.path.dirname(sys.executable), "gateway")
     log = (tmp_path / "serve.log").open("wb")
     proc = subprocess.Popen([gateway, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)

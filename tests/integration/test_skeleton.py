@@ -1,7 +1,6 @@
 """Migrations on both databases, health probes, and the embedded default starting."""
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -11,6 +10,7 @@ from sqlalchemy import inspect
 
 from gateway.store.db import Database
 from gateway.store.models import Base
+from tests.support.serving import free_port
 
 
 def test_migrations_create_every_model_table(database_url):
@@ -74,6 +74,9 @@ def test_unknown_route_and_wrong_method_answer_problem_json(client):
     wrong = client.post("/healthz")
     assert wrong.status_code == 405 and wrong.mimetype == "application/problem+json"
     assert "GET" in wrong.headers["Allow"]
+    for answer in (missing, wrong):  # SPEC §4: the five members, `errors` empty when none apply
+        assert set(answer.get_json()) == {"type", "title", "status", "detail", "errors"}
+        assert answer.get_json()["errors"] == []
 
 
 def test_internal_error_is_problem_json_without_traceback(app):
@@ -96,14 +99,8 @@ def test_embedded_default_migrates_itself_and_says_so(make_app, tmp_path, caplog
     assert any("EMBEDDED DEFAULT MODE" in r.getMessage() for r in caplog.records)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_gateway_run_serves_healthz_on_the_embedded_default(tmp_path):
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     env["INSTANCE_PATH"] = str(tmp_path / "instance")
     gateway = os.path.join(os.path.dirname(sys.executable), "gateway")
