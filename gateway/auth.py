@@ -51,11 +51,18 @@ class Client(ClientMixin):
     def get_default_redirect_uri(self) -> None:
         return None
 
-    def get_allowed_scope(self, scope: str | None) -> str:
-        allowed = self.row.scope.split()
-        if not scope:
-            return " ".join(allowed)
-        return " ".join(s for s in scope.split() if s in allowed)
+    def get_allowed_scope(self, scope: str | None) -> str | None:
+        """The scopes asked for (all the client's if none), or None if the client lacks any.
+
+        Authlib's token generator answers None with `invalid_scope` (RFC 6749 §5.2), no token made.
+        """
+        held = self.row.scope.split()
+        requested = set((scope or "").split())
+        if not requested:
+            return " ".join(held)
+        if not requested <= set(held):
+            return None
+        return " ".join(s for s in held if s in requested)
 
     def check_redirect_uri(self, redirect_uri: str) -> bool:
         return False

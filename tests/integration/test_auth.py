@@ -63,6 +63,40 @@ def test_unsupported_scope_is_400_problem(app, client):
     assert response.get_json()["error"] == "invalid_scope"
 
 
+def _stored_scopes(app):
+    with app.extensions["gateway"].db.sessions() as session:
+        return [row.scope for row in session.query(OAuthToken)]
+
+
+@pytest.mark.parametrize("scope", ["admin", "events:write admin"])
+def test_unheld_scope_is_400_invalid_scope_and_no_token(app, client, scope):
+    cid, secret = register_client(app, "events:write")
+    response = _token(client, {"scope": scope}, auth=(cid, secret))
+    assert response.status_code == 400
+    assert response.mimetype == "application/problem+json"
+    body = response.get_json()
+    assert body["error"] == "invalid_scope" and "access_token" not in body
+    assert _stored_scopes(app) == []
+
+
+def test_requested_subset_is_granted_and_echoed(app, client):
+    cid, secret = register_client(app, "events:write certifications:read verifications:read")
+    scope = "verifications:read events:write verifications:read"
+    response = _token(client, {"scope": scope}, auth=(cid, secret))
+    assert response.status_code == 200
+    assert response.get_json()["scope"] == "events:write verifications:read"
+    assert _stored_scopes(app) == ["events:write verifications:read"]
+
+
+@pytest.mark.parametrize("data", [{}, {"scope": ""}, {"scope": " "}])
+def test_no_scope_grants_all_the_clients_scopes(app, client, data):
+    cid, secret = register_client(app, "events:write admin")
+    response = _token(client, data, auth=(cid, secret))
+    assert response.status_code == 200
+    assert response.get_json()["scope"] == "events:write admin"
+    assert _stored_scopes(app) == ["events:write admin"]
+
+
 def test_secret_and_token_are_stored_only_as_hashes(app, client):
     cid, secret = register_client(app, "events:write")
     token = _token(client, {}, auth=(cid, secret)).get_json()["access_token"]
