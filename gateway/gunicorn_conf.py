@@ -10,6 +10,7 @@ from typing import Any
 from prometheus_client import multiprocess
 
 from gateway.config import Settings
+from gateway.logs import JsonFormatter
 
 _settings = Settings.from_env()
 
@@ -33,6 +34,36 @@ access_log_format = (
     '{"logger": "gunicorn.access", "remote": "%(h)s", "method": "%(m)s", "path": "%(U)s", '
     '"status": %(s)s, "bytes": "%(B)s", "duration_ms": %(M)s, "request_id": "%({x-request-id}o)s"}'
 )
+# gunicorn's own log (start-up, workers, errors) as JSON lines on stderr through the app's handler
+# and formatter (gateway.logs, which finds that handler on the root and keeps it); its level stays
+# gunicorn's `loglevel`. The access log keeps its own handler: its message is already the JSON
+# line of `access_log_format`. Every key is given, so none of gunicorn's CONFIG_DEFAULTS (a plain
+# text root handler; access lines propagating to the root) is merged in.
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "json": {"()": JsonFormatter},
+        "message": {"format": "%(message)s"},
+    },
+    "handlers": {
+        "json": {
+            "class": "logging.StreamHandler",
+            "formatter": "json",
+            "stream": "ext://sys.stderr",
+        },
+        "access": {
+            "class": "logging.StreamHandler",
+            "formatter": "message",
+            "stream": "ext://sys.stdout",
+        },
+    },
+    "root": {"level": _settings.log_level, "handlers": ["json"]},
+    "loggers": {
+        "gunicorn.error": {"handlers": [], "propagate": True},
+        "gunicorn.access": {"handlers": ["access"], "propagate": False},
+    },
+}
 
 
 def on_starting(server: Any) -> None:
