@@ -66,5 +66,5 @@ def create_app(settings: Settings | None = None) -> Flask:
         app.register_blueprint(blueprint)
     ratelimit.init_app(app, settings, api=verifications.bp, page=pages.bp)
     log.info(settings.mode_line())
-    credly_token.warn_if_token_expiring(settings)  # also when `gateway worker` starts
+    credly_token.warn_if_token_expiring(settings)  # at start; daily from the workers' cron
     return app

@@ -1,4 +1,5 @@
-"""The Credly token's configured expiry: reported by `/readyz`, warned about 14 days ahead.
+"""The Credly token's configured expiry: reported by `/readyz`, warned about 14 days ahead (when
+the app or a worker starts, and daily from the workers' cron: `jobs.sweep.check_credly_token`).
 
 Credly authorization tokens last 180 days and Credly offers no call that says when one expires, so
 the gateway knows only what `CREDLY_TOKEN_EXPIRES_ON` tells it.

@@ -44,10 +44,11 @@ class Scope:
 
 @dataclass
 class Summary:
-    """What a sweep did."""
+    """What a sweep did; certifications granted after its day are skipped, not evaluated."""
 
     scope: Scope
     evaluated: int = 0
+    not_yet_granted: int = 0
     changed: int = 0
     transitions: Counter[str] = field(default_factory=Counter)
     actions: Counter[str] = field(default_factory=Counter)
@@ -59,6 +60,7 @@ class Summary:
             "as_of": self.scope.as_of.isoformat(),
             "dry_run": self.scope.dry_run,
             "evaluated": self.evaluated,
+            "not_yet_granted": self.not_yet_granted,
             "changed": self.changed,
             "transitions": dict(self.transitions),
             "actions_queued": dict(self.actions),
@@ -122,7 +124,11 @@ def _revisit_batch(svc: Services, session: Session, summary: Summary, ids: list[
     moved: list[tuple[str, rules.Standing, rules.Standing]] = []
     for cert_id, status, evaluated_on, next_change_on, stored_reasons in rows:
         history = histories.get(cert_id, [])
-        after = rules.evaluate(history, summary.scope.as_of, svc.policy)
+        try:
+            after = rules.evaluate(history, summary.scope.as_of, svc.policy)
+        except rules.NotCertified:  # granted after the sweep's day: it has no standing to change
+            summary.not_yet_granted += 1
+            continue
         summary.evaluated += 1
         reasons = [{"rule": r.rule, "message": r.message} for r in after.reasons]
         same_status = status == after.status and stored_reasons == reasons

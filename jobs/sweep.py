@@ -1,4 +1,5 @@
-"""The scheduled sweep: one at a time across all workers (a Redis lock), every day at a set time."""
+"""The workers' daily cron: the sweep, one at a time across all workers (a Redis lock), and the
+Credly token expiry check, once a day across all workers."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from datetime import date
 from redis.lock import Lock
 from rq.cron import CronScheduler
 
+from gateway.credly_token import warn_if_token_expiring
 from gateway.services import Services
 from gateway.store.models import utcnow
 from gateway.sweep import Scope, Summary, sweep
@@ -16,6 +18,7 @@ from jobs import context
 log = logging.getLogger("jobs.sweep")
 
 LOCK_SECONDS = 3600
+DAY_SECONDS = 24 * 3600
 
 
 class SweepRunning(RuntimeError):
@@ -54,6 +57,16 @@ def run_daily_sweep(as_of: str | None = None) -> dict[str, object]:
     return summary.as_dict()
 
 
+def check_credly_token() -> bool:
+    """RQ job: warn if the Credly token expires within 14 days, by the first worker to run it
+    today (each worker's cron queues it); True if it warned."""
+    svc = context.services()
+    today = utcnow().date()
+    if not svc.redis.set(f"gateway:credly-token-checked:{today}", 1, nx=True, ex=DAY_SECONDS):
+        return False
+    return warn_if_token_expiring(svc.settings, today)
+
+
 def cron_expression(time_of_day: str) -> str:
     """A valid `HH:MM` (UTC; see config) as a daily cron expression."""
     hours, minutes = time_of_day.split(":")
@@ -68,13 +81,12 @@ class WorkerCron(CronScheduler):
 
 
 def make_cron(svc: Services) -> WorkerCron:
-    """A cron scheduler that enqueues the daily sweep at SWEEP_TIME (UTC)."""
+    """A cron scheduler that enqueues the daily sweep and the token check at SWEEP_TIME (UTC)."""
     cron = WorkerCron(connection=svc.redis)
+    daily = cron_expression(svc.settings.sweep_time)
+    queue = svc.settings.queue_name
     cron.register(
-        run_daily_sweep,
-        queue_name=svc.settings.queue_name,
-        cron=cron_expression(svc.settings.sweep_time),
-        job_timeout=LOCK_SECONDS,
-        name="daily-sweep",
+        run_daily_sweep, queue_name=queue, cron=daily, job_timeout=LOCK_SECONDS, name="daily-sweep"
     )
+    cron.register(check_credly_token, queue_name=queue, cron=daily, name="credly-token-check")
     return cron

@@ -1,4 +1,5 @@
-"""The Credly token expiry in `/readyz`, and the warning when the app or `gateway worker` starts."""
+"""The Credly token expiry in `/readyz`, and the warning when the app or `gateway worker` starts
+and daily from the workers' cron."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from click.testing import CliRunner
 from gateway import logs
 from gateway.cli import cli
 from gateway.store.models import utcnow
+from jobs.sweep import make_cron
+from jobs.worker import run_worker
 from tests.integration.test_credly_webhooks import LIVE_CREDLY
 
 
@@ -75,3 +78,24 @@ def test_gateway_worker_start_warns_when_the_token_expires_soon(
     assert result.exit_code == 0, result.output
     [warning] = token_warnings(caplog)
     assert "in 5 days" in warning
+
+
+@pytest.mark.parametrize(("days_left", "warnings"), [(14, 1), (0, 1), (15, 0), (30, 0)])
+def test_the_daily_cron_warns_once_a_day_when_the_token_expires_within_14_days(
+    json_logs, make_app, postgres_url, redis_client, redis_url, caplog, days_left, warnings
+):
+    caplog.set_level(logging.WARNING, logger="gateway.credly")
+    expires = utcnow().date() + timedelta(days=days_left)
+    app = make_app(
+        database_url=postgres_url,
+        redis_url=redis_url,
+        credly_token_expires_on=expires,
+        **LIVE_CREDLY,
+    )
+    svc = app.extensions["gateway"]
+    [check] = [job for job in make_cron(svc).get_jobs() if job.name == "credly-token-check"]
+    caplog.clear()  # the warning at start
+    for _ in range(2):  # two workers' crons queue it on the same day
+        check.enqueue(svc.redis)
+    run_worker(svc, burst=True, with_scheduler=False, with_cron=False)
+    assert len(token_warnings(caplog)) == warnings

@@ -1,4 +1,5 @@
-"""The daily sweep: lapses without events, idempotence, ranges, the due-only shortcut, the lock."""
+"""The daily sweep: lapses without events, idempotence, ranges, the due-only shortcut, the lock,
+certifications not yet granted on the sweep's day, the worker's cron."""
 
 from __future__ import annotations
 
@@ -13,7 +14,14 @@ from gateway import intake
 from gateway.cli import cli
 from gateway.store.models import Badge, Certification, VerificationRecord
 from gateway.sweep import Scope, sweep
-from jobs.sweep import SweepRunning, cron_expression, locked_sweep, make_cron, run_daily_sweep
+from jobs.sweep import (
+    SweepRunning,
+    check_credly_token,
+    cron_expression,
+    locked_sweep,
+    make_cron,
+    run_daily_sweep,
+)
 from tests.events_helpers import ccp, event, fee, granted
 
 
@@ -150,6 +158,26 @@ def test_the_cli_prints_a_summary(svc, database_url, tmp_path):
     assert "(dry run)" in text.output and "would queue revoke_badge: 1" in text.output
 
 
+def test_a_full_sweep_before_a_grant_skips_that_certification(svc, database_url, tmp_path):
+    accept(svc, granted("2026-01-05", cert="A-1"))
+    accept(svc, granted("2026-03-01", cert="B-1"))
+
+    def stored() -> tuple:
+        with svc.db.sessions() as session:
+            cert = session.get(Certification, "B-1")
+            return cert.status, cert.evaluated_on, cert.standing
+
+    before = stored()
+    env = {"DATABASE_URL": database_url, "INSTANCE_PATH": str(tmp_path)}
+    for dry_run in ([], ["--dry-run"]):
+        args = ["sweep", "--as-of", "2026-02-01", "--full", "--json", *dry_run]
+        result = CliRunner().invoke(cli, args, env=env)
+        assert result.exit_code == 0, result.output
+        summary = json.loads(result.stdout)
+        assert (summary["evaluated"], summary["not_yet_granted"], summary["changed"]) == (1, 1, 0)
+    assert stored() == before
+
+
 def test_only_one_sweep_runs_at_a_time(make_app, postgres_url, redis_url, redis_client):
     from tests.conftest import _truncate
 
@@ -174,8 +202,9 @@ def test_the_worker_schedules_the_sweep_daily_at_the_configured_utc_time(
     svc = make_app(database_url=postgres_url, redis_url=redis_url, sweep_time="04:05").extensions[
         "gateway"
     ]
-    [job] = make_cron(svc).get_jobs()
-    assert job.cron == "5 4 * * *" == cron_expression("04:05")
-    assert job.func is run_daily_sweep
-    nxt = job.get_next_enqueue_time()
-    assert (nxt.hour, nxt.minute) == (4, 5)
+    jobs = make_cron(svc).get_jobs()
+    assert [job.func for job in jobs] == [run_daily_sweep, check_credly_token]
+    for job in jobs:
+        assert job.cron == "5 4 * * *" == cron_expression("04:05")
+        nxt = job.get_next_enqueue_time()
+        assert (nxt.hour, nxt.minute) == (4, 5)
