@@ -14,7 +14,7 @@ from flask import Flask, Request
 from flask.json.provider import DefaultJSONProvider
 from flask.sessions import SessionInterface
 from werkzeug.exceptions import RequestEntityTooLarge
-from werkzeug.routing import Map, UnicodeConverter
+from werkzeug.routing import Map, PathConverter, UnicodeConverter
 from werkzeug.utils import cached_property
 from werkzeug.wsgi import LimitedStream
 
@@ -102,6 +102,12 @@ class SegmentConverter(UnicodeConverter):
         self.regex = self.regex.replace("[^/]", PATH_SEGMENT)
 
 
+class IdPathConverter(PathConverter):
+    """A value that may hold `/` (an event id chosen by its sender), refusing NUL likewise."""
+
+    regex = "[^/\x00][^\x00]*?"
+
+
 class SafeJSONProvider(DefaultJSONProvider):
     """Flask's JSON, refusing request bodies Python could decode but the gateway cannot use.
 
@@ -124,9 +130,10 @@ class SafeJSONProvider(DefaultJSONProvider):
 def init_app(app: Flask) -> None:
     """Add the security headers to every answer of `app`, errors included, and refuse bodies over
     the limit and input that cannot be stored; call it before the blueprints are registered, so
-    that their path values use `SegmentConverter`."""
+    that their path values use `SegmentConverter` (`IdPathConverter` for `path:`)."""
     app.json = SafeJSONProvider(app)
     app.url_map.converters["default"] = app.url_map.converters["string"] = SegmentConverter
+    app.url_map.converters["path"] = IdPathConverter
     app.request_class = BoundedRequest
     app.session_interface = _NoSessions()
     app.wsgi_app = SecurityHeaders(app.wsgi_app)  # type: ignore[method-assign]

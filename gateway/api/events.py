@@ -99,7 +99,7 @@ def _location(answer: intake.Answer) -> str:
     return url_for("events.get_event", event_id=answer.body["event_id"])
 
 
-@bp.get("/v1/events/<event_id>")
+@bp.get("/v1/events/<path:event_id>")  # an event id may hold `/`
 @require_scope("events:write", "certifications:read")
 def get_event(event_id: str) -> ResponseReturnValue:
     """The recorded event, its status and reasons, and the state of every job it caused."""

@@ -58,6 +58,15 @@ def test_grant_is_accepted_with_standing_actions_and_location(post, reader):
     ]
 
 
+@pytest.mark.parametrize("event_id", ["crm/2026/42", "a?b#c%d", "x%2Fy"])
+def test_an_event_id_with_url_characters_is_read_back_at_its_location(post, reader, event_id):
+    response = post(granted("2026-03-01", event_id=event_id))
+    assert response.status_code == 202, response.get_json()
+    recorded = reader(response.headers["Location"])
+    assert recorded.status_code == 200, response.headers["Location"]
+    assert recorded.get_json()["event_id"] == event_id
+
+
 def test_standing_read_shows_badge_issued_by_the_job(post, reader):
     post(granted("2026-03-01"))
     standing = reader("/v1/certifications/CERT-1").get_json()
