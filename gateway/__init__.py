@@ -14,8 +14,11 @@ from gateway.services import Services
 log = logging.getLogger("gateway")
 
 
-def create_app(settings: Settings | None = None) -> Flask:
-    """Build the Flask app: the one place that wires settings, storage, API and error handling."""
+def create_app(settings: Settings | None = None, *, jobs: str = "ON_DEMAND") -> Flask:
+    """Build the Flask app: the one place that wires settings, storage, API and error handling.
+
+    `jobs`: where jobs run without Redis, a `jobs.dispatch.JobThread` name.
+    """
     settings = settings or Settings.from_env()
     app = Flask(__name__, instance_path=settings.instance_path, instance_relative_config=True)
     settings = settings.with_instance(app.instance_path)
@@ -39,9 +42,11 @@ def create_app(settings: Settings | None = None) -> Flask:
         webhooks,
     )
     from jobs import context
-    from jobs.dispatch import make_dispatcher, relay
+    from jobs.dispatch import JobThread, make_dispatcher, relay
 
-    svc.dispatcher = make_dispatcher(svc, synchronous=settings.jobs_synchronous)
+    svc.dispatcher = make_dispatcher(
+        svc, synchronous=settings.jobs_synchronous, jobs=JobThread[jobs]
+    )
     context.use(svc)
     if settings.jobs_in_process:
         try:

@@ -11,8 +11,11 @@ import tempfile
 from datetime import datetime
 
 import click
+from flask import Flask
 from flask.cli import FlaskGroup, with_appcontext
+from flask.helpers import get_debug_flag
 from sqlalchemy import select
+from werkzeug.serving import is_running_from_reloader
 
 from gateway import auth, create_app
 from gateway.services import services
@@ -25,7 +28,19 @@ from jobs.sweep import SweepRunning, locked_sweep
 from jobs.worker import run_worker
 
 
-@click.group(cls=FlaskGroup, create_app=lambda: create_app())
+def command_app() -> Flask:
+    """The app of a command. Without Redis (the embedded default) jobs run in the serving
+    process (`gateway run`; with its reloader, the child that serves), which also looks for due
+    ones now and then; any other command leaves its jobs to it."""
+    command = click.get_current_context(silent=True)
+    serving = command is not None and command.info_name == "run"
+    if serving and not is_running_from_reloader():
+        reload = command.params.get("reload")
+        serving = not (get_debug_flag() if reload is None else reload)  # else: the watcher
+    return create_app(jobs="POLLING" if serving else "IN_SERVER")
+
+
+@click.group(cls=FlaskGroup, create_app=command_app)
 def cli() -> None:
     """Operate the credential gateway."""
 
@@ -109,7 +124,8 @@ def serve() -> None:
     shutil.rmtree(metrics_dir, ignore_errors=True)  # samples of a previous run would add up
     os.makedirs(metrics_dir, exist_ok=True)
     gunicorn = shutil.which("gunicorn") or os.path.join(os.path.dirname(sys.executable), "gunicorn")
-    os.execv(gunicorn, [gunicorn, "-c", "python:gateway.gunicorn_conf", "gateway:create_app()"])
+    app = "gateway:create_app(jobs='POLLING')"  # without Redis: jobs in the web processes
+    os.execv(gunicorn, [gunicorn, "-c", "python:gateway.gunicorn_conf", app])
 
 
 @cli.command()

@@ -16,6 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
+from enum import Enum
 from functools import reduce
 
 from redis.exceptions import RedisError
@@ -140,22 +141,38 @@ class InProcessDispatcher(Dispatcher):
     """The embedded default: due items worked on a background thread of this process.
 
     `synchronous` works them in the caller's thread instead (tests, one-off commands), waiting
-    out retries until every due item has settled.
+    out retries until every due item has settled. `polling` (the serving process) keeps the
+    thread for the process's life, looking for due items every RELAY_INTERVAL_SECONDS too: those
+    that commands in other processes queue.
     """
 
-    def __init__(self, svc: Services, *, synchronous: bool = False) -> None:
+    def __init__(self, svc: Services, *, synchronous: bool = False, polling: bool = False) -> None:
         self.svc = svc
         self.synchronous = synchronous
+        self.polling = polling and not synchronous
         self._woken = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._local = threading.local()
+        self._closed = False
+        if self.polling:
+            self.wake()
+
+    def close(self) -> None:
+        """Stop working items in this process, once the pass under way has ended."""
+        with self._lock:
+            self._closed, thread = True, self._thread
+        self._woken.set()
+        if thread is not None:
+            thread.join()
 
     def wake(self) -> None:
         if self.synchronous:
             self._work_here()
             return
         with self._lock:  # the thread decides to stop under the lock too: no wake-up is lost
+            if self._closed:
+                return
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="jobs", daemon=True)
                 self._thread.start()
@@ -173,28 +190,59 @@ class InProcessDispatcher(Dispatcher):
 
     def _loop(self) -> None:
         wait: float | None = None
+        interval = self.svc.settings.relay_interval_seconds
         while True:
             self._woken.wait(wait)
             self._woken.clear()
+            if self._closed:
+                return
             try:
                 work_due(self.svc)
                 with self.svc.db.engine.connect() as connection:
                     next_due = connection.scalar(NEXT_DUE)
             except Exception:  # the thread must outlive a database hiccup
                 log.exception("in-process jobs pass failed")
-                next_due = utcnow() + timedelta(seconds=self.svc.settings.relay_interval_seconds)
+                next_due = utcnow() + timedelta(seconds=interval)
             with self._lock:
-                if next_due is None and not self._woken.is_set():
+                if next_due is None and not self._woken.is_set() and not self.polling:
                     self._thread = None  # nothing unsettled: the next wake-up starts another
                     return
             wait = None if next_due is None else _seconds_until(next_due)
+            if self.polling:
+                wait = min(wait, interval) if wait is not None else interval
 
 
-def make_dispatcher(svc: Services, *, synchronous: bool = False) -> Dispatcher:
-    """RQ when Redis is configured, else in-process."""
-    if svc.redis is None:
-        return InProcessDispatcher(svc, synchronous=synchronous)
-    return RQDispatcher(svc)
+class LeftToServer(Dispatcher):
+    """The embedded default in a command other than the server (`gateway sweep`, `gateway jobs
+    requeue`, ...): its items are left to the serving process, which looks for due items every
+    RELAY_INTERVAL_SECONDS. Worked here, they would stop half-done when the command ends, and
+    the dry-run Credly's badges live in the server's memory."""
+
+    def __init__(self, svc: Services) -> None:
+        self.svc = svc
+
+    def wake(self) -> None:
+        log.info("jobs left to the serving process (`gateway run`)")
+
+
+class JobThread(Enum):
+    """Where a process without Redis (the embedded default) has its jobs worked."""
+
+    ON_DEMAND = "a thread of this process, while items are unsettled"
+    POLLING = "a thread of this process for its life, also polling (the server)"
+    IN_SERVER = "the serving process (any other command)"
+
+
+def make_dispatcher(
+    svc: Services, *, synchronous: bool = False, jobs: JobThread = JobThread.ON_DEMAND
+) -> Dispatcher:
+    """RQ when Redis is configured; else in-process as `jobs` says, or in the caller's thread
+    (`synchronous`)."""
+    if svc.redis is not None:
+        return RQDispatcher(svc)
+    if jobs is JobThread.IN_SERVER and not synchronous:
+        return LeftToServer(svc)
+    return InProcessDispatcher(svc, synchronous=synchronous, polling=jobs is JobThread.POLLING)
 
 
 def relay(svc: Services, dispatcher: Dispatcher) -> int:

@@ -16,6 +16,7 @@ from gateway import create_app
 from gateway.config import Settings
 from gateway.store.db import Database
 from gateway.store.models import Base
+from jobs.dispatch import InProcessDispatcher
 
 PG_ADMIN_URL = os.environ.get(
     "GATEWAY_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -100,15 +101,17 @@ def make_app(tmp_path) -> Iterator[Callable[..., Flask]]:
     """Build apps from settings; their database connections are closed after the test."""
     apps: list[Flask] = []
 
-    def factory(**settings: object) -> Flask:
+    def factory(jobs: str = "ON_DEMAND", **settings: object) -> Flask:
         settings.setdefault("instance_path", str(tmp_path / "instance"))
-        app = create_app(Settings(**settings))
+        app = create_app(Settings(**settings), jobs=jobs)
         app.testing = True
         apps.append(app)
         return app
 
     yield factory
     for app in apps:
+        if isinstance(app.extensions["gateway"].dispatcher, InProcessDispatcher):
+            app.extensions["gateway"].dispatcher.close()  # a polling thread would outlive the test
         app.extensions["gateway"].db.engine.dispose()
 
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 import re
 import time
 
+import click
 import responses
 
 from gateway import intake
+from gateway.cli import command_app
 from gateway.store.models import Badge, OutboxItem
-from tests.events_helpers import granted
+from jobs.dispatch import InProcessDispatcher, LeftToServer
+from tests.events_helpers import granted, revoked
 from tests.integration.test_badge_jobs import BADGES, CREDLY, EMPTY_LIST, ORG, badge_json
 
 
@@ -44,3 +47,58 @@ def test_a_retrying_job_does_not_hold_up_the_others(make_app, tmp_path):
     assert badges == {"B-1": "b-second", "A-1": "b-first-retried"}
     worker.join(timeout=10)  # nothing unsettled is left: the jobs thread stops until woken again
     assert not worker.is_alive()
+
+
+def _states(svc) -> list[str]:
+    with svc.db.sessions() as session:
+        return sorted(i.state for i in session.query(OutboxItem))
+
+
+def _until(svc, states: list[str], deadline: float) -> None:
+    while _states(svc) != states:
+        assert time.monotonic() < deadline, _states(svc)
+        time.sleep(0.1)
+
+
+def test_a_command_leaves_its_jobs_to_the_server_which_polls_for_them(make_app, tmp_path):
+    database_url = f"sqlite:///{tmp_path / 'g.sqlite3'}"
+    command = make_app(database_url=database_url, jobs="IN_SERVER").extensions["gateway"]
+    answer = intake.submit_event(command, granted("2026-03-01"))
+    command.dispatcher.dispatch(answer.outbox_ids)
+    time.sleep(0.5)
+    assert _states(command) == ["pending", "pending"]  # none half-done when the command ends
+    server = make_app(database_url=database_url, jobs="POLLING", relay_interval_seconds=1)
+    svc = server.extensions["gateway"]
+    deadline = time.monotonic() + 20
+    _until(svc, ["done", "done"], deadline)
+    answer = intake.submit_event(command, revoked("2026-04-01"))  # another command's event
+    command.dispatcher.dispatch(answer.outbox_ids)
+    _until(svc, ["done"] * 4, deadline)  # found with no wake-up, within the relay interval
+    with svc.db.sessions() as session:
+        [badge] = session.query(Badge).all()
+    assert badge.state == "revoked"  # the server's dry-run Credly revoked the badge it issued
+
+
+def test_only_gateway_run_works_jobs_on_the_embedded_default(tmp_path, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'g.sqlite3'}")
+    monkeypatch.setenv("INSTANCE_PATH", str(tmp_path))
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.delenv("WERKZEUG_RUN_MAIN", raising=False)
+
+    def dispatcher(command: str, **params: object) -> object:
+        with click.Context(click.Command(command), info_name=command) as context:
+            context.params.update(params)
+            svc = command_app().extensions["gateway"]
+        if isinstance(svc.dispatcher, InProcessDispatcher):
+            svc.dispatcher.close()
+        svc.db.engine.dispose()
+        return svc.dispatcher
+
+    served = dispatcher("run")  # the server: a jobs thread for its life, polling
+    assert isinstance(served, InProcessDispatcher) and served.polling
+    for command in ("sweep", "requeue"):
+        assert isinstance(dispatcher(command), LeftToServer), command
+    assert isinstance(dispatcher("run", reload=True), LeftToServer)  # the reloader's watcher
+    monkeypatch.setenv("WERKZEUG_RUN_MAIN", "true")  # the reloader's child, which serves
+    reloaded = dispatcher("run", reload=True)
+    assert isinstance(reloaded, InProcessDispatcher) and reloaded.polling
