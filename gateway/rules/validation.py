@@ -2,7 +2,7 @@
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 
 from . import ids
 from .events import (
@@ -114,8 +114,9 @@ def _future(event: Event, policy: Policy, received_at: datetime) -> Iterator[Vio
             f"occurred_at {event.occurred_at.isoformat()} is more than {minutes} minutes ahead "
             f"of the server clock ({received_at.isoformat()})",
         )
-    # decision: a date is after occurred_at when it is later than occurred_at's UTC day.
-    occurred_on = event.occurred_at.astimezone(UTC).date()
+    # decision: a date is after occurred_at when it is later than the day occurred_at falls on
+    # in its own offset, the sender's calendar (01:00+05:00 on 2 June is 2 June, not 1 June).
+    occurred_on = event.occurred_at.date()
     for field in fields(event):
         value = getattr(event, field.name)
         if type(value) is not date or value <= occurred_on:
@@ -186,7 +187,7 @@ def _check_activity(ctx: _Context, activity: CcpActivity) -> Iterator[Violation]
             f"activity completed on {done}, before the current certification period "
             f"began on {ctx.start}",
         )
-    occurred_on = activity.occurred_at.astimezone(UTC).date()
+    occurred_on = activity.occurred_at.date()  # in its own offset, as EVENT-FUTURE reads it
     if done > occurred_on:
         yield Violation(
             ids.CCP_FUTURE, f"activity completed on {done}, after occurred_at ({occurred_on})"

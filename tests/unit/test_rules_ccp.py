@@ -2,7 +2,7 @@
 SHORT, LAPSED."""
 
 import dataclasses
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 
 from gateway.rules import CredentialPolicy, evaluate
 from tests.unit.rules_factories import (
@@ -127,6 +127,8 @@ def test_ccp_future_rejects_activity_completed_after_occurred_at():
         "CCP-FUTURE"
     ]
     assert rules_broken(history, activity(day, occurred_at=noon(day))) == []
+    early = datetime(2016, 5, 2, 1, tzinfo=timezone(timedelta(hours=5)))  # 1 May in UTC
+    assert rules_broken(history, activity(day, occurred_at=early), early) == []
 
 
 def test_ccp_employment_2021_accepts_employment_inside_cycle_ending_2020_12_31():

@@ -1,7 +1,7 @@
 """Certification-wide rules: CERT-LAPSED, CERT-REVOKED, CERT-UNKNOWN, CERT-EXISTS,
 CREDENTIAL-UNKNOWN, EVENT-FUTURE."""
 
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
@@ -122,6 +122,20 @@ def test_event_future_occurred_at_up_to_five_minutes_ahead_of_clock():
     assert rules_broken(history, on_limit, received) == []
     beyond = fee(2016, date(2016, 6, 1), occurred_at=received + timedelta(minutes=5, seconds=1))
     assert rules_broken(history, beyond, received) == ["EVENT-FUTURE"]
+
+
+@pytest.mark.parametrize(
+    ("occurred_at", "broken"),
+    [
+        ("2016-06-02T01:00:00+05:00", []),  # 2 June where it occurred (1 June in UTC)
+        ("2016-06-01T22:00:00-05:00", ["EVENT-FUTURE"]),  # still 1 June there (2 June in UTC)
+    ],
+)
+def test_event_future_reads_occurred_at_in_its_own_offset(occurred_at, broken):
+    history = accepted(granted(date(2015, 6, 3)))
+    at = datetime.fromisoformat(occurred_at)
+    received = at.astimezone(UTC) + timedelta(hours=1)
+    assert rules_broken(history, fee(2016, date(2016, 6, 2), occurred_at=at), received) == broken
 
 
 def test_event_future_rejects_data_date_after_occurred_at():
