@@ -21,7 +21,9 @@ from jobs.dispatch import InProcessDispatcher
 PG_ADMIN_URL = os.environ.get(
     "GATEWAY_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
-REDIS_URL = os.environ.get("GATEWAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+REDIS_SERVER = "redis://127.0.0.1:6379"
+#: Redis databases a test session may take when GATEWAY_TEST_REDIS_URL names none (13: the bench's).
+REDIS_DATABASES = (15, 14, 12, 11, 10, 9)
 
 
 def _pg_conninfo(url: str) -> str:
@@ -50,15 +52,35 @@ def postgres_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> str:
-    """The test Redis database, which must be reachable."""
+def redis_url() -> Iterator[str]:
+    """The session's Redis database, which the tests empty at will: GATEWAY_TEST_REDIS_URL, or
+    the first of REDIS_DATABASES that no other session holds (a claim in database 0), so that
+    two test sessions on one machine never flush each other's."""
+    given = os.environ.get("GATEWAY_TEST_REDIS_URL")
+    url = given or REDIS_SERVER
     try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
+        server = redis.Redis.from_url(url, socket_connect_timeout=3)
+        server.ping()
     except redis.RedisError as exc:
-        pytest.fail(
-            f"Redis is required at {REDIS_URL} (GATEWAY_TEST_REDIS_URL): {exc}", pytrace=False
-        )
-    return REDIS_URL
+        pytest.fail(f"Redis is required at {url} (GATEWAY_TEST_REDIS_URL): {exc}", pytrace=False)
+    if given:
+        yield given
+        return
+    claims = redis.Redis.from_url(f"{REDIS_SERVER}/0")
+    session = uuid.uuid4().hex
+    for number in REDIS_DATABASES:
+        claim = f"gateway-tests:redis-db:{number}"
+        if claims.set(claim, session, nx=True, ex=3600):
+            break
+    else:
+        pytest.fail(f"Redis databases {REDIS_DATABASES} are all held by test sessions", False)
+    url = f"{REDIS_SERVER}/{number}"
+    redis.Redis.from_url(url).flushdb()  # ours now: whatever a killed session left goes
+    try:
+        yield url
+    finally:
+        if claims.get(claim) == session.encode():
+            claims.delete(claim)
 
 
 @pytest.fixture
