@@ -181,6 +181,8 @@ class Settings:
             raise ConfigError("DELIVERY_RETRY_BASE_SECONDS must be at least 1")
         if self.job_concurrency < 1:
             raise ConfigError("JOB_CONCURRENCY must be at least 1")
+        if self.relay_interval_seconds < 1:
+            raise ConfigError("RELAY_INTERVAL_SECONDS must be at least 1")
         _all_or_none(
             "The verification directory",
             {

@@ -184,15 +184,39 @@ def _record(
         item.finish(svc.db, connection)
 
 
-def given_up(svc: Services, item: ClaimedItem, reason: str) -> None:
+#: Why a period's badge job failed for good (None: its last job ended well).
+MARK = (
+    update(Badge)
+    .where(  # bind names unlike the columns': SQLAlchemy keeps those for UPDATE's SET values
+        Badge.certification_id == bindparam("of_certification"),
+        Badge.period_start == bindparam("of_period"),
+        Badge.last_error.is_distinct_from(bindparam("reason")),
+    )
+    .values(last_error=bindparam("reason"), updated_at=_now)
+)
+
+
+def _marked(item: ClaimedItem, reason: str | None) -> dict[str, Any]:
+    return {
+        "of_certification": item.certification_id,
+        "of_period": date.fromisoformat(item.payload["period_start"]),
+        "reason": reason,
+        "now": utcnow(),
+    }
+
+
+def given_up(svc: Services, connection: Connection, item: ClaimedItem, reason: str) -> None:
     """Keep on the badge of the item's period why its job failed for good (a permanent error, or
-    out of retries), so the standing shows it as `error`; its state stays what Credly last said,
-    so a requeued revoke or replace still finds it live. The next success clears the reason."""
-    period_start = date.fromisoformat(item.payload["period_start"])
-    with svc.db.transaction() as session:
-        badge = _period_badge(session, item.certification_id, period_start)
-        if badge is not None:
-            badge.last_error = reason
+    out of retries), in the transaction that fails the item, so the standing shows it as
+    `error`; its state stays what Credly last said, so a requeued revoke or replace still finds
+    it live. The job's next good end clears it (`_settled`, or recording Credly's answer)."""
+    svc.db.execute(connection, MARK, _marked(item, reason))
+
+
+def _settled(svc: Services, item: ClaimedItem) -> None:
+    """The job ended well without Credly's answer to record (nothing left to do): an error a
+    failed attempt left on the badge is over."""
+    svc.db.write(MARK, _marked(item, None))
 
 
 def issue(svc: Services, item: ClaimedItem) -> None:
@@ -201,6 +225,7 @@ def issue(svc: Services, item: ClaimedItem) -> None:
     cert = _certification(svc, item.certification_id)
     if cert.status not in BADGE_KEPT or cert.standing["certified_on"] != period_start.isoformat():
         log.info("not issuing: certification is %s now", cert.status)
+        _settled(svc, item)
         return
     recipient: BadgeRequest | PermanentError
     try:
@@ -221,6 +246,7 @@ def issue(svc: Services, item: ClaimedItem) -> None:
         key = {"certification_id": cert.certification_id, "period_start": period_start}
         [(credly_badge_id,)] = svc.db.read(_CREDLY_ID, key)
         log.info("badge already issued", extra={"credly_badge_id": credly_badge_id})
+        _settled(svc, item)
         return
     if isinstance(recipient, PermanentError):
         raise recipient  # the attempt is on the badge: `given_up` gives it the reason
@@ -241,13 +267,16 @@ def replace(svc: Services, item: ClaimedItem) -> None:
         cert = _certification(svc, item.certification_id, session.connection())
         period_start = date.fromisoformat(cert.standing["certified_on"])
         badge = _period_badge(session, cert.certification_id, period_start)
-        if badge is None or not (badge.credly_badge_id and badge.state in LIVE):
-            log.info("no live badge to replace")
-            return
-        recipient = _recipient(svc, cert)
-        badge.attempts += 1
-        session.flush()
-        badge_id, credly_id = badge.id, badge.credly_badge_id
+        live = badge is not None and badge.credly_badge_id and badge.state in LIVE
+        if live:
+            recipient = _recipient(svc, cert)
+            badge.attempts += 1
+            session.flush()
+            badge_id, credly_id = badge.id, badge.credly_badge_id
+    if not live:  # settled once the transaction has let the badge's row go
+        log.info("no live badge to replace")
+        _settled(svc, item)
+        return
     _record(svc, badge_id, _replace_once(svc, credly_id, recipient), item)
 
 
@@ -284,3 +313,4 @@ def revoke(svc: Services, item: ClaimedItem) -> None:
         ]
     for badge_id, credly_id in targets:
         _record(svc, badge_id, svc.credly.revoke_badge(credly_id, reason=reason))
+    _settled(svc, item)  # also when the period's badge was not live (nothing to revoke there)

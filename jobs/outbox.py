@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 
+from sqlalchemy import Connection
+
 from connectors.errors import PermanentError, TransientError
 from gateway import logs, metrics
 from gateway.config import Settings
@@ -33,8 +35,8 @@ HANDLERS: dict[str, Handler] = {
     "push_directory": deliveries.push_directory,
 }
 
-#: What else a final failure of an item of the kind records (besides the item's own end).
-GIVEN_UP: dict[str, Callable[[Services, ClaimedItem, str], None]] = {
+#: What else a final failure of an item of the kind records, in the transaction of its end.
+GIVEN_UP: dict[str, Callable[[Services, Connection, ClaimedItem, str], None]] = {
     "issue_badge": badges.given_up,
     "replace_badge": badges.given_up,
     "revoke_badge": badges.given_up,
@@ -153,11 +155,9 @@ def _retry(
 
 
 def _fail(svc: Services, item: ClaimedItem, reason: str) -> None:
-    """Record a final failure: listed by `gateway jobs failed` until requeued. What the kind
-    records of it comes first: should the item's end be lost, the item is failed again later."""
-    if item.kind in GIVEN_UP:
-        GIVEN_UP[item.kind](svc, item, reason)
-    _finish(svc, item, "failed", reason)
+    """Record a final failure: listed by `gateway jobs failed` until requeued; with what the
+    kind records of it (`GIVEN_UP`), in the same transaction."""
+    _finish(svc, item, "failed", reason, also=GIVEN_UP.get(item.kind))
     log.error("job failed", extra={"error": reason})
 
 
@@ -167,8 +167,14 @@ def _finish(
     state: str,
     error: str | None,
     due_at: datetime | None = None,
+    also: Callable[[Services, Connection, ClaimedItem, str], None] | None = None,
 ) -> None:
     """Record how the attempt ended, unless the handler recorded it done with its outcome."""
-    if not (state == "done" and item.done):
-        svc.db.write(ENDED, ended(item.id, state, error, due_at=due_at))
+    values = ended(item.id, state, error, due_at=due_at)
+    if also is not None and error is not None:
+        with svc.db.engine.begin() as connection:
+            also(svc, connection, item, error)
+            svc.db.execute(connection, ENDED, values)
+    elif not (state == "done" and item.done):
+        svc.db.write(ENDED, values)
     metrics.JOBS.labels(item.kind, state).inc()

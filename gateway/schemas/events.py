@@ -162,7 +162,15 @@ class EnvelopeSchema(_Strict):
 
     event_id = fields.String(
         required=True,
-        validate=[_ID, validate.Regexp(r"^[\x21-\x7e]+$", error="Use printable ASCII, no spaces.")],
+        validate=[
+            _ID,
+            # It ends the URL of GET /v1/events/{event_id}, where such parts would be rewritten.
+            validate.Regexp(
+                r"^(?!/|.*//|.*/$|(?:.*/)?\.\.?(?:/|$))[\x21-\x7e]+$",
+                error="Use printable ASCII, no spaces; no / at the start or end, no //, "
+                "no . or .. between slashes.",
+            ),
+        ],
     )
     type = fields.String(required=True, validate=validate.OneOf(list(DATA_SCHEMAS)))
     occurred_at = fields.AwareDateTime(required=True)

@@ -350,6 +350,51 @@ def test_a_failed_revoke_keeps_the_badge_live_and_a_requeue_revokes_it(svc):
 
 
 @responses.activate
+def test_a_requeued_job_with_nothing_left_to_do_clears_the_badges_error(svc):
+    responses.get(re.compile(re.escape(BADGES) + r"\?.*"), json=EMPTY_LIST)
+    responses.post(BADGES, status=201, json=badge_json())
+    responses.put(f"{BADGES}/b-1/revoke", status=403, json={"message": "not allowed"})
+    responses.get(f"{BADGES}/b-1", json=badge_json())
+    submit(svc, granted("2026-03-01"))
+    drain(svc, lambda: issue_done(svc))
+    audit = {"result": "failed", "audited_on": "2026-06-01", "cycle_start": "2026-03-01"}
+    submit(svc, event("audit.completed", audit))
+    settled = lambda: all(i.state in ("done", "failed") for i in items(svc, "revoke_badge"))  # noqa: E731
+    drain(svc, settled)
+    [item] = items(svc, "revoke_badge")
+    with svc.db.transaction() as session:  # then revoked in Credly, as a notification says
+        session.query(Badge).update({"state": "revoked"})
+    assert badge_view(badges(svc)[0])["state"] == "error"
+    dispatch.requeue(svc, svc.dispatcher, [item.id])
+    drain(svc, settled)
+    [badge] = badges(svc)
+    assert [i.state for i in items(svc, "revoke_badge")] == ["done"]
+    assert badge.last_error is None and badge_view(badge)["state"] == "revoked"
+
+
+@responses.activate
+def test_a_badges_error_and_its_items_failure_are_recorded_in_one_transaction(svc, monkeypatch):
+    responses.get(re.compile(re.escape(BADGES) + r"\?.*"), json=EMPTY_LIST)
+    responses.post(BADGES, status=422, json={"message": "recipient_email is invalid"})
+    submit(svc, granted("2026-03-01"))
+    run = svc.db.execute
+
+    def lost_before_the_items_end(connection, statement, params):
+        if statement is outbox.ENDED:
+            raise RuntimeError("database went away")
+        return run(connection, statement, params)
+
+    monkeypatch.setattr(svc.db, "execute", lost_before_the_items_end)
+    [item] = claim_due(svc, 1)
+    assert item.kind == "issue_badge"
+    with pytest.raises(RuntimeError):
+        outbox.run_claimed(svc, item)
+    [badge] = badges(svc)
+    assert badge.last_error is None  # rolled back with the item's end
+    assert items(svc, "issue_badge")[0].state == "running"  # claimed again once its lease ends
+
+
+@responses.activate
 def test_the_badge_and_the_item_done_are_recorded_in_one_transaction(svc, monkeypatch):
     responses.get(re.compile(re.escape(BADGES) + r"\?.*"), json=EMPTY_LIST)
     responses.post(BADGES, status=201, json=badge_json())

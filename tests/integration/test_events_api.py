@@ -58,13 +58,21 @@ def test_grant_is_accepted_with_standing_actions_and_location(post, reader):
     ]
 
 
-@pytest.mark.parametrize("event_id", ["crm/2026/42", "a?b#c%d", "x%2Fy"])
+@pytest.mark.parametrize("event_id", ["crm/2026/42", "a?b#c%d", "x%2Fy", "v1.2/..x/a.", "..."])
 def test_an_event_id_with_url_characters_is_read_back_at_its_location(post, reader, event_id):
     response = post(granted("2026-03-01", event_id=event_id))
     assert response.status_code == 202, response.get_json()
     recorded = reader(response.headers["Location"])
     assert recorded.status_code == 200, response.headers["Location"]
     assert recorded.get_json()["event_id"] == event_id
+
+
+@pytest.mark.parametrize("event_id", ["/x", "x/", "a//b", "a/../x", "./x", "a/.", ".."])
+def test_an_event_id_a_url_would_rewrite_is_refused(post, event_id):
+    response = post(granted("2026-03-01", event_id=event_id))
+    assert response.status_code == 422
+    [error] = response.get_json()["errors"]
+    assert error["field"] == "event_id" and "between slashes" in error["message"]
 
 
 def test_standing_read_shows_badge_issued_by_the_job(post, reader):

@@ -6,7 +6,7 @@ import sys
 import time
 
 import requests
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from gateway.store.db import Database
 from gateway.store.models import Base
@@ -34,6 +34,42 @@ def test_migrations_go_down_and_up_again(tmp_path):
     assert inspect(db.engine).get_table_names() == ["alembic_version"]
     db.upgrade()
     assert "events" in inspect(db.engine).get_table_names()
+
+
+def test_badges_a_failed_job_set_to_error_get_credlys_state_back_and_keep_the_reason(tmp_path):
+    db = Database(f"sqlite:///{tmp_path / 'm.sqlite3'}")
+    db.upgrade("0005")
+    with db.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO members (member_id, first_name, last_name, email, updated_at)"
+                " VALUES ('M-1', 'A', 'B', 'a@example.org', '2026-01-01')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO certifications (certification_id, member_id, credential, status,"
+                " standing, evaluated_on, created_at, updated_at) VALUES ('C-1', 'M-1', 'RMA',"
+                " 'active', '{}', '2026-01-01', '2026-01-01', '2026-01-01')"
+            )
+        )
+        for n, credly_id, error in ((1, None, "no template"), (2, "b-2", "403 not allowed")):
+            conn.execute(
+                text(
+                    "INSERT INTO badges (certification_id, period_start, state, credly_badge_id,"
+                    " attempts, last_error, created_at, updated_at) VALUES ('C-1', :period,"
+                    " 'error', :credly_id, 1, :error, '2026-01-01', '2026-01-01')"
+                ),
+                {"period": f"202{n}-01-01", "credly_id": credly_id, "error": error},
+            )
+    db.upgrade()
+    with db.engine.connect() as conn:
+        rows = conn.execute(text("SELECT state, last_error FROM badges ORDER BY period_start"))
+        assert [tuple(row) for row in rows] == [
+            ("queued", "no template"),
+            ("pending", "403 not allowed"),
+        ]
+    db.engine.dispose()
 
 
 def test_healthz_answers_ok(client):

@@ -54,6 +54,7 @@ def test_badge_templates_accept_json():
         ("CREDLY_BADGE_TEMPLATES", "{not json"),
         ("JOB_CONCURRENCY", "many"),
         ("JOB_CONCURRENCY", "0"),
+        ("RELAY_INTERVAL_SECONDS", "0"),
     ],
 )
 def test_bad_values_name_the_setting(name, value):
