@@ -216,3 +216,15 @@ def test_ccp_before_cycle_after_recertification_rejects_activity_of_closed_perio
     history = accepted(granted(date(2005, 6, 3)), exam_recert(date(2012, 3, 1)))
     assert rules_broken(history, activity(date(2012, 2, 29))) == ["CCP-BEFORE-CYCLE"]
     assert rules_broken(history, activity(date(2012, 3, 1))) == []
+
+
+def test_ccp_lapsed_in_cycle_activity_documented_after_the_lapse_is_history_and_lifts_it():
+    # CCP-SHORT allows late documentation of in-cycle activities; CERT-LAPSED accepts an event
+    # dated before the lapse that arrives after it: the whole history decides.
+    history = accepted(*paid_up(until=2021), activity(date(2019, 1, 1), 30))
+    assert reasons(history, date(2021, 7, 1)) == ["CCP-LAPSED"]  # first cycle short 3 years
+    late = activity(date(2018, 6, 30), 30, occurred_at=noon(date(2021, 7, 5)))
+    assert rules_broken(history, late) == []
+    assert standing([*history, late], date(2021, 7, 5)).status == "active"
+    too_late = activity(date(2018, 7, 1), 30, occurred_at=noon(date(2021, 7, 5)))
+    assert standing([*history, too_late], date(2021, 7, 5)).status == "lapsed"  # next cycle's
