@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from connectors.credly import Badge as CredlyBadge
 from connectors.credly import BadgeRequest, PermanentError
+from gateway.rules import BADGE_KEPT
 from gateway.services import Services
 from gateway.store.models import Badge, Certification, Member, UTCDateTime, utcnow
 from jobs.claim import ClaimedItem
@@ -20,7 +21,6 @@ from jobs.claim import ClaimedItem
 log = logging.getLogger("jobs.badges")
 
 LIVE = ("pending", "accepted")
-BADGE_KEPT = ("active", "inactive")  # the standings whose period has its badge (RULES.md)
 
 
 def _midnight(day: date) -> datetime:

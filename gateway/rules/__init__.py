@@ -4,7 +4,15 @@ No Flask, no SQL, no HTTP: the intake validates and records events, the sweep re
 turn the difference between two standings into badge and verification actions.
 """
 
-from .actions import Action, IssueBadge, ReplaceBadge, RevokeBadge, SyncVerification, actions
+from .actions import (
+    BADGE_KEPT,
+    Action,
+    IssueBadge,
+    ReplaceBadge,
+    RevokeBadge,
+    SyncVerification,
+    actions,
+)
 from .events import (
     EVENT_TYPES,
     AuditCompleted,
@@ -35,6 +43,7 @@ from .validation import Violation, validate
 
 __all__ = [
     "ACTIVE",
+    "BADGE_KEPT",
     "EVENT_TYPES",
     "INACTIVE",
     "LAPSED",

@@ -5,7 +5,8 @@ from typing import ClassVar
 
 from .standing import ACTIVE, INACTIVE, LAPSED, REVOKED, Standing
 
-_BADGE_KEPT = (ACTIVE, INACTIVE)
+#: The standings whose period has its badge (issued, or kept while inactive).
+BADGE_KEPT = (ACTIVE, INACTIVE)
 _BADGE_REVOKED = (LAPSED, REVOKED)
 
 
@@ -64,16 +65,16 @@ def _issues_badge(before: Standing | None, after: Standing) -> bool:
     """A period's badge is issued on grant and on recertification, and kept while inactive
     (RECERT-RESET, the status table): so when a period begins in good or kept standing, when it
     turns active (again: issuing is idempotent), and when a late payment cures a lapse."""
-    if after.status not in _BADGE_KEPT:
+    if after.status not in BADGE_KEPT:
         return False
     if before is None or before.certified_on != after.certified_on:
         return True
-    return before.status != ACTIVE and (after.status == ACTIVE or before.status not in _BADGE_KEPT)
+    return before.status != ACTIVE and (after.status == ACTIVE or before.status not in BADGE_KEPT)
 
 
 def _replaces_badge(before: Standing, after: Standing, badge_expires: bool) -> bool:
     """The same period keeps its badge, whose earner details (or expiry = paid_through) changed."""
-    if before.status not in _BADGE_KEPT or after.status not in _BADGE_KEPT:
+    if before.status not in BADGE_KEPT or after.status not in BADGE_KEPT:
         return False
     if before.certified_on != after.certified_on:
         return False

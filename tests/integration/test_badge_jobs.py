@@ -324,26 +324,37 @@ def test_revoke_after_audit_failure_and_revoking_twice_succeeds(svc):
     assert b"AUDIT-FAILED" in revoke_call.request.body
 
 
-@responses.activate
-def test_a_failed_revoke_keeps_the_badge_live_and_a_requeue_revokes_it(svc):
+def _revoke_settled(svc) -> bool:
+    return all(i.state in ("done", "failed") for i in items(svc, "revoke_badge"))
+
+
+def _failed_revoke(svc, *, then_revoked: bool = False) -> OutboxItem:
+    """Badge b-1 issued, then a failed audit whose revoke Credly refuses with a 403 (and, with
+    `then_revoked`, accepts when asked again); the revoke's failed item."""
     responses.get(re.compile(re.escape(BADGES) + r"\?.*"), json=EMPTY_LIST)
     responses.post(BADGES, status=201, json=badge_json())
     responses.put(f"{BADGES}/b-1/revoke", status=403, json={"message": "not allowed"})
     responses.get(f"{BADGES}/b-1", json=badge_json())  # not revoked already: the 403 stands
-    responses.put(f"{BADGES}/b-1/revoke", status=200, json=badge_json(state="revoked"))
+    if then_revoked:
+        responses.put(f"{BADGES}/b-1/revoke", status=200, json=badge_json(state="revoked"))
     submit(svc, granted("2026-03-01"))
     drain(svc, lambda: issue_done(svc))
     audit = {"result": "failed", "audited_on": "2026-06-01", "cycle_start": "2026-03-01"}
     submit(svc, event("audit.completed", audit))
-    revoked = lambda: all(i.state in ("done", "failed") for i in items(svc, "revoke_badge"))  # noqa: E731
-    drain(svc, revoked)
+    drain(svc, lambda: _revoke_settled(svc))
     [item] = items(svc, "revoke_badge")
+    return item
+
+
+@responses.activate
+def test_a_failed_revoke_keeps_the_badge_live_and_a_requeue_revokes_it(svc):
+    item = _failed_revoke(svc, then_revoked=True)
     assert item.state == "failed"
     [badge] = badges(svc)
     assert badge.state == "pending"  # still live in Credly, as far as the gateway knows
     assert badge_view(badge)["state"] == "error" and "not allowed" in badge_view(badge)["error"]
     dispatch.requeue(svc, svc.dispatcher, [item.id])
-    drain(svc, revoked)
+    drain(svc, lambda: _revoke_settled(svc))
     [badge] = badges(svc)
     assert badge.state == "revoked" and badge_view(badge)["state"] == "revoked"
     assert [c.request.method for c in responses.calls].count("PUT") == 2
@@ -351,22 +362,12 @@ def test_a_failed_revoke_keeps_the_badge_live_and_a_requeue_revokes_it(svc):
 
 @responses.activate
 def test_a_requeued_job_with_nothing_left_to_do_clears_the_badges_error(svc):
-    responses.get(re.compile(re.escape(BADGES) + r"\?.*"), json=EMPTY_LIST)
-    responses.post(BADGES, status=201, json=badge_json())
-    responses.put(f"{BADGES}/b-1/revoke", status=403, json={"message": "not allowed"})
-    responses.get(f"{BADGES}/b-1", json=badge_json())
-    submit(svc, granted("2026-03-01"))
-    drain(svc, lambda: issue_done(svc))
-    audit = {"result": "failed", "audited_on": "2026-06-01", "cycle_start": "2026-03-01"}
-    submit(svc, event("audit.completed", audit))
-    settled = lambda: all(i.state in ("done", "failed") for i in items(svc, "revoke_badge"))  # noqa: E731
-    drain(svc, settled)
-    [item] = items(svc, "revoke_badge")
+    item = _failed_revoke(svc)
     with svc.db.transaction() as session:  # then revoked in Credly, as a notification says
         session.query(Badge).update({"state": "revoked"})
     assert badge_view(badges(svc)[0])["state"] == "error"
     dispatch.requeue(svc, svc.dispatcher, [item.id])
-    drain(svc, settled)
+    drain(svc, lambda: _revoke_settled(svc))
     [badge] = badges(svc)
     assert [i.state for i in items(svc, "revoke_badge")] == ["done"]
     assert badge.last_error is None and badge_view(badge)["state"] == "revoked"
