@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from limits import parse_many
 
@@ -45,6 +47,26 @@ def _time_of_day(raw: str) -> str:
     if not (hours.isdigit() and minutes.isdigit() and int(hours) < 24 and int(minutes) < 60):
         raise ConfigError(f"SWEEP_TIME must be HH:MM (UTC), got {raw!r}")
     return f"{int(hours):02d}:{int(minutes):02d}"
+
+
+def _base_url(env: Mapping[str, str], name: str) -> str | None:
+    """An absolute http(s) URL without its trailing slash, or None when unset."""
+    raw = (env.get(name) or "").strip().rstrip("/")
+    if not raw:
+        return None
+    parts = urlsplit(raw)
+    if parts.scheme not in ("https", "http") or not parts.netloc or parts.query or parts.fragment:
+        raise ConfigError(f"{name} must be an absolute http(s) URL, got {raw!r}")
+    return raw
+
+
+def _zone(raw: str) -> str:
+    """An IANA time zone name (e.g. America/Chicago)."""
+    try:
+        ZoneInfo(raw)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigError(f"TIME_ZONE must be an IANA time zone such as UTC, got {raw!r}") from exc
+    return raw
 
 
 def _path(raw: str | None) -> str | None:
@@ -111,6 +133,13 @@ class Settings:
     delivery_retry_base_seconds: int = 30
     delivery_retry_window_seconds: int = 24 * 3600
     webhook_allow_private_targets: bool = False
+    public_base_url: str | None = None
+    time_zone: str = "UTC"
+    issuer_name: str = "Certifying body (ISSUER_NAME not set)"
+    issuer_url: str | None = None
+    issuer_contact: str | None = None
+    issuer_logo: str | None = None
+    signing_keys_file: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -161,6 +190,13 @@ class Settings:
                 env, "DELIVERY_RETRY_WINDOW_SECONDS", cls.delivery_retry_window_seconds
             ),
             webhook_allow_private_targets=_flag(env.get("WEBHOOK_ALLOW_PRIVATE_TARGETS")),
+            public_base_url=_base_url(env, "PUBLIC_BASE_URL"),
+            time_zone=_zone(env.get("TIME_ZONE") or cls.time_zone),
+            issuer_name=env.get("ISSUER_NAME") or cls.issuer_name,
+            issuer_url=_base_url(env, "ISSUER_URL"),
+            issuer_contact=env.get("ISSUER_CONTACT") or None,
+            issuer_logo=env.get("ISSUER_LOGO") or None,
+            signing_keys_file=_path(env.get("SIGNING_KEYS_FILE")),
         )
 
     def __post_init__(self) -> None:

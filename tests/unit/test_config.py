@@ -55,11 +55,23 @@ def test_badge_templates_accept_json():
         ("JOB_CONCURRENCY", "many"),
         ("JOB_CONCURRENCY", "0"),
         ("RELAY_INTERVAL_SECONDS", "0"),
+        ("PUBLIC_BASE_URL", "verify.example.org"),
+        ("PUBLIC_BASE_URL", "ftp://verify.example.org"),
+        ("ISSUER_URL", "https://example.org/?q=1"),
+        ("TIME_ZONE", "Mars/Olympus_Mons"),
     ],
 )
 def test_bad_values_name_the_setting(name, value):
     with pytest.raises(ConfigError, match=name):
         Settings.from_env({name: value})
+
+
+def test_public_addresses_lose_their_trailing_slash_and_time_zones_are_iana_names():
+    settings = Settings.from_env(
+        {"PUBLIC_BASE_URL": "https://verify.example.org/", "TIME_ZONE": "America/Chicago"}
+    )
+    assert settings.public_base_url == "https://verify.example.org"
+    assert settings.time_zone == "America/Chicago"
 
 
 def test_partial_credly_settings_are_refused():
