@@ -28,12 +28,14 @@ def create_app(settings: Settings | None = None, *, jobs: str = "ON_DEMAND") -> 
     app.extensions["gateway"] = svc
     if svc.db.is_sqlite:
         svc.db.upgrade()
+    svc.keys  # noqa: B018 - read (or created, at first start) now, not at the first signature
 
     from gateway import auth, ratelimit, security
     from gateway.api import (
         certifications,
         events,
         health,
+        keys,
         openapi,
         pages,
         problems,
@@ -60,6 +62,7 @@ def create_app(settings: Settings | None = None, *, jobs: str = "ON_DEMAND") -> 
     security.init_app(app)
     for blueprint in (
         health.bp,
+        keys.bp,
         events.bp,
         certifications.bp,
         webhooks.bp,

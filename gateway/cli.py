@@ -17,7 +17,7 @@ from flask.helpers import get_debug_flag
 from sqlalchemy import select
 from werkzeug.serving import is_running_from_reloader
 
-from gateway import auth, create_app
+from gateway import auth, create_app, signing
 from gateway.services import services
 from gateway.store.models import OutboxItem, utcnow
 from gateway.sweep import Scope, count
@@ -113,6 +113,40 @@ def clients_revoke(client_id: str) -> None:
     if not found:
         raise click.ClickException(f"no client {client_id}")
     click.echo(f"revoked {client_id}")
+
+
+@cli.group()
+def keys() -> None:
+    """The signing keys of receipts and credentials (SIGNING_KEYS_FILE)."""
+
+
+@keys.command("list")
+@with_appcontext
+def keys_list() -> None:
+    """List the keys: the first signs, every one is published and verifies."""
+    key_set = services().keys
+    for number, key in enumerate(key_set.keys):
+        click.echo(f"{key.kid}  {'signs' if number == 0 else 'verifies only'}")
+
+
+@keys.command("rotate")
+@with_appcontext
+def keys_rotate() -> None:
+    """Add a new signing key first; the old ones stay published. Restart the web processes."""
+    kid = signing.rotate(services().settings.signing_keys_file)
+    click.echo(f"new signing key {kid}; restart the web processes to sign with it")
+
+
+@keys.command("retire")
+@click.argument("kid")
+@with_appcontext
+def keys_retire(kid: str) -> None:
+    """Remove a key that no longer signs: what it signed stops verifying."""
+    try:
+        signing.retire(services().settings.signing_keys_file, kid)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"retired {kid}; restart the web processes")
 
 
 @cli.command("serve", with_appcontext=False)

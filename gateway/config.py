@@ -240,11 +240,13 @@ class Settings:
         return self.redis_url is None
 
     def with_instance(self, instance_path: str | Path) -> Settings:
-        """Fill the embedded default database path from the app's instance folder."""
-        if self.database_url:
-            return self
-        path = Path(instance_path) / "gateway.sqlite3"
-        return replace(self, database_url=f"sqlite:///{path}")
+        """Fill the embedded default database and signing key paths from the instance folder."""
+        folder = Path(instance_path)
+        return replace(
+            self,
+            database_url=self.database_url or f"sqlite:///{folder / 'gateway.sqlite3'}",
+            signing_keys_file=self.signing_keys_file or str(folder / "signing-keys.json"),
+        )
 
     def mode_line(self) -> str:
         """One log line saying how the service runs."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import redis
@@ -13,6 +13,7 @@ from connectors.directory import Directory, make_directory
 from connectors.webhooks import WebhookSender
 from gateway import metrics, rules
 from gateway.config import Settings
+from gateway.signing import SigningKeys
 from gateway.store.db import Database
 
 if TYPE_CHECKING:
@@ -31,6 +32,16 @@ class Services:
     webhooks: WebhookSender
     directory: Directory | None = None
     dispatcher: Dispatcher | None = None
+    _keys: SigningKeys | None = field(default=None, repr=False)
+
+    @property
+    def keys(self) -> SigningKeys:
+        """The signing key set (SIGNING_KEYS_FILE), read on first use and created if missing."""
+        if self._keys is None:
+            if not self.settings.signing_keys_file:
+                raise RuntimeError("SIGNING_KEYS_FILE must be set to sign or verify")
+            self._keys = SigningKeys.load(self.settings.signing_keys_file)
+        return self._keys
 
     @classmethod
     def build(cls, settings: Settings) -> Services:

@@ -440,6 +440,19 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
             },
         }
     },
+    "/.well-known/jwks.json": {
+        "get": {
+            "tags": ["verifications"],
+            "summary": "The public keys that sign receipts and credentials",
+            "security": [{}],
+            "responses": {
+                "200": {
+                    "description": "A JWK set (RFC 7517): every key that may have signed.",
+                    "content": {"application/jwk-set+json": {"schema": {"type": "object"}}},
+                }
+            },
+        }
+    },
     "/openapi.json": {
         "get": {
             "tags": ["operations"],

@@ -1,0 +1,39 @@
+"""The published signing keys and the `gateway keys` commands."""
+
+import jwt
+from click.testing import CliRunner
+
+from gateway.cli import cli
+
+
+def test_the_embedded_default_creates_its_keys_in_the_instance_folder_and_publishes_them(
+    make_app, tmp_path
+):
+    app = make_app(instance_path=str(tmp_path / "instance"))
+    assert (tmp_path / "instance" / "signing-keys.json").exists()
+    answer = app.test_client().get("/.well-known/jwks.json")
+    assert answer.status_code == 200
+    assert answer.content_type == "application/jwk-set+json"
+    assert "public" in answer.headers["Cache-Control"]
+    keys = answer.get_json()["keys"]
+    assert [key["kty"] for key in keys] == ["EC"] and "d" not in keys[0]
+    token = app.extensions["gateway"].keys.sign({"sub": "CERT-1"}, typ="JWT")
+    public = jwt.PyJWKSet.from_dict(answer.get_json())[keys[0]["kid"]].key
+    assert jwt.decode(token, public, algorithms=["ES256"]) == {"sub": "CERT-1"}
+
+
+def test_keys_rotate_publishes_the_new_key_beside_the_old_one(database_url, tmp_path, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("SIGNING_KEYS_FILE", str(tmp_path / "keys.json"))
+    runner = CliRunner()
+    first = runner.invoke(cli, ["keys", "list"])
+    assert first.exit_code == 0, first.output
+    old_kid = first.stdout.split()[0]
+    rotated = runner.invoke(cli, ["keys", "rotate"])
+    assert rotated.exit_code == 0, rotated.output
+    listed = runner.invoke(cli, ["keys", "list"]).stdout.splitlines()
+    assert listed[1] == f"{old_kid}  verifies only" and listed[0].endswith("signs")
+    refused = runner.invoke(cli, ["keys", "retire", listed[0].split()[0]])
+    assert refused.exit_code != 0 and "rotate first" in refused.output
+    assert runner.invoke(cli, ["keys", "retire", old_kid]).exit_code == 0
+    assert len(runner.invoke(cli, ["keys", "list"]).stdout.splitlines()) == 1

@@ -1,0 +1,88 @@
+"""The signing key set: created once, signs with its first key, verifies with any, rotates."""
+
+import json
+import threading
+
+import jwt
+import pytest
+
+from gateway import signing
+from gateway.signing import InvalidSignature, SigningKeys
+
+
+def test_a_missing_key_set_is_created_private_to_its_owner(tmp_path):
+    path = tmp_path / "instance" / "signing-keys.json"
+    keys = SigningKeys.load(path)
+    assert path.stat().st_mode & 0o077 == 0
+    stored = json.loads(path.read_text())["keys"]
+    assert [key["kid"] for key in stored] == [keys.signing_kid]
+    assert "d" in stored[0]  # the private part stays in the file
+    assert "d" not in keys.public_jwks()["keys"][0]
+
+
+def test_first_starts_at_once_keep_one_key_set(tmp_path):
+    path = tmp_path / "signing-keys.json"
+    kids: list[str] = []
+    threads = [
+        threading.Thread(target=lambda: kids.append(SigningKeys.load(path).signing_kid))
+        for _ in range(8)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(set(kids)) == 1
+
+
+def test_a_signature_verifies_with_an_independent_implementation(tmp_path):
+    keys = SigningKeys.load(tmp_path / "keys.json")
+    token = keys.sign({"sub": "CERT-1", "status": "active"}, typ="JWT")
+    public = jwt.PyJWKSet.from_dict(keys.public_jwks())[keys.signing_kid].key
+    assert jwt.decode(token, public, algorithms=["ES256"]) == {"sub": "CERT-1", "status": "active"}
+    header = jwt.get_unverified_header(token)
+    assert header == {"alg": "ES256", "kid": keys.signing_kid, "typ": "JWT"}
+    assert keys.verify(token).claims == {"sub": "CERT-1", "status": "active"}
+
+
+def test_a_tampered_or_foreign_token_is_refused(tmp_path):
+    keys = SigningKeys.load(tmp_path / "keys.json")
+    header, _, signature = keys.sign({"status": "lapsed"}, typ="JWT").split(".")
+    forged = jwt.utils.base64url_encode(b'{"status":"active"}').decode()
+    with pytest.raises(InvalidSignature):
+        keys.verify(f"{header}.{forged}.{signature}")
+    other = SigningKeys.load(tmp_path / "other.json").sign({"status": "active"}, typ="JWT")
+    with pytest.raises(InvalidSignature):
+        keys.verify(other)
+    with pytest.raises(InvalidSignature):
+        keys.verify("not a token")
+
+
+def test_rotation_signs_with_the_new_key_and_old_signatures_still_verify(tmp_path):
+    path = tmp_path / "keys.json"
+    before = SigningKeys.load(path)
+    old_token = before.sign({"n": 1}, typ="JWT")
+    kid = signing.rotate(path)
+    after = SigningKeys.load(path)
+    assert after.signing_kid == kid != before.signing_kid
+    assert after.verify(old_token).header["kid"] == before.signing_kid
+    assert after.verify(after.sign({"n": 2}, typ="JWT")).header["kid"] == kid
+    assert {key["kid"] for key in after.public_jwks()["keys"]} == {kid, before.signing_kid}
+
+
+def test_retiring_a_key_stops_what_it_signed_but_never_the_signing_key(tmp_path):
+    path = tmp_path / "keys.json"
+    old = SigningKeys.load(path)
+    token = old.sign({"n": 1}, typ="JWT")
+    new_kid = signing.rotate(path)
+    with pytest.raises(ValueError, match="signs"):
+        signing.retire(path, new_kid)
+    signing.retire(path, old.signing_kid)
+    with pytest.raises(InvalidSignature):
+        SigningKeys.load(path).verify(token)
+
+
+def test_a_key_set_without_private_keys_is_refused_by_name(tmp_path):
+    path = tmp_path / "keys.json"
+    path.write_text(json.dumps(SigningKeys.load(tmp_path / "real.json").public_jwks()))
+    with pytest.raises(ValueError, match=r"keys\.json"):
+        SigningKeys.load(path)
