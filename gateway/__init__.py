@@ -14,10 +14,13 @@ from gateway.services import Services
 log = logging.getLogger("gateway")
 
 
-def create_app(settings: Settings | None = None, *, jobs: str = "ON_DEMAND") -> Flask:
+def create_app(
+    settings: Settings | None = None, *, jobs: str = "ON_DEMAND", migrate: bool = True
+) -> Flask:
     """Build the Flask app: the one place that wires settings, storage, API and error handling.
 
-    `jobs`: where jobs run without Redis, a `jobs.dispatch.JobThread` name.
+    `jobs`: where jobs run without Redis, a `jobs.dispatch.JobThread` name. `migrate`: bring the
+    embedded default's SQLite database up to date (not for the `db` commands, which move it).
     """
     settings = settings or Settings.from_env()
     app = Flask(__name__, instance_path=settings.instance_path, instance_relative_config=True)
@@ -26,7 +29,7 @@ def create_app(settings: Settings | None = None, *, jobs: str = "ON_DEMAND") -> 
     app.config.update(SECRET_KEY=settings.secret_key, MAX_CONTENT_LENGTH=64 * 1024)
     svc = Services.build(settings)
     app.extensions["gateway"] = svc
-    if svc.db.is_sqlite:
+    if svc.db.is_sqlite and migrate:
         svc.db.upgrade()
     svc.keys  # noqa: B018 - read (or created, at first start) now, not at the first signature
 
@@ -73,6 +76,9 @@ def create_app(settings: Settings | None = None, *, jobs: str = "ON_DEMAND") -> 
     ):
         app.register_blueprint(blueprint)
     ratelimit.init_app(app, settings, api=verifications.bp, page=pages.bp)
+    from gateway import cli
+
+    cli.register(app)
     log.info(settings.mode_line())
     credly_token.warn_if_token_expiring(settings)  # at start; daily from the workers' cron
     return app

@@ -37,7 +37,14 @@ def command_app() -> Flask:
     if serving and not is_running_from_reloader():
         reload = command.params.get("reload")
         serving = not (get_debug_flag() if reload is None else reload)  # else: the watcher
-    return create_app(jobs="POLLING" if serving else "IN_SERVER")
+    migrating = (
+        command is not None and command.parent is not None and (command.parent.info_name == "db")
+    )
+    return create_app(jobs="POLLING" if serving else "IN_SERVER", migrate=not migrating)
+
+
+#: The commands Flask's own `flask` command has already.
+FLASK_COMMANDS = frozenset({"run", "shell", "routes"})
 
 
 @click.group(cls=FlaskGroup, create_app=command_app)
@@ -57,6 +64,29 @@ def db_upgrade(revision: str) -> None:
     """Apply the database migrations."""
     services().db.upgrade(revision)
     click.echo(f"database upgraded to {revision}")
+
+
+@db.command("downgrade")
+@click.argument("revision")
+@with_appcontext
+def db_downgrade(revision: str) -> None:
+    """Undo the migrations after REVISION (e.g. `-1` for the last one, `base` for all)."""
+    services().db.alembic("downgrade", revision)
+    click.echo(f"database downgraded to {revision}")
+
+
+@db.command("current")
+@with_appcontext
+def db_current() -> None:
+    """The revision the database is at."""
+    services().db.alembic("current", verbose=False)
+
+
+@db.command("history")
+@with_appcontext
+def db_history() -> None:
+    """Every migration, newest first, marking the current one."""
+    services().db.alembic("history", indicate_current=True)
 
 
 @cli.group()
@@ -398,6 +428,13 @@ def sync_backfill(target: str, restart: bool, batch_size: int) -> None:
     with click.progressbar(length=plan.remaining, label=f"queueing for {target}", file=sink) as bar:
         queued = backfill.run(svc, target, batch_size=batch_size, on_batch=bar.update)
     click.echo(f"queued {queued} deliveries to {target}")
+
+
+def register(app: Flask) -> None:
+    """Put the operators' commands on `app.cli` too, so `flask --app wsgi <command>` works."""
+    for name, command in cli.commands.items():
+        if name not in FLASK_COMMANDS:
+            app.cli.add_command(command, name)
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -265,10 +266,16 @@ class Database:
 
     def upgrade(self, revision: str = "heads") -> None:
         """Apply the Alembic migrations up to `revision`."""
+        self.alembic("upgrade", revision)
+
+    def alembic(self, name: str, *args: object, **options: object) -> None:
+        """Run the Alembic command `name` (upgrade, downgrade, current, history) on this
+        database; what it reports goes to standard output."""
         with self.engine.begin() as connection:
             cfg = alembic_config(self.url)
             cfg.attributes["connection"] = connection
-            command.upgrade(cfg, revision)
+            cfg.stdout = sys.stdout  # Alembic's default is the stream of its import time
+            getattr(command, name)(cfg, *args, **options)
 
     def dispose(self) -> None:
         """Close pooled connections (e.g. in a forked worker)."""
