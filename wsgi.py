@@ -1,5 +1,5 @@
 """WSGI entry point for gunicorn: `gunicorn wsgi:app`."""
 
-from gateway import create_app
+from gateway.bootstrap import create_app
 
 app = create_app()

@@ -21,8 +21,8 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from gateway.api.context import services
 from gateway.api.problems import PROBLEM_TYPE, Problem
-from gateway.services import services
 from gateway.store.models import OAuthClient, OAuthToken, utcnow
 
 SCOPES = ("events:write", "certifications:read", "verifications:read", "admin")

@@ -17,8 +17,9 @@ from flask.helpers import get_debug_flag
 from sqlalchemy import select
 from werkzeug.serving import is_running_from_reloader
 
-from gateway import auth, create_app, signing
-from gateway.services import services
+from gateway import auth, signing
+from gateway.api.context import services
+from gateway.bootstrap import create_app
 from gateway.store.models import OutboxItem, utcnow
 from gateway.sweep import Scope, count
 from gateway.unclaimed import unclaimed_badges
@@ -188,7 +189,7 @@ def serve() -> None:
     shutil.rmtree(metrics_dir, ignore_errors=True)  # samples of a previous run would add up
     os.makedirs(metrics_dir, exist_ok=True)
     gunicorn = shutil.which("gunicorn") or os.path.join(os.path.dirname(sys.executable), "gunicorn")
-    app = "gateway:create_app(jobs='POLLING')"  # without Redis: jobs in the web processes
+    app = "gateway.bootstrap:create_app(jobs='POLLING')"  # without Redis: jobs in the web processes
     os.execv(gunicorn, [gunicorn, "-c", "python:gateway.gunicorn_conf", app])
 
 
@@ -288,7 +289,7 @@ def jobs_requeue(job_ids: tuple[str, ...], requeue_all: bool) -> None:
             ids = [int(job_id.removeprefix("outbox-")) for job_id in job_ids]
         except ValueError as exc:
             raise click.BadParameter("job ids look like outbox-123") from exc
-    done = requeue(svc, svc.dispatcher, ids)
+    done = requeue(svc, ids)
     missing = sorted(set(ids) - set(done))
     for outbox_id in done:
         click.echo(f"requeued outbox-{outbox_id}")

@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from gateway.config import Settings
 from gateway.schemas.webhooks import CredlyEnvelope, load_credly_envelope
 from gateway.services import Services
+from gateway.store.db import wake_after_commit
 from gateway.store.models import CredlyNotification, OutboxItem
 
 log = logging.getLogger("gateway.webhooks")
@@ -25,12 +26,11 @@ DRY_RUN_ORGANIZATION = "dry-run"
 
 @dataclass(frozen=True)
 class Receipt:
-    """What became of one delivery: the notification's status and the outbox items to dispatch."""
+    """What became of one delivery: the notification's status."""
 
     notification_id: str
     status: str
     duplicate: bool
-    outbox_ids: tuple[int, ...] = ()
 
 
 def expected_organization(settings: Settings) -> str:
@@ -78,4 +78,5 @@ def _record(svc: Services, envelope: CredlyEnvelope, request_id: str | None) -> 
         )
         session.add(item)
         session.flush()
-        return Receipt(envelope.id, row.status, duplicate=False, outbox_ids=(item.id,))
+        wake_after_commit([item.id])
+        return Receipt(envelope.id, row.status, duplicate=False)

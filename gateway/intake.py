@@ -43,7 +43,8 @@ _REPLAYED = {"Idempotent-Replayed": "true"}
 
 @dataclass(frozen=True)
 class Answer:
-    """What the API answers: status, JSON body, extra headers, and the outbox items to dispatch."""
+    """What the API answers: status, JSON body, extra headers; the outbox items it queued (the
+    workers are woken for them when the transaction commits)."""
 
     status: int
     body: dict[str, Any]

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import redis
-from flask import current_app
 
 from connectors.credly import BadgeService, make_credly
 from connectors.directory import Directory, make_directory
@@ -16,8 +16,15 @@ from gateway.config import Settings
 from gateway.signing import SigningKeys
 from gateway.store.db import Database
 
-if TYPE_CHECKING:
-    from jobs.dispatch import Dispatcher
+
+class Wakeup(Protocol):
+    """What the gateway needs of the job engine: workers woken for committed outbox items."""
+
+    def dispatch(self, outbox_ids: Iterable[int]) -> None:
+        """Have these newly committed items worked soon; never raises for a broker outage."""
+
+    def wake(self) -> None:
+        """Have the due items worked soon; never raises for a broker outage."""
 
 
 @dataclass
@@ -31,8 +38,15 @@ class Services:
     credly: BadgeService
     webhooks: WebhookSender
     directory: Directory | None = None
-    dispatcher: Dispatcher | None = None
+    dispatcher: Wakeup | None = None
     _keys: SigningKeys | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.db.on_commit = self._wake  # the unit of work: a commit wakes the workers it needs
+
+    def _wake(self, outbox_ids: list[int]) -> None:
+        if self.dispatcher is not None:  # else the relay wakes a worker for them
+            self.dispatcher.dispatch(outbox_ids)
 
     @property
     def keys(self) -> SigningKeys:
@@ -77,8 +91,3 @@ class Services:
                 timeout=(3.05, settings.delivery_timeout_seconds),
             ),
         )
-
-
-def services() -> Services:
-    """The services of the current Flask app."""
-    return current_app.extensions["gateway"]

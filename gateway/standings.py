@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from gateway import rules
 from gateway.services import Services
+from gateway.store.db import wake_after_commit
 from gateway.store.models import Certification, Member, OutboxItem, utcnow
 
 MEMBERS: Table = Member.__table__
@@ -72,7 +73,9 @@ def record_standings(svc: Services, session: Session, changes: list[Change]) -> 
         for change in changes
     ]
     jobs = [[_outbox_row(change, act, now) for act in acts] for change, acts in planned]
-    ids = iter(_insert_returning_ids(session, [row for rows_of in jobs for row in rows_of]))
+    inserted = _insert_returning_ids(session, [row for rows_of in jobs for row in rows_of])
+    wake_after_commit(inserted)
+    ids = iter(inserted)
     return [
         Recorded(acts, [OutboxItem(id=next(ids), **row) for row in rows_of])
         for (_, acts), rows_of in zip(planned, jobs, strict=True)

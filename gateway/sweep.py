@@ -79,7 +79,7 @@ def sweep(svc: Services, scope: Scope, on_batch: Callable[[int], None] | None = 
 
     Changes are recorded exactly as an event's are (the stored standing, and the outbox items of
     the actions), one transaction per batch, visited by keyset pagination so memory stays bounded;
-    the items are dispatched after each commit.
+    the workers are woken after each commit.
     """
     summary = Summary(scope=scope)
     started = time.perf_counter()
@@ -97,16 +97,14 @@ def sweep(svc: Services, scope: Scope, on_batch: Callable[[int], None] | None = 
             if not ids:
                 break
             after_id = ids[-1]
-            outbox_ids = _revisit_batch(svc, session, summary, ids)
-        if outbox_ids:
-            svc.dispatcher.dispatch(outbox_ids)
+            _revisit_batch(svc, session, summary, ids)
         if on_batch:
             on_batch(len(ids))
     summary.seconds = time.perf_counter() - started
     return summary
 
 
-def _revisit_batch(svc: Services, session: Session, summary: Summary, ids: list[str]) -> list[int]:
+def _revisit_batch(svc: Services, session: Session, summary: Summary, ids: list[str]) -> None:
     """Evaluate a batch; only certifications whose standing moved are written, in one flush."""
     rows = session.execute(
         select(
@@ -142,8 +140,8 @@ def _revisit_batch(svc: Services, session: Session, summary: Summary, ids: list[
         for _, before, after in moved:
             acts = rules.actions(before, after, badge_expires=svc.settings.badge_expires)
             summary.actions.update(a.kind for a in acts)
-        return []
-    return _record(svc, session, summary, moved)
+        return
+    _record(svc, session, summary, moved)
 
 
 def _record(
@@ -151,11 +149,8 @@ def _record(
     session: Session,
     summary: Summary,
     moved: list[tuple[str, rules.Standing, rules.Standing]],
-) -> list[int]:
+) -> None:
     """Store the new standings and queue their actions, a few statements for the whole batch."""
     changes = [Change(cert_id, before, after) for cert_id, before, after in moved]
-    outbox_ids = []
     for recorded in record_standings(svc, session, changes):
         summary.actions.update(a.kind for a in recorded.actions)
-        outbox_ids += [item.id for item in recorded.jobs]
-    return outbox_ids

@@ -86,10 +86,8 @@ def run(
             if not ids:
                 row.backfill_finished_at = utcnow()
                 return queued
-            outbox_ids = [item.id for item in queue(session, target, ids)]
+            queue(session, target, ids)
             row.backfill_after = ids[-1]
-        if svc.dispatcher is not None:  # else the relay wakes a worker for them
-            svc.dispatcher.dispatch(outbox_ids)
         queued += len(ids)
         if on_batch:
             on_batch(len(ids))

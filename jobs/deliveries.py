@@ -31,6 +31,7 @@ from gateway import lookup
 from gateway.config import Settings
 from gateway.schemas.verifications import VerificationSchema
 from gateway.services import Services
+from gateway.store.db import wake_after_commit
 from gateway.store.models import (
     Delivery,
     DeliveryTarget,
@@ -174,6 +175,7 @@ def queue(
     ]
     session.add_all(items)
     session.flush()
+    wake_after_commit(item.id for item in items)
     return items
 
 

@@ -24,6 +24,7 @@ from rq import Queue
 from sqlalchemy import bindparam, func, select, update
 
 from gateway.services import Services
+from gateway.store.db import wake_after_commit
 from gateway.store.models import OutboxItem, UTCDateTime, utcnow
 from jobs import context
 from jobs.outbox import Drained, work_due
@@ -259,7 +260,7 @@ def relay(svc: Services, dispatcher: Dispatcher) -> int:
     return due
 
 
-def requeue(svc: Services, dispatcher: Dispatcher, outbox_ids: list[int]) -> list[int]:
+def requeue(svc: Services, outbox_ids: list[int]) -> list[int]:
     """Put failed items back: reset their attempts and have them worked afresh."""
     with svc.db.transaction() as session:
         ids = list(
@@ -274,5 +275,5 @@ def requeue(svc: Services, dispatcher: Dispatcher, outbox_ids: list[int]) -> lis
             .where(OutboxItem.id.in_(ids))
             .values(state="pending", attempts=0, last_error=None, finished_at=None, due_at=utcnow())
         )
-    dispatcher.dispatch(ids)
+        wake_after_commit(ids)
     return ids

@@ -1,7 +1,7 @@
 """The sync job: write a certification's public verification record from its stored standing.
 
 A change of what the record shows fans out to the delivery targets (`jobs.deliveries`) in the same
-transaction; their jobs are dispatched after the commit.
+transaction; the workers are woken for their jobs after the commit.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ _UPDATE = (
 def sync(svc: Services, item: ClaimedItem) -> None:
     """Bring the public record in step with the certification's current stored standing."""
     key = {"certification_id": item.certification_id}
-    with svc.db.engine.begin() as connection:
+    with svc.db.begin() as connection:
         [(credential, status, standing, recorded, *shown)] = svc.db.execute(
             connection, _CERTIFICATION_AND_RECORD, key
         )
@@ -62,13 +62,10 @@ def sync(svc: Services, item: ClaimedItem) -> None:
             svc.db.execute(connection, _UPDATE, {**values, "record_of": item.certification_id})
         else:
             svc.db.execute(connection, _CREATE, {**values, **key})
-        fanned = deliveries.fan_out(
+        deliveries.fan_out(
             svc, connection, item.certification_id, before, after, request_id=item.request_id
         )
-        outbox_ids = [queued.id for queued in fanned]
         item.finish(svc.db, connection)
-    if outbox_ids and svc.dispatcher is not None:  # else the relay wakes a worker for them
-        svc.dispatcher.dispatch(outbox_ids)
 
 
 def _public_record(

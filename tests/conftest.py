@@ -12,7 +12,7 @@ import redis
 from flask import Flask
 from sqlalchemy import text
 
-from gateway import create_app
+from gateway.bootstrap import create_app
 from gateway.config import Settings
 from gateway.store.db import Database
 from gateway.store.models import Base

@@ -8,9 +8,9 @@ from flask import Blueprint, request
 from flask.typing import ResponseReturnValue
 
 from gateway import rules
+from gateway.api.context import services
 from gateway.api.problems import Problem
 from gateway.auth import require_scope
-from gateway.services import services
 from gateway.store import models
 from gateway.store.history import load_history
 from gateway.views import Current, read_current, standing_view

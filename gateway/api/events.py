@@ -8,11 +8,11 @@ from sqlalchemy import select
 from werkzeug.exceptions import BadRequest
 
 from gateway import intake, logs, metrics
+from gateway.api.context import services
 from gateway.api.problems import PROBLEM_TYPE, Problem, loaded
 from gateway.auth import current_client_id, require_scope
 from gateway.rules import EVENT_TYPES
 from gateway.schemas.events import EventBatchSchema
-from gateway.services import services
 from gateway.store import models
 from gateway.views import job_view
 
@@ -78,12 +78,10 @@ def post_events() -> ResponseReturnValue:
 
 
 def _submit(bodies: list[object]) -> list[intake.Answer]:
-    """Submit the events, dispatch the jobs they queued, count them."""
-    svc = services()
+    """Submit the events and count them."""
     answers = intake.submit_events(
-        svc, bodies, client_id=current_client_id(), request_id=logs.request_id()
+        services(), bodies, client_id=current_client_id(), request_id=logs.request_id()
     )
-    svc.dispatcher.dispatch([outbox_id for answer in answers for outbox_id in answer.outbox_ids])
     for body, answer in zip(bodies, answers, strict=True):
         event_type = body.get("type") if isinstance(body, dict) else None
         metrics.count_event(

@@ -5,9 +5,9 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify
 from flask.typing import ResponseReturnValue
 
+from gateway.api.context import services
 from gateway.api.problems import Problem
 from gateway.credly_token import credly_status
-from gateway.services import services
 
 bp = Blueprint("health", __name__)
 

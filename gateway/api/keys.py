@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 
-from gateway.services import services
+from gateway.api.context import services
 
 bp = Blueprint("keys", __name__)
 

@@ -8,9 +8,9 @@ from flask import Blueprint, render_template, request
 from flask.typing import ResponseReturnValue
 
 from gateway import lookup
+from gateway.api.context import services
 from gateway.api.problems import DATABASE_UNAVAILABLE, database_unavailable
 from gateway.ratelimit import TooManyLookups
-from gateway.services import services
 
 bp = Blueprint("pages", __name__)
 

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from connectors.errors import PermanentError, TransientError
 from connectors.webhooks import check_target
 from gateway import subscriptions
+from gateway.api.context import services
 from gateway.api.events import json_body
 from gateway.api.problems import Problem, loaded
 from gateway.auth import current_client_id, require_scope
@@ -26,7 +27,6 @@ from gateway.schemas.subscriptions import (
     SubscriptionCreateSchema,
     SubscriptionSchema,
 )
-from gateway.services import services
 from gateway.store.models import Subscription
 
 bp = Blueprint("subscriptions", __name__)

@@ -6,12 +6,12 @@ from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from gateway import lookup
+from gateway.api.context import services
 from gateway.api.events import json_body
 from gateway.api.problems import Problem, loaded
 from gateway.auth import allow_scope, require_scope
 from gateway.ratelimit import LOOKUP_SCOPE
 from gateway.schemas.verifications import BatchLookupSchema, VerificationSchema
-from gateway.services import services
 
 bp = Blueprint("verifications", __name__)
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import sys
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -83,6 +84,18 @@ class _Compiled:
         return tuple(v if c is None else c(v) for c, v in zip(self.columns, values, strict=True))
 
 
+#: The outbox items queued by the transaction this thread (or task) is in: the unit of work.
+_QUEUED: ContextVar[list[int] | None] = ContextVar("queued_outbox_ids", default=None)
+
+
+def wake_after_commit(outbox_ids: Iterable[int]) -> None:
+    """Have the workers woken for these outbox items once the current transaction commits."""
+    queued = _QUEUED.get()
+    if queued is None:
+        raise RuntimeError("outbox items are queued inside Database.transaction() or begin()")
+    queued.extend(outbox_ids)
+
+
 class Database:
     """An engine and its session factory for one database URL."""
 
@@ -109,6 +122,8 @@ class Database:
                 json_serializer=_dumps,
             )
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        #: Called with the ids of the outbox items a transaction queued, after its commit.
+        self.on_commit: Callable[[list[int]], None] | None = None
         self._compiled: weakref.WeakKeyDictionary[Executable, _Compiled | None] = (
             weakref.WeakKeyDictionary()
         )
@@ -243,9 +258,27 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
-        """A session whose work is committed together at the end, or not at all."""
-        with self.sessions() as session, session.begin():
+        """A session whose work is committed together at the end, or not at all; the outbox
+        items it queued (`wake_after_commit`) are handed to `on_commit` once it has committed."""
+        with self._unit_of_work(), self.sessions() as session, session.begin():
             yield session
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """A connection in a transaction, as `transaction` but without an ORM session."""
+        with self._unit_of_work(), self.engine.begin() as connection:
+            yield connection
+
+    @contextmanager
+    def _unit_of_work(self) -> Iterator[None]:
+        queued: list[int] = []
+        token = _QUEUED.set(queued)
+        try:
+            yield
+        finally:
+            _QUEUED.reset(token)
+        if queued and self.on_commit is not None:  # reached only when the work committed
+            self.on_commit(queued)
 
     def commit_asynchronously(self) -> None:
         """Have this process's commits return before PostgreSQL has flushed them to disk

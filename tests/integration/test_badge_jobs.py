@@ -225,7 +225,7 @@ def test_a_credential_without_a_badge_template_fails_and_the_badge_says_why(svc)
     svc.settings = replace(svc.settings, credly_badge_templates={"RMA": "tmpl-rma"})
     responses.get(re.compile(re.escape(BADGES) + r"\?.*"), json=EMPTY_LIST)
     responses.post(BADGES, status=201, json=badge_json())
-    dispatch.requeue(svc, svc.dispatcher, [item.id])
+    dispatch.requeue(svc, [item.id])
     drain(svc, lambda: issue_done(svc))
     [badge] = badges(svc)
     assert (badge.state, badge.attempts, badge.badge_template_id) == ("pending", 2, "tmpl-rma")
@@ -353,7 +353,7 @@ def test_a_failed_revoke_keeps_the_badge_live_and_a_requeue_revokes_it(svc):
     [badge] = badges(svc)
     assert badge.state == "pending"  # still live in Credly, as far as the gateway knows
     assert badge_view(badge)["state"] == "error" and "not allowed" in badge_view(badge)["error"]
-    dispatch.requeue(svc, svc.dispatcher, [item.id])
+    dispatch.requeue(svc, [item.id])
     drain(svc, lambda: _revoke_settled(svc))
     [badge] = badges(svc)
     assert badge.state == "revoked" and badge_view(badge)["state"] == "revoked"
@@ -366,7 +366,7 @@ def test_a_requeued_job_with_nothing_left_to_do_clears_the_badges_error(svc):
     with svc.db.transaction() as session:  # then revoked in Credly, as a notification says
         session.query(Badge).update({"state": "revoked"})
     assert badge_view(badges(svc)[0])["state"] == "error"
-    dispatch.requeue(svc, svc.dispatcher, [item.id])
+    dispatch.requeue(svc, [item.id])
     drain(svc, lambda: _revoke_settled(svc))
     [badge] = badges(svc)
     assert [i.state for i in items(svc, "revoke_badge")] == ["done"]

@@ -1,0 +1,84 @@
+"""Wiring of a process: the web app (settings, services, job dispatch, blueprints), in one place."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+from sqlalchemy.exc import SQLAlchemyError
+
+from gateway import credly_token, logs, metrics
+from gateway.config import Settings
+from gateway.services import Services
+
+log = logging.getLogger("gateway")
+
+
+def create_app(
+    settings: Settings | None = None, *, jobs: str = "ON_DEMAND", migrate: bool = True
+) -> Flask:
+    """Build the Flask app: the one place that wires settings, storage, API and error handling.
+
+    `jobs`: where jobs run without Redis, a `jobs.dispatch.JobThread` name. `migrate`: bring the
+    embedded default's SQLite database up to date (not for the `db` commands, which move it).
+    """
+    settings = settings or Settings.from_env()
+    app = Flask("gateway", instance_path=settings.instance_path, instance_relative_config=True)
+    settings = settings.with_instance(app.instance_path)
+    logs.configure(settings.log_level)
+    app.config.update(SECRET_KEY=settings.secret_key, MAX_CONTENT_LENGTH=64 * 1024)
+    svc = Services.build(settings)
+    app.extensions["gateway"] = svc
+    if svc.db.is_sqlite and migrate:
+        svc.db.upgrade()
+    svc.keys  # noqa: B018 - read (or created, at first start) now, not at the first signature
+
+    from gateway import auth, ratelimit, security
+    from gateway.api import (
+        certifications,
+        events,
+        health,
+        keys,
+        openapi,
+        pages,
+        problems,
+        subscriptions,
+        verifications,
+        webhooks,
+    )
+    from jobs import context
+    from jobs.dispatch import JobThread, make_dispatcher, relay
+
+    svc.dispatcher = make_dispatcher(
+        svc, synchronous=settings.jobs_synchronous, jobs=JobThread[jobs]
+    )
+    context.use(svc)
+    if settings.jobs_in_process:
+        try:
+            relay(svc, svc.dispatcher)  # side effects left behind by a process that died
+        except SQLAlchemyError as exc:
+            log.warning("outbox relay at start failed: %s", exc)
+    problems.register(app)
+    logs.init_app(app)
+    metrics.init_app(app, svc)
+    auth.init_app(app)
+    security.init_app(app)
+    for blueprint in (
+        health.bp,
+        keys.bp,
+        events.bp,
+        certifications.bp,
+        webhooks.bp,
+        verifications.bp,
+        pages.bp,
+        openapi.bp,
+        subscriptions.bp,
+    ):
+        app.register_blueprint(blueprint)
+    ratelimit.init_app(app, settings, api=verifications.bp, page=pages.bp)
+    from gateway import cli
+
+    cli.register(app)
+    log.info(settings.mode_line())
+    credly_token.warn_if_token_expiring(settings)  # at start; daily from the workers' cron
+    return app
