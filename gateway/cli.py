@@ -24,6 +24,7 @@ from gateway.store.models import OutboxItem, utcnow
 from gateway.sweep import Scope, count
 from gateway.unclaimed import unclaimed_badges
 from jobs import backfill
+from jobs.claim import backlog
 from jobs.dispatch import requeue
 from jobs.sweep import SweepRunning, locked_sweep
 from jobs.worker import run_worker
@@ -236,7 +237,7 @@ def worker(
 
 @cli.group()
 def jobs() -> None:
-    """Side-effect jobs: failed ones, requeueing."""
+    """Side-effect jobs: the queue's state, failed ones, requeueing."""
 
 
 @jobs.command("failed")
@@ -270,6 +271,23 @@ def jobs_failed(as_json: bool) -> None:
             f"{row['job_id']:14} {row['kind']:18} {row['certification_id'] or '-':20} "
             f"attempts={row['attempts']} {row['finished_at']}\n    {row['error']}"
         )
+
+
+@jobs.command("status")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of a table.")
+@with_appcontext
+def jobs_status(as_json: bool) -> None:
+    """The outbox, which is the queue: items by kind and state, how many are due now."""
+    found = backlog(services().db)
+    waiting = (utcnow() - found.oldest_due_at).total_seconds() if found.oldest_due_at else 0
+    if as_json:
+        rows = [{"kind": k, "state": s, "count": n} for (k, s), n in sorted(found.counts.items())]
+        click.echo(json.dumps({"items": rows, "due": found.due, "oldest_due_seconds": waiting}))
+        return
+    click.echo(f"{'KIND':22} {'STATE':10} COUNT")
+    for (kind, state), number in sorted(found.counts.items()):
+        click.echo(f"{kind:22} {state:10} {number}")
+    click.echo(f"due now: {found.due} (the longest waiting for {waiting:.0f} s)")
 
 
 @jobs.command("requeue")

@@ -1,8 +1,12 @@
 """The operators' commands: on the `gateway` script and on the app's `flask` command alike."""
 
+import json
+
 from click.testing import CliRunner
 
+from gateway import intake
 from gateway.cli import cli
+from tests.events_helpers import granted
 
 
 def test_the_commands_are_on_the_apps_flask_cli_too(make_app, database_url):
@@ -27,3 +31,17 @@ def test_db_current_history_and_downgrade(tmp_path, monkeypatch):
     assert runner.invoke(cli, ["db", "current"]).stdout.split()[0] == "0001"
     assert runner.invoke(cli, ["db", "upgrade"]).exit_code == 0
     assert "(head)" in runner.invoke(cli, ["db", "current"]).stdout
+
+
+def test_jobs_status_shows_the_outbox_backlog_that_rq_never_holds(make_app, database_url):
+    app = make_app(database_url=database_url, jobs="IN_SERVER")  # nothing works the items here
+    answer = intake.submit_event(app.extensions["gateway"], granted("2026-03-01"))
+    assert answer.status == 202 and answer.outbox_ids
+    shown = app.test_cli_runner().invoke(args=["jobs", "status", "--json"])
+    assert shown.exit_code == 0, shown.output
+    status = json.loads(shown.stdout)
+    pending = {row["kind"]: row["count"] for row in status["items"] if row["state"] == "pending"}
+    assert pending == {"issue_badge": 1, "sync_verification": 1}
+    assert status["due"] == 2 and status["oldest_due_seconds"] >= 0
+    table = app.test_cli_runner().invoke(args=["jobs", "status"]).stdout
+    assert "issue_badge" in table and "due now: 2" in table
