@@ -247,20 +247,27 @@ class Settings:
         return replace(self, database_url=f"sqlite:///{path}")
 
     def mode_line(self) -> str:
-        """One log line saying how the service runs."""
+        """One log line saying how the service runs: the embedded default (SQLite, jobs in this
+        process, dry-run Credly), production (PostgreSQL, Redis, Credly), or a mix naming what is
+        not production's."""
         sqlite = (self.database_url or "sqlite").startswith("sqlite")
-        if sqlite or self.jobs_in_process or self.credly_dry_run:
-            parts = [
-                f"database={_redact(self.database_url)}",
-                "jobs=in-process" if self.jobs_in_process else "jobs=redis",
+        parts = ", ".join(
+            (
+                f"database={'SQLite' if sqlite else 'PostgreSQL'} {_redact(self.database_url)}",
+                "jobs=in-process"
+                if self.jobs_in_process
+                else f"jobs=Redis {_redact(self.redis_url)}",
                 "credly=dry-run" if self.credly_dry_run else f"credly={self.credly_api_base}",
-            ]
-            return "EMBEDDED DEFAULT MODE (not for production): " + ", ".join(parts)
-        return (
-            f"production mode: database={_redact(self.database_url)}, "
-            f"redis={_redact(self.redis_url)}, "
-            f"credly={'dry-run' if self.credly_dry_run else self.credly_api_base}"
+            )
         )
+        embedded = {"SQLite": sqlite, "in-process jobs": self.jobs_in_process}
+        embedded["dry-run Credly"] = self.credly_dry_run
+        if all(embedded.values()):
+            return f"EMBEDDED DEFAULT MODE (not for production): {parts}"
+        if not any(embedded.values()):
+            return f"production mode: {parts}"
+        unlike = " and ".join(name for name, on in embedded.items() if on)
+        return f"mixed mode ({unlike}, not for production): {parts}"
 
 
 def _all_or_none(what: str, values: dict[str, str | None]) -> None:

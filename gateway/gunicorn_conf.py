@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 import socket
 import sys
 from typing import Any
@@ -66,10 +67,36 @@ logconfig_dict = {
 }
 
 
+class _ListeningAddress(logging.Filter):
+    """Put the addresses into gunicorn's "Listening at:" line, which names none when each worker
+    opens its own socket (the master then holds no listener to name)."""
+
+    addresses = ""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == "Listening at: %s (%s)" and isinstance(record.args, tuple):
+            if record.args and not record.args[0]:
+                record.args = (self.addresses, *record.args[1:])
+        return True
+
+
+_listening = _ListeningAddress()
+
+
+def _url(address: tuple | str) -> str:
+    """An address as gunicorn names it: http://host:port, or unix:path."""
+    if not isinstance(address, tuple):
+        return f"unix:{address}"
+    host, port = address[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def on_starting(server: Any) -> None:
     """Refuse to start on an address something already listens on. With a socket per worker the
     kernel would let a second server share the port with the first, each taking some of the
-    connections, where one socket for all fails to bind."""
+    connections, where one socket for all fails to bind. Have the start-up log name the address."""
+    _listening.addresses = ",".join(_url(address) for address in server.cfg.address)
+    logging.getLogger("gunicorn.error").addFilter(_listening)
     for address in server.cfg.address:
         if not isinstance(address, tuple):
             continue  # a Unix socket path: not shared

@@ -46,6 +46,7 @@ def test_gateway_serve_writes_every_log_line_as_a_json_object(tmp_path, postgres
     errors = _json_lines(err)
     gunicorn = [e["msg"] for e in errors if e["logger"] == "gunicorn.error"]
     assert gunicorn[0].startswith("Starting gunicorn")
+    assert f"Listening at: http://127.0.0.1:{port} ({proc.pid})" in gunicorn
     assert any(str(msg).startswith("Worker ready (pid: ") for msg in gunicorn)
     assert gunicorn[-1] == "Shutting down: Master"
     assert all({"ts", "level", "logger", "msg"} <= e.keys() for e in errors)  # the app's fields
