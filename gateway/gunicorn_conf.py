@@ -74,9 +74,9 @@ class _ListeningAddress(logging.Filter):
     addresses = ""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.msg == "Listening at: %s (%s)" and isinstance(record.args, tuple):
-            if record.args and not record.args[0]:
-                record.args = (self.addresses, *record.args[1:])
+        args = record.args
+        if record.msg == "Listening at: %s (%s)" and isinstance(args, tuple) and not args[0]:
+            record.args = (self.addresses, *args[1:])
         return True
 
 
