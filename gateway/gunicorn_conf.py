@@ -8,6 +8,7 @@ import socket
 import sys
 from typing import Any
 
+from gunicorn.glogging import Logger
 from prometheus_client import multiprocess
 
 from gateway.config import Settings
@@ -30,23 +31,19 @@ keepalive = 5
 # recycled after N requests: each restart would hold up a share of new connections that long.
 reuse_port = True
 accesslog = "-"
-# One JSON object a line, like the app's own logs; no headers, so no tokens.
-access_log_format = (
-    '{"logger": "gunicorn.access", "remote": "%(h)s", "method": "%(m)s", "path": "%(U)s", '
-    '"status": %(s)s, "bytes": "%(B)s", "duration_ms": %(M)s, "request_id": "%({x-request-id}o)s"}'
-)
+# Access lines are JSON objects written by the app's formatter (AccessLog below): a header or path
+# holding quotes or backslashes is escaped, never able to break a line or forge a field. No
+# headers are logged, so no tokens.
+logger_class = "gateway.gunicorn_conf.AccessLog"
 # gunicorn's own log (start-up, workers, errors) as JSON lines on stderr through the app's handler
 # and formatter (gateway.logs, which finds that handler on the root and keeps it); its level stays
-# gunicorn's `loglevel`. The access log keeps its own handler: its message is already the JSON
-# line of `access_log_format`. Every key is given, so none of gunicorn's CONFIG_DEFAULTS (a plain
-# text root handler; access lines propagating to the root) is merged in.
+# gunicorn's `loglevel`. The access log keeps its own handler, on stdout. Every key is given, so
+# none of gunicorn's CONFIG_DEFAULTS (a plain text root handler; access lines propagating to the
+# root) is merged in.
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {
-        "json": {"()": JsonFormatter},
-        "message": {"format": "%(message)s"},
-    },
+    "formatters": {"json": {"()": JsonFormatter}},
     "handlers": {
         "json": {
             "class": "logging.StreamHandler",
@@ -55,7 +52,7 @@ logconfig_dict = {
         },
         "access": {
             "class": "logging.StreamHandler",
-            "formatter": "message",
+            "formatter": "json",
             "stream": "ext://sys.stdout",
         },
     },
@@ -65,6 +62,40 @@ logconfig_dict = {
         "gunicorn.access": {"handlers": ["access"], "propagate": False},
     },
 }
+
+
+class AccessLog(Logger):
+    """gunicorn's logger whose access lines are log records with the request's fields, which
+    the access handler's JSON formatter writes with `ts` and `level` like every other line."""
+
+    def access(self, resp: Any, req: Any, environ: dict, request_time: Any) -> None:
+        if not self.access_log_enabled or not self.access_log.isEnabledFor(logging.INFO):
+            return
+        status = resp.status.split(None, 1)[0] if isinstance(resp.status, str) else resp.status
+        method, path = environ.get("REQUEST_METHOD"), environ.get("PATH_INFO")
+        fields = {
+            "remote": environ.get("REMOTE_ADDR"),
+            "method": method,
+            "path": path,
+            "status": int(status) if str(status).isdigit() else status,
+            "bytes": getattr(resp, "sent", None),
+            "duration_ms": request_time.seconds * 1000 + request_time.microseconds // 1000,
+            # the id the app answered with; none when gunicorn answered on its own
+            "request_id": next(
+                (value for name, value in resp.headers if name.lower() == "x-request-id"), None
+            ),
+        }
+        record = self.access_log.makeRecord(
+            self.access_log.name,
+            logging.INFO,
+            __file__,
+            0,
+            "%s %s %s",
+            (method, path, status),
+            None,
+        )
+        vars(record).update(fields)  # over the fields a finished request may have left bound
+        self.access_log.handle(record)
 
 
 class _ListeningAddress(logging.Filter):
