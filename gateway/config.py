@@ -98,6 +98,9 @@ class Settings:
     """The gateway's configuration; `from_env` is the only place that reads the environment."""
 
     database_url: str | None = None
+    database_connect_timeout_seconds: int = 3
+    database_pool_timeout_seconds: int = 3
+    database_statement_timeout_ms: int = 10_000
     instance_path: str | None = None
     redis_url: str | None = None
     secret_key: str = "embedded-default-not-secret"
@@ -147,6 +150,15 @@ class Settings:
         env = os.environ if env is None else env
         return cls(
             database_url=env.get("DATABASE_URL") or None,
+            database_connect_timeout_seconds=_int(
+                env, "DATABASE_CONNECT_TIMEOUT_SECONDS", cls.database_connect_timeout_seconds
+            ),
+            database_pool_timeout_seconds=_int(
+                env, "DATABASE_POOL_TIMEOUT_SECONDS", cls.database_pool_timeout_seconds
+            ),
+            database_statement_timeout_ms=_int(
+                env, "DATABASE_STATEMENT_TIMEOUT_MS", cls.database_statement_timeout_ms
+            ),
             instance_path=_path(env.get("INSTANCE_PATH")),
             redis_url=env.get("REDIS_URL") or None,
             secret_key=env.get("SECRET_KEY") or cls.secret_key,
@@ -213,6 +225,12 @@ class Settings:
             )
         for name in ("verify_rate_limit", "verify_rate_limit_authenticated"):
             _check_rate(name.upper(), getattr(self, name))
+        if self.database_connect_timeout_seconds < 2:
+            raise ConfigError("DATABASE_CONNECT_TIMEOUT_SECONDS must be at least 2")
+        if self.database_pool_timeout_seconds < 1:
+            raise ConfigError("DATABASE_POOL_TIMEOUT_SECONDS must be at least 1")
+        if self.database_statement_timeout_ms < 0:
+            raise ConfigError("DATABASE_STATEMENT_TIMEOUT_MS must be 0 (no limit) or more")
         if self.delivery_retry_base_seconds < 1:
             raise ConfigError("DELIVERY_RETRY_BASE_SECONDS must be at least 1")
         if self.job_concurrency < 1:

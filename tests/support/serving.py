@@ -1,9 +1,13 @@
-"""Running the gateway's servers as real processes in tests: free ports, `gateway serve`'s env."""
+"""Running the gateway's servers as real processes in tests: free ports, `gateway serve`'s env,
+a server that never answers."""
 
 from __future__ import annotations
 
 import os
 import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 
@@ -26,3 +30,31 @@ def serve_env(tmp_path: Path, database_url: str, port: int, **settings: str) -> 
     }
     env.pop("REDIS_URL", None)
     return env
+
+
+@contextmanager
+def silent_server() -> Iterator[int]:
+    """A port on 127.0.0.1 that accepts TCP connections and never answers on them (a hung
+    database); the connections are closed when the block ends."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(128)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            with suppress(TimeoutError):
+                held.append(listener.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join()
+        for connection in held:
+            connection.close()
+        listener.close()

@@ -96,6 +96,10 @@ def test_badge_templates_accept_json():
         ("PUBLIC_BASE_URL", "ftp://verify.example.org"),
         ("ISSUER_URL", "https://example.org/?q=1"),
         ("TIME_ZONE", "Mars/Olympus_Mons"),
+        ("DATABASE_CONNECT_TIMEOUT_SECONDS", "1"),
+        ("DATABASE_POOL_TIMEOUT_SECONDS", "0"),
+        ("DATABASE_STATEMENT_TIMEOUT_MS", "-1"),
+        ("DATABASE_STATEMENT_TIMEOUT_MS", "10s"),
     ],
 )
 def test_bad_values_name_the_setting(name, value):
