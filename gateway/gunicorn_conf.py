@@ -30,6 +30,12 @@ keepalive = 5
 # socket takes connections while it is still loading the app (about a second), so workers are not
 # recycled after N requests: each restart would hold up a share of new connections that long.
 reuse_port = True
+# The longest request line and header line gunicorn reads (its maximum, and twice its default):
+# above the app's own limits (gateway.security), so that the app refuses a long URL or header with
+# a problem+json answer and the security headers. Longer ones, and requests that are not HTTP, get
+# gunicorn's own plain answer (README, Operations).
+limit_request_line = 8190
+limit_request_field_size = 16380
 accesslog = "-"
 # Access lines are JSON objects written by the app's formatter (AccessLog below): a header or path
 # holding quotes or backslashes is escaped, never able to break a line or forge a field. No

@@ -3,10 +3,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -21,7 +18,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from gateway.store.db import RETRY_CONNECT_SECONDS, Database
 from jobs.worker import run_worker
 from tests.events_helpers import granted
-from tests.support.serving import free_port, serve_env, silent_server
+from tests.support.serving import free_port, serve_env, silent_server, start_serve
 
 ONE = select(literal(1))
 
@@ -130,18 +127,9 @@ def test_gateway_serve_answers_503s_and_healthz_while_the_database_hangs(tmp_pat
             WEB_THREADS="2",
             DATABASE_CONNECT_TIMEOUT_SECONDS="2",
         )
-        gateway = os.path.join(os.path.dirname(sys.executable), "gateway")
-        err = tmp_path / "stderr.log"
-        with err.open("wb") as stderr:
-            proc = subprocess.Popen(
-                [gateway, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=stderr
-            )
+        proc = start_serve(env, tmp_path / "stderr.log")
         base = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 30
-            while b"Worker ready" not in err.read_bytes():
-                assert proc.poll() is None and time.monotonic() < deadline, err.read_text()
-                time.sleep(0.2)
 
             def get(path: str) -> tuple[float, requests.Response]:
                 started = time.monotonic()

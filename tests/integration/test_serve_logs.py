@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from urllib.parse import quote
 
 import requests
 
-from tests.support.serving import free_port, serve_env
+from tests.support.serving import free_port, serve_env, start_serve
 
 HOSTILE = 'a\\", "status": 200, "x": "\\'
 
@@ -29,15 +25,9 @@ def _json_lines(path: Path) -> list[dict[str, object]]:
 def test_gateway_serve_writes_every_log_line_as_a_json_object(tmp_path, postgres_url):
     port = free_port()
     env = serve_env(tmp_path, postgres_url, port, WEB_WORKERS="1")
-    gateway = os.path.join(os.path.dirname(sys.executable), "gateway")
     out, err = tmp_path / "stdout.log", tmp_path / "stderr.log"
-    with out.open("wb") as stdout, err.open("wb") as stderr:
-        proc = subprocess.Popen([gateway, "serve"], env=env, stdout=stdout, stderr=stderr)
+    proc = start_serve(env, err, out)
     try:
-        deadline = time.monotonic() + 30
-        while b"Worker ready" not in err.read_bytes():
-            assert proc.poll() is None and time.monotonic() < deadline, err.read_text()
-            time.sleep(0.2)
         answer = requests.get(
             f"http://127.0.0.1:{port}/healthz", headers={"X-Request-ID": "serve-logs"}, timeout=5
         )

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -58,3 +61,18 @@ def silent_server() -> Iterator[int]:
         for connection in held:
             connection.close()
         listener.close()
+
+
+def start_serve(env: dict[str, str], stderr: Path, stdout: Path | None = None) -> subprocess.Popen:
+    """`gateway serve` with `env`, logging to `stderr` (and `stdout`), once a worker is ready."""
+    gateway = os.path.join(os.path.dirname(sys.executable), "gateway")
+    with stderr.open("wb") as err, (stdout or Path(os.devnull)).open("wb") as out:
+        proc = subprocess.Popen([gateway, "serve"], env=env, stdout=out, stderr=err)
+    deadline = time.monotonic() + 30
+    while b"Worker ready" not in stderr.read_bytes():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            raise AssertionError(f"gateway serve did not start:\n{stderr.read_text()}")
+        time.sleep(0.2)
+    return proc
