@@ -94,7 +94,7 @@ class _ConnectGuard:
             connection = dialect.connect(*cargs, **cparams)
         except psycopg.OperationalError as exc:
             with self.lock:
-                self.failure = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+                self.failure = (str(exc).strip() or repr(exc)).splitlines()[0]
                 self.retry_at = time.monotonic() + RETRY_CONNECT_SECONDS
                 self.trying = False
             raise
