@@ -10,7 +10,9 @@ Facts this module relies on (Standard Webhooks specification v1, standardwebhook
 - A 2xx answer acknowledges the message; anything else (a redirect too) is a failed attempt.
 
 A target whose host resolves to a loopback, private, link-local or otherwise non-global address is
-refused unless the operator allows them: checked at registration, and by every connection the sender
+refused unless the operator allows them, as is an IPv6 address embedding such an IPv4 address
+(IPv4-mapped or -compatible, NAT64, 6to4, Teredo) or in NAT64's local-use prefix: checked at
+registration, and by every connection the sender
 opens, which connects to the very address it checked (a DNS answer that changed between a check and
 the connection cannot lead it elsewhere). The module imports nothing of Flask, `gateway` or `jobs`.
 """
@@ -81,11 +83,40 @@ def signed_headers(secret: str, message_id: str, body: bytes, timestamp: int) ->
     }
 
 
-def _public(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone id
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
+#: IPv6 prefixes whose last 32 bits are an IPv4 address the packets reach: IPv4-compatible
+#: (deprecated), IPv4-translated (SIIT) and NAT64's well-known prefix.
+_LAST_32_BITS_IPV4 = tuple(
+    ipaddress.IPv6Network(prefix) for prefix in ("::/96", "::ffff:0:0:0/96", "64:ff9b::/96")
+)
+#: NAT64 for local use: an operator's own translation to any IPv4 address, never a public target.
+_LOCAL_NAT64 = ipaddress.IPv6Network("64:ff9b:1::/48")
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries (6to4, Teredo's server and client, NAT64, ...)."""
+    if ip.sixtofour:
+        return [ip.sixtofour]
+    if ip.teredo:
+        return list(ip.teredo)
+    if any(ip in prefix for prefix in _LAST_32_BITS_IPV4):
+        return [ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)]
+    return []
+
+
+def _global(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     return ip.is_global and not ip.is_multicast
+
+
+def _public(address: str) -> bool:
+    """Whether `address` is public, and so is any IPv4 address it embeds (the packets reach it
+    through a translator or tunnel)."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone id
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped:  # ::ffff:a.b.c.d is the IPv4 address itself
+            return _global(ip.ipv4_mapped)
+        if ip in _LOCAL_NAT64 or not all(_global(v4) for v4 in _embedded_ipv4(ip)):
+            return False
+    return _global(ip)
 
 
 def check_target(url: str, *, allow_private: bool) -> None:
@@ -117,7 +148,7 @@ def public_address(host: str, port: int) -> str:
     private = sorted({info[4][0] for info in found if not _public(info[4][0])})
     if private:
         raise TargetRefused(
-            f"{host} resolves to a loopback, private or link-local address "
+            f"{host} resolves to a loopback, private or link-local address (or one embedding it) "
             f"({', '.join(private)}); such targets are not allowed"
         )
     return found[0][4][0]

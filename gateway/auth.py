@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from authlib.integrations.flask_oauth2 import AuthorizationServer, ResourceProtector, current_token
 from authlib.oauth2 import OAuth2Error, OAuth2Request
 from authlib.oauth2.rfc6749 import ClientMixin, TokenMixin
+from authlib.oauth2.rfc6749.errors import InvalidClientError
 from authlib.oauth2.rfc6749.grants import ClientCredentialsGrant
 from authlib.oauth2.rfc6750 import BearerTokenValidator
 from flask import Blueprint, Flask, Response, current_app, request
@@ -125,8 +126,21 @@ def _problem_json(status: int, body: dict, headers: list | dict) -> Response:
     return response
 
 
+CLIENT_AUTHENTICATION_FAILED = "Client authentication failed."
+
+
 class Server(AuthorizationServer):
-    """Authlib's authorization server whose errors are problem+json with the OAuth error fields."""
+    """Authlib's authorization server whose errors are problem+json with the OAuth error fields.
+
+    Every failed client authentication (unknown client id, wrong secret, none sent, either way of
+    sending it) gets one answer, 401 `invalid_client` (RFC 6749 §5.2), so nothing in it tells
+    which client ids exist.
+    """
+
+    def handle_error_response(self, request: OAuth2Request, error: OAuth2Error) -> Response:
+        if isinstance(error, InvalidClientError):
+            error = InvalidClientError(status_code=401, description=CLIENT_AUTHENTICATION_FAILED)
+        return super().handle_error_response(request, error)
 
     def handle_response(self, status_code: int, payload: object, headers: list) -> Response:
         if status_code >= 400 and isinstance(payload, dict):

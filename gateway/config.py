@@ -98,6 +98,9 @@ class Settings:
     """The gateway's configuration; `from_env` is the only place that reads the environment."""
 
     database_url: str | None = None
+    database_connect_timeout_seconds: int = 3
+    database_pool_timeout_seconds: int = 3
+    database_statement_timeout_ms: int = 10_000
     instance_path: str | None = None
     redis_url: str | None = None
     secret_key: str = "embedded-default-not-secret"
@@ -147,6 +150,15 @@ class Settings:
         env = os.environ if env is None else env
         return cls(
             database_url=env.get("DATABASE_URL") or None,
+            database_connect_timeout_seconds=_int(
+                env, "DATABASE_CONNECT_TIMEOUT_SECONDS", cls.database_connect_timeout_seconds
+            ),
+            database_pool_timeout_seconds=_int(
+                env, "DATABASE_POOL_TIMEOUT_SECONDS", cls.database_pool_timeout_seconds
+            ),
+            database_statement_timeout_ms=_int(
+                env, "DATABASE_STATEMENT_TIMEOUT_MS", cls.database_statement_timeout_ms
+            ),
             instance_path=_path(env.get("INSTANCE_PATH")),
             redis_url=env.get("REDIS_URL") or None,
             secret_key=env.get("SECRET_KEY") or cls.secret_key,
@@ -213,6 +225,12 @@ class Settings:
             )
         for name in ("verify_rate_limit", "verify_rate_limit_authenticated"):
             _check_rate(name.upper(), getattr(self, name))
+        if self.database_connect_timeout_seconds < 2:
+            raise ConfigError("DATABASE_CONNECT_TIMEOUT_SECONDS must be at least 2")
+        if self.database_pool_timeout_seconds < 1:
+            raise ConfigError("DATABASE_POOL_TIMEOUT_SECONDS must be at least 1")
+        if self.database_statement_timeout_ms < 0:
+            raise ConfigError("DATABASE_STATEMENT_TIMEOUT_MS must be 0 (no limit) or more")
         if self.delivery_retry_base_seconds < 1:
             raise ConfigError("DELIVERY_RETRY_BASE_SECONDS must be at least 1")
         if self.job_concurrency < 1:
@@ -249,20 +267,27 @@ class Settings:
         )
 
     def mode_line(self) -> str:
-        """One log line saying how the service runs."""
+        """One log line saying how the service runs: the embedded default (SQLite, jobs in this
+        process, dry-run Credly), production (PostgreSQL, Redis, Credly), or a mix naming what is
+        not production's."""
         sqlite = (self.database_url or "sqlite").startswith("sqlite")
-        if sqlite or self.jobs_in_process or self.credly_dry_run:
-            parts = [
-                f"database={_redact(self.database_url)}",
-                "jobs=in-process" if self.jobs_in_process else "jobs=redis",
+        parts = ", ".join(
+            (
+                f"database={'SQLite' if sqlite else 'PostgreSQL'} {_redact(self.database_url)}",
+                "jobs=in-process"
+                if self.jobs_in_process
+                else f"jobs=Redis {_redact(self.redis_url)}",
                 "credly=dry-run" if self.credly_dry_run else f"credly={self.credly_api_base}",
-            ]
-            return "EMBEDDED DEFAULT MODE (not for production): " + ", ".join(parts)
-        return (
-            f"production mode: database={_redact(self.database_url)}, "
-            f"redis={_redact(self.redis_url)}, "
-            f"credly={'dry-run' if self.credly_dry_run else self.credly_api_base}"
+            )
         )
+        embedded = {"SQLite": sqlite, "in-process jobs": self.jobs_in_process}
+        embedded["dry-run Credly"] = self.credly_dry_run
+        if all(embedded.values()):
+            return f"EMBEDDED DEFAULT MODE (not for production): {parts}"
+        if not any(embedded.values()):
+            return f"production mode: {parts}"
+        unlike = " and ".join(name for name, on in embedded.items() if on)
+        return f"mixed mode ({unlike}, not for production): {parts}"
 
 
 def _all_or_none(what: str, values: dict[str, str | None]) -> None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import gc
+import logging
 import socket
 import sys
 from typing import Any
 
+from gunicorn.glogging import Logger
 from prometheus_client import multiprocess
 
 from gateway.config import Settings
@@ -28,24 +30,26 @@ keepalive = 5
 # socket takes connections while it is still loading the app (about a second), so workers are not
 # recycled after N requests: each restart would hold up a share of new connections that long.
 reuse_port = True
+# The longest request line and header line gunicorn reads (its maximum, and twice its default):
+# above the app's own limits (gateway.security), so that the app refuses a long URL or header with
+# a problem+json answer and the security headers. Longer ones, and requests that are not HTTP, get
+# gunicorn's own plain answer (README, Operations).
+limit_request_line = 8190
+limit_request_field_size = 16380
 accesslog = "-"
-# One JSON object a line, like the app's own logs; no headers, so no tokens.
-access_log_format = (
-    '{"logger": "gunicorn.access", "remote": "%(h)s", "method": "%(m)s", "path": "%(U)s", '
-    '"status": %(s)s, "bytes": "%(B)s", "duration_ms": %(M)s, "request_id": "%({x-request-id}o)s"}'
-)
+# Access lines are JSON objects written by the app's formatter (AccessLog below): a header or path
+# holding quotes or backslashes is escaped, never able to break a line or forge a field. No
+# headers are logged, so no tokens.
+logger_class = "gateway.gunicorn_conf.AccessLog"
 # gunicorn's own log (start-up, workers, errors) as JSON lines on stderr through the app's handler
 # and formatter (gateway.logs, which finds that handler on the root and keeps it); its level stays
-# gunicorn's `loglevel`. The access log keeps its own handler: its message is already the JSON
-# line of `access_log_format`. Every key is given, so none of gunicorn's CONFIG_DEFAULTS (a plain
-# text root handler; access lines propagating to the root) is merged in.
+# gunicorn's `loglevel`. The access log keeps its own handler, on stdout. Every key is given, so
+# none of gunicorn's CONFIG_DEFAULTS (a plain text root handler; access lines propagating to the
+# root) is merged in.
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {
-        "json": {"()": JsonFormatter},
-        "message": {"format": "%(message)s"},
-    },
+    "formatters": {"json": {"()": JsonFormatter}},
     "handlers": {
         "json": {
             "class": "logging.StreamHandler",
@@ -54,7 +58,7 @@ logconfig_dict = {
         },
         "access": {
             "class": "logging.StreamHandler",
-            "formatter": "message",
+            "formatter": "json",
             "stream": "ext://sys.stdout",
         },
     },
@@ -66,10 +70,70 @@ logconfig_dict = {
 }
 
 
+class AccessLog(Logger):
+    """gunicorn's logger whose access lines are log records with the request's fields, which
+    the access handler's JSON formatter writes with `ts` and `level` like every other line."""
+
+    def access(self, resp: Any, req: Any, environ: dict, request_time: Any) -> None:
+        if not self.access_log_enabled or not self.access_log.isEnabledFor(logging.INFO):
+            return
+        status = resp.status.split(None, 1)[0] if isinstance(resp.status, str) else resp.status
+        method, path = environ.get("REQUEST_METHOD"), environ.get("PATH_INFO")
+        fields = {
+            "remote": environ.get("REMOTE_ADDR"),
+            "method": method,
+            "path": path,
+            "status": int(status) if str(status).isdigit() else status,
+            "bytes": getattr(resp, "sent", None),
+            "duration_ms": request_time.seconds * 1000 + request_time.microseconds // 1000,
+            # the id the app answered with; none when gunicorn answered on its own
+            "request_id": next(
+                (value for name, value in resp.headers if name.lower() == "x-request-id"), None
+            ),
+        }
+        record = self.access_log.makeRecord(
+            self.access_log.name,
+            logging.INFO,
+            __file__,
+            0,
+            "%s %s %s",
+            (method, path, status),
+            None,
+        )
+        vars(record).update(fields)  # over the fields a finished request may have left bound
+        self.access_log.handle(record)
+
+
+class _ListeningAddress(logging.Filter):
+    """Put the addresses into gunicorn's "Listening at:" line, which names none when each worker
+    opens its own socket (the master then holds no listener to name)."""
+
+    addresses = ""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if record.msg == "Listening at: %s (%s)" and isinstance(args, tuple) and not args[0]:
+            record.args = (self.addresses, *args[1:])
+        return True
+
+
+_listening = _ListeningAddress()
+
+
+def _url(address: tuple | str) -> str:
+    """An address as gunicorn names it: http://host:port, or unix:path."""
+    if not isinstance(address, tuple):
+        return f"unix:{address}"
+    host, port = address[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def on_starting(server: Any) -> None:
     """Refuse to start on an address something already listens on. With a socket per worker the
     kernel would let a second server share the port with the first, each taking some of the
-    connections, where one socket for all fails to bind."""
+    connections, where one socket for all fails to bind. Have the start-up log name the address."""
+    _listening.addresses = ",".join(_url(address) for address in server.cfg.address)
+    logging.getLogger("gunicorn.error").addFilter(_listening)
     for address in server.cfg.address:
         if not isinstance(address, tuple):
             continue  # a Unix socket path: not shared

@@ -94,6 +94,11 @@ def lookup_client() -> str | None:
     return g.lookup_client
 
 
+def address_key() -> str:
+    """The counter of the anonymous lookups from the request's address (API and page alike)."""
+    return f"lookups/address:{request.remote_addr}"
+
+
 def _lookup_cost() -> int:
     """A batch costs one lookup per id it asks for (at most MAX_BATCH); anything else costs one."""
     body = request.get_json(silent=True) if request.method == "POST" else None
@@ -103,7 +108,8 @@ def _lookup_cost() -> int:
 
 def init_app(app: Flask, settings: Settings, *, api: Blueprint, page: Blueprint) -> Counter:
     """Limit the lookups of `api` (per address, or per client with a `verifications:read` token,
-    batches counting each id) and of `page` (per address; the bare form is free)."""
+    batches counting each id) and of `page` (per address; the bare form is free). An address has
+    one allowance for both: a lookup on the page uses what the API then lacks, and the other way."""
     if settings.trusted_proxies:
         n = settings.trusted_proxies  # X-Forwarded-Proto too: HSTS is sent when TLS is in front
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)
@@ -122,14 +128,14 @@ def init_app(app: Flask, settings: Settings, *, api: Blueprint, page: Blueprint)
             key, items, rate = f"lookups/client:{client}", authenticated, "this API client"
             setting = settings.verify_rate_limit_authenticated
         else:
-            key, items, rate = f"lookups/address:{request.remote_addr}", anonymous, "this address"
+            key, items, rate = address_key(), anonymous, "this address"
             setting = settings.verify_rate_limit
         limit(key, items, _lookup_cost(), f"Too many lookups from {rate}: the limit is {setting}.")
 
     def limit_page() -> None:
         if "certification_id" in request.args:  # the bare form costs nothing
             limit(
-                f"page/address:{request.remote_addr}",
+                address_key(),  # one allowance per address for the page and the API together
                 anonymous,
                 1,
                 f"Too many lookups: the limit is {settings.verify_rate_limit} per address.",

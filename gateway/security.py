@@ -10,10 +10,14 @@ import json
 from collections.abc import Iterable
 from typing import IO, TYPE_CHECKING, Any
 
-from flask import Flask, Request
+from flask import Flask, Request, request
 from flask.json.provider import DefaultJSONProvider
 from flask.sessions import SessionInterface
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import (
+    RequestEntityTooLarge,
+    RequestHeaderFieldsTooLarge,
+    RequestURITooLarge,
+)
 from werkzeug.routing import Map, PathConverter, UnicodeConverter
 from werkzeug.utils import cached_property
 from werkzeug.wsgi import LimitedStream
@@ -35,6 +39,11 @@ HEADERS = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
 }
 HSTS = "max-age=31536000; includeSubDomains"
+# The longest request target and header line the gateway takes: gunicorn's defaults, which
+# gunicorn_conf raises above these so that the app, not gunicorn, refuses longer ones (414, 431
+# problem+json with the headers above).
+MAX_URL = 4094
+MAX_HEADER_LINE = 8190
 
 
 class SecurityHeaders:
@@ -137,3 +146,17 @@ def init_app(app: Flask) -> None:
     app.request_class = BoundedRequest
     app.session_interface = _NoSessions()
     app.wsgi_app = SecurityHeaders(app.wsgi_app)  # type: ignore[method-assign]
+    app.before_request(_refuse_oversized)
+
+
+def _refuse_oversized() -> None:
+    """A request target over MAX_URL characters answers 414, a header line over MAX_HEADER_LINE
+    431, before anything else is done with them."""
+    target = request.environ.get("RAW_URI") or request.full_path
+    if len(target) > MAX_URL:
+        raise RequestURITooLarge(f"The URL is longer than {MAX_URL} characters.")
+    for name, value in request.headers.items():
+        if len(name) + len(value) + 2 > MAX_HEADER_LINE:
+            raise RequestHeaderFieldsTooLarge(
+                f"The {name} header is longer than {MAX_HEADER_LINE} characters."
+            )

@@ -69,7 +69,12 @@ class Services:
         )
         return cls(
             settings=settings,
-            db=Database(settings.database_url),
+            db=Database(
+                settings.database_url,
+                connect_timeout=settings.database_connect_timeout_seconds,
+                pool_timeout=settings.database_pool_timeout_seconds,
+                statement_timeout_ms=settings.database_statement_timeout_ms,
+            ),
             redis=client,
             policy=rules.load_policy(settings.policy_file),
             credly=make_credly(

@@ -7,6 +7,7 @@ import threading
 
 from redis import Redis
 from rq import Queue, SimpleWorker
+from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.services import Services
 from jobs import context
@@ -43,7 +44,10 @@ def run_worker(
     svc.db.commit_asynchronously()
     context.use(svc)
     stop = threading.Event()
-    relay(svc, svc.dispatcher)
+    try:
+        relay(svc, svc.dispatcher)  # side effects left behind by a process that died
+    except SQLAlchemyError as exc:  # the database is down or hung: the relay tries again
+        log.warning("outbox relay at start failed: %s", exc)
     relayer = threading.Thread(target=_relay_forever, args=(svc, stop), daemon=True)
     relayer.start()
     if with_cron:

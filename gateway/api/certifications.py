@@ -6,11 +6,13 @@ from datetime import date
 
 from flask import Blueprint, request
 from flask.typing import ResponseReturnValue
+from marshmallow import ValidationError
 
 from gateway import rules
 from gateway.api.context import services
 from gateway.api.problems import Problem
 from gateway.auth import require_scope
+from gateway.schemas.events import DAYS, IN_RANGE
 from gateway.store import models
 from gateway.store.history import load_history
 from gateway.views import Current, read_current, standing_view
@@ -23,7 +25,7 @@ def _as_of() -> date:
     if raw is None:
         return models.utcnow().date()
     try:
-        return date.fromisoformat(raw)
+        as_of = date.fromisoformat(raw)
     except ValueError as exc:
         raise Problem(
             400,
@@ -31,6 +33,16 @@ def _as_of() -> date:
             "as_of must be a date.",
             errors=[{"field": "as_of", "message": "Use YYYY-MM-DD."}],
         ) from exc
+    try:
+        DAYS(as_of)
+    except ValidationError as exc:
+        raise Problem(
+            422,
+            "Unprocessable Content",
+            "as_of is outside the days the rules compute with.",
+            errors=[{"field": "as_of", "message": IN_RANGE}],
+        ) from exc
+    return as_of
 
 
 @bp.get("/v1/certifications/<certification_id>")

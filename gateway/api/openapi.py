@@ -20,6 +20,7 @@ from marshmallow import fields, validate
 
 from gateway.api.problems import PROBLEM_TYPE
 from gateway.auth import SCOPES
+from gateway.rules.periods import EARLIEST_DAY, LATEST_DAY
 from gateway.schemas import responses as r
 from gateway.schemas.events import DATA_SCHEMAS, MAX_EVENTS, EnvelopeSchema
 from gateway.schemas.subscriptions import (
@@ -239,7 +240,8 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
                     "in": "query",
                     "name": "as_of",
                     "schema": {"type": "string", "format": "date"},
-                    "description": "Evaluate the history on this day (default: today, UTC).",
+                    "description": "Evaluate the history on this day (default: today, UTC); "
+                    f"from {EARLIEST_DAY} to {LATEST_DAY}, else 422.",
                 },
             ],
             "responses": {

@@ -12,11 +12,13 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from gateway.schemas.events import field_errors
+from gateway.store.db import RETRY_CONNECT_SECONDS
 
 PROBLEM_TYPE = "application/problem+json"
-# The database could not answer: it is down, restarting, or every pooled connection is busy.
+# The database could not answer: it is down, restarting, hung (a timeout), or every pooled
+# connection is busy.
 DATABASE_UNAVAILABLE = (OperationalError, PoolTimeout)
-UNAVAILABLE_RETRY_SECONDS = 5
+UNAVAILABLE_RETRY_SECONDS = RETRY_CONNECT_SECONDS
 
 log = logging.getLogger("gateway")
 

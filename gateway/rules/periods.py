@@ -3,6 +3,11 @@
 from datetime import date, timedelta
 
 ONE_DAY = timedelta(days=1)
+#: The days the rules compute with. Their arithmetic reaches decades beyond a date (cycle ends,
+#: lapses, exam-only years), which must stay within what a date holds (years 1 to 9999); a date a
+#: client sends outside this range is refused as malformed.
+EARLIEST_DAY = date(1900, 1, 1)
+LATEST_DAY = date(2999, 12, 31)
 _MONTH_DAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 

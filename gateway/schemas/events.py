@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime, time
 from typing import Any
 
 from marshmallow import (
@@ -26,12 +27,26 @@ from gateway.rules import (
     Recertified,
     Revoked,
 )
+from gateway.rules.periods import EARLIEST_DAY, LATEST_DAY
 
 MAX_EVENTS = 100  # in one `POST /v1/events/batch`
 _ID = validate.Length(min=1, max=128)
 _NAME = validate.Length(min=1, max=200)
 # Text PostgreSQL can store: no NUL. (A lone surrogate never gets here: see gateway.security.)
 TEXT = validate.Regexp(r"^[^\x00]*$", error="Must not contain NUL characters.")
+#: The days the rules compute with (see gateway.rules.periods); outside them a date is malformed.
+IN_RANGE = f"Must be from {EARLIEST_DAY.isoformat()} to {LATEST_DAY.isoformat()}."
+DAYS = validate.Range(min=EARLIEST_DAY, max=LATEST_DAY, error=IN_RANGE)
+_MOMENTS = validate.Range(
+    min=datetime.combine(EARLIEST_DAY, time.min, UTC),
+    max=datetime.combine(LATEST_DAY, time.max, UTC),
+    error=IN_RANGE,
+)
+
+
+def _day(**kwargs: Any) -> fields.Date:
+    """A date field taking only the days the rules compute with."""
+    return fields.Date(validate=DAYS, **kwargs)
 
 
 class _Strict(Schema):
@@ -63,16 +78,18 @@ class GrantedData(_Strict):
 
     member = fields.Nested(MemberSchema, required=True)
     credential = fields.String(required=True, validate=[validate.Length(min=1, max=32), TEXT])
-    certified_on = fields.Date(required=True)
+    certified_on = _day(required=True)
 
 
 class FeePaidData(_Strict):
     """`renewal.fee_paid`: the annual renewal fee of one membership year."""
 
     membership_year = fields.Integer(
-        required=True, strict=True, validate=validate.Range(min=1900, max=9999)
+        required=True,
+        strict=True,
+        validate=validate.Range(min=EARLIEST_DAY.year, max=LATEST_DAY.year),
     )
-    paid_on = fields.Date(required=True)
+    paid_on = _day(required=True)
 
 
 class CcpActivityData(_Strict):
@@ -80,14 +97,14 @@ class CcpActivityData(_Strict):
 
     activity_id = fields.String(required=True, validate=[_ID, TEXT])
     category = fields.String(required=True, validate=[validate.Length(min=1, max=64), TEXT])
-    completed_on = fields.Date(required=True)
+    completed_on = _day(required=True)
     points = fields.Float(
         required=True,
         allow_nan=False,
         validate=validate.Range(min=0, min_inclusive=False, max=1000),
     )
-    employment_start = fields.Date(load_default=None)
-    employment_end = fields.Date(load_default=None)
+    employment_start = _day(load_default=None)
+    employment_end = _day(load_default=None)
 
     @validates_schema
     def employment_period(self, data: dict[str, Any], **_: Any) -> None:
@@ -101,22 +118,22 @@ class AuditData(_Strict):
     """`audit.completed`: the result of a CCP audit."""
 
     result = fields.String(required=True, validate=validate.OneOf(["passed", "failed"]))
-    audited_on = fields.Date(required=True)
-    cycle_start = fields.Date(required=True)
+    audited_on = _day(required=True)
+    cycle_start = _day(required=True)
 
 
 class RecertifiedData(_Strict):
     """`recertification.completed`: a lapsed member recertified by CCP or exam."""
 
     method = fields.String(required=True, validate=validate.OneOf(["ccp", "exam"]))
-    completed_on = fields.Date(required=True)
+    completed_on = _day(required=True)
     application_id = fields.String(required=True, validate=[_ID, TEXT])
     eligibility_criteria = fields.String(required=True, validate=[_ID, TEXT])
-    exam_passed_on = fields.Date(load_default=None)
+    exam_passed_on = _day(load_default=None)
     ccp_points = fields.Float(
         load_default=None, allow_nan=False, validate=validate.Range(min=0, max=1000)
     )
-    earliest_activity_on = fields.Date(load_default=None)
+    earliest_activity_on = _day(load_default=None)
 
     @validates_schema
     def method_fields(self, data: dict[str, Any], **_: Any) -> None:
@@ -130,7 +147,7 @@ class RevokedData(_Strict):
     """`certification.revoked`: withdrawn by the certifying body."""
 
     reason = fields.String(required=True, validate=[validate.Length(min=1, max=2000), TEXT])
-    revoked_on = fields.Date(required=True)
+    revoked_on = _day(required=True)
 
 
 class MemberUpdatedData(_Strict):
@@ -173,7 +190,7 @@ class EnvelopeSchema(_Strict):
         ],
     )
     type = fields.String(required=True, validate=validate.OneOf(list(DATA_SCHEMAS)))
-    occurred_at = fields.AwareDateTime(required=True)
+    occurred_at = fields.AwareDateTime(required=True, validate=_MOMENTS)
     certification_id = fields.String(
         required=True,
         validate=[

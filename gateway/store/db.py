@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+import threading
+import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -44,10 +46,63 @@ def _sqlite_begin(connection: Any) -> None:
 ASYNCHRONOUS_COMMIT = "-c synchronous_commit=off"
 
 
-def _asynchronous_commit(_dialect: Any, _record: Any, _args: Any, params: dict[str, Any]) -> None:
+def _add_option(params: dict[str, Any], option: str, name: str | None = None) -> None:
+    """Add `-c name=value` to a connection's options once (SQLAlchemy 2.0 hands every connect
+    the same dict), unless they set `name` already (the URL's own setting is kept)."""
     options = params.get("options", "")
-    if ASYNCHRONOUS_COMMIT not in options:  # SQLAlchemy 2.0 hands every connect the same dict
-        params["options"] = f"{options} {ASYNCHRONOUS_COMMIT}".strip()
+    if (name or option) not in options:
+        params["options"] = f"{options} {option}".strip()
+
+
+#: After a connection attempt failed, how long new ones fail at once instead of waiting on the
+#: database again (one attempt at a time then tries it).
+RETRY_CONNECT_SECONDS = 5
+
+
+class _ConnectGuard:
+    """Connects to PostgreSQL with the statement timeout, and fails fast while it is unreachable.
+
+    A database that accepts connections and never answers would hold every thread of a web
+    process for the connect timeout, request after request, until `/healthz` itself waits behind
+    them. After a failed attempt, new connections fail at once (as `OperationalError`, a 503) for
+    RETRY_CONNECT_SECONDS; then one attempt tries the database while the others still fail fast.
+    """
+
+    def __init__(self, statement_timeout_ms: int | None) -> None:
+        self.statement_timeout_ms = statement_timeout_ms
+        self.options: list[str] = []  # further `-c name=value` settings of new connections
+        self.lock = threading.Lock()
+        self.failure: str | None = None  # the last attempt's error, while it stands
+        self.retry_at = 0.0
+        self.trying = False
+
+    def __call__(
+        self, dialect: Any, _record: Any, cargs: Any, cparams: dict[str, Any]
+    ) -> psycopg.Connection:
+        with self.lock:
+            if self.failure is not None:
+                left = self.retry_at - time.monotonic()
+                if left > 0 or self.trying:
+                    raise psycopg.OperationalError(
+                        f"{self.failure} (not tried again for {max(left, 0):.1f} s)"
+                    )
+                self.trying = True
+        if self.statement_timeout_ms is not None:
+            timeout = f"-c statement_timeout={self.statement_timeout_ms}"
+            _add_option(cparams, timeout, "statement_timeout")
+        for option in self.options:
+            _add_option(cparams, option)
+        try:
+            connection = dialect.connect(*cargs, **cparams)
+        except psycopg.OperationalError as exc:
+            with self.lock:
+                self.failure = (str(exc).strip() or repr(exc)).splitlines()[0]
+                self.retry_at = time.monotonic() + RETRY_CONNECT_SECONDS
+                self.trying = False
+            raise
+        with self.lock:
+            self.failure, self.trying = None, False
+        return connection
 
 
 def _dumps(value: Any) -> str:
@@ -97,9 +152,21 @@ def wake_after_commit(outbox_ids: Iterable[int]) -> None:
 
 
 class Database:
-    """An engine and its session factory for one database URL."""
+    """An engine and its session factory for one database URL.
 
-    def __init__(self, url: str) -> None:
+    On PostgreSQL: `connect_timeout` seconds to connect (libpq counts at least 2), `pool_timeout`
+    seconds to wait for a pooled connection, `statement_timeout_ms` for any statement (but
+    migrations'); None leaves each unlimited (libpq's and PostgreSQL's own defaults).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        connect_timeout: int | None = None,
+        pool_timeout: int | None = None,
+        statement_timeout_ms: int | None = None,
+    ) -> None:
         self.url = normalize_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
         if self.is_sqlite:
@@ -114,13 +181,21 @@ class Database:
         else:
             # No pre-ping (a round trip at every checkout): a connection that died is found when
             # used, the pool is then invalidated, and `retry_disconnect` runs the work again.
+            limits: dict[str, Any] = {}
+            if connect_timeout is not None:
+                limits["connect_args"] = {"connect_timeout": connect_timeout}
+            if pool_timeout is not None:
+                limits["pool_timeout"] = pool_timeout
             self.engine = create_engine(
                 self.url,
                 pool_size=10,
                 pool_recycle=RECYCLE_SECONDS,
                 json_deserializer=orjson.loads,
                 json_serializer=_dumps,
+                **limits,
             )
+            self.connect_guard = _ConnectGuard(statement_timeout_ms)
+            event.listen(self.engine, "do_connect", self.connect_guard)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         #: Called with the ids of the outbox items a transaction queued, after its commit.
         self.on_commit: Callable[[list[int]], None] | None = None
@@ -287,9 +362,9 @@ class Database:
         Only for a process whose every commit may be done again: a database crash can lose the
         commits of its last moments (about 0.6 s, never part of one), as if they had rolled back.
         """
-        if self.is_sqlite or event.contains(self.engine, "do_connect", _asynchronous_commit):
+        if self.is_sqlite or ASYNCHRONOUS_COMMIT in self.connect_guard.options:
             return
-        event.listen(self.engine, "do_connect", _asynchronous_commit)
+        self.connect_guard.options.append(ASYNCHRONOUS_COMMIT)
         self.engine.dispose()  # connections made before: closed, not handed out again
 
     def ping(self) -> None:
@@ -305,6 +380,8 @@ class Database:
         """Run the Alembic command `name` (upgrade, downgrade, current, history) on this
         database; what it reports goes to standard output."""
         with self.engine.begin() as connection:
+            if not self.is_sqlite:  # a migration may take longer than any request's statement
+                connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
             cfg = alembic_config(self.url)
             cfg.attributes["connection"] = connection
             cfg.stdout = sys.stdout  # Alembic's default is the stream of its import time

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 
-from gateway.store.db import ASYNCHRONOUS_COMMIT, Database, _asynchronous_commit
+from gateway.store.db import ASYNCHRONOUS_COMMIT, Database, _add_option
 from jobs import context
 from jobs.worker import run_worker
 
@@ -58,7 +58,7 @@ def test_options_of_the_url_are_kept_and_the_setting_added_once(postgres_url):
 def test_the_setting_is_added_to_the_connect_options_once_when_they_are_handed_over_again():
     params = {"options": "-c statement_timeout=4321"}  # SQLAlchemy 2.0 reuses one dict
     for _ in range(3):
-        _asynchronous_commit(None, None, [], params)
+        _add_option(params, ASYNCHRONOUS_COMMIT)
     assert params == {"options": f"-c statement_timeout=4321 {ASYNCHRONOUS_COMMIT}"}
 
 

@@ -56,6 +56,28 @@ def test_wrong_secret_is_401_problem(app, client):
     assert body["status"] == 401 and body["error"] == "invalid_client"
 
 
+def _answer(response) -> tuple[int, dict, dict]:
+    """Status, body and headers of an answer, less what differs between any two requests."""
+    headers = {k: v for k, v in response.headers.items() if k not in ("X-Request-ID", "Date")}
+    return response.status_code, response.get_json(), headers
+
+
+@pytest.mark.parametrize("way", ["basic", "post"])
+def test_an_unknown_client_and_a_wrong_secret_get_the_same_invalid_client_answer(app, client, way):
+    cid, _ = register_client(app, "events:write")
+
+    def attempt(client_id):
+        if way == "basic":
+            return _token(client, {}, auth=(client_id, "wrong"))
+        return _token(client, {"client_id": client_id, "client_secret": "wrong"})
+
+    wrong_secret, unknown = _answer(attempt(cid)), _answer(attempt("no-such-client"))
+    assert wrong_secret == unknown
+    status, body, headers = unknown
+    assert status == 401 and body["error"] == "invalid_client"
+    assert headers["WWW-Authenticate"].startswith("Basic ")
+
+
 def test_unsupported_scope_is_400_problem(app, client):
     cid, secret = register_client(app, "events:write")
     response = _token(client, {"scope": "root"}, auth=(cid, secret))

@@ -167,9 +167,6 @@ def test_gateway_serve_runs_gunicorn_processes_whose_metrics_add_up(tmp_path, po
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
-    access = [
-        json.loads(line)
-        for line in (tmp_path / "serve.log").read_text().splitlines()
-        if line.startswith('{"logger": "gunicorn.access"')
-    ]
+    lines = [json.loads(line) for line in (tmp_path / "serve.log").read_text().splitlines()]
+    access = [line for line in lines if line["logger"] == "gunicorn.access"]
     assert access and access[0]["path"] == "/healthz"

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
+from urllib.parse import quote
 
 import requests
 
-from tests.support.serving import free_port, serve_env
+from tests.support.serving import free_port, serve_env, start_serve
+
+HOSTILE = 'a\\", "status": 200, "x": "\\'
 
 
 def _json_lines(path: Path) -> list[dict[str, object]]:
@@ -26,19 +25,19 @@ def _json_lines(path: Path) -> list[dict[str, object]]:
 def test_gateway_serve_writes_every_log_line_as_a_json_object(tmp_path, postgres_url):
     port = free_port()
     env = serve_env(tmp_path, postgres_url, port, WEB_WORKERS="1")
-    gateway = os.path.join(os.path.dirname(sys.executable), "gateway")
     out, err = tmp_path / "stdout.log", tmp_path / "stderr.log"
-    with out.open("wb") as stdout, err.open("wb") as stderr:
-        proc = subprocess.Popen([gateway, "serve"], env=env, stdout=stdout, stderr=stderr)
+    proc = start_serve(env, err, out)
     try:
-        deadline = time.monotonic() + 30
-        while b"Worker ready" not in err.read_bytes():
-            assert proc.poll() is None and time.monotonic() < deadline, err.read_text()
-            time.sleep(0.2)
         answer = requests.get(
             f"http://127.0.0.1:{port}/healthz", headers={"X-Request-ID": "serve-logs"}, timeout=5
         )
         assert answer.status_code == 200
+        forged = requests.get(  # quotes and backslashes in the path and the echoed request id
+            f"http://127.0.0.1:{port}/v1/verifications/{quote(HOSTILE, safe='')}",
+            headers={"X-Request-ID": HOSTILE},
+            timeout=5,
+        )
+        assert forged.status_code == 404 and forged.headers["X-Request-ID"] == HOSTILE
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
@@ -46,12 +45,17 @@ def test_gateway_serve_writes_every_log_line_as_a_json_object(tmp_path, postgres
     errors = _json_lines(err)
     gunicorn = [e["msg"] for e in errors if e["logger"] == "gunicorn.error"]
     assert gunicorn[0].startswith("Starting gunicorn")
+    assert f"Listening at: http://127.0.0.1:{port} ({proc.pid})" in gunicorn
     assert any(str(msg).startswith("Worker ready (pid: ") for msg in gunicorn)
     assert gunicorn[-1] == "Shutting down: Master"
     assert all({"ts", "level", "logger", "msg"} <= e.keys() for e in errors)  # the app's fields
 
-    # The access log's line is access_log_format's JSON object as it is, not wrapped again.
-    [access] = _json_lines(out)
-    assert access["logger"] == "gunicorn.access" and "ts" not in access
-    assert access["path"] == "/healthz" and access["status"] == 200
-    assert access["request_id"] == "serve-logs"
+    # The access log: a JSON object a request, with ts and level, whatever the request held.
+    healthz, hostile = _json_lines(out)
+    assert all({"ts", "level", "logger", "msg"} <= e.keys() for e in (healthz, hostile))
+    assert healthz["logger"] == hostile["logger"] == "gunicorn.access"
+    assert healthz["level"] == "INFO" and healthz["msg"] == "GET /healthz 200"
+    assert healthz["path"] == "/healthz" and healthz["status"] == 200
+    assert healthz["request_id"] == "serve-logs"
+    assert hostile["path"] == f"/v1/verifications/{HOSTILE}" and hostile["status"] == 404
+    assert hostile["request_id"] == HOSTILE

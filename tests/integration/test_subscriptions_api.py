@@ -140,7 +140,15 @@ def test_a_deleted_subscription_is_gone(client, employer):
 
 
 @pytest.mark.parametrize(
-    "url", ["http://127.0.0.1:8080/hook", "http://localhost/hook", "http://169.254.169.254/"]
+    "url",
+    [
+        "http://127.0.0.1:8080/hook",
+        "http://localhost/hook",
+        "http://169.254.169.254/",
+        "http://[64:ff9b::a9fe:a9fe]/",  # NAT64 to 169.254.169.254
+        "http://[64:ff9b:1::a00:1]/",  # NAT64 for local use
+        "http://[2002:7f00:1::]:8080/hook",  # 6to4 of 127.0.0.1
+    ],
 )
 def test_a_private_target_is_refused_at_registration_by_default(make_app, database_url, url):
     strict = make_app(database_url=database_url)

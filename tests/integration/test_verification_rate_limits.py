@@ -53,6 +53,21 @@ def test_anonymous_limit_counts_each_client_address_apart(client):
     assert statuses(client, 2, address="192.0.2.2") == [404, 404]
 
 
+def page_lookup(client, address: str = "192.0.2.1"):
+    """Look up an unknown number on the `/verify` page from `address`."""
+    return client.get("/verify?certification_id=ANY-1", environ_base={"REMOTE_ADDR": address})
+
+
+def test_the_page_and_the_api_share_one_allowance_per_address(client):
+    assert page_lookup(client).status_code == 404
+    assert lookup(client).status_code == 404
+    assert lookup(client).status_code == 429  # 2/minute: the page's lookup counted
+    assert page_lookup(client).status_code == 429
+    assert page_lookup(client, address="192.0.2.2").status_code == 404
+    assert lookup(client, address="192.0.2.2").status_code == 404
+    assert page_lookup(client, address="192.0.2.2").status_code == 429
+
+
 def test_a_verifications_token_gets_the_higher_limit_counted_per_client(app, client):
     client_id, secret = register_client(app, "verifications:read")
     token = fetch_token_of(app, client_id, secret)

@@ -40,6 +40,43 @@ def test_production_settings_are_read_and_secrets_kept_out_of_the_mode_line():
     assert "tok-secret" not in repr(settings)
 
 
+CREDLY = {
+    "CREDLY_API_BASE": "https://sandbox-api.credly.com/v1",
+    "CREDLY_ORGANIZATION_ID": "org-1",
+    "CREDLY_AUTH_TOKEN": "tok-secret",
+}
+POSTGRES = {"DATABASE_URL": "postgresql://gw@db.internal/gateway"}
+REDIS = {"REDIS_URL": "redis://cache.internal:6379/0"}
+
+
+@pytest.mark.parametrize(
+    ("env", "start", "named"),
+    [
+        ({**POSTGRES, **REDIS, **CREDLY}, "production mode: ", ()),
+        (
+            {**POSTGRES, **REDIS},
+            "mixed mode (dry-run Credly, not for production): ",
+            ("database=PostgreSQL postgresql://gw@db.internal/gateway", "credly=dry-run"),
+        ),
+        (
+            POSTGRES,
+            "mixed mode (in-process jobs and dry-run Credly, not for production): ",
+            ("jobs=in-process", "credly=dry-run"),
+        ),
+        (
+            {**REDIS, **CREDLY},
+            "mixed mode (SQLite, not for production): ",
+            ("database=SQLite sqlite:///", "jobs=Redis redis://cache.internal:6379/0"),
+        ),
+    ],
+)
+def test_the_mode_line_says_embedded_only_for_the_embedded_default(env, start, named):
+    line = Settings.from_env(env).with_instance("/srv/instance").mode_line()
+    assert line.startswith(start), line
+    assert "EMBEDDED" not in line.upper()
+    assert all(part in line for part in named), line
+
+
 def test_badge_templates_accept_json():
     settings = Settings.from_env({"CREDLY_BADGE_TEMPLATES": '{"RMA": "a", "MT": "b"}'})
     assert settings.credly_badge_templates == {"RMA": "a", "MT": "b"}
@@ -59,6 +96,10 @@ def test_badge_templates_accept_json():
         ("PUBLIC_BASE_URL", "ftp://verify.example.org"),
         ("ISSUER_URL", "https://example.org/?q=1"),
         ("TIME_ZONE", "Mars/Olympus_Mons"),
+        ("DATABASE_CONNECT_TIMEOUT_SECONDS", "1"),
+        ("DATABASE_POOL_TIMEOUT_SECONDS", "0"),
+        ("DATABASE_STATEMENT_TIMEOUT_MS", "-1"),
+        ("DATABASE_STATEMENT_TIMEOUT_MS", "10s"),
     ],
 )
 def test_bad_values_name_the_setting(name, value):

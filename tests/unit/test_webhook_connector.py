@@ -48,6 +48,21 @@ def test_secrets_are_whsec_and_32_random_bytes():
     assert len(base64.b64decode(first.removeprefix("whsec_"))) == 32
 
 
+#: IPv6 addresses that reach a private IPv4 address (127.0.0.1, 10.0.0.1, 169.254.169.254).
+EMBEDDING_PRIVATE_IPV4 = (
+    "64:ff9b::7f00:1",  # NAT64, well-known prefix
+    "64:ff9b::a9fe:a9fe",
+    "2002:7f00:1::1",  # 6to4
+    "2002:a00:1::",
+    "2001:0:4136:e378:8000:63bf:80ff:fffe",  # Teredo, client 127.0.0.1
+    "2001:0:a00:1:8000:63bf:f7f7:f7f7",  # Teredo, server 10.0.0.1, client 8.8.8.8
+    "::7f00:1",  # IPv4-compatible
+    "::a00:1",
+    "::ffff:0:7f00:1",  # IPv4-translated
+    "::ffff:a9fe:a9fe",  # IPv4-mapped
+)
+
+
 @pytest.mark.parametrize(
     "url",
     [
@@ -62,6 +77,8 @@ def test_secrets_are_whsec_and_32_random_bytes():
         "http://[fe80::1]/hook",
         "http://[::ffff:127.0.0.1]/hook",
         "http://0.0.0.0/hook",
+        *(f"http://[{address}]/hook" for address in EMBEDDING_PRIVATE_IPV4),
+        "http://[64:ff9b:1::808:808]/hook",  # NAT64 for local use: anything behind it
     ],
 )
 def test_targets_on_loopback_private_or_link_local_addresses_are_refused(url):
@@ -69,8 +86,11 @@ def test_targets_on_loopback_private_or_link_local_addresses_are_refused(url):
         check_target(url, allow_private=False)
 
 
-def test_a_target_on_a_public_address_is_taken():
-    check_target("https://93.184.216.34/hooks/gateway", allow_private=False)
+@pytest.mark.parametrize(
+    "address", ["93.184.216.34", "[64:ff9b::5db8:d822]", "[2002:5db8:d822::1]", "[2606:4700::1]"]
+)
+def test_a_target_on_a_public_address_is_taken(address):
+    check_target(f"https://{address}/hooks/gateway", allow_private=False)
 
 
 def test_the_operator_setting_lets_private_targets_through():
@@ -126,7 +146,8 @@ def _resolving(monkeypatch, host: str, answers: list[str]) -> list[str]:
             return real(name, port, *args, **kwargs)
         address = answers[min(len(asked), len(answers) - 1)]
         asked.append(address)
-        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        return [(family, socket.SOCK_STREAM, 6, "", (address, port))]
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     return asked
@@ -141,6 +162,20 @@ def test_a_host_that_resolves_elsewhere_when_connecting_is_refused_then(monkeypa
             WebhookSender().send(target, new_secret(), "m", BODY)
         assert asked == ["93.184.216.34", "127.0.0.1"]  # the delivery's connection asked again
         assert received == []
+
+
+@pytest.mark.parametrize("address", EMBEDDING_PRIVATE_IPV4)
+def test_a_host_resolving_to_an_ipv6_address_embedding_a_private_one_is_refused_on_connecting(
+    monkeypatch, address
+):
+    with serve(scripted(then=204)) as (url, received):
+        target = f"http://hooks.example:{urlsplit(url).port}/hook"
+        asked = _resolving(monkeypatch, "hooks.example", [address])
+        with pytest.raises(TargetRefused, match="not allowed"):
+            check_target(target, allow_private=False)
+        with pytest.raises(TargetRefused, match="not allowed"):
+            WebhookSender().send(target, new_secret(), "m", BODY)
+        assert asked == [address, address] and received == []
 
 
 def test_a_checked_connection_goes_to_the_address_it_checked_and_names_the_host(monkeypatch):
