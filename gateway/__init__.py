@@ -33,6 +33,8 @@ def create_app(settings: Settings | None = None, *, jobs: str = "ON_DEMAND") -> 
     from gateway import auth, ratelimit, security
     from gateway.api import (
         certifications,
+        credential_page,
+        credentials,
         events,
         health,
         keys,
@@ -70,9 +72,17 @@ def create_app(settings: Settings | None = None, *, jobs: str = "ON_DEMAND") -> 
         pages.bp,
         openapi.bp,
         subscriptions.bp,
+        credentials.bp,
+        credentials.checks,
+        credential_page.bp,
     ):
         app.register_blueprint(blueprint)
-    ratelimit.init_app(app, settings, api=verifications.bp, page=pages.bp)
+    ratelimit.init_app(
+        app,
+        settings,
+        apis=(verifications.bp, credentials.checks),
+        pages=(pages.bp, credential_page.bp),
+    )
     log.info(settings.mode_line())
     credly_token.warn_if_token_expiring(settings)  # at start; daily from the workers' cron
     return app

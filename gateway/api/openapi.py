@@ -21,6 +21,7 @@ from marshmallow import fields, validate
 from gateway.api.problems import PROBLEM_TYPE
 from gateway.auth import SCOPES
 from gateway.schemas import responses as r
+from gateway.schemas.credentials import CredentialCheckResultSchema, CredentialCheckSchema
 from gateway.schemas.events import DATA_SCHEMAS, MAX_EVENTS, EnvelopeSchema
 from gateway.schemas.subscriptions import (
     CertificationIdsSchema,
@@ -37,10 +38,12 @@ bp = Blueprint("openapi", __name__)
 OPENAPI_VERSION = "3.1.0"
 JSON = "application/json"
 HTML = "text/html"
+FORM = "application/x-www-form-urlencoded"
+VC_JWT = "application/vc+jwt"
 
 SCOPE_DESCRIPTIONS = {
     "events:write": "Internal systems post events (and read what became of them).",
-    "certifications:read": "Internal read of full standing and the policy table.",
+    "certifications:read": "Internal: standing, the policy table and members' credentials.",
     "verifications:read": "Employers: higher lookup rate limit and batch lookups.",
     "admin": "Operations.",
 }
@@ -259,6 +262,93 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
             },
         }
     },
+    "/v1/certifications/{certification_id}/credential": {
+        "get": {
+            "tags": ["credentials"],
+            "summary": "The member's Open Badges 3.0 credential, signed (VC-JWT)",
+            "description": "An `OpenBadgeCredential` of the current certification period as a "
+            "compact JWS (ES256, `typ` `vc+jwt`) whose keys are at `/.well-known/jwks.json`, "
+            "for the member portal to hand to the member. The subject is a salted SHA-256 hash "
+            "of the member's e-mail; `credentialStatus` names its place in a status list. Only "
+            "for a certification that keeps its badge (active or inactive).",
+            "security": _scopes("certifications:read"),
+            "parameters": [_CERTIFICATION_ID],
+            "responses": {
+                "200": {
+                    "description": "The credential (not cached: it carries the identity hash).",
+                    "content": {VC_JWT: {"schema": {"type": "string"}}},
+                },
+                "409": {
+                    "description": "The certification is lapsed or revoked: no credential.",
+                    "content": {PROBLEM_TYPE: {"schema": "Problem"}},
+                },
+                **_errors(*_TOKEN_ERRORS, "NotFound"),
+            },
+        }
+    },
+    "/v1/credentials/verify": {
+        "post": {
+            "tags": ["credentials"],
+            "summary": "Check an Open Badges credential: signature, issuer, dates and status",
+            "description": "No token needed (rate-limited per client address, as the lookups "
+            "are), or a `verifications:read` token for the higher limit. `verified` is true only "
+            "when every check passed; a failed check says why.",
+            "security": _scopes("verifications:read", optional=True),
+            "requestBody": {
+                "required": True,
+                "content": {JSON: {"schema": CredentialCheckSchema}},
+            },
+            "responses": {
+                "200": _json(CredentialCheckResultSchema, "Every check and its outcome."),
+                **_errors(*_TOKEN_ERRORS, *_BODY_ERRORS, "TooManyRequests"),
+            },
+        }
+    },
+    "/credentials/status/{list_id}/{purpose}": {
+        "get": {
+            "tags": ["credentials"],
+            "summary": "A Bitstring Status List credential (VC-JWT)",
+            "description": "A `BitstringStatusListCredential` of 131,072 entries, GZIP-compressed "
+            "and base64url-encoded (multibase `u`), signed like the credentials. Strong `ETag`, "
+            "cacheable for a minute.",
+            "security": [{}],
+            "parameters": [
+                {
+                    "in": "path",
+                    "name": "list_id",
+                    "required": True,
+                    "schema": {"type": "integer", "minimum": 0},
+                    "description": "The list, as a credential's `statusListCredential` names it.",
+                },
+                {
+                    "in": "path",
+                    "name": "purpose",
+                    "required": True,
+                    "schema": {"type": "string", "enum": ["revocation", "suspension"]},
+                    "description": "Which bitstring: revocation (for good) or suspension (lapse).",
+                },
+            ],
+            "responses": {
+                "200": {
+                    "description": "The status list credential.",
+                    "content": {VC_JWT: {"schema": {"type": "string"}}},
+                    "headers": {"ETag": {"schema": {"type": "string"}, "required": True}},
+                },
+                "304": {"description": "Unchanged since the `If-None-Match` ETag."},
+                **_errors("NotFound", "Unavailable"),
+            },
+        }
+    },
+    "/issuer": {
+        "get": {
+            "tags": ["credentials"],
+            "summary": "The issuer profile: the id credentials name as their issuer",
+            "description": "An Open Badges `Profile` (name, site, contact) with the public keys "
+            "its credentials verify with (`verificationMethod`, and `jwks_uri`).",
+            "security": [{}],
+            "responses": {"200": _json({"type": "object"}, "The issuer profile.")},
+        }
+    },
     "/v1/verifications/{certification_id}": {
         "get": {
             "tags": ["verifications"],
@@ -468,6 +558,37 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
             "security": [{}],
             "responses": {"200": _html("The API documentation.")},
         }
+    },
+    "/verify/credential": {
+        "get": {
+            "tags": ["credentials"],
+            "summary": "The credential check web page: a form to paste a credential",
+            "security": [{}],
+            "responses": {"200": _html("The form.")},
+        },
+        "post": {
+            "tags": ["credentials"],
+            "summary": "The credential check web page: the outcome of a pasted credential",
+            "security": [{}],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    FORM: {
+                        "schema": {
+                            "type": "object",
+                            "required": ["credential"],
+                            "properties": {"credential": {"type": "string"}},
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "200": _html("The form and every check of the credential."),
+                "400": _html("Nothing pasted, or too long."),
+                "429": _html("Over the rate limit."),
+                "503": _html("The status lists cannot be read right now (`Retry-After`)."),
+            },
+        },
     },
     "/verify": {
         "get": {
