@@ -190,6 +190,7 @@ def status_list_credential(
         },
         "iss": issuer_id(base),
         "jti": url,
+        "nbf": int(now.timestamp()),
         "iat": int(now.timestamp()),
     }
 
