@@ -249,23 +249,26 @@ def check(
     return outcome
 
 
-def _summary(claims: dict[str, Any]) -> dict[str, Any]:
-    """What the credential says, for the answer (never the identity hash)."""
-    subject = claims.get("credentialSubject")
-    subject = subject if isinstance(subject, dict) else {}
-    achievement = subject.get("achievement")
-    achievement = achievement if isinstance(achievement, dict) else {}
+def _summary(claims: dict[str, Any]) -> dict[str, str | None]:
+    """What the credential says, for the answer (never the identity hash); text values only."""
+    subject = _object(claims.get("credentialSubject"))
+    achievement = _object(subject.get("achievement"))
     issuer = claims.get("issuer")
-    return {
+    said = {
         "id": claims.get("id"),
         "name": claims.get("name"),
         "certification_id": subject.get("licenseNumber"),
         "credential": achievement.get("humanCode"),
         "credential_name": achievement.get("name"),
-        "issuer": issuer.get("name") if isinstance(issuer, dict) else issuer,
+        "issuer": _object(issuer).get("name") if isinstance(issuer, dict) else issuer,
         "valid_from": claims.get("validFrom"),
         "valid_until": claims.get("validUntil"),
     }
+    return {name: value if isinstance(value, str) else None for name, value in said.items()}
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _issuer_problem(claims: dict[str, Any], base: str) -> str | None:

@@ -21,7 +21,11 @@ from marshmallow import fields, validate
 from gateway.api.problems import PROBLEM_TYPE
 from gateway.auth import SCOPES
 from gateway.schemas import responses as r
-from gateway.schemas.credentials import CredentialCheckResultSchema, CredentialCheckSchema
+from gateway.schemas.credentials import (
+    MAX_CREDENTIAL_LENGTH,
+    CredentialCheckResultSchema,
+    CredentialCheckSchema,
+)
 from gateway.schemas.events import DATA_SCHEMAS, MAX_EVENTS, EnvelopeSchema
 from gateway.schemas.subscriptions import (
     CertificationIdsSchema,
@@ -40,6 +44,8 @@ JSON = "application/json"
 HTML = "text/html"
 FORM = "application/x-www-form-urlencoded"
 VC_JWT = "application/vc+jwt"
+# Not only whitespace (Python's str.strip() whitespace, in any regex dialect).
+NOT_BLANK = r"[^\s\x1c-\x1f\x85]"
 
 SCOPE_DESCRIPTIONS = {
     "events:write": "Internal systems post events (and read what became of them).",
@@ -55,6 +61,7 @@ ERRORS: dict[str, tuple[str, str]] = {
     "Forbidden": ("403", "The token lacks the scope the operation needs."),
     "NotFound": ("404", "No such resource."),
     "Conflict": ("409", "The event id was already used for a different body."),
+    "NoCredential": ("409", "The certification is lapsed or revoked: it has no credential."),
     "PayloadTooLarge": (
         "413",
         "The body is over 64 KiB (1 MiB for event batches, 2 MiB for subscriptions).",
@@ -278,11 +285,7 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
                     "description": "The credential (not cached: it carries the identity hash).",
                     "content": {VC_JWT: {"schema": {"type": "string"}}},
                 },
-                "409": {
-                    "description": "The certification is lapsed or revoked: no credential.",
-                    "content": {PROBLEM_TYPE: {"schema": "Problem"}},
-                },
-                **_errors(*_TOKEN_ERRORS, "NotFound"),
+                **_errors(*_TOKEN_ERRORS, "NotFound", "NoCredential"),
             },
         }
     },
@@ -577,7 +580,13 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
                         "schema": {
                             "type": "object",
                             "required": ["credential"],
-                            "properties": {"credential": {"type": "string"}},
+                            "properties": {
+                                "credential": {
+                                    "type": "string",
+                                    "maxLength": MAX_CREDENTIAL_LENGTH,
+                                    "pattern": NOT_BLANK,
+                                }
+                            },
                         }
                     }
                 },
@@ -599,8 +608,7 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
                 {
                     "in": "query",
                     "name": "certification_id",
-                    # not only whitespace (Python's str.strip() whitespace, in any regex dialect)
-                    "schema": {"type": "string", "pattern": r"[^\s\x1c-\x1f\x85]"},
+                    "schema": {"type": "string", "pattern": NOT_BLANK},
                     "description": "The number to look up; without it, just the form.",
                 },
             ],
