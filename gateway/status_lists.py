@@ -70,15 +70,16 @@ _AT = select(Entry.revoked, Entry.suspended).where(
 )
 _LISTS = select(func.max(Entry.list_id))
 #: Revoked: both bits, for good; lapsed: suspended; any other standing lifts a suspension
-#: (never a revocation, which keeps its credential suspended too).
+#: (never a revocation, which keeps its credential suspended too). Rows already so are left alone.
+_REVOKED = Entry.revoked | bindparam("revoke")
+_SUSPENDED = _REVOKED | bindparam("suspend")
 _FOLLOW = (
     update(Entry)
-    .where(Entry.certification_id == bindparam("of_certification"))
-    .values(
-        revoked=Entry.revoked | bindparam("revoke"),
-        suspended=Entry.revoked | bindparam("revoke") | bindparam("suspend"),
-        updated_at=bindparam("now"),
+    .where(
+        Entry.certification_id == bindparam("of_certification"),
+        (Entry.revoked != _REVOKED) | (Entry.suspended != _SUSPENDED),
     )
+    .values(revoked=_REVOKED, suspended=_SUSPENDED, updated_at=bindparam("now"))
 )
 
 
