@@ -36,6 +36,8 @@ def create_app(
     from gateway import auth, ratelimit, security
     from gateway.api import (
         certifications,
+        credential_page,
+        credentials,
         events,
         health,
         keys,
@@ -73,9 +75,17 @@ def create_app(
         pages.bp,
         openapi.bp,
         subscriptions.bp,
+        credentials.bp,
+        credentials.checks,
+        credential_page.bp,
     ):
         app.register_blueprint(blueprint)
-    ratelimit.init_app(app, settings, api=verifications.bp, page=pages.bp)
+    ratelimit.init_app(
+        app,
+        settings,
+        apis=(verifications.bp, credentials.checks),
+        pages=(pages.bp, credential_page.bp),
+    )
     from gateway import cli
 
     cli.register(app)

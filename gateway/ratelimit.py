@@ -11,7 +11,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from authlib.oauth2 import OAuth2Error
 from flask import Blueprint, Flask, g, request
@@ -106,10 +106,13 @@ def _lookup_cost() -> int:
     return min(max(len(ids), 1), MAX_BATCH) if isinstance(ids, list) else 1
 
 
-def init_app(app: Flask, settings: Settings, *, api: Blueprint, page: Blueprint) -> Counter:
-    """Limit the lookups of `api` (per address, or per client with a `verifications:read` token,
-    batches counting each id) and of `page` (per address; the bare form is free). An address has
-    one allowance for both: a lookup on the page uses what the API then lacks, and the other way."""
+def init_app(
+    app: Flask, settings: Settings, *, apis: Iterable[Blueprint], pages: Iterable[Blueprint]
+) -> Counter:
+    """Limit the lookups of `apis` (per address, or per client with a `verifications:read` token,
+    batches counting each id) and of `pages` (per address; the bare form is free). An address has
+    one allowance for all of them: a lookup on a page uses what the API then lacks, and the other
+    way."""
     if settings.trusted_proxies:
         n = settings.trusted_proxies  # X-Forwarded-Proto too: HSTS is sent when TLS is in front
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)
@@ -133,7 +136,8 @@ def init_app(app: Flask, settings: Settings, *, api: Blueprint, page: Blueprint)
         limit(key, items, _lookup_cost(), f"Too many lookups from {rate}: the limit is {setting}.")
 
     def limit_page() -> None:
-        if "certification_id" in request.args:  # the bare form costs nothing
+        # The bare form costs nothing; a number asked for, or a credential posted, costs one.
+        if "certification_id" in request.args or request.method == "POST":
             limit(
                 address_key(),  # one allowance per address for the page and the API together
                 anonymous,
@@ -142,7 +146,7 @@ def init_app(app: Flask, settings: Settings, *, api: Blueprint, page: Blueprint)
             )
 
     # On the app, not the blueprints: they are shared by every app built in this process.
-    limited = {api.name: limit_api, page.name: limit_page}
+    limited = {api.name: limit_api for api in apis} | {page.name: limit_page for page in pages}
 
     @app.before_request
     def limit_lookups() -> None:

@@ -1,4 +1,5 @@
-"""The sync job: write a certification's public verification record from its stored standing.
+"""The sync job: write a certification's public verification record from its stored standing,
+and set its Open Badges credentials' status bits (`gateway.status_lists`) from the same status.
 
 A change of what the record shows fans out to the delivery targets (`jobs.deliveries`) in the same
 transaction; the workers are woken for their jobs after the commit.
@@ -11,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, insert, select, update
 
+from gateway import status_lists
 from gateway.services import Services
 from gateway.store.models import Certification, UTCDateTime, VerificationRecord, utcnow
 from jobs import deliveries
@@ -62,6 +64,8 @@ def sync(svc: Services, item: ClaimedItem) -> None:
             svc.db.execute(connection, _UPDATE, {**values, "record_of": item.certification_id})
         else:
             svc.db.execute(connection, _CREATE, {**values, **key})
+        # The Open Badges credentials' status bits change with the record, in one transaction.
+        status_lists.follow_standing(connection, item.certification_id, status)
         deliveries.fan_out(
             svc, connection, item.certification_id, before, after, request_id=item.request_id
         )

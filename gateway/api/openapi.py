@@ -22,6 +22,11 @@ from gateway.api.problems import PROBLEM_TYPE
 from gateway.auth import SCOPES
 from gateway.rules.periods import EARLIEST_DAY, LATEST_DAY
 from gateway.schemas import responses as r
+from gateway.schemas.credentials import (
+    MAX_CREDENTIAL_LENGTH,
+    CredentialCheckResultSchema,
+    CredentialCheckSchema,
+)
 from gateway.schemas.events import DATA_SCHEMAS, MAX_EVENTS, EnvelopeSchema
 from gateway.schemas.subscriptions import (
     CertificationIdsSchema,
@@ -38,10 +43,14 @@ bp = Blueprint("openapi", __name__)
 OPENAPI_VERSION = "3.1.0"
 JSON = "application/json"
 HTML = "text/html"
+FORM = "application/x-www-form-urlencoded"
+VC_JWT = "application/vc+jwt"
+# Not only whitespace (Python's str.strip() whitespace, in any regex dialect).
+NOT_BLANK = r"[^\s\x1c-\x1f\x85]"
 
 SCOPE_DESCRIPTIONS = {
     "events:write": "Internal systems post events (and read what became of them).",
-    "certifications:read": "Internal read of full standing and the policy table.",
+    "certifications:read": "Internal: standing, the policy table and members' credentials.",
     "verifications:read": "Employers: higher lookup rate limit and batch lookups.",
     "admin": "Operations.",
 }
@@ -53,6 +62,7 @@ ERRORS: dict[str, tuple[str, str]] = {
     "Forbidden": ("403", "The token lacks the scope the operation needs."),
     "NotFound": ("404", "No such resource."),
     "Conflict": ("409", "The event id was already used for a different body."),
+    "NoCredential": ("409", "The certification is lapsed or revoked: it has no credential."),
     "PayloadTooLarge": (
         "413",
         "The body is over 64 KiB (1 MiB for event batches, 2 MiB for subscriptions).",
@@ -259,6 +269,89 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
                 "200": _json(r.CredentialsSchema, "Every credential."),
                 **_errors(*_TOKEN_ERRORS),
             },
+        }
+    },
+    "/v1/certifications/{certification_id}/credential": {
+        "get": {
+            "tags": ["credentials"],
+            "summary": "The member's Open Badges 3.0 credential, signed (VC-JWT)",
+            "description": "An `OpenBadgeCredential` of the current certification period as a "
+            "compact JWS (ES256, `typ` `vc+jwt`) whose keys are at `/.well-known/jwks.json`, "
+            "for the member portal to hand to the member. The subject is a salted SHA-256 hash "
+            "of the member's e-mail; `credentialStatus` names its place in a status list. Only "
+            "for a certification that keeps its badge (active or inactive).",
+            "security": _scopes("certifications:read"),
+            "parameters": [_CERTIFICATION_ID],
+            "responses": {
+                "200": {
+                    "description": "The credential (not cached: it carries the identity hash).",
+                    "content": {VC_JWT: {"schema": {"type": "string"}}},
+                },
+                **_errors(*_TOKEN_ERRORS, "NotFound", "NoCredential"),
+            },
+        }
+    },
+    "/v1/credentials/verify": {
+        "post": {
+            "tags": ["credentials"],
+            "summary": "Check an Open Badges credential: signature, issuer, dates and status",
+            "description": "No token needed (rate-limited per client address, as the lookups "
+            "are), or a `verifications:read` token for the higher limit. `verified` is true only "
+            "when every check passed; a failed check says why.",
+            "security": _scopes("verifications:read", optional=True),
+            "requestBody": {
+                "required": True,
+                "content": {JSON: {"schema": CredentialCheckSchema}},
+            },
+            "responses": {
+                "200": _json(CredentialCheckResultSchema, "Every check and its outcome."),
+                **_errors(*_TOKEN_ERRORS, *_BODY_ERRORS, "TooManyRequests"),
+            },
+        }
+    },
+    "/credentials/status/{list_id}/{purpose}": {
+        "get": {
+            "tags": ["credentials"],
+            "summary": "A Bitstring Status List credential (VC-JWT)",
+            "description": "A `BitstringStatusListCredential` of 131,072 entries, GZIP-compressed "
+            "and base64url-encoded (multibase `u`), signed like the credentials. Strong `ETag`, "
+            "cacheable for a minute.",
+            "security": [{}],
+            "parameters": [
+                {
+                    "in": "path",
+                    "name": "list_id",
+                    "required": True,
+                    "schema": {"type": "integer", "minimum": 0},
+                    "description": "The list, as a credential's `statusListCredential` names it.",
+                },
+                {
+                    "in": "path",
+                    "name": "purpose",
+                    "required": True,
+                    "schema": {"type": "string", "enum": ["revocation", "suspension"]},
+                    "description": "Which bitstring: revocation (for good) or suspension (lapse).",
+                },
+            ],
+            "responses": {
+                "200": {
+                    "description": "The status list credential.",
+                    "content": {VC_JWT: {"schema": {"type": "string"}}},
+                    "headers": {"ETag": {"schema": {"type": "string"}, "required": True}},
+                },
+                "304": {"description": "Unchanged since the `If-None-Match` ETag."},
+                **_errors("NotFound", "Unavailable"),
+            },
+        }
+    },
+    "/issuer": {
+        "get": {
+            "tags": ["credentials"],
+            "summary": "The issuer profile: the id credentials name as their issuer",
+            "description": "An Open Badges `Profile` (name, site, contact) with the public keys "
+            "its credentials verify with (`verificationMethod`, and `jwks_uri`).",
+            "security": [{}],
+            "responses": {"200": _json({"type": "object"}, "The issuer profile.")},
         }
     },
     "/v1/verifications/{certification_id}": {
@@ -471,6 +564,43 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
             "responses": {"200": _html("The API documentation.")},
         }
     },
+    "/verify/credential": {
+        "get": {
+            "tags": ["credentials"],
+            "summary": "The credential check web page: a form to paste a credential",
+            "security": [{}],
+            "responses": {"200": _html("The form.")},
+        },
+        "post": {
+            "tags": ["credentials"],
+            "summary": "The credential check web page: the outcome of a pasted credential",
+            "security": [{}],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    FORM: {
+                        "schema": {
+                            "type": "object",
+                            "required": ["credential"],
+                            "properties": {
+                                "credential": {
+                                    "type": "string",
+                                    "maxLength": MAX_CREDENTIAL_LENGTH,
+                                    "pattern": NOT_BLANK,
+                                }
+                            },
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "200": _html("The form and every check of the credential."),
+                "400": _html("Nothing pasted, or too long."),
+                "429": _html("Over the rate limit."),
+                "503": _html("The status lists cannot be read right now (`Retry-After`)."),
+            },
+        },
+    },
     "/verify": {
         "get": {
             "tags": ["verifications"],
@@ -480,8 +610,7 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
                 {
                     "in": "query",
                     "name": "certification_id",
-                    # not only whitespace (Python's str.strip() whitespace, in any regex dialect)
-                    "schema": {"type": "string", "pattern": r"[^\s\x1c-\x1f\x85]"},
+                    "schema": {"type": "string", "pattern": NOT_BLANK},
                     "description": "The number to look up; without it, just the form.",
                 },
             ],

@@ -299,3 +299,33 @@ class Delivery(Base):
         UniqueConstraint("target", "sequence"),
         Index("ix_deliveries_target_certification", "target", "certification_id"),
     )
+
+
+class CredentialStatusEntry(Base):
+    """The Open Badges credential of one certification period: its place in the status lists.
+
+    One index serves both lists of its `list_id` (revocation and suspension); the bits follow
+    the certification's stored standing (the sync job sets them). `salt` salts the member's
+    e-mail in the credential's identity hash.
+    """
+
+    __tablename__ = "credential_status_entries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    certification_id: Mapped[str] = mapped_column(
+        ForeignKey("certifications.certification_id"), index=True
+    )
+    period_start: Mapped[date] = mapped_column(Date)
+    credential_id: Mapped[str] = mapped_column(String(36), unique=True)
+    salt: Mapped[str] = mapped_column(String(32))
+    list_id: Mapped[int] = mapped_column(Integer)
+    status_index: Mapped[int] = mapped_column(Integer)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    suspended: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("certification_id", "period_start"),
+        UniqueConstraint("list_id", "status_index"),
+    )

@@ -1,0 +1,54 @@
+"""`/verify/credential`: anyone pastes an Open Badges credential and sees whether it holds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, render_template, request
+from flask.typing import ResponseReturnValue
+
+from gateway.api.credentials import check_credential
+from gateway.api.problems import DATABASE_UNAVAILABLE, database_unavailable
+from gateway.ratelimit import TooManyLookups
+from gateway.schemas.credentials import MAX_CREDENTIAL_LENGTH
+
+bp = Blueprint("credential_page", __name__)
+
+
+def _page(credential: str = "", **context: Any) -> str:
+    return render_template(
+        "verify_credential.html", credential=credential, limit=MAX_CREDENTIAL_LENGTH, **context
+    )
+
+
+@bp.get("/verify/credential")
+def form() -> ResponseReturnValue:
+    """The form."""
+    return _page()
+
+
+@bp.post("/verify/credential")
+def check() -> ResponseReturnValue:
+    """The form again, with the outcome of every check of the pasted credential."""
+    pasted = request.form.get("credential", "").strip()
+    if not pasted:
+        return _page(error="Paste a credential."), 400
+    if len(pasted) > MAX_CREDENTIAL_LENGTH:
+        return _page(error=f"A credential is at most {MAX_CREDENTIAL_LENGTH} characters."), 400
+    return _page(pasted, outcome=check_credential(pasted))
+
+
+@bp.errorhandler(TooManyLookups)
+def too_many_checks(exc: TooManyLookups) -> ResponseReturnValue:
+    """Over the limit: the form again, saying so, with status 429 and Retry-After."""
+    return _page(notice=exc.detail), 429, exc.headers
+
+
+def unavailable(exc: Exception) -> ResponseReturnValue:
+    """The status lists cannot be read: the form again, saying so, with 503 and Retry-After."""
+    notice = "The register cannot be reached right now."
+    return _page(notice=notice), 503, database_unavailable(exc).headers
+
+
+for _error in DATABASE_UNAVAILABLE:
+    bp.register_error_handler(_error, unavailable)

@@ -1,0 +1,175 @@
+"""Bitstring status lists (W3C Bitstring Status List v1.0) of the Open Badges credentials.
+
+Every credential (one per certification period) holds one index of one list; the list has a
+revocation and a suspension bitstring at that index. The bits live on `CredentialStatusEntry`
+rows and follow the certification's stored standing: the sync job sets them in the same
+transaction that writes the public verification record.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import date
+
+from sqlalchemy import Connection, bindparam, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from gateway.rules import LAPSED, REVOKED
+from gateway.store.models import CredentialStatusEntry as Entry
+from gateway.store.models import utcnow
+
+#: Bits in every list: the specification's minimum (16 KB uncompressed), for herd privacy.
+LIST_SIZE = 131_072
+#: Consecutive credentials land this far apart in a list (odd, so every index is used once).
+_STRIDE = 40_503
+PURPOSES = ("revocation", "suspension")
+_ALLOCATION_TRIES = 20
+
+
+@dataclass(frozen=True)
+class StatusEntry:
+    """A credential's identity and place in the status lists."""
+
+    credential_id: str
+    salt: str
+    list_id: int
+    status_index: int
+    revoked: bool
+    suspended: bool
+
+
+_COLUMNS = (
+    Entry.credential_id,
+    Entry.salt,
+    Entry.list_id,
+    Entry.status_index,
+    Entry.revoked,
+    Entry.suspended,
+)
+_OF_PERIOD = select(*_COLUMNS).where(
+    Entry.certification_id == bindparam("certification_id"),
+    Entry.period_start == bindparam("period_start"),
+)
+_COUNT = select(func.count()).select_from(Entry)
+_INSERTS = {
+    name: dialect.insert(Entry.__table__).on_conflict_do_nothing()
+    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+}
+_SET_BITS = {
+    purpose: select(Entry.status_index).where(
+        Entry.list_id == bindparam("list_id"), getattr(Entry, flag)
+    )
+    for purpose, flag in (("revocation", "revoked"), ("suspension", "suspended"))
+}
+_AT = select(Entry.revoked, Entry.suspended).where(
+    Entry.list_id == bindparam("list_id"), Entry.status_index == bindparam("status_index")
+)
+_LISTS = select(func.max(Entry.list_id))
+#: Revoked: both bits, for good; lapsed: suspended; any other standing lifts a suspension
+#: (never a revocation, which keeps its credential suspended too). Rows already so are left alone.
+_REVOKED = Entry.revoked | bindparam("revoke")
+_SUSPENDED = _REVOKED | bindparam("suspend")
+_FOLLOW = (
+    update(Entry)
+    .where(
+        Entry.certification_id == bindparam("of_certification"),
+        (Entry.revoked != _REVOKED) | (Entry.suspended != _SUSPENDED),
+    )
+    .values(revoked=_REVOKED, suspended=_SUSPENDED, updated_at=bindparam("now"))
+)
+
+
+def place(allocation: int) -> tuple[int, int]:
+    """The list and index of the `allocation`-th credential (from 0): spread across its list."""
+    list_id, position = divmod(allocation, LIST_SIZE)
+    return list_id, position * _STRIDE % LIST_SIZE
+
+
+def entry_for(connection: Connection, certification_id: str, period_start: date) -> StatusEntry:
+    """The status entry of a certification period, allocated on first use.
+
+    The caller holds the certification's row lock, so only other certifications compete for an
+    index; a taken one is found by the unique constraint and the next is tried.
+    """
+    key = {"certification_id": certification_id, "period_start": period_start}
+    insert_entry = _INSERTS[connection.dialect.name]
+    for _ in range(_ALLOCATION_TRIES):
+        found = connection.execute(_OF_PERIOD, key).first()
+        if found is not None:
+            return StatusEntry(*found)
+        list_id, index = place(connection.execute(_COUNT).scalar_one())
+        now = utcnow()
+        connection.execute(
+            insert_entry,
+            {
+                **key,
+                "credential_id": str(uuid.uuid4()),
+                "salt": secrets.token_hex(16),
+                "list_id": list_id,
+                "status_index": index,
+                "revoked": False,
+                "suspended": False,
+                "created_at": now,
+                "updated_at": now,
+            },
+        )
+    raise RuntimeError(f"no free status list index after {_ALLOCATION_TRIES} tries")
+
+
+def follow_standing(connection: Connection, certification_id: str, status: str) -> None:
+    """Set the status bits of every credential of a certification from its stored status."""
+    connection.execute(
+        _FOLLOW,
+        {
+            "of_certification": certification_id,
+            "revoke": status == REVOKED,
+            "suspend": status == LAPSED,
+            "now": utcnow(),
+        },
+    )
+
+
+def list_count(connection: Connection) -> int:
+    """How many lists hold credentials (at least one, served even while empty)."""
+    highest = connection.execute(_LISTS).scalar_one()
+    return 1 if highest is None else highest + 1
+
+
+def bitstring(connection: Connection, list_id: int, purpose: str) -> bytes:
+    """The list's uncompressed bitstring for `purpose`: index 0 is the first byte's leftmost bit."""
+    bits = bytearray(LIST_SIZE // 8)
+    for (index,) in connection.execute(_SET_BITS[purpose], {"list_id": list_id}):
+        bits[index >> 3] |= 0x80 >> (index & 7)
+    return bytes(bits)
+
+
+def encode(bits: bytes) -> str:
+    """GZIP, then base64url without padding behind the multibase prefix `u`."""
+    compressed = gzip.compress(bits, mtime=0)  # no timestamp: the same bits, the same text
+    return "u" + base64.urlsafe_b64encode(compressed).rstrip(b"=").decode()
+
+
+def decode(encoded: str) -> bytes:
+    """The bitstring an `encodedList` holds; ValueError when it is not one."""
+    if not encoded.startswith("u"):
+        raise ValueError("an encoded list starts with the multibase prefix u")
+    text = encoded[1:]
+    try:
+        return gzip.decompress(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+    except (OSError, EOFError, ValueError) as exc:
+        raise ValueError(f"not a GZIP-compressed, base64url-encoded bitstring: {exc}") from exc
+
+
+def bit(bits: bytes, index: int) -> bool:
+    """The bit at `index` (0: the first byte's leftmost bit)."""
+    return bool(bits[index >> 3] & (0x80 >> (index & 7)))
+
+
+def status_at(connection: Connection, list_id: int, index: int) -> tuple[bool, bool] | None:
+    """(revoked, suspended) of the credential at a list's index; None when none is there."""
+    found = connection.execute(_AT, {"list_id": list_id, "status_index": index}).first()
+    return None if found is None else (found.revoked, found.suspended)

@@ -1,0 +1,347 @@
+"""Open Badges 3.0 credentials: issued signed and schema-valid, checked by an independent JOSE
+implementation, their status bits following the standing, tampering refused, keys rotated."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import json
+import time
+import tracemalloc
+from datetime import date
+from pathlib import Path
+
+import jsonschema
+import jwt
+import pytest
+
+from gateway import signing
+from gateway.schemas.credentials import MAX_CREDENTIAL_LENGTH
+from gateway.store.models import utcnow
+from gateway.sweep import Scope, sweep
+from tests.conftest import _truncate
+from tests.events_helpers import granted, recert, revoked
+from tests.support.status_lists import seed_entries
+from tests.verification_helpers import days_ago, record
+
+# From 1EdTech's openbadges-specification repository (gh-pages branch,
+# docs/schema/achievementcredential.json, published as
+# https://purl.imsglobal.org/spec/ob/v3p0/schema/json/ob_v3p0_achievementcredential-jsonschema1.json).
+SCHEMA = json.loads(
+    (Path(__file__).parents[1] / "support/schemas/ob_v3p0_achievementcredential.json").read_text()
+)
+
+
+@pytest.fixture
+def app(make_app, database_url):
+    return make_app(database_url=database_url, jobs_synchronous=True)
+
+
+@pytest.fixture
+def reader(token_for):
+    return token_for("certifications:read")
+
+
+def fetch(client, reader, cert="CERT-1") -> str:
+    answer = client.get(f"/v1/certifications/{cert}/credential", headers=reader)
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    assert answer.mimetype == "application/vc+jwt"
+    assert "no-store" in answer.headers["Cache-Control"]
+    return answer.get_data(as_text=True)
+
+
+def independently_verified(client, token: str) -> dict:
+    """The claims of `token`, checked by PyJWT against the served JWK set."""
+    keys = jwt.PyJWKSet.from_dict(client.get("/.well-known/jwks.json").get_json())
+    header = jwt.get_unverified_header(token)
+    assert header["typ"] == "vc+jwt" and header["alg"] == "ES256"
+    key = next(k for k in keys.keys if k.key_id == header["kid"])
+    return jwt.decode(token, key.key, algorithms=["ES256"], options={"require": ["iss", "nbf"]})
+
+
+def status_bits(client, credential: dict) -> dict[str, bool]:
+    """The credential's bit in each status list, decoded here from the served lists."""
+    entry = credential["credentialStatus"]
+    index = int(entry["statusListIndex"])
+    base = entry["statusListCredential"].rsplit("/", 1)[0]
+    bits = {}
+    for purpose in ("revocation", "suspension"):
+        answer = client.get(base.removeprefix("http://localhost") + f"/{purpose}")
+        assert answer.status_code == 200 and answer.mimetype == "application/vc+jwt"
+        listed = independently_verified(client, answer.get_data(as_text=True))
+        subject = listed["credentialSubject"]
+        assert subject["statusPurpose"] == purpose
+        assert subject["encodedList"][0] == "u"  # multibase base64url
+        text = subject["encodedList"][1:]
+        raw = gzip.decompress(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+        assert len(raw) >= 16 * 1024  # herd privacy: at least 131,072 entries
+        bits[purpose] = bool(raw[index // 8] & (0x80 >> (index % 8)))
+    return bits
+
+
+def check(client, token: str) -> dict:
+    answer = client.post("/v1/credentials/verify", json={"credential": token})
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    return answer.get_json()
+
+
+def failed(result: dict) -> dict[str, str]:
+    return {c["check"]: c["message"] for c in result["checks"] if not c["passed"]}
+
+
+def test_a_credential_is_signed_schema_valid_and_verifies_against_the_served_keys(app, reader):
+    client = app.test_client()
+    record(app, granted(days_ago(30)))
+    token = fetch(client, reader)
+    assert len(token) < MAX_CREDENTIAL_LENGTH * 0.7  # room under what a check takes
+    credential = independently_verified(client, token)
+    jsonschema.Draft201909Validator(
+        SCHEMA, format_checker=jsonschema.Draft201909Validator.FORMAT_CHECKER
+    ).validate(credential)
+    assert credential["type"] == ["VerifiableCredential", "OpenBadgeCredential"]
+    assert credential["iss"] == credential["issuer"]["id"] == "http://localhost/issuer"
+    assert credential["jti"] == credential["id"]
+    subject = credential["credentialSubject"]
+    assert subject["licenseNumber"] == "CERT-1"
+    assert subject["achievement"]["humanCode"] == "RMA"
+    assert subject["achievement"]["achievementType"] == "Certification"
+    assert (
+        "30 continuing competency (CCP) points" in subject["achievement"]["criteria"]["narrative"]
+    )
+    [identity] = subject["identifier"]
+    assert "ada@example.org" not in token and "Lovelace" not in json.dumps(credential)
+    expected = hashlib.sha256(("ada@example.org" + identity["salt"]).encode()).hexdigest()
+    assert identity["identityHash"] == f"sha256${expected}"
+    assert credential["validFrom"] == f"{days_ago(30)}T00:00:00Z"
+    assert credential["credentialStatus"]["type"] == "BitstringStatusListEntry"
+    assert status_bits(client, credential) == {"revocation": False, "suspension": False}
+
+    profile = client.get("/issuer").get_json()  # at the issuer's id URL, with its keys
+    assert profile["id"] == credential["issuer"]["id"]
+    kids = [method["publicKeyJwk"]["kid"] for method in profile["verificationMethod"]]
+    assert jwt.get_unverified_header(token)["kid"] in kids
+    assert "d" not in profile["verificationMethod"][0]["publicKeyJwk"]
+
+    again = independently_verified(client, fetch(client, reader))  # the same credential again
+    assert (
+        again["id"] == credential["id"]
+        and again["credentialStatus"] == credential["credentialStatus"]
+    )
+    result = check(client, token)
+    assert result["verified"] is True and failed(result) == {}
+    assert [c["check"] for c in result["checks"]] == ["signature", "issuer", "dates", "status"]
+    assert result["credential"] == {
+        "id": credential["id"],
+        "name": "Registered Medical Assistant",
+        "certification_id": "CERT-1",
+        "credential": "RMA",
+        "credential_name": "Registered Medical Assistant",
+        "issuer": app.extensions["gateway"].settings.issuer_name,
+        "valid_from": credential["validFrom"],
+        "valid_until": None,
+    }
+
+
+def test_the_issuer_and_urls_come_from_public_base_url(make_app, database_url, token_for):
+    app = make_app(
+        database_url=database_url,
+        jobs_synchronous=True,
+        public_base_url="https://verify.example.org",
+        issuer_name="American Medical Technologists",
+        issuer_url="https://www.americanmedtech.org",
+        issuer_contact="registry@example.org",
+    )
+    client = app.test_client()
+    record(app, granted(days_ago(30)))
+    credential = independently_verified(
+        client, fetch(client, {"Authorization": f"Bearer {_token(app)}"})
+    )
+    assert credential["issuer"] == {
+        "id": "https://verify.example.org/issuer",
+        "type": ["Profile"],
+        "name": "American Medical Technologists",
+        "url": "https://www.americanmedtech.org",
+        "email": "registry@example.org",
+    }
+    assert credential["credentialStatus"]["statusListCredential"] == (
+        "https://verify.example.org/credentials/status/0/suspension"
+    )
+    assert client.get("/issuer").get_json()["jwks_uri"] == (
+        "https://verify.example.org/.well-known/jwks.json"
+    )
+
+
+def _token(app) -> str:
+    from tests.conftest import fetch_token
+
+    return fetch_token(app, "certifications:read")
+
+
+def test_only_a_certification_that_keeps_its_badge_gets_a_credential(app, reader):
+    client = app.test_client()
+    record(app, granted(days_ago(6 * 365)))  # fees 3+ years overdue: lapsed
+    answer = client.get("/v1/certifications/CERT-1/credential", headers=reader)
+    assert answer.status_code == 409 and answer.mimetype == "application/problem+json"
+    assert "lapsed" in answer.get_json()["detail"]
+    assert client.get("/v1/certifications/NOPE/credential", headers=reader).status_code == 404
+    assert client.get("/v1/certifications/CERT-1/credential").status_code == 401
+
+
+def test_a_revocation_sets_the_revocation_bit_and_the_check_says_revoked(app, reader):
+    client = app.test_client()
+    record(app, granted(days_ago(30)))
+    token = fetch(client, reader)
+    credential = independently_verified(client, token)
+    record(app, revoked(days_ago(1)))  # the same standing change revokes the Credly badge
+    assert status_bits(client, credential) == {"revocation": True, "suspension": True}
+    result = check(client, token)
+    assert result["verified"] is False
+    assert failed(result) == {"status": "Revoked: the certification was revoked."}
+
+
+def test_a_lapse_suspends_the_credential_and_a_recertification_lifts_it(app, reader):
+    client = app.test_client()
+    svc = app.extensions["gateway"]
+    record(app, granted("2019-01-10"))  # lapsed today: no fees since
+    sweep(svc, Scope(as_of=date(2019, 6, 1), full=True))  # the standing as it was, in good standing
+    token = fetch(client, reader)
+    credential = independently_verified(client, token)
+    assert status_bits(client, credential) == {"revocation": False, "suspension": False}
+
+    assert sweep(svc, Scope(as_of=utcnow().date(), full=True)).transitions == {"active->lapsed": 1}
+    assert status_bits(client, credential) == {"revocation": False, "suspension": True}
+    assert failed(check(client, token)) == {"status": "Suspended: the certification has lapsed."}
+
+    record(app, recert("exam", days_ago(1), exam_passed_on=days_ago(20)))
+    assert status_bits(client, credential) == {"revocation": False, "suspension": False}
+    assert check(client, token)["verified"] is True
+    fresh = independently_verified(client, fetch(client, reader))  # the new period's own
+    assert fresh["id"] != credential["id"]
+    assert fresh["validFrom"] == f"{days_ago(1)}T00:00:00Z"
+    assert (
+        fresh["credentialStatus"]["statusListIndex"]
+        != credential["credentialStatus"]["statusListIndex"]
+    )
+
+
+def _tampered(token: str) -> str:
+    header, payload, signature = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims["credentialSubject"]["licenseNumber"] = "CERT-999"
+    forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    return f"{header}.{forged}.{signature}"
+
+
+def test_a_tampered_or_foreign_credential_is_refused(app, reader):
+    client = app.test_client()
+    record(app, granted(days_ago(30)))
+    token = fetch(client, reader)
+    tampered = _tampered(token)
+    with pytest.raises(jwt.InvalidSignatureError):
+        independently_verified(client, tampered)
+    result = check(client, tampered)
+    assert result["verified"] is False and result["credential"] is None
+    assert set(failed(result)) == {"signature", "issuer", "dates", "status"}
+    assert failed(result)["signature"].startswith("The signature does not hold")
+
+    stranger = signing.SigningKeys([signing.new_key()])  # a well-formed credential, not ours
+    claims = independently_verified(client, token)
+    assert check(client, stranger.sign(claims, typ="vc+jwt"))["verified"] is False
+    receipt = app.extensions["gateway"].keys.sign(claims, typ="JWT")  # ours, but not a credential
+    assert "signature" in failed(check(client, receipt))
+    assert check(client, "not a token")["verified"] is False
+
+    page = client.post("/verify/credential", data={"credential": tampered})
+    assert page.status_code == 200 and "Not verified" in page.get_data(as_text=True)
+    assert "Signature: failed" in page.get_data(as_text=True)
+
+
+def test_a_credential_from_elsewhere_or_expired_fails_those_checks(app, reader):
+    client = app.test_client()
+    record(app, granted(days_ago(30)))
+    claims = independently_verified(client, fetch(client, reader))
+    keys = app.extensions["gateway"].keys
+    elsewhere = {**claims, "iss": "https://other.example/issuer"}
+    elsewhere["issuer"] = {**claims["issuer"], "id": "https://other.example/issuer"}
+    assert set(failed(check(client, keys.sign(elsewhere, typ="vc+jwt")))) == {"issuer"}
+    expired = {**claims, "validUntil": "2020-01-01T00:00:00Z"}
+    assert failed(check(client, keys.sign(expired, typ="vc+jwt"))) == {
+        "dates": "Expired at 2020-01-01T00:00:00Z."
+    }
+    elsewhere_list = {**claims, "credentialStatus": {**claims["credentialStatus"]}}
+    elsewhere_list["credentialStatus"]["statusListCredential"] = "https://other.example/list"
+    assert set(failed(check(client, keys.sign(elsewhere_list, typ="vc+jwt")))) == {"status"}
+
+
+def test_a_check_without_a_credential_is_a_problem_naming_the_field(client):
+    answer = client.post("/v1/credentials/verify", json={})
+    assert answer.status_code == 422 and answer.mimetype == "application/problem+json"
+    assert answer.get_json()["errors"][0]["field"] == "credential"
+    assert client.post("/v1/credentials/verify", json={"credential": 5}).status_code == 422
+    assert client.post("/v1/credentials/verify", data="x").status_code == 415
+    empty = client.post("/verify/credential", data={"credential": "  "})
+    assert empty.status_code == 400 and "Paste a credential." in empty.get_data(as_text=True)
+    assert client.get("/verify/credential").status_code == 200
+    assert "/verify/credential" in client.get("/verify").get_data(as_text=True)
+
+
+def test_a_rotation_keeps_earlier_credentials_verifiable(make_app, database_url, tmp_path):
+    keys_file = tmp_path / "keys.json"
+    app = make_app(
+        database_url=database_url, jobs_synchronous=True, signing_keys_file=str(keys_file)
+    )
+    record(app, granted(days_ago(30)))
+    reader = {"Authorization": f"Bearer {_token(app)}"}
+    old = fetch(app.test_client(), reader)
+    new_kid = signing.rotate(keys_file)
+    rotated = make_app(database_url=database_url, signing_keys_file=str(keys_file))
+    client = rotated.test_client()
+    assert independently_verified(client, old)["credentialSubject"]["licenseNumber"] == "CERT-1"
+    assert check(client, old)["verified"] is True
+    new = fetch(client, reader)
+    assert jwt.get_unverified_header(new)["kid"] == new_kid != jwt.get_unverified_header(old)["kid"]
+    assert check(client, new)["verified"] is True
+
+
+def test_status_lists_are_cached_by_etag_and_unknown_lists_are_not_found(app, reader):
+    client = app.test_client()
+    record(app, granted(days_ago(30)))
+    fetch(client, reader)
+    first = client.get("/credentials/status/0/revocation")
+    assert first.headers["Cache-Control"] == "public, max-age=60"
+    again = client.get(
+        "/credentials/status/0/revocation", headers={"If-None-Match": first.headers["ETag"]}
+    )
+    assert again.status_code == 304
+    assert client.get("/credentials/status/1/revocation").status_code == 404
+    assert client.get("/credentials/status/0/other").status_code == 404
+    record(app, revoked(days_ago(1)))
+    changed = client.get(
+        "/credentials/status/0/revocation", headers={"If-None-Match": first.headers["ETag"]}
+    )
+    assert changed.status_code == 200 and changed.headers["ETag"] != first.headers["ETag"]
+
+
+def test_the_status_list_of_100000_credentials_is_served_in_bounded_time_and_memory(
+    make_app, postgres_url
+):
+    _truncate(postgres_url)
+    try:
+        seed_entries(postgres_url, 100_000, revoked_every=10, suspended_every=7)
+        client = make_app(database_url=postgres_url).test_client()
+        tracemalloc.start()
+        started = time.perf_counter()
+        answer = client.get("/credentials/status/0/revocation")
+        took = time.perf_counter() - started
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert answer.status_code == 200
+        assert took < 3.0, f"{took:.2f} s"
+        assert peak < 32 * 1024 * 1024, f"{peak / 2**20:.1f} MiB"
+        claims = jwt.decode(answer.get_data(as_text=True), options={"verify_signature": False})
+        text = claims["credentialSubject"]["encodedList"][1:]
+        raw = gzip.decompress(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+        assert sum(bin(byte).count("1") for byte in raw) == 10_000
+    finally:
+        _truncate(postgres_url)
