@@ -18,8 +18,8 @@ import requests
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway import logs, metrics
-from tests.conftest import register_client
-from tests.events_helpers import fee, granted
+from tests.support.clients import register_client
+from tests.support.events import fee, granted
 from tests.support.serving import free_port, serve_env
 
 

@@ -9,7 +9,7 @@ from gateway.rules import (
     SyncVerification,
     actions,
 )
-from tests.unit.rules_factories import (
+from tests.support.rules_factories import (
     exam_recert,
     fee,
     fees,

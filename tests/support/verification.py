@@ -8,7 +8,7 @@ from flask import Flask
 
 from gateway import intake
 from gateway.store.models import utcnow
-from tests.events_helpers import granted, revoked
+from tests.support.events import granted, revoked
 
 
 def days_ago(days: int) -> str:
