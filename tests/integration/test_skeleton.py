@@ -151,7 +151,7 @@ def test_gateway_run_serves_healthz_on_the_embedded_default(tmp_path):
         deadline = time.monotonic() + 30
         while True:
             try:
-                response = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                response = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=(1, 30))
                 break
             except requests.ConnectionError:
                 assert proc.poll() is None, proc.stdout.read()
