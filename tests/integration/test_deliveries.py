@@ -30,7 +30,6 @@ from tests.support.verification import days_ago
 @pytest.fixture
 def make_svc(make_app, postgres_url, redis_client, redis_url):
     """Services of an app on PostgreSQL and Redis with 1 s retries; settings may be overridden."""
-
     truncate(postgres_url)
 
     def factory(**settings):
