@@ -1,4 +1,4 @@
-"""Certifications in each status of RULES.md, recorded through intake; the sync job writes them."""
+"""A certification in each status of docs/rules.md, made by the intake and the sync job."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""actions(): what a change of standing calls for (the table at the end of RULES.md)."""
+"""actions(): what a change of standing calls for (the status table of docs/rules.md)."""
 
 from datetime import date
 
