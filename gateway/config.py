@@ -93,56 +93,414 @@ def _templates(raw: str | None) -> dict[str, str]:
     return pairs
 
 
+def setting(env: str, default: str, description: str) -> dict[str, str]:
+    """The documentation of a setting, kept as its `Settings` field's metadata: its environment
+    variable, its default in words and what it does (markdown). scripts/configuration_doc.py makes
+    docs/configuration.md from them."""
+    return {"env": env, "default": default, "description": description}
+
+
 @dataclass(frozen=True)
 class Settings:
     """The gateway's configuration; `from_env` is the only place that reads the environment."""
 
-    database_url: str | None = None
-    database_connect_timeout_seconds: int = 3
-    database_pool_timeout_seconds: int = 3
-    database_statement_timeout_ms: int = 10_000
-    instance_path: str | None = None
-    redis_url: str | None = None
-    secret_key: str = "embedded-default-not-secret"
-    policy_file: str | None = None
-    credly_api_base: str | None = None
-    credly_organization_id: str | None = None
-    credly_auth_token: str | None = field(default=None, repr=False)
-    credly_token_expires_on: date | None = None
-    credly_badge_templates: dict[str, str] = field(default_factory=dict)
-    credly_timeout_seconds: int = 10
-    badge_expires: bool = False
-    token_expires_in: int = 3600
-    queue_name: str = "gateway"
-    job_retry_base_seconds: int = 5
-    job_timeout_seconds: int = 120
-    job_concurrency: int = 8
-    relay_interval_seconds: int = 5
-    jobs_synchronous: bool = False
-    sweep_time: str = "02:30"
-    web_bind: str = "127.0.0.1:8000"
-    web_workers: int = 2 * (os.cpu_count() or 1) + 1
-    web_threads: int = 4
-    web_timeout: int = 30
-    log_level: str = "INFO"
-    verify_rate_limit: str = "60/minute"
-    verify_rate_limit_authenticated: str = "600/minute"
-    trusted_proxies: int = 0
-    directory_base_url: str | None = None
-    directory_token_url: str | None = None
-    directory_client_id: str | None = None
-    directory_client_secret: str | None = field(default=None, repr=False)
-    delivery_timeout_seconds: int = 10
-    delivery_retry_base_seconds: int = 30
-    delivery_retry_window_seconds: int = 24 * 3600
-    webhook_allow_private_targets: bool = False
-    public_base_url: str | None = None
-    time_zone: str = "UTC"
-    issuer_name: str = "Certifying body (ISSUER_NAME not set)"
-    issuer_url: str | None = None
-    issuer_contact: str | None = None
-    issuer_logo: str | None = None
-    signing_keys_file: str | None = None
+    database_url: str | None = field(
+        default=None,
+        metadata=setting(
+            "DATABASE_URL",
+            "SQLite in the instance folder",
+            "`postgresql://user:pass@host/db` in production (psycopg 3)",
+        ),
+    )
+    database_connect_timeout_seconds: int = field(
+        default=3,
+        metadata=setting(
+            "DATABASE_CONNECT_TIMEOUT_SECONDS",
+            "`3`",
+            "PostgreSQL: how long a new connection may take (at least 2, libpq's floor); a "
+            "database that accepts connections and never answers costs a request no more than this",
+        ),
+    )
+    database_pool_timeout_seconds: int = field(
+        default=3,
+        metadata=setting(
+            "DATABASE_POOL_TIMEOUT_SECONDS",
+            "`3`",
+            "PostgreSQL: how long a request waits for a pooled connection when every one is busy "
+            "(then `503`)",
+        ),
+    )
+    database_statement_timeout_ms: int = field(
+        default=10_000,
+        metadata=setting(
+            "DATABASE_STATEMENT_TIMEOUT_MS",
+            "`10000`",
+            "PostgreSQL: the longest any statement may run (`statement_timeout`, then `503` or a "
+            "retried job); `0`: no limit. Migrations are not limited; a `statement_timeout` in "
+            "`DATABASE_URL`'s `options` wins",
+        ),
+    )
+    instance_path: str | None = field(
+        default=None,
+        metadata=setting(
+            "INSTANCE_PATH",
+            "Flask's `instance/` folder",
+            "where the embedded SQLite database lives",
+        ),
+    )
+    redis_url: str | None = field(
+        default=None,
+        metadata=setting(
+            "REDIS_URL",
+            "none: jobs run in-process",
+            "RQ queues and rate limits, e.g. `redis://127.0.0.1:6379/0`",
+        ),
+    )
+    secret_key: str = field(
+        default="embedded-default-not-secret",
+        metadata=setting(
+            "SECRET_KEY",
+            "a fixed embedded value",
+            "Flask's signing key; set a long random value in production",
+        ),
+    )
+    policy_file: str | None = field(
+        default=None,
+        metadata=setting(
+            "POLICY_FILE",
+            "the packaged `gateway/rules/policy.toml`",
+            "the credential policy table (codes, names, points per cycle, current eligibility "
+            "criteria id)",
+        ),
+    )
+    credly_api_base: str | None = field(
+        default=None,
+        metadata=setting(
+            "CREDLY_API_BASE",
+            "none: dry-run backend",
+            "`https://api.credly.com/v1` or `https://sandbox-api.credly.com/v1`",
+        ),
+    )
+    credly_organization_id: str | None = field(
+        default=None,
+        metadata=setting(
+            "CREDLY_ORGANIZATION_ID",
+            "none",
+            "Credly organisation id",
+        ),
+    )
+    credly_auth_token: str | None = field(
+        default=None,
+        repr=False,
+        metadata=setting(
+            "CREDLY_AUTH_TOKEN",
+            "none",
+            "Credly authorization token (HTTP Basic user name)",
+        ),
+    )
+    credly_token_expires_on: date | None = field(
+        default=None,
+        metadata=setting(
+            "CREDLY_TOKEN_EXPIRES_ON",
+            "none",
+            "the token's expiry date (Credly tokens last 180 days); reported by `/readyz`, logged "
+            "as a WARNING from 14 days ahead when the app or a worker starts, and daily at "
+            "`SWEEP_TIME` by one of the workers",
+        ),
+    )
+    credly_badge_templates: dict[str, str] = field(
+        default_factory=dict,
+        metadata=setting(
+            "CREDLY_BADGE_TEMPLATES",
+            "none",
+            "credential → badge template: `RMA=uuid,RPT=uuid` or a JSON object",
+        ),
+    )
+    credly_timeout_seconds: int = field(
+        default=10,
+        metadata=setting(
+            "CREDLY_TIMEOUT_SECONDS",
+            "`10`",
+            "read timeout of each Credly call",
+        ),
+    )
+    badge_expires: bool = field(
+        default=False,
+        metadata=setting(
+            "BADGE_EXPIRES",
+            "`false`",
+            "set badges' `expires_at` to the paid-through date (each renewal replaces the badge)",
+        ),
+    )
+    token_expires_in: int = field(
+        default=3600,
+        metadata=setting(
+            "OAUTH_TOKEN_EXPIRES_IN",
+            "`3600`",
+            "lifetime of issued access tokens, seconds",
+        ),
+    )
+    queue_name: str = field(
+        default="gateway",
+        metadata=setting(
+            "QUEUE_NAME",
+            "`gateway`",
+            "the RQ queue name",
+        ),
+    )
+    job_retry_base_seconds: int = field(
+        default=5,
+        metadata=setting(
+            "JOB_RETRY_BASE_SECONDS",
+            "`5`",
+            "first retry delay of a failed Credly call; doubles each attempt (jittered, capped at "
+            "1 h, never below Credly's `Retry-After`), 8 attempts",
+        ),
+    )
+    job_timeout_seconds: int = field(
+        default=120,
+        metadata=setting(
+            "JOB_TIMEOUT_SECONDS",
+            "`120`",
+            "lease of one job attempt; a killed worker's job is claimed by another once it ends",
+        ),
+    )
+    job_concurrency: int = field(
+        default=8,
+        metadata=setting(
+            "JOB_CONCURRENCY",
+            "`8`",
+            "jobs one worker process runs at once (threads: a slow Credly answer holds up one of "
+            "them)",
+        ),
+    )
+    relay_interval_seconds: int = field(
+        default=5,
+        metadata=setting(
+            "RELAY_INTERVAL_SECONDS",
+            "`5`",
+            "how often each worker wakes the workers for outbox items due for over 2 s (their "
+            "wake-up lost with Redis, a lease ended, a retry's time come); without Redis, how "
+            "often `gateway run` looks for items other commands queued",
+        ),
+    )
+    jobs_synchronous: bool = field(
+        default=False,
+        metadata=setting(
+            "JOBS_SYNCHRONOUS",
+            "`false`",
+            "without `REDIS_URL` only (ignored with it): run the in-process jobs in the thread "
+            "that queued them instead of on a background thread, so the request or command that "
+            "caused them returns only once every due job has settled, its retries waited out "
+            "(tests, one-off commands); `1`, `true`, `yes` or `on` turn it on",
+        ),
+    )
+    sweep_time: str = field(
+        default="02:30",
+        metadata=setting(
+            "SWEEP_TIME",
+            "`02:30`",
+            "the UTC time at which the workers' cron queues the daily sweep and the Credly token "
+            "expiry check",
+        ),
+    )
+    web_bind: str = field(
+        default="127.0.0.1:8000",
+        metadata=setting(
+            "WEB_BIND",
+            "`127.0.0.1:8000`",
+            "`gateway serve`: address of the production server",
+        ),
+    )
+    web_workers: int = field(
+        default=2 * (os.cpu_count() or 1) + 1,
+        metadata=setting(
+            "WEB_WORKERS",
+            "twice the cores, plus one",
+            "`gateway serve`: gunicorn worker processes",
+        ),
+    )
+    web_threads: int = field(
+        default=4,
+        metadata=setting(
+            "WEB_THREADS",
+            "`4`",
+            "`gateway serve`: threads per process (gthread)",
+        ),
+    )
+    web_timeout: int = field(
+        default=30,
+        metadata=setting(
+            "WEB_TIMEOUT",
+            "`30`",
+            "`gateway serve`: seconds before a stuck request's process is restarted",
+        ),
+    )
+    log_level: str = field(
+        default="INFO",
+        metadata=setting(
+            "LOG_LEVEL",
+            "`INFO`",
+            "logs are JSON, one object a line, on stderr",
+        ),
+    )
+    verify_rate_limit: str = field(
+        default="60/minute",
+        metadata=setting(
+            "VERIFY_RATE_LIMIT",
+            "`60/minute`",
+            "verification lookups (API and `/verify` page) per client address without a token; any "
+            "rate the [`limits` library](https://limits.readthedocs.io/) reads, e.g. "
+            "`100/hour;10/minute`",
+        ),
+    )
+    verify_rate_limit_authenticated: str = field(
+        default="600/minute",
+        metadata=setting(
+            "VERIFY_RATE_LIMIT_AUTHENTICATED",
+            "`600/minute`",
+            "verification lookups per API client with a `verifications:read` token (a batch counts "
+            "each id)",
+        ),
+    )
+    trusted_proxies: int = field(
+        default=0,
+        metadata=setting(
+            "TRUSTED_PROXIES",
+            "`0`",
+            "how many reverse proxies in front of the gateway set `X-Forwarded-For`; the client "
+            "address is taken from it (leave 0 when clients reach the gateway directly, so they "
+            "cannot forge it)",
+        ),
+    )
+    directory_base_url: str | None = field(
+        default=None,
+        metadata=setting(
+            "DIRECTORY_BASE_URL",
+            "none: no directory pushes",
+            "the external verification directory; each public record is `PUT` to "
+            "`{base}/records/{certification_id}`",
+        ),
+    )
+    directory_token_url: str | None = field(
+        default=None,
+        metadata=setting(
+            "DIRECTORY_TOKEN_URL",
+            "none",
+            "the directory's OAuth 2.0 token endpoint (client credentials, `client_secret_basic`)",
+        ),
+    )
+    directory_client_id: str | None = field(
+        default=None,
+        metadata=setting(
+            "DIRECTORY_CLIENT_ID",
+            "none",
+            "the gateway's client id at the directory",
+        ),
+    )
+    directory_client_secret: str | None = field(
+        default=None,
+        repr=False,
+        metadata=setting(
+            "DIRECTORY_CLIENT_SECRET",
+            "none",
+            "its client secret",
+        ),
+    )
+    delivery_timeout_seconds: int = field(
+        default=10,
+        metadata=setting(
+            "DELIVERY_TIMEOUT_SECONDS",
+            "`10`",
+            "read timeout of each webhook POST and directory call",
+        ),
+    )
+    delivery_retry_base_seconds: int = field(
+        default=30,
+        metadata=setting(
+            "DELIVERY_RETRY_BASE_SECONDS",
+            "`30`",
+            "first retry delay of a failed delivery; doubles each attempt (jittered, capped at 3 "
+            "h)",
+        ),
+    )
+    delivery_retry_window_seconds: int = field(
+        default=24 * 3600,
+        metadata=setting(
+            "DELIVERY_RETRY_WINDOW_SECONDS",
+            "`86400`",
+            "a delivery gets as many attempts as its longest waits fit in this window (16 in a day "
+            "by default), then fails",
+        ),
+    )
+    webhook_allow_private_targets: bool = field(
+        default=False,
+        metadata=setting(
+            "WEBHOOK_ALLOW_PRIVATE_TARGETS",
+            "`false`",
+            "let webhooks go to loopback, private and link-local addresses (tests, closed "
+            "networks); refused otherwise",
+        ),
+    )
+    public_base_url: str | None = field(
+        default=None,
+        metadata=setting(
+            "PUBLIC_BASE_URL",
+            "none",
+            "the gateway's public address, e.g. `https://verify.example.org`: links to the public "
+            "verification page (badge evidence), the issuer of signed receipts and credentials",
+        ),
+    )
+    time_zone: str = field(
+        default="UTC",
+        metadata=setting(
+            "TIME_ZONE",
+            "`UTC`",
+            "the certifying body's IANA time zone (e.g. `America/Chicago`): the calendar day of a "
+            "badge's `issued_at`",
+        ),
+    )
+    issuer_name: str = field(
+        default="Certifying body (ISSUER_NAME not set)",
+        metadata=setting(
+            "ISSUER_NAME",
+            "`Certifying body (ISSUER_NAME not set)`",
+            "the certifying body's name, shown as who vouches for every verification",
+        ),
+    )
+    issuer_url: str | None = field(
+        default=None,
+        metadata=setting(
+            "ISSUER_URL",
+            "none",
+            "the certifying body's public web site",
+        ),
+    )
+    issuer_contact: str | None = field(
+        default=None,
+        metadata=setting(
+            "ISSUER_CONTACT",
+            "none",
+            "where employers and members ask about a certification (e-mail address or URL)",
+        ),
+    )
+    issuer_logo: str | None = field(
+        default=None,
+        metadata=setting(
+            "ISSUER_LOGO",
+            "none",
+            "the certifying body's logo: a file name in the instance folder (PNG, JPEG or SVG)",
+        ),
+    )
+    signing_keys_file: str | None = field(
+        default=None,
+        metadata=setting(
+            "SIGNING_KEYS_FILE",
+            "`signing-keys.json` in the instance folder, created at first start",
+            "the JWK set (private keys) that signs receipts and credentials: the first key signs, "
+            "all are published",
+        ),
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -47,7 +47,7 @@ def badge_view(badge: models.Badge | None) -> dict[str, Any]:
             "state_changed_at": None,
         }
     view = {
-        # SPEC §6 and §8: Credly's state, `none` before Credly has it, `error` when its job failed
+        # docs/operations.md: Credly's state, `none` before Credly has it, `error` if its job failed
         "state": "error" if badge.last_error else _SHOWN_STATE.get(badge.state, badge.state),
         "credly_badge_id": badge.credly_badge_id,
         "issued_at": _iso(badge.issued_at),
@@ -115,7 +115,7 @@ def standing_view(
     current: Current,
     new_jobs: Sequence[models.OutboxItem] = (),
 ) -> dict:
-    """The full standing of SPEC §6: the rules' answer plus badge, verification and jobs.
+    """The standing of `GET /v1/certifications/{id}`: the rules' answer, badge, lookup and jobs.
 
     `new_jobs`: jobs queued since `current` was read, in the order they were queued.
     """

@@ -10,13 +10,13 @@ import psycopg
 import pytest
 import redis
 from flask import Flask
-from sqlalchemy import text
 
 from gateway.bootstrap import create_app
 from gateway.config import Settings
 from gateway.store.db import Database
-from gateway.store.models import Base
 from jobs.dispatch import InProcessDispatcher
+from tests.support.clients import fetch_token
+from tests.support.database import pg_conninfo, truncate
 
 PG_ADMIN_URL = os.environ.get(
     "GATEWAY_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -26,15 +26,11 @@ REDIS_SERVER = "redis://127.0.0.1:6379"
 REDIS_DATABASES = (15, 14, 12, 11, 10, 9)
 
 
-def _pg_conninfo(url: str) -> str:
-    return url.replace("postgresql+psycopg://", "postgresql://")
-
-
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A fresh, migrated PostgreSQL database for this test session, dropped at the end."""
     name = f"gw_test_{uuid.uuid4().hex[:10]}"
-    admin = _pg_conninfo(PG_ADMIN_URL)
+    admin = pg_conninfo(PG_ADMIN_URL)
     try:
         with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
@@ -92,18 +88,6 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     client.flushdb()
 
 
-def _truncate(url: str) -> None:
-    db = Database(url)
-    with db.engine.begin() as conn:
-        if db.is_sqlite:
-            for table in reversed(Base.metadata.sorted_tables):
-                conn.execute(table.delete())
-        else:
-            names = ", ".join(t.name for t in Base.metadata.sorted_tables)
-            conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
-    db.engine.dispose()
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 def database_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
     """Each test using it runs once on SQLite and once on the real PostgreSQL, on empty tables."""
@@ -113,9 +97,9 @@ def database_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
         yield url
         return
     url = request.getfixturevalue("postgres_url")
-    _truncate(url)
+    truncate(url)
     yield url
-    _truncate(url)
+    truncate(url)
 
 
 @pytest.fixture
@@ -147,27 +131,6 @@ def app(make_app: Callable[..., Flask], database_url: str) -> Flask:
 def client(app: Flask):
     """A test client of `app`."""
     return app.test_client()
-
-
-def register_client(app: Flask, scope: str, name: str = "test client") -> tuple[str, str]:
-    """Create an API client directly in the app's database; returns (client_id, secret)."""
-    from gateway import auth
-
-    with app.extensions["gateway"].db.transaction() as session:
-        new = auth.create_client(session, name, scope)
-    return new.client_id, new.client_secret
-
-
-def fetch_token(app: Flask, scope: str) -> str:
-    """A bearer token for a new client with `scope`, through the token endpoint."""
-    client_id, secret = register_client(app, scope)
-    response = app.test_client().post(
-        "/oauth/token",
-        data={"grant_type": "client_credentials"},
-        auth=(client_id, secret),
-    )
-    assert response.status_code == 200, response.get_data(as_text=True)
-    return response.get_json()["access_token"]
 
 
 @pytest.fixture

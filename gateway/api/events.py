@@ -46,7 +46,7 @@ MAX_BATCH_BODY = 1024 * 1024
 @bp.post("/v1/events")
 @require_scope("events:write")
 def post_event() -> ResponseReturnValue:
-    """Validate, record and act on one event (SPEC §5)."""
+    """Validate, record and act on one event (docs/api.md, *Events*)."""
     body = json_body()
     [answer] = _submit([body])
     mimetype = "application/json" if answer.status < 400 else PROBLEM_TYPE

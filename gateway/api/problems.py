@@ -50,7 +50,7 @@ class Problem(Exception):
             "title": self.title,
             "status": self.status,
             "detail": self.detail or self.title,
-            "errors": self.errors or [],  # SPEC §4: every problem has the list, empty or not
+            "errors": self.errors or [],  # docs/api.md: every problem has the list, empty or not
         }
         body.update(self.extra)
         return body

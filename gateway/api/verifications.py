@@ -1,4 +1,4 @@
-"""`/v1/verifications`: employers look certifications up by number (SPEC §7) in the read model."""
+"""`/v1/verifications`: employers look a certification up by number (docs/api.md)."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ bp = Blueprint("webhooks", __name__)
 
 @bp.post("/webhooks/credly")
 def credly_notification() -> ResponseReturnValue:
-    """Record a notification and queue its job; 200 for any well-formed one (SPEC §8)."""
+    """Record a notification and queue its job; 200 for any well-formed one (docs/operations.md)."""
     body = request.get_json(force=True, silent=True)  # Credly's Content-Type is not relied on
     try:
         receipt = credly_webhooks.receive_notification(services(), body, request_id=request_id())

@@ -1,4 +1,4 @@
-"""Rule ids of RULES.md that reasons and violations name (the others describe computations)."""
+"""Rule ids of docs/rules.md that reasons and violations name (the others describe computations)."""
 
 FEE_YEAR_RANGE = "FEE-YEAR-RANGE"
 FEE_DUPLICATE = "FEE-DUPLICATE"

@@ -20,7 +20,7 @@ def month_end(year: int, month: int) -> date:
 
 def first_membership_year(period_start: date) -> int:
     """FEE-DUE, FEE-YEAR-RANGE: the first year whose fee is payable; the certification itself
-    covers up to the anniversary month of that year (decision of RULES.md)."""
+    covers up to the anniversary month of that year (our decision, docs/rules.md)."""
     return period_start.year + 1
 
 

@@ -1,4 +1,4 @@
-"""The certification policy: the credential table and every number of RULES.md, read from TOML."""
+"""The certification policy: the credential table and the numbers of docs/rules.md, from TOML."""
 
 import tomllib
 from dataclasses import dataclass, field

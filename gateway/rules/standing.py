@@ -1,4 +1,4 @@
-"""Standing of a certification on a day: a pure function of its recorded history (RULES.md)."""
+"""Standing of a certification on a day: a pure function of its recorded history (docs/rules.md)."""
 
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
@@ -106,7 +106,7 @@ class Standing:
     next_change_on: date | None
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON-ready standing of SPEC §6 (without the API's own keys)."""
+        """The JSON-ready standing of `GET /v1/certifications/{id}` (without the API's own keys)."""
         member, fees, ccp = self.member, self.fees, self.ccp
         return {
             "credential": self.credential,

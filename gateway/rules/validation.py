@@ -1,4 +1,4 @@
-"""Which rules of RULES.md a new event breaks, given the accepted history of its certification."""
+"""Which rules of docs/rules.md a new event breaks, given its certification's accepted history."""
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields

@@ -1,4 +1,4 @@
-"""The event envelope and one schema per event type (SPEC §5), loading into domain events."""
+"""The event envelope and one schema per event type (docs/api.md), loading into domain events."""
 
 from __future__ import annotations
 

@@ -28,7 +28,7 @@ class ProblemErrorSchema(_Closed):
     """One item of a problem's `errors`: a field path (malformed body) or a rule id (rejection)."""
 
     field = fields.String(metadata={"description": "Dotted path of the offending field."})
-    rule = fields.String(metadata={"description": "Rule id of RULES.md that the event breaks."})
+    rule = fields.String(metadata={"description": "Id of the certification rule the event breaks."})
     message = fields.String(required=True)
 
 
@@ -131,7 +131,7 @@ class JobSchema(_Closed):
 
 
 class StandingSchema(_Closed):
-    """Where a certification stands on `as_of` (SPEC §6), with its badge, lookup and jobs."""
+    """Where a certification stands on `as_of` (docs/rules.md), with its badge, lookup and jobs."""
 
     certification_id = fields.String(required=True)
     credential = fields.String(required=True)

@@ -1,4 +1,4 @@
-"""The employer verification bodies (SPEC §7): the public record and the batch lookup."""
+"""The employer verification bodies (docs/api.md): the public record and the batch lookup."""
 
 from __future__ import annotations
 

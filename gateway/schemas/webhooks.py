@@ -1,4 +1,4 @@
-"""The envelope of a Credly webhook notification (SPEC §8): four fields, nothing to trust yet."""
+"""The envelope of a Credly webhook notification (docs/operations.md): nothing to trust yet."""
 
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ from sqlalchemy import text
 from gateway.store.db import ASYNCHRONOUS_COMMIT, Database, _add_option
 from jobs import context
 from jobs.worker import run_worker
+from tests.support.database import truncate
 
 SHOW = text("SHOW synchronous_commit")
 
@@ -63,9 +64,7 @@ def test_the_setting_is_added_to_the_connect_options_once_when_they_are_handed_o
 
 
 def test_a_committed_write_is_read_back_at_once(postgres_url):
-    from tests.conftest import _truncate
-
-    _truncate(postgres_url)
+    truncate(postgres_url)
     db = Database(postgres_url)
     db.commit_asynchronously()
     other = Database(postgres_url)
@@ -81,7 +80,7 @@ def test_a_committed_write_is_read_back_at_once(postgres_url):
     finally:
         db.engine.dispose()
         other.engine.dispose()
-        _truncate(postgres_url)
+        truncate(postgres_url)
 
 
 def test_a_worker_commits_asynchronously_and_the_web_app_does_not(

@@ -10,7 +10,7 @@ from flask import jsonify
 from gateway import auth
 from gateway.cli import cli
 from gateway.store.models import OAuthClient, OAuthToken
-from tests.conftest import register_client
+from tests.support.clients import register_client
 
 
 @pytest.fixture

@@ -14,9 +14,9 @@ from click.testing import CliRunner
 from gateway import auth, subscriptions
 from gateway.cli import cli
 from jobs import backfill
-from tests.events_helpers import granted
+from tests.support.events import granted
 from tests.support.http_stubs import DirectoryStub, Received, scripted, serve
-from tests.verification_helpers import days_ago, record
+from tests.support.verification import days_ago, record
 
 CERTS = [f"CERT-{n}" for n in range(1, 6)]
 

@@ -6,7 +6,6 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -16,7 +15,6 @@ import requests
 import responses
 from click.testing import CliRunner
 from rq import Queue, SimpleWorker
-from rq.scheduler import RQScheduler
 from sqlalchemy import select
 
 from connectors.credly import Badge as CredlyBadge
@@ -31,18 +29,25 @@ from jobs.claim import ClaimedItem
 from jobs.dispatch import RELAY_GRACE, relay
 from jobs.outbox import claim_due
 from jobs.retry import MAX_ATTEMPTS
-from tests.events_helpers import event, granted
-
-CREDLY = "https://api.credly.test/v1"
-ORG = "org-1"
-BADGES = f"{CREDLY}/organizations/{ORG}/badges"
+from tests.support.badge_jobs import (
+    BADGES,
+    CREDLY,
+    EMPTY_LIST,
+    ORG,
+    badge_json,
+    badges,
+    drain,
+    issue_done,
+    items,
+    submit,
+)
+from tests.support.database import truncate
+from tests.support.events import event, granted
 
 
 @pytest.fixture
 def svc(make_app, postgres_url, redis_client, redis_url):
-    from tests.conftest import _truncate
-
-    _truncate(postgres_url)
+    truncate(postgres_url)
     app = make_app(
         database_url=postgres_url,
         redis_url=redis_url,
@@ -53,62 +58,7 @@ def svc(make_app, postgres_url, redis_client, redis_url):
         job_retry_base_seconds=1,
     )
     yield app.extensions["gateway"]
-    _truncate(postgres_url)
-
-
-def badge_json(badge_id: str = "b-1", state: str = "pending") -> dict:
-    return {
-        "data": {
-            "id": badge_id,
-            "state": state,
-            "issuer_earner_id": "CERT-1",
-            "badge_template": {"id": "tmpl-rma"},
-            "recipient_email": "ada@example.org",
-            "issued_at": "2026-03-01T00:00:00.000Z",
-            "expires_at": None,
-        }
-    }
-
-
-EMPTY_LIST = {"data": [], "metadata": {"next_page_url": None}}
-
-
-def drain(svc, until: Callable[[], bool], timeout: float = 30) -> None:
-    """Work the queue (moving due retries back onto it) until `until()` holds."""
-    queue = Queue(svc.settings.queue_name, connection=svc.redis)
-    scheduler = RQScheduler([queue], connection=svc.redis)
-    scheduler.acquire_locks()
-    end = time.monotonic() + timeout
-    try:
-        while time.monotonic() < end:
-            SimpleWorker([queue], connection=svc.redis).work(burst=True)
-            if until():
-                return
-            scheduler.enqueue_scheduled_jobs()
-            time.sleep(0.2)
-    finally:
-        scheduler.release_locks()
-    raise AssertionError("jobs did not settle in time")
-
-
-def submit(svc, body):
-    answer = intake.submit_event(svc, body)
-    svc.dispatcher.dispatch(answer.outbox_ids)
-    return answer
-
-
-def items(svc, kind: str) -> list[OutboxItem]:
-    with svc.db.sessions() as session:
-        return session.query(OutboxItem).filter_by(kind=kind).all()
-
-
-def badges(svc) -> list[Badge]:
-    with svc.db.sessions() as session:
-        return session.query(Badge).all()
-
-
-def issue_done(svc) -> bool:
-    return all(i.state in ("done", "failed") for i in items(svc, "issue_badge"))
+    truncate(postgres_url)
 
 
 def issue_posts(rsps) -> int:

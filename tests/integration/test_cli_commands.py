@@ -6,7 +6,7 @@ from click.testing import CliRunner
 
 from gateway import intake
 from gateway.cli import cli
-from tests.events_helpers import granted
+from tests.support.events import granted
 
 
 def test_the_commands_are_on_the_apps_flask_cli_too(make_app, database_url):

@@ -14,7 +14,7 @@ from gateway.cli import cli
 from gateway.store.models import utcnow
 from jobs.sweep import make_cron
 from jobs.worker import run_worker
-from tests.integration.test_credly_webhooks import LIVE_CREDLY
+from tests.support.badge_jobs import LIVE_CREDLY
 
 
 @pytest.fixture

@@ -18,12 +18,11 @@ from sqlalchemy import select
 from gateway import intake
 from gateway.cli import cli
 from gateway.store.models import Badge, CredlyNotification, OutboxItem
-from tests.conftest import fetch_token
-from tests.events_helpers import granted
-from tests.integration.test_badge_jobs import (
+from tests.support.badge_jobs import (
     BADGES,
     CREDLY,
     EMPTY_LIST,
+    LIVE_CREDLY,
     ORG,
     badge_json,
     badges,
@@ -32,14 +31,10 @@ from tests.integration.test_badge_jobs import (
     items,
     submit,
 )
+from tests.support.clients import fetch_token
+from tests.support.events import granted
 
 EVENTS = f"{CREDLY}/organizations/{ORG}/events"
-LIVE_CREDLY = {
-    "credly_api_base": CREDLY,
-    "credly_organization_id": ORG,
-    "credly_auth_token": "tok",
-    "credly_badge_templates": {"RMA": "tmpl-rma"},
-}
 CLAIMED_AT = "2026-11-20T10:00:00.000Z"
 
 

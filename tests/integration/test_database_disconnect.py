@@ -9,21 +9,22 @@ from sqlalchemy import literal, select
 from sqlalchemy.exc import OperationalError
 
 from gateway.store.db import Database
-from tests.conftest import _pg_conninfo, _truncate, fetch_token
-from tests.events_helpers import granted
+from tests.support.clients import fetch_token
+from tests.support.database import pg_conninfo, truncate
+from tests.support.events import granted
 
 
 @pytest.fixture
 def app(make_app, postgres_url):
-    _truncate(postgres_url)
+    truncate(postgres_url)
     app = make_app(database_url=postgres_url, jobs_synchronous=True)
     yield app
-    _truncate(postgres_url)
+    truncate(postgres_url)
 
 
 def close_every_pooled_connection(postgres_url: str) -> int:
     """What a database restart does to the app's pool: every other session is ended."""
-    with psycopg.connect(_pg_conninfo(postgres_url), autocommit=True) as admin:
+    with psycopg.connect(pg_conninfo(postgres_url), autocommit=True) as admin:
         ended = admin.execute(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
             " WHERE datname = current_database() AND pid <> pg_backend_pid()"

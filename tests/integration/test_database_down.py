@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from tests.events_helpers import granted
+from tests.support.events import granted
 
 DOWN = "postgresql://postgres@127.0.0.1:1/none"
 

@@ -17,7 +17,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from gateway.store.db import RETRY_CONNECT_SECONDS, Database
 from jobs.worker import run_worker
-from tests.events_helpers import granted
+from tests.support.events import granted
 from tests.support.serving import free_port, serve_env, silent_server, start_serve
 
 ONE = select(literal(1))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.rules.periods import EARLIEST_DAY, LATEST_DAY
-from tests.events_helpers import event, granted
+from tests.support.events import event, granted
 
 TOO_LATE, TOO_EARLY = "9999-12-31", "0001-01-01"
 LAST, FIRST = LATEST_DAY.isoformat(), EARLIEST_DAY.isoformat()

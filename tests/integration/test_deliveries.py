@@ -20,18 +20,17 @@ from gateway.schemas.verifications import VerificationSchema
 from gateway.store.models import Delivery, OutboxItem, VerificationRecord
 from jobs import verification
 from jobs.claim import ClaimedItem
-from tests.events_helpers import event, granted, revoked
-from tests.integration.test_badge_jobs import drain, submit
+from tests.support.badge_jobs import drain, submit
+from tests.support.database import truncate
+from tests.support.events import event, granted, revoked
 from tests.support.http_stubs import DirectoryStub, scripted, serve
-from tests.verification_helpers import days_ago
+from tests.support.verification import days_ago
 
 
 @pytest.fixture
 def make_svc(make_app, postgres_url, redis_client, redis_url):
     """Services of an app on PostgreSQL and Redis with 1 s retries; settings may be overridden."""
-    from tests.conftest import _truncate
-
-    _truncate(postgres_url)
+    truncate(postgres_url)
 
     def factory(**settings):
         settings = {
@@ -45,7 +44,7 @@ def make_svc(make_app, postgres_url, redis_client, redis_url):
         return make_app(**settings).extensions["gateway"]
 
     yield factory
-    _truncate(postgres_url)
+    truncate(postgres_url)
 
 
 def watch(svc, url: str, *certification_ids: str):

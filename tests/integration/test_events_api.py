@@ -9,7 +9,7 @@ import pytest
 
 from gateway import intake
 from gateway.store.models import Event, OutboxItem
-from tests.events_helpers import ccp, event, fee, granted, recert, revoked
+from tests.support.events import ccp, event, fee, granted, recert, revoked
 
 
 @pytest.fixture

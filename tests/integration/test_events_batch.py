@@ -7,7 +7,7 @@ import json
 import pytest
 
 from gateway.store.models import Event, OutboxItem
-from tests.events_helpers import ccp, event, fee, granted, revoked
+from tests.support.events import ccp, event, fee, granted, revoked
 
 
 @pytest.fixture

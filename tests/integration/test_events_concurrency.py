@@ -10,17 +10,16 @@ from werkzeug.serving import make_server
 
 from gateway import intake
 from gateway.store.models import Event, OutboxItem
-from tests.conftest import register_client
-from tests.events_helpers import fee, granted
+from tests.support.clients import register_client
+from tests.support.database import truncate
+from tests.support.events import fee, granted
 
 
 @pytest.fixture
 def pg_app(make_app, postgres_url):
-    from tests.conftest import _truncate
-
-    _truncate(postgres_url)
+    truncate(postgres_url)
     yield make_app(database_url=postgres_url, jobs_synchronous=True)
-    _truncate(postgres_url)
+    truncate(postgres_url)
 
 
 def _race(svc, bodies):

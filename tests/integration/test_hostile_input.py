@@ -24,7 +24,7 @@ from schemathesis.checks import (
 from gateway import intake
 from gateway.api.openapi import EXAMPLE_EVENT, build_spec
 from gateway.auth import SCOPES
-from tests.conftest import fetch_token, register_client
+from tests.support.clients import fetch_token, register_client
 
 SCHEMA = schemathesis.openapi.from_dict(build_spec())
 CERT = EXAMPLE_EVENT["certification_id"]

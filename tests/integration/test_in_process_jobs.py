@@ -12,8 +12,8 @@ from gateway import intake
 from gateway.cli import command_app
 from gateway.store.models import Badge, OutboxItem
 from jobs.dispatch import InProcessDispatcher, LeftToServer
-from tests.events_helpers import granted, revoked
-from tests.integration.test_badge_jobs import BADGES, CREDLY, EMPTY_LIST, ORG, badge_json
+from tests.support.badge_jobs import BADGES, CREDLY, EMPTY_LIST, ORG, badge_json
+from tests.support.events import granted, revoked
 
 
 @responses.activate

@@ -6,10 +6,7 @@ import contextlib
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import redis
@@ -19,8 +16,7 @@ from sqlalchemy import select
 
 from gateway.store.models import OutboxItem
 from jobs.dispatch import relay
-from tests.events_helpers import granted
-from tests.integration.test_badge_jobs import (
+from tests.support.badge_jobs import (
     BADGES,
     CREDLY,
     EMPTY_LIST,
@@ -30,49 +26,11 @@ from tests.integration.test_badge_jobs import (
     drain,
     submit,
 )
+from tests.support.clients import fetch_token
 from tests.support.credly_standin import CredlyStandIn
-from tests.support.serving import free_port
-
-
-class PrivateRedis:
-    """A redis-server of this test's own, so it can be stopped and started."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.port, self.tmp, self.proc = free_port(), tmp, None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.tmp),
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        client = redis.Redis.from_url(self.url)
-        for _ in range(100):
-            try:
-                client.ping()
-                return
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        raise AssertionError("private redis-server did not start")
-
-    def stop(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
+from tests.support.database import truncate
+from tests.support.events import granted
+from tests.support.serving import PrivateRedis, start_worker
 
 
 @pytest.fixture
@@ -93,9 +51,8 @@ def _states(svc) -> list[str]:
 def test_events_are_kept_while_redis_is_down_and_relayed_when_it_is_back(
     make_app, postgres_url, private_redis
 ):
-    from tests.conftest import _truncate
 
-    _truncate(postgres_url)
+    truncate(postgres_url)
     responses.get(re.compile(re.escape(BADGES) + r"\?.*"), json=EMPTY_LIST)
     for n in range(3):
         responses.post(BADGES, status=201, json=badge_json(f"b-{n}"))
@@ -110,7 +67,6 @@ def test_events_are_kept_while_redis_is_down_and_relayed_when_it_is_back(
     svc = app.extensions["gateway"]
     private_redis.stop()
     client = app.test_client()
-    from tests.conftest import fetch_token
 
     headers = {"Authorization": f"Bearer {fetch_token(app, 'events:write')}"}
     for n in range(3):
@@ -130,27 +86,14 @@ def test_events_are_kept_while_redis_is_down_and_relayed_when_it_is_back(
     assert queue.count == 1
     drain(svc, lambda: all(s == "done" for s in _states(svc)))
     assert sorted(b.credly_badge_id for b in badges(svc)) == ["b-0", "b-1", "b-2"]
-    _truncate(postgres_url)
-
-
-def _worker(env: dict[str, str], log: Path, *extra: str) -> subprocess.Popen:
-    gateway = os.path.join(os.path.dirname(sys.executable), "gateway")
-    with log.open("ab") as sink:
-        return subprocess.Popen(
-            [gateway, "worker", *extra],
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: killing it takes its scheduler too
-        )
+    truncate(postgres_url)
 
 
 def test_a_worker_killed_mid_job_is_recovered_by_another_with_one_badge(
     make_app, postgres_url, redis_client, redis_url, tmp_path
 ):
-    from tests.conftest import _truncate
 
-    _truncate(postgres_url)
+    truncate(postgres_url)
     with CredlyStandIn() as credly:
         settings = {
             "database_url": postgres_url,
@@ -179,7 +122,7 @@ def test_a_worker_killed_mid_job_is_recovered_by_another_with_one_badge(
         answer = submit(svc, granted("2026-03-01"))
         issue_id = answer.outbox_ids[0]
         log = tmp_path / "workers.log"
-        first = _worker(env, log, "--name", "doomed")
+        first = start_worker(env, log, "--name", "doomed")
         try:
             deadline = time.monotonic() + 30
             while not any(r["operation"] == "list" for r in credly.requests_seen()):
@@ -194,7 +137,7 @@ def test_a_worker_killed_mid_job_is_recovered_by_another_with_one_badge(
                 os.killpg(first.pid, signal.SIGKILL)
         with svc.db.sessions() as session:
             assert session.get(OutboxItem, issue_id).state == "running"
-        second = _worker(
+        second = start_worker(
             env, log, "--name", "rescuer", "--maintenance-interval", "5", "--ttl", "20"
         )
         try:
@@ -213,4 +156,4 @@ def test_a_worker_killed_mid_job_is_recovered_by_another_with_one_badge(
         assert len(credly.badges()) == 1
         [badge] = badges(svc)
         assert badge.credly_badge_id == credly.badges()[0]["id"]
-    _truncate(postgres_url)
+    truncate(postgres_url)

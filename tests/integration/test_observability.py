@@ -18,8 +18,8 @@ import requests
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway import logs, metrics
-from tests.conftest import register_client
-from tests.events_helpers import fee, granted
+from tests.support.clients import register_client
+from tests.support.events import fee, granted
 from tests.support.serving import free_port, serve_env
 
 
@@ -138,7 +138,7 @@ def test_gateway_serve_runs_gunicorn_processes_whose_metrics_add_up(tmp_path, po
         deadline = time.monotonic() + 30
         while True:
             try:
-                requests.get(f"{base}/healthz", timeout=1)
+                requests.get(f"{base}/healthz", timeout=(1, 30))  # booting workers: wait
                 break
             except requests.ConnectionError:
                 assert proc.poll() is None and time.monotonic() < deadline

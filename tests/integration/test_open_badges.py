@@ -20,10 +20,10 @@ from gateway import signing
 from gateway.schemas.credentials import MAX_CREDENTIAL_LENGTH
 from gateway.store.models import utcnow
 from gateway.sweep import Scope, sweep
-from tests.conftest import _truncate
-from tests.events_helpers import granted, recert, revoked
+from tests.support.database import truncate
+from tests.support.events import granted, recert, revoked
 from tests.support.status_lists import seed_entries
-from tests.verification_helpers import days_ago, record
+from tests.support.verification import days_ago, record
 
 # From 1EdTech's openbadges-specification repository (gh-pages branch,
 # docs/schema/achievementcredential.json, published as
@@ -173,7 +173,7 @@ def test_the_issuer_and_urls_come_from_public_base_url(make_app, database_url, t
 
 
 def _token(app) -> str:
-    from tests.conftest import fetch_token
+    from tests.support.clients import fetch_token
 
     return fetch_token(app, "certifications:read")
 
@@ -326,7 +326,7 @@ def test_status_lists_are_cached_by_etag_and_unknown_lists_are_not_found(app, re
 def test_the_status_list_of_100000_credentials_is_served_in_bounded_time_and_memory(
     make_app, postgres_url
 ):
-    _truncate(postgres_url)
+    truncate(postgres_url)
     try:
         seed_entries(postgres_url, 100_000, revoked_every=10, suspended_every=7)
         client = make_app(database_url=postgres_url).test_client()
@@ -344,4 +344,4 @@ def test_the_status_list_of_100000_credentials_is_served_in_bounded_time_and_mem
         raw = gzip.decompress(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
         assert sum(bin(byte).count("1") for byte in raw) == 10_000
     finally:
-        _truncate(postgres_url)
+        truncate(postgres_url)

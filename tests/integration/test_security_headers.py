@@ -7,7 +7,7 @@ import pytest
 from gateway import auth
 from gateway.security import CONTENT_SECURITY_POLICY
 from gateway.store.models import OAuthToken
-from tests.conftest import register_client
+from tests.support.clients import register_client
 
 ALWAYS = {
     "X-Content-Type-Options": "nosniff",

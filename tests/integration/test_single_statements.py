@@ -11,17 +11,16 @@ from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
 
 from gateway.store.db import Database
 from gateway.store.models import Member, UTCDateTime
+from tests.support.database import truncate
 
 
 @pytest.fixture
 def db(postgres_url):
-    from tests.conftest import _truncate
-
-    _truncate(postgres_url)
+    truncate(postgres_url)
     db = Database(postgres_url)
     yield db
     db.engine.dispose()
-    _truncate(postgres_url)
+    truncate(postgres_url)
 
 
 def test_a_read_converts_parameters_and_columns_as_the_column_types_say(db):

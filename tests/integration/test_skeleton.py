@@ -110,7 +110,7 @@ def test_unknown_route_and_wrong_method_answer_problem_json(client):
     wrong = client.post("/healthz")
     assert wrong.status_code == 405 and wrong.mimetype == "application/problem+json"
     assert "GET" in wrong.headers["Allow"]
-    for answer in (missing, wrong):  # SPEC §4: the five members, `errors` empty when none apply
+    for answer in (missing, wrong):  # docs/api.md: the five members, `errors` empty when none apply
         assert set(answer.get_json()) == {"type", "title", "status", "detail", "errors"}
         assert answer.get_json()["errors"] == []
 
@@ -151,7 +151,7 @@ def test_gateway_run_serves_healthz_on_the_embedded_default(tmp_path):
         deadline = time.monotonic() + 30
         while True:
             try:
-                response = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                response = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=(1, 30))
                 break
             except requests.ConnectionError:
                 assert proc.poll() is None, proc.stdout.read()

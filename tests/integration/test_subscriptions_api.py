@@ -10,10 +10,10 @@ import pytest
 from standardwebhooks import Webhook
 
 from gateway.schemas.subscriptions import MAX_WATCHED
-from tests.conftest import fetch_token
-from tests.events_helpers import granted, revoked
+from tests.support.clients import fetch_token
+from tests.support.events import granted, revoked
 from tests.support.http_stubs import scripted, serve
-from tests.verification_helpers import days_ago, record
+from tests.support.verification import days_ago, record
 
 HOOK = "http://127.0.0.1:9/hook"
 

@@ -22,7 +22,8 @@ from jobs.sweep import (
     make_cron,
     run_daily_sweep,
 )
-from tests.events_helpers import ccp, event, fee, granted
+from tests.support.database import truncate
+from tests.support.events import ccp, event, fee, granted
 
 
 @pytest.fixture
@@ -179,9 +180,7 @@ def test_a_full_sweep_before_a_grant_skips_that_certification(svc, database_url,
 
 
 def test_only_one_sweep_runs_at_a_time(make_app, postgres_url, redis_url, redis_client):
-    from tests.conftest import _truncate
-
-    _truncate(postgres_url)
+    truncate(postgres_url)
     svc = make_app(database_url=postgres_url, redis_url=redis_url).extensions["gateway"]
     scope = Scope(as_of=date(2027, 4, 1))
     held = svc.redis.lock("gateway:sweep::", timeout=60)
@@ -193,7 +192,7 @@ def test_only_one_sweep_runs_at_a_time(make_app, postgres_url, redis_url, redis_
     finally:
         held.release()
     assert run_daily_sweep("2027-04-01")["evaluated"] == 0
-    _truncate(postgres_url)
+    truncate(postgres_url)
 
 
 def test_the_worker_schedules_the_sweep_daily_at_the_configured_utc_time(

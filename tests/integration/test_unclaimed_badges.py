@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from gateway import intake
 from gateway.cli import cli
 from gateway.store.models import Badge, utcnow
-from tests.events_helpers import granted
+from tests.support.events import granted
 
 
 @pytest.fixture

@@ -7,10 +7,11 @@ import signal
 import time
 import uuid
 
-from tests.conftest import _truncate, fetch_token
-from tests.events_helpers import granted, revoked
-from tests.integration.test_job_faults import _worker
-from tests.verification_helpers import days_ago
+from tests.support.clients import fetch_token
+from tests.support.database import truncate
+from tests.support.events import granted, revoked
+from tests.support.serving import start_worker
+from tests.support.verification import days_ago
 
 LATENCY_SECONDS = 2.0
 
@@ -31,7 +32,7 @@ def wait_for_status(client, certification_id: str, status: str, timeout: float) 
 def test_a_revocation_reaches_the_lookup_within_two_seconds_of_being_accepted(
     make_app, postgres_url, redis_client, redis_url, tmp_path
 ):
-    _truncate(postgres_url)
+    truncate(postgres_url)
     queue = f"latency-{uuid.uuid4().hex[:8]}"  # no other test session's worker takes its jobs
     app = make_app(
         database_url=postgres_url,
@@ -49,7 +50,7 @@ def test_a_revocation_reaches_the_lookup_within_two_seconds_of_being_accepted(
         "QUEUE_NAME": queue,
     }
     log = tmp_path / "worker.log"
-    worker = _worker(env, log, "--ttl", "20")
+    worker = start_worker(env, log, "--ttl", "20")
     try:
         grant = client.post(
             "/v1/events", json=granted(days_ago(30), cert="LIVE-1"), headers=headers
@@ -65,4 +66,4 @@ def test_a_revocation_reaches_the_lookup_within_two_seconds_of_being_accepted(
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
         worker.wait(timeout=30)
-    _truncate(postgres_url)
+    truncate(postgres_url)

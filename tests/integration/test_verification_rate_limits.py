@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import fetch_token, register_client
-from tests.integration.test_job_faults import PrivateRedis
+from tests.support.clients import fetch_token, register_client
+from tests.support.serving import PrivateRedis
 
 LIMITS = {"verify_rate_limit": "2/minute", "verify_rate_limit_authenticated": "5/minute"}
 

@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import update
 
 from gateway.store.models import Certification, VerificationRecord, utcnow
-from tests.events_helpers import event
-from tests.verification_helpers import days_ago, record, record_every_status
+from tests.support.events import event
+from tests.support.verification import days_ago, record, record_every_status
 
 PUBLIC_KEYS = {
     "certification_id",

@@ -11,7 +11,7 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 from werkzeug.serving import make_server
 
-from tests.verification_helpers import record_every_status
+from tests.support.verification import record_every_status
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -1,5 +1,5 @@
-"""Running the gateway's servers as real processes in tests: free ports, `gateway serve`'s env,
-a server that never answers."""
+"""Real processes in tests: free ports, `gateway serve`'s env, `gateway worker`, a private
+Redis, a server that never answers."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+
+import redis
 
 
 def free_port() -> int:
@@ -76,3 +78,57 @@ def start_serve(env: dict[str, str], stderr: Path, stdout: Path | None = None) -
             raise AssertionError(f"gateway serve did not start:\n{stderr.read_text()}")
         time.sleep(0.2)
     return proc
+
+
+def start_worker(env: dict[str, str], log: Path, *extra: str) -> subprocess.Popen:
+    """`gateway worker` with that environment, in a process group of its own, logging to `log`."""
+    gateway = os.path.join(os.path.dirname(sys.executable), "gateway")
+    with log.open("ab") as sink:
+        return subprocess.Popen(
+            [gateway, "worker", *extra],
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: killing it takes its scheduler too
+        )
+
+
+class PrivateRedis:
+    """A redis-server of this test's own, so it can be stopped and started."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.port, self.tmp, self.proc = free_port(), tmp, None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.tmp),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        client = redis.Redis.from_url(self.url)
+        for _ in range(100):
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise AssertionError("private redis-server did not start")
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()

@@ -4,7 +4,7 @@ import pytest
 
 from gateway.schemas.events import load_envelope
 from gateway.store.history import decode_event
-from tests.events_helpers import ccp, event, fee, granted, recert, revoked
+from tests.support.events import ccp, event, fee, granted, recert, revoked
 
 BODIES = [
     granted("2020-01-10"),

@@ -1,4 +1,4 @@
-"""actions(): what a change of standing calls for (the table at the end of RULES.md)."""
+"""actions(): what a change of standing calls for (the status table of docs/rules.md)."""
 
 from datetime import date
 
@@ -9,7 +9,7 @@ from gateway.rules import (
     SyncVerification,
     actions,
 )
-from tests.unit.rules_factories import (
+from tests.support.rules_factories import (
     exam_recert,
     fee,
     fees,

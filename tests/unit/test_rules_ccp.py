@@ -5,7 +5,7 @@ import dataclasses
 from datetime import date, datetime, timedelta, timezone
 
 from gateway.rules import CredentialPolicy, evaluate
-from tests.unit.rules_factories import (
+from tests.support.rules_factories import (
     POLICY,
     accepted,
     activity,

@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from gateway.rules import NotCertified, evaluate, validate
-from tests.unit.rules_factories import (
+from tests.support.rules_factories import (
     NOW,
     POLICY,
     accepted,

@@ -2,7 +2,7 @@
 
 from datetime import date
 
-from tests.unit.rules_factories import (
+from tests.support.rules_factories import (
     accepted,
     activity,
     exam_recert,
@@ -133,7 +133,7 @@ def test_fee_year_range_rejects_year_before_first_payable_year():
 
 def test_fee_year_range_message_names_the_years():
     from gateway.rules import validate
-    from tests.unit.rules_factories import NOW, POLICY
+    from tests.support.rules_factories import NOW, POLICY
 
     history = accepted(granted(date(2020, 3, 10)))
     [violation] = validate(history, fee(2019, date(2020, 4, 1)), policy=POLICY, received_at=NOW)

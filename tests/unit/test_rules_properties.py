@@ -21,7 +21,7 @@ from gateway.rules import (
     evaluate,
     validate,
 )
-from tests.unit.rules_factories import CRITERIA, MEMBER, NOW, POLICY, noon
+from tests.support.rules_factories import CRITERIA, MEMBER, NOW, POLICY, noon
 
 SETTINGS = settings(max_examples=150, deadline=None)
 SPAN = timedelta(days=25 * 366)  # how far after the grant generated events may be dated

@@ -3,7 +3,7 @@ RECERT-EXAM-RESULT, RECERT-CCP-POINTS, RECERT-ELIGIBILITY, RECERT-RESET."""
 
 from datetime import date
 
-from tests.unit.rules_factories import (
+from tests.support.rules_factories import (
     accepted,
     activity,
     audit,

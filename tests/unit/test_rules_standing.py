@@ -7,7 +7,7 @@ import pytest
 
 from gateway.rules import Standing
 from gateway.rules.periods import add_years, cycle_end, cycle_index, cycle_start, month_end
-from tests.unit.rules_factories import (
+from tests.support.rules_factories import (
     activity,
     audit,
     exam_recert,

@@ -1,4 +1,4 @@
-"""Certifications in each status of RULES.md, recorded through intake; the sync job writes them."""
+"""A certification in each status of docs/rules.md, made by the intake and the sync job."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from flask import Flask
 
 from gateway import intake
 from gateway.store.models import utcnow
-from tests.events_helpers import granted, revoked
+from tests.support.events import granted, revoked
 
 
 def days_ago(days: int) -> str:
@@ -36,7 +36,6 @@ def record(app: Flask, *bodies: dict) -> list[intake.Answer]:
     for body in bodies:
         answer = intake.submit_event(svc, body)
         assert answer.status == 202, answer.body
-        svc.dispatcher.dispatch(answer.outbox_ids)
         answers.append(answer)
     return answers
 

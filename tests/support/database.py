@@ -1,0 +1,26 @@
+"""The test databases: connection strings for psycopg, emptying every table."""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+
+from gateway.store.db import Database
+from gateway.store.models import Base
+
+
+def pg_conninfo(url: str) -> str:
+    """A PostgreSQL URL as psycopg itself takes it (without SQLAlchemy's driver name)."""
+    return url.replace("postgresql+psycopg://", "postgresql://")
+
+
+def truncate(url: str) -> None:
+    """Empty every table of the database at `url` (identities restart on PostgreSQL)."""
+    db = Database(url)
+    with db.engine.begin() as conn:
+        if db.is_sqlite:
+            for table in reversed(Base.metadata.sorted_tables):
+                conn.execute(table.delete())
+        else:
+            names = ", ".join(t.name for t in Base.metadata.sorted_tables)
+            conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    db.engine.dispose()
