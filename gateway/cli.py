@@ -20,7 +20,7 @@ from werkzeug.serving import is_running_from_reloader
 from gateway import auth, create_app
 from gateway.services import services
 from gateway.store.models import OutboxItem, utcnow
-from gateway.sweep import Scope, count
+from gateway.sweep import FutureSweep, Scope, count
 from gateway.unclaimed import unclaimed_badges
 from jobs import backfill
 from jobs.dispatch import requeue
@@ -255,7 +255,11 @@ def db_revision(message: str, rev_id: str, down: str | None) -> None:
 
 
 @cli.command("sweep")
-@click.option("--as-of", type=click.DateTime(["%Y-%m-%d"]), help="The day (default: today, UTC).")
+@click.option(
+    "--as-of",
+    type=click.DateTime(["%Y-%m-%d"]),
+    help="The day (default: today, UTC); a later day only with --dry-run.",
+)
 @click.option("--dry-run", is_flag=True, help="Report what would change; record nothing.")
 @click.option("--full", is_flag=True, help="Evaluate every certification, not only the due ones.")
 @click.option("--from-id", default=None, help="First certification id of this run's range.")
@@ -287,7 +291,7 @@ def sweep_command(
     with click.progressbar(length=total, label="sweeping", file=sink) as bar:
         try:
             summary = locked_sweep(svc, scope, on_batch=bar.update)
-        except SweepRunning as exc:
+        except (SweepRunning, FutureSweep) as exc:
             raise click.ClickException(str(exc)) from exc
     result = summary.as_dict()
     if as_json:
