@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 from datetime import datetime
 
 import click
@@ -17,7 +16,8 @@ from flask.helpers import get_debug_flag
 from sqlalchemy import select
 from werkzeug.serving import is_running_from_reloader
 
-from gateway import auth, create_app
+from gateway import auth, create_app, metrics
+from gateway.config import ConfigError
 from gateway.services import services
 from gateway.store.models import OutboxItem, utcnow
 from gateway.sweep import FutureSweep, Scope, count
@@ -37,7 +37,10 @@ def command_app() -> Flask:
     if serving and not is_running_from_reloader():
         reload = command.params.get("reload")
         serving = not (get_debug_flag() if reload is None else reload)  # else: the watcher
-    return create_app(jobs="POLLING" if serving else "IN_SERVER")
+    try:
+        return create_app(jobs="POLLING" if serving else "IN_SERVER")
+    except ConfigError as exc:  # one line, not a traceback
+        raise click.ClickException(str(exc)) from exc
 
 
 @click.group(cls=FlaskGroup, create_app=command_app)
@@ -118,11 +121,10 @@ def clients_revoke(client_id: str) -> None:
 @cli.command("serve", with_appcontext=False)
 def serve() -> None:
     """Run the production web server (gunicorn; settings WEB_BIND, WEB_WORKERS, ...)."""
-    metrics_dir = os.environ.setdefault(
-        "PROMETHEUS_MULTIPROC_DIR", os.path.join(tempfile.gettempdir(), "gateway-metrics")
-    )
-    shutil.rmtree(metrics_dir, ignore_errors=True)  # samples of a previous run would add up
-    os.makedirs(metrics_dir, exist_ok=True)
+    try:
+        os.environ[metrics.MULTIPROC_DIR] = metrics.serve_folder()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
     gunicorn = shutil.which("gunicorn") or os.path.join(os.path.dirname(sys.executable), "gunicorn")
     app = "gateway:create_app(jobs='POLLING')"  # without Redis: jobs in the web processes
     os.execv(gunicorn, [gunicorn, "-c", "python:gateway.gunicorn_conf", app])
@@ -145,6 +147,12 @@ def serve() -> None:
 )
 @click.option("--name", default=None, help="Worker name (default: RQ's).")
 @click.option("--no-cron", is_flag=True, help="Do not schedule the daily sweep from this worker.")
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve this worker's metrics on this port (default: WORKER_METRICS_PORT; 0: none).",
+)
 @with_appcontext
 def worker(
     burst: bool,
@@ -153,17 +161,20 @@ def worker(
     ttl: int,
     name: str | None,
     no_cron: bool,
+    metrics_port: int | None,
 ) -> None:
     """Run a job worker on the configured Redis, with the outbox relay."""
+    svc = services()
     try:
         run_worker(
-            services(),
+            svc,
             burst=burst,
             with_scheduler=not no_scheduler,
             maintenance_interval=maintenance_interval,
             worker_ttl=ttl,
             name=name,
             with_cron=not no_cron,
+            metrics_port=svc.settings.worker_metrics_port if metrics_port is None else metrics_port,
         )
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from exc

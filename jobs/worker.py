@@ -8,6 +8,7 @@ import threading
 from redis import Redis
 from rq import Queue, SimpleWorker
 
+from gateway import metrics
 from gateway.services import Services
 from jobs import context
 from jobs.dispatch import relay
@@ -33,10 +34,18 @@ def run_worker(
     worker_ttl: int = 420,
     name: str | None = None,
     with_cron: bool = True,
+    metrics_port: int = 0,
 ) -> None:
-    """Work the gateway queue until stopped (or until it is empty, with `burst`)."""
+    """Work the gateway queue until stopped (or until it is empty, with `burst`); serve its
+    metrics on `metrics_port` unless 0."""
     if svc.redis is None:
         raise RuntimeError("a worker needs REDIS_URL; the embedded default runs jobs in-process")
+    if metrics_port:
+        try:
+            metrics.serve_process_metrics(metrics_port)
+        except OSError as exc:
+            raise RuntimeError(f"worker metrics port {metrics_port}: {exc.strerror}") from exc
+        log.info("worker metrics at :%d/metrics", metrics_port)
     # Every commit of a worker may be done again: an item whose end was lost is claimed again
     # when its lease runs out, and handlers are idempotent (as after a worker killed mid-job).
     # So its commits need not wait for the disk (docs/architecture.md, docs/benchmarks.md).

@@ -138,7 +138,7 @@ def test_gateway_serve_runs_gunicorn_processes_whose_metrics_add_up(tmp_path, po
         deadline = time.monotonic() + 30
         while True:
             try:
-                requests.get(f"{base}/healthz", timeout=1)
+                requests.get(f"{base}/healthz", timeout=15)  # a worker may still be booting
                 break
             except requests.ConnectionError:
                 assert proc.poll() is None and time.monotonic() < deadline

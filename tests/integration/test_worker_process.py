@@ -1,0 +1,107 @@
+"""A real `gateway worker` process: its metrics reach Prometheus; it supervises RQ's scheduler."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import requests
+from click.testing import CliRunner
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from gateway import metrics
+from gateway.cli import cli
+from tests.events_helpers import granted
+from tests.integration.test_badge_jobs import submit
+from tests.integration.test_job_faults import _worker
+from tests.integration.test_observability import sample
+from tests.support.serving import free_port
+
+
+def worker_env(tmp_path: Path, postgres_url: str, redis_url: str, **settings: str) -> dict:
+    env = {**os.environ, "DATABASE_URL": postgres_url, "REDIS_URL": redis_url}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    return {**env, "INSTANCE_PATH": str(tmp_path), **settings}
+
+
+def stop(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_a_real_worker_serves_its_job_counts_and_writes_them_to_the_shared_folder(
+    make_app, postgres_url, redis_url, tmp_path
+):
+    from tests.conftest import _truncate
+
+    _truncate(postgres_url)
+    svc = make_app(database_url=postgres_url, redis_url=redis_url).extensions["gateway"]
+    port = free_port()
+    shared = tmp_path / "metrics" / "of-this-host"  # missing: the worker makes it
+    env = worker_env(
+        tmp_path,
+        postgres_url,
+        redis_url,
+        WORKER_METRICS_PORT=str(port),
+        PROMETHEUS_MULTIPROC_DIR=str(shared),
+    )
+    log = tmp_path / "worker.log"
+    worker = _worker(env, log, "--no-cron")
+    try:
+        submit(svc, granted("2026-03-01"))
+        deadline, done = time.monotonic() + 60, 0.0
+        while done < 1:
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            assert worker.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.3)
+            with contextlib.suppress(requests.ConnectionError):
+                text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+                done = sample(text, "gateway_jobs_total", kind="issue_badge", outcome="done")
+        assert done == 1
+        # What the web processes of the host report at /metrics: the worker's samples too.
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=str(shared))
+        host = generate_latest(registry).decode()
+        assert sample(host, "gateway_jobs_total", kind="issue_badge", outcome="done") == 1
+        assert sample(host, "gateway_jobs_total", kind="sync_verification", outcome="done") == 1
+    finally:
+        stop(worker)
+    _truncate(postgres_url)
+
+
+def test_a_multiprocess_folder_that_cannot_be_made_is_refused_in_one_line(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(blocker / "metrics"), "INSTANCE_PATH": str(tmp_path)}
+    result = CliRunner().invoke(cli, ["jobs", "failed"], env=env)
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        f"Error: PROMETHEUS_MULTIPROC_DIR '{blocker / 'metrics'}' is not a folder and cannot be "
+        "made one: Not a directory"
+    ]
+
+
+def test_gateway_serve_makes_a_folder_of_its_own_unless_one_is_set(tmp_path, monkeypatch):
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    first, second = metrics.serve_folder(), metrics.serve_folder()
+    try:
+        assert first != second and os.path.isdir(first) and os.path.isdir(second)
+    finally:
+        os.rmdir(first)
+        os.rmdir(second)
+    chosen = tmp_path / "host-metrics"
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(chosen))
+    assert metrics.serve_folder() == str(chosen) and chosen.is_dir()
+    (chosen / "counter_123.db").write_bytes(b"")  # a worker's samples: kept
+    assert metrics.serve_folder() == str(chosen)
+    assert (chosen / "counter_123.db").exists()
