@@ -9,6 +9,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+import redis
 import requests
 from click.testing import CliRunner
 from prometheus_client import CollectorRegistry, generate_latest
@@ -18,7 +20,7 @@ from gateway import metrics
 from gateway.cli import cli
 from tests.events_helpers import granted
 from tests.integration.test_badge_jobs import submit
-from tests.integration.test_job_faults import _worker
+from tests.integration.test_job_faults import PrivateRedis, _worker
 from tests.integration.test_observability import sample
 from tests.support.serving import free_port
 
@@ -85,7 +87,7 @@ def test_a_multiprocess_folder_that_cannot_be_made_is_refused_in_one_line(tmp_pa
     env = {"PROMETHEUS_MULTIPROC_DIR": str(blocker / "metrics"), "INSTANCE_PATH": str(tmp_path)}
     result = CliRunner().invoke(cli, ["jobs", "failed"], env=env)
     assert result.exit_code == 1
-    assert result.output.splitlines() == [
+    assert [line for line in result.output.splitlines() if not line.startswith("{")] == [
         f"Error: PROMETHEUS_MULTIPROC_DIR '{blocker / 'metrics'}' is not a folder and cannot be "
         "made one: Not a directory"
     ]
@@ -105,3 +107,106 @@ def test_gateway_serve_makes_a_folder_of_its_own_unless_one_is_set(tmp_path, mon
     (chosen / "counter_123.db").write_bytes(b"")  # a worker's samples: kept
     assert metrics.serve_folder() == str(chosen)
     assert (chosen / "counter_123.db").exists()
+
+
+def children_of(pid: int) -> list[int]:
+    """The live (not zombie) child processes of `pid`."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            state, ppid = stat.read_text().rsplit(")", 1)[1].split()[:2]
+            if int(ppid) == pid and state != "Z":
+                found.append(int(stat.parent.name))
+    return found
+
+
+def running(pid: int) -> bool:
+    """Whether `pid` is a process that has not exited (a zombie has)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def wait_for(what: str, check, proc: subprocess.Popen, log: Path, seconds: float = 40):
+    deadline = time.monotonic() + seconds
+    while not (found := check()):
+        assert time.monotonic() < deadline, f"{what}: not in {seconds} s\n{log.read_text()[-3000:]}"
+        assert proc.poll() is None, f"the worker exited\n{log.read_text()[-3000:]}"
+        time.sleep(0.2)
+    return found
+
+
+LOCK = "rq:scheduler-lock:gateway"
+WORKER = "rq:worker:drill"
+
+
+def start_worker(tmp_path: Path, postgres_url: str, redis_url: str, log: Path) -> subprocess.Popen:
+    env = worker_env(tmp_path, postgres_url, redis_url)
+    return _worker(env, log, "--no-cron", "--name", "drill")
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A redis-server of the test's own (the drills stop it, and read its scheduler lock)."""
+    server = PrivateRedis(tmp_path)
+    server.start()
+    yield server
+    if server.proc.poll() is None:
+        server.stop()
+
+
+def test_a_scheduler_killed_by_a_redis_outage_is_reaped_and_started_again(
+    postgres_url, redis_server, tmp_path
+):
+    from tests.conftest import _truncate
+
+    _truncate(postgres_url)
+    server = redis.Redis.from_url(redis_server.url)
+    log = tmp_path / "worker.log"
+    worker = start_worker(tmp_path, postgres_url, redis_server.url, log)
+    try:
+        [first] = wait_for("a scheduler child", lambda: children_of(worker.pid), worker, log)
+        wait_for("the scheduler lock", lambda: server.exists(LOCK), worker, log)
+        # RQ's worker quits on a Redis error outside its wait for jobs (its process supervisor
+        # starts it again): the outage comes while it waits, as it does most of its life.
+        wait_for("the worker waiting", lambda: server.hget(WORKER, "state") == b"idle", worker, log)
+        time.sleep(0.5)
+        redis_server.stop()
+        wait_for("the scheduler's death", lambda: not running(first), worker, log)
+        redis_server.start()
+        [second] = wait_for("a new scheduler", lambda: children_of(worker.pid), worker, log)
+        assert second != first
+        assert not Path(f"/proc/{first}").exists()  # reaped, not left a zombie
+        wait_for("the lock taken again", lambda: server.exists(LOCK), worker, log)
+        assert "RQ scheduler (pid" in log.read_text()
+    finally:
+        stop(worker)
+    _truncate(postgres_url)
+
+
+def test_a_scheduler_ends_with_its_worker_killed_and_frees_the_lock(
+    postgres_url, redis_server, tmp_path
+):
+    from tests.conftest import _truncate
+
+    _truncate(postgres_url)
+    server = redis.Redis.from_url(redis_server.url)
+    log = tmp_path / "worker.log"
+    worker = start_worker(tmp_path, postgres_url, redis_server.url, log)
+    try:
+        [child] = wait_for("a scheduler child", lambda: children_of(worker.pid), worker, log)
+        wait_for("the scheduler lock", lambda: server.exists(LOCK), worker, log)
+        assert server.ttl(LOCK) > 30  # left alone, it would outlive the test's wait
+        os.kill(worker.pid, signal.SIGKILL)  # the worker only: not its process group
+        worker.wait()
+        deadline = time.monotonic() + 15
+        while running(child) or server.exists(LOCK):
+            assert time.monotonic() < deadline, (running(child), server.exists(LOCK))
+            time.sleep(0.2)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+    _truncate(postgres_url)
