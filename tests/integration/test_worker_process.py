@@ -7,6 +7,8 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -142,71 +144,65 @@ LOCK = "rq:scheduler-lock:gateway"
 WORKER = "rq:worker:drill"
 
 
-def start_worker(tmp_path: Path, postgres_url: str, redis_url: str, log: Path) -> subprocess.Popen:
-    env = worker_env(tmp_path, postgres_url, redis_url)
-    return _worker(env, log, "--no-cron", "--name", "drill")
+@dataclass
+class Drill:
+    """A worker whose RQ scheduler child runs and holds the lock, on a redis-server of its own."""
+
+    worker: subprocess.Popen
+    scheduler: int
+    redis_server: PrivateRedis
+    redis: redis.Redis
+    log: Path
+
+    def wait_for(self, what: str, check):
+        return wait_for(what, check, self.worker, self.log)
 
 
 @pytest.fixture
-def redis_server(tmp_path):
-    """A redis-server of the test's own (the drills stop it, and read its scheduler lock)."""
-    server = PrivateRedis(tmp_path)
-    server.start()
-    yield server
-    if server.proc.poll() is None:
-        server.stop()
-
-
-def test_a_scheduler_killed_by_a_redis_outage_is_reaped_and_started_again(
-    postgres_url, redis_server, tmp_path
-):
+def drill(postgres_url, tmp_path) -> Iterator[Drill]:
     from tests.conftest import _truncate
 
     _truncate(postgres_url)
-    server = redis.Redis.from_url(redis_server.url)
+    redis_server = PrivateRedis(tmp_path)
+    redis_server.start()
     log = tmp_path / "worker.log"
-    worker = start_worker(tmp_path, postgres_url, redis_server.url, log)
+    env = worker_env(tmp_path, postgres_url, redis_server.url)
+    worker = _worker(env, log, "--no-cron", "--name", "drill")
     try:
-        [first] = wait_for("a scheduler child", lambda: children_of(worker.pid), worker, log)
-        wait_for("the scheduler lock", lambda: server.exists(LOCK), worker, log)
-        # RQ's worker quits on a Redis error outside its wait for jobs (its process supervisor
-        # starts it again): the outage comes while it waits, as it does most of its life.
-        wait_for("the worker waiting", lambda: server.hget(WORKER, "state") == b"idle", worker, log)
-        time.sleep(0.5)
-        redis_server.stop()
-        wait_for("the scheduler's death", lambda: not running(first), worker, log)
-        redis_server.start()
-        [second] = wait_for("a new scheduler", lambda: children_of(worker.pid), worker, log)
-        assert second != first
-        assert not Path(f"/proc/{first}").exists()  # reaped, not left a zombie
-        wait_for("the lock taken again", lambda: server.exists(LOCK), worker, log)
-        assert "RQ scheduler (pid" in log.read_text()
-    finally:
-        stop(worker)
-    _truncate(postgres_url)
-
-
-def test_a_scheduler_ends_with_its_worker_killed_and_frees_the_lock(
-    postgres_url, redis_server, tmp_path
-):
-    from tests.conftest import _truncate
-
-    _truncate(postgres_url)
-    server = redis.Redis.from_url(redis_server.url)
-    log = tmp_path / "worker.log"
-    worker = start_worker(tmp_path, postgres_url, redis_server.url, log)
-    try:
+        client = redis.Redis.from_url(redis_server.url)
         [child] = wait_for("a scheduler child", lambda: children_of(worker.pid), worker, log)
-        wait_for("the scheduler lock", lambda: server.exists(LOCK), worker, log)
-        assert server.ttl(LOCK) > 30  # left alone, it would outlive the test's wait
-        os.kill(worker.pid, signal.SIGKILL)  # the worker only: not its process group
-        worker.wait()
-        deadline = time.monotonic() + 15
-        while running(child) or server.exists(LOCK):
-            assert time.monotonic() < deadline, (running(child), server.exists(LOCK))
-            time.sleep(0.2)
+        wait_for("the scheduler lock", lambda: client.exists(LOCK), worker, log)
+        yield Drill(worker, child, redis_server, client, log)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(worker.pid, signal.SIGKILL)
         worker.wait()
-    _truncate(postgres_url)
+        if redis_server.proc.poll() is None:
+            redis_server.stop()
+        _truncate(postgres_url)
+
+
+def test_a_scheduler_killed_by_a_redis_outage_is_reaped_and_started_again(drill):
+    first, worker = drill.scheduler, drill.worker
+    # RQ's worker quits on a Redis error outside its wait for jobs (its process supervisor
+    # starts it again): the outage comes while it waits, as it does most of its life.
+    drill.wait_for("the worker waiting", lambda: drill.redis.hget(WORKER, "state") == b"idle")
+    time.sleep(0.5)
+    drill.redis_server.stop()
+    drill.wait_for("the scheduler's death", lambda: not running(first))
+    drill.redis_server.start()
+    [second] = drill.wait_for("a new scheduler", lambda: children_of(worker.pid))
+    assert second != first
+    assert not Path(f"/proc/{first}").exists()  # reaped, not left a zombie
+    drill.wait_for("the lock taken again", lambda: drill.redis.exists(LOCK))
+    assert "RQ scheduler (pid" in drill.log.read_text()
+
+
+def test_a_scheduler_ends_with_its_worker_killed_and_frees_the_lock(drill):
+    assert drill.redis.ttl(LOCK) > 30  # left alone, it would outlive the test's wait
+    os.kill(drill.worker.pid, signal.SIGKILL)  # the worker only: not its process group
+    drill.worker.wait()
+    deadline = time.monotonic() + 15
+    while running(drill.scheduler) or drill.redis.exists(LOCK):
+        assert time.monotonic() < deadline, (running(drill.scheduler), drill.redis.exists(LOCK))
+        time.sleep(0.2)
