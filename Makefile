@@ -19,10 +19,11 @@ install-dev: $(BIN)/python
 	$(BIN)/pip install --quiet --no-deps -e .
 	$(BIN)/pip check
 
-# Refresh the lock: the newest releases that pyproject.toml (dependencies + dev extra) allows.
+# Refresh the lock: the newest releases that pyproject.toml (dependencies + dev extra) allows, with
+# their hashes (pip then installs only those exact files).
 lock: $(BIN)/python
 	$(BIN)/pip install --quiet pip-tools
-	CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --upgrade --extra dev \
+	CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --upgrade --generate-hashes --extra dev \
 	  --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links -o $(LOCK) pyproject.toml
 
 # Known vulnerabilities of the locked releases (PyPI's vulnerability data, via pip-audit).

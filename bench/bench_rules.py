@@ -14,6 +14,7 @@ import random
 import statistics
 import time
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 
 from gateway.rules import (
     AuditCompleted,
@@ -29,6 +30,7 @@ from gateway.rules import (
 
 YEARS_OF_FEES = 10
 ACTIVITIES = 40
+THREE = Decimal(3)  # points of each activity
 
 
 def _at(day: date) -> datetime:
@@ -47,7 +49,7 @@ def typical_history(rng: random.Random, start: date) -> tuple[list[Event], date]
     for n in range(ACTIVITIES):
         done = start + timedelta(days=n * spacing + rng.randrange(spacing))
         category = rng.choice(("professional_education", "amt_online_ce", "formal_education"))
-        history.append(CcpActivity(f"c{n}", _at(done), f"A{n}", category, done, 3.0))
+        history.append(CcpActivity(f"c{n}", _at(done), f"A{n}", category, done, THREE))
     audited = start + timedelta(days=rng.randrange(span))
     history.append(AuditCompleted("a", _at(audited), "passed", audited, audited))
     rng.shuffle(history)

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 from datetime import datetime
 
 import click
@@ -17,11 +16,12 @@ from flask.helpers import get_debug_flag
 from sqlalchemy import select
 from werkzeug.serving import is_running_from_reloader
 
-from gateway import auth, signing
+from gateway import auth, metrics, signing
 from gateway.api.context import services
 from gateway.bootstrap import create_app
+from gateway.config import ConfigError
 from gateway.store.models import OutboxItem, utcnow
-from gateway.sweep import Scope, count
+from gateway.sweep import FutureSweep, Scope, count
 from gateway.unclaimed import unclaimed_badges
 from jobs import backfill
 from jobs.claim import backlog
@@ -42,7 +42,10 @@ def command_app() -> Flask:
     migrating = (
         command is not None and command.parent is not None and (command.parent.info_name == "db")
     )
-    return create_app(jobs="POLLING" if serving else "IN_SERVER", migrate=not migrating)
+    try:
+        return create_app(jobs="POLLING" if serving else "IN_SERVER", migrate=not migrating)
+    except ConfigError as exc:  # one line, not a traceback
+        raise click.ClickException(str(exc)) from exc
 
 
 #: The commands Flask's own `flask` command has already.
@@ -184,11 +187,10 @@ def keys_retire(kid: str) -> None:
 @cli.command("serve", with_appcontext=False)
 def serve() -> None:
     """Run the production web server (gunicorn; settings WEB_BIND, WEB_WORKERS, ...)."""
-    metrics_dir = os.environ.setdefault(
-        "PROMETHEUS_MULTIPROC_DIR", os.path.join(tempfile.gettempdir(), "gateway-metrics")
-    )
-    shutil.rmtree(metrics_dir, ignore_errors=True)  # samples of a previous run would add up
-    os.makedirs(metrics_dir, exist_ok=True)
+    try:
+        os.environ[metrics.MULTIPROC_DIR] = metrics.serve_folder()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
     gunicorn = shutil.which("gunicorn") or os.path.join(os.path.dirname(sys.executable), "gunicorn")
     app = "gateway.bootstrap:create_app(jobs='POLLING')"  # without Redis: jobs in the web processes
     os.execv(gunicorn, [gunicorn, "-c", "python:gateway.gunicorn_conf", app])
@@ -211,6 +213,12 @@ def serve() -> None:
 )
 @click.option("--name", default=None, help="Worker name (default: RQ's).")
 @click.option("--no-cron", is_flag=True, help="Do not schedule the daily sweep from this worker.")
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve this worker's metrics on this port (default: WORKER_METRICS_PORT; 0: none).",
+)
 @with_appcontext
 def worker(
     burst: bool,
@@ -219,17 +227,20 @@ def worker(
     ttl: int,
     name: str | None,
     no_cron: bool,
+    metrics_port: int | None,
 ) -> None:
     """Run a job worker on the configured Redis, with the outbox relay."""
+    svc = services()
     try:
         run_worker(
-            services(),
+            svc,
             burst=burst,
             with_scheduler=not no_scheduler,
             maintenance_interval=maintenance_interval,
             worker_ttl=ttl,
             name=name,
             with_cron=not no_cron,
+            metrics_port=svc.settings.worker_metrics_port if metrics_port is None else metrics_port,
         )
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -338,7 +349,11 @@ def db_revision(message: str, rev_id: str, down: str | None) -> None:
 
 
 @cli.command("sweep")
-@click.option("--as-of", type=click.DateTime(["%Y-%m-%d"]), help="The day (default: today, UTC).")
+@click.option(
+    "--as-of",
+    type=click.DateTime(["%Y-%m-%d"]),
+    help="The day (default: today, UTC); a later day only with --dry-run.",
+)
 @click.option("--dry-run", is_flag=True, help="Report what would change; record nothing.")
 @click.option("--full", is_flag=True, help="Evaluate every certification, not only the due ones.")
 @click.option("--from-id", default=None, help="First certification id of this run's range.")
@@ -370,7 +385,7 @@ def sweep_command(
     with click.progressbar(length=total, label="sweeping", file=sink) as bar:
         try:
             summary = locked_sweep(svc, scope, on_batch=bar.update)
-        except SweepRunning as exc:
+        except (SweepRunning, FutureSweep) as exc:
             raise click.ClickException(str(exc)) from exc
     result = summary.as_dict()
     if as_json:

@@ -284,6 +284,16 @@ class Settings:
             "often `gateway run` looks for items other commands queued",
         ),
     )
+    worker_metrics_port: int = field(
+        default=0,
+        metadata=setting(
+            "WORKER_METRICS_PORT",
+            "`0`: none",
+            "`gateway worker` (or its `--metrics-port`): serve the worker's own metrics (job runs, "
+            "Credly calls) at `http://HOST:PORT/metrics` on every interface; one port per worker "
+            "process of a machine",
+        ),
+    )
     jobs_synchronous: bool = field(
         default=False,
         metadata=setting(
@@ -540,6 +550,7 @@ class Settings:
             job_timeout_seconds=_int(env, "JOB_TIMEOUT_SECONDS", cls.job_timeout_seconds),
             job_concurrency=_int(env, "JOB_CONCURRENCY", cls.job_concurrency),
             relay_interval_seconds=_int(env, "RELAY_INTERVAL_SECONDS", cls.relay_interval_seconds),
+            worker_metrics_port=_int(env, "WORKER_METRICS_PORT", cls.worker_metrics_port),
             log_level=(env.get("LOG_LEVEL") or cls.log_level).upper(),
             verify_rate_limit=env.get("VERIFY_RATE_LIMIT") or cls.verify_rate_limit,
             verify_rate_limit_authenticated=(
@@ -595,6 +606,10 @@ class Settings:
             raise ConfigError("JOB_CONCURRENCY must be at least 1")
         if self.relay_interval_seconds < 1:
             raise ConfigError("RELAY_INTERVAL_SECONDS must be at least 1")
+        if not 0 <= self.worker_metrics_port <= 65535:
+            raise ConfigError(
+                f"WORKER_METRICS_PORT must be a TCP port (0: none), got {self.worker_metrics_port}"
+            )
         _all_or_none(
             "The verification directory",
             {

@@ -2,11 +2,14 @@
 
 With several gunicorn processes set PROMETHEUS_MULTIPROC_DIR (`gateway serve` does): every process
 writes its samples there and `/metrics` aggregates them (prometheus-client's multiprocess mode).
+Workers count jobs and Credly calls: each serves its own on WORKER_METRICS_PORT, or writes them to
+the folder of the web processes of its machine when it shares their PROMETHEUS_MULTIPROC_DIR.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -20,12 +23,14 @@ from prometheus_client import (
     Histogram,
     generate_latest,
     multiprocess,
+    start_http_server,
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from gateway.config import ConfigError
 from gateway.store.models import OutboxItem, utcnow
 
 if TYPE_CHECKING:
@@ -125,9 +130,42 @@ class _ThisProcess(Collector):
         return REGISTRY.collect()
 
 
+MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def shared_folder() -> str | None:
+    """PROMETHEUS_MULTIPROC_DIR, created if missing (None when unset).
+
+    Raises ConfigError, in one line, when it names something that is not and cannot become a
+    folder: every sample of the process would fail to be written.
+    """
+    path = os.environ.get(MULTIPROC_DIR)
+    if not path:
+        return None
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"{MULTIPROC_DIR} {path!r} is not a folder and cannot be made one: {exc.strerror}"
+        ) from exc
+    return path
+
+
+def serve_folder() -> str:
+    """`gateway serve`'s PROMETHEUS_MULTIPROC_DIR: the one set (created if missing; kept as it is,
+    as the workers of the machine may write there), else a new folder of this instance's own."""
+    return shared_folder() or tempfile.mkdtemp(prefix="gateway-metrics-")
+
+
+def serve_process_metrics(port: int) -> None:
+    """Serve this process's own metrics on `port` of every interface (a worker's: jobs, Credly
+    calls), on a daemon thread."""
+    start_http_server(port, registry=REGISTRY)
+
+
 def _registry(svc: Services) -> CollectorRegistry:
     registry = CollectorRegistry()
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if shared_folder():
         multiprocess.MultiProcessCollector(registry)
     else:
         registry.register(_ThisProcess())

@@ -42,6 +42,21 @@ class Scope:
         return query
 
 
+class FutureSweep(ValueError):
+    """A sweep that would record the standings of a day after today."""
+
+
+def refuse_a_future_day(scope: Scope, today: date) -> None:
+    """Only a dry run may look at a day after `today`: recording it would show members lapsed who
+    are active today, queue their revocations, and move their next change past the days a plain
+    sweep visits, so nothing would repair it but a full sweep."""
+    if scope.as_of > today and not scope.dry_run:
+        raise FutureSweep(
+            f"--as-of {scope.as_of} is after today ({today}, UTC): a sweep records standings up "
+            "to today only; add --dry-run to see what would change on that day"
+        )
+
+
 @dataclass
 class Summary:
     """What a sweep did; certifications granted after its day are skipped, not evaluated."""

@@ -12,7 +12,7 @@ from rq.cron import CronScheduler
 from gateway.credly_token import warn_if_token_expiring
 from gateway.services import Services
 from gateway.store.models import utcnow
-from gateway.sweep import Scope, Summary, sweep
+from gateway.sweep import Scope, Summary, refuse_a_future_day, sweep
 from jobs import context
 
 log = logging.getLogger("jobs.sweep")
@@ -32,7 +32,11 @@ def sweep_lock(svc: Services, scope: Scope) -> Lock:
 
 
 def locked_sweep(svc: Services, scope: Scope, **kwargs: object) -> Summary:
-    """Sweep while holding the lock (no lock needed without Redis: one process does it all)."""
+    """Sweep while holding the lock (no lock needed without Redis: one process does it all).
+
+    Raises FutureSweep for a day after today unless `scope` is a dry run.
+    """
+    refuse_a_future_day(scope, utcnow().date())
     if svc.redis is None:
         return sweep(svc, scope, **kwargs)
     lock = sweep_lock(svc, scope)

@@ -34,8 +34,11 @@ set the gateway refuses to start. The four `DIRECTORY_*` settings go together to
 Rate-limit counts live in Redis when `REDIS_URL` is set (shared by every web process; while Redis is
 down each process counts in its own memory), in memory on the embedded default.
 
-`gateway serve` also sets `PROMETHEUS_MULTIPROC_DIR` (a temporary folder unless it is set), where
-the web processes of one machine share their metrics.
+`PROMETHEUS_MULTIPROC_DIR` (read by prometheus-client itself) is where the processes of one machine
+share their metrics, so that `GET /metrics` reports them all: the web processes, and the workers of
+the machine if they are given the same folder. It is created if missing (a path that cannot be a
+folder stops every command with one line saying so). Without it, `gateway serve` makes a new
+temporary folder of its own; a folder set here is kept as it is.
 """
 
 

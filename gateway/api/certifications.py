@@ -77,7 +77,7 @@ def list_credentials() -> ResponseReturnValue:
             {
                 "code": c.code,
                 "name": c.name,
-                "points_per_cycle": c.points_per_cycle,
+                "points_per_cycle": rules.json_number(c.points_per_cycle),
                 "eligibility_criteria": c.eligibility_criteria,
             }
             for c in services().policy.credentials.values()

@@ -25,6 +25,7 @@ from .events import (
     Recertified,
     Revoked,
 )
+from .points import in_hundredths, json_number, to_points
 from .policy import CredentialPolicy, Policy, load_policy
 from .standing import (
     ACTIVE,
@@ -73,6 +74,9 @@ __all__ = [
     "Violation",
     "actions",
     "evaluate",
+    "in_hundredths",
+    "json_number",
     "load_policy",
+    "to_points",
     "validate",
 ]

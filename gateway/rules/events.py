@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import ClassVar
 
 PASSED = "passed"
@@ -70,7 +71,7 @@ class CcpActivity(_Envelope):
     activity_id: str
     category: str
     completed_on: date
-    points: float
+    points: Decimal
     employment_start: date | None = None
     employment_end: date | None = None
 
@@ -103,7 +104,7 @@ class Recertified(_Envelope):
     application_id: str
     eligibility_criteria: str
     exam_passed_on: date | None = None
-    ccp_points: float | None = None
+    ccp_points: Decimal | None = None
     earliest_activity_on: date | None = None
 
     @property

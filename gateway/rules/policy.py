@@ -3,8 +3,11 @@
 import tomllib
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
+
+from .points import in_hundredths, to_points
 
 DEFAULT_POLICY_FILE = Path(__file__).with_name("policy.toml")
 
@@ -15,9 +18,9 @@ class CredentialPolicy:
 
     code: str
     name: str
-    points_per_cycle: int
+    points_per_cycle: Decimal
     eligibility_criteria: str
-    category_caps: dict[str, float] = field(default_factory=dict)
+    category_caps: dict[str, Decimal] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,7 @@ def load_policy(path: str | Path | None = None) -> Policy:
     source = DEFAULT_POLICY_FILE if path is None else Path(path)
     try:
         with source.open("rb") as file:
-            data = tomllib.load(file)
+            data = tomllib.load(file, parse_float=Decimal)  # exact, as points are
     except OSError as exc:
         raise ValueError(f"policy file {source}: cannot be read: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
@@ -81,6 +84,13 @@ class _Table:
         value = self.get(key, int)
         if value < 1:
             raise self.fail(f"'{key}' must be at least 1, not {value}")
+        return value
+
+    def points(self, key: str) -> Decimal:
+        """A number of CCP points: an integer or a decimal with at most two places."""
+        value = to_points(self.get(key, (int, Decimal)))
+        if not value.is_finite() or not in_hundredths(value):
+            raise self.fail(f"'{key}' must be a number of points with at most 2 decimal places")
         return value
 
     def day(self, key: str) -> date:
@@ -142,19 +152,19 @@ def _parse(top: _Table) -> Policy:
 
 def _credential(code: str, row: _Table, categories: list[str]) -> CredentialPolicy:
     row.only("name", "points_per_cycle", "eligibility_criteria", "category_caps")
-    points = row.get("points_per_cycle", int)
+    points = row.points("points_per_cycle")
     if points < 0:
         raise row.fail(f"'points_per_cycle' must not be negative, not {points}")
-    caps: dict[str, float] = {}
+    caps: dict[str, Decimal] = {}
     cap_table = row.table("category_caps", required=False)
     if cap_table is not None:
         for category in cap_table.data:
             if category not in categories:
                 raise cap_table.fail(f"'{category}' is not one of the categories")
-            cap = cap_table.get(category, (int, float))
+            cap = cap_table.points(category)
             if cap <= 0:
                 raise cap_table.fail(f"'{category}' must be above 0, not {cap}")
-            caps[category] = float(cap)
+            caps[category] = cap
     return CredentialPolicy(
         code=code,
         name=row.text("name"),

@@ -4,7 +4,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import date
-from math import fsum
+from decimal import Decimal
 from operator import attrgetter
 from typing import Any
 
@@ -34,6 +34,7 @@ from .periods import (
     first_membership_year,
     month_end,
 )
+from .points import ZERO, json_number, plain
 from .policy import CredentialPolicy, Policy
 
 ACTIVE = "active"
@@ -74,9 +75,9 @@ class Ccp:
     required: bool
     cycle_start: date | None
     cycle_end: date | None
-    points_required: float
-    points_earned: float
-    points_by_category: dict[str, float]
+    points_required: Decimal
+    points_earned: Decimal
+    points_by_category: dict[str, Decimal]
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,9 +130,12 @@ class Standing:
                 "required": ccp.required,
                 "cycle_start": _iso(ccp.cycle_start),
                 "cycle_end": _iso(ccp.cycle_end),
-                "points_required": ccp.points_required,
-                "points_earned": ccp.points_earned,
-                "points_by_category": dict(ccp.points_by_category),
+                "points_required": json_number(ccp.points_required),
+                "points_earned": json_number(ccp.points_earned),
+                "points_by_category": {
+                    category: json_number(points)
+                    for category, points in ccp.points_by_category.items()
+                },
             },
             "recertification": {
                 "required": self.recertification.required,
@@ -293,21 +297,24 @@ def _member_on(member: Member, updates: list[MemberUpdated], as_of: date) -> Mem
     return member
 
 
-def _earned(activities: list[CcpActivity], caps: dict[str, float]) -> float:
+def _earned(activities: list[CcpActivity], caps: dict[str, Decimal]) -> Decimal:
     """CCP-POINTS: points that count in one cycle, each category held to its cap if it has one."""
     if not caps:
-        return fsum(map(_points, activities))
-    return fsum(
-        min(total, caps[category]) if category in caps else total
-        for category, total in _category_totals(activities).items()
+        return sum(map(_points, activities), ZERO)
+    return sum(
+        (
+            min(total, caps[category]) if category in caps else total
+            for category, total in _category_totals(activities).items()
+        ),
+        ZERO,
     )
 
 
-def _category_totals(activities: list[CcpActivity]) -> dict[str, float]:
-    points: dict[str, list[float]] = {}
+def _category_totals(activities: list[CcpActivity]) -> dict[str, Decimal]:
+    totals: dict[str, Decimal] = {}
     for activity in activities:
-        points.setdefault(activity.category, []).append(activity.points)
-    return {category: fsum(values) for category, values in points.items()}
+        totals[activity.category] = totals.get(activity.category, ZERO) + activity.points
+    return totals
 
 
 class _Period:
@@ -434,7 +441,8 @@ class _Period:
 
     def _cycle_words(self, cycle: int) -> tuple[str, str]:
         start = cycle_start(self.start, cycle, self.policy.cycle_years)
-        points = f"{self.earned[cycle]:g} of {self.credential.points_per_cycle} points"
+        required = plain(self.credential.points_per_cycle)
+        points = f"{plain(self.earned[cycle])} of {required} points"
         return f"CCP cycle {start} to {self._end(cycle)}", points
 
     def reasons(self, at: date) -> tuple[Reason, ...]:
@@ -508,7 +516,7 @@ class _Period:
     def ccp(self, at: date, lapsed: bool) -> Ccp:
         """The cycle holding `at` with its points (only those dated before a lapse on `at`)."""
         if not self.ccp_required:
-            return Ccp(False, None, None, 0, 0.0, {})
+            return Ccp(False, None, None, ZERO, ZERO, {})
         years = self.policy.cycle_years
         cycle = cycle_index(self.start, at, years)
         activities = self.cycle_activities[cycle]

@@ -19,6 +19,7 @@ from .events import (
     chronological,
 )
 from .periods import add_years, cycle_end, cycle_index, cycle_start, first_membership_year
+from .points import plain
 from .policy import Policy
 from .standing import LAPSED, evaluate
 
@@ -295,7 +296,8 @@ def _check_ccp_recertification(ctx: _Context, recert: Recertified) -> Iterator[V
     if recert.ccp_points is None or recert.ccp_points < required:
         yield Violation(
             ids.RECERT_CCP_POINTS,
-            f"a recertification by CCP needs {required} points, not {recert.ccp_points}",
+            f"a recertification by CCP needs {plain(required)} points, not "
+            f"{'none' if recert.ccp_points is None else plain(recert.ccp_points)}",
         )
     window = ctx.policy.recert_ccp_window_years
     earliest = recert.earliest_activity_on

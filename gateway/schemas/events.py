@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, time
+from decimal import Decimal
 from typing import Any
 
 from marshmallow import (
@@ -26,6 +27,9 @@ from gateway.rules import (
     MemberUpdated,
     Recertified,
     Revoked,
+    in_hundredths,
+    json_number,
+    to_points,
 )
 from gateway.rules.periods import EARLIEST_DAY, LATEST_DAY
 
@@ -47,6 +51,28 @@ _MOMENTS = validate.Range(
 def _day(**kwargs: Any) -> fields.Date:
     """A date field taking only the days the rules compute with."""
     return fields.Date(validate=DAYS, **kwargs)
+
+
+def _hundredths(points: Decimal) -> None:
+    if not in_hundredths(points):
+        raise ValidationError("Use at most 2 decimal places.")
+
+
+class Points(fields.Decimal):
+    """CCP points: an exact decimal in hundredths (1.13 + 9.04 + 19.83 makes 30), at most 1000."""
+
+    def __init__(self, *, min_inclusive: bool, **kwargs: Any) -> None:
+        limits = validate.Range(min=0, min_inclusive=min_inclusive, max=1000)
+        super().__init__(
+            allow_nan=False,
+            validate=[limits, _hundredths],
+            metadata={"multipleOf": 0.01},
+            **kwargs,
+        )
+
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> Any:
+        # Only the OpenAPI document serializes with it (its limits): as JSON numbers.
+        return None if value is None else json_number(to_points(value))
 
 
 class _Strict(Schema):
@@ -98,11 +124,7 @@ class CcpActivityData(_Strict):
     activity_id = fields.String(required=True, validate=[_ID, TEXT])
     category = fields.String(required=True, validate=[validate.Length(min=1, max=64), TEXT])
     completed_on = _day(required=True)
-    points = fields.Float(
-        required=True,
-        allow_nan=False,
-        validate=validate.Range(min=0, min_inclusive=False, max=1000),
-    )
+    points = Points(required=True, min_inclusive=False)
     employment_start = _day(load_default=None)
     employment_end = _day(load_default=None)
 
@@ -130,9 +152,7 @@ class RecertifiedData(_Strict):
     application_id = fields.String(required=True, validate=[_ID, TEXT])
     eligibility_criteria = fields.String(required=True, validate=[_ID, TEXT])
     exam_passed_on = _day(load_default=None)
-    ccp_points = fields.Float(
-        load_default=None, allow_nan=False, validate=validate.Range(min=0, max=1000)
-    )
+    ccp_points = Points(load_default=None, min_inclusive=True)
     earliest_activity_on = _day(load_default=None)
 
     @validates_schema

@@ -11,6 +11,7 @@ import types
 import typing
 from collections.abc import Callable
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select
@@ -28,8 +29,8 @@ def _converter(hint: Any) -> Decoder | None:
     target = next((a for a in args if a is not type(None)), hint)
     if target is date:
         return date.fromisoformat
-    if target is float:
-        return float
+    if target is Decimal:
+        return rules.to_points  # exact: a stored 1.13 is the JSON text 1.13
     if target is rules.Member:
         return lambda value: rules.Member(**value)
     return None

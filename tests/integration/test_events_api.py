@@ -366,3 +366,26 @@ def test_late_events_count_by_their_own_dates(post, reader):
     post(fee(2021, "2021-01-05"))
     after = reader("/v1/certifications/CERT-1?as_of=2022-06-01").get_json()
     assert after["fees"]["paid_through"] == "2023-01-31"
+
+
+def test_ccp_points_are_exact_from_request_to_storage_to_answer(post, reader):
+    # 1.13 + 9.04 + 19.83 is 30.00: as floats the sum is 29.999999999999996 and the cycle short.
+    history = [
+        granted("2020-01-15"),
+        *(fee(year, f"{year}-01-02") for year in (2021, 2022, 2023)),
+        ccp("A1", "2020-06-01", points=1.13),
+        ccp("A2", "2021-06-01", points=9.04),
+        ccp("A3", "2022-06-01", points=19.83),
+    ]
+    for body in history:
+        assert post(body).status_code == 202
+    answer = reader("/v1/certifications/CERT-1?as_of=2023-02-01")
+    assert answer.get_json()["status"] == "active", answer.get_json()["reasons"]
+    assert answer.get_json()["ccp"]["points_earned"] == 0  # the new cycle's
+    ended = reader("/v1/certifications/CERT-1?as_of=2023-01-31")
+    assert '"points_earned":30,' in ended.get_data(as_text=True)
+    refused = post(ccp("A4", "2022-07-01", points=0.125))
+    assert refused.status_code == 422
+    assert refused.get_json()["errors"] == [
+        {"field": "data.points", "message": "Use at most 2 decimal places."}
+    ]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -20,22 +19,13 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from gateway import logs, metrics
 from tests.support.clients import register_client
 from tests.support.events import fee, granted
+from tests.support.metrics import sample
 from tests.support.serving import free_port, serve_env
 
 
 @pytest.fixture
 def app(make_app, database_url):
     return make_app(database_url=database_url, jobs_synchronous=True)
-
-
-def sample(text: str, name: str, **labels: str) -> float:
-    """The value of one sample in Prometheus text (0 when absent)."""
-    for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            found = dict(re.findall(r'(\w+)="([^"]*)"', line.split(" ")[0]))
-            if all(found.get(k) == v for k, v in labels.items()):
-                return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 def test_metrics_count_requests_events_rejections_jobs_and_backlog(app, client, token_for):

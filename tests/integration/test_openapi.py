@@ -71,6 +71,7 @@ def test_request_schemas_carry_the_validators_of_the_marshmallow_schemas():
     assert ids["maxItems"] == 100 and ids["items"]["maxLength"] == 128
     points = schemas["CcpActivityData"]["properties"]["points"]
     assert points["exclusiveMinimum"] == 0 and points["maximum"] == 1000
+    assert points["multipleOf"] == 0.01 and points["type"] == "number"
     assert schemas["EventEnvelope"]["additionalProperties"] is False
     assert schemas["AuditData"]["properties"]["result"]["enum"] == ["passed", "failed"]
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import json
 import random
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
 from click.testing import CliRunner
 
 from gateway import intake
 from gateway.cli import cli
-from gateway.store.models import Badge, Certification, VerificationRecord
-from gateway.sweep import Scope, sweep
+from gateway.store.models import Badge, Certification, OutboxItem, VerificationRecord, utcnow
+from gateway.sweep import FutureSweep, Scope, sweep
 from jobs.sweep import (
     SweepRunning,
     check_credly_token,
@@ -31,8 +31,10 @@ def svc(make_app, database_url):
     return make_app(database_url=database_url, jobs_synchronous=True).extensions["gateway"]
 
 
-def accept(svc, body) -> None:
-    answer = intake.submit_event(svc, body)
+def accept(svc, body, received_on: date | None = None) -> None:
+    """Accept `body`, received at noon UTC of `received_on` (default: now)."""
+    received_at = None if received_on is None else datetime.combine(received_on, time(12), UTC)
+    answer = intake.submit_event(svc, body, received_at=received_at)
     assert answer.status == 202, answer.body
     svc.dispatcher.dispatch(answer.outbox_ids)
 
@@ -148,9 +150,9 @@ def test_due_only_sweeps_find_exactly_what_full_sweeps_find(make_app, tmp_path):
 
 
 def test_the_cli_prints_a_summary(svc, database_url, tmp_path):
-    accept(svc, granted("2026-03-01"))
+    accept(svc, granted("2025-03-01"), received_on=date(2025, 3, 1))  # its change: 2026-04-01
     env = {"DATABASE_URL": database_url, "INSTANCE_PATH": str(tmp_path)}
-    result = CliRunner().invoke(cli, ["sweep", "--as-of", "2027-04-01", "--json"], env=env)
+    result = CliRunner().invoke(cli, ["sweep", "--as-of", "2026-04-01", "--json"], env=env)
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["transitions"] == {"active->inactive": 1}
@@ -179,19 +181,55 @@ def test_a_full_sweep_before_a_grant_skips_that_certification(svc, database_url,
     assert stored() == before
 
 
+def test_a_future_day_is_a_dry_run_only_and_leaves_live_data_alone(svc, database_url, tmp_path):
+    accept(svc, granted("2026-03-01"))
+
+    def live() -> tuple:
+        with svc.db.sessions() as session:
+            cert = session.get(Certification, "CERT-1")
+            record = session.get(VerificationRecord, "CERT-1")
+            return (
+                (cert.status, cert.evaluated_on, cert.next_change_on, cert.standing),
+                (record.status, record.valid_through, record.synced_at),
+                session.query(OutboxItem).count(),
+                session.query(Badge).one().state,
+            )
+
+    before = live()
+    assert before[0][0] == "active"
+    env = {"DATABASE_URL": database_url, "INSTANCE_PATH": str(tmp_path)}
+    future = (utcnow().date() + timedelta(days=365 * 12)).isoformat()
+    refused = CliRunner().invoke(cli, ["sweep", "--as-of", future], env=env)
+    assert refused.exit_code == 1
+    assert refused.output.splitlines() == [
+        f"Error: --as-of {future} is after today ({utcnow().date()}, UTC): a sweep records "
+        "standings up to today only; add --dry-run to see what would change on that day"
+    ]
+    assert live() == before
+    dry = CliRunner().invoke(cli, ["sweep", "--as-of", future, "--dry-run", "--json"], env=env)
+    assert dry.exit_code == 0, dry.output
+    summary = json.loads(dry.stdout)
+    assert (summary["dry_run"], summary["transitions"]) == (True, {"active->lapsed": 1})
+    assert summary["actions_queued"]["revoke_badge"] == 1
+    assert live() == before
+    with pytest.raises(FutureSweep):  # the daily cron's path too
+        locked_sweep(svc, Scope(as_of=date.fromisoformat(future)))
+    assert live() == before
+
+
 def test_only_one_sweep_runs_at_a_time(make_app, postgres_url, redis_url, redis_client):
     truncate(postgres_url)
     svc = make_app(database_url=postgres_url, redis_url=redis_url).extensions["gateway"]
-    scope = Scope(as_of=date(2027, 4, 1))
+    scope = Scope(as_of=date(2026, 4, 1))
     held = svc.redis.lock("gateway:sweep::", timeout=60)
     assert held.acquire(blocking=False)
     try:
         with pytest.raises(SweepRunning):
             locked_sweep(svc, scope)
-        assert run_daily_sweep("2027-04-01") == {"skipped": True}
+        assert run_daily_sweep("2026-04-01") == {"skipped": True}
     finally:
         held.release()
-    assert run_daily_sweep("2027-04-01")["evaluated"] == 0
+    assert run_daily_sweep("2026-04-01")["evaluated"] == 0
     truncate(postgres_url)
 
 

@@ -16,6 +16,7 @@ from gateway.rules import (
     Standing,
     evaluate,
     load_policy,
+    to_points,
     validate,
 )
 
@@ -54,7 +55,7 @@ def fees(first_year: int, last_year: int, month: int) -> list[FeePaid]:
 
 def activity(
     completed_on: date,
-    points: float = 10.0,
+    points: float | str = 10.0,
     category: str = "professional_education",
     *,
     employment: tuple[date | None, date | None] = (None, None),
@@ -69,7 +70,7 @@ def activity(
         activity_id or f"A-{event_id}",
         category,
         completed_on,
-        points,
+        to_points(points),
         *employment,
     )
 
@@ -104,7 +105,7 @@ def exam_recert(
 
 def ccp_recert(
     completed_on: date,
-    ccp_points: float | None = 30,
+    ccp_points: float | str | None = 30,
     earliest_activity_on: date | None = None,
     *,
     criteria: str = CRITERIA,
@@ -115,7 +116,7 @@ def ccp_recert(
         completed_on,
         "APP-2",
         criteria,
-        ccp_points=ccp_points,
+        ccp_points=None if ccp_points is None else to_points(ccp_points),
         earliest_activity_on=earliest_activity_on or completed_on - timedelta(days=365),
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,36 @@ def test_a_per_release_answer_is_used_as_it_is(audit):
     session.mount(audit.PYPI_JSON, audit.LatestReleaseFallback())
     assert session.get("https://pypi.org/pypi/pkg/1.0/json").json() == {"vulnerabilities": []}
     assert len(responses.calls) == 1  # the project JSON was not asked for
+
+
+def test_the_packages_the_gateway_runs_on_exclude_the_development_tools(audit):
+    runtime = audit.runtime_packages()
+    assert {"flask", "redis", "rq", "sqlalchemy", "psycopg", "psycopg-binary"} <= runtime
+    assert {"click", "werkzeug", "charset-normalizer"} <= runtime  # their dependencies too
+    assert not {"pytest", "hypothesis", "pip-audit", "ruff", "credential-gateway"} & runtime
+
+
+def test_the_last_line_counts_the_audited_and_names_the_unaudited_run_time_packages(audit):
+    answered = [
+        ResolvedDependency("flask", Version("3.1.0")),
+        SkippedDependency("redis", "Dependency not found on PyPI"),
+        SkippedDependency("rq", "Dependency not found on PyPI"),
+        SkippedDependency("hypothesis", "Dependency not found on PyPI"),
+    ]
+    line = audit.summary(answered, {"flask", "redis", "rq"})
+    redis, rq = (f"{name} {metadata.version(name)}" for name in ("redis", "rq"))
+    assert line == (
+        f"AUDITED 1 of 4 locked packages; NOT AUDITED: 3, of them used at run time: {redis}, {rq}"
+        ' (audit them elsewhere: README, "Security audit")'
+    )
+    assert audit.summary(answered[:1], {"flask"}) == "AUDITED 1 of 1 locked packages."
+
+
+@responses.activate
+def test_the_service_keeps_what_it_could_not_audit(audit, tmp_path):
+    responses.get("https://pypi.org/pypi/pkg/1.0/json", status=404)
+    responses.get("https://pypi.org/pypi/pkg/json", json={"info": {"version": "2.0"}})
+    service = audit.PyPIService(cache_dir=tmp_path)
+    service.query(ResolvedDependency("pkg", Version("1.0")))
+    [kept] = service.answered
+    assert isinstance(kept, SkippedDependency) and kept.name == "pkg"

@@ -2,6 +2,7 @@
 
 import json
 from datetime import date, timedelta
+from decimal import Decimal
 
 import pytest
 from hypothesis import given, settings
@@ -26,6 +27,7 @@ from tests.support.rules_factories import CRITERIA, MEMBER, NOW, POLICY, noon
 SETTINGS = settings(max_examples=150, deadline=None)
 SPAN = timedelta(days=25 * 366)  # how far after the grant generated events may be dated
 DAY = timedelta(days=1)
+POINTS = [Decimal(p) for p in ("0.5", "2.5", "10", "10", "15", "30", "1.13", "9.04")]
 
 
 def view(standing: Standing) -> tuple:
@@ -66,7 +68,7 @@ def candidates(draw, index: int, history: list[Event], clock: date) -> Event:
             f"A{draw(st.integers(0, 60))}",
             category,
             day,
-            draw(st.sampled_from([0.5, 2.5, 10.0, 10.0, 15.0, 30.0])),
+            draw(st.sampled_from(POINTS)),
             *((start, day) if category == "employment" else (None, None)),
         )
     if roll < 82:
@@ -81,7 +83,7 @@ def candidates(draw, index: int, history: list[Event], clock: date) -> Event:
             f"APP{index}",
             draw(st.sampled_from([CRITERIA, CRITERIA, "EC-1999"])),
             exam_passed_on=day - timedelta(days=draw(st.integers(0, 400))),
-            ccp_points=draw(st.sampled_from([20.0, 30.0, 45.0])),
+            ccp_points=Decimal(draw(st.sampled_from([20, 30, 45]))),
             earliest_activity_on=day - timedelta(days=draw(st.integers(0, 1200))),
         )
     if roll < 99:

@@ -1,0 +1,207 @@
+"""A real `gateway worker` process: its metrics reach Prometheus; it supervises RQ's scheduler."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+import requests
+from click.testing import CliRunner
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from gateway import metrics
+from gateway.cli import cli
+from tests.support.badge_jobs import submit
+from tests.support.events import granted
+from tests.support.metrics import sample
+from tests.support.serving import PrivateRedis, free_port, start_worker
+
+
+def worker_env(tmp_path: Path, postgres_url: str, redis_url: str, **settings: str) -> dict:
+    env = {**os.environ, "DATABASE_URL": postgres_url, "REDIS_URL": redis_url}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    return {**env, "INSTANCE_PATH": str(tmp_path), **settings}
+
+
+def stop(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_a_real_worker_serves_its_job_counts_and_writes_them_to_the_shared_folder(
+    make_app, postgres_url, redis_url, tmp_path
+):
+    from tests.support.database import truncate
+
+    truncate(postgres_url)
+    svc = make_app(database_url=postgres_url, redis_url=redis_url).extensions["gateway"]
+    port = free_port()
+    shared = tmp_path / "metrics" / "of-this-host"  # missing: the worker makes it
+    env = worker_env(
+        tmp_path,
+        postgres_url,
+        redis_url,
+        WORKER_METRICS_PORT=str(port),
+        PROMETHEUS_MULTIPROC_DIR=str(shared),
+    )
+    log = tmp_path / "worker.log"
+    worker = start_worker(env, log, "--no-cron")
+    try:
+        submit(svc, granted("2026-03-01"))
+        deadline, done = time.monotonic() + 60, 0.0
+        while done < 1:
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            assert worker.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.3)
+            with contextlib.suppress(requests.ConnectionError):
+                text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+                done = sample(text, "gateway_jobs_total", kind="issue_badge", outcome="done")
+        assert done == 1
+        # What the web processes of the host report at /metrics: the worker's samples too.
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=str(shared))
+        host = generate_latest(registry).decode()
+        assert sample(host, "gateway_jobs_total", kind="issue_badge", outcome="done") == 1
+        assert sample(host, "gateway_jobs_total", kind="sync_verification", outcome="done") == 1
+    finally:
+        stop(worker)
+    truncate(postgres_url)
+
+
+def test_a_multiprocess_folder_that_cannot_be_made_is_refused_in_one_line(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(blocker / "metrics"), "INSTANCE_PATH": str(tmp_path)}
+    result = CliRunner().invoke(cli, ["jobs", "failed"], env=env)
+    assert result.exit_code == 1
+    assert [line for line in result.output.splitlines() if not line.startswith("{")] == [
+        f"Error: PROMETHEUS_MULTIPROC_DIR '{blocker / 'metrics'}' is not a folder and cannot be "
+        "made one: Not a directory"
+    ]
+
+
+def test_gateway_serve_makes_a_folder_of_its_own_unless_one_is_set(tmp_path, monkeypatch):
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    first, second = metrics.serve_folder(), metrics.serve_folder()
+    try:
+        assert first != second and os.path.isdir(first) and os.path.isdir(second)
+    finally:
+        os.rmdir(first)
+        os.rmdir(second)
+    chosen = tmp_path / "host-metrics"
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(chosen))
+    assert metrics.serve_folder() == str(chosen) and chosen.is_dir()
+    (chosen / "counter_123.db").write_bytes(b"")  # a worker's samples: kept
+    assert metrics.serve_folder() == str(chosen)
+    assert (chosen / "counter_123.db").exists()
+
+
+def children_of(pid: int) -> list[int]:
+    """The live (not zombie) child processes of `pid`."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            state, ppid = stat.read_text().rsplit(")", 1)[1].split()[:2]
+            if int(ppid) == pid and state != "Z":
+                found.append(int(stat.parent.name))
+    return found
+
+
+def running(pid: int) -> bool:
+    """Whether `pid` is a process that has not exited (a zombie has)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def wait_for(what: str, check, proc: subprocess.Popen, log: Path, seconds: float = 40):
+    deadline = time.monotonic() + seconds
+    while not (found := check()):
+        assert time.monotonic() < deadline, f"{what}: not in {seconds} s\n{log.read_text()[-3000:]}"
+        assert proc.poll() is None, f"the worker exited\n{log.read_text()[-3000:]}"
+        time.sleep(0.2)
+    return found
+
+
+LOCK = "rq:scheduler-lock:gateway"
+WORKER = "rq:worker:drill"
+
+
+@dataclass
+class Drill:
+    """A worker whose RQ scheduler child runs and holds the lock, on a redis-server of its own."""
+
+    worker: subprocess.Popen
+    scheduler: int
+    redis_server: PrivateRedis
+    redis: redis.Redis
+    log: Path
+
+    def wait_for(self, what: str, check):
+        return wait_for(what, check, self.worker, self.log)
+
+
+@pytest.fixture
+def drill(postgres_url, tmp_path) -> Iterator[Drill]:
+    from tests.support.database import truncate
+
+    truncate(postgres_url)
+    redis_server = PrivateRedis(tmp_path)
+    redis_server.start()
+    log = tmp_path / "worker.log"
+    env = worker_env(tmp_path, postgres_url, redis_server.url)
+    worker = start_worker(env, log, "--no-cron", "--name", "drill")
+    try:
+        client = redis.Redis.from_url(redis_server.url)
+        [child] = wait_for("a scheduler child", lambda: children_of(worker.pid), worker, log)
+        wait_for("the scheduler lock", lambda: client.exists(LOCK), worker, log)
+        yield Drill(worker, child, redis_server, client, log)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+        if redis_server.proc.poll() is None:
+            redis_server.stop()
+        truncate(postgres_url)
+
+
+def test_a_scheduler_killed_by_a_redis_outage_is_reaped_and_started_again(drill):
+    first, worker = drill.scheduler, drill.worker
+    # RQ's worker quits on a Redis error outside its wait for jobs (its process supervisor
+    # starts it again): the outage comes while it waits, as it does most of its life.
+    drill.wait_for("the worker waiting", lambda: drill.redis.hget(WORKER, "state") == b"idle")
+    time.sleep(0.5)
+    drill.redis_server.stop()
+    drill.wait_for("the scheduler's death", lambda: not running(first))
+    drill.redis_server.start()
+    [second] = drill.wait_for("a new scheduler", lambda: children_of(worker.pid))
+    assert second != first
+    assert not Path(f"/proc/{first}").exists()  # reaped, not left a zombie
+    drill.wait_for("the lock taken again", lambda: drill.redis.exists(LOCK))
+    assert "RQ scheduler (pid" in drill.log.read_text()
+
+
+def test_a_scheduler_ends_with_its_worker_killed_and_frees_the_lock(drill):
+    assert drill.redis.ttl(LOCK) > 30  # left alone, it would outlive the test's wait
+    os.kill(drill.worker.pid, signal.SIGKILL)  # the worker only: not its process group
+    drill.worker.wait()
+    deadline = time.monotonic() + 15
+    while running(drill.scheduler) or drill.redis.exists(LOCK):
+        assert time.monotonic() < deadline, (running(drill.scheduler), drill.redis.exists(LOCK))
+        time.sleep(0.2)
