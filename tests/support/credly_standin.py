@@ -264,6 +264,8 @@ class CredlyStandIn:
             badge = self._badges.pop(badge_id, None)
             if badge is None:
                 raise KeyError(badge_id)
+            self._by_earner[badge["issuer_earner_id"]].remove(badge_id)
+            self._by_email[str(badge["recipient_email"]).casefold()].remove(badge_id)
         return self.add_event("badge.deleted", {"badge": badge})
 
     def replace_out_of_band(self, badge_id: str, changes: Mapping[str, Any]) -> dict[str, Any]:
@@ -339,10 +341,9 @@ class CredlyStandIn:
             earner = badge["issuer_earner_id"]
             candidates = self._by_email.get(str(badge["recipient_email"]).casefold(), [])
             candidates = candidates + (self._by_earner.get(earner, []) if earner else [])
-            counted = {"replaced"} if self.revoked_is_duplicate else ENDED
-            for other in (self._badges[i] for i in candidates if i in self._badges):
+            for other in (self._badges[i] for i in candidates):
                 same_template = other["badge_template"]["id"] == badge["badge_template"]["id"]
-                if other["state"] not in counted and same_template:
+                if same_template and self._counts_as_duplicate(other):
                     raise _error(422, "User already has this badge")
             self._store(badge)
         return 201, {"data": badge, "metadata": {}}
@@ -497,6 +498,13 @@ class CredlyStandIn:
             "state_updated_at": now,
         }
 
+    def _counts_as_duplicate(self, badge: Mapping[str, Any]) -> bool:
+        """A live badge does; a revoked or expired one only with `revoked_is_duplicate`."""
+        if badge["state"] == "replaced":
+            return False
+        expired = badge["expires_at"] is not None and badge["expires_at"] <= _now()
+        return self.revoked_is_duplicate or not (badge["state"] == "revoked" or expired)
+
     @staticmethod
     def _filters(value: str) -> dict[str, str]:
         filters: dict[str, str] = {}
@@ -512,6 +520,8 @@ class CredlyStandIn:
         for key, wanted in filters.items():
             actual = badge["badge_template"]["id"] if key == "badge_template_id" else badge[key]
             allowed = wanted.split(",") if key == "state" else [wanted]
+            if key == "recipient_email":  # e-mail addresses compare without case
+                actual, allowed = str(actual).casefold(), [wanted.casefold()]
             if actual not in allowed:
                 return False
         return True

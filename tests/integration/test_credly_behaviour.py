@@ -1,0 +1,291 @@
+"""Badge jobs over real HTTP against the Credly stand-in, which models what docs/credly.md says
+Credly does; on SQLite (the embedded default) and PostgreSQL, with the real Redis."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import pytest
+
+from connectors.credly import REPLACE_FIELDS
+from gateway import intake
+from gateway.store.models import Badge
+from gateway.views import badge_view
+from jobs import badges as badges_jobs
+from jobs.claim import ClaimedItem
+from tests.events_helpers import event, granted, revoked
+from tests.integration.test_badge_jobs import badges, drain, issue_done, items, submit
+from tests.support.credly_standin import CredlyStandIn
+
+TEMPLATE = "tmpl-rma"
+PUBLIC = "https://gateway.example.org"
+FAILED_AUDIT = {"result": "failed", "audited_on": "2026-06-01", "cycle_start": "2026-03-01"}
+
+
+@pytest.fixture
+def standin():
+    with CredlyStandIn(per_page=2) as server:  # small pages: every search pages
+        yield server
+
+
+@pytest.fixture
+def make_svc(make_app, database_url, redis_client, redis_url, standin):
+    def factory(**settings: object):
+        app = make_app(
+            database_url=database_url,
+            redis_url=redis_url,
+            credly_api_base=standin.url,
+            credly_organization_id=standin.organization_id,
+            credly_auth_token=standin.token,
+            credly_badge_templates={"RMA": TEMPLATE},
+            credly_timeout_seconds=1,
+            job_retry_base_seconds=1,
+            **settings,
+        )
+        return app.extensions["gateway"]
+
+    return factory
+
+
+@pytest.fixture
+def svc(make_svc):
+    return make_svc(public_base_url=PUBLIC, time_zone="America/Chicago")
+
+
+def calls(standin: CredlyStandIn, operation: str) -> list[dict]:
+    return [r for r in standin.requests_seen() if r["operation"] == operation]
+
+
+def live(standin: CredlyStandIn) -> list[dict]:
+    return [b for b in standin.badges() if b["state"] in ("pending", "accepted")]
+
+
+def settled(svc, kind: str) -> bool:
+    return all(i.state in ("done", "failed") for i in items(svc, kind))
+
+
+def grant(svc) -> Badge:
+    submit(svc, granted("2026-03-01"))
+    drain(svc, lambda: issue_done(svc))
+    [badge] = badges(svc)
+    return badge
+
+
+def revoke_by_audit(svc) -> None:
+    submit(svc, event("audit.completed", FAILED_AUDIT))
+    drain(svc, lambda: settled(svc, "revoke_badge"))
+
+
+def hand_issued(standin: CredlyStandIn, **fields: object) -> dict:
+    """A badge issued in Credly's UI (no issuer_earner_id unless given)."""
+    body = {
+        "recipient_email": "ada@example.org",
+        "issued_to_first_name": "Ada",
+        "issued_to_last_name": "Lovelace",
+        "badge_template_id": TEMPLATE,
+        "issued_at": "2026-03-01 00:00:00 +0000",
+        **fields,
+    }
+    _, answer = standin.issue(body)
+    return answer["data"]
+
+
+# --------------------------------------------------------------------------- 1. issue
+
+
+def test_issue_sends_no_expiry_as_false_evidence_and_the_day_in_the_time_zone(svc, standin):
+    standin.template_expiry = {TEMPLATE: "2026-12-31 00:00:00 +0000"}  # a template default
+    badge = grant(svc)
+    [sent] = [c["body"] for c in calls(standin, "issue")]
+    assert sent["expires_at"] is False
+    assert sent["issued_at"] == "2026-03-01 00:00:00 -0600"  # the day in America/Chicago
+    assert sent["evidence"] == [
+        {"type": "IdEvidence", "title": "Certification number", "description": "CERT-1"},
+        {
+            "type": "UrlEvidence",
+            "title": "Verify this certification",
+            "url": f"{PUBLIC}/verify?certification_id=CERT-1",
+        },
+    ]
+    [held] = standin.badges()
+    assert held["expires_at"] is None  # not the template's default
+    assert (badge.credly_badge_id, badge.state) == (held["id"], "pending")
+
+
+def test_with_badge_expires_the_paid_through_day_and_without_a_public_url_id_evidence_only(
+    make_svc, standin
+):
+    svc = make_svc(badge_expires=True)
+    grant(svc)
+    [sent] = [c["body"] for c in calls(standin, "issue")]
+    assert sent["expires_at"] == "2027-03-31 00:00:00 +0000"  # paid through, in UTC
+    assert [e["type"] for e in sent["evidence"]] == ["IdEvidence"]
+
+
+# --------------------------------------------------------------------------- 2. adoption
+
+
+def test_timeout_then_duplicate_drill_one_badge_adopted_and_revoked_later(svc, standin):
+    standin.queue_faults([{"delay": 1.5}])  # past the 1 s timeout, yet Credly issues it
+    badge = grant(svc)
+    [item] = items(svc, "issue_badge")
+    assert item.state == "done" and item.attempts >= 2
+    [held] = standin.badges()
+    assert badge.credly_badge_id == held["id"] and badge_view(badge)["state"] == "pending"
+    revoke_by_audit(svc)
+    assert live(standin) == []
+    assert [b.state for b in badges(svc)] == ["revoked"]
+
+
+def test_a_duplicate_refusal_adopts_the_badge_credly_counts_as_the_same(svc, standin):
+    by_hand = hand_issued(standin, recipient_email="ADA@example.org")  # no earner id
+    badge = grant(svc)
+    assert [c["status"] for c in calls(standin, "issue")] == [422]
+    assert badge.credly_badge_id == by_hand["id"] and badge.last_error is None
+    assert [i.state for i in items(svc, "issue_badge")] == ["done"]
+    assert len(standin.badges()) == 1
+
+
+@pytest.mark.parametrize("counted", [False, True], ids=["ended-not-duplicate", "ended-duplicate"])
+@pytest.mark.parametrize("ended", ["revoked", "expired"])
+def test_only_a_revoked_or_expired_badge_on_credly_is_never_adopted(svc, standin, ended, counted):
+    standin.revoked_is_duplicate = counted  # docs/credly.md: no source says which
+    if ended == "expired":
+        old = hand_issued(
+            standin, issuer_earner_id="CERT-1", expires_at="2026-04-01 00:00:00 +0000"
+        )
+    else:
+        old = hand_issued(standin, issuer_earner_id="CERT-1")
+        standin.revoke(old["id"], {"reason": "test"})
+    submit(svc, granted("2026-03-01"))
+    drain(svc, lambda: issue_done(svc))
+    [badge] = badges(svc)
+    assert badge.credly_badge_id != old["id"]
+    if counted:  # Credly refuses a new one: the standing says why, nothing ended is adopted
+        assert badge.credly_badge_id is None and badge_view(badge)["state"] == "error"
+        assert "already has this badge" in badge.last_error
+    else:
+        [new] = [b for b in standin.badges() if b["id"] != old["id"]]
+        assert badge.credly_badge_id == new["id"] and new["state"] == "pending"
+
+
+# --------------------------------------------------------------------------- 3. revoke
+
+
+def test_revoke_leaves_no_live_badge_on_any_template_known_or_not(svc, standin):
+    grant(svc)
+    for n in range(3):  # other members' badges: the searches page past them
+        hand_issued(standin, recipient_email=f"m{n}@example.org", issuer_earner_id=f"C-{n}")
+    unknown = hand_issued(standin, badge_template_id="tmpl-rma-2027")
+    svc.settings = replace(svc.settings, credly_badge_templates={"RMA": "tmpl-rma-2027"})
+    revoke_by_audit(svc)
+    mine = [b for b in standin.badges() if b["recipient_email"] == "ada@example.org"]
+    assert {b["state"] for b in mine} == {"revoked"} and len(mine) == 2
+    assert unknown["id"] in {b["id"] for b in mine}
+    [reason] = {c["body"]["reason"] for c in calls(standin, "revoke")}
+    assert reason == badges_jobs.MEMBER_REASONS["lapsed"]
+    assert len(live(standin)) == 3  # the others' stay
+
+
+@pytest.mark.parametrize("again", [422, 200], ids=["revoked-again-422", "revoked-again-200"])
+def test_replaced_out_of_band_drill_the_successor_is_revoked(svc, standin, again):
+    standin.revoke_revoked_status = again  # docs/credly.md: no source says which
+    badge = grant(svc)
+    standin.replace_out_of_band(badge.credly_badge_id, {"issued_to_last_name": "Byron"})
+    submit(svc, revoked("2026-06-01"))
+    drain(svc, lambda: settled(svc, "revoke_badge"))
+    assert live(standin) == []
+    [row] = badges(svc)
+    assert row.state == "revoked" and row.credly_badge_id != badge.credly_badge_id
+    assert [i.state for i in items(svc, "revoke_badge")] == ["done"]
+    # run again (a requeue): already revoked counts as done
+    [item] = items(svc, "revoke_badge")
+    badges_jobs.revoke(svc, _claimed(item))
+    assert live(standin) == []
+
+
+def test_a_badge_deleted_by_its_earner_counts_as_revoked(svc, standin):
+    badge = grant(svc)
+    standin.delete_badge(badge.credly_badge_id)
+    revoke_by_audit(svc)
+    assert [i.state for i in items(svc, "revoke_badge")] == ["done"]
+    assert [b.state for b in badges(svc)] == ["deleted"]
+
+
+def _claimed(item) -> ClaimedItem:
+    return ClaimedItem(
+        item.id, item.kind, item.certification_id, item.payload, None, 1, datetime.now(UTC)
+    )
+
+
+def test_a_revocation_while_the_issue_call_is_in_flight_leaves_no_live_badge(svc, standin):
+    answer = intake.submit_event(svc, granted("2026-03-01"))  # jobs not run: run them by hand
+    [issue_item] = [i for i in items(svc, "issue_badge") if i.id in answer.outbox_ids]
+    standin.queue_faults([{"delay": 0.7}])  # slow, but answered within the timeout
+    flight = threading.Thread(target=badges_jobs.issue, args=(svc, _claimed(issue_item)))
+    flight.start()
+    while not calls(standin, "list"):  # the issue job has looked and is now issuing
+        standin.wait(0.02)
+    intake.submit_event(svc, revoked("2026-06-01"))
+    [revoke_item] = items(svc, "revoke_badge")
+    badges_jobs.revoke(svc, _claimed(revoke_item))  # finds nothing yet
+    flight.join()
+    assert len(standin.badges()) == 1 and live(standin) == []
+    assert [b.state for b in badges(svc)] == ["revoked"]
+
+
+# --------------------------------------------------------------------------- 4. replace
+
+
+def test_replace_sends_only_credlys_replace_fields(svc, standin):
+    badge = grant(svc)
+    submit(svc, event("member.updated", {"last_name": "King"}))
+    drain(svc, lambda: settled(svc, "replace_badge"))
+    [sent] = [c["body"] for c in calls(standin, "replace")]
+    assert set(sent) <= set(REPLACE_FIELDS) and sent["issued_to_last_name"] == "King"
+    [row] = badges(svc)
+    [new] = live(standin)
+    assert row.credly_badge_id == new["id"] != badge.credly_badge_id
+
+
+def test_replace_adopts_the_replacement_an_earlier_attempt_made(svc, standin):
+    badge = grant(svc)
+    submit(svc, event("member.updated", {"last_name": "King"}))
+    [item] = items(svc, "replace_badge")
+    # an earlier attempt replaced it but its answer was lost: same details the job sends
+    standin.replace(badge.credly_badge_id, {"issued_to_last_name": "King"})
+    before = len(calls(standin, "replace"))
+    badges_jobs.replace(svc, _claimed(item))
+    [new] = live(standin)
+    assert len(calls(standin, "replace")) == before + 1  # only the follow-up asking for it
+    assert [b.credly_badge_id for b in badges(svc)] == [new["id"]]
+    assert len(standin.badges()) == 2
+
+
+def test_an_email_change_on_a_pending_badge_issues_it_again_to_the_new_address(svc, standin):
+    badge = grant(svc)
+    submit(svc, event("member.updated", {"email": "ada@new.example.org"}))
+    drain(svc, lambda: settled(svc, "replace_badge"))
+    [old] = [b for b in standin.badges() if b["id"] == badge.credly_badge_id]
+    assert old["state"] == "revoked"
+    [revoke_call] = calls(standin, "revoke")
+    assert revoke_call["body"]["suppress_revoke_notification_email"] is True
+    [new] = live(standin)
+    assert new["recipient_email"] == "ada@new.example.org"
+    assert [b.credly_badge_id for b in badges(svc)] == [new["id"]]
+
+
+def test_an_email_change_on_an_accepted_badge_is_the_earners_own_and_ends_done(svc, standin):
+    badge = grant(svc)
+    standin.set_badge_state(badge.credly_badge_id, "accepted")
+    with svc.db.transaction() as session:
+        session.query(Badge).update({"state": "accepted"})
+    submit(svc, event("member.updated", {"email": "ada@new.example.org"}))
+    drain(svc, lambda: settled(svc, "replace_badge"))
+    assert [i.state for i in items(svc, "replace_badge")] == ["done"]
+    assert calls(standin, "replace") == [] and calls(standin, "revoke") == []
+    [row] = badges(svc)
+    view = badge_view(row)
+    assert view["state"] == "accepted" and "earner's Credly account" in view["note"]
