@@ -69,7 +69,7 @@ def create_app(settings: Settings | None = None, *, jobs: str = "ON_DEMAND") -> 
         subscriptions.bp,
     ):
         app.register_blueprint(blueprint)
-    ratelimit.init_app(app, settings, api=verifications.bp, page=pages.bp)
+    ratelimit.init_app(app, settings, api=verifications.bp, page=pages.bp, webhooks=webhooks.bp)
     log.info(settings.mode_line())
     credly_token.warn_if_token_expiring(settings)  # at start; daily from the workers' cron
     return app

@@ -122,6 +122,10 @@ class Settings:
     web_threads: int = 4
     web_timeout: int = 30
     log_level: str = "INFO"
+    #: Deliveries to /webhooks/credly one client address may make.
+    credly_webhook_rate_limit: str = "120/minute"
+    #: New notifications checked with Credly (one call each), across all addresses.
+    credly_webhook_checks: str = "600/hour"
     verify_rate_limit: str = "60/minute"
     verify_rate_limit_authenticated: str = "600/minute"
     trusted_proxies: int = 0
@@ -171,6 +175,10 @@ class Settings:
             job_concurrency=_int(env, "JOB_CONCURRENCY", cls.job_concurrency),
             relay_interval_seconds=_int(env, "RELAY_INTERVAL_SECONDS", cls.relay_interval_seconds),
             log_level=(env.get("LOG_LEVEL") or cls.log_level).upper(),
+            credly_webhook_rate_limit=(
+                env.get("CREDLY_WEBHOOK_RATE_LIMIT") or cls.credly_webhook_rate_limit
+            ),
+            credly_webhook_checks=env.get("CREDLY_WEBHOOK_CHECKS") or cls.credly_webhook_checks,
             verify_rate_limit=env.get("VERIFY_RATE_LIMIT") or cls.verify_rate_limit,
             verify_rate_limit_authenticated=(
                 env.get("VERIFY_RATE_LIMIT_AUTHENTICATED") or cls.verify_rate_limit_authenticated
@@ -211,7 +219,12 @@ class Settings:
                 f"Credly is only partly configured: set {', '.join(missing)} too "
                 "(or none of the three for the dry-run backend)"
             )
-        for name in ("verify_rate_limit", "verify_rate_limit_authenticated"):
+        for name in (
+            "verify_rate_limit",
+            "verify_rate_limit_authenticated",
+            "credly_webhook_rate_limit",
+            "credly_webhook_checks",
+        ):
             _check_rate(name.upper(), getattr(self, name))
         if self.delivery_retry_base_seconds < 1:
             raise ConfigError("DELIVERY_RETRY_BASE_SECONDS must be at least 1")

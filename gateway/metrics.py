@@ -55,6 +55,12 @@ CREDLY_LATENCY = Histogram(
     ["operation", "status"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+CREDLY_NOTIFICATIONS = Counter(
+    "gateway_credly_notifications_total",
+    "Deliveries to /webhooks/credly, by outcome: received, duplicate, refused (another "
+    "organisation), rate_limited (per address), over_bound (the confirmation bound), malformed.",
+    ["outcome"],
+)
 CREDLY_ERRORS = Counter(
     "gateway_credly_errors_total",
     "Credly calls that failed (no answer, 429 or 5xx).",

@@ -114,7 +114,8 @@ _now = bindparam("now", type_=UTCDateTime())
 
 def _attempt(insert_of: Callable[[Table], Any]) -> Insert:
     """One more attempt at the badge of a period (created on the first), returning its id;
-    nothing when the badge is already live in Credly."""
+    nothing when the badge is already live in Credly, or was deleted there by its earner (the
+    gateway does not issue that again on its own)."""
     statement = insert_of(Badge.__table__).values(
         certification_id=bindparam("certification_id"),
         period_start=bindparam("period_start"),
@@ -135,7 +136,8 @@ def _attempt(insert_of: Callable[[Table], Any]) -> Insert:
             "updated_at": excluded.updated_at,
         },
         # Spelled out rather than NOT IN, whose list SQLAlchemy expands at every execution.
-        where=badges.credly_badge_id.is_(None) | and_(*(badges.state != state for state in LIVE)),
+        where=badges.credly_badge_id.is_(None)
+        | and_(*(badges.state != state for state in (*LIVE, DELETED))),
     ).returning(badges.id)
 
 

@@ -10,14 +10,14 @@ from datetime import UTC, datetime
 import pytest
 
 from connectors.credly import REPLACE_FIELDS
-from gateway import intake
-from gateway.store.models import Badge
+from gateway import intake, metrics
+from gateway.store.models import Badge, CredlyNotification
 from gateway.views import badge_view
 from jobs import badges as badges_jobs
 from jobs.claim import ClaimedItem
 from tests.events_helpers import event, granted, revoked
 from tests.integration.test_badge_jobs import badges, drain, issue_done, items, submit
-from tests.support.credly_standin import CredlyStandIn
+from tests.support.credly_standin import DEFAULT_ORGANIZATION_ID, CredlyStandIn
 
 TEMPLATE = "tmpl-rma"
 PUBLIC = "https://gateway.example.org"
@@ -31,9 +31,9 @@ def standin():
 
 
 @pytest.fixture
-def make_svc(make_app, database_url, redis_client, redis_url, standin):
+def make_gateway(make_app, database_url, redis_client, redis_url, standin):
     def factory(**settings: object):
-        app = make_app(
+        return make_app(
             database_url=database_url,
             redis_url=redis_url,
             credly_api_base=standin.url,
@@ -44,14 +44,18 @@ def make_svc(make_app, database_url, redis_client, redis_url, standin):
             job_retry_base_seconds=1,
             **settings,
         )
-        return app.extensions["gateway"]
 
     return factory
 
 
 @pytest.fixture
-def svc(make_svc):
-    return make_svc(public_base_url=PUBLIC, time_zone="America/Chicago")
+def app(make_gateway):
+    return make_gateway(public_base_url=PUBLIC, time_zone="America/Chicago")
+
+
+@pytest.fixture
+def svc(app):
+    return app.extensions["gateway"]
 
 
 def calls(standin: CredlyStandIn, operation: str) -> list[dict]:
@@ -115,9 +119,9 @@ def test_issue_sends_no_expiry_as_false_evidence_and_the_day_in_the_time_zone(sv
 
 
 def test_with_badge_expires_the_paid_through_day_and_without_a_public_url_id_evidence_only(
-    make_svc, standin
+    make_gateway, standin
 ):
-    svc = make_svc(badge_expires=True)
+    svc = make_gateway(badge_expires=True).extensions["gateway"]
     grant(svc)
     [sent] = [c["body"] for c in calls(standin, "issue")]
     assert sent["expires_at"] == "2027-03-31 00:00:00 +0000"  # paid through, in UTC
@@ -289,3 +293,102 @@ def test_an_email_change_on_an_accepted_badge_is_the_earners_own_and_ends_done(s
     [row] = badges(svc)
     view = badge_view(row)
     assert view["state"] == "accepted" and "earner's Credly account" in view["note"]
+
+
+# --------------------------------------------------------------------------- 5. notifications
+
+
+def deliver(app, event: dict, *, org: str | None = None, address: str = "203.0.113.7"):
+    """Credly's thin envelope of `event`, posted to the gateway from `address`."""
+    envelope = {
+        "id": event["id"],
+        "organization_id": org or event["organization_id"],
+        "event_type": event["event_type"],
+        "occurred_at": event["occurred_at"],
+    }
+    return app.test_client().post(
+        "/webhooks/credly", json=envelope, environ_base={"REMOTE_ADDR": address}
+    )
+
+
+def notified(svc) -> bool:
+    return settled(svc, "credly_notification")
+
+
+def test_a_badge_replaced_in_credlys_ui_is_followed_to_its_successor(app, svc, standin):
+    badge = grant(svc)
+    event = standin.replace_out_of_band(badge.credly_badge_id, {"issued_to_last_name": "Byron"})
+    assert deliver(app, event).status_code == 200
+    drain(svc, lambda: notified(svc))
+    [successor] = live(standin)
+    assert [(b.credly_badge_id, b.state) for b in badges(svc)] == [(successor["id"], "pending")]
+
+
+def test_a_badge_deleted_by_its_earner_shows_deleted_is_not_reissued_and_revoke_is_done(
+    app, svc, standin
+):
+    badge = grant(svc)
+    assert deliver(app, standin.delete_badge(badge.credly_badge_id)).status_code == 200
+    drain(svc, lambda: notified(svc))
+    [row] = badges(svc)
+    assert badge_view(row)["state"] == "deleted"
+    [issue_item] = items(svc, "issue_badge")
+    badges_jobs.issue(svc, _claimed(issue_item))  # the issue job run again: nothing issued
+    assert standin.badges() == [] and len(calls(standin, "issue")) == 1
+    revoke_by_audit(svc)
+    assert [i.state for i in items(svc, "revoke_badge")] == ["done"]
+    assert [b.state for b in badges(svc)] == ["deleted"]
+
+
+def test_a_refused_or_forged_notification_never_blocks_the_genuine_one(app, svc, standin):
+    badge = grant(svc)
+    accepted = standin.set_badge_state(badge.credly_badge_id, "accepted")  # Credly's own event
+    assert deliver(app, accepted, org="someone-else").get_json()["status"] == "refused"
+    early = {**accepted, "id": "ev-later"}  # an id Credly does not know (yet): forged
+    assert deliver(app, early).get_json()["status"] == "received"
+    drain(svc, lambda: notified(svc))
+    assert [b.state for b in badges(svc)] == ["pending"]  # neither changed anything
+    standin.add_event("badge.state.changed", {"badge": accepted["badge"]}, event_id="ev-later")
+    for genuine in (accepted, early):
+        answer = deliver(app, genuine)
+        assert answer.status_code == 200 and answer.get_json()["duplicate"] is False
+    drain(svc, lambda: notified(svc))
+    assert [b.state for b in badges(svc)] == ["accepted"]
+    with svc.db.sessions() as session:
+        assert {n.status for n in session.query(CredlyNotification)} == {"processed"}
+
+
+def _count(outcome: str) -> float:
+    return metrics.CREDLY_NOTIFICATIONS.labels(outcome)._value.get()
+
+
+def forged(n: int) -> dict:
+    return {
+        "id": f"ev-forged-{n}",
+        "organization_id": DEFAULT_ORGANIZATION_ID,
+        "event_type": "badge.state.changed",
+        "occurred_at": "2026-12-01T00:00:00.000Z",
+    }
+
+
+def test_webhooks_are_rate_limited_per_address_and_the_flood_is_counted(make_gateway):
+    app = make_gateway(credly_webhook_rate_limit="3/minute")
+    before = _count("rate_limited")
+    answers = [deliver(app, forged(n)).status_code for n in range(5)]
+    assert answers == [200, 200, 200, 429, 429]
+    assert deliver(app, forged(9), address="198.51.100.2").status_code == 200  # another address
+    assert _count("rate_limited") - before == 2
+
+
+def test_a_flood_costs_credly_no_more_checks_than_the_bound(make_gateway, standin):
+    app = make_gateway(credly_webhook_checks="2/minute")
+    svc = app.extensions["gateway"]
+    before = _count("over_bound")
+    answers = [deliver(app, forged(n), address=f"198.51.100.{n}") for n in range(5)]
+    assert [a.status_code for a in answers] == [200, 200, 503, 503, 503]
+    assert int(answers[-1].headers["Retry-After"]) >= 1
+    assert _count("over_bound") - before == 3
+    drain(svc, lambda: notified(svc))
+    assert len(calls(standin, "event")) == 2
+    assert deliver(app, forged(0)).status_code == 503  # found forged; checked again only
+    assert len(calls(standin, "event")) == 2  # within the bound

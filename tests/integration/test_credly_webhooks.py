@@ -230,11 +230,14 @@ def test_other_event_types_are_recorded_and_ignored(app, svc):
 
 
 @responses.activate
-def test_a_badge_becoming_replaced_is_ignored(app, svc):
+def test_a_badge_becoming_replaced_adopts_the_successor_credly_names(app, svc):
     issue_badge(svc)
+    named = {"data": {"message": "already replaced"}, "metadata": {"current_badge_id": "b-2"}}
+    responses.post(f"{BADGES}/b-1/replace", status=422, json=named)
+    responses.get(f"{BADGES}/b-2", json=badge_json("b-2", "accepted"))
     row = notify(app, svc, "ev-1", state="replaced")
-    assert row.status == "ignored"
-    assert [b.state for b in badges(svc)] == ["pending"]
+    assert row.status == "processed" and "replaced by b-2" in row.result
+    assert [(b.credly_badge_id, b.state) for b in badges(svc)] == [("b-2", "accepted")]
 
 
 @responses.activate
