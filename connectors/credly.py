@@ -348,7 +348,9 @@ class BadgeService(Protocol):
 
     def get_badge(self, badge_id: str) -> Badge: ...
 
-    def list_badges(self, filters: dict[str, str]) -> Iterator[Badge]: ...
+    def list_badges(
+        self, filters: dict[str, str], on_total: Callable[[int], None] | None = None
+    ) -> Iterator[Badge]: ...
 
     def successor(self, badge: Badge) -> Badge: ...
 
@@ -460,8 +462,11 @@ class CredlyClient:
         """Read one badge (`GET .../badges/{id}`)."""
         return self._badge(self._call("GET", BADGE, {"badge_id": badge_id}))
 
-    def list_badges(self, filters: dict[str, str]) -> Iterator[Badge]:
-        """Every badge matching `filters`, page after page until `next_page_url` is null.
+    def list_badges(
+        self, filters: dict[str, str], on_total: Callable[[int], None] | None = None
+    ) -> Iterator[Badge]:
+        """Every badge matching `filters`, page after page until `next_page_url` is null (one
+        page in memory at a time); `on_total` gets the first page's `metadata.total_count`.
 
         Pages are requested by number on the configured base URL, so the credentials never go to
         a URL taken from an answer.
@@ -475,8 +480,10 @@ class CredlyClient:
                 raise PermanentError(
                     "Credly answered a badge list without a data array", body=answer
                 )
-            yield from (self._parse_badge(item, answer) for item in items)
             metadata = answer.get("metadata") or {}
+            if page == 1 and on_total is not None:
+                on_total(int(metadata.get("total_count") or len(items)))
+            yield from (self._parse_badge(item, answer) for item in items)
             if not items or not metadata.get("next_page_url"):
                 return
             page += 1
@@ -679,12 +686,17 @@ class DryRunCredly:
         with self._lock:
             return Badge.from_json(self._existing(badge_id))
 
-    def list_badges(self, filters: dict[str, str]) -> Iterator[Badge]:
+    def list_badges(
+        self, filters: dict[str, str], on_total: Callable[[int], None] | None = None
+    ) -> Iterator[Badge]:
         """Recorded badges whose fields equal every filter value, in issue order."""
         self._would_send("GET", BADGES, query=f"?filter={filter_param(filters)}" if filters else "")
         with self._lock:
             badges = [Badge.from_json(raw) for raw in self._badges.values()]
-        return iter([b for b in badges if _matches(b, filters)])
+        found = [b for b in badges if _matches(b, filters)]
+        if on_total is not None:
+            on_total(len(found))
+        return iter(found)
 
     def get_event(self, event_id: str) -> dict[str, Any]:
         """Always NotFound: the dry-run organisation has no events, so no webhook is believed."""

@@ -61,6 +61,12 @@ CREDLY_NOTIFICATIONS = Counter(
     "organisation), rate_limited (per address), over_bound (the confirmation bound), malformed.",
     ["outcome"],
 )
+CREDLY_DRIFT = Counter(
+    "gateway_credly_drift_total",
+    "Differences reconciliation found between Credly and the standings, by repair: revoked, "
+    "issued, taken_from_credly.",
+    ["repair"],
+)
 CREDLY_ERRORS = Counter(
     "gateway_credly_errors_total",
     "Credly calls that failed (no answer, 429 or 5xx).",

@@ -3,18 +3,22 @@ Credly does; on SQLite (the embedded default) and PostgreSQL, with the real Redi
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
+from click.testing import CliRunner
 
 from connectors.credly import REPLACE_FIELDS
 from gateway import intake, metrics
-from gateway.store.models import Badge, CredlyNotification
+from gateway.cli import cli
+from gateway.store.models import Badge, CredlyNotification, OutboxItem
 from gateway.views import badge_view
 from jobs import badges as badges_jobs
 from jobs.claim import ClaimedItem
+from jobs.reconcile import reconcile
 from tests.events_helpers import event, granted, revoked
 from tests.integration.test_badge_jobs import badges, drain, issue_done, items, submit
 from tests.support.credly_standin import DEFAULT_ORGANIZATION_ID, CredlyStandIn
@@ -392,3 +396,72 @@ def test_a_flood_costs_credly_no_more_checks_than_the_bound(make_gateway, standi
     assert len(calls(standin, "event")) == 2
     assert deliver(app, forged(0)).status_code == 503  # found forged; checked again only
     assert len(calls(standin, "event")) == 2  # within the bound
+
+
+# --------------------------------------------------------------------------- 6. reconcile
+
+
+def _cli_env(svc, standin, tmp_path) -> dict[str, str]:
+    return {
+        "DATABASE_URL": svc.settings.database_url,
+        "REDIS_URL": svc.settings.redis_url,
+        "INSTANCE_PATH": str(tmp_path),
+        "CREDLY_API_BASE": standin.url,
+        "CREDLY_ORGANIZATION_ID": standin.organization_id,
+        "CREDLY_AUTH_TOKEN": standin.token,
+        "CREDLY_BADGE_TEMPLATES": f"RMA={TEMPLATE}",
+    }
+
+
+def _by_cert(svc) -> dict[str, Badge]:
+    return {b.certification_id: b for b in badges(svc)}
+
+
+def test_reconcile_drill_reports_then_repairs_drift_through_the_jobs(svc, standin, tmp_path):
+    for n in range(4):
+        body = granted("2026-03-01", cert=f"C-{n}")
+        body["data"]["member"]["email"] = f"member-{n}@example.org"
+        submit(svc, body)
+    drain(svc, lambda: issue_done(svc))
+    held = {cert: row.credly_badge_id for cert, row in _by_cert(svc).items()}
+    # C-1 lapses but its revoke is lost; C-2's badge is revoked in Credly unnoticed;
+    # C-3's is replaced in Credly's UI and the notification is lost
+    intake.submit_event(svc, event("audit.completed", FAILED_AUDIT, cert="C-1"))
+    with svc.db.transaction() as session:
+        session.query(OutboxItem).filter_by(kind="revoke_badge").update({"state": "done"})
+    standin.revoke(held["C-2"], {"reason": "by hand"})
+    standin.replace_out_of_band(held["C-3"], {"issued_to_last_name": "Byron"})
+
+    runner = CliRunner()
+    env = _cli_env(svc, standin, tmp_path)
+    dry = runner.invoke(cli, ["badges", "reconcile", "--dry-run", "--json"], env=env)
+    assert dry.exit_code == 0, dry.output
+    report = json.loads(dry.stdout)
+    assert report["repaired"] == {"revoked": 1, "issued": 1, "taken_from_credly": 2}
+    assert report["in_step"] == 1 and report["certifications_checked"] == 4
+    assert len(live(standin)) == 3  # C-0, C-1 and C-3's successor: nothing changed
+
+    real = runner.invoke(cli, ["badges", "reconcile"], env=env)
+    assert real.exit_code == 0, real.output
+    assert "REPAIRED (REVOKED)" in real.stdout and "IN STEP" in real.stdout
+    assert "certifications: 4 of 4" in real.stderr  # progress lines off a terminal
+    drain(svc, lambda: settled(svc, "revoke_badge") and issue_done(svc))
+    live_by_cert = {b["issuer_earner_id"]: b["id"] for b in live(standin)}
+    assert set(live_by_cert) == {"C-0", "C-2", "C-3"}  # C-1 revoked, C-2 issued again
+    rows = _by_cert(svc)
+    assert rows["C-3"].credly_badge_id == live_by_cert["C-3"] != held["C-3"]
+    assert rows["C-2"].credly_badge_id == live_by_cert["C-2"] != held["C-2"]
+
+    again = runner.invoke(cli, ["badges", "reconcile", "--json"], env=env)
+    summary = json.loads(again.stdout)
+    assert summary["repaired"] == {"revoked": 0, "issued": 0, "taken_from_credly": 0}
+    assert summary["in_step"] == 4
+
+
+def test_reconcile_leaves_a_badge_its_earner_deleted_and_can_check_one_certification(svc, standin):
+    badge = grant(svc)
+    standin.delete_badge(badge.credly_badge_id)
+    summary = reconcile(svc, certification_id="CERT-1")
+    assert summary.repaired["taken_from_credly"] == 1 and summary.repaired["issued"] == 0
+    assert [b.state for b in badges(svc)] == ["deleted"]
+    assert reconcile(svc, certification_id="CERT-1").in_step == 1

@@ -1,4 +1,5 @@
-"""badges carry a note for the standing (an accepted badge's e-mail is the earner's own)
+"""badges carry a note for the standing (an accepted badge's e-mail is the earner's own) and
+when reconciliation last found them live on Credly
 
 Revision ID: 0007
 Revises: 0006
@@ -22,9 +23,11 @@ def upgrade() -> None:
     """Upgrade schema."""
     with op.batch_alter_table("badges") as batch:
         batch.add_column(sa.Column("note", sa.Text(), nullable=True))
+        batch.add_column(sa.Column("credly_checked_at", sa.DateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
     """Downgrade schema."""
     with op.batch_alter_table("badges") as batch:
+        batch.drop_column("credly_checked_at")
         batch.drop_column("note")
