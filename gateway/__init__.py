@@ -71,5 +71,6 @@ def create_app(settings: Settings | None = None, *, jobs: str = "ON_DEMAND") -> 
         app.register_blueprint(blueprint)
     ratelimit.init_app(app, settings, api=verifications.bp, page=pages.bp, webhooks=webhooks.bp)
     log.info(settings.mode_line())
-    credly_token.warn_if_token_expiring(settings)  # at start; daily from the workers' cron
+    # at start (with the expiry Credly reported, once read); daily from the workers' cron
+    credly_token.warn_if_token_expiring(settings, state=credly_token.token_state(svc))
     return app

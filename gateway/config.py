@@ -108,6 +108,8 @@ class Settings:
     credly_token_expires_on: date | None = None
     credly_badge_templates: dict[str, str] = field(default_factory=dict)
     credly_timeout_seconds: int = 10
+    #: How long Credly jobs wait after Credly refused the token before one tries it again.
+    credly_pause_seconds: int = 300
     badge_expires: bool = False
     token_expires_in: int = 3600
     queue_name: str = "gateway"
@@ -161,6 +163,7 @@ class Settings:
             credly_token_expires_on=_date(env, "CREDLY_TOKEN_EXPIRES_ON"),
             credly_badge_templates=_templates(env.get("CREDLY_BADGE_TEMPLATES")),
             credly_timeout_seconds=_int(env, "CREDLY_TIMEOUT_SECONDS", cls.credly_timeout_seconds),
+            credly_pause_seconds=_int(env, "CREDLY_PAUSE_SECONDS", cls.credly_pause_seconds),
             badge_expires=_flag(env.get("BADGE_EXPIRES")),
             jobs_synchronous=_flag(env.get("JOBS_SYNCHRONOUS")),
             web_bind=env.get("WEB_BIND") or cls.web_bind,
@@ -228,6 +231,8 @@ class Settings:
             _check_rate(name.upper(), getattr(self, name))
         if self.delivery_retry_base_seconds < 1:
             raise ConfigError("DELIVERY_RETRY_BASE_SECONDS must be at least 1")
+        if self.credly_pause_seconds < 1:
+            raise ConfigError("CREDLY_PAUSE_SECONDS must be at least 1")
         if self.job_concurrency < 1:
             raise ConfigError("JOB_CONCURRENCY must be at least 1")
         if self.relay_interval_seconds < 1:

@@ -26,6 +26,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from gateway.credly_token import token_state
 from gateway.store.models import OutboxItem, utcnow
 
 if TYPE_CHECKING:
@@ -113,6 +114,12 @@ class BacklogCollector(Collector):
         depth = GaugeMetricFamily(
             "gateway_queue_depth", "Outbox items due now, waiting for a worker to claim them."
         )
+        paused = GaugeMetricFamily(
+            "gateway_credly_paused",
+            "1 while Credly refuses the configured token (401/403) and Credly jobs wait, else 0.",
+        )
+        paused.add_metric([], 1 if token_state(self.svc).paused() else 0)
+        yield paused
         try:
             with self.svc.db.sessions() as session:
                 rows = session.execute(

@@ -11,7 +11,7 @@ from redis.lock import Lock
 from rq import Queue
 from rq.cron import CronScheduler
 
-from gateway.credly_token import warn_if_token_expiring
+from gateway.credly_token import check_token
 from gateway.services import Services
 from gateway.store.models import utcnow
 from gateway.sweep import Scope, Summary, sweep
@@ -74,13 +74,13 @@ def run_daily_reconcile() -> dict[str, object]:
 
 
 def check_credly_token() -> bool:
-    """RQ job: warn if the Credly token expires within 14 days, by the first worker to run it
-    today (each worker's cron queues it); True if it warned."""
+    """RQ job: read the Credly token's expiry from Credly and warn if it is within 14 days, by
+    the first worker to run it today (each worker's cron queues it); True if it warned."""
     svc = context.services()
     today = utcnow().date()
     if not svc.redis.set(f"gateway:credly-token-checked:{today}", 1, nx=True, ex=DAY_SECONDS):
         return False
-    return warn_if_token_expiring(svc.settings, today)
+    return check_token(svc, today)
 
 
 def cron_expression(time_of_day: str) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import pytest
 from click.testing import CliRunner
@@ -14,9 +14,11 @@ from click.testing import CliRunner
 from connectors.credly import REPLACE_FIELDS
 from gateway import intake, metrics
 from gateway.cli import cli
+from gateway.credly_token import check_token
 from gateway.store.models import Badge, CredlyNotification, OutboxItem
 from gateway.views import badge_view
 from jobs import badges as badges_jobs
+from jobs import outbox
 from jobs.claim import ClaimedItem
 from jobs.reconcile import reconcile
 from tests.events_helpers import event, granted, revoked
@@ -37,17 +39,17 @@ def standin():
 @pytest.fixture
 def make_gateway(make_app, database_url, redis_client, redis_url, standin):
     def factory(**settings: object):
-        return make_app(
-            database_url=database_url,
-            redis_url=redis_url,
-            credly_api_base=standin.url,
-            credly_organization_id=standin.organization_id,
-            credly_auth_token=standin.token,
-            credly_badge_templates={"RMA": TEMPLATE},
-            credly_timeout_seconds=1,
-            job_retry_base_seconds=1,
-            **settings,
-        )
+        defaults = {
+            "database_url": database_url,
+            "redis_url": redis_url,
+            "credly_api_base": standin.url,
+            "credly_organization_id": standin.organization_id,
+            "credly_auth_token": standin.token,
+            "credly_badge_templates": {"RMA": TEMPLATE},
+            "credly_timeout_seconds": 1,
+            "job_retry_base_seconds": 1,
+        }
+        return make_app(**{**defaults, **settings})
 
     return factory
 
@@ -465,3 +467,52 @@ def test_reconcile_leaves_a_badge_its_earner_deleted_and_can_check_one_certifica
     assert summary.repaired["taken_from_credly"] == 1 and summary.repaired["issued"] == 0
     assert [b.state for b in badges(svc)] == ["deleted"]
     assert reconcile(svc, certification_id="CERT-1").in_step == 1
+
+
+# --------------------------------------------------------------------------- 7. token
+
+
+def test_a_refused_token_pauses_credly_jobs_until_a_working_one_is_configured(
+    app, make_gateway, svc, standin
+):
+    standin.token = "rotated"  # the configured token no longer works: 401
+    submit(svc, granted("2026-03-01"))
+    drain(svc, lambda: all(i.state == "retrying" for i in items(svc, "issue_badge")))
+    [item] = items(svc, "issue_badge")
+    assert item.attempts == 0 and "waiting for a working Credly token" in item.last_error
+    assert item.due_at > datetime.now(UTC)
+    ready = app.test_client().get("/readyz").get_json()
+    assert "401" in ready["credly"]["paused"]
+    scraped = app.test_client().get("/metrics").get_data(as_text=True)
+    assert "gateway_credly_paused 1.0" in scraped
+    seen = len(standin.requests_seen())
+    with svc.db.transaction() as session:  # due again: still paused, Credly is not asked
+        session.query(OutboxItem).update({"due_at": datetime.now(UTC)})
+    outbox.work_due(svc)
+    [item] = items(svc, "issue_badge")
+    assert (item.state, item.attempts) == ("retrying", 0)
+    assert len(standin.requests_seen()) == seen
+
+    working = make_gateway(credly_auth_token="rotated").extensions["gateway"]
+    with working.db.transaction() as session:
+        session.query(OutboxItem).update({"due_at": datetime.now(UTC)})
+    outbox.work_due(working)
+    [item] = items(working, "issue_badge")
+    assert item.state == "done" and len(live(standin)) == 1
+    assert (
+        make_gateway(credly_auth_token="rotated")
+        .test_client()
+        .get("/readyz")
+        .get_json()["credly"]["paused"]
+        is None
+    )
+
+
+def test_the_token_expiry_is_read_from_credly_and_shown_by_readyz(make_gateway, standin):
+    app = make_gateway(credly_token_expires_on=date(2027, 6, 1))
+    standin.token_expires_at = "2026-12-10T00:00:00.000Z"
+    svc = app.extensions["gateway"]
+    assert check_token(svc, date(2026, 12, 1)) is True  # 9 days left: warned
+    ready = app.test_client().get("/readyz").get_json()
+    assert ready["credly"]["token_expires_on"] == "2026-12-10"
+    assert [c["operation"] for c in standin.requests_seen()] == ["tokens"]
