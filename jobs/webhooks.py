@@ -92,12 +92,14 @@ def _apply(
         row.event = event
         row.event_type = str(event.get("event_type") or row.event_type)
         row.occurred_at = parse_credly_datetime(event.get("occurred_at")) or row.occurred_at
-        if row.event_type == BADGE_DELETED:
-            status, result = _delete_badge(session, row, event, now)
-        elif row.event_type == BADGE_STATE_CHANGED:
-            status, result = _change_badge_state(session, row, event, now)
-        else:
+        reported = _reported(event)
+        if row.event_type not in (BADGE_DELETED, BADGE_STATE_CHANGED):
             status, result = "ignored", f"{row.event_type} events are not acted on"
+        elif reported is None:
+            status, result = "ignored", "the event names no badge"
+        else:
+            row.credly_badge_id = reported.id
+            status, result = _badge_event(session, row, reported, now)
         row.status, row.result, row.last_error, row.processed_at = status, result, None, utcnow()
         item.finish(svc.db, session.connection())
     log.info("Credly notification %s: %s", status, result)
@@ -115,39 +117,27 @@ def _ours(session: Session, reported: CredlyBadge) -> Badge | None:
     return badge
 
 
-def _delete_badge(
-    session: Session, row: CredlyNotification, event: dict, now: CredlyBadge | None
+def _badge_event(
+    session: Session, row: CredlyNotification, reported: CredlyBadge, now: CredlyBadge | None
 ) -> Outcome:
-    reported = _reported(event)
-    if reported is None:
-        return "ignored", "the event names no badge"
-    row.credly_badge_id = reported.id
-    if now is not None:
+    """Apply a badge event to our badge: `now` is what Credly holds in its place (a replaced
+    badge's successor; for `badge.deleted`, the badge if Credly still has it)."""
+    deleted = row.event_type == BADGE_DELETED
+    if deleted and now is not None:
         return "ignored", f"badge {reported.id} is still in Credly ({now.state})"
-    badge = _ours(session, reported)
-    if badge is None:
-        return "ignored", f"badge {reported.id} was not issued by this gateway"
-    before = badge.state
-    badge.state, badge.state_changed_at = DELETED, row.occurred_at
-    return "processed", f"badge {reported.id}: {before} -> deleted by its earner"
-
-
-def _change_badge_state(
-    session: Session, row: CredlyNotification, event: dict, successor: CredlyBadge | None
-) -> Outcome:
-    reported = _reported(event)
-    if reported is None:
-        return "ignored", "the event names no badge"
-    row.credly_badge_id = reported.id
-    if reported.state not in NOTIFIED_STATES:
+    if not deleted and reported.state not in NOTIFIED_STATES:
         return "ignored", f"badge {reported.id} became {reported.state}: nothing to show"
     badge = _ours(session, reported)
     if badge is None:
         return "ignored", f"badge {reported.id} was not issued by this gateway"
-    if successor is not None:  # replaced (in Credly's UI, say): its successor is the badge now
-        badge.credly_badge_id, badge.state = successor.id, successor.state
+    if deleted:
+        before = badge.state
+        badge.state, badge.state_changed_at = DELETED, row.occurred_at
+        return "processed", f"badge {reported.id}: {before} -> deleted by its earner"
+    if now is not None:  # replaced (in Credly's UI, say): its successor is the badge now
+        badge.credly_badge_id, badge.state = now.id, now.state
         badge.state_changed_at = row.occurred_at
-        return "processed", f"badge {reported.id} replaced by {successor.id} ({successor.state})"
+        return "processed", f"badge {reported.id} replaced by {now.id} ({now.state})"
     if badge.state == reported.state:
         return "processed", f"badge {reported.id} was already {reported.state}"
     if badge.state not in MOVABLE_STATES:
