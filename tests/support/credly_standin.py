@@ -404,12 +404,13 @@ class CredlyStandIn:
             return 200, {"data": dict(badge), "metadata": {}}
 
     def get_badge(self, badge_id: str) -> tuple[int, object]:
-        """One badge, or 404."""
+        """One badge, or 404 (also once its earner deleted it: docs/credly.md, "Revoking")."""
         with self._lock:
             return 200, {"data": dict(self._existing(badge_id)), "metadata": {}}
 
     def list_badges(self, path: str, query: Mapping[str, list[str]]) -> tuple[int, object]:
-        """Badges matching `filter=key::value|...`, `per_page` a page, with Credly's metadata."""
+        """Badges matching `filter=key::value|...`, `per_page` a page, with Credly's metadata
+        (docs/credly.md, "Reading": total_count, current_page, total_pages, next_page_url)."""
         filters = self._filters(query.get("filter", [""])[0])
         try:
             page = int(query.get("page", ["1"])[0])

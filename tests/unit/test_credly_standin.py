@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from connectors.credly import (
+    AlreadyReplaced,
     Badge,
     BadgeRequest,
     CredlyClient,
@@ -24,7 +25,7 @@ from connectors.credly import (
     holder_badges,
     pick_badge,
 )
-from tests.support.credly_standin import CredlyStandIn
+from tests.support.credly_standin import Answer, CredlyStandIn
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -233,3 +234,54 @@ def test_runs_as_a_module_for_benchmarks():
         process.terminate()
         process.wait(timeout=10)
     assert process.returncode == 0
+
+
+def test_a_null_expiry_takes_the_templates_default_and_false_none(standin):
+    standin.template_expiry = {"tmpl-1": "2026-12-31 00:00:00 +0000"}
+    body = {
+        "recipient_email": "a@example.org",
+        "issued_to_first_name": "Ada",
+        "issued_to_last_name": "Lovelace",
+        "badge_template_id": "tmpl-1",
+        "issued_at": "2024-03-01 00:00:00 +0000",
+    }
+    _, defaulted = standin.issue({**body, "expires_at": None})
+    _, endless = standin.issue({**body, "recipient_email": "b@example.org", "expires_at": False})
+    assert defaulted["data"]["expires_at"] == "2026-12-31T00:00:00.000Z"
+    assert endless["data"]["expires_at"] is None
+
+
+def test_duplicates_are_the_same_template_with_the_same_email_or_earner_id(standin, client):
+    issue(client, "CERT-1")
+    for same in ({"recipient_email": "CERT-1@example.org", "issuer_earner_id": "X"}, {}):
+        with pytest.raises(PermanentError) as refused:
+            issue(client, "CERT-1", **same)
+        assert refused.value.status == 422
+    assert issue(client, "CERT-1", badge_template_id="tmpl-2").state == "pending"
+
+
+def test_a_replaced_badge_names_its_successor_and_cannot_be_revoked(standin, client):
+    old = issue(client)
+    new = client.replace_badge(
+        old.id,
+        BadgeRequest(
+            "x@example.org", "Ada", "King", "tmpl-1", datetime(2024, 3, 1, tzinfo=UTC), "CERT-1"
+        ),
+    )
+    assert new.recipient_email == old.recipient_email  # a replace keeps the recipient
+    with pytest.raises(AlreadyReplaced) as again:
+        client.replace_badge(
+            old.id,
+            BadgeRequest(
+                "x@example.org", "Ada", "King", "tmpl-1", datetime(2024, 3, 1, tzinfo=UTC), "CERT-1"
+            ),
+        )
+    assert again.value.successor == new.id
+    assert client.successor(client.get_badge(old.id)) == new
+    with pytest.raises(Answer):
+        standin.revoke(old.id, {"reason": "lapsed"})
+
+
+def test_the_token_listing_gives_its_expiry(standin, client):
+    standin.token_expires_at = "2027-05-01T00:00:00.000Z"
+    assert client.token_expiry() == datetime(2027, 5, 1, tzinfo=UTC)
