@@ -229,11 +229,17 @@ class HealthSchema(_Closed):
 
 
 class CredlyStatusSchema(_Closed):
-    """The Credly backend in use and its token's configured expiry."""
+    """The Credly backend in use, its token's expiry (as Credly reported it, else as configured)
+    and whether the Credly jobs wait for a working token."""
 
     mode = fields.String(required=True, validate=validate.OneOf(["live", "dry-run"]))
     token_expires_on = fields.Date(required=True, allow_none=True)
     days_left = fields.Integer(required=True, allow_none=True)
+    paused = fields.String(
+        required=True,
+        allow_none=True,
+        metadata={"description": "Why Credly jobs wait (Credly refused the token), or null."},
+    )
 
 
 class ReadinessSchema(_Closed):
