@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime
 
 import pytest
 from click.testing import CliRunner
+from rq import Queue
 
 from connectors.credly import REPLACE_FIELDS
 from gateway import intake, metrics
@@ -21,6 +22,7 @@ from jobs import badges as badges_jobs
 from jobs import outbox
 from jobs.claim import ClaimedItem
 from jobs.reconcile import reconcile
+from jobs.sweep import run_daily_reconcile, run_daily_sweep
 from tests.events_helpers import event, granted, revoked
 from tests.integration.test_badge_jobs import badges, drain, issue_done, items, submit
 from tests.support.credly_standin import DEFAULT_ORGANIZATION_ID, CredlyStandIn
@@ -516,3 +518,15 @@ def test_the_token_expiry_is_read_from_credly_and_shown_by_readyz(make_gateway, 
     ready = app.test_client().get("/readyz").get_json()
     assert ready["credly"]["token_expires_on"] == "2026-12-10"
     assert [c["operation"] for c in standin.requests_seen()] == ["tokens"]
+
+
+def test_the_daily_sweep_queues_the_reconciliation_which_runs_once_a_day(svc, standin):
+    badge = grant(svc)
+    standin.revoke(badge.credly_badge_id, {"reason": "by hand"})  # drift, unnoticed
+    run_daily_sweep()
+    queue = Queue(svc.settings.queue_name, connection=svc.redis)
+    queued = [job for job in queue.get_jobs() if job.func is run_daily_reconcile]
+    assert len(queued) == 1
+    first, second = run_daily_reconcile(), run_daily_reconcile()
+    assert first["repaired"]["taken_from_credly"] == 1 and second == {"skipped": True}
+    assert [b.state for b in badges(svc)] == ["revoked"]
