@@ -6,11 +6,18 @@ Facts this module relies on (Credly web service docs, `credly.com/docs/issued_ba
 - HTTP Basic auth with the organisation's authorization token as user name and an empty password;
   JSON bodies; every answer is an envelope `{"data": ..., "metadata": ...}`.
 - `issued_at` / `expires_at` are sent as `"2014-04-01 09:41:00 -0500"`; Credly answers with ISO 8601
-  (`"2014-04-01T14:41:00.000Z"`). `expires_at: null` means the template's default expiry.
+  (`"2014-04-01T14:41:00.000Z"`). `expires_at: null` means the template's default expiry and
+  `false` means none (docs/credly.md, "Issuing").
+- Credly refuses a duplicate (same template and the same e-mail or `issuer_earner_id`) with a 422;
+  `holder_badges` looks a badge up the same way (docs/credly.md, "Duplicates").
+- A replace sends only Credly's replace fields; a replaced badge names its successor in
+  `metadata.current_badge_id` when it is replaced again (docs/credly.md, "Replacing").
 - Lists are paged (`metadata.next_page_url` is null on the last page) and filtered with
   `filter=key::value|key::value`.
 - No public source says what Credly answers when an already revoked badge is revoked again, so a 4xx
-  on revoke is followed by a read of the badge: if it is revoked, the revoke succeeded.
+  on revoke is followed by a read of the badge: if it is revoked, the revoke succeeded; if it was
+  replaced, its successor is revoked instead.
+- A 401 or 403 means the token no longer works: `Unauthorized`, which the jobs wait out.
 
 The module talks to the outside world only: it imports nothing of Flask, `gateway` or `jobs`.
 """
@@ -43,8 +50,13 @@ CREDLY_DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S %z"
 REVOKED = "revoked"
 REPLACED = "replaced"
 PENDING = "pending"
+ACCEPTED = "accepted"
 #: States of a badge that no longer stands for anything (the others: pending, accepted, rejected).
 ENDED_STATES = frozenset({REVOKED, REPLACED})
+#: States of a badge that shows (unless it has expired).
+LIVE_STATES = frozenset({PENDING, ACCEPTED})
+#: How many replaced badges are followed to their successor before giving up (a loop guard).
+MAX_SUCCESSORS = 20
 
 BADGES = "/organizations/{org}/badges"
 BADGE = "/organizations/{org}/badges/{badge_id}"
@@ -52,19 +64,21 @@ REPLACE = "/organizations/{org}/badges/{badge_id}/replace"
 REVOKE = "/organizations/{org}/badges/{badge_id}/revoke"
 EVENT = "/organizations/{org}/events/{event_id}"
 ORGANIZATION = "/organizations/{org}"
+TOKENS = "/organizations/{org}/authorization_tokens"
 
 
 # --------------------------------------------------------------------------- values and errors
 
 
 def format_credly_datetime(value: datetime) -> str:
-    """A datetime in the form Credly documents for requests (`2014-04-01 09:41:00 -0500`), in UTC.
+    """A datetime in the form Credly documents for requests (`2014-04-01 09:41:00 -0500`), in its
+    own offset (so a day's midnight in the certifying body's zone stays that day).
 
     A naive datetime is taken to be UTC.
     """
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).strftime(CREDLY_DATETIME_FORMAT)
+    return value.strftime(CREDLY_DATETIME_FORMAT)
 
 
 def parse_credly_datetime(value: object) -> datetime | None:
@@ -124,6 +138,12 @@ class Badge:
         """True once revoked or replaced."""
         return self.state in ENDED_STATES
 
+    def live(self, now: datetime | None = None) -> bool:
+        """True while the badge shows: pending or accepted, and not past its expiry."""
+        if self.state not in LIVE_STATES:
+            return False
+        return self.expires_at is None or self.expires_at > (now or datetime.now(UTC))
+
 
 class CredlyError(Exception):
     """A call to Credly failed; `status` is the HTTP status (None without an answer)."""
@@ -157,6 +177,27 @@ class NotFound(PermanentError):
     """Credly answered 404: no such badge or event in this organisation."""
 
 
+class Unauthorized(TransientError):
+    """Credly answered 401 or 403: the token is expired, revoked or lacks the permission. Not the
+    job's fault: the jobs wait until a working token is configured."""
+
+
+class AlreadyReplaced(PermanentError):
+    """Credly refused to replace a badge that was replaced already; `successor` is its
+    `metadata.current_badge_id`."""
+
+    def __init__(self, message: str, *, successor: str, status: int | None, body: object) -> None:
+        super().__init__(message, status=status, body=body)
+        self.successor = successor
+
+
+def current_badge_id(body: object) -> str | None:
+    """The successor Credly names in an error body's `metadata.current_badge_id`, if any."""
+    metadata = body.get("metadata") if isinstance(body, Mapping) else None
+    found = metadata.get("current_badge_id") if isinstance(metadata, Mapping) else None
+    return str(found) if found else None
+
+
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
     """Seconds to wait from a `Retry-After` header (delta-seconds or HTTP-date), or None."""
     if not value:
@@ -176,9 +217,33 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
 # --------------------------------------------------------------------------- shared helpers
 
 
+def id_evidence(title: str, number: str) -> dict[str, str]:
+    """Credly's ID evidence: a number shown on the badge (`issuer_earner_id` is not shown)."""
+    return {"type": "IdEvidence", "title": title, "description": number}
+
+
+def url_evidence(title: str, url: str) -> dict[str, str]:
+    """Credly's URL evidence: a link shown on the badge."""
+    return {"type": "UrlEvidence", "title": title, "url": url}
+
+
+#: The fields Credly documents for a replace (docs/credly.md, "Replacing"): no recipient_email.
+REPLACE_FIELDS = (
+    "badge_template_id",
+    "issued_at",
+    "issued_to_first_name",
+    "issued_to_last_name",
+    "expires_at",
+    "evidence",
+)
+
+
 @dataclass(frozen=True)
 class BadgeRequest:
-    """What a badge says and who it is for: the fields issuing and replacing both send."""
+    """What a badge says and who it is for: the fields issuing and replacing both send.
+
+    `expires_at` None means no expiry, sent as `false` (null would mean the template's default).
+    """
 
     recipient_email: str
     first_name: str
@@ -187,9 +252,10 @@ class BadgeRequest:
     issued_at: datetime
     issuer_earner_id: str
     expires_at: datetime | None = None
+    evidence: tuple[dict[str, str], ...] = ()
 
     def body(self) -> dict[str, Any]:
-        """Credly's JSON fields for this badge."""
+        """Credly's JSON fields for issuing this badge."""
         return {
             "recipient_email": self.recipient_email,
             "issued_to_first_name": self.first_name,
@@ -197,10 +263,26 @@ class BadgeRequest:
             "badge_template_id": self.badge_template_id,
             "issued_at": format_credly_datetime(self.issued_at),
             "issuer_earner_id": self.issuer_earner_id,
-            "expires_at": None
+            "expires_at": False
             if self.expires_at is None
             else format_credly_datetime(self.expires_at),
-        }
+        } | ({"evidence": [dict(item) for item in self.evidence]} if self.evidence else {})
+
+    def replace_body(self) -> dict[str, Any]:
+        """Credly's JSON fields for replacing a badge by this one: the documented ones only."""
+        body = self.body()
+        return {name: body[name] for name in REPLACE_FIELDS if name in body}
+
+    def shows_as(self, badge: Badge) -> bool:
+        """True when `badge` already says what this request would (e-mail aside)."""
+        raw = badge.raw
+        return (
+            badge.badge_template_id == self.badge_template_id
+            and raw.get("issued_to_first_name") == self.first_name
+            and raw.get("issued_to_last_name") == self.last_name
+            and badge.issued_at == self.issued_at.astimezone(UTC)
+            and badge.expires_at == (self.expires_at and self.expires_at.astimezone(UTC))
+        )
 
 
 def filter_param(filters: Mapping[str, str]) -> str:
@@ -215,6 +297,38 @@ def pick_badge(badges: Iterable[Badge]) -> Badge | None:
     """The badge that stands: a live one before an ended one, then the newest by `issued_at`."""
     oldest = datetime.min.replace(tzinfo=UTC)
     return max(badges, key=lambda b: (not b.ended, b.issued_at or oldest), default=None)
+
+
+def holder_badges(
+    service: BadgeService,
+    *,
+    badge_template_id: str,
+    issuer_earner_id: str | None = None,
+    recipient_email: str | None = None,
+) -> list[Badge]:
+    """Every badge of the template Credly counts as the same earner's (docs/credly.md,
+    "Duplicates"): the same `issuer_earner_id` or the same e-mail, one paged search each."""
+    found: dict[str, Badge] = {}
+    searches = (("issuer_earner_id", issuer_earner_id), ("recipient_email", recipient_email))
+    for key, value in searches:
+        if not value:
+            continue
+        for badge in service.list_badges({key: value, "badge_template_id": badge_template_id}):
+            if badge.badge_template_id == badge_template_id and _same(key, badge, value):
+                found[badge.id] = badge
+    return list(found.values())
+
+
+def _same(key: str, badge: Badge, value: str) -> bool:
+    if key == "recipient_email":  # e-mail addresses compare without case
+        return (badge.recipient_email or "").casefold() == value.casefold()
+    return badge.issuer_earner_id == value
+
+
+def live_badge(badges: Iterable[Badge]) -> Badge | None:
+    """The newest of the badges that still show, if any (a revoked or expired one never)."""
+    now = datetime.now(UTC)
+    return pick_badge(b for b in badges if b.live(now))
 
 
 # --------------------------------------------------------------------------- the interface
@@ -234,11 +348,15 @@ class BadgeService(Protocol):
 
     def get_badge(self, badge_id: str) -> Badge: ...
 
-    def list_badges(self, filters: dict[str, str]) -> Iterator[Badge]: ...
+    def list_badges(
+        self, filters: dict[str, str], on_total: Callable[[int], None] | None = None
+    ) -> Iterator[Badge]: ...
 
-    def find_badge(self, *, issuer_earner_id: str, badge_template_id: str) -> Badge | None: ...
+    def successor(self, badge: Badge) -> Badge: ...
 
     def get_event(self, event_id: str) -> dict[str, Any]: ...
+
+    def token_expiry(self) -> datetime | None: ...
 
     def ping(self) -> None: ...
 
@@ -282,36 +400,73 @@ class CredlyClient:
         return self._badge(self._call("POST", BADGES, json_body=body))
 
     def replace_badge(self, badge_id: str, request: BadgeRequest) -> Badge:
-        """Replace a badge by a new one (`POST .../badges/{id}/replace`); returns the new badge."""
-        body = request.body()
-        return self._badge(self._call("POST", REPLACE, {"badge_id": badge_id}, json_body=body))
+        """Replace a badge by a new one (`POST .../badges/{id}/replace`); returns the new badge.
+
+        AlreadyReplaced (naming the successor) when Credly says the badge was replaced already.
+        """
+        return self._replace(badge_id, request.replace_body())
+
+    def _replace(self, badge_id: str, body: dict[str, Any]) -> Badge:
+        try:
+            answer = self._call("POST", REPLACE, {"badge_id": badge_id}, json_body=body)
+        except NotFound:
+            raise
+        except PermanentError as exc:
+            successor = current_badge_id(exc.body)
+            if successor is None:
+                raise
+            raise AlreadyReplaced(
+                f"Credly badge {badge_id} was replaced by {successor}",
+                successor=successor,
+                status=exc.status,
+                body=exc.body,
+            ) from exc
+        return self._badge(answer)
+
+    def successor(self, badge: Badge) -> Badge:
+        """The badge that replaced `badge` (state `replaced`): Credly names it when asked to
+        replace a replaced badge again; should Credly replace it after all, that new badge is."""
+        body = {"badge_template_id": badge.badge_template_id}
+        try:
+            return self._replace(badge.id, body)
+        except AlreadyReplaced as exc:
+            return self.get_badge(exc.successor)
 
     def revoke_badge(
         self, badge_id: str, *, reason: str, suppress_revoke_notification_email: bool = False
     ) -> Badge:
-        """Revoke a badge (`PUT .../badges/{id}/revoke`); revoking a revoked badge succeeds."""
+        """Revoke a badge (`PUT .../badges/{id}/revoke`) or, if it was replaced, its latest
+        successor; revoking a revoked badge succeeds. NotFound when it was deleted."""
         body = {
             "reason": reason,
             "suppress_revoke_notification_email": suppress_revoke_notification_email,
         }
-        try:
-            answer = self._call("PUT", REVOKE, {"badge_id": badge_id}, json_body=body)
-        except NotFound:
-            raise
-        except PermanentError:
-            current = self.get_badge(badge_id)
-            if current.state == REVOKED:
-                log.info("Credly badge %s was already revoked", badge_id)
-                return current
-            raise
-        return self._badge(answer)
+        for _ in range(MAX_SUCCESSORS):
+            try:
+                answer = self._call("PUT", REVOKE, {"badge_id": badge_id}, json_body=body)
+                return self._badge(answer)
+            except NotFound:
+                raise
+            except PermanentError:
+                current = self.get_badge(badge_id)
+                if current.state == REVOKED:
+                    log.info("Credly badge %s was already revoked", badge_id)
+                    return current
+                if current.state != REPLACED:
+                    raise
+                badge_id = self.successor(current).id
+                log.info("Credly badge %s was replaced: revoking its successor", current.id)
+        raise PermanentError(f"more than {MAX_SUCCESSORS} replacements of one badge")
 
     def get_badge(self, badge_id: str) -> Badge:
         """Read one badge (`GET .../badges/{id}`)."""
         return self._badge(self._call("GET", BADGE, {"badge_id": badge_id}))
 
-    def list_badges(self, filters: dict[str, str]) -> Iterator[Badge]:
-        """Every badge matching `filters`, page after page until `next_page_url` is null.
+    def list_badges(
+        self, filters: dict[str, str], on_total: Callable[[int], None] | None = None
+    ) -> Iterator[Badge]:
+        """Every badge matching `filters`, page after page until `next_page_url` is null (one
+        page in memory at a time); `on_total` gets the first page's `metadata.total_count`.
 
         Pages are requested by number on the configured base URL, so the credentials never go to
         a URL taken from an answer.
@@ -325,22 +480,13 @@ class CredlyClient:
                 raise PermanentError(
                     "Credly answered a badge list without a data array", body=answer
                 )
-            yield from (self._parse_badge(item, answer) for item in items)
             metadata = answer.get("metadata") or {}
+            if page == 1 and on_total is not None:
+                on_total(int(metadata.get("total_count") or len(items)))
+            yield from (self._parse_badge(item, answer) for item in items)
             if not items or not metadata.get("next_page_url"):
                 return
             page += 1
-
-    def find_badge(self, *, issuer_earner_id: str, badge_template_id: str) -> Badge | None:
-        """The badge of this earner id and template: a live one first, else the newest."""
-        found = self.list_badges(
-            {"issuer_earner_id": issuer_earner_id, "badge_template_id": badge_template_id}
-        )
-        return pick_badge(
-            b
-            for b in found
-            if b.issuer_earner_id == issuer_earner_id and b.badge_template_id == badge_template_id
-        )
 
     def get_event(self, event_id: str) -> dict[str, Any]:
         """The `data` object of one organisation event (`GET .../events/{id}`); NotFound on 404."""
@@ -349,6 +495,15 @@ class CredlyClient:
         if not isinstance(data, dict):
             raise PermanentError("Credly answered an event without data", body=answer)
         return data
+
+    def token_expiry(self) -> datetime | None:
+        """When the configured token expires, from `GET .../authorization_tokens`: the entry
+        naming this token, else the only one listed; None when the list cannot say."""
+        answer = self._call("GET", TOKENS)
+        tokens = [t for t in answer.get("data") or [] if isinstance(t, Mapping)]
+        mine = [t for t in tokens if self._auth[0] in (t.get("token"), t.get("id"))]
+        chosen = mine or (tokens if len(tokens) == 1 else [])
+        return parse_credly_datetime(chosen[0].get("expires_at")) if chosen else None
 
     def ping(self) -> None:
         """Read the organisation (`GET /organizations/{org}`): token and organisation are valid."""
@@ -428,6 +583,8 @@ class CredlyClient:
             raise TransientError(where, status=status, body=body, retry_after=retry_after)
         if status == 404:
             raise NotFound(where, status=status, body=body)
+        if status in (401, 403):
+            raise Unauthorized(where, status=status, body=body)
         raise PermanentError(where, status=status, body=body)
 
 
@@ -472,25 +629,39 @@ class DryRunCredly:
             return self._store_new(body)
 
     def replace_badge(self, badge_id: str, request: BadgeRequest) -> Badge:
-        """Mark the badge `replaced` and record its pending successor."""
-        body = request.body()
+        """Mark the badge `replaced` and record its pending successor (keeping its recipient)."""
+        body = request.replace_body()
         self._would_send("POST", REPLACE, body, badge_id=badge_id)
         with self._lock:
             old = self._existing(badge_id)
-            if old["state"] in ENDED_STATES:
-                raise PermanentError(
-                    f"dry run: badge {badge_id} is {old['state']} and cannot be replaced",
+            if old["state"] == REPLACED:
+                raise AlreadyReplaced(
+                    f"dry run: badge {badge_id} was replaced",
+                    successor=old["current_badge_id"],
                     status=422,
-                    body={"data": {"message": f"Badge is {old['state']}"}},
+                    body={"metadata": {"current_badge_id": old["current_badge_id"]}},
                 )
-            old["state"] = REPLACED
-            old["state_updated_at"] = _now_iso()
-            return self._store_new(body, replaces=badge_id)
+            if old["state"] == REVOKED:
+                raise PermanentError(
+                    f"dry run: badge {badge_id} is revoked and cannot be replaced",
+                    status=422,
+                    body={"data": {"message": "Badge is revoked"}},
+                )
+            kept = {"recipient_email": old["recipient_email"]}
+            kept["issuer_earner_id"] = old["issuer_earner_id"]
+            new = self._store_new({**kept, **body}, replaces=badge_id)
+            old.update(state=REPLACED, state_updated_at=_now_iso(), current_badge_id=new.id)
+            return new
+
+    def successor(self, badge: Badge) -> Badge:
+        """The recorded badge that replaced `badge`."""
+        with self._lock:
+            return Badge.from_json(self._existing(self._existing(badge.id)["current_badge_id"]))
 
     def revoke_badge(
         self, badge_id: str, *, reason: str, suppress_revoke_notification_email: bool = False
     ) -> Badge:
-        """Mark the badge revoked; revoking it again succeeds and changes nothing."""
+        """Mark the badge (or its latest successor) revoked; revoking it again changes nothing."""
         body = {
             "reason": reason,
             "suppress_revoke_notification_email": suppress_revoke_notification_email,
@@ -498,12 +669,8 @@ class DryRunCredly:
         self._would_send("PUT", REVOKE, body, badge_id=badge_id)
         with self._lock:
             badge = self._existing(badge_id)
-            if badge["state"] == REPLACED:
-                raise PermanentError(
-                    f"dry run: badge {badge_id} was replaced and cannot be revoked",
-                    status=422,
-                    body={"data": {"message": "A replaced badge cannot be revoked"}},
-                )
+            while badge["state"] == REPLACED:
+                badge = self._existing(badge["current_badge_id"])
             if badge["state"] != REVOKED:
                 badge.update(
                     state=REVOKED,
@@ -519,20 +686,17 @@ class DryRunCredly:
         with self._lock:
             return Badge.from_json(self._existing(badge_id))
 
-    def list_badges(self, filters: dict[str, str]) -> Iterator[Badge]:
+    def list_badges(
+        self, filters: dict[str, str], on_total: Callable[[int], None] | None = None
+    ) -> Iterator[Badge]:
         """Recorded badges whose fields equal every filter value, in issue order."""
         self._would_send("GET", BADGES, query=f"?filter={filter_param(filters)}" if filters else "")
         with self._lock:
             badges = [Badge.from_json(raw) for raw in self._badges.values()]
-        return iter([b for b in badges if _matches(b, filters)])
-
-    def find_badge(self, *, issuer_earner_id: str, badge_template_id: str) -> Badge | None:
-        """The recorded badge of this earner id and template: a live one first, else the newest."""
-        return pick_badge(
-            self.list_badges(
-                {"issuer_earner_id": issuer_earner_id, "badge_template_id": badge_template_id}
-            )
-        )
+        found = [b for b in badges if _matches(b, filters)]
+        if on_total is not None:
+            on_total(len(found))
+        return iter(found)
 
     def get_event(self, event_id: str) -> dict[str, Any]:
         """Always NotFound: the dry-run organisation has no events, so no webhook is believed."""
@@ -542,6 +706,10 @@ class DryRunCredly:
             status=404,
             body={"data": {"message": "Not found"}},
         )
+
+    def token_expiry(self) -> datetime | None:
+        """None: the dry run has no token."""
+        return None
 
     def ping(self) -> None:
         """Nothing to reach: logs the request only."""
@@ -566,7 +734,7 @@ class DryRunCredly:
             if raw["badge_template"]["id"] != body["badge_template_id"]:
                 continue
             if raw["issuer_earner_id"] == body["issuer_earner_id"] or (
-                raw["recipient_email"] == body["recipient_email"]
+                str(raw["recipient_email"]).casefold() == str(body["recipient_email"]).casefold()
             ):
                 raise PermanentError(
                     "dry run: duplicate badge",

@@ -85,10 +85,12 @@ def create_app(
         settings,
         apis=(verifications.bp, credentials.checks),
         pages=(pages.bp, credential_page.bp),
+        webhooks=webhooks.bp,
     )
     from gateway import cli
 
     cli.register(app)
     log.info(settings.mode_line())
-    credly_token.warn_if_token_expiring(settings)  # at start; daily from the workers' cron
+    # at start (with the expiry Credly reported, once read); daily from the workers' cron
+    credly_token.warn_if_token_expiring(settings, state=credly_token.token_state(svc))
     return app

@@ -26,6 +26,7 @@ from gateway.unclaimed import unclaimed_badges
 from jobs import backfill
 from jobs.claim import backlog
 from jobs.dispatch import requeue
+from jobs.reconcile import reconcile
 from jobs.sweep import SweepRunning, locked_sweep
 from jobs.worker import run_worker
 
@@ -403,7 +404,66 @@ def sweep_command(
 
 @cli.group()
 def badges() -> None:
-    """Credly badges: the ones members have not claimed."""
+    """Credly badges: the ones members have not claimed; reconciling them with Credly."""
+
+
+class _Progress:
+    """Progress of a long command: a bar per stage on a terminal, else a line per tenth."""
+
+    def __init__(self, terminal: bool) -> None:
+        self.terminal, self.label, self.bar, self.said = terminal, None, None, -1
+
+    def __call__(self, label: str, total: int | None, done: int) -> None:
+        if label != self.label:
+            self.close()
+            self.label, self.said = label, -1
+            if self.terminal:
+                self.bar = click.progressbar(length=total or 0, label=label).__enter__()
+                self.bar.pos = 0
+        if self.bar is not None:
+            self.bar.update(done - self.bar.pos)
+            return
+        tenth = done * 10 // total if total else done
+        if tenth != self.said:
+            self.said = tenth
+            click.echo(f"{label}: {done}{f' of {total}' if total else ''}", err=True)
+
+    def close(self) -> None:
+        """End the current stage's bar."""
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
+@badges.command("reconcile")
+@click.option("--dry-run", is_flag=True, help="Report the drift; repair nothing.")
+@click.option("--certification", "certification_id", default=None, help="Only this one.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@with_appcontext
+def badges_reconcile(dry_run: bool, certification_id: str | None, as_json: bool) -> None:
+    """Compare the badges Credly holds with the standings and repair drift through the badge
+    jobs: revoke a live badge a standing keeps none of, issue a missing one (not one its earner
+    deleted), take Credly's id and state where they differ."""
+    progress = _Progress(sys.stderr.isatty() and not as_json)
+    try:
+        summary = reconcile(
+            services(), dry_run=dry_run, certification_id=certification_id, progress=progress
+        )
+    finally:
+        progress.close()
+    result = summary.as_dict()
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    verb = "would repair" if dry_run else "repaired"
+    click.echo(
+        f"{'CHECKED':32} {result['badges_checked']} Credly badges, "
+        f"{result['certifications_checked']} certifications"
+    )
+    click.echo(f"{'IN STEP':32} {result['in_step']}")
+    for kind, n in result["repaired"].items():
+        click.echo(f"{f'{verb} ({kind})'.upper():32} {n}")
+    click.echo(f"{'SECONDS':32} {result['seconds']}")
 
 
 @badges.command("unclaimed")

@@ -203,9 +203,10 @@ class Settings:
         metadata=setting(
             "CREDLY_TOKEN_EXPIRES_ON",
             "none",
-            "the token's expiry date (Credly tokens last 180 days); reported by `/readyz`, logged "
-            "as a WARNING from 14 days ahead when the app or a worker starts, and daily at "
-            "`SWEEP_TIME` by one of the workers",
+            "the token's expiry date (Credly tokens last 180 days), used when Credly's "
+            "authorization-tokens API does not say (the workers read it there at start and daily); "
+            "reported by `/readyz`, logged as a WARNING from 14 days ahead when the app starts and "
+            "daily at `SWEEP_TIME` by one of the workers",
         ),
     )
     credly_badge_templates: dict[str, str] = field(
@@ -224,12 +225,42 @@ class Settings:
             "read timeout of each Credly call",
         ),
     )
+    credly_pause_seconds: int = field(
+        default=300,
+        metadata=setting(
+            "CREDLY_PAUSE_SECONDS",
+            "`300`",
+            "after Credly refuses the token (401/403) the Credly jobs wait, not using their "
+            "attempts; one tries again after this many seconds. Configuring another token resumes "
+            "them at once",
+        ),
+    )
+    credly_webhook_rate_limit: str = field(
+        default="120/minute",
+        metadata=setting(
+            "CREDLY_WEBHOOK_RATE_LIMIT",
+            "`120/minute`",
+            "deliveries to `/webhooks/credly` one client address may make (429 with `Retry-After` "
+            "beyond)",
+        ),
+    )
+    credly_webhook_checks: str = field(
+        default="600/hour",
+        metadata=setting(
+            "CREDLY_WEBHOOK_CHECKS",
+            "`600/hour`",
+            "new notifications checked with Credly (one call each), across all addresses; beyond "
+            "it a new one is answered 503 with `Retry-After` and not recorded, so Credly delivers "
+            "it again later",
+        ),
+    )
     badge_expires: bool = field(
         default=False,
         metadata=setting(
             "BADGE_EXPIRES",
             "`false`",
-            "set badges' `expires_at` to the paid-through date (each renewal replaces the badge)",
+            "set badges' `expires_at` to the paid-through date (each renewal replaces the badge); "
+            "otherwise no expiry (`false` to Credly, never the template's default)",
         ),
     )
     token_expires_in: int = field(
@@ -310,8 +341,8 @@ class Settings:
         metadata=setting(
             "SWEEP_TIME",
             "`02:30`",
-            "the UTC time at which the workers' cron queues the daily sweep and the Credly token "
-            "expiry check",
+            "the UTC time at which the workers' cron queues the daily sweep (then the "
+            "reconciliation with Credly) and the Credly token expiry check",
         ),
     )
     web_bind: str = field(
@@ -537,6 +568,7 @@ class Settings:
             credly_token_expires_on=_date(env, "CREDLY_TOKEN_EXPIRES_ON"),
             credly_badge_templates=_templates(env.get("CREDLY_BADGE_TEMPLATES")),
             credly_timeout_seconds=_int(env, "CREDLY_TIMEOUT_SECONDS", cls.credly_timeout_seconds),
+            credly_pause_seconds=_int(env, "CREDLY_PAUSE_SECONDS", cls.credly_pause_seconds),
             badge_expires=_flag(env.get("BADGE_EXPIRES")),
             jobs_synchronous=_flag(env.get("JOBS_SYNCHRONOUS")),
             web_bind=env.get("WEB_BIND") or cls.web_bind,
@@ -552,6 +584,10 @@ class Settings:
             relay_interval_seconds=_int(env, "RELAY_INTERVAL_SECONDS", cls.relay_interval_seconds),
             worker_metrics_port=_int(env, "WORKER_METRICS_PORT", cls.worker_metrics_port),
             log_level=(env.get("LOG_LEVEL") or cls.log_level).upper(),
+            credly_webhook_rate_limit=(
+                env.get("CREDLY_WEBHOOK_RATE_LIMIT") or cls.credly_webhook_rate_limit
+            ),
+            credly_webhook_checks=env.get("CREDLY_WEBHOOK_CHECKS") or cls.credly_webhook_checks,
             verify_rate_limit=env.get("VERIFY_RATE_LIMIT") or cls.verify_rate_limit,
             verify_rate_limit_authenticated=(
                 env.get("VERIFY_RATE_LIMIT_AUTHENTICATED") or cls.verify_rate_limit_authenticated
@@ -592,7 +628,12 @@ class Settings:
                 f"Credly is only partly configured: set {', '.join(missing)} too "
                 "(or none of the three for the dry-run backend)"
             )
-        for name in ("verify_rate_limit", "verify_rate_limit_authenticated"):
+        for name in (
+            "verify_rate_limit",
+            "verify_rate_limit_authenticated",
+            "credly_webhook_rate_limit",
+            "credly_webhook_checks",
+        ):
             _check_rate(name.upper(), getattr(self, name))
         if self.database_connect_timeout_seconds < 2:
             raise ConfigError("DATABASE_CONNECT_TIMEOUT_SECONDS must be at least 2")
@@ -602,6 +643,8 @@ class Settings:
             raise ConfigError("DATABASE_STATEMENT_TIMEOUT_MS must be 0 (no limit) or more")
         if self.delivery_retry_base_seconds < 1:
             raise ConfigError("DELIVERY_RETRY_BASE_SECONDS must be at least 1")
+        if self.credly_pause_seconds < 1:
+            raise ConfigError("CREDLY_PAUSE_SECONDS must be at least 1")
         if self.job_concurrency < 1:
             raise ConfigError("JOB_CONCURRENCY must be at least 1")
         if self.relay_interval_seconds < 1:

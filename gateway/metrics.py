@@ -31,6 +31,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.config import ConfigError
+from gateway.credly_token import token_state
 from gateway.store.models import OutboxItem, utcnow
 
 if TYPE_CHECKING:
@@ -59,6 +60,18 @@ CREDLY_LATENCY = Histogram(
     "Time of each call to Credly.",
     ["operation", "status"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+CREDLY_NOTIFICATIONS = Counter(
+    "gateway_credly_notifications_total",
+    "Deliveries to /webhooks/credly, by outcome: received, duplicate, refused (another "
+    "organisation), rate_limited (per address), over_bound (the confirmation bound), malformed.",
+    ["outcome"],
+)
+CREDLY_DRIFT = Counter(
+    "gateway_credly_drift_total",
+    "Differences reconciliation found between Credly and the standings, by repair: revoked, "
+    "issued, taken_from_credly.",
+    ["repair"],
 )
 CREDLY_ERRORS = Counter(
     "gateway_credly_errors_total",
@@ -106,6 +119,12 @@ class BacklogCollector(Collector):
         depth = GaugeMetricFamily(
             "gateway_queue_depth", "Outbox items due now, waiting for a worker to claim them."
         )
+        paused = GaugeMetricFamily(
+            "gateway_credly_paused",
+            "1 while Credly refuses the configured token (401/403) and Credly jobs wait, else 0.",
+        )
+        paused.add_metric([], 1 if token_state(self.svc).paused() else 0)
+        yield paused
         try:
             with self.svc.db.sessions() as session:
                 rows = session.execute(

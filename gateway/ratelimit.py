@@ -21,6 +21,7 @@ from limits.storage import MemoryStorage, RedisStorage, Storage
 from limits.strategies import SlidingWindowCounterRateLimiter
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from gateway import metrics
 from gateway.api.problems import Problem
 from gateway.auth import require_oauth
 from gateway.config import Settings
@@ -31,6 +32,9 @@ log = logging.getLogger("gateway.ratelimit")
 LOOKUP_SCOPE = "verifications:read"
 PREFIX = "gateway-ratelimit"
 REDIS_RETRY_SECONDS = 5  # while Redis is down, how often to try it again
+#: The app extension answering whether one more Credly notification may be checked.
+CREDLY_CHECKS = "credly_webhook_checks"
+CHECKS_KEY = "credly-webhooks/checks"
 
 
 class TooManyLookups(Problem):
@@ -107,12 +111,18 @@ def _lookup_cost() -> int:
 
 
 def init_app(
-    app: Flask, settings: Settings, *, apis: Iterable[Blueprint], pages: Iterable[Blueprint]
+    app: Flask,
+    settings: Settings,
+    *,
+    apis: Iterable[Blueprint],
+    pages: Iterable[Blueprint],
+    webhooks: Blueprint,
 ) -> Counter:
     """Limit the lookups of `apis` (per address, or per client with a `verifications:read` token,
-    batches counting each id) and of `pages` (per address; the bare form is free). An address has
-    one allowance for all of them: a lookup on a page uses what the API then lacks, and the other
-    way."""
+    batches counting each id) and of `pages` (per address; the bare form is free), an address having
+    one allowance for all of them; and the Credly notifications of `webhooks` (per address).
+    `app.extensions[CREDLY_CHECKS]()` says whether one more notification may be checked with Credly
+    (CREDLY_WEBHOOK_CHECKS, across addresses)."""
     if settings.trusted_proxies:
         n = settings.trusted_proxies  # X-Forwarded-Proto too: HSTS is sent when TLS is in front
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)
@@ -145,8 +155,26 @@ def init_app(
                 f"Too many lookups: the limit is {settings.verify_rate_limit} per address.",
             )
 
+    notifications = parse_many(settings.credly_webhook_rate_limit)
+    checks = parse_many(settings.credly_webhook_checks)
+
+    def limit_webhooks() -> None:
+        key = f"credly-webhooks/address:{request.remote_addr}"
+        refused = counter.hit(notifications, key, 1)
+        if refused is not None:
+            metrics.CREDLY_NOTIFICATIONS.labels("rate_limited").inc()
+            detail = f"Too many notifications from this address: the limit is {notifications[0]}."
+            raise TooManyLookups(detail, counter.retry_after(refused, key))
+
+    def admit_check() -> int | None:
+        """None when one more notification may be checked, else seconds until one may."""
+        refused = counter.hit(checks, CHECKS_KEY, 1)
+        return None if refused is None else counter.retry_after(refused, CHECKS_KEY)
+
+    app.extensions[CREDLY_CHECKS] = admit_check
     # On the app, not the blueprints: they are shared by every app built in this process.
     limited = {api.name: limit_api for api in apis} | {page.name: limit_page for page in pages}
+    limited[webhooks.name] = limit_webhooks
 
     @app.before_request
     def limit_lookups() -> None:

@@ -56,6 +56,8 @@ def badge_view(badge: models.Badge | None) -> dict[str, Any]:
     }
     if badge.last_error:
         view["error"] = badge.last_error
+    if badge.note:
+        view["note"] = badge.note
     return view
 
 

@@ -1,18 +1,38 @@
-"""Badge jobs: issue, replace and revoke a certification's Credly badge, idempotently."""
+"""Badge jobs: issue, replace and revoke a certification's Credly badge, idempotently.
+
+What they rely on Credly doing is in docs/credly.md: an issue that fails (or times out) may still
+have made the badge, so it is looked up the way Credly counts duplicates and adopted; a revoke
+leaves no live badge of the certification, known here or not; a replaced badge is followed to its
+successor.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import UTC, date, datetime, time
+from datetime import date, datetime, time
 from typing import Any, NamedTuple
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Insert, Table, and_, bindparam, case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from connectors.credly import (
+    MAX_SUCCESSORS,
+    REPLACED,
+    BadgeRequest,
+    CredlyError,
+    NotFound,
+    PermanentError,
+    Unauthorized,
+    holder_badges,
+    id_evidence,
+    live_badge,
+    url_evidence,
+)
 from connectors.credly import Badge as CredlyBadge
-from connectors.credly import BadgeRequest, PermanentError
 from gateway.rules import BADGE_KEPT
 from gateway.services import Services
 from gateway.store.models import Badge, Certification, Member, UTCDateTime, utcnow
@@ -21,10 +41,45 @@ from jobs.claim import ClaimedItem
 log = logging.getLogger("jobs.badges")
 
 LIVE = ("pending", "accepted")
+#: Our state of a badge its earner deleted in Credly (`badge.deleted`): not reissued by itself.
+DELETED = "deleted"
+
+#: What Credly e-mails the member when their badge is revoked (docs/credly.md, "Revoking"): the
+#: standing's status in the member's words, never the rule or staff notes.
+MEMBER_REASONS = {
+    "lapsed": (
+        "Your certification has lapsed, so this badge no longer shows a current certification. "
+        "It will be issued again when your certification is restored."
+    ),
+    "revoked": (
+        "Your certification has been revoked, so this badge no longer shows a current "
+        "certification. Please contact the certifying body with any questions."
+    ),
+}
+MEMBER_REASON = "This badge no longer shows a current certification."
+#: Said to the member when an unclaimed badge is issued again to their new e-mail address.
+NEW_ADDRESS_REASON = "This badge was issued again to your new e-mail address."
+#: Recorded on a badge whose member changed e-mail after accepting it.
+OWN_EMAIL_NOTE = (
+    "accepted in Credly: its e-mail address belongs to the earner's Credly account and is "
+    "changed there by the earner, not by the gateway"
+)
 
 
-def _midnight(day: date) -> datetime:
-    return datetime.combine(day, time(0), UTC)
+def _midnight(svc: Services, day: date) -> datetime:
+    """The start of `day` in the certifying body's time zone (TIME_ZONE)."""
+    return datetime.combine(day, time(0), ZoneInfo(svc.settings.time_zone))
+
+
+def evidence(svc: Services, certification_id: str) -> tuple[dict[str, str], ...]:
+    """The badge's evidence: the certification number (ID evidence, shown on the badge) and,
+    with PUBLIC_BASE_URL, a link to its public verification page."""
+    shown = [id_evidence("Certification number", certification_id)]
+    if svc.settings.public_base_url:
+        query = urlencode({"certification_id": certification_id})
+        url = f"{svc.settings.public_base_url}/verify?{query}"
+        shown.append(url_evidence("Verify this certification", url))
+    return tuple(shown)
 
 
 def template_for(svc: Services, credential: str) -> str:
@@ -59,7 +114,8 @@ _now = bindparam("now", type_=UTCDateTime())
 
 def _attempt(insert_of: Callable[[Table], Any]) -> Insert:
     """One more attempt at the badge of a period (created on the first), returning its id;
-    nothing when the badge is already live in Credly."""
+    nothing when the badge is already live in Credly, or was deleted there by its earner (the
+    gateway does not issue that again on its own)."""
     statement = insert_of(Badge.__table__).values(
         certification_id=bindparam("certification_id"),
         period_start=bindparam("period_start"),
@@ -80,7 +136,8 @@ def _attempt(insert_of: Callable[[Table], Any]) -> Insert:
             "updated_at": excluded.updated_at,
         },
         # Spelled out rather than NOT IN, whose list SQLAlchemy expands at every execution.
-        where=badges.credly_badge_id.is_(None) | and_(*(badges.state != state for state in LIVE)),
+        where=badges.credly_badge_id.is_(None)
+        | and_(*(badges.state != state for state in (*LIVE, DELETED))),
     ).returning(badges.id)
 
 
@@ -126,9 +183,10 @@ def _recipient(svc: Services, cert: _Recipient) -> BadgeRequest:
         first_name=cert.first_name,
         last_name=cert.last_name,
         badge_template_id=template_for(svc, cert.credential),
-        issued_at=_midnight(date.fromisoformat(standing["certified_on"])),
+        issued_at=_midnight(svc, date.fromisoformat(standing["certified_on"])),
         issuer_earner_id=cert.certification_id,
-        expires_at=_midnight(paid_through) if svc.settings.badge_expires else None,
+        expires_at=_midnight(svc, paid_through) if svc.settings.badge_expires else None,
+        evidence=evidence(svc, cert.certification_id),
     )
 
 
@@ -160,13 +218,18 @@ RECORD = (
         ),
         issued_at=func.coalesce(Badge.issued_at, _now),
         expires_at=func.coalesce(_found_expires_at, Badge.expires_at),
+        note=bindparam("note"),
         updated_at=_now,
     )
 )
 
 
 def _record(
-    svc: Services, badge_id: int, found: CredlyBadge, item: ClaimedItem | None = None
+    svc: Services,
+    badge_id: int,
+    found: CredlyBadge,
+    item: ClaimedItem | None = None,
+    note: str | None = None,
 ) -> None:
     """Record what Credly answered, in one statement; with `item`, record the item done too."""
     values = {
@@ -174,6 +237,7 @@ def _record(
         "found_id": found.id,
         "found_state": found.state,
         "found_expires_at": found.expires_at,
+        "note": note,
         "now": utcnow(),
     }
     if item is None:
@@ -220,11 +284,17 @@ def _settled(svc: Services, item: ClaimedItem) -> None:
 
 
 def issue(svc: Services, item: ClaimedItem) -> None:
-    """Issue the badge of the item's period, adopting one Credly already has for it."""
+    """Issue the badge of the item's period, adopting one Credly already has for it; when the
+    certification keeps no badge any more (revoked meanwhile), revoke whatever Credly holds."""
     period_start = date.fromisoformat(item.payload["period_start"])
     cert = _certification(svc, item.certification_id)
-    if cert.status not in BADGE_KEPT or cert.standing["certified_on"] != period_start.isoformat():
-        log.info("not issuing: certification is %s now", cert.status)
+    if cert.status not in BADGE_KEPT:
+        log.info("not issuing: certification is %s now; revoking what Credly holds", cert.status)
+        revoke_everything(svc, cert)
+        _settled(svc, item)
+        return
+    if cert.standing["certified_on"] != period_start.isoformat():
+        log.info("not issuing: the certification's period began on another day since")
         _settled(svc, item)
         return
     recipient: BadgeRequest | PermanentError
@@ -250,19 +320,62 @@ def issue(svc: Services, item: ClaimedItem) -> None:
         return
     if isinstance(recipient, PermanentError):
         raise recipient  # the attempt is on the badge: `given_up` gives it the reason
-    found = svc.credly.find_badge(
-        issuer_earner_id=recipient.issuer_earner_id,
-        badge_template_id=recipient.badge_template_id,
+    found = _issue_or_adopt(svc, recipient)
+    now = _certification(svc, cert.certification_id)
+    if now.status in BADGE_KEPT:
+        _record(svc, badge_id, found, item)
+        return
+    # Revoked while the issue call was in flight: the badge it made must not stay live.
+    _record(svc, badge_id, found)
+    revoke_everything(svc, now)
+    _settled(svc, item)
+
+
+def _issue_or_adopt(svc: Services, recipient: BadgeRequest) -> CredlyBadge:
+    """The live badge Credly holds for the recipient (by earner id), else a new one; when the
+    issue call fails in a way after which Credly may hold the badge anyway (a timeout, a 5xx,
+    its duplicate refusal), the badge looked up again as Credly counts duplicates."""
+    template = recipient.badge_template_id
+    earner = recipient.issuer_earner_id
+    found = live_badge(
+        holder_badges(svc.credly, badge_template_id=template, issuer_earner_id=earner)
     )
-    if found is None or found.state not in LIVE:
-        found = svc.credly.issue_badge(recipient)
-    else:
+    if found is not None:
         log.info("adopting the badge Credly already has", extra={"credly_badge_id": found.id})
-    _record(svc, badge_id, found, item)
+        return found
+    try:
+        return svc.credly.issue_badge(recipient)
+    except Unauthorized:
+        raise
+    except CredlyError:
+        found = live_badge(
+            holder_badges(
+                svc.credly,
+                badge_template_id=template,
+                issuer_earner_id=earner,
+                recipient_email=recipient.recipient_email,
+            )
+        )
+        if found is None:
+            raise
+        log.info(
+            "adopting the badge Credly holds after the failed issue call",
+            extra={"credly_badge_id": found.id},
+        )
+        return found
+
+
+def latest(svc: Services, badge: CredlyBadge) -> CredlyBadge:
+    """`badge`, or the last of the badges that replaced it (docs/credly.md, "Replacing")."""
+    for _ in range(MAX_SUCCESSORS):
+        if badge.state != REPLACED:
+            return badge
+        badge = svc.credly.successor(badge)
+    raise PermanentError(f"more than {MAX_SUCCESSORS} replacements of badge {badge.id}")
 
 
 def replace(svc: Services, item: ClaimedItem) -> None:
-    """Replace the live badge of the current period with the member's current details."""
+    """Bring the live badge of the current period up to the member's current details."""
     with svc.db.transaction() as session:
         cert = _certification(svc, item.certification_id, session.connection())
         period_start = date.fromisoformat(cert.standing["certified_on"])
@@ -277,40 +390,89 @@ def replace(svc: Services, item: ClaimedItem) -> None:
         log.info("no live badge to replace")
         _settled(svc, item)
         return
-    _record(svc, badge_id, _replace_once(svc, credly_id, recipient), item)
+    found, note = _bring_up_to_date(svc, credly_id, recipient)
+    _record(svc, badge_id, found, item, note)
 
 
-def _replace_once(svc: Services, credly_id: str, recipient: BadgeRequest) -> CredlyBadge:
-    """Replace a badge; when an earlier attempt already did (Credly refuses), adopt the new one."""
+def _bring_up_to_date(
+    svc: Services, credly_id: str, recipient: BadgeRequest
+) -> tuple[CredlyBadge, str | None]:
+    """Credly's current badge (a replaced one followed to its successor) made to say what
+    `recipient` says, and a note for the standing. Only Credly's replace fields are sent; a new
+    e-mail reaches a pending badge by issuing it again to that address (the unclaimed one
+    revoked quietly), while an accepted badge's e-mail is the earner's own. A replacement an
+    earlier attempt made (the successor already says it all) is adopted."""
     try:
-        return svc.credly.replace_badge(credly_id, recipient)
-    except PermanentError:
-        if svc.credly.get_badge(credly_id).state != "replaced":
-            raise
-        found = svc.credly.find_badge(
-            issuer_earner_id=recipient.issuer_earner_id,
-            badge_template_id=recipient.badge_template_id,
+        current = latest(svc, svc.credly.get_badge(credly_id))
+    except NotFound:
+        return _deleted(credly_id), None
+    if not current.live():
+        return current, None  # revoked, rejected or expired in Credly: nothing to show changed
+    new_email = (current.recipient_email or "").casefold() != recipient.recipient_email.casefold()
+    if new_email and current.state == "pending":
+        svc.credly.revoke_badge(
+            current.id, reason=NEW_ADDRESS_REASON, suppress_revoke_notification_email=True
         )
-        if found is None or found.state not in LIVE:
-            raise
-        log.info("adopting the replacement made by an earlier attempt")
-        return found
+        return svc.credly.issue_badge(recipient), None
+    note = OWN_EMAIL_NOTE if new_email else None
+    if recipient.shows_as(current):
+        log.info("the badge says it all already", extra={"credly_badge_id": current.id})
+        return current, note
+    return svc.credly.replace_badge(current.id, recipient), note
+
+
+def _deleted(credly_id: str) -> CredlyBadge:
+    """What to record of a badge Credly no longer has: its earner deleted it."""
+    return CredlyBadge(credly_id, DELETED, None, None, None, None, None)
+
+
+def member_reason(status: str) -> str:
+    """The revoke reason Credly e-mails the member, for the certification's status."""
+    return MEMBER_REASONS.get(status, MEMBER_REASON)
 
 
 def revoke(svc: Services, item: ClaimedItem) -> None:
-    """Revoke every live badge of the certification, with the deciding rule as the reason."""
-    reason = f"{item.payload['reason_rule']}: {item.payload['reason']}"
-    with svc.db.transaction() as session:
-        targets = [
-            (badge.id, badge.credly_badge_id)
-            for badge in session.scalars(
-                select(Badge).where(
-                    Badge.certification_id == item.certification_id,
-                    Badge.credly_badge_id.is_not(None),
-                    Badge.state.in_(LIVE),
-                )
-            )
-        ]
-    for badge_id, credly_id in targets:
-        _record(svc, badge_id, svc.credly.revoke_badge(credly_id, reason=reason))
-    _settled(svc, item)  # also when the period's badge was not live (nothing to revoke there)
+    """Leave no live badge of the certification on Credly (unless it keeps one again by now)."""
+    cert = _certification(svc, item.certification_id)
+    if cert.status in BADGE_KEPT:
+        log.info("not revoking: the certification keeps its badge again (%s)", cert.status)
+    else:
+        log.info("revoking", extra={"reason_rule": item.payload.get("reason_rule")})
+        revoke_everything(svc, cert)
+    _settled(svc, item)  # also when nothing was live
+
+
+def revoke_everything(svc: Services, cert: _Recipient) -> int:
+    """Revoke every live badge of the certification on Credly: the ones recorded here and every
+    one a paged search finds on each template of its credential (by earner id or e-mail), a
+    replaced one's successor in its place. Deleted or already revoked counts as done. Returns
+    how many were revoked."""
+    with svc.db.sessions() as session:
+        of_certification = Badge.certification_id == cert.certification_id
+        rows = list(session.scalars(select(Badge).where(of_certification)))
+    templates = {row.badge_template_id for row in rows if row.badge_template_id}
+    configured = svc.settings.credly_badge_templates.get(cert.credential)
+    templates.update([configured] if configured else [])
+    targets: dict[str, int | None] = {
+        row.credly_badge_id: row.id for row in rows if row.credly_badge_id and row.state in LIVE
+    }
+    for template in sorted(templates):
+        for found in holder_badges(
+            svc.credly,
+            badge_template_id=template,
+            issuer_earner_id=cert.certification_id,
+            recipient_email=cert.email,
+        ):
+            ours = found.issuer_earner_id in (None, cert.certification_id)
+            if ours and found.live() and found.id not in targets:
+                targets[found.id] = None
+    reason = member_reason(cert.status)
+    for credly_id, badge_id in targets.items():
+        try:
+            result = svc.credly.revoke_badge(credly_id, reason=reason)
+        except NotFound:
+            result = _deleted(credly_id)
+        log.info("revoked", extra={"credly_badge_id": result.id, "state": result.state})
+        if badge_id is not None:
+            _record(svc, badge_id, result)
+    return len(targets)

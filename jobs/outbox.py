@@ -9,14 +9,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, bindparam, update
 
+from connectors.credly import Unauthorized
 from connectors.errors import PermanentError, TransientError
 from gateway import logs, metrics
 from gateway.config import Settings
+from gateway.credly_token import token_state
 from gateway.services import Services
 from gateway.store.db import retry_disconnect
-from gateway.store.models import utcnow
+from gateway.store.models import OutboxItem, UTCDateTime, utcnow
 from jobs import badges, deliveries, verification, webhooks
 from jobs.claim import CLAIM_BATCH, CLAIM_DUE, ENDED, GIVE_BACK, ClaimedItem, ended
 from jobs.retry import MAX_ATTEMPTS, RetryPolicy
@@ -41,6 +43,21 @@ GIVEN_UP: dict[str, Callable[[Services, Connection, ClaimedItem, str], None]] = 
     "replace_badge": badges.given_up,
     "revoke_badge": badges.given_up,
 }
+
+#: Kinds that call Credly: they wait while Credly refuses the token (gateway/credly_token.py).
+CREDLY_KINDS = frozenset({"issue_badge", "replace_badge", "revoke_badge", "credly_notification"})
+
+#: A paused attempt: due again later, the attempt its claim counted given back.
+PAUSED = (
+    update(OutboxItem)
+    .where(OutboxItem.id == bindparam("outbox_id"))
+    .values(
+        state="retrying",
+        attempts=OutboxItem.attempts - 1,
+        last_error=bindparam("last_error"),
+        due_at=bindparam("due_at", type_=UTCDateTime()),
+    )
+)
 
 #: Kinds retried on their own policy; the others get MAX_ATTEMPTS on JOB_RETRY_BASE_SECONDS.
 POLICIES: dict[str, Callable[[Settings], RetryPolicy]] = {
@@ -122,8 +139,14 @@ def _run(svc: Services, item: ClaimedItem) -> datetime | None:
     policy = retry_policy(svc.settings, item.kind)
     if item.attempts > policy.max_attempts:  # only a lease that ran out counts past the last
         return _fail(svc, item, f"gave up: attempt {item.attempts - 1} ended with its worker")
+    if item.kind in CREDLY_KINDS and (reason := token_state(svc).paused()):
+        return _pause(svc, item, reason)
     try:
         HANDLERS[item.kind](svc, item)
+    except Unauthorized as exc:
+        reason = f"{exc} {exc.body}" if exc.body else str(exc)
+        token_state(svc).pause(reason, svc.settings.credly_pause_seconds)
+        return _pause(svc, item, reason)
     except TransientError as exc:
         return _retry(svc, item, policy, str(exc), exc.retry_after)
     except PermanentError as exc:
@@ -151,6 +174,15 @@ def _retry(
     due_at = utcnow() + timedelta(seconds=delay)
     _finish(svc, item, "retrying", f"attempt {attempt}: {error}; retry in {delay}s", due_at)
     log.warning("transient failure, retry in %ss", delay, extra={"error": error})
+    return due_at
+
+
+def _pause(svc: Services, item: ClaimedItem, reason: str) -> datetime:
+    """Put a Credly job off while Credly refuses the token, without using an attempt."""
+    due_at = utcnow() + timedelta(seconds=svc.settings.credly_pause_seconds)
+    error = f"waiting for a working Credly token: {reason}"
+    svc.db.write(PAUSED, {"outbox_id": item.id, "last_error": error, "due_at": due_at})
+    metrics.JOBS.labels(item.kind, "paused").inc()
     return due_at
 
 

@@ -1,5 +1,6 @@
-"""The workers' daily cron: the sweep, one at a time across all workers (a Redis lock), and the
-Credly token expiry check, once a day across all workers."""
+"""The workers' daily cron: the sweep, one at a time across all workers (a Redis lock), then the
+reconciliation with Credly, and the Credly token expiry check, each once a day across all
+workers."""
 
 from __future__ import annotations
 
@@ -7,13 +8,15 @@ import logging
 from datetime import date
 
 from redis.lock import Lock
+from rq import Queue
 from rq.cron import CronScheduler
 
-from gateway.credly_token import warn_if_token_expiring
+from gateway.credly_token import check_token
 from gateway.services import Services
 from gateway.store.models import utcnow
 from gateway.sweep import Scope, Summary, refuse_a_future_day, sweep
 from jobs import context
+from jobs.reconcile import reconcile
 
 log = logging.getLogger("jobs.sweep")
 
@@ -58,17 +61,30 @@ def run_daily_sweep(as_of: str | None = None) -> dict[str, object]:
         log.info("sweep skipped: another one is running")
         return {"skipped": True}
     log.info("sweep done", extra={"summary": summary.as_dict()})
+    Queue(svc.settings.queue_name, connection=svc.redis).enqueue(
+        run_daily_reconcile, job_timeout=LOCK_SECONDS
+    )
     return summary.as_dict()
 
 
+def run_daily_reconcile() -> dict[str, object]:
+    """RQ job queued by the daily sweep when it ends: reconcile with Credly, by the first worker
+    to run it today."""
+    svc = context.services()
+    today = utcnow().date()
+    if not svc.redis.set(f"gateway:reconciled:{today}", 1, nx=True, ex=DAY_SECONDS):
+        return {"skipped": True}
+    return reconcile(svc).as_dict()
+
+
 def check_credly_token() -> bool:
-    """RQ job: warn if the Credly token expires within 14 days, by the first worker to run it
-    today (each worker's cron queues it); True if it warned."""
+    """RQ job: read the Credly token's expiry from Credly and warn if it is within 14 days, by
+    the first worker to run it today (each worker's cron queues it); True if it warned."""
     svc = context.services()
     today = utcnow().date()
     if not svc.redis.set(f"gateway:credly-token-checked:{today}", 1, nx=True, ex=DAY_SECONDS):
         return False
-    return warn_if_token_expiring(svc.settings, today)
+    return check_token(svc, today)
 
 
 def cron_expression(time_of_day: str) -> str:

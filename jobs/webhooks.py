@@ -1,9 +1,11 @@
 """The job behind a Credly notification: fetch the event from Credly, and only then act on it.
 
 `badge.state.changed` moves the badge with the event's Credly badge id to accepted, rejected or
-revoked; other event types are recorded and ignored; an event Credly does not know (404) is forged
-and changes nothing. When the event is about a badge of one of our certifications (its
-`issuer_earner_id`) whose issue job has not recorded the Credly id yet, the job is retried.
+revoked, or, when it was replaced, to its successor (adopted: its id and state); `badge.deleted`
+marks it deleted by its earner once Credly no longer has it; other event types are recorded and
+ignored; an event Credly does not know (404) is forged and changes nothing (docs/credly.md).
+When the event is about a badge of one of our certifications (its `issuer_earner_id`) whose issue
+job has not recorded the Credly id yet, the job is retried.
 """
 
 from __future__ import annotations
@@ -14,17 +16,19 @@ from typing import Any
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
+from connectors.credly import REPLACED, CredlyError, NotFound, TransientError, parse_credly_datetime
 from connectors.credly import Badge as CredlyBadge
-from connectors.credly import CredlyError, NotFound, TransientError, parse_credly_datetime
 from gateway.services import Services
 from gateway.store.models import Badge, Certification, CredlyNotification, utcnow
+from jobs.badges import DELETED, latest
 from jobs.claim import ClaimedItem
 
 log = logging.getLogger("jobs.webhooks")
 
 BADGE_STATE_CHANGED = "badge.state.changed"
-#: The Credly states a notification may move one of our badges to.
-NOTIFIED_STATES = ("accepted", "rejected", "revoked")
+BADGE_DELETED = "badge.deleted"
+#: The Credly states a notification may move one of our badges to (replaced: to its successor).
+NOTIFIED_STATES = ("accepted", "rejected", "revoked", REPLACED)
 #: Our badge states a notification may move a badge from (revoked, error, ... stay as they are).
 MOVABLE_STATES = ("pending", "accepted", "rejected")
 
@@ -49,7 +53,7 @@ def process(svc: Services, item: ClaimedItem) -> None:
         return
     try:
         event = svc.credly.get_event(notification_id)
-        _apply(svc, item, event)
+        _apply(svc, item, event, _now_in_credly(svc, event))
     except NotFound as exc:
         _close(svc, item, "forged", f"Credly does not know this event: {exc}")
         log.warning("forged Credly notification", extra={"notification_id": notification_id})
@@ -58,38 +62,82 @@ def process(svc: Services, item: ClaimedItem) -> None:
         raise
 
 
-def _apply(svc: Services, item: ClaimedItem, event: dict[str, Any]) -> None:
+def _reported(event: dict[str, Any]) -> CredlyBadge | None:
+    try:
+        return CredlyBadge.from_json(event.get("badge"))
+    except ValueError:
+        return None
+
+
+def _now_in_credly(svc: Services, event: dict[str, Any]) -> CredlyBadge | None:
+    """What Credly holds now in place of the event's badge, when the event ended it: a replaced
+    badge's latest successor; for `badge.deleted`, the badge read again (None: it is gone)."""
+    reported = _reported(event)
+    if reported is None:
+        return None
+    if event.get("event_type") == BADGE_DELETED:
+        try:
+            return svc.credly.get_badge(reported.id)
+        except NotFound:
+            return None
+    return latest(svc, reported) if reported.state == REPLACED else None
+
+
+def _apply(
+    svc: Services, item: ClaimedItem, event: dict[str, Any], now: CredlyBadge | None
+) -> None:
     """Record the fetched event, Credly's own type and time, what it changed, and the item done."""
     with svc.db.transaction() as session:
         row = _notification(session, item.payload["notification_id"])
         row.event = event
         row.event_type = str(event.get("event_type") or row.event_type)
         row.occurred_at = parse_credly_datetime(event.get("occurred_at")) or row.occurred_at
-        if row.event_type == BADGE_STATE_CHANGED:
-            status, result = _change_badge_state(session, row, event)
-        else:
+        reported = _reported(event)
+        if row.event_type not in (BADGE_DELETED, BADGE_STATE_CHANGED):
             status, result = "ignored", f"{row.event_type} events are not acted on"
+        elif reported is None:
+            status, result = "ignored", "the event names no badge"
+        else:
+            row.credly_badge_id = reported.id
+            status, result = _badge_event(session, row, reported, now)
         row.status, row.result, row.last_error, row.processed_at = status, result, None, utcnow()
         item.finish(svc.db, session.connection())
     log.info("Credly notification %s: %s", status, result)
 
 
-def _change_badge_state(session: Session, row: CredlyNotification, event: dict) -> Outcome:
-    try:
-        reported = CredlyBadge.from_json(event.get("badge"))
-    except ValueError:
-        return "ignored", "the event names no badge"
-    row.credly_badge_id = reported.id
-    if reported.state not in NOTIFIED_STATES:
-        return "ignored", f"badge {reported.id} became {reported.state}: nothing to show"
+def _ours(session: Session, reported: CredlyBadge) -> Badge | None:
+    """Our badge with the reported Credly id, locked; BadgeNotRecordedYet when it is one of our
+    certifications' whose issue job has not recorded it yet."""
     badge = session.scalar(
         select(Badge).where(Badge.credly_badge_id == reported.id).with_for_update()
     )
+    earner = reported.issuer_earner_id
+    if badge is None and earner and session.get(Certification, earner) is not None:
+        raise BadgeNotRecordedYet(f"badge {reported.id} of {earner} is not recorded yet")
+    return badge
+
+
+def _badge_event(
+    session: Session, row: CredlyNotification, reported: CredlyBadge, now: CredlyBadge | None
+) -> Outcome:
+    """Apply a badge event to our badge: `now` is what Credly holds in its place (a replaced
+    badge's successor; for `badge.deleted`, the badge if Credly still has it)."""
+    deleted = row.event_type == BADGE_DELETED
+    if deleted and now is not None:
+        return "ignored", f"badge {reported.id} is still in Credly ({now.state})"
+    if not deleted and reported.state not in NOTIFIED_STATES:
+        return "ignored", f"badge {reported.id} became {reported.state}: nothing to show"
+    badge = _ours(session, reported)
     if badge is None:
-        earner = reported.issuer_earner_id
-        if earner and session.get(Certification, earner) is not None:
-            raise BadgeNotRecordedYet(f"badge {reported.id} of {earner} is not recorded yet")
         return "ignored", f"badge {reported.id} was not issued by this gateway"
+    if deleted:
+        before = badge.state
+        badge.state, badge.state_changed_at = DELETED, row.occurred_at
+        return "processed", f"badge {reported.id}: {before} -> deleted by its earner"
+    if now is not None:  # replaced (in Credly's UI, say): its successor is the badge now
+        badge.credly_badge_id, badge.state = now.id, now.state
+        badge.state_changed_at = row.occurred_at
+        return "processed", f"badge {reported.id} replaced by {now.id} ({now.state})"
     if badge.state == reported.state:
         return "processed", f"badge {reported.id} was already {reported.state}"
     if badge.state not in MOVABLE_STATES:

@@ -14,6 +14,7 @@ from rq import Queue, SimpleWorker
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway import metrics
+from gateway.credly_token import read_expiry
 from gateway.services import Services
 from jobs import context
 from jobs.dispatch import relay
@@ -139,6 +140,7 @@ def run_worker(
         log.warning("outbox relay at start failed: %s", exc)
     relayer = threading.Thread(target=_relay_forever, args=(svc, stop), daemon=True)
     relayer.start()
+    read_expiry(svc)  # the token's expiry as Credly reports it (warned of daily by the cron)
     if with_cron:
         threading.Thread(target=make_cron(svc).start, daemon=True, name="cron").start()
     # The worker's own connection pool: RQ sizes its socket timeout for blocking dequeues.

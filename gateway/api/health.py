@@ -7,7 +7,7 @@ from flask.typing import ResponseReturnValue
 
 from gateway.api.context import services
 from gateway.api.problems import Problem
-from gateway.credly_token import credly_status
+from gateway.credly_token import credly_status, token_state
 
 bp = Blueprint("health", __name__)
 
@@ -38,7 +38,7 @@ def readyz() -> ResponseReturnValue:
         except Exception as exc:
             current_app.logger.warning("readiness: redis down: %s", exc)
             checks["redis"] = f"down: {type(exc).__name__}"
-    credly = credly_status(svc.settings)  # detail only: never makes readiness fail
+    credly = credly_status(svc.settings, state=token_state(svc))  # never makes readiness fail
     down = sorted(name for name, state in checks.items() if state.startswith("down"))
     if down:
         raise Problem(

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, request
+from flask import Blueprint, current_app, request
 from flask.typing import ResponseReturnValue
 
-from gateway import credly_webhooks
+from gateway import credly_webhooks, metrics, ratelimit
 from gateway.api.context import services
 from gateway.api.problems import Problem
 from gateway.logs import request_id
@@ -16,13 +16,28 @@ bp = Blueprint("webhooks", __name__)
 
 @bp.post("/webhooks/credly")
 def credly_notification() -> ResponseReturnValue:
-    """Record a notification and queue its job; 200 for any well-formed one (docs/operations.md)."""
+    """Record a notification and queue its job; 200 for any well-formed one (docs/credly.md,
+    "Webhooks"). Over the bound of notifications checked with Credly, a new one is answered 503
+    with Retry-After and not recorded: Credly delivers it again later."""
     body = request.get_json(force=True, silent=True)  # Credly's Content-Type is not relied on
+    admit = current_app.extensions[ratelimit.CREDLY_CHECKS]
     try:
-        receipt = credly_webhooks.receive_notification(services(), body, request_id=request_id())
+        receipt = credly_webhooks.receive_notification(
+            services(), body, request_id=request_id(), admit=admit
+        )
     except ShapeError as exc:
+        metrics.CREDLY_NOTIFICATIONS.labels("malformed").inc()
         raise Problem(
             400, "Bad Request", "The body is not a Credly notification.", errors=exc.errors
         ) from exc
+    except credly_webhooks.OverBound as exc:
+        metrics.CREDLY_NOTIFICATIONS.labels("over_bound").inc()
+        raise Problem(
+            503,
+            "Service Unavailable",
+            "Too many notifications to check with Credly now: deliver it again later.",
+            headers={"Retry-After": str(exc.retry_after)},
+        ) from exc
+    metrics.CREDLY_NOTIFICATIONS.labels("duplicate" if receipt.duplicate else receipt.status).inc()
     # decision: another organisation's (refused) one gets 200 too: a 4xx = 25 days of redelivery
     return {"id": receipt.notification_id, "status": receipt.status, "duplicate": receipt.duplicate}

@@ -97,8 +97,9 @@ class BadgeViewSchema(_Closed):
     state = fields.String(
         required=True,
         metadata={
-            "description": "none, pending, accepted, rejected or revoked (Credly's), or error: "
-            "its job failed for good (`error` says why; requeued, it may still succeed)"
+            "description": "none, pending, accepted, rejected, revoked or replaced (Credly's), "
+            "deleted (by its earner in Credly; not issued again by the gateway on its own), or "
+            "error: its job failed for good (`error` says why; requeued, it may still succeed)"
         },
     )
     credly_badge_id = fields.String(required=True, allow_none=True)
@@ -106,6 +107,9 @@ class BadgeViewSchema(_Closed):
     expires_at = fields.DateTime(required=True, allow_none=True)
     state_changed_at = fields.DateTime(required=True, allow_none=True)
     error = fields.String(metadata={"description": "Why the badge's job failed (state error)."})
+    note = fields.String(
+        metadata={"description": "What else to know, e.g. that its e-mail is the earner's own."}
+    )
 
 
 class VerificationSyncSchema(_Closed):
@@ -225,11 +229,17 @@ class HealthSchema(_Closed):
 
 
 class CredlyStatusSchema(_Closed):
-    """The Credly backend in use and its token's configured expiry."""
+    """The Credly backend in use, its token's expiry (as Credly reported it, else as configured)
+    and whether the Credly jobs wait for a working token."""
 
     mode = fields.String(required=True, validate=validate.OneOf(["live", "dry-run"]))
     token_expires_on = fields.Date(required=True, allow_none=True)
     days_left = fields.Integer(required=True, allow_none=True)
+    paused = fields.String(
+        required=True,
+        allow_none=True,
+        metadata={"description": "Why Credly jobs wait (Credly refused the token), or null."},
+    )
 
 
 class ReadinessSchema(_Closed):

@@ -133,6 +133,11 @@ class Badge(Base):
     state_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
+    #: What the standing should say besides the state (e.g. an accepted badge's e-mail is the
+    #: earner's own); set by the job that last recorded Credly's answer.
+    note: Mapped[str | None] = mapped_column(Text)
+    #: When `gateway badges reconcile` last found this badge live on Credly.
+    credly_checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

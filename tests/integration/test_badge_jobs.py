@@ -271,7 +271,9 @@ def test_revoke_after_audit_failure_and_revoking_twice_succeeds(svc):
     [badge] = badges(svc)
     assert badge.state == "revoked"
     revoke_call = next(c for c in responses.calls if c.request.method == "PUT")
-    assert b"AUDIT-FAILED" in revoke_call.request.body
+    sent = json.loads(revoke_call.request.body)  # Credly e-mails it: the member's words only
+    assert sent["reason"] == badges_jobs.MEMBER_REASONS["lapsed"]
+    assert "AUDIT" not in sent["reason"]
 
 
 def _revoke_settled(svc) -> bool:
@@ -279,12 +281,12 @@ def _revoke_settled(svc) -> bool:
 
 
 def _failed_revoke(svc, *, then_revoked: bool = False) -> OutboxItem:
-    """Badge b-1 issued, then a failed audit whose revoke Credly refuses with a 403 (and, with
+    """Badge b-1 issued, then a failed audit whose revoke Credly refuses with a 422 (and, with
     `then_revoked`, accepts when asked again); the revoke's failed item."""
     responses.get(re.compile(re.escape(BADGES) + r"\?.*"), json=EMPTY_LIST)
     responses.post(BADGES, status=201, json=badge_json())
-    responses.put(f"{BADGES}/b-1/revoke", status=403, json={"message": "not allowed"})
-    responses.get(f"{BADGES}/b-1", json=badge_json())  # not revoked already: the 403 stands
+    responses.put(f"{BADGES}/b-1/revoke", status=422, json={"message": "not allowed"})
+    responses.get(f"{BADGES}/b-1", json=badge_json())  # not revoked already: the 422 stands
     if then_revoked:
         responses.put(f"{BADGES}/b-1/revoke", status=200, json=badge_json(state="revoked"))
     submit(svc, granted("2026-03-01"))

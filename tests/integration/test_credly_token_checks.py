@@ -36,6 +36,7 @@ def test_readyz_reports_the_token_expiry_and_stays_ready_after_it(make_app, data
         "mode": "live",
         "token_expires_on": expired.isoformat(),
         "days_left": -2,
+        "paused": None,
     }
 
 
@@ -45,6 +46,7 @@ def test_readyz_on_the_dry_run_reports_the_mode_without_an_expiry(make_app, data
         "mode": "dry-run",
         "token_expires_on": None,
         "days_left": None,
+        "paused": None,
     }
 
 

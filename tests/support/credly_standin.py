@@ -10,13 +10,18 @@ A control API (plain JSON over HTTP, no auth) lets a test in another process dri
   sleeps before answering; without `status` the call then proceeds normally. `body` overrides the
   error body.
 - `GET /_control/badges` all badges; `POST /_control/badges/{id}/state` `{"state": "accepted"}`
-  changes a badge as its earner would and records the `badge.state.changed` event (answered).
+  changes a badge as its earner would and records the `badge.state.changed` event (answered);
+  `POST /_control/badges/{id}/delete` deletes it as its earner would (`badge.deleted`);
+  `POST /_control/badges/{id}/replace` replaces it as an issuer would in Credly's own UI.
 - `POST /_control/events` `{"id", "type", "data", "organization_id"?, "occurred_at"?}` registers an
   event for `GET /organizations/{org}/events/{id}`; `data` is merged into the event object.
-- `GET /_control/requests` the API calls seen (method, path, operation, status), oldest first.
+- `GET /_control/requests` the API calls seen (method, path, operation, status, body), oldest
+  first.
 - `POST /_control/reset` forgets everything.
 
-Assumption (no public source says otherwise): revoking a revoked badge answers 422.
+It models what docs/credly.md says Credly does; each behaviour cites the section. Where that page
+says no source was found, the behaviour is a switch (`revoked_is_duplicate`,
+`revoke_revoked_status`) so the jobs are tested both ways.
 
 Run for benchmarks: `python -m tests.support.credly_standin --port 8099 [--latency-ms 150]`.
 """
@@ -45,7 +50,7 @@ DEFAULT_ORGANIZATION_ID = "5f1b6cf1-1d6a-4c55-9c5a-2f3f6c0e0001"
 DEFAULT_TOKEN = "standin-token"
 REQUEST_DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S %z"
 ENDED = {"revoked", "replaced"}
-OPERATIONS = ("issue", "replace", "revoke", "get", "list", "event", "organization")
+OPERATIONS = ("issue", "replace", "revoke", "get", "list", "event", "organization", "tokens")
 REQUIRED_ISSUE_FIELDS = (
     "recipient_email",
     "issued_to_first_name",
@@ -54,6 +59,16 @@ REQUIRED_ISSUE_FIELDS = (
     "issued_at",
 )
 FILTER_KEYS = {"issuer_earner_id", "badge_template_id", "recipient_email", "state"}
+#: The fields a replace takes (docs/credly.md, "Replacing": recipient_email is not one of them).
+REPLACE_FIELDS = (
+    "badge_template_id",
+    "issued_at",
+    "issued_to_first_name",
+    "issued_to_last_name",
+    "expires_at",
+    "evidence",
+    "notification_message",
+)
 
 _ORG = r"/v1/organizations/(?P<org>[^/]+)"
 ROUTES: list[tuple[str, re.Pattern[str], str]] = [
@@ -64,8 +79,9 @@ ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("POST", re.compile(_ORG + r"/badges/(?P<id>[^/]+)/replace$"), "replace"),
     ("PUT", re.compile(_ORG + r"/badges/(?P<id>[^/]+)/revoke$"), "revoke"),
     ("GET", re.compile(_ORG + r"/events/(?P<id>[^/]+)$"), "event"),
+    ("GET", re.compile(_ORG + r"/authorization_tokens$"), "tokens"),
 ]
-BADGE_STATE_CONTROL = re.compile(r"^/_control/badges/(?P<id>[^/]+)/state$")
+BADGE_CONTROL = re.compile(r"^/_control/badges/(?P<id>[^/]+)/(?P<what>state|delete|replace)$")
 
 
 class Answer(Exception):
@@ -113,6 +129,10 @@ class CredlyStandIn:
         token: str = DEFAULT_TOKEN,
         per_page: int = 50,
         latency: float = 0.0,
+        template_expiry: Mapping[str, str] | None = None,
+        revoked_is_duplicate: bool = False,
+        revoke_revoked_status: int = 422,
+        token_expires_at: str | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -121,6 +141,15 @@ class CredlyStandIn:
         self.per_page = per_page
         #: Seconds every API call waits before it is answered (Credly over the internet).
         self.latency = latency
+        #: Default expiry (request form) of badge templates that have one (docs/credly.md,
+        #: "Issuing": a template may carry a default expiry, applied when expires_at is null).
+        self.template_expiry = dict(template_expiry or {})
+        #: Whether a revoked badge still counts as a duplicate (docs/credly.md: no source says).
+        self.revoked_is_duplicate = revoked_is_duplicate
+        #: What revoking a revoked badge answers (docs/credly.md: no source says; 422 or 200).
+        self.revoke_revoked_status = revoke_revoked_status
+        #: The token's expiry as `GET .../authorization_tokens` lists it (docs/credly.md, "Tokens").
+        self.token_expires_at = token_expires_at
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._badges: dict[str, dict[str, Any]] = {}
@@ -228,6 +257,25 @@ class CredlyStandIn:
             snapshot = dict(badge)
         return self.add_event("badge.state.changed", {"badge": snapshot})
 
+    def delete_badge(self, badge_id: str) -> dict[str, Any]:
+        """Delete a badge as its earner may (docs/credly.md, "Revoking": deleting is not revoking;
+        Credly reports `badge.deleted`); reading it then answers 404. Returns the event."""
+        with self._lock:
+            badge = self._badges.pop(badge_id, None)
+            if badge is None:
+                raise KeyError(badge_id)
+            self._by_earner[badge["issuer_earner_id"]].remove(badge_id)
+            self._by_email[str(badge["recipient_email"]).casefold()].remove(badge_id)
+        return self.add_event("badge.deleted", {"badge": badge})
+
+    def replace_out_of_band(self, badge_id: str, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """Replace a badge as an issuer would in Credly's UI; records `badge.state.changed` for
+        the old badge (now `replaced`). Returns the event."""
+        self.replace(badge_id, changes)
+        with self._lock:
+            snapshot = dict(self._badges[badge_id])
+        return self.add_event("badge.state.changed", {"badge": snapshot})
+
     def requests_seen(self) -> list[dict[str, Any]]:
         """The API calls answered so far (method, path, operation, status), oldest first."""
         with self._lock:
@@ -266,11 +314,19 @@ class CredlyStandIn:
         """Sleep, unless the stand-in stops meanwhile."""
         self._stopping.wait(seconds)
 
-    def record(self, method: str, path: str, operation: str | None, status: int) -> None:
+    def record(
+        self, method: str, path: str, operation: str | None, status: int, body: object = None
+    ) -> None:
         """Remember one answered API call for `requests_seen`."""
         with self._lock:
             self._seen.append(
-                {"method": method, "path": path, "operation": operation, "status": status}
+                {
+                    "method": method,
+                    "path": path,
+                    "operation": operation,
+                    "status": status,
+                    "body": body,
+                }
             )
 
     def issue(self, body: Mapping[str, Any]) -> tuple[int, object]:
@@ -280,12 +336,14 @@ class CredlyStandIn:
             raise _error(422, f"missing required fields: {', '.join(missing)}")
         badge = self._new_badge(body)
         with self._lock:
+            # docs/credly.md, "Duplicates": the same template and the same e-mail or earner id;
+            # refused with a 422. Whether a revoked badge counts is a switch (no source says).
             earner = badge["issuer_earner_id"]
-            candidates = self._by_email.get(badge["recipient_email"], [])
+            candidates = self._by_email.get(str(badge["recipient_email"]).casefold(), [])
             candidates = candidates + (self._by_earner.get(earner, []) if earner else [])
             for other in (self._badges[i] for i in candidates):
                 same_template = other["badge_template"]["id"] == badge["badge_template"]["id"]
-                if other["state"] not in ENDED and same_template:
+                if same_template and self._counts_as_duplicate(other):
                     raise _error(422, "User already has this badge")
             self._store(badge)
         return 201, {"data": badge, "metadata": {}}
@@ -294,19 +352,31 @@ class CredlyStandIn:
         """Replace a live badge: the old one becomes `replaced`, the new one is answered (201)."""
         with self._lock:
             old = self._existing(badge_id)
-            if old["state"] in ENDED:
-                raise _error(422, f"A {old['state']} badge cannot be replaced")
+            if old["state"] == "replaced":
+                # docs/credly.md, "Replacing": refused, naming the successor.
+                error = _error(422, "Badge has already been replaced")
+                error.body["metadata"] = {"current_badge_id": old["current_badge_id"]}
+                raise error
+            if old["state"] == "revoked":
+                raise _error(422, "A revoked badge cannot be replaced")
+            # docs/credly.md, "Replacing": only the replace fields count; the recipient (e-mail,
+            # earner id) is the old badge's.
             merged = {
                 "recipient_email": old["recipient_email"],
+                "issuer_earner_id": old["issuer_earner_id"],
                 "issued_to_first_name": old["issued_to_first_name"],
                 "issued_to_last_name": old["issued_to_last_name"],
                 "badge_template_id": old["badge_template"]["id"],
+                "expires_at": old["expires_at_requested"],
+                "evidence": old["evidence"],
                 "locale": old["locale"],
-                **{k: v for k, v in body.items() if v is not None},
+                **{k: v for k, v in body.items() if k in REPLACE_FIELDS},
             }
             new = self._new_badge(merged, issued_at=old["issued_at"])
             now = _now()
-            old.update(state="replaced", state_updated_at=now, updated_at=now)
+            old.update(
+                state="replaced", state_updated_at=now, updated_at=now, current_badge_id=new["id"]
+            )
             new["replaces_badge_id"] = badge_id
             self._store(new)
         return 201, {"data": new, "metadata": {}}
@@ -318,8 +388,10 @@ class CredlyStandIn:
         with self._lock:
             badge = self._existing(badge_id)
             if badge["state"] == "revoked":
-                raise _error(422, "Badge has already been revoked")
-            if badge["state"] == "replaced":
+                if self.revoke_revoked_status == 200:
+                    return 200, {"data": dict(badge), "metadata": {}}
+                raise _error(self.revoke_revoked_status, "Badge has already been revoked")
+            if badge["state"] == "replaced":  # docs/credly.md, "Replacing": the successor stands
                 raise _error(422, "A replaced badge cannot be revoked")
             now = _now()
             badge.update(
@@ -332,12 +404,13 @@ class CredlyStandIn:
             return 200, {"data": dict(badge), "metadata": {}}
 
     def get_badge(self, badge_id: str) -> tuple[int, object]:
-        """One badge, or 404."""
+        """One badge, or 404 (also once its earner deleted it: docs/credly.md, "Revoking")."""
         with self._lock:
             return 200, {"data": dict(self._existing(badge_id)), "metadata": {}}
 
     def list_badges(self, path: str, query: Mapping[str, list[str]]) -> tuple[int, object]:
-        """Badges matching `filter=key::value|...`, `per_page` a page, with Credly's metadata."""
+        """Badges matching `filter=key::value|...`, `per_page` a page, with Credly's metadata
+        (docs/credly.md, "Reading": total_count, current_page, total_pages, next_page_url)."""
         filters = self._filters(query.get("filter", [""])[0])
         try:
             page = int(query.get("page", ["1"])[0])
@@ -378,6 +451,11 @@ class CredlyStandIn:
             raise _error(404, "Not found")
         return 200, {"data": dict(event), "metadata": {}}
 
+    def tokens(self) -> tuple[int, object]:
+        """The organisation's tokens with their expiry (docs/credly.md, "Tokens")."""
+        token = {"id": "standin-token-id", "name": "gateway", "expires_at": self.token_expires_at}
+        return 200, {"data": [token], "metadata": {}}
+
     def organization(self) -> tuple[int, object]:
         """The organisation (what `ping` reads)."""
         return 200, {"data": {"id": self.organization_id, "name": "Stand-in"}, "metadata": {}}
@@ -387,7 +465,7 @@ class CredlyStandIn:
     def _store(self, badge: dict[str, Any]) -> None:
         self._badges[badge["id"]] = badge
         self._by_earner.setdefault(badge["issuer_earner_id"], []).append(badge["id"])
-        self._by_email.setdefault(badge["recipient_email"], []).append(badge["id"])
+        self._by_email.setdefault(str(badge["recipient_email"]).casefold(), []).append(badge["id"])
 
     def _existing(self, badge_id: str) -> dict[str, Any]:
         badge = self._badges.get(badge_id)
@@ -398,6 +476,9 @@ class CredlyStandIn:
     def _new_badge(self, body: Mapping[str, Any], issued_at: str | None = None) -> dict[str, Any]:
         now = _now()
         first, last = body.get("issued_to_first_name"), body.get("issued_to_last_name")
+        expires_at = body.get("expires_at")
+        if expires_at is None:  # docs/credly.md, "Issuing": null is the template's default expiry
+            expires_at = self.template_expiry.get(str(body.get("badge_template_id")))
         return {
             "id": str(uuid.uuid4()),
             "state": "pending",
@@ -407,7 +488,9 @@ class CredlyStandIn:
             "issued_to_last_name": last,
             "issued_to": f"{first} {last}",
             "issued_at": _request_datetime(body, "issued_at") or issued_at,
-            "expires_at": _request_datetime(body, "expires_at"),
+            "expires_at": _request_datetime({"expires_at": expires_at}, "expires_at"),
+            "expires_at_requested": body.get("expires_at"),
+            "evidence": list(body.get("evidence") or []),
             "locale": body.get("locale") or "en",
             "badge_template": {"id": body.get("badge_template_id")},
             "accepted_at": None,
@@ -415,6 +498,13 @@ class CredlyStandIn:
             "updated_at": now,
             "state_updated_at": now,
         }
+
+    def _counts_as_duplicate(self, badge: Mapping[str, Any]) -> bool:
+        """A live badge does; a revoked or expired one only with `revoked_is_duplicate`."""
+        if badge["state"] == "replaced":
+            return False
+        expired = badge["expires_at"] is not None and badge["expires_at"] <= _now()
+        return self.revoked_is_duplicate or not (badge["state"] == "revoked" or expired)
 
     @staticmethod
     def _filters(value: str) -> dict[str, str]:
@@ -431,6 +521,8 @@ class CredlyStandIn:
         for key, wanted in filters.items():
             actual = badge["badge_template"]["id"] if key == "badge_template_id" else badge[key]
             allowed = wanted.split(",") if key == "state" else [wanted]
+            if key == "recipient_email":  # e-mail addresses compare without case
+                actual, allowed = str(actual).casefold(), [wanted.casefold()]
             if actual not in allowed:
                 return False
         return True
@@ -464,6 +556,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         split = urlsplit(self.path)
         operation: str | None = None
+        body: dict[str, Any] | None = None
         try:
             body = self._body()
             if split.path.startswith("/_control/"):
@@ -475,7 +568,7 @@ class _Handler(BaseHTTPRequestHandler):
         except Answer as answer:
             status, payload, headers = answer.status, answer.body, answer.headers
         if not split.path.startswith("/_control/"):
-            self.standin.record(self.command, split.path, operation, status)
+            self.standin.record(self.command, split.path, operation, status, body)
         self._send(status, payload, headers)
 
     def _body(self) -> dict[str, Any]:
@@ -531,11 +624,13 @@ class _Handler(BaseHTTPRequestHandler):
             return standin.list_badges(split.path, parse_qs(split.query))
         if operation == "event":
             return standin.get_event(match["id"])
+        if operation == "tokens":
+            return standin.tokens()
         return standin.organization()
 
     def _control(self, path: str, body: dict[str, Any]) -> tuple[int, object]:
         standin = self.standin
-        state_match = BADGE_STATE_CONTROL.match(path)
+        badge_match = BADGE_CONTROL.match(path)
         try:
             if (self.command, path) == ("POST", "/_control/faults"):
                 responses = body.get("responses")
@@ -562,11 +657,16 @@ class _Handler(BaseHTTPRequestHandler):
             if (self.command, path) == ("POST", "/_control/reset"):
                 standin.reset()
                 return 204, None
-            if self.command == "POST" and state_match:
+            if self.command == "POST" and badge_match:
+                badge_id, what = badge_match["id"], badge_match["what"]
+                if what == "delete":
+                    return 201, {"data": standin.delete_badge(badge_id)}
+                if what == "replace":
+                    return 201, {"data": standin.replace_out_of_band(badge_id, body)}
                 state = body.get("state")
                 if not state:
                     raise ValueError("state is required")
-                return 201, {"data": standin.set_badge_state(state_match["id"], state)}
+                return 201, {"data": standin.set_badge_state(badge_id, state)}
         except ValueError as exc:
             raise _error(400, str(exc)) from None
         except KeyError:

@@ -15,6 +15,8 @@ import responses
 from responses import matchers
 
 from connectors.credly import (
+    REPLACE_FIELDS,
+    AlreadyReplaced,
     Badge,
     BadgeRequest,
     BadgeService,
@@ -24,8 +26,11 @@ from connectors.credly import (
     NotFound,
     PermanentError,
     TransientError,
+    Unauthorized,
+    holder_badges,
     make_credly,
     parse_retry_after,
+    pick_badge,
     settled_session,
 )
 
@@ -35,6 +40,11 @@ TOKEN = "s3cr3t-credly-token"
 BADGES_URL = f"{BASE}/organizations/{ORG}/badges"
 ISSUED_AT = datetime(2024, 3, 1, 14, 30, tzinfo=timezone(timedelta(hours=2)))
 EXPIRES_AT = datetime(2027, 3, 1, tzinfo=UTC)
+
+
+def held(service: object, earner: str, template: str = "tmpl-1") -> Badge | None:
+    """The badge Credly holds for the earner on the template: a live one first."""
+    return pick_badge(holder_badges(service, badge_template_id=template, issuer_earner_id=earner))
 
 
 def credly_badge(**overrides: Any) -> dict[str, Any]:
@@ -112,7 +122,7 @@ def test_issue_posts_documented_fields_with_basic_auth_json_and_timeout(http, cl
         "issued_to_first_name": "Ada",
         "issued_to_last_name": "Lovelace",
         "badge_template_id": "tmpl-1",
-        "issued_at": "2024-03-01 12:30:00 +0000",
+        "issued_at": "2024-03-01 14:30:00 +0200",
         "issuer_earner_id": "CERT-1",
         "expires_at": "2027-03-01 00:00:00 +0000",
         "locale": "en",
@@ -120,13 +130,13 @@ def test_issue_posts_documented_fields_with_basic_auth_json_and_timeout(http, cl
     assert badge == Badge.from_json(credly_badge())
 
 
-def test_issue_without_expiry_sends_null_so_the_template_default_applies(http, client):
+def test_issue_without_expiry_sends_false_not_null_which_is_the_template_default(http, client):
     http.post(BADGES_URL, status=201, json={"data": credly_badge(expires_at=None)})
 
     badge = issue(client, expires_at=None, issued_at=datetime(2024, 3, 1, 12, 30), locale="fr")
 
     body = sent_json(http.calls[0])
-    assert body["expires_at"] is None
+    assert body["expires_at"] is False
     assert body["issued_at"] == "2024-03-01 12:30:00 +0000"  # naive is taken as UTC
     assert body["locale"] == "fr"
     assert badge.expires_at is None
@@ -202,7 +212,8 @@ def test_replace_posts_to_replace_and_returns_the_new_badge(http, client):
     body = sent_json(http.calls[0])
     assert body["issued_to_last_name"] == "King"
     assert body["badge_template_id"] == "tmpl-2"
-    assert body["issued_at"] == "2024-03-01 12:30:00 +0000"
+    assert body["issued_at"] == "2024-03-01 14:30:00 +0200"
+    assert set(body) <= set(REPLACE_FIELDS)  # never recipient_email nor issuer_earner_id
     assert http.calls[0].request.req_kwargs["timeout"] == (3.05, 10.0)
 
 
@@ -235,13 +246,38 @@ def test_revoking_an_already_revoked_badge_is_a_success(http, client):
 def test_a_refused_revoke_of_a_live_badge_keeps_credlys_error(http, client):
     error = {"data": {"message": "A replaced badge cannot be revoked"}}
     http.put(f"{BADGES_URL}/badge-1/revoke", status=422, json=error)
-    http.get(f"{BADGES_URL}/badge-1", json={"data": credly_badge(state="replaced")})
+    http.get(f"{BADGES_URL}/badge-1", json={"data": credly_badge(state="accepted")})
 
     with pytest.raises(PermanentError) as caught:
         client.revoke_badge("badge-1", reason="lapsed")
 
     assert caught.value.status == 422
     assert caught.value.body == error
+
+
+def test_revoking_a_replaced_badge_revokes_its_successor_named_by_credly(http, client):
+    http.put(f"{BADGES_URL}/badge-1/revoke", status=422, json={"data": {"message": "replaced"}})
+    http.get(f"{BADGES_URL}/badge-1", json={"data": credly_badge(state="replaced")})
+    refused = {"data": {"message": "already replaced"}, "metadata": {"current_badge_id": "b-2"}}
+    http.post(f"{BADGES_URL}/badge-1/replace", status=422, json=refused)
+    http.get(f"{BADGES_URL}/b-2", json={"data": credly_badge(id="b-2", state="accepted")})
+    http.put(f"{BADGES_URL}/b-2/revoke", json={"data": credly_badge(id="b-2", state="revoked")})
+
+    revoked = client.revoke_badge("badge-1", reason="lapsed")
+
+    assert (revoked.id, revoked.state) == ("b-2", "revoked")
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_an_unauthorized_answer_is_transient_so_the_jobs_wait_for_a_working_token(
+    http, client, status
+):
+    http.post(BADGES_URL, status=status, json={"data": {"message": "token expired"}})
+
+    with pytest.raises(Unauthorized) as caught:
+        issue(client)
+
+    assert isinstance(caught.value, TransientError) and caught.value.status == status
 
 
 def test_revoking_an_unknown_badge_raises_not_found_without_a_second_call(http, client):
@@ -303,7 +339,7 @@ def test_filter_values_with_credlys_separators_are_refused(client):
 
 def _find(http, client, items: list[dict[str, Any]]) -> Badge | None:
     http.get(BADGES_URL, json=page(items, 1, last=True))
-    return client.find_badge(issuer_earner_id="CERT-1", badge_template_id="tmpl-1")
+    return held(client, "CERT-1")
 
 
 def test_find_badge_prefers_a_live_badge_then_the_newest(http, client):
@@ -428,7 +464,7 @@ def test_timeouts_and_connection_errors_are_transient(http, client, calls, failu
     assert calls[0][:3] == ("POST", "/organizations/{org}/badges", None)
 
 
-@pytest.mark.parametrize("status", [400, 401, 403, 409, 422])
+@pytest.mark.parametrize("status", [400, 409, 422])
 def test_other_client_errors_are_permanent_and_keep_credlys_body(http, client, status):
     error = {"data": {"message": "Validation failed: User already has this badge"}}
     http.post(BADGES_URL, status=status, json=error)
@@ -527,7 +563,7 @@ def test_dry_run_logs_each_request_it_would_send_and_says_so(caplog):
     assert len(sent) == 1
     body = json.loads(sent[0].split("/badges ", 1)[1])
     assert body["issuer_earner_id"] == "CERT-1"
-    assert body["issued_at"] == "2024-03-01 12:30:00 +0000"
+    assert body["issued_at"] == "2024-03-01 14:30:00 +0200"
     assert badge.state == "pending" and badge.badge_template_id == "tmpl-1"
 
 
@@ -535,8 +571,8 @@ def test_dry_run_finds_what_it_issued(dry):
     badge = issue(dry)
     issue(dry, issuer_earner_id="CERT-2", recipient_email="bob@example.org")
 
-    assert dry.find_badge(issuer_earner_id="CERT-1", badge_template_id="tmpl-1") == badge
-    assert dry.find_badge(issuer_earner_id="CERT-3", badge_template_id="tmpl-1") is None
+    assert held(dry, "CERT-1") == badge
+    assert held(dry, "CERT-3") is None
     assert [b.issuer_earner_id for b in dry.list_badges({"badge_template_id": "tmpl-1"})] == [
         "CERT-1",
         "CERT-2",
@@ -579,11 +615,11 @@ def test_dry_run_replace_ends_the_old_badge_and_issues_a_pending_one(dry):
 
     assert new.id != old.id and new.state == "pending"
     assert dry.get_badge(old.id).state == "replaced"
-    assert dry.find_badge(issuer_earner_id="CERT-1", badge_template_id="tmpl-1") == new
-    with pytest.raises(PermanentError):
-        dry.revoke_badge(old.id, reason="lapsed")
-    with pytest.raises(PermanentError):
+    assert held(dry, "CERT-1") == new
+    with pytest.raises(AlreadyReplaced) as caught:
         dry.replace_badge(old.id, king)
+    assert caught.value.successor == new.id
+    assert dry.revoke_badge(old.id, reason="lapsed").id == new.id  # the successor is revoked
 
 
 def test_dry_run_unknown_badges_and_events_are_not_found(dry):

@@ -14,16 +14,25 @@ import pytest
 import requests
 
 from connectors.credly import (
+    AlreadyReplaced,
     Badge,
     BadgeRequest,
     CredlyClient,
     NotFound,
     PermanentError,
     TransientError,
+    Unauthorized,
+    holder_badges,
+    pick_badge,
 )
-from tests.support.credly_standin import CredlyStandIn
+from tests.support.credly_standin import Answer, CredlyStandIn
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def held(service: object, earner: str, template: str = "tmpl-1") -> Badge | None:
+    """The badge Credly holds for the earner on the template: a live one first."""
+    return pick_badge(holder_badges(service, badge_template_id=template, issuer_earner_id=earner))
 
 
 @pytest.fixture
@@ -63,7 +72,7 @@ def test_issue_find_and_revoke_through_the_real_client(standin, client):
 
     assert badge.state == "pending"
     assert badge.issued_at == datetime(2024, 3, 1, 12, 30, tzinfo=UTC)
-    assert client.find_badge(issuer_earner_id="CERT-1", badge_template_id="tmpl-1") == badge
+    assert held(client, "CERT-1") == badge
     assert client.revoke_badge(badge.id, reason="lapsed").state == "revoked"
     assert client.revoke_badge(badge.id, reason="lapsed").state == "revoked"  # again: success
     stored = control(standin, "GET", "badges")["data"]
@@ -86,7 +95,7 @@ def test_listing_follows_pages_and_filters(client):
     issue(client, earner="CERT-0", badge_template_id="tmpl-2")
 
     assert len(list(client.list_badges({"badge_template_id": "tmpl-1"}))) == 5
-    found = client.find_badge(issuer_earner_id="CERT-0", badge_template_id="tmpl-2")
+    found = held(client, "CERT-0", "tmpl-2")
     assert found is not None and found.badge_template_id == "tmpl-2"
 
 
@@ -107,7 +116,7 @@ def test_replace_ends_the_old_badge(client):
 
     assert new.state == "pending" and new.raw["issued_to_last_name"] == "King"
     assert client.get_badge(old.id).state == "replaced"
-    assert client.find_badge(issuer_earner_id="CERT-1", badge_template_id="tmpl-1") == new
+    assert held(client, "CERT-1") == new
 
 
 def test_a_queued_500_is_transient_and_the_next_issue_succeeds(standin, client):
@@ -144,7 +153,7 @@ def test_a_delay_provokes_a_client_timeout_while_credly_still_issues(standin):
         if standin.badges():
             break
         standin.wait(0.05)
-    assert slow.find_badge(issuer_earner_id="CERT-1", badge_template_id="tmpl-1") is not None
+    assert held(slow, "CERT-1") is not None
 
 
 def test_a_latency_delays_every_api_answer_but_not_the_control_api():
@@ -152,7 +161,9 @@ def test_a_latency_delays_every_api_answer_but_not_the_control_api():
         client = CredlyClient(slow.url, slow.organization_id, slow.token)
         started = time.monotonic()
         issue(client)
-        assert client.find_badge(issuer_earner_id="CERT-1", badge_template_id="tmpl-1")
+        assert pick_badge(
+            holder_badges(client, badge_template_id="tmpl-1", issuer_earner_id="CERT-1")
+        )
         assert time.monotonic() - started >= 0.6
         started = time.monotonic()
         assert len(control(slow, "GET", "badges")) == 1
@@ -171,7 +182,7 @@ def test_faults_can_target_other_operations(standin, client):
 def test_a_bad_token_is_refused_with_401(standin):
     intruder = CredlyClient(standin.url, standin.organization_id, "wrong-token")
 
-    with pytest.raises(PermanentError) as caught:
+    with pytest.raises(Unauthorized) as caught:
         intruder.ping()
     anonymous = requests.get(f"{standin.url}/organizations/{standin.organization_id}", timeout=5)
 
@@ -223,3 +234,54 @@ def test_runs_as_a_module_for_benchmarks():
         process.terminate()
         process.wait(timeout=10)
     assert process.returncode == 0
+
+
+def test_a_null_expiry_takes_the_templates_default_and_false_none(standin):
+    standin.template_expiry = {"tmpl-1": "2026-12-31 00:00:00 +0000"}
+    body = {
+        "recipient_email": "a@example.org",
+        "issued_to_first_name": "Ada",
+        "issued_to_last_name": "Lovelace",
+        "badge_template_id": "tmpl-1",
+        "issued_at": "2024-03-01 00:00:00 +0000",
+    }
+    _, defaulted = standin.issue({**body, "expires_at": None})
+    _, endless = standin.issue({**body, "recipient_email": "b@example.org", "expires_at": False})
+    assert defaulted["data"]["expires_at"] == "2026-12-31T00:00:00.000Z"
+    assert endless["data"]["expires_at"] is None
+
+
+def test_duplicates_are_the_same_template_with_the_same_email_or_earner_id(standin, client):
+    issue(client, "CERT-1")
+    for same in ({"recipient_email": "CERT-1@example.org", "issuer_earner_id": "X"}, {}):
+        with pytest.raises(PermanentError) as refused:
+            issue(client, "CERT-1", **same)
+        assert refused.value.status == 422
+    assert issue(client, "CERT-1", badge_template_id="tmpl-2").state == "pending"
+
+
+def test_a_replaced_badge_names_its_successor_and_cannot_be_revoked(standin, client):
+    old = issue(client)
+    new = client.replace_badge(
+        old.id,
+        BadgeRequest(
+            "x@example.org", "Ada", "King", "tmpl-1", datetime(2024, 3, 1, tzinfo=UTC), "CERT-1"
+        ),
+    )
+    assert new.recipient_email == old.recipient_email  # a replace keeps the recipient
+    with pytest.raises(AlreadyReplaced) as again:
+        client.replace_badge(
+            old.id,
+            BadgeRequest(
+                "x@example.org", "Ada", "King", "tmpl-1", datetime(2024, 3, 1, tzinfo=UTC), "CERT-1"
+            ),
+        )
+    assert again.value.successor == new.id
+    assert client.successor(client.get_badge(old.id)) == new
+    with pytest.raises(Answer):
+        standin.revoke(old.id, {"reason": "lapsed"})
+
+
+def test_the_token_listing_gives_its_expiry(standin, client):
+    standin.token_expires_at = "2027-05-01T00:00:00.000Z"
+    assert client.token_expiry() == datetime(2027, 5, 1, tzinfo=UTC)

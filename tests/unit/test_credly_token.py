@@ -24,7 +24,12 @@ def live(expires_on: date | None) -> Settings:
 
 def test_status_reports_live_mode_the_expiry_and_the_days_left():
     status = credly_status(live(date(2026, 12, 4)), TODAY)
-    assert status == {"mode": "live", "token_expires_on": "2026-12-04", "days_left": 10}
+    assert status == {
+        "mode": "live",
+        "token_expires_on": "2026-12-04",
+        "days_left": 10,
+        "paused": None,
+    }
 
 
 def test_status_on_the_dry_run_without_an_expiry_says_so():
@@ -32,6 +37,7 @@ def test_status_on_the_dry_run_without_an_expiry_says_so():
         "mode": "dry-run",
         "token_expires_on": None,
         "days_left": None,
+        "paused": None,
     }
 
 

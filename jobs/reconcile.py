@@ -1,0 +1,289 @@
+"""Reconciliation: compare what Credly holds with the standings, and repair drift through the
+ordinary badge jobs (`gateway badges reconcile`, and daily after the sweep).
+
+Two passes, each holding one page or one batch in memory (flat for a million certifications):
+
+1. Credly's badges of each configured template, page after page. A live badge of a certification
+   whose status keeps none gets a revoke job; one of a certification that keeps its badge is what
+   the gateway records (Credly's id and state are taken, or an issue job adopts it), and is marked
+   as seen live (`badges.credly_checked_at`).
+2. The certifications, in batches. A recorded badge said to be live but not seen live in pass 1 is
+   read from Credly and Credly's state taken (a 404: deleted by its earner). A certification that
+   keeps its badge but has none live gets an issue job, unless its earner deleted or rejected it.
+
+A dry run reports the same without recording or queueing anything (it keeps the ids seen live in
+memory instead of marking them).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import date
+from itertools import islice
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from connectors.credly import Badge as CredlyBadge
+from connectors.credly import NotFound
+from gateway import metrics
+from gateway.rules import BADGE_KEPT
+from gateway.services import Services
+from gateway.store.models import Badge, Certification, OutboxItem, utcnow
+from jobs.badges import DELETED, LIVE, latest
+
+log = logging.getLogger("jobs.reconcile")
+
+#: Badges (pass 1) or certifications (pass 2) handled in one transaction.
+BATCH = 500
+#: Our states after which a kept certification is not issued a badge again by reconciliation.
+EARNERS_CHOICE = (DELETED, "rejected")
+REPAIRS = ("revoked", "issued", "taken_from_credly")
+#: A revoke job queued by reconciliation (the member's reason comes from the status).
+REVOKE_PAYLOAD = {"reason_rule": "RECONCILE", "reason": "Credly holds a live badge of it"}
+
+Progress = Callable[[str, int | None, int], None]
+
+
+@dataclass
+class Summary:
+    """What a reconciliation found: badges and certifications checked, in step, repairs by kind."""
+
+    dry_run: bool = False
+    badges_checked: int = 0
+    certifications_checked: int = 0
+    in_step: int = 0
+    repaired: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """The summary as JSON-ready values."""
+        return {
+            "dry_run": self.dry_run,
+            "badges_checked": self.badges_checked,
+            "certifications_checked": self.certifications_checked,
+            "in_step": self.in_step,
+            "repaired": {kind: self.repaired[kind] for kind in REPAIRS},
+            "seconds": round(self.seconds, 3),
+        }
+
+    def repair(self, kind: str) -> None:
+        """Count one repair (a drift found, on a dry run) of `kind`."""
+        self.repaired[kind] += 1
+        metrics.CREDLY_DRIFT.labels(kind).inc()
+
+
+def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+class _Run:
+    """One reconciliation: its services, options and what it found so far."""
+
+    def __init__(
+        self, svc: Services, dry_run: bool, certification_id: str | None, progress: Progress
+    ) -> None:
+        self.svc, self.dry_run, self.only, self.progress = svc, dry_run, certification_id, progress
+        self.started = utcnow()
+        self.summary = Summary(dry_run=dry_run)
+        self.seen_live: set[str] = set()  # a dry run's marks, in memory
+        self.jobs: list[int] = []
+
+    # -- pass 1: Credly's badges
+
+    def credly_pass(self) -> None:
+        for credential, template in sorted(self.svc.settings.credly_badge_templates.items()):
+            label = f"Credly badges of {credential} ({template})"
+            total: list[int] = []
+            filters = {"badge_template_id": template}
+            if self.only:
+                filters["issuer_earner_id"] = self.only
+            found = self.svc.credly.list_badges(filters, on_total=total.append)
+            done = 0
+            for page in _chunks(found, BATCH):
+                self._credly_page([b for b in page if b.live()])
+                done += len(page)
+                self.summary.badges_checked += len(page)
+                self.progress(label, total[0] if total else None, done)
+
+    def _credly_page(self, live: list[CredlyBadge]) -> None:
+        by_earner: dict[str, list[CredlyBadge]] = {}
+        for badge in live:
+            if badge.issuer_earner_id:
+                by_earner.setdefault(badge.issuer_earner_id, []).append(badge)
+        if not by_earner:
+            return
+        with self.svc.db.transaction() as session:
+            certs = {
+                c.certification_id: c
+                for c in session.scalars(
+                    select(Certification).where(Certification.certification_id.in_(by_earner))
+                )
+            }
+            for earner, held in by_earner.items():
+                cert = certs.get(earner)
+                if cert is not None:  # else not one of ours
+                    self._compare(session, cert, held)
+
+    def _compare(self, session: Session, cert: Certification, held: list[CredlyBadge]) -> None:
+        row = _period_badge(session, cert)
+        if cert.status not in BADGE_KEPT:
+            log.info("a live badge of a %s certification", cert.status)
+            self.summary.repair("revoked")
+            self._queue(session, cert, "revoke_badge", REVOKE_PAYLOAD)
+            if row is not None:
+                self._seen(row)
+            return
+        badge = next((b for b in held if row is not None and b.id == row.credly_badge_id), held[0])
+        if row is None:
+            self.summary.repair("issued")  # the issue job adopts the live badge
+            self._queue(session, cert, "issue_badge", {})
+            return
+        if (row.credly_badge_id, row.state) != (badge.id, badge.state):
+            self.summary.repair("taken_from_credly")
+            if not self.dry_run:
+                row.credly_badge_id, row.state = badge.id, badge.state
+                row.state_changed_at, row.last_error = utcnow(), None
+        else:
+            self.summary.in_step += 1
+        self._seen(row)
+
+    def _seen(self, row: Badge) -> None:
+        if self.dry_run:
+            self.seen_live.add(row.certification_id)
+        else:
+            row.credly_checked_at = self.started
+
+    # -- pass 2: the certifications
+
+    def standings_pass(self) -> None:
+        query = select(Certification.certification_id).order_by(Certification.certification_id)
+        if self.only:
+            query = query.where(Certification.certification_id == self.only)
+        with self.svc.db.sessions() as session:
+            total = session.scalar(select(func.count()).select_from(query.subquery()))
+        after, done = None, 0
+        while True:
+            page = query.limit(BATCH)
+            if after is not None:
+                page = page.where(Certification.certification_id > after)
+            with self.svc.db.sessions() as session:
+                ids = list(session.scalars(page))
+            if not ids:
+                return
+            for certification_id in ids:
+                self._standing(certification_id)
+            after, done = ids[-1], done + len(ids)
+            self.summary.certifications_checked += len(ids)
+            self.progress("certifications", total if not self.only else len(ids), done)
+
+    def _standing(self, certification_id: str) -> None:
+        with self.svc.db.transaction() as session:
+            cert = session.get(Certification, certification_id)
+            row = _period_badge(session, cert)
+            seen = row is not None and (
+                row.certification_id in self.seen_live
+                or (row.credly_checked_at is not None and row.credly_checked_at >= self.started)
+            )
+            if seen:
+                return
+            if row is not None and row.credly_badge_id and row.state in LIVE:
+                state = self._credly_state(row)
+                if (state.id, state.state) != (row.credly_badge_id, row.state):
+                    self.summary.repair("taken_from_credly")
+                    if not self.dry_run:
+                        row.credly_badge_id, row.state = state.id, state.state
+                        row.state_changed_at, row.last_error = utcnow(), None
+                if state.live():
+                    self.summary.in_step += cert.status in BADGE_KEPT
+                    if cert.status not in BADGE_KEPT:
+                        self.summary.repair("revoked")
+                        self._queue(session, cert, "revoke_badge", REVOKE_PAYLOAD)
+                    return
+                row_state = state.state
+            else:
+                row_state = row.state if row is not None else None
+            if cert.status not in BADGE_KEPT:
+                self.summary.in_step += 1
+            elif row_state in EARNERS_CHOICE:
+                self.summary.in_step += 1  # the earner's choice stands
+            elif row is not None and row_state == "queued" and _issue_pending(session, cert):
+                self.summary.in_step += 1  # an issue job is on its way
+            else:
+                self.summary.repair("issued")
+                self._queue(session, cert, "issue_badge", {})
+
+    def _credly_state(self, row: Badge) -> CredlyBadge:
+        try:
+            return latest(self.svc, self.svc.credly.get_badge(row.credly_badge_id))
+        except NotFound:
+            return CredlyBadge(row.credly_badge_id, DELETED, None, None, None, None, None)
+
+    # -- repairs
+
+    def _queue(self, session: Session, cert: Certification, kind: str, payload: dict) -> None:
+        """Queue an ordinary badge job (nothing on a dry run)."""
+        if self.dry_run:
+            return
+        period_start = cert.standing["certified_on"]
+        item = OutboxItem(
+            certification_id=cert.certification_id,
+            kind=kind,
+            payload={**payload, "period_start": period_start},
+        )
+        session.add(item)
+        session.flush()
+        self.jobs.append(item.id)
+
+
+def _period_badge(session: Session, cert: Certification) -> Badge | None:
+    """The badge row of the certification's current period, locked."""
+    return session.scalar(
+        select(Badge)
+        .where(
+            Badge.certification_id == cert.certification_id,
+            Badge.period_start == date.fromisoformat(cert.standing["certified_on"]),
+        )
+        .with_for_update()
+    )
+
+
+def _issue_pending(session: Session, cert: Certification) -> bool:
+    return (
+        session.scalar(
+            select(OutboxItem.id)
+            .where(
+                OutboxItem.certification_id == cert.certification_id,
+                OutboxItem.kind == "issue_badge",
+                OutboxItem.state.in_(("pending", "running", "retrying")),
+            )
+            .limit(1)
+        )
+        is not None
+    )
+
+
+def reconcile(
+    svc: Services,
+    *,
+    dry_run: bool = False,
+    certification_id: str | None = None,
+    progress: Progress | None = None,
+) -> Summary:
+    """Compare Credly's badges with the standings and repair drift (see the module docstring)."""
+    started = time.monotonic()
+    run = _Run(svc, dry_run, certification_id, progress or (lambda label, total, done: None))
+    run.credly_pass()
+    run.standings_pass()
+    if run.jobs:
+        svc.dispatcher.dispatch(run.jobs)
+    run.summary.seconds = time.monotonic() - started
+    log.info("reconciled", extra={"summary": run.summary.as_dict()})
+    return run.summary

@@ -1,0 +1,532 @@
+"""Badge jobs over real HTTP against the Credly stand-in, which models what docs/credly.md says
+Credly does; on SQLite (the embedded default) and PostgreSQL, with the real Redis."""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import replace
+from datetime import UTC, date, datetime
+
+import pytest
+from click.testing import CliRunner
+from rq import Queue
+
+from connectors.credly import REPLACE_FIELDS
+from gateway import intake, metrics
+from gateway.cli import cli
+from gateway.credly_token import check_token
+from gateway.store.models import Badge, CredlyNotification, OutboxItem
+from gateway.views import badge_view
+from jobs import badges as badges_jobs
+from jobs import outbox
+from jobs.claim import ClaimedItem
+from jobs.reconcile import reconcile
+from jobs.sweep import run_daily_reconcile, run_daily_sweep
+from tests.support.badge_jobs import badges, drain, issue_done, items, submit
+from tests.support.credly_standin import DEFAULT_ORGANIZATION_ID, CredlyStandIn
+from tests.support.events import event, granted, revoked
+
+TEMPLATE = "tmpl-rma"
+PUBLIC = "https://gateway.example.org"
+FAILED_AUDIT = {"result": "failed", "audited_on": "2026-06-01", "cycle_start": "2026-03-01"}
+
+
+@pytest.fixture
+def standin():
+    with CredlyStandIn(per_page=2) as server:  # small pages: every search pages
+        yield server
+
+
+@pytest.fixture
+def make_gateway(make_app, database_url, redis_client, redis_url, standin):
+    def factory(**settings: object):
+        defaults = {
+            "database_url": database_url,
+            "redis_url": redis_url,
+            "credly_api_base": standin.url,
+            "credly_organization_id": standin.organization_id,
+            "credly_auth_token": standin.token,
+            "credly_badge_templates": {"RMA": TEMPLATE},
+            "credly_timeout_seconds": 1,
+            "job_retry_base_seconds": 1,
+        }
+        return make_app(**{**defaults, **settings})
+
+    return factory
+
+
+@pytest.fixture
+def app(make_gateway):
+    return make_gateway(public_base_url=PUBLIC, time_zone="America/Chicago")
+
+
+@pytest.fixture
+def svc(app):
+    return app.extensions["gateway"]
+
+
+def calls(standin: CredlyStandIn, operation: str) -> list[dict]:
+    return [r for r in standin.requests_seen() if r["operation"] == operation]
+
+
+def live(standin: CredlyStandIn) -> list[dict]:
+    return [b for b in standin.badges() if b["state"] in ("pending", "accepted")]
+
+
+def settled(svc, kind: str) -> bool:
+    return all(i.state in ("done", "failed") for i in items(svc, kind))
+
+
+def grant(svc) -> Badge:
+    submit(svc, granted("2026-03-01"))
+    drain(svc, lambda: issue_done(svc))
+    [badge] = badges(svc)
+    return badge
+
+
+def revoke_by_audit(svc) -> None:
+    submit(svc, event("audit.completed", FAILED_AUDIT))
+    drain(svc, lambda: settled(svc, "revoke_badge"))
+
+
+def hand_issued(standin: CredlyStandIn, **fields: object) -> dict:
+    """A badge issued in Credly's UI (no issuer_earner_id unless given)."""
+    body = {
+        "recipient_email": "ada@example.org",
+        "issued_to_first_name": "Ada",
+        "issued_to_last_name": "Lovelace",
+        "badge_template_id": TEMPLATE,
+        "issued_at": "2026-03-01 00:00:00 +0000",
+        **fields,
+    }
+    _, answer = standin.issue(body)
+    return answer["data"]
+
+
+# --------------------------------------------------------------------------- 1. issue
+
+
+def test_issue_sends_no_expiry_as_false_evidence_and_the_day_in_the_time_zone(svc, standin):
+    standin.template_expiry = {TEMPLATE: "2026-12-31 00:00:00 +0000"}  # a template default
+    badge = grant(svc)
+    [sent] = [c["body"] for c in calls(standin, "issue")]
+    assert sent["expires_at"] is False
+    assert sent["issued_at"] == "2026-03-01 00:00:00 -0600"  # the day in America/Chicago
+    assert sent["evidence"] == [
+        {"type": "IdEvidence", "title": "Certification number", "description": "CERT-1"},
+        {
+            "type": "UrlEvidence",
+            "title": "Verify this certification",
+            "url": f"{PUBLIC}/verify?certification_id=CERT-1",
+        },
+    ]
+    [held] = standin.badges()
+    assert held["expires_at"] is None  # not the template's default
+    assert (badge.credly_badge_id, badge.state) == (held["id"], "pending")
+
+
+def test_with_badge_expires_the_paid_through_day_and_without_a_public_url_id_evidence_only(
+    make_gateway, standin
+):
+    svc = make_gateway(badge_expires=True).extensions["gateway"]
+    grant(svc)
+    [sent] = [c["body"] for c in calls(standin, "issue")]
+    assert sent["expires_at"] == "2027-03-31 00:00:00 +0000"  # paid through, in UTC
+    assert [e["type"] for e in sent["evidence"]] == ["IdEvidence"]
+
+
+# --------------------------------------------------------------------------- 2. adoption
+
+
+def test_timeout_then_duplicate_drill_one_badge_adopted_and_revoked_later(svc, standin):
+    standin.queue_faults([{"delay": 1.5}])  # past the 1 s timeout, yet Credly issues it
+    badge = grant(svc)
+    [item] = items(svc, "issue_badge")
+    assert item.state == "done" and item.attempts >= 2
+    [held] = standin.badges()
+    assert badge.credly_badge_id == held["id"] and badge_view(badge)["state"] == "pending"
+    revoke_by_audit(svc)
+    assert live(standin) == []
+    assert [b.state for b in badges(svc)] == ["revoked"]
+
+
+def test_a_duplicate_refusal_adopts_the_badge_credly_counts_as_the_same(svc, standin):
+    by_hand = hand_issued(standin, recipient_email="ADA@example.org")  # no earner id
+    badge = grant(svc)
+    assert [c["status"] for c in calls(standin, "issue")] == [422]
+    assert badge.credly_badge_id == by_hand["id"] and badge.last_error is None
+    assert [i.state for i in items(svc, "issue_badge")] == ["done"]
+    assert len(standin.badges()) == 1
+
+
+@pytest.mark.parametrize("counted", [False, True], ids=["ended-not-duplicate", "ended-duplicate"])
+@pytest.mark.parametrize("ended", ["revoked", "expired"])
+def test_only_a_revoked_or_expired_badge_on_credly_is_never_adopted(svc, standin, ended, counted):
+    standin.revoked_is_duplicate = counted  # docs/credly.md: no source says which
+    if ended == "expired":
+        old = hand_issued(
+            standin, issuer_earner_id="CERT-1", expires_at="2026-04-01 00:00:00 +0000"
+        )
+    else:
+        old = hand_issued(standin, issuer_earner_id="CERT-1")
+        standin.revoke(old["id"], {"reason": "test"})
+    submit(svc, granted("2026-03-01"))
+    drain(svc, lambda: issue_done(svc))
+    [badge] = badges(svc)
+    assert badge.credly_badge_id != old["id"]
+    if counted:  # Credly refuses a new one: the standing says why, nothing ended is adopted
+        assert badge.credly_badge_id is None and badge_view(badge)["state"] == "error"
+        assert "already has this badge" in badge.last_error
+    else:
+        [new] = [b for b in standin.badges() if b["id"] != old["id"]]
+        assert badge.credly_badge_id == new["id"] and new["state"] == "pending"
+
+
+# --------------------------------------------------------------------------- 3. revoke
+
+
+def test_revoke_leaves_no_live_badge_on_any_template_known_or_not(svc, standin):
+    grant(svc)
+    for n in range(3):  # other members' badges: the searches page past them
+        hand_issued(standin, recipient_email=f"m{n}@example.org", issuer_earner_id=f"C-{n}")
+    unknown = hand_issued(standin, badge_template_id="tmpl-rma-2027")
+    svc.settings = replace(svc.settings, credly_badge_templates={"RMA": "tmpl-rma-2027"})
+    revoke_by_audit(svc)
+    mine = [b for b in standin.badges() if b["recipient_email"] == "ada@example.org"]
+    assert {b["state"] for b in mine} == {"revoked"} and len(mine) == 2
+    assert unknown["id"] in {b["id"] for b in mine}
+    [reason] = {c["body"]["reason"] for c in calls(standin, "revoke")}
+    assert reason == badges_jobs.MEMBER_REASONS["lapsed"]
+    assert len(live(standin)) == 3  # the others' stay
+
+
+@pytest.mark.parametrize("again", [422, 200], ids=["revoked-again-422", "revoked-again-200"])
+def test_replaced_out_of_band_drill_the_successor_is_revoked(svc, standin, again):
+    standin.revoke_revoked_status = again  # docs/credly.md: no source says which
+    badge = grant(svc)
+    standin.replace_out_of_band(badge.credly_badge_id, {"issued_to_last_name": "Byron"})
+    submit(svc, revoked("2026-06-01"))
+    drain(svc, lambda: settled(svc, "revoke_badge"))
+    assert live(standin) == []
+    [row] = badges(svc)
+    assert row.state == "revoked" and row.credly_badge_id != badge.credly_badge_id
+    assert [i.state for i in items(svc, "revoke_badge")] == ["done"]
+    # run again (a requeue): already revoked counts as done
+    [item] = items(svc, "revoke_badge")
+    badges_jobs.revoke(svc, _claimed(item))
+    assert live(standin) == []
+
+
+def test_a_badge_deleted_by_its_earner_counts_as_revoked(svc, standin):
+    badge = grant(svc)
+    standin.delete_badge(badge.credly_badge_id)
+    revoke_by_audit(svc)
+    assert [i.state for i in items(svc, "revoke_badge")] == ["done"]
+    assert [b.state for b in badges(svc)] == ["deleted"]
+
+
+def _claimed(item) -> ClaimedItem:
+    return ClaimedItem(
+        item.id, item.kind, item.certification_id, item.payload, None, 1, datetime.now(UTC)
+    )
+
+
+def test_a_revocation_while_the_issue_call_is_in_flight_leaves_no_live_badge(svc, standin):
+    answer = intake.submit_event(svc, granted("2026-03-01"))  # jobs not run: run them by hand
+    [issue_item] = [i for i in items(svc, "issue_badge") if i.id in answer.outbox_ids]
+    standin.queue_faults([{"delay": 0.7}])  # slow, but answered within the timeout
+    flight = threading.Thread(target=badges_jobs.issue, args=(svc, _claimed(issue_item)))
+    flight.start()
+    while not calls(standin, "list"):  # the issue job has looked and is now issuing
+        standin.wait(0.02)
+    intake.submit_event(svc, revoked("2026-06-01"))
+    [revoke_item] = items(svc, "revoke_badge")
+    badges_jobs.revoke(svc, _claimed(revoke_item))  # finds nothing yet
+    flight.join()
+    assert len(standin.badges()) == 1 and live(standin) == []
+    assert [b.state for b in badges(svc)] == ["revoked"]
+
+
+# --------------------------------------------------------------------------- 4. replace
+
+
+def test_replace_sends_only_credlys_replace_fields(svc, standin):
+    badge = grant(svc)
+    submit(svc, event("member.updated", {"last_name": "King"}))
+    drain(svc, lambda: settled(svc, "replace_badge"))
+    [sent] = [c["body"] for c in calls(standin, "replace")]
+    assert set(sent) <= set(REPLACE_FIELDS) and sent["issued_to_last_name"] == "King"
+    [row] = badges(svc)
+    [new] = live(standin)
+    assert row.credly_badge_id == new["id"] != badge.credly_badge_id
+
+
+def test_replace_adopts_the_replacement_an_earlier_attempt_made(svc, standin):
+    badge = grant(svc)
+    submit(svc, event("member.updated", {"last_name": "King"}))
+    [item] = items(svc, "replace_badge")
+    # an earlier attempt replaced it but its answer was lost: same details the job sends
+    standin.replace(badge.credly_badge_id, {"issued_to_last_name": "King"})
+    before = len(calls(standin, "replace"))
+    badges_jobs.replace(svc, _claimed(item))
+    [new] = live(standin)
+    assert len(calls(standin, "replace")) == before + 1  # only the follow-up asking for it
+    assert [b.credly_badge_id for b in badges(svc)] == [new["id"]]
+    assert len(standin.badges()) == 2
+
+
+def test_an_email_change_on_a_pending_badge_issues_it_again_to_the_new_address(svc, standin):
+    badge = grant(svc)
+    submit(svc, event("member.updated", {"email": "ada@new.example.org"}))
+    drain(svc, lambda: settled(svc, "replace_badge"))
+    [old] = [b for b in standin.badges() if b["id"] == badge.credly_badge_id]
+    assert old["state"] == "revoked"
+    [revoke_call] = calls(standin, "revoke")
+    assert revoke_call["body"]["suppress_revoke_notification_email"] is True
+    [new] = live(standin)
+    assert new["recipient_email"] == "ada@new.example.org"
+    assert [b.credly_badge_id for b in badges(svc)] == [new["id"]]
+
+
+def test_an_email_change_on_an_accepted_badge_is_the_earners_own_and_ends_done(svc, standin):
+    badge = grant(svc)
+    standin.set_badge_state(badge.credly_badge_id, "accepted")
+    with svc.db.transaction() as session:
+        session.query(Badge).update({"state": "accepted"})
+    submit(svc, event("member.updated", {"email": "ada@new.example.org"}))
+    drain(svc, lambda: settled(svc, "replace_badge"))
+    assert [i.state for i in items(svc, "replace_badge")] == ["done"]
+    assert calls(standin, "replace") == [] and calls(standin, "revoke") == []
+    [row] = badges(svc)
+    view = badge_view(row)
+    assert view["state"] == "accepted" and "earner's Credly account" in view["note"]
+
+
+# --------------------------------------------------------------------------- 5. notifications
+
+
+def deliver(app, event: dict, *, org: str | None = None, address: str = "203.0.113.7"):
+    """Credly's thin envelope of `event`, posted to the gateway from `address`."""
+    envelope = {
+        "id": event["id"],
+        "organization_id": org or event["organization_id"],
+        "event_type": event["event_type"],
+        "occurred_at": event["occurred_at"],
+    }
+    return app.test_client().post(
+        "/webhooks/credly", json=envelope, environ_base={"REMOTE_ADDR": address}
+    )
+
+
+def notified(svc) -> bool:
+    return settled(svc, "credly_notification")
+
+
+def test_a_badge_replaced_in_credlys_ui_is_followed_to_its_successor(app, svc, standin):
+    badge = grant(svc)
+    event = standin.replace_out_of_band(badge.credly_badge_id, {"issued_to_last_name": "Byron"})
+    assert deliver(app, event).status_code == 200
+    drain(svc, lambda: notified(svc))
+    [successor] = live(standin)
+    assert [(b.credly_badge_id, b.state) for b in badges(svc)] == [(successor["id"], "pending")]
+
+
+def test_a_badge_deleted_by_its_earner_shows_deleted_is_not_reissued_and_revoke_is_done(
+    app, svc, standin
+):
+    badge = grant(svc)
+    assert deliver(app, standin.delete_badge(badge.credly_badge_id)).status_code == 200
+    drain(svc, lambda: notified(svc))
+    [row] = badges(svc)
+    assert badge_view(row)["state"] == "deleted"
+    [issue_item] = items(svc, "issue_badge")
+    badges_jobs.issue(svc, _claimed(issue_item))  # the issue job run again: nothing issued
+    assert standin.badges() == [] and len(calls(standin, "issue")) == 1
+    revoke_by_audit(svc)
+    assert [i.state for i in items(svc, "revoke_badge")] == ["done"]
+    assert [b.state for b in badges(svc)] == ["deleted"]
+
+
+def test_a_refused_or_forged_notification_never_blocks_the_genuine_one(app, svc, standin):
+    badge = grant(svc)
+    accepted = standin.set_badge_state(badge.credly_badge_id, "accepted")  # Credly's own event
+    assert deliver(app, accepted, org="someone-else").get_json()["status"] == "refused"
+    early = {**accepted, "id": "ev-later"}  # an id Credly does not know (yet): forged
+    assert deliver(app, early).get_json()["status"] == "received"
+    drain(svc, lambda: notified(svc))
+    assert [b.state for b in badges(svc)] == ["pending"]  # neither changed anything
+    standin.add_event("badge.state.changed", {"badge": accepted["badge"]}, event_id="ev-later")
+    for genuine in (accepted, early):
+        answer = deliver(app, genuine)
+        assert answer.status_code == 200 and answer.get_json()["duplicate"] is False
+    drain(svc, lambda: notified(svc))
+    assert [b.state for b in badges(svc)] == ["accepted"]
+    with svc.db.sessions() as session:
+        assert {n.status for n in session.query(CredlyNotification)} == {"processed"}
+
+
+def _count(outcome: str) -> float:
+    return metrics.CREDLY_NOTIFICATIONS.labels(outcome)._value.get()
+
+
+def forged(n: int) -> dict:
+    return {
+        "id": f"ev-forged-{n}",
+        "organization_id": DEFAULT_ORGANIZATION_ID,
+        "event_type": "badge.state.changed",
+        "occurred_at": "2026-12-01T00:00:00.000Z",
+    }
+
+
+def test_webhooks_are_rate_limited_per_address_and_the_flood_is_counted(make_gateway):
+    app = make_gateway(credly_webhook_rate_limit="3/minute")
+    before = _count("rate_limited")
+    answers = [deliver(app, forged(n)).status_code for n in range(5)]
+    assert answers == [200, 200, 200, 429, 429]
+    assert deliver(app, forged(9), address="198.51.100.2").status_code == 200  # another address
+    assert _count("rate_limited") - before == 2
+
+
+def test_a_flood_costs_credly_no_more_checks_than_the_bound(make_gateway, standin):
+    app = make_gateway(credly_webhook_checks="2/minute")
+    svc = app.extensions["gateway"]
+    before = _count("over_bound")
+    answers = [deliver(app, forged(n), address=f"198.51.100.{n}") for n in range(5)]
+    assert [a.status_code for a in answers] == [200, 200, 503, 503, 503]
+    assert int(answers[-1].headers["Retry-After"]) >= 1
+    assert _count("over_bound") - before == 3
+    drain(svc, lambda: notified(svc))
+    assert len(calls(standin, "event")) == 2
+    assert deliver(app, forged(0)).status_code == 503  # found forged; checked again only
+    assert len(calls(standin, "event")) == 2  # within the bound
+
+
+# --------------------------------------------------------------------------- 6. reconcile
+
+
+def _cli_env(svc, standin, tmp_path) -> dict[str, str]:
+    return {
+        "DATABASE_URL": svc.settings.database_url,
+        "REDIS_URL": svc.settings.redis_url,
+        "INSTANCE_PATH": str(tmp_path),
+        "CREDLY_API_BASE": standin.url,
+        "CREDLY_ORGANIZATION_ID": standin.organization_id,
+        "CREDLY_AUTH_TOKEN": standin.token,
+        "CREDLY_BADGE_TEMPLATES": f"RMA={TEMPLATE}",
+    }
+
+
+def _by_cert(svc) -> dict[str, Badge]:
+    return {b.certification_id: b for b in badges(svc)}
+
+
+def test_reconcile_drill_reports_then_repairs_drift_through_the_jobs(svc, standin, tmp_path):
+    for n in range(4):
+        body = granted("2026-03-01", cert=f"C-{n}")
+        body["data"]["member"]["email"] = f"member-{n}@example.org"
+        submit(svc, body)
+    drain(svc, lambda: issue_done(svc))
+    held = {cert: row.credly_badge_id for cert, row in _by_cert(svc).items()}
+    # C-1 lapses but its revoke is lost; C-2's badge is revoked in Credly unnoticed;
+    # C-3's is replaced in Credly's UI and the notification is lost
+    intake.submit_event(svc, event("audit.completed", FAILED_AUDIT, cert="C-1"))
+    with svc.db.transaction() as session:
+        session.query(OutboxItem).filter_by(kind="revoke_badge").update({"state": "done"})
+    standin.revoke(held["C-2"], {"reason": "by hand"})
+    standin.replace_out_of_band(held["C-3"], {"issued_to_last_name": "Byron"})
+
+    runner = CliRunner()
+    env = _cli_env(svc, standin, tmp_path)
+    dry = runner.invoke(cli, ["badges", "reconcile", "--dry-run", "--json"], env=env)
+    assert dry.exit_code == 0, dry.output
+    report = json.loads(dry.stdout)
+    assert report["repaired"] == {"revoked": 1, "issued": 1, "taken_from_credly": 2}
+    assert report["in_step"] == 1 and report["certifications_checked"] == 4
+    assert len(live(standin)) == 3  # C-0, C-1 and C-3's successor: nothing changed
+
+    real = runner.invoke(cli, ["badges", "reconcile"], env=env)
+    assert real.exit_code == 0, real.output
+    assert "REPAIRED (REVOKED)" in real.stdout and "IN STEP" in real.stdout
+    assert "certifications: 4 of 4" in real.stderr  # progress lines off a terminal
+    drain(svc, lambda: settled(svc, "revoke_badge") and issue_done(svc))
+    live_by_cert = {b["issuer_earner_id"]: b["id"] for b in live(standin)}
+    assert set(live_by_cert) == {"C-0", "C-2", "C-3"}  # C-1 revoked, C-2 issued again
+    rows = _by_cert(svc)
+    assert rows["C-3"].credly_badge_id == live_by_cert["C-3"] != held["C-3"]
+    assert rows["C-2"].credly_badge_id == live_by_cert["C-2"] != held["C-2"]
+
+    again = runner.invoke(cli, ["badges", "reconcile", "--json"], env=env)
+    summary = json.loads(again.stdout)
+    assert summary["repaired"] == {"revoked": 0, "issued": 0, "taken_from_credly": 0}
+    assert summary["in_step"] == 4
+
+
+def test_reconcile_leaves_a_badge_its_earner_deleted_and_can_check_one_certification(svc, standin):
+    badge = grant(svc)
+    standin.delete_badge(badge.credly_badge_id)
+    summary = reconcile(svc, certification_id="CERT-1")
+    assert summary.repaired["taken_from_credly"] == 1 and summary.repaired["issued"] == 0
+    assert [b.state for b in badges(svc)] == ["deleted"]
+    assert reconcile(svc, certification_id="CERT-1").in_step == 1
+
+
+# --------------------------------------------------------------------------- 7. token
+
+
+def test_a_refused_token_pauses_credly_jobs_until_a_working_one_is_configured(
+    app, make_gateway, svc, standin
+):
+    standin.token = "rotated"  # the configured token no longer works: 401
+    submit(svc, granted("2026-03-01"))
+    drain(svc, lambda: all(i.state == "retrying" for i in items(svc, "issue_badge")))
+    [item] = items(svc, "issue_badge")
+    assert item.attempts == 0 and "waiting for a working Credly token" in item.last_error
+    assert item.due_at > datetime.now(UTC)
+    ready = app.test_client().get("/readyz").get_json()
+    assert "401" in ready["credly"]["paused"]
+    scraped = app.test_client().get("/metrics").get_data(as_text=True)
+    assert "gateway_credly_paused 1.0" in scraped
+    seen = len(standin.requests_seen())
+    with svc.db.transaction() as session:  # due again: still paused, Credly is not asked
+        session.query(OutboxItem).update({"due_at": datetime.now(UTC)})
+    outbox.work_due(svc)
+    [item] = items(svc, "issue_badge")
+    assert (item.state, item.attempts) == ("retrying", 0)
+    assert len(standin.requests_seen()) == seen
+
+    working = make_gateway(credly_auth_token="rotated").extensions["gateway"]
+    with working.db.transaction() as session:
+        session.query(OutboxItem).update({"due_at": datetime.now(UTC)})
+    outbox.work_due(working)
+    [item] = items(working, "issue_badge")
+    assert item.state == "done" and len(live(standin)) == 1
+    assert (
+        make_gateway(credly_auth_token="rotated")
+        .test_client()
+        .get("/readyz")
+        .get_json()["credly"]["paused"]
+        is None
+    )
+
+
+def test_the_token_expiry_is_read_from_credly_and_shown_by_readyz(make_gateway, standin):
+    app = make_gateway(credly_token_expires_on=date(2027, 6, 1))
+    standin.token_expires_at = "2026-12-10T00:00:00.000Z"
+    svc = app.extensions["gateway"]
+    assert check_token(svc, date(2026, 12, 1)) is True  # 9 days left: warned
+    ready = app.test_client().get("/readyz").get_json()
+    assert ready["credly"]["token_expires_on"] == "2026-12-10"
+    assert [c["operation"] for c in standin.requests_seen()] == ["tokens"]
+
+
+def test_the_daily_sweep_queues_the_reconciliation_which_runs_once_a_day(svc, standin):
+    badge = grant(svc)
+    standin.revoke(badge.credly_badge_id, {"reason": "by hand"})  # drift, unnoticed
+    run_daily_sweep()
+    queue = Queue(svc.settings.queue_name, connection=svc.redis)
+    queued = [job for job in queue.get_jobs() if job.func is run_daily_reconcile]
+    assert len(queued) == 1
+    first, second = run_daily_reconcile(), run_daily_reconcile()
+    assert first["repaired"]["taken_from_credly"] == 1 and second == {"skipped": True}
+    assert [b.state for b in badges(svc)] == ["revoked"]
