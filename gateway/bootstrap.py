@@ -34,18 +34,7 @@ def create_app(
     svc.keys  # noqa: B018 - read (or created, at first start) now, not at the first signature
 
     from gateway import auth, ratelimit, security
-    from gateway.api import (
-        certifications,
-        events,
-        health,
-        keys,
-        openapi,
-        pages,
-        problems,
-        subscriptions,
-        verifications,
-        webhooks,
-    )
+    from gateway.api import pages, problems, verifications
     from jobs import context
     from jobs.dispatch import JobThread, make_dispatcher, relay
 
@@ -63,8 +52,34 @@ def create_app(
     metrics.init_app(app, svc)
     auth.init_app(app)
     security.init_app(app)
+    register_routes(app)
+    ratelimit.init_app(app, settings, api=verifications.bp, page=pages.bp)
+    from gateway import cli
+
+    cli.register(app)
+    log.info(settings.mode_line())
+    credly_token.warn_if_token_expiring(settings)  # at start; daily from the workers' cron
+    return app
+
+
+def register_routes(app: Flask) -> None:
+    """Serve every route of the gateway on `app`: the API, the token endpoint and the pages."""
+    from gateway import auth
+    from gateway.api import (
+        certifications,
+        events,
+        health,
+        keys,
+        openapi,
+        pages,
+        subscriptions,
+        verifications,
+        webhooks,
+    )
+
     for blueprint in (
         health.bp,
+        auth.bp,
         keys.bp,
         events.bp,
         certifications.bp,
@@ -75,10 +90,11 @@ def create_app(
         subscriptions.bp,
     ):
         app.register_blueprint(blueprint)
-    ratelimit.init_app(app, settings, api=verifications.bp, page=pages.bp)
-    from gateway import cli
 
-    cli.register(app)
-    log.info(settings.mode_line())
-    credly_token.warn_if_token_expiring(settings)  # at start; daily from the workers' cron
+
+def routes_only() -> Flask:
+    """An app with every route of the gateway and nothing behind them (no settings, database or
+    keys): what the OpenAPI document is read from outside a running gateway."""
+    app = Flask("gateway")
+    register_routes(app)
     return app

@@ -8,9 +8,11 @@ from flask import Blueprint, request
 from flask.typing import ResponseReturnValue
 
 from gateway import rules
+from gateway.api.apidoc import json_answer, operation
 from gateway.api.context import services
 from gateway.api.problems import Problem
 from gateway.auth import require_scope
+from gateway.schemas import responses as r
 from gateway.store import models
 from gateway.store.history import load_history
 from gateway.views import Current, read_current, standing_view
@@ -35,6 +37,20 @@ def _as_of() -> date:
 
 @bp.get("/v1/certifications/<certification_id>")
 @require_scope("certifications:read")
+@operation(
+    "The standing of a certification",
+    tags=["certifications"],
+    parameters=[
+        {
+            "in": "query",
+            "name": "as_of",
+            "schema": {"type": "string", "format": "date"},
+            "description": "Evaluate the history on this day (default: today, UTC).",
+        }
+    ],
+    responses={200: json_answer(r.StandingSchema, "The standing on `as_of`.")},
+    errors=("BadRequest", "NotFound", "Unprocessable"),
+)
 def get_certification(certification_id: str) -> ResponseReturnValue:
     """The standing of a certification on `as_of` (default today, UTC), from its whole history."""
     as_of = _as_of()
@@ -58,6 +74,11 @@ def get_certification(certification_id: str) -> ResponseReturnValue:
 
 @bp.get("/v1/credentials")
 @require_scope("certifications:read")
+@operation(
+    "The credential policy table",
+    tags=["certifications"],
+    responses={200: json_answer(r.CredentialsSchema, "Every credential.")},
+)
 def list_credentials() -> ResponseReturnValue:
     """The credential policy table."""
     return {

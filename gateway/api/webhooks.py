@@ -6,15 +6,28 @@ from flask import Blueprint, request
 from flask.typing import ResponseReturnValue
 
 from gateway import credly_webhooks
+from gateway.api.apidoc import json_answer, operation
 from gateway.api.context import services
 from gateway.api.problems import Problem
 from gateway.logs import request_id
 from gateway.schemas.events import ShapeError
+from gateway.schemas.responses import WebhookReceiptSchema
+from gateway.schemas.webhooks import CredlyEnvelopeSchema
 
 bp = Blueprint("webhooks", __name__)
 
 
 @bp.post("/webhooks/credly")
+@operation(
+    "A Credly webhook notification",
+    tags=["credly"],
+    description="Recorded once per Credly event id and checked by a job that fetches the event "
+    "from Credly; notifications of another organisation are answered 200 but refused. Credly's "
+    "`Content-Type` is not relied on.",
+    request=CredlyEnvelopeSchema,
+    responses={200: json_answer(WebhookReceiptSchema, "Recorded (or recorded before).")},
+    errors=("BadRequest", "PayloadTooLarge", "Unavailable"),
+)
 def credly_notification() -> ResponseReturnValue:
     """Record a notification and queue its job; 200 for any well-formed one (SPEC §8)."""
     body = request.get_json(force=True, silent=True)  # Credly's Content-Type is not relied on
