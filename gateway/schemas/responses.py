@@ -1,8 +1,9 @@
 """Response bodies as marshmallow schemas: what the OpenAPI document promises each answer holds.
 
-The views build their answers as plain dicts; these schemas describe them for `/openapi.json`
-and the schemathesis tests check every answer against them. Closed schemas (`additionalProperties:
-false`) say exactly which keys an answer has; problem details stay open (RFC 9457 extensions).
+The views build their answers as plain dicts; these schemas describe them for `/openapi.json`.
+The test suite checks every answer it receives against them (`tests/support/openapi_answers.py`)
+and schemathesis fuzzes every operation. Closed schemas (`additionalProperties: false`) say
+exactly which keys an answer has; problem details stay open (RFC 9457 extensions).
 """
 
 from __future__ import annotations
