@@ -22,8 +22,10 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from gateway.api.apidoc import FORM, json_answer, operation
 from gateway.api.context import services
 from gateway.api.problems import PROBLEM_TYPE, Problem
+from gateway.schemas.responses import TokenRequestSchema, TokenSchema
 from gateway.store.models import OAuthClient, OAuthToken, utcnow
 
 SCOPES = ("events:write", "certifications:read", "verifications:read", "admin")
@@ -196,13 +198,43 @@ require_oauth = Protector()
 require_oauth.register_token_validator(Validator(realm="credential-gateway"))
 
 
+@dataclass(frozen=True)
+class ScopeRule:
+    """The scopes a view asks of a token, recorded by `require_scope`/`allow_scope` on the view:
+    what the OpenAPI document's `security` of the route is made from (`gateway.api.openapi`)."""
+
+    scopes: tuple[str, ...]
+    optional: bool  # allow_scope: no token needed at all
+
+    def security(self) -> list[dict[str, list[str]]]:
+        """OpenAPI security requirements: a token with any one of the scopes (or none)."""
+        return [{"oauth2": [scope]} for scope in self.scopes] + ([{}] if self.optional else [])
+
+
+def _recorded(view: Callable, scopes: tuple[str, ...], *, optional: bool) -> Callable:
+    unknown = [scope for scope in scopes if scope not in SCOPES]
+    if unknown or not scopes:
+        raise ValueError(f"{view.__name__}: unknown scope(s) {unknown or '(none given)'}")
+    view.scope_rule = ScopeRule(scopes, optional)  # type: ignore[attr-defined]
+    return view
+
+
+def scope_rule(view: Callable) -> ScopeRule | None:
+    """The scopes `view` was protected with, or None for a public view."""
+    return getattr(view, "scope_rule", None)
+
+
 def require_scope(*scopes: str) -> Callable[[Callable], Callable]:
-    """Protect a view: a valid bearer token carrying any one of `scopes`."""
-    return require_oauth(list(scopes))
+    """Protect a view: a valid bearer token carrying any one of `scopes` (also documented)."""
+
+    def decorate(view: Callable) -> Callable:
+        return _recorded(require_oauth(list(scopes))(view), scopes, optional=False)
+
+    return decorate
 
 
 def allow_scope(*scopes: str) -> Callable[[Callable], Callable]:
-    """Open a view to all, but refuse a bad token or one without any of `scopes`.
+    """Open a view to all, but refuse a bad token or one without any of `scopes` (also documented).
 
     Authlib only runs when a token is sent: an anonymous request costs nothing more.
     """
@@ -214,7 +246,7 @@ def allow_scope(*scopes: str) -> Callable[[Callable], Callable]:
         def run(*args: object, **kwargs: object) -> ResponseReturnValue:
             return (protected if "Authorization" in request.headers else view)(*args, **kwargs)
 
-        return run
+        return _recorded(run, scopes, optional=True)
 
     return decorate
 
@@ -263,13 +295,25 @@ bp = Blueprint("oauth", __name__)
 
 
 @bp.post("/oauth/token")
+@operation(
+    "An access token (OAuth 2.0 client credentials)",
+    tags=["oauth"],
+    description="Authenticate the client with HTTP Basic (`client_secret_basic`) or with "
+    "`client_id` and `client_secret` form fields (`client_secret_post`).",
+    security=[{"clientBasic": []}, {}],
+    request=TokenRequestSchema,
+    request_media=FORM,
+    request_example={"grant_type": "client_credentials", "scope": "verifications:read"},
+    responses={200: json_answer(TokenSchema, "The token.")},
+    errors=("BadRequest", "Unauthorized", "PayloadTooLarge", "Unavailable"),
+)
 def issue_token() -> ResponseReturnValue:
     """Issue an access token for the client-credentials grant."""
     return current_app.extensions["oauth_server"].create_token_response()
 
 
 def init_app(app: Flask) -> None:
-    """Serve the token endpoint of `app`."""
+    """Set up the token endpoint of `app` (its route `bp` is registered with the others)."""
     settings = app.extensions["gateway"].settings
     app.config.update(
         OAUTH2_TOKEN_EXPIRES_IN={"client_credentials": settings.token_expires_in},
@@ -278,7 +322,6 @@ def init_app(app: Flask) -> None:
     server = Server(app, query_client=_query_client, save_token=_save_token)
     server.register_grant(ClientCredentials)
     app.extensions["oauth_server"] = server
-    app.register_blueprint(bp)
 
 
 # --- client administration (the `gateway clients` commands) -------------------------------

@@ -33,21 +33,8 @@ def create_app(
         svc.db.upgrade()
     svc.keys  # noqa: B018 - read (or created, at first start) now, not at the first signature
 
-    from gateway import auth, ratelimit, security
-    from gateway.api import (
-        certifications,
-        credential_page,
-        credentials,
-        events,
-        health,
-        keys,
-        openapi,
-        pages,
-        problems,
-        subscriptions,
-        verifications,
-        webhooks,
-    )
+    from gateway import auth, cli, ratelimit, security
+    from gateway.api import credential_page, credentials, pages, problems, verifications, webhooks
     from jobs import context
     from jobs.dispatch import JobThread, make_dispatcher, relay
 
@@ -65,8 +52,41 @@ def create_app(
     metrics.init_app(app, svc)
     auth.init_app(app)
     security.init_app(app)
+    register_routes(app)
+    ratelimit.init_app(
+        app,
+        settings,
+        apis=(verifications.bp, credentials.checks),
+        pages=(pages.bp, credential_page.bp),
+        webhooks=webhooks.bp,
+    )
+    cli.register(app)
+    log.info(settings.mode_line())
+    # at start (with the expiry Credly reported, once read); daily from the workers' cron
+    credly_token.warn_if_token_expiring(settings, state=credly_token.token_state(svc))
+    return app
+
+
+def register_routes(app: Flask) -> None:
+    """Serve every route of the gateway on `app`: the API, the token endpoint and the pages."""
+    from gateway import auth
+    from gateway.api import (
+        certifications,
+        credential_page,
+        credentials,
+        events,
+        health,
+        keys,
+        openapi,
+        pages,
+        subscriptions,
+        verifications,
+        webhooks,
+    )
+
     for blueprint in (
         health.bp,
+        auth.bp,
         keys.bp,
         events.bp,
         certifications.bp,
@@ -80,17 +100,11 @@ def create_app(
         credential_page.bp,
     ):
         app.register_blueprint(blueprint)
-    ratelimit.init_app(
-        app,
-        settings,
-        apis=(verifications.bp, credentials.checks),
-        pages=(pages.bp, credential_page.bp),
-        webhooks=webhooks.bp,
-    )
-    from gateway import cli
 
-    cli.register(app)
-    log.info(settings.mode_line())
-    # at start (with the expiry Credly reported, once read); daily from the workers' cron
-    credly_token.warn_if_token_expiring(settings, state=credly_token.token_state(svc))
+
+def routes_only() -> Flask:
+    """An app with every route of the gateway and nothing behind them (no settings, database or
+    keys): what the OpenAPI document is read from outside a running gateway."""
+    app = Flask("gateway")
+    register_routes(app)
     return app

@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from flask import Blueprint, Flask, Response, g, request
+from flask import Flask, Response, g, request
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -193,7 +193,7 @@ def _registry(svc: Services) -> CollectorRegistry:
 
 
 def init_app(app: Flask, svc: Services) -> None:
-    """Time and count every request, and serve `/metrics`."""
+    """Time and count every request; keep the registry that `/metrics` shows."""
     registry = _registry(svc)
 
     @app.before_request
@@ -209,11 +209,10 @@ def init_app(app: Flask, svc: Services) -> None:
             HTTP_LATENCY.labels(endpoint, request.method).observe(time.perf_counter() - started)
         return response
 
-    bp = Blueprint("metrics", __name__)
+    app.extensions["metrics_registry"] = registry
 
-    @bp.get("/metrics")
-    def metrics() -> Response:
-        """Prometheus text exposition."""
-        return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 
-    app.register_blueprint(bp)
+def exposition(app: Flask) -> Response:
+    """`app`'s metrics in the Prometheus text exposition format (served at `/metrics`)."""
+    registry = app.extensions["metrics_registry"]
+    return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

@@ -17,6 +17,7 @@ from gateway.store.db import Database
 from jobs.dispatch import InProcessDispatcher
 from tests.support.clients import fetch_token
 from tests.support.database import pg_conninfo, truncate
+from tests.support.openapi_answers import check_answers
 
 PG_ADMIN_URL = os.environ.get(
     "GATEWAY_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -104,13 +105,16 @@ def database_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
 
 @pytest.fixture
 def make_app(tmp_path) -> Iterator[Callable[..., Flask]]:
-    """Build apps from settings; their database connections are closed after the test."""
+    """Build apps from settings; their database connections are closed after the test.
+
+    Every answer they give is checked against the OpenAPI document (`check_answers`)."""
     apps: list[Flask] = []
 
     def factory(jobs: str = "ON_DEMAND", **settings: object) -> Flask:
         settings.setdefault("instance_path", str(tmp_path / "instance"))
         app = create_app(Settings(**settings), jobs=jobs)
         app.testing = True
+        check_answers(app)
         apps.append(app)
         return app
 

@@ -9,9 +9,12 @@ from flask.typing import ResponseReturnValue
 from marshmallow import ValidationError
 
 from gateway import rules
+from gateway.api.apidoc import json_answer, operation
 from gateway.api.context import services
 from gateway.api.problems import Problem
 from gateway.auth import require_scope
+from gateway.rules.periods import EARLIEST_DAY, LATEST_DAY
+from gateway.schemas import responses as r
 from gateway.schemas.events import DAYS, IN_RANGE
 from gateway.store import models
 from gateway.store.history import load_history
@@ -47,6 +50,21 @@ def _as_of() -> date:
 
 @bp.get("/v1/certifications/<certification_id>")
 @require_scope("certifications:read")
+@operation(
+    "The standing of a certification",
+    tags=["certifications"],
+    parameters=[
+        {
+            "in": "query",
+            "name": "as_of",
+            "schema": {"type": "string", "format": "date"},
+            "description": "Evaluate the history on this day (default: today, UTC); "
+            f"from {EARLIEST_DAY} to {LATEST_DAY}, else 422.",
+        }
+    ],
+    responses={200: json_answer(r.StandingSchema, "The standing on `as_of`.")},
+    errors=("BadRequest", "NotFound", "Unprocessable"),
+)
 def get_certification(certification_id: str) -> ResponseReturnValue:
     """The standing of a certification on `as_of` (default today, UTC), from its whole history."""
     as_of = _as_of()
@@ -70,6 +88,11 @@ def get_certification(certification_id: str) -> ResponseReturnValue:
 
 @bp.get("/v1/credentials")
 @require_scope("certifications:read")
+@operation(
+    "The credential policy table",
+    tags=["certifications"],
+    responses={200: json_answer(r.CredentialsSchema, "Every credential.")},
+)
 def list_credentials() -> ResponseReturnValue:
     """The credential policy table."""
     return {

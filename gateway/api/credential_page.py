@@ -7,6 +7,7 @@ from typing import Any
 from flask import Blueprint, render_template, request
 from flask.typing import ResponseReturnValue
 
+from gateway.api.apidoc import FORM, html, operation
 from gateway.api.credentials import check_credential
 from gateway.api.problems import DATABASE_UNAVAILABLE, database_unavailable
 from gateway.ratelimit import TooManyLookups
@@ -22,12 +23,41 @@ def _page(credential: str = "", **context: Any) -> str:
 
 
 @bp.get("/verify/credential")
+@operation(
+    "The credential check web page: a form to paste a credential",
+    tags=["credentials"],
+    responses={200: html("The form.")},
+)
 def form() -> ResponseReturnValue:
     """The form."""
     return _page()
 
 
 @bp.post("/verify/credential")
+@operation(
+    "The credential check web page: the outcome of a pasted credential",
+    tags=["credentials"],
+    request={
+        "type": "object",
+        "required": ["credential"],
+        "properties": {
+            "credential": {
+                "type": "string",
+                "maxLength": MAX_CREDENTIAL_LENGTH,
+                # not only whitespace (Python's str.strip() whitespace, in any regex dialect)
+                "pattern": r"[^\s\x1c-\x1f\x85]",
+            }
+        },
+    },
+    request_media=FORM,
+    request_example={"credential": "eyJhbGciOiJFUzI1NiIs..."},
+    responses={
+        200: html("The form and every check of the credential."),
+        400: html("Nothing pasted, or too long."),
+        429: html("Over the rate limit."),
+        503: html("The status lists cannot be read right now (`Retry-After`)."),
+    },
+)
 def check() -> ResponseReturnValue:
     """The form again, with the outcome of every check of the pasted credential."""
     pasted = request.form.get("credential", "").strip()

@@ -14,6 +14,7 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import bindparam, select
 
 from gateway import openbadges, status_lists
+from gateway.api.apidoc import BODY_ERRORS, empty, json_answer, operation, text
 from gateway.api.context import services
 from gateway.api.events import json_body
 from gateway.api.problems import Problem, loaded
@@ -40,8 +41,22 @@ def base_url() -> str:
     return services().settings.public_base_url or request.host_url.rstrip("/")
 
 
+VC_JWT = "application/vc+jwt"
+
+
 @bp.get("/v1/certifications/<certification_id>/credential")
 @require_scope("certifications:read")
+@operation(
+    "The member's Open Badges 3.0 credential, signed (VC-JWT)",
+    tags=["credentials"],
+    description="An `OpenBadgeCredential` of the current certification period as a compact JWS "
+    "(ES256, `typ` `vc+jwt`) whose keys are at `/.well-known/jwks.json`, for the member portal to "
+    "hand to the member. The subject is a salted SHA-256 hash of the member's e-mail; "
+    "`credentialStatus` names its place in a status list. Only for a certification that keeps "
+    "its badge (active or inactive).",
+    responses={200: text("The credential (not cached: it carries the identity hash).", VC_JWT)},
+    errors=("NotFound", "NoCredential"),
+)
 def get_credential(certification_id: str) -> ResponseReturnValue:
     """The member's Open Badges credential of the current period, signed (VC-JWT)."""
     svc = services()
@@ -66,6 +81,20 @@ def get_credential(certification_id: str) -> ResponseReturnValue:
 
 
 @bp.get("/credentials/status/<int:list_id>/<purpose>")
+@operation(
+    "A Bitstring Status List credential (VC-JWT)",
+    tags=["credentials"],
+    description="A `BitstringStatusListCredential` of 131,072 entries, GZIP-compressed and "
+    "base64url-encoded (multibase `u`), signed like the credentials. Strong `ETag`, cacheable "
+    "for a minute.",
+    parameters=[{"in": "header", "name": "If-None-Match", "schema": {"type": "string"}}],
+    responses={
+        200: text("The status list credential.", VC_JWT)
+        | {"headers": {"ETag": {"schema": {"type": "string"}, "required": True}}},
+        304: empty("Unchanged since the `If-None-Match` ETag."),
+    },
+    errors=("NotFound", "Unavailable"),
+)
 def status_list(list_id: int, purpose: str) -> ResponseReturnValue:
     """A status list credential (VC-JWT), re-signed only when its bits or the signing key change."""
     if purpose not in status_lists.PURPOSES:
@@ -90,6 +119,13 @@ def status_list(list_id: int, purpose: str) -> ResponseReturnValue:
 
 
 @bp.get("/issuer")
+@operation(
+    "The issuer profile: the id credentials name as their issuer",
+    tags=["credentials"],
+    description="An Open Badges `Profile` (name, site, contact) with the public keys its "
+    "credentials verify with (`verificationMethod`, and `jwks_uri`).",
+    responses={200: json_answer({"type": "object"}, "The issuer profile.")},
+)
 def issuer() -> ResponseReturnValue:
     """The issuer profile at the issuer's id, with the public keys its credentials verify with."""
     svc = services()
@@ -134,6 +170,16 @@ _result = CredentialCheckResultSchema()
 
 @checks.post("/v1/credentials/verify")
 @allow_scope(LOOKUP_SCOPE)
+@operation(
+    "Check an Open Badges credential: signature, issuer, dates and status",
+    tags=["credentials"],
+    description="No token needed (rate-limited per client address, as the lookups are), or a "
+    "`verifications:read` token for the higher limit. `verified` is true only when every check "
+    "passed; a failed check says why.",
+    request=CredentialCheckSchema,
+    responses={200: json_answer(CredentialCheckResultSchema, "Every check and its outcome.")},
+    errors=(*BODY_ERRORS, "TooManyRequests"),
+)
 def verify_credential() -> ResponseReturnValue:
     """Whether a credential's signature, issuer, dates and status hold, and why not."""
     token = loaded(CredentialCheckSchema(), json_body(), "credential check")["credential"]

@@ -8,11 +8,13 @@ from sqlalchemy import select
 from werkzeug.exceptions import BadRequest
 
 from gateway import intake, logs, metrics
+from gateway.api.apidoc import BODY_ERRORS, LOCATION, json_answer, operation, results
 from gateway.api.context import services
 from gateway.api.problems import PROBLEM_TYPE, Problem, loaded
 from gateway.auth import current_client_id, require_scope
 from gateway.rules import EVENT_TYPES
-from gateway.schemas.events import EventBatchSchema
+from gateway.schemas import responses as r
+from gateway.schemas.events import EXAMPLE_EVENT, MAX_EVENTS, EventBatchSchema
 from gateway.store import models
 from gateway.views import job_view
 
@@ -43,8 +45,31 @@ def json_body() -> object:
 MAX_BATCH_BODY = 1024 * 1024
 
 
+_EVENT = {"$ref": "#/components/schemas/Event"}  # one of the event types (gateway.api.openapi)
+
+
 @bp.post("/v1/events")
 @require_scope("events:write")
+@operation(
+    "Record one event",
+    tags=["events"],
+    description="Validate its shape and its meaning against the rules, record it and queue the "
+    "jobs its change in standing calls for. The same `event_id` with the same body answers as "
+    "the first time did, with `Idempotent-Replayed: true`.",
+    request=_EVENT,
+    request_example=EXAMPLE_EVENT,
+    responses={
+        202: json_answer(
+            r.EventAnswerSchema,
+            "Recorded; the standing after the event and the actions it caused.",
+            headers={
+                **LOCATION,
+                "Idempotent-Replayed": {"schema": {"type": "string", "enum": ["true"]}},
+            },
+        )
+    },
+    errors=(*BODY_ERRORS, "NotFound", "Conflict"),
+)
 def post_event() -> ResponseReturnValue:
     """Validate, record and act on one event (docs/api.md, *Events*)."""
     body = json_body()
@@ -59,6 +84,40 @@ def post_event() -> ResponseReturnValue:
 
 @bp.post("/v1/events/batch")
 @require_scope("events:write")
+@operation(
+    "Record up to 100 events",
+    tags=["events"],
+    description="Each event is answered as `POST /v1/events` would answer it, had they been sent "
+    "one after another in this order (a later one sees the earlier ones); they are recorded "
+    "together. A result's `body` is that answer's body, `replayed` its `Idempotent-Replayed`, "
+    "`location` its `Location`.",
+    request={
+        "type": "object",
+        "required": ["events"],
+        "additionalProperties": False,
+        "properties": {
+            "events": {"type": "array", "minItems": 1, "maxItems": MAX_EVENTS, "items": _EVENT}
+        },
+    },
+    request_example={"events": [EXAMPLE_EVENT]},
+    responses={
+        200: results(
+            {
+                "type": "object",
+                "required": ["status", "replayed", "location", "body"],
+                "additionalProperties": False,
+                "properties": {
+                    "status": {"type": "integer", "enum": [202, 404, 409, 422]},
+                    "replayed": {"type": "boolean"},
+                    "location": {"type": ["string", "null"]},
+                    "body": {"anyOf": [r.EventAnswerSchema, r.ProblemSchema]},
+                },
+            },
+            "One result per event, in the order sent.",
+        )
+    },
+    errors=BODY_ERRORS,
+)
 def post_events() -> ResponseReturnValue:
     """Up to MAX_EVENTS events in one request, each answered as `POST /v1/events` would answer
     it had they been sent one after another; recorded together."""
@@ -99,6 +158,12 @@ def _location(answer: intake.Answer) -> str:
 
 @bp.get("/v1/events/<path:event_id>")  # an event id may hold `/`
 @require_scope("events:write", "certifications:read")
+@operation(
+    "A recorded event, its outcome and its jobs",
+    tags=["events"],
+    responses={200: json_answer(r.EventRecordSchema, "The recorded event.")},
+    errors=("NotFound",),
+)
 def get_event(event_id: str) -> ResponseReturnValue:
     """The recorded event, its status and reasons, and the state of every job it caused."""
     with services().db.sessions() as session:

@@ -5,20 +5,34 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify
 from flask.typing import ResponseReturnValue
 
+from gateway import metrics
+from gateway.api.apidoc import json_answer, operation, text
 from gateway.api.context import services
 from gateway.api.problems import Problem
 from gateway.credly_token import credly_status, token_state
+from gateway.schemas.responses import HealthSchema, ReadinessSchema
 
 bp = Blueprint("health", __name__)
 
 
 @bp.get("/healthz")
+@operation(
+    "Liveness",
+    tags=["operations"],
+    responses={200: json_answer(HealthSchema, "The process is alive.")},
+)
 def healthz() -> ResponseReturnValue:
     """The process is alive."""
     return jsonify(status="ok")
 
 
 @bp.get("/readyz")
+@operation(
+    "Readiness: the database and Redis are reachable",
+    tags=["operations"],
+    responses={200: json_answer(ReadinessSchema, "Ready.")},
+    errors=("Unavailable",),
+)
 def readyz() -> ResponseReturnValue:
     """The database and Redis (when configured) are reachable; Credly's token expiry as detail."""
     svc = services()
@@ -50,3 +64,14 @@ def readyz() -> ResponseReturnValue:
             credly=credly,
         )
     return jsonify(status="ready", checks=checks, credly=credly)
+
+
+@bp.get("/metrics")
+@operation(
+    "Prometheus metrics",
+    tags=["operations"],
+    responses={200: text("Prometheus text exposition.")},
+)
+def metrics_exposition() -> ResponseReturnValue:
+    """Prometheus text exposition of the request, event and job metrics."""
+    return metrics.exposition(current_app)

@@ -5,12 +5,24 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 
+from gateway.api.apidoc import json_answer, operation
 from gateway.api.context import services
 
 bp = Blueprint("keys", __name__)
 
 
 @bp.get("/.well-known/jwks.json")
+@operation(
+    "The public keys that sign receipts and credentials",
+    tags=["verifications"],
+    responses={
+        200: json_answer(
+            {"type": "object"},
+            "A JWK set (RFC 7517): every key that may have signed.",
+            media="application/jwk-set+json",
+        )
+    },
+)
 def jwks() -> ResponseReturnValue:
     """The JWK set of every key that may have signed a receipt or a credential (public parts)."""
     response = jsonify(services().keys.public_jwks())

@@ -1,52 +1,53 @@
-"""`/openapi.json` and `/docs`: the OpenAPI 3 document, built by apispec from marshmallow schemas.
+"""`/openapi.json` and `/docs`: the OpenAPI 3.1 document, built from the routes themselves.
 
-Request bodies reference the very schemas that validate them (`gateway.schemas`); answers reference
-`gateway.schemas.responses`. Every route of the app must have an entry in `OPERATIONS` (a test
-fails otherwise): a new endpoint is documented by adding its path and operations there.
+The builder walks the app's routes: each view declares its operation with `@operation`
+(`gateway.api.apidoc`, which says how), and the scopes its `require_scope`/`allow_scope` decorator
+enforces become the operation's `security`. apispec's marshmallow plugin turns the schema classes
+into components: request bodies reference the very schemas that load them (`gateway.schemas`),
+answers those of `gateway.schemas.responses`. Every JSON body and answer carries an example, built
+from the fields' `example` metadata unless the route gives its own.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
+import json
 import re
+from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any
 
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
-from flask import Blueprint, jsonify, render_template
+from flask import Blueprint, Flask, current_app, jsonify, render_template
 from flask.typing import ResponseReturnValue
 from marshmallow import fields, validate
 
+from gateway.api.apidoc import (
+    ERROR_HEADERS,
+    ERRORS,
+    PATH_PARAMETERS,
+    PATH_SCHEMAS,
+    TOKEN_ERRORS,
+    declared_operation,
+    html,
+    json_answer,
+    operation,
+)
 from gateway.api.problems import PROBLEM_TYPE
-from gateway.auth import SCOPES
-from gateway.rules.periods import EARLIEST_DAY, LATEST_DAY
+from gateway.auth import SCOPES, scope_rule
 from gateway.schemas import responses as r
-from gateway.schemas.credentials import (
-    MAX_CREDENTIAL_LENGTH,
-    CredentialCheckResultSchema,
-    CredentialCheckSchema,
-)
-from gateway.schemas.events import DATA_SCHEMAS, MAX_EVENTS, EnvelopeSchema
-from gateway.schemas.subscriptions import (
-    CertificationIdsSchema,
-    DeliveryQuerySchema,
-    SubscriptionCreateSchema,
-    SubscriptionSchema,
-)
-from gateway.schemas.verifications import BatchLookupSchema, VerificationSchema
-from gateway.schemas.webhooks import CredlyEnvelopeSchema
+from gateway.schemas.events import DATA_SCHEMAS, EnvelopeSchema
 from gateway.security import PATH_SEGMENT
 
 bp = Blueprint("openapi", __name__)
 
 OPENAPI_VERSION = "3.1.0"
-JSON = "application/json"
-HTML = "text/html"
-FORM = "application/x-www-form-urlencoded"
-VC_JWT = "application/vc+jwt"
-# Not only whitespace (Python's str.strip() whitespace, in any regex dialect).
-NOT_BLANK = r"[^\s\x1c-\x1f\x85]"
+#: Endpoints that are not operations of the API: Flask's stylesheets of the pages.
+UNDOCUMENTED_ENDPOINTS = frozenset({"static"})
+_METHODS = ("get", "post", "put", "patch", "delete")
+_RULE_ARGUMENT = re.compile(r"<(?:[^:>]+:)?([^>]+)>")
 
 SCOPE_DESCRIPTIONS = {
     "events:write": "Internal systems post events (and read what became of them).",
@@ -55,575 +56,47 @@ SCOPE_DESCRIPTIONS = {
     "admin": "Operations.",
 }
 
-# Error answers shared by operations (components/responses); every one is problem+json.
-ERRORS: dict[str, tuple[str, str]] = {
-    "BadRequest": ("400", "The request is malformed (the `errors` name the fields)."),
-    "Unauthorized": ("401", "A valid bearer token is required (`WWW-Authenticate: Bearer`)."),
-    "Forbidden": ("403", "The token lacks the scope the operation needs."),
-    "NotFound": ("404", "No such resource."),
-    "Conflict": ("409", "The event id was already used for a different body."),
-    "NoCredential": ("409", "The certification is lapsed or revoked: it has no credential."),
-    "PayloadTooLarge": (
-        "413",
-        "The body is over 64 KiB (1 MiB for event batches, 2 MiB for subscriptions).",
-    ),
-    "UnsupportedMediaType": ("415", "The body must be `application/json`."),
-    "Unprocessable": ("422", "Malformed body (`field` errors) or broken rules (`rule` errors)."),
-    "TooManyRequests": ("429", "Over the rate limit; retry after `Retry-After` seconds."),
-    "Unavailable": (
-        "503",
-        "The database could not answer (or, for readiness, the database or Redis is unreachable);"
-        " try again after `Retry-After` seconds.",
-    ),
-}
-_ERROR_HEADERS = {
-    "Unauthorized": {"WWW-Authenticate": {"schema": {"type": "string"}, "required": True}},
-    "TooManyRequests": {"Retry-After": {"schema": {"type": "integer"}, "required": True}},
-    "Unavailable": {"Retry-After": {"schema": {"type": "integer"}}},
-}
+
+def openapi_path(rule: str) -> str:
+    """A Flask rule as an OpenAPI path: `/v1/events/<path:event_id>` -> `/v1/events/{event_id}`."""
+    return _RULE_ARGUMENT.sub(r"{\1}", rule)
 
 
-_TOKEN_ERRORS = ("Unauthorized", "Forbidden", "Unavailable")  # a token is checked in the database
-_BODY_ERRORS = ("BadRequest", "PayloadTooLarge", "UnsupportedMediaType", "Unprocessable")
-
-
-def _errors(*names: str) -> dict[str, str]:
-    """Responses referencing the shared error answers `names`."""
-    return {ERRORS[name][0]: name for name in names}
-
-
-def _json(schema: Any, description: str, **extra: Any) -> dict[str, Any]:
-    return {"description": description, "content": {JSON: {"schema": schema}}, **extra}
-
-
-def _results(item: Any, description: str) -> dict[str, Any]:
-    """A batch's answer: `{"results": [item, ...]}`."""
-    schema = {
-        "type": "object",
-        "required": ["results"],
-        "additionalProperties": False,
-        "properties": {"results": {"type": "array", "items": item}},
-    }
-    return _json(schema, description)
-
-
-def _html(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {HTML: {"schema": {"type": "string"}}}}
-
-
-def _scopes(*scopes: str, optional: bool = False) -> list[dict[str, list[str]]]:
-    """Security requirements: a token with any one of `scopes` (or none at all when optional)."""
-    return [{"oauth2": [scope]} for scope in scopes] + ([{}] if optional else [])
-
-
-def _path_param(name: str, description: str, example: str | None = None) -> dict[str, Any]:
+def _path_parameter(name: str, rule: str) -> dict[str, Any]:
+    if name not in PATH_PARAMETERS:
+        raise LookupError(f"route {rule}: describe path parameter {name} in PATH_PARAMETERS")
+    description, example = PATH_PARAMETERS[name]
     param = {
         "in": "path",
         "name": name,
         "required": True,
-        "schema": {"type": "string", "pattern": f"^{PATH_SEGMENT}+$"},
+        "schema": PATH_SCHEMAS.get(name, {"type": "string", "pattern": f"^{PATH_SEGMENT}+$"}),
         "description": description,
     }
     return param | ({"example": example} if example else {})
 
 
-EXAMPLE_EVENT = {
-    "event_id": "evt-0001",
-    "type": "certification.granted",
-    "occurred_at": "2025-03-01T12:00:00Z",
-    "certification_id": "CERT-123",
-    "data": {
-        "member": {
-            "member_id": "M-1",
-            "first_name": "Ada",
-            "last_name": "Lovelace",
-            "email": "ada@example.org",
-        },
-        "credential": "RMA",
-        "certified_on": "2025-03-01",
-    },
-}
-_CERTIFICATION_ID = _path_param(
-    "certification_id", "The certification number.", EXAMPLE_EVENT["certification_id"]
-)
-_SUBSCRIPTION_ID = _path_param("subscription_id", "One of your subscriptions.")
-_SUBSCRIPTION_SCOPE = _scopes("verifications:read")
-_IDS_BODY = {"required": True, "content": {JSON: {"schema": CertificationIdsSchema}}}
-# path -> method -> OpenAPI operation; marshmallow schema classes stand where a schema goes.
-OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
-    "/v1/events": {
-        "post": {
-            "tags": ["events"],
-            "summary": "Record one event",
-            "description": "Validate its shape and its meaning against the rules, record it and "
-            "queue the jobs its change in standing calls for. The same `event_id` with the same "
-            "body answers as the first time did, with `Idempotent-Replayed: true`.",
-            "security": _scopes("events:write"),
-            "requestBody": {
-                "required": True,
-                "content": {JSON: {"schema": "Event", "example": EXAMPLE_EVENT}},
-            },
-            "responses": {
-                "202": _json(
-                    r.EventAnswerSchema,
-                    "Recorded; the standing after the event and the actions it caused.",
-                    headers={
-                        "Location": {"schema": {"type": "string"}, "required": True},
-                        "Idempotent-Replayed": {"schema": {"type": "string", "enum": ["true"]}},
-                    },
-                ),
-                **_errors(*_TOKEN_ERRORS, *_BODY_ERRORS, "NotFound", "Conflict"),
-            },
-        }
-    },
-    "/v1/events/batch": {
-        "post": {
-            "tags": ["events"],
-            "summary": "Record up to 100 events",
-            "description": "Each event is answered as `POST /v1/events` would answer it, had they "
-            "been sent one after another in this order (a later one sees the earlier ones); they "
-            "are recorded together. A result's `body` is that answer's body, `replayed` its "
-            "`Idempotent-Replayed`, `location` its `Location`.",
-            "security": _scopes("events:write"),
-            "requestBody": {
-                "required": True,
-                "content": {
-                    JSON: {
-                        "schema": {
-                            "type": "object",
-                            "required": ["events"],
-                            "additionalProperties": False,
-                            "properties": {
-                                "events": {
-                                    "type": "array",
-                                    "minItems": 1,
-                                    "maxItems": MAX_EVENTS,
-                                    "items": {"$ref": "#/components/schemas/Event"},
-                                }
-                            },
-                        },
-                        "example": {"events": [EXAMPLE_EVENT]},
-                    }
-                },
-            },
-            "responses": {
-                "200": _results(
-                    {
-                        "type": "object",
-                        "required": ["status", "replayed", "location", "body"],
-                        "additionalProperties": False,
-                        "properties": {
-                            "status": {"type": "integer", "enum": [202, 404, 409, 422]},
-                            "replayed": {"type": "boolean"},
-                            "location": {"type": ["string", "null"]},
-                            "body": {"anyOf": [r.EventAnswerSchema, r.ProblemSchema]},
-                        },
-                    },
-                    "One result per event, in the order sent.",
-                ),
-                **_errors(*_TOKEN_ERRORS, *_BODY_ERRORS),
-            },
-        }
-    },
-    "/v1/events/{event_id}": {
-        "get": {
-            "tags": ["events"],
-            "summary": "A recorded event, its outcome and its jobs",
-            "security": _scopes("events:write", "certifications:read"),
-            "parameters": [
-                _path_param("event_id", "The sender's event id.", EXAMPLE_EVENT["event_id"])
-            ],
-            "responses": {
-                "200": _json(r.EventRecordSchema, "The recorded event."),
-                **_errors(*_TOKEN_ERRORS, "NotFound"),
-            },
-        }
-    },
-    "/v1/certifications/{certification_id}": {
-        "get": {
-            "tags": ["certifications"],
-            "summary": "The standing of a certification",
-            "security": _scopes("certifications:read"),
-            "parameters": [
-                _CERTIFICATION_ID,
-                {
-                    "in": "query",
-                    "name": "as_of",
-                    "schema": {"type": "string", "format": "date"},
-                    "description": "Evaluate the history on this day (default: today, UTC); "
-                    f"from {EARLIEST_DAY} to {LATEST_DAY}, else 422.",
-                },
-            ],
-            "responses": {
-                "200": _json(r.StandingSchema, "The standing on `as_of`."),
-                **_errors(*_TOKEN_ERRORS, "BadRequest", "NotFound", "Unprocessable"),
-            },
-        }
-    },
-    "/v1/credentials": {
-        "get": {
-            "tags": ["certifications"],
-            "summary": "The credential policy table",
-            "security": _scopes("certifications:read"),
-            "responses": {
-                "200": _json(r.CredentialsSchema, "Every credential."),
-                **_errors(*_TOKEN_ERRORS),
-            },
-        }
-    },
-    "/v1/certifications/{certification_id}/credential": {
-        "get": {
-            "tags": ["credentials"],
-            "summary": "The member's Open Badges 3.0 credential, signed (VC-JWT)",
-            "description": "An `OpenBadgeCredential` of the current certification period as a "
-            "compact JWS (ES256, `typ` `vc+jwt`) whose keys are at `/.well-known/jwks.json`, "
-            "for the member portal to hand to the member. The subject is a salted SHA-256 hash "
-            "of the member's e-mail; `credentialStatus` names its place in a status list. Only "
-            "for a certification that keeps its badge (active or inactive).",
-            "security": _scopes("certifications:read"),
-            "parameters": [_CERTIFICATION_ID],
-            "responses": {
-                "200": {
-                    "description": "The credential (not cached: it carries the identity hash).",
-                    "content": {VC_JWT: {"schema": {"type": "string"}}},
-                },
-                **_errors(*_TOKEN_ERRORS, "NotFound", "NoCredential"),
-            },
-        }
-    },
-    "/v1/credentials/verify": {
-        "post": {
-            "tags": ["credentials"],
-            "summary": "Check an Open Badges credential: signature, issuer, dates and status",
-            "description": "No token needed (rate-limited per client address, as the lookups "
-            "are), or a `verifications:read` token for the higher limit. `verified` is true only "
-            "when every check passed; a failed check says why.",
-            "security": _scopes("verifications:read", optional=True),
-            "requestBody": {
-                "required": True,
-                "content": {JSON: {"schema": CredentialCheckSchema}},
-            },
-            "responses": {
-                "200": _json(CredentialCheckResultSchema, "Every check and its outcome."),
-                **_errors(*_TOKEN_ERRORS, *_BODY_ERRORS, "TooManyRequests"),
-            },
-        }
-    },
-    "/credentials/status/{list_id}/{purpose}": {
-        "get": {
-            "tags": ["credentials"],
-            "summary": "A Bitstring Status List credential (VC-JWT)",
-            "description": "A `BitstringStatusListCredential` of 131,072 entries, GZIP-compressed "
-            "and base64url-encoded (multibase `u`), signed like the credentials. Strong `ETag`, "
-            "cacheable for a minute.",
-            "security": [{}],
-            "parameters": [
-                {
-                    "in": "path",
-                    "name": "list_id",
-                    "required": True,
-                    "schema": {"type": "integer", "minimum": 0},
-                    "description": "The list, as a credential's `statusListCredential` names it.",
-                },
-                {
-                    "in": "path",
-                    "name": "purpose",
-                    "required": True,
-                    "schema": {"type": "string", "enum": ["revocation", "suspension"]},
-                    "description": "Which bitstring: revocation (for good) or suspension (lapse).",
-                },
-            ],
-            "responses": {
-                "200": {
-                    "description": "The status list credential.",
-                    "content": {VC_JWT: {"schema": {"type": "string"}}},
-                    "headers": {"ETag": {"schema": {"type": "string"}, "required": True}},
-                },
-                "304": {"description": "Unchanged since the `If-None-Match` ETag."},
-                **_errors("NotFound", "Unavailable"),
-            },
-        }
-    },
-    "/issuer": {
-        "get": {
-            "tags": ["credentials"],
-            "summary": "The issuer profile: the id credentials name as their issuer",
-            "description": "An Open Badges `Profile` (name, site, contact) with the public keys "
-            "its credentials verify with (`verificationMethod`, and `jwks_uri`).",
-            "security": [{}],
-            "responses": {"200": _json({"type": "object"}, "The issuer profile.")},
-        }
-    },
-    "/v1/verifications/{certification_id}": {
-        "get": {
-            "tags": ["verifications"],
-            "summary": "The public record of one certification",
-            "description": "No token needed; a `verifications:read` token raises the rate limit. "
-            "Send the `ETag` back as `If-None-Match` to get a 304 while the record is unchanged.",
-            "security": _scopes("verifications:read", optional=True),
-            "parameters": [
-                _CERTIFICATION_ID,
-                {"in": "header", "name": "If-None-Match", "schema": {"type": "string"}},
-            ],
-            "responses": {
-                "200": _json(
-                    VerificationSchema,
-                    "The public record.",
-                    headers={"ETag": {"schema": {"type": "string"}}},
-                ),
-                "304": {"description": "Unchanged since the `If-None-Match` ETag."},
-                **_errors(*_TOKEN_ERRORS, "NotFound", "TooManyRequests"),
-            },
-        }
-    },
-    "/v1/verifications/batch": {
-        "post": {
-            "tags": ["verifications"],
-            "summary": "The public records of up to 100 certifications",
-            "security": _scopes("verifications:read"),
-            "requestBody": {"required": True, "content": {JSON: {"schema": BatchLookupSchema}}},
-            "responses": {
-                "200": _results(
-                    {"oneOf": [VerificationSchema, r.NotFoundResultSchema]},
-                    "One result per id, in the order asked.",
-                ),
-                **_errors(*_TOKEN_ERRORS, *_BODY_ERRORS, "TooManyRequests"),
-            },
-        }
-    },
-    "/v1/subscriptions": {
-        "post": {
-            "tags": ["subscriptions"],
-            "summary": "Register a webhook for status changes of the certifications it watches",
-            "description": "The answer shows the signing secret: the only time it is shown.",
-            "security": _SUBSCRIPTION_SCOPE,
-            "requestBody": {
-                "required": True,
-                "content": {JSON: {"schema": SubscriptionCreateSchema}},
-            },
-            "responses": {
-                "201": _json(
-                    SubscriptionSchema,
-                    "Registered.",
-                    headers={"Location": {"schema": {"type": "string"}, "required": True}},
-                ),
-                **_errors(*_TOKEN_ERRORS, *_BODY_ERRORS),
-            },
-        },
-        "get": {
-            "tags": ["subscriptions"],
-            "summary": "Your subscriptions, oldest first",
-            "security": _SUBSCRIPTION_SCOPE,
-            "responses": {
-                "200": _json(r.SubscriptionsSchema, "Your live subscriptions."),
-                **_errors(*_TOKEN_ERRORS),
-            },
-        },
-    },
-    "/v1/subscriptions/{subscription_id}": {
-        "get": {
-            "tags": ["subscriptions"],
-            "summary": "One of your subscriptions, with every certification id it watches",
-            "security": _SUBSCRIPTION_SCOPE,
-            "parameters": [_SUBSCRIPTION_ID],
-            "responses": {
-                "200": _json(SubscriptionSchema, "The subscription."),
-                **_errors(*_TOKEN_ERRORS, "NotFound"),
-            },
-        },
-        "delete": {
-            "tags": ["subscriptions"],
-            "summary": "Delete a subscription: nothing more is delivered to it",
-            "security": _SUBSCRIPTION_SCOPE,
-            "parameters": [_SUBSCRIPTION_ID],
-            "responses": {
-                "204": {"description": "Deleted."},
-                **_errors(*_TOKEN_ERRORS, "NotFound"),
-            },
-        },
-    },
-    "/v1/subscriptions/{subscription_id}/certifications": {
-        method: {
-            "tags": ["subscriptions"],
-            "summary": summary,
-            "security": _SUBSCRIPTION_SCOPE,
-            "parameters": [_SUBSCRIPTION_ID],
-            "requestBody": _IDS_BODY,
-            "responses": {
-                "200": _json(r.WatchedChangeSchema, "The subscription after the change."),
-                **_errors(*_TOKEN_ERRORS, *_BODY_ERRORS, "NotFound"),
-            },
-        }
-        for method, summary in (
-            ("post", "Watch more certifications (at most 10,000 in all)"),
-            ("delete", "Stop watching the certifications named in the body"),
-        )
-    },
-    "/v1/subscriptions/{subscription_id}/deliveries": {
-        "get": {
-            "tags": ["subscriptions"],
-            "summary": "The delivery log, newest first",
-            "security": _SUBSCRIPTION_SCOPE,
-            "parameters": [_SUBSCRIPTION_ID, {"in": "query", "schema": DeliveryQuerySchema}],
-            "responses": {
-                "200": _json(r.DeliveriesSchema, "A page of the log."),
-                **_errors(*_TOKEN_ERRORS, "NotFound", "Unprocessable"),
-            },
-        }
-    },
-    "/oauth/token": {
-        "post": {
-            "tags": ["oauth"],
-            "summary": "An access token (OAuth 2.0 client credentials)",
-            "description": "Authenticate the client with HTTP Basic (`client_secret_basic`) or "
-            "with `client_id` and `client_secret` form fields (`client_secret_post`).",
-            "security": [{"clientBasic": []}, {}],
-            "requestBody": {
-                "required": True,
-                "content": {"application/x-www-form-urlencoded": {"schema": r.TokenRequestSchema}},
-            },
-            "responses": {
-                "200": _json(r.TokenSchema, "The token."),
-                **_errors("BadRequest", "Unauthorized", "PayloadTooLarge", "Unavailable"),
-            },
-        }
-    },
-    "/webhooks/credly": {
-        "post": {
-            "tags": ["credly"],
-            "summary": "A Credly webhook notification",
-            "description": "Recorded once per Credly event id and checked by a job that fetches "
-            "the event from Credly; notifications of another organisation are answered 200 but "
-            "refused. Credly's `Content-Type` is not relied on.",
-            "security": [{}],
-            "requestBody": {"required": True, "content": {JSON: {"schema": CredlyEnvelopeSchema}}},
-            "responses": {
-                "200": _json(r.WebhookReceiptSchema, "Recorded (or recorded before)."),
-                **_errors("BadRequest", "PayloadTooLarge", "Unavailable"),
-            },
-        }
-    },
-    "/healthz": {
-        "get": {
-            "tags": ["operations"],
-            "summary": "Liveness",
-            "security": [{}],
-            "responses": {"200": _json(r.HealthSchema, "The process is alive.")},
-        }
-    },
-    "/readyz": {
-        "get": {
-            "tags": ["operations"],
-            "summary": "Readiness: the database and Redis are reachable",
-            "security": [{}],
-            "responses": {
-                "200": _json(r.ReadinessSchema, "Ready."),
-                **_errors("Unavailable"),
-            },
-        }
-    },
-    "/metrics": {
-        "get": {
-            "tags": ["operations"],
-            "summary": "Prometheus metrics",
-            "security": [{}],
-            "responses": {
-                "200": {
-                    "description": "Prometheus text exposition.",
-                    "content": {"text/plain": {"schema": {"type": "string"}}},
-                }
-            },
-        }
-    },
-    "/.well-known/jwks.json": {
-        "get": {
-            "tags": ["verifications"],
-            "summary": "The public keys that sign receipts and credentials",
-            "security": [{}],
-            "responses": {
-                "200": {
-                    "description": "A JWK set (RFC 7517): every key that may have signed.",
-                    "content": {"application/jwk-set+json": {"schema": {"type": "object"}}},
-                }
-            },
-        }
-    },
-    "/openapi.json": {
-        "get": {
-            "tags": ["operations"],
-            "summary": "This OpenAPI document",
-            "security": [{}],
-            "responses": {"200": _json({"type": "object"}, "The OpenAPI 3 document.")},
-        }
-    },
-    "/docs": {
-        "get": {
-            "tags": ["operations"],
-            "summary": "The operations of this document as a web page",
-            "security": [{}],
-            "responses": {"200": _html("The API documentation.")},
-        }
-    },
-    "/verify/credential": {
-        "get": {
-            "tags": ["credentials"],
-            "summary": "The credential check web page: a form to paste a credential",
-            "security": [{}],
-            "responses": {"200": _html("The form.")},
-        },
-        "post": {
-            "tags": ["credentials"],
-            "summary": "The credential check web page: the outcome of a pasted credential",
-            "security": [{}],
-            "requestBody": {
-                "required": True,
-                "content": {
-                    FORM: {
-                        "schema": {
-                            "type": "object",
-                            "required": ["credential"],
-                            "properties": {
-                                "credential": {
-                                    "type": "string",
-                                    "maxLength": MAX_CREDENTIAL_LENGTH,
-                                    "pattern": NOT_BLANK,
-                                }
-                            },
-                        }
-                    }
-                },
-            },
-            "responses": {
-                "200": _html("The form and every check of the credential."),
-                "400": _html("Nothing pasted, or too long."),
-                "429": _html("Over the rate limit."),
-                "503": _html("The status lists cannot be read right now (`Retry-After`)."),
-            },
-        },
-    },
-    "/verify": {
-        "get": {
-            "tags": ["verifications"],
-            "summary": "The employers' verification web page",
-            "security": [{}],
-            "parameters": [
-                {
-                    "in": "query",
-                    "name": "certification_id",
-                    "schema": {"type": "string", "pattern": NOT_BLANK},
-                    "description": "The number to look up; without it, just the form.",
-                },
-            ],
-            "responses": {
-                "200": _html("The form, and the result card when a number was given."),
-                "400": _html("An empty number."),
-                "404": _html("The number is not on record."),
-                "429": _html("Over the rate limit."),
-                "503": _html("The register cannot be read right now (`Retry-After`)."),
-            },
-        }
-    },
-}
+def _operation(view: Callable[..., Any], rule: str) -> dict[str, Any]:
+    """The OpenAPI operation of `view` served at `rule`, from its own declarations."""
+    declared = declared_operation(view, rule)
+    scopes = scope_rule(view)
+    op: dict[str, Any] = {"tags": list(declared.tags), "summary": declared.summary}
+    if declared.description:
+        op["description"] = declared.description
+    op["security"] = scopes.security() if scopes else list(declared.security) or [{}]
+    parameters = [_path_parameter(name, rule) for name in _RULE_ARGUMENT.findall(rule)]
+    if parameters or declared.parameters:
+        op["parameters"] = parameters + copy.deepcopy(list(declared.parameters))
+    if declared.request is not None:
+        media: dict[str, Any] = {"schema": copy.deepcopy(declared.request)}
+        if declared.request_example is not None:
+            media["example"] = declared.request_example
+        op["requestBody"] = {"required": True, "content": {declared.request_media: media}}
+    answers = {status: copy.deepcopy(a) for status, a in declared.responses.items()}
+    for name in (*(TOKEN_ERRORS if scopes else ()), *declared.errors):
+        answers[ERRORS[name][0]] = name  # a reference to the shared answer
+    op["responses"] = {str(status): answers[status] for status in sorted(answers)}
+    return op
 
 
 def _event_name(event_type: str) -> str:
@@ -671,30 +144,23 @@ def _add_events(spec: APISpec) -> None:
     )
 
 
-@functools.cache
-def build_spec() -> dict[str, Any]:
-    """The OpenAPI document of the gateway (built once per process)."""
-    plugin = MarshmallowPlugin()
-    spec = APISpec(
-        title="credential-gateway",
-        version="1",
-        openapi_version=OPENAPI_VERSION,
-        plugins=[plugin],
-        info={
-            "description": "Certification events in, standing out, Credly badges and employer "
-            "verification in step. Every error is `application/problem+json` (RFC 9457)."
-        },
-    )
-    plugin.converter.add_attribute_function(_exclusive_range)
-    plugin.map_to_openapi_type(fields.Url, "string", "uri")  # "url" is no JSON Schema format
+def _add_components(spec: APISpec) -> None:
+    """The shared error answers, the security schemes and the event bodies."""
     spec.components.schema("Problem", schema=r.ProblemSchema)
-    for name, (_, description) in ERRORS.items():
+    for name, (status, description) in ERRORS.items():
+        example = {
+            "type": "about:blank",
+            "title": HTTPStatus(status).phrase,
+            "status": status,
+            "detail": description,
+            "errors": [],
+        }
         spec.components.response(
             name,
             {
                 "description": description,
-                "content": {PROBLEM_TYPE: {"schema": "Problem"}},
-                "headers": _ERROR_HEADERS.get(name, {}),
+                "content": {PROBLEM_TYPE: {"schema": "Problem", "example": example}},
+                "headers": ERROR_HEADERS.get(name, {}),
             },
         )
     spec.components.security_scheme(
@@ -714,44 +180,254 @@ def build_spec() -> dict[str, Any]:
         {"type": "http", "scheme": "basic", "description": "client_id:client_secret"},
     )
     _add_events(spec)
-    for path, operations in copy.deepcopy(OPERATIONS).items():  # apispec resolves in place
+
+
+def _routes(app: Flask) -> tuple[tuple[str, str, Callable[..., Any]], ...]:
+    """(rule, method, view) of every documented route of `app`."""
+    return tuple(
+        (rule.rule, method, app.view_functions[rule.endpoint])
+        for rule in sorted(app.url_map.iter_rules(), key=lambda rule: rule.rule)
+        if rule.endpoint not in UNDOCUMENTED_ENDPOINTS
+        for method in _METHODS
+        if method.upper() in (rule.methods or ())
+    )
+
+
+def build_spec(app: Flask) -> dict[str, Any]:
+    """The OpenAPI document of `app`'s routes (built once for a given set of routes)."""
+    return _build(_routes(app))
+
+
+@functools.cache
+def _build(routes: tuple[tuple[str, str, Callable[..., Any]], ...]) -> dict[str, Any]:
+    plugin = MarshmallowPlugin()
+    spec = APISpec(
+        title="credential-gateway",
+        version="1",
+        openapi_version=OPENAPI_VERSION,
+        plugins=[plugin],
+        info={
+            "description": "Certification events in, standing out, Credly badges and employer "
+            "verification in step. Every error is `application/problem+json` (RFC 9457)."
+        },
+    )
+    plugin.converter.add_attribute_function(_exclusive_range)
+    plugin.map_to_openapi_type(fields.Url, "string", "uri")  # "url" is no JSON Schema format
+    _add_components(spec)
+    paths: dict[str, dict[str, Any]] = {}
+    for rule, method, view in routes:
+        paths.setdefault(openapi_path(rule), {})[method] = _operation(view, rule)
+    for path, operations in paths.items():
         spec.path(path=path, operations=operations)
-    return spec.to_dict()
+    document = spec.to_dict()
+    _add_examples(document)
+    return document
 
 
-def _described(spec: dict[str, Any], answer: dict[str, Any]) -> str:
-    """The description of a response, following a reference to the shared ones."""
-    if "$ref" in answer:
-        answer = spec["components"]["responses"][answer["$ref"].rsplit("/", 1)[1]]
-    return answer["description"]
+# --- examples -------------------------------------------------------------------------------
+
+_FORMAT_EXAMPLES = {
+    "date": "2025-03-01",
+    "date-time": "2025-03-01T12:00:00Z",
+    "uri": "https://hooks.example.org/certifications",
+    "email": "ada@example.org",
+}
+
+
+def schema_at(document: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema`, or the component it references."""
+    while "$ref" in schema:
+        schema = document["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+    return schema
+
+
+def example_of(document: dict[str, Any], schema: dict[str, Any]) -> Any:
+    """An example value of `schema`: the fields' declared examples, else a plain value."""
+    schema = schema_at(document, schema)
+    if "example" in schema:
+        return schema["example"]
+    if "enum" in schema:
+        return schema["enum"][0]
+    for key in ("oneOf", "anyOf"):
+        if key in schema:
+            return example_of(document, schema[key][0])
+    value: Any = {}
+    for part in schema.get("allOf", []):
+        value.update(example_of(document, part))
+    kind = schema.get("type", "object")
+    kind = next(k for k in kind if k != "null") if isinstance(kind, list) else kind
+    if kind == "object":
+        properties = schema.get("properties", {})
+        value.update({name: example_of(document, p) for name, p in properties.items()})
+        extra = schema.get("additionalProperties")
+        if not properties and isinstance(extra, dict):
+            value["key"] = example_of(document, extra)
+        return value
+    if kind == "array":
+        return [example_of(document, schema.get("items", {}))]
+    if kind in ("integer", "number"):
+        low = schema.get("minimum", schema.get("exclusiveMinimum", 0) + 1)
+        return int(low) if kind == "integer" else float(low)
+    if kind == "boolean":
+        return True
+    return _FORMAT_EXAMPLES.get(schema.get("format", ""), "string")
+
+
+def _bodies(document: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every media type object of a request body or an answer (shared answers included)."""
+    found = []
+    for methods in document["paths"].values():
+        for op in methods.values():
+            found.extend(op.get("requestBody", {}).get("content", {}).values())
+            for answer in op["responses"].values():
+                found.extend(answer.get("content", {}).values())
+    for answer in document["components"]["responses"].values():
+        found.extend(answer["content"].values())
+    return found
+
+
+def _add_examples(document: dict[str, Any]) -> None:
+    for media in _bodies(document):
+        schema = media.get("schema", {})
+        if "example" not in media and schema_at(document, schema).get("type") != "string":
+            media["example"] = example_of(document, schema)
+
+
+# --- the routes -----------------------------------------------------------------------------
 
 
 @bp.get("/openapi.json")
+@operation(
+    "This OpenAPI document",
+    tags=["operations"],
+    responses={200: json_answer({"type": "object"}, "The OpenAPI 3 document.")},
+)
 def openapi_json() -> ResponseReturnValue:
     """The OpenAPI 3 document."""
-    return jsonify(build_spec())
+    return jsonify(build_spec(current_app))
 
 
 @bp.get("/docs")
+@operation(
+    "The operations of this document as a web page",
+    tags=["operations"],
+    responses={200: html("The API documentation.")},
+)
 def docs_page() -> ResponseReturnValue:
-    """Every operation of the document as a server-rendered page (no JavaScript, works offline)."""
-    spec = build_spec()
-    operations = [
+    """Every operation of the document as a server-rendered page (no JavaScript, works offline):
+    parameters, request body and answers with their fields and an example, then every schema."""
+    document = build_spec(current_app)
+    return render_template("docs.html", spec=document, **docs_view(document))
+
+
+def _answer_view(document: dict[str, Any], status: str, answer: dict[str, Any]) -> dict[str, Any]:
+    """An answer as the page shows it; a shared error answer by its description alone."""
+    if "$ref" in answer:
+        shared = document["components"]["responses"][answer["$ref"].rsplit("/", 1)[1]]
+        return {"status": status, "description": shared["description"], "problem": True}
+    bodies = [_body(document, t, m) for t, m in answer.get("content", {}).items()]
+    return {"status": status, "description": answer["description"], "bodies": bodies}
+
+
+def type_label(schema: dict[str, Any]) -> tuple[str, str | None]:
+    """How a field's type reads on the page, and the schema it names (for a link)."""
+    if "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[1]
+        return name, name
+    for key, word in (("oneOf", " or "), ("anyOf", " or "), ("allOf", " and ")):
+        if key in schema:
+            labels = [type_label(part) for part in schema[key]]
+            named = next((ref for _, ref in labels if ref), None)
+            return word.join(label for label, _ in labels), named
+    kind = schema.get("type", "any")
+    kind = " or ".join(kind) if isinstance(kind, list) else kind
+    if "items" in schema:
+        label, named = type_label(schema["items"])
+        return f"{kind} of {label}", named
+    if "enum" in schema:
+        return f"{kind}: one of {', '.join(json.dumps(v) for v in schema['enum'])}", None
+    if "format" in schema:
+        return f"{kind} ({schema['format']})", None
+    return kind, None
+
+
+def _fields(schema: dict[str, Any], document: dict[str, Any]) -> list[dict[str, Any]]:
+    """The fields of an object schema (with those of the schemas it is `allOf`)."""
+    rows = []
+    for part in schema.get("allOf", []):
+        rows.extend(_fields(schema_at(document, part), document))
+    required = set(schema.get("required", []))
+    for name, prop in schema.get("properties", {}).items():
+        label, named = type_label(prop)
+        rows.append(
+            {
+                "name": name,
+                "type": label,
+                "ref": named,
+                "required": name in required,
+                "description": prop.get("description", ""),
+            }
+        )
+    return rows
+
+
+def _body(document: dict[str, Any], media_type: str, media: dict[str, Any]) -> dict[str, Any]:
+    """A request body or an answer body as the page shows it."""
+    schema = media.get("schema", {})
+    label, named = type_label(schema)
+    resolved = schema_at(document, schema)
+    return {
+        "media_type": media_type,
+        "type": label,
+        "ref": named,
+        "fields": _fields(resolved, document),
+        "example": json.dumps(media["example"], indent=2) if "example" in media else None,
+    }
+
+
+def _anchor(*parts: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_]+", "-", "-".join(parts)).strip("-")
+
+
+def docs_view(document: dict[str, Any]) -> dict[str, Any]:
+    """What the docs page shows: each operation, then each schema, from the document."""
+    operations = []
+    for path, methods in document["paths"].items():
+        for method, op in methods.items():
+            request = op.get("requestBody", {}).get("content", {})
+            operations.append(
+                {
+                    "method": method.upper(),
+                    "path": path,
+                    "anchor": _anchor(method, path),
+                    "summary": op.get("summary", ""),
+                    "description": op.get("description", ""),
+                    "scopes": sorted({s for req in op["security"] for s in req.get("oauth2", [])}),
+                    "public": {} in op["security"],
+                    "parameters": [
+                        {
+                            "name": p["name"],
+                            "in": p["in"],
+                            "required": p.get("required", False),
+                            "type": type_label(p.get("schema", {}))[0],
+                            "description": p.get("description", ""),
+                        }
+                        for p in op.get("parameters", [])
+                    ],
+                    "request": [_body(document, t, m) for t, m in request.items()],
+                    "responses": [
+                        _answer_view(document, status, a) for status, a in op["responses"].items()
+                    ],
+                }
+            )
+    schemas = [
         {
-            "method": method.upper(),
-            "path": path,
-            "anchor": f"{method}-{path}".replace("/", "-").replace("{", "").replace("}", ""),
-            "summary": operation.get("summary", ""),
-            "description": operation.get("description", ""),
-            "tag": operation.get("tags", [""])[0],
-            "scopes": sorted({s for req in operation["security"] for s in req.get("oauth2", [])}),
-            "public": {} in operation["security"],
-            "responses": [
-                (status, _described(spec, answer))
-                for status, answer in operation["responses"].items()
-            ],
+            "name": name,
+            "anchor": f"schema-{name}",
+            "description": schema.get("description", ""),
+            "variants": [type_label(v)[1] for v in schema.get("oneOf", [])],
+            "fields": _fields(schema, document),
         }
-        for path, methods in spec["paths"].items()
-        for method, operation in methods.items()
+        for name, schema in sorted(document["components"]["schemas"].items())
     ]
-    return render_template("docs.html", spec=spec, operations=operations)
+    return {"operations": operations, "schemas": schemas}

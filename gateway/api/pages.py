@@ -8,6 +8,7 @@ from flask import Blueprint, render_template, request
 from flask.typing import ResponseReturnValue
 
 from gateway import lookup
+from gateway.api.apidoc import html, operation
 from gateway.api.context import services
 from gateway.api.problems import DATABASE_UNAVAILABLE, database_unavailable
 from gateway.ratelimit import TooManyLookups
@@ -35,6 +36,26 @@ def utc_time(moment: datetime) -> str:
 
 
 @bp.get("/verify")
+@operation(
+    "The employers' verification web page",
+    tags=["verifications"],
+    parameters=[
+        {
+            "in": "query",
+            "name": "certification_id",
+            # not only whitespace (Python's str.strip() whitespace, in any regex dialect)
+            "schema": {"type": "string", "pattern": r"[^\s\x1c-\x1f\x85]"},
+            "description": "The number to look up; without it, just the form.",
+        }
+    ],
+    responses={
+        200: html("The form, and the result card when a number was given."),
+        400: html("An empty number."),
+        404: html("The number is not on record."),
+        429: html("Over the rate limit."),
+        503: html("The register cannot be read right now (`Retry-After`)."),
+    },
+)
 def verify_page() -> ResponseReturnValue:
     """The form, and the result card of the number asked for (404 when it is not on record)."""
     number = request.args.get("certification_id")

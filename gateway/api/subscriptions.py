@@ -15,11 +15,13 @@ from sqlalchemy.orm import Session
 from connectors.errors import PermanentError, TransientError
 from connectors.webhooks import check_target
 from gateway import subscriptions
+from gateway.api.apidoc import BODY_ERRORS, LOCATION, empty, json_answer, operation
 from gateway.api.context import services
 from gateway.api.events import json_body
 from gateway.api.problems import Problem, loaded
 from gateway.auth import current_client_id, require_scope
 from gateway.ratelimit import LOOKUP_SCOPE
+from gateway.schemas import responses as r
 from gateway.schemas.subscriptions import (
     CertificationIdsSchema,
     DeliveryQuerySchema,
@@ -78,6 +80,14 @@ def _check_url(url: str) -> None:
 
 @bp.post("/v1/subscriptions")
 @require_scope(LOOKUP_SCOPE)
+@operation(
+    "Register a webhook for status changes of the certifications it watches",
+    tags=["subscriptions"],
+    description="The answer shows the signing secret: the only time it is shown.",
+    request=SubscriptionCreateSchema,
+    responses={201: json_answer(SubscriptionSchema, "Registered.", headers=LOCATION)},
+    errors=BODY_ERRORS,
+)
 def create_subscription() -> ResponseReturnValue:
     """Register a webhook; the answer shows its signing secret, the only time it is shown."""
     body = loaded(SubscriptionCreateSchema(), json_body(), "subscription")
@@ -96,6 +106,11 @@ def create_subscription() -> ResponseReturnValue:
 
 @bp.get("/v1/subscriptions")
 @require_scope(LOOKUP_SCOPE)
+@operation(
+    "Your subscriptions, oldest first",
+    tags=["subscriptions"],
+    responses={200: json_answer(r.SubscriptionsSchema, "Your live subscriptions.")},
+)
 def list_subscriptions() -> ResponseReturnValue:
     """Your live subscriptions, oldest first (without the watched ids)."""
     with services().db.sessions() as session:
@@ -105,6 +120,12 @@ def list_subscriptions() -> ResponseReturnValue:
 
 @bp.get("/v1/subscriptions/<subscription_id>")
 @require_scope(LOOKUP_SCOPE)
+@operation(
+    "One of your subscriptions, with every certification id it watches",
+    tags=["subscriptions"],
+    responses={200: json_answer(SubscriptionSchema, "The subscription.")},
+    errors=("NotFound",),
+)
 def get_subscription(subscription_id: str) -> ResponseReturnValue:
     """One of your subscriptions with every certification id it watches."""
     with services().db.transaction() as session:
@@ -115,6 +136,12 @@ def get_subscription(subscription_id: str) -> ResponseReturnValue:
 
 @bp.delete("/v1/subscriptions/<subscription_id>")
 @require_scope(LOOKUP_SCOPE)
+@operation(
+    "Delete a subscription: nothing more is delivered to it",
+    tags=["subscriptions"],
+    responses={204: empty("Deleted.")},
+    errors=("NotFound",),
+)
 def delete_subscription(subscription_id: str) -> ResponseReturnValue:
     """Delete a subscription: nothing more is delivered to it."""
     with services().db.transaction() as session:
@@ -122,8 +149,20 @@ def delete_subscription(subscription_id: str) -> ResponseReturnValue:
     return Response(status=204)
 
 
+def _watched_change(summary: str) -> Callable[[Callable], Callable]:
+    """The operation of a change to the watched ids: the ids in the body, the count after it."""
+    return operation(
+        summary,
+        tags=["subscriptions"],
+        request=CertificationIdsSchema,
+        responses={200: json_answer(r.WatchedChangeSchema, "The subscription after the change.")},
+        errors=(*BODY_ERRORS, "NotFound"),
+    )
+
+
 @bp.post("/v1/subscriptions/<subscription_id>/certifications")
 @require_scope(LOOKUP_SCOPE)
+@_watched_change("Watch more certifications (at most 10,000 in all)")
 def watch_certifications(subscription_id: str) -> ResponseReturnValue:
     """Watch more certifications (at most 10,000 in all); says how many were `added`."""
     return _change_watched(subscription_id, subscriptions.watch, "added")
@@ -131,6 +170,7 @@ def watch_certifications(subscription_id: str) -> ResponseReturnValue:
 
 @bp.delete("/v1/subscriptions/<subscription_id>/certifications")
 @require_scope(LOOKUP_SCOPE)
+@_watched_change("Stop watching the certifications named in the body")
 def unwatch_certifications(subscription_id: str) -> ResponseReturnValue:
     """Stop watching the certifications named in the body; says how many were `removed`."""
     return _change_watched(subscription_id, subscriptions.unwatch, "removed")
@@ -152,6 +192,13 @@ def _change_watched(
 
 @bp.get("/v1/subscriptions/<subscription_id>/deliveries")
 @require_scope(LOOKUP_SCOPE)
+@operation(
+    "The delivery log, newest first",
+    tags=["subscriptions"],
+    parameters=[{"in": "query", "schema": DeliveryQuerySchema}],
+    responses={200: json_answer(r.DeliveriesSchema, "A page of the log.")},
+    errors=("NotFound", "Unprocessable"),
+)
 def list_deliveries(subscription_id: str) -> ResponseReturnValue:
     """The delivery log, newest first: `?limit=` (≤ 1000) and `?before=<sequence>` to page back."""
     query = loaded(DeliveryQuerySchema(), request.args.to_dict(), "query")

@@ -6,11 +6,13 @@ from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from gateway import lookup
+from gateway.api.apidoc import BODY_ERRORS, empty, json_answer, operation, results
 from gateway.api.context import services
 from gateway.api.events import json_body
 from gateway.api.problems import Problem, loaded
 from gateway.auth import allow_scope, require_scope
 from gateway.ratelimit import LOOKUP_SCOPE
+from gateway.schemas.responses import NotFoundResultSchema
 from gateway.schemas.verifications import BatchLookupSchema, VerificationSchema
 
 bp = Blueprint("verifications", __name__)
@@ -20,6 +22,22 @@ _public = VerificationSchema()
 
 @bp.get("/v1/verifications/<certification_id>")
 @allow_scope(LOOKUP_SCOPE)
+@operation(
+    "The public record of one certification",
+    tags=["verifications"],
+    description="No token needed; a `verifications:read` token raises the rate limit. Send the "
+    "`ETag` back as `If-None-Match` to get a 304 while the record is unchanged.",
+    parameters=[{"in": "header", "name": "If-None-Match", "schema": {"type": "string"}}],
+    responses={
+        200: json_answer(
+            VerificationSchema,
+            "The public record.",
+            headers={"ETag": {"schema": {"type": "string"}}},
+        ),
+        304: empty("Unchanged since the `If-None-Match` ETag."),
+    },
+    errors=("NotFound", "TooManyRequests"),
+)
 def get_verification(certification_id: str) -> ResponseReturnValue:
     """The public record of one certification; no token needed, a token raises the rate limit."""
     [found] = lookup.verify(services().db, [certification_id])
@@ -34,6 +52,18 @@ def get_verification(certification_id: str) -> ResponseReturnValue:
 
 @bp.post("/v1/verifications/batch")
 @require_scope(LOOKUP_SCOPE)
+@operation(
+    "The public records of up to 100 certifications",
+    tags=["verifications"],
+    request=BatchLookupSchema,
+    responses={
+        200: results(
+            {"oneOf": [VerificationSchema, NotFoundResultSchema]},
+            "One result per id, in the order asked.",
+        )
+    },
+    errors=(*BODY_ERRORS, "TooManyRequests"),
+)
 def batch_verifications() -> ResponseReturnValue:
     """The public records of up to 100 certifications, in the order asked; unknown: not_found."""
     ids = loaded(BatchLookupSchema(), json_body(), "batch lookup")["certification_ids"]

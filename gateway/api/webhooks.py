@@ -6,15 +6,29 @@ from flask import Blueprint, current_app, request
 from flask.typing import ResponseReturnValue
 
 from gateway import credly_webhooks, metrics, ratelimit
+from gateway.api.apidoc import json_answer, operation
 from gateway.api.context import services
 from gateway.api.problems import Problem
 from gateway.logs import request_id
 from gateway.schemas.events import ShapeError
+from gateway.schemas.responses import WebhookReceiptSchema
+from gateway.schemas.webhooks import CredlyEnvelopeSchema
 
 bp = Blueprint("webhooks", __name__)
 
 
 @bp.post("/webhooks/credly")
+@operation(
+    "A Credly webhook notification",
+    tags=["credly"],
+    description="Recorded once per Credly event id and checked by a job that fetches the event "
+    "from Credly; notifications of another organisation are answered 200 but refused. Credly's "
+    "`Content-Type` is not relied on. Rate limited per client address (429); over the bound of "
+    "notifications checked with Credly a new one is answered 503 and not recorded.",
+    request=CredlyEnvelopeSchema,
+    responses={200: json_answer(WebhookReceiptSchema, "Recorded (or recorded before).")},
+    errors=("BadRequest", "PayloadTooLarge", "TooManyRequests", "Unavailable"),
+)
 def credly_notification() -> ResponseReturnValue:
     """Record a notification and queue its job; 200 for any well-formed one (docs/credly.md,
     "Webhooks"). Over the bound of notifications checked with Credly, a new one is answered 503

@@ -34,6 +34,23 @@ from gateway.rules import (
 from gateway.rules.periods import EARLIEST_DAY, LATEST_DAY
 
 MAX_EVENTS = 100  # in one `POST /v1/events/batch`
+#: The example event of the API documentation (and of the tests that send it).
+EXAMPLE_EVENT: dict[str, Any] = {
+    "event_id": "evt-0001",
+    "type": "certification.granted",
+    "occurred_at": "2025-03-01T12:00:00Z",
+    "certification_id": "CERT-123",
+    "data": {
+        "member": {
+            "member_id": "M-1",
+            "first_name": "Ada",
+            "last_name": "Lovelace",
+            "email": "ada@example.org",
+        },
+        "credential": "RMA",
+        "certified_on": "2025-03-01",
+    },
+}
 _ID = validate.Length(min=1, max=128)
 _NAME = validate.Length(min=1, max=200)
 # Text PostgreSQL can store: no NUL. (A lone surrogate never gets here: see gateway.security.)

@@ -13,4 +13,5 @@ def certification_ids_field(most: int) -> fields.List:
         fields.String(validate=[validate.Length(min=1, max=128), TEXT]),
         required=True,
         validate=validate.Length(min=1, max=most, error=f"Give 1 to {most} certification ids."),
+        metadata={"example": ["CERT-123", "CERT-456"]},
     )

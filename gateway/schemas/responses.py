@@ -1,8 +1,9 @@
 """Response bodies as marshmallow schemas: what the OpenAPI document promises each answer holds.
 
-The views build their answers as plain dicts; these schemas describe them for `/openapi.json`
-and the schemathesis tests check every answer against them. Closed schemas (`additionalProperties:
-false`) say exactly which keys an answer has; problem details stay open (RFC 9457 extensions).
+The views build their answers as plain dicts; these schemas describe them for `/openapi.json`.
+The test suite checks every answer it receives against them (`tests/support/openapi_answers.py`)
+and schemathesis fuzzes every operation. Closed schemas (`additionalProperties: false`) say
+exactly which keys an answer has; problem details stay open (RFC 9457 extensions).
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ class _Closed(Schema):
 class ProblemErrorSchema(_Closed):
     """One item of a problem's `errors`: a field path (malformed body) or a rule id (rejection)."""
 
-    field = fields.String(metadata={"description": "Dotted path of the offending field."})
+    field = fields.String(
+        metadata={"description": "Dotted path of the offending field.", "example": "data.points"}
+    )
     rule = fields.String(metadata={"description": "Id of the certification rule the event breaks."})
-    message = fields.String(required=True)
+    message = fields.String(required=True, metadata={"example": "Must be greater than 0."})
 
 
 class ProblemSchema(Schema):
@@ -39,9 +42,11 @@ class ProblemSchema(Schema):
         unknown = INCLUDE  # extension members: OAuth `error`, readiness `checks`, ...
 
     type = fields.String(required=True, metadata={"example": "about:blank"})
-    title = fields.String(required=True)
-    status = fields.Integer(required=True, validate=validate.Range(min=400, max=599))
-    detail = fields.String(required=True)
+    title = fields.String(required=True, metadata={"example": "Unprocessable Content"})
+    status = fields.Integer(
+        required=True, validate=validate.Range(min=400, max=599), metadata={"example": 422}
+    )
+    detail = fields.String(required=True, metadata={"example": "The event breaks a rule."})
     errors = fields.List(
         fields.Nested(ProblemErrorSchema),
         required=True,
@@ -52,25 +57,29 @@ class ProblemSchema(Schema):
 class ReasonSchema(_Closed):
     """A rule that holds for the standing, or that an event broke."""
 
-    rule = fields.String(required=True)
-    message = fields.String(required=True)
+    rule = fields.String(required=True, metadata={"example": "fees.paid"})
+    message = fields.String(
+        required=True, metadata={"example": "The renewal fee is paid through 2026-02-28."}
+    )
 
 
 class MemberViewSchema(_Closed):
     """The member a certification belongs to."""
 
-    member_id = fields.String(required=True)
-    first_name = fields.String(required=True)
-    last_name = fields.String(required=True)
-    email = fields.String(required=True)
+    member_id = fields.String(required=True, metadata={"example": "M-1"})
+    first_name = fields.String(required=True, metadata={"example": "Ada"})
+    last_name = fields.String(required=True, metadata={"example": "Lovelace"})
+    email = fields.String(required=True, metadata={"example": "ada@example.org"})
 
 
 class FeesSchema(_Closed):
     """Renewal fees: paid through a day, the next one due in a month (`YYYY-MM`)."""
 
-    paid_through = fields.Date(required=True)
-    next_due = fields.String(required=True, validate=validate.Regexp(r"^\d{4}-\d{2}$"))
-    unpaid_years = fields.Integer(required=True)
+    paid_through = fields.Date(required=True, metadata={"example": "2026-02-28"})
+    next_due = fields.String(
+        required=True, validate=validate.Regexp(r"^\d{4}-\d{2}$"), metadata={"example": "2026-03"}
+    )
+    unpaid_years = fields.Integer(required=True, metadata={"example": 0})
 
 
 class CcpSchema(_Closed):
@@ -79,15 +88,20 @@ class CcpSchema(_Closed):
     required = fields.Boolean(required=True)
     cycle_start = fields.Date(required=True, allow_none=True)
     cycle_end = fields.Date(required=True, allow_none=True)
-    points_required = fields.Float(required=True)
-    points_earned = fields.Float(required=True)
-    points_by_category = fields.Dict(keys=fields.String(), values=fields.Float(), required=True)
+    points_required = fields.Float(required=True, metadata={"example": 60.0})
+    points_earned = fields.Float(required=True, metadata={"example": 12.5})
+    points_by_category = fields.Dict(
+        keys=fields.String(),
+        values=fields.Float(),
+        required=True,
+        metadata={"example": {"education": 12.5}},
+    )
 
 
 class RecertificationSchema(_Closed):
     """Whether the member must recertify, and by which methods."""
 
-    required = fields.Boolean(required=True)
+    required = fields.Boolean(required=True, metadata={"example": False})
     methods = fields.List(fields.String(validate=validate.OneOf(["ccp", "exam"])), required=True)
 
 
@@ -137,8 +151,8 @@ class JobSchema(_Closed):
 class StandingSchema(_Closed):
     """Where a certification stands on `as_of` (docs/rules.md), with its badge, lookup and jobs."""
 
-    certification_id = fields.String(required=True)
-    credential = fields.String(required=True)
+    certification_id = fields.String(required=True, metadata={"example": "CERT-123"})
+    credential = fields.String(required=True, metadata={"example": "RMA"})
     member = fields.Nested(MemberViewSchema, required=True)
     certified_on = fields.Date(required=True)
     as_of = fields.Date(required=True)
@@ -157,7 +171,7 @@ class StandingSchema(_Closed):
 class EventAnswerSchema(_Closed):
     """`202 Accepted`: the event is recorded; the standing after it and the actions it caused."""
 
-    event_id = fields.String(required=True)
+    event_id = fields.String(required=True, metadata={"example": "evt-0001"})
     status = fields.String(required=True, validate=validate.OneOf(["accepted"]))
     standing = fields.Nested(StandingSchema, required=True)
     actions = fields.List(fields.String(validate=validate.OneOf(ACTIONS)), required=True)
@@ -166,9 +180,9 @@ class EventAnswerSchema(_Closed):
 class EventRecordSchema(_Closed):
     """A recorded event, its outcome and reasons, and the state of every job it caused."""
 
-    event_id = fields.String(required=True)
-    type = fields.String(required=True)
-    certification_id = fields.String(required=True)
+    event_id = fields.String(required=True, metadata={"example": "evt-0001"})
+    type = fields.String(required=True, metadata={"example": "certification.granted"})
+    certification_id = fields.String(required=True, metadata={"example": "CERT-123"})
     occurred_at = fields.DateTime(required=True)
     received_at = fields.DateTime(required=True)
     status = fields.String(required=True, validate=validate.OneOf(["accepted", "rejected"]))
@@ -181,11 +195,14 @@ class CredentialSchema(_Closed):
     """One credential of the policy table."""
 
     code = fields.String(required=True, metadata={"example": "RMA"})
-    name = fields.String(required=True)
-    points_per_cycle = fields.Float(required=True)
+    name = fields.String(required=True, metadata={"example": "Registered Medical Assistant"})
+    points_per_cycle = fields.Float(required=True, metadata={"example": 60.0})
     eligibility_criteria = fields.String(
         required=True,
-        metadata={"description": "The current criteria id recertification.completed must name."},
+        metadata={
+            "description": "The current criteria id recertification.completed must name.",
+            "example": "RMA-2025",
+        },
     )
 
 
@@ -198,7 +215,7 @@ class CredentialsSchema(_Closed):
 class NotFoundResultSchema(_Closed):
     """A batch lookup's answer for a number that is not on record."""
 
-    certification_id = fields.String(required=True)
+    certification_id = fields.String(required=True, metadata={"example": "CERT-999"})
     status = fields.String(required=True, validate=validate.OneOf(["not_found"]))
 
 
@@ -216,10 +233,10 @@ class TokenRequestSchema(Schema):
 class TokenSchema(_Closed):
     """An access token (RFC 6749 §5.1)."""
 
-    access_token = fields.String(required=True)
+    access_token = fields.String(required=True, metadata={"example": "kT3v...9sQ"})
     token_type = fields.String(required=True, validate=validate.OneOf(["Bearer"]))
-    expires_in = fields.Integer(required=True)
-    scope = fields.String(required=True)
+    expires_in = fields.Integer(required=True, metadata={"example": 3600})
+    scope = fields.String(required=True, metadata={"example": "verifications:read"})
 
 
 class HealthSchema(_Closed):
@@ -246,16 +263,21 @@ class ReadinessSchema(_Closed):
     """The database and Redis are reachable."""
 
     status = fields.String(required=True, validate=validate.OneOf(["ready"]))
-    checks = fields.Dict(keys=fields.String(), values=fields.String(), required=True)
+    checks = fields.Dict(
+        keys=fields.String(),
+        values=fields.String(),
+        required=True,
+        metadata={"example": {"database": "ok", "redis": "ok"}},
+    )
     credly = fields.Nested(CredlyStatusSchema, required=True)
 
 
 class WebhookReceiptSchema(_Closed):
     """A Credly notification was recorded (or had been) and its check queued."""
 
-    id = fields.String(required=True)
-    status = fields.String(required=True)
-    duplicate = fields.Boolean(required=True)
+    id = fields.String(required=True, metadata={"example": "5c1f6e0a-credly-event"})
+    status = fields.String(required=True, metadata={"example": "received"})
+    duplicate = fields.Boolean(required=True, metadata={"example": False})
 
 
 class SubscriptionsSchema(_Closed):

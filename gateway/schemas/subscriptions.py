@@ -34,36 +34,45 @@ class SubscriptionCreateSchema(CertificationIdsSchema):
         schemes={"http", "https"},
         require_tld=False,
         validate=[validate.Length(max=MAX_URL), TEXT],
-        metadata={"description": "The webhook URL; it must resolve to public addresses."},
+        metadata={
+            "description": "The webhook URL; it must resolve to public addresses.",
+            "example": "https://hooks.example.org/certifications",
+        },
     )
 
 
 class SubscriptionSchema(Schema):
     """A subscription as its owner sees it; the secret only in the answer that created it."""
 
-    id = fields.String()
-    url = fields.String()
-    certification_count = fields.Integer()
-    certification_ids = fields.List(fields.String())
-    created_at = fields.DateTime()
+    id = fields.String(metadata={"example": "sub_2f9c7d1e"})
+    url = fields.String(metadata={"example": "https://hooks.example.org/certifications"})
+    certification_count = fields.Integer(metadata={"example": 2})
+    certification_ids = fields.List(fields.String(), metadata={"example": ["CERT-123", "CERT-456"]})
+    created_at = fields.DateTime(metadata={"example": "2025-06-01T09:30:00Z"})
     secret = fields.String(
-        metadata={"description": "whsec_...: shown once, at creation; verifies signatures."}
+        metadata={
+            "description": "whsec_...: shown once, at creation; verifies signatures.",
+            "example": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        }
     )
 
 
 class DeliverySchema(Schema):
     """One entry of a subscription's delivery log."""
 
-    sequence = fields.Integer()
-    event_id = fields.String(metadata={"description": "The webhook-id header of the message."})
-    certification_id = fields.String()
+    sequence = fields.Integer(metadata={"example": 42})
+    event_id = fields.String(
+        metadata={"description": "The webhook-id header of the message.", "example": "msg_42"}
+    )
+    certification_id = fields.String(metadata={"example": "CERT-123"})
     state = fields.String(
         metadata={
-            "description": "pending, sending, retrying, delivered, superseded, cancelled, failed"
+            "description": "pending, sending, retrying, delivered, superseded, cancelled, failed",
+            "example": "delivered",
         }
     )
-    attempts = fields.Integer()
-    status_code = fields.Integer(allow_none=True)
+    attempts = fields.Integer(metadata={"example": 1})
+    status_code = fields.Integer(allow_none=True, metadata={"example": 204})
     error = fields.String(allow_none=True, attribute="last_error")
     created_at = fields.DateTime()
     last_attempt_at = fields.DateTime(allow_none=True)

@@ -16,14 +16,16 @@ class VerificationSchema(Schema):
     Only dumped (never loaded): `required` and `validate` here document the answer (OpenAPI).
     """
 
-    certification_id = fields.String(required=True)
-    name = fields.String(required=True)
-    credential = fields.String(required=True)
-    credential_name = fields.String(required=True)
+    certification_id = fields.String(required=True, metadata={"example": "CERT-123"})
+    name = fields.String(required=True, metadata={"example": "Ada Lovelace"})
+    credential = fields.String(required=True, metadata={"example": "RMA"})
+    credential_name = fields.String(
+        required=True, metadata={"example": "Registered Medical Assistant"}
+    )
     status = fields.String(required=True, validate=validate.OneOf(STANDING_STATUSES))
-    certified_since = fields.Date(required=True)
-    valid_through = fields.Date(required=True, allow_none=True)
-    verified_at = fields.DateTime(required=True)
+    certified_since = fields.Date(required=True, metadata={"example": "2025-03-01"})
+    valid_through = fields.Date(required=True, allow_none=True, metadata={"example": "2026-02-28"})
+    verified_at = fields.DateTime(required=True, metadata={"example": "2025-06-01T09:30:00Z"})
 
 
 class BatchLookupSchema(Schema):

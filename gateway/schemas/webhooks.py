@@ -19,12 +19,24 @@ class CredlyEnvelopeSchema(Schema):
     class Meta:
         unknown = EXCLUDE  # Credly may add fields; the event itself is fetched, not read here
 
-    id = fields.String(required=True, validate=[validate.Length(min=1, max=128), _PRINTABLE])
-    organization_id = fields.String(
-        required=True, validate=[validate.Length(min=1, max=128), _PRINTABLE]
+    id = fields.String(
+        required=True,
+        validate=[validate.Length(min=1, max=128), _PRINTABLE],
+        metadata={"example": "5c1f6e0a-credly-event"},
     )
-    event_type = fields.String(required=True, validate=[validate.Length(min=1, max=64), TEXT])
-    occurred_at = fields.AwareDateTime(required=True, default_timezone=UTC)
+    organization_id = fields.String(
+        required=True,
+        validate=[validate.Length(min=1, max=128), _PRINTABLE],
+        metadata={"example": "dry-run"},
+    )
+    event_type = fields.String(
+        required=True,
+        validate=[validate.Length(min=1, max=64), TEXT],
+        metadata={"example": "badge.state.changed"},
+    )
+    occurred_at = fields.AwareDateTime(
+        required=True, default_timezone=UTC, metadata={"example": "2025-06-01T09:30:00Z"}
+    )
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,87 @@
+"""Every answer a test receives is checked against the OpenAPI document of the app.
+
+`check_answers(app)` (the apps of `make_app`, so the whole suite) adds an `after_request` hook: an
+answer of an operation of the gateway's document whose status the document does not list for it,
+whose media type is not the one documented, or whose JSON body does not match the documented
+schema fails the test (an AssertionError, raised out of the test client since test apps propagate
+exceptions). Routes a test adds for itself are not in the document and go unchecked; so does a
+500, the server failing, which no document promises (the tests that provoke one assert it).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Flask, Response, request
+from jsonschema.exceptions import best_match
+from openapi_schema_validator import OAS31Validator
+
+from gateway.api.openapi import build_spec, openapi_path
+from gateway.bootstrap import routes_only
+
+_validators: dict[tuple[int, str, str, str], OAS31Validator] = {}
+
+
+def _answer(document: dict[str, Any], answer: dict[str, Any]) -> dict[str, Any]:
+    if "$ref" in answer:
+        return document["components"]["responses"][answer["$ref"].rsplit("/", 1)[1]]
+    return answer
+
+
+def validator(document: dict[str, Any], schema: dict[str, Any]) -> OAS31Validator:
+    """A validator of `schema`, a schema of `document` whose references point into it."""
+    return OAS31Validator(
+        {**schema, "components": document["components"]},
+        format_checker=OAS31Validator.FORMAT_CHECKER,
+    )
+
+
+def mismatch(
+    document: dict[str, Any], path: str, method: str, status: int, mimetype: str, body: bytes
+) -> str | None:
+    """What is wrong with an answer of `method path` by the document; None when it is right."""
+    operation = document["paths"].get(path, {}).get(method.lower())
+    if operation is None:  # not an operation of the document (HEAD, OPTIONS): nothing promised
+        return None
+    where = f"{method} {path} answered {status} {mimetype or '(no body)'}"
+    promised = operation["responses"].get(str(status)) or operation["responses"].get("default")
+    if promised is None:
+        return f"{where}: the document lists only {sorted(operation['responses'])}"
+    content = _answer(document, promised).get("content", {})
+    if not content:
+        return f"{where} with a body, where the document promises none" if body else None
+    if mimetype not in content:
+        return f"{where}: the document promises {sorted(content)}"
+    if not mimetype.endswith("json"):
+        return None
+    key = (id(document), path, method, f"{status} {mimetype}")
+    if key not in _validators:
+        _validators[key] = validator(document, content[mimetype]["schema"])
+    error = best_match(_validators[key].iter_errors(json.loads(body)))
+    if error is None:
+        return None
+    at = "/".join(str(part) for part in error.absolute_path)
+    return f"{where} that does not match its documented schema at /{at}: {error.message}"
+
+
+def check_answers(app: Flask) -> None:
+    """Fail the test on any answer of `app` that the gateway's OpenAPI document does not promise."""
+    document = build_spec(routes_only())
+
+    @app.after_request
+    def _check(response: Response) -> Response:
+        if request.url_rule is None or response.is_streamed or response.status_code == 500:
+            return response  # no route matched (404, 405): no operation to compare with
+        status = response.status_code
+        problem = mismatch(
+            document,
+            openapi_path(request.url_rule.rule),
+            request.method,
+            status,
+            response.mimetype or "",
+            b"" if status in (204, 304) else response.get_data(),  # sent without a body
+        )
+        if problem:
+            raise AssertionError(problem)
+        return response
