@@ -140,6 +140,7 @@ class Settings:
     issuer_contact: str | None = None
     issuer_logo: str | None = None
     signing_keys_file: str | None = None
+    receipt_retention_days: int = 2190
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -197,6 +198,7 @@ class Settings:
             issuer_contact=env.get("ISSUER_CONTACT") or None,
             issuer_logo=env.get("ISSUER_LOGO") or None,
             signing_keys_file=_path(env.get("SIGNING_KEYS_FILE")),
+            receipt_retention_days=_int(env, "RECEIPT_RETENTION_DAYS", cls.receipt_retention_days),
         )
 
     def __post_init__(self) -> None:
@@ -219,6 +221,8 @@ class Settings:
             raise ConfigError("JOB_CONCURRENCY must be at least 1")
         if self.relay_interval_seconds < 1:
             raise ConfigError("RELAY_INTERVAL_SECONDS must be at least 1")
+        if self.receipt_retention_days < 1:
+            raise ConfigError("RECEIPT_RETENTION_DAYS must be at least 1")
         _all_or_none(
             "The verification directory",
             {

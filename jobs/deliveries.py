@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from connectors.errors import PermanentError, TransientError
 from gateway import lookup
 from gateway.config import Settings
-from gateway.schemas.verifications import VerificationSchema
+from gateway.schemas.verifications import RECORD_FIELDS, VerificationSchema
 from gateway.services import Services
 from gateway.store.models import (
     Delivery,
@@ -55,9 +55,7 @@ OPEN = ("pending", "retrying")
 
 _public = VerificationSchema()
 #: What a record shows; a change of any of these is pushed (the id and time of check are not).
-PUBLIC_FIELDS = tuple(
-    name for name in _public.fields if name not in ("certification_id", "verified_at")
-)
+PUBLIC_FIELDS = RECORD_FIELDS
 
 Send = Callable[[Services, "Claim", dict[str, Any]], int]
 

@@ -6,11 +6,9 @@ transaction; their jobs are dispatched after the commit.
 
 from __future__ import annotations
 
-from datetime import date
-from typing import Any
-
 from sqlalchemy import bindparam, insert, select, update
 
+from gateway import lookup
 from gateway.services import Services
 from gateway.store.models import Certification, UTCDateTime, VerificationRecord, utcnow
 from jobs import deliveries
@@ -56,7 +54,7 @@ def sync(svc: Services, item: ClaimedItem) -> None:
             connection, _CERTIFICATION_AND_RECORD, key
         )
         before = dict(zip(deliveries.PUBLIC_FIELDS, shown, strict=True)) if recorded else None
-        after = _public_record(svc, credential, status, standing)
+        after = lookup.public_record(svc.policy, credential, status, standing)
         values = {**after, "synced_at": utcnow()}
         if recorded:
             svc.db.execute(connection, _UPDATE, {**values, "record_of": item.certification_id})
@@ -69,22 +67,3 @@ def sync(svc: Services, item: ClaimedItem) -> None:
         item.finish(svc.db, connection)
     if outbox_ids and svc.dispatcher is not None:  # else the relay wakes a worker for them
         svc.dispatcher.dispatch(outbox_ids)
-
-
-def _public_record(
-    svc: Services, credential: str, status: str, standing: dict[str, Any]
-) -> dict[str, Any]:
-    """What the record of a certification in `standing` shows."""
-    member = standing["member"]
-    known = svc.policy.credentials.get(credential)
-    paid_through = standing["fees"]["paid_through"]
-    return {
-        "name": f"{member['first_name']} {member['last_name']}",
-        "credential": credential,
-        "credential_name": known.name if known else credential,
-        "status": status,
-        "certified_since": date.fromisoformat(standing["certified_on"]),
-        "valid_through": (
-            date.fromisoformat(paid_through) if status == "active" and paid_through else None
-        ),
-    }

@@ -28,7 +28,13 @@ from gateway.schemas.subscriptions import (
     SubscriptionCreateSchema,
     SubscriptionSchema,
 )
-from gateway.schemas.verifications import BatchLookupSchema, VerificationSchema
+from gateway.schemas.verifications import (
+    BatchLookupSchema,
+    OnQuerySchema,
+    ReceiptQuerySchema,
+    ReceiptSchema,
+    VerificationSchema,
+)
 from gateway.schemas.webhooks import CredlyEnvelopeSchema
 from gateway.security import PATH_SEGMENT
 
@@ -264,10 +270,13 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
             "tags": ["verifications"],
             "summary": "The public record of one certification",
             "description": "No token needed; a `verifications:read` token raises the rate limit. "
-            "Send the `ETag` back as `If-None-Match` to get a 304 while the record is unchanged.",
+            "Send the `ETag` back as `If-None-Match` to get a 304 while the record is unchanged. "
+            "With `on` (and a `verifications:read` token) the record as it stood that day, "
+            "computed from the history; a day before the grant is a 404 naming `on`.",
             "security": _scopes("verifications:read", optional=True),
             "parameters": [
                 _CERTIFICATION_ID,
+                {"in": "query", "schema": OnQuerySchema},
                 {"in": "header", "name": "If-None-Match", "schema": {"type": "string"}},
             ],
             "responses": {
@@ -277,7 +286,45 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
                     headers={"ETag": {"schema": {"type": "string"}}},
                 ),
                 "304": {"description": "Unchanged since the `If-None-Match` ETag."},
-                **_errors(*_TOKEN_ERRORS, "NotFound", "TooManyRequests"),
+                **_errors(*_TOKEN_ERRORS, "NotFound", "Unprocessable", "TooManyRequests"),
+            },
+        }
+    },
+    "/v1/verifications/{certification_id}/receipt": {
+        "get": {
+            "tags": ["verifications"],
+            "summary": "A signed receipt of the public record (proof of the check)",
+            "description": "A compact JWS (ES256; keys at `/.well-known/jwks.json`) whose claims "
+            "are the verification answer plus `iss`, `sub`, `iat` and the reference `jti` (also "
+            "in `Receipt-Reference`). Every receipt is recorded. `on` needs a token, as above.",
+            "security": _scopes("verifications:read", optional=True),
+            "parameters": [_CERTIFICATION_ID, {"in": "query", "schema": OnQuerySchema}],
+            "responses": {
+                "200": {
+                    "description": "The receipt.",
+                    "content": {"application/jwt": {"schema": {"type": "string"}}},
+                    "headers": {"Receipt-Reference": {"schema": {"type": "string"}}},
+                },
+                **_errors(*_TOKEN_ERRORS, "NotFound", "Unprocessable", "TooManyRequests"),
+            },
+        }
+    },
+    "/v1/receipts": {
+        "get": {
+            "tags": ["verifications"],
+            "summary": "The receipts issued to you, oldest first",
+            "security": _scopes("verifications:read"),
+            "parameters": [{"in": "query", "schema": ReceiptQuerySchema}],
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "required": ["receipts"],
+                        "properties": {"receipts": {"type": "array", "items": ReceiptSchema}},
+                    },
+                    "Your receipts issued at or after `since`.",
+                ),
+                **_errors(*_TOKEN_ERRORS, "Unprocessable", "TooManyRequests"),
             },
         }
     },
@@ -489,6 +536,59 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
                 "404": _html("The number is not on record."),
                 "429": _html("Over the rate limit."),
                 "503": _html("The register cannot be read right now (`Retry-After`)."),
+            },
+        }
+    },
+    "/verify/proof": {
+        "get": {
+            "tags": ["verifications"],
+            "summary": "A printable proof of a check: a signed receipt and a QR code",
+            "security": [{}],
+            "parameters": [
+                {
+                    "in": "query",
+                    "name": "certification_id",
+                    "required": True,
+                    "schema": {"type": "string"},
+                }
+            ],
+            "responses": {
+                "200": _html("The receipt page."),
+                "400": _html("An empty number."),
+                "404": _html("The number is not on record."),
+                "429": _html("Over the rate limit."),
+                "503": _html("The register cannot be read right now (`Retry-After`)."),
+            },
+        }
+    },
+    "/verify/receipt": {
+        "get": {
+            "tags": ["verifications"],
+            "summary": "Check a receipt: genuine or not, what it said, what is true now",
+            "security": [{}],
+            "parameters": [
+                {
+                    "in": "query",
+                    "name": "receipt",
+                    "schema": {"type": "string"},
+                    "description": "The receipt (compact JWS); without it, just the form.",
+                }
+            ],
+            "responses": {
+                "200": _html("The form, or a genuine receipt's record then and now."),
+                "422": _html("Not a genuine receipt."),
+                "503": _html("The register cannot be read right now (`Retry-After`)."),
+            },
+        }
+    },
+    "/verify/logo": {
+        "get": {
+            "tags": ["verifications"],
+            "summary": "The certifying body's logo (`ISSUER_LOGO`)",
+            "security": [{}],
+            "responses": {
+                "200": {"description": "The image (PNG, JPEG, SVG, GIF or WebP)."},
+                **_errors("NotFound"),
             },
         }
     },

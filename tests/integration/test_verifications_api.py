@@ -20,6 +20,13 @@ PUBLIC_KEYS = {
     "certified_since",
     "valid_through",
     "verified_at",
+    "issuer",
+}
+ISSUER = {
+    "name": "Certifying body (ISSUER_NAME not set)",
+    "url": None,
+    "contact": None,
+    "logo": None,
 }
 
 
@@ -56,6 +63,7 @@ def test_an_active_certification_is_valid_through_its_paid_through_date(client, 
         "certified_since": standing["certified_on"],
         "valid_through": standing["fees"]["paid_through"],
         "verified_at": body["verified_at"],
+        "issuer": ISSUER,
     }
 
 
