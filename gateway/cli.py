@@ -18,6 +18,7 @@ from sqlalchemy import select
 from werkzeug.serving import is_running_from_reloader
 
 from gateway import auth, create_app, signing
+from gateway import receipts as receipt_log
 from gateway.services import services
 from gateway.store.models import OutboxItem, utcnow
 from gateway.sweep import Scope, count
@@ -369,6 +370,20 @@ def badges_unclaimed(days: int, as_json: bool) -> None:
             f"{row['certification_id']:20} {row['name'][:28]:28} {row['email'][:32]:32} "
             f"{issued:20} {row['days_pending']}"
         )
+
+
+@cli.group()
+def receipts() -> None:
+    """The record of signed verification receipts issued."""
+
+
+@receipts.command("prune")
+@with_appcontext
+def receipts_prune() -> None:
+    """Delete the records of receipts older than RECEIPT_RETENTION_DAYS (also done daily)."""
+    svc = services()
+    pruned = receipt_log.prune(svc)
+    click.echo(f"pruned {pruned} receipts older than {svc.settings.receipt_retention_days} days")
 
 
 @cli.group()

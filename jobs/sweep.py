@@ -1,5 +1,5 @@
-"""The workers' daily cron: the sweep, one at a time across all workers (a Redis lock), and the
-Credly token expiry check, once a day across all workers."""
+"""The workers' daily cron: the sweep, one at a time across all workers (a Redis lock), then the
+pruning of old receipt records; and the Credly token expiry check, once a day across all workers."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from datetime import date
 from redis.lock import Lock
 from rq.cron import CronScheduler
 
+from gateway import receipts
 from gateway.credly_token import warn_if_token_expiring
 from gateway.services import Services
 from gateway.store.models import utcnow
@@ -54,7 +55,9 @@ def run_daily_sweep(as_of: str | None = None) -> dict[str, object]:
         log.info("sweep skipped: another one is running")
         return {"skipped": True}
     log.info("sweep done", extra={"summary": summary.as_dict()})
-    return summary.as_dict()
+    pruned = receipts.prune(svc)
+    log.info("receipts pruned", extra={"pruned": pruned})
+    return {**summary.as_dict(), "receipts_pruned": pruned}
 
 
 def check_credly_token() -> bool:

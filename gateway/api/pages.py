@@ -173,7 +173,10 @@ def _shown(claims: dict[str, Any]) -> lookup.Verification:
 def _qr_svg(url: str) -> Markup:
     """An inline SVG QR code of `url` (segno's output: markup it made, no user text in it)."""
     code = segno.make(url, error="m")
-    return Markup(code.svg_inline(scale=4, svgclass="qr", lineclass=None, omitsize=True))
+    svg = code.svg_inline(
+        scale=4, svgclass="qr", lineclass=None, omitsize=True, title="QR code of the live check"
+    )
+    return Markup(svg)
 
 
 @bp.errorhandler(TooManyLookups)
