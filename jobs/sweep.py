@@ -14,7 +14,7 @@ from gateway.credly_token import warn_if_token_expiring
 from gateway.services import Services
 from gateway.store.models import utcnow
 from gateway.sweep import Scope, Summary, sweep
-from jobs import context
+from jobs import context, notices
 
 log = logging.getLogger("jobs.sweep")
 
@@ -33,16 +33,24 @@ def sweep_lock(svc: Services, scope: Scope) -> Lock:
 
 
 def locked_sweep(svc: Services, scope: Scope, **kwargs: object) -> Summary:
-    """Sweep while holding the lock (no lock needed without Redis: one process does it all)."""
+    """Sweep while holding the lock (no lock needed without Redis: one process does it all); then,
+    unless it is a dry run or one id range of several, review the advance notices of the day."""
     if svc.redis is None:
-        return sweep(svc, scope, **kwargs)
+        return _sweep_and_notices(svc, scope, **kwargs)
     lock = sweep_lock(svc, scope)
     if not lock.acquire():
         raise SweepRunning("another sweep of this range is running")
     try:
-        return sweep(svc, scope, **kwargs)
+        return _sweep_and_notices(svc, scope, **kwargs)
     finally:
         lock.release()
+
+
+def _sweep_and_notices(svc: Services, scope: Scope, **kwargs: object) -> Summary:
+    summary = sweep(svc, scope, **kwargs)
+    if not scope.dry_run and scope.first_id is None and scope.last_id is None:
+        summary.notices_queued = notices.review_due(svc, scope.as_of)
+    return summary
 
 
 def run_daily_sweep(as_of: str | None = None) -> dict[str, object]:

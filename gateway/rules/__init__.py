@@ -25,6 +25,7 @@ from .events import (
     Recertified,
     Revoked,
 )
+from .forecast import ScheduledChange, scheduled_change
 from .policy import CredentialPolicy, Policy, load_policy
 from .standing import (
     ACTIVE,
@@ -68,11 +69,13 @@ __all__ = [
     "ReplaceBadge",
     "RevokeBadge",
     "Revoked",
+    "ScheduledChange",
     "Standing",
     "SyncVerification",
     "Violation",
     "actions",
     "evaluate",
     "load_policy",
+    "scheduled_change",
     "validate",
 ]

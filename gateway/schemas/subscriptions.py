@@ -10,6 +10,8 @@ from gateway.schemas.ids import certification_ids_field
 MAX_WATCHED = 10_000
 MAX_URL = 2048
 MAX_PAGE = 1000
+DEFAULT_NOTICE_DAYS = 30
+MAX_NOTICE_DAYS = 365
 
 
 class CertificationIdsSchema(Schema):
@@ -36,6 +38,25 @@ class SubscriptionCreateSchema(CertificationIdsSchema):
         validate=[validate.Length(max=MAX_URL), TEXT],
         metadata={"description": "The webhook URL; it must resolve to public addresses."},
     )
+    advance_notice = fields.Boolean(
+        load_default=False,
+        metadata={
+            "description": "Also send certification.status_change_scheduled (and _cancelled) "
+            "ahead of a status change due without any event."
+        },
+    )
+    notice_days = fields.Integer(
+        load_default=DEFAULT_NOTICE_DAYS,
+        validate=validate.Range(min=1, max=MAX_NOTICE_DAYS),
+        metadata={"description": "How many days ahead (with advance_notice)."},
+    )
+
+    @post_load
+    def _notice(self, data: dict, **_: object) -> dict:
+        """`notice_days` as stored: None when there is no advance notice."""
+        if not data.pop("advance_notice"):
+            data["notice_days"] = None
+        return data
 
 
 class SubscriptionSchema(Schema):
@@ -45,6 +66,9 @@ class SubscriptionSchema(Schema):
     url = fields.String()
     certification_count = fields.Integer()
     certification_ids = fields.List(fields.String())
+    notice_days = fields.Integer(
+        allow_none=True, metadata={"description": "Days of advance notice; null: none."}
+    )
     created_at = fields.DateTime()
     secret = fields.String(
         metadata={"description": "whsec_...: shown once, at creation; verifies signatures."}
@@ -56,6 +80,7 @@ class DeliverySchema(Schema):
 
     sequence = fields.Integer()
     event_id = fields.String(metadata={"description": "The webhook-id header of the message."})
+    type = fields.String(attribute="event_type", metadata={"description": "The message's type."})
     certification_id = fields.String()
     state = fields.String(
         metadata={
