@@ -88,7 +88,7 @@ def get_verification(certification_id: str) -> ResponseReturnValue:
 
     `?on=YYYY-MM-DD` (with a `verifications:read` token): as it stood on that day.
     """
-    if "on" in request.args:
+    if request.query_string and "on" in request.args:  # a plain lookup parses no arguments
         on = _on()
         return answer(look_up(certification_id, on), on)
     [found] = lookup.verify(services().db, [certification_id])

@@ -69,28 +69,20 @@ def test_a_scheduled_change_is_announced_once_and_called_off_by_a_payment(app, c
         [answer] = record(app, GRANT)  # the intake reviews it at once
         daily(app)
         daily(app)  # the daily review, twice: nothing more to say
+        notice = {
+            "certification_id": "SOON-1",
+            "status": "active",
+            "scheduled_status": "inactive",
+            "scheduled_on": inactive_on(app).isoformat(),
+        }
         scheduled = messages(received, created["secret"], SCHEDULED)
-        assert [m["data"] for m in scheduled] == [
-            {
-                "certification_id": "SOON-1",
-                "status": "active",
-                "scheduled_status": "inactive",
-                "scheduled_on": inactive_on(app).isoformat(),
-            }
-        ]
+        assert [m["data"] for m in scheduled] == [notice]
         assert scheduled[0]["subscription_id"] == created["id"]
         due_year = int(answer.body["standing"]["fees"]["next_due"][:4])
         record(app, fee(due_year, days_ago(0), cert="SOON-1"))
         daily(app)
         cancelled = messages(received, created["secret"], CANCELLED)
-        assert [m["data"] for m in cancelled] == [
-            {
-                "certification_id": "SOON-1",
-                "status": "active",
-                "scheduled_status": "inactive",
-                "scheduled_on": inactive_on(app).isoformat(),
-            }
-        ]
+        assert [m["data"] for m in cancelled] == [notice]
         assert len(messages(received, created["secret"], SCHEDULED)) == 1
         types = [e["type"] for e in messages(received, created["secret"], SCHEDULED, CANCELLED)]
         assert types == [SCHEDULED, CANCELLED]  # in order

@@ -17,20 +17,9 @@ from gateway.cli import cli
 from gateway.store.models import Receipt, utcnow
 from tests.conftest import register_client
 from tests.events_helpers import revoked
-from tests.verification_helpers import days_ago, record, record_every_status
+from tests.verification_helpers import ANSWER_KEYS, days_ago, record, record_every_status
 
 BASE = "https://verify.example.org"
-ANSWER_CLAIMS = {
-    "certification_id",
-    "name",
-    "credential",
-    "credential_name",
-    "status",
-    "certified_since",
-    "valid_through",
-    "verified_at",
-    "issuer",
-}
 
 
 @pytest.fixture
@@ -48,11 +37,7 @@ def app(make_app, database_url):
 @pytest.fixture
 def employer(app):
     """(client id, headers) of an API client with `verifications:read`."""
-    client_id, secret = register_client(app, "verifications:read", "Acme HR")
-    token = app.test_client().post(
-        "/oauth/token", data={"grant_type": "client_credentials"}, auth=(client_id, secret)
-    )
-    return client_id, {"Authorization": f"Bearer {token.get_json()['access_token']}"}
+    return employer_of(app, "Acme HR")
 
 
 def decode(client, token: str) -> dict:
@@ -71,7 +56,7 @@ def test_a_receipt_is_a_jws_of_the_answer_that_pyjwt_verifies_with_the_served_ke
     header = jwt.get_unverified_header(token)
     assert (header["alg"], header["typ"]) == ("ES256", "JWT")
     claims = decode(client, token)
-    assert set(claims) == ANSWER_CLAIMS | {"iss", "sub", "iat", "jti"}
+    assert set(claims) == ANSWER_KEYS | {"iss", "sub", "iat", "jti"}
     assert claims["sub"] == claims["certification_id"] == "ACTIVE-1"
     assert claims["status"] == "active" and claims["name"] == "Ada Lovelace"
     assert claims["issuer"]["name"] == "Registry of Allied Health"
@@ -152,6 +137,7 @@ def test_receipts_since_a_time_and_bad_queries(app, client, employer):
 
 
 def employer_of(app, name: str) -> tuple[str, dict[str, str]]:
+    """(client id, headers) of a new API client `name` with `verifications:read`."""
     client_id, secret = register_client(app, "verifications:read", name)
     token = app.test_client().post(
         "/oauth/token", data={"grant_type": "client_credentials"}, auth=(client_id, secret)

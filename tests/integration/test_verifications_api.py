@@ -9,19 +9,9 @@ from sqlalchemy import update
 
 from gateway.store.models import Certification, VerificationRecord, utcnow
 from tests.events_helpers import event
-from tests.verification_helpers import days_ago, record, record_every_status
+from tests.verification_helpers import ANSWER_KEYS, days_ago, record, record_every_status
 
-PUBLIC_KEYS = {
-    "certification_id",
-    "name",
-    "credential",
-    "credential_name",
-    "status",
-    "certified_since",
-    "valid_through",
-    "verified_at",
-    "issuer",
-}
+PUBLIC_KEYS = ANSWER_KEYS
 ISSUER = {
     "name": "Certifying body (ISSUER_NAME not set)",
     "url": None,
