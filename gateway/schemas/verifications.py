@@ -91,9 +91,9 @@ class _Moment(fields.DateTime):
     def _deserialize(self, value: object, *args: object, **kwargs: object) -> datetime:
         try:
             moment = datetime.fromisoformat(str(value))
-        except ValueError as exc:
+            return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+        except (ValueError, OverflowError) as exc:
             raise ValidationError("Not a time: use YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ.") from exc
-        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 class ReceiptSchema(Schema):
