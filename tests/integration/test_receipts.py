@@ -213,6 +213,7 @@ def test_the_check_page_shows_a_genuine_receipt_then_and_now(app, client):
     assert "What it said" in html and "What is true now" in html
     assert "<strong>Active</strong>" in html and "<strong>Revoked</strong>" in html
     assert "The status has changed since the receipt was issued." in html
+    assert html.count("<strong>What to do:</strong>") == 1  # advice for now, not for then
     assert decode(client, token)["jti"] in html
 
 
