@@ -144,6 +144,8 @@ _CERTIFICATION_ID = _path_param(
 _SUBSCRIPTION_ID = _path_param("subscription_id", "One of your subscriptions.")
 _SUBSCRIPTION_SCOPE = _scopes("verifications:read")
 _IDS_BODY = {"required": True, "content": {JSON: {"schema": CertificationIdsSchema}}}
+# A number typed into a page: not only whitespace (str.strip() whitespace, in any regex dialect)
+_PAGE_NUMBER = {"type": "string", "pattern": r"[^\s\x1c-\x1f\x85]"}
 # path -> method -> OpenAPI operation; marshmallow schema classes stand where a schema goes.
 OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
     "/v1/events": {
@@ -302,7 +304,7 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
             "responses": {
                 "200": {
                     "description": "The receipt.",
-                    "content": {"application/jwt": {"schema": {"type": "string"}}},
+                    "content": {"application/jose": {"schema": {"type": "string"}}},
                     "headers": {"Receipt-Reference": {"schema": {"type": "string"}}},
                 },
                 **_errors(*_TOKEN_ERRORS, "NotFound", "Unprocessable", "TooManyRequests"),
@@ -525,8 +527,7 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
                 {
                     "in": "query",
                     "name": "certification_id",
-                    # not only whitespace (Python's str.strip() whitespace, in any regex dialect)
-                    "schema": {"type": "string", "pattern": r"[^\s\x1c-\x1f\x85]"},
+                    "schema": _PAGE_NUMBER,
                     "description": "The number to look up; without it, just the form.",
                 },
             ],
@@ -549,7 +550,8 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
                     "in": "query",
                     "name": "certification_id",
                     "required": True,
-                    "schema": {"type": "string"},
+                    "schema": _PAGE_NUMBER,
+                    "description": "The number whose check to prove.",
                 }
             ],
             "responses": {

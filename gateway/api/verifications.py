@@ -130,7 +130,7 @@ def get_receipt(certification_id: str) -> ResponseReturnValue:
     """A signed receipt (compact JWS) of the public record now, or on `?on=` (with a token)."""
     on = _on()
     issued = issue_receipt(certification_id, on)
-    response = Response(issued.token, mimetype="application/jwt")
+    response = Response(issued.token, mimetype="application/jose")
     response.headers["Receipt-Reference"] = issued.jti
     response.cache_control.no_store = True
     return response

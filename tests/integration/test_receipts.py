@@ -50,7 +50,7 @@ def decode(client, token: str) -> dict:
 def test_a_receipt_is_a_jws_of_the_answer_that_pyjwt_verifies_with_the_served_keys(client):
     response = client.get("/v1/verifications/ACTIVE-1/receipt")
     assert response.status_code == 200
-    assert response.mimetype == "application/jwt"
+    assert response.mimetype == "application/jose"
     assert "no-store" in response.headers["Cache-Control"]
     token = response.get_data(as_text=True)
     header = jwt.get_unverified_header(token)
