@@ -17,6 +17,7 @@ from sqlalchemy import select
 from werkzeug.serving import is_running_from_reloader
 
 from gateway import auth, metrics, signing
+from gateway import receipts as receipt_log
 from gateway.api.context import services
 from gateway.bootstrap import create_app
 from gateway.config import ConfigError
@@ -493,6 +494,20 @@ def badges_unclaimed(days: int, as_json: bool) -> None:
             f"{row['certification_id']:20} {row['name'][:28]:28} {row['email'][:32]:32} "
             f"{issued:20} {row['days_pending']}"
         )
+
+
+@cli.group()
+def receipts() -> None:
+    """The record of signed verification receipts issued."""
+
+
+@receipts.command("prune")
+@with_appcontext
+def receipts_prune() -> None:
+    """Delete the records of receipts older than RECEIPT_RETENTION_DAYS (also done daily)."""
+    svc = services()
+    pruned = receipt_log.prune(svc)
+    click.echo(f"pruned {pruned} receipts older than {svc.settings.receipt_retention_days} days")
 
 
 @cli.group()

@@ -542,6 +542,16 @@ class Settings:
             "all are published",
         ),
     )
+    receipt_retention_days: int = field(
+        default=2190,
+        metadata=setting(
+            "RECEIPT_RETENTION_DAYS",
+            "`2190` (6 years)",
+            "how long the record of each signed verification receipt is kept; older ones are "
+            "pruned by the daily sweep (or `gateway receipts prune`). A receipt itself stays "
+            "verifiable for as long as its key is published",
+        ),
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -614,6 +624,7 @@ class Settings:
             issuer_contact=env.get("ISSUER_CONTACT") or None,
             issuer_logo=env.get("ISSUER_LOGO") or None,
             signing_keys_file=_path(env.get("SIGNING_KEYS_FILE")),
+            receipt_retention_days=_int(env, "RECEIPT_RETENTION_DAYS", cls.receipt_retention_days),
         )
 
     def __post_init__(self) -> None:
@@ -653,6 +664,8 @@ class Settings:
             raise ConfigError(
                 f"WORKER_METRICS_PORT must be a TCP port (0: none), got {self.worker_metrics_port}"
             )
+        if self.receipt_retention_days < 1:
+            raise ConfigError("RECEIPT_RETENTION_DAYS must be at least 1")
         _all_or_none(
             "The verification directory",
             {

@@ -1,17 +1,24 @@
-"""The employer verification lookup: public records read from the read model, never the rules."""
+"""The employer verification lookup: today's public records come from the read model (fast, no
+rules); a record as it stood on a past day is computed from the history with the rules."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Any
 
 from sqlalchemy import bindparam, select
 
+from gateway import rules
 from gateway.store.db import Database
+from gateway.store.history import load_histories
 from gateway.store.models import VerificationRecord, utcnow
+
+#: A point-in-time answer for a certification on record but not yet granted on the day asked.
+NOT_CERTIFIED = "not_certified"
 
 
 @dataclass(frozen=True)
@@ -75,3 +82,48 @@ def verify(db: Database, certification_ids: Sequence[str]) -> list[Verification 
         rows = db.read(_MANY, {"certification_ids": storable}) if storable else []
     found = {row[0]: Verification(*row, verified_at=verified_at) for row in rows}
     return [found.get(certification_id) for certification_id in certification_ids]
+
+
+def public_record(
+    policy: rules.Policy, credential: str, status: str, standing: Mapping[str, Any]
+) -> dict[str, Any]:
+    """What a public registry shows of a standing (`rules.Standing.to_dict()` form): no e-mail,
+    member id, points, audit or reason; `valid_through` (the paid-through day) only when active."""
+    member = standing["member"]
+    known = policy.credentials.get(credential)
+    paid_through = standing["fees"]["paid_through"]
+    return {
+        "name": f"{member['first_name']} {member['last_name']}",
+        "credential": credential,
+        "credential_name": known.name if known else credential,
+        "status": status,
+        "certified_since": date.fromisoformat(standing["certified_on"]),
+        "valid_through": (
+            date.fromisoformat(paid_through) if status == "active" and paid_through else None
+        ),
+    }
+
+
+def verify_on(
+    db: Database, policy: rules.Policy, certification_ids: Sequence[str], on: date
+) -> list[Verification | str | None]:
+    """The public record of each id as it stood on `on`, computed from its history with the rules;
+    NOT_CERTIFIED when it was not yet granted then, None when it is not on record."""
+    verified_at = check_time()
+    storable = [i for i in certification_ids if "\x00" not in i]
+    with db.sessions() as session:
+        histories = load_histories(session, storable) if storable else {}
+    results: list[Verification | str | None] = []
+    for certification_id in certification_ids:
+        history = histories.get(certification_id)
+        if not history:
+            results.append(None)
+            continue
+        try:
+            standing = rules.evaluate(history, on, policy)
+        except rules.NotCertified:
+            results.append(NOT_CERTIFIED)
+            continue
+        record = public_record(policy, standing.credential, standing.status, standing.to_dict())
+        results.append(Verification(certification_id, **record, verified_at=verified_at))
+    return results

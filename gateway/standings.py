@@ -11,7 +11,7 @@ from sqlalchemy import Insert, Table, bindparam, insert, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from gateway import rules
+from gateway import rules, subscriptions
 from gateway.services import Services
 from gateway.store.db import wake_after_commit
 from gateway.store.models import Certification, Member, OutboxItem, utcnow
@@ -72,7 +72,12 @@ def record_standings(svc: Services, session: Session, changes: list[Change]) -> 
         (change, rules.actions(change.before, change.after, badge_expires=expires))
         for change in changes
     ]
-    jobs = [[_outbox_row(change, act, now) for act in acts] for change, acts in planned]
+    noticed = _watched_with_notice(session, changes)
+    jobs = [
+        [_outbox_row(change, act, now) for act in acts]
+        + ([_review_row(change, now)] if change.certification_id in noticed else [])
+        for change, acts in planned
+    ]
     inserted = _insert_returning_ids(session, [row for rows_of in jobs for row in rows_of])
     wake_after_commit(inserted)
     ids = iter(inserted)
@@ -80,6 +85,33 @@ def record_standings(svc: Services, session: Session, changes: list[Change]) -> 
         Recorded(acts, [OutboxItem(id=next(ids), **row) for row in rows_of])
         for (_, acts), rows_of in zip(planned, jobs, strict=True)
     ]
+
+
+def _watched_with_notice(session: Session, changes: list[Change]) -> set[str]:
+    """The certifications whose next change (or status) moved and that a subscription with
+    advance notice watches: their notices are reviewed by a job."""
+    moved = [
+        change.certification_id
+        for change in changes
+        if change.before is None
+        or change.before.next_change_on != change.after.next_change_on
+        or change.before.status != change.after.status
+    ]
+    return set(subscriptions.with_notice(session, moved)) if moved else set()
+
+
+def _review_row(change: Change, now: datetime) -> dict[str, Any]:
+    return {
+        "event_pk": change.event_pk,
+        "certification_id": change.certification_id,
+        "kind": subscriptions.REVIEW_NOTICES,
+        "payload": {},
+        "state": "pending",
+        "attempts": 0,
+        "request_id": change.request_id,
+        "created_at": now,
+        "due_at": now,
+    }
 
 
 def _outbox_row(change: Change, action: rules.Action, now: datetime) -> dict[str, Any]:

@@ -16,6 +16,11 @@ from connectors.webhooks import new_secret
 from gateway.schemas.subscriptions import MAX_WATCHED
 from gateway.store.models import Delivery, Subscription, WatchedCertification, utcnow
 
+#: The outbox kind of a review of a certification's advance notices (`jobs.notices`).
+REVIEW_NOTICES = "review_notices"
+#: Live subscriptions that asked for advance notice.
+NOTICE_ON = (Subscription.notice_days.is_not(None), Subscription.deleted_at.is_(None))
+
 
 class SubscriptionNotFound(LookupError):
     """No such (live) subscription of this client."""
@@ -26,11 +31,20 @@ class TooManyWatched(ValueError):
 
 
 def create(
-    session: Session, client_id: str, url: str, certification_ids: Sequence[str]
+    session: Session,
+    client_id: str,
+    url: str,
+    certification_ids: Sequence[str],
+    notice_days: int | None = None,
 ) -> Subscription:
-    """Register a subscription with a new signing secret (the caller shows it once)."""
+    """Register a subscription with a new signing secret (the caller shows it once); with
+    `notice_days`, it is told that many days ahead of a status change due without any event."""
     subscription = Subscription(
-        id=f"sub_{secrets.token_urlsafe(16)}", client_id=client_id, url=url, secret=new_secret()
+        id=f"sub_{secrets.token_urlsafe(16)}",
+        client_id=client_id,
+        url=url,
+        secret=new_secret(),
+        notice_days=notice_days,
     )
     session.add(subscription)
     session.flush()
@@ -131,3 +145,17 @@ def deliveries(
     if before is not None:
         query = query.where(Delivery.sequence < before)
     return list(session.scalars(query.order_by(Delivery.sequence.desc()).limit(limit)))
+
+
+def with_notice(session: Session, certification_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+    """Of `certification_ids`, those watched by live subscriptions with advance notice:
+    certification -> {subscription id: notice days}."""
+    rows = session.execute(
+        select(WatchedCertification.certification_id, Subscription.id, Subscription.notice_days)
+        .join(Subscription, Subscription.id == WatchedCertification.subscription_id)
+        .where(WatchedCertification.certification_id.in_(certification_ids), *NOTICE_ON)
+    )
+    found: dict[str, dict[str, int]] = {}
+    for certification_id, subscription_id, days in rows:
+        found.setdefault(certification_id, {})[subscription_id] = days
+    return found

@@ -67,6 +67,7 @@ class Summary:
     changed: int = 0
     transitions: Counter[str] = field(default_factory=Counter)
     actions: Counter[str] = field(default_factory=Counter)
+    notices_queued: int = 0
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, object]:
@@ -79,6 +80,7 @@ class Summary:
             "changed": self.changed,
             "transitions": dict(self.transitions),
             "actions_queued": dict(self.actions),
+            "notices_queued": self.notices_queued,
             "seconds": round(self.seconds, 3),
         }
 

@@ -8,8 +8,10 @@ the certification's *newest* public record when it runs, so:
 - deliveries of one target and certification never overlap (a lease taken before sending), and
 - a delivery older than one already delivered is superseded instead of sent,
 
-hence a receiver never sees a later status overtaken by an earlier one. Transient failures are
-retried with back-off for up to DELIVERY_RETRY_WINDOW_SECONDS (a day by default).
+hence a receiver never sees a later status overtaken by an earlier one. Advance notices of a
+scheduled status change (`jobs.notices`) travel the same way, with the body fixed when they are
+queued; only a later message of the same family (status, or notice) supersedes one. Transient
+failures are retried with back-off for up to DELIVERY_RETRY_WINDOW_SECONDS (a day by default).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from sqlalchemy.orm import Session
 from connectors.errors import PermanentError, TransientError
 from gateway import lookup
 from gateway.config import Settings
-from gateway.schemas.verifications import VerificationSchema
+from gateway.schemas.verifications import RECORD_FIELDS, VerificationSchema
 from gateway.services import Services
 from gateway.store.db import wake_after_commit
 from gateway.store.models import (
@@ -56,9 +58,7 @@ OPEN = ("pending", "retrying")
 
 _public = VerificationSchema()
 #: What a record shows; a change of any of these is pushed (the id and time of check are not).
-PUBLIC_FIELDS = tuple(
-    name for name in _public.fields if name not in ("certification_id", "verified_at")
-)
+PUBLIC_FIELDS = RECORD_FIELDS
 
 Send = Callable[[Services, "Claim", dict[str, Any]], int]
 
@@ -146,8 +146,14 @@ def queue(
     certification_ids: Sequence[str],
     *,
     request_id: str | None = None,
+    event_type: str = EVENT_TYPE,
+    data: dict[str, Any] | None = None,
 ) -> list[OutboxItem]:
-    """Number a delivery of each certification to `target` in its sequence; queue their jobs."""
+    """Number a delivery of each certification to `target` in its sequence; queue their jobs.
+
+    `data`: a fixed body of an `event_type` message (default: the newest public record, sent as
+    `certification.status_changed`).
+    """
     row = lock_target(session, target)
     deliveries = []
     for certification_id in certification_ids:
@@ -158,6 +164,8 @@ def queue(
                 certification_id=certification_id,
                 sequence=row.last_sequence,
                 event_id=f"msg_{uuid.uuid4().hex}",
+                event_type=event_type,
+                data=data,
                 state="pending",
                 attempts=0,
             )
@@ -192,6 +200,8 @@ class Claim:
     sequence: int
     event_id: str
     created_at: datetime
+    event_type: str = EVENT_TYPE
+    data: dict[str, Any] | None = None
     url: str | None = None
     secret: str | None = None
 
@@ -208,7 +218,7 @@ def push_directory(svc: Services, item: ClaimedItem) -> None:
 
 def _post_webhook(svc: Services, claim: Claim, record: dict[str, Any]) -> int:
     event = {
-        "type": EVENT_TYPE,
+        "type": claim.event_type,
         "timestamp": claim.created_at.isoformat(),
         "subscription_id": claim.target,
         "sequence": claim.sequence,
@@ -228,10 +238,7 @@ def _deliver(svc: Services, item: ClaimedItem, send: Send) -> None:
         claim = _claim(svc, delivery_id)
         if claim is None:
             return
-        [found] = lookup.verify(svc.db, [claim.certification_id])
-        if found is None:
-            raise PermanentError(f"no public record of {claim.certification_id}")
-        status = send(svc, claim, _public.dump(found))
+        status = send(svc, claim, claim.data or _record(svc, claim.certification_id))
     except (TransientError, PermanentError) as exc:
         gave_up = isinstance(exc, PermanentError) or (
             item.attempts >= retry_policy(svc.settings).max_attempts
@@ -239,6 +246,19 @@ def _deliver(svc: Services, item: ClaimedItem, send: Send) -> None:
         _settle(svc, delivery_id, "failed" if gave_up else "retrying", exc)
         raise
     _settle(svc, delivery_id, "delivered", status, item)
+
+
+def _record(svc: Services, certification_id: str) -> dict[str, Any]:
+    """The newest public record of a certification, as the lookup shows it."""
+    [found] = lookup.verify(svc.db, [certification_id])
+    if found is None:
+        raise PermanentError(f"no public record of {certification_id}")
+    return _public.dump(found)
+
+
+def _family(event_type: str) -> bool:
+    """Whether messages of `event_type` carry the public record (else: advance notices)."""
+    return event_type == EVENT_TYPE
 
 
 def _lease(settings: Settings) -> timedelta:
@@ -278,7 +298,12 @@ def _claim(svc: Services, delivery_id: int) -> Claim | None:
         if gone:
             _close(mine, "cancelled", now, f"{target} takes no deliveries any more")
             return None
-        if any(row.state == "delivered" and row.sequence > mine.sequence for row in rows):
+        if any(
+            row.state == "delivered"
+            and row.sequence > mine.sequence
+            and _family(row.event_type) == _family(mine.event_type)
+            for row in rows
+        ):
             _close(mine, "superseded", now, None)
             return None
         leases = [
@@ -298,6 +323,8 @@ def _claim(svc: Services, delivery_id: int) -> Claim | None:
             sequence=mine.sequence,
             event_id=mine.event_id,
             created_at=mine.created_at,
+            event_type=mine.event_type,
+            data=mine.data,
             url=subscription.url if subscription else None,
             secret=subscription.secret if subscription else None,
         )
@@ -344,6 +371,9 @@ def _settle(
                     Delivery.certification_id == mine.certification_id,
                     Delivery.sequence < mine.sequence,
                     Delivery.state.in_(OPEN),
+                    (Delivery.event_type == EVENT_TYPE)
+                    if _family(mine.event_type)
+                    else (Delivery.event_type != EVENT_TYPE),
                 )
                 .values(state="superseded", finished_at=now)
             )

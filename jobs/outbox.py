@@ -19,7 +19,7 @@ from gateway.credly_token import token_state
 from gateway.services import Services
 from gateway.store.db import retry_disconnect
 from gateway.store.models import OutboxItem, UTCDateTime, utcnow
-from jobs import badges, deliveries, verification, webhooks
+from jobs import badges, deliveries, notices, verification, webhooks
 from jobs.claim import CLAIM_BATCH, CLAIM_DUE, ENDED, GIVE_BACK, ClaimedItem, ended
 from jobs.retry import MAX_ATTEMPTS, RetryPolicy
 
@@ -35,6 +35,7 @@ HANDLERS: dict[str, Handler] = {
     "credly_notification": webhooks.process,
     "deliver_webhook": deliveries.deliver_webhook,
     "push_directory": deliveries.push_directory,
+    notices.KIND: notices.review_job,
 }
 
 #: What else a final failure of an item of the kind records, in the transaction of its end.

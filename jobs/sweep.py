@@ -1,6 +1,6 @@
 """The workers' daily cron: the sweep, one at a time across all workers (a Redis lock), then the
-reconciliation with Credly, and the Credly token expiry check, each once a day across all
-workers."""
+reconciliation with Credly, the pruning of old receipt records and the Credly token expiry check,
+each once a day across all workers."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ from redis.lock import Lock
 from rq import Queue
 from rq.cron import CronScheduler
 
+from gateway import receipts
 from gateway.credly_token import check_token
 from gateway.services import Services
 from gateway.store.models import utcnow
 from gateway.sweep import Scope, Summary, refuse_a_future_day, sweep
-from jobs import context
+from jobs import context, notices
 from jobs.reconcile import reconcile
 
 log = logging.getLogger("jobs.sweep")
@@ -35,20 +36,28 @@ def sweep_lock(svc: Services, scope: Scope) -> Lock:
 
 
 def locked_sweep(svc: Services, scope: Scope, **kwargs: object) -> Summary:
-    """Sweep while holding the lock (no lock needed without Redis: one process does it all).
+    """Sweep while holding the lock (no lock needed without Redis: one process does it all); then,
+    unless it is a dry run or one id range of several, review the advance notices of the day.
 
     Raises FutureSweep for a day after today unless `scope` is a dry run.
     """
     refuse_a_future_day(scope, utcnow().date())
     if svc.redis is None:
-        return sweep(svc, scope, **kwargs)
+        return _sweep_and_notices(svc, scope, **kwargs)
     lock = sweep_lock(svc, scope)
     if not lock.acquire():
         raise SweepRunning("another sweep of this range is running")
     try:
-        return sweep(svc, scope, **kwargs)
+        return _sweep_and_notices(svc, scope, **kwargs)
     finally:
         lock.release()
+
+
+def _sweep_and_notices(svc: Services, scope: Scope, **kwargs: object) -> Summary:
+    summary = sweep(svc, scope, **kwargs)
+    if not scope.dry_run and scope.first_id is None and scope.last_id is None:
+        summary.notices_queued = notices.review_due(svc, scope.as_of)
+    return summary
 
 
 def run_daily_sweep(as_of: str | None = None) -> dict[str, object]:
@@ -61,10 +70,13 @@ def run_daily_sweep(as_of: str | None = None) -> dict[str, object]:
         log.info("sweep skipped: another one is running")
         return {"skipped": True}
     log.info("sweep done", extra={"summary": summary.as_dict()})
-    Queue(svc.settings.queue_name, connection=svc.redis).enqueue(
-        run_daily_reconcile, job_timeout=LOCK_SECONDS
-    )
-    return summary.as_dict()
+    pruned = receipts.prune(svc)
+    log.info("receipts pruned", extra={"pruned": pruned})
+    if svc.redis is not None:  # the workers' cron; without Redis `gateway badges reconcile`
+        Queue(svc.settings.queue_name, connection=svc.redis).enqueue(
+            run_daily_reconcile, job_timeout=LOCK_SECONDS
+        )
+    return {**summary.as_dict(), "receipts_pruned": pruned}
 
 
 def run_daily_reconcile() -> dict[str, object]:

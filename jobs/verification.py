@@ -7,12 +7,9 @@ transaction; the workers are woken for their jobs after the commit.
 
 from __future__ import annotations
 
-from datetime import date
-from typing import Any
-
 from sqlalchemy import bindparam, insert, select, update
 
-from gateway import status_lists
+from gateway import lookup, status_lists
 from gateway.services import Services
 from gateway.store.models import Certification, UTCDateTime, VerificationRecord, utcnow
 from jobs import deliveries
@@ -58,7 +55,7 @@ def sync(svc: Services, item: ClaimedItem) -> None:
             connection, _CERTIFICATION_AND_RECORD, key
         )
         before = dict(zip(deliveries.PUBLIC_FIELDS, shown, strict=True)) if recorded else None
-        after = _public_record(svc, credential, status, standing)
+        after = lookup.public_record(svc.policy, credential, status, standing)
         values = {**after, "synced_at": utcnow()}
         if recorded:
             svc.db.execute(connection, _UPDATE, {**values, "record_of": item.certification_id})
@@ -70,22 +67,3 @@ def sync(svc: Services, item: ClaimedItem) -> None:
             svc, connection, item.certification_id, before, after, request_id=item.request_id
         )
         item.finish(svc.db, connection)
-
-
-def _public_record(
-    svc: Services, credential: str, status: str, standing: dict[str, Any]
-) -> dict[str, Any]:
-    """What the record of a certification in `standing` shows."""
-    member = standing["member"]
-    known = svc.policy.credentials.get(credential)
-    paid_through = standing["fees"]["paid_through"]
-    return {
-        "name": f"{member['first_name']} {member['last_name']}",
-        "credential": credential,
-        "credential_name": known.name if known else credential,
-        "status": status,
-        "certified_since": date.fromisoformat(standing["certified_on"]),
-        "valid_through": (
-            date.fromisoformat(paid_through) if status == "active" and paid_through else None
-        ),
-    }

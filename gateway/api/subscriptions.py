@@ -64,6 +64,7 @@ def _dump(subscription: Subscription, count: int, **extra: Any) -> dict[str, Any
             "id": subscription.id,
             "url": subscription.url,
             "created_at": subscription.created_at,
+            "notice_days": subscription.notice_days,
             "certification_count": count,
             **extra,
         }
@@ -95,7 +96,11 @@ def create_subscription() -> ResponseReturnValue:
     with services().db.transaction() as session:
         try:
             subscription = subscriptions.create(
-                session, current_client_id(), body["url"], body["certification_ids"]
+                session,
+                current_client_id(),
+                body["url"],
+                body["certification_ids"],
+                body["notice_days"],
             )
         except subscriptions.TooManyWatched as exc:
             raise _unprocessable("certification_ids", str(exc)) from exc

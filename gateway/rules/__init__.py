@@ -25,6 +25,7 @@ from .events import (
     Recertified,
     Revoked,
 )
+from .forecast import ScheduledChange, scheduled_change
 from .points import in_hundredths, json_number, to_points
 from .policy import CredentialPolicy, Policy, load_policy
 from .standing import (
@@ -69,6 +70,7 @@ __all__ = [
     "ReplaceBadge",
     "RevokeBadge",
     "Revoked",
+    "ScheduledChange",
     "Standing",
     "SyncVerification",
     "Violation",
@@ -77,6 +79,7 @@ __all__ = [
     "in_hundredths",
     "json_number",
     "load_policy",
+    "scheduled_change",
     "to_points",
     "validate",
 ]

@@ -213,10 +213,12 @@ class CredentialsSchema(_Closed):
 
 
 class NotFoundResultSchema(_Closed):
-    """A batch lookup's answer for a number that is not on record."""
+    """A batch lookup's answer for a number that is not on record (`not_found`), or, for a day
+    asked for (`on`), not yet certified that day (`not_certified`)."""
 
     certification_id = fields.String(required=True, metadata={"example": "CERT-999"})
-    status = fields.String(required=True, validate=validate.OneOf(["not_found"]))
+    status = fields.String(required=True, validate=validate.OneOf(["not_found", "not_certified"]))
+    on = fields.Date(metadata={"description": "The day asked for, when the batch names one."})
 
 
 class TokenRequestSchema(Schema):

@@ -10,6 +10,8 @@ from gateway.schemas.ids import certification_ids_field
 MAX_WATCHED = 10_000
 MAX_URL = 2048
 MAX_PAGE = 1000
+DEFAULT_NOTICE_DAYS = 30
+MAX_NOTICE_DAYS = 365
 
 
 class CertificationIdsSchema(Schema):
@@ -39,6 +41,25 @@ class SubscriptionCreateSchema(CertificationIdsSchema):
             "example": "https://hooks.example.org/certifications",
         },
     )
+    advance_notice = fields.Boolean(
+        load_default=False,
+        metadata={
+            "description": "Also send certification.status_change_scheduled (and _cancelled) "
+            "ahead of a status change due without any event."
+        },
+    )
+    notice_days = fields.Integer(
+        load_default=DEFAULT_NOTICE_DAYS,
+        validate=validate.Range(min=1, max=MAX_NOTICE_DAYS),
+        metadata={"description": "How many days ahead (with advance_notice)."},
+    )
+
+    @post_load
+    def _notice(self, data: dict, **_: object) -> dict:
+        """`notice_days` as stored: None when there is no advance notice."""
+        if not data.pop("advance_notice"):
+            data["notice_days"] = None
+        return data
 
 
 class SubscriptionSchema(Schema):
@@ -48,6 +69,10 @@ class SubscriptionSchema(Schema):
     url = fields.String(metadata={"example": "https://hooks.example.org/certifications"})
     certification_count = fields.Integer(metadata={"example": 2})
     certification_ids = fields.List(fields.String(), metadata={"example": ["CERT-123", "CERT-456"]})
+    notice_days = fields.Integer(
+        allow_none=True,
+        metadata={"description": "Days of advance notice; null: none.", "example": 30},
+    )
     created_at = fields.DateTime(metadata={"example": "2025-06-01T09:30:00Z"})
     secret = fields.String(
         metadata={
@@ -63,6 +88,10 @@ class DeliverySchema(Schema):
     sequence = fields.Integer(metadata={"example": 42})
     event_id = fields.String(
         metadata={"description": "The webhook-id header of the message.", "example": "msg_42"}
+    )
+    type = fields.String(
+        attribute="event_type",
+        metadata={"description": "The message's type.", "example": "certification.status_changed"},
     )
     certification_id = fields.String(metadata={"example": "CERT-123"})
     state = fields.String(

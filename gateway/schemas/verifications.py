@@ -1,19 +1,49 @@
-"""The employer verification bodies (docs/api.md): the public record and the batch lookup."""
+"""The employer verification bodies: the public record, the batch lookup, receipts."""
 
 from __future__ import annotations
 
-from marshmallow import RAISE, Schema, fields, validate
+from datetime import UTC, date, datetime
+
+from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from gateway.schemas.ids import certification_ids_field
 from gateway.schemas.responses import STANDING_STATUSES
+from gateway.store.models import utcnow
 
 MAX_BATCH = 100
+MAX_RECEIPTS_PAGE = 1000
+
+
+def _not_in_the_future(day: date) -> None:
+    if day > utcnow().date():
+        raise ValidationError("The day must not be after today (UTC): the future is not on record.")
+
+
+def on_field() -> fields.Date:
+    """`on`: a past day (or today, UTC) to answer as the record stood then."""
+    return fields.Date(
+        load_default=None,
+        validate=_not_in_the_future,
+        metadata={"description": "Answer as the record stood on this day (YYYY-MM-DD)."},
+    )
+
+
+class IssuerSchema(Schema):
+    """Who vouches for the answer: the certifying body."""
+
+    name = fields.String(required=True)
+    url = fields.String(required=True, allow_none=True, metadata={"description": "Its web site."})
+    contact = fields.String(
+        required=True, allow_none=True, metadata={"description": "E-mail address or URL."}
+    )
+    logo = fields.String(required=True, allow_none=True, metadata={"description": "Logo URL."})
 
 
 class VerificationSchema(Schema):
     """The public record of one certification: exactly what a public registry shows.
 
     Only dumped (never loaded): `required` and `validate` here document the answer (OpenAPI).
+    `issuer` and `on` are added by the views (they are not part of the stored record).
     """
 
     certification_id = fields.String(required=True, metadata={"example": "CERT-123"})
@@ -26,6 +56,25 @@ class VerificationSchema(Schema):
     certified_since = fields.Date(required=True, metadata={"example": "2025-03-01"})
     valid_through = fields.Date(required=True, allow_none=True, metadata={"example": "2026-02-28"})
     verified_at = fields.DateTime(required=True, metadata={"example": "2025-06-01T09:30:00Z"})
+    on = fields.Date(metadata={"description": "The day asked for, when the answer is for one."})
+    issuer = fields.Nested(IssuerSchema, required=True)
+
+
+#: Fields of the stored public record (not the id, the time of the check, the day or the issuer).
+RECORD_FIELDS = tuple(
+    name
+    for name in VerificationSchema().fields
+    if name not in ("certification_id", "verified_at", "on", "issuer")
+)
+
+
+class OnQuerySchema(Schema):
+    """`?on=YYYY-MM-DD`: the day to answer for (default: now, from the read model)."""
+
+    class Meta:
+        unknown = RAISE
+
+    on = on_field()
 
 
 class BatchLookupSchema(Schema):
@@ -35,3 +84,39 @@ class BatchLookupSchema(Schema):
         unknown = RAISE
 
     certification_ids = certification_ids_field(MAX_BATCH)
+    on = on_field()
+
+
+class _Moment(fields.DateTime):
+    """An ISO 8601 time or day, read as UTC unless it names its offset."""
+
+    def _deserialize(self, value: object, *args: object, **kwargs: object) -> datetime:
+        try:
+            moment = datetime.fromisoformat(str(value))
+            return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+        except (ValueError, OverflowError) as exc:
+            raise ValidationError("Not a time: use YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ.") from exc
+
+
+class ReceiptSchema(Schema):
+    """One receipt an API client was given: the verification history an accreditation survey asks
+    for."""
+
+    reference = fields.String(required=True, attribute="jti", metadata={"description": "`jti`"})
+    certification_id = fields.String(required=True)
+    on = fields.Date(required=True, allow_none=True)
+    status = fields.String(required=True)
+    issued_at = fields.DateTime(required=True)
+
+
+class ReceiptQuerySchema(Schema):
+    """`?since=&limit=`: receipts issued at or after `since`, oldest first."""
+
+    class Meta:
+        unknown = RAISE
+
+    since = _Moment(
+        load_default=None,
+        metadata={"description": "An ISO 8601 time (UTC unless it has an offset) or a day."},
+    )
+    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=MAX_RECEIPTS_PAGE))

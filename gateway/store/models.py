@@ -250,6 +250,8 @@ class Subscription(Base):
     client_id: Mapped[str] = mapped_column(ForeignKey("oauth_clients.client_id"), index=True)
     url: Mapped[str] = mapped_column(String(2048))
     secret: Mapped[str] = mapped_column(String(64))
+    #: Days of advance notice of a scheduled status change; None: no advance notice.
+    notice_days: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
@@ -278,7 +280,8 @@ class DeliveryTarget(Base):
 
 
 class Delivery(Base):
-    """One push of a certification's public record to a target, numbered in the target's sequence.
+    """One push of a certification's public record to a target, numbered in the target's sequence;
+    or, with `data`, one advance notice (`event_type`) whose body was fixed when it was queued.
 
     `state`: pending, sending, retrying, delivered, superseded (a later one was delivered first),
     cancelled (the subscription was deleted) or failed.
@@ -291,6 +294,12 @@ class Delivery(Base):
     certification_id: Mapped[str] = mapped_column(String(128))
     sequence: Mapped[int] = mapped_column(Integer)
     event_id: Mapped[str] = mapped_column(String(64), unique=True)
+    event_type: Mapped[str] = mapped_column(
+        String(64),
+        default="certification.status_changed",
+        server_default="certification.status_changed",
+    )
+    data: Mapped[dict | None] = mapped_column(JSONType)
     state: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     status_code: Mapped[int | None] = mapped_column(Integer)
@@ -333,4 +342,42 @@ class CredentialStatusEntry(Base):
     __table_args__ = (
         UniqueConstraint("certification_id", "period_start"),
         UniqueConstraint("list_id", "status_index"),
+    )
+
+
+class Receipt(Base):
+    """A signed verification receipt that was issued: its reference (`jti`), what it said, when,
+    and who asked (an API client, or else the client address). Pruned after
+    RECEIPT_RETENTION_DAYS."""
+
+    __tablename__ = "receipts"
+
+    jti: Mapped[str] = mapped_column(String(40), primary_key=True)
+    certification_id: Mapped[str] = mapped_column(String(128))
+    on: Mapped[date | None] = mapped_column(Date)
+    status: Mapped[str] = mapped_column(String(16))
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    client_id: Mapped[str | None] = mapped_column(String(64))
+    client_address: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (Index("ix_receipts_client_issued", "client_id", "issued_at", "jti"),)
+
+
+class AdvanceNotice(Base):
+    """A status change a subscription was told is scheduled (`scheduled`), and whether it was
+    called off since (`cancelled`) or its day came (`passed`): each is announced once."""
+
+    __tablename__ = "advance_notices"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    subscription_id: Mapped[str] = mapped_column(ForeignKey("subscriptions.id", ondelete="CASCADE"))
+    certification_id: Mapped[str] = mapped_column(String(128), index=True)
+    change_on: Mapped[date] = mapped_column(Date)
+    status: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16), default="scheduled")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("subscription_id", "certification_id", "change_on", "status"),
     )

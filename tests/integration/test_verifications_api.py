@@ -9,17 +9,14 @@ from sqlalchemy import update
 
 from gateway.store.models import Certification, VerificationRecord, utcnow
 from tests.support.events import event
-from tests.support.verification import days_ago, record, record_every_status
+from tests.support.verification import ANSWER_KEYS, days_ago, record, record_every_status
 
-PUBLIC_KEYS = {
-    "certification_id",
-    "name",
-    "credential",
-    "credential_name",
-    "status",
-    "certified_since",
-    "valid_through",
-    "verified_at",
+PUBLIC_KEYS = ANSWER_KEYS
+ISSUER = {
+    "name": "Certifying body (ISSUER_NAME not set)",
+    "url": None,
+    "contact": None,
+    "logo": None,
 }
 
 
@@ -56,6 +53,7 @@ def test_an_active_certification_is_valid_through_its_paid_through_date(client, 
         "certified_since": standing["certified_on"],
         "valid_through": standing["fees"]["paid_through"],
         "verified_at": body["verified_at"],
+        "issuer": ISSUER,
     }
 
 

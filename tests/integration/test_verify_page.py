@@ -233,3 +233,64 @@ def test_text_meets_wcag_aa_contrast(browser, base_url, status):
     selectors = ["h1", ".intro", "label", "button", "h2", ".status strong", "dt", "dd", "footer p"]
     ratios = page.evaluate(CONTRAST, selectors)
     assert {s: r for s, r in ratios.items() if r < 4.5} == {}
+
+
+# --- proof of a check: the receipt pages in a real browser --------------------------------------
+
+
+def open_proof(browser: Browser, base_url: str, **context: object) -> Page:
+    """Look ACTIVE-1 up and follow "Download proof of this check"."""
+    page = open_page(browser, base_url, java_script_enabled=False, **context)
+    look_up(page, "ACTIVE-1")
+    with page.expect_navigation() as navigation:
+        page.get_by_role("link", name="Download proof of this check").click()
+    assert navigation.value.status == 200
+    return page
+
+
+@pytest.mark.parametrize(
+    ("viewport", "name"), [(PHONE, "receipt-360.png"), ({"width": 1280, "height": 900}, None)]
+)
+def test_the_receipt_page_reads_on_a_phone_and_a_desktop(browser, base_url, viewport, name):
+    page = open_proof(browser, base_url, viewport=viewport)
+    assert page.get_by_role("heading", level=1).inner_text() == "Proof of verification"
+    assert page.locator(".card .status strong").inner_text() == "Active"
+    reference = page.locator("dl.reference dd code").inner_text()
+    assert reference.startswith("rcpt_")
+    qr = page.locator("svg.qr").bounding_box()
+    assert qr["width"] >= 100 and qr["x"] + qr["width"] <= viewport["width"]
+    assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"]
+    token = page.locator("pre.jws").inner_text()
+    assert token.count(".") == 2
+    box = page.locator("pre.jws").bounding_box()
+    assert box["x"] >= 0 and box["x"] + box["width"] <= viewport["width"]
+    save_screenshot(page, name or "receipt-desktop.png")
+
+
+def test_the_receipt_prints_without_the_forms_and_links(browser, base_url):
+    page = open_proof(browser, base_url)
+    page.emulate_media(media="print")
+    assert not page.locator(".actions").first.is_visible()
+    assert not page.locator("footer .links").is_visible()
+    assert page.locator("svg.qr").is_visible() and page.locator("pre.jws").is_visible()
+    assert page.locator(".card .status strong").is_visible()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.pdf(path=str(ARTIFACTS / "receipt.pdf"))  # headless Chromium prints it
+
+
+def test_an_employer_pastes_a_receipt_and_sees_it_is_genuine(browser, base_url):
+    page = open_proof(browser, base_url, viewport=PHONE)
+    token = page.locator("pre.jws").inner_text()
+    page.goto(f"{base_url}/verify/receipt")
+    page.get_by_label("Receipt", exact=True).fill(token)
+    with page.expect_navigation() as navigation:
+        page.get_by_role("button", name="Check").click()
+    assert navigation.value.status == 200
+    assert page.get_by_role("heading", name="Genuine receipt").is_visible()
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    save_screenshot(page, "receipt-check-360.png")
+    page.get_by_label("Receipt", exact=True).fill(token[:-6] + "AAAAAA")
+    with page.expect_navigation() as navigation:
+        page.get_by_role("button", name="Check").click()
+    assert navigation.value.status == 422
+    assert page.get_by_role("heading", name="Not a genuine receipt").is_visible()

@@ -10,6 +10,19 @@ from gateway import intake
 from gateway.store.models import utcnow
 from tests.support.events import granted, revoked
 
+#: The keys of a verification answer: the public record, the time of the check, who vouches.
+ANSWER_KEYS = {
+    "certification_id",
+    "name",
+    "credential",
+    "credential_name",
+    "status",
+    "certified_since",
+    "valid_through",
+    "verified_at",
+    "issuer",
+}
+
 
 def days_ago(days: int) -> str:
     """The ISO date `days` days before today (UTC)."""

@@ -1,0 +1,132 @@
+"""Advance notice: a subscription that opted in is told ahead of a status change due without any
+event (fees overdue -> inactive), once, and told again when a payment calls it off."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+from standardwebhooks import Webhook
+
+from gateway import rules
+from gateway.store.history import decode_event
+from gateway.store.models import utcnow
+from gateway.sweep import Scope
+from jobs.notices import CANCELLED, SCHEDULED
+from jobs.sweep import locked_sweep
+from tests.support.events import fee, granted
+from tests.support.http_stubs import scripted, serve
+from tests.support.verification import days_ago, record
+
+#: Granted 355 days ago: its first renewal fee falls due within the next six weeks.
+GRANT = granted(days_ago(355), cert="SOON-1")
+NOTICE_DAYS = 60
+
+
+@pytest.fixture
+def app(make_app, database_url):
+    return make_app(
+        database_url=database_url, jobs_synchronous=True, webhook_allow_private_targets=True
+    )
+
+
+@pytest.fixture
+def employer(token_for):
+    return token_for("verifications:read")
+
+
+def subscribe(client, headers, url: str, **notice: object) -> dict:
+    body = {"url": url, "certification_ids": ["SOON-1"], **notice}
+    response = client.post("/v1/subscriptions", json=body, headers=headers)
+    assert response.status_code == 201, response.get_data(as_text=True)
+    return response.get_json()
+
+
+def inactive_on(app) -> date:
+    """The day SOON-1 turns inactive with no further event, by the rules."""
+    policy = app.extensions["gateway"].policy
+    today = utcnow().date()
+    change = rules.scheduled_change([decode_event(GRANT)], today, date(9999, 1, 1), policy)
+    assert change is not None and change.status == "inactive"
+    return change.on
+
+
+def messages(received, secret: str, *types: str) -> list[dict]:
+    events = [Webhook(secret).verify(r.body, r.headers) for r in received]
+    return [e for e in events if e["type"] in types]
+
+
+def daily(app) -> None:
+    locked_sweep(app.extensions["gateway"], Scope(as_of=utcnow().date()))
+
+
+def test_a_scheduled_change_is_announced_once_and_called_off_by_a_payment(app, client, employer):
+    with serve(scripted()) as (url, received):
+        created = subscribe(
+            client, employer, url + "/hook", advance_notice=True, notice_days=NOTICE_DAYS
+        )
+        assert created["notice_days"] == NOTICE_DAYS
+        [answer] = record(app, GRANT)  # the intake reviews it at once
+        daily(app)
+        daily(app)  # the daily review, twice: nothing more to say
+        notice = {
+            "certification_id": "SOON-1",
+            "status": "active",
+            "scheduled_status": "inactive",
+            "scheduled_on": inactive_on(app).isoformat(),
+        }
+        scheduled = messages(received, created["secret"], SCHEDULED)
+        assert [m["data"] for m in scheduled] == [notice]
+        assert scheduled[0]["subscription_id"] == created["id"]
+        due_year = int(answer.body["standing"]["fees"]["next_due"][:4])
+        record(app, fee(due_year, days_ago(0), cert="SOON-1"))
+        daily(app)
+        cancelled = messages(received, created["secret"], CANCELLED)
+        assert [m["data"] for m in cancelled] == [notice]
+        assert len(messages(received, created["secret"], SCHEDULED)) == 1
+        types = [e["type"] for e in messages(received, created["secret"], SCHEDULED, CANCELLED)]
+        assert types == [SCHEDULED, CANCELLED]  # in order
+        log = client.get(f"/v1/subscriptions/{created['id']}/deliveries", headers=employer)
+        assert [d["type"] for d in log.get_json()["deliveries"]][:2] == [CANCELLED, SCHEDULED]
+
+
+def test_the_daily_review_announces_a_change_that_came_within_the_notice(app, client, employer):
+    record(app, GRANT)
+    with serve(scripted()) as (url, received):
+        created = subscribe(
+            client, employer, url + "/hook", advance_notice=True, notice_days=NOTICE_DAYS
+        )
+        assert messages(received, created["secret"], SCHEDULED) == []
+        daily(app)
+        daily(app)
+        assert len(messages(received, created["secret"], SCHEDULED)) == 1
+
+
+def test_a_change_beyond_the_notice_is_not_announced_yet(app, client, employer):
+    with serve(scripted()) as (url, received):
+        days = (inactive_on(app) - utcnow().date()).days - 1
+        created = subscribe(client, employer, url + "/hook", advance_notice=True, notice_days=days)
+        record(app, GRANT)
+        daily(app)
+        assert messages(received, created["secret"], SCHEDULED) == []
+
+
+def test_without_advance_notice_only_status_changes_are_sent(app, client, employer):
+    with serve(scripted()) as (url, received):
+        created = subscribe(client, employer, url + "/hook")
+        assert created["notice_days"] is None
+        record(app, GRANT)
+        daily(app)
+        sent = [Webhook(created["secret"]).verify(r.body, r.headers)["type"] for r in received]
+        assert sent == ["certification.status_changed"]  # its first record
+
+
+@pytest.mark.parametrize(
+    ("notice", "field"),
+    [({"notice_days": 0}, "notice_days"), ({"advance_notice": "soon"}, "advance_notice")],
+)
+def test_bad_notice_settings_are_refused_naming_the_field(client, employer, notice, field):
+    body = {"url": "http://127.0.0.1:9/hook", "certification_ids": ["SOON-1"], **notice}
+    response = client.post("/v1/subscriptions", json=body, headers=employer)
+    assert response.status_code == 422
+    assert [e["field"] for e in response.get_json()["errors"]] == [field]

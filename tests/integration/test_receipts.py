@@ -1,0 +1,255 @@
+"""Signed receipts: proof of a check, verified with an independent JOSE implementation (PyJWT)
+against the served JWKS; their record, listed per API client and pruned; /verify/receipt."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import timedelta
+
+import jwt
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import select, update
+
+from gateway import signing
+from gateway.cli import cli
+from gateway.store.models import Receipt, utcnow
+from tests.support.clients import register_client
+from tests.support.events import revoked
+from tests.support.verification import ANSWER_KEYS, days_ago, record, record_every_status
+
+BASE = "https://verify.example.org"
+
+
+@pytest.fixture
+def app(make_app, database_url):
+    app = make_app(
+        database_url=database_url,
+        jobs_synchronous=True,
+        public_base_url=BASE,
+        issuer_name="Registry of Allied Health",
+    )
+    record_every_status(app)
+    return app
+
+
+@pytest.fixture
+def employer(app):
+    """(client id, headers) of an API client with `verifications:read`."""
+    return employer_of(app, "Acme HR")
+
+
+def decode(client, token: str) -> dict:
+    """The claims of `token`, checked by PyJWT with the key the served JWKS names."""
+    jwks = jwt.PyJWKSet.from_dict(client.get("/.well-known/jwks.json").get_json())
+    kid = jwt.get_unverified_header(token)["kid"]
+    return jwt.decode(token, jwks[kid].key, algorithms=["ES256"], issuer=BASE)
+
+
+def test_a_receipt_is_a_jws_of_the_answer_that_pyjwt_verifies_with_the_served_keys(client):
+    response = client.get("/v1/verifications/ACTIVE-1/receipt")
+    assert response.status_code == 200
+    assert response.mimetype == "application/jose"
+    assert "no-store" in response.headers["Cache-Control"]
+    token = response.get_data(as_text=True)
+    header = jwt.get_unverified_header(token)
+    assert (header["alg"], header["typ"]) == ("ES256", "JWT")
+    claims = decode(client, token)
+    assert set(claims) == ANSWER_KEYS | {"iss", "sub", "iat", "jti"}
+    assert claims["sub"] == claims["certification_id"] == "ACTIVE-1"
+    assert claims["status"] == "active" and claims["name"] == "Ada Lovelace"
+    assert claims["issuer"]["name"] == "Registry of Allied Health"
+    assert claims["jti"] == response.headers["Receipt-Reference"]
+    assert abs(claims["iat"] - utcnow().timestamp()) < 60
+    lookup = client.get("/v1/verifications/ACTIVE-1").get_json()
+    assert {k: claims[k] for k in lookup if k != "verified_at"} == {
+        k: v for k, v in lookup.items() if k != "verified_at"
+    }
+
+
+def test_every_receipt_has_its_own_reference_and_carries_nothing_private(client):
+    tokens = [client.get("/v1/verifications/INACTIVE-1/receipt").get_data(True) for _ in range(3)]
+    claims = [decode(client, token) for token in tokens]
+    assert len({c["jti"] for c in claims}) == 3
+    text = json.dumps(claims)
+    for private in ("ada@example.org", "M-INACTIVE-1", "points", "reasons", "FEE-", "fees"):
+        assert private not in text
+
+
+def test_a_receipt_for_a_past_day_needs_a_token_and_says_the_day(client, employer):
+    assert client.get("/v1/verifications/REVOKED-1/receipt?on=" + days_ago(30)).status_code == 401
+    _, headers = employer
+    token = client.get(f"/v1/verifications/REVOKED-1/receipt?on={days_ago(30)}", headers=headers)
+    claims = decode(client, token.get_data(as_text=True))
+    assert (claims["status"], claims["on"]) == ("active", days_ago(30))
+    before = client.get(f"/v1/verifications/REVOKED-1/receipt?on={days_ago(90)}", headers=headers)
+    assert before.status_code == 404 and before.get_json()["errors"][0]["field"] == "on"
+
+
+def test_an_unknown_number_gets_no_receipt_and_none_is_recorded(app, client):
+    assert client.get("/v1/verifications/NOPE-1/receipt").status_code == 404
+    with app.extensions["gateway"].db.sessions() as session:
+        assert session.scalars(select(Receipt)).all() == []
+
+
+def test_every_receipt_is_recorded_and_a_client_lists_only_its_own(app, client, employer):
+    _, headers = employer
+    _, other = employer_of(app, "Other HR")
+    client.get("/v1/verifications/ACTIVE-1/receipt")  # anonymous: recorded by address
+    mine = [
+        client.get(f"/v1/verifications/{n}/receipt", headers=headers).headers["Receipt-Reference"]
+        for n in ("LAPSED-1", "ACTIVE-1")
+    ]
+    client.get("/v1/verifications/ACTIVE-1/receipt", headers=other)
+    with app.extensions["gateway"].db.sessions() as session:
+        rows = session.scalars(select(Receipt).order_by(Receipt.issued_at)).all()
+    assert len(rows) == 4
+    anonymous = [r for r in rows if r.client_id is None]
+    assert [(r.certification_id, r.status, r.client_address) for r in anonymous] == [
+        ("ACTIVE-1", "active", "127.0.0.1")
+    ]
+    listed = client.get("/v1/receipts", headers=headers)
+    assert listed.status_code == 200
+    receipts = listed.get_json()["receipts"]
+    assert sorted(r["reference"] for r in receipts) == sorted(mine)
+    lapsed = next(r for r in receipts if r["certification_id"] == "LAPSED-1")
+    assert (lapsed["status"], lapsed["on"]) == ("lapsed", None)
+    assert set(lapsed) == {"reference", "certification_id", "on", "status", "issued_at"}
+
+
+def test_receipts_since_a_time_and_bad_queries(app, client, employer):
+    _, headers = employer
+    client.get("/v1/verifications/ACTIVE-1/receipt", headers=headers)
+    with app.extensions["gateway"].db.transaction() as session:
+        session.execute(update(Receipt).values(issued_at=utcnow() - timedelta(days=10)))
+    client.get("/v1/verifications/LAPSED-1/receipt", headers=headers)
+    recent = client.get(f"/v1/receipts?since={days_ago(1)}", headers=headers).get_json()
+    assert [r["certification_id"] for r in recent["receipts"]] == ["LAPSED-1"]
+    every = client.get("/v1/receipts?since=2020-01-01T00:00:00Z", headers=headers).get_json()
+    assert [r["certification_id"] for r in every["receipts"]] == ["ACTIVE-1", "LAPSED-1"]
+    assert len(client.get("/v1/receipts?limit=1", headers=headers).json["receipts"]) == 1
+    for query, field in (("since=yesterday", "since"), ("limit=0", "limit"), ("x=1", "x")):
+        response = client.get(f"/v1/receipts?{query}", headers=headers)
+        assert response.status_code == 422
+        assert [e["field"] for e in response.get_json()["errors"]] == [field]
+    assert client.get("/v1/receipts").status_code == 401
+
+
+def employer_of(app, name: str) -> tuple[str, dict[str, str]]:
+    """(client id, headers) of a new API client `name` with `verifications:read`."""
+    client_id, secret = register_client(app, "verifications:read", name)
+    token = app.test_client().post(
+        "/oauth/token", data={"grant_type": "client_credentials"}, auth=(client_id, secret)
+    )
+    return client_id, {"Authorization": f"Bearer {token.get_json()['access_token']}"}
+
+
+def test_old_receipt_records_are_pruned_daily_and_by_command(app, client, monkeypatch):
+    for number in ("ACTIVE-1", "LAPSED-1"):
+        client.get(f"/v1/verifications/{number}/receipt")
+    svc = app.extensions["gateway"]
+    retention = svc.settings.receipt_retention_days
+    with svc.db.transaction() as session:
+        session.execute(
+            update(Receipt)
+            .where(Receipt.certification_id == "LAPSED-1")
+            .values(issued_at=utcnow() - timedelta(days=retention + 1))
+        )
+    monkeypatch.setenv("DATABASE_URL", svc.settings.database_url)
+    result = CliRunner().invoke(cli, ["receipts", "prune"])
+    assert result.exit_code == 0, result.output
+    assert f"pruned 1 receipts older than {retention} days" in result.output
+    with svc.db.sessions() as session:
+        assert [r.certification_id for r in session.scalars(select(Receipt))] == ["ACTIVE-1"]
+
+
+def test_the_daily_sweep_prunes_receipts_too(app, client, monkeypatch):
+    from jobs import context
+    from jobs.sweep import run_daily_sweep
+
+    client.get("/v1/verifications/ACTIVE-1/receipt")
+    svc = app.extensions["gateway"]
+    with svc.db.transaction() as session:
+        session.execute(update(Receipt).values(issued_at=utcnow() - timedelta(days=10_000)))
+    monkeypatch.setattr(context, "services", lambda: svc)
+    assert run_daily_sweep()["receipts_pruned"] == 1
+
+
+# --- key rotation ------------------------------------------------------------------------------
+
+
+def test_receipts_signed_before_a_rotation_still_verify(app, client):
+    svc = app.extensions["gateway"]
+    old = client.get("/v1/verifications/ACTIVE-1/receipt").get_data(as_text=True)
+    new_kid = signing.rotate(svc.settings.signing_keys_file)
+    svc._keys = None  # the process reads the rotated set (as a restart would)
+    new = client.get("/v1/verifications/ACTIVE-1/receipt").get_data(as_text=True)
+    assert jwt.get_unverified_header(new)["kid"] == new_kid
+    assert jwt.get_unverified_header(old)["kid"] != new_kid
+    assert decode(client, old)["sub"] == decode(client, new)["sub"] == "ACTIVE-1"
+    page = client.get("/verify/receipt", query_string={"receipt": old})
+    assert page.status_code == 200 and "Genuine receipt" in page.get_data(as_text=True)
+
+
+# --- /verify/receipt ---------------------------------------------------------------------------
+
+
+def tampered(token: str, **changes: object) -> str:
+    """`token` with its payload changed and its signature kept."""
+    header, payload, signature = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    forged = base64.urlsafe_b64encode(json.dumps({**claims, **changes}).encode()).rstrip(b"=")
+    return f"{header}.{forged.decode()}.{signature}"
+
+
+def test_the_check_page_shows_a_genuine_receipt_then_and_now(app, client):
+    token = client.get("/v1/verifications/ACTIVE-1/receipt").get_data(as_text=True)
+    record(app, revoked(days_ago(0), cert="ACTIVE-1"))
+    page = client.get("/verify/receipt", query_string={"receipt": token})
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert "Genuine receipt" in html and "Registry of Allied Health" in html
+    assert "What it said" in html and "What is true now" in html
+    assert "<strong>Active</strong>" in html and "<strong>Revoked</strong>" in html
+    assert "The status has changed since the receipt was issued." in html
+    assert html.count("<strong>What to do:</strong>") == 1  # advice for now, not for then
+    assert decode(client, token)["jti"] in html
+
+
+@pytest.mark.parametrize(
+    "forge",
+    [
+        lambda token: tampered(token, status="active"),
+        lambda token: token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB"),
+        lambda token: "not a receipt",
+        lambda token: jwt.encode({"sub": "LAPSED-1", "status": "active"}, "k" * 32, "HS256"),
+    ],
+)
+def test_a_tampered_or_foreign_receipt_is_refused(client, forge):
+    token = client.get("/v1/verifications/LAPSED-1/receipt").get_data(as_text=True)
+    page = client.get("/verify/receipt", query_string={"receipt": forge(token)})
+    assert page.status_code == 422
+    html = page.get_data(as_text=True)
+    assert "Not a genuine receipt" in html and "Genuine receipt" not in html
+    assert "<strong>Active</strong>" not in html
+
+
+def test_the_check_page_without_a_receipt_is_the_form(client):
+    page = client.get("/verify/receipt")
+    assert page.status_code == 200
+    assert '<label for="receipt">' in page.get_data(as_text=True)
+
+
+def test_the_proof_page_issues_a_recorded_receipt_with_a_qr_code_of_the_live_check(app, client):
+    page = client.get("/verify/proof?certification_id=ACTIVE-1")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    with app.extensions["gateway"].db.sessions() as session:
+        [row] = session.scalars(select(Receipt)).all()
+    assert row.jti in html and row.client_address == "127.0.0.1"
+    assert 'class="qr"><title>QR code of the live check</title>' in html
+    assert f"{BASE}/verify?certification_id=ACTIVE-1" in html
+    token = html.split('<pre class="jws" id="receipt-token">')[1].split("</pre>")[0]
+    assert decode(client, token)["jti"] == row.jti
+    assert client.get("/verify/proof?certification_id=NOPE-1").status_code == 404
