@@ -15,10 +15,15 @@ from gateway.schemas.verifications import BatchLookupSchema
 UNDOCUMENTED_ENDPOINTS = {"static"}  # the stylesheets of the pages, not an API
 
 
+def openapi_path(rule: str) -> str:
+    """The OpenAPI form of a Flask rule: `/v1/x/<id>` is `/v1/x/{id}`."""
+    return re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule)
+
+
 def _routes(app: Flask) -> set[tuple[str, str]]:
     """(OpenAPI path, method) of every route of `app`."""
     return {
-        (re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule.rule), method.lower())
+        (openapi_path(rule.rule), method.lower())
         for rule in app.url_map.iter_rules()
         if rule.endpoint not in UNDOCUMENTED_ENDPOINTS
         for method in rule.methods - {"HEAD", "OPTIONS"}
