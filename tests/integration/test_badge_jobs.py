@@ -107,12 +107,27 @@ def badges(svc) -> list[Badge]:
         return session.query(Badge).all()
 
 
+def ended(svc, kind: str, states: tuple[str, ...] = ("done", "failed")) -> bool:
+    """Whether the outbox holds `kind` items and every one of them is in one of `states`."""
+    found = items(svc, kind)
+    return bool(found) and all(i.state in states for i in found)
+
+
 def issue_done(svc) -> bool:
-    return all(i.state in ("done", "failed") for i in items(svc, "issue_badge"))
+    return ended(svc, "issue_badge")
 
 
 def issue_posts(rsps) -> int:
     return sum(1 for c in rsps.calls if c.request.method == "POST" and c.request.url == BADGES)
+
+
+def test_the_helpers_that_wait_for_jobs_to_end_need_jobs_to_have_ended(svc):
+    assert not issue_done(svc) and not _revoke_settled(svc)  # nothing queued has not ended
+    submit(svc, granted("2026-03-01"))
+    assert not issue_done(svc)
+    with svc.db.transaction() as session:
+        session.query(OutboxItem).update({"state": "failed"})
+    assert issue_done(svc) and not ended(svc, "issue_badge", ("done",))
 
 
 @responses.activate
@@ -317,7 +332,7 @@ def test_revoke_after_audit_failure_and_revoking_twice_succeeds(svc):
     drain(svc, lambda: issue_done(svc))
     audit = {"result": "failed", "audited_on": "2026-06-01", "cycle_start": "2026-03-01"}
     submit(svc, event("audit.completed", audit))
-    drain(svc, lambda: all(i.state == "done" for i in items(svc, "revoke_badge")))
+    drain(svc, lambda: ended(svc, "revoke_badge", ("done",)))
     [badge] = badges(svc)
     assert badge.state == "revoked"
     revoke_call = next(c for c in responses.calls if c.request.method == "PUT")
@@ -325,7 +340,7 @@ def test_revoke_after_audit_failure_and_revoking_twice_succeeds(svc):
 
 
 def _revoke_settled(svc) -> bool:
-    return all(i.state in ("done", "failed") for i in items(svc, "revoke_badge"))
+    return ended(svc, "revoke_badge")
 
 
 def _failed_revoke(svc, *, then_revoked: bool = False) -> OutboxItem:
@@ -495,9 +510,7 @@ def test_one_wake_up_waits_at_a_time_and_a_drain_with_a_backlog_wakes_another_wo
     monkeypatch.setattr(svc, "settings", replace(svc.settings, job_concurrency=1))
     dispatch.drain()  # as a worker runs it: 2 items due, more than its one thread takes at once
     assert queue.count == 2  # the waiting wake-up, and one for another worker
-    assert all(
-        i.state == "done" for kind in ("issue_badge", "sync_verification") for i in items(svc, kind)
-    )
+    assert ended(svc, "issue_badge", ("done",)) and ended(svc, "sync_verification", ("done",))
     dispatch.drain()  # the second worker finds nothing left and wakes nobody
     assert queue.count == 2
 

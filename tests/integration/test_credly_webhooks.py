@@ -28,6 +28,7 @@ from tests.integration.test_badge_jobs import (
     badge_json,
     badges,
     drain,
+    ended,
     issue_done,
     items,
     submit,
@@ -96,7 +97,7 @@ def notification(svc, event_id: str) -> CredlyNotification:
 
 
 def jobs_settled(svc) -> bool:
-    return all(i.state in ("done", "failed") for i in items(svc, "credly_notification"))
+    return ended(svc, "credly_notification")
 
 
 def issue_badge(svc) -> None:
