@@ -15,7 +15,8 @@ import pytest
 import requests
 import responses
 from click.testing import CliRunner
-from rq import Queue, SimpleWorker
+from redis.client import PubSubWorkerThread
+from rq import Queue
 from rq.scheduler import RQScheduler
 from sqlalchemy import select
 
@@ -32,6 +33,7 @@ from jobs.dispatch import RELAY_GRACE, relay
 from jobs.outbox import claim_due
 from jobs.retry import MAX_ATTEMPTS
 from tests.events_helpers import event, granted
+from tests.support.queue import work_queued
 
 CREDLY = "https://api.credly.test/v1"
 ORG = "org-1"
@@ -81,7 +83,7 @@ def drain(svc, until: Callable[[], bool], timeout: float = 30) -> None:
     end = time.monotonic() + timeout
     try:
         while time.monotonic() < end:
-            SimpleWorker([queue], connection=svc.redis).work(burst=True)
+            work_queued(svc)
             if until():
                 return
             scheduler.enqueue_scheduled_jobs()
@@ -130,6 +132,22 @@ def test_the_helpers_that_wait_for_jobs_to_end_need_jobs_to_have_ended(svc):
     assert issue_done(svc) and not ended(svc, "issue_badge", ("done",))
 
 
+def test_working_the_queue_does_not_wait_on_rqs_command_listener(svc, monkeypatch):
+    """With redis-py 8.2, a worker's end waits for its command listener's read (60 s) when the
+    listener went back to reading before it was told to stop: a drain must not depend on it."""
+    stop = PubSubWorkerThread.stop
+
+    def late_stop(thread: PubSubWorkerThread, timeout: float | None = None) -> None:
+        time.sleep(0.5)  # the listener has read the unsubscribe reply and waits again
+        stop(thread, timeout)
+
+    monkeypatch.setattr(PubSubWorkerThread, "stop", late_stop)
+    start = time.monotonic()
+    drain(svc, lambda: True)
+    work_queued(svc)
+    assert time.monotonic() - start < 10
+
+
 @responses.activate
 def test_500_500_then_201_issues_exactly_one_badge(svc):
     responses.get(re.compile(re.escape(BADGES) + r"\?.*"), json=EMPTY_LIST)
@@ -153,7 +171,7 @@ def test_429_retry_after_is_honoured(svc):
     submit(svc, granted("2026-03-01"))
     queue = Queue(svc.settings.queue_name, connection=svc.redis)
     before = datetime.now(UTC)
-    SimpleWorker([queue], connection=svc.redis).work(burst=True)
+    work_queued(svc)
     [item] = items(svc, "issue_badge")
     assert item.state == "retrying" and "429" in item.last_error
     assert (item.due_at - before).total_seconds() >= 3
@@ -269,9 +287,7 @@ def test_a_retry_under_way_does_not_show_the_badge_as_error(svc):
     responses.get(re.compile(re.escape(BADGES) + r"\?.*"), json=EMPTY_LIST)
     responses.post(BADGES, status=503, json={"message": "maintenance"})
     submit(svc, granted("2026-03-01"))
-    SimpleWorker([Queue(svc.settings.queue_name, connection=svc.redis)], connection=svc.redis).work(
-        burst=True
-    )
+    work_queued(svc)
     [item] = items(svc, "issue_badge")
     assert item.state == "retrying"
     [badge] = badges(svc)
@@ -420,9 +436,7 @@ def test_the_badge_and_the_item_done_are_recorded_in_one_transaction(svc, monkey
         raise RuntimeError("worker lost between the badge and the item")
 
     monkeypatch.setattr(ClaimedItem, "finish", crash)
-    SimpleWorker([Queue(svc.settings.queue_name, connection=svc.redis)], connection=svc.redis).work(
-        burst=True
-    )
+    work_queued(svc)
     [item] = items(svc, "issue_badge")
     assert item.state == "retrying" and "RuntimeError" in item.last_error
     [badge] = badges(svc)
