@@ -22,8 +22,10 @@ PG_ADMIN_URL = os.environ.get(
     "GATEWAY_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
 REDIS_SERVER = "redis://127.0.0.1:6379"
-#: Redis databases a test session may take when GATEWAY_TEST_REDIS_URL names none (13: the bench's).
+#: Redis databases a test session may take when GATEWAY_TEST_REDIS_URL names none (13: benches').
 REDIS_DATABASES = (15, 14, 12, 11, 10, 9)
+#: The key in database 0 under which a test session (or a bench run) holds a Redis database.
+REDIS_CLAIM = "gateway-tests:redis-db:{number}"
 
 
 def _pg_conninfo(url: str) -> str:
@@ -69,7 +71,7 @@ def redis_url() -> Iterator[str]:
     claims = redis.Redis.from_url(f"{REDIS_SERVER}/0")
     session = uuid.uuid4().hex
     for number in REDIS_DATABASES:
-        claim = f"gateway-tests:redis-db:{number}"
+        claim = REDIS_CLAIM.format(number=number)
         if claims.set(claim, session, nx=True, ex=3600):
             break
     else:
