@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime, time, timedelta
 
 import psycopg
 import pytest
@@ -12,7 +13,7 @@ import redis
 from flask import Flask
 from sqlalchemy import text
 
-from gateway import create_app
+from gateway import clock, create_app
 from gateway.config import Settings
 from gateway.store.db import Database
 from gateway.store.models import Base
@@ -26,6 +27,39 @@ REDIS_SERVER = "redis://127.0.0.1:6379"
 REDIS_DATABASES = (15, 14, 12, 11, 10, 9)
 #: The key in database 0 under which a test session (or a bench run) holds a Redis database.
 REDIS_CLAIM = "gateway-tests:redis-db:{number}"
+
+
+#: How far --clock moves the gateway's clock ahead of the real time for the whole session.
+CLOCK_OFFSET = timedelta(0)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--clock",
+        metavar="YYYY-MM-DD",
+        type=date.fromisoformat,
+        help="run with the gateway's clock on this day (from noon UTC on), not the real one",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global CLOCK_OFFSET
+    day = config.getoption("--clock")
+    if day is not None:
+        CLOCK_OFFSET = datetime.combine(day, time(12), UTC) - datetime.now(UTC)
+
+
+@pytest.fixture(autouse=True)
+def gateway_clock(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The gateway's clock during a test: on the day of its `on_day` mark (from noon UTC on),
+    else the session's (the real time, or --clock's day)."""
+    day = request.node.get_closest_marker("on_day")
+    if day is not None:
+        clock.set_now(datetime.combine(date.fromisoformat(day.args[0]), time(12), UTC))
+    else:
+        clock.set_now(datetime.now(UTC) + CLOCK_OFFSET)
+    yield
+    clock.set_now(None)
 
 
 def _pg_conninfo(url: str) -> str:

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 import requests
@@ -23,7 +23,7 @@ from sqlalchemy import select
 from connectors.credly import Badge as CredlyBadge
 from gateway import intake, metrics
 from gateway.cli import cli
-from gateway.store.models import Badge, OutboxItem
+from gateway.store.models import Badge, OutboxItem, utcnow
 from gateway.views import badge_view
 from jobs import badges as badges_jobs
 from jobs import dispatch, outbox
@@ -38,6 +38,8 @@ from tests.support.queue import work_queued
 CREDLY = "https://api.credly.test/v1"
 ORG = "org-1"
 BADGES = f"{CREDLY}/organizations/{ORG}/badges"
+
+pytestmark = pytest.mark.on_day("2026-12-04")  # the day its fixed dates are written for
 
 
 @pytest.fixture
@@ -170,7 +172,7 @@ def test_429_retry_after_is_honoured(svc):
     responses.post(BADGES, status=201, json=badge_json())
     submit(svc, granted("2026-03-01"))
     queue = Queue(svc.settings.queue_name, connection=svc.redis)
-    before = datetime.now(UTC)
+    before = utcnow()
     work_queued(svc)
     [item] = items(svc, "issue_badge")
     assert item.state == "retrying" and "429" in item.last_error
@@ -329,7 +331,7 @@ def test_an_issue_run_again_after_its_badge_went_out_calls_credly_no_more(svc, c
     calls = len(responses.calls)
     caplog.set_level("INFO", logger="jobs.badges")
     claimed = ClaimedItem(
-        item.id, item.kind, item.certification_id, item.payload, None, 2, datetime.now(UTC)
+        item.id, item.kind, item.certification_id, item.payload, None, 2, utcnow()
     )
     badges_jobs.issue(svc, claimed)  # e.g. a worker that ran past its lease
     assert len(responses.calls) == calls
@@ -470,7 +472,7 @@ def test_the_relay_wakes_a_worker_for_items_whose_wake_up_redis_lost(svc):
     assert relay(svc, svc.dispatcher) == 0  # younger than the grace: a wake-up may be on its way
     with svc.db.transaction() as session:
         for item in session.query(OutboxItem):
-            item.due_at = datetime.now(UTC) - 2 * RELAY_GRACE
+            item.due_at = utcnow() - 2 * RELAY_GRACE
     assert relay(svc, svc.dispatcher) == 2
     assert relay(svc, svc.dispatcher) == 2  # still due, but one wake-up is pending already
     assert queue.count == 1
@@ -488,10 +490,10 @@ def test_an_attempt_whose_worker_stopped_is_claimed_again_when_its_lease_ends(sv
     assert [c.kind for c in claimed] == ["issue_badge", "sync_verification"] and not claim_due(svc)
     [item] = items(svc, "issue_badge")
     assert item.state == "running" and item.attempts == 1
-    lease = (item.due_at - datetime.now(UTC)).total_seconds()
+    lease = (item.due_at - utcnow()).total_seconds()
     assert svc.settings.job_timeout_seconds - 5 < lease <= svc.settings.job_timeout_seconds
     with svc.db.transaction() as session:  # the lease has run out
-        session.get(OutboxItem, item.id).due_at = datetime.now(UTC)
+        session.get(OutboxItem, item.id).due_at = utcnow()
     assert [c.id for c in claim_due(svc, 2)] == [item.id]
 
 
@@ -560,7 +562,7 @@ def due_grants(svc, count: int) -> list[int]:
 
 def test_a_claim_takes_up_to_its_batch_in_queue_order_each_under_its_lease(svc):
     queued = due_grants(svc, 3)
-    before = datetime.now(UTC)
+    before = utcnow()
     first = claim_due(svc, 4)
     assert [i.id for i in first] == queued[:4]
     lease = svc.settings.job_timeout_seconds
@@ -586,7 +588,7 @@ def test_items_given_back_are_due_again_as_they_were_claimed_unless_claimed_sinc
     outbox.give_back(svc, claimed[1:])
     with svc.db.sessions() as session:
         rows = [session.get(OutboxItem, oid) for oid in queued]
-    now = datetime.now(UTC)
+    now = utcnow()
     assert [(r.state, r.attempts) for r in rows] == [
         ("running", 1),
         ("retrying", 1),

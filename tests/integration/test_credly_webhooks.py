@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import base64
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 import responses
@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from gateway import intake
 from gateway.cli import cli
-from gateway.store.models import Badge, CredlyNotification, OutboxItem
+from gateway.store.models import Badge, CredlyNotification, OutboxItem, utcnow
 from tests.conftest import fetch_token
 from tests.events_helpers import granted
 from tests.integration.test_badge_jobs import (
@@ -42,6 +42,8 @@ LIVE_CREDLY = {
     "credly_badge_templates": {"RMA": "tmpl-rma"},
 }
 CLAIMED_AT = "2026-11-20T10:00:00.000Z"
+
+pytestmark = pytest.mark.on_day("2026-12-04")  # the day its fixed dates are written for
 
 
 @pytest.fixture
@@ -252,7 +254,7 @@ def postpone(svc, outbox_ids, delay: timedelta) -> None:
     """Make outbox items due `delay` from now."""
     with svc.db.transaction() as session:
         for outbox_id in outbox_ids:
-            session.get(OutboxItem, outbox_id).due_at = datetime.now(UTC) + delay
+            session.get(OutboxItem, outbox_id).due_at = utcnow() + delay
 
 
 @responses.activate

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import select
@@ -16,7 +15,7 @@ from standardwebhooks import Webhook
 
 from gateway import auth, subscriptions
 from gateway.schemas.verifications import VerificationSchema
-from gateway.store.models import Delivery, OutboxItem, VerificationRecord
+from gateway.store.models import Delivery, OutboxItem, VerificationRecord, utcnow
 from jobs import verification
 from jobs.claim import ClaimedItem
 from tests.events_helpers import event, granted, revoked
@@ -216,7 +215,7 @@ def test_a_sync_that_changes_nothing_shown_pushes_nothing(make_svc):
             )
             before = session.get(VerificationRecord, "CERT-1")
         again = ClaimedItem(
-            sync.id, sync.kind, sync.certification_id, sync.payload, None, 2, datetime.now(UTC)
+            sync.id, sync.kind, sync.certification_id, sync.payload, None, 2, utcnow()
         )
         verification.sync(svc, again)  # the same standing synced once more
         with svc.db.sessions() as session:

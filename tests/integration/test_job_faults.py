@@ -32,6 +32,7 @@ from tests.integration.test_badge_jobs import (
 )
 from tests.support.credly_standin import CredlyStandIn
 from tests.support.serving import free_port
+from tests.verification_helpers import days_ago
 
 
 class PrivateRedis:
@@ -115,7 +116,7 @@ def test_events_are_kept_while_redis_is_down_and_relayed_when_it_is_back(
     headers = {"Authorization": f"Bearer {fetch_token(app, 'events:write')}"}
     for n in range(3):
         response = client.post(
-            "/v1/events", json=granted("2026-03-01", cert=f"R-{n}"), headers=headers
+            "/v1/events", json=granted(days_ago(30), cert=f"R-{n}"), headers=headers
         )
         assert response.status_code == 202
     assert _states(svc) == ["pending"] * 6
@@ -176,7 +177,7 @@ def test_a_worker_killed_mid_job_is_recovered_by_another_with_one_badge(
             "INSTANCE_PATH": str(tmp_path),
         }
         credly.queue_faults([{"delay": 20}], operation="issue")  # Credly hangs on the issue
-        answer = submit(svc, granted("2026-03-01"))
+        answer = submit(svc, granted(days_ago(30)))
         issue_id = answer.outbox_ids[0]
         log = tmp_path / "workers.log"
         first = _worker(env, log, "--name", "doomed")

@@ -21,6 +21,7 @@ from gateway import logs, metrics
 from tests.conftest import register_client
 from tests.events_helpers import fee, granted
 from tests.support.serving import free_port, serve_env
+from tests.verification_helpers import days_ago
 
 
 @pytest.fixture
@@ -80,7 +81,7 @@ def test_logs_are_json_lines_with_the_request_id_that_follows_into_jobs(app, cli
     try:
         response = client.post(
             "/v1/events",
-            json=granted("2026-03-01"),
+            json=granted(days_ago(30)),
             headers={**token_for("events:write"), "X-Request-ID": "req-abc-123"},
         )
     finally:
@@ -109,7 +110,7 @@ def test_no_secret_or_token_reaches_the_logs(app, client, capfd):
         "/oauth/token", data={"grant_type": "client_credentials"}, auth=(client_id, secret)
     ).get_json()["access_token"]
     client.post(
-        "/v1/events", json=granted("2026-03-01"), headers={"Authorization": f"Bearer {token}"}
+        "/v1/events", json=granted(days_ago(30)), headers={"Authorization": f"Bearer {token}"}
     )
     client.get("/v1/events/x", headers={"Authorization": "Bearer wrong-token-value"})
     out, err = capfd.readouterr()

@@ -11,6 +11,8 @@ from gateway.store.models import Certification, VerificationRecord, utcnow
 from tests.events_helpers import event
 from tests.verification_helpers import days_ago, record, record_every_status
 
+pytestmark = pytest.mark.clock_sensitive  # its dates are relative to the gateway's today
+
 PUBLIC_KEYS = {
     "certification_id",
     "name",
