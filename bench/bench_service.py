@@ -48,6 +48,7 @@ import psycopg
 import redis
 import requests
 from bench_sweep import POLICY, drop, fresh_database, generate
+from redis_db import HeldDatabase
 from rq import Queue
 from rq.registry import FailedJobRegistry, FinishedJobRegistry
 from rq.worker import Worker
@@ -476,10 +477,12 @@ def granted(key: str) -> dict:
     }
 
 
-def measure(count: int, args: argparse.Namespace, standin: dict[str, str], workdir: Path) -> dict:
+def measure(
+    count: int, args: argparse.Namespace, standin: dict[str, str], workdir: Path, held: HeldDatabase
+) -> dict:
     """Every figure for one database size (the database is dropped afterwards)."""
     name = f"gw_service_{count}"
-    broker = redis.Redis.from_url(REDIS_URL)
+    broker = held.client
     log = workdir / "processes.log"
     out: dict = {"batch": args.batch}
     worker = [str(BIN / "gateway"), "worker", "--no-cron"]
@@ -494,7 +497,7 @@ def measure(count: int, args: argparse.Namespace, standin: dict[str, str], workd
         took = time.perf_counter() - started
         print(f"<!-- {count:,} certifications made and vacuumed in {took:.0f} s -->", flush=True)
         env = environment(url, standin, workdir)
-        broker.flushdb()
+        held.flush()
         # What starting and stopping the workers costs, on empty queues: taken off their CPU.
         idle = work_off([worker] * args.workers, env, log, broker)
         bare_idle = drain([bare] * args.workers, env, log)
@@ -517,7 +520,7 @@ def measure(count: int, args: argparse.Namespace, standin: dict[str, str], workd
         out["bare_jobs_cpu"] = drain([bare] * args.workers, env, log) - bare_idle
         out["bare_jobs"] = job_span(broker, BARE_QUEUE)
     finally:
-        broker.flushdb()
+        held.flush()
         drop(name)
     return out
 
@@ -698,8 +701,10 @@ def main() -> None:
         print(f"<!-- Credly stand-in latency: {args.credly_latency_ms:g} ms a call -->")
         print("| certifications | figure | gateway | ceiling | ratio | goal |")
         print("|---|---|---|---|---|---|", flush=True)
-        for count in args.counts:
-            print("\n".join(rows(count, measure(count, args, standin, workdir))), flush=True)
+        with HeldDatabase(REDIS_URL, "BENCH_SERVICE_REDIS_URL") as held:
+            for count in args.counts:
+                figures = measure(count, args, standin, workdir, held)
+                print("\n".join(rows(count, figures)), flush=True)
     print(f"<!-- process logs: {workdir} -->")
 
 

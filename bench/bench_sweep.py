@@ -6,8 +6,9 @@ For each N it creates a fresh database, generates N certifications with typical 
 (a grant, yearly fees with gaps, CCP activities) straight into the tables with COPY, stores each
 one's standing as the gateway would, then runs `gateway sweep` in a subprocess (so its peak memory
 is the sweep's own): --full (every certification evaluated) in one process and split over two,
-and due-only (the daily run). Changes are enqueued on Redis (BENCH_REDIS_URL, flushed) as in
-production; no worker runs, so the figures are the sweep's own.
+and due-only (the daily run). Changes are enqueued on Redis (BENCH_REDIS_URL, database 13, which
+no test session takes; held for the run and flushed) as in production; no worker runs, so the
+figures are the sweep's own.
 """
 
 from __future__ import annotations
@@ -25,14 +26,14 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import psycopg
-import redis
+from redis_db import HeldDatabase
 
 from gateway import rules
 from gateway.store.db import Database
 from gateway.store.history import decode_event
 
 ADMIN_URL = os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
-REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 TODAY = date(2026, 11, 30)  # the stored standings are as of the day before the sweep
 SWEEP_DAY = date(2026, 12, 1)  # a month boundary: the busiest day of a month
 POLICY = rules.load_policy()
@@ -240,29 +241,29 @@ def main() -> None:
     args = parser.parse_args()
     print("| certifications | events | run | evaluated | changed | seconds | certs/s | peak MB |")
     print("|---|---|---|---|---|---|---|---|")
-    for count in args.counts:
-        snapshot = f"gw_bench_{count}"
-        started = time.perf_counter()
-        events = generate(fresh_database(snapshot), count)
-        took = time.perf_counter() - started
-        print(f"<!-- generated {count} certifications, {events} events in {took:.0f} s -->")
-        runs = {
-            "full, 1 process": lambda url: run_sweep(url, "--full"),
-            "full, 2 processes": lambda url: run_split(url, count, 2),  # noqa: B023
-            "due-only (daily)": lambda url: run_sweep(url),
-        }
-        for label, run in runs.items():
-            url = clone(snapshot, f"{snapshot}_run")
-            redis.Redis.from_url(REDIS_URL).flushdb()
-            s = run(url)
-            rate = s["evaluated"] / s["seconds"] if s["seconds"] else 0
-            print(
-                f"| {count:,} | {events:,} | {label} | {s['evaluated']:,} | {s['changed']:,} "
-                f"| {s['seconds']:.1f} | {rate:,.0f} | {s['peak_mb']:.0f} |",
-                flush=True,
-            )
-        drop(f"{snapshot}_run", snapshot)
-        redis.Redis.from_url(REDIS_URL).flushdb()
+    with HeldDatabase(REDIS_URL, "BENCH_REDIS_URL") as broker:
+        for count in args.counts:
+            snapshot = f"gw_bench_{count}"
+            started = time.perf_counter()
+            events = generate(fresh_database(snapshot), count)
+            took = time.perf_counter() - started
+            print(f"<!-- generated {count} certifications, {events} events in {took:.0f} s -->")
+            runs = {
+                "full, 1 process": lambda url: run_sweep(url, "--full"),
+                "full, 2 processes": lambda url: run_split(url, count, 2),  # noqa: B023
+                "due-only (daily)": lambda url: run_sweep(url),
+            }
+            for label, run in runs.items():
+                url = clone(snapshot, f"{snapshot}_run")
+                broker.flush()
+                s = run(url)
+                rate = s["evaluated"] / s["seconds"] if s["seconds"] else 0
+                print(
+                    f"| {count:,} | {events:,} | {label} | {s['evaluated']:,} "
+                    f"| {s['changed']:,} | {s['seconds']:.1f} | {rate:,.0f} | {s['peak_mb']:.0f} |",
+                    flush=True,
+                )
+            drop(f"{snapshot}_run", snapshot)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 from functools import reduce
 
@@ -95,11 +95,12 @@ class RQDispatcher(Dispatcher):
                 self.svc.redis.delete(self.flag)
 
     def wake_at(self, when: datetime) -> None:
-        """Wake a worker at `when` (one job a second at most), through RQ's scheduler."""
-        second = int(when.timestamp()) + 1
+        """Wake a worker at `when` (one job a second at most), through RQ's scheduler, which
+        keeps the real time: `when` is on the gateway's clock, so it goes by how far off it is."""
+        second = int(time.time() + _seconds_until(when)) + 1
         try:
             self.queue.enqueue_at(
-                datetime.fromtimestamp(second, when.tzinfo),
+                datetime.fromtimestamp(second, UTC),
                 drain,
                 job_id=f"outbox-drain-at-{second}",
                 job_timeout=self.timeout,

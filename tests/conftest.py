@@ -5,26 +5,59 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime, time, timedelta
 
 import psycopg
 import pytest
 import redis
 from flask import Flask
 
+from gateway import clock
 from gateway.bootstrap import create_app
 from gateway.config import Settings
 from gateway.store.db import Database
 from jobs.dispatch import InProcessDispatcher
 from tests.support.clients import fetch_token
-from tests.support.database import pg_conninfo, truncate
+from tests.support.database import REDIS_CLAIM, REDIS_DATABASES, pg_conninfo, truncate
 from tests.support.openapi_answers import check_answers
 
 PG_ADMIN_URL = os.environ.get(
     "GATEWAY_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
 REDIS_SERVER = "redis://127.0.0.1:6379"
-#: Redis databases a test session may take when GATEWAY_TEST_REDIS_URL names none (13: the bench's).
-REDIS_DATABASES = (15, 14, 12, 11, 10, 9)
+
+
+#: How far --clock moves the gateway's clock ahead of the real time for the whole session.
+CLOCK_OFFSET = timedelta(0)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--clock",
+        metavar="YYYY-MM-DD",
+        type=date.fromisoformat,
+        help="run with the gateway's clock on this day (from noon UTC on), not the real one",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global CLOCK_OFFSET
+    day = config.getoption("--clock")
+    if day is not None:
+        CLOCK_OFFSET = datetime.combine(day, time(12), UTC) - datetime.now(UTC)
+
+
+@pytest.fixture(autouse=True)
+def gateway_clock(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The gateway's clock during a test: on the day of its `on_day` mark (from noon UTC on),
+    else the session's (the real time, or --clock's day)."""
+    day = request.node.get_closest_marker("on_day")
+    if day is not None:
+        clock.set_now(datetime.combine(date.fromisoformat(day.args[0]), time(12), UTC))
+    else:
+        clock.set_now(datetime.now(UTC) + CLOCK_OFFSET)
+    yield
+    clock.set_now(None)
 
 
 @pytest.fixture(scope="session")
@@ -66,7 +99,7 @@ def redis_url() -> Iterator[str]:
     claims = redis.Redis.from_url(f"{REDIS_SERVER}/0")
     session = uuid.uuid4().hex
     for number in REDIS_DATABASES:
-        claim = f"gateway-tests:redis-db:{number}"
+        claim = REDIS_CLAIM.format(number=number)
         if claims.set(claim, session, nx=True, ex=3600):
             break
     else:

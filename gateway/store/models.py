@@ -22,10 +22,12 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from gateway import clock
+
 
 def utcnow() -> datetime:
-    """The current time, timezone-aware UTC."""
-    return datetime.now(UTC)
+    """The current time, timezone-aware UTC, by the gateway's clock."""
+    return clock.now()
 
 
 class UTCDateTime(TypeDecorator):

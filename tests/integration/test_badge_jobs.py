@@ -8,19 +8,20 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 import requests
 import responses
 from click.testing import CliRunner
-from rq import Queue, SimpleWorker
+from redis.client import PubSubWorkerThread
+from rq import Queue
 from sqlalchemy import select
 
 from connectors.credly import Badge as CredlyBadge
 from gateway import intake, metrics
 from gateway.cli import cli
-from gateway.store.models import Badge, OutboxItem
+from gateway.store.models import Badge, OutboxItem, utcnow
 from gateway.views import badge_view
 from jobs import badges as badges_jobs
 from jobs import dispatch, outbox
@@ -37,12 +38,16 @@ from tests.support.badge_jobs import (
     badge_json,
     badges,
     drain,
+    ended,
     issue_done,
     items,
     submit,
 )
 from tests.support.database import truncate
 from tests.support.events import event, granted
+from tests.support.queue import work_queued
+
+pytestmark = pytest.mark.on_day("2026-12-04")  # the day its fixed dates are written for
 
 
 @pytest.fixture
@@ -63,6 +68,31 @@ def svc(make_app, postgres_url, redis_client, redis_url):
 
 def issue_posts(rsps) -> int:
     return sum(1 for c in rsps.calls if c.request.method == "POST" and c.request.url == BADGES)
+
+
+def test_the_helpers_that_wait_for_jobs_to_end_need_jobs_to_have_ended(svc):
+    assert not issue_done(svc) and not _revoke_settled(svc)  # nothing queued has not ended
+    submit(svc, granted("2026-03-01"))
+    assert not issue_done(svc)
+    with svc.db.transaction() as session:
+        session.query(OutboxItem).update({"state": "failed"})
+    assert issue_done(svc) and not ended(svc, "issue_badge", ("done",))
+
+
+def test_working_the_queue_does_not_wait_on_rqs_command_listener(svc, monkeypatch):
+    """With redis-py 8.2, a worker's end waits for its command listener's read (60 s) when the
+    listener went back to reading before it was told to stop: a drain must not depend on it."""
+    stop = PubSubWorkerThread.stop
+
+    def late_stop(thread: PubSubWorkerThread, timeout: float | None = None) -> None:
+        time.sleep(0.5)  # the listener has read the unsubscribe reply and waits again
+        stop(thread, timeout)
+
+    monkeypatch.setattr(PubSubWorkerThread, "stop", late_stop)
+    start = time.monotonic()
+    drain(svc, lambda: True)
+    work_queued(svc)
+    assert time.monotonic() - start < 10
 
 
 @responses.activate
@@ -87,8 +117,8 @@ def test_429_retry_after_is_honoured(svc):
     responses.post(BADGES, status=201, json=badge_json())
     submit(svc, granted("2026-03-01"))
     queue = Queue(svc.settings.queue_name, connection=svc.redis)
-    before = datetime.now(UTC)
-    SimpleWorker([queue], connection=svc.redis).work(burst=True)
+    before = utcnow()
+    work_queued(svc)
     [item] = items(svc, "issue_badge")
     assert item.state == "retrying" and "429" in item.last_error
     assert (item.due_at - before).total_seconds() >= 3
@@ -204,9 +234,7 @@ def test_a_retry_under_way_does_not_show_the_badge_as_error(svc):
     responses.get(re.compile(re.escape(BADGES) + r"\?.*"), json=EMPTY_LIST)
     responses.post(BADGES, status=503, json={"message": "maintenance"})
     submit(svc, granted("2026-03-01"))
-    SimpleWorker([Queue(svc.settings.queue_name, connection=svc.redis)], connection=svc.redis).work(
-        burst=True
-    )
+    work_queued(svc)
     [item] = items(svc, "issue_badge")
     assert item.state == "retrying"
     [badge] = badges(svc)
@@ -248,7 +276,7 @@ def test_an_issue_run_again_after_its_badge_went_out_calls_credly_no_more(svc, c
     calls = len(responses.calls)
     caplog.set_level("INFO", logger="jobs.badges")
     claimed = ClaimedItem(
-        item.id, item.kind, item.certification_id, item.payload, None, 2, datetime.now(UTC)
+        item.id, item.kind, item.certification_id, item.payload, None, 2, utcnow()
     )
     badges_jobs.issue(svc, claimed)  # e.g. a worker that ran past its lease
     assert len(responses.calls) == calls
@@ -267,7 +295,7 @@ def test_revoke_after_audit_failure_and_revoking_twice_succeeds(svc):
     drain(svc, lambda: issue_done(svc))
     audit = {"result": "failed", "audited_on": "2026-06-01", "cycle_start": "2026-03-01"}
     submit(svc, event("audit.completed", audit))
-    drain(svc, lambda: all(i.state == "done" for i in items(svc, "revoke_badge")))
+    drain(svc, lambda: ended(svc, "revoke_badge", ("done",)))
     [badge] = badges(svc)
     assert badge.state == "revoked"
     revoke_call = next(c for c in responses.calls if c.request.method == "PUT")
@@ -277,7 +305,7 @@ def test_revoke_after_audit_failure_and_revoking_twice_succeeds(svc):
 
 
 def _revoke_settled(svc) -> bool:
-    return all(i.state in ("done", "failed") for i in items(svc, "revoke_badge"))
+    return ended(svc, "revoke_badge")
 
 
 def _failed_revoke(svc, *, then_revoked: bool = False) -> OutboxItem:
@@ -357,9 +385,7 @@ def test_the_badge_and_the_item_done_are_recorded_in_one_transaction(svc, monkey
         raise RuntimeError("worker lost between the badge and the item")
 
     monkeypatch.setattr(ClaimedItem, "finish", crash)
-    SimpleWorker([Queue(svc.settings.queue_name, connection=svc.redis)], connection=svc.redis).work(
-        burst=True
-    )
+    work_queued(svc)
     [item] = items(svc, "issue_badge")
     assert item.state == "retrying" and "RuntimeError" in item.last_error
     [badge] = badges(svc)
@@ -393,7 +419,7 @@ def test_the_relay_wakes_a_worker_for_items_whose_wake_up_redis_lost(svc):
     assert relay(svc, svc.dispatcher) == 0  # younger than the grace: a wake-up may be on its way
     with svc.db.transaction() as session:
         for item in session.query(OutboxItem):
-            item.due_at = datetime.now(UTC) - 2 * RELAY_GRACE
+            item.due_at = utcnow() - 2 * RELAY_GRACE
     assert relay(svc, svc.dispatcher) == 2
     assert relay(svc, svc.dispatcher) == 2  # still due, but one wake-up is pending already
     assert queue.count == 1
@@ -411,10 +437,10 @@ def test_an_attempt_whose_worker_stopped_is_claimed_again_when_its_lease_ends(sv
     assert [c.kind for c in claimed] == ["issue_badge", "sync_verification"] and not claim_due(svc)
     [item] = items(svc, "issue_badge")
     assert item.state == "running" and item.attempts == 1
-    lease = (item.due_at - datetime.now(UTC)).total_seconds()
+    lease = (item.due_at - utcnow()).total_seconds()
     assert svc.settings.job_timeout_seconds - 5 < lease <= svc.settings.job_timeout_seconds
     with svc.db.transaction() as session:  # the lease has run out
-        session.get(OutboxItem, item.id).due_at = datetime.now(UTC)
+        session.get(OutboxItem, item.id).due_at = utcnow()
     assert [c.id for c in claim_due(svc, 2)] == [item.id]
 
 
@@ -447,9 +473,7 @@ def test_one_wake_up_waits_at_a_time_and_a_drain_with_a_backlog_wakes_another_wo
     monkeypatch.setattr(svc, "settings", replace(svc.settings, job_concurrency=1))
     dispatch.drain()  # as a worker runs it: 2 items due, more than its one thread takes at once
     assert queue.count == 2  # the waiting wake-up, and one for another worker
-    assert all(
-        i.state == "done" for kind in ("issue_badge", "sync_verification") for i in items(svc, kind)
-    )
+    assert ended(svc, "issue_badge", ("done",)) and ended(svc, "sync_verification", ("done",))
     dispatch.drain()  # the second worker finds nothing left and wakes nobody
     assert queue.count == 2
 
@@ -485,7 +509,7 @@ def due_grants(svc, count: int) -> list[int]:
 
 def test_a_claim_takes_up_to_its_batch_in_queue_order_each_under_its_lease(svc):
     queued = due_grants(svc, 3)
-    before = datetime.now(UTC)
+    before = utcnow()
     first = claim_due(svc, 4)
     assert [i.id for i in first] == queued[:4]
     lease = svc.settings.job_timeout_seconds
@@ -511,7 +535,7 @@ def test_items_given_back_are_due_again_as_they_were_claimed_unless_claimed_sinc
     outbox.give_back(svc, claimed[1:])
     with svc.db.sessions() as session:
         rows = [session.get(OutboxItem, oid) for oid in queued]
-    now = datetime.now(UTC)
+    now = utcnow()
     assert [(r.state, r.attempts) for r in rows] == [
         ("running", 1),
         ("retrying", 1),

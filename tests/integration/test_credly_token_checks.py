@@ -16,6 +16,8 @@ from jobs.sweep import make_cron
 from jobs.worker import run_worker
 from tests.support.badge_jobs import LIVE_CREDLY
 
+pytestmark = pytest.mark.clock_sensitive  # its dates are relative to the gateway's today
+
 
 @pytest.fixture
 def json_logs() -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import base64
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 import responses
@@ -15,7 +15,7 @@ from rq import Queue
 from sqlalchemy import select
 
 from gateway import intake
-from gateway.store.models import Badge, CredlyNotification, OutboxItem
+from gateway.store.models import Badge, CredlyNotification, OutboxItem, utcnow
 from tests.support.badge_jobs import (
     BADGES,
     CREDLY,
@@ -25,6 +25,7 @@ from tests.support.badge_jobs import (
     badge_json,
     badges,
     drain,
+    ended,
     issue_done,
     items,
     submit,
@@ -34,6 +35,8 @@ from tests.support.events import granted
 
 EVENTS = f"{CREDLY}/organizations/{ORG}/events"
 CLAIMED_AT = "2026-11-20T10:00:00.000Z"
+
+pytestmark = pytest.mark.on_day("2026-12-04")  # the day its fixed dates are written for
 
 
 @pytest.fixture
@@ -89,7 +92,7 @@ def notification(svc, event_id: str) -> CredlyNotification:
 
 
 def jobs_settled(svc) -> bool:
-    return all(i.state in ("done", "failed") for i in items(svc, "credly_notification"))
+    return ended(svc, "credly_notification")
 
 
 def issue_badge(svc) -> None:
@@ -247,7 +250,7 @@ def postpone(svc, outbox_ids, delay: timedelta) -> None:
     """Make outbox items due `delay` from now."""
     with svc.db.transaction() as session:
         for outbox_id in outbox_ids:
-            session.get(OutboxItem, outbox_id).due_at = datetime.now(UTC) + delay
+            session.get(OutboxItem, outbox_id).due_at = utcnow() + delay
 
 
 @responses.activate

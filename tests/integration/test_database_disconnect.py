@@ -12,6 +12,9 @@ from gateway.store.db import Database
 from tests.support.clients import fetch_token
 from tests.support.database import pg_conninfo, truncate
 from tests.support.events import granted
+from tests.support.verification import days_ago
+
+pytestmark = pytest.mark.clock_sensitive
 
 
 @pytest.fixture
@@ -35,12 +38,12 @@ def close_every_pooled_connection(postgres_url: str) -> int:
 def test_events_tokens_and_lookups_answer_after_the_database_closed_the_pool(app, postgres_url):
     client = app.test_client()
     headers = {"Authorization": f"Bearer {fetch_token(app, 'events:write')}"}
-    first = client.post("/v1/events", json=granted("2026-03-01", cert="CERT-1"), headers=headers)
+    first = client.post("/v1/events", json=granted(days_ago(30), cert="CERT-1"), headers=headers)
     assert first.status_code == 202
     assert client.get("/v1/verifications/CERT-1").status_code == 200
     assert close_every_pooled_connection(postgres_url) >= 1
 
-    second = client.post("/v1/events", json=granted("2026-03-01", cert="CERT-2"), headers=headers)
+    second = client.post("/v1/events", json=granted(days_ago(30), cert="CERT-2"), headers=headers)
     assert second.status_code == 202, second.get_json()
     assert "Idempotent-Replayed" not in second.headers
 

@@ -8,22 +8,21 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 
 import pytest
-from rq import Queue, SimpleWorker
 from sqlalchemy import select
 from standardwebhooks import Webhook
 
 from gateway import auth, subscriptions
 from gateway.schemas.verifications import RECORD_FIELDS
-from gateway.store.models import Delivery, OutboxItem, VerificationRecord
+from gateway.store.models import Delivery, OutboxItem, VerificationRecord, utcnow
 from jobs import verification
 from jobs.claim import ClaimedItem
 from tests.support.badge_jobs import drain, submit
 from tests.support.database import truncate
 from tests.support.events import event, granted, revoked
 from tests.support.http_stubs import DirectoryStub, scripted, serve
+from tests.support.queue import work_queued
 from tests.support.verification import days_ago
 
 
@@ -70,13 +69,6 @@ def settled(svc, target: str) -> bool:
     return bool(found) and all(d.state in ("delivered", "superseded", "failed") for d in found)
 
 
-def work_once(svc) -> None:
-    """Run what is queued now (due retries stay scheduled)."""
-    SimpleWorker([Queue(svc.settings.queue_name, connection=svc.redis)], connection=svc.redis).work(
-        burst=True
-    )
-
-
 def test_a_receiver_answering_500_then_200_gets_the_same_signed_event_twice(make_svc):
     svc = make_svc()
     with serve(scripted(500)) as (url, received):
@@ -97,11 +89,11 @@ def test_a_later_status_is_never_overtaken_by_the_retry_of_an_earlier_one(make_s
     with serve(scripted(500)) as (url, received):
         subscription = watch(svc, url)
         submit(svc, granted(days_ago(30)))
-        work_once(svc)  # sequence 1 (active) fails; its retry waits in the scheduler
+        work_queued(svc)  # sequence 1 (active) fails; its retry waits in the scheduler
         [first] = deliveries(svc, subscription.id)
         assert first.state == "retrying" and first.status_code == 500
         submit(svc, revoked(days_ago(1)))
-        work_once(svc)  # sequence 2 (revoked) is delivered
+        work_queued(svc)  # sequence 2 (revoked) is delivered
         drain(svc, lambda: settled(svc, subscription.id))
     first, second = deliveries(svc, subscription.id)
     assert (first.sequence, first.state, first.attempts) == (1, "superseded", 1)
@@ -115,7 +107,7 @@ def test_a_subscription_deleted_while_its_delivery_waits_gets_no_retry(make_svc)
     with serve(scripted(500)) as (url, received):
         subscription = watch(svc, url)
         submit(svc, granted(days_ago(30)))
-        work_once(svc)  # the first attempt fails; the retry waits
+        work_queued(svc)  # the first attempt fails; the retry waits
         with svc.db.transaction() as session:
             subscriptions.remove(
                 subscriptions.owned(session, subscription.client_id, subscription.id)
@@ -223,7 +215,7 @@ def test_a_sync_that_changes_nothing_shown_pushes_nothing(make_svc):
             )
             before = session.get(VerificationRecord, "CERT-1")
         again = ClaimedItem(
-            sync.id, sync.kind, sync.certification_id, sync.payload, None, 2, datetime.now(UTC)
+            sync.id, sync.kind, sync.certification_id, sync.payload, None, 2, utcnow()
         )
         verification.sync(svc, again)  # the same standing synced once more
         with svc.db.sessions() as session:

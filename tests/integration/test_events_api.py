@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from gateway import intake
 from gateway.store.models import Event, OutboxItem
 from tests.support.events import ccp, event, fee, granted, recert, revoked
+
+pytestmark = pytest.mark.on_day("2026-12-04")  # the day its fixed dates are written for
 
 
 @pytest.fixture
@@ -227,9 +228,7 @@ def test_events_read_unknown_is_404(reader):
         ),
         (
             [granted("2020-01-10")],
-            fee(
-                2021, "2021-01-05", occurred_at=(datetime.now(UTC) + timedelta(hours=1)).isoformat()
-            ),
+            fee(2021, "2021-01-05", occurred_at="2026-12-04T13:00:00Z"),  # an hour ahead
             "EVENT-FUTURE",
         ),
     ],

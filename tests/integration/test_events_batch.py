@@ -9,6 +9,8 @@ import pytest
 from gateway.store.models import Event, OutboxItem
 from tests.support.events import ccp, event, fee, granted, revoked
 
+pytestmark = pytest.mark.on_day("2026-12-04")  # the day its fixed dates are written for
+
 
 @pytest.fixture
 def app(make_app, database_url):

@@ -31,6 +31,7 @@ from tests.support.credly_standin import CredlyStandIn
 from tests.support.database import truncate
 from tests.support.events import granted
 from tests.support.serving import PrivateRedis, start_worker
+from tests.support.verification import days_ago
 
 
 @pytest.fixture
@@ -71,7 +72,7 @@ def test_events_are_kept_while_redis_is_down_and_relayed_when_it_is_back(
     headers = {"Authorization": f"Bearer {fetch_token(app, 'events:write')}"}
     for n in range(3):
         response = client.post(
-            "/v1/events", json=granted("2026-03-01", cert=f"R-{n}"), headers=headers
+            "/v1/events", json=granted(days_ago(30), cert=f"R-{n}"), headers=headers
         )
         assert response.status_code == 202
     assert _states(svc) == ["pending"] * 6
@@ -84,7 +85,7 @@ def test_events_are_kept_while_redis_is_down_and_relayed_when_it_is_back(
     assert relay(svc, svc.dispatcher) == 6
     assert relay(svc, svc.dispatcher) == 6  # still due: relaying twice wakes one worker
     assert queue.count == 1
-    drain(svc, lambda: all(s == "done" for s in _states(svc)))
+    drain(svc, lambda: _states(svc) == ["done"] * 6)
     assert sorted(b.credly_badge_id for b in badges(svc)) == ["b-0", "b-1", "b-2"]
     truncate(postgres_url)
 
@@ -119,7 +120,7 @@ def test_a_worker_killed_mid_job_is_recovered_by_another_with_one_badge(
             "INSTANCE_PATH": str(tmp_path),
         }
         credly.queue_faults([{"delay": 20}], operation="issue")  # Credly hangs on the issue
-        answer = submit(svc, granted("2026-03-01"))
+        answer = submit(svc, granted(days_ago(30)))
         issue_id = answer.outbox_ids[0]
         log = tmp_path / "workers.log"
         first = start_worker(env, log, "--name", "doomed")

@@ -21,6 +21,7 @@ from tests.support.clients import register_client
 from tests.support.events import fee, granted
 from tests.support.metrics import sample
 from tests.support.serving import free_port, serve_env
+from tests.support.verification import days_ago
 
 
 @pytest.fixture
@@ -70,7 +71,7 @@ def test_logs_are_json_lines_with_the_request_id_that_follows_into_jobs(app, cli
     try:
         response = client.post(
             "/v1/events",
-            json=granted("2026-03-01"),
+            json=granted(days_ago(30)),
             headers={**token_for("events:write"), "X-Request-ID": "req-abc-123"},
         )
     finally:
@@ -99,7 +100,7 @@ def test_no_secret_or_token_reaches_the_logs(app, client, capfd):
         "/oauth/token", data={"grant_type": "client_credentials"}, auth=(client_id, secret)
     ).get_json()["access_token"]
     client.post(
-        "/v1/events", json=granted("2026-03-01"), headers={"Authorization": f"Bearer {token}"}
+        "/v1/events", json=granted(days_ago(30)), headers={"Authorization": f"Bearer {token}"}
     )
     client.get("/v1/events/x", headers={"Authorization": "Bearer wrong-token-value"})
     out, err = capfd.readouterr()

@@ -4,7 +4,6 @@ own declarations (`@operation` and the scope decorators) and the schemas."""
 from __future__ import annotations
 
 import functools
-import re
 
 import pytest
 from flask import Blueprint, Flask
@@ -23,7 +22,7 @@ from tests.support.openapi_answers import mismatch, validator
 def _routes(app: Flask) -> set[tuple[str, str]]:
     """(OpenAPI path, method) of every route of `app`."""
     return {
-        (re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule.rule), method.lower())
+        (openapi_path(rule.rule), method.lower())
         for rule in app.url_map.iter_rules()
         if rule.endpoint not in UNDOCUMENTED_ENDPOINTS
         for method in rule.methods - {"HEAD", "OPTIONS"}

@@ -10,7 +10,7 @@ from sqlalchemy import bindparam, column, insert, literal, select, table, update
 from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
 
 from gateway.store.db import Database
-from gateway.store.models import Member, UTCDateTime
+from gateway.store.models import Member, UTCDateTime, utcnow
 from tests.support.database import truncate
 
 
@@ -44,7 +44,7 @@ def test_a_write_is_committed_on_its_own_and_returns_its_rows(db):
     statement = insert(Member).values(
         member_id=bindparam("member_id"), first_name="Ada", last_name="L", email="a@example.org"
     )
-    before = datetime.now(UTC)
+    before = utcnow()
     assert db.write(statement.returning(Member.member_id), {"member_id": "M-1"}) == [("M-1",)]
     assert db.write(statement, {"member_id": "M-2"}) == []
     renamed = update(Member).values(first_name=bindparam("name")).returning(Member.first_name)

@@ -25,6 +25,8 @@ from jobs.sweep import (
 from tests.support.database import truncate
 from tests.support.events import ccp, event, fee, granted
 
+pytestmark = pytest.mark.on_day("2026-12-04")  # the day its fixed dates are written for
+
 
 @pytest.fixture
 def svc(make_app, database_url):

@@ -12,6 +12,9 @@ from gateway import intake
 from gateway.cli import cli
 from gateway.store.models import Badge, utcnow
 from tests.support.events import granted
+from tests.support.verification import days_ago
+
+pytestmark = pytest.mark.clock_sensitive  # its dates are relative to the gateway's today
 
 
 @pytest.fixture
@@ -25,7 +28,7 @@ def env(make_app, database_url, tmp_path) -> dict[str, str]:
         "CERT-TAKEN": ("accepted", 30),
     }
     for cert in badges:
-        intake.submit_event(svc, granted("2026-03-01", cert=cert))
+        intake.submit_event(svc, granted(days_ago(30), cert=cert))
     with svc.db.transaction() as session:
         for cert, (state, days) in badges.items():
             since = now - timedelta(days=days)

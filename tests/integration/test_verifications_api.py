@@ -11,6 +11,8 @@ from gateway.store.models import Certification, VerificationRecord, utcnow
 from tests.support.events import event
 from tests.support.verification import ANSWER_KEYS, days_ago, record, record_every_status
 
+pytestmark = pytest.mark.clock_sensitive  # its dates are relative to the gateway's today
+
 PUBLIC_KEYS = ANSWER_KEYS
 ISSUER = {
     "name": "Certifying body (ISSUER_NAME not set)",

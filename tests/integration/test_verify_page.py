@@ -13,6 +13,8 @@ from werkzeug.serving import make_server
 
 from tests.support.verification import record_every_status
 
+pytestmark = pytest.mark.clock_sensitive  # its dates are relative to the gateway's today
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",

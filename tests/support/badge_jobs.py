@@ -6,11 +6,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from rq import Queue, SimpleWorker
+from rq import Queue
 from rq.scheduler import RQScheduler
 
 from gateway import intake
 from gateway.store.models import Badge, OutboxItem
+from tests.support.queue import work_queued
 
 CREDLY = "https://api.credly.test/v1"
 ORG = "org-1"
@@ -48,7 +49,7 @@ def drain(svc, until: Callable[[], bool], timeout: float = 30) -> None:
     end = time.monotonic() + timeout
     try:
         while time.monotonic() < end:
-            SimpleWorker([queue], connection=svc.redis).work(burst=True)
+            work_queued(svc)
             if until():
                 return
             scheduler.enqueue_scheduled_jobs()
@@ -75,6 +76,12 @@ def badges(svc) -> list[Badge]:
         return session.query(Badge).all()
 
 
+def ended(svc, kind: str, states: tuple[str, ...] = ("done", "failed")) -> bool:
+    """Whether the outbox holds `kind` items and every one of them is in one of `states`."""
+    found = items(svc, kind)
+    return bool(found) and all(i.state in states for i in found)
+
+
 def issue_done(svc) -> bool:
-    """True once every issue job has settled (done or failed)."""
-    return all(i.state in ("done", "failed") for i in items(svc, "issue_badge"))
+    """Whether issue items exist and every one has ended."""
+    return ended(svc, "issue_badge")

@@ -7,6 +7,11 @@ from sqlalchemy import text
 from gateway.store.db import Database
 from gateway.store.models import Base
 
+#: Redis databases a test session may take when GATEWAY_TEST_REDIS_URL names none (13: benches').
+REDIS_DATABASES = (15, 14, 12, 11, 10, 9)
+#: The key in database 0 under which a test session (or a bench run) holds a Redis database.
+REDIS_CLAIM = "gateway-tests:redis-db:{number}"
+
 
 def pg_conninfo(url: str) -> str:
     """A PostgreSQL URL as psycopg itself takes it (without SQLAlchemy's driver name)."""
