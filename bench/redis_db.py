@@ -1,8 +1,8 @@
 """The benches' Redis database, held for a run with the claim the test sessions take.
 
 A test session takes a Redis database by a key in database 0 (tests/support/database.py) and
-empties it at will; a bench does the same with its own. Each holds the database it flushes under that key, so
-neither flushes one the other holds, and two runs never share one.
+empties it at will; a bench does the same with its own. Each holds the database it flushes under
+that key, so neither flushes one the other holds, and two runs never share one.
 """
 
 from __future__ import annotations
