@@ -42,4 +42,5 @@ test: install-dev audit
 	bash scripts/chromium.sh
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 	$(BIN)/pytest -q

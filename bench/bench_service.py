@@ -5,7 +5,8 @@
 For each N it creates a PostgreSQL database with N synthetic certifications (bench_sweep's
 generator) and their verification records, then on 127.0.0.1 only:
 
-1. the ceiling: `bench/bare_app.py` (constant JSON) under the same `gateway.gunicorn_conf`, loaded
+1. the ceiling: `bench/bare_app.py` (constant JSON) under the same
+`gateway.platform.gunicorn_conf`, loaded
    by wrk (GET, and POST of an event-sized JSON body), and its least possible lookup (a Redis
    count, a PostgreSQL read);
 2. `gateway serve` (gunicorn, PostgreSQL, Redis, the Credly stand-in configured): GET
@@ -53,7 +54,7 @@ from rq import Queue
 from rq.registry import FailedJobRegistry, FinishedJobRegistry
 from rq.worker import Worker
 
-from gateway.config import Settings
+from gateway.platform.config import Settings
 
 BIN = Path(sys.executable).parent
 BENCH = Path(__file__).resolve().parent
@@ -129,7 +130,8 @@ def stop(child: subprocess.Popen) -> None:
 
 @contextmanager
 def web(command: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
-    """A gunicorn server (`gateway.gunicorn_conf`), once every worker has loaded the app: each
+    """A gunicorn server (`gateway.platform.gunicorn_conf`), once every worker has loaded the app:
+    each
     worker has its own listening socket, and one still loading would hold its connections up."""
     workers = Settings.from_env(env).web_workers
     start = log.stat().st_size if log.exists() else 0
@@ -415,7 +417,12 @@ def load(count: int, args: argparse.Namespace, env: dict[str, str], log: Path) -
     """The wrk runs: the bare app's ceilings, then the gateway's lookups and events."""
     s, c, ids, b = args.seconds, args.connections, str(count), str(args.batch)
     out: dict = {}
-    gunicorn = [str(BIN / "gunicorn"), "-c", "python:gateway.gunicorn_conf", "bare_app:app"]
+    gunicorn = [
+        str(BIN / "gunicorn"),
+        "-c",
+        "python:gateway.platform.gunicorn_conf",
+        "bare_app:app",
+    ]
     with web(gunicorn, env, log) as server:
         out["bare_get"] = peak = wrk("/bare/", s, c, server, mode="get", ids=ids)
         out["bare_get_half"] = half_rate("/bare/", s, c, server, peak, mode="get", ids=ids)

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support, r
 from bench_sweep import drop, fresh_database
 
 from gateway.bootstrap import create_app
-from gateway.config import Settings
+from gateway.platform.config import Settings
 from tests.support.status_lists import seed_entries
 
 PATH = "/credentials/status/0/revocation"

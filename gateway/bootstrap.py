@@ -7,9 +7,10 @@ import logging
 from flask import Flask
 from sqlalchemy.exc import SQLAlchemyError
 
-from gateway import credly_token, logs, metrics
-from gateway.config import Settings
-from gateway.services import Services
+from gateway.platform import logs
+from gateway.platform.config import Settings
+from gateway.usecases import credly_token
+from gateway.usecases.services import Services
 
 log = logging.getLogger("gateway")
 
@@ -19,11 +20,18 @@ def create_app(
 ) -> Flask:
     """Build the Flask app: the one place that wires settings, storage, API and error handling.
 
-    `jobs`: where jobs run without Redis, a `jobs.dispatch.JobThread` name. `migrate`: bring the
+    `jobs`: where jobs run without Redis, a `jobs.engine.dispatch.JobThread` name. `migrate`: bring
+    the
     embedded default's SQLite database up to date (not for the `db` commands, which move it).
     """
     settings = settings or Settings.from_env()
-    app = Flask("gateway", instance_path=settings.instance_path, instance_relative_config=True)
+    app = Flask(
+        "gateway",
+        template_folder="web/templates",
+        static_folder="web/static",
+        instance_path=settings.instance_path,
+        instance_relative_config=True,
+    )
     settings = settings.with_instance(app.instance_path)
     logs.configure(settings.log_level)
     app.config.update(SECRET_KEY=settings.secret_key, MAX_CONTENT_LENGTH=64 * 1024)
@@ -33,10 +41,19 @@ def create_app(
         svc.db.upgrade()
     svc.keys  # noqa: B018 - read (or created, at first start) now, not at the first signature
 
-    from gateway import auth, cli, ratelimit, security
-    from gateway.api import credential_page, credentials, pages, problems, verifications, webhooks
-    from jobs import context
-    from jobs.dispatch import JobThread, make_dispatcher, relay
+    from gateway import cli
+    from gateway.web import (
+        auth,
+        credential_page,
+        observability,
+        pages,
+        problems,
+        ratelimit,
+        security,
+    )
+    from gateway.web.api import credentials, credly_notifications, verifications
+    from jobs.engine import context
+    from jobs.engine.dispatch import JobThread, make_dispatcher, relay
 
     svc.dispatcher = make_dispatcher(
         svc, synchronous=settings.jobs_synchronous, jobs=JobThread[jobs]
@@ -48,8 +65,7 @@ def create_app(
         except SQLAlchemyError as exc:
             log.warning("outbox relay at start failed: %s", exc)
     problems.register(app)
-    logs.init_app(app)
-    metrics.init_app(app, svc)
+    observability.init_app(app, svc)
     auth.init_app(app)
     security.init_app(app)
     register_routes(app)
@@ -58,7 +74,7 @@ def create_app(
         settings,
         apis=(verifications.bp, credentials.checks),
         pages=(pages.bp, credential_page.bp),
-        webhooks=webhooks.bp,
+        webhooks=credly_notifications.bp,
     )
     cli.register(app)
     log.info(settings.mode_line())
@@ -69,19 +85,16 @@ def create_app(
 
 def register_routes(app: Flask) -> None:
     """Serve every route of the gateway on `app`: the API, the token endpoint and the pages."""
-    from gateway import auth
-    from gateway.api import (
+    from gateway.web import auth, credential_page, openapi, pages
+    from gateway.web.api import (
         certifications,
-        credential_page,
         credentials,
+        credly_notifications,
         events,
         health,
         keys,
-        openapi,
-        pages,
         subscriptions,
         verifications,
-        webhooks,
     )
 
     for blueprint in (
@@ -90,7 +103,7 @@ def register_routes(app: Flask) -> None:
         keys.bp,
         events.bp,
         certifications.bp,
-        webhooks.bp,
+        credly_notifications.bp,
         verifications.bp,
         pages.bp,
         openapi.bp,

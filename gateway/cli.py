@@ -16,20 +16,21 @@ from flask.helpers import get_debug_flag
 from sqlalchemy import select
 from werkzeug.serving import is_running_from_reloader
 
-from gateway import auth, metrics, signing
-from gateway import receipts as receipt_log
-from gateway.api.context import services
 from gateway.bootstrap import create_app
-from gateway.config import ConfigError
+from gateway.platform import metrics, signing
+from gateway.platform.config import ConfigError
 from gateway.store.models import OutboxItem, utcnow
-from gateway.sweep import FutureSweep, Scope, count
-from gateway.unclaimed import unclaimed_badges
+from gateway.usecases import receipts as receipt_log
+from gateway.usecases.sweep import FutureSweep, Scope, count
+from gateway.usecases.unclaimed import unclaimed_badges
+from gateway.web import auth
+from gateway.web.context import services
 from jobs import backfill
-from jobs.claim import backlog
-from jobs.dispatch import requeue
+from jobs.cron import SweepRunning, locked_sweep
+from jobs.engine.claim import backlog
+from jobs.engine.dispatch import requeue
+from jobs.engine.worker import run_worker
 from jobs.reconcile import reconcile
-from jobs.sweep import SweepRunning, locked_sweep
-from jobs.worker import run_worker
 
 
 def command_app() -> Flask:
@@ -195,7 +196,7 @@ def serve() -> None:
         raise click.ClickException(str(exc)) from exc
     gunicorn = shutil.which("gunicorn") or os.path.join(os.path.dirname(sys.executable), "gunicorn")
     app = "gateway.bootstrap:create_app(jobs='POLLING')"  # without Redis: jobs in the web processes
-    os.execv(gunicorn, [gunicorn, "-c", "python:gateway.gunicorn_conf", app])
+    os.execv(gunicorn, [gunicorn, "-c", "python:gateway.platform.gunicorn_conf", app])
 
 
 @cli.command()

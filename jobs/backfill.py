@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
-from gateway.services import Services
 from gateway.store.models import Subscription, VerificationRecord, WatchedCertification, utcnow
+from gateway.usecases.services import Services
 from jobs.deliveries import DIRECTORY, lock_target, queue
 
 

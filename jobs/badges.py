@@ -34,9 +34,9 @@ from connectors.credly import (
 )
 from connectors.credly import Badge as CredlyBadge
 from gateway.rules import BADGE_KEPT
-from gateway.services import Services
 from gateway.store.models import Badge, Certification, Member, UTCDateTime, utcnow
-from jobs.claim import ClaimedItem
+from gateway.usecases.services import Services
+from jobs.engine.claim import ClaimedItem
 
 log = logging.getLogger("jobs.badges")
 

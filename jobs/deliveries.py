@@ -29,10 +29,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from connectors.errors import PermanentError, TransientError
-from gateway import lookup
-from gateway.config import Settings
+from gateway.platform.config import Settings
 from gateway.schemas.verifications import RECORD_FIELDS, VerificationSchema
-from gateway.services import Services
 from gateway.store.db import wake_after_commit
 from gateway.store.models import (
     Delivery,
@@ -42,8 +40,10 @@ from gateway.store.models import (
     WatchedCertification,
     utcnow,
 )
-from jobs.claim import ClaimedItem
-from jobs.retry import RetryPolicy, within
+from gateway.usecases import lookup
+from gateway.usecases.services import Services
+from jobs.engine.claim import ClaimedItem
+from jobs.engine.retry import RetryPolicy, within
 
 log = logging.getLogger("jobs.deliveries")
 

@@ -19,8 +19,7 @@ from typing import Any
 from sqlalchemy import func, select, union
 from sqlalchemy.orm import Session
 
-from gateway import rules, subscriptions
-from gateway.services import Services
+from gateway import rules
 from gateway.store.history import load_histories
 from gateway.store.models import (
     AdvanceNotice,
@@ -30,8 +29,10 @@ from gateway.store.models import (
     WatchedCertification,
     utcnow,
 )
+from gateway.usecases import subscriptions
+from gateway.usecases.services import Services
 from jobs import deliveries
-from jobs.claim import ClaimedItem
+from jobs.engine.claim import ClaimedItem
 
 log = logging.getLogger("jobs.notices")
 

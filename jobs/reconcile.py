@@ -31,10 +31,10 @@ from sqlalchemy.orm import Session
 
 from connectors.credly import Badge as CredlyBadge
 from connectors.credly import NotFound
-from gateway import metrics
+from gateway.platform import metrics
 from gateway.rules import BADGE_KEPT
-from gateway.services import Services
 from gateway.store.models import Badge, Certification, OutboxItem, utcnow
+from gateway.usecases.services import Services
 from jobs.badges import DELETED, LIVE, latest
 
 log = logging.getLogger("jobs.reconcile")

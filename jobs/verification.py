@@ -1,5 +1,6 @@
 """The sync job: write a certification's public verification record from its stored standing,
-and set its Open Badges credentials' status bits (`gateway.status_lists`) from the same status.
+and set its Open Badges credentials' status bits (`gateway.usecases.status_lists`) from the same
+status.
 
 A change of what the record shows fans out to the delivery targets (`jobs.deliveries`) in the same
 transaction; the workers are woken for their jobs after the commit.
@@ -9,11 +10,11 @@ from __future__ import annotations
 
 from sqlalchemy import bindparam, insert, select, update
 
-from gateway import lookup, status_lists
-from gateway.services import Services
 from gateway.store.models import Certification, UTCDateTime, VerificationRecord, utcnow
+from gateway.usecases import lookup, status_lists
+from gateway.usecases.services import Services
 from jobs import deliveries
-from jobs.claim import ClaimedItem
+from jobs.engine.claim import ClaimedItem
 
 # Built once (building a statement costs about what running it does).
 _RECORD_COLUMNS = [getattr(VerificationRecord, name) for name in deliveries.PUBLIC_FIELDS]

@@ -12,11 +12,11 @@ import pytest
 import redis
 from flask import Flask
 
-from gateway import clock
 from gateway.bootstrap import create_app
-from gateway.config import Settings
+from gateway.platform import clock
+from gateway.platform.config import Settings
 from gateway.store.db import Database
-from jobs.dispatch import InProcessDispatcher
+from jobs.engine.dispatch import InProcessDispatcher
 from tests.support.clients import fetch_token
 from tests.support.database import REDIS_CLAIM, REDIS_DATABASES, pg_conninfo, truncate
 from tests.support.openapi_answers import check_answers

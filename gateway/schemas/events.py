@@ -53,7 +53,7 @@ EXAMPLE_EVENT: dict[str, Any] = {
 }
 _ID = validate.Length(min=1, max=128)
 _NAME = validate.Length(min=1, max=200)
-# Text PostgreSQL can store: no NUL. (A lone surrogate never gets here: see gateway.security.)
+# Text PostgreSQL can store: no NUL. (A lone surrogate never gets here: see gateway.web.security.)
 TEXT = validate.Regexp(r"^[^\x00]*$", error="Must not contain NUL characters.")
 #: The days the rules compute with (see gateway.rules.periods); outside them a date is malformed.
 IN_RANGE = f"Must be from {EARLIEST_DAY.isoformat()} to {LATEST_DAY.isoformat()}."

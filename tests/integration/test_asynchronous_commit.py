@@ -6,8 +6,8 @@ import pytest
 from sqlalchemy import text
 
 from gateway.store.db import ASYNCHRONOUS_COMMIT, Database, _add_option
-from jobs import context
-from jobs.worker import run_worker
+from jobs.engine import context
+from jobs.engine.worker import run_worker
 from tests.support.database import truncate
 
 SHOW = text("SHOW synchronous_commit")

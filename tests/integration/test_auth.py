@@ -7,9 +7,9 @@ import pytest
 from click.testing import CliRunner
 from flask import jsonify
 
-from gateway import auth
 from gateway.cli import cli
 from gateway.store.models import OAuthClient, OAuthToken
+from gateway.web import auth
 from tests.support.clients import register_client
 
 

@@ -11,8 +11,9 @@ from collections import Counter
 import pytest
 from click.testing import CliRunner
 
-from gateway import auth, subscriptions
 from gateway.cli import cli
+from gateway.usecases import subscriptions
+from gateway.web import auth
 from jobs import backfill
 from tests.support.events import granted
 from tests.support.http_stubs import DirectoryStub, Received, scripted, serve

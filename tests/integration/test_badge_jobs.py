@@ -19,17 +19,18 @@ from rq import Queue
 from sqlalchemy import select
 
 from connectors.credly import Badge as CredlyBadge
-from gateway import intake, metrics
 from gateway.cli import cli
+from gateway.platform import metrics
 from gateway.store.models import Badge, OutboxItem, utcnow
-from gateway.views import badge_view
+from gateway.usecases import intake
+from gateway.usecases.queries import badge_view
 from jobs import badges as badges_jobs
-from jobs import dispatch, outbox
 from jobs.badges import _record
-from jobs.claim import ClaimedItem
-from jobs.dispatch import RELAY_GRACE, relay
-from jobs.outbox import claim_due
-from jobs.retry import MAX_ATTEMPTS
+from jobs.engine import dispatch, outbox
+from jobs.engine.claim import ClaimedItem
+from jobs.engine.dispatch import RELAY_GRACE, relay
+from jobs.engine.outbox import claim_due
+from jobs.engine.retry import MAX_ATTEMPTS
 from tests.support.badge_jobs import (
     BADGES,
     CREDLY,

@@ -4,8 +4,8 @@ import json
 
 from click.testing import CliRunner
 
-from gateway import intake
 from gateway.cli import cli
+from gateway.usecases import intake
 from tests.support.events import granted
 
 

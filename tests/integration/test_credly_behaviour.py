@@ -13,16 +13,17 @@ from click.testing import CliRunner
 from rq import Queue
 
 from connectors.credly import REPLACE_FIELDS
-from gateway import intake, metrics
 from gateway.cli import cli
-from gateway.credly_token import check_token
+from gateway.platform import metrics
 from gateway.store.models import Badge, CredlyNotification, OutboxItem
-from gateway.views import badge_view
+from gateway.usecases import intake
+from gateway.usecases.credly_token import check_token
+from gateway.usecases.queries import badge_view
 from jobs import badges as badges_jobs
-from jobs import outbox
-from jobs.claim import ClaimedItem
+from jobs.cron import run_daily_reconcile, run_daily_sweep
+from jobs.engine import outbox
+from jobs.engine.claim import ClaimedItem
 from jobs.reconcile import reconcile
-from jobs.sweep import run_daily_reconcile, run_daily_sweep
 from tests.support.badge_jobs import badges, drain, issue_done, items, submit
 from tests.support.credly_standin import DEFAULT_ORGANIZATION_ID, CredlyStandIn
 from tests.support.events import event, granted, revoked

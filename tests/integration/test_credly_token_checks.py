@@ -9,11 +9,11 @@ from datetime import timedelta
 import pytest
 from click.testing import CliRunner
 
-from gateway import logs
 from gateway.cli import cli
+from gateway.platform import logs
 from gateway.store.models import utcnow
-from jobs.sweep import make_cron
-from jobs.worker import run_worker
+from jobs.cron import make_cron
+from jobs.engine.worker import run_worker
 from tests.support.badge_jobs import LIVE_CREDLY
 
 pytestmark = pytest.mark.clock_sensitive  # its dates are relative to the gateway's today

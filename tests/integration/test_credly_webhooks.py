@@ -14,8 +14,8 @@ import responses
 from rq import Queue
 from sqlalchemy import select
 
-from gateway import intake
 from gateway.store.models import Badge, CredlyNotification, OutboxItem, utcnow
+from gateway.usecases import intake
 from tests.support.badge_jobs import (
     BADGES,
     CREDLY,

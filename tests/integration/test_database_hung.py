@@ -16,7 +16,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from gateway.store.db import RETRY_CONNECT_SECONDS, Database
-from jobs.worker import run_worker
+from jobs.engine.worker import run_worker
 from tests.support.events import granted
 from tests.support.serving import free_port, serve_env, silent_server, start_serve
 

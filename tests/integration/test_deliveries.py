@@ -13,11 +13,12 @@ import pytest
 from sqlalchemy import select
 from standardwebhooks import Webhook
 
-from gateway import auth, subscriptions
 from gateway.schemas.verifications import RECORD_FIELDS
 from gateway.store.models import Delivery, OutboxItem, VerificationRecord, utcnow
+from gateway.usecases import subscriptions
+from gateway.web import auth
 from jobs import verification
-from jobs.claim import ClaimedItem
+from jobs.engine.claim import ClaimedItem
 from tests.support.badge_jobs import drain, submit
 from tests.support.database import truncate
 from tests.support.events import event, granted, revoked

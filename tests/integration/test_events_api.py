@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from gateway import intake
 from gateway.store.models import Event, OutboxItem
+from gateway.usecases import intake
 from tests.support.events import ccp, event, fee, granted, recert, revoked
 
 pytestmark = pytest.mark.on_day("2026-12-04")  # the day its fixed dates are written for

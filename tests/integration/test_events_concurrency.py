@@ -8,8 +8,8 @@ import pytest
 from authlib.integrations.requests_client import OAuth2Session
 from werkzeug.serving import make_server
 
-from gateway import intake
 from gateway.store.models import Event, OutboxItem
+from gateway.usecases import intake
 from tests.support.clients import register_client
 from tests.support.database import truncate
 from tests.support.events import fee, granted

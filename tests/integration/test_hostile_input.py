@@ -21,11 +21,11 @@ from schemathesis.checks import (
     positive_data_acceptance,
 )
 
-from gateway import intake
-from gateway.api.openapi import build_spec
-from gateway.auth import SCOPES
 from gateway.bootstrap import routes_only
 from gateway.schemas.events import EXAMPLE_EVENT
+from gateway.usecases import intake
+from gateway.web.auth import SCOPES
+from gateway.web.openapi import build_spec
 from tests.support.clients import fetch_token, register_client
 
 SCHEMA = schemathesis.openapi.from_dict(build_spec(routes_only()))

@@ -9,10 +9,10 @@ import click
 import pytest
 import responses
 
-from gateway import intake
 from gateway.cli import command_app
 from gateway.store.models import Badge, OutboxItem
-from jobs.dispatch import InProcessDispatcher, LeftToServer
+from gateway.usecases import intake
+from jobs.engine.dispatch import InProcessDispatcher, LeftToServer
 from tests.support.badge_jobs import BADGES, CREDLY, EMPTY_LIST, ORG, badge_json
 from tests.support.events import granted, revoked
 from tests.support.verification import days_ago

@@ -15,7 +15,7 @@ from rq import Queue
 from sqlalchemy import select
 
 from gateway.store.models import OutboxItem
-from jobs.dispatch import relay
+from jobs.engine.dispatch import relay
 from tests.support.badge_jobs import (
     BADGES,
     CREDLY,

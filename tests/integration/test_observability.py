@@ -16,7 +16,7 @@ import pytest
 import requests
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from gateway import logs, metrics
+from gateway.platform import logs, metrics
 from tests.support.clients import register_client
 from tests.support.events import fee, granted
 from tests.support.metrics import sample

@@ -16,10 +16,10 @@ import jsonschema
 import jwt
 import pytest
 
-from gateway import signing
+from gateway.platform import signing
 from gateway.schemas.credentials import MAX_CREDENTIAL_LENGTH
 from gateway.store.models import utcnow
-from gateway.sweep import Scope, sweep
+from gateway.usecases.sweep import Scope, sweep
 from tests.support.database import truncate
 from tests.support.events import granted, recert, revoked
 from tests.support.status_lists import seed_entries

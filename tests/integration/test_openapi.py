@@ -9,13 +9,13 @@ import pytest
 from flask import Blueprint, Flask
 from openapi_spec_validator import validate
 
-from gateway.api.apidoc import JSON, UndocumentedRoute, json_answer, operation
-from gateway.api.openapi import UNDOCUMENTED_ENDPOINTS, build_spec, openapi_path
-from gateway.auth import SCOPES, allow_scope, require_scope, scope_rule
 from gateway.bootstrap import routes_only
 from gateway.schemas.events import DATA_SCHEMAS, EnvelopeSchema
 from gateway.schemas.responses import HealthSchema
 from gateway.schemas.verifications import BatchLookupSchema
+from gateway.web.apidoc import JSON, UndocumentedRoute, json_answer, operation
+from gateway.web.auth import SCOPES, allow_scope, require_scope, scope_rule
+from gateway.web.openapi import UNDOCUMENTED_ENDPOINTS, build_spec, openapi_path
 from tests.support.openapi_answers import mismatch, validator
 
 

@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select, update
 
-from gateway import signing
 from gateway.cli import cli
+from gateway.platform import signing
 from gateway.store.models import Receipt, utcnow
 from tests.support.clients import register_client
 from tests.support.events import revoked
@@ -165,8 +165,8 @@ def test_old_receipt_records_are_pruned_daily_and_by_command(app, client, monkey
 
 
 def test_the_daily_sweep_prunes_receipts_too(app, client, monkeypatch):
-    from jobs import context
-    from jobs.sweep import run_daily_sweep
+    from jobs.cron import run_daily_sweep
+    from jobs.engine import context
 
     client.get("/v1/verifications/ACTIVE-1/receipt")
     svc = app.extensions["gateway"]

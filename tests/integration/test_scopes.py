@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from flask import Flask
 from werkzeug.routing import IntegerConverter, Rule
 
-from gateway.api.openapi import UNDOCUMENTED_ENDPOINTS, openapi_path
-from gateway.auth import SCOPES
+from gateway.web.auth import SCOPES
+from gateway.web.openapi import UNDOCUMENTED_ENDPOINTS, openapi_path
 from tests.support.clients import fetch_token
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from gateway import auth
-from gateway.security import CONTENT_SECURITY_POLICY
 from gateway.store.models import OAuthToken
+from gateway.web import auth
+from gateway.web.security import CONTENT_SECURITY_POLICY
 from tests.support.clients import register_client
 
 ALWAYS = {

@@ -9,7 +9,7 @@ import socket
 import pytest
 import requests
 
-from gateway.security import MAX_HEADER_LINE, MAX_URL
+from gateway.web.security import MAX_HEADER_LINE, MAX_URL
 from tests.support.serving import free_port, serve_env, start_serve
 
 

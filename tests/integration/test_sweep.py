@@ -10,11 +10,11 @@ from datetime import UTC, date, datetime, time, timedelta
 import pytest
 from click.testing import CliRunner
 
-from gateway import intake
 from gateway.cli import cli
 from gateway.store.models import Badge, Certification, OutboxItem, VerificationRecord, utcnow
-from gateway.sweep import FutureSweep, Scope, sweep
-from jobs.sweep import (
+from gateway.usecases import intake
+from gateway.usecases.sweep import FutureSweep, Scope, sweep
+from jobs.cron import (
     SweepRunning,
     check_credly_token,
     cron_expression,

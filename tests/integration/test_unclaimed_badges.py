@@ -8,9 +8,9 @@ from datetime import date, timedelta
 import pytest
 from click.testing import CliRunner
 
-from gateway import intake
 from gateway.cli import cli
 from gateway.store.models import Badge, utcnow
+from gateway.usecases import intake
 from tests.support.events import granted
 from tests.support.verification import days_ago
 

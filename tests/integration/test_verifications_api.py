@@ -99,7 +99,7 @@ def test_lookup_sends_cache_control_and_answers_304_to_its_etag(client, answers)
 def test_etag_does_not_depend_on_the_time_of_the_check(client, answers, monkeypatch):
     first = client.get("/v1/verifications/ACTIVE-1")
     later = utcnow() + timedelta(hours=1)
-    monkeypatch.setattr("gateway.lookup.utcnow", lambda: later)
+    monkeypatch.setattr("gateway.usecases.lookup.utcnow", lambda: later)
     second = client.get("/v1/verifications/ACTIVE-1")
     assert first.json["verified_at"] != second.json["verified_at"]
     assert first.headers["ETag"] == second.headers["ETag"]

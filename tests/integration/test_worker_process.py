@@ -18,8 +18,8 @@ from click.testing import CliRunner
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from gateway import metrics
 from gateway.cli import cli
+from gateway.platform import metrics
 from tests.support.badge_jobs import submit
 from tests.support.events import granted
 from tests.support.metrics import sample

@@ -9,8 +9,8 @@ from collections.abc import Callable
 from rq import Queue
 from rq.scheduler import RQScheduler
 
-from gateway import intake
 from gateway.store.models import Badge, OutboxItem
+from gateway.usecases import intake
 from tests.support.queue import work_queued
 
 CREDLY = "https://api.credly.test/v1"

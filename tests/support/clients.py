@@ -7,7 +7,7 @@ from flask import Flask
 
 def register_client(app: Flask, scope: str, name: str = "test client") -> tuple[str, str]:
     """Create an API client directly in the app's database; returns (client_id, secret)."""
-    from gateway import auth
+    from gateway.web import auth
 
     with app.extensions["gateway"].db.transaction() as session:
         new = auth.create_client(session, name, scope)

@@ -17,8 +17,8 @@ from flask import Flask, Response, request
 from jsonschema.exceptions import best_match
 from openapi_schema_validator import OAS31Validator
 
-from gateway.api.openapi import build_spec, openapi_path
 from gateway.bootstrap import routes_only
+from gateway.web.openapi import build_spec, openapi_path
 
 _validators: dict[tuple[int, str, str, str], OAS31Validator] = {}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rq import Queue, SimpleWorker
 
-from gateway.services import Services
+from gateway.usecases.services import Services
 
 
 class QuietWorker(SimpleWorker):

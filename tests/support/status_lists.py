@@ -8,8 +8,8 @@ from datetime import UTC, date, datetime
 
 import psycopg
 
-from gateway.status_lists import place
 from gateway.store.db import normalize_url
+from gateway.usecases.status_lists import place
 
 STANDING = json.dumps({"certified_on": "2024-01-01"})
 

@@ -6,8 +6,8 @@ from datetime import timedelta
 
 from flask import Flask
 
-from gateway import intake
 from gateway.store.models import utcnow
+from gateway.usecases import intake
 from tests.support.events import granted, revoked
 
 #: The keys of a verification answer: the public record, the time of the check, who vouches.

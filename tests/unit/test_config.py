@@ -2,7 +2,7 @@
 
 import pytest
 
-from gateway.config import ConfigError, Settings
+from gateway.platform.config import ConfigError, Settings
 
 
 def test_nothing_set_is_the_embedded_default():

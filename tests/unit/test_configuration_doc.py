@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import Settings
+from gateway.platform.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -50,7 +50,7 @@ def test_a_setting_without_a_description_fails_the_generator(generator, monkeypa
 
 
 def test_each_variable_is_read_by_from_env():
-    source = (ROOT / "gateway" / "config.py").read_text()
+    source = (ROOT / "gateway" / "platform" / "config.py").read_text()
     body = source[source.index("def from_env") : source.index("def __post_init__")]
     missing = [s.metadata["env"] for s in fields(Settings) if f'"{s.metadata["env"]}"' not in body]
     assert missing == []

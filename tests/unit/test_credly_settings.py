@@ -2,7 +2,7 @@
 
 import pytest
 
-from gateway.config import ConfigError, Settings
+from gateway.platform.config import ConfigError, Settings
 
 
 def test_webhook_limits_and_the_pause_have_sane_defaults_and_are_read_from_the_environment():

@@ -7,8 +7,8 @@ from datetime import date, timedelta
 
 import pytest
 
-from gateway.config import Settings
-from gateway.credly_token import credly_status, warn_if_token_expiring
+from gateway.platform.config import Settings
+from gateway.usecases.credly_token import credly_status, warn_if_token_expiring
 
 TODAY = date(2026, 11, 24)
 

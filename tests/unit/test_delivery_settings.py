@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.config import ConfigError, Settings
+from gateway.platform.config import ConfigError, Settings
 from jobs.deliveries import CAP_SECONDS, retry_policy
-from jobs.retry import RetryPolicy, within
+from jobs.engine.retry import RetryPolicy, within
 
 DIRECTORY = {
     "DIRECTORY_BASE_URL": "https://directory.example/v2/",

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from gateway import gunicorn_conf
+from gateway.platform import gunicorn_conf
 
 
 def test_a_worker_puts_the_loaded_app_out_of_the_collectors_reach_then_says_it_is_ready(caplog):

@@ -6,8 +6,8 @@ import threading
 import jwt
 import pytest
 
-from gateway import signing
-from gateway.signing import InvalidSignature, SigningKeys
+from gateway.platform import signing
+from gateway.platform.signing import InvalidSignature, SigningKeys
 
 
 def test_a_missing_key_set_is_created_private_to_its_owner(tmp_path):

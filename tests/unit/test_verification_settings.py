@@ -2,7 +2,7 @@
 
 import pytest
 
-from gateway.config import ConfigError, Settings
+from gateway.platform.config import ConfigError, Settings
 
 
 def test_rate_limits_default_to_60_anonymous_and_600_per_client_a_minute():

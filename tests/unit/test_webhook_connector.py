@@ -13,8 +13,8 @@ import requests
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from connectors import webhooks
-from connectors.webhooks import (
+from connectors import employer_webhooks
+from connectors.employer_webhooks import (
     DeliveryFailed,
     TargetRefused,
     WebhookSender,
@@ -179,7 +179,7 @@ def test_a_host_resolving_to_an_ipv6_address_embedding_a_private_one_is_refused_
 
 
 def test_a_checked_connection_goes_to_the_address_it_checked_and_names_the_host(monkeypatch):
-    monkeypatch.setattr(webhooks, "_public", lambda address: address == "127.0.0.1")
+    monkeypatch.setattr(employer_webhooks, "_public", lambda address: address == "127.0.0.1")
     with serve(scripted(then=204)) as (url, received):
         port = urlsplit(url).port
         _resolving(monkeypatch, "hooks.example", ["127.0.0.1"])
@@ -198,7 +198,7 @@ def _trusting(certificate) -> requests.Session:
 def test_a_checked_tls_connection_verifies_the_hosts_certificate_and_names_it(
     monkeypatch, tmp_path
 ):
-    monkeypatch.setattr(webhooks, "_public", lambda address: address == "127.0.0.1")
+    monkeypatch.setattr(employer_webhooks, "_public", lambda address: address == "127.0.0.1")
     tls, certificate = self_signed("hooks.example", tmp_path)
     with serve(scripted(then=204), tls) as (url, received):
         target = f"https://hooks.example:{urlsplit(url).port}/hook"
@@ -210,7 +210,7 @@ def test_a_checked_tls_connection_verifies_the_hosts_certificate_and_names_it(
 
 
 def test_a_checked_tls_connection_refuses_a_certificate_for_another_host(monkeypatch, tmp_path):
-    monkeypatch.setattr(webhooks, "_public", lambda address: address == "127.0.0.1")
+    monkeypatch.setattr(employer_webhooks, "_public", lambda address: address == "127.0.0.1")
     tls, certificate = self_signed("elsewhere.example", tmp_path)
     with serve(scripted(then=204), tls) as (url, received):
         target = f"https://hooks.example:{urlsplit(url).port}/hook"

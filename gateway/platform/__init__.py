@@ -1,0 +1,1 @@
+"""The platform: settings, logging, metrics, the web server's settings, signing keys."""

@@ -1,0 +1,163 @@
+"""gunicorn settings of `gateway serve` (also `gunicorn -c
+python:gateway.platform.gunicorn_conf`)."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import socket
+import sys
+from typing import Any
+
+from gunicorn.glogging import Logger
+from prometheus_client import multiprocess
+
+from gateway.platform.config import Settings
+from gateway.platform.logs import JsonFormatter
+
+_settings = Settings.from_env()
+
+bind = _settings.web_bind
+workers = _settings.web_workers
+threads = _settings.web_threads
+worker_class = "gthread"
+timeout = _settings.web_timeout
+graceful_timeout = _settings.web_timeout
+keepalive = 5
+# A listening socket for each worker (Linux: SO_REUSEPORT), so the kernel spreads new connections
+# over the workers. On one shared socket the first worker to wake takes a burst of connections,
+# and a keep-alive client stays on it: under load one process served all 16 connections of a
+# benchmark, one core's worth, while the other workers idled (docs/benchmarks.md). A worker's
+# socket takes connections while it is still loading the app (about a second), so workers are not
+# recycled after N requests: each restart would hold up a share of new connections that long.
+reuse_port = True
+# The longest request line and header line gunicorn reads (its maximum, and twice its default):
+# above the app's own limits (gateway.web.security), so that the app refuses a long URL or header
+# with
+# a problem+json answer and the security headers. Longer ones, and requests that are not HTTP, get
+# gunicorn's own plain answer (README, Operations).
+limit_request_line = 8190
+limit_request_field_size = 16380
+accesslog = "-"
+# Access lines are JSON objects written by the app's formatter (AccessLog below): a header or path
+# holding quotes or backslashes is escaped, never able to break a line or forge a field. No
+# headers are logged, so no tokens.
+logger_class = "gateway.platform.gunicorn_conf.AccessLog"
+# gunicorn's own log (start-up, workers, errors) as JSON lines on stderr through the app's handler
+# and formatter (gateway.platform.logs, which finds that handler on the root and keeps it); its
+# level stays
+# gunicorn's `loglevel`. The access log keeps its own handler, on stdout. Every key is given, so
+# none of gunicorn's CONFIG_DEFAULTS (a plain text root handler; access lines propagating to the
+# root) is merged in.
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": JsonFormatter}},
+    "handlers": {
+        "json": {
+            "class": "logging.StreamHandler",
+            "formatter": "json",
+            "stream": "ext://sys.stderr",
+        },
+        "access": {
+            "class": "logging.StreamHandler",
+            "formatter": "json",
+            "stream": "ext://sys.stdout",
+        },
+    },
+    "root": {"level": _settings.log_level, "handlers": ["json"]},
+    "loggers": {
+        "gunicorn.error": {"handlers": [], "propagate": True},
+        "gunicorn.access": {"handlers": ["access"], "propagate": False},
+    },
+}
+
+
+class AccessLog(Logger):
+    """gunicorn's logger whose access lines are log records with the request's fields, which
+    the access handler's JSON formatter writes with `ts` and `level` like every other line."""
+
+    def access(self, resp: Any, req: Any, environ: dict, request_time: Any) -> None:
+        if not self.access_log_enabled or not self.access_log.isEnabledFor(logging.INFO):
+            return
+        status = resp.status.split(None, 1)[0] if isinstance(resp.status, str) else resp.status
+        method, path = environ.get("REQUEST_METHOD"), environ.get("PATH_INFO")
+        fields = {
+            "remote": environ.get("REMOTE_ADDR"),
+            "method": method,
+            "path": path,
+            "status": int(status) if str(status).isdigit() else status,
+            "bytes": getattr(resp, "sent", None),
+            "duration_ms": request_time.seconds * 1000 + request_time.microseconds // 1000,
+            # the id the app answered with; none when gunicorn answered on its own
+            "request_id": next(
+                (value for name, value in resp.headers if name.lower() == "x-request-id"), None
+            ),
+        }
+        record = self.access_log.makeRecord(
+            self.access_log.name,
+            logging.INFO,
+            __file__,
+            0,
+            "%s %s %s",
+            (method, path, status),
+            None,
+        )
+        vars(record).update(fields)  # over the fields a finished request may have left bound
+        self.access_log.handle(record)
+
+
+class _ListeningAddress(logging.Filter):
+    """Put the addresses into gunicorn's "Listening at:" line, which names none when each worker
+    opens its own socket (the master then holds no listener to name)."""
+
+    addresses = ""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if record.msg == "Listening at: %s (%s)" and isinstance(args, tuple) and not args[0]:
+            record.args = (self.addresses, *args[1:])
+        return True
+
+
+_listening = _ListeningAddress()
+
+
+def _url(address: tuple | str) -> str:
+    """An address as gunicorn names it: http://host:port, or unix:path."""
+    if not isinstance(address, tuple):
+        return f"unix:{address}"
+    host, port = address[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def on_starting(server: Any) -> None:
+    """Refuse to start on an address something already listens on. With a socket per worker the
+    kernel would let a second server share the port with the first, each taking some of the
+    connections, where one socket for all fails to bind. Have the start-up log name the address."""
+    _listening.addresses = ",".join(_url(address) for address in server.cfg.address)
+    logging.getLogger("gunicorn.error").addFilter(_listening)
+    for address in server.cfg.address:
+        if not isinstance(address, tuple):
+            continue  # a Unix socket path: not shared
+        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # closed ones may linger
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                server.log.error("Cannot listen on %s:%s: %s", address[0], address[1], exc)
+                sys.exit(1)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """Drop a dead worker's live gauges from the shared metrics directory."""
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def post_worker_init(worker: Any) -> None:
+    """Put the loaded app's objects out of the cyclic collector's reach: a full collection then
+    scans only what requests create (under a millisecond instead of 60-90 ms, a stall of every
+    thread of the process); then say the worker is ready."""
+    gc.freeze()
+    worker.log.info("Worker ready (pid: %s)", worker.pid)

@@ -1,0 +1,190 @@
+"""Prometheus metrics: HTTP, events, rule rejections, jobs, queue depth, outbox, Credly calls.
+
+With several gunicorn processes set PROMETHEUS_MULTIPROC_DIR (`gateway serve` does): every process
+writes its samples there and `/metrics` aggregates them (prometheus-client's multiprocess mode).
+Workers count jobs and Credly calls: each serves its own on WORKER_METRICS_PORT, or writes them to
+the folder of the web processes of its machine when it shares their PROMETHEUS_MULTIPROC_DIR.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    multiprocess,
+    start_http_server,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from gateway.platform.config import ConfigError
+from gateway.store.models import OutboxItem, utcnow
+
+if TYPE_CHECKING:
+    from gateway.usecases.services import Services
+
+HTTP_REQUESTS = Counter(
+    "gateway_http_requests_total", "HTTP requests answered.", ["endpoint", "method", "status"]
+)
+HTTP_LATENCY = Histogram(
+    "gateway_http_request_duration_seconds",
+    "Time to answer an HTTP request.",
+    ["endpoint", "method"],
+    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+EVENTS = Counter(
+    "gateway_events_total", "Events received, by type and outcome.", ["type", "outcome"]
+)
+RULE_REJECTIONS = Counter(
+    "gateway_rule_rejections_total", "Rule violations that rejected an event.", ["rule"]
+)
+JOBS = Counter(
+    "gateway_jobs_total", "Side-effect job runs, by kind and outcome.", ["kind", "outcome"]
+)
+CREDLY_LATENCY = Histogram(
+    "gateway_credly_request_duration_seconds",
+    "Time of each call to Credly.",
+    ["operation", "status"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+CREDLY_NOTIFICATIONS = Counter(
+    "gateway_credly_notifications_total",
+    "Deliveries to /webhooks/credly, by outcome: received, duplicate, refused (another "
+    "organisation), rate_limited (per address), over_bound (the confirmation bound), malformed.",
+    ["outcome"],
+)
+CREDLY_DRIFT = Counter(
+    "gateway_credly_drift_total",
+    "Differences reconciliation found between Credly and the standings, by repair: revoked, "
+    "issued, taken_from_credly.",
+    ["repair"],
+)
+CREDLY_ERRORS = Counter(
+    "gateway_credly_errors_total",
+    "Credly calls that failed (no answer, 429 or 5xx).",
+    ["operation"],
+)
+
+
+def count_event(event_type: str, status: int, body: dict, replayed: bool) -> None:
+    """Count one answered event: its outcome and, for rejections, each rule."""
+    errors = body.get("errors") or []
+    if replayed:
+        outcome = "replayed"
+    elif status == 202:
+        outcome = "accepted"
+    elif status == 422 and errors and "rule" in errors[0]:
+        outcome = "rejected"
+        for error in errors:
+            RULE_REJECTIONS.labels(error["rule"]).inc()
+    else:
+        outcome = {404: "unknown_certification", 409: "conflict"}.get(status, "invalid")
+    EVENTS.labels(event_type, outcome).inc()
+
+
+def observe_credly(method: str, path: str, status: int | None, seconds: float) -> None:
+    """The Credly connector's `on_request` hook."""
+    operation = f"{method} {path}"
+    CREDLY_LATENCY.labels(operation, str(status or "none")).observe(seconds)
+    if status is None or status == 429 or status >= 500:
+        CREDLY_ERRORS.labels(operation).inc()
+
+
+class BacklogCollector(Collector):
+    """Queue depth and outbox backlog, read when /metrics is scraped."""
+
+    def __init__(self, svc: Services, paused: Callable[[], bool]) -> None:
+        self.svc = svc
+        self.paused = paused
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        backlog = GaugeMetricFamily(
+            "gateway_outbox_backlog",
+            "Outbox items not yet done or failed, by state.",
+            labels=["state"],
+        )
+        depth = GaugeMetricFamily(
+            "gateway_queue_depth", "Outbox items due now, waiting for a worker to claim them."
+        )
+        paused = GaugeMetricFamily(
+            "gateway_credly_paused",
+            "1 while Credly refuses the configured token (401/403) and Credly jobs wait, else 0.",
+        )
+        paused.add_metric([], 1 if self.paused() else 0)
+        yield paused
+        try:
+            with self.svc.db.sessions() as session:
+                rows = session.execute(
+                    select(OutboxItem.state, func.count())
+                    .where(OutboxItem.state.not_in(("done", "failed")))
+                    .group_by(OutboxItem.state)
+                ).all()
+                due = session.scalar(select(func.count()).where(OutboxItem.due_at <= utcnow()))
+        except SQLAlchemyError:
+            return  # /readyz reports the database; metrics stay up without it
+        for state, n in rows:
+            backlog.add_metric([state], n)
+        depth.add_metric([], due)
+        yield backlog
+        yield depth
+
+
+class _ThisProcess(Collector):
+    """This process's own metrics, when it is the only one (no multiprocess directory)."""
+
+    def collect(self) -> Iterator:
+        return REGISTRY.collect()
+
+
+MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def shared_folder() -> str | None:
+    """PROMETHEUS_MULTIPROC_DIR, created if missing (None when unset).
+
+    Raises ConfigError, in one line, when it names something that is not and cannot become a
+    folder: every sample of the process would fail to be written.
+    """
+    path = os.environ.get(MULTIPROC_DIR)
+    if not path:
+        return None
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"{MULTIPROC_DIR} {path!r} is not a folder and cannot be made one: {exc.strerror}"
+        ) from exc
+    return path
+
+
+def serve_folder() -> str:
+    """`gateway serve`'s PROMETHEUS_MULTIPROC_DIR: the one set (created if missing; kept as it is,
+    as the workers of the machine may write there), else a new folder of this instance's own."""
+    return shared_folder() or tempfile.mkdtemp(prefix="gateway-metrics-")
+
+
+def serve_process_metrics(port: int) -> None:
+    """Serve this process's own metrics on `port` of every interface (a worker's: jobs, Credly
+    calls), on a daemon thread."""
+    start_http_server(port, registry=REGISTRY)
+
+
+def registry(svc: Services, paused: Callable[[], bool]) -> CollectorRegistry:
+    """What `/metrics` shows: every process's samples of this machine (or this process's own),
+    the outbox backlog and whether the Credly jobs wait for a working token (`paused`)."""
+    registry = CollectorRegistry()
+    if shared_folder():
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry.register(_ThisProcess())
+    registry.register(BacklogCollector(svc, paused))
+    return registry

@@ -1,0 +1,152 @@
+"""The Credly token: its expiry and whether Credly still takes it.
+
+The expiry is read from Credly's authorization-tokens API where the token may (docs/credly.md,
+"Tokens"), when a worker starts and daily from the workers' cron (`jobs.cron.check_credly_token`),
+falling back to `CREDLY_TOKEN_EXPIRES_ON`; a warning is logged 14 days ahead. When Credly answers
+401 or 403 the Credly jobs pause (`jobs.engine.outbox`): they wait, not using their attempts, and
+one is
+let through every CREDLY_PAUSE_SECONDS to try again; configuring another token resumes them at
+once. `/readyz` and the `gateway_credly_paused` metric show it.
+
+What is learned is kept per token (a fingerprint of it) in Redis, shared by every process, or in
+this process's memory without Redis.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from datetime import date
+from typing import TYPE_CHECKING, Any
+
+from connectors.credly import CredlyError
+from gateway.platform.config import Settings
+from gateway.store.models import utcnow
+
+if TYPE_CHECKING:
+    import redis
+
+    from gateway.usecases.services import Services
+
+log = logging.getLogger("gateway.credly")
+
+WARN_DAYS = 14
+_memory: dict[str, tuple[str, float | None]] = {}
+_memory_lock = threading.Lock()
+
+
+class TokenState:
+    """What the gateway learned about its current Credly token."""
+
+    def __init__(self, settings: Settings, client: redis.Redis | None) -> None:
+        token = settings.credly_auth_token or "dry-run"
+        fingerprint = hashlib.sha256(token.encode()).hexdigest()[:16]
+        self.prefix = f"gateway:credly-token:{fingerprint}"
+        self.redis = client
+
+    def _get(self, name: str) -> str | None:
+        key = f"{self.prefix}:{name}"
+        if self.redis is not None:
+            try:
+                value = self.redis.get(key)
+            except Exception as exc:  # Redis down: nothing learned, nothing paused
+                log.warning("Credly token state unreadable: %s", exc)
+                return None
+            return value.decode() if value is not None else None
+        with _memory_lock:
+            value, until = _memory.get(key, (None, None))
+            if until is not None and until < time.monotonic():
+                _memory.pop(key, None)
+                return None
+            return value
+
+    def _set(self, name: str, value: str, seconds: float | None = None) -> None:
+        key = f"{self.prefix}:{name}"
+        if self.redis is not None:
+            self.redis.set(key, value, ex=None if seconds is None else max(1, int(seconds)))
+            return
+        with _memory_lock:
+            _memory[key] = (value, None if seconds is None else time.monotonic() + seconds)
+
+    def expires_on(self) -> date | None:
+        """The expiry Credly reported for this token, if it did."""
+        value = self._get("expires_on")
+        return date.fromisoformat(value) if value else None
+
+    def learn_expiry(self, day: date) -> None:
+        """Keep the expiry Credly reported."""
+        self._set("expires_on", day.isoformat())
+
+    def paused(self) -> str | None:
+        """Why the Credly jobs wait (Credly refused this token), or None."""
+        return self._get("paused")
+
+    def pause(self, reason: str, seconds: float) -> None:
+        """Make the Credly jobs wait `seconds` before one tries the token again."""
+        if self.paused() is None:
+            log.error("Credly refused the token: Credly jobs wait for a working one (%s)", reason)
+        self._set("paused", reason, seconds)
+
+
+def token_state(svc: Services) -> TokenState:
+    """The state of the token `svc` is configured with."""
+    return TokenState(svc.settings, svc.redis)
+
+
+def read_expiry(svc: Services) -> date | None:
+    """The token's expiry from Credly where the token may read it (kept for `/readyz`), else
+    `CREDLY_TOKEN_EXPIRES_ON`."""
+    if svc.settings.credly_dry_run:
+        return svc.settings.credly_token_expires_on
+    try:
+        found = svc.credly.token_expiry()
+    except CredlyError as exc:
+        log.info("Credly did not say when the token expires: %s", exc)
+        found = None
+    if found is None:
+        return token_state(svc).expires_on() or svc.settings.credly_token_expires_on
+    token_state(svc).learn_expiry(found.date())
+    return found.date()
+
+
+def credly_status(
+    settings: Settings, today: date | None = None, state: TokenState | None = None
+) -> dict[str, Any]:
+    """`{"mode": "live" | "dry-run", "token_expires_on", "days_left", "paused"}`: the expiry
+    Credly reported (`state`), else the configured one (None if neither); why jobs wait, if so."""
+    learned = state.expires_on() if state is not None else None
+    expires = learned or settings.credly_token_expires_on
+    today = today or utcnow().date()
+    return {
+        "mode": "dry-run" if settings.credly_dry_run else "live",
+        "token_expires_on": expires.isoformat() if expires else None,
+        "days_left": (expires - today).days if expires else None,
+        "paused": state.paused() if state is not None else None,
+    }
+
+
+def warn_if_token_expiring(
+    settings: Settings, today: date | None = None, state: TokenState | None = None
+) -> bool:
+    """Log a WARNING when the live token expires within WARN_DAYS or has expired; True if so."""
+    status = credly_status(settings, today, state)
+    days_left = status["days_left"]
+    if status["mode"] != "live" or days_left is None or days_left > WARN_DAYS:
+        return False
+    when = f"in {days_left} days" if days_left >= 0 else f"{-days_left} days ago"
+    log.warning(
+        "the Credly token expires %s (%s): create a new one in Credly and set "
+        "CREDLY_AUTH_TOKEN and CREDLY_TOKEN_EXPIRES_ON",
+        when,
+        status["token_expires_on"],
+        extra={"credly_token_days_left": days_left},
+    )
+    return True
+
+
+def check_token(svc: Services, today: date | None = None) -> bool:
+    """Read the expiry from Credly and warn if it is near; True if it warned."""
+    read_expiry(svc)
+    return warn_if_token_expiring(svc.settings, today, token_state(svc))

@@ -1,0 +1,381 @@
+"""The event use case: validate, evaluate, record event + standing + outbox in ONE transaction."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import Row, Table, bindparam, insert, select, update
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.orm import Session
+
+from gateway import rules
+from gateway.schemas.events import Envelope, ShapeError, load_envelope
+from gateway.store.history import load_histories
+from gateway.store.models import Event, OutboxItem, utcnow
+from gateway.usecases.queries import Current, read_current, standing_view
+from gateway.usecases.services import Services
+from gateway.usecases.standings import CERTIFICATIONS, Change, record_standings
+
+ATTEMPTS = 3
+EVENTS: Table = Event.__table__
+
+# Locked in one order, so that two submissions naming the same certifications cannot deadlock.
+_LOCK = (
+    select(CERTIFICATIONS.c.certification_id, CERTIFICATIONS.c.evaluated_on)
+    .where(CERTIFICATIONS.c.certification_id.in_(bindparam("ids", expanding=True)))
+    .order_by(CERTIFICATIONS.c.certification_id)
+    .with_for_update()
+)
+_STORED = select(
+    EVENTS.c.event_id, EVENTS.c.body_hash, EVENTS.c.response_status, EVENTS.c.response_body
+).where(EVENTS.c.event_id.in_(bindparam("ids", expanding=True)))
+_ANSWER = (
+    update(EVENTS).where(EVENTS.c.id == bindparam("pk")).values(response_body=bindparam("answer"))
+)
+_RETRY = {"40P01", "40001"}  # deadlock detected, serialization failure
+_REPLAYED = {"Idempotent-Replayed": "true"}
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the API answers: status, JSON body, extra headers; the outbox items it queued (the
+    workers are woken for them when the transaction commits)."""
+
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+    outbox_ids: tuple[int, ...] = ()
+
+
+def body_hash(body: Any) -> str:
+    """SHA-256 of the canonical JSON of `body`: the same event however its keys are ordered."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def problem(status: int, title: str, detail: str, errors: list[dict[str, str]]) -> dict[str, Any]:
+    """A problem+json body (RFC 9457)."""
+    return {
+        "type": "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "errors": errors,
+    }
+
+
+def shape_problem(errors: list[dict[str, str]]) -> dict[str, Any]:
+    """The 422 body of a malformed event."""
+    return problem(422, "Unprocessable Content", "The event is malformed.", errors)
+
+
+@dataclass(frozen=True)
+class _Item:
+    """A well-formed event of a submission: where it stands in it, and its body's hash."""
+
+    position: int
+    envelope: Envelope
+    body: dict[str, Any]
+    digest: str
+
+
+def submit_event(
+    svc: Services,
+    body: Any,
+    *,
+    client_id: str | None = None,
+    request_id: str | None = None,
+    received_at: datetime | None = None,
+) -> Answer:
+    """Accept or reject one event."""
+    [answer] = submit_events(
+        svc, [body], client_id=client_id, request_id=request_id, received_at=received_at
+    )
+    return answer
+
+
+def submit_events(
+    svc: Services,
+    bodies: Sequence[Any],
+    *,
+    client_id: str | None = None,
+    request_id: str | None = None,
+    received_at: datetime | None = None,
+) -> list[Answer]:
+    """Accept or reject each event, answered as if they had been sent one after another, and
+    record them in one transaction. Retried: an IntegrityError from a concurrent twin, a deadlock
+    with a concurrent submission, and a pooled connection the database had closed (a commit lost
+    that way is found again as a replay)."""
+    received_at = received_at or utcnow()
+    answers: list[Answer | None] = [None] * len(bodies)
+    items = []
+    for position, body in enumerate(bodies):
+        try:
+            envelope = load_envelope(body)
+            _check_category(svc.policy, envelope)
+        except ShapeError as exc:
+            answers[position] = Answer(422, shape_problem(exc.errors))
+        else:
+            items.append(_Item(position, envelope, body, body_hash(body)))
+    for attempt in range(ATTEMPTS if items else 0):
+        try:
+            with svc.db.transaction() as session:
+                decided = _Submission(svc, session, client_id, request_id, received_at).run(items)
+        except DBAPIError as exc:
+            if not _retryable(exc) or attempt == ATTEMPTS - 1:
+                raise
+        else:
+            for item, answer in zip(items, decided, strict=True):
+                answers[item.position] = answer
+            break
+    return _all(answers)
+
+
+def _all(answers: list[Answer | None]) -> list[Answer]:
+    assert all(answer is not None for answer in answers), "every event is answered"
+    return [answer for answer in answers if answer is not None]
+
+
+def _retryable(exc: DBAPIError) -> bool:
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    return isinstance(exc, IntegrityError) or exc.connection_invalidated or sqlstate in _RETRY
+
+
+def _check_category(policy: rules.Policy, envelope: Envelope) -> None:
+    event = envelope.event
+    if isinstance(event, rules.CcpActivity) and event.category not in policy.categories:
+        raise ShapeError(
+            [
+                {
+                    "field": "data.category",
+                    "message": f"Must be one of: {', '.join(policy.categories)}.",
+                }
+            ]
+        )
+
+
+@dataclass
+class _Cert:
+    """A certification as a submission goes through its events: its accepted history, and its
+    standing as last recorded (on `evaluated_on`) or as the submission's last event left it."""
+
+    history: list[rules.Event]
+    evaluated_on: date | None = None
+    standing: rules.Standing | None = None
+    current: Current = field(default_factory=Current)
+    new_jobs: list[OutboxItem] = field(default_factory=list)
+
+    def before(self, policy: rules.Policy) -> rules.Standing | None:
+        """The standing before the next event (None: the certification is new)."""
+        if self.standing is None and self.evaluated_on is not None:
+            self.standing = rules.evaluate(self.history, self.evaluated_on, policy)
+        return self.standing
+
+
+@dataclass(frozen=True)
+class _Accepted:
+    position: int
+    row: int
+    certification_id: str
+    event_id: str
+    change: Change
+
+
+class _Submission:
+    """The events of one submission decided in one transaction, in a few statements in all:
+    lock the certifications, look the event ids up, read histories and what the jobs made, then
+    write the events, the standings and their outbox items."""
+
+    def __init__(
+        self,
+        svc: Services,
+        session: Session,
+        client_id: str | None,
+        request_id: str | None,
+        received_at: datetime,
+    ) -> None:
+        self.svc, self.session = svc, session
+        self.client_id, self.request_id, self.received_at = client_id, request_id, received_at
+        self.answers: list[Answer | None] = []
+        self.rows: list[dict[str, Any]] = []
+        self.accepted: list[_Accepted] = []
+        self.replays: list[tuple[int, int]] = []  # (position, position of the answer it repeats)
+
+    def run(self, items: list[_Item]) -> list[Answer]:
+        """Each item's answer, in order."""
+        session = self.session
+        ids = sorted({item.envelope.certification_id for item in items})
+        evaluated_on = dict(session.execute(_LOCK, {"ids": ids}).all())
+        stored = {
+            row.event_id: row
+            for row in session.execute(
+                _STORED, {"ids": sorted({item.envelope.event.event_id for item in items})}
+            )
+        }
+        fresh = sorted(
+            {i.envelope.certification_id for i in items if i.envelope.event.event_id not in stored}
+            & evaluated_on.keys()
+        )
+        histories = load_histories(session, fresh) if fresh else {}
+        current = read_current(session, fresh) if fresh else {}
+        self.certs = {
+            cid: _Cert(
+                histories.get(cid, []), evaluated_on[cid], current=current.get(cid, Current())
+            )
+            for cid in fresh
+        }
+        first: dict[str, tuple[str, int]] = {}  # event id -> (digest, position) of its recording
+        for position, item in enumerate(items):
+            event_id = item.envelope.event.event_id
+            if event_id in stored:
+                self.answers.append(_replayed(stored[event_id], item.digest))
+            elif event_id in first:
+                digest, recorded_at = first[event_id]
+                self.answers.append(None if digest == item.digest else _conflict(event_id))
+                if digest == item.digest:
+                    self.replays.append((position, recorded_at))
+            else:
+                answer = self._decide(position, item)
+                if answer is None or answer.status != 404:  # a 404 records nothing
+                    first[event_id] = (item.digest, position)
+                self.answers.append(answer)
+        self._record()
+        for position, recorded_at in self.replays:
+            original = self.answers[recorded_at]
+            assert original is not None
+            self.answers[position] = Answer(original.status, original.body, dict(_REPLAYED))
+        return _all(self.answers)
+
+    def _decide(self, position: int, item: _Item) -> Answer | None:
+        """Judge one event against its certification's history so far; None: accepted (its
+        answer waits for the jobs it queues)."""
+        event, cid = item.envelope.event, item.envelope.certification_id
+        cert = self.certs.get(cid)
+        if cert is None and not isinstance(event, rules.Granted):
+            return _unknown(cid)
+        history = cert.history if cert else []
+        policy = self.svc.policy
+        violations = rules.validate(history, event, policy=policy, received_at=self.received_at)
+        today = self.received_at.date()
+        after = None
+        if not violations:
+            try:
+                after = rules.evaluate([*history, event], today, policy)
+            except rules.NotCertified:
+                violations = [
+                    rules.Violation(
+                        "EVENT-FUTURE",
+                        f"The certification starts after today ({today.isoformat()}).",
+                    )
+                ]
+        row = {
+            "event_id": event.event_id,
+            "type": event.type,
+            "certification_id": cid,
+            "occurred_at": event.occurred_at,
+            "body": item.body,
+            "body_hash": item.digest,
+            "client_id": self.client_id,
+            "request_id": self.request_id,
+            "received_at": self.received_at,
+        }
+        if violations:
+            reasons = [{"rule": v.rule, "message": v.message} for v in violations]
+            response = problem(
+                422, "Unprocessable Content", "The event breaks the certification rules.", reasons
+            )
+            self.rows.append(_event_row(row, "rejected", reasons, 422, response))
+            return Answer(422, response)
+        assert after is not None
+        if cert is None:
+            cert = self.certs[cid] = _Cert([])
+        change = Change(cid, cert.before(policy), after, request_id=self.request_id)
+        cert.history.append(event)
+        cert.standing = after
+        self.accepted.append(_Accepted(position, len(self.rows), cid, event.event_id, change))
+        self.rows.append(_event_row(row, "accepted", [], 202, {}))
+        return None
+
+    def _record(self) -> None:
+        """Write the events, then the standings and jobs of the accepted ones, then answers."""
+        if not self.rows:
+            return
+        statement = insert(EVENTS).returning(EVENTS.c.id, sort_by_parameter_order=True)
+        pks = list(self.session.scalars(statement, self.rows))
+        changes = [replace(a.change, event_pk=pks[a.row]) for a in self.accepted]
+        answered = []
+        for accepted, recorded in zip(
+            self.accepted, record_standings(self.svc, self.session, changes), strict=True
+        ):
+            cert = self.certs[accepted.certification_id]
+            cert.new_jobs.extend(recorded.jobs)
+            body = {
+                "event_id": accepted.event_id,
+                "status": "accepted",
+                "standing": standing_view(
+                    accepted.certification_id, accepted.change.after, cert.current, cert.new_jobs
+                ),
+                "actions": [a.kind for a in recorded.actions],
+            }
+            outbox_ids = tuple(item.id for item in recorded.jobs)
+            self.answers[accepted.position] = Answer(202, body, outbox_ids=outbox_ids)
+            answered.append({"pk": pks[accepted.row], "answer": body})
+        if answered:
+            self.session.execute(_ANSWER, answered)
+
+
+def _unknown(certification_id: str) -> Answer:
+    return Answer(
+        404,
+        problem(
+            404,
+            "Not Found",
+            f"Certification {certification_id} is unknown.",
+            [
+                {
+                    "rule": "CERT-UNKNOWN",
+                    "message": f"No certification {certification_id} has been "
+                    "granted; only certification.granted may create one.",
+                }
+            ],
+        ),
+    )
+
+
+def _conflict(event_id: str) -> Answer:
+    return Answer(
+        409,
+        problem(
+            409,
+            "Conflict",
+            f"Event {event_id} was already received with a different body.",
+            [{"field": "event_id", "message": "Already used for another event."}],
+        ),
+    )
+
+
+def _replayed(stored: Row, digest: str) -> Answer:
+    if stored.body_hash != digest:
+        return _conflict(stored.event_id)
+    return Answer(stored.response_status, stored.response_body, dict(_REPLAYED))
+
+
+def _event_row(
+    row: dict[str, Any],
+    status: str,
+    reasons: list[dict[str, str]],
+    response_status: int,
+    response_body: dict[str, Any],
+) -> dict[str, Any]:
+    return {
+        **row,
+        "status": status,
+        "reasons": reasons,
+        "response_status": response_status,
+        "response_body": response_body,
+    }

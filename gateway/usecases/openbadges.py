@@ -1,0 +1,332 @@
+"""Open Badges 3.0 credentials: what a member's credential and the status lists say, and a check
+of a credential someone hands us.
+
+A credential is an `OpenBadgeCredential` secured as a VC-JWT: a compact JWS (ES256, `typ`
+`vc+jwt`) whose payload is the credential itself plus the JWT claims Open Badges asks for (`iss`,
+`jti`, `nbf`, `exp`). Its `credentialStatus` is a Bitstring Status List entry; see
+`gateway.usecases.status_lists` for the bits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time
+from typing import Any
+
+from gateway.platform.config import Settings
+from gateway.platform.signing import InvalidSignature, SigningKeys
+from gateway.rules import Policy
+from gateway.usecases.status_lists import LIST_SIZE, StatusEntry
+
+MEDIA_TYPE = "application/vc+jwt"
+TYP = "vc+jwt"
+VC_CONTEXT = "https://www.w3.org/ns/credentials/v2"
+OB_CONTEXT = "https://purl.imsglobal.org/spec/ob/v3p0/context-3.0.3.json"
+#: The purpose of the list a credential names; its revocation list holds the same index.
+CREDENTIAL_PURPOSE = "suspension"
+STATUS_LIST_SECONDS = 60  # how long a status list may be cached (its `ttl`, Cache-Control)
+
+
+def issuer_id(base: str) -> str:
+    """The certifying body's id: the URL its profile is served at."""
+    return f"{base}/issuer"
+
+
+def status_list_url(base: str, list_id: int, purpose: str) -> str:
+    """Where the status list credential of `list_id` for `purpose` is served."""
+    return f"{base}/credentials/status/{list_id}/{purpose}"
+
+
+def issuer_profile(settings: Settings, base: str) -> dict[str, Any]:
+    """The issuer as an Open Badges `Profile`, from the ISSUER_* settings."""
+    profile: dict[str, Any] = {
+        "id": issuer_id(base),
+        "type": ["Profile"],
+        "name": settings.issuer_name,
+    }
+    if settings.issuer_url:
+        profile["url"] = settings.issuer_url
+    contact = settings.issuer_contact
+    if contact and "@" in contact and not contact.startswith(("http://", "https://")):
+        profile["email"] = contact.removeprefix("mailto:")
+    return profile
+
+
+def identity_hash(email: str, salt: str) -> str:
+    """The `IdentityObject` hash of an e-mail address: `sha256$` and the hex SHA-256 of the
+    address (trimmed, lower case) followed by the salt."""
+    digest = hashlib.sha256((email.strip().lower() + salt).encode("utf-8")).hexdigest()
+    return f"sha256${digest}"
+
+
+def criteria_narrative(policy: Policy, code: str) -> str:
+    """How the credential is earned and kept, in the words of the certification policy."""
+    known = policy.credentials[code]
+    return (
+        f"Granted by the certifying body to a candidate who meets the eligibility criteria "
+        f"{known.eligibility_criteria} of the {known.name} ({code}) certification. It stays in "
+        f"good standing while the yearly certification fee is paid and "
+        f"{known.points_per_cycle:g} continuing competency (CCP) points are earned in every "
+        f"{policy.cycle_years}-year cycle. It lapses when fees stay unpaid more than "
+        f"{policy.fee_lapse_years} years or a cycle is still short of points "
+        f"{policy.ccp_lapse_years} years after its end; a recertification lifts a lapse (by "
+        f"exam only once lapsed {policy.exam_only_years} years). The certifying body may revoke it."
+    )
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time(0), UTC)
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class Holder:
+    """What a credential says of one certification: from its stored standing."""
+
+    certification_id: str
+    credential: str
+    standing: dict[str, Any]
+
+
+def credential(
+    settings: Settings,
+    policy: Policy,
+    base: str,
+    holder: Holder,
+    entry: StatusEntry,
+    now: datetime,
+) -> dict[str, Any]:
+    """The JWT payload: the `OpenBadgeCredential` of the certification's current period."""
+    standing = holder.standing
+    known = policy.credentials.get(holder.credential)
+    name = known.name if known else holder.credential
+    issuer = issuer_profile(settings, base)
+    valid_from = _midnight(date.fromisoformat(standing["certified_on"]))
+    paid_through = standing["fees"]["paid_through"]
+    # Like the Credly badge: an expiry only when BADGE_EXPIRES asks for one (then paid_through).
+    valid_until = (
+        _midnight(date.fromisoformat(paid_through))
+        if settings.badge_expires and paid_through
+        else None
+    )
+    achievement: dict[str, Any] = {
+        "id": f"{issuer['id']}/achievements/{holder.credential}",
+        "type": ["Achievement"],
+        "achievementType": "Certification",
+        "name": name,
+        "description": f"The {name} ({holder.credential}) certification.",
+        "humanCode": holder.credential,
+        "criteria": {
+            "narrative": criteria_narrative(policy, holder.credential)
+            if known
+            else f"The {name} certification of {settings.issuer_name}."
+        },
+    }
+    list_url = status_list_url(base, entry.list_id, CREDENTIAL_PURPOSE)
+    payload: dict[str, Any] = {
+        "@context": [VC_CONTEXT, OB_CONTEXT],
+        "id": f"urn:uuid:{entry.credential_id}",
+        "type": ["VerifiableCredential", "OpenBadgeCredential"],
+        "name": name,
+        "description": f"{name} ({holder.credential}), certification {holder.certification_id}.",
+        "issuer": issuer,
+        "validFrom": _stamp(valid_from),
+        "awardedDate": _stamp(valid_from),
+        "credentialSubject": {
+            "type": ["AchievementSubject"],
+            "identifier": [
+                {
+                    "type": "IdentityObject",
+                    "hashed": True,
+                    "identityHash": identity_hash(standing["member"]["email"], entry.salt),
+                    "identityType": "emailAddress",
+                    "salt": entry.salt,
+                }
+            ],
+            "licenseNumber": holder.certification_id,
+            "achievement": achievement,
+        },
+        "credentialStatus": {
+            "id": f"{list_url}#{entry.status_index}",
+            "type": "BitstringStatusListEntry",
+            "statusPurpose": CREDENTIAL_PURPOSE,
+            "statusListIndex": str(entry.status_index),
+            "statusListCredential": list_url,
+        },
+        "iss": issuer["id"],
+        "jti": f"urn:uuid:{entry.credential_id}",
+        "nbf": int(valid_from.timestamp()),
+        "iat": int(now.timestamp()),
+    }
+    if valid_until is not None:
+        payload["validUntil"] = _stamp(valid_until)
+        payload["exp"] = int(valid_until.timestamp())
+    return payload
+
+
+def status_list_credential(
+    base: str, list_id: int, purpose: str, encoded: str, now: datetime
+) -> dict[str, Any]:
+    """The JWT payload of a `BitstringStatusListCredential`."""
+    url = status_list_url(base, list_id, purpose)
+    return {
+        "@context": [VC_CONTEXT],
+        "id": url,
+        "type": ["VerifiableCredential", "BitstringStatusListCredential"],
+        "issuer": issuer_id(base),
+        "validFrom": _stamp(now),
+        "credentialSubject": {
+            "id": f"{url}#list",
+            "type": "BitstringStatusList",
+            "statusPurpose": purpose,
+            "encodedList": encoded,
+            "ttl": STATUS_LIST_SECONDS * 1000,
+        },
+        "iss": issuer_id(base),
+        "jti": url,
+        "nbf": int(now.timestamp()),
+        "iat": int(now.timestamp()),
+    }
+
+
+@dataclass
+class Outcome:
+    """The checks of one credential, in order, and what it says when its signature holds."""
+
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    credential: dict[str, Any] | None = None
+
+    @property
+    def verified(self) -> bool:
+        """Every check passed (none was skipped)."""
+        return all(check["passed"] for check in self.checks)
+
+    def add(self, name: str, problem: str | None, fine: str) -> None:
+        """Record check `name`: passed with `fine`, or failed with `problem`."""
+        self.checks.append({"check": name, "passed": problem is None, "message": problem or fine})
+
+    def as_dict(self) -> dict[str, Any]:
+        """The answer of `POST /v1/credentials/verify`."""
+        return {"verified": self.verified, "checks": self.checks, "credential": self.credential}
+
+
+#: (revoked, suspended) of a list's index, None when no credential holds it.
+StatusLookup = Callable[[int, int], "tuple[bool, bool] | None"]
+
+_CHECKS = ("signature", "issuer", "dates", "status")
+
+
+def check(
+    keys: SigningKeys, token: str, base: str, status_of: StatusLookup, now: datetime
+) -> Outcome:
+    """Whether `token` is a credential we signed, from us, valid on `now` and neither revoked
+    nor suspended; every check that fails says why."""
+    outcome = Outcome()
+    try:
+        verified = keys.verify(token)
+    except InvalidSignature as exc:
+        outcome.add("signature", f"The signature does not hold: {exc}.", "")
+        for name in _CHECKS[1:]:
+            outcome.add(name, "Not checked: the signature does not hold.", "")
+        return outcome
+    claims = verified.claims
+    typ = verified.header.get("typ")
+    outcome.add(
+        "signature",
+        None if typ == TYP else f"Signed by us, but as {typ!r}, not a credential ({TYP}).",
+        f"Signed with our key {verified.header.get('kid')}.",
+    )
+    outcome.credential = _summary(claims)
+    outcome.add("issuer", _issuer_problem(claims, base), f"Issued by {issuer_id(base)}.")
+    outcome.add("dates", _dates_problem(claims, now), "Valid on the day checked.")
+    outcome.add("status", _status_problem(claims, base, status_of), "Not revoked, not suspended.")
+    return outcome
+
+
+def _summary(claims: dict[str, Any]) -> dict[str, str | None]:
+    """What the credential says, for the answer (never the identity hash); text values only."""
+    subject = _object(claims.get("credentialSubject"))
+    achievement = _object(subject.get("achievement"))
+    issuer = claims.get("issuer")
+    said = {
+        "id": claims.get("id"),
+        "name": claims.get("name"),
+        "certification_id": subject.get("licenseNumber"),
+        "credential": achievement.get("humanCode"),
+        "credential_name": achievement.get("name"),
+        "issuer": _object(issuer).get("name") if isinstance(issuer, dict) else issuer,
+        "valid_from": claims.get("validFrom"),
+        "valid_until": claims.get("validUntil"),
+    }
+    return {name: value if isinstance(value, str) else None for name, value in said.items()}
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _issuer_problem(claims: dict[str, Any], base: str) -> str | None:
+    expected = issuer_id(base)
+    issuer = claims.get("issuer")
+    said = issuer.get("id") if isinstance(issuer, dict) else issuer
+    if said != expected or claims.get("iss") != expected:
+        return f"The issuer is {said!r}, not {expected}."
+    types = claims.get("type")
+    if not isinstance(types, list) or "OpenBadgeCredential" not in types:
+        return "Not an OpenBadgeCredential."
+    return None
+
+
+def _moment(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else None
+
+
+def _dates_problem(claims: dict[str, Any], now: datetime) -> str | None:
+    valid_from = _moment(claims.get("validFrom"))
+    if valid_from is None:
+        return "validFrom is not a date-time with its time zone."
+    if now < valid_from:
+        return f"Not valid before {_stamp(valid_from)}."
+    if "validUntil" in claims:
+        valid_until = _moment(claims["validUntil"])
+        if valid_until is None:
+            return "validUntil is not a date-time with its time zone."
+        if now >= valid_until:
+            return f"Expired at {_stamp(valid_until)}."
+    return None
+
+
+_LIST_PATH = re.compile(r"/credentials/status/(\d{1,9})/(revocation|suspension)")
+
+
+def _status_problem(claims: dict[str, Any], base: str, status_of: StatusLookup) -> str | None:
+    status = claims.get("credentialStatus")
+    if not isinstance(status, dict) or status.get("type") != "BitstringStatusListEntry":
+        return "No Bitstring Status List entry in credentialStatus."
+    url, index = status.get("statusListCredential"), status.get("statusListIndex")
+    found = _LIST_PATH.fullmatch(url[len(base) :]) if isinstance(url, str) else None
+    if found is None or not url.startswith(base):
+        return f"The status list {url!r} is not one of ours."
+    if not (isinstance(index, str) and index.isdigit() and int(index) < LIST_SIZE):
+        return f"The status list index {index!r} is not a number below {LIST_SIZE}."
+    bits = status_of(int(found[1]), int(index))
+    if bits is None:
+        return "No credential holds that status list index."
+    revoked, suspended = bits
+    if revoked:
+        return "Revoked: the certification was revoked."
+    if suspended:
+        return "Suspended: the certification has lapsed."
+    return None

@@ -1,0 +1,81 @@
+"""Signed verification receipts: proof of a check an employer keeps, and the log of them.
+
+A receipt is a compact JWS (the signing key set's first key) whose claims are the verification
+answer plus `iss` (the gateway's public address), `sub` (the certification), `iat` and `jti` (the
+reference). Every receipt issued is recorded with who asked, and pruned after
+RECEIPT_RETENTION_DAYS.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, select
+
+from gateway.store.models import Receipt, utcnow
+from gateway.usecases.services import Services
+
+TYPE = "JWT"
+
+
+@dataclass(frozen=True)
+class Issued:
+    """A receipt: its reference, its claims and the compact JWS that carries them."""
+
+    jti: str
+    claims: dict[str, Any]
+    token: str
+
+
+def issue(
+    svc: Services,
+    answer: dict[str, Any],
+    issuer_url: str,
+    *,
+    client_id: str | None,
+    client_address: str | None,
+) -> Issued:
+    """Sign the verification `answer` (as the API dumps it) and record the receipt."""
+    jti = f"rcpt_{secrets.token_urlsafe(16)}"
+    verified_at = datetime.fromisoformat(answer["verified_at"])
+    claims = {
+        **answer,
+        "iss": issuer_url,
+        "sub": answer["certification_id"],
+        "iat": int(verified_at.timestamp()),
+        "jti": jti,
+    }
+    token = svc.keys.sign(claims, typ=TYPE)
+    on = answer.get("on")
+    with svc.db.transaction() as session:
+        session.add(
+            Receipt(
+                jti=jti,
+                certification_id=answer["certification_id"],
+                on=date.fromisoformat(on) if on else None,
+                status=answer["status"],
+                issued_at=verified_at,
+                client_id=client_id,
+                client_address=None if client_id else client_address,
+            )
+        )
+    return Issued(jti, claims, token)
+
+
+def list_owned(svc: Services, client_id: str, since: datetime | None, limit: int) -> list[Receipt]:
+    """The receipts issued to `client_id` at or after `since`, oldest first, at most `limit`."""
+    query = select(Receipt).where(Receipt.client_id == client_id)
+    if since is not None:
+        query = query.where(Receipt.issued_at >= since)
+    with svc.db.sessions() as session:
+        return list(session.scalars(query.order_by(Receipt.issued_at, Receipt.jti).limit(limit)))
+
+
+def prune(svc: Services, now: datetime | None = None) -> int:
+    """Delete the records of receipts older than RECEIPT_RETENTION_DAYS; how many went."""
+    cutoff = (now or utcnow()) - timedelta(days=svc.settings.receipt_retention_days)
+    with svc.db.transaction() as session:
+        return session.execute(delete(Receipt).where(Receipt.issued_at < cutoff)).rowcount

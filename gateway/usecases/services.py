@@ -1,0 +1,99 @@
+"""The wiring of one process: settings, database, Redis, policy; shared by web, jobs and CLI."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import redis
+
+from connectors.credly import BadgeService, make_credly
+from connectors.directory import Directory, make_directory
+from connectors.employer_webhooks import WebhookSender
+from gateway import rules
+from gateway.platform import metrics
+from gateway.platform.config import Settings
+from gateway.platform.signing import SigningKeys
+from gateway.store.db import Database
+
+
+class Wakeup(Protocol):
+    """What the gateway needs of the job engine: workers woken for committed outbox items."""
+
+    def dispatch(self, outbox_ids: Iterable[int]) -> None:
+        """Have these newly committed items worked soon; never raises for a broker outage."""
+
+    def wake(self) -> None:
+        """Have the due items worked soon; never raises for a broker outage."""
+
+
+@dataclass
+class Services:
+    """Everything a request, a job or a command needs, built once per process."""
+
+    settings: Settings
+    db: Database
+    redis: redis.Redis | None
+    policy: rules.Policy
+    credly: BadgeService
+    webhooks: WebhookSender
+    directory: Directory | None = None
+    dispatcher: Wakeup | None = None
+    _keys: SigningKeys | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.db.on_commit = self._wake  # the unit of work: a commit wakes the workers it needs
+
+    def _wake(self, outbox_ids: list[int]) -> None:
+        if self.dispatcher is not None:  # else the relay wakes a worker for them
+            self.dispatcher.dispatch(outbox_ids)
+
+    @property
+    def keys(self) -> SigningKeys:
+        """The signing key set (SIGNING_KEYS_FILE), read on first use and created if missing."""
+        if self._keys is None:
+            if not self.settings.signing_keys_file:
+                raise RuntimeError("SIGNING_KEYS_FILE must be set to sign or verify")
+            self._keys = SigningKeys.load(self.settings.signing_keys_file)
+        return self._keys
+
+    @classmethod
+    def build(cls, settings: Settings) -> Services:
+        """Connect to what `settings` names (nothing is contacted until first use)."""
+        if not settings.database_url:
+            raise ValueError("database_url must be resolved before building services")
+        client = (
+            redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
+            if settings.redis_url
+            else None
+        )
+        return cls(
+            settings=settings,
+            db=Database(
+                settings.database_url,
+                connect_timeout=settings.database_connect_timeout_seconds,
+                pool_timeout=settings.database_pool_timeout_seconds,
+                statement_timeout_ms=settings.database_statement_timeout_ms,
+            ),
+            redis=client,
+            policy=rules.load_policy(settings.policy_file),
+            credly=make_credly(
+                base_url=settings.credly_api_base,
+                organization_id=settings.credly_organization_id,
+                auth_token=settings.credly_auth_token,
+                timeout=(3.05, settings.credly_timeout_seconds),
+                on_request=metrics.observe_credly,
+            ),
+            webhooks=WebhookSender(
+                timeout=(3.05, settings.delivery_timeout_seconds),
+                allow_private=settings.webhook_allow_private_targets,
+            ),
+            directory=make_directory(
+                settings.directory_base_url,
+                settings.directory_token_url,
+                settings.directory_client_id,
+                settings.directory_client_secret,
+                timeout=(3.05, settings.delivery_timeout_seconds),
+            ),
+        )

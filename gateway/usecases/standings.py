@@ -1,0 +1,180 @@
+"""Store new standings and queue the actions their changes call for: a few statements a batch."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Insert, Table, bindparam, insert, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from gateway import rules
+from gateway.store.db import wake_after_commit
+from gateway.store.models import Certification, Member, OutboxItem, utcnow
+from gateway.usecases import subscriptions
+from gateway.usecases.services import Services
+
+MEMBERS: Table = Member.__table__
+CERTIFICATIONS: Table = Certification.__table__
+OUTBOX: Table = OutboxItem.__table__
+
+
+@dataclass(frozen=True)
+class Change:
+    """A certification's standing moving from `before` (None: the certification is new) to
+    `after`, because of the event stored as `event_pk` (None: the day changed it)."""
+
+    certification_id: str
+    before: rules.Standing | None
+    after: rules.Standing
+    event_pk: int | None = None
+    request_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What recording one change queued: its actions and their outbox items (ids assigned)."""
+
+    actions: list[rules.Action]
+    jobs: list[OutboxItem]
+
+
+def record_standings(svc: Services, session: Session, changes: list[Change]) -> list[Recorded]:
+    """Store every `after` as its certification's standing and write the outbox items of the
+    actions each change calls for, in `session`'s transaction; results in the order of `changes`.
+
+    A new certification is inserted (a concurrent twin then fails with IntegrityError, for the
+    caller to retry); existing ones must be locked by the caller.
+    """
+    if not changes:
+        return []
+    now = utcnow()
+    _upsert_members(session, [change.after.member for change in changes], now)
+    rows = [_certification_row(change, now) for change in changes]
+    new = [row for row, change in zip(rows, changes, strict=True) if change.before is None]
+    if new:
+        session.execute(
+            insert(CERTIFICATIONS),
+            [_renamed(row, cid="certification_id") | {"created_at": now} for row in new],
+        )
+    known = [row for row, change in zip(rows, changes, strict=True) if change.before is not None]
+    if known:
+        session.execute(
+            update(CERTIFICATIONS)
+            .where(CERTIFICATIONS.c.certification_id == bindparam("cid"))
+            .values({key: bindparam(key) for key in known[0] if key != "cid"}),
+            known,
+        )
+    expires = svc.settings.badge_expires
+    planned = [
+        (change, rules.actions(change.before, change.after, badge_expires=expires))
+        for change in changes
+    ]
+    noticed = _watched_with_notice(session, changes)
+    jobs = [
+        [_outbox_row(change, act, now) for act in acts]
+        + ([_review_row(change, now)] if change.certification_id in noticed else [])
+        for change, acts in planned
+    ]
+    inserted = _insert_returning_ids(session, [row for rows_of in jobs for row in rows_of])
+    wake_after_commit(inserted)
+    ids = iter(inserted)
+    return [
+        Recorded(acts, [OutboxItem(id=next(ids), **row) for row in rows_of])
+        for (_, acts), rows_of in zip(planned, jobs, strict=True)
+    ]
+
+
+def _watched_with_notice(session: Session, changes: list[Change]) -> set[str]:
+    """The certifications whose next change (or status) moved and that a subscription with
+    advance notice watches: their notices are reviewed by a job."""
+    moved = [
+        change.certification_id
+        for change in changes
+        if change.before is None
+        or change.before.next_change_on != change.after.next_change_on
+        or change.before.status != change.after.status
+    ]
+    return set(subscriptions.with_notice(session, moved)) if moved else set()
+
+
+def _review_row(change: Change, now: datetime) -> dict[str, Any]:
+    return {
+        "event_pk": change.event_pk,
+        "certification_id": change.certification_id,
+        "kind": subscriptions.REVIEW_NOTICES,
+        "payload": {},
+        "state": "pending",
+        "attempts": 0,
+        "request_id": change.request_id,
+        "created_at": now,
+        "due_at": now,
+    }
+
+
+def _outbox_row(change: Change, action: rules.Action, now: datetime) -> dict[str, Any]:
+    return {
+        "event_pk": change.event_pk,
+        "certification_id": change.certification_id,
+        "kind": action.kind,
+        "payload": {**asdict(action), "period_start": change.after.certified_on.isoformat()},
+        "state": "pending",
+        "attempts": 0,
+        "request_id": change.request_id,
+        "created_at": now,
+        "due_at": now,
+    }
+
+
+def _insert_returning_ids(session: Session, rows: list[dict[str, Any]]) -> list[int]:
+    if not rows:
+        return []
+    statement = insert(OUTBOX).returning(OUTBOX.c.id, sort_by_parameter_order=True)
+    return list(session.scalars(statement, rows))
+
+
+def _renamed(row: dict[str, Any], **names: str) -> dict[str, Any]:
+    return {names.get(key, key): value for key, value in row.items()}
+
+
+def _upsert_members(session: Session, members: list[rules.Member], now: datetime) -> None:
+    latest = {member.member_id: member for member in members}  # one row per member, last wins
+    rows = [{**asdict(member), "updated_at": now} for member in latest.values()]
+    session.execute(_MEMBER_UPSERTS[session.get_bind().dialect.name], rows)
+
+
+def _member_upsert(insert_of: Callable[[Table], Any]) -> Insert:
+    statement = insert_of(MEMBERS)
+    excluded = statement.excluded
+    return statement.on_conflict_do_update(
+        index_elements=[MEMBERS.c.member_id],
+        set_={
+            "first_name": excluded.first_name,
+            "last_name": excluded.last_name,
+            "email": excluded.email,
+            "updated_at": excluded.updated_at,
+        },
+    )
+
+
+_MEMBER_UPSERTS = {
+    "postgresql": _member_upsert(postgresql.insert),
+    "sqlite": _member_upsert(sqlite.insert),
+}
+
+
+def _certification_row(change: Change, now: datetime) -> dict[str, Any]:
+    after = change.after
+    return {
+        "cid": change.certification_id,
+        "credential": after.credential,
+        "member_id": after.member.member_id,
+        "status": after.status,
+        "standing": after.to_dict(),
+        "evaluated_on": after.as_of,
+        "next_change_on": after.next_change_on,
+        "updated_at": now,
+    }

@@ -1,0 +1,161 @@
+"""Employers' webhook subscriptions: register, watch certifications, read the delivery log.
+
+Every function works in the caller's session and sees only the subscriptions of one API client;
+another client's subscription is as unknown as one that never existed.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+
+from sqlalchemy import delete, func, insert, select
+from sqlalchemy.orm import Session
+
+from connectors.employer_webhooks import new_secret
+from gateway.schemas.subscriptions import MAX_WATCHED
+from gateway.store.models import Delivery, Subscription, WatchedCertification, utcnow
+
+#: The outbox kind of a review of a certification's advance notices (`jobs.notices`).
+REVIEW_NOTICES = "review_notices"
+#: Live subscriptions that asked for advance notice.
+NOTICE_ON = (Subscription.notice_days.is_not(None), Subscription.deleted_at.is_(None))
+
+
+class SubscriptionNotFound(LookupError):
+    """No such (live) subscription of this client."""
+
+
+class TooManyWatched(ValueError):
+    """The subscription would watch more than MAX_WATCHED certifications."""
+
+
+def create(
+    session: Session,
+    client_id: str,
+    url: str,
+    certification_ids: Sequence[str],
+    notice_days: int | None = None,
+) -> Subscription:
+    """Register a subscription with a new signing secret (the caller shows it once); with
+    `notice_days`, it is told that many days ahead of a status change due without any event."""
+    subscription = Subscription(
+        id=f"sub_{secrets.token_urlsafe(16)}",
+        client_id=client_id,
+        url=url,
+        secret=new_secret(),
+        notice_days=notice_days,
+    )
+    session.add(subscription)
+    session.flush()
+    watch(session, subscription, certification_ids)
+    return subscription
+
+
+def owned(session: Session, client_id: str, subscription_id: str) -> Subscription:
+    """The live subscription `subscription_id` of `client_id`, locked for this transaction."""
+    subscription = session.scalar(
+        select(Subscription)
+        .where(
+            Subscription.id == subscription_id,
+            Subscription.client_id == client_id,
+            Subscription.deleted_at.is_(None),
+        )
+        .with_for_update()
+    )
+    if subscription is None:
+        raise SubscriptionNotFound(subscription_id)
+    return subscription
+
+
+def list_owned(session: Session, client_id: str) -> list[tuple[Subscription, int]]:
+    """The live subscriptions of `client_id`, oldest first, each with its number of watched ids."""
+    watched = (
+        select(func.count())
+        .where(WatchedCertification.subscription_id == Subscription.id)
+        .scalar_subquery()
+    )
+    rows = session.execute(
+        select(Subscription, watched)
+        .where(Subscription.client_id == client_id, Subscription.deleted_at.is_(None))
+        .order_by(Subscription.created_at, Subscription.id)
+    )
+    return [(subscription, count) for subscription, count in rows]
+
+
+def watched_ids(session: Session, subscription_id: str) -> list[str]:
+    """The certification ids a subscription watches, sorted."""
+    return list(
+        session.scalars(
+            select(WatchedCertification.certification_id)
+            .where(WatchedCertification.subscription_id == subscription_id)
+            .order_by(WatchedCertification.certification_id)
+        )
+    )
+
+
+def count_watched(session: Session, subscription_id: str) -> int:
+    """How many certifications a subscription watches."""
+    return session.scalar(
+        select(func.count()).where(WatchedCertification.subscription_id == subscription_id)
+    )
+
+
+def watch(session: Session, subscription: Subscription, certification_ids: Sequence[str]) -> int:
+    """Watch more certifications; how many were new. TooManyWatched beyond MAX_WATCHED in all."""
+    already = set(
+        session.scalars(
+            select(WatchedCertification.certification_id).where(
+                WatchedCertification.subscription_id == subscription.id,
+                WatchedCertification.certification_id.in_(certification_ids),
+            )
+        )
+    )
+    new = [i for i in dict.fromkeys(certification_ids) if i not in already]
+    if count_watched(session, subscription.id) + len(new) > MAX_WATCHED:
+        raise TooManyWatched(f"A subscription watches at most {MAX_WATCHED} certifications.")
+    if new:
+        session.execute(
+            insert(WatchedCertification),
+            [{"subscription_id": subscription.id, "certification_id": i} for i in new],
+        )
+    return len(new)
+
+
+def unwatch(session: Session, subscription: Subscription, certification_ids: Sequence[str]) -> int:
+    """Stop watching certifications; returns how many were watched."""
+    return session.execute(
+        delete(WatchedCertification).where(
+            WatchedCertification.subscription_id == subscription.id,
+            WatchedCertification.certification_id.in_(certification_ids),
+        )
+    ).rowcount
+
+
+def remove(subscription: Subscription) -> None:
+    """Delete a subscription: nothing more is delivered to it (its log stays in the database)."""
+    subscription.deleted_at = utcnow()
+
+
+def deliveries(
+    session: Session, subscription_id: str, *, limit: int, before: int | None = None
+) -> list[Delivery]:
+    """The subscription's delivery log, newest first, up to `limit` entries below `before`."""
+    query = select(Delivery).where(Delivery.target == subscription_id)
+    if before is not None:
+        query = query.where(Delivery.sequence < before)
+    return list(session.scalars(query.order_by(Delivery.sequence.desc()).limit(limit)))
+
+
+def with_notice(session: Session, certification_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+    """Of `certification_ids`, those watched by live subscriptions with advance notice:
+    certification -> {subscription id: notice days}."""
+    rows = session.execute(
+        select(WatchedCertification.certification_id, Subscription.id, Subscription.notice_days)
+        .join(Subscription, Subscription.id == WatchedCertification.subscription_id)
+        .where(WatchedCertification.certification_id.in_(certification_ids), *NOTICE_ON)
+    )
+    found: dict[str, dict[str, int]] = {}
+    for certification_id, subscription_id, days in rows:
+        found.setdefault(certification_id, {})[subscription_id] = days
+    return found

@@ -1,0 +1,173 @@
+"""The daily sweep: re-evaluate certifications whose standing can change without any event."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+from sqlalchemy.sql import Select
+
+from gateway import rules
+from gateway.store.history import load_histories
+from gateway.store.models import Certification
+from gateway.usecases.services import Services
+from gateway.usecases.standings import Change, record_standings
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which certifications a sweep visits: due ones (or all), optionally an id range."""
+
+    as_of: date
+    full: bool = False
+    first_id: str | None = None
+    last_id: str | None = None
+    batch_size: int = 500
+    dry_run: bool = False
+
+    def query(self) -> Select:
+        """The certification ids this sweep visits."""
+        query = select(Certification.certification_id)
+        if not self.full:
+            query = query.where(Certification.next_change_on <= self.as_of)
+        if self.first_id is not None:
+            query = query.where(Certification.certification_id >= self.first_id)
+        if self.last_id is not None:
+            query = query.where(Certification.certification_id <= self.last_id)
+        return query
+
+
+class FutureSweep(ValueError):
+    """A sweep that would record the standings of a day after today."""
+
+
+def refuse_a_future_day(scope: Scope, today: date) -> None:
+    """Only a dry run may look at a day after `today`: recording it would show members lapsed who
+    are active today, queue their revocations, and move their next change past the days a plain
+    sweep visits, so nothing would repair it but a full sweep."""
+    if scope.as_of > today and not scope.dry_run:
+        raise FutureSweep(
+            f"--as-of {scope.as_of} is after today ({today}, UTC): a sweep records standings up "
+            "to today only; add --dry-run to see what would change on that day"
+        )
+
+
+@dataclass
+class Summary:
+    """What a sweep did; certifications granted after its day are skipped, not evaluated."""
+
+    scope: Scope
+    evaluated: int = 0
+    not_yet_granted: int = 0
+    changed: int = 0
+    transitions: Counter[str] = field(default_factory=Counter)
+    actions: Counter[str] = field(default_factory=Counter)
+    notices_queued: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready summary."""
+        return {
+            "as_of": self.scope.as_of.isoformat(),
+            "dry_run": self.scope.dry_run,
+            "evaluated": self.evaluated,
+            "not_yet_granted": self.not_yet_granted,
+            "changed": self.changed,
+            "transitions": dict(self.transitions),
+            "actions_queued": dict(self.actions),
+            "notices_queued": self.notices_queued,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def count(svc: Services, scope: Scope) -> int:
+    """How many certifications `scope` visits (for a progress bar)."""
+    with svc.db.sessions() as session:
+        return session.scalar(select(func.count()).select_from(scope.query().subquery()))
+
+
+def sweep(svc: Services, scope: Scope, on_batch: Callable[[int], None] | None = None) -> Summary:
+    """Re-evaluate the certifications of `scope` on its day and record what changed.
+
+    Changes are recorded exactly as an event's are (the stored standing, and the outbox items of
+    the actions), one transaction per batch, visited by keyset pagination so memory stays bounded;
+    the workers are woken after each commit.
+    """
+    summary = Summary(scope=scope)
+    started = time.perf_counter()
+    after_id = ""
+    while True:
+        with svc.db.transaction() as session:
+            ids = list(
+                session.scalars(
+                    scope.query()
+                    .where(Certification.certification_id > after_id)
+                    .order_by(Certification.certification_id)
+                    .limit(scope.batch_size)
+                )
+            )
+            if not ids:
+                break
+            after_id = ids[-1]
+            _revisit_batch(svc, session, summary, ids)
+        if on_batch:
+            on_batch(len(ids))
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _revisit_batch(svc: Services, session: Session, summary: Summary, ids: list[str]) -> None:
+    """Evaluate a batch; only certifications whose standing moved are written, in one flush."""
+    rows = session.execute(
+        select(
+            Certification.certification_id,
+            Certification.status,
+            Certification.evaluated_on,
+            Certification.next_change_on,
+            Certification.standing["reasons"],
+        )
+        .where(Certification.certification_id.in_(ids))
+        .order_by(Certification.certification_id)
+        .with_for_update()
+    )
+    histories = load_histories(session, ids)
+    moved: list[tuple[str, rules.Standing, rules.Standing]] = []
+    for cert_id, status, evaluated_on, next_change_on, stored_reasons in rows:
+        history = histories.get(cert_id, [])
+        try:
+            after = rules.evaluate(history, summary.scope.as_of, svc.policy)
+        except rules.NotCertified:  # granted after the sweep's day: it has no standing to change
+            summary.not_yet_granted += 1
+            continue
+        summary.evaluated += 1
+        reasons = [{"rule": r.rule, "message": r.message} for r in after.reasons]
+        same_status = status == after.status and stored_reasons == reasons
+        if same_status and next_change_on == after.next_change_on:
+            continue
+        if not same_status:
+            summary.changed += 1
+            summary.transitions[f"{status}->{after.status}"] += 1
+        moved.append((cert_id, rules.evaluate(history, evaluated_on, svc.policy), after))
+    if summary.scope.dry_run:
+        for _, before, after in moved:
+            acts = rules.actions(before, after, badge_expires=svc.settings.badge_expires)
+            summary.actions.update(a.kind for a in acts)
+        return
+    _record(svc, session, summary, moved)
+
+
+def _record(
+    svc: Services,
+    session: Session,
+    summary: Summary,
+    moved: list[tuple[str, rules.Standing, rules.Standing]],
+) -> None:
+    """Store the new standings and queue their actions, a few statements for the whole batch."""
+    changes = [Change(cert_id, before, after) for cert_id, before, after in moved]
+    for recorded in record_standings(svc, session, changes):
+        summary.actions.update(a.kind for a in recorded.actions)

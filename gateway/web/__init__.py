@@ -1,0 +1,1 @@
+"""The web layer: blueprints, schemas, OpenAPI, pages, auth, rate limits, problems."""

@@ -1,0 +1,184 @@
+"""Open Badges 3.0: a member's credential, the status lists, the issuer profile and the check.
+
+`bp` serves what anyone may fetch (and the credential, to internal clients); `checks` holds
+`POST /v1/credentials/verify`, rate-limited like the verification lookups.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import date
+
+from flask import Blueprint, Response, jsonify, request
+from flask.typing import ResponseReturnValue
+from sqlalchemy import bindparam, select
+
+from gateway.rules import BADGE_KEPT
+from gateway.schemas.credentials import CredentialCheckResultSchema, CredentialCheckSchema
+from gateway.store.models import Certification, utcnow
+from gateway.usecases import openbadges, status_lists
+from gateway.web.api.events import json_body
+from gateway.web.apidoc import BODY_ERRORS, empty, json_answer, operation, text
+from gateway.web.auth import allow_scope, require_scope
+from gateway.web.context import services
+from gateway.web.observability import base_url
+from gateway.web.problems import Problem, loaded
+from gateway.web.ratelimit import LOOKUP_SCOPE
+
+bp = Blueprint("open_badges", __name__)
+checks = Blueprint("credential_checks", __name__)
+
+_CERTIFICATION = (
+    select(Certification.credential, Certification.status, Certification.standing)
+    .where(Certification.certification_id == bindparam("certification_id"))
+    .with_for_update()
+)
+#: The signed status list of each (list, purpose), by the ETag of what it says.
+_signed: dict[tuple[int, str], tuple[str, str]] = {}
+
+
+VC_JWT = "application/vc+jwt"
+
+
+@bp.get("/v1/certifications/<certification_id>/credential")
+@require_scope("certifications:read")
+@operation(
+    "The member's Open Badges 3.0 credential, signed (VC-JWT)",
+    tags=["credentials"],
+    description="An `OpenBadgeCredential` of the current certification period as a compact JWS "
+    "(ES256, `typ` `vc+jwt`) whose keys are at `/.well-known/jwks.json`, for the member portal to "
+    "hand to the member. The subject is a salted SHA-256 hash of the member's e-mail; "
+    "`credentialStatus` names its place in a status list. Only for a certification that keeps "
+    "its badge (active or inactive).",
+    responses={200: text("The credential (not cached: it carries the identity hash).", VC_JWT)},
+    errors=("NotFound", "NoCredential"),
+)
+def get_credential(certification_id: str) -> ResponseReturnValue:
+    """The member's Open Badges credential of the current period, signed (VC-JWT)."""
+    svc = services()
+    with svc.db.engine.begin() as connection:  # the row lock orders it with the sync job
+        found = connection.execute(_CERTIFICATION, {"certification_id": certification_id}).first()
+        if found is None:
+            raise Problem(404, "Not Found", f"Certification {certification_id} is unknown.")
+        if found.status not in BADGE_KEPT:
+            raise Problem(
+                409,
+                "Conflict",
+                f"Certification {certification_id} is {found.status}: it has no credential.",
+                errors=[{"rule": "CREDENTIAL-STANDING", "message": "Lapsed or revoked."}],
+            )
+        period_start = date.fromisoformat(found.standing["certified_on"])
+        entry = status_lists.entry_for(connection, certification_id, period_start)
+    holder = openbadges.Holder(certification_id, found.credential, found.standing)
+    payload = openbadges.credential(
+        svc.settings, svc.policy, base_url(services().settings), holder, entry, utcnow()
+    )
+    response = Response(svc.keys.sign(payload, typ=openbadges.TYP), mimetype=openbadges.MEDIA_TYPE)
+    response.cache_control.no_store = True  # it carries the member's identity hash
+    return response
+
+
+@bp.get("/credentials/status/<int:list_id>/<purpose>")
+@operation(
+    "A Bitstring Status List credential (VC-JWT)",
+    tags=["credentials"],
+    description="A `BitstringStatusListCredential` of 131,072 entries, GZIP-compressed and "
+    "base64url-encoded (multibase `u`), signed like the credentials. Strong `ETag`, cacheable "
+    "for a minute.",
+    parameters=[{"in": "header", "name": "If-None-Match", "schema": {"type": "string"}}],
+    responses={
+        200: text("The status list credential.", VC_JWT)
+        | {"headers": {"ETag": {"schema": {"type": "string"}, "required": True}}},
+        304: empty("Unchanged since the `If-None-Match` ETag."),
+    },
+    errors=("NotFound", "Unavailable"),
+)
+def status_list(list_id: int, purpose: str) -> ResponseReturnValue:
+    """A status list credential (VC-JWT), re-signed only when its bits or the signing key change."""
+    if purpose not in status_lists.PURPOSES:
+        raise Problem(404, "Not Found", f"No status list purpose {purpose!r}.")
+    svc = services()
+    with svc.db.engine.connect() as connection:
+        if list_id >= status_lists.list_count(connection):
+            raise Problem(404, "Not Found", f"No status list {list_id}.")
+        encoded = status_lists.encode(status_lists.bitstring(connection, list_id, purpose))
+    base = base_url(services().settings)
+    said = f"{base}|{list_id}|{purpose}|{svc.keys.signing_kid}|{encoded}"
+    etag = hashlib.sha256(said.encode()).hexdigest()[:32]
+    cached = _signed.get((list_id, purpose))
+    if cached is None or cached[0] != etag:
+        payload = openbadges.status_list_credential(base, list_id, purpose, encoded, utcnow())
+        cached = _signed[(list_id, purpose)] = (etag, svc.keys.sign(payload, typ=openbadges.TYP))
+    response = Response(cached[1], mimetype=openbadges.MEDIA_TYPE)
+    response.set_etag(etag)
+    response.cache_control.public = True
+    response.cache_control.max_age = openbadges.STATUS_LIST_SECONDS
+    return response.make_conditional(request)
+
+
+@bp.get("/issuer")
+@operation(
+    "The issuer profile: the id credentials name as their issuer",
+    tags=["credentials"],
+    description="An Open Badges `Profile` (name, site, contact) with the public keys its "
+    "credentials verify with (`verificationMethod`, and `jwks_uri`).",
+    responses={200: json_answer({"type": "object"}, "The issuer profile.")},
+)
+def issuer() -> ResponseReturnValue:
+    """The issuer profile at the issuer's id, with the public keys its credentials verify with."""
+    svc = services()
+    base = base_url(services().settings)
+    profile = openbadges.issuer_profile(svc.settings, base)
+    keys = svc.keys.public_jwks()["keys"]
+    document = {
+        "@context": [openbadges.VC_CONTEXT, openbadges.OB_CONTEXT],
+        **profile,
+        "verificationMethod": [
+            {
+                "id": f"{profile['id']}#{key['kid']}",
+                "type": "JsonWebKey",
+                "controller": profile["id"],
+                "publicKeyJwk": key,
+            }
+            for key in keys
+        ],
+        "jwks_uri": f"{base}/.well-known/jwks.json",
+    }
+    response = jsonify(document)
+    response.cache_control.public = True
+    response.cache_control.max_age = 300  # as the JWK set: a rotated-in key is seen in minutes
+    return response
+
+
+def check_credential(token: str) -> openbadges.Outcome:
+    """Check a credential against our keys, issuer id, the clock and the status lists."""
+    svc = services()
+    with svc.db.engine.connect() as connection:
+        return openbadges.check(
+            svc.keys,
+            token,
+            base_url(services().settings),
+            lambda list_id, index: status_lists.status_at(connection, list_id, index),
+            utcnow(),
+        )
+
+
+_result = CredentialCheckResultSchema()
+
+
+@checks.post("/v1/credentials/verify")
+@allow_scope(LOOKUP_SCOPE)
+@operation(
+    "Check an Open Badges credential: signature, issuer, dates and status",
+    tags=["credentials"],
+    description="No token needed (rate-limited per client address, as the lookups are), or a "
+    "`verifications:read` token for the higher limit. `verified` is true only when every check "
+    "passed; a failed check says why.",
+    request=CredentialCheckSchema,
+    responses={200: json_answer(CredentialCheckResultSchema, "Every check and its outcome.")},
+    errors=(*BODY_ERRORS, "TooManyRequests"),
+)
+def verify_credential() -> ResponseReturnValue:
+    """Whether a credential's signature, issuer, dates and status hold, and why not."""
+    token = loaded(CredentialCheckSchema(), json_body(), "credential check")["credential"]
+    return _result.dump(check_credential(token).as_dict())

@@ -1,0 +1,190 @@
+"""`/v1/events`: internal systems post certification events and read what became of them."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, json, request, url_for
+from flask.typing import ResponseReturnValue
+from sqlalchemy import select
+from werkzeug.exceptions import BadRequest
+
+from gateway.platform import metrics
+from gateway.rules import EVENT_TYPES
+from gateway.schemas import responses as r
+from gateway.schemas.events import EXAMPLE_EVENT, MAX_EVENTS, EventBatchSchema
+from gateway.store import models
+from gateway.usecases import intake
+from gateway.usecases.queries import job_view
+from gateway.web import observability
+from gateway.web.apidoc import BODY_ERRORS, LOCATION, json_answer, operation, results
+from gateway.web.auth import current_client_id, require_scope
+from gateway.web.context import services
+from gateway.web.problems import PROBLEM_TYPE, Problem, loaded
+
+bp = Blueprint("events", __name__)
+
+
+def json_body() -> object:
+    """The request's JSON body, or a problem saying what is wrong with it."""
+    if not request.is_json:
+        raise Problem(
+            415,
+            "Unsupported Media Type",
+            "Send the body as application/json.",
+            errors=[{"field": "Content-Type", "message": "Must be application/json."}],
+        )
+    try:
+        return request.get_json()
+    except BadRequest as exc:
+        raise Problem(
+            400,
+            "Bad Request",
+            "The body is not valid JSON.",
+            errors=[{"field": "body", "message": "Malformed JSON."}],
+        ) from exc
+
+
+#: Room for MAX_EVENTS events of several KiB each (the app's default limit is 64 KiB).
+MAX_BATCH_BODY = 1024 * 1024
+
+
+_EVENT = {"$ref": "#/components/schemas/Event"}  # one of the event types (gateway.web.openapi)
+
+
+@bp.post("/v1/events")
+@require_scope("events:write")
+@operation(
+    "Record one event",
+    tags=["events"],
+    description="Validate its shape and its meaning against the rules, record it and queue the "
+    "jobs its change in standing calls for. The same `event_id` with the same body answers as "
+    "the first time did, with `Idempotent-Replayed: true`.",
+    request=_EVENT,
+    request_example=EXAMPLE_EVENT,
+    responses={
+        202: json_answer(
+            r.EventAnswerSchema,
+            "Recorded; the standing after the event and the actions it caused.",
+            headers={
+                **LOCATION,
+                "Idempotent-Replayed": {"schema": {"type": "string", "enum": ["true"]}},
+            },
+        )
+    },
+    errors=(*BODY_ERRORS, "NotFound", "Conflict"),
+)
+def post_event() -> ResponseReturnValue:
+    """Validate, record and act on one event (docs/api.md, *Events*)."""
+    body = json_body()
+    [answer] = _submit([body])
+    mimetype = "application/json" if answer.status < 400 else PROBLEM_TYPE
+    response = Response(json.dumps(answer.body), status=answer.status, mimetype=mimetype)
+    response.headers.update(answer.headers)
+    if answer.status == 202:
+        response.headers["Location"] = _location(answer)
+    return response
+
+
+@bp.post("/v1/events/batch")
+@require_scope("events:write")
+@operation(
+    "Record up to 100 events",
+    tags=["events"],
+    description="Each event is answered as `POST /v1/events` would answer it, had they been sent "
+    "one after another in this order (a later one sees the earlier ones); they are recorded "
+    "together. A result's `body` is that answer's body, `replayed` its `Idempotent-Replayed`, "
+    "`location` its `Location`.",
+    request={
+        "type": "object",
+        "required": ["events"],
+        "additionalProperties": False,
+        "properties": {
+            "events": {"type": "array", "minItems": 1, "maxItems": MAX_EVENTS, "items": _EVENT}
+        },
+    },
+    request_example={"events": [EXAMPLE_EVENT]},
+    responses={
+        200: results(
+            {
+                "type": "object",
+                "required": ["status", "replayed", "location", "body"],
+                "additionalProperties": False,
+                "properties": {
+                    "status": {"type": "integer", "enum": [202, 404, 409, 422]},
+                    "replayed": {"type": "boolean"},
+                    "location": {"type": ["string", "null"]},
+                    "body": {"anyOf": [r.EventAnswerSchema, r.ProblemSchema]},
+                },
+            },
+            "One result per event, in the order sent.",
+        )
+    },
+    errors=BODY_ERRORS,
+)
+def post_events() -> ResponseReturnValue:
+    """Up to MAX_EVENTS events in one request, each answered as `POST /v1/events` would answer
+    it had they been sent one after another; recorded together."""
+    request.max_content_length = MAX_BATCH_BODY
+    bodies = loaded(EventBatchSchema(), json_body(), "batch of events")["events"]
+    return {
+        "results": [
+            {
+                "status": answer.status,
+                "replayed": "Idempotent-Replayed" in answer.headers,
+                "location": _location(answer) if answer.status == 202 else None,
+                "body": answer.body,
+            }
+            for answer in _submit(bodies)
+        ]
+    }
+
+
+def _submit(bodies: list[object]) -> list[intake.Answer]:
+    """Submit the events and count them."""
+    answers = intake.submit_events(
+        services(), bodies, client_id=current_client_id(), request_id=observability.request_id()
+    )
+    for body, answer in zip(bodies, answers, strict=True):
+        event_type = body.get("type") if isinstance(body, dict) else None
+        metrics.count_event(
+            event_type if isinstance(event_type, str) and event_type in EVENT_TYPES else "unknown",
+            answer.status,
+            answer.body,
+            replayed="Idempotent-Replayed" in answer.headers,
+        )
+    return answers
+
+
+def _location(answer: intake.Answer) -> str:
+    return url_for("events.get_event", event_id=answer.body["event_id"])
+
+
+@bp.get("/v1/events/<path:event_id>")  # an event id may hold `/`
+@require_scope("events:write", "certifications:read")
+@operation(
+    "A recorded event, its outcome and its jobs",
+    tags=["events"],
+    responses={200: json_answer(r.EventRecordSchema, "The recorded event.")},
+    errors=("NotFound",),
+)
+def get_event(event_id: str) -> ResponseReturnValue:
+    """The recorded event, its status and reasons, and the state of every job it caused."""
+    with services().db.sessions() as session:
+        row = session.scalar(select(models.Event).where(models.Event.event_id == event_id))
+        if row is None:
+            raise Problem(404, "Not Found", f"No event {event_id} has been received.")
+        jobs = session.scalars(
+            select(models.OutboxItem)
+            .where(models.OutboxItem.event_pk == row.id)
+            .order_by(models.OutboxItem.id)
+        )
+        return {
+            "event_id": row.event_id,
+            "type": row.type,
+            "certification_id": row.certification_id,
+            "occurred_at": row.occurred_at.isoformat(),
+            "received_at": row.received_at.isoformat(),
+            "status": row.status,
+            "reasons": row.reasons,
+            "data": row.body.get("data"),
+            "jobs": [job_view(item) for item in jobs],
+        }

@@ -1,0 +1,224 @@
+"""`/v1/verifications` and `/v1/receipts`: employers look certifications up by number, now (the
+read model) or as they stood on a past day (the history), and keep signed receipts of it."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+from flask.typing import ResponseReturnValue
+
+from gateway.schemas.responses import NotFoundResultSchema
+from gateway.schemas.verifications import (
+    BatchLookupSchema,
+    OnQuerySchema,
+    ReceiptQuerySchema,
+    ReceiptSchema,
+    VerificationSchema,
+)
+from gateway.usecases import lookup, receipts
+from gateway.usecases.issuer import issuer
+from gateway.web.api.events import json_body
+from gateway.web.apidoc import BODY_ERRORS, empty, json_answer, operation, results, text
+from gateway.web.auth import allow_scope, current_client_id, require_scope
+from gateway.web.context import services
+from gateway.web.observability import base_url
+from gateway.web.problems import Problem, loaded
+from gateway.web.ratelimit import LOOKUP_SCOPE
+
+bp = Blueprint("verifications", __name__)
+
+_public = VerificationSchema()
+_on_query = OnQuerySchema()
+_receipts = ReceiptSchema(many=True)
+
+
+def answer(found: lookup.Verification, on: date | None = None) -> dict[str, Any]:
+    """The JSON answer for a public record: its fields, the day asked for, and who vouches."""
+    body = _public.dump(found)
+    if on is not None:
+        body["on"] = on.isoformat()
+    settings = services().settings
+    body["issuer"] = issuer(settings, base_url(settings))
+    return body
+
+
+def not_on_record(certification_id: str) -> Problem:
+    """The 404 problem of a certification number not on record."""
+    return Problem(404, "Not Found", f"No certification {certification_id} is on record.")
+
+
+def not_certified_on(certification_id: str, on: date) -> Problem:
+    """The 404 problem of a day before the certification was granted."""
+    message = f"Certification {certification_id} was not certified on {on.isoformat()}."
+    return Problem(
+        404,
+        "Not Certified On That Day",
+        message,
+        errors=[{"field": "on", "message": "Before the certification was granted."}],
+    )
+
+
+def _on() -> date | None:
+    """`?on=`, when given (a token with `verifications:read` is then required)."""
+    return loaded(_on_query, request.args.to_dict(), "query")["on"]
+
+
+@require_scope(LOOKUP_SCOPE)
+def _as_it_stood(certification_id: str, on: date) -> lookup.Verification:
+    [found] = lookup.verify_on(services().db, services().policy, [certification_id], on)
+    if found is None:
+        raise not_on_record(certification_id)
+    if found == lookup.NOT_CERTIFIED:
+        raise not_certified_on(certification_id, on)
+    return found
+
+
+def look_up(certification_id: str, on: date | None) -> lookup.Verification:
+    """The public record now (read model), or on `on` (history; needs the scope's token)."""
+    if on is not None:
+        return _as_it_stood(certification_id, on)
+    [found] = lookup.verify(services().db, [certification_id])
+    if found is None:
+        raise not_on_record(certification_id)
+    return found
+
+
+@bp.get("/v1/verifications/<certification_id>")
+@allow_scope(LOOKUP_SCOPE)
+@operation(
+    "The public record of one certification",
+    tags=["verifications"],
+    description="No token needed; a `verifications:read` token raises the rate limit. Send the "
+    "`ETag` back as `If-None-Match` to get a 304 while the record is unchanged. With `on` (and a "
+    "`verifications:read` token) the record as it stood that day, computed from the history; a "
+    "day before the grant is a 404 naming `on`.",
+    parameters=[
+        {"in": "query", "schema": OnQuerySchema},
+        {"in": "header", "name": "If-None-Match", "schema": {"type": "string"}},
+    ],
+    responses={
+        200: json_answer(
+            VerificationSchema,
+            "The public record.",
+            headers={"ETag": {"schema": {"type": "string"}}},
+        ),
+        304: empty("Unchanged since the `If-None-Match` ETag."),
+    },
+    errors=("NotFound", "Unprocessable", "TooManyRequests"),
+)
+def get_verification(certification_id: str) -> ResponseReturnValue:
+    """The public record of one certification; no token needed, a token raises the rate limit.
+
+    `?on=YYYY-MM-DD` (with a `verifications:read` token): as it stood on that day.
+    """
+    if request.query_string and "on" in request.args:  # a plain lookup parses no arguments
+        on = _on()
+        return answer(look_up(certification_id, on), on)
+    [found] = lookup.verify(services().db, [certification_id])
+    if found is None:
+        raise not_on_record(certification_id)
+    response = jsonify(answer(found))
+    response.set_etag(found.etag, weak=True)  # weak: verified_at differs between equal answers
+    response.cache_control.public = True
+    response.cache_control.no_cache = True  # caches may keep it, but revalidate every time
+    return response.make_conditional(request)
+
+
+@bp.post("/v1/verifications/batch")
+@require_scope(LOOKUP_SCOPE)
+@operation(
+    "The public records of up to 100 certifications",
+    tags=["verifications"],
+    request=BatchLookupSchema,
+    responses={
+        200: results(
+            {"oneOf": [VerificationSchema, NotFoundResultSchema]},
+            "One result per id, in the order asked.",
+        )
+    },
+    errors=(*BODY_ERRORS, "TooManyRequests"),
+)
+def batch_verifications() -> ResponseReturnValue:
+    """The public records of up to 100 certifications, in the order asked; unknown: not_found.
+
+    With `on`: as they stood that day; one not yet granted then: not_certified.
+    """
+    body = loaded(BatchLookupSchema(), json_body(), "batch lookup")
+    ids, on = body["certification_ids"], body["on"]
+    svc = services()
+    found = (
+        lookup.verify(svc.db, ids) if on is None else lookup.verify_on(svc.db, svc.policy, ids, on)
+    )
+    results = []
+    for certification_id, record in zip(ids, found, strict=True):
+        if isinstance(record, lookup.Verification):
+            results.append(answer(record, on))
+        else:
+            status = record or "not_found"
+            results.append({"certification_id": certification_id, "status": status})
+    return {"results": results}
+
+
+@bp.get("/v1/verifications/<certification_id>/receipt")
+@allow_scope(LOOKUP_SCOPE)
+@operation(
+    "A signed receipt of the public record (proof of the check)",
+    tags=["verifications"],
+    description="A compact JWS (ES256; keys at `/.well-known/jwks.json`) whose claims are the "
+    "verification answer plus `iss`, `sub`, `iat` and the reference `jti` (also in "
+    "`Receipt-Reference`). Every receipt is recorded. `on` needs a token, as for the lookup.",
+    parameters=[{"in": "query", "schema": OnQuerySchema}],
+    responses={
+        200: text("The receipt.", "application/jose")
+        | {"headers": {"Receipt-Reference": {"schema": {"type": "string"}}}}
+    },
+    errors=("NotFound", "Unprocessable", "TooManyRequests"),
+)
+def get_receipt(certification_id: str) -> ResponseReturnValue:
+    """A signed receipt (compact JWS) of the public record now, or on `?on=` (with a token)."""
+    on = _on()
+    issued = issue_receipt(certification_id, on)
+    response = Response(issued.token, mimetype="application/jose")
+    response.headers["Receipt-Reference"] = issued.jti
+    response.cache_control.no_store = True
+    return response
+
+
+def issue_receipt(certification_id: str, on: date | None = None) -> receipts.Issued:
+    """Look the certification up and sign and record a receipt of the answer."""
+    found = look_up(certification_id, on)
+    svc = services()
+    return receipts.issue(
+        svc,
+        answer(found, on),
+        base_url(svc.settings),
+        client_id=current_client_id(),
+        client_address=request.remote_addr,
+    )
+
+
+@bp.get("/v1/receipts")
+@require_scope(LOOKUP_SCOPE)
+@operation(
+    "The receipts issued to you, oldest first",
+    tags=["verifications"],
+    parameters=[{"in": "query", "schema": ReceiptQuerySchema}],
+    responses={
+        200: json_answer(
+            {
+                "type": "object",
+                "required": ["receipts"],
+                "properties": {"receipts": {"type": "array", "items": ReceiptSchema}},
+            },
+            "Your receipts issued at or after `since`.",
+        )
+    },
+    errors=("Unprocessable", "TooManyRequests"),
+)
+def list_receipts() -> ResponseReturnValue:
+    """Your receipts issued at or after `?since=`, oldest first (`?limit=`, at most 1000)."""
+    query = loaded(ReceiptQuerySchema(), request.args.to_dict(), "query")
+    rows = receipts.list_owned(services(), current_client_id(), query["since"], query["limit"])
+    return {"receipts": _receipts.dump(rows)}

@@ -1,0 +1,376 @@
+"""OAuth 2.0 client credentials served with Authlib: token endpoint, client store, scope checks."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from authlib.integrations.flask_oauth2 import AuthorizationServer, ResourceProtector, current_token
+from authlib.oauth2 import OAuth2Error, OAuth2Request
+from authlib.oauth2.rfc6749 import ClientMixin, TokenMixin
+from authlib.oauth2.rfc6749.errors import InvalidClientError
+from authlib.oauth2.rfc6749.grants import ClientCredentialsGrant
+from authlib.oauth2.rfc6750 import BearerTokenValidator
+from flask import Blueprint, Flask, Response, current_app, request
+from flask.typing import ResponseReturnValue
+from sqlalchemy import bindparam, select
+from sqlalchemy.orm import Session
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from gateway.schemas.responses import TokenRequestSchema, TokenSchema
+from gateway.store.models import OAuthClient, OAuthToken, utcnow
+from gateway.web.apidoc import FORM, json_answer, operation
+from gateway.web.context import services
+from gateway.web.problems import PROBLEM_TYPE, Problem
+
+SCOPES = ("events:write", "certifications:read", "verifications:read", "admin")
+_ERROR_TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden"}
+
+
+def token_hash(token: str) -> str:
+    """The stored form of an access token (tokens are random, so SHA-256 suffices).
+
+    Tokens are looked up by this hash, never compared as given: how long the lookup takes can
+    only tell an attacker about the hash of a guess, which says nothing about any real token's
+    characters (a preimage of SHA-256 is out of reach), so the lookup needs no constant time.
+    """
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Client(ClientMixin):
+    """An `OAuthClient` row as Authlib sees it: client credentials only."""
+
+    def __init__(self, row: OAuthClient) -> None:
+        self.row = row
+
+    def get_client_id(self) -> str:
+        return self.row.client_id
+
+    def get_default_redirect_uri(self) -> None:
+        return None
+
+    def get_allowed_scope(self, scope: str | None) -> str | None:
+        """The scopes asked for (all the client's if none), or None if the client lacks any.
+
+        Authlib's token generator answers None with `invalid_scope` (RFC 6749 §5.2), no token made.
+        """
+        held = self.row.scope.split()
+        requested = set((scope or "").split())
+        if not requested:
+            return " ".join(held)
+        if not requested <= set(held):
+            return None
+        return " ".join(s for s in held if s in requested)
+
+    def check_redirect_uri(self, redirect_uri: str) -> bool:
+        return False
+
+    def check_client_secret(self, client_secret: str) -> bool:
+        # scrypt of the guess with the stored salt, then hmac.compare_digest: constant time
+        return check_password_hash(self.row.client_secret_hash, client_secret)
+
+    def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
+        return endpoint == "token" and method in ClientCredentials.TOKEN_ENDPOINT_AUTH_METHODS
+
+    def check_response_type(self, response_type: str) -> bool:
+        return False
+
+    def check_grant_type(self, grant_type: str) -> bool:
+        return grant_type == "client_credentials"
+
+
+@dataclass(frozen=True)
+class AccessToken(TokenMixin):
+    """A stored token and whether its client is revoked, as Authlib's bearer validator sees it."""
+
+    client_id: str
+    scope: str
+    issued_at: datetime
+    expires_in: int
+    revoked: bool
+    client_revoked: bool
+
+    def check_client(self, client: ClientMixin) -> bool:
+        return client.get_client_id() == self.client_id
+
+    def get_scope(self) -> str:
+        return self.scope
+
+    def get_expires_in(self) -> int:
+        return self.expires_in
+
+    def is_expired(self) -> bool:
+        return utcnow() >= self.issued_at + timedelta(seconds=self.expires_in)
+
+    def is_revoked(self) -> bool:
+        return self.revoked or self.client_revoked
+
+
+class ClientCredentials(ClientCredentialsGrant):
+    """The client-credentials grant, accepting the secret as HTTP Basic or in the form."""
+
+    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]  # noqa: RUF012
+
+
+def _problem_json(status: int, body: dict, headers: list | dict) -> Response:
+    detail = body.get("error_description") or body.get("error", "")
+    payload = {"type": "about:blank", "title": _ERROR_TITLES.get(status, "Error")}
+    payload.update(status=status, detail=detail, errors=[], **body)
+    response = Response(json.dumps(payload), status=status, mimetype=PROBLEM_TYPE)
+    for key, value in dict(headers).items():
+        if key.lower() != "content-type":
+            response.headers[key] = value
+    return response
+
+
+CLIENT_AUTHENTICATION_FAILED = "Client authentication failed."
+
+
+class Server(AuthorizationServer):
+    """Authlib's authorization server whose errors are problem+json with the OAuth error fields.
+
+    Every failed client authentication (unknown client id, wrong secret, none sent, either way of
+    sending it) gets one answer, 401 `invalid_client` (RFC 6749 §5.2), so nothing in it tells
+    which client ids exist.
+    """
+
+    def handle_error_response(self, request: OAuth2Request, error: OAuth2Error) -> Response:
+        if isinstance(error, InvalidClientError):
+            error = InvalidClientError(status_code=401, description=CLIENT_AUTHENTICATION_FAILED)
+        return super().handle_error_response(request, error)
+
+    def handle_response(self, status_code: int, payload: object, headers: list) -> Response:
+        if status_code >= 400 and isinstance(payload, dict):
+            return _problem_json(status_code, payload, headers)
+        return super().handle_response(status_code, payload, headers)
+
+
+class Validator(BearerTokenValidator):
+    """Looks bearer tokens up by their hash; a revoked client's tokens stop working at once."""
+
+    def authenticate_token(self, token_string: str) -> AccessToken | None:
+        rows = services().db.read(_TOKEN_QUERY, {"token_hash": token_hash(token_string)})
+        found = rows[0] if rows else None
+        if found is None:
+            return None
+        *token, client_revoked_at = found
+        return AccessToken(*token, client_revoked=client_revoked_at is not None)
+
+
+_TOKENS, _CLIENTS = OAuthToken.__table__, OAuthClient.__table__
+_TOKEN_QUERY = (
+    select(
+        _TOKENS.c.client_id,
+        _TOKENS.c.scope,
+        _TOKENS.c.issued_at,
+        _TOKENS.c.expires_in,
+        _TOKENS.c.revoked,
+        _CLIENTS.c.revoked_at,
+    )
+    .join(_CLIENTS, _CLIENTS.c.client_id == _TOKENS.c.client_id)
+    .where(_TOKENS.c.token_hash == bindparam("token_hash"))
+)
+
+
+class Protector(ResourceProtector):
+    """Authlib's resource protector answering problem+json (401 with WWW-Authenticate, 403)."""
+
+    def raise_error_response(self, error: OAuth2Error) -> None:
+        status = error.status_code
+        headers = dict(error.get_headers())
+        headers.pop("Content-Type", None)
+        if status == 401:
+            challenge = headers.get("WWW-Authenticate", 'bearer realm="credential-gateway"')
+            headers["WWW-Authenticate"] = "Bearer" + challenge[len("bearer") :]
+        detail = error.description or {
+            401: "A valid bearer token is required.",
+            403: "The token lacks the scope this endpoint needs.",
+        }.get(status, error.error)
+        raise Problem(status, _ERROR_TITLES.get(status, "Error"), detail, headers=headers)
+
+
+require_oauth = Protector()
+require_oauth.register_token_validator(Validator(realm="credential-gateway"))
+
+
+@dataclass(frozen=True)
+class ScopeRule:
+    """The scopes a view asks of a token, recorded by `require_scope`/`allow_scope` on the view:
+    what the OpenAPI document's `security` of the route is made from (`gateway.web.openapi`)."""
+
+    scopes: tuple[str, ...]
+    optional: bool  # allow_scope: no token needed at all
+
+    def security(self) -> list[dict[str, list[str]]]:
+        """OpenAPI security requirements: a token with any one of the scopes (or none)."""
+        return [{"oauth2": [scope]} for scope in self.scopes] + ([{}] if self.optional else [])
+
+
+def _recorded(view: Callable, scopes: tuple[str, ...], *, optional: bool) -> Callable:
+    unknown = [scope for scope in scopes if scope not in SCOPES]
+    if unknown or not scopes:
+        raise ValueError(f"{view.__name__}: unknown scope(s) {unknown or '(none given)'}")
+    view.scope_rule = ScopeRule(scopes, optional)  # type: ignore[attr-defined]
+    return view
+
+
+def scope_rule(view: Callable) -> ScopeRule | None:
+    """The scopes `view` was protected with, or None for a public view."""
+    return getattr(view, "scope_rule", None)
+
+
+def require_scope(*scopes: str) -> Callable[[Callable], Callable]:
+    """Protect a view: a valid bearer token carrying any one of `scopes` (also documented)."""
+
+    def decorate(view: Callable) -> Callable:
+        return _recorded(require_oauth(list(scopes))(view), scopes, optional=False)
+
+    return decorate
+
+
+def allow_scope(*scopes: str) -> Callable[[Callable], Callable]:
+    """Open a view to all, but refuse a bad token or one without any of `scopes` (also documented).
+
+    Authlib only runs when a token is sent: an anonymous request costs nothing more.
+    """
+
+    def decorate(view: Callable) -> Callable:
+        protected = require_oauth(list(scopes), optional=True)(view)
+
+        @functools.wraps(view)
+        def run(*args: object, **kwargs: object) -> ResponseReturnValue:
+            return (protected if "Authorization" in request.headers else view)(*args, **kwargs)
+
+        return _recorded(run, scopes, optional=True)
+
+    return decorate
+
+
+def current_client_id() -> str | None:
+    """The client id of the request's token, if any."""
+    token = current_token
+    return token.client_id if token else None
+
+
+@functools.cache
+def _decoy_hash() -> str:
+    """A hash of no client's secret, checked in vain when the client is unknown."""
+    return generate_password_hash(secrets.token_urlsafe(32))
+
+
+def _query_client(client_id: str) -> Client | None:
+    row = None
+    if "\x00" not in client_id:  # PostgreSQL cannot store NUL: no client has such an id
+        with services().db.sessions() as session:
+            row = session.scalar(
+                select(OAuthClient).where(
+                    OAuthClient.client_id == client_id, OAuthClient.revoked_at.is_(None)
+                )
+            )
+    if row is None:
+        # As slow as a wrong secret, so the answer time does not tell which client ids exist.
+        check_password_hash(_decoy_hash(), client_id)
+        return None
+    return Client(row)
+
+
+def _save_token(token: dict, request: OAuth2Request) -> None:
+    with services().db.transaction() as session:
+        session.add(
+            OAuthToken(
+                token_hash=token_hash(token["access_token"]),
+                client_id=request.client.get_client_id(),
+                scope=token.get("scope", ""),
+                expires_in=int(token["expires_in"]),
+            )
+        )
+
+
+bp = Blueprint("oauth", __name__)
+
+
+@bp.post("/oauth/token")
+@operation(
+    "An access token (OAuth 2.0 client credentials)",
+    tags=["oauth"],
+    description="Authenticate the client with HTTP Basic (`client_secret_basic`) or with "
+    "`client_id` and `client_secret` form fields (`client_secret_post`).",
+    security=[{"clientBasic": []}, {}],
+    request=TokenRequestSchema,
+    request_media=FORM,
+    request_example={"grant_type": "client_credentials", "scope": "verifications:read"},
+    responses={200: json_answer(TokenSchema, "The token.")},
+    errors=("BadRequest", "Unauthorized", "PayloadTooLarge", "Unavailable"),
+)
+def issue_token() -> ResponseReturnValue:
+    """Issue an access token for the client-credentials grant."""
+    return current_app.extensions["oauth_server"].create_token_response()
+
+
+def init_app(app: Flask) -> None:
+    """Set up the token endpoint of `app` (its route `bp` is registered with the others)."""
+    settings = app.extensions["gateway"].settings
+    app.config.update(
+        OAUTH2_TOKEN_EXPIRES_IN={"client_credentials": settings.token_expires_in},
+        OAUTH2_SCOPES_SUPPORTED=list(SCOPES),
+    )
+    server = Server(app, query_client=_query_client, save_token=_save_token)
+    server.register_grant(ClientCredentials)
+    app.extensions["oauth_server"] = server
+
+
+# --- client administration (the `gateway clients` commands) -------------------------------
+
+
+@dataclass(frozen=True)
+class NewClient:
+    """A client just created; the secret is shown once and never stored."""
+
+    client_id: str
+    client_secret: str
+
+
+def validate_scope(scope: str) -> list[str]:
+    """The scopes of `scope`, or ValueError naming the unknown ones."""
+    scopes = scope.split()
+    unknown = [s for s in scopes if s not in SCOPES]
+    if unknown or not scopes:
+        raise ValueError(
+            f"unknown scope(s) {' '.join(unknown) or '(none given)'}; "
+            f"choose from {' '.join(SCOPES)}"
+        )
+    return scopes
+
+
+def create_client(session: Session, name: str, scope: str) -> NewClient:
+    """Register a client with `scope`; its secret is stored only as a hash."""
+    scopes = validate_scope(scope)
+    client = NewClient(client_id=secrets.token_hex(16), client_secret=secrets.token_urlsafe(32))
+    session.add(
+        OAuthClient(
+            client_id=client.client_id,
+            client_secret_hash=generate_password_hash(client.client_secret),
+            name=name,
+            scope=" ".join(scopes),
+        )
+    )
+    return client
+
+
+def list_clients(session: Session) -> list[OAuthClient]:
+    """Every registered client, oldest first."""
+    return list(session.scalars(select(OAuthClient).order_by(OAuthClient.id)))
+
+
+def revoke_client(session: Session, client_id: str, when: datetime | None = None) -> bool:
+    """Revoke a client and its tokens; False when no such client exists."""
+    row = session.scalar(select(OAuthClient).where(OAuthClient.client_id == client_id))
+    if row is None:
+        return False
+    row.revoked_at = row.revoked_at or when or utcnow()
+    return True

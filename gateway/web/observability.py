@@ -1,0 +1,58 @@
+"""The web's observability: each request's id on its log lines and answer, its timing and count,
+the `/metrics` exposition, and the gateway's public address as a request sees it."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from flask import Flask, Response, g, request
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gateway.platform import logs, metrics
+from gateway.platform.config import Settings
+from gateway.usecases.credly_token import token_state
+from gateway.usecases.services import Services
+
+
+def request_id() -> str:
+    """The current request's id: the caller's `X-Request-ID` (printable, ≤ 64) or a new one."""
+    if "request_id" not in g:
+        given = request.headers.get("X-Request-ID", "")
+        g.request_id = given[:64] if given and given.isprintable() else uuid.uuid4().hex
+    return g.request_id
+
+
+def base_url(settings: Settings) -> str:
+    """The gateway's public address: PUBLIC_BASE_URL, else the current request's host URL."""
+    return settings.public_base_url or request.host_url.rstrip("/")
+
+
+def init_app(app: Flask, svc: Services) -> None:
+    """Give every request an id (on each of its log lines and in the `X-Request-ID` answer), time
+    and count it, and keep the registry that `/metrics` shows."""
+
+    @app.before_request
+    def _start() -> None:
+        logs.clear()
+        logs.bind(request_id=request_id())
+        g.metrics_started = time.perf_counter()
+
+    @app.after_request
+    def _finish(response: Response) -> Response:
+        response.headers["X-Request-ID"] = request_id()
+        started = g.pop("metrics_started", None)
+        endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+        metrics.HTTP_REQUESTS.labels(endpoint, request.method, str(response.status_code)).inc()
+        if started is not None:
+            took = time.perf_counter() - started
+            metrics.HTTP_LATENCY.labels(endpoint, request.method).observe(took)
+        return response
+
+    app.extensions["metrics_registry"] = metrics.registry(svc, lambda: token_state(svc).paused())
+
+
+def exposition(app: Flask) -> Response:
+    """`app`'s metrics in the Prometheus text exposition format (served at `/metrics`)."""
+    registry = app.extensions["metrics_registry"]
+    return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,264 @@
+"""`/verify`: the employers' web pages, server-rendered HTML that needs no JavaScript: the lookup,
+a printable proof of a check (a signed receipt), and the check of a receipt someone shows."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+import segno
+from flask import Blueprint, abort, current_app, render_template, request, send_file, url_for
+from flask.typing import ResponseReturnValue
+from markupsafe import Markup
+
+from gateway.platform.signing import InvalidSignature
+from gateway.usecases import lookup
+from gateway.usecases.issuer import issuer, logo_file
+from gateway.web.api.verifications import issue_receipt
+from gateway.web.apidoc import html, operation
+from gateway.web.context import services
+from gateway.web.observability import base_url
+from gateway.web.problems import DATABASE_UNAVAILABLE, Problem, database_unavailable
+from gateway.web.ratelimit import TooManyLookups
+
+bp = Blueprint("pages", __name__)
+
+STATUS_WORDS = {
+    "active": "Active",
+    "inactive": "Inactive — not in good standing",
+    "lapsed": "Lapsed",
+    "revoked": "Revoked",
+}
+#: Each status in plain words, then what an employer should do; `{body}` is the issuer's name.
+STATUS_EXPLAINED = {
+    "active": (
+        "The certification is current: the holder meets every requirement to keep it.",
+        "No action is needed. It is valid through the date shown.",
+    ),
+    "inactive": (
+        "Not in good standing: renewal requirements are overdue, such as unpaid renewal fees. "
+        "The certification has not lapsed, and the member can restore it by paying the missing "
+        "fees or completing what is missing.",
+        "Ask the member to contact {body} to bring the certification back into good standing, "
+        "and check again before relying on it.",
+    ),
+    "lapsed": (
+        "Not certified: the certification lapsed because its renewal requirements were not met. "
+        "The member must recertify before it is valid again.",
+        "Do not rely on this certification. The member can contact {body} about recertifying.",
+    ),
+    "revoked": (
+        "Not certified: {body} withdrew this certification.",
+        "Do not rely on this certification. Contact {body} with any questions.",
+    ),
+}
+
+#: A number typed into a page: not only whitespace (str.strip() whitespace, in any regex dialect).
+PAGE_NUMBER = {"type": "string", "pattern": r"[^\s\x1c-\x1f\x85]"}
+
+
+@bp.app_template_filter("long_date")
+def long_date(day: date) -> str:
+    """`2015-06-03` as `3 June 2015`."""
+    return f"{day.day} {day:%B %Y}"
+
+
+@bp.app_template_filter("utc_time")
+def utc_time(moment: datetime) -> str:
+    """A UTC time as `24 November 2026, 12:51:10 UTC`."""
+    return f"{long_date(moment.date())}, {moment:%H:%M:%S} UTC"
+
+
+@bp.app_context_processor
+def _page_context() -> dict[str, Any]:
+    """What every page shows: who vouches, and the words for each status."""
+    if request.blueprint != bp.name:
+        return {}
+    return {
+        "issuer": issuer(services().settings, base_url(services().settings)),
+        "status_words": STATUS_WORDS,
+        "explained": STATUS_EXPLAINED,
+    }
+
+
+@bp.get("/verify")
+@operation(
+    "The employers' verification web page",
+    tags=["verifications"],
+    parameters=[
+        {
+            "in": "query",
+            "name": "certification_id",
+            "schema": PAGE_NUMBER,
+            "description": "The number to look up; without it, just the form.",
+        }
+    ],
+    responses={
+        200: html("The form, and the result card when a number was given."),
+        400: html("An empty number."),
+        404: html("The number is not on record."),
+        429: html("Over the rate limit."),
+        503: html("The register cannot be read right now (`Retry-After`)."),
+    },
+)
+def verify_page() -> ResponseReturnValue:
+    """The form, and the result card of the number asked for (404 when it is not on record)."""
+    number = request.args.get("certification_id")
+    if number is None:
+        return render_template("verify.html", number="")
+    number = number.strip()
+    if not number:
+        return render_template("verify.html", number="", error="Enter a certification number."), 400
+    [found] = lookup.verify(services().db, [number])
+    return render_template(
+        "verify.html",
+        number=number,
+        result=found,
+        checked_at=found.verified_at if found else lookup.check_time(),
+    ), (200 if found else 404)
+
+
+@bp.get("/verify/proof")
+@operation(
+    "A printable proof of a check: a signed receipt and a QR code",
+    tags=["verifications"],
+    parameters=[
+        {
+            "in": "query",
+            "name": "certification_id",
+            "required": True,
+            "schema": PAGE_NUMBER,
+            "description": "The number whose check to prove.",
+        }
+    ],
+    responses={
+        200: html("The receipt page."),
+        400: html("An empty number."),
+        404: html("The number is not on record."),
+        429: html("Over the rate limit."),
+        503: html("The register cannot be read right now (`Retry-After`)."),
+    },
+)
+def proof_page() -> ResponseReturnValue:
+    """A printable proof of the check of `certification_id`: a signed receipt, recorded."""
+    number = (request.args.get("certification_id") or "").strip()
+    if not number:
+        return render_template("verify.html", number="", error="Enter a certification number."), 400
+    try:
+        issued = issue_receipt(number)
+    except Problem:
+        return verify_page()  # not on record: the lookup's own not-found card
+    live = f"{base_url(services().settings)}{url_for('pages.verify_page', certification_id=number)}"
+    return (
+        render_template(
+            "receipt.html",
+            claims=issued.claims,
+            result=_shown(issued.claims),
+            token=issued.token,
+            live_url=live,
+            qr=_qr_svg(live),
+        ),
+        200,
+        {"Cache-Control": "no-store"},
+    )
+
+
+@bp.get("/verify/receipt")
+@operation(
+    "Check a receipt: genuine or not, what it said, what is true now",
+    tags=["verifications"],
+    parameters=[
+        {
+            "in": "query",
+            "name": "receipt",
+            "schema": {"type": "string"},
+            "description": "The receipt (compact JWS); without it, just the form.",
+        }
+    ],
+    responses={
+        200: html("The form, or a genuine receipt's record then and now."),
+        422: html("Not a genuine receipt."),
+        503: html("The register cannot be read right now (`Retry-After`)."),
+    },
+)
+def receipt_check_page() -> ResponseReturnValue:
+    """Paste or open a receipt: whether it is genuine, what it said, and what is true now."""
+    token = (request.args.get("receipt") or "").strip()
+    if not token:
+        return render_template("receipt_check.html", token="")
+    try:
+        verified = services().keys.verify(token)
+        said = _shown(verified.claims)
+    except (InvalidSignature, KeyError, TypeError, ValueError):
+        return render_template("receipt_check.html", token=token, genuine=False), 422
+    [now] = lookup.verify(services().db, [said.certification_id])
+    return render_template(
+        "receipt_check.html",
+        token=token,
+        genuine=True,
+        claims=verified.claims,
+        kid=verified.header.get("kid"),
+        said=said,
+        now=now,
+        checked_at=lookup.check_time(),
+    )
+
+
+@bp.get("/verify/logo")
+@operation(
+    "The certifying body's logo (`ISSUER_LOGO`)",
+    tags=["verifications"],
+    responses={200: {"description": "The image (PNG, JPEG, SVG, GIF or WebP)."}},
+    errors=("NotFound",),
+)
+def logo() -> ResponseReturnValue:
+    """The certifying body's logo (ISSUER_LOGO in the instance folder), and nothing else."""
+    found = logo_file(services().settings, current_app.instance_path)
+    if found is None:
+        abort(404)
+    path, content_type = found
+    response = send_file(path, mimetype=content_type, max_age=3600)
+    response.headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"
+    return response
+
+
+def _shown(claims: dict[str, Any]) -> lookup.Verification:
+    """The public record a receipt's claims state (KeyError/ValueError when they do not)."""
+    valid_through = claims["valid_through"]
+    return lookup.Verification(
+        certification_id=str(claims["certification_id"]),
+        name=str(claims["name"]),
+        credential=str(claims["credential"]),
+        credential_name=str(claims["credential_name"]),
+        status=str(claims["status"]),
+        certified_since=date.fromisoformat(claims["certified_since"]),
+        valid_through=date.fromisoformat(valid_through) if valid_through else None,
+        verified_at=datetime.fromisoformat(claims["verified_at"]),
+    )
+
+
+def _qr_svg(url: str) -> Markup:
+    """An inline SVG QR code of `url` (segno's output: markup it made, no user text in it)."""
+    code = segno.make(url, error="m")
+    svg = code.svg_inline(
+        scale=4, svgclass="qr", lineclass=None, omitsize=True, title="QR code of the live check"
+    )
+    return Markup(svg)
+
+
+@bp.errorhandler(TooManyLookups)
+def too_many_lookups(exc: TooManyLookups) -> ResponseReturnValue:
+    """Over the limit: the page again, saying so, with status 429 and Retry-After."""
+    return render_template("verify.html", number="", notice=exc.detail), 429, exc.headers
+
+
+def unavailable(exc: Exception) -> ResponseReturnValue:
+    """The register cannot be read: the page again, saying so, with status 503 and Retry-After."""
+    problem = database_unavailable(exc)
+    number = request.args.get("certification_id", "").strip()
+    notice = "The register cannot be reached right now."
+    return render_template("verify.html", number=number, notice=notice), 503, problem.headers
+
+
+for _error in DATABASE_UNAVAILABLE:
+    bp.register_error_handler(_error, unavailable)

@@ -1,0 +1,185 @@
+"""Rate limits of the verification lookups (the `limits` library): per address or per API client.
+
+One sliding-window counter per key, checked by one Redis script a lookup; a refused request (or
+batch) uses none of the allowance. Counts live in Redis when it is configured, so every web
+process shares them, else in this process's memory; while Redis is down they are kept in memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+
+from authlib.oauth2 import OAuth2Error
+from flask import Blueprint, Flask, g, request
+from limits import RateLimitItem, parse_many
+from limits.errors import StorageError
+from limits.storage import MemoryStorage, RedisStorage, Storage
+from limits.strategies import SlidingWindowCounterRateLimiter
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from gateway.platform import metrics
+from gateway.platform.config import Settings
+from gateway.schemas.verifications import MAX_BATCH
+from gateway.web.auth import require_oauth
+from gateway.web.problems import Problem
+
+log = logging.getLogger("gateway.web.ratelimit")
+
+LOOKUP_SCOPE = "verifications:read"
+PREFIX = "gateway-ratelimit"
+REDIS_RETRY_SECONDS = 5  # while Redis is down, how often to try it again
+#: The app extension answering whether one more Credly notification may be checked.
+CREDLY_CHECKS = "credly_webhook_checks"
+CHECKS_KEY = "credly-webhooks/checks"
+
+
+class TooManyLookups(Problem):
+    """A lookup over its limit: 429 with `Retry-After`."""
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(
+            429, "Too Many Requests", detail, headers={"Retry-After": str(retry_after)}
+        )
+
+
+class Counter:
+    """Sliding-window counts in Redis (or memory), falling back to memory while Redis is down."""
+
+    def __init__(self, redis_url: str | None) -> None:
+        self.fallback = SlidingWindowCounterRateLimiter(MemoryStorage())
+        self.shared = None
+        if redis_url:
+            storage: Storage = RedisStorage(
+                redis_url,
+                key_prefix=PREFIX,
+                wrap_exceptions=True,
+                socket_connect_timeout=2,
+                socket_timeout=2,
+            )
+            self.shared = SlidingWindowCounterRateLimiter(storage)
+        self.retry_shared_at = 0.0
+
+    def _run(self, call: Callable[[SlidingWindowCounterRateLimiter], object]) -> object:
+        if self.shared is not None and time.monotonic() >= self.retry_shared_at:
+            try:
+                return call(self.shared)
+            except StorageError as exc:
+                log.warning("rate limits counted in memory: %s", exc.storage_error)
+                self.retry_shared_at = time.monotonic() + REDIS_RETRY_SECONDS
+        return call(self.fallback)
+
+    def hit(self, items: list[RateLimitItem], key: str, cost: int) -> RateLimitItem | None:
+        """Count `cost` against every limit of `key`; the first limit refusing it, if any."""
+        for item in items:
+            if not self._run(lambda limiter, item=item: limiter.hit(item, key, cost=cost)):
+                return item
+        return None
+
+    def retry_after(self, item: RateLimitItem, key: str) -> int:
+        """Whole seconds until the window of `item` has room again (at least 1)."""
+        stats = self._run(lambda limiter: limiter.get_window_stats(item, key))
+        return max(1, math.ceil(stats.reset_time - time.time()))
+
+
+def lookup_client() -> str | None:
+    """The client id of a valid `verifications:read` token on this request, else None.
+
+    Never raises: a missing or bad token counts against the address, and the view refuses a bad one.
+    """
+    if "lookup_client" not in g:
+        g.lookup_client = None
+        if "Authorization" in request.headers:
+            with contextlib.suppress(OAuth2Error):
+                g.lookup_client = require_oauth.acquire_token([LOOKUP_SCOPE]).client_id
+    return g.lookup_client
+
+
+def address_key() -> str:
+    """The counter of the anonymous lookups from the request's address (API and page alike)."""
+    return f"lookups/address:{request.remote_addr}"
+
+
+def _lookup_cost() -> int:
+    """A batch costs one lookup per id it asks for (at most MAX_BATCH); anything else costs one."""
+    body = request.get_json(silent=True) if request.method == "POST" else None
+    ids = body.get("certification_ids") if isinstance(body, dict) else None
+    return min(max(len(ids), 1), MAX_BATCH) if isinstance(ids, list) else 1
+
+
+def init_app(
+    app: Flask,
+    settings: Settings,
+    *,
+    apis: Iterable[Blueprint],
+    pages: Iterable[Blueprint],
+    webhooks: Blueprint,
+) -> Counter:
+    """Limit the lookups of `apis` (per address, or per client with a `verifications:read` token,
+    batches counting each id) and of `pages` (per address; the bare form is free), an address having
+    one allowance for all of them; and the Credly notifications of `webhooks` (per address).
+    `app.extensions[CREDLY_CHECKS]()` says whether one more notification may be checked with Credly
+    (CREDLY_WEBHOOK_CHECKS, across addresses)."""
+    if settings.trusted_proxies:
+        n = settings.trusted_proxies  # X-Forwarded-Proto too: HSTS is sent when TLS is in front
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)
+    counter = Counter(settings.redis_url)
+    anonymous = parse_many(settings.verify_rate_limit)
+    authenticated = parse_many(settings.verify_rate_limit_authenticated)
+
+    def limit(key: str, items: list[RateLimitItem], cost: int, detail: str) -> None:
+        refused = counter.hit(items, key, cost)
+        if refused is not None:
+            raise TooManyLookups(detail, counter.retry_after(refused, key))
+
+    def limit_api() -> None:
+        client = lookup_client()
+        if client:
+            key, items, rate = f"lookups/client:{client}", authenticated, "this API client"
+            setting = settings.verify_rate_limit_authenticated
+        else:
+            key, items, rate = address_key(), anonymous, "this address"
+            setting = settings.verify_rate_limit
+        limit(key, items, _lookup_cost(), f"Too many lookups from {rate}: the limit is {setting}.")
+
+    def limit_page() -> None:
+        # The bare form costs nothing; a number asked for, or a credential posted, costs one.
+        if "certification_id" in request.args or request.method == "POST":
+            limit(
+                address_key(),  # one allowance per address for the page and the API together
+                anonymous,
+                1,
+                f"Too many lookups: the limit is {settings.verify_rate_limit} per address.",
+            )
+
+    notifications = parse_many(settings.credly_webhook_rate_limit)
+    checks = parse_many(settings.credly_webhook_checks)
+
+    def limit_webhooks() -> None:
+        key = f"credly-webhooks/address:{request.remote_addr}"
+        refused = counter.hit(notifications, key, 1)
+        if refused is not None:
+            metrics.CREDLY_NOTIFICATIONS.labels("rate_limited").inc()
+            detail = f"Too many notifications from this address: the limit is {notifications[0]}."
+            raise TooManyLookups(detail, counter.retry_after(refused, key))
+
+    def admit_check() -> int | None:
+        """None when one more notification may be checked, else seconds until one may."""
+        refused = counter.hit(checks, CHECKS_KEY, 1)
+        return None if refused is None else counter.retry_after(refused, CHECKS_KEY)
+
+    app.extensions[CREDLY_CHECKS] = admit_check
+    # On the app, not the blueprints: they are shared by every app built in this process.
+    limited = {api.name: limit_api for api in apis} | {page.name: limit_page for page in pages}
+    limited[webhooks.name] = limit_webhooks
+
+    @app.before_request
+    def limit_lookups() -> None:
+        check = limited.get(request.blueprint or "")
+        if check is not None:
+            check()
+
+    return counter

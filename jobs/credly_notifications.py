@@ -1,0 +1,185 @@
+"""The job behind a Credly notification: fetch the event from Credly, and only then act on it.
+
+`badge.state.changed` moves the badge with the event's Credly badge id to accepted, rejected or
+revoked, or, when it was replaced, to its successor (adopted: its id and state); `badge.deleted`
+marks it deleted by its earner once Credly no longer has it; other event types are recorded and
+ignored; an event Credly does not know (404) is forged and changes nothing (docs/credly.md).
+When the event is about a badge of one of our certifications (its `issuer_earner_id`) whose issue
+job has not recorded the Credly id yet, the job is retried.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy import exists, select
+from sqlalchemy.orm import Session
+
+from connectors.credly import REPLACED, CredlyError, NotFound, TransientError, parse_credly_datetime
+from connectors.credly import Badge as CredlyBadge
+from gateway.store.models import Badge, Certification, CredlyNotification, utcnow
+from gateway.usecases.services import Services
+from jobs.badges import DELETED, latest
+from jobs.engine.claim import ClaimedItem
+
+log = logging.getLogger("jobs.credly_notifications")
+
+BADGE_STATE_CHANGED = "badge.state.changed"
+BADGE_DELETED = "badge.deleted"
+#: The Credly states a notification may move one of our badges to (replaced: to its successor).
+NOTIFIED_STATES = ("accepted", "rejected", "revoked", REPLACED)
+#: Our badge states a notification may move a badge from (revoked, error, ... stay as they are).
+MOVABLE_STATES = ("pending", "accepted", "rejected")
+
+Outcome = tuple[str, str]
+
+
+class BadgeNotRecordedYet(TransientError):
+    """The event is about a badge of ours whose Credly id no issue job has recorded yet."""
+
+
+def process(svc: Services, item: ClaimedItem) -> None:
+    """Fetch the notified event from Credly with our own credentials and apply it."""
+    notification_id = item.payload["notification_id"]
+    with svc.db.sessions() as session:
+        status = session.scalar(
+            select(CredlyNotification.status).where(
+                CredlyNotification.notification_id == notification_id
+            )
+        )
+    if status != "received":
+        log.info("notification already %s", status, extra={"notification_id": notification_id})
+        return
+    try:
+        event = svc.credly.get_event(notification_id)
+        _apply(svc, item, event, _now_in_credly(svc, event))
+    except NotFound as exc:
+        _close(svc, item, "forged", f"Credly does not know this event: {exc}")
+        log.warning("forged Credly notification", extra={"notification_id": notification_id})
+    except CredlyError as exc:
+        _note_error(svc, notification_id, exc)
+        raise
+
+
+def _reported(event: dict[str, Any]) -> CredlyBadge | None:
+    try:
+        return CredlyBadge.from_json(event.get("badge"))
+    except ValueError:
+        return None
+
+
+def _now_in_credly(svc: Services, event: dict[str, Any]) -> CredlyBadge | None:
+    """What Credly holds now in place of the event's badge, when the event ended it: a replaced
+    badge's latest successor; for `badge.deleted`, the badge read again (None: it is gone)."""
+    reported = _reported(event)
+    if reported is None:
+        return None
+    if event.get("event_type") == BADGE_DELETED:
+        try:
+            return svc.credly.get_badge(reported.id)
+        except NotFound:
+            return None
+    return latest(svc, reported) if reported.state == REPLACED else None
+
+
+def _apply(
+    svc: Services, item: ClaimedItem, event: dict[str, Any], now: CredlyBadge | None
+) -> None:
+    """Record the fetched event, Credly's own type and time, what it changed, and the item done."""
+    with svc.db.transaction() as session:
+        row = _notification(session, item.payload["notification_id"])
+        row.event = event
+        row.event_type = str(event.get("event_type") or row.event_type)
+        row.occurred_at = parse_credly_datetime(event.get("occurred_at")) or row.occurred_at
+        reported = _reported(event)
+        if row.event_type not in (BADGE_DELETED, BADGE_STATE_CHANGED):
+            status, result = "ignored", f"{row.event_type} events are not acted on"
+        elif reported is None:
+            status, result = "ignored", "the event names no badge"
+        else:
+            row.credly_badge_id = reported.id
+            status, result = _badge_event(session, row, reported, now)
+        row.status, row.result, row.last_error, row.processed_at = status, result, None, utcnow()
+        item.finish(svc.db, session.connection())
+    log.info("Credly notification %s: %s", status, result)
+
+
+def _ours(session: Session, reported: CredlyBadge) -> Badge | None:
+    """Our badge with the reported Credly id, locked; BadgeNotRecordedYet when it is one of our
+    certifications' whose issue job has not recorded it yet."""
+    badge = session.scalar(
+        select(Badge).where(Badge.credly_badge_id == reported.id).with_for_update()
+    )
+    earner = reported.issuer_earner_id
+    if badge is None and earner and session.get(Certification, earner) is not None:
+        raise BadgeNotRecordedYet(f"badge {reported.id} of {earner} is not recorded yet")
+    return badge
+
+
+def _badge_event(
+    session: Session, row: CredlyNotification, reported: CredlyBadge, now: CredlyBadge | None
+) -> Outcome:
+    """Apply a badge event to our badge: `now` is what Credly holds in its place (a replaced
+    badge's successor; for `badge.deleted`, the badge if Credly still has it)."""
+    deleted = row.event_type == BADGE_DELETED
+    if deleted and now is not None:
+        return "ignored", f"badge {reported.id} is still in Credly ({now.state})"
+    if not deleted and reported.state not in NOTIFIED_STATES:
+        return "ignored", f"badge {reported.id} became {reported.state}: nothing to show"
+    badge = _ours(session, reported)
+    if badge is None:
+        return "ignored", f"badge {reported.id} was not issued by this gateway"
+    if deleted:
+        before = badge.state
+        badge.state, badge.state_changed_at = DELETED, row.occurred_at
+        return "processed", f"badge {reported.id}: {before} -> deleted by its earner"
+    if now is not None:  # replaced (in Credly's UI, say): its successor is the badge now
+        badge.credly_badge_id, badge.state = now.id, now.state
+        badge.state_changed_at = row.occurred_at
+        return "processed", f"badge {reported.id} replaced by {now.id} ({now.state})"
+    if badge.state == reported.state:
+        return "processed", f"badge {reported.id} was already {reported.state}"
+    if badge.state not in MOVABLE_STATES:
+        return "ignored", f"badge {reported.id} is {badge.state} here and stays so"
+    if _later_one_applied(session, row):
+        return "ignored", f"a later notification about badge {reported.id} was applied"
+    before = badge.state
+    badge.state, badge.state_changed_at = reported.state, row.occurred_at
+    return "processed", f"badge {reported.id}: {before} -> {reported.state}"
+
+
+def _later_one_applied(session: Session, row: CredlyNotification) -> bool:
+    """True when a notification that happened later moved the same badge already."""
+    return bool(
+        session.scalar(
+            select(
+                exists().where(
+                    CredlyNotification.credly_badge_id == row.credly_badge_id,
+                    CredlyNotification.status == "processed",
+                    CredlyNotification.occurred_at > row.occurred_at,
+                )
+            )
+        )
+    )
+
+
+def _notification(session: Session, notification_id: str) -> CredlyNotification:
+    return session.scalars(
+        select(CredlyNotification)
+        .where(CredlyNotification.notification_id == notification_id)
+        .with_for_update()
+    ).one()
+
+
+def _close(svc: Services, item: ClaimedItem, status: str, result: str) -> None:
+    with svc.db.transaction() as session:
+        row = _notification(session, item.payload["notification_id"])
+        row.status, row.result, row.last_error, row.processed_at = status, result, None, utcnow()
+        item.finish(svc.db, session.connection())
+
+
+def _note_error(svc: Services, notification_id: str, exc: CredlyError) -> None:
+    with svc.db.transaction() as session:
+        row = _notification(session, notification_id)
+        row.last_error = f"{exc} {exc.body}" if exc.body else str(exc)

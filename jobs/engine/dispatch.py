@@ -1,0 +1,280 @@
+"""From outbox to running jobs: waking workers (RQ, or a thread in-process), the relay, requeueing.
+
+The outbox table is the work queue: a worker claims the next due item itself (`jobs.engine.outbox`).
+What travels through RQ is a wake-up, the `drain` job, which works due items on
+JOB_CONCURRENCY threads until none is left. A worker so pays RQ's cost per wake-up, not per
+item, and a slow Credly answer holds up one thread, not the worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from enum import Enum
+from functools import reduce
+
+from redis.exceptions import RedisError
+from rq import Queue
+from sqlalchemy import bindparam, func, select, update
+
+from gateway.store.db import wake_after_commit
+from gateway.store.models import OutboxItem, UTCDateTime, utcnow
+from gateway.usecases.services import Services
+from jobs.engine import context
+from jobs.engine.outbox import Drained, work_due
+
+log = logging.getLogger("jobs.engine.dispatch")
+
+RELAY_GRACE = timedelta(seconds=2)
+DAY = 24 * 3600
+#: How long one drain job claims items before it hands over to a follow-up.
+DRAIN_SECONDS = 60
+#: How long a wake-up stays pending: a drain job queued, not yet started.
+WAKE_SECONDS = 30
+
+DUE = (
+    select(func.count())
+    .select_from(OutboxItem)
+    .where(OutboxItem.due_at <= bindparam("cutoff", type_=UTCDateTime()))
+)
+
+
+#: An item due beyond the first `threads` ones.
+BEYOND = (
+    select(OutboxItem.id)
+    .where(OutboxItem.due_at <= bindparam("now", type_=UTCDateTime()))
+    .order_by(OutboxItem.due_at)
+    .offset(bindparam("threads"))
+    .limit(1)
+)
+#: When the next item is due (a retry, a lease running out); None when none is unsettled.
+NEXT_DUE = select(func.min(OutboxItem.due_at))
+
+
+class Dispatcher(ABC):
+    """Has committed outbox items worked."""
+
+    def dispatch(self, outbox_ids: Iterable[int]) -> None:
+        """Have these newly committed items worked soon; never raises for a broker outage."""
+        if any(True for _ in outbox_ids):
+            self.wake()
+
+    @abstractmethod
+    def wake(self) -> None:
+        """Have the due items worked soon; never raises for a broker outage."""
+
+
+def _seconds_until(when: datetime) -> float:
+    return max(0.0, (when - utcnow()).total_seconds())
+
+
+class RQDispatcher(Dispatcher):
+    """Wake the workers of the RQ queue: one pending `drain` job at a time."""
+
+    def __init__(self, svc: Services) -> None:
+        self.svc = svc
+        self.queue = Queue(svc.settings.queue_name, connection=svc.redis)
+        self.flag = f"{svc.settings.queue_name}:outbox-wake"
+        self.timeout = DRAIN_SECONDS + svc.settings.job_timeout_seconds + 30
+
+    def wake(self) -> None:
+        # The flag says a drain job is queued and not yet started (it clears the flag before
+        # claiming anything), so that job will see every item committed before this call.
+        try:
+            if self.svc.redis.set(self.flag, 1, nx=True, ex=WAKE_SECONDS):
+                self.queue.enqueue(drain, job_timeout=self.timeout, result_ttl=0, failure_ttl=DAY)
+        except RedisError as exc:
+            _broker_down(exc)
+            with contextlib.suppress(RedisError):  # no job behind it: let the relay wake again
+                self.svc.redis.delete(self.flag)
+
+    def wake_at(self, when: datetime) -> None:
+        """Wake a worker at `when` (one job a second at most), through RQ's scheduler, which
+        keeps the real time: `when` is on the gateway's clock, so it goes by how far off it is."""
+        second = int(time.time() + _seconds_until(when)) + 1
+        try:
+            self.queue.enqueue_at(
+                datetime.fromtimestamp(second, UTC),
+                drain,
+                job_id=f"outbox-drain-at-{second}",
+                job_timeout=self.timeout,
+                result_ttl=0,
+                failure_ttl=DAY,
+            )
+        except RedisError as exc:
+            _broker_down(exc)
+
+
+def _broker_down(exc: RedisError) -> None:
+    log.warning("Redis unavailable; the relay will wake a worker later", extra={"error": str(exc)})
+
+
+def drain() -> None:
+    """The RQ job: work the due items on JOB_CONCURRENCY threads for up to DRAIN_SECONDS, then
+    wake the workers again for what is left and for the earliest retry."""
+    svc = context.services()
+    if svc.dispatcher is None:  # a plain `rq worker` built the services from the environment
+        svc.dispatcher = RQDispatcher(svc)
+    dispatcher = svc.dispatcher
+    if not isinstance(dispatcher, RQDispatcher):
+        raise RuntimeError("the drain job runs in a worker with REDIS_URL set")
+    svc.redis.delete(dispatcher.flag)
+    threads = svc.settings.job_concurrency
+    with svc.db.engine.connect() as connection:
+        backlog = connection.scalar(BEYOND, {"now": utcnow(), "threads": threads})
+    if backlog is not None:  # more than this worker's threads take at once: wake another one
+        dispatcher.wake()
+    with ThreadPoolExecutor(threads, thread_name_prefix="drain") as pool:
+        passes = pool.map(lambda _: work_due(svc, seconds=DRAIN_SECONDS), range(threads))
+        left = reduce(Drained.merge, passes, Drained())
+    if left.more:
+        dispatcher.wake()
+    if left.retry_at is not None:
+        dispatcher.wake_at(left.retry_at)
+
+
+class InProcessDispatcher(Dispatcher):
+    """The embedded default: due items worked on a background thread of this process.
+
+    `synchronous` works them in the caller's thread instead (tests, one-off commands), waiting
+    out retries until every due item has settled. `polling` (the serving process) keeps the
+    thread for the process's life, looking for due items every RELAY_INTERVAL_SECONDS too: those
+    that commands in other processes queue.
+    """
+
+    def __init__(self, svc: Services, *, synchronous: bool = False, polling: bool = False) -> None:
+        self.svc = svc
+        self.synchronous = synchronous
+        self.polling = polling and not synchronous
+        self._woken = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._local = threading.local()
+        self._closed = False
+        if self.polling:
+            self.wake()
+
+    def close(self) -> None:
+        """Stop working items in this process, once the pass under way has ended."""
+        with self._lock:
+            self._closed, thread = True, self._thread
+        self._woken.set()
+        if thread is not None:
+            thread.join()
+
+    def wake(self) -> None:
+        if self.synchronous:
+            self._work_here()
+            return
+        with self._lock:  # the thread decides to stop under the lock too: no wake-up is lost
+            if self._closed:
+                return
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="jobs", daemon=True)
+                self._thread.start()
+            self._woken.set()
+
+    def _work_here(self) -> None:
+        if getattr(self._local, "working", False):
+            return  # a handler's own new items: the pass under way takes them
+        self._local.working = True
+        try:
+            while (retry_at := work_due(self.svc).retry_at) is not None:
+                time.sleep(_seconds_until(retry_at))
+        finally:
+            self._local.working = False
+
+    def _loop(self) -> None:
+        wait: float | None = None
+        interval = self.svc.settings.relay_interval_seconds
+        while True:
+            self._woken.wait(wait)
+            self._woken.clear()
+            if self._closed:
+                return
+            try:
+                work_due(self.svc)
+                with self.svc.db.engine.connect() as connection:
+                    next_due = connection.scalar(NEXT_DUE)
+            except Exception:  # the thread must outlive a database hiccup
+                log.exception("in-process jobs pass failed")
+                next_due = utcnow() + timedelta(seconds=interval)
+            with self._lock:
+                if next_due is None and not self._woken.is_set() and not self.polling:
+                    self._thread = None  # nothing unsettled: the next wake-up starts another
+                    return
+            wait = None if next_due is None else _seconds_until(next_due)
+            if self.polling:
+                wait = min(wait, interval) if wait is not None else interval
+
+
+class LeftToServer(Dispatcher):
+    """The embedded default in a command other than the server (`gateway sweep`, `gateway jobs
+    requeue`, ...): its items are left to the serving process, which looks for due items every
+    RELAY_INTERVAL_SECONDS. Worked here, they would stop half-done when the command ends, and
+    the dry-run Credly's badges live in the server's memory."""
+
+    def __init__(self, svc: Services) -> None:
+        self.svc = svc
+
+    def wake(self) -> None:
+        log.info("jobs left to the serving process (`gateway run`)")
+
+
+class JobThread(Enum):
+    """Where a process without Redis (the embedded default) has its jobs worked."""
+
+    ON_DEMAND = "a thread of this process, while items are unsettled"
+    POLLING = "a thread of this process for its life, also polling (the server)"
+    IN_SERVER = "the serving process (any other command)"
+
+
+def make_dispatcher(
+    svc: Services, *, synchronous: bool = False, jobs: JobThread = JobThread.ON_DEMAND
+) -> Dispatcher:
+    """RQ when Redis is configured; else in-process as `jobs` says, or in the caller's thread
+    (`synchronous`)."""
+    if svc.redis is not None:
+        return RQDispatcher(svc)
+    if jobs is JobThread.IN_SERVER and not synchronous:
+        return LeftToServer(svc)
+    return InProcessDispatcher(svc, synchronous=synchronous, polling=jobs is JobThread.POLLING)
+
+
+def relay(svc: Services, dispatcher: Dispatcher) -> int:
+    """Wake the workers when items have been due for RELAY_GRACE (a wake-up lost with Redis, a
+    worker stopped mid-attempt, a retry whose time came); returns how many are due.
+
+    Younger items are left alone: their own wake-up may be on its way.
+    """
+    with svc.db.engine.connect() as connection:
+        due = connection.scalar(DUE, {"cutoff": utcnow() - RELAY_GRACE})
+    if due:
+        dispatcher.wake()
+        log.info("relay: %d outbox items due", due)
+    return due
+
+
+def requeue(svc: Services, outbox_ids: list[int]) -> list[int]:
+    """Put failed items back: reset their attempts and have them worked afresh."""
+    with svc.db.transaction() as session:
+        ids = list(
+            session.scalars(
+                select(OutboxItem.id).where(
+                    OutboxItem.id.in_(outbox_ids), OutboxItem.state == "failed"
+                )
+            )
+        )
+        session.execute(
+            update(OutboxItem)
+            .where(OutboxItem.id.in_(ids))
+            .values(state="pending", attempts=0, last_error=None, finished_at=None, due_at=utcnow())
+        )
+        wake_after_commit(ids)
+    return ids

@@ -1,0 +1,214 @@
+"""The work behind outbox items: claim the next due ones, run their handlers, record the ends."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import partial
+
+from sqlalchemy import Connection, bindparam, update
+
+from connectors.credly import Unauthorized
+from connectors.errors import PermanentError, TransientError
+from gateway.platform import logs, metrics
+from gateway.platform.config import Settings
+from gateway.store.db import retry_disconnect
+from gateway.store.models import OutboxItem, UTCDateTime, utcnow
+from gateway.usecases.credly_token import token_state
+from gateway.usecases.services import Services
+from jobs import badges, credly_notifications, deliveries, notices, verification
+from jobs.engine.claim import CLAIM_BATCH, CLAIM_DUE, ENDED, GIVE_BACK, ClaimedItem, ended
+from jobs.engine.retry import MAX_ATTEMPTS, RetryPolicy
+
+log = logging.getLogger("jobs.engine.outbox")
+
+Handler = Callable[[Services, ClaimedItem], None]
+
+HANDLERS: dict[str, Handler] = {
+    "issue_badge": badges.issue,
+    "replace_badge": badges.replace,
+    "revoke_badge": badges.revoke,
+    "sync_verification": verification.sync,
+    "credly_notification": credly_notifications.process,
+    "deliver_webhook": deliveries.deliver_webhook,
+    "push_directory": deliveries.push_directory,
+    notices.KIND: notices.review_job,
+}
+
+#: What else a final failure of an item of the kind records, in the transaction of its end.
+GIVEN_UP: dict[str, Callable[[Services, Connection, ClaimedItem, str], None]] = {
+    "issue_badge": badges.given_up,
+    "replace_badge": badges.given_up,
+    "revoke_badge": badges.given_up,
+}
+
+#: Kinds that call Credly: they wait while Credly refuses the token
+# (gateway/usecases/credly_token.py).
+CREDLY_KINDS = frozenset({"issue_badge", "replace_badge", "revoke_badge", "credly_notification"})
+
+#: A paused attempt: due again later, the attempt its claim counted given back.
+PAUSED = (
+    update(OutboxItem)
+    .where(OutboxItem.id == bindparam("outbox_id"))
+    .values(
+        state="retrying",
+        attempts=OutboxItem.attempts - 1,
+        last_error=bindparam("last_error"),
+        due_at=bindparam("due_at", type_=UTCDateTime()),
+    )
+)
+
+#: Kinds retried on their own policy; the others get MAX_ATTEMPTS on JOB_RETRY_BASE_SECONDS.
+POLICIES: dict[str, Callable[[Settings], RetryPolicy]] = {
+    "deliver_webhook": deliveries.retry_policy,
+    "push_directory": deliveries.retry_policy,
+}
+
+
+@dataclass
+class Drained:
+    """What a pass over the due items left behind."""
+
+    #: The earliest retry the pass scheduled.
+    retry_at: datetime | None = None
+    #: Whether it stopped for time with items perhaps still due.
+    more: bool = False
+
+    def merge(self, other: Drained) -> Drained:
+        """What two passes together left behind."""
+        retries = [t for t in (self.retry_at, other.retry_at) if t is not None]
+        return Drained(min(retries, default=None), self.more or other.more)
+
+
+def work_due(svc: Services, *, seconds: float | None = None) -> Drained:
+    """Claim and run due items one after another until none is due (or `seconds` have passed).
+
+    A claim takes one item; while claims come back full (a backlog), the next takes twice as
+    many, up to CLAIM_BATCH: a backlog costs one claim per several items, and a few items due
+    at once still go one to each of a worker's threads.
+    """
+    drained = Drained()
+    deadline = None if seconds is None else time.monotonic() + seconds
+    half_lease = timedelta(seconds=svc.settings.job_timeout_seconds / 2)
+    batch = 1
+    while deadline is None or time.monotonic() < deadline:
+        items = retry_disconnect(partial(claim_due, svc, batch))
+        if not items:
+            return drained
+        for n, item in enumerate(items):
+            if n and utcnow() > item.lease_end - half_lease:
+                # Less than half its lease ahead: another worker may take it while it runs.
+                give_back(svc, items[n:])
+                break
+            drained = drained.merge(Drained(run_claimed(svc, item)))
+        batch = min(2 * batch, CLAIM_BATCH) if len(items) == batch else 1
+    drained.more = True
+    return drained
+
+
+def claim_due(svc: Services, batch: int = 1) -> list[ClaimedItem]:
+    """Up to `batch` of the earliest due items (in the order they were queued),
+    recorded `running` with one more attempt, under a lease of JOB_TIMEOUT_SECONDS (after which
+    another worker may claim them); none when none is due.
+
+    Safe to repeat after a dropped connection: at worst one attempt is counted twice.
+    """
+    now = utcnow()
+    lease_end = now + timedelta(seconds=svc.settings.job_timeout_seconds)
+    rows = svc.db.write(CLAIM_DUE, {"now": now, "lease_end": lease_end, "batch": batch})
+    return sorted((ClaimedItem(*row) for row in rows), key=lambda item: item.id)
+
+
+def give_back(svc: Services, items: list[ClaimedItem]) -> None:
+    """Make claimed items due again unstarted (those still under the lease of their claim)."""
+    values = {"outbox_ids": [i.id for i in items], "lease_end": items[0].lease_end, "now": utcnow()}
+    svc.db.write(GIVE_BACK, values)
+
+
+def run_claimed(svc: Services, item: ClaimedItem) -> datetime | None:
+    """Run a claimed item's handler and record the outcome; when it is retried, the time."""
+    logs.bind(request_id=item.request_id, outbox_id=item.id, kind=item.kind)
+    try:
+        return _run(svc, item)
+    finally:
+        logs.clear()
+
+
+def _run(svc: Services, item: ClaimedItem) -> datetime | None:
+    policy = retry_policy(svc.settings, item.kind)
+    if item.attempts > policy.max_attempts:  # only a lease that ran out counts past the last
+        return _fail(svc, item, f"gave up: attempt {item.attempts - 1} ended with its worker")
+    if item.kind in CREDLY_KINDS and (reason := token_state(svc).paused()):
+        return _pause(svc, item, reason)
+    try:
+        HANDLERS[item.kind](svc, item)
+    except Unauthorized as exc:
+        reason = f"{exc} {exc.body}" if exc.body else str(exc)
+        token_state(svc).pause(reason, svc.settings.credly_pause_seconds)
+        return _pause(svc, item, reason)
+    except TransientError as exc:
+        return _retry(svc, item, policy, str(exc), exc.retry_after)
+    except PermanentError as exc:
+        return _fail(svc, item, f"{exc} {exc.body}" if exc.body else str(exc))
+    except Exception as exc:  # unexpected (e.g. the database went away): retried on the policy
+        log.exception("job error")
+        return _retry(svc, item, policy, f"{type(exc).__name__}: {exc}", None)
+    _finish(svc, item, "done", None)
+    return None
+
+
+def retry_policy(settings: Settings, kind: str) -> RetryPolicy:
+    """How transient failures of the outbox items of `kind` are retried."""
+    own = POLICIES.get(kind)
+    return own(settings) if own else RetryPolicy(MAX_ATTEMPTS, settings.job_retry_base_seconds)
+
+
+def _retry(
+    svc: Services, item: ClaimedItem, policy: RetryPolicy, error: str, retry_after: float | None
+) -> datetime | None:
+    attempt = item.attempts
+    if attempt >= policy.max_attempts:
+        return _fail(svc, item, f"gave up after {attempt} attempts: {error}")
+    delay = policy.delay(attempt, retry_after)
+    due_at = utcnow() + timedelta(seconds=delay)
+    _finish(svc, item, "retrying", f"attempt {attempt}: {error}; retry in {delay}s", due_at)
+    log.warning("transient failure, retry in %ss", delay, extra={"error": error})
+    return due_at
+
+
+def _pause(svc: Services, item: ClaimedItem, reason: str) -> datetime:
+    """Put a Credly job off while Credly refuses the token, without using an attempt."""
+    due_at = utcnow() + timedelta(seconds=svc.settings.credly_pause_seconds)
+    error = f"waiting for a working Credly token: {reason}"
+    svc.db.write(PAUSED, {"outbox_id": item.id, "last_error": error, "due_at": due_at})
+    metrics.JOBS.labels(item.kind, "paused").inc()
+    return due_at
+
+
+def _fail(svc: Services, item: ClaimedItem, reason: str) -> None:
+    """Record a final failure: listed by `gateway jobs failed` until requeued; with what the
+    kind records of it (`GIVEN_UP`), in the same transaction."""
+    _finish(svc, item, "failed", reason, also=GIVEN_UP.get(item.kind))
+    log.error("job failed", extra={"error": reason})
+
+
+def _finish(
+    svc: Services,
+    item: ClaimedItem,
+    state: str,
+    error: str | None,
+    due_at: datetime | None = None,
+    also: Callable[[Services, Connection, ClaimedItem, str], None] | None = None,
+) -> None:
+    """Record how the attempt ended, unless the handler recorded it done with its outcome."""
+    values = ended(item.id, state, error, due_at=due_at)
+    if also is not None and error is not None:
+        with svc.db.engine.begin() as connection:
+            also(svc, connection, item, error)
+            svc.db.execute(connection, ENDED, values)
+    elif not (state == "done" and item.done):
+        svc.db.write(ENDED, values)
+    metrics.JOBS.labels(item.kind, state).inc()
