@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from connectors.credly import (
     MAX_SUCCESSORS,
     REPLACED,
+    REVOKED,
     BadgeRequest,
     CredlyError,
     NotFound,
@@ -406,14 +407,18 @@ def _bring_up_to_date(
         current = latest(svc, svc.credly.get_badge(credly_id))
     except NotFound:
         return _deleted(credly_id), None
+    new_email = (current.recipient_email or "").casefold() != recipient.recipient_email.casefold()
+    if current.state == REVOKED and new_email:
+        # An earlier attempt revoked it to issue it again to the new address, then failed (or
+        # its answer was lost): issue it now, or adopt the one that attempt made.
+        return _issue_or_adopt(svc, recipient), None
     if not current.live():
         return current, None  # revoked, rejected or expired in Credly: nothing to show changed
-    new_email = (current.recipient_email or "").casefold() != recipient.recipient_email.casefold()
     if new_email and current.state == "pending":
         svc.credly.revoke_badge(
             current.id, reason=NEW_ADDRESS_REASON, suppress_revoke_notification_email=True
         )
-        return svc.credly.issue_badge(recipient), None
+        return _issue_or_adopt(svc, recipient), None
     note = OWN_EMAIL_NOTE if new_email else None
     if recipient.shows_as(current):
         log.info("the badge says it all already", extra={"credly_badge_id": current.id})

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import pytest
 
 from connectors.credly import REPLACE_FIELDS
+from connectors.errors import TransientError
 from gateway import intake, metrics
 from gateway.store.models import Badge, CredlyNotification
 from gateway.views import badge_view
@@ -276,6 +277,20 @@ def test_an_email_change_on_a_pending_badge_issues_it_again_to_the_new_address(s
     assert old["state"] == "revoked"
     [revoke_call] = calls(standin, "revoke")
     assert revoke_call["body"]["suppress_revoke_notification_email"] is True
+    [new] = live(standin)
+    assert new["recipient_email"] == "ada@new.example.org"
+    assert [b.credly_badge_id for b in badges(svc)] == [new["id"]]
+
+
+def test_an_email_change_whose_new_issue_failed_issues_it_on_the_next_attempt(svc, standin):
+    grant(svc)
+    submit(svc, event("member.updated", {"email": "ada@new.example.org"}))
+    [item] = items(svc, "replace_badge")
+    standin.queue_faults([{"status": 500}])  # the old badge is revoked, the new issue fails
+    with pytest.raises(TransientError):
+        badges_jobs.replace(svc, _claimed(item))
+    assert live(standin) == []
+    badges_jobs.replace(svc, _claimed(item))
     [new] = live(standin)
     assert new["recipient_email"] == "ada@new.example.org"
     assert [b.credly_badge_id for b in badges(svc)] == [new["id"]]
