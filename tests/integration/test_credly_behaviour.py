@@ -296,6 +296,22 @@ def test_an_email_change_whose_new_issue_failed_issues_it_on_the_next_attempt(sv
     assert [b.credly_badge_id for b in badges(svc)] == [new["id"]]
 
 
+def test_a_revocation_while_the_new_address_issue_is_in_flight_leaves_no_live_badge(svc, standin):
+    grant(svc)
+    submit(svc, event("member.updated", {"email": "ada@new.example.org"}))
+    [item] = items(svc, "replace_badge")
+    standin.queue_faults([{"delay": 0.7}])  # slow, but answered within the timeout
+    flight = threading.Thread(target=badges_jobs.replace, args=(svc, _claimed(item)))
+    flight.start()
+    while not calls(standin, "revoke"):  # the old badge is revoked, the new one being issued
+        standin.wait(0.02)
+    intake.submit_event(svc, revoked("2026-06-01"))
+    [revoke_item] = items(svc, "revoke_badge")
+    badges_jobs.revoke(svc, _claimed(revoke_item))  # finds nothing live yet
+    flight.join()
+    assert len(standin.badges()) == 2 and live(standin) == []
+
+
 def test_an_email_change_on_an_accepted_badge_is_the_earners_own_and_ends_done(svc, standin):
     badge = grant(svc)
     standin.set_badge_state(badge.credly_badge_id, "accepted")
