@@ -1019,8 +1019,9 @@ class Soak:
         record: list[Any],
         history: list[rules.Event],
         today: date,
-        live: list[dict[str, Any]],
+        held: list[dict[str, Any]],
     ) -> list[str]:
+        """What is wrong with one certification: its stored standing, public record, badges."""
         standing = rules.evaluate(history, today, self.policy)
         expected = standing.to_dict()
         problems = []
@@ -1046,12 +1047,12 @@ class Soak:
         if record != public:
             problems.append(f"public record {record} != projection {public}")
         want = 1 if standing.status in rules.BADGE_KEPT else 0
-        every, live = live, [badge for badge in live if badge["state"] in LIVE]
+        live = [badge for badge in held if badge["state"] in LIVE]
         if len(live) != want:
             seen = ", ".join(
                 f"{b['id']} {b['state']} {b['recipient_email']} created {b['created_at']} "
                 f"state since {b['state_updated_at']}"
-                for b in every
+                for b in held
             )
             problems.append(
                 f"badge: {len(live)} live on Credly, want {want} ({standing.status}); "
