@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -56,7 +56,10 @@ from gateway.store.history import load_histories
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-ADMIN_URL = os.environ.get("SOAK_ADMIN_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+#: The PostgreSQL server the soak makes its database on, as the tests reach it.
+ADMIN_URL = make_url(
+    os.environ.get("GATEWAY_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+).set(drivername="postgresql+psycopg")
 ORGANIZATION = "5f1b6cf1-1d6a-4c55-9c5a-2f3f6c0e0001"
 CREDLY_TOKEN = "soak-token"
 #: Marks the permanent Credly errors the soak injects: only jobs failed with it are allowed.
@@ -557,7 +560,7 @@ class Soak:
         self.web = f"http://127.0.0.1:{self.ports['web']}"
         self.env = {
             **os.environ,
-            "DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:5432/{self.db_name}",
+            "DATABASE_URL": ADMIN_URL.set(database=self.db_name).render_as_string(False),
             "REDIS_URL": f"redis://127.0.0.1:{self.ports['redis']}/0",
             "WEB_BIND": f"127.0.0.1:{self.ports['web']}",
             "WEB_WORKERS": "2",
