@@ -260,6 +260,7 @@ class Stats:
     server_errors: list[str] = field(default_factory=list)
     lookups: list[tuple[float, bool]] = field(default_factory=list)  # (seconds, during a fault)
     events_posted: int = 0
+    steady_events: int = 0  # posted during the steady load
     load_seconds: float = 0.0
     faults: list[str] = field(default_factory=list)
     subscriptions: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -298,7 +299,6 @@ class Load:
         self.api, self.lookups, self.stats, self.policy = api, lookups, stats, policy
         self.receiver_port = receiver_port
         self.certs: list[Cert] = []
-        self.rng = random.Random(30)
         self.stop = threading.Event()
         self.fault_active = 0
         self.credentials = sorted(policy.credentials)
@@ -542,6 +542,8 @@ def _month_end(year: int, month: int) -> date:
 
 
 class Soak:
+    """One soak run: its processes, load, faults, checks and figures."""
+
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.workdir = Path(tempfile.mkdtemp(prefix="gw-soak-"))
@@ -555,6 +557,8 @@ class Soak:
         self.receiver = Receiver(self.ports["receiver"])
         self.policy = load_policy()
         self.injected_permanent = 0
+        #: Certifications whose badge its earner deleted: the gateway does not issue it again.
+        self.deleted_badges: set[str] = set()
         self.db_created = False
         self.standin = f"http://127.0.0.1:{self.ports['standin']}"
         self.web = f"http://127.0.0.1:{self.ports['web']}"
@@ -621,6 +625,7 @@ class Soak:
         self.fleet.start(f"worker-{n}", "worker", argv, self.env)
 
     def set_up(self) -> None:
+        """The database, the processes, the receiver and the two API clients."""
         with self.admin.connect() as connection:
             connection.execute(text(f'CREATE DATABASE "{self.db_name}"'))
         self.db_created = True
@@ -828,7 +833,7 @@ class Soak:
     # -- the run
 
     def run(self) -> int:
-        self.deleted_badges: set[str] = set()
+        """Set up, load with faults, drain, check; 1 on any violation, else 0."""
         self.set_up()
         sampler = threading.Event()
         threading.Thread(target=self._sample, args=(sampler,), daemon=True).start()
@@ -926,6 +931,7 @@ class Soak:
     # -- invariants
 
     def check(self) -> list[str]:
+        """Every invariant, once the queue has drained; one line (and trail) a violation."""
         today = datetime.now(UTC).date()
         violations: list[str] = []
         with Session(self.db) as session:
@@ -1197,6 +1203,10 @@ def _seconds(value: timedelta | None) -> float | None:
     return round(value.total_seconds(), 1) if value is not None else None
 
 
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM stops the soak as Ctrl-C does: everything it started too
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=30, help="Length of the steady load.")
@@ -1209,7 +1219,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-logs", action="store_true", help="Keep the processes' logs.")
     args = parser.parse_args(argv)
     soak = Soak(args)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         return soak.run()
     finally:
