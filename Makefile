@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 LOCK := requirements.lock
 
-.PHONY: run test install install-dev lint lock audit
+.PHONY: run test install install-dev lint lock audit soak-short soak
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,3 +44,11 @@ test: install-dev audit
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 	$(BIN)/pytest -q
+	$(MAKE) soak-short
+
+# The chaos soak (docs/benchmarks.md, "Soak"): its exit status is the check of every invariant.
+soak-short: install-dev
+	$(BIN)/python bench/soak.py --minutes 3 --certifications 2000
+
+soak: install-dev
+	$(BIN)/python bench/soak.py --minutes 30 --certifications 20000

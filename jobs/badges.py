@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from connectors.credly import (
     MAX_SUCCESSORS,
     REPLACED,
+    REVOKED,
     BadgeRequest,
     CredlyError,
     NotFound,
@@ -320,13 +321,20 @@ def issue(svc: Services, item: ClaimedItem) -> None:
         return
     if isinstance(recipient, PermanentError):
         raise recipient  # the attempt is on the badge: `given_up` gives it the reason
-    found = _issue_or_adopt(svc, recipient)
-    now = _certification(svc, cert.certification_id)
+    _record_unless_ended(svc, item, badge_id, _issue_or_adopt(svc, recipient))
+
+
+def _record_unless_ended(
+    svc: Services, item: ClaimedItem, badge_id: int, found: CredlyBadge, note: str | None = None
+) -> None:
+    """Record the badge a call to Credly made and the item done; when the certification keeps
+    no badge any more (revoked while the call was in flight, so the revoke job's search may
+    have missed it), revoke what Credly holds, that badge included."""
+    now = _certification(svc, item.certification_id)
     if now.status in BADGE_KEPT:
-        _record(svc, badge_id, found, item)
+        _record(svc, badge_id, found, item, note)
         return
-    # Revoked while the issue call was in flight: the badge it made must not stay live.
-    _record(svc, badge_id, found)
+    _record(svc, badge_id, found, note=note)
     revoke_everything(svc, now)
     _settled(svc, item)
 
@@ -391,7 +399,7 @@ def replace(svc: Services, item: ClaimedItem) -> None:
         _settled(svc, item)
         return
     found, note = _bring_up_to_date(svc, credly_id, recipient)
-    _record(svc, badge_id, found, item, note)
+    _record_unless_ended(svc, item, badge_id, found, note)
 
 
 def _bring_up_to_date(
@@ -406,14 +414,18 @@ def _bring_up_to_date(
         current = latest(svc, svc.credly.get_badge(credly_id))
     except NotFound:
         return _deleted(credly_id), None
+    new_email = (current.recipient_email or "").casefold() != recipient.recipient_email.casefold()
+    if current.state == REVOKED and new_email:
+        # An earlier attempt revoked it to issue it again to the new address, then failed (or
+        # its answer was lost): issue it now, or adopt the one that attempt made.
+        return _issue_or_adopt(svc, recipient), None
     if not current.live():
         return current, None  # revoked, rejected or expired in Credly: nothing to show changed
-    new_email = (current.recipient_email or "").casefold() != recipient.recipient_email.casefold()
     if new_email and current.state == "pending":
         svc.credly.revoke_badge(
             current.id, reason=NEW_ADDRESS_REASON, suppress_revoke_notification_email=True
         )
-        return svc.credly.issue_badge(recipient), None
+        return _issue_or_adopt(svc, recipient), None
     note = OWN_EMAIL_NOTE if new_email else None
     if recipient.shows_as(current):
         log.info("the badge says it all already", extra={"credly_badge_id": current.id})

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from rq import Queue
 
 from connectors.credly import REPLACE_FIELDS
+from connectors.errors import TransientError
 from gateway.cli import cli
 from gateway.platform import metrics
 from gateway.store.models import Badge, CredlyNotification, OutboxItem
@@ -288,6 +289,36 @@ def test_an_email_change_on_a_pending_badge_issues_it_again_to_the_new_address(s
     [new] = live(standin)
     assert new["recipient_email"] == "ada@new.example.org"
     assert [b.credly_badge_id for b in badges(svc)] == [new["id"]]
+
+
+def test_an_email_change_whose_new_issue_failed_issues_it_on_the_next_attempt(svc, standin):
+    grant(svc)
+    submit(svc, event("member.updated", {"email": "ada@new.example.org"}))
+    [item] = items(svc, "replace_badge")
+    standin.queue_faults([{"status": 500}])  # the old badge is revoked, the new issue fails
+    with pytest.raises(TransientError):
+        badges_jobs.replace(svc, _claimed(item))
+    assert live(standin) == []
+    badges_jobs.replace(svc, _claimed(item))
+    [new] = live(standin)
+    assert new["recipient_email"] == "ada@new.example.org"
+    assert [b.credly_badge_id for b in badges(svc)] == [new["id"]]
+
+
+def test_a_revocation_while_the_new_address_issue_is_in_flight_leaves_no_live_badge(svc, standin):
+    grant(svc)
+    submit(svc, event("member.updated", {"email": "ada@new.example.org"}))
+    [item] = items(svc, "replace_badge")
+    standin.queue_faults([{"delay": 0.7}])  # slow, but answered within the timeout
+    flight = threading.Thread(target=badges_jobs.replace, args=(svc, _claimed(item)))
+    flight.start()
+    while not calls(standin, "revoke"):  # the old badge is revoked, the new one being issued
+        standin.wait(0.02)
+    intake.submit_event(svc, revoked("2026-06-01"))
+    [revoke_item] = items(svc, "revoke_badge")
+    badges_jobs.revoke(svc, _claimed(revoke_item))  # finds nothing live yet
+    flight.join()
+    assert len(standin.badges()) == 2 and live(standin) == []
 
 
 def test_an_email_change_on_an_accepted_badge_is_the_earners_own_and_ends_done(svc, standin):
