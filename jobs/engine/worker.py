@@ -23,6 +23,7 @@ from jobs.engine.dispatch import relay
 log = logging.getLogger("jobs.engine.worker")
 
 SCHEDULER_CHECK_SECONDS = 5  # how often a worker looks whether its RQ scheduler child still runs
+COMMAND_READ_SECONDS = 1.0  # the longest read of RQ's command listener (RQ's own: 60 s)
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
@@ -34,6 +35,17 @@ class GatewayWorker(SimpleWorker):
         super().__init__(*args, **kwargs)
         self.scheduler_guard = threading.Lock()
         self.scheduler_stopped = False
+
+    def subscribe(self) -> None:
+        """RQ's command channel (`rq.command.send_shutdown_command` and the like), read in short
+        reads: since redis-py 8.2 the worker's end waits for the listener's read under way."""
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        self.pubsub_thread = self.pubsub.run_in_thread(
+            sleep_time=COMMAND_READ_SECONDS,
+            daemon=True,
+            exception_handler=self._pubsub_exception_handler,
+        )
 
     def run_maintenance_tasks(self) -> None:
         """RQ's pass (registries, the scheduler); with Redis away it is put off, not fatal."""

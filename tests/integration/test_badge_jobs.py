@@ -80,9 +80,9 @@ def test_the_helpers_that_wait_for_jobs_to_end_need_jobs_to_have_ended(svc):
     assert issue_done(svc) and not ended(svc, "issue_badge", ("done",))
 
 
-def test_working_the_queue_does_not_wait_on_rqs_command_listener(svc, monkeypatch):
-    """With redis-py 8.2, a worker's end waits for its command listener's read (60 s) when the
-    listener went back to reading before it was told to stop: a drain must not depend on it."""
+def test_a_worker_ends_without_waiting_on_rqs_command_listener(svc, monkeypatch):
+    """With redis-py 8.2, a worker's end waits for its command listener's read (RQ's is 60 s)
+    when the listener went back to reading before it was told to stop."""
     stop = PubSubWorkerThread.stop
 
     def late_stop(thread: PubSubWorkerThread, timeout: float | None = None) -> None:
