@@ -37,6 +37,7 @@ from typing import Any, Protocol, runtime_checkable
 from urllib.parse import quote
 
 import requests
+from requests.adapters import HTTPAdapter
 
 from connectors import errors
 
@@ -46,6 +47,7 @@ Timeout = float | tuple[float, float]
 OnRequest = Callable[[str, str, int | None, float], None]
 
 DEFAULT_TIMEOUT: tuple[float, float] = (3.05, 10.0)
+DEFAULT_MAX_CONNECTIONS = 32  # Credly calls a process makes at once (CREDLY_MAX_CONNECTIONS)
 CREDLY_DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S %z"
 REVOKED = "revoked"
 REPLACED = "replaced"
@@ -379,13 +381,14 @@ class CredlyClient:
         *,
         timeout: Timeout = DEFAULT_TIMEOUT,
         session: requests.Session | None = None,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
         on_request: OnRequest | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.organization_id = organization_id
         self.timeout = timeout
         self._auth = (auth_token, "")
-        self._session = session or settled_session(self.base_url)
+        self._session = session or settled_session(self.base_url, max_connections)
         self._on_request = on_request
 
     def __repr__(self) -> str:
@@ -792,11 +795,17 @@ def _now_iso() -> str:
 # --------------------------------------------------------------------------- the choice
 
 
-def settled_session(base_url: str) -> requests.Session:
+def settled_session(
+    base_url: str, max_connections: int = DEFAULT_MAX_CONNECTIONS
+) -> requests.Session:
     """A session for one API host whose proxy and CA bundle settings (`HTTPS_PROXY`, `NO_PROXY`,
     `REQUESTS_CA_BUNDLE`, ...) are read from the environment once, not at every call as requests
-    does by default (a scan of the whole environment per call)."""
+    does by default (a scan of the whole environment per call). It keeps up to `max_connections`
+    connections alive and makes no more calls than that at once: one more waits for a free one."""
     session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max_connections, pool_block=True)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
     found = session.merge_environment_settings(base_url, {}, None, None, None)
     session.proxies.update(found["proxies"])
     session.verify = found["verify"]
@@ -810,6 +819,7 @@ def make_credly(
     organization_id: str | None,
     auth_token: str | None,
     timeout: Timeout = DEFAULT_TIMEOUT,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
     on_request: OnRequest | None = None,
 ) -> BadgeService:
     """`CredlyClient` when base URL, organisation and token are all set, else `DryRunCredly`."""
@@ -820,7 +830,12 @@ def make_credly(
     }
     if base_url and organization_id and auth_token:
         return CredlyClient(
-            base_url, organization_id, auth_token, timeout=timeout, on_request=on_request
+            base_url,
+            organization_id,
+            auth_token,
+            timeout=timeout,
+            max_connections=max_connections,
+            on_request=on_request,
         )
     missing = [name for name, value in settings.items() if not value]
     if len(missing) < len(settings):

@@ -114,9 +114,9 @@ _now = bindparam("now", type_=UTCDateTime())
 
 
 def _attempt(insert_of: Callable[[Table], Any]) -> Insert:
-    """One more attempt at the badge of a period (created on the first), returning its id;
-    nothing when the badge is already live in Credly, or was deleted there by its earner (the
-    gateway does not issue that again on its own)."""
+    """One more attempt at the badge of a period (created on the first), returning its id and
+    attempts so far; nothing when the badge is already live in Credly, or was deleted there by
+    its earner (the gateway does not issue that again on its own)."""
     statement = insert_of(Badge.__table__).values(
         certification_id=bindparam("certification_id"),
         period_start=bindparam("period_start"),
@@ -139,7 +139,7 @@ def _attempt(insert_of: Callable[[Table], Any]) -> Insert:
         # Spelled out rather than NOT IN, whose list SQLAlchemy expands at every execution.
         where=badges.credly_badge_id.is_(None)
         | and_(*(badges.state != state for state in (*LIVE, DELETED))),
-    ).returning(badges.id)
+    ).returning(badges.id, badges.attempts)
 
 
 _ATTEMPTS = {"postgresql": _attempt(postgresql.insert), "sqlite": _attempt(sqlite.insert)}
@@ -312,8 +312,7 @@ def issue(svc: Services, item: ClaimedItem) -> None:
             "now": utcnow(),
         },
     )
-    badge_id = attempted[0][0] if attempted else None
-    if badge_id is None:
+    if not attempted:
         key = {"certification_id": cert.certification_id, "period_start": period_start}
         [(credly_badge_id,)] = svc.db.read(_CREDLY_ID, key)
         log.info("badge already issued", extra={"credly_badge_id": credly_badge_id})
@@ -321,7 +320,11 @@ def issue(svc: Services, item: ClaimedItem) -> None:
         return
     if isinstance(recipient, PermanentError):
         raise recipient  # the attempt is on the badge: `given_up` gives it the reason
-    _record_unless_ended(svc, item, badge_id, _issue_or_adopt(svc, recipient))
+    [(badge_id, attempts)] = attempted
+    # Only an earlier attempt can have made this badge in Credly unseen (its answer lost): the
+    # first one issues at once, and Credly's duplicate refusal names any badge it holds.
+    found = _issue_or_adopt(svc, recipient, look_first=attempts > 1)
+    _record_unless_ended(svc, item, badge_id, found)
 
 
 def _record_unless_ended(
@@ -339,18 +342,21 @@ def _record_unless_ended(
     _settled(svc, item)
 
 
-def _issue_or_adopt(svc: Services, recipient: BadgeRequest) -> CredlyBadge:
-    """The live badge Credly holds for the recipient (by earner id), else a new one; when the
-    issue call fails in a way after which Credly may hold the badge anyway (a timeout, a 5xx,
-    its duplicate refusal), the badge looked up again as Credly counts duplicates."""
+def _issue_or_adopt(
+    svc: Services, recipient: BadgeRequest, *, look_first: bool = True
+) -> CredlyBadge:
+    """A new badge for the recipient, or (`look_first`) the live one Credly holds for them by
+    earner id; when the issue call fails in a way after which Credly may hold the badge anyway
+    (a timeout, a 5xx, its duplicate refusal), the badge looked up as Credly counts duplicates."""
     template = recipient.badge_template_id
     earner = recipient.issuer_earner_id
-    found = live_badge(
-        holder_badges(svc.credly, badge_template_id=template, issuer_earner_id=earner)
-    )
-    if found is not None:
-        log.info("adopting the badge Credly already has", extra={"credly_badge_id": found.id})
-        return found
+    if look_first:
+        found = live_badge(
+            holder_badges(svc.credly, badge_template_id=template, issuer_earner_id=earner)
+        )
+        if found is not None:
+            log.info("adopting the badge Credly already has", extra={"credly_badge_id": found.id})
+            return found
     try:
         return svc.credly.issue_badge(recipient)
     except Unauthorized:

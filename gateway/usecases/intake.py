@@ -37,6 +37,7 @@ _STORED = select(
 _ANSWER = (
     update(EVENTS).where(EVENTS.c.id == bindparam("pk")).values(response_body=bindparam("answer"))
 )
+_INSERT_EVENTS = insert(EVENTS).returning(EVENTS.c.id, sort_by_parameter_order=True)
 _RETRY = {"40P01", "40001"}  # deadlock detected, serialization failure
 _REPLAYED = {"Idempotent-Replayed": "true"}
 
@@ -209,11 +210,12 @@ class _Submission:
     def run(self, items: list[_Item]) -> list[Answer]:
         """Each item's answer, in order."""
         session = self.session
+        connection = session.connection()  # Core statements: no ORM work around them
         ids = sorted({item.envelope.certification_id for item in items})
-        evaluated_on = dict(session.execute(_LOCK, {"ids": ids}).all())
+        evaluated_on = dict(connection.execute(_LOCK, {"ids": ids}).all())
         stored = {
             row.event_id: row
-            for row in session.execute(
+            for row in connection.execute(
                 _STORED, {"ids": sorted({item.envelope.event.event_id for item in items})}
             )
         }
@@ -305,8 +307,8 @@ class _Submission:
         """Write the events, then the standings and jobs of the accepted ones, then answers."""
         if not self.rows:
             return
-        statement = insert(EVENTS).returning(EVENTS.c.id, sort_by_parameter_order=True)
-        pks = list(self.session.scalars(statement, self.rows))
+        connection = self.session.connection()
+        pks = list(connection.scalars(_INSERT_EVENTS, self.rows))
         changes = [replace(a.change, event_pk=pks[a.row]) for a in self.accepted]
         answered = []
         for accepted, recorded in zip(
@@ -326,7 +328,7 @@ class _Submission:
             self.answers[accepted.position] = Answer(202, body, outbox_ids=outbox_ids)
             answered.append({"pk": pks[accepted.row], "answer": body})
         if answered:
-            self.session.execute(_ANSWER, answered)
+            connection.execute(_ANSWER, answered)
 
 
 def _unknown(certification_id: str) -> Answer:

@@ -83,6 +83,7 @@ class Services:
                 organization_id=settings.credly_organization_id,
                 auth_token=settings.credly_auth_token,
                 timeout=(3.05, settings.credly_timeout_seconds),
+                max_connections=settings.credly_max_connections,
                 on_request=metrics.observe_credly,
             ),
             webhooks=WebhookSender(

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Insert, Table, bindparam, insert, update
+from sqlalchemy import Connection, Insert, Table, bindparam, insert, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -52,17 +52,18 @@ def record_standings(svc: Services, session: Session, changes: list[Change]) -> 
     if not changes:
         return []
     now = utcnow()
-    _upsert_members(session, [change.after.member for change in changes], now)
+    connection = session.connection()  # Core statements: no ORM work around them
+    _upsert_members(connection, [change.after.member for change in changes], now)
     rows = [_certification_row(change, now) for change in changes]
     new = [row for row, change in zip(rows, changes, strict=True) if change.before is None]
     if new:
-        session.execute(
+        connection.execute(
             insert(CERTIFICATIONS),
             [_renamed(row, cid="certification_id") | {"created_at": now} for row in new],
         )
     known = [row for row, change in zip(rows, changes, strict=True) if change.before is not None]
     if known:
-        session.execute(
+        connection.execute(
             update(CERTIFICATIONS)
             .where(CERTIFICATIONS.c.certification_id == bindparam("cid"))
             .values({key: bindparam(key) for key in known[0] if key != "cid"}),
@@ -79,7 +80,7 @@ def record_standings(svc: Services, session: Session, changes: list[Change]) -> 
         + ([_review_row(change, now)] if change.certification_id in noticed else [])
         for change, acts in planned
     ]
-    inserted = _insert_returning_ids(session, [row for rows_of in jobs for row in rows_of])
+    inserted = _insert_returning_ids(connection, [row for rows_of in jobs for row in rows_of])
     wake_after_commit(inserted)
     ids = iter(inserted)
     return [
@@ -129,21 +130,23 @@ def _outbox_row(change: Change, action: rules.Action, now: datetime) -> dict[str
     }
 
 
-def _insert_returning_ids(session: Session, rows: list[dict[str, Any]]) -> list[int]:
+def _insert_returning_ids(connection: Connection, rows: list[dict[str, Any]]) -> list[int]:
     if not rows:
         return []
-    statement = insert(OUTBOX).returning(OUTBOX.c.id, sort_by_parameter_order=True)
-    return list(session.scalars(statement, rows))
+    return list(connection.scalars(_INSERT_OUTBOX, rows))
+
+
+_INSERT_OUTBOX = insert(OUTBOX).returning(OUTBOX.c.id, sort_by_parameter_order=True)
 
 
 def _renamed(row: dict[str, Any], **names: str) -> dict[str, Any]:
     return {names.get(key, key): value for key, value in row.items()}
 
 
-def _upsert_members(session: Session, members: list[rules.Member], now: datetime) -> None:
+def _upsert_members(connection: Connection, members: list[rules.Member], now: datetime) -> None:
     latest = {member.member_id: member for member in members}  # one row per member, last wins
     rows = [{**asdict(member), "updated_at": now} for member in latest.values()]
-    session.execute(_MEMBER_UPSERTS[session.get_bind().dialect.name], rows)
+    connection.execute(_MEMBER_UPSERTS[connection.dialect.name], rows)
 
 
 def _member_upsert(insert_of: Callable[[Table], Any]) -> Insert:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import bindparam, delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from connectors.employer_webhooks import new_secret
@@ -147,14 +147,30 @@ def deliveries(
     return list(session.scalars(query.order_by(Delivery.sequence.desc()).limit(limit)))
 
 
+#: Of some certifications, those watched by live subscriptions with advance notice (built once:
+#: building it costs more than running it, on every accepted event).
+_WITH_NOTICE = (
+    select(
+        WatchedCertification.__table__.c.certification_id,
+        Subscription.__table__.c.id,
+        Subscription.__table__.c.notice_days,
+    )
+    .join(
+        Subscription.__table__,
+        Subscription.__table__.c.id == WatchedCertification.__table__.c.subscription_id,
+    )
+    .where(
+        WatchedCertification.__table__.c.certification_id.in_(bindparam("ids", expanding=True)),
+        Subscription.__table__.c.notice_days.is_not(None),
+        Subscription.__table__.c.deleted_at.is_(None),
+    )
+)
+
+
 def with_notice(session: Session, certification_ids: Sequence[str]) -> dict[str, dict[str, int]]:
     """Of `certification_ids`, those watched by live subscriptions with advance notice:
     certification -> {subscription id: notice days}."""
-    rows = session.execute(
-        select(WatchedCertification.certification_id, Subscription.id, Subscription.notice_days)
-        .join(Subscription, Subscription.id == WatchedCertification.subscription_id)
-        .where(WatchedCertification.certification_id.in_(certification_ids), *NOTICE_ON)
-    )
+    rows = session.connection().execute(_WITH_NOTICE, {"ids": list(certification_ids)})
     found: dict[str, dict[str, int]] = {}
     for certification_id, subscription_id, days in rows:
         found.setdefault(certification_id, {})[subscription_id] = days

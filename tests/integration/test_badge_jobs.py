@@ -141,13 +141,39 @@ def test_a_timeout_is_retried(svc):
 
 
 @responses.activate
-def test_a_badge_credly_already_has_is_adopted_not_issued_again(svc):
+def test_a_first_issue_is_one_call_to_credly(svc):
+    responses.post(BADGES, status=201, json=badge_json("b-new"))
+    submit(svc, granted("2026-03-01"))
+    drain(svc, lambda: issue_done(svc))
+    assert [b.credly_badge_id for b in badges(svc)] == ["b-new"]
+    assert [c.request.method for c in responses.calls] == ["POST"]
+
+
+@responses.activate
+def test_a_badge_credly_already_has_is_adopted_from_its_duplicate_refusal(svc):
     listed = {"data": [badge_json("b-old")["data"]], "metadata": {"next_page_url": None}}
     responses.get(re.compile(re.escape(BADGES) + r"\?.*"), json=listed)
+    responses.post(BADGES, status=422, json={"message": "User already has this badge"})
     submit(svc, granted("2026-03-01"))
     drain(svc, lambda: issue_done(svc))
     assert [b.credly_badge_id for b in badges(svc)] == ["b-old"]
-    assert issue_posts(responses) == 0
+    assert issue_posts(responses) == 1
+
+
+@responses.activate
+def test_a_retry_looks_for_the_badge_a_lost_answer_made_before_issuing(svc):
+    listed = {"data": [badge_json("b-made")["data"]], "metadata": {"next_page_url": None}}
+    search = re.compile(re.escape(BADGES) + r"\?.*")
+    for _ in ("earner id", "e-mail"):  # the look after the failed call: nothing yet
+        responses.get(search, json=EMPTY_LIST)
+    responses.get(search, json=listed)  # the retry's look: the lost call's badge
+    responses.post(BADGES, status=504, json={"message": "gateway timeout"})
+    submit(svc, granted("2026-03-01"))
+    drain(svc, lambda: issue_done(svc))
+    assert [b.credly_badge_id for b in badges(svc)] == ["b-made"]
+    assert issue_posts(responses) == 1
+    [item] = items(svc, "issue_badge")
+    assert item.state == "done" and item.attempts == 2
 
 
 @responses.activate

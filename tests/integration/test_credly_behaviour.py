@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import replace
 from datetime import UTC, date, datetime
 
@@ -240,7 +241,9 @@ def test_a_revocation_while_the_issue_call_is_in_flight_leaves_no_live_badge(svc
     standin.queue_faults([{"delay": 0.7}])  # slow, but answered within the timeout
     flight = threading.Thread(target=badges_jobs.issue, args=(svc, _claimed(issue_item)))
     flight.start()
-    while not calls(standin, "list"):  # the issue job has looked and is now issuing
+    deadline = time.monotonic() + 10
+    while not badges(svc):  # the issue job has recorded its attempt and is now issuing
+        assert time.monotonic() < deadline
         standin.wait(0.02)
     intake.submit_event(svc, revoked("2026-06-01"))
     [revoke_item] = items(svc, "revoke_badge")

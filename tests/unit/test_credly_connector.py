@@ -5,8 +5,12 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
 from email.utils import format_datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -676,3 +680,45 @@ def test_proxy_and_ca_settings_are_read_from_the_environment_once(monkeypatch, t
 
     monkeypatch.setenv("NO_PROXY", "credly.com")
     assert "https" not in settled_session("https://api.credly.com/v1").proxies
+
+
+def test_calls_at_once_are_bounded_and_their_connections_kept_alive():
+    """Eight threads share two connections: never more than two calls in flight, on two sockets."""
+    state = {"in_flight": 0, "most": 0, "peers": set()}
+    lock = threading.Lock()
+
+    class Slow(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive
+
+        def do_GET(self) -> None:
+            with lock:
+                state["in_flight"] += 1
+                state["most"] = max(state["most"], state["in_flight"])
+                state["peers"].add(self.client_address)
+            time.sleep(0.05)
+            with lock:
+                state["in_flight"] -= 1
+            body = json.dumps({"data": {"id": "b-1", "state": "pending"}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = CredlyClient(
+            f"http://127.0.0.1:{server.server_port}/v1", ORG, TOKEN, max_connections=2
+        )
+        with ThreadPoolExecutor(8) as pool:
+            found = list(pool.map(lambda _: client.get_badge("b-1").id, range(24)))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert found == ["b-1"] * 24
+    assert state["most"] == 2
+    assert len(state["peers"]) == 2
