@@ -3,11 +3,13 @@ the `/metrics` exposition, and the gateway's public address as a request sees it
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 
 from flask import Flask, Response, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from werkzeug.sansio.utils import get_current_url
 
 from gateway.platform import logs, metrics
 from gateway.platform.config import Settings
@@ -25,7 +27,14 @@ def request_id() -> str:
 
 def base_url(settings: Settings) -> str:
     """The gateway's public address: PUBLIC_BASE_URL, else the current request's host URL."""
-    return settings.public_base_url or request.host_url.rstrip("/")
+    return settings.public_base_url or _host_url(request.scheme, request.host)
+
+
+@functools.lru_cache(maxsize=256)
+def _host_url(scheme: str, host: str) -> str:
+    """`request.host_url` without its final slash, built once per address (werkzeug builds it
+    anew for every request)."""
+    return get_current_url(scheme, host).rstrip("/")
 
 
 def init_app(app: Flask, svc: Services) -> None:

@@ -123,7 +123,15 @@ def get_verification(certification_id: str) -> ResponseReturnValue:
     response.set_etag(found.etag, weak=True)  # weak: verified_at differs between equal answers
     response.cache_control.public = True
     response.cache_control.no_cache = True  # caches may keep it, but revalidate every time
+    if not _conditional(request.environ):
+        return response  # what make_conditional answers too, without its work
     return response.make_conditional(request)
+
+
+def _conditional(environ: dict[str, Any]) -> bool:
+    """Whether the request carries an `If-...` header (If-None-Match, If-Modified-Since, ...) or
+    a `Range`: the only requests that make_conditional answers otherwise."""
+    return any(name.startswith("HTTP_IF_") or name == "HTTP_RANGE" for name in environ)
 
 
 @bp.post("/v1/verifications/batch")
