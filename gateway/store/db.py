@@ -151,17 +151,12 @@ def wake_after_commit(outbox_ids: Iterable[int]) -> None:
     queued.extend(outbox_ids)
 
 
-POOL_SIZE = 10  # connections a process keeps open
-
-
 class Database:
     """An engine and its session factory for one database URL.
 
     On PostgreSQL: `connect_timeout` seconds to connect (libpq counts at least 2), `pool_timeout`
     seconds to wait for a pooled connection, `statement_timeout_ms` for any statement (but
-    migrations'); None leaves each unlimited (libpq's and PostgreSQL's own defaults). The pool
-    keeps 10 connections and opens more, up to `max_connections` (at least 20), while the
-    process's threads need them.
+    migrations'); None leaves each unlimited (libpq's and PostgreSQL's own defaults).
     """
 
     def __init__(
@@ -171,7 +166,6 @@ class Database:
         connect_timeout: int | None = None,
         pool_timeout: int | None = None,
         statement_timeout_ms: int | None = None,
-        max_connections: int = 20,
     ) -> None:
         self.url = normalize_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
@@ -194,8 +188,7 @@ class Database:
                 limits["pool_timeout"] = pool_timeout
             self.engine = create_engine(
                 self.url,
-                pool_size=POOL_SIZE,
-                max_overflow=max(max_connections, 2 * POOL_SIZE) - POOL_SIZE,
+                pool_size=10,
                 pool_recycle=RECYCLE_SECONDS,
                 json_deserializer=orjson.loads,
                 json_serializer=_dumps,

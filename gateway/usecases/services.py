@@ -75,7 +75,6 @@ class Services:
                 connect_timeout=settings.database_connect_timeout_seconds,
                 pool_timeout=settings.database_pool_timeout_seconds,
                 statement_timeout_ms=settings.database_statement_timeout_ms,
-                max_connections=settings.job_concurrency,  # a worker's threads (a web's fewer)
             ),
             redis=client,
             policy=rules.load_policy(settings.policy_file),
