@@ -47,7 +47,7 @@ Timeout = float | tuple[float, float]
 OnRequest = Callable[[str, str, int | None, float], None]
 
 DEFAULT_TIMEOUT: tuple[float, float] = (3.05, 10.0)
-DEFAULT_MAX_CONNECTIONS = 32  # Credly calls a process makes at once (CREDLY_MAX_CONNECTIONS)
+DEFAULT_MAX_CONNECTIONS = 64  # Credly calls a process makes at once (CREDLY_MAX_CONNECTIONS)
 CREDLY_DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S %z"
 REVOKED = "revoked"
 REPLACED = "replaced"

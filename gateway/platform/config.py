@@ -226,10 +226,10 @@ class Settings:
         ),
     )
     credly_max_connections: int = field(
-        default=32,
+        default=64,
         metadata=setting(
             "CREDLY_MAX_CONNECTIONS",
-            "`32`",
+            "`64`",
             "Credly calls one process makes at once, over as many kept-alive connections; a job "
             "thread beyond them waits for one",
         ),
@@ -306,13 +306,13 @@ class Settings:
         ),
     )
     job_concurrency: int = field(
-        default=32,
+        default=64,
         metadata=setting(
             "JOB_CONCURRENCY",
-            "`32`",
+            "`64`",
             "jobs one worker process runs at once (threads: a slow Credly answer holds up one of "
             "them); sized for Credly answering in about 100 ms, when a job spends most of its "
-            "time waiting",
+            "time waiting (`8` suits a Credly that answers at once)",
         ),
     )
     relay_interval_seconds: int = field(

@@ -117,6 +117,13 @@ def _request_datetime(body: Mapping[str, Any], name: str) -> str | None:
         raise _error(422, f"{name} must look like 2014-04-01 09:41:00 -0500") from None
 
 
+class _Server(ThreadingHTTPServer):
+    """A thread a connection, with a listen queue for the connections of several job workers at
+    once (http.server's is 5: more connecting together are reset, which Credly does not do)."""
+
+    request_queue_size = 256
+
+
 class CredlyStandIn:
     """Credly on 127.0.0.1 in a background thread; `url` is the API base, ending in `/v1`."""
 
@@ -180,7 +187,7 @@ class CredlyStandIn:
     def start(self) -> CredlyStandIn:
         """Listen and serve in a daemon thread."""
         self._stopping.clear()
-        server = ThreadingHTTPServer((self.host, self.port), _Handler)
+        server = _Server((self.host, self.port), _Handler)
         server.daemon_threads = True
         server.standin = self  # type: ignore[attr-defined]
         self._server = server

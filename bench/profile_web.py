@@ -1,0 +1,146 @@
+"""Where the web server's CPU goes: lookups and single events under wrk, sampled with py-spy.
+
+    .venv/bin/python bench/profile_web.py [--count 10000] [--seconds 10] [--modes get post]
+
+The production set-up of bench_service.py (`gateway serve` on PostgreSQL and Redis, N synthetic
+certifications with their public records), loaded by wrk: GET /v1/verifications/{id} ("get") or
+POST /v1/events of one new grant a request ("post"). For each, py-spy samples every gunicorn
+process while it holds the GIL (its CPU in Python) and each sample is put under the first of
+`PARTS` found from the innermost frame out; what no part claims goes to the framework it was in.
+Prints per mode the rate, the web CPU a request (from /proc, measured apart from the sampled run)
+and a markdown table of the parts' shares. Needs wrk and py-spy (`pip install py-spy`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+from bench_service import (
+    BIN,
+    REDIS_URL,
+    environment,
+    events_token,
+    fill_verification_records,
+    vacuum,
+    web,
+    wrk,
+)
+from bench_sweep import drop, fresh_database, generate
+from redis_db import HeldDatabase
+
+PATHS = {"get": "/v1/verifications/", "post": "/v1/events"}
+#: (part, substrings of a py-spy frame "function (file:line)"): the first part whose substring
+#: is in a sample's innermost matching frame takes the sample.
+PARTS: list[tuple[str, tuple[str, ...]]] = [
+    ("commit", ("SessionTransaction.commit", "Connection.commit (")),
+    ("wake-up of the workers (Redis)", ("Services._wake",)),
+    ("bearer token check (a PostgreSQL read)", ("acquire_token",)),
+    ("rate limit (a Redis script)", ("init_app.<locals>.limit (",)),
+    ("JSON parsing and event validation", ("load_envelope", "json_body", "get_json")),
+    ("rules (validate, evaluate)", ("gateway/rules/",)),
+    ("answer body (schema dump, JSON)", ("verifications.py:answer", "jsonify", "standing_view")),
+    ("ETag, conditional answer", ("make_conditional", "set_etag")),
+    ("intake statements (SQLAlchemy, psycopg)", ("_Submission.run",)),
+    ("record read (SQLAlchemy, psycopg)", ("verify (gateway/usecases/lookup.py",)),
+    ("access log line", ("AccessLog.access",)),
+    ("request id, metrics", ("observability.py",)),
+    ("security headers", ("SecurityHeaders.__call__.<locals>.start",)),
+]
+FRAMEWORKS: list[tuple[str, tuple[str, ...]]] = [
+    ("Flask, Werkzeug (routing, request, response)", ("flask/", "werkzeug/")),
+    ("gunicorn (HTTP parsing, sockets)", ("gunicorn/",)),
+]
+
+
+def part_of(frames: list[str]) -> str:
+    """The part a sample's stack (outermost frame first) counts under."""
+    for parts in (PARTS, FRAMEWORKS):
+        for frame in reversed(frames):
+            for name, needles in parts:
+                if any(needle in frame for needle in needles):
+                    return name
+    return "other"
+
+
+def shares(raw: Path) -> Counter[str]:
+    """Samples per part of a py-spy `--format raw` file (one `stack count` line each), counting
+    only request threads."""
+    found: Counter[str] = Counter()
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        if stack and any("ThreadWorker.handle" in frame for frame in frames):
+            found[part_of(frames)] += int(count)
+    return found
+
+
+def profile(server: subprocess.Popen, seconds: int, out: Path) -> subprocess.Popen:
+    """py-spy sampling the server's processes for `seconds`, started now."""
+    command = [str(BIN / "py-spy"), "record", "--pid", str(server.pid), "--subprocesses", "--gil"]
+    command += ["--rate", "200", "--duration", str(seconds), "--format", "raw", "--nonblocking"]
+    return subprocess.Popen(
+        [*command, "--output", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=10_000, help="Certifications on record.")
+    parser.add_argument("--seconds", type=int, default=10, help="Length of each wrk run.")
+    parser.add_argument("--connections", type=int, default=16, help="wrk connections.")
+    parser.add_argument("--modes", nargs="+", choices=sorted(PATHS), default=["get", "post"])
+    args = parser.parse_args()
+    for tool in ("wrk", str(BIN / "py-spy")):
+        if not shutil.which(tool):
+            sys.exit(f"{tool} is missing (apt-get install -y wrk; pip install py-spy)")
+    workdir = Path(tempfile.mkdtemp(prefix="profile-web-"))
+    name = "gw_profile_web"
+    with HeldDatabase(REDIS_URL, "BENCH_SERVICE_REDIS_URL") as held:
+        try:
+            url = fresh_database(name)
+            generate(url, args.count)
+            fill_verification_records(url)
+            vacuum(url)
+            held.flush()
+            standin = {"url": "http://127.0.0.1:9/v1", "organization_id": "o", "token": "t"}
+            env = environment(url, standin, workdir)  # no job runs: Credly is never called
+            with web([str(BIN / "gateway"), "serve"], env, workdir / "serve.log") as server:
+                token = events_token(env)
+                for mode in args.modes:
+                    report(mode, args, server, token, workdir)
+        finally:
+            drop(name)
+
+
+def report(
+    mode: str, args: argparse.Namespace, server: subprocess.Popen, token: str, workdir: Path
+) -> None:
+    """One mode: a plain run for the rate and CPU, then a sampled one for the parts."""
+    path, seconds, connections = PATHS[mode], args.seconds, args.connections
+    load = {"mode": mode, "ids": str(args.count), "token": token}
+    plain = wrk(path, seconds, connections, server, tag=f"p{time.time():.0f}", **load)
+    raw = workdir / f"{mode}.txt"
+    spy = profile(server, seconds, raw)
+    wrk(path, seconds, connections, server, tag=f"s{time.time():.0f}", **load)
+    spy.wait(60)
+    found = shares(raw)
+    total = sum(found.values()) or 1
+    print(
+        f"\n{mode}: {plain.rate:,.0f} requests/s, web CPU {plain.cpu_ms:.2f} ms a request,"
+        f" PostgreSQL and Redis {plain.stores_ms:.2f} ms; {total:,} samples\n"
+    )
+    print("| part | share of web CPU | ms a request |\n|---|---|---|")
+    for part, samples in found.most_common():
+        share = samples / total
+        print(f"| {part} | {share:.0%} | {share * plain.cpu_ms:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
