@@ -159,7 +159,7 @@ def make_app(tmp_path) -> Iterator[Callable[..., Flask]]:
 
 
 @pytest.fixture
-def app(make_app: Callable[..., Flask], database_url: str) -> Flask:
+def app(database_url: str, make_app: Callable[..., Flask]) -> Flask:
     """The app on each database, without Redis (jobs in-process)."""
     return make_app(database_url=database_url)
 

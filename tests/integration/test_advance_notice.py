@@ -24,7 +24,7 @@ NOTICE_DAYS = 60
 
 
 @pytest.fixture
-def app(make_app, database_url):
+def app(database_url, make_app):
     return make_app(
         database_url=database_url, jobs_synchronous=True, webhook_allow_private_targets=True
     )

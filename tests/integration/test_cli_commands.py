@@ -9,7 +9,7 @@ from gateway.usecases import intake
 from tests.support.events import granted
 
 
-def test_the_commands_are_on_the_apps_flask_cli_too(make_app, database_url):
+def test_the_commands_are_on_the_apps_flask_cli_too(database_url, make_app):
     app = make_app(database_url=database_url)
     runner = app.test_cli_runner()
     assert set(app.cli.commands) >= {"db", "clients", "jobs", "sweep", "badges", "worker", "keys"}
@@ -33,7 +33,7 @@ def test_db_current_history_and_downgrade(tmp_path, monkeypatch):
     assert "(head)" in runner.invoke(cli, ["db", "current"]).stdout
 
 
-def test_jobs_status_shows_the_outbox_backlog_that_rq_never_holds(make_app, database_url):
+def test_jobs_status_shows_the_outbox_backlog_that_rq_never_holds(database_url, make_app):
     app = make_app(database_url=database_url, jobs="IN_SERVER")  # nothing works the items here
     answer = intake.submit_event(app.extensions["gateway"], granted("2026-03-01"))
     assert answer.status == 202 and answer.outbox_ids

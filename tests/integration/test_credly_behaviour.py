@@ -42,7 +42,7 @@ def standin():
 
 
 @pytest.fixture
-def make_gateway(make_app, database_url, redis_client, redis_url, standin):
+def make_gateway(database_url, make_app, redis_client, redis_url, standin):
     def factory(**settings: object):
         defaults = {
             "database_url": database_url,

@@ -29,7 +29,7 @@ def token_warnings(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == "gateway.credly"]
 
 
-def test_readyz_reports_the_token_expiry_and_stays_ready_after_it(make_app, database_url):
+def test_readyz_reports_the_token_expiry_and_stays_ready_after_it(database_url, make_app):
     expired = utcnow().date() - timedelta(days=2)
     app = make_app(database_url=database_url, credly_token_expires_on=expired, **LIVE_CREDLY)
     response = app.test_client().get("/readyz")
@@ -42,7 +42,7 @@ def test_readyz_reports_the_token_expiry_and_stays_ready_after_it(make_app, data
     }
 
 
-def test_readyz_on_the_dry_run_reports_the_mode_without_an_expiry(make_app, database_url):
+def test_readyz_on_the_dry_run_reports_the_mode_without_an_expiry(database_url, make_app):
     response = make_app(database_url=database_url).test_client().get("/readyz")
     assert response.get_json()["credly"] == {
         "mode": "dry-run",

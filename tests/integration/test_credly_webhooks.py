@@ -40,7 +40,7 @@ pytestmark = pytest.mark.on_day("2026-12-04")  # the day its fixed dates are wri
 
 
 @pytest.fixture
-def app(make_app, database_url, redis_client, redis_url):
+def app(database_url, make_app, redis_client, redis_url):
     """The gateway on each database, with RQ on the real Redis and a live Credly configuration."""
     return make_app(
         database_url=database_url, redis_url=redis_url, job_retry_base_seconds=1, **LIVE_CREDLY

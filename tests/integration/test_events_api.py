@@ -14,7 +14,7 @@ pytestmark = pytest.mark.on_day("2026-12-04")  # the day its fixed dates are wri
 
 
 @pytest.fixture
-def app(make_app, database_url):
+def app(database_url, make_app):
     """Jobs run synchronously in-process so the tests see their results."""
     return make_app(database_url=database_url, jobs_synchronous=True)
 

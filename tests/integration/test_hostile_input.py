@@ -88,7 +88,7 @@ def _bearer(app: Flask) -> dict[str, str]:
 
 
 @pytest.fixture
-def fuzzed(make_app, database_url) -> tuple[Flask, dict[str, str]]:
+def fuzzed(database_url, make_app) -> tuple[Flask, dict[str, str]]:
     """The seeded app and headers with a token of every scope."""
     app = _seeded_app(make_app, database_url)
     return app, _bearer(app)
@@ -109,7 +109,7 @@ def test_fuzzed_requests_get_no_5xx_and_answers_match_the_document(case, fuzzed)
     )
 
 
-def test_successful_answers_match_their_documented_schemas(make_app, database_url):
+def test_successful_answers_match_their_documented_schemas(database_url, make_app):
     app = _seeded_app(make_app, database_url, webhook_allow_private_targets=True)
     bearer = _bearer(app)
     client_id, secret = register_client(app, "verifications:read")

@@ -25,7 +25,7 @@ from tests.support.verification import days_ago
 
 
 @pytest.fixture
-def app(make_app, database_url):
+def app(database_url, make_app):
     return make_app(database_url=database_url, jobs_synchronous=True)
 
 

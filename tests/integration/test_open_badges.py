@@ -34,7 +34,7 @@ SCHEMA = json.loads(
 
 
 @pytest.fixture
-def app(make_app, database_url):
+def app(database_url, make_app):
     return make_app(database_url=database_url, jobs_synchronous=True)
 
 
@@ -143,7 +143,7 @@ def test_a_credential_is_signed_schema_valid_and_verifies_against_the_served_key
     }
 
 
-def test_the_issuer_and_urls_come_from_public_base_url(make_app, database_url, token_for):
+def test_the_issuer_and_urls_come_from_public_base_url(database_url, make_app, token_for):
     app = make_app(
         database_url=database_url,
         jobs_synchronous=True,
@@ -286,7 +286,7 @@ def test_a_check_without_a_credential_is_a_problem_naming_the_field(client):
     assert "/verify/credential" in client.get("/verify").get_data(as_text=True)
 
 
-def test_a_rotation_keeps_earlier_credentials_verifiable(make_app, database_url, tmp_path):
+def test_a_rotation_keeps_earlier_credentials_verifiable(database_url, make_app, tmp_path):
     keys_file = tmp_path / "keys.json"
     app = make_app(
         database_url=database_url, jobs_synchronous=True, signing_keys_file=str(keys_file)

@@ -35,7 +35,7 @@ AS_IT_STOOD = {
 
 
 @pytest.fixture
-def app(make_app, database_url):
+def app(database_url, make_app):
     app = make_app(database_url=database_url, jobs_synchronous=True)
     record(app, *HISTORY)
     return app

@@ -23,7 +23,7 @@ BASE = "https://verify.example.org"
 
 
 @pytest.fixture
-def app(make_app, database_url):
+def app(database_url, make_app):
     app = make_app(
         database_url=database_url,
         jobs_synchronous=True,

@@ -41,7 +41,7 @@ def test_hsts_is_sent_over_https(client):
     assert response.headers["Strict-Transport-Security"].startswith("max-age=31536000")
 
 
-def test_hsts_is_sent_behind_a_trusted_tls_proxy(make_app, database_url):
+def test_hsts_is_sent_behind_a_trusted_tls_proxy(database_url, make_app):
     app = make_app(database_url=database_url, trusted_proxies=1)
     response = app.test_client().get("/healthz", headers={"X-Forwarded-Proto": "https"})
     assert "Strict-Transport-Security" in response.headers

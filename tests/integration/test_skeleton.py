@@ -78,7 +78,7 @@ def test_healthz_answers_ok(client):
     assert response.get_json() == {"status": "ok"}
 
 
-def test_readyz_checks_the_database_and_redis(make_app, database_url, redis_url):
+def test_readyz_checks_the_database_and_redis(database_url, make_app, redis_url):
     app = make_app(database_url=database_url, redis_url=redis_url)
     response = app.test_client().get("/readyz")
     assert response.status_code == 200

@@ -19,7 +19,7 @@ HOOK = "http://127.0.0.1:9/hook"
 
 
 @pytest.fixture
-def app(make_app, database_url):
+def app(database_url, make_app):
     return make_app(
         database_url=database_url, jobs_synchronous=True, webhook_allow_private_targets=True
     )
@@ -150,7 +150,7 @@ def test_a_deleted_subscription_is_gone(client, employer):
         "http://[2002:7f00:1::]:8080/hook",  # 6to4 of 127.0.0.1
     ],
 )
-def test_a_private_target_is_refused_at_registration_by_default(make_app, database_url, url):
+def test_a_private_target_is_refused_at_registration_by_default(database_url, make_app, url):
     strict = make_app(database_url=database_url)
     headers = {"Authorization": f"Bearer {fetch_token(strict, 'verifications:read')}"}
     response = strict.test_client().post(

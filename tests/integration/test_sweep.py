@@ -29,7 +29,7 @@ pytestmark = pytest.mark.on_day("2026-12-04")  # the day its fixed dates are wri
 
 
 @pytest.fixture
-def svc(make_app, database_url):
+def svc(database_url, make_app):
     return make_app(database_url=database_url, jobs_synchronous=True).extensions["gateway"]
 
 

@@ -18,8 +18,11 @@ pytestmark = pytest.mark.clock_sensitive  # its dates are relative to the gatewa
 
 
 @pytest.fixture
-def env(make_app, database_url, tmp_path) -> dict[str, str]:
-    """Three certifications: CERT-OLD pending 20 days, CERT-NEW pending 3, CERT-TAKEN accepted."""
+def env(database_url, make_app, tmp_path) -> dict[str, str]:
+    """Three certifications: CERT-OLD pending 20 days, CERT-NEW pending 3, CERT-TAKEN accepted.
+
+    The database is set up before the apps, so that the apps (and their job threads) end before
+    its tables are emptied."""
     svc = make_app(database_url=database_url).extensions["gateway"]
     now = utcnow()
     badges = {

@@ -23,7 +23,7 @@ ISSUER = {
 
 
 @pytest.fixture
-def app(make_app, database_url):
+def app(database_url, make_app):
     """Jobs run synchronously in-process, so the sync job has written the record on return."""
     return make_app(database_url=database_url, jobs_synchronous=True)
 
