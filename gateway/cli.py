@@ -179,7 +179,10 @@ def keys_rotate() -> None:
 @click.argument("kid")
 @with_appcontext
 def keys_retire(kid: str) -> None:
-    """Remove a key that no longer signs: what it signed stops verifying."""
+    """Remove a key that no longer signs: what it signed stops verifying.
+
+    Put `--` before a KID that begins with "-": `gateway keys retire -- -Uvl...`.
+    """
     try:
         signing.retire(services().settings.signing_keys_file, kid)
     except ValueError as exc:
