@@ -23,6 +23,7 @@ from connectors.credly import (
     MAX_SUCCESSORS,
     REPLACED,
     REVOKED,
+    AlreadyReplaced,
     BadgeRequest,
     CredlyError,
     NotFound,
@@ -34,6 +35,7 @@ from connectors.credly import (
     url_evidence,
 )
 from connectors.credly import Badge as CredlyBadge
+from connectors.errors import TransientError
 from gateway.rules import BADGE_KEPT
 from gateway.store.models import Badge, Certification, Member, UTCDateTime, utcnow
 from gateway.usecases.services import Services
@@ -436,7 +438,10 @@ def _bring_up_to_date(
     if recipient.shows_as(current):
         log.info("the badge says it all already", extra={"credly_badge_id": current.id})
         return current, note
-    return svc.credly.replace_badge(current.id, recipient), note
+    try:
+        return svc.credly.replace_badge(current.id, recipient), note
+    except AlreadyReplaced as exc:  # replaced since it was read (another job, or out of band)
+        raise TransientError(f"{exc}; the retry follows it to its successor") from exc
 
 
 def _deleted(credly_id: str) -> CredlyBadge:

@@ -565,3 +565,14 @@ def test_the_daily_sweep_queues_the_reconciliation_which_runs_once_a_day(svc, st
     first, second = run_daily_reconcile(), run_daily_reconcile()
     assert first["repaired"]["taken_from_credly"] == 1 and second == {"skipped": True}
     assert [b.state for b in badges(svc)] == ["revoked"]
+
+
+def test_a_replace_that_meets_a_badge_replaced_since_it_was_read_is_retried(svc, standin):
+    badge = grant(svc)
+    submit(svc, event("member.updated", {"last_name": "King"}))
+    [item] = items(svc, "replace_badge")
+    read = svc.credly.get_badge(badge.credly_badge_id)  # as the job reads it, before the race
+    standin.replace(badge.credly_badge_id, {"issued_to_last_name": "Hamilton"})  # another job
+    svc.credly.get_badge = lambda _id: read
+    with pytest.raises(TransientError, match="successor"):
+        badges_jobs.replace(svc, _claimed(item))
