@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from datetime import UTC, datetime
 from typing import Any
 
 _ids = itertools.count(1)
@@ -16,10 +17,12 @@ def event(
     occurred_at: str | None = None,
     event_id: str | None = None,
 ) -> dict[str, Any]:
-    """An event envelope; occurred_at defaults to the latest date found in `data`."""
+    """An event envelope; occurred_at defaults to noon of the latest date found in `data`,
+    or to now when that noon is still ahead (an event dated today, posted in the morning)."""
     if occurred_at is None:
         dates = [v for v in data.values() if isinstance(v, str) and len(v) == 10 and v[4] == "-"]
-        occurred_at = f"{max(dates)}T12:00:00Z" if dates else "2026-01-01T12:00:00Z"
+        noon = datetime.fromisoformat(f"{max(dates) if dates else '2026-01-01'}T12:00:00+00:00")
+        occurred_at = min(noon, datetime.now(UTC)).isoformat().replace("+00:00", "Z")
     return {
         "event_id": event_id or f"ev-{next(_ids)}",
         "type": type_,
