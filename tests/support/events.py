@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import itertools
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
+
+from gateway.store.models import utcnow
 
 _ids = itertools.count(1)
 
@@ -22,7 +24,7 @@ def event(
     if occurred_at is None:
         dates = [v for v in data.values() if isinstance(v, str) and len(v) == 10 and v[4] == "-"]
         noon = datetime.fromisoformat(f"{max(dates) if dates else '2026-01-01'}T12:00:00+00:00")
-        occurred_at = min(noon, datetime.now(UTC)).isoformat().replace("+00:00", "Z")
+        occurred_at = min(noon, utcnow()).isoformat().replace("+00:00", "Z")
     return {
         "event_id": event_id or f"ev-{next(_ids)}",
         "type": type_,
