@@ -62,6 +62,8 @@ MEMBER_REASONS = {
 MEMBER_REASON = "This badge no longer shows a current certification."
 #: Said to the member when an unclaimed badge is issued again to their new e-mail address.
 NEW_ADDRESS_REASON = "This badge was issued again to your new e-mail address."
+#: Said (the e-mail suppressed) of a second live badge of a certification that keeps another.
+DUPLICATE_REASON = "This badge duplicates the badge you hold for the same certification."
 #: Recorded on a badge whose member changed e-mail after accepting it.
 OWN_EMAIL_NOTE = (
     "accepted in Credly: its e-mail address belongs to the earner's Credly account and is "
@@ -455,14 +457,45 @@ def member_reason(status: str) -> str:
 
 
 def revoke(svc: Services, item: ClaimedItem) -> None:
-    """Leave no live badge of the certification on Credly (unless it keeps one again by now)."""
+    """Leave no live badge of the certification on Credly (unless it keeps one again by now);
+    with `credly_badge_id` in the payload, revoke only that badge, a duplicate of the one the
+    certification keeps (reconciliation found both live)."""
     cert = _certification(svc, item.certification_id)
-    if cert.status in BADGE_KEPT:
+    duplicate = item.payload.get("credly_badge_id")
+    if cert.status in BADGE_KEPT and duplicate:
+        _revoke_duplicate(svc, cert.certification_id, duplicate)
+    elif cert.status in BADGE_KEPT:
         log.info("not revoking: the certification keeps its badge again (%s)", cert.status)
     else:
         log.info("revoking", extra={"reason_rule": item.payload.get("reason_rule")})
         revoke_everything(svc, cert)
     _settled(svc, item)  # also when nothing was live
+
+
+def _revoke_duplicate(svc: Services, certification_id: str, credly_id: str) -> None:
+    """Revoke the live badge `credly_id` (a replaced one's successor in its place), quietly,
+    unless it is the badge recorded for the certification by now."""
+    try:
+        current = latest(svc, svc.credly.get_badge(credly_id))
+    except NotFound:
+        log.info("no duplicate to revoke: deleted", extra={"credly_badge_id": credly_id})
+        return
+    with svc.db.sessions() as session:
+        recorded = session.scalar(
+            select(Badge.id).where(
+                Badge.certification_id == certification_id, Badge.credly_badge_id == current.id
+            )
+        )
+    if recorded is not None or not current.live():
+        log.info("no duplicate to revoke", extra={"credly_badge_id": current.id})
+        return
+    try:
+        result = svc.credly.revoke_badge(
+            current.id, reason=DUPLICATE_REASON, suppress_revoke_notification_email=True
+        )
+    except NotFound:
+        result = _deleted(current.id)
+    log.info("revoked a duplicate", extra={"credly_badge_id": result.id, "state": result.state})
 
 
 def revoke_everything(svc: Services, cert: _Recipient) -> int:

@@ -6,7 +6,8 @@ Two passes, each holding one page or one batch in memory (flat for a million cer
 1. Credly's badges of each configured template, page after page. A live badge of a certification
    whose status keeps none gets a revoke job; one of a certification that keeps its badge is what
    the gateway records (Credly's id and state are taken, or an issue job adopts it), and is marked
-   as seen live (`badges.credly_checked_at`).
+   as seen live (`badges.credly_checked_at`), unless the certification keeps another live badge:
+   then it is a duplicate (a template that allows them) and a revoke job revokes just it.
 2. The certifications, in batches. A recorded badge said to be live but not seen live in pass 1 is
    read from Credly and Credly's state taken (a 404: deleted by its earner). A certification that
    keeps its badge but has none live gets an issue job, unless its earner deleted or rejected it.
@@ -43,7 +44,7 @@ log = logging.getLogger("jobs.reconcile")
 BATCH = 500
 #: Our states after which a kept certification is not issued a badge again by reconciliation.
 EARNERS_CHOICE = (DELETED, "rejected")
-REPAIRS = ("revoked", "issued", "taken_from_credly")
+REPAIRS = ("revoked", "issued", "taken_from_credly", "duplicates_revoked")
 #: A revoke job queued by reconciliation (the member's reason comes from the status).
 REVOKE_PAYLOAD = {"reason_rule": "RECONCILE", "reason": "Credly holds a live badge of it"}
 
@@ -141,11 +142,17 @@ class _Run:
             if row is not None:
                 self._seen(row)
             return
-        badge = next((b for b in held if row is not None and b.id == row.credly_badge_id), held[0])
         if row is None:
             self.summary.repair("issued")  # the issue job adopts the live badge
             self._queue(session, cert, "issue_badge", {})
             return
+        badge = self._kept(row, held)
+        for extra in held:
+            if extra.id != badge.id:
+                log.info("a duplicate live badge", extra={"credly_badge_id": extra.id})
+                self.summary.repair("duplicates_revoked")
+                payload = {**REVOKE_PAYLOAD, "credly_badge_id": extra.id}
+                self._queue(session, cert, "revoke_badge", payload)
         if (row.credly_badge_id, row.state) != (badge.id, badge.state):
             self.summary.repair("taken_from_credly")
             if not self.dry_run:
@@ -154,6 +161,19 @@ class _Run:
         else:
             self.summary.in_step += 1
         self._seen(row)
+
+    def _kept(self, row: Badge, held: list[CredlyBadge]) -> CredlyBadge:
+        """Which live badge the certification keeps: the recorded one (or its successor), read
+        from Credly when it is not among `held`; else an accepted one of `held`, else the first.
+        Any other live badge of `held` is a duplicate."""
+        recorded = next((b for b in held if b.id == row.credly_badge_id), None)
+        if recorded is not None:
+            return recorded
+        if row.credly_badge_id and row.state in LIVE:
+            current = self._credly_state(row)
+            if current.live():
+                return next((b for b in held if b.id == current.id), current)
+        return max(held, key=lambda b: b.state == "accepted")
 
     def _seen(self, row: Badge) -> None:
         if self.dry_run:

@@ -22,10 +22,11 @@ from gateway.usecases import intake
 from gateway.usecases.credly_token import check_token
 from gateway.usecases.queries import badge_view
 from jobs import badges as badges_jobs
+from jobs import reconcile as reconcile_module
 from jobs.cron import run_daily_reconcile, run_daily_sweep
 from jobs.engine import outbox
 from jobs.engine.claim import ClaimedItem
-from jobs.reconcile import reconcile
+from jobs.reconcile import REPAIRS, reconcile
 from tests.support.badge_jobs import badges, drain, issue_done, items, submit
 from tests.support.credly_standin import DEFAULT_ORGANIZATION_ID, CredlyStandIn
 from tests.support.events import event, granted, revoked
@@ -476,7 +477,12 @@ def test_reconcile_drill_reports_then_repairs_drift_through_the_jobs(svc, standi
     dry = runner.invoke(cli, ["badges", "reconcile", "--dry-run", "--json"], env=env)
     assert dry.exit_code == 0, dry.output
     report = json.loads(dry.stdout)
-    assert report["repaired"] == {"revoked": 1, "issued": 1, "taken_from_credly": 2}
+    assert report["repaired"] == {
+        "revoked": 1,
+        "issued": 1,
+        "taken_from_credly": 2,
+        "duplicates_revoked": 0,
+    }
     assert report["in_step"] == 1 and report["certifications_checked"] == 4
     assert len(live(standin)) == 3  # C-0, C-1 and C-3's successor: nothing changed
 
@@ -493,7 +499,7 @@ def test_reconcile_drill_reports_then_repairs_drift_through_the_jobs(svc, standi
 
     again = runner.invoke(cli, ["badges", "reconcile", "--json"], env=env)
     summary = json.loads(again.stdout)
-    assert summary["repaired"] == {"revoked": 0, "issued": 0, "taken_from_credly": 0}
+    assert summary["repaired"] == dict.fromkeys(REPAIRS, 0)
     assert summary["in_step"] == 4
 
 
@@ -504,6 +510,69 @@ def test_reconcile_leaves_a_badge_its_earner_deleted_and_can_check_one_certifica
     assert summary.repaired["taken_from_credly"] == 1 and summary.repaired["issued"] == 0
     assert [b.state for b in badges(svc)] == ["deleted"]
     assert reconcile(svc, certification_id="CERT-1").in_step == 1
+
+
+@pytest.mark.parametrize("batch", [reconcile_module.BATCH, 1], ids=["one-batch", "apart"])
+def test_reconcile_revokes_a_duplicate_a_template_that_allows_them_let_through(
+    svc, standin, monkeypatch, batch
+):
+    # "apart": each Credly badge in a batch of its own, so the kept one is read from Credly
+    monkeypatch.setattr(reconcile_module, "BATCH", batch)
+    standin.duplicates_allowed = {TEMPLATE}  # docs/credly.md, "Duplicates"
+    by_hand = hand_issued(standin, issuer_earner_id="CERT-1")
+    badge = grant(svc)  # no refusal: Credly now holds two live badges of CERT-1
+    assert badge.credly_badge_id != by_hand["id"]
+    assert {b["id"] for b in live(standin)} == {badge.credly_badge_id, by_hand["id"]}
+
+    summary = reconcile(svc)
+    assert summary.repaired["duplicates_revoked"] == 1
+    assert summary.repaired["taken_from_credly"] == summary.repaired["revoked"] == 0
+    drain(svc, lambda: settled(svc, "revoke_badge"))
+    assert [b["id"] for b in live(standin)] == [badge.credly_badge_id]
+    [revoke_call] = calls(standin, "revoke")
+    assert by_hand["id"] in revoke_call["path"]
+    assert revoke_call["body"]["suppress_revoke_notification_email"] is True
+    assert revoke_call["body"]["reason"] == badges_jobs.DUPLICATE_REASON
+    assert [(b.credly_badge_id, b.state) for b in badges(svc)] == [
+        (badge.credly_badge_id, "pending")
+    ]
+    again = reconcile(svc)
+    assert sum(again.repaired.values()) == 0 and again.in_step == 1
+
+
+def test_reconcile_keeps_the_badge_the_member_accepted_when_none_recorded_is_live(svc, standin):
+    standin.duplicates_allowed = {TEMPLATE}
+    badge = grant(svc)
+    standin.delete_badge(badge.credly_badge_id)  # unnoticed: the notification is lost
+    first = hand_issued(standin, issuer_earner_id="CERT-1")
+    accepted = hand_issued(standin, issuer_earner_id="CERT-1")
+    standin.set_badge_state(accepted["id"], "accepted")
+    summary = reconcile(svc)
+    assert summary.repaired["duplicates_revoked"] == summary.repaired["taken_from_credly"] == 1
+    drain(svc, lambda: settled(svc, "revoke_badge"))
+    assert [b["id"] for b in live(standin)] == [accepted["id"]]
+    assert [(b.credly_badge_id, b.state) for b in badges(svc)] == [(accepted["id"], "accepted")]
+    assert first["id"] in calls(standin, "revoke")[0]["path"]
+
+
+def test_a_duplicate_revoke_leaves_the_badge_that_became_the_recorded_one(svc, standin):
+    badge = grant(svc)
+    with svc.db.transaction() as session:
+        session.add(
+            OutboxItem(
+                certification_id="CERT-1",
+                kind="revoke_badge",
+                payload={
+                    **reconcile_module.REVOKE_PAYLOAD,
+                    "credly_badge_id": badge.credly_badge_id,
+                    "period_start": "2026-03-01",
+                },
+            )
+        )
+    [item] = items(svc, "revoke_badge")
+    badges_jobs.revoke(svc, _claimed(item))
+    assert calls(standin, "revoke") == []
+    assert [b["id"] for b in live(standin)] == [badge.credly_badge_id]
 
 
 # --------------------------------------------------------------------------- 7. token

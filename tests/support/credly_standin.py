@@ -21,7 +21,8 @@ A control API (plain JSON over HTTP, no auth) lets a test in another process dri
 
 It models what docs/credly.md says Credly does; each behaviour cites the section. Where that page
 says no source was found, the behaviour is a switch (`revoked_is_duplicate`,
-`revoke_revoked_status`) so the jobs are tested both ways.
+`revoke_revoked_status`) so the jobs are tested both ways; templates an admin let take duplicates
+are `duplicates_allowed`.
 
 Run for benchmarks: `python -m tests.support.credly_standin --port 8099 [--latency-ms 150]`.
 """
@@ -38,7 +39,7 @@ import signal
 import threading
 import uuid
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -138,6 +139,7 @@ class CredlyStandIn:
         latency: float = 0.0,
         template_expiry: Mapping[str, str] | None = None,
         revoked_is_duplicate: bool = False,
+        duplicates_allowed: Collection[str] = (),
         revoke_revoked_status: int = 422,
         token_expires_at: str | None = None,
     ) -> None:
@@ -153,6 +155,8 @@ class CredlyStandIn:
         self.template_expiry = dict(template_expiry or {})
         #: Whether a revoked badge still counts as a duplicate (docs/credly.md: no source says).
         self.revoked_is_duplicate = revoked_is_duplicate
+        #: Templates whose duplicates an admin allowed (docs/credly.md, "Duplicates").
+        self.duplicates_allowed = set(duplicates_allowed)
         #: What revoking a revoked badge answers (docs/credly.md: no source says; 422 or 200).
         self.revoke_revoked_status = revoke_revoked_status
         #: The token's expiry as `GET .../authorization_tokens` lists it (docs/credly.md, "Tokens").
@@ -350,7 +354,8 @@ class CredlyStandIn:
             candidates = candidates + (self._by_earner.get(earner, []) if earner else [])
             for other in (self._badges[i] for i in candidates):
                 same_template = other["badge_template"]["id"] == badge["badge_template"]["id"]
-                if same_template and self._counts_as_duplicate(other):
+                allowed = badge["badge_template"]["id"] in self.duplicates_allowed
+                if same_template and not allowed and self._counts_as_duplicate(other):
                     raise _error(422, "User already has this badge")
             self._store(badge)
         return 201, {"data": badge, "metadata": {}}
