@@ -8,8 +8,11 @@ from flask import Blueprint, render_template, request
 from flask.typing import ResponseReturnValue
 
 from gateway.schemas.credentials import MAX_CREDENTIAL_LENGTH
+from gateway.usecases.issuer import issuer
 from gateway.web.api.credentials import check_credential
 from gateway.web.apidoc import FORM, html, operation
+from gateway.web.context import services
+from gateway.web.observability import base_url
 from gateway.web.problems import DATABASE_UNAVAILABLE, database_unavailable
 from gateway.web.ratelimit import TooManyLookups
 
@@ -17,8 +20,13 @@ bp = Blueprint("credential_page", __name__)
 
 
 def _page(credential: str = "", **context: Any) -> str:
+    settings = services().settings
     return render_template(
-        "verify_credential.html", credential=credential, limit=MAX_CREDENTIAL_LENGTH, **context
+        "verify_credential.html",
+        credential=credential,
+        limit=MAX_CREDENTIAL_LENGTH,
+        issuer=issuer(settings, base_url(settings)),  # who vouches, in the pages' shared layout
+        **context,
     )
 
 

@@ -282,8 +282,15 @@ def test_a_check_without_a_credential_is_a_problem_naming_the_field(client):
     assert client.post("/v1/credentials/verify", data="x").status_code == 415
     empty = client.post("/verify/credential", data={"credential": "  "})
     assert empty.status_code == 400 and "Paste a credential." in empty.get_data(as_text=True)
-    assert client.get("/verify/credential").status_code == 200
-    assert "/verify/credential" in client.get("/verify").get_data(as_text=True)
+    form = client.get("/verify/credential")
+    assert form.status_code == 200
+    verify_page = client.get("/verify").get_data(as_text=True)
+    assert "/verify/credential" in verify_page
+    shared = verify_page[verify_page.index("<header") : verify_page.index("</header>")]
+    footer = verify_page[verify_page.index("<footer") :]
+    # the pages' shared layout: who vouches above, the links to the other pages below
+    assert shared in form.get_data(as_text=True) and footer in form.get_data(as_text=True)
+    assert "verify-credential.css" in form.get_data(as_text=True)
 
 
 def test_a_rotation_keeps_earlier_credentials_verifiable(database_url, make_app, tmp_path):
