@@ -53,7 +53,7 @@ def review(
     """Announce the scheduled changes of `certification_ids` not yet announced, and call off the
     announced ones no longer scheduled, in `session`'s transaction (the caller locks the
     certifications); the outbox items of the messages queued."""
-    watching = subscriptions.with_notice(session, certification_ids)
+    watching = subscriptions.with_notice(svc.db, session.connection(), certification_ids)
     announced: dict[tuple[str, str], list[AdvanceNotice]] = {}
     for notice in session.scalars(
         select(AdvanceNotice).where(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import threading
 import time
@@ -122,6 +123,7 @@ class _Compiled:
     """A statement compiled once for psycopg, with the conversions SQLAlchemy's types make."""
 
     compiled: Compiled
+    sql: str  # its text, with `IN` an expanding list as `= ANY` an array parameter
     binds: dict[str, Callable[[Any], Any]]  # parameter conversions, by name
     columns: tuple[Callable[[Any], Any] | None, ...] | None  # None: no column is converted
 
@@ -138,6 +140,11 @@ class _Compiled:
             return tuple(values)
         return tuple(v if c is None else c(v) for c, v in zip(self.columns, values, strict=True))
 
+
+#: An expanding `IN` list as SQLAlchemy compiles it for PostgreSQL, and what marks any other
+#: value it works out at execution.
+_IN_LIST = re.compile(r"(?<!NOT )IN \(__\[POSTCOMPILE_(\w+)\]\)")
+_POSTCOMPILE = "__[POSTCOMPILE_"
 
 #: The outbox items queued by the transaction this thread (or task) is in: the unit of work.
 _QUEUED: ContextVar[list[int] | None] = ContextVar("queued_outbox_ids", default=None)
@@ -222,9 +229,10 @@ class Database:
     def _one(self, statement: Executable, params: dict[str, Any] | None, commit: bool) -> list:
         """One statement outside any transaction. On PostgreSQL it runs on the pooled psycopg
         connection itself, compiled once, without SQLAlchemy's execution layer: about 150 µs less
-        a statement, which is most of a lookup's or a token check's database work. Statements
-        with values SQLAlchemy works out when it runs them (`IN` lists, columns' Python defaults)
-        go through SQLAlchemy."""
+        a statement, which is most of a lookup's or a token check's database work. An `IN` list
+        is sent as one array parameter (`= ANY`). Statements with other values SQLAlchemy works
+        out when it runs them (other expanding lists, columns' Python defaults) go through
+        SQLAlchemy."""
         compiled = self._compile(statement)
         if compiled is None:
             with self._single.begin() if commit else self._single.connect() as connection:
@@ -238,22 +246,24 @@ class Database:
         if statement not in self._compiled:
             dialect = self.engine.dialect
             compiled = statement.compile(dialect=dialect)
-            if (  # values SQLAlchemy works out at execution: expanded lists, Python defaults
-                compiled.post_compile_params or compiled.insert_prefetch or compiled.update_prefetch
+            sql = _IN_LIST.sub(r"= ANY(%(\1)s)", compiled.string)
+            if (  # values SQLAlchemy works out at execution: other lists, Python defaults
+                _POSTCOMPILE in sql or compiled.insert_prefetch or compiled.update_prefetch
             ):
                 self._compiled[statement] = None
             else:
                 binds = {
                     compiled.bind_names[bind]: convert
                     for bind in compiled.binds.values()
-                    if (convert := bind.type.bind_processor(dialect)) is not None
+                    if not bind.expanding
+                    and (convert := bind.type.bind_processor(dialect)) is not None
                 }
                 columns = tuple(
                     column.type.result_processor(dialect, None)
                     for column in getattr(statement, "exported_columns", ())
                 )
                 self._compiled[statement] = _Compiled(
-                    compiled, binds, columns if any(columns) else None
+                    compiled, sql, binds, columns if any(columns) else None
                 )
         return self._compiled[statement]
 
@@ -293,6 +303,19 @@ class Database:
             self._forget_if_lost(exc, connection)
             raise
 
+    def execute_each(
+        self, connection: Connection, statement: Executable, rows: Sequence[dict[str, Any]]
+    ) -> list[tuple]:
+        """The rows `statement` returns run once for each of `rows` (none: not run) in the
+        transaction of `connection`: an executemany, RETURNING rows in the order of `rows`. A
+        single row goes the way of `execute`."""
+        if not rows:
+            return []
+        if len(rows) == 1:
+            return self.execute(connection, statement, rows[0])
+        result = connection.execute(statement, list(rows))
+        return [tuple(row) for row in result] if result.returns_rows else []
+
     def _forget_if_lost(
         self, exc: DBAPIError, connection: Connection | PoolProxiedConnection
     ) -> None:
@@ -308,7 +331,7 @@ class Database:
         """Run a compiled statement on a psycopg connection; psycopg's errors raised as
         SQLAlchemy's."""
         try:
-            cursor = connection.execute(compiled.compiled.string, values)
+            cursor = connection.execute(compiled.sql, values)
             return [compiled.row(row) for row in cursor.fetchall()] if cursor.description else []
         except psycopg.Error as exc:
             raise self._error(exc, compiled, values, connection) from exc
@@ -322,7 +345,7 @@ class Database:
     ) -> DBAPIError:
         """psycopg's error as SQLAlchemy's, saying whether the connection was lost."""
         return DBAPIError.instance(
-            compiled.compiled.string,
+            compiled.sql,
             values,
             exc,
             psycopg.Error,

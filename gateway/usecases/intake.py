@@ -7,9 +7,9 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Row, Table, bindparam, insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
@@ -37,7 +37,26 @@ _STORED = select(
 _ANSWER = (
     update(EVENTS).where(EVENTS.c.id == bindparam("pk")).values(response_body=bindparam("answer"))
 )
-_INSERT_EVENTS = insert(EVENTS).returning(EVENTS.c.id, sort_by_parameter_order=True)
+_EVENT_COLUMNS = (
+    "event_id",
+    "type",
+    "certification_id",
+    "occurred_at",
+    "body",
+    "body_hash",
+    "client_id",
+    "request_id",
+    "received_at",
+    "status",
+    "reasons",
+    "response_status",
+    "response_body",
+)
+_INSERT_EVENTS = (
+    insert(EVENTS)
+    .values({name: bindparam(name) for name in _EVENT_COLUMNS})
+    .returning(EVENTS.c.id, sort_by_parameter_order=True)
+)
 _RETRY = {"40P01", "40001"}  # deadlock detected, serialization failure
 _REPLAYED = {"Idempotent-Replayed": "true"}
 
@@ -209,15 +228,13 @@ class _Submission:
 
     def run(self, items: list[_Item]) -> list[Answer]:
         """Each item's answer, in order."""
-        session = self.session
+        session, db = self.session, self.svc.db
         connection = session.connection()  # Core statements: no ORM work around them
         ids = sorted({item.envelope.certification_id for item in items})
-        evaluated_on = dict(connection.execute(_LOCK, {"ids": ids}).all())
+        evaluated_on = dict(db.execute(connection, _LOCK, {"ids": ids}))
+        event_ids = sorted({item.envelope.event.event_id for item in items})
         stored = {
-            row.event_id: row
-            for row in connection.execute(
-                _STORED, {"ids": sorted({item.envelope.event.event_id for item in items})}
-            )
+            row[0]: _Stored(*row) for row in db.execute(connection, _STORED, {"ids": event_ids})
         }
         fresh = sorted(
             {i.envelope.certification_id for i in items if i.envelope.event.event_id not in stored}
@@ -307,8 +324,8 @@ class _Submission:
         """Write the events, then the standings and jobs of the accepted ones, then answers."""
         if not self.rows:
             return
-        connection = self.session.connection()
-        pks = list(connection.scalars(_INSERT_EVENTS, self.rows))
+        db, connection = self.svc.db, self.session.connection()
+        pks = [pk for (pk,) in db.execute_each(connection, _INSERT_EVENTS, self.rows)]
         changes = [replace(a.change, event_pk=pks[a.row]) for a in self.accepted]
         answered = []
         for accepted, recorded in zip(
@@ -328,7 +345,7 @@ class _Submission:
             self.answers[accepted.position] = Answer(202, body, outbox_ids=outbox_ids)
             answered.append({"pk": pks[accepted.row], "answer": body})
         if answered:
-            connection.execute(_ANSWER, answered)
+            db.execute_each(connection, _ANSWER, answered)
 
 
 def _unknown(certification_id: str) -> Answer:
@@ -361,7 +378,16 @@ def _conflict(event_id: str) -> Answer:
     )
 
 
-def _replayed(stored: Row, digest: str) -> Answer:
+class _Stored(NamedTuple):
+    """An event recorded before, as `_STORED` reads it."""
+
+    event_id: str
+    body_hash: str
+    response_status: int
+    response_body: dict[str, Any]
+
+
+def _replayed(stored: _Stored, digest: str) -> Answer:
     if stored.body_hash != digest:
         return _conflict(stored.event_id)
     return Answer(stored.response_status, stored.response_body, dict(_REPLAYED))

@@ -7,12 +7,12 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Insert, Table, bindparam, insert, update
+from sqlalchemy import BindParameter, Connection, Insert, Table, bindparam, insert, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from gateway import rules
-from gateway.store.db import wake_after_commit
+from gateway.store.db import Database, wake_after_commit
 from gateway.store.models import Certification, Member, OutboxItem, utcnow
 from gateway.usecases import subscriptions
 from gateway.usecases.services import Services
@@ -51,36 +51,35 @@ def record_standings(svc: Services, session: Session, changes: list[Change]) -> 
     """
     if not changes:
         return []
-    now = utcnow()
+    now, db = utcnow(), svc.db
     connection = session.connection()  # Core statements: no ORM work around them
-    _upsert_members(connection, [change.after.member for change in changes], now)
+    members = [
+        c.after.member for c in changes if c.before is None or c.before.member != c.after.member
+    ]
+    if members:  # only a grant or a change of details writes them, never a stale copy
+        _upsert_members(db, connection, members, now)
     rows = [_certification_row(change, now) for change in changes]
     new = [row for row, change in zip(rows, changes, strict=True) if change.before is None]
     if new:
-        connection.execute(
-            insert(CERTIFICATIONS),
-            [_renamed(row, cid="certification_id") | {"created_at": now} for row in new],
-        )
+        created = [row | {"created_at": now} for row in new]
+        db.execute_each(connection, _INSERT_CERTIFICATIONS, created)
     known = [row for row, change in zip(rows, changes, strict=True) if change.before is not None]
     if known:
-        connection.execute(
-            update(CERTIFICATIONS)
-            .where(CERTIFICATIONS.c.certification_id == bindparam("cid"))
-            .values({key: bindparam(key) for key in known[0] if key != "cid"}),
-            known,
-        )
+        db.execute_each(connection, _UPDATE_CERTIFICATIONS, known)
     expires = svc.settings.badge_expires
     planned = [
         (change, rules.actions(change.before, change.after, badge_expires=expires))
         for change in changes
     ]
-    noticed = _watched_with_notice(session, changes)
+    noticed = _watched_with_notice(db, connection, changes)
     jobs = [
         [_outbox_row(change, act, now) for act in acts]
         + ([_review_row(change, now)] if change.certification_id in noticed else [])
         for change, acts in planned
     ]
-    inserted = _insert_returning_ids(connection, [row for rows_of in jobs for row in rows_of])
+    inserted = [
+        pk for (pk,) in db.execute_each(connection, _INSERT_OUTBOX, [r for rs in jobs for r in rs])
+    ]
     wake_after_commit(inserted)
     ids = iter(inserted)
     return [
@@ -89,7 +88,7 @@ def record_standings(svc: Services, session: Session, changes: list[Change]) -> 
     ]
 
 
-def _watched_with_notice(session: Session, changes: list[Change]) -> set[str]:
+def _watched_with_notice(db: Database, connection: Connection, changes: list[Change]) -> set[str]:
     """The certifications whose next change (or status) moved and that a subscription with
     advance notice watches: their notices are reviewed by a job."""
     moved = [
@@ -99,7 +98,7 @@ def _watched_with_notice(session: Session, changes: list[Change]) -> set[str]:
         or change.before.next_change_on != change.after.next_change_on
         or change.before.status != change.after.status
     ]
-    return set(subscriptions.with_notice(session, moved)) if moved else set()
+    return set(subscriptions.with_notice(db, connection, moved)) if moved else set()
 
 
 def _review_row(change: Change, now: datetime) -> dict[str, Any]:
@@ -130,23 +129,42 @@ def _outbox_row(change: Change, action: rules.Action, now: datetime) -> dict[str
     }
 
 
-def _insert_returning_ids(connection: Connection, rows: list[dict[str, Any]]) -> list[int]:
-    if not rows:
-        return []
-    return list(connection.scalars(_INSERT_OUTBOX, rows))
+def _bound(*columns: str) -> dict[str, BindParameter]:
+    """Values of the named columns, each bound by its name (statements built once)."""
+    return {name: bindparam(name) for name in columns}
 
 
-_INSERT_OUTBOX = insert(OUTBOX).returning(OUTBOX.c.id, sort_by_parameter_order=True)
+_INSERT_OUTBOX = (
+    insert(OUTBOX)
+    .values(
+        _bound(
+            *("event_pk", "certification_id", "kind", "payload", "state", "attempts"),
+            *("request_id", "created_at", "due_at"),
+        )
+    )
+    .returning(OUTBOX.c.id, sort_by_parameter_order=True)
+)
+#: A standing's columns, as `_certification_row` names them (the certification's id is `cid`).
+_STANDING = _bound(
+    *("credential", "member_id", "status", "standing", "evaluated_on", "next_change_on"),
+    "updated_at",
+)
+_INSERT_CERTIFICATIONS = insert(CERTIFICATIONS).values(
+    certification_id=bindparam("cid"), created_at=bindparam("created_at"), **_STANDING
+)
+_UPDATE_CERTIFICATIONS = (
+    update(CERTIFICATIONS)
+    .where(CERTIFICATIONS.c.certification_id == bindparam("cid"))
+    .values(_STANDING)
+)
 
 
-def _renamed(row: dict[str, Any], **names: str) -> dict[str, Any]:
-    return {names.get(key, key): value for key, value in row.items()}
-
-
-def _upsert_members(connection: Connection, members: list[rules.Member], now: datetime) -> None:
+def _upsert_members(
+    db: Database, connection: Connection, members: list[rules.Member], now: datetime
+) -> None:
     latest = {member.member_id: member for member in members}  # one row per member, last wins
     rows = [{**asdict(member), "updated_at": now} for member in latest.values()]
-    connection.execute(_MEMBER_UPSERTS[connection.dialect.name], rows)
+    db.execute_each(connection, _MEMBER_UPSERTS[connection.dialect.name], rows)
 
 
 def _member_upsert(insert_of: Callable[[Table], Any]) -> Insert:
@@ -170,6 +188,7 @@ _MEMBER_UPSERTS = {
 
 
 def _certification_row(change: Change, now: datetime) -> dict[str, Any]:
+    """The bound values of `_STANDING`, and `cid`."""
     after = change.after
     return {
         "cid": change.certification_id,

@@ -9,11 +9,12 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 
-from sqlalchemy import bindparam, delete, func, insert, select
+from sqlalchemy import Connection, bindparam, delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from connectors.employer_webhooks import new_secret
 from gateway.schemas.subscriptions import MAX_WATCHED
+from gateway.store.db import Database
 from gateway.store.models import Delivery, Subscription, WatchedCertification, utcnow
 
 #: The outbox kind of a review of a certification's advance notices (`jobs.notices`).
@@ -167,10 +168,12 @@ _WITH_NOTICE = (
 )
 
 
-def with_notice(session: Session, certification_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+def with_notice(
+    db: Database, connection: Connection, certification_ids: Sequence[str]
+) -> dict[str, dict[str, int]]:
     """Of `certification_ids`, those watched by live subscriptions with advance notice:
-    certification -> {subscription id: notice days}."""
-    rows = session.connection().execute(_WITH_NOTICE, {"ids": list(certification_ids)})
+    certification -> {subscription id: notice days}; in the transaction of `connection`."""
+    rows = db.execute(connection, _WITH_NOTICE, {"ids": list(certification_ids)})
     found: dict[str, dict[str, int]] = {}
     for certification_id, subscription_id, days in rows:
         found.setdefault(certification_id, {})[subscription_id] = days

@@ -100,3 +100,34 @@ def test_a_statement_failing_in_a_transaction_raises_sqlalchemys_error_and_rolls
     with db.engine.begin() as connection:  # the pool serves on
         db.execute(connection, statement, {"member_id": "M-2"})
     assert db.read(select(Member.member_id)) == [("M-2",)]
+
+
+def test_an_in_list_is_one_array_parameter_and_reads_as_through_sqlalchemy(db):
+    add = insert(Member).values(
+        member_id=bindparam("member_id"), first_name="Ada", last_name="L", email="a@example.org"
+    )
+    with db.engine.begin() as connection:
+        db.execute_each(connection, add, [{"member_id": f"M-{n}"} for n in range(3)])
+    ids = bindparam("ids", expanding=True)
+    among = select(Member.member_id).where(Member.member_id.in_(ids)).order_by(Member.member_id)
+    outside = select(Member.member_id).where(Member.member_id.not_in(ids))
+    assert db.read(among, {"ids": ["M-2", "M-0", "M-9"]}) == [("M-0",), ("M-2",)]
+    assert db.read(among, {"ids": []}) == []
+    assert "= ANY(%(ids)s)" in db._compile(among).sql  # one statement text whatever the list
+    assert db._compile(outside) is None  # NOT IN: SQLAlchemy expands it
+    assert db.read(outside, {"ids": ["M-0", "M-1"]}) == [("M-2",)]
+
+
+def test_execute_each_runs_a_statement_per_row_in_order_and_none_for_no_rows(db):
+    add = insert(Member).values(
+        member_id=bindparam("member_id"), first_name=bindparam("name"), last_name="L", email="e"
+    )
+    returning = add.returning(Member.member_id, Member.first_name, sort_by_parameter_order=True)
+    with db.engine.begin() as connection:
+        assert db.execute_each(connection, returning, []) == []
+        one = db.execute_each(connection, returning, [{"member_id": "M-1", "name": "Ada"}])
+        rows = [{"member_id": f"M-{n}", "name": f"N{n}"} for n in (4, 2, 3)]
+        many = db.execute_each(connection, returning, rows)
+    assert one == [("M-1", "Ada")]
+    assert many == [("M-4", "N4"), ("M-2", "N2"), ("M-3", "N3")]  # in the order of the rows
+    assert len(db.read(select(Member.member_id))) == 4
