@@ -141,10 +141,16 @@ class _Compiled:
         return tuple(v if c is None else c(v) for c, v in zip(self.columns, values, strict=True))
 
 
-#: An expanding `IN` list as SQLAlchemy compiles it for PostgreSQL, and what marks any other
-#: value it works out at execution.
-_IN_LIST = re.compile(r"(?<!NOT )IN \(__\[POSTCOMPILE_(\w+)\]\)")
+#: A column's expanding `IN` list as SQLAlchemy compiles it for PostgreSQL (not `NOT IN`, not a
+#: tuple's), and what marks any other value it works out at execution.
+_IN_LIST = re.compile(r"(?<=[\w\"])(?<!\bNOT) IN \(__\[POSTCOMPILE_(\w+)\]\)")
 _POSTCOMPILE = "__[POSTCOMPILE_"
+
+
+def _array(convert: Callable[[Any], Any] | None) -> Callable[[Any], list]:
+    """An `IN` list's values as the array parameter psycopg sends, each converted."""
+    return list if convert is None else lambda values: [convert(value) for value in values]
+
 
 #: The outbox items queued by the transaction this thread (or task) is in: the unit of work.
 _QUEUED: ContextVar[list[int] | None] = ContextVar("queued_outbox_ids", default=None)
@@ -252,12 +258,13 @@ class Database:
             ):
                 self._compiled[statement] = None
             else:
-                binds = {
-                    compiled.bind_names[bind]: convert
-                    for bind in compiled.binds.values()
-                    if not bind.expanding
-                    and (convert := bind.type.bind_processor(dialect)) is not None
-                }
+                binds = {}
+                for bind in compiled.binds.values():
+                    convert = bind.type.bind_processor(dialect)
+                    if bind.expanding:  # sent as one array
+                        binds[compiled.bind_names[bind]] = _array(convert)
+                    elif convert is not None:
+                        binds[compiled.bind_names[bind]] = convert
                 columns = tuple(
                     column.type.result_processor(dialect, None)
                     for column in getattr(statement, "exported_columns", ())

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import bindparam, column, insert, literal, select, table, update
+from sqlalchemy import bindparam, column, insert, literal, select, table, tuple_, update
 from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
 
 from gateway.store.db import Database
@@ -116,6 +116,17 @@ def test_an_in_list_is_one_array_parameter_and_reads_as_through_sqlalchemy(db):
     assert "= ANY(%(ids)s)" in db._compile(among).sql  # one statement text whatever the list
     assert db._compile(outside) is None  # NOT IN: SQLAlchemy expands it
     assert db.read(outside, {"ids": ["M-0", "M-1"]}) == [("M-2",)]
+    pairs = select(Member.member_id).where(
+        tuple_(Member.member_id, Member.first_name).in_(bindparam("pairs", expanding=True))
+    )
+    assert db._compile(pairs) is None  # a tuple's list too
+    assert db.read(pairs, {"pairs": [("M-1", "Ada")]}) == [("M-1",)]
+    at = datetime(2026, 1, 1, 12, 0, tzinfo=timezone(timedelta(hours=2)))
+    when = select(Member.member_id).where(
+        Member.updated_at.in_(bindparam("at", expanding=True, type_=UTCDateTime()))
+    )
+    assert db.read(when, {"at": (at,)}) == []  # a tuple, its values converted as the type says
+    assert db.read(among, {"ids": ("M-1",)}) == [("M-1",)]
 
 
 def test_execute_each_runs_a_statement_per_row_in_order_and_none_for_no_rows(db):
