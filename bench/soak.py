@@ -557,6 +557,7 @@ class Soak:
         self.receiver = Receiver(self.ports["receiver"])
         self.policy = load_policy()
         self.injected_permanent = 0
+        self.redis_down = threading.Lock()  # held while a fault has Redis down
         #: Certifications whose badge its earner deleted: the gateway does not issue it again.
         self.deleted_badges: set[str] = set()
         self.db_created = False
@@ -771,10 +772,15 @@ class Soak:
             self.start_worker(n)
 
     def kill_redis(self, rng: random.Random) -> None:
-        with self.fault("redis killed"):
-            self.fleet.kill("redis")
-            time.sleep(rng.uniform(3, 8))
-            self.start_redis()
+        if not self.redis_down.acquire(blocking=False):
+            return  # an overlapping fault has it down already: nothing to kill
+        try:
+            with self.fault("redis killed"):
+                self.fleet.kill("redis")
+                time.sleep(rng.uniform(3, 8))
+                self.start_redis()
+        finally:
+            self.redis_down.release()
 
     def terminate_backends(self, rng: random.Random) -> None:
         with self.fault("postgres backends terminated"):
