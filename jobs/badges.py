@@ -457,14 +457,9 @@ def member_reason(status: str) -> str:
 
 
 def revoke(svc: Services, item: ClaimedItem) -> None:
-    """Leave no live badge of the certification on Credly (unless it keeps one again by now);
-    with `credly_badge_id` in the payload, revoke only that badge, a duplicate of the one the
-    certification keeps (reconciliation found both live)."""
+    """Leave no live badge of the certification on Credly (unless it keeps one again by now)."""
     cert = _certification(svc, item.certification_id)
-    duplicate = item.payload.get("credly_badge_id")
-    if cert.status in BADGE_KEPT and duplicate:
-        _revoke_duplicate(svc, cert.certification_id, duplicate)
-    elif cert.status in BADGE_KEPT:
+    if cert.status in BADGE_KEPT:
         log.info("not revoking: the certification keeps its badge again (%s)", cert.status)
     else:
         log.info("revoking", extra={"reason_rule": item.payload.get("reason_rule")})
@@ -472,9 +467,19 @@ def revoke(svc: Services, item: ClaimedItem) -> None:
     _settled(svc, item)  # also when nothing was live
 
 
+def revoke_duplicate(svc: Services, item: ClaimedItem) -> None:
+    """Revoke the payload's `credly_badge_id`, a second live badge of a certification that keeps
+    another (reconciliation found both), quietly; unless it is the badge recorded for the
+    certification by now. A certification that keeps no badge any more has every live one
+    revoked. The badge the certification keeps is not marked by this job's end, good or bad."""
+    cert = _certification(svc, item.certification_id)
+    if cert.status in BADGE_KEPT:
+        _revoke_duplicate(svc, cert.certification_id, item.payload["credly_badge_id"])
+    else:
+        revoke_everything(svc, cert)
+
+
 def _revoke_duplicate(svc: Services, certification_id: str, credly_id: str) -> None:
-    """Revoke the live badge `credly_id` (a replaced one's successor in its place), quietly,
-    unless it is the badge recorded for the certification by now."""
     try:
         current = latest(svc, svc.credly.get_badge(credly_id))
     except NotFound:

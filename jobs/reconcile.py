@@ -7,7 +7,7 @@ Two passes, each holding one page or one batch in memory (flat for a million cer
    whose status keeps none gets a revoke job; one of a certification that keeps its badge is what
    the gateway records (Credly's id and state are taken, or an issue job adopts it), and is marked
    as seen live (`badges.credly_checked_at`), unless the certification keeps another live badge:
-   then it is a duplicate (a template that allows them) and a revoke job revokes just it.
+   then it is a duplicate (a template that allows them) and a `revoke_duplicate` job revokes it.
 2. The certifications, in batches. A recorded badge said to be live but not seen live in pass 1 is
    read from Credly and Credly's state taken (a 404: deleted by its earner). A certification that
    keeps its badge but has none live gets an issue job, unless its earner deleted or rejected it.
@@ -151,8 +151,7 @@ class _Run:
             if extra.id != badge.id:
                 log.info("a duplicate live badge", extra={"credly_badge_id": extra.id})
                 self.summary.repair("duplicates_revoked")
-                payload = {**REVOKE_PAYLOAD, "credly_badge_id": extra.id}
-                self._queue(session, cert, "revoke_badge", payload)
+                self._queue(session, cert, "revoke_duplicate", {"credly_badge_id": extra.id})
         if (row.credly_badge_id, row.state) != (badge.id, badge.state):
             self.summary.repair("taken_from_credly")
             if not self.dry_run:

@@ -31,6 +31,7 @@ HANDLERS: dict[str, Handler] = {
     "issue_badge": badges.issue,
     "replace_badge": badges.replace,
     "revoke_badge": badges.revoke,
+    "revoke_duplicate": badges.revoke_duplicate,
     "sync_verification": verification.sync,
     "credly_notification": credly_notifications.process,
     "deliver_webhook": deliveries.deliver_webhook,
@@ -47,7 +48,9 @@ GIVEN_UP: dict[str, Callable[[Services, Connection, ClaimedItem, str], None]] = 
 
 #: Kinds that call Credly: they wait while Credly refuses the token
 # (gateway/usecases/credly_token.py).
-CREDLY_KINDS = frozenset({"issue_badge", "replace_badge", "revoke_badge", "credly_notification"})
+CREDLY_KINDS = frozenset(
+    {"issue_badge", "replace_badge", "revoke_badge", "revoke_duplicate", "credly_notification"}
+)
 
 #: A paused attempt: due again later, the attempt its claim counted given back.
 PAUSED = (

@@ -527,7 +527,7 @@ def test_reconcile_revokes_a_duplicate_a_template_that_allows_them_let_through(
     summary = reconcile(svc)
     assert summary.repaired["duplicates_revoked"] == 1
     assert summary.repaired["taken_from_credly"] == summary.repaired["revoked"] == 0
-    drain(svc, lambda: settled(svc, "revoke_badge"))
+    drain(svc, lambda: settled(svc, "revoke_duplicate"))
     assert [b["id"] for b in live(standin)] == [badge.credly_badge_id]
     [revoke_call] = calls(standin, "revoke")
     assert by_hand["id"] in revoke_call["path"]
@@ -540,6 +540,21 @@ def test_reconcile_revokes_a_duplicate_a_template_that_allows_them_let_through(
     assert sum(again.repaired.values()) == 0 and again.in_step == 1
 
 
+def test_a_duplicate_revoke_that_fails_for_good_leaves_the_kept_badge_unmarked(svc, standin):
+    standin.duplicates_allowed = {TEMPLATE}
+    by_hand = hand_issued(standin, issuer_earner_id="CERT-1")
+    badge = grant(svc)
+    refusal = {"status": 422, "body": {"data": {"message": "cannot revoke"}}}
+    standin.queue_faults([refusal], operation="revoke")  # refused for good
+    reconcile(svc)
+    drain(svc, lambda: settled(svc, "revoke_duplicate"))
+    [item] = items(svc, "revoke_duplicate")
+    assert item.state == "failed" and "cannot revoke" in item.last_error
+    assert {b["id"] for b in live(standin)} == {badge.credly_badge_id, by_hand["id"]}
+    [row] = badges(svc)
+    assert row.last_error is None and badge_view(row)["state"] == "pending"
+
+
 def test_reconcile_keeps_the_badge_the_member_accepted_when_none_recorded_is_live(svc, standin):
     standin.duplicates_allowed = {TEMPLATE}
     badge = grant(svc)
@@ -549,7 +564,7 @@ def test_reconcile_keeps_the_badge_the_member_accepted_when_none_recorded_is_liv
     standin.set_badge_state(accepted["id"], "accepted")
     summary = reconcile(svc)
     assert summary.repaired["duplicates_revoked"] == summary.repaired["taken_from_credly"] == 1
-    drain(svc, lambda: settled(svc, "revoke_badge"))
+    drain(svc, lambda: settled(svc, "revoke_duplicate"))
     assert [b["id"] for b in live(standin)] == [accepted["id"]]
     assert [(b.credly_badge_id, b.state) for b in badges(svc)] == [(accepted["id"], "accepted")]
     assert first["id"] in calls(standin, "revoke")[0]["path"]
@@ -561,16 +576,12 @@ def test_a_duplicate_revoke_leaves_the_badge_that_became_the_recorded_one(svc, s
         session.add(
             OutboxItem(
                 certification_id="CERT-1",
-                kind="revoke_badge",
-                payload={
-                    **reconcile_module.REVOKE_PAYLOAD,
-                    "credly_badge_id": badge.credly_badge_id,
-                    "period_start": "2026-03-01",
-                },
+                kind="revoke_duplicate",
+                payload={"credly_badge_id": badge.credly_badge_id, "period_start": "2026-03-01"},
             )
         )
-    [item] = items(svc, "revoke_badge")
-    badges_jobs.revoke(svc, _claimed(item))
+    [item] = items(svc, "revoke_duplicate")
+    badges_jobs.revoke_duplicate(svc, _claimed(item))
     assert calls(standin, "revoke") == []
     assert [b["id"] for b in live(standin)] == [badge.credly_badge_id]
 
