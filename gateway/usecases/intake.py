@@ -37,24 +37,10 @@ _STORED = select(
 _ANSWER = (
     update(EVENTS).where(EVENTS.c.id == bindparam("pk")).values(response_body=bindparam("answer"))
 )
-_EVENT_COLUMNS = (
-    "event_id",
-    "type",
-    "certification_id",
-    "occurred_at",
-    "body",
-    "body_hash",
-    "client_id",
-    "request_id",
-    "received_at",
-    "status",
-    "reasons",
-    "response_status",
-    "response_body",
-)
+#: Every column but the id, bound by its name (`_event_row` gives each).
 _INSERT_EVENTS = (
     insert(EVENTS)
-    .values({name: bindparam(name) for name in _EVENT_COLUMNS})
+    .values({c.name: bindparam(c.name) for c in EVENTS.c if c is not EVENTS.c.id})
     .returning(EVENTS.c.id, sort_by_parameter_order=True)
 )
 _RETRY = {"40P01", "40001"}  # deadlock detected, serialization failure
