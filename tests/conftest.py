@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time as time_module
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, time, timedelta
@@ -26,6 +27,9 @@ PG_ADMIN_URL = os.environ.get(
 )
 REDIS_SERVER = "redis://127.0.0.1:6379"
 
+
+#: Seconds before a minute turns in which a rate-limit test waits for the next one to start.
+RATE_WINDOW_MARGIN = 5
 
 #: How far --clock moves the gateway's clock ahead of the real time for the whole session.
 CLOCK_OFFSET = timedelta(0)
@@ -58,6 +62,15 @@ def gateway_clock(request: pytest.FixtureRequest) -> Iterator[None]:
         clock.set_now(datetime.now(UTC) + CLOCK_OFFSET)
     yield
     clock.set_now(None)
+
+
+@pytest.fixture
+def within_one_minute() -> None:
+    """Start the test clear of a minute's last seconds, so its per-minute rate limits stay in one
+    window: after the turn of a minute the sliding window's estimate drops, and one more passes."""
+    left = 60 - time_module.time() % 60
+    if left < RATE_WINDOW_MARGIN:
+        time_module.sleep(left + 0.05)
 
 
 @pytest.fixture(scope="session")

@@ -415,6 +415,7 @@ def forged(n: int) -> dict:
     }
 
 
+@pytest.mark.usefixtures("within_one_minute")
 def test_webhooks_are_rate_limited_per_address_and_the_flood_is_counted(make_gateway):
     app = make_gateway(credly_webhook_rate_limit="3/minute")
     before = _count("rate_limited")
@@ -424,6 +425,7 @@ def test_webhooks_are_rate_limited_per_address_and_the_flood_is_counted(make_gat
     assert _count("rate_limited") - before == 2
 
 
+@pytest.mark.usefixtures("within_one_minute")
 def test_a_flood_costs_credly_no_more_checks_than_the_bound(make_gateway, standin):
     app = make_gateway(credly_webhook_checks="2/minute")
     svc = app.extensions["gateway"]

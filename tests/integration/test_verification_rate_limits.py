@@ -7,6 +7,8 @@ import pytest
 from tests.support.clients import fetch_token, register_client
 from tests.support.serving import PrivateRedis
 
+pytestmark = pytest.mark.usefixtures("within_one_minute")
+
 LIMITS = {"verify_rate_limit": "2/minute", "verify_rate_limit_authenticated": "5/minute"}
 
 

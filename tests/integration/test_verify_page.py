@@ -87,6 +87,7 @@ def test_the_page_escapes_the_number_it_echoes(client):
     assert "<script>x" not in html and "&lt;script&gt;x" in html
 
 
+@pytest.mark.usefixtures("within_one_minute")
 def test_the_page_over_its_limit_answers_html_429_with_retry_after(make_app):
     client = make_app(verify_rate_limit="1/minute").test_client()
     assert client.get("/verify?certification_id=A-1").status_code == 404
