@@ -63,7 +63,7 @@ def review(
     ):
         announced.setdefault((notice.subscription_id, notice.certification_id), []).append(notice)
     ids = sorted({*watching, *(cid for _, cid in announced)})
-    histories = load_histories(session, ids) if ids else {}
+    histories = load_histories(svc.db, ids, session.connection()) if ids else {}
     items: list[OutboxItem] = []
     for certification_id in ids:
         subscribers = watching.get(certification_id, {})

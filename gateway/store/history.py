@@ -14,10 +14,10 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, Table, bindparam, select
 
 from gateway import rules
+from gateway.store.db import Database
 from gateway.store.models import Event
 
 Decoder = Callable[[Any], Any]
@@ -60,17 +60,34 @@ def decode_event(body: dict[str, Any]) -> rules.Event:
     return cls(event_id=body["event_id"], occurred_at=occurred_at, **fields)
 
 
-def load_history(session: Session, certification_id: str) -> list[rules.Event]:
+EVENTS: Table = Event.__table__
+_HISTORIES = (
+    select(EVENTS.c.certification_id, EVENTS.c.body)
+    .where(
+        EVENTS.c.certification_id.in_(bindparam("ids", expanding=True)),
+        EVENTS.c.status == "accepted",
+    )
+    .order_by(EVENTS.c.id)
+)
+
+
+def load_history(
+    db: Database, certification_id: str, connection: Connection | None = None
+) -> list[rules.Event]:
     """The accepted events of a certification, as domain events, in arrival order."""
-    return load_histories(session, [certification_id]).get(certification_id, [])
+    return load_histories(db, [certification_id], connection).get(certification_id, [])
 
 
-def load_histories(session: Session, certification_ids: list[str]) -> dict[str, list[rules.Event]]:
-    """The accepted events of several certifications, by certification, in arrival order."""
-    rows = session.execute(
-        select(Event.certification_id, Event.body)
-        .where(Event.certification_id.in_(certification_ids), Event.status == "accepted")
-        .order_by(Event.id)
+def load_histories(
+    db: Database, certification_ids: list[str], connection: Connection | None = None
+) -> dict[str, list[rules.Event]]:
+    """The accepted events of several certifications, by certification, in arrival order: read
+    in the transaction of `connection`, else on their own."""
+    params = {"ids": list(certification_ids)}
+    rows = (
+        db.read(_HISTORIES, params)
+        if connection is None
+        else db.execute(connection, _HISTORIES, params)
     )
     histories: dict[str, list[rules.Event]] = {}
     for certification_id, body in rows:

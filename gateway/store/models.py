@@ -170,8 +170,12 @@ class OutboxItem(Base):
 
     @property
     def job_id(self) -> str:
-        """How operators name the item's job (`gateway jobs`)."""
-        return f"outbox-{self.id}"
+        return job_name(self.id)
+
+
+def job_name(outbox_id: int) -> str:
+    """How operators name an outbox item's job (`gateway jobs`)."""
+    return f"outbox-{outbox_id}"
 
 
 class VerificationRecord(Base):

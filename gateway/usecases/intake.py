@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session
 from gateway import rules
 from gateway.schemas.events import Envelope, ShapeError, load_envelope
 from gateway.store.history import load_histories
-from gateway.store.models import Event, OutboxItem, utcnow
-from gateway.usecases.queries import Current, read_current, standing_view
+from gateway.store.models import Event, utcnow
+from gateway.usecases.queries import Current, JobRow, read_current, standing_view
 from gateway.usecases.services import Services
 from gateway.usecases.standings import CERTIFICATIONS, Change, record_standings
 
@@ -174,7 +174,7 @@ class _Cert:
     evaluated_on: date | None = None
     standing: rules.Standing | None = None
     current: Current = field(default_factory=Current)
-    new_jobs: list[OutboxItem] = field(default_factory=list)
+    new_jobs: list[JobRow] = field(default_factory=list)
 
     def before(self, policy: rules.Policy) -> rules.Standing | None:
         """The standing before the next event (None: the certification is new)."""
@@ -226,8 +226,8 @@ class _Submission:
             {i.envelope.certification_id for i in items if i.envelope.event.event_id not in stored}
             & evaluated_on.keys()
         )
-        histories = load_histories(session, fresh) if fresh else {}
-        current = read_current(session, fresh) if fresh else {}
+        histories = load_histories(db, fresh, connection) if fresh else {}
+        current = read_current(db, connection, fresh) if fresh else {}
         self.certs = {
             cid: _Cert(
                 histories.get(cid, []), evaluated_on[cid], current=current.get(cid, Current())

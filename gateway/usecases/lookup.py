@@ -111,8 +111,7 @@ def verify_on(
     NOT_CERTIFIED when it was not yet granted then, None when it is not on record."""
     verified_at = check_time()
     storable = [i for i in certification_ids if "\x00" not in i]
-    with db.sessions() as session:
-        histories = load_histories(session, storable) if storable else {}
+    histories = load_histories(db, storable) if storable else {}
     results: list[Verification | str | None] = []
     for certification_id in certification_ids:
         history = histories.get(certification_id)

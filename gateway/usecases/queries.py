@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import date, datetime
+from typing import Any, NamedTuple
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import Column, Connection, Table, bindparam, func, select
 
 from gateway import rules
 from gateway.store import models
+from gateway.store.db import Database
+
+BADGES: Table = models.Badge.__table__
+RECORDS: Table = models.VerificationRecord.__table__
+OUTBOX: Table = models.OutboxItem.__table__
 
 RECENT_JOBS = 10
 
@@ -20,7 +24,46 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def job_view(item: models.OutboxItem) -> dict[str, Any]:
+class JobRow(NamedTuple):
+    """A job (outbox item) as the standing shows it."""
+
+    id: int
+    certification_id: str | None
+    kind: str
+    state: str
+    attempts: int
+    last_error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+
+    @property
+    def job_id(self) -> str:
+        return models.job_name(self.id)
+
+
+class BadgeRow(NamedTuple):
+    """A badge as the standing shows it."""
+
+    certification_id: str
+    period_start: date
+    state: str
+    credly_badge_id: str | None
+    issued_at: datetime | None
+    expires_at: datetime | None
+    state_changed_at: datetime | None
+    last_error: str | None
+    note: str | None
+
+
+class RecordRow(NamedTuple):
+    """A lookup record as the standing shows it."""
+
+    certification_id: str
+    status: str
+    synced_at: datetime
+
+
+def job_view(item: models.OutboxItem | JobRow) -> dict[str, Any]:
     """One side effect and where its job stands."""
     return {
         "id": item.job_id,
@@ -36,7 +79,7 @@ def job_view(item: models.OutboxItem) -> dict[str, Any]:
 _SHOWN_STATE = {"queued": "none"}  # an attempt under way: no badge in Credly yet
 
 
-def badge_view(badge: models.Badge | None) -> dict[str, Any]:
+def badge_view(badge: models.Badge | BadgeRow | None) -> dict[str, Any]:
     """The badge of the current period as the standing shows it."""
     if badge is None:
         return {
@@ -65,45 +108,53 @@ def badge_view(badge: models.Badge | None) -> dict[str, Any]:
 class Current:
     """What the jobs made of a certification so far: its badge, lookup record and recent jobs."""
 
-    badge: models.Badge | None = None
-    record: models.VerificationRecord | None = None
-    jobs: tuple[models.OutboxItem, ...] = ()  # the most recent first
+    badge: BadgeRow | None = None
+    record: RecordRow | None = None
+    jobs: tuple[JobRow, ...] = ()  # the most recent first
 
 
-def read_current(session: Session, certification_ids: Sequence[str]) -> dict[str, Current]:
+def _columns(table: Table, row: type[tuple]) -> list[Column]:
+    return [table.c[name] for name in row._fields]  # type: ignore[attr-defined]
+
+
+_IDS = bindparam("ids", expanding=True)
+_BADGES = select(*_columns(BADGES, BadgeRow)).where(BADGES.c.certification_id.in_(_IDS))
+_RECORDS = select(*_columns(RECORDS, RecordRow)).where(RECORDS.c.certification_id.in_(_IDS))
+_RANKED = (
+    select(
+        *_columns(OUTBOX, JobRow),
+        func.row_number()
+        .over(partition_by=OUTBOX.c.certification_id, order_by=OUTBOX.c.id.desc())
+        .label("rank"),
+    )
+    .where(OUTBOX.c.certification_id.in_(_IDS))
+    .subquery()
+)
+_JOBS = (
+    select(*_columns(_RANKED, JobRow))
+    .where(_RANKED.c.rank <= RECENT_JOBS)
+    .order_by(_RANKED.c.id.desc())
+)
+
+
+def read_current(
+    db: Database, connection: Connection, certification_ids: Sequence[str]
+) -> dict[str, Current]:
     """The current badge, lookup record and RECENT_JOBS latest jobs of each certification, in
-    three statements however many there are; a certification without any is left out."""
-    ids = list(certification_ids)
-    badges: dict[str, models.Badge] = {}
-    for badge in session.scalars(
-        select(models.Badge).where(models.Badge.certification_id.in_(ids))
-    ):
+    three statements however many there are, in the transaction of `connection`; a
+    certification without any is left out."""
+    params = {"ids": list(certification_ids)}
+    badges: dict[str, BadgeRow] = {}
+    for badge in map(BadgeRow._make, db.execute(connection, _BADGES, params)):
         shown = badges.get(badge.certification_id)
         if shown is None or badge.period_start > shown.period_start:
             badges[badge.certification_id] = badge
     records = {
         record.certification_id: record
-        for record in session.scalars(
-            select(models.VerificationRecord).where(
-                models.VerificationRecord.certification_id.in_(ids)
-            )
-        )
+        for record in map(RecordRow._make, db.execute(connection, _RECORDS, params))
     }
-    rank = (
-        func.row_number()
-        .over(partition_by=models.OutboxItem.certification_id, order_by=models.OutboxItem.id.desc())
-        .label("rank")
-    )
-    ranked = (
-        select(models.OutboxItem, rank)
-        .where(models.OutboxItem.certification_id.in_(ids))
-        .subquery()
-    )
-    item = aliased(models.OutboxItem, ranked)
-    jobs: dict[str, list[models.OutboxItem]] = {}
-    for job in session.scalars(
-        select(item).where(ranked.c.rank <= RECENT_JOBS).order_by(item.id.desc())
-    ):
+    jobs: dict[str, list[JobRow]] = {}
+    for job in map(JobRow._make, db.execute(connection, _JOBS, params)):
         jobs.setdefault(job.certification_id, []).append(job)
     return {
         cid: Current(badges.get(cid), records.get(cid), tuple(jobs.get(cid, ())))
@@ -115,7 +166,7 @@ def standing_view(
     certification_id: str,
     standing: rules.Standing,
     current: Current,
-    new_jobs: Sequence[models.OutboxItem] = (),
+    new_jobs: Sequence[JobRow] = (),
 ) -> dict:
     """The standing of `GET /v1/certifications/{id}`: the rules' answer, badge, lookup and jobs.
 

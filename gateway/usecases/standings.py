@@ -15,6 +15,7 @@ from gateway import rules
 from gateway.store.db import Database, wake_after_commit
 from gateway.store.models import Certification, Member, OutboxItem, utcnow
 from gateway.usecases import subscriptions
+from gateway.usecases.queries import JobRow
 from gateway.usecases.services import Services
 
 MEMBERS: Table = Member.__table__
@@ -36,10 +37,10 @@ class Change:
 
 @dataclass(frozen=True)
 class Recorded:
-    """What recording one change queued: its actions and their outbox items (ids assigned)."""
+    """What recording one change queued: its actions and their jobs (outbox items)."""
 
     actions: list[rules.Action]
-    jobs: list[OutboxItem]
+    jobs: list[JobRow]
 
 
 def record_standings(svc: Services, session: Session, changes: list[Change]) -> list[Recorded]:
@@ -83,7 +84,7 @@ def record_standings(svc: Services, session: Session, changes: list[Change]) -> 
     wake_after_commit(inserted)
     ids = iter(inserted)
     return [
-        Recorded(acts, [OutboxItem(id=next(ids), **row) for row in rows_of])
+        Recorded(acts, [_job(next(ids), row) for row in rows_of])
         for (_, acts), rows_of in zip(planned, jobs, strict=True)
     ]
 
@@ -99,6 +100,13 @@ def _watched_with_notice(db: Database, connection: Connection, changes: list[Cha
         or change.before.status != change.after.status
     ]
     return set(subscriptions.with_notice(db, connection, moved)) if moved else set()
+
+
+def _job(outbox_id: int, row: dict[str, Any]) -> JobRow:
+    """The job of an outbox item just written as `row`."""
+    return JobRow(
+        outbox_id, row["certification_id"], row["kind"], "pending", 0, None, row["created_at"], None
+    )
 
 
 def _review_row(change: Change, now: datetime) -> dict[str, Any]:

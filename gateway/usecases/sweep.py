@@ -135,7 +135,7 @@ def _revisit_batch(svc: Services, session: Session, summary: Summary, ids: list[
         .order_by(Certification.certification_id)
         .with_for_update()
     )
-    histories = load_histories(session, ids)
+    histories = load_histories(svc.db, ids, session.connection())
     moved: list[tuple[str, rules.Standing, rules.Standing]] = []
     for cert_id, status, evaluated_on, next_change_on, stored_reasons in rows:
         history = histories.get(cert_id, [])

@@ -72,7 +72,7 @@ def get_certification(certification_id: str) -> ResponseReturnValue:
     with svc.db.sessions() as session:
         if session.get(models.Certification, certification_id) is None:
             raise Problem(404, "Not Found", f"Certification {certification_id} is unknown.")
-        history = load_history(session, certification_id)
+        history = load_history(svc.db, certification_id, session.connection())
         try:
             standing = rules.evaluate(history, as_of, svc.policy)
         except rules.NotCertified as exc:
@@ -82,7 +82,9 @@ def get_certification(certification_id: str) -> ResponseReturnValue:
                 f"Certification {certification_id} did not exist on {as_of.isoformat()}.",
                 errors=[{"field": "as_of", "message": "Before the certification was granted."}],
             ) from exc
-        current = read_current(session, [certification_id]).get(certification_id, Current())
+        current = read_current(svc.db, session.connection(), [certification_id]).get(
+            certification_id, Current()
+        )
         return standing_view(certification_id, standing, current)
 
 
