@@ -126,6 +126,9 @@ class _Compiled:
     sql: str  # its text, with `IN` an expanding list as `= ANY` an array parameter
     binds: dict[str, Callable[[Any], Any]]  # parameter conversions, by name
     columns: tuple[Callable[[Any], Any] | None, ...] | None  # None: no column is converted
+    returns_rows: bool
+    lists: tuple[str, ...] = ()  # the parameters of its `IN` lists
+    sql_of_one: str = ""  # its text when each list has one value: `= ` that value
 
     def params(self, given: dict[str, Any] | None) -> dict[str, Any]:
         """The statement's parameters: `given` and its own values, converted."""
@@ -133,6 +136,15 @@ class _Compiled:
         for name, convert in self.binds.items():
             values[name] = convert(values[name])
         return values
+
+    def text_for(self, values: dict[str, Any]) -> str:
+        """The text to send with `values`; when each `IN` list has one value, `values` are
+        changed to send it alone (an array costs psycopg more than the statement's other work)."""
+        if not self.lists or any(len(values[name]) != 1 for name in self.lists):
+            return self.sql
+        for name in self.lists:
+            values[name] = values[name][0]
+        return self.sql_of_one
 
     def row(self, values: Sequence[Any]) -> tuple:
         """A row as SQLAlchemy would read it."""
@@ -236,9 +248,9 @@ class Database:
         """One statement outside any transaction. On PostgreSQL it runs on the pooled psycopg
         connection itself, compiled once, without SQLAlchemy's execution layer: about 150 µs less
         a statement, which is most of a lookup's or a token check's database work. An `IN` list
-        is sent as one array parameter (`= ANY`). Statements with other values SQLAlchemy works
-        out when it runs them (other expanding lists, columns' Python defaults) go through
-        SQLAlchemy."""
+        is sent as one array parameter (`= ANY`), a list of one value as that value. Statements
+        with other values SQLAlchemy works out when it runs them (other expanding lists, columns'
+        Python defaults) go through SQLAlchemy."""
         compiled = self._compile(statement)
         if compiled is None:
             with self._single.begin() if commit else self._single.connect() as connection:
@@ -247,7 +259,11 @@ class Database:
         return self._fetch(compiled, compiled.params(params))
 
     def _compile(self, statement: Executable) -> _Compiled | None:
-        if self.is_sqlite or not isinstance(statement, CompilerElement):
+        if (  # SELECT, INSERT, UPDATE, DELETE: their columns say whether they return rows
+            self.is_sqlite
+            or not isinstance(statement, CompilerElement)
+            or not hasattr(statement, "exported_columns")
+        ):
             return None
         if statement not in self._compiled:
             dialect = self.engine.dialect
@@ -258,19 +274,24 @@ class Database:
             ):
                 self._compiled[statement] = None
             else:
-                binds = {}
+                binds, lists = {}, []
                 for bind in compiled.binds.values():
                     convert = bind.type.bind_processor(dialect)
                     if bind.expanding:  # sent as one array
                         binds[compiled.bind_names[bind]] = _array(convert)
+                        lists.append(compiled.bind_names[bind])
                     elif convert is not None:
                         binds[compiled.bind_names[bind]] = convert
-                columns = tuple(
-                    column.type.result_processor(dialect, None)
-                    for column in getattr(statement, "exported_columns", ())
-                )
+                exported = statement.exported_columns
+                columns = tuple(column.type.result_processor(dialect, None) for column in exported)
                 self._compiled[statement] = _Compiled(
-                    compiled, sql, binds, columns if any(columns) else None
+                    compiled,
+                    sql,
+                    binds,
+                    columns if any(columns) else None,
+                    returns_rows=bool(exported),
+                    lists=tuple(lists),
+                    sql_of_one=_IN_LIST.sub(r"= %(\1)s", compiled.string),
                 )
         return self._compiled[statement]
 
@@ -338,8 +359,8 @@ class Database:
         """Run a compiled statement on a psycopg connection; psycopg's errors raised as
         SQLAlchemy's."""
         try:
-            cursor = connection.execute(compiled.sql, values)
-            return [compiled.row(row) for row in cursor.fetchall()] if cursor.description else []
+            cursor = connection.execute(compiled.text_for(values), values)
+            return [compiled.row(row) for row in cursor.fetchall()] if compiled.returns_rows else []
         except psycopg.Error as exc:
             raise self._error(exc, compiled, values, connection) from exc
 

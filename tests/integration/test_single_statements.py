@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import bindparam, column, insert, literal, select, table, tuple_, update
+from sqlalchemy import bindparam, column, insert, literal, select, table, text, tuple_, update
 from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
 
 from gateway.store.db import Database
@@ -127,6 +127,31 @@ def test_an_in_list_is_one_array_parameter_and_reads_as_through_sqlalchemy(db):
     )
     assert db.read(when, {"at": (at,)}) == []  # a tuple, its values converted as the type says
     assert db.read(among, {"ids": ("M-1",)}) == [("M-1",)]
+
+
+def test_in_lists_of_one_value_each_send_that_value_alone(db):
+    add = insert(Member).values(
+        member_id=bindparam("member_id"), first_name=bindparam("name"), last_name="L", email="e"
+    )
+    with db.engine.begin() as connection:
+        db.execute_each(
+            connection, add, [{"member_id": f"M-{n}", "name": f"N{n}"} for n in range(3)]
+        )
+    both = select(Member.member_id).where(
+        Member.member_id.in_(bindparam("ids", expanding=True)),
+        Member.first_name.in_(bindparam("names", expanding=True)),
+    )
+    compiled = db._compile(both)
+    assert "= %(ids)s" in compiled.sql_of_one and "= %(names)s" in compiled.sql_of_one
+    assert db.read(both, {"ids": ["M-1"], "names": ["N1"]}) == [("M-1",)]  # each alone
+    assert db.read(both, {"ids": ["M-1"], "names": ["N0", "N1"]}) == [("M-1",)]  # arrays
+    assert db.read(both, {"ids": ("M-2",), "names": ["N1"]}) == []
+
+
+def test_a_statement_without_columns_of_its_own_goes_through_sqlalchemy(db):
+    statement = text("SELECT 1 AS one")
+    assert db._compile(statement) is None
+    assert db.read(statement) == [(1,)]
 
 
 def test_execute_each_runs_a_statement_per_row_in_order_and_none_for_no_rows(db):
