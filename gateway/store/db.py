@@ -301,7 +301,7 @@ class Database:
         try:
             pooled = self.engine.raw_connection()
         except psycopg.Error as exc:  # the database cannot be reached
-            raise self._error(exc, compiled, values, None) from exc
+            raise self._error(exc, compiled.sql, values, None) from exc
         connection = pooled.driver_connection
         try:
             connection.autocommit = True  # one statement: no BEGIN, COMMIT or ROLLBACK round trips
@@ -330,6 +330,30 @@ class Database:
         except DBAPIError as exc:
             self._forget_if_lost(exc, connection)
             raise
+
+    def execute_all(
+        self, connection: Connection, statements: Sequence[tuple[Executable, dict[str, Any]]]
+    ) -> list[list[tuple]]:
+        """The rows of each statement, run in this order in the transaction of `connection`. On
+        PostgreSQL they are sent together and answered in one round trip (psycopg's pipeline
+        mode); the first to fail raises, and the transaction is then lost, as with `execute`."""
+        compiled = [self._compile(statement) for statement, _ in statements]
+        if len(statements) < 2 or None in compiled:
+            return [self.execute(connection, *statement) for statement in statements]
+        runs = [(c, c.params(p)) for c, (_, p) in zip(compiled, statements, strict=True) if c]
+        driver = connection.connection.driver_connection
+        try:
+            with driver.pipeline():
+                cursors = [driver.execute(c.text_for(values), values) for c, values in runs]
+            return [
+                [c.row(row) for row in cursor.fetchall()] if c.returns_rows else []
+                for (c, _), cursor in zip(runs, cursors, strict=True)
+            ]
+        except psycopg.Error as exc:
+            sql = ";\n".join(c.sql for c, _ in runs)  # which one failed, psycopg does not say
+            error = self._error(exc, sql, [values for _, values in runs], driver)
+            self._forget_if_lost(error, connection)
+            raise error from exc
 
     def execute_each(
         self, connection: Connection, statement: Executable, rows: Sequence[dict[str, Any]]
@@ -362,18 +386,18 @@ class Database:
             cursor = connection.execute(compiled.text_for(values), values)
             return [compiled.row(row) for row in cursor.fetchall()] if compiled.returns_rows else []
         except psycopg.Error as exc:
-            raise self._error(exc, compiled, values, connection) from exc
+            raise self._error(exc, compiled.sql, values, connection) from exc
 
     def _error(
         self,
         exc: psycopg.Error,
-        compiled: _Compiled,
-        values: dict[str, Any],
+        sql: str,
+        values: dict[str, Any] | list[dict[str, Any]],
         connection: psycopg.Connection | None,
     ) -> DBAPIError:
         """psycopg's error as SQLAlchemy's, saying whether the connection was lost."""
         return DBAPIError.instance(
-            compiled.sql,
+            sql,
             values,
             exc,
             psycopg.Error,

@@ -9,12 +9,12 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, select
+from sqlalchemy import Connection, Executable, Table, bindparam, select
 
 from gateway import rules
 from gateway.store.db import Database
@@ -83,12 +83,19 @@ def load_histories(
 ) -> dict[str, list[rules.Event]]:
     """The accepted events of several certifications, by certification, in arrival order: read
     in the transaction of `connection`, else on their own."""
-    params = {"ids": list(certification_ids)}
-    rows = (
-        db.read(_HISTORIES, params)
-        if connection is None
-        else db.execute(connection, _HISTORIES, params)
-    )
+    statement, params = histories_statement(certification_ids)
+    if connection is None:
+        return histories_of(db.read(statement, params))
+    return histories_of(db.execute(connection, statement, params))
+
+
+def histories_statement(certification_ids: list[str]) -> tuple[Executable, dict[str, Any]]:
+    """The statement reading the histories of certifications, and its parameters."""
+    return _HISTORIES, {"ids": list(certification_ids)}
+
+
+def histories_of(rows: Iterable[tuple[str, Any]]) -> dict[str, list[rules.Event]]:
+    """The histories that the rows of `histories_statement` hold."""
     histories: dict[str, list[rules.Event]] = {}
     for certification_id, body in rows:
         histories.setdefault(certification_id, []).append(decode_event(body))

@@ -15,9 +15,15 @@ from sqlalchemy.orm import Session
 
 from gateway import rules
 from gateway.schemas.events import Envelope, ShapeError, load_envelope
-from gateway.store.history import load_histories
+from gateway.store.history import histories_of, histories_statement
 from gateway.store.models import Event, utcnow
-from gateway.usecases.queries import Current, JobRow, read_current, standing_view
+from gateway.usecases.queries import (
+    Current,
+    JobRow,
+    current_of,
+    current_statements,
+    standing_view,
+)
 from gateway.usecases.services import Services
 from gateway.usecases.standings import CERTIFICATIONS, Change, record_standings
 
@@ -217,17 +223,22 @@ class _Submission:
         session, db = self.session, self.svc.db
         connection = session.connection()  # Core statements: no ORM work around them
         ids = sorted({item.envelope.certification_id for item in items})
-        evaluated_on = dict(db.execute(connection, _LOCK, {"ids": ids}))
         event_ids = sorted({item.envelope.event.event_id for item in items})
-        stored = {
-            row[0]: _Stored(*row) for row in db.execute(connection, _STORED, {"ids": event_ids})
-        }
+        locked, recorded = db.execute_all(
+            connection, [(_LOCK, {"ids": ids}), (_STORED, {"ids": event_ids})]
+        )
+        evaluated_on = dict(locked)
+        stored = {row[0]: _Stored(*row) for row in recorded}
         fresh = sorted(
             {i.envelope.certification_id for i in items if i.envelope.event.event_id not in stored}
             & evaluated_on.keys()
         )
-        histories = load_histories(db, fresh, connection) if fresh else {}
-        current = read_current(db, connection, fresh) if fresh else {}
+        histories, current = {}, {}
+        if fresh:  # their histories and what the jobs made of them, in one round trip
+            history_rows, *current_rows = db.execute_all(
+                connection, [histories_statement(fresh), *current_statements(fresh)]
+            )
+            histories, current = histories_of(history_rows), current_of(*current_rows)
         self.certs = {
             cid: _Cert(
                 histories.get(cid, []), evaluated_on[cid], current=current.get(cid, Current())

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Column, Connection, Table, bindparam, func, select
+from sqlalchemy import Column, Connection, Executable, Table, bindparam, func, select
 
 from gateway import rules
 from gateway.store import models
@@ -141,20 +141,29 @@ def read_current(
     db: Database, connection: Connection, certification_ids: Sequence[str]
 ) -> dict[str, Current]:
     """The current badge, lookup record and RECENT_JOBS latest jobs of each certification, in
-    three statements however many there are, in the transaction of `connection`; a
-    certification without any is left out."""
+    one round trip however many there are, in the transaction of `connection`; a certification
+    without any is left out."""
+    return current_of(*db.execute_all(connection, current_statements(certification_ids)))
+
+
+def current_statements(certification_ids: Sequence[str]) -> list[tuple[Executable, dict]]:
+    """The statements `read_current` runs, with their parameters."""
     params = {"ids": list(certification_ids)}
+    return [(_BADGES, params), (_RECORDS, params), (_JOBS, params)]
+
+
+def current_of(
+    badge_rows: Iterable[tuple], record_rows: Iterable[tuple], job_rows: Iterable[tuple]
+) -> dict[str, Current]:
+    """What the rows of `current_statements` say of each certification."""
     badges: dict[str, BadgeRow] = {}
-    for badge in map(BadgeRow._make, db.execute(connection, _BADGES, params)):
+    for badge in map(BadgeRow._make, badge_rows):
         shown = badges.get(badge.certification_id)
         if shown is None or badge.period_start > shown.period_start:
             badges[badge.certification_id] = badge
-    records = {
-        record.certification_id: record
-        for record in map(RecordRow._make, db.execute(connection, _RECORDS, params))
-    }
+    records = {record.certification_id: record for record in map(RecordRow._make, record_rows)}
     jobs: dict[str, list[JobRow]] = {}
-    for job in map(JobRow._make, db.execute(connection, _JOBS, params)):
+    for job in map(JobRow._make, job_rows):
         jobs.setdefault(job.certification_id, []).append(job)
     return {
         cid: Current(badges.get(cid), records.get(cid), tuple(jobs.get(cid, ())))

@@ -102,6 +102,41 @@ def test_a_statement_failing_in_a_transaction_raises_sqlalchemys_error_and_rolls
     assert db.read(select(Member.member_id)) == [("M-2",)]
 
 
+def test_execute_all_answers_each_statement_in_order_from_one_round_trip(db):
+    add = insert(Member).values(
+        member_id=bindparam("member_id"), first_name=bindparam("name"), last_name="L", email="e"
+    )
+    named = select(Member.first_name).where(Member.member_id == bindparam("member_id"))
+    with db.engine.begin() as connection:
+        answers = db.execute_all(
+            connection,
+            [
+                (add, {"member_id": "M-1", "name": "Ada"}),
+                (named, {"member_id": "M-1"}),  # sees the statement before it
+                (add.returning(Member.member_id), {"member_id": "M-2", "name": "Bo"}),
+                (named, {"member_id": "M-9"}),
+            ],
+        )
+        assert answers == [[], [("Ada",)], [("M-2",)], []]
+        driver = connection.connection.driver_connection
+        assert driver.pgconn.pipeline_status == 0  # out of pipeline mode again
+        assert db.execute(connection, named, {"member_id": "M-2"}) == [("Bo",)]
+    assert db.read(select(Member.member_id).order_by(Member.member_id)) == [("M-1",), ("M-2",)]
+
+
+def test_a_statement_of_execute_all_failing_raises_sqlalchemys_error_and_rolls_back(db):
+    add = insert(Member).values(
+        member_id=bindparam("member_id"), first_name="Ada", last_name="L", email="a@example.org"
+    )
+    missing = select(column("x")).select_from(table("no_such_table"))
+    with pytest.raises(ProgrammingError, match="no_such_table"), db.engine.begin() as connection:
+        db.execute_all(connection, [(add, {"member_id": "M-1"}), (missing, {})])
+    assert db.read(select(Member.member_id)) == []
+    with db.engine.begin() as connection:  # the connection serves on
+        assert db.execute_all(connection, [(add, {"member_id": "M-2"})]) == [[]]
+    assert db.read(select(Member.member_id)) == [("M-2",)]
+
+
 def test_an_in_list_is_one_array_parameter_and_reads_as_through_sqlalchemy(db):
     add = insert(Member).values(
         member_id=bindparam("member_id"), first_name="Ada", last_name="L", email="a@example.org"
