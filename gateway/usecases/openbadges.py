@@ -19,6 +19,7 @@ from typing import Any
 from gateway.platform.config import Settings
 from gateway.platform.signing import InvalidSignature, SigningKeys
 from gateway.rules import Policy
+from gateway.usecases.issuer import issuer
 from gateway.usecases.status_lists import LIST_SIZE, StatusEntry
 
 MEDIA_TYPE = "application/vc+jwt"
@@ -41,7 +42,8 @@ def status_list_url(base: str, list_id: int, purpose: str) -> str:
 
 
 def issuer_profile(settings: Settings, base: str) -> dict[str, Any]:
-    """The issuer as an Open Badges `Profile`, from the ISSUER_* settings."""
+    """The issuer as an Open Badges `Profile`, from the ISSUER_* settings (its logo, when set,
+    as the profile's `image`)."""
     profile: dict[str, Any] = {
         "id": issuer_id(base),
         "type": ["Profile"],
@@ -52,6 +54,9 @@ def issuer_profile(settings: Settings, base: str) -> dict[str, Any]:
     contact = settings.issuer_contact
     if contact and "@" in contact and not contact.startswith(("http://", "https://")):
         profile["email"] = contact.removeprefix("mailto:")
+    logo = issuer(settings, base)["logo"]
+    if logo:
+        profile["image"] = {"id": logo, "type": "Image"}
     return profile
 
 

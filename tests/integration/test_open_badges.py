@@ -151,19 +151,25 @@ def test_the_issuer_and_urls_come_from_public_base_url(database_url, make_app, t
         issuer_name="American Medical Technologists",
         issuer_url="https://www.americanmedtech.org",
         issuer_contact="registry@example.org",
+        issuer_logo="logo.png",
     )
     client = app.test_client()
     record(app, granted(days_ago(30)))
     credential = independently_verified(
         client, fetch(client, {"Authorization": f"Bearer {_token(app)}"})
     )
+    jsonschema.Draft201909Validator(
+        SCHEMA, format_checker=jsonschema.Draft201909Validator.FORMAT_CHECKER
+    ).validate(credential)
     assert credential["issuer"] == {
         "id": "https://verify.example.org/issuer",
         "type": ["Profile"],
         "name": "American Medical Technologists",
         "url": "https://www.americanmedtech.org",
         "email": "registry@example.org",
+        "image": {"id": "https://verify.example.org/verify/logo", "type": "Image"},
     }
+    assert client.get("/issuer").get_json()["image"] == credential["issuer"]["image"]
     assert credential["credentialStatus"]["statusListCredential"] == (
         "https://verify.example.org/credentials/status/0/suspension"
     )
