@@ -52,6 +52,7 @@ from sqlalchemy.orm import Session
 
 from gateway import rules
 from gateway.rules.policy import Policy, load_policy
+from gateway.store.db import Database
 from gateway.store.history import load_histories
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -1013,9 +1014,11 @@ class Soak:
             )
         ).all()
         out = []
+        reader = Database(self.env["DATABASE_URL"])  # the gateway's statements, on this session
         for start in range(0, len(rows), 500):
             chunk = rows[start : start + 500]
-            histories = load_histories(session, [row[0] for row in chunk])
+            ids = [row[0] for row in chunk]
+            histories = load_histories(reader, ids, session.connection())
             for cid, status, stored, *record in chunk:
                 problems = self.certification_problems(
                     cid, status, stored, record, histories.get(cid, []), today, badges.get(cid, [])

@@ -7,12 +7,12 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BindParameter, Connection, Insert, Table, bindparam, insert, update
+from sqlalchemy import BindParameter, Executable, Insert, Table, bindparam, insert, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from gateway import rules
-from gateway.store.db import Database, wake_after_commit
+from gateway.store.db import wake_after_commit
 from gateway.store.models import Certification, Member, OutboxItem, utcnow
 from gateway.usecases import subscriptions
 from gateway.usecases.queries import JobRow
@@ -54,25 +54,37 @@ def record_standings(svc: Services, session: Session, changes: list[Change]) -> 
         return []
     now, db = utcnow(), svc.db
     connection = session.connection()  # Core statements: no ORM work around them
+    writes: list[tuple[Executable, list[dict[str, Any]]]] = []
     members = [
         c.after.member for c in changes if c.before is None or c.before.member != c.after.member
     ]
     if members:  # only a grant or a change of details writes them, never a stale copy
-        _upsert_members(db, connection, members, now)
-    rows = [_certification_row(change, now) for change in changes]
-    new = [row for row, change in zip(rows, changes, strict=True) if change.before is None]
+        latest = {member.member_id: member for member in members}  # one row each, last wins
+        upserts = [{**asdict(member), "updated_at": now} for member in latest.values()]
+        writes.append((_MEMBER_UPSERTS[connection.dialect.name], upserts))
+    standings = [_certification_row(change, now) for change in changes]
+    new = [row for row, change in zip(standings, changes, strict=True) if change.before is None]
     if new:
-        created = [row | {"created_at": now} for row in new]
-        db.execute_each(connection, _INSERT_CERTIFICATIONS, created)
-    known = [row for row, change in zip(rows, changes, strict=True) if change.before is not None]
+        writes.append((_INSERT_CERTIFICATIONS, [row | {"created_at": now} for row in new]))
+    known = [
+        row for row, change in zip(standings, changes, strict=True) if change.before is not None
+    ]
     if known:
-        db.execute_each(connection, _UPDATE_CERTIFICATIONS, known)
+        writes.append((_UPDATE_CERTIFICATIONS, known))
+    moved = _moved(changes)
+    reads = [subscriptions.with_notice_statement(moved)] if moved else []
+    if all(len(values) == 1 for _, values in writes):  # one row each: one round trip for all
+        answers = db.execute_all(connection, [(w, values[0]) for w, values in writes] + reads)
+    else:
+        for statement, values in writes:
+            db.execute_each(connection, statement, values)
+        answers = [db.execute(connection, *read) for read in reads]
+    noticed = set(subscriptions.with_notice_of(answers[-1])) if reads else set()
     expires = svc.settings.badge_expires
     planned = [
         (change, rules.actions(change.before, change.after, badge_expires=expires))
         for change in changes
     ]
-    noticed = _watched_with_notice(db, connection, changes)
     jobs = [
         [_outbox_row(change, act, now) for act in acts]
         + ([_review_row(change, now)] if change.certification_id in noticed else [])
@@ -89,17 +101,16 @@ def record_standings(svc: Services, session: Session, changes: list[Change]) -> 
     ]
 
 
-def _watched_with_notice(db: Database, connection: Connection, changes: list[Change]) -> set[str]:
-    """The certifications whose next change (or status) moved and that a subscription with
-    advance notice watches: their notices are reviewed by a job."""
-    moved = [
+def _moved(changes: list[Change]) -> list[str]:
+    """The certifications whose next change (or status) moved: a subscription with advance
+    notice watching one has its notices reviewed by a job."""
+    return [
         change.certification_id
         for change in changes
         if change.before is None
         or change.before.next_change_on != change.after.next_change_on
         or change.before.status != change.after.status
     ]
-    return set(subscriptions.with_notice(db, connection, moved)) if moved else set()
 
 
 def _job(outbox_id: int, row: dict[str, Any]) -> JobRow:
@@ -165,14 +176,6 @@ _UPDATE_CERTIFICATIONS = (
     .where(CERTIFICATIONS.c.certification_id == bindparam("cid"))
     .values(_STANDING)
 )
-
-
-def _upsert_members(
-    db: Database, connection: Connection, members: list[rules.Member], now: datetime
-) -> None:
-    latest = {member.member_id: member for member in members}  # one row per member, last wins
-    rows = [{**asdict(member), "updated_at": now} for member in latest.values()]
-    db.execute_each(connection, _MEMBER_UPSERTS[connection.dialect.name], rows)
 
 
 def _member_upsert(insert_of: Callable[[Table], Any]) -> Insert:

@@ -7,9 +7,10 @@ another client's subscription is as unknown as one that never existed.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, func, insert, select
+from sqlalchemy import Connection, Executable, bindparam, delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from connectors.employer_webhooks import new_secret
@@ -173,7 +174,16 @@ def with_notice(
 ) -> dict[str, dict[str, int]]:
     """Of `certification_ids`, those watched by live subscriptions with advance notice:
     certification -> {subscription id: notice days}; in the transaction of `connection`."""
-    rows = db.execute(connection, _WITH_NOTICE, {"ids": list(certification_ids)})
+    return with_notice_of(db.execute(connection, *with_notice_statement(certification_ids)))
+
+
+def with_notice_statement(certification_ids: Sequence[str]) -> tuple[Executable, dict[str, Any]]:
+    """The statement `with_notice` runs, with its parameters."""
+    return _WITH_NOTICE, {"ids": list(certification_ids)}
+
+
+def with_notice_of(rows: Iterable[tuple[str, str, int]]) -> dict[str, dict[str, int]]:
+    """What the rows of `with_notice_statement` say (`with_notice`'s answer)."""
     found: dict[str, dict[str, int]] = {}
     for certification_id, subscription_id, days in rows:
         found.setdefault(certification_id, {})[subscription_id] = days
