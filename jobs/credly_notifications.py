@@ -5,7 +5,8 @@ revoked, or, when it was replaced, to its successor (adopted: its id and state);
 marks it deleted by its earner once Credly no longer has it; other event types are recorded and
 ignored; an event Credly does not know (404) is forged and changes nothing (docs/credly.md).
 When the event is about a badge of one of our certifications (its `issuer_earner_id`) whose issue
-job has not recorded the Credly id yet, the job is retried.
+job has not recorded the Credly id yet, the job is retried; after its last attempt the
+notification is ignored (no job recorded that badge: its issue was retried into another one).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from gateway.store.models import Badge, Certification, CredlyNotification, utcno
 from gateway.usecases.services import Services
 from jobs.badges import DELETED, latest
 from jobs.engine.claim import ClaimedItem
+from jobs.engine.retry import MAX_ATTEMPTS
 
 log = logging.getLogger("jobs.credly_notifications")
 
@@ -54,6 +56,13 @@ def process(svc: Services, item: ClaimedItem) -> None:
     try:
         event = svc.credly.get_event(notification_id)
         _apply(svc, item, event, _now_in_credly(svc, event))
+    except BadgeNotRecordedYet as exc:
+        if item.attempts < MAX_ATTEMPTS:  # this kind's retries: the default policy
+            _note_error(svc, notification_id, exc)
+            raise
+        # e.g. a badge made by an attempt whose answer was lost, then replaced or deleted: the
+        # job that retried the issue recorded another badge, or none
+        _close(svc, item, "ignored", f"{exc} after {item.attempts} attempts: no job recorded it")
     except NotFound as exc:
         _close(svc, item, "forged", f"Credly does not know this event: {exc}")
         log.warning("forged Credly notification", extra={"notification_id": notification_id})

@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from gateway.store.models import Badge, CredlyNotification, OutboxItem, utcnow
 from gateway.usecases import intake
+from jobs.engine.retry import MAX_ATTEMPTS
 from tests.support.badge_jobs import (
     BADGES,
     CREDLY,
@@ -275,6 +276,24 @@ def test_a_notification_before_the_issue_job_recorded_the_badge_is_retried_then_
     assert badge.state == "accepted"
     [item] = items(svc, "credly_notification")
     assert item.state == "done" and item.attempts >= 2
+
+
+@responses.activate
+def test_a_notification_about_a_badge_no_job_records_is_ignored_after_its_last_attempt(app, svc):
+    responses.get(f"{EVENTS}/ev-1", json=credly_event("ev-1", state="accepted"))
+    granted_answer = intake.submit_event(svc, granted("2026-03-01"))
+    postpone(svc, granted_answer.outbox_ids, timedelta(days=1))  # no job records the badge
+    app.test_client().post("/webhooks/credly", json=envelope("ev-1"))
+    drain(svc, lambda: items(svc, "credly_notification")[0].state == "retrying")
+    [item] = items(svc, "credly_notification")
+    with svc.db.transaction() as session:  # as if every attempt but the last had been made
+        session.get(OutboxItem, item.id).attempts = MAX_ATTEMPTS - 1
+    postpone(svc, [item.id], timedelta(0))
+    svc.dispatcher.dispatch([item.id])
+    drain(svc, lambda: items(svc, "credly_notification")[0].state == "done")
+    row = notification(svc, "ev-1")
+    assert row.status == "ignored" and "no job recorded it" in row.result
+    assert badges(svc) == []
 
 
 @responses.activate
