@@ -9,14 +9,14 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from gateway import rules
 from gateway.schemas.events import Envelope, ShapeError, load_envelope
-from gateway.store.history import histories_of, histories_statement
-from gateway.store.models import Event, utcnow
+from gateway.store.history import EVENTS, histories_of, histories_statement
+from gateway.store.models import utcnow
 from gateway.usecases.queries import (
     Current,
     JobRow,
@@ -28,7 +28,6 @@ from gateway.usecases.services import Services
 from gateway.usecases.standings import CERTIFICATIONS, Change, record_standings
 
 ATTEMPTS = 3
-EVENTS: Table = Event.__table__
 
 # Locked in one order, so that two submissions naming the same certifications cannot deadlock.
 _LOCK = (

@@ -13,14 +13,13 @@ from sqlalchemy.orm import Session
 
 from gateway import rules
 from gateway.store.db import wake_after_commit
-from gateway.store.models import Certification, Member, OutboxItem, utcnow
+from gateway.store.models import Certification, Member, utcnow
 from gateway.usecases import subscriptions
-from gateway.usecases.queries import JobRow
+from gateway.usecases.queries import OUTBOX, JobRow
 from gateway.usecases.services import Services
 
 MEMBERS: Table = Member.__table__
 CERTIFICATIONS: Table = Certification.__table__
-OUTBOX: Table = OutboxItem.__table__
 
 
 @dataclass(frozen=True)
