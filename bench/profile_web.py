@@ -8,7 +8,9 @@ POST /v1/events of one new grant a request ("post"). For each, py-spy samples ev
 process while it holds the GIL (its CPU in Python) and each sample is put under the first of
 `PARTS` found from the innermost frame out; what no part claims goes to the framework it was in.
 Prints per mode the rate, the web CPU a request (from /proc, measured apart from the sampled run)
-and a markdown table of the parts' shares. Needs wrk and py-spy (`pip install py-spy`).
+and a markdown table of the parts' shares; with `--ceiling`, first the same load on the bare app's
+counterpart (`bench/bare_app.py`: the read-and-count lookup, the parsing POST) and the ratios.
+Needs wrk and py-spy (`pip install py-spy`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 from bench_service import (
     BIN,
     REDIS_URL,
+    Load,
     environment,
     events_token,
     fill_verification_records,
@@ -36,22 +39,27 @@ from bench_sweep import drop, fresh_database, generate
 from redis_db import HeldDatabase
 
 PATHS = {"get": "/v1/verifications/", "post": "/v1/events"}
+BARE_PATHS = {"get": "/bare-lookup/", "post": "/bare"}
 #: (part, substrings of a py-spy frame "function (file:line)"): the first part whose substring
 #: is in a sample's innermost matching frame takes the sample.
 PARTS: list[tuple[str, tuple[str, ...]]] = [
     ("commit", ("SessionTransaction.commit", "Connection.commit (")),
     ("wake-up of the workers (Redis)", ("Services._wake",)),
     ("bearer token check (a PostgreSQL read)", ("acquire_token",)),
-    ("rate limit (a Redis script)", ("init_app.<locals>.limit (",)),
+    ("rate limit (a Redis script)", ("Counter.hit (",)),
     ("JSON parsing and event validation", ("load_envelope", "json_body", "get_json")),
     ("rules (validate, evaluate)", ("gateway/rules/",)),
-    ("answer body (schema dump, JSON)", ("verifications.py:answer", "jsonify", "standing_view")),
+    (
+        "answer body (schema dump, JSON)",
+        ("record_answer", "jsonify", "standing_view", "JSONProvider.dumps"),
+    ),
     ("ETag, conditional answer", ("make_conditional", "set_etag")),
     ("intake statements (SQLAlchemy, psycopg)", ("_Submission.run",)),
     ("record read (SQLAlchemy, psycopg)", ("verify (gateway/usecases/lookup.py",)),
     ("access log line", ("AccessLog.access",)),
     ("request id, metrics", ("observability.py",)),
     ("security headers", ("SecurityHeaders.__call__.<locals>.start",)),
+    ("plain lookup's own work (headers, metrics)", ("_answer_plain",)),
 ]
 FRAMEWORKS: list[tuple[str, tuple[str, ...]]] = [
     ("Flask, Werkzeug (routing, request, response)", ("flask/", "werkzeug/")),
@@ -96,6 +104,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10, help="Length of each wrk run.")
     parser.add_argument("--connections", type=int, default=16, help="wrk connections.")
     parser.add_argument("--modes", nargs="+", choices=sorted(PATHS), default=["get", "post"])
+    parser.add_argument(
+        "--ceiling", action="store_true", help="Measure the bare app's counterparts first."
+    )
+    parser.add_argument("--no-profile", action="store_true", help="Rates and CPU only.")
     args = parser.parse_args()
     for tool in ("wrk", str(BIN / "py-spy")):
         if not shutil.which(tool):
@@ -111,21 +123,49 @@ def main() -> None:
             held.flush()
             standin = {"url": "http://127.0.0.1:9/v1", "organization_id": "o", "token": "t"}
             env = environment(url, standin, workdir)  # no job runs: Credly is never called
+            ceilings = measure_ceilings(args, env, workdir) if args.ceiling else {}
             with web([str(BIN / "gateway"), "serve"], env, workdir / "serve.log") as server:
                 token = events_token(env)
                 for mode in args.modes:
-                    report(mode, args, server, token, workdir)
+                    report(mode, args, server, token, workdir, ceilings.get(mode))
         finally:
             drop(name)
 
 
+def measure_ceilings(args: argparse.Namespace, env: dict[str, str], workdir: Path) -> dict:
+    """Each mode's load on the bare app (same gunicorn configuration): its rate and CPU."""
+    command = [str(BIN / "gunicorn"), "-c", "python:gateway.platform.gunicorn_conf", "bare_app:app"]
+    found = {}
+    with web(command, env, workdir / "bare.log") as server:
+        for mode in args.modes:
+            load = {"mode": mode, "ids": str(args.count), "tag": f"b{time.time():.0f}"}
+            found[mode] = bare = wrk(
+                BARE_PATHS[mode], args.seconds, args.connections, server, **load
+            )
+            print(f"bare {mode}: {bare.rate:,.0f} requests/s, web CPU {bare.cpu_ms:.2f} ms")
+    return found
+
+
 def report(
-    mode: str, args: argparse.Namespace, server: subprocess.Popen, token: str, workdir: Path
+    mode: str,
+    args: argparse.Namespace,
+    server: subprocess.Popen,
+    token: str,
+    workdir: Path,
+    ceiling: Load | None,
 ) -> None:
     """One mode: a plain run for the rate and CPU, then a sampled one for the parts."""
     path, seconds, connections = PATHS[mode], args.seconds, args.connections
     load = {"mode": mode, "ids": str(args.count), "token": token}
     plain = wrk(path, seconds, connections, server, tag=f"p{time.time():.0f}", **load)
+    print(f"\n{mode}: {plain.rate:,.0f} requests/s, web CPU {plain.cpu_ms:.2f} ms a request")
+    if ceiling is not None:
+        print(
+            f"against the bare app: rate {plain.rate / ceiling.rate:.2f},"
+            f" web CPU {plain.cpu_ms / ceiling.cpu_ms:.2f}x"
+        )
+    if args.no_profile:
+        return
     raw = workdir / f"{mode}.txt"
     spy = profile(server, seconds, raw)
     wrk(path, seconds, connections, server, tag=f"s{time.time():.0f}", **load)

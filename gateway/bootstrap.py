@@ -24,8 +24,10 @@ def create_app(
     the
     embedded default's SQLite database up to date (not for the `db` commands, which move it).
     """
+    from gateway.web.plain_lookup import GatewayFlask
+
     settings = settings or Settings.from_env()
-    app = Flask(
+    app = GatewayFlask(
         "gateway",
         template_folder="web/templates",
         static_folder="web/static",

@@ -34,6 +34,19 @@ class Verification:
     valid_through: date | None
     verified_at: datetime
 
+    def public(self) -> dict[str, Any]:
+        """The record as the API answers it (without the `issuer` the web adds)."""
+        return {
+            "certification_id": self.certification_id,
+            "name": self.name,
+            "credential": self.credential,
+            "credential_name": self.credential_name,
+            "status": self.status,
+            "certified_since": self.certified_since.isoformat(),
+            "valid_through": self.valid_through.isoformat() if self.valid_through else None,
+            "verified_at": self.verified_at.isoformat(),
+        }
+
     @property
     def etag(self) -> str:
         """A validator of the record's content; the time of the check does not change it."""

@@ -16,22 +16,30 @@ from gateway.platform.config import Settings
 from gateway.usecases.credly_token import token_state
 from gateway.usecases.services import Services
 
+#: Where a request's id is kept in its environ when it was given one before Flask saw it.
+REQUEST_ID = "gateway.request_id"
+
 
 def request_id() -> str:
     """The current request's id: the caller's `X-Request-ID` (printable, ≤ 64) or a new one."""
     if "request_id" not in g:
-        given = request.headers.get("X-Request-ID", "")
-        g.request_id = given[:64] if given and given.isprintable() else uuid.uuid4().hex
+        given = request.environ.get(REQUEST_ID) or request.headers.get("X-Request-ID", "")
+        g.request_id = request_id_of(given)
     return g.request_id
+
+
+def request_id_of(given: str) -> str:
+    """The id of a request whose `X-Request-ID` is `given` (empty: none sent)."""
+    return given[:64] if given and given.isprintable() else uuid.uuid4().hex
 
 
 def base_url(settings: Settings) -> str:
     """The gateway's public address: PUBLIC_BASE_URL, else the current request's host URL."""
-    return settings.public_base_url or _host_url(request.scheme, request.host)
+    return settings.public_base_url or host_url(request.scheme, request.host)
 
 
 @functools.lru_cache(maxsize=256)
-def _host_url(scheme: str, host: str) -> str:
+def host_url(scheme: str, host: str) -> str:
     """`request.host_url` without its final slash, built once per address (werkzeug builds it
     anew for every request)."""
     return get_current_url(scheme, host).rstrip("/")

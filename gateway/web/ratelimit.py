@@ -35,6 +35,11 @@ REDIS_RETRY_SECONDS = 5  # while Redis is down, how often to try it again
 #: The app extension answering whether one more Credly notification may be checked.
 CREDLY_CHECKS = "credly_webhook_checks"
 CHECKS_KEY = "credly-webhooks/checks"
+#: The app extension counting one anonymous lookup from an address: the limit refusing it, or None.
+COUNT_ADDRESS = "gateway.count_address_lookup"
+#: Where a request that was counted before it reached Flask (`gateway.web.plain_lookup`) carries
+#: the outcome: a one-tuple of the refusing limit, or of None.
+COUNTED = "gateway.lookup_counted"
 
 
 class TooManyLookups(Problem):
@@ -98,9 +103,9 @@ def lookup_client() -> str | None:
     return g.lookup_client
 
 
-def address_key() -> str:
-    """The counter of the anonymous lookups from the request's address (API and page alike)."""
-    return f"lookups/address:{request.remote_addr}"
+def address_key(address: str | None) -> str:
+    """The counter of the anonymous lookups from an address (API and page alike)."""
+    return f"lookups/address:{address}"
 
 
 def _lookup_cost() -> int:
@@ -131,7 +136,8 @@ def init_app(
     authenticated = parse_many(settings.verify_rate_limit_authenticated)
 
     def limit(key: str, items: list[RateLimitItem], cost: int, detail: str) -> None:
-        refused = counter.hit(items, key, cost)
+        counted = request.environ.pop(COUNTED, None)
+        refused = counted[0] if counted else counter.hit(items, key, cost)
         if refused is not None:
             raise TooManyLookups(detail, counter.retry_after(refused, key))
 
@@ -141,7 +147,7 @@ def init_app(
             key, items, rate = f"lookups/client:{client}", authenticated, "this API client"
             setting = settings.verify_rate_limit_authenticated
         else:
-            key, items, rate = address_key(), anonymous, "this address"
+            key, items, rate = address_key(request.remote_addr), anonymous, "this address"
             setting = settings.verify_rate_limit
         limit(key, items, _lookup_cost(), f"Too many lookups from {rate}: the limit is {setting}.")
 
@@ -149,7 +155,7 @@ def init_app(
         # The bare form costs nothing; a number asked for, or a credential posted, costs one.
         if "certification_id" in request.args or request.method == "POST":
             limit(
-                address_key(),  # one allowance per address for the page and the API together
+                address_key(request.remote_addr),  # one allowance for the page and the API
                 anonymous,
                 1,
                 f"Too many lookups: the limit is {settings.verify_rate_limit} per address.",
@@ -172,6 +178,7 @@ def init_app(
         return None if refused is None else counter.retry_after(refused, CHECKS_KEY)
 
     app.extensions[CREDLY_CHECKS] = admit_check
+    app.extensions[COUNT_ADDRESS] = lambda address: counter.hit(anonymous, address_key(address), 1)
     # On the app, not the blueprints: they are shared by every app built in this process.
     limited = {api.name: limit_api for api in apis} | {page.name: limit_page for page in pages}
     limited[webhooks.name] = limit_webhooks

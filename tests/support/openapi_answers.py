@@ -1,7 +1,8 @@
 """Every answer a test receives is checked against the OpenAPI document of the app.
 
-`check_answers(app)` (the apps of `make_app`, so the whole suite) adds an `after_request` hook: an
-answer of an operation of the gateway's document whose status the document does not list for it,
+`check_answers(app)` (the apps of `make_app`, so the whole suite) adds an `after_request` hook, and
+for the answers Flask does not make (`gateway.web.plain_lookup`) a WSGI wrapper: an answer of an
+operation of the gateway's document whose status the document does not list for it,
 whose media type is not the one documented, or whose JSON body does not match the documented
 schema fails the test (an AssertionError, raised out of the test client since test apps propagate
 exceptions). Routes a test adds for itself are not in the document and go unchecked; so does a
@@ -16,11 +17,13 @@ from typing import Any
 from flask import Flask, Response, request
 from jsonschema.exceptions import best_match
 from openapi_schema_validator import OAS31Validator
+from werkzeug.exceptions import HTTPException
 
 from gateway.bootstrap import routes_only
 from gateway.web.openapi import build_spec, openapi_path
 
 _validators: dict[tuple[int, str, str, str], OAS31Validator] = {}
+_CHECKED = "tests.openapi_checked"  # set in the environ of a request whose answer Flask checked
 
 
 def _answer(document: dict[str, Any], answer: dict[str, Any]) -> dict[str, Any]:
@@ -67,21 +70,60 @@ def mismatch(
 
 def check_answers(app: Flask) -> None:
     """Fail the test on any answer of `app` that the gateway's OpenAPI document does not promise."""
-    document = build_spec(routes_only())
+    routes = routes_only()
+    document = build_spec(routes)
 
-    @app.after_request
-    def _check(response: Response) -> Response:
-        if request.url_rule is None or response.is_streamed or response.status_code == 500:
-            return response  # no route matched (404, 405): no operation to compare with
-        status = response.status_code
+    def check(rule: str, method: str, status: int, mimetype: str, body: bytes) -> None:
+        if status == 500:
+            return
         problem = mismatch(
             document,
-            openapi_path(request.url_rule.rule),
-            request.method,
+            openapi_path(rule),
+            method,
             status,
-            response.mimetype or "",
-            b"" if status in (204, 304) else response.get_data(),  # sent without a body
+            mimetype,
+            b"" if status in (204, 304) else body,  # sent without a body
         )
         if problem:
             raise AssertionError(problem)
+
+    @app.after_request
+    def _check(response: Response) -> Response:
+        request.environ[_CHECKED] = True
+        if request.url_rule is None or response.is_streamed:
+            return response  # no route matched (404, 405): no operation to compare with
+        check(
+            request.url_rule.rule,
+            request.method,
+            response.status_code,
+            response.mimetype or "",
+            response.get_data(),
+        )
         return response
+
+    inner = app.wsgi_app
+
+    def answered_before_flask(environ: dict, start_response: Any) -> list[bytes]:
+        started: list[tuple[str, list[tuple[str, str]]]] = []
+
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            started.append((status, headers))
+            return start_response(status, headers, exc_info)
+
+        answer = inner(environ, start)
+        try:
+            body = b"".join(answer)
+        finally:
+            getattr(answer, "close", lambda: None)()
+        if started and not environ.get(_CHECKED):
+            try:
+                rule, _ = routes.url_map.bind_to_environ(environ).match(return_rule=True)
+            except HTTPException:
+                return [body]
+            status, headers = started[-1]
+            content_type = dict(headers).get("Content-Type", "")
+            check(rule.rule, environ["REQUEST_METHOD"], int(status.split()[0]),
+                  content_type.split(";")[0].strip(), body)  # fmt: skip
+        return [body]
+
+    app.wsgi_app = answered_before_flask  # type: ignore[method-assign]

@@ -9,6 +9,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 from flask.typing import ResponseReturnValue
 
+from gateway.platform.config import Settings
 from gateway.schemas.responses import NotFoundResultSchema
 from gateway.schemas.verifications import (
     BatchLookupSchema,
@@ -29,18 +30,25 @@ from gateway.web.ratelimit import LOOKUP_SCOPE
 
 bp = Blueprint("verifications", __name__)
 
-_public = VerificationSchema()
 _on_query = OnQuerySchema()
 _receipts = ReceiptSchema(many=True)
 
 
 def answer(found: lookup.Verification, on: date | None = None) -> dict[str, Any]:
-    """The JSON answer for a public record: its fields, the day asked for, and who vouches."""
-    body = _public.dump(found)
+    """The JSON answer for a public record of the current request."""
+    settings = services().settings
+    return record_answer(found, settings, base_url(settings), on)
+
+
+def record_answer(
+    found: lookup.Verification, settings: Settings, base: str, on: date | None = None
+) -> dict[str, Any]:
+    """The JSON answer for a public record: its fields, the day asked for, and who vouches
+    (`base`: the gateway's public address)."""
+    body = found.public()
     if on is not None:
         body["on"] = on.isoformat()
-    settings = services().settings
-    body["issuer"] = issuer(settings, base_url(settings))
+    body["issuer"] = issuer(settings, base)
     return body
 
 

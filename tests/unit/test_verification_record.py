@@ -1,0 +1,23 @@
+"""The public record's JSON form: what the lookups answer, as the documented schema dumps it."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+import pytest
+
+from gateway.schemas.verifications import VerificationSchema
+from gateway.usecases.lookup import Verification
+
+CHECKED = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("valid_through", [date(2027, 2, 28), None])
+def test_the_record_answers_what_its_schema_dumps(valid_through: date | None) -> None:
+    record = Verification(
+        "CERT-1", "Ada Lovelace", "RMA", "Registered Medical Assistant", "active",
+        date(2020, 3, 1), valid_through, CHECKED,
+    )  # fmt: skip
+
+    assert record.public() == VerificationSchema().dump(record)
+    assert record.public()["verified_at"] == "2026-03-01T09:30:00+00:00"
