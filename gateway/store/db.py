@@ -27,6 +27,9 @@ from sqlalchemy.sql.elements import CompilerElement
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 RECYCLE_SECONDS = 1800
+#: Up to this many rows, `execute_each` sends one statement a row in one round trip; beyond, a
+#: multi-row statement through SQLAlchemy (whose own work costs more than the few rows).
+PIPELINED_ROWS = 8
 T = TypeVar("T")
 
 
@@ -359,12 +362,16 @@ class Database:
         self, connection: Connection, statement: Executable, rows: Sequence[dict[str, Any]]
     ) -> list[tuple]:
         """The rows `statement` returns run once for each of `rows` (none: not run) in the
-        transaction of `connection`: an executemany, RETURNING rows in the order of `rows`. A
-        single row goes the way of `execute`."""
+        transaction of `connection`, RETURNING rows in the order of `rows`. A single row goes the
+        way of `execute`; a few (a single event's outbox items), once each in one round trip
+        (`execute_all`); more, as SQLAlchemy's executemany (multi-row statements)."""
         if not rows:
             return []
         if len(rows) == 1:
             return self.execute(connection, statement, rows[0])
+        if len(rows) <= PIPELINED_ROWS and self._compile(statement) is not None:
+            answers = self.execute_all(connection, [(statement, row) for row in rows])
+            return [row for answer in answers for row in answer]
         result = connection.execute(statement, list(rows))
         return [tuple(row) for row in result] if result.returns_rows else []
 
