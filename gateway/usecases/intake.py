@@ -10,7 +10,8 @@ from datetime import date, datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import bindparam, insert, select, update
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 
 from gateway import rules
@@ -49,6 +50,9 @@ _INSERT_EVENTS = (
     .returning(EVENTS.c.id, sort_by_parameter_order=True)
 )
 _RETRY = {"40P01", "40001"}  # deadlock detected, serialization failure
+#: SQLSTATE classes of the database's own state, not of an event: connection exception,
+#: insufficient resources, operator intervention (a statement timeout, a shutdown).
+_UNAVAILABLE = {"08", "53", "57"}
 _REPLAYED = {"Idempotent-Replayed": "true"}
 
 
@@ -87,12 +91,16 @@ def shape_problem(errors: list[dict[str, str]]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class _Item:
-    """A well-formed event of a submission: where it stands in it, and its body's hash."""
+    """A well-formed event of a submission: where it stands in it, its body's hash, and the
+    request that brought it."""
 
     position: int
     envelope: Envelope
     body: dict[str, Any]
     digest: str
+    client_id: str | None
+    request_id: str | None
+    received_at: datetime
 
 
 def submit_event(
@@ -103,11 +111,20 @@ def submit_event(
     request_id: str | None = None,
     received_at: datetime | None = None,
 ) -> Answer:
-    """Accept or reject one event."""
-    [answer] = submit_events(
-        svc, [body], client_id=client_id, request_id=request_id, received_at=received_at
-    )
-    return answer
+    """Accept or reject one event, answered as `submit_events` would answer it alone.
+
+    Group commit: the well-formed events that other threads of this process submit while a
+    transaction of theirs is in flight are recorded together, in the next transaction (up to
+    MAX_EVENTS; a lone event goes at once), each answered as if they had been sent one after
+    another. If that transaction fails for good, each of its events is tried alone, so that
+    only the one at fault fails (raising in its caller's thread); an error of the database
+    itself (unreachable, timed out) is every one's."""
+    received_at = received_at or utcnow()
+    try:
+        item = _item(svc.policy, 0, body, client_id, request_id, received_at)
+    except ShapeError as exc:
+        return Answer(422, shape_problem(exc.errors))
+    return svc.single_events.submit(item, lambda items: _decide_group(svc, items))
 
 
 def submit_events(
@@ -127,24 +144,72 @@ def submit_events(
     items = []
     for position, body in enumerate(bodies):
         try:
-            envelope = load_envelope(body)
-            _check_category(svc.policy, envelope)
+            items.append(_item(svc.policy, position, body, client_id, request_id, received_at))
         except ShapeError as exc:
             answers[position] = Answer(422, shape_problem(exc.errors))
-        else:
-            items.append(_Item(position, envelope, body, body_hash(body)))
-    for attempt in range(ATTEMPTS if items else 0):
-        try:
-            with svc.db.transaction() as session:
-                decided = _Submission(svc, session, client_id, request_id, received_at).run(items)
-        except DBAPIError as exc:
-            if not _retryable(exc) or attempt == ATTEMPTS - 1:
-                raise
-        else:
-            for item, answer in zip(items, decided, strict=True):
-                answers[item.position] = answer
-            break
+    if items:
+        for item, answer in zip(items, _decide(svc, items), strict=True):
+            answers[item.position] = answer
     return _all(answers)
+
+
+def _item(
+    policy: rules.Policy,
+    position: int,
+    body: Any,
+    client_id: str | None,
+    request_id: str | None,
+    received_at: datetime,
+) -> _Item:
+    """A well-formed event; ShapeError when it is not."""
+    envelope = load_envelope(body)
+    _check_category(policy, envelope)
+    return _Item(position, envelope, body, body_hash(body), client_id, request_id, received_at)
+
+
+def _decide(svc: Services, items: list[_Item]) -> list[Answer]:
+    """Each item's answer, decided and recorded in one transaction (retried as `submit_events`
+    says; the last attempt's error is raised)."""
+    for _ in range(ATTEMPTS - 1):
+        try:
+            return _transaction(svc, items)
+        except DBAPIError as exc:
+            if not _retryable(exc):
+                raise
+    return _transaction(svc, items)
+
+
+def _transaction(svc: Services, items: list[_Item]) -> list[Answer]:
+    with svc.db.transaction() as session:
+        return _Submission(svc, session).run(items)
+
+
+def _decide_group(svc: Services, items: list[_Item]) -> list[Answer | Exception]:
+    """Each item's answer, or the exception its submission raises: all in one transaction, or
+    when that fails (but for the database's own failures), each alone."""
+    try:
+        return list(_decide(svc, items))
+    except Exception as exc:
+        if len(items) == 1 or _unavailable(exc):
+            return [exc] * len(items)
+    outcomes: list[Answer | Exception] = []
+    for item in items:
+        try:
+            outcomes.extend(_decide(svc, [item]))
+        except Exception as exc:
+            outcomes.append(exc)
+    return outcomes
+
+
+def _unavailable(exc: Exception) -> bool:
+    """Whether an error is the database's rather than an event's: no pooled connection in time,
+    a connection failed or lost, a timeout or shutdown, resources exhausted."""
+    if isinstance(exc, PoolTimeout):
+        return True
+    if not isinstance(exc, OperationalError):
+        return False
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    return exc.connection_invalidated or sqlstate is None or sqlstate[:2] in _UNAVAILABLE
 
 
 def _all(answers: list[Answer | None]) -> list[Answer]:
@@ -202,16 +267,8 @@ class _Submission:
     lock the certifications, look the event ids up, read histories and what the jobs made, then
     write the events, the standings and their outbox items."""
 
-    def __init__(
-        self,
-        svc: Services,
-        session: Session,
-        client_id: str | None,
-        request_id: str | None,
-        received_at: datetime,
-    ) -> None:
+    def __init__(self, svc: Services, session: Session) -> None:
         self.svc, self.session = svc, session
-        self.client_id, self.request_id, self.received_at = client_id, request_id, received_at
         self.answers: list[Answer | None] = []
         self.rows: list[dict[str, Any]] = []
         self.accepted: list[_Accepted] = []
@@ -275,8 +332,8 @@ class _Submission:
             return _unknown(cid)
         history = cert.history if cert else []
         policy = self.svc.policy
-        violations = rules.validate(history, event, policy=policy, received_at=self.received_at)
-        today = self.received_at.date()
+        violations = rules.validate(history, event, policy=policy, received_at=item.received_at)
+        today = item.received_at.date()
         after = None
         if not violations:
             try:
@@ -295,9 +352,9 @@ class _Submission:
             "occurred_at": event.occurred_at,
             "body": item.body,
             "body_hash": item.digest,
-            "client_id": self.client_id,
-            "request_id": self.request_id,
-            "received_at": self.received_at,
+            "client_id": item.client_id,
+            "request_id": item.request_id,
+            "received_at": item.received_at,
         }
         if violations:
             reasons = [{"rule": v.rule, "message": v.message} for v in violations]
@@ -309,7 +366,7 @@ class _Submission:
         assert after is not None
         if cert is None:
             cert = self.certs[cid] = _Cert([])
-        change = Change(cid, cert.before(policy), after, request_id=self.request_id)
+        change = Change(cid, cert.before(policy), after, request_id=item.request_id)
         cert.history.append(event)
         cert.standing = after
         self.accepted.append(_Accepted(position, len(self.rows), cid, event.event_id, change))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import redis
 
@@ -13,8 +13,10 @@ from connectors.directory import Directory, make_directory
 from connectors.employer_webhooks import WebhookSender
 from gateway import rules
 from gateway.platform import metrics
+from gateway.platform.combining import Combiner
 from gateway.platform.config import Settings
 from gateway.platform.signing import SigningKeys
+from gateway.schemas.events import MAX_EVENTS
 from gateway.store.db import Database
 
 
@@ -41,6 +43,10 @@ class Services:
     directory: Directory | None = None
     dispatcher: Wakeup | None = None
     _keys: SigningKeys | None = field(default=None, repr=False)
+    #: The single events of concurrent requests, recorded together (`intake.submit_event`).
+    single_events: Combiner[Any, Any] = field(
+        default_factory=lambda: Combiner(MAX_EVENTS), repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         self.db.on_commit = self._wake  # the unit of work: a commit wakes the workers it needs

@@ -75,7 +75,10 @@ _EVENT = {"$ref": "#/components/schemas/Event"}  # one of the event types (gatew
 def post_event() -> ResponseReturnValue:
     """Validate, record and act on one event (docs/api.md, *Events*)."""
     body = json_body()
-    [answer] = _submit([body])
+    answer = intake.submit_event(
+        services(), body, client_id=current_client_id(), request_id=observability.request_id()
+    )
+    _count(body, answer)
     mimetype = "application/json" if answer.status < 400 else PROBLEM_TYPE
     response = Response(json.dumps(answer.body), status=answer.status, mimetype=mimetype)
     response.headers.update(answer.headers)
@@ -139,19 +142,23 @@ def post_events() -> ResponseReturnValue:
 
 
 def _submit(bodies: list[object]) -> list[intake.Answer]:
-    """Submit the events and count them."""
+    """Submit the events together and count them."""
     answers = intake.submit_events(
         services(), bodies, client_id=current_client_id(), request_id=observability.request_id()
     )
     for body, answer in zip(bodies, answers, strict=True):
-        event_type = body.get("type") if isinstance(body, dict) else None
-        metrics.count_event(
-            event_type if isinstance(event_type, str) and event_type in EVENT_TYPES else "unknown",
-            answer.status,
-            answer.body,
-            replayed="Idempotent-Replayed" in answer.headers,
-        )
+        _count(body, answer)
     return answers
+
+
+def _count(body: object, answer: intake.Answer) -> None:
+    event_type = body.get("type") if isinstance(body, dict) else None
+    metrics.count_event(
+        event_type if isinstance(event_type, str) and event_type in EVENT_TYPES else "unknown",
+        answer.status,
+        answer.body,
+        replayed="Idempotent-Replayed" in answer.headers,
+    )
 
 
 def _location(answer: intake.Answer) -> str:
