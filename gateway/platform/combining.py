@@ -18,20 +18,22 @@ Outcome = R | BaseException
 class _Waiter(Generic[T, R]):
     """A caller's item, and its outcome once a run has decided it."""
 
-    __slots__ = ("done", "item", "outcome")
+    __slots__ = ("done", "item", "outcome", "signal")
 
     def __init__(self, item: T) -> None:
         self.item = item
         self.outcome: Outcome[R] | None = None
         self.done = False
+        self.signal = threading.Event()  # set when done, or when it may be the next to run
 
 
 class Combiner(Generic[T, R]):
     """Hands the items of concurrent `submit` calls of one process to `run` in groups.
 
     A caller with no run in flight runs its item at once, alone. Callers arriving while a run is
-    in flight wait for it; then the next of them to run takes every waiting item (up to `limit`,
-    oldest first) in one call, and each caller gets its own item's outcome. Runs never overlap.
+    in flight wait for it; then the first of them runs every waiting item (up to `limit`, oldest
+    first) in one call, and each caller gets its own item's outcome as soon as its run ends.
+    Runs never overlap.
     A forked child starts with fresh locks and nothing waiting (the waiting threads are not in it).
     """
 
@@ -52,12 +54,22 @@ class Combiner(Generic[T, R]):
         waiter: _Waiter[T, R] = _Waiter(item)
         with self._lock:
             self._waiting.append(waiter)
-        with self._running:
-            while not waiter.done:  # more than `limit` waited before it: a group at a time
-                with self._lock:
-                    group = self._waiting[: self.limit]
-                    del self._waiting[: self.limit]
-                _run_group(group, run)
+        while not waiter.done:
+            if not self._running.acquire(blocking=False):
+                waiter.signal.wait()  # a run decides it, or ends and hands the next run over
+                waiter.signal.clear()
+                continue
+            try:
+                while not waiter.done:  # more than `limit` waited before it: a group at a time
+                    with self._lock:
+                        group = self._waiting[: self.limit]
+                        del self._waiting[: self.limit]
+                    _run_group(group, run)
+            finally:
+                self._running.release()
+            with self._lock:  # who came during the run: the first of them runs next
+                if self._waiting:
+                    self._waiting[0].signal.set()
         if isinstance(waiter.outcome, BaseException):
             raise waiter.outcome
         return waiter.outcome  # type: ignore[return-value]  # set by the run: an R
@@ -73,6 +85,7 @@ def _run_group(group: list[_Waiter[T, R]], run: Callable[[list[T]], Sequence[Out
         outcomes = [exc] * len(group)
     for waiter, outcome in zip(group, outcomes, strict=True):
         waiter.outcome, waiter.done = outcome, True
+        waiter.signal.set()
 
 
 _COMBINERS: weakref.WeakSet[Combiner] = weakref.WeakSet()

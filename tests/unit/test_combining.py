@@ -65,6 +65,43 @@ def test_items_arriving_during_a_run_are_run_together_next() -> None:
     assert run.groups[0] == [1] and sorted(run.groups[1]) == [2, 3, 4] and len(run.groups) == 2
 
 
+def test_a_caller_is_answered_when_its_run_ends_not_after_the_next_run() -> None:
+    holds = {1: threading.Event(), 2: threading.Event(), 4: threading.Event()}
+    started = {n: threading.Event() for n in holds}
+    combiner: Combiner[int, int] = Combiner(limit=10)
+
+    def run(items: list[int]) -> list[int]:
+        first = min(items)
+        if first in holds:
+            started[first].set()
+            assert holds[first].wait(10)
+        return [item * 10 for item in items]
+
+    def waiting(count: int) -> None:
+        deadline = time.monotonic() + 10
+        while len(combiner._waiting) < count and time.monotonic() < deadline:
+            time.sleep(0.001)
+
+    threads = {n: threading.Thread(target=combiner.submit, args=(n, run)) for n in (1, 2, 3, 4)}
+    threads[1].start()
+    assert started[1].wait(10)
+    threads[2].start()
+    waiting(1)
+    threads[3].start()
+    waiting(2)
+    holds[1].set()  # the run of 1 ends; 2 and 3 run next, together
+    assert started[2].wait(10)
+    threads[4].start()
+    waiting(1)
+    holds[2].set()  # the run of 2 and 3 ends; 4 runs next and holds on
+    assert started[4].wait(10)
+    threads[3].join(5)
+    assert not threads[3].is_alive()  # answered while the run of 4 is still in flight
+    holds[4].set()
+    for thread in threads.values():
+        thread.join(10)
+
+
 def test_a_group_holds_at_most_limit_items() -> None:
     run = Recorder()
     outcomes = _concurrently(Combiner(limit=2), run, [1, 2, 3, 4, 5])
