@@ -364,19 +364,21 @@ class Settings:
         ),
     )
     web_workers: int = field(
-        default=2 * (os.cpu_count() or 1) + 1,
+        default=max(2, os.cpu_count() or 1),
         metadata=setting(
             "WEB_WORKERS",
-            "twice the cores, plus one",
+            "the cores, at least 2",
             "`gateway serve`: gunicorn worker processes",
         ),
     )
     web_threads: int = field(
-        default=4,
+        default=8,
         metadata=setting(
             "WEB_THREADS",
-            "`4`",
-            "`gateway serve`: threads per process (gthread)",
+            "`8`",
+            "`gateway serve`: threads per process (gthread); the single events a process's "
+            "threads post at once are recorded in one transaction, so more threads a process "
+            "make fewer transactions",
         ),
     )
     web_timeout: int = field(
