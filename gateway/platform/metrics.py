@@ -44,6 +44,11 @@ HTTP_LATENCY = Histogram(
 EVENTS = Counter(
     "gateway_events_total", "Events received, by type and outcome.", ["type", "outcome"]
 )
+EVENT_GROUPS = Histogram(
+    "gateway_event_group_size",
+    "Single events recorded together in one transaction (group commit), a transaction each.",
+    buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32, 64, 100),
+)
 RULE_REJECTIONS = Counter(
     "gateway_rule_rejections_total", "Rule violations that rejected an event.", ["rule"]
 )

@@ -15,6 +15,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 
 from gateway import rules
+from gateway.platform import metrics
 from gateway.schemas.events import Envelope, ShapeError, load_envelope
 from gateway.store.history import EVENTS, histories_of, histories_statement
 from gateway.store.models import utcnow
@@ -187,6 +188,7 @@ def _transaction(svc: Services, items: list[_Item]) -> list[Answer]:
 def _decide_group(svc: Services, items: list[_Item]) -> list[Answer | Exception]:
     """Each item's answer, or the exception its submission raises: all in one transaction, or
     when that fails (but for the database's own failures), each alone."""
+    metrics.EVENT_GROUPS.observe(len(items))
     try:
         return list(_decide(svc, items))
     except Exception as exc:

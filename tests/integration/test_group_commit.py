@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 
+from gateway.platform import metrics
 from gateway.store.models import Event, OutboxItem
 from gateway.usecases import intake
 from tests.support.clients import fetch_token
@@ -33,6 +34,12 @@ def _seen(answer):
     return answer.status, _timeless(answer.body), answer.headers
 
 
+def _groups() -> tuple[float, float]:
+    """The group-size histogram's count of groups and sum of their events, so far."""
+    samples = {s.name: s.value for s in metrics.EVENT_GROUPS.collect()[0].samples}
+    return samples["gateway_event_group_size_count"], samples["gateway_event_group_size_sum"]
+
+
 def _timeless(value):
     if isinstance(value, dict):
         return {k: _timeless(v) for k, v in value.items() if k != "created_at"}
@@ -45,6 +52,7 @@ def test_concurrent_single_events_are_answered_as_one_after_another_in_one_trans
     pg_app, postgres_url
 ):
     svc = pg_app.extensions["gateway"]
+    groups_before = _groups()
     twin = granted("2020-01-10", cert="B")
     bodies = [
         granted("2020-01-10", cert="A"),
@@ -60,6 +68,7 @@ def test_concurrent_single_events_are_answered_as_one_after_another_in_one_trans
     assert event_transactions(postgres_url) == 2  # the first event's, then all of these
     assert [a.status for a in grouped] == [202, 202, 202, 202, 409, 404, 422, 202]
     assert grouped[3].headers == {"Idempotent-Replayed": "true"}
+    assert _groups() == (groups_before[0] + 2, groups_before[1] + 1 + len(bodies))  # the metric
 
     truncate(postgres_url)
     alone = [intake.submit_event(svc, granted("2026-03-01", cert="FIRST-0"))]
