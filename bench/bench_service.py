@@ -435,6 +435,7 @@ def load(count: int, args: argparse.Namespace, env: dict[str, str], log: Path) -
         out["lookup"] = peak = wrk(path, s, c, server, mode="get", ids=ids)
         out["lookup_half"] = half_rate(path, s, c, server, peak, mode="get", ids=ids)
         out["events"] = wrk("/v1/events", s, c, server, mode="post", tag=f"e{count}", token=token)
+        out["event_groups"] = mean_group()
         out["batches"] = wrk(
             "/v1/events/batch",
             s,
@@ -446,6 +447,17 @@ def load(count: int, args: argparse.Namespace, env: dict[str, str], log: Path) -
             batch=b,
         )
     return out
+
+
+def mean_group() -> float:
+    """Single events a transaction so far, from the gateway's group-size metric."""
+    values = {}
+    for line in requests.get(f"http://{WEB}/metrics", timeout=10).text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name.startswith("gateway_event_group_size_") and '{source="single"}' in name:
+            values[name.split("{")[0]] = float(value)
+    count = values.get("gateway_event_group_size_count", 0)
+    return values.get("gateway_event_group_size_sum", 0) / count if count else 0.0
 
 
 def queue_badges(count: int, size: int, env: dict[str, str], log: Path) -> None:
@@ -666,7 +678,7 @@ def load_summary(m: dict) -> str:
         f" Redis CPU reaches at best {_ratio(m['bare_get'].all_cpu_ms, least)} of the bare GET's"
         " rate on the same cores; cores busy: bare GET"
         f" {m['bare_get'].cores:.2f}, bare lookup {m['bare_lookup'].cores:.2f},"
-        f" lookups {m['lookup'].cores:.2f}"
+        f" lookups {m['lookup'].cores:.2f}; single events a transaction {m['event_groups']:.1f}"
     )
 
 

@@ -46,7 +46,9 @@ EVENTS = Counter(
 )
 EVENT_GROUPS = Histogram(
     "gateway_event_group_size",
-    "Single events recorded together in one transaction (group commit), a transaction each.",
+    "Well-formed events recorded in one transaction, by source: single (the single events of "
+    "concurrent requests, grouped) or batch (one batch request's).",
+    ["source"],
     buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32, 64, 100),
 )
 RULE_REJECTIONS = Counter(

@@ -149,6 +149,7 @@ def submit_events(
         except ShapeError as exc:
             answers[position] = Answer(422, shape_problem(exc.errors))
     if items:
+        metrics.EVENT_GROUPS.labels("batch").observe(len(items))
         for item, answer in zip(items, _decide(svc, items), strict=True):
             answers[item.position] = answer
     return _all(answers)
@@ -188,7 +189,7 @@ def _transaction(svc: Services, items: list[_Item]) -> list[Answer]:
 def _decide_group(svc: Services, items: list[_Item]) -> list[Answer | Exception]:
     """Each item's answer, or the exception its submission raises: all in one transaction, or
     when that fails (but for the database's own failures), each alone."""
-    metrics.EVENT_GROUPS.observe(len(items))
+    metrics.EVENT_GROUPS.labels("single").observe(len(items))
     try:
         return list(_decide(svc, items))
     except Exception as exc:

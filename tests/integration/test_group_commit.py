@@ -36,7 +36,11 @@ def _seen(answer):
 
 def _groups() -> tuple[float, float]:
     """The group-size histogram's count of groups and sum of their events, so far."""
-    samples = {s.name: s.value for s in metrics.EVENT_GROUPS.collect()[0].samples}
+    samples = {
+        s.name: s.value
+        for s in metrics.EVENT_GROUPS.collect()[0].samples
+        if s.labels.get("source") == "single"
+    }
     return samples["gateway_event_group_size_count"], samples["gateway_event_group_size_sum"]
 
 
