@@ -1,6 +1,6 @@
 """CPU an event costs the intake itself, in one process: no web server, no HTTP.
 
-    .venv/bin/python bench/bench_intake.py [--events 2000] [--rounds 4] [--source DIR ...]
+    .venv/bin/python bench/bench_intake.py [--events 2000] [--rounds 4] [--group 1] [--source DIR]
 
 `gateway.usecases.intake.submit_event` on PostgreSQL (a fresh database, dropped at the end) with
 Redis for the workers' wake-up (database 13, held as bench_service.py holds it; no worker runs),
@@ -10,7 +10,8 @@ measures `--events` of each kind after 200 unmeasured ones; rounds of every `--s
 of the gateway, this one by default) alternate, so that the machine's speed moves them alike.
 Prints, per source and kind, the median over the rounds of: this process's CPU an event, the
 whole machine's busy CPU an event (PostgreSQL and Redis included, from /proc/stat) and the wall
-time an event.
+time an event. `--group N` records the events N to a transaction, as the group commit records N
+single events posted at the same moment (`intake.submit_events`, which it calls).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -61,7 +63,9 @@ def fee(run: str, n: int) -> dict:
     }
 
 
-def measure_round(database_url: str, redis_url: str, events: int) -> dict[str, list[float]]:
+def measure_round(
+    database_url: str, redis_url: str, events: int, group: int
+) -> dict[str, list[float]]:
     """One round in this process (started by `main` with the source on its path)."""
     from gateway.bootstrap import create_app
     from gateway.platform.config import Settings
@@ -76,18 +80,24 @@ def measure_round(database_url: str, redis_url: str, events: int) -> dict[str, l
     svc = create_app(settings, jobs="ON_DEMAND").extensions["gateway"]
     run = uuid.uuid4().hex[:8]
 
-    def submit(body: dict) -> None:
-        answer = intake.submit_event(svc, body, client_id="bench")
-        if answer.status != 202:
-            sys.exit(f"the bench's event was refused: {answer.status} {answer.body}")
+    def submit(bodies: list[dict]) -> None:
+        if len(bodies) == 1:
+            answers = [intake.submit_event(svc, bodies[0], client_id="bench")]
+        else:
+            answers = intake.submit_events(svc, bodies, client_id="bench")
+        for answer in answers:
+            if answer.status != 202:
+                sys.exit(f"the bench's event was refused: {answer.status} {answer.body}")
+
+    def submit_all(build: Callable[[str, int], dict], numbers: range) -> None:
+        for start in range(numbers.start, numbers.stop, group):
+            submit([build(run, n) for n in range(start, min(start + group, numbers.stop))])
 
     results = {}
     for kind, build in (("grant", grant), ("fee", fee)):
-        for n in range(-200, 0):  # unmeasured: connections made, statements prepared
-            submit(build(run, n))
+        submit_all(build, range(-200, 0))  # unmeasured: connections made, statements prepared
         cpu, busy, wall = time.process_time(), busy_seconds(), time.perf_counter()
-        for n in range(events):
-            submit(build(run, n))
+        submit_all(build, range(events))
         results[kind] = [
             (time.process_time() - cpu) / events * 1000,
             (busy_seconds() - busy) / events * 1000,
@@ -101,6 +111,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=2000, help="Events of each kind a round.")
     parser.add_argument("--rounds", type=int, default=4, help="Rounds of each source.")
+    parser.add_argument("--group", type=int, default=1, help="Events a transaction.")
     parser.add_argument(
         "--source", nargs="+", default=[str(ROOT)], help="Checkouts of the gateway to measure."
     )
@@ -111,7 +122,7 @@ def main() -> None:
     if args.round:  # a round, in a process of its own with that source first on the path
         source, database_url, redis_url = args.round
         sys.path.insert(0, source)
-        print(json.dumps(measure_round(database_url, redis_url, args.events)))
+        print(json.dumps(measure_round(database_url, redis_url, args.events, args.group)))
         return
 
     sys.path.insert(0, str(BENCH))
@@ -127,6 +138,7 @@ def main() -> None:
             for _ in range(args.rounds):
                 for source in args.source:
                     command = [sys.executable, __file__, "--events", str(args.events)]
+                    command += ["--group", str(args.group)]
                     command += ["--round", source, url, REDIS_URL]
                     out = subprocess.run(command, check=True, capture_output=True, text=True)
                     for kind, values in json.loads(out.stdout.splitlines()[-1]).items():

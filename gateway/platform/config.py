@@ -364,21 +364,21 @@ class Settings:
         ),
     )
     web_workers: int = field(
-        default=max(2, os.cpu_count() or 1),
+        default=2 * (os.cpu_count() or 1),
         metadata=setting(
             "WEB_WORKERS",
-            "the cores, at least 2",
+            "twice the cores",
             "`gateway serve`: gunicorn worker processes",
         ),
     )
     web_threads: int = field(
-        default=8,
+        default=4,
         metadata=setting(
             "WEB_THREADS",
-            "`8`",
+            "`4`",
             "`gateway serve`: threads per process (gthread); the single events a process's "
             "threads post at once are recorded in one transaction, so more threads a process "
-            "make fewer transactions",
+            "make fewer, larger transactions (and lookups wait longer for the process's GIL)",
         ),
     )
     web_timeout: int = field(
