@@ -82,7 +82,11 @@ def test_a_caller_is_answered_when_its_run_ends_not_after_the_next_run() -> None
         while len(combiner._waiting) < count and time.monotonic() < deadline:
             time.sleep(0.001)
 
-    threads = {n: threading.Thread(target=combiner.submit, args=(n, run)) for n in (1, 2, 3, 4)}
+    combiner._running = running = WaitsRecorded()
+    threads = {
+        n: threading.Thread(target=combiner.submit, args=(n, run), name=f"caller-{n}")
+        for n in (1, 2, 3, 4)
+    }
     threads[1].start()
     assert started[1].wait(10)
     threads[2].start()
@@ -100,6 +104,28 @@ def test_a_caller_is_answered_when_its_run_ends_not_after_the_next_run() -> None
     holds[4].set()
     for thread in threads.values():
         thread.join(10)
+    assert "caller-3" not in running.waited  # its item ran in 2's group: it never queued to run
+
+
+class WaitsRecorded:
+    """A lock that records the threads that waited to take it."""
+
+    def __init__(self) -> None:
+        self.lock, self.waited = threading.Lock(), []
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        if blocking:
+            self.waited.append(threading.current_thread().name)
+        return self.lock.acquire(blocking, timeout)
+
+    def release(self) -> None:
+        self.lock.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 def test_a_group_holds_at_most_limit_items() -> None:
