@@ -26,14 +26,32 @@ from gateway.usecases import lookup
 from gateway.web.api.verifications import record_answer
 from gateway.web.observability import REQUEST_ID, host_url, request_id_of
 from gateway.web.ratelimit import COUNT_ADDRESS, COUNTED
-from gateway.web.security import MAX_HEADER_LINE, MAX_URL
+from gateway.web.security import MAX_HEADER_LINE, MAX_URL, PATH_SEGMENT
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
 ENDPOINT = "verifications.get_verification"
+_ROUTE = "gateway.plain_lookup"  # the app extension: the view's path pattern and its metrics
 
-_PATH = re.compile("/v1/verifications/([^/\x00]+)")
+
+class _Route:
+    """The view's URL rule as a pattern of its one path value, and its request metrics (200, GET)
+    as Flask's requests count them."""
+
+    def __init__(self, app: Flask) -> None:
+        rule = next(app.url_map.iter_rules(ENDPOINT)).rule
+        prefix, _, _ = rule.partition("<")  # "/v1/verifications/<certification_id>"
+        self.path = re.compile(f"{re.escape(prefix)}({PATH_SEGMENT}+)")
+        self.answered = metrics.HTTP_REQUESTS.labels(rule, "GET", "200")
+        self.took = metrics.HTTP_LATENCY.labels(rule, "GET")
+
+
+def _route(app: Flask) -> _Route:
+    route = app.extensions.get(_ROUTE)
+    if route is None:
+        route = app.extensions[_ROUTE] = _Route(app)
+    return route
 
 
 class GatewayFlask(Flask):
@@ -71,7 +89,8 @@ def _answer_plain(
     None, the request left to Flask."""
     if environ.get("REQUEST_METHOD") != "GET" or app.debug or app.config.get("TRUSTED_HOSTS"):
         return None
-    match = _PATH.fullmatch(environ.get("PATH_INFO", ""))
+    route = _route(app)
+    match = route.path.fullmatch(environ.get("PATH_INFO", ""))
     count = app.extensions.get(COUNT_ADDRESS)
     if match is None or count is None or not _is_plain(environ):
         return None
@@ -102,9 +121,8 @@ def _answer_plain(
             ("X-Request-ID", request_id),
         ],
     )
-    answered, took = _metrics(app)
-    answered.inc()
-    took.observe(time.perf_counter() - started)
+    route.answered.inc()
+    route.took.observe(time.perf_counter() - started)
     return [body]
 
 
@@ -112,15 +130,3 @@ def _host(environ: WSGIEnvironment) -> str:
     server_port = environ.get("SERVER_PORT")
     server = (environ.get("SERVER_NAME", ""), int(server_port) if server_port else None)
     return get_host(environ["wsgi.url_scheme"], environ.get("HTTP_HOST"), server)
-
-
-def _metrics(app: Flask) -> tuple[Any, Any]:
-    """The request metrics of the view's answers (200, GET), as Flask's requests count them."""
-    found = app.extensions.get(ENDPOINT)
-    if found is None:
-        rule = next(app.url_map.iter_rules(ENDPOINT)).rule
-        found = app.extensions[ENDPOINT] = (
-            metrics.HTTP_REQUESTS.labels(rule, "GET", "200"),
-            metrics.HTTP_LATENCY.labels(rule, "GET"),
-        )
-    return found
