@@ -24,7 +24,7 @@ def create_app(
     the
     embedded default's SQLite database up to date (not for the `db` commands, which move it).
     """
-    from gateway.web.plain_lookup import GatewayFlask
+    from gateway.web.plain import GatewayFlask
 
     settings = settings or Settings.from_env()
     app = GatewayFlask(
@@ -49,6 +49,8 @@ def create_app(
         credential_page,
         observability,
         pages,
+        plain_events,
+        plain_lookup,
         problems,
         ratelimit,
         security,
@@ -78,6 +80,7 @@ def create_app(
         pages=(pages.bp, credential_page.bp),
         webhooks=credly_notifications.bp,
     )
+    app.plain_paths.update(GET=plain_lookup.answer, POST=plain_events.answer)
     cli.register(app)
     log.info(settings.mode_line())
     # at start (with the expiry Credly reported, once read); daily from the workers' cron

@@ -184,6 +184,22 @@ def client(app: Flask):
 
 
 @pytest.fixture
+def dispatched(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths of the requests Flask dispatched (the others were answered in front of it)."""
+    seen: list[str] = []
+    through_flask = Flask.full_dispatch_request
+
+    def spy(self: Flask):
+        from flask import request
+
+        seen.append(request.path)
+        return through_flask(self)
+
+    monkeypatch.setattr(Flask, "full_dispatch_request", spy)
+    return seen
+
+
+@pytest.fixture
 def token_for(app: Flask) -> Callable[[str], dict[str, str]]:
     """Authorization headers carrying a fresh token with the given scope."""
     return lambda scope: {"Authorization": f"Bearer {fetch_token(app, scope)}"}

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from gateway.schemas.responses import TokenRequestSchema, TokenSchema
+from gateway.store.db import Database
 from gateway.store.models import OAuthClient, OAuthToken, utcnow
 from gateway.web.apidoc import FORM, json_answer, operation
 from gateway.web.context import services
@@ -154,12 +155,17 @@ class Validator(BearerTokenValidator):
     """Looks bearer tokens up by their hash; a revoked client's tokens stop working at once."""
 
     def authenticate_token(self, token_string: str) -> AccessToken | None:
-        rows = services().db.read(_TOKEN_QUERY, {"token_hash": token_hash(token_string)})
-        found = rows[0] if rows else None
-        if found is None:
-            return None
-        *token, client_revoked_at = found
-        return AccessToken(*token, client_revoked=client_revoked_at is not None)
+        return find_token(services().db, token_string)
+
+
+def find_token(db: Database, token_string: str) -> AccessToken | None:
+    """The stored token `token_string` names, and whether its client is revoked; None if none."""
+    rows = db.read(_TOKEN_QUERY, {"token_hash": token_hash(token_string)})
+    found = rows[0] if rows else None
+    if found is None:
+        return None
+    *token, client_revoked_at = found
+    return AccessToken(*token, client_revoked=client_revoked_at is not None)
 
 
 _TOKENS, _CLIENTS = OAuthToken.__table__, OAuthClient.__table__
@@ -196,6 +202,24 @@ class Protector(ResourceProtector):
 
 require_oauth = Protector()
 require_oauth.register_token_validator(Validator(realm="credential-gateway"))
+
+
+def bearer_client_id(db: Database, authorization: str, scopes: list[str]) -> str | None:
+    """The client id of the bearer token in an `Authorization` header, if Authlib would let it
+    through to a view protected with `scopes`; None for anything else (Authlib answers it).
+
+    For requests answered in front of Flask (`gateway.web.plain_events`): the same token, expiry,
+    revocation and scope checks as `require_scope`, without a Flask request."""
+    token_type, _, token_string = authorization.partition(" ")
+    if token_type.lower() != "bearer" or not token_string or " " in token_string:
+        return None
+    token = find_token(db, token_string)
+    try:
+        require_oauth.get_token_validator("bearer").validate_token(token, scopes, None)
+    except OAuth2Error:
+        return None
+    assert token is not None
+    return token.client_id
 
 
 @dataclass(frozen=True)

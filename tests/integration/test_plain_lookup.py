@@ -4,7 +4,6 @@ request handling, and answers exactly as the view does: body, headers, limit, me
 from __future__ import annotations
 
 import pytest
-from flask import Flask
 
 from gateway.web import plain_lookup
 from tests.support.metrics import sample
@@ -18,22 +17,6 @@ RULE = "/v1/verifications/<certification_id>"
 @pytest.fixture
 def app(database_url, make_app):
     return make_app(database_url=database_url, jobs_synchronous=True, verify_rate_limit="4/minute")
-
-
-@pytest.fixture
-def dispatched(monkeypatch) -> list[str]:
-    """The paths of the requests Flask dispatched."""
-    seen: list[str] = []
-    through_flask = Flask.full_dispatch_request
-
-    def spy(self: Flask):
-        from flask import request
-
-        seen.append(request.path)
-        return through_flask(self)
-
-    monkeypatch.setattr(Flask, "full_dispatch_request", spy)
-    return seen
 
 
 def test_a_plain_lookup_is_answered_before_flask_as_the_view_answers_it(app, client, dispatched):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, json, request, url_for
+from collections.abc import Callable
+
+from flask import Blueprint, Flask, Response, current_app, request, url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 from werkzeug.exceptions import BadRequest
@@ -75,16 +77,35 @@ _EVENT = {"$ref": "#/components/schemas/Event"}  # one of the event types (gatew
 def post_event() -> ResponseReturnValue:
     """Validate, record and act on one event (docs/api.md, *Events*)."""
     body = json_body()
+    failed = request.environ.pop(SUBMISSION_FAILED, None)
+    if failed is not None:
+        raise failed  # answered as if this submission had failed
     answer = intake.submit_event(
         services(), body, client_id=current_client_id(), request_id=observability.request_id()
     )
+    content_type, data, headers = event_answer(
+        current_app, body, answer, lambda event_id: url_for(GET_EVENT, event_id=event_id)
+    )
+    return Response(data, status=answer.status, content_type=content_type, headers=headers)
+
+
+#: Where the plain path (`gateway.web.plain_events`) hands Flask the error its submission of
+#: the request's event raised, for Flask to answer it as it answers any.
+SUBMISSION_FAILED = "gateway.submission_failed"
+GET_EVENT = "events.get_event"
+
+
+def event_answer(
+    app: Flask, body: object, answer: intake.Answer, location: Callable[[str], str]
+) -> tuple[str, bytes, list[tuple[str, str]]]:
+    """Count an answered event; its answer's content type, body and headers (`location` gives
+    the path of a recorded event by its id)."""
     _count(body, answer)
-    mimetype = "application/json" if answer.status < 400 else PROBLEM_TYPE
-    response = Response(json.dumps(answer.body), status=answer.status, mimetype=mimetype)
-    response.headers.update(answer.headers)
+    content_type = "application/json" if answer.status < 400 else PROBLEM_TYPE
+    headers = list(answer.headers.items())
     if answer.status == 202:
-        response.headers["Location"] = _location(answer)
-    return response
+        headers.append(("Location", location(answer.body["event_id"])))
+    return content_type, app.json.dumps(answer.body).encode(), headers
 
 
 @bp.post("/v1/events/batch")
@@ -162,7 +183,7 @@ def _count(body: object, answer: intake.Answer) -> None:
 
 
 def _location(answer: intake.Answer) -> str:
-    return url_for("events.get_event", event_id=answer.body["event_id"])
+    return url_for(GET_EVENT, event_id=answer.body["event_id"])
 
 
 @bp.get("/v1/events/<path:event_id>")  # an event id may hold `/`
