@@ -45,9 +45,12 @@ BARE_PATHS = {"get": "/bare-lookup/", "post": "/bare"}
 PARTS: list[tuple[str, tuple[str, ...]]] = [
     ("commit", ("SessionTransaction.commit", "Connection.commit (")),
     ("wake-up of the workers (Redis)", ("Services._wake",)),
-    ("bearer token check (a PostgreSQL read)", ("acquire_token",)),
+    ("bearer token check (a PostgreSQL read)", ("acquire_token", "bearer_client_id")),
     ("rate limit (a Redis script)", ("Counter.hit (",)),
-    ("JSON parsing and event validation", ("load_envelope", "json_body", "get_json")),
+    (
+        "JSON parsing and event validation",
+        ("load_envelope", "json_body", "get_json", "SafeJSONProvider.loads"),
+    ),
     ("rules (validate, evaluate)", ("gateway/rules/",)),
     (
         "answer body (schema dump, JSON)",
@@ -59,7 +62,10 @@ PARTS: list[tuple[str, tuple[str, ...]]] = [
     ("access log line", ("AccessLog.access",)),
     ("request id, metrics", ("observability.py",)),
     ("security headers", ("SecurityHeaders.__call__.<locals>.start",)),
-    ("plain lookup's own work (headers, metrics)", ("_answer_plain",)),
+    (
+        "plain path's own work (request id, headers, metrics)",
+        ("plain_lookup.py", "plain_events.py"),
+    ),
 ]
 FRAMEWORKS: list[tuple[str, tuple[str, ...]]] = [
     ("Flask, Werkzeug (routing, request, response)", ("flask/", "werkzeug/")),

@@ -10,7 +10,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,8 +27,10 @@ from sqlalchemy.sql.elements import CompilerElement
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 RECYCLE_SECONDS = 1800
-#: Up to this many rows, `execute_each` sends one statement a row in one round trip; beyond, a
-#: multi-row statement through SQLAlchemy (whose own work costs more than the few rows).
+#: Up to this many rows, `execute_each` sends an INSERT as one statement of as many VALUES
+#: (compiled once for each number of rows), anything else as one statement a row in one round
+#: trip; beyond, a multi-row statement through SQLAlchemy (whose own work costs more than a few
+#: rows). Bounded so that a statement has few texts (psycopg prepares each it sees often).
 PIPELINED_ROWS = 8
 T = TypeVar("T")
 
@@ -156,6 +158,76 @@ class _Compiled:
         return tuple(v if c is None else c(v) for c, v in zip(self.columns, values, strict=True))
 
 
+_BIND = re.compile(r"%\((\w+)\)s")  # a named parameter of psycopg
+_VALUES = " VALUES ("
+
+
+def _values_tuple(sql: str) -> tuple[int, int] | None:
+    """Where the one VALUES tuple of an INSERT's text starts and ends (end past its `)`)."""
+    start = sql.find(_VALUES)
+    if start < 0 or sql.find(_VALUES, start + 1) >= 0:
+        return None
+    depth, at = 0, start + len(_VALUES) - 1
+    while at < len(sql):
+        bind = _BIND.match(sql, at)
+        if bind:  # `%(name)s` holds parentheses of its own
+            at = bind.end()
+            continue
+        depth += {"(": 1, ")": -1}.get(sql[at], 0)
+        at += 1
+        if depth == 0:
+            return start + len(_VALUES) - 1, at
+    return None
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """An INSERT of one row compiled for `count` rows: one VALUES tuple a row, its parameters
+    named `<name>__<row>`. Rows RETURNING the table's serial key come back sorted by it: the
+    order in which PostgreSQL numbered them, the order of the VALUES."""
+
+    one: _Compiled
+    many: _Compiled
+    count: int
+
+    def params(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """The parameters of `rows`, each converted as `one` converts them."""
+        return {
+            f"{name}__{n}": value
+            for n, row in enumerate(rows)
+            for name, value in self.one.params(row).items()
+        }
+
+    def sort(self, found: list[tuple]) -> list[tuple]:
+        """The rows returned, in the order of the VALUES."""
+        return sorted(found) if self.many.returns_rows else found
+
+
+def _rows_of(one: _Compiled, statement: Executable, count: int) -> _Rows | None:
+    """`statement` (an INSERT of one row) for `count` rows, or None if it has no such form: not
+    an INSERT, a parameter outside its VALUES, or RETURNING other than the serial key."""
+    if not one.compiled.isinsert or one.lists:
+        return None
+    returned = list(statement.exported_columns)  # type: ignore[attr-defined]
+    if returned and not (
+        len(returned) == 1
+        and returned[0].primary_key
+        and returned[0].autoincrement in (True, "auto")
+        and returned[0].type.python_type is int
+    ):
+        return None
+    found = _values_tuple(one.sql)
+    if found is None:
+        return None
+    start, end = found
+    values = one.sql[start:end]
+    if _BIND.search(one.sql[:start]) or _BIND.search(one.sql[end:]):
+        return None
+    tuples = ", ".join(_BIND.sub(rf"%(\1__{n})s", values) for n in range(count))
+    many = replace(one, sql=f"{one.sql[:start]}{tuples}{one.sql[end:]}", lists=(), sql_of_one="")
+    return _Rows(one, many, count)
+
+
 #: A column's expanding `IN` list as SQLAlchemy compiles it for PostgreSQL (not `NOT IN`, not a
 #: tuple's), and what marks any other value it works out at execution.
 _IN_LIST = re.compile(r"(?<=[\w\"])(?<!\bNOT) IN \(__\[POSTCOMPILE_(\w+)\]\)")
@@ -228,6 +300,9 @@ class Database:
         #: Called with the ids of the outbox items a transaction queued, after its commit.
         self.on_commit: Callable[[list[int]], None] | None = None
         self._compiled: weakref.WeakKeyDictionary[Executable, _Compiled | None] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._rows: weakref.WeakKeyDictionary[Executable, dict[int, _Rows | None]] = (
             weakref.WeakKeyDictionary()
         )
         # One statement needs no transaction around it: on PostgreSQL that spares the BEGIN and
@@ -326,10 +401,14 @@ class Database:
         if compiled is None:
             result = connection.execute(statement, params)
             return [tuple(row) for row in result] if result.returns_rows else []
+        return self._run_in(connection, compiled, compiled.params(params))
+
+    def _run_in(
+        self, connection: Connection, compiled: _Compiled, values: dict[str, Any]
+    ) -> list[tuple]:
+        """`_run` on the psycopg connection of `connection`, forgetting it if it was lost."""
         try:
-            return self._run(
-                connection.connection.driver_connection, compiled, compiled.params(params)
-            )
+            return self._run(connection.connection.driver_connection, compiled, values)
         except DBAPIError as exc:
             self._forget_if_lost(exc, connection)
             raise
@@ -363,17 +442,31 @@ class Database:
     ) -> list[tuple]:
         """The rows `statement` returns run once for each of `rows` (none: not run) in the
         transaction of `connection`, RETURNING rows in the order of `rows`. A single row goes the
-        way of `execute`; a few (a single event's outbox items), once each in one round trip
-        (`execute_all`); more, as SQLAlchemy's executemany (multi-row statements)."""
+        way of `execute`; a few (a single event's outbox items, a group's events), as one
+        statement if it is an INSERT, else once each in one round trip (`execute_all`); more, as
+        SQLAlchemy's executemany (multi-row statements)."""
         if not rows:
             return []
         if len(rows) == 1:
             return self.execute(connection, statement, rows[0])
+        several = self._rows_for(statement, len(rows)) if len(rows) <= PIPELINED_ROWS else None
+        if several is not None:
+            return several.sort(self._run_in(connection, several.many, several.params(rows)))
         if len(rows) <= PIPELINED_ROWS and self._compile(statement) is not None:
             answers = self.execute_all(connection, [(statement, row) for row in rows])
             return [row for answer in answers for row in answer]
         result = connection.execute(statement, list(rows))
         return [tuple(row) for row in result] if result.returns_rows else []
+
+    def _rows_for(self, statement: Executable, count: int) -> _Rows | None:
+        """`statement` compiled for `count` rows in one statement (once), if it has that form."""
+        compiled = self._compile(statement)
+        if compiled is None:
+            return None
+        known = self._rows.setdefault(statement, {})
+        if count not in known:
+            known[count] = _rows_of(compiled, statement, count)
+        return known[count]
 
     def _forget_if_lost(
         self, exc: DBAPIError, connection: Connection | PoolProxiedConnection

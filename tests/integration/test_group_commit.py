@@ -41,7 +41,8 @@ def _groups() -> tuple[float, float]:
         for s in metrics.EVENT_GROUPS.collect()[0].samples
         if s.labels.get("source") == "single"
     }
-    return samples["gateway_event_group_size_count"], samples["gateway_event_group_size_sum"]
+    count = samples.get("gateway_event_group_size_count", 0.0)  # none yet in this process
+    return count, samples.get("gateway_event_group_size_sum", 0.0)
 
 
 def _timeless(value):

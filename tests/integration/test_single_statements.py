@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
+import psycopg
 import pytest
 from sqlalchemy import bindparam, column, insert, literal, select, table, text, tuple_, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
 
 from gateway.store.db import Database
-from gateway.store.models import Member, UTCDateTime, utcnow
+from gateway.store.models import Member, OutboxItem, UTCDateTime, utcnow
 from tests.support.database import truncate
 
 
@@ -202,3 +204,57 @@ def test_execute_each_runs_a_statement_per_row_in_order_and_none_for_no_rows(db)
     assert one == [("M-1", "Ada")]
     assert many == [("M-4", "N4"), ("M-2", "N2"), ("M-3", "N3")]  # in the order of the rows
     assert len(db.read(select(Member.member_id))) == 4
+
+
+#: Every defaulted column of an outbox item given: no value left for SQLAlchemy to work out.
+_OUTBOX_DEFAULTS = {"state": "pending", "attempts": 0, "created_at": utcnow(), "due_at": None}
+
+
+def test_execute_each_sends_a_few_rows_of_an_insert_as_one_statement_in_their_order(
+    db, monkeypatch
+):
+    items = OutboxItem.__table__
+    add = insert(items).values(
+        certification_id=bindparam("cid"), kind=bindparam("kind"), payload=bindparam("payload"),
+        **_OUTBOX_DEFAULTS,
+    )  # fmt: skip
+    returning = add.returning(items.c.id, sort_by_parameter_order=True)
+    sent: list[str] = []
+    execute = psycopg.Connection.execute
+    monkeypatch.setattr(
+        psycopg.Connection,
+        "execute",
+        lambda self, sql, *a, **k: sent.append(sql) or execute(self, sql, *a, **k),
+    )
+    rows = [{"cid": f"C-{n}", "kind": "issue_badge", "payload": {"n": n}} for n in (3, 1, 2)]
+    with db.engine.begin() as connection:
+        ids = db.execute_each(connection, returning, rows)
+        db.execute_each(connection, add, rows[:2])  # no RETURNING
+    assert [sql.count("), (") for sql in sent] == [2, 1]  # one statement of 3 rows, of 2
+    stored = dict(db.read(select(items.c.id, items.c.payload)))
+    assert [stored[pk] for (pk,) in ids] == [
+        {"n": 3},
+        {"n": 1},
+        {"n": 2},
+    ]  # in the order of the rows
+    assert len(stored) == 5
+
+
+def test_an_insert_with_values_outside_its_rows_or_other_returning_goes_a_row_a_statement(db):
+    items = OutboxItem.__table__
+    add = insert(items).values(
+        certification_id=bindparam("cid"), kind="issue_badge", payload={}, **_OUTBOX_DEFAULTS
+    )
+    upsert = (
+        postgresql.insert(Member)
+        .values(member_id=bindparam("member_id"), first_name="A", last_name="L", email="e")
+        .on_conflict_do_update(index_elements=["member_id"], set_={"first_name": bindparam("name")})
+    )
+    kind = add.returning(items.c.kind)  # made before `add` is compiled (SQLAlchemy memoizes)
+    assert db._rows_for(add, 3) is not None
+    assert db._rows_for(kind, 3) is None  # RETURNING other than the serial key: no order known
+    assert db._rows_for(upsert, 3) is None  # `name` is outside the VALUES
+    assert db._rows_for(update(items).values(kind=bindparam("kind")), 3) is None
+    with db.engine.begin() as connection:
+        db.execute_each(connection, upsert, [{"member_id": "M-1", "name": "A"}] * 2)
+    assert db.read(select(Member.first_name)) == [("A",)]
