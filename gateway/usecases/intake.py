@@ -9,10 +9,9 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlalchemy.orm import Session
 
 from gateway import rules
 from gateway.platform import metrics
@@ -182,8 +181,8 @@ def _decide(svc: Services, items: list[_Item]) -> list[Answer]:
 
 
 def _transaction(svc: Services, items: list[_Item]) -> list[Answer]:
-    with svc.db.transaction() as session:
-        return _Submission(svc, session).run(items)
+    with svc.db.begin() as connection:  # Core statements only: no ORM session around them
+        return _Submission(svc, connection).run(items)
 
 
 def _decide_group(svc: Services, items: list[_Item]) -> list[Answer | Exception]:
@@ -270,8 +269,8 @@ class _Submission:
     lock the certifications, look the event ids up, read histories and what the jobs made, then
     write the events, the standings and their outbox items."""
 
-    def __init__(self, svc: Services, session: Session) -> None:
-        self.svc, self.session = svc, session
+    def __init__(self, svc: Services, connection: Connection) -> None:
+        self.svc, self.connection = svc, connection
         self.answers: list[Answer | None] = []
         self.rows: list[dict[str, Any]] = []
         self.accepted: list[_Accepted] = []
@@ -279,8 +278,7 @@ class _Submission:
 
     def run(self, items: list[_Item]) -> list[Answer]:
         """Each item's answer, in order."""
-        session, db = self.session, self.svc.db
-        connection = session.connection()  # Core statements: no ORM work around them
+        db, connection = self.svc.db, self.connection
         ids = sorted({item.envelope.certification_id for item in items})
         event_ids = sorted({item.envelope.event.event_id for item in items})
         locked, recorded = db.execute_all(
@@ -380,12 +378,12 @@ class _Submission:
         """Write the events, then the standings and jobs of the accepted ones, then answers."""
         if not self.rows:
             return
-        db, connection = self.svc.db, self.session.connection()
+        db, connection = self.svc.db, self.connection
         pks = [pk for (pk,) in db.execute_each(connection, _INSERT_EVENTS, self.rows)]
         changes = [replace(a.change, event_pk=pks[a.row]) for a in self.accepted]
         answered = []
         for accepted, recorded in zip(
-            self.accepted, record_standings(self.svc, self.session, changes), strict=True
+            self.accepted, record_standings(self.svc, connection, changes), strict=True
         ):
             cert = self.certs[accepted.certification_id]
             cert.new_jobs.extend(recorded.jobs)

@@ -7,9 +7,17 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BindParameter, Executable, Insert, Table, bindparam, insert, update
+from sqlalchemy import (
+    BindParameter,
+    Connection,
+    Executable,
+    Insert,
+    Table,
+    bindparam,
+    insert,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
 
 from gateway import rules
 from gateway.store.db import wake_after_commit
@@ -42,9 +50,12 @@ class Recorded:
     jobs: list[JobRow]
 
 
-def record_standings(svc: Services, session: Session, changes: list[Change]) -> list[Recorded]:
+def record_standings(
+    svc: Services, connection: Connection, changes: list[Change]
+) -> list[Recorded]:
     """Store every `after` as its certification's standing and write the outbox items of the
-    actions each change calls for, in `session`'s transaction; results in the order of `changes`.
+    actions each change calls for, in `connection`'s transaction; results in the order of
+    `changes`.
 
     A new certification is inserted (a concurrent twin then fails with IntegrityError, for the
     caller to retry); existing ones must be locked by the caller.
@@ -52,7 +63,6 @@ def record_standings(svc: Services, session: Session, changes: list[Change]) -> 
     if not changes:
         return []
     now, db = utcnow(), svc.db
-    connection = session.connection()  # Core statements: no ORM work around them
     writes: list[tuple[Executable, list[dict[str, Any]]]] = []
     members = [
         c.after.member for c in changes if c.before is None or c.before.member != c.after.member

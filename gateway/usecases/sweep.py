@@ -169,5 +169,5 @@ def _record(
 ) -> None:
     """Store the new standings and queue their actions, a few statements for the whole batch."""
     changes = [Change(cert_id, before, after) for cert_id, before, after in moved]
-    for recorded in record_standings(svc, session, changes):
+    for recorded in record_standings(svc, session.connection(), changes):
         summary.actions.update(a.kind for a in recorded.actions)

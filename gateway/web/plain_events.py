@@ -12,12 +12,14 @@ is handed to Flask, which answers the error as it answers any, without submittin
 
 from __future__ import annotations
 
+import functools
 import io
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from flask import Flask
+from werkzeug.routing import Map, MapAdapter
 
 from gateway.usecases import intake
 from gateway.web import plain
@@ -64,7 +66,7 @@ def answer(
     except Exception as exc:
         environ[SUBMISSION_FAILED] = exc
         return None
-    adapter = app.url_map.bind("", script_name=environ.get("SCRIPT_NAME") or None)
+    adapter = _adapter(app.url_map, environ.get("SCRIPT_NAME") or None)
     content_type, data, headers = event_answer(
         app, body, submitted, lambda event_id: adapter.build(GET_EVENT, {"event_id": event_id})
     )
@@ -72,6 +74,12 @@ def answer(
     answered = plain.respond(start_response, submitted.status, content_type, data, headers)
     route.answered(submitted.status, started)
     return answered
+
+
+@functools.lru_cache(maxsize=16)
+def _adapter(url_map: Map, script_name: str | None) -> MapAdapter:
+    """What builds the paths of the app's routes under a script root (as `url_for` does)."""
+    return url_map.bind("", script_name=script_name)
 
 
 def _declared_length(app: Flask, environ: WSGIEnvironment) -> int | None:
