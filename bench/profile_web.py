@@ -31,6 +31,7 @@ from bench_service import (
     environment,
     events_token,
     fill_verification_records,
+    mean_group,
     vacuum,
     web,
     wrk,
@@ -164,7 +165,9 @@ def report(
     path, seconds, connections = PATHS[mode], args.seconds, args.connections
     load = {"mode": mode, "ids": str(args.count), "token": token}
     plain = wrk(path, seconds, connections, server, tag=f"p{time.time():.0f}", **load)
-    print(f"\n{mode}: {plain.rate:,.0f} requests/s, web CPU {plain.cpu_ms:.2f} ms a request")
+    grouped = f", {mean_group():.1f} events a transaction" if mode == "post" else ""
+    line = f"{plain.rate:,.0f} requests/s, web CPU {plain.cpu_ms:.2f} ms a request{grouped}"
+    print(f"\n{mode}: {line}")
     if ceiling is not None:
         print(
             f"against the bare app: rate {plain.rate / ceiling.rate:.2f},"
