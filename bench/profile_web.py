@@ -50,7 +50,7 @@ PARTS: list[tuple[str, tuple[str, ...]]] = [
     ("rate limit (a Redis script)", ("Counter.hit (",)),
     (
         "JSON parsing and event validation",
-        ("load_envelope", "json_body", "get_json", "SafeJSONProvider.loads"),
+        ("load_envelope", "json_body", "get_json", "SafeJSONProvider.loads", "body_hash"),
     ),
     ("rules (validate, evaluate)", ("gateway/rules/",)),
     (
@@ -59,6 +59,8 @@ PARTS: list[tuple[str, tuple[str, ...]]] = [
     ),
     ("ETag, conditional answer", ("make_conditional", "set_etag")),
     ("intake statements (SQLAlchemy, psycopg)", ("_Submission.run",)),
+    ("intake transaction's start and end (pool, BEGIN)", ("Database.begin", "_transaction (")),
+    ("group commit (waiting, handing over)", ("Combiner.submit", "_run_group")),
     ("record read (SQLAlchemy, psycopg)", ("verify (gateway/usecases/lookup.py",)),
     ("access log line", ("AccessLog.access",)),
     ("request id, metrics", ("observability.py",)),
