@@ -24,6 +24,11 @@ from gateway.web.problems import PROBLEM_TYPE, Problem, loaded
 
 bp = Blueprint("events", __name__)
 
+#: Where the plain path (`gateway.web.plain_events`) hands Flask the error its submission of
+#: the request's event raised, for Flask to answer it as it answers any.
+SUBMISSION_FAILED = "gateway.submission_failed"
+GET_EVENT = "events.get_event"
+
 
 def json_body() -> object:
     """The request's JSON body, or a problem saying what is wrong with it."""
@@ -87,12 +92,6 @@ def post_event() -> ResponseReturnValue:
         current_app, body, answer, lambda event_id: url_for(GET_EVENT, event_id=event_id)
     )
     return Response(data, status=answer.status, content_type=content_type, headers=headers)
-
-
-#: Where the plain path (`gateway.web.plain_events`) hands Flask the error its submission of
-#: the request's event raised, for Flask to answer it as it answers any.
-SUBMISSION_FAILED = "gateway.submission_failed"
-GET_EVENT = "events.get_event"
 
 
 def event_answer(
