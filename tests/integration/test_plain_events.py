@@ -3,18 +3,24 @@ view answers it: every outcome's body and headers, the token checks, metrics, id
 
 from __future__ import annotations
 
+import signal
+import socket
 from datetime import timedelta
 
 import pytest
+import requests
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
+from gateway.store.db import Database
 from gateway.store.models import Event, OAuthToken
 from gateway.usecases import intake
 from gateway.web import auth
 from tests.support.clients import fetch_token, register_client
+from tests.support.database import truncate
 from tests.support.events import fee, granted
 from tests.support.metrics import sample
+from tests.support.serving import free_port, serve_env, start_serve
 
 pytestmark = pytest.mark.on_day("2026-12-04")  # the day the events' dates are written for
 
@@ -220,3 +226,49 @@ def test_plain_events_are_counted_in_the_request_and_event_metrics(client, heade
     after = counts()
     assert (after[0] - before[0], after[1] - before[1]) == (1, 1)
     assert dispatched == ["/metrics", "/metrics"]
+
+
+def test_through_gunicorn_an_event_is_answered_and_a_body_cut_short_is_a_400(
+    tmp_path, postgres_url
+):
+    truncate(postgres_url)
+    db = Database(postgres_url)
+    with db.transaction() as session:
+        new = auth.create_client(session, "plain", "events:write")
+    port = free_port()
+    server = start_serve(serve_env(tmp_path, postgres_url, port, WEB_WORKERS="1"), tmp_path / "log")
+    try:
+        base = f"http://127.0.0.1:{port}"
+        token = requests.post(
+            f"{base}/oauth/token",
+            data={"grant_type": "client_credentials"},
+            auth=(new.client_id, new.client_secret),
+            timeout=10,
+        ).json()["access_token"]
+        bearer = f"Bearer {token}"
+        answer = requests.post(
+            f"{base}/v1/events",
+            json=granted("2020-01-10", event_id="served-1"),
+            headers={"Authorization": bearer, "X-Request-ID": "served-1"},
+            timeout=10,
+        )
+        assert answer.status_code == 202, answer.text
+        assert answer.headers["Location"] == "/v1/events/served-1"
+        assert answer.headers["X-Request-ID"] == "served-1"
+        assert answer.headers["X-Content-Type-Options"] == "nosniff"  # the wrapping still holds
+
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+            connection.sendall(
+                b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + f"Authorization: {bearer}\r\nContent-Length: 100\r\n\r\n".encode()
+                + b'{"event_id"'
+            )
+            connection.shutdown(socket.SHUT_WR)  # the rest never comes
+            head = connection.makefile("rb").readline()
+        assert head.startswith(b"HTTP/1.1 400"), head
+        assert db.read(select(func.count()).select_from(Event)) == [(1,)]
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+        db.engine.dispose()
+        truncate(postgres_url)
