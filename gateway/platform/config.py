@@ -364,18 +364,18 @@ class Settings:
         ),
     )
     web_workers: int = field(
-        default=2 * (os.cpu_count() or 1),
+        default=max(2, (3 * (os.cpu_count() or 1) + 1) // 2),
         metadata=setting(
             "WEB_WORKERS",
-            "twice the cores",
+            "three for every two cores, at least 2",
             "`gateway serve`: gunicorn worker processes",
         ),
     )
     web_threads: int = field(
-        default=4,
+        default=6,
         metadata=setting(
             "WEB_THREADS",
-            "`4`",
+            "`6`",
             "`gateway serve`: threads per process (gthread); the single events a process's "
             "threads post at once are recorded in one transaction, so more threads a process "
             "make fewer, larger transactions (and lookups wait longer for the process's GIL)",
