@@ -182,13 +182,12 @@ def _values_tuple(sql: str) -> tuple[int, int] | None:
 
 @dataclass(frozen=True)
 class _Rows:
-    """An INSERT of one row compiled for `count` rows: one VALUES tuple a row, its parameters
-    named `<name>__<row>`. Rows RETURNING the table's serial key come back sorted by it: the
-    order in which PostgreSQL numbered them, the order of the VALUES."""
+    """An INSERT of one row compiled for several rows (`many`): one VALUES tuple a row, its
+    parameters named `<name>__<row>`. Rows RETURNING the table's serial key come back sorted by
+    it: the order in which PostgreSQL numbered them, the order of the VALUES."""
 
     one: _Compiled
     many: _Compiled
-    count: int
 
     def params(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         """The parameters of `rows`, each converted as `one` converts them."""
@@ -225,7 +224,7 @@ def _rows_of(one: _Compiled, statement: Executable, count: int) -> _Rows | None:
         return None
     tuples = ", ".join(_BIND.sub(rf"%(\1__{n})s", values) for n in range(count))
     many = replace(one, sql=f"{one.sql[:start]}{tuples}{one.sql[end:]}", lists=(), sql_of_one="")
-    return _Rows(one, many, count)
+    return _Rows(one, many)
 
 
 #: A column's expanding `IN` list as SQLAlchemy compiles it for PostgreSQL (not `NOT IN`, not a
