@@ -9,7 +9,8 @@ process while it holds the GIL (its CPU in Python) and each sample is put under 
 `PARTS` found from the innermost frame out; what no part claims goes to the framework it was in.
 Prints per mode the rate, the web CPU a request (from /proc, measured apart from the sampled run)
 and a markdown table of the parts' shares; with `--ceiling`, first the same load on the bare app's
-counterpart (`bench/bare_app.py`: the read-and-count lookup, the parsing POST) and the ratios.
+counterparts (`bench/bare_app.py`: the read-and-count lookup; the parsing POST and the least
+event that keeps the promises, `/bare-event`) and the ratios.
 Needs wrk and py-spy (`pip install py-spy`).
 """
 
@@ -40,7 +41,7 @@ from bench_sweep import drop, fresh_database, generate
 from redis_db import HeldDatabase
 
 PATHS = {"get": "/v1/verifications/", "post": "/v1/events"}
-BARE_PATHS = {"get": "/bare-lookup/", "post": "/bare"}
+BARE_PATHS = {"get": ["/bare-lookup/"], "post": ["/bare", "/bare-event", "/bare-event-one"]}
 #: (part, substrings of a py-spy frame "function (file:line)"): the first part whose substring
 #: is in a sample's innermost matching frame takes the sample.
 PARTS: list[tuple[str, tuple[str, ...]]] = [
@@ -132,26 +133,34 @@ def main() -> None:
             held.flush()
             standin = {"url": "http://127.0.0.1:9/v1", "organization_id": "o", "token": "t"}
             env = environment(url, standin, workdir)  # no job runs: Credly is never called
-            ceilings = measure_ceilings(args, env, workdir) if args.ceiling else {}
-            with web([str(BIN / "gateway"), "serve"], env, workdir / "serve.log") as server:
+            serve = [str(BIN / "gateway"), "serve"]
+            with web(serve, env, workdir / "serve.log"):
                 token = events_token(env)
+            ceilings = measure_ceilings(args, env, workdir, token) if args.ceiling else {}
+            with web(serve, env, workdir / "serve.log") as server:
                 for mode in args.modes:
                     report(mode, args, server, token, workdir, ceilings.get(mode))
         finally:
             drop(name)
 
 
-def measure_ceilings(args: argparse.Namespace, env: dict[str, str], workdir: Path) -> dict:
-    """Each mode's load on the bare app (same gunicorn configuration): its rate and CPU."""
+def measure_ceilings(
+    args: argparse.Namespace, env: dict[str, str], workdir: Path, token: str
+) -> dict[str, list[Load]]:
+    """Each mode's load on the bare app (same gunicorn configuration): its rate and CPU; for
+    events, also the least event that keeps the gateway's promises (`POST /bare-event`)."""
     command = [str(BIN / "gunicorn"), "-c", "python:gateway.platform.gunicorn_conf", "bare_app:app"]
-    found = {}
+    found: dict[str, list[Load]] = {}
     with web(command, env, workdir / "bare.log") as server:
         for mode in args.modes:
-            load = {"mode": mode, "ids": str(args.count), "tag": f"b{time.time():.0f}"}
-            found[mode] = bare = wrk(
-                BARE_PATHS[mode], args.seconds, args.connections, server, **load
-            )
-            print(f"bare {mode}: {bare.rate:,.0f} requests/s, web CPU {bare.cpu_ms:.2f} ms")
+            load = {"mode": mode, "ids": str(args.count), "token": token}
+            for n, path in enumerate(BARE_PATHS[mode]):
+                tag = f"b{n}-{time.time():.0f}"  # new event ids
+                bare = wrk(path, args.seconds, args.connections, server, tag=tag, **load)
+                if bare.non2xx or bare.socket_errors:
+                    raise RuntimeError(f"{path}: {bare}; see {workdir / 'bare.log'}")
+                found.setdefault(mode, []).append(bare)
+                print(f"bare {path}: {bare.rate:,.0f} requests/s, web CPU {bare.cpu_ms:.2f} ms")
     return found
 
 
@@ -161,7 +170,7 @@ def report(
     server: subprocess.Popen,
     token: str,
     workdir: Path,
-    ceiling: Load | None,
+    ceilings: list[Load] | None,
 ) -> None:
     """One mode: a plain run for the rate and CPU, then a sampled one for the parts."""
     path, seconds, connections = PATHS[mode], args.seconds, args.connections
@@ -170,9 +179,9 @@ def report(
     grouped = f", {mean_group():.1f} events a transaction" if mode == "post" else ""
     line = f"{plain.rate:,.0f} requests/s, web CPU {plain.cpu_ms:.2f} ms a request{grouped}"
     print(f"\n{mode}: {line}")
-    if ceiling is not None:
+    for path, ceiling in zip(BARE_PATHS[mode], ceilings or [], strict=False):
         print(
-            f"against the bare app: rate {plain.rate / ceiling.rate:.2f},"
+            f"against the bare app's {path}: rate {plain.rate / ceiling.rate:.2f},"
             f" web CPU {plain.cpu_ms / ceiling.cpu_ms:.2f}x"
         )
     if args.no_profile:
