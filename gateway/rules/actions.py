@@ -63,13 +63,14 @@ def actions(
 
 def _issues_badge(before: Standing | None, after: Standing) -> bool:
     """A period's badge is issued on grant and on recertification, and kept while inactive
-    (RECERT-RESET, the status table): so when a period begins in good or kept standing, when it
-    turns active (again: issuing is idempotent), and when a late payment cures a lapse."""
+    (RECERT-RESET, the status table): so when a period begins in good or kept standing, and when
+    a late payment cures a lapse (whose badge was revoked). Turning active from inactive keeps
+    the badge it has."""
     if after.status not in BADGE_KEPT:
         return False
     if before is None or before.certified_on != after.certified_on:
         return True
-    return before.status != ACTIVE and (after.status == ACTIVE or before.status not in BADGE_KEPT)
+    return before.status not in BADGE_KEPT
 
 
 def _replaces_badge(before: Standing, after: Standing, badge_expires: bool) -> bool:

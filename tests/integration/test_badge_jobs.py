@@ -45,7 +45,7 @@ from tests.support.badge_jobs import (
     submit,
 )
 from tests.support.database import truncate
-from tests.support.events import event, granted
+from tests.support.events import event, fee, granted
 from tests.support.queue import work_queued
 
 pytestmark = pytest.mark.on_day("2026-12-04")  # the day its fixed dates are written for
@@ -278,6 +278,23 @@ def test_a_grant_recorded_when_already_inactive_issues_the_kept_badge(svc):
     drain(svc, lambda: issue_done(svc))
     [badge] = badges(svc)
     assert (badge.credly_badge_id, badge.state) == ("b-1", "pending")
+
+
+@responses.activate
+def test_fees_that_make_an_inactive_certification_active_keep_its_badge(svc):
+    responses.get(re.compile(re.escape(BADGES) + r"\?.*"), json=EMPTY_LIST)
+    responses.post(BADGES, status=201, json=badge_json())
+    assert submit(svc, granted("2024-01-10")).body["standing"]["status"] == "inactive"
+    drain(svc, lambda: issue_done(svc))
+    fees = [fee(year, "2026-12-01", event_id=f"fee-{year}") for year in (2025, 2026)]
+    answers = [submit(svc, body) for body in fees]
+    assert answers[-1].body["standing"]["status"] == "active"
+    assert answers[-1].body["actions"] == ["sync_verification"]
+    assert not any("issue_badge" in answer.body["actions"] for answer in answers)
+    drain(svc, lambda: ended(svc, "sync_verification"))
+    assert issue_posts(responses) == 1
+    assert [b.credly_badge_id for b in badges(svc)] == ["b-1"]
+    assert [item.kind for item in items(svc, "issue_badge")] == ["issue_badge"]
 
 
 @responses.activate

@@ -45,11 +45,12 @@ def test_actions_active_to_inactive_keeps_badge_and_syncs():
     assert kinds(before, after) == ["sync_verification"]
 
 
-def test_actions_inactive_to_active_issues_again_idempotently():
+def test_actions_inactive_to_active_keeps_the_badge_and_syncs():
     history = [GRANT, fee(2006, date(2006, 8, 1))]
     before = standing(history, date(2006, 7, 31))
     after = standing(history, date(2006, 8, 1))
-    assert kinds(before, after) == ["issue_badge", "sync_verification"]
+    assert (before.status, after.status) == ("inactive", "active")
+    assert kinds(before, after) == ["sync_verification"]
 
 
 def test_actions_grant_recorded_when_already_inactive_issues_the_kept_badge():
@@ -128,11 +129,11 @@ def test_actions_name_change_while_lapsed_only_syncs():
     assert kinds(before, standing(history, date(2010, 9, 1))) == ["sync_verification"]
 
 
-def test_actions_name_change_as_inactive_turns_active_issues_and_replaces():
+def test_actions_name_change_as_inactive_turns_active_replaces_the_kept_badge():
     history = [GRANT, fee(2006, date(2006, 8, 1)), updated(date(2006, 8, 1), first_name="Augusta")]
     before = standing(history, date(2006, 7, 31))
     after = standing(history, date(2006, 8, 1))
-    assert kinds(before, after) == ["issue_badge", "replace_badge", "sync_verification"]
+    assert kinds(before, after) == ["replace_badge", "sync_verification"]
 
 
 def test_actions_renewal_replaces_badge_only_when_badges_expire():
