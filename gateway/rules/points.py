@@ -14,8 +14,13 @@ def to_points(value: int | float | str | Decimal) -> Decimal:
 
 
 def in_hundredths(points: Decimal) -> bool:
-    """Whether `points` has no more than two decimal places (1.130 has two)."""
-    return points % HUNDREDTH == ZERO
+    """Whether `points` is finite with no more than two decimal places (1.130 has two), read
+    from its digits: arithmetic would round, or fail, past the context's 28 digits."""
+    if not points.is_finite():
+        return False
+    _, digits, exponent = points.as_tuple()
+    trailing_zeros = len(digits) - len(bytes(digits).rstrip(b"\0"))
+    return int(exponent) + trailing_zeros >= -2
 
 
 def plain(points: Decimal) -> str:

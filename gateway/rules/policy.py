@@ -89,7 +89,7 @@ class _Table:
     def points(self, key: str) -> Decimal:
         """A number of CCP points: an integer or a decimal with at most two places."""
         value = to_points(self.get(key, (int, Decimal)))
-        if not value.is_finite() or not in_hundredths(value):
+        if not in_hundredths(value):
             raise self.fail(f"'{key}' must be a number of points with at most 2 decimal places")
         return value
 

@@ -295,3 +295,30 @@ def test_an_event_type_that_is_not_a_string_is_422_not_500(client, token_for):
     response = client.post("/v1/events", json=event, headers=token_for("events:write"))
     assert response.status_code == 422
     assert response.get_json()["errors"][0]["field"] == "type"
+
+
+@pytest.mark.parametrize(
+    "points",
+    ["123456789012345678901234567890", "-123456789012345678901234567890", "1e-400", "1e400"],
+)
+def test_points_past_the_decimal_precision_are_422_naming_the_field(client, token_for, points):
+    event = {
+        **EXAMPLE_EVENT,
+        "event_id": f"ccp-{points}",
+        "type": "ccp.activity_recorded",
+        "data": {
+            "activity_id": "A-1",
+            "category": "formal_education",
+            "completed_on": "2026-01-10",
+            "points": "POINTS",
+        },
+    }
+    body = json.dumps(event).replace('"POINTS"', points)
+    headers = {**token_for("events:write"), "Content-Type": "application/json"}
+    for path in ("/v1/events", "/v1/events?via=flask"):  # answered before Flask, and by the view
+        response = client.post(path, data=body, headers=headers)
+        assert response.status_code == 422, response.get_json()
+        assert response.get_json()["errors"][0]["field"] == "data.points"
+    batch = client.post("/v1/events/batch", data=f'{{"events": [{body}]}}', headers=headers)
+    [result] = batch.get_json()["results"]
+    assert result["status"] == 422 and result["body"]["errors"][0]["field"] == "data.points"

@@ -272,3 +272,31 @@ def test_through_gunicorn_an_event_is_answered_and_a_body_cut_short_is_a_400(
         server.wait(timeout=30)
         db.engine.dispose()
         truncate(postgres_url)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"null",
+        b"[]",
+        b'"an event"',
+        b"42",
+        b"{}",
+        b'{"event_id": null, "type": 7}',
+        b"[" * 5000 + b"]" * 5000,
+        b'{"event_id": "\\ud800"}',
+        b'\xef\xbb\xbf{"event_id": "bom"}',
+        b'{"event_id": "nan", "data": {"points": NaN}}',
+        b'{"event_id": "big", "data": {"points": 1e400}}',
+        b'{"event_id": "a", "event_id": "b"}',
+        b"\xff\xfe\x00",
+        b'{"event_id": "x"}   trailing',
+    ],
+    ids=lambda data: data[:24].decode("utf-8", "replace"),
+)
+def test_a_hostile_body_is_answered_as_the_view_answers_it(client, headers, data):
+    sent = {"data": data, "content_type": "application/json", "headers": headers}
+    plain, viewed = client.post(PLAIN, **sent), client.post(VIA_FLASK, **sent)
+    assert plain.status_code in (400, 422), plain.get_json()
+    assert plain.mimetype == "application/problem+json"
+    assert_same(plain, viewed)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.rules import json_number, validate
+from gateway.rules import in_hundredths, json_number, validate
 from gateway.schemas.events import ShapeError, load_envelope
 from gateway.store.history import decode_event
 from tests.support.rules_factories import (
@@ -86,6 +86,26 @@ def test_ccp_points_with_more_than_two_decimals_are_refused_naming_the_field(tex
     assert refused.value.errors == [
         {"field": "data.points", "message": "Use at most 2 decimal places."}
     ]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("1.13", True),
+        ("1.130", True),  # two places, however many zeros follow
+        ("0.000", True),
+        ("1E+5", True),
+        ("123456789012345678901234567890", True),  # past the 28 digits arithmetic keeps
+        ("12345678901234567890123456789.01", True),
+        ("1.131", False),
+        ("1E-400", False),
+        ("123456789012345678901234567890.001", False),
+        ("NaN", False),
+        ("-Infinity", False),
+    ],
+)
+def test_hundredths_are_read_from_the_digits_at_any_size(text, expected):
+    assert in_hundredths(Decimal(text)) is expected
 
 
 def test_recert_ccp_points_compare_exactly_with_the_points_per_cycle():
