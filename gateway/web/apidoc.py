@@ -44,6 +44,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from gateway.web.security import MAX_HEADER_LINE, MAX_URL
+
 JSON = "application/json"
 HTML = "text/html"
 FORM = "application/x-www-form-urlencoded"
@@ -62,9 +64,11 @@ ERRORS: dict[str, tuple[int, str]] = {
         413,
         "The body is over 64 KiB (1 MiB for event batches, 2 MiB for subscriptions).",
     ),
+    "URITooLong": (414, f"The URL (path and query) is over {MAX_URL:,} characters."),
     "UnsupportedMediaType": (415, "The body must be `application/json`."),
     "Unprocessable": (422, "Malformed body (`field` errors) or broken rules (`rule` errors)."),
     "TooManyRequests": (429, "Over the rate limit; retry after `Retry-After` seconds."),
+    "HeaderFieldsTooLarge": (431, f"A header line is over {MAX_HEADER_LINE:,} characters."),
     "Unavailable": (
         503,
         "The database could not answer (or, for readiness, the database or Redis is unreachable);"
@@ -76,6 +80,8 @@ ERROR_HEADERS: dict[str, dict[str, Any]] = {
     "TooManyRequests": {"Retry-After": {"schema": {"type": "integer"}, "required": True}},
     "Unavailable": {"Retry-After": {"schema": {"type": "integer"}}},
 }
+#: What any request may answer, before its route does anything; added for every route.
+REQUEST_ERRORS = ("URITooLong", "HeaderFieldsTooLarge")
 #: What checking a token may answer (it is looked up in the database); added for scoped routes.
 TOKEN_ERRORS = ("Unauthorized", "Forbidden", "Unavailable")
 #: What reading a JSON body may answer.

@@ -31,6 +31,7 @@ from gateway.web.apidoc import (
     ERRORS,
     PATH_PARAMETERS,
     PATH_SCHEMAS,
+    REQUEST_ERRORS,
     TOKEN_ERRORS,
     declared_operation,
     html,
@@ -93,7 +94,7 @@ def _operation(view: Callable[..., Any], rule: str) -> dict[str, Any]:
             media["example"] = declared.request_example
         op["requestBody"] = {"required": True, "content": {declared.request_media: media}}
     answers = {status: copy.deepcopy(a) for status, a in declared.responses.items()}
-    for name in (*(TOKEN_ERRORS if scopes else ()), *declared.errors):
+    for name in (*REQUEST_ERRORS, *(TOKEN_ERRORS if scopes else ()), *declared.errors):
         answers[ERRORS[name][0]] = name  # a reference to the shared answer
     op["responses"] = {str(status): answers[status] for status in sorted(answers)}
     return op

@@ -26,6 +26,7 @@ from gateway.schemas.events import EXAMPLE_EVENT
 from gateway.usecases import intake
 from gateway.web.auth import SCOPES
 from gateway.web.openapi import build_spec
+from gateway.web.security import MAX_HEADER_LINE, MAX_URL
 from tests.support.clients import fetch_token, register_client
 
 SCHEMA = schemathesis.openapi.from_dict(build_spec(routes_only()))
@@ -322,3 +323,27 @@ def test_points_past_the_decimal_precision_are_422_naming_the_field(client, toke
     batch = client.post("/v1/events/batch", data=f'{{"events": [{body}]}}', headers=headers)
     [result] = batch.get_json()["results"]
     assert result["status"] == 422 and result["body"]["errors"][0]["field"] == "data.points"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/v1/certifications/{}"),
+        ("GET", "/v1/events/{}"),
+        ("DELETE", "/v1/subscriptions/{}"),
+        ("GET", "/verify?number={}"),
+        ("GET", "/v1/verifications/{}"),
+    ],
+)
+def test_a_url_or_header_over_the_limit_is_answered_as_every_operation_documents(
+    client, token_for, method, path
+):
+    headers = token_for(" ".join(SCOPES))
+    long_url = client.open(path.format("A" * MAX_URL), method=method, headers=headers)
+    assert long_url.status_code == 414 and long_url.mimetype == "application/problem+json"
+    padded = {**headers, "X-Padding": "p" * MAX_HEADER_LINE}
+    long_header = client.open(path.format("CERT-1"), method=method, headers=padded)
+    assert long_header.status_code == 431 and long_header.mimetype == "application/problem+json"
+    for operations in client.get("/openapi.json").get_json()["paths"].values():
+        for operation in operations.values():
+            assert {"414", "431"} <= operation["responses"].keys(), operation["summary"]
