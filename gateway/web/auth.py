@@ -371,9 +371,18 @@ def validate_scope(scope: str) -> list[str]:
     return scopes
 
 
+def validate_client_name(name: str) -> str:
+    """`name` if it can name a client: some text, at most the column's length, no NUL; else
+    ValueError saying why."""
+    limit = OAuthClient.__table__.c.name.type.length
+    if not name.strip() or len(name) > limit or "\x00" in name:
+        raise ValueError(f"a client's name is 1 to {limit} characters, not blank, without NUL")
+    return name
+
+
 def create_client(session: Session, name: str, scope: str) -> NewClient:
     """Register a client with `scope`; its secret is stored only as a hash."""
-    scopes = validate_scope(scope)
+    name, scopes = validate_client_name(name), validate_scope(scope)
     client = NewClient(client_id=secrets.token_hex(16), client_secret=secrets.token_urlsafe(32))
     session.add(
         OAuthClient(

@@ -197,3 +197,18 @@ def test_clients_cli_create_list_revoke(database_url, tmp_path, monkeypatch):
     assert runner.invoke(cli, ["clients", "revoke", "nobody"]).exit_code != 0
     bad = runner.invoke(cli, ["clients", "create", "--name", "x", "--scope", "root"])
     assert bad.exit_code != 0 and "unknown scope" in bad.output
+
+
+@pytest.mark.parametrize("name", ["", "   ", "x" * 201, "a\x00b"])
+def test_clients_cli_refuses_a_name_it_cannot_store_naming_the_option(
+    database_url, tmp_path, monkeypatch, name
+):
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("INSTANCE_PATH", str(tmp_path))
+    runner = CliRunner()
+    bad = runner.invoke(cli, ["clients", "create", "--name", name, "--scope", "admin"])
+    assert bad.exit_code == 2 and "--name" in bad.output and bad.exception is not None
+    assert "Traceback" not in bad.output
+    assert json.loads(runner.invoke(cli, ["clients", "list", "--json"]).stdout) == []
+    longest = runner.invoke(cli, ["clients", "create", "--name", "x" * 200, "--scope", "admin"])
+    assert longest.exit_code == 0, longest.output
