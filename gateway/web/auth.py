@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from authlib.integrations.flask_oauth2 import AuthorizationServer, ResourceProtector, current_token
 from authlib.oauth2 import OAuth2Error, OAuth2Request
 from authlib.oauth2.rfc6749 import ClientMixin, TokenMixin
+from authlib.oauth2.rfc6749.authenticate_client import authenticate_client_secret_basic
 from authlib.oauth2.rfc6749.errors import InvalidClientError
 from authlib.oauth2.rfc6749.grants import ClientCredentialsGrant
 from authlib.oauth2.rfc6750 import BearerTokenValidator
@@ -303,6 +304,16 @@ def _query_client(client_id: str) -> Client | None:
     return Client(row)
 
 
+def _client_secret_basic(query_client: Callable, request: OAuth2Request) -> ClientMixin | None:
+    """Authlib's `client_secret_basic`, for credentials that are not UTF-8 too: they name no
+    client, and are answered as an unknown one (after the same decoy check)."""
+    try:
+        return authenticate_client_secret_basic(query_client, request)
+    except UnicodeDecodeError:
+        check_password_hash(_decoy_hash(), "")
+        return None
+
+
 def _save_token(token: dict, request: OAuth2Request) -> None:
     with services().db.transaction() as session:
         session.add(
@@ -344,6 +355,7 @@ def init_app(app: Flask) -> None:
         OAUTH2_SCOPES_SUPPORTED=list(SCOPES),
     )
     server = Server(app, query_client=_query_client, save_token=_save_token)
+    server.register_client_auth_method("client_secret_basic", _client_secret_basic)
     server.register_grant(ClientCredentials)
     app.extensions["oauth_server"] = server
 

@@ -1,5 +1,6 @@
 """OAuth 2.0 client credentials: token endpoint, scopes, expiry, revocation, the clients CLI."""
 
+import base64
 import json
 from datetime import timedelta
 
@@ -76,6 +77,17 @@ def test_an_unknown_client_and_a_wrong_secret_get_the_same_invalid_client_answer
     status, body, headers = unknown
     assert status == 401 and body["error"] == "invalid_client"
     assert headers["WWW-Authenticate"].startswith("Basic ")
+
+
+@pytest.mark.parametrize("credentials", [b"\xff\xfe:secret", b"client:\xff", b"\xc3("])
+def test_basic_credentials_that_are_not_utf8_get_the_same_invalid_client_answer(
+    app, client, credentials
+):
+    cid, _ = register_client(app, "events:write")
+    wrong_secret = _answer(_token(client, {}, auth=(cid, "wrong")))
+    basic = {"Authorization": "Basic " + base64.b64encode(credentials).decode()}
+    undecodable = _answer(_token(client, {}, headers=basic))
+    assert undecodable == wrong_secret
 
 
 def test_unsupported_scope_is_400_problem(app, client):
