@@ -108,16 +108,11 @@ def clients() -> None:
 @with_appcontext
 def clients_create(name: str, scope: str) -> None:
     """Create a client; prints {"client_id", "client_secret"} (the secret is shown only here)."""
-    for hint, check, value in (
-        ("--name", auth.validate_client_name, name),
-        ("--scope", auth.validate_scope, scope),
-    ):
-        try:
-            check(value)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint=hint) from exc
-    with services().db.transaction() as session:
-        new = auth.create_client(session, name, scope)
+    try:
+        with services().db.transaction() as session:
+            new = auth.create_client(session, name, scope)
+    except auth.InvalidClientField as exc:
+        raise click.BadParameter(str(exc), param_hint=f"--{exc.field}") from exc
     click.echo(json.dumps({"client_id": new.client_id, "client_secret": new.client_secret}))
 
 

@@ -20,7 +20,7 @@ def in_hundredths(points: Decimal) -> bool:
         return False
     _, digits, exponent = points.as_tuple()
     trailing_zeros = len(digits) - len(bytes(digits).rstrip(b"\0"))
-    return int(exponent) + trailing_zeros >= -2
+    return int(exponent) + trailing_zeros >= int(HUNDREDTH.as_tuple().exponent)
 
 
 def plain(points: Decimal) -> str:

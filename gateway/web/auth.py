@@ -371,24 +371,35 @@ class NewClient:
     client_secret: str
 
 
+class InvalidClientField(ValueError):
+    """A client's `field` (name or scope) that cannot be stored as given; the message says why."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 def validate_scope(scope: str) -> list[str]:
-    """The scopes of `scope`, or ValueError naming the unknown ones."""
+    """The scopes of `scope`, or InvalidClientField naming the unknown ones."""
     scopes = scope.split()
     unknown = [s for s in scopes if s not in SCOPES]
     if unknown or not scopes:
-        raise ValueError(
+        raise InvalidClientField(
+            "scope",
             f"unknown scope(s) {' '.join(unknown) or '(none given)'}; "
-            f"choose from {' '.join(SCOPES)}"
+            f"choose from {' '.join(SCOPES)}",
         )
     return scopes
 
 
 def validate_client_name(name: str) -> str:
     """`name` if it can name a client: some text, at most the column's length, no NUL; else
-    ValueError saying why."""
+    InvalidClientField saying why."""
     limit = OAuthClient.__table__.c.name.type.length
     if not name.strip() or len(name) > limit or "\x00" in name:
-        raise ValueError(f"a client's name is 1 to {limit} characters, not blank, without NUL")
+        raise InvalidClientField(
+            "name", f"a client's name is 1 to {limit} characters, not blank, without NUL"
+        )
     return name
 
 
