@@ -232,7 +232,7 @@ def _assess(events: _History, as_of: date, policy: Policy) -> tuple[Standing, bo
     start = grant.certified_on if recert is None else recert.completed_on
     # CCP-GRANDFATHERED: certified before the cutoff and never recertified.
     ccp_required = recert is not None or grant.certified_on >= policy.grandfather_cutoff
-    period = _Period(events, start, as_of, credential, ccp_required, policy)
+    period = _Period(events, start, as_of, credential, ccp_required, policy, first=recert is None)
     lapsed = period.lapse <= as_of
     at = period.lapse if lapsed else as_of  # decision: a lapse freezes the rules' view on its day
     methods: tuple[str, ...] = ()
@@ -348,13 +348,15 @@ class _Period:
         credential: CredentialPolicy,
         ccp_required: bool,
         policy: Policy,
+        *,
+        first: bool,
     ) -> None:
         self.start = start
         self.policy = policy
         self.credential = credential
         self.ccp_required = ccp_required
         self._count_activities(events.activities, events.activity_days, as_of)
-        self._find_failed_audit(events.audits, as_of)
+        self._find_failed_audit(events.audits, as_of, first)
         audit_lapse = None if self.failed_audit is None else self.failed_audit.audited_on
         limit = as_of  # CERT-LAPSED: a payment dated on or after a lapse does not count
         for lapse in (self.ccp_lapse, audit_lapse):
@@ -392,8 +394,10 @@ class _Period:
                 add_years(self._end(self.first_short), self.policy.ccp_lapse_years) + ONE_DAY
             )
 
-    def _find_failed_audit(self, audits: list[AuditCompleted], as_of: date) -> None:
-        """AUDIT-FAILED: the earliest failed audit of this period."""
+    def _find_failed_audit(self, audits: list[AuditCompleted], as_of: date, first: bool) -> None:
+        """AUDIT-FAILED: the earliest failed audit of this period. After a recertification, an
+        audit of a cycle that began before it (even one dated on or after the recertification
+        day) was undone by it."""
         failed = None
         for audit in audits:
             if audit.audited_on > as_of:
@@ -401,6 +405,7 @@ class _Period:
             elif (
                 audit.result == FAILED
                 and audit.audited_on >= self.start
+                and (first or audit.cycle_start >= self.start)
                 and (failed is None or chronological(audit) < chronological(failed))
             ):
                 failed = audit

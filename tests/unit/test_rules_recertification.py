@@ -65,6 +65,29 @@ def test_audit_failed_is_undone_by_recertification():
     assert standing(history, date(2019, 5, 1)).status == "active"
 
 
+def test_a_recertification_on_the_day_of_the_failed_audit_undoes_it():
+    history = [*in_good_standing(), audit(date(2019, 3, 1), "failed", date(2018, 7, 1))]
+    recertified = exam_recert(date(2019, 3, 1))
+    assert rules_broken(history, recertified) == []
+    history.append(recertified)
+    renewed = standing(history, date(2020, 1, 1))
+    assert (renewed.status, renewed.certified_on, renewed.reasons) == (
+        "active",
+        date(2019, 3, 1),
+        (),
+    )
+    assert standing(history, date(2019, 2, 28)).status == "active"
+
+
+def test_a_failed_audit_of_a_cycle_before_the_recertification_does_not_lapse_the_new_period():
+    history = accepted(granted(LAPSING), exam_recert(date(2016, 1, 10)))
+    late_result = audit(date(2016, 5, 1), "failed", LAPSING)
+    assert rules_broken(history, late_result) == []
+    assert standing([*history, late_result], date(2016, 5, 1)).status == "active"
+    of_the_new_period = audit(date(2016, 5, 1), "failed", date(2016, 1, 10))
+    assert standing([*history, of_the_new_period], date(2016, 5, 1)).status == "lapsed"
+
+
 def test_recert_not_lapsed_rejected_while_inactive():
     history = accepted(granted(LAPSING))
     assert standing(history, date(2008, 1, 1)).status == "inactive"
