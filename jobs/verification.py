@@ -19,21 +19,17 @@ from jobs.engine.claim import ClaimedItem
 # Built once (building a statement costs about what running it does).
 _RECORD_COLUMNS = [getattr(VerificationRecord, name) for name in deliveries.PUBLIC_FIELDS]
 
-#: The certification locked, what its record shows in the same query (NULLs when it has none).
-_CERTIFICATION_AND_RECORD = (
-    select(
-        Certification.credential,
-        Certification.status,
-        Certification.standing,
-        VerificationRecord.certification_id,
-        *_RECORD_COLUMNS,
-    )
-    .outerjoin(
-        VerificationRecord,
-        VerificationRecord.certification_id == Certification.certification_id,
-    )
+#: The certification, locked: a sync waits for another sync of it to commit.
+_CERTIFICATION = (
+    select(Certification.credential, Certification.status, Certification.standing)
     .where(Certification.certification_id == bindparam("certification_id"))
-    .with_for_update(of=Certification)
+    .with_for_update()
+)
+#: What its record shows, read once the lock is held, by a statement of its own: in PostgreSQL's
+#: READ COMMITTED, a joined row read by the locking statement would be the one from before the
+#: wait, not what the sync that held the lock wrote.
+_RECORD = select(VerificationRecord.certification_id, *_RECORD_COLUMNS).where(
+    VerificationRecord.certification_id == bindparam("certification_id")
 )
 
 _VALUES = {name: bindparam(name) for name in deliveries.PUBLIC_FIELDS}
@@ -52,10 +48,12 @@ def sync(svc: Services, item: ClaimedItem) -> None:
     """Bring the public record in step with the certification's current stored standing."""
     key = {"certification_id": item.certification_id}
     with svc.db.begin() as connection:
-        [(credential, status, standing, recorded, *shown)] = svc.db.execute(
-            connection, _CERTIFICATION_AND_RECORD, key
+        [(credential, status, standing)] = svc.db.execute(connection, _CERTIFICATION, key)
+        record = svc.db.execute(connection, _RECORD, key)
+        recorded = bool(record)
+        before = (
+            dict(zip(deliveries.PUBLIC_FIELDS, record[0][1:], strict=True)) if recorded else None
         )
-        before = dict(zip(deliveries.PUBLIC_FIELDS, shown, strict=True)) if recorded else None
         after = lookup.public_record(svc.policy, credential, status, standing)
         values = {**after, "synced_at": utcnow()}
         if recorded:

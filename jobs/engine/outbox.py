@@ -158,7 +158,10 @@ def _run(svc: Services, item: ClaimedItem) -> datetime | None:
         return _fail(svc, item, f"{exc} {exc.body}" if exc.body else str(exc))
     except Exception as exc:  # unexpected (e.g. the database went away): retried on the policy
         log.exception("job error")
-        return _retry(svc, item, policy, f"{type(exc).__name__}: {exc}", None)
+        # Its first line only: the rest (a statement and its parameters) is for the log, not for
+        # the API answers that show the job's last error.
+        first_line = next(iter(str(exc).splitlines()), "")
+        return _retry(svc, item, policy, f"{type(exc).__name__}: {first_line}", None)
     _finish(svc, item, "done", None)
     return None
 

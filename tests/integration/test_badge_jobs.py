@@ -634,3 +634,18 @@ def test_an_item_claimed_with_others_starts_only_with_half_its_lease_ahead(svc, 
     assert {
         (i.state, i.attempts) for k in ("issue_badge", "sync_verification") for i in items(svc, k)
     } == {("done", 1)}
+
+
+def test_an_unexpected_error_keeps_only_its_first_line_as_the_last_error(svc, monkeypatch):
+    due_grants(svc, 1)
+
+    def fails(s, item):
+        raise RuntimeError("the job went wrong\n[SQL: INSERT ...]\n[parameters: {'name': 'Ada'}]")
+
+    monkeypatch.setitem(outbox.HANDLERS, "sync_verification", fails)
+    monkeypatch.setitem(outbox.HANDLERS, "issue_badge", lambda s, item: None)
+    outbox.work_due(svc)
+    [item] = items(svc, "sync_verification")
+    assert item.state == "retrying"
+    assert item.last_error.startswith("attempt 1: RuntimeError: the job went wrong; retry in ")
+    assert "SQL" not in item.last_error and "Ada" not in item.last_error

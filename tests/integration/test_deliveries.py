@@ -6,20 +6,23 @@ jobs run in this process through `drain`, which also moves due retries back onto
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from standardwebhooks import Webhook
 
 from gateway.schemas.verifications import RECORD_FIELDS
+from gateway.store.db import Database
 from gateway.store.models import Delivery, OutboxItem, VerificationRecord, utcnow
 from gateway.usecases import subscriptions
 from gateway.web import auth
 from jobs import verification
 from jobs.engine.claim import ClaimedItem
-from tests.support.badge_jobs import drain, submit
+from tests.support.badge_jobs import drain, items, submit
 from tests.support.database import truncate
 from tests.support.events import event, granted, revoked
 from tests.support.http_stubs import DirectoryStub, scripted, serve
@@ -228,3 +231,45 @@ def test_a_sync_that_changes_nothing_shown_pushes_nothing(make_svc):
         before.status,
         before.valid_through,
     )
+
+
+def test_two_syncs_waiting_on_one_certification_write_its_record_once(make_svc, postgres_url):
+    svc = make_svc()
+    subscription = watch(svc, "http://127.0.0.1:9/hook")
+    submit(svc, granted(days_ago(30)))
+    submit(svc, revoked(days_ago(1)))
+    syncs = [
+        ClaimedItem(item.id, item.kind, item.certification_id, item.payload, None, 1, utcnow())
+        for item in items(svc, "sync_verification")
+    ]
+    assert len(syncs) == 2
+    errors: list[BaseException] = []
+
+    def run(item: ClaimedItem) -> None:
+        try:
+            verification.sync(svc, item)
+        except Exception as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    holder = Database(postgres_url)
+    with holder.engine.begin() as lock:
+        lock.execute(
+            text("SELECT 1 FROM certifications WHERE certification_id = 'CERT-1' FOR UPDATE")
+        )
+        threads = [threading.Thread(target=run, args=(item,)) for item in syncs]
+        for thread in threads:
+            thread.start()
+        waiting = (  # the activity of this database, read afresh (not the transaction's snapshot)
+            "SELECT count(*) FROM pg_stat_activity, pg_stat_clear_snapshot()"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        deadline = time.monotonic() + 10
+        while lock.execute(text(waiting)).scalar() < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert lock.execute(text(waiting)).scalar() == 2
+    for thread in threads:
+        thread.join(10)
+    assert errors == []
+    assert [d.sequence for d in deliveries(svc, subscription.id)] == [1]
+    with svc.db.sessions() as session:
+        assert session.get(VerificationRecord, "CERT-1").status == "revoked"
