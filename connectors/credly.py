@@ -309,21 +309,26 @@ def holder_badges(
     recipient_email: str | None = None,
 ) -> list[Badge]:
     """Every badge of the template Credly counts as the same earner's (docs/credly.md,
-    "Duplicates"): the same `issuer_earner_id` or the same e-mail, one paged search each."""
+    "Duplicates"): the same `issuer_earner_id` or the same e-mail, one paged search each. A
+    badge found by e-mail that names another earner id is that earner's, not this one's."""
     found: dict[str, Badge] = {}
     searches = (("issuer_earner_id", issuer_earner_id), ("recipient_email", recipient_email))
     for key, value in searches:
         if not value:
             continue
         for badge in service.list_badges({key: value, "badge_template_id": badge_template_id}):
-            if badge.badge_template_id == badge_template_id and _same(key, badge, value):
+            if badge.badge_template_id == badge_template_id and _same(
+                key, badge, value, issuer_earner_id
+            ):
                 found[badge.id] = badge
     return list(found.values())
 
 
-def _same(key: str, badge: Badge, value: str) -> bool:
+def _same(key: str, badge: Badge, value: str, issuer_earner_id: str | None) -> bool:
     if key == "recipient_email":  # e-mail addresses compare without case
-        return (badge.recipient_email or "").casefold() == value.casefold()
+        return (badge.recipient_email or "").casefold() == value.casefold() and (
+            not badge.issuer_earner_id or badge.issuer_earner_id == issuer_earner_id
+        )
     return badge.issuer_earner_id == value
 
 

@@ -524,8 +524,7 @@ def revoke_everything(svc: Services, cert: _Recipient) -> int:
             issuer_earner_id=cert.certification_id,
             recipient_email=cert.email,
         ):
-            ours = found.issuer_earner_id in (None, cert.certification_id)
-            if ours and found.live() and found.id not in targets:
+            if found.live() and found.id not in targets:
                 targets[found.id] = None
     reason = member_reason(cert.status)
     for credly_id, badge_id in targets.items():

@@ -164,6 +164,18 @@ def test_a_duplicate_refusal_adopts_the_badge_credly_counts_as_the_same(svc, sta
     assert len(standin.badges()) == 1
 
 
+def test_a_badge_of_another_certification_at_the_same_address_is_never_adopted(svc, standin):
+    theirs = hand_issued(standin, issuer_earner_id="CERT-OTHER")  # same e-mail and template
+    submit(svc, granted("2026-03-01"))
+    drain(svc, lambda: issue_done(svc))
+    [badge] = badges(svc)
+    assert badge.credly_badge_id is None and badge_view(badge)["state"] == "error"
+    assert "already has this badge" in badge.last_error
+    revoke_by_audit(svc)
+    assert [b["id"] for b in live(standin)] == [theirs["id"]]
+    assert calls(standin, "revoke") == []
+
+
 @pytest.mark.parametrize("counted", [False, True], ids=["ended-not-duplicate", "ended-duplicate"])
 @pytest.mark.parametrize("ended", ["revoked", "expired"])
 def test_only_a_revoked_or_expired_badge_on_credly_is_never_adopted(svc, standin, ended, counted):
