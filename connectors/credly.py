@@ -290,9 +290,13 @@ class BadgeRequest:
 def filter_param(filters: Mapping[str, str]) -> str:
     """Credly's `filter` query value, `key::value|key::value`."""
     for part in (*filters.keys(), *filters.values()):
-        if "|" in part or "::" in part:
+        if not _filterable(part):
             raise ValueError(f"a Credly filter key or value may not contain '|' or '::': {part!r}")
     return "|".join(f"{key}::{value}" for key, value in filters.items())
+
+
+def _filterable(value: str) -> bool:
+    return "|" not in value and "::" not in value
 
 
 def pick_badge(badges: Iterable[Badge]) -> Badge | None:
@@ -310,11 +314,12 @@ def holder_badges(
 ) -> list[Badge]:
     """Every badge of the template Credly counts as the same earner's (docs/credly.md,
     "Duplicates"): the same `issuer_earner_id` or the same e-mail, one paged search each. A
-    badge found by e-mail that names another earner id is that earner's, not this one's."""
+    badge found by e-mail that names another earner id is that earner's, not this one's. An
+    e-mail that a filter cannot hold (a `|` is valid in one) is not searched for."""
     found: dict[str, Badge] = {}
     searches = (("issuer_earner_id", issuer_earner_id), ("recipient_email", recipient_email))
     for key, value in searches:
-        if not value:
+        if not value or not _filterable(value):
             continue
         for badge in service.list_badges({key: value, "badge_template_id": badge_template_id}):
             if badge.badge_template_id == badge_template_id and _same(

@@ -217,6 +217,16 @@ def test_revoke_leaves_no_live_badge_on_any_template_known_or_not(svc, standin):
     assert len(live(standin)) == 3  # the others' stay
 
 
+def test_an_address_a_credly_filter_cannot_hold_is_issued_and_revoked(svc, standin):
+    grant_event = granted("2026-03-01")
+    grant_event["data"]["member"]["email"] = "ada|lovelace@example.org"  # valid, though rare
+    submit(svc, grant_event)
+    drain(svc, lambda: issue_done(svc))
+    revoke_by_audit(svc)
+    assert [b["state"] for b in standin.badges()] == ["revoked"]
+    assert [i.state for i in items(svc, "revoke_badge")] == ["done"]
+
+
 @pytest.mark.parametrize("again", [422, 200], ids=["revoked-again-422", "revoked-again-200"])
 def test_replaced_out_of_band_drill_the_successor_is_revoked(svc, standin, again):
     standin.revoke_revoked_status = again  # docs/credly.md: no source says which
