@@ -182,7 +182,6 @@ def _certification(
 def _recipient(svc: Services, cert: _Recipient) -> BadgeRequest:
     """The badge of the certification's current period, read before calling Credly."""
     standing = cert.standing
-    paid_through = date.fromisoformat(standing["fees"]["paid_through"])
     return BadgeRequest(
         recipient_email=cert.email,
         first_name=cert.first_name,
@@ -190,9 +189,22 @@ def _recipient(svc: Services, cert: _Recipient) -> BadgeRequest:
         badge_template_id=template_for(svc, cert.credential),
         issued_at=_midnight(svc, date.fromisoformat(standing["certified_on"])),
         issuer_earner_id=cert.certification_id,
-        expires_at=_midnight(svc, paid_through) if svc.settings.badge_expires else None,
+        expires_at=expiry(svc, standing),
         evidence=evidence(svc, cert.certification_id),
     )
+
+
+def expiry(svc: Services, standing: dict[str, Any]) -> datetime | None:
+    """When the badge of `standing` expires: none, or with BADGE_EXPIRES its paid-through day."""
+    if not svc.settings.badge_expires:
+        return None
+    return _midnight(svc, date.fromisoformat(standing["fees"]["paid_through"]))
+
+
+def renews(badge: CredlyBadge, expires_at: datetime | None) -> bool:
+    """Whether `badge`, pending or accepted but expired, would show again with `expires_at` (a
+    renewal paid late): replacing it is what renews it."""
+    return badge.state in LIVE and (expires_at is None or expires_at > utcnow())
 
 
 def _period_badge(session: Session, certification_id: str, period_start: date) -> Badge | None:
@@ -429,8 +441,8 @@ def _bring_up_to_date(
         # An earlier attempt revoked it to issue it again to the new address, then failed (or
         # its answer was lost): issue it now, or adopt the one that attempt made.
         return _issue_or_adopt(svc, recipient), None
-    if not current.live():
-        return current, None  # revoked, rejected or expired in Credly: nothing to show changed
+    if not current.live() and not renews(current, recipient.expires_at):
+        return current, None  # revoked, rejected, or expired as the standing says it should be
     if new_email and current.state == "pending":
         svc.credly.revoke_badge(
             current.id, reason=NEW_ADDRESS_REASON, suppress_revoke_notification_email=True

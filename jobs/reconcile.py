@@ -36,7 +36,7 @@ from gateway.platform import metrics
 from gateway.rules import BADGE_KEPT
 from gateway.store.models import Badge, Certification, OutboxItem, utcnow
 from gateway.usecases.services import Services
-from jobs.badges import DELETED, LIVE, latest
+from jobs.badges import DELETED, LIVE, expiry, latest, renews
 
 log = logging.getLogger("jobs.reconcile")
 
@@ -44,7 +44,7 @@ log = logging.getLogger("jobs.reconcile")
 BATCH = 500
 #: Our states after which a kept certification is not issued a badge again by reconciliation.
 EARNERS_CHOICE = (DELETED, "rejected")
-REPAIRS = ("revoked", "issued", "taken_from_credly", "duplicates_revoked")
+REPAIRS = ("revoked", "issued", "renewed", "taken_from_credly", "duplicates_revoked")
 #: A revoke job queued by reconciliation (the member's reason comes from the status).
 REVOKE_PAYLOAD = {"reason_rule": "RECONCILE", "reason": "Credly holds a live badge of it"}
 
@@ -225,6 +225,13 @@ class _Run:
                     if cert.status not in BADGE_KEPT:
                         self.summary.repair("revoked")
                         self._queue(session, cert, "revoke_badge", REVOKE_PAYLOAD)
+                    return
+                if state.state in LIVE and cert.status in BADGE_KEPT:  # expired (BADGE_EXPIRES)
+                    if renews(state, expiry(self.svc, cert.standing)):
+                        self.summary.repair("renewed")  # a renewal the replace job missed
+                        self._queue(session, cert, "replace_badge", {})
+                    else:
+                        self.summary.in_step += 1  # expired as the standing says
                     return
                 row_state = state.state
             else:

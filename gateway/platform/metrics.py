@@ -72,7 +72,7 @@ CREDLY_NOTIFICATIONS = Counter(
 CREDLY_DRIFT = Counter(
     "gateway_credly_drift_total",
     "Differences reconciliation found between Credly and the standings, by repair: revoked, "
-    "issued, taken_from_credly, duplicates_revoked.",
+    "issued, renewed, taken_from_credly, duplicates_revoked.",
     ["repair"],
 )
 CREDLY_ERRORS = Counter(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import Counter
 from dataclasses import replace
 from datetime import UTC, date, datetime
 
@@ -29,7 +30,7 @@ from jobs.engine.claim import ClaimedItem
 from jobs.reconcile import REPAIRS, reconcile
 from tests.support.badge_jobs import badges, drain, issue_done, items, submit
 from tests.support.credly_standin import DEFAULT_ORGANIZATION_ID, CredlyStandIn
-from tests.support.events import event, granted, revoked
+from tests.support.events import event, fee, granted, revoked
 
 TEMPLATE = "tmpl-rma"
 PUBLIC = "https://gateway.example.org"
@@ -138,6 +139,18 @@ def test_with_badge_expires_the_paid_through_day_and_without_a_public_url_id_evi
     [sent] = [c["body"] for c in calls(standin, "issue")]
     assert sent["expires_at"] == "2027-03-31 00:00:00 +0000"  # paid through, in UTC
     assert [e["type"] for e in sent["evidence"]] == ["IdEvidence"]
+
+
+def test_with_badge_expires_a_renewal_paid_late_replaces_the_expired_badge(make_gateway, standin):
+    svc = make_gateway(badge_expires=True).extensions["gateway"]
+    submit(svc, granted("2024-03-01"))  # paid through 2025-03-31: expired by now
+    drain(svc, lambda: issue_done(svc))
+    submit(svc, fee(2025, "2026-06-01"))
+    submit(svc, fee(2026, "2026-06-02"))
+    drain(svc, lambda: bool(items(svc, "replace_badge")) and settled(svc, "replace_badge"))
+    [shown] = [b for b in standin.badges() if b["state"] in ("pending", "accepted")]
+    assert shown["expires_at"].startswith("2027-03-31")
+    assert [b.credly_badge_id for b in badges(svc)] == [shown["id"]]
 
 
 # --------------------------------------------------------------------------- 2. adoption
@@ -504,6 +517,7 @@ def test_reconcile_drill_reports_then_repairs_drift_through_the_jobs(svc, standi
     assert report["repaired"] == {
         "revoked": 1,
         "issued": 1,
+        "renewed": 0,
         "taken_from_credly": 2,
         "duplicates_revoked": 0,
     }
@@ -525,6 +539,26 @@ def test_reconcile_drill_reports_then_repairs_drift_through_the_jobs(svc, standi
     summary = json.loads(again.stdout)
     assert summary["repaired"] == dict.fromkeys(REPAIRS, 0)
     assert summary["in_step"] == 4
+
+
+def test_reconcile_renews_an_expired_badge_whose_renewal_was_missed_and_leaves_one_due_to_expire(
+    make_gateway, standin
+):
+    svc = make_gateway(badge_expires=True).extensions["gateway"]
+    for cert in ("PAID", "UNPAID"):  # granted 2024-03-01: their badges expired 2025-03-31
+        submit(svc, granted("2024-03-01", cert=cert))
+    drain(svc, lambda: issue_done(svc))
+    for year, paid_on in ((2025, "2026-06-01"), (2026, "2026-06-02")):
+        intake.submit_event(svc, event("renewal.fee_paid", fee(year, paid_on)["data"], cert="PAID"))
+    with svc.db.transaction() as session:  # the renewal's replace job is lost
+        session.query(OutboxItem).filter_by(kind="replace_badge").update({"state": "done"})
+    summary = reconcile(svc)
+    assert (summary.repaired["renewed"], summary.repaired["issued"]) == (1, 0)
+    drain(svc, lambda: settled(svc, "replace_badge"))
+    shown = {b["issuer_earner_id"]: b["expires_at"] for b in live(standin)}
+    assert shown["PAID"].startswith("2027-03-31")
+    assert shown["UNPAID"].startswith("2025-03-31")  # inactive: its badge stays expired
+    assert reconcile(svc).repaired == Counter()
 
 
 def test_reconcile_leaves_a_badge_its_earner_deleted_and_can_check_one_certification(svc, standin):
