@@ -4,6 +4,7 @@
 revoked, or, when it was replaced, to its successor (adopted: its id and state); `badge.deleted`
 marks it deleted by its earner once Credly no longer has it; other event types are recorded and
 ignored; an event Credly does not know (404) is forged and changes nothing (docs/credly.md).
+An event that names its badge without its state has the badge read from Credly.
 When the event is about a badge of one of our certifications (its `issuer_earner_id`) whose issue
 job has not recorded the Credly id yet, the job is retried; after its last attempt the
 notification is ignored (no job recorded that badge: its issue was retried into another one).
@@ -54,8 +55,14 @@ def process(svc: Services, item: ClaimedItem) -> None:
         log.info("notification already %s", status, extra={"notification_id": notification_id})
         return
     try:
-        event = svc.credly.get_event(notification_id)
-        _apply(svc, item, event, _now_in_credly(svc, event))
+        try:
+            event = svc.credly.get_event(notification_id)
+        except NotFound as exc:
+            _close(svc, item, "forged", f"Credly does not know this event: {exc}")
+            log.warning("forged Credly notification", extra={"notification_id": notification_id})
+            return
+        reported = _reported(svc, event)
+        _apply(svc, item, event, reported, _now_in_credly(svc, event, reported))
     except BadgeNotRecordedYet as exc:
         if item.attempts < MAX_ATTEMPTS:  # this kind's retries: the default policy
             _note_error(svc, notification_id, exc)
@@ -63,37 +70,61 @@ def process(svc: Services, item: ClaimedItem) -> None:
         # e.g. a badge made by an attempt whose answer was lost, then replaced or deleted: the
         # job that retried the issue recorded another badge, or none
         _close(svc, item, "ignored", f"{exc} after {item.attempts} attempts: no job recorded it")
-    except NotFound as exc:
-        _close(svc, item, "forged", f"Credly does not know this event: {exc}")
-        log.warning("forged Credly notification", extra={"notification_id": notification_id})
     except CredlyError as exc:
         _note_error(svc, notification_id, exc)
         raise
 
 
-def _reported(event: dict[str, Any]) -> CredlyBadge | None:
-    try:
-        return CredlyBadge.from_json(event.get("badge"))
-    except ValueError:
+def _reported(svc: Services, event: dict[str, Any]) -> CredlyBadge | None:
+    """The event's badge. Credly publishes no example of an event's body, so it is read
+    defensively: a badge object with its state as given; a badge named by its id alone (`badge`
+    as an id or an object without a state, or `badge_id`) is read from Credly for its state
+    now (a 404: deleted)."""
+    given = event.get("badge")
+    if isinstance(given, dict) and given.get("id") and given.get("state"):
+        return CredlyBadge.from_json(given)
+    badge_id = given.get("id") if isinstance(given, dict) else given or event.get("badge_id")
+    if not isinstance(badge_id, str | int) or isinstance(badge_id, bool) or not str(badge_id):
         return None
+    try:
+        return svc.credly.get_badge(str(badge_id))
+    except NotFound:
+        return _gone(str(badge_id))
 
 
-def _now_in_credly(svc: Services, event: dict[str, Any]) -> CredlyBadge | None:
+def _gone(credly_id: str) -> CredlyBadge:
+    return CredlyBadge(credly_id, DELETED, None, None, None, None, None)
+
+
+def _now_in_credly(
+    svc: Services, event: dict[str, Any], reported: CredlyBadge | None
+) -> CredlyBadge | None:
     """What Credly holds now in place of the event's badge, when the event ended it: a replaced
-    badge's latest successor; for `badge.deleted`, the badge read again (None: it is gone)."""
-    reported = _reported(event)
+    badge's latest successor (one deleted since: `deleted`); for `badge.deleted`, the badge read
+    again (None: it is gone)."""
     if reported is None:
         return None
     if event.get("event_type") == BADGE_DELETED:
+        if reported.state == DELETED:
+            return None
         try:
             return svc.credly.get_badge(reported.id)
         except NotFound:
             return None
-    return latest(svc, reported) if reported.state == REPLACED else None
+    if reported.state != REPLACED:
+        return None
+    try:
+        return latest(svc, reported)
+    except NotFound:
+        return _gone(reported.id)
 
 
 def _apply(
-    svc: Services, item: ClaimedItem, event: dict[str, Any], now: CredlyBadge | None
+    svc: Services,
+    item: ClaimedItem,
+    event: dict[str, Any],
+    reported: CredlyBadge | None,
+    now: CredlyBadge | None,
 ) -> None:
     """Record the fetched event, Credly's own type and time, what it changed, and the item done."""
     with svc.db.transaction() as session:
@@ -101,7 +132,6 @@ def _apply(
         row.event = event
         row.event_type = str(event.get("event_type") or row.event_type)
         row.occurred_at = parse_credly_datetime(event.get("occurred_at")) or row.occurred_at
-        reported = _reported(event)
         if row.event_type not in (BADGE_DELETED, BADGE_STATE_CHANGED):
             status, result = "ignored", f"{row.event_type} events are not acted on"
         elif reported is None:
@@ -114,12 +144,14 @@ def _apply(
     log.info("Credly notification %s: %s", status, result)
 
 
-def _ours(session: Session, reported: CredlyBadge) -> Badge | None:
-    """Our badge with the reported Credly id, locked; BadgeNotRecordedYet when it is one of our
-    certifications' whose issue job has not recorded it yet."""
-    badge = session.scalar(
-        select(Badge).where(Badge.credly_badge_id == reported.id).with_for_update()
-    )
+def _ours(session: Session, reported: CredlyBadge, now: CredlyBadge | None) -> Badge | None:
+    """Our badge with the reported Credly id, or with that of its successor `now` (a replace
+    this gateway made), locked; BadgeNotRecordedYet when it is one of our certifications' whose
+    issue job has not recorded it yet."""
+    ids = [reported.id] + ([now.id] if now is not None and now.id != reported.id else [])
+    badge = session.scalars(
+        select(Badge).where(Badge.credly_badge_id.in_(ids)).with_for_update()
+    ).first()
     earner = reported.issuer_earner_id
     if badge is None and earner and session.get(Certification, earner) is not None:
         raise BadgeNotRecordedYet(f"badge {reported.id} of {earner} is not recorded yet")
@@ -136,14 +168,17 @@ def _badge_event(
         return "ignored", f"badge {reported.id} is still in Credly ({now.state})"
     if not deleted and reported.state not in NOTIFIED_STATES:
         return "ignored", f"badge {reported.id} became {reported.state}: nothing to show"
-    badge = _ours(session, reported)
+    badge = _ours(session, reported, now)
     if badge is None:
         return "ignored", f"badge {reported.id} was not issued by this gateway"
-    if deleted:
+    if deleted or (now is not None and now.state == DELETED):
         before = badge.state
         badge.state, badge.state_changed_at = DELETED, row.occurred_at
-        return "processed", f"badge {reported.id}: {before} -> deleted by its earner"
-    if now is not None:  # replaced (in Credly's UI, say): its successor is the badge now
+        gone = "" if deleted else ", and its successor"
+        return "processed", f"badge {reported.id}{gone}: {before} -> deleted by its earner"
+    if now is not None:  # replaced (in Credly's UI, or by us): its successor is the badge now
+        if (badge.credly_badge_id, badge.state) == (now.id, now.state):
+            return "processed", f"badge {reported.id} was replaced by {now.id}, as recorded"
         badge.credly_badge_id, badge.state = now.id, now.state
         badge.state_changed_at = row.occurred_at
         return "processed", f"badge {reported.id} replaced by {now.id} ({now.state})"

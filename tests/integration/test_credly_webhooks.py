@@ -238,6 +238,51 @@ def test_a_badge_becoming_replaced_adopts_the_successor_credly_names(app, svc):
 
 
 @responses.activate
+def test_a_replacement_this_gateway_made_is_processed_at_once_as_recorded(app, svc):
+    issue_badge(svc)
+    with svc.db.transaction() as session:  # the replace job recorded its successor b-2
+        session.scalar(select(Badge)).credly_badge_id = "b-2"
+    named = {"data": {"message": "already replaced"}, "metadata": {"current_badge_id": "b-2"}}
+    responses.post(f"{BADGES}/b-1/replace", status=422, json=named)
+    responses.get(f"{BADGES}/b-2", json=badge_json("b-2", "pending"))
+    row = notify(app, svc, "ev-1", state="replaced")
+    assert row.status == "processed" and row.result == "badge b-1 was replaced by b-2, as recorded"
+    [item] = items(svc, "credly_notification")
+    assert item.attempts == 1
+
+
+@responses.activate
+def test_a_replaced_badge_whose_successor_its_earner_deleted_is_deleted_not_forged(app, svc):
+    issue_badge(svc)
+    named = {"data": {"message": "already replaced"}, "metadata": {"current_badge_id": "b-2"}}
+    responses.post(f"{BADGES}/b-1/replace", status=422, json=named)
+    responses.get(f"{BADGES}/b-2", status=404, json={"data": {"message": "Not found"}})
+    row = notify(app, svc, "ev-1", state="replaced")
+    assert row.status == "processed" and "deleted by its earner" in row.result
+    assert [b.state for b in badges(svc)] == ["deleted"]
+
+
+@responses.activate
+@pytest.mark.parametrize(
+    "named",
+    [{"badge": "b-1"}, {"badge": {"id": "b-1"}}, {"badge_id": "b-1"}],
+    ids=["badge-id", "badge-without-state", "badge_id"],
+)
+def test_an_event_that_names_its_badge_without_its_state_reads_the_badge(app, svc, named):
+    issue_badge(svc)
+    body = credly_event("ev-1")
+    del body["data"]["badge"]
+    body["data"].update(named)
+    responses.get(f"{EVENTS}/ev-1", json=body)
+    responses.get(f"{BADGES}/b-1", json=badge_json("b-1", "accepted"))
+    app.test_client().post("/webhooks/credly", json=envelope("ev-1"))
+    drain(svc, lambda: jobs_settled(svc))
+    row = notification(svc, "ev-1")
+    assert (row.status, row.result) == ("processed", "badge b-1: pending -> accepted")
+    assert [b.state for b in badges(svc)] == ["accepted"]
+
+
+@responses.activate
 def test_a_badge_this_gateway_did_not_issue_is_ignored_without_retrying(app, svc):
     issue_badge(svc)
     row = notify(app, svc, "ev-1", badge_id="b-elsewhere", earner="CERT-ELSEWHERE")
