@@ -435,7 +435,7 @@ def _bring_up_to_date(
     try:
         current = latest(svc, svc.credly.get_badge(credly_id))
     except NotFound:
-        return _deleted(credly_id), None
+        return deleted(credly_id), None
     new_email = (current.recipient_email or "").casefold() != recipient.recipient_email.casefold()
     if current.state == REVOKED and new_email:
         # An earlier attempt revoked it to issue it again to the new address, then failed (or
@@ -458,7 +458,7 @@ def _bring_up_to_date(
         raise TransientError(f"{exc}; the retry follows it to its successor") from exc
 
 
-def _deleted(credly_id: str) -> CredlyBadge:
+def deleted(credly_id: str) -> CredlyBadge:
     """What to record of a badge Credly no longer has: its earner deleted it."""
     return CredlyBadge(credly_id, DELETED, None, None, None, None, None)
 
@@ -511,7 +511,7 @@ def _revoke_duplicate(svc: Services, certification_id: str, credly_id: str) -> N
             current.id, reason=DUPLICATE_REASON, suppress_revoke_notification_email=True
         )
     except NotFound:
-        result = _deleted(current.id)
+        result = deleted(current.id)
     log.info("revoked a duplicate", extra={"credly_badge_id": result.id, "state": result.state})
 
 
@@ -543,7 +543,7 @@ def revoke_everything(svc: Services, cert: _Recipient) -> int:
         try:
             result = svc.credly.revoke_badge(credly_id, reason=reason)
         except NotFound:
-            result = _deleted(credly_id)
+            result = deleted(credly_id)
         log.info("revoked", extra={"credly_badge_id": result.id, "state": result.state})
         if badge_id is not None:
             _record(svc, badge_id, result)

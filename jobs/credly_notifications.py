@@ -22,7 +22,7 @@ from connectors.credly import REPLACED, CredlyError, NotFound, TransientError, p
 from connectors.credly import Badge as CredlyBadge
 from gateway.store.models import Badge, Certification, CredlyNotification, utcnow
 from gateway.usecases.services import Services
-from jobs.badges import DELETED, latest
+from jobs.badges import DELETED, deleted, latest
 from jobs.engine.claim import ClaimedItem
 from jobs.engine.retry import MAX_ATTEMPTS
 
@@ -89,11 +89,7 @@ def _reported(svc: Services, event: dict[str, Any]) -> CredlyBadge | None:
     try:
         return svc.credly.get_badge(str(badge_id))
     except NotFound:
-        return _gone(str(badge_id))
-
-
-def _gone(credly_id: str) -> CredlyBadge:
-    return CredlyBadge(credly_id, DELETED, None, None, None, None, None)
+        return deleted(str(badge_id))
 
 
 def _now_in_credly(
@@ -116,7 +112,7 @@ def _now_in_credly(
     try:
         return latest(svc, reported)
     except NotFound:
-        return _gone(reported.id)
+        return deleted(reported.id)
 
 
 def _apply(
@@ -163,18 +159,18 @@ def _badge_event(
 ) -> Outcome:
     """Apply a badge event to our badge: `now` is what Credly holds in its place (a replaced
     badge's successor; for `badge.deleted`, the badge if Credly still has it)."""
-    deleted = row.event_type == BADGE_DELETED
-    if deleted and now is not None:
+    earner_deleted = row.event_type == BADGE_DELETED
+    if earner_deleted and now is not None:
         return "ignored", f"badge {reported.id} is still in Credly ({now.state})"
-    if not deleted and reported.state not in NOTIFIED_STATES:
+    if not earner_deleted and reported.state not in NOTIFIED_STATES:
         return "ignored", f"badge {reported.id} became {reported.state}: nothing to show"
     badge = _ours(session, reported, now)
     if badge is None:
         return "ignored", f"badge {reported.id} was not issued by this gateway"
-    if deleted or (now is not None and now.state == DELETED):
+    if earner_deleted or (now is not None and now.state == DELETED):
         before = badge.state
         badge.state, badge.state_changed_at = DELETED, row.occurred_at
-        gone = "" if deleted else ", and its successor"
+        gone = "" if earner_deleted else ", and its successor"
         return "processed", f"badge {reported.id}{gone}: {before} -> deleted by its earner"
     if now is not None:  # replaced (in Credly's UI, or by us): its successor is the badge now
         if (badge.credly_badge_id, badge.state) == (now.id, now.state):

@@ -36,7 +36,7 @@ from gateway.platform import metrics
 from gateway.rules import BADGE_KEPT
 from gateway.store.models import Badge, Certification, OutboxItem, utcnow
 from gateway.usecases.services import Services
-from jobs.badges import DELETED, LIVE, expiry, latest, renews
+from jobs.badges import DELETED, LIVE, deleted, expiry, latest, renews
 
 log = logging.getLogger("jobs.reconcile")
 
@@ -250,7 +250,7 @@ class _Run:
         try:
             return latest(self.svc, self.svc.credly.get_badge(row.credly_badge_id))
         except NotFound:
-            return CredlyBadge(row.credly_badge_id, DELETED, None, None, None, None, None)
+            return deleted(row.credly_badge_id)
 
     # -- repairs
 
