@@ -55,7 +55,15 @@ def command_app() -> Flask:
 FLASK_COMMANDS = frozenset({"run", "shell", "routes"})
 
 
-@click.group(cls=FlaskGroup, create_app=command_app)
+class GatewayGroup(FlaskGroup):
+    """Flask's command group. Its commands are all the gateway's own, so listing them (`gateway
+    --help`) does not load the app, which would create the embedded default's database."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(super(FlaskGroup, self).list_commands(ctx))
+
+
+@click.group(cls=GatewayGroup, create_app=command_app)
 def cli() -> None:
     """Operate the credential gateway."""
 

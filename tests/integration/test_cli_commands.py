@@ -45,3 +45,14 @@ def test_jobs_status_shows_the_outbox_backlog_that_rq_never_holds(database_url, 
     assert status["due"] == 2 and status["oldest_due_seconds"] >= 0
     table = app.test_cli_runner().invoke(args=["jobs", "status"]).stdout
     assert "issue_badge" in table and "due now: 2" in table
+
+
+def test_help_lists_the_commands_without_creating_anything(tmp_path, monkeypatch):
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.setenv("INSTANCE_PATH", str(tmp_path / "instance"))
+    runner = CliRunner()
+    for args in (["--help"], ["clients", "--help"], []):
+        answer = runner.invoke(cli, args)
+        assert answer.exit_code in (0, 2), answer.output  # click exits 2 for a bare group
+        assert "clients" in answer.output
+    assert not (tmp_path / "instance").exists()
