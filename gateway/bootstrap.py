@@ -9,7 +9,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.platform import logs
 from gateway.platform.config import Settings
-from gateway.usecases import credly_token
+from gateway.usecases import credly_token, issuer
 from gateway.usecases.services import Services
 
 log = logging.getLogger("gateway")
@@ -42,6 +42,13 @@ def create_app(
     if svc.db.is_sqlite and migrate:
         svc.db.upgrade()
     svc.keys  # noqa: B018 - read (or created, at first start) now, not at the first signature
+    if settings.issuer_logo and issuer.logo_file(settings, app.instance_path) is None:
+        log.warning(
+            "ISSUER_LOGO %r is not a PNG, JPEG or SVG file in the instance folder %s: no logo "
+            "is shown",
+            settings.issuer_logo,
+            app.instance_path,
+        )
 
     from gateway import cli
     from gateway.web import (

@@ -18,7 +18,7 @@ from werkzeug.serving import is_running_from_reloader
 
 from gateway.bootstrap import create_app
 from gateway.platform import metrics, signing
-from gateway.platform.config import ConfigError
+from gateway.platform.config import ConfigError, Settings
 from gateway.store.models import OutboxItem, utcnow
 from gateway.usecases import receipts as receipt_log
 from gateway.usecases.sweep import FutureSweep, Scope, count
@@ -202,6 +202,7 @@ def keys_retire(kid: str) -> None:
 def serve() -> None:
     """Run the production web server (gunicorn; settings WEB_BIND, WEB_WORKERS, ...)."""
     try:
+        Settings.from_env()  # refused here in one line, not in gunicorn's traceback
         os.environ[metrics.MULTIPROC_DIR] = metrics.serve_folder()
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -18,8 +18,13 @@ class ConfigError(ValueError):
     """A setting has a value the gateway cannot use."""
 
 
-def _flag(value: str | None) -> bool:
-    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"", "0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {env[name]!r}")
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -592,8 +597,8 @@ class Settings:
             credly_timeout_seconds=_int(env, "CREDLY_TIMEOUT_SECONDS", cls.credly_timeout_seconds),
             credly_max_connections=_int(env, "CREDLY_MAX_CONNECTIONS", cls.credly_max_connections),
             credly_pause_seconds=_int(env, "CREDLY_PAUSE_SECONDS", cls.credly_pause_seconds),
-            badge_expires=_flag(env.get("BADGE_EXPIRES")),
-            jobs_synchronous=_flag(env.get("JOBS_SYNCHRONOUS")),
+            badge_expires=_flag(env, "BADGE_EXPIRES"),
+            jobs_synchronous=_flag(env, "JOBS_SYNCHRONOUS"),
             web_bind=env.get("WEB_BIND") or cls.web_bind,
             web_workers=_int(env, "WEB_WORKERS", cls.web_workers),
             web_threads=_int(env, "WEB_THREADS", cls.web_threads),
@@ -629,7 +634,7 @@ class Settings:
             delivery_retry_window_seconds=_int(
                 env, "DELIVERY_RETRY_WINDOW_SECONDS", cls.delivery_retry_window_seconds
             ),
-            webhook_allow_private_targets=_flag(env.get("WEBHOOK_ALLOW_PRIVATE_TARGETS")),
+            webhook_allow_private_targets=_flag(env, "WEBHOOK_ALLOW_PRIVATE_TARGETS"),
             public_base_url=_base_url(env, "PUBLIC_BASE_URL"),
             time_zone=_zone(env.get("TIME_ZONE") or cls.time_zone),
             issuer_name=env.get("ISSUER_NAME") or cls.issuer_name,
@@ -659,28 +664,21 @@ class Settings:
             "credly_webhook_checks",
         ):
             _check_rate(name.upper(), getattr(self, name))
-        if self.database_connect_timeout_seconds < 2:
-            raise ConfigError("DATABASE_CONNECT_TIMEOUT_SECONDS must be at least 2")
-        if self.database_pool_timeout_seconds < 1:
-            raise ConfigError("DATABASE_POOL_TIMEOUT_SECONDS must be at least 1")
-        if self.database_statement_timeout_ms < 0:
-            raise ConfigError("DATABASE_STATEMENT_TIMEOUT_MS must be 0 (no limit) or more")
-        if self.delivery_retry_base_seconds < 1:
-            raise ConfigError("DELIVERY_RETRY_BASE_SECONDS must be at least 1")
-        if self.credly_pause_seconds < 1:
-            raise ConfigError("CREDLY_PAUSE_SECONDS must be at least 1")
-        if self.credly_max_connections < 1:
-            raise ConfigError("CREDLY_MAX_CONNECTIONS must be at least 1")
-        if self.job_concurrency < 1:
-            raise ConfigError("JOB_CONCURRENCY must be at least 1")
-        if self.relay_interval_seconds < 1:
-            raise ConfigError("RELAY_INTERVAL_SECONDS must be at least 1")
+        for name, least in _LEAST.items():
+            value = getattr(self, name)
+            if value < least:
+                setting_name = self.__dataclass_fields__[name].metadata["env"]
+                raise ConfigError(f"{setting_name} must be at least {least}, got {value}")
         if not 0 <= self.worker_metrics_port <= 65535:
             raise ConfigError(
                 f"WORKER_METRICS_PORT must be a TCP port (0: none), got {self.worker_metrics_port}"
             )
-        if self.receipt_retention_days < 1:
-            raise ConfigError("RECEIPT_RETENTION_DAYS must be at least 1")
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError(
+                f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}"
+            )
+        _check_url("DATABASE_URL", self.database_url, ("sqlite", "postgresql", "postgres"))
+        _check_url("REDIS_URL", self.redis_url, ("redis", "rediss", "unix"))
         _all_or_none(
             "The verification directory",
             {
@@ -734,6 +732,41 @@ class Settings:
         return f"mixed mode ({unlike}, not for production): {parts}"
 
 
+#: The least value of each whole-number setting (the rest are checked on their own).
+_LEAST = {
+    "database_connect_timeout_seconds": 2,
+    "database_pool_timeout_seconds": 1,
+    "database_statement_timeout_ms": 0,  # 0: no limit
+    "credly_timeout_seconds": 1,
+    "credly_max_connections": 1,
+    "credly_pause_seconds": 1,
+    "web_workers": 1,
+    "web_threads": 1,
+    "web_timeout": 1,
+    "token_expires_in": 1,
+    "job_retry_base_seconds": 1,
+    "job_timeout_seconds": 1,
+    "job_concurrency": 1,
+    "relay_interval_seconds": 1,
+    "trusted_proxies": 0,
+    "delivery_timeout_seconds": 1,
+    "delivery_retry_base_seconds": 1,
+    "delivery_retry_window_seconds": 1,
+    "receipt_retention_days": 1,
+}
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _check_url(name: str, url: str | None, schemes: tuple[str, ...]) -> None:
+    """Refuse a URL whose scheme (driver aside, as in postgresql+psycopg) is not one of these."""
+    if url is None:
+        return
+    scheme = urlsplit(url).scheme.partition("+")[0] if "://" in url else ""
+    if scheme not in schemes:
+        allowed = ", ".join(f"{s}://" for s in schemes)
+        raise ConfigError(f"{name} must be a URL starting {allowed}, got {_redact(url)!r}")
+
+
 def _all_or_none(what: str, values: dict[str, str | None]) -> None:
     """Refuse a group of settings of which only some are set."""
     missing = [name for name, value in values.items() if not value]
@@ -746,9 +779,11 @@ def _all_or_none(what: str, values: dict[str, str | None]) -> None:
 def _check_rate(name: str, value: str) -> None:
     """Refuse a rate limit that `limits` cannot parse (e.g. `60/minute`, `1000 per hour`)."""
     try:
-        parse_many(value)
+        limits = parse_many(value)
     except ValueError as exc:
         raise ConfigError(f"{name} must be a rate limit such as 60/minute, got {value!r}") from exc
+    if any(limit.amount < 1 for limit in limits):
+        raise ConfigError(f"{name} must allow at least 1 request, got {value!r}")
 
 
 def _redact(url: str | None) -> str:

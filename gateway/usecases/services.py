@@ -14,7 +14,7 @@ from connectors.employer_webhooks import WebhookSender
 from gateway import rules
 from gateway.platform import metrics
 from gateway.platform.combining import Combiner
-from gateway.platform.config import Settings
+from gateway.platform.config import ConfigError, Settings
 from gateway.platform.signing import SigningKeys
 from gateway.schemas.events import MAX_EVENTS
 from gateway.store.db import Database
@@ -83,7 +83,7 @@ class Services:
                 statement_timeout_ms=settings.database_statement_timeout_ms,
             ),
             redis=client,
-            policy=rules.load_policy(settings.policy_file),
+            policy=_policy(settings),
             credly=make_credly(
                 base_url=settings.credly_api_base,
                 organization_id=settings.credly_organization_id,
@@ -104,3 +104,19 @@ class Services:
                 timeout=(3.05, settings.delivery_timeout_seconds),
             ),
         )
+
+
+def _policy(settings: Settings) -> rules.Policy:
+    """The credential policy table of POLICY_FILE, which must hold every credential that
+    CREDLY_BADGE_TEMPLATES names."""
+    try:
+        policy = rules.load_policy(settings.policy_file)
+    except ValueError as exc:
+        raise ConfigError(f"POLICY_FILE: {exc}") from exc
+    unknown = sorted(set(settings.credly_badge_templates) - set(policy.credentials))
+    if unknown:
+        raise ConfigError(
+            f"CREDLY_BADGE_TEMPLATES names {', '.join(unknown)}, not in the credential policy "
+            f"table (credentials: {', '.join(sorted(policy.credentials))})"
+        )
+    return policy

@@ -99,9 +99,10 @@ def test_the_logo_is_served_as_an_image_and_nothing_else_is(client, make_app):
 @pytest.mark.parametrize(
     "name", ["../secret.txt", "gateway.sqlite3", "signing-keys.json", ".x.png"]
 )
-def test_the_logo_setting_never_serves_another_file(make_app, name):
+def test_the_logo_setting_never_serves_another_file(make_app, name, caplog):
     response = make_app(issuer_logo=name).test_client().get("/verify/logo")
     assert response.status_code == 404
+    assert f"ISSUER_LOGO {name!r} is not a PNG, JPEG or SVG file" in caplog.text
     assert b"not for the web" not in response.data and b"keys" not in response.data
 
 

@@ -3,6 +3,7 @@
 import pytest
 
 from gateway.platform.config import ConfigError, Settings
+from gateway.usecases.services import Services
 
 
 def test_nothing_set_is_the_embedded_default():
@@ -100,6 +101,24 @@ def test_badge_templates_accept_json():
         ("DATABASE_POOL_TIMEOUT_SECONDS", "0"),
         ("DATABASE_STATEMENT_TIMEOUT_MS", "-1"),
         ("DATABASE_STATEMENT_TIMEOUT_MS", "10s"),
+        ("TRUSTED_PROXIES", "-1"),
+        ("OAUTH_TOKEN_EXPIRES_IN", "0"),
+        ("OAUTH_TOKEN_EXPIRES_IN", "-5"),
+        ("WEB_WORKERS", "0"),
+        ("WEB_THREADS", "0"),
+        ("JOB_RETRY_BASE_SECONDS", "-1"),
+        ("JOB_TIMEOUT_SECONDS", "0"),
+        ("CREDLY_TIMEOUT_SECONDS", "0"),
+        ("DELIVERY_TIMEOUT_SECONDS", "0"),
+        ("BADGE_EXPIRES", "ture"),
+        ("JOBS_SYNCHRONOUS", "maybe"),
+        ("WEBHOOK_ALLOW_PRIVATE_TARGETS", "2"),
+        ("VERIFY_RATE_LIMIT_AUTHENTICATED", "0/minute"),
+        ("VERIFY_RATE_LIMIT", "60/minute;0/hour"),
+        ("LOG_LEVEL", "LOUD"),
+        ("DATABASE_URL", "notaurl"),
+        ("DATABASE_URL", "mysql://db.internal/gateway"),
+        ("REDIS_URL", "http://cache.internal"),
     ],
 )
 def test_bad_values_name_the_setting(name, value):
@@ -120,3 +139,24 @@ def test_partial_credly_settings_are_refused():
         Settings.from_env(
             {"CREDLY_API_BASE": "https://api.credly.com/v1", "CREDLY_ORGANIZATION_ID": "o"}
         )
+
+
+@pytest.mark.parametrize(
+    ("value", "on"), [("true", True), ("ON", True), ("1", True), ("off", False)]
+)
+def test_on_off_settings_take_the_usual_words(value, on):
+    assert Settings.from_env({"BADGE_EXPIRES": value}).badge_expires is on
+
+
+def test_a_bad_url_is_named_without_its_password():
+    with pytest.raises(ConfigError, match="DATABASE_URL") as refused:
+        Settings.from_env({"DATABASE_URL": "mysql://gateway:s3cret@db.internal/gateway"})
+    assert "s3cret" not in str(refused.value)
+
+
+def test_the_policy_file_and_the_badge_templates_it_must_hold_are_checked_at_start(tmp_path):
+    database = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    with pytest.raises(ConfigError, match=r"POLICY_FILE: .*missing\.toml"):
+        Services.build(Settings(database_url=database, policy_file=str(tmp_path / "missing.toml")))
+    with pytest.raises(ConfigError, match="CREDLY_BADGE_TEMPLATES names RMAX, not in"):
+        Services.build(Settings(database_url=database, credly_badge_templates={"RMAX": "t-1"}))
