@@ -277,12 +277,18 @@ class BadgeRequest:
 
     def shows_as(self, badge: Badge) -> bool:
         """True when `badge` already says what this request would (e-mail aside)."""
-        raw = badge.raw
         return (
             badge.badge_template_id == self.badge_template_id
-            and raw.get("issued_to_first_name") == self.first_name
-            and raw.get("issued_to_last_name") == self.last_name
             and badge.issued_at == self.issued_at.astimezone(UTC)
+            and self.names_as(badge)
+        )
+
+    def names_as(self, badge: Badge) -> bool:
+        """True when `badge` names the member and expires as this request would (e-mail aside)."""
+        raw = badge.raw
+        return (
+            raw.get("issued_to_first_name") == self.first_name
+            and raw.get("issued_to_last_name") == self.last_name
             and badge.expires_at == (self.expires_at and self.expires_at.astimezone(UTC))
         )
 

@@ -339,8 +339,19 @@ def issue(svc: Services, item: ClaimedItem) -> None:
     [(badge_id, attempts)] = attempted
     # Only an earlier attempt can have made this badge in Credly unseen (its answer lost): the
     # first one issues at once, and Credly's duplicate refusal names any badge it holds.
-    found = _issue_or_adopt(svc, recipient, look_first=attempts > 1)
-    _record_unless_ended(svc, item, badge_id, found)
+    found, adopted = _issue_or_adopt(svc, recipient, look_first=attempts > 1)
+    note = None
+    if adopted and not _says(found, recipient):
+        # made by a lost attempt before the member's details changed, or issued by hand
+        found, note = _bring_up_to_date(svc, found.id, recipient)
+    _record_unless_ended(svc, item, badge_id, found, note)
+
+
+def _says(badge: CredlyBadge, recipient: BadgeRequest) -> bool:
+    """Whether `badge` names the member as `recipient` would, e-mail and expiry included (a
+    badge issued by hand keeps its own issue day)."""
+    same_email = (badge.recipient_email or "").casefold() == recipient.recipient_email.casefold()
+    return same_email and recipient.names_as(badge)
 
 
 def _record_unless_ended(
@@ -360,10 +371,11 @@ def _record_unless_ended(
 
 def _issue_or_adopt(
     svc: Services, recipient: BadgeRequest, *, look_first: bool = True
-) -> CredlyBadge:
+) -> tuple[CredlyBadge, bool]:
     """A new badge for the recipient, or (`look_first`) the live one Credly holds for them by
     earner id; when the issue call fails in a way after which Credly may hold the badge anyway
-    (a timeout, a 5xx, its duplicate refusal), the badge looked up as Credly counts duplicates."""
+    (a timeout, a 5xx, its duplicate refusal), the badge looked up as Credly counts duplicates.
+    With whether it was adopted (found, not issued by this call)."""
     template = recipient.badge_template_id
     earner = recipient.issuer_earner_id
     if look_first:
@@ -372,9 +384,9 @@ def _issue_or_adopt(
         )
         if found is not None:
             log.info("adopting the badge Credly already has", extra={"credly_badge_id": found.id})
-            return found
+            return found, True
     try:
-        return svc.credly.issue_badge(recipient)
+        return svc.credly.issue_badge(recipient), False
     except Unauthorized:
         raise
     except CredlyError:
@@ -392,7 +404,7 @@ def _issue_or_adopt(
             "adopting the badge Credly holds after the failed issue call",
             extra={"credly_badge_id": found.id},
         )
-        return found
+        return found, True
 
 
 def latest(svc: Services, badge: CredlyBadge) -> CredlyBadge:
@@ -440,14 +452,14 @@ def _bring_up_to_date(
     if current.state == REVOKED and new_email:
         # An earlier attempt revoked it to issue it again to the new address, then failed (or
         # its answer was lost): issue it now, or adopt the one that attempt made.
-        return _issue_or_adopt(svc, recipient), None
+        return _issue_or_adopt(svc, recipient)[0], None
     if not current.live() and not renews(current, recipient.expires_at):
         return current, None  # revoked, rejected, or expired as the standing says it should be
     if new_email and current.state == "pending":
         svc.credly.revoke_badge(
             current.id, reason=NEW_ADDRESS_REASON, suppress_revoke_notification_email=True
         )
-        return _issue_or_adopt(svc, recipient), None
+        return _issue_or_adopt(svc, recipient)[0], None
     note = OWN_EMAIL_NOTE if new_email else None
     if recipient.shows_as(current):
         log.info("the badge says it all already", extra={"credly_badge_id": current.id})

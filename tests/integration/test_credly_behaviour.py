@@ -14,7 +14,6 @@ import pytest
 from click.testing import CliRunner
 from rq import Queue
 
-from connectors.credly import REPLACE_FIELDS
 from connectors.errors import TransientError
 from gateway.cli import cli
 from gateway.platform import metrics
@@ -29,7 +28,7 @@ from jobs.engine import outbox
 from jobs.engine.claim import ClaimedItem
 from jobs.reconcile import REPAIRS, reconcile
 from tests.support.badge_jobs import badges, drain, issue_done, items, submit
-from tests.support.credly_standin import DEFAULT_ORGANIZATION_ID, CredlyStandIn
+from tests.support.credly_standin import DEFAULT_ORGANIZATION_ID, REPLACE_FIELDS, CredlyStandIn
 from tests.support.events import event, fee, granted, revoked
 
 TEMPLATE = "tmpl-rma"
@@ -287,6 +286,22 @@ def test_a_revocation_while_the_issue_call_is_in_flight_leaves_no_live_badge(svc
     flight.join()
     assert len(standin.badges()) == 1 and live(standin) == []
     assert [b.state for b in badges(svc)] == ["revoked"]
+
+
+def test_a_badge_a_lost_attempt_made_is_brought_up_to_date_when_adopted(svc, standin):
+    intake.submit_event(svc, granted("2026-03-01"))  # jobs not run: run them by hand
+    [issue_item] = items(svc, "issue_badge")
+    standin.queue_faults([{"delay": 1.5}])  # Credly issues it, but after the 1 s timeout
+    with pytest.raises(TransientError):
+        badges_jobs.issue(svc, _claimed(issue_item))
+    standin.wait(1.0)
+    intake.submit_event(svc, event("member.updated", {"last_name": "King"}))
+    [replace_item] = items(svc, "replace_badge")
+    badges_jobs.replace(svc, _claimed(replace_item))  # no badge recorded yet: nothing to do
+    badges_jobs.issue(svc, _claimed(issue_item))  # the retry adopts the lost attempt's badge
+    [shown] = live(standin)
+    assert shown["issued_to_last_name"] == "King"
+    assert [b.credly_badge_id for b in badges(svc)] == [shown["id"]]
 
 
 # --------------------------------------------------------------------------- 4. replace

@@ -35,6 +35,8 @@ def badge_json(badge_id: str = "b-1", state: str = "pending") -> dict:
             "issuer_earner_id": "CERT-1",
             "badge_template": {"id": "tmpl-rma"},
             "recipient_email": "ada@example.org",
+            "issued_to_first_name": "Ada",
+            "issued_to_last_name": "Lovelace",
             "issued_at": "2026-03-01T00:00:00.000Z",
             "expires_at": None,
         }
