@@ -143,10 +143,21 @@ def clients_list(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows))
         return
-    click.echo(f"{'CLIENT ID':24} {'NAME':24} {'SCOPE':40} STATE")
-    for row in rows:
-        state = f"revoked {row['revoked_at']}" if row["revoked_at"] else "active"
-        click.echo(f"{row['client_id']:24} {row['name'][:24]:24} {row['scope'][:40]:40} {state}")
+    lines = [("CLIENT ID", "NAME", "SCOPE", "STATE")] + [
+        (
+            row["client_id"],
+            row["name"],
+            row["scope"],
+            f"revoked {row['revoked_at']}" if row["revoked_at"] else "active",
+        )
+        for row in rows
+    ]
+    widths = [max(len(line[column]) for line in lines) for column in range(3)]
+    for *cells, state in lines:  # each column as wide as its longest cell: nothing cut off
+        click.echo(
+            " ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True))
+            + f" {state}"
+        )
 
 
 @clients.command("revoke")
@@ -386,6 +397,12 @@ def sweep_command(
     as_json: bool,
 ) -> None:
     """Re-evaluate certifications whose standing changes today, and queue what that calls for."""
+    if from_id is not None and to_id is not None and from_id > to_id:
+        raise click.BadParameter(
+            f"{to_id!r} comes before --from-id {from_id!r}", param_hint="--to-id"
+        )
+    if batch_size < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--batch-size")
     svc = services()
     scope = Scope(
         as_of=as_of.date() if as_of else utcnow().date(),

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from marshmallow import RAISE, Schema, fields, post_load, validate
+from marshmallow import (
+    RAISE,
+    Schema,
+    ValidationError,
+    fields,
+    post_load,
+    validate,
+    validates_schema,
+)
 
 from gateway.schemas.events import TEXT
 from gateway.schemas.ids import certification_ids_field
@@ -53,6 +61,12 @@ class SubscriptionCreateSchema(CertificationIdsSchema):
         validate=validate.Range(min=1, max=MAX_NOTICE_DAYS),
         metadata={"description": "How many days ahead (with advance_notice)."},
     )
+
+    @validates_schema(pass_original=True)
+    def _days_need_notice(self, data: dict, original: object, **_: object) -> None:
+        """`notice_days` says how far ahead advance notices go: without them it means nothing."""
+        if isinstance(original, dict) and "notice_days" in original and not data["advance_notice"]:
+            raise ValidationError("Give notice_days with advance_notice: true.", "notice_days")
 
     @post_load
     def _notice(self, data: dict, **_: object) -> dict:

@@ -14,7 +14,13 @@ from authlib.integrations.flask_oauth2 import AuthorizationServer, ResourceProte
 from authlib.oauth2 import OAuth2Error, OAuth2Request
 from authlib.oauth2.rfc6749 import ClientMixin, TokenMixin
 from authlib.oauth2.rfc6749.authenticate_client import authenticate_client_secret_basic
-from authlib.oauth2.rfc6749.errors import InvalidClientError
+from authlib.oauth2.rfc6749.errors import (
+    InvalidClientError,
+    InvalidRequestError,
+    MissingAuthorizationError,
+    UnsupportedGrantTypeError,
+    UnsupportedTokenTypeError,
+)
 from authlib.oauth2.rfc6749.grants import ClientCredentialsGrant
 from authlib.oauth2.rfc6750 import BearerTokenValidator
 from flask import Blueprint, Flask, Response, current_app, request
@@ -144,6 +150,9 @@ class Server(AuthorizationServer):
     def handle_error_response(self, request: OAuth2Request, error: OAuth2Error) -> Response:
         if isinstance(error, InvalidClientError):
             error = InvalidClientError(status_code=401, description=CLIENT_AUTHENTICATION_FAILED)
+        elif isinstance(error, UnsupportedGrantTypeError) and not request.payload.grant_type:
+            # RFC 6749 §5.2: a missing parameter is invalid_request
+            error = InvalidRequestError(description="grant_type is required: client_credentials")
         return super().handle_error_response(request, error)
 
     def handle_response(self, status_code: int, payload: object, headers: list) -> Response:
@@ -184,6 +193,10 @@ _TOKEN_QUERY = (
 )
 
 
+#: The realm of the bearer challenges (RFC 6750 §3).
+REALM = "credential-gateway"
+
+
 class Protector(ResourceProtector):
     """Authlib's resource protector answering problem+json (401 with WWW-Authenticate, 403)."""
 
@@ -191,8 +204,13 @@ class Protector(ResourceProtector):
         status = error.status_code
         headers = dict(error.get_headers())
         headers.pop("Content-Type", None)
-        if status == 401:
-            challenge = headers.get("WWW-Authenticate", 'bearer realm="credential-gateway"')
+        if status == 401 and isinstance(
+            error, MissingAuthorizationError | UnsupportedTokenTypeError
+        ):
+            # RFC 6750 §3.1: no bearer token sent, so the challenge names no error
+            headers["WWW-Authenticate"] = f'Bearer realm="{REALM}"'
+        elif status == 401:
+            challenge = headers.get("WWW-Authenticate", f'bearer realm="{REALM}"')
             headers["WWW-Authenticate"] = "Bearer" + challenge[len("bearer") :]
         detail = error.description or {
             401: "A valid bearer token is required.",
@@ -202,7 +220,7 @@ class Protector(ResourceProtector):
 
 
 require_oauth = Protector()
-require_oauth.register_token_validator(Validator(realm="credential-gateway"))
+require_oauth.register_token_validator(Validator(realm=REALM))
 
 
 def bearer_client_id(db: Database, authorization: str, scopes: list[str]) -> str | None:

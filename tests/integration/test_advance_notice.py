@@ -123,7 +123,12 @@ def test_without_advance_notice_only_status_changes_are_sent(app, client, employ
 
 @pytest.mark.parametrize(
     ("notice", "field"),
-    [({"notice_days": 0}, "notice_days"), ({"advance_notice": "soon"}, "advance_notice")],
+    [
+        ({"notice_days": 0}, "notice_days"),
+        ({"advance_notice": "soon"}, "advance_notice"),
+        ({"notice_days": 30}, "notice_days"),  # days without the notice they measure
+        ({"advance_notice": False, "notice_days": 30}, "notice_days"),
+    ],
 )
 def test_bad_notice_settings_are_refused_naming_the_field(client, employer, notice, field):
     body = {"url": "http://127.0.0.1:9/hook", "certification_ids": ["SOON-1"], **notice}

@@ -141,10 +141,12 @@ def test_secret_and_token_are_stored_only_as_hashes(app, client):
     assert stored.token_hash == auth.token_hash(token) and token != stored.token_hash
 
 
-def test_missing_token_is_401_with_www_authenticate(protected):
-    response = protected.test_client().get("/test-protected")
+@pytest.mark.parametrize("sent", [None, "Basic YTpi"], ids=["none", "another-scheme"])
+def test_no_bearer_token_is_401_with_a_challenge_naming_no_error(protected, sent):
+    headers = {"Authorization": sent} if sent else {}
+    response = protected.test_client().get("/test-protected", headers=headers)
     assert response.status_code == 401
-    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert response.headers["WWW-Authenticate"] == 'Bearer realm="credential-gateway"'
     assert response.mimetype == "application/problem+json"
 
 
@@ -153,7 +155,17 @@ def test_bad_token_is_401(protected):
         "/test-protected", headers={"Authorization": "Bearer not-a-token"}
     )
     assert response.status_code == 401
-    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert response.headers["WWW-Authenticate"].startswith(
+        'Bearer realm="credential-gateway", error="invalid_token"'
+    )
+
+
+def test_a_token_request_without_grant_type_is_invalid_request(app, client):
+    cid, secret = register_client(app, "events:write")
+    response = client.post("/oauth/token", data={}, auth=(cid, secret))
+    assert response.status_code == 400
+    assert response.get_json()["error"] == "invalid_request"
+    assert "grant_type" in response.get_json()["detail"]
 
 
 def test_token_without_the_scope_is_403(protected, token_for):
@@ -204,6 +216,14 @@ def test_clients_cli_create_list_revoke(database_url, tmp_path, monkeypatch):
         (new["client_id"], "admin", None)
     ]
     assert new["client_secret"] not in listed.stdout
+    wide = "events:write certifications:read verifications:read admin"
+    runner.invoke(cli, ["clients", "create", "--name", "a long client name" * 3, "--scope", wide])
+    table = runner.invoke(cli, ["clients", "list"]).stdout.splitlines()
+    assert table[0].split() == ["CLIENT", "ID", "NAME", "SCOPE", "STATE"]
+    assert (
+        new["client_id"] in table[1] and wide in table[2] and "a long client name" * 3 in table[2]
+    )
+    assert table[0].index("SCOPE") == table[2].index(wide)  # columns as wide as their cells
     assert runner.invoke(cli, ["clients", "revoke", new["client_id"]]).exit_code == 0
     assert json.loads(runner.invoke(cli, ["clients", "list", "--json"]).stdout)[0]["revoked_at"]
     assert runner.invoke(cli, ["clients", "revoke", "nobody"]).exit_code != 0

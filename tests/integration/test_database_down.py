@@ -68,4 +68,6 @@ def test_with_the_database_down_the_verify_page_says_so_in_html_with_status_503(
     page = response.get_data(as_text=True)
     assert "The register cannot be reached right now." in page
     assert 'value="CERT-1"' in page  # the number stays in the form, to try again
+    assert "<title>Please wait a moment · Verify a certification" in page
+    assert "Not found" not in page
     _only_warnings(caplog)

@@ -219,6 +219,16 @@ def test_a_future_day_is_a_dry_run_only_and_leaves_live_data_alone(svc, database
     assert live() == before
 
 
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [(["--from-id", "B", "--to-id", "A"], "--to-id"), (["--batch-size", "0"], "--batch-size")],
+)
+def test_a_sweep_range_or_batch_that_makes_no_sense_is_refused(tmp_path, args, named):
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", "INSTANCE_PATH": str(tmp_path)}
+    refused = CliRunner().invoke(cli, ["sweep", *args], env=env)
+    assert refused.exit_code == 2 and named in refused.output
+
+
 def test_only_one_sweep_runs_at_a_time(make_app, postgres_url, redis_url, redis_client):
     truncate(postgres_url)
     svc = make_app(database_url=postgres_url, redis_url=redis_url).extensions["gateway"]
