@@ -10,7 +10,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from gateway.platform import logs
 from gateway.platform.config import Settings
 from gateway.usecases import credly_token, issuer
-from gateway.usecases.services import Services
+from gateway.usecases.services import Services, check_policy_covers_certifications
 
 log = logging.getLogger("gateway")
 
@@ -41,6 +41,8 @@ def create_app(
     app.extensions["gateway"] = svc
     if svc.db.is_sqlite and migrate:
         svc.db.upgrade()
+    if migrate:  # not for the `db` commands, which may be what brings the schema
+        check_policy_covers_certifications(svc)
     svc.keys  # noqa: B018 - read (or created, at first start) now, not at the first signature
     if settings.issuer_logo and issuer.logo_file(settings, app.instance_path) is None:
         log.warning(

@@ -175,7 +175,8 @@ class Settings:
             "POLICY_FILE",
             "the packaged `gateway/rules/policy.toml`",
             "the credential policy table (codes, names, points per cycle, current eligibility "
-            "criteria id)",
+            "criteria id); it must keep every credential certifications hold, even one no longer "
+            "offered (checked at start)",
         ),
     )
     credly_api_base: str | None = field(

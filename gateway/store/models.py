@@ -84,7 +84,7 @@ class Certification(Base):
     __tablename__ = "certifications"
 
     certification_id: Mapped[str] = mapped_column(String(128), primary_key=True)
-    credential: Mapped[str] = mapped_column(String(32))
+    credential: Mapped[str] = mapped_column(String(32), index=True)  # the start check reads it
     member_id: Mapped[str] = mapped_column(ForeignKey("members.member_id"), index=True)
     status: Mapped[str] = mapped_column(String(16))
     standing: Mapped[dict] = mapped_column(JSONType)

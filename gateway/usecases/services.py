@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import redis
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 
 from connectors.credly import BadgeService, make_credly
 from connectors.directory import Directory, make_directory
@@ -18,6 +21,8 @@ from gateway.platform.config import ConfigError, Settings
 from gateway.platform.signing import SigningKeys
 from gateway.schemas.events import MAX_EVENTS
 from gateway.store.db import Database
+
+log = logging.getLogger("gateway")
 
 
 class Wakeup(Protocol):
@@ -120,3 +125,33 @@ def _policy(settings: Settings) -> rules.Policy:
             f"table (credentials: {', '.join(sorted(policy.credentials))})"
         )
     return policy
+
+
+#: The credential codes certifications hold, one index probe each (a loose index scan).
+_CREDENTIALS_IN_USE = text(
+    "WITH RECURSIVE used(code) AS ("
+    " SELECT min(credential) FROM certifications"
+    " UNION ALL SELECT (SELECT min(credential) FROM certifications WHERE credential > code)"
+    " FROM used WHERE code IS NOT NULL)"
+    " SELECT code FROM used WHERE code IS NOT NULL"
+)
+
+
+def check_policy_covers_certifications(svc: Services) -> None:
+    """Refuse to start with a policy table that lacks a credential certifications hold: their
+    standings could not be evaluated. Skipped while the database cannot say (down, or its schema
+    not made yet)."""
+    try:
+        with svc.db.engine.connect() as connection:
+            used = set(connection.scalars(_CREDENTIALS_IN_USE))
+    except SQLAlchemyError as exc:
+        log.info(
+            "the policy table is not checked against the certifications: %s", exc.__class__.__name__
+        )
+        return
+    missing = sorted(used - set(svc.policy.credentials))
+    if missing:
+        raise ConfigError(
+            f"POLICY_FILE: the credential policy table lacks {', '.join(missing)}, which "
+            "certifications hold; put it back (a credential no longer offered stays in the table)"
+        )

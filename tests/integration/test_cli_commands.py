@@ -1,10 +1,14 @@
 """The operators' commands: on the `gateway` script and on the app's `flask` command alike."""
 
 import json
+from pathlib import Path
 
 from click.testing import CliRunner
 
+from gateway import rules
+from gateway.bootstrap import create_app
 from gateway.cli import cli
+from gateway.platform.config import Settings
 from gateway.usecases import intake
 from tests.support.events import granted
 
@@ -56,3 +60,20 @@ def test_help_lists_the_commands_without_creating_anything(tmp_path, monkeypatch
         assert answer.exit_code in (0, 2), answer.output  # click exits 2 for a bare group
         assert "clients" in answer.output
     assert not (tmp_path / "instance").exists()
+
+
+def test_a_policy_table_without_a_credential_in_use_stops_every_command(tmp_path):
+    database = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    env = {"DATABASE_URL": database, "INSTANCE_PATH": str(tmp_path)}
+    svc = create_app(Settings.from_env(env)).extensions["gateway"]
+    assert intake.submit_event(svc, granted("2026-03-01")).status == 202  # an RMA
+    packaged = (Path(rules.__file__).parent / "policy.toml").read_text()
+    rma = packaged.index("[credentials.RMA]")
+    without_rma = tmp_path / "policy.toml"
+    without_rma.write_text(packaged[:rma] + packaged[packaged.index("[credentials.", rma + 1) :])
+    refused = CliRunner().invoke(
+        cli, ["jobs", "failed"], env={**env, "POLICY_FILE": str(without_rma)}
+    )
+    assert refused.exit_code == 1
+    assert refused.output.startswith("Error: POLICY_FILE: the credential policy table lacks RMA,")
+    assert CliRunner().invoke(cli, ["jobs", "failed"], env=env).exit_code == 0
