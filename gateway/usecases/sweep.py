@@ -35,6 +35,8 @@ class Scope:
         query = select(Certification.certification_id)
         if not self.full:
             query = query.where(Certification.next_change_on <= self.as_of)
+        if not self.dry_run:  # a standing recorded for a later day is never taken back
+            query = query.where(Certification.evaluated_on <= self.as_of)
         if self.first_id is not None:
             query = query.where(Certification.certification_id >= self.first_id)
         if self.last_id is not None:
@@ -138,6 +140,8 @@ def _revisit_batch(svc: Services, session: Session, summary: Summary, ids: list[
     histories = load_histories(svc.db, ids, session.connection())
     moved: list[tuple[str, rules.Standing, rules.Standing]] = []
     for cert_id, status, evaluated_on, next_change_on, stored_reasons in rows:
+        if evaluated_on > summary.scope.as_of and not summary.scope.dry_run:
+            continue  # recorded for a later day since the batch was chosen (an event today)
         history = histories.get(cert_id, [])
         try:
             after = rules.evaluate(history, summary.scope.as_of, svc.policy)

@@ -23,7 +23,7 @@ from jobs.cron import (
     run_daily_sweep,
 )
 from tests.support.database import truncate
-from tests.support.events import ccp, event, fee, granted
+from tests.support.events import ccp, event, fee, granted, revoked
 
 pytestmark = pytest.mark.on_day("2026-12-04")  # the day its fixed dates are written for
 
@@ -174,13 +174,27 @@ def test_a_full_sweep_before_a_grant_skips_that_certification(svc, database_url,
 
     before = stored()
     env = {"DATABASE_URL": database_url, "INSTANCE_PATH": str(tmp_path)}
-    for dry_run in ([], ["--dry-run"]):
+    # a dry run evaluates that day; a recording one leaves standings recorded for a later day
+    for dry_run, visited in (["--dry-run"], (1, 1, 0)), ([], (0, 0, 0)):
         args = ["sweep", "--as-of", "2026-02-01", "--full", "--json", *dry_run]
         result = CliRunner().invoke(cli, args, env=env)
         assert result.exit_code == 0, result.output
         summary = json.loads(result.stdout)
-        assert (summary["evaluated"], summary["not_yet_granted"], summary["changed"]) == (1, 1, 0)
+        assert (summary["evaluated"], summary["not_yet_granted"], summary["changed"]) == visited
     assert stored() == before
+
+
+def test_a_past_day_never_takes_back_a_standing_recorded_for_a_later_day(svc):
+    accept(svc, granted("2020-01-15"), received_on=date(2020, 1, 15))
+    accept(svc, revoked("2023-12-01"), received_on=date(2023, 12, 1))
+    assert status(svc) == "revoked"
+    summary = sweep(svc, Scope(as_of=date(2020, 6, 1), full=True))
+    assert (summary.evaluated, summary.changed) == (0, 0)
+    assert status(svc) == "revoked"
+    with svc.db.sessions() as session:
+        assert session.get(VerificationRecord, "CERT-1").status == "revoked"
+    caught_up = sweep(svc, Scope(as_of=date(2023, 12, 2), full=True))  # not evaluated since
+    assert caught_up.evaluated == 1 and status(svc) == "revoked"
 
 
 def test_a_future_day_is_a_dry_run_only_and_leaves_live_data_alone(svc, database_url, tmp_path):
