@@ -195,10 +195,12 @@ def _recipient(svc: Services, cert: _Recipient) -> BadgeRequest:
 
 
 def expiry(svc: Services, standing: dict[str, Any]) -> datetime | None:
-    """When the badge of `standing` expires: none, or with BADGE_EXPIRES its paid-through day."""
+    """When the badge of `standing` expires: none, or with BADGE_EXPIRES at the end of its
+    paid-through day (the last second, in TIME_ZONE: Credly shows that day)."""
     if not svc.settings.badge_expires:
         return None
-    return _midnight(svc, date.fromisoformat(standing["fees"]["paid_through"]))
+    last_day = date.fromisoformat(standing["fees"]["paid_through"])
+    return datetime.combine(last_day, time(23, 59, 59), ZoneInfo(svc.settings.time_zone))
 
 
 def renews(badge: CredlyBadge, expires_at: datetime | None) -> bool:

@@ -61,7 +61,7 @@ def sync(svc: Services, item: ClaimedItem) -> None:
         else:
             svc.db.execute(connection, _CREATE, {**values, **key})
         # The Open Badges credentials' status bits change with the record, in one transaction.
-        status_lists.follow_standing(connection, item.certification_id, status)
+        status_lists.follow_standing(connection, item.certification_id, standing)
         deliveries.fan_out(
             svc, connection, item.certification_id, before, after, request_id=item.request_id
         )

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import re
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from gateway.platform.config import Settings
@@ -23,6 +24,9 @@ from gateway.usecases.issuer import issuer
 from gateway.usecases.status_lists import LIST_SIZE, StatusEntry
 
 MEDIA_TYPE = "application/vc+jwt"
+#: The JOSE `typ` of a credential: Open Badges 3.0 allows only "JWT" (its JWT proof format).
+CREDENTIAL_TYP = "JWT"
+#: The JOSE `typ` of a status list credential (VC-JOSE-COSE).
 TYP = "vc+jwt"
 VC_CONTEXT = "https://www.w3.org/ns/credentials/v2"
 OB_CONTEXT = "https://purl.imsglobal.org/spec/ob/v3p0/context-3.0.3.json"
@@ -114,9 +118,10 @@ def credential(
     issuer = issuer_profile(settings, base)
     valid_from = _midnight(date.fromisoformat(standing["certified_on"]))
     paid_through = standing["fees"]["paid_through"]
-    # Like the Credly badge: an expiry only when BADGE_EXPIRES asks for one (then paid_through).
+    # Like the Credly badge: an expiry only when BADGE_EXPIRES asks for one, at the end of the
+    # paid-through day (the register says active all that day, UTC).
     valid_until = (
-        _midnight(date.fromisoformat(paid_through))
+        _midnight(date.fromisoformat(paid_through) + timedelta(days=1)) - timedelta(seconds=1)
         if settings.badge_expires and paid_through
         else None
     )
@@ -134,6 +139,9 @@ def credential(
         },
     }
     list_url = status_list_url(base, entry.list_id, CREDENTIAL_PURPOSE)
+    # The subject's id, which the JWT's `sub` repeats: a URN of this credential's own, so that it
+    # names the member to no one (the identity hash does, to whoever knows the address).
+    subject_id = f"urn:uuid:{uuid.uuid5(uuid.UUID(entry.credential_id), 'credentialSubject')}"
     payload: dict[str, Any] = {
         "@context": [VC_CONTEXT, OB_CONTEXT],
         "id": f"urn:uuid:{entry.credential_id}",
@@ -144,6 +152,7 @@ def credential(
         "validFrom": _stamp(valid_from),
         "awardedDate": _stamp(valid_from),
         "credentialSubject": {
+            "id": subject_id,
             "type": ["AchievementSubject"],
             "identifier": [
                 {
@@ -165,6 +174,7 @@ def credential(
             "statusListCredential": list_url,
         },
         "iss": issuer["id"],
+        "sub": subject_id,
         "jti": f"urn:uuid:{entry.credential_id}",
         "nbf": int(valid_from.timestamp()),
         "iat": int(now.timestamp()),
@@ -241,10 +251,12 @@ def check(
             outcome.add(name, "Not checked: the signature does not hold.", "")
         return outcome
     claims = verified.claims
-    typ = verified.header.get("typ")
+    kinds = claims.get("type")
     outcome.add(
         "signature",
-        None if typ == TYP else f"Signed by us, but as {typ!r}, not a credential ({TYP}).",
+        None
+        if isinstance(kinds, list) and "OpenBadgeCredential" in kinds
+        else "Signed by us, but not an Open Badges credential.",
         f"Signed with our key {verified.header.get('kid')}.",
     )
     outcome.credential = _summary(claims)

@@ -14,8 +14,9 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, select, update
+from sqlalchemy import Connection, Date, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from gateway.rules import LAPSED, REVOKED
@@ -70,9 +71,15 @@ _AT = select(Entry.revoked, Entry.suspended).where(
 )
 _LISTS = select(func.max(Entry.list_id))
 #: Revoked: both bits, for good; lapsed: suspended; any other standing lifts a suspension
-#: (never a revocation, which keeps its credential suspended too). Rows already so are left alone.
+#: (never a revocation, which keeps its credential suspended too). The credential of a period
+#: before the current one stays suspended: that period ended in a lapse, and a recertification
+#: vouches for its own period only. Rows already so are left alone.
 _REVOKED = Entry.revoked | bindparam("revoke")
-_SUSPENDED = _REVOKED | bindparam("suspend")
+_SUSPENDED = (
+    _REVOKED
+    | bindparam("suspend")
+    | (Entry.period_start < bindparam("current_period", type_=Date()))
+)
 _FOLLOW = (
     update(Entry)
     .where(
@@ -120,14 +127,17 @@ def entry_for(connection: Connection, certification_id: str, period_start: date)
     raise RuntimeError(f"no free status list index after {_ALLOCATION_TRIES} tries")
 
 
-def follow_standing(connection: Connection, certification_id: str, status: str) -> None:
-    """Set the status bits of every credential of a certification from its stored status."""
+def follow_standing(
+    connection: Connection, certification_id: str, standing: dict[str, Any]
+) -> None:
+    """Set the status bits of every credential of a certification from its stored standing."""
     connection.execute(
         _FOLLOW,
         {
             "of_certification": certification_id,
-            "revoke": status == REVOKED,
-            "suspend": status == LAPSED,
+            "revoke": standing["status"] == REVOKED,
+            "suspend": standing["status"] == LAPSED,
+            "current_period": date.fromisoformat(standing["certified_on"]),
             "now": utcnow(),
         },
     )

@@ -148,7 +148,8 @@ def proof_page() -> ResponseReturnValue:
         issued = issue_receipt(number)
     except Problem:
         return verify_page()  # not on record: the lookup's own not-found card
-    live = f"{base_url(services().settings)}{url_for('pages.verify_page', certification_id=number)}"
+    base = base_url(services().settings)  # PUBLIC_BASE_URL: printed, so never the Host header's
+    live = f"{base}{url_for('pages.verify_page', certification_id=number)}"
     return (
         render_template(
             "receipt.html",
@@ -157,6 +158,8 @@ def proof_page() -> ResponseReturnValue:
             token=issued.token,
             live_url=live,
             qr=_qr_svg(live),
+            check_url=f"{base}{url_for('pages.receipt_check_page')}",
+            keys_url=f"{base}{url_for('keys.jwks')}",
         ),
         200,
         {"Cache-Control": "no-store"},

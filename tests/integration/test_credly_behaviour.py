@@ -136,7 +136,7 @@ def test_with_badge_expires_the_paid_through_day_and_without_a_public_url_id_evi
     svc = make_gateway(badge_expires=True).extensions["gateway"]
     grant(svc)
     [sent] = [c["body"] for c in calls(standin, "issue")]
-    assert sent["expires_at"] == "2027-03-31 00:00:00 +0000"  # paid through, in UTC
+    assert sent["expires_at"] == "2027-03-31 23:59:59 +0000"  # the end of the paid-through day
     assert [e["type"] for e in sent["evidence"]] == ["IdEvidence"]
 
 

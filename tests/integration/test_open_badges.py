@@ -9,7 +9,7 @@ import hashlib
 import json
 import time
 import tracemalloc
-from datetime import date
+from datetime import UTC, datetime
 from pathlib import Path
 
 import jsonschema
@@ -19,6 +19,7 @@ import pytest
 from gateway.platform import signing
 from gateway.schemas.credentials import MAX_CREDENTIAL_LENGTH
 from gateway.store.models import utcnow
+from gateway.usecases import intake
 from gateway.usecases.sweep import Scope, sweep
 from tests.support.database import truncate
 from tests.support.events import granted, recert, revoked
@@ -51,12 +52,22 @@ def fetch(client, reader, cert="CERT-1") -> str:
     return answer.get_data(as_text=True)
 
 
-def independently_verified(client, token: str) -> dict:
-    """The claims of `token`, checked by PyJWT against the served JWK set."""
-    keys = jwt.PyJWKSet.from_dict(client.get("/.well-known/jwks.json").get_json())
+def independently_verified(client, token: str, typ: str = "JWT") -> dict:
+    """The claims of `token`, checked by PyJWT with the key its `kid` names: a key URI is
+    dereferenced in the document it names (Open Badges 3.0), a bare one looked up in the JWK set."""
     header = jwt.get_unverified_header(token)
-    assert header["typ"] == "vc+jwt" and header["alg"] == "ES256"
-    key = next(k for k in keys.keys if k.key_id == header["kid"])
+    assert header["typ"] == typ and header["alg"] == "ES256"
+    if "#" in header["kid"]:
+        document = client.get(header["kid"].split("#")[0].removeprefix("http://localhost"))
+        [found] = [
+            method["publicKeyJwk"]
+            for method in document.get_json()["verificationMethod"]
+            if method["id"] == header["kid"]
+        ]
+        key = jwt.PyJWK.from_dict(found)
+    else:
+        keys = jwt.PyJWKSet.from_dict(client.get("/.well-known/jwks.json").get_json())
+        key = next(k for k in keys.keys if k.key_id == header["kid"])
     return jwt.decode(token, key.key, algorithms=["ES256"], options={"require": ["iss", "nbf"]})
 
 
@@ -69,7 +80,7 @@ def status_bits(client, credential: dict) -> dict[str, bool]:
     for purpose in ("revocation", "suspension"):
         answer = client.get(base.removeprefix("http://localhost") + f"/{purpose}")
         assert answer.status_code == 200 and answer.mimetype == "application/vc+jwt"
-        listed = independently_verified(client, answer.get_data(as_text=True))
+        listed = independently_verified(client, answer.get_data(as_text=True), typ="vc+jwt")
         subject = listed["credentialSubject"]
         assert subject["statusPurpose"] == purpose
         assert subject["encodedList"][0] == "u"  # multibase base64url
@@ -103,6 +114,7 @@ def test_a_credential_is_signed_schema_valid_and_verifies_against_the_served_key
     assert credential["iss"] == credential["issuer"]["id"] == "http://localhost/issuer"
     assert credential["jti"] == credential["id"]
     subject = credential["credentialSubject"]
+    assert credential["sub"] == subject["id"] and subject["id"].startswith("urn:uuid:")
     assert subject["licenseNumber"] == "CERT-1"
     assert subject["achievement"]["humanCode"] == "RMA"
     assert subject["achievement"]["achievementType"] == "Certification"
@@ -119,13 +131,14 @@ def test_a_credential_is_signed_schema_valid_and_verifies_against_the_served_key
 
     profile = client.get("/issuer").get_json()  # at the issuer's id URL, with its keys
     assert profile["id"] == credential["issuer"]["id"]
-    kids = [method["publicKeyJwk"]["kid"] for method in profile["verificationMethod"]]
-    assert jwt.get_unverified_header(token)["kid"] in kids
+    key_uris = [method["id"] for method in profile["verificationMethod"]]
+    assert jwt.get_unverified_header(token)["kid"] in key_uris  # dereferenceable, as OB 3.0 asks
     assert "d" not in profile["verificationMethod"][0]["publicKeyJwk"]
 
     again = independently_verified(client, fetch(client, reader))  # the same credential again
     assert (
         again["id"] == credential["id"]
+        and again["sub"] == credential["sub"]
         and again["credentialStatus"] == credential["credentialStatus"]
     )
     result = check(client, token)
@@ -178,6 +191,20 @@ def test_the_issuer_and_urls_come_from_public_base_url(database_url, make_app, t
     )
 
 
+def test_with_badge_expires_a_credential_is_valid_to_the_end_of_its_paid_through_day(
+    database_url, make_app, token_for
+):
+    app = make_app(database_url=database_url, jobs_synchronous=True, badge_expires=True)
+    record(app, granted("2026-03-01"))  # paid through 2027-03-31: the register's last active day
+    credential = independently_verified(app.test_client(), fetch(app.test_client(), _headers(app)))
+    assert credential["validUntil"] == "2027-03-31T23:59:59Z"
+    assert credential["exp"] == int(datetime(2027, 3, 31, 23, 59, 59, tzinfo=UTC).timestamp())
+
+
+def _headers(app) -> dict[str, str]:
+    return {"Authorization": f"Bearer {_token(app)}"}
+
+
 def _token(app) -> str:
     from tests.support.clients import fetch_token
 
@@ -206,11 +233,12 @@ def test_a_revocation_sets_the_revocation_bit_and_the_check_says_revoked(app, re
     assert failed(result) == {"status": "Revoked: the certification was revoked."}
 
 
-def test_a_lapse_suspends_the_credential_and_a_recertification_lifts_it(app, reader):
+def test_a_lapse_suspends_the_credential_and_a_recertification_issues_a_new_one(app, reader):
     client = app.test_client()
     svc = app.extensions["gateway"]
-    record(app, granted("2019-01-10"))  # lapsed today: no fees since
-    sweep(svc, Scope(as_of=date(2019, 6, 1), full=True))  # the standing as it was, in good standing
+    # recorded in 2019, in good standing; lapsed today (no fees since)
+    in_2019 = datetime(2019, 6, 1, 12, tzinfo=UTC)
+    assert intake.submit_event(svc, granted("2019-01-10"), received_at=in_2019).status == 202
     token = fetch(client, reader)
     credential = independently_verified(client, token)
     assert status_bits(client, credential) == {"revocation": False, "suspension": False}
@@ -220,9 +248,11 @@ def test_a_lapse_suspends_the_credential_and_a_recertification_lifts_it(app, rea
     assert failed(check(client, token)) == {"status": "Suspended: the certification has lapsed."}
 
     record(app, recert("exam", days_ago(1), exam_passed_on=days_ago(20)))
-    assert status_bits(client, credential) == {"revocation": False, "suspension": False}
-    assert check(client, token)["verified"] is True
+    # the old period ended in the lapse: its credential never vouches past it
+    assert status_bits(client, credential) == {"revocation": False, "suspension": True}
+    assert check(client, token)["verified"] is False
     fresh = independently_verified(client, fetch(client, reader))  # the new period's own
+    assert status_bits(client, fresh) == {"revocation": False, "suspension": False}
     assert fresh["id"] != credential["id"]
     assert fresh["validFrom"] == f"{days_ago(1)}T00:00:00Z"
     assert (
@@ -254,8 +284,10 @@ def test_a_tampered_or_foreign_credential_is_refused(app, reader):
     stranger = signing.SigningKeys([signing.new_key()])  # a well-formed credential, not ours
     claims = independently_verified(client, token)
     assert check(client, stranger.sign(claims, typ="vc+jwt"))["verified"] is False
-    receipt = app.extensions["gateway"].keys.sign(claims, typ="JWT")  # ours, but not a credential
-    assert "signature" in failed(check(client, receipt))
+    receipt = app.extensions["gateway"].keys.sign({**claims, "type": ["Receipt"]}, typ="JWT")
+    assert failed(check(client, receipt))["signature"] == (
+        "Signed by us, but not an Open Badges credential."
+    )
     assert check(client, "not a token")["verified"] is False
 
     page = client.post("/verify/credential", data={"credential": tampered})
@@ -313,7 +345,8 @@ def test_a_rotation_keeps_earlier_credentials_verifiable(database_url, make_app,
     assert independently_verified(client, old)["credentialSubject"]["licenseNumber"] == "CERT-1"
     assert check(client, old)["verified"] is True
     new = fetch(client, reader)
-    assert jwt.get_unverified_header(new)["kid"] == new_kid != jwt.get_unverified_header(old)["kid"]
+    new_uri, old_uri = (jwt.get_unverified_header(token)["kid"] for token in (new, old))
+    assert new_uri == f"http://localhost/issuer#{new_kid}" != old_uri
     assert check(client, new)["verified"] is True
 
 
@@ -323,6 +356,7 @@ def test_status_lists_are_cached_by_etag_and_unknown_lists_are_not_found(app, re
     fetch(client, reader)
     first = client.get("/credentials/status/0/revocation")
     assert first.headers["Cache-Control"] == "public, max-age=60"
+    assert first.headers["ETag"].startswith('W/"')  # the same list; each process signs its own
     again = client.get(
         "/credentials/status/0/revocation", headers={"If-None-Match": first.headers["ETag"]}
     )

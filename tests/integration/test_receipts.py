@@ -242,9 +242,11 @@ def test_the_check_page_without_a_receipt_is_the_form(client):
 
 
 def test_the_proof_page_issues_a_recorded_receipt_with_a_qr_code_of_the_live_check(app, client):
-    page = client.get("/verify/proof?certification_id=ACTIVE-1")
+    page = client.get("/verify/proof?certification_id=ACTIVE-1", headers={"Host": "evil.example"})
     assert page.status_code == 200
     html = page.get_data(as_text=True)
+    assert "evil.example" not in html  # a printed page names PUBLIC_BASE_URL only
+    assert f"{BASE}/verify/receipt" in html and f"{BASE}/.well-known/jwks.json" in html
     with app.extensions["gateway"].db.sessions() as session:
         [row] = session.scalars(select(Receipt)).all()
     assert row.jti in html and row.client_address == "127.0.0.1"

@@ -73,7 +73,8 @@ def get_credential(certification_id: str) -> ResponseReturnValue:
     payload = openbadges.credential(
         svc.settings, svc.policy, base_url(services().settings), holder, entry, utcnow()
     )
-    response = Response(svc.keys.sign(payload, typ=openbadges.TYP), mimetype=openbadges.MEDIA_TYPE)
+    token = svc.keys.sign(payload, typ=openbadges.CREDENTIAL_TYP, key_document=payload["iss"])
+    response = Response(token, mimetype=openbadges.MEDIA_TYPE)
     response.cache_control.no_store = True  # it carries the member's identity hash
     return response
 
@@ -83,7 +84,7 @@ def get_credential(certification_id: str) -> ResponseReturnValue:
     "A Bitstring Status List credential (VC-JWT)",
     tags=["credentials"],
     description="A `BitstringStatusListCredential` of 131,072 entries, GZIP-compressed and "
-    "base64url-encoded (multibase `u`), signed like the credentials. Strong `ETag`, cacheable "
+    "base64url-encoded (multibase `u`), signed like the credentials. Weak `ETag`, cacheable "
     "for a minute.",
     parameters=[{"in": "header", "name": "If-None-Match", "schema": {"type": "string"}}],
     responses={
@@ -110,7 +111,9 @@ def status_list(list_id: int, purpose: str) -> ResponseReturnValue:
         payload = openbadges.status_list_credential(base, list_id, purpose, encoded, utcnow())
         cached = _signed[(list_id, purpose)] = (etag, svc.keys.sign(payload, typ=openbadges.TYP))
     response = Response(cached[1], mimetype=openbadges.MEDIA_TYPE)
-    response.set_etag(etag)
+    # Weak: every process signs its own copy (ECDSA signatures differ), so equal ETags promise
+    # the same list, not the same bytes.
+    response.set_etag(etag, weak=True)
     response.cache_control.public = True
     response.cache_control.max_age = openbadges.STATUS_LIST_SECONDS
     return response.make_conditional(request)
