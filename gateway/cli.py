@@ -397,10 +397,6 @@ def sweep_command(
     as_json: bool,
 ) -> None:
     """Re-evaluate certifications whose standing changes today, and queue what that calls for."""
-    if from_id is not None and to_id is not None and from_id > to_id:
-        raise click.BadParameter(
-            f"{to_id!r} comes before --from-id {from_id!r}", param_hint="--to-id"
-        )
     if batch_size < 1:
         raise click.BadParameter("must be at least 1", param_hint="--batch-size")
     svc = services()

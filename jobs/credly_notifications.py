@@ -83,7 +83,7 @@ def _reported(svc: Services, event: dict[str, Any]) -> CredlyBadge | None:
     given = event.get("badge")
     if isinstance(given, dict) and given.get("id") and given.get("state"):
         return CredlyBadge.from_json(given)
-    badge_id = given.get("id") if isinstance(given, dict) else given or event.get("badge_id")
+    badge_id = (given.get("id") if isinstance(given, dict) else given) or event.get("badge_id")
     if not isinstance(badge_id, str | int) or isinstance(badge_id, bool) or not str(badge_id):
         return None
     try:

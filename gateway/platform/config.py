@@ -612,7 +612,7 @@ class Settings:
             job_concurrency=_int(env, "JOB_CONCURRENCY", cls.job_concurrency),
             relay_interval_seconds=_int(env, "RELAY_INTERVAL_SECONDS", cls.relay_interval_seconds),
             worker_metrics_port=_int(env, "WORKER_METRICS_PORT", cls.worker_metrics_port),
-            log_level=(env.get("LOG_LEVEL") or cls.log_level).upper(),
+            log_level=_log_level(env.get("LOG_LEVEL") or cls.log_level),
             credly_webhook_rate_limit=(
                 env.get("CREDLY_WEBHOOK_RATE_LIMIT") or cls.credly_webhook_rate_limit
             ),
@@ -743,7 +743,7 @@ _LEAST = {
     "credly_pause_seconds": 1,
     "web_workers": 1,
     "web_threads": 1,
-    "web_timeout": 1,
+    "web_timeout": 0,  # 0: gunicorn's "no timeout"
     "token_expires_in": 1,
     "job_retry_base_seconds": 1,
     "job_timeout_seconds": 1,
@@ -758,11 +758,17 @@ _LEAST = {
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
+def _log_level(raw: str) -> str:
+    """The level in Python's own spelling (WARN, as Python and gunicorn take it, is WARNING)."""
+    level = raw.strip().upper()
+    return "WARNING" if level == "WARN" else level
+
+
 def _check_url(name: str, url: str | None, schemes: tuple[str, ...]) -> None:
     """Refuse a URL whose scheme (driver aside, as in postgresql+psycopg) is not one of these."""
     if url is None:
         return
-    scheme = urlsplit(url).scheme.partition("+")[0] if "://" in url else ""
+    scheme = urlsplit(url).scheme.partition("+")[0]
     if scheme not in schemes:
         allowed = ", ".join(f"{s}://" for s in schemes)
         raise ConfigError(f"{name} must be a URL starting {allowed}, got {_redact(url)!r}")

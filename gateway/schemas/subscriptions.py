@@ -59,7 +59,7 @@ class SubscriptionCreateSchema(CertificationIdsSchema):
     notice_days = fields.Integer(
         load_default=DEFAULT_NOTICE_DAYS,
         validate=validate.Range(min=1, max=MAX_NOTICE_DAYS),
-        metadata={"description": "How many days ahead (with advance_notice)."},
+        metadata={"description": "How many days ahead; only with advance_notice: true."},
     )
 
     @validates_schema(pass_original=True)

@@ -1,9 +1,10 @@
 """Open Badges 3.0 credentials: what a member's credential and the status lists say, and a check
 of a credential someone hands us.
 
-A credential is an `OpenBadgeCredential` secured as a VC-JWT: a compact JWS (ES256, `typ`
-`vc+jwt`) whose payload is the credential itself plus the JWT claims Open Badges asks for (`iss`,
-`jti`, `nbf`, `exp`). Its `credentialStatus` is a Bitstring Status List entry; see
+A credential is an `OpenBadgeCredential` in Open Badges 3.0's JWT proof format: a compact JWS
+(ES256, `typ` `JWT`, `kid` the key's URI in the issuer profile) whose payload is the credential
+itself plus the JWT claims Open Badges asks for (`iss`, `sub`, `jti`, `nbf`, `exp`). Status lists
+are VC-JWTs (`typ` `vc+jwt`). Its `credentialStatus` is a Bitstring Status List entry; see
 `gateway.usecases.status_lists` for the bits.
 """
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 
 from sqlalchemy import func, select
@@ -156,7 +156,12 @@ def _revisit_batch(svc: Services, session: Session, summary: Summary, ids: list[
         if not same_status:
             summary.changed += 1
             summary.transitions[f"{status}->{after.status}"] += 1
-        moved.append((cert_id, rules.evaluate(history, evaluated_on, svc.policy), after))
+        before = rules.evaluate(history, evaluated_on, svc.policy)
+        if before.status != status:
+            # A rule reads the history otherwise since it was recorded (an upgrade): the jobs
+            # acted on the recorded status, so the change is from that one.
+            before = replace(before, status=status)
+        moved.append((cert_id, before, after))
     if summary.scope.dry_run:
         for _, before, after in moved:
             acts = rules.actions(before, after, badge_expires=svc.settings.badge_expires)

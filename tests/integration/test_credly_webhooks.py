@@ -265,8 +265,13 @@ def test_a_replaced_badge_whose_successor_its_earner_deleted_is_deleted_not_forg
 @responses.activate
 @pytest.mark.parametrize(
     "named",
-    [{"badge": "b-1"}, {"badge": {"id": "b-1"}}, {"badge_id": "b-1"}],
-    ids=["badge-id", "badge-without-state", "badge_id"],
+    [
+        {"badge": "b-1"},
+        {"badge": {"id": "b-1"}},
+        {"badge_id": "b-1"},
+        {"badge": {"state": "accepted"}, "badge_id": "b-1"},
+    ],
+    ids=["badge-id", "badge-without-state", "badge_id", "badge-without-id"],
 )
 def test_an_event_that_names_its_badge_without_its_state_reads_the_badge(app, svc, named):
     issue_badge(svc)

@@ -9,16 +9,20 @@ import hashlib
 import json
 import time
 import tracemalloc
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import jsonschema
 import jwt
 import pytest
+from click.testing import CliRunner
+from sqlalchemy import select
 
+from gateway.cli import cli
 from gateway.platform import signing
 from gateway.schemas.credentials import MAX_CREDENTIAL_LENGTH
-from gateway.store.models import utcnow
+from gateway.store.db import Database
+from gateway.store.models import Certification, CredentialStatusEntry, Member, utcnow
 from gateway.usecases import intake
 from gateway.usecases.sweep import Scope, sweep
 from tests.support.database import truncate
@@ -392,3 +396,40 @@ def test_the_status_list_of_100000_credentials_is_served_in_bounded_time_and_mem
         assert sum(bin(byte).count("1") for byte in raw) == 10_000
     finally:
         truncate(postgres_url)
+
+
+def test_the_upgrade_suspends_the_credentials_of_earlier_periods(database_url, tmp_path):
+    with Database(database_url).sessions.begin() as session:
+        session.add(Member(member_id="M-1", first_name="A", last_name="B", email="a@example.org"))
+        session.flush()
+        session.add(
+            Certification(
+                certification_id="CERT-1",
+                credential="RMA",
+                member_id="M-1",
+                status="active",
+                standing={"certified_on": "2026-12-01"},  # recertified: its current period
+                evaluated_on=date(2026, 12, 1),
+            )
+        )
+        session.flush()
+        for index, started in enumerate((date(2019, 1, 10), date(2026, 12, 1))):
+            session.add(
+                CredentialStatusEntry(
+                    certification_id="CERT-1",
+                    period_start=started,
+                    credential_id=f"00000000-0000-0000-0000-00000000000{index}",
+                    salt="s",
+                    list_id=0,
+                    status_index=index,
+                )
+            )
+    env = {"DATABASE_URL": database_url, "INSTANCE_PATH": str(tmp_path)}
+    for args in (["db", "downgrade", "0011"], ["db", "upgrade"]):  # as from the release before
+        assert CliRunner().invoke(cli, args, env=env).exit_code == 0
+    with Database(database_url).sessions() as session:
+        rows = session.scalars(select(CredentialStatusEntry).order_by(CredentialStatusEntry.id))
+        assert [(row.period_start, row.suspended) for row in rows] == [
+            (date(2019, 1, 10), True),
+            (date(2026, 12, 1), False),
+        ]

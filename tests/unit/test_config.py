@@ -148,6 +148,31 @@ def test_on_off_settings_take_the_usual_words(value, on):
     assert Settings.from_env({"BADGE_EXPIRES": value}).badge_expires is on
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "field", "read"),
+    [
+        ("LOG_LEVEL", " warn", "log_level", "WARNING"),
+        ("LOG_LEVEL", "info", "log_level", "INFO"),
+        ("WEB_TIMEOUT", "0", "web_timeout", 0),
+        ("REDIS_URL", "unix:/run/redis.sock", "redis_url", "unix:/run/redis.sock"),
+        (
+            "REDIS_URL",
+            "rediss://cache.internal:6380/0",
+            "redis_url",
+            "rediss://cache.internal:6380/0",
+        ),
+        (
+            "DATABASE_URL",
+            "postgresql+psycopg://db/gw",
+            "database_url",
+            "postgresql+psycopg://db/gw",
+        ),
+    ],
+)
+def test_usual_spellings_of_a_setting_are_taken(name, value, field, read):
+    assert getattr(Settings.from_env({name: value}), field) == read
+
+
 def test_a_bad_url_is_named_without_its_password():
     with pytest.raises(ConfigError, match="DATABASE_URL") as refused:
         Settings.from_env({"DATABASE_URL": "mysql://gateway:s3cret@db.internal/gateway"})

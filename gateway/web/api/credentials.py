@@ -46,7 +46,8 @@ VC_JWT = "application/vc+jwt"
     "The member's Open Badges 3.0 credential, signed (VC-JWT)",
     tags=["credentials"],
     description="An `OpenBadgeCredential` of the current certification period as a compact JWS "
-    "(ES256, `typ` `vc+jwt`) whose keys are at `/.well-known/jwks.json`, for the member portal to "
+    "in Open Badges 3.0's JWT format (ES256, `typ` `JWT`, `kid` the key's URI in the issuer "
+    "profile; the keys are also at `/.well-known/jwks.json`), for the member portal to "
     "hand to the member. The subject is a salted SHA-256 hash of the member's e-mail; "
     "`credentialStatus` names its place in a status list. Only for a certification that keeps "
     "its badge (active or inactive).",
