@@ -17,7 +17,7 @@ from typing import Any
 
 from joserfc import jws
 from joserfc.errors import JoseError
-from joserfc.jwk import ECKey, GuestProtocol, KeySet
+from joserfc.jwk import ECKey, KeySet
 
 ALGORITHM = "ES256"
 
@@ -68,19 +68,9 @@ class SigningKeys:
         """The `kid` of the key that signs."""
         return self.keys[0].kid
 
-    def sign(
-        self,
-        claims: Mapping[str, Any],
-        typ: str,
-        cty: str | None = None,
-        *,
-        key_document: str | None = None,
-    ) -> str:
-        """A compact JWS over `claims` (JSON), signed by the first key. Its `kid` is the key's
-        thumbprint, or with `key_document` the URI of the key in that document
-        (`{key_document}#{thumbprint}`), which a verifier can dereference."""
-        kid = f"{key_document}#{self.signing_kid}" if key_document else self.signing_kid
-        header = {"alg": ALGORITHM, "kid": kid, "typ": typ}
+    def sign(self, claims: Mapping[str, Any], typ: str, cty: str | None = None) -> str:
+        """A compact JWS over `claims` (JSON), signed by the first key."""
+        header = {"alg": ALGORITHM, "kid": self.signing_kid, "typ": typ}
         if cty:
             header["cty"] = cty
         payload = json.dumps(claims, separators=(",", ":"), ensure_ascii=False)
@@ -89,18 +79,13 @@ class SigningKeys:
     def verify(self, token: str) -> Verified:
         """Check `token`'s signature against every key of the set; its header and claims."""
         try:
-            found = jws.deserialize_compact(token.strip(), self._key_of, algorithms=[ALGORITHM])
+            found = jws.deserialize_compact(token.strip(), self._set, algorithms=[ALGORITHM])
             claims = json.loads(found.payload)
         except (JoseError, ValueError, TypeError) as exc:
             raise InvalidSignature(f"not a genuine signed token: {exc}") from exc
         if not isinstance(claims, dict):
             raise InvalidSignature("the signed payload is not a JSON object")
         return Verified(header=dict(found.headers()), claims=claims)
-
-    def _key_of(self, token: GuestProtocol) -> ECKey:
-        """The key a token names: by its thumbprint, alone or as the fragment of a key URI."""
-        kid = str(token.headers().get("kid") or "")
-        return self._set.get_by_kid(kid.rpartition("#")[2])
 
     def public_jwks(self) -> dict[str, Any]:
         """The public halves of every key, as a JWK set document."""

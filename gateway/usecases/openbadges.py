@@ -1,10 +1,9 @@
 """Open Badges 3.0 credentials: what a member's credential and the status lists say, and a check
 of a credential someone hands us.
 
-A credential is an `OpenBadgeCredential` in Open Badges 3.0's JWT proof format: a compact JWS
-(ES256, `typ` `JWT`, `kid` the key's URI in the issuer profile) whose payload is the credential
-itself plus the JWT claims Open Badges asks for (`iss`, `sub`, `jti`, `nbf`, `exp`). Status lists
-are VC-JWTs (`typ` `vc+jwt`). Its `credentialStatus` is a Bitstring Status List entry; see
+A credential is an `OpenBadgeCredential` secured as a VC-JWT: a compact JWS (ES256, `typ`
+`vc+jwt`) whose payload is the credential itself plus the JWT claims Open Badges asks for (`iss`,
+`sub`, `jti`, `nbf`, `exp`). Its `credentialStatus` is a Bitstring Status List entry; see
 `gateway.usecases.status_lists` for the bits.
 """
 
@@ -25,9 +24,6 @@ from gateway.usecases.issuer import issuer
 from gateway.usecases.status_lists import LIST_SIZE, StatusEntry
 
 MEDIA_TYPE = "application/vc+jwt"
-#: The JOSE `typ` of a credential: Open Badges 3.0 allows only "JWT" (its JWT proof format).
-CREDENTIAL_TYP = "JWT"
-#: The JOSE `typ` of a status list credential (VC-JOSE-COSE).
 TYP = "vc+jwt"
 VC_CONTEXT = "https://www.w3.org/ns/credentials/v2"
 OB_CONTEXT = "https://purl.imsglobal.org/spec/ob/v3p0/context-3.0.3.json"

@@ -46,8 +46,7 @@ VC_JWT = "application/vc+jwt"
     "The member's Open Badges 3.0 credential, signed (VC-JWT)",
     tags=["credentials"],
     description="An `OpenBadgeCredential` of the current certification period as a compact JWS "
-    "in Open Badges 3.0's JWT format (ES256, `typ` `JWT`, `kid` the key's URI in the issuer "
-    "profile; the keys are also at `/.well-known/jwks.json`), for the member portal to "
+    "(ES256, `typ` `vc+jwt`) whose keys are at `/.well-known/jwks.json`, for the member portal to "
     "hand to the member. The subject is a salted SHA-256 hash of the member's e-mail; "
     "`credentialStatus` names its place in a status list. Only for a certification that keeps "
     "its badge (active or inactive).",
@@ -74,8 +73,7 @@ def get_credential(certification_id: str) -> ResponseReturnValue:
     payload = openbadges.credential(
         svc.settings, svc.policy, base_url(services().settings), holder, entry, utcnow()
     )
-    token = svc.keys.sign(payload, typ=openbadges.CREDENTIAL_TYP, key_document=payload["iss"])
-    response = Response(token, mimetype=openbadges.MEDIA_TYPE)
+    response = Response(svc.keys.sign(payload, typ=openbadges.TYP), mimetype=openbadges.MEDIA_TYPE)
     response.cache_control.no_store = True  # it carries the member's identity hash
     return response
 
