@@ -13,6 +13,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from limits import parse_many
 
+from gateway.rules.periods import parse_day
+
 
 class ConfigError(ValueError):
     """A setting has a value the gateway cannot use."""
@@ -42,7 +44,7 @@ def _date(env: Mapping[str, str], name: str) -> date | None:
     if not raw:
         return None
     try:
-        return date.fromisoformat(raw)
+        return parse_day(raw)
     except ValueError as exc:
         raise ConfigError(f"{name} must be a date YYYY-MM-DD, got {raw!r}") from exc
 

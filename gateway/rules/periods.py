@@ -25,15 +25,29 @@ def first_membership_year(period_start: date) -> int:
 
 
 def add_years(day: date, years: int) -> date:
-    """`day` moved by whole years; 29 February becomes 28 February in a common year.
-
-    decision: "P + 3 years" and "10 years after the lapse" are this plain date arithmetic, so
-    2021-02-28 + 3 years is 2024-02-28, not the end of February 2024.
-    """
+    """`day` moved by whole years; 29 February becomes 28 February in a common year ("10 years
+    after the lapse", "3 years before the recertification")."""
     try:
         return day.replace(year=day.year + years)
     except ValueError:
         return day.replace(year=day.year + years, day=28)
+
+
+def month_end_after(day: date, years: int) -> date:
+    """The last day of `day`'s month `years` later.
+
+    decision: "P + 3 years" and "3 years after a cycle's end" move a month's last day to the same
+    month's last day, so 2021-02-28 + 3 years is 2024-02-29, the 2024 fee's due date.
+    """
+    return month_end(day.year + years, day.month)
+
+
+def parse_day(text: str) -> date:
+    """A day written YYYY-MM-DD, the only form clients send; ValueError for any other (Python
+    also reads 20250501 and 2025-W18-4)."""
+    if len(text) != 10 or not text.isascii() or text[4] != "-" or text[7] != "-":
+        raise ValueError(f"not a YYYY-MM-DD day: {text!r}")
+    return date.fromisoformat(text)
 
 
 def cycle_end(period_start: date, index: int, cycle_years: int) -> date:

@@ -33,6 +33,7 @@ from .periods import (
     cycle_start,
     first_membership_year,
     month_end,
+    month_end_after,
 )
 from .points import ZERO, json_number, plain
 from .policy import CredentialPolicy, Policy
@@ -263,7 +264,7 @@ def _assess(events: _History, as_of: date, policy: Policy) -> tuple[Standing, bo
         as_of=as_of,
         status=status,
         reasons=reasons,
-        fees=period.fees(at),
+        fees=period.fees(as_of),
         ccp=period.ccp(at, lapsed),
         recertification=Recertification(required=status == LAPSED, methods=methods),
         lapsed_on=period.lapse if status == LAPSED else None,
@@ -391,7 +392,7 @@ class _Period:
             shorts = (k for k, points in enumerate(self.earned) if points < required)
             self.first_short = next(shorts, last + 1)
             self.ccp_lapse = (
-                add_years(self._end(self.first_short), self.policy.ccp_lapse_years) + ONE_DAY
+                month_end_after(self._end(self.first_short), self.policy.ccp_lapse_years) + ONE_DAY
             )
 
     def _find_failed_audit(self, audits: list[AuditCompleted], as_of: date, first: bool) -> None:
@@ -437,7 +438,7 @@ class _Period:
 
     def _fee_grace_end(self, unpaid_year: int) -> date:
         """Last day before FEE-LAPSED when `unpaid_year` is the first unpaid membership year."""
-        return add_years(month_end(unpaid_year, self.start.month), self.policy.fee_lapse_years)
+        return month_end(unpaid_year + self.policy.fee_lapse_years, self.start.month)
 
     def _end(self, cycle: int) -> date:
         if cycle < len(self.cycle_ends):
@@ -490,7 +491,7 @@ class _Period:
         if self.first_short is not None:
             required = self.credential.points_per_cycle
             for cycle in range(self.first_short, cycle_index(self.start, at, policy.cycle_years)):
-                grace_end = add_years(self.cycle_ends[cycle], policy.ccp_lapse_years)
+                grace_end = month_end_after(self.cycle_ends[cycle], policy.ccp_lapse_years)
                 if self.earned[cycle] < required and at <= grace_end:
                     words, points = self._cycle_words(cycle)
                     found.append(Reason(ids.CCP_SHORT, f"{words} ended with {points}"))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, time
+from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Any
 
@@ -31,7 +31,7 @@ from gateway.rules import (
     json_number,
     to_points,
 )
-from gateway.rules.periods import EARLIEST_DAY, LATEST_DAY
+from gateway.rules.periods import EARLIEST_DAY, LATEST_DAY, parse_day
 
 MAX_EVENTS = 100  # in one `POST /v1/events/batch`
 #: The example event of the API documentation (and of the tests that send it).
@@ -53,8 +53,27 @@ EXAMPLE_EVENT: dict[str, Any] = {
 }
 _ID = validate.Length(min=1, max=128)
 _NAME = validate.Length(min=1, max=200)
+
+
+class Pattern(validate.Regexp):
+    """A regular expression the whole value must match (marshmallow's `Regexp` lets a `$` match
+    before a final newline). The pattern stays one the OpenAPI document can show."""
+
+    def __call__(self, value: str) -> str:
+        if self.regex.fullmatch(value) is None:
+            raise ValidationError(self._format_error(value))
+        return value
+
+
 # Text PostgreSQL can store: no NUL. (A lone surrogate never gets here: see gateway.web.security.)
-TEXT = validate.Regexp(r"^[^\x00]*$", error="Must not contain NUL characters.")
+TEXT = Pattern(r"^[^\x00]*$", error="Must not contain NUL characters.")
+
+
+def _not_blank(value: str) -> None:
+    if value.isspace():  # an empty one is too short
+        raise ValidationError("Must not be blank.")
+
+
 #: The days the rules compute with (see gateway.rules.periods); outside them a date is malformed.
 IN_RANGE = f"Must be from {EARLIEST_DAY.isoformat()} to {LATEST_DAY.isoformat()}."
 DAYS = validate.Range(min=EARLIEST_DAY, max=LATEST_DAY, error=IN_RANGE)
@@ -65,9 +84,21 @@ _MOMENTS = validate.Range(
 )
 
 
+class Day(fields.Date):
+    """A day written YYYY-MM-DD (not the other forms Python reads, such as 20250501)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> date:
+        if not isinstance(value, str):
+            raise self.make_error("invalid", input=value, obj_type=self.OBJ_TYPE)
+        try:
+            return parse_day(value)
+        except ValueError as exc:
+            raise self.make_error("invalid", input=value, obj_type=self.OBJ_TYPE) from exc
+
+
 def _day(**kwargs: Any) -> fields.Date:
     """A date field taking only the days the rules compute with."""
-    return fields.Date(validate=DAYS, **kwargs)
+    return Day(validate=DAYS, **kwargs)
 
 
 def _hundredths(points: Decimal) -> None:
@@ -86,6 +117,11 @@ class Points(fields.Decimal):
             metadata={"multipleOf": 0.01},
             **kwargs,
         )
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int | float | Decimal):  # a number
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
 
     def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> Any:
         # Only the OpenAPI document serializes with it (its limits): as JSON numbers.
@@ -107,8 +143,8 @@ class MemberSchema(_Strict):
     """The member a certification belongs to."""
 
     member_id = fields.String(required=True, validate=[_ID, TEXT])
-    first_name = fields.String(required=True, validate=[_NAME, TEXT])
-    last_name = fields.String(required=True, validate=[_NAME, TEXT])
+    first_name = fields.String(required=True, validate=[_NAME, TEXT, _not_blank])
+    last_name = fields.String(required=True, validate=[_NAME, TEXT, _not_blank])
     email = fields.Email(required=True, validate=validate.Length(max=320))
 
     @post_load
@@ -190,8 +226,8 @@ class RevokedData(_Strict):
 class MemberUpdatedData(_Strict):
     """`member.updated`: any of the member's name and e-mail."""
 
-    first_name = fields.String(load_default=None, validate=[_NAME, TEXT])
-    last_name = fields.String(load_default=None, validate=[_NAME, TEXT])
+    first_name = fields.String(load_default=None, validate=[_NAME, TEXT, _not_blank])
+    last_name = fields.String(load_default=None, validate=[_NAME, TEXT, _not_blank])
     email = fields.Email(load_default=None, validate=validate.Length(max=320))
 
     @validates_schema
@@ -219,9 +255,9 @@ class EnvelopeSchema(_Strict):
         validate=[
             _ID,
             # It ends the URL of GET /v1/events/{event_id}, where such parts would be rewritten.
-            validate.Regexp(
-                r"^(?!/|.*//|.*/$|(?:.*/)?\.\.?(?:/|$))[\x21-\x7e]+$",
-                error="Use printable ASCII, no spaces; no / at the start or end, no //, "
+            Pattern(
+                r"^(?!/|.*//|.*/$|(?:.*/)?\.\.?(?:/|$))[^\x00-\x1f\x7f-\x9f]+$",
+                error="No control characters; no / at the start or end, no //, "
                 "no . or .. between slashes.",
             ),
         ],
@@ -232,7 +268,7 @@ class EnvelopeSchema(_Strict):
         required=True,
         validate=[
             _ID,
-            validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", error="Use letters, digits, . _ -"),
+            Pattern(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", error="Use letters, digits, . _ -"),
         ],
     )
     data = fields.Dict(required=True)
@@ -302,5 +338,5 @@ class EventBatchSchema(_Strict):
     """`POST /v1/events/batch`: 1 to MAX_EVENTS events; each is checked as one event is."""
 
     events = fields.List(
-        fields.Raw(), required=True, validate=validate.Length(min=1, max=MAX_EVENTS)
+        fields.Raw(allow_none=True), required=True, validate=validate.Length(min=1, max=MAX_EVENTS)
     )

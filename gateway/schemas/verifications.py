@@ -6,6 +6,7 @@ from datetime import UTC, date, datetime
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
+from gateway.schemas.events import DAYS, Day
 from gateway.schemas.ids import certification_ids_field
 from gateway.schemas.responses import STANDING_STATUSES
 from gateway.store.models import utcnow
@@ -15,13 +16,14 @@ MAX_RECEIPTS_PAGE = 1000
 
 
 def _not_in_the_future(day: date) -> None:
+    DAYS(day)
     if day > utcnow().date():
         raise ValidationError("The day must not be after today (UTC): the future is not on record.")
 
 
 def on_field() -> fields.Date:
     """`on`: a past day (or today, UTC) to answer as the record stood then."""
-    return fields.Date(
+    return Day(
         load_default=None,
         validate=_not_in_the_future,
         metadata={"description": "Answer as the record stood on this day (YYYY-MM-DD)."},

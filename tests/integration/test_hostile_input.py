@@ -300,9 +300,16 @@ def test_an_event_type_that_is_not_a_string_is_422_not_500(client, token_for):
 
 @pytest.mark.parametrize(
     "points",
-    ["123456789012345678901234567890", "-123456789012345678901234567890", "1e-400", "1e400"],
+    [
+        "123456789012345678901234567890",
+        "-123456789012345678901234567890",
+        "1e-400",
+        "1e400",
+        '"12.5"',  # a number in a string
+        "true",
+    ],
 )
-def test_points_past_the_decimal_precision_are_422_naming_the_field(client, token_for, points):
+def test_points_not_a_json_number_in_precision_are_422_naming_the_field(client, token_for, points):
     event = {
         **EXAMPLE_EVENT,
         "event_id": f"ccp-{points}",
@@ -347,3 +354,57 @@ def test_a_url_or_header_over_the_limit_is_answered_as_every_operation_documents
     for operations in client.get("/openapi.json").get_json()["paths"].values():
         for operation in operations.values():
             assert {"414", "431"} <= operation["responses"].keys(), operation["summary"]
+
+
+def _event(**changes: object) -> dict:
+    return {**EXAMPLE_EVENT, **changes}
+
+
+@pytest.mark.parametrize("field", ["event_id", "certification_id"])
+def test_an_id_ending_in_a_newline_is_422_naming_it(client, token_for, field):
+    event = _event(**{field: f"{EXAMPLE_EVENT[field]}\n"})
+    for path in ("/v1/events", "/v1/events?via=flask"):
+        response = client.post(path, json=event, headers=token_for("events:write"))
+        assert response.status_code == 422, response.get_json()
+        assert [e["field"] for e in response.get_json()["errors"]] == [field]
+
+
+def test_an_event_id_may_hold_any_characters_but_control_ones(client, token_for):
+    headers = token_for("events:write certifications:read")
+    response = client.post("/v1/events", json=_event(event_id="évt 1/ü"), headers=headers)
+    assert response.status_code == 202, response.get_json()
+    assert response.headers["Location"] == "/v1/events/%C3%A9vt%201/%C3%BC"
+    assert client.get(response.headers["Location"], headers=headers).status_code == 200
+    refused = client.post("/v1/events", json=_event(event_id="evt\t1"), headers=headers)
+    assert [e["field"] for e in refused.get_json()["errors"]] == ["event_id"]
+
+
+@pytest.mark.parametrize("day", ["20250301", "2025-W09-6", "2025-060"])
+def test_a_day_written_otherwise_than_yyyy_mm_dd_is_refused_naming_it(client, token_for, day):
+    data = {**EXAMPLE_EVENT["data"], "certified_on": day}
+    headers = token_for("events:write certifications:read")
+    response = client.post("/v1/events", json=_event(data=data), headers=headers)
+    assert response.status_code == 422
+    assert [e["field"] for e in response.get_json()["errors"]] == ["data.certified_on"]
+    assert client.post("/v1/events", json=EXAMPLE_EVENT, headers=headers).status_code == 202
+    as_of = client.get(f"/v1/certifications/{CERT}?as_of={day}", headers=headers)
+    assert as_of.status_code == 400
+    assert [e["field"] for e in as_of.get_json()["errors"]] == ["as_of"]
+
+
+@pytest.mark.parametrize("name", ["", "   ", "\t\n"])
+def test_a_blank_name_is_422_naming_it(client, token_for, name):
+    member = {**EXAMPLE_EVENT["data"]["member"], "last_name": name}
+    event = _event(data={**EXAMPLE_EVENT["data"], "member": member})
+    response = client.post("/v1/events", json=event, headers=token_for("events:write"))
+    assert response.status_code == 422
+    assert [e["field"] for e in response.get_json()["errors"]] == ["data.member.last_name"]
+
+
+def test_a_null_in_a_batch_is_that_item_refused_not_the_batch(client, token_for):
+    body = {"events": [EXAMPLE_EVENT, None]}
+    response = client.post("/v1/events/batch", json=body, headers=token_for("events:write"))
+    assert response.status_code == 200, response.get_json()
+    first, second = response.get_json()["results"]
+    assert first["status"] == 202
+    assert second["status"] == 422 and second["body"]["errors"][0]["field"] == "body"

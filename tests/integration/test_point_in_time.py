@@ -87,7 +87,9 @@ def test_an_unknown_number_is_a_plain_404(client, employer):
     assert "NOPE-1 is on record" in response.get_json()["detail"]
 
 
-@pytest.mark.parametrize("day", ["tomorrow", "2026-02-30", "yesterday-ish", ""])
+@pytest.mark.parametrize(
+    "day", ["tomorrow", "2026-02-30", "yesterday-ish", "", "20200601", "2020-W23-1", "1800-01-01"]
+)
 def test_a_future_or_malformed_day_is_refused_naming_on(client, employer, day):
     if day == "tomorrow":
         day = (utcnow().date() + timedelta(days=1)).isoformat()

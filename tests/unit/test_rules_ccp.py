@@ -197,6 +197,14 @@ def test_ccp_lapsed_day_after_cycle_end_plus_3_years():
     )
 
 
+def test_ccp_lapsed_three_years_after_a_february_cycle_end_counts_to_the_end_of_february():
+    # A cycle ending 2021-02-28 is short until the end of February 2024 (the 29th), as one
+    # ending in March is until the end of March.
+    history = [granted(date(2018, 2, 15)), *fees(2019, 2025, 2)]
+    assert reasons(history, date(2024, 2, 29)) == ["CCP-SHORT"]
+    assert standing(history, date(2024, 3, 1)).lapsed_on == date(2024, 3, 1)
+
+
 def test_ccp_lapsed_lists_next_short_cycle_too():
     history = [*paid_up(), activity(date(2017, 1, 1), 10)]
     assert reasons(history, date(2021, 7, 1)) == ["CCP-LAPSED", "CCP-SHORT"]

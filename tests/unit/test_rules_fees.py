@@ -109,11 +109,19 @@ def test_fee_due_leap_day_certification_anniversary_month_ends_on_28_or_29():
     assert reasons(paid, date(2024, 3, 1)) == ["FEE-OVERDUE"]
 
 
-def test_fee_lapsed_three_years_after_28_february_before_a_leap_year():
-    # decision: P + 3 years is plain date arithmetic, so 2021-02-28 + 3 years = 2024-02-28.
+def test_fee_lapsed_the_day_after_the_end_of_february_three_years_on_in_a_leap_year():
+    # decision: P + 3 years is the same month's last day, so 2021-02-28 + 3 years = 2024-02-29,
+    # the 2024 fee's due day; a February anniversary lapses as a March one does, the day after.
     history = [granted(date(2020, 2, 29)), activity(date(2020, 3, 1), 30)]
-    assert standing(history, date(2024, 2, 28)).status == "inactive"
-    assert standing(history, date(2024, 2, 29)).lapsed_on == date(2024, 2, 29)
+    assert standing(history, date(2024, 2, 29)).status == "inactive"
+    assert standing(history, date(2024, 3, 1)).lapsed_on == date(2024, 3, 1)
+
+
+def test_fee_lapsed_unpaid_years_keep_counting_after_the_lapse():
+    history = [granted(GRANDFATHERED)]  # paid through 2006-06-30, lapsed on 2009-07-01
+    assert standing(history, date(2009, 7, 1)).fees.unpaid_years == 4
+    later = standing(history, date(2020, 7, 1))
+    assert (later.status, later.fees.unpaid_years, later.fees.next_due) == ("lapsed", 15, "2006-06")
 
 
 def test_fee_due_certified_on_31_january():

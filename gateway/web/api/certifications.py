@@ -9,7 +9,7 @@ from flask.typing import ResponseReturnValue
 from marshmallow import ValidationError
 
 from gateway import rules
-from gateway.rules.periods import EARLIEST_DAY, LATEST_DAY
+from gateway.rules.periods import EARLIEST_DAY, LATEST_DAY, parse_day
 from gateway.schemas import responses as r
 from gateway.schemas.events import DAYS, IN_RANGE
 from gateway.store import models
@@ -28,7 +28,7 @@ def _as_of() -> date:
     if raw is None:
         return models.utcnow().date()
     try:
-        as_of = date.fromisoformat(raw)
+        as_of = parse_day(raw)
     except ValueError as exc:
         raise Problem(
             400,
