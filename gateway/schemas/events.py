@@ -27,6 +27,7 @@ from gateway.rules import (
     MemberUpdated,
     Recertified,
     Revoked,
+    ids,
     in_hundredths,
     json_number,
     to_points,
@@ -133,8 +134,23 @@ class _Strict(Schema):
         unknown = RAISE
 
 
-def _required(*names: str, when: str, data: dict[str, Any]) -> None:
-    missing = {name: [f"Required when {when}."] for name in names if data.get(name) is None}
+class RuleMessage(str):
+    """A field's message that a certification rule also states: its item names both."""
+
+    rule: str
+
+    def __new__(cls, text: str, rule: str) -> RuleMessage:
+        message = super().__new__(cls, text)
+        message.rule = rule
+        return message
+
+
+def _required(*names: str, when: str, rule: str, data: dict[str, Any]) -> None:
+    missing = {
+        name: [RuleMessage(f"Required when {when}.", rule)]
+        for name in names
+        if data.get(name) is None
+    }
     if missing:
         raise ValidationError(missing)
 
@@ -185,7 +201,11 @@ class CcpActivityData(_Strict):
     def employment_period(self, data: dict[str, Any], **_: Any) -> None:
         if data.get("category") == "employment":
             _required(
-                "employment_start", "employment_end", when="category is employment", data=data
+                "employment_start",
+                "employment_end",
+                when="category is employment",
+                rule=ids.CCP_EMPLOYMENT_2021,
+                data=data,
             )
 
 
@@ -211,9 +231,17 @@ class RecertifiedData(_Strict):
     @validates_schema
     def method_fields(self, data: dict[str, Any], **_: Any) -> None:
         if data.get("method") == "exam":
-            _required("exam_passed_on", when="method is exam", data=data)
+            _required(
+                "exam_passed_on", when="method is exam", rule=ids.RECERT_EXAM_RESULT, data=data
+            )
         elif data.get("method") == "ccp":
-            _required("ccp_points", "earliest_activity_on", when="method is ccp", data=data)
+            _required(
+                "ccp_points",
+                "earliest_activity_on",
+                when="method is ccp",
+                rule=ids.RECERT_CCP_POINTS,
+                data=data,
+            )
 
 
 class RevokedData(_Strict):
@@ -299,10 +327,16 @@ def field_errors(messages: Any, prefix: str = "") -> list[dict[str, str]]:
             out.extend(field_errors(value, name))
         return out
     if isinstance(messages, list) and all(isinstance(m, str) for m in messages):
-        return [{"field": prefix or "body", "message": m} for m in messages]
+        return [_item(prefix or "body", m) for m in messages]
     if isinstance(messages, list):
         return [e for m in messages for e in field_errors(m, prefix)]
     return [{"field": prefix or "body", "message": str(messages)}]
+
+
+def _item(field: str, message: str) -> dict[str, str]:
+    if isinstance(message, RuleMessage):
+        return {"field": field, "rule": message.rule, "message": str(message)}
+    return {"field": field, "message": message}
 
 
 # Loading does not change a schema, so one instance of each serves every request (building one

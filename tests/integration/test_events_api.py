@@ -313,6 +313,29 @@ def test_malformed_events_are_422_naming_the_field(post, body, field):
     assert field in [e["field"] for e in response.get_json()["errors"]]
 
 
+@pytest.mark.parametrize(
+    ("body", "fields", "rule"),
+    [
+        (recert("exam", "2021-01-01"), ["data.exam_passed_on"], "RECERT-EXAM-RESULT"),
+        (
+            recert("ccp", "2021-01-01"),
+            ["data.ccp_points", "data.earliest_activity_on"],
+            "RECERT-CCP-POINTS",
+        ),
+        (
+            ccp("A1", "2021-01-01", category="employment"),
+            ["data.employment_start", "data.employment_end"],
+            "CCP-EMPLOYMENT-2021",
+        ),
+    ],
+)
+def test_a_field_a_rule_requires_is_422_naming_the_field_and_the_rule(post, body, fields, rule):
+    response = post(body)
+    assert response.status_code == 422
+    errors = response.get_json()["errors"]
+    assert [(e["field"], e.get("rule")) for e in errors] == [(f, rule) for f in fields]
+
+
 def test_malformed_json_is_400(client, token_for):
     response = client.post(
         "/v1/events",
