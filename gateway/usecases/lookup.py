@@ -3,8 +3,6 @@ rules); a record as it stood on a past day is computed from the history with the
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -15,7 +13,7 @@ from sqlalchemy import bindparam, select
 from gateway import rules
 from gateway.store.db import Database
 from gateway.store.history import load_histories
-from gateway.store.models import VerificationRecord, utcnow
+from gateway.store.models import Certification, VerificationRecord, utcnow
 
 #: A point-in-time answer for a certification on record but not yet granted on the day asked.
 NOT_CERTIFIED = "not_certified"
@@ -47,20 +45,6 @@ class Verification:
             "verified_at": self.verified_at.isoformat(),
         }
 
-    @property
-    def etag(self) -> str:
-        """A validator of the record's content; the time of the check does not change it."""
-        content = (
-            self.certification_id,
-            self.name,
-            self.credential,
-            self.credential_name,
-            self.status,
-            self.certified_since.isoformat(),
-            self.valid_through.isoformat() if self.valid_through else None,
-        )
-        return hashlib.sha256(json.dumps(content).encode()).hexdigest()[:32]
-
 
 def check_time() -> datetime:
     """The time of a check: now, UTC, to the second."""
@@ -68,6 +52,7 @@ def check_time() -> datetime:
 
 
 _RECORDS = VerificationRecord.__table__
+_CERTIFICATIONS = Certification.__table__
 _COLUMNS = (
     _RECORDS.c.certification_id,
     _RECORDS.c.name,
@@ -78,17 +63,35 @@ _COLUMNS = (
     _RECORDS.c.valid_through,
 )
 
-_RECORDS_OF = select(*_COLUMNS).where(
-    _RECORDS.c.certification_id.in_(bindparam("certification_ids", expanding=True))
+# With each record, the first day its standing changes with no new event (the sweep's day).
+_RECORDS_OF = (
+    select(*_COLUMNS, _CERTIFICATIONS.c.next_change_on)
+    .select_from(_RECORDS)
+    .outerjoin(_CERTIFICATIONS, _CERTIFICATIONS.c.certification_id == _RECORDS.c.certification_id)
+    .where(_RECORDS.c.certification_id.in_(bindparam("certification_ids", expanding=True)))
 )
 
 
-def verify(db: Database, certification_ids: Sequence[str]) -> list[Verification | None]:
-    """The public record of each id, in the order given; None for an id not on record."""
+def verify(
+    db: Database, policy: rules.Policy, certification_ids: Sequence[str]
+) -> list[Verification | None]:
+    """The public record of each id, in the order given; None for an id not on record.
+
+    A record whose standing changes today or earlier with no event (a fee's grace ended at
+    midnight, say) is not yet what the daily sweep will make it: it is computed from the history
+    for today instead, so no answer says `active` past its day.
+    """
     verified_at = check_time()
+    today = verified_at.date()
     storable = [i for i in certification_ids if "\x00" not in i]  # others cannot be on record
     rows = db.read(_RECORDS_OF, {"certification_ids": storable}) if storable else []
-    found = {row[0]: Verification(*row, verified_at=verified_at) for row in rows}
+    found: dict[str, Verification | None] = {
+        row[0]: Verification(*row[:-1], verified_at=verified_at) for row in rows
+    }
+    due = [row[0] for row in rows if row[-1] is not None and row[-1] <= today]
+    for certification_id, fresh in zip(due, verify_on(db, policy, due, today), strict=True):
+        if isinstance(fresh, Verification):
+            found[certification_id] = fresh
     return [found.get(certification_id) for certification_id in certification_ids]
 
 

@@ -109,7 +109,7 @@ def verify_page() -> ResponseReturnValue:
     number = number.strip()
     if not number:
         return render_template("verify.html", number="", error="Enter a certification number."), 400
-    [found] = lookup.verify(services().db, [number])
+    [found] = lookup.verify(services().db, services().policy, [number])
     return render_template(
         "verify.html",
         number=number,
@@ -194,7 +194,7 @@ def receipt_check_page() -> ResponseReturnValue:
         said = _shown(verified.claims)
     except (InvalidSignature, KeyError, TypeError, ValueError):
         return render_template("receipt_check.html", token=token, genuine=False), 422
-    [now] = lookup.verify(services().db, [said.certification_id])
+    [now] = lookup.verify(services().db, services().policy, [said.certification_id])
     return render_template(
         "receipt_check.html",
         token=token,

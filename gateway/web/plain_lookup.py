@@ -18,7 +18,7 @@ from flask import Flask
 
 from gateway.usecases import lookup
 from gateway.web import plain
-from gateway.web.api.verifications import record_answer
+from gateway.web.api.verifications import answer_etag, record_answer
 from gateway.web.ratelimit import COUNT_ADDRESS, COUNTED
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ def answer(
         if environ[COUNTED][0] is not None:
             return None  # over the limit: Flask answers the 429
         svc = app.extensions["gateway"]
-        [found] = lookup.verify(svc.db, [match.group(1)])
+        [found] = lookup.verify(svc.db, svc.policy, [match.group(1)])
     except Exception:  # Flask does it again and answers the failure as it answers any
         return None
     if found is None:
@@ -55,7 +55,7 @@ def answer(
     answer = record_answer(found, svc.settings, base)
     body = f"{app.json.dumps(answer, separators=(',', ':'))}\n".encode()  # as jsonify writes it
     headers = (
-        ("ETag", f'W/"{found.etag}"'),  # weak: verified_at differs between equal answers
+        ("ETag", f'W/"{answer_etag(answer)}"'),  # weak: verified_at differs between equal answers
         ("Cache-Control", "public, no-cache"),  # caches may keep it, but revalidate each time
         ("X-Request-ID", request_id),
     )

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
 from sqlalchemy import update
 
+from gateway.platform import clock
 from gateway.store.models import Certification, VerificationRecord, utcnow
 from tests.support.events import event
+from tests.support.events import granted as event_granted
 from tests.support.verification import ANSWER_KEYS, days_ago, record, record_every_status
 
 pytestmark = pytest.mark.clock_sensitive  # its dates are relative to the gateway's today
@@ -227,3 +229,33 @@ def test_batch_needs_the_verifications_scope(client, token_for):
         headers=token_for("certifications:read"),
     )
     assert response.status_code == 403
+
+
+def test_past_the_day_a_standing_changes_the_answer_is_todays_before_the_sweep(
+    app, client, token_for
+):
+    """At 00:30 UTC the day after the paid-through day, the sweep has not run: the lookup must
+    not say active, valid through yesterday."""
+    [granted_answer] = record(app, event_granted(days_ago(30), cert="DUE-1"))
+    paid_through = date.fromisoformat(granted_answer.body["standing"]["fees"]["paid_through"])
+    assert client.get("/v1/verifications/DUE-1").get_json()["status"] == "active"
+    clock.set_now(datetime.combine(paid_through + timedelta(days=1), time(0, 30), UTC))
+    plain = client.get("/v1/verifications/DUE-1").get_json()
+    assert (plain["status"], plain["valid_through"]) == ("inactive", None)
+    [batched] = client.post(
+        "/v1/verifications/batch",
+        json={"certification_ids": ["DUE-1"]},
+        headers=token_for("verifications:read"),
+    ).get_json()["results"]
+    assert (batched["status"], batched["valid_through"]) == ("inactive", None)
+    page = client.get("/verify?certification_id=DUE-1").get_data(as_text=True)
+    assert "Inactive — not in good standing" in page and "Active" not in page
+
+
+def test_the_etag_changes_with_who_vouches(database_url, make_app, answers, client):
+    first = client.get("/v1/verifications/ACTIVE-1")
+    other = make_app(database_url=database_url, issuer_name="Another Body").test_client()
+    headers = {"If-None-Match": first.headers["ETag"]}
+    second = other.get("/v1/verifications/ACTIVE-1", headers=headers)
+    assert second.status_code == 200 and second.get_json()["issuer"]["name"] == "Another Body"
+    assert second.headers["ETag"] != first.headers["ETag"]
