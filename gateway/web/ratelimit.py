@@ -23,13 +23,13 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from gateway.platform import metrics
 from gateway.platform.config import Settings
-from gateway.schemas.verifications import MAX_BATCH
 from gateway.web.auth import require_oauth
 from gateway.web.problems import Problem
 
 log = logging.getLogger("gateway.web.ratelimit")
 
 LOOKUP_SCOPE = "verifications:read"
+BATCH = "verifications.batch_verifications"
 PREFIX = "gateway-ratelimit"
 REDIS_RETRY_SECONDS = 5  # while Redis is down, how often to try it again
 #: The app extension answering whether one more Credly notification may be checked.
@@ -37,6 +37,9 @@ CREDLY_CHECKS = "credly_webhook_checks"
 CHECKS_KEY = "credly-webhooks/checks"
 #: The app extension counting one anonymous lookup from an address: the limit refusing it, or None.
 COUNT_ADDRESS = "gateway.count_address_lookup"
+COUNT_BATCH = "gateway.count_batch_lookups"
+#: Requests of the limited blueprints that look nothing up: they use none of the allowance.
+NOT_LOOKUPS = frozenset({"verifications.list_receipts"})
 #: Where a request that was counted before it reached Flask (`gateway.web.plain_lookup`) carries
 #: the outcome: a one-tuple of the refusing limit, or of None.
 COUNTED = "gateway.lookup_counted"
@@ -108,13 +111,6 @@ def address_key(address: str | None) -> str:
     return f"lookups/address:{address}"
 
 
-def _lookup_cost() -> int:
-    """A batch costs one lookup per id it asks for (at most MAX_BATCH); anything else costs one."""
-    body = request.get_json(silent=True) if request.method == "POST" else None
-    ids = body.get("certification_ids") if isinstance(body, dict) else None
-    return min(max(len(ids), 1), MAX_BATCH) if isinstance(ids, list) else 1
-
-
 def init_app(
     app: Flask,
     settings: Settings,
@@ -141,7 +137,7 @@ def init_app(
         if refused is not None:
             raise TooManyLookups(detail, counter.retry_after(refused, key))
 
-    def limit_api() -> None:
+    def limit_api(cost: int = 1) -> None:
         client = lookup_client()
         if client:
             key, items, rate = f"lookups/client:{client}", authenticated, "this API client"
@@ -149,7 +145,7 @@ def init_app(
         else:
             key, items, rate = address_key(request.remote_addr), anonymous, "this address"
             setting = settings.verify_rate_limit
-        limit(key, items, _lookup_cost(), f"Too many lookups from {rate}: the limit is {setting}.")
+        limit(key, items, cost, f"Too many lookups from {rate}: the limit is {setting}.")
 
     def limit_page() -> None:
         # The bare form costs nothing; a number asked for, or a credential posted, costs one.
@@ -179,12 +175,16 @@ def init_app(
 
     app.extensions[CREDLY_CHECKS] = admit_check
     app.extensions[COUNT_ADDRESS] = lambda address: counter.hit(anonymous, address_key(address), 1)
+    app.extensions[COUNT_BATCH] = limit_api
     # On the app, not the blueprints: they are shared by every app built in this process.
     limited = {api.name: limit_api for api in apis} | {page.name: limit_page for page in pages}
     limited[webhooks.name] = limit_webhooks
 
     @app.before_request
     def limit_lookups() -> None:
+        # A batch is counted by its view, once its token and body are checked (an id a lookup).
+        if request.method == "OPTIONS" or request.endpoint in NOT_LOOKUPS | {BATCH}:
+            return
         check = limited.get(request.blueprint or "")
         if check is not None:
             check()

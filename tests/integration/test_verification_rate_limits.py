@@ -95,6 +95,22 @@ def test_a_batch_counts_each_id_and_shares_the_client_limit_with_single_lookups(
     assert statuses(client, 3, headers=headers) == [404, 404, 429]
 
 
+def test_requests_that_look_nothing_up_use_none_of_the_allowance(app, client):
+    headers = bearer(fetch_token(app, "verifications:read"))
+    ids = ["X-1", 2, "X-3", "X-4", "X-5", "X-6"]  # one id is not a string
+    address = {"REMOTE_ADDR": "192.0.2.1"}
+    batch = "/v1/verifications/batch"
+    assert (
+        client.post(batch, json={"certification_ids": ids[:1]}, environ_base=address).status_code
+        == 401
+    )
+    assert client.post(batch, json={"certification_ids": ids}, headers=headers).status_code == 422
+    assert client.options("/v1/verifications/ANY-1", environ_base=address).status_code == 200
+    assert client.get("/v1/receipts", headers=headers).status_code == 200
+    assert statuses(client, 3) == [404, 404, 429]  # the address's 2 a minute, whole
+    assert statuses(client, 6, headers=headers) == [404] * 5 + [429]  # the client's 5, whole
+
+
 def test_a_bad_token_is_refused_and_counted_against_the_address(client):
     bad = bearer("not-a-token")
     assert statuses(client, 2, headers=bad) == [401, 401]

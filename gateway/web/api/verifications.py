@@ -8,7 +8,7 @@ import json
 from datetime import date
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from gateway.platform.config import Settings
@@ -28,7 +28,7 @@ from gateway.web.auth import allow_scope, current_client_id, require_scope
 from gateway.web.context import services
 from gateway.web.observability import base_url
 from gateway.web.problems import Problem, loaded
-from gateway.web.ratelimit import LOOKUP_SCOPE
+from gateway.web.ratelimit import COUNT_BATCH, LOOKUP_SCOPE
 
 bp = Blueprint("verifications", __name__)
 
@@ -174,6 +174,7 @@ def batch_verifications() -> ResponseReturnValue:
     """
     body = loaded(BatchLookupSchema(), json_body(), "batch lookup")
     ids, on = body["certification_ids"], body["on"]
+    current_app.extensions[COUNT_BATCH](len(ids))
     svc = services()
     found = (
         lookup.verify(svc.db, svc.policy, ids)
