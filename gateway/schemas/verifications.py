@@ -112,7 +112,8 @@ class ReceiptSchema(Schema):
 
 
 class ReceiptQuerySchema(Schema):
-    """`?since=&limit=`: receipts issued at or after `since`, oldest first."""
+    """`?since=&limit=&after=`: receipts issued at or after `since`, oldest first, following the
+    receipt `after` names."""
 
     class Meta:
         unknown = RAISE
@@ -122,3 +123,8 @@ class ReceiptQuerySchema(Schema):
         metadata={"description": "An ISO 8601 time (UTC unless it has an offset) or a day."},
     )
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=MAX_RECEIPTS_PAGE))
+    after = fields.String(
+        load_default=None,
+        validate=validate.Length(min=1, max=40),
+        metadata={"description": "The last reference of a page: the next page follows it."},
+    )

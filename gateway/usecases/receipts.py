@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import and_, delete, or_, select
 
 from gateway.store.models import Receipt, utcnow
 from gateway.usecases.services import Services
@@ -65,12 +65,29 @@ def issue(
     return Issued(jti, claims, token)
 
 
-def list_owned(svc: Services, client_id: str, since: datetime | None, limit: int) -> list[Receipt]:
-    """The receipts issued to `client_id` at or after `since`, oldest first, at most `limit`."""
+class UnknownReceipt(LookupError):
+    """`after` names no receipt of this client."""
+
+
+def list_owned(
+    svc: Services, client_id: str, since: datetime | None, limit: int, after: str | None = None
+) -> list[Receipt]:
+    """The receipts issued to `client_id` at or after `since`, oldest first (those of one second
+    by reference), at most `limit`; with `after` (a reference of theirs), those that follow it."""
     query = select(Receipt).where(Receipt.client_id == client_id)
     if since is not None:
         query = query.where(Receipt.issued_at >= since)
     with svc.db.sessions() as session:
+        if after is not None:
+            last = session.get(Receipt, after)
+            if last is None or last.client_id != client_id:
+                raise UnknownReceipt(after)
+            query = query.where(
+                or_(
+                    Receipt.issued_at > last.issued_at,
+                    and_(Receipt.issued_at == last.issued_at, Receipt.jti > last.jti),
+                )
+            )
         return list(session.scalars(query.order_by(Receipt.issued_at, Receipt.jti).limit(limit)))
 
 

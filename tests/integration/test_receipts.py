@@ -136,6 +136,31 @@ def test_receipts_since_a_time_and_bad_queries(app, client, employer):
     assert client.get("/v1/receipts").status_code == 401
 
 
+def test_receipts_of_one_second_are_paged_through_with_after(app, client, employer):
+    _, headers = employer
+    _, other = employer_of(app, "Other HR")
+    issued = {
+        client.get(f"/v1/verifications/{n}/receipt", headers=headers).headers["Receipt-Reference"]
+        for n in ("ACTIVE-1", "LAPSED-1", "INACTIVE-1", "REVOKED-1", "ACTIVE-1")
+    }
+    with app.extensions["gateway"].db.transaction() as session:  # all in one second
+        session.execute(update(Receipt).values(issued_at=utcnow().replace(microsecond=0)))
+    seen: list[str] = []
+    query = "limit=2"
+    while True:
+        page = client.get(f"/v1/receipts?{query}", headers=headers).get_json()["receipts"]
+        seen += [r["reference"] for r in page]
+        if len(page) < 2:
+            break
+        query = f"limit=2&after={page[-1]['reference']}"
+    assert seen == sorted(issued)
+    foreign = client.get("/v1/receipts", headers=other)
+    assert foreign.status_code == 200 and foreign.get_json()["receipts"] == []
+    response = client.get(f"/v1/receipts?after={seen[0]}", headers=other)  # not theirs
+    assert response.status_code == 422
+    assert [e["field"] for e in response.get_json()["errors"]] == ["after"]
+
+
 def employer_of(app, name: str) -> tuple[str, dict[str, str]]:
     """(client id, headers) of a new API client `name` with `verifications:read`."""
     client_id, secret = register_client(app, "verifications:read", name)

@@ -248,7 +248,17 @@ def issue_receipt(certification_id: str, on: date | None = None) -> receipts.Iss
     errors=("Unprocessable", "TooManyRequests"),
 )
 def list_receipts() -> ResponseReturnValue:
-    """Your receipts issued at or after `?since=`, oldest first (`?limit=`, at most 1000)."""
+    """Your receipts issued at or after `?since=`, oldest first (`?limit=`, at most 1000); the
+    next page follows the last reference (`?after=`)."""
     query = loaded(ReceiptQuerySchema(), request.args.to_dict(), "query")
-    rows = receipts.list_owned(services(), current_client_id(), query["since"], query["limit"])
+    since, limit, after = query["since"], query["limit"], query["after"]
+    try:
+        rows = receipts.list_owned(services(), current_client_id(), since, limit, after)
+    except receipts.UnknownReceipt as exc:
+        raise Problem(
+            422,
+            "Unprocessable Content",
+            "after names no receipt of yours.",
+            errors=[{"field": "after", "message": "Not a reference of one of your receipts."}],
+        ) from exc
     return {"receipts": _receipts.dump(rows)}
