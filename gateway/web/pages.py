@@ -3,6 +3,7 @@ a printable proof of a check (a signed receipt), and the check of a receipt some
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import date, datetime
 from typing import Any
 
@@ -57,9 +58,18 @@ STATUS_EXPLAINED = {
 PAGE_NUMBER = {"type": "string", "pattern": r"[^\s\x1c-\x1f\x85]"}
 
 
+def asked_number() -> str:
+    """The certification number typed, trimmed; a control character (never part of a number,
+    and not for an HTML page) is shown as U+FFFD, so it matches no record."""
+    typed = request.args.get("certification_id", "").strip()
+    return "".join("\ufffd" if unicodedata.category(c) == "Cc" else c for c in typed)
+
+
 @bp.app_template_filter("long_date")
-def long_date(day: date) -> str:
-    """`2015-06-03` as `3 June 2015`."""
+def long_date(day: date | str) -> str:
+    """`2015-06-03` (a date, or its ISO text as a receipt's claim holds it) as `3 June 2015`."""
+    if isinstance(day, str):
+        day = date.fromisoformat(day)
     return f"{day.day} {day:%B %Y}"
 
 
@@ -103,10 +113,9 @@ def _page_context() -> dict[str, Any]:
 )
 def verify_page() -> ResponseReturnValue:
     """The form, and the result card of the number asked for (404 when it is not on record)."""
-    number = request.args.get("certification_id")
-    if number is None:
+    if "certification_id" not in request.args:
         return render_template("verify.html", number="")
-    number = number.strip()
+    number = asked_number()
     if not number:
         return render_template("verify.html", number="", error="Enter a certification number."), 400
     [found] = lookup.verify(services().db, services().policy, [number])
@@ -141,7 +150,7 @@ def verify_page() -> ResponseReturnValue:
 )
 def proof_page() -> ResponseReturnValue:
     """A printable proof of the check of `certification_id`: a signed receipt, recorded."""
-    number = (request.args.get("certification_id") or "").strip()
+    number = asked_number()
     if not number:
         return render_template("verify.html", number="", error="Enter a certification number."), 400
     try:
@@ -258,7 +267,7 @@ def too_many_lookups(exc: TooManyLookups) -> ResponseReturnValue:
 def unavailable(exc: Exception) -> ResponseReturnValue:
     """The register cannot be read: the page again, saying so, with status 503 and Retry-After."""
     problem = database_unavailable(exc)
-    number = request.args.get("certification_id", "").strip()
+    number = asked_number()
     notice = "The register cannot be reached right now."
     return render_template("verify.html", number=number, notice=notice), 503, problem.headers
 

@@ -235,8 +235,14 @@ def test_nul_in_a_path_value_is_404_problem_not_a_database_error(client, token_f
         assert response.status_code == 404 and response.mimetype == "application/problem+json"
 
 
-def test_nul_in_the_verify_page_number_is_not_found(client):
-    assert client.get("/verify?certification_id=A%00B").status_code == 404
+@pytest.mark.parametrize("path", ["/verify", "/verify/proof"])
+def test_a_control_character_in_the_verify_page_number_is_not_found_nor_written_back(
+    client, path
+):
+    response = client.get(f"{path}?certification_id=A%00B%07")
+    assert response.status_code == 404
+    page = response.get_data(as_text=True)
+    assert "\x00" not in page and "\x07" not in page and "A\ufffdB\ufffd" in page
 
 
 def test_nul_in_event_text_is_422_naming_the_field(client, token_for):

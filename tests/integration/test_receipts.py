@@ -242,6 +242,22 @@ def test_the_check_page_shows_a_genuine_receipt_then_and_now(app, client):
     assert decode(client, token)["jti"] in html
 
 
+def test_the_check_page_of_a_receipt_for_a_past_day_says_what_differs_from_that_day(
+    client, employer
+):
+    _, headers = employer
+    then = utcnow().date() - timedelta(days=30)  # REVOKED-1 was active then, revoked since
+    receipt = client.get(f"/v1/verifications/REVOKED-1/receipt?on={then}", headers=headers)
+    page = client.get("/verify/receipt", query_string={"receipt": receipt.get_data(as_text=True)})
+    html = page.get_data(as_text=True)
+    long_then = f"{then.day} {then:%B %Y}"
+    assert f"The status today differs from the status on {long_then} that the receipt states." in (
+        html
+    )
+    assert "since the receipt was issued" not in html
+    assert f'<time datetime="{then}">{long_then}</time>' in html
+
+
 @pytest.mark.parametrize(
     "forge",
     [
