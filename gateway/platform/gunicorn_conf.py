@@ -33,9 +33,9 @@ keepalive = 5
 reuse_port = True
 # The longest request line and header line gunicorn reads (its maximum, and twice its default):
 # above the app's own limits (gateway.web.security), so that the app refuses a long URL or header
-# with
-# a problem+json answer and the security headers. Longer ones, and requests that are not HTTP, get
-# gunicorn's own plain answer (README, Operations).
+# with a problem+json answer and the security headers. Longer ones, and requests that are not
+# HTTP, get gunicorn's own answer, which gateway.web.security also writes as a problem
+# (docs/api.md, *Security*).
 limit_request_line = 8190
 limit_request_field_size = 16380
 accesslog = "-"

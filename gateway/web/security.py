@@ -13,6 +13,7 @@ from typing import IO, TYPE_CHECKING, Any
 from flask import Flask, Request, request
 from flask.json.provider import DefaultJSONProvider
 from flask.sessions import SessionInterface
+from gunicorn import util as gunicorn_util
 from werkzeug.exceptions import (
     RequestEntityTooLarge,
     RequestHeaderFieldsTooLarge,
@@ -147,6 +148,31 @@ def init_app(app: Flask) -> None:
     app.session_interface = _NoSessions()
     app.wsgi_app = SecurityHeaders(app.wsgi_app)  # type: ignore[method-assign]
     app.before_request(_refuse_oversized)
+    gunicorn_util.write_error = _write_problem  # in a gunicorn worker, its own error answers
+
+
+def _write_problem(sock: Any, status: int, reason: str, message: str) -> None:
+    """What gunicorn answers a request it cannot hand to the app (not HTTP/1.x, a request line
+    or header past its maxima): a problem+json with the security headers, as every other error,
+    where gunicorn writes an HTML page. Nothing of the request is written back (`message` may
+    quote it)."""
+    body = json.dumps(
+        {
+            "type": "about:blank",
+            "title": reason,
+            "status": status,
+            "detail": f"The request was refused before it could be read: {reason}.",
+            "errors": [],
+        }
+    ).encode()
+    headers = [
+        ("Connection", "close"),
+        ("Content-Type", "application/problem+json"),
+        ("Content-Length", str(len(body))),
+        *_HEADERS,
+    ]
+    head = f"HTTP/1.1 {status} {reason}\r\n" + "".join(f"{n}: {v}\r\n" for n, v in headers)
+    gunicorn_util.write_nonblock(sock, f"{head}\r\n".encode("latin-1") + body)
 
 
 def _refuse_oversized() -> None:

@@ -236,9 +236,7 @@ def test_nul_in_a_path_value_is_404_problem_not_a_database_error(client, token_f
 
 
 @pytest.mark.parametrize("path", ["/verify", "/verify/proof"])
-def test_a_control_character_in_the_verify_page_number_is_not_found_nor_written_back(
-    client, path
-):
+def test_a_control_character_in_the_verify_page_number_is_not_found_nor_written_back(client, path):
     response = client.get(f"{path}?certification_id=A%00B%07")
     assert response.status_code == 404
     page = response.get_data(as_text=True)

@@ -1,8 +1,9 @@
 """Long URLs and headers are refused by the app (problem+json, security headers), not gunicorn;
-what gunicorn still answers itself (beyond its own maximum, or not HTTP at all) is a plain 4xx."""
+what gunicorn still answers itself (beyond its own maximum, or not HTTP at all) is a problem too."""
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 
@@ -65,7 +66,14 @@ def _raw(port: int, request: bytes) -> bytes:
         (b"NOT HTTP AT ALL\r\n\r\n", b"400"),
     ],
 )
-def test_what_gunicorn_still_answers_itself_is_a_plain_4xx(served, request_bytes, status):
-    """Documented in the README: gunicorn's own answer, without the app's headers."""
+def test_what_gunicorn_still_answers_itself_is_a_problem_too(served, request_bytes, status):
+    """gunicorn's own answer (docs/api.md, *Security*): problem+json with the security headers,
+    never an HTML page, and nothing of the request written back."""
     answer = _raw(served, request_bytes)
-    assert answer.split(b" ", 2)[1] == status, answer[:200]
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.split(b" ", 2)[1] == status, answer[:200]
+    assert b"\r\nContent-Type: application/problem+json\r\n" in head
+    assert b"\r\nX-Content-Type-Options: nosniff\r\n" in head
+    problem = json.loads(body)
+    assert problem["status"] == int(status) and problem["errors"] == []
+    assert b"AAAA" not in body and b"NOT HTTP" not in body
