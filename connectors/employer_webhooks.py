@@ -20,12 +20,15 @@ the connection cannot lead it elsewhere). The module imports nothing of Flask, `
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import ipaddress
 import secrets
 import socket
+import threading
 import time
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
@@ -135,11 +138,35 @@ def check_target(url: str, *, allow_private: bool) -> None:
 
 
 def _http_target(url: str) -> tuple[str, int]:
-    """The host and port of `url`; TargetRefused unless it is http(s) with a host."""
+    """The host and port of `url`; TargetRefused unless it is http(s) with a host and a port
+    from 1 to 65535."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise TargetRefused(f"{url} is not an http(s) URL with a host")
-    return parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+        raise TargetRefused(f"{_shown(url)} is not an http(s) URL with a host")
+    try:
+        port = parts.port
+    except ValueError as exc:  # past 65535, or not a number
+        raise TargetRefused(f"{_shown(url)} has no valid port (1 to 65535)") from exc
+    if port == 0:
+        raise TargetRefused(f"{_shown(url)} has no valid port (1 to 65535)")
+    return parts.hostname, port or (443 if parts.scheme == "https" else 80)
+
+
+def _shown(url: str) -> str:
+    """`url` as logs and the delivery log show it: without the user, password, query and
+    fragment, which may hold the receiver's secrets."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{host}{parts.path}" + ("?…" if parts.query else "")
+
+
+def _scrubbed(text: str, url: str) -> str:
+    """`text` (an error that may quote `url` or its parts) without the URL's secrets."""
+    parts = urlsplit(url)
+    secrets_in_url = [parts.netloc.rpartition("@")[0], parts.query, parts.fragment]
+    for secret in filter(None, secrets_in_url):
+        text = text.replace(secret, "…")
+    return text
 
 
 def public_address(host: str, port: int) -> str:
@@ -154,7 +181,33 @@ def public_address(host: str, port: int) -> str:
     return found[0][4][0]
 
 
-class _PublicOnly(HTTPConnection):
+_attempt = threading.local()  # the deadline of the POST this thread is sending, if any
+
+
+class _Deadlined(HTTPConnection):
+    """A connection that a timer cuts at the sending thread's deadline: a receiver that drips
+    its answer a byte at a time, each within the read timeout, cannot hold the sender longer."""
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        deadline = getattr(_attempt, "deadline", None)
+        if deadline is not None:
+            if self.sock is None:
+                self.connect()
+            wait = max(deadline - time.monotonic(), 0.0)
+            timer = threading.Timer(wait, _cut, (self.sock, _attempt.cut))
+            timer.daemon = True
+            timer.start()
+            _attempt.timers.append(timer)
+        super().request(*args, **kwargs)
+
+
+def _cut(sock: socket.socket, cut: threading.Event) -> None:
+    cut.set()
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)  # the blocked read returns at once; the pool drops it
+
+
+class _PublicOnly(_Deadlined):
     """A connection to the public address its host resolves to, checked as it connects."""
 
     def _new_conn(self) -> socket.socket:
@@ -178,23 +231,31 @@ class _PublicOnlyHTTPS(_PublicOnly, HTTPSConnection):
     """The TLS one: the certificate and SNI still name the host, not the address."""
 
 
-class _PublicOnlyPool(HTTPConnectionPool):
-    ConnectionCls = _PublicOnly
+class _DeadlinedHTTPS(_Deadlined, HTTPSConnection):
+    """A TLS connection cut at the deadline, to any address (private targets allowed)."""
 
 
-class _PublicOnlyHTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _PublicOnlyHTTPS
+def _pool(connection: type[HTTPConnection], base: type[HTTPConnectionPool]) -> type:
+    return type(f"{connection.__name__}Pool", (base,), {"ConnectionCls": connection})
 
 
-class PublicOnlyAdapter(HTTPAdapter):
-    """Requests' adapter whose connections go to public addresses only."""
+class SenderAdapter(HTTPAdapter):
+    """Requests' adapter whose connections are cut at the attempt's deadline and, unless
+    `allow_private`, go to public addresses only."""
 
-    def init_poolmanager(self, *args: object, **kwargs: object) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {
-            "http": _PublicOnlyPool,
-            "https": _PublicOnlyHTTPSPool,
+    def __init__(self, *, allow_private: bool) -> None:
+        plain, tls = (
+            (_Deadlined, _DeadlinedHTTPS) if allow_private else (_PublicOnly, _PublicOnlyHTTPS)
+        )
+        self.pools = {
+            "http": _pool(plain, HTTPConnectionPool),
+            "https": _pool(tls, HTTPSConnectionPool),
         }
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = self.pools
 
 
 class WebhookSender:
@@ -213,12 +274,36 @@ class WebhookSender:
         self.session = session or requests.Session()
         if not allow_private:
             self.session.trust_env = False  # via a proxy, the proxy's address would be checked
-            for scheme in ("http://", "https://"):
-                self.session.mount(scheme, PublicOnlyAdapter())
+        for scheme in ("http://", "https://"):
+            self.session.mount(scheme, SenderAdapter(allow_private=allow_private))
+
+    @property
+    def longest_attempt(self) -> float:
+        """The most one POST may take, answer read included: the connect and read timeouts."""
+        return sum(self.timeout) if isinstance(self.timeout, tuple) else 2 * self.timeout
 
     def send(self, url: str, secret: str, message_id: str, body: bytes) -> int:
-        """POST `body` signed with `secret`; the 2xx status, else TargetRefused/DeliveryFailed."""
-        _http_target(url)  # the addresses are checked by the connection (PublicOnlyAdapter)
+        """POST `body` signed with `secret`; the 2xx status, else TargetRefused/DeliveryFailed.
+        The attempt is cut after `longest_attempt` seconds, however the receiver answers."""
+        _http_target(url)  # the addresses are checked by the connection (SenderAdapter)
+        longest = self.longest_attempt
+        _attempt.deadline, _attempt.timers = time.monotonic() + longest, []
+        _attempt.cut = cut = threading.Event()
+        try:
+            status = self._post(url, secret, message_id, body)
+        except DeliveryFailed:
+            if not cut.is_set():
+                raise
+            status = None
+        finally:
+            for timer in _attempt.timers:
+                timer.cancel()
+            _attempt.deadline = None
+        if cut.is_set():  # a cut answer may read as whole (headers ended by the close)
+            raise DeliveryFailed(f"POST {_shown(url)}: no whole answer within {longest:g} s")
+        return status
+
+    def _post(self, url: str, secret: str, message_id: str, body: bytes) -> int:
         headers = {
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,
@@ -234,12 +319,12 @@ class WebhookSender:
                 stream=True,  # read no more of the answer than the log keeps
             )
         except requests.RequestException as exc:
-            raise DeliveryFailed(f"POST {url}: {exc!r}") from exc
+            raise DeliveryFailed(_scrubbed(f"POST {_shown(url)}: {exc!r}", url)) from exc
         with response:
             if 200 <= response.status_code < 300:
                 return response.status_code
             raise DeliveryFailed(
-                f"POST {url} answered {response.status_code}",
+                f"POST {_shown(url)} answered {response.status_code}",
                 status=response.status_code,
                 body=_excerpt(response),
             )

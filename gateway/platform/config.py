@@ -473,7 +473,8 @@ class Settings:
         metadata=setting(
             "DELIVERY_TIMEOUT_SECONDS",
             "`10`",
-            "read timeout of each webhook POST and directory call",
+            "read timeout of each webhook POST and directory call; a webhook POST is cut off "
+            "after this plus 3 s in all, however slowly its receiver answers",
         ),
     )
     delivery_retry_base_seconds: int = field(

@@ -20,6 +20,16 @@ MAX_URL = 2048
 MAX_PAGE = 1000
 DEFAULT_NOTICE_DAYS = 30
 MAX_NOTICE_DAYS = 365
+MAX_SEQUENCE = 2**31 - 1  # deliveries.sequence is a PostgreSQL integer
+
+
+class _JsonBoolean(fields.Boolean):
+    """`true` or `false` only (marshmallow also reads "yes", "on", 1, ...)."""
+
+    def _deserialize(self, value: object, attr: str | None, data: object, **kwargs: object) -> bool:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value
 
 
 class CertificationIdsSchema(Schema):
@@ -49,7 +59,7 @@ class SubscriptionCreateSchema(CertificationIdsSchema):
             "example": "https://hooks.example.org/certifications",
         },
     )
-    advance_notice = fields.Boolean(
+    advance_notice = _JsonBoolean(
         load_default=False,
         metadata={
             "description": "Also send certification.status_change_scheduled (and _cancelled) "
@@ -57,6 +67,7 @@ class SubscriptionCreateSchema(CertificationIdsSchema):
         },
     )
     notice_days = fields.Integer(
+        strict=True,
         load_default=DEFAULT_NOTICE_DAYS,
         validate=validate.Range(min=1, max=MAX_NOTICE_DAYS),
         metadata={"description": "How many days ahead; only with advance_notice: true."},
@@ -129,4 +140,4 @@ class DeliveryQuerySchema(Schema):
         unknown = RAISE
 
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=MAX_PAGE))
-    before = fields.Integer(load_default=None, validate=validate.Range(min=1))
+    before = fields.Integer(load_default=None, validate=validate.Range(min=1, max=MAX_SEQUENCE))

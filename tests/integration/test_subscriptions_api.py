@@ -115,6 +115,24 @@ def test_a_malformed_subscription_is_422_naming_each_field(client, employer):
     assert too_many.status_code == 422 and fields_of(too_many) == {"certification_ids"}
 
 
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"url": "http://127.0.0.1:99999/hook"}, "url"),
+        ({"url": "http://127.0.0.1:0/hook"}, "url"),
+        ({"advance_notice": "yes"}, "advance_notice"),
+        ({"advance_notice": 1}, "advance_notice"),
+        ({"advance_notice": True, "notice_days": 5.5}, "notice_days"),
+        ({"advance_notice": True, "notice_days": "7"}, "notice_days"),
+    ],
+)
+def test_a_value_json_would_spell_otherwise_is_422_naming_it(client, employer, change, field):
+    body = {"url": HOOK, "certification_ids": ["C"], **change}
+    response = client.post("/v1/subscriptions", json=body, headers=employer)
+    assert response.status_code == 422, response.get_json()
+    assert fields_of(response) == {field}
+
+
 def test_watched_ids_are_added_and_removed_up_to_10000(client, employer):
     sub_id = subscribe(client, employer, ids=["CERT-1"]).get_json()["id"]
     path = f"/v1/subscriptions/{sub_id}/certifications"
@@ -191,6 +209,10 @@ def test_a_malformed_delivery_log_query_is_422(client, employer):
     sub_id = subscribe(client, employer).get_json()["id"]
     response = client.get(f"/v1/subscriptions/{sub_id}/deliveries?limit=0&x=1", headers=employer)
     assert response.status_code == 422 and fields_of(response) == {"limit", "x"}
+    past_integers = client.get(
+        f"/v1/subscriptions/{sub_id}/deliveries?before={2**31}", headers=employer
+    )
+    assert past_integers.status_code == 422 and fields_of(past_integers) == {"before"}
 
 
 def test_nothing_is_delivered_to_a_deleted_subscription(app, client, employer):

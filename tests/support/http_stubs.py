@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
+import socket
 import ssl
 import threading
 from collections.abc import Callable, Iterator
@@ -111,6 +113,36 @@ def self_signed(host: str, directory: Path) -> tuple[ssl.SSLContext, Path]:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert_file, key_file)
     return context, cert_file
+
+
+@contextmanager
+def dripping(head: bytes, every: float) -> Iterator[str]:
+    """A receiver that reads a request, then sends `head` and one byte more every `every`
+    seconds for as long as the connection stays open (each byte within a read timeout longer
+    than `every`). Yields its base URL."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def drip(connection: socket.socket) -> None:
+        with connection:
+            connection.recv(65536)
+            with contextlib.suppress(OSError):
+                connection.sendall(head)
+                while not stop.wait(every):
+                    connection.sendall(b"x")
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                connection, _ = listener.accept()
+                threading.Thread(target=drip, args=(connection,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        listener.close()
 
 
 def scripted(*statuses: int, then: int = 200) -> Respond:

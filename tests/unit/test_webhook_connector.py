@@ -22,7 +22,7 @@ from connectors.employer_webhooks import (
     new_secret,
     signed_headers,
 )
-from tests.support.http_stubs import scripted, self_signed, serve
+from tests.support.http_stubs import dripping, scripted, self_signed, serve
 
 BODY = json.dumps({"type": "certification.status_changed", "data": {"status": "active"}}).encode()
 
@@ -97,8 +97,18 @@ def test_the_operator_setting_lets_private_targets_through():
     check_target("http://127.0.0.1:9/hook", allow_private=True)
 
 
-@pytest.mark.parametrize("url", ["ftp://93.184.216.34/x", "http:///nohost", "javascript:alert(1)"])
-def test_only_http_and_https_urls_with_a_host_are_taken(url):
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://93.184.216.34/x",
+        "http:///nohost",
+        "javascript:alert(1)",
+        "http://93.184.216.34:99999/x",
+        "http://93.184.216.34:0/x",
+        "http://93.184.216.34:http/x",
+    ],
+)
+def test_only_http_and_https_urls_with_a_host_and_a_port_are_taken(url):
     with pytest.raises(TargetRefused):
         check_target(url, allow_private=True)
 
@@ -134,6 +144,37 @@ def test_no_answer_is_a_failed_attempt_without_status():
     with pytest.raises(DeliveryFailed) as failed:
         WebhookSender(timeout=1, allow_private=True).send(closed, new_secret(), "msg_1", BODY)
     assert failed.value.status is None
+
+
+@pytest.mark.parametrize(
+    "head",
+    [b"HTTP/1.1 500 Oops\r\nContent-Length: 5000\r\n\r\n", b"HTTP/1.1 200 OK\r\nX-Slow: "],
+    ids=["the-body", "the-headers"],
+)
+@pytest.mark.parametrize("allow_private", [True, False])
+def test_a_receiver_dripping_its_answer_is_cut_off_at_the_longest_attempt(
+    monkeypatch, head, allow_private
+):
+    monkeypatch.setattr(employer_webhooks, "_public", lambda address: address == "127.0.0.1")
+    sender = WebhookSender(timeout=(0.5, 0.5), allow_private=allow_private)
+    with dripping(head, every=0.2) as url:  # each byte well within the read timeout
+        started = time.monotonic()
+        with pytest.raises(DeliveryFailed):
+            sender.send(f"{url}/hook", new_secret(), "m", BODY)
+        took = time.monotonic() - started
+    assert sender.longest_attempt <= took < sender.longest_attempt + 1.0
+
+
+def test_a_failed_attempt_says_nothing_of_the_urls_user_password_or_query():
+    with serve(scripted(then=500)) as (url, _), pytest.raises(DeliveryFailed) as answered:
+        secret_url = url.replace("://", "://user:s3cret@") + "/hook?token=tok123#frag"
+        WebhookSender(allow_private=True).send(secret_url, new_secret(), "m", BODY)
+    with pytest.raises(DeliveryFailed) as unanswered:
+        WebhookSender(timeout=1, allow_private=True).send(secret_url, new_secret(), "m", BODY)
+    for failed in (answered, unanswered):
+        message = str(failed.value)
+        assert "/hook?…" in message
+        assert not [part for part in ("user:", "s3cret", "tok123", "frag") if part in message]
 
 
 def _resolving(monkeypatch, host: str, answers: list[str]) -> list[str]:
