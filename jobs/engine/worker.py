@@ -16,13 +16,14 @@ from sqlalchemy.exc import SQLAlchemyError
 from gateway.platform import metrics
 from gateway.usecases.credly_token import read_expiry
 from gateway.usecases.services import Services
-from jobs.cron import make_cron
+from jobs.cron import WorkerCron, make_cron
 from jobs.engine import context
 from jobs.engine.dispatch import relay
 
 log = logging.getLogger("jobs.engine.worker")
 
 SCHEDULER_CHECK_SECONDS = 5  # how often a worker looks whether its RQ scheduler child still runs
+CRON_RETRY_SECONDS = 5  # how long after the daily cron failed (Redis away) it starts again
 COMMAND_READ_SECONDS = 1.0  # the longest read of RQ's command listener (RQ's own: 60 s)
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
@@ -119,6 +120,18 @@ def _relay_forever(svc: Services, stop: threading.Event) -> None:
             log.exception("relay pass failed")
 
 
+def _cron_forever(cron: WorkerCron, stop: threading.Event) -> None:
+    """Run the daily cron, and again after it fails (Redis away ends RQ's loop): the same one,
+    so a run that fell due meanwhile is queued as soon as Redis answers."""
+    while not stop.is_set():
+        try:
+            cron.start()
+            return  # stopped on purpose
+        except Exception as exc:  # the cron must outlive any outage
+            log.warning("daily cron stopped (%s); it starts again in %d s", exc, CRON_RETRY_SECONDS)
+            stop.wait(CRON_RETRY_SECONDS)
+
+
 def run_worker(
     svc: Services,
     *,
@@ -154,7 +167,9 @@ def run_worker(
     relayer.start()
     read_expiry(svc)  # the token's expiry as Credly reports it (warned of daily by the cron)
     if with_cron:
-        threading.Thread(target=make_cron(svc).start, daemon=True, name="cron").start()
+        cron = threading.Thread(target=_cron_forever, args=(make_cron(svc), stop), daemon=True)
+        cron.name = "cron"
+        cron.start()
     # The worker's own connection pool: RQ sizes its socket timeout for blocking dequeues.
     connection = Redis.from_url(svc.settings.redis_url)
     queue = Queue(svc.settings.queue_name, connection=connection)
