@@ -8,17 +8,22 @@ import os
 import shutil
 import sys
 from datetime import datetime
+from typing import Any
 
 import click
+from alembic.util import CommandError as AlembicCommandError
 from flask import Flask
 from flask.cli import FlaskGroup, with_appcontext
 from flask.helpers import get_debug_flag
+from redis import RedisError
 from sqlalchemy import select
+from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.serving import is_running_from_reloader
 
 from gateway.bootstrap import create_app
 from gateway.platform import metrics, signing
 from gateway.platform.config import ConfigError, Settings
+from gateway.rules.periods import EARLIEST_DAY, LATEST_DAY
 from gateway.store.models import OutboxItem, utcnow
 from gateway.usecases import receipts as receipt_log
 from gateway.usecases.sweep import FutureSweep, Scope, count
@@ -61,6 +66,19 @@ class GatewayGroup(FlaskGroup):
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(super(FlaskGroup, self).list_commands(ctx))
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; a database or Redis that cannot be reached, or a migration that does
+        not exist, ends it with one line (exit status 1), not a traceback."""
+        try:
+            return super().invoke(ctx)
+        except (OperationalError, InterfaceError) as exc:
+            reason = str(exc.orig or exc).strip().splitlines()[0]
+            raise click.ClickException(f"the database cannot be reached: {reason}") from exc
+        except RedisError as exc:
+            raise click.ClickException(f"Redis cannot be reached: {exc}") from exc
+        except AlembicCommandError as exc:
+            raise click.ClickException(str(exc)) from exc
 
 
 @click.group(cls=GatewayGroup, create_app=command_app)
@@ -399,6 +417,10 @@ def sweep_command(
     """Re-evaluate certifications whose standing changes today, and queue what that calls for."""
     if batch_size < 1:
         raise click.BadParameter("must be at least 1", param_hint="--batch-size")
+    if as_of is not None and not EARLIEST_DAY <= as_of.date() <= LATEST_DAY:
+        raise click.BadParameter(
+            f"must be from {EARLIEST_DAY} to {LATEST_DAY}", param_hint="--as-of"
+        )
     svc = services()
     scope = Scope(
         as_of=as_of.date() if as_of else utcnow().date(),
@@ -498,7 +520,7 @@ def badges_reconcile(dry_run: bool, certification_id: str | None, as_json: bool)
     "--days",
     default=14,
     show_default=True,
-    type=click.IntRange(min=0),
+    type=click.IntRange(min=0, max=36_500),
     help="Pending (not claimed) for at least this many days.",
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON array instead of a table.")

@@ -37,13 +37,14 @@ def sweep_lock(svc: Services, scope: Scope) -> Lock:
 
 
 def locked_sweep(svc: Services, scope: Scope, **kwargs: object) -> Summary:
-    """Sweep while holding the lock (no lock needed without Redis: one process does it all); then,
-    unless it is a dry run or one id range of several, review the advance notices of the day.
+    """Sweep while holding the lock (no lock needed without Redis, one process doing it all, nor
+    for a dry run, which records nothing); then, unless it is a dry run or one id range of
+    several, review the advance notices of the day.
 
     Raises FutureSweep for a day after today unless `scope` is a dry run.
     """
     refuse_a_future_day(scope, utcnow().date())
-    if svc.redis is None:
+    if svc.redis is None or scope.dry_run:
         return _sweep_and_notices(svc, scope, **kwargs)
     lock = sweep_lock(svc, scope)
     if not lock.acquire():

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from gateway import rules
@@ -11,6 +12,7 @@ from gateway.cli import cli
 from gateway.platform.config import Settings
 from gateway.usecases import intake
 from tests.support.events import granted
+from tests.support.serving import free_port
 
 
 def test_the_commands_are_on_the_apps_flask_cli_too(database_url, make_app):
@@ -77,3 +79,48 @@ def test_a_policy_table_without_a_credential_in_use_stops_every_command(tmp_path
     assert refused.exit_code == 1
     assert refused.output.startswith("Error: POLICY_FILE: the credential policy table lacks RMA,")
     assert CliRunner().invoke(cli, ["jobs", "failed"], env=env).exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "setting", "says"),
+    [
+        (["jobs", "failed"], "DATABASE_URL", "Error: the database cannot be reached: "),
+        (["db", "current"], "DATABASE_URL", "Error: the database cannot be reached: "),
+        (["sweep"], "REDIS_URL", "Error: Redis cannot be reached: "),
+        (["db", "downgrade", "nosuchrev"], None, "Error: "),
+    ],
+)
+def test_what_cannot_be_reached_or_found_ends_a_command_in_one_line(tmp_path, args, setting, says):
+    closed = free_port()
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", "INSTANCE_PATH": str(tmp_path)}
+    if setting == "DATABASE_URL":
+        env[setting] = f"postgresql://postgres@127.0.0.1:{closed}/test"
+    elif setting == "REDIS_URL":
+        env[setting] = f"redis://127.0.0.1:{closed}/0"
+    answer = CliRunner().invoke(cli, args, env=env)
+    assert answer.exit_code == 1, answer.output
+    assert answer.output.startswith(says) and answer.output.count("\n") == 1, answer.output
+
+
+def test_a_dry_run_sweep_needs_no_redis_lock(tmp_path):
+    env = {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "INSTANCE_PATH": str(tmp_path),
+        "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+    }
+    answer = CliRunner().invoke(cli, ["sweep", "--dry-run", "--json"], env=env)
+    assert answer.exit_code == 0, answer.output
+    assert json.loads(answer.stdout.splitlines()[-1])["evaluated"] == 0
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["sweep", "--dry-run", "--as-of", "9999-12-31"],
+        ["badges", "unclaimed", "--days", "99999999"],
+    ],
+)
+def test_a_day_past_what_the_rules_compute_with_is_a_usage_error(tmp_path, args):
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", "INSTANCE_PATH": str(tmp_path)}
+    answer = CliRunner().invoke(cli, args, env=env)
+    assert answer.exit_code == 2, answer.output
