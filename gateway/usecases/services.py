@@ -75,7 +75,7 @@ class Services:
         if not settings.database_url:
             raise ValueError("database_url must be resolved before building services")
         client = (
-            redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
+            redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2)
             if settings.redis_url
             else None
         )

@@ -37,6 +37,9 @@ DAY = 24 * 3600
 DRAIN_SECONDS = 60
 #: How long a wake-up stays pending: a drain job queued, not yet started.
 WAKE_SECONDS = 30
+#: After Redis failed a wake-up, how long a process sends none for newly committed items (its
+#: relay wakes the workers later): a Redis that hangs would otherwise hold every request.
+BROKER_RETRY_SECONDS = 5.0
 
 DUE = (
     select(func.count())
@@ -82,17 +85,29 @@ class RQDispatcher(Dispatcher):
         self.queue = Queue(svc.settings.queue_name, connection=svc.redis)
         self.flag = f"{svc.settings.queue_name}:outbox-wake"
         self.timeout = DRAIN_SECONDS + svc.settings.job_timeout_seconds + 30
+        self._down_until = 0.0  # no wake-up is sent before (time.monotonic())
+
+    def dispatch(self, outbox_ids: Iterable[int]) -> None:
+        """As any dispatcher, but for BROKER_RETRY_SECONDS after Redis failed: the relay wakes
+        the workers for these items then (a request does not wait on a Redis that hangs)."""
+        if time.monotonic() >= self._down_until:
+            super().dispatch(outbox_ids)
 
     def wake(self) -> None:
         # The flag says a drain job is queued and not yet started (it clears the flag before
         # claiming anything), so that job will see every item committed before this call.
         try:
             if self.svc.redis.set(self.flag, 1, nx=True, ex=WAKE_SECONDS):
-                self.queue.enqueue(drain, job_timeout=self.timeout, result_ttl=0, failure_ttl=DAY)
+                try:
+                    self.queue.enqueue(
+                        drain, job_timeout=self.timeout, result_ttl=0, failure_ttl=DAY
+                    )
+                except RedisError:
+                    with contextlib.suppress(RedisError):  # no job behind it: wake again later
+                        self.svc.redis.delete(self.flag)
+                    raise
         except RedisError as exc:
-            _broker_down(exc)
-            with contextlib.suppress(RedisError):  # no job behind it: let the relay wake again
-                self.svc.redis.delete(self.flag)
+            self._broker_down(exc)
 
     def wake_at(self, when: datetime) -> None:
         """Wake a worker at `when` (one job a second at most), through RQ's scheduler, which
@@ -108,11 +123,13 @@ class RQDispatcher(Dispatcher):
                 failure_ttl=DAY,
             )
         except RedisError as exc:
-            _broker_down(exc)
+            self._broker_down(exc)
 
-
-def _broker_down(exc: RedisError) -> None:
-    log.warning("Redis unavailable; the relay will wake a worker later", extra={"error": str(exc)})
+    def _broker_down(self, exc: RedisError) -> None:
+        self._down_until = time.monotonic() + BROKER_RETRY_SECONDS
+        log.warning(
+            "Redis unavailable; the relay will wake a worker later", extra={"error": str(exc)}
+        )
 
 
 def drain() -> None:

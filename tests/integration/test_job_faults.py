@@ -6,6 +6,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import time
 
 import pytest
@@ -87,6 +88,28 @@ def test_events_are_kept_while_redis_is_down_and_relayed_when_it_is_back(
     assert queue.count == 1
     drain(svc, lambda: _states(svc) == ["done"] * 6)
     assert sorted(b.credly_badge_id for b in badges(svc)) == ["b-0", "b-1", "b-2"]
+    truncate(postgres_url)
+
+
+def test_a_redis_that_hangs_holds_one_event_for_its_timeout_and_no_more(make_app, postgres_url):
+    truncate(postgres_url)
+    hung = socket.create_server(("127.0.0.1", 0))  # connects, never answers
+    app = make_app(
+        database_url=postgres_url, redis_url=f"redis://127.0.0.1:{hung.getsockname()[1]}/0"
+    )
+    client = app.test_client()
+    headers = {"Authorization": f"Bearer {fetch_token(app, 'events:write')}"}
+    took = []
+    for n in range(4):
+        started = time.monotonic()
+        response = client.post(
+            "/v1/events", json=granted(days_ago(30), cert=f"H-{n}"), headers=headers
+        )
+        took.append(time.monotonic() - started)
+        assert response.status_code == 202
+    assert took[0] < 3 and max(took[1:]) < 1, took  # the first waits the socket timeout (2 s)
+    assert _states(app.extensions["gateway"]) == ["pending"] * 8  # kept for the relay
+    hung.close()
     truncate(postgres_url)
 
 
