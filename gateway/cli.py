@@ -26,6 +26,7 @@ from gateway.platform.config import ConfigError, Settings
 from gateway.rules.periods import EARLIEST_DAY, LATEST_DAY
 from gateway.store.models import OutboxItem, utcnow
 from gateway.usecases import receipts as receipt_log
+from gateway.usecases import subscriptions as subscription_log
 from gateway.usecases.sweep import FutureSweep, Scope, count
 from gateway.usecases.unclaimed import unclaimed_badges
 from gateway.web import auth
@@ -182,12 +183,14 @@ def clients_list(as_json: bool) -> None:
 @click.argument("client_id")
 @with_appcontext
 def clients_revoke(client_id: str) -> None:
-    """Revoke a client; its tokens stop working at once."""
+    """Revoke a client; its tokens stop working at once, and its webhook subscriptions are
+    deleted (nothing more is delivered to them)."""
     with services().db.transaction() as session:
         found = auth.revoke_client(session, client_id)
+        removed = subscription_log.remove_all(session, client_id) if found else 0
     if not found:
         raise click.ClickException(f"no client {client_id}")
-    click.echo(f"revoked {client_id}")
+    click.echo(f"revoked {client_id}; {removed} webhook subscriptions deleted")
 
 
 @cli.group()

@@ -10,7 +10,7 @@ import secrets
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Executable, bindparam, delete, func, insert, select
+from sqlalchemy import Connection, Executable, bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from connectors.employer_webhooks import new_secret
@@ -137,6 +137,15 @@ def unwatch(session: Session, subscription: Subscription, certification_ids: Seq
 def remove(subscription: Subscription) -> None:
     """Delete a subscription: nothing more is delivered to it (its log stays in the database)."""
     subscription.deleted_at = utcnow()
+
+
+def remove_all(session: Session, client_id: str) -> int:
+    """Delete every subscription of a client (revoked: nothing more goes to it); how many."""
+    return session.execute(
+        update(Subscription)
+        .where(Subscription.client_id == client_id, Subscription.deleted_at.is_(None))
+        .values(deleted_at=utcnow())
+    ).rowcount
 
 
 def deliveries(

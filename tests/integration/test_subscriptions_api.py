@@ -10,7 +10,7 @@ import pytest
 from standardwebhooks import Webhook
 
 from gateway.schemas.subscriptions import MAX_WATCHED
-from tests.support.clients import fetch_token
+from tests.support.clients import fetch_token, register_client
 from tests.support.events import granted, revoked
 from tests.support.http_stubs import scripted, serve
 from tests.support.verification import days_ago, record
@@ -219,5 +219,19 @@ def test_nothing_is_delivered_to_a_deleted_subscription(app, client, employer):
     with serve(scripted()) as (url, received):
         sub_id = subscribe(client, employer, url=url).get_json()["id"]
         client.delete(f"/v1/subscriptions/{sub_id}", headers=employer)
+        record(app, granted(days_ago(30)))
+    assert received == []
+
+
+def test_nothing_is_delivered_to_a_revoked_clients_subscriptions(app, client):
+    client_id, secret = register_client(app, "verifications:read", "Gone HR")
+    token = client.post(
+        "/oauth/token", data={"grant_type": "client_credentials"}, auth=(client_id, secret)
+    ).get_json()["access_token"]
+    with serve(scripted()) as (url, received):
+        subscribe(client, {"Authorization": f"Bearer {token}"}, url=url)
+        revoked_client = app.test_cli_runner().invoke(args=["clients", "revoke", client_id])
+        assert revoked_client.exit_code == 0, revoked_client.output
+        assert "1 webhook subscriptions deleted" in revoked_client.output
         record(app, granted(days_ago(30)))
     assert received == []
