@@ -34,6 +34,7 @@ def create_app(
         instance_path=settings.instance_path,
         instance_relative_config=True,
     )
+    own_keys = settings.signing_keys_file is None  # else one file every machine is given
     settings = settings.with_instance(app.instance_path)
     logs.configure(settings.log_level)
     app.config.update(SECRET_KEY=settings.secret_key, MAX_CONTENT_LENGTH=64 * 1024)
@@ -44,6 +45,13 @@ def create_app(
     if migrate:  # not for the `db` commands, which may be what brings the schema
         check_policy_covers_certifications(svc)
     svc.keys  # noqa: B018 - read (or created, at first start) now, not at the first signature
+    if own_keys and not svc.db.is_sqlite:
+        log.warning(
+            "SIGNING_KEYS_FILE is not set: this machine signs with keys of its own (%s); set it "
+            "to one file that every web machine is given, or what one machine signs (receipts, "
+            "credentials) fails to verify on another",
+            settings.signing_keys_file,
+        )
     if settings.issuer_logo and issuer.logo_file(settings, app.instance_path) is None:
         log.warning(
             "ISSUER_LOGO %r is not a PNG, JPEG or SVG file in the instance folder %s: no logo "
