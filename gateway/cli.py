@@ -36,7 +36,7 @@ from jobs.cron import SweepRunning, locked_sweep
 from jobs.engine.claim import backlog
 from jobs.engine.dispatch import requeue
 from jobs.engine.worker import run_worker
-from jobs.reconcile import reconcile
+from jobs.reconcile import NoCredly, reconcile
 
 
 def command_app() -> Flask:
@@ -501,6 +501,8 @@ def badges_reconcile(dry_run: bool, certification_id: str | None, as_json: bool)
         summary = reconcile(
             services(), dry_run=dry_run, certification_id=certification_id, progress=progress
         )
+    except NoCredly as exc:
+        raise click.ClickException(str(exc)) from exc
     finally:
         progress.close()
     result = summary.as_dict()

@@ -86,6 +86,9 @@ def run_daily_reconcile() -> dict[str, object]:
     to run it today."""
     svc = context.services()
     today = utcnow().date()
+    if svc.settings.credly_dry_run:
+        log.info("reconciliation skipped: Credly is the dry-run backend")
+        return {"skipped": True}
     if not svc.redis.set(f"gateway:reconciled:{today}", 1, nx=True, ex=DAY_SECONDS):
         return {"skipped": True}
     return reconcile(svc).as_dict()

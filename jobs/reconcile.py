@@ -296,6 +296,10 @@ def _issue_pending(session: Session, cert: Certification) -> bool:
     )
 
 
+class NoCredly(RuntimeError):
+    """Credly is the dry-run backend: there is nothing to reconcile with."""
+
+
 def reconcile(
     svc: Services,
     *,
@@ -303,7 +307,17 @@ def reconcile(
     certification_id: str | None = None,
     progress: Progress | None = None,
 ) -> Summary:
-    """Compare Credly's badges with the standings and repair drift (see the module docstring)."""
+    """Compare Credly's badges with the standings and repair drift (see the module docstring).
+
+    Raises NoCredly with the dry-run backend: its badges live in the memory of the process that
+    issued them, so another process would take every badge for one its earner deleted.
+    """
+    if svc.settings.credly_dry_run:
+        raise NoCredly(
+            "reconciliation needs Credly (CREDLY_API_BASE, CREDLY_ORGANIZATION_ID, "
+            "CREDLY_AUTH_TOKEN): the dry-run backend keeps its badges in the memory of the "
+            "process that issued them"
+        )
     started = time.monotonic()
     run = _Run(svc, dry_run, certification_id, progress or (lambda label, total, done: None))
     run.credly_pass()

@@ -1,6 +1,7 @@
 """The operators' commands: on the `gateway` script and on the app's `flask` command alike."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from gateway.bootstrap import create_app
 from gateway.cli import cli
 from gateway.platform.config import Settings
 from gateway.usecases import intake
+from tests.support.clients import fetch_token
 from tests.support.events import granted
 from tests.support.serving import free_port
 
@@ -124,3 +126,18 @@ def test_a_day_past_what_the_rules_compute_with_is_a_usage_error(tmp_path, args)
     env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", "INSTANCE_PATH": str(tmp_path)}
     answer = CliRunner().invoke(cli, args, env=env)
     assert answer.exit_code == 2, answer.output
+
+
+def test_reconcile_with_the_dry_run_backend_is_refused_and_marks_nothing_deleted(tmp_path):
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", "INSTANCE_PATH": str(tmp_path)}
+    app = create_app(replace(Settings.from_env(env), jobs_synchronous=True))
+    event = granted("2026-03-01")
+    assert intake.submit_event(app.extensions["gateway"], event).status == 202  # badge issued
+    answer = CliRunner().invoke(cli, ["badges", "reconcile"], env=env)
+    assert answer.exit_code == 1
+    assert answer.output.startswith("Error: reconciliation needs Credly")
+    headers = {"Authorization": f"Bearer {fetch_token(app, 'certifications:read')}"}
+    standing = app.test_client().get(
+        f"/v1/certifications/{event['certification_id']}", headers=headers
+    )
+    assert standing.get_json()["badge"]["state"] == "pending"
