@@ -163,6 +163,7 @@ def _run(svc: Services, item: ClaimedItem) -> datetime | None:
         first_line = next(iter(str(exc).splitlines()), "")
         return _retry(svc, item, policy, f"{type(exc).__name__}: {first_line}", None)
     _finish(svc, item, "done", None)
+    log.info("job done", extra={"attempt": item.attempts})
     return None
 
 

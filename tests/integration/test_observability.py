@@ -81,6 +81,8 @@ def test_logs_are_json_lines_with_the_request_id_that_follows_into_jobs(app, cli
     job_lines = [line for line in lines if line["logger"].startswith(("connectors", "jobs"))]
     assert job_lines, "the jobs logged nothing"
     assert all(line.get("request_id") == "req-abc-123" for line in job_lines), job_lines
+    done = {line["kind"] for line in job_lines if line["msg"] == "job done"}
+    assert done == {"issue_badge", "sync_verification"}  # at the default level, INFO
     with app.extensions["gateway"].db.sessions() as session:
         from gateway.store.models import Event, OutboxItem
 
