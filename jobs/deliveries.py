@@ -298,6 +298,11 @@ def _claim(svc: Services, delivery_id: int) -> Claim | None:
         if gone:
             _close(mine, "cancelled", now, f"{target} takes no deliveries any more")
             return None
+        if subscription is not None and not session.get(
+            WatchedCertification, (target, certification_id)
+        ):
+            _close(mine, "cancelled", now, f"{target} no longer watches {certification_id}")
+            return None
         if any(
             row.state == "delivered"
             and row.sequence > mine.sequence
@@ -311,9 +316,12 @@ def _claim(svc: Services, delivery_id: int) -> Claim | None:
             for row in rows
             if row is not mine and row.state == "sending" and (row.lease_until or now) > now
         ]
-        if leases:
-            wait = (max(leases) - now).total_seconds()
+        if leases:  # a send ends within the sender's longest attempt, well before its lease
+            wait = min((max(leases) - now).total_seconds(), svc.webhooks.longest_attempt)
             raise DeliveryBusy(f"another delivery to {target} is being sent", retry_after=wait)
+        if any(row.sequence < mine.sequence and row.state == "pending" for row in rows):
+            # an earlier message not yet tried (queued with this one) goes first: in sequence
+            raise DeliveryBusy(f"an earlier delivery to {target} goes first", retry_after=1)
         mine.state, mine.lease_until = "sending", now + _lease(svc.settings)
         mine.attempts, mine.last_attempt_at = mine.attempts + 1, now
         return Claim(

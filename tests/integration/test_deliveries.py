@@ -21,6 +21,7 @@ from gateway.store.models import Delivery, OutboxItem, VerificationRecord, utcno
 from gateway.usecases import subscriptions
 from gateway.web import auth
 from jobs import verification
+from jobs.deliveries import DeliveryBusy, deliver_webhook, queue
 from jobs.engine.claim import ClaimedItem
 from tests.support.badge_jobs import drain, items, submit
 from tests.support.database import truncate
@@ -273,3 +274,39 @@ def test_two_syncs_waiting_on_one_certification_write_its_record_once(make_svc, 
     assert [d.sequence for d in deliveries(svc, subscription.id)] == [1]
     with svc.db.sessions() as session:
         assert session.get(VerificationRecord, "CERT-1").status == "revoked"
+
+
+def test_a_message_waits_for_an_earlier_one_queued_with_it(make_svc):
+    """Queued together (a status change and its advance notice), they are sent in sequence even
+    when the later one's job runs first."""
+    svc = make_svc()
+    with serve(scripted()) as (url, received):
+        subscription = watch(svc, url, "CERT-1")
+        with svc.db.transaction() as session:
+            first, second = queue(
+                session, subscription.id, ["CERT-1", "CERT-1"], data={"status": "active"}
+            )
+        claimed = {
+            item.id: ClaimedItem(item.id, item.kind, "CERT-1", item.payload, None, 1, utcnow())
+            for item in (first, second)
+        }
+        with pytest.raises(DeliveryBusy, match="goes first"):
+            deliver_webhook(svc, claimed[second.id])
+        deliver_webhook(svc, claimed[first.id])
+        deliver_webhook(svc, claimed[second.id])
+    seen = [Webhook(subscription.secret).verify(r.body, r.headers) for r in received]
+    assert [e["sequence"] for e in seen] == [1, 2]
+
+
+def test_a_certification_unwatched_while_its_delivery_waits_gets_no_retry(make_svc):
+    svc = make_svc()
+    with serve(scripted(500)) as (url, received):
+        subscription = watch(svc, url)
+        submit(svc, granted(days_ago(30)))
+        work_queued(svc)  # the first attempt fails; the retry waits
+        with svc.db.transaction() as session:
+            subscriptions.unwatch(session, subscription, ["CERT-1"])
+        drain(svc, lambda: deliveries(svc, subscription.id)[0].state == "cancelled")
+    assert len(received) == 1
+    [delivery] = deliveries(svc, subscription.id)
+    assert "no longer watches CERT-1" in delivery.last_error
