@@ -107,20 +107,31 @@ def test_a_later_status_is_never_overtaken_by_the_retry_of_an_earlier_one(make_s
     assert [(e["sequence"], e["data"]["status"]) for e in seen] == [(1, "active"), (2, "revoked")]
 
 
-def test_a_subscription_deleted_while_its_delivery_waits_gets_no_retry(make_svc):
+def _delete(session, subscription) -> None:
+    subscriptions.remove(subscriptions.owned(session, subscription.client_id, subscription.id))
+
+
+def _unwatch(session, subscription) -> None:
+    subscriptions.unwatch(session, subscription, ["CERT-1"])
+
+
+@pytest.mark.parametrize(
+    ("stop", "reason"),
+    [(_delete, "takes no deliveries any more"), (_unwatch, "no longer watches CERT-1")],
+    ids=["subscription-deleted", "certification-unwatched"],
+)
+def test_a_delivery_waiting_when_its_subscription_stops_gets_no_retry(make_svc, stop, reason):
     svc = make_svc()
     with serve(scripted(500)) as (url, received):
         subscription = watch(svc, url)
         submit(svc, granted(days_ago(30)))
         work_queued(svc)  # the first attempt fails; the retry waits
         with svc.db.transaction() as session:
-            subscriptions.remove(
-                subscriptions.owned(session, subscription.client_id, subscription.id)
-            )
+            stop(session, subscription)
         drain(svc, lambda: deliveries(svc, subscription.id)[0].state == "cancelled")
     assert len(received) == 1
     [delivery] = deliveries(svc, subscription.id)
-    assert delivery.attempts == 1 and "no deliveries" in delivery.last_error
+    assert delivery.attempts == 1 and reason in delivery.last_error
 
 
 def test_a_target_that_resolves_to_a_private_address_is_refused_at_delivery(make_svc):
@@ -296,17 +307,3 @@ def test_a_message_waits_for_an_earlier_one_queued_with_it(make_svc):
         deliver_webhook(svc, claimed[second.id])
     seen = [Webhook(subscription.secret).verify(r.body, r.headers) for r in received]
     assert [e["sequence"] for e in seen] == [1, 2]
-
-
-def test_a_certification_unwatched_while_its_delivery_waits_gets_no_retry(make_svc):
-    svc = make_svc()
-    with serve(scripted(500)) as (url, received):
-        subscription = watch(svc, url)
-        submit(svc, granted(days_ago(30)))
-        work_queued(svc)  # the first attempt fails; the retry waits
-        with svc.db.transaction() as session:
-            subscriptions.unwatch(session, subscription, ["CERT-1"])
-        drain(svc, lambda: deliveries(svc, subscription.id)[0].state == "cancelled")
-    assert len(received) == 1
-    [delivery] = deliveries(svc, subscription.id)
-    assert "no longer watches CERT-1" in delivery.last_error
