@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable, Sequence
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Executable, bindparam, delete, func, insert, select, update
@@ -15,8 +16,15 @@ from sqlalchemy.orm import Session
 
 from connectors.employer_webhooks import new_secret
 from gateway.schemas.subscriptions import MAX_WATCHED
-from gateway.store.db import Database
-from gateway.store.models import Delivery, Subscription, WatchedCertification, utcnow
+from gateway.store.db import Database, wake_after_commit
+from gateway.store.models import (
+    Certification,
+    Delivery,
+    OutboxItem,
+    Subscription,
+    WatchedCertification,
+    utcnow,
+)
 
 #: The outbox kind of a review of a certification's advance notices (`jobs.notices`).
 REVIEW_NOTICES = "review_notices"
@@ -121,7 +129,28 @@ def watch(session: Session, subscription: Subscription, certification_ids: Seque
             insert(WatchedCertification),
             [{"subscription_id": subscription.id, "certification_id": i} for i in new],
         )
+        if subscription.notice_days is not None:
+            _review_soon(session, new, subscription.notice_days)
     return len(new)
+
+
+def _review_soon(session: Session, certification_ids: Sequence[str], notice_days: int) -> None:
+    """Queue a review of the advance notices of those certifications whose status changes
+    within `notice_days`: a subscription made after the day's sweep is told now, not tomorrow
+    (for a change due tomorrow: never)."""
+    today = utcnow().date()
+    due = session.scalars(
+        select(Certification.certification_id).where(
+            Certification.certification_id.in_(certification_ids),
+            Certification.next_change_on > today,
+            Certification.next_change_on <= today + timedelta(days=notice_days),
+        )
+    ).all()
+    items = [OutboxItem(certification_id=i, kind=REVIEW_NOTICES, payload={}) for i in due]
+    if items:
+        session.add_all(items)
+        session.flush()
+        wake_after_commit(item.id for item in items)
 
 
 def unwatch(session: Session, subscription: Subscription, certification_ids: Sequence[str]) -> int:
