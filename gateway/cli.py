@@ -82,7 +82,8 @@ class GatewayGroup(FlaskGroup):
             raise click.ClickException(str(exc)) from exc
 
 
-@click.group(cls=GatewayGroup, create_app=command_app)
+@click.group(cls=GatewayGroup, create_app=command_app, add_version_option=False)
+@click.version_option(package_name="credential-gateway", prog_name="gateway")
 def cli() -> None:
     """Operate the credential gateway."""
 

@@ -141,3 +141,9 @@ def test_reconcile_with_the_dry_run_backend_is_refused_and_marks_nothing_deleted
         f"/v1/certifications/{event['certification_id']}", headers=headers
     )
     assert standing.get_json()["badge"]["state"] == "pending"
+
+
+def test_version_is_the_gateways(tmp_path):
+    answer = CliRunner().invoke(cli, ["--version"], env={"INSTANCE_PATH": str(tmp_path)})
+    assert answer.exit_code == 0
+    assert answer.output.startswith("gateway, version ") and "Flask" not in answer.output
