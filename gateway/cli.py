@@ -368,6 +368,8 @@ def jobs_requeue(job_ids: tuple[str, ...], requeue_all: bool) -> None:
             raise click.BadParameter("job ids look like outbox-123") from exc
     done = requeue(svc, ids)
     missing = sorted(set(ids) - set(done))
+    if requeue_all and not done:
+        click.echo("no failed jobs")
     for outbox_id in done:
         click.echo(f"requeued outbox-{outbox_id}")
     if missing:

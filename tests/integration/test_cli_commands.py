@@ -24,6 +24,8 @@ def test_the_commands_are_on_the_apps_flask_cli_too(database_url, make_app):
     answer = runner.invoke(args=["jobs", "failed"])
     assert answer.exit_code == 0, answer.output
     assert "no failed jobs" in answer.output
+    nothing = runner.invoke(args=["jobs", "requeue", "--all"])
+    assert (nothing.exit_code, nothing.output) == (0, "no failed jobs\n")
 
 
 def test_db_current_history_and_downgrade(tmp_path, monkeypatch):
