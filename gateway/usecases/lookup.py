@@ -63,9 +63,10 @@ _COLUMNS = (
     _RECORDS.c.valid_through,
 )
 
-# With each record, the first day its standing changes with no new event (the sweep's day).
+# With each record, its certification's stored status and the first day that changes with no
+# event (the sweep's day).
 _RECORDS_OF = (
-    select(*_COLUMNS, _CERTIFICATIONS.c.next_change_on)
+    select(*_COLUMNS, _CERTIFICATIONS.c.status, _CERTIFICATIONS.c.next_change_on)
     .select_from(_RECORDS)
     .outerjoin(_CERTIFICATIONS, _CERTIFICATIONS.c.certification_id == _RECORDS.c.certification_id)
     .where(_RECORDS.c.certification_id.in_(bindparam("certification_ids", expanding=True)))
@@ -77,19 +78,24 @@ def verify(
 ) -> list[Verification | None]:
     """The public record of each id, in the order given; None for an id not on record.
 
-    A record whose standing changes today or earlier with no event (a fee's grace ended at
-    midnight, say) is not yet what the daily sweep will make it: it is computed from the history
-    for today instead, so no answer says `active` past its day.
+    A record not yet in step with its certification is computed from the history for today
+    instead, so no answer says `active` past its day: one whose standing changes today or
+    earlier with no event (a fee's grace ended at midnight, before the daily sweep), or whose
+    stored status is not the record's (recorded, its sync job not yet run).
     """
     verified_at = check_time()
     today = verified_at.date()
     storable = [i for i in certification_ids if "\x00" not in i]  # others cannot be on record
     rows = db.read(_RECORDS_OF, {"certification_ids": storable}) if storable else []
     found: dict[str, Verification | None] = {
-        row[0]: Verification(*row[:-1], verified_at=verified_at) for row in rows
+        row[0]: Verification(*row[:-2], verified_at=verified_at) for row in rows
     }
-    due = [row[0] for row in rows if row[-1] is not None and row[-1] <= today]
-    for certification_id, fresh in zip(due, verify_on(db, policy, due, today), strict=True):
+    behind = [
+        row[0]
+        for row in rows
+        if (row[-2] is not None and row[-2] != row[4]) or (row[-1] is not None and row[-1] <= today)
+    ]
+    for certification_id, fresh in zip(behind, verify_on(db, policy, behind, today), strict=True):
         if isinstance(fresh, Verification):
             found[certification_id] = fresh
     return [found.get(certification_id) for certification_id in certification_ids]

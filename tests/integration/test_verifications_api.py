@@ -9,6 +9,8 @@ from sqlalchemy import update
 
 from gateway.platform import clock
 from gateway.store.models import Certification, VerificationRecord, utcnow
+from gateway.usecases.sweep import Scope
+from jobs.cron import locked_sweep
 from tests.support.events import event
 from tests.support.events import granted as event_granted
 from tests.support.verification import ANSWER_KEYS, days_ago, record, record_every_status
@@ -250,6 +252,19 @@ def test_past_the_day_a_standing_changes_the_answer_is_todays_before_the_sweep(
     assert (batched["status"], batched["valid_through"]) == ("inactive", None)
     page = client.get("/verify?certification_id=DUE-1").get_data(as_text=True)
     assert "Inactive — not in good standing" in page and "Active" not in page
+
+
+def test_after_the_sweep_and_before_its_sync_the_answer_is_the_recorded_status(
+    app, database_url, make_app
+):
+    [granted_answer] = record(app, event_granted(days_ago(30), cert="DUE-2"))
+    paid_through = date.fromisoformat(granted_answer.body["standing"]["fees"]["paid_through"])
+    clock.set_now(datetime.combine(paid_through + timedelta(days=1), time(0, 30), UTC))
+    idle = make_app(database_url=database_url, jobs="IN_SERVER")  # its jobs wait in the outbox
+    summary = locked_sweep(idle.extensions["gateway"], Scope(as_of=utcnow().date()))
+    assert summary.as_dict()["transitions"] == {"active->inactive": 1}
+    body = idle.test_client().get("/v1/verifications/DUE-2").get_json()
+    assert (body["status"], body["valid_through"]) == ("inactive", None)
 
 
 def test_the_etag_changes_with_who_vouches(database_url, make_app, answers, client):
