@@ -288,6 +288,7 @@ class EnvelopeSchema(_Strict):
                 error="No control characters; no / at the start or end, no //, "
                 "no . or .. between slashes.",
             ),
+            _not_blank,
         ],
     )
     type = fields.String(required=True, validate=validate.OneOf(list(DATA_SCHEMAS)))

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
-from gateway.schemas.events import DAYS, Day
+from gateway.schemas.events import DAYS, TEXT, Day
 from gateway.schemas.ids import certification_ids_field
 from gateway.schemas.responses import STANDING_STATUSES
 from gateway.store.models import utcnow
@@ -89,11 +90,18 @@ class BatchLookupSchema(Schema):
     on = on_field()
 
 
+_MOMENT = re.compile(
+    r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:Z|[+-]\d{2}:\d{2})?)?"
+)
+
+
 class _Moment(fields.DateTime):
     """An ISO 8601 time or day, read as UTC unless it names its offset."""
 
     def _deserialize(self, value: object, *args: object, **kwargs: object) -> datetime:
         try:
+            if not _MOMENT.fullmatch(str(value)):  # Python also reads 20250501, 2025-W18-4
+                raise ValueError(value)
             moment = datetime.fromisoformat(str(value))
             return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
         except (ValueError, OverflowError) as exc:
@@ -125,6 +133,6 @@ class ReceiptQuerySchema(Schema):
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=MAX_RECEIPTS_PAGE))
     after = fields.String(
         load_default=None,
-        validate=validate.Length(min=1, max=40),
+        validate=[validate.Length(min=1, max=40), TEXT],
         metadata={"description": "The last reference of a page: the next page follows it."},
     )

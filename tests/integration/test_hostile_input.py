@@ -379,8 +379,9 @@ def test_an_event_id_may_hold_any_characters_but_control_ones(client, token_for)
     assert response.status_code == 202, response.get_json()
     assert response.headers["Location"] == "/v1/events/%C3%A9vt%201/%C3%BC"
     assert client.get(response.headers["Location"], headers=headers).status_code == 200
-    refused = client.post("/v1/events", json=_event(event_id="evt\t1"), headers=headers)
-    assert [e["field"] for e in refused.get_json()["errors"]] == ["event_id"]
+    for refused_id in ("evt\t1", "   "):
+        refused = client.post("/v1/events", json=_event(event_id=refused_id), headers=headers)
+        assert [e["field"] for e in refused.get_json()["errors"]] == ["event_id"]
 
 
 @pytest.mark.parametrize("day", ["20250301", "2025-W09-6", "2025-060"])

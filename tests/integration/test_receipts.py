@@ -129,7 +129,14 @@ def test_receipts_since_a_time_and_bad_queries(app, client, employer):
     every = client.get("/v1/receipts?since=2020-01-01T00:00:00Z", headers=headers).get_json()
     assert [r["certification_id"] for r in every["receipts"]] == ["ACTIVE-1", "LAPSED-1"]
     assert len(client.get("/v1/receipts?limit=1", headers=headers).json["receipts"]) == 1
-    for query, field in (("since=yesterday", "since"), ("limit=0", "limit"), ("x=1", "x")):
+    for query, field in (
+        ("since=yesterday", "since"),
+        ("since=20250501", "since"),
+        ("since=2025-W18-4", "since"),
+        ("limit=0", "limit"),
+        ("after=a%00b", "after"),
+        ("x=1", "x"),
+    ):
         response = client.get(f"/v1/receipts?{query}", headers=headers)
         assert response.status_code == 422
         assert [e["field"] for e in response.get_json()["errors"]] == [field]
