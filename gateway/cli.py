@@ -15,9 +15,10 @@ from alembic.util import CommandError as AlembicCommandError
 from flask import Flask
 from flask.cli import FlaskGroup, with_appcontext
 from flask.helpers import get_debug_flag
-from redis import RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy import select
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, ProgrammingError
 from werkzeug.serving import is_running_from_reloader
 
 from gateway.bootstrap import create_app
@@ -73,13 +74,26 @@ class GatewayGroup(FlaskGroup):
         not exist, ends it with one line (exit status 1), not a traceback."""
         try:
             return super().invoke(ctx)
-        except (OperationalError, InterfaceError) as exc:
-            reason = str(exc.orig or exc).strip().splitlines()[0]
-            raise click.ClickException(f"the database cannot be reached: {reason}") from exc
-        except RedisError as exc:
+        except (OperationalError, InterfaceError, ProgrammingError) as exc:
+            raise click.ClickException(_database_error(exc)) from exc
+        except (RedisConnectionError, RedisTimeoutError) as exc:
             raise click.ClickException(f"Redis cannot be reached: {exc}") from exc
         except AlembicCommandError as exc:
             raise click.ClickException(str(exc)) from exc
+
+
+def _database_error(exc: DBAPIError) -> str:
+    """One line for a database error a command met; a query the database refused for its own
+    reason (not a missing schema) is raised again, a bug to be seen whole."""
+    reason = next(iter(str(exc.orig or exc).strip().splitlines()), "")
+    code = getattr(exc.orig, "sqlstate", None)
+    if isinstance(exc, ProgrammingError):
+        if code == "42P01" or reason.startswith("no such table"):
+            return f"the database has no gateway schema yet (run `gateway db upgrade`): {reason}"
+        raise exc
+    if code is None:  # no answer from the server: connecting failed, or the connection broke
+        return f"the database cannot be reached: {reason}"
+    return f"the database refused the command: {reason}"
 
 
 @click.group(cls=GatewayGroup, create_app=command_app, add_version_option=False)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from datetime import date
 
+from redis.exceptions import LockNotOwnedError
 from redis.lock import Lock
 from rq import Queue
 from rq.cron import CronScheduler
@@ -52,7 +53,13 @@ def locked_sweep(svc: Services, scope: Scope, **kwargs: object) -> Summary:
     try:
         return _sweep_and_notices(svc, scope, **kwargs)
     finally:
-        lock.release()
+        try:
+            lock.release()
+        except LockNotOwnedError:  # what it recorded stands; the next sweep may find it busy
+            log.warning(
+                "the sweep outlived its lock (%d s): another sweep of its range may have run",
+                LOCK_SECONDS,
+            )
 
 
 def _sweep_and_notices(svc: Services, scope: Scope, **kwargs: object) -> Summary:

@@ -1,9 +1,11 @@
 """The operators' commands: on the `gateway` script and on the app's `flask` command alike."""
 
 import json
+import uuid
 from dataclasses import replace
 from pathlib import Path
 
+import psycopg
 import pytest
 from click.testing import CliRunner
 
@@ -13,6 +15,7 @@ from gateway.cli import cli
 from gateway.platform.config import Settings
 from gateway.usecases import intake
 from tests.support.clients import fetch_token
+from tests.support.database import pg_conninfo
 from tests.support.events import granted
 from tests.support.serving import free_port
 
@@ -149,3 +152,20 @@ def test_version_is_the_gateways(tmp_path):
     answer = CliRunner().invoke(cli, ["--version"], env={"INSTANCE_PATH": str(tmp_path)})
     assert answer.exit_code == 0
     assert answer.output.startswith("gateway, version ") and "Flask" not in answer.output
+
+
+def test_a_database_without_the_schema_says_to_upgrade_it(postgres_url, tmp_path):
+    name = f"gw_empty_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_conninfo(postgres_url), autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    try:
+        env = {"DATABASE_URL": f"{postgres_url.rpartition('/')[0]}/{name}"}
+        answer = CliRunner().invoke(
+            cli, ["jobs", "failed"], env={**env, "INSTANCE_PATH": str(tmp_path)}
+        )
+        assert answer.exit_code == 1
+        expected = "Error: the database has no gateway schema yet (run `gateway db upgrade`): "
+        assert answer.output.startswith(expected) and answer.output.count("\n") == 1
+    finally:
+        with psycopg.connect(pg_conninfo(postgres_url), autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE "{name}" WITH (FORCE)')

@@ -14,6 +14,7 @@ from gateway.cli import cli
 from gateway.store.models import Badge, Certification, OutboxItem, VerificationRecord, utcnow
 from gateway.usecases import intake
 from gateway.usecases.sweep import FutureSweep, Scope, sweep
+from jobs import cron
 from jobs.cron import (
     SweepRunning,
     check_credly_token,
@@ -252,6 +253,29 @@ def test_only_one_sweep_runs_at_a_time(make_app, postgres_url, redis_url, redis_
     finally:
         held.release()
     assert run_daily_sweep("2026-04-01")["evaluated"] == 0
+    truncate(postgres_url)
+
+
+def test_a_sweep_that_outlives_its_lock_keeps_what_it_recorded_and_warns(
+    make_app, postgres_url, redis_url, redis_client, monkeypatch
+):
+    truncate(postgres_url)
+    svc = make_app(database_url=postgres_url, redis_url=redis_url).extensions["gateway"]
+    sweep_itself = cron._sweep_and_notices
+
+    def outliving(*args, **kwargs):
+        summary = sweep_itself(*args, **kwargs)
+        svc.redis.delete("gateway:sweep::")  # as when the lock's time ran out
+        return summary
+
+    monkeypatch.setattr(cron, "_sweep_and_notices", outliving)
+    warned: list[tuple] = []
+    monkeypatch.setattr(cron.log, "warning", lambda *args: warned.append(args))
+    summary = locked_sweep(svc, Scope(as_of=date(2026, 4, 1)))
+    assert summary.as_dict()["evaluated"] == 0
+    assert [args[0] for args in warned] == [
+        "the sweep outlived its lock (%d s): another sweep of its range may have run"
+    ]
     truncate(postgres_url)
 
 
