@@ -43,7 +43,7 @@ from gateway.store.models import (
 from gateway.usecases import lookup
 from gateway.usecases.services import Services
 from jobs.engine.claim import ClaimedItem
-from jobs.engine.retry import RetryPolicy, within
+from jobs.engine.retry import Deferred, RetryPolicy, within
 
 log = logging.getLogger("jobs.deliveries")
 
@@ -63,12 +63,9 @@ PUBLIC_FIELDS = RECORD_FIELDS
 Send = Callable[[Services, "Claim", dict[str, Any]], int]
 
 
-class DeliveryBusy(TransientError):
-    """Another delivery of the same target and certification is being sent; try again later."""
-
-    def __init__(self, message: str, retry_after: float) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
+class DeliveryBusy(Deferred):
+    """Another delivery of the same target and certification goes first; try again soon (the
+    attempt does not count)."""
 
 
 def retry_policy(settings: Settings) -> RetryPolicy:
@@ -319,7 +316,11 @@ def _claim(svc: Services, delivery_id: int) -> Claim | None:
         if leases:  # a send ends within the sender's longest attempt, well before its lease
             wait = min((max(leases) - now).total_seconds(), svc.webhooks.longest_attempt)
             raise DeliveryBusy(f"another delivery to {target} is being sent", retry_after=wait)
-        if any(row.sequence < mine.sequence and row.state == "pending" for row in rows):
+        recent = now - _lease(svc.settings)  # an older one never tried holds nothing up
+        if any(
+            row.sequence < mine.sequence and row.state == "pending" and row.created_at > recent
+            for row in rows
+        ):
             # an earlier message not yet tried (queued with this one) goes first: in sequence
             raise DeliveryBusy(f"an earlier delivery to {target} goes first", retry_after=1)
         mine.state, mine.lease_until = "sending", now + _lease(svc.settings)

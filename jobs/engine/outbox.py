@@ -21,7 +21,7 @@ from gateway.usecases.credly_token import token_state
 from gateway.usecases.services import Services
 from jobs import badges, credly_notifications, deliveries, notices, verification
 from jobs.engine.claim import CLAIM_BATCH, CLAIM_DUE, ENDED, GIVE_BACK, ClaimedItem, ended
-from jobs.engine.retry import MAX_ATTEMPTS, RetryPolicy
+from jobs.engine.retry import MAX_ATTEMPTS, Deferred, RetryPolicy
 
 log = logging.getLogger("jobs.engine.outbox")
 
@@ -148,6 +148,8 @@ def _run(svc: Services, item: ClaimedItem) -> datetime | None:
         return _pause(svc, item, reason)
     try:
         HANDLERS[item.kind](svc, item)
+    except Deferred as exc:
+        return _put_off(svc, item, str(exc), exc.retry_after)
     except Unauthorized as exc:
         reason = f"{exc} {exc.body}" if exc.body else str(exc)
         token_state(svc).pause(reason, svc.settings.credly_pause_seconds)
@@ -188,10 +190,15 @@ def _retry(
 
 def _pause(svc: Services, item: ClaimedItem, reason: str) -> datetime:
     """Put a Credly job off while Credly refuses the token, without using an attempt."""
-    due_at = utcnow() + timedelta(seconds=svc.settings.credly_pause_seconds)
     error = f"waiting for a working Credly token: {reason}"
-    svc.db.write(PAUSED, {"outbox_id": item.id, "last_error": error, "due_at": due_at})
     metrics.JOBS.labels(item.kind, "paused").inc()
+    return _put_off(svc, item, error, svc.settings.credly_pause_seconds)
+
+
+def _put_off(svc: Services, item: ClaimedItem, reason: str, seconds: float) -> datetime:
+    """Make the item due again in `seconds`, without using an attempt."""
+    due_at = utcnow() + timedelta(seconds=seconds)
+    svc.db.write(PAUSED, {"outbox_id": item.id, "last_error": reason, "due_at": due_at})
     return due_at
 
 

@@ -40,3 +40,12 @@ def within(window: float, base: float, cap: float) -> RetryPolicy:
         total += wait
         attempts += 1
     return RetryPolicy(max_attempts=attempts, base=base, cap=cap)
+
+
+class Deferred(Exception):
+    """The item cannot run yet (another holds what it needs): it is due again after
+    `retry_after` seconds, and the attempt is not counted."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
