@@ -24,6 +24,7 @@ import contextlib
 import hashlib
 import hmac
 import ipaddress
+import re
 import secrets
 import socket
 import threading
@@ -161,12 +162,18 @@ def _shown(url: str) -> str:
 
 
 def _scrubbed(text: str, url: str) -> str:
-    """`text` (an error that may quote `url` or its parts) without the URL's secrets."""
+    """`text` (an error that may quote `url` or its parts, as given or as requests encoded
+    them) without the URL's secrets."""
     parts = urlsplit(url)
+    text = _QUOTED_PATH.sub(f"url: {parts.path or '/'}" + ("?…" if parts.query else ""), text)
     secrets_in_url = [parts.netloc.rpartition("@")[0], parts.query, parts.fragment]
     for secret in filter(None, secrets_in_url):
         text = text.replace(secret, "…")
     return text
+
+
+#: How urllib3 quotes the request target in its errors ("... with url: /hook?token=...").
+_QUOTED_PATH = re.compile(r"url: [^\s\"'()]+")
 
 
 def public_address(host: str, port: int) -> str:

@@ -167,14 +167,15 @@ def test_a_receiver_dripping_its_answer_is_cut_off_at_the_longest_attempt(
 
 def test_a_failed_attempt_says_nothing_of_the_urls_user_password_or_query():
     with serve(scripted(then=500)) as (url, _), pytest.raises(DeliveryFailed) as answered:
-        secret_url = url.replace("://", "://user:s3cret@") + "/hook?token=tok123#frag"
+        secret_url = url.replace("://", "://user:s3cret@") + "/hook?token=SEC%52ET{x}|y#frag"
         WebhookSender(allow_private=True).send(secret_url, new_secret(), "m", BODY)
     with pytest.raises(DeliveryFailed) as unanswered:
         WebhookSender(timeout=1, allow_private=True).send(secret_url, new_secret(), "m", BODY)
     for failed in (answered, unanswered):
         message = str(failed.value)
         assert "/hook?…" in message
-        assert not [part for part in ("user:", "s3cret", "tok123", "frag") if part in message]
+        found = ("user:", "s3cret", "SEC", "ET{", "ET%7B", "frag")
+        assert not [part for part in found if part in message], message
 
 
 def _resolving(monkeypatch, host: str, answers: list[str]) -> list[str]:
