@@ -122,9 +122,9 @@ def _event_rows(count: int, seed: int, now: str):
             )
 
 
-def _certification_rows(count: int, seed: int, now: str):
+def _certification_rows(count: int, seed: int, now: str, as_of: date):
     for cert, bodies in _histories(count, seed):
-        standing = rules.evaluate([decode_event(b) for b in bodies], TODAY, POLICY)
+        standing = rules.evaluate([decode_event(b) for b in bodies], as_of, POLICY)
         change = standing.next_change_on
         yield (
             cert,
@@ -132,15 +132,16 @@ def _certification_rows(count: int, seed: int, now: str):
             standing.member.member_id,
             standing.status,
             json.dumps(standing.to_dict()),
-            str(TODAY),
+            str(as_of),
             str(change) if change else None,
             now,
             now,
         )
 
 
-def generate(url: str, count: int, seed: int = 1) -> int:
-    """Fill an empty, migrated database with `count` certifications; returns the event count."""
+def generate(url: str, count: int, seed: int = 1, as_of: date = TODAY) -> int:
+    """Fill an empty, migrated database with `count` certifications, their standings stored as
+    of `as_of`; returns the event count."""
     now = datetime.now(UTC).isoformat()
     with psycopg.connect(url) as conn, conn.cursor() as cur:
         _copy(
@@ -161,7 +162,7 @@ def generate(url: str, count: int, seed: int = 1) -> int:
             "certifications",
             "certification_id, credential, member_id, status, standing, evaluated_on,"
             " next_change_on, created_at, updated_at",
-            _certification_rows(count, seed, now),
+            _certification_rows(count, seed, now, as_of),
         )
         conn.commit()
         cur.execute("ANALYZE")

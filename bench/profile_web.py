@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bench_service import (
@@ -127,7 +128,7 @@ def main() -> None:
     with HeldDatabase(REDIS_URL, "BENCH_SERVICE_REDIS_URL") as held:
         try:
             url = fresh_database(name)
-            generate(url, args.count)
+            generate(url, args.count, as_of=datetime.now(UTC).date())  # as a daily sweep leaves it
             fill_verification_records(url)
             vacuum(url)
             held.flush()
