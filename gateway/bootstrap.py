@@ -45,6 +45,11 @@ def create_app(
     if migrate:  # not for the `db` commands, which may be what brings the schema
         check_policy_covers_certifications(svc)
     svc.keys  # noqa: B018 - read (or created, at first start) now, not at the first signature
+    if not settings.public_base_url and not svc.db.is_sqlite:
+        log.warning(
+            "PUBLIC_BASE_URL is not set: receipts, credentials and badge links name the address "
+            "each request came to (its Host header); set it to the gateway's public address"
+        )
     if own_keys and not svc.db.is_sqlite:
         log.warning(
             "SIGNING_KEYS_FILE is not set: this machine signs with keys of its own (%s); set it "

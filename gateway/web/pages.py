@@ -153,6 +153,9 @@ def proof_page() -> ResponseReturnValue:
     number = asked_number()
     if not number:
         return render_template("verify.html", number="", error="Enter a certification number."), 400
+    if request.method == "HEAD":  # a receipt is issued, and recorded, only for a GET
+        [found] = lookup.verify(services().db, services().policy, [number])
+        return verify_page() if found is None else ("", 200, {"Cache-Control": "no-store"})
     try:
         issued = issue_receipt(number)
     except Problem:

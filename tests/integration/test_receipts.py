@@ -303,3 +303,14 @@ def test_the_proof_page_issues_a_recorded_receipt_with_a_qr_code_of_the_live_che
     token = html.split('<pre class="jws" id="receipt-token">')[1].split("</pre>")[0]
     assert decode(client, token)["jti"] == row.jti
     assert client.get("/verify/proof?certification_id=NOPE-1").status_code == 404
+
+
+def test_a_head_request_issues_no_receipt(app, client, employer):
+    _, headers = employer
+    assert client.head("/v1/verifications/ACTIVE-1/receipt", headers=headers).status_code == 200
+    assert client.head("/verify/proof?certification_id=ACTIVE-1").status_code == 200
+    assert client.head("/v1/verifications/NOPE/receipt").status_code == 404
+    assert client.head("/verify/proof?certification_id=NOPE").status_code == 404
+    with app.extensions["gateway"].db.sessions() as session:
+        assert session.scalars(select(Receipt)).all() == []
+    assert client.get("/v1/receipts", headers=headers).get_json()["receipts"] == []

@@ -209,6 +209,9 @@ def batch_verifications() -> ResponseReturnValue:
 def get_receipt(certification_id: str) -> ResponseReturnValue:
     """A signed receipt (compact JWS) of the public record now, or on `?on=` (with a token)."""
     on = _on()
+    if request.method == "HEAD":  # a receipt is issued, and recorded, only for a GET
+        look_up(certification_id, on)
+        return Response(mimetype="application/jose", headers={"Cache-Control": "no-store"})
     issued = issue_receipt(certification_id, on)
     response = Response(issued.token, mimetype="application/jose")
     response.headers["Receipt-Reference"] = issued.jti
