@@ -33,6 +33,7 @@ def test_the_commands_are_on_the_apps_flask_cli_too(database_url, make_app):
 
 def test_db_current_history_and_downgrade(tmp_path, monkeypatch):
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    monkeypatch.setenv("INSTANCE_PATH", str(tmp_path / "instance"))  # not the checkout's
     runner = CliRunner()
     assert runner.invoke(cli, ["db", "upgrade"]).exit_code == 0
     head = runner.invoke(cli, ["db", "current"])

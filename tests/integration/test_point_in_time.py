@@ -64,11 +64,12 @@ def test_each_day_answers_the_public_record_as_it_stood(client, employer, day):
 
 def test_the_answer_comes_from_the_history_not_the_read_model(app, client, employer):
     with app.extensions["gateway"].db.transaction() as session:
-        session.get(VerificationRecord, "PIT-1").status = "active"  # a stale read model
-    assert client.get("/v1/verifications/PIT-1").get_json()["status"] == "active"
+        session.get(VerificationRecord, "PIT-1").name = "Stale Name"  # a read model behind
+    now = client.get("/v1/verifications/PIT-1").get_json()
+    assert (now["name"], now["status"]) == ("Stale Name", "revoked")
     today = utcnow().date().isoformat()
     body = client.get(f"/v1/verifications/PIT-1?on={today}", headers=employer).get_json()
-    assert body["status"] == "revoked"
+    assert (body["name"], body["status"]) == ("Ada Lovelace", "revoked")
 
 
 def test_a_day_before_the_grant_is_a_404_not_certified_naming_on(client, employer):
