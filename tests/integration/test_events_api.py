@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from sqlalchemy import update
 
 from gateway.store.models import Event, OutboxItem
 from gateway.usecases import intake
@@ -411,3 +412,24 @@ def test_ccp_points_are_exact_from_request_to_storage_to_answer(post, reader):
     assert refused.get_json()["errors"] == [
         {"field": "data.points", "message": "Use at most 2 decimal places."}
     ]
+
+
+def test_an_event_an_earlier_release_took_is_replayed_though_now_malformed(app, post):
+    """A release whose checks were laxer recorded `points` given as text: sent again, the event is
+    a replay, not a 422."""
+    assert post(granted("2020-01-10")).status_code == 202
+    body = ccp("A1", "2020-05-01", points=12.5)
+    first = post(body)
+    assert first.status_code == 202
+    old = {**body, "data": {**body["data"], "points": "12.5"}}
+    with app.extensions["gateway"].db.transaction() as session:
+        session.execute(
+            update(Event)
+            .where(Event.event_id == old["event_id"])
+            .values(body=json.dumps(old), body_hash=intake.body_hash(old))
+        )
+    again = post(old)
+    assert again.status_code == 202 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.get_json() == first.get_json()
+    fresh = post(dict(old, event_id="never-seen"))
+    assert fresh.status_code == 422
