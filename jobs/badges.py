@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from typing import Any, NamedTuple
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
@@ -40,6 +40,7 @@ from gateway.rules import BADGE_KEPT
 from gateway.store.models import Badge, Certification, Member, UTCDateTime, utcnow
 from gateway.usecases.services import Services
 from jobs.engine.claim import ClaimedItem
+from jobs.engine.retry import Deferred
 
 log = logging.getLogger("jobs.badges")
 
@@ -342,11 +343,22 @@ def issue(svc: Services, item: ClaimedItem) -> None:
     # Only an earlier attempt can have made this badge in Credly unseen (its answer lost): the
     # first one issues at once, and Credly's duplicate refusal names any badge it holds.
     found, adopted = _issue_or_adopt(svc, recipient, look_first=attempts > 1)
+    wanted = _recipient_now(svc, item.certification_id, period_start) or recipient
     note = None
-    if adopted and not _says(found, recipient):
-        # made by a lost attempt before the member's details changed, or issued by hand
-        found, note = _bring_up_to_date(svc, found.id, recipient)
+    if (adopted and not _says(found, wanted)) or wanted != recipient:
+        # made by a lost attempt before the member's details changed, issued by hand, or the
+        # details changed while the call was in flight (their replace job found no badge yet)
+        found, note = _bring_up_to_date(svc, found.id, wanted)
     _record_unless_ended(svc, item, badge_id, found, note)
+
+
+def _recipient_now(svc: Services, certification_id: str, period_start: date) -> BadgeRequest | None:
+    """The badge the certification's period calls for now; None when it keeps none any more
+    or another period began."""
+    cert = _certification(svc, certification_id)
+    if cert.status not in BADGE_KEPT or cert.standing["certified_on"] != period_start.isoformat():
+        return None
+    return _recipient(svc, cert)
 
 
 def _says(badge: CredlyBadge, recipient: BadgeRequest) -> bool:
@@ -425,11 +437,20 @@ def replace(svc: Services, item: ClaimedItem) -> None:
         period_start = date.fromisoformat(cert.standing["certified_on"])
         badge = _period_badge(session, cert.certification_id, period_start)
         live = badge is not None and badge.credly_badge_id and badge.state in LIVE
+        lease = timedelta(seconds=svc.settings.job_timeout_seconds)
+        issuing = (
+            badge is not None
+            and not badge.credly_badge_id
+            and badge.last_error is None
+            and badge.updated_at > utcnow() - lease
+        )
         if live:
             recipient = _recipient(svc, cert)
             badge.attempts += 1
             session.flush()
             badge_id, credly_id = badge.id, badge.credly_badge_id
+    if issuing:  # its issue call is in flight: the details it sent may be the old ones
+        raise Deferred("the badge is being issued; it is brought up to date next", retry_after=5)
     if not live:  # settled once the transaction has let the badge's row go
         log.info("no live badge to replace")
         _settled(svc, item)
@@ -470,6 +491,18 @@ def _bring_up_to_date(
         return svc.credly.replace_badge(current.id, recipient), note
     except AlreadyReplaced as exc:  # replaced since it was read (another job, or out of band)
         raise TransientError(f"{exc}; the retry follows it to its successor") from exc
+    except PermanentError as exc:  # revoked since it was read (a revoke job, or out of band)?
+        if _still(svc, current):
+            raise
+        raise TransientError(f"{exc}; the badge changed meanwhile, the retry reads it") from exc
+
+
+def _still(svc: Services, badge: CredlyBadge) -> bool:
+    """Whether Credly's badge is still in the state `badge` was read in."""
+    try:
+        return svc.credly.get_badge(badge.id).state == badge.state
+    except NotFound:
+        return False
 
 
 def deleted(credly_id: str) -> CredlyBadge:

@@ -26,6 +26,7 @@ from jobs import reconcile as reconcile_module
 from jobs.cron import run_daily_reconcile, run_daily_sweep
 from jobs.engine import outbox
 from jobs.engine.claim import ClaimedItem
+from jobs.engine.retry import Deferred
 from jobs.reconcile import REPAIRS, reconcile
 from tests.support.badge_jobs import badges, drain, issue_done, items, submit
 from tests.support.credly_standin import DEFAULT_ORGANIZATION_ID, REPLACE_FIELDS, CredlyStandIn
@@ -288,6 +289,31 @@ def test_a_revocation_while_the_issue_call_is_in_flight_leaves_no_live_badge(svc
     assert [b.state for b in badges(svc)] == ["revoked"]
 
 
+@pytest.mark.parametrize(
+    "change", [{"last_name": "King"}, {"email": "ada.king@example.org"}], ids=["name", "email"]
+)
+def test_details_changed_while_the_issue_call_is_in_flight_reach_the_badge(svc, standin, change):
+    answer = intake.submit_event(svc, granted("2026-03-01"))  # jobs not run: run them by hand
+    [issue_item] = [i for i in items(svc, "issue_badge") if i.id in answer.outbox_ids]
+    standin.queue_faults([{"delay": 0.7}])  # slow, but answered within the timeout
+    flight = threading.Thread(target=badges_jobs.issue, args=(svc, _claimed(issue_item)))
+    flight.start()
+    deadline = time.monotonic() + 10
+    while not badges(svc):  # the issue job has recorded its attempt and is now issuing
+        assert time.monotonic() < deadline
+        standin.wait(0.02)
+    intake.submit_event(svc, event("member.updated", change))
+    [replace_item] = items(svc, "replace_badge")
+    with pytest.raises(Deferred):  # the badge is being issued: its replace waits for it
+        badges_jobs.replace(svc, _claimed(replace_item))
+    flight.join()
+    badges_jobs.replace(svc, _claimed(replace_item))
+    [shown] = live(standin)
+    field, value = next(iter(change.items()))
+    assert shown["issued_to_last_name" if field == "last_name" else "recipient_email"] == value
+    assert [b.credly_badge_id for b in badges(svc)] == [shown["id"]]
+
+
 def test_a_badge_a_lost_attempt_made_is_brought_up_to_date_when_adopted(svc, standin):
     intake.submit_event(svc, granted("2026-03-01"))  # jobs not run: run them by hand
     [issue_item] = items(svc, "issue_badge")
@@ -297,7 +323,8 @@ def test_a_badge_a_lost_attempt_made_is_brought_up_to_date_when_adopted(svc, sta
     standin.wait(1.0)
     intake.submit_event(svc, event("member.updated", {"last_name": "King"}))
     [replace_item] = items(svc, "replace_badge")
-    badges_jobs.replace(svc, _claimed(replace_item))  # no badge recorded yet: nothing to do
+    with pytest.raises(Deferred):  # no badge recorded yet, its issue being retried: it waits
+        badges_jobs.replace(svc, _claimed(replace_item))
     badges_jobs.issue(svc, _claimed(issue_item))  # the retry adopts the lost attempt's badge
     [shown] = live(standin)
     assert shown["issued_to_last_name"] == "King"
@@ -305,6 +332,30 @@ def test_a_badge_a_lost_attempt_made_is_brought_up_to_date_when_adopted(svc, sta
 
 
 # --------------------------------------------------------------------------- 4. replace
+
+
+def test_a_badge_revoked_while_its_replace_call_is_in_flight_is_no_error(svc, standin):
+    badge = grant(svc)
+    intake.submit_event(svc, event("member.updated", {"last_name": "King"}))  # not run yet
+    [replace_item] = items(svc, "replace_badge")
+    standin.queue_faults([{"delay": 0.7}], operation="replace")  # answered after the revoke
+    failed: list[Exception] = []
+
+    def replacing() -> None:
+        try:
+            badges_jobs.replace(svc, _claimed(replace_item))
+        except Exception as exc:
+            failed.append(exc)
+
+    flight = threading.Thread(target=replacing)
+    flight.start()
+    standin.wait(0.3)
+    standin.set_badge_state(badge.credly_badge_id, "revoked")  # revoked meanwhile
+    flight.join()
+    assert [type(exc) for exc in failed] == [TransientError]  # read again, not given up
+    badges_jobs.replace(svc, _claimed(replace_item))  # the retry finds it revoked: done
+    [row] = badges(svc)
+    assert (row.state, row.last_error) == ("revoked", None)
 
 
 def test_replace_sends_only_credlys_replace_fields(svc, standin):
