@@ -271,16 +271,23 @@ def _claimed(item) -> ClaimedItem:
     )
 
 
-def test_a_revocation_while_the_issue_call_is_in_flight_leaves_no_live_badge(svc, standin):
-    answer = intake.submit_event(svc, granted("2026-03-01"))  # jobs not run: run them by hand
+def _issue_in_flight(svc, standin) -> threading.Thread:
+    """A grant's issue job run by hand on a thread, once it has recorded its attempt and is
+    waiting for Credly (which answers after 0.7 s)."""
+    answer = intake.submit_event(svc, granted("2026-03-01"))
     [issue_item] = [i for i in items(svc, "issue_badge") if i.id in answer.outbox_ids]
     standin.queue_faults([{"delay": 0.7}])  # slow, but answered within the timeout
     flight = threading.Thread(target=badges_jobs.issue, args=(svc, _claimed(issue_item)))
     flight.start()
     deadline = time.monotonic() + 10
-    while not badges(svc):  # the issue job has recorded its attempt and is now issuing
+    while not badges(svc):
         assert time.monotonic() < deadline
         standin.wait(0.02)
+    return flight
+
+
+def test_a_revocation_while_the_issue_call_is_in_flight_leaves_no_live_badge(svc, standin):
+    flight = _issue_in_flight(svc, standin)
     intake.submit_event(svc, revoked("2026-06-01"))
     [revoke_item] = items(svc, "revoke_badge")
     badges_jobs.revoke(svc, _claimed(revoke_item))  # finds nothing yet
@@ -293,15 +300,7 @@ def test_a_revocation_while_the_issue_call_is_in_flight_leaves_no_live_badge(svc
     "change", [{"last_name": "King"}, {"email": "ada.king@example.org"}], ids=["name", "email"]
 )
 def test_details_changed_while_the_issue_call_is_in_flight_reach_the_badge(svc, standin, change):
-    answer = intake.submit_event(svc, granted("2026-03-01"))  # jobs not run: run them by hand
-    [issue_item] = [i for i in items(svc, "issue_badge") if i.id in answer.outbox_ids]
-    standin.queue_faults([{"delay": 0.7}])  # slow, but answered within the timeout
-    flight = threading.Thread(target=badges_jobs.issue, args=(svc, _claimed(issue_item)))
-    flight.start()
-    deadline = time.monotonic() + 10
-    while not badges(svc):  # the issue job has recorded its attempt and is now issuing
-        assert time.monotonic() < deadline
-        standin.wait(0.02)
+    flight = _issue_in_flight(svc, standin)
     intake.submit_event(svc, event("member.updated", change))
     [replace_item] = items(svc, "replace_badge")
     with pytest.raises(Deferred):  # the badge is being issued: its replace waits for it
