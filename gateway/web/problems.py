@@ -56,6 +56,16 @@ class Problem(Exception):
         return body
 
 
+def unprocessable(field: str, message: str, detail: str | None = None) -> Problem:
+    """A 422 naming one field of the request."""
+    return Problem(
+        422,
+        "Unprocessable Content",
+        detail or message,
+        errors=[{"field": field, "message": message}],
+    )
+
+
 def problem_response(problem: Problem) -> Response:
     """A Flask response for `problem`."""
     response = Response(json.dumps(problem.body()), status=problem.status, mimetype=PROBLEM_TYPE)

@@ -180,10 +180,12 @@ def init_app(
     limited = {api.name: limit_api for api in apis} | {page.name: limit_page for page in pages}
     limited[webhooks.name] = limit_webhooks
 
+    counted_elsewhere = NOT_LOOKUPS | {BATCH}
+
     @app.before_request
     def limit_lookups() -> None:
         # A batch is counted by its view, once its token and body are checked (an id a lookup).
-        if request.method == "OPTIONS" or request.endpoint in NOT_LOOKUPS | {BATCH}:
+        if request.method == "OPTIONS" or request.endpoint in counted_elsewhere:
             return
         check = limited.get(request.blueprint or "")
         if check is not None:

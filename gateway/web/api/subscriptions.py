@@ -28,7 +28,7 @@ from gateway.web.api.events import json_body
 from gateway.web.apidoc import BODY_ERRORS, LOCATION, empty, json_answer, operation
 from gateway.web.auth import current_client_id, require_scope
 from gateway.web.context import services
-from gateway.web.problems import Problem, loaded
+from gateway.web.problems import Problem, loaded, unprocessable
 from gateway.web.ratelimit import LOOKUP_SCOPE
 
 bp = Blueprint("subscriptions", __name__)
@@ -41,12 +41,6 @@ MAX_BODY = 2 * 1024 * 1024
 @bp.before_request
 def _allow_long_lists() -> None:
     request.max_content_length = MAX_BODY
-
-
-def _unprocessable(field: str, message: str) -> Problem:
-    return Problem(
-        422, "Unprocessable Content", message, errors=[{"field": field, "message": message}]
-    )
 
 
 def _owned(session: Session, subscription_id: str) -> Subscription:
@@ -76,7 +70,7 @@ def _check_url(url: str) -> None:
     try:
         check_target(url, allow_private=services().settings.webhook_allow_private_targets)
     except (PermanentError, TransientError) as exc:
-        raise _unprocessable("url", str(exc)) from exc
+        raise unprocessable("url", str(exc)) from exc
 
 
 @bp.post("/v1/subscriptions")
@@ -103,7 +97,7 @@ def create_subscription() -> ResponseReturnValue:
                 body["notice_days"],
             )
         except subscriptions.TooManyWatched as exc:
-            raise _unprocessable("certification_ids", str(exc)) from exc
+            raise unprocessable("certification_ids", str(exc)) from exc
         view = _dump(subscription, len(body["certification_ids"]), secret=subscription.secret)
     location = url_for("subscriptions.get_subscription", subscription_id=subscription.id)
     return view, 201, {"Location": location}
@@ -190,7 +184,7 @@ def _change_watched(
         try:
             changed = change(session, subscription, ids)
         except subscriptions.TooManyWatched as exc:
-            raise _unprocessable("certification_ids", str(exc)) from exc
+            raise unprocessable("certification_ids", str(exc)) from exc
         count = subscriptions.count_watched(session, subscription.id)
         return {**_dump(subscription, count), key: changed}
 

@@ -27,7 +27,7 @@ from gateway.web.apidoc import BODY_ERRORS, empty, json_answer, operation, resul
 from gateway.web.auth import allow_scope, current_client_id, require_scope
 from gateway.web.context import services
 from gateway.web.observability import base_url
-from gateway.web.problems import Problem, loaded
+from gateway.web.problems import Problem, loaded, unprocessable
 from gateway.web.ratelimit import COUNT_BATCH, LOOKUP_SCOPE
 
 bp = Blueprint("verifications", __name__)
@@ -258,10 +258,6 @@ def list_receipts() -> ResponseReturnValue:
     try:
         rows = receipts.list_owned(services(), current_client_id(), since, limit, after)
     except receipts.UnknownReceipt as exc:
-        raise Problem(
-            422,
-            "Unprocessable Content",
-            "after names no receipt of yours.",
-            errors=[{"field": "after", "message": "Not a reference of one of your receipts."}],
-        ) from exc
+        message = "Not a reference of one of your receipts."
+        raise unprocessable("after", message, "after names no receipt of yours.") from exc
     return {"receipts": _receipts.dump(rows)}
