@@ -193,6 +193,7 @@ def proof_page() -> ResponseReturnValue:
     responses={
         200: html("The form, or a genuine receipt's record then and now."),
         422: html("Not a genuine receipt."),
+        429: html("Over the rate limit."),
         503: html("The register cannot be read right now (`Retry-After`)."),
     },
 )
@@ -261,18 +262,28 @@ def _qr_svg(url: str) -> Markup:
     return Markup(svg)
 
 
+def _page_again(notice: str, number: str = "") -> str:
+    """The page asked for, with `notice` in place of a result."""
+    if request.endpoint == "pages.receipt_check_page":
+        token = (request.args.get("receipt") or "").strip()
+        return render_template("receipt_check.html", token=token, notice=notice)
+    return render_template("verify.html", number=number, notice=notice)
+
+
 @bp.errorhandler(TooManyLookups)
 def too_many_lookups(exc: TooManyLookups) -> ResponseReturnValue:
     """Over the limit: the page again, saying so, with status 429 and Retry-After."""
-    return render_template("verify.html", number="", notice=exc.detail), 429, exc.headers
+    return _page_again(exc.detail), 429, exc.headers
 
 
 def unavailable(exc: Exception) -> ResponseReturnValue:
     """The register cannot be read: the page again, saying so, with status 503 and Retry-After."""
     problem = database_unavailable(exc)
-    number = asked_number()
-    notice = "The register cannot be reached right now."
-    return render_template("verify.html", number=number, notice=notice), 503, problem.headers
+    return (
+        _page_again("The register cannot be reached right now.", asked_number()),
+        503,
+        (problem.headers),
+    )
 
 
 for _error in DATABASE_UNAVAILABLE:

@@ -148,8 +148,10 @@ def init_app(
         limit(key, items, cost, f"Too many lookups from {rate}: the limit is {setting}.")
 
     def limit_page() -> None:
-        # The bare form costs nothing; a number asked for, or a credential posted, costs one.
-        if "certification_id" in request.args or request.method == "POST":
+        # The bare form costs nothing; a number asked for, a receipt checked (its record is read
+        # as it is now) or a credential posted costs one.
+        asked = "certification_id" in request.args or "receipt" in request.args
+        if asked or request.method == "POST":
             limit(
                 address_key(request.remote_addr),  # one allowance for the page and the API
                 anonymous,

@@ -314,3 +314,25 @@ def test_a_head_request_issues_no_receipt(app, client, employer):
     with app.extensions["gateway"].db.sessions() as session:
         assert session.scalars(select(Receipt)).all() == []
     assert client.get("/v1/receipts", headers=headers).get_json()["receipts"] == []
+
+
+@pytest.mark.usefixtures("within_one_minute")
+def test_checking_a_receipt_reads_the_record_now_and_so_counts_as_a_lookup(database_url, make_app):
+    app = make_app(database_url=database_url, jobs_synchronous=True, verify_rate_limit="2/minute")
+    record_every_status(app)
+    client = app.test_client()
+    issued = client.get("/v1/verifications/ACTIVE-1/receipt", environ_base={"REMOTE_ADDR": "::1"})
+    employer = {"REMOTE_ADDR": "192.0.2.7"}
+
+    def check():
+        receipt = {"receipt": issued.get_data(True)}
+        return client.get("/verify/receipt", query_string=receipt, environ_base=employer)
+
+    assert [check().status_code for _ in range(2)] == [200, 200]
+    over = check()
+    assert over.status_code == 429 and 0 < int(over.headers["Retry-After"]) <= 60
+    html = over.get_data(as_text=True)
+    assert "Please wait a moment" in html and '<label for="receipt">' in html
+    assert "What is true now" not in html
+    assert client.get("/verify/receipt", environ_base=employer).status_code == 200  # the form
+    assert client.get("/v1/verifications/ACTIVE-1", environ_base=employer).status_code == 429
