@@ -20,11 +20,15 @@ from gateway.store.db import Database, wake_after_commit
 from gateway.store.models import (
     Certification,
     Delivery,
+    OAuthClient,
     OutboxItem,
     Subscription,
     WatchedCertification,
     utcnow,
 )
+
+#: The live subscriptions one API client may hold.
+MAX_SUBSCRIPTIONS = 100
 
 #: The outbox kind of a review of a certification's advance notices (`jobs.notices`).
 REVIEW_NOTICES = "review_notices"
@@ -40,6 +44,10 @@ class TooManyWatched(ValueError):
     """The subscription would watch more than MAX_WATCHED certifications."""
 
 
+class TooManySubscriptions(ValueError):
+    """The client already holds MAX_SUBSCRIPTIONS live subscriptions."""
+
+
 def create(
     session: Session,
     client_id: str,
@@ -48,7 +56,20 @@ def create(
     notice_days: int | None = None,
 ) -> Subscription:
     """Register a subscription with a new signing secret (the caller shows it once); with
-    `notice_days`, it is told that many days ahead of a status change due without any event."""
+    `notice_days`, it is told that many days ahead of a status change due without any event.
+    TooManySubscriptions when the client already holds MAX_SUBSCRIPTIONS."""
+    # The client's row, locked, makes its concurrent registrations count one after another.
+    session.execute(
+        select(OAuthClient.id).where(OAuthClient.client_id == client_id).with_for_update()
+    )
+    live = select(func.count()).where(
+        Subscription.client_id == client_id, Subscription.deleted_at.is_(None)
+    )
+    if session.scalar(live) >= MAX_SUBSCRIPTIONS:
+        raise TooManySubscriptions(
+            f"You hold {MAX_SUBSCRIPTIONS} subscriptions, the most a client may: delete one, or "
+            "watch more certifications with one you hold."
+        )
     subscription = Subscription(
         id=f"sub_{secrets.token_urlsafe(16)}",
         client_id=client_id,

@@ -60,6 +60,10 @@ ERRORS: dict[str, tuple[int, str]] = {
     "NotFound": (404, "No such resource."),
     "Conflict": (409, "The event id was already used for a different body."),
     "NoCredential": (409, "The certification is lapsed or revoked: it has no credential."),
+    "TooManySubscriptions": (
+        409,
+        "The client already holds as many subscriptions as a client may.",
+    ),
     "PayloadTooLarge": (
         413,
         "The body is over 64 KiB (1 MiB for event batches, 2 MiB for subscriptions).",

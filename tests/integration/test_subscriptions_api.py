@@ -10,6 +10,7 @@ import pytest
 from standardwebhooks import Webhook
 
 from gateway.schemas.subscriptions import MAX_WATCHED
+from gateway.usecases.subscriptions import MAX_SUBSCRIPTIONS
 from tests.support.clients import fetch_token, register_client
 from tests.support.events import granted, revoked
 from tests.support.http_stubs import scripted, serve
@@ -147,6 +148,19 @@ def test_watched_ids_are_added_and_removed_up_to_10000(client, employer):
     assert over.status_code == 422 and fields_of(over) == {"certification_ids"}
     count = client.get(f"/v1/subscriptions/{sub_id}", headers=employer).get_json()
     assert count["certification_count"] == MAX_WATCHED
+
+
+def test_a_client_holds_at_most_100_subscriptions_at_once(app, client, employer):
+    held = [subscribe(client, employer).get_json()["id"] for _ in range(MAX_SUBSCRIPTIONS)]
+    over = client.post(
+        "/v1/subscriptions", json={"url": HOOK, "certification_ids": ["C"]}, headers=employer
+    )
+    assert over.status_code == 409 and over.mimetype == "application/problem+json"
+    assert "100 subscriptions" in over.get_json()["detail"]
+    other = {"Authorization": f"Bearer {fetch_token(app, 'verifications:read')}"}
+    subscribe(client, other)  # each client has its own
+    assert client.delete(f"/v1/subscriptions/{held[0]}", headers=employer).status_code == 204
+    subscribe(client, employer)
 
 
 def test_a_deleted_subscription_is_gone(client, employer):

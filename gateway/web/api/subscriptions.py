@@ -81,7 +81,7 @@ def _check_url(url: str) -> None:
     description="The answer shows the signing secret: the only time it is shown.",
     request=SubscriptionCreateSchema,
     responses={201: json_answer(SubscriptionSchema, "Registered.", headers=LOCATION)},
-    errors=BODY_ERRORS,
+    errors=(*BODY_ERRORS, "TooManySubscriptions"),
 )
 def create_subscription() -> ResponseReturnValue:
     """Register a webhook; the answer shows its signing secret, the only time it is shown."""
@@ -98,6 +98,8 @@ def create_subscription() -> ResponseReturnValue:
             )
         except subscriptions.TooManyWatched as exc:
             raise unprocessable("certification_ids", str(exc)) from exc
+        except subscriptions.TooManySubscriptions as exc:
+            raise Problem(409, "Conflict", str(exc)) from exc
         view = _dump(subscription, len(body["certification_ids"]), secret=subscription.secret)
     location = url_for("subscriptions.get_subscription", subscription_id=subscription.id)
     return view, 201, {"Location": location}
