@@ -14,7 +14,7 @@ import redis
 from flask import Flask
 
 from gateway.bootstrap import create_app
-from gateway.platform import clock
+from gateway.platform import clock, logs
 from gateway.platform.config import Settings
 from gateway.store.db import Database
 from jobs.engine.dispatch import InProcessDispatcher
@@ -46,6 +46,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     global CLOCK_OFFSET
+    # The gateway's JSON log handler, set before any test: an app's first set-up replaces the
+    # root logger's handlers, and with them a test's `caplog` when it ran first.
+    logs.configure("INFO")
     day = config.getoption("--clock")
     if day is not None:
         CLOCK_OFFSET = datetime.combine(day, time(12), UTC) - datetime.now(UTC)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import threading
@@ -19,7 +20,7 @@ import psycopg
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Executable, create_engine, event, text
-from sqlalchemy.engine import Compiled, Engine
+from sqlalchemy.engine import Compiled, Engine, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import PoolProxiedConnection
@@ -269,9 +270,12 @@ class Database:
         self.url = normalize_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
         if self.is_sqlite:
-            path = self.url.split("///", 1)[-1]
-            if path and path != ":memory:":
+            path = make_url(self.url).database
+            if path and path != ":memory:" and not path.startswith("file:"):
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
+                # It holds webhook signing secrets: readable by its owner only (SQLite gives its
+                # journal files the database file's mode).
+                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
             self.engine: Engine = create_engine(
                 self.url, connect_args={"check_same_thread": False, "timeout": 10}
             )

@@ -135,6 +135,13 @@ def test_embedded_default_migrates_itself_and_says_so(make_app, tmp_path, caplog
     assert any("EMBEDDED DEFAULT MODE" in r.getMessage() for r in caplog.records)
 
 
+def test_the_embedded_database_is_readable_by_its_owner_only(make_app, tmp_path):
+    """It holds webhook signing secrets; its journal files take its mode."""
+    make_app(instance_path=str(tmp_path / "inst"), webhook_allow_private_targets=True)
+    files = list((tmp_path / "inst").glob("gateway.sqlite3*"))
+    assert files and all(path.stat().st_mode & 0o077 == 0 for path in files), files
+
+
 def test_gateway_run_serves_healthz_on_the_embedded_default(tmp_path):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
