@@ -44,6 +44,10 @@ class TooManyWatched(ValueError):
     """The subscription would watch more than MAX_WATCHED certifications."""
 
 
+class ClientRevoked(PermissionError):
+    """The client was revoked while its request was under way."""
+
+
 class TooManySubscriptions(ValueError):
     """The client already holds MAX_SUBSCRIPTIONS live subscriptions."""
 
@@ -57,11 +61,13 @@ def create(
 ) -> Subscription:
     """Register a subscription with a new signing secret (the caller shows it once); with
     `notice_days`, it is told that many days ahead of a status change due without any event.
-    TooManySubscriptions when the client already holds MAX_SUBSCRIPTIONS."""
-    # The client's row, locked, makes its concurrent registrations count one after another.
-    session.execute(
-        select(OAuthClient.id).where(OAuthClient.client_id == client_id).with_for_update()
-    )
+    TooManySubscriptions when the client already holds MAX_SUBSCRIPTIONS; ClientRevoked when it
+    was revoked meanwhile.
+    """
+    # The client's row, locked, puts its registrations and its revocation one after another.
+    mine = select(OAuthClient.revoked_at).where(OAuthClient.client_id == client_id)
+    if session.execute(mine.with_for_update()).scalar_one_or_none() is not None:
+        raise ClientRevoked(client_id)
     live = select(func.count()).where(
         Subscription.client_id == client_id, Subscription.deleted_at.is_(None)
     )

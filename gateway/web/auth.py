@@ -9,6 +9,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NoReturn
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer, ResourceProtector, current_token
 from authlib.oauth2 import OAuth2Error, OAuth2Request
@@ -22,7 +23,7 @@ from authlib.oauth2.rfc6749.errors import (
     UnsupportedTokenTypeError,
 )
 from authlib.oauth2.rfc6749.grants import ClientCredentialsGrant
-from authlib.oauth2.rfc6750 import BearerTokenValidator
+from authlib.oauth2.rfc6750 import BearerTokenValidator, InvalidTokenError
 from flask import Blueprint, Flask, Response, current_app, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import bindparam, select
@@ -268,12 +269,27 @@ def scope_rule(view: Callable) -> ScopeRule | None:
 
 
 def require_scope(*scopes: str) -> Callable[[Callable], Callable]:
-    """Protect a view: a valid bearer token carrying any one of `scopes` (also documented)."""
+    """Protect a view: a valid bearer token carrying any one of `scopes` (also documented).
+
+    The token is checked once the body is in: a request whose body is still arriving when its
+    client is revoked is refused, however slowly it was sent."""
 
     def decorate(view: Callable) -> Callable:
-        return _recorded(require_oauth(list(scopes))(view), scopes, optional=False)
+        protected = require_oauth(list(scopes))(view)
+
+        @functools.wraps(view)
+        def run(*args: object, **kwargs: object) -> ResponseReturnValue:
+            request.get_data(cache=True)  # within the request's size limit
+            return protected(*args, **kwargs)
+
+        return _recorded(run, scopes, optional=False)
 
     return decorate
+
+
+def refuse_revoked_client() -> NoReturn:
+    """Answer the request of a client revoked while it was under way as a revoked token is."""
+    require_oauth.raise_error_response(InvalidTokenError(realm=REALM))
 
 
 def allow_scope(*scopes: str) -> Callable[[Callable], Callable]:
@@ -442,8 +458,11 @@ def list_clients(session: Session) -> list[OAuthClient]:
 
 
 def revoke_client(session: Session, client_id: str, when: datetime | None = None) -> bool:
-    """Revoke a client and its tokens; False when no such client exists."""
-    row = session.scalar(select(OAuthClient).where(OAuthClient.client_id == client_id))
+    """Revoke a client and its tokens; False when no such client exists. The client's row stays
+    locked to the end of the transaction (what its requests write waits, then sees it revoked)."""
+    row = session.scalar(
+        select(OAuthClient).where(OAuthClient.client_id == client_id).with_for_update()
+    )
     if row is None:
         return False
     row.revoked_at = row.revoked_at or when or utcnow()

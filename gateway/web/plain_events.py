@@ -49,14 +49,15 @@ def answer(
     started = time.perf_counter()
     request_id = plain.begin(environ)
     svc = app.extensions["gateway"]
+    # The body first, then the token: a client revoked while its body arrives is refused.
+    data = environ["wsgi.input"].read(length)
+    environ["wsgi.input"] = io.BytesIO(data)  # for Flask, should it answer after all
     try:
         client_id = bearer_client_id(svc.db, authorization, _scopes(app))
     except Exception:  # Flask checks the token again and answers the failure as it answers any
         return None
     if client_id is None:
         return None  # Authlib answers the 401 or 403
-    data = environ["wsgi.input"].read(length)
-    environ["wsgi.input"] = io.BytesIO(data)  # for Flask, should it answer after all
     try:
         body = app.json.loads(data)
     except ValueError:

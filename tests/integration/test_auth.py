@@ -1,17 +1,20 @@
 """OAuth 2.0 client credentials: token endpoint, scopes, expiry, revocation, the clients CLI."""
 
 import base64
+import io
 import json
 from datetime import timedelta
 
 import pytest
 from click.testing import CliRunner
 from flask import jsonify
+from sqlalchemy import func, select
 
 from gateway.cli import cli
-from gateway.store.models import OAuthClient, OAuthToken
+from gateway.store.models import Event, OAuthClient, OAuthToken, Subscription
 from gateway.web import auth
 from tests.support.clients import register_client
+from tests.support.events import granted
 
 
 @pytest.fixture
@@ -200,6 +203,71 @@ def test_revoked_client_tokens_stop_at_once(protected):
         assert auth.revoke_client(session, cid)
     assert client.get("/test-protected", headers=headers).status_code == 401
     assert _token(client, {}, auth=(cid, secret)).status_code == 401
+
+
+class RevokingBody(io.BytesIO):
+    """A request body during whose arrival the client is revoked (a slow sender)."""
+
+    def __init__(self, app, client_id: str, data: bytes) -> None:
+        super().__init__(data)
+        self.app, self.client_id = app, client_id
+
+    def _revoke(self) -> None:
+        if self.client_id:
+            with self.app.extensions["gateway"].db.transaction() as session:
+                assert auth.revoke_client(session, self.client_id)
+            self.client_id = ""
+
+    def read(self, size: int | None = -1) -> bytes:
+        self._revoke()
+        return super().read(size)
+
+    def readinto(self, buffer) -> int:
+        self._revoke()
+        return super().readinto(buffer)
+
+
+@pytest.mark.parametrize(
+    ("path", "scope", "body"),
+    [
+        ("/v1/events", "events:write", granted("2025-01-01", cert="SLOW-1", event_id="slow-1")),
+        (
+            "/v1/subscriptions",
+            "verifications:read",
+            {"url": "https://192.0.2.1/h", "certification_ids": ["SLOW-1"]},
+        ),
+    ],
+)
+def test_a_client_revoked_while_its_body_arrives_is_refused_and_nothing_is_kept(
+    app, path, scope, body
+):
+    cid, secret = register_client(app, scope)
+    client = app.test_client()
+    token = _token(client, {}, auth=(cid, secret)).get_json()["access_token"]
+    data = json.dumps(body).encode()
+    answer = client.post(
+        path,
+        input_stream=RevokingBody(app, cid, data),
+        content_length=len(data),
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert answer.status_code == 401, answer.get_data(as_text=True)
+    assert 'error="invalid_token"' in answer.headers["WWW-Authenticate"]
+    with app.extensions["gateway"].db.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Event)) == 0
+        assert session.scalar(select(func.count()).select_from(Subscription)) == 0
+
+
+def test_a_subscription_of_a_client_revoked_meanwhile_is_refused(app):
+    from gateway.usecases import subscriptions
+
+    cid, _ = register_client(app, "verifications:read")
+    db = app.extensions["gateway"].db
+    with db.transaction() as session:
+        auth.revoke_client(session, cid)
+    with pytest.raises(subscriptions.ClientRevoked), db.transaction() as session:
+        subscriptions.create(session, cid, "https://192.0.2.1/h", ["C-1"])
 
 
 def test_clients_cli_create_list_revoke(database_url, tmp_path, monkeypatch):

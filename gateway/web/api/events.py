@@ -54,6 +54,12 @@ def json_body() -> object:
 MAX_BATCH_BODY = 1024 * 1024
 
 
+@bp.before_request
+def _allow_batches() -> None:
+    if request.endpoint == "events.post_events":
+        request.max_content_length = MAX_BATCH_BODY
+
+
 _EVENT = {"$ref": "#/components/schemas/Event"}  # one of the event types (gateway.web.openapi)
 
 
@@ -146,7 +152,6 @@ def event_answer(
 def post_events() -> ResponseReturnValue:
     """Up to MAX_EVENTS events in one request, each answered as `POST /v1/events` would answer
     it had they been sent one after another; recorded together."""
-    request.max_content_length = MAX_BATCH_BODY
     bodies = loaded(EventBatchSchema(), json_body(), "batch of events")["events"]
     return {
         "results": [

@@ -26,7 +26,7 @@ from gateway.store.models import Subscription
 from gateway.usecases import subscriptions
 from gateway.web.api.events import json_body
 from gateway.web.apidoc import BODY_ERRORS, LOCATION, empty, json_answer, operation
-from gateway.web.auth import current_client_id, require_scope
+from gateway.web.auth import current_client_id, refuse_revoked_client, require_scope
 from gateway.web.context import services
 from gateway.web.problems import Problem, loaded, unprocessable
 from gateway.web.ratelimit import LOOKUP_SCOPE
@@ -100,6 +100,8 @@ def create_subscription() -> ResponseReturnValue:
             raise unprocessable("certification_ids", str(exc)) from exc
         except subscriptions.TooManySubscriptions as exc:
             raise Problem(409, "Conflict", str(exc)) from exc
+        except subscriptions.ClientRevoked:
+            refuse_revoked_client()
         view = _dump(subscription, len(body["certification_ids"]), secret=subscription.secret)
     location = url_for("subscriptions.get_subscription", subscription_id=subscription.id)
     return view, 201, {"Location": location}
