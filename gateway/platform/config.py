@@ -669,10 +669,10 @@ class Settings:
         ):
             _check_rate(name.upper(), getattr(self, name))
         for name, least in _LEAST.items():
-            value = getattr(self, name)
-            if value < least:
+            value, most = getattr(self, name), _MOST.get(name, MAX_WHOLE_NUMBER)
+            if not least <= value <= most:
                 setting_name = self.__dataclass_fields__[name].metadata["env"]
-                raise ConfigError(f"{setting_name} must be at least {least}, got {value}")
+                raise ConfigError(f"{setting_name} must be from {least} to {most}, got {value}")
         if not 0 <= self.worker_metrics_port <= 65535:
             raise ConfigError(
                 f"WORKER_METRICS_PORT must be a TCP port (0: none), got {self.worker_metrics_port}"
@@ -758,6 +758,10 @@ _LEAST = {
     "delivery_retry_window_seconds": 1,
     "receipt_retention_days": 1,
 }
+#: The greatest value of a whole-number setting: what a 32-bit column or counter holds.
+MAX_WHOLE_NUMBER = 2**31 - 1
+#: Tighter bounds where a larger value would overflow a date.
+_MOST = {"receipt_retention_days": 36_500}
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 

@@ -104,6 +104,9 @@ def test_badge_templates_accept_json():
         ("TRUSTED_PROXIES", "-1"),
         ("OAUTH_TOKEN_EXPIRES_IN", "0"),
         ("OAUTH_TOKEN_EXPIRES_IN", "-5"),
+        ("OAUTH_TOKEN_EXPIRES_IN", "2147483648"),  # past any integer column
+        ("RECEIPT_RETENTION_DAYS", "3000000"),  # past any date
+        ("JOB_TIMEOUT_SECONDS", str(10**30)),
         ("WEB_WORKERS", "0"),
         ("WEB_THREADS", "0"),
         ("JOB_RETRY_BASE_SECONDS", "-1"),
