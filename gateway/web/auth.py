@@ -213,6 +213,13 @@ class Protector(ResourceProtector):
         elif status == 401:
             challenge = headers.get("WWW-Authenticate", f'bearer realm="{REALM}"')
             headers["WWW-Authenticate"] = "Bearer" + challenge[len("bearer") :]
+        elif status == 403:  # RFC 6750 §3: the challenge names the scope the token lacks
+            view = current_app.view_functions.get(request.endpoint or "")
+            rule = scope_rule(view) if view else None
+            scopes = " ".join(rule.scopes) if rule else ""
+            headers["WWW-Authenticate"] = (
+                f'Bearer realm="{REALM}", error="insufficient_scope", scope="{scopes}"'
+            )
         detail = error.description or {
             401: "A valid bearer token is required.",
             403: "The token lacks the scope this endpoint needs.",
@@ -295,7 +302,7 @@ def refuse_revoked_client() -> NoReturn:
 def allow_scope(*scopes: str) -> Callable[[Callable], Callable]:
     """Open a view to all, but refuse a bad token or one without any of `scopes` (also documented).
 
-    Authlib only runs when a token is sent: an anonymous request costs nothing more.
+    Authlib only runs when a bearer token is sent: an anonymous request costs nothing more.
     """
 
     def decorate(view: Callable) -> Callable:
@@ -303,11 +310,18 @@ def allow_scope(*scopes: str) -> Callable[[Callable], Callable]:
 
         @functools.wraps(view)
         def run(*args: object, **kwargs: object) -> ResponseReturnValue:
-            return (protected if "Authorization" in request.headers else view)(*args, **kwargs)
+            return (protected if bearer_sent() else view)(*args, **kwargs)
 
         return _recorded(run, scopes, optional=True)
 
     return decorate
+
+
+def bearer_sent() -> bool:
+    """Whether the request carries a bearer token (valid or not); other credentials, such as a
+    proxy's Basic ones, are not for the gateway and leave the request anonymous."""
+    scheme, _, _ = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer"
 
 
 def current_client_id() -> str | None:

@@ -23,7 +23,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from gateway.platform import metrics
 from gateway.platform.config import Settings
-from gateway.web.auth import require_oauth
+from gateway.web.auth import bearer_sent, require_oauth
 from gateway.web.problems import Problem
 
 log = logging.getLogger("gateway.web.ratelimit")
@@ -100,7 +100,7 @@ def lookup_client() -> str | None:
     """
     if "lookup_client" not in g:
         g.lookup_client = None
-        if "Authorization" in request.headers:
+        if bearer_sent():
             with contextlib.suppress(OAuth2Error):
                 g.lookup_client = require_oauth.acquire_token([LOOKUP_SCOPE]).client_id
     return g.lookup_client

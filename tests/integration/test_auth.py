@@ -177,6 +177,9 @@ def test_token_without_the_scope_is_403(protected, token_for):
     )
     assert response.status_code == 403
     assert response.mimetype == "application/problem+json"
+    assert response.headers["WWW-Authenticate"] == (
+        'Bearer realm="credential-gateway", error="insufficient_scope", scope="events:write"'
+    )
 
 
 def test_token_with_the_scope_passes_and_names_its_client(protected, token_for):

@@ -162,6 +162,15 @@ def test_lookup_refuses_a_bad_token_with_401(client, answers):
     assert response.mimetype == "application/problem+json"
 
 
+def test_a_lookup_with_credentials_other_than_a_bearer_token_is_anonymous(client, answers):
+    anonymous = client.get("/v1/verifications/ACTIVE-1").json
+    proxied = client.get(
+        "/v1/verifications/ACTIVE-1", headers={"Authorization": "Basic dXNlcjpwYXNz"}
+    )
+    assert proxied.status_code == 200
+    assert proxied.json == anonymous | {"verified_at": proxied.json["verified_at"]}
+
+
 def test_lookup_refuses_a_token_without_the_verifications_scope_with_403(
     client, answers, token_for
 ):
