@@ -288,6 +288,16 @@ class Settings:
             "lifetime of issued access tokens, seconds",
         ),
     )
+    token_failure_rate_limit: str = field(
+        default="20/minute",
+        metadata=setting(
+            "OAUTH_FAILURE_RATE_LIMIT",
+            "`20/minute`",
+            "failed client authentications at `/oauth/token` one client address may make; beyond "
+            "it every token request from the address is answered 429 with `Retry-After`, before "
+            "any secret is checked",
+        ),
+    )
     queue_name: str = field(
         default="gateway",
         metadata=setting(
@@ -609,6 +619,9 @@ class Settings:
             web_timeout=_int(env, "WEB_TIMEOUT", cls.web_timeout),
             sweep_time=_time_of_day(env.get("SWEEP_TIME") or cls.sweep_time),
             token_expires_in=_int(env, "OAUTH_TOKEN_EXPIRES_IN", cls.token_expires_in),
+            token_failure_rate_limit=(
+                env.get("OAUTH_FAILURE_RATE_LIMIT") or cls.token_failure_rate_limit
+            ),
             queue_name=env.get("QUEUE_NAME") or cls.queue_name,
             job_retry_base_seconds=_int(env, "JOB_RETRY_BASE_SECONDS", cls.job_retry_base_seconds),
             job_timeout_seconds=_int(env, "JOB_TIMEOUT_SECONDS", cls.job_timeout_seconds),
@@ -666,8 +679,9 @@ class Settings:
             "verify_rate_limit_authenticated",
             "credly_webhook_rate_limit",
             "credly_webhook_checks",
+            "token_failure_rate_limit",
         ):
-            _check_rate(name.upper(), getattr(self, name))
+            _check_rate(self.__dataclass_fields__[name].metadata["env"], getattr(self, name))
         for name, least in _LEAST.items():
             value, most = getattr(self, name), _MOST.get(name, MAX_WHOLE_NUMBER)
             if not least <= value <= most:

@@ -388,7 +388,7 @@ bp = Blueprint("oauth", __name__)
     request_media=FORM,
     request_example={"grant_type": "client_credentials", "scope": "verifications:read"},
     responses={200: json_answer(TokenSchema, "The token.")},
-    errors=("BadRequest", "Unauthorized", "PayloadTooLarge", "Unavailable"),
+    errors=("BadRequest", "Unauthorized", "PayloadTooLarge", "TooManyRequests", "Unavailable"),
 )
 def issue_token() -> ResponseReturnValue:
     """Issue an access token for the client-credentials grant."""

@@ -1,4 +1,5 @@
-"""Rate limits of the verification lookups (the `limits` library): per address or per API client.
+"""Rate limits (the `limits` library): verification lookups per address or per API client, Credly
+notifications per address, failed client authentications at the token endpoint per address.
 
 One sliding-window counter per key, checked by one Redis script a lookup; a refused request (or
 batch) uses none of the allowance. Counts live in Redis when it is configured, so every web
@@ -14,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from authlib.oauth2 import OAuth2Error
-from flask import Blueprint, Flask, g, request
+from flask import Blueprint, Flask, Response, g, request
 from limits import RateLimitItem, parse_many
 from limits.errors import StorageError
 from limits.storage import MemoryStorage, RedisStorage, Storage
@@ -30,6 +31,7 @@ log = logging.getLogger("gateway.web.ratelimit")
 
 LOOKUP_SCOPE = "verifications:read"
 BATCH = "verifications.batch_verifications"
+TOKEN = "oauth.issue_token"
 PREFIX = "gateway-ratelimit"
 REDIS_RETRY_SECONDS = 5  # while Redis is down, how often to try it again
 #: The app extension answering whether one more Credly notification may be checked.
@@ -84,6 +86,13 @@ class Counter:
         """Count `cost` against every limit of `key`; the first limit refusing it, if any."""
         for item in items:
             if not self._run(lambda limiter, item=item: limiter.hit(item, key, cost=cost)):
+                return item
+        return None
+
+    def test(self, items: list[RateLimitItem], key: str) -> RateLimitItem | None:
+        """The first limit of `key` that one more hit would break, if any (nothing counted)."""
+        for item in items:
+            if not self._run(lambda limiter, item=item: limiter.test(item, key)):
                 return item
         return None
 
@@ -174,6 +183,30 @@ def init_app(
         """None when one more notification may be checked, else seconds until one may."""
         refused = counter.hit(checks, CHECKS_KEY, 1)
         return None if refused is None else counter.retry_after(refused, CHECKS_KEY)
+
+    failures = parse_many(settings.token_failure_rate_limit)
+
+    def failures_key() -> str:
+        return f"oauth-failures/address:{request.remote_addr}"
+
+    @app.before_request
+    def limit_token_requests() -> None:
+        # Failed client authentications are counted (after them); past the limit an address's
+        # token requests are refused before any secret is hashed.
+        if request.endpoint == TOKEN:
+            refused = counter.test(failures, failures_key())
+            if refused is not None:
+                detail = (
+                    "Too many failed client authentications from this address: the limit is "
+                    f"{settings.token_failure_rate_limit}."
+                )
+                raise TooManyLookups(detail, counter.retry_after(refused, failures_key()))
+
+    @app.after_request
+    def count_token_failures(response: Response) -> Response:
+        if request.endpoint == TOKEN and response.status_code == 401:
+            counter.hit(failures, failures_key(), 1)
+        return response
 
     app.extensions[CREDLY_CHECKS] = admit_check
     app.extensions[COUNT_ADDRESS] = lambda address: counter.hit(anonymous, address_key(address), 1)

@@ -315,3 +315,26 @@ def test_clients_cli_refuses_a_name_it_cannot_store_naming_the_option(
     assert json.loads(runner.invoke(cli, ["clients", "list", "--json"]).stdout) == []
     longest = runner.invoke(cli, ["clients", "create", "--name", "x" * 200, "--scope", "admin"])
     assert longest.exit_code == 0, longest.output
+
+
+@pytest.mark.usefixtures("within_one_minute")
+def test_failed_client_authentications_are_limited_per_address_before_any_secret_is_checked(
+    make_app, monkeypatch
+):
+    app = make_app(token_failure_rate_limit="2/minute")
+    checked = []
+    real_check = auth.check_password_hash
+    monkeypatch.setattr(auth, "check_password_hash", lambda *a: checked.append(1) or real_check(*a))
+    cid, secret = register_client(app, "events:write")
+    client = app.test_client()
+    attacker, member = {"REMOTE_ADDR": "192.0.2.66"}, {"REMOTE_ADDR": "192.0.2.7"}
+    for _ in range(2):
+        assert _token(client, {}, auth=(cid, "wrong"), environ_base=attacker).status_code == 401
+    checks_before = len(checked)
+    refused = _token(client, {}, auth=(cid, secret), environ_base=attacker)
+    assert refused.status_code == 429 and refused.mimetype == "application/problem+json"
+    assert len(checked) == checks_before
+    assert 0 < int(refused.headers["Retry-After"]) <= 60
+    assert "failed client authentications" in refused.get_json()["detail"]
+    granted = [_token(client, {}, auth=(cid, secret), environ_base=member) for _ in range(4)]
+    assert [answer.status_code for answer in granted] == [200] * 4  # successes are not counted
