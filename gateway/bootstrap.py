@@ -10,7 +10,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from gateway.platform import logs
 from gateway.platform.config import Settings
 from gateway.usecases import credly_token, issuer
-from gateway.usecases.services import Services, check_policy_covers_certifications
+from gateway.usecases.services import (
+    Services,
+    check_policy_covers_certifications,
+    check_schema_current,
+)
 
 log = logging.getLogger("gateway")
 
@@ -21,8 +25,8 @@ def create_app(
     """Build the Flask app: the one place that wires settings, storage, API and error handling.
 
     `jobs`: where jobs run without Redis, a `jobs.engine.dispatch.JobThread` name. `migrate`: bring
-    the
-    embedded default's SQLite database up to date (not for the `db` commands, which move it).
+    the embedded default's SQLite database up to date, and check that any other is (not for the
+    `db` commands, which move it).
     """
     from gateway.web.plain import GatewayFlask
 
@@ -43,6 +47,7 @@ def create_app(
     if svc.db.is_sqlite and migrate:
         svc.db.upgrade()
     if migrate:  # not for the `db` commands, which may be what brings the schema
+        check_schema_current(svc)
         check_policy_covers_certifications(svc)
     svc.keys  # noqa: B018 - read (or created, at first start) now, not at the first signature
     if not settings.public_base_url and not svc.db.is_sqlite:

@@ -19,6 +19,7 @@ import orjson
 import psycopg
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Executable, create_engine, event, text
 from sqlalchemy.engine import Compiled, Engine, make_url
 from sqlalchemy.exc import DBAPIError
@@ -549,6 +550,18 @@ class Database:
         """Raise when the database cannot be reached."""
         with self.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
+
+    def missing_migrations(self) -> list[str]:
+        """The migrations this code has that the database lacks (none when it is up to date, or
+        ahead: a newer release migrated it). SQLAlchemyError for a database without the schema."""
+        scripts = ScriptDirectory.from_config(alembic_config(self.url))
+        with self.engine.connect() as connection:
+            applied = tuple(connection.scalars(text("SELECT version_num FROM alembic_version")))
+        known = {script.revision for script in scripts.walk_revisions()}
+        if not applied or not set(applied) <= known:
+            return []
+        done = {script.revision for script in scripts.iterate_revisions(applied, "base")}
+        return sorted(known - done)
 
     def upgrade(self, revision: str = "heads") -> None:
         """Apply the Alembic migrations up to `revision`."""

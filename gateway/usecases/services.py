@@ -137,6 +137,21 @@ _CREDENTIALS_IN_USE = text(
 )
 
 
+def check_schema_current(svc: Services) -> None:
+    """Refuse to start on a database whose schema lacks migrations of this code (run `gateway db
+    upgrade` first); one a newer release migrated is fine. Skipped while the database cannot say."""
+    try:
+        missing = svc.db.missing_migrations()
+    except SQLAlchemyError as exc:
+        log.info("the database schema is not checked: %s", exc.__class__.__name__)
+        return
+    if missing:
+        raise ConfigError(
+            f"DATABASE_URL: the database lacks migrations {', '.join(missing)} of this release; "
+            "run `gateway db upgrade` first"
+        )
+
+
 def check_policy_covers_certifications(svc: Services) -> None:
     """Refuse to start with a policy table that lacks a credential certifications hold: their
     standings could not be evaluated. Skipped while the database cannot say (down, or its schema

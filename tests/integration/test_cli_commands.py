@@ -2,6 +2,7 @@
 
 import json
 import uuid
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from gateway import rules
 from gateway.bootstrap import create_app
 from gateway.cli import cli
 from gateway.platform.config import Settings
+from gateway.store.db import Database
 from gateway.usecases import intake
 from tests.support.clients import fetch_token
 from tests.support.database import pg_conninfo
@@ -155,18 +157,40 @@ def test_version_is_the_gateways(tmp_path):
     assert answer.output.startswith("gateway, version ") and "Flask" not in answer.output
 
 
-def test_a_database_without_the_schema_says_to_upgrade_it(postgres_url, tmp_path):
+@pytest.fixture
+def empty_database(postgres_url) -> Iterator[str]:
+    """The URL of a new PostgreSQL database without any schema, dropped after the test."""
     name = f"gw_empty_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(pg_conninfo(postgres_url), autocommit=True) as connection:
         connection.execute(f'CREATE DATABASE "{name}"')
     try:
-        env = {"DATABASE_URL": f"{postgres_url.rpartition('/')[0]}/{name}"}
-        answer = CliRunner().invoke(
-            cli, ["jobs", "failed"], env={**env, "INSTANCE_PATH": str(tmp_path)}
-        )
-        assert answer.exit_code == 1
-        expected = "Error: the database has no gateway schema yet (run `gateway db upgrade`): "
-        assert answer.output.startswith(expected) and answer.output.count("\n") == 1
+        yield f"{postgres_url.rpartition('/')[0]}/{name}"
     finally:
         with psycopg.connect(pg_conninfo(postgres_url), autocommit=True) as connection:
             connection.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+def test_a_database_without_the_schema_says_to_upgrade_it(empty_database, tmp_path):
+    env = {"DATABASE_URL": empty_database, "INSTANCE_PATH": str(tmp_path)}
+    answer = CliRunner().invoke(cli, ["jobs", "failed"], env=env)
+    assert answer.exit_code == 1
+    expected = "Error: the database has no gateway schema yet (run `gateway db upgrade`): "
+    assert answer.output.startswith(expected) and answer.output.count("\n") == 1
+
+
+def test_a_schema_behind_this_release_stops_commands_until_it_is_upgraded(empty_database, tmp_path):
+    database = Database(empty_database)
+    database.upgrade("0011")
+    env = {"DATABASE_URL": empty_database, "INSTANCE_PATH": str(tmp_path)}
+    answer = CliRunner().invoke(cli, ["clients", "list"], env=env)
+    assert answer.exit_code == 1
+    assert answer.output == (
+        "Error: DATABASE_URL: the database lacks migrations 0012 of this release; run "
+        "`gateway db upgrade` first\n"
+    )
+    assert CliRunner().invoke(cli, ["db", "upgrade"], env=env).exit_code == 0
+    assert CliRunner().invoke(cli, ["clients", "list"], env=env).exit_code == 0
+    with database.engine.begin() as connection:  # a newer release migrated it further
+        connection.exec_driver_sql("UPDATE alembic_version SET version_num = '9999'")
+    assert CliRunner().invoke(cli, ["clients", "list"], env=env).exit_code == 0
+    database.engine.dispose()
