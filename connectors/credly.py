@@ -24,15 +24,19 @@ The module talks to the outside world only: it imports nothing of Flask, `gatewa
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
+import os
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import quote
 
@@ -613,16 +617,22 @@ class CredlyClient:
 class DryRunCredly:
     """Credly for the embedded default: logs each request it would send and answers as Credly would.
 
-    Badges live in memory (per process); nothing leaves the process and no token exists here.
+    Nothing leaves the process and no token exists here. Its badges are kept in `state_file` (a
+    JSON file, read and written under a file lock at each call, so restarts and every process of
+    the machine share them), or in this process's memory without one.
     """
 
     def __init__(
-        self, organization_id: str = "dry-run", logger: logging.Logger | None = None
+        self,
+        organization_id: str = "dry-run",
+        logger: logging.Logger | None = None,
+        state_file: Path | None = None,
     ) -> None:
         self.organization_id = organization_id
         self._log = logger or logging.getLogger("connectors.credly.dry_run")
         self._badges: dict[str, dict[str, Any]] = {}
-        self._lock = threading.Lock()
+        self._thread_lock = threading.Lock()
+        self._file = state_file
         self._log.warning(
             "Credly DRY RUN backend for organization %s: requests are logged, never sent",
             organization_id,
@@ -643,7 +653,7 @@ class DryRunCredly:
         body = request.body()
         body["locale"] = locale
         self._would_send("POST", BADGES, body)
-        with self._lock:
+        with self._state():
             self._refuse_duplicate(body)
             return self._store_new(body)
 
@@ -651,7 +661,7 @@ class DryRunCredly:
         """Mark the badge `replaced` and record its pending successor (keeping its recipient)."""
         body = request.replace_body()
         self._would_send("POST", REPLACE, body, badge_id=badge_id)
-        with self._lock:
+        with self._state():
             old = self._existing(badge_id)
             if old["state"] == REPLACED:
                 raise AlreadyReplaced(
@@ -674,7 +684,7 @@ class DryRunCredly:
 
     def successor(self, badge: Badge) -> Badge:
         """The recorded badge that replaced `badge`."""
-        with self._lock:
+        with self._state():
             return Badge.from_json(self._existing(self._existing(badge.id)["current_badge_id"]))
 
     def revoke_badge(
@@ -686,7 +696,7 @@ class DryRunCredly:
             "suppress_revoke_notification_email": suppress_revoke_notification_email,
         }
         self._would_send("PUT", REVOKE, body, badge_id=badge_id)
-        with self._lock:
+        with self._state():
             badge = self._existing(badge_id)
             while badge["state"] == REPLACED:
                 badge = self._existing(badge["current_badge_id"])
@@ -702,7 +712,7 @@ class DryRunCredly:
     def get_badge(self, badge_id: str) -> Badge:
         """The recorded badge; NotFound if none."""
         self._would_send("GET", BADGE, badge_id=badge_id)
-        with self._lock:
+        with self._state():
             return Badge.from_json(self._existing(badge_id))
 
     def list_badges(
@@ -710,7 +720,7 @@ class DryRunCredly:
     ) -> Iterator[Badge]:
         """Recorded badges whose fields equal every filter value, in issue order."""
         self._would_send("GET", BADGES, query=f"?filter={filter_param(filters)}" if filters else "")
-        with self._lock:
+        with self._state():
             badges = [Badge.from_json(raw) for raw in self._badges.values()]
         found = [b for b in badges if _matches(b, filters)]
         if on_total is not None:
@@ -735,6 +745,24 @@ class DryRunCredly:
         self._would_send("GET", ORGANIZATION)
 
     # -- state (callers hold the lock)
+
+    @contextmanager
+    def _state(self) -> Iterator[None]:
+        """Hold the badges for one call: this process's lock, and the file's with its contents."""
+        with self._thread_lock:
+            if self._file is None:
+                yield
+                return
+            self._file.parent.mkdir(parents=True, exist_ok=True)
+            with open(self._file.with_suffix(".lock"), "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                self._badges = json.loads(self._file.read_text()) if self._file.exists() else {}
+                before = json.dumps(self._badges, sort_keys=True)
+                yield
+                if json.dumps(self._badges, sort_keys=True) != before:
+                    written = self._file.with_suffix(".tmp")
+                    written.write_text(json.dumps(self._badges, indent=1))
+                    os.replace(written, self._file)
 
     def _existing(self, badge_id: str) -> dict[str, Any]:
         try:
@@ -837,8 +865,10 @@ def make_credly(
     timeout: Timeout = DEFAULT_TIMEOUT,
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
     on_request: OnRequest | None = None,
+    dry_run_file: Path | None = None,
 ) -> BadgeService:
-    """`CredlyClient` when base URL, organisation and token are all set, else `DryRunCredly`."""
+    """`CredlyClient` when base URL, organisation and token are all set, else `DryRunCredly`
+    (keeping its badges in `dry_run_file`)."""
     settings = {
         "CREDLY_API_BASE": base_url,
         "CREDLY_ORGANIZATION_ID": organization_id,
@@ -856,4 +886,4 @@ def make_credly(
     missing = [name for name, value in settings.items() if not value]
     if len(missing) < len(settings):
         log.warning("Credly is only partly configured (missing %s): using the dry run", missing)
-    return DryRunCredly(organization_id=organization_id or "dry-run")
+    return DryRunCredly(organization_id=organization_id or "dry-run", state_file=dry_run_file)

@@ -718,10 +718,12 @@ class Settings:
         return self.redis_url is None
 
     def with_instance(self, instance_path: str | Path) -> Settings:
-        """Fill the embedded default database and signing key paths from the instance folder."""
+        """Fill the instance folder, and the embedded default database and signing key paths in
+        it."""
         folder = Path(instance_path)
         return replace(
             self,
+            instance_path=str(folder),
             database_url=self.database_url or f"sqlite:///{folder / 'gateway.sqlite3'}",
             signing_keys_file=self.signing_keys_file or str(folder / "signing-keys.json"),
         )

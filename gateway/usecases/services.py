@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import redis
@@ -23,6 +24,9 @@ from gateway.schemas.events import MAX_EVENTS
 from gateway.store.db import Database
 
 log = logging.getLogger("gateway")
+
+#: Where the dry-run Credly keeps its badges, in the instance folder.
+DRY_RUN_BADGES = "credly-dry-run.json"
 
 
 class Wakeup(Protocol):
@@ -96,6 +100,7 @@ class Services:
                 timeout=(3.05, settings.credly_timeout_seconds),
                 max_connections=settings.credly_max_connections,
                 on_request=metrics.observe_credly,
+                dry_run_file=_in_instance(settings, DRY_RUN_BADGES),
             ),
             webhooks=WebhookSender(
                 timeout=(3.05, settings.delivery_timeout_seconds),
@@ -109,6 +114,11 @@ class Services:
                 timeout=(3.05, settings.delivery_timeout_seconds),
             ),
         )
+
+
+def _in_instance(settings: Settings, name: str) -> Path | None:
+    """The file `name` in the instance folder, once the app has set one."""
+    return Path(settings.instance_path) / name if settings.instance_path else None
 
 
 def _policy(settings: Settings) -> rules.Policy:

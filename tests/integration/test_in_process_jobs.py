@@ -14,7 +14,7 @@ from gateway.store.models import Badge, OutboxItem
 from gateway.usecases import intake
 from jobs.engine.dispatch import InProcessDispatcher, LeftToServer
 from tests.support.badge_jobs import BADGES, CREDLY, EMPTY_LIST, ORG, badge_json
-from tests.support.events import granted, revoked
+from tests.support.events import event, granted, revoked
 from tests.support.verification import days_ago
 
 pytestmark = pytest.mark.clock_sensitive  # its dates are relative to the gateway's today
@@ -106,3 +106,16 @@ def test_only_gateway_run_works_jobs_on_the_embedded_default(tmp_path, monkeypat
     monkeypatch.setenv("WERKZEUG_RUN_MAIN", "true")  # the reloader's child, which serves
     reloaded = dispatcher("run", reload=True)
     assert isinstance(reloaded, InProcessDispatcher) and reloaded.polling
+
+
+def test_the_dry_run_credly_keeps_its_badges_when_the_embedded_default_restarts(make_app, tmp_path):
+    settings = {"instance_path": str(tmp_path / "instance"), "jobs_synchronous": True}
+    first = make_app(**settings).extensions["gateway"]
+    assert intake.submit_event(first, granted(days_ago(30))).status == 202
+    restarted = make_app(**settings).extensions["gateway"]
+    renamed = event("member.updated", {"last_name": "King"}, occurred_at=f"{days_ago(1)}T12:00:00Z")
+    assert intake.submit_event(restarted, renamed).status == 202
+    with restarted.db.sessions() as session:
+        [badge] = session.query(Badge).all()
+    assert badge.state == "pending"  # replaced in the name of Ada King, not taken as deleted
+    assert restarted.credly.get_badge(badge.credly_badge_id).raw["issued_to_last_name"] == "King"

@@ -722,3 +722,16 @@ def test_calls_at_once_are_bounded_and_their_connections_kept_alive():
     assert found == ["b-1"] * 24
     assert state["most"] == 2
     assert len(state["peers"]) == 2
+
+
+def test_a_dry_run_with_a_state_file_keeps_its_badges_across_restarts_and_processes(tmp_path):
+    state = tmp_path / "instance" / "credly-dry-run.json"
+    first = DryRunCredly(organization_id="dry-org", state_file=state)
+    badge = issue(first)
+    restarted = DryRunCredly(organization_id="dry-org", state_file=state)
+    assert restarted.get_badge(badge.id) == badge
+    with pytest.raises(PermanentError):  # still a duplicate of the live badge
+        issue(restarted, recipient_email="other@example.org")
+    revoked = first.revoke_badge(badge.id, reason="lapsed")  # seen by the other at once
+    assert restarted.get_badge(badge.id) == revoked and revoked.state == "revoked"
+    assert state.stat().st_size > 0
