@@ -78,7 +78,7 @@ def _not_blank(value: str) -> None:
 #: The days the rules compute with (see gateway.rules.periods); outside them a date is malformed.
 IN_RANGE = f"Must be from {EARLIEST_DAY.isoformat()} to {LATEST_DAY.isoformat()}."
 DAYS = validate.Range(min=EARLIEST_DAY, max=LATEST_DAY, error=IN_RANGE)
-_MOMENTS = validate.Range(
+MOMENTS = validate.Range(
     min=datetime.combine(EARLIEST_DAY, time.min, UTC),
     max=datetime.combine(LATEST_DAY, time.max, UTC),
     error=IN_RANGE,
@@ -292,7 +292,7 @@ class EnvelopeSchema(_Strict):
         ],
     )
     type = fields.String(required=True, validate=validate.OneOf(list(DATA_SCHEMAS)))
-    occurred_at = fields.AwareDateTime(required=True, validate=_MOMENTS)
+    occurred_at = fields.AwareDateTime(required=True, validate=MOMENTS)
     certification_id = fields.String(
         required=True,
         validate=[

@@ -8,7 +8,7 @@ from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
-from gateway.schemas.events import TEXT, ShapeError, field_errors
+from gateway.schemas.events import MOMENTS, TEXT, ShapeError, field_errors
 
 _PRINTABLE = validate.Regexp(r"^[\x21-\x7e]+$", error="Use printable ASCII, no spaces.")
 
@@ -21,7 +21,12 @@ class CredlyEnvelopeSchema(Schema):
 
     id = fields.String(
         required=True,
-        validate=[validate.Length(min=1, max=128), _PRINTABLE],
+        validate=[
+            validate.Length(min=1, max=128),
+            _PRINTABLE,
+            # a path segment of its own in Credly's URL: `.` and `..` would name another resource
+            validate.NoneOf([".", ".."], error="Not an event id."),
+        ],
         metadata={"example": "5c1f6e0a-credly-event"},
     )
     organization_id = fields.String(
@@ -35,7 +40,10 @@ class CredlyEnvelopeSchema(Schema):
         metadata={"example": "badge.state.changed"},
     )
     occurred_at = fields.AwareDateTime(
-        required=True, default_timezone=UTC, metadata={"example": "2025-06-01T09:30:00Z"}
+        required=True,
+        default_timezone=UTC,
+        validate=MOMENTS,
+        metadata={"example": "2025-06-01T09:30:00Z"},
     )
 
 
