@@ -13,7 +13,7 @@ from rq import Queue
 from rq.cron import CronScheduler
 
 from gateway.store.models import utcnow
-from gateway.usecases import receipts
+from gateway.usecases import housekeeping
 from gateway.usecases.credly_token import check_token
 from gateway.usecases.services import Services
 from gateway.usecases.sweep import Scope, Summary, refuse_a_future_day, sweep
@@ -79,13 +79,13 @@ def run_daily_sweep(as_of: str | None = None) -> dict[str, object]:
         log.info("sweep skipped: another one is running")
         return {"skipped": True}
     log.info("sweep done", extra={"summary": summary.as_dict()})
-    pruned = receipts.prune(svc)
-    log.info("receipts pruned", extra={"pruned": pruned})
+    pruned = housekeeping.prune(svc)
+    log.info("records pruned", extra={"pruned": pruned})
     if svc.redis is not None:  # the workers' cron; without Redis `gateway badges reconcile`
         Queue(svc.settings.queue_name, connection=svc.redis).enqueue(
             run_daily_reconcile, job_timeout=LOCK_SECONDS
         )
-    return {**summary.as_dict(), "receipts_pruned": pruned}
+    return {**summary.as_dict(), **{f"{kind}_pruned": count for kind, count in pruned.items()}}
 
 
 def run_daily_reconcile() -> dict[str, object]:

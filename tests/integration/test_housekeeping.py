@@ -1,0 +1,52 @@
+"""The daily sweep's housekeeping: expired tokens and old refused notifications are deleted."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import func, select, update
+
+from gateway.store.models import CredlyNotification, OAuthToken, utcnow
+from gateway.usecases import housekeeping
+from tests.support.clients import fetch_token
+
+
+def count(svc, model) -> int:
+    with svc.db.sessions() as session:
+        return session.scalar(select(func.count()).select_from(model))
+
+
+def test_tokens_are_deleted_once_every_token_as_old_has_expired(app, client):
+    svc = app.extensions["gateway"]
+    for _ in range(2):
+        fetch_token(app, "events:write")
+    with svc.db.transaction() as session:  # issued long ago: past the longest lifetime, an hour
+        session.execute(update(OAuthToken).values(issued_at=utcnow() - timedelta(days=3)))
+    fresh = fetch_token(app, "verifications:read")
+    assert housekeeping.prune(svc)["tokens"] == 2
+    assert count(svc, OAuthToken) == 1
+    lookup = client.get("/v1/verifications/NONE-1", headers={"Authorization": f"Bearer {fresh}"})
+    assert lookup.status_code == 404  # the fresh token still works
+
+
+def test_only_old_refused_or_forged_notifications_are_deleted(app):
+    svc = app.extensions["gateway"]
+    now = utcnow()
+    with svc.db.transaction() as session:
+        for n, (status, days) in enumerate(
+            [("refused", 31), ("forged", 31), ("processed", 31), ("forged", 29), ("ignored", 90)]
+        ):
+            session.add(
+                CredlyNotification(
+                    notification_id=f"n-{n}",
+                    organization_id="org",
+                    event_type="badge.state.changed",
+                    occurred_at=now,
+                    received_at=now - timedelta(days=days),
+                    status=status,
+                )
+            )
+    assert housekeeping.prune(svc)["notifications"] == 2
+    with svc.db.sessions() as session:
+        kept = session.scalars(select(CredlyNotification.notification_id)).all()
+    assert sorted(kept) == ["n-2", "n-3", "n-4"]
