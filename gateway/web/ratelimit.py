@@ -25,7 +25,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from gateway.platform import metrics
 from gateway.platform.config import Settings
 from gateway.web.auth import bearer_sent, require_oauth
-from gateway.web.problems import Problem
+from gateway.web.problems import Problem, unprocessable
 
 log = logging.getLogger("gateway.web.ratelimit")
 
@@ -154,6 +154,13 @@ def init_app(
         else:
             key, items, rate = address_key(request.remote_addr), anonymous, "this address"
             setting = settings.verify_rate_limit
+        most = min(item.amount for item in items)
+        if cost > most:  # no window would ever have room for it: waiting cannot help
+            raise unprocessable(
+                "certification_ids",
+                f"{cost} ids are more than the limit of {rate} allows at once ({setting}); "
+                f"send at most {most} a request.",
+            )
         limit(key, items, cost, f"Too many lookups from {rate}: the limit is {setting}.")
 
     def limit_page() -> None:

@@ -95,6 +95,16 @@ def test_a_batch_counts_each_id_and_shares_the_client_limit_with_single_lookups(
     assert statuses(client, 3, headers=headers) == [404, 404, 429]
 
 
+def test_a_batch_larger_than_the_limit_itself_is_422_not_a_429_to_wait_out(app, client):
+    headers = bearer(fetch_token(app, "verifications:read"))
+    body = {"certification_ids": [f"X-{n}" for n in range(6)]}  # the client's limit is 5
+    refused = client.post("/v1/verifications/batch", json=body, headers=headers)
+    assert refused.status_code == 422 and "Retry-After" not in refused.headers
+    [error] = refused.get_json()["errors"]
+    assert error["field"] == "certification_ids" and "at most 5" in error["message"]
+    assert statuses(client, 6, headers=headers) == [404] * 5 + [429]  # none of it was used
+
+
 def test_requests_that_look_nothing_up_use_none_of_the_allowance(app, client):
     headers = bearer(fetch_token(app, "verifications:read"))
     ids = ["X-1", 2, "X-3", "X-4", "X-5", "X-6"]  # one id is not a string
