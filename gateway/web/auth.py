@@ -6,6 +6,7 @@ import functools
 import hashlib
 import json
 import secrets
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -429,7 +430,7 @@ class InvalidClientField(ValueError):
 
 def validate_scope(scope: str) -> list[str]:
     """The scopes of `scope`, or InvalidClientField naming the unknown ones."""
-    scopes = scope.split()
+    scopes = list(dict.fromkeys(scope.split()))  # each once, in the order given
     unknown = [s for s in scopes if s not in SCOPES]
     if unknown or not scopes:
         raise InvalidClientField(
@@ -441,12 +442,15 @@ def validate_scope(scope: str) -> list[str]:
 
 
 def validate_client_name(name: str) -> str:
-    """`name` if it can name a client: some text, at most the column's length, no NUL; else
+    """`name` if it can name a client: some text, at most the column's length, no control
+    character (a line break would forge a row of `gateway clients list`); else
     InvalidClientField saying why."""
     limit = OAuthClient.__table__.c.name.type.length
-    if not name.strip() or len(name) > limit or "\x00" in name:
+    control = any(unicodedata.category(c) == "Cc" for c in name)
+    if not name.strip() or len(name) > limit or control:
         raise InvalidClientField(
-            "name", f"a client's name is 1 to {limit} characters, not blank, without NUL"
+            "name",
+            f"a client's name is 1 to {limit} characters, not blank, without control characters",
         )
     return name
 

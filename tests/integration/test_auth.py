@@ -277,7 +277,7 @@ def test_clients_cli_create_list_revoke(database_url, tmp_path, monkeypatch):
     monkeypatch.setenv("DATABASE_URL", database_url)
     monkeypatch.setenv("INSTANCE_PATH", str(tmp_path))
     runner = CliRunner()
-    created = runner.invoke(cli, ["clients", "create", "--name", "hr", "--scope", "admin"])
+    created = runner.invoke(cli, ["clients", "create", "--name", "hr", "--scope", "admin admin"])
     assert created.exit_code == 0, created.output
     new = json.loads(created.stdout)
     assert set(new) == {"client_id", "client_secret"}
@@ -302,7 +302,7 @@ def test_clients_cli_create_list_revoke(database_url, tmp_path, monkeypatch):
     assert bad.exit_code != 0 and "unknown scope" in bad.output
 
 
-@pytest.mark.parametrize("name", ["", "   ", "x" * 201, "a\x00b"])
+@pytest.mark.parametrize("name", ["", "   ", "x" * 201, "a\x00b", "ok\nforged row", "tab\there"])
 def test_clients_cli_refuses_a_name_it_cannot_store_naming_the_option(
     database_url, tmp_path, monkeypatch, name
 ):
