@@ -393,7 +393,29 @@ bp = Blueprint("oauth", __name__)
 )
 def issue_token() -> ResponseReturnValue:
     """Issue an access token for the client-credentials grant."""
-    return current_app.extensions["oauth_server"].create_token_response()
+    server = current_app.extensions["oauth_server"]
+    malformed = _malformed_token_request()
+    if malformed:
+        return server.handle_error_response(None, InvalidRequestError(description=malformed))
+    return server.create_token_response()
+
+
+#: The parameters of a client-credentials token request (RFC 6749 §4.4.2, §2.3.1).
+TOKEN_PARAMETERS = ("grant_type", "scope", "client_id", "client_secret")
+
+
+def _malformed_token_request() -> str | None:
+    """Why the request breaks RFC 6749's rules for its parameters, if it does (§3.2, §2.3: in the
+    body, each once, one way of authenticating the client)."""
+    if request.args:
+        return "Send the parameters in the form body, not in the URL's query."
+    repeated = sorted(name for name, values in request.form.lists() if len(values) > 1)
+    if repeated:  # named when it is one of the grant's (an OAuth error says ASCII only)
+        named = [name for name in repeated if name in TOKEN_PARAMETERS]
+        return f"Send each parameter once: {', '.join(named) or 'one'} was repeated."
+    if "Authorization" in request.headers and "client_secret" in request.form:
+        return "Authenticate the client one way: HTTP Basic or the form fields, not both."
+    return None
 
 
 def init_app(app: Flask) -> None:

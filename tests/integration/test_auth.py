@@ -338,3 +338,30 @@ def test_failed_client_authentications_are_limited_per_address_before_any_secret
     assert "failed client authentications" in refused.get_json()["detail"]
     granted = [_token(client, {}, auth=(cid, secret), environ_base=member) for _ in range(4)]
     assert [answer.status_code for answer in granted] == [200] * 4  # successes are not counted
+
+
+@pytest.mark.parametrize(
+    ("form", "basic", "query", "said"),
+    [
+        ({"client_secret": "{secret}", "client_id": "{cid}"}, True, "", "one way"),
+        ({"scope": ["admin", "events:write"]}, True, "", "scope was repeated"),
+        ({"grant_type": ["client_credentials", "password"]}, True, "", "grant_type"),
+        ({}, True, "grant_type=client_credentials", "not in the URL's query"),
+    ],
+    ids=["two ways of authenticating", "repeated scope", "repeated grant", "query string"],
+)
+def test_a_token_request_breaking_the_parameter_rules_is_invalid_request(
+    app, client, form, basic, query, said
+):
+    cid, secret = register_client(app, "events:write admin")
+    data = {"grant_type": "client_credentials"} if "grant_type" not in form else {}
+    for name, value in form.items():
+        data[name] = value.format(cid=cid, secret=secret) if isinstance(value, str) else value
+    answer = client.post(
+        f"/oauth/token?{query}" if query else "/oauth/token",
+        data=data if not query else {},
+        auth=(cid, secret) if basic else None,
+    )
+    assert answer.status_code == 400, answer.get_data(as_text=True)
+    body = answer.get_json()
+    assert body["error"] == "invalid_request" and said in body["detail"]

@@ -59,6 +59,8 @@ NOT_APPLICABLE = {
     "GET /v1/verifications/{certification_id}/receipt": [positive_data_acceptance],
     # `since` whose offset moves it off the calendar (e.g. year 1 at +01:00): 422
     "GET /v1/receipts": [positive_data_acceptance],
+    # `occurred_at` outside 1900 to 2999 (no schema keyword bounds a date-time): 400
+    "POST /webhooks/credly": [positive_data_acceptance],
     # a string that is not a genuine receipt: the page says so with 422
     "GET /verify/receipt": [positive_data_acceptance],
     # `GET /v1/verifications/batch` is the lookup of certification "batch": Allow lists GET;
