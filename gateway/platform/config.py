@@ -56,13 +56,18 @@ def _time_of_day(raw: str) -> str:
     return f"{int(hours):02d}:{int(minutes):02d}"
 
 
-def _base_url(env: Mapping[str, str], name: str) -> str | None:
-    """An absolute http(s) URL without its trailing slash, or None when unset."""
-    raw = (env.get(name) or "").strip().rstrip("/")
+def _base_url(env: Mapping[str, str], name: str, *, base: bool = True) -> str | None:
+    """An absolute http(s) URL, or None when unset. A base URL, which paths are added to, loses
+    its trailing slash and may have no query or fragment; any other (`base=False`) is kept as
+    given."""
+    raw = (env.get(name) or "").strip()
+    if base:
+        raw = raw.rstrip("/")
     if not raw:
         return None
     parts = urlsplit(raw)
-    if parts.scheme not in ("https", "http") or not parts.netloc or parts.query or parts.fragment:
+    extra = base and (parts.query or parts.fragment)
+    if parts.scheme not in ("https", "http") or not parts.netloc or extra:
         raise ConfigError(f"{name} must be an absolute http(s) URL, got {raw!r}")
     return raw
 
@@ -603,7 +608,7 @@ class Settings:
             redis_url=env.get("REDIS_URL") or None,
             secret_key=env.get("SECRET_KEY") or cls.secret_key,
             policy_file=env.get("POLICY_FILE") or None,
-            credly_api_base=(env.get("CREDLY_API_BASE") or "").rstrip("/") or None,
+            credly_api_base=_base_url(env, "CREDLY_API_BASE"),
             credly_organization_id=env.get("CREDLY_ORGANIZATION_ID") or None,
             credly_auth_token=env.get("CREDLY_AUTH_TOKEN") or None,
             credly_token_expires_on=_date(env, "CREDLY_TOKEN_EXPIRES_ON"),
@@ -638,8 +643,8 @@ class Settings:
                 env.get("VERIFY_RATE_LIMIT_AUTHENTICATED") or cls.verify_rate_limit_authenticated
             ),
             trusted_proxies=_int(env, "TRUSTED_PROXIES", cls.trusted_proxies),
-            directory_base_url=(env.get("DIRECTORY_BASE_URL") or "").rstrip("/") or None,
-            directory_token_url=env.get("DIRECTORY_TOKEN_URL") or None,
+            directory_base_url=_base_url(env, "DIRECTORY_BASE_URL"),
+            directory_token_url=_base_url(env, "DIRECTORY_TOKEN_URL", base=False),
             directory_client_id=env.get("DIRECTORY_CLIENT_ID") or None,
             directory_client_secret=env.get("DIRECTORY_CLIENT_SECRET") or None,
             delivery_timeout_seconds=_int(

@@ -144,6 +144,34 @@ def test_partial_credly_settings_are_refused():
         )
 
 
+DIRECTORY = {
+    "DIRECTORY_BASE_URL": "https://directory.example/v2",
+    "DIRECTORY_TOKEN_URL": "https://directory.example/oauth/token",
+    "DIRECTORY_CLIENT_ID": "gateway",
+    "DIRECTORY_CLIENT_SECRET": "dir-secret",
+}
+
+
+@pytest.mark.parametrize("name", ["CREDLY_API_BASE", "DIRECTORY_BASE_URL", "DIRECTORY_TOKEN_URL"])
+@pytest.mark.parametrize("value", ["api.credly.com/v1", "ftp://x", "https://"])
+def test_the_credly_and_directory_addresses_must_be_http_urls(name, value):
+    """A typo there would be accepted at start and fail every job that calls the service."""
+    with pytest.raises(ConfigError, match=f"^{name} must be an absolute http\\(s\\) URL"):
+        Settings.from_env({**CREDLY, **DIRECTORY, name: value})
+
+
+def test_the_directory_token_url_is_kept_as_given_and_base_urls_lose_their_slash():
+    settings = Settings.from_env(
+        {
+            **DIRECTORY,
+            "DIRECTORY_BASE_URL": "https://directory.example/v2/",
+            "DIRECTORY_TOKEN_URL": "https://directory.example/token/?realm=a",
+        }
+    )
+    assert settings.directory_base_url == "https://directory.example/v2"
+    assert settings.directory_token_url == "https://directory.example/token/?realm=a"
+
+
 @pytest.mark.parametrize(
     ("value", "on"), [("true", True), ("ON", True), ("1", True), ("off", False)]
 )
