@@ -38,6 +38,9 @@ reuse_port = True
 # (docs/api.md, *Security*).
 limit_request_line = 8190
 limit_request_field_size = 16380
+# No control socket (`gunicornc`): the gateway does not use one, and every server of a user shares
+# the one default path (~/.gunicorn/gunicorn.ctl), so stopping one server deleted another's.
+control_socket_disable = True
 accesslog = "-"
 # Access lines are JSON objects written by the app's formatter (AccessLog below): a header or path
 # holding quotes or backslashes is escaped, never able to break a line or forge a field. No

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from contextlib import suppress
+from http import HTTPStatus
 from typing import IO, TYPE_CHECKING, Any
 
 from flask import Flask, Request, request
@@ -155,7 +157,10 @@ def _write_problem(sock: Any, status: int, reason: str, message: str) -> None:
     """What gunicorn answers a request it cannot hand to the app (not HTTP/1.x, a request line
     or header past its maxima): a problem+json with the security headers, as every other error,
     where gunicorn writes an HTML page. Nothing of the request is written back (`message` may
-    quote it)."""
+    quote it). The reason phrase is the status code's own: gunicorn's `reason` is "Bad Request"
+    for some codes that are not 400 (501, for one)."""
+    with suppress(ValueError):  # a code Python does not know keeps gunicorn's phrase
+        reason = HTTPStatus(status).phrase
     body = json.dumps(
         {
             "type": "about:blank",

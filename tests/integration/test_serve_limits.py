@@ -1,11 +1,14 @@
 """Long URLs and headers are refused by the app (problem+json, security headers), not gunicorn;
-what gunicorn still answers itself (beyond its own maximum, or not HTTP at all) is a problem too."""
+what gunicorn still answers itself (beyond its own maximum, or not HTTP at all) is a problem too,
+with its status code's own reason phrase. A server leaves no control socket that another server
+of the same user would share."""
 
 from __future__ import annotations
 
 import json
 import signal
 import socket
+from http import HTTPStatus
 
 import pytest
 import requests
@@ -18,10 +21,14 @@ from tests.support.serving import free_port, serve_env, start_serve
 def served(tmp_path_factory, postgres_url):
     tmp_path = tmp_path_factory.mktemp("serve-limits")
     port = free_port()
-    env = serve_env(tmp_path, postgres_url, port, WEB_WORKERS="1")
+    home = tmp_path / "home"  # where gunicorn would put its control socket
+    home.mkdir()
+    env = serve_env(
+        tmp_path, postgres_url, port, WEB_WORKERS="1", HOME=str(home), XDG_RUNTIME_DIR=str(home)
+    )
     proc = start_serve(env, tmp_path / "stderr.log")
     try:
-        yield port
+        yield port, home
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
@@ -36,6 +43,7 @@ def _is_the_apps_problem(response: requests.Response, status: int) -> None:
 
 
 def test_a_url_over_the_limit_gets_the_apps_414_problem(served):
+    served, _ = served
     path = "/v1/verifications/" + "A" * MAX_URL
     response = requests.get(f"http://127.0.0.1:{served}{path}", timeout=5)
     _is_the_apps_problem(response, 414)
@@ -44,6 +52,7 @@ def test_a_url_over_the_limit_gets_the_apps_414_problem(served):
 
 
 def test_a_header_over_the_limit_gets_the_apps_431_problem(served):
+    served, _ = served
     headers = {"X-Padding": "p" * MAX_HEADER_LINE}
     response = requests.get(f"http://127.0.0.1:{served}/healthz", headers=headers, timeout=5)
     _is_the_apps_problem(response, 431)
@@ -59,21 +68,44 @@ def _raw(port: int, request: bytes) -> bytes:
     return answer
 
 
+def _posted_with(transfer_encoding: bytes) -> bytes:
+    return b"POST /v1/events HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: %s\r\n\r\n" % (
+        transfer_encoding
+    )
+
+
 @pytest.mark.parametrize(
     ("request_bytes", "status"),
     [
-        (b"GET /" + b"A" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", b"414"),  # over gunicorn's max
-        (b"NOT HTTP AT ALL\r\n\r\n", b"400"),
+        (b"GET /" + b"A" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),  # over gunicorn's max
+        (b"NOT HTTP AT ALL\r\n\r\n", 400),
+        (_posted_with(b"foo"), 501),  # a transfer coding gunicorn does not know
+        (_posted_with(b"gzip"), 400),  # a known one not ending in chunked: no length to read
+        (_posted_with(b"identity"), 400),
+        (_posted_with(b"chunked, gzip"), 400),
     ],
+    ids=["line-too-long", "not-http", "te-foo", "te-gzip", "te-identity", "te-chunked-gzip"],
 )
-def test_what_gunicorn_still_answers_itself_is_a_problem_too(served, request_bytes, status):
+def test_what_gunicorn_still_answers_itself_is_a_problem_with_its_codes_reason(
+    served, request_bytes, status
+):
     """gunicorn's own answer (docs/api.md, *Security*): problem+json with the security headers,
-    never an HTML page, and nothing of the request written back."""
+    never an HTML page, its reason phrase and title the status code's own, and nothing of the
+    request written back."""
+    served, _ = served
     answer = _raw(served, request_bytes)
     head, _, body = answer.partition(b"\r\n\r\n")
-    assert head.split(b" ", 2)[1] == status, answer[:200]
+    phrase = HTTPStatus(status).phrase
+    assert head.split(b"\r\n")[0] == f"HTTP/1.1 {status} {phrase}".encode(), answer[:200]
     assert b"\r\nContent-Type: application/problem+json\r\n" in head
     assert b"\r\nX-Content-Type-Options: nosniff\r\n" in head
     problem = json.loads(body)
-    assert problem["status"] == int(status) and problem["errors"] == []
-    assert b"AAAA" not in body and b"NOT HTTP" not in body
+    assert (problem["status"], problem["title"], problem["errors"]) == (status, phrase, [])
+    assert b"AAAA" not in body and b"NOT HTTP" not in body and b"foo" not in body
+
+
+def test_a_server_leaves_no_control_socket_another_server_would_share(served):
+    """gunicorn's control socket has one path per user: a second server took it over, and
+    stopping either deleted it."""
+    _, home = served
+    assert not list(home.rglob("gunicorn.ctl"))
