@@ -64,7 +64,18 @@ FLASK_COMMANDS = frozenset({"run", "shell", "routes"})
 
 class GatewayGroup(FlaskGroup):
     """Flask's command group. Its commands are all the gateway's own, so listing them (`gateway
-    --help`) does not load the app, which would create the embedded default's database."""
+    --help`) does not load the app, which would create the embedded default's database.
+
+    The group always runs the gateway's app with the settings of the environment, so it has
+    none of Flask's group options (`-e/--env-file`, `-A/--app`, `--debug`; `gateway run --debug`
+    stays) and reads no `.env` file."""
+
+    #: The names of the options FlaskGroup adds that do not apply to the gateway.
+    FLASK_OPTIONS = frozenset({"env_file", "app", "debug"})
+
+    def __init__(self, **extra: Any) -> None:
+        super().__init__(load_dotenv=False, **extra)
+        self.params = [param for param in self.params if param.name not in self.FLASK_OPTIONS]
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(super(FlaskGroup, self).list_commands(ctx))
@@ -610,7 +621,8 @@ def sync_backfill(target: str, restart: bool, batch_size: int) -> None:
 
 
 def register(app: Flask) -> None:
-    """Put the operators' commands on `app.cli` too, so `flask --app wsgi <command>` works."""
+    """Put the operators' commands on `app.cli` too, so that
+    `flask --app gateway.bootstrap:create_app <command>` works."""
     for name, command in cli.commands.items():
         if name not in FLASK_COMMANDS:
             app.cli.add_command(command, name)

@@ -157,6 +157,20 @@ def test_version_is_the_gateways(tmp_path):
     assert answer.output.startswith("gateway, version ") and "Flask" not in answer.output
 
 
+def test_the_group_has_none_of_flasks_options_that_fail_or_do_not_apply(tmp_path):
+    env = {"INSTANCE_PATH": str(tmp_path / "instance")}
+    shown = CliRunner().invoke(cli, ["--help"], env=env)
+    assert shown.exit_code == 0, shown.output
+    options = shown.output.split("Options:")[1].split("Commands:")[0]
+    assert "--version" in options and "--help" in options
+    for option in ("--env-file", "-e,", "--app", "-A,", "--debug"):
+        assert option not in options, options
+    for args in (["-e", "x.env", "jobs", "status"], ["--app", "wsgi", "jobs", "status"]):
+        refused = CliRunner().invoke(cli, args, env=env)
+        assert refused.exit_code == 2 and "No such option" in refused.output, refused.output
+    assert "--debug / --no-debug" in CliRunner().invoke(cli, ["run", "--help"], env=env).output
+
+
 @pytest.fixture
 def empty_database(postgres_url) -> Iterator[str]:
     """The URL of a new PostgreSQL database without any schema, dropped after the test."""
