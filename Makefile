@@ -4,17 +4,15 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 LOCK := requirements.lock
 
-.PHONY: run test install install-dev lint lock audit soak-short soak
+.PHONY: run test install lint lock audit soak-short soak
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
+# The service and its tests run on exactly the locked versions that `make audit` checks (the one
+# lock holds the development tools too; its hashes make pip install only those exact files).
 install: $(BIN)/python
-	$(BIN)/pip install --quiet -e .
-
-# Tests run on exactly the locked versions that `make audit` checks.
-install-dev: $(BIN)/python
 	$(BIN)/pip install --quiet -r $(LOCK)
 	$(BIN)/pip install --quiet --no-deps -e .
 	$(BIN)/pip check
@@ -27,17 +25,17 @@ lock: $(BIN)/python
 	  --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links -o $(LOCK) pyproject.toml
 
 # Known vulnerabilities of the locked releases (PyPI's vulnerability data, via pip-audit).
-audit: install-dev
+audit: install
 	$(BIN)/python scripts/audit.py --no-deps --disable-pip --progress-spinner off -r $(LOCK)
 
 run: install
 	$(BIN)/gateway run --host 127.0.0.1 --port 5000
 
-lint: install-dev
+lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: install-dev audit
+test: install audit
 	bash scripts/services.sh
 	bash scripts/chromium.sh
 	$(BIN)/ruff check .
@@ -47,8 +45,8 @@ test: install-dev audit
 	$(MAKE) soak-short
 
 # The chaos soak (docs/benchmarks.md, "Soak"): its exit status is the check of every invariant.
-soak-short: install-dev
+soak-short: install
 	$(BIN)/python bench/soak.py --minutes 3 --certifications 2000
 
-soak: install-dev
+soak: install
 	$(BIN)/python bench/soak.py --minutes 30 --certifications 20000
