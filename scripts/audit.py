@@ -9,9 +9,9 @@ a failure (refresh the lock with `make lock`). Where PyPI answers per release, n
 
 pip-audit's "No known vulnerabilities found" says nothing of the releases it could not audit, so
 the last line this script prints says how many were audited and names, loudly, those not audited
-that the gateway runs on (not the development tools): audit those elsewhere (README, "Security
-audit"). They do not fail the audit: the index reachable from the build machines lacks the data of
-many releases, which would fail every build.
+that the gateway runs on (not the development tools): audit those elsewhere (README, "Locked
+dependencies"). They do not fail the audit: the index reachable from the build machines lacks the
+data of many releases, which would fail every build.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from requests import PreparedRequest, Request, Response
 from requests.adapters import HTTPAdapter
 
 PROJECT = "credential-gateway"
+#: The README's section that says how to audit the packages this script could not.
+README_SECTION = "Locked dependencies"
 
 PYPI_JSON = "https://pypi.org/pypi/"
 _PER_RELEASE = re.compile(r"^https://pypi\.org/pypi/([^/]+)/([^/]+)/json$")
@@ -102,7 +104,7 @@ def summary(answered: list[Dependency], runtime: set[str]) -> str:
     line += f"; NOT AUDITED: {len(skipped)}"
     if at_run_time:
         line += ", of them used at run time: " + ", ".join(map(_with_version, at_run_time))
-    return line + ' (audit them elsewhere: README, "Security audit")'
+    return line + f' (audit them elsewhere: README, "{README_SECTION}")'
 
 
 def _with_version(name: str) -> str:

@@ -78,9 +78,14 @@ def test_the_last_line_counts_the_audited_and_names_the_unaudited_run_time_packa
     redis, rq = (f"{name} {metadata.version(name)}" for name in ("redis", "rq"))
     assert line == (
         f"AUDITED 1 of 4 locked packages; NOT AUDITED: 3, of them used at run time: {redis}, {rq}"
-        ' (audit them elsewhere: README, "Security audit")'
+        ' (audit them elsewhere: README, "Locked dependencies")'
     )
     assert audit.summary(answered[:1], {"flask"}) == "AUDITED 1 of 1 locked packages."
+
+
+def test_the_readme_has_the_section_the_last_line_sends_the_reader_to(audit):
+    readme = (SCRIPT.parents[1] / "README.md").read_text().splitlines()
+    assert f"### {audit.README_SECTION}" in readme
 
 
 @responses.activate
