@@ -433,7 +433,9 @@ def db_revision(message: str, rev_id: str, down: str | None) -> None:
 @click.option("--full", is_flag=True, help="Evaluate every certification, not only the due ones.")
 @click.option("--from-id", default=None, help="First certification id of this run's range.")
 @click.option("--to-id", default=None, help="Last certification id of this run's range.")
-@click.option("--batch-size", default=500, show_default=True, help="Certifications a transaction.")
+@click.option(
+    "--batch-size", default=500, show_default=True, help="Certifications per transaction."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @with_appcontext
 def sweep_command(

@@ -156,8 +156,9 @@ class Settings:
         default=None,
         metadata=setting(
             "INSTANCE_PATH",
-            "Flask's `instance/` folder",
-            "where the embedded SQLite database lives",
+            "Flask's instance folder: `instance/` in a checkout (an editable install), "
+            "`<prefix>/var/gateway-instance` for an installed package",
+            "where the embedded SQLite database, the signing keys and the logo file live",
         ),
     )
     redis_url: str | None = field(
@@ -400,7 +401,7 @@ class Settings:
             "WEB_THREADS",
             "`6`",
             "`gateway serve`: threads per process (gthread); the single events a process's "
-            "threads post at once are recorded in one transaction, so more threads a process "
+            "threads post at once are recorded in one transaction, so more threads per process "
             "make fewer, larger transactions (and lookups wait longer for the process's GIL)",
         ),
     )
@@ -417,7 +418,7 @@ class Settings:
         metadata=setting(
             "LOG_LEVEL",
             "`INFO`",
-            "logs are JSON, one object a line, on stderr",
+            "logs are JSON, one object per line, on stderr",
         ),
     )
     verify_rate_limit: str = field(
