@@ -158,7 +158,8 @@ class Settings:
             "INSTANCE_PATH",
             "Flask's instance folder: `instance/` in a checkout (an editable install), "
             "`<prefix>/var/gateway-instance` for an installed package",
-            "where the embedded SQLite database, the signing keys and the logo file live",
+            "where the embedded default's files live (the SQLite database, the signing keys, the "
+            "dry-run Credly's badges) and the logo file",
         ),
     )
     redis_url: str | None = field(
