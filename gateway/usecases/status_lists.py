@@ -12,7 +12,7 @@ import base64
 import gzip
 import secrets
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import date
 from typing import Any
 
@@ -25,10 +25,17 @@ from gateway.store.models import utcnow
 
 #: Bits in every list: the specification's minimum (16 KB uncompressed), for herd privacy.
 LIST_SIZE = 131_072
-#: Consecutive credentials land this far apart in a list (odd, so every index is used once).
-_STRIDE = 40_503
+#: A list takes new credentials until it holds this many (half its entries), then the next list
+#: starts: a random index of the current list is free at least half the time.
+LIST_FILL = LIST_SIZE // 2
 PURPOSES = ("revocation", "suspension")
-_ALLOCATION_TRIES = 20
+#: Random indexes tried before giving up: with a list at most about half full, all of them are
+#: taken less than once in 2**64 allocations.
+_ALLOCATION_TRIES = 64
+
+
+class NoFreeIndex(RuntimeError):
+    """No free status list index was found (the request may be tried again)."""
 
 
 @dataclass(frozen=True)
@@ -55,7 +62,7 @@ _OF_PERIOD = select(*_COLUMNS).where(
     Entry.certification_id == bindparam("certification_id"),
     Entry.period_start == bindparam("period_start"),
 )
-_COUNT = select(func.count()).select_from(Entry)
+_IN_LIST = select(func.count()).select_from(Entry).where(Entry.list_id == bindparam("list_id"))
 _INSERTS = {
     name: dialect.insert(Entry.__table__).on_conflict_do_nothing()
     for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
@@ -90,41 +97,46 @@ _FOLLOW = (
 )
 
 
-def place(allocation: int) -> tuple[int, int]:
-    """The list and index of the `allocation`-th credential (from 0): spread across its list."""
-    list_id, position = divmod(allocation, LIST_SIZE)
-    return list_id, position * _STRIDE % LIST_SIZE
+def _current_list(connection: Connection) -> int:
+    """The list new credentials go to: the last one, or the next once the last holds LIST_FILL."""
+    last = list_count(connection) - 1
+    held = connection.execute(_IN_LIST, {"list_id": last}).scalar_one()
+    return last + 1 if held >= LIST_FILL else last
 
 
 def entry_for(connection: Connection, certification_id: str, period_start: date) -> StatusEntry:
-    """The status entry of a certification period, allocated on first use.
+    """The status entry of a certification period, allocated on first use at a random free
+    index of the current list (W3C: the index reveals neither its order nor the list's size).
 
     The caller holds the certification's row lock, so only other certifications compete for an
-    index; a taken one is found by the unique constraint and the next is tried.
+    index; a taken one is found by the unique constraint and another random one is tried.
+    Raises NoFreeIndex when _ALLOCATION_TRIES of them are all taken.
     """
     key = {"certification_id": certification_id, "period_start": period_start}
+    found = connection.execute(_OF_PERIOD, key).first()
+    if found is not None:
+        return StatusEntry(*found)
     insert_entry = _INSERTS[connection.dialect.name]
+    list_id = _current_list(connection)
     for _ in range(_ALLOCATION_TRIES):
-        found = connection.execute(_OF_PERIOD, key).first()
-        if found is not None:
-            return StatusEntry(*found)
-        list_id, index = place(connection.execute(_COUNT).scalar_one())
-        now = utcnow()
-        connection.execute(
-            insert_entry,
-            {
-                **key,
-                "credential_id": str(uuid.uuid4()),
-                "salt": secrets.token_hex(16),
-                "list_id": list_id,
-                "status_index": index,
-                "revoked": False,
-                "suspended": False,
-                "created_at": now,
-                "updated_at": now,
-            },
+        entry = StatusEntry(
+            credential_id=str(uuid.uuid4()),
+            salt=secrets.token_hex(16),
+            list_id=list_id,
+            status_index=secrets.randbelow(LIST_SIZE),
+            revoked=False,
+            suspended=False,
         )
-    raise RuntimeError(f"no free status list index after {_ALLOCATION_TRIES} tries")
+        now = utcnow()
+        inserted = connection.execute(
+            insert_entry, {**key, **asdict(entry), "created_at": now, "updated_at": now}
+        )
+        if inserted.rowcount == 1:
+            return entry
+        found = connection.execute(_OF_PERIOD, key).first()
+        if found is not None:  # made meanwhile, by a caller without the row lock
+            return StatusEntry(*found)
+    raise NoFreeIndex(f"no free index in status list {list_id} after {_ALLOCATION_TRIES} tries")
 
 
 def follow_standing(

@@ -7,6 +7,7 @@ import base64
 import gzip
 import hashlib
 import json
+import threading
 import time
 import tracemalloc
 from datetime import UTC, date, datetime
@@ -23,7 +24,7 @@ from gateway.platform import signing
 from gateway.schemas.credentials import MAX_CREDENTIAL_LENGTH
 from gateway.store.db import Database
 from gateway.store.models import Certification, CredentialStatusEntry, Member, utcnow
-from gateway.usecases import intake
+from gateway.usecases import intake, status_lists
 from gateway.usecases.sweep import Scope, sweep
 from tests.support.database import truncate
 from tests.support.events import granted, recert, revoked
@@ -422,3 +423,98 @@ def test_the_upgrade_suspends_the_credentials_of_earlier_periods(database_url, t
             (date(2019, 1, 10), True),
             (date(2026, 12, 1), False),
         ]
+
+
+def _granted_to_someone(cert: str) -> dict:
+    """A grant of `cert` to a member of its own (an e-mail of their own: one badge each)."""
+    body = granted(days_ago(30), cert=cert)
+    body["data"]["member"]["email"] = f"{cert.lower()}@example.org"
+    return body
+
+
+def test_many_first_time_credentials_at_once_all_succeed_with_distinct_indexes(
+    make_app, postgres_url
+):
+    truncate(postgres_url)
+    try:
+        app = make_app(database_url=postgres_url, jobs_synchronous=True)
+        threads, each = 18, 6  # as many as `gateway serve`'s 3 workers x 6 threads
+        certs = [f"CERT-{n}" for n in range(threads * each)]
+        record(app, *map(_granted_to_someone, certs))
+        reader = _headers(app)
+        barrier = threading.Barrier(threads)
+        answers: dict[str, tuple[int, str]] = {}
+
+        def ask(mine: list[str]) -> None:
+            client = app.test_client()  # each request its own transaction
+            barrier.wait()
+            for cert in mine:
+                answer = client.get(f"/v1/certifications/{cert}/credential", headers=reader)
+                answers[cert] = (answer.status_code, answer.get_data(as_text=True))
+
+        workers = [threading.Thread(target=ask, args=(certs[n::threads],)) for n in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        assert {cert: status for cert, (status, _) in answers.items()} == dict.fromkeys(certs, 200)
+        places = {
+            (entry["statusListCredential"], entry["statusListIndex"])
+            for entry in (
+                jwt.decode(token, options={"verify_signature": False})["credentialStatus"]
+                for _, token in answers.values()
+            )
+        }
+        assert len(places) == len(certs)
+    finally:
+        truncate(postgres_url)
+
+
+def _draws(monkeypatch, *indexes: int) -> None:
+    """Make the status list's random draws these indexes in turn, then the last one for good."""
+    left = list(indexes)
+
+    def draw(_bound: int) -> int:
+        return left.pop(0) if len(left) > 1 else left[0]
+
+    monkeypatch.setattr(status_lists.secrets, "randbelow", draw)
+
+
+def _place(client, reader, cert: str) -> tuple[str, str]:
+    entry = jwt.decode(fetch(client, reader, cert), options={"verify_signature": False})[
+        "credentialStatus"
+    ]
+    return entry["statusListCredential"].rsplit("/", 2)[1], entry["statusListIndex"]
+
+
+def test_a_credential_takes_a_random_free_index_and_a_taken_one_is_drawn_again(
+    app, reader, monkeypatch
+):
+    client = app.test_client()
+    record(app, granted(days_ago(30)), granted(days_ago(30), cert="CERT-2"))
+    _draws(monkeypatch, 90_001, 90_001, 17)
+    assert _place(client, reader, "CERT-1") == ("0", "90001")
+    assert _place(client, reader, "CERT-2") == ("0", "17")  # 90001 is taken: drawn again
+    assert _place(client, reader, "CERT-1") == ("0", "90001")  # its own index, for good
+
+
+def test_a_credential_without_a_free_index_is_a_503_to_try_again(app, reader, monkeypatch):
+    client = app.test_client()
+    record(app, granted(days_ago(30)), granted(days_ago(30), cert="CERT-2"))
+    _draws(monkeypatch, 5)  # every draw: the index CERT-1 takes
+    fetch(client, reader)
+    answer = client.get("/v1/certifications/CERT-2/credential", headers=reader)
+    assert answer.status_code == 503 and answer.mimetype == "application/problem+json"
+    assert int(answer.headers["Retry-After"]) > 0
+
+
+def test_a_new_list_starts_once_the_current_one_holds_list_fill_credentials(
+    app, reader, monkeypatch
+):
+    client = app.test_client()
+    certs = [f"CERT-{n}" for n in range(5)]
+    record(app, *map(_granted_to_someone, certs))
+    monkeypatch.setattr(status_lists, "LIST_FILL", 2)
+    lists = [_place(client, reader, cert)[0] for cert in certs]
+    assert lists == ["0", "0", "1", "1", "2"]
+    assert client.get("/credentials/status/2/suspension").status_code == 200

@@ -9,14 +9,15 @@ from datetime import UTC, date, datetime
 import psycopg
 
 from gateway.store.db import normalize_url
-from gateway.usecases.status_lists import place
+from gateway.usecases.status_lists import LIST_SIZE
 
 STANDING = json.dumps({"certified_on": "2024-01-01"})
 
 
 def seed_entries(url: str, count: int, revoked_every: int, suspended_every: int) -> None:
-    """`count` certifications with a credential each; every `revoked_every`-th revoked, every
-    `suspended_every`-th suspended (counting from the first)."""
+    """`count` certifications with a credential each, filling the lists one after the other
+    (index by index); every `revoked_every`-th revoked, every `suspended_every`-th suspended
+    (counting from the first)."""
     now = datetime.now(UTC)
     day = date(2024, 1, 1)
     conninfo = normalize_url(url).replace("postgresql+psycopg://", "postgresql://")
@@ -38,7 +39,7 @@ def seed_entries(url: str, count: int, revoked_every: int, suspended_every: int)
             "list_id, status_index, revoked, suspended, created_at, updated_at) FROM STDIN"
         ) as copy:
             for n, cert in enumerate(ids):
-                list_id, index = place(n)
+                list_id, index = divmod(n, LIST_SIZE)
                 revoked, suspended = n % revoked_every == 0, n % suspended_every == 0
                 row = (cert, day, str(uuid.uuid4()), "salt", list_id, index, revoked, suspended)
                 copy.write_row((*row, now, now))

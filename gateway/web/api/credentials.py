@@ -22,7 +22,7 @@ from gateway.web.apidoc import BODY_ERRORS, empty, json_answer, operation, text
 from gateway.web.auth import allow_scope, require_scope
 from gateway.web.context import services
 from gateway.web.observability import base_url
-from gateway.web.problems import Problem, loaded
+from gateway.web.problems import UNAVAILABLE_RETRY_SECONDS, Problem, loaded
 from gateway.web.ratelimit import LOOKUP_SCOPE
 
 bp = Blueprint("open_badges", __name__)
@@ -68,7 +68,15 @@ def get_credential(certification_id: str) -> ResponseReturnValue:
                 errors=[{"rule": "CREDENTIAL-STANDING", "message": "Lapsed or revoked."}],
             )
         period_start = date.fromisoformat(found.standing["certified_on"])
-        entry = status_lists.entry_for(connection, certification_id, period_start)
+        try:
+            entry = status_lists.entry_for(connection, certification_id, period_start)
+        except status_lists.NoFreeIndex as exc:
+            raise Problem(
+                503,
+                "Service Unavailable",
+                "No status list index could be given to the credential. Try again shortly.",
+                headers={"Retry-After": str(UNAVAILABLE_RETRY_SECONDS)},
+            ) from exc
     holder = openbadges.Holder(certification_id, found.credential, found.standing)
     payload = openbadges.credential(
         svc.settings, svc.policy, base_url(services().settings), holder, entry, utcnow()
