@@ -49,7 +49,14 @@ def create_app(
     if migrate:  # not for the `db` commands, which may be what brings the schema
         check_schema_current(svc)
         check_policy_covers_certifications(svc)
-    svc.keys  # noqa: B018 - read (or created, at first start) now, not at the first signature
+    keys = svc.keys  # read (or created, at first start) now, not at the first signature
+    if keys.created and not own_keys:
+        log.warning(
+            "SIGNING_KEYS_FILE names %s, which did not exist: a new signing key was made there. "
+            "Give every web machine this same file, or what one machine signs (receipts, "
+            "credentials) fails to verify on another",
+            settings.signing_keys_file,
+        )
     if not settings.public_base_url and not svc.db.is_sqlite:
         log.warning(
             "PUBLIC_BASE_URL is not set: receipts, credentials and badge links name the address "

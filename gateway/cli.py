@@ -28,6 +28,7 @@ from gateway.rules.periods import EARLIEST_DAY, LATEST_DAY
 from gateway.store.models import OutboxItem, utcnow
 from gateway.usecases import receipts as receipt_log
 from gateway.usecases import subscriptions as subscription_log
+from gateway.usecases.services import signing_keys
 from gateway.usecases.sweep import FutureSweep, Scope, count
 from gateway.usecases.unclaimed import unclaimed_badges
 from gateway.web import auth
@@ -260,7 +261,9 @@ def keys_retire(kid: str) -> None:
 def serve() -> None:
     """Run the production web server (gunicorn; settings WEB_BIND, WEB_WORKERS, ...)."""
     try:
-        Settings.from_env()  # refused here in one line, not in gunicorn's traceback
+        settings = Settings.from_env()  # refused here in one line, not in gunicorn's traceback
+        if settings.signing_keys_file and os.path.exists(settings.signing_keys_file):
+            signing_keys(settings.signing_keys_file)  # a missing one: the web processes make it
         os.environ[metrics.MULTIPROC_DIR] = metrics.serve_folder()
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -577,7 +577,9 @@ class Settings:
             "SIGNING_KEYS_FILE",
             "`signing-keys.json` in the instance folder, created at first start",
             "the JWK set (private keys) that signs receipts and credentials: the first key signs, "
-            "all are published",
+            "all are published. Each key is a P-256 private key for ES256 (`kty` EC, `crv` "
+            "P-256, `alg` ES256 or none) with a `kid` of its own. A file it names that does not "
+            "exist is created with a new key and a WARNING: give every web machine that file",
         ),
     )
     receipt_retention_days: int = field(

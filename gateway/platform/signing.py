@@ -6,7 +6,6 @@ and keeps the old ones, so what they signed still verifies (`gateway keys rotate
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import tempfile
@@ -42,26 +41,35 @@ def new_key() -> ECKey:
 class SigningKeys:
     """A JWK set of private keys: `sign` uses the first, `verify` accepts any."""
 
-    def __init__(self, keys: list[ECKey]) -> None:
+    def __init__(self, keys: list[ECKey], created: bool = False) -> None:
         if not keys:
             raise ValueError("a signing key set needs at least one key")
         self.keys = keys
+        #: Whether `load` made the file, with one new key (of processes starting at once, one).
+        self.created = created
         self._set = KeySet(list(keys))
 
     @classmethod
     def load(cls, path: str | Path) -> SigningKeys:
-        """Read the key set at `path`, creating it with one new key when it does not exist."""
+        """Read the key set at `path`, creating it with one new key when it does not exist.
+
+        Raises ValueError, in one line naming the file, unless every key is a P-256 private key
+        for ES256 (`kty` EC, `crv` P-256, `alg` ES256 or none, `use` sig or none) with a `kid`
+        of its own.
+        """
         path = Path(path)
-        if not path.exists():
-            _write_new(path, [new_key()])
+        try:
+            created = not path.exists() and _write_new(path, [new_key()])
+        except OSError as exc:
+            raise ValueError(f"{path} cannot be created: {exc}") from exc
         try:
             data = json.loads(path.read_text())
-            keys = [ECKey.import_key(item) for item in data["keys"]]
-        except (OSError, ValueError, KeyError, TypeError, JoseError) as exc:
-            raise ValueError(f"{path} is not a JWK set of P-256 private keys: {exc}") from exc
-        if not keys or any(not key.is_private for key in keys):
-            raise ValueError(f"{path} must hold at least one key, each with its private part")
-        return cls(keys)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{path} cannot be read as JSON: {exc}") from exc
+        try:
+            return cls(_keys_of(data), created=created)
+        except ValueError as exc:
+            raise ValueError(f"{path} is not a set of ES256 signing keys: {exc}") from exc
 
     @property
     def signing_kid(self) -> str:
@@ -92,6 +100,47 @@ class SigningKeys:
         return {"keys": [key.as_dict(private=False) for key in self.keys]}
 
 
+def _keys_of(data: Any) -> list[ECKey]:
+    """The keys of a JWK set document; ValueError saying what is wrong with the first bad one."""
+    items = data.get("keys") if isinstance(data, dict) else None
+    if not isinstance(items, list) or not items:
+        raise ValueError('it must be a JWK set: an object whose "keys" list holds at least one key')
+    keys, kids = [], set()
+    for number, item in enumerate(items, 1):
+        if not isinstance(item, dict):
+            raise ValueError(f"key {number} is not a JSON object")
+        kid = item.get("kid")
+        problem = _key_problem(item)
+        if problem is None and kid in kids:
+            problem = "has the kid of a key before it"
+        if problem is not None:
+            raise ValueError(f"key {number} (kid {kid!r}) {problem}")
+        try:
+            keys.append(ECKey.import_key(item))
+        except (JoseError, ValueError, TypeError) as exc:
+            raise ValueError(f"key {number} (kid {kid!r}) is not a valid P-256 key: {exc}") from exc
+        kids.add(kid)
+    return keys
+
+
+def _key_problem(item: dict[str, Any]) -> str | None:
+    """What makes a JWK unfit to sign ES256, or None."""
+    said = {name: item.get(name) for name in ("kty", "crv", "alg", "use", "kid")}
+    if said["kty"] != "EC":
+        return f"is kty {said['kty']!r}, not an EC key"
+    if said["crv"] != "P-256":
+        return f"is on curve {said['crv']!r}, not P-256"
+    if said["alg"] not in (None, ALGORITHM):
+        return f"is for alg {said['alg']!r}, not {ALGORITHM}"
+    if said["use"] not in (None, "sig"):
+        return f"is for use {said['use']!r}, not sig"
+    if not isinstance(said["kid"], str) or not said["kid"]:
+        return "has no kid"
+    if "d" not in item:
+        return 'has no private part ("d")'
+    return None
+
+
 def rotate(path: str | Path) -> str:
     """Put a new signing key first in the set at `path`, keeping the old ones; its `kid`."""
     old = SigningKeys.load(path)
@@ -111,8 +160,9 @@ def retire(path: str | Path, kid: str) -> None:
     _write_new(Path(path), kept, replace=True)
 
 
-def _write_new(path: Path, keys: list[ECKey], replace: bool = False) -> None:
-    """Write a private key set readable by its owner only; concurrent first starts keep one."""
+def _write_new(path: Path, keys: list[ECKey], replace: bool = False) -> bool:
+    """Write a private key set readable by its owner only; concurrent first starts keep one.
+    True when this set was written (False: another process's was there first)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps({"keys": [key.as_dict(private=True) for key in keys]}, indent=2)
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".signing-", suffix=".json")
@@ -122,8 +172,11 @@ def _write_new(path: Path, keys: list[ECKey], replace: bool = False) -> None:
         if replace:
             os.replace(temp, path)
         else:
-            with contextlib.suppress(FileExistsError):  # another process was first: keep theirs
+            try:
                 os.link(temp, path)
+            except FileExistsError:  # another process was first: keep theirs
+                return False
+        return True
     finally:
         if os.path.exists(temp):
             os.unlink(temp)

@@ -70,7 +70,7 @@ class Services:
         if self._keys is None:
             if not self.settings.signing_keys_file:
                 raise RuntimeError("SIGNING_KEYS_FILE must be set to sign or verify")
-            self._keys = SigningKeys.load(self.settings.signing_keys_file)
+            self._keys = signing_keys(self.settings.signing_keys_file)
         return self._keys
 
     @classmethod
@@ -119,6 +119,15 @@ class Services:
 def _in_instance(settings: Settings, name: str) -> Path | None:
     """The file `name` in the instance folder, once the app has set one."""
     return Path(settings.instance_path) / name if settings.instance_path else None
+
+
+def signing_keys(path: str) -> SigningKeys:
+    """The key set of SIGNING_KEYS_FILE at `path`, created if missing; ConfigError naming the
+    setting, in one line, when it is not a set of ES256 signing keys."""
+    try:
+        return SigningKeys.load(path)
+    except ValueError as exc:
+        raise ConfigError(f"SIGNING_KEYS_FILE: {exc}") from exc
 
 
 def _policy(settings: Settings) -> rules.Policy:

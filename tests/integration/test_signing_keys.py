@@ -1,9 +1,16 @@
 """The published signing keys and the `gateway keys` commands."""
 
+import json
+import logging
+import os
+
 import jwt
+import pytest
 from click.testing import CliRunner
+from joserfc.jwk import ECKey
 
 from gateway.cli import cli
+from gateway.platform import metrics, signing
 
 
 def test_the_embedded_default_creates_its_keys_in_the_instance_folder_and_publishes_them(
@@ -47,6 +54,7 @@ def test_a_shared_database_without_a_keys_file_or_public_address_warns_at_start(
     assert "SIGNING_KEYS_FILE is not set: this machine signs with keys of its own" in caplog.text
     assert "PUBLIC_BASE_URL is not set" in caplog.text
     caplog.clear()
+    signing.SigningKeys.load(tmp_path / "shared-keys.json")  # the file every machine is given
     make_app(
         database_url=postgres_url,
         signing_keys_file=str(tmp_path / "shared-keys.json"),
@@ -54,3 +62,51 @@ def test_a_shared_database_without_a_keys_file_or_public_address_warns_at_start(
     )
     make_app()  # the embedded default: one machine
     assert "SIGNING_KEYS_FILE" not in caplog.text and "PUBLIC_BASE_URL" not in caplog.text
+
+
+def test_a_keys_file_named_but_missing_is_made_with_a_warning_to_give_it_to_every_machine(
+    make_app, tmp_path, caplog
+):
+    path = tmp_path / "shared" / "keys.json"
+    make_app(signing_keys_file=str(path))
+    [warning] = [
+        record.getMessage()
+        for record in caplog.records
+        if record.levelno == logging.WARNING and "SIGNING_KEYS_FILE" in record.getMessage()
+    ]
+    assert str(path) in warning and "a new signing key was made" in warning
+    assert "every web machine this same file" in warning
+    assert path.exists()
+    caplog.clear()
+    make_app(signing_keys_file=str(path))  # there now: read as it is
+    make_app()  # the embedded default makes its own in the instance folder
+    assert "SIGNING_KEYS_FILE" not in caplog.text
+
+
+def _unfit_key_sets() -> dict[str, object]:
+    p256 = signing.new_key().as_dict(private=True)
+    return {
+        "a P-384 key": {"keys": [ECKey.generate_key("P-384", auto_kid=True).as_dict()]},
+        "alg ES512": {"keys": [{**p256, "alg": "ES512"}]},
+        "two keys, one kid": {"keys": [p256, {**signing.new_key().as_dict(), "kid": p256["kid"]}]},
+        "garbage": "{not json",
+    }
+
+
+@pytest.mark.parametrize("name", _unfit_key_sets())
+def test_every_command_refuses_an_unfit_keys_file_at_start_in_one_line(name, tmp_path, monkeypatch):
+    path = tmp_path / "keys.json"
+    content = _unfit_key_sets()[name]
+    path.write_text(content if isinstance(content, str) else json.dumps(content))
+    env = {"INSTANCE_PATH": str(tmp_path / "instance"), "SIGNING_KEYS_FILE": str(path)}
+
+    def exec_gunicorn(*_: object) -> None:
+        raise AssertionError("gunicorn started with an unfit keys file")
+
+    monkeypatch.setattr(os, "execv", exec_gunicorn)
+    monkeypatch.delenv(metrics.MULTIPROC_DIR, raising=False)
+    for command in (["keys", "list"], ["serve"]):
+        refused = CliRunner().invoke(cli, command, env=env)
+        assert refused.exit_code == 1, refused.output
+        [line] = refused.output.splitlines()
+        assert line.startswith(f"Error: SIGNING_KEYS_FILE: {path} ")

@@ -5,6 +5,7 @@ import threading
 
 import jwt
 import pytest
+from joserfc.jwk import ECKey, RSAKey
 
 from gateway.platform import signing
 from gateway.platform.signing import InvalidSignature, SigningKeys
@@ -86,3 +87,36 @@ def test_a_key_set_without_private_keys_is_refused_by_name(tmp_path):
     path.write_text(json.dumps(SigningKeys.load(tmp_path / "real.json").public_jwks()))
     with pytest.raises(ValueError, match=r"keys\.json"):
         SigningKeys.load(path)
+
+
+def _p256(**extra: str) -> dict:
+    return {**signing.new_key().as_dict(private=True), **extra}
+
+
+BAD_KEY_SETS = {
+    "a P-384 key": ({"keys": [ECKey.generate_key("P-384", auto_kid=True).as_dict()]}, "'P-384'"),
+    "an RSA key": ({"keys": [RSAKey.generate_key(2048, auto_kid=True).as_dict()]}, "kty 'RSA'"),
+    "alg ES512": ({"keys": [_p256(alg="ES512")]}, "alg 'ES512'"),
+    "use enc": ({"keys": [_p256(use="enc")]}, "use 'enc'"),
+    "no kid": ({"keys": [{k: v for k, v in _p256().items() if k != "kid"}]}, "no kid"),
+    "two keys, one kid": ({"keys": [_p256(kid="k1"), _p256(kid="k1")]}, "key 2 (kid 'k1')"),
+    "no keys": ({"keys": []}, "JWK set"),
+    "a list": ([_p256()], "JWK set"),
+    "garbage JSON": ("{not json", "cannot be read as JSON"),
+}
+
+
+@pytest.mark.parametrize("content, reason", BAD_KEY_SETS.values(), ids=BAD_KEY_SETS)
+def test_a_key_set_unfit_to_sign_es256_is_refused_in_one_line_saying_why(tmp_path, content, reason):
+    path = tmp_path / "keys.json"
+    path.write_text(content if isinstance(content, str) else json.dumps(content))
+    with pytest.raises(ValueError) as refused:
+        SigningKeys.load(path)
+    assert str(path) in str(refused.value) and reason in str(refused.value)
+    assert "\n" not in str(refused.value)
+
+
+def test_a_key_set_is_created_once_and_says_so(tmp_path):
+    path = tmp_path / "keys.json"
+    assert SigningKeys.load(path).created is True
+    assert SigningKeys.load(path).created is False
