@@ -56,3 +56,49 @@ class CredentialCheckResultSchema(Schema):
     verified = fields.Boolean(required=True)
     checks = fields.List(fields.Nested(CheckSchema), required=True)
     credential = fields.Nested(CredentialSummarySchema, required=True, allow_none=True)
+
+
+class CriteriaSchema(Schema):
+    """How an achievement is earned."""
+
+    narrative = fields.String(
+        required=True,
+        metadata={"example": "Granted by the certifying body to a candidate who meets ..."},
+    )
+
+
+class AchievementSchema(Schema):
+    """An Open Badges `Achievement`: what every credential of one credential code certifies."""
+
+    context = fields.List(
+        fields.String(),
+        required=True,
+        data_key="@context",
+        metadata={
+            "example": [
+                "https://www.w3.org/ns/credentials/v2",
+                "https://purl.imsglobal.org/spec/ob/v3p0/context-3.0.3.json",
+            ]
+        },
+    )
+    id = fields.String(
+        required=True,
+        metadata={
+            "description": "The URL it is served at.",
+            "example": "https://verify.example.org/issuer/achievements/RMA",
+        },
+    )
+    type = fields.List(fields.String(), required=True, metadata={"example": ["Achievement"]})
+    achievement_type = fields.String(
+        required=True, data_key="achievementType", metadata={"example": "Certification"}
+    )
+    name = fields.String(required=True, metadata={"example": "Registered Medical Assistant"})
+    description = fields.String(
+        required=True, metadata={"example": "The Registered Medical Assistant (RMA) certification."}
+    )
+    human_code = fields.String(
+        required=True,
+        data_key="humanCode",
+        metadata={"description": "The credential code.", "example": "RMA"},
+    )
+    criteria = fields.Nested(CriteriaSchema, required=True)

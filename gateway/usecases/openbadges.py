@@ -83,6 +83,31 @@ def criteria_narrative(policy: Policy, code: str) -> str:
     )
 
 
+def achievement_id(base: str, code: str) -> str:
+    """Where the achievement of credential `code` is served: its id."""
+    return f"{issuer_id(base)}/achievements/{code}"
+
+
+def achievement(settings: Settings, policy: Policy, base: str, code: str) -> dict[str, Any]:
+    """The Open Badges `Achievement` of credential `code`: what every credential of that code
+    embeds, and what its id serves."""
+    known = policy.credentials.get(code)
+    name = known.name if known else code
+    return {
+        "id": achievement_id(base, code),
+        "type": ["Achievement"],
+        "achievementType": "Certification",
+        "name": name,
+        "description": f"The {name} ({code}) certification.",
+        "humanCode": code,
+        "criteria": {
+            "narrative": criteria_narrative(policy, code)
+            if known
+            else f"The {name} certification of {settings.issuer_name}."
+        },
+    }
+
+
 def _midnight(day: date) -> datetime:
     return datetime.combine(day, time(0), UTC)
 
@@ -110,8 +135,8 @@ def credential(
 ) -> dict[str, Any]:
     """The JWT payload: the `OpenBadgeCredential` of the certification's current period."""
     standing = holder.standing
-    known = policy.credentials.get(holder.credential)
-    name = known.name if known else holder.credential
+    certifies = achievement(settings, policy, base, holder.credential)
+    name = certifies["name"]
     issuer = issuer_profile(settings, base)
     valid_from = _midnight(date.fromisoformat(standing["certified_on"]))
     paid_through = standing["fees"]["paid_through"]
@@ -122,19 +147,6 @@ def credential(
         if settings.badge_expires and paid_through
         else None
     )
-    achievement: dict[str, Any] = {
-        "id": f"{issuer['id']}/achievements/{holder.credential}",
-        "type": ["Achievement"],
-        "achievementType": "Certification",
-        "name": name,
-        "description": f"The {name} ({holder.credential}) certification.",
-        "humanCode": holder.credential,
-        "criteria": {
-            "narrative": criteria_narrative(policy, holder.credential)
-            if known
-            else f"The {name} certification of {settings.issuer_name}."
-        },
-    }
     list_url = status_list_url(base, entry.list_id, CREDENTIAL_PURPOSE)
     # The subject's id, which the JWT's `sub` repeats: a URN of this credential's own, so that it
     # names the member to no one (the identity hash does, to whoever knows the address).
@@ -161,7 +173,7 @@ def credential(
                 }
             ],
             "licenseNumber": holder.certification_id,
-            "achievement": achievement,
+            "achievement": certifies,
         },
         "credentialStatus": {
             "id": f"{list_url}#{entry.status_index}",

@@ -177,6 +177,7 @@ def test_successful_answers_match_their_documented_schemas(database_url, make_ap
     status_list = {"list_id": 0, "purpose": "suspension"}
     call("GET", "/credentials/status/{list_id}/{purpose}", 200, path_parameters=status_list)
     call("GET", "/issuer", 200)
+    call("GET", "/issuer/achievements/{code}", 200, path_parameters={"code": "RMA"})
     call("GET", "/verify/credential", 200)
     page = {"credential": issued.text}
     call(

@@ -518,3 +518,23 @@ def test_a_new_list_starts_once_the_current_one_holds_list_fill_credentials(
     lists = [_place(client, reader, cert)[0] for cert in certs]
     assert lists == ["0", "0", "1", "1", "2"]
     assert client.get("/credentials/status/2/suspension").status_code == 200
+
+
+def test_the_achievement_a_credential_names_is_served_at_its_id(app, reader):
+    client = app.test_client()
+    record(app, granted(days_ago(30)))
+    embedded = independently_verified(client, fetch(client, reader))["credentialSubject"][
+        "achievement"
+    ]
+    assert embedded["id"] == "http://localhost/issuer/achievements/RMA"
+    answer = client.get(embedded["id"].removeprefix("http://localhost"))
+    assert answer.status_code == 200 and answer.mimetype == "application/json"
+    assert answer.headers["Cache-Control"] == "public, max-age=300"
+    served = answer.get_json()
+    assert served.pop("@context") == [
+        "https://www.w3.org/ns/credentials/v2",
+        "https://purl.imsglobal.org/spec/ob/v3p0/context-3.0.3.json",
+    ]
+    assert served == embedded
+    unknown = client.get("/issuer/achievements/NOPE")
+    assert unknown.status_code == 404 and unknown.mimetype == "application/problem+json"

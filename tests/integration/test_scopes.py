@@ -111,5 +111,6 @@ def test_operations_open_to_all_ask_for_no_scope(app):
         ("POST", "/verify/credential"),
         ("GET", "/.well-known/jwks.json"),
         ("GET", "/issuer"),
+        ("GET", "/issuer/achievements/{code}"),
         ("GET", "/credentials/status/{list_id}/{purpose}"),
     }

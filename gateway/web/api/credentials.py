@@ -14,7 +14,11 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import bindparam, select
 
 from gateway.rules import BADGE_KEPT
-from gateway.schemas.credentials import CredentialCheckResultSchema, CredentialCheckSchema
+from gateway.schemas.credentials import (
+    AchievementSchema,
+    CredentialCheckResultSchema,
+    CredentialCheckSchema,
+)
 from gateway.store.models import Certification, utcnow
 from gateway.usecases import openbadges, status_lists
 from gateway.web.api.events import json_body
@@ -154,9 +158,36 @@ def issuer() -> ResponseReturnValue:
         ],
         "jwks_uri": f"{base}/.well-known/jwks.json",
     }
-    response = jsonify(document)
+    return _public(jsonify(document))
+
+
+@bp.get("/issuer/achievements/<code>")
+@operation(
+    "An achievement: what every credential of one credential code certifies",
+    tags=["credentials"],
+    description="The Open Badges `Achievement` a credential embeds as "
+    "`credentialSubject.achievement`, served at its `id`: name, credential code (`humanCode`) "
+    "and criteria.",
+    responses={200: json_answer(AchievementSchema, "The achievement.")},
+    errors=("NotFound",),
+)
+def achievement(code: str) -> ResponseReturnValue:
+    """The achievement of a credential code of the policy table, at its id."""
+    svc = services()
+    if code not in svc.policy.credentials:
+        raise Problem(404, "Not Found", f"No credential {code!r}.")
+    document = {
+        "@context": [openbadges.VC_CONTEXT, openbadges.OB_CONTEXT],
+        **openbadges.achievement(svc.settings, svc.policy, base_url(svc.settings), code),
+    }
+    return _public(jsonify(document))
+
+
+def _public(response: Response) -> Response:
+    """`response`, cacheable by anyone for five minutes (as the JWK set): a change, such as a
+    rotated-in key, is seen in minutes."""
     response.cache_control.public = True
-    response.cache_control.max_age = 300  # as the JWK set: a rotated-in key is seen in minutes
+    response.cache_control.max_age = 300
     return response
 
 
