@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from connectors.credly import (
     MAX_SUCCESSORS,
+    PENDING,
     REPLACED,
     REVOKED,
     AlreadyReplaced,
@@ -63,12 +64,29 @@ MEMBER_REASONS = {
 MEMBER_REASON = "This badge no longer shows a current certification."
 #: Said to the member when an unclaimed badge is issued again to their new e-mail address.
 NEW_ADDRESS_REASON = "This badge was issued again to your new e-mail address."
+#: Recorded on an unclaimed badge the gateway revoked to issue it again to a new e-mail address,
+#: until the new one is recorded: a later attempt issues it, whatever the address is by then.
+REISSUE_NOTE = "revoked unclaimed, to be issued again to the member's new e-mail address"
 #: Said (the e-mail suppressed) of a second live badge of a certification that keeps another.
 DUPLICATE_REASON = "This badge duplicates the badge you hold for the same certification."
 #: Recorded on a badge whose member changed e-mail after accepting it.
 OWN_EMAIL_NOTE = (
     "accepted in Credly: its e-mail address belongs to the earner's Credly account and is "
     "changed there by the earner, not by the gateway"
+)
+#: Recorded on an unclaimed badge whose member changed e-mail, with CREDLY_REVOKED_IS_DUPLICATE.
+KEPT_ADDRESS_NOTE = (
+    "unclaimed in Credly: kept at the e-mail address it was issued to, since Credly counts a "
+    "revoked badge as a duplicate and would refuse to issue it again to the new address "
+    "(CREDLY_REVOKED_IS_DUPLICATE)"
+)
+#: Why an issue fails when Credly refuses it as a duplicate of an ended badge of the certification.
+ENDED_DUPLICATE = (
+    "Credly refused to issue the badge as a duplicate of the certification's {state} badge {id}: "
+    "it counts ended badges as duplicates. Allow duplicates on badge template {template} in "
+    "Credly, then requeue the job (`gateway jobs requeue`); with CREDLY_REVOKED_IS_DUPLICATE=true "
+    "an unclaimed badge whose member changes e-mail is kept instead of being revoked and issued "
+    "again"
 )
 
 
@@ -348,7 +366,7 @@ def issue(svc: Services, item: ClaimedItem) -> None:
     if (adopted and not _says(found, wanted)) or wanted != recipient:
         # made by a lost attempt before the member's details changed, issued by hand, or the
         # details changed while the call was in flight (their replace job found no badge yet)
-        found, note = _bring_up_to_date(svc, found.id, wanted)
+        found, note = _bring_up_to_date(svc, badge_id, found.id, wanted)
     _record_unless_ended(svc, item, badge_id, found, note)
 
 
@@ -403,22 +421,46 @@ def _issue_or_adopt(
         return svc.credly.issue_badge(recipient), False
     except Unauthorized:
         raise
-    except CredlyError:
-        found = live_badge(
-            holder_badges(
-                svc.credly,
-                badge_template_id=template,
-                issuer_earner_id=earner,
-                recipient_email=recipient.recipient_email,
-            )
+    except CredlyError as exc:
+        held = holder_badges(
+            svc.credly,
+            badge_template_id=template,
+            issuer_earner_id=earner,
+            recipient_email=recipient.recipient_email,
         )
+        found = live_badge(held)
         if found is None:
+            _refuse_ended_duplicate(exc, held, recipient)
             raise
         log.info(
             "adopting the badge Credly holds after the failed issue call",
             extra={"credly_badge_id": found.id},
         )
         return found, True
+
+
+def _refuse_ended_duplicate(
+    exc: CredlyError, held: list[CredlyBadge], recipient: BadgeRequest
+) -> None:
+    """Raise a PermanentError that says why, when Credly refused the issue (a 422) while it holds
+    no live badge of the certification but an ended (revoked or expired) one: Credly then counts
+    ended badges as duplicates (docs/credly.md, "Duplicates"), which no retry gets past."""
+    if not isinstance(exc, PermanentError) or exc.status != 422:
+        return
+    now = utcnow()
+    ended = [
+        badge
+        for badge in held
+        if badge.issuer_earner_id == recipient.issuer_earner_id
+        and (badge.state == REVOKED or (badge.state in LIVE and not badge.live(now)))
+    ]
+    if ended:
+        badge = ended[-1]
+        state = "revoked" if badge.state == REVOKED else "expired"
+        message = ENDED_DUPLICATE.format(
+            state=state, id=badge.id, template=recipient.badge_template_id
+        )
+        raise PermanentError(message, status=exc.status, body=exc.body) from exc
 
 
 def latest(svc: Services, badge: CredlyBadge) -> CredlyBadge:
@@ -437,6 +479,12 @@ def replace(svc: Services, item: ClaimedItem) -> None:
         period_start = date.fromisoformat(cert.standing["certified_on"])
         badge = _period_badge(session, cert.certification_id, period_start)
         live = badge is not None and badge.credly_badge_id and badge.state in LIVE
+        # revoked by an e-mail change's step before its new issue succeeded: issued now
+        reissue = (
+            badge is not None
+            and (badge.state, badge.note) == (REVOKED, REISSUE_NOTE)
+            and cert.status in BADGE_KEPT
+        )
         lease = timedelta(seconds=svc.settings.job_timeout_seconds)
         issuing = (
             badge is not None
@@ -444,46 +492,58 @@ def replace(svc: Services, item: ClaimedItem) -> None:
             and badge.last_error is None
             and badge.updated_at > utcnow() - lease
         )
-        if live:
+        if live or reissue:
             recipient = _recipient(svc, cert)
             badge.attempts += 1
             session.flush()
             badge_id, credly_id = badge.id, badge.credly_badge_id
     if issuing:  # its issue call is in flight: the details it sent may be the old ones
         raise Deferred("the badge is being issued; it is brought up to date next", retry_after=5)
-    if not live:  # settled once the transaction has let the badge's row go
+    if not (live or reissue):  # settled once the transaction has let the badge's row go
         log.info("no live badge to replace")
         _settled(svc, item)
         return
-    found, note = _bring_up_to_date(svc, credly_id, recipient)
+    found, note = _bring_up_to_date(svc, badge_id, credly_id, recipient, reissue=reissue)
     _record_unless_ended(svc, item, badge_id, found, note)
 
 
 def _bring_up_to_date(
-    svc: Services, credly_id: str, recipient: BadgeRequest
+    svc: Services,
+    badge_id: int,
+    credly_id: str,
+    recipient: BadgeRequest,
+    *,
+    reissue: bool = False,
 ) -> tuple[CredlyBadge, str | None]:
     """Credly's current badge (a replaced one followed to its successor) made to say what
     `recipient` says, and a note for the standing. Only Credly's replace fields are sent; a new
     e-mail reaches a pending badge by issuing it again to that address (the unclaimed one
-    revoked quietly), while an accepted badge's e-mail is the earner's own. A replacement an
-    earlier attempt made (the successor already says it all) is adopted."""
+    revoked quietly, and recorded on the badge `badge_id` as soon as Credly confirms it), while
+    an accepted badge's e-mail is the earner's own; so is a pending one's with
+    CREDLY_REVOKED_IS_DUPLICATE. With `reissue` (the badge recorded as revoked for that), a
+    revoked badge is issued again whatever the e-mail. A replacement an earlier attempt made
+    (the successor already says it all) is adopted."""
     try:
         current = latest(svc, svc.credly.get_badge(credly_id))
     except NotFound:
         return deleted(credly_id), None
     new_email = (current.recipient_email or "").casefold() != recipient.recipient_email.casefold()
-    if current.state == REVOKED and new_email:
+    if current.state == REVOKED and (new_email or reissue):
         # An earlier attempt revoked it to issue it again to the new address, then failed (or
         # its answer was lost): issue it now, or adopt the one that attempt made.
         return _issue_or_adopt(svc, recipient)[0], None
     if not current.live() and not renews(current, recipient.expires_at):
         return current, None  # revoked, rejected, or expired as the standing says it should be
-    if new_email and current.state == "pending":
-        svc.credly.revoke_badge(
+    kept_address = svc.settings.credly_revoked_is_duplicate
+    if new_email and current.state == PENDING and not kept_address:
+        revoked = svc.credly.revoke_badge(
             current.id, reason=NEW_ADDRESS_REASON, suppress_revoke_notification_email=True
         )
+        _record(svc, badge_id, revoked, note=REISSUE_NOTE)
         return _issue_or_adopt(svc, recipient)[0], None
-    note = OWN_EMAIL_NOTE if new_email else None
+    note = None
+    if new_email:
+        note = KEPT_ADDRESS_NOTE if current.state == PENDING else OWN_EMAIL_NOTE
     if recipient.shows_as(current):
         log.info("the badge says it all already", extra={"credly_badge_id": current.id})
         return current, note

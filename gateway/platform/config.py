@@ -278,6 +278,17 @@ class Settings:
             "it again later",
         ),
     )
+    credly_revoked_is_duplicate: bool = field(
+        default=False,
+        metadata=setting(
+            "CREDLY_REVOKED_IS_DUPLICATE",
+            "`false`",
+            "set when Credly counts a revoked badge as a duplicate on a template that does not "
+            "allow duplicates: a pending badge whose member changes e-mail is then kept at its "
+            "first address (brought up to date otherwise, with a note) instead of being revoked "
+            "and issued again to the new one, which Credly would refuse",
+        ),
+    )
     badge_expires: bool = field(
         default=False,
         metadata=setting(
@@ -620,6 +631,7 @@ class Settings:
             credly_timeout_seconds=_int(env, "CREDLY_TIMEOUT_SECONDS", cls.credly_timeout_seconds),
             credly_max_connections=_int(env, "CREDLY_MAX_CONNECTIONS", cls.credly_max_connections),
             credly_pause_seconds=_int(env, "CREDLY_PAUSE_SECONDS", cls.credly_pause_seconds),
+            credly_revoked_is_duplicate=_flag(env, "CREDLY_REVOKED_IS_DUPLICATE"),
             badge_expires=_flag(env, "BADGE_EXPIRES"),
             jobs_synchronous=_flag(env, "JOBS_SYNCHRONOUS"),
             web_bind=env.get("WEB_BIND") or cls.web_bind,

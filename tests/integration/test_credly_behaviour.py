@@ -21,6 +21,7 @@ from gateway.store.models import Badge, CredlyNotification, OutboxItem
 from gateway.usecases import intake
 from gateway.usecases.credly_token import check_token
 from gateway.usecases.queries import badge_view
+from gateway.usecases.unclaimed import unclaimed_badges
 from jobs import badges as badges_jobs
 from jobs import reconcile as reconcile_module
 from jobs.cron import run_daily_reconcile, run_daily_sweep
@@ -30,7 +31,7 @@ from jobs.engine.retry import Deferred
 from jobs.reconcile import REPAIRS, reconcile
 from tests.support.badge_jobs import badges, drain, issue_done, items, submit
 from tests.support.credly_standin import DEFAULT_ORGANIZATION_ID, REPLACE_FIELDS, CredlyStandIn
-from tests.support.events import event, fee, granted, revoked
+from tests.support.events import event, fee, granted, recert, revoked
 
 TEMPLATE = "tmpl-rma"
 PUBLIC = "https://gateway.example.org"
@@ -207,6 +208,7 @@ def test_only_a_revoked_or_expired_badge_on_credly_is_never_adopted(svc, standin
     if counted:  # Credly refuses a new one: the standing says why, nothing ended is adopted
         assert badge.credly_badge_id is None and badge_view(badge)["state"] == "error"
         assert "already has this badge" in badge.last_error
+        assert f"duplicate of the certification's {ended} badge" in badge.last_error
     else:
         [new] = [b for b in standin.badges() if b["id"] != old["id"]]
         assert badge.credly_badge_id == new["id"] and new["state"] == "pending"
@@ -407,6 +409,79 @@ def test_an_email_change_whose_new_issue_failed_issues_it_on_the_next_attempt(sv
     [new] = live(standin)
     assert new["recipient_email"] == "ada@new.example.org"
     assert [b.credly_badge_id for b in badges(svc)] == [new["id"]]
+
+
+def test_an_email_corrected_back_while_the_new_address_issue_is_retried_issues_the_badge(
+    svc, standin
+):
+    badge = grant(svc)
+    submit(svc, event("member.updated", {"email": "ada@new.example.org"}))
+    [first] = items(svc, "replace_badge")
+    standin.queue_faults([{"status": 429, "retry_after": 10}])  # the old badge is revoked
+    with pytest.raises(TransientError):
+        badges_jobs.replace(svc, _claimed(first))
+    submit(svc, event("member.updated", {"email": "ada@example.org"}))  # corrected back
+    [second] = [i for i in items(svc, "replace_badge") if i.id != first.id]
+    badges_jobs.replace(svc, _claimed(second))
+    badges_jobs.replace(svc, _claimed(first))  # its retry: the badge is issued already
+    [shown] = live(standin)
+    assert shown["recipient_email"] == "ada@example.org" and shown["id"] != badge.credly_badge_id
+    assert [(b.credly_badge_id, b.state, b.note) for b in badges(svc)] == [
+        (shown["id"], "pending", None)
+    ]
+    assert len(calls(standin, "revoke")) == 1
+
+
+def test_when_credly_counts_a_revoked_badge_as_a_duplicate_an_email_change_says_why_it_fails(
+    svc, standin
+):
+    standin.revoked_is_duplicate = True  # docs/credly.md: no source says which
+    grant(svc)
+    submit(svc, event("member.updated", {"email": "ada@new.example.org"}))
+    drain(svc, lambda: settled(svc, "replace_badge"))
+    assert [i.state for i in items(svc, "replace_badge")] == ["failed"]
+    [held] = standin.badges()
+    assert held["state"] == "revoked"
+    [row] = badges(svc)  # the revoke is recorded: the badge is not listed as unclaimed
+    assert (row.credly_badge_id, row.state) == (held["id"], "revoked")
+    view = badge_view(row)
+    assert view["state"] == "error" and view["note"] == badges_jobs.REISSUE_NOTE
+    assert "counts ended badges as duplicates" in view["error"] and TEMPLATE in view["error"]
+    with svc.db.sessions() as session:
+        assert unclaimed_badges(session, days=0) == []
+
+
+def test_with_credly_revoked_is_duplicate_an_unclaimed_badge_keeps_its_address(
+    make_gateway, standin
+):
+    standin.revoked_is_duplicate = True
+    svc = make_gateway(credly_revoked_is_duplicate=True).extensions["gateway"]
+    badge = grant(svc)
+    change = {"email": "ada@new.example.org", "last_name": "King"}
+    submit(svc, event("member.updated", change))
+    drain(svc, lambda: settled(svc, "replace_badge"))
+    assert [i.state for i in items(svc, "replace_badge")] == ["done"]
+    assert calls(standin, "revoke") == []
+    [shown] = live(standin)  # brought up to date by a replace, at its first address
+    assert (shown["recipient_email"], shown["issued_to_last_name"]) == ("ada@example.org", "King")
+    assert shown["id"] != badge.credly_badge_id
+    [row] = badges(svc)
+    view = badge_view(row)
+    assert (row.credly_badge_id, view["state"]) == (shown["id"], "pending")
+    assert view["note"] == badges_jobs.KEPT_ADDRESS_NOTE
+
+
+def test_when_credly_counts_a_revoked_badge_as_a_duplicate_a_recertification_says_why_it_fails(
+    svc, standin
+):
+    standin.revoked_is_duplicate = True
+    grant(svc)
+    revoke_by_audit(svc)  # lapsed: the badge is revoked
+    submit(svc, recert("exam", "2026-10-01", exam_passed_on="2026-09-15"))
+    drain(svc, lambda: issue_done(svc))
+    new = next(b for b in badges(svc) if b.period_start == date(2026, 10, 1))
+    assert badge_view(new)["state"] == "error" and new.credly_badge_id is None
+    assert "counts ended badges as duplicates" in new.last_error
 
 
 def test_a_revocation_while_the_new_address_issue_is_in_flight_leaves_no_live_badge(svc, standin):

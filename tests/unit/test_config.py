@@ -27,6 +27,7 @@ def test_production_settings_are_read_and_secrets_kept_out_of_the_mode_line():
         "CREDLY_TOKEN_EXPIRES_ON": "2027-05-01",
         "CREDLY_BADGE_TEMPLATES": "RMA=tmpl-rma, RPT=tmpl-rpt",
         "BADGE_EXPIRES": "true",
+        "CREDLY_REVOKED_IS_DUPLICATE": "true",
         "OAUTH_TOKEN_EXPIRES_IN": "600",
     }
     settings = Settings.from_env(env)
@@ -34,6 +35,7 @@ def test_production_settings_are_read_and_secrets_kept_out_of_the_mode_line():
     assert settings.credly_badge_templates == {"RMA": "tmpl-rma", "RPT": "tmpl-rpt"}
     assert settings.credly_token_expires_on.isoformat() == "2027-05-01"
     assert settings.badge_expires and settings.token_expires_in == 600
+    assert settings.credly_revoked_is_duplicate
     assert not settings.credly_dry_run and not settings.jobs_in_process
     line = settings.mode_line()
     assert line.startswith("production mode")
