@@ -36,8 +36,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from functools import partial
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 from urllib.parse import quote
 
 import requests
@@ -49,6 +50,10 @@ log = logging.getLogger(__name__)
 
 Timeout = float | tuple[float, float]
 OnRequest = Callable[[str, str, int | None, float], None]
+#: Called with a read's transient error and its failed tries so far: returns to read again (after
+#: waiting), raises to give up.
+OnTransient = Callable[["TransientError", int], None]
+T = TypeVar("T")
 
 DEFAULT_TIMEOUT: tuple[float, float] = (3.05, 10.0)
 DEFAULT_MAX_CONNECTIONS = 64  # Credly calls a process makes at once (CREDLY_MAX_CONNECTIONS)
@@ -347,6 +352,20 @@ def _same(key: str, badge: Badge, value: str, issuer_earner_id: str | None) -> b
     return badge.issuer_earner_id == value
 
 
+def retried(read: Callable[[], T], on_transient: OnTransient | None) -> T:
+    """What `read` answers, read again after each transient failure once `on_transient` returns
+    (it raises to give up); without `on_transient`, the first failure is raised."""
+    tries = 0
+    while True:
+        try:
+            return read()
+        except TransientError as exc:
+            tries += 1
+            if on_transient is None:
+                raise
+            on_transient(exc, tries)
+
+
 def live_badge(badges: Iterable[Badge]) -> Badge | None:
     """The newest of the badges that still show, if any (a revoked or expired one never)."""
     now = datetime.now(UTC)
@@ -371,7 +390,10 @@ class BadgeService(Protocol):
     def get_badge(self, badge_id: str) -> Badge: ...
 
     def list_badges(
-        self, filters: dict[str, str], on_total: Callable[[int], None] | None = None
+        self,
+        filters: dict[str, str],
+        on_total: Callable[[int], None] | None = None,
+        on_transient: OnTransient | None = None,
     ) -> Iterator[Badge]: ...
 
     def successor(self, badge: Badge) -> Badge: ...
@@ -486,10 +508,15 @@ class CredlyClient:
         return self._badge(self._call("GET", BADGE, {"badge_id": badge_id}))
 
     def list_badges(
-        self, filters: dict[str, str], on_total: Callable[[int], None] | None = None
+        self,
+        filters: dict[str, str],
+        on_total: Callable[[int], None] | None = None,
+        on_transient: OnTransient | None = None,
     ) -> Iterator[Badge]:
         """Every badge matching `filters`, page after page until `next_page_url` is null (one
-        page in memory at a time); `on_total` gets the first page's `metadata.total_count`.
+        page in memory at a time); `on_total` gets the first page's `metadata.total_count`. A
+        page whose read fails transiently is read again once `on_transient` returns; without
+        it, the error ends the listing.
 
         Pages are requested by number on the configured base URL, so the credentials never go to
         a URL taken from an answer.
@@ -497,7 +524,8 @@ class CredlyClient:
         params = {"filter": filter_param(filters)} if filters else {}
         page = 1
         while True:
-            answer = self._call("GET", BADGES, params={**params, "page": str(page)})
+            read = partial(self._call, "GET", BADGES, params={**params, "page": str(page)})
+            answer = retried(read, on_transient)
             items = answer.get("data")
             if not isinstance(items, list):
                 raise PermanentError(
@@ -716,9 +744,13 @@ class DryRunCredly:
             return Badge.from_json(self._existing(badge_id))
 
     def list_badges(
-        self, filters: dict[str, str], on_total: Callable[[int], None] | None = None
+        self,
+        filters: dict[str, str],
+        on_total: Callable[[int], None] | None = None,
+        on_transient: OnTransient | None = None,
     ) -> Iterator[Badge]:
-        """Recorded badges whose fields equal every filter value, in issue order."""
+        """Recorded badges whose fields equal every filter value, in issue order (nothing here
+        fails transiently: `on_transient` is never called)."""
         self._would_send("GET", BADGES, query=f"?filter={filter_param(filters)}" if filters else "")
         with self._state():
             badges = [Badge.from_json(raw) for raw in self._badges.values()]

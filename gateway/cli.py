@@ -21,6 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, ProgrammingError
 from werkzeug.serving import is_running_from_reloader
 
+from connectors.credly import CredlyError
 from gateway.bootstrap import create_app
 from gateway.platform import metrics, signing
 from gateway.platform.config import ConfigError, Settings
@@ -536,6 +537,8 @@ def badges_reconcile(dry_run: bool, certification_id: str | None, as_json: bool)
         )
     except NoCredly as exc:
         raise click.ClickException(str(exc)) from exc
+    except CredlyError as exc:  # still failing after its tries: one line, not a traceback
+        raise click.ClickException(f"reconciliation stopped: {exc}") from exc
     finally:
         progress.close()
     result = summary.as_dict()

@@ -9,7 +9,7 @@ from datetime import date
 
 from redis.exceptions import LockNotOwnedError
 from redis.lock import Lock
-from rq import Queue
+from rq import Queue, Retry
 from rq.cron import CronScheduler
 
 from gateway.store.models import utcnow
@@ -25,6 +25,8 @@ log = logging.getLogger("jobs.cron")
 
 LOCK_SECONDS = 3600
 DAY_SECONDS = 24 * 3600
+#: When RQ runs a failed daily reconciliation again (seconds after each failure).
+RECONCILE_RETRY_SECONDS = [600, 1800, 3600]
 
 
 class SweepRunning(RuntimeError):
@@ -83,22 +85,31 @@ def run_daily_sweep(as_of: str | None = None) -> dict[str, object]:
     log.info("records pruned", extra={"pruned": pruned})
     if svc.redis is not None:  # the workers' cron; without Redis `gateway badges reconcile`
         Queue(svc.settings.queue_name, connection=svc.redis).enqueue(
-            run_daily_reconcile, job_timeout=LOCK_SECONDS
+            run_daily_reconcile,
+            job_timeout=LOCK_SECONDS,
+            retry=Retry(max=len(RECONCILE_RETRY_SECONDS), interval=RECONCILE_RETRY_SECONDS),
         )
     return {**summary.as_dict(), **{f"{kind}_pruned": count for kind, count in pruned.items()}}
 
 
 def run_daily_reconcile() -> dict[str, object]:
     """RQ job queued by the daily sweep when it ends: reconcile with Credly, by the first worker
-    to run it today."""
+    to run it today. A run that fails (Credly still unavailable after its tries) leaves the day
+    to a later one: RQ runs it again (RECONCILE_RETRY_SECONDS)."""
     svc = context.services()
     today = utcnow().date()
     if svc.settings.credly_dry_run:
         log.info("reconciliation skipped: Credly is the dry-run backend")
         return {"skipped": True}
-    if not svc.redis.set(f"gateway:reconciled:{today}", 1, nx=True, ex=DAY_SECONDS):
+    key = f"gateway:reconciled:{today}"
+    if not svc.redis.set(key, 1, nx=True, ex=DAY_SECONDS):
         return {"skipped": True}
-    return reconcile(svc).as_dict()
+    try:
+        return reconcile(svc).as_dict()
+    except Exception as exc:
+        svc.redis.delete(key)
+        log.error("reconciliation failed; it is tried again later: %s", exc)
+        raise
 
 
 def check_credly_token() -> bool:

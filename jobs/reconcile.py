@@ -14,6 +14,9 @@ Two passes, each holding one page or one batch in memory (flat for a million cer
 
 A dry run reports the same without recording or queueing anything (it keeps the ids seen live in
 memory instead of marking them).
+
+A Credly read (a page, a badge) that fails transiently is tried again, waiting as the badge jobs do
+(JOB_RETRY_BASE_SECONDS doubling, never less than Credly's Retry-After), up to READ_TRIES times.
 """
 
 from __future__ import annotations
@@ -31,12 +34,13 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from connectors.credly import Badge as CredlyBadge
-from connectors.credly import NotFound
+from connectors.credly import NotFound, TransientError, Unauthorized, retried
 from gateway.platform import metrics
 from gateway.rules import BADGE_KEPT
 from gateway.store.models import Badge, Certification, OutboxItem, utcnow
 from gateway.usecases.services import Services
 from jobs.badges import DELETED, LIVE, deleted, expiry, latest, renews
+from jobs.engine.retry import backoff
 
 log = logging.getLogger("jobs.reconcile")
 
@@ -47,6 +51,11 @@ EARNERS_CHOICE = (DELETED, "rejected")
 REPAIRS = ("revoked", "issued", "renewed", "taken_from_credly", "duplicates_revoked")
 #: A revoke job queued by reconciliation (the member's reason comes from the status).
 REVOKE_PAYLOAD = {"reason_rule": "RECONCILE", "reason": "Credly holds a live badge of it"}
+
+#: Tries of one Credly read before the reconciliation gives up (a refused token: at once).
+READ_TRIES = 5
+#: How a reconciliation waits between the tries of a read (tests replace it).
+sleep = time.sleep
 
 Progress = Callable[[str, int | None, int], None]
 
@@ -106,7 +115,9 @@ class _Run:
             filters = {"badge_template_id": template}
             if self.only:
                 filters["issuer_earner_id"] = self.only
-            found = self.svc.credly.list_badges(filters, on_total=total.append)
+            found = self.svc.credly.list_badges(
+                filters, on_total=total.append, on_transient=self._wait
+            )
             done = 0
             for page in _chunks(found, BATCH):
                 self._credly_page([b for b in page if b.live()])
@@ -248,9 +259,25 @@ class _Run:
 
     def _credly_state(self, row: Badge) -> CredlyBadge:
         try:
-            return latest(self.svc, self.svc.credly.get_badge(row.credly_badge_id))
+            return retried(
+                lambda: latest(self.svc, self.svc.credly.get_badge(row.credly_badge_id)),
+                self._wait,
+            )
         except NotFound:
             return deleted(row.credly_badge_id)
+
+    def _wait(self, error: TransientError, tries: int) -> None:
+        """Wait before trying a read again after its `tries`-th transient failure, `error`; or
+        give up, raising it: after READ_TRIES tries, or at once when Credly refused the token."""
+        if tries >= READ_TRIES or isinstance(error, Unauthorized):
+            raise error
+        delay = backoff(tries, self.svc.settings.job_retry_base_seconds, error.retry_after)
+        log.warning(
+            "a Credly read failed; trying again in %d s",
+            delay,
+            extra={"error": str(error), "tries": tries},
+        )
+        sleep(delay)
 
     # -- repairs
 

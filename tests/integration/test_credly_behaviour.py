@@ -32,6 +32,8 @@ from jobs.reconcile import REPAIRS, reconcile
 from tests.support.badge_jobs import badges, drain, issue_done, items, submit
 from tests.support.credly_standin import DEFAULT_ORGANIZATION_ID, REPLACE_FIELDS, CredlyStandIn
 from tests.support.events import event, fee, granted, recert, revoked
+from tests.support.queue import work_queued
+from tests.support.serving import free_port
 
 TEMPLATE = "tmpl-rma"
 PUBLIC = "https://gateway.example.org"
@@ -679,6 +681,71 @@ def test_reconcile_drill_reports_then_repairs_drift_through_the_jobs(svc, standi
     summary = json.loads(again.stdout)
     assert summary["repaired"] == dict.fromkeys(REPAIRS, 0)
     assert summary["in_step"] == 4
+
+
+@pytest.fixture
+def waits(monkeypatch) -> list[float]:
+    """The waits of reconciliations between the tries of a Credly read (recorded, not slept)."""
+    recorded: list[float] = []
+    monkeypatch.setattr(reconcile_module, "sleep", recorded.append)
+    return recorded
+
+
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "real"])
+def test_reconcile_reads_a_page_again_after_a_429_honouring_retry_after(
+    svc, standin, tmp_path, waits, dry_run
+):
+    badge = grant(svc)
+    standin.revoke(badge.credly_badge_id, {"reason": "by hand"})  # drift, unnoticed
+    for n in range(3):  # more pages: the 429 comes while paging
+        hand_issued(standin, recipient_email=f"m{n}@example.org", issuer_earner_id=f"C-{n}")
+    first_page_as_usual = {"delay": 0}
+    standin.queue_faults([first_page_as_usual, {"status": 429, "retry_after": 30}], "list")
+    args = ["badges", "reconcile", "--json"] + (["--dry-run"] if dry_run else [])
+    answer = CliRunner().invoke(cli, args, env=_cli_env(svc, standin, tmp_path))
+    assert answer.exit_code == 0, answer.output
+    report = json.loads(answer.stdout)
+    assert report["badges_checked"] == 4 and report["repaired"]["taken_from_credly"] == 1
+    assert len(waits) == 1 and waits[0] >= 30
+    assert [c["status"] for c in calls(standin, "list")] == [200, 429, 200]  # two pages
+
+
+def test_reconcile_still_failing_after_its_tries_stops_with_one_line(svc, standin, tmp_path, waits):
+    standin.queue_faults([{"status": 503}] * reconcile_module.READ_TRIES, operation="list")
+    answer = CliRunner().invoke(cli, ["badges", "reconcile"], env=_cli_env(svc, standin, tmp_path))
+    assert answer.exit_code == 1
+    assert answer.output.startswith("Error: reconciliation stopped: Credly GET")
+    assert len(answer.output.strip().splitlines()) == 1 and "Traceback" not in answer.output
+    assert len(waits) == reconcile_module.READ_TRIES - 1
+
+
+def test_reconcile_with_credly_unreachable_stops_with_one_line(svc, standin, tmp_path, waits):
+    env = {
+        **_cli_env(svc, standin, tmp_path),
+        "CREDLY_API_BASE": f"http://127.0.0.1:{free_port()}/v1",
+    }
+    answer = CliRunner().invoke(cli, ["badges", "reconcile", "--dry-run"], env=env)
+    assert answer.exit_code == 1
+    assert answer.output.startswith("Error: reconciliation stopped: Credly GET")
+    assert len(answer.output.strip().splitlines()) == 1
+    assert len(waits) == reconcile_module.READ_TRIES - 1
+
+
+def test_a_daily_reconciliation_that_fails_leaves_the_day_to_a_later_run(
+    svc, standin, waits, caplog
+):
+    badge = grant(svc)
+    standin.revoke(badge.credly_badge_id, {"reason": "by hand"})  # drift, unnoticed
+    standin.queue_faults([{"status": 429}] * reconcile_module.READ_TRIES, operation="list")
+    run_daily_sweep()
+    work_queued(svc)  # the reconciliation fails: RQ runs it again later
+    queue = Queue(svc.settings.queue_name, connection=svc.redis)
+    [job_id] = queue.scheduled_job_registry.get_job_ids()
+    assert queue.fetch_job(job_id).func is run_daily_reconcile
+    assert "reconciliation failed; it is tried again later" in caplog.text
+    later = run_daily_reconcile()  # the day is not taken
+    assert later["repaired"]["taken_from_credly"] == 1
+    assert run_daily_reconcile() == {"skipped": True}
 
 
 def test_reconcile_renews_an_expired_badge_whose_renewal_was_missed_and_leaves_one_due_to_expire(

@@ -330,6 +330,31 @@ def test_list_badges_follows_pages_with_the_filter_until_next_page_url_is_null(h
     assert all(c.request.url.startswith(BADGES_URL) for c in http.calls)
 
 
+def test_list_badges_reads_a_page_again_once_on_transient_lets_it_and_stops_when_it_raises(
+    http, client
+):
+    http.get(BADGES_URL, json=page([credly_badge(id="a")], 1, last=False))
+    http.get(BADGES_URL, status=429, headers={"Retry-After": "30"})
+    http.get(BADGES_URL, json=page([credly_badge(id="b")], 2, last=True))
+    seen: list[tuple[float | None, int]] = []
+
+    found = client.list_badges(
+        {}, on_transient=lambda exc, tries: seen.append((exc.retry_after, tries))
+    )
+
+    assert [b.id for b in found] == ["a", "b"] and seen == [(30.0, 1)]
+    assert [c.request.params["page"] for c in http.calls] == ["1", "2", "2"]
+
+    def give_up(exc: TransientError, tries: int) -> None:
+        raise exc
+
+    http.get(BADGES_URL, status=503)
+    with pytest.raises(TransientError):
+        list(client.list_badges({}, on_transient=give_up))
+    with pytest.raises(TransientError):  # without on_transient, the first failure ends it
+        list(client.list_badges({}))
+
+
 def test_list_badges_stops_on_an_empty_page(http, client):
     http.get(BADGES_URL, json=page([], 1, last=False))
 
