@@ -379,6 +379,14 @@ def _recipient_now(svc: Services, certification_id: str, period_start: date) -> 
     return _recipient(svc, cert)
 
 
+def names_member(
+    svc: Services, certification_id: str, badge: CredlyBadge, connection: Connection
+) -> bool:
+    """Whether `badge` names the certification's member as their details now say, e-mail and
+    expiry included (read in `connection`'s transaction)."""
+    return _says(badge, _recipient(svc, _certification(svc, certification_id, connection)))
+
+
 def _says(badge: CredlyBadge, recipient: BadgeRequest) -> bool:
     """Whether `badge` names the member as `recipient` would, e-mail and expiry included (a
     badge issued by hand keeps its own issue day)."""

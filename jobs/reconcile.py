@@ -5,9 +5,11 @@ Two passes, each holding one page or one batch in memory (flat for a million cer
 
 1. Credly's badges of each configured template, page after page. A live badge of a certification
    whose status keeps none gets a revoke job; one of a certification that keeps its badge is what
-   the gateway records (Credly's id and state are taken, or an issue job adopts it), and is marked
-   as seen live (`badges.credly_checked_at`), unless the certification keeps another live badge:
-   then it is a duplicate (a template that allows them) and a `revoke_duplicate` job revokes it.
+   the gateway records (Credly's id and state are taken, in a new row when it has none), and is
+   marked as seen live (`badges.credly_checked_at`), unless the certification keeps another live
+   badge: then it is a duplicate (a template that allows them) and a `revoke_duplicate` job
+   revokes it. A badge adopted so (not the recorded one nor its successor) that names the member
+   otherwise than their details now say gets a replace job, which brings it up to date.
 2. The certifications, in batches. A recorded badge said to be live but not seen live in pass 1 is
    read from Credly and Credly's state taken (a 404: deleted by its earner). A certification that
    keeps its badge but has none live gets an issue job, unless its earner deleted or rejected it.
@@ -31,6 +33,7 @@ from itertools import islice
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from connectors.credly import Badge as CredlyBadge
@@ -39,7 +42,7 @@ from gateway.platform import metrics
 from gateway.rules import BADGE_KEPT
 from gateway.store.models import Badge, Certification, OutboxItem, utcnow
 from gateway.usecases.services import Services
-from jobs.badges import DELETED, LIVE, deleted, expiry, latest, renews
+from jobs.badges import DELETED, LIVE, deleted, expiry, latest, names_member, renews
 from jobs.engine.retry import backoff
 
 log = logging.getLogger("jobs.reconcile")
@@ -48,7 +51,7 @@ log = logging.getLogger("jobs.reconcile")
 BATCH = 500
 #: Our states after which a kept certification is not issued a badge again by reconciliation.
 EARNERS_CHOICE = (DELETED, "rejected")
-REPAIRS = ("revoked", "issued", "renewed", "taken_from_credly", "duplicates_revoked")
+REPAIRS = ("revoked", "issued", "renewed", "taken_from_credly", "duplicates_revoked", "updated")
 #: A revoke job queued by reconciliation (the member's reason comes from the status).
 REVOKE_PAYLOAD = {"reason_rule": "RECONCILE", "reason": "Credly holds a live badge of it"}
 
@@ -151,44 +154,61 @@ class _Run:
             self.summary.repair("revoked")
             self._queue(session, cert, "revoke_badge", REVOKE_PAYLOAD)
             if row is not None:
-                self._seen(row)
+                self._seen(cert, row)
             return
-        if row is None:
-            self.summary.repair("issued")  # the issue job adopts the live badge
-            self._queue(session, cert, "issue_badge", {})
-            return
-        badge = self._kept(row, held)
+        badge, adopted = self._kept(row, held)
         for extra in held:
             if extra.id != badge.id:
                 log.info("a duplicate live badge", extra={"credly_badge_id": extra.id})
                 self.summary.repair("duplicates_revoked")
                 self._queue(session, cert, "revoke_duplicate", {"credly_badge_id": extra.id})
-        if (row.credly_badge_id, row.state) != (badge.id, badge.state):
-            self.summary.repair("taken_from_credly")
-            if not self.dry_run:
-                row.credly_badge_id, row.state = badge.id, badge.state
-                row.state_changed_at, row.last_error = utcnow(), None
+        if row is None or (row.credly_badge_id, row.state) != (badge.id, badge.state):
+            row = self._take(session, cert, row, badge)
+            connection = session.connection()
+            if adopted and not names_member(self.svc, cert.certification_id, badge, connection):
+                log.info("an adopted badge names the member otherwise: replaced")
+                self.summary.repair("updated")
+                self._queue(session, cert, "replace_badge", {})
         else:
             self.summary.in_step += 1
-        self._seen(row)
+        self._seen(cert, row)
 
-    def _kept(self, row: Badge, held: list[CredlyBadge]) -> CredlyBadge:
-        """Which live badge the certification keeps: the recorded one (or its successor), read
-        from Credly when it is not among `held`; else an accepted one of `held`, else the first.
-        Any other live badge of `held` is a duplicate."""
-        recorded = next((b for b in held if b.id == row.credly_badge_id), None)
-        if recorded is not None:
-            return recorded
-        if row.credly_badge_id and row.state in LIVE:
-            current = self._credly_state(row)
-            if current.live():
-                return next((b for b in held if b.id == current.id), current)
-        return max(held, key=lambda b: b.state == "accepted")
+    def _kept(self, row: Badge | None, held: list[CredlyBadge]) -> tuple[CredlyBadge, bool]:
+        """Which live badge the certification keeps, and whether it is adopted (not recorded
+        here): the recorded one (or its successor), read from Credly when it is not among
+        `held`; else an accepted one of `held`, else the first. Any other live badge of `held`
+        is a duplicate."""
+        if row is not None:
+            recorded = next((b for b in held if b.id == row.credly_badge_id), None)
+            if recorded is not None:
+                return recorded, False
+            if row.credly_badge_id and row.state in LIVE:
+                current = self._credly_state(row)
+                if current.live():
+                    return next((b for b in held if b.id == current.id), current), False
+        return max(held, key=lambda b: b.state == "accepted"), True
 
-    def _seen(self, row: Badge) -> None:
+    def _take(
+        self, session: Session, cert: Certification, row: Badge | None, badge: CredlyBadge
+    ) -> Badge | None:
+        """Record Credly's `badge` (its id, state, expiry, and issue time unless one is
+        recorded) in the certification's row, created when it has none; nothing on a dry
+        run. The row."""
+        self.summary.repair("taken_from_credly")
         if self.dry_run:
-            self.seen_live.add(row.certification_id)
-        else:
+            return row
+        if row is None:
+            row = _add_period_badge(session, cert, badge)
+        row.credly_badge_id, row.state = badge.id, badge.state
+        row.state_changed_at, row.last_error = utcnow(), None
+        row.issued_at = row.issued_at or badge.issued_at
+        row.expires_at = badge.expires_at or row.expires_at
+        return row
+
+    def _seen(self, cert: Certification, row: Badge | None) -> None:
+        if self.dry_run:
+            self.seen_live.add(cert.certification_id)
+        elif row is not None:
             row.credly_checked_at = self.started
 
     # -- pass 2: the certifications
@@ -218,19 +238,17 @@ class _Run:
         with self.svc.db.transaction() as session:
             cert = session.get(Certification, certification_id)
             row = _period_badge(session, cert)
-            seen = row is not None and (
-                row.certification_id in self.seen_live
-                or (row.credly_checked_at is not None and row.credly_checked_at >= self.started)
+            seen = certification_id in self.seen_live or (
+                row is not None
+                and row.credly_checked_at is not None
+                and row.credly_checked_at >= self.started
             )
             if seen:
                 return
             if row is not None and row.credly_badge_id and row.state in LIVE:
                 state = self._credly_state(row)
                 if (state.id, state.state) != (row.credly_badge_id, row.state):
-                    self.summary.repair("taken_from_credly")
-                    if not self.dry_run:
-                        row.credly_badge_id, row.state = state.id, state.state
-                        row.state_changed_at, row.last_error = utcnow(), None
+                    self._take(session, cert, row, state)
                 if state.live():
                     self.summary.in_step += cert.status in BADGE_KEPT
                     if cert.status not in BADGE_KEPT:
@@ -306,6 +324,31 @@ def _period_badge(session: Session, cert: Certification) -> Badge | None:
         )
         .with_for_update()
     )
+
+
+def _add_period_badge(session: Session, cert: Certification, badge: CredlyBadge) -> Badge:
+    """The badge row of the certification's current period, added for Credly's `badge` (unless
+    a badge job added one meanwhile), locked."""
+    insert_of = _INSERTS[session.get_bind().dialect.name]
+    now = utcnow()
+    added = insert_of(Badge).values(
+        certification_id=cert.certification_id,
+        period_start=date.fromisoformat(cert.standing["certified_on"]),
+        badge_template_id=badge.badge_template_id,
+        state=badge.state,
+        attempts=0,
+        created_at=now,
+        updated_at=now,
+    )
+    session.execute(
+        added.on_conflict_do_nothing(index_elements=["certification_id", "period_start"])
+    )
+    row = _period_badge(session, cert)
+    assert row is not None
+    return row
+
+
+_INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
 
 def _issue_pending(session: Session, cert: Certification) -> bool:

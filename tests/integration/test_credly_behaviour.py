@@ -662,6 +662,7 @@ def test_reconcile_drill_reports_then_repairs_drift_through_the_jobs(svc, standi
         "renewed": 0,
         "taken_from_credly": 2,
         "duplicates_revoked": 0,
+        "updated": 0,
     }
     assert report["in_step"] == 1 and report["certifications_checked"] == 4
     assert len(live(standin)) == 3  # C-0, C-1 and C-3's successor: nothing changed
@@ -681,6 +682,46 @@ def test_reconcile_drill_reports_then_repairs_drift_through_the_jobs(svc, standi
     summary = json.loads(again.stdout)
     assert summary["repaired"] == dict.fromkeys(REPAIRS, 0)
     assert summary["in_step"] == 4
+
+
+@pytest.mark.parametrize("allowed", [False, True], ids=["duplicates-refused", "duplicates-allowed"])
+def test_reconcile_adopts_the_live_badge_of_a_certification_whose_badge_row_is_missing(
+    svc, standin, allowed
+):
+    standin.duplicates_allowed = {TEMPLATE} if allowed else set()
+    badge = grant(svc)
+    with svc.db.transaction() as session:  # the row is lost (a restored backup, say)
+        session.query(Badge).delete()
+    issued = len(calls(standin, "issue"))
+    for dry_run in (True, False):
+        summary = reconcile(svc, dry_run=dry_run)
+        assert (summary.repaired["taken_from_credly"], summary.repaired["issued"]) == (1, 0)
+        assert sum(summary.repaired.values()) == 1
+    assert [i.kind for i in items(svc, "issue_badge")] == ["issue_badge"]  # the grant's only
+    [row] = badges(svc)
+    assert (row.credly_badge_id, row.state) == (badge.credly_badge_id, "pending")
+    assert row.issued_at is not None and row.period_start == date(2026, 3, 1)
+    again = reconcile(svc)
+    assert sum(again.repaired.values()) == 0 and again.in_step == 1
+    assert len(calls(standin, "issue")) == issued and len(live(standin)) == 1
+
+
+def test_reconcile_brings_a_badge_issued_by_hand_with_another_name_up_to_date(svc, standin):
+    refusal = {"status": 422, "body": {"data": {"message": "invalid recipient"}}}
+    standin.queue_faults([refusal])  # the issue job fails for good
+    submit(svc, granted("2026-03-01"))
+    drain(svc, lambda: issue_done(svc))
+    by_hand = hand_issued(standin, issuer_earner_id="CERT-1", issued_to_last_name="Wrong Name")
+    summary = reconcile(svc)
+    assert (summary.repaired["taken_from_credly"], summary.repaired["updated"]) == (1, 1)
+    [row] = badges(svc)
+    assert row.credly_badge_id == by_hand["id"] and row.last_error is None
+    assert row.issued_at == datetime(2026, 3, 1, tzinfo=UTC)  # Credly's
+    drain(svc, lambda: settled(svc, "replace_badge"))
+    [shown] = live(standin)
+    assert shown["issued_to_last_name"] == "Lovelace" and shown["id"] != by_hand["id"]
+    assert [b.credly_badge_id for b in badges(svc)] == [shown["id"]]
+    assert sum(reconcile(svc).repaired.values()) == 0
 
 
 @pytest.fixture
