@@ -24,7 +24,7 @@ from werkzeug.serving import is_running_from_reloader
 from connectors.credly import CredlyError
 from gateway.bootstrap import create_app
 from gateway.platform import metrics, signing
-from gateway.platform.config import ConfigError, Settings
+from gateway.platform.config import MAX_WHOLE_NUMBER, ConfigError, Settings
 from gateway.rules.periods import EARLIEST_DAY, LATEST_DAY
 from gateway.store.models import OutboxItem, utcnow
 from gateway.usecases import receipts as receipt_log
@@ -395,6 +395,8 @@ def jobs_requeue(job_ids: tuple[str, ...], requeue_all: bool) -> None:
             ids = [int(job_id.removeprefix("outbox-")) for job_id in job_ids]
         except ValueError as exc:
             raise click.BadParameter("job ids look like outbox-123") from exc
+        if not all(0 < outbox_id <= MAX_WHOLE_NUMBER for outbox_id in ids):  # an id column's range
+            raise click.BadParameter("job ids look like outbox-123")
     done = requeue(svc, ids)
     missing = sorted(set(ids) - set(done))
     if requeue_all and not done:

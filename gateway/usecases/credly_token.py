@@ -135,9 +135,14 @@ def warn_if_token_expiring(
     days_left = status["days_left"]
     if status["mode"] != "live" or days_left is None or days_left > WARN_DAYS:
         return False
-    when = f"in {days_left} days" if days_left >= 0 else f"{-days_left} days ago"
+    if days_left == 0:
+        when = "expires today"
+    elif days_left > 0:
+        when = f"expires in {days_left} day{'s' if days_left > 1 else ''}"
+    else:
+        when = f"expired {-days_left} day{'s' if days_left < -1 else ''} ago"
     log.warning(
-        "the Credly token expires %s (%s): create a new one in Credly and set "
+        "the Credly token %s (%s): create a new one in Credly and set "
         "CREDLY_AUTH_TOKEN and CREDLY_TOKEN_EXPIRES_ON",
         when,
         status["token_expires_on"],

@@ -31,6 +31,9 @@ def test_the_commands_are_on_the_apps_flask_cli_too(database_url, make_app):
     assert "no failed jobs" in answer.output
     nothing = runner.invoke(args=["jobs", "requeue", "--all"])
     assert (nothing.exit_code, nothing.output) == (0, "no failed jobs\n")
+    for job_id in ("outbox-99999999999999999999", "outbox-0", "outbox--5"):
+        unheard = runner.invoke(args=["jobs", "requeue", "--", job_id])
+        assert unheard.exit_code == 2 and "job ids look like outbox-123" in unheard.output
 
 
 def test_db_current_history_and_downgrade(tmp_path, monkeypatch):

@@ -43,7 +43,14 @@ def test_status_on_the_dry_run_without_an_expiry_says_so():
 
 @pytest.mark.parametrize(
     ("days_left", "warned", "words"),
-    [(15, False, None), (14, True, "in 14 days"), (0, True, "in 0 days"), (-3, True, "3 days ago")],
+    [
+        (15, False, None),
+        (14, True, "token expires in 14 days"),
+        (1, True, "token expires in 1 day "),
+        (0, True, "token expires today"),
+        (-1, True, "token expired 1 day ago"),
+        (-3, True, "token expired 3 days ago"),
+    ],
 )
 def test_a_warning_is_logged_from_14_days_before_the_expiry(caplog, days_left, warned, words):
     caplog.set_level(logging.WARNING, logger="gateway.credly")
