@@ -62,6 +62,12 @@ def create_app(
             "PUBLIC_BASE_URL is not set: receipts, credentials and badge links name the address "
             "each request came to (its Host header); set it to the gateway's public address"
         )
+    if settings.issuer_name == Settings.issuer_name and not svc.db.is_sqlite:
+        log.warning(
+            "ISSUER_NAME is not set: lookups, receipts and credentials name the certifying body "
+            "%r; set it to the body's name",
+            settings.issuer_name,
+        )
     if own_keys and not svc.db.is_sqlite:
         log.warning(
             "SIGNING_KEYS_FILE is not set: this machine signs with keys of its own (%s); set it "

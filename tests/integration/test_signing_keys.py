@@ -47,21 +47,24 @@ def test_keys_rotate_publishes_the_new_key_beside_the_old_one(database_url, tmp_
     assert len(runner.invoke(cli, ["keys", "list"]).stdout.splitlines()) == 1
 
 
-def test_a_shared_database_without_a_keys_file_or_public_address_warns_at_start(
+def test_a_shared_database_without_a_keys_file_public_address_or_issuer_warns_at_start(
     make_app, postgres_url, tmp_path, caplog
 ):
     make_app(database_url=postgres_url)
     assert "SIGNING_KEYS_FILE is not set: this machine signs with keys of its own" in caplog.text
     assert "PUBLIC_BASE_URL is not set" in caplog.text
+    assert "ISSUER_NAME is not set" in caplog.text
     caplog.clear()
     signing.SigningKeys.load(tmp_path / "shared-keys.json")  # the file every machine is given
     make_app(
         database_url=postgres_url,
         signing_keys_file=str(tmp_path / "shared-keys.json"),
         public_base_url="https://verify.example.org",
+        issuer_name="Registry of Allied Health",
     )
     make_app()  # the embedded default: one machine
-    assert "SIGNING_KEYS_FILE" not in caplog.text and "PUBLIC_BASE_URL" not in caplog.text
+    for setting in ("SIGNING_KEYS_FILE", "PUBLIC_BASE_URL", "ISSUER_NAME"):
+        assert setting not in caplog.text
 
 
 def test_a_keys_file_named_but_missing_is_made_with_a_warning_to_give_it_to_every_machine(
