@@ -18,7 +18,9 @@ A dry run reports the same without recording or queueing anything (it keeps the 
 memory instead of marking them).
 
 A Credly read (a page, a badge) that fails transiently is tried again, waiting as the badge jobs do
-(JOB_RETRY_BASE_SECONDS doubling, never less than Credly's Retry-After), up to READ_TRIES times.
+(JOB_RETRY_BASE_SECONDS doubling, never less than Credly's Retry-After, at most MAX_WAIT_SECONDS),
+up to READ_TRIES times. Credly is never read inside a transaction: what a batch needs is read
+first, and a row a job changed meanwhile is left to that job.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ REVOKE_PAYLOAD = {"reason_rule": "RECONCILE", "reason": "Credly holds a live bad
 
 #: Tries of one Credly read before the reconciliation gives up (a refused token: at once).
 READ_TRIES = 5
+#: The longest wait between two tries of a read, whatever Credly's Retry-After.
+MAX_WAIT_SECONDS = 60
 #: How a reconciliation waits between the tries of a read (tests replace it).
 sleep = time.sleep
 
@@ -135,6 +139,7 @@ class _Run:
                 by_earner.setdefault(badge.issuer_earner_id, []).append(badge)
         if not by_earner:
             return
+        now = self._recorded_elsewhere(by_earner)  # read from Credly before any row is locked
         with self.svc.db.transaction() as session:
             certs = {
                 c.certification_id: c
@@ -145,9 +150,37 @@ class _Run:
             for earner, held in by_earner.items():
                 cert = certs.get(earner)
                 if cert is not None:  # else not one of ours
-                    self._compare(session, cert, held)
+                    self._compare(session, cert, held, now)
 
-    def _compare(self, session: Session, cert: Certification, held: list[CredlyBadge]) -> None:
+    def _recorded_elsewhere(
+        self, by_earner: dict[str, list[CredlyBadge]]
+    ) -> dict[str, CredlyBadge]:
+        """Credly's state now of each recorded live badge not among the page's badges of its
+        certification (replaced, or of another template), by its recorded id."""
+        with self.svc.db.sessions() as session:
+            rows = session.execute(
+                select(Badge.certification_id, Badge.period_start, Badge.credly_badge_id)
+                .join(Certification, Certification.certification_id == Badge.certification_id)
+                .where(
+                    Badge.certification_id.in_(by_earner),
+                    Badge.credly_badge_id.is_not(None),
+                    Badge.state.in_(LIVE),
+                    Certification.status.in_(BADGE_KEPT),
+                )
+            ).all()
+        return {
+            badge_id: self._credly_state(badge_id)
+            for earner, _, badge_id in rows
+            if badge_id not in {b.id for b in by_earner[earner]}
+        }
+
+    def _compare(
+        self,
+        session: Session,
+        cert: Certification,
+        held: list[CredlyBadge],
+        now: dict[str, CredlyBadge],
+    ) -> None:
         row = _period_badge(session, cert)
         if cert.status not in BADGE_KEPT:
             log.info("a live badge of a %s certification", cert.status)
@@ -156,7 +189,10 @@ class _Run:
             if row is not None:
                 self._seen(cert, row)
             return
-        badge, adopted = self._kept(row, held)
+        kept = self._kept(row, held, now)
+        if kept is None:
+            return  # its recorded badge changed since it was read: left to the second pass
+        badge, adopted = kept
         for extra in held:
             if extra.id != badge.id:
                 log.info("a duplicate live badge", extra={"credly_badge_id": extra.id})
@@ -173,17 +209,22 @@ class _Run:
             self.summary.in_step += 1
         self._seen(cert, row)
 
-    def _kept(self, row: Badge | None, held: list[CredlyBadge]) -> tuple[CredlyBadge, bool]:
+    def _kept(
+        self, row: Badge | None, held: list[CredlyBadge], now: dict[str, CredlyBadge]
+    ) -> tuple[CredlyBadge, bool] | None:
         """Which live badge the certification keeps, and whether it is adopted (not recorded
-        here): the recorded one (or its successor), read from Credly when it is not among
-        `held`; else an accepted one of `held`, else the first. Any other live badge of `held`
-        is a duplicate."""
+        here): the recorded one (or its successor), as Credly said it is `now` when it is not
+        among `held`; else an accepted one of `held`, else the first. Any other live badge of
+        `held` is a duplicate. None when the recorded badge is one not read before (a job
+        changed it meanwhile)."""
         if row is not None:
             recorded = next((b for b in held if b.id == row.credly_badge_id), None)
             if recorded is not None:
                 return recorded, False
             if row.credly_badge_id and row.state in LIVE:
-                current = self._credly_state(row)
+                current = now.get(row.credly_badge_id)
+                if current is None:
+                    return None
                 if current.live():
                     return next((b for b in held if b.id == current.id), current), False
         return max(held, key=lambda b: b.state == "accepted"), True
@@ -235,18 +276,25 @@ class _Run:
             self.progress("certifications", total if not self.only else len(ids), done)
 
     def _standing(self, certification_id: str) -> None:
+        if certification_id in self.seen_live:
+            return
+        read = self._current_row(certification_id)  # without locking it
+        if self._checked(read):
+            return
+        recorded = _recorded_live(read)
+        # Credly is read before the row is locked; a row that changed since is a job's to finish
+        state = self._credly_state(recorded[0]) if recorded else None
         with self.svc.db.transaction() as session:
             cert = session.get(Certification, certification_id)
             row = _period_badge(session, cert)
-            seen = certification_id in self.seen_live or (
-                row is not None
-                and row.credly_checked_at is not None
-                and row.credly_checked_at >= self.started
-            )
-            if seen:
+            if self._checked(row):
                 return
-            if row is not None and row.credly_badge_id and row.state in LIVE:
-                state = self._credly_state(row)
+            live = _recorded_live(row) is not None
+            if live and recorded != (row.credly_badge_id, row.state):
+                self.summary.in_step += 1
+                return
+            if live:
+                assert state is not None
                 if (state.id, state.state) != (row.credly_badge_id, row.state):
                     self._take(session, cert, row, state)
                 if state.live():
@@ -275,21 +323,37 @@ class _Run:
                 self.summary.repair("issued")
                 self._queue(session, cert, "issue_badge", {})
 
-    def _credly_state(self, row: Badge) -> CredlyBadge:
+    def _current_row(self, certification_id: str) -> Badge | None:
+        """The certification's current badge row, read without locking it."""
+        with self.svc.db.sessions() as session:
+            cert = session.get(Certification, certification_id)
+            return _period_badge(session, cert, lock=False) if cert is not None else None
+
+    def _checked(self, row: Badge | None) -> bool:
+        """Whether the first pass of this run saw the row's badge live in Credly."""
+        checked = row.credly_checked_at if row is not None else None
+        return checked is not None and checked >= self.started
+
+    def _credly_state(self, badge_id: str) -> CredlyBadge:
+        """Credly's badge `badge_id` as it is now (its last successor; deleted on a 404). Never
+        called inside a transaction: its retries wait."""
         try:
             return retried(
-                lambda: latest(self.svc, self.svc.credly.get_badge(row.credly_badge_id)),
-                self._wait,
+                lambda: latest(self.svc, self.svc.credly.get_badge(badge_id)), self._wait
             )
         except NotFound:
-            return deleted(row.credly_badge_id)
+            return deleted(badge_id)
 
     def _wait(self, error: TransientError, tries: int) -> None:
         """Wait before trying a read again after its `tries`-th transient failure, `error`; or
         give up, raising it: after READ_TRIES tries, or at once when Credly refused the token."""
         if tries >= READ_TRIES or isinstance(error, Unauthorized):
             raise error
-        delay = backoff(tries, self.svc.settings.job_retry_base_seconds, error.retry_after)
+        retry_after = min(error.retry_after or 0, MAX_WAIT_SECONDS)
+        delay = min(
+            backoff(tries, self.svc.settings.job_retry_base_seconds, retry_after),
+            MAX_WAIT_SECONDS,
+        )
         log.warning(
             "a Credly read failed; trying again in %d s",
             delay,
@@ -314,16 +378,20 @@ class _Run:
         self.jobs.append(item.id)
 
 
-def _period_badge(session: Session, cert: Certification) -> Badge | None:
-    """The badge row of the certification's current period, locked."""
-    return session.scalar(
-        select(Badge)
-        .where(
-            Badge.certification_id == cert.certification_id,
-            Badge.period_start == date.fromisoformat(cert.standing["certified_on"]),
-        )
-        .with_for_update()
+def _recorded_live(row: Badge | None) -> tuple[str, str] | None:
+    """The Credly id and state of `row`'s badge if it is recorded live."""
+    if row is None or not row.credly_badge_id or row.state not in LIVE:
+        return None
+    return row.credly_badge_id, row.state
+
+
+def _period_badge(session: Session, cert: Certification, *, lock: bool = True) -> Badge | None:
+    """The badge row of the certification's current period, locked unless `lock` is false."""
+    query = select(Badge).where(
+        Badge.certification_id == cert.certification_id,
+        Badge.period_start == date.fromisoformat(cert.standing["certified_on"]),
     )
+    return session.scalar(query.with_for_update() if lock else query)
 
 
 def _add_period_badge(session: Session, cert: Certification, badge: CredlyBadge) -> Badge:
@@ -379,14 +447,14 @@ def reconcile(
 ) -> Summary:
     """Compare Credly's badges with the standings and repair drift (see the module docstring).
 
-    Raises NoCredly with the dry-run backend: its badges live in the memory of the process that
-    issued them, so another process would take every badge for one its earner deleted.
+    Raises NoCredly with the dry-run backend: it holds only the badges this machine pretended to
+    issue, so there is no Credly to compare with.
     """
     if svc.settings.credly_dry_run:
         raise NoCredly(
             "reconciliation needs Credly (CREDLY_API_BASE, CREDLY_ORGANIZATION_ID, "
-            "CREDLY_AUTH_TOKEN): the dry-run backend keeps its badges in the memory of the "
-            "process that issued them"
+            "CREDLY_AUTH_TOKEN): the dry-run backend holds only the badges this machine "
+            "pretended to issue"
         )
     started = time.monotonic()
     run = _Run(svc, dry_run, certification_id, progress or (lambda label, total, done: None))

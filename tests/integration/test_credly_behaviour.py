@@ -10,6 +10,7 @@ from collections import Counter
 from dataclasses import replace
 from datetime import UTC, date, datetime
 
+import psycopg
 import pytest
 from click.testing import CliRunner
 from rq import Queue
@@ -31,6 +32,7 @@ from jobs.engine.retry import Deferred
 from jobs.reconcile import REPAIRS, reconcile
 from tests.support.badge_jobs import badges, drain, issue_done, items, submit
 from tests.support.credly_standin import DEFAULT_ORGANIZATION_ID, REPLACE_FIELDS, CredlyStandIn
+from tests.support.database import pg_conninfo
 from tests.support.events import event, fee, granted, recert, revoked
 from tests.support.queue import work_queued
 from tests.support.serving import free_port
@@ -962,3 +964,38 @@ def test_a_replace_that_meets_a_badge_replaced_since_it_was_read_is_retried(svc,
     svc.credly.get_badge = lambda _id: read
     with pytest.raises(TransientError, match="successor"):
         badges_jobs.replace(svc, _claimed(item))
+
+
+def test_reconcile_reads_credly_with_no_badge_row_locked(svc, standin, monkeypatch):
+    """Credly's answers (and the waits of its retries) must not hold the rows the badge jobs
+    and notifications lock: every read finds every badge row free."""
+    if svc.db.is_sqlite:
+        pytest.skip("row locks are PostgreSQL's")
+    revoked_by_hand = grant(svc)
+    other = granted("2026-03-01", cert="CERT-2")
+    other["data"]["member"]["email"] = "grace@example.org"
+    submit(svc, other)
+    drain(svc, lambda: issue_done(svc))
+    [replaced_by_hand] = [b for b in badges(svc) if b.certification_id == "CERT-2"]
+    standin.revoke(revoked_by_hand.credly_badge_id, {"reason": "by hand"})  # read in pass 2
+    standin.replace_out_of_band(replaced_by_hand.credly_badge_id, {})  # read in pass 1
+    real_get_badge, reads = svc.credly.get_badge, []
+
+    def get_badge_finding_rows_free(badge_id: str):
+        with psycopg.connect(pg_conninfo(svc.settings.database_url), autocommit=True) as other:
+            other.execute("SELECT 1 FROM badges FOR UPDATE NOWAIT")  # raises if one is locked
+        reads.append(badge_id)
+        return real_get_badge(badge_id)
+
+    monkeypatch.setattr(svc.credly, "get_badge", get_badge_finding_rows_free)
+    summary = reconcile(svc)
+    assert {revoked_by_hand.credly_badge_id, replaced_by_hand.credly_badge_id} <= set(reads)
+    assert summary.repaired["taken_from_credly"] == 2
+
+
+def test_reconcile_waits_at_most_a_minute_between_tries_whatever_retry_after_says(
+    svc, standin, waits
+):
+    standin.queue_faults([{"status": 429, "retry_after": 3600}], "list")
+    reconcile(svc, dry_run=True)
+    assert waits == [reconcile_module.MAX_WAIT_SECONDS]
