@@ -263,8 +263,11 @@ def serve() -> None:
     """Run the production web server (gunicorn; settings WEB_BIND, WEB_WORKERS, ...)."""
     try:
         settings = Settings.from_env()  # refused here in one line, not in gunicorn's traceback
-        if settings.signing_keys_file and os.path.exists(settings.signing_keys_file):
-            signing_keys(settings.signing_keys_file)  # a missing one: the web processes make it
+        # the instance folder as the app will find it (SIGNING_KEYS_FILE's default is in it)
+        folder = Flask("gateway", instance_path=settings.instance_path).instance_path
+        keys_file = settings.with_instance(folder).signing_keys_file
+        if keys_file and os.path.exists(keys_file):
+            signing_keys(keys_file)  # a missing one: the web processes make it
         os.environ[metrics.MULTIPROC_DIR] = metrics.serve_folder()
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -113,3 +113,20 @@ def test_every_command_refuses_an_unfit_keys_file_at_start_in_one_line(name, tmp
         assert refused.exit_code == 1, refused.output
         [line] = refused.output.splitlines()
         assert line.startswith(f"Error: SIGNING_KEYS_FILE: {path} ")
+
+
+def test_serve_refuses_an_unfit_keys_file_in_the_instance_folder_in_one_line(tmp_path, monkeypatch):
+    """The default SIGNING_KEYS_FILE (no setting): the instance folder's signing-keys.json."""
+    (tmp_path / "instance").mkdir()
+    (tmp_path / "instance" / "signing-keys.json").write_text("{not json")
+
+    def exec_gunicorn(*_: object) -> None:
+        raise AssertionError("gunicorn started with an unfit keys file")
+
+    monkeypatch.setattr(os, "execv", exec_gunicorn)
+    monkeypatch.delenv(metrics.MULTIPROC_DIR, raising=False)
+    monkeypatch.delenv("SIGNING_KEYS_FILE", raising=False)
+    refused = CliRunner().invoke(cli, ["serve"], env={"INSTANCE_PATH": str(tmp_path / "instance")})
+    assert refused.exit_code == 1, refused.output
+    [line] = refused.output.splitlines()
+    assert line.startswith("Error: SIGNING_KEYS_FILE: ") and "signing-keys.json" in line
