@@ -27,7 +27,7 @@ from gateway.platform import metrics, signing
 from gateway.platform.config import MAX_WHOLE_NUMBER, ConfigError, Settings
 from gateway.rules.periods import EARLIEST_DAY, LATEST_DAY
 from gateway.store.models import OutboxItem, utcnow
-from gateway.usecases import receipts as receipt_log
+from gateway.usecases import housekeeping
 from gateway.usecases import subscriptions as subscription_log
 from gateway.usecases.services import signing_keys
 from gateway.usecases.sweep import FutureSweep, Scope, count
@@ -600,7 +600,7 @@ def receipts() -> None:
 def receipts_prune() -> None:
     """Delete the records of receipts older than RECEIPT_RETENTION_DAYS (also done daily)."""
     svc = services()
-    pruned = receipt_log.prune(svc)
+    pruned = housekeeping.prune_receipts(svc, utcnow())
     click.echo(f"pruned {pruned} receipts older than {svc.settings.receipt_retention_days} days")
 
 

@@ -81,14 +81,14 @@ def run_daily_sweep(as_of: str | None = None) -> dict[str, object]:
         log.info("sweep skipped: another one is running")
         return {"skipped": True}
     log.info("sweep done", extra={"summary": summary.as_dict()})
-    pruned = housekeeping.prune(svc)
-    log.info("records pruned", extra={"pruned": pruned})
     if svc.redis is not None:  # the workers' cron; without Redis `gateway badges reconcile`
         Queue(svc.settings.queue_name, connection=svc.redis).enqueue(
             run_daily_reconcile,
             job_timeout=LOCK_SECONDS,
             retry=Retry(max=len(RECONCILE_RETRY_SECONDS), interval=RECONCILE_RETRY_SECONDS),
         )
+    pruned = housekeeping.prune(svc)  # after queueing: a failure here leaves the rest done
+    log.info("records pruned", extra={"pruned": pruned})
     return {**summary.as_dict(), **{f"{kind}_pruned": count for kind, count in pruned.items()}}
 
 

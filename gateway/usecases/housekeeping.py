@@ -4,11 +4,12 @@ notifications), so that no table grows for ever."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import delete, func, select
+from sqlalchemy.orm import InstrumentedAttribute
 
-from gateway.store.models import CredlyNotification, OAuthToken, utcnow
-from gateway.usecases import receipts
+from gateway.store.models import CredlyNotification, OAuthToken, Receipt, utcnow
 from gateway.usecases.services import Services
 
 #: How long a refused or forged Credly notification is kept: past Credly's 25 days of
@@ -18,31 +19,56 @@ NOTIFICATION_RETENTION = timedelta(days=30)
 TOKEN_GRACE = timedelta(days=1)
 
 
+#: Rows deleted in one transaction: a backlog of millions goes in short statements.
+CHUNK = 10_000
+
+
 def prune(svc: Services, now: datetime | None = None) -> dict[str, int]:
     """Delete every kind of record past its use; how many of each went."""
     now = now or utcnow()
     return {
-        "receipts": receipts.prune(svc, now),
+        "receipts": prune_receipts(svc, now),
         "tokens": prune_tokens(svc, now),
         "notifications": prune_notifications(svc, now),
     }
 
 
+def prune_receipts(svc: Services, now: datetime) -> int:
+    """Delete the records of receipts issued more than RECEIPT_RETENTION_DAYS ago."""
+    cutoff = now - timedelta(days=svc.settings.receipt_retention_days)
+    return delete_in_chunks(svc, Receipt.jti, Receipt.issued_at < cutoff)
+
+
 def prune_tokens(svc: Services, now: datetime) -> int:
     """Delete the access tokens issued before the longest lifetime a stored token has (and a
     day) ago: every one of them has expired."""
-    with svc.db.transaction() as session:
+    with svc.db.sessions() as session:
         longest = session.scalar(select(func.max(OAuthToken.expires_in)))
-        if longest is None:
-            return 0
-        cutoff = now - timedelta(seconds=longest) - TOKEN_GRACE
-        return session.execute(delete(OAuthToken).where(OAuthToken.issued_at < cutoff)).rowcount
+    if longest is None:
+        return 0
+    cutoff = now - timedelta(seconds=longest) - TOKEN_GRACE
+    return delete_in_chunks(svc, OAuthToken.id, OAuthToken.issued_at < cutoff)
 
 
 def prune_notifications(svc: Services, now: datetime) -> int:
     """Delete the Credly notifications refused (another organisation) or found forged more than
     NOTIFICATION_RETENTION ago; those Credly vouched for stay, the record of what it told."""
-    old = CredlyNotification.received_at < now - NOTIFICATION_RETENTION
-    kind = CredlyNotification.status.in_(("refused", "forged"))
-    with svc.db.transaction() as session:
-        return session.execute(delete(CredlyNotification).where(old, kind)).rowcount
+    return delete_in_chunks(
+        svc,
+        CredlyNotification.id,
+        CredlyNotification.received_at < now - NOTIFICATION_RETENTION,
+        CredlyNotification.status.in_(("refused", "forged")),
+    )
+
+
+def delete_in_chunks(svc: Services, key: InstrumentedAttribute, *where: Any) -> int:
+    """Delete the rows of `key`'s table that match `where`, CHUNK to a transaction; how many."""
+    table = key.class_
+    deleted = 0
+    while True:
+        with svc.db.transaction() as session:
+            chunk = select(key).where(*where).limit(CHUNK).scalar_subquery()
+            count = session.execute(delete(table).where(key.in_(chunk))).rowcount
+        deleted += count
+        if count < CHUNK:
+            return deleted

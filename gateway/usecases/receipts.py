@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import and_, or_, select
 
-from gateway.store.models import Receipt, utcnow
+from gateway.store.models import Receipt
 from gateway.usecases.services import Services
 
 TYPE = "JWT"
@@ -89,10 +89,3 @@ def list_owned(
                 )
             )
         return list(session.scalars(query.order_by(Receipt.issued_at, Receipt.jti).limit(limit)))
-
-
-def prune(svc: Services, now: datetime | None = None) -> int:
-    """Delete the records of receipts older than RECEIPT_RETENTION_DAYS; how many went."""
-    cutoff = (now or utcnow()) - timedelta(days=svc.settings.receipt_retention_days)
-    with svc.db.transaction() as session:
-        return session.execute(delete(Receipt).where(Receipt.issued_at < cutoff)).rowcount

@@ -999,3 +999,18 @@ def test_reconcile_waits_at_most_a_minute_between_tries_whatever_retry_after_say
     standin.queue_faults([{"status": 429, "retry_after": 3600}], "list")
     reconcile(svc, dry_run=True)
     assert waits == [reconcile_module.MAX_WAIT_SECONDS]
+
+
+def test_the_reconciliation_is_queued_even_when_the_housekeeping_after_the_sweep_fails(
+    svc, standin, monkeypatch
+):
+    from gateway.usecases import housekeeping
+
+    def failing(_svc):
+        raise RuntimeError("the housekeeping met a statement timeout")
+
+    monkeypatch.setattr(housekeeping, "prune", failing)
+    with pytest.raises(RuntimeError):
+        run_daily_sweep()
+    queue = Queue(svc.settings.queue_name, connection=svc.redis)
+    assert [job.func for job in queue.get_jobs()] == [run_daily_reconcile]

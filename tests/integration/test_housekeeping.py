@@ -50,3 +50,23 @@ def test_only_old_refused_or_forged_notifications_are_deleted(app):
     with svc.db.sessions() as session:
         kept = session.scalars(select(CredlyNotification.notification_id)).all()
     assert sorted(kept) == ["n-2", "n-3", "n-4"]
+
+
+def test_a_backlog_is_deleted_a_chunk_to_a_transaction(app, monkeypatch):
+    svc = app.extensions["gateway"]
+    for _ in range(5):
+        fetch_token(app, "events:write")
+    with svc.db.transaction() as session:
+        session.execute(update(OAuthToken).values(issued_at=utcnow() - timedelta(days=3)))
+    monkeypatch.setattr(housekeeping, "CHUNK", 2)
+    statements = []
+    real_transaction = svc.db.transaction
+
+    def counted_transaction():
+        statements.append(1)
+        return real_transaction()
+
+    monkeypatch.setattr(svc.db, "transaction", counted_transaction)
+    assert housekeeping.prune_tokens(svc, utcnow()) == 5
+    assert len(statements) == 3  # 2 + 2 + 1
+    assert count(svc, OAuthToken) == 0
