@@ -194,7 +194,9 @@ def test_a_scheduler_killed_by_a_redis_outage_is_reaped_and_started_again(drill)
     assert second != first
     assert not Path(f"/proc/{first}").exists()  # reaped, not left a zombie
     drill.wait_for("the lock taken again", lambda: drill.redis.exists(LOCK))
-    assert "RQ scheduler (pid" in drill.log.read_text()
+    # started again by this worker's supervisor, or by RQ's own maintenance pass if it came first
+    said = drill.log.read_text()
+    assert "RQ scheduler (pid" in said or "Scheduler lock for gateway had expired" in said
 
 
 def test_a_scheduler_ends_with_its_worker_killed_and_frees_the_lock(drill):
