@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time as time_module
 import uuid
@@ -19,7 +20,7 @@ from gateway.platform.config import Settings
 from gateway.store.db import Database
 from jobs.engine.dispatch import InProcessDispatcher
 from tests.support.clients import fetch_token
-from tests.support.database import REDIS_CLAIM, REDIS_DATABASES, pg_conninfo, truncate
+from tests.support.database import REDIS_CLAIM, REDIS_DATABASES, new_database, truncate
 from tests.support.openapi_answers import check_answers
 
 PG_ADMIN_URL = os.environ.get(
@@ -79,22 +80,23 @@ def within_one_minute() -> None:
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A fresh, migrated PostgreSQL database for this test session, dropped at the end."""
-    name = f"gw_test_{uuid.uuid4().hex[:10]}"
-    admin = pg_conninfo(PG_ADMIN_URL)
-    try:
-        with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError as exc:
-        pytest.fail(
-            f"PostgreSQL is required at {PG_ADMIN_URL} (GATEWAY_TEST_DATABASE_URL): {exc}",
-            pytrace=False,
-        )
-    base, _, _ = admin.rpartition("/")
-    url = f"{base}/{name}"
-    Database(url).upgrade()
-    yield url
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with contextlib.ExitStack() as stack:
+        try:
+            url = stack.enter_context(new_database(PG_ADMIN_URL, "gw_test"))
+        except psycopg.OperationalError as exc:
+            pytest.fail(
+                f"PostgreSQL is required at {PG_ADMIN_URL} (GATEWAY_TEST_DATABASE_URL): {exc}",
+                pytrace=False,
+            )
+        Database(url).upgrade()
+        yield url
+
+
+@pytest.fixture
+def empty_database(postgres_url: str) -> Iterator[str]:
+    """The URL of a new PostgreSQL database without any schema, dropped after the test."""
+    with new_database(PG_ADMIN_URL, "gw_empty") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -553,12 +553,15 @@ class Database:
 
     def missing_migrations(self) -> list[str]:
         """The migrations this code has that the database lacks (none when it is up to date, or
-        ahead: a newer release migrated it). SQLAlchemyError for a database without the schema."""
+        ahead: a newer release migrated it); every one when its version table names none.
+        SQLAlchemyError for a database without the schema."""
         scripts = ScriptDirectory.from_config(alembic_config(self.url))
         with self.engine.connect() as connection:
             applied = tuple(connection.scalars(text("SELECT version_num FROM alembic_version")))
         known = {script.revision for script in scripts.walk_revisions()}
-        if not applied or not set(applied) <= known:
+        if not applied:  # the version table, but no revision in it: nothing is known applied
+            return sorted(known)
+        if not set(applied) <= known:
             return []
         done = {script.revision for script in scripts.iterate_revisions(applied, "base")}
         return sorted(known - done)

@@ -463,16 +463,23 @@ def validate_scope(scope: str) -> list[str]:
     return scopes
 
 
+#: Unicode categories a client's name may not hold: controls, format characters (such as a
+#: right-to-left override, which shows the name reversed), line and paragraph separators,
+#: private-use characters and surrogates.
+UNPRINTED = frozenset({"Cc", "Cf", "Zl", "Zp", "Co", "Cs"})
+
+
 def validate_client_name(name: str) -> str:
-    """`name` if it can name a client: some text, at most the column's length, no control
-    character (a line break would forge a row of `gateway clients list`); else
+    """`name` if it can name a client: some text, at most the column's length, nothing
+    UNPRINTED (a line break would forge a row of `gateway clients list`); else
     InvalidClientField saying why."""
     limit = OAuthClient.__table__.c.name.type.length
-    control = any(unicodedata.category(c) == "Cc" for c in name)
+    control = any(unicodedata.category(c) in UNPRINTED for c in name)
     if not name.strip() or len(name) > limit or control:
         raise InvalidClientField(
             "name",
-            f"a client's name is 1 to {limit} characters, not blank, without control characters",
+            f"a client's name is 1 to {limit} characters, not blank, without control or "
+            "formatting characters",
         )
     return name
 

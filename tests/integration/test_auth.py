@@ -302,7 +302,10 @@ def test_clients_cli_create_list_revoke(database_url, tmp_path, monkeypatch):
     assert bad.exit_code != 0 and "unknown scope" in bad.output
 
 
-@pytest.mark.parametrize("name", ["", "   ", "x" * 201, "a\x00b", "ok\nforged row", "tab\there"])
+@pytest.mark.parametrize(
+    "name",
+    ["", "   ", "x" * 201, "a\x00b", "ok\nforged row", "tab\there", "ok\u2028row", "a\u202egnp"],
+)
 def test_clients_cli_refuses_a_name_it_cannot_store_naming_the_option(
     database_url, tmp_path, monkeypatch, name
 ):

@@ -1,23 +1,20 @@
 """The operators' commands: on the `gateway` script and on the app's `flask` command alike."""
 
 import json
-import uuid
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
-import psycopg
 import pytest
+from alembic.script import ScriptDirectory
 from click.testing import CliRunner
 
 from gateway import rules
 from gateway.bootstrap import create_app
 from gateway.cli import cli
 from gateway.platform.config import Settings
-from gateway.store.db import Database
+from gateway.store.db import Database, alembic_config
 from gateway.usecases import intake
 from tests.support.clients import fetch_token
-from tests.support.database import pg_conninfo
 from tests.support.events import granted
 from tests.support.serving import free_port
 
@@ -174,19 +171,6 @@ def test_the_group_has_none_of_flasks_options_that_fail_or_do_not_apply(tmp_path
     assert "--debug / --no-debug" in CliRunner().invoke(cli, ["run", "--help"], env=env).output
 
 
-@pytest.fixture
-def empty_database(postgres_url) -> Iterator[str]:
-    """The URL of a new PostgreSQL database without any schema, dropped after the test."""
-    name = f"gw_empty_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(pg_conninfo(postgres_url), autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{postgres_url.rpartition('/')[0]}/{name}"
-    finally:
-        with psycopg.connect(pg_conninfo(postgres_url), autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-
-
 def test_a_database_without_the_schema_says_to_upgrade_it(empty_database, tmp_path):
     env = {"DATABASE_URL": empty_database, "INSTANCE_PATH": str(tmp_path)}
     answer = CliRunner().invoke(cli, ["jobs", "failed"], env=env)
@@ -196,13 +180,15 @@ def test_a_database_without_the_schema_says_to_upgrade_it(empty_database, tmp_pa
 
 
 def test_a_schema_behind_this_release_stops_commands_until_it_is_upgraded(empty_database, tmp_path):
+    scripts = ScriptDirectory.from_config(alembic_config(empty_database))
+    [head] = scripts.get_heads()
     database = Database(empty_database)
-    database.upgrade("0011")
+    database.upgrade(scripts.get_revision(head).down_revision)  # one migration behind
     env = {"DATABASE_URL": empty_database, "INSTANCE_PATH": str(tmp_path)}
     answer = CliRunner().invoke(cli, ["clients", "list"], env=env)
     assert answer.exit_code == 1
     assert answer.output == (
-        "Error: DATABASE_URL: the database lacks migrations 0012 of this release; run "
+        f"Error: DATABASE_URL: the database lacks migrations {head} of this release; run "
         "`gateway db upgrade` first\n"
     )
     assert CliRunner().invoke(cli, ["db", "upgrade"], env=env).exit_code == 0
@@ -210,4 +196,8 @@ def test_a_schema_behind_this_release_stops_commands_until_it_is_upgraded(empty_
     with database.engine.begin() as connection:  # a newer release migrated it further
         connection.exec_driver_sql("UPDATE alembic_version SET version_num = '9999'")
     assert CliRunner().invoke(cli, ["clients", "list"], env=env).exit_code == 0
+    with database.engine.begin() as connection:  # a version table that names no revision
+        connection.exec_driver_sql("DELETE FROM alembic_version")
+    unknown = CliRunner().invoke(cli, ["clients", "list"], env=env)
+    assert unknown.exit_code == 1 and "lacks migrations 0001, " in unknown.output
     database.engine.dispose()

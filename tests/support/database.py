@@ -1,7 +1,12 @@
-"""The test databases: connection strings for psycopg, emptying every table."""
+"""The test databases: new ones, connection strings for psycopg, emptying every table."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
 from sqlalchemy import text
 
 from gateway.store.db import Database
@@ -16,6 +21,21 @@ REDIS_CLAIM = "gateway-tests:redis-db:{number}"
 def pg_conninfo(url: str) -> str:
     """A PostgreSQL URL as psycopg itself takes it (without SQLAlchemy's driver name)."""
     return url.replace("postgresql+psycopg://", "postgresql://")
+
+
+@contextmanager
+def new_database(admin_url: str, prefix: str) -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database on `admin_url`'s server, dropped at the end.
+    psycopg.OperationalError when the server cannot be reached."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = pg_conninfo(admin_url)
+    with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{admin.rpartition('/')[0]}/{name}"
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def truncate(url: str) -> None:

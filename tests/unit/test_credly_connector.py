@@ -5,12 +5,14 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import multiprocessing
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -760,3 +762,25 @@ def test_a_dry_run_with_a_state_file_keeps_its_badges_across_restarts_and_proces
     revoked = first.revoke_badge(badge.id, reason="lapsed")  # seen by the other at once
     assert restarted.get_badge(badge.id) == revoked and revoked.state == "revoked"
     assert state.stat().st_size > 0
+
+
+def _issue_many_in_a_process(state: str, process: int, count: int) -> None:
+    dry = DryRunCredly(organization_id="dry-org", state_file=Path(state))
+    for n in range(count):
+        earner = f"C-{process}-{n}"
+        issue(dry, recipient_email=f"{earner}@example.org", issuer_earner_id=earner)
+
+
+def test_processes_issuing_at_once_through_one_dry_run_state_file_lose_no_badge(tmp_path):
+    state = tmp_path / "credly-dry-run.json"
+    context = multiprocessing.get_context("fork")
+    workers = [
+        context.Process(target=_issue_many_in_a_process, args=(str(state), p, 25)) for p in range(3)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+        assert worker.exitcode == 0
+    badges = list(DryRunCredly(organization_id="dry-org", state_file=state).list_badges({}))
+    assert len(badges) == 75 and len({b.issuer_earner_id for b in badges}) == 75
