@@ -50,9 +50,16 @@ def _record_with_context(*args: object, **kwargs: object) -> logging.LogRecord:
     return record
 
 
+#: Libraries whose DEBUG lines carry secrets (Authlib logs every token it issues): INFO at least,
+#: whatever LOG_LEVEL says.
+QUIET_AT_DEBUG = ("authlib",)
+
+
 def configure(level: str) -> None:
     """Send every log record to stderr as JSON lines, once per process."""
     logging.setLogRecordFactory(_record_with_context)
+    for name in QUIET_AT_DEBUG:
+        logging.getLogger(name).setLevel(logging.INFO)
     root = logging.getLogger()
     if any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
         root.setLevel(level)

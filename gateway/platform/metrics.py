@@ -32,6 +32,16 @@ from gateway.store.models import OutboxItem, utcnow
 if TYPE_CHECKING:
     from gateway.usecases.services import Services
 
+#: The methods counted under their own name; any other (a client may send any token) is `other`,
+#: so that no caller can add series to the exposition.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def method_label(method: str) -> str:
+    """The `method` label of a request's metrics."""
+    return method if method in METHODS else "other"
+
+
 HTTP_REQUESTS = Counter(
     "gateway_http_requests_total", "HTTP requests answered.", ["endpoint", "method", "status"]
 )

@@ -4,6 +4,7 @@ the `/metrics` exposition, and the gateway's public address as a request sees it
 from __future__ import annotations
 
 import functools
+import re
 import time
 import uuid
 
@@ -20,8 +21,13 @@ from gateway.usecases.services import Services
 REQUEST_ID = "gateway.request_id"
 
 
+#: A caller's `X-Request-ID` that is kept as the request's id (else a new one is made): what
+#: request ids are made of (UUIDs, trace ids), nothing a log reader or tool could misread.
+GIVEN_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,64}")
+
+
 def request_id() -> str:
-    """The current request's id: the caller's `X-Request-ID` (printable, ≤ 64) or a new one."""
+    """The current request's id: the caller's `X-Request-ID` (GIVEN_ID) or a new one."""
     if "request_id" not in g:
         given = request.environ.get(REQUEST_ID) or request.headers.get("X-Request-ID", "")
         g.request_id = request_id_of(given)
@@ -30,7 +36,7 @@ def request_id() -> str:
 
 def request_id_of(given: str) -> str:
     """The id of a request whose `X-Request-ID` is `given` (empty: none sent)."""
-    return given[:64] if given and given.isprintable() else uuid.uuid4().hex
+    return given if GIVEN_ID.fullmatch(given) else uuid.uuid4().hex
 
 
 def base_url(settings: Settings) -> str:
@@ -60,10 +66,11 @@ def init_app(app: Flask, svc: Services) -> None:
         response.headers["X-Request-ID"] = request_id()
         started = g.pop("metrics_started", None)
         endpoint = request.url_rule.rule if request.url_rule else "unmatched"
-        metrics.HTTP_REQUESTS.labels(endpoint, request.method, str(response.status_code)).inc()
+        method = metrics.method_label(request.method)
+        metrics.HTTP_REQUESTS.labels(endpoint, method, str(response.status_code)).inc()
         if started is not None:
             took = time.perf_counter() - started
-            metrics.HTTP_LATENCY.labels(endpoint, request.method).observe(took)
+            metrics.HTTP_LATENCY.labels(endpoint, method).observe(took)
         return response
 
     app.extensions["metrics_registry"] = metrics.registry(svc, lambda: token_state(svc).paused())

@@ -96,6 +96,39 @@ def test_a_new_request_id_is_made_when_none_is_given(client):
     assert first.headers["X-Request-ID"] != second.headers["X-Request-ID"]
 
 
+@pytest.mark.parametrize(
+    "given", ['{"a": "b"}', "<script>x</script>", "a b", "'; DROP TABLE x;--", "x" * 65, "café"]
+)
+def test_a_request_id_unlike_an_id_or_too_long_is_replaced_not_kept_or_cut(client, given):
+    answered = client.get("/healthz", headers={"X-Request-ID": given}).headers["X-Request-ID"]
+    assert answered != given and given[:64] != answered and len(answered) == 32
+
+
+HTTP = "gateway_http_requests_total"
+
+
+def test_a_method_outside_the_usual_ones_is_counted_as_other_adding_no_series(client):
+    labels = {"endpoint": "unmatched", "method": "other", "status": "404"}
+    before = sample(client.get("/metrics").get_data(as_text=True), HTTP, **labels)
+    for method in ("QWERTYUIOPAS", "ZXCVBNMASDFG"):
+        assert client.open("/no-such-path", method=method).status_code == 404
+    text = client.get("/metrics").get_data(as_text=True)
+    assert "QWERTYUIOPAS" not in text and "ZXCVBNMASDFG" not in text
+    assert sample(text, HTTP, **labels) - before == 2
+
+
+def test_debug_logs_carry_no_token_either(make_app, capfd):
+    app = make_app(log_level="DEBUG")
+    client_id, secret = register_client(app, "events:write")
+    token = (
+        app.test_client()
+        .post("/oauth/token", data={"grant_type": "client_credentials"}, auth=(client_id, secret))
+        .get_json()["access_token"]
+    )
+    out, err = capfd.readouterr()
+    assert token not in out + err and secret not in out + err
+
+
 def test_no_secret_or_token_reaches_the_logs(app, client, capfd):
     client_id, secret = register_client(app, "events:write")
     token = client.post(
