@@ -422,7 +422,8 @@ class Settings:
         metadata=setting(
             "WEB_TIMEOUT",
             "`30`",
-            "`gateway serve`: seconds before a stuck request's process is restarted",
+            "`gateway serve`: seconds before a process whose main loop is stuck is restarted "
+            "(gunicorn's timeout; a request thread waiting on the network does not count)",
         ),
     )
     log_level: str = field(

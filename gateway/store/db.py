@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import socket
 import sys
 import threading
 import time
@@ -546,10 +548,20 @@ class Database:
         self.connect_guard.options.append(ASYNCHRONOUS_COMMIT)
         self.engine.dispose()  # connections made before: closed, not handed out again
 
-    def ping(self) -> None:
-        """Raise when the database cannot be reached."""
+    def ping(self, timeout: float | None = None) -> None:
+        """Raise when the database cannot be reached, or (PostgreSQL) has not answered within
+        `timeout` seconds: the connection is then cut, as no statement timeout can help when
+        the server itself does not answer."""
         with self.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
+            if timeout is None or self.is_sqlite:
+                conn.execute(text("SELECT 1"))
+                return
+            timer = threading.Timer(timeout, _cut, args=(conn.connection.dbapi_connection,))
+            timer.start()
+            try:
+                conn.execute(text("SELECT 1"))
+            finally:
+                timer.cancel()
 
     def missing_migrations(self) -> list[str]:
         """The migrations this code has that the database lacks (none when it is up to date, or
@@ -584,6 +596,15 @@ class Database:
     def dispose(self) -> None:
         """Close pooled connections (e.g. in a forked worker)."""
         self.engine.dispose(close=False)
+
+
+def _cut(connection: psycopg.Connection) -> None:
+    """Shut a PostgreSQL connection's socket down: a read waiting on it ends at once, in error."""
+    with (
+        contextlib.suppress(OSError),
+        socket.fromfd(connection.fileno(), socket.AF_INET, socket.SOCK_STREAM) as duplicate,
+    ):  # a copy of the descriptor; shutting it down shuts the socket itself
+        duplicate.shutdown(socket.SHUT_RDWR)
 
 
 def retry_disconnect(work: Callable[[], T]) -> T:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -16,9 +17,16 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from gateway.store.db import RETRY_CONNECT_SECONDS, Database
+from gateway.web.api.health import READINESS_TIMEOUT_SECONDS
 from jobs.engine.worker import run_worker
 from tests.support.events import granted
-from tests.support.serving import free_port, serve_env, silent_server, start_serve
+from tests.support.serving import (
+    PausableProxy,
+    free_port,
+    serve_env,
+    silent_server,
+    start_serve,
+)
 
 ONE = select(literal(1))
 
@@ -173,3 +181,35 @@ def test_a_worker_with_the_database_hung_fails_its_job_within_seconds_and_goes_o
         )
         assert error is None and waited < 15, (waited, error)  # no wait on the database
         assert queue.count == 0 and len(FailedJobRegistry(queue=queue)) == 1
+
+
+def test_readiness_says_the_database_is_down_within_its_deadline_when_it_hangs(
+    postgres_url, make_app
+):
+    """A pooled connection to a server that stopped answering: no statement timeout can end the
+    wait, so readiness cuts the connection itself."""
+    parts = urlsplit(postgres_url)
+    with PausableProxy(parts.port or 5432) as proxy:
+        through = postgres_url.replace(f"{parts.hostname}:{parts.port}", f"127.0.0.1:{proxy.port}")
+        client = make_app(database_url=through).test_client()
+        assert client.get("/readyz").status_code == 200  # a pooled connection now
+        proxy.hang()
+        waited, answer = _timed_answer(lambda: client.get("/readyz"))
+        assert answer.status_code == 503 and waited < READINESS_TIMEOUT_SECONDS + 1.5, waited
+        assert [e["field"] for e in answer.get_json()["errors"]] == ["database"]
+        proxy.resume()
+        assert client.get("/readyz").status_code == 200
+
+
+def _timed_answer(call):
+    started = time.monotonic()
+    answer = call()
+    return time.monotonic() - started, answer
+
+
+def test_readiness_with_redis_hung_waits_for_it_once(postgres_url, make_app):
+    with silent_server() as port:
+        client = make_app(database_url=postgres_url, redis_url=f"redis://127.0.0.1:{port}/0")
+        waited, answer = _timed_answer(lambda: client.test_client().get("/readyz"))
+    assert answer.status_code == 503 and waited < 3.5, waited  # one 2 s Redis timeout, not three
+    assert [e["field"] for e in answer.get_json()["errors"]] == ["redis"]

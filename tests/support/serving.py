@@ -65,6 +65,52 @@ def silent_server() -> Iterator[int]:
         listener.close()
 
 
+class PausableProxy:
+    """A TCP proxy on 127.0.0.1 to `target_port` that can stop passing bytes, as a server that
+    hangs with its connections open does (`hang`, `resume`)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.flowing = threading.Event()
+        self.flowing.set()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.sockets: list[socket.socket] = [self.listener]
+
+    def __enter__(self) -> PausableProxy:
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.flowing.set()
+        for sock in self.sockets:
+            with suppress(OSError):
+                sock.close()
+
+    def hang(self) -> None:
+        self.flowing.clear()
+
+    def resume(self) -> None:
+        self.flowing.set()
+
+    def _accept(self) -> None:
+        with suppress(OSError):
+            while True:
+                client, _ = self.listener.accept()
+                server = socket.create_connection(("127.0.0.1", self.target_port))
+                self.sockets += [client, server]
+                for source, sink in ((client, server), (server, client)):
+                    threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        with suppress(OSError):
+            while data := source.recv(65536):
+                self.flowing.wait()
+                sink.sendall(data)
+        with suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+
 def start_serve(env: dict[str, str], stderr: Path, stdout: Path | None = None) -> subprocess.Popen:
     """`gateway serve` with `env`, logging to `stderr` (and `stdout`), once a worker is ready."""
     gateway = os.path.join(os.path.dirname(sys.executable), "gateway")

@@ -14,6 +14,9 @@ from gateway.web.problems import Problem
 
 bp = Blueprint("health", __name__)
 
+#: How long readiness waits for the database's answer before it says the database is down.
+READINESS_TIMEOUT_SECONDS = 2
+
 
 @bp.get("/healthz")
 @operation(
@@ -38,7 +41,7 @@ def readyz() -> ResponseReturnValue:
     svc = services()
     checks: dict[str, str] = {}
     try:
-        svc.db.ping()
+        svc.db.ping(timeout=READINESS_TIMEOUT_SECONDS)
         checks["database"] = "ok"
     except Exception as exc:  # any driver error means "down"
         current_app.logger.warning("readiness: database down: %s", exc)
@@ -52,7 +55,9 @@ def readyz() -> ResponseReturnValue:
         except Exception as exc:
             current_app.logger.warning("readiness: redis down: %s", exc)
             checks["redis"] = f"down: {type(exc).__name__}"
-    credly = credly_status(svc.settings, state=token_state(svc))  # never makes readiness fail
+    # Credly's token state lives in Redis: not read again when Redis did not answer
+    redis_down = checks["redis"].startswith("down")
+    credly = credly_status(svc.settings, state=None if redis_down else token_state(svc))
     down = sorted(name for name, state in checks.items() if state.startswith("down"))
     if down:
         raise Problem(
