@@ -42,7 +42,7 @@ from connectors.credly import Badge as CredlyBadge
 from connectors.credly import NotFound, TransientError, Unauthorized, retried
 from gateway.platform import metrics
 from gateway.rules import BADGE_KEPT
-from gateway.store.models import Badge, Certification, OutboxItem, utcnow
+from gateway.store.models import UNFINISHED, Badge, Certification, OutboxItem, utcnow
 from gateway.usecases.services import Services
 from jobs.badges import DELETED, LIVE, deleted, expiry, latest, names_member, renews
 from jobs.engine.retry import backoff
@@ -426,7 +426,7 @@ def _issue_pending(session: Session, cert: Certification) -> bool:
             .where(
                 OutboxItem.certification_id == cert.certification_id,
                 OutboxItem.kind == "issue_badge",
-                OutboxItem.state.in_(("pending", "running", "retrying")),
+                OutboxItem.state.in_(UNFINISHED),
             )
             .limit(1)
         )

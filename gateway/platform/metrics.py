@@ -27,7 +27,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.platform.config import ConfigError
-from gateway.store.models import OutboxItem, utcnow
+from gateway.store.models import UNFINISHED, OutboxItem, utcnow
 
 if TYPE_CHECKING:
     from gateway.usecases.services import Services
@@ -142,13 +142,14 @@ class BacklogCollector(Collector):
             with self.svc.db.sessions() as session:
                 rows = session.execute(
                     select(OutboxItem.state, func.count())
-                    .where(OutboxItem.state.not_in(("done", "failed")))
+                    .where(OutboxItem.state.in_(UNFINISHED))
                     .group_by(OutboxItem.state)
                 ).all()
                 due = session.scalar(select(func.count()).where(OutboxItem.due_at <= utcnow()))
         except SQLAlchemyError:
             return  # /readyz reports the database; metrics stay up without it
-        for state, n in rows:
+        counts = dict.fromkeys(UNFINISHED, 0) | dict(rows)  # a state with no item shows 0
+        for state, n in sorted(counts.items()):
             backlog.add_metric([state], n)
         depth.add_metric([], due)
         yield backlog

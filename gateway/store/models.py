@@ -146,6 +146,10 @@ class Badge(Base):
     __table_args__ = (UniqueConstraint("certification_id", "period_start"),)
 
 
+#: The states of an outbox item not yet done or failed.
+UNFINISHED = ("pending", "running", "retrying")
+
+
 class OutboxItem(Base):
     """A side effect committed with its cause, waiting to be (or having been) run as a job."""
 

@@ -53,7 +53,8 @@ def test_metrics_count_requests_events_rejections_jobs_and_backlog(app, client, 
     assert grew("gateway_events_total", type="renewal.fee_paid", outcome="invalid") == 1
     assert grew("gateway_rule_rejections_total", rule="FEE-YEAR-RANGE") == 1
     assert grew("gateway_jobs_total", kind="sync_verification", outcome="done") == 1
-    assert "gateway_outbox_backlog" in text
+    for state in ("pending", "running", "retrying"):  # each shown, 0 when none is
+        assert f'gateway_outbox_backlog{{state="{state}"}}' in text
 
 
 def test_credly_calls_are_timed_and_failures_counted():
