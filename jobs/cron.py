@@ -72,15 +72,22 @@ def _sweep_and_notices(svc: Services, scope: Scope, **kwargs: object) -> Summary
 
 
 def run_daily_sweep(as_of: str | None = None) -> dict[str, object]:
-    """RQ job: sweep today's (or `as_of`'s) due certifications; skipped if one already runs."""
+    """RQ job: sweep today's (or `as_of`'s) due certifications; skipped if one already runs or
+    that day's is done."""
     svc = context.services()
     scope = Scope(as_of=date.fromisoformat(as_of) if as_of else utcnow().date())
+    done = f"gateway:swept:{scope.as_of}"  # each worker's cron queues the day's sweep
+    if svc.redis is not None and svc.redis.exists(done):
+        log.info("sweep skipped: that day's is done")
+        return {"skipped": True}
     try:
         summary = locked_sweep(svc, scope)
     except SweepRunning:
         log.info("sweep skipped: another one is running")
         return {"skipped": True}
     log.info("sweep done", extra={"summary": summary.as_dict()})
+    if svc.redis is not None:
+        svc.redis.set(done, 1, ex=2 * DAY_SECONDS)
     if svc.redis is not None:  # the workers' cron; without Redis `gateway badges reconcile`
         Queue(svc.settings.queue_name, connection=svc.redis).enqueue(
             run_daily_reconcile,

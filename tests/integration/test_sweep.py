@@ -253,6 +253,8 @@ def test_only_one_sweep_runs_at_a_time(make_app, postgres_url, redis_url, redis_
     finally:
         held.release()
     assert run_daily_sweep("2026-04-01")["evaluated"] == 0
+    assert run_daily_sweep("2026-04-01") == {"skipped": True}  # another worker's, after it: once
+    assert run_daily_sweep("2026-04-02")["evaluated"] == 0
     truncate(postgres_url)
 
 
