@@ -291,7 +291,12 @@ def serve() -> None:
     show_default=True,
     help="Seconds a silent worker lives in Redis; an idle worker wakes up every TTL-15 s.",
 )
-@click.option("--name", default=None, help="Worker name (default: RQ's).")
+@click.option(
+    "--name",
+    default=None,
+    help="Worker name (default: RQ's). One of a worker killed on this machine is taken over; "
+    "one a live worker holds is refused.",
+)
 @click.option("--no-cron", is_flag=True, help="Do not schedule the daily sweep from this worker.")
 @click.option(
     "--metrics-port",

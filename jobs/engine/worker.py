@@ -88,6 +88,34 @@ def supervise_scheduler(worker: GatewayWorker, stop: threading.Event) -> None:
                 log.debug("scheduler lock not taken: %s", exc)
 
 
+def _clear_dead_namesake(worker: GatewayWorker) -> None:
+    """Let a worker take the name of one killed on this machine (its entry in Redis lasts
+    `worker_ttl` more seconds, and RQ refuses a name in use); RuntimeError when the name is held
+    by a worker that may be alive."""
+    held = worker.connection.hgetall(worker.key)
+    if not held or b"death" in held:
+        return
+    host, pid = held.get(b"hostname", b"").decode(), int(held.get(b"pid", 0) or 0)
+    if host == worker.hostname and pid and not _alive(pid):
+        log.warning("worker %s (pid %d) died unregistered; its name is taken", worker.name, pid)
+        SimpleWorker.find_by_key(worker.key, connection=worker.connection).register_death()
+        return
+    raise RuntimeError(
+        f"a worker named {worker.name} is registered (pid {pid} on {host or 'another machine'}); "
+        f"give this one another --name, or wait up to {worker.worker_ttl} s for that entry to end"
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def _exit_with_parent(parent: int) -> None:
     """In a child forked by the worker (RQ's scheduler): be sent SIGTERM, which makes RQ's
     scheduler release its lock and stop, when the worker dies, even by SIGKILL."""
@@ -180,6 +208,7 @@ def run_worker(
         maintenance_interval=maintenance_interval,
         worker_ttl=worker_ttl,
     )
+    _clear_dead_namesake(worker)
     if with_scheduler and not burst:  # burst mode forks no scheduler: it queues due jobs itself
         _children_exit_with_this_process()
         supervisor = threading.Thread(

@@ -152,6 +152,7 @@ class Drill:
     redis_server: PrivateRedis
     redis: redis.Redis
     log: Path
+    env: dict[str, str]
 
     def wait_for(self, what: str, check):
         return wait_for(what, check, self.worker, self.log)
@@ -171,7 +172,7 @@ def drill(postgres_url, tmp_path) -> Iterator[Drill]:
         client = redis.Redis.from_url(redis_server.url)
         [child] = wait_for("a scheduler child", lambda: children_of(worker.pid), worker, log)
         wait_for("the scheduler lock", lambda: client.exists(LOCK), worker, log)
-        yield Drill(worker, child, redis_server, client, log)
+        yield Drill(worker, child, redis_server, client, log, env)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(worker.pid, signal.SIGKILL)
@@ -207,3 +208,25 @@ def test_a_scheduler_ends_with_its_worker_killed_and_frees_the_lock(drill):
     while running(drill.scheduler) or drill.redis.exists(LOCK):
         assert time.monotonic() < deadline, (running(drill.scheduler), drill.redis.exists(LOCK))
         time.sleep(0.2)
+
+
+def test_a_worker_takes_the_name_of_one_killed_here_but_not_of_one_alive(drill, tmp_path):
+    env = drill.env
+    twin_log = tmp_path / "twin.log"
+    twin = start_worker(env, twin_log, "--no-cron", "--name", "drill")
+    assert twin.wait(timeout=60) == 1  # the drill's worker is alive: refused in one line
+    [line] = [ln for ln in twin_log.read_text().splitlines() if ln.startswith("Error:")]
+    assert "a worker named drill is registered" in line and "Traceback" not in twin_log.read_text()
+    os.killpg(drill.worker.pid, signal.SIGKILL)  # killed: its entry stays in Redis for minutes
+    drill.worker.wait()
+    after_log = tmp_path / "after.log"
+    after = start_worker(env, after_log, "--no-cron", "--name", "drill")
+    try:
+        wait_for(
+            "the new worker registered",
+            lambda: drill.redis.hget(WORKER, "pid") == str(after.pid).encode(),
+            after,
+            after_log,
+        )
+    finally:
+        stop(after)
