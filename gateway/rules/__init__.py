@@ -14,7 +14,9 @@ from .actions import (
     actions,
 )
 from .events import (
+    AUDIT_RESULTS,
     EVENT_TYPES,
+    RECERTIFICATION_METHODS,
     AuditCompleted,
     CcpActivity,
     Event,
@@ -45,10 +47,12 @@ from .validation import Violation, validate
 
 __all__ = [
     "ACTIVE",
+    "AUDIT_RESULTS",
     "BADGE_KEPT",
     "EVENT_TYPES",
     "INACTIVE",
     "LAPSED",
+    "RECERTIFICATION_METHODS",
     "REVOKED",
     "Action",
     "AuditCompleted",

@@ -18,6 +18,8 @@ from marshmallow import (
 )
 
 from gateway.rules import (
+    AUDIT_RESULTS,
+    RECERTIFICATION_METHODS,
     AuditCompleted,
     CcpActivity,
     Event,
@@ -212,7 +214,7 @@ class CcpActivityData(_Strict):
 class AuditData(_Strict):
     """`audit.completed`: the result of a CCP audit."""
 
-    result = fields.String(required=True, validate=validate.OneOf(["passed", "failed"]))
+    result = fields.String(required=True, validate=validate.OneOf(AUDIT_RESULTS))
     audited_on = _day(required=True)
     cycle_start = _day(required=True)
 
@@ -220,7 +222,7 @@ class AuditData(_Strict):
 class RecertifiedData(_Strict):
     """`recertification.completed`: a lapsed member recertified by CCP or exam."""
 
-    method = fields.String(required=True, validate=validate.OneOf(["ccp", "exam"]))
+    method = fields.String(required=True, validate=validate.OneOf(RECERTIFICATION_METHODS))
     completed_on = _day(required=True)
     application_id = fields.String(required=True, validate=[_ID, TEXT])
     eligibility_criteria = fields.String(required=True, validate=[_ID, TEXT])

@@ -354,7 +354,7 @@ class _Submission:
             except rules.NotCertified:
                 violations = [
                     rules.Violation(
-                        "EVENT-FUTURE",
+                        rules.ids.EVENT_FUTURE,
                         f"The certification starts after today ({today.isoformat()}).",
                     )
                 ]
@@ -423,7 +423,7 @@ def _unknown(certification_id: str) -> Answer:
             f"Certification {certification_id} is unknown.",
             [
                 {
-                    "rule": "CERT-UNKNOWN",
+                    "rule": rules.ids.CERT_UNKNOWN,
                     "message": f"No certification {certification_id} has been "
                     "granted; only certification.granted may create one.",
                 }
