@@ -31,7 +31,7 @@ def _token(client, data, **kw):
     return client.post("/oauth/token", data={"grant_type": "client_credentials", **data}, **kw)
 
 
-def test_token_with_client_secret_basic(app, client):
+def test_client_secret_basic_gets_a_bearer_token_of_the_clients_scopes_never_cached(app, client):
     cid, secret = register_client(app, "events:write certifications:read")
     response = _token(client, {}, auth=(cid, secret))
     assert response.status_code == 200

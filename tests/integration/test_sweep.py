@@ -152,7 +152,9 @@ def test_due_only_sweeps_find_exactly_what_full_sweeps_find(make_app, tmp_path):
     assert left == right
 
 
-def test_the_cli_prints_a_summary(svc, database_url, tmp_path):
+def test_the_sweep_command_reports_transitions_and_queued_jobs_as_json_or_text(
+    svc, database_url, tmp_path
+):
     accept(svc, granted("2025-03-01"), received_on=date(2025, 3, 1))  # its change: 2026-04-01
     env = {"DATABASE_URL": database_url, "INSTANCE_PATH": str(tmp_path)}
     result = CliRunner().invoke(cli, ["sweep", "--as-of", "2026-04-01", "--json"], env=env)

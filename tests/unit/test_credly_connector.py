@@ -470,7 +470,7 @@ def test_429_with_an_http_date_retry_after(http, client):
     assert caught.value.retry_after is not None and 20 < caught.value.retry_after <= 30
 
 
-def test_parse_retry_after_edge_cases():
+def test_retry_after_in_seconds_or_as_a_date_is_seconds_to_wait_never_negative():
     now = datetime(2024, 1, 1, tzinfo=UTC)
     assert parse_retry_after("120") == 120.0
     assert parse_retry_after("Mon, 01 Jan 2024 00:00:10 GMT", now) == 10.0

@@ -123,7 +123,9 @@ def test_standing_to_dict_of_lapsed_certification():
         ([granted(START), revoked(date(2016, 1, 1))], date(2016, 1, 1), None),
     ],
 )
-def test_next_change_on_examples(history: list, as_of: date, expected: date | None):
+def test_next_change_on_is_the_next_day_the_standing_can_change_without_an_event(
+    history: list, as_of: date, expected: date | None
+):
     assert standing(history, as_of).next_change_on == expected
 
 
