@@ -1,68 +1,24 @@
-"""The sync job: write a certification's public verification record from its stored standing,
-and set its Open Badges credentials' status bits (`gateway.usecases.status_lists`) from the same
-status.
-
-A change of what the record shows fans out to the delivery targets (`jobs.deliveries`) in the same
-transaction; the workers are woken for their jobs after the commit.
-"""
+"""The sync job: bring a certification's public verification record in step with its stored
+standing (`gateway.usecases.verification_sync`), fanning a change out to the delivery targets
+(`jobs.deliveries`)."""
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, insert, select, update
+from functools import partial
 
-from gateway.store.models import Certification, UTCDateTime, VerificationRecord, utcnow
-from gateway.usecases import lookup, status_lists
+from gateway.usecases import verification_sync
 from gateway.usecases.services import Services
 from jobs import deliveries
 from jobs.engine.claim import ClaimedItem
 
-# Built once (building a statement costs about what running it does).
-_RECORD_COLUMNS = [getattr(VerificationRecord, name) for name in deliveries.PUBLIC_FIELDS]
-
-#: The certification, locked: a sync waits for another sync of it to commit.
-_CERTIFICATION = (
-    select(Certification.credential, Certification.status, Certification.standing)
-    .where(Certification.certification_id == bindparam("certification_id"))
-    .with_for_update()
-)
-#: What its record shows, read once the lock is held, by a statement of its own: in PostgreSQL's
-#: READ COMMITTED, a joined row read by the locking statement would be the one from before the
-#: wait, not what the sync that held the lock wrote.
-_RECORD = select(VerificationRecord.certification_id, *_RECORD_COLUMNS).where(
-    VerificationRecord.certification_id == bindparam("certification_id")
-)
-
-_VALUES = {name: bindparam(name) for name in deliveries.PUBLIC_FIELDS}
-_VALUES["synced_at"] = bindparam("synced_at", type_=UTCDateTime())
-_CREATE = insert(VerificationRecord).values(
-    certification_id=bindparam("certification_id"), **_VALUES
-)
-_UPDATE = (
-    update(VerificationRecord)
-    .where(VerificationRecord.certification_id == bindparam("record_of"))
-    .values(**_VALUES)
-)
-
 
 def sync(svc: Services, item: ClaimedItem) -> None:
-    """Bring the public record in step with the certification's current stored standing."""
-    key = {"certification_id": item.certification_id}
-    with svc.db.begin() as connection:
-        [(credential, status, standing)] = svc.db.execute(connection, _CERTIFICATION, key)
-        record = svc.db.execute(connection, _RECORD, key)
-        recorded = bool(record)
-        before = (
-            dict(zip(deliveries.PUBLIC_FIELDS, record[0][1:], strict=True)) if recorded else None
-        )
-        after = lookup.public_record(svc.policy, credential, status, standing)
-        values = {**after, "synced_at": utcnow()}
-        if recorded:
-            svc.db.execute(connection, _UPDATE, {**values, "record_of": item.certification_id})
-        else:
-            svc.db.execute(connection, _CREATE, {**values, **key})
-        # The Open Badges credentials' status bits change with the record, in one transaction.
-        status_lists.follow_standing(connection, item.certification_id, standing)
-        deliveries.fan_out(
-            svc, connection, item.certification_id, before, after, request_id=item.request_id
-        )
-        item.finish(svc.db, connection)
+    """Outbox handler: bring the public record in step with the certification's current stored
+    standing."""
+    verification_sync.sync(
+        svc,
+        item.certification_id,
+        deliveries.fan_out,
+        partial(item.finish, svc.db),
+        request_id=item.request_id,
+    )
