@@ -1,211 +1,31 @@
-"""Advance notice: tell subscriptions that asked for it (`notice_days`) ahead of a status change
-due without any event (fees overdue -> inactive, a lapse), once per scheduled change, and tell
-them again if an event calls it off.
-
-Driven by the stored standings' `next_change_on`: the daily review (after the sweep) visits the
-watched certifications whose next change falls within the longest notice, and the intake queues a
-`review_notices` job whenever a watched certification's next change or status moves. Messages go
-through the delivery machinery (ordering, retries, signatures) with their bodies fixed when queued:
-the certification id, its status, the day and the status it would become, nothing more.
-"""
+"""The advance notice jobs: review a certification's notices after its standing moved, and the
+daily review after the sweep (`gateway.usecases.notices`), queueing their messages as deliveries
+(`jobs.deliveries`)."""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Sequence
-from datetime import date, timedelta
-from typing import Any
+from datetime import date
+from functools import partial
 
-from sqlalchemy import func, select, union
-from sqlalchemy.orm import Session
-
-from gateway import rules
-from gateway.store.history import load_histories
-from gateway.store.models import (
-    AdvanceNotice,
-    Certification,
-    OutboxItem,
-    Subscription,
-    WatchedCertification,
-    utcnow,
-)
-from gateway.usecases import subscriptions
+from gateway.usecases import notices, subscriptions
 from gateway.usecases.services import Services
 from jobs import deliveries
 from jobs.engine.claim import ClaimedItem
 
-log = logging.getLogger("jobs.notices")
-
 KIND = subscriptions.REVIEW_NOTICES
-SCHEDULED = "certification.status_change_scheduled"
-CANCELLED = "certification.status_change_cancelled"
-BATCH = 500
-
-
-def review(
-    svc: Services,
-    session: Session,
-    certification_ids: Sequence[str],
-    today: date,
-    *,
-    request_id: str | None = None,
-) -> list[OutboxItem]:
-    """Announce the scheduled changes of `certification_ids` not yet announced, and call off the
-    announced ones no longer scheduled, in `session`'s transaction (the caller locks the
-    certifications); the outbox items of the messages queued."""
-    watching = subscriptions.with_notice(svc.db, session.connection(), certification_ids)
-    announced: dict[tuple[str, str], list[AdvanceNotice]] = {}
-    for notice in session.scalars(
-        select(AdvanceNotice).where(
-            AdvanceNotice.certification_id.in_(certification_ids),
-            AdvanceNotice.state == "scheduled",
-        )
-    ):
-        announced.setdefault((notice.subscription_id, notice.certification_id), []).append(notice)
-    ids = sorted({*watching, *(cid for _, cid in announced)})
-    histories = load_histories(svc.db, ids, session.connection()) if ids else {}
-    items: list[OutboxItem] = []
-    for certification_id in ids:
-        subscribers = watching.get(certification_id, {})
-        history = histories.get(certification_id, [])
-        change = _scheduled(svc, history, today, max(subscribers.values(), default=0))
-        targets = {*subscribers, *(sub for sub, cid in announced if cid == certification_id)}
-        for subscription_id in sorted(targets):  # one lock order for every review
-            days = subscribers.get(subscription_id)
-            wanted = change
-            if change is None or days is None or change.on > today + timedelta(days=days):
-                wanted = None
-            for notice in announced.get((subscription_id, certification_id), []):
-                if notice.change_on <= today:
-                    notice.state = "passed"  # its day came: the status change message follows
-                elif wanted is not None and (notice.change_on, notice.status) == (
-                    wanted.on,
-                    wanted.status,
-                ):
-                    wanted = None  # told already
-                else:
-                    notice.state = "cancelled"
-                    if days is not None:  # still watching with notice: say so
-                        current = rules.evaluate(history, today, svc.policy).status
-                        items += _send(session, notice, current, CANCELLED, request_id)
-            if wanted is not None:
-                notice = _record(session, subscription_id, certification_id, wanted)
-                items += _send(session, notice, wanted.current, SCHEDULED, request_id)
-    return items
-
-
-def _scheduled(
-    svc: Services, history: list[rules.Event], today: date, days: int
-) -> rules.ScheduledChange | None:
-    if not history or days <= 0:
-        return None
-    try:
-        return rules.scheduled_change(history, today, today + timedelta(days=days), svc.policy)
-    except rules.NotCertified:
-        return None
-
-
-def _record(
-    session: Session, subscription_id: str, certification_id: str, change: rules.ScheduledChange
-) -> AdvanceNotice:
-    """The notice of `change` for the subscription, scheduled (again, if it was called off)."""
-    notice = session.scalar(
-        select(AdvanceNotice).where(
-            AdvanceNotice.subscription_id == subscription_id,
-            AdvanceNotice.certification_id == certification_id,
-            AdvanceNotice.change_on == change.on,
-            AdvanceNotice.status == change.status,
-        )
-    )
-    if notice is None:
-        notice = AdvanceNotice(
-            subscription_id=subscription_id,
-            certification_id=certification_id,
-            change_on=change.on,
-            status=change.status,
-        )
-        session.add(notice)
-    notice.state = "scheduled"
-    return notice
-
-
-def _send(
-    session: Session,
-    notice: AdvanceNotice,
-    current: str,
-    event_type: str,
-    request_id: str | None,
-) -> list[OutboxItem]:
-    data: dict[str, Any] = {
-        "certification_id": notice.certification_id,
-        "status": current,
-        "scheduled_status": notice.status,
-        "scheduled_on": notice.change_on.isoformat(),
-    }
-    target = notice.subscription_id
-    log.info("advance notice %s", event_type, extra={"notice": data, "target": target})
-    return deliveries.queue(
-        session,
-        target,
-        [notice.certification_id],
-        request_id=request_id,
-        event_type=event_type,
-        data=data,
-    )
-
-
-# --------------------------------------------------------------------------- the drivers
 
 
 def review_job(svc: Services, item: ClaimedItem) -> None:
     """Outbox handler: review one certification's advance notices after its standing moved."""
-    with svc.db.transaction() as session:
-        session.execute(
-            select(Certification.certification_id)
-            .where(Certification.certification_id == item.certification_id)
-            .with_for_update()
-        )
-        queued = review(
-            svc, session, [item.certification_id], utcnow().date(), request_id=item.request_id
-        )
-        outbox_ids = [queued_item.id for queued_item in queued]
-        item.finish(svc.db, session.connection())
-    if outbox_ids and svc.dispatcher is not None:
-        svc.dispatcher.dispatch(outbox_ids)
+    notices.review_certification(
+        svc,
+        item.certification_id,
+        deliveries.queue,
+        partial(item.finish, svc.db),
+        request_id=item.request_id,
+    )
 
 
 def review_due(svc: Services, today: date) -> int:
-    """The daily review: watched certifications whose next change falls within the longest
-    notice, and those with an announced change; how many messages it queued."""
-    with svc.db.sessions() as session:
-        longest = session.scalar(
-            select(func.max(Subscription.notice_days)).where(*subscriptions.NOTICE_ON)
-        )
-        due = select(WatchedCertification.certification_id).join(
-            Subscription, Subscription.id == WatchedCertification.subscription_id
-        )
-        due = due.join(
-            Certification,
-            Certification.certification_id == WatchedCertification.certification_id,
-        ).where(
-            *subscriptions.NOTICE_ON,
-            Certification.next_change_on > today,
-            Certification.next_change_on <= today + timedelta(days=longest or 0),
-        )
-        open_ = select(AdvanceNotice.certification_id).where(AdvanceNotice.state == "scheduled")
-        ids = sorted(session.scalars(union(due, open_)))
-    queued = 0
-    for start in range(0, len(ids), BATCH):
-        batch = ids[start : start + BATCH]
-        with svc.db.transaction() as session:
-            session.execute(
-                select(Certification.certification_id)
-                .where(Certification.certification_id.in_(batch))
-                .order_by(Certification.certification_id)
-                .with_for_update()
-            )
-            outbox_ids = [item.id for item in review(svc, session, batch, today)]
-        queued += len(outbox_ids)
-        if outbox_ids and svc.dispatcher is not None:
-            svc.dispatcher.dispatch(outbox_ids)
-    return queued
+    """The daily review, run by the cron after the sweep; how many messages it queued."""
+    return notices.review_due(svc, today, deliveries.queue)

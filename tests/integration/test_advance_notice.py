@@ -11,9 +11,9 @@ from standardwebhooks import Webhook
 from gateway import rules
 from gateway.store.history import decode_event
 from gateway.store.models import utcnow
+from gateway.usecases.notices import CANCELLED, SCHEDULED
 from gateway.usecases.sweep import Scope
 from jobs.cron import locked_sweep
-from jobs.notices import CANCELLED, SCHEDULED
 from tests.support.events import fee, granted
 from tests.support.http_stubs import scripted, serve
 from tests.support.verification import days_ago, record
