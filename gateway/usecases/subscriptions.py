@@ -1,7 +1,7 @@
 """Employers' webhook subscriptions: register, watch certifications, read the delivery log.
 
-Every function works in the caller's session and sees only the subscriptions of one API client;
-another client's subscription is as unknown as one that never existed.
+Every function but `register` works in the caller's session; each sees only the subscriptions of
+one API client: another client's subscription is as unknown as one that never existed.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from typing import Any
 from sqlalchemy import Connection, Executable, bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from connectors.employer_webhooks import new_secret
+from connectors.employer_webhooks import check_target, new_secret
+from connectors.errors import PermanentError, TransientError
 from gateway.schemas.subscriptions import MAX_WATCHED
 from gateway.store.db import Database, wake_after_commit
 from gateway.store.models import (
@@ -26,6 +27,7 @@ from gateway.store.models import (
     WatchedCertification,
     utcnow,
 )
+from gateway.usecases.services import Services
 
 #: The live subscriptions one API client may hold.
 MAX_SUBSCRIPTIONS = 100
@@ -50,6 +52,31 @@ class ClientRevoked(PermissionError):
 
 class TooManySubscriptions(ValueError):
     """The client already holds MAX_SUBSCRIPTIONS live subscriptions."""
+
+
+class InvalidTarget(ValueError):
+    """The URL is not one deliveries may go to (its message says why)."""
+
+
+def register(
+    svc: Services,
+    client_id: str,
+    url: str,
+    certification_ids: Sequence[str],
+    notice_days: int | None = None,
+) -> Subscription:
+    """`create` in a transaction of its own, once `url` is found a target deliveries may go to.
+
+    InvalidTarget, before any transaction, for a URL that is not http(s) or whose host does not
+    resolve or resolves to a loopback, private or link-local address (unless
+    WEBHOOK_ALLOW_PRIVATE_TARGETS): the lookup never runs while the client's row is locked.
+    """
+    try:
+        check_target(url, allow_private=svc.settings.webhook_allow_private_targets)
+    except (PermanentError, TransientError) as exc:
+        raise InvalidTarget(str(exc)) from exc
+    with svc.db.transaction() as session:
+        return create(session, client_id, url, certification_ids, notice_days)
 
 
 def create(

@@ -12,8 +12,6 @@ from flask import Blueprint, Response, request, url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy.orm import Session
 
-from connectors.employer_webhooks import check_target
-from connectors.errors import PermanentError, TransientError
 from gateway.schemas import responses as r
 from gateway.schemas.subscriptions import (
     CertificationIdsSchema,
@@ -65,14 +63,6 @@ def _dump(subscription: Subscription, count: int, **extra: Any) -> dict[str, Any
     )
 
 
-def _check_url(url: str) -> None:
-    """Refuse a URL whose host resolves to a loopback, private or link-local address (422)."""
-    try:
-        check_target(url, allow_private=services().settings.webhook_allow_private_targets)
-    except (PermanentError, TransientError) as exc:
-        raise unprocessable("url", str(exc)) from exc
-
-
 @bp.post("/v1/subscriptions")
 @require_scope(LOOKUP_SCOPE)
 @operation(
@@ -86,23 +76,23 @@ def _check_url(url: str) -> None:
 def create_subscription() -> ResponseReturnValue:
     """Register a webhook; the answer shows its signing secret, the only time it is shown."""
     body = loaded(SubscriptionCreateSchema(), json_body(), "subscription")
-    _check_url(body["url"])
-    with services().db.transaction() as session:
-        try:
-            subscription = subscriptions.create(
-                session,
-                current_client_id(),
-                body["url"],
-                body["certification_ids"],
-                body["notice_days"],
-            )
-        except subscriptions.TooManyWatched as exc:
-            raise unprocessable("certification_ids", str(exc)) from exc
-        except subscriptions.TooManySubscriptions as exc:
-            raise Problem(409, "Conflict", str(exc)) from exc
-        except subscriptions.ClientRevoked:
-            refuse_revoked_client()
-        view = _dump(subscription, len(body["certification_ids"]), secret=subscription.secret)
+    try:
+        subscription = subscriptions.register(
+            services(),
+            current_client_id(),
+            body["url"],
+            body["certification_ids"],
+            body["notice_days"],
+        )
+    except subscriptions.InvalidTarget as exc:
+        raise unprocessable("url", str(exc)) from exc
+    except subscriptions.TooManyWatched as exc:
+        raise unprocessable("certification_ids", str(exc)) from exc
+    except subscriptions.TooManySubscriptions as exc:
+        raise Problem(409, "Conflict", str(exc)) from exc
+    except subscriptions.ClientRevoked:
+        refuse_revoked_client()
+    view = _dump(subscription, len(body["certification_ids"]), secret=subscription.secret)
     location = url_for("subscriptions.get_subscription", subscription_id=subscription.id)
     return view, 201, {"Location": location}
 
