@@ -29,6 +29,7 @@ from gateway.rules.periods import EARLIEST_DAY, LATEST_DAY
 from gateway.store.models import OutboxItem, utcnow
 from gateway.usecases import housekeeping
 from gateway.usecases import subscriptions as subscription_log
+from gateway.usecases.queries import backlog
 from gateway.usecases.services import signing_keys
 from gateway.usecases.sweep import FutureSweep, Scope, count
 from gateway.usecases.unclaimed import unclaimed_badges
@@ -36,7 +37,6 @@ from gateway.web import auth
 from gateway.web.context import services
 from jobs import backfill
 from jobs.cron import SweepRunning, locked_sweep
-from jobs.engine.claim import backlog
 from jobs.engine.dispatch import requeue
 from jobs.engine.worker import run_worker
 from jobs.reconcile import NoCredly, reconcile

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import (
     REGISTRY,
@@ -23,14 +22,13 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.platform.config import ConfigError
-from gateway.store.models import UNFINISHED, OutboxItem, utcnow
 
-if TYPE_CHECKING:
-    from gateway.usecases.services import Services
+#: The queue as `/metrics` shows it: the items not yet done or failed by state, and how many are
+#: due now (read from the database when scraped).
+QueueGauges = Callable[[], tuple[Mapping[str, int], int]]
 
 #: The methods counted under their own name; any other (a client may send any token) is `other`,
 #: so that no caller can add series to the exposition.
@@ -119,8 +117,8 @@ def observe_credly(method: str, path: str, status: int | None, seconds: float) -
 class BacklogCollector(Collector):
     """Queue depth and outbox backlog, read when /metrics is scraped."""
 
-    def __init__(self, svc: Services, paused: Callable[[], bool]) -> None:
-        self.svc = svc
+    def __init__(self, queue: QueueGauges, paused: Callable[[], bool]) -> None:
+        self.queue = queue
         self.paused = paused
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -139,16 +137,9 @@ class BacklogCollector(Collector):
         paused.add_metric([], 1 if self.paused() else 0)
         yield paused
         try:
-            with self.svc.db.sessions() as session:
-                rows = session.execute(
-                    select(OutboxItem.state, func.count())
-                    .where(OutboxItem.state.in_(UNFINISHED))
-                    .group_by(OutboxItem.state)
-                ).all()
-                due = session.scalar(select(func.count()).where(OutboxItem.due_at <= utcnow()))
+            counts, due = self.queue()
         except SQLAlchemyError:
             return  # /readyz reports the database; metrics stay up without it
-        counts = dict.fromkeys(UNFINISHED, 0) | dict(rows)  # a state with no item shows 0
         for state, n in sorted(counts.items()):
             backlog.add_metric([state], n)
         depth.add_metric([], due)
@@ -196,13 +187,13 @@ def serve_process_metrics(port: int) -> None:
     start_http_server(port, registry=REGISTRY)
 
 
-def registry(svc: Services, paused: Callable[[], bool]) -> CollectorRegistry:
+def registry(queue: QueueGauges, paused: Callable[[], bool]) -> CollectorRegistry:
     """What `/metrics` shows: every process's samples of this machine (or this process's own),
-    the outbox backlog and whether the Credly jobs wait for a working token (`paused`)."""
+    the outbox backlog (`queue`) and whether the Credly jobs wait for a working token (`paused`)."""
     registry = CollectorRegistry()
     if shared_folder():
         multiprocess.MultiProcessCollector(registry)
     else:
         registry.register(_ThisProcess())
-    registry.register(BacklogCollector(svc, paused))
+    registry.register(BacklogCollector(queue, paused))
     return registry

@@ -1,4 +1,4 @@
-"""Read views that join a standing with what the jobs did: the badge, the lookup, the jobs."""
+"""Read views: a standing with what the jobs did (badge, lookup, jobs), and the queue's backlog."""
 
 from __future__ import annotations
 
@@ -192,3 +192,42 @@ def standing_view(
         },
         "jobs": [job_view(item) for item in [*new_jobs[::-1], *current.jobs][:RECENT_JOBS]],
     }
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """What the queue holds: items by kind and state, how many are due, the longest wait."""
+
+    counts: dict[tuple[str, str], int]
+    due: int
+    oldest_due_at: datetime | None
+
+
+def backlog(db: Database, states: Sequence[str] | None = None) -> Backlog:
+    """The queue as operators see it (RQ holds only wake-ups, never the items themselves): the
+    items in `states` (every item when None) by kind and state, and those due now."""
+    now = models.utcnow()
+    query = select(OUTBOX.c.kind, OUTBOX.c.state, func.count())
+    if states is not None:
+        query = query.where(OUTBOX.c.state.in_(states))
+    with db.sessions() as session:
+        counts = {
+            (kind, state): number
+            for kind, state, number in session.execute(
+                query.group_by(OUTBOX.c.kind, OUTBOX.c.state)
+            )
+        }
+        due, oldest = session.execute(
+            select(func.count(), func.min(OUTBOX.c.due_at)).where(OUTBOX.c.due_at <= now)
+        ).one()
+    return Backlog(counts, due, oldest)
+
+
+def queue_gauges(db: Database) -> tuple[dict[str, int], int]:
+    """What `/metrics` shows of the queue: the items not yet done or failed by state (every such
+    state, 0 when no item is in it) and how many items are due now."""
+    found = backlog(db, models.UNFINISHED)
+    by_state = dict.fromkeys(models.UNFINISHED, 0)
+    for (_, state), number in found.counts.items():
+        by_state[state] += number
+    return by_state, found.due

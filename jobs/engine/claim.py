@@ -119,30 +119,3 @@ class ClaimedItem:
         """
         db.execute(connection, ENDED, ended(self.id, "done", None))
         self.done = True
-
-
-@dataclass(frozen=True)
-class Backlog:
-    """What the queue holds: items by kind and state, how many are due, the longest wait."""
-
-    counts: dict[tuple[str, str], int]
-    due: int
-    oldest_due_at: datetime | None
-
-
-def backlog(db: Database) -> Backlog:
-    """The queue as operators see it (RQ holds only wake-ups, never the items themselves)."""
-    now = utcnow()
-    with db.sessions() as session:
-        counts = {
-            (kind, state): number
-            for kind, state, number in session.execute(
-                select(OutboxItem.kind, OutboxItem.state, func.count()).group_by(
-                    OutboxItem.kind, OutboxItem.state
-                )
-            )
-        }
-        due, oldest = session.execute(
-            select(func.count(), func.min(OutboxItem.due_at)).where(OutboxItem.due_at <= now)
-        ).one()
-    return Backlog(counts, due, oldest)

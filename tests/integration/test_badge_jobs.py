@@ -22,7 +22,7 @@ from connectors.credly import Badge as CredlyBadge
 from gateway.cli import cli
 from gateway.platform import metrics
 from gateway.store.models import Badge, OutboxItem, utcnow
-from gateway.usecases import intake
+from gateway.usecases import intake, queries
 from gateway.usecases.queries import badge_view
 from jobs import badges as badges_jobs
 from jobs.badges import _record
@@ -511,9 +511,8 @@ def test_one_wake_up_waits_at_a_time_and_a_drain_with_a_backlog_wakes_another_wo
     submit(svc, granted("2026-03-01"))
     svc.dispatcher.dispatch([1, 2])  # more commits while the first wake-up waits
     assert queue.count == 1
-    depth = {
-        m.name: m.samples[0].value for m in metrics.BacklogCollector(svc, lambda: False).collect()
-    }
+    collector = metrics.BacklogCollector(lambda: queries.queue_gauges(svc.db), lambda: False)
+    depth = {m.name: m.samples[0].value for m in collector.collect()}
     assert depth["gateway_queue_depth"] == 2  # both items of the grant are due
 
     monkeypatch.setattr(svc, "settings", replace(svc.settings, job_concurrency=1))
