@@ -72,6 +72,10 @@ class Dispatcher(ABC):
     def wake(self) -> None:
         """Have the due items worked soon; never raises for a broker outage."""
 
+    def wake_overdue(self) -> None:
+        """Have items worked that have been due a while (the relay): as `wake`."""
+        self.wake()
+
 
 def _seconds_until(when: datetime) -> float:
     return max(0.0, (when - utcnow()).total_seconds())
@@ -108,6 +112,18 @@ class RQDispatcher(Dispatcher):
                     raise
         except RedisError as exc:
             self._broker_down(exc)
+
+    def wake_overdue(self) -> None:
+        """As `wake`, but first drop a wake flag that no queued drain job stands behind: one set
+        by a call whose answer was lost (a Redis that hung, then did it), which would hold off
+        every wake-up until it expires. At worst one drain job too many is queued."""
+        try:
+            if self.svc.redis.exists(self.flag) and self.queue.count == 0:
+                self.svc.redis.delete(self.flag)
+        except RedisError as exc:
+            self._broker_down(exc)
+            return
+        self.wake()
 
     def wake_at(self, when: datetime) -> None:
         """Wake a worker at `when` (one job a second at most), through RQ's scheduler, which
@@ -273,7 +289,7 @@ def relay(svc: Services, dispatcher: Dispatcher) -> int:
     with svc.db.engine.connect() as connection:
         due = connection.scalar(DUE, {"cutoff": utcnow() - RELAY_GRACE})
     if due:
-        dispatcher.wake()
+        dispatcher.wake_overdue()
         log.info("relay: %d outbox items due", due)
     return due
 

@@ -472,6 +472,19 @@ def test_the_relay_wakes_a_worker_for_items_whose_wake_up_redis_lost(svc):
     assert relay(svc, svc.dispatcher) == 0
 
 
+def test_the_relay_drops_a_wake_flag_left_without_its_drain_job(svc):
+    """A wake-up whose SET Redis did after the caller gave up on it: the flag, and no job."""
+    queue = Queue(svc.settings.queue_name, connection=svc.redis)
+    submit(svc, granted("2026-03-01"))
+    queue.empty()
+    svc.redis.set(svc.dispatcher.flag, 1, ex=30)
+    with svc.db.transaction() as session:
+        for item in session.query(OutboxItem):
+            item.due_at = utcnow() - 2 * RELAY_GRACE
+    assert relay(svc, svc.dispatcher) == 2
+    assert queue.count == 1  # woken now, not once the flag expires
+
+
 @responses.activate
 def test_an_attempt_whose_worker_stopped_is_claimed_again_when_its_lease_ends(svc):
     responses.get(re.compile(re.escape(BADGES) + r"\?.*"), json=EMPTY_LIST)
