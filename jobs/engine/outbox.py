@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -86,8 +87,14 @@ class Drained:
         return Drained(min(retries, default=None), self.more or other.more)
 
 
+#: Set when this process is asked to stop: a pass of due items ends after the item at hand,
+#: giving back the rest of its claim, and claims nothing more.
+STOPPING = threading.Event()
+
+
 def work_due(svc: Services, *, seconds: float | None = None) -> Drained:
-    """Claim and run due items one after another until none is due (or `seconds` have passed).
+    """Claim and run due items one after another until none is due (or `seconds` have passed,
+    or the process is STOPPING).
 
     A claim takes one item; while claims come back full (a backlog), the next takes twice as
     many, up to CLAIM_BATCH: a backlog costs one claim per several items, and a few items due
@@ -97,13 +104,14 @@ def work_due(svc: Services, *, seconds: float | None = None) -> Drained:
     deadline = None if seconds is None else time.monotonic() + seconds
     half_lease = timedelta(seconds=svc.settings.job_timeout_seconds / 2)
     batch = 1
-    while deadline is None or time.monotonic() < deadline:
+    while (deadline is None or time.monotonic() < deadline) and not STOPPING.is_set():
         items = retry_disconnect(partial(claim_due, svc, batch))
         if not items:
             return drained
         for n, item in enumerate(items):
-            if n and utcnow() > item.lease_end - half_lease:
-                # Less than half its lease ahead: another worker may take it while it runs.
+            if STOPPING.is_set() or (n and utcnow() > item.lease_end - half_lease):
+                # Stopping, or less than half its lease ahead (another worker may take it
+                # while it runs): the rest go back unstarted.
                 give_back(svc, items[n:])
                 break
             drained = drained.merge(Drained(run_claimed(svc, item)))

@@ -17,7 +17,7 @@ from gateway.platform import metrics
 from gateway.usecases.credly_token import read_expiry
 from gateway.usecases.services import Services
 from jobs.cron import WorkerCron, make_cron
-from jobs.engine import context
+from jobs.engine import context, outbox
 from jobs.engine.dispatch import relay
 
 log = logging.getLogger("jobs.engine.worker")
@@ -36,6 +36,12 @@ class GatewayWorker(SimpleWorker):
         super().__init__(*args, **kwargs)
         self.scheduler_guard = threading.Lock()
         self.scheduler_stopped = False
+
+    def request_stop(self, signum: int, frame: object) -> None:
+        """A warm stop (SIGTERM, SIGINT): the job at hand ends after the items its threads are
+        running, giving the rest of their claims back for another worker."""
+        outbox.STOPPING.set()
+        super().request_stop(signum, frame)
 
     def subscribe(self) -> None:
         """RQ's command channel (`rq.command.send_shutdown_command` and the like), read in short

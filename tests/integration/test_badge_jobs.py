@@ -661,3 +661,26 @@ def test_an_unexpected_error_keeps_only_its_first_line_as_the_last_error(svc, mo
     assert item.state == "retrying"
     assert item.last_error.startswith("attempt 1: RuntimeError: the job went wrong; retry in ")
     assert "SQL" not in item.last_error and "Ada" not in item.last_error
+
+
+@responses.activate
+def test_a_stopping_worker_ends_after_the_item_at_hand_and_leaves_the_rest_due(svc, monkeypatch):
+    responses.post(BADGES, status=201, json=badge_json())
+    submit(svc, granted("2026-03-01"))  # an issue and a sync, due now
+    stopping = threading.Event()
+    monkeypatch.setattr(outbox, "STOPPING", stopping)
+    real_run = outbox.run_claimed
+
+    def run_then_stop(svc_, item):
+        stopping.set()  # SIGTERM while the first item runs
+        return real_run(svc_, item)
+
+    monkeypatch.setattr(outbox, "run_claimed", run_then_stop)
+    left = outbox.work_due(svc)
+    assert left.more  # the drain wakes another worker for the rest
+    ran = [
+        (i.state, i.attempts)
+        for kind in ("issue_badge", "sync_verification")
+        for i in items(svc, kind)
+    ]
+    assert sorted(ran) == [("done", 1), ("pending", 0)]
