@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response, json
+from flask import Flask, Response, json, request
 from marshmallow import Schema, ValidationError
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import BadRequest, HTTPException
 
 from gateway.schemas.events import field_errors
 from gateway.store.db import RETRY_CONNECT_SECONDS
@@ -128,4 +128,24 @@ def loaded(schema: Schema, data: Any, what: str) -> Any:
             "Unprocessable Content",
             f"The {what} is malformed.",
             errors=field_errors(exc.messages),
+        ) from exc
+
+
+def json_body() -> object:
+    """The request's JSON body, or a problem saying what is wrong with it."""
+    if not request.is_json:
+        raise Problem(
+            415,
+            "Unsupported Media Type",
+            "Send the body as application/json.",
+            errors=[{"field": "Content-Type", "message": "Must be application/json."}],
+        )
+    try:
+        return request.get_json()
+    except BadRequest as exc:
+        raise Problem(
+            400,
+            "Bad Request",
+            "The body is not valid JSON.",
+            errors=[{"field": "body", "message": "Malformed JSON."}],
         ) from exc

@@ -21,12 +21,11 @@ from gateway.schemas.credentials import (
 )
 from gateway.store.models import Certification, utcnow
 from gateway.usecases import openbadges, status_lists
-from gateway.web.api.events import json_body
 from gateway.web.apidoc import BODY_ERRORS, empty, json_answer, operation, text
 from gateway.web.auth import allow_scope, require_scope
 from gateway.web.context import services
 from gateway.web.observability import base_url
-from gateway.web.problems import UNAVAILABLE_RETRY_SECONDS, Problem, loaded
+from gateway.web.problems import UNAVAILABLE_RETRY_SECONDS, Problem, json_body, loaded
 from gateway.web.ratelimit import LOOKUP_SCOPE
 
 bp = Blueprint("open_badges", __name__)

@@ -7,7 +7,6 @@ from collections.abc import Callable
 from flask import Blueprint, Flask, Response, current_app, request, url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
-from werkzeug.exceptions import BadRequest
 
 from gateway.platform import metrics
 from gateway.rules import EVENT_TYPES
@@ -20,7 +19,7 @@ from gateway.web import observability
 from gateway.web.apidoc import BODY_ERRORS, LOCATION, json_answer, operation, results
 from gateway.web.auth import current_client_id, require_scope
 from gateway.web.context import services
-from gateway.web.problems import PROBLEM_TYPE, Problem, loaded
+from gateway.web.problems import PROBLEM_TYPE, Problem, json_body, loaded
 
 bp = Blueprint("events", __name__)
 
@@ -28,26 +27,6 @@ bp = Blueprint("events", __name__)
 #: the request's event raised, for Flask to answer it as it answers any.
 SUBMISSION_FAILED = "gateway.submission_failed"
 GET_EVENT = "events.get_event"
-
-
-def json_body() -> object:
-    """The request's JSON body, or a problem saying what is wrong with it."""
-    if not request.is_json:
-        raise Problem(
-            415,
-            "Unsupported Media Type",
-            "Send the body as application/json.",
-            errors=[{"field": "Content-Type", "message": "Must be application/json."}],
-        )
-    try:
-        return request.get_json()
-    except BadRequest as exc:
-        raise Problem(
-            400,
-            "Bad Request",
-            "The body is not valid JSON.",
-            errors=[{"field": "body", "message": "Malformed JSON."}],
-        ) from exc
 
 
 #: Room for MAX_EVENTS events of several KiB each (the app's default limit is 64 KiB).

@@ -22,11 +22,10 @@ from gateway.schemas.subscriptions import (
 )
 from gateway.store.models import Subscription
 from gateway.usecases import subscriptions
-from gateway.web.api.events import json_body
 from gateway.web.apidoc import BODY_ERRORS, LOCATION, empty, json_answer, operation
 from gateway.web.auth import current_client_id, refuse_revoked_client, require_scope
 from gateway.web.context import services
-from gateway.web.problems import Problem, loaded, unprocessable
+from gateway.web.problems import Problem, json_body, loaded, unprocessable
 from gateway.web.ratelimit import LOOKUP_SCOPE
 
 bp = Blueprint("subscriptions", __name__)

@@ -22,12 +22,11 @@ from gateway.schemas.verifications import (
 )
 from gateway.usecases import lookup, receipts
 from gateway.usecases.issuer import issuer
-from gateway.web.api.events import json_body
 from gateway.web.apidoc import BODY_ERRORS, empty, json_answer, operation, results, text
 from gateway.web.auth import allow_scope, current_client_id, require_scope
 from gateway.web.context import services
 from gateway.web.observability import base_url
-from gateway.web.problems import Problem, loaded, unprocessable
+from gateway.web.problems import Problem, json_body, loaded, unprocessable
 from gateway.web.ratelimit import COUNT_BATCH, LOOKUP_SCOPE
 
 bp = Blueprint("verifications", __name__)
