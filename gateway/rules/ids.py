@@ -25,4 +25,5 @@ CERT_REVOKED = "CERT-REVOKED"
 CERT_UNKNOWN = "CERT-UNKNOWN"  # the caller's 404 for any event of an unknown certification
 CERT_EXISTS = "CERT-EXISTS"
 CREDENTIAL_UNKNOWN = "CREDENTIAL-UNKNOWN"
+CREDENTIAL_STANDING = "CREDENTIAL-STANDING"  # no Open Badges credential: lapsed or revoked
 EVENT_FUTURE = "EVENT-FUTURE"

@@ -17,10 +17,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
+from sqlalchemy import bindparam, select
+
 from gateway.platform.config import Settings
 from gateway.platform.signing import InvalidSignature, SigningKeys
-from gateway.rules import Policy
+from gateway.rules import BADGE_KEPT, Policy
+from gateway.store.models import Certification, utcnow
+from gateway.usecases import status_lists
 from gateway.usecases.issuer import issuer
+from gateway.usecases.services import Services
 from gateway.usecases.status_lists import LIST_SIZE, StatusEntry
 
 MEDIA_TYPE = "application/vc+jwt"
@@ -356,3 +361,76 @@ def _status_problem(claims: dict[str, Any], base: str, status_of: StatusLookup) 
     if suspended:
         return "Suspended: the certification has lapsed."
     return None
+
+
+class UnknownCertification(LookupError):
+    """No certification has this id."""
+
+
+class NoCredential(ValueError):
+    """The certification does not keep its badge (lapsed or revoked): it has no credential."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+class UnknownStatusList(LookupError):
+    """No credential can hold an index of this status list yet."""
+
+
+_CERTIFICATION = (
+    select(Certification.credential, Certification.status, Certification.standing)
+    .where(Certification.certification_id == bindparam("certification_id"))
+    .with_for_update()
+)
+#: The signed status list of each (list, purpose), by the ETag of what it says.
+_signed: dict[tuple[int, str], tuple[str, str]] = {}
+
+
+def issue_credential(svc: Services, certification_id: str, base: str) -> str:
+    """The signed credential (VC-JWT) of the certification's current period, its status list
+    entry allocated on first use.
+
+    Raises UnknownCertification, NoCredential, or status_lists.NoFreeIndex (try again)."""
+    with svc.db.engine.begin() as connection:  # the row lock orders it with the sync job
+        found = connection.execute(_CERTIFICATION, {"certification_id": certification_id}).first()
+        if found is None:
+            raise UnknownCertification(certification_id)
+        if found.status not in BADGE_KEPT:
+            raise NoCredential(found.status)
+        period_start = date.fromisoformat(found.standing["certified_on"])
+        entry = status_lists.entry_for(connection, certification_id, period_start)
+    holder = Holder(certification_id, found.credential, found.standing)
+    payload = credential(svc.settings, svc.policy, base, holder, entry, utcnow())
+    return svc.keys.sign(payload, typ=TYP)
+
+
+def signed_status_list(svc: Services, list_id: int, purpose: str, base: str) -> tuple[str, str]:
+    """The ETag of what a status list of `purpose` (one of status_lists.PURPOSES) says, and its
+    credential (VC-JWT), re-signed only when its bits or the signing key change.
+
+    Raises UnknownStatusList for a list past the last one."""
+    with svc.db.engine.connect() as connection:
+        if list_id >= status_lists.list_count(connection):
+            raise UnknownStatusList(list_id)
+        encoded = status_lists.encode(status_lists.bitstring(connection, list_id, purpose))
+    said = f"{base}|{list_id}|{purpose}|{svc.keys.signing_kid}|{encoded}"
+    etag = hashlib.sha256(said.encode()).hexdigest()[:32]
+    cached = _signed.get((list_id, purpose))
+    if cached is None or cached[0] != etag:
+        payload = status_list_credential(base, list_id, purpose, encoded, utcnow())
+        cached = _signed[(list_id, purpose)] = (etag, svc.keys.sign(payload, typ=TYP))
+    return cached
+
+
+def check_credential(svc: Services, token: str, base: str) -> Outcome:
+    """Check a credential against our keys, issuer id, the clock and the status lists."""
+    with svc.db.engine.connect() as connection:
+        return check(
+            svc.keys,
+            token,
+            base,
+            lambda list_id, index: status_lists.status_at(connection, list_id, index),
+            utcnow(),
+        )

@@ -8,8 +8,8 @@ from flask import Blueprint, render_template, request
 from flask.typing import ResponseReturnValue
 
 from gateway.schemas.credentials import MAX_CREDENTIAL_LENGTH
+from gateway.usecases import openbadges
 from gateway.usecases.issuer import issuer
-from gateway.web.api.credentials import check_credential
 from gateway.web.apidoc import FORM, html, operation
 from gateway.web.context import services
 from gateway.web.observability import base_url
@@ -73,7 +73,8 @@ def check() -> ResponseReturnValue:
         return _page(error="Paste a credential."), 400
     if len(pasted) > MAX_CREDENTIAL_LENGTH:
         return _page(error=f"A credential is at most {MAX_CREDENTIAL_LENGTH} characters."), 400
-    return _page(pasted, outcome=check_credential(pasted))
+    svc = services()
+    return _page(pasted, outcome=openbadges.check_credential(svc, pasted, base_url(svc.settings)))
 
 
 @bp.errorhandler(TooManyLookups)

@@ -6,20 +6,15 @@
 
 from __future__ import annotations
 
-import hashlib
-from datetime import date
-
 from flask import Blueprint, Response, jsonify, request
 from flask.typing import ResponseReturnValue
-from sqlalchemy import bindparam, select
 
-from gateway.rules import BADGE_KEPT
+from gateway.rules import ids
 from gateway.schemas.credentials import (
     AchievementSchema,
     CredentialCheckResultSchema,
     CredentialCheckSchema,
 )
-from gateway.store.models import Certification, utcnow
 from gateway.usecases import openbadges, status_lists
 from gateway.web.apidoc import BODY_ERRORS, empty, json_answer, operation, text
 from gateway.web.auth import allow_scope, require_scope
@@ -30,15 +25,6 @@ from gateway.web.ratelimit import LOOKUP_SCOPE
 
 bp = Blueprint("open_badges", __name__)
 checks = Blueprint("credential_checks", __name__)
-
-_CERTIFICATION = (
-    select(Certification.credential, Certification.status, Certification.standing)
-    .where(Certification.certification_id == bindparam("certification_id"))
-    .with_for_update()
-)
-#: The signed status list of each (list, purpose), by the ETag of what it says.
-_signed: dict[tuple[int, str], tuple[str, str]] = {}
-
 
 VC_JWT = "application/vc+jwt"
 
@@ -59,32 +45,25 @@ VC_JWT = "application/vc+jwt"
 def get_credential(certification_id: str) -> ResponseReturnValue:
     """The member's Open Badges credential of the current period, signed (VC-JWT)."""
     svc = services()
-    with svc.db.engine.begin() as connection:  # the row lock orders it with the sync job
-        found = connection.execute(_CERTIFICATION, {"certification_id": certification_id}).first()
-        if found is None:
-            raise Problem(404, "Not Found", f"Certification {certification_id} is unknown.")
-        if found.status not in BADGE_KEPT:
-            raise Problem(
-                409,
-                "Conflict",
-                f"Certification {certification_id} is {found.status}: it has no credential.",
-                errors=[{"rule": "CREDENTIAL-STANDING", "message": "Lapsed or revoked."}],
-            )
-        period_start = date.fromisoformat(found.standing["certified_on"])
-        try:
-            entry = status_lists.entry_for(connection, certification_id, period_start)
-        except status_lists.NoFreeIndex as exc:
-            raise Problem(
-                503,
-                "Service Unavailable",
-                "No status list index could be given to the credential. Try again shortly.",
-                headers={"Retry-After": str(UNAVAILABLE_RETRY_SECONDS)},
-            ) from exc
-    holder = openbadges.Holder(certification_id, found.credential, found.standing)
-    payload = openbadges.credential(
-        svc.settings, svc.policy, base_url(services().settings), holder, entry, utcnow()
-    )
-    response = Response(svc.keys.sign(payload, typ=openbadges.TYP), mimetype=openbadges.MEDIA_TYPE)
+    try:
+        token = openbadges.issue_credential(svc, certification_id, base_url(svc.settings))
+    except openbadges.UnknownCertification as exc:
+        raise Problem(404, "Not Found", f"Certification {certification_id} is unknown.") from exc
+    except openbadges.NoCredential as exc:
+        raise Problem(
+            409,
+            "Conflict",
+            f"Certification {certification_id} is {exc.status}: it has no credential.",
+            errors=[{"rule": ids.CREDENTIAL_STANDING, "message": "Lapsed or revoked."}],
+        ) from exc
+    except status_lists.NoFreeIndex as exc:
+        raise Problem(
+            503,
+            "Service Unavailable",
+            "No status list index could be given to the credential. Try again shortly.",
+            headers={"Retry-After": str(UNAVAILABLE_RETRY_SECONDS)},
+        ) from exc
+    response = Response(token, mimetype=openbadges.MEDIA_TYPE)
     response.cache_control.no_store = True  # it carries the member's identity hash
     return response
 
@@ -109,18 +88,11 @@ def status_list(list_id: int, purpose: str) -> ResponseReturnValue:
     if purpose not in status_lists.PURPOSES:
         raise Problem(404, "Not Found", f"No status list purpose {purpose!r}.")
     svc = services()
-    with svc.db.engine.connect() as connection:
-        if list_id >= status_lists.list_count(connection):
-            raise Problem(404, "Not Found", f"No status list {list_id}.")
-        encoded = status_lists.encode(status_lists.bitstring(connection, list_id, purpose))
-    base = base_url(services().settings)
-    said = f"{base}|{list_id}|{purpose}|{svc.keys.signing_kid}|{encoded}"
-    etag = hashlib.sha256(said.encode()).hexdigest()[:32]
-    cached = _signed.get((list_id, purpose))
-    if cached is None or cached[0] != etag:
-        payload = openbadges.status_list_credential(base, list_id, purpose, encoded, utcnow())
-        cached = _signed[(list_id, purpose)] = (etag, svc.keys.sign(payload, typ=openbadges.TYP))
-    response = Response(cached[1], mimetype=openbadges.MEDIA_TYPE)
+    try:
+        etag, signed = openbadges.signed_status_list(svc, list_id, purpose, base_url(svc.settings))
+    except openbadges.UnknownStatusList as exc:
+        raise Problem(404, "Not Found", f"No status list {list_id}.") from exc
+    response = Response(signed, mimetype=openbadges.MEDIA_TYPE)
     # Weak: every process signs its own copy (ECDSA signatures differ), so equal ETags promise
     # the same list, not the same bytes.
     response.set_etag(etag, weak=True)
@@ -190,19 +162,6 @@ def _public(response: Response) -> Response:
     return response
 
 
-def check_credential(token: str) -> openbadges.Outcome:
-    """Check a credential against our keys, issuer id, the clock and the status lists."""
-    svc = services()
-    with svc.db.engine.connect() as connection:
-        return openbadges.check(
-            svc.keys,
-            token,
-            base_url(services().settings),
-            lambda list_id, index: status_lists.status_at(connection, list_id, index),
-            utcnow(),
-        )
-
-
 _result = CredentialCheckResultSchema()
 
 
@@ -221,4 +180,5 @@ _result = CredentialCheckResultSchema()
 def verify_credential() -> ResponseReturnValue:
     """Whether a credential's signature, issuer, dates and status hold, and why not."""
     token = loaded(CredentialCheckSchema(), json_body(), "credential check")["credential"]
-    return _result.dump(check_credential(token).as_dict())
+    svc = services()
+    return _result.dump(openbadges.check_credential(svc, token, base_url(svc.settings)).as_dict())
