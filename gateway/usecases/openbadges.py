@@ -25,6 +25,7 @@ from gateway.rules import BADGE_KEPT, Policy
 from gateway.store.models import Certification, utcnow
 from gateway.usecases import status_lists
 from gateway.usecases.issuer import issuer
+from gateway.usecases.queries import UnknownCertification
 from gateway.usecases.services import Services
 from gateway.usecases.status_lists import LIST_SIZE, StatusEntry
 
@@ -363,10 +364,6 @@ def _status_problem(claims: dict[str, Any], base: str, status_of: StatusLookup) 
     return None
 
 
-class UnknownCertification(LookupError):
-    """No certification has this id."""
-
-
 class NoCredential(ValueError):
     """The certification does not keep its badge (lapsed or revoked): it has no credential."""
 
@@ -392,7 +389,7 @@ def issue_credential(svc: Services, certification_id: str, base: str) -> str:
     """The signed credential (VC-JWT) of the certification's current period, its status list
     entry allocated on first use.
 
-    Raises UnknownCertification, NoCredential, or status_lists.NoFreeIndex (try again)."""
+    Raises queries.UnknownCertification, NoCredential, or status_lists.NoFreeIndex (try again)."""
     with svc.db.engine.begin() as connection:  # the row lock orders it with the sync job
         found = connection.execute(_CERTIFICATION, {"certification_id": certification_id}).first()
         if found is None:

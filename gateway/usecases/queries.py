@@ -12,6 +12,8 @@ from sqlalchemy import Column, Connection, Executable, Table, bindparam, func, s
 from gateway import rules
 from gateway.store import models
 from gateway.store.db import Database
+from gateway.store.history import load_history
+from gateway.usecases.services import Services
 
 BADGES: Table = models.Badge.__table__
 RECORDS: Table = models.VerificationRecord.__table__
@@ -231,3 +233,22 @@ def queue_gauges(db: Database) -> tuple[dict[str, int], int]:
     for (_, state), number in found.counts.items():
         by_state[state] += number
     return by_state, found.due
+
+
+class UnknownCertification(LookupError):
+    """No certification has this id."""
+
+
+def standing_on(svc: Services, certification_id: str, as_of: date) -> dict:
+    """The standing of `GET /v1/certifications/{id}` on `as_of`, from the whole history.
+
+    Raises UnknownCertification, or rules.NotCertified for a day before the grant."""
+    with svc.db.sessions() as session:
+        if session.get(models.Certification, certification_id) is None:
+            raise UnknownCertification(certification_id)
+        history = load_history(svc.db, certification_id, session.connection())
+        standing = rules.evaluate(history, as_of, svc.policy)
+        current = read_current(svc.db, session.connection(), [certification_id]).get(
+            certification_id, Current()
+        )
+        return standing_view(certification_id, standing, current)

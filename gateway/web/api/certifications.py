@@ -13,8 +13,7 @@ from gateway.rules.periods import EARLIEST_DAY, LATEST_DAY, parse_day
 from gateway.schemas import responses as r
 from gateway.schemas.events import DAYS, IN_RANGE
 from gateway.store import models
-from gateway.store.history import load_history
-from gateway.usecases.queries import Current, read_current, standing_view
+from gateway.usecases.queries import UnknownCertification, standing_on
 from gateway.web.apidoc import json_answer, operation
 from gateway.web.auth import require_scope
 from gateway.web.context import services
@@ -68,24 +67,17 @@ def _as_of() -> date:
 def get_certification(certification_id: str) -> ResponseReturnValue:
     """The standing of a certification on `as_of` (default today, UTC), from its whole history."""
     as_of = _as_of()
-    svc = services()
-    with svc.db.sessions() as session:
-        if session.get(models.Certification, certification_id) is None:
-            raise Problem(404, "Not Found", f"Certification {certification_id} is unknown.")
-        history = load_history(svc.db, certification_id, session.connection())
-        try:
-            standing = rules.evaluate(history, as_of, svc.policy)
-        except rules.NotCertified as exc:
-            raise Problem(
-                422,
-                "Unprocessable Content",
-                f"Certification {certification_id} did not exist on {as_of.isoformat()}.",
-                errors=[{"field": "as_of", "message": "Before the certification was granted."}],
-            ) from exc
-        current = read_current(svc.db, session.connection(), [certification_id]).get(
-            certification_id, Current()
-        )
-        return standing_view(certification_id, standing, current)
+    try:
+        return standing_on(services(), certification_id, as_of)
+    except UnknownCertification as exc:
+        raise Problem(404, "Not Found", f"Certification {certification_id} is unknown.") from exc
+    except rules.NotCertified as exc:
+        raise Problem(
+            422,
+            "Unprocessable Content",
+            f"Certification {certification_id} did not exist on {as_of.isoformat()}.",
+            errors=[{"field": "as_of", "message": "Before the certification was granted."}],
+        ) from exc
 
 
 @bp.get("/v1/credentials")

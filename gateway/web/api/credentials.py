@@ -15,7 +15,7 @@ from gateway.schemas.credentials import (
     CredentialCheckResultSchema,
     CredentialCheckSchema,
 )
-from gateway.usecases import openbadges, status_lists
+from gateway.usecases import openbadges, queries, status_lists
 from gateway.web.apidoc import BODY_ERRORS, empty, json_answer, operation, text
 from gateway.web.auth import allow_scope, require_scope
 from gateway.web.context import services
@@ -47,7 +47,7 @@ def get_credential(certification_id: str) -> ResponseReturnValue:
     svc = services()
     try:
         token = openbadges.issue_credential(svc, certification_id, base_url(svc.settings))
-    except openbadges.UnknownCertification as exc:
+    except queries.UnknownCertification as exc:
         raise Problem(404, "Not Found", f"Certification {certification_id} is unknown.") from exc
     except openbadges.NoCredential as exc:
         raise Problem(
