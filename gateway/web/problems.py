@@ -66,6 +66,11 @@ def unprocessable(field: str, message: str, detail: str | None = None) -> Proble
     )
 
 
+def unknown_certification(certification_id: str) -> Problem:
+    """The 404 of a certification id no certification has."""
+    return Problem(404, "Not Found", f"Certification {certification_id} is unknown.")
+
+
 def problem_response(problem: Problem) -> Response:
     """A Flask response for `problem`."""
     response = Response(json.dumps(problem.body()), status=problem.status, mimetype=PROBLEM_TYPE)

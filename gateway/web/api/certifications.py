@@ -17,7 +17,7 @@ from gateway.usecases.queries import UnknownCertification, standing_on
 from gateway.web.apidoc import json_answer, operation
 from gateway.web.auth import require_scope
 from gateway.web.context import services
-from gateway.web.problems import Problem
+from gateway.web.problems import Problem, unknown_certification
 
 bp = Blueprint("certifications", __name__)
 
@@ -70,7 +70,7 @@ def get_certification(certification_id: str) -> ResponseReturnValue:
     try:
         return standing_on(services(), certification_id, as_of)
     except UnknownCertification as exc:
-        raise Problem(404, "Not Found", f"Certification {certification_id} is unknown.") from exc
+        raise unknown_certification(certification_id) from exc
     except rules.NotCertified as exc:
         raise Problem(
             422,

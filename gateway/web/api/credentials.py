@@ -20,7 +20,13 @@ from gateway.web.apidoc import BODY_ERRORS, empty, json_answer, operation, text
 from gateway.web.auth import allow_scope, require_scope
 from gateway.web.context import services
 from gateway.web.observability import base_url
-from gateway.web.problems import UNAVAILABLE_RETRY_SECONDS, Problem, json_body, loaded
+from gateway.web.problems import (
+    UNAVAILABLE_RETRY_SECONDS,
+    Problem,
+    json_body,
+    loaded,
+    unknown_certification,
+)
 from gateway.web.ratelimit import LOOKUP_SCOPE
 
 bp = Blueprint("open_badges", __name__)
@@ -48,7 +54,7 @@ def get_credential(certification_id: str) -> ResponseReturnValue:
     try:
         token = openbadges.issue_credential(svc, certification_id, base_url(svc.settings))
     except queries.UnknownCertification as exc:
-        raise Problem(404, "Not Found", f"Certification {certification_id} is unknown.") from exc
+        raise unknown_certification(certification_id) from exc
     except openbadges.NoCredential as exc:
         raise Problem(
             409,
