@@ -11,9 +11,11 @@ from typing import Any
 from sqlalchemy import bindparam, select
 
 from gateway import rules
+from gateway.platform.config import Settings
 from gateway.store.db import Database
 from gateway.store.history import load_histories
 from gateway.store.models import Certification, VerificationRecord, utcnow
+from gateway.usecases.issuer import issuer
 
 #: A point-in-time answer for a certification on record but not yet granted on the day asked.
 NOT_CERTIFIED = "not_certified"
@@ -33,7 +35,7 @@ class Verification:
     verified_at: datetime
 
     def public(self) -> dict[str, Any]:
-        """The record as the API answers it (without the `issuer` the web adds)."""
+        """The record as the API answers it (without the `issuer` that `record_answer` adds)."""
         return {
             "certification_id": self.certification_id,
             "name": self.name,
@@ -143,3 +145,43 @@ def verify_on(
         record = public_record(policy, standing.credential, standing.status, standing.to_dict())
         results.append(Verification(certification_id, **record, verified_at=verified_at))
     return results
+
+
+class NotOnRecord(LookupError):
+    """No certification with this number is on record."""
+
+
+class NotCertifiedOn(LookupError):
+    """The certification was not yet granted on the day asked for, `on`."""
+
+    def __init__(self, certification_id: str, on: date) -> None:
+        super().__init__(certification_id, on)
+        self.on = on
+
+
+def verify_one(
+    db: Database, policy: rules.Policy, certification_id: str, on: date | None = None
+) -> Verification:
+    """The public record of one certification now (read model), or as it stood on `on`
+    (history); raises NotOnRecord, or NotCertifiedOn for a day before the grant."""
+    if on is None:
+        [found] = verify(db, policy, [certification_id])
+    else:
+        [found] = verify_on(db, policy, [certification_id], on)
+        if found == NOT_CERTIFIED:
+            raise NotCertifiedOn(certification_id, on)
+    if found is None:
+        raise NotOnRecord(certification_id)
+    return found
+
+
+def record_answer(
+    found: Verification, settings: Settings, base: str, on: date | None = None
+) -> dict[str, Any]:
+    """The JSON answer for a public record: its fields, the day asked for, and who vouches
+    (`base`: the gateway's public address)."""
+    body = found.public()
+    if on is not None:
+        body["on"] = on.isoformat()
+    body["issuer"] = issuer(settings, base)
+    return body

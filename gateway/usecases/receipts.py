@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select
 
 from gateway.store.models import Receipt
+from gateway.usecases import lookup
 from gateway.usecases.services import Services
 
 TYPE = "JWT"
@@ -63,6 +64,22 @@ def issue(
             )
         )
     return Issued(jti, claims, token)
+
+
+def issue_for(
+    svc: Services,
+    certification_id: str,
+    on: date | None,
+    issuer_url: str,
+    *,
+    client_id: str | None,
+    client_address: str | None,
+) -> Issued:
+    """Look the certification up (now, or as it stood on `on`) and sign and record a receipt of
+    the answer; raises lookup.NotOnRecord or lookup.NotCertifiedOn."""
+    found = lookup.verify_one(svc.db, svc.policy, certification_id, on)
+    answer = lookup.record_answer(found, svc.settings, issuer_url, on)
+    return issue(svc, answer, issuer_url, client_id=client_id, client_address=client_address)
 
 
 class UnknownReceipt(LookupError):

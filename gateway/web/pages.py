@@ -13,13 +13,13 @@ from flask.typing import ResponseReturnValue
 from markupsafe import Markup
 
 from gateway.platform.signing import InvalidSignature
-from gateway.usecases import lookup
+from gateway.usecases import lookup, receipts
 from gateway.usecases.issuer import issuer, logo_file
-from gateway.web.api.verifications import issue_receipt
 from gateway.web.apidoc import html, operation
+from gateway.web.auth import current_client_id
 from gateway.web.context import services
 from gateway.web.observability import base_url
-from gateway.web.problems import DATABASE_UNAVAILABLE, Problem, database_unavailable
+from gateway.web.problems import DATABASE_UNAVAILABLE, database_unavailable
 from gateway.web.ratelimit import TooManyLookups
 
 bp = Blueprint("pages", __name__)
@@ -156,11 +156,19 @@ def proof_page() -> ResponseReturnValue:
     if request.method == "HEAD":  # a receipt is issued, and recorded, only for a GET
         [found] = lookup.verify(services().db, services().policy, [number])
         return verify_page() if found is None else ("", 200, {"Cache-Control": "no-store"})
+    svc = services()
+    base = base_url(svc.settings)  # PUBLIC_BASE_URL: printed, so never the Host header's
     try:
-        issued = issue_receipt(number)
-    except Problem:
-        return verify_page()  # not on record: the lookup's own not-found card
-    base = base_url(services().settings)  # PUBLIC_BASE_URL: printed, so never the Host header's
+        issued = receipts.issue_for(
+            svc,
+            number,
+            None,
+            base,
+            client_id=current_client_id(),
+            client_address=request.remote_addr,
+        )
+    except lookup.NotOnRecord:
+        return verify_page()  # the lookup's own not-found card
     live = f"{base}{url_for('pages.verify_page', certification_id=number)}"
     return (
         render_template(

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING
 from flask import Flask
 
 from gateway.usecases import lookup
+from gateway.usecases.lookup import record_answer
 from gateway.web import plain
-from gateway.web.api.verifications import answer_etag, record_answer
+from gateway.web.api.verifications import answer_etag
 from gateway.web.ratelimit import COUNT_ADDRESS, COUNTED
 
 if TYPE_CHECKING:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from gateway.platform.config import Settings
 from gateway.schemas.responses import NotFoundResultSchema
 from gateway.schemas.verifications import (
     BatchLookupSchema,
@@ -21,7 +22,6 @@ from gateway.schemas.verifications import (
     VerificationSchema,
 )
 from gateway.usecases import lookup, receipts
-from gateway.usecases.issuer import issuer
 from gateway.web.apidoc import BODY_ERRORS, empty, json_answer, operation, results, text
 from gateway.web.auth import allow_scope, current_client_id, require_scope
 from gateway.web.context import services
@@ -38,19 +38,7 @@ _receipts = ReceiptSchema(many=True)
 def answer(found: lookup.Verification, on: date | None = None) -> dict[str, Any]:
     """The JSON answer for a public record of the current request."""
     settings = services().settings
-    return record_answer(found, settings, base_url(settings), on)
-
-
-def record_answer(
-    found: lookup.Verification, settings: Settings, base: str, on: date | None = None
-) -> dict[str, Any]:
-    """The JSON answer for a public record: its fields, the day asked for, and who vouches
-    (`base`: the gateway's public address)."""
-    body = found.public()
-    if on is not None:
-        body["on"] = on.isoformat()
-    body["issuer"] = issuer(settings, base)
-    return body
+    return lookup.record_answer(found, settings, base_url(settings), on)
 
 
 def answer_etag(body: dict[str, Any]) -> str:
@@ -83,23 +71,27 @@ def _on() -> date | None:
 
 
 @require_scope(LOOKUP_SCOPE)
-def _as_it_stood(certification_id: str, on: date) -> lookup.Verification:
-    [found] = lookup.verify_on(services().db, services().policy, [certification_id], on)
-    if found is None:
-        raise not_on_record(certification_id)
-    if found == lookup.NOT_CERTIFIED:
-        raise not_certified_on(certification_id, on)
-    return found
+def _token_for_a_past_day() -> None:
+    """Refuse a record as it stood on a past day (`?on=`) without a `verifications:read` token."""
+
+
+@contextmanager
+def _as_problems(certification_id: str) -> Iterator[None]:
+    """The lookup's exceptions as the problems the API answers."""
+    try:
+        yield
+    except lookup.NotOnRecord as exc:
+        raise not_on_record(certification_id) from exc
+    except lookup.NotCertifiedOn as exc:
+        raise not_certified_on(certification_id, exc.on) from exc
 
 
 def look_up(certification_id: str, on: date | None) -> lookup.Verification:
     """The public record now (read model), or on `on` (history; needs the scope's token)."""
     if on is not None:
-        return _as_it_stood(certification_id, on)
-    [found] = lookup.verify(services().db, services().policy, [certification_id])
-    if found is None:
-        raise not_on_record(certification_id)
-    return found
+        _token_for_a_past_day()
+    with _as_problems(certification_id):
+        return lookup.verify_one(services().db, services().policy, certification_id, on)
 
 
 @bp.get("/v1/verifications/<certification_id>")
@@ -211,24 +203,22 @@ def get_receipt(certification_id: str) -> ResponseReturnValue:
     if request.method == "HEAD":  # a receipt is issued, and recorded, only for a GET
         look_up(certification_id, on)
         return Response(mimetype="application/jose", headers={"Cache-Control": "no-store"})
-    issued = issue_receipt(certification_id, on)
+    if on is not None:
+        _token_for_a_past_day()
+    svc = services()
+    with _as_problems(certification_id):
+        issued = receipts.issue_for(
+            svc,
+            certification_id,
+            on,
+            base_url(svc.settings),
+            client_id=current_client_id(),
+            client_address=request.remote_addr,
+        )
     response = Response(issued.token, mimetype="application/jose")
     response.headers["Receipt-Reference"] = issued.jti
     response.cache_control.no_store = True
     return response
-
-
-def issue_receipt(certification_id: str, on: date | None = None) -> receipts.Issued:
-    """Look the certification up and sign and record a receipt of the answer."""
-    found = look_up(certification_id, on)
-    svc = services()
-    return receipts.issue(
-        svc,
-        answer(found, on),
-        base_url(svc.settings),
-        client_id=current_client_id(),
-        client_address=request.remote_addr,
-    )
 
 
 @bp.get("/v1/receipts")
