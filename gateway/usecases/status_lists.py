@@ -175,22 +175,6 @@ def encode(bits: bytes) -> str:
     return "u" + base64.urlsafe_b64encode(compressed).rstrip(b"=").decode()
 
 
-def decode(encoded: str) -> bytes:
-    """The bitstring an `encodedList` holds; ValueError when it is not one."""
-    if not encoded.startswith("u"):
-        raise ValueError("an encoded list starts with the multibase prefix u")
-    text = encoded[1:]
-    try:
-        return gzip.decompress(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
-    except (OSError, EOFError, ValueError) as exc:
-        raise ValueError(f"not a GZIP-compressed, base64url-encoded bitstring: {exc}") from exc
-
-
-def bit(bits: bytes, index: int) -> bool:
-    """The bit at `index` (0: the first byte's leftmost bit)."""
-    return bool(bits[index >> 3] & (0x80 >> (index & 7)))
-
-
 def status_at(connection: Connection, list_id: int, index: int) -> tuple[bool, bool] | None:
     """(revoked, suspended) of the credential at a list's index; None when none is there."""
     found = connection.execute(_AT, {"list_id": list_id, "status_index": index}).first()
