@@ -27,13 +27,12 @@ from gateway.platform import metrics, signing
 from gateway.platform.config import MAX_WHOLE_NUMBER, ConfigError, Settings
 from gateway.rules.periods import EARLIEST_DAY, LATEST_DAY
 from gateway.store.models import OutboxItem, utcnow
+from gateway.usecases import clients as api_clients
 from gateway.usecases import housekeeping
-from gateway.usecases import subscriptions as subscription_log
 from gateway.usecases.queries import backlog
 from gateway.usecases.services import signing_keys
 from gateway.usecases.sweep import FutureSweep, Scope, count
 from gateway.usecases.unclaimed import unclaimed_badges
-from gateway.web import auth
 from gateway.web.context import services
 from jobs import backfill
 from jobs.cron import SweepRunning, locked_sweep
@@ -159,14 +158,16 @@ def clients() -> None:
 
 @clients.command("create")
 @click.option("--name", required=True, help="Who the client is, e.g. 'membership system'.")
-@click.option("--scope", required=True, help=f"Space-separated scopes: {' '.join(auth.SCOPES)}.")
+@click.option(
+    "--scope", required=True, help=f"Space-separated scopes: {' '.join(api_clients.SCOPES)}."
+)
 @with_appcontext
 def clients_create(name: str, scope: str) -> None:
     """Create a client; prints {"client_id", "client_secret"} (the secret is shown only here)."""
     try:
         with services().db.transaction() as session:
-            new = auth.create_client(session, name, scope)
-    except auth.InvalidClientField as exc:
+            new = api_clients.create_client(session, name, scope)
+    except api_clients.InvalidClientField as exc:
         raise click.BadParameter(str(exc), param_hint=f"--{exc.field}") from exc
     click.echo(json.dumps({"client_id": new.client_id, "client_secret": new.client_secret}))
 
@@ -185,7 +186,7 @@ def clients_list(as_json: bool) -> None:
                 "created_at": c.created_at.isoformat(timespec="seconds"),
                 "revoked_at": c.revoked_at.isoformat(timespec="seconds") if c.revoked_at else None,
             }
-            for c in auth.list_clients(session)
+            for c in api_clients.list_clients(session)
         ]
     if as_json:
         click.echo(json.dumps(rows))
@@ -214,9 +215,8 @@ def clients_revoke(client_id: str) -> None:
     """Revoke a client; its tokens stop working at once, and its webhook subscriptions are
     deleted (nothing more is delivered to them)."""
     with services().db.transaction() as session:
-        found = auth.revoke_client(session, client_id)
-        removed = subscription_log.remove_all(session, client_id) if found else 0
-    if not found:
+        removed = api_clients.revoke(session, client_id)
+    if removed is None:
         raise click.ClickException(f"no client {client_id}")
     click.echo(f"revoked {client_id}; {removed} webhook subscriptions deleted")
 

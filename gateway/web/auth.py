@@ -6,7 +6,6 @@ import functools
 import hashlib
 import json
 import secrets
-import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -28,17 +27,16 @@ from authlib.oauth2.rfc6750 import BearerTokenValidator, InvalidTokenError
 from flask import Blueprint, Flask, Response, current_app, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import bindparam, select
-from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from gateway.schemas.responses import TokenRequestSchema, TokenSchema
 from gateway.store.db import Database
 from gateway.store.models import OAuthClient, OAuthToken, utcnow
+from gateway.usecases.clients import SCOPES
 from gateway.web.apidoc import FORM, json_answer, operation
 from gateway.web.context import services
 from gateway.web.problems import PROBLEM_TYPE, Problem
 
-SCOPES = ("events:write", "certifications:read", "verifications:read", "admin")
 _ERROR_TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden"}
 
 
@@ -429,88 +427,3 @@ def init_app(app: Flask) -> None:
     server.register_client_auth_method("client_secret_basic", _client_secret_basic)
     server.register_grant(ClientCredentials)
     app.extensions["oauth_server"] = server
-
-
-# --- client administration (the `gateway clients` commands) -------------------------------
-
-
-@dataclass(frozen=True)
-class NewClient:
-    """A client just created; the secret is shown once and never stored."""
-
-    client_id: str
-    client_secret: str
-
-
-class InvalidClientField(ValueError):
-    """A client's `field` (name or scope) that cannot be stored as given; the message says why."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-
-
-def validate_scope(scope: str) -> list[str]:
-    """The scopes of `scope`, or InvalidClientField naming the unknown ones."""
-    scopes = list(dict.fromkeys(scope.split()))  # each once, in the order given
-    unknown = [s for s in scopes if s not in SCOPES]
-    if unknown or not scopes:
-        raise InvalidClientField(
-            "scope",
-            f"unknown scope(s) {' '.join(unknown) or '(none given)'}; "
-            f"choose from {' '.join(SCOPES)}",
-        )
-    return scopes
-
-
-#: Unicode categories a client's name may not hold: controls, format characters (such as a
-#: right-to-left override, which shows the name reversed), line and paragraph separators,
-#: private-use characters and surrogates.
-UNPRINTED = frozenset({"Cc", "Cf", "Zl", "Zp", "Co", "Cs"})
-
-
-def validate_client_name(name: str) -> str:
-    """`name` if it can name a client: some text, at most the column's length, nothing
-    UNPRINTED (a line break would forge a row of `gateway clients list`); else
-    InvalidClientField saying why."""
-    limit = OAuthClient.__table__.c.name.type.length
-    control = any(unicodedata.category(c) in UNPRINTED for c in name)
-    if not name.strip() or len(name) > limit or control:
-        raise InvalidClientField(
-            "name",
-            f"a client's name is 1 to {limit} characters, not blank, without control or "
-            "formatting characters",
-        )
-    return name
-
-
-def create_client(session: Session, name: str, scope: str) -> NewClient:
-    """Register a client with `scope`; its secret is stored only as a hash."""
-    name, scopes = validate_client_name(name), validate_scope(scope)
-    client = NewClient(client_id=secrets.token_hex(16), client_secret=secrets.token_urlsafe(32))
-    session.add(
-        OAuthClient(
-            client_id=client.client_id,
-            client_secret_hash=generate_password_hash(client.client_secret),
-            name=name,
-            scope=" ".join(scopes),
-        )
-    )
-    return client
-
-
-def list_clients(session: Session) -> list[OAuthClient]:
-    """Every registered client, oldest first."""
-    return list(session.scalars(select(OAuthClient).order_by(OAuthClient.id)))
-
-
-def revoke_client(session: Session, client_id: str, when: datetime | None = None) -> bool:
-    """Revoke a client and its tokens; False when no such client exists. The client's row stays
-    locked to the end of the transaction (what its requests write waits, then sees it revoked)."""
-    row = session.scalar(
-        select(OAuthClient).where(OAuthClient.client_id == client_id).with_for_update()
-    )
-    if row is None:
-        return False
-    row.revoked_at = row.revoked_at or when or utcnow()
-    return True

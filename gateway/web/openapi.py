@@ -26,6 +26,7 @@ from marshmallow import fields, validate
 
 from gateway.schemas import responses as r
 from gateway.schemas.events import DATA_SCHEMAS, EnvelopeSchema
+from gateway.usecases.clients import SCOPES
 from gateway.web.apidoc import (
     ERROR_HEADERS,
     ERRORS,
@@ -38,7 +39,7 @@ from gateway.web.apidoc import (
     json_answer,
     operation,
 )
-from gateway.web.auth import SCOPES, scope_rule
+from gateway.web.auth import scope_rule
 from gateway.web.problems import PROBLEM_TYPE
 from gateway.web.security import PATH_SEGMENT
 

@@ -12,8 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from gateway.cli import cli
-from gateway.usecases import subscriptions
-from gateway.web import auth
+from gateway.usecases import clients, subscriptions
 from jobs import backfill
 from tests.support.events import granted
 from tests.support.http_stubs import DirectoryStub, Received, scripted, serve
@@ -97,7 +96,7 @@ def test_a_backfill_of_a_subscription_sends_the_records_it_watches(app, env):
     svc = app.extensions["gateway"]
     with serve(scripted()) as (url, received):
         with svc.db.transaction() as session:
-            employer = auth.create_client(session, "employer", "verifications:read")
+            employer = clients.create_client(session, "employer", "verifications:read")
             subscription = subscriptions.create(
                 session, employer.client_id, url, ["CERT-2", "CERT-4", "NOT-YET"]
             )

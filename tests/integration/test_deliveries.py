@@ -18,8 +18,7 @@ from standardwebhooks import Webhook
 from gateway.schemas.verifications import RECORD_FIELDS
 from gateway.store.db import Database
 from gateway.store.models import Delivery, OutboxItem, VerificationRecord, utcnow
-from gateway.usecases import subscriptions
-from gateway.web import auth
+from gateway.usecases import clients, subscriptions
 from jobs import verification
 from jobs.deliveries import queue
 from jobs.engine.claim import ClaimedItem
@@ -55,7 +54,7 @@ def make_svc(make_app, postgres_url, redis_client, redis_url):
 def watch(svc, url: str, *certification_ids: str):
     """A subscription of a new employer client to `url`, made as the API would make it."""
     with svc.db.transaction() as session:
-        employer = auth.create_client(session, "employer", "verifications:read")
+        employer = clients.create_client(session, "employer", "verifications:read")
         return subscriptions.create(
             session, employer.client_id, url, list(certification_ids) or ["CERT-1"]
         )

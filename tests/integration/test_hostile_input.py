@@ -24,7 +24,7 @@ from schemathesis.checks import (
 from gateway.bootstrap import routes_only
 from gateway.schemas.events import EXAMPLE_EVENT
 from gateway.usecases import intake
-from gateway.web.auth import SCOPES
+from gateway.usecases.clients import SCOPES
 from gateway.web.openapi import build_spec
 from gateway.web.security import MAX_HEADER_LINE, MAX_URL
 from tests.support.clients import fetch_token, register_client

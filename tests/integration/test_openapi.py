@@ -13,8 +13,9 @@ from gateway.bootstrap import routes_only
 from gateway.schemas.events import DATA_SCHEMAS, EnvelopeSchema
 from gateway.schemas.responses import HealthSchema
 from gateway.schemas.verifications import BatchLookupSchema
+from gateway.usecases.clients import SCOPES
 from gateway.web.apidoc import JSON, UndocumentedRoute, json_answer, operation
-from gateway.web.auth import SCOPES, allow_scope, require_scope, scope_rule
+from gateway.web.auth import allow_scope, require_scope, scope_rule
 from gateway.web.openapi import UNDOCUMENTED_ENDPOINTS, build_spec, openapi_path
 from tests.support.openapi_answers import mismatch, validator
 

@@ -14,7 +14,7 @@ from sqlalchemy.exc import OperationalError
 
 from gateway.store.db import Database
 from gateway.store.models import Event, OAuthToken
-from gateway.usecases import intake
+from gateway.usecases import clients, intake
 from gateway.web import auth
 from tests.support.clients import fetch_token, register_client
 from tests.support.database import truncate
@@ -133,7 +133,7 @@ def _revoked(app) -> dict[str, str]:
         .get_json()["access_token"]
     )
     with app.extensions["gateway"].db.transaction() as session:
-        assert auth.revoke_client(session, client_id)
+        assert clients.revoke_client(session, client_id)
     return {"Authorization": f"Bearer {token}"}
 
 
@@ -234,7 +234,7 @@ def test_through_gunicorn_an_event_is_answered_and_a_body_cut_short_is_a_400(
     truncate(postgres_url)
     db = Database(postgres_url)
     with db.transaction() as session:
-        new = auth.create_client(session, "plain", "events:write")
+        new = clients.create_client(session, "plain", "events:write")
     port = free_port()
     server = start_serve(serve_env(tmp_path, postgres_url, port, WEB_WORKERS="1"), tmp_path / "log")
     try:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from flask import Flask
 from werkzeug.routing import IntegerConverter, Rule
 
-from gateway.web.auth import SCOPES
+from gateway.usecases.clients import SCOPES
 from gateway.web.openapi import UNDOCUMENTED_ENDPOINTS, openapi_path
 from tests.support.clients import fetch_token
 

@@ -7,10 +7,10 @@ from flask import Flask
 
 def register_client(app: Flask, scope: str, name: str = "test client") -> tuple[str, str]:
     """Create an API client directly in the app's database; returns (client_id, secret)."""
-    from gateway.web import auth
+    from gateway.usecases import clients
 
     with app.extensions["gateway"].db.transaction() as session:
-        new = auth.create_client(session, name, scope)
+        new = clients.create_client(session, name, scope)
     return new.client_id, new.client_secret
 
 

@@ -1,0 +1,109 @@
+"""API clients of the OAuth 2.0 client-credentials grant: registering, listing and revoking them
+(the `gateway clients` commands); the token endpoint and the token checks are `gateway.web.auth`."""
+
+from __future__ import annotations
+
+import secrets
+import unicodedata
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from werkzeug.security import generate_password_hash
+
+from gateway.store.models import OAuthClient, utcnow
+from gateway.usecases import subscriptions
+
+#: The scopes a client may be granted (docs/api.md).
+SCOPES = ("events:write", "certifications:read", "verifications:read", "admin")
+
+
+@dataclass(frozen=True)
+class NewClient:
+    """A client just created; the secret is shown once and never stored."""
+
+    client_id: str
+    client_secret: str
+
+
+class InvalidClientField(ValueError):
+    """A client's `field` (name or scope) that cannot be stored as given; the message says why."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def validate_scope(scope: str) -> list[str]:
+    """The scopes of `scope`, or InvalidClientField naming the unknown ones."""
+    scopes = list(dict.fromkeys(scope.split()))  # each once, in the order given
+    unknown = [s for s in scopes if s not in SCOPES]
+    if unknown or not scopes:
+        raise InvalidClientField(
+            "scope",
+            f"unknown scope(s) {' '.join(unknown) or '(none given)'}; "
+            f"choose from {' '.join(SCOPES)}",
+        )
+    return scopes
+
+
+#: Unicode categories a client's name may not hold: controls, format characters (such as a
+#: right-to-left override, which shows the name reversed), line and paragraph separators,
+#: private-use characters and surrogates.
+UNPRINTED = frozenset({"Cc", "Cf", "Zl", "Zp", "Co", "Cs"})
+
+
+def validate_client_name(name: str) -> str:
+    """`name` if it can name a client: some text, at most the column's length, nothing
+    UNPRINTED (a line break would forge a row of `gateway clients list`); else
+    InvalidClientField saying why."""
+    limit = OAuthClient.__table__.c.name.type.length
+    control = any(unicodedata.category(c) in UNPRINTED for c in name)
+    if not name.strip() or len(name) > limit or control:
+        raise InvalidClientField(
+            "name",
+            f"a client's name is 1 to {limit} characters, not blank, without control or "
+            "formatting characters",
+        )
+    return name
+
+
+def create_client(session: Session, name: str, scope: str) -> NewClient:
+    """Register a client with `scope`; its secret is stored only as a hash."""
+    name, scopes = validate_client_name(name), validate_scope(scope)
+    client = NewClient(client_id=secrets.token_hex(16), client_secret=secrets.token_urlsafe(32))
+    session.add(
+        OAuthClient(
+            client_id=client.client_id,
+            client_secret_hash=generate_password_hash(client.client_secret),
+            name=name,
+            scope=" ".join(scopes),
+        )
+    )
+    return client
+
+
+def list_clients(session: Session) -> list[OAuthClient]:
+    """Every registered client, oldest first."""
+    return list(session.scalars(select(OAuthClient).order_by(OAuthClient.id)))
+
+
+def revoke(session: Session, client_id: str) -> int | None:
+    """Revoke a client: its tokens stop working at once and its webhook subscriptions are
+    deleted; how many were, or None when no such client exists."""
+    if not revoke_client(session, client_id):
+        return None
+    return subscriptions.remove_all(session, client_id)
+
+
+def revoke_client(session: Session, client_id: str, when: datetime | None = None) -> bool:
+    """Revoke a client and its tokens; False when no such client exists. The client's row stays
+    locked to the end of the transaction (what its requests write waits, then sees it revoked)."""
+    row = session.scalar(
+        select(OAuthClient).where(OAuthClient.client_id == client_id).with_for_update()
+    )
+    if row is None:
+        return False
+    row.revoked_at = row.revoked_at or when or utcnow()
+    return True
