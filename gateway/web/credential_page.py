@@ -14,7 +14,7 @@ from gateway.web.apidoc import FORM, html, operation
 from gateway.web.context import services
 from gateway.web.observability import base_url
 from gateway.web.problems import DATABASE_UNAVAILABLE, database_unavailable
-from gateway.web.ratelimit import TooManyLookups
+from gateway.web.ratelimit import TooManyRequests
 
 bp = Blueprint("credential_page", __name__)
 
@@ -77,8 +77,8 @@ def check() -> ResponseReturnValue:
     return _page(pasted, outcome=openbadges.check_credential(svc, pasted, base_url(svc.settings)))
 
 
-@bp.errorhandler(TooManyLookups)
-def too_many_checks(exc: TooManyLookups) -> ResponseReturnValue:
+@bp.errorhandler(TooManyRequests)
+def too_many_checks(exc: TooManyRequests) -> ResponseReturnValue:
     """Over the limit: the form again, saying so, with status 429 and Retry-After."""
     return _page(notice=exc.detail), 429, exc.headers
 

@@ -20,7 +20,7 @@ from gateway.web.auth import current_client_id
 from gateway.web.context import services
 from gateway.web.observability import base_url
 from gateway.web.problems import DATABASE_UNAVAILABLE, database_unavailable
-from gateway.web.ratelimit import TooManyLookups
+from gateway.web.ratelimit import TooManyRequests
 
 bp = Blueprint("pages", __name__)
 
@@ -278,8 +278,8 @@ def _page_again(notice: str, number: str = "") -> str:
     return render_template("verify.html", number=number, notice=notice)
 
 
-@bp.errorhandler(TooManyLookups)
-def too_many_lookups(exc: TooManyLookups) -> ResponseReturnValue:
+@bp.errorhandler(TooManyRequests)
+def too_many_lookups(exc: TooManyRequests) -> ResponseReturnValue:
     """Over the limit: the page again, saying so, with status 429 and Retry-After."""
     return _page_again(exc.detail), 429, exc.headers
 

@@ -47,8 +47,9 @@ NOT_LOOKUPS = frozenset({"verifications.list_receipts"})
 COUNTED = "gateway.lookup_counted"
 
 
-class TooManyLookups(Problem):
-    """A lookup over its limit: 429 with `Retry-After`."""
+class TooManyRequests(Problem):
+    """A request over its rate limit (lookups, Credly notifications, failed client
+    authentications): 429 with `Retry-After`."""
 
     def __init__(self, detail: str, retry_after: int) -> None:
         super().__init__(
@@ -144,7 +145,7 @@ def init_app(
         counted = request.environ.pop(COUNTED, None)
         refused = counted[0] if counted else counter.hit(items, key, cost)
         if refused is not None:
-            raise TooManyLookups(detail, counter.retry_after(refused, key))
+            raise TooManyRequests(detail, counter.retry_after(refused, key))
 
     def limit_api(cost: int = 1) -> None:
         client = lookup_client()
@@ -184,7 +185,7 @@ def init_app(
         if refused is not None:
             metrics.CREDLY_NOTIFICATIONS.labels("rate_limited").inc()
             detail = f"Too many notifications from this address: the limit is {notifications[0]}."
-            raise TooManyLookups(detail, counter.retry_after(refused, key))
+            raise TooManyRequests(detail, counter.retry_after(refused, key))
 
     def admit_check() -> int | None:
         """None when one more notification may be checked, else seconds until one may."""
@@ -207,7 +208,7 @@ def init_app(
                     "Too many failed client authentications from this address: the limit is "
                     f"{settings.token_failure_rate_limit}."
                 )
-                raise TooManyLookups(detail, counter.retry_after(refused, failures_key()))
+                raise TooManyRequests(detail, counter.retry_after(refused, failures_key()))
 
     @app.after_request
     def count_token_failures(response: Response) -> Response:
