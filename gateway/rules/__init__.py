@@ -43,7 +43,7 @@ from .standing import (
     Standing,
     evaluate,
 )
-from .validation import Violation, validate
+from .validation import Violation, kept, validate
 
 __all__ = [
     "ACTIVE",
@@ -82,6 +82,7 @@ __all__ = [
     "evaluate",
     "in_hundredths",
     "json_number",
+    "kept",
     "load_policy",
     "scheduled_change",
     "to_points",

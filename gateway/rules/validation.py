@@ -1,4 +1,4 @@
-"""Which rules of docs/rules.md a new event breaks, given its certification's accepted history."""
+"""Which rules of docs/rules.md a new event breaks, given its certification's recorded history."""
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
@@ -32,10 +32,22 @@ class Violation:
     message: str
 
 
+def kept(violations: Sequence[Violation]) -> bool:
+    """Whether an event refused for `violations` is kept in its certification's history.
+
+    CERT-LAPSED alone depends on which events arrived before: the refused payment or activity is
+    kept, and counts once events that arrive later show no lapse by its date, as it would have
+    counted had the events arrived in date order (a standing ignores what is dated on or after a
+    lapse).
+    """
+    return bool(violations) and all(v.rule == ids.CERT_LAPSED for v in violations)
+
+
 def validate(
     history: Sequence[Event], event: Event, *, policy: Policy, received_at: datetime
 ) -> list[Violation]:
-    """The rules `event` breaks given the ACCEPTED `history` (empty list: accept it).
+    """The rules `event` breaks given the recorded `history`, the accepted and `kept` events
+    (empty list: accept it).
 
     CERT-UNKNOWN is the caller's: without a certification.granted in `history`, any other event
     is not checked here. The same `event_id` replayed is the caller's too.
@@ -72,7 +84,7 @@ def validate(
 
 
 class _Context:
-    """The accepted history of a certification, with its current period start."""
+    """The recorded history of a certification, with its current period start."""
 
     def __init__(self, history: Sequence[Event], grant: Granted, policy: Policy) -> None:
         self.history = history

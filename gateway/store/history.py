@@ -18,7 +18,7 @@ from sqlalchemy import Connection, Executable, Table, bindparam, select
 
 from gateway import rules
 from gateway.store.db import Database
-from gateway.store.models import Event
+from gateway.store.models import IN_HISTORY, Event
 
 Decoder = Callable[[Any], Any]
 
@@ -65,7 +65,7 @@ _HISTORIES = (
     select(EVENTS.c.certification_id, EVENTS.c.body)
     .where(
         EVENTS.c.certification_id.in_(bindparam("ids", expanding=True)),
-        EVENTS.c.status == "accepted",
+        EVENTS.c.status.in_(IN_HISTORY),
     )
     .order_by(EVENTS.c.id)
 )
@@ -74,14 +74,15 @@ _HISTORIES = (
 def load_history(
     db: Database, certification_id: str, connection: Connection | None = None
 ) -> list[rules.Event]:
-    """The accepted events of a certification, as domain events, in arrival order."""
+    """The recorded history of a certification (its accepted and kept events, see
+    `models.IN_HISTORY`), as domain events, in arrival order."""
     return load_histories(db, [certification_id], connection).get(certification_id, [])
 
 
 def load_histories(
     db: Database, certification_ids: list[str], connection: Connection | None = None
 ) -> dict[str, list[rules.Event]]:
-    """The accepted events of several certifications, by certification, in arrival order: read
+    """The recorded histories of several certifications, by certification, in arrival order: read
     in the transaction of `connection`, else on their own."""
     statement, params = histories_statement(certification_ids)
     if connection is None:

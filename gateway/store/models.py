@@ -94,6 +94,14 @@ class Certification(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
+#: The status of an event refused for CERT-LAPSED alone: answered and shown as rejected, but kept
+#: in its certification's history, where it counts once later events show no lapse by its date
+#: (docs/rules.md).
+EVENT_KEPT = "kept"
+#: The statuses of the events that make up a certification's history.
+IN_HISTORY = ("accepted", EVENT_KEPT)
+
+
 class Event(Base):
     """The append-only log of every event received, accepted or rejected, with its first answer."""
 

@@ -17,7 +17,7 @@ from gateway import rules
 from gateway.platform import metrics
 from gateway.schemas.events import Envelope, ShapeError, load_envelope
 from gateway.store.history import EVENTS, histories_of, histories_statement
-from gateway.store.models import utcnow
+from gateway.store.models import EVENT_KEPT, utcnow
 from gateway.usecases.queries import (
     Current,
     JobRow,
@@ -251,7 +251,7 @@ def _check_category(policy: rules.Policy, envelope: Envelope) -> None:
 
 @dataclass
 class _Cert:
-    """A certification as a submission goes through its events: its accepted history, and its
+    """A certification as a submission goes through its events: its recorded history, and its
     standing as last recorded (on `evaluated_on`) or as the submission's last event left it."""
 
     history: list[rules.Event]
@@ -374,7 +374,11 @@ class _Submission:
             response = problem(
                 422, "Unprocessable Content", "The event breaks the certification rules.", reasons
             )
-            self.rows.append(_event_row(row, "rejected", reasons, 422, response))
+            status = "rejected"
+            if cert is not None and rules.kept(violations):
+                status = EVENT_KEPT  # it counts once later events show no lapse by its date
+                cert.history.append(event)
+            self.rows.append(_event_row(row, status, reasons, 422, response))
             return Answer(422, response)
         assert after is not None
         if cert is None:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+from datetime import date
 
 import pytest
-from sqlalchemy import update
+from click.testing import CliRunner
+from sqlalchemy import select, update
 
-from gateway.store.models import Event, OutboxItem
+from gateway.cli import cli
+from gateway.platform import clock
+from gateway.store.models import Certification, Event, OutboxItem
 from gateway.usecases import intake
 from tests.support.events import ccp, event, fee, granted, recert, revoked
 
@@ -389,6 +393,77 @@ def test_late_events_count_by_their_own_dates(post, reader):
     post(fee(2021, "2021-01-05"))
     after = reader("/v1/certifications/CERT-1?as_of=2022-06-01").get_json()
     assert after["fees"]["paid_through"] == "2023-01-31"
+
+
+def test_a_payment_refused_for_a_lapse_later_events_undo_counts(post, reader):
+    """The payment for 2009 arrives first: with 2005-2008 unpaid the certification looks lapsed
+    since 2008-07-01, so it is refused CERT-LAPSED; once 2005-2008 arrive it counts, as it would
+    have had the payments arrived in date order."""
+    paid = {year: fee(year, f"{year}-05-01", cert="LATE") for year in range(2005, 2010)}
+    in_order = {year: fee(year, f"{year}-05-01", cert="ORDER") for year in range(2005, 2010)}
+    assert post(granted("2004-06-03", cert="LATE")).status_code == 202
+    assert post(granted("2004-06-03", cert="ORDER")).status_code == 202
+    refused = post(paid[2009])
+    assert refused.status_code == 422 and rules_of(refused) == ["CERT-LAPSED"]
+    for year in range(2005, 2009):
+        assert post(paid[year]).status_code == 202
+    for year in range(2005, 2010):
+        assert post(in_order[year]).status_code == 202
+    for as_of in ("2010-06-30", "2012-12-31", "2014-01-01"):
+        late = reader(f"/v1/certifications/LATE?as_of={as_of}").get_json()
+        ordered = reader(f"/v1/certifications/ORDER?as_of={as_of}").get_json()
+        assert {k: late[k] for k in ("status", "reasons", "fees")} == {
+            k: ordered[k] for k in ("status", "reasons", "fees")
+        }
+    assert late["fees"]["paid_through"] == "2010-06-30"
+    # The refusal stays what was answered: a replay repeats it, the record shows it.
+    replay = post(paid[2009])
+    assert replay.status_code == 422 and replay.headers["Idempotent-Replayed"] == "true"
+    record = reader(f"/v1/events/{paid[2009]['event_id']}").get_json()
+    assert record["status"] == "rejected"
+    assert [r["rule"] for r in record["reasons"]] == ["CERT-LAPSED"]
+
+
+def test_the_upgrade_keeps_the_events_an_earlier_release_refused_for_a_lapse(
+    app, post, reader, database_url, tmp_path
+):
+    post(granted("2004-06-03"))
+    late = fee(2009, "2009-05-01")
+    assert rules_of(post(late)) == ["CERT-LAPSED"]
+    assert post(fee(2005, "2005-05-01", event_id="refused-twice")).status_code == 202
+    assert rules_of(post(fee(2005, "2005-06-01"))) == ["FEE-DUPLICATE"]
+    env = {"DATABASE_URL": database_url, "INSTANCE_PATH": str(tmp_path)}
+    runner = CliRunner()
+    assert runner.invoke(cli, ["db", "downgrade", "0012"], env=env).exit_code == 0
+    with app.extensions["gateway"].db.sessions() as session:
+        statuses = session.scalars(select(Event.status).order_by(Event.id)).all()
+        assert statuses == ["accepted", "rejected", "accepted", "rejected"]
+        session.execute(update(Certification).values(next_change_on=date(2030, 1, 1)))
+        session.commit()
+    assert runner.invoke(cli, ["db", "upgrade"], env=env).exit_code == 0  # as from 0012
+    with app.extensions["gateway"].db.sessions() as session:
+        statuses = session.scalars(select(Event.status).order_by(Event.id)).all()
+        assert statuses == ["accepted", "kept", "accepted", "rejected"]
+        due = session.scalar(select(Certification.next_change_on))
+        assert due == clock.now().date()  # the daily sweep and lookups take it up again
+    for year in (2006, 2007, 2008):
+        post(fee(year, f"{year}-05-01"))
+    standing = reader("/v1/certifications/CERT-1?as_of=2012-12-31").get_json()
+    assert standing["fees"]["paid_through"] == "2010-06-30"
+
+
+def test_fees_sent_before_the_activities_give_the_standing_of_date_order(post, reader):
+    """A backfill by kind (every fee, then every CCP activity) ends as the same events sent in
+    date order: the fees refused CERT-LAPSED while the CCP cycles looked short come to count."""
+    post(granted("2016-01-15", credential="RPT"))
+    for year in range(2017, 2027):
+        post(fee(year, f"{year}-01-10"))
+    assert reader("/v1/certifications/CERT-1").get_json()["status"] == "lapsed"
+    for n, year in enumerate((2017, 2020, 2023, 2026)):
+        assert post(ccp(f"A-{n}", f"{year}-06-01", points=24)).status_code == 202
+    standing = reader("/v1/certifications/CERT-1").get_json()
+    assert standing["status"] == "active", standing["reasons"]
+    assert standing["fees"]["paid_through"] == "2027-01-31"
 
 
 def test_ccp_points_are_exact_from_request_to_storage_to_answer(post, reader):

@@ -20,6 +20,7 @@ from gateway.rules import (
     Revoked,
     Standing,
     evaluate,
+    kept,
     validate,
 )
 from tests.support.rules_factories import CRITERIA, MEMBER, NOW, POLICY, noon
@@ -168,3 +169,57 @@ def test_property_next_change_on_is_the_first_day_the_standing_changes(history, 
     for days in sorted(d for d in between if 0 < d < gap):
         assert view(evaluate(history, as_of + timedelta(days=days), POLICY)) == view(standing)
     assert view(evaluate(history, change, POLICY)) != view(standing)
+
+
+def recorded(arrivals: list[Event]) -> list[Event]:
+    """The history the intake records of events arriving in this order: each event accepted, or
+    refused but kept (CERT-LAPSED alone)."""
+    history: list[Event] = []
+    for event in arrivals:
+        violations = validate(history, event, policy=POLICY, received_at=NOW)
+        if not violations or kept(violations):
+            history.append(event)
+    return history
+
+
+@st.composite
+def late_histories(draw) -> list[Event]:
+    """A grant with years of fees, CCP activities and now and then an audit, each year and
+    activity once: what a backfill sends, in any order (recertifications, whose acceptance is
+    judged on arrival, aside)."""
+    granted_on = draw(st.dates(date(2000, 1, 1), date(2016, 12, 31)))
+    events: list[Event] = [Granted("e0", noon(granted_on), MEMBER, "RMA", granted_on)]
+    for year in range(granted_on.year + 1, granted_on.year + 14):
+        if draw(st.integers(0, 9)) < 8:  # a year paid around its due month, or not at all
+            day = max(granted_on, date(year, granted_on.month, 1)) + timedelta(
+                days=draw(st.integers(-200, 500))
+            )
+            events.append(FeePaid(f"e{len(events)}", noon(day), year, day))
+    for _ in range(draw(st.integers(0, 14))):
+        day = granted_on + timedelta(days=draw(st.integers(0, 14 * 366)))
+        points = draw(st.sampled_from(POINTS))
+        index = len(events)
+        events.append(
+            CcpActivity(f"e{index}", noon(day), f"A{index}", "professional_education", day, points)
+        )
+    if draw(st.booleans()):
+        day = granted_on + timedelta(days=draw(st.integers(0, 14 * 366)))
+        result = draw(st.sampled_from(["passed", "failed"]))
+        events.append(AuditCompleted(f"e{len(events)}", noon(day), result, day, day))
+    return events
+
+
+@SETTINGS
+@given(late_histories(), st.data())
+def test_property_the_standing_does_not_depend_on_arrival_order(events: list[Event], data):
+    """Events refused CERT-LAPSED on arrival are kept: whatever order they arrive in, the standing
+    is the one of the events accepted in date order."""
+    in_date_order: list[Event] = []
+    for event in sorted(events, key=lambda e: e.effective_on):
+        if not validate(in_date_order, event, policy=POLICY, received_at=NOW):
+            in_date_order.append(event)
+    arrivals = recorded(data.draw(st.permutations(events)))
+    granted_on = events[0].effective_on
+    for years in (1, 3, 5, 8, 12, 16, 20):
+        as_of = granted_on + timedelta(days=365 * years)
+        assert evaluate(arrivals, as_of, POLICY) == evaluate(in_date_order, as_of, POLICY)

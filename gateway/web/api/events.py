@@ -194,7 +194,7 @@ def get_event(event_id: str) -> ResponseReturnValue:
             "certification_id": row.certification_id,
             "occurred_at": row.occurred_at.isoformat(),
             "received_at": row.received_at.isoformat(),
-            "status": row.status,
+            "status": "rejected" if row.status == models.EVENT_KEPT else row.status,
             "reasons": row.reasons,
             "data": row.body.get("data"),
             "jobs": [job_view(item) for item in jobs],
