@@ -1,7 +1,8 @@
 """The certifying body's signing keys: a JWK set whose first key signs and whose every key verifies.
 
 Receipts and credentials are compact JWS (ES256) made with joserfc. Rotation puts a new key first
-and keeps the old ones, so what they signed still verifies (`gateway keys rotate`).
+and keeps the old ones, so what they signed still verifies (`gateway keys rotate`). A token's header
+names its key by the key's `kid`, or by a name made from it (`named_by`: a URL that serves the key).
 """
 
 from __future__ import annotations
@@ -9,16 +10,18 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from joserfc import jws
 from joserfc.errors import JoseError
-from joserfc.jwk import ECKey, KeySet
+from joserfc.jwk import ECKey, GuestProtocol, KeySet
 
 ALGORITHM = "ES256"
+#: How a header names a key, from the key's `kid` (a URL that serves it, say).
+KeyName = Callable[[str], str]
 
 
 class InvalidSignature(ValueError):
@@ -76,18 +79,32 @@ class SigningKeys:
         """The `kid` of the key that signs."""
         return self.keys[0].kid
 
-    def sign(self, claims: Mapping[str, Any], typ: str, cty: str | None = None) -> str:
-        """A compact JWS over `claims` (JSON), signed by the first key."""
-        header = {"alg": ALGORITHM, "kid": self.signing_kid, "typ": typ}
+    def sign(
+        self,
+        claims: Mapping[str, Any],
+        typ: str,
+        cty: str | None = None,
+        named_by: KeyName | None = None,
+    ) -> str:
+        """A compact JWS over `claims` (JSON), signed by the first key; its header's `kid` is the
+        key's own, or `named_by` of it."""
+        kid = named_by(self.signing_kid) if named_by else self.signing_kid
+        header = {"alg": ALGORITHM, "kid": kid, "typ": typ}
         if cty:
             header["cty"] = cty
         payload = json.dumps(claims, separators=(",", ":"), ensure_ascii=False)
         return jws.serialize_compact(header, payload, self.keys[0], algorithms=[ALGORITHM])
 
-    def verify(self, token: str) -> Verified:
-        """Check `token`'s signature against every key of the set; its header and claims."""
+    def verify(self, token: str, named_by: KeyName | None = None) -> Verified:
+        """Check `token`'s signature against the key its header's `kid` names: a key's own
+        `kid`, or (with `named_by`) the name `named_by` makes of it; its header and claims."""
+        named = {named_by(key.kid): key for key in self.keys} if named_by else {}
+
+        def key_of(signed: GuestProtocol) -> ECKey | KeySet:
+            return named.get(signed.headers().get("kid"), self._set)
+
         try:
-            found = jws.deserialize_compact(token.strip(), self._set, algorithms=[ALGORITHM])
+            found = jws.deserialize_compact(token.strip(), key_of, algorithms=[ALGORITHM])
             claims = json.loads(found.payload)
         except (JoseError, ValueError, TypeError) as exc:
             raise InvalidSignature(f"not a genuine signed token: {exc}") from exc
@@ -98,6 +115,11 @@ class SigningKeys:
     def public_jwks(self) -> dict[str, Any]:
         """The public halves of every key, as a JWK set document."""
         return {"keys": [key.as_dict(private=False) for key in self.keys]}
+
+    def public_jwk(self, kid: str) -> dict[str, Any] | None:
+        """The public half of the key `kid`, as a JWK; None when no key of the set has it."""
+        found = next((key for key in self.keys if key.kid == kid), None)
+        return found.as_dict(private=False) if found else None
 
 
 def _keys_of(data: Any) -> list[ECKey]:

@@ -1,10 +1,12 @@
 """Open Badges 3.0 credentials: what a member's credential and the status lists say, and a check
 of a credential someone hands us.
 
-A credential is an `OpenBadgeCredential` secured as a VC-JWT: a compact JWS (ES256, `typ`
-`vc+jwt`) whose payload is the credential itself plus the JWT claims Open Badges asks for (`iss`,
-`sub`, `jti`, `nbf`, `exp`). Its `credentialStatus` is a Bitstring Status List entry; see
-`gateway.usecases.status_lists` for the bits.
+A credential is an `OpenBadgeCredential` secured as a VC-JWT: a compact JWS whose payload is the
+credential itself plus the JWT claims Open Badges asks for (`iss`, `sub`, `jti`, `nbf`, `exp`), and
+whose JOSE header is what Open Badges 3.0 asks for: `alg` ES256, `typ` `JWT` and `kid` the URL that
+serves the signing key as a JWK (`key_url`). Its `credentialStatus` is a Bitstring Status List
+entry; see `gateway.usecases.status_lists` for the bits. Credentials signed before the header took
+that shape (`typ` `vc+jwt`, `kid` the key's bare `kid`) still verify.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from functools import partial
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import bindparam, select
 
@@ -30,7 +34,7 @@ from gateway.usecases.services import Services
 from gateway.usecases.status_lists import LIST_SIZE, StatusEntry
 
 MEDIA_TYPE = "application/vc+jwt"
-TYP = "vc+jwt"
+TYP = "JWT"  # Open Badges 3.0: `typ`, if present, MUST be "JWT"
 VC_CONTEXT = "https://www.w3.org/ns/credentials/v2"
 OB_CONTEXT = "https://purl.imsglobal.org/spec/ob/v3p0/context-3.0.3.json"
 #: The purpose of the list a credential names; its revocation list holds the same index.
@@ -41,6 +45,11 @@ STATUS_LIST_SECONDS = 60  # how long a status list may be cached (its `ttl`, Cac
 def issuer_id(base: str) -> str:
     """The certifying body's id: the URL its profile is served at."""
     return f"{base}/issuer"
+
+
+def key_url(base: str, kid: str) -> str:
+    """Where the public key `kid` is served as a JWK: the `kid` of what it signs."""
+    return f"{issuer_id(base)}/keys/{quote(kid, safe='')}"
 
 
 def status_list_url(base: str, list_id: int, purpose: str) -> str:
@@ -259,7 +268,7 @@ def check(
     nor suspended; every check that fails says why."""
     outcome = Outcome()
     try:
-        verified = keys.verify(token)
+        verified = keys.verify(token, named_by=partial(key_url, base))
     except InvalidSignature as exc:
         outcome.add("signature", f"The signature does not hold: {exc}.", "")
         for name in _CHECKS[1:]:
@@ -400,7 +409,12 @@ def issue_credential(svc: Services, certification_id: str, base: str) -> str:
         entry = status_lists.entry_for(connection, certification_id, period_start)
     holder = Holder(certification_id, found.credential, found.standing)
     payload = credential(svc.settings, svc.policy, base, holder, entry, utcnow())
-    return svc.keys.sign(payload, typ=TYP)
+    return _signed_by_us(svc, payload, base)
+
+
+def _signed_by_us(svc: Services, payload: dict[str, Any], base: str) -> str:
+    """`payload` as a VC-JWT, its header's `kid` the URL of the signing key."""
+    return svc.keys.sign(payload, typ=TYP, named_by=partial(key_url, base))
 
 
 def signed_status_list(svc: Services, list_id: int, purpose: str, base: str) -> tuple[str, str]:
@@ -412,12 +426,13 @@ def signed_status_list(svc: Services, list_id: int, purpose: str, base: str) -> 
         if list_id >= status_lists.list_count(connection):
             raise UnknownStatusList(list_id)
         encoded = status_lists.encode(status_lists.bitstring(connection, list_id, purpose))
-    said = f"{base}|{list_id}|{purpose}|{svc.keys.signing_kid}|{encoded}"
+    kid = key_url(base, svc.keys.signing_kid)  # in the header: a new one is a new ETag
+    said = f"{base}|{list_id}|{purpose}|{TYP}|{kid}|{encoded}"
     etag = hashlib.sha256(said.encode()).hexdigest()[:32]
     cached = _signed.get((list_id, purpose))
     if cached is None or cached[0] != etag:
         payload = status_list_credential(base, list_id, purpose, encoded, utcnow())
-        cached = _signed[(list_id, purpose)] = (etag, svc.keys.sign(payload, typ=TYP))
+        cached = _signed[(list_id, purpose)] = (etag, _signed_by_us(svc, payload, base))
     return cached
 
 

@@ -99,6 +99,7 @@ PATH_PARAMETERS: dict[str, tuple[str, str | None]] = {
     "list_id": ("The status list, as a credential's `statusListCredential` names it.", "0"),
     "purpose": ("Which bitstring: `revocation` (for good) or `suspension` (a lapse).", None),
     "code": ("A credential code, as an achievement's `humanCode` gives it.", "RMA"),
+    "kid": ("A signing key's `kid`, as `/.well-known/jwks.json` names it.", None),
 }
 #: Path parameters that are not any path segment: their own JSON schema.
 PATH_SCHEMAS: dict[str, dict[str, Any]] = {

@@ -11,7 +11,9 @@ import threading
 import time
 import tracemalloc
 from datetime import UTC, date, datetime
+from functools import partial
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import jsonschema
 import jwt
@@ -25,6 +27,7 @@ from gateway.schemas.credentials import MAX_CREDENTIAL_LENGTH
 from gateway.store.db import Database
 from gateway.store.models import Certification, CredentialStatusEntry, Member, utcnow
 from gateway.usecases import intake, status_lists
+from gateway.usecases.openbadges import key_url
 from gateway.usecases.sweep import Scope, sweep
 from tests.support.database import truncate
 from tests.support.events import granted, recert, revoked
@@ -57,13 +60,28 @@ def fetch(client, reader, cert="CERT-1") -> str:
     return answer.get_data(as_text=True)
 
 
+def dereferenced(client, kid: str) -> dict:
+    """The JWK a header's `kid` URL serves (Open Badges 3.0's "dereference the kid")."""
+    url = urlsplit(kid)
+    assert url.scheme in ("http", "https") and url.path.startswith("/issuer/keys/"), kid
+    answer = client.get(url.path, base_url=f"{url.scheme}://{url.netloc}")
+    assert answer.status_code == 200 and answer.mimetype == "application/jwk+json"
+    assert answer.headers["Cache-Control"] == "public, max-age=300"
+    return answer.get_json()
+
+
 def independently_verified(client, token: str) -> dict:
-    """The claims of `token`, checked by PyJWT against the served JWK set."""
-    keys = jwt.PyJWKSet.from_dict(client.get("/.well-known/jwks.json").get_json())
+    """The claims of `token`, checked by PyJWT with the key its header's `kid` URL serves, which
+    the served JWK set also holds under the `kid` at the URL's end."""
     header = jwt.get_unverified_header(token)
-    assert header["typ"] == "vc+jwt" and header["alg"] == "ES256"
-    key = next(k for k in keys.keys if k.key_id == header["kid"])
-    return jwt.decode(token, key.key, algorithms=["ES256"], options={"require": ["iss", "nbf"]})
+    assert header.keys() == {"alg", "kid", "typ"}  # Open Badges 3.0 allows no other header
+    assert header["typ"] == "JWT" and header["alg"] == "ES256"
+    jwk = dereferenced(client, header["kid"])
+    assert "d" not in jwk and jwk["kty"] == "EC" and jwk["crv"] == "P-256"
+    keys = jwt.PyJWKSet.from_dict(client.get("/.well-known/jwks.json").get_json())
+    assert keys[unquote(header["kid"].rsplit("/issuer/keys/", 1)[1])].key_id == jwk["kid"]
+    key = jwt.PyJWK(jwk).key
+    return jwt.decode(token, key, algorithms=["ES256"], options={"require": ["iss", "nbf"]})
 
 
 def status_bits(client, credential: dict) -> dict[str, bool]:
@@ -127,7 +145,8 @@ def test_a_credential_is_signed_schema_valid_and_verifies_against_the_served_key
     profile = client.get("/issuer").get_json()  # at the issuer's id URL, with its keys
     assert profile["id"] == credential["issuer"]["id"]
     kid = jwt.get_unverified_header(token)["kid"]
-    assert f"{profile['id']}#{kid}" in [method["id"] for method in profile["verificationMethod"]]
+    assert kid.startswith(f"{profile['id']}/keys/")  # under the issuer's id, as its achievements
+    assert kid in [method["id"] for method in profile["verificationMethod"]]
     assert "d" not in profile["verificationMethod"][0]["publicKeyJwk"]
 
     again = independently_verified(client, fetch(client, reader))  # the same credential again
@@ -163,9 +182,8 @@ def test_the_issuer_and_urls_come_from_public_base_url(database_url, make_app, t
     )
     client = app.test_client()
     record(app, granted(days_ago(30)))
-    credential = independently_verified(
-        client, fetch(client, {"Authorization": f"Bearer {_token(app)}"})
-    )
+    token = fetch(client, {"Authorization": f"Bearer {_token(app)}"})
+    credential = independently_verified(client, token)
     jsonschema.Draft201909Validator(
         SCHEMA, format_checker=jsonschema.Draft201909Validator.FORMAT_CHECKER
     ).validate(credential)
@@ -183,6 +201,10 @@ def test_the_issuer_and_urls_come_from_public_base_url(database_url, make_app, t
     )
     assert client.get("/issuer").get_json()["jwks_uri"] == (
         "https://verify.example.org/.well-known/jwks.json"
+    )
+    kid = app.extensions["gateway"].keys.signing_kid
+    assert (
+        jwt.get_unverified_header(token)["kid"] == f"https://verify.example.org/issuer/keys/{kid}"
     )
 
 
@@ -278,8 +300,16 @@ def test_a_tampered_or_foreign_credential_is_refused(app, reader):
 
     stranger = signing.SigningKeys([signing.new_key()])  # a well-formed credential, not ours
     claims = independently_verified(client, token)
-    assert check(client, stranger.sign(claims, typ="vc+jwt"))["verified"] is False
-    receipt = app.extensions["gateway"].keys.sign({**claims, "type": ["Receipt"]}, typ="vc+jwt")
+    assert check(client, stranger.sign(claims, typ="JWT"))["verified"] is False
+    ours = jwt.get_unverified_header(token)["kid"]  # a stranger's key under our key's URL
+    assert (
+        check(client, stranger.sign(claims, typ="JWT", named_by=lambda _: ours))["verified"]
+        is False
+    )
+    keys = app.extensions["gateway"].keys  # our key, named by a URL that is not ours
+    foreign = keys.sign(claims, typ="JWT", named_by=lambda kid: f"https://other.example/{kid}")
+    assert failed(check(client, foreign))["signature"].startswith("The signature does not hold")
+    receipt = keys.sign({**claims, "type": ["Receipt"]}, typ="JWT")
     assert failed(check(client, receipt))["signature"] == (
         "Signed by us, but not an Open Badges credential."
     )
@@ -294,17 +324,74 @@ def test_a_credential_from_elsewhere_or_expired_fails_those_checks(app, reader):
     client = app.test_client()
     record(app, granted(days_ago(30)))
     claims = independently_verified(client, fetch(client, reader))
-    keys = app.extensions["gateway"].keys
     elsewhere = {**claims, "iss": "https://other.example/issuer"}
     elsewhere["issuer"] = {**claims["issuer"], "id": "https://other.example/issuer"}
-    assert set(failed(check(client, keys.sign(elsewhere, typ="vc+jwt")))) == {"issuer"}
+    assert set(failed(check(client, signed_as_ours(app, elsewhere)))) == {"issuer"}
     expired = {**claims, "validUntil": "2020-01-01T00:00:00Z"}
-    assert failed(check(client, keys.sign(expired, typ="vc+jwt"))) == {
+    assert failed(check(client, signed_as_ours(app, expired))) == {
         "dates": "Expired at 2020-01-01T00:00:00Z."
     }
     elsewhere_list = {**claims, "credentialStatus": {**claims["credentialStatus"]}}
     elsewhere_list["credentialStatus"]["statusListCredential"] = "https://other.example/list"
-    assert set(failed(check(client, keys.sign(elsewhere_list, typ="vc+jwt")))) == {"status"}
+    assert set(failed(check(client, signed_as_ours(app, elsewhere_list)))) == {"status"}
+
+
+def test_a_credential_signed_before_the_header_named_the_key_by_url_still_verifies(app, reader):
+    """Members hold credentials whose header was `typ` vc+jwt and `kid` the bare key id."""
+    client = app.test_client()
+    record(app, granted(days_ago(30)))
+    claims = independently_verified(client, fetch(client, reader))
+    keys = app.extensions["gateway"].keys
+    earlier = keys.sign(claims, typ="vc+jwt")  # as credentials were signed then
+    assert jwt.get_unverified_header(earlier) == {
+        "alg": "ES256",
+        "kid": keys.signing_kid,
+        "typ": "vc+jwt",
+    }
+    result = check(client, earlier)
+    assert result["verified"] is True and result["credential"]["certification_id"] == "CERT-1"
+    page = client.post("/verify/credential", data={"credential": earlier})
+    assert "Signature: passed" in page.get_data(as_text=True)
+    # and the JWK set still finds its key by that bare kid, as the offline recipe did
+    served = jwt.PyJWKSet.from_dict(client.get("/.well-known/jwks.json").get_json())
+    assert jwt.decode(earlier, served[keys.signing_kid].key, algorithms=["ES256"]) == claims
+
+
+def test_the_key_url_serves_the_public_jwk_and_an_unknown_key_is_not_found(app):
+    client = app.test_client()
+    keys = app.extensions["gateway"].keys
+    jwk = dereferenced(client, f"http://localhost/issuer/keys/{keys.signing_kid}")
+    assert jwk == client.get("/.well-known/jwks.json").get_json()["keys"][0]
+    assert "d" not in jwk and jwk["kid"] == keys.signing_kid
+    unknown = client.get("/issuer/keys/nope")
+    assert unknown.status_code == 404 and unknown.mimetype == "application/problem+json"
+    assert unknown.get_json()["detail"] == "No published key has the kid 'nope'."
+    assert unknown.get_json()["errors"] == [
+        {"field": "kid", "message": "No published key has this kid."}
+    ]
+
+
+def test_a_key_of_any_kid_is_named_by_a_url_that_serves_it(database_url, make_app, tmp_path):
+    keys_file = tmp_path / "keys.json"
+    key = {**signing.new_key().as_dict(private=True), "kid": "2026/main key"}
+    keys_file.write_text(json.dumps({"keys": [key]}))
+    app = make_app(
+        database_url=database_url, jobs_synchronous=True, signing_keys_file=str(keys_file)
+    )
+    client = app.test_client()
+    record(app, granted(days_ago(30)))
+    token = fetch(client, _headers(app))
+    assert jwt.get_unverified_header(token)["kid"] == (
+        "http://localhost/issuer/keys/2026%2Fmain%20key"
+    )
+    assert independently_verified(client, token)["credentialSubject"]["licenseNumber"] == "CERT-1"
+    assert check(client, token)["verified"] is True
+
+
+def signed_as_ours(app, claims: dict) -> str:
+    """`claims` signed with the gateway's key and header, as a credential of the test host."""
+    keys = app.extensions["gateway"].keys
+    return keys.sign(claims, typ="JWT", named_by=partial(key_url, "http://localhost"))
 
 
 def test_a_check_without_a_credential_is_a_problem_naming_the_field(client):
@@ -340,7 +427,8 @@ def test_a_rotation_keeps_earlier_credentials_verifiable(database_url, make_app,
     assert independently_verified(client, old)["credentialSubject"]["licenseNumber"] == "CERT-1"
     assert check(client, old)["verified"] is True
     new = fetch(client, reader)
-    assert jwt.get_unverified_header(new)["kid"] == new_kid != jwt.get_unverified_header(old)["kid"]
+    assert jwt.get_unverified_header(new)["kid"] == f"http://localhost/issuer/keys/{new_kid}"
+    assert jwt.get_unverified_header(old)["kid"] != jwt.get_unverified_header(new)["kid"]
     assert check(client, new)["verified"] is True
 
 

@@ -110,6 +110,7 @@ def test_operations_open_to_all_ask_for_no_scope(app):
         ("GET", "/verify/credential"),
         ("POST", "/verify/credential"),
         ("GET", "/.well-known/jwks.json"),
+        ("GET", "/issuer/keys/{kid}"),
         ("GET", "/issuer"),
         ("GET", "/issuer/achievements/{code}"),
         ("GET", "/credentials/status/{list_id}/{purpose}"),

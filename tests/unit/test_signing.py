@@ -58,6 +58,26 @@ def test_a_tampered_or_foreign_token_is_refused(tmp_path):
         keys.verify("not a token")
 
 
+def test_a_header_may_name_the_key_by_a_name_made_from_its_kid(tmp_path):
+    keys = SigningKeys.load(tmp_path / "keys.json")
+
+    def url(kid: str) -> str:
+        return f"https://verify.example.org/issuer/keys/{kid}"
+
+    token = keys.sign({"n": 1}, typ="JWT", named_by=url)
+    assert jwt.get_unverified_header(token)["kid"] == url(keys.signing_kid)
+    assert keys.verify(token, named_by=url).claims == {"n": 1}
+    with pytest.raises(InvalidSignature):  # a name it was not told to accept
+        keys.verify(token)
+    with pytest.raises(InvalidSignature):  # another name ending in the same kid is not ours
+        keys.verify(token, named_by=lambda kid: f"https://elsewhere.example/{kid}")
+    bare = keys.sign({"n": 2}, typ="JWT")  # the key's own kid still names it
+    assert keys.verify(bare, named_by=url).claims == {"n": 2}
+    assert keys.public_jwk(keys.signing_kid) == keys.public_jwks()["keys"][0]
+    assert "d" not in keys.public_jwk(keys.signing_kid)
+    assert keys.public_jwk("nope") is None
+
+
 def test_rotation_signs_with_the_new_key_and_old_signatures_still_verify(tmp_path):
     path = tmp_path / "keys.json"
     before = SigningKeys.load(path)

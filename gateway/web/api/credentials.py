@@ -41,10 +41,10 @@ VC_JWT = "application/vc+jwt"
     "The member's Open Badges 3.0 credential, signed (VC-JWT)",
     tags=["credentials"],
     description="An `OpenBadgeCredential` of the current certification period as a compact JWS "
-    "(ES256, `typ` `vc+jwt`) whose keys are at `/.well-known/jwks.json`, for the member portal to "
-    "hand to the member. The subject is a salted SHA-256 hash of the member's e-mail; "
-    "`credentialStatus` names its place in a status list. Only for a certification that keeps "
-    "its badge (active or inactive).",
+    "(ES256, `typ` `JWT`, `kid` the URL `/issuer/keys/{kid}` that serves the key as a JWK; every "
+    "key is also at `/.well-known/jwks.json`), for the member portal to hand to the member. "
+    "The subject is a salted SHA-256 hash of the member's e-mail; `credentialStatus` names its "
+    "place in a status list. Only for a certification that keeps its badge (active or inactive).",
     responses={200: text("The credential (not cached: it carries the identity hash).", VC_JWT)},
     errors=("NotFound", "NoCredential"),
 )
@@ -112,7 +112,8 @@ def status_list(list_id: int, purpose: str) -> ResponseReturnValue:
     "The issuer profile: the id credentials name as their issuer",
     tags=["credentials"],
     description="An Open Badges `Profile` (name, site, contact) with the public keys its "
-    "credentials verify with (`verificationMethod`, and `jwks_uri`).",
+    "credentials verify with (`verificationMethod`, each with the id its credentials' `kid` "
+    "names, and `jwks_uri`).",
     responses={200: json_answer({"type": "object"}, "The issuer profile.")},
 )
 def issuer() -> ResponseReturnValue:
@@ -126,7 +127,7 @@ def issuer() -> ResponseReturnValue:
         **profile,
         "verificationMethod": [
             {
-                "id": f"{profile['id']}#{key['kid']}",
+                "id": openbadges.key_url(base, key["kid"]),  # what its credentials' `kid` says
                 "type": "JsonWebKey",
                 "controller": profile["id"],
                 "publicKeyJwk": key,
