@@ -2,8 +2,10 @@
 
 With several gunicorn processes set PROMETHEUS_MULTIPROC_DIR (`gateway serve` does): every process
 writes its samples there and `/metrics` aggregates them (prometheus-client's multiprocess mode).
-Workers count jobs and Credly calls: each serves its own on WORKER_METRICS_PORT, or writes them to
-the folder of the web processes of its machine when it shares their PROMETHEUS_MULTIPROC_DIR.
+Workers count their job runs and Credly calls: each serves its own on WORKER_METRICS_PORT, or
+writes them to the folder of the web processes of its machine when it shares their
+PROMETHEUS_MULTIPROC_DIR. Every worker's job outcomes are also read from the database when
+`/metrics` is scraped, wherever the workers run.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from prometheus_client import (
     multiprocess,
     start_http_server,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -29,6 +31,10 @@ from gateway.platform.config import ConfigError
 #: The queue as `/metrics` shows it: the items not yet done or failed by state, and how many are
 #: due now (read from the database when scraped).
 QueueGauges = Callable[[], tuple[Mapping[str, int], int]]
+
+#: Every worker's jobs as `/metrics` shows them: how many outbox items ended, by kind and final
+#: outcome (read from the database when scraped).
+JobOutcomes = Callable[[], Mapping[tuple[str, str], int]]
 
 #: The methods counted under their own name; any other (a client may send any token) is `other`,
 #: so that no caller can add series to the exposition.
@@ -89,6 +95,21 @@ CREDLY_ERRORS = Counter(
     ["operation"],
 )
 
+#: Every metric above: `/metrics` shows each one's HELP and TYPE even before any process has a
+#: sample of it (a web process never runs the workers' jobs).
+DESCRIBED = (
+    HTTP_REQUESTS,
+    HTTP_LATENCY,
+    EVENTS,
+    EVENT_GROUPS,
+    RULE_REJECTIONS,
+    JOBS,
+    CREDLY_LATENCY,
+    CREDLY_NOTIFICATIONS,
+    CREDLY_DRIFT,
+    CREDLY_ERRORS,
+)
+
 
 def count_event(event_type: str, status: int, body: dict, replayed: bool) -> None:
     """Count one answered event: its outcome and, for rejections, each rule."""
@@ -147,6 +168,44 @@ class BacklogCollector(Collector):
         yield depth
 
 
+class OutcomeCollector(Collector):
+    """Every worker's job outcomes, read when /metrics is scraped."""
+
+    def __init__(self, outcomes: JobOutcomes) -> None:
+        self.outcomes = outcomes
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        try:
+            counts = self.outcomes()
+        except SQLAlchemyError:
+            return  # /readyz reports the database; metrics stay up without it
+        ended = CounterMetricFamily(
+            "gateway_job_outcomes",
+            "Jobs (outbox items) that ended, by kind and outcome: done, or failed after their "
+            "last attempt. Every worker's, counted in the database; a requeued item counts again "
+            "when it ends again.",
+            labels=["kind", "outcome"],
+        )
+        for (kind, outcome), n in sorted(counts.items()):
+            ended.add_metric([kind, outcome], n)
+        yield ended
+
+
+class _Shared(Collector):
+    """Every process's samples in the shared folder, and the HELP and TYPE of each metric of
+    DESCRIBED that none has a sample of yet."""
+
+    def __init__(self, folder: str) -> None:
+        self.samples = multiprocess.MultiProcessCollector(None, path=folder)
+
+    def collect(self) -> Iterator[Metric]:
+        found = list(self.samples.collect())
+        yield from found
+        named = {metric.name for metric in found}
+        for wrapper in DESCRIBED:
+            yield from (metric for metric in wrapper.describe() if metric.name not in named)
+
+
 class _ThisProcess(Collector):
     """This process's own metrics, when it is the only one (no multiprocess directory)."""
 
@@ -187,13 +246,15 @@ def serve_process_metrics(port: int) -> None:
     start_http_server(port, registry=REGISTRY)
 
 
-def registry(queue: QueueGauges, paused: Callable[[], bool]) -> CollectorRegistry:
+def registry(
+    queue: QueueGauges, paused: Callable[[], bool], outcomes: JobOutcomes
+) -> CollectorRegistry:
     """What `/metrics` shows: every process's samples of this machine (or this process's own),
-    the outbox backlog (`queue`) and whether the Credly jobs wait for a working token (`paused`)."""
+    the outbox backlog (`queue`), whether the Credly jobs wait for a working token (`paused`) and
+    every worker's job outcomes (`outcomes`)."""
     registry = CollectorRegistry()
-    if shared_folder():
-        multiprocess.MultiProcessCollector(registry)
-    else:
-        registry.register(_ThisProcess())
+    folder = shared_folder()
+    registry.register(_Shared(folder) if folder else _ThisProcess())
     registry.register(BacklogCollector(queue, paused))
+    registry.register(OutcomeCollector(outcomes))
     return registry

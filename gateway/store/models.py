@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Date,
     DateTime,
@@ -188,6 +189,18 @@ class OutboxItem(Base):
 def job_name(outbox_id: int) -> str:
     """How operators name an outbox item's job (`gateway jobs`)."""
     return f"outbox-{outbox_id}"
+
+
+class JobOutcome(Base):
+    """How many outbox items of a kind have ended in an outcome (`done`, `failed`), counted in the
+    transaction that records each end: every worker's job outcomes, read by `/metrics` in one
+    small table (the outbox keeps its done items, so counting them there grows with history)."""
+
+    __tablename__ = "job_outcomes"
+
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)
+    outcome: Mapped[str] = mapped_column(String(16), primary_key=True)
+    total: Mapped[int] = mapped_column(BigInteger)
 
 
 class VerificationRecord(Base):

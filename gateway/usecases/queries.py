@@ -1,4 +1,5 @@
-"""Read views: a standing with what the jobs did (badge, lookup, jobs), and the queue's backlog."""
+"""Read views: a standing with what the jobs did (badge, lookup, jobs), the queue's backlog and
+the jobs' outcomes."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from gateway.usecases.services import Services
 BADGES: Table = models.Badge.__table__
 RECORDS: Table = models.VerificationRecord.__table__
 OUTBOX: Table = models.OutboxItem.__table__
+OUTCOMES: Table = models.JobOutcome.__table__
 
 RECENT_JOBS = 10
 
@@ -233,6 +235,20 @@ def queue_gauges(db: Database) -> tuple[dict[str, int], int]:
     for (_, state), number in found.counts.items():
         by_state[state] += number
     return by_state, found.due
+
+
+#: The final outcomes of a job (an outbox item), each shown for every kind that has one.
+FINAL_OUTCOMES = ("done", "failed")
+_OUTCOMES = select(OUTCOMES.c.kind, OUTCOMES.c.outcome, OUTCOMES.c.total)
+
+
+def job_outcomes(db: Database) -> dict[tuple[str, str], int]:
+    """What `/metrics` shows of every worker's jobs: how many items of each kind ended in each
+    final outcome (both shown, 0 when none has), from the few rows of `job_outcomes`."""
+    counted = {(kind, outcome): total for kind, outcome, total in db.read(_OUTCOMES)}
+    kinds = {kind for kind, _ in counted}
+    shown = {(kind, outcome): 0 for kind in kinds for outcome in FINAL_OUTCOMES}
+    return shown | counted
 
 
 class UnknownCertification(LookupError):

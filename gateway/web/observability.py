@@ -15,7 +15,7 @@ from werkzeug.sansio.utils import get_current_url
 from gateway.platform import logs, metrics
 from gateway.platform.config import Settings
 from gateway.usecases.credly_token import token_state
-from gateway.usecases.queries import queue_gauges
+from gateway.usecases.queries import job_outcomes, queue_gauges
 from gateway.usecases.services import Services
 
 #: Where a request's id is kept in its environ when it was given one before Flask saw it.
@@ -75,7 +75,9 @@ def init_app(app: Flask, svc: Services) -> None:
         return response
 
     app.extensions["metrics_registry"] = metrics.registry(
-        lambda: queue_gauges(svc.db), lambda: token_state(svc).paused()
+        lambda: queue_gauges(svc.db),
+        lambda: token_state(svc).paused(),
+        lambda: job_outcomes(svc.db),
     )
 
 

@@ -7,9 +7,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, case, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from gateway.store.db import Database
-from gateway.store.models import OutboxItem, UTCDateTime, utcnow
+from gateway.store.models import JobOutcome, OutboxItem, UTCDateTime, utcnow
 
 #: States after which an item is never run again (a failed one may be requeued).
 TERMINAL = ("done", "failed")
@@ -31,6 +32,17 @@ ENDED = (
         ),
     )
 )
+
+#: One more item of `kind` ended in `outcome` (done, failed), by dialect: the counts `/metrics`
+#: shows of every worker's jobs.
+COUNT_OUTCOME = {
+    name: dialect.insert(JobOutcome)
+    .values(kind=bindparam("kind"), outcome=bindparam("outcome"), total=1)
+    .on_conflict_do_update(
+        index_elements=[JobOutcome.kind, JobOutcome.outcome], set_={"total": JobOutcome.total + 1}
+    )
+    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+}
 
 #: The most items one claim takes (a thread claims more at once while its claims come back full).
 CLAIM_BATCH = 8
@@ -96,6 +108,16 @@ def ended(
     }
 
 
+def record_end(db: Database, connection: Connection, kind: str, values: dict[str, Any]) -> None:
+    """Record how an attempt of an item of `kind` ended (ENDED with `values`, from `ended`) in the
+    transaction of `connection`, counting a done or failed end (COUNT_OUTCOME) with it."""
+    statements = [(ENDED, values)]
+    if values["state"] in TERMINAL:
+        outcome = {"kind": kind, "outcome": values["state"]}
+        statements.append((COUNT_OUTCOME[connection.dialect.name], outcome))
+    db.execute_all(connection, statements)
+
+
 @dataclass
 class ClaimedItem:
     """An outbox item a worker has recorded `running` (committed before the handler runs)."""
@@ -117,5 +139,5 @@ class ClaimedItem:
         A handler calls this last in its last transaction: a crash before that commit leaves the
         item `running` (claimed again when its lease ends), never `done` without its outcome.
         """
-        db.execute(connection, ENDED, ended(self.id, "done", None))
+        record_end(db, connection, self.kind, ended(self.id, "done", None))
         self.done = True

@@ -21,7 +21,16 @@ from gateway.store.models import OutboxItem, UTCDateTime, utcnow
 from gateway.usecases.credly_token import token_state
 from gateway.usecases.services import Services
 from jobs import badges, credly_notifications, deliveries, notices, verification
-from jobs.engine.claim import CLAIM_BATCH, CLAIM_DUE, ENDED, GIVE_BACK, ClaimedItem, ended
+from jobs.engine.claim import (
+    CLAIM_BATCH,
+    CLAIM_DUE,
+    ENDED,
+    GIVE_BACK,
+    TERMINAL,
+    ClaimedItem,
+    ended,
+    record_end,
+)
 from jobs.engine.retry import MAX_ATTEMPTS, Deferred, RetryPolicy
 
 log = logging.getLogger("jobs.engine.outbox")
@@ -225,12 +234,14 @@ def _finish(
     due_at: datetime | None = None,
     also: Callable[[Services, Connection, ClaimedItem, str], None] | None = None,
 ) -> None:
-    """Record how the attempt ended, unless the handler recorded it done with its outcome."""
+    """Record how the attempt ended, unless the handler recorded it done with its outcome; a
+    done or failed end is counted in the same transaction (`record_end`)."""
     values = ended(item.id, state, error, due_at=due_at)
-    if also is not None and error is not None:
-        with svc.db.engine.begin() as connection:
-            also(svc, connection, item, error)
-            svc.db.execute(connection, ENDED, values)
-    elif not (state == "done" and item.done):
+    if state not in TERMINAL:
         svc.db.write(ENDED, values)
+    elif not (state == "done" and item.done):
+        with svc.db.engine.begin() as connection:
+            if also is not None and error is not None:
+                also(svc, connection, item, error)
+            record_end(svc.db, connection, item.kind, values)
     metrics.JOBS.labels(item.kind, state).inc()

@@ -26,7 +26,7 @@ from gateway.usecases import intake, queries
 from gateway.usecases.queries import badge_view
 from jobs import badges as badges_jobs
 from jobs.badges import _record
-from jobs.engine import dispatch, outbox
+from jobs.engine import context, dispatch, outbox
 from jobs.engine.claim import ClaimedItem
 from jobs.engine.dispatch import RELAY_GRACE, relay
 from jobs.engine.outbox import claim_due
@@ -46,6 +46,7 @@ from tests.support.badge_jobs import (
 )
 from tests.support.database import truncate
 from tests.support.events import event, fee, granted
+from tests.support.metrics import sample
 from tests.support.queue import work_queued
 
 pytestmark = pytest.mark.on_day("2026-12-04")  # the day its fixed dates are written for
@@ -213,6 +214,42 @@ def test_a_permanent_error_fails_at_once_is_listed_and_requeued(svc, monkeypatch
     assert badge.state == "pending" and badge.credly_badge_id == "b-1"
     assert badge.last_error is None and "error" not in badge_view(badge)
     assert json.loads(runner.invoke(cli, ["jobs", "failed", "--json"], env=env).stdout) == []
+
+
+@responses.activate
+def test_the_webs_metrics_show_every_workers_job_outcomes_from_the_database(
+    svc, make_app, monkeypatch, tmp_path
+):
+    # A web process of `gateway serve` whose workers run elsewhere: its folder holds no job run.
+    monkeypatch.setenv(metrics.MULTIPROC_DIR, str(tmp_path / "web-metrics"))
+    web = make_app(database_url=svc.settings.database_url, redis_url=svc.settings.redis_url)
+    context.use(svc)  # the jobs run as a worker's, with its Credly
+    responses.get(re.compile(re.escape(BADGES) + r"\?.*"), json=EMPTY_LIST)
+    responses.post(BADGES, status=422, json={"message": "recipient_email is invalid"})
+    responses.post(BADGES, status=201, json=badge_json())
+    submit(svc, granted("2026-03-01"))
+    drain(svc, lambda: issue_done(svc) and ended(svc, "sync_verification"))
+    [item] = items(svc, "issue_badge")
+    assert item.state == "failed"
+    dispatch.requeue(svc, [item.id])
+    drain(svc, lambda: issue_done(svc))
+
+    text = web.test_client().get("/metrics").get_data(as_text=True)
+    outcomes = {
+        (kind, outcome): sample(text, "gateway_job_outcomes_total", kind=kind, outcome=outcome)
+        for kind in ("issue_badge", "sync_verification")
+        for outcome in ("done", "failed")
+    }
+    assert outcomes == {  # the failure, then the requeued item's success
+        ("issue_badge", "done"): 1,
+        ("issue_badge", "failed"): 1,
+        ("sync_verification", "done"): 1,
+        ("sync_verification", "failed"): 0,
+    }
+    assert 'gateway_job_outcomes_total{kind="sync_verification",outcome="failed"} 0.0' in text
+    # The per-process job runs: described, though this web process ran none.
+    assert "# TYPE gateway_jobs_total counter" in text
+    assert "gateway_jobs_total{" not in text
 
 
 @responses.activate
@@ -402,14 +439,14 @@ def test_a_badges_error_and_its_items_failure_are_recorded_in_one_transaction(sv
     responses.get(re.compile(re.escape(BADGES) + r"\?.*"), json=EMPTY_LIST)
     responses.post(BADGES, status=422, json={"message": "recipient_email is invalid"})
     submit(svc, granted("2026-03-01"))
-    run = svc.db.execute
+    run = svc.db.execute_all
 
-    def lost_before_the_items_end(connection, statement, params):
-        if statement is outbox.ENDED:
+    def lost_before_the_items_end(connection, statements):
+        if any(statement is outbox.ENDED for statement, _ in statements):
             raise RuntimeError("database went away")
-        return run(connection, statement, params)
+        return run(connection, statements)
 
-    monkeypatch.setattr(svc.db, "execute", lost_before_the_items_end)
+    monkeypatch.setattr(svc.db, "execute_all", lost_before_the_items_end)
     [item] = claim_due(svc, 1)
     assert item.kind == "issue_badge"
     with pytest.raises(RuntimeError):
@@ -417,6 +454,7 @@ def test_a_badges_error_and_its_items_failure_are_recorded_in_one_transaction(sv
     [badge] = badges(svc)
     assert badge.last_error is None  # rolled back with the item's end
     assert items(svc, "issue_badge")[0].state == "running"  # claimed again once its lease ends
+    assert queries.job_outcomes(svc.db) == {}  # nor counted
 
 
 @responses.activate

@@ -13,7 +13,9 @@ from gateway.bootstrap import create_app
 from gateway.cli import cli
 from gateway.platform.config import Settings
 from gateway.store.db import Database, alembic_config
+from gateway.store.models import OutboxItem
 from gateway.usecases import intake
+from gateway.usecases.queries import job_outcomes
 from tests.support.clients import fetch_token
 from tests.support.events import granted
 from tests.support.serving import free_port
@@ -200,4 +202,31 @@ def test_a_schema_behind_this_release_stops_commands_until_it_is_upgraded(empty_
         connection.exec_driver_sql("DELETE FROM alembic_version")
     unknown = CliRunner().invoke(cli, ["clients", "list"], env=env)
     assert unknown.exit_code == 1 and "lacks migrations 0001, " in unknown.output
+    database.engine.dispose()
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgres"])
+def test_db_upgrade_counts_the_jobs_that_ended_before_it(engine, request, tmp_path):
+    if engine == "sqlite":
+        url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    else:
+        url = request.getfixturevalue("empty_database")
+    database = Database(url)
+    database.upgrade("0012")  # the release before job outcomes were counted
+    with database.transaction() as session:
+        for kind, state in [("issue_badge", "done")] * 2 + [
+            ("issue_badge", "failed"),
+            ("sync_verification", "done"),
+            ("sync_verification", "pending"),
+        ]:
+            session.add(OutboxItem(kind=kind, state=state, payload={}))
+    env = {"DATABASE_URL": url, "INSTANCE_PATH": str(tmp_path)}
+    answer = CliRunner().invoke(cli, ["db", "upgrade"], env=env)
+    assert answer.exit_code == 0, answer.output
+    assert job_outcomes(database) == {
+        ("issue_badge", "done"): 2,
+        ("issue_badge", "failed"): 1,
+        ("sync_verification", "done"): 1,
+        ("sync_verification", "failed"): 0,
+    }
     database.engine.dispose()

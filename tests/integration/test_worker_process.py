@@ -48,7 +48,8 @@ def test_a_real_worker_serves_its_job_counts_and_writes_them_to_the_shared_folde
     from tests.support.database import truncate
 
     truncate(postgres_url)
-    svc = make_app(database_url=postgres_url, redis_url=redis_url).extensions["gateway"]
+    web = make_app(database_url=postgres_url, redis_url=redis_url)
+    svc = web.extensions["gateway"]
     port = free_port()
     shared = tmp_path / "metrics" / "of-this-host"  # missing: the worker makes it
     env = worker_env(
@@ -77,6 +78,11 @@ def test_a_real_worker_serves_its_job_counts_and_writes_them_to_the_shared_folde
         host = generate_latest(registry).decode()
         assert sample(host, "gateway_jobs_total", kind="issue_badge", outcome="done") == 1
         assert sample(host, "gateway_jobs_total", kind="sync_verification", outcome="done") == 1
+        # And what any web process reports, wherever the workers run: their outcomes, counted
+        # in the database.
+        text = web.test_client().get("/metrics").get_data(as_text=True)
+        for kind in ("issue_badge", "sync_verification"):
+            assert sample(text, "gateway_job_outcomes_total", kind=kind, outcome="done") == 1
     finally:
         stop(worker)
     truncate(postgres_url)
