@@ -15,6 +15,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Text,
     TypeDecorator,
@@ -191,6 +192,9 @@ def job_name(outbox_id: int) -> str:
     return f"outbox-{outbox_id}"
 
 
+OUTCOME_SHARDS = 16
+
+
 class JobOutcome(Base):
     """How many outbox items of a kind have ended in an outcome (`done`, `failed`), counted in the
     transaction that records each end: every worker's job outcomes, read by `/metrics` in one
@@ -200,6 +204,9 @@ class JobOutcome(Base):
 
     kind: Mapped[str] = mapped_column(String(32), primary_key=True)
     outcome: Mapped[str] = mapped_column(String(16), primary_key=True)
+    #: Each end adds to one of OUTCOME_SHARDS rows drawn at random, so that concurrent ends
+    #: seldom wait for one row's lock; a reading sums them.
+    shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
     total: Mapped[int] = mapped_column(BigInteger)
 
 

@@ -239,13 +239,15 @@ def queue_gauges(db: Database) -> tuple[dict[str, int], int]:
 
 #: The final outcomes of a job (an outbox item), each shown for every kind that has one.
 FINAL_OUTCOMES = ("done", "failed")
-_OUTCOMES = select(OUTCOMES.c.kind, OUTCOMES.c.outcome, OUTCOMES.c.total)
+_OUTCOMES = select(OUTCOMES.c.kind, OUTCOMES.c.outcome, func.sum(OUTCOMES.c.total)).group_by(
+    OUTCOMES.c.kind, OUTCOMES.c.outcome
+)
 
 
 def job_outcomes(db: Database) -> dict[tuple[str, str], int]:
     """What `/metrics` shows of every worker's jobs: how many items of each kind ended in each
     final outcome (both shown, 0 when none has), from the few rows of `job_outcomes`."""
-    counted = {(kind, outcome): total for kind, outcome, total in db.read(_OUTCOMES)}
+    counted = {(kind, outcome): int(total) for kind, outcome, total in db.read(_OUTCOMES)}
     kinds = {kind for kind, _ in counted}
     shown = {(kind, outcome): 0 for kind in kinds for outcome in FINAL_OUTCOMES}
     return shown | counted

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -10,7 +11,7 @@ from sqlalchemy import Connection, bindparam, case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from gateway.store.db import Database
-from gateway.store.models import JobOutcome, OutboxItem, UTCDateTime, utcnow
+from gateway.store.models import OUTCOME_SHARDS, JobOutcome, OutboxItem, UTCDateTime, utcnow
 
 #: States after which an item is never run again (a failed one may be requeued).
 TERMINAL = ("done", "failed")
@@ -37,9 +38,10 @@ ENDED = (
 #: shows of every worker's jobs.
 COUNT_OUTCOME = {
     name: dialect.insert(JobOutcome)
-    .values(kind=bindparam("kind"), outcome=bindparam("outcome"), total=1)
+    .values(kind=bindparam("kind"), outcome=bindparam("outcome"), shard=bindparam("shard"), total=1)
     .on_conflict_do_update(
-        index_elements=[JobOutcome.kind, JobOutcome.outcome], set_={"total": JobOutcome.total + 1}
+        index_elements=[JobOutcome.kind, JobOutcome.outcome, JobOutcome.shard],
+        set_={"total": JobOutcome.total + 1},
     )
     for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
 }
@@ -113,7 +115,8 @@ def record_end(db: Database, connection: Connection, kind: str, values: dict[str
     transaction of `connection`, counting a done or failed end (COUNT_OUTCOME) with it."""
     statements = [(ENDED, values)]
     if values["state"] in TERMINAL:
-        outcome = {"kind": kind, "outcome": values["state"]}
+        shard = random.randrange(OUTCOME_SHARDS)
+        outcome = {"kind": kind, "outcome": values["state"], "shard": shard}
         statements.append((COUNT_OUTCOME[connection.dialect.name], outcome))
     db.execute_all(connection, statements)
 

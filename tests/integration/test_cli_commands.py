@@ -212,7 +212,7 @@ def test_db_upgrade_counts_the_jobs_that_ended_before_it(engine, request, tmp_pa
     else:
         url = request.getfixturevalue("empty_database")
     database = Database(url)
-    database.upgrade("0012")  # the release before job outcomes were counted
+    database.upgrade("0013")  # the release before job outcomes were counted
     with database.transaction() as session:
         for kind, state in [("issue_badge", "done")] * 2 + [
             ("issue_badge", "failed"),
