@@ -30,17 +30,21 @@ class Violation:
 
     rule: str
     message: str
+    #: Broken only because of events dated after this one (a lapse, a recertification): the
+    #: refused event is still `kept` in the history, where the standing sees it in date order.
+    provisional: bool = False
 
 
 def kept(violations: Sequence[Violation]) -> bool:
-    """Whether an event refused for `violations` is kept in its certification's history.
+    """Whether an event refused for `violations` is kept in its certification's history: when
+    each of them is `provisional`, which refusal depends only on the events that arrived before.
 
-    CERT-LAPSED alone depends on which events arrived before: the refused payment or activity is
-    kept, and counts once events that arrive later show no lapse by its date, as it would have
-    counted had the events arrived in date order (a standing ignores what is dated on or after a
-    lapse).
+    A payment or activity refused CERT-LAPSED counts once events that arrive later show no lapse
+    by its date; one dated in a period a recertification closed counts in that period (a standing
+    ignores what is dated on or after a lapse, and what is dated before its period): as it would
+    have counted had the events arrived in date order.
     """
-    return bool(violations) and all(v.rule == ids.CERT_LAPSED for v in violations)
+    return bool(violations) and all(v.provisional for v in violations)
 
 
 def validate(
@@ -115,6 +119,7 @@ class _Context:
                 ids.CERT_LAPSED,
                 f"the certification lapsed on {lapsed_on}: {what} dated {day} is not accepted "
                 "before a recertification",
+                provisional=True,
             )
 
 
@@ -161,9 +166,12 @@ def _check_fee(ctx: _Context, fee: FeePaid) -> Iterator[Violation]:
     first_year = first_membership_year(ctx.start)
     last_year = paid_on.year + ctx.policy.fee_years_ahead
     if paid_on < ctx.start:
+        granted_on = ctx.grant.certified_on
         yield Violation(
             ids.FEE_YEAR_RANGE,
             f"paid on {paid_on}, before the current certification period began on {ctx.start}",
+            provisional=paid_on >= granted_on  # in a closed period, and payable then:
+            and first_membership_year(granted_on) <= year <= last_year,
         )
     elif year < first_year:
         yield Violation(
@@ -199,6 +207,7 @@ def _check_activity(ctx: _Context, activity: CcpActivity) -> Iterator[Violation]
             ids.CCP_BEFORE_CYCLE,
             f"activity completed on {done}, before the current certification period "
             f"began on {ctx.start}",
+            provisional=done >= ctx.grant.certified_on,  # in a closed period
         )
     occurred_on = activity.occurred_at.date()  # in its own offset, as EVENT-FUTURE reads it
     if done > occurred_on:

@@ -96,9 +96,9 @@ class Certification(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
-#: The status of an event refused for CERT-LAPSED alone: answered and shown as rejected, but kept
-#: in its certification's history, where it counts once later events show no lapse by its date
-#: (docs/rules.md).
+#: The status of an event refused only because of events dated after it (`rules.kept`: a lapse, a
+#: recertification): answered and shown as rejected, but kept in its certification's history,
+#: where the standing sees it in date order (docs/rules.md, *Arrival order*).
 EVENT_KEPT = "kept"
 #: The statuses of the events that make up a certification's history.
 IN_HISTORY = ("accepted", EVENT_KEPT)

@@ -376,7 +376,7 @@ class _Submission:
             )
             status = "rejected"
             if cert is not None and rules.kept(violations):
-                status = EVENT_KEPT  # it counts once later events show no lapse by its date
+                status = EVENT_KEPT  # the standing sees it in date order
                 cert.history.append(event)
             self.rows.append(_event_row(row, status, reasons, 422, response))
             return Answer(422, response)

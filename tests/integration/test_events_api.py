@@ -424,6 +424,36 @@ def test_a_payment_refused_for_a_lapse_later_events_undo_counts(post, reader):
     assert [r["rule"] for r in record["reasons"]] == ["CERT-LAPSED"]
 
 
+def test_payments_of_a_period_a_recertification_closed_count_in_that_period(post, reader):
+    """The recertification arrives before the payments of the period it closed: they are refused
+    (a closed period) but kept, so every day before the recertification reads as in date order."""
+    fees_then = [(2011, "2011-05-01"), (2012, "2012-05-01")]
+    exam = {"exam_passed_on": "2017-02-01"}
+    for cert, order in (("LATE", ("recert", "fees")), ("ORDER", ("fees", "recert"))):
+        post(granted("2010-06-01", cert=cert))
+        for step in order:
+            if step == "recert":
+                assert post(recert("exam", "2017-03-01", cert=cert, **exam)).status_code == 202
+            for year, paid_on in fees_then if step == "fees" else ():
+                answer = post(fee(year, paid_on, cert=cert))
+                assert answer.status_code == (422 if cert == "LATE" else 202)
+        for year in (2018, 2019):
+            assert post(fee(year, f"{year}-02-01", cert=cert)).status_code == 202
+    for as_of in (
+        "2012-06-01",
+        "2013-08-01",
+        "2016-06-30",
+        "2016-07-01",
+        "2018-06-01",
+        "2026-01-01",
+    ):
+        late = reader(f"/v1/certifications/LATE?as_of={as_of}").get_json()
+        ordered = reader(f"/v1/certifications/ORDER?as_of={as_of}").get_json()
+        keys = ("status", "reasons", "fees", "certified_on", "recertification")
+        assert {k: late[k] for k in keys} == {k: ordered[k] for k in keys}, as_of
+    assert late["certified_on"] == "2017-03-01"
+
+
 def test_the_upgrade_keeps_the_events_an_earlier_release_refused_for_a_lapse(
     app, post, reader, database_url, tmp_path
 ):
