@@ -228,12 +228,8 @@ def _assess(events: _History, as_of: date, policy: Policy) -> tuple[Standing, bo
     revocation = events.revocations[0] if events.revocations else None
     if revocation is not None and revocation.revoked_on > as_of:
         revocation = None
-    recert = _last_recertification(events.recerts, grant.certified_on, as_of)
-    # RECERT-RESET; decision: what is dated on the recertification day belongs to the new period.
-    start = grant.certified_on if recert is None else recert.completed_on
-    # CCP-GRANDFATHERED: certified before the cutoff and never recertified.
-    ccp_required = recert is not None or grant.certified_on >= policy.grandfather_cutoff
-    period = _Period(events, start, as_of, credential, ccp_required, policy, first=recert is None)
+    recert = _counted_recertification(events, grant, as_of, credential, policy)
+    period = _period(events, grant, recert, as_of, credential, policy)
     lapsed = period.lapse <= as_of
     at = period.lapse if lapsed else as_of  # decision: a lapse freezes the rules' view on its day
     methods: tuple[str, ...] = ()
@@ -259,7 +255,7 @@ def _assess(events: _History, as_of: date, policy: Policy) -> tuple[Standing, bo
     standing = Standing(
         credential=grant.credential,
         member=_member_on(grant.member, events.updates, as_of),
-        certified_on=start,
+        certified_on=period.start,
         first_certified_on=grant.certified_on,
         as_of=as_of,
         status=status,
@@ -274,14 +270,63 @@ def _assess(events: _History, as_of: date, policy: Policy) -> tuple[Standing, bo
     return standing, period.later_events or events.any_after(as_of)
 
 
-def _last_recertification(
-    recerts: list[Recertified], granted_on: date, as_of: date
+def _period(
+    events: _History,
+    grant: Granted,
+    recert: Recertified | None,
+    as_of: date,
+    credential: CredentialPolicy,
+    policy: Policy,
+) -> "_Period":
+    """The certification period that `recert` (None: the grant) started, as seen on `as_of`."""
+    # RECERT-RESET; decision: what is dated on the recertification day belongs to the new period.
+    start = grant.certified_on if recert is None else recert.completed_on
+    # CCP-GRANDFATHERED: certified before the cutoff and never recertified.
+    ccp_required = recert is not None or grant.certified_on >= policy.grandfather_cutoff
+    return _Period(events, start, as_of, credential, ccp_required, policy, first=recert is None)
+
+
+def _counted_recertification(
+    events: _History, grant: Granted, as_of: date, credential: CredentialPolicy, policy: Policy
 ) -> Recertified | None:
-    """The latest recertification counting on `as_of`; none dated before the grant counts."""
-    for recert in reversed(recerts):
-        if recert.completed_on <= as_of:
-            return recert if recert.completed_on >= granted_on else None
-    return None
+    """The latest recertification counting on `as_of`, the recorded ones judged in date order:
+    none dated before the grant counts, and one counts only when the period before it had
+    lapsed by its day (RECERT-NOT-LAPSED), by exam after 10 years of lapse (RECERT-EXAM-ONLY),
+    an exam passed on or after the lapse (RECERT-EXAM-RESULT). Those the intake accepted pass;
+    a recertification refused for these alone is kept, and counts once the history shows it."""
+    current = None
+    for recert in events.recerts:
+        done = recert.completed_on
+        if done > as_of:
+            break
+        start = grant.certified_on if current is None else current.completed_on
+        if done < start:
+            continue
+        lapse = _period(events, grant, current, done, credential, policy).lapse
+        if lapse > done:
+            continue
+        if recert.method == METHOD_EXAM:
+            passed = recert.exam_passed_on
+            if passed is None or passed < lapse or passed > done:
+                continue
+        elif done >= add_years(lapse, policy.exam_only_years):
+            continue
+        current = recert
+    return current
+
+
+def period_start(history: Iterable[Event], policy: Policy) -> date | None:
+    """The first day of the certification's latest period (its grant's, or that of the latest
+    recertification that counts); None without a grant."""
+    events = _History(history)
+    if not events.grants:
+        return None
+    grant = events.grants[0]
+    credential = policy.credentials.get(grant.credential)
+    if credential is None:
+        return grant.certified_on
+    recert = _counted_recertification(events, grant, date.max, credential, policy)
+    return grant.certified_on if recert is None else recert.completed_on
 
 
 def _member_on(member: Member, updates: list[MemberUpdated], as_of: date) -> Member:

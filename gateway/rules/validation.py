@@ -21,7 +21,7 @@ from .events import (
 from .periods import add_years, cycle_end, cycle_index, cycle_start, first_membership_year
 from .points import plain
 from .policy import Policy
-from .standing import LAPSED, evaluate
+from .standing import LAPSED, evaluate, period_start
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,17 +94,10 @@ class _Context:
         self.history = history
         self.grant = grant
         self.policy = policy
-        # decision: the current period is the one of the latest accepted recertification; events
-        # dated before it belong to a closed period and are rejected (CCP-BEFORE-CYCLE,
+        # decision: the current period is the one of the latest recertification that counts;
+        # events dated before it belong to a closed period and are rejected (CCP-BEFORE-CYCLE,
         # FEE-YEAR-RANGE, RECERT-NOT-LAPSED).
-        self.start = max(
-            (
-                e.completed_on
-                for e in history
-                if isinstance(e, Recertified) and e.completed_on >= grant.certified_on
-            ),
-            default=grant.certified_on,
-        )
+        self.start = period_start(history, policy) or grant.certified_on
 
     def lapsed_on(self, day: date) -> date | None:
         """The day the certification lapsed if it is lapsed on `day`, else None."""
@@ -165,18 +158,21 @@ def _check_fee(ctx: _Context, fee: FeePaid) -> Iterator[Violation]:
     year, paid_on = fee.membership_year, fee.paid_on
     first_year = first_membership_year(ctx.start)
     last_year = paid_on.year + ctx.policy.fee_years_ahead
+    # Payable in the grant's period: a refusal that only a recertification's period makes is
+    # provisional (the recertification may not count once the whole history is known).
+    granted_on = ctx.grant.certified_on
+    payable = paid_on >= granted_on and first_membership_year(granted_on) <= year <= last_year
     if paid_on < ctx.start:
-        granted_on = ctx.grant.certified_on
         yield Violation(
             ids.FEE_YEAR_RANGE,
             f"paid on {paid_on}, before the current certification period began on {ctx.start}",
-            provisional=paid_on >= granted_on  # in a closed period, and payable then:
-            and first_membership_year(granted_on) <= year <= last_year,
+            provisional=payable,  # in a closed period
         )
     elif year < first_year:
         yield Violation(
             ids.FEE_YEAR_RANGE,
             f"membership year {year} is before the first payable year {first_year}",
+            provisional=payable,
         )
     elif year > last_year:
         yield Violation(
@@ -266,15 +262,22 @@ def _check_employment(ctx: _Context, activity: CcpActivity) -> Iterator[Violatio
 def _check_recertification(ctx: _Context, recert: Recertified) -> Iterator[Violation]:
     done = recert.completed_on
     lapsed_on = None
+    # Whether it recertifies depends on the lapse the history shows before it: these refusals
+    # are provisional, the standing judging the recertification in date order.
     if done < ctx.start:
         yield Violation(
             ids.RECERT_NOT_LAPSED,
             f"completed on {done}, before the current certification period began on {ctx.start}",
+            provisional=done >= ctx.grant.certified_on,
         )
     else:
         lapsed_on = ctx.lapsed_on(done)
         if lapsed_on is None:
-            yield Violation(ids.RECERT_NOT_LAPSED, f"the certification is not lapsed on {done}")
+            yield Violation(
+                ids.RECERT_NOT_LAPSED,
+                f"the certification is not lapsed on {done}",
+                provisional=True,
+            )
         elif recert.method != METHOD_EXAM and done >= add_years(
             lapsed_on, ctx.policy.exam_only_years
         ):
@@ -282,6 +285,7 @@ def _check_recertification(ctx: _Context, recert: Recertified) -> Iterator[Viola
                 ids.RECERT_EXAM_ONLY,
                 f"lapsed since {lapsed_on}, {ctx.policy.exam_only_years} years or more by {done}: "
                 "only recertification by exam is accepted",
+                provisional=True,
             )
     if recert.method == METHOD_EXAM:
         yield from _check_exam(recert, lapsed_on)
@@ -308,7 +312,9 @@ def _check_exam(recert: Recertified, lapsed_on: date | None) -> Iterator[Violati
         )
     elif lapsed_on is not None and passed < lapsed_on:
         yield Violation(
-            ids.RECERT_EXAM_RESULT, f"exam passed on {passed}, before the lapse on {lapsed_on}"
+            ids.RECERT_EXAM_RESULT,
+            f"exam passed on {passed}, before the lapse on {lapsed_on}",
+            provisional=True,
         )
 
 

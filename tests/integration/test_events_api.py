@@ -454,6 +454,22 @@ def test_payments_of_a_period_a_recertification_closed_count_in_that_period(post
     assert late["certified_on"] == "2017-03-01"
 
 
+def test_a_recertification_sent_before_the_failed_audit_that_lapsed_it_counts_once_it_arrives(
+    post, reader
+):
+    post(granted("2025-03-01"))
+    exam = recert("exam", "2026-09-01", exam_passed_on="2026-08-20")
+    refused = post(exam)
+    assert refused.status_code == 422 and rules_of(refused) == ["RECERT-NOT-LAPSED"]
+    audit = {"result": "failed", "audited_on": "2026-06-01", "cycle_start": "2025-03-01"}
+    answer = post(event("audit.completed", audit)).get_json()
+    assert answer["standing"]["status"] == "active"  # recertified on 2026-09-01, as in date order
+    assert answer["standing"]["certified_on"] == "2026-09-01"
+    assert "issue_badge" in answer["actions"]
+    lapsed = reader("/v1/certifications/CERT-1?as_of=2026-08-31").get_json()
+    assert lapsed["status"] == "lapsed" and lapsed["certified_on"] == "2025-03-01"
+
+
 def test_the_upgrade_keeps_the_events_an_earlier_release_refused_for_a_lapse(
     app, post, reader, database_url, tmp_path
 ):

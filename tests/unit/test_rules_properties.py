@@ -184,9 +184,8 @@ def recorded(arrivals: list[Event]) -> list[Event]:
 
 @st.composite
 def late_histories(draw) -> list[Event]:
-    """A grant with years of fees, CCP activities and now and then an audit, each year and
-    activity once: what a backfill sends after the grant, in any order (recertifications, whose
-    acceptance is judged on the standing known when they arrive, aside)."""
+    """A grant with years of fees, CCP activities, now and then an audit and a recertification,
+    each year and activity once: what a backfill sends after the grant, in any order."""
     granted_on = draw(st.dates(date(2000, 1, 1), date(2016, 12, 31)))
     events: list[Event] = [Granted("e0", noon(granted_on), MEMBER, "RMA", granted_on)]
     for year in range(granted_on.year + 1, granted_on.year + 14):
@@ -206,6 +205,25 @@ def late_histories(draw) -> list[Event]:
         day = granted_on + timedelta(days=draw(st.integers(0, 14 * 366)))
         result = draw(st.sampled_from(["passed", "failed"]))
         events.append(AuditCompleted(f"e{len(events)}", noon(day), result, day, day))
+    if draw(st.booleans()):  # a recertification, valid or not, alone on its day
+        day = granted_on + timedelta(days=draw(st.integers(1, 14 * 366)))
+        while any(e.effective_on == day for e in events):
+            day += DAY
+        method = draw(st.sampled_from(["exam", "ccp"]))
+        passed = day - timedelta(days=draw(st.integers(0, 900)))
+        events.append(
+            Recertified(
+                f"e{len(events)}",
+                noon(day),
+                method,
+                day,
+                "APP-1",
+                CRITERIA,
+                exam_passed_on=passed if method == "exam" else None,
+                ccp_points=Decimal(30) if method == "ccp" else None,
+                earliest_activity_on=day - timedelta(days=300) if method == "ccp" else None,
+            )
+        )
     return events
 
 
