@@ -286,6 +286,7 @@ class _Submission:
         self.answers: list[Answer | None] = []
         self.rows: list[dict[str, Any]] = []
         self.accepted: list[_Accepted] = []
+        self.kept: list[_Accepted] = []  # refused, kept events that changed a standing
         self.replays: list[tuple[int, int]] = []  # (position, position of the answer it repeats)
 
     def run(self, items: list[_Item]) -> list[Answer]:
@@ -377,7 +378,7 @@ class _Submission:
             status = "rejected"
             if cert is not None and rules.kept(violations):
                 status = EVENT_KEPT  # the standing sees it in date order
-                cert.history.append(event)
+                self._keep(cert, cid, event, today, item.request_id)
             self.rows.append(_event_row(row, status, reasons, 422, response))
             return Answer(422, response)
         assert after is not None
@@ -390,19 +391,40 @@ class _Submission:
         self.rows.append(_event_row(row, "accepted", [], 202, {}))
         return None
 
+    def _keep(
+        self, cert: _Cert, cid: str, event: rules.Event, today: date, request_id: str | None
+    ) -> None:
+        """Keep a refused event in the history: where it counts in date order (a payment of a
+        period that a recertification recorded before it closed may undo the lapse that
+        recertification needed), the standing it makes is recorded and its jobs queued."""
+        policy = self.svc.policy
+        before = cert.before(policy)
+        cert.history.append(event)
+        try:
+            after = rules.evaluate(cert.history, today, policy)
+        except rules.NotCertified:
+            return
+        if before is not None and after != before:
+            cert.standing = after
+            change = Change(cid, before, after, request_id=request_id)
+            self.kept.append(_Accepted(-1, len(self.rows), cid, event.event_id, change))
+
     def _record(self) -> None:
         """Write the events, then the standings and jobs of the accepted ones, then answers."""
         if not self.rows:
             return
         db, connection = self.svc.db, self.connection
         pks = [pk for (pk,) in db.execute_each(connection, _INSERT_EVENTS, self.rows)]
-        changes = [replace(a.change, event_pk=pks[a.row]) for a in self.accepted]
+        changed = sorted([*self.accepted, *self.kept], key=lambda a: a.row)  # in arrival order
+        changes = [replace(a.change, event_pk=pks[a.row]) for a in changed]
         answered = []
         for accepted, recorded in zip(
-            self.accepted, record_standings(self.svc, connection, changes), strict=True
+            changed, record_standings(self.svc, connection, changes), strict=True
         ):
             cert = self.certs[accepted.certification_id]
             cert.new_jobs.extend(recorded.jobs)
+            if accepted.position < 0:  # a kept event: answered 422 all the same
+                continue
             body = {
                 "event_id": accepted.event_id,
                 "status": "accepted",

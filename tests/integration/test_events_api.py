@@ -470,6 +470,26 @@ def test_a_recertification_sent_before_the_failed_audit_that_lapsed_it_counts_on
     assert lapsed["status"] == "lapsed" and lapsed["certified_on"] == "2025-03-01"
 
 
+def test_payments_that_undo_the_lapse_a_recertification_needed_are_recorded_at_once(
+    client, post, reader
+):
+    """Recertified on 2026-03-01 while it looked lapsed since 2008; then the payments of 2005 to
+    2022 arrive, each refused (a period the recertification closed): with the last of them it
+    had not lapsed by 2026-03-01 (it lapses on 2026-07-01), the recertification does not count,
+    and the recorded standing, hence the public record, says so at once."""
+    post(granted("2004-06-03"))
+    exam = recert("exam", "2026-03-01", exam_passed_on="2026-02-15")
+    assert post(exam).status_code == 202
+    assert client.get("/v1/verifications/CERT-1").get_json()["status"] == "active"
+    for year in range(2005, 2023):
+        assert rules_of(post(fee(year, f"{year}-02-01"))) == ["FEE-YEAR-RANGE"]
+    public = client.get("/v1/verifications/CERT-1").get_json()
+    assert (public["status"], public["certified_since"]) == ("lapsed", "2004-06-03")
+    standing = reader("/v1/certifications/CERT-1").get_json()
+    assert standing["certified_on"] == "2004-06-03"
+    assert standing["fees"]["paid_through"] == "2023-06-30"
+
+
 def test_the_upgrade_keeps_the_events_an_earlier_release_refused_for_a_lapse(
     app, post, reader, database_url, tmp_path
 ):
