@@ -6,8 +6,9 @@ would let through (`auth.bearer_client_id`: the same token, expiry, revocation a
 read fresh from the database). It submits the event as the view does and answers every outcome of
 the submission (202, replays, 404, 409, 422) with the view's body and headers, counted in the
 same metrics. Flask answers the rest before anything is recorded: no token or one refused, a body
-that is not JSON, too large or streamed, a query, an oversized header. A submission that raises
-is handed to Flask, which answers the error as it answers any, without submitting again.
+that is not JSON, too large, streamed or cut short, a query, an oversized header. A submission
+that raises is handed to Flask, which answers the error as it answers any, without submitting
+again.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ def answer(
     # The body first, then the token: a client revoked while its body arrives is refused.
     data = environ["wsgi.input"].read(length)
     environ["wsgi.input"] = io.BytesIO(data)  # for Flask, should it answer after all
+    if len(data) < length:
+        return None  # the body was cut short: Flask answers the 400
     try:
         client_id = bearer_client_id(svc.db, authorization, _scopes(app))
     except Exception:  # Flask checks the token again and answers the failure as it answers any

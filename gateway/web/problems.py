@@ -66,6 +66,12 @@ def unprocessable(field: str, message: str, detail: str | None = None) -> Proble
     )
 
 
+def unreadable_body(detail: str) -> Problem:
+    """The 400 of a body that could not be read whole (its framing broken or cut short)."""
+    errors = [{"field": "body", "message": "Malformed or incomplete body."}]
+    return Problem(400, "Bad Request", detail, errors=errors)
+
+
 def unknown_certification(certification_id: str) -> Problem:
     """The 404 of a certification id no certification has."""
     return Problem(404, "Not Found", f"Certification {certification_id} is unknown.")

@@ -16,6 +16,7 @@ from flask import Flask, Request, request
 from flask.json.provider import DefaultJSONProvider
 from flask.sessions import SessionInterface
 from gunicorn import util as gunicorn_util
+from gunicorn.http.errors import NoMoreData, ParseException
 from werkzeug.exceptions import (
     RequestEntityTooLarge,
     RequestHeaderFieldsTooLarge,
@@ -24,6 +25,8 @@ from werkzeug.exceptions import (
 from werkzeug.routing import Map, PathConverter, UnicodeConverter
 from werkzeug.utils import cached_property
 from werkzeug.wsgi import LimitedStream
+
+from gateway.web.problems import unreadable_body
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -80,7 +83,23 @@ class _NoSessions(SessionInterface):
         return None
 
 
-class _WholeOrTooLarge(LimitedStream):
+class _ServerBody(LimitedStream):
+    """gunicorn's body stream, capped at `limit`: chunked framing that gunicorn cannot parse (its
+    parse errors would be 500s), or that ends within a chunk, answers 400."""
+
+    def readinto(self, b: bytearray) -> int | None:  # type: ignore[override]
+        try:
+            return super().readinto(b)
+        except ParseException as exc:
+            raise unreadable_body("The chunked body is malformed or cut short.") from exc
+
+    def on_disconnect(self, error: Exception | None = None) -> None:
+        if isinstance(error, NoMoreData):  # the connection ended within a chunk
+            raise unreadable_body("The chunked body is malformed or cut short.") from error
+        super().on_disconnect(error)
+
+
+class _WholeOrTooLarge(_ServerBody):
     """A streamed body capped at the size limit that answers 413 when more was sent.
 
     Werkzeug answers 413 for a declared length over the limit, but reads a streamed (chunked) one
@@ -94,16 +113,31 @@ class _WholeOrTooLarge(LimitedStream):
         return data
 
 
+class _Declared(_ServerBody):
+    """A body of a declared length that answers 400 when it ends before that length (gunicorn
+    hands over what came before the client closed its half of the connection)."""
+
+    def on_disconnect(self, error: Exception | None = None) -> None:
+        raise unreadable_body(
+            f"The body ended before its Content-Length of {self.limit} bytes."
+        ) from error
+
+
 class BoundedRequest(Request):
-    """Flask's request; a streamed body over the limit (app's, or a blueprint's) answers 413."""
+    """Flask's request reading gunicorn's body: a streamed body over the limit (app's, or a
+    blueprint's) answers 413, one cut short or badly chunked 400."""
 
     @cached_property
     def stream(self) -> IO[bytes]:
         limit = self.max_content_length  # read when the body is, after every before_request
-        streamed = self.content_length is None and "wsgi.input_terminated" in self.environ
-        if streamed and limit is not None:
+        declared = self.content_length
+        if "wsgi.input_terminated" not in self.environ or (declared is None and limit is None):
+            return super().stream
+        if declared is None:
             return _WholeOrTooLarge(self.environ["wsgi.input"], limit, is_max=True)
-        return super().stream
+        if limit is not None and declared > limit:
+            raise RequestEntityTooLarge()
+        return _Declared(self.environ["wsgi.input"], declared)
 
 
 class SegmentConverter(UnicodeConverter):
