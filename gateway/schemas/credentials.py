@@ -38,7 +38,8 @@ class CheckSchema(Schema):
 
 
 class CredentialSummarySchema(Schema):
-    """What a credential whose signature holds says (never the holder's identity hash)."""
+    """What an Open Badges credential whose signature holds says (never the holder's identity
+    hash)."""
 
     id = fields.String(allow_none=True)
     name = fields.String(allow_none=True)
@@ -55,7 +56,15 @@ class CredentialCheckResultSchema(Schema):
 
     verified = fields.Boolean(required=True)
     checks = fields.List(fields.Nested(CheckSchema), required=True)
-    credential = fields.Nested(CredentialSummarySchema, required=True, allow_none=True)
+    credential = fields.Nested(
+        CredentialSummarySchema,
+        required=True,
+        allow_none=True,
+        metadata={
+            "description": "Null when the signature does not hold or what was signed is not an "
+            "Open Badges credential."
+        },
+    )
 
 
 class CriteriaSchema(Schema):

@@ -236,7 +236,8 @@ def status_list_credential(
 
 @dataclass
 class Outcome:
-    """The checks of one credential, in order, and what it says when its signature holds."""
+    """The checks of one credential, in order, and what it says when it is an Open Badges
+    credential whose signature holds."""
 
     checks: list[dict[str, Any]] = field(default_factory=list)
     credential: dict[str, Any] | None = None
@@ -276,14 +277,14 @@ def check(
         return outcome
     claims = verified.claims
     kinds = claims.get("type")
+    badge = isinstance(kinds, list) and "OpenBadgeCredential" in kinds
     outcome.add(
         "signature",
-        None
-        if isinstance(kinds, list) and "OpenBadgeCredential" in kinds
-        else "Signed by us, but not an Open Badges credential.",
+        None if badge else "Signed by us, but not an Open Badges credential.",
         f"Signed with our key {verified.header.get('kid')}.",
     )
-    outcome.credential = _summary(claims)
+    if badge:  # anything else we sign (a receipt) says nothing a credential says
+        outcome.credential = _summary(claims)
     outcome.add("issuer", _issuer_problem(claims, base), f"Issued by {issuer_id(base)}.")
     outcome.add("dates", _dates_problem(claims, now), "Valid on the day checked.")
     outcome.add("status", _status_problem(claims, base, status_of), "Not revoked, not suspended.")
