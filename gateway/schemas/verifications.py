@@ -95,8 +95,9 @@ _MOMENT = re.compile(
 )
 
 
-class _Moment(fields.DateTime):
-    """An ISO 8601 time or day, read as UTC unless it names its offset."""
+class Moment(fields.DateTime):
+    """An ISO 8601 time or day, read as UTC unless it names its offset (in OpenAPI: a string that
+    is a `date` or a `date-time`)."""
 
     def _deserialize(self, value: object, *args: object, **kwargs: object) -> datetime:
         try:
@@ -126,9 +127,12 @@ class ReceiptQuerySchema(Schema):
     class Meta:
         unknown = RAISE
 
-    since = _Moment(
+    since = Moment(
         load_default=None,
-        metadata={"description": "An ISO 8601 time (UTC unless it has an offset) or a day."},
+        metadata={
+            "description": "An ISO 8601 time (UTC unless it has an offset) or a day.",
+            "anyOf": [{"format": "date"}, {"format": "date-time"}],
+        },
     )
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=MAX_RECEIPTS_PAGE))
     after = fields.String(

@@ -160,6 +160,15 @@ def test_request_schemas_carry_the_validators_of_the_marshmallow_schemas():
     assert schemas["AuditData"]["properties"]["result"]["enum"] == ["passed", "failed"]
 
 
+def test_a_time_that_may_be_a_day_is_a_date_or_a_date_time():
+    """`since` of `GET /v1/receipts` takes a day too (docs/verification.md): not only a
+    date-time."""
+    parameters = build_spec(routes_only())["paths"]["/v1/receipts"]["get"]["parameters"]
+    since = next(p["schema"] for p in parameters if p["name"] == "since")
+    assert "format" not in since and "string" in since["type"]
+    assert since["anyOf"] == [{"format": "date"}, {"format": "date-time"}]
+
+
 def test_security_scheme_is_client_credentials_with_the_four_scopes():
     spec = build_spec(routes_only())
     flow = spec["components"]["securitySchemes"]["oauth2"]["flows"]["clientCredentials"]
