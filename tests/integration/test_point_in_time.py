@@ -115,13 +115,13 @@ def test_the_batch_answers_every_id_on_the_day(client, employer):
     assert response.status_code == 200
     first, second = response.get_json()["results"]
     assert (first["status"], first["on"]) == ("lapsed", "2023-04-01")
-    assert second == {"certification_id": "NOPE-1", "status": "not_found"}
+    assert second == {"certification_id": "NOPE-1", "status": "not_found", "on": "2023-04-01"}
     early = client.post(
         "/v1/verifications/batch",
         json={"certification_ids": ["PIT-1"], "on": "2017-01-01"},
         headers=employer,
     ).get_json()["results"]
-    assert early == [{"certification_id": "PIT-1", "status": "not_certified"}]
+    assert early == [{"certification_id": "PIT-1", "status": "not_certified", "on": "2017-01-01"}]
 
 
 def test_a_point_in_time_answer_carries_nothing_private(client, employer):

@@ -177,8 +177,8 @@ def batch_verifications() -> ResponseReturnValue:
         if isinstance(record, lookup.Verification):
             results.append(answer(record, on))
         else:
-            status = record or "not_found"
-            results.append({"certification_id": certification_id, "status": status})
+            missing = {"certification_id": certification_id, "status": record or "not_found"}
+            results.append(missing if on is None else {**missing, "on": on.isoformat()})
     return {"results": results}
 
 
