@@ -22,6 +22,8 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint, Flask, current_app, jsonify, render_template
 from flask.typing import ResponseReturnValue
+from markdown_it import MarkdownIt
+from markupsafe import Markup
 from marshmallow import fields, validate
 
 from gateway.schemas import responses as r
@@ -322,6 +324,17 @@ def docs_page() -> ResponseReturnValue:
     parameters, request body and answers with their fields and an example, then every schema."""
     document = build_spec(current_app)
     return render_template("docs.html", spec=document, **docs_view(document))
+
+
+# CommonMark with raw HTML off: a description's `<`, `&` and tags show as text, never as markup.
+_MARKDOWN = MarkdownIt("commonmark", {"html": False})
+
+
+@bp.app_template_filter("markdown")
+@functools.lru_cache(maxsize=1024)
+def markdown(text: str) -> Markup:
+    """A summary or description of the document (OpenAPI says CommonMark) as inline HTML."""
+    return Markup(_MARKDOWN.renderInline(text))
 
 
 def _answer_view(document: dict[str, Any], status: str, answer: dict[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from gateway.schemas.verifications import BatchLookupSchema
 from gateway.usecases.clients import SCOPES
 from gateway.web.apidoc import JSON, UndocumentedRoute, json_answer, operation
 from gateway.web.auth import allow_scope, require_scope, scope_rule
-from gateway.web.openapi import UNDOCUMENTED_ENDPOINTS, build_spec, openapi_path
+from gateway.web.openapi import UNDOCUMENTED_ENDPOINTS, build_spec, markdown, openapi_path
 from tests.support.openapi_answers import mismatch, validator
 
 
@@ -222,6 +222,17 @@ def test_docs_page_shows_request_and_answer_schemas_with_examples(client):
     schema = page[page.index('id="schema-Standing"') :]
     assert "<code>next_change_on</code>" in schema[: schema.index("</section>")]
     assert "<h3>Parameters</h3>" in standing and "<code>as_of</code>" in standing
+
+
+def test_docs_page_renders_descriptions_as_markdown_and_no_html_of_theirs(client):
+    page = client.get("/docs").get_data(as_text=True)
+    assert "Credly's <code>Content-Type</code> is not relied on." in page
+    assert "`" not in page  # no description's Markdown is shown raw
+    hostile = markdown("`a<b>` <script>alert(1)</script> & <img src=x> [l](javascript:alert(1))")
+    assert hostile == (
+        "<code>a&lt;b&gt;</code> &lt;script&gt;alert(1)&lt;/script&gt; &amp; &lt;img src=x&gt; "
+        "[l](javascript:alert(1))"
+    )
 
 
 def _media(spec: dict):
