@@ -270,12 +270,12 @@ def _qr_svg(url: str) -> Markup:
     return Markup(svg)
 
 
-def _page_again(notice: str, number: str = "") -> str:
-    """The page asked for, with `notice` in place of a result."""
+def _page_again(notice: str) -> str:
+    """The page asked for, with what was typed in its form and `notice` in place of a result."""
     if request.endpoint == "pages.receipt_check_page":
         token = (request.args.get("receipt") or "").strip()
         return render_template("receipt_check.html", token=token, notice=notice)
-    return render_template("verify.html", number=number, notice=notice)
+    return render_template("verify.html", number=asked_number(), notice=notice)
 
 
 @bp.errorhandler(TooManyRequests)
@@ -287,11 +287,7 @@ def too_many_lookups(exc: TooManyRequests) -> ResponseReturnValue:
 def unavailable(exc: Exception) -> ResponseReturnValue:
     """The register cannot be read: the page again, saying so, with status 503 and Retry-After."""
     problem = database_unavailable(exc)
-    return (
-        _page_again("The register cannot be reached right now.", asked_number()),
-        503,
-        (problem.headers),
-    )
+    return _page_again("The register cannot be reached right now."), 503, problem.headers
 
 
 for _error in DATABASE_UNAVAILABLE:

@@ -96,6 +96,7 @@ def test_the_page_over_its_limit_answers_html_429_with_retry_after(make_app):
     assert response.mimetype == "text/html"
     html = response.get_data(as_text=True)
     assert "Too many lookups" in html and "aria-invalid" not in html
+    assert 'value="A-1"' in html  # the number typed stays in the form, to try again later
     assert int(response.headers["Retry-After"]) > 0
     assert client.get("/verify").status_code == 200  # the bare form is not a lookup
 
