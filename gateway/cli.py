@@ -5,9 +5,10 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import sys
-from datetime import datetime
+from datetime import date
 from typing import Any
 
 import click
@@ -31,7 +32,7 @@ from gateway.usecases import clients as api_clients
 from gateway.usecases import housekeeping
 from gateway.usecases.queries import backlog
 from gateway.usecases.services import signing_keys
-from gateway.usecases.sweep import FutureSweep, Scope, count
+from gateway.usecases.sweep import Scope, count
 from gateway.usecases.unclaimed import unclaimed_badges
 from gateway.web.context import services
 from jobs import backfill
@@ -437,11 +438,31 @@ def db_revision(message: str, rev_id: str, down: str | None) -> None:
         )
 
 
+class Day(click.ParamType):
+    """A day written YYYY-MM-DD, one of the days the rules compute with."""
+
+    name = "YYYY-MM-DD"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> date:
+        if isinstance(value, date):
+            return value
+        if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
+            self.fail(f"{value!r} is not a day written YYYY-MM-DD", param, ctx)
+        try:
+            day = date.fromisoformat(value)
+        except ValueError:
+            self.fail(f"{value} is not a real date", param, ctx)
+        if not EARLIEST_DAY <= day <= LATEST_DAY:
+            self.fail(f"must be from {EARLIEST_DAY} to {LATEST_DAY}", param, ctx)
+        return day
+
+
 @cli.command("sweep")
 @click.option(
     "--as-of",
-    type=click.DateTime(["%Y-%m-%d"]),
-    help="The day (default: today, UTC); a later day only with --dry-run.",
+    type=Day(),
+    help="The day (default: today, UTC). A later day is recorded too, with a warning: "
+    "standings as of that day, their jobs queued now.",
 )
 @click.option("--dry-run", is_flag=True, help="Report what would change; record nothing.")
 @click.option("--full", is_flag=True, help="Evaluate every certification, not only the due ones.")
@@ -453,7 +474,7 @@ def db_revision(message: str, rev_id: str, down: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @with_appcontext
 def sweep_command(
-    as_of: datetime | None,
+    as_of: date | None,
     dry_run: bool,
     full: bool,
     from_id: str | None,
@@ -461,16 +482,13 @@ def sweep_command(
     batch_size: int,
     as_json: bool,
 ) -> None:
-    """Re-evaluate certifications whose standing changes today, and queue what that calls for."""
+    """Re-evaluate the certifications whose standing changes on the day (today unless --as-of),
+    record the changes and queue what they call for."""
     if batch_size < 1:
         raise click.BadParameter("must be at least 1", param_hint="--batch-size")
-    if as_of is not None and not EARLIEST_DAY <= as_of.date() <= LATEST_DAY:
-        raise click.BadParameter(
-            f"must be from {EARLIEST_DAY} to {LATEST_DAY}", param_hint="--as-of"
-        )
     svc = services()
     scope = Scope(
-        as_of=as_of.date() if as_of else utcnow().date(),
+        as_of=as_of or utcnow().date(),
         full=full,
         first_id=from_id,
         last_id=to_id,
@@ -482,7 +500,7 @@ def sweep_command(
     with click.progressbar(length=total, label="sweeping", file=sink) as bar:
         try:
             summary = locked_sweep(svc, scope, on_batch=bar.update)
-        except (SweepRunning, FutureSweep) as exc:
+        except SweepRunning as exc:
             raise click.ClickException(str(exc)) from exc
     result = summary.as_dict()
     if as_json:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -14,9 +15,11 @@ from sqlalchemy.sql import Select
 
 from gateway import rules
 from gateway.store.history import load_histories
-from gateway.store.models import Certification
+from gateway.store.models import Certification, utcnow
 from gateway.usecases.services import Services
 from gateway.usecases.standings import Change, record_standings
+
+log = logging.getLogger("gateway.usecases.sweep")
 
 
 @dataclass(frozen=True)
@@ -44,18 +47,17 @@ class Scope:
         return query
 
 
-class FutureSweep(ValueError):
-    """A sweep that would record the standings of a day after today."""
-
-
-def refuse_a_future_day(scope: Scope, today: date) -> None:
-    """Only a dry run may look at a day after `today`: recording it would show members lapsed who
-    are active today, queue their revocations, and move their next change past the days a plain
-    sweep visits, so nothing would repair it but a full sweep."""
+def _warn_of_a_future_day(scope: Scope, today: date) -> None:
+    """Log a warning when `scope` records the standings of a day after `today`: members show as
+    that day leaves them (lapsed, say) and their jobs run now; a later sweep does not take them
+    back before that day (see `Scope.query`), an event does, as of its own day."""
     if scope.as_of > today and not scope.dry_run:
-        raise FutureSweep(
-            f"--as-of {scope.as_of} is after today ({today}, UTC): a sweep records standings up "
-            "to today only; add --dry-run to see what would change on that day"
+        log.warning(
+            "sweeping as of %s, after today (%s, UTC): the standings are recorded as of that day "
+            "and the jobs their changes call for are queued now",
+            scope.as_of,
+            today,
+            extra={"as_of": scope.as_of.isoformat(), "today": today.isoformat()},
         )
 
 
@@ -98,8 +100,9 @@ def sweep(svc: Services, scope: Scope, on_batch: Callable[[int], None] | None = 
 
     Changes are recorded exactly as an event's are (the stored standing, and the outbox items of
     the actions), one transaction per batch, visited by keyset pagination so memory stays bounded;
-    the workers are woken after each commit.
+    the workers are woken after each commit. A day after today is recorded too, with a warning.
     """
+    _warn_of_a_future_day(scope, utcnow().date())
     summary = Summary(scope=scope)
     started = time.perf_counter()
     after_id = ""

@@ -12,8 +12,9 @@ from click.testing import CliRunner
 
 from gateway.cli import cli
 from gateway.store.models import Badge, Certification, OutboxItem, VerificationRecord, utcnow
-from gateway.usecases import intake
-from gateway.usecases.sweep import FutureSweep, Scope, sweep
+from gateway.usecases import intake, lookup
+from gateway.usecases.queries import standing_on
+from gateway.usecases.sweep import Scope, sweep
 from jobs import cron
 from jobs.cron import (
     SweepRunning,
@@ -200,40 +201,57 @@ def test_a_past_day_never_takes_back_a_standing_recorded_for_a_later_day(svc):
     assert caught_up.evaluated == 1 and status(svc) == "revoked"
 
 
-def test_a_future_day_is_a_dry_run_only_and_leaves_live_data_alone(svc, database_url, tmp_path):
-    accept(svc, granted("2026-03-01"))
-
-    def live() -> tuple:
-        with svc.db.sessions() as session:
-            cert = session.get(Certification, "CERT-1")
-            record = session.get(VerificationRecord, "CERT-1")
-            return (
-                (cert.status, cert.evaluated_on, cert.next_change_on, cert.standing),
-                (record.status, record.valid_through, record.synced_at),
-                session.query(OutboxItem).count(),
-                session.query(Badge).one().state,
-            )
-
-    before = live()
-    assert before[0][0] == "active"
+def test_a_future_day_is_recorded_with_a_warning_and_stands_until_an_event_or_that_day(
+    svc, database_url, tmp_path, caplog
+):
+    accept(svc, granted("2022-12-10"))  # fees unpaid since: inactive today, lapsed on 2027-01-02
+    assert status(svc) == "inactive"
     env = {"DATABASE_URL": database_url, "INSTANCE_PATH": str(tmp_path)}
-    future = (utcnow().date() + timedelta(days=365 * 12)).isoformat()
-    refused = CliRunner().invoke(cli, ["sweep", "--as-of", future], env=env)
-    assert refused.exit_code == 1
-    assert refused.output.splitlines() == [
-        f"Error: --as-of {future} is after today ({utcnow().date()}, UTC): a sweep records "
-        "standings up to today only; add --dry-run to see what would change on that day"
-    ]
-    assert live() == before
-    dry = CliRunner().invoke(cli, ["sweep", "--as-of", future, "--dry-run", "--json"], env=env)
-    assert dry.exit_code == 0, dry.output
-    summary = json.loads(dry.stdout)
-    assert (summary["dry_run"], summary["transitions"]) == (True, {"active->lapsed": 1})
-    assert summary["actions_queued"]["revoke_badge"] == 1
-    assert live() == before
-    with pytest.raises(FutureSweep):  # the daily cron's path too
-        locked_sweep(svc, Scope(as_of=date.fromisoformat(future)))
-    assert live() == before
+    caplog.set_level("WARNING", logger="gateway.usecases.sweep")
+    swept = CliRunner().invoke(cli, ["sweep", "--as-of", "2027-01-02", "--json"], env=env)
+    assert swept.exit_code == 0, swept.output
+    summary = json.loads(swept.stdout)
+    assert summary["transitions"] == {"inactive->lapsed": 1}
+    assert summary["actions_queued"] == {"revoke_badge": 1, "sync_verification": 1}
+    [warning] = [r for r in caplog.records if r.name == "gateway.usecases.sweep"]
+    assert warning.levelname == "WARNING"
+    assert "after today (2026-12-04, UTC): the standings are recorded" in warning.getMessage()
+    with svc.db.sessions() as session:
+        cert = session.get(Certification, "CERT-1")
+        assert (cert.status, cert.evaluated_on) == ("lapsed", date(2027, 1, 2))
+        queued = [i.id for i in session.query(OutboxItem).filter_by(state="pending")]
+    svc.dispatcher.dispatch(queued)
+    assert lookup.verify_one(svc.db, svc.policy, "CERT-1").status == "lapsed"  # the stored record
+    assert standing_on(svc, "CERT-1", utcnow().date())["status"] == "inactive"  # today's, evaluated
+    with svc.db.sessions() as session:
+        assert session.query(Badge).one().state == "revoked"
+    # the daily sweep of a day before never takes the recorded standing back
+    assert run_daily_sweep()["evaluated"] == 0
+    assert sweep(svc, Scope(as_of=date(2026, 12, 5), full=True)).evaluated == 0
+    assert status(svc) == "lapsed"
+    # an event records its standing as of its own day
+    accept(svc, fee(2026, "2026-12-04"))
+    with svc.db.sessions() as session:
+        cert = session.get(Certification, "CERT-1")
+        assert (cert.status, cert.evaluated_on) == ("inactive", date(2026, 12, 4))
+
+
+@pytest.mark.parametrize(
+    ("as_of", "says"),
+    [
+        ("2026-02-30", "2026-02-30 is not a real date"),
+        ("2026-13-01", "2026-13-01 is not a real date"),
+        ("2026/02/01", "'2026/02/01' is not a day written YYYY-MM-DD"),
+        ("20260201", "'20260201' is not a day written YYYY-MM-DD"),
+    ],
+)
+def test_a_sweep_day_that_is_not_a_day_says_why(tmp_path, as_of, says):
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", "INSTANCE_PATH": str(tmp_path)}
+    refused = CliRunner().invoke(cli, ["sweep", "--as-of", as_of], env=env)
+    assert refused.exit_code == 2
+    assert refused.output.splitlines()[-1] == f"Error: Invalid value for '--as-of': {says}"
+    shown = CliRunner().invoke(cli, ["sweep", "--help"], env=env).output
+    assert "--as-of YYYY-MM-DD" in shown and "%Y" not in shown
 
 
 def test_a_sweep_batch_of_no_certification_is_refused(tmp_path):
