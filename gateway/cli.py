@@ -31,7 +31,7 @@ from gateway.store.models import OutboxItem, utcnow
 from gateway.usecases import clients as api_clients
 from gateway.usecases import housekeeping
 from gateway.usecases.queries import backlog
-from gateway.usecases.services import signing_keys
+from gateway.usecases.services import DRY_RUN_BADGES, signing_keys
 from gateway.usecases.sweep import Scope, count
 from gateway.usecases.unclaimed import unclaimed_badges
 from gateway.web.context import services
@@ -39,7 +39,7 @@ from jobs import backfill
 from jobs.cron import SweepRunning, locked_sweep
 from jobs.engine.dispatch import requeue
 from jobs.engine.worker import run_worker
-from jobs.reconcile import NoCredly, reconcile
+from jobs.reconcile import reconcile
 
 
 def command_app() -> Flask:
@@ -557,18 +557,25 @@ class _Progress:
 def badges_reconcile(dry_run: bool, certification_id: str | None, as_json: bool) -> None:
     """Compare the badges Credly holds with the standings and repair drift through the badge
     jobs: revoke a live badge a standing keeps none of, issue a missing one (not one its earner
-    deleted), take Credly's id and state where they differ."""
+    deleted), take Credly's id and state where they differ. With the dry-run backend, its
+    recorded badges are compared (those this machine pretended to issue)."""
+    svc = services()
     progress = _Progress(sys.stderr.isatty() and not as_json)
     try:
         summary = reconcile(
-            services(), dry_run=dry_run, certification_id=certification_id, progress=progress
+            svc, dry_run=dry_run, certification_id=certification_id, progress=progress
         )
-    except NoCredly as exc:
-        raise click.ClickException(str(exc)) from exc
     except CredlyError as exc:  # still failing after its tries: one line, not a traceback
         raise click.ClickException(f"reconciliation stopped: {exc}") from exc
     finally:
         progress.close()
+    if svc.settings.credly_dry_run:
+        kept = os.path.join(svc.settings.instance_path or "", DRY_RUN_BADGES)
+        click.echo(
+            f"compared with the dry-run Credly backend's badges ({kept}): the ones this "
+            "machine pretended to issue, not Credly's",
+            err=True,
+        )
     result = summary.as_dict()
     if as_json:
         click.echo(json.dumps(result))

@@ -3,7 +3,8 @@ ordinary badge jobs (`gateway badges reconcile`, and daily after the sweep).
 
 Two passes, each holding one page or one batch in memory (flat for a million certifications):
 
-1. Credly's badges of each configured template, page after page. A live badge of a certification
+1. Credly's badges of each configured template (on the dry-run backend, the badges it recorded of
+   every credential's template), page after page. A live badge of a certification
    whose status keeps none gets a revoke job; one of a certification that keeps its badge is what
    the gateway records (Credly's id and state are taken, in a new row when it has none), and is
    marked as seen live (`badges.credly_checked_at`), unless the certification keeps another live
@@ -44,7 +45,16 @@ from gateway.platform import metrics
 from gateway.rules import BADGE_KEPT
 from gateway.store.models import UNFINISHED, Badge, Certification, OutboxItem, utcnow
 from gateway.usecases.services import Services
-from jobs.badges import DELETED, LIVE, deleted, expiry, latest, names_member, renews
+from jobs.badges import (
+    DELETED,
+    LIVE,
+    deleted,
+    expiry,
+    latest,
+    names_member,
+    renews,
+    template_for,
+)
 from jobs.engine.retry import backoff
 
 log = logging.getLogger("jobs.reconcile")
@@ -115,8 +125,18 @@ class _Run:
 
     # -- pass 1: Credly's badges
 
+    def templates(self) -> dict[str, str]:
+        """The badge template of each credential whose badges are compared: the configured ones;
+        on the dry-run backend every credential's, placeholders included (those it issues from)."""
+        if not self.svc.settings.credly_dry_run:
+            return self.svc.settings.credly_badge_templates
+        return {
+            credential: template_for(self.svc, credential)
+            for credential in self.svc.policy.credentials
+        }
+
     def credly_pass(self) -> None:
-        for credential, template in sorted(self.svc.settings.credly_badge_templates.items()):
+        for credential, template in sorted(self.templates().items()):
             label = f"Credly badges of {credential} ({template})"
             total: list[int] = []
             filters = {"badge_template_id": template}
@@ -434,10 +454,6 @@ def _issue_pending(session: Session, cert: Certification) -> bool:
     )
 
 
-class NoCredly(RuntimeError):
-    """Credly is the dry-run backend: there is nothing to reconcile with."""
-
-
 def reconcile(
     svc: Services,
     *,
@@ -447,15 +463,9 @@ def reconcile(
 ) -> Summary:
     """Compare Credly's badges with the standings and repair drift (see the module docstring).
 
-    Raises NoCredly with the dry-run backend: it holds only the badges this machine pretended to
-    issue, so there is no Credly to compare with.
+    With the dry-run backend, its badges are the ones compared: those this machine's processes
+    pretended to issue (kept in the instance folder).
     """
-    if svc.settings.credly_dry_run:
-        raise NoCredly(
-            "reconciliation needs Credly (CREDLY_API_BASE, CREDLY_ORGANIZATION_ID, "
-            "CREDLY_AUTH_TOKEN): the dry-run backend holds only the badges this machine "
-            "pretended to issue"
-        )
     started = time.monotonic()
     run = _Run(svc, dry_run, certification_id, progress or (lambda label, total, done: None))
     run.credly_pass()

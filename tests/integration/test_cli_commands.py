@@ -16,6 +16,7 @@ from gateway.store.db import Database, alembic_config
 from gateway.store.models import OutboxItem
 from gateway.usecases import intake
 from gateway.usecases.queries import job_outcomes
+from jobs.reconcile import REPAIRS
 from tests.support.clients import fetch_token
 from tests.support.events import granted
 from tests.support.serving import free_port
@@ -138,19 +139,37 @@ def test_a_day_past_what_the_rules_compute_with_is_a_usage_error(tmp_path, args)
     assert answer.exit_code == 2, answer.output
 
 
-def test_reconcile_with_the_dry_run_backend_is_refused_and_marks_nothing_deleted(tmp_path):
+def test_reconcile_on_the_embedded_default_compares_the_dry_run_backends_badges(tmp_path):
     env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", "INSTANCE_PATH": str(tmp_path)}
     app = create_app(replace(Settings.from_env(env), jobs_synchronous=True))
+    svc = app.extensions["gateway"]
     event = granted("2026-03-01")
-    assert intake.submit_event(app.extensions["gateway"], event).status == 202  # badge issued
-    answer = CliRunner().invoke(cli, ["badges", "reconcile"], env=env)
-    assert answer.exit_code == 1
-    assert answer.output.startswith("Error: reconciliation needs Credly")
+    assert intake.submit_event(svc, event).status == 202  # badge issued
+    answer = CliRunner().invoke(cli, ["badges", "reconcile", "--json"], env=env)
+    assert answer.exit_code == 0, answer.output
+    assert json.loads(answer.stdout) | {"seconds": 0} == {
+        "dry_run": False,
+        "badges_checked": 1,
+        "certifications_checked": 1,
+        "in_step": 1,
+        "repaired": dict.fromkeys(REPAIRS, 0),
+        "seconds": 0,
+    }
+    assert answer.stderr.splitlines()[-1] == (
+        f"compared with the dry-run Credly backend's badges ({tmp_path / 'credly-dry-run.json'}): "
+        "the ones this machine pretended to issue, not Credly's"
+    )
     headers = {"Authorization": f"Bearer {fetch_token(app, 'certifications:read')}"}
     standing = app.test_client().get(
         f"/v1/certifications/{event['certification_id']}", headers=headers
     )
-    assert standing.get_json()["badge"]["state"] == "pending"
+    assert standing.get_json()["badge"]["state"] == "pending"  # nothing marked deleted
+    [badge] = svc.credly.list_badges({})
+    svc.credly.revoke_badge(badge.id, reason="by hand")  # drift: revoked on the backend
+    drift = CliRunner().invoke(cli, ["badges", "reconcile", "--dry-run", "--json"], env=env)
+    assert drift.exit_code == 0, drift.output
+    repaired = json.loads(drift.stdout)["repaired"]  # Credly's state taken, the badge issued again
+    assert (repaired["taken_from_credly"], repaired["issued"]) == (1, 1)
 
 
 def test_version_is_the_gateways(tmp_path):
