@@ -160,14 +160,19 @@ def clients() -> None:
 @clients.command("create")
 @click.option("--name", required=True, help="Who the client is, e.g. 'membership system'.")
 @click.option(
-    "--scope", required=True, help=f"Space-separated scopes: {' '.join(api_clients.SCOPES)}."
+    "--scope",
+    "scopes",
+    required=True,
+    multiple=True,
+    help="A scope to grant, or several separated by spaces; repeat it for more "
+    f"(--scope admin --scope events:write). Scopes: {' '.join(api_clients.SCOPES)}.",
 )
 @with_appcontext
-def clients_create(name: str, scope: str) -> None:
+def clients_create(name: str, scopes: tuple[str, ...]) -> None:
     """Create a client; prints {"client_id", "client_secret"} (the secret is shown only here)."""
     try:
         with services().db.transaction() as session:
-            new = api_clients.create_client(session, name, scope)
+            new = api_clients.create_client(session, name, " ".join(scopes))
     except api_clients.InvalidClientField as exc:
         raise click.BadParameter(str(exc), param_hint=f"--{exc.field}") from exc
     click.echo(json.dumps({"client_id": new.client_id, "client_secret": new.client_secret}))

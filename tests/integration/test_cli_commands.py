@@ -172,6 +172,21 @@ def test_reconcile_on_the_embedded_default_compares_the_dry_run_backends_badges(
     assert (repaired["taken_from_credly"], repaired["issued"]) == (1, 1)
 
 
+def test_clients_create_takes_every_scope_given(tmp_path):
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", "INSTANCE_PATH": str(tmp_path)}
+    args = ["clients", "create", "--name", "hr", "--scope", "admin"]
+    created = CliRunner().invoke(
+        cli, [*args, "--scope", "events:write certifications:read", "--scope", "admin"], env=env
+    )
+    assert created.exit_code == 0, created.output
+    [client] = json.loads(CliRunner().invoke(cli, ["clients", "list", "--json"], env=env).stdout)
+    assert client["scope"] == "admin events:write certifications:read"
+    refused = CliRunner().invoke(cli, [*args, "--scope", "root"], env=env)
+    assert refused.exit_code == 2 and "unknown scope(s) root" in refused.output
+    shown = CliRunner().invoke(cli, ["clients", "create", "--help"], env=env).output
+    assert "repeat it for more" in " ".join(shown.split())
+
+
 def test_version_is_the_gateways(tmp_path):
     answer = CliRunner().invoke(cli, ["--version"], env={"INSTANCE_PATH": str(tmp_path)})
     assert answer.exit_code == 0
