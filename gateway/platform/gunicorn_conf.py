@@ -46,12 +46,11 @@ accesslog = "-"
 # holding quotes or backslashes is escaped, never able to break a line or forge a field. No
 # headers are logged, so no tokens.
 logger_class = "gateway.platform.gunicorn_conf.AccessLog"
-# gunicorn's own log (start-up, workers, errors) as JSON lines on stderr through the app's handler
-# and formatter (gateway.platform.logs, which finds that handler on the root and keeps it); its
-# level stays
-# gunicorn's `loglevel`. The access log keeps its own handler, on stdout. Every key is given, so
-# none of gunicorn's CONFIG_DEFAULTS (a plain text root handler; access lines propagating to the
-# root) is merged in.
+# gunicorn's own log (start-up, workers, errors) and the access log as JSON lines on stderr, like
+# every other line of the gateway (docs/operations.md), through the app's handler and formatter
+# (gateway.platform.logs, which finds that handler on the root and keeps it); gunicorn's own log
+# keeps gunicorn's `loglevel`. Every key is given, so none of gunicorn's CONFIG_DEFAULTS (a plain
+# text root handler; access lines propagating to the root) is merged in.
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -62,16 +61,11 @@ logconfig_dict = {
             "formatter": "json",
             "stream": "ext://sys.stderr",
         },
-        "access": {
-            "class": "logging.StreamHandler",
-            "formatter": "json",
-            "stream": "ext://sys.stdout",
-        },
     },
     "root": {"level": _settings.log_level, "handlers": ["json"]},
     "loggers": {
         "gunicorn.error": {"handlers": [], "propagate": True},
-        "gunicorn.access": {"handlers": ["access"], "propagate": False},
+        "gunicorn.access": {"handlers": ["json"], "propagate": False},
     },
 }
 
