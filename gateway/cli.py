@@ -14,13 +14,14 @@ from typing import Any
 import click
 from alembic.util import CommandError as AlembicCommandError
 from flask import Flask
-from flask.cli import FlaskGroup, with_appcontext
+from flask.cli import FlaskGroup, ScriptInfo, pass_script_info, with_appcontext
+from flask.cli import run_command as flask_run
 from flask.helpers import get_debug_flag
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, ProgrammingError
-from werkzeug.serving import is_running_from_reloader
+from werkzeug.serving import is_running_from_reloader, run_simple
 
 from connectors.credly import CredlyError
 from gateway.bootstrap import create_app
@@ -113,6 +114,43 @@ def _database_error(exc: DBAPIError) -> str:
 @click.version_option(package_name="credential-gateway", prog_name="gateway")
 def cli() -> None:
     """Operate the credential gateway."""
+
+
+@click.command(
+    "run",
+    params=list(flask_run.params),
+    short_help="Run the development server.",
+)
+@pass_script_info
+def run_development(
+    info: ScriptInfo,
+    host: str,
+    port: int,
+    reload: bool | None,
+    debugger: bool | None,
+    with_threads: bool,
+    cert: Any,
+    extra_files: list[str] | None,
+    exclude_patterns: list[str] | None,
+) -> None:
+    """Run the development server (werkzeug; not for production), with Flask's options. It
+    logs as every process does, JSON lines on stderr, and prints nothing on stdout. The reloader
+    and debugger are on with --debug."""
+    debug = get_debug_flag()
+    run_simple(
+        host,
+        port,
+        info.load_app(),
+        use_reloader=debug if reload is None else reload,
+        use_debugger=debug if debugger is None else debugger,
+        threaded=with_threads,
+        ssl_context=cert,
+        extra_files=extra_files,
+        exclude_patterns=exclude_patterns,
+    )
+
+
+cli.add_command(run_development)  # in place of Flask's, which prints a banner on stdout
 
 
 @cli.group()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import re
 from datetime import UTC, datetime
 
 _context: contextvars.ContextVar[dict[str, object]] = contextvars.ContextVar("log_context")
@@ -50,6 +51,22 @@ def _record_with_context(*args: object, **kwargs: object) -> logging.LogRecord:
     return record
 
 
+class _Uncoloured(logging.Filter):
+    """Take out the terminal colour codes werkzeug's development server (`gateway run`) puts in
+    its lines, which would show as escapes in the JSON (a path's own control characters are
+    escaped by werkzeug before that, so only its colours are taken out)."""
+
+    COLOUR = re.compile(r"\x1b\[[0-9;]*m")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "\x1b[" in message:
+            record.msg, record.args = self.COLOUR.sub("", message), None
+        return True
+
+
+_UNCOLOURED = _Uncoloured()
+
 #: Libraries whose DEBUG lines carry secrets (Authlib logs every token it issues): INFO at least,
 #: whatever LOG_LEVEL says.
 QUIET_AT_DEBUG = ("authlib",)
@@ -58,6 +75,7 @@ QUIET_AT_DEBUG = ("authlib",)
 def configure(level: str) -> None:
     """Send every log record to stderr as JSON lines, once per process."""
     logging.setLogRecordFactory(_record_with_context)
+    logging.getLogger("werkzeug").addFilter(_UNCOLOURED)  # once: the same filter is not added twice
     for name in QUIET_AT_DEBUG:
         logging.getLogger(name).setLevel(logging.INFO)
     root = logging.getLogger()

@@ -1,5 +1,6 @@
 """Migrations on both databases, health probes, and the embedded default starting."""
 
+import json
 import os
 import subprocess
 import sys
@@ -142,18 +143,16 @@ def test_the_embedded_database_is_readable_by_its_owner_only(make_app, tmp_path)
     assert files and all(path.stat().st_mode & 0o077 == 0 for path in files), files
 
 
-def test_gateway_run_serves_healthz_on_the_embedded_default(tmp_path):
+def test_gateway_run_serves_healthz_on_the_embedded_default_logging_json_on_stderr(tmp_path):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     env["INSTANCE_PATH"] = str(tmp_path / "instance")
     gateway = os.path.join(os.path.dirname(sys.executable), "gateway")
-    proc = subprocess.Popen(
-        [gateway, "run", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    out, err = tmp_path / "stdout.log", tmp_path / "stderr.log"
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        proc = subprocess.Popen(
+            [gateway, "run", "--port", str(port)], env=env, stdout=stdout, stderr=stderr
+        )
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -161,11 +160,18 @@ def test_gateway_run_serves_healthz_on_the_embedded_default(tmp_path):
                 response = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=(1, 30))
                 break
             except requests.ConnectionError:
-                assert proc.poll() is None, proc.stdout.read()
+                assert proc.poll() is None, err.read_text()
                 assert time.monotonic() < deadline, "gateway run did not start in 30 s"
                 time.sleep(0.2)
         assert response.status_code == 200
+        missing = requests.get(f"http://127.0.0.1:{port}/nothing-here", timeout=(1, 30))
+        assert missing.status_code == 404  # a line werkzeug colours
     finally:
         proc.terminate()
-        output = proc.communicate(timeout=10)[0]
-    assert "EMBEDDED DEFAULT MODE" in output
+        proc.wait(timeout=10)
+    assert out.read_text() == ""  # no banner
+    lines = [json.loads(line) for line in err.read_text().splitlines()]
+    messages = [str(line["msg"]) for line in lines]
+    assert any("EMBEDDED DEFAULT MODE" in message for message in messages)
+    assert any('"GET /nothing-here HTTP/1.1" 404' in message for message in messages), messages
+    assert not any("\x1b" in message for message in messages), messages
