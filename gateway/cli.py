@@ -167,7 +167,7 @@ def db_upgrade(revision: str) -> None:
     click.echo(f"database upgraded to {revision}")
 
 
-@db.command("downgrade")
+@db.command("downgrade", short_help="Undo migrations, down to REVISION.")
 @click.argument("revision")
 @with_appcontext
 def db_downgrade(revision: str) -> None:
@@ -322,7 +322,12 @@ def serve() -> None:
 
 @cli.command()
 @click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
-@click.option("--no-scheduler", is_flag=True, help="Do not run RQ's scheduler (retries, cron).")
+@click.option(
+    "--no-scheduler",
+    is_flag=True,
+    help="Do not run RQ's scheduler, which queues scheduled jobs when due (the wake-ups of job "
+    "retries, the daily reconciliation's retries); the daily jobs are --no-cron's.",
+)
 @click.option(
     "--maintenance-interval",
     default=600,
@@ -341,7 +346,12 @@ def serve() -> None:
     help="Worker name (default: RQ's). One of a worker killed on this machine is taken over; "
     "one a live worker holds is refused.",
 )
-@click.option("--no-cron", is_flag=True, help="Do not schedule the daily sweep from this worker.")
+@click.option(
+    "--no-cron",
+    is_flag=True,
+    help="Do not queue the daily jobs at SWEEP_TIME from this worker: the sweep, then "
+    "reconciliation with Credly and pruning, and the Credly token check.",
+)
 @click.option(
     "--metrics-port",
     type=click.IntRange(0, 65535),

@@ -187,6 +187,22 @@ def test_clients_create_takes_every_scope_given(tmp_path):
     assert "repeat it for more" in " ".join(shown.split())
 
 
+def test_help_says_what_each_option_and_command_does(tmp_path):
+    env = {"INSTANCE_PATH": str(tmp_path / "instance")}
+
+    def shown(*args: str) -> str:
+        answer = CliRunner().invoke(cli, [*args, "--help"], env=env)
+        assert answer.exit_code == 0, answer.output
+        return " ".join(answer.output.split())
+
+    worker = shown("worker")
+    no_scheduler = worker.split("--no-scheduler ")[1].split(" --")[0]
+    assert "cron" not in no_scheduler.replace("--no-cron", "") and "retries" in no_scheduler
+    no_cron = worker.split("--no-cron ")[1].split(" --")[0]
+    assert all(job in no_cron for job in ("sweep", "reconciliation", "pruning", "token check"))
+    assert "downgrade Undo migrations, down to REVISION. history" in shown("db")
+
+
 def test_version_is_the_gateways(tmp_path):
     answer = CliRunner().invoke(cli, ["--version"], env={"INSTANCE_PATH": str(tmp_path)})
     assert answer.exit_code == 0
