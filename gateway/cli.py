@@ -259,10 +259,18 @@ def clients_revoke(client_id: str) -> None:
     """Revoke a client; its tokens stop working at once, and its webhook subscriptions are
     deleted (nothing more is delivered to them)."""
     with services().db.transaction() as session:
-        removed = api_clients.revoke(session, client_id)
-    if removed is None:
+        done = api_clients.revoke(session, client_id)
+    if done is None:
         raise click.ClickException(f"no client {client_id}")
-    click.echo(f"revoked {client_id}; {removed} webhook subscriptions deleted")
+    deleted = done.subscriptions_deleted
+    subscriptions = f"{deleted} webhook subscription{'' if deleted == 1 else 's'} deleted"
+    if not done.already:
+        click.echo(f"revoked {client_id}; {subscriptions}")
+        return
+    when = done.revoked_at.isoformat(timespec="seconds")
+    click.echo(
+        f"{client_id} was already revoked ({when})" + (f"; {subscriptions}" if deleted else "")
+    )
 
 
 @cli.group()

@@ -89,21 +89,40 @@ def list_clients(session: Session) -> list[OAuthClient]:
     return list(session.scalars(select(OAuthClient).order_by(OAuthClient.id)))
 
 
-def revoke(session: Session, client_id: str) -> int | None:
+@dataclass(frozen=True)
+class Revocation:
+    """What revoking a client did: when it was revoked (`already`: by an earlier revocation) and
+    how many of its webhook subscriptions were deleted."""
+
+    revoked_at: datetime
+    already: bool
+    subscriptions_deleted: int
+
+
+def revoke(session: Session, client_id: str) -> Revocation | None:
     """Revoke a client: its tokens stop working at once and its webhook subscriptions are
-    deleted; how many were, or None when no such client exists."""
-    if not revoke_client(session, client_id):
+    deleted; None when no such client exists. Revoking it again keeps the first revocation's
+    time."""
+    row = _locked(session, client_id)
+    if row is None:
         return None
-    return subscriptions.remove_all(session, client_id)
+    already = row.revoked_at is not None
+    row.revoked_at = row.revoked_at or utcnow()
+    return Revocation(row.revoked_at, already, subscriptions.remove_all(session, client_id))
 
 
 def revoke_client(session: Session, client_id: str, when: datetime | None = None) -> bool:
     """Revoke a client and its tokens; False when no such client exists. The client's row stays
     locked to the end of the transaction (what its requests write waits, then sees it revoked)."""
-    row = session.scalar(
-        select(OAuthClient).where(OAuthClient.client_id == client_id).with_for_update()
-    )
+    row = _locked(session, client_id)
     if row is None:
         return False
     row.revoked_at = row.revoked_at or when or utcnow()
     return True
+
+
+def _locked(session: Session, client_id: str) -> OAuthClient | None:
+    """The client's row, locked to the end of the transaction; None when there is none."""
+    return session.scalar(
+        select(OAuthClient).where(OAuthClient.client_id == client_id).with_for_update()
+    )

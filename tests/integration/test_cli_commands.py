@@ -14,7 +14,7 @@ from gateway.cli import cli
 from gateway.platform.config import Settings
 from gateway.store.db import Database, alembic_config
 from gateway.store.models import OutboxItem
-from gateway.usecases import intake
+from gateway.usecases import intake, subscriptions
 from gateway.usecases.queries import job_outcomes
 from jobs.reconcile import REPAIRS
 from tests.support.clients import fetch_token
@@ -185,6 +185,28 @@ def test_clients_create_takes_every_scope_given(tmp_path):
     assert refused.exit_code == 2 and "unknown scope(s) root" in refused.output
     shown = CliRunner().invoke(cli, ["clients", "create", "--help"], env=env).output
     assert "repeat it for more" in " ".join(shown.split())
+
+
+def test_revoking_a_client_again_says_it_was_already_revoked(tmp_path):
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", "INSTANCE_PATH": str(tmp_path)}
+    created = CliRunner().invoke(
+        cli, ["clients", "create", "--name", "hr", "--scope", "admin"], env=env
+    )
+    client_id = json.loads(created.stdout)["client_id"]
+    svc = create_app(Settings.from_env(env)).extensions["gateway"]
+    with svc.db.transaction() as session:
+        subscriptions.create(session, client_id, "https://192.0.2.1/h", ["C-1"])
+    revoked = CliRunner().invoke(cli, ["clients", "revoke", client_id], env=env)
+    assert (revoked.exit_code, revoked.stdout) == (
+        0,
+        f"revoked {client_id}; 1 webhook subscription deleted\n",
+    )
+    again = CliRunner().invoke(cli, ["clients", "revoke", client_id], env=env)
+    [client] = json.loads(CliRunner().invoke(cli, ["clients", "list", "--json"], env=env).stdout)
+    assert (again.exit_code, again.stdout) == (
+        0,
+        f"{client_id} was already revoked ({client['revoked_at']})\n",
+    )
 
 
 def test_help_says_what_each_option_and_command_does(tmp_path):

@@ -246,6 +246,6 @@ def test_nothing_is_delivered_to_a_revoked_clients_subscriptions(app, client):
         subscribe(client, {"Authorization": f"Bearer {token}"}, url=url)
         revoked_client = app.test_cli_runner().invoke(args=["clients", "revoke", client_id])
         assert revoked_client.exit_code == 0, revoked_client.output
-        assert "1 webhook subscriptions deleted" in revoked_client.output
+        assert "1 webhook subscription deleted" in revoked_client.output
         record(app, granted(days_ago(30)))
     assert received == []
