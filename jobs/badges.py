@@ -37,7 +37,7 @@ from connectors.credly import (
 )
 from connectors.credly import Badge as CredlyBadge
 from connectors.errors import TransientError
-from gateway.rules import BADGE_KEPT
+from gateway.rules import BADGE_KEPT, Policy, ids
 from gateway.store.models import Badge, Certification, Member, UTCDateTime, utcnow
 from gateway.usecases.services import Services
 from jobs.engine.claim import ClaimedItem
@@ -49,18 +49,23 @@ LIVE = ("pending", "accepted")
 #: Our state of a badge its earner deleted in Credly (`badge.deleted`): not reissued by itself.
 DELETED = "deleted"
 
-#: What Credly e-mails the member when their badge is revoked (docs/credly.md, "Revoking"): the
-#: standing's status in the member's words, never the rule or staff notes.
-MEMBER_REASONS = {
-    "lapsed": (
-        "Your certification has lapsed, so this badge no longer shows a current certification. "
-        "It will be issued again when your certification is restored."
-    ),
-    "revoked": (
-        "Your certification has been revoked, so this badge no longer shows a current "
-        "certification. Please contact the certifying body with any questions."
-    ),
+#: What Credly e-mails the member when their badge is revoked (docs/credly.md, "Revoking"): why,
+#: in the member's words, naming the deciding rule of docs/rules.md (`member_reason`).
+LAPSED_REASON = (
+    "Your certification has lapsed because {because} ({rule}), so this badge no longer shows a "
+    "current certification. It will be issued again when your certification is restored."
+)
+#: The `because` of LAPSED_REASON for each lapse rule; `{...}` are the policy's numbers.
+LAPSED_BECAUSE = {
+    ids.FEE_LAPSED: "annual renewal fees went unpaid for more than {fee_lapse_years}",
+    ids.CCP_LAPSED: "CCP points were not documented within {ccp_lapse_years} of the end of a cycle",
+    ids.AUDIT_FAILED: "the CCP audit was not passed",
 }
+REVOKED_REASON = (
+    f"Your certification has been revoked ({ids.CERT_REVOKED}), so this badge no longer shows a "
+    "current certification. Please contact the certifying body with any questions."
+)
+#: The reason when the standing names none of those rules.
 MEMBER_REASON = "This badge no longer shows a current certification."
 #: Said to the member when an unclaimed badge is issued again to their new e-mail address.
 NEW_ADDRESS_REASON = "This badge was issued again to your new e-mail address."
@@ -578,9 +583,24 @@ def deleted(credly_id: str) -> CredlyBadge:
     return CredlyBadge(credly_id, DELETED, None, None, None, None, None)
 
 
-def member_reason(status: str) -> str:
-    """The revoke reason Credly e-mails the member, for the certification's status."""
-    return MEMBER_REASONS.get(status, MEMBER_REASON)
+def member_reason(policy: Policy, standing: dict[str, Any]) -> str:
+    """The revoke reason Credly e-mails the member: the standing's deciding rule (its first
+    reason that ends the badge) in the member's words, with the policy's numbers."""
+    for reason in standing.get("reasons", ()):
+        rule = reason["rule"]
+        if rule == ids.CERT_REVOKED:
+            return REVOKED_REASON
+        if rule in LAPSED_BECAUSE:
+            because = LAPSED_BECAUSE[rule].format(
+                fee_lapse_years=_years(policy.fee_lapse_years),
+                ccp_lapse_years=_years(policy.ccp_lapse_years),
+            )
+            return LAPSED_REASON.format(because=because, rule=rule)
+    return MEMBER_REASON
+
+
+def _years(count: int) -> str:
+    return f"{count} year" if count == 1 else f"{count} years"
 
 
 def revoke(svc: Services, item: ClaimedItem) -> None:
@@ -653,7 +673,7 @@ def revoke_everything(svc: Services, cert: _Recipient) -> int:
         ):
             if found.live() and found.id not in targets:
                 targets[found.id] = None
-    reason = member_reason(cert.status)
+    reason = member_reason(svc.policy, cert.standing)
     for credly_id, badge_id in targets.items():
         try:
             result = svc.credly.revoke_badge(credly_id, reason=reason)

@@ -22,6 +22,7 @@ from gateway.store.models import Badge, CredlyNotification, OutboxItem
 from gateway.usecases import intake
 from gateway.usecases.credly_token import check_token
 from gateway.usecases.queries import badge_view
+from gateway.usecases.sweep import Scope, sweep
 from gateway.usecases.unclaimed import unclaimed_badges
 from jobs import badges as badges_jobs
 from jobs import reconcile as reconcile_module
@@ -232,8 +233,37 @@ def test_revoke_leaves_no_live_badge_on_any_template_known_or_not(svc, standin):
     assert {b["state"] for b in mine} == {"revoked"} and len(mine) == 2
     assert unknown["id"] in {b["id"] for b in mine}
     [reason] = {c["body"]["reason"] for c in calls(standin, "revoke")}
-    assert reason == badges_jobs.MEMBER_REASONS["lapsed"]
+    assert "(AUDIT-FAILED)" in reason
     assert len(live(standin)) == 3  # the others' stay
+
+
+LAPSED_SO = (
+    "so this badge no longer shows a current certification. It will be issued again when your "
+    "certification is restored."
+)
+REVOKE_REASONS = {
+    "fees": "Your certification has lapsed because annual renewal fees went unpaid for more than "
+    f"3 years (FEE-LAPSED), {LAPSED_SO}",
+    "audit": "Your certification has lapsed because the CCP audit was not passed (AUDIT-FAILED), "
+    f"{LAPSED_SO}",
+    "revocation": "Your certification has been revoked (CERT-REVOKED), so this badge no longer "
+    "shows a current certification. Please contact the certifying body with any questions.",
+}
+
+
+@pytest.mark.parametrize("cause", sorted(REVOKE_REASONS))
+def test_the_revoke_reason_names_the_rule_in_the_members_words(svc, standin, cause):
+    grant(svc)
+    if cause == "fees":  # no event: the sweep finds the lapse
+        sweep(svc, Scope(as_of=date(2030, 4, 1)))
+        drain(svc, lambda: settled(svc, "revoke_badge"))
+    elif cause == "audit":
+        revoke_by_audit(svc)
+    else:
+        submit(svc, revoked("2026-06-01"))
+        drain(svc, lambda: settled(svc, "revoke_badge"))
+    [reason] = [c["body"]["reason"] for c in calls(standin, "revoke")]
+    assert reason == REVOKE_REASONS[cause]
 
 
 def test_an_address_a_credly_filter_cannot_hold_is_issued_and_revoked(svc, standin):
