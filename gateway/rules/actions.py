@@ -46,14 +46,19 @@ Action = IssueBadge | ReplaceBadge | RevokeBadge | SyncVerification
 def actions(
     before: Standing | None, after: Standing, *, badge_expires: bool = False
 ) -> list[Action]:
-    """What the change from `before` (None: nothing known yet) to `after` calls for, in the order
-    to run it: badge jobs first, the verification sync last; empty when nothing changed."""
+    """What the change from `before` (None: a new certification) to `after` calls for, in the
+    order to run it: badge jobs first, the verification sync last; empty when nothing changed.
+    A new certification already lapsed has no badge to revoke: none was issued for it."""
     result: list[Action] = []
     if _issues_badge(before, after):
         result.append(IssueBadge())
     if before is not None and _replaces_badge(before, after, badge_expires):
         result.append(ReplaceBadge())
-    if after.status in _BADGE_REVOKED and (before is None or before.status not in _BADGE_REVOKED):
+    if (
+        before is not None
+        and after.status in _BADGE_REVOKED
+        and before.status not in _BADGE_REVOKED
+    ):
         deciding = after.reasons[0]
         result.append(RevokeBadge(reason_rule=deciding.rule, reason=deciding.message))
     if before is None or _public(before) != _public(after):

@@ -237,6 +237,14 @@ def test_revoke_leaves_no_live_badge_on_any_template_known_or_not(svc, standin):
     assert len(live(standin)) == 3  # the others' stay
 
 
+def test_a_grant_already_lapsed_on_arrival_costs_no_credly_call(svc, standin):
+    answer = submit(svc, granted("2010-05-05"))  # a historical member who paid no fees since
+    assert answer.status == 202 and answer.body["standing"]["status"] == "lapsed"
+    assert answer.body["actions"] == ["sync_verification"]
+    drain(svc, lambda: settled(svc, "sync_verification"))
+    assert items(svc, "revoke_badge") == [] and standin.requests_seen() == []
+
+
 LAPSED_SO = (
     "so this badge no longer shows a current certification. It will be issued again when your "
     "certification is restored."

@@ -31,12 +31,10 @@ def test_actions_grant_issues_badge_and_syncs():
     assert actions(None, standing([GRANT], START)) == [IssueBadge(), SyncVerification()]
 
 
-def test_actions_first_standing_already_lapsed_revokes():
+def test_actions_a_new_certification_already_lapsed_only_syncs_it_had_no_badge():
     after = standing([GRANT], date(2010, 1, 1))
-    assert actions(None, after) == [
-        RevokeBadge("FEE-LAPSED", after.reasons[0].message),
-        SyncVerification(),
-    ]
+    assert after.status == "lapsed"
+    assert actions(None, after) == [SyncVerification()]
 
 
 def test_actions_active_to_inactive_keeps_badge_and_syncs():
