@@ -242,8 +242,10 @@ def _period_badge(session: Session, certification_id: str, period_start: date) -
 
 
 _found_id, _found_state = bindparam("found_id"), bindparam("found_state")
+_found_issued_at = bindparam("found_issued_at", type_=UTCDateTime())
 _found_expires_at = bindparam("found_expires_at", type_=UTCDateTime())
-#: Built once: record what Credly answered about the badge `badge_id`.
+#: Built once: record what Credly answered about the badge `badge_id`, its `issued_at` Credly's
+#: (docs/api.md, "A standing's badge"; the time of recording if Credly's answer had none).
 RECORD = (
     update(Badge)
     .where(Badge.id == bindparam("badge_id"))
@@ -259,7 +261,7 @@ RECORD = (
             ),
             else_=Badge.state_changed_at,
         ),
-        issued_at=func.coalesce(Badge.issued_at, _now),
+        issued_at=func.coalesce(_found_issued_at, Badge.issued_at, _now),
         expires_at=func.coalesce(_found_expires_at, Badge.expires_at),
         note=bindparam("note"),
         updated_at=_now,
@@ -279,6 +281,7 @@ def _record(
         "badge_id": badge_id,
         "found_id": found.id,
         "found_state": found.state,
+        "found_issued_at": found.issued_at,
         "found_expires_at": found.expires_at,
         "note": note,
         "now": utcnow(),

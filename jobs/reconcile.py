@@ -252,9 +252,8 @@ class _Run:
     def _take(
         self, session: Session, cert: Certification, row: Badge | None, badge: CredlyBadge
     ) -> Badge | None:
-        """Record Credly's `badge` (its id, state, expiry, and issue time unless one is
-        recorded) in the certification's row, created when it has none; nothing on a dry
-        run. The row."""
+        """Record Credly's `badge` (its id, state, issue time and expiry) in the
+        certification's row, created when it has none; nothing on a dry run. The row."""
         self.summary.repair("taken_from_credly")
         if self.dry_run:
             return row
@@ -262,7 +261,7 @@ class _Run:
             row = _add_period_badge(session, cert, badge)
         row.credly_badge_id, row.state = badge.id, badge.state
         row.state_changed_at, row.last_error = utcnow(), None
-        row.issued_at = row.issued_at or badge.issued_at
+        row.issued_at = badge.issued_at or row.issued_at
         row.expires_at = badge.expires_at or row.expires_at
         return row
 

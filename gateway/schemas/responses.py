@@ -117,7 +117,14 @@ class BadgeViewSchema(_Closed):
         },
     )
     credly_badge_id = fields.String(required=True, allow_none=True)
-    issued_at = fields.DateTime(required=True, allow_none=True)
+    issued_at = fields.DateTime(
+        required=True,
+        allow_none=True,
+        metadata={
+            "description": "The badge's issue time as Credly holds it: the start of the "
+            "certification day in TIME_ZONE, as the gateway sent it (docs/api.md)."
+        },
+    )
     expires_at = fields.DateTime(required=True, allow_none=True)
     state_changed_at = fields.DateTime(required=True, allow_none=True)
     error = fields.String(metadata={"description": "Why the badge's job failed (state error)."})

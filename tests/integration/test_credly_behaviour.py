@@ -137,6 +137,33 @@ def test_issue_sends_no_expiry_as_false_evidence_and_the_day_in_the_time_zone(sv
     assert (badge.credly_badge_id, badge.state) == (held["id"], "pending")
 
 
+#: 2026-03-01 in America/Chicago: the issue time the gateway sends for a grant of that day.
+ISSUE_DAY = datetime(2026, 3, 1, 6, tzinfo=UTC)
+
+
+def test_the_standing_shows_the_issue_time_credly_holds(svc, standin):
+    badge = grant(svc)
+    [issued] = standin.badges()
+    assert badge.issued_at == ISSUE_DAY and issued["issued_at"].startswith("2026-03-01T06:00:00")
+    assert badge_view(badge)["issued_at"] == ISSUE_DAY.isoformat()
+
+
+def test_a_badge_issued_again_shows_its_own_issue_time(svc, standin):
+    refusal = {"status": 422, "body": {"data": {"message": "invalid recipient"}}}
+    standin.queue_faults([refusal])  # the issue job fails for good: a badge is issued by hand
+    submit(svc, granted("2026-03-01"))
+    drain(svc, lambda: issue_done(svc))
+    hand_issued(standin, issuer_earner_id="CERT-1", issued_at="2026-03-05 00:00:00 +0000")
+    reconcile(svc)  # adopted as it is, its issue day included
+    [row] = badges(svc)
+    assert row.issued_at == datetime(2026, 3, 5, tzinfo=UTC)
+    submit(svc, event("member.updated", {"email": "ada@new.example.org"}))
+    drain(svc, lambda: settled(svc, "replace_badge"))  # unclaimed: revoked and issued again
+    [new] = live(standin)
+    [row] = badges(svc)
+    assert (row.credly_badge_id, row.issued_at) == (new["id"], ISSUE_DAY)
+
+
 def test_with_badge_expires_the_paid_through_day_and_without_a_public_url_id_evidence_only(
     make_gateway, standin
 ):
