@@ -8,6 +8,8 @@ An event that names its badge without its state has the badge read from Credly.
 When the event is about a badge of one of our certifications (its `issuer_earner_id`) whose issue
 job has not recorded the Credly id yet, the job is retried; after its last attempt the
 notification is ignored (no job recorded that badge: its issue was retried into another one).
+A change of a badge replaced since by the badge recorded (a late notification about its
+predecessor) is ignored at once as superseded: nothing of it is carried over to the successor.
 """
 
 from __future__ import annotations
@@ -62,7 +64,8 @@ def process(svc: Services, item: ClaimedItem) -> None:
             log.warning("forged Credly notification", extra={"notification_id": notification_id})
             return
         reported = _reported(svc, event)
-        _apply(svc, item, event, reported, _now_in_credly(svc, event, reported))
+        now = _now_in_credly(svc, event, reported) or _superseding(svc, event, reported)
+        _apply(svc, item, event, reported, now)
     except BadgeNotRecordedYet as exc:
         if item.attempts < MAX_ATTEMPTS:  # this kind's retries: the default policy
             _note_error(svc, notification_id, exc)
@@ -113,6 +116,35 @@ def _now_in_credly(
         return latest(svc, reported)
     except NotFound:
         return deleted(reported.id)
+
+
+def _superseding(
+    svc: Services, event: dict[str, Any], reported: CredlyBadge | None
+) -> CredlyBadge | None:
+    """For a state change of a badge that no row records while its certification's row records
+    another (a late notification about a predecessor, say): the badge that replaced it, when
+    Credly says it was replaced (docs/credly.md, "Replacing"), followed to the last one; else
+    None. A badge whose issue job has not recorded it yet costs Credly no call."""
+    if event.get("event_type") != BADGE_STATE_CHANGED or reported is None:
+        return None
+    if reported.state not in NOTIFIED_STATES or not reported.issuer_earner_id:
+        return None
+    with svc.db.sessions() as session:
+        recorded = set(
+            session.scalars(
+                select(Badge.credly_badge_id).where(
+                    Badge.certification_id == reported.issuer_earner_id,
+                    Badge.credly_badge_id.is_not(None),
+                )
+            )
+        )
+    if not recorded or reported.id in recorded:
+        return None
+    try:
+        current = svc.credly.get_badge(reported.id)
+        return latest(svc, current) if current.state == REPLACED else None
+    except NotFound:
+        return None
 
 
 def _apply(
@@ -167,6 +199,8 @@ def _badge_event(
     badge = _ours(session, reported, now)
     if badge is None:
         return "ignored", f"badge {reported.id} was not issued by this gateway"
+    if not earner_deleted and reported.state != REPLACED and now is not None:
+        return "ignored", f"superseded: badge {reported.id} was replaced by {now.id} since"
     if earner_deleted or (now is not None and now.state == DELETED):
         before = badge.state
         badge.state, badge.state_changed_at = DELETED, row.occurred_at

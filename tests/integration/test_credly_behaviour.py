@@ -612,6 +612,30 @@ def test_a_badge_replaced_in_credlys_ui_is_followed_to_its_successor(app, svc, s
     assert [(b.credly_badge_id, b.state) for b in badges(svc)] == [(successor["id"], "pending")]
 
 
+def test_a_late_notification_about_a_badge_replaced_since_is_closed_at_once(app, svc, standin):
+    badge = grant(svc)
+    accepted = standin.set_badge_state(badge.credly_badge_id, "accepted")  # not delivered yet
+    submit(svc, event("member.updated", {"last_name": "Byron"}))
+    drain(svc, lambda: settled(svc, "replace_badge"))
+    [successor] = badges(svc)
+    assert successor.credly_badge_id != badge.credly_badge_id
+    fetched = len(calls(standin, "event"))
+    assert deliver(app, accepted).status_code == 200
+    drain(svc, lambda: notified(svc))
+    with svc.db.sessions() as session:
+        [row] = session.query(CredlyNotification).all()
+    assert (row.status, row.result) == (
+        "ignored",
+        f"superseded: badge {badge.credly_badge_id} was replaced by "
+        f"{successor.credly_badge_id} since",
+    )
+    [item] = items(svc, "credly_notification")
+    assert (item.state, item.attempts) == ("done", 1)
+    assert len(calls(standin, "event")) == fetched + 1
+    [now] = badges(svc)  # nothing of the predecessor's acceptance carried over
+    assert (now.credly_badge_id, now.state) == (successor.credly_badge_id, successor.state)
+
+
 def test_a_badge_deleted_by_its_earner_shows_deleted_is_not_reissued_and_revoke_is_done(
     app, svc, standin
 ):
