@@ -6,6 +6,8 @@ the outbox job retries a `TransientError` with back-off and fails a `PermanentEr
 
 from __future__ import annotations
 
+import json
+
 
 class TransientError(Exception):
     """Worth retrying later (timeout, no connection, 429, 5xx); `retry_after`: seconds, if asked."""
@@ -17,3 +19,13 @@ class PermanentError(Exception):
     """Refused by the other side; retrying the same request cannot help. `body`: its answer."""
 
     body: object = None
+
+
+def describe(exc: Exception) -> str:
+    """`exc`'s message and the other side's answer, if it gave one: JSON as JSON text (as sent,
+    not Python's repr of it), other text as it came."""
+    body = getattr(exc, "body", None)
+    if not body:
+        return str(exc)
+    text = body if isinstance(body, str) else json.dumps(body, ensure_ascii=False, default=str)
+    return f"{exc} {text}"

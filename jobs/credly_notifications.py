@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from connectors.credly import REPLACED, CredlyError, NotFound, TransientError, parse_credly_datetime
 from connectors.credly import Badge as CredlyBadge
+from connectors.errors import describe
 from gateway.store.models import Badge, Certification, CredlyNotification, utcnow
 from gateway.usecases.services import Services
 from jobs.badges import DELETED, deleted, latest
@@ -257,4 +258,4 @@ def _close(svc: Services, item: ClaimedItem, status: str, result: str) -> None:
 def _note_error(svc: Services, notification_id: str, exc: CredlyError) -> None:
     with svc.db.transaction() as session:
         row = _notification(session, notification_id)
-        row.last_error = f"{exc} {exc.body}" if exc.body else str(exc)
+        row.last_error = describe(exc)

@@ -13,7 +13,7 @@ from functools import partial
 from sqlalchemy import Connection, bindparam, update
 
 from connectors.credly import Unauthorized
-from connectors.errors import PermanentError, TransientError
+from connectors.errors import PermanentError, TransientError, describe
 from gateway.platform import logs, metrics
 from gateway.platform.config import Settings
 from gateway.store.db import retry_disconnect
@@ -168,13 +168,13 @@ def _run(svc: Services, item: ClaimedItem) -> datetime | None:
     except Deferred as exc:
         return _put_off(svc, item, str(exc), exc.retry_after)
     except Unauthorized as exc:
-        reason = f"{exc} {exc.body}" if exc.body else str(exc)
+        reason = describe(exc)
         token_state(svc).pause(reason, svc.settings.credly_pause_seconds)
         return _pause(svc, item, reason)
     except TransientError as exc:
         return _retry(svc, item, policy, str(exc), exc.retry_after)
     except PermanentError as exc:
-        return _fail(svc, item, f"{exc} {exc.body}" if exc.body else str(exc))
+        return _fail(svc, item, describe(exc))
     except Exception as exc:  # unexpected (e.g. the database went away): retried on the policy
         log.exception("job error")
         # Its first line only: the rest (a statement and its parameters) is for the log, not for

@@ -253,6 +253,20 @@ def test_the_webs_metrics_show_every_workers_job_outcomes_from_the_database(
 
 
 @responses.activate
+def test_a_permanent_errors_reason_holds_credlys_answer_as_json(svc):
+    answer = {"data": {"message": "Recipient's e-mail is invalid", "errors": ["é"]}}
+    responses.get(re.compile(re.escape(BADGES) + r"\?.*"), json=EMPTY_LIST)
+    responses.post(BADGES, status=422, json=answer)
+    submit(svc, granted("2026-03-01"))
+    drain(svc, lambda: issue_done(svc))
+    [item] = items(svc, "issue_badge")
+    [badge] = badges(svc)
+    for reason in (item.last_error, badge_view(badge)["error"]):
+        assert reason.startswith("Credly POST /organizations/{org}/badges answered 422 {")
+        assert json.loads(reason.partition(" 422 ")[2]) == answer
+
+
+@responses.activate
 def test_a_credential_without_a_badge_template_fails_and_the_badge_says_why(svc):
     svc.settings = replace(svc.settings, credly_badge_templates={})
     submit(svc, granted("2026-03-01"))
