@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta, timezone
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 from marshmallow import (
     RAISE,
@@ -34,6 +36,7 @@ from gateway.rules import (
     json_number,
     to_points,
 )
+from gateway.rules.events import EMPLOYMENT
 from gateway.rules.periods import EARLIEST_DAY, LATEST_DAY, parse_day
 
 MAX_EVENTS = 100  # in one `POST /v1/events/batch`
@@ -77,6 +80,48 @@ def _not_blank(value: str) -> None:
         raise ValidationError("Must not be blank.")
 
 
+#: Unicode categories of characters that text shown as a name may not hold: controls, format
+#: characters (such as a right-to-left override, which shows the name reversed), line and
+#: paragraph separators, private-use characters and surrogates.
+UNPRINTED = frozenset({"Cc", "Cf", "Zl", "Zp", "Co", "Cs"})
+
+
+def unprinted(text: str) -> bool:
+    """Whether `text` holds a character of the UNPRINTED categories."""
+    return any(unicodedata.category(c) in UNPRINTED for c in text)
+
+
+def _person_name(value: str) -> None:
+    """A member's name as a badge shows it: printed characters, not only spaces."""
+    if unprinted(value):
+        raise ValidationError("No control, formatting or line-separator characters.")
+    _not_blank(value)
+
+
+# RFC 5321, 4.5.3.1: a local part of at most 64 octets; a path of at most 256 octets, so an
+# address (without the path's angle brackets) of at most 254.
+MAX_LOCAL_PART = 64
+MAX_ADDRESS = 254
+
+
+def _address_lengths(value: str) -> None:
+    local = value.rpartition("@")[0]
+    if len(local.encode()) > MAX_LOCAL_PART:
+        raise ValidationError(f"The part before @ is at most {MAX_LOCAL_PART} octets.")
+    if len(value.encode()) > MAX_ADDRESS:
+        raise ValidationError(f"An address is at most {MAX_ADDRESS} octets.")
+
+
+def _email(**kwargs: Any) -> fields.Email:
+    """A member's e-mail address, within the lengths SMTP can carry."""
+    return fields.Email(validate=_address_lengths, metadata={"maxLength": MAX_ADDRESS}, **kwargs)
+
+
+def _name(**kwargs: Any) -> fields.String:
+    """A member's first or last name (sent to Credly as the badge's recipient)."""
+    return fields.String(validate=[_NAME, _person_name], **kwargs)
+
+
 #: The days the rules compute with (see gateway.rules.periods); outside them a date is malformed.
 IN_RANGE = f"Must be from {EARLIEST_DAY.isoformat()} to {LATEST_DAY.isoformat()}."
 DAYS = validate.Range(min=EARLIEST_DAY, max=LATEST_DAY, error=IN_RANGE)
@@ -85,6 +130,42 @@ MOMENTS = validate.Range(
     max=datetime.combine(LATEST_DAY, time.max, UTC),
     error=IN_RANGE,
 )
+
+
+# RFC 3339, 5.6 (with its note: T and Z may be written t and z); ASCII digits only.
+_DATE_TIME = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]+))?"
+    r"(?:([Zz])|([+-])([0-9]{2}):([0-9]{2}))?"
+)
+
+
+class Moment(fields.DateTime):
+    """A time written as RFC 3339 says, `YYYY-MM-DDTHH:MM:SS[.fraction]` and `Z` or `±HH:MM`,
+    not the other forms Python reads (week dates, a space for `T`, no seconds); fractions past
+    microseconds are cut. `naive_as_utc`: the offset may be left out, read as UTC."""
+
+    default_error_messages: ClassVar[dict[str, str]] = {
+        "invalid": "Not an RFC 3339 date-time: use YYYY-MM-DDTHH:MM:SSZ or an offset (+02:00).",
+    }
+
+    def __init__(self, *, naive_as_utc: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.naive_as_utc = naive_as_utc
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime:
+        found = _DATE_TIME.fullmatch(value) if isinstance(value, str) else None
+        if found is None:
+            raise self.make_error("invalid")
+        *parts, fraction, zulu, sign, hours, minutes = found.groups()
+        offset = timedelta(hours=int(hours), minutes=int(minutes)) if sign else timedelta()
+        if not (zulu or sign or self.naive_as_utc) or (sign and (int(minutes) > 59 or offset.days)):
+            raise self.make_error("invalid")
+        zone = timezone(-offset if sign == "-" else offset) if offset else UTC
+        micro = int((fraction or "0")[:6].ljust(6, "0"))
+        try:
+            return datetime(*map(int, parts), micro, tzinfo=zone)
+        except ValueError as exc:  # no such day or time (a leap second among them)
+            raise self.make_error("invalid") from exc
 
 
 class Day(fields.Date):
@@ -102,6 +183,19 @@ class Day(fields.Date):
 def _day(**kwargs: Any) -> fields.Date:
     """A date field taking only the days the rules compute with."""
     return Day(validate=DAYS, **kwargs)
+
+
+class WrittenFloat(float):
+    """A JSON number with a fraction or an exponent as the gateway parses request bodies: the
+    float (so hashing and storing the body are unchanged) and `text`, the number as written,
+    whose decimals the float may have rounded away (1.999999999999999999999 reads as 2.0)."""
+
+    text: str
+
+    def __new__(cls, text: str) -> WrittenFloat:
+        number = super().__new__(cls, text)
+        number.text = text
+        return number
 
 
 def _hundredths(points: Decimal) -> None:
@@ -124,6 +218,8 @@ class Points(fields.Decimal):
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, int | float | Decimal):  # a number
             raise self.make_error("invalid")
+        if isinstance(value, WrittenFloat):  # its decimals as written: the float may round them
+            _hundredths(Decimal(value.text))
         return super()._deserialize(value, attr, data, **kwargs)
 
     def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> Any:
@@ -161,9 +257,9 @@ class MemberSchema(_Strict):
     """The member a certification belongs to."""
 
     member_id = fields.String(required=True, validate=[_ID, TEXT])
-    first_name = fields.String(required=True, validate=[_NAME, TEXT, _not_blank])
-    last_name = fields.String(required=True, validate=[_NAME, TEXT, _not_blank])
-    email = fields.Email(required=True, validate=validate.Length(max=320))
+    first_name = _name(required=True)
+    last_name = _name(required=True)
+    email = _email(required=True)
 
     @post_load
     def make(self, data: dict[str, Any], **_: Any) -> Member:
@@ -201,14 +297,13 @@ class CcpActivityData(_Strict):
 
     @validates_schema
     def employment_period(self, data: dict[str, Any], **_: Any) -> None:
-        if data.get("category") == "employment":
+        names = ("employment_start", "employment_end")
+        if data.get("category") == EMPLOYMENT:
             _required(
-                "employment_start",
-                "employment_end",
-                when="category is employment",
-                rule=ids.CCP_EMPLOYMENT_2021,
-                data=data,
+                *names, when="category is employment", rule=ids.CCP_EMPLOYMENT_2021, data=data
             )
+        elif given := [name for name in names if data.get(name) is not None]:
+            raise ValidationError({name: [f"Only for category {EMPLOYMENT}."] for name in given})
 
 
 class AuditData(_Strict):
@@ -256,9 +351,10 @@ class RevokedData(_Strict):
 class MemberUpdatedData(_Strict):
     """`member.updated`: any of the member's name and e-mail."""
 
-    first_name = fields.String(load_default=None, validate=[_NAME, TEXT, _not_blank])
-    last_name = fields.String(load_default=None, validate=[_NAME, TEXT, _not_blank])
-    email = fields.Email(load_default=None, validate=validate.Length(max=320))
+    # A field left out stays as it is (MemberUpdated's None); null is no value for it.
+    first_name = _name()
+    last_name = _name()
+    email = _email()
 
     @validates_schema
     def something_changed(self, data: dict[str, Any], **_: Any) -> None:
@@ -285,8 +381,8 @@ class EnvelopeSchema(_Strict):
         validate=[
             _ID,
             # It ends the URL of GET /v1/events/{event_id}, where such parts would be rewritten.
-            Pattern(
-                r"^(?!/|.*//|.*/$|(?:.*/)?\.\.?(?:/|$))[^\x00-\x1f\x7f-\x9f]+$",
+            Pattern(  # an empty id is the length's to refuse
+                r"^(?!/|.*//|.*/$|(?:.*/)?\.\.?(?:/|$))[^\x00-\x1f\x7f-\x9f]*$",
                 error="No control characters; no / at the start or end, no //, "
                 "no . or .. between slashes.",
             ),
@@ -294,12 +390,15 @@ class EnvelopeSchema(_Strict):
         ],
     )
     type = fields.String(required=True, validate=validate.OneOf(list(DATA_SCHEMAS)))
-    occurred_at = fields.AwareDateTime(required=True, validate=MOMENTS)
+    occurred_at = Moment(required=True, validate=MOMENTS)
     certification_id = fields.String(
         required=True,
         validate=[
             _ID,
-            Pattern(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", error="Use letters, digits, . _ -"),
+            Pattern(  # an empty id is the length's to refuse
+                r"^(?![._-])[A-Za-z0-9._-]*$",
+                error="Use ASCII letters, digits, . _ - (not . _ - first).",
+            ),
         ],
     )
     data = fields.Dict(required=True)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
-from gateway.schemas.events import MOMENTS, TEXT, ShapeError, field_errors
+from gateway.schemas.events import MOMENTS, TEXT, Moment, ShapeError, field_errors
 
 _PRINTABLE = validate.Regexp(r"^[\x21-\x7e]+$", error="Use printable ASCII, no spaces.")
 
@@ -39,9 +39,9 @@ class CredlyEnvelopeSchema(Schema):
         validate=[validate.Length(min=1, max=64), TEXT],
         metadata={"example": "badge.state.changed"},
     )
-    occurred_at = fields.AwareDateTime(
+    occurred_at = Moment(
         required=True,
-        default_timezone=UTC,
+        naive_as_utc=True,  # what it claims is not trusted: read as UTC without an offset
         validate=MOMENTS,
         metadata={"example": "2025-06-01T09:30:00Z"},
     )

@@ -116,7 +116,14 @@ class _ConnectGuard:
 
 
 def _dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
+    return orjson.dumps(value, default=_plain_float).decode()
+
+
+def _plain_float(value: Any) -> float:
+    """A float of a subclass (a request body's number that keeps its text), stored as a float."""
+    if isinstance(value, float):
+        return float(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def normalize_url(url: str) -> str:

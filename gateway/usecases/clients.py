@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import secrets
-import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -12,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.security import generate_password_hash
 
+from gateway.schemas.events import unprinted
 from gateway.store.models import OAuthClient, utcnow
 from gateway.usecases import subscriptions
 
@@ -48,19 +48,12 @@ def validate_scope(scope: str) -> list[str]:
     return scopes
 
 
-#: Unicode categories a client's name may not hold: controls, format characters (such as a
-#: right-to-left override, which shows the name reversed), line and paragraph separators,
-#: private-use characters and surrogates.
-UNPRINTED = frozenset({"Cc", "Cf", "Zl", "Zp", "Co", "Cs"})
-
-
 def validate_client_name(name: str) -> str:
     """`name` if it can name a client: some text, at most the column's length, nothing
-    UNPRINTED (a line break would forge a row of `gateway clients list`); else
+    unprinted (a line break would forge a row of `gateway clients list`); else
     InvalidClientField saying why."""
     limit = OAuthClient.__table__.c.name.type.length
-    control = any(unicodedata.category(c) in UNPRINTED for c in name)
-    if not name.strip() or len(name) > limit or control:
+    if not name.strip() or len(name) > limit or unprinted(name):
         raise InvalidClientField(
             "name",
             f"a client's name is 1 to {limit} characters, not blank, without control or "

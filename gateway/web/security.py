@@ -26,6 +26,7 @@ from werkzeug.routing import Map, PathConverter, UnicodeConverter
 from werkzeug.utils import cached_property
 from werkzeug.wsgi import LimitedStream
 
+from gateway.schemas.events import WrittenFloat
 from gateway.web.problems import unreadable_body
 
 if TYPE_CHECKING:
@@ -160,11 +161,14 @@ class SafeJSONProvider(DefaultJSONProvider):
     JSON may escape a lone UTF-16 surrogate (`"\\ud800"`): Python decodes it into a string that
     cannot be encoded, hashed or stored. Arrays nested thousands deep (which fit in 64 KiB) exceed
     Python's recursion limit. Either answers 400 like any malformed JSON.
+
+    Every request body is read with it (the plain event path's too): a number with a fraction or
+    an exponent is a `WrittenFloat`, which keeps its text for the checks of its decimals.
     """
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
         try:
-            value = super().loads(s, **kwargs)
+            value = super().loads(s, parse_float=WrittenFloat, **kwargs)
             json.dumps(value, ensure_ascii=False).encode()
         except RecursionError as exc:
             raise ValueError("The JSON is nested too deep.") from exc

@@ -140,6 +140,8 @@ def test_a_notification_answers_200_at_once_is_recorded_and_queued_without_calli
     [
         ({k: v for k, v in envelope("ev-1").items() if k != "id"}, "id"),
         ({**envelope("ev-1"), "occurred_at": "yesterday"}, "occurred_at"),
+        ({**envelope("ev-1"), "occurred_at": "2026-W47-5T10:00:00Z"}, "occurred_at"),
+        ({**envelope("ev-1"), "occurred_at": "2026-11-20 10:00:00Z"}, "occurred_at"),
         ({**envelope("ev-1"), "occurred_at": "0001-01-01T00:00:00+14:00"}, "occurred_at"),
         ({**envelope("ev-1"), "occurred_at": "9999-12-31T23:59:59-14:00"}, "occurred_at"),
         ({**envelope("ev-1"), "id": ".."}, "id"),  # would name the organisation in Credly's URL

@@ -1,0 +1,208 @@
+"""The fields of an event as `POST /v1/events` checks them (docs/api.md): names, e-mail
+addresses, times, ids, nulls and points, each refused as a field error naming the field."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import select
+
+from gateway.store.models import Event
+from gateway.usecases import intake
+from tests.support.events import ccp, event, granted
+
+pytestmark = pytest.mark.on_day("2026-12-04")  # the day its fixed dates are written for
+
+#: `POST /v1/events` with a bearer token is answered in front of Flask; a query leaves it to the
+#: view (gateway.web.plain_events).
+PLAIN, VIA_FLASK = "/v1/events", "/v1/events?via=flask"
+
+
+@pytest.fixture
+def headers(token_for) -> dict[str, str]:
+    return token_for("events:write")
+
+
+@pytest.fixture
+def post(client, headers):
+    return lambda body: client.post(PLAIN, json=body, headers=headers)
+
+
+def errors(response) -> list[dict[str, str]]:
+    assert response.status_code == 422, response.get_json()
+    return response.get_json()["errors"]
+
+
+def fields_of(response) -> list[str]:
+    return [e["field"] for e in errors(response)]
+
+
+def member_updated(**data) -> dict:
+    return event("member.updated", data, occurred_at="2026-06-01T12:00:00Z")
+
+
+def test_null_in_a_member_update_is_an_error_of_its_field(post):
+    assert post(granted("2026-03-01")).status_code == 202
+    assert fields_of(post(member_updated(first_name=None, last_name="Ng"))) == ["data.first_name"]
+    [error] = errors(post(member_updated(first_name=None)))
+    assert error == {"field": "data.first_name", "message": "Field may not be null."}
+    assert fields_of(post(member_updated(email=None))) == ["data.email"]
+    assert fields_of(post(member_updated())) == ["data"]  # nothing to change
+    assert post(member_updated(last_name="Ng")).status_code == 202
+
+
+@pytest.mark.parametrize("name", ["employment_start", "employment_end"])
+def test_employment_dates_are_only_for_the_employment_category(post, name):
+    body = ccp("A1", "2021-06-01", category="formal_education", extra={name: "2021-01-01"})
+    [error] = errors(post(body))
+    assert error == {"field": f"data.{name}", "message": "Only for category employment."}
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["Ada\tMary", "Ada\nMary", "Ada\x07", "\u202eadA", "Ada\u2028Mary", "A\u200bda", "Ada\ue000"],
+)
+def test_a_name_with_control_format_or_separator_characters_is_refused(post, name):
+    body = granted("2026-03-01")
+    body["data"]["member"]["first_name"] = name
+    [error] = errors(post(body))
+    assert error["field"] == "data.member.first_name"
+    assert post(granted("2026-03-01", event_id="grant")).status_code == 202
+    assert fields_of(post(member_updated(last_name=name))) == ["data.last_name"]
+
+
+@pytest.mark.parametrize("name", ["Zoë", "O'Brien-Ng", "José María", "李", "Ngũgĩ wa Thiong'o"])
+def test_names_of_letters_spaces_apostrophes_and_hyphens_are_taken(post, name):
+    body = granted("2026-03-01")
+    body["data"]["member"]["last_name"] = name
+    response = post(body)
+    assert response.status_code == 202, response.get_json()
+    assert response.get_json()["standing"]["member"]["last_name"] == name
+
+
+@pytest.mark.parametrize(
+    ("email", "message"),
+    [
+        ("a" * 65 + "@example.org", "The part before @ is at most 64 octets."),
+        ("é" * 33 + "@example.org", "The part before @ is at most 64 octets."),
+        ("a" * 250 + "@example.org", "The part before @ is at most 64 octets."),
+        (f"{'a' * 64}@{'b' * 63}.{'c' * 63}.{'d' * 58}.org", "An address is at most 254 octets."),
+    ],
+)
+def test_an_address_past_smtps_lengths_is_refused(post, email, message):
+    body = granted("2026-03-01")
+    body["data"]["member"]["email"] = email
+    assert errors(post(body)) == [{"field": "data.member.email", "message": message}]
+
+
+def test_an_address_at_smtps_lengths_is_taken(post):
+    body = granted("2026-03-01")
+    body["data"]["member"]["email"] = f"{'a' * 64}@{'b' * 63}.{'c' * 63}.{'d' * 57}.org"
+    assert post(body).status_code == 202, post(body).get_json()
+
+
+@pytest.mark.parametrize(
+    "occurred_at",
+    [
+        "2026-W10-1T12:00:00Z",  # an ISO 8601 week date
+        "2026-03-02 12:00:00Z",  # a space for T
+        "2026-03-02T12:00Z",  # no seconds
+        "2026-03-02T12:00:00",  # no offset
+        "2026-03-02T12:00:00+0100",  # an offset without its colon
+        "2026-061T12:00:00Z",  # an ordinal date
+        "20260302T120000Z",  # the basic format
+        "2026-03-02T12:00:60Z",  # a leap second, which Python's times cannot hold
+    ],
+)
+def test_occurred_at_other_than_rfc_3339_is_refused(post, occurred_at):
+    body = granted("2026-03-01", occurred_at=occurred_at)
+    [error] = errors(post(body))
+    assert error["field"] == "occurred_at" and "RFC 3339" in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("occurred_at", "moment"),
+    [
+        ("2026-03-02T12:00:00Z", datetime(2026, 3, 2, 12, tzinfo=UTC)),
+        ("2026-03-02t12:00:00z", datetime(2026, 3, 2, 12, tzinfo=UTC)),
+        ("2026-03-02T13:00:00.1234567+01:00", datetime(2026, 3, 2, 12, 0, 0, 123456, UTC)),
+        ("2026-03-02T10:30:00-01:30", datetime(2026, 3, 2, 12, tzinfo=UTC)),
+    ],
+)
+def test_occurred_at_in_rfc_3339_is_taken(client, headers, occurred_at, moment):
+    response = client.post(
+        PLAIN, json=granted("2026-03-01", occurred_at=occurred_at), headers=headers
+    )
+    assert response.status_code == 202, response.get_json()
+    recorded = client.get(response.headers["Location"], headers=headers).get_json()
+    assert datetime.fromisoformat(recorded["occurred_at"]) == moment
+
+
+def test_a_certification_id_of_other_letters_is_refused_as_not_ascii(post):
+    [error] = errors(post(granted("2026-03-01", cert="CÉRT-1")))
+    assert error["field"] == "certification_id" and "ASCII letters" in error["message"]
+
+
+@pytest.mark.parametrize("name", ["event_id", "certification_id"])
+def test_an_empty_id_is_one_error(post, name):
+    body = granted("2026-03-01")
+    body[name] = ""
+    assert errors(post(body)) == [{"field": name, "message": "Length must be between 1 and 128."}]
+
+
+# 1.999999999999999999999 reads as the float 2.0; 0.1000000000000000000001 as 0.1.
+TOO_PRECISE = ["1.999999999999999999999", "0.1000000000000000000001", "2.675", "1e-400"]
+
+
+def raw_ccp(points: str, event_id: str = "ccp-1") -> str:
+    body = ccp("A1", "2026-06-01", event_id=event_id, points=0)
+    return json.dumps(body).replace('"points": 0', f'"points": {points}')
+
+
+@pytest.mark.parametrize("points", TOO_PRECISE)
+@pytest.mark.parametrize("path", [PLAIN, VIA_FLASK])
+def test_points_past_two_decimals_are_refused_as_written(client, headers, post, path, points):
+    assert post(granted("2026-03-01")).status_code == 202
+    response = client.post(
+        path, data=raw_ccp(points), content_type="application/json", headers=headers
+    )
+    assert errors(response) == [
+        {"field": "data.points", "message": "Use at most 2 decimal places."}
+    ]
+
+
+def test_points_past_two_decimals_are_refused_in_a_batch(client, headers, post):
+    assert post(granted("2026-03-01")).status_code == 202
+    events = ", ".join(raw_ccp(points, f"ccp-{n}") for n, points in enumerate(TOO_PRECISE))
+    response = client.post(
+        "/v1/events/batch",
+        data=f'{{"events": [{events}]}}',
+        content_type="application/json",
+        headers=headers,
+    )
+    assert response.status_code == 200
+    for result in response.get_json()["results"]:
+        assert result["status"] == 422
+        assert [e["field"] for e in result["body"]["errors"]] == ["data.points"]
+
+
+@pytest.mark.parametrize("points", ["12.5", "12.50", "1250e-2", "7"])
+@pytest.mark.parametrize("path", [PLAIN, VIA_FLASK])
+def test_points_as_written_are_stored_and_replayed_as_before(
+    app, client, headers, post, path, points
+):
+    """The body is hashed and stored as before points kept their text: an event recorded then is
+    replayed (its hash is that of the body read with plain floats)."""
+    assert post(granted("2026-03-01")).status_code == 202
+    raw = raw_ccp(points)
+    first = client.post(path, data=raw, content_type="application/json", headers=headers)
+    assert first.status_code == 202, first.get_json()
+    again = client.post(path, data=raw, content_type="application/json", headers=headers)
+    assert again.status_code == 202 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.get_json() == first.get_json()
+    with app.extensions["gateway"].db.sessions() as session:
+        row = session.scalars(select(Event).where(Event.event_id == "ccp-1")).one()
+        assert row.body == json.loads(raw)
+        assert row.body_hash == intake.body_hash(json.loads(raw))
