@@ -11,11 +11,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NoReturn
 
+from authlib.common.security import is_secure_transport
 from authlib.integrations.flask_oauth2 import AuthorizationServer, ResourceProtector, current_token
 from authlib.oauth2 import OAuth2Error, OAuth2Request
 from authlib.oauth2.rfc6749 import ClientMixin, TokenMixin
 from authlib.oauth2.rfc6749.authenticate_client import authenticate_client_secret_basic
 from authlib.oauth2.rfc6749.errors import (
+    InsecureTransportError,
     InvalidClientError,
     InvalidRequestError,
     MissingAuthorizationError,
@@ -395,7 +397,15 @@ def issue_token() -> ResponseReturnValue:
     malformed = _malformed_token_request()
     if malformed:
         return server.handle_error_response(None, InvalidRequestError(description=malformed))
+    if not is_secure_transport(request.url):  # RFC 6749 §3.2: the token endpoint needs TLS
+        return server.handle_error_response(None, InsecureTransportError(description=PLAIN_HTTP))
     return server.create_token_response()
+
+
+PLAIN_HTTP = (
+    "OAuth 2.0 needs HTTPS for tokens: serve the gateway over TLS; behind a proxy that ends TLS, "
+    "set TRUSTED_PROXIES so that its X-Forwarded-Proto is believed."
+)
 
 
 #: The parameters of a client-credentials token request (RFC 6749 §4.4.2, §2.3.1).

@@ -369,3 +369,17 @@ def test_a_token_request_breaking_the_parameter_rules_is_invalid_request(
     assert answer.status_code == 400, answer.get_data(as_text=True)
     body = answer.get_json()
     assert body["error"] == "invalid_request" and said in body["detail"]
+
+
+def test_a_token_request_over_plain_http_to_a_public_name_is_400_insecure_transport(app, client):
+    """OAuth 2.0 needs TLS for the token endpoint (RFC 6749 §3.2): over plain HTTP to a name that
+    is not loopback (a TLS proxy in front without TRUSTED_PROXIES) the answer says so."""
+    cid, secret = register_client(app, "events:write")
+    response = _token(client, {}, auth=(cid, secret), base_url="http://gateway.example.org")
+    assert response.status_code == 400
+    assert response.mimetype == "application/problem+json"
+    body = response.get_json()
+    assert body["error"] == "insecure_transport"
+    assert "TRUSTED_PROXIES" in body["detail"]
+    secure = _token(client, {}, auth=(cid, secret), base_url="https://gateway.example.org")
+    assert secure.status_code == 200
