@@ -109,9 +109,16 @@ class _WholeOrTooLarge(_ServerBody):
 
     def readall(self) -> bytes:
         data = super().readall()
-        if self.is_exhausted and self._stream.read(1):
+        if self.is_exhausted and self._more():
             raise RequestEntityTooLarge()
         return data
+
+    def _more(self) -> bytes:
+        """A byte past the limit, if one was sent; at the limit, the end must still be sound."""
+        try:
+            return self._stream.read(1)
+        except (ParseException, OSError) as exc:  # NoMoreData is an OSError
+            raise unreadable_body("The chunked body is malformed or cut short.") from exc
 
 
 class _Declared(_ServerBody):

@@ -136,3 +136,11 @@ def test_a_whole_body_is_read_as_before(served, endpoint, framing):
         answer = _answer(served, _head(served, endpoint, f"Content-Length: {len(body)}"), body)
     assert answer.status == WHOLE[endpoint], answer.problem
     assert "Traceback" not in answer.logged
+
+
+@pytest.mark.parametrize("end", [b"zz\r\n\r\n", b""], ids=["bad-last-chunk", "no-last-chunk"])
+def test_a_chunked_body_of_exactly_the_limit_badly_ended_is_a_400_problem(served, end):
+    chunk = b"1000\r\n" + b" " * 4096 + b"\r\n"  # 16 chunks of 4 KiB: the 64 KiB limit exactly
+    head = _head(served, "events-with-token", "Transfer-Encoding: chunked")
+    answer = _answer(served, head, chunk * 16 + end)
+    _is_bad_body(answer)
