@@ -137,33 +137,41 @@ _DATE_TIME = re.compile(
     r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]+))?"
     r"(?:([Zz])|([+-])([0-9]{2}):([0-9]{2}))?"
 )
+#: What a `lenient` Moment reads besides: a space for `T`, no seconds, an offset without its colon
+#: or after a space (Credly writes its times `2014-04-01 09:41:00 -0500`).
+_LENIENT_DATE_TIME = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt ]([0-9]{2}):([0-9]{2})(?::([0-9]{2})(?:\.([0-9]+))?)?"
+    r" ?(?:([Zz])|([+-])([0-9]{2}):?([0-9]{2}))?"
+)
 
 
 class Moment(fields.DateTime):
     """A time written as RFC 3339 says, `YYYY-MM-DDTHH:MM:SS[.fraction]` and `Z` or `±HH:MM`,
     not the other forms Python reads (week dates, a space for `T`, no seconds); fractions past
-    microseconds are cut. `naive_as_utc`: the offset may be left out, read as UTC."""
+    microseconds are cut. `lenient` (a time another service wrote, believed by no one): also a
+    space for `T`, no seconds, `±HHMM`, and no offset at all, read as UTC."""
 
     default_error_messages: ClassVar[dict[str, str]] = {
         "invalid": "Not an RFC 3339 date-time: use YYYY-MM-DDTHH:MM:SSZ or an offset (+02:00).",
     }
 
-    def __init__(self, *, naive_as_utc: bool = False, **kwargs: Any) -> None:
+    def __init__(self, *, lenient: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.naive_as_utc = naive_as_utc
+        self.lenient = lenient
+        self.pattern = _LENIENT_DATE_TIME if lenient else _DATE_TIME
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime:
-        found = _DATE_TIME.fullmatch(value) if isinstance(value, str) else None
+        found = self.pattern.fullmatch(value) if isinstance(value, str) else None
         if found is None:
             raise self.make_error("invalid")
         *parts, fraction, zulu, sign, hours, minutes = found.groups()
         offset = timedelta(hours=int(hours), minutes=int(minutes)) if sign else timedelta()
-        if not (zulu or sign or self.naive_as_utc) or (sign and (int(minutes) > 59 or offset.days)):
+        if not (zulu or sign or self.lenient) or (sign and (int(minutes) > 59 or offset.days)):
             raise self.make_error("invalid")
         zone = timezone(-offset if sign == "-" else offset) if offset else UTC
         micro = int((fraction or "0")[:6].ljust(6, "0"))
         try:
-            return datetime(*map(int, parts), micro, tzinfo=zone)
+            return datetime(*(int(part or 0) for part in parts), micro, tzinfo=zone)
         except ValueError as exc:  # no such day or time (a leap second among them)
             raise self.make_error("invalid") from exc
 

@@ -41,7 +41,7 @@ class CredlyEnvelopeSchema(Schema):
     )
     occurred_at = Moment(
         required=True,
-        naive_as_utc=True,  # what it claims is not trusted: read as UTC without an offset
+        lenient=True,  # what it claims is not trusted: Credly's own forms, no offset read as UTC
         validate=MOMENTS,
         metadata={"example": "2025-06-01T09:30:00Z"},
     )
