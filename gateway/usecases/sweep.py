@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import date
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Select
 
@@ -33,28 +33,43 @@ class Scope:
     batch_size: int = 500
     dry_run: bool = False
 
-    def query(self) -> Select:
-        """The certification ids this sweep visits."""
+    def query(self, today: date) -> Select:
+        """The certification ids this sweep visits, `today` being the day it runs."""
         query = select(Certification.certification_id)
         if not self.full:
             query = query.where(Certification.next_change_on <= self.as_of)
-        if not self.dry_run:  # a standing recorded for a later day is never taken back
-            query = query.where(Certification.evaluated_on <= self.as_of)
+        if not self.dry_run:  # a standing recorded for a later day is not taken back by a sweep
+            later = Certification.evaluated_on <= self.as_of
+            if self.takes_back_ahead(today):
+                later = or_(later, Certification.evaluated_on > today)
+            query = query.where(later)
         if self.first_id is not None:
             query = query.where(Certification.certification_id >= self.first_id)
         if self.last_id is not None:
             query = query.where(Certification.certification_id <= self.last_id)
         return query
 
+    def takes_back_ahead(self, today: date) -> bool:
+        """Whether this sweep takes back the standings recorded ahead of `today` (by a sweep of a
+        later day): a full one of today or later does."""
+        return self.full and self.as_of >= today and not self.dry_run
+
+    def revisits(self, evaluated_on: date, today: date) -> bool:
+        """Whether a standing recorded as of `evaluated_on` is this sweep's to re-evaluate."""
+        ahead = evaluated_on > today and self.takes_back_ahead(today)
+        return evaluated_on <= self.as_of or self.dry_run or ahead
+
 
 def _warn_of_a_future_day(scope: Scope, today: date) -> None:
     """Log a warning when `scope` records the standings of a day after `today`: members show as
-    that day leaves them (lapsed, say) and their jobs run now; a later sweep does not take them
-    back before that day (see `Scope.query`), an event does, as of its own day."""
+    that day leaves them (lapsed, say) and their jobs run now; the daily sweeps leave them until
+    that day, an event takes one back as of its own day, `gateway sweep --full` all of them as of
+    today (see `Scope.query`)."""
     if scope.as_of > today and not scope.dry_run:
         log.warning(
             "sweeping as of %s, after today (%s, UTC): the standings are recorded as of that day "
-            "and the jobs their changes call for are queued now",
+            "and the jobs their changes call for are queued now (gateway sweep --full takes "
+            "them back to today)",
             scope.as_of,
             today,
             extra={"as_of": scope.as_of.isoformat(), "today": today.isoformat()},
@@ -92,7 +107,8 @@ class Summary:
 def count(svc: Services, scope: Scope) -> int:
     """How many certifications `scope` visits (for a progress bar)."""
     with svc.db.sessions() as session:
-        return session.scalar(select(func.count()).select_from(scope.query().subquery()))
+        query = scope.query(utcnow().date())
+        return session.scalar(select(func.count()).select_from(query.subquery()))
 
 
 def sweep(svc: Services, scope: Scope, on_batch: Callable[[int], None] | None = None) -> Summary:
@@ -102,7 +118,8 @@ def sweep(svc: Services, scope: Scope, on_batch: Callable[[int], None] | None = 
     the actions), one transaction per batch, visited by keyset pagination so memory stays bounded;
     the workers are woken after each commit. A day after today is recorded too, with a warning.
     """
-    _warn_of_a_future_day(scope, utcnow().date())
+    today = utcnow().date()
+    _warn_of_a_future_day(scope, today)
     summary = Summary(scope=scope)
     started = time.perf_counter()
     after_id = ""
@@ -110,7 +127,7 @@ def sweep(svc: Services, scope: Scope, on_batch: Callable[[int], None] | None = 
         with svc.db.transaction() as session:
             ids = list(
                 session.scalars(
-                    scope.query()
+                    scope.query(today)
                     .where(Certification.certification_id > after_id)
                     .order_by(Certification.certification_id)
                     .limit(scope.batch_size)
@@ -119,14 +136,16 @@ def sweep(svc: Services, scope: Scope, on_batch: Callable[[int], None] | None = 
             if not ids:
                 break
             after_id = ids[-1]
-            _revisit_batch(svc, session, summary, ids)
+            _revisit_batch(svc, session, summary, ids, today)
         if on_batch:
             on_batch(len(ids))
     summary.seconds = time.perf_counter() - started
     return summary
 
 
-def _revisit_batch(svc: Services, session: Session, summary: Summary, ids: list[str]) -> None:
+def _revisit_batch(
+    svc: Services, session: Session, summary: Summary, ids: list[str], today: date
+) -> None:
     """Evaluate a batch; only certifications whose standing moved are written, in one flush."""
     rows = session.execute(
         select(
@@ -143,7 +162,7 @@ def _revisit_batch(svc: Services, session: Session, summary: Summary, ids: list[
     histories = load_histories(svc.db, ids, session.connection())
     moved: list[tuple[str, rules.Standing, rules.Standing]] = []
     for cert_id, status, evaluated_on, next_change_on, stored_reasons in rows:
-        if evaluated_on > summary.scope.as_of and not summary.scope.dry_run:
+        if not summary.scope.revisits(evaluated_on, today):
             continue  # recorded for a later day since the batch was chosen (an event today)
         history = histories.get(cert_id, [])
         try:

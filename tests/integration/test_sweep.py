@@ -227,13 +227,31 @@ def test_a_future_day_is_recorded_with_a_warning_and_stands_until_an_event_or_th
         assert session.query(Badge).one().state == "revoked"
     # the daily sweep of a day before never takes the recorded standing back
     assert run_daily_sweep()["evaluated"] == 0
-    assert sweep(svc, Scope(as_of=date(2026, 12, 5), full=True)).evaluated == 0
+    assert sweep(svc, Scope(as_of=date(2026, 12, 3), full=True)).evaluated == 0
     assert status(svc) == "lapsed"
     # an event records its standing as of its own day
     accept(svc, fee(2026, "2026-12-04"))
     with svc.db.sessions() as session:
         cert = session.get(Certification, "CERT-1")
         assert (cert.status, cert.evaluated_on) == ("inactive", date(2026, 12, 4))
+
+
+def test_a_full_sweep_takes_back_the_standings_a_sweep_ahead_recorded(svc, database_url, tmp_path):
+    """A day ahead typed by mistake revokes badges; `gateway sweep --full` puts every standing
+    recorded ahead of today back to today's, queueing the jobs that calls for."""
+    accept(svc, granted("2022-12-10"))  # inactive today, lapsed on 2027-01-02
+    env = {"DATABASE_URL": database_url, "INSTANCE_PATH": str(tmp_path)}
+    ahead = CliRunner().invoke(cli, ["sweep", "--as-of", "2062-01-02", "--json"], env=env)
+    assert json.loads(ahead.stdout)["transitions"] == {"inactive->lapsed": 1}
+    assert status(svc) == "lapsed"
+    back = CliRunner().invoke(cli, ["sweep", "--full", "--json"], env=env)
+    assert back.exit_code == 0, back.output
+    summary = json.loads(back.stdout)
+    assert summary["transitions"] == {"lapsed->inactive": 1}
+    assert "issue_badge" in summary["actions_queued"]
+    with svc.db.sessions() as session:
+        cert = session.get(Certification, "CERT-1")
+        assert (cert.status, cert.evaluated_on) == ("inactive", utcnow().date())
 
 
 @pytest.mark.parametrize(
