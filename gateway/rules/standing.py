@@ -187,7 +187,7 @@ class _History:
             raise TypeError(f"not a certification event: {exc.args[0]!r}") from None
         self.grants: list[Granted] = sorted(groups[Granted], key=chronological)
         self.fees: list[FeePaid] = sorted(groups[FeePaid], key=_paid_on)
-        self.activities: list[CcpActivity] = sorted(groups[CcpActivity], key=_completed_on)
+        self.activities: list[CcpActivity] = _once_each(groups[CcpActivity])
         self.activity_days: list[date] = list(map(_completed_on, self.activities))
         self.audits: list[AuditCompleted] = groups[AuditCompleted]
         self.recerts: list[Recertified] = sorted(groups[Recertified], key=chronological)
@@ -213,6 +213,19 @@ class _History:
             self.updates,
         )
         return sorted({e.effective_on for group in groups for e in group if e.effective_on > day})
+
+
+def _once_each(activities: list[CcpActivity]) -> list[CcpActivity]:
+    """The activities in date order, an activity recorded twice (an accepted record and a kept
+    one, CCP-DUPLICATE) counting once: its earliest record."""
+    ordered = sorted(activities, key=lambda a: (a.completed_on, a.event_id))
+    seen: set[str] = set()
+    once = []
+    for activity in ordered:
+        if activity.activity_id not in seen:
+            seen.add(activity.activity_id)
+            once.append(activity)
+    return once
 
 
 def _assess(events: _History, as_of: date, policy: Policy) -> tuple[Standing, bool]:

@@ -1,6 +1,6 @@
 """Which rules of docs/rules.md a new event breaks, given its certification's recorded history."""
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, fields
 from datetime import date, datetime
 
@@ -48,10 +48,15 @@ def kept(violations: Sequence[Violation]) -> bool:
 
 
 def validate(
-    history: Sequence[Event], event: Event, *, policy: Policy, received_at: datetime
+    history: Sequence[Event],
+    event: Event,
+    *,
+    policy: Policy,
+    received_at: datetime,
+    kept_ids: Collection[str] = (),
 ) -> list[Violation]:
     """The rules `event` breaks given the recorded `history`, the accepted and `kept` events
-    (empty list: accept it).
+    (`kept_ids`: the latter's, which no event duplicates) (empty list: accept it).
 
     CERT-UNKNOWN is the caller's: without a certification.granted in `history`, any other event
     is not checked here. The same `event_id` replayed is the caller's too.
@@ -83,17 +88,22 @@ def validate(
     else:
         check = _CHECKS.get(type(event))
         if check is not None:
-            violations.extend(check(_Context(history, grant, policy), event))
+            violations.extend(check(_Context(history, grant, policy, kept_ids), event))
     return violations
 
 
 class _Context:
     """The recorded history of a certification, with its current period start."""
 
-    def __init__(self, history: Sequence[Event], grant: Granted, policy: Policy) -> None:
+    def __init__(
+        self, history: Sequence[Event], grant: Granted, policy: Policy, kept_ids: Collection[str]
+    ) -> None:
         self.history = history
         self.grant = grant
         self.policy = policy
+        #: What a new event may duplicate: the accepted events (a kept one may never count; the
+        #: standing counts one payment of a year, one record of an activity, the earliest).
+        self.accepted = [e for e in history if e.event_id not in kept_ids] if kept_ids else history
         # decision: the current period is the one of the latest recertification that counts;
         # events dated before it belong to a closed period and are rejected (CCP-BEFORE-CYCLE,
         # FEE-YEAR-RANGE, RECERT-NOT-LAPSED).
@@ -179,7 +189,7 @@ def _check_fee(ctx: _Context, fee: FeePaid) -> Iterator[Violation]:
             ids.FEE_YEAR_RANGE,
             f"membership year {year} is after {last_year}, the last year payable on {paid_on}",
         )
-    for other in ctx.history:
+    for other in ctx.accepted:
         if (
             isinstance(other, FeePaid)
             and other.event_id != fee.event_id
@@ -203,7 +213,8 @@ def _check_activity(ctx: _Context, activity: CcpActivity) -> Iterator[Violation]
             ids.CCP_BEFORE_CYCLE,
             f"activity completed on {done}, before the current certification period "
             f"began on {ctx.start}",
-            provisional=done >= ctx.grant.certified_on,  # in a closed period
+            # in a closed period (employment is checked against its cycle in the current one)
+            provisional=done >= ctx.grant.certified_on and activity.category != EMPLOYMENT,
         )
     occurred_on = activity.occurred_at.date()  # in its own offset, as EVENT-FUTURE reads it
     if done > occurred_on:
@@ -212,7 +223,7 @@ def _check_activity(ctx: _Context, activity: CcpActivity) -> Iterator[Violation]
         )
     if activity.category == EMPLOYMENT:
         yield from _check_employment(ctx, activity)
-    for other in ctx.history:
+    for other in ctx.accepted:
         if (
             isinstance(other, CcpActivity)
             and other.event_id != activity.event_id

@@ -18,7 +18,7 @@ from sqlalchemy import Connection, Executable, Table, bindparam, select
 
 from gateway import rules
 from gateway.store.db import Database
-from gateway.store.models import IN_HISTORY, Event
+from gateway.store.models import EVENT_KEPT, IN_HISTORY, Event
 
 Decoder = Callable[[Any], Any]
 
@@ -62,7 +62,7 @@ def decode_event(body: dict[str, Any]) -> rules.Event:
 
 EVENTS: Table = Event.__table__
 _HISTORIES = (
-    select(EVENTS.c.certification_id, EVENTS.c.body)
+    select(EVENTS.c.certification_id, EVENTS.c.body, EVENTS.c.status)
     .where(
         EVENTS.c.certification_id.in_(bindparam("ids", expanding=True)),
         EVENTS.c.status.in_(IN_HISTORY),
@@ -95,9 +95,19 @@ def histories_statement(certification_ids: list[str]) -> tuple[Executable, dict[
     return _HISTORIES, {"ids": list(certification_ids)}
 
 
-def histories_of(rows: Iterable[tuple[str, Any]]) -> dict[str, list[rules.Event]]:
+def histories_of(rows: Iterable[tuple[str, Any, str]]) -> dict[str, list[rules.Event]]:
     """The histories that the rows of `histories_statement` hold."""
     histories: dict[str, list[rules.Event]] = {}
-    for certification_id, body in rows:
+    for certification_id, body, _ in rows:
         histories.setdefault(certification_id, []).append(decode_event(body))
     return histories
+
+
+def kept_of(rows: Iterable[tuple[str, Any, str]]) -> dict[str, set[str]]:
+    """The ids of the kept events (`models.EVENT_KEPT`) among the rows of `histories_statement`,
+    by certification."""
+    kept: dict[str, set[str]] = {}
+    for certification_id, body, status in rows:
+        if status == EVENT_KEPT:
+            kept.setdefault(certification_id, set()).add(body["event_id"])
+    return kept

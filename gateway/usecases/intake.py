@@ -16,7 +16,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from gateway import rules
 from gateway.platform import metrics
 from gateway.schemas.events import Envelope, ShapeError, load_envelope
-from gateway.store.history import EVENTS, histories_of, histories_statement
+from gateway.store.history import EVENTS, histories_of, histories_statement, kept_of
 from gateway.store.models import EVENT_KEPT, utcnow
 from gateway.usecases.queries import (
     Current,
@@ -259,6 +259,8 @@ class _Cert:
     standing: rules.Standing | None = None
     current: Current = field(default_factory=Current)
     new_jobs: list[JobRow] = field(default_factory=list)
+    #: The ids of the kept events of `history` (`rules.kept`).
+    kept: set[str] = field(default_factory=set)
 
     def before(self, policy: rules.Policy) -> rules.Standing | None:
         """The standing before the next event (None: the certification is new)."""
@@ -303,15 +305,19 @@ class _Submission:
             {i.envelope.certification_id for i in items if i.envelope.event.event_id not in stored}
             & evaluated_on.keys()
         )
-        histories, current = {}, {}
+        histories, current, kept = {}, {}, {}
         if fresh:  # their histories and what the jobs made of them, in one round trip
             history_rows, *current_rows = db.execute_all(
                 connection, [histories_statement(fresh), *current_statements(fresh)]
             )
             histories, current = histories_of(history_rows), current_of(*current_rows)
+            kept = kept_of(history_rows)
         self.certs = {
             cid: _Cert(
-                histories.get(cid, []), evaluated_on[cid], current=current.get(cid, Current())
+                histories.get(cid, []),
+                evaluated_on[cid],
+                current=current.get(cid, Current()),
+                kept=kept.get(cid, set()),
             )
             for cid in fresh
         }
@@ -344,9 +350,11 @@ class _Submission:
         cert = self.certs.get(cid)
         if cert is None and not isinstance(event, rules.Granted):
             return _unknown(cid)
-        history = cert.history if cert else []
+        history, kept = (cert.history, cert.kept) if cert else ([], set())
         policy = self.svc.policy
-        violations = rules.validate(history, event, policy=policy, received_at=item.received_at)
+        violations = rules.validate(
+            history, event, policy=policy, received_at=item.received_at, kept_ids=kept
+        )
         today = item.received_at.date()
         after = None
         if not violations:
@@ -400,6 +408,7 @@ class _Submission:
         policy = self.svc.policy
         before = cert.before(policy)
         cert.history.append(event)
+        cert.kept.add(event.event_id)
         try:
             after = rules.evaluate(cert.history, today, policy)
         except rules.NotCertified:

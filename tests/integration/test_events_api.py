@@ -490,6 +490,36 @@ def test_payments_that_undo_the_lapse_a_recertification_needed_are_recorded_at_o
     assert standing["fees"]["paid_through"] == "2023-06-30"
 
 
+def test_a_kept_payment_does_not_refuse_the_timely_payment_of_its_year(post, reader):
+    """The late payment of 2023 (after the lapse it would have prevented) arrives first and is
+    kept; the timely one is then no duplicate of it, and the standing is that of date order."""
+    post(granted("2000-06-01"))
+    for year in range(2001, 2023):
+        post(fee(year, f"{year}-05-01"))
+    late, timely = fee(2023, "2026-11-01"), fee(2023, "2023-05-01")
+    assert rules_of(post(late)) == ["CERT-LAPSED"]
+    assert post(timely).status_code == 202
+    standing = reader("/v1/certifications/CERT-1").get_json()
+    assert (standing["status"], standing["fees"]["paid_through"]) == ("inactive", "2024-06-30")
+
+
+def test_an_activity_recorded_again_counts_once_when_its_refused_record_comes_to_count(
+    post, reader
+):
+    """A CCP activity refused CERT-LAPSED was sent again under a new event id once the payment
+    that undid the lapse arrived (as earlier releases advised): both records are in the history,
+    the activity counts once."""
+    post(granted("2016-01-10", credential="RPT"))
+    post(ccp("A-0", "2017-06-01", points=24))
+    refused = ccp("A-1", "2021-06-01", points=12)
+    assert rules_of(post(refused)) == ["CERT-LAPSED"]  # no fee paid: lapsed since 2020-02-01
+    for year in range(2017, 2027):
+        post(fee(year, f"{year}-01-02"))
+    assert post(ccp("A-1", "2021-06-01", points=12)).status_code == 202  # a kept one is no twin
+    standing = reader("/v1/certifications/CERT-1?as_of=2021-12-01").get_json()
+    assert standing["ccp"]["points_earned"] == 12
+
+
 def test_the_upgrade_keeps_the_events_an_earlier_release_refused_for_a_lapse(
     app, post, reader, database_url, tmp_path
 ):

@@ -5,7 +5,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from gateway.rules import NotCertified, evaluate, validate
+from gateway.rules import NotCertified, evaluate, kept, validate
 from tests.support.rules_factories import (
     NOW,
     POLICY,
@@ -146,3 +146,17 @@ def test_event_future_rejects_data_date_after_occurred_at():
     assert rules_broken([], granted(date(2015, 6, 3), occurred_at=noon(date(2015, 6, 2)))) == [
         "EVENT-FUTURE"
     ]
+
+
+def test_an_activity_of_a_closed_period_is_kept_but_employment_there_is_not():
+    """Dated before the recertification recorded before it: kept (it counts in its own period),
+    but employment is checked against its cycle only in the current period, so it is refused."""
+    history = accepted(granted(date(2012, 1, 10)), exam_recert(date(2018, 6, 1), date(2018, 5, 1)))
+    closed = activity(date(2014, 6, 1), 10)
+    assert rules_broken(history, closed) == ["CCP-BEFORE-CYCLE"]
+    assert kept(validate(history, closed, policy=POLICY, received_at=NOW))
+    employed = activity(
+        date(2014, 6, 1), 30, "employment", employment=(date(2011, 1, 1), date(2014, 5, 31))
+    )
+    violations = validate(history, employed, policy=POLICY, received_at=NOW)
+    assert [v.rule for v in violations] == ["CCP-BEFORE-CYCLE"] and not kept(violations)

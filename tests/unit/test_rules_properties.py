@@ -175,10 +175,13 @@ def recorded(arrivals: list[Event]) -> list[Event]:
     """The history the intake records of events arriving in this order: each event accepted, or
     refused but kept (CERT-LAPSED alone)."""
     history: list[Event] = []
+    kept_ids: set[str] = set()
     for event in arrivals:
-        violations = validate(history, event, policy=POLICY, received_at=NOW)
+        violations = validate(history, event, policy=POLICY, received_at=NOW, kept_ids=kept_ids)
         if not violations or kept(violations):
             history.append(event)
+        if violations and kept(violations):
+            kept_ids.add(event.event_id)
     return history
 
 
