@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from joserfc import jws
 from joserfc.errors import JoseError
@@ -97,11 +98,18 @@ class SigningKeys:
 
     def verify(self, token: str, named_by: KeyName | None = None) -> Verified:
         """Check `token`'s signature against the key its header's `kid` names: a key's own
-        `kid`, or (with `named_by`) the name `named_by` makes of it; its header and claims."""
+        `kid`, or (with `named_by`) the name `named_by` makes of it, or one made under another
+        address (the key its last path segment names); its header and claims."""
         named = {named_by(key.kid): key for key in self.keys} if named_by else {}
+        own = {key.kid: key for key in self.keys}
 
         def key_of(signed: GuestProtocol) -> ECKey | KeySet:
-            return named.get(signed.headers().get("kid"), self._set)
+            kid = signed.headers().get("kid")
+            if kid in named:
+                return named[kid]
+            if named_by and isinstance(kid, str) and "/" in kid:
+                return own.get(unquote(kid.rsplit("/", 1)[-1]), self._set)
+            return self._set
 
         try:
             found = jws.deserialize_compact(token.strip(), key_of, algorithms=[ALGORITHM])

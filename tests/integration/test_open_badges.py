@@ -306,9 +306,13 @@ def test_a_tampered_or_foreign_credential_is_refused(app, reader):
         check(client, stranger.sign(claims, typ="JWT", named_by=lambda _: ours))["verified"]
         is False
     )
-    keys = app.extensions["gateway"].keys  # our key, named by a URL that is not ours
-    foreign = keys.sign(claims, typ="JWT", named_by=lambda kid: f"https://other.example/{kid}")
-    assert failed(check(client, foreign))["signature"].startswith("The signature does not hold")
+    keys = app.extensions["gateway"].keys  # our key, named at another address of ours (made
+    # before PUBLIC_BASE_URL was set, or under another host name): the signature is ours
+    elsewhere = keys.sign(claims, typ="JWT", named_by=lambda kid: f"https://old.example/{kid}")
+    assert "signature" not in failed(check(client, elsewhere))
+    at_end = ours.rsplit("/", 1)[-1]  # a stranger's key named as ours at another address
+    forged = stranger.sign(claims, typ="JWT", named_by=lambda _: f"https://old.example/{at_end}")
+    assert failed(check(client, forged))["signature"].startswith("The signature does not hold")
     receipt = keys.sign({**claims, "type": ["Receipt"]}, typ="JWT")
     refused = check(client, receipt)
     assert failed(refused)["signature"] == "Signed by us, but not an Open Badges credential."

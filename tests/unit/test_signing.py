@@ -69,8 +69,14 @@ def test_a_header_may_name_the_key_by_a_name_made_from_its_kid(tmp_path):
     assert keys.verify(token, named_by=url).claims == {"n": 1}
     with pytest.raises(InvalidSignature):  # a name it was not told to accept
         keys.verify(token)
-    with pytest.raises(InvalidSignature):  # another name ending in the same kid is not ours
-        keys.verify(token, named_by=lambda kid: f"https://elsewhere.example/{kid}")
+    # a name made at another address (another host name, before PUBLIC_BASE_URL was set): the
+    # key its end names, whose signature it must then hold
+    elsewhere = keys.verify(token, named_by=lambda kid: f"https://elsewhere.example/{kid}")
+    assert elsewhere.claims == {"n": 1}
+    stranger = SigningKeys.load(tmp_path / "other.json")
+    forged = stranger.sign({"n": 3}, typ="JWT", named_by=lambda _: url(keys.signing_kid))
+    with pytest.raises(InvalidSignature):
+        keys.verify(forged, named_by=lambda kid: f"https://elsewhere.example/{kid}")
     bare = keys.sign({"n": 2}, typ="JWT")  # the key's own kid still names it
     assert keys.verify(bare, named_by=url).claims == {"n": 2}
     assert keys.public_jwk(keys.signing_kid) == keys.public_jwks()["keys"][0]
