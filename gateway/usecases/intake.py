@@ -271,7 +271,8 @@ class _Cert:
 
 @dataclass(frozen=True)
 class _Accepted:
-    position: int
+    #: Where its 202 answer goes; None for a kept event, answered 422 all the same.
+    position: int | None
     row: int
     certification_id: str
     event_id: str
@@ -416,7 +417,7 @@ class _Submission:
         if before is not None and after != before:
             cert.standing = after
             change = Change(cid, before, after, request_id=request_id)
-            self.kept.append(_Accepted(-1, len(self.rows), cid, event.event_id, change))
+            self.kept.append(_Accepted(None, len(self.rows), cid, event.event_id, change))
 
     def _record(self) -> None:
         """Write the events, then the standings and jobs of the accepted ones, then answers."""
@@ -432,7 +433,7 @@ class _Submission:
         ):
             cert = self.certs[accepted.certification_id]
             cert.new_jobs.extend(recorded.jobs)
-            if accepted.position < 0:  # a kept event: answered 422 all the same
+            if accepted.position is None:
                 continue
             body = {
                 "event_id": accepted.event_id,
