@@ -7,7 +7,7 @@ import logging
 from flask import Flask
 from sqlalchemy.exc import SQLAlchemyError
 
-from gateway.platform import logs
+from gateway.platform import logs, signing
 from gateway.platform.config import Settings
 from gateway.usecases import credly_token, issuer
 from gateway.usecases.services import (
@@ -52,9 +52,16 @@ def create_app(
     keys = svc.keys  # read (or created, at first start) now, not at the first signature
     if keys.created and not own_keys:
         log.warning(
-            "SIGNING_KEYS_FILE names %s, which did not exist: a new signing key was made there. "
+            "SIGNING_KEYS_FILE names %s, which did not exist: new signing keys were made there. "
             "Give every web machine this same file, or what one machine signs (receipts, "
             "credentials) fails to verify on another",
+            settings.signing_keys_file,
+        )
+    if keys.signer(signing.RS256) is keys.signer(signing.ES256):
+        log.warning(
+            "SIGNING_KEYS_FILE %s holds no RSA key: Open Badges credentials are signed ES256, "
+            "which not every Open Badges verifier accepts (they must accept RS256); run `gateway "
+            "keys rotate` to add an RSA key",
             settings.signing_keys_file,
         )
     if not settings.public_base_url and not svc.db.is_sqlite:

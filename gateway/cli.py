@@ -281,18 +281,22 @@ def keys() -> None:
 @keys.command("list")
 @with_appcontext
 def keys_list() -> None:
-    """List the keys: the first signs, every one is published and verifies."""
+    """List the keys and their algorithms: the first of each signs, every one is published and
+    verifies."""
     key_set = services().keys
-    for number, key in enumerate(key_set.keys):
-        click.echo(f"{key.kid}  {'signs' if number == 0 else 'verifies only'}")
+    signers = {key_set.signer(alg).kid for alg in signing.ALGORITHMS.values()}
+    for key in key_set.keys:
+        role = "signs" if key.kid in signers else "verifies only"
+        click.echo(f"{key.kid}  {signing.algorithm_of(key)}  {role}")
 
 
 @keys.command("rotate")
 @with_appcontext
 def keys_rotate() -> None:
-    """Add a new signing key first; the old ones stay published. Restart the web processes."""
-    kid = signing.rotate(services().settings.signing_keys_file)
-    click.echo(f"new signing key {kid}; restart the web processes to sign with it")
+    """Add a new signing key of each algorithm first; the old ones stay published. Restart the web
+    processes."""
+    kids = signing.rotate(services().settings.signing_keys_file)
+    click.echo(f"new signing keys {' '.join(kids)}; restart the web processes to sign with them")
 
 
 @keys.command("retire")

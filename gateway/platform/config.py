@@ -588,10 +588,12 @@ class Settings:
         metadata=setting(
             "SIGNING_KEYS_FILE",
             "`signing-keys.json` in the instance folder, created at first start",
-            "the JWK set (private keys) that signs receipts and credentials: the first key signs, "
-            "all are published. Each key is a P-256 private key for ES256 (`kty` EC, `crv` "
-            "P-256, `alg` ES256 or none) with a `kid` of its own. A file it names that does not "
-            "exist is created with a new key and a WARNING: give every web machine that file",
+            "the JWK set (private keys) that signs receipts (ES256: its first P-256 key) and Open "
+            "Badges credentials (RS256: its first RSA key); all are published. Each key has a "
+            "`kid` of its own and is a P-256 private key (`kty` EC, `crv` P-256, `alg` ES256 or "
+            "none) or an RSA private key of 2048 bits or more (`kty` RSA, `alg` RS256 or none). "
+            "A file it names that does not exist is created with a new key of each kind and a "
+            "WARNING: give every web machine that file",
         ),
     )
     receipt_retention_days: int = field(

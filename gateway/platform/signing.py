@@ -1,12 +1,16 @@
-"""The certifying body's signing keys: a JWK set whose first key signs and whose every key verifies.
+"""The certifying body's signing keys: a JWK set whose first key of each algorithm signs and whose
+every key verifies.
 
-Receipts and credentials are compact JWS (ES256) made with joserfc. Rotation puts a new key first
-and keeps the old ones, so what they signed still verifies (`gateway keys rotate`). A token's header
-names its key by the key's `kid`, or by a name made from it (`named_by`: a URL that serves the key).
+Tokens are compact JWS made with joserfc: receipts ES256 (a P-256 key), Open Badges credentials
+RS256 (an RSA key), the algorithm Open Badges 3.0 asks every verifier to support. Rotation puts a
+new key of each algorithm first and keeps the old ones, so what they signed still verifies
+(`gateway keys rotate`). A token's header names its key by the key's `kid`, or by a name made
+from it (`named_by`: a URL that serves the key).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import tempfile
@@ -18,9 +22,15 @@ from urllib.parse import unquote
 
 from joserfc import jws
 from joserfc.errors import JoseError
-from joserfc.jwk import ECKey, GuestProtocol, KeySet
+from joserfc.jwk import ECKey, GuestProtocol, KeySet, RSAKey
 
-ALGORITHM = "ES256"
+ES256 = "ES256"
+RS256 = "RS256"
+#: The algorithm of each kind of key (`kty`).
+ALGORITHMS = {"EC": ES256, "RSA": RS256}
+#: The least size of an RSA key, in bits.
+RSA_BITS = 2048
+SigningKey = ECKey | RSAKey
 #: How a header names a key, from the key's `kid` (a URL that serves it, say).
 KeyName = Callable[[str], str]
 
@@ -37,15 +47,30 @@ class Verified:
     claims: dict[str, Any]
 
 
-def new_key() -> ECKey:
-    """A fresh P-256 signing key with its thumbprint as `kid`."""
-    return ECKey.generate_key("P-256", parameters={"use": "sig", "alg": ALGORITHM}, auto_kid=True)
+def new_key(alg: str = ES256) -> SigningKey:
+    """A fresh signing key for `alg` (a P-256 key for ES256, RSA for RS256), its thumbprint as
+    `kid`."""
+    parameters = {"use": "sig", "alg": alg}
+    if alg == RS256:
+        return RSAKey.generate_key(RSA_BITS, parameters=parameters, auto_kid=True)
+    return ECKey.generate_key("P-256", parameters=parameters, auto_kid=True)
+
+
+def new_keys() -> list[SigningKey]:
+    """A fresh key for each algorithm."""
+    return [new_key(alg) for alg in ALGORITHMS.values()]
+
+
+def algorithm_of(key: SigningKey) -> str:
+    """The algorithm `key` signs with."""
+    return ALGORITHMS[key.key_type]
 
 
 class SigningKeys:
-    """A JWK set of private keys: `sign` uses the first, `verify` accepts any."""
+    """A JWK set of private keys: `sign` uses the first of the algorithm asked for, `verify`
+    accepts any."""
 
-    def __init__(self, keys: list[ECKey], created: bool = False) -> None:
+    def __init__(self, keys: list[SigningKey], created: bool = False) -> None:
         if not keys:
             raise ValueError("a signing key set needs at least one key")
         self.keys = keys
@@ -57,13 +82,13 @@ class SigningKeys:
     def load(cls, path: str | Path) -> SigningKeys:
         """Read the key set at `path`, creating it with one new key when it does not exist.
 
-        Raises ValueError, in one line naming the file, unless every key is a P-256 private key
-        for ES256 (`kty` EC, `crv` P-256, `alg` ES256 or none, `use` sig or none) with a `kid`
-        of its own.
+        Raises ValueError, in one line naming the file, unless every key is a private signing
+        key with a `kid` of its own: P-256 for ES256 (`kty` EC, `crv` P-256, `alg` ES256 or none)
+        or RSA of 2048 bits or more for RS256 (`kty` RSA, `alg` RS256 or none); `use` sig or none.
         """
         path = Path(path)
         try:
-            created = not path.exists() and _write_new(path, [new_key()])
+            created = not path.exists() and _write_new(path, new_keys())
         except OSError as exc:
             raise ValueError(f"{path} cannot be created: {exc}") from exc
         try:
@@ -73,12 +98,16 @@ class SigningKeys:
         try:
             return cls(_keys_of(data), created=created)
         except ValueError as exc:
-            raise ValueError(f"{path} is not a set of ES256 signing keys: {exc}") from exc
+            raise ValueError(f"{path} is not a set of ES256 and RS256 signing keys: {exc}") from exc
 
-    @property
-    def signing_kid(self) -> str:
-        """The `kid` of the key that signs."""
-        return self.keys[0].kid
+    def signer(self, alg: str = ES256) -> SigningKey:
+        """The key that signs for `alg`: the first of that algorithm, else the first key (a set
+        made before RS256 keys were, until `gateway keys rotate` adds one)."""
+        return next((key for key in self.keys if algorithm_of(key) == alg), self.keys[0])
+
+    def signing_kid(self, alg: str = ES256) -> str:
+        """The `kid` of the key that signs for `alg`."""
+        return self.signer(alg).kid
 
     def sign(
         self,
@@ -86,15 +115,17 @@ class SigningKeys:
         typ: str,
         cty: str | None = None,
         named_by: KeyName | None = None,
+        alg: str = ES256,
     ) -> str:
-        """A compact JWS over `claims` (JSON), signed by the first key; its header's `kid` is the
-        key's own, or `named_by` of it."""
-        kid = named_by(self.signing_kid) if named_by else self.signing_kid
-        header = {"alg": ALGORITHM, "kid": kid, "typ": typ}
+        """A compact JWS over `claims` (JSON), signed by the key that signs for `alg`; its
+        header's `kid` is the key's own, or `named_by` of it."""
+        key = self.signer(alg)
+        header = {"alg": algorithm_of(key), "kid": named_by(key.kid) if named_by else key.kid}
+        header["typ"] = typ
         if cty:
             header["cty"] = cty
         payload = json.dumps(claims, separators=(",", ":"), ensure_ascii=False)
-        return jws.serialize_compact(header, payload, self.keys[0], algorithms=[ALGORITHM])
+        return jws.serialize_compact(header, payload, key, algorithms=[header["alg"]])
 
     def verify(self, token: str, named_by: KeyName | None = None) -> Verified:
         """Check `token`'s signature against the key its header's `kid` names: a key's own
@@ -103,16 +134,23 @@ class SigningKeys:
         named = {named_by(key.kid): key for key in self.keys} if named_by else {}
         own = {key.kid: key for key in self.keys}
 
-        def key_of(signed: GuestProtocol) -> ECKey | KeySet:
-            kid = signed.headers().get("kid")
+        def key_of(signed: GuestProtocol) -> SigningKey | KeySet:
+            header = signed.headers()
+            kid = header.get("kid")
             if kid in named:
-                return named[kid]
-            if named_by and isinstance(kid, str) and "/" in kid:
-                return own.get(unquote(kid.rsplit("/", 1)[-1]), self._set)
-            return self._set
+                key = named[kid]
+            elif named_by and isinstance(kid, str) and "/" in kid:
+                key = own.get(unquote(kid.rsplit("/", 1)[-1]), self._set)
+            else:
+                key = own.get(kid, self._set)
+            if isinstance(key, KeySet) or header.get("alg") != algorithm_of(key):
+                raise InvalidSignature("its header names no key of ours for its algorithm")
+            return key
 
         try:
-            found = jws.deserialize_compact(token.strip(), key_of, algorithms=[ALGORITHM])
+            found = jws.deserialize_compact(
+                token.strip(), key_of, algorithms=list(ALGORITHMS.values())
+            )
             claims = json.loads(found.payload)
         except (JoseError, ValueError, TypeError) as exc:
             raise InvalidSignature(f"not a genuine signed token: {exc}") from exc
@@ -130,7 +168,7 @@ class SigningKeys:
         return found.as_dict(private=False) if found else None
 
 
-def _keys_of(data: Any) -> list[ECKey]:
+def _keys_of(data: Any) -> list[SigningKey]:
     """The keys of a JWK set document; ValueError saying what is wrong with the first bad one."""
     items = data.get("keys") if isinstance(data, dict) else None
     if not isinstance(items, list) or not items:
@@ -145,23 +183,30 @@ def _keys_of(data: Any) -> list[ECKey]:
             problem = "has the kid of a key before it"
         if problem is not None:
             raise ValueError(f"key {number} (kid {kid!r}) {problem}")
+        kind = ECKey if item["kty"] == "EC" else RSAKey
         try:
-            keys.append(ECKey.import_key(item))
+            key = kind.import_key(item)
         except (JoseError, ValueError, TypeError) as exc:
-            raise ValueError(f"key {number} (kid {kid!r}) is not a valid P-256 key: {exc}") from exc
+            raise ValueError(
+                f"key {number} (kid {kid!r}) is not a valid {kind.key_type} key: {exc}"
+            ) from exc
+        keys.append(key)
         kids.add(kid)
     return keys
 
 
 def _key_problem(item: dict[str, Any]) -> str | None:
-    """What makes a JWK unfit to sign ES256, or None."""
+    """What makes a JWK unfit to sign ES256 (P-256) or RS256 (RSA), or None."""
     said = {name: item.get(name) for name in ("kty", "crv", "alg", "use", "kid")}
-    if said["kty"] != "EC":
-        return f"is kty {said['kty']!r}, not an EC key"
-    if said["crv"] != "P-256":
+    alg = ALGORITHMS.get(said["kty"])
+    if alg is None:
+        return f"is kty {said['kty']!r}, not an EC or RSA key"
+    if alg == ES256 and said["crv"] != "P-256":
         return f"is on curve {said['crv']!r}, not P-256"
-    if said["alg"] not in (None, ALGORITHM):
-        return f"is for alg {said['alg']!r}, not {ALGORITHM}"
+    if said["alg"] not in (None, alg):
+        return f"is for alg {said['alg']!r}, not {alg}"
+    if alg == RS256 and _bits(item.get("n")) < RSA_BITS:
+        return f"has fewer than {RSA_BITS} bits"
     if said["use"] not in (None, "sig"):
         return f"is for use {said['use']!r}, not sig"
     if not isinstance(said["kid"], str) or not said["kid"]:
@@ -171,18 +216,30 @@ def _key_problem(item: dict[str, Any]) -> str | None:
     return None
 
 
-def rotate(path: str | Path) -> str:
-    """Put a new signing key first in the set at `path`, keeping the old ones; its `kid`."""
+def _bits(modulus: Any) -> int:
+    """The size in bits of an RSA key's modulus `n` (base64url), 0 when it is not one."""
+    try:
+        return int.from_bytes(
+            base64.urlsafe_b64decode(modulus + "=" * (-len(modulus) % 4))
+        ).bit_length()
+    except (TypeError, ValueError):
+        return 0
+
+
+def rotate(path: str | Path) -> list[str]:
+    """Put a new key of each algorithm first in the set at `path`, keeping the old ones; their
+    `kid`s."""
     old = SigningKeys.load(path)
-    key = new_key()
-    _write_new(Path(path), [key, *old.keys], replace=True)
-    return key.kid
+    keys = new_keys()
+    _write_new(Path(path), [*keys, *old.keys], replace=True)
+    return [key.kid for key in keys]
 
 
 def retire(path: str | Path, kid: str) -> None:
-    """Remove the key `kid` from the set at `path` (never the one that signs)."""
-    keys = SigningKeys.load(path).keys
-    if keys[0].kid == kid:
+    """Remove the key `kid` from the set at `path` (never one that signs)."""
+    found = SigningKeys.load(path)
+    keys = found.keys
+    if kid in {found.signing_kid(alg) for alg in ALGORITHMS.values()}:
         raise ValueError(f"{kid} signs: rotate first, then retire it")
     kept = [key for key in keys if key.kid != kid]
     if len(kept) == len(keys):
@@ -190,7 +247,7 @@ def retire(path: str | Path, kid: str) -> None:
     _write_new(Path(path), kept, replace=True)
 
 
-def _write_new(path: Path, keys: list[ECKey], replace: bool = False) -> bool:
+def _write_new(path: Path, keys: list[SigningKey], replace: bool = False) -> bool:
     """Write a private key set readable by its owner only; concurrent first starts keep one.
     True when this set was written (False: another process's was there first)."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@ of a credential someone hands us.
 
 A credential is an `OpenBadgeCredential` secured as a VC-JWT: a compact JWS whose payload is the
 credential itself plus the JWT claims Open Badges asks for (`iss`, `sub`, `jti`, `nbf`, `exp`), and
-whose JOSE header is what Open Badges 3.0 asks for: `alg` ES256, `typ` `JWT` and `kid` the URL that
+whose JOSE header is what Open Badges 3.0 asks for: `alg` RS256, `typ` `JWT` and `kid` the URL that
 serves the signing key as a JWK (`key_url`). Its `credentialStatus` is a Bitstring Status List
 entry; see `gateway.usecases.status_lists` for the bits. Credentials signed before the header took
 that shape (`typ` `vc+jwt`, `kid` the key's bare `kid`) still verify.
@@ -24,7 +24,7 @@ from urllib.parse import quote
 from sqlalchemy import bindparam, select
 
 from gateway.platform.config import Settings
-from gateway.platform.signing import InvalidSignature, SigningKeys
+from gateway.platform.signing import RS256, InvalidSignature, SigningKeys
 from gateway.rules import BADGE_KEPT, Policy
 from gateway.store.models import Certification, utcnow
 from gateway.usecases import status_lists
@@ -415,7 +415,7 @@ def issue_credential(svc: Services, certification_id: str, base: str) -> str:
 
 def _signed_by_us(svc: Services, payload: dict[str, Any], base: str) -> str:
     """`payload` as a VC-JWT, its header's `kid` the URL of the signing key."""
-    return svc.keys.sign(payload, typ=TYP, named_by=partial(key_url, base))
+    return svc.keys.sign(payload, typ=TYP, named_by=partial(key_url, base), alg=RS256)
 
 
 def signed_status_list(svc: Services, list_id: int, purpose: str, base: str) -> tuple[str, str]:
@@ -427,7 +427,7 @@ def signed_status_list(svc: Services, list_id: int, purpose: str, base: str) -> 
         if list_id >= status_lists.list_count(connection):
             raise UnknownStatusList(list_id)
         encoded = status_lists.encode(status_lists.bitstring(connection, list_id, purpose))
-    kid = key_url(base, svc.keys.signing_kid)  # in the header: a new one is a new ETag
+    kid = key_url(base, svc.keys.signing_kid(RS256))  # in the header: a new one is a new ETag
     said = f"{base}|{list_id}|{purpose}|{TYP}|{kid}|{encoded}"
     etag = hashlib.sha256(said.encode()).hexdigest()[:32]
     cached = _signed.get((list_id, purpose))

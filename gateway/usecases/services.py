@@ -123,7 +123,7 @@ def _in_instance(settings: Settings, name: str) -> Path | None:
 
 def signing_keys(path: str) -> SigningKeys:
     """The key set of SIGNING_KEYS_FILE at `path`, created if missing; ConfigError naming the
-    setting, in one line, when it is not a set of ES256 signing keys."""
+    setting, in one line, when it is not a set of ES256 and RS256 signing keys."""
     try:
         return SigningKeys.load(path)
     except ValueError as exc:

@@ -75,13 +75,13 @@ def independently_verified(client, token: str) -> dict:
     the served JWK set also holds under the `kid` at the URL's end."""
     header = jwt.get_unverified_header(token)
     assert header.keys() == {"alg", "kid", "typ"}  # Open Badges 3.0 allows no other header
-    assert header["typ"] == "JWT" and header["alg"] == "ES256"
+    assert header["typ"] == "JWT" and header["alg"] == "RS256"  # what every verifier accepts
     jwk = dereferenced(client, header["kid"])
-    assert "d" not in jwk and jwk["kty"] == "EC" and jwk["crv"] == "P-256"
+    assert "d" not in jwk and jwk["kty"] == "RSA"
     keys = jwt.PyJWKSet.from_dict(client.get("/.well-known/jwks.json").get_json())
     assert keys[unquote(header["kid"].rsplit("/issuer/keys/", 1)[1])].key_id == jwk["kid"]
     key = jwt.PyJWK(jwk).key
-    return jwt.decode(token, key, algorithms=["ES256"], options={"require": ["iss", "nbf"]})
+    return jwt.decode(token, key, algorithms=["RS256"], options={"require": ["iss", "nbf"]})
 
 
 def status_bits(client, credential: dict) -> dict[str, bool]:
@@ -202,7 +202,7 @@ def test_the_issuer_and_urls_come_from_public_base_url(database_url, make_app, t
     assert client.get("/issuer").get_json()["jwks_uri"] == (
         "https://verify.example.org/.well-known/jwks.json"
     )
-    kid = app.extensions["gateway"].keys.signing_kid
+    kid = app.extensions["gateway"].keys.signing_kid(signing.RS256)
     assert (
         jwt.get_unverified_header(token)["kid"] == f"https://verify.example.org/issuer/keys/{kid}"
     )
@@ -298,20 +298,23 @@ def test_a_tampered_or_foreign_credential_is_refused(app, reader):
     assert set(failed(result)) == {"signature", "issuer", "dates", "status"}
     assert failed(result)["signature"].startswith("The signature does not hold")
 
-    stranger = signing.SigningKeys([signing.new_key()])  # a well-formed credential, not ours
+    stranger = signing.SigningKeys(signing.new_keys())  # a well-formed credential, not ours
     claims = independently_verified(client, token)
-    assert check(client, stranger.sign(claims, typ="JWT"))["verified"] is False
+    assert check(client, stranger.sign(claims, typ="JWT", alg=signing.RS256))["verified"] is False
     ours = jwt.get_unverified_header(token)["kid"]  # a stranger's key under our key's URL
-    assert (
-        check(client, stranger.sign(claims, typ="JWT", named_by=lambda _: ours))["verified"]
-        is False
-    )
+    for alg in signing.ALGORITHMS.values():
+        forged = stranger.sign(claims, typ="JWT", named_by=lambda _: ours, alg=alg)
+        assert check(client, forged)["verified"] is False
     keys = app.extensions["gateway"].keys  # our key, named at another address of ours (made
     # before PUBLIC_BASE_URL was set, or under another host name): the signature is ours
-    elsewhere = keys.sign(claims, typ="JWT", named_by=lambda kid: f"https://old.example/{kid}")
+    elsewhere = keys.sign(
+        claims, typ="JWT", named_by=lambda kid: f"https://old.example/{kid}", alg=signing.RS256
+    )
     assert "signature" not in failed(check(client, elsewhere))
     at_end = ours.rsplit("/", 1)[-1]  # a stranger's key named as ours at another address
-    forged = stranger.sign(claims, typ="JWT", named_by=lambda _: f"https://old.example/{at_end}")
+    forged = stranger.sign(
+        claims, typ="JWT", named_by=lambda _: f"https://old.example/{at_end}", alg=signing.RS256
+    )
     assert failed(check(client, forged))["signature"].startswith("The signature does not hold")
     receipt = keys.sign({**claims, "type": ["Receipt"]}, typ="JWT")
     refused = check(client, receipt)
@@ -346,10 +349,10 @@ def test_a_credential_signed_before_the_header_named_the_key_by_url_still_verifi
     record(app, granted(days_ago(30)))
     claims = independently_verified(client, fetch(client, reader))
     keys = app.extensions["gateway"].keys
-    earlier = keys.sign(claims, typ="vc+jwt")  # as credentials were signed then
+    earlier = keys.sign(claims, typ="vc+jwt")  # as credentials were signed then (ES256)
     assert jwt.get_unverified_header(earlier) == {
         "alg": "ES256",
-        "kid": keys.signing_kid,
+        "kid": keys.signing_kid(),
         "typ": "vc+jwt",
     }
     result = check(client, earlier)
@@ -358,15 +361,15 @@ def test_a_credential_signed_before_the_header_named_the_key_by_url_still_verifi
     assert "Signature: passed" in page.get_data(as_text=True)
     # and the JWK set still finds its key by that bare kid, as the offline recipe did
     served = jwt.PyJWKSet.from_dict(client.get("/.well-known/jwks.json").get_json())
-    assert jwt.decode(earlier, served[keys.signing_kid].key, algorithms=["ES256"]) == claims
+    assert jwt.decode(earlier, served[keys.signing_kid()].key, algorithms=["ES256"]) == claims
 
 
 def test_the_key_url_serves_the_public_jwk_and_an_unknown_key_is_not_found(app):
     client = app.test_client()
     keys = app.extensions["gateway"].keys
-    jwk = dereferenced(client, f"http://localhost/issuer/keys/{keys.signing_kid}")
+    jwk = dereferenced(client, f"http://localhost/issuer/keys/{keys.signing_kid()}")
     assert jwk == client.get("/.well-known/jwks.json").get_json()["keys"][0]
-    assert "d" not in jwk and jwk["kid"] == keys.signing_kid
+    assert "d" not in jwk and jwk["kid"] == keys.signing_kid()
     unknown = client.get("/issuer/keys/nope")
     assert unknown.status_code == 404 and unknown.mimetype == "application/problem+json"
     assert unknown.get_json()["detail"] == "No published key has the kid 'nope'."
@@ -377,7 +380,7 @@ def test_the_key_url_serves_the_public_jwk_and_an_unknown_key_is_not_found(app):
 
 def test_a_key_of_any_kid_is_named_by_a_url_that_serves_it(database_url, make_app, tmp_path):
     keys_file = tmp_path / "keys.json"
-    key = {**signing.new_key().as_dict(private=True), "kid": "2026/main key"}
+    key = {**signing.new_key(signing.RS256).as_dict(private=True), "kid": "2026/main key"}
     keys_file.write_text(json.dumps({"keys": [key]}))
     app = make_app(
         database_url=database_url, jobs_synchronous=True, signing_keys_file=str(keys_file)
@@ -395,7 +398,9 @@ def test_a_key_of_any_kid_is_named_by_a_url_that_serves_it(database_url, make_ap
 def signed_as_ours(app, claims: dict) -> str:
     """`claims` signed with the gateway's key and header, as a credential of the test host."""
     keys = app.extensions["gateway"].keys
-    return keys.sign(claims, typ="JWT", named_by=partial(key_url, "http://localhost"))
+    return keys.sign(
+        claims, typ="JWT", named_by=partial(key_url, "http://localhost"), alg=signing.RS256
+    )
 
 
 def test_a_check_without_a_credential_is_a_problem_naming_the_field(client):
@@ -425,8 +430,9 @@ def test_a_rotation_keeps_earlier_credentials_verifiable(database_url, make_app,
     record(app, granted(days_ago(30)))
     reader = {"Authorization": f"Bearer {_token(app)}"}
     old = fetch(app.test_client(), reader)
-    new_kid = signing.rotate(keys_file)
+    signing.rotate(keys_file)
     rotated = make_app(database_url=database_url, signing_keys_file=str(keys_file))
+    new_kid = rotated.extensions["gateway"].keys.signing_kid(signing.RS256)
     client = rotated.test_client()
     assert independently_verified(client, old)["credentialSubject"]["licenseNumber"] == "CERT-1"
     assert check(client, old)["verified"] is True

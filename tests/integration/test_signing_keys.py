@@ -23,10 +23,12 @@ def test_the_embedded_default_creates_its_keys_in_the_instance_folder_and_publis
     assert answer.content_type == "application/jwk-set+json"
     assert "public" in answer.headers["Cache-Control"]
     keys = answer.get_json()["keys"]
-    assert [key["kty"] for key in keys] == ["EC"] and "d" not in keys[0]
-    token = app.extensions["gateway"].keys.sign({"sub": "CERT-1"}, typ="JWT")
-    public = jwt.PyJWKSet.from_dict(answer.get_json())[keys[0]["kid"]].key
-    assert jwt.decode(token, public, algorithms=["ES256"]) == {"sub": "CERT-1"}
+    assert [key["kty"] for key in keys] == ["EC", "RSA"]
+    assert not any("d" in key for key in keys)
+    for key, alg in zip(keys, ["ES256", "RS256"], strict=True):
+        token = app.extensions["gateway"].keys.sign({"sub": "CERT-1"}, typ="JWT", alg=alg)
+        public = jwt.PyJWKSet.from_dict(answer.get_json())[key["kid"]].key
+        assert jwt.decode(token, public, algorithms=[alg]) == {"sub": "CERT-1"}
 
 
 def test_keys_rotate_publishes_the_new_key_beside_the_old_one(database_url, tmp_path, monkeypatch):
@@ -35,16 +37,24 @@ def test_keys_rotate_publishes_the_new_key_beside_the_old_one(database_url, tmp_
     runner = CliRunner()
     first = runner.invoke(cli, ["keys", "list"])
     assert first.exit_code == 0, first.output
-    old_kid = first.stdout.split()[0]
+    old = [line.split()[0] for line in first.stdout.splitlines()]
+    assert [line.split()[1:] for line in first.stdout.splitlines()] == [
+        ["ES256", "signs"],
+        ["RS256", "signs"],
+    ]
     rotated = runner.invoke(cli, ["keys", "rotate"])
     assert rotated.exit_code == 0, rotated.output
     listed = runner.invoke(cli, ["keys", "list"]).stdout.splitlines()
-    assert listed[1] == f"{old_kid}  verifies only" and listed[0].endswith("signs")
+    assert listed[2:] == [f"{old[0]}  ES256  verifies only", f"{old[1]}  RS256  verifies only"]
+    assert [line.split()[1:] for line in listed[:2]] == [["ES256", "signs"], ["RS256", "signs"]]
+    assert all(line.split()[0] in rotated.stdout for line in listed[:2])
     # `--`: a key id may begin with "-" (a base64url thumbprint)
-    refused = runner.invoke(cli, ["keys", "retire", "--", listed[0].split()[0]])
-    assert refused.exit_code != 0 and "rotate first" in refused.output
-    assert runner.invoke(cli, ["keys", "retire", "--", old_kid]).exit_code == 0
-    assert len(runner.invoke(cli, ["keys", "list"]).stdout.splitlines()) == 1
+    for signer in listed[:2]:
+        refused = runner.invoke(cli, ["keys", "retire", "--", signer.split()[0]])
+        assert refused.exit_code != 0 and "rotate first" in refused.output
+    for kid in old:
+        assert runner.invoke(cli, ["keys", "retire", "--", kid]).exit_code == 0
+    assert len(runner.invoke(cli, ["keys", "list"]).stdout.splitlines()) == 2
 
 
 def test_a_shared_database_without_a_keys_file_public_address_or_issuer_warns_at_start(
@@ -77,7 +87,7 @@ def test_a_keys_file_named_but_missing_is_made_with_a_warning_to_give_it_to_ever
         for record in caplog.records
         if record.levelno == logging.WARNING and "SIGNING_KEYS_FILE" in record.getMessage()
     ]
-    assert str(path) in warning and "a new signing key was made" in warning
+    assert str(path) in warning and "new signing keys were made" in warning
     assert "every web machine this same file" in warning
     assert path.exists()
     caplog.clear()
@@ -130,3 +140,18 @@ def test_serve_refuses_an_unfit_keys_file_in_the_instance_folder_in_one_line(tmp
     assert refused.exit_code == 1, refused.output
     [line] = refused.output.splitlines()
     assert line.startswith("Error: SIGNING_KEYS_FILE: ") and "signing-keys.json" in line
+
+
+def test_a_keys_file_without_an_rsa_key_warns_that_credentials_are_signed_es256(
+    make_app, tmp_path, caplog
+):
+    """A key set made before credentials were signed RS256 still works, and says how to move."""
+    path = tmp_path / "keys.json"
+    path.write_text(json.dumps({"keys": [signing.new_key(signing.ES256).as_dict(private=True)]}))
+    make_app(signing_keys_file=str(path))
+    assert f"SIGNING_KEYS_FILE {path} holds no RSA key" in caplog.text
+    assert "gateway keys rotate" in caplog.text
+    caplog.clear()
+    signing.rotate(path)
+    make_app(signing_keys_file=str(path))
+    assert "holds no RSA key" not in caplog.text

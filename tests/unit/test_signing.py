@@ -1,14 +1,16 @@
-"""The signing key set: created once, signs with its first key, verifies with any, rotates."""
+"""The signing key set: created once, signs with its first key of each algorithm, verifies with
+any, rotates."""
 
 import json
 import threading
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 from joserfc.jwk import ECKey, RSAKey
 
 from gateway.platform import signing
-from gateway.platform.signing import InvalidSignature, SigningKeys
+from gateway.platform.signing import ES256, RS256, InvalidSignature, SigningKeys
 
 
 def test_a_missing_key_set_is_created_private_to_its_owner(tmp_path):
@@ -16,16 +18,17 @@ def test_a_missing_key_set_is_created_private_to_its_owner(tmp_path):
     keys = SigningKeys.load(path)
     assert path.stat().st_mode & 0o077 == 0
     stored = json.loads(path.read_text())["keys"]
-    assert [key["kid"] for key in stored] == [keys.signing_kid]
-    assert "d" in stored[0]  # the private part stays in the file
-    assert "d" not in keys.public_jwks()["keys"][0]
+    assert [key["kid"] for key in stored] == [keys.signing_kid(ES256), keys.signing_kid(RS256)]
+    assert [key["kty"] for key in stored] == ["EC", "RSA"]
+    assert all("d" in key for key in stored)  # the private parts stay in the file
+    assert all("d" not in key for key in keys.public_jwks()["keys"])
 
 
 def test_first_starts_at_once_keep_one_key_set(tmp_path):
     path = tmp_path / "signing-keys.json"
     kids: list[str] = []
     threads = [
-        threading.Thread(target=lambda: kids.append(SigningKeys.load(path).signing_kid))
+        threading.Thread(target=lambda: kids.append(SigningKeys.load(path).signing_kid(RS256)))
         for _ in range(8)
     ]
     for thread in threads:
@@ -35,14 +38,39 @@ def test_first_starts_at_once_keep_one_key_set(tmp_path):
     assert len(set(kids)) == 1
 
 
-def test_a_signature_verifies_with_an_independent_implementation(tmp_path):
+@pytest.mark.parametrize("alg", [ES256, RS256])
+def test_a_signature_verifies_with_an_independent_implementation(tmp_path, alg):
     keys = SigningKeys.load(tmp_path / "keys.json")
-    token = keys.sign({"sub": "CERT-1", "status": "active"}, typ="JWT")
-    public = jwt.PyJWKSet.from_dict(keys.public_jwks())[keys.signing_kid].key
-    assert jwt.decode(token, public, algorithms=["ES256"]) == {"sub": "CERT-1", "status": "active"}
+    token = keys.sign({"sub": "CERT-1", "status": "active"}, typ="JWT", alg=alg)
+    public = jwt.PyJWKSet.from_dict(keys.public_jwks())[keys.signing_kid(alg)].key
+    assert jwt.decode(token, public, algorithms=[alg]) == {"sub": "CERT-1", "status": "active"}
     header = jwt.get_unverified_header(token)
-    assert header == {"alg": "ES256", "kid": keys.signing_kid, "typ": "JWT"}
+    assert header == {"alg": alg, "kid": keys.signing_kid(alg), "typ": "JWT"}
     assert keys.verify(token).claims == {"sub": "CERT-1", "status": "active"}
+
+
+def test_a_header_naming_one_key_with_the_other_algorithm_is_refused(tmp_path):
+    keys = SigningKeys.load(tmp_path / "keys.json")
+    token = keys.sign({"n": 1}, typ="JWT", alg=RS256)
+    _, payload, signature = token.split(".")
+    confused = jwt.utils.base64url_encode(
+        json.dumps({"alg": "RS256", "kid": keys.signing_kid(ES256), "typ": "JWT"}).encode()
+    ).decode()
+    with pytest.raises(InvalidSignature, match="algorithm"):
+        keys.verify(f"{confused}.{payload}.{signature}")
+
+
+def test_a_set_made_before_rsa_keys_signs_everything_with_its_p256_key(tmp_path):
+    path = tmp_path / "keys.json"
+    path.write_text(json.dumps({"keys": [signing.new_key(ES256).as_dict(private=True)]}))
+    keys = SigningKeys.load(path)
+    token = keys.sign({"n": 1}, typ="JWT", alg=RS256)
+    assert jwt.get_unverified_header(token)["alg"] == ES256
+    assert keys.verify(token).claims == {"n": 1}
+    signing.rotate(path)  # adds the RSA key
+    assert (
+        jwt.get_unverified_header(SigningKeys.load(path).sign({}, "JWT", alg=RS256))["alg"] == RS256
+    )
 
 
 def test_a_tampered_or_foreign_token_is_refused(tmp_path):
@@ -65,7 +93,7 @@ def test_a_header_may_name_the_key_by_a_name_made_from_its_kid(tmp_path):
         return f"https://verify.example.org/issuer/keys/{kid}"
 
     token = keys.sign({"n": 1}, typ="JWT", named_by=url)
-    assert jwt.get_unverified_header(token)["kid"] == url(keys.signing_kid)
+    assert jwt.get_unverified_header(token)["kid"] == url(keys.signing_kid())
     assert keys.verify(token, named_by=url).claims == {"n": 1}
     with pytest.raises(InvalidSignature):  # a name it was not told to accept
         keys.verify(token)
@@ -74,38 +102,42 @@ def test_a_header_may_name_the_key_by_a_name_made_from_its_kid(tmp_path):
     elsewhere = keys.verify(token, named_by=lambda kid: f"https://elsewhere.example/{kid}")
     assert elsewhere.claims == {"n": 1}
     stranger = SigningKeys.load(tmp_path / "other.json")
-    forged = stranger.sign({"n": 3}, typ="JWT", named_by=lambda _: url(keys.signing_kid))
+    forged = stranger.sign({"n": 3}, typ="JWT", named_by=lambda _: url(keys.signing_kid()))
     with pytest.raises(InvalidSignature):
         keys.verify(forged, named_by=lambda kid: f"https://elsewhere.example/{kid}")
     bare = keys.sign({"n": 2}, typ="JWT")  # the key's own kid still names it
     assert keys.verify(bare, named_by=url).claims == {"n": 2}
-    assert keys.public_jwk(keys.signing_kid) == keys.public_jwks()["keys"][0]
-    assert "d" not in keys.public_jwk(keys.signing_kid)
+    assert keys.public_jwk(keys.signing_kid()) == keys.public_jwks()["keys"][0]
+    assert "d" not in keys.public_jwk(keys.signing_kid())
     assert keys.public_jwk("nope") is None
 
 
-def test_rotation_signs_with_the_new_key_and_old_signatures_still_verify(tmp_path):
+@pytest.mark.parametrize("alg", [ES256, RS256])
+def test_rotation_signs_with_the_new_key_and_old_signatures_still_verify(tmp_path, alg):
     path = tmp_path / "keys.json"
     before = SigningKeys.load(path)
-    old_token = before.sign({"n": 1}, typ="JWT")
-    kid = signing.rotate(path)
+    old_token = before.sign({"n": 1}, typ="JWT", alg=alg)
+    kids = signing.rotate(path)
     after = SigningKeys.load(path)
-    assert after.signing_kid == kid != before.signing_kid
-    assert after.verify(old_token).header["kid"] == before.signing_kid
-    assert after.verify(after.sign({"n": 2}, typ="JWT")).header["kid"] == kid
-    assert {key["kid"] for key in after.public_jwks()["keys"]} == {kid, before.signing_kid}
+    assert after.signing_kid(alg) in kids and after.signing_kid(alg) != before.signing_kid(alg)
+    assert after.verify(old_token).header["kid"] == before.signing_kid(alg)
+    new_token = after.sign({"n": 2}, typ="JWT", alg=alg)
+    assert after.verify(new_token).header["kid"] == after.signing_kid(alg)
+    published = {key["kid"] for key in after.public_jwks()["keys"]}
+    assert published == {*kids, *(key.kid for key in before.keys)}
 
 
 def test_retiring_a_key_stops_what_it_signed_but_never_the_signing_key(tmp_path):
     path = tmp_path / "keys.json"
     old = SigningKeys.load(path)
-    token = old.sign({"n": 1}, typ="JWT")
-    new_kid = signing.rotate(path)
-    with pytest.raises(ValueError, match="signs"):
-        signing.retire(path, new_kid)
-    signing.retire(path, old.signing_kid)
+    token = old.sign({"n": 1}, typ="JWT", alg=RS256)
+    for new_kid in signing.rotate(path):
+        with pytest.raises(ValueError, match="signs"):
+            signing.retire(path, new_kid)
+    signing.retire(path, old.signing_kid(RS256))
     with pytest.raises(InvalidSignature):
         SigningKeys.load(path).verify(token)
+    assert SigningKeys.load(path).verify(old.sign({"n": 2}, typ="JWT")).claims == {"n": 2}
 
 
 def test_a_key_set_without_private_keys_is_refused_by_name(tmp_path):
@@ -115,13 +147,38 @@ def test_a_key_set_without_private_keys_is_refused_by_name(tmp_path):
         SigningKeys.load(path)
 
 
+def _rsa_1024() -> dict:
+    private = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    numbers = private.private_numbers()
+    values = {
+        "n": numbers.public_numbers.n,
+        "e": numbers.public_numbers.e,
+        "d": numbers.d,
+        "p": numbers.p,
+        "q": numbers.q,
+        "dp": numbers.dmp1,
+        "dq": numbers.dmq1,
+        "qi": numbers.iqmp,
+    }
+    encoded = {name: jwt.utils.to_base64url_uint(value).decode() for name, value in values.items()}
+    return {"kty": "RSA", "kid": "small", **encoded}
+
+
 def _p256(**extra: str) -> dict:
     return {**signing.new_key().as_dict(private=True), **extra}
 
 
 BAD_KEY_SETS = {
     "a P-384 key": ({"keys": [ECKey.generate_key("P-384", auto_kid=True).as_dict()]}, "'P-384'"),
-    "an RSA key": ({"keys": [RSAKey.generate_key(2048, auto_kid=True).as_dict()]}, "kty 'RSA'"),
+    "an RSA key of 1024 bits": (
+        {"keys": [_rsa_1024()]},
+        "fewer than 2048 bits",
+    ),
+    "an RSA key for PS256": (
+        {"keys": [RSAKey.generate_key(2048, {"alg": "PS256"}, auto_kid=True).as_dict()]},
+        "alg 'PS256', not RS256",
+    ),
+    "a symmetric key": ({"keys": [{"kty": "oct", "k": "c2VjcmV0", "kid": "s"}]}, "kty 'oct'"),
     "alg ES512": ({"keys": [_p256(alg="ES512")]}, "alg 'ES512'"),
     "use enc": ({"keys": [_p256(use="enc")]}, "use 'enc'"),
     "no kid": ({"keys": [{k: v for k, v in _p256().items() if k != "kid"}]}, "no kid"),
@@ -133,7 +190,9 @@ BAD_KEY_SETS = {
 
 
 @pytest.mark.parametrize("content, reason", BAD_KEY_SETS.values(), ids=BAD_KEY_SETS)
-def test_a_key_set_unfit_to_sign_es256_is_refused_in_one_line_saying_why(tmp_path, content, reason):
+def test_a_key_set_unfit_to_sign_es256_or_rs256_is_refused_in_one_line_saying_why(
+    tmp_path, content, reason
+):
     path = tmp_path / "keys.json"
     path.write_text(content if isinstance(content, str) else json.dumps(content))
     with pytest.raises(ValueError) as refused:

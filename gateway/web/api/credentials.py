@@ -41,7 +41,7 @@ VC_JWT = "application/vc+jwt"
     "The member's Open Badges 3.0 credential, signed (VC-JWT)",
     tags=["credentials"],
     description="An `OpenBadgeCredential` of the current certification period as a compact JWS "
-    "(ES256, `typ` `JWT`, `kid` the URL `/issuer/keys/{kid}` that serves the key as a JWK; every "
+    "(RS256, `typ` `JWT`, `kid` the URL `/issuer/keys/{kid}` that serves the key as a JWK; every "
     "key is also at `/.well-known/jwks.json`), for the member portal to hand to the member. "
     "The subject is a salted SHA-256 hash of the member's e-mail; `credentialStatus` names its "
     "place in a status list. Only for a certification that keeps its badge (active or inactive).",
