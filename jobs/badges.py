@@ -38,7 +38,7 @@ from connectors.credly import (
 from connectors.credly import Badge as CredlyBadge
 from connectors.errors import TransientError
 from gateway.rules import BADGE_KEPT, Policy, ids
-from gateway.store.models import Badge, Certification, Member, UTCDateTime, utcnow
+from gateway.store.models import Badge, Certification, UTCDateTime, utcnow
 from gateway.usecases.services import Services
 from jobs.engine.claim import ClaimedItem
 from jobs.engine.retry import Deferred
@@ -122,20 +122,15 @@ def template_for(svc: Services, credential: str) -> str:
 
 
 # Built once (building a statement costs about what running it does).
-#: What a badge is issued from: the certification with its member.
-_CERTIFICATION = (
-    select(
-        Certification.certification_id,
-        Certification.credential,
-        Certification.status,
-        Certification.standing,
-        Member.email,
-        Member.first_name,
-        Member.last_name,
-    )
-    .join(Member, Member.member_id == Certification.member_id)
-    .where(Certification.certification_id == bindparam("certification_id"))
-)
+#: What a badge is issued from: the certification and its standing, whose `member` names the
+#: member as the certification's own events do (another certification of the member may name
+#: them otherwise until it is told too).
+_CERTIFICATION = select(
+    Certification.certification_id,
+    Certification.credential,
+    Certification.status,
+    Certification.standing,
+).where(Certification.certification_id == bindparam("certification_id"))
 
 
 _now = bindparam("now", type_=UTCDateTime())
@@ -180,7 +175,7 @@ _CREDLY_ID = select(Badge.credly_badge_id).where(
 
 
 class _Recipient(NamedTuple):
-    """A row of _CERTIFICATION."""
+    """A certification and the member its standing names."""
 
     certification_id: str
     credential: str
@@ -200,7 +195,8 @@ def _certification(
         [row] = svc.db.read(_CERTIFICATION, key)
     else:
         [row] = svc.db.execute(connection, _CERTIFICATION, key)
-    return _Recipient(*row)
+    member = row[3]["member"]  # the standing's
+    return _Recipient(*row, member["email"], member["first_name"], member["last_name"])
 
 
 def _recipient(svc: Services, cert: _Recipient) -> BadgeRequest:
@@ -508,6 +504,8 @@ def replace(svc: Services, item: ClaimedItem) -> None:
             and badge.last_error is None
             and badge.updated_at > utcnow() - lease
         )
+        # never issued: its issue job's error stays the badge's until an issue ends well
+        unissued = badge is not None and not badge.credly_badge_id
         if live or reissue:
             recipient = _recipient(svc, cert)
             badge.attempts += 1
@@ -517,7 +515,8 @@ def replace(svc: Services, item: ClaimedItem) -> None:
         raise Deferred("the badge is being issued; it is brought up to date next", retry_after=5)
     if not (live or reissue):  # settled once the transaction has let the badge's row go
         log.info("no live badge to replace")
-        _settled(svc, item)
+        if not unissued:
+            _settled(svc, item)
         return
     found, note = _bring_up_to_date(svc, badge_id, credly_id, recipient, reissue=reissue)
     _record_unless_ended(svc, item, badge_id, found, note)

@@ -26,8 +26,8 @@ With none set, the gateway runs on the embedded default (SQLite, jobs in-process
 A value the gateway cannot use (a number below its least or above 2,147,483,647, an on/off setting
 that is not `true`, `false`, `1`, `0`, `yes`, `no`, `on` or `off`, a URL of another scheme, a policy
 table without a credential that `CREDLY_BADGE_TEMPLATES` names or that certifications hold, a
-signing key set that is not ES256 and RS256 keys) stops every command at start with one line naming the
-setting.
+signing key set that is not ES256 and RS256 keys) stops every command at start with one line
+naming the setting.
 
 | variable | default | meaning |
 |---|---|---|

@@ -264,7 +264,7 @@ def _required(*names: str, when: str, rule: str, data: dict[str, Any]) -> None:
 class MemberSchema(_Strict):
     """The member a certification belongs to."""
 
-    member_id = fields.String(required=True, validate=[_ID, TEXT])
+    member_id = fields.String(required=True, validate=[_ID, TEXT, _not_blank])
     first_name = _name(required=True)
     last_name = _name(required=True)
     email = _email(required=True)

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from gateway.store.models import Badge, Certification, Member, utcnow
+from gateway.store.models import Badge, Certification, utcnow
 
 
 @dataclass(frozen=True)
@@ -40,25 +40,25 @@ class Unclaimed:
 def unclaimed_badges(
     session: Session, *, days: int, now: datetime | None = None
 ) -> list[Unclaimed]:
-    """Badges pending for at least `days` days (since issue or replacement), oldest first."""
+    """Badges pending for at least `days` days (since issue or replacement), oldest first, each
+    with the member as its certification's standing names them (the details its badge carries)."""
     now = now or utcnow()
     pending_since = func.coalesce(Badge.state_changed_at, Badge.issued_at, Badge.created_at)
     rows = session.execute(
-        select(Badge, Member, pending_since)
+        select(Badge, Certification.standing, pending_since)
         .join(Certification, Certification.certification_id == Badge.certification_id)
-        .join(Member, Member.member_id == Certification.member_id)
         .where(Badge.state == "pending", pending_since <= now - timedelta(days=days))
         .order_by(pending_since, Badge.id)
     )
     return [
         Unclaimed(
             certification_id=badge.certification_id,
-            name=f"{member.first_name} {member.last_name}",
-            email=member.email,
+            name=f"{standing['member']['first_name']} {standing['member']['last_name']}",
+            email=standing["member"]["email"],
             credly_badge_id=badge.credly_badge_id,
             issued_at=badge.issued_at,
             pending_since=since,
             days_pending=(now - since).days,
         )
-        for badge, member, since in rows
+        for badge, standing, since in rows
     ]

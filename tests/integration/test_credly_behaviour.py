@@ -466,6 +466,48 @@ def test_an_email_change_on_a_pending_badge_issues_it_again_to_the_new_address(s
     assert [b.credly_badge_id for b in badges(svc)] == [new["id"]]
 
 
+def test_each_badge_names_the_member_as_its_own_certification_does(svc, standin):
+    """Two certifications of one member, granted with different details: each badge, and the
+    unclaimed list, carries its own certification's, whichever grant was recorded last."""
+    first = granted("2026-03-01")
+    second = granted("2026-04-01", cert="CERT-2")
+    second["data"]["member"] = {
+        **first["data"]["member"],
+        "last_name": "King",
+        "email": "ada.king@example.org",
+    }
+    submit(svc, first)
+    submit(svc, second)  # the member's latest details, recorded before the first badge's job
+    drain(svc, lambda: len(items(svc, "issue_badge")) == 2 and issue_done(svc))
+    held = {b["issuer_earner_id"]: b for b in live(standin)}
+    assert (held["CERT-1"]["issued_to_last_name"], held["CERT-1"]["recipient_email"]) == (
+        "Lovelace",
+        "ada@example.org",
+    )
+    assert held["CERT-2"]["issued_to_last_name"] == "King"
+    with svc.db.sessions() as session:
+        listed = {u.certification_id: u for u in unclaimed_badges(session, days=0)}
+    assert (listed["CERT-1"].name, listed["CERT-1"].email) == ("Ada Lovelace", "ada@example.org")
+    assert (listed["CERT-2"].name, listed["CERT-2"].email) == ("Ada King", "ada.king@example.org")
+    submit(svc, event("member.updated", {"first_name": "Augusta"}, cert="CERT-2"))
+    drain(svc, lambda: settled(svc, "replace_badge"))
+    names = {b["issuer_earner_id"]: b["issued_to_first_name"] for b in live(standin)}
+    assert names == {"CERT-1": "Ada", "CERT-2": "Augusta"}  # the event names CERT-2 only
+
+
+def test_a_details_change_after_a_failed_issue_leaves_the_badge_in_error(svc, standin):
+    refusal = {"status": 422, "body": {"data": {"message": "invalid recipient"}}}
+    standin.queue_faults([refusal])  # the issue fails for good
+    submit(svc, granted("2026-03-01"))
+    drain(svc, lambda: issue_done(svc))
+    submit(svc, event("member.updated", {"last_name": "King"}))
+    drain(svc, lambda: settled(svc, "replace_badge"))
+    [row] = badges(svc)
+    assert row.credly_badge_id is None and "invalid recipient" in row.last_error
+    assert badge_view(row)["state"] == "error"
+    assert live(standin) == []
+
+
 def test_an_email_change_whose_new_issue_failed_issues_it_on_the_next_attempt(svc, standin):
     grant(svc)
     submit(svc, event("member.updated", {"email": "ada@new.example.org"}))

@@ -206,3 +206,12 @@ def test_points_as_written_are_stored_and_replayed_as_before(
         row = session.scalars(select(Event).where(Event.event_id == "ccp-1")).one()
         assert row.body == json.loads(raw)
         assert row.body_hash == intake.body_hash(json.loads(raw))
+
+
+@pytest.mark.parametrize("member_id", ["   ", "\t"])
+def test_a_member_id_of_only_spaces_is_refused(post, member_id):
+    body = granted("2026-03-01")
+    body["data"]["member"]["member_id"] = member_id
+    assert errors(post(body)) == [
+        {"field": "data.member.member_id", "message": "Must not be blank."}
+    ]
