@@ -149,7 +149,11 @@ class SigningKeys:
 
         try:
             found = jws.deserialize_compact(
-                token.strip(), key_of, algorithms=list(ALGORITHMS.values())
+                # a compact JWS holds no white space: a copy wrapped at a line length (an e-mail's)
+                # is the same token
+                "".join(token.split()),
+                key_of,
+                algorithms=list(ALGORITHMS.values()),
             )
             claims = json.loads(found.payload)
         except (JoseError, ValueError, TypeError) as exc:
@@ -184,6 +188,8 @@ def _keys_of(data: Any) -> list[SigningKey]:
         if problem is not None:
             raise ValueError(f"key {number} (kid {kid!r}) {problem}")
         kind = ECKey if item["kty"] == "EC" else RSAKey
+        # its operations are this set's to say: it signs, and its public half verifies
+        item = {name: value for name, value in item.items() if name != "key_ops"}
         try:
             key = kind.import_key(item)
         except (JoseError, ValueError, TypeError) as exc:
@@ -209,6 +215,9 @@ def _key_problem(item: dict[str, Any]) -> str | None:
         return f"has fewer than {RSA_BITS} bits"
     if said["use"] not in (None, "sig"):
         return f"is for use {said['use']!r}, not sig"
+    operations = item.get("key_ops")
+    if operations is not None and (not isinstance(operations, list) or "sign" not in operations):
+        return f"is for key_ops {operations!r}, without sign"
     if not isinstance(said["kid"], str) or not said["kid"]:
         return "has no kid"
     if "d" not in item:

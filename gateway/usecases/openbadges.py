@@ -146,9 +146,10 @@ def credential(
     base: str,
     holder: Holder,
     entry: StatusEntry,
-    now: datetime,
 ) -> dict[str, Any]:
-    """The JWT payload: the `OpenBadgeCredential` of the certification's current period."""
+    """The JWT payload: the `OpenBadgeCredential` of the certification's current period. It has
+    no `iat`: the moment it was handed out says nothing about the credential, and a verifier
+    whose clock runs a second behind would take it for one issued in the future."""
     standing = holder.standing
     certifies = achievement(settings, policy, base, holder.credential)
     name = certifies["name"]
@@ -201,7 +202,6 @@ def credential(
         "sub": subject_id,
         "jti": f"urn:uuid:{entry.credential_id}",
         "nbf": int(valid_from.timestamp()),
-        "iat": int(now.timestamp()),
     }
     if valid_until is not None:
         payload["validUntil"] = _stamp(valid_until)
@@ -314,14 +314,23 @@ def _object(value: Any) -> dict[str, Any]:
 
 
 def _issuer_problem(claims: dict[str, Any], base: str) -> str | None:
+    """Whether the credential is an OpenBadgeCredential of ours whose JWT claims repeat it as
+    Open Badges 3.0 asks (`iss` its issuer, `jti` its id, `sub` its subject's id)."""
     expected = issuer_id(base)
     issuer = claims.get("issuer")
     said = issuer.get("id") if isinstance(issuer, dict) else issuer
-    if said != expected or claims.get("iss") != expected:
+    if said != expected:
         return f"The issuer is {said!r}, not {expected}."
     types = claims.get("type")
     if not isinstance(types, list) or "OpenBadgeCredential" not in types:
         return "Not an OpenBadgeCredential."
+    subject = claims.get("credentialSubject")
+    if not isinstance(subject, dict) or not (subject.get("id") or subject.get("identifier")):
+        return "The credentialSubject is not identified by an id or an identifier."
+    repeated = {"iss": said, "jti": claims.get("id"), "sub": subject.get("id")}
+    for claim, value in repeated.items():
+        if claims.get(claim) != value:
+            return f"The JWT claim {claim} is {claims.get(claim)!r}, not {value!r}."
     return None
 
 
@@ -336,15 +345,21 @@ def _moment(value: Any) -> datetime | None:
 
 
 def _dates_problem(claims: dict[str, Any], now: datetime) -> str | None:
+    """Whether the credential is valid on `now`, its JWT `nbf` and `exp` the same moments as its
+    `validFrom` and `validUntil` (Open Badges 3.0)."""
     valid_from = _moment(claims.get("validFrom"))
     if valid_from is None:
         return "validFrom is not a date-time with its time zone."
+    if claims.get("nbf") != int(valid_from.timestamp()):
+        return "The JWT claim nbf is not the moment of validFrom."
     if now < valid_from:
         return f"Not valid before {_stamp(valid_from)}."
-    if "validUntil" in claims:
-        valid_until = _moment(claims["validUntil"])
+    if "validUntil" in claims or "exp" in claims:
+        valid_until = _moment(claims.get("validUntil"))
         if valid_until is None:
             return "validUntil is not a date-time with its time zone."
+        if claims.get("exp") != int(valid_until.timestamp()):
+            return "The JWT claim exp is not the moment of validUntil."
         if now >= valid_until:
             return f"Expired at {_stamp(valid_until)}."
     return None
@@ -409,7 +424,7 @@ def issue_credential(svc: Services, certification_id: str, base: str) -> str:
         period_start = date.fromisoformat(found.standing["certified_on"])
         entry = status_lists.entry_for(connection, certification_id, period_start)
     holder = Holder(certification_id, found.credential, found.standing)
-    payload = credential(svc.settings, svc.policy, base, holder, entry, utcnow())
+    payload = credential(svc.settings, svc.policy, base, holder, entry)
     return _signed_by_us(svc, payload, base)
 
 

@@ -126,6 +126,7 @@ def test_a_credential_is_signed_schema_valid_and_verifies_against_the_served_key
     assert credential["type"] == ["VerifiableCredential", "OpenBadgeCredential"]
     assert credential["iss"] == credential["issuer"]["id"] == "http://localhost/issuer"
     assert credential["jti"] == credential["id"]
+    assert "iat" not in credential  # a verifier whose clock is behind must not see it as future
     subject = credential["credentialSubject"]
     assert credential["sub"] == subject["id"] and subject["id"].startswith("urn:uuid:")
     assert subject["licenseNumber"] == "CERT-1"
@@ -334,13 +335,54 @@ def test_a_credential_from_elsewhere_or_expired_fails_those_checks(app, reader):
     elsewhere = {**claims, "iss": "https://other.example/issuer"}
     elsewhere["issuer"] = {**claims["issuer"], "id": "https://other.example/issuer"}
     assert set(failed(check(client, signed_as_ours(app, elsewhere)))) == {"issuer"}
-    expired = {**claims, "validUntil": "2020-01-01T00:00:00Z"}
+    expired = {**claims, "validUntil": "2020-01-01T00:00:00Z", "exp": 1577836800}
     assert failed(check(client, signed_as_ours(app, expired))) == {
         "dates": "Expired at 2020-01-01T00:00:00Z."
     }
     elsewhere_list = {**claims, "credentialStatus": {**claims["credentialStatus"]}}
     elsewhere_list["credentialStatus"]["statusListCredential"] = "https://other.example/list"
     assert set(failed(check(client, signed_as_ours(app, elsewhere_list)))) == {"status"}
+
+
+def test_jwt_claims_that_disagree_with_the_credential_fail_its_checks(app, reader):
+    """Open Badges 3.0: `iss`, `jti`, `sub`, `nbf` and `exp` repeat the issuer, id, subject id,
+    validFrom and validUntil; a credential whose claims say otherwise is not valid."""
+    client = app.test_client()
+    record(app, granted(days_ago(30)))
+    claims = independently_verified(client, fetch(client, reader))
+    subject = claims["credentialSubject"]
+    cases = {
+        "issuer": [
+            {**claims, "iss": "https://other.example/issuer"},
+            {**claims, "jti": "urn:uuid:00000000-0000-4000-8000-000000000000"},
+            {**claims, "sub": "urn:uuid:00000000-0000-4000-8000-000000000000"},
+            {**claims, "credentialSubject": "x"},
+            {**claims, "credentialSubject": {**subject, "id": None, "identifier": []}},
+        ],
+        "dates": [
+            {**claims, "nbf": claims["nbf"] - 30 * 86400},
+            {**claims, "nbf": 10**30},
+            {**claims, "exp": claims["nbf"] + 86400},  # expired by exp, with no validUntil
+        ],
+    }
+    for check_name, forged in cases.items():
+        for said in forged:
+            result = check(client, signed_as_ours(app, said))
+            assert result["verified"] is False and check_name in failed(result), said
+    missing_iss = {name: value for name, value in claims.items() if name != "iss"}
+    message = failed(check(client, signed_as_ours(app, missing_iss)))["issuer"]
+    assert message == "The JWT claim iss is None, not 'http://localhost/issuer'."
+
+
+def test_a_credential_wrapped_over_lines_verifies(app, reader):
+    """A credential copied from an e-mail, its lines cut at 76 characters."""
+    client = app.test_client()
+    record(app, granted(days_ago(30)))
+    token = fetch(client, reader)
+    wrapped = "\r\n".join(token[i : i + 76] for i in range(0, len(token), 76))
+    assert check(client, wrapped)["verified"] is True
+    page = client.post("/verify/credential", data={"credential": wrapped})
+    assert "Signature: passed" in page.get_data(as_text=True)
 
 
 def test_a_credential_signed_before_the_header_named_the_key_by_url_still_verifies(app, reader):

@@ -205,3 +205,25 @@ def test_a_key_set_is_created_once_and_says_so(tmp_path):
     path = tmp_path / "keys.json"
     assert SigningKeys.load(path).created is True
     assert SigningKeys.load(path).created is False
+
+
+def test_a_token_wrapped_over_lines_is_the_same_token(tmp_path):
+    keys = SigningKeys.load(tmp_path / "keys.json")
+    token = keys.sign({"n": 1}, typ="JWT", alg=RS256)
+    wrapped = "\r\n".join(token[i : i + 76] for i in range(0, len(token), 76))
+    assert keys.verify(f"  {wrapped}\n").claims == {"n": 1}
+
+
+def test_a_key_whose_key_ops_allow_signing_signs_and_its_public_half_verifies(tmp_path):
+    path = tmp_path / "keys.json"
+    exported = {**_p256(), "key_ops": ["sign"]}  # as WebCrypto exports a private key
+    path.write_text(json.dumps({"keys": [exported]}))
+    keys = SigningKeys.load(path)
+    token = keys.sign({"n": 1}, typ="JWT")
+    assert keys.verify(token).claims == {"n": 1}
+    [public] = keys.public_jwks()["keys"]
+    assert "key_ops" not in public
+    assert jwt.decode(token, jwt.PyJWK(public).key, algorithms=["ES256"]) == {"n": 1}
+    path.write_text(json.dumps({"keys": [{**_p256(), "key_ops": ["verify"]}]}))
+    with pytest.raises(ValueError, match="key_ops"):
+        SigningKeys.load(path)
