@@ -15,7 +15,18 @@ from typing import Any, NamedTuple
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Insert, Table, and_, bindparam, case, func, select, update
+from sqlalchemy import (
+    Connection,
+    Insert,
+    Table,
+    and_,
+    bindparam,
+    case,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -326,7 +337,8 @@ def _settled(svc: Services, item: ClaimedItem) -> None:
 
 
 def issue(svc: Services, item: ClaimedItem) -> None:
-    """Issue the badge of the item's period, adopting one Credly already has for it; when the
+    """Issue the badge of the item's period, adopting one Credly already has for it (the live
+    badge of another period is taken over and replaced to say this one's issue day); when the
     certification keeps no badge any more (revoked meanwhile), revoke whatever Credly holds."""
     period_start = date.fromisoformat(item.payload["period_start"])
     cert = _certification(svc, item.certification_id)
@@ -362,16 +374,69 @@ def issue(svc: Services, item: ClaimedItem) -> None:
     if isinstance(recipient, PermanentError):
         raise recipient  # the attempt is on the badge: `given_up` gives it the reason
     [(badge_id, attempts)] = attempted
-    # Only an earlier attempt can have made this badge in Credly unseen (its answer lost): the
-    # first one issues at once, and Credly's duplicate refusal names any badge it holds.
-    found, adopted = _issue_or_adopt(svc, recipient, look_first=attempts > 1)
+    # Another period's live badge is this period's now: a late event moved the period while the
+    # badge was kept (docs/rules.md, *Status, badge and verification*). It is taken over and
+    # brought up to date, its issue day included, rather than a second badge issued.
+    taken = _take_over(svc, cert.certification_id, period_start, recipient)
+    if taken is not None:
+        found, adopted = taken.badge, True
+    else:
+        # Only an earlier attempt can have made this badge in Credly unseen (its answer lost):
+        # the first one issues at once, and Credly's duplicate refusal names any badge it holds.
+        found, adopted = _issue_or_adopt(svc, recipient, look_first=attempts > 1)
     wanted = _recipient_now(svc, item.certification_id, period_start) or recipient
     note = None
-    if (adopted and not _says(found, wanted)) or wanted != recipient:
-        # made by a lost attempt before the member's details changed, issued by hand, or the
-        # details changed while the call was in flight (their replace job found no badge yet)
+    if (adopted and not _says(found, wanted)) or taken is not None or wanted != recipient:
+        # made by a lost attempt before the member's details changed, issued by hand, another
+        # period's, or the details changed while the call was in flight (their replace job found
+        # no badge yet)
         found, note = _bring_up_to_date(svc, badge_id, found.id, wanted)
+    if taken is not None:  # before the item is done: then no other row says it is live
+        _record(svc, taken.row_id, _read(svc, taken.credly_id))
     _record_unless_ended(svc, item, badge_id, found, note)
+
+
+#: Built once: the badges recorded live for a certification's other periods than `period_start`.
+_KEPT_ELSEWHERE = select(Badge.id, Badge.credly_badge_id).where(
+    Badge.certification_id == bindparam("certification_id"),
+    Badge.period_start != bindparam("period_start"),
+    Badge.credly_badge_id.is_not(None),
+    or_(*(Badge.state == state for state in LIVE)),  # not IN: its list expands at each execution
+)
+
+
+class _Taken(NamedTuple):
+    """Another period's badge taken over: its row, the Credly id recorded there, and the badge
+    Credly holds now (that one, or its last successor)."""
+
+    row_id: int
+    credly_id: str
+    badge: CredlyBadge
+
+
+def _take_over(
+    svc: Services, certification_id: str, period_start: date, recipient: BadgeRequest
+) -> _Taken | None:
+    """The badge of another period of the certification that is recorded live and that Credly
+    still holds live (or the recipient's expiry renews); None when there is none."""
+    key = {"certification_id": certification_id, "period_start": period_start}
+    for row_id, credly_id in svc.db.read(_KEPT_ELSEWHERE, key):
+        try:
+            current = latest(svc, svc.credly.get_badge(credly_id))
+        except NotFound:
+            continue
+        if renews(current, recipient.expires_at):
+            log.info("taking over another period's badge", extra={"credly_badge_id": current.id})
+            return _Taken(row_id, credly_id, current)
+    return None
+
+
+def _read(svc: Services, credly_id: str) -> CredlyBadge:
+    """Credly's badge `credly_id` as it is now (deleted on a 404)."""
+    try:
+        return svc.credly.get_badge(credly_id)
+    except NotFound:
+        return deleted(credly_id)
 
 
 def _recipient_now(svc: Services, certification_id: str, period_start: date) -> BadgeRequest | None:

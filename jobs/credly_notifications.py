@@ -175,12 +175,14 @@ def _apply(
 
 def _ours(session: Session, reported: CredlyBadge, now: CredlyBadge | None) -> Badge | None:
     """Our badge with the reported Credly id, or with that of its successor `now` (a replace
-    this gateway made), locked; BadgeNotRecordedYet when it is one of our certifications' whose
-    issue job has not recorded it yet."""
+    this gateway made), locked; the successor's first (a badge moved to another period by its
+    replace leaves the first period's row recording it replaced). BadgeNotRecordedYet when it is
+    one of our certifications' whose issue job has not recorded it yet."""
     ids = [reported.id] + ([now.id] if now is not None and now.id != reported.id else [])
-    badge = session.scalars(
+    found = session.scalars(
         select(Badge).where(Badge.credly_badge_id.in_(ids)).with_for_update()
-    ).first()
+    ).all()
+    badge = min(found, key=lambda row: row.credly_badge_id != ids[-1], default=None)
     earner = reported.issuer_earner_id
     if badge is None and earner and session.get(Certification, earner) is not None:
         raise BadgeNotRecordedYet(f"badge {reported.id} of {earner} is not recorded yet")

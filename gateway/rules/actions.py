@@ -69,8 +69,10 @@ def actions(
 def _issues_badge(before: Standing | None, after: Standing) -> bool:
     """A period's badge is issued on grant and on recertification, and kept while inactive
     (RECERT-RESET, the status table): so when a period begins in good or kept standing, and when
-    a late payment cures a lapse (whose badge was revoked). Turning active from inactive keeps
-    the badge it has."""
+    a late payment cures a lapse (whose badge was revoked). A period also begins while the one
+    before keeps its badge, when a late event makes a kept recertification count (or an
+    accepted one stop counting): the issue job then makes that badge the new period's. Turning
+    active from inactive keeps the badge it has."""
     if after.status not in BADGE_KEPT:
         return False
     if before is None or before.certified_on != after.certified_on:

@@ -110,11 +110,18 @@ def badge_view(badge: models.Badge | BadgeRow | None) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Current:
-    """What the jobs made of a certification so far: its badge, lookup record and recent jobs."""
+    """What the jobs made of a certification so far: its badges, lookup record and recent jobs."""
 
-    badge: BadgeRow | None = None
+    badges: tuple[BadgeRow, ...] = ()  # one a period, the earliest first
     record: RecordRow | None = None
     jobs: tuple[JobRow, ...] = ()  # the most recent first
+
+    def badge_of(self, certified_on: date) -> BadgeRow | None:
+        """The badge of the period that began on `certified_on`, or while it has none yet (its
+        issue job is on its way) the latest earlier period's. A later period's is not shown: that
+        period's recertification no longer counts."""
+        begun = [badge for badge in self.badges if badge.period_start <= certified_on]
+        return begun[-1] if begun else None
 
 
 def _columns(table: Table, row: type[tuple]) -> list[Column]:
@@ -160,17 +167,15 @@ def current_of(
     badge_rows: Iterable[tuple], record_rows: Iterable[tuple], job_rows: Iterable[tuple]
 ) -> dict[str, Current]:
     """What the rows of `current_statements` say of each certification."""
-    badges: dict[str, BadgeRow] = {}
-    for badge in map(BadgeRow._make, badge_rows):
-        shown = badges.get(badge.certification_id)
-        if shown is None or badge.period_start > shown.period_start:
-            badges[badge.certification_id] = badge
+    badges: dict[str, list[BadgeRow]] = {}
+    for badge in sorted(map(BadgeRow._make, badge_rows), key=lambda row: row.period_start):
+        badges.setdefault(badge.certification_id, []).append(badge)
     records = {record.certification_id: record for record in map(RecordRow._make, record_rows)}
     jobs: dict[str, list[JobRow]] = {}
     for job in map(JobRow._make, job_rows):
         jobs.setdefault(job.certification_id, []).append(job)
     return {
-        cid: Current(badges.get(cid), records.get(cid), tuple(jobs.get(cid, ())))
+        cid: Current(tuple(badges.get(cid, ())), records.get(cid), tuple(jobs.get(cid, ())))
         for cid in {*badges, *records, *jobs}
     }
 
@@ -189,7 +194,7 @@ def standing_view(
     return {
         "certification_id": certification_id,
         **standing.to_dict(),
-        "badge": badge_view(current.badge),
+        "badge": badge_view(current.badge_of(standing.certified_on)),
         "verification": {
             "synced_at": _iso(record.synced_at) if record else None,
             "status": record.status if record else None,

@@ -625,6 +625,89 @@ def test_an_email_change_on_an_accepted_badge_is_the_earners_own_and_ends_done(s
     assert view["state"] == "accepted" and "earner's Credly account" in view["note"]
 
 
+@pytest.fixture
+def post(client, token_for):
+    """POST /v1/events."""
+    headers = token_for("events:write")
+    return lambda body: client.post("/v1/events", json=body, headers=headers)
+
+
+@pytest.fixture
+def standing(client, token_for):
+    """GET /v1/certifications/CERT-1."""
+    headers = token_for("certifications:read")
+    return lambda: client.get("/v1/certifications/CERT-1", headers=headers).get_json()
+
+
+def badge_jobs_settled(svc) -> bool:
+    return all(settled(svc, kind) for kind in ("issue_badge", "replace_badge", "revoke_badge"))
+
+
+def recertified_while_kept(svc, standin, post) -> dict:
+    """Granted 2026-03-01 (its badge issued), recertified on 2026-09-01 while it looked active
+    (kept, RECERT-NOT-LAPSED), then the audit failed on 2026-06-01 arrives: the standing goes
+    from active to active in a new period. The grant's badge, as Credly holds it now."""
+    assert post(granted("2026-03-01")).status_code == 202
+    drain(svc, lambda: issue_done(svc))
+    [first] = live(standin)
+    kept = post(recert("exam", "2026-09-01", exam_passed_on="2026-08-20"))
+    assert kept.status_code == 422 and kept.get_json()["errors"][0]["rule"] == "RECERT-NOT-LAPSED"
+    answer = post(event("audit.completed", FAILED_AUDIT)).get_json()
+    assert (answer["standing"]["status"], answer["standing"]["certified_on"]) == (
+        "active",
+        "2026-09-01",
+    )
+    drain(svc, lambda: badge_jobs_settled(svc))
+    return next(b for b in standin.badges() if b["id"] == first["id"])
+
+
+@pytest.mark.on_day("2026-12-04")
+@pytest.mark.parametrize("allowed", [False, True], ids=["duplicates-refused", "duplicates-allowed"])
+def test_a_kept_recertification_that_comes_to_count_gives_the_badge_its_new_period(
+    svc, standin, post, standing, allowed
+):
+    """The member holds one badge, the new period's, as in date order (revoked at the lapse,
+    issued again on recertification): the first one, replaced, not a second one issued."""
+    standin.duplicates_allowed = {TEMPLATE} if allowed else set()
+    first = recertified_while_kept(svc, standin, post)
+    assert len(calls(standin, "issue")) == 1
+    [shown] = live(standin)
+    assert shown["issued_at"] == "2026-09-01T05:00:00.000Z"  # midnight in Chicago, in UTC
+    assert first["state"] == "replaced" and shown["replaces_badge_id"] == first["id"]
+    assert {(b.period_start, b.credly_badge_id, b.state) for b in badges(svc)} == {
+        (date(2026, 3, 1), first["id"], "replaced"),
+        (date(2026, 9, 1), shown["id"], "pending"),
+    }
+    badge = standing()["badge"]
+    assert (badge["credly_badge_id"], badge["state"]) == (shown["id"], "pending")
+    assert badge["issued_at"] == "2026-09-01T05:00:00+00:00"
+
+
+@pytest.mark.on_day("2026-12-04")
+def test_payments_that_stop_a_recertification_counting_give_the_badge_back_its_first_period(
+    svc, standin, post, standing
+):
+    """Granted 2021-06-03 and lapsed for unpaid fees (no badge), recertified 2026-03-01 (the
+    badge issued); then the payments of 2023 and 2022 arrive, kept (a closed period): with the
+    second one it had not lapsed by 2026-03-01, the recertification stops counting and the
+    standing goes from active to inactive in the first period. The member holds one badge, the
+    first period's, as in date order (issued on the grant and kept since)."""
+    assert post(granted("2021-06-03")).get_json()["standing"]["status"] == "lapsed"
+    assert post(recert("exam", "2026-03-01", exam_passed_on="2026-02-15")).status_code == 202
+    drain(svc, lambda: issue_done(svc))
+    [recertified] = live(standin)
+    assert recertified["issued_at"] == "2026-03-01T06:00:00.000Z"
+    for year in (2023, 2022):
+        assert post(fee(year, f"{year}-05-01")).status_code == 422  # a closed period: kept
+    assert (standing()["status"], standing()["certified_on"]) == ("inactive", "2021-06-03")
+    drain(svc, lambda: badge_jobs_settled(svc))
+    [shown] = live(standin)
+    assert shown["issued_at"] == "2021-06-03T05:00:00.000Z"
+    badge = standing()["badge"]
+    assert (badge["credly_badge_id"], badge["state"]) == (shown["id"], "pending")
+    assert badge["issued_at"] == "2021-06-03T05:00:00+00:00"
+
+
 # --------------------------------------------------------------------------- 5. notifications
 
 
@@ -652,6 +735,21 @@ def test_a_badge_replaced_in_credlys_ui_is_followed_to_its_successor(app, svc, s
     drain(svc, lambda: notified(svc))
     [successor] = live(standin)
     assert [(b.credly_badge_id, b.state) for b in badges(svc)] == [(successor["id"], "pending")]
+
+
+@pytest.mark.on_day("2026-12-04")
+def test_the_replace_that_moved_a_badge_to_a_new_period_changes_no_row_when_notified(
+    app, svc, standin, post
+):
+    first = recertified_while_kept(svc, standin, post)
+    before = {(b.period_start, b.credly_badge_id, b.state) for b in badges(svc)}
+    notice = standin.add_event("badge.state.changed", {"badge": first})  # replaced, by the job
+    assert deliver(app, notice).status_code == 200
+    drain(svc, lambda: notified(svc))
+    with svc.db.sessions() as session:
+        [row] = session.query(CredlyNotification).all()
+    assert row.status == "processed" and row.result.endswith("as recorded")
+    assert {(b.period_start, b.credly_badge_id, b.state) for b in badges(svc)} == before
 
 
 def test_a_late_notification_about_a_badge_replaced_since_is_closed_at_once(app, svc, standin):

@@ -10,6 +10,7 @@ from gateway.rules import (
     actions,
 )
 from tests.support.rules_factories import (
+    audit,
     exam_recert,
     fee,
     fees,
@@ -96,6 +97,32 @@ def test_actions_recertification_issues_the_new_period_badge():
     before = standing(history, date(2012, 2, 29))
     after = standing(history, date(2012, 3, 1))
     assert kinds(before, after) == ["issue_badge", "sync_verification"]
+
+
+def test_actions_a_kept_recertification_coming_to_count_issues_the_new_period_badge():
+    """Recertified while active (kept, RECERT-NOT-LAPSED), then a failed audit dated before it
+    arrives: active to active in a new period, whose badge is issued (the issue job makes the
+    kept badge the new period's: docs/rules.md, RECERT-RESET)."""
+    grant = granted(date(2026, 3, 1))
+    recert = exam_recert(date(2026, 9, 1), date(2026, 8, 20))
+    failed = audit(date(2026, 6, 1), cycle_start=date(2026, 3, 1))
+    before = standing([grant, recert], date(2026, 12, 4))
+    after = standing([grant, recert, failed], date(2026, 12, 4))
+    assert (before.status, before.certified_on) == ("active", date(2026, 3, 1))
+    assert (after.status, after.certified_on) == ("active", date(2026, 9, 1))
+    assert actions(before, after) == [IssueBadge(), SyncVerification()]
+
+
+def test_actions_a_recertification_that_stops_counting_issues_the_first_period_badge():
+    """Payments that arrive late show no lapse on the recertification's day: active in the new
+    period to inactive in the first one, whose badge is issued again."""
+    history = [granted(date(2021, 6, 3)), exam_recert(date(2026, 3, 1), date(2026, 2, 15))]
+    paid = [fee(2023, date(2023, 5, 1)), fee(2022, date(2022, 5, 1))]
+    before = standing(history + paid[:1], date(2026, 12, 4))
+    after = standing(history + paid, date(2026, 12, 4))
+    assert (before.status, before.certified_on) == ("active", date(2026, 3, 1))
+    assert (after.status, after.certified_on) == ("inactive", date(2021, 6, 3))
+    assert actions(before, after) == [IssueBadge(), SyncVerification()]
 
 
 def test_actions_revocation_after_lapse_only_syncs():
