@@ -56,7 +56,9 @@ def decode_event(body: dict[str, Any]) -> rules.Event:
     for name, value in data.items():
         convert = decoders[name]
         fields[name] = value if value is None or convert is None else convert(value)
-    occurred_at = datetime.fromisoformat(body["occurred_at"])
+    # as sent, RFC 3339 (checked at intake), whose `t` and `z` may be lower case: Python reads
+    # them upper case only
+    occurred_at = datetime.fromisoformat(body["occurred_at"].upper())
     return cls(event_id=body["event_id"], occurred_at=occurred_at, **fields)
 
 

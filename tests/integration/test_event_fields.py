@@ -4,14 +4,15 @@ addresses, times, ids, nulls and points, each refused as a field error naming th
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import pytest
 from sqlalchemy import select
 
 from gateway.store.models import Event
 from gateway.usecases import intake
-from tests.support.events import ccp, event, granted
+from gateway.usecases.sweep import Scope, sweep
+from tests.support.events import ccp, event, fee, granted
 
 pytestmark = pytest.mark.on_day("2026-12-04")  # the day its fixed dates are written for
 
@@ -138,6 +139,21 @@ def test_occurred_at_in_rfc_3339_is_taken(client, headers, occurred_at, moment):
     assert response.status_code == 202, response.get_json()
     recorded = client.get(response.headers["Location"], headers=headers).get_json()
     assert datetime.fromisoformat(recorded["occurred_at"]) == moment
+
+
+def test_a_history_with_lower_case_t_and_z_is_read_again_by_every_later_request(
+    app, client, post, token_for
+):
+    """Stored as sent, such an occurred_at is read back with the history of every later event,
+    standing, lookup on a day and sweep of its certification."""
+    assert post(granted("2026-03-01", occurred_at="2026-03-02t12:00:00z")).status_code == 202
+    assert post(fee(2027, "2026-11-30")).status_code == 202
+    reader = token_for("certifications:read verifications:read")
+    assert client.get("/v1/certifications/CERT-1", headers=reader).status_code == 200
+    on_day = client.get("/v1/verifications/CERT-1?on=2026-06-01", headers=reader)
+    assert on_day.status_code == 200 and on_day.get_json()["status"] == "active"
+    summary = sweep(app.extensions["gateway"], Scope(as_of=date(2028, 4, 1)))
+    assert summary.evaluated == 1
 
 
 def test_a_certification_id_of_other_letters_is_refused_as_not_ascii(post):
