@@ -548,7 +548,8 @@ class Settings:
             "TIME_ZONE",
             "`UTC`",
             "the certifying body's IANA time zone (e.g. `America/Chicago`): the calendar day of a "
-            "badge's `issued_at`",
+            "badge's `issued_at` and, with `BADGE_EXPIRES`, the end of the day its `expires_at` "
+            "names (standings, lookups and credentials count days in UTC)",
         ),
     )
     issuer_name: str = field(
