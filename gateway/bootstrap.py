@@ -57,7 +57,7 @@ def create_app(
             "credentials) fails to verify on another",
             settings.signing_keys_file,
         )
-    if keys.signer(signing.RS256) is keys.signer(signing.ES256):
+    if not keys.holds(signing.RS256):
         log.warning(
             "SIGNING_KEYS_FILE %s holds no RSA key: Open Badges credentials are signed ES256, "
             "which not every Open Badges verifier accepts (they must accept RS256); run `gateway "

@@ -9,7 +9,7 @@ successor.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import date, datetime, time, timedelta
 from typing import Any, NamedTuple
 from urllib.parse import urlencode
@@ -282,23 +282,31 @@ def _record(
     found: CredlyBadge,
     item: ClaimedItem | None = None,
     note: str | None = None,
+    others: Sequence[tuple[int, CredlyBadge]] = (),
 ) -> None:
-    """Record what Credly answered, in one statement; with `item`, record the item done too."""
-    values = {
-        "badge_id": badge_id,
-        "found_id": found.id,
-        "found_state": found.state,
-        "found_issued_at": found.issued_at,
-        "found_expires_at": found.expires_at,
-        "note": note,
-        "now": utcnow(),
-    }
-    if item is None:
-        svc.db.write(RECORD, values)
+    """Record what Credly answered, in one statement, and in the same transaction what it says
+    of the badges of `others` (rows, badges); with `item`, record the item done too."""
+    writes = [(badge_id, found, note), *((row, badge, None) for row, badge in others)]
+    values = [
+        {
+            "badge_id": row,
+            "found_id": badge.id,
+            "found_state": badge.state,
+            "found_issued_at": badge.issued_at,
+            "found_expires_at": badge.expires_at,
+            "note": said,
+            "now": utcnow(),
+        }
+        for row, badge, said in writes
+    ]
+    if item is None and not others:
+        svc.db.write(RECORD, values[0])
         return
     with svc.db.engine.begin() as connection:
-        svc.db.execute(connection, RECORD, values)
-        item.finish(svc.db, connection)
+        for each in values:
+            svc.db.execute(connection, RECORD, each)
+        if item is not None:
+            item.finish(svc.db, connection)
 
 
 #: Why a period's badge job failed for good (None: its last job ended well).
@@ -391,9 +399,10 @@ def issue(svc: Services, item: ClaimedItem) -> None:
         # period's, or the details changed while the call was in flight (their replace job found
         # no badge yet)
         found, note = _bring_up_to_date(svc, badge_id, found.id, wanted)
-    if taken is not None:  # before the item is done: then no other row says it is live
-        _record(svc, taken.row_id, _read(svc, taken.credly_id))
-    _record_unless_ended(svc, item, badge_id, found, note)
+    # the other period's row (now replaced) in the same transaction as this one's: a notification
+    # of the replace never finds only one of them recorded
+    others = [(taken.row_id, _read(svc, taken.credly_id))] if taken is not None else []
+    _record_unless_ended(svc, item, badge_id, found, note, others)
 
 
 #: Built once: the badges recorded live for a certification's other periods than `period_start`.
@@ -464,16 +473,22 @@ def _says(badge: CredlyBadge, recipient: BadgeRequest) -> bool:
 
 
 def _record_unless_ended(
-    svc: Services, item: ClaimedItem, badge_id: int, found: CredlyBadge, note: str | None = None
+    svc: Services,
+    item: ClaimedItem,
+    badge_id: int,
+    found: CredlyBadge,
+    note: str | None = None,
+    others: Sequence[tuple[int, CredlyBadge]] = (),
 ) -> None:
-    """Record the badge a call to Credly made and the item done; when the certification keeps
-    no badge any more (revoked while the call was in flight, so the revoke job's search may
-    have missed it), revoke what Credly holds, that badge included."""
+    """Record the badge a call to Credly made (and, in the same transaction, the badges of
+    `others`) and the item done; when the certification keeps no badge any more (revoked while
+    the call was in flight, so the revoke job's search may have missed it), revoke what Credly
+    holds, that badge included."""
     now = _certification(svc, item.certification_id)
     if now.status in BADGE_KEPT:
-        _record(svc, badge_id, found, item, note)
+        _record(svc, badge_id, found, item, note, others)
         return
-    _record(svc, badge_id, found, note=note)
+    _record(svc, badge_id, found, note=note, others=others)
     revoke_everything(svc, now)
     _settled(svc, item)
 
@@ -569,8 +584,6 @@ def replace(svc: Services, item: ClaimedItem) -> None:
             and badge.last_error is None
             and badge.updated_at > utcnow() - lease
         )
-        # never issued: its issue job's error stays the badge's until an issue ends well
-        unissued = badge is not None and not badge.credly_badge_id
         if live or reissue:
             recipient = _recipient(svc, cert)
             badge.attempts += 1
@@ -578,10 +591,10 @@ def replace(svc: Services, item: ClaimedItem) -> None:
             badge_id, credly_id = badge.id, badge.credly_badge_id
     if issuing:  # its issue call is in flight: the details it sent may be the old ones
         raise Deferred("the badge is being issued; it is brought up to date next", retry_after=5)
-    if not (live or reissue):  # settled once the transaction has let the badge's row go
+    if not (live or reissue):
+        # An error the badge shows is another job's (an issue that failed for good, say): it
+        # stays until a job of that badge ends well.
         log.info("no live badge to replace")
-        if not unissued:
-            _settled(svc, item)
         return
     found, note = _bring_up_to_date(svc, badge_id, credly_id, recipient, reissue=reissue)
     _record_unless_ended(svc, item, badge_id, found, note)

@@ -213,6 +213,11 @@ class _Run:
         if kept is None:
             return  # its recorded badge changed since it was read: left to the second pass
         badge, adopted = kept
+        if adopted and _kept_by_another_period(session, cert, badge.id):
+            # a late event moved the period: the issue job takes that badge over, its issue day
+            # made this period's; the second pass queues one when none is on its way
+            log.info("another period's badge", extra={"credly_badge_id": badge.id})
+            return
         for extra in held:
             if extra.id != badge.id:
                 log.info("a duplicate live badge", extra={"credly_badge_id": extra.id})
@@ -411,6 +416,18 @@ def _period_badge(session: Session, cert: Certification, *, lock: bool = True) -
         Badge.period_start == date.fromisoformat(cert.standing["certified_on"]),
     )
     return session.scalar(query.with_for_update() if lock else query)
+
+
+def _kept_by_another_period(session: Session, cert: Certification, credly_id: str) -> bool:
+    """Whether a row of another period of the certification records Credly's badge `credly_id`
+    live."""
+    found = select(Badge.id).where(
+        Badge.certification_id == cert.certification_id,
+        Badge.period_start != date.fromisoformat(cert.standing["certified_on"]),
+        Badge.credly_badge_id == credly_id,
+        Badge.state.in_(LIVE),
+    )
+    return session.scalar(found.limit(1)) is not None
 
 
 def _add_period_badge(session: Session, cert: Certification, badge: CredlyBadge) -> Badge:

@@ -590,8 +590,9 @@ class Settings:
             "SIGNING_KEYS_FILE",
             "`signing-keys.json` in the instance folder, created at first start",
             "the JWK set (private keys) that signs receipts (ES256: its first P-256 key) and Open "
-            "Badges credentials (RS256: its first RSA key); all are published. Each key has a "
-            "`kid` of its own and is a P-256 private key (`kty` EC, `crv` P-256, `alg` ES256 or "
+            "Badges credentials (RS256: its first RSA key, else that P-256 key); all are "
+            "published. At least one is a P-256 key; each has a `kid` of its own and is a P-256 "
+            "private key (`kty` EC, `crv` P-256, `alg` ES256 or "
             "none) or an RSA private key of 2048 bits or more (`kty` RSA, `alg` RS256 or none). "
             "A file it names that does not exist is created with a new key of each kind and a "
             "WARNING: give every web machine that file",

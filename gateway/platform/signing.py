@@ -71,8 +71,8 @@ class SigningKeys:
     accepts any."""
 
     def __init__(self, keys: list[SigningKey], created: bool = False) -> None:
-        if not keys:
-            raise ValueError("a signing key set needs at least one key")
+        if not any(algorithm_of(key) == ES256 for key in keys):
+            raise ValueError("it holds no P-256 key, which signs receipts (ES256)")
         self.keys = keys
         #: Whether `load` made the file, with one new key (of processes starting at once, one).
         self.created = created
@@ -101,9 +101,15 @@ class SigningKeys:
             raise ValueError(f"{path} is not a set of ES256 and RS256 signing keys: {exc}") from exc
 
     def signer(self, alg: str = ES256) -> SigningKey:
-        """The key that signs for `alg`: the first of that algorithm, else the first key (a set
-        made before RS256 keys were, until `gateway keys rotate` adds one)."""
-        return next((key for key in self.keys if algorithm_of(key) == alg), self.keys[0])
+        """The key that signs for `alg`: the first of that algorithm; without one (an RSA key, in
+        a set made before credentials were signed RS256, until `gateway keys rotate` adds one)
+        the P-256 key that signs receipts."""
+        of_alg = [key for key in self.keys if algorithm_of(key) == alg]
+        return of_alg[0] if of_alg else self.signer(ES256)
+
+    def holds(self, alg: str) -> bool:
+        """Whether a key of the set signs `alg`."""
+        return any(algorithm_of(key) == alg for key in self.keys)
 
     def signing_kid(self, alg: str = ES256) -> str:
         """The `kid` of the key that signs for `alg`."""
@@ -188,7 +194,8 @@ def _keys_of(data: Any) -> list[SigningKey]:
         if problem is not None:
             raise ValueError(f"key {number} (kid {kid!r}) {problem}")
         kind = ECKey if item["kty"] == "EC" else RSAKey
-        # its operations are this set's to say: it signs, and its public half verifies
+        # its operations are the set's to say (the first of each kind signs, every one verifies):
+        # `key_ops` as exported (WebCrypto's ["sign"]) would stop its public half verifying
         item = {name: value for name, value in item.items() if name != "key_ops"}
         try:
             key = kind.import_key(item)
@@ -215,9 +222,6 @@ def _key_problem(item: dict[str, Any]) -> str | None:
         return f"has fewer than {RSA_BITS} bits"
     if said["use"] not in (None, "sig"):
         return f"is for use {said['use']!r}, not sig"
-    operations = item.get("key_ops")
-    if operations is not None and (not isinstance(operations, list) or "sign" not in operations):
-        return f"is for key_ops {operations!r}, without sign"
     if not isinstance(said["kid"], str) or not said["kid"]:
         return "has no kid"
     if "d" not in item:

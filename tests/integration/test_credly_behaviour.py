@@ -8,7 +8,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import psycopg
 import pytest
@@ -17,7 +17,7 @@ from rq import Queue
 
 from connectors.errors import TransientError
 from gateway.cli import cli
-from gateway.platform import metrics
+from gateway.platform import clock, metrics
 from gateway.store.models import Badge, CredlyNotification, OutboxItem
 from gateway.usecases import intake
 from gateway.usecases.credly_token import check_token
@@ -25,6 +25,7 @@ from gateway.usecases.queries import badge_view
 from gateway.usecases.sweep import Scope, sweep
 from gateway.usecases.unclaimed import unclaimed_badges
 from jobs import badges as badges_jobs
+from jobs import credly_notifications
 from jobs import reconcile as reconcile_module
 from jobs.cron import run_daily_reconcile, run_daily_sweep
 from jobs.engine import outbox
@@ -706,6 +707,84 @@ def test_payments_that_stop_a_recertification_counting_give_the_badge_back_its_f
     badge = standing()["badge"]
     assert (badge["credly_badge_id"], badge["state"]) == (shown["id"], "pending")
     assert badge["issued_at"] == "2021-06-03T05:00:00+00:00"
+
+
+@pytest.mark.on_day("2026-12-04")
+def test_a_reconciliation_before_the_take_over_leaves_it_to_the_issue_job(svc, standin, post):
+    """The take-over's replace fails for good (its issue job failed), then the daily
+    reconciliation runs: it does not adopt the other period's badge into the new period's row
+    (where its old issue day would stay), but queues the issue job that takes it over."""
+    assert post(granted("2026-03-01")).status_code == 202
+    drain(svc, lambda: issue_done(svc))
+    [first] = live(standin)
+    assert post(recert("exam", "2026-09-01", exam_passed_on="2026-08-20")).status_code == 422
+    standin.queue_faults([{"status": 422, "body": {"data": {"message": "no"}}}], "replace")
+    post(event("audit.completed", FAILED_AUDIT))
+    drain(svc, lambda: badge_jobs_settled(svc))
+    assert [i.state for i in items(svc, "issue_badge")] == ["done", "failed"]
+    summary = reconcile(svc)
+    assert summary.repaired["issued"] == 1 and summary.repaired["taken_from_credly"] == 0
+    drain(svc, lambda: badge_jobs_settled(svc))
+    [shown] = live(standin)
+    assert shown["issued_at"] == "2026-09-01T05:00:00.000Z" and shown["id"] != first["id"]
+    assert {(b.period_start, b.credly_badge_id, b.state) for b in badges(svc)} == {
+        (date(2026, 3, 1), first["id"], "replaced"),
+        (date(2026, 9, 1), shown["id"], "pending"),
+    }
+
+
+@pytest.mark.on_day("2026-12-04")
+def test_a_notification_of_the_take_over_read_before_it_is_recorded_leaves_both_rows_right(
+    app, svc, standin, post, monkeypatch
+):
+    """Credly's notice that the other period's badge was replaced, processed after the replace
+    and before the issue job records it: the rows end as if it came after."""
+    read = badges_jobs._read
+
+    def notified_first(svc_, credly_id):
+        found = read(svc_, credly_id)
+        notice = standin.add_event("badge.state.changed", {"badge": found.raw})
+        assert deliver(app, notice).status_code == 200
+        with svc.db.sessions() as session:
+            row = session.query(OutboxItem).filter_by(kind="credly_notification").one()
+        process_notification(svc_, row)
+        return found
+
+    monkeypatch.setattr(badges_jobs, "_read", notified_first)
+    first = recertified_while_kept(svc, standin, post)
+    [shown] = live(standin)
+    assert {(b.period_start, b.credly_badge_id, b.state) for b in badges(svc)} == {
+        (date(2026, 3, 1), first["id"], "replaced"),
+        (date(2026, 9, 1), shown["id"], "pending"),
+    }
+
+
+def process_notification(svc, row: OutboxItem) -> None:
+    """Run the Credly notification job of outbox item `row` at once."""
+    lease = datetime.now(UTC) + timedelta(minutes=5)
+    claimed = ClaimedItem(row.id, row.kind, row.certification_id, row.payload, None, 1, lease)
+    credly_notifications.process(svc, claimed)
+
+
+def test_a_details_change_after_a_failed_reissue_leaves_the_badge_in_error(svc, standin):
+    """A lapse cured in the same period, Credly counting the revoked badge as a duplicate: the
+    issue fails for good, and a later change of details (no live badge to replace) keeps the
+    error shown."""
+    standin.revoked_is_duplicate = True
+    clock.set_now(datetime(2026, 3, 20, 12, tzinfo=UTC))
+    submit(svc, granted("2022-03-01"))
+    drain(svc, lambda: issue_done(svc))
+    clock.set_now(datetime(2026, 4, 10, 12, tzinfo=UTC))
+    sweep(svc, Scope(as_of=date(2026, 4, 10)))
+    drain(svc, lambda: settled(svc, "revoke_badge"))
+    submit(svc, fee(2023, "2026-03-15"))  # paid before the lapse, recorded late: no lapse
+    drain(svc, lambda: len(items(svc, "issue_badge")) == 2 and settled(svc, "issue_badge"))
+    [row] = badges(svc)
+    assert badge_view(row)["state"] == "error"
+    submit(svc, event("member.updated", {"last_name": "King"}, occurred_at="2026-04-10T12:00:00Z"))
+    drain(svc, lambda: settled(svc, "replace_badge"))
+    [row] = badges(svc)
+    assert badge_view(row)["state"] == "error" and "duplicate" in row.last_error
 
 
 # --------------------------------------------------------------------------- 5. notifications

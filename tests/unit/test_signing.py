@@ -179,6 +179,10 @@ BAD_KEY_SETS = {
         "alg 'PS256', not RS256",
     ),
     "a symmetric key": ({"keys": [{"kty": "oct", "k": "c2VjcmV0", "kid": "s"}]}, "kty 'oct'"),
+    "RSA keys only": (
+        {"keys": [signing.new_key(RS256).as_dict(private=True)]},
+        "no P-256 key, which signs receipts",
+    ),
     "alg ES512": ({"keys": [_p256(alg="ES512")]}, "alg 'ES512'"),
     "use enc": ({"keys": [_p256(use="enc")]}, "use 'enc'"),
     "no kid": ({"keys": [{k: v for k, v in _p256().items() if k != "kid"}]}, "no kid"),
@@ -224,6 +228,6 @@ def test_a_key_whose_key_ops_allow_signing_signs_and_its_public_half_verifies(tm
     [public] = keys.public_jwks()["keys"]
     assert "key_ops" not in public
     assert jwt.decode(token, jwt.PyJWK(public).key, algorithms=["ES256"]) == {"n": 1}
-    path.write_text(json.dumps({"keys": [{**_p256(), "key_ops": ["verify"]}]}))
-    with pytest.raises(ValueError, match="key_ops"):
-        SigningKeys.load(path)
+    retired = {**_p256(), "key_ops": ["verify"]}  # kept to verify what it signed
+    path.write_text(json.dumps({"keys": [exported, retired]}))
+    assert [key.kid for key in SigningKeys.load(path).keys] == [exported["kid"], retired["kid"]]
