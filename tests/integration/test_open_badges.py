@@ -423,7 +423,8 @@ def test_the_key_url_serves_the_public_jwk_and_an_unknown_key_is_not_found(app):
 def test_a_key_of_any_kid_is_named_by_a_url_that_serves_it(database_url, make_app, tmp_path):
     keys_file = tmp_path / "keys.json"
     key = {**signing.new_key(signing.RS256).as_dict(private=True), "kid": "2026/main key"}
-    keys_file.write_text(json.dumps({"keys": [key]}))
+    receipts = signing.new_key(signing.ES256).as_dict(private=True)
+    keys_file.write_text(json.dumps({"keys": [key, receipts]}))
     app = make_app(
         database_url=database_url, jobs_synchronous=True, signing_keys_file=str(keys_file)
     )
