@@ -135,12 +135,19 @@ def template_for(svc: Services, credential: str) -> str:
 # Built once (building a statement costs about what running it does).
 #: What a badge is issued from: the certification and its standing, whose `member` names the
 #: member as the certification's own events do (another certification of the member may name
-#: them otherwise until it is told too).
+#: them otherwise until it is told too), with how many of its badges are recorded live.
 _CERTIFICATION = select(
     Certification.certification_id,
     Certification.credential,
     Certification.status,
     Certification.standing,
+    select(func.count(Badge.id))
+    .where(
+        Badge.certification_id == Certification.certification_id,
+        Badge.credly_badge_id.is_not(None),
+        or_(*(Badge.state == state for state in LIVE)),  # not IN: its list expands each time
+    )
+    .scalar_subquery(),
 ).where(Certification.certification_id == bindparam("certification_id"))
 
 
@@ -192,6 +199,7 @@ class _Recipient(NamedTuple):
     credential: str
     status: str
     standing: dict[str, Any]
+    live_badges: int  # recorded live, of any period
     email: str
     first_name: str
     last_name: str
@@ -385,7 +393,11 @@ def issue(svc: Services, item: ClaimedItem) -> None:
     # Another period's live badge is this period's now: a late event moved the period while the
     # badge was kept (docs/rules.md, *Status, badge and verification*). It is taken over and
     # brought up to date, its issue day included, rather than a second badge issued.
-    taken = _take_over(svc, cert.certification_id, period_start, recipient)
+    taken = (  # only then another period's badge can be live
+        _take_over(svc, cert.certification_id, period_start, recipient)
+        if cert.live_badges
+        else None
+    )
     if taken is not None:
         found, adopted = taken.badge, True
     else:
