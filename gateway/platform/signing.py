@@ -74,13 +74,14 @@ class SigningKeys:
         if not any(algorithm_of(key) == ES256 for key in keys):
             raise ValueError("it holds no P-256 key, which signs receipts (ES256)")
         self.keys = keys
-        #: Whether `load` made the file, with one new key (of processes starting at once, one).
+        #: Whether `load` made the file, with new keys (of processes starting at once, one).
         self.created = created
         self._set = KeySet(list(keys))
 
     @classmethod
     def load(cls, path: str | Path) -> SigningKeys:
-        """Read the key set at `path`, creating it with one new key when it does not exist.
+        """Read the key set at `path`, creating it with a new key of each kind when it does not
+        exist.
 
         Raises ValueError, in one line naming the file, unless every key is a private signing
         key with a `kid` of its own: P-256 for ES256 (`kty` EC, `crv` P-256, `alg` ES256 or none)
@@ -211,7 +212,7 @@ def _keys_of(data: Any) -> list[SigningKey]:
 def _key_problem(item: dict[str, Any]) -> str | None:
     """What makes a JWK unfit to sign ES256 (P-256) or RS256 (RSA), or None."""
     said = {name: item.get(name) for name in ("kty", "crv", "alg", "use", "kid")}
-    alg = ALGORITHMS.get(said["kty"])
+    alg = ALGORITHMS.get(said["kty"]) if isinstance(said["kty"], str) else None
     if alg is None:
         return f"is kty {said['kty']!r}, not an EC or RSA key"
     if alg == ES256 and said["crv"] != "P-256":

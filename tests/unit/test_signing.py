@@ -179,6 +179,7 @@ BAD_KEY_SETS = {
         "alg 'PS256', not RS256",
     ),
     "a symmetric key": ({"keys": [{"kty": "oct", "k": "c2VjcmV0", "kid": "s"}]}, "kty 'oct'"),
+    "a kty not a string": ({"keys": [{"kty": ["EC"], "kid": "k"}]}, "kty ['EC']"),
     "RSA keys only": (
         {"keys": [signing.new_key(RS256).as_dict(private=True)]},
         "no P-256 key, which signs receipts",
