@@ -91,7 +91,7 @@ class BatchLookupSchema(Schema):
 
 
 _MOMENT = re.compile(
-    r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:Z|[+-]\d{2}:\d{2})?)?"
+    r"\d{4}-\d{2}-\d{2}(?:[Tt ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:[Zz]|[+-]\d{2}:\d{2})?)?"
 )
 
 
@@ -103,7 +103,7 @@ class Moment(fields.DateTime):
         try:
             if not _MOMENT.fullmatch(str(value)):  # Python also reads 20250501, 2025-W18-4
                 raise ValueError(value)
-            moment = datetime.fromisoformat(str(value))
+            moment = datetime.fromisoformat(str(value).upper())  # RFC 3339's `t` and `z` too
             return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
         except (ValueError, OverflowError) as exc:
             raise ValidationError("Not a time: use YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ.") from exc

@@ -128,6 +128,8 @@ def test_receipts_since_a_time_and_bad_queries(app, client, employer):
     assert [r["certification_id"] for r in recent["receipts"]] == ["LAPSED-1"]
     every = client.get("/v1/receipts?since=2020-01-01T00:00:00Z", headers=headers).get_json()
     assert [r["certification_id"] for r in every["receipts"]] == ["ACTIVE-1", "LAPSED-1"]
+    lower = client.get("/v1/receipts?since=2020-01-01t00:00:00z", headers=headers).get_json()
+    assert lower == every  # RFC 3339 allows lower case `t` and `z`, as in events
     assert len(client.get("/v1/receipts?limit=1", headers=headers).json["receipts"]) == 1
     for query, field in (
         ("since=yesterday", "since"),
