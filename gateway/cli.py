@@ -295,7 +295,10 @@ def keys_list() -> None:
 def keys_rotate() -> None:
     """Add a new signing key of each algorithm first; the old ones stay published. Restart the web
     processes."""
-    kids = signing.rotate(services().settings.signing_keys_file)
+    try:
+        kids = signing.rotate(services().settings.signing_keys_file)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
     click.echo(f"new signing keys {' '.join(kids)}; restart the web processes to sign with them")
 
 

@@ -150,8 +150,13 @@ class SigningKeys:
                 key = own.get(unquote(kid.rsplit("/", 1)[-1]), self._set)
             else:
                 key = own.get(kid, self._set)
-            if isinstance(key, KeySet) or header.get("alg") != algorithm_of(key):
-                raise InvalidSignature("its header names no key of ours for its algorithm")
+            if isinstance(key, KeySet):
+                raise InvalidSignature(
+                    f"its key {kid!r} is not one this gateway publishes (another issuer's, or "
+                    "retired since it signed)"
+                )
+            if header.get("alg") != algorithm_of(key):
+                raise InvalidSignature(f"its alg {header.get('alg')!r} is not its key's")
             return key
 
         try:
@@ -163,6 +168,8 @@ class SigningKeys:
                 algorithms=list(ALGORITHMS.values()),
             )
             claims = json.loads(found.payload)
+        except InvalidSignature:  # the key it names: what is wrong is said already
+            raise
         except (JoseError, ValueError, TypeError) as exc:
             raise InvalidSignature(f"not a genuine signed token: {exc}") from exc
         if not isinstance(claims, dict):
@@ -242,10 +249,10 @@ def _bits(modulus: Any) -> int:
 
 def rotate(path: str | Path) -> list[str]:
     """Put a new key of each algorithm first in the set at `path`, keeping the old ones; their
-    `kid`s."""
+    `kid`s. Raises ValueError, in one line, when the set cannot be read or written."""
     old = SigningKeys.load(path)
     keys = new_keys()
-    _write_new(Path(path), [*keys, *old.keys], replace=True)
+    _rewrite(Path(path), [*keys, *old.keys])
     return [key.kid for key in keys]
 
 
@@ -258,16 +265,33 @@ def retire(path: str | Path, kid: str) -> None:
     kept = [key for key in keys if key.kid != kid]
     if len(kept) == len(keys):
         raise ValueError(f"no key {kid} in {path}")
-    _write_new(Path(path), kept, replace=True)
+    _rewrite(Path(path), kept)
+
+
+def _rewrite(path: Path, keys: list[SigningKey]) -> None:
+    """Replace the set at `path` with `keys`; ValueError in one line when it cannot be."""
+    try:
+        _write_new(path, keys, replace=True)
+    except OSError as exc:
+        raise ValueError(
+            f"{path} cannot be rewritten ({exc.strerror or exc}): its folder must be writable "
+            "by this user, who must own the file or be root"
+        ) from exc
 
 
 def _write_new(path: Path, keys: list[SigningKey], replace: bool = False) -> bool:
-    """Write a private key set readable by its owner only; concurrent first starts keep one.
-    True when this set was written (False: another process's was there first)."""
+    """Write a private key set readable by its owner only (one that `replace`s a set keeps that
+    set's owner and mode); concurrent first starts keep one. True when this set was written
+    (False: another process's was there first)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps({"keys": [key.as_dict(private=True) for key in keys]}, indent=2)
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".signing-", suffix=".json")
     try:
+        if replace:  # the web processes' user must still read it
+            before = path.stat()
+            os.fchmod(fd, before.st_mode & 0o777)
+            if (before.st_uid, before.st_gid) != (os.geteuid(), os.getegid()):
+                os.fchown(fd, before.st_uid, before.st_gid)
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
         if replace:

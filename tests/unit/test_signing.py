@@ -2,6 +2,7 @@
 any, rotates."""
 
 import json
+import os
 import threading
 
 import jwt
@@ -56,7 +57,7 @@ def test_a_header_naming_one_key_with_the_other_algorithm_is_refused(tmp_path):
     confused = jwt.utils.base64url_encode(
         json.dumps({"alg": "RS256", "kid": keys.signing_kid(ES256), "typ": "JWT"}).encode()
     ).decode()
-    with pytest.raises(InvalidSignature, match="algorithm"):
+    with pytest.raises(InvalidSignature, match=r"its alg 'RS256' is not its key's"):
         keys.verify(f"{confused}.{payload}.{signature}")
 
 
@@ -232,3 +233,36 @@ def test_a_key_whose_key_ops_allow_signing_signs_and_its_public_half_verifies(tm
     retired = {**_p256(), "key_ops": ["verify"]}  # kept to verify what it signed
     path.write_text(json.dumps({"keys": [exported, retired]}))
     assert [key.kid for key in SigningKeys.load(path).keys] == [exported["kid"], retired["kid"]]
+
+
+def test_a_token_of_a_retired_key_is_refused_saying_its_key_is_not_published(tmp_path):
+    path = tmp_path / "keys.json"
+    old = SigningKeys.load(path)
+    token = old.sign({"n": 1}, typ="JWT")
+    signing.rotate(path)
+    signing.retire(path, old.signing_kid())
+    with pytest.raises(InvalidSignature) as refused:
+        SigningKeys.load(path).verify(token)
+    assert str(refused.value) == (
+        f"its key {old.signing_kid()!r} is not one this gateway publishes (another issuer's, or "
+        "retired since it signed)"
+    )
+
+
+def test_a_rotation_keeps_the_files_owner_and_mode_and_says_in_one_line_why_it_cannot_write(
+    tmp_path, monkeypatch
+):
+    path = tmp_path / "keys.json"
+    SigningKeys.load(path)
+    path.chmod(0o640)  # the web processes' group reads it
+    if os.geteuid() == 0:  # the web processes' user owns it; root rotates
+        os.chown(path, 65534, 65534)
+    owner = (path.stat().st_uid, path.stat().st_gid)
+    signing.rotate(path)
+    assert path.stat().st_mode & 0o777 == 0o640
+    assert (path.stat().st_uid, path.stat().st_gid) == owner
+    denied = PermissionError(1, "Operation not permitted")
+    monkeypatch.setattr(signing.tempfile, "mkstemp", lambda **_: (_ for _ in ()).throw(denied))
+    with pytest.raises(ValueError, match="cannot be rewritten") as refused:
+        signing.rotate(path)
+    assert "\n" not in str(refused.value) and str(path) in str(refused.value)
