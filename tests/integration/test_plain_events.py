@@ -16,7 +16,7 @@ from gateway.store.db import Database
 from gateway.store.models import Event, OAuthToken
 from gateway.usecases import clients, intake
 from gateway.web import auth
-from tests.support.clients import fetch_token, register_client
+from tests.support.clients import fetch_token, register_client, served_token
 from tests.support.database import truncate
 from tests.support.events import fee, granted
 from tests.support.metrics import sample
@@ -239,12 +239,7 @@ def test_through_gunicorn_an_event_is_answered_and_a_body_cut_short_is_a_400(
     server = start_serve(serve_env(tmp_path, postgres_url, port, WEB_WORKERS="1"), tmp_path / "log")
     try:
         base = f"http://127.0.0.1:{port}"
-        token = requests.post(
-            f"{base}/oauth/token",
-            data={"grant_type": "client_credentials"},
-            auth=(new.client_id, new.client_secret),
-            timeout=10,
-        ).json()["access_token"]
+        token = served_token(base, new.client_id, new.client_secret)
         bearer = f"Bearer {token}"
         answer = requests.post(
             f"{base}/v1/events",

@@ -10,10 +10,10 @@ import socket
 from typing import NamedTuple
 
 import pytest
-import requests
 
 from gateway.store.db import Database
 from gateway.usecases import clients
+from tests.support.clients import served_token
 from tests.support.database import truncate
 from tests.support.serving import free_port, serve_env, start_serve
 
@@ -46,12 +46,7 @@ def served(tmp_path_factory, postgres_url):
     log = tmp_path / "serve.log"
     proc = start_serve(serve_env(tmp_path, postgres_url, port, WEB_WORKERS="1"), log)
     try:
-        token = requests.post(
-            f"http://127.0.0.1:{port}/oauth/token",
-            data={"grant_type": "client_credentials"},
-            auth=(new.client_id, new.client_secret),
-            timeout=10,
-        ).json()["access_token"]
+        token = served_token(f"http://127.0.0.1:{port}", new.client_id, new.client_secret)
         yield port, log, token
     finally:
         proc.send_signal(signal.SIGTERM)

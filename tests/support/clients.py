@@ -24,3 +24,17 @@ def fetch_token(app: Flask, scope: str) -> str:
     )
     assert response.status_code == 200, response.get_data(as_text=True)
     return response.get_json()["access_token"]
+
+
+def served_token(base: str, client_id: str, secret: str) -> str:
+    """A bearer token from the token endpoint of a gateway serving at `base`, over real HTTP."""
+    import requests
+
+    response = requests.post(
+        f"{base}/oauth/token",
+        data={"grant_type": "client_credentials"},
+        auth=(client_id, secret),
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    return response.json()["access_token"]
