@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import time as time_module
 import uuid
 from collections.abc import Callable, Iterator
@@ -15,7 +16,7 @@ import redis
 from flask import Flask
 
 from gateway.bootstrap import create_app
-from gateway.platform import clock, logs
+from gateway.platform import clock, logs, signing
 from gateway.platform.config import Settings
 from gateway.store.db import Database
 from jobs.engine.dispatch import InProcessDispatcher
@@ -154,14 +155,29 @@ def database_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
     truncate(url)
 
 
+@pytest.fixture(scope="session")
+def signing_keys_made(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A key set made once, as a first start makes one (an RSA key takes tens of ms to make)."""
+    path = tmp_path_factory.mktemp("keys") / "signing-keys.json"
+    signing.SigningKeys.load(path)
+    return str(path)
+
+
 @pytest.fixture
-def make_app(tmp_path) -> Iterator[Callable[..., Flask]]:
+def make_app(tmp_path, signing_keys_made: str) -> Iterator[Callable[..., Flask]]:
     """Build apps from settings; their database connections are closed after the test.
 
-    Every answer they give is checked against the OpenAPI document (`check_answers`)."""
+    An app in the default instance folder starts with a copy of one key set made for the session
+    (a test of a first start names its own folder or SIGNING_KEYS_FILE). Every answer they give
+    is checked against the OpenAPI document (`check_answers`)."""
     apps: list[Flask] = []
+    default_keys = tmp_path / "instance" / "signing-keys.json"
 
     def factory(jobs: str = "ON_DEMAND", **settings: object) -> Flask:
+        own_folder = "instance_path" in settings or settings.get("signing_keys_file")
+        if not own_folder and not default_keys.exists():
+            default_keys.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(signing_keys_made, default_keys)
         settings.setdefault("instance_path", str(tmp_path / "instance"))
         app = create_app(Settings(**settings), jobs=jobs)
         app.testing = True
