@@ -295,8 +295,14 @@ def keys_list() -> None:
 def keys_rotate() -> None:
     """Add a new signing key of each algorithm first; the old ones stay published. Restart the web
     processes."""
+    svc = services()
+    path = svc.settings.signing_keys_file
+    if svc.keys.created:  # this command's start made a fresh set: nothing to rotate
+        kids = " ".join(key.kid for key in svc.keys.keys)
+        click.echo(f"no signing keys were at {path}: made new ones {kids}")
+        return
     try:
-        kids = signing.rotate(services().settings.signing_keys_file)
+        kids = signing.rotate(path)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"new signing keys {' '.join(kids)}; restart the web processes to sign with them")

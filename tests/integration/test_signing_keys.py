@@ -57,6 +57,17 @@ def test_keys_rotate_publishes_the_new_key_beside_the_old_one(database_url, tmp_
     assert len(runner.invoke(cli, ["keys", "list"]).stdout.splitlines()) == 2
 
 
+def test_keys_rotate_without_a_key_set_makes_one_set_only(database_url, tmp_path, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("SIGNING_KEYS_FILE", str(tmp_path / "keys.json"))
+    rotated = CliRunner().invoke(cli, ["keys", "rotate"])
+    assert rotated.exit_code == 0, rotated.output
+    listed = CliRunner().invoke(cli, ["keys", "list"]).stdout.splitlines()
+    assert [line.split()[1:] for line in listed] == [["ES256", "signs"], ["RS256", "signs"]]
+    assert "no signing keys were at" in rotated.stdout
+    assert all(line.split()[0] in rotated.stdout for line in listed)
+
+
 def test_a_shared_database_without_a_keys_file_public_address_or_issuer_warns_at_start(
     make_app, postgres_url, tmp_path, caplog
 ):
