@@ -41,6 +41,12 @@ limit_request_field_size = 16380
 # No control socket (`gunicornc`): the gateway does not use one, and every server of a user shares
 # the one default path (~/.gunicorn/gunicorn.ctl), so stopping one server deleted another's.
 control_socket_disable = True
+# gunicorn believes no forwarded header itself (by default it takes X-Forwarded-Proto and the
+# like, SCRIPT_NAME and PATH_INFO from any peer on loopback): the app decides, by TRUSTED_PROXIES,
+# which proxies' X-Forwarded-For and X-Forwarded-Proto count (gateway.web.ratelimit).
+forwarded_allow_ips = ""
+secure_scheme_headers: dict[str, str] = {}
+forwarder_headers = ""
 accesslog = "-"
 # Access lines are JSON objects written by the app's formatter (AccessLog below): a header or path
 # holding quotes or backslashes is escaped, never able to break a line or forge a field. No

@@ -109,3 +109,23 @@ def test_a_server_leaves_no_control_socket_another_server_would_share(served):
     stopping either deleted it."""
     _, home = served
     assert not list(home.rglob("gunicorn.ctl"))
+
+
+def test_gunicorn_believes_no_forwarded_header_of_a_loopback_peer(served):
+    """With TRUSTED_PROXIES 0 a client on the machine cannot claim TLS or move the script root."""
+    served, _ = served
+    base = f"http://127.0.0.1:{served}"
+    for header in ({"X-Forwarded-Proto": "https"}, {"X-Forwarded-Ssl": "on"}):
+        answer = requests.get(f"{base}/healthz", headers=header, timeout=5)
+        assert answer.status_code == 200
+        assert "Strict-Transport-Security" not in answer.headers
+    token = requests.post(
+        f"{base}/oauth/token",
+        data={"grant_type": "client_credentials"},
+        auth=("someone", "secret"),
+        headers={"Host": "example.org", "X-Forwarded-Proto": "https"},
+        timeout=5,
+    )
+    assert token.status_code == 400 and token.json()["error"] == "insecure_transport"
+    moved = requests.get(f"{base}/healthz", headers={"SCRIPT_NAME": "/x"}, timeout=5)
+    assert moved.status_code == 200
