@@ -40,7 +40,6 @@ from connectors.credly import (
     CredlyError,
     NotFound,
     PermanentError,
-    Unauthorized,
     holder_badges,
     id_evidence,
     live_badge,
@@ -57,6 +56,9 @@ from jobs.engine.retry import Deferred
 log = logging.getLogger("jobs.badges")
 
 LIVE = ("pending", "accepted")
+#: The status of Credly's refusal to issue a duplicate (docs/credly.md, "Duplicates"), the one
+#: 4xx after which Credly holds a badge of the recipient.
+DUPLICATE_STATUS = 422
 #: Our state of a badge its earner deleted in Credly (`badge.deleted`): not reissued by itself.
 DELETED = "deleted"
 
@@ -511,7 +513,9 @@ def _issue_or_adopt(
     """A new badge for the recipient, or (`look_first`) the live one Credly holds for them by
     earner id; when the issue call fails in a way after which Credly may hold the badge anyway
     (a timeout, a 5xx, its duplicate refusal), the badge looked up as Credly counts duplicates.
-    With whether it was adopted (found, not issued by this call)."""
+    Any other 4xx (a 429, a refused token, a request refused as invalid) says Credly made
+    nothing: it is raised as it is, without a look-up. With whether it was adopted (found, not
+    issued by this call)."""
     template = recipient.badge_template_id
     earner = recipient.issuer_earner_id
     if look_first:
@@ -523,9 +527,9 @@ def _issue_or_adopt(
             return found, True
     try:
         return svc.credly.issue_badge(recipient), False
-    except Unauthorized:
-        raise
     except CredlyError as exc:
+        if exc.status is not None and 400 <= exc.status < 500 and exc.status != DUPLICATE_STATUS:
+            raise
         held = holder_badges(
             svc.credly,
             badge_template_id=template,
@@ -549,7 +553,7 @@ def _refuse_ended_duplicate(
     """Raise a PermanentError that says why, when Credly refused the issue (a 422) while it holds
     no live badge of the certification but an ended (revoked or expired) one: Credly then counts
     ended badges as duplicates (docs/credly.md, "Duplicates"), which no retry gets past."""
-    if not isinstance(exc, PermanentError) or exc.status != 422:
+    if not isinstance(exc, PermanentError) or exc.status != DUPLICATE_STATUS:
         return
     now = utcnow()
     ended = [
@@ -609,6 +613,11 @@ def replace(svc: Services, item: ClaimedItem) -> None:
         log.info("no live badge to replace")
         return
     found, note = _bring_up_to_date(svc, badge_id, credly_id, recipient, reissue=reissue)
+    wanted = _recipient_now(svc, item.certification_id, period_start)
+    if wanted is not None and wanted != recipient:
+        # the details changed again while Credly was called: the job of that change may have
+        # ended already (with a badge it issued, say), before this answer is recorded
+        found, note = _bring_up_to_date(svc, badge_id, found.id, wanted)
     _record_unless_ended(svc, item, badge_id, found, note)
 
 
@@ -635,8 +644,9 @@ def _bring_up_to_date(
     new_email = (current.recipient_email or "").casefold() != recipient.recipient_email.casefold()
     if current.state == REVOKED and (new_email or reissue):
         # An earlier attempt revoked it to issue it again to the new address, then failed (or
-        # its answer was lost): issue it now, or adopt the one that attempt made.
-        return _issue_or_adopt(svc, recipient)[0], None
+        # its answer was lost): issue it now, or adopt the one that attempt (or a job of an
+        # earlier change, its call still in flight) made.
+        return _issue_up_to_date(svc, badge_id, recipient)
     if not current.live() and not renews(current, recipient.expires_at):
         return current, None  # revoked, rejected, or expired as the standing says it should be
     kept_address = svc.settings.credly_revoked_is_duplicate
@@ -645,7 +655,7 @@ def _bring_up_to_date(
             current.id, reason=NEW_ADDRESS_REASON, suppress_revoke_notification_email=True
         )
         _record(svc, badge_id, revoked, note=REISSUE_NOTE)
-        return _issue_or_adopt(svc, recipient)[0], None
+        return _issue_up_to_date(svc, badge_id, recipient)
     note = None
     if new_email:
         note = KEPT_ADDRESS_NOTE if current.state == PENDING else OWN_EMAIL_NOTE
@@ -660,6 +670,18 @@ def _bring_up_to_date(
         if _still(svc, current):
             raise
         raise TransientError(f"{exc}; the badge changed meanwhile, the retry reads it") from exc
+
+
+def _issue_up_to_date(
+    svc: Services, badge_id: int, recipient: BadgeRequest
+) -> tuple[CredlyBadge, str | None]:
+    """A badge issued to `recipient`, or the live one Credly holds for the certification adopted
+    and, when it names the member otherwise (made for earlier details), brought up to date as
+    the issue job brings an adopted badge; with a note for the standing."""
+    found, adopted = _issue_or_adopt(svc, recipient)
+    if adopted and not _says(found, recipient):
+        return _bring_up_to_date(svc, badge_id, found.id, recipient)
+    return found, None
 
 
 def _still(svc: Services, badge: CredlyBadge) -> bool:
@@ -745,8 +767,10 @@ def _revoke_duplicate(svc: Services, certification_id: str, credly_id: str) -> N
 def revoke_everything(svc: Services, cert: _Recipient) -> int:
     """Revoke every live badge of the certification on Credly: the ones recorded here and every
     one a paged search finds on each template of its credential (by earner id or e-mail), a
-    replaced one's successor in its place. Deleted or already revoked counts as done. Returns
-    how many were revoked."""
+    replaced one's successor in its place. Deleted or already revoked counts as done. The first
+    badge found that no row records is recorded, revoked, in the row of the current period when
+    that row records none (its issue call's answer was lost), so the standing shows it as it
+    would a badge the gateway knew. Returns how many were revoked."""
     with svc.db.sessions() as session:
         of_certification = Badge.certification_id == cert.certification_id
         rows = list(session.scalars(select(Badge).where(of_certification)))
@@ -756,6 +780,11 @@ def revoke_everything(svc: Services, cert: _Recipient) -> int:
     targets: dict[str, int | None] = {
         row.credly_badge_id: row.id for row in rows if row.credly_badge_id and row.state in LIVE
     }
+    period_start = date.fromisoformat(cert.standing["certified_on"])
+    unrecorded = next(
+        (row.id for row in rows if row.period_start == period_start and not row.credly_badge_id),
+        None,
+    )
     for template in sorted(templates):
         for found in holder_badges(
             svc.credly,
@@ -764,7 +793,7 @@ def revoke_everything(svc: Services, cert: _Recipient) -> int:
             recipient_email=cert.email,
         ):
             if found.live() and found.id not in targets:
-                targets[found.id] = None
+                targets[found.id], unrecorded = unrecorded, None
     reason = member_reason(svc.policy, cert.standing)
     for credly_id, badge_id in targets.items():
         try:

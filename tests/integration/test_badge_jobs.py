@@ -113,7 +113,7 @@ def test_500_500_then_201_issues_exactly_one_badge(svc):
 
 
 @responses.activate
-def test_429_retry_after_is_honoured(svc):
+def test_429_retry_after_is_honoured_without_a_search_credly_made_nothing(svc):
     responses.get(re.compile(re.escape(BADGES) + r"\?.*"), json=EMPTY_LIST)
     responses.post(BADGES, status=429, headers={"Retry-After": "3"}, json={})
     responses.post(BADGES, status=201, json=badge_json())
@@ -123,6 +123,7 @@ def test_429_retry_after_is_honoured(svc):
     work_queued(svc)
     [item] = items(svc, "issue_badge")
     assert item.state == "retrying" and "429" in item.last_error
+    assert [c.request.method for c in responses.calls] == ["POST"]  # no search at once
     assert (item.due_at - before).total_seconds() >= 3
     # a worker is woken for it through RQ's scheduler, on the next whole second
     [wake_up] = queue.scheduled_job_registry.get_job_ids()
@@ -250,6 +251,33 @@ def test_the_webs_metrics_show_every_workers_job_outcomes_from_the_database(
     # The per-process job runs: described, though this web process ran none.
     assert "# TYPE gateway_jobs_total counter" in text
     assert "gateway_jobs_total{" not in text
+
+
+@responses.activate
+def test_an_issue_refused_as_invalid_fails_at_once_with_credlys_answer_and_no_search(svc):
+    answer = {"data": {"message": "Invalid recipient_email"}}
+    responses.get(re.compile(re.escape(BADGES) + r"\?.*"), status=503, json={})
+    responses.post(BADGES, status=400, json=answer)
+    submit(svc, granted("2026-03-01"))
+    work_queued(svc)
+    [item] = items(svc, "issue_badge")
+    assert (item.state, item.attempts) == ("failed", 1)
+    assert json.loads(item.last_error.partition(" 400 ")[2]) == answer
+    assert [c.request.method for c in responses.calls] == ["POST"]
+
+
+@responses.activate
+def test_a_duplicate_refusal_whose_search_fails_is_retried_and_adopts_the_badge(svc):
+    search = re.compile(re.escape(BADGES) + r"\?.*")
+    responses.get(search, status=503, json={})  # the search after the refusal
+    listed = {"data": [badge_json("b-held")["data"]], "metadata": {"next_page_url": None}}
+    responses.get(search, json=listed)  # the retry's look
+    responses.post(BADGES, status=422, json={"message": "User already has this badge"})
+    submit(svc, granted("2026-03-01"))
+    drain(svc, lambda: issue_done(svc))
+    [item] = items(svc, "issue_badge")
+    assert (item.state, item.attempts) == ("done", 2)
+    assert [b.credly_badge_id for b in badges(svc)] == ["b-held"]
 
 
 @responses.activate

@@ -368,6 +368,24 @@ def test_a_revocation_while_the_issue_call_is_in_flight_leaves_no_live_badge(svc
     assert [b.state for b in badges(svc)] == ["revoked"]
 
 
+def test_a_badge_a_lost_attempt_made_after_a_revocation_shows_revoked(svc, standin):
+    intake.submit_event(svc, granted("2026-03-01"))  # jobs not run: run them by hand
+    [issue_item] = items(svc, "issue_badge")
+    standin.queue_faults([{"delay": 1.5}])  # Credly issues it, but after the 1 s timeout
+    with pytest.raises(TransientError):
+        badges_jobs.issue(svc, _claimed(issue_item))
+    intake.submit_event(svc, revoked("2026-06-01"))
+    [revoke_item] = items(svc, "revoke_badge")
+    badges_jobs.revoke(svc, _claimed(revoke_item))  # finds nothing yet
+    standin.wait(1.0)
+    badges_jobs.issue(svc, _claimed(issue_item))  # the retry revokes what Credly made
+    [held] = standin.badges()
+    assert held["state"] == "revoked"
+    [row] = badges(svc)
+    view = badge_view(row)
+    assert (view["state"], view["credly_badge_id"]) == ("revoked", held["id"])
+
+
 @pytest.mark.parametrize(
     "change", [{"last_name": "King"}, {"email": "ada.king@example.org"}], ids=["name", "email"]
 )
@@ -542,6 +560,38 @@ def test_an_email_corrected_back_while_the_new_address_issue_is_retried_issues_t
         (shown["id"], "pending", None)
     ]
     assert len(calls(standin, "revoke")) == 1
+
+
+def test_two_quick_email_changes_leave_the_only_live_badge_at_the_last_address(
+    svc, standin, monkeypatch
+):
+    grant(svc)
+    submit(svc, event("member.updated", {"email": "ada@one.example.org"}))
+    [first] = items(svc, "replace_badge")
+    made, answered = threading.Event(), threading.Event()
+    issue_badge = svc.credly.issue_badge
+
+    def slow_answer(request, **kwargs):  # Credly makes the badge; its answer comes late
+        badge = issue_badge(request, **kwargs)
+        if not made.is_set():
+            made.set()
+            answered.wait(10)
+        return badge
+
+    monkeypatch.setattr(svc.credly, "issue_badge", slow_answer)
+    flight = threading.Thread(target=badges_jobs.replace, args=(svc, _claimed(first)))
+    flight.start()  # revokes the old badge, then issues it to the first new address
+    assert made.wait(10)
+    submit(svc, event("member.updated", {"email": "ada@two.example.org"}))
+    [second] = [i for i in items(svc, "replace_badge") if i.id != first.id]
+    badges_jobs.replace(svc, _claimed(second))  # finds the first job's badge, not yet recorded
+    [shown] = live(standin)
+    assert shown["recipient_email"] == "ada@two.example.org"
+    answered.set()
+    flight.join()  # the first job's answer, the badge at the first new address, comes last
+    assert live(standin) == [shown]
+    [row] = badges(svc)
+    assert (row.credly_badge_id, row.state, row.note) == (shown["id"], "pending", None)
 
 
 def test_when_credly_counts_a_revoked_badge_as_a_duplicate_an_email_change_says_why_it_fails(
