@@ -12,6 +12,7 @@ from datetime import date
 from typing import Any
 
 import click
+from alembic.runtime.migration import MigrationContext
 from alembic.util import CommandError as AlembicCommandError
 from flask import Flask
 from flask.cli import FlaskGroup, ScriptInfo, pass_script_info, with_appcontext
@@ -167,13 +168,20 @@ def db_upgrade(revision: str) -> None:
     click.echo(f"database upgraded to {revision}")
 
 
-@db.command("downgrade", short_help="Undo migrations, down to REVISION.")
+@db.command(
+    "downgrade",
+    short_help="Undo migrations, down to REVISION.",
+    context_settings={"ignore_unknown_options": True},  # `-1` is a revision, not an option
+)
 @click.argument("revision")
 @with_appcontext
 def db_downgrade(revision: str) -> None:
     """Undo the migrations after REVISION (e.g. `-1` for the last one, `base` for all)."""
-    services().db.alembic("downgrade", revision)
-    click.echo(f"database downgraded to {revision}")
+    db = services().db
+    db.alembic("downgrade", revision)
+    with db.engine.connect() as connection:
+        reached = MigrationContext.configure(connection).get_current_heads()
+    click.echo(f"database downgraded to {' '.join(reached) or 'base (no migration applied)'}")
 
 
 @db.command("current")
@@ -492,20 +500,35 @@ def jobs_requeue(job_ids: tuple[str, ...], requeue_all: bool) -> None:
         )
 
 
+def _revision_id(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    """A revision id that is also a file name's start: digits, small letters and _."""
+    if not re.fullmatch(r"[0-9a-z_]+", value):
+        raise click.BadParameter(f"{value!r} is not made of digits, small letters and _")
+    return value
+
+
 @db.command("revision")
 @click.option("--message", "-m", required=True, help="What the migration does.")
-@click.option("--rev-id", required=True, help="The revision id, e.g. 0002.")
+@click.option(
+    "--rev-id",
+    required=True,
+    callback=_revision_id,
+    help="The new revision's id: digits, small letters and _, e.g. 0015.",
+)
 @click.option("--down", default=None, help="The revision it follows (default: the single head).")
 @with_appcontext
 def db_revision(message: str, rev_id: str, down: str | None) -> None:
     """Autogenerate a migration from the models (development)."""
     from alembic import command
+    from alembic.script import ScriptDirectory
 
     from gateway.store.db import alembic_config
 
     db = services().db
+    cfg = alembic_config(db.url)
+    if rev_id in {script.revision for script in ScriptDirectory.from_config(cfg).walk_revisions()}:
+        raise click.ClickException(f"--rev-id {rev_id} is a migration already; give a new id")
     with db.engine.begin() as connection:
-        cfg = alembic_config(db.url)
         cfg.attributes["connection"] = connection
         command.revision(
             cfg, message=message, autogenerate=True, rev_id=rev_id, head=down or "head"

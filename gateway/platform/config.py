@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from gunicorn.util import parse_address
 from limits import parse_many
+from redis.connection import parse_url
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from gateway.rules.periods import parse_day
 
@@ -86,22 +91,35 @@ def _path(raw: str | None) -> str | None:
 
 
 def _templates(raw: str | None) -> dict[str, str]:
-    """Parse the credential -> Credly badge template map: JSON object or `RMA=uuid,RPT=uuid`."""
+    """Parse the credential -> Credly badge template map: JSON object or `RMA=uuid,RPT=uuid`;
+    each credential once, each with a template id."""
     if not raw:
         return {}
     raw = raw.strip()
     if raw.startswith("{"):
         try:
-            parsed = json.loads(raw)
+            items = json.loads(raw, object_pairs_hook=list)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"CREDLY_BADGE_TEMPLATES is not valid JSON: {exc}") from exc
-        return {str(k): str(v) for k, v in parsed.items()}
-    pairs = {}
-    for item in filter(None, (part.strip() for part in raw.split(","))):
-        code, sep, template = item.partition("=")
-        if not sep or not code.strip() or not template.strip():
-            raise ConfigError(f"CREDLY_BADGE_TEMPLATES item {item!r} is not CODE=TEMPLATE_ID")
-        pairs[code.strip()] = template.strip()
+    else:
+        items = []
+        for item in filter(None, (part.strip() for part in raw.split(","))):
+            code, sep, template = item.partition("=")
+            if not sep or not code.strip():
+                raise ConfigError(f"CREDLY_BADGE_TEMPLATES item {item!r} is not CODE=TEMPLATE_ID")
+            items.append((code, template))
+    pairs: dict[str, str] = {}
+    for code, template in items:
+        code = code.strip()
+        if not code:
+            raise ConfigError("CREDLY_BADGE_TEMPLATES names a template for no credential")
+        if not isinstance(template, str) or not template.strip():
+            raise ConfigError(
+                f"CREDLY_BADGE_TEMPLATES gives {code} no template id, got {json.dumps(template)}"
+            )
+        if code in pairs:
+            raise ConfigError(f"CREDLY_BADGE_TEMPLATES names {code} twice")
+        pairs[code] = template.strip()
     return pairs
 
 
@@ -121,7 +139,9 @@ class Settings:
         metadata=setting(
             "DATABASE_URL",
             "SQLite in the instance folder",
-            "`postgresql://user:pass@host/db` in production (psycopg 3)",
+            "`postgresql://user:pass@host:port/db` in production: psycopg 3 (`postgresql://` or "
+            "`postgresql+psycopg://`, not another driver's `postgresql+psycopg2://`), a port from "
+            "1 to 65535",
         ),
     )
     database_connect_timeout_seconds: int = field(
@@ -158,8 +178,8 @@ class Settings:
             "INSTANCE_PATH",
             "Flask's instance folder: `instance/` in a checkout (an editable install), "
             "`<prefix>/var/gateway-instance` for an installed package",
-            "where the embedded default's files live (the SQLite database, the signing keys, the "
-            "dry-run Credly's badges) and the logo file",
+            "the folder where the embedded default's files live (the SQLite database, the signing "
+            "keys, the dry-run Credly's badges) and the logo file",
         ),
     )
     redis_url: str | None = field(
@@ -167,7 +187,8 @@ class Settings:
         metadata=setting(
             "REDIS_URL",
             "none: jobs run in-process",
-            "RQ queues and rate limits, e.g. `redis://127.0.0.1:6379/0`",
+            "RQ queues and rate limits, e.g. `redis://127.0.0.1:6379/0`: a port from 1 to 65535, "
+            "the database (path or `?db=`) a number 0 or more",
         ),
     )
     secret_key: str = field(
@@ -185,7 +206,7 @@ class Settings:
             "the packaged `gateway/rules/policy.toml`",
             "the credential policy table (codes, names, points per cycle, current eligibility "
             "criteria id); it must keep every credential certifications hold, even one no longer "
-            "offered (checked at start)",
+            "offered, and its numbers within their bounds (docs/rules.md; checked at start)",
         ),
     )
     credly_api_base: str | None = field(
@@ -229,7 +250,8 @@ class Settings:
         metadata=setting(
             "CREDLY_BADGE_TEMPLATES",
             "none",
-            "credential → badge template: `RMA=uuid,RPT=uuid` or a JSON object",
+            "credential → badge template: `RMA=uuid,RPT=uuid` or a JSON object of strings; each "
+            "credential once, with a template id",
         ),
     )
     credly_timeout_seconds: int = field(
@@ -396,7 +418,8 @@ class Settings:
         metadata=setting(
             "WEB_BIND",
             "`127.0.0.1:8000`",
-            "`gateway serve`: address of the production server",
+            "`gateway serve`: address of the production server: `HOST:PORT` (a port from 1 to "
+            "65535; `[::1]:PORT` for IPv6), `unix:PATH` or `fd://FD`",
         ),
     )
     web_workers: int = field(
@@ -721,8 +744,10 @@ class Settings:
             raise ConfigError(
                 f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}"
             )
-        _check_url("DATABASE_URL", self.database_url, ("sqlite", "postgresql", "postgres"))
-        _check_url("REDIS_URL", self.redis_url, ("redis", "rediss", "unix"))
+        _check_database_url(self.database_url)
+        _check_redis_url(self.redis_url)
+        _check_bind(self.web_bind)
+        _check_folder("INSTANCE_PATH", self.instance_path)
         _all_or_none(
             "The verification directory",
             {
@@ -813,14 +838,93 @@ def _log_level(raw: str) -> str:
     return "WARNING" if level == "WARN" else level
 
 
-def _check_url(name: str, url: str | None, schemes: tuple[str, ...]) -> None:
-    """Refuse a URL whose scheme (driver aside, as in postgresql+psycopg) is not one of these."""
+#: The DATABASE_URL schemes the gateway speaks: PostgreSQL through psycopg 3, or SQLite.
+DATABASE_SCHEMES = ("postgresql", "postgresql+psycopg", "postgres", "sqlite", "sqlite+pysqlite")
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def _check_database_url(url: str | None) -> None:
+    """Refuse a DATABASE_URL that SQLAlchemy cannot read, of another database or driver, with a
+    port out of range, or whose SQLite file would be in something that is not a folder."""
     if url is None:
         return
-    scheme = urlsplit(url).scheme.partition("+")[0]
-    if scheme not in schemes:
-        allowed = ", ".join(f"{s}://" for s in schemes)
-        raise ConfigError(f"{name} must be a URL starting {allowed}, got {_redact(url)!r}")
+    shown = _redact(url)
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError) as exc:  # ValueError: a port that is not a number
+        raise ConfigError(
+            f"DATABASE_URL must be a URL such as postgresql://user:pass@host:5432/db (a port "
+            f"from 1 to 65535), got {shown!r}"
+        ) from exc
+    if parsed.drivername not in DATABASE_SCHEMES:
+        if parsed.drivername.partition("+")[0] in ("postgresql", "postgres"):
+            raise ConfigError(
+                "DATABASE_URL: the gateway speaks to PostgreSQL with psycopg 3: use postgresql:// "
+                f"or postgresql+psycopg://, got {shown!r}"
+            )
+        allowed = ", ".join(f"{s}://" for s in ("postgresql", "sqlite"))
+        raise ConfigError(f"DATABASE_URL must be a URL starting {allowed}, got {shown!r}")
+    _check_port("DATABASE_URL", parsed.port, shown)
+    path = parsed.database or ":memory:"
+    if parsed.drivername.startswith("sqlite") and not path.startswith((":memory:", "file:")):
+        folder = os.path.dirname(os.path.abspath(path))
+        _check_folder("DATABASE_URL", folder, "the SQLite file's folder ")
+
+
+def _check_redis_url(url: str | None) -> None:
+    """Refuse a REDIS_URL that redis-py cannot read, with a port out of range, or whose database
+    number (its path or `db` query) is not a whole number, which redis-py would take for 0."""
+    if url is None:
+        return
+    shown = _redact(url)
+    parts = urlsplit(url)
+    if parts.scheme not in REDIS_SCHEMES or not url.lower().startswith(f"{parts.scheme}://"):
+        allowed = ", ".join(f"{s}://" for s in REDIS_SCHEMES)
+        raise ConfigError(f"REDIS_URL must be a URL starting {allowed}, got {shown!r}")
+    try:
+        parse_url(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"REDIS_URL is not a Redis URL ({exc}), got {shown!r}") from exc
+    _check_port("REDIS_URL", port, shown)
+    numbers = parse_qs(parts.query).get("db", [])[:1]  # redis-py reads the first
+    if parts.scheme != "unix":  # (a unix:// path is the socket's)
+        numbers += [parts.path.strip("/") or "0"]  # none: 0
+    if not all(re.fullmatch(r"[0-9]+", number) for number in numbers):
+        raise ConfigError(
+            f"REDIS_URL's database must be a number 0 or more (redis://host:6379/0), got {shown!r}"
+        )
+
+
+def _check_port(name: str, port: int | None, shown: str) -> None:
+    if port is not None and not 1 <= port <= 65535:
+        raise ConfigError(f"{name}'s port must be from 1 to 65535, got {port} in {shown!r}")
+
+
+def _check_bind(bind: str) -> None:
+    """Refuse a WEB_BIND that gunicorn cannot read or listen on (HOST:PORT, [IPv6]:PORT, HOST
+    for port 8000, unix:PATH or fd://FD)."""
+    try:
+        address = parse_address(bind)
+    except RuntimeError as exc:
+        raise ConfigError(
+            f"WEB_BIND must be HOST:PORT, unix:PATH or fd://FD, got {bind!r}"
+        ) from exc
+    if isinstance(address, tuple) and not 1 <= address[1] <= 65535:
+        raise ConfigError(f"WEB_BIND's port must be from 1 to 65535, got {bind!r}")
+
+
+def _check_folder(name: str, path: str | None, what: str = "") -> None:
+    """Refuse a folder path that is something else, or that something else stands in the way of
+    (a file where a folder above it would be made)."""
+    if path is None:
+        return
+    found = path
+    while not os.path.exists(found) and os.path.dirname(found) != found:
+        found = os.path.dirname(found)
+    if os.path.exists(found) and not os.path.isdir(found):
+        why = "" if found == path else f" ({found} is not one)"
+        raise ConfigError(f"{name}: {what}{path} is not a folder and cannot be made one{why}")
 
 
 def _all_or_none(what: str, values: dict[str, str | None]) -> None:

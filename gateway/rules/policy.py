@@ -11,6 +11,20 @@ from .points import in_hundredths, to_points
 
 DEFAULT_POLICY_FILE = Path(__file__).with_name("policy.toml")
 
+#: The range each whole number of `[rules]` must be in: what a certifying body could need, far
+#: inside what the rules' date arithmetic can take.
+RULE_BOUNDS = {
+    "cycle_years": (1, 10),
+    "fee_lapse_years": (1, 50),
+    "fee_years_ahead": (1, 10),
+    "ccp_lapse_years": (1, 50),
+    "exam_only_years": (1, 50),
+    "recert_ccp_window_years": (1, 10),
+    "future_tolerance_minutes": (0, 1440),  # a day
+}
+#: The most CCP points a credential may need in a cycle, or a category cap may count.
+MOST_POINTS = Decimal(1000)
+
 
 @dataclass(frozen=True)
 class CredentialPolicy:
@@ -80,17 +94,23 @@ class _Table:
             raise self.fail(f"'{key}' has the wrong type ({type(value).__name__})")
         return value
 
-    def positive_int(self, key: str) -> int:
+    def whole(self, key: str) -> int:
+        """A whole number of `[rules]`, within its RULE_BOUNDS."""
         value = self.get(key, int)
-        if value < 1:
-            raise self.fail(f"'{key}' must be at least 1, not {value}")
+        least, most = RULE_BOUNDS[key]
+        if not least <= value <= most:
+            raise self.fail(f"'{key}' must be from {least} to {most}, not {value}")
         return value
 
-    def points(self, key: str) -> Decimal:
-        """A number of CCP points: an integer or a decimal with at most two places."""
+    def points(self, key: str, *, zero: bool) -> Decimal:
+        """A number of CCP points up to MOST_POINTS (0 only when `zero`): an integer or a decimal
+        with at most two places."""
         value = to_points(self.get(key, (int, Decimal)))
         if not in_hundredths(value):
             raise self.fail(f"'{key}' must be a number of points with at most 2 decimal places")
+        if value > MOST_POINTS or value < 0 or (value == 0 and not zero):
+            least = "from 0" if zero else "above 0 and"
+            raise self.fail(f"'{key}' must be {least} up to {MOST_POINTS}, not {value}")
         return value
 
     def day(self, key: str) -> date:
@@ -138,33 +158,28 @@ def _parse(top: _Table) -> Policy:
     return Policy(
         credentials=credentials,
         categories=tuple(categories),
-        cycle_years=rules.positive_int("cycle_years"),
-        fee_lapse_years=rules.positive_int("fee_lapse_years"),
-        fee_years_ahead=rules.positive_int("fee_years_ahead"),
-        ccp_lapse_years=rules.positive_int("ccp_lapse_years"),
-        exam_only_years=rules.positive_int("exam_only_years"),
-        recert_ccp_window_years=rules.positive_int("recert_ccp_window_years"),
+        cycle_years=rules.whole("cycle_years"),
+        fee_lapse_years=rules.whole("fee_lapse_years"),
+        fee_years_ahead=rules.whole("fee_years_ahead"),
+        ccp_lapse_years=rules.whole("ccp_lapse_years"),
+        exam_only_years=rules.whole("exam_only_years"),
+        recert_ccp_window_years=rules.whole("recert_ccp_window_years"),
         grandfather_cutoff=rules.day("grandfather_cutoff"),
         employment_cutoff=rules.day("employment_cutoff"),
-        future_tolerance=timedelta(minutes=rules.positive_int("future_tolerance_minutes")),
+        future_tolerance=timedelta(minutes=rules.whole("future_tolerance_minutes")),
     )
 
 
 def _credential(code: str, row: _Table, categories: list[str]) -> CredentialPolicy:
     row.only("name", "points_per_cycle", "eligibility_criteria", "category_caps")
-    points = row.points("points_per_cycle")
-    if points < 0:
-        raise row.fail(f"'points_per_cycle' must not be negative, not {points}")
+    points = row.points("points_per_cycle", zero=True)
     caps: dict[str, Decimal] = {}
     cap_table = row.table("category_caps", required=False)
     if cap_table is not None:
         for category in cap_table.data:
             if category not in categories:
                 raise cap_table.fail(f"'{category}' is not one of the categories")
-            cap = cap_table.points(category)
-            if cap <= 0:
-                raise cap_table.fail(f"'{category}' must be above 0, not {cap}")
-            caps[category] = cap
+            caps[category] = cap_table.points(category, zero=False)
     return CredentialPolicy(
         code=code,
         name=row.text("name"),

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import redis
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from connectors.credly import BadgeService, make_credly
@@ -158,17 +158,33 @@ _CREDENTIALS_IN_USE = text(
 
 def check_schema_current(svc: Services) -> None:
     """Refuse to start on a database whose schema lacks migrations of this code (run `gateway db
-    upgrade` first); one a newer release migrated is fine. Skipped while the database cannot say."""
+    upgrade` first); one a newer release migrated is fine. While the database cannot say (down,
+    say), a WARNING names where it is and why, and the process starts: it may come up later."""
     try:
         missing = svc.db.missing_migrations()
     except SQLAlchemyError as exc:
-        log.info("the database schema is not checked: %s", exc.__class__.__name__)
+        reason = next(iter(str(getattr(exc, "orig", None) or exc).strip().splitlines()), "")
+        log.warning(
+            "DATABASE_URL: the schema of the database at %s is not checked: %s",
+            database_address(svc.db.url),
+            reason or exc.__class__.__name__,
+        )
         return
     if missing:
         raise ConfigError(
             f"DATABASE_URL: the database lacks migrations {', '.join(missing)} of this release; "
             "run `gateway db upgrade` first"
         )
+
+
+def database_address(url: str) -> str:
+    """Where a database URL points, without user or password: host:port, or SQLite's file."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return parsed.database or ":memory:"
+    host = parsed.host or parsed.query.get("host") or "localhost"  # a query's: a socket folder
+    port = parsed.port or parsed.query.get("port") or 5432
+    return ",".join(host) if isinstance(host, tuple) else f"{host}:{port}"
 
 
 def check_policy_covers_certifications(svc: Services) -> None:

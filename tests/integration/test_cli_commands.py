@@ -1,6 +1,7 @@
 """The operators' commands: on the `gateway` script and on the app's `flask` command alike."""
 
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from gateway import rules
 from gateway.bootstrap import create_app
 from gateway.cli import cli
 from gateway.platform.config import Settings
-from gateway.store.db import Database, alembic_config
+from gateway.store.db import MIGRATIONS, Database, alembic_config
 from gateway.store.models import OutboxItem
 from gateway.usecases import intake, subscriptions
 from gateway.usecases.queries import job_outcomes
@@ -50,6 +51,44 @@ def test_db_current_history_and_downgrade(tmp_path, monkeypatch):
     assert runner.invoke(cli, ["db", "current"]).stdout.split()[0] == "0001"
     assert runner.invoke(cli, ["db", "upgrade"]).exit_code == 0
     assert "(head)" in runner.invoke(cli, ["db", "current"]).stdout
+
+
+def test_db_downgrade_minus_one_undoes_the_last_migration_and_says_where_it_is(
+    tmp_path, monkeypatch
+):
+    """`-1`, as the docs and --help write it, is a revision, not an unknown option."""
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    monkeypatch.setenv("INSTANCE_PATH", str(tmp_path / "instance"))
+    scripts = ScriptDirectory.from_config(alembic_config(os.environ["DATABASE_URL"]))
+    [head] = scripts.get_heads()
+    before = scripts.get_revision(head).down_revision
+    runner = CliRunner()
+    assert runner.invoke(cli, ["db", "upgrade"]).exit_code == 0
+    down = runner.invoke(cli, ["db", "downgrade", "-1"])
+    assert (down.exit_code, down.stdout) == (0, f"database downgraded to {before}\n"), down.output
+    assert runner.invoke(cli, ["db", "current"]).stdout.split()[0] == before
+    to_base = runner.invoke(cli, ["db", "downgrade", "base"])
+    assert to_base.stdout == "database downgraded to base (no migration applied)\n"
+
+
+@pytest.mark.parametrize(
+    ("rev_id", "status", "says"),
+    [
+        ("0001", 1, "Error: --rev-id 0001 is a migration already; give a new id\n"),
+        ("bad id/..", 2, "Error: Invalid value for '--rev-id': 'bad id/..' is not made of digits"),
+        ("0015-x", 2, "Error: Invalid value for '--rev-id': '0015-x' is not made of digits"),
+    ],
+)
+def test_db_revision_takes_only_a_new_id_of_plain_characters(tmp_path, rev_id, status, says):
+    """An id already used wrote a second migration of that id, which stopped every later command;
+    one with a slash made a folder."""
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", "INSTANCE_PATH": str(tmp_path)}
+    versions = MIGRATIONS / "versions"
+    before = sorted(versions.rglob("*"))
+    answer = CliRunner().invoke(cli, ["db", "revision", "-m", "x", "--rev-id", rev_id], env=env)
+    assert answer.exit_code == status, answer.output
+    assert answer.output.splitlines()[-1].startswith(says.strip()), answer.output
+    assert sorted(versions.rglob("*")) == before
 
 
 def test_jobs_status_shows_the_outbox_backlog_that_rq_never_holds(database_url, make_app):
@@ -113,6 +152,60 @@ def test_what_cannot_be_reached_or_found_ends_a_command_in_one_line(tmp_path, ar
     answer = CliRunner().invoke(cli, args, env=env)
     assert answer.exit_code == 1, answer.output
     assert answer.output.startswith(says) and answer.output.count("\n") == 1, answer.output
+
+
+@pytest.mark.parametrize(
+    ("args", "setting", "value", "says"),
+    [
+        (
+            ["jobs", "status"],
+            "DATABASE_URL",
+            "postgresql://postgres:s3cret@127.0.0.1:notaport/x",
+            "Error: DATABASE_URL must be a URL such as",
+        ),
+        (
+            ["jobs", "status"],
+            "DATABASE_URL",
+            "postgresql+psycopg2://postgres:s3cret@127.0.0.1:5432/x",
+            "Error: DATABASE_URL: the gateway speaks to PostgreSQL with psycopg 3: use "
+            "postgresql:// or postgresql+psycopg://",
+        ),
+        (
+            ["jobs", "status"],
+            "REDIS_URL",
+            "redis://127.0.0.1:notaport/8",
+            "Error: REDIS_URL is not a Redis URL",
+        ),
+        (
+            ["jobs", "status"],
+            "REDIS_URL",
+            "redis://127.0.0.1:6379/8x",
+            "Error: REDIS_URL's database must be a number 0 or more",
+        ),
+        (["serve"], "WEB_BIND", "127.0.0.1:99999", "Error: WEB_BIND's port must be from 1 to"),
+        (["serve"], "WEB_BIND", "127.0.0.1:abc", "Error: WEB_BIND must be HOST:PORT"),
+        (["db", "current"], "INSTANCE_PATH", "a-file", "Error: INSTANCE_PATH: "),
+        (["jobs", "status"], "INSTANCE_PATH", "a-file", "Error: INSTANCE_PATH: "),
+    ],
+)
+def test_a_setting_that_cannot_be_used_stops_a_command_in_one_line_naming_it(
+    tmp_path, monkeypatch, args, setting, value, says
+):
+    """Not a traceback (ValueError, ModuleNotFoundError, OverflowError, FileExistsError), nor
+    gunicorn's own line that names no setting."""
+
+    def gunicorn(*_args: object) -> None:
+        raise AssertionError("gunicorn was started")
+
+    monkeypatch.setattr(os, "execv", gunicorn)
+    env = {"INSTANCE_PATH": str(tmp_path / "instance"), "DATABASE_URL": None, setting: value}
+    if value == "a-file":  # the embedded default's instance folder is a file
+        env[setting] = str(tmp_path / "a-file")
+        (tmp_path / "a-file").write_text("x")
+    answer = CliRunner().invoke(cli, args, env=env)
+    assert answer.exit_code == 1, answer.output
+    assert answer.output.startswith(says) and answer.output.count("\n") == 1, answer.output
+    assert "s3cret" not in answer.output
 
 
 def test_a_dry_run_sweep_needs_no_redis_lock(tmp_path):

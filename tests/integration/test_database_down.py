@@ -27,6 +27,18 @@ def _only_warnings(caplog) -> list[str]:
     return [r.getMessage() for r in records]
 
 
+def test_a_process_starts_with_the_database_down_and_warns_where_and_why(make_app, caplog):
+    """Not an INFO line naming only OperationalError: the operator sees the address and the
+    reason, never the password. The process starts: the database may come up later."""
+    caplog.set_level(logging.INFO, logger="gateway")
+    make_app(database_url="postgresql://gateway:s3cret@127.0.0.1:1/none")
+    [line] = [r for r in caplog.records if "schema" in r.getMessage()]
+    assert line.levelno == logging.WARNING
+    message = line.getMessage()
+    assert message.startswith("DATABASE_URL: the schema of the database at 127.0.0.1:1 is not")
+    assert "Connection refused" in message and "s3cret" not in message
+
+
 @pytest.mark.parametrize(
     ("method", "path", "body", "token"),
     [

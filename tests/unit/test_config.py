@@ -187,7 +187,19 @@ def test_on_off_settings_take_the_usual_words(value, on):
         ("LOG_LEVEL", " warn", "log_level", "WARNING"),
         ("LOG_LEVEL", "info", "log_level", "INFO"),
         ("WEB_TIMEOUT", "0", "web_timeout", 0),
-        ("REDIS_URL", "unix:/run/redis.sock", "redis_url", "unix:/run/redis.sock"),
+        ("REDIS_URL", "unix:///run/redis.sock?db=2", "redis_url", "unix:///run/redis.sock?db=2"),
+        ("REDIS_URL", "redis://cache.internal", "redis_url", "redis://cache.internal"),
+        ("REDIS_URL", "redis://cache.internal:6379/", "redis_url", "redis://cache.internal:6379/"),
+        ("DATABASE_URL", "postgres://db:5432/gw", "database_url", "postgres://db:5432/gw"),
+        (
+            "DATABASE_URL",
+            "postgresql:///gw?host=/run/postgresql",
+            "database_url",
+            "postgresql:///gw?host=/run/postgresql",
+        ),
+        ("WEB_BIND", "[::1]:8000", "web_bind", "[::1]:8000"),
+        ("WEB_BIND", "unix:/run/gateway.sock", "web_bind", "unix:/run/gateway.sock"),
+        ("WEB_BIND", "fd://3", "web_bind", "fd://3"),
         (
             "REDIS_URL",
             "rediss://cache.internal:6380/0",
@@ -204,6 +216,69 @@ def test_on_off_settings_take_the_usual_words(value, on):
 )
 def test_usual_spellings_of_a_setting_are_taken(name, value, field, read):
     assert getattr(Settings.from_env({name: value}), field) == read
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("DATABASE_URL", "postgresql://gw:s3cret@db:notaport/gw", "must be a URL such as"),
+        ("DATABASE_URL", "postgresql://gw:s3cret@db:99999/gw", "port must be from 1 to 65535"),
+        ("DATABASE_URL", "postgresql://gw:s3cret@db:0/gw", "port must be from 1 to 65535"),
+        ("DATABASE_URL", "postgresql+psycopg2://gw:s3cret@db/gw", "speaks to PostgreSQL with psy"),
+        ("DATABASE_URL", "postgresql+asyncpg://gw:s3cret@db/gw", "use postgresql:// or postgresql"),
+        ("DATABASE_URL", "sqlite+aiosqlite:///gw.sqlite3", "must be a URL starting"),
+        ("REDIS_URL", "redis://:s3cret@cache:notaport/8", "is not a Redis URL"),
+        ("REDIS_URL", "redis://:s3cret@cache:65536/8", "is not a Redis URL"),
+        ("REDIS_URL", "redis://:s3cret@cache:0/8", "port must be from 1 to 65535"),
+        ("REDIS_URL", "redis://:s3cret@cache:6379/8x", "database must be a number 0 or more"),
+        ("REDIS_URL", "redis://:s3cret@cache:6379/-1", "database must be a number 0 or more"),
+        ("REDIS_URL", "redis://:s3cret@cache:6379/1_0", "database must be a number 0 or more"),
+        ("REDIS_URL", "redis://:s3cret@cache:6379/0/8", "database must be a number 0 or more"),
+        ("REDIS_URL", "redis://:s3cret@cache:6379/0?db=x", "is not a Redis URL"),
+        ("REDIS_URL", "redis://:s3cret@cache:6379/0?db=-1", "database must be a number 0 or"),
+        ("REDIS_URL", "unix:/run/redis.sock", "must be a URL starting"),  # redis-py refuses it
+        ("WEB_BIND", "127.0.0.1:99999", "port must be from 1 to 65535"),
+        ("WEB_BIND", "127.0.0.1:0", "port must be from 1 to 65535"),
+        ("WEB_BIND", "127.0.0.1:abc", "must be HOST:PORT"),
+        ("WEB_BIND", "fd://three", "must be HOST:PORT"),
+    ],
+)
+def test_a_url_or_address_that_cannot_be_used_is_refused_in_one_line(name, value, says):
+    """Not a traceback at the first connection, nor a Redis database 0 in place of `8x`."""
+    with pytest.raises(ConfigError, match=f"^{name}") as refused:
+        Settings.from_env({name: value})
+    message = str(refused.value)
+    assert says in message and "\n" not in message
+    assert "s3cret" not in message
+
+
+def test_an_instance_path_that_is_a_file_is_refused(tmp_path):
+    a_file = tmp_path / "instance"
+    a_file.write_text("x")
+    for folder in (a_file, a_file / "below"):
+        with pytest.raises(ConfigError, match=r"^INSTANCE_PATH: .* is not a folder"):
+            Settings.from_env({"INSTANCE_PATH": str(folder)})
+    with pytest.raises(ConfigError, match=r"^DATABASE_URL: the SQLite file's folder"):
+        Settings.from_env({"DATABASE_URL": f"sqlite:///{a_file}/gateway.sqlite3"})
+    assert Settings.from_env({"INSTANCE_PATH": str(tmp_path / "new" / "folder")}).instance_path
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ('{"RMA": null, "RPT": "t"}', "CREDLY_BADGE_TEMPLATES gives RMA no template id, got null"),
+        ('{"RPT": "", "RMA": "t-1"}', 'CREDLY_BADGE_TEMPLATES gives RPT no template id, got ""'),
+        ('{"RMA": 7}', "CREDLY_BADGE_TEMPLATES gives RMA no template id, got 7"),
+        ('{"RMA": "a", "RMA": "b"}', "CREDLY_BADGE_TEMPLATES names RMA twice"),
+        ('{" ": "a"}', "CREDLY_BADGE_TEMPLATES names a template for no credential"),
+        ("RMA=a,RMA=b", "CREDLY_BADGE_TEMPLATES names RMA twice"),
+        ("RMA=a, RPT= ", 'CREDLY_BADGE_TEMPLATES gives RPT no template id, got ""'),
+    ],
+)
+def test_each_credential_has_one_badge_template(value, says):
+    with pytest.raises(ConfigError) as refused:
+        Settings.from_env({"CREDLY_BADGE_TEMPLATES": value})
+    assert str(refused.value) == says
 
 
 def test_a_bad_url_is_named_without_its_password():

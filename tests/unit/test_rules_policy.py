@@ -77,7 +77,7 @@ def test_policy_operator_file_sets_criteria_and_caps(tmp_path: Path):
     [
         ("cycle_years = 3 ", "", r"\[rules\]: 'cycle_years' is missing"),
         ("cycle_years = 3 ", 'cycle_years = "3" ', "'cycle_years' has the wrong type"),
-        ("cycle_years = 3 ", "cycle_years = 0 ", "'cycle_years' must be at least 1"),
+        ("cycle_years = 3 ", "cycle_years = 0 ", "'cycle_years' must be from 1 to 10, not 0"),
         ("cycle_years = 3 ", "cycle_yeras = 3 ", "unknown key"),
         ("grandfather_cutoff = 2006-01-01", 'grandfather_cutoff = "2006"', "wrong type"),
         ("points_per_cycle = 24", "points_per_cycle = true", "'points_per_cycle' has the wrong"),
@@ -103,6 +103,64 @@ def test_policy_operator_file_sets_criteria_and_caps(tmp_path: Path):
 def test_policy_bad_file_names_the_problem(tmp_path: Path, old: str, new: str, problem: str):
     with pytest.raises(ValueError, match=problem):
         load_policy(_write(tmp_path, old, new))
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "problem"),
+    [
+        ("cycle_years = 3 ", "cycle_years = 99999 ", "'cycle_years' must be from 1 to 10, not"),
+        ("cycle_years = 3 ", "cycle_years = 11 ", "'cycle_years' must be from 1 to 10"),
+        ("fee_lapse_years = 3 ", "fee_lapse_years = 51 ", "'fee_lapse_years' must be from 1 to 50"),
+        ("fee_years_ahead = 1 ", "fee_years_ahead = 0 ", "'fee_years_ahead' must be from 1 to 10"),
+        ("ccp_lapse_years = 3 ", "ccp_lapse_years = 100 ", "'ccp_lapse_years' must be from 1 to"),
+        ("exam_only_years = 10 ", "exam_only_years = 51 ", "'exam_only_years' must be from 1 to"),
+        (
+            "recert_ccp_window_years = 3 ",
+            "recert_ccp_window_years = 11 ",
+            "'recert_ccp_window_years' must be from 1 to 10",
+        ),
+        (
+            "future_tolerance_minutes = 5 ",
+            "future_tolerance_minutes = 99999999999999999 ",  # past what a timedelta holds
+            "'future_tolerance_minutes' must be from 0 to 1440, not 99999999999999999",
+        ),
+        (
+            "future_tolerance_minutes = 5 ",
+            "future_tolerance_minutes = -1 ",
+            "'future_tolerance_minutes' must be from 0 to 1440",
+        ),
+        ("points_per_cycle = 24", "points_per_cycle = 1000.01", "from 0 up to 1000, not 1000.01"),
+        ("points_per_cycle = 24", "points_per_cycle = -1", "'points_per_cycle' must be from 0 up"),
+        (
+            'eligibility_criteria = "EC-2026"',
+            'eligibility_criteria = "EC-2026"\ncategory_caps = { employment = 1001 }',
+            "'employment' must be above 0 and up to 1000, not 1001",
+        ),
+    ],
+)
+def test_policy_numbers_have_bounds(tmp_path: Path, old: str, new: str, problem: str):
+    """Checked when the file is read: a cycle of 99999 years was accepted, then every evaluation
+    failed computing a date past the calendar."""
+    with pytest.raises(ValueError, match=problem):
+        load_policy(_write(tmp_path, old, new))
+
+
+def test_policy_numbers_at_their_bounds_are_taken(tmp_path: Path):
+    path = _write(tmp_path, "cycle_years = 3 ", "cycle_years = 10 ")
+    text = path.read_text(encoding="utf-8")
+    for old, new in [
+        ("exam_only_years = 10 ", "exam_only_years = 50 "),
+        ("future_tolerance_minutes = 5 ", "future_tolerance_minutes = 0 "),
+        ("points_per_cycle = 24", "points_per_cycle = 1000"),
+        ("points_per_cycle = 30", "points_per_cycle = 0"),
+    ]:
+        text = text.replace(old, new, 1)
+    path.write_text(text, encoding="utf-8")
+    policy = load_policy(path)
+    assert (policy.cycle_years, policy.exam_only_years) == (10, 50)
+    assert policy.future_tolerance == timedelta(0)
+    assert policy.credentials["RPT"].points_per_cycle == 1000
+    assert policy.credentials["RMA"].points_per_cycle == 0
 
 
 def test_policy_missing_file_is_a_value_error(tmp_path: Path):
