@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from marshmallow import (
+    EXCLUDE,
     RAISE,
     Schema,
     ValidationError,
@@ -137,7 +138,7 @@ class DeliveryQuerySchema(Schema):
     """`?limit=&before=`: newest first, `before` a sequence number to page back from."""
 
     class Meta:
-        unknown = RAISE
+        unknown = EXCLUDE  # links carry parameters of their own (utm_source, ...)
 
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=MAX_PAGE))
     before = fields.Integer(load_default=None, validate=validate.Range(min=1, max=MAX_SEQUENCE))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, date, datetime
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validate
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate
 
 from gateway.schemas.events import DAYS, TEXT, Day
 from gateway.schemas.ids import certification_ids_field
@@ -75,7 +75,7 @@ class OnQuerySchema(Schema):
     """`?on=YYYY-MM-DD`: the day to answer for (default: now, from the read model)."""
 
     class Meta:
-        unknown = RAISE
+        unknown = EXCLUDE  # links carry parameters of their own (utm_source, ...)
 
     on = on_field()
 
@@ -125,7 +125,7 @@ class ReceiptQuerySchema(Schema):
     receipt `after` names."""
 
     class Meta:
-        unknown = RAISE
+        unknown = EXCLUDE  # links carry parameters of their own (utm_source, ...)
 
     since = Moment(
         load_default=None,

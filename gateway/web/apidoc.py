@@ -64,6 +64,10 @@ ERRORS: dict[str, tuple[int, str]] = {
         409,
         "The client already holds as many subscriptions as a client may.",
     ),
+    "PreconditionFailed": (
+        412,
+        "`If-Match` names no current entity tag (the `ETag` is weak: only `If-Match: *` matches).",
+    ),
     "PayloadTooLarge": (
         413,
         "The body is over 64 KiB (1 MiB for event batches, 2 MiB for subscriptions).",

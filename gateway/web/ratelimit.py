@@ -1,9 +1,11 @@
 """Rate limits (the `limits` library): verification lookups per address or per API client, Credly
 notifications per address, failed client authentications at the token endpoint per address.
 
-One sliding-window counter per key, checked by one Redis script a lookup; a refused request (or
-batch) uses none of the allowance. Counts live in Redis when it is configured, so every web
-process shares them, else in this process's memory; while Redis is down they are kept in memory.
+One sliding-window counter per limit of a key. With one limit (the default), one Redis script a
+lookup checks and counts; with several (`100/hour;10/minute`), all are checked before any counts.
+Either way a refused request (or batch) uses none of the allowance. Counts live in Redis when it
+is configured, so every web process shares them, else in this process's memory; while Redis is
+down they are kept in memory.
 """
 
 from __future__ import annotations
@@ -84,16 +86,25 @@ class Counter:
         return call(self.fallback)
 
     def hit(self, items: list[RateLimitItem], key: str, cost: int) -> RateLimitItem | None:
-        """Count `cost` against every limit of `key`; the first limit refusing it, if any."""
+        """Count `cost` against every limit of `key` unless one refuses it; the first limit
+        refusing it, if any.
+
+        One limit checks and counts in one step. Several are all tested before any counts, so
+        that a refused request uses none of them (a request racing this one between the test and
+        the counts may still leave the limits before the refusing one charged)."""
+        if len(items) > 1:
+            refused = self.test(items, key, cost)
+            if refused is not None:
+                return refused
         for item in items:
             if not self._run(lambda limiter, item=item: limiter.hit(item, key, cost=cost)):
                 return item
         return None
 
-    def test(self, items: list[RateLimitItem], key: str) -> RateLimitItem | None:
-        """The first limit of `key` that one more hit would break, if any (nothing counted)."""
+    def test(self, items: list[RateLimitItem], key: str, cost: int = 1) -> RateLimitItem | None:
+        """The first limit of `key` that `cost` more would break, if any (nothing counted)."""
         for item in items:
-            if not self._run(lambda limiter, item=item: limiter.test(item, key)):
+            if not self._run(lambda limiter, item=item: limiter.test(item, key, cost=cost)):
                 return item
         return None
 

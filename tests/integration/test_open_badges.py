@@ -505,6 +505,17 @@ def test_status_lists_are_cached_by_etag_and_unknown_lists_are_not_found(app, re
     assert changed.status_code == 200 and changed.headers["ETag"] != first.headers["ETag"]
 
 
+def test_a_status_list_answers_a_failed_if_match_with_a_412_problem(app, reader):
+    client = app.test_client()
+    record(app, granted(days_ago(30)))
+    fetch(client, reader)
+    etag = client.get("/credentials/status/0/revocation").headers["ETag"]
+    refused = client.get("/credentials/status/0/revocation", headers={"If-Match": etag})
+    assert refused.status_code == 412 and refused.mimetype == "application/problem+json"
+    matched = client.get("/credentials/status/0/revocation", headers={"If-Match": "*"})
+    assert matched.status_code == 200 and matched.headers["ETag"] == etag
+
+
 def test_the_status_list_of_100000_credentials_is_served_in_bounded_time_and_memory(
     make_app, postgres_url
 ):

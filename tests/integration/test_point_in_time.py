@@ -99,6 +99,15 @@ def test_a_future_or_malformed_day_is_refused_naming_on(client, employer, day):
     assert [e["field"] for e in response.get_json()["errors"]] == ["on"]
 
 
+def test_parameters_other_than_on_are_ignored_with_or_without_it(client, employer):
+    plain = client.get("/v1/verifications/PIT-1?utm_source=mail&x=1")
+    assert plain.status_code == 200 and "on" not in plain.get_json()
+    url = "/v1/verifications/PIT-1?on=2020-01-01&utm_source=mail&x=1"
+    assert client.get(url, headers=employer).get_json()["on"] == "2020-01-01"
+    bad = client.get("/v1/verifications/PIT-1?on=soon&x=1", headers=employer)
+    assert bad.status_code == 422 and [e["field"] for e in bad.get_json()["errors"]] == ["on"]
+
+
 def test_a_day_needs_a_verifications_token(client, token_for):
     assert client.get("/v1/verifications/PIT-1?on=2020-01-01").status_code == 401
     other = token_for("events:write")

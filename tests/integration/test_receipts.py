@@ -87,6 +87,18 @@ def test_a_receipt_for_a_past_day_needs_a_token_and_says_the_day(client, employe
     assert before.status_code == 404 and before.get_json()["errors"][0]["field"] == "on"
 
 
+def test_a_receipt_link_carrying_parameters_of_its_own_still_gets_its_receipt(client, employer):
+    tracked = client.get("/v1/verifications/ACTIVE-1/receipt?utm_source=mail&x=1")
+    assert tracked.status_code == 200 and decode(client, tracked.get_data(as_text=True))
+    _, headers = employer
+    day = client.get(
+        f"/v1/verifications/REVOKED-1/receipt?on={days_ago(30)}&utm_source=mail", headers=headers
+    )
+    assert decode(client, day.get_data(as_text=True))["on"] == days_ago(30)
+    bad = client.get("/v1/verifications/ACTIVE-1/receipt?on=soon&utm_source=mail", headers=headers)
+    assert bad.status_code == 422 and [e["field"] for e in bad.get_json()["errors"]] == ["on"]
+
+
 def test_an_unknown_number_gets_no_receipt_and_none_is_recorded(app, client):
     assert client.get("/v1/verifications/NOPE-1/receipt").status_code == 404
     with app.extensions["gateway"].db.sessions() as session:
@@ -137,11 +149,13 @@ def test_receipts_since_a_time_and_bad_queries(app, client, employer):
         ("since=2025-W18-4", "since"),
         ("limit=0", "limit"),
         ("after=a%00b", "after"),
-        ("x=1", "x"),
+        ("limit=0&utm_source=mail", "limit"),
     ):
         response = client.get(f"/v1/receipts?{query}", headers=headers)
         assert response.status_code == 422
         assert [e["field"] for e in response.get_json()["errors"]] == [field]
+    tracked = client.get("/v1/receipts?utm_source=mail", headers=headers)  # not ours: ignored
+    assert tracked.status_code == 200 and tracked.get_json() == every
     assert client.get("/v1/receipts").status_code == 401
 
 

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from limits import parse
+from limits.storage import RedisStorage
+from limits.strategies import SlidingWindowCounterRateLimiter
 
+from gateway.web.ratelimit import PREFIX, address_key
 from tests.support.clients import fetch_token, register_client
 from tests.support.serving import PrivateRedis
 
@@ -174,3 +178,27 @@ def test_every_limit_of_a_list_counts_and_the_tightest_refuses(make_app):
     assert statuses(client, 3) == [404, 404, 429]
     # the hour's window (its wait can be under a minute in the hour's last minute)
     assert 0 < int(lookup(client).headers["Retry-After"]) <= 3600
+
+
+def test_a_lookup_refused_by_one_limit_of_a_list_is_counted_by_none(
+    make_app, redis_client, redis_url
+):
+    app = make_app(
+        redis_url=redis_url,
+        verify_rate_limit="3/hour;2/minute",
+        verify_rate_limit_authenticated="7/hour;5/minute",
+    )
+    client = app.test_client()
+    refused = [lookup(client) for _ in range(4)]
+    assert [r.status_code for r in refused] == [404, 404, 429, 429]
+    # both refused by the minute's window: the hour's holds the two lookups answered, not four
+    assert all(int(r.headers["Retry-After"]) <= 60 for r in refused[2:])
+    windows = SlidingWindowCounterRateLimiter(RedisStorage(redis_url, key_prefix=PREFIX))
+    hour = parse("3/hour")
+    assert windows.get_window_stats(hour, address_key("192.0.2.1")).remaining == 1
+
+    headers = bearer(fetch_token(app, "verifications:read"))
+    body = {"certification_ids": ["X-1", "X-2", "X-3"]}
+    batches = [client.post("/v1/verifications/batch", json=body, headers=headers) for _ in "ab"]
+    assert [r.status_code for r in batches] == [200, 429]  # 3 + 3 > 5 a minute
+    assert statuses(client, 3, headers=headers) == [404, 404, 429]  # the refused batch took none

@@ -100,6 +100,20 @@ def test_lookup_sends_cache_control_and_answers_304_to_its_etag(client, answers)
     assert again.headers["ETag"] == etag
 
 
+def test_an_if_match_the_record_fails_is_a_412_problem_and_star_matches(client, answers):
+    etag = client.get("/v1/verifications/ACTIVE-1").headers["ETag"]
+    # the ETag is weak: If-Match compares strongly, so no tag matches it, not even its own
+    for sent in ('"x"', etag, etag.removeprefix("W/")):
+        refused = client.get("/v1/verifications/ACTIVE-1", headers={"If-Match": sent})
+        assert refused.status_code == 412
+        assert refused.mimetype == "application/problem+json"
+        assert refused.get_json()["status"] == 412
+    matched = client.get("/v1/verifications/ACTIVE-1", headers={"If-Match": "*"})
+    assert matched.status_code == 200 and matched.get_json()["certification_id"] == "ACTIVE-1"
+    both = {"If-Match": "*", "If-None-Match": etag}
+    assert client.get("/v1/verifications/ACTIVE-1", headers=both).status_code == 304
+
+
 def test_etag_does_not_depend_on_the_time_of_the_check(client, answers, monkeypatch):
     first = client.get("/v1/verifications/ACTIVE-1")
     later = utcnow() + timedelta(hours=1)

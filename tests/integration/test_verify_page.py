@@ -11,7 +11,9 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 from werkzeug.serving import make_server
 
-from tests.support.verification import record_every_status
+from gateway.usecases import receipts
+from tests.support.events import granted
+from tests.support.verification import days_ago, record, record_every_status
 
 pytestmark = pytest.mark.clock_sensitive  # its dates are relative to the gateway's today
 
@@ -80,6 +82,26 @@ def test_an_empty_number_asks_for_one_with_status_400(client):
     html = response.get_data(as_text=True)
     assert "Enter a certification number." in html
     assert 'aria-invalid="true"' in html
+
+
+def test_the_pages_ignore_parameters_they_do_not_use(client):
+    assert client.get("/verify?certification_id=ACTIVE-1&utm_source=mail").status_code == 200
+    assert client.get("/verify?utm_source=mail").status_code == 200
+    assert client.get("/verify/receipt?utm_source=mail").status_code == 200
+
+
+def test_the_pages_ignore_authorization_unlike_the_credential_check_api(client, token_for):
+    """A browser sends no bearer token to a page; one that comes anyway changes nothing."""
+    for headers in ({"Authorization": "Bearer not-a-token"}, token_for("events:write")):
+        assert client.get("/verify?certification_id=ACTIVE-1", headers=headers).status_code == 200
+        assert client.get("/verify/credential", headers=headers).status_code == 200
+    api = "/v1/credentials/verify"
+    bad = client.post(
+        api, json={"credential": "x"}, headers={"Authorization": "Bearer not-a-token"}
+    )
+    assert bad.status_code == 401
+    wrong = client.post(api, json={"credential": "x"}, headers=token_for("events:write"))
+    assert wrong.status_code == 403
 
 
 def test_the_page_escapes_the_number_it_echoes(client):
@@ -199,6 +221,36 @@ def test_an_unknown_number_shows_a_friendly_not_found_card_in_the_browser(browse
     assert page.get_by_role("heading", level=2).inner_text() == "No certification found"
     assert "NOPE-404" in page.locator("section.card").inner_text()
     save_screenshot(page, "verify-not-found-360.png")
+
+
+#: A number as long as a number may be (128 characters), with no place to break a line.
+LONG_NUMBER = "N" * 127 + "1"
+#: The elements whose text runs past them (a card, the screen); a form field scrolls its own.
+OVERFLOWING = """() => [document.documentElement, ...document.querySelectorAll('main *')]
+  .filter((el) => !['INPUT', 'TEXTAREA'].includes(el.tagName))
+  .filter((el) => el.clientWidth && el.scrollWidth > el.clientWidth)
+  .map((el) => el.tagName + '.' + el.className)"""
+
+
+def test_a_number_of_128_characters_wraps_inside_every_page_on_a_phone(browser, base_url, app):
+    body = granted(days_ago(30), cert=LONG_NUMBER)
+    body["data"]["member"]["member_id"] = "M-LONG"  # a member id is 128 characters at most
+    record(app, body)
+    answer = app.test_client().get(f"/v1/verifications/{LONG_NUMBER}").get_json()
+    no_record = {**answer, "certification_id": f"X{LONG_NUMBER[1:]}"}
+    receipt = receipts.issue(
+        app.extensions["gateway"], no_record, base_url, client_id=None, client_address=None
+    )
+    page = browser.new_context(viewport=PHONE, java_script_enabled=False).new_page()
+    for path, status in [
+        (f"/verify?certification_id=X{LONG_NUMBER[1:]}", 404),  # the not-found card
+        (f"/verify?certification_id={LONG_NUMBER}", 200),
+        (f"/verify/proof?certification_id={LONG_NUMBER}", 200),
+        (f"/verify/receipt?receipt={receipt.token}", 200),  # "no longer on record"
+    ]:
+        assert page.goto(f"{base_url}{path}").status == status, path
+        assert page.evaluate(OVERFLOWING) == [], path
+    save_screenshot(page, "verify-long-number-360.png")
 
 
 def test_the_form_submits_with_the_enter_key(browser, base_url):

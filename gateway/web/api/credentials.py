@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, jsonify
 from flask.typing import ResponseReturnValue
 
 from gateway.rules import ids
@@ -18,6 +18,7 @@ from gateway.schemas.credentials import (
 from gateway.usecases import openbadges, queries, status_lists
 from gateway.web.apidoc import BODY_ERRORS, empty, json_answer, operation, text
 from gateway.web.auth import allow_scope, require_scope
+from gateway.web.conditional import answer_conditionally
 from gateway.web.context import services
 from gateway.web.observability import base_url
 from gateway.web.problems import (
@@ -81,13 +82,16 @@ def get_credential(certification_id: str) -> ResponseReturnValue:
     description="A `BitstringStatusListCredential` of 131,072 entries, GZIP-compressed and "
     "base64url-encoded (multibase `u`), signed like the credentials. Weak `ETag`, cacheable "
     "for a minute.",
-    parameters=[{"in": "header", "name": "If-None-Match", "schema": {"type": "string"}}],
+    parameters=[
+        {"in": "header", "name": "If-None-Match", "schema": {"type": "string"}},
+        {"in": "header", "name": "If-Match", "schema": {"type": "string"}},
+    ],
     responses={
         200: text("The status list credential.", VC_JWT)
         | {"headers": {"ETag": {"schema": {"type": "string"}, "required": True}}},
         304: empty("Unchanged since the `If-None-Match` ETag."),
     },
-    errors=("NotFound", "Unavailable"),
+    errors=("NotFound", "PreconditionFailed", "Unavailable"),
 )
 def status_list(list_id: int, purpose: str) -> ResponseReturnValue:
     """A status list credential (VC-JWT), re-signed only when its bits or the signing key change."""
@@ -104,7 +108,7 @@ def status_list(list_id: int, purpose: str) -> ResponseReturnValue:
     response.set_etag(etag, weak=True)
     response.cache_control.public = True
     response.cache_control.max_age = openbadges.STATUS_LIST_SECONDS
-    return response.make_conditional(request)
+    return answer_conditionally(response)
 
 
 @bp.get("/issuer")

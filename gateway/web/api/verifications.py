@@ -24,6 +24,7 @@ from gateway.schemas.verifications import (
 from gateway.usecases import lookup, receipts
 from gateway.web.apidoc import BODY_ERRORS, empty, json_answer, operation, results, text
 from gateway.web.auth import allow_scope, current_client_id, require_scope
+from gateway.web.conditional import answer_conditionally
 from gateway.web.context import services
 from gateway.web.observability import base_url
 from gateway.web.problems import Problem, json_body, loaded, unprocessable
@@ -106,6 +107,7 @@ def look_up(certification_id: str, on: date | None) -> lookup.Verification:
     parameters=[
         {"in": "query", "schema": OnQuerySchema},
         {"in": "header", "name": "If-None-Match", "schema": {"type": "string"}},
+        {"in": "header", "name": "If-Match", "schema": {"type": "string"}},
     ],
     responses={
         200: json_answer(
@@ -115,7 +117,7 @@ def look_up(certification_id: str, on: date | None) -> lookup.Verification:
         ),
         304: empty("Unchanged since the `If-None-Match` ETag."),
     },
-    errors=("NotFound", "Unprocessable", "TooManyRequests"),
+    errors=("NotFound", "PreconditionFailed", "Unprocessable", "TooManyRequests"),
 )
 def get_verification(certification_id: str) -> ResponseReturnValue:
     """The public record of one certification; no token needed, a token raises the rate limit.
@@ -134,13 +136,13 @@ def get_verification(certification_id: str) -> ResponseReturnValue:
     response.cache_control.public = True
     response.cache_control.no_cache = True  # caches may keep it, but revalidate every time
     if not _conditional(request.environ):
-        return response  # what make_conditional answers too, without its work
-    return response.make_conditional(request)
+        return response  # what answer_conditionally answers too, without its work
+    return answer_conditionally(response)
 
 
 def _conditional(environ: dict[str, Any]) -> bool:
-    """Whether the request carries an `If-...` header (If-None-Match, If-Modified-Since, ...) or
-    a `Range`: the only requests that make_conditional answers otherwise."""
+    """Whether the request carries an `If-...` header (If-None-Match, If-Match, ...) or a
+    `Range`: the only requests that `answer_conditionally` answers otherwise."""
     return any(name.startswith("HTTP_IF_") or name == "HTTP_RANGE" for name in environ)
 
 
