@@ -267,7 +267,7 @@ def _assess(events: _History, as_of: date, policy: Policy) -> tuple[Standing, bo
         next_change = period.next_change(as_of)
     standing = Standing(
         credential=grant.credential,
-        member=_member_on(grant.member, events.updates, as_of),
+        member=_member_on(grant, events.updates, as_of),
         certified_on=period.start,
         first_certified_on=grant.certified_on,
         as_of=as_of,
@@ -342,11 +342,17 @@ def period_start(history: Iterable[Event], policy: Policy) -> date | None:
     return grant.certified_on if recert is None else recert.completed_on
 
 
-def _member_on(member: Member, updates: list[MemberUpdated], as_of: date) -> Member:
-    """The granted member details overlaid by the updates counting on `as_of`, in date order."""
+def _member_on(grant: Granted, updates: list[MemberUpdated], as_of: date) -> Member:
+    """The grant's member block overlaid by the updates counting on `as_of` (`chronological`
+    order: by `occurred_at`, then `event_id`; the later one wins). An update that occurred before
+    the grant's `occurred_at` changes nothing: the grant's block is the newer news; one that
+    occurred at the same moment applies over it."""
+    member = grant.member
     for update in updates:
         if update.effective_on > as_of:
             break
+        if update.occurred_at < grant.occurred_at:
+            continue
         member = Member(
             member_id=member.member_id,
             first_name=member.first_name if update.first_name is None else update.first_name,

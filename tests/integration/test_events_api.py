@@ -282,6 +282,23 @@ def test_member_update_replaces_the_badge(post, reader):
     assert standing["badge"]["credly_badge_id"] != first_id
 
 
+def test_a_late_member_update_older_than_the_grant_changes_nothing(client, post, reader):
+    """The grant's member block (sent 2026-11-01) is newer than a member.updated of 2019 that
+    arrives after it: recorded, with no badge job, and the grant's name and e-mail stay."""
+    post(granted("2026-11-01"))
+    badge_id = reader("/v1/certifications/CERT-1").get_json()["badge"]["credly_badge_id"]
+    old = {"last_name": "Byron", "email": "old@example.org"}
+    response = post(event("member.updated", old, occurred_at="2019-05-01T12:00:00Z"))
+    assert response.status_code == 202
+    assert response.get_json()["actions"] == []
+    assert reader(response.headers["Location"]).get_json()["jobs"] == []
+    for url in ("/v1/certifications/CERT-1", "/v1/certifications/CERT-1?as_of=2026-11-01"):
+        member = reader(url).get_json()["member"]
+        assert (member["last_name"], member["email"]) == ("Lovelace", "ada@example.org")
+    assert reader("/v1/certifications/CERT-1").get_json()["badge"]["credly_badge_id"] == badge_id
+    assert client.get("/v1/verifications/CERT-1").get_json()["name"] == "Ada Lovelace"
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [

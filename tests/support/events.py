@@ -20,11 +20,13 @@ def event(
     event_id: str | None = None,
 ) -> dict[str, Any]:
     """An event envelope; occurred_at defaults to noon of the latest date found in `data`,
-    or to now when that noon is still ahead (an event dated today, posted in the morning)."""
+    or to now when that noon is still ahead (an event dated today, posted in the morning) or
+    `data` has no date (a member.updated: sent now, after the grant it changes)."""
     if occurred_at is None:
         dates = [v for v in data.values() if isinstance(v, str) and len(v) == 10 and v[4] == "-"]
-        noon = datetime.fromisoformat(f"{max(dates) if dates else '2026-01-01'}T12:00:00+00:00")
-        occurred_at = min(noon, utcnow()).isoformat().replace("+00:00", "Z")
+        now = utcnow()
+        noon = datetime.fromisoformat(f"{max(dates)}T12:00:00+00:00") if dates else now
+        occurred_at = min(noon, now).isoformat().replace("+00:00", "Z")
     return {
         "event_id": event_id or f"ev-{next(_ids)}",
         "type": type_,

@@ -125,8 +125,8 @@ def revoked(revoked_on: date, reason: str = "misconduct") -> Revoked:
     return Revoked(*_envelope("revoke", revoked_on, None, None), reason, revoked_on)
 
 
-def updated(on: date, **details: str) -> MemberUpdated:
-    return MemberUpdated(*_envelope("update", on, None, None), **details)
+def updated(on: date, *, occurred_at=None, **details: str) -> MemberUpdated:
+    return MemberUpdated(*_envelope("update", on, None, occurred_at), **details)
 
 
 def standing(history: list[Event], as_of: date, policy=POLICY) -> Standing:

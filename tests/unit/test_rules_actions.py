@@ -15,6 +15,7 @@ from tests.support.rules_factories import (
     fee,
     fees,
     granted,
+    noon,
     revoked,
     standing,
     updated,
@@ -140,6 +141,13 @@ def test_actions_name_change_replaces_badge_and_syncs():
     before = standing(history, date(2005, 8, 31))
     after = standing(history, date(2005, 9, 1))
     assert actions(before, after) == [ReplaceBadge(), SyncVerification()]
+
+
+def test_actions_a_late_update_older_than_the_grant_calls_for_nothing():
+    grant = granted(START, occurred_at=noon(date(2005, 9, 1)))  # its member block is the newer
+    older = updated(date(2005, 7, 1), last_name="Maiden", email="old@example.org")
+    day = date(2005, 10, 1)
+    assert actions(standing([grant], day), standing([grant, older], day)) == []
 
 
 def test_actions_email_change_replaces_badge_without_sync():

@@ -1,6 +1,7 @@
 """evaluate(): order independence, member details, the JSON shape, next_change_on, periods."""
 
 import random
+from dataclasses import replace
 from datetime import date, timedelta
 
 import pytest
@@ -8,6 +9,7 @@ import pytest
 from gateway.rules import Standing
 from gateway.rules.periods import add_years, cycle_end, cycle_index, cycle_start, month_end
 from tests.support.rules_factories import (
+    MEMBER,
     activity,
     audit,
     exam_recert,
@@ -59,6 +61,24 @@ def test_standing_member_details_overlaid_by_updates_in_date_order():
     member = standing(history, date(2018, 6, 1)).member
     assert (member.last_name, member.email) == ("Lovelace", "ada@lovelace.org")
     assert standing(history, date(2019, 1, 1)).member.last_name == "King"
+
+
+def test_standing_member_update_older_than_the_grant_changes_nothing():
+    # The grant's member block is what the sender knew at its occurred_at (a back-dated grant sent
+    # on 2026-11-01): an update that occurred before it is older news, whenever it arrives.
+    sent = noon(date(2026, 11, 1))
+    history = [
+        granted(START, occurred_at=sent),
+        updated(date(2019, 5, 1), last_name="Maiden", email="old@example.org"),
+        updated(date(2026, 11, 1), occurred_at=sent - timedelta(hours=1), first_name="Augusta"),
+        updated(date(2026, 11, 1), email="ada@lovelace.org"),  # the grant's moment: it applies
+        updated(date(2027, 1, 1), last_name="King"),
+    ]
+    assert standing(history, date(2020, 1, 1)).member == MEMBER
+    assert standing(history, date(2026, 11, 1)).member == replace(MEMBER, email="ada@lovelace.org")
+    member = standing(history, date(2027, 1, 1)).member
+    assert member == replace(MEMBER, email="ada@lovelace.org", last_name="King")
+    assert standing(list(reversed(history)), date(2027, 1, 1)).member == member
 
 
 def test_standing_lapsed_outranks_inactive_and_reasons_list_all():
