@@ -6,7 +6,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import date
 
 from sqlalchemy import func, or_, select
@@ -154,6 +154,7 @@ def _revisit_batch(
             Certification.evaluated_on,
             Certification.next_change_on,
             Certification.standing["reasons"],
+            Certification.standing["member"],
         )
         .where(Certification.certification_id.in_(ids))
         .order_by(Certification.certification_id)
@@ -161,7 +162,7 @@ def _revisit_batch(
     )
     histories = load_histories(svc.db, ids, session.connection())
     moved: list[tuple[str, rules.Standing, rules.Standing]] = []
-    for cert_id, status, evaluated_on, next_change_on, stored_reasons in rows:
+    for cert_id, status, evaluated_on, next_change_on, stored_reasons, stored_member in rows:
         if not summary.scope.revisits(evaluated_on, today):
             continue  # recorded for a later day since the batch was chosen (an event today)
         history = histories.get(cert_id, [])
@@ -173,7 +174,8 @@ def _revisit_batch(
         summary.evaluated += 1
         reasons = [{"rule": r.rule, "message": r.message} for r in after.reasons]
         same_status = status == after.status and stored_reasons == reasons
-        if same_status and next_change_on == after.next_change_on:
+        member = _member(stored_member) or after.member
+        if same_status and member == after.member and next_change_on == after.next_change_on:
             continue
         if not same_status:
             summary.changed += 1
@@ -183,6 +185,8 @@ def _revisit_batch(
             # A rule reads the history otherwise since it was recorded (an upgrade): the jobs
             # acted on the recorded status, so the change is from that one.
             before = replace(before, status=status)
+        if before.member != member:  # likewise for the member's details (the badge's name)
+            before = replace(before, member=member)
         moved.append((cert_id, before, after))
     if summary.scope.dry_run:
         for _, before, after in moved:
@@ -190,6 +194,16 @@ def _revisit_batch(
             summary.actions.update(a.kind for a in acts)
         return
     _record(svc, session, summary, moved)
+
+
+def _member(stored: object) -> rules.Member | None:
+    """The member's details a stored standing names (None: it names none readable)."""
+    if not isinstance(stored, dict):
+        return None
+    try:
+        return rules.Member(**{f.name: stored[f.name] for f in fields(rules.Member)})
+    except (KeyError, TypeError):
+        return None
 
 
 def _record(

@@ -344,3 +344,22 @@ def test_a_full_sweep_after_a_rule_changed_acts_on_the_recorded_status(svc):
     assert summary.actions == {"issue_badge": 1, "sync_verification": 1}
     with svc.db.sessions() as session:
         assert session.get(VerificationRecord, "CERT-1").status == "active"
+
+
+def test_a_full_sweep_after_a_rule_changed_brings_the_member_details_up_to_date(svc):
+    accept(svc, granted("2026-03-01"))
+    with (
+        svc.db.transaction() as session
+    ):  # as recorded by a release that read the details otherwise
+        cert = session.get(Certification, "CERT-1")
+        named = {**cert.standing["member"], "last_name": "Byron"}
+        cert.standing = {**cert.standing, "member": named}
+        session.get(VerificationRecord, "CERT-1").name = "Ada Byron"
+    summary = sweep(svc, Scope(as_of=utcnow().date(), full=True))
+    assert summary.transitions == {}
+    assert summary.actions == {"replace_badge": 1, "sync_verification": 1}
+    with svc.db.sessions() as session:
+        assert session.get(Certification, "CERT-1").standing["member"]["last_name"] == "Lovelace"
+        assert session.get(VerificationRecord, "CERT-1").name == "Ada Lovelace"
+    again = sweep(svc, Scope(as_of=utcnow().date(), full=True))
+    assert (again.changed, dict(again.actions)) == (0, {})
