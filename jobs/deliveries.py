@@ -3,15 +3,25 @@
 A target is the verification directory (`directory`, when configured) or a webhook subscription
 (its id). When the sync job changes a public record, `fan_out` numbers one delivery per target in
 the target's own sequence and queues its outbox item, in the sync's transaction. A delivery sends
-the certification's *newest* public record when it runs, so:
+the certification's *newest* public record at each attempt, so:
 
 - deliveries of one target and certification never overlap (a lease taken before sending), and
 - a delivery older than one already delivered is superseded instead of sent,
 
-hence a receiver never sees a later status overtaken by an earlier one. Advance notices of a
-scheduled status change (`jobs.notices`) travel the same way, with the body fixed when they are
-queued; only a later message of the same family (status, or notice) supersedes one. Transient
-failures are retried with back-off for up to DELIVERY_RETRY_WINDOW_SECONDS (a day by default).
+hence a receiver never sees a later status overtaken by an earlier one. That record may already
+show changes queued after the delivery's own (or recorded, not yet synced); so that each change
+reaches a receiver once:
+
+- a delivered one supersedes the open deliveries of the changes it shows (those queued when it
+  was claimed),
+- a subscription is not sent the status its latest message delivered (superseded instead), and
+- an attempt carrying another record than its delivery's previous attempt is a new message (a
+  new id: a receiver that took the previous one unbeknown to us would drop a retry of it unread).
+
+Advance notices of a scheduled status change (`jobs.notices`) travel the same way, with the body
+fixed when they are queued; only a later message of the same family (status, or notice)
+supersedes one. Transient failures are retried with back-off for up to
+DELIVERY_RETRY_WINDOW_SECONDS (a day by default).
 """
 
 from __future__ import annotations
@@ -20,11 +30,11 @@ import json
 import logging
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, bindparam, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -148,8 +158,8 @@ def queue(
 ) -> list[OutboxItem]:
     """Number a delivery of each certification to `target` in its sequence; queue their jobs.
 
-    `data`: a fixed body of an `event_type` message (default: the newest public record, sent as
-    `certification.status_changed`).
+    `data`: the fixed body of an advance notice (`event_type`); without it, a
+    `certification.status_changed` message, which carries the newest public record.
     """
     row = lock_target(session, target)
     deliveries = []
@@ -160,7 +170,7 @@ def queue(
                 target=target,
                 certification_id=certification_id,
                 sequence=row.last_sequence,
-                event_id=f"msg_{uuid.uuid4().hex}",
+                event_id=_message_id(),
                 event_type=event_type,
                 data=data,
                 state="pending",
@@ -184,12 +194,23 @@ def queue(
     return items
 
 
+def _message_id() -> str:
+    return f"msg_{uuid.uuid4().hex}"
+
+
 # --------------------------------------------------------------------------- the jobs
 
 
 @dataclass(frozen=True)
 class Claim:
-    """A delivery its job may now send: nothing else sends to its target for its certification."""
+    """A delivery its job may now send: nothing else sends to its target for its certification.
+
+    `data`: an advance notice's body, or the record the last attempt of a status message carried.
+    `covers`: the target's other open status messages of the certification, whose changes the
+    record read after the claim shows. `held`: the record the subscription's latest message of the
+    certification delivered, when that latest attempt was answered 2xx. `tried_at`: when the
+    delivery was last tried before this claim.
+    """
 
     delivery_id: int
     target: str
@@ -201,6 +222,9 @@ class Claim:
     data: dict[str, Any] | None = None
     url: str | None = None
     secret: str | None = None
+    covers: tuple[int, ...] = ()
+    held: dict[str, Any] | None = None
+    tried_at: datetime | None = None
 
 
 def deliver_webhook(svc: Services, item: ClaimedItem) -> None:
@@ -230,19 +254,27 @@ def _put_directory(svc: Services, claim: Claim, record: dict[str, Any]) -> int:
 
 
 def _deliver(svc: Services, item: ClaimedItem, send: Send) -> None:
-    delivery_id = item.payload["delivery_id"]
+    claim = _claim(svc, item.payload["delivery_id"])
+    if claim is None:
+        return
+    record = None
     try:
-        claim = _claim(svc, delivery_id)
-        if claim is None:
-            return
-        status = send(svc, claim, claim.data or _record(svc, claim.certification_id))
+        if _family(claim.event_type):
+            record = _record(svc, claim.certification_id)
+            if claim.held is not None and claim.held["status"] == record["status"]:
+                _settle(svc, claim, "superseded", None, item)  # its latest message says so
+                return
+            claim = _renew(svc, claim, record)
+        else:
+            record = claim.data
+        status = send(svc, claim, record)
     except (TransientError, PermanentError) as exc:
         gave_up = isinstance(exc, PermanentError) or (
             item.attempts >= retry_policy(svc.settings).max_attempts
         )
-        _settle(svc, delivery_id, "failed" if gave_up else "retrying", exc)
+        _settle(svc, claim, "failed" if gave_up else "retrying", exc, record=record)
         raise
-    _settle(svc, delivery_id, "delivered", status, item)
+    _settle(svc, claim, "delivered", status, item, record)
 
 
 def _record(svc: Services, certification_id: str) -> dict[str, Any]:
@@ -251,6 +283,27 @@ def _record(svc: Services, certification_id: str) -> dict[str, Any]:
     if found is None:
         raise PermanentError(f"no public record of {certification_id}")
     return _public.dump(found)
+
+
+def _shown(record: dict[str, Any]) -> dict[str, Any]:
+    """What a record shows (not when it was checked)."""
+    return {name: record.get(name) for name in PUBLIC_FIELDS}
+
+
+def _renew(svc: Services, claim: Claim, record: dict[str, Any]) -> Claim:
+    """The claim with a new message id when `record` is not what its last attempt carried: a
+    receiver that took that attempt (answering late, say) would drop this one by its id."""
+    if claim.data is None or _shown(claim.data) == _shown(record):
+        return claim
+    event_id = _message_id()
+    with svc.db.transaction() as session:
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id == claim.delivery_id)
+            .values(event_id=event_id, data=record)
+        )
+    log.info("delivery %s carries a new record as %s", claim.event_id, event_id)
+    return replace(claim, event_id=event_id, data=record)
 
 
 def _family(event_type: str) -> bool:
@@ -323,6 +376,22 @@ def _claim(svc: Services, delivery_id: int) -> Claim | None:
         ):
             # an earlier message not yet tried (queued with this one) goes first: in sequence
             raise DeliveryBusy(f"an earlier delivery to {target} goes first", retry_after=1)
+        # Decided under the locks of the pair's rows, acted on under the lease taken below: no
+        # other delivery of the pair is sent, so what the receiver holds stays as read, until
+        # this one settles. The record is read once this commits: it shows the changes of the
+        # open deliveries read here.
+        covers, held = (), None
+        if _family(mine.event_type):
+            covers = tuple(
+                row.id
+                for row in rows
+                if row is not mine and row.state in OPEN and _family(row.event_type)
+            )
+            tried = [row for row in rows if row.last_attempt_at and _family(row.event_type)]
+            latest = max(tried, key=lambda row: row.last_attempt_at, default=None)
+            if subscription is not None and latest is not None and latest.state == "delivered":
+                held = latest.data  # what the receiver holds, as its latest attempt took it
+        tried_at = mine.last_attempt_at
         mine.state, mine.lease_until = "sending", now + _lease(svc.settings)
         mine.attempts, mine.last_attempt_at = mine.attempts + 1, now
         return Claim(
@@ -336,6 +405,9 @@ def _claim(svc: Services, delivery_id: int) -> Claim | None:
             data=mine.data,
             url=subscription.url if subscription else None,
             secret=subscription.secret if subscription else None,
+            covers=covers,
+            held=held,
+            tried_at=tried_at,
         )
 
 
@@ -353,32 +425,41 @@ def _describe(exc: Exception) -> str:
 
 def _settle(
     svc: Services,
-    delivery_id: int,
+    claim: Claim,
     state: str,
-    outcome: int | Exception,
+    outcome: int | Exception | None,
     item: ClaimedItem | None = None,
+    record: dict[str, Any] | None = None,
 ) -> None:
-    """Record how an attempt ended; a delivered one supersedes the older ones still open.
+    """Record how an attempt ended and the status message's `record` it carried.
 
-    With `item`, the outbox item is recorded done in the same transaction.
+    Once the receiver holds the newest record (delivered, or superseded because its latest message
+    carried that status), the open deliveries it makes pointless are superseded: the older ones
+    of the family and those the claim covers. With `item`, the outbox item is recorded done in the
+    same transaction.
     """
     now = utcnow()
     with svc.db.transaction() as session:
-        mine = session.get(Delivery, delivery_id, with_for_update=True)
+        mine = session.get(Delivery, claim.delivery_id, with_for_update=True)
         mine.state, mine.lease_until = state, None
         if isinstance(outcome, Exception):
             mine.status_code, mine.last_error = getattr(outcome, "status", None), _describe(outcome)
-        else:
+        elif outcome is not None:
             mine.status_code, mine.last_error = outcome, None
-        if state in ("delivered", "failed"):
+        if record is not None and _family(mine.event_type):
+            mine.data = record
+        if state != "retrying":
             mine.finished_at = now
-        if state == "delivered":
+        if state == "superseded":  # nothing was sent: the claim was no attempt
+            mine.attempts, mine.last_attempt_at = mine.attempts - 1, claim.tried_at
+            log.info("delivery %s superseded: its receiver holds that status", mine.event_id)
+        if state in ("delivered", "superseded"):
             session.execute(
                 update(Delivery)
                 .where(
                     Delivery.target == mine.target,
                     Delivery.certification_id == mine.certification_id,
-                    Delivery.sequence < mine.sequence,
+                    or_(Delivery.sequence < mine.sequence, Delivery.id.in_(claim.covers)),
                     Delivery.state.in_(OPEN),
                     (Delivery.event_type == EVENT_TYPE)
                     if _family(mine.event_type)

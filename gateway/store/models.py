@@ -318,10 +318,12 @@ class DeliveryTarget(Base):
 
 
 class Delivery(Base):
-    """One push of a certification's public record to a target, numbered in the target's sequence;
-    or, with `data`, one advance notice (`event_type`) whose body was fixed when it was queued.
+    """One push of a certification's public record to a target, numbered in the target's sequence
+    (`data`: the record its latest attempt carried); or one advance notice (`event_type`) whose
+    body, `data`, was fixed when it was queued.
 
-    `state`: pending, sending, retrying, delivered, superseded (a later one was delivered first),
+    `state`: pending, sending, retrying, delivered, superseded (a later one was delivered first, a
+    record delivered showed its change, or its receiver's latest message carried that status),
     cancelled (the subscription was deleted) or failed.
     """
 

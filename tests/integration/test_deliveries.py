@@ -19,6 +19,7 @@ from gateway.schemas.verifications import RECORD_FIELDS
 from gateway.store.db import Database
 from gateway.store.models import Delivery, OutboxItem, VerificationRecord, utcnow
 from gateway.usecases import clients, subscriptions
+from gateway.usecases.notices import SCHEDULED
 from jobs import verification
 from jobs.deliveries import queue
 from jobs.engine.claim import ClaimedItem
@@ -105,6 +106,74 @@ def test_a_later_status_is_never_overtaken_by_the_retry_of_an_earlier_one(make_s
     assert (second.sequence, second.state) == (2, "delivered")
     seen = [Webhook(subscription.secret).verify(r.body, r.headers) for r in received]
     assert [(e["sequence"], e["data"]["status"]) for e in seen] == [(1, "active"), (2, "revoked")]
+
+
+def _run(svc, item: OutboxItem, attempt: int = 1) -> None:
+    """Run one outbox item's job now, as a worker that claimed it for its `attempt`th try would."""
+    claimed = ClaimedItem(
+        item.id, item.kind, item.certification_id, item.payload, None, attempt, utcnow()
+    )
+    run_claimed(svc, claimed)
+
+
+@pytest.mark.parametrize("synced", [True, False], ids=["change-queued", "change-not-yet-synced"])
+def test_a_retry_carrying_a_later_status_leaves_that_change_no_second_message(make_svc, synced):
+    """The retry of sequence 1 runs late and sends the newest record (revoked): the message of
+    the revocation, queued by its sync before the retry ran or after it, is not sent again."""
+    svc = make_svc()
+    with serve(scripted(500)) as (url, received):
+        subscription = watch(svc, url)
+        submit(svc, granted(days_ago(30)))
+        work_queued(svc)  # sequence 1 (active) fails; its retry waits in the scheduler
+        [retry] = items(svc, "deliver_webhook")
+        submit(svc, revoked(days_ago(1)))  # recorded: the lookup answers revoked from now on
+        if synced:
+            [sync] = [i for i in items(svc, "sync_verification") if i.state != "done"]
+            _run(svc, sync)  # queues sequence 2 (revoked)
+        _run(svc, retry, attempt=2)  # sequence 1 sends what the lookup answers: revoked
+        drain(svc, lambda: len(deliveries(svc, subscription.id)) == 2)
+        drain(svc, lambda: settled(svc, subscription.id))
+    first, second = deliveries(svc, subscription.id)
+    assert (first.sequence, first.state, first.attempts) == (1, "delivered", 2)
+    assert (second.sequence, second.state, second.attempts) == (2, "superseded", 0)
+    seen = [Webhook(subscription.secret).verify(r.body, r.headers) for r in received]
+    assert [(e["sequence"], e["data"]["status"]) for e in seen] == [(1, "active"), (1, "revoked")]
+    # the retry carries another record: another message, which a receiver that took the first
+    # (answering too late, say) does not drop as a duplicate
+    tried, sent = (r.headers["webhook-id"] for r in received)
+    assert tried != sent and sent == first.event_id
+
+
+def test_a_subscription_is_not_sent_again_the_status_its_latest_message_delivered(make_svc):
+    """A message whose status the subscription's latest message delivered is not sent; after an
+    attempt answered otherwise (the receiver may have taken it, or not) the status is sent."""
+    svc = make_svc()
+    with serve(scripted(200, 500)) as (url, received):
+        subscription = watch(svc, url)
+
+        def push_again() -> None:  # a message of the record as it stands, as a backfill queues
+            with svc.db.transaction() as session:
+                queue(session, subscription.id, ["CERT-1"])
+            drain(svc, lambda: settled(svc, subscription.id))
+
+        submit(svc, granted(days_ago(30)))
+        drain(svc, lambda: settled(svc, subscription.id))  # 1: active, answered 200
+        push_again()  # 2: active again
+        submit(svc, revoked(days_ago(1)))
+        drain(svc, lambda: deliveries(svc, subscription.id)[-1].status_code == 500)  # 3: revoked
+        push_again()  # 4: revoked, after the 500
+    assert [(d.sequence, d.state, d.attempts) for d in deliveries(svc, subscription.id)] == [
+        (1, "delivered", 1),
+        (2, "superseded", 0),
+        (3, "superseded", 1),
+        (4, "delivered", 1),
+    ]
+    seen = [Webhook(subscription.secret).verify(r.body, r.headers) for r in received]
+    assert [(e["sequence"], e["data"]["status"]) for e in seen] == [
+        (1, "active"),
+        (3, "revoked"),
+        (4, "revoked"),
+    ]
 
 
 def _delete(session, subscription) -> None:
@@ -288,14 +357,16 @@ def test_two_syncs_waiting_on_one_certification_write_its_record_once(make_svc, 
 
 
 def test_a_message_waits_for_an_earlier_one_queued_with_it(make_svc):
-    """Queued together (a status change and its advance notice), they are sent in sequence even
-    when the later one's job runs first; its wait is a second and uses none of its attempts."""
+    """Queued together (a status change and its advance notice, say; two notices here), they are
+    sent in sequence even when the later one's job runs first; its wait is a second and uses none
+    of its attempts."""
     svc = make_svc()
     with serve(scripted()) as (url, received):
         subscription = watch(svc, url, "CERT-1")
+        notice = {"status": "active", "scheduled_status": "lapsed"}
         with svc.db.transaction() as session:
             first, second = queue(
-                session, subscription.id, ["CERT-1", "CERT-1"], data={"status": "active"}
+                session, subscription.id, ["CERT-1"] * 2, event_type=SCHEDULED, data=notice
             )
         with svc.db.transaction() as session:  # as a worker's claim leaves it
             session.execute(update(OutboxItem).where(OutboxItem.id == second.id).values(attempts=1))
