@@ -7,6 +7,7 @@ import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from decimal import Decimal
+from math import isinf
 from typing import Any, ClassVar
 
 from marshmallow import (
@@ -91,10 +92,15 @@ def unprinted(text: str) -> bool:
     return any(unicodedata.category(c) in UNPRINTED for c in text)
 
 
-def _person_name(value: str) -> None:
-    """A member's name as a badge shows it: printed characters, not only spaces."""
+def _printed(value: str) -> None:
+    """Text of printed characters only (none of the UNPRINTED categories)."""
     if unprinted(value):
         raise ValidationError("No control, formatting or line-separator characters.")
+
+
+def _person_name(value: str) -> None:
+    """A member's name as a badge shows it: printed characters, not only spaces."""
+    _printed(value)
     _not_blank(value)
 
 
@@ -113,8 +119,10 @@ def _address_lengths(value: str) -> None:
 
 
 def _email(**kwargs: Any) -> fields.Email:
-    """A member's e-mail address, within the lengths SMTP can carry."""
-    return fields.Email(validate=_address_lengths, metadata={"maxLength": MAX_ADDRESS}, **kwargs)
+    """A member's e-mail address as SMTP can carry it: printed characters, within its lengths."""
+    return fields.Email(
+        validate=[_printed, _address_lengths], metadata={"maxLength": MAX_ADDRESS}, **kwargs
+    )
 
 
 def _name(**kwargs: Any) -> fields.String:
@@ -206,6 +214,34 @@ class WrittenFloat(float):
         return number
 
 
+class LongInteger(WrittenFloat):
+    """A JSON integer of more digits than Python reads as an int (`sys.get_int_max_str_digits()`,
+    4,300 by default): the float it reads as, infinite, and its text. Out of every range a field
+    gives, it is refused by the field, as any number out of range is."""
+
+
+def written_integer(text: str) -> int | LongInteger:
+    """A JSON integer as the gateway parses request bodies: an int, or a LongInteger."""
+    try:
+        return int(text)
+    except ValueError:  # too many digits to read (a JSON integer is otherwise always an int)
+        return LongInteger(text)
+
+
+class Integer(fields.Integer):
+    """A JSON integer, strictly (2026.0 is not one); a LongInteger is refused by the field's
+    validators, as the infinity it reads as."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(strict=True, **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
+        if isinstance(value, LongInteger):
+            self._validate(float(value))
+            raise self.make_error("invalid", input=value)  # no validator bounds the field
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
 def _hundredths(points: Decimal) -> None:
     if not in_hundredths(points):
         raise ValidationError("Use at most 2 decimal places.")
@@ -227,7 +263,10 @@ class Points(fields.Decimal):
         if isinstance(value, bool) or not isinstance(value, int | float | Decimal):  # a number
             raise self.make_error("invalid")
         if isinstance(value, WrittenFloat):  # its decimals as written: the float may round them
-            _hundredths(Decimal(value.text))
+            written = Decimal(value.text)
+            _hundredths(written)
+            if isinf(value):  # too large for a float: out of range as written
+                value = written
         return super()._deserialize(value, attr, data, **kwargs)
 
     def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> Any:
@@ -285,9 +324,8 @@ class GrantedData(_Strict):
 class FeePaidData(_Strict):
     """`renewal.fee_paid`: the annual renewal fee of one membership year."""
 
-    membership_year = fields.Integer(
+    membership_year = Integer(
         required=True,
-        strict=True,
         validate=validate.Range(min=EARLIEST_DAY.year, max=LATEST_DAY.year),
     )
     paid_on = _day(required=True)

@@ -67,10 +67,32 @@ class Answer:
     outbox_ids: tuple[int, ...] = ()
 
 
+#: Floats up to this size hold every integer exactly (IEEE 754 doubles: 53 bits).
+_EXACT_INTEGERS = 2**53
+
+
 def body_hash(body: Any) -> str:
-    """SHA-256 of the canonical JSON of `body`: the same event however its keys are ordered."""
+    """SHA-256 of the canonical JSON of `body`: the same event however its keys are ordered and
+    its numbers written (10, 10.0 and 1e1 are one number, written 10, as RFC 8785 writes it)."""
+    return legacy_body_hash(_integral_as_int(body))
+
+
+def legacy_body_hash(body: Any) -> str:
+    """`body_hash` as it was before integral numbers were written as integers (10.0 and 1e1 as
+    10.0): the events recorded then keep it."""
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _integral_as_int(value: Any) -> Any:
+    """`value` with each float that is an integer of magnitude below 2**53 made that int."""
+    if isinstance(value, float):
+        return int(value) if value.is_integer() and abs(value) < _EXACT_INTEGERS else value
+    if isinstance(value, dict):
+        return {key: _integral_as_int(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_integral_as_int(item) for item in value]
+    return value
 
 
 def problem(status: int, title: str, detail: str, errors: list[dict[str, str]]) -> dict[str, Any]:
@@ -161,8 +183,8 @@ def _malformed(svc: Services, body: Any, exc: ShapeError) -> Answer:
     if isinstance(event_id, str) and 0 < len(event_id) <= 128 and "\x00" not in event_id:
         for row in svc.db.read(_STORED, {"ids": [event_id]}):
             stored = _Stored(*row)
-            if stored.body_hash == body_hash(body):
-                return _replayed(stored, stored.body_hash)
+            if _same_body(stored, body_hash(body), body):
+                return _replayed(stored)
     return Answer(422, shape_problem(exc.errors))
 
 
@@ -326,7 +348,9 @@ class _Submission:
         for position, item in enumerate(items):
             event_id = item.envelope.event.event_id
             if event_id in stored:
-                self.answers.append(_replayed(stored[event_id], item.digest))
+                found = stored[event_id]
+                same = _same_body(found, item.digest, item.body)
+                self.answers.append(_replayed(found) if same else _conflict(event_id))
             elif event_id in first:
                 digest, recorded_at = first[event_id]
                 self.answers.append(None if digest == item.digest else _conflict(event_id))
@@ -489,9 +513,13 @@ class _Stored(NamedTuple):
     response_body: dict[str, Any]
 
 
-def _replayed(stored: _Stored, digest: str) -> Answer:
-    if stored.body_hash != digest:
-        return _conflict(stored.event_id)
+def _same_body(stored: _Stored, digest: str, body: Any) -> bool:
+    """Whether `body` (whose `body_hash` is `digest`) is the body of a stored event, whose hash
+    may be the legacy one (computed only when the new one differs)."""
+    return stored.body_hash == digest or stored.body_hash == legacy_body_hash(body)
+
+
+def _replayed(stored: _Stored) -> Answer:
     return Answer(stored.response_status, stored.response_body, dict(_REPLAYED))
 
 

@@ -26,6 +26,7 @@ from gateway.usecases import intake
 from gateway.web import plain
 from gateway.web.api.events import GET_EVENT, SUBMISSION_FAILED, event_answer
 from gateway.web.auth import bearer_client_id, scope_rule
+from gateway.web.problems import JSON
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -98,7 +99,7 @@ def _declared_length(app: Flask, environ: WSGIEnvironment) -> int | None:
 
 def _is_json(environ: WSGIEnvironment) -> bool:
     mimetype, _, _ = environ.get("CONTENT_TYPE", "").partition(";")
-    return mimetype.strip().lower() == "application/json"
+    return mimetype.strip().lower() == JSON
 
 
 def _scopes(app: Flask) -> list[str]:

@@ -5,22 +5,28 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response, json, request
+from flask import Flask, Response, current_app, json, request
 from marshmallow import Schema, ValidationError
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from werkzeug.exceptions import BadRequest, HTTPException
+from werkzeug.exceptions import HTTPException
 
 from gateway.schemas.events import field_errors
 from gateway.store.db import RETRY_CONNECT_SECONDS
 
 PROBLEM_TYPE = "application/problem+json"
+JSON = "application/json"  # the media type of every JSON request body
 # The database could not answer: it is down, restarting, hung (a timeout), or every pooled
 # connection is busy.
 DATABASE_UNAVAILABLE = (OperationalError, PoolTimeout)
 UNAVAILABLE_RETRY_SECONDS = RETRY_CONNECT_SECONDS
 
 log = logging.getLogger("gateway")
+
+
+class RefusedJSON(ValueError):
+    """JSON that parses but that the gateway refuses (`gateway.web.security.SafeJSONProvider`):
+    answered 400 as malformed JSON is, its message saying why."""
 
 
 class Problem(Exception):
@@ -143,8 +149,10 @@ def loaded(schema: Schema, data: Any, what: str) -> Any:
 
 
 def json_body() -> object:
-    """The request's JSON body, or a problem saying what is wrong with it."""
-    if not request.is_json:
+    """The request's JSON body, or a problem saying what is wrong with it. Its media type is
+    `application/json` only: another `+json` type (a merge patch, a problem) means another thing
+    than the resource the endpoint takes."""
+    if request.mimetype != JSON:
         raise Problem(
             415,
             "Unsupported Media Type",
@@ -152,8 +160,12 @@ def json_body() -> object:
             errors=[{"field": "Content-Type", "message": "Must be application/json."}],
         )
     try:
-        return request.get_json()
-    except BadRequest as exc:
+        return current_app.json.loads(request.get_data(cache=True))
+    except RefusedJSON as exc:
+        raise Problem(
+            400, "Bad Request", str(exc), errors=[{"field": "body", "message": str(exc)}]
+        ) from exc
+    except ValueError as exc:
         raise Problem(
             400,
             "Bad Request",

@@ -7,7 +7,7 @@ their own stylesheet, a same-origin GET form, no scripts, no inline styles, noth
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from contextlib import suppress
 from http import HTTPStatus
 from typing import IO, TYPE_CHECKING, Any
@@ -26,8 +26,8 @@ from werkzeug.routing import Map, PathConverter, UnicodeConverter
 from werkzeug.utils import cached_property
 from werkzeug.wsgi import LimitedStream
 
-from gateway.schemas.events import WrittenFloat
-from gateway.web.problems import unreadable_body
+from gateway.schemas.events import WrittenFloat, written_integer
+from gateway.web.problems import RefusedJSON, unreadable_body
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -167,21 +167,71 @@ class SafeJSONProvider(DefaultJSONProvider):
 
     JSON may escape a lone UTF-16 surrogate (`"\\ud800"`): Python decodes it into a string that
     cannot be encoded, hashed or stored. Arrays nested thousands deep (which fit in 64 KiB) exceed
-    Python's recursion limit. Either answers 400 like any malformed JSON.
+    Python's recursion limit. A key may appear twice in an object: Python keeps the last, a proxy
+    or log may read the first, and see another request. Each is a `RefusedJSON`, which answers 400
+    as malformed JSON does, saying why.
 
     Every request body is read with it (the plain event path's too): a number with a fraction or
-    an exponent is a `WrittenFloat`, which keeps its text for the checks of its decimals.
+    an exponent is a `WrittenFloat`, which keeps its text for the checks of its decimals; an
+    integer too long for Python to read is a `LongInteger`, which the fields refuse.
     """
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        objects = _Objects()
         try:
-            value = super().loads(s, parse_float=WrittenFloat, **kwargs)
+            value = super().loads(
+                s,
+                parse_float=WrittenFloat,
+                parse_int=written_integer,
+                object_pairs_hook=objects,
+                **kwargs,
+            )
+            if objects.repeated is not None:
+                raise RefusedJSON(objects.refusal(value))
             json.dumps(value, ensure_ascii=False).encode()
         except RecursionError as exc:
-            raise ValueError("The JSON is nested too deep.") from exc
+            raise RefusedJSON("The JSON is nested too deep.") from exc
         except UnicodeEncodeError as exc:
-            raise ValueError("The JSON holds a lone surrogate, which is not Unicode text.") from exc
+            surrogate = "The JSON holds a lone surrogate, which is not Unicode text."
+            raise RefusedJSON(surrogate) from exc
         return value
+
+
+class _Objects:
+    """The objects of one parse, as the JSON parser hands them over: each made a dict, the first
+    in which a key appears more than once noted with that key."""
+
+    def __init__(self) -> None:
+        self.repeated: tuple[dict[str, Any], str] | None = None
+
+    def __call__(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        made = dict(pairs)
+        if len(made) < len(pairs) and self.repeated is None:
+            seen: set[str] = set()
+            self.repeated = (made, next(k for k, _ in pairs if k in seen or seen.add(k)))
+        return made
+
+    def refusal(self, value: Any) -> str:
+        """What is wrong with `value`, the parse's result: the repeated key and where it is."""
+        assert self.repeated is not None
+        made, key = self.repeated
+        path = next(path for node, path in _nodes(value) if node is made)
+        where = f" in {path}" if path else ""
+        return f"Key {json.dumps(key, ensure_ascii=False)} appears more than once{where}."
+
+
+def _nodes(value: Any) -> Iterator[tuple[Any, str]]:
+    """Each object and array of a parsed JSON `value` with its dotted path ("" for `value`)."""
+    stack = [(value, "")]
+    while stack:
+        node, path = stack.pop()
+        yield node, path
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        stack.extend(
+            (child, f"{path}.{key}" if path else str(key))
+            for key, child in items
+            if isinstance(child, dict | list)
+        )
 
 
 def init_app(app: Flask) -> None:

@@ -231,3 +231,105 @@ def test_a_member_id_of_only_spaces_is_refused(post, member_id):
     assert errors(post(body)) == [
         {"field": "data.member.member_id", "message": "Must not be blank."}
     ]
+
+
+@pytest.mark.parametrize(
+    "email",
+    [
+        '"\x01"@example.org',
+        '"a\x7fb"@example.org',
+        "jane@exa\u00admple.org",
+        "jane@example.org\u200b",
+    ],
+    ids=["quoted-control", "quoted-delete", "soft-hyphen", "zero-width-space"],
+)
+@pytest.mark.parametrize("path", [PLAIN, VIA_FLASK])
+def test_an_address_with_control_or_format_characters_is_refused(
+    client, headers, post, path, email
+):
+    def send(body: dict) -> list[dict[str, str]]:
+        return errors(client.post(path, json=body, headers=headers))
+
+    body = granted("2026-03-01")
+    body["data"]["member"]["email"] = email
+    message = "No control, formatting or line-separator characters."
+    assert send(body) == [{"field": "data.member.email", "message": message}]
+    assert post(granted("2026-03-01", event_id="grant")).status_code == 202
+    assert send(member_updated(email=email)) == [{"field": "data.email", "message": message}]
+
+
+def send_raw(client, headers, path: str, raw: str):
+    return client.post(path, data=raw, content_type="application/json", headers=headers)
+
+
+@pytest.mark.parametrize("path", [PLAIN, VIA_FLASK])
+def test_a_number_written_otherwise_is_the_same_body_and_replays(client, headers, post, path):
+    """10, 10.0 and 1e1 are one number in canonical JSON (RFC 8785), as 12.5 and 12.50 are."""
+    assert post(granted("2026-03-01")).status_code == 202
+    first = send_raw(client, headers, path, raw_ccp("10"))
+    assert first.status_code == 202, first.get_json()
+    for written in ("10.0", "1e1", "1.0E+1", "10"):
+        again = send_raw(client, headers, path, raw_ccp(written))
+        assert again.status_code == 202, (written, again.get_json())
+        assert again.headers["Idempotent-Replayed"] == "true"
+        assert again.get_json() == first.get_json()
+    assert send_raw(client, headers, path, raw_ccp("10.5")).status_code == 409
+    events = f'{{"events": [{raw_ccp("10.0")}, {raw_ccp("1e1")}]}}'
+    results = send_raw(client, headers, "/v1/events/batch", events).get_json()["results"]
+    assert [(r["status"], r["replayed"]) for r in results] == [(202, True), (202, True)]
+
+
+@pytest.mark.parametrize("path", [PLAIN, VIA_FLASK])
+def test_an_event_recorded_with_the_legacy_hash_still_replays(app, client, headers, post, path):
+    """Events recorded before integral numbers were hashed as integers keep that hash: sent again
+    as written then, they are replays, not conflicts."""
+    assert post(granted("2026-03-01")).status_code == 202
+    raw = raw_ccp("10.0")
+    first = send_raw(client, headers, path, raw)
+    assert first.status_code == 202, first.get_json()
+    legacy = intake.legacy_body_hash(json.loads(raw))
+    assert legacy != intake.body_hash(json.loads(raw))
+    with app.extensions["gateway"].db.transaction() as session:
+        row = session.scalars(select(Event).where(Event.event_id == "ccp-1")).one()
+        row.body_hash = legacy
+    again = send_raw(client, headers, path, raw)
+    assert again.status_code == 202 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.get_json() == first.get_json()
+    assert send_raw(client, headers, path, raw_ccp("10.5")).status_code == 409
+
+
+LONG = "9" * 4301  # more digits than Python reads as an int
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "message"),
+    [
+        (
+            fee(2026, "2026-06-01", event_id="fee-long"),
+            "data.membership_year",
+            "Must be greater than or equal to 1900 and less than or equal to 2999.",
+        ),
+        (
+            ccp("A1", "2026-06-01", event_id="ccp-long", points=7),
+            "data.points",
+            "Must be greater than 0 and less than or equal to 1000.",
+        ),
+    ],
+    ids=["membership_year", "points"],
+)
+@pytest.mark.parametrize("sign", ["", "-"])
+def test_an_integer_of_thousands_of_digits_is_refused_by_its_field(
+    client, headers, post, body, field, message, sign
+):
+    assert post(granted("2026-03-01")).status_code == 202
+    number = f"{sign}{LONG}"
+    raw = json.dumps(body).replace(": 2026,", f": {number},").replace(": 7}", f": {number}}}")
+    assert LONG in raw
+    for path in (PLAIN, VIA_FLASK):
+        assert errors(send_raw(client, headers, path, raw)) == [
+            {"field": field, "message": message}
+        ]
+    batch = send_raw(client, headers, "/v1/events/batch", f'{{"events": [{raw}]}}')
+    [result] = batch.get_json()["results"]
+    assert result["status"] == 422
+    assert result["body"]["errors"] == [{"field": field, "message": message}]

@@ -298,6 +298,54 @@ def test_json_python_cannot_use_is_400_problem(client, token_for, body):
     assert hook.status_code == 400 and hook.mimetype == "application/problem+json"
 
 
+REPEATED = '"certification_id": "NOT-THIS-ONE", "certification_id": "CERT-123"'
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "message"),
+    [
+        ("/v1/events", f'{{"event_id": "e-1", {REPEATED}}}', 'Key "certification_id"'),
+        ("/v1/events?via=flask", f'{{"event_id": "e-1", {REPEATED}}}', 'Key "certification_id"'),
+        (
+            "/v1/events",
+            '{"event_id": "e-1", "data": {"membership_year": 2099, "membership_year": 2025}}',
+            'Key "membership_year" appears more than once in data.',
+        ),
+        (
+            "/v1/events/batch",
+            f'{{"events": [{{"event_id": "e-1"}}, {{"event_id": "e-2", {REPEATED}}}]}}',
+            'Key "certification_id" appears more than once in events.1.',
+        ),
+        (
+            "/v1/verifications/batch",
+            '{"certification_ids": ["A"], "certification_ids": ["B"]}',
+            'Key "certification_ids" appears more than once.',
+        ),
+        (
+            "/v1/subscriptions",
+            '{"url": "https://a.example.org/h", "url": "https://b.example.org/h"}',
+            'Key "url" appears more than once.',
+        ),
+        (
+            "/v1/credentials/verify",
+            '{"credential": "a", "credential": "b"}',
+            'Key "credential" appears more than once.',
+        ),
+    ],
+)
+def test_a_key_twice_in_an_object_is_400_naming_it(client, token_for, path, body, message):
+    """A proxy or a log reading the first of two keys would see another request than the gateway,
+    which would read the last: such a body is refused as one that is not JSON is."""
+    headers = {**token_for(" ".join(SCOPES)), "Content-Type": "application/json"}
+    response = client.post(path, data=body, headers=headers)
+    assert response.status_code == 400 and response.mimetype == "application/problem+json"
+    [error] = response.get_json()["errors"]
+    assert error["field"] == "body" and error["message"].startswith(message), error
+    hook = {**NOTIFICATION, "id": "n-2"}
+    twice = json.dumps(hook).replace('"id": "n-2"', '"id": "n-1", "id": "n-2"')
+    assert client.post("/webhooks/credly", data=twice, headers=headers).status_code == 400
+
+
 def test_an_event_type_that_is_not_a_string_is_422_not_500(client, token_for):
     event = {**EXAMPLE_EVENT, "type": {"nested": True}}
     response = client.post("/v1/events", json=event, headers=token_for("events:write"))
