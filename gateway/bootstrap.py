@@ -105,6 +105,7 @@ def create_app(
     from gateway.web.api import credentials, credly_notifications, verifications
     from jobs.engine import context
     from jobs.engine.dispatch import JobThread, make_dispatcher, relay
+    from jobs.engine.outbox import resume_held_at_start
 
     svc.dispatcher = make_dispatcher(
         svc, synchronous=settings.jobs_synchronous, jobs=JobThread[jobs]
@@ -113,6 +114,7 @@ def create_app(
     if settings.jobs_in_process:
         try:
             relay(svc, svc.dispatcher)  # side effects left behind by a process that died
+            resume_held_at_start(svc)  # Credly jobs held back for a token no longer configured
         except SQLAlchemyError as exc:
             log.warning("outbox relay at start failed: %s", exc)
     problems.register(app)

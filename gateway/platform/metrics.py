@@ -86,7 +86,8 @@ CREDLY_NOTIFICATIONS = Counter(
 CREDLY_DRIFT = Counter(
     "gateway_credly_drift_total",
     "Differences reconciliation found between Credly and the standings, by repair: revoked, "
-    "issued, renewed, taken_from_credly, duplicates_revoked.",
+    "issued, renewed, taken_from_credly, duplicates_revoked, updated (the replace jobs of "
+    "adopted badges).",
     ["repair"],
 )
 CREDLY_ERRORS = Counter(

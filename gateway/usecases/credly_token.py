@@ -5,8 +5,9 @@ The expiry is read from Credly's authorization-tokens API where the token may (d
 falling back to `CREDLY_TOKEN_EXPIRES_ON`; a warning is logged 14 days ahead. When Credly answers
 401 or 403 the Credly jobs pause (`jobs.engine.outbox`): they wait, not using their attempts, and
 one is
-let through every CREDLY_PAUSE_SECONDS to try again; configuring another token resumes them at
-once. `/readyz` and the `gateway_credly_paused` metric show it.
+let through every CREDLY_PAUSE_SECONDS to try again; when it succeeds, or another token is
+configured, the jobs held back are due again at once. `/readyz` and the `gateway_credly_paused`
+metric show it.
 
 What is learned is kept per token (a fingerprint of it) in Redis, shared by every process, or in
 this process's memory without Redis.
@@ -45,22 +46,35 @@ class TokenState:
         fingerprint = hashlib.sha256(token.encode()).hexdigest()[:16]
         self.prefix = f"gateway:credly-token:{fingerprint}"
         self.redis = client
+        #: Redis failed a read of this state: it reads nothing more (one warning, one wait).
+        self.unreadable = False
 
-    def _get(self, name: str) -> str | None:
-        key = f"{self.prefix}:{name}"
+    def _get(self, *names: str) -> list[str | None]:
+        """The values of `names`, read at once; None each when Redis cannot be read."""
+        keys = [f"{self.prefix}:{name}" for name in names]
         if self.redis is not None:
+            if self.unreadable:
+                return [None] * len(keys)
             try:
-                value = self.redis.get(key)
+                values = self.redis.mget(keys)
             except Exception as exc:  # Redis down: nothing learned, nothing paused
-                log.warning("Credly token state unreadable: %s", exc)
-                return None
-            return value.decode() if value is not None else None
+                self._unreadable(exc)
+                return [None] * len(keys)
+            return [value.decode() if value is not None else None for value in values]
         with _memory_lock:
-            value, until = _memory.get(key, (None, None))
-            if until is not None and until < time.monotonic():
-                _memory.pop(key, None)
-                return None
-            return value
+            return [self._remembered(key) for key in keys]
+
+    @staticmethod
+    def _remembered(key: str) -> str | None:
+        value, until = _memory.get(key, (None, None))
+        if until is not None and until < time.monotonic():
+            _memory.pop(key, None)
+            return None
+        return value
+
+    def _unreadable(self, exc: Exception) -> None:
+        self.unreadable = True
+        log.warning("Credly token state unreadable: %s", exc)
 
     def _set(self, name: str, value: str, seconds: float | None = None) -> None:
         key = f"{self.prefix}:{name}"
@@ -70,9 +84,23 @@ class TokenState:
         with _memory_lock:
             _memory[key] = (value, None if seconds is None else time.monotonic() + seconds)
 
+    def _take(self, name: str) -> bool:
+        """Delete `name`; True for the one caller that found it there."""
+        key = f"{self.prefix}:{name}"
+        if self.redis is not None:
+            try:
+                return bool(self.redis.delete(key))
+            except Exception as exc:
+                self._unreadable(exc)
+                return False
+        with _memory_lock:
+            found = self._remembered(key) is not None
+            _memory.pop(key, None)
+            return found
+
     def expires_on(self) -> date | None:
         """The expiry Credly reported for this token, if it did."""
-        value = self._get("expires_on")
+        [value] = self._get("expires_on")
         return date.fromisoformat(value) if value else None
 
     def learn_expiry(self, day: date) -> None:
@@ -81,13 +109,26 @@ class TokenState:
 
     def paused(self) -> str | None:
         """Why the Credly jobs wait (Credly refused this token), or None."""
-        return self._get("paused")
+        [reason] = self._get("paused")
+        return reason
+
+    def holding(self) -> tuple[str | None, bool]:
+        """Why the Credly jobs wait, or None; and whether jobs were held back for this token
+        since Credly last took it (read at once)."""
+        reason, held = self._get("paused", "held")
+        return reason, held is not None
 
     def pause(self, reason: str, seconds: float) -> None:
         """Make the Credly jobs wait `seconds` before one tries the token again."""
         if self.paused() is None:
             log.error("Credly refused the token: Credly jobs wait for a working one (%s)", reason)
         self._set("paused", reason, seconds)
+        self._set("held", "1")
+
+    def end_pause(self) -> bool:
+        """Credly took the token: forget that jobs were held back for it; True for the one
+        caller that ended the pause (the one to bring them forward)."""
+        return self._take("held")
 
 
 def token_state(svc: Services) -> TokenState:

@@ -62,6 +62,22 @@ CREDLY_KINDS = frozenset(
     {"issue_badge", "replace_badge", "revoke_badge", "revoke_duplicate", "credly_notification"}
 )
 
+#: The last error of a Credly job the pause holds back (`_pause`).
+WAITING = "waiting for a working Credly token"
+
+#: The Credly jobs the pause holds back, due now instead.
+RESUME_HELD = (
+    update(OutboxItem)
+    .where(
+        OutboxItem.state == "retrying",
+        OutboxItem.kind.in_(sorted(CREDLY_KINDS)),
+        OutboxItem.last_error.like(f"{WAITING}:%"),
+        OutboxItem.due_at > bindparam("now", type_=UTCDateTime()),
+    )
+    .values(due_at=bindparam("now", type_=UTCDateTime()))
+    .returning(OutboxItem.id)
+)
+
 #: A paused attempt: due again later, the attempt its claim counted given back.
 PAUSED = (
     update(OutboxItem)
@@ -161,8 +177,11 @@ def _run(svc: Services, item: ClaimedItem) -> datetime | None:
     policy = retry_policy(svc.settings, item.kind)
     if item.attempts > policy.max_attempts:  # only a lease that ran out counts past the last
         return _fail(svc, item, f"gave up: attempt {item.attempts - 1} ended with its worker")
-    if item.kind in CREDLY_KINDS and (reason := token_state(svc).paused()):
-        return _pause(svc, item, reason)
+    held = False
+    if item.kind in CREDLY_KINDS:
+        reason, held = token_state(svc).holding()
+        if reason:
+            return _pause(svc, item, reason)
     try:
         HANDLERS[item.kind](svc, item)
     except Deferred as exc:
@@ -183,7 +202,27 @@ def _run(svc: Services, item: ClaimedItem) -> datetime | None:
         return _retry(svc, item, policy, f"{type(exc).__name__}: {first_line}", None)
     _finish(svc, item, "done", None)
     log.info("job done", extra={"attempt": item.attempts})
+    if held and token_state(svc).end_pause():  # Credly took the token again: the pause ends
+        resume_held(svc)
     return None
+
+
+def resume_held(svc: Services) -> int:
+    """Make the Credly jobs the pause holds back due at once and wake the workers for them (the
+    pause ended, or another token is configured); how many."""
+    resumed = len(svc.db.write(RESUME_HELD, {"now": utcnow()}))
+    if resumed:
+        log.info("%d Credly jobs held back by the token's pause are due again", resumed)
+        if svc.dispatcher is not None:
+            svc.dispatcher.wake()
+    return resumed
+
+
+def resume_held_at_start(svc: Services) -> int:
+    """At the start of a process that works jobs: resume the Credly jobs held back, unless for
+    the configured token (then one of them tries it again, `_run`); how many."""
+    reason, held = token_state(svc).holding()
+    return 0 if reason or held else resume_held(svc)
 
 
 def retry_policy(settings: Settings, kind: str) -> RetryPolicy:
@@ -207,7 +246,7 @@ def _retry(
 
 def _pause(svc: Services, item: ClaimedItem, reason: str) -> datetime:
     """Put a Credly job off while Credly refuses the token, without using an attempt."""
-    error = f"waiting for a working Credly token: {reason}"
+    error = f"{WAITING}: {reason}"
     metrics.JOBS.labels(item.kind, "paused").inc()
     return _put_off(svc, item, error, svc.settings.credly_pause_seconds)
 

@@ -20,7 +20,7 @@ from gateway.cli import cli
 from gateway.platform import clock, metrics
 from gateway.store.models import Badge, CredlyNotification, OutboxItem
 from gateway.usecases import intake
-from gateway.usecases.credly_token import check_token
+from gateway.usecases.credly_token import check_token, token_state
 from gateway.usecases.queries import badge_view
 from gateway.usecases.sweep import Scope, sweep
 from gateway.usecases.unclaimed import unclaimed_badges
@@ -28,9 +28,10 @@ from jobs import badges as badges_jobs
 from jobs import credly_notifications
 from jobs import reconcile as reconcile_module
 from jobs.cron import run_daily_reconcile, run_daily_sweep
-from jobs.engine import outbox
+from jobs.engine import context, outbox
 from jobs.engine.claim import ClaimedItem
 from jobs.engine.retry import Deferred
+from jobs.engine.worker import run_worker
 from jobs.reconcile import REPAIRS, reconcile
 from tests.support.badge_jobs import badges, drain, issue_done, items, submit
 from tests.support.credly_standin import DEFAULT_ORGANIZATION_ID, REPLACE_FIELDS, CredlyStandIn
@@ -1256,7 +1257,7 @@ def test_a_duplicate_revoke_leaves_the_badge_that_became_the_recorded_one(svc, s
 
 
 def test_a_refused_token_pauses_credly_jobs_until_a_working_one_is_configured(
-    app, make_gateway, svc, standin
+    app, make_gateway, svc, standin, monkeypatch
 ):
     standin.token = "rotated"  # the configured token no longer works: 401
     submit(svc, granted("2026-03-01"))
@@ -1277,9 +1278,8 @@ def test_a_refused_token_pauses_credly_jobs_until_a_working_one_is_configured(
     assert len(standin.requests_seen()) == seen
 
     working = make_gateway(credly_auth_token="rotated").extensions["gateway"]
-    with working.db.transaction() as session:
-        session.query(OutboxItem).update({"due_at": datetime.now(UTC)})
-    outbox.work_due(working)
+    monkeypatch.setattr(context, "_services", context._services)  # run_worker sets it
+    run_worker(working, burst=True, with_scheduler=False, with_cron=False)  # started with it
     [item] = items(working, "issue_badge")
     assert item.state == "done" and len(live(standin)) == 1
     assert (
@@ -1289,6 +1289,50 @@ def test_a_refused_token_pauses_credly_jobs_until_a_working_one_is_configured(
         .get_json()["credly"]["paused"]
         is None
     )
+
+
+def test_when_credly_takes_the_token_again_the_jobs_held_back_are_due_at_once(app, svc, standin):
+    configured, standin.token = standin.token, "rotated"  # Credly refuses the token a while
+    submit(svc, granted("2026-03-01"))
+    drain(svc, lambda: all(i.state == "retrying" for i in items(svc, "issue_badge")))
+    other = granted("2026-03-01", cert="CERT-2")  # queued during the pause: held back
+    other["data"]["member"]["email"] = "grace@example.org"
+    submit(svc, other)
+    drain(svc, lambda: [i.state for i in items(svc, "issue_badge")] == ["retrying"] * 2)
+    [probe, held] = sorted(items(svc, "issue_badge"), key=lambda i: i.id)
+    assert held.last_error.startswith(outbox.WAITING) and held.due_at > probe.due_at
+    standin.token = configured
+    svc.redis.delete(f"{token_state(svc).prefix}:paused")  # the pause lapses: one tries again
+    with svc.db.transaction() as session:
+        session.get(OutboxItem, probe.id).due_at = datetime.now(UTC)
+    outbox.work_due(svc)
+    assert [(i.state, i.attempts) for i in items(svc, "issue_badge")] == [("done", 1)] * 2
+    assert len(live(standin)) == 2
+    assert app.test_client().get("/readyz").get_json()["credly"]["paused"] is None
+
+
+def test_an_app_started_with_another_token_works_the_credly_jobs_held_back_at_once(
+    database_url, make_app, standin
+):
+    """Without Redis the jobs run in the app's process: its start resumes them."""
+    settings = {
+        "database_url": database_url,
+        "credly_api_base": standin.url,
+        "credly_organization_id": standin.organization_id,
+        "credly_badge_templates": {"RMA": TEMPLATE},
+    }
+    refused = make_app(credly_auth_token="refused-in-process", **settings).extensions["gateway"]
+    submit(refused, granted("2026-03-01"))
+    deadline = time.monotonic() + 20
+    while not (found := items(refused, "issue_badge")) or found[0].state != "retrying":
+        assert time.monotonic() < deadline, found
+        time.sleep(0.1)
+    assert found[0].last_error.startswith(outbox.WAITING)
+    working = make_app(credly_auth_token=standin.token, **settings).extensions["gateway"]
+    while (found := items(working, "issue_badge"))[0].state != "done":
+        assert time.monotonic() < deadline, found[0].last_error
+        time.sleep(0.1)
+    assert len(live(standin)) == 1
 
 
 def test_the_token_expiry_is_read_from_credly_and_shown_by_readyz(make_gateway, standin):

@@ -103,3 +103,12 @@ def test_the_daily_cron_warns_once_a_day_when_the_token_expires_within_14_days(
         check.enqueue(svc.redis)
     run_worker(svc, burst=True, with_scheduler=False, with_cron=False)
     assert len(token_warnings(caplog)) == warnings
+
+
+def test_app_start_with_redis_unreachable_says_once_that_the_token_state_is_unreadable(
+    json_logs, make_app, database_url, caplog
+):
+    caplog.set_level(logging.WARNING, logger="gateway.credly")
+    make_app(database_url=database_url, redis_url="redis://127.0.0.1:1/0", **LIVE_CREDLY)
+    unreadable = [w for w in token_warnings(caplog) if "token state unreadable" in w]
+    assert len(unreadable) == 1

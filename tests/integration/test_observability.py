@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,11 +18,14 @@ import requests
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway.platform import logs, metrics
+from jobs.reconcile import REPAIRS
 from tests.support.clients import register_client
 from tests.support.events import fee, granted
 from tests.support.metrics import sample
 from tests.support.serving import free_port, serve_env
 from tests.support.verification import days_ago
+
+OPERATIONS = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
 
 
 @pytest.fixture
@@ -62,6 +66,13 @@ def test_credly_calls_are_timed_and_failures_counted():
     metrics.observe_credly("POST", "/x", 503, 0.2)
     metrics.observe_credly("POST", "/x", 201, 0.1)
     assert metrics.CREDLY_ERRORS.labels("POST /x")._value.get() == before_errors + 1
+
+
+def test_the_drift_counter_names_every_repair_the_reconciliation_makes_as_the_docs_do():
+    listed = metrics.CREDLY_DRIFT._documentation.split("by repair: ", 1)[1].split(" (")[0]
+    documented = OPERATIONS.read_text().split("repaired by kind (", 1)[1].split(";", 1)[0]
+    assert [name.strip() for name in listed.split(",")] == list(REPAIRS)
+    assert re.findall(r"`(\w+)`", documented) == list(REPAIRS)
 
 
 def test_logs_are_json_lines_with_the_request_id_that_follows_into_jobs(app, client, token_for):

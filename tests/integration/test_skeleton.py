@@ -89,7 +89,7 @@ def test_readyz_checks_the_database_and_redis(database_url, make_app, redis_url)
 def test_readyz_is_503_problem_when_redis_is_down(make_app, database_url):
     app = make_app(database_url=database_url, redis_url="redis://127.0.0.1:1/0")
     response = app.test_client().get("/readyz")
-    assert response.status_code == 503
+    assert response.status_code == 503 and response.headers["Retry-After"] == "5"
     assert response.mimetype == "application/problem+json"
     body = response.get_json()
     assert body["status"] == 503 and "redis" in body["detail"]

@@ -10,7 +10,7 @@ from gateway.usecases.credly_token import credly_status, token_state
 from gateway.web import observability
 from gateway.web.apidoc import json_answer, operation, text
 from gateway.web.context import services
-from gateway.web.problems import Problem
+from gateway.web.problems import UNAVAILABLE_RETRY_SECONDS, Problem
 
 bp = Blueprint("health", __name__)
 
@@ -65,6 +65,7 @@ def readyz() -> ResponseReturnValue:
             "Service Unavailable",
             f"not ready: {', '.join(down)} unreachable",
             errors=[{"field": name, "message": checks[name]} for name in down],
+            headers={"Retry-After": str(UNAVAILABLE_RETRY_SECONDS)},
             checks=checks,
             credly=credly,
         )
