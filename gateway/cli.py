@@ -685,6 +685,8 @@ def badges_reconcile(dry_run: bool, certification_id: str | None, as_json: bool)
     click.echo(f"{'IN STEP':32} {result['in_step']}")
     for kind, n in result["repaired"].items():
         click.echo(f"{f'{verb} ({kind})'.upper():32} {n}")
+    if result["successors_unknown"]:  # dry run: replaced in Credly, successor not looked up
+        click.echo(f"{'SUCCESSORS UNKNOWN':32} {result['successors_unknown']}")
     click.echo(f"{'SECONDS':32} {result['seconds']}")
 
 

@@ -213,6 +213,7 @@ def _badge_event(
         if (badge.credly_badge_id, badge.state) == (now.id, now.state):
             return "processed", f"badge {reported.id} was replaced by {now.id}, as recorded"
         badge.credly_badge_id, badge.state = now.id, now.state
+        badge.recipient_email = now.recipient_email or badge.recipient_email
         badge.issued_at = now.issued_at or badge.issued_at
         badge.state_changed_at = row.occurred_at
         return "processed", f"badge {reported.id} replaced by {now.id} ({now.state})"

@@ -6,17 +6,20 @@ Two passes, each holding one page or one batch in memory (flat for a million cer
 1. Credly's badges of each configured template (on the dry-run backend, the badges it recorded of
    every credential's template), page after page. A live badge of a certification
    whose status keeps none gets a revoke job; one of a certification that keeps its badge is what
-   the gateway records (Credly's id and state are taken, in a new row when it has none), and is
-   marked as seen live (`badges.credly_checked_at`), unless the certification keeps another live
-   badge: then it is a duplicate (a template that allows them) and a `revoke_duplicate` job
-   revokes it. A badge adopted so (not the recorded one nor its successor) that names the member
-   otherwise than their details now say gets a replace job, which brings it up to date.
+   the gateway records (Credly's id, state and e-mail address are taken, in a new row when it
+   has none), and is marked as seen live (`badges.credly_checked_at`), unless the certification
+   keeps another live badge: then it is a duplicate (a template that allows them) and a
+   `revoke_duplicate` job revokes it. A badge adopted so (not the recorded one nor its
+   successor) that names the member otherwise than their details now say gets a replace job,
+   which brings it up to date.
 2. The certifications, in batches. A recorded badge said to be live but not seen live in pass 1 is
    read from Credly and Credly's state taken (a 404: deleted by its earner). A certification that
    keeps its badge but has none live gets an issue job, unless its earner deleted or rejected it.
 
 A dry run reports the same without recording or queueing anything (it keeps the ids seen live in
-memory instead of marking them).
+memory instead of marking them), and sends Credly reads only: a recorded badge replaced in Credly
+is counted with its successor unknown (Credly names a successor only when asked to replace the
+badge again, a write), a live badge of its certification taken for that successor.
 
 A Credly read (a page, a badge) that fails transiently is tried again, waiting as the badge jobs do
 (JOB_RETRY_BASE_SECONDS doubling, never less than Credly's Retry-After, at most MAX_WAIT_SECONDS),
@@ -39,8 +42,8 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from connectors.credly import REPLACED, NotFound, TransientError, Unauthorized, retried
 from connectors.credly import Badge as CredlyBadge
-from connectors.credly import NotFound, TransientError, Unauthorized, retried
 from gateway.platform import metrics
 from gateway.rules import BADGE_KEPT
 from gateway.store.models import UNFINISHED, Badge, Certification, OutboxItem, utcnow
@@ -86,6 +89,8 @@ class Summary:
     certifications_checked: int = 0
     in_step: int = 0
     repaired: Counter[str] = field(default_factory=Counter)
+    #: Recorded badges a dry run found replaced in Credly, whose successor it did not look up.
+    successors_unknown: set[str] = field(default_factory=set)
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -96,6 +101,7 @@ class Summary:
             "certifications_checked": self.certifications_checked,
             "in_step": self.in_step,
             "repaired": {kind: self.repaired[kind] for kind in REPAIRS},
+            "successors_unknown": len(self.successors_unknown),
             "seconds": round(self.seconds, 3),
         }
 
@@ -232,6 +238,8 @@ class _Run:
                 self._queue(session, cert, "replace_badge", {})
         else:
             self.summary.in_step += 1
+            if row.recipient_email is None and not self.dry_run:  # recorded before it was kept
+                row.recipient_email = badge.recipient_email
         self._seen(cert, row)
 
     def _kept(
@@ -239,9 +247,10 @@ class _Run:
     ) -> tuple[CredlyBadge, bool] | None:
         """Which live badge the certification keeps, and whether it is adopted (not recorded
         here): the recorded one (or its successor), as Credly said it is `now` when it is not
-        among `held`; else an accepted one of `held`, else the first. Any other live badge of
-        `held` is a duplicate. None when the recorded badge is one not read before (a job
-        changed it meanwhile)."""
+        among `held`; else an accepted one of `held`, else the first, adopted (on a dry run,
+        which leaves a replaced badge's successor unknown, that one stands for the successor).
+        Any other live badge of `held` is a duplicate. None when the recorded badge is one not
+        read before (a job changed it meanwhile)."""
         if row is not None:
             recorded = next((b for b in held if b.id == row.credly_badge_id), None)
             if recorded is not None:
@@ -252,12 +261,14 @@ class _Run:
                     return None
                 if current.live():
                     return next((b for b in held if b.id == current.id), current), False
-        return max(held, key=lambda b: b.state == "accepted"), True
+                if current.state == REPLACED:  # a dry run's: its successor unknown
+                    return _preferred(held), False
+        return _preferred(held), True
 
     def _take(
         self, session: Session, cert: Certification, row: Badge | None, badge: CredlyBadge
     ) -> Badge | None:
-        """Record Credly's `badge` (its id, state, issue time and expiry) in the
+        """Record Credly's `badge` (its id, state, e-mail address, issue time and expiry) in the
         certification's row, created when it has none; nothing on a dry run. The row."""
         self.summary.repair("taken_from_credly")
         if self.dry_run:
@@ -265,6 +276,7 @@ class _Run:
         if row is None:
             row = _add_period_badge(session, cert, badge)
         row.credly_badge_id, row.state = badge.id, badge.state
+        row.recipient_email = badge.recipient_email or row.recipient_email
         row.state_changed_at, row.last_error = utcnow(), None
         row.issued_at = badge.issued_at or row.issued_at
         row.expires_at = badge.expires_at or row.expires_at
@@ -319,6 +331,8 @@ class _Run:
                 return
             if live:
                 assert state is not None
+                if state.state == REPLACED:  # a dry run's: its successor unknown
+                    return
                 if (state.id, state.state) != (row.credly_badge_id, row.state):
                     self._take(session, cert, row, state)
                 if state.live():
@@ -359,14 +373,22 @@ class _Run:
         return checked is not None and checked >= self.started
 
     def _credly_state(self, badge_id: str) -> CredlyBadge:
-        """Credly's badge `badge_id` as it is now (its last successor; deleted on a 404). Never
+        """Credly's badge `badge_id` as it is now (its last successor; deleted on a 404); on a
+        dry run a replaced one as it is, its successor unknown (finding it sends a write). Never
         called inside a transaction: its retries wait."""
+
+        def read() -> CredlyBadge:
+            found = self.svc.credly.get_badge(badge_id)
+            return found if self.dry_run else latest(self.svc, found)
+
         try:
-            return retried(
-                lambda: latest(self.svc, self.svc.credly.get_badge(badge_id)), self._wait
-            )
+            found = retried(read, self._wait)
         except NotFound:
             return deleted(badge_id)
+        if found.state == REPLACED:  # a dry run's
+            log.info("replaced; successor not looked up", extra={"credly_badge_id": found.id})
+            self.summary.successors_unknown.add(found.id)
+        return found
 
     def _wait(self, error: TransientError, tries: int) -> None:
         """Wait before trying a read again after its `tries`-th transient failure, `error`; or
@@ -400,6 +422,11 @@ class _Run:
         session.add(item)
         session.flush()
         self.jobs.append(item.id)
+
+
+def _preferred(held: list[CredlyBadge]) -> CredlyBadge:
+    """The badge of `held` a certification keeps: an accepted one, else the first."""
+    return max(held, key=lambda b: b.state == "accepted")
 
 
 def _recorded_live(row: Badge | None) -> tuple[str, str] | None:

@@ -241,8 +241,9 @@ class Settings:
             "none",
             "the token's expiry date (Credly tokens last 180 days), used when Credly's "
             "authorization-tokens API does not say (the workers read it there at start and daily); "
-            "reported by `/readyz`, logged as a WARNING from 14 days ahead when the app starts and "
-            "daily at `SWEEP_TIME` by one of the workers",
+            "reported by `/readyz`, logged as a WARNING from 14 days ahead when the app starts, "
+            "when a worker has read it from Credly at start, and daily at `SWEEP_TIME` by one of "
+            "the workers",
         ),
     )
     credly_badge_templates: dict[str, str] = field(

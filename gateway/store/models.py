@@ -148,6 +148,9 @@ class Badge(Base):
     #: What the standing should say besides the state (e.g. an accepted badge's e-mail is the
     #: earner's own); set by the job that last recorded Credly's answer.
     note: Mapped[str | None] = mapped_column(Text)
+    #: The e-mail address Credly holds for the badge, as its answer said: where the claim
+    #: e-mail went (None: recorded before the gateway kept it, until reconciliation sees it).
+    recipient_email: Mapped[str | None] = mapped_column(String(320))
     #: When `gateway badges reconcile` last found this badge live on Credly.
     credly_checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -2,7 +2,8 @@
 
 The expiry is read from Credly's authorization-tokens API where the token may (docs/credly.md,
 "Tokens"), when a worker starts and daily from the workers' cron (`jobs.cron.check_credly_token`),
-falling back to `CREDLY_TOKEN_EXPIRES_ON`; a warning is logged 14 days ahead. When Credly answers
+falling back to `CREDLY_TOKEN_EXPIRES_ON`; a warning is logged 14 days ahead, when the app starts
+(with what is known by then), when a worker has read it at start, and daily. When Credly answers
 401 or 403 the Credly jobs pause (`jobs.engine.outbox`): they wait, not using their attempts, and
 one is
 let through every CREDLY_PAUSE_SECONDS to try again; when it succeeds, or another token is
@@ -152,13 +153,18 @@ def read_expiry(svc: Services) -> date | None:
     return found.date()
 
 
+def known_expiry(settings: Settings, state: TokenState | None = None) -> date | None:
+    """The expiry Credly reported (`state`), else the configured one (None if neither)."""
+    learned = state.expires_on() if state is not None else None
+    return learned or settings.credly_token_expires_on
+
+
 def credly_status(
     settings: Settings, today: date | None = None, state: TokenState | None = None
 ) -> dict[str, Any]:
     """`{"mode": "live" | "dry-run", "token_expires_on", "days_left", "paused"}`: the expiry
     Credly reported (`state`), else the configured one (None if neither); why jobs wait, if so."""
-    learned = state.expires_on() if state is not None else None
-    expires = learned or settings.credly_token_expires_on
+    expires = known_expiry(settings, state)
     today = today or utcnow().date()
     return {
         "mode": "dry-run" if settings.credly_dry_run else "live",
@@ -196,3 +202,14 @@ def check_token(svc: Services, today: date | None = None) -> bool:
     """Read the expiry from Credly and warn if it is near; True if it warned."""
     read_expiry(svc)
     return warn_if_token_expiring(svc.settings, today, token_state(svc))
+
+
+def check_token_at_start(svc: Services) -> bool:
+    """Read the expiry from Credly when a worker starts and warn if it is near, unless it is the
+    expiry the app's start (`create_app`) knew already (it warned then if need be); True if it
+    warned."""
+    state = token_state(svc)
+    known_at_app_start = known_expiry(svc.settings, state)
+    if read_expiry(svc) == known_at_app_start:
+        return False
+    return warn_if_token_expiring(svc.settings, state=state)

@@ -1,4 +1,9 @@
-"""Badges members have not claimed: still pending in Credly, for the membership team to nudge."""
+"""Badges members have not claimed: still pending in Credly, for the membership team to nudge.
+
+Only badges a member should still claim are listed: of a certification whose status keeps a
+badge (active or inactive), of its current period, and not in error (a job of it failed for
+good). A certification revoked or lapsed has its badge revoked, done or not yet.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +14,13 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from gateway.rules import BADGE_KEPT
 from gateway.store.models import Badge, Certification, utcnow
 
 
 @dataclass(frozen=True)
 class Unclaimed:
-    """One pending badge and whom to nudge about it."""
+    """One pending badge and whom to nudge about it, at the address its claim e-mail went to."""
 
     certification_id: str
     name: str
@@ -40,25 +46,33 @@ class Unclaimed:
 def unclaimed_badges(
     session: Session, *, days: int, now: datetime | None = None
 ) -> list[Unclaimed]:
-    """Badges pending for at least `days` days (since issue or replacement), oldest first, each
-    with the member as its certification's standing names them (the details its badge carries)."""
+    """Badges a member should still claim (see the module docstring), pending for at least
+    `days` days (since issue or replacement), oldest first, each with the member as its
+    certification's standing names them and the e-mail address Credly holds for the badge (the
+    member's current one for a badge recorded before the gateway kept it)."""
     now = now or utcnow()
     pending_since = func.coalesce(Badge.state_changed_at, Badge.issued_at, Badge.created_at)
     rows = session.execute(
         select(Badge, Certification.standing, pending_since)
         .join(Certification, Certification.certification_id == Badge.certification_id)
-        .where(Badge.state == "pending", pending_since <= now - timedelta(days=days))
+        .where(
+            Badge.state == "pending",
+            Badge.last_error.is_(None),
+            Certification.status.in_(BADGE_KEPT),
+            pending_since <= now - timedelta(days=days),
+        )
         .order_by(pending_since, Badge.id)
     )
     return [
         Unclaimed(
             certification_id=badge.certification_id,
             name=f"{standing['member']['first_name']} {standing['member']['last_name']}",
-            email=standing["member"]["email"],
+            email=badge.recipient_email or standing["member"]["email"],
             credly_badge_id=badge.credly_badge_id,
             issued_at=badge.issued_at,
             pending_since=since,
             days_pending=(now - since).days,
         )
         for badge, standing, since in rows
+        if badge.period_start.isoformat() == standing["certified_on"]  # the current period's
     ]

@@ -14,7 +14,7 @@ from rq import Queue, SimpleWorker
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.platform import metrics
-from gateway.usecases.credly_token import read_expiry
+from gateway.usecases.credly_token import check_token_at_start
 from gateway.usecases.services import Services
 from jobs.cron import WorkerCron, make_cron
 from jobs.engine import context, outbox
@@ -200,7 +200,7 @@ def run_worker(
         log.warning("outbox relay at start failed: %s", exc)
     relayer = threading.Thread(target=_relay_forever, args=(svc, stop), daemon=True)
     relayer.start()
-    read_expiry(svc)  # the token's expiry as Credly reports it (warned of daily by the cron)
+    check_token_at_start(svc)  # the token's expiry as Credly reports it (daily: the cron's)
     if with_cron:
         cron = threading.Thread(target=_cron_forever, args=(make_cron(svc), stop), daemon=True)
         cron.name = "cron"

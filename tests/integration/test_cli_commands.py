@@ -246,6 +246,7 @@ def test_reconcile_on_the_embedded_default_compares_the_dry_run_backends_badges(
         "certifications_checked": 1,
         "in_step": 1,
         "repaired": dict.fromkeys(REPAIRS, 0),
+        "successors_unknown": 0,
         "seconds": 0,
     }
     assert answer.stderr.splitlines()[-1] == (

@@ -330,6 +330,19 @@ def test_replaced_out_of_band_drill_the_successor_is_revoked(svc, standin, again
     assert live(standin) == []
 
 
+def test_a_badge_whose_revoke_failed_for_good_is_not_listed_as_unclaimed(svc, standin):
+    grant(svc)
+    refusal = {"status": 400, "body": {"data": {"message": "Reason too long"}}}
+    standin.queue_faults([refusal], operation="revoke")
+    submit(svc, revoked("2026-06-01"))
+    drain(svc, lambda: settled(svc, "revoke_badge"))
+    assert [i.state for i in items(svc, "revoke_badge")] == ["failed"]
+    [row] = badges(svc)
+    assert row.state == "pending" and badge_view(row)["state"] == "error"
+    with svc.db.sessions() as session:
+        assert unclaimed_badges(session, days=0) == []
+
+
 def test_a_badge_deleted_by_its_earner_counts_as_revoked(svc, standin):
     badge = grant(svc)
     standin.delete_badge(badge.credly_badge_id)
@@ -864,7 +877,9 @@ def test_a_badge_replaced_in_credlys_ui_is_followed_to_its_successor(app, svc, s
     assert deliver(app, event).status_code == 200
     drain(svc, lambda: notified(svc))
     [successor] = live(standin)
-    assert [(b.credly_badge_id, b.state) for b in badges(svc)] == [(successor["id"], "pending")]
+    assert [(b.credly_badge_id, b.state, b.recipient_email) for b in badges(svc)] == [
+        (successor["id"], "pending", "ada@example.org")  # the successor's address, as Credly says
+    ]
 
 
 @pytest.mark.on_day("2026-12-04")
@@ -1168,6 +1183,54 @@ def test_reconcile_renews_an_expired_badge_whose_renewal_was_missed_and_leaves_o
     assert shown["PAID"].startswith("2027-03-31")
     assert shown["UNPAID"].startswith("2025-03-31")  # inactive: its badge stays expired
     assert reconcile(svc).repaired == Counter()
+
+
+@pytest.mark.parametrize("successor_deleted", [False, True], ids=["successor-live", "deleted"])
+def test_a_dry_run_reconciliation_sends_only_reads_leaving_a_successor_unknown(
+    svc, standin, successor_deleted
+):
+    """Credly names a replaced badge's successor only when asked to replace it again (a write):
+    a dry run reports it unknown; the real run follows it."""
+    badge = grant(svc)
+    standin.replace_out_of_band(badge.credly_badge_id, {"issued_to_last_name": "Byron"})
+    [successor] = live(standin)
+    if successor_deleted:
+        standin.delete_badge(successor["id"])
+    before = len(standin.requests_seen())
+    dry = reconcile(svc, dry_run=True)
+    assert {r["method"] for r in standin.requests_seen()[before:]} == {"GET"}
+    assert dry.as_dict()["successors_unknown"] == 1
+    taken = 0 if successor_deleted else 1  # a live successor is adopted from Credly's list
+    assert dry.repaired == Counter({"taken_from_credly": taken}) - Counter()
+    assert [b.credly_badge_id for b in badges(svc)] == [badge.credly_badge_id]
+    real = reconcile(svc)
+    assert real.as_dict()["successors_unknown"] == 0 and real.repaired["issued"] == 0
+    [row] = badges(svc)
+    if successor_deleted:
+        assert (row.credly_badge_id, row.state) == (badge.credly_badge_id, "deleted")
+    else:
+        assert (row.credly_badge_id, row.state) == (successor["id"], "pending")
+        assert row.recipient_email == successor["recipient_email"]
+
+
+def test_reconcile_records_the_address_of_a_badge_recorded_before_addresses_were_kept(
+    make_gateway, standin
+):
+    """The unclaimed list then gives the address the claim e-mail went to: with
+    CREDLY_REVOKED_IS_DUPLICATE, the badge's first one after the member changed e-mail."""
+    standin.revoked_is_duplicate = True
+    svc = make_gateway(credly_revoked_is_duplicate=True).extensions["gateway"]
+    grant(svc)
+    submit(svc, event("member.updated", {"email": "ada@new.example.org"}))
+    drain(svc, lambda: settled(svc, "replace_badge"))
+    with svc.db.transaction() as session:  # as a badge recorded before addresses were kept
+        session.query(Badge).update({"recipient_email": None})
+    reconcile(svc)
+    [row] = badges(svc)
+    assert row.recipient_email == "ada@example.org"
+    with svc.db.sessions() as session:
+        [listed] = unclaimed_badges(session, days=0)
+    assert listed.email == "ada@example.org"
 
 
 def test_reconcile_leaves_a_badge_its_earner_deleted_and_can_check_one_certification(svc, standin):

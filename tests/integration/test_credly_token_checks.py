@@ -15,6 +15,7 @@ from gateway.store.models import utcnow
 from jobs.cron import make_cron
 from jobs.engine.worker import run_worker
 from tests.support.badge_jobs import LIVE_CREDLY
+from tests.support.credly_standin import CredlyStandIn
 
 pytestmark = pytest.mark.clock_sensitive  # its dates are relative to the gateway's today
 
@@ -82,6 +83,27 @@ def test_gateway_worker_start_warns_when_the_token_expires_soon(
     assert result.exit_code == 0, result.output
     [warning] = token_warnings(caplog)
     assert "in 5 days" in warning
+
+
+def test_gateway_worker_warns_of_the_expiry_it_reads_from_credly_at_start(
+    json_logs, database_url, redis_client, redis_url, tmp_path, caplog
+):
+    """No CREDLY_TOKEN_EXPIRES_ON: the app's start knows no expiry; the worker learns it."""
+    caplog.set_level(logging.WARNING, logger="gateway.credly")
+    expires = utcnow() + timedelta(days=6)
+    with CredlyStandIn(token_expires_at=expires.strftime("%Y-%m-%dT%H:%M:%S.000Z")) as standin:
+        env = {
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "INSTANCE_PATH": str(tmp_path),
+            "CREDLY_API_BASE": standin.url,
+            "CREDLY_ORGANIZATION_ID": standin.organization_id,
+            "CREDLY_AUTH_TOKEN": standin.token,
+        }
+        result = CliRunner().invoke(cli, ["worker", "--burst", "--no-scheduler"], env=env)
+    assert result.exit_code == 0, result.output
+    [warning] = token_warnings(caplog)
+    assert "in 6 days" in warning
 
 
 @pytest.mark.parametrize(("days_left", "warnings"), [(14, 1), (0, 1), (15, 0), (30, 0)])

@@ -1,4 +1,5 @@
-"""`gateway badges unclaimed`: badges still pending after N days, as a table or JSON."""
+"""`gateway badges unclaimed`: badges still pending after N days, as a table or JSON; only those a
+member should still claim, at the address their claim e-mail went to."""
 
 from __future__ import annotations
 
@@ -11,40 +12,52 @@ from click.testing import CliRunner
 from gateway.cli import cli
 from gateway.store.models import Badge, utcnow
 from gateway.usecases import intake
-from tests.support.events import granted
+from tests.support.events import granted, revoked
 from tests.support.verification import days_ago
 
 pytestmark = pytest.mark.clock_sensitive  # its dates are relative to the gateway's today
 
 
-@pytest.fixture
-def env(database_url, make_app, tmp_path) -> dict[str, str]:
-    """Three certifications: CERT-OLD pending 20 days, CERT-NEW pending 3, CERT-TAKEN accepted.
+CERTIFIED_ON = days_ago(30)
 
-    The database is set up before the apps, so that the apps (and their job threads) end before
-    its tables are emptied."""
-    svc = make_app(database_url=database_url).extensions["gateway"]
-    now = utcnow()
+
+@pytest.fixture
+def svc(database_url, make_app):
+    """Jobs left to a server (none runs): the badges are the test's. The database is set up
+    before the apps, so that the apps end before its tables are emptied."""
+    return make_app(database_url=database_url, jobs="IN_SERVER").extensions["gateway"]
+
+
+def add_badge(svc, cert: str, state: str, days: int, **fields: object) -> None:
+    """A badge of `cert`'s current period (unless `period_start` says otherwise), in `state`
+    since `days` days ago."""
+    since = utcnow() - timedelta(days=days)
+    fields = {"period_start": date.fromisoformat(CERTIFIED_ON), **fields}
+    with svc.db.transaction() as session:
+        session.add(
+            Badge(
+                certification_id=cert,
+                state=state,
+                credly_badge_id=f"b-{cert}",
+                issued_at=since,
+                state_changed_at=since,
+                **fields,
+            )
+        )
+
+
+@pytest.fixture
+def env(svc, database_url, tmp_path) -> dict[str, str]:
+    """Three certifications: CERT-OLD pending 20 days, CERT-NEW pending 3, CERT-TAKEN accepted."""
     badges = {
         "CERT-OLD": ("pending", 20),
         "CERT-NEW": ("pending", 3),
         "CERT-TAKEN": ("accepted", 30),
     }
     for cert in badges:
-        intake.submit_event(svc, granted(days_ago(30), cert=cert))
-    with svc.db.transaction() as session:
-        for cert, (state, days) in badges.items():
-            since = now - timedelta(days=days)
-            session.add(
-                Badge(
-                    certification_id=cert,
-                    period_start=date(2026, 3, 1),
-                    state=state,
-                    credly_badge_id=f"b-{cert}",
-                    issued_at=since,
-                    state_changed_at=since,
-                )
-            )
+        intake.submit_event(svc, granted(CERTIFIED_ON, cert=cert))
+    for cert, (state, days) in badges.items():
+        add_badge(svc, cert, state, days)
     return {"DATABASE_URL": database_url, "INSTANCE_PATH": str(tmp_path / "cli")}
 
 
@@ -77,3 +90,27 @@ def test_the_table_shows_certification_name_email_and_issue_time(env):
 
 def test_nothing_pending_that_long_says_so(env):
     assert "no badge pending for 60 days" in unclaimed(env, "--days", "60")
+
+
+def test_only_badges_a_member_should_still_claim_are_listed(svc, env):
+    """Not one whose certification was revoked (its revoke failed for good, or is on its way),
+    nor one in error, nor one of an earlier period."""
+    intake.submit_event(svc, granted(CERTIFIED_ON, cert="CERT-REVOKED"))
+    intake.submit_event(svc, revoked(days_ago(1), cert="CERT-REVOKED"))
+    add_badge(svc, "CERT-REVOKED", "pending", 20, last_error="Credly refused the revoke")
+    intake.submit_event(svc, granted(CERTIFIED_ON, cert="CERT-ERROR"))
+    add_badge(svc, "CERT-ERROR", "pending", 20, last_error="Credly refused the replace")
+    intake.submit_event(svc, granted(CERTIFIED_ON, cert="CERT-EARLIER"))
+    add_badge(svc, "CERT-EARLIER", "pending", 20, period_start=date(2020, 1, 1))
+    rows = json.loads(unclaimed(env, "--days", "0", "--json"))
+    assert [r["certification_id"] for r in rows] == ["CERT-OLD", "CERT-NEW"]
+
+
+def test_the_address_is_the_one_the_badge_was_issued_to(svc, env):
+    """A badge kept at its first address when the member changed e-mail (with
+    CREDLY_REVOKED_IS_DUPLICATE) is claimed there, not at the member's current address."""
+    intake.submit_event(svc, granted(CERTIFIED_ON, cert="CERT-KEPT"))
+    add_badge(svc, "CERT-KEPT", "pending", 20, recipient_email="ada@old.example.org")
+    rows = {r["certification_id"]: r for r in json.loads(unclaimed(env, "--json"))}
+    assert rows["CERT-KEPT"]["email"] == "ada@old.example.org"
+    assert rows["CERT-OLD"]["email"] == "ada@example.org"  # recorded before it was kept: current
