@@ -262,7 +262,8 @@ _found_id, _found_state = bindparam("found_id"), bindparam("found_state")
 _found_issued_at = bindparam("found_issued_at", type_=UTCDateTime())
 _found_expires_at = bindparam("found_expires_at", type_=UTCDateTime())
 #: Built once: record what Credly answered about the badge `badge_id`, its `issued_at` Credly's
-#: (docs/api.md, "A standing's badge"; the time of recording if Credly's answer had none).
+#: (docs/api.md, "A standing's badge"; the time of recording if Credly's answer had none) and its
+#: e-mail address (where the claim e-mail went; kept when the answer names none).
 RECORD = (
     update(Badge)
     .where(Badge.id == bindparam("badge_id"))
@@ -280,6 +281,7 @@ RECORD = (
         ),
         issued_at=func.coalesce(_found_issued_at, Badge.issued_at, _now),
         expires_at=func.coalesce(_found_expires_at, Badge.expires_at),
+        recipient_email=func.coalesce(bindparam("found_email"), Badge.recipient_email),
         note=bindparam("note"),
         updated_at=_now,
     )
@@ -304,6 +306,7 @@ def _record(
             "found_state": badge.state,
             "found_issued_at": badge.issued_at,
             "found_expires_at": badge.expires_at,
+            "found_email": badge.recipient_email,
             "note": said,
             "now": utcnow(),
         }

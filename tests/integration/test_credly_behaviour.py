@@ -496,7 +496,12 @@ def test_an_email_change_on_a_pending_badge_issues_it_again_to_the_new_address(s
     assert revoke_call["body"]["suppress_revoke_notification_email"] is True
     [new] = live(standin)
     assert new["recipient_email"] == "ada@new.example.org"
-    assert [b.credly_badge_id for b in badges(svc)] == [new["id"]]
+    assert [(b.credly_badge_id, b.recipient_email) for b in badges(svc)] == [
+        (new["id"], "ada@new.example.org")
+    ]
+    with svc.db.sessions() as session:
+        [listed] = unclaimed_badges(session, days=0)
+    assert listed.email == "ada@new.example.org"  # where the new claim e-mail went
 
 
 def test_each_badge_names_the_member_as_its_own_certification_does(svc, standin):
@@ -645,6 +650,9 @@ def test_with_credly_revoked_is_duplicate_an_unclaimed_badge_keeps_its_address(
     view = badge_view(row)
     assert (row.credly_badge_id, view["state"]) == (shown["id"], "pending")
     assert view["note"] == badges_jobs.KEPT_ADDRESS_NOTE
+    with svc.db.sessions() as session:
+        [listed] = unclaimed_badges(session, days=0)
+    assert (listed.name, listed.email) == ("Ada King", "ada@example.org")  # claimed there
 
 
 def test_when_credly_counts_a_revoked_badge_as_a_duplicate_a_recertification_says_why_it_fails(
