@@ -1,15 +1,22 @@
 """What the daily sweep deletes: records past their use (receipts' log, expired tokens, refused
-notifications), so that no table grows for ever."""
+notifications, ids still watched by deleted subscriptions), so that no table grows for ever."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, tuple_
 from sqlalchemy.orm import InstrumentedAttribute
 
-from gateway.store.models import CredlyNotification, OAuthToken, Receipt, utcnow
+from gateway.store.models import (
+    CredlyNotification,
+    OAuthToken,
+    Receipt,
+    Subscription,
+    WatchedCertification,
+    utcnow,
+)
 from gateway.usecases.services import Services
 
 #: How long a refused or forged Credly notification is kept: past Credly's 25 days of
@@ -30,6 +37,7 @@ def prune(svc: Services, now: datetime | None = None) -> dict[str, int]:
         "receipts": prune_receipts(svc, now),
         "tokens": prune_tokens(svc, now),
         "notifications": prune_notifications(svc, now),
+        "watched": prune_watched(svc),
     }
 
 
@@ -61,14 +69,33 @@ def prune_notifications(svc: Services, now: datetime) -> int:
     )
 
 
-def delete_in_chunks(svc: Services, key: InstrumentedAttribute, *where: Any) -> int:
-    """Delete the rows of `key`'s table that match `where`, CHUNK to a transaction; how many."""
-    table = key.class_
+def prune_watched(svc: Services) -> int:
+    """Delete the ids still watched by deleted subscriptions: those deleted before a deletion
+    took its watched ids along."""
+    deleted = select(Subscription.id).where(Subscription.deleted_at.is_not(None))
+    return delete_in_chunks(
+        svc,
+        (WatchedCertification.subscription_id, WatchedCertification.certification_id),
+        WatchedCertification.subscription_id.in_(deleted),
+    )
+
+
+def delete_in_chunks(
+    svc: Services, key: InstrumentedAttribute | tuple[InstrumentedAttribute, ...], *where: Any
+) -> int:
+    """Delete the rows of `key`'s table (`key`: its primary key's column or columns) that match
+    `where`, CHUNK to a transaction; how many."""
+    columns = key if isinstance(key, tuple) else (key,)
+    table = columns[0].class_
     deleted = 0
     while True:
         with svc.db.transaction() as session:
-            chunk = select(key).where(*where).limit(CHUNK).scalar_subquery()
-            count = session.execute(delete(table).where(key.in_(chunk))).rowcount
+            chunk = select(*columns).where(*where).limit(CHUNK)
+            count = session.execute(
+                delete(table)
+                .where(tuple_(*columns).in_(chunk))
+                .execution_options(synchronize_session=False)
+            ).rowcount
         deleted += count
         if count < CHUNK:
             return deleted

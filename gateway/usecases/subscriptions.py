@@ -217,18 +217,30 @@ def unwatch(session: Session, subscription: Subscription, certification_ids: Seq
     ).rowcount
 
 
-def remove(subscription: Subscription) -> None:
-    """Delete a subscription: nothing more is delivered to it (its log stays in the database)."""
+def remove(session: Session, subscription: Subscription) -> None:
+    """Delete a subscription: nothing more is delivered to it and the ids it watched go with it
+    (its delivery log stays in the database)."""
     subscription.deleted_at = utcnow()
+    session.execute(
+        delete(WatchedCertification).where(WatchedCertification.subscription_id == subscription.id)
+    )
 
 
 def remove_all(session: Session, client_id: str) -> int:
-    """Delete every subscription of a client (revoked: nothing more goes to it); how many."""
-    return session.execute(
+    """Delete every subscription of a client (revoked: nothing more goes to it), the ids they
+    watched with them; how many subscriptions."""
+    removed = session.execute(
         update(Subscription)
         .where(Subscription.client_id == client_id, Subscription.deleted_at.is_(None))
         .values(deleted_at=utcnow())
     ).rowcount
+    mine = select(Subscription.id).where(Subscription.client_id == client_id)
+    session.execute(
+        delete(WatchedCertification)
+        .where(WatchedCertification.subscription_id.in_(mine))
+        .execution_options(synchronize_session=False)
+    )
+    return removed
 
 
 def deliveries(

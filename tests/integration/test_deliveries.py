@@ -177,7 +177,8 @@ def test_a_subscription_is_not_sent_again_the_status_its_latest_message_delivere
 
 
 def _delete(session, subscription) -> None:
-    subscriptions.remove(subscriptions.owned(session, subscription.client_id, subscription.id))
+    mine = subscriptions.owned(session, subscription.client_id, subscription.id)
+    subscriptions.remove(session, mine)
 
 
 def _unwatch(session, subscription) -> None:

@@ -1,4 +1,5 @@
-"""The daily sweep's housekeeping: expired tokens and old refused notifications are deleted."""
+"""The daily sweep's housekeeping: expired tokens, old refused notifications and the ids deleted
+subscriptions still watch are deleted."""
 
 from __future__ import annotations
 
@@ -6,8 +7,14 @@ from datetime import timedelta
 
 from sqlalchemy import func, select, update
 
-from gateway.store.models import CredlyNotification, OAuthToken, utcnow
-from gateway.usecases import housekeeping
+from gateway.store.models import (
+    CredlyNotification,
+    OAuthToken,
+    Subscription,
+    WatchedCertification,
+    utcnow,
+)
+from gateway.usecases import clients, housekeeping, subscriptions
 from tests.support.clients import fetch_token
 
 
@@ -70,3 +77,32 @@ def test_a_backlog_is_deleted_a_chunk_to_a_transaction(app, monkeypatch):
     assert housekeeping.prune_tokens(svc, utcnow()) == 5
     assert len(statements) == 3  # 2 + 2 + 1
     assert count(svc, OAuthToken) == 0
+
+
+def test_ids_still_watched_by_deleted_subscriptions_are_deleted_a_chunk_at_a_time(app, monkeypatch):
+    svc = app.extensions["gateway"]
+    with svc.db.transaction() as session:
+        employer = clients.create_client(session, "employer", "verifications:read").client_id
+        old, live = (
+            subscriptions.create(session, employer, "https://hr.test/", ["C-1", "C-2", "C-3"]).id
+            for _ in range(2)
+        )
+    with svc.db.transaction() as session:  # deleted by a release that left its watched ids
+        session.execute(
+            update(Subscription).where(Subscription.id == old).values(deleted_at=utcnow())
+        )
+    monkeypatch.setattr(housekeeping, "CHUNK", 2)
+    transactions = []
+    real_transaction = svc.db.transaction
+
+    def counted_transaction():
+        transactions.append(1)
+        return real_transaction()
+
+    monkeypatch.setattr(svc.db, "transaction", counted_transaction)
+    assert housekeeping.prune_watched(svc) == 3
+    assert len(transactions) == 2  # 2 + 1
+    with svc.db.sessions() as session:
+        left = session.scalars(select(WatchedCertification.subscription_id)).all()
+    assert left == [live] * 3
+    assert housekeeping.prune(svc)["watched"] == 0

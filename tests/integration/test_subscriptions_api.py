@@ -7,9 +7,11 @@ for the employer (so private targets are allowed, but where the refusal itself i
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import func, select
 from standardwebhooks import Webhook
 
 from gateway.schemas.subscriptions import MAX_WATCHED
+from gateway.store.models import WatchedCertification
 from gateway.usecases.subscriptions import MAX_SUBSCRIPTIONS
 from tests.support.clients import fetch_token, register_client
 from tests.support.events import granted, revoked
@@ -41,6 +43,14 @@ def subscribe(client, headers, url=HOOK, ids=("CERT-1",)):
 
 def fields_of(response) -> set[str]:
     return {error["field"] for error in response.get_json()["errors"]}
+
+
+def watched_rows(app, subscription_id: str) -> int:
+    """The watched-id rows the database holds for a subscription, deleted or not."""
+    with app.extensions["gateway"].db.sessions() as session:
+        return session.scalar(
+            select(func.count()).where(WatchedCertification.subscription_id == subscription_id)
+        )
 
 
 def test_creating_shows_the_secret_once_and_the_owner_sees_its_subscriptions(client, employer):
@@ -169,6 +179,31 @@ def test_a_deleted_subscription_is_gone(client, employer):
     assert client.get(f"/v1/subscriptions/{sub_id}", headers=employer).status_code == 404
     assert client.delete(f"/v1/subscriptions/{sub_id}", headers=employer).status_code == 404
     assert client.get("/v1/subscriptions", headers=employer).get_json() == {"subscriptions": []}
+
+
+def test_deleting_a_subscription_deletes_the_ids_it_watched(app, client, employer):
+    ids = [f"CHURN-{i:05d}" for i in range(MAX_WATCHED)]
+    deleted, kept = (subscribe(client, employer, ids=ids).get_json()["id"] for _ in range(2))
+    assert watched_rows(app, deleted) == MAX_WATCHED
+    assert client.delete(f"/v1/subscriptions/{deleted}", headers=employer).status_code == 204
+    assert watched_rows(app, deleted) == 0
+    assert watched_rows(app, kept) == MAX_WATCHED  # another subscription's stay
+    log = client.get(f"/v1/subscriptions/{deleted}/deliveries", headers=employer)
+    assert log.status_code == 404
+
+
+def test_revoking_a_client_deletes_the_ids_its_subscriptions_watched(app, client):
+    client_id, secret = register_client(app, "verifications:read", "Gone HR")
+    token = client.post(
+        "/oauth/token", data={"grant_type": "client_credentials"}, auth=(client_id, secret)
+    ).get_json()["access_token"]
+    mine = {"Authorization": f"Bearer {token}"}
+    held = [subscribe(client, mine, ids=["CERT-1", "CERT-2"]).get_json()["id"] for _ in range(2)]
+    other = subscribe(client, {"Authorization": f"Bearer {fetch_token(app, 'verifications:read')}"})
+    revoked_client = app.test_cli_runner().invoke(args=["clients", "revoke", client_id])
+    assert "2 webhook subscriptions deleted" in revoked_client.output
+    assert [watched_rows(app, sub_id) for sub_id in held] == [0, 0]
+    assert watched_rows(app, other.get_json()["id"]) == 1
 
 
 @pytest.mark.parametrize(

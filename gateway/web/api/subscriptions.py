@@ -129,15 +129,15 @@ def get_subscription(subscription_id: str) -> ResponseReturnValue:
 @bp.delete("/v1/subscriptions/<subscription_id>")
 @require_scope(LOOKUP_SCOPE)
 @operation(
-    "Delete a subscription: nothing more is delivered to it",
+    "Delete a subscription and the ids it watches: nothing more is delivered to it",
     tags=["subscriptions"],
     responses={204: empty("Deleted.")},
     errors=("NotFound",),
 )
 def delete_subscription(subscription_id: str) -> ResponseReturnValue:
-    """Delete a subscription: nothing more is delivered to it."""
+    """Delete a subscription and the ids it watches: nothing more is delivered to it."""
     with services().db.transaction() as session:
-        subscriptions.remove(_owned(session, subscription_id))
+        subscriptions.remove(session, _owned(session, subscription_id))
     return Response(status=204)
 
 
