@@ -54,7 +54,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 # Error answers shared by operations (components/responses); every one is problem+json.
 ERRORS: dict[str, tuple[int, str]] = {
-    "BadRequest": (400, "The request is malformed (the `errors` name the fields)."),
+    "BadRequest": (
+        400,
+        "The request is malformed (the `errors` name the fields); on any operation, a `Host` "
+        "header naming no usable host.",
+    ),
     "Unauthorized": (401, "A valid bearer token is required (`WWW-Authenticate: Bearer`)."),
     "Forbidden": (403, "The token lacks the scope the operation needs."),
     "NotFound": (404, "No such resource."),
@@ -88,8 +92,9 @@ ERROR_HEADERS: dict[str, dict[str, Any]] = {
     "TooManyRequests": {"Retry-After": {"schema": {"type": "integer"}, "required": True}},
     "Unavailable": {"Retry-After": {"schema": {"type": "integer"}}},
 }
-#: What any request may answer, before its route does anything; added for every route.
-REQUEST_ERRORS = ("URITooLong", "HeaderFieldsTooLarge")
+#: What any request may answer, before its route does anything; added for every route (to a
+#: route's own answer of the same status, as another media type: an HTML page's 400).
+REQUEST_ERRORS = ("BadRequest", "URITooLong", "HeaderFieldsTooLarge")
 #: What checking a token may answer (it is looked up in the database); added for scoped routes.
 TOKEN_ERRORS = ("Unauthorized", "Forbidden", "Unavailable")
 #: What reading a JSON body may answer.

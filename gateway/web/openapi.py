@@ -98,10 +98,39 @@ def _operation(view: Callable[..., Any], rule: str) -> dict[str, Any]:
             media["example"] = declared.request_example
         op["requestBody"] = {"required": True, "content": {declared.request_media: media}}
     answers = {status: copy.deepcopy(a) for status, a in declared.responses.items()}
-    for name in (*REQUEST_ERRORS, *(TOKEN_ERRORS if scopes else ()), *declared.errors):
+    for name in (*(TOKEN_ERRORS if scopes else ()), *declared.errors):
         answers[ERRORS[name][0]] = name  # a reference to the shared answer
+    for name in REQUEST_ERRORS:
+        status = ERRORS[name][0]
+        own = answers.setdefault(status, name)
+        if isinstance(own, dict):
+            answers[status] = _or_problem(own, name)
     op["responses"] = {str(status): answers[status] for status in sorted(answers)}
     return op
+
+
+def _or_problem(answer: dict[str, Any], name: str) -> dict[str, Any]:
+    """A route's own `answer` at the status of the shared error `name`, which any request may
+    answer too: either body."""
+    status, description = ERRORS[name]
+    example = _problem_example(status, HTTPStatus(status).phrase)  # /docs shows it raw: no Markdown
+    problem = {"schema": r.ProblemSchema, "example": example}
+    return {
+        **answer,
+        "description": f"{answer['description']} As problem+json: {description}",
+        "content": {**answer.get("content", {}), PROBLEM_TYPE: problem},
+    }
+
+
+def _problem_example(status: int, detail: str) -> dict[str, Any]:
+    """The example of a shared error answer: its status and `detail`, no `errors`."""
+    return {
+        "type": "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "errors": [],
+    }
 
 
 def _event_name(event_type: str) -> str:
@@ -153,13 +182,7 @@ def _add_components(spec: APISpec) -> None:
     """The shared error answers, the security schemes and the event bodies."""
     spec.components.schema("Problem", schema=r.ProblemSchema)
     for name, (status, description) in ERRORS.items():
-        example = {
-            "type": "about:blank",
-            "title": HTTPStatus(status).phrase,
-            "status": status,
-            "detail": description,
-            "errors": [],
-        }
+        example = _problem_example(status, description)
         spec.components.response(
             name,
             {

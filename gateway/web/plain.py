@@ -23,7 +23,7 @@ from werkzeug.sansio.utils import get_host
 
 from gateway.platform import logs, metrics
 from gateway.web.observability import REQUEST_ID, host_url, request_id_of
-from gateway.web.security import MAX_HEADER_LINE, MAX_URL, PATH_SEGMENT
+from gateway.web.security import MAX_HEADER_LINE, MAX_URL, PATH_SEGMENT, is_usable_host
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -78,8 +78,8 @@ def route(app: Flask, endpoint: str, method: str) -> Route:
 
 def is_plain(environ: WSGIEnvironment, *, token: bool) -> bool:
     """No query, no conditional or range header (nor a token, unless `token`), nothing
-    oversized: Flask answers those."""
-    if environ.get("QUERY_STRING"):
+    oversized, a usable host: Flask answers the others."""
+    if environ.get("QUERY_STRING") or not is_usable_host(host(environ)):
         return False
     if len(environ.get("RAW_URI") or environ.get("PATH_INFO", "")) > MAX_URL:
         return False
@@ -118,9 +118,13 @@ def respond(
     return [body]
 
 
-def base_url(environ: WSGIEnvironment) -> str:
-    """The request's host URL, as `request.host_url` gives it, without the final slash."""
+def host(environ: WSGIEnvironment) -> str:
+    """The request's `host[:port]`, as `request.host` gives it."""
     server_port = environ.get("SERVER_PORT")
     server = (environ.get("SERVER_NAME", ""), int(server_port) if server_port else None)
-    scheme = environ["wsgi.url_scheme"]
-    return host_url(scheme, get_host(scheme, environ.get("HTTP_HOST"), server))
+    return get_host(environ["wsgi.url_scheme"], environ.get("HTTP_HOST"), server)
+
+
+def base_url(environ: WSGIEnvironment) -> str:
+    """The request's host URL, as `request.host_url` gives it, without the final slash."""
+    return host_url(environ["wsgi.url_scheme"], host(environ))

@@ -1,4 +1,5 @@
-"""Hardening of every request and answer: security headers; input too big or unstorable refused.
+"""Hardening of every request and answer: security headers; input too big, unstorable or naming
+no usable host refused.
 
 The CSP suits the only HTML the gateway serves (`/verify`, `/docs`): server-rendered pages with
 their own stylesheet, a same-origin GET form, no scripts, no inline styles, nothing from elsewhere.
@@ -6,6 +7,7 @@ their own stylesheet, a same-origin GET form, no scripts, no inline styles, noth
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Iterator
 from contextlib import suppress
@@ -23,11 +25,12 @@ from werkzeug.exceptions import (
     RequestURITooLarge,
 )
 from werkzeug.routing import Map, PathConverter, UnicodeConverter
+from werkzeug.sansio.utils import get_current_url
 from werkzeug.utils import cached_property
 from werkzeug.wsgi import LimitedStream
 
 from gateway.schemas.events import WrittenFloat, written_integer
-from gateway.web.problems import RefusedJSON, unreadable_body
+from gateway.web.problems import Problem, RefusedJSON, unreadable_body
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -236,15 +239,16 @@ def _nodes(value: Any) -> Iterator[tuple[Any, str]]:
 
 def init_app(app: Flask) -> None:
     """Add the security headers to every answer of `app`, errors included, and refuse bodies over
-    the limit and input that cannot be stored; call it before the blueprints are registered, so
-    that their path values use `SegmentConverter` (`IdPathConverter` for `path:`)."""
+    the limit, input that cannot be stored and a Host header it cannot use; call it before the
+    blueprints are registered, so that their path values use `SegmentConverter`
+    (`IdPathConverter` for `path:`)."""
     app.json = SafeJSONProvider(app)
     app.url_map.converters["default"] = app.url_map.converters["string"] = SegmentConverter
     app.url_map.converters["path"] = IdPathConverter
     app.request_class = BoundedRequest
     app.session_interface = _NoSessions()
     app.wsgi_app = SecurityHeaders(app.wsgi_app)  # type: ignore[method-assign]
-    app.before_request(_refuse_oversized)
+    app.before_request(_refuse_unusable)
     gunicorn_util.write_error = _write_problem  # in a gunicorn worker, its own error answers
 
 
@@ -275,9 +279,36 @@ def _write_problem(sock: Any, status: int, reason: str, message: str) -> None:
     gunicorn_util.write_nonblock(sock, f"{head}\r\n".encode("latin-1") + body)
 
 
-def _refuse_oversized() -> None:
-    """A request target over MAX_URL characters answers 414, a header line over MAX_HEADER_LINE
-    431, before anything else is done with them."""
+@functools.lru_cache(maxsize=256)
+def is_usable_host(host: str) -> bool:
+    """Whether Werkzeug can route a request to `host` and build its URLs. `host` is the
+    `host[:port]` that `werkzeug.sansio.utils.get_host` makes of the Host header (`request.host`;
+    "" when its characters are not a host's, which Werkzeug handles). Routing encodes the name with
+    the idna codec (`Map.bind`; a failure is a 400 there). Every URL of the request
+    (`request.url`, `request.host_url`, Authlib's checks of a token) is built by
+    `get_current_url`, whose `werkzeug.urls.uri_to_iri` decodes the name with that codec: a label
+    that is not IDNA (`xn--zz`, `xn--`) lets the codec's UnicodeError out, and brackets around no
+    IPv6 address (`[a:b]`) urlsplit's ValueError, a 500 and a traceback in the log. Both are
+    tried here as Werkzeug does them, so that a host Werkzeug can use is never refused."""
+    try:
+        host.partition(":")[0].encode("idna")
+        get_current_url("http", host)
+    except ValueError:  # UnicodeError is one
+        return False
+    return True
+
+
+def _refuse_unusable() -> None:
+    """A Host header naming no usable host answers 400 (`is_usable_host`), a request target over
+    MAX_URL characters 414, a header line over MAX_HEADER_LINE 431, before anything else is done
+    with them."""
+    if not is_usable_host(request.host):
+        raise Problem(
+            400,
+            "Bad Request",
+            "The Host header names no host the gateway can use.",
+            errors=[{"field": "Host", "message": "Not a valid host name."}],
+        )
     target = request.environ.get("RAW_URI") or request.full_path
     if len(target) > MAX_URL:
         raise RequestURITooLarge(f"The URL is longer than {MAX_URL} characters.")

@@ -129,3 +129,23 @@ def test_gunicorn_believes_no_forwarded_header_of_a_loopback_peer(served):
     assert token.status_code == 400 and token.json()["error"] == "insecure_transport"
     moved = requests.get(f"{base}/healthz", headers={"SCRIPT_NAME": "/x"}, timeout=5)
     assert moved.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "request_line",
+    [b"GET /issuer", b"GET /v1/verifications/CERT-1", b"POST /oauth/token"],
+)
+def test_a_host_werkzeug_cannot_use_gets_the_apps_400_naming_it(served, request_line):
+    """`Host: xn--zz` (a label that is not IDNA) made Werkzeug raise building the request's URL:
+    a 500 and a traceback in the log for any client that sent it."""
+    served, _ = served
+    answer = _raw(
+        served,
+        request_line + b" HTTP/1.1\r\nHost: xn--zz\r\nConnection: close\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 0\r\n\r\n",
+    )
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), answer[:300]
+    assert b"\r\nContent-Type: application/problem+json\r\n" in head
+    assert b"\r\nX-Content-Type-Options: nosniff\r\n" in head
+    assert json.loads(body)["errors"] == [{"field": "Host", "message": "Not a valid host name."}]
