@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from marshmallow import fields, validate
 
 from gateway.schemas.events import TEXT
 
 
+class _LengthFirst(fields.List):
+    """A list whose length is checked before its items: one over its limit is that one error, not
+    also an error of each of its (thousands of) items, read one by one to say so."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list:
+        if isinstance(value, list):
+            self._validate(value)
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
 def certification_ids_field(most: int) -> fields.List:
     """A required list of 1 to `most` certification ids."""
-    return fields.List(
+    return _LengthFirst(
         fields.String(validate=[validate.Length(min=1, max=128), TEXT]),
         required=True,
         validate=validate.Length(min=1, max=most, error=f"Give 1 to {most} certification ids."),

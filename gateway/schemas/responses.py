@@ -35,6 +35,21 @@ class ProblemErrorSchema(_Closed):
     message = fields.String(required=True, metadata={"example": "Must be greater than 0."})
 
 
+#: The most items a problem's `errors` lists; `detail` says how many more there were. A body of a
+#: few KiB can name thousands of unknown keys or bad items, which listed each would make an
+#: answer of megabytes (docs/api.md, *Errors*).
+MAX_ERRORS = 100
+
+
+def listed(detail: str, errors: list[dict[str, str]]) -> tuple[str, list[dict[str, str]]]:
+    """A problem's `detail` and `errors` as it answers them: the first MAX_ERRORS errors, the
+    detail saying how many more there were."""
+    more = len(errors) - MAX_ERRORS
+    if more <= 0:
+        return detail, errors
+    return f"{detail} {more:,} more errors are not listed.", errors[:MAX_ERRORS]
+
+
 class ProblemSchema(Schema):
     """RFC 9457 problem details, the body of every error (`application/problem+json`)."""
 
@@ -50,7 +65,11 @@ class ProblemSchema(Schema):
     errors = fields.List(
         fields.Nested(ProblemErrorSchema),
         required=True,
-        metadata={"description": "Empty unless fields or rules are named."},
+        validate=validate.Length(max=MAX_ERRORS),
+        metadata={
+            "description": f"Empty unless fields or rules are named; the first {MAX_ERRORS} of "
+            "them (`detail` says how many more there were)."
+        },
     )
 
 

@@ -16,6 +16,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from gateway import rules
 from gateway.platform import metrics
 from gateway.schemas.events import Envelope, ShapeError, load_envelope
+from gateway.schemas.responses import listed
 from gateway.store.history import EVENTS, histories_of, histories_statement, kept_of
 from gateway.store.models import EVENT_KEPT, utcnow
 from gateway.usecases.queries import (
@@ -96,7 +97,8 @@ def _integral_as_int(value: Any) -> Any:
 
 
 def problem(status: int, title: str, detail: str, errors: list[dict[str, str]]) -> dict[str, Any]:
-    """A problem+json body (RFC 9457)."""
+    """A problem+json body (RFC 9457), with its first MAX_ERRORS errors (`listed`)."""
+    detail, errors = listed(detail, errors)
     return {
         "type": "about:blank",
         "title": title,

@@ -6,12 +6,13 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, current_app, json, request
-from marshmallow import Schema, ValidationError
+from marshmallow import RAISE, Schema, ValidationError
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from gateway.schemas.events import field_errors
+from gateway.schemas.responses import MAX_ERRORS, listed
 from gateway.store.db import RETRY_CONNECT_SECONDS
 
 PROBLEM_TYPE = "application/problem+json"
@@ -50,13 +51,14 @@ class Problem(Exception):
         self.extra = extra
 
     def body(self) -> dict[str, Any]:
-        """The JSON body of this problem."""
+        """The JSON body of this problem (its first MAX_ERRORS errors: `listed`)."""
+        detail, errors = listed(self.detail or self.title, self.errors or [])
         body: dict[str, Any] = {
             "type": "about:blank",
             "title": self.title,
             "status": self.status,
-            "detail": self.detail or self.title,
-            "errors": self.errors or [],  # docs/api.md: every problem has the list, empty or not
+            "detail": detail,
+            "errors": errors,  # docs/api.md: every problem has the list, empty or not
         }
         body.update(self.extra)
         return body
@@ -136,7 +138,15 @@ def register(app: Flask) -> None:
 
 
 def loaded(schema: Schema, data: Any, what: str) -> Any:
-    """`data` loaded by `schema`, or a 422 problem naming each bad field of the `what`."""
+    """`data` loaded by `schema`, or a 422 problem naming each bad field of the `what`. Past
+    MAX_ERRORS unknown keys, it names those alone, in the body's order, without loading:
+    marshmallow takes about a second to name each of the 180,000 that 2 MiB hold, where the
+    problem lists 100."""
+    unknown = _unknown_keys(schema, data)
+    if len(unknown) > MAX_ERRORS:
+        message = schema.error_messages["unknown"]
+        errors = [{"field": key, "message": message} for key in unknown]
+        raise Problem(422, "Unprocessable Content", f"The {what} is malformed.", errors=errors)
     try:
         return schema.load(data)
     except ValidationError as exc:
@@ -146,6 +156,15 @@ def loaded(schema: Schema, data: Any, what: str) -> Any:
             f"The {what} is malformed.",
             errors=field_errors(exc.messages),
         ) from exc
+
+
+def _unknown_keys(schema: Schema, data: Any) -> list[str]:
+    """The keys of `data` that `schema` refuses as unknown, in their order."""
+    if schema.unknown != RAISE or not isinstance(data, dict):
+        return []
+    fields = schema.load_fields.items()
+    known = {name if field.data_key is None else field.data_key for name, field in fields}
+    return [key for key in data if key not in known]
 
 
 def json_body() -> object:

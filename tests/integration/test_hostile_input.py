@@ -23,6 +23,7 @@ from schemathesis.checks import (
 
 from gateway.bootstrap import routes_only
 from gateway.schemas.events import EXAMPLE_EVENT
+from gateway.schemas.responses import MAX_ERRORS
 from gateway.usecases import intake
 from gateway.usecases.clients import SCOPES
 from gateway.web.openapi import build_spec
@@ -464,3 +465,58 @@ def test_a_null_in_a_batch_is_that_item_refused_not_the_batch(client, token_for)
     first, second = response.get_json()["results"]
     assert first["status"] == 202
     assert second["status"] == 422 and second["body"]["errors"][0]["field"] == "body"
+
+
+def _unknown_keys(count: int) -> dict[str, int]:
+    return {f"k{n}": 0 for n in range(count)}
+
+
+def test_a_problem_lists_its_first_errors_and_says_how_many_more_there_were(client, token_for):
+    """A body of a few KiB can name thousands of bad fields: each listed, the answer was megabytes
+    (9 MB for 180,000 unknown keys in 2 MiB), built and sent at the cost of the server's CPU."""
+    headers = token_for("events:write verifications:read")
+    subscription = {"url": "https://hooks.example.org/x", "certification_ids": ["CERT-1"]}
+    batch = {"events": [EXAMPLE_EVENT]}
+    event = {**EXAMPLE_EVENT, "data": {**EXAMPLE_EVENT["data"], **_unknown_keys(600)}}
+    sent = [
+        ("/v1/subscriptions", {**subscription, **_unknown_keys(1000)}),
+        ("/v1/events/batch", {**batch, **_unknown_keys(1000)}),
+        ("/v1/events", event),  # answered before Flask
+        ("/v1/events?via=flask", event),
+    ]
+    as_json = {**headers, "Content-Type": "application/json"}
+    refused = [client.post(path, data=json.dumps(body), headers=as_json) for path, body in sent]
+    problems = [answer.get_json() for answer in refused]
+    assert [answer.status_code for answer in refused] == [422] * 4, problems
+    in_batch = client.post("/v1/events/batch", json={"events": [event]}, headers=headers)
+    problems.append(in_batch.get_json()["results"][0]["body"])
+    for problem, errors in zip(problems, [1000, 1000, 600, 600, 600], strict=True):
+        assert len(problem["errors"]) == MAX_ERRORS
+        assert problem["detail"].endswith(f" {errors - MAX_ERRORS} more errors are not listed.")
+        assert all(error["message"] == "Unknown field." for error in problem["errors"])
+    for problem in problems[:2]:  # whole bodies: their first unknown keys, read no further
+        assert [error["field"] for error in problem["errors"]] == [f"k{n}" for n in range(100)]
+    few = {**subscription, **_unknown_keys(MAX_ERRORS)}
+    listed = client.post("/v1/subscriptions", json=few, headers=headers).get_json()
+    assert len(listed["errors"]) == MAX_ERRORS
+    assert listed["detail"] == "The subscription is malformed."
+
+
+@pytest.mark.parametrize(
+    ("path", "fields", "count", "most"),
+    [
+        ("/v1/subscriptions", b'"url": "https://hooks.example.org/x", ', 20_000, 10_000),
+        ("/v1/verifications/batch", b"", 5_000, 100),
+    ],
+)
+def test_a_list_over_its_length_is_one_error_its_items_unread(
+    client, token_for, path, fields, count, most
+):
+    """180,000 numbers where 1 to 10,000 ids go were as many errors, each item read to say so."""
+    ids = b",".join([b"1e9999999"] * count)
+    body = b'{%s"certification_ids": [%s]}' % (fields, ids)
+    headers = {**token_for("verifications:read"), "Content-Type": "application/json"}
+    problem = client.post(path, data=body, headers=headers).get_json()
+    assert problem["status"] == 422, problem
+    message = f"Give 1 to {most} certification ids."
+    assert problem["errors"] == [{"field": "certification_ids", "message": message}]
