@@ -67,9 +67,30 @@ class _Uncoloured(logging.Filter):
 
 _UNCOLOURED = _Uncoloured()
 
-#: Libraries whose DEBUG lines carry secrets (Authlib logs every token it issues): INFO at least,
-#: whatever LOG_LEVEL says.
-QUIET_AT_DEBUG = ("authlib",)
+
+class _WithoutQueries(logging.Filter):
+    """Take the query out of every URL a line quotes: a webhook URL's query may be its receiver's
+    secret (`?token=...`), and urllib3's warnings quote the URL requested (a receiver answering
+    with a malformed header is enough)."""
+
+    QUERY = re.compile(r"\?[^\s\"'()]+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "?" in message:
+            record.msg, record.args = self.QUERY.sub("?…", message), None
+        return True
+
+
+_WITHOUT_QUERIES = _WithoutQueries()
+
+#: Libraries whose DEBUG lines carry secrets, INFO at least whatever LOG_LEVEL says: Authlib logs
+#: every token it issues; urllib3 every URL it requests, query included (requests, RQ and redis
+#: log none: the commands redis logs are named without their arguments).
+QUIET_AT_DEBUG = ("authlib", "urllib3")
+#: urllib3's loggers whose lines above DEBUG may quote a URL: `_WithoutQueries` (a filter of a
+#: logger applies to its own lines only, not to those of the loggers below it).
+URL_LOGGERS = ("urllib3.connection", "urllib3.connectionpool", "urllib3.poolmanager")
 
 
 def configure(level: str) -> None:
@@ -78,6 +99,8 @@ def configure(level: str) -> None:
     logging.getLogger("werkzeug").addFilter(_UNCOLOURED)  # once: the same filter is not added twice
     for name in QUIET_AT_DEBUG:
         logging.getLogger(name).setLevel(logging.INFO)
+    for name in URL_LOGGERS:
+        logging.getLogger(name).addFilter(_WITHOUT_QUERIES)
     root = logging.getLogger()
     if any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
         root.setLevel(level)

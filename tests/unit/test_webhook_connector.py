@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import socket
 import time
 from urllib.parse import urlsplit
@@ -22,6 +23,7 @@ from connectors.employer_webhooks import (
     new_secret,
     signed_headers,
 )
+from gateway.platform import logs
 from tests.support.http_stubs import dripping, scripted, self_signed, serve
 
 BODY = json.dumps({"type": "certification.status_changed", "data": {"status": "active"}}).encode()
@@ -176,6 +178,33 @@ def test_a_failed_attempt_says_nothing_of_the_urls_user_password_or_query():
         assert "/hook?…" in message
         found = ("user:", "s3cret", "SEC", "ET{", "ET%7B", "frag")
         assert not [part for part in found if part in message], message
+
+
+@pytest.fixture
+def debug_logs():
+    """The gateway's logging set up at LOG_LEVEL=DEBUG for the test."""
+    root = logging.getLogger()
+    level = root.level
+    logs.configure("DEBUG")
+    yield
+    root.setLevel(level)
+
+
+def test_no_log_line_quotes_a_webhook_urls_query_at_debug_either(debug_logs, caplog):
+    """urllib3 logs each request at DEBUG (`"POST /hook?token=... HTTP/1.1" 200`): its loggers
+    stay at INFO. It warns of a malformed answer naming the URL: without its query, the
+    receiver's secret."""
+    caplog.set_level(logging.DEBUG)
+    sender = WebhookSender(allow_private=True)
+    with serve(scripted(then=204)) as (url, _):
+        assert sender.send(f"{url}/hook?token=SECRET-1", new_secret(), "m", BODY) == 204
+    malformed = b"HTTP/1.1 204 No Content\r\nnot a header line\r\n\r\n"
+    with dripping(malformed, every=30) as url:
+        assert sender.send(f"{url}/hook?token=SECRET-2", new_secret(), "m", BODY) == 204
+    urllib3 = [record for record in caplog.records if record.name.startswith("urllib3")]
+    assert [record.levelname for record in urllib3] == ["WARNING"]
+    assert "/hook?…)" in urllib3[0].getMessage()
+    assert "SECRET" not in caplog.text
 
 
 def _resolving(monkeypatch, host: str, answers: list[str]) -> list[str]:
