@@ -122,13 +122,14 @@ def create_app(
     auth.init_app(app)
     security.init_app(app)
     register_routes(app)
-    ratelimit.init_app(
+    counter = ratelimit.init_app(
         app,
         settings,
         apis=(verifications.bp, credentials.checks),
         pages=(pages.bp, credential_page.bp),
         webhooks=credly_notifications.bp,
     )
+    credly_notifications.init_app(app, settings, counter)
     app.plain_paths.update(GET=plain_lookup.answer, POST=plain_events.answer)
     cli.register(app)
     log.info(settings.mode_line())

@@ -298,7 +298,31 @@ class Settings:
             "`600/hour`",
             "new notifications checked with Credly (one call each), across all addresses; beyond "
             "it a new one is answered 503 with `Retry-After` and not recorded, so Credly delivers "
-            "it again later",
+            "it again later. An address caught sending forged ones draws on "
+            "`CREDLY_WEBHOOK_FORGED_CHECKS` instead, and all such addresses together on as many "
+            "again, kept apart: Credly is asked at most twice this",
+        ),
+    )
+    credly_webhook_forged_checks: str = field(
+        default="5/hour",
+        metadata=setting(
+            "CREDLY_WEBHOOK_FORGED_CHECKS",
+            "`5/hour`",
+            "new notifications checked with Credly from one client address whose notification a "
+            "check found forged (Credly does not know its event) within the last hour: its own "
+            "allowance, not drawn from `CREDLY_WEBHOOK_CHECKS`, so it cannot use up the genuine "
+            "notifications' checks; beyond it a new one is answered 503 with `Retry-After` and "
+            "not recorded",
+        ),
+    )
+    credly_webhook_refused: str = field(
+        default="10/hour",
+        metadata=setting(
+            "CREDLY_WEBHOOK_REFUSED",
+            "`10/hour`",
+            "deliveries naming another organisation that one client address may have recorded "
+            "as `refused` and logged; beyond it they are still answered 200 as refused but "
+            "neither recorded nor logged, with one warning for the address in each window",
         ),
     )
     credly_revoked_is_duplicate: bool = field(
@@ -683,6 +707,10 @@ class Settings:
                 env.get("CREDLY_WEBHOOK_RATE_LIMIT") or cls.credly_webhook_rate_limit
             ),
             credly_webhook_checks=env.get("CREDLY_WEBHOOK_CHECKS") or cls.credly_webhook_checks,
+            credly_webhook_forged_checks=(
+                env.get("CREDLY_WEBHOOK_FORGED_CHECKS") or cls.credly_webhook_forged_checks
+            ),
+            credly_webhook_refused=env.get("CREDLY_WEBHOOK_REFUSED") or cls.credly_webhook_refused,
             verify_rate_limit=env.get("VERIFY_RATE_LIMIT") or cls.verify_rate_limit,
             verify_rate_limit_authenticated=(
                 env.get("VERIFY_RATE_LIMIT_AUTHENTICATED") or cls.verify_rate_limit_authenticated
@@ -729,6 +757,8 @@ class Settings:
             "verify_rate_limit_authenticated",
             "credly_webhook_rate_limit",
             "credly_webhook_checks",
+            "credly_webhook_forged_checks",
+            "credly_webhook_refused",
             "token_failure_rate_limit",
         ):
             _check_rate(self.__dataclass_fields__[name].metadata["env"], getattr(self, name))

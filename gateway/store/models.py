@@ -261,6 +261,8 @@ class CredlyNotification(Base):
 
     `status`: received, refused (another organisation), processed, ignored or forged (Credly
     does not know the event). `occurred_at` and `event_type` become Credly's own once fetched.
+    `address`: the client address of the delivery recorded (the latest one checked), by which an
+    address whose notifications are found forged loses the shared checks (docs/credly.md).
     """
 
     __tablename__ = "credly_notifications"
@@ -277,6 +279,11 @@ class CredlyNotification(Base):
     result: Mapped[str | None] = mapped_column(Text)
     last_error: Mapped[str | None] = mapped_column(Text)
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    address: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (
+        Index("ix_credly_notifications_address", "address", "status", "processed_at"),
+    )
 
 
 class Subscription(Base):

@@ -1001,6 +1001,78 @@ def test_a_flood_costs_credly_no_more_checks_than_the_bound(make_gateway, standi
     assert len(calls(standin, "event")) == 2  # within the bound
 
 
+@pytest.mark.usefixtures("within_one_minute")
+def test_an_address_caught_sending_forged_notifications_cannot_starve_the_genuine_ones(
+    make_gateway, standin
+):
+    app = make_gateway(credly_webhook_checks="5/minute", credly_webhook_forged_checks="1/hour")
+    svc = app.extensions["gateway"]
+    badge = grant(svc)
+    forger = "198.51.100.66"
+    assert deliver(app, forged(0), address=forger).status_code == 200  # a shared check
+    drain(svc, lambda: notified(svc))  # found forged: the address is caught
+    flood = [deliver(app, forged(n), address=forger) for n in range(1, 8)]
+    accepted = standin.set_badge_state(badge.credly_badge_id, "accepted")
+    answer = deliver(app, accepted)  # from Credly's address: the shared checks are still there
+    assert (answer.status_code, answer.get_json()["status"]) == (200, "received")
+    assert [a.status_code for a in flood] == [200] + [503] * 6  # its own allowance, then none
+    assert int(flood[-1].headers["Retry-After"]) > 60  # the hour's window, not the minute's
+    drain(svc, lambda: notified(svc))
+    assert [b.state for b in badges(svc)] == ["accepted"]
+    for again in (forged(0), forged(1)):  # an id it sent before is no way round its allowance
+        assert deliver(app, again, address=forger).status_code == 503
+    standin.add_event("badge.state.changed", {"badge": accepted["badge"]}, event_id="ev-forged-1")
+    assert deliver(app, forged(1)).get_json()["status"] == "received"  # now Credly's own event
+    drain(svc, lambda: notified(svc))
+    with svc.db.sessions() as session:
+        rows = {n.notification_id: n for n in session.query(CredlyNotification)}
+    assert [rows[n].status for n in (accepted["id"], "ev-forged-1")] == ["processed"] * 2
+    assert rows["ev-forged-1"].address == "203.0.113.7"  # the delivery checked last
+    assert {n.address for n in rows.values() if n.status == "forged"} == {forger}
+    clock.set_now(clock.now() + timedelta(hours=1, minutes=1))  # its forged ones grow old:
+    assert deliver(app, forged(7), address=forger).status_code == 200  # a shared check again
+
+
+@pytest.mark.usefixtures("within_one_minute")
+def test_the_checks_of_caught_addresses_are_bounded_together_apart_from_the_shared_ones(
+    make_gateway, standin
+):
+    app = make_gateway(credly_webhook_checks="3/minute", credly_webhook_forged_checks="5/hour")
+    svc = app.extensions["gateway"]
+    forgers = ("198.51.100.1", "198.51.100.2")
+    for n, forger in enumerate(forgers):
+        assert deliver(app, forged(n), address=forger).status_code == 200  # shared: 2 of 3
+    drain(svc, lambda: notified(svc))  # both caught
+    flood = [deliver(app, forged(n), address=forgers[n % 2]) for n in range(2, 6)]
+    assert [a.status_code for a in flood] == [200, 200, 200, 503]  # 3 for the caught together
+    assert deliver(app, forged(9)).get_json()["status"] == "received"  # the shared one left
+    drain(svc, lambda: notified(svc))
+    assert len(calls(standin, "event")) == 6  # twice CREDLY_WEBHOOK_CHECKS at most
+
+
+@pytest.mark.usefixtures("within_one_minute")
+def test_another_organisations_notifications_are_recorded_and_logged_within_an_allowance(
+    make_gateway, caplog
+):
+    app = make_gateway(credly_webhook_refused="2/hour")
+    svc = app.extensions["gateway"]
+    caplog.set_level("WARNING", logger="gateway.webhooks")
+    answers = [deliver(app, forged(n), org="someone-else").get_json() for n in range(6)]
+    assert [a["status"] for a in answers] == ["refused"] * 6  # answered alike: 200, refused
+    again = deliver(app, forged(5), org="someone-else", address="198.51.100.2")  # another address
+    assert again.get_json() == {"id": "ev-forged-5", "status": "refused", "duplicate": False}
+    with svc.db.sessions() as session:
+        kept = {(n.notification_id, n.address) for n in session.query(CredlyNotification)}
+    assert kept == {
+        ("ev-forged-0", "203.0.113.7"),
+        ("ev-forged-1", "203.0.113.7"),
+        ("ev-forged-5", "198.51.100.2"),
+    }
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages.count("Credly notification of another organisation refused") == 3
+    assert sum("over CREDLY_WEBHOOK_REFUSED" in m for m in messages) == 1  # once for the address
+
+
 # --------------------------------------------------------------------------- 6. reconcile
 
 
