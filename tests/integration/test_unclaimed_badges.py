@@ -18,7 +18,10 @@ from tests.support.verification import days_ago
 pytestmark = pytest.mark.clock_sensitive  # its dates are relative to the gateway's today
 
 
-CERTIFIED_ON = days_ago(30)
+def certified_on() -> str:
+    """The day the certifications were granted: 30 days before the gateway's today (read when
+    a test runs, after --clock has moved that today)."""
+    return days_ago(30)
 
 
 @pytest.fixture
@@ -32,7 +35,7 @@ def add_badge(svc, cert: str, state: str, days: int, **fields: object) -> None:
     """A badge of `cert`'s current period (unless `period_start` says otherwise), in `state`
     since `days` days ago."""
     since = utcnow() - timedelta(days=days)
-    fields = {"period_start": date.fromisoformat(CERTIFIED_ON), **fields}
+    fields = {"period_start": date.fromisoformat(certified_on()), **fields}
     with svc.db.transaction() as session:
         session.add(
             Badge(
@@ -55,7 +58,7 @@ def env(svc, database_url, tmp_path) -> dict[str, str]:
         "CERT-TAKEN": ("accepted", 30),
     }
     for cert in badges:
-        intake.submit_event(svc, granted(CERTIFIED_ON, cert=cert))
+        intake.submit_event(svc, granted(certified_on(), cert=cert))
     for cert, (state, days) in badges.items():
         add_badge(svc, cert, state, days)
     return {"DATABASE_URL": database_url, "INSTANCE_PATH": str(tmp_path / "cli")}
@@ -95,12 +98,12 @@ def test_nothing_pending_that_long_says_so(env):
 def test_only_badges_a_member_should_still_claim_are_listed(svc, env):
     """Not one whose certification was revoked (its revoke failed for good, or is on its way),
     nor one in error, nor one of an earlier period."""
-    intake.submit_event(svc, granted(CERTIFIED_ON, cert="CERT-REVOKED"))
+    intake.submit_event(svc, granted(certified_on(), cert="CERT-REVOKED"))
     intake.submit_event(svc, revoked(days_ago(1), cert="CERT-REVOKED"))
     add_badge(svc, "CERT-REVOKED", "pending", 20, last_error="Credly refused the revoke")
-    intake.submit_event(svc, granted(CERTIFIED_ON, cert="CERT-ERROR"))
+    intake.submit_event(svc, granted(certified_on(), cert="CERT-ERROR"))
     add_badge(svc, "CERT-ERROR", "pending", 20, last_error="Credly refused the replace")
-    intake.submit_event(svc, granted(CERTIFIED_ON, cert="CERT-EARLIER"))
+    intake.submit_event(svc, granted(certified_on(), cert="CERT-EARLIER"))
     add_badge(svc, "CERT-EARLIER", "pending", 20, period_start=date(2020, 1, 1))
     rows = json.loads(unclaimed(env, "--days", "0", "--json"))
     assert [r["certification_id"] for r in rows] == ["CERT-OLD", "CERT-NEW"]
@@ -109,7 +112,7 @@ def test_only_badges_a_member_should_still_claim_are_listed(svc, env):
 def test_the_address_is_the_one_the_badge_was_issued_to(svc, env):
     """A badge kept at its first address when the member changed e-mail (with
     CREDLY_REVOKED_IS_DUPLICATE) is claimed there, not at the member's current address."""
-    intake.submit_event(svc, granted(CERTIFIED_ON, cert="CERT-KEPT"))
+    intake.submit_event(svc, granted(certified_on(), cert="CERT-KEPT"))
     add_badge(svc, "CERT-KEPT", "pending", 20, recipient_email="ada@old.example.org")
     rows = {r["certification_id"]: r for r in json.loads(unclaimed(env, "--json"))}
     assert rows["CERT-KEPT"]["email"] == "ada@old.example.org"
