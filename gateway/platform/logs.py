@@ -51,44 +51,35 @@ def _record_with_context(*args: object, **kwargs: object) -> logging.LogRecord:
     return record
 
 
-class _Uncoloured(logging.Filter):
-    """Take out the terminal colour codes werkzeug's development server (`gateway run`) puts in
-    its lines, which would show as escapes in the JSON (a path's own control characters are
-    escaped by werkzeug before that, so only its colours are taken out)."""
+class _Rewrite(logging.Filter):
+    """Rewrite every match of `pattern` in a line that holds `marker` (the message is then
+    formatted once, its arguments dropped)."""
 
-    COLOUR = re.compile(r"\x1b\[[0-9;]*m")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if "\x1b[" in message:
-            record.msg, record.args = self.COLOUR.sub("", message), None
-        return True
-
-
-_UNCOLOURED = _Uncoloured()
-
-
-class _WithoutQueries(logging.Filter):
-    """Take the query out of every URL a line quotes: a webhook URL's query may be its receiver's
-    secret (`?token=...`), and urllib3's warnings quote the URL requested (a receiver answering
-    with a malformed header is enough)."""
-
-    QUERY = re.compile(r"\?[^\s\"'()]+")
+    def __init__(self, marker: str, pattern: str, replacement: str) -> None:
+        super().__init__()
+        self.marker, self.pattern, self.replacement = marker, re.compile(pattern), replacement
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if "?" in message:
-            record.msg, record.args = self.QUERY.sub("?…", message), None
+        if self.marker in message:
+            record.msg, record.args = self.pattern.sub(self.replacement, message), None
         return True
 
 
-_WITHOUT_QUERIES = _WithoutQueries()
+#: Takes out the terminal colour codes werkzeug's development server (`gateway run`) puts in its
+#: lines, which would show as escapes in the JSON (a path's own control characters are escaped by
+#: werkzeug before that, so only its colours are taken out).
+_UNCOLOURED = _Rewrite("\x1b[", r"\x1b\[[0-9;]*m", "")
+#: Takes the query out of every URL a line quotes: a webhook URL's query may be its receiver's
+#: secret (`?token=...`), and urllib3's warnings quote the URL requested (a receiver answering
+#: with a malformed header is enough).
+_WITHOUT_QUERIES = _Rewrite("?", r"\?[^\s\"'()]+", "?…")
 
 #: Libraries whose DEBUG lines carry secrets, INFO at least whatever LOG_LEVEL says: Authlib logs
 #: every token it issues; urllib3 every URL it requests, query included (requests, RQ and redis
 #: log none: the commands redis logs are named without their arguments).
 QUIET_AT_DEBUG = ("authlib", "urllib3")
-#: urllib3's loggers whose lines above DEBUG may quote a URL: `_WithoutQueries` (a filter of a
+#: urllib3's loggers whose lines above DEBUG may quote a URL: `_WITHOUT_QUERIES` (a filter of a
 #: logger applies to its own lines only, not to those of the loggers below it).
 URL_LOGGERS = ("urllib3.connection", "urllib3.connectionpool", "urllib3.poolmanager")
 

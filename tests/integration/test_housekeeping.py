@@ -23,6 +23,20 @@ def count(svc, model) -> int:
         return session.scalar(select(func.count()).select_from(model))
 
 
+def counted_transactions(svc, monkeypatch) -> list[int]:
+    """Chunks of 2 rows; one item appended to the list returned for each transaction begun."""
+    monkeypatch.setattr(housekeeping, "CHUNK", 2)
+    transactions: list[int] = []
+    real_transaction = svc.db.transaction
+
+    def counted_transaction():
+        transactions.append(1)
+        return real_transaction()
+
+    monkeypatch.setattr(svc.db, "transaction", counted_transaction)
+    return transactions
+
+
 def test_tokens_are_deleted_once_every_token_as_old_has_expired(app, client):
     svc = app.extensions["gateway"]
     for _ in range(2):
@@ -65,15 +79,7 @@ def test_a_backlog_is_deleted_a_chunk_to_a_transaction(app, monkeypatch):
         fetch_token(app, "events:write")
     with svc.db.transaction() as session:
         session.execute(update(OAuthToken).values(issued_at=utcnow() - timedelta(days=3)))
-    monkeypatch.setattr(housekeeping, "CHUNK", 2)
-    statements = []
-    real_transaction = svc.db.transaction
-
-    def counted_transaction():
-        statements.append(1)
-        return real_transaction()
-
-    monkeypatch.setattr(svc.db, "transaction", counted_transaction)
+    statements = counted_transactions(svc, monkeypatch)
     assert housekeeping.prune_tokens(svc, utcnow()) == 5
     assert len(statements) == 3  # 2 + 2 + 1
     assert count(svc, OAuthToken) == 0
@@ -91,15 +97,7 @@ def test_ids_still_watched_by_deleted_subscriptions_are_deleted_a_chunk_at_a_tim
         session.execute(
             update(Subscription).where(Subscription.id == old).values(deleted_at=utcnow())
         )
-    monkeypatch.setattr(housekeeping, "CHUNK", 2)
-    transactions = []
-    real_transaction = svc.db.transaction
-
-    def counted_transaction():
-        transactions.append(1)
-        return real_transaction()
-
-    monkeypatch.setattr(svc.db, "transaction", counted_transaction)
+    transactions = counted_transactions(svc, monkeypatch)
     assert housekeeping.prune_watched(svc) == 3
     assert len(transactions) == 2  # 2 + 1
     with svc.db.sessions() as session:
