@@ -358,9 +358,10 @@ class Settings:
         metadata=setting(
             "OAUTH_FAILURE_RATE_LIMIT",
             "`20/minute`",
-            "failed client authentications at `/oauth/token` one client address may make; beyond "
-            "it every token request from the address is answered 429 with `Retry-After`, before "
-            "any secret is checked",
+            "failed client authentications at `/oauth/token` one client address may make, however "
+            "many of its requests run at once (each counts until it is answered); beyond it every "
+            "token request from the address is answered 429 with `Retry-After`, before any secret "
+            "is checked",
         ),
     )
     queue_name: str = field(

@@ -3,9 +3,10 @@ notifications per address, failed client authentications at the token endpoint p
 
 One sliding-window counter per limit of a key. With one limit (the default), one Redis script a
 lookup checks and counts; with several (`100/hour;10/minute`), all are checked before any counts.
-Either way a refused request (or batch) uses none of the allowance. Counts live in Redis when it
-is configured, so every web process shares them, else in this process's memory; while Redis is
-down they are kept in memory.
+Either way a refused request (or batch) uses none of the allowance. A token request counts as in
+flight until it is answered, and is refused while the address's failed client authentications and
+its requests in flight would pass the limit. Counts live in Redis when it is configured, so every
+web process shares them, else in this process's memory; while Redis is down they are kept in memory.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ BATCH = "verifications.batch_verifications"
 TOKEN = "oauth.issue_token"
 PREFIX = "gateway-ratelimit"
 REDIS_RETRY_SECONDS = 5  # while Redis is down, how often to try it again
+#: An attempt in flight counts for at least this many seconds and at most twice as many, unless
+#: it ends: one that never does (its process killed) stops counting by itself.
+IN_FLIGHT_SECONDS = 300
 #: The app extension answering whether one more Credly notification may be checked.
 CREDLY_CHECKS = "credly_webhook_checks"
 CHECKS_KEY = "credly-webhooks/checks"
@@ -107,6 +111,30 @@ class Counter:
             if not self._run(lambda limiter, item=item: limiter.test(item, key, cost=cost)):
                 return item
         return None
+
+    def begin(self, key: str) -> tuple[int, Callable[[], None]]:
+        """Count one more attempt in flight on `key`: how many are in flight now (this one too),
+        and the call ending it.
+
+        An attempt is counted atomically in the slot of IN_FLIGHT_SECONDS it began in; those in
+        flight are the counts of this slot and the one before. Ending one takes it off its own
+        slot's count, which is kept for as long as that slot is read."""
+        slot = int(time.time() // IN_FLIGHT_SECONDS)
+        current, expiry = f"{key}/{slot}", 2 * IN_FLIGHT_SECONDS
+
+        def count(limiter: SlidingWindowCounterRateLimiter) -> tuple[int, Storage]:
+            storage = limiter.storage
+            return storage.incr(current, expiry) + storage.get(f"{key}/{slot - 1}"), storage
+
+        in_flight, storage = self._run(count)
+
+        def end() -> None:
+            try:
+                storage.incr(current, expiry, amount=-1)
+            except StorageError as exc:  # it stops counting when its slot expires
+                log.warning("an attempt in flight left counted: %s", exc.storage_error)
+
+        return in_flight, end
 
     def retry_after(self, item: RateLimitItem, key: str) -> int:
         """Whole seconds until the window of `item` has room again (at least 1)."""
@@ -210,10 +238,14 @@ def init_app(
 
     @app.before_request
     def limit_token_requests() -> None:
-        # Failed client authentications are counted (after them); past the limit an address's
-        # token requests are refused before any secret is hashed.
+        # A token request is in flight from here until it is answered. It is refused, before any
+        # secret is hashed, when the address's failed client authentications and its requests in
+        # flight (this one too) would pass the limit: concurrent ones cannot all slip through.
         if request.endpoint == TOKEN:
-            refused = counter.test(failures, failures_key())
+            in_flight, g.end_token_attempt = counter.begin(
+                f"oauth-attempts/address:{request.remote_addr}"
+            )
+            refused = counter.test(failures, failures_key(), in_flight)
             if refused is not None:
                 detail = (
                     "Too many failed client authentications from this address: the limit is "
@@ -223,9 +255,17 @@ def init_app(
 
     @app.after_request
     def count_token_failures(response: Response) -> Response:
+        # Recorded before the attempt ends (end_token_attempt): it never stops counting in between.
         if request.endpoint == TOKEN and response.status_code == 401:
             counter.hit(failures, failures_key(), 1)
         return response
+
+    @app.teardown_request
+    def end_token_attempt(_error: BaseException | None) -> None:
+        # Whatever the answer, or if there was none (an exception).
+        end = g.pop("end_token_attempt", None)
+        if end is not None:
+            end()
 
     app.extensions[CREDLY_CHECKS] = admit_check
     app.extensions[COUNT_ADDRESS] = lambda address: counter.hit(anonymous, address_key(address), 1)

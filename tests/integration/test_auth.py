@@ -3,6 +3,8 @@
 import base64
 import io
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
@@ -342,6 +344,65 @@ def test_failed_client_authentications_are_limited_per_address_before_any_secret
     assert "failed client authentications" in refused.get_json()["detail"]
     granted = [_token(client, {}, auth=(cid, secret), environ_base=member) for _ in range(4)]
     assert [answer.status_code for answer in granted] == [200] * 4  # successes are not counted
+
+
+@pytest.mark.usefixtures("within_one_minute")
+@pytest.mark.parametrize("shared", [False, True], ids=["in memory", "in redis"])
+def test_concurrent_wrong_secrets_from_one_address_get_no_more_than_the_limit_of_401s(
+    make_app, monkeypatch, request, shared
+):
+    if shared:
+        request.getfixturevalue("redis_client")  # emptied before and after
+    settings = {"redis_url": request.getfixturevalue("redis_url")} if shared else {}
+    app = make_app(token_failure_rate_limit="3/minute", **settings)
+    cid, _ = register_client(app, "events:write")
+    attempts, held = 8, threading.Condition()
+    checking, answered = [], []
+    real_check = auth.check_password_hash
+
+    def check_once_all_are_in(*args):
+        # Each secret is checked once every request is either here or answered: all are in
+        # flight together, none counted as a failure yet.
+        with held:
+            checking.append(1)
+            held.notify_all()
+            held.wait_for(lambda: len(checking) + len(answered) == attempts, timeout=10)
+        return real_check(*args)
+
+    def attempt(_: int) -> int:
+        answer = _token(
+            app.test_client(), {}, auth=(cid, "wrong"), environ_base={"REMOTE_ADDR": "192.0.2.66"}
+        )
+        with held:
+            answered.append(1)
+            held.notify_all()
+        return answer.status_code
+
+    monkeypatch.setattr(auth, "check_password_hash", check_once_all_are_in)
+    with ThreadPoolExecutor(attempts) as pool:
+        statuses = sorted(pool.map(attempt, range(attempts)))
+    assert statuses == [401] * 3 + [429] * 5
+
+
+@pytest.mark.usefixtures("within_one_minute")
+def test_a_token_request_stops_counting_in_flight_once_answered_whatever_the_answer(
+    make_app, monkeypatch, redis_client, redis_url
+):
+    app = make_app(redis_url=redis_url, token_failure_rate_limit="2/minute")
+    cid, secret = register_client(app, "events:write")
+    client = app.test_client()
+    assert _token(client, {}, auth=(cid, secret)).status_code == 200
+    assert _token(client, {}, auth=(cid, secret), query_string="x=1").status_code == 400
+    real_check = auth.check_password_hash
+    monkeypatch.setattr(auth, "check_password_hash", lambda *a: 1 / 0)
+    assert _token(client, {}, auth=(cid, secret)).status_code == 500
+    monkeypatch.setattr(auth, "check_password_hash", real_check)
+    in_flight = redis_client.keys("*oauth-attempts*")
+    # a request that is never answered (its process killed) stops counting by itself
+    assert in_flight and all(0 < redis_client.ttl(key) <= 600 for key in in_flight)
+    assert sum(int(redis_client.get(key)) for key in in_flight) == 0
+    wrong = [_token(client, {}, auth=(cid, "wrong")).status_code for _ in range(3)]
+    assert wrong == [401, 401, 429]
 
 
 @pytest.mark.parametrize(
