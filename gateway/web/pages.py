@@ -34,7 +34,9 @@ STATUS_WORDS = {
 STATUS_EXPLAINED = {
     "active": (
         "The certification is current: the holder meets every requirement to keep it.",
-        "No action is needed. It is valid through the date shown.",
+        "No action is needed now. Its renewal fees are paid through the date shown; it can still "
+        "become inactive before then if a requirement such as continuing education is not met, "
+        "so check again before relying on it later.",
     ),
     "inactive": (
         "Not in good standing: renewal requirements are overdue, such as unpaid renewal fees. "

@@ -64,7 +64,7 @@ def test_the_page_names_who_vouches_in_its_title_header_and_footer(client):
 @pytest.mark.parametrize(
     ("status", "words"),
     [
-        ("active", "No action is needed"),
+        ("active", "it can still become inactive before then"),
         ("inactive", "the member can restore it by paying the missing fees"),
         ("lapsed", "Do not rely on this certification"),
         ("revoked", "American Medical Technologists withdrew this certification"),
