@@ -335,7 +335,10 @@ def _claim(svc: Services, delivery_id: int) -> Claim | None:
             .order_by(Delivery.id)
             .with_for_update(of=Delivery)
         ).all()
-        mine = next(row for row in rows if row.id == delivery_id)
+        mine = next((row for row in rows if row.id == delivery_id), None)
+        if mine is None:  # its deleted subscription was pruned (a failed job requeued since)
+            log.info("delivery %s no longer exists", delivery_id)
+            return None
         target, certification_id = mine.target, mine.certification_id
         if mine.state in SETTLED:
             return None

@@ -582,6 +582,24 @@ class Settings:
             "networks); refused otherwise",
         ),
     )
+    subscription_rate_limit: str = field(
+        default="200/day",
+        metadata=setting(
+            "SUBSCRIPTION_RATE_LIMIT",
+            "`200/day`",
+            "webhook subscriptions one API client may create (`POST /v1/subscriptions`; 429 with "
+            "`Retry-After` beyond); a request refused for any reason counts for nothing",
+        ),
+    )
+    subscription_retention_days: int = field(
+        default=90,
+        metadata=setting(
+            "SUBSCRIPTION_RETENTION_DAYS",
+            "`90`",
+            "how long a deleted webhook subscription's record, delivery log and advance notices "
+            "are kept after its deletion; the daily sweep then deletes them",
+        ),
+    )
     public_base_url: str | None = field(
         default=None,
         metadata=setting(
@@ -731,6 +749,12 @@ class Settings:
                 env, "DELIVERY_RETRY_WINDOW_SECONDS", cls.delivery_retry_window_seconds
             ),
             webhook_allow_private_targets=_flag(env, "WEBHOOK_ALLOW_PRIVATE_TARGETS"),
+            subscription_rate_limit=(
+                env.get("SUBSCRIPTION_RATE_LIMIT") or cls.subscription_rate_limit
+            ),
+            subscription_retention_days=_int(
+                env, "SUBSCRIPTION_RETENTION_DAYS", cls.subscription_retention_days
+            ),
             public_base_url=_base_url(env, "PUBLIC_BASE_URL"),
             time_zone=_zone(env.get("TIME_ZONE") or cls.time_zone),
             issuer_name=env.get("ISSUER_NAME") or cls.issuer_name,
@@ -761,6 +785,7 @@ class Settings:
             "credly_webhook_forged_checks",
             "credly_webhook_refused",
             "token_failure_rate_limit",
+            "subscription_rate_limit",
         ):
             _check_rate(self.__dataclass_fields__[name].metadata["env"], getattr(self, name))
         for name, least in _LEAST.items():
@@ -856,11 +881,12 @@ _LEAST = {
     "delivery_retry_base_seconds": 1,
     "delivery_retry_window_seconds": 1,
     "receipt_retention_days": 1,
+    "subscription_retention_days": 1,
 }
 #: The greatest value of a whole-number setting: what a 32-bit column or counter holds.
 MAX_WHOLE_NUMBER = 2**31 - 1
 #: Tighter bounds where a larger value would overflow a date.
-_MOST = {"receipt_retention_days": 36_500}
+_MOST = {"receipt_retention_days": 36_500, "subscription_retention_days": 36_500}
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 

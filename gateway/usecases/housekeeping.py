@@ -1,17 +1,23 @@
 """What the daily sweep deletes: records past their use (receipts' log, expired tokens, refused
-notifications, ids still watched by deleted subscriptions), so that no table grows for ever."""
+notifications, ids still watched by deleted subscriptions, subscriptions deleted long ago with their
+delivery logs and advance notices), so that no table grows for ever."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, tuple_
+from sqlalchemy import Select, delete, exists, func, select, tuple_
 from sqlalchemy.orm import InstrumentedAttribute
 
 from gateway.store.models import (
+    UNFINISHED,
+    AdvanceNotice,
     CredlyNotification,
+    Delivery,
+    DeliveryTarget,
     OAuthToken,
+    OutboxItem,
     Receipt,
     Subscription,
     WatchedCertification,
@@ -38,6 +44,7 @@ def prune(svc: Services, now: datetime | None = None) -> dict[str, int]:
         "tokens": prune_tokens(svc, now),
         "notifications": prune_notifications(svc, now),
         "watched": prune_watched(svc),
+        **prune_subscriptions(svc, now),
     }
 
 
@@ -77,6 +84,44 @@ def prune_watched(svc: Services) -> int:
         svc,
         (WatchedCertification.subscription_id, WatchedCertification.certification_id),
         WatchedCertification.subscription_id.in_(deleted),
+    )
+
+
+def prune_subscriptions(svc: Services, now: datetime) -> dict[str, int]:
+    """Delete the subscriptions deleted more than SUBSCRIPTION_RETENTION_DAYS ago that nothing in
+    flight refers to: their deliveries and advance notices first, then (once none is left) their
+    rows and sequence counters; how many of each went."""
+    expired = _expired(now - timedelta(days=svc.settings.subscription_retention_days))
+    counts = {
+        "deliveries": delete_in_chunks(svc, Delivery.id, Delivery.target.in_(expired)),
+        "advance_notices": delete_in_chunks(
+            svc, AdvanceNotice.id, AdvanceNotice.subscription_id.in_(expired)
+        ),
+    }
+    emptied = expired.where(
+        ~exists().where(Delivery.target == Subscription.id),
+        ~exists().where(AdvanceNotice.subscription_id == Subscription.id),
+    )
+    delete_in_chunks(svc, DeliveryTarget.name, DeliveryTarget.name.in_(emptied))
+    counts["subscriptions"] = delete_in_chunks(svc, Subscription.id, Subscription.id.in_(emptied))
+    return counts
+
+
+def _expired(cutoff: datetime) -> Select:
+    """The ids of the subscriptions deleted before `cutoff` that nothing in flight refers to: no
+    unfinished job sends one of their deliveries (a failed one requeued later finds its delivery
+    gone and does nothing), and no advance notice of theirs is still scheduled (the daily review
+    settles those of a deleted subscription)."""
+    queued = (
+        select(Delivery.target)
+        .join(OutboxItem, OutboxItem.payload["delivery_id"].as_integer() == Delivery.id)
+        .where(OutboxItem.state.in_(UNFINISHED))
+    )
+    scheduled = select(AdvanceNotice.subscription_id).where(AdvanceNotice.state == "scheduled")
+    return select(Subscription.id).where(
+        Subscription.deleted_at < cutoff,
+        Subscription.id.not_in(queued),
+        Subscription.id.not_in(scheduled),
     )
 
 

@@ -219,7 +219,7 @@ def unwatch(session: Session, subscription: Subscription, certification_ids: Seq
 
 def remove(session: Session, subscription: Subscription) -> None:
     """Delete a subscription: nothing more is delivered to it and the ids it watched go with it
-    (its delivery log stays in the database)."""
+    (its row, delivery log and advance notices stay SUBSCRIPTION_RETENTION_DAYS: housekeeping)."""
     subscription.deleted_at = utcnow()
     session.execute(
         delete(WatchedCertification).where(WatchedCertification.subscription_id == subscription.id)

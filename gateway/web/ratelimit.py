@@ -1,5 +1,6 @@
 """Rate limits (the `limits` library): verification lookups per address or per API client, Credly
-notifications per address, failed client authentications at the token endpoint per address.
+notifications per address, failed client authentications at the token endpoint per address,
+webhook subscriptions created per API client.
 
 One sliding-window counter per limit of a key. With one limit (the default), one Redis script a
 lookup checks and counts; with several (`100/hour;10/minute`), all are checked before any counts.
@@ -27,7 +28,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from gateway.platform import metrics
 from gateway.platform.config import Settings
-from gateway.web.auth import bearer_sent, require_oauth
+from gateway.web.auth import bearer_sent, current_client_id, require_oauth
 from gateway.web.problems import Problem, unprocessable
 
 log = logging.getLogger("gateway.web.ratelimit")
@@ -35,6 +36,7 @@ log = logging.getLogger("gateway.web.ratelimit")
 LOOKUP_SCOPE = "verifications:read"
 BATCH = "verifications.batch_verifications"
 TOKEN = "oauth.issue_token"
+CREATE_SUBSCRIPTION = "subscriptions.create_subscription"
 PREFIX = "gateway-ratelimit"
 REDIS_RETRY_SECONDS = 5  # while Redis is down, how often to try it again
 #: An attempt in flight counts for at least this many seconds and at most twice as many, unless
@@ -55,7 +57,7 @@ COUNTED = "gateway.lookup_counted"
 
 class TooManyRequests(Problem):
     """A request over its rate limit (lookups, Credly notifications, failed client
-    authentications): 429 with `Retry-After`."""
+    authentications, subscriptions created): 429 with `Retry-After`."""
 
     def __init__(self, detail: str, retry_after: int) -> None:
         super().__init__(
@@ -170,7 +172,8 @@ def init_app(
 ) -> Counter:
     """Limit the lookups of `apis` (per address, or per client with a `verifications:read` token,
     batches counting each id) and of `pages` (per address; the bare form is free), an address having
-    one allowance for all of them; and the Credly notifications of `webhooks` (per address).
+    one allowance for all of them; the Credly notifications of `webhooks` (per address); and the
+    webhook subscriptions created (per API client, SUBSCRIPTION_RATE_LIMIT).
     `app.extensions[CREDLY_CHECKS]()` says whether one more notification may be checked with Credly
     (CREDLY_WEBHOOK_CHECKS, across addresses)."""
     if settings.trusted_proxies:
@@ -266,6 +269,31 @@ def init_app(
         end = g.pop("end_token_attempt", None)
         if end is not None:
             end()
+
+    creations = parse_many(settings.subscription_rate_limit)
+
+    def creations_key(client: str | None) -> str:
+        return f"subscriptions/client:{client}"
+
+    @app.before_request
+    def limit_subscription_creations() -> None:
+        # Tested before (a request without a good token is the view's to refuse), counted once
+        # created: a request refused for any reason uses none of the allowance.
+        client = lookup_client() if request.endpoint == CREATE_SUBSCRIPTION else None
+        if client:
+            refused = counter.test(creations, creations_key(client))
+            if refused is not None:
+                detail = (
+                    "Too many subscriptions created by this API client: the limit is "
+                    f"{settings.subscription_rate_limit}."
+                )
+                raise TooManyRequests(detail, counter.retry_after(refused, creations_key(client)))
+
+    @app.after_request
+    def count_subscription_creations(response: Response) -> Response:
+        if request.endpoint == CREATE_SUBSCRIPTION and response.status_code == 201:
+            counter.hit(creations, creations_key(current_client_id()), 1)
+        return response
 
     app.extensions[CREDLY_CHECKS] = admit_check
     app.extensions[COUNT_ADDRESS] = lambda address: counter.hit(anonymous, address_key(address), 1)

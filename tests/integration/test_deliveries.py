@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import select, text, update
@@ -18,13 +19,14 @@ from standardwebhooks import Webhook
 from gateway.schemas.verifications import RECORD_FIELDS
 from gateway.store.db import Database
 from gateway.store.models import Delivery, OutboxItem, VerificationRecord, utcnow
-from gateway.usecases import clients, subscriptions
+from gateway.usecases import clients, housekeeping, subscriptions
 from gateway.usecases.notices import SCHEDULED
 from jobs import verification
 from jobs.deliveries import queue
 from jobs.engine.claim import ClaimedItem
+from jobs.engine.dispatch import requeue
 from jobs.engine.outbox import run_claimed
-from tests.support.badge_jobs import drain, items, submit
+from tests.support.badge_jobs import drain, ended, items, submit
 from tests.support.database import truncate
 from tests.support.events import event, granted, revoked
 from tests.support.http_stubs import DirectoryStub, scripted, serve
@@ -217,6 +219,26 @@ def test_a_target_that_resolves_to_a_private_address_is_refused_at_delivery(make
     with svc.db.sessions() as session:
         [item] = session.scalars(select(OutboxItem).where(OutboxItem.kind == "deliver_webhook"))
     assert item.state == "failed"
+
+
+def test_a_failed_delivery_requeued_once_its_subscription_was_pruned_ends_sending_nothing(
+    make_svc,
+):
+    svc = make_svc(webhook_allow_private_targets=False)
+    with serve(scripted()) as (url, received):
+        subscription = watch(svc, url)
+        submit(svc, granted(days_ago(30)))
+        drain(svc, lambda: settled(svc, subscription.id))  # refused at delivery: failed
+        with svc.db.transaction() as session:
+            _delete(session, subscription)
+        later = utcnow() + timedelta(days=svc.settings.subscription_retention_days + 1)
+        assert housekeeping.prune(svc, later)["deliveries"] == 1
+        [failed] = items(svc, "deliver_webhook")
+        assert requeue(svc, [failed.id]) == [failed.id]
+        drain(svc, lambda: ended(svc, "deliver_webhook", ("done", "retrying", "failed")))
+    assert received == []
+    [item] = items(svc, "deliver_webhook")
+    assert (item.state, item.last_error) == ("done", None)
 
 
 def test_a_delivery_gives_up_when_its_retry_window_is_used_up(make_svc):

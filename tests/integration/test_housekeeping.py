@@ -1,21 +1,25 @@
-"""The daily sweep's housekeeping: expired tokens, old refused notifications and the ids deleted
-subscriptions still watch are deleted."""
+"""The daily sweep's housekeeping: expired tokens, old refused notifications, the ids deleted
+subscriptions still watch and subscriptions deleted past their retention are deleted."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 
 from sqlalchemy import func, select, update
 
 from gateway.store.models import (
+    AdvanceNotice,
     CredlyNotification,
+    Delivery,
+    DeliveryTarget,
     OAuthToken,
+    OutboxItem,
     Subscription,
     WatchedCertification,
     utcnow,
 )
 from gateway.usecases import clients, housekeeping, subscriptions
-from tests.support.clients import fetch_token
+from tests.support.clients import fetch_token, register_client
 
 
 def count(svc, model) -> int:
@@ -104,3 +108,112 @@ def test_ids_still_watched_by_deleted_subscriptions_are_deleted_a_chunk_at_a_tim
         left = session.scalars(select(WatchedCertification.subscription_id)).all()
     assert left == [live] * 3
     assert housekeeping.prune(svc)["watched"] == 0
+
+
+def deleted(svc, subscription_id: str, days_ago: int) -> None:
+    with svc.db.transaction() as session:
+        session.execute(
+            update(Subscription)
+            .where(Subscription.id == subscription_id)
+            .values(deleted_at=utcnow() - timedelta(days=days_ago))
+        )
+
+
+def delivered_and_told(session, subscription_id: str, job: str, notice: str) -> None:
+    """A delivery to the subscription (its job in state `job`) and an advance notice (`notice`)."""
+    session.add(DeliveryTarget(name=subscription_id, last_sequence=1))
+    delivery = Delivery(
+        target=subscription_id,
+        certification_id="C-1",
+        sequence=1,
+        event_id=f"msg_{subscription_id}",
+        state="delivered",
+    )
+    session.add(delivery)
+    session.flush()
+    session.add(  # an unfinished one is due far ahead: no job thread takes it meanwhile
+        OutboxItem(
+            certification_id="C-1",
+            kind="deliver_webhook",
+            payload={"delivery_id": delivery.id},
+            state=job,
+            due_at=None if job in ("done", "failed") else utcnow() + timedelta(days=1),
+        )
+    )
+    session.add(
+        AdvanceNotice(
+            subscription_id=subscription_id,
+            certification_id="C-1",
+            change_on=date(2030, 1, 1),
+            status="lapsed",
+            state=notice,
+        )
+    )
+
+
+def left(svc, column) -> list[str]:
+    with svc.db.sessions() as session:
+        return sorted(session.scalars(select(column)))
+
+
+def test_subscriptions_deleted_past_their_retention_go_with_their_deliveries_and_notices(
+    app, client
+):
+    svc = app.extensions["gateway"]
+    retention = svc.settings.subscription_retention_days
+    client_id, secret = register_client(app, "verifications:read")
+    token = client.post(
+        "/oauth/token", data={"grant_type": "client_credentials"}, auth=(client_id, secret)
+    ).get_json()["access_token"]
+    mine = {"Authorization": f"Bearer {token}"}
+    with svc.db.transaction() as session:
+        old, recent, live = (
+            subscriptions.create(session, client_id, "https://hr.test/", ["C-1"]).id
+            for _ in range(3)
+        )
+        for subscription_id in (old, recent, live):
+            notice = "scheduled" if subscription_id == live else "cancelled"
+            delivered_and_told(session, subscription_id, "done", notice)
+    deleted(svc, old, retention + 1)
+    deleted(svc, recent, retention - 1)
+    for path in (f"/v1/subscriptions/{old}", f"/v1/subscriptions/{old}/deliveries"):
+        assert client.get(path, headers=mine).status_code == 404
+    pruned = housekeeping.prune(svc)
+    assert (pruned["deliveries"], pruned["advance_notices"], pruned["subscriptions"]) == (1, 1, 1)
+    kept = sorted([recent, live])
+    assert left(svc, Subscription.id) == kept
+    assert left(svc, Delivery.target) == kept
+    assert left(svc, AdvanceNotice.subscription_id) == kept
+    assert left(svc, DeliveryTarget.name) == kept
+    for path in (f"/v1/subscriptions/{old}", f"/v1/subscriptions/{old}/deliveries"):
+        gone = client.get(path, headers=mine)
+        assert gone.status_code == 404
+        assert gone.get_json()["detail"] == f"You have no subscription {old}."
+    assert client.delete(f"/v1/subscriptions/{old}", headers=mine).status_code == 404
+    log = client.get(f"/v1/subscriptions/{live}/deliveries", headers=mine).get_json()
+    assert [d["sequence"] for d in log["deliveries"]] == [1]
+    again = housekeeping.prune(svc)
+    assert (again["deliveries"], again["advance_notices"], again["subscriptions"]) == (0, 0, 0)
+
+
+def test_a_deleted_subscription_waits_while_a_delivery_job_or_a_notice_is_in_flight(app):
+    svc = app.extensions["gateway"]
+    with svc.db.transaction() as session:
+        employer = clients.create_client(session, "employer", "verifications:read").client_id
+        queued, announced = (
+            subscriptions.create(session, employer, "https://hr.test/", ["C-1"]).id
+            for _ in range(2)
+        )
+        delivered_and_told(session, queued, "retrying", "cancelled")
+        delivered_and_told(session, announced, "done", "scheduled")
+    for subscription_id in (queued, announced):
+        deleted(svc, subscription_id, svc.settings.subscription_retention_days + 1)
+    pruned = housekeeping.prune(svc)
+    assert (pruned["deliveries"], pruned["advance_notices"], pruned["subscriptions"]) == (0, 0, 0)
+    assert left(svc, Subscription.id) == sorted([queued, announced])
+    with svc.db.transaction() as session:  # the job gave up; the daily review settled the notice
+        session.execute(update(OutboxItem).values(state="failed", due_at=None))
+        session.execute(update(AdvanceNotice).values(state="cancelled"))
+    pruned = housekeeping.prune(svc)
+    assert (pruned["deliveries"], pruned["advance_notices"], pruned["subscriptions"]) == (2, 2, 2)
+    assert left(svc, Subscription.id) == []

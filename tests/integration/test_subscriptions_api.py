@@ -173,6 +173,34 @@ def test_a_client_holds_at_most_100_subscriptions_at_once(app, client, employer)
     subscribe(client, employer)
 
 
+def test_the_subscriptions_a_client_creates_are_rate_limited(database_url, make_app):
+    app = make_app(
+        database_url=database_url,
+        webhook_allow_private_targets=True,
+        subscription_rate_limit="2/day",
+    )
+    client = app.test_client()
+    mine = {"Authorization": f"Bearer {fetch_token(app, 'verifications:read')}"}
+    refused = client.post("/v1/subscriptions", json={"url": HOOK}, headers=mine)
+    assert refused.status_code == 422  # uses none of the allowance
+    first = subscribe(client, mine).get_json()["id"]
+    subscribe(client, mine)
+    assert client.delete(f"/v1/subscriptions/{first}", headers=mine).status_code == 204
+    over = client.post(
+        "/v1/subscriptions", json={"url": HOOK, "certification_ids": ["C"]}, headers=mine
+    )
+    assert over.status_code == 429 and over.mimetype == "application/problem+json"
+    assert over.get_json()["detail"] == (
+        "Too many subscriptions created by this API client: the limit is 2/day."
+    )
+    assert 0 < int(over.headers["Retry-After"]) <= 24 * 3600
+    assert len(client.get("/v1/subscriptions", headers=mine).get_json()["subscriptions"]) == 1
+    other = {"Authorization": f"Bearer {fetch_token(app, 'verifications:read')}"}
+    subscribe(client, other)  # each client has its own allowance
+    anonymous = client.post("/v1/subscriptions", json={"url": HOOK, "certification_ids": ["C"]})
+    assert anonymous.status_code == 401
+
+
 def test_a_deleted_subscription_is_gone(client, employer):
     sub_id = subscribe(client, employer).get_json()["id"]
     assert client.delete(f"/v1/subscriptions/{sub_id}", headers=employer).status_code == 204

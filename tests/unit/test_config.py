@@ -108,6 +108,9 @@ def test_badge_templates_accept_json():
         ("OAUTH_TOKEN_EXPIRES_IN", "-5"),
         ("OAUTH_TOKEN_EXPIRES_IN", "2147483648"),  # past any integer column
         ("RECEIPT_RETENTION_DAYS", "3000000"),  # past any date
+        ("SUBSCRIPTION_RETENTION_DAYS", "0"),
+        ("SUBSCRIPTION_RETENTION_DAYS", "3000000"),
+        ("SUBSCRIPTION_RATE_LIMIT", "often"),
         ("JOB_TIMEOUT_SECONDS", str(10**30)),
         ("WEB_WORKERS", "0"),
         ("WEB_THREADS", "0"),

@@ -67,10 +67,13 @@ def _dump(subscription: Subscription, count: int, **extra: Any) -> dict[str, Any
 @operation(
     "Register a webhook for status changes of the certifications it watches",
     tags=["subscriptions"],
-    description="The answer shows the signing secret: the only time it is shown.",
+    description=(
+        "The answer shows the signing secret: the only time it is shown. The subscriptions an "
+        "API client creates are rate limited (429 with `Retry-After` beyond)."
+    ),
     request=SubscriptionCreateSchema,
     responses={201: json_answer(SubscriptionSchema, "Registered.", headers=LOCATION)},
-    errors=(*BODY_ERRORS, "TooManySubscriptions"),
+    errors=(*BODY_ERRORS, "TooManySubscriptions", "TooManyRequests"),
 )
 def create_subscription() -> ResponseReturnValue:
     """Register a webhook; the answer shows its signing secret, the only time it is shown."""
