@@ -788,13 +788,16 @@ class DryRunCredly:
             self._file.parent.mkdir(parents=True, exist_ok=True)
             with open(self._file.with_suffix(".lock"), "a") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)
-                self._badges = json.loads(self._file.read_text()) if self._file.exists() else {}
-                before = json.dumps(self._badges, sort_keys=True)
-                yield
-                if json.dumps(self._badges, sort_keys=True) != before:
-                    written = self._file.with_suffix(".tmp")
-                    written.write_text(json.dumps(self._badges, indent=1))
-                    os.replace(written, self._file)
+                try:
+                    self._badges = json.loads(self._file.read_text()) if self._file.exists() else {}
+                    before = json.dumps(self._badges, sort_keys=True)
+                    yield
+                    if json.dumps(self._badges, sort_keys=True) != before:
+                        written = self._file.with_suffix(".tmp")
+                        written.write_text(json.dumps(self._badges, indent=1))
+                        os.replace(written, self._file)
+                finally:  # unlocked, not only closed: a process forked meanwhile holds the file too
+                    fcntl.flock(lock, fcntl.LOCK_UN)
 
     def _existing(self, badge_id: str) -> dict[str, Any]:
         try:

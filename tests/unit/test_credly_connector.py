@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import logging
 import multiprocessing
+import os
+import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -762,6 +765,26 @@ def test_a_dry_run_with_a_state_file_keeps_its_badges_across_restarts_and_proces
     revoked = first.revoke_badge(badge.id, reason="lapsed")  # seen by the other at once
     assert restarted.get_badge(badge.id) == revoked and revoked.state == "revoked"
     assert state.stat().st_size > 0
+
+
+def test_a_process_forked_during_a_dry_run_call_does_not_keep_the_state_file_locked(tmp_path):
+    # A worker forks its scheduler while a job thread is inside a call: the child inherits the
+    # locked file; the call's end must still free the lock for every other process.
+    state = tmp_path / "credly-dry-run.json"
+    dry = DryRunCredly(organization_id="dry-org", state_file=state)
+    with dry._state():
+        child = os.fork()
+        if child == 0:  # the child holds its copy of the lock file open until it is killed
+            time.sleep(60)
+            os._exit(0)
+    try:
+        with open(state.with_suffix(".lock"), "a") as lock:  # another process's turn, at once
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError while kept
+            fcntl.flock(lock, fcntl.LOCK_UN)
+        assert issue(dry).state == "pending"
+    finally:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
 
 
 def _issue_many_in_a_process(state: str, process: int, count: int) -> None:
