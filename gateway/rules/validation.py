@@ -21,7 +21,7 @@ from .events import (
 from .periods import add_years, cycle_end, cycle_index, cycle_start, first_membership_year
 from .points import plain
 from .policy import Policy
-from .standing import LAPSED, evaluate, period_start
+from .standing import Standing, evaluate, period_start
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,19 +64,11 @@ def validate(
     grant = min((e for e in history if isinstance(e, Granted)), key=chronological, default=None)
     if grant is None and not isinstance(event, Granted):
         return []
-    violations = list(_future(event, policy, received_at))
     if isinstance(event, MemberUpdated):
-        return violations
-    revocation = next((e for e in history if isinstance(e, Revoked)), None)
-    if revocation is not None:
-        violations.append(
-            Violation(
-                ids.CERT_REVOKED,
-                f"the certification was revoked on {revocation.revoked_on}; "
-                "only member.updated is accepted after a revocation",
-            )
-        )
-    elif isinstance(event, Granted):
+        return list(_future(event, policy, received_at))
+    violations = list(_revoked(history))
+    violations.extend(_future(event, policy, received_at))
+    if isinstance(event, Granted):
         violations.extend(_check_grant(grant, event, policy))
     elif grant.credential not in policy.credentials:
         violations.append(
@@ -90,6 +82,17 @@ def validate(
         if check is not None:
             violations.extend(check(_Context(history, grant, policy, kept_ids), event))
     return violations
+
+
+def _revoked(history: Sequence[Event]) -> Iterator[Violation]:
+    """CERT-REVOKED, named before what the event's own checks find."""
+    revocation = next((e for e in history if isinstance(e, Revoked)), None)
+    if revocation is not None:
+        yield Violation(
+            ids.CERT_REVOKED,
+            f"the certification was revoked on {revocation.revoked_on}; "
+            "only member.updated is accepted after a revocation",
+        )
 
 
 class _Context:
@@ -109,10 +112,14 @@ class _Context:
         # FEE-YEAR-RANGE, RECERT-NOT-LAPSED).
         self.start = period_start(history, policy) or grant.certified_on
 
+    def standing_on(self, day: date) -> Standing:
+        """The standing on `day` of the recorded history (`lapsed_on` is set only while lapsed,
+        not once revoked)."""
+        return evaluate(self.history, day, self.policy)
+
     def lapsed_on(self, day: date) -> date | None:
         """The day the certification lapsed if it is lapsed on `day`, else None."""
-        standing = evaluate(self.history, day, self.policy)
-        return standing.lapsed_on if standing.status == LAPSED else None
+        return self.standing_on(day).lapsed_on
 
     def cert_lapsed(self, day: date, what: str) -> Iterator[Violation]:
         """CERT-LAPSED: nothing dated on or after a lapse but a recertification."""
@@ -282,11 +289,12 @@ def _check_recertification(ctx: _Context, recert: Recertified) -> Iterator[Viola
             provisional=done >= ctx.grant.certified_on,
         )
     else:
-        lapsed_on = ctx.lapsed_on(done)
+        standing = ctx.standing_on(done)
+        lapsed_on = standing.lapsed_on
         if lapsed_on is None:
             yield Violation(
                 ids.RECERT_NOT_LAPSED,
-                f"the certification is not lapsed on {done}",
+                f"on {done} the certification is {standing.status}, not lapsed",
                 provisional=True,
             )
         elif recert.method != METHOD_EXAM and done >= add_years(

@@ -357,7 +357,19 @@ class AuditData(_Strict):
 
     result = fields.String(required=True, validate=validate.OneOf(AUDIT_RESULTS))
     audited_on = _day(required=True)
-    cycle_start = _day(required=True)
+    cycle_start = _day(
+        required=True,
+        metadata={"description": "The first day of the audited CCP cycle, not after `audited_on`."},
+    )
+
+    @validates_schema
+    def cycle_begun(self, data: dict[str, Any], **_: Any) -> None:
+        """An audit is of a cycle that had begun by `audited_on`."""
+        audited_on, cycle_start = data.get("audited_on"), data.get("cycle_start")
+        if audited_on is not None and cycle_start is not None and cycle_start > audited_on:
+            raise ValidationError(
+                {"cycle_start": [f"Must not be after audited_on ({audited_on.isoformat()})."]}
+            )
 
 
 class RecertifiedData(_Strict):

@@ -61,6 +61,21 @@ def test_employment_dates_are_only_for_the_employment_category(post, name):
     assert error == {"field": f"data.{name}", "message": "Only for category employment."}
 
 
+@pytest.mark.parametrize("path", [PLAIN, VIA_FLASK])
+def test_an_audit_of_a_cycle_not_yet_begun_is_refused(client, headers, post, path):
+    """A cycle_start after audited_on is malformed: the audit would lapse the certification."""
+    assert post(granted("2026-03-01")).status_code == 202
+    audit = {"result": "failed", "audited_on": "2026-06-01", "cycle_start": "2026-06-02"}
+    response = client.post(path, json=event("audit.completed", audit), headers=headers)
+    assert errors(response) == [
+        {"field": "data.cycle_start", "message": "Must not be after audited_on (2026-06-01)."}
+    ]
+    audit["cycle_start"] = "2026-06-01"  # a cycle that begins on the audit's day has begun
+    response = client.post(path, json=event("audit.completed", audit), headers=headers)
+    assert response.status_code == 202, response.get_json()
+    assert response.get_json()["standing"]["status"] == "lapsed"
+
+
 @pytest.mark.parametrize(
     "name",
     ["Ada\tMary", "Ada\nMary", "Ada\x07", "\u202eadA", "Ada\u2028Mary", "A\u200bda", "Ada\ue000"],

@@ -248,6 +248,24 @@ def test_each_rejection_rule_reaches_the_api(post, setup, bad, rule):
     assert all(e["message"] for e in response.get_json()["errors"])
 
 
+def test_an_event_refused_on_a_revoked_certification_names_its_own_rules_too(post, reader):
+    """CERT-REVOKED first, then what the event's own checks find; recorded as rejected."""
+    for body in (granted("2020-01-10"), revoked("2021-01-01")):
+        assert post(body).status_code == 202, post(body).get_json()
+    second_grant = granted("2020-01-10", credential="XYZ")
+    response = post(second_grant)
+    assert response.status_code == 422, response.get_json()
+    assert rules_of(response) == ["CERT-REVOKED", "CERT-EXISTS", "CREDENTIAL-UNKNOWN"]
+    far_year = fee(2030, "2021-01-05")
+    assert rules_of(post(far_year)) == ["CERT-REVOKED", "FEE-YEAR-RANGE"]
+    for body in (second_grant, far_year):
+        assert reader(f"/v1/events/{body['event_id']}").get_json()["status"] == "rejected"
+    standing = reader("/v1/certifications/CERT-1").get_json()
+    assert standing["status"] == "revoked"
+    assert [r["rule"] for r in standing["reasons"]] == ["CERT-REVOKED"]
+    assert post(event("member.updated", {"last_name": "King"})).status_code == 202
+
+
 def test_recertification_starts_a_new_period_and_issues_a_badge(post, reader):
     assert post(granted("2010-06-15")).get_json()["standing"]["status"] == "lapsed"
     response = post(recert("exam", "2026-10-01", exam_passed_on="2026-09-15"))

@@ -69,7 +69,11 @@ def test_cert_revoked_is_revoked_for_good():
 def test_cert_revoked_outranks_lapsed():
     history = accepted(granted(LAPSING), revoked(date(2012, 1, 1)))
     assert standing(history, date(2011, 12, 31)).status == "lapsed"
-    assert standing(history, date(2030, 1, 1)).status == "revoked"
+    revoked_standing = standing(history, date(2030, 1, 1))
+    assert revoked_standing.status == "revoked"
+    # A revocation is the only reason left: not the lapse, nor the unpaid fees of the day.
+    assert [r.rule for r in revoked_standing.reasons] == ["CERT-REVOKED"]
+    assert revoked_standing.lapsed_on is None
 
 
 def test_cert_revoked_rejects_every_later_event_but_member_updated():
@@ -81,8 +85,47 @@ def test_cert_revoked_rejects_every_later_event_but_member_updated():
         revoked(date(2013, 1, 1)),
         granted(LAPSING),
     ):
-        assert rules_broken(history, later) == ["CERT-REVOKED"], later
+        violations = validate(history, later, policy=POLICY, received_at=NOW)
+        assert violations[0].rule == "CERT-REVOKED", later
+        assert not kept(violations), later
     assert rules_broken(history, updated(date(2013, 1, 1), email="new@example.org")) == []
+
+
+def test_cert_revoked_is_named_first_then_the_events_own_rules():
+    history = accepted(granted(LAPSING), revoked(date(2012, 1, 1)))
+    assert rules_broken(history, fee(2006, date(2006, 1, 1))) == ["CERT-REVOKED"]
+    assert rules_broken(history, fee(2008, date(2006, 1, 1))) == ["CERT-REVOKED", "FEE-YEAR-RANGE"]
+    assert rules_broken(history, granted(LAPSING, "XYZ")) == [
+        "CERT-REVOKED",
+        "CERT-EXISTS",
+        "CREDENTIAL-UNKNOWN",
+    ]
+    ahead = fee(2006, date(2006, 1, 1), occurred_at=NOW + timedelta(hours=1))
+    assert rules_broken(history, ahead) == ["CERT-REVOKED", "EVENT-FUTURE"]
+
+
+def test_cert_revoked_with_the_checks_that_read_the_standing():
+    """Dated while lapsed, before the revocation: CERT-LAPSED too (kept it is not); dated on or
+    after it: no lapse is named, the certification being revoked then."""
+    history = accepted(granted(LAPSING), revoked(date(2012, 1, 1)))
+    while_lapsed = validate(history, activity(date(2011, 1, 1)), policy=POLICY, received_at=NOW)
+    assert [(v.rule, v.provisional) for v in while_lapsed] == [
+        ("CERT-REVOKED", False),
+        ("CERT-LAPSED", True),
+    ]
+    assert not kept(while_lapsed)
+    assert rules_broken(history, activity(date(2012, 1, 1))) == ["CERT-REVOKED"]
+    assert rules_broken(history, fee(2012, date(2012, 2, 1))) == ["CERT-REVOKED"]
+    recert = validate(history, exam_recert(date(2012, 3, 1)), policy=POLICY, received_at=NOW)
+    assert [(v.rule, v.message) for v in recert] == [
+        (
+            "CERT-REVOKED",
+            "the certification was revoked on 2012-01-01; "
+            "only member.updated is accepted after a revocation",
+        ),
+        ("RECERT-NOT-LAPSED", "on 2012-03-01 the certification is revoked, not lapsed"),
+    ]
+    assert not kept(recert)
 
 
 def test_cert_unknown_is_left_to_the_caller():

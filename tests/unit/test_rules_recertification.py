@@ -3,7 +3,10 @@ RECERT-EXAM-RESULT, RECERT-CCP-POINTS, RECERT-ELIGIBILITY, RECERT-RESET."""
 
 from datetime import date
 
+from gateway.rules import validate
 from tests.support.rules_factories import (
+    NOW,
+    POLICY,
     accepted,
     activity,
     audit,
@@ -91,7 +94,11 @@ def test_a_failed_audit_of_a_cycle_before_the_recertification_does_not_lapse_the
 def test_recert_not_lapsed_rejected_while_inactive():
     history = accepted(granted(LAPSING))
     assert standing(history, date(2008, 1, 1)).status == "inactive"
-    assert rules_broken(history, exam_recert(date(2008, 1, 1))) == ["RECERT-NOT-LAPSED"]
+    [violation] = validate(history, exam_recert(date(2008, 1, 1)), policy=POLICY, received_at=NOW)
+    assert (violation.rule, violation.message) == (
+        "RECERT-NOT-LAPSED",
+        "on 2008-01-01 the certification is inactive, not lapsed",
+    )
 
 
 def test_recert_not_lapsed_accepted_on_first_lapsed_day():
