@@ -45,7 +45,7 @@ def create_app(
     svc = Services.build(settings)
     app.extensions["gateway"] = svc
     if svc.db.is_sqlite and migrate:
-        svc.db.upgrade()
+        svc.db.upgrade(policy=svc.policy)
     if migrate:  # not for the `db` commands, which may be what brings the schema
         check_schema_current(svc)
         check_policy_covers_certifications(svc)

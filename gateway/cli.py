@@ -164,7 +164,8 @@ def db() -> None:
 @with_appcontext
 def db_upgrade(revision: str) -> None:
     """Apply the database migrations."""
-    services().db.upgrade(revision)
+    svc = services()
+    svc.db.upgrade(revision, policy=svc.policy)
     click.echo(f"database upgraded to {revision}")
 
 

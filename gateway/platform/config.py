@@ -206,7 +206,8 @@ class Settings:
             "the packaged `gateway/rules/policy.toml`",
             "the credential policy table (codes, names, points per cycle, current eligibility "
             "criteria id); it must keep every credential certifications hold, even one no longer "
-            "offered, and its numbers within their bounds (docs/rules.md; checked at start)",
+            "offered, and its numbers within their bounds (docs/rules.md; checked at start); "
+            "`gateway db upgrade` judges the recorded refusals under it (docs/operations.md)",
         ),
     )
     credly_api_base: str | None = field(

@@ -29,6 +29,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql.elements import CompilerElement
 
+from gateway.rules import Policy
+
 MIGRATIONS = Path(__file__).with_name("migrations")
 RECYCLE_SECONDS = 1800
 #: Up to this many rows, `execute_each` sends an INSERT as one statement of as many VALUES
@@ -585,17 +587,26 @@ class Database:
         done = {script.revision for script in scripts.iterate_revisions(applied, "base")}
         return sorted(known - done)
 
-    def upgrade(self, revision: str = "heads") -> None:
-        """Apply the Alembic migrations up to `revision`."""
-        self.alembic("upgrade", revision)
+    def upgrade(self, revision: str = "heads", *, policy: Policy | None = None) -> None:
+        """Apply the Alembic migrations up to `revision`; a migration that judges recorded events
+        does so under `policy` (None: the packaged policy table)."""
+        self.alembic("upgrade", revision, attributes={"policy": policy})
 
-    def alembic(self, name: str, *args: object, **options: object) -> None:
+    def alembic(
+        self,
+        name: str,
+        *args: object,
+        attributes: dict[str, Any] | None = None,
+        **options: object,
+    ) -> None:
         """Run the Alembic command `name` (upgrade, downgrade, current, history) on this
-        database; what it reports goes to standard output."""
+        database, its migrations given `attributes` (Alembic's `config.attributes`); what it
+        reports goes to standard output."""
         with self.engine.begin() as connection:
             if not self.is_sqlite:  # a migration may take longer than any request's statement
                 connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
             cfg = alembic_config(self.url)
+            cfg.attributes.update(attributes or {})
             cfg.attributes["connection"] = connection
             cfg.stdout = sys.stdout  # Alembic's default is the stream of its import time
             getattr(command, name)(cfg, *args, **options)

@@ -6,15 +6,19 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.operations import Operations
+from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from click.testing import CliRunner
+from sqlalchemy import inspect, text
 
 from gateway import rules
 from gateway.bootstrap import create_app
 from gateway.cli import cli
 from gateway.platform.config import Settings
 from gateway.store.db import MIGRATIONS, Database, alembic_config
-from gateway.store.models import OutboxItem
+from gateway.store.models import Base, OutboxItem
 from gateway.usecases import intake, subscriptions
 from gateway.usecases.queries import job_outcomes
 from jobs.reconcile import REPAIRS
@@ -395,4 +399,32 @@ def test_db_upgrade_counts_the_jobs_that_ended_before_it(engine, request, tmp_pa
         ("sync_verification", "done"): 1,
         ("sync_verification", "failed"): 0,
     }
+    database.engine.dispose()
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgres"])
+@pytest.mark.parametrize("under", ["0006", "0007"])  # where 0010 came, before 0007 and 0009 did
+def test_db_upgrade_adds_the_schema_of_the_migrations_put_under_0010(
+    engine, under, request, tmp_path
+):
+    """A release had 0010 right after 0006, the next after 0007: a database it migrated is stamped
+    0010 without the tables and columns of 0007 and 0009, which the upgrade then adds."""
+    if engine == "sqlite":
+        url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    else:
+        url = request.getfixturevalue("empty_database")
+    database = Database(url)
+    database.upgrade(under)
+    migration = ScriptDirectory.from_config(alembic_config(url)).get_revision("0010")
+    with database.engine.begin() as connection:
+        with Operations.context(MigrationContext.configure(connection)):
+            migration.module.upgrade()
+        connection.execute(text("UPDATE alembic_version SET version_num = '0010'"))
+    assert "receipts" not in inspect(database.engine).get_table_names()
+    env = {"DATABASE_URL": url, "INSTANCE_PATH": str(tmp_path)}
+    answer = CliRunner().invoke(cli, ["db", "upgrade"], env=env)
+    assert answer.exit_code == 0, answer.output
+    with database.engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        assert compare_metadata(context, Base.metadata) == []  # the schema of this release
     database.engine.dispose()

@@ -11,6 +11,7 @@ from sqlalchemy import select, update
 
 from gateway.cli import cli
 from gateway.platform import clock
+from gateway.rules.policy import DEFAULT_POLICY_FILE
 from gateway.store.models import Certification, Event, OutboxItem
 from gateway.usecases import intake
 from tests.support.events import ccp, event, fee, granted, recert, revoked
@@ -593,6 +594,93 @@ def test_the_upgrade_keeps_the_events_an_earlier_release_refused_for_a_lapse(
         post(fee(year, f"{year}-05-01"))
     standing = reader("/v1/certifications/CERT-1?as_of=2012-12-31").get_json()
     assert standing["fees"]["paid_through"] == "2010-06-30"
+
+
+def _recertified_before_the_audit_that_lapsed_it(post, reader) -> dict:
+    """Fees and CCP cycles in order since 2020-01-15; a recertification of 2026-06-01 is refused
+    RECERT-NOT-LAPSED and kept, and counts once a failed audit of 2026-03-01 arrives. Returns it."""
+    post(granted("2020-01-15"))
+    for year in range(2021, 2027):
+        assert post(fee(year, f"{year}-01-02")).status_code == 202
+    for n, year in enumerate((2022, 2025)):
+        assert post(ccp(f"A-{n}", f"{year}-06-01", points=30)).status_code == 202
+    exam = recert("exam", "2026-06-01", exam_passed_on="2026-05-20")
+    assert rules_of(post(exam)) == ["RECERT-NOT-LAPSED"]
+    audit = {"result": "failed", "audited_on": "2026-03-01", "cycle_start": "2023-01-15"}
+    assert post(event("audit.completed", audit)).status_code == 202
+    assert _status(reader) == ("active", "2026-06-01")
+    return exam
+
+
+def _status(reader, cert: str = "CERT-1") -> tuple[str, str]:
+    standing = reader(f"/v1/certifications/{cert}").get_json()
+    return standing["status"], standing["certified_on"]
+
+
+def _statuses(app) -> dict[str, str]:
+    with app.extensions["gateway"].db.sessions() as session:
+        return dict(session.execute(select(Event.event_id, Event.status)).all())
+
+
+def test_the_upgrade_keeps_the_refusals_this_release_keeps_that_earlier_ones_rejected(
+    app, post, reader, database_url, tmp_path
+):
+    """Releases before this one rejected for good a recertification sent before the failed audit
+    that lapsed the certification, and a payment of a period that a recertification closed: the
+    upgrade keeps each refusal that this release keeps, judged as it arrived."""
+    exam = _recertified_before_the_audit_that_lapsed_it(post, reader)
+    post(granted("2010-02-01", cert="CERT-2"))  # lapsed since 2014, recertified on 2026-01-10
+    recertified = recert("exam", "2026-01-10", exam_passed_on="2026-01-05", cert="CERT-2")
+    assert post(recertified).status_code == 202
+    closed, other = fee(2013, "2013-02-15", cert="CERT-2"), fee(2014, "2014-02-15", cert="CERT-2")
+    assert rules_of(post(closed)) == rules_of(post(other)) == ["FEE-YEAR-RANGE"]
+    assert post(fee(2027, "2026-02-01", cert="CERT-2")).status_code == 202
+    duplicate = fee(2027, "2026-03-01", cert="CERT-2")
+    assert rules_of(post(duplicate)) == ["FEE-DUPLICATE"]
+    refused = [e["event_id"] for e in (exam, closed, other, duplicate)]
+    with app.extensions["gateway"].db.transaction() as session:  # as an earlier release left them
+        session.execute(update(Event).where(Event.status == "kept").values(status="rejected"))
+        reasons = [{"rule": "FEE-YEAR-RANGE", "message": ""}, {"rule": "CCP-LAPSED", "message": ""}]
+        session.execute(  # refused for other rules then: not judged again
+            update(Event).where(Event.event_id == other["event_id"]).values(reasons=reasons)
+        )
+        session.execute(update(Certification).values(next_change_on=date(2030, 1, 1)))
+    assert _status(reader) == ("lapsed", "2020-01-15")
+    env = {"DATABASE_URL": database_url, "INSTANCE_PATH": str(tmp_path)}
+    for args in (["db", "downgrade", "0016"], ["db", "upgrade"]):  # as from the release before
+        assert CliRunner().invoke(cli, args, env=env).exit_code == 0
+    statuses = _statuses(app)
+    assert [statuses[e] for e in refused] == ["kept", "kept", "rejected", "rejected"]
+    with app.extensions["gateway"].db.sessions() as session:
+        due = session.scalars(select(Certification.next_change_on)).all()
+        assert due == [clock.now().date()] * 2  # the daily sweep and lookups take them up again
+    assert _status(reader) == ("active", "2026-06-01")
+
+
+def test_a_downgrade_past_the_keeping_of_refusals_and_an_upgrade_keep_them_again(
+    app, post, reader, database_url, tmp_path
+):
+    _recertified_before_the_audit_that_lapsed_it(post, reader)
+    before = _statuses(app)
+    assert "kept" in before.values()
+    env = {"DATABASE_URL": database_url, "INSTANCE_PATH": str(tmp_path)}
+    assert CliRunner().invoke(cli, ["db", "downgrade", "0012"], env=env).exit_code == 0
+    assert _status(reader) == ("lapsed", "2020-01-15")  # 0013's downgrade rejects kept events
+    assert CliRunner().invoke(cli, ["db", "upgrade"], env=env).exit_code == 0
+    assert _statuses(app) == before
+    assert _status(reader) == ("active", "2026-06-01")
+
+
+def test_the_upgrade_judges_the_refusals_under_the_policy_table_it_is_given(
+    app, post, reader, database_url, tmp_path
+):
+    exam = _recertified_before_the_audit_that_lapsed_it(post, reader)
+    policy = tmp_path / "policy.toml"
+    policy.write_text(DEFAULT_POLICY_FILE.read_text().replace('"EC-2026"', '"EC-2027"'))
+    env = {"DATABASE_URL": database_url, "INSTANCE_PATH": str(tmp_path), "POLICY_FILE": str(policy)}
+    assert CliRunner().invoke(cli, ["db", "downgrade", "0012"], env=env).exit_code == 0
+    assert CliRunner().invoke(cli, ["db", "upgrade"], env=env).exit_code == 0
+    assert _statuses(app)[exam["event_id"]] == "rejected"  # its criteria are no longer current
 
 
 def test_fees_sent_before_the_activities_give_the_standing_of_date_order(post, reader):
