@@ -8,7 +8,7 @@ from flask import Flask
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.platform import logs, signing
-from gateway.platform.config import Settings
+from gateway.platform.config import PRODUCTION_MODE, Settings
 from gateway.usecases import credly_token, issuer
 from gateway.usecases.services import (
     Services,
@@ -132,7 +132,8 @@ def create_app(
     credly_notifications.init_app(app, settings, counter)
     app.plain_paths.update(GET=plain_lookup.answer, POST=plain_events.answer)
     cli.register(app)
-    log.info(settings.mode_line())
+    mode = settings.mode_line()  # not production's: a warning, seen at any LOG_LEVEL but ERROR
+    log.log(logging.INFO if mode.startswith(PRODUCTION_MODE) else logging.WARNING, mode)
     # at start (with the expiry Credly reported, once read); daily from the workers' cron
     credly_token.warn_if_token_expiring(settings, state=credly_token.token_state(svc))
     return app

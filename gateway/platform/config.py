@@ -856,7 +856,7 @@ class Settings:
         if all(embedded.values()):
             return f"EMBEDDED DEFAULT MODE (not for production): {parts}"
         if not any(embedded.values()):
-            return f"production mode: {parts}"
+            return f"{PRODUCTION_MODE}: {parts}"
         unlike = " and ".join(name for name, on in embedded.items() if on)
         return f"mixed mode ({unlike}, not for production): {parts}"
 
@@ -888,6 +888,8 @@ _LEAST = {
 MAX_WHOLE_NUMBER = 2**31 - 1
 #: Tighter bounds where a larger value would overflow a date.
 _MOST = {"receipt_retention_days": 36_500, "subscription_retention_days": 36_500}
+#: How `Settings.mode_line` begins for production (PostgreSQL, Redis, Credly).
+PRODUCTION_MODE = "production mode"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
