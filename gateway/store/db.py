@@ -22,7 +22,7 @@ import psycopg
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Executable, create_engine, event, text
+from sqlalchemy import Connection, Executable, create_engine, event, inspect, text
 from sqlalchemy.engine import Compiled, Engine, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
@@ -574,13 +574,15 @@ class Database:
 
     def missing_migrations(self) -> list[str]:
         """The migrations this code has that the database lacks (none when it is up to date, or
-        ahead: a newer release migrated it); every one when its version table names none.
-        SQLAlchemyError for a database without the schema."""
+        ahead: a newer release migrated it); every one when it has no version table, or one that
+        names none. SQLAlchemyError when the database cannot say (down, say)."""
         scripts = ScriptDirectory.from_config(alembic_config(self.url))
         with self.engine.connect() as connection:
-            applied = tuple(connection.scalars(text("SELECT version_num FROM alembic_version")))
+            applied: tuple[str, ...] = ()
+            if inspect(connection).has_table("alembic_version"):  # none: never migrated
+                applied = tuple(connection.scalars(text("SELECT version_num FROM alembic_version")))
         known = {script.revision for script in scripts.walk_revisions()}
-        if not applied:  # the version table, but no revision in it: nothing is known applied
+        if not applied:  # no revision is known applied
             return sorted(known)
         if not set(applied) <= known:
             return []

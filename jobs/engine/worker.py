@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 import signal
 import sys
 import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from redis import Redis, RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue, SimpleWorker
+from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
+from rq.scheduler import RQScheduler
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.platform import metrics
@@ -25,23 +33,87 @@ log = logging.getLogger("jobs.engine.worker")
 SCHEDULER_CHECK_SECONDS = 5  # how often a worker looks whether its RQ scheduler child still runs
 CRON_RETRY_SECONDS = 5  # how long after the daily cron failed (Redis away) it starts again
 COMMAND_READ_SECONDS = 1.0  # the longest read of RQ's command listener (RQ's own: 60 s)
+REDIS_WAIT_SECONDS = (
+    1.0,
+    30.0,
+)  # after a Redis outage, the first and the longest wait between looks
+REDIS_PROBE_SECONDS = 3.0  # the longest a look whether Redis answers again waits for its answer
+STOP_LOOK_SECONDS = 0.2  # how often a worker waiting for Redis looks whether it is asked to stop
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+#: The errors of a Redis that does not answer (a Redis error of a command Redis answered is not).
+REDIS_AWAY = (RedisConnectionError, RedisTimeoutError)
+
+T = TypeVar("T")
+
+
+class GatewayScheduler(RQScheduler):
+    """RQ's scheduler, whose child process ends in one log line and exit status 1 when its loop
+    fails (a Redis outage), where RQ's has multiprocessing print the traceback on stderr."""
+
+    def work(self) -> None:
+        """RQ's loop, in the child process."""
+        try:
+            super().work()
+            return
+        except REDIS_AWAY as exc:
+            log.warning("RQ scheduler (pid %d) stopped, Redis unreachable: %s", os.getpid(), exc)
+        except Exception:
+            log.exception("RQ scheduler (pid %d) failed", os.getpid())
+        # Not SystemExit, which RQ's child would log again as an error, with a traceback.
+        os._exit(1)
+
+
+def _noting_redis_away(method: Callable[..., T]) -> Callable[..., T]:
+    """A step of RQ's work loop that records on the worker whether Redis answered it: None, or
+    the error of a Redis that did not, which ends the loop (RQ logs it and quits)."""
+
+    @functools.wraps(method)
+    def step(worker: GatewayWorker, *args: Any, **kwargs: Any) -> T:
+        try:
+            done = method(worker, *args, **kwargs)
+        except REDIS_AWAY as exc:
+            worker.redis_lost = exc
+            raise
+        worker.redis_lost = None
+        return done
+
+    return step
 
 
 class GatewayWorker(SimpleWorker):
     """RQ's SimpleWorker whose scheduler child is restarted, one at a time, by RQ's maintenance
-    pass and by `supervise_scheduler`, never after the worker stopped it."""
+    pass and by `supervise_scheduler`, never after the worker stopped it; its work loop, ended
+    by a Redis outage, says so in `redis_lost` (`run_worker` then registers another worker)."""
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
         self.scheduler_guard = threading.Lock()
         self.scheduler_stopped = False
+        #: The error of the Redis outage that ended the work loop; None while Redis answers.
+        self.redis_lost: RedisError | None = None
+
+    # The steps of RQ's work loop, each of which may meet a Redis outage.
+    check_for_suspension = _noting_redis_away(SimpleWorker.check_for_suspension)
+    dequeue_job_and_maintain_ttl = _noting_redis_away(SimpleWorker.dequeue_job_and_maintain_ttl)
+    execute_job = _noting_redis_away(SimpleWorker.execute_job)
+    heartbeat = _noting_redis_away(SimpleWorker.heartbeat)
+
+    def _install_signal_handlers(self) -> None:
+        """RQ's; a worker asked to stop before them (while Redis was away) stops at once."""
+        super()._install_signal_handlers()
+        if outbox.STOPPING.is_set():
+            self._stop_requested = True
 
     def request_stop(self, signum: int, frame: object) -> None:
         """A warm stop (SIGTERM, SIGINT): the job at hand ends after the items its threads are
-        running, giving the rest of their claims back for another worker."""
+        running, giving the rest of their claims back for another worker. With Redis away, the
+        stop is not recorded there, but done all the same."""
         outbox.STOPPING.set()
-        super().request_stop(signum, frame)
+        try:
+            super().request_stop(signum, frame)
+        except REDIS_AWAY as exc:
+            self.log.warning("stop requested, not recorded in Redis: %s", exc)
 
     def subscribe(self) -> None:
         """RQ's command channel (`rq.command.send_shutdown_command` and the like), read in short
@@ -62,10 +134,43 @@ class GatewayWorker(SimpleWorker):
             except RedisError as exc:
                 self.log.warning("maintenance pass put off, Redis unreachable: %s", exc)
 
+    def _start_scheduler(
+        self,
+        burst: bool = False,
+        logging_level: str | None = "INFO",
+        date_format: str = DEFAULT_LOGGING_DATE_FORMAT,
+        log_format: str = DEFAULT_LOGGING_FORMAT,
+    ) -> None:
+        """RQ's, with a GatewayScheduler child (in a burst RQ's forks none: it queues the due
+        jobs itself)."""
+        if burst:
+            super()._start_scheduler(burst, logging_level, date_format, log_format)
+            return
+        self.scheduler = GatewayScheduler(
+            self.queues,
+            connection=self.connection,
+            logging_level=logging_level if logging_level is not None else self.log.level,
+            date_format=date_format,
+            log_format=log_format,
+            serializer=self.serializer,
+        )
+        self.scheduler.acquire_locks(auto_start=True)
+
     def stop_scheduler(self) -> None:
         with self.scheduler_guard:
             self.scheduler_stopped = True
             super().stop_scheduler()
+
+    def teardown(self) -> None:
+        """RQ's; with Redis away, the worker's entry is left to expire and its command listener
+        is stopped (RQ's would raise, the listener left running)."""
+        try:
+            super().teardown()
+        except REDIS_AWAY as exc:
+            self.redis_lost = self.redis_lost or exc
+            if self.pubsub_thread is not None:
+                self.pubsub_thread.stop()
+                self.pubsub.close()
 
 
 def supervise_scheduler(worker: GatewayWorker, stop: threading.Event) -> None:
@@ -208,23 +313,92 @@ def run_worker(
     # The worker's own connection pool: RQ sizes its socket timeout for blocking dequeues.
     connection = Redis.from_url(svc.settings.redis_url)
     queue = Queue(svc.settings.queue_name, connection=connection)
-    worker = GatewayWorker(
+    if with_scheduler and not burst:  # burst mode forks no scheduler: it queues due jobs itself
+        _children_exit_with_this_process()
+    register = functools.partial(
+        _registered,
         [queue],
         connection=connection,
         name=name,
         maintenance_interval=maintenance_interval,
         worker_ttl=worker_ttl,
     )
-    _clear_dead_namesake(worker)
-    if with_scheduler and not burst:  # burst mode forks no scheduler: it queues due jobs itself
-        _children_exit_with_this_process()
-        supervisor = threading.Thread(
-            target=supervise_scheduler, args=(worker, stop), daemon=True, name="scheduler-watch"
-        )
-        supervisor.start()
     try:
-        worker.work(
-            burst=burst, with_scheduler=with_scheduler, logging_level=svc.settings.log_level
-        )
+        worker: GatewayWorker | None = register()
+        while worker is not None:
+            _work(worker, burst=burst, with_scheduler=with_scheduler, level=svc.settings.log_level)
+            if worker.redis_lost is None or outbox.STOPPING.is_set():
+                return
+            if burst:
+                raise worker.redis_lost
+            log.warning(
+                "worker %s lost Redis (%s); it works again, registered afresh, once Redis answers",
+                worker.name,
+                worker.redis_lost,
+            )
+            worker = _await_redis(svc.settings.redis_url, worker, register)
+        log.info("worker stopped while Redis was unreachable")
     finally:
         stop.set()
+
+
+def _registered(*args: Any, **kwargs: Any) -> GatewayWorker:
+    """A new worker (RQ's arguments), taking the name of one killed on this machine."""
+    worker = GatewayWorker(*args, **kwargs)
+    _clear_dead_namesake(worker)
+    return worker
+
+
+def _work(worker: GatewayWorker, *, burst: bool, with_scheduler: bool, level: str) -> None:
+    """Run RQ's work loop, its scheduler child watched by `supervise_scheduler`, until it ends (a
+    Redis outage: `worker.redis_lost`)."""
+    watched = threading.Event()
+    if with_scheduler and not burst:
+        threading.Thread(
+            target=supervise_scheduler, args=(worker, watched), daemon=True, name="scheduler-watch"
+        ).start()
+    try:
+        worker.work(burst=burst, with_scheduler=with_scheduler, logging_level=level)
+    except REDIS_AWAY as exc:  # at its registration, before RQ's loop began
+        worker.redis_lost = exc
+        worker.teardown()
+    finally:
+        watched.set()
+
+
+def _stop_asked(_signum: int, _frame: object) -> None:
+    """SIGTERM, SIGINT while no worker is registered with RQ: the process stops."""
+    outbox.STOPPING.set()  # only ever read with is_set(), which takes no lock
+
+
+def _await_redis(
+    url: str, lost: GatewayWorker, register: Callable[[], GatewayWorker]
+) -> GatewayWorker | None:
+    """Look whether Redis answers again, less often as the outage lasts (REDIS_WAIT_SECONDS),
+    until it does: then end the registration of `lost` and return a new worker from `register`.
+    None when the process is asked to stop first (which it is at once)."""
+    signal.signal(signal.SIGTERM, _stop_asked)  # RQ's, of `lost`, would talk to Redis
+    signal.signal(signal.SIGINT, _stop_asked)
+    probe = Redis.from_url(
+        url, socket_timeout=REDIS_PROBE_SECONDS, socket_connect_timeout=REDIS_PROBE_SECONDS
+    )
+    wait, longest = REDIS_WAIT_SECONDS
+    try:
+        while not outbox.STOPPING.is_set():
+            try:
+                probe.ping()  # with a timeout: the worker's own connection has none
+                lost.register_death()
+                worker = register()
+                log.info(
+                    "Redis answers again: worker %s takes over from %s", worker.name, lost.name
+                )
+                return worker
+            except RedisError as exc:
+                log.debug("Redis still unreachable: %s", exc)
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline and not outbox.STOPPING.is_set():
+                time.sleep(STOP_LOOK_SECONDS)
+            wait = min(2 * wait, longest)
+        return None
+    finally:
+        probe.close()

@@ -16,7 +16,7 @@ from sqlalchemy import inspect, text
 from gateway import rules
 from gateway.bootstrap import create_app
 from gateway.cli import cli
-from gateway.platform.config import Settings
+from gateway.platform.config import ConfigError, Settings
 from gateway.store.db import MIGRATIONS, Database, alembic_config
 from gateway.store.models import Base, OutboxItem
 from gateway.usecases import intake, subscriptions
@@ -343,12 +343,24 @@ def test_the_group_has_none_of_flasks_options_that_fail_or_do_not_apply(tmp_path
     assert "--debug / --no-debug" in CliRunner().invoke(cli, ["run", "--help"], env=env).output
 
 
-def test_a_database_without_the_schema_says_to_upgrade_it(empty_database, tmp_path):
+def test_a_database_without_the_schema_stops_commands_and_processes_until_upgraded(
+    empty_database, make_app, tmp_path
+):
+    """A database never migrated answers, so it is refused at start (in one line), as one a
+    release behind is: not taken for one the process cannot check (down)."""
+    scripts = ScriptDirectory.from_config(alembic_config(empty_database))
+    every = ", ".join(sorted(script.revision for script in scripts.walk_revisions()))
+    expected = (
+        f"Error: DATABASE_URL: the database lacks migrations {every} of this release; run "
+        "`gateway db upgrade` first\n"
+    )
     env = {"DATABASE_URL": empty_database, "INSTANCE_PATH": str(tmp_path)}
-    answer = CliRunner().invoke(cli, ["jobs", "failed"], env=env)
-    assert answer.exit_code == 1
-    expected = "Error: the database has no gateway schema yet (run `gateway db upgrade`): "
-    assert answer.output.startswith(expected) and answer.output.count("\n") == 1
+    for command in (["jobs", "failed"], ["worker"]):
+        answer = CliRunner().invoke(cli, command, env={**env, "REDIS_URL": "redis://127.0.0.1:1"})
+        assert (answer.exit_code, answer.output) == (1, expected), command
+    with pytest.raises(ConfigError) as refused:  # a web process
+        make_app(database_url=empty_database)
+    assert f"Error: {refused.value}\n" == expected
 
 
 def test_a_schema_behind_this_release_stops_commands_until_it_is_upgraded(empty_database, tmp_path):

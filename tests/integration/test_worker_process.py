@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -20,10 +21,12 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from gateway.cli import cli
 from gateway.platform import metrics
-from tests.support.badge_jobs import submit
+from tests.support.badge_jobs import ended, items, submit
+from tests.support.credly_standin import CredlyStandIn
 from tests.support.events import granted
 from tests.support.metrics import sample
 from tests.support.serving import PrivateRedis, free_port, start_worker
+from tests.support.verification import days_ago
 
 
 def worker_env(tmp_path: Path, postgres_url: str, redis_url: str, **settings: str) -> dict:
@@ -145,6 +148,18 @@ def wait_for(what: str, check, proc: subprocess.Popen, log: Path, seconds: float
     return found
 
 
+def kill_all(worker: subprocess.Popen, redis_server: PrivateRedis, postgres_url: str) -> None:
+    """End a test's worker (its process group) and its redis-server; empty the database."""
+    from tests.support.database import truncate
+
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(worker.pid, signal.SIGKILL)
+    worker.wait()
+    if redis_server.proc.poll() is None:
+        redis_server.stop()
+    truncate(postgres_url)
+
+
 LOCK = "rq:scheduler-lock:gateway"
 WORKER = "rq:worker:drill"
 
@@ -180,18 +195,13 @@ def drill(postgres_url, tmp_path) -> Iterator[Drill]:
         wait_for("the scheduler lock", lambda: client.exists(LOCK), worker, log)
         yield Drill(worker, child, redis_server, client, log, env)
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(worker.pid, signal.SIGKILL)
-        worker.wait()
-        if redis_server.proc.poll() is None:
-            redis_server.stop()
-        truncate(postgres_url)
+        kill_all(worker, redis_server, postgres_url)
 
 
 def test_a_scheduler_killed_by_a_redis_outage_is_reaped_and_started_again(drill):
     first, worker = drill.scheduler, drill.worker
-    # RQ's worker quits on a Redis error outside its wait for jobs (its process supervisor
-    # starts it again): the outage comes while it waits, as it does most of its life.
+    # The outage comes while the worker waits for jobs, as it does most of its life (one that
+    # comes while it runs a job: test_a_worker_busy_when_redis_goes_works_on_once_it_is_back).
     drill.wait_for("the worker waiting", lambda: drill.redis.hget(WORKER, "state") == b"idle")
     time.sleep(0.5)
     drill.redis_server.stop()
@@ -236,3 +246,95 @@ def test_a_worker_takes_the_name_of_one_killed_here_but_not_of_one_alive(drill, 
         )
     finally:
         stop(after)
+
+
+def json_lines_only(log: Path) -> None:
+    """Every line the worker wrote is one JSON object (no raw traceback)."""
+    for line in log.read_text().splitlines():
+        assert isinstance(json.loads(line), dict), line
+
+
+def test_the_scheduler_killed_by_a_redis_outage_says_so_in_one_json_line(drill):
+    drill.wait_for("the worker waiting", lambda: drill.redis.hget(WORKER, "state") == b"idle")
+    drill.redis_server.stop()
+    drill.wait_for("the scheduler's death", lambda: not running(drill.scheduler))
+    drill.wait_for("its line", lambda: "RQ scheduler (pid" in drill.log.read_text())
+    json_lines_only(drill.log)
+
+
+@pytest.fixture
+def standin_worker(make_app, postgres_url, tmp_path):
+    """A worker on a redis-server of its own, its Credly a stand-in; the app submitting to it."""
+    from tests.support.database import truncate
+
+    truncate(postgres_url)
+    redis_server = PrivateRedis(tmp_path)
+    redis_server.start()
+    with CredlyStandIn() as credly:
+        settings = {
+            "credly_api_base": credly.url,
+            "credly_organization_id": credly.organization_id,
+            "credly_auth_token": credly.token,
+        }
+        app = make_app(
+            database_url=postgres_url,
+            redis_url=redis_server.url,
+            credly_badge_templates={"RMA": "tmpl-rma"},
+            **settings,
+        )
+        env = worker_env(
+            tmp_path,
+            postgres_url,
+            redis_server.url,
+            CREDLY_BADGE_TEMPLATES="RMA=tmpl-rma",
+            **{key.upper(): value for key, value in settings.items()},
+        )
+        log = tmp_path / "worker.log"
+        worker = start_worker(env, log, "--no-cron", "--name", "rider")
+        try:
+            yield worker, app.extensions["gateway"], credly, redis_server, log
+        finally:
+            kill_all(worker, redis_server, postgres_url)
+
+
+def _busy_when_redis_goes(standin_worker) -> None:
+    """Redis killed while the worker runs a drain job (a Credly call takes 3 s), which then ends
+    with Redis away: RQ's work loop quits; the worker says so and waits for Redis."""
+    worker, svc, credly, redis_server, log = standin_worker
+    client = redis.Redis.from_url(redis_server.url)
+    wait_for("the worker", lambda: client.hget("rq:worker:rider", "state") == b"idle", worker, log)
+    credly.queue_faults([{"delay": 3}], operation="issue")
+    submit(svc, granted(days_ago(30)))
+    wait_for("the drain", lambda: client.hget("rq:worker:rider", "state") == b"busy", worker, log)
+    time.sleep(1)
+    redis_server.stop()
+    wait_for("the loss said", lambda: "lost Redis" in log.read_text(), worker, log)
+
+
+def test_a_worker_busy_when_redis_goes_works_on_once_it_is_back(standin_worker):
+    worker, svc, _credly, redis_server, log = standin_worker
+    _busy_when_redis_goes(standin_worker)
+    # The drain job ran its items to their end in PostgreSQL: none is left running.
+    assert ended(svc, "issue_badge", ("done",)), [i.state for i in items(svc, "issue_badge")]
+    time.sleep(2)  # the worker looks for Redis again and again meanwhile
+    redis_server.start()
+    client = redis.Redis.from_url(redis_server.url)
+    registered = lambda: client.hget("rq:worker:rider", "pid") == str(worker.pid).encode()  # noqa: E731
+    wait_for("the worker registered again", registered, worker, log, seconds=15)
+    second = granted(days_ago(30), cert="C-2")
+    second["data"]["member"]["email"] = "grace@example.org"  # not a duplicate of the first
+    submit(svc, second)
+    wait_for("the next grant's jobs", lambda: len(items(svc, "issue_badge")) == 2, worker, log)
+    wait_for("them done", lambda: ended(svc, "issue_badge", ("done",)), worker, log, seconds=15)
+    assert worker.poll() is None
+    json_lines_only(log)
+
+
+def test_a_worker_waiting_for_redis_stops_at_once_when_asked(standin_worker):
+    worker, _svc, _credly, _redis_server, log = standin_worker
+    _busy_when_redis_goes(standin_worker)
+    started = time.monotonic()
+    os.kill(worker.pid, signal.SIGTERM)
+    assert worker.wait(timeout=5) == 0, log.read_text()[-3000:]
+    assert time.monotonic() - started < 2
+    assert "worker stopped while Redis was unreachable" in log.read_text()
