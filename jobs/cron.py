@@ -1,13 +1,22 @@
 """The workers' daily cron: the sweep, one at a time across all workers (a Redis lock), then the
 reconciliation with Credly, the pruning of old receipt records and the Credly token expiry check,
-each once a day across all workers."""
+each once a day across all workers.
+
+A daily job's Redis lock expires LOCK_SECONDS after it was last renewed, and its holder renews it
+while it runs: a holder killed (SIGKILL, a lost machine) frees it within LOCK_SECONDS. A day's
+mark of done is set only when its run has finished, so a run that did not finish leaves the day
+open for another.
+"""
 
 from __future__ import annotations
 
 import logging
-from datetime import date
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date, timedelta
 
-from redis.exceptions import LockNotOwnedError
+from redis.exceptions import LockError, LockNotOwnedError, RedisError
 from redis.lock import Lock
 from rq import Queue, Retry
 from rq.cron import CronScheduler
@@ -18,15 +27,22 @@ from gateway.usecases.credly_token import check_token
 from gateway.usecases.services import Services
 from gateway.usecases.sweep import Scope, Summary, sweep
 from jobs import notices
-from jobs.engine import context
+from jobs.engine import context, outbox
 from jobs.reconcile import reconcile
 
 log = logging.getLogger("jobs.cron")
 
-LOCK_SECONDS = 3600
+#: How long a daily job's lock outlives its last renewal (renewed every third of it).
+LOCK_SECONDS = 60
+#: The longest run of the daily sweep and of the daily reconciliation (RQ's job timeout).
+JOB_TIMEOUT_SECONDS = 3600
 DAY_SECONDS = 24 * 3600
 #: When RQ runs a failed daily reconciliation again (seconds after each failure).
 RECONCILE_RETRY_SECONDS = [600, 1800, 3600]
+#: How long after finding another worker's sweep of the day running a sweep job looks again.
+SWEEP_RECHECK_SECONDS = 300
+#: The reconciliation's lock: one runs at a time across all workers.
+RECONCILE_LOCK = "gateway:reconciling"
 
 
 class SweepRunning(RuntimeError):
@@ -34,9 +50,49 @@ class SweepRunning(RuntimeError):
 
 
 def sweep_lock(svc: Services, scope: Scope) -> Lock:
-    """The Redis lock of a sweep of `scope`'s id range; it expires if its holder dies."""
-    key = f"gateway:sweep:{scope.first_id or ''}:{scope.last_id or ''}"
-    return svc.redis.lock(key, timeout=LOCK_SECONDS, blocking=False)
+    """The Redis lock of a sweep of `scope`'s id range."""
+    return _lock(svc, f"gateway:sweep:{scope.first_id or ''}:{scope.last_id or ''}")
+
+
+def _lock(svc: Services, key: str) -> Lock:
+    """A Redis lock taken without waiting, expiring LOCK_SECONDS after its last renewal (its
+    token shared by the threads of this process: `renewed` renews it from one of its own)."""
+    return svc.redis.lock(key, timeout=LOCK_SECONDS, blocking=False, thread_local=False)
+
+
+@contextmanager
+def renewed(lock: Lock, what: str) -> Iterator[None]:
+    """Hold the acquired `lock` while the block runs, renewed every third of LOCK_SECONDS on a
+    thread of its own; release it after, warning if it was lost meanwhile (not renewed for
+    LOCK_SECONDS, Redis away) and `what` may have run twice."""
+    done = threading.Event()
+    renewer = threading.Thread(
+        target=_renew, args=(lock, done), daemon=True, name=f"lock-renewal {lock.name}"
+    )
+    renewer.start()
+    try:
+        yield
+    finally:
+        done.set()
+        renewer.join()
+        try:
+            lock.release()
+        except LockNotOwnedError:  # what it recorded stands
+            log.warning(
+                "%s lost its lock (not renewed for %d s): another may have run meanwhile",
+                what,
+                LOCK_SECONDS,
+            )
+
+
+def _renew(lock: Lock, done: threading.Event) -> None:
+    while not done.wait(LOCK_SECONDS / 3):
+        try:
+            lock.reacquire()
+        except LockError:  # lost (its time ran out): `renewed` warns at the end
+            return
+        except RedisError as exc:  # tried again at the next renewal
+            log.warning("lock %s not renewed: %s", lock.name, exc)
 
 
 def locked_sweep(svc: Services, scope: Scope, **kwargs: object) -> Summary:
@@ -49,16 +105,8 @@ def locked_sweep(svc: Services, scope: Scope, **kwargs: object) -> Summary:
     lock = sweep_lock(svc, scope)
     if not lock.acquire():
         raise SweepRunning("another sweep of this range is running")
-    try:
+    with renewed(lock, "the sweep"):
         return _sweep_and_notices(svc, scope, **kwargs)
-    finally:
-        try:
-            lock.release()
-        except LockNotOwnedError:  # what it recorded stands; the next sweep may find it busy
-            log.warning(
-                "the sweep outlived its lock (%d s): another sweep of its range may have run",
-                LOCK_SECONDS,
-            )
 
 
 def _sweep_and_notices(svc: Services, scope: Scope, **kwargs: object) -> Summary:
@@ -69,26 +117,18 @@ def _sweep_and_notices(svc: Services, scope: Scope, **kwargs: object) -> Summary
 
 
 def run_daily_sweep(as_of: str | None = None) -> dict[str, object]:
-    """RQ job: sweep today's (or `as_of`'s) due certifications; skipped if one already runs or
-    that day's is done."""
+    """RQ job: sweep today's (or `as_of`'s) due certifications, unless that day's is done; while
+    another worker's sweep of it runs, look again later (that sweep may not finish)."""
     svc = context.services()
     scope = Scope(as_of=date.fromisoformat(as_of) if as_of else utcnow().date())
-    done = f"gateway:swept:{scope.as_of}"  # each worker's cron queues the day's sweep
-    if svc.redis is not None and svc.redis.exists(done):
-        log.info("sweep skipped: that day's is done")
+    # without Redis one process does it all, and `gateway badges reconcile` reconciles
+    summary = _sweep_once(svc, scope) if svc.redis is not None else _sweep_and_notices(svc, scope)
+    if summary is None:
         return {"skipped": True}
-    try:
-        summary = locked_sweep(svc, scope)
-    except SweepRunning:
-        log.info("sweep skipped: another one is running")
-        return {"skipped": True}
-    log.info("sweep done", extra={"summary": summary.as_dict()})
     if svc.redis is not None:
-        svc.redis.set(done, 1, ex=2 * DAY_SECONDS)
-    if svc.redis is not None:  # the workers' cron; without Redis `gateway badges reconcile`
         Queue(svc.settings.queue_name, connection=svc.redis).enqueue(
             run_daily_reconcile,
-            job_timeout=LOCK_SECONDS,
+            job_timeout=JOB_TIMEOUT_SECONDS,
             retry=Retry(max=len(RECONCILE_RETRY_SECONDS), interval=RECONCILE_RETRY_SECONDS),
         )
     pruned = housekeeping.prune(svc)  # after queueing: a failure here leaves the rest done
@@ -96,24 +136,59 @@ def run_daily_sweep(as_of: str | None = None) -> dict[str, object]:
     return {**summary.as_dict(), **{f"{kind}_pruned": count for kind, count in pruned.items()}}
 
 
+def _sweep_once(svc: Services, scope: Scope) -> Summary | None:
+    """Sweep `scope`'s day under the lock and mark it done then; None if it is done, or if
+    another sweep holds the lock: then this job looks again in SWEEP_RECHECK_SECONDS, as long as
+    that day is today (a later day's sweep catches up)."""
+    done = f"gateway:swept:{scope.as_of}"  # each worker's cron queues the day's sweep
+    lock = sweep_lock(svc, scope)
+    if not lock.acquire():
+        if scope.as_of >= utcnow().date():
+            log.info("sweep put off: another one is running; looked at again later")
+            Queue(svc.settings.queue_name, connection=svc.redis).enqueue_in(
+                timedelta(seconds=SWEEP_RECHECK_SECONDS),
+                run_daily_sweep,
+                scope.as_of.isoformat(),
+                job_timeout=JOB_TIMEOUT_SECONDS,
+            )
+        else:
+            log.info("sweep skipped: another one is running")
+        return None
+    with renewed(lock, "the sweep"):
+        if svc.redis.exists(done):
+            log.info("sweep skipped: that day's is done")
+            return None
+        summary = _sweep_and_notices(svc, scope)
+        log.info("sweep done", extra={"summary": summary.as_dict()})
+        svc.redis.set(done, 1, ex=2 * DAY_SECONDS)  # before the lock is free: swept once
+    return summary
+
+
 def run_daily_reconcile() -> dict[str, object]:
-    """RQ job queued by the daily sweep when it ends: reconcile with Credly, by the first worker
-    to run it today. A run that fails (Credly still unavailable after its tries) leaves the day
-    to a later one: RQ runs it again (RECONCILE_RETRY_SECONDS)."""
+    """RQ job queued by the daily sweep when it ends: reconcile with Credly, unless today's
+    reconciliation is done or another runs. A run that does not finish (Credly still unavailable
+    after its tries, the worker stopping or killed) leaves the day open: RQ runs it again
+    (RECONCILE_RETRY_SECONDS)."""
     svc = context.services()
     today = utcnow().date()
     if svc.settings.credly_dry_run:
         log.info("reconciliation skipped: Credly is the dry-run backend")
         return {"skipped": True}
-    key = f"gateway:reconciled:{today}"
-    if not svc.redis.set(key, 1, nx=True, ex=DAY_SECONDS):
+    lock = _lock(svc, RECONCILE_LOCK)
+    if not lock.acquire():
+        log.info("reconciliation skipped: another one is running")
         return {"skipped": True}
-    try:
-        return reconcile(svc).as_dict()
-    except Exception as exc:
-        svc.redis.delete(key)
-        log.error("reconciliation failed; it is tried again later: %s", exc)
-        raise
+    with renewed(lock, "the reconciliation"):
+        done = f"gateway:reconciled:{today}"
+        if svc.redis.exists(done):
+            return {"skipped": True}
+        try:
+            summary = reconcile(svc, stop=outbox.STOPPING)
+        except Exception as exc:
+            log.error("reconciliation failed; it is tried again later: %s", exc)
+            raise
+        svc.redis.set(done, 1, ex=DAY_SECONDS)
+    return summary.as_dict()
 
 
 def check_credly_token() -> bool:
@@ -145,7 +220,11 @@ def make_cron(svc: Services) -> WorkerCron:
     daily = cron_expression(svc.settings.sweep_time)
     queue = svc.settings.queue_name
     cron.register(
-        run_daily_sweep, queue_name=queue, cron=daily, job_timeout=LOCK_SECONDS, name="daily-sweep"
+        run_daily_sweep,
+        queue_name=queue,
+        cron=daily,
+        job_timeout=JOB_TIMEOUT_SECONDS,
+        name="daily-sweep",
     )
     cron.register(check_credly_token, queue_name=queue, cron=daily, name="credly-token-check")
     return cron

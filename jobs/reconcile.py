@@ -25,11 +25,16 @@ A Credly read (a page, a badge) that fails transiently is tried again, waiting a
 (JOB_RETRY_BASE_SECONDS doubling, never less than Credly's Retry-After, at most MAX_WAIT_SECONDS),
 up to READ_TRIES times. Credly is never read inside a transaction: what a batch needs is read
 first, and a row a job changed meanwhile is left to that job.
+
+Given a `stop` event (the worker's warm stop), a reconciliation ends early once it is set, raising
+`Stopped` before its next Credly read, page or certification: what it repaired stands, and a later
+run does the rest.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -80,6 +85,10 @@ sleep = time.sleep
 Progress = Callable[[str, int | None, int], None]
 
 
+class Stopped(Exception):
+    """The reconciliation ended early: its process is stopping."""
+
+
 @dataclass
 class Summary:
     """What a reconciliation found: badges and certifications checked, in step, repairs by kind."""
@@ -121,13 +130,24 @@ class _Run:
     """One reconciliation: its services, options and what it found so far."""
 
     def __init__(
-        self, svc: Services, dry_run: bool, certification_id: str | None, progress: Progress
+        self,
+        svc: Services,
+        dry_run: bool,
+        certification_id: str | None,
+        progress: Progress,
+        stop: threading.Event | None,
     ) -> None:
         self.svc, self.dry_run, self.only, self.progress = svc, dry_run, certification_id, progress
+        self.stop = stop
         self.started = utcnow()
         self.summary = Summary(dry_run=dry_run)
         self.seen_live: set[str] = set()  # a dry run's marks, in memory
         self.jobs: list[int] = []
+
+    def check_stop(self) -> None:
+        """Raise Stopped if the process is stopping."""
+        if self.stop is not None and self.stop.is_set():
+            raise Stopped("the process is stopping")
 
     # -- pass 1: Credly's badges
 
@@ -153,6 +173,7 @@ class _Run:
             )
             done = 0
             for page in _chunks(found, BATCH):
+                self.check_stop()
                 self._credly_page([b for b in page if b.live()])
                 done += len(page)
                 self.summary.badges_checked += len(page)
@@ -306,6 +327,7 @@ class _Run:
             if not ids:
                 return
             for certification_id in ids:
+                self.check_stop()
                 self._standing(certification_id)
             after, done = ids[-1], done + len(ids)
             self.summary.certifications_checked += len(ids)
@@ -378,6 +400,7 @@ class _Run:
         called inside a transaction: its retries wait."""
 
         def read() -> CredlyBadge:
+            self.check_stop()
             found = self.svc.credly.get_badge(badge_id)
             return found if self.dry_run else latest(self.svc, found)
 
@@ -395,6 +418,7 @@ class _Run:
         give up, raising it: after READ_TRIES tries, or at once when Credly refused the token."""
         if tries >= READ_TRIES or isinstance(error, Unauthorized):
             raise error
+        self.check_stop()
         retry_after = min(error.retry_after or 0, MAX_WAIT_SECONDS)
         delay = min(
             backoff(tries, self.svc.settings.job_retry_base_seconds, retry_after),
@@ -503,14 +527,16 @@ def reconcile(
     dry_run: bool = False,
     certification_id: str | None = None,
     progress: Progress | None = None,
+    stop: threading.Event | None = None,
 ) -> Summary:
-    """Compare Credly's badges with the standings and repair drift (see the module docstring).
+    """Compare Credly's badges with the standings and repair drift (see the module docstring);
+    Stopped once `stop` is set.
 
     With the dry-run backend, its badges are the ones compared: those this machine's processes
     pretended to issue (kept in the instance folder).
     """
     started = time.monotonic()
-    run = _Run(svc, dry_run, certification_id, progress or (lambda label, total, done: None))
+    run = _Run(svc, dry_run, certification_id, progress or (lambda label, total, done: None), stop)
     run.credly_pass()
     run.standings_pass()
     if run.jobs:

@@ -32,7 +32,7 @@ from sqlalchemy import bindparam, select
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from gateway.schemas.responses import TokenRequestSchema, TokenSchema
-from gateway.store.db import Database
+from gateway.store.db import Database, retry_disconnect
 from gateway.store.models import OAuthClient, OAuthToken, utcnow
 from gateway.usecases.clients import SCOPES
 from gateway.web.apidoc import FORM, json_answer, operation
@@ -340,17 +340,23 @@ def _decoy_hash() -> str:
 def _query_client(client_id: str) -> Client | None:
     row = None
     if "\x00" not in client_id:  # PostgreSQL cannot store NUL: no client has such an id
-        with services().db.sessions() as session:
-            row = session.scalar(
-                select(OAuthClient).where(
-                    OAuthClient.client_id == client_id, OAuthClient.revoked_at.is_(None)
-                )
-            )
+        row = retry_disconnect(functools.partial(_client_row, client_id))
     if row is None:
         # As slow as a wrong secret, so the answer time does not tell which client ids exist.
         check_password_hash(_decoy_hash(), client_id)
         return None
     return Client(row)
+
+
+def _client_row(client_id: str) -> OAuthClient | None:
+    """The client `client_id` unless it is revoked (the first read of a token request: on a
+    pooled connection the database closed, it is read again on a new one)."""
+    with services().db.sessions() as session:
+        return session.scalar(
+            select(OAuthClient).where(
+                OAuthClient.client_id == client_id, OAuthClient.revoked_at.is_(None)
+            )
+        )
 
 
 def _client_secret_basic(query_client: Callable, request: OAuth2Request) -> ClientMixin | None:

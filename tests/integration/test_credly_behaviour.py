@@ -25,7 +25,7 @@ from gateway.usecases.queries import badge_view
 from gateway.usecases.sweep import Scope, sweep
 from gateway.usecases.unclaimed import unclaimed_badges
 from jobs import badges as badges_jobs
-from jobs import credly_notifications
+from jobs import credly_notifications, cron
 from jobs import reconcile as reconcile_module
 from jobs.cron import run_daily_reconcile, run_daily_sweep
 from jobs.engine import context, outbox
@@ -37,7 +37,7 @@ from tests.support.badge_jobs import badges, drain, issue_done, items, submit
 from tests.support.credly_standin import DEFAULT_ORGANIZATION_ID, REPLACE_FIELDS, CredlyStandIn
 from tests.support.database import pg_conninfo
 from tests.support.events import event, fee, granted, recert, revoked
-from tests.support.queue import work_queued
+from tests.support.queue import killed_while_running, work_queued
 from tests.support.serving import free_port
 
 TEMPLATE = "tmpl-rma"
@@ -1243,6 +1243,77 @@ def test_a_daily_reconciliation_that_fails_leaves_the_day_to_a_later_run(
     later = run_daily_reconcile()  # the day is not taken
     assert later["repaired"]["taken_from_credly"] == 1
     assert run_daily_reconcile() == {"skipped": True}
+
+
+def drift_unnoticed(svc, standin) -> None:
+    """A certification's badge revoked in Credly by hand: the reconciliation takes that state."""
+    badge = grant(svc)
+    standin.revoke(badge.credly_badge_id, {"reason": "by hand"})
+
+
+def test_a_daily_reconciliation_ended_by_the_worker_leaves_the_day_open(svc, standin, monkeypatch):
+    """A worker's second SIGTERM ends the job at hand with SystemExit; RQ runs it again later."""
+    drift_unnoticed(svc, standin)
+
+    def ended(*_args, **_kwargs):
+        raise SystemExit(1)
+
+    with monkeypatch.context() as ending:
+        ending.setattr(cron, "reconcile", ended)
+        with pytest.raises(SystemExit):
+            run_daily_reconcile()
+    assert run_daily_reconcile()["repaired"]["taken_from_credly"] == 1
+    assert run_daily_reconcile() == {"skipped": True}
+
+
+def test_a_daily_reconciliation_killed_leaves_the_day_open_once_its_lock_expires(
+    svc, standin, monkeypatch
+):
+    drift_unnoticed(svc, standin)
+    monkeypatch.setattr(cron, "LOCK_SECONDS", 0.3)
+    killed_while_running(run_daily_reconcile, cron, "reconcile")
+    time.sleep(0.4)  # no longer renewed, its lock expires
+    assert run_daily_reconcile()["repaired"]["taken_from_credly"] == 1
+    assert run_daily_reconcile() == {"skipped": True}
+
+
+def test_one_daily_reconciliation_runs_at_a_time_and_its_lock_outlasts_its_expiry(
+    svc, standin, monkeypatch
+):
+    drift_unnoticed(svc, standin)
+    monkeypatch.setattr(cron, "LOCK_SECONDS", 0.3)
+    reconcile_itself, others = cron.reconcile, []
+
+    def slow(*args, **kwargs):
+        time.sleep(0.7)  # longer than the lock's expiry: renewed meanwhile
+        others.append(run_daily_reconcile())
+        return reconcile_itself(*args, **kwargs)
+
+    monkeypatch.setattr(cron, "reconcile", slow)
+    assert run_daily_reconcile()["repaired"]["taken_from_credly"] == 1
+    assert others == [{"skipped": True}]
+
+
+def test_a_daily_reconciliation_ends_early_when_the_worker_stops_and_leaves_the_day_open(
+    svc, standin, monkeypatch
+):
+    drift_unnoticed(svc, standin)
+    stopping = threading.Event()
+    monkeypatch.setattr(outbox, "STOPPING", stopping)
+    first_pass = reconcile_module._Run.credly_pass
+
+    def then_stopping(run):
+        first_pass(run)
+        stopping.set()  # a warm stop (SIGTERM) during the first pass
+
+    with monkeypatch.context() as stopped:
+        stopped.setattr(reconcile_module._Run, "credly_pass", then_stopping)
+        with pytest.raises(reconcile_module.Stopped):
+            run_daily_reconcile()
+    assert [b.state for b in badges(svc)] != ["revoked"]  # the second pass did not run
+    stopping.clear()  # the worker that runs it again
+    assert run_daily_reconcile()["repaired"]["taken_from_credly"] == 1
+    assert [b.state for b in badges(svc)] == ["revoked"]
 
 
 def test_reconcile_renews_an_expired_badge_whose_renewal_was_missed_and_leaves_one_due_to_expire(

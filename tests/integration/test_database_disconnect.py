@@ -9,7 +9,7 @@ from sqlalchemy import literal, select
 from sqlalchemy.exc import OperationalError
 
 from gateway.store.db import Database
-from tests.support.clients import fetch_token
+from tests.support.clients import fetch_token, register_client
 from tests.support.database import pg_conninfo, truncate
 from tests.support.events import granted
 from tests.support.verification import days_ago
@@ -50,6 +50,20 @@ def test_events_tokens_and_lookups_answer_after_the_database_closed_the_pool(app
     assert close_every_pooled_connection(postgres_url) >= 1
     lookup = client.get("/v1/verifications/CERT-2")
     assert lookup.status_code == 200 and lookup.get_json()["status"] == "active"
+
+
+def test_a_token_is_issued_after_the_database_closed_the_pool(app, postgres_url):
+    client_id, secret = register_client(app, "verifications:read")
+    client = app.test_client()
+
+    def token_request():
+        data = {"grant_type": "client_credentials"}
+        return client.post("/oauth/token", data=data, auth=(client_id, secret))
+
+    assert token_request().status_code == 200
+    assert close_every_pooled_connection(postgres_url) >= 1
+    answer = token_request()
+    assert answer.status_code == 200, answer.get_json()
 
 
 def test_a_transaction_whose_connection_the_database_closed_fails_and_the_next_one_works(

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import random
+import time as time_module
 from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
 from click.testing import CliRunner
+from rq import Queue
 
 from gateway.cli import cli
 from gateway.store.models import Badge, Certification, OutboxItem, VerificationRecord, utcnow
@@ -26,6 +28,7 @@ from jobs.cron import (
 )
 from tests.support.database import truncate
 from tests.support.events import ccp, event, fee, granted, revoked
+from tests.support.queue import killed_while_running
 
 pytestmark = pytest.mark.on_day("2026-12-04")  # the day its fixed dates are written for
 
@@ -313,9 +316,54 @@ def test_a_sweep_that_outlives_its_lock_keeps_what_it_recorded_and_warns(
     monkeypatch.setattr(cron.log, "warning", lambda *args: warned.append(args))
     summary = locked_sweep(svc, Scope(as_of=date(2026, 4, 1)))
     assert summary.as_dict()["evaluated"] == 0
-    assert [args[0] for args in warned] == [
-        "the sweep outlived its lock (%d s): another sweep of its range may have run"
+    assert warned == [
+        (
+            "%s lost its lock (not renewed for %d s): another may have run meanwhile",
+            "the sweep",
+            cron.LOCK_SECONDS,
+        )
     ]
+    truncate(postgres_url)
+
+
+def test_a_sweep_longer_than_its_lock_expiry_keeps_its_lock(
+    make_app, postgres_url, redis_url, redis_client, monkeypatch
+):
+    truncate(postgres_url)
+    svc = make_app(database_url=postgres_url, redis_url=redis_url).extensions["gateway"]
+    monkeypatch.setattr(cron, "LOCK_SECONDS", 0.3)
+    scope, sweep_itself = Scope(as_of=date(2026, 4, 1)), cron._sweep_and_notices
+
+    def slow(*args, **kwargs):
+        time_module.sleep(0.7)  # renewed meanwhile
+        with pytest.raises(SweepRunning):
+            locked_sweep(svc, scope)
+        return sweep_itself(*args, **kwargs)
+
+    monkeypatch.setattr(cron, "_sweep_and_notices", slow)
+    warned: list[tuple] = []
+    monkeypatch.setattr(cron.log, "warning", lambda *args: warned.append(args))
+    assert locked_sweep(svc, scope).as_dict()["evaluated"] == 0
+    assert warned == [] and not svc.redis.exists("gateway:sweep::")
+    truncate(postgres_url)
+
+
+def test_the_days_sweep_runs_that_day_after_its_sweeper_was_killed(
+    make_app, postgres_url, redis_url, redis_client, monkeypatch
+):
+    truncate(postgres_url)
+    svc = make_app(database_url=postgres_url, redis_url=redis_url).extensions["gateway"]
+    monkeypatch.setattr(cron, "LOCK_SECONDS", 0.3)
+    killed_while_running(run_daily_sweep, cron, "_sweep_and_notices")
+    assert run_daily_sweep() == {"skipped": True}  # another worker's, while the lock lasts
+    queue = Queue(svc.settings.queue_name, connection=svc.redis)
+    [job_id] = queue.scheduled_job_registry.get_job_ids()
+    again = queue.fetch_job(job_id)  # RQ's scheduler queues it SWEEP_RECHECK_SECONDS later
+    assert again.func is run_daily_sweep and again.args == (utcnow().date().isoformat(),)
+    time_module.sleep(0.4)  # the killed sweeper's lock expires
+    assert run_daily_sweep(*again.args)["evaluated"] == 0
+    assert run_daily_sweep() == {"skipped": True}  # done
+    assert len(queue.scheduled_job_registry) == 1  # no more looks
     truncate(postgres_url)
 
 
