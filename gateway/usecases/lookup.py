@@ -1,5 +1,6 @@
 """The employer verification lookup: today's public records come from the read model (fast, no
-rules); a record as it stood on a past day is computed from the history with the rules."""
+rules); a record as it stood on a past day, or one the read model does not yet show, is computed
+from the history with the rules."""
 
 from __future__ import annotations
 
@@ -73,17 +74,27 @@ _RECORDS_OF = (
     .outerjoin(_CERTIFICATIONS, _CERTIFICATIONS.c.certification_id == _RECORDS.c.certification_id)
     .where(_RECORDS.c.certification_id.in_(bindparam("certification_ids", expanding=True)))
 )
+# Of the ids with no record, those of a certification on record (its sync job not yet run).
+_UNRECORDED = select(_CERTIFICATIONS.c.certification_id).where(
+    _CERTIFICATIONS.c.certification_id.in_(bindparam("certification_ids", expanding=True))
+)
 
 
 def verify(
-    db: Database, policy: rules.Policy, certification_ids: Sequence[str]
+    db: Database,
+    policy: rules.Policy,
+    certification_ids: Sequence[str],
+    *,
+    recorded_only: bool = False,
 ) -> list[Verification | None]:
     """The public record of each id, in the order given; None for an id not on record.
 
     A record not yet in step with its certification is computed from the history for today
     instead, so no answer says `active` past its day: one whose standing changes today or
     earlier with no event (a fee's grace ended at midnight, before the daily sweep), or whose
-    stored status is not the record's (recorded, its sync job not yet run).
+    stored status is not the record's (recorded, its sync job not yet run). So is a record not
+    yet written, of a certification on record (just granted, its sync job not yet run), unless
+    `recorded_only`: then an id with no record row is None without a further read.
     """
     verified_at = check_time()
     today = verified_at.date()
@@ -97,6 +108,9 @@ def verify(
         for row in rows
         if (row[-2] is not None and row[-2] != row[4]) or (row[-1] is not None and row[-1] <= today)
     ]
+    missing = [] if recorded_only else list(dict.fromkeys(i for i in storable if i not in found))
+    if missing:
+        behind += [i for (i,) in db.read(_UNRECORDED, {"certification_ids": missing})]
     for certification_id, fresh in zip(behind, verify_on(db, policy, behind, today), strict=True):
         if isinstance(fresh, Verification):
             found[certification_id] = fresh

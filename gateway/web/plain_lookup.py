@@ -3,9 +3,10 @@
 `GET /v1/verifications/<id>` with no token, no query and no conditional header is most of the
 gateway's traffic: employers checking a number. It keeps every promise of the view: the same rate
 limit counted once, a fresh read of the public record, the same JSON body, `ETag`,
-`Cache-Control` and `X-Request-ID`, the request's metrics and log fields. Every answer but a 200
-(unknown number, over the limit, a failed read) is Flask's, told the limit's outcome so that it
-is not counted twice.
+`Cache-Control` and `X-Request-ID`, the request's metrics and log fields. It reads the record
+row alone: every other answer (unknown number, a certification whose record is not yet written,
+over the limit, a failed read) is Flask's, told the limit's outcome so that it is not counted
+twice.
 """
 
 from __future__ import annotations
@@ -47,11 +48,11 @@ def answer(
         if environ[COUNTED][0] is not None:
             return None  # over the limit: Flask answers the 429
         svc = app.extensions["gateway"]
-        [found] = lookup.verify(svc.db, svc.policy, [match.group(1)])
+        [found] = lookup.verify(svc.db, svc.policy, [match.group(1)], recorded_only=True)
     except Exception:  # Flask does it again and answers the failure as it answers any
         return None
     if found is None:
-        return None  # Flask answers the 404
+        return None  # Flask answers the 404, or the record its sync job has not yet written
     base = svc.settings.public_base_url or plain.base_url(environ)
     answer = record_answer(found, svc.settings, base)
     body = f"{app.json.dumps(answer, separators=(',', ':'))}\n".encode()  # as jsonify writes it

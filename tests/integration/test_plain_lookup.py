@@ -91,11 +91,11 @@ def test_a_failed_read_is_answered_by_the_view(app, client, dispatched, monkeypa
     record_every_status(app)
     calls = []
 
-    def failing(db, policy, ids):
+    def failing(db, policy, ids, **kwargs):
         calls.append(ids)
         if len(calls) == 1:
             raise RuntimeError("the read failed")
-        return original(db, policy, ids)
+        return original(db, policy, ids, **kwargs)
 
     original = plain_lookup.lookup.verify
     monkeypatch.setattr(plain_lookup.lookup, "verify", failing)

@@ -8,9 +8,12 @@ import pytest
 from sqlalchemy import update
 
 from gateway.platform import clock
-from gateway.store.models import Certification, VerificationRecord, utcnow
+from gateway.store.models import Certification, Receipt, VerificationRecord, utcnow
+from gateway.usecases import lookup
 from gateway.usecases.sweep import Scope
 from jobs.cron import locked_sweep
+from jobs.engine import outbox
+from tests.support.clients import fetch_token
 from tests.support.events import event
 from tests.support.events import granted as event_granted
 from tests.support.verification import ANSWER_KEYS, days_ago, record, record_every_status
@@ -299,3 +302,108 @@ def test_the_etag_changes_with_who_vouches(database_url, make_app, answers, clie
     second = other.get("/v1/verifications/ACTIVE-1", headers=headers)
     assert second.status_code == 200 and second.get_json()["issuer"]["name"] == "Another Body"
     assert second.headers["ETag"] != first.headers["ETag"]
+
+
+# --- a certification granted, its record not yet written --------------------------------------
+
+
+@pytest.fixture
+def idle(database_url, make_app):
+    """An app whose jobs wait in the outbox: a grant is answered 202, its record not written."""
+    return make_app(database_url=database_url, jobs="IN_SERVER")
+
+
+def grant_unsynced(app, cert: str, certified_on: str) -> None:
+    """Post a grant over HTTP; its sync job is left waiting."""
+    headers = {"Authorization": f"Bearer {fetch_token(app, 'events:write')}"}
+    response = app.test_client().post(
+        "/v1/events", json=event_granted(certified_on, cert=cert), headers=headers
+    )
+    assert response.status_code == 202
+    with app.extensions["gateway"].db.sessions() as session:
+        assert session.get(VerificationRecord, cert) is None  # the sync job has not run
+
+
+def test_a_certification_granted_is_found_before_its_record_is_written(idle):
+    grant_unsynced(idle, "NEW-1", days_ago(30))
+    client = idle.test_client()
+    first = client.get("/v1/verifications/NEW-1")
+    assert first.status_code == 200
+    body = first.get_json()
+    assert set(body) == PUBLIC_KEYS
+    assert (body["certification_id"], body["name"], body["status"]) == (
+        "NEW-1",
+        "Ada Lovelace",
+        "active",
+    )
+    assert body["certified_since"] == days_ago(30) and body["valid_through"] is not None
+    assert first.headers["Cache-Control"] == "public, no-cache"
+    etag = first.headers["ETag"]
+    again = client.get("/v1/verifications/NEW-1", headers={"If-None-Match": etag})
+    assert again.status_code == 304
+    assert client.get("/v1/verifications/NO-SUCH-1").status_code == 404
+
+    svc = idle.extensions["gateway"]
+    outbox.work_due(svc)  # the sync job writes the record: the same answer, the same ETag
+    with svc.db.sessions() as session:
+        assert session.get(VerificationRecord, "NEW-1") is not None
+    synced = client.get("/v1/verifications/NEW-1")
+    assert synced.headers["ETag"] == etag
+    assert {**synced.get_json(), "verified_at": None} == {**body, "verified_at": None}
+
+
+def test_a_batch_answers_a_certification_granted_before_its_record_is_written(idle):
+    grant_unsynced(idle, "NEW-2", days_ago(30))
+    headers = {"Authorization": f"Bearer {fetch_token(idle, 'verifications:read')}"}
+    ids = ["NOPE-1", "NEW-2", "NEW-2"]
+    response = idle.test_client().post(
+        "/v1/verifications/batch", json={"certification_ids": ids}, headers=headers
+    )
+    results = response.get_json()["results"]
+    assert [r["status"] for r in results] == ["not_found", "active", "active"]
+    assert results[0] == {"certification_id": "NOPE-1", "status": "not_found"}
+    assert set(results[1]) == PUBLIC_KEYS and results[1]["name"] == "Ada Lovelace"
+
+
+def test_the_verify_page_and_a_receipt_show_a_record_not_yet_written(idle):
+    grant_unsynced(idle, "NEW-3", days_ago(30))
+    client = idle.test_client()
+    page = client.get("/verify?certification_id=NEW-3")
+    assert page.status_code == 200
+    assert "Active" in page.get_data(as_text=True)
+    assert client.get("/verify?certification_id=NOPE-3").status_code == 404
+    receipt = client.get("/v1/verifications/NEW-3/receipt")
+    assert receipt.status_code == 200
+    with idle.extensions["gateway"].db.sessions() as session:
+        [kept] = session.query(Receipt).all()
+    assert (kept.certification_id, kept.status) == ("NEW-3", "active")
+    assert client.get("/v1/verifications/NOPE-3/receipt").status_code == 404
+
+
+def test_a_certification_not_yet_certified_on_the_gateways_today_is_still_not_found(idle):
+    today = utcnow().date()
+    grant_unsynced(idle, "NEW-4", today.isoformat())
+    clock.set_now(datetime.combine(today - timedelta(days=1), time(12), UTC))  # clock set back
+    assert idle.test_client().get("/v1/verifications/NEW-4").status_code == 404
+
+
+def test_a_lookup_of_an_unknown_number_reads_certifications_once_a_plain_hit_never(
+    idle, monkeypatch
+):
+    grant_unsynced(idle, "NEW-5", days_ago(30))
+    svc = idle.extensions["gateway"]
+    outbox.work_due(svc)  # its record written
+    statements = []
+    read = svc.db.read
+
+    def spy(statement, *args, **kwargs):
+        statements.append(statement)
+        return read(statement, *args, **kwargs)
+
+    monkeypatch.setattr(svc.db, "read", spy)
+    client = idle.test_client()
+    assert client.get("/v1/verifications/NEW-5").status_code == 200
+    assert statements == [lookup._RECORDS_OF]  # the plain path: the record's read alone
+    statements.clear()
+    assert client.get("/v1/verifications/NOPE-5").status_code == 404
+    assert statements.count(lookup._UNRECORDED) == 1  # the view's, on the miss
