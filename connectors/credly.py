@@ -24,15 +24,15 @@ The module talks to the outside world only: it imports nothing of Flask, `gatewa
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
+import sqlite3
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -642,12 +642,39 @@ class CredlyClient:
 # --------------------------------------------------------------------------- dry run
 
 
+#: The dry run's store: one row per badge, with the fields it searches on (the e-mail casefolded,
+#: as Credly compares it) and the badge object as JSON; rows in issue order.
+DRY_RUN_SCHEMA = """
+CREATE TABLE IF NOT EXISTS badges (
+    id TEXT PRIMARY KEY,
+    issuer_earner_id TEXT,
+    badge_template_id TEXT,
+    state TEXT NOT NULL,
+    email_key TEXT NOT NULL,
+    badge TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS badges_earner ON badges (badge_template_id, issuer_earner_id);
+CREATE INDEX IF NOT EXISTS badges_email ON badges (badge_template_id, email_key);
+"""
+#: How long a call waits for another process's call on the same store.
+DRY_RUN_LOCK_SECONDS = 30.0
+#: Filters the store answers itself (`_matches` checks every filter on what it finds).
+DRY_RUN_COLUMNS = {
+    "issuer_earner_id": "issuer_earner_id = ?",
+    "badge_template_id": "badge_template_id = ?",
+    "state": "state = ?",
+    "recipient_email": "email_key = ?",
+}
+
+
 class DryRunCredly:
     """Credly for the embedded default: logs each request it would send and answers as Credly would.
 
-    Nothing leaves the process and no token exists here. Its badges are kept in `state_file` (a
-    JSON file, read and written under a file lock at each call, so restarts and every process of
-    the machine share them), or in this process's memory without one.
+    Nothing leaves the process and no token exists here. Its badges are kept in `state_file`, an
+    SQLite database (WAL mode; each call one transaction begun with the write lock, so restarts
+    and every process of the machine share them, and a call costs the same however many badges
+    there are), or in this process's memory without one. The JSON file that earlier releases
+    kept beside it (same name, `.json`) is moved into it at first use and renamed `.json.migrated`.
     """
 
     def __init__(
@@ -658,9 +685,11 @@ class DryRunCredly:
     ) -> None:
         self.organization_id = organization_id
         self._log = logger or logging.getLogger("connectors.credly.dry_run")
-        self._badges: dict[str, dict[str, Any]] = {}
         self._thread_lock = threading.Lock()
         self._file = state_file
+        # One connection per process: a forked child never uses or closes its parent's (SQLite
+        # forbids it), it opens its own.
+        self._connections: dict[int, sqlite3.Connection] = {}
         self._log.warning(
             "Credly DRY RUN backend for organization %s: requests are logged, never sent",
             organization_id,
@@ -681,16 +710,16 @@ class DryRunCredly:
         body = request.body()
         body["locale"] = locale
         self._would_send("POST", BADGES, body)
-        with self._state():
-            self._refuse_duplicate(body)
-            return self._store_new(body)
+        with self._state() as db:
+            _refuse_duplicate(db, body)
+            return _store_new(db, body)
 
     def replace_badge(self, badge_id: str, request: BadgeRequest) -> Badge:
         """Mark the badge `replaced` and record its pending successor (keeping its recipient)."""
         body = request.replace_body()
         self._would_send("POST", REPLACE, body, badge_id=badge_id)
-        with self._state():
-            old = self._existing(badge_id)
+        with self._state() as db:
+            old = _existing(db, badge_id)
             if old["state"] == REPLACED:
                 raise AlreadyReplaced(
                     f"dry run: badge {badge_id} was replaced",
@@ -706,14 +735,15 @@ class DryRunCredly:
                 )
             kept = {"recipient_email": old["recipient_email"]}
             kept["issuer_earner_id"] = old["issuer_earner_id"]
-            new = self._store_new({**kept, **body}, replaces=badge_id)
+            new = _store_new(db, {**kept, **body}, replaces=badge_id)
             old.update(state=REPLACED, state_updated_at=_now_iso(), current_badge_id=new.id)
+            _save(db, old)
             return new
 
     def successor(self, badge: Badge) -> Badge:
         """The recorded badge that replaced `badge`."""
-        with self._state():
-            return Badge.from_json(self._existing(self._existing(badge.id)["current_badge_id"]))
+        with self._state() as db:
+            return Badge.from_json(_existing(db, _existing(db, badge.id)["current_badge_id"]))
 
     def revoke_badge(
         self, badge_id: str, *, reason: str, suppress_revoke_notification_email: bool = False
@@ -724,10 +754,10 @@ class DryRunCredly:
             "suppress_revoke_notification_email": suppress_revoke_notification_email,
         }
         self._would_send("PUT", REVOKE, body, badge_id=badge_id)
-        with self._state():
-            badge = self._existing(badge_id)
+        with self._state() as db:
+            badge = _existing(db, badge_id)
             while badge["state"] == REPLACED:
-                badge = self._existing(badge["current_badge_id"])
+                badge = _existing(db, badge["current_badge_id"])
             if badge["state"] != REVOKED:
                 badge.update(
                     state=REVOKED,
@@ -735,13 +765,14 @@ class DryRunCredly:
                     revoked_at=_now_iso(),
                     revocation_reason=reason,
                 )
+                _save(db, badge)
             return Badge.from_json(badge)
 
     def get_badge(self, badge_id: str) -> Badge:
         """The recorded badge; NotFound if none."""
         self._would_send("GET", BADGE, badge_id=badge_id)
-        with self._state():
-            return Badge.from_json(self._existing(badge_id))
+        with self._state() as db:
+            return Badge.from_json(_existing(db, badge_id))
 
     def list_badges(
         self,
@@ -752,8 +783,12 @@ class DryRunCredly:
         """Recorded badges whose fields equal every filter value, in issue order (nothing here
         fails transiently: `on_transient` is never called)."""
         self._would_send("GET", BADGES, query=f"?filter={filter_param(filters)}" if filters else "")
-        with self._state():
-            badges = [Badge.from_json(raw) for raw in self._badges.values()]
+        searched = {key: value for key, value in filters.items() if key in DRY_RUN_COLUMNS}
+        where = " AND ".join(DRY_RUN_COLUMNS[key] for key in searched) or "1"
+        values = [v.casefold() if k == "recipient_email" else v for k, v in searched.items()]
+        with self._state() as db:
+            rows = db.execute(f"SELECT badge FROM badges WHERE {where} ORDER BY rowid", values)
+            badges = [Badge.from_json(json.loads(raw)) for (raw,) in rows]
         found = [b for b in badges if _matches(b, filters)]
         if on_total is not None:
             on_total(len(found))
@@ -776,60 +811,130 @@ class DryRunCredly:
         """Nothing to reach: logs the request only."""
         self._would_send("GET", ORGANIZATION)
 
-    # -- state (callers hold the lock)
+    # -- the store
 
     @contextmanager
-    def _state(self) -> Iterator[None]:
-        """Hold the badges for one call: this process's lock, and the file's with its contents."""
+    def _state(self) -> Iterator[sqlite3.Connection]:
+        """One call's transaction on the badges: this process's lock, then the store's write
+        lock (BEGIN IMMEDIATE), committed when the call succeeds, else rolled back."""
         with self._thread_lock:
-            if self._file is None:
-                yield
-                return
+            db = self._connections.get(os.getpid()) or self._connect()
+            with _transaction(db):
+                yield db
+
+    def _connect(self) -> sqlite3.Connection:
+        """This process's connection to the store, which is created (and the old JSON file moved
+        into it) if need be."""
+        if self._file is None:
+            db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        else:
             self._file.parent.mkdir(parents=True, exist_ok=True)
-            with open(self._file.with_suffix(".lock"), "a") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)
-                try:
-                    self._badges = json.loads(self._file.read_text()) if self._file.exists() else {}
-                    before = json.dumps(self._badges, sort_keys=True)
-                    yield
-                    if json.dumps(self._badges, sort_keys=True) != before:
-                        written = self._file.with_suffix(".tmp")
-                        written.write_text(json.dumps(self._badges, indent=1))
-                        os.replace(written, self._file)
-                finally:  # unlocked, not only closed: a process forked meanwhile holds the file too
-                    fcntl.flock(lock, fcntl.LOCK_UN)
+            db = sqlite3.connect(
+                self._file,
+                timeout=DRY_RUN_LOCK_SECONDS,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")  # a dry run's badges need no fsync per call
+        db.executescript(DRY_RUN_SCHEMA)
+        if self._file is not None:
+            _take_over_json(db, self._file.with_suffix(".json"))
+        self._connections[os.getpid()] = db
+        return db
 
-    def _existing(self, badge_id: str) -> dict[str, Any]:
-        try:
-            return self._badges[badge_id]
-        except KeyError:
-            raise NotFound(
-                f"dry run: no Credly badge {badge_id}",
-                status=404,
-                body={"data": {"message": "Not found"}},
-            ) from None
 
-    def _refuse_duplicate(self, body: Mapping[str, Any]) -> None:
-        for raw in self._badges.values():
-            if raw["state"] in ENDED_STATES:
-                continue
-            if raw["badge_template"]["id"] != body["badge_template_id"]:
-                continue
-            if raw["issuer_earner_id"] == body["issuer_earner_id"] or (
-                str(raw["recipient_email"]).casefold() == str(body["recipient_email"]).casefold()
-            ):
-                raise PermanentError(
-                    "dry run: duplicate badge",
-                    status=422,
-                    body={"data": {"message": "User already has this badge"}},
-                )
+@contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """A transaction holding the store's write lock from its start."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
 
-    def _store_new(self, body: Mapping[str, Any], replaces: str | None = None) -> Badge:
-        raw = credly_badge_object(body, badge_id=str(uuid.uuid4()))
-        if replaces:
-            raw["replaces_badge_id"] = replaces
-        self._badges[raw["id"]] = raw
-        return Badge.from_json(raw)
+
+def _take_over_json(db: sqlite3.Connection, old: Path) -> None:
+    """Move the badges of the JSON file earlier releases kept into the store, once: the file
+    is renamed `.json.migrated` in the same transaction (another process finds it gone)."""
+    if not old.exists():
+        return
+    with _transaction(db):
+        if not old.exists():
+            return
+        for raw in json.loads(old.read_text()).values():
+            _save(db, raw)
+        os.replace(old, old.with_name(old.name + ".migrated"))
+    with suppress(FileNotFoundError):
+        old.with_suffix(".lock").unlink()  # the old file's lock file
+
+
+def _existing(db: sqlite3.Connection, badge_id: str) -> dict[str, Any]:
+    row = db.execute("SELECT badge FROM badges WHERE id = ?", (badge_id,)).fetchone()
+    if row is None:
+        raise NotFound(
+            f"dry run: no Credly badge {badge_id}",
+            status=404,
+            body={"data": {"message": "Not found"}},
+        )
+    return json.loads(row[0])
+
+
+def _save(db: sqlite3.Connection, raw: Mapping[str, Any]) -> None:
+    """Write a badge object with the fields the dry run searches on (in place: its row keeps
+    its issue order)."""
+    badge = Badge.from_json(raw)
+    email_key = str(badge.recipient_email).casefold()
+    db.execute(
+        "INSERT INTO badges (id, issuer_earner_id, badge_template_id, state, email_key, badge)"
+        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET state = excluded.state,"
+        " issuer_earner_id = excluded.issuer_earner_id, email_key = excluded.email_key,"
+        " badge_template_id = excluded.badge_template_id, badge = excluded.badge",
+        (
+            badge.id,
+            badge.issuer_earner_id,
+            badge.badge_template_id,
+            badge.state,
+            email_key,
+            json.dumps(raw),
+        ),
+    )
+
+
+def _refuse_duplicate(db: sqlite3.Connection, body: Mapping[str, Any]) -> None:
+    """A 422 as Credly answers when a badge of the template that has not ended has the same
+    `issuer_earner_id` or e-mail (compared casefolded)."""
+    earner = body["issuer_earner_id"]
+    searched = {
+        "issuer_earner_id": None if earner is None else str(earner),
+        "email_key": str(body["recipient_email"]).casefold(),
+    }
+    found = any(
+        db.execute(
+            f"SELECT 1 FROM badges WHERE badge_template_id IS ? AND {column} IS ?"
+            " AND state NOT IN (?, ?) LIMIT 1",
+            (body["badge_template_id"], value, *sorted(ENDED_STATES)),
+        ).fetchone()
+        for column, value in searched.items()
+    )
+    if found:
+        raise PermanentError(
+            "dry run: duplicate badge",
+            status=422,
+            body={"data": {"message": "User already has this badge"}},
+        )
+
+
+def _store_new(
+    db: sqlite3.Connection, body: Mapping[str, Any], replaces: str | None = None
+) -> Badge:
+    raw = credly_badge_object(body, badge_id=str(uuid.uuid4()))
+    if replaces:
+        raw["replaces_badge_id"] = replaces
+    _save(db, raw)
+    return Badge.from_json(raw)
 
 
 def credly_badge_object(body: Mapping[str, Any], *, badge_id: str) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import sys
 from datetime import date
 from typing import Any
@@ -39,7 +40,7 @@ from gateway.usecases.unclaimed import unclaimed_badges
 from gateway.web.context import services
 from jobs import backfill
 from jobs.cron import SweepRunning, locked_sweep
-from jobs.engine.dispatch import requeue
+from jobs.engine.dispatch import InProcessDispatcher, requeue
 from jobs.engine.worker import run_worker
 from jobs.reconcile import reconcile
 
@@ -136,19 +137,27 @@ def run_development(
 ) -> None:
     """Run the development server (werkzeug; not for production), with Flask's options. It
     logs as every process does, JSON lines on stderr, and prints nothing on stdout. The reloader
-    and debugger are on with --debug."""
+    and debugger are on with --debug. SIGTERM stops it as Ctrl-C does; on either, its jobs
+    thread gives back the items it claimed and has not started."""
     debug = get_debug_flag()
-    run_simple(
-        host,
-        port,
-        info.load_app(),
-        use_reloader=debug if reload is None else reload,
-        use_debugger=debug if debugger is None else debugger,
-        threaded=with_threads,
-        ssl_context=cert,
-        extra_files=extra_files,
-        exclude_patterns=exclude_patterns,
-    )
+    app = info.load_app()
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # the reloader sets its own
+    try:
+        run_simple(
+            host,
+            port,
+            app,
+            use_reloader=debug if reload is None else reload,
+            use_debugger=debug if debugger is None else debugger,
+            threaded=with_threads,
+            ssl_context=cert,
+            extra_files=extra_files,
+            exclude_patterns=exclude_patterns,
+        )
+    finally:
+        dispatcher = app.extensions["gateway"].dispatcher
+        if isinstance(dispatcher, InProcessDispatcher):  # the serving process, without Redis
+            dispatcher.stop()
 
 
 cli.add_command(run_development)  # in place of Flask's, which prints a banner on stdout

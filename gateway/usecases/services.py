@@ -26,7 +26,7 @@ from gateway.store.db import Database
 log = logging.getLogger("gateway")
 
 #: Where the dry-run Credly keeps its badges, in the instance folder.
-DRY_RUN_BADGES = "credly-dry-run.json"
+DRY_RUN_BADGES = "credly-dry-run.sqlite3"
 
 
 class Wakeup(Protocol):

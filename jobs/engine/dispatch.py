@@ -27,7 +27,7 @@ from gateway.store.db import wake_after_commit
 from gateway.store.models import OutboxItem, UTCDateTime, utcnow
 from gateway.usecases.services import Services
 from jobs.engine import context
-from jobs.engine.outbox import Drained, work_due
+from jobs.engine.outbox import Drained, stop_working, work_due
 
 log = logging.getLogger("jobs.engine.dispatch")
 
@@ -37,6 +37,8 @@ DAY = 24 * 3600
 DRAIN_SECONDS = 60
 #: How long a wake-up stays pending: a drain job queued, not yet started.
 WAKE_SECONDS = 30
+#: How long the embedded server, asked to stop, waits for the item its jobs thread is running.
+STOP_GRACE_SECONDS = 5.0
 #: After Redis failed a wake-up, how long a process sends none for newly committed items (its
 #: relay wakes the workers later): a Redis that hangs would otherwise hold every request.
 BROKER_RETRY_SECONDS = 5.0
@@ -201,6 +203,22 @@ class InProcessDispatcher(Dispatcher):
         if thread is not None:
             thread.join()
 
+    def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
+        """The server is stopping (SIGINT, SIGTERM): take no more items, give back at once the
+        claimed ones not started, wait up to `grace` seconds for the one under way; log it."""
+        given_back = stop_working(self.svc)
+        with self._lock:
+            self._closed, thread = True, self._thread
+        self._woken.set()
+        if thread is not None:
+            thread.join(grace)
+        left = thread is not None and thread.is_alive()
+        log.info(
+            "jobs stopped: %d claimed items given back unstarted; %s",
+            given_back,
+            "an item under way is left to its lease" if left else "none left running",
+        )
+
     def wake(self) -> None:
         if self.synchronous:
             self._work_here()
@@ -250,8 +268,7 @@ class InProcessDispatcher(Dispatcher):
 class LeftToServer(Dispatcher):
     """The embedded default in a command other than the server (`gateway sweep`, `gateway jobs
     requeue`, ...): its items are left to the serving process, which looks for due items every
-    RELAY_INTERVAL_SECONDS. Worked here, they would stop half-done when the command ends, and
-    the dry-run Credly's badges live in the server's memory."""
+    RELAY_INTERVAL_SECONDS. Worked here, they would stop half-done when the command ends."""
 
     def __init__(self, svc: Services) -> None:
         self.svc = svc

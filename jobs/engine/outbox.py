@@ -117,6 +117,47 @@ class Drained:
 STOPPING = threading.Event()
 
 
+class _Unstarted:
+    """This process's claimed items not yet started, which a stop gives back at once even while
+    an item is under way (`stop_working`)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: dict[int, ClaimedItem] = {}
+
+    def hold(self, items: list[ClaimedItem]) -> None:
+        with self._lock:
+            self._items.update((item.id, item) for item in items)
+
+    def start(self, item: ClaimedItem) -> bool:
+        """Whether the item may start (the process is not STOPPING); it is then no longer held."""
+        with self._lock:
+            return not STOPPING.is_set() and self._items.pop(item.id, None) is not None
+
+    def release(self, items: list[ClaimedItem]) -> list[ClaimedItem]:
+        """Those of `items` still held, held no longer."""
+        with self._lock:
+            return [item for item in items if self._items.pop(item.id, None) is not None]
+
+    def take_all(self) -> list[ClaimedItem]:
+        """Every item held, held no longer."""
+        with self._lock:
+            items, self._items = list(self._items.values()), {}
+            return items
+
+
+UNSTARTED = _Unstarted()
+
+
+def stop_working(svc: Services) -> int:
+    """Stop working items in this process: STOPPING set (a pass ends after the item at hand),
+    the claimed items not yet started given back; how many."""
+    STOPPING.set()
+    items = UNSTARTED.take_all()
+    give_back(svc, items)
+    return len(items)
+
+
 def work_due(svc: Services, *, seconds: float | None = None) -> Drained:
     """Claim and run due items one after another until none is due (or `seconds` have passed,
     or the process is STOPPING).
@@ -133,11 +174,12 @@ def work_due(svc: Services, *, seconds: float | None = None) -> Drained:
         items = retry_disconnect(partial(claim_due, svc, batch))
         if not items:
             return drained
+        UNSTARTED.hold(items)
         for n, item in enumerate(items):
-            if STOPPING.is_set() or (n and utcnow() > item.lease_end - half_lease):
-                # Stopping, or less than half its lease ahead (another worker may take it
-                # while it runs): the rest go back unstarted.
-                give_back(svc, items[n:])
+            if (n and utcnow() > item.lease_end - half_lease) or not UNSTARTED.start(item):
+                # Less than half its lease ahead (another worker may take it while it runs), or
+                # stopping: the rest go back unstarted (unless a stop gave them back already).
+                give_back(svc, UNSTARTED.release(items[n:]))
                 break
             drained = drained.merge(Drained(run_claimed(svc, item)))
         batch = min(2 * batch, CLAIM_BATCH) if len(items) == batch else 1
@@ -160,8 +202,10 @@ def claim_due(svc: Services, batch: int = 1) -> list[ClaimedItem]:
 
 def give_back(svc: Services, items: list[ClaimedItem]) -> None:
     """Make claimed items due again unstarted (those still under the lease of their claim)."""
-    values = {"outbox_ids": [i.id for i in items], "lease_end": items[0].lease_end, "now": utcnow()}
-    svc.db.write(GIVE_BACK, values)
+    now = utcnow()
+    for lease_end in {item.lease_end for item in items}:  # one per claim
+        ids = [item.id for item in items if item.lease_end == lease_end]
+        svc.db.write(GIVE_BACK, {"outbox_ids": ids, "lease_end": lease_end, "now": now})
 
 
 def run_claimed(svc: Services, item: ClaimedItem) -> datetime | None:

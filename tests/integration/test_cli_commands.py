@@ -254,7 +254,8 @@ def test_reconcile_on_the_embedded_default_compares_the_dry_run_backends_badges(
         "seconds": 0,
     }
     assert answer.stderr.splitlines()[-1] == (
-        f"compared with the dry-run Credly backend's badges ({tmp_path / 'credly-dry-run.json'}): "
+        "compared with the dry-run Credly backend's badges "
+        f"({tmp_path / 'credly-dry-run.sqlite3'}): "
         "the ones this machine pretended to issue, not Credly's"
     )
     headers = {"Authorization": f"Bearer {fetch_token(app, 'certifications:read')}"}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
 import time
 
 import click
@@ -12,6 +14,7 @@ import responses
 from gateway.cli import command_app
 from gateway.store.models import Badge, OutboxItem
 from gateway.usecases import intake
+from jobs.engine import outbox
 from jobs.engine.dispatch import InProcessDispatcher, LeftToServer
 from tests.support.badge_jobs import BADGES, CREDLY, EMPTY_LIST, ORG, badge_json
 from tests.support.events import event, granted, revoked
@@ -119,3 +122,38 @@ def test_the_dry_run_credly_keeps_its_badges_when_the_embedded_default_restarts(
         [badge] = session.query(Badge).all()
     assert badge.state == "pending"  # replaced in the name of Ada King, not taken as deleted
     assert restarted.credly.get_badge(badge.credly_badge_id).raw["issued_to_last_name"] == "King"
+
+
+def test_stopping_the_server_gives_back_the_claims_its_jobs_thread_has_not_started(
+    make_app, tmp_path, monkeypatch, caplog
+):
+    caplog.set_level(logging.INFO, logger="jobs.engine.dispatch")
+    monkeypatch.setattr(outbox, "STOPPING", threading.Event())  # this test's stop only
+    app = make_app(database_url=f"sqlite:///{tmp_path / 'g.sqlite3'}", jobs="IN_SERVER")
+    svc = app.extensions["gateway"]
+    for cert in ("A-1", "B-1", "C-1"):
+        intake.submit_event(svc, granted(days_ago(60), cert=cert))
+    started, release, calls = threading.Event(), threading.Event(), []
+
+    def handler(svc: object, item: object) -> None:
+        calls.append(item)
+        if len(calls) == 2:  # the first of the second claim, two items: it runs on and on
+            started.set()
+            release.wait(20)
+
+    monkeypatch.setattr(outbox, "HANDLERS", dict.fromkeys(outbox.HANDLERS, handler))
+    dispatcher = InProcessDispatcher(svc)
+    dispatcher.wake()
+    assert started.wait(20)
+
+    dispatcher.stop(grace=0.1)
+
+    with svc.db.sessions() as session:
+        items = {i.id: (i.state, i.attempts) for i in session.query(OutboxItem)}
+    done, running = calls[0].id, calls[1].id
+    assert items.pop(done) == ("done", 1) and items.pop(running) == ("running", 1)
+    assert set(items.values()) == {("pending", 0)}  # the unstarted one given back, due at once
+    assert "jobs stopped: 1 claimed items given back unstarted" in caplog.text
+    release.set()
+    dispatcher._thread.join(20)
+    assert len(calls) == 2  # nothing more was taken

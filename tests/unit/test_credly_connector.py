@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import base64
-import fcntl
 import json
 import logging
 import multiprocessing
 import os
 import signal
+import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
 from email.utils import format_datetime
@@ -36,6 +37,7 @@ from connectors.credly import (
     PermanentError,
     TransientError,
     Unauthorized,
+    credly_badge_object,
     holder_badges,
     make_credly,
     parse_retry_after,
@@ -755,7 +757,7 @@ def test_calls_at_once_are_bounded_and_their_connections_kept_alive():
 
 
 def test_a_dry_run_with_a_state_file_keeps_its_badges_across_restarts_and_processes(tmp_path):
-    state = tmp_path / "instance" / "credly-dry-run.json"
+    state = tmp_path / "instance" / "credly-dry-run.sqlite3"
     first = DryRunCredly(organization_id="dry-org", state_file=state)
     badge = issue(first)
     restarted = DryRunCredly(organization_id="dry-org", state_file=state)
@@ -767,20 +769,22 @@ def test_a_dry_run_with_a_state_file_keeps_its_badges_across_restarts_and_proces
     assert state.stat().st_size > 0
 
 
-def test_a_process_forked_during_a_dry_run_call_does_not_keep_the_state_file_locked(tmp_path):
+def test_a_process_forked_during_a_dry_run_call_does_not_keep_the_store_locked(tmp_path):
     # A worker forks its scheduler while a job thread is inside a call: the child inherits the
-    # locked file; the call's end must still free the lock for every other process.
-    state = tmp_path / "credly-dry-run.json"
+    # connection in its transaction; the call's end must still free the store for every other
+    # process.
+    state = tmp_path / "credly-dry-run.sqlite3"
     dry = DryRunCredly(organization_id="dry-org", state_file=state)
     with dry._state():
         child = os.fork()
-        if child == 0:  # the child holds its copy of the lock file open until it is killed
+        if child == 0:  # the child keeps its copy of the connection until it is killed
             time.sleep(60)
             os._exit(0)
     try:
-        with open(state.with_suffix(".lock"), "a") as lock:  # another process's turn, at once
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError while kept
-            fcntl.flock(lock, fcntl.LOCK_UN)
+        other = sqlite3.connect(state, timeout=0, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another process's turn, at once ("locked" if kept)
+        other.execute("ROLLBACK")
+        other.close()
         assert issue(dry).state == "pending"
     finally:
         os.kill(child, signal.SIGKILL)
@@ -795,7 +799,7 @@ def _issue_many_in_a_process(state: str, process: int, count: int) -> None:
 
 
 def test_processes_issuing_at_once_through_one_dry_run_state_file_lose_no_badge(tmp_path):
-    state = tmp_path / "credly-dry-run.json"
+    state = tmp_path / "credly-dry-run.sqlite3"
     context = multiprocessing.get_context("fork")
     workers = [
         context.Process(target=_issue_many_in_a_process, args=(str(state), p, 25)) for p in range(3)
@@ -807,3 +811,100 @@ def test_processes_issuing_at_once_through_one_dry_run_state_file_lose_no_badge(
         assert worker.exitcode == 0
     badges = list(DryRunCredly(organization_id="dry-org", state_file=state).list_badges({}))
     assert len(badges) == 75 and len({b.issuer_earner_id for b in badges}) == 75
+
+
+class _Steps:
+    """Counts the SQLite steps (virtual machine instructions) and the JSON bytes that calls cost."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.steps = 0
+        self.json_bytes = 0
+        connect, loads, dumps = sqlite3.connect, json.loads, json.dumps
+
+        def counted_connect(*args: object, **kwargs: object) -> sqlite3.Connection:
+            connection = connect(*args, **kwargs)
+            connection.set_progress_handler(self._step, 1)
+            return connection
+
+        def counted_loads(text: str | bytes, **kwargs: object) -> object:
+            self.json_bytes += len(text)
+            return loads(text, **kwargs)
+
+        def counted_dumps(value: object, **kwargs: object) -> str:
+            text = dumps(value, **kwargs)
+            self.json_bytes += len(text)
+            return text
+
+        monkeypatch.setattr(sqlite3, "connect", counted_connect)
+        monkeypatch.setattr(json, "loads", counted_loads)
+        monkeypatch.setattr(json, "dumps", counted_dumps)
+
+    def _step(self) -> int:
+        self.steps += 1
+        return 0
+
+    def of(self, call: Callable[[], object]) -> tuple[int, int]:
+        self.steps = self.json_bytes = 0
+        call()
+        return self.steps, self.json_bytes
+
+
+def test_a_dry_run_call_costs_the_same_however_many_badges_are_kept(tmp_path, monkeypatch):
+    dry = DryRunCredly(organization_id="dry-org", state_file=tmp_path / "credly-dry-run.sqlite3")
+    counted = _Steps(monkeypatch)
+
+    def calls(n: int) -> list[tuple[int, int]]:
+        earner = f"C-{n}"
+        badge = counted.of(
+            lambda: issue(dry, recipient_email=f"{earner}@x.org", issuer_earner_id=earner)
+        )
+        found = next(b for b in dry.list_badges({"issuer_earner_id": earner}))
+        return [
+            badge,
+            counted.of(lambda: dry.get_badge(found.id)),
+            counted.of(lambda: held(dry, earner)),
+            counted.of(lambda: dry.revoke_badge(found.id, reason="lapsed")),
+        ]
+
+    few = calls(0)
+    for n in range(1, 1000):
+        issue(dry, recipient_email=f"C-{n}@x.org", issuer_earner_id=f"C-{n}")
+    many = calls(1000)
+    assert all(steps > 0 for steps, _ in few)  # the store is SQLite
+    for (steps_few, bytes_few), (steps_many, bytes_many) in zip(few, many, strict=True):
+        assert steps_many <= steps_few + 10  # no search over every badge
+        assert bytes_many <= bytes_few + 50  # no JSON of every badge (longer ids here)
+
+
+def test_the_json_file_of_earlier_releases_is_moved_into_the_dry_run_store_once(tmp_path):
+    old_file = tmp_path / "credly-dry-run.json"
+    earlier = {}
+    for n, state in enumerate(["pending", "revoked", "accepted"]):
+        raw = credly_badge_object(
+            {
+                "issuer_earner_id": f"C-{n}",
+                "recipient_email": f"c{n}@x.org",
+                "badge_template_id": "tmpl-1",
+            },
+            badge_id=f"b-{n}",
+        )
+        earlier[raw["id"]] = {**raw, "state": state}
+    old_file.write_text(json.dumps(earlier))
+    (tmp_path / "credly-dry-run.lock").write_text("")
+    state = tmp_path / "credly-dry-run.sqlite3"
+
+    dry = DryRunCredly(organization_id="dry-org", state_file=state)
+    badges = list(dry.list_badges({}))
+
+    assert [(b.id, b.state) for b in badges] == [
+        ("b-0", "pending"),
+        ("b-1", "revoked"),
+        ("b-2", "accepted"),
+    ]
+    assert not old_file.exists() and not (tmp_path / "credly-dry-run.lock").exists()
+    assert json.loads((tmp_path / "credly-dry-run.json.migrated").read_text()) == earlier
+    with pytest.raises(PermanentError):  # still a duplicate of the live badge
+        issue(dry, recipient_email="C2@X.org", issuer_earner_id="other")
+    assert issue(dry, recipient_email="c1@x.org", issuer_earner_id="C-1").state == "pending"
+    restarted = DryRunCredly(organization_id="dry-org", state_file=state)
+    assert len(list(restarted.list_badges({}))) == 4  # moved once
