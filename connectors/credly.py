@@ -33,6 +33,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -191,6 +192,11 @@ class NotFound(PermanentError):
 class Unauthorized(TransientError):
     """Credly answered 401 or 403: the token is expired, revoked or lacks the permission. Not the
     job's fault: the jobs wait until a working token is configured."""
+
+
+class NoConnection(errors.TransientError):
+    """A call not made: no connection came free by the time `holding_a_connection` set. Credly
+    was not asked, so this is no failure of Credly's."""
 
 
 class AlreadyReplaced(PermanentError):
@@ -408,6 +414,32 @@ class BadgeService(Protocol):
 # --------------------------------------------------------------------------- the real client
 
 
+@dataclass
+class _Holding:
+    """The connection places a block of `holding_a_connection` waits for until `until`, keeps."""
+
+    until: float
+    held: list[threading.BoundedSemaphore] = field(default_factory=list)
+
+
+_holding: ContextVar[_Holding | None] = ContextVar("credly_holding", default=None)
+
+
+@contextmanager
+def holding_a_connection(until: float) -> Iterator[None]:
+    """In the block, the first call of a client waits for a free connection until `until`
+    (`time.monotonic()`) at most, else raises `NoConnection`; the block then keeps that place
+    until it ends, so that its later calls wait no more (it waits once, not before each call)."""
+    holding = _Holding(until)
+    token = _holding.set(holding)
+    try:
+        yield
+    finally:
+        _holding.reset(token)
+        for place in holding.held:
+            place.release()
+
+
 class CredlyClient:
     """Client of Credly's REST API for one organisation; every call has a timeout.
 
@@ -431,6 +463,9 @@ class CredlyClient:
         self.timeout = timeout
         self._auth = (auth_token, "")
         self._session = session or settled_session(self.base_url, max_connections)
+        # A place for each connection: a call waits for one here, where the wait can be bounded,
+        # never in the connection pool (which waits without end).
+        self._places = threading.BoundedSemaphore(max_connections)
         self._on_request = on_request
 
     def __repr__(self) -> str:
@@ -587,8 +622,27 @@ class CredlyClient:
         json_body: dict[str, Any] | None = None,
         params: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        """One HTTP call; the decoded JSON answer, or the matching CredlyError."""
+        """One HTTP call, once a connection is free; the decoded JSON answer, or the matching
+        CredlyError (`NoConnection` when none came free in time)."""
         url = self._url(template, path_params or {})
+        holding = _holding.get()
+        if holding is None:
+            with self._places:
+                return self._call_now(method, url, template, json_body, params)
+        if self._places not in holding.held:
+            if not self._places.acquire(timeout=max(0.0, holding.until - time.monotonic())):
+                raise NoConnection(f"Credly {method} {template}: no connection came free in time")
+            holding.held.append(self._places)
+        return self._call_now(method, url, template, json_body, params)
+
+    def _call_now(
+        self,
+        method: str,
+        url: str,
+        template: str,
+        json_body: dict[str, Any] | None,
+        params: dict[str, str] | None,
+    ) -> dict[str, Any]:
         started = time.monotonic()
         status: int | None = None
         try:

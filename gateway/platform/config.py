@@ -270,7 +270,8 @@ class Settings:
             "CREDLY_MAX_CONNECTIONS",
             "`64`",
             "Credly calls one process makes at once, over as many kept-alive connections; a job "
-            "thread beyond them waits for one",
+            "beyond them waits for one until half its lease (`JOB_TIMEOUT_SECONDS`) is over, "
+            "then is given back without using an attempt",
         ),
     )
     credly_pause_seconds: int = field(
@@ -387,7 +388,8 @@ class Settings:
         metadata=setting(
             "JOB_TIMEOUT_SECONDS",
             "`120`",
-            "lease of one job attempt; a killed worker's job is claimed by another once it ends",
+            "lease of one job attempt; a killed worker's job is claimed by another once it ends; "
+            "a job starts, or waits for a Credly connection, only in its first half",
         ),
     )
     job_concurrency: int = field(

@@ -2,7 +2,8 @@
 
 The outbox table is the work queue: a worker claims the next due item itself (`jobs.engine.outbox`).
 What travels through RQ is a wake-up, the `drain` job, which works due items on
-JOB_CONCURRENCY threads until none is left. A worker so pays RQ's cost per wake-up, not per
+JOB_CONCURRENCY threads until none is left (a thread that finds none waits while another still
+runs items, and claims again: `outbox.Crew`). A worker so pays RQ's cost per wake-up, not per
 item, and a slow Credly answer holds up one thread, not the worker.
 """
 
@@ -27,7 +28,7 @@ from gateway.store.db import wake_after_commit
 from gateway.store.models import OutboxItem, UTCDateTime, utcnow
 from gateway.usecases.services import Services
 from jobs.engine import context
-from jobs.engine.outbox import Drained, stop_working, work_due
+from jobs.engine.outbox import Crew, Drained, stop_working, work_due
 
 log = logging.getLogger("jobs.engine.dispatch")
 
@@ -165,8 +166,9 @@ def drain() -> None:
         backlog = connection.scalar(BEYOND, {"now": utcnow(), "threads": threads})
     if backlog is not None:  # more than this worker's threads take at once: wake another one
         dispatcher.wake()
+    crew = Crew(threads)  # a thread finding nothing due waits while another still runs items
     with ThreadPoolExecutor(threads, thread_name_prefix="drain") as pool:
-        passes = pool.map(lambda _: work_due(svc, seconds=DRAIN_SECONDS), range(threads))
+        passes = pool.map(lambda _: work_due(svc, seconds=DRAIN_SECONDS, crew=crew), range(threads))
         left = reduce(Drained.merge, passes, Drained())
     if left.more:
         dispatcher.wake()

@@ -12,7 +12,7 @@ from functools import partial
 
 from sqlalchemy import Connection, bindparam, update
 
-from connectors.credly import Unauthorized
+from connectors.credly import NoConnection, Unauthorized, holding_a_connection
 from connectors.errors import PermanentError, TransientError, describe
 from gateway.platform import logs, metrics
 from gateway.platform.config import Settings
@@ -116,6 +116,10 @@ class Drained:
 #: giving back the rest of its claim, and claims nothing more.
 STOPPING = threading.Event()
 
+#: How often the threads of a drain that found nothing due claim again (one of them at a time)
+#: while a sibling still runs items.
+IDLE_POLL_SECONDS = 0.2
+
 
 class _Unstarted:
     """This process's claimed items not yet started, which a stop gives back at once even while
@@ -158,25 +162,111 @@ def stop_working(svc: Services) -> int:
     return len(items)
 
 
-def work_due(svc: Services, *, seconds: float | None = None) -> Drained:
+class Crew:
+    """The threads of one drain, ending together (`Hand`, one for each).
+
+    A thread whose claim finds nothing due does not end while a sibling still runs items (their
+    handlers, and commits elsewhere, make more due): it waits and claims again. One waiting thread
+    at a time, the lookout, claims every IDLE_POLL_SECONDS; each claim that finds items has one
+    more waiting thread claim at once. The crew is over when every thread found nothing due.
+    """
+
+    def __init__(self, threads: int) -> None:
+        self._changed = threading.Condition()
+        self._busy = threads  # threads that have not found nothing due since they last ran items
+        self._lookout = False
+        self.over = False
+
+    def hand(self) -> Hand:
+        """The share of one of its threads (as many as the crew was made for)."""
+        return Hand(self)
+
+    def _end_when_idle(self) -> None:
+        """Under the lock: end the crew once no thread is busy, waking the waiting ones."""
+        if not self._busy:
+            self.over = True
+            self._changed.notify_all()
+
+
+class Hand:
+    """One thread of a `Crew`."""
+
+    def __init__(self, crew: Crew) -> None:
+        self.crew = crew
+        self._idle = False
+
+    def found(self) -> None:
+        """This thread's claim found items: it is busy, and another waiting thread claims too."""
+        crew = self.crew
+        with crew._changed:
+            if self._idle:
+                self._idle = False
+                crew._busy += 1
+            crew._changed.notify()
+
+    def wait(self) -> bool:
+        """This thread's claim found nothing due: whether to claim again, after waiting while a
+        sibling is busy; False once the crew is over."""
+        crew = self.crew
+        with crew._changed:
+            self._become_idle()
+            while not crew.over:
+                if crew._lookout:  # another claims next: wait for a sibling's claim that finds
+                    if crew._changed.wait(IDLE_POLL_SECONDS) and not crew.over:
+                        return True
+                else:
+                    crew._lookout = True
+                    crew._changed.wait(IDLE_POLL_SECONDS)
+                    crew._lookout = False
+                    return not crew.over
+            return False
+
+    def leave(self) -> None:
+        """This thread ends (time is up, the process is stopping, an error)."""
+        with self.crew._changed:
+            self._become_idle()
+
+    def _become_idle(self) -> None:
+        if not self._idle:
+            self._idle = True
+            self.crew._busy -= 1
+            self.crew._end_when_idle()
+
+
+def work_due(svc: Services, *, seconds: float | None = None, crew: Crew | None = None) -> Drained:
     """Claim and run due items one after another until none is due (or `seconds` have passed,
-    or the process is STOPPING).
+    or the process is STOPPING); as one thread of `crew`, until none is due for any of them.
 
     A claim takes one item; while claims come back full (a backlog), the next takes twice as
     many, up to CLAIM_BATCH: a backlog costs one claim per several items, and a few items due
     at once still go one to each of a worker's threads.
     """
+    hand = (crew or Crew(1)).hand()
+    try:
+        return _work_due(svc, hand, seconds)
+    finally:
+        hand.leave()
+
+
+def _work_due(svc: Services, hand: Hand, seconds: float | None) -> Drained:
     drained = Drained()
     deadline = None if seconds is None else time.monotonic() + seconds
-    half_lease = timedelta(seconds=svc.settings.job_timeout_seconds / 2)
     batch = 1
-    while (deadline is None or time.monotonic() < deadline) and not STOPPING.is_set():
+    while (
+        (deadline is None or time.monotonic() < deadline)
+        and not STOPPING.is_set()
+        and not hand.crew.over  # a claim found items as its siblings ended: others take the rest
+    ):
         items = retry_disconnect(partial(claim_due, svc, batch))
         if not items:
-            return drained
+            if not hand.wait():
+                return drained
+            batch = 1
+            continue
+        hand.found()
         UNSTARTED.hold(items)
         for n, item in enumerate(items):
-            if (n and utcnow() > item.lease_end - half_lease) or not UNSTARTED.start(item):
+            if (n and utcnow() > safe_end(svc, item)) or not UNSTARTED.start(item):
                 # Less than half its lease ahead (another worker may take it while it runs), or
                 # stopping: the rest go back unstarted (unless a stop gave them back already).
                 give_back(svc, UNSTARTED.release(items[n:]))
@@ -185,6 +275,12 @@ def work_due(svc: Services, *, seconds: float | None = None) -> Drained:
         batch = min(2 * batch, CLAIM_BATCH) if len(items) == batch else 1
     drained.more = True
     return drained
+
+
+def safe_end(svc: Services, item: ClaimedItem) -> datetime:
+    """Until when the item may start, or wait for a connection to start a call: half its lease
+    ahead, so that it ends before another worker may take it."""
+    return item.lease_end - timedelta(seconds=svc.settings.job_timeout_seconds / 2)
 
 
 def claim_due(svc: Services, batch: int = 1) -> list[ClaimedItem]:
@@ -226,8 +322,16 @@ def _run(svc: Services, item: ClaimedItem) -> datetime | None:
         reason, held = token_state(svc).holding()
         if reason:
             return _pause(svc, item, reason)
+    # A connection to Credly is waited for until the item could no longer start (a lease
+    # running out meanwhile would let another worker run it too), then held to the end.
+    wait_until = time.monotonic() + (safe_end(svc, item) - utcnow()).total_seconds()
     try:
-        HANDLERS[item.kind](svc, item)
+        with holding_a_connection(wait_until):
+            HANDLERS[item.kind](svc, item)
+    except NoConnection as exc:
+        give_back(svc, [item])
+        log.info("attempt given back: %s", exc)
+        return None
     except Deferred as exc:
         return _put_off(svc, item, str(exc), exc.retry_after)
     except Unauthorized as exc:
