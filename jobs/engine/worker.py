@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import logging
+import multiprocessing
 import os
 import signal
 import sys
@@ -340,6 +341,17 @@ def run_worker(
         log.info("worker stopped while Redis was unreachable")
     finally:
         stop.set()
+        _end_children()
+
+
+def _end_children(grace: float = 5.0) -> None:
+    """Stop the scheduler child that RQ started as the worker was asked to stop (its teardown
+    did not know of it): the process would otherwise wait for it at exit, for good."""
+    for child in multiprocessing.active_children():
+        child.terminate()
+        child.join(grace)
+        if child.is_alive():
+            child.kill()
 
 
 def _registered(*args: Any, **kwargs: Any) -> GatewayWorker:

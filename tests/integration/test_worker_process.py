@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -21,6 +22,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from gateway.cli import cli
 from gateway.platform import metrics
+from jobs.engine import worker as worker_process
 from tests.support.badge_jobs import ended, items, submit
 from tests.support.credly_standin import CredlyStandIn
 from tests.support.events import granted
@@ -338,3 +340,12 @@ def test_a_worker_waiting_for_redis_stops_at_once_when_asked(standin_worker):
     assert worker.wait(timeout=5) == 0, log.read_text()[-3000:]
     assert time.monotonic() - started < 2
     assert "worker stopped while Redis was unreachable" in log.read_text()
+
+
+def test_a_scheduler_child_left_running_is_stopped_as_the_worker_ends():
+    # RQ may fork the scheduler as the worker is asked to stop, too late for its teardown to
+    # stop it; the worker process, waiting for its children at exit, would then never end.
+    child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(60,))
+    child.start()
+    worker_process._end_children(grace=1)
+    assert not child.is_alive() and child.exitcode is not None
