@@ -350,8 +350,9 @@ def _end_children(grace: float = 5.0) -> None:
     for child in multiprocessing.active_children():
         child.terminate()
         child.join(grace)
-        if child.is_alive():
+        if child.is_alive():  # its SIGTERM handler did not end it
             child.kill()
+            child.join()
 
 
 def _registered(*args: Any, **kwargs: Any) -> GatewayWorker:

@@ -345,7 +345,12 @@ def test_a_worker_waiting_for_redis_stops_at_once_when_asked(standin_worker):
 def test_a_scheduler_child_left_running_is_stopped_as_the_worker_ends():
     # RQ may fork the scheduler as the worker is asked to stop, too late for its teardown to
     # stop it; the worker process, waiting for its children at exit, would then never end.
-    child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(60,))
+    child = multiprocessing.get_context("fork").Process(target=_deaf_to_sigterm)
     child.start()
     worker_process._end_children(grace=1)
     assert not child.is_alive() and child.exitcode is not None
+
+
+def _deaf_to_sigterm() -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    time.sleep(60)
