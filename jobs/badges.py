@@ -9,7 +9,8 @@ successor.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import date, datetime, time, timedelta
 from typing import Any, NamedTuple
 from urllib.parse import urlencode
@@ -38,6 +39,7 @@ from connectors.credly import (
     AlreadyReplaced,
     BadgeRequest,
     CredlyError,
+    NoConnection,
     NotFound,
     PermanentError,
     holder_badges,
@@ -186,6 +188,22 @@ def _attempt(insert_of: Callable[[Table], Any]) -> Insert:
 
 
 _ATTEMPTS = {"postgresql": _attempt(postgresql.insert), "sqlite": _attempt(sqlite.insert)}
+
+#: Takes back an attempt counted on a badge.
+_NOT_ATTEMPTED = (
+    update(Badge).where(Badge.id == bindparam("badge_id")).values(attempts=Badge.attempts - 1)
+)
+
+
+@contextmanager
+def _no_call_no_attempt(svc: Services, badge_id: int) -> Iterator[None]:
+    """Its block's attempt at the badge is taken back when its job is given back before any
+    Credly call (`NoConnection`): the next attempt is then the first, as far as Credly knows."""
+    try:
+        yield
+    except NoConnection:
+        svc.db.write(_NOT_ATTEMPTED, {"badge_id": badge_id})
+        raise
 
 
 _CREDLY_ID = select(Badge.credly_badge_id).where(
@@ -398,17 +416,19 @@ def issue(svc: Services, item: ClaimedItem) -> None:
     # Another period's live badge is this period's now: a late event moved the period while the
     # badge was kept (docs/rules.md, *Status, badge and verification*). It is taken over and
     # brought up to date, its issue day included, rather than a second badge issued.
-    taken = (  # only then another period's badge can be live
-        _take_over(svc, cert.certification_id, period_start, recipient)
-        if cert.live_badges
-        else None
-    )
-    if taken is not None:
-        found, adopted = taken.badge, True
-    else:
-        # Only an earlier attempt can have made this badge in Credly unseen (its answer lost):
-        # the first one issues at once, and Credly's duplicate refusal names any badge it holds.
-        found, adopted = _issue_or_adopt(svc, recipient, look_first=attempts > 1)
+    with _no_call_no_attempt(svc, badge_id):
+        taken = (  # only then another period's badge can be live
+            _take_over(svc, cert.certification_id, period_start, recipient)
+            if cert.live_badges
+            else None
+        )
+        if taken is not None:
+            found, adopted = taken.badge, True
+        else:
+            # Only an earlier attempt can have made this badge in Credly unseen (its answer
+            # lost): the first one issues at once, and Credly's duplicate refusal names any
+            # badge it holds.
+            found, adopted = _issue_or_adopt(svc, recipient, look_first=attempts > 1)
     wanted = _recipient_now(svc, item.certification_id, period_start) or recipient
     note = None
     if (adopted and not _says(found, wanted)) or taken is not None or wanted != recipient:
@@ -615,7 +635,8 @@ def replace(svc: Services, item: ClaimedItem) -> None:
         # stays until a job of that badge ends well.
         log.info("no live badge to replace")
         return
-    found, note = _bring_up_to_date(svc, badge_id, credly_id, recipient, reissue=reissue)
+    with _no_call_no_attempt(svc, badge_id):
+        found, note = _bring_up_to_date(svc, badge_id, credly_id, recipient, reissue=reissue)
     wanted = _recipient_now(svc, item.certification_id, period_start)
     if wanted is not None and wanted != recipient:
         # the details changed again while Credly was called: the job of that change may have

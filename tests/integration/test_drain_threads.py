@@ -7,7 +7,7 @@ import threading
 import pytest
 from sqlalchemy import func, select
 
-from gateway.store.models import JobOutcome, OutboxItem
+from gateway.store.models import Badge, JobOutcome, OutboxItem
 from gateway.usecases import intake
 from jobs.engine import dispatch, outbox
 from tests.support.credly_standin import CredlyStandIn
@@ -113,12 +113,15 @@ def test_a_job_waiting_past_its_lease_for_a_credly_connection_gives_its_attempt_
             body["data"]["member"]["email"] = f"ada{n}@example.org"
             intake.submit_event(svc, body)
         dispatch.drain()
-        issued = [r for r in standin.requests_seen() if r["operation"] == "issue"]
+        operations = [r["operation"] for r in standin.requests_seen()]
     with svc.db.sessions() as session:
         ends = session.execute(select(OutboxItem.kind, OutboxItem.state, OutboxItem.attempts))
         ends = sorted(ends.all())
         done = session.scalar(
             select(func.sum(JobOutcome.total)).where(JobOutcome.outcome == "done")
         )
+        badge_attempts = session.scalars(select(Badge.attempts)).all()
     assert ends == [("issue_badge", "done", 1)] * 12 + [("sync_verification", "done", 1)] * 12
-    assert done == 24 and len(issued) == 12
+    # A job given back called no Credly: its badge's next attempt is a first one, an issue alone.
+    assert done == 24 and operations == ["issue"] * 12
+    assert badge_attempts == [1] * 12
