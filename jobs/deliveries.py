@@ -112,9 +112,10 @@ def fan_out(
     after: dict[str, Any],
     *,
     request_id: str | None = None,
+    event_pk: int | None = None,
 ) -> list[OutboxItem]:
     """Queue the deliveries a change of a record's public content from `before` to `after`
-    calls for, in the transaction of `connection`.
+    calls for, in the transaction of `connection`, as jobs of the event `event_pk`.
 
     The directory gets every change of the public content; subscriptions watching the
     certification get status changes (a first record counts as one).
@@ -130,7 +131,9 @@ def fan_out(
     items = []
     with Session(bind=connection) as session:  # joins the transaction of `connection`
         for target in sorted(targets):  # one lock order for every fan-out: no deadlocks
-            items += queue(session, target, [certification_id], request_id=request_id)
+            items += queue(
+                session, target, [certification_id], request_id=request_id, event_pk=event_pk
+            )
     return items
 
 
@@ -153,10 +156,12 @@ def queue(
     certification_ids: Sequence[str],
     *,
     request_id: str | None = None,
+    event_pk: int | None = None,
     event_type: str = EVENT_TYPE,
     data: dict[str, Any] | None = None,
 ) -> list[OutboxItem]:
-    """Number a delivery of each certification to `target` in its sequence; queue their jobs.
+    """Number a delivery of each certification to `target` in its sequence; queue their jobs,
+    jobs of the event `event_pk` when one event caused them (`GET /v1/events/{id}` lists them).
 
     `data`: the fixed body of an advance notice (`event_type`); without it, a
     `certification.status_changed` message, which carries the newest public record.
@@ -185,6 +190,7 @@ def queue(
             kind=kind_of(target),
             payload={"delivery_id": delivery.id},
             request_id=request_id,
+            event_pk=event_pk,
         )
         for delivery in deliveries
     ]

@@ -23,6 +23,7 @@ def review_job(svc: Services, item: ClaimedItem) -> None:
         deliveries.queue,
         partial(item.finish, svc.db),
         request_id=item.request_id,
+        event_pk=item.event_pk,
     )
 
 

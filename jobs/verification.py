@@ -21,4 +21,5 @@ def sync(svc: Services, item: ClaimedItem) -> None:
         deliveries.fan_out,
         partial(item.finish, svc.db),
         request_id=item.request_id,
+        event_pk=item.event_pk,
     )

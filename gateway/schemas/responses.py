@@ -214,7 +214,14 @@ class EventRecordSchema(_Closed):
     status = fields.String(required=True, validate=validate.OneOf(["accepted", "rejected"]))
     reasons = fields.List(fields.Nested(ReasonSchema), required=True)
     data = fields.Dict(required=True, metadata={"description": "The event's data, as sent."})
-    jobs = fields.List(fields.Nested(JobSchema), required=True)
+    jobs = fields.List(
+        fields.Nested(JobSchema),
+        required=True,
+        metadata={
+            "description": "The jobs queued with the event and, once queued, those they led to:"
+            " the webhook deliveries and directory pushes of its change, its advance notices."
+        },
+    )
 
 
 class CredentialSchema(_Closed):

@@ -41,7 +41,8 @@ BATCH = 500
 
 class Queue(Protocol):
     """Numbers a delivery of each certification to `target` in its sequence and queues their
-    jobs, in `session`'s transaction (the job engine's `jobs.deliveries.queue`)."""
+    jobs, as jobs of the event `event_pk`, in `session`'s transaction (the job engine's
+    `jobs.deliveries.queue`)."""
 
     def __call__(
         self,
@@ -50,6 +51,7 @@ class Queue(Protocol):
         certification_ids: Sequence[str],
         *,
         request_id: str | None,
+        event_pk: int | None,
         event_type: str,
         data: dict[str, Any] | None,
     ) -> list[OutboxItem]: ...
@@ -63,10 +65,12 @@ def review(
     queue: Queue,
     *,
     request_id: str | None = None,
+    event_pk: int | None = None,
 ) -> list[OutboxItem]:
     """Announce the scheduled changes of `certification_ids` not yet announced, and call off the
     announced ones no longer scheduled, in `session`'s transaction (the caller locks the
-    certifications); the outbox items of the messages queued."""
+    certifications); the outbox items of the messages queued (jobs of the event `event_pk`, the
+    one that moved the certification, if any)."""
     watching = subscriptions.with_notice(svc.db, session.connection(), certification_ids)
     announced: dict[tuple[str, str], list[AdvanceNotice]] = {}
     for notice in session.scalars(
@@ -101,10 +105,14 @@ def review(
                     notice.state = "cancelled"
                     if days is not None:  # still watching with notice: say so
                         current = rules.evaluate(history, today, svc.policy).status
-                        items += _send(session, queue, notice, current, CANCELLED, request_id)
+                        items += _send(
+                            session, queue, notice, current, CANCELLED, request_id, event_pk
+                        )
             if wanted is not None:
                 notice = _record(session, subscription_id, certification_id, wanted)
-                items += _send(session, queue, notice, wanted.current, SCHEDULED, request_id)
+                items += _send(
+                    session, queue, notice, wanted.current, SCHEDULED, request_id, event_pk
+                )
     return items
 
 
@@ -150,6 +158,7 @@ def _send(
     current: str,
     event_type: str,
     request_id: str | None,
+    event_pk: int | None,
 ) -> list[OutboxItem]:
     data: dict[str, Any] = {
         "certification_id": notice.certification_id,
@@ -164,6 +173,7 @@ def _send(
         target,
         [notice.certification_id],
         request_id=request_id,
+        event_pk=event_pk,
         event_type=event_type,
         data=data,
     )
@@ -179,9 +189,10 @@ def review_certification(
     finish: Callable[[Connection], None],
     *,
     request_id: str | None = None,
+    event_pk: int | None = None,
 ) -> None:
-    """Review one certification's advance notices after its standing moved; `finish` records the
-    job done, last, in the same transaction."""
+    """Review one certification's advance notices after its standing moved (because of the event
+    `event_pk`, if one); `finish` records the job done, last, in the same transaction."""
     with svc.db.transaction() as session:
         session.execute(
             select(Certification.certification_id)
@@ -189,7 +200,13 @@ def review_certification(
             .with_for_update()
         )
         queued = review(
-            svc, session, [certification_id], utcnow().date(), queue, request_id=request_id
+            svc,
+            session,
+            [certification_id],
+            utcnow().date(),
+            queue,
+            request_id=request_id,
+            event_pk=event_pk,
         )
         outbox_ids = [queued_item.id for queued_item in queued]
         finish(session.connection())

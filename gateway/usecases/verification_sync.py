@@ -20,7 +20,8 @@ from gateway.usecases.services import Services
 
 class FanOut(Protocol):
     """Queues the deliveries a change of a record's public content from `before` to `after` calls
-    for, in the transaction of `connection` (the job engine's `jobs.deliveries.fan_out`)."""
+    for, in the transaction of `connection`, as jobs of the event `event_pk` (the job engine's
+    `jobs.deliveries.fan_out`)."""
 
     def __call__(
         self,
@@ -31,6 +32,7 @@ class FanOut(Protocol):
         after: dict[str, Any],
         *,
         request_id: str | None,
+        event_pk: int | None,
     ) -> object: ...
 
 
@@ -69,9 +71,11 @@ def sync(
     finish: Callable[[Connection], None],
     *,
     request_id: str | None = None,
+    event_pk: int | None = None,
 ) -> None:
     """Bring the public record in step with the certification's current stored standing;
-    `finish` records the job done, last, in the same transaction."""
+    `finish` records the job done, last, in the same transaction. The deliveries it queues are
+    jobs of the event `event_pk`, the one whose sync this is (None: no one event's)."""
     key = {"certification_id": certification_id}
     with svc.db.begin() as connection:
         [(credential, status, standing)] = svc.db.execute(connection, _CERTIFICATION, key)
@@ -86,5 +90,13 @@ def sync(
             svc.db.execute(connection, _CREATE, {**values, **key})
         # The Open Badges credentials' status bits change with the record, in one transaction.
         status_lists.follow_standing(connection, certification_id, standing)
-        fan_out(svc, connection, certification_id, before, after, request_id=request_id)
+        fan_out(
+            svc,
+            connection,
+            certification_id,
+            before,
+            after,
+            request_id=request_id,
+            event_pk=event_pk,
+        )
         finish(connection)

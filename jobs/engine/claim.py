@@ -73,6 +73,7 @@ CLAIM_DUE = (
         OutboxItem.request_id,
         OutboxItem.attempts,
         OutboxItem.due_at,
+        OutboxItem.event_pk,
     )
 )
 
@@ -133,6 +134,9 @@ class ClaimedItem:
     attempts: int
     #: When the lease of this attempt ends: another worker may claim the item from then on.
     lease_end: datetime
+    #: The event that caused the item (None: the day, or no event, did): the jobs it queues in
+    #: turn are that event's too.
+    event_pk: int | None = None
     #: Whether the handler recorded the item done itself, with the outcome.
     done: bool = False
 

@@ -21,6 +21,7 @@ from tests.support.verification import days_ago, record
 #: Granted 355 days ago: its first renewal fee falls due within the next six weeks.
 GRANT = granted(days_ago(355), cert="SOON-1")
 NOTICE_DAYS = 60
+STATUS_CHANGED = "certification.status_changed"
 
 
 @pytest.fixture
@@ -88,6 +89,40 @@ def test_a_scheduled_change_is_announced_once_and_called_off_by_a_payment(app, c
         assert types == [SCHEDULED, CANCELLED]  # in order
         log = client.get(f"/v1/subscriptions/{created['id']}/deliveries", headers=employer)
         assert [d["type"] for d in log.get_json()["deliveries"]][:2] == [CANCELLED, SCHEDULED]
+
+
+def test_an_event_lists_the_notices_its_change_queued(app, client, employer, token_for):
+    events, reader = token_for("events:write"), token_for("certifications:read")
+
+    def jobs_of(answer) -> list[tuple[str, str]]:
+        jobs = client.get(answer.headers["Location"], headers=reader).get_json()["jobs"]
+        return sorted((job["kind"], job["state"]) for job in jobs)
+
+    with serve(scripted()) as (url, received):
+        created = subscribe(
+            client, employer, url + "/hook", advance_notice=True, notice_days=NOTICE_DAYS
+        )
+        grant = client.post("/v1/events", json=GRANT, headers=events)
+        assert grant.status_code == 202, grant.get_json()
+        due_year = int(grant.get_json()["standing"]["fees"]["next_due"][:4])
+        paid = client.post(
+            "/v1/events", json=fee(due_year, days_ago(0), cert="SOON-1"), headers=events
+        )
+        assert paid.status_code == 202, paid.get_json()
+        sent = messages(received, created["secret"], STATUS_CHANGED, SCHEDULED, CANCELLED)
+    assert sorted(m["type"] for m in sent) == sorted([STATUS_CHANGED, SCHEDULED, CANCELLED])
+    assert jobs_of(grant) == [
+        ("deliver_webhook", "done"),  # its first record
+        ("deliver_webhook", "done"),  # the change it scheduled
+        ("issue_badge", "done"),
+        ("review_notices", "done"),
+        ("sync_verification", "done"),
+    ]
+    assert jobs_of(paid) == [
+        ("deliver_webhook", "done"),  # the change it called off; its status is unchanged
+        ("review_notices", "done"),
+        ("sync_verification", "done"),
+    ]
 
 
 def test_subscribing_to_a_change_already_within_the_notice_announces_it_at_once(

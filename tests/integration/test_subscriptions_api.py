@@ -282,6 +282,31 @@ def test_status_changes_of_watched_certifications_are_delivered_signed(app, clie
     assert [d["sequence"] for d in page] == [1]
 
 
+def test_an_event_lists_the_webhook_deliveries_its_change_caused(client, employer, token_for):
+    events, reader = token_for("events:write"), token_for("certifications:read")
+    with serve(scripted()) as (url, received):
+        subscribe(client, employer, url=url, ids=["CERT-1"])
+        watched = client.post("/v1/events", json=granted(days_ago(30)), headers=events)
+        other = granted(days_ago(30), credential="RPT", cert="OTHER-1")  # another badge
+        unwatched = client.post("/v1/events", json=other, headers=events)
+        again = client.post("/v1/events", json=revoked(days_ago(1)), headers=events)
+    assert [a.status_code for a in (watched, unwatched, again)] == [202] * 3
+    assert len(received) == 2  # CERT-1's grant, then its revocation
+    assert watched.get_json()["actions"] == ["issue_badge", "sync_verification"]  # at the 202
+    jobs = {
+        answer.get_json()["event_id"]: [
+            (job["kind"], job["state"])
+            for job in client.get(answer.headers["Location"], headers=reader).get_json()["jobs"]
+        ]
+        for answer in (watched, unwatched, again)
+    }
+    assert list(jobs.values()) == [
+        [("issue_badge", "done"), ("sync_verification", "done"), ("deliver_webhook", "done")],
+        [("issue_badge", "done"), ("sync_verification", "done")],  # no one watches OTHER-1
+        [("revoke_badge", "done"), ("sync_verification", "done"), ("deliver_webhook", "done")],
+    ]
+
+
 def test_a_malformed_delivery_log_query_is_422(client, employer):
     sub_id = subscribe(client, employer).get_json()["id"]
     response = client.get(f"/v1/subscriptions/{sub_id}/deliveries?limit=0&x=1", headers=employer)
