@@ -40,7 +40,7 @@ from gateway.usecases.unclaimed import unclaimed_badges
 from gateway.web.context import services
 from jobs import backfill
 from jobs.cron import SweepRunning, locked_sweep
-from jobs.engine.dispatch import InProcessDispatcher, requeue
+from jobs.engine.dispatch import requeue
 from jobs.engine.worker import run_worker
 from jobs.reconcile import reconcile
 
@@ -155,9 +155,7 @@ def run_development(
             exclude_patterns=exclude_patterns,
         )
     finally:
-        dispatcher = app.extensions["gateway"].dispatcher
-        if isinstance(dispatcher, InProcessDispatcher):  # the serving process, without Redis
-            dispatcher.stop()
+        app.extensions["gateway"].dispatcher.stop()  # its jobs thread, without Redis
 
 
 cli.add_command(run_development)  # in place of Flask's, which prints a banner on stdout

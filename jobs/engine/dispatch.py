@@ -79,6 +79,10 @@ class Dispatcher(ABC):
         """Have items worked that have been due a while (the relay): as `wake`."""
         self.wake()
 
+    def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:  # noqa: B027 (not abstract)
+        """The serving process is stopping (SIGINT, SIGTERM): nothing to do unless it works
+        items on a thread of its own (`InProcessDispatcher`)."""
+
 
 def _seconds_until(when: datetime) -> float:
     return max(0.0, (when - utcnow()).total_seconds())
@@ -207,13 +211,14 @@ class InProcessDispatcher(Dispatcher):
 
     def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
         """The server is stopping (SIGINT, SIGTERM): take no more items, give back at once the
-        claimed ones not started, wait up to `grace` seconds for the one under way; log it."""
+        claimed ones not started, wait for the one under way up to STOP_GRACE_SECONDS (or
+        `grace`, if less: the time the server has left); log it."""
         given_back = stop_working(self.svc)
         with self._lock:
             self._closed, thread = True, self._thread
         self._woken.set()
         if thread is not None:
-            thread.join(grace)
+            thread.join(min(grace, STOP_GRACE_SECONDS))
         left = thread is not None and thread.is_alive()
         log.info(
             "jobs stopped: %d claimed items given back unstarted; %s",

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+import signal
 import threading
 import time
 
@@ -12,12 +14,16 @@ import pytest
 import responses
 
 from gateway.cli import command_app
+from gateway.platform import clock
 from gateway.store.models import Badge, OutboxItem
 from gateway.usecases import intake
 from jobs.engine import outbox
 from jobs.engine.dispatch import InProcessDispatcher, LeftToServer
 from tests.support.badge_jobs import BADGES, CREDLY, EMPTY_LIST, ORG, badge_json
+from tests.support.credly_standin import CredlyStandIn
+from tests.support.database import truncate
 from tests.support.events import event, granted, revoked
+from tests.support.serving import free_port, serve_env, start_serve
 from tests.support.verification import days_ago
 
 pytestmark = pytest.mark.clock_sensitive  # its dates are relative to the gateway's today
@@ -157,3 +163,59 @@ def test_stopping_the_server_gives_back_the_claims_its_jobs_thread_has_not_start
     release.set()
     dispatcher._thread.join(20)
     assert len(calls) == 2  # nothing more was taken
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_stopping_gateway_serve_gives_back_the_claims_its_jobs_thread_has_not_started(
+    make_app, tmp_path, postgres_url, stop
+):
+    clock.set_now(None)  # the server's clock is the real one: its items are due by it
+    truncate(postgres_url)
+    with CredlyStandIn() as standin:
+        svc = make_app(
+            database_url=postgres_url,
+            jobs="IN_SERVER",
+            credly_badge_templates={"RMA": "tmpl-rma"},
+            **standin.settings,
+        ).extensions["gateway"]
+        for n in range(4):  # an issue_badge and a sync_verification item each
+            body = granted(days_ago(60), cert=f"C-{n}")
+            body["data"]["member"]["email"] = f"ada{n}@example.org"
+            intake.submit_event(svc, body)
+        # Claims of 1, 2 and 4 items: the issue of the last claim's second item hangs.
+        standin.queue_faults([{"delay": 0}, {"delay": 0}, {"delay": 60}])
+        env = serve_env(
+            tmp_path,
+            postgres_url,
+            free_port(),
+            WEB_WORKERS="1",
+            CREDLY_BADGE_TEMPLATES="RMA=tmpl-rma",
+            **{name.upper(): value for name, value in standin.settings.items()},
+        )
+        log = tmp_path / "serve.log"
+        server = start_serve(env, log)
+        try:
+            _until(svc, ["done"] * 4 + ["pending"] + ["running"] * 3, time.monotonic() + 30)
+            server.send_signal(stop)
+            server.wait(timeout=20)
+        finally:
+            if server.poll() is None:
+                server.kill()
+                server.wait()
+    with svc.db.sessions() as session:
+        items = sorted((i.state, i.attempts, i.kind) for i in session.query(OutboxItem))
+    truncate(postgres_url)
+    assert items == [("done", 1, "issue_badge")] * 2 + [("done", 1, "sync_verification")] * 2 + [
+        ("pending", 0, "issue_badge"),  # claimed and given back, due at once
+        ("pending", 0, "sync_verification"),  # given back too
+        ("pending", 0, "sync_verification"),  # never claimed
+        ("running", 1, "issue_badge"),  # under way at the stop: left to its lease
+    ]
+    stopped = [
+        line["msg"]
+        for line in map(json.loads, log.read_text().splitlines())
+        if str(line["msg"]).startswith("jobs stopped")
+    ]
+    assert stopped == [
+        "jobs stopped: 2 claimed items given back unstarted; an item under way is left to its lease"
+    ]

@@ -273,11 +273,7 @@ def standin_worker(make_app, postgres_url, tmp_path):
     redis_server = PrivateRedis(tmp_path)
     redis_server.start()
     with CredlyStandIn() as credly:
-        settings = {
-            "credly_api_base": credly.url,
-            "credly_organization_id": credly.organization_id,
-            "credly_auth_token": credly.token,
-        }
+        settings = credly.settings
         app = make_app(
             database_url=postgres_url,
             redis_url=redis_server.url,

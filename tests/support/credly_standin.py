@@ -188,6 +188,15 @@ class CredlyStandIn:
         """The API base URL to configure the client with (`CREDLY_API_BASE`)."""
         return f"{self.root}/v1"
 
+    @property
+    def settings(self) -> dict[str, str]:
+        """The gateway's settings for calling this stand-in (its API base, organisation, token)."""
+        return {
+            "credly_api_base": self.url,
+            "credly_organization_id": self.organization_id,
+            "credly_auth_token": self.token,
+        }
+
     def start(self) -> CredlyStandIn:
         """Listen and serve in a daemon thread."""
         self._stopping.clear()
