@@ -38,6 +38,7 @@ from gateway.usecases.services import DRY_RUN_BADGES, signing_keys
 from gateway.usecases.sweep import Scope, count
 from gateway.usecases.unclaimed import unclaimed_badges
 from gateway.web.context import services
+from gateway.web.security import ProblemRequestHandler
 from jobs import backfill
 from jobs.cron import SweepRunning, locked_sweep
 from jobs.engine.dispatch import requeue
@@ -137,7 +138,8 @@ def run_development(
 ) -> None:
     """Run the development server (werkzeug; not for production), with Flask's options. It
     logs as every process does, JSON lines on stderr, and prints nothing on stdout. The reloader
-    and debugger are on with --debug. SIGTERM stops it as Ctrl-C does; on either, its jobs
+    and debugger are on with --debug. A request it cannot hand to the app gets a problem+json
+    answer, as from `gateway serve`. SIGTERM stops it as Ctrl-C does; on either, its jobs
     thread gives back the items it claimed and has not started."""
     debug = get_debug_flag()
     app = info.load_app()
@@ -153,6 +155,7 @@ def run_development(
             ssl_context=cert,
             extra_files=extra_files,
             exclude_patterns=exclude_patterns,
+            request_handler=ProblemRequestHandler,
         )
     finally:
         app.extensions["gateway"].dispatcher.stop()  # its jobs thread, without Redis

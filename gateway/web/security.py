@@ -26,6 +26,7 @@ from werkzeug.exceptions import (
 )
 from werkzeug.routing import Map, PathConverter, UnicodeConverter
 from werkzeug.sansio.utils import get_current_url
+from werkzeug.serving import WSGIRequestHandler
 from werkzeug.utils import cached_property
 from werkzeug.wsgi import LimitedStream
 
@@ -254,11 +255,18 @@ def init_app(app: Flask) -> None:
 
 def _write_problem(sock: Any, status: int, reason: str, message: str) -> None:
     """What gunicorn answers a request it cannot hand to the app (not HTTP/1.x, a request line
-    or header past its maxima): a problem+json with the security headers, as every other error,
-    where gunicorn writes an HTML page. Nothing of the request is written back (`message` may
-    quote it). The reason phrase is the status code's own: gunicorn's `reason` is "Bad Request"
-    for some codes that are not 400 (501, for one)."""
-    with suppress(ValueError):  # a code Python does not know keeps gunicorn's phrase
+    or header past its maxima): `server_refusal`, where gunicorn writes an HTML page. `message`
+    may quote the request: it is not written back."""
+    gunicorn_util.write_nonblock(sock, server_refusal(status, reason))
+
+
+def server_refusal(status: int, reason: str) -> bytes:
+    """The answer to a request the server refuses before the app can read it: a problem+json
+    with the security headers, as every other error, closing the connection, naming nothing of
+    the request. The reason phrase is the status code's own (gunicorn's `reason` is "Bad
+    Request" for some codes that are not 400, 501 for one); `reason` only for a code Python does
+    not know."""
+    with suppress(ValueError):
         reason = HTTPStatus(status).phrase
     body = json.dumps(
         {
@@ -276,7 +284,20 @@ def _write_problem(sock: Any, status: int, reason: str, message: str) -> None:
         *_HEADERS,
     ]
     head = f"HTTP/1.1 {status} {reason}\r\n" + "".join(f"{n}: {v}\r\n" for n, v in headers)
-    gunicorn_util.write_nonblock(sock, f"{head}\r\n".encode("latin-1") + body)
+    return f"{head}\r\n".encode("latin-1") + body
+
+
+class ProblemRequestHandler(WSGIRequestHandler):
+    """The development server's (`gateway run`) handler of a connection: a request it cannot hand
+    to the app (a malformed request line, an HTTP version it does not serve, too many headers, a
+    request line too long) is answered as `gateway serve` answers it (`server_refusal`), where
+    werkzeug writes an HTML page, with no status line at all for a request line it cannot read."""
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        self.log_error("code %d, message %s", code, message)
+        self.log_request(code)
+        self.close_connection = True
+        self.wfile.write(server_refusal(code, "Error"))
 
 
 @functools.lru_cache(maxsize=256)

@@ -1,11 +1,12 @@
 """Long URLs and headers are refused by the app (problem+json, security headers), not gunicorn;
 what gunicorn still answers itself (beyond its own maximum, or not HTTP at all) is a problem too,
-with its status code's own reason phrase. A server leaves no control socket that another server
-of the same user would share."""
+with its status code's own reason phrase, and so is what the development server answers itself. A
+server leaves no control socket that another server of the same user would share."""
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 from http import HTTPStatus
@@ -14,7 +15,7 @@ import pytest
 import requests
 
 from gateway.web.security import MAX_HEADER_LINE, MAX_URL
-from tests.support.serving import free_port, serve_env, start_serve
+from tests.support.serving import free_port, serve_env, start_run, start_serve
 
 
 @pytest.fixture(scope="module")
@@ -93,15 +94,56 @@ def test_what_gunicorn_still_answers_itself_is_a_problem_with_its_codes_reason(
     never an HTML page, its reason phrase and title the status code's own, and nothing of the
     request written back."""
     served, _ = served
-    answer = _raw(served, request_bytes)
+    _is_the_servers_problem(_raw(served, request_bytes), status)
+
+
+def _is_the_servers_problem(answer: bytes, status: int) -> None:
     head, _, body = answer.partition(b"\r\n\r\n")
     phrase = HTTPStatus(status).phrase
     assert head.split(b"\r\n")[0] == f"HTTP/1.1 {status} {phrase}".encode(), answer[:200]
     assert b"\r\nContent-Type: application/problem+json\r\n" in head
     assert b"\r\nX-Content-Type-Options: nosniff\r\n" in head
     problem = json.loads(body)
-    assert (problem["status"], problem["title"], problem["errors"]) == (status, phrase, [])
-    assert b"AAAA" not in body and b"NOT HTTP" not in body and b"foo" not in body
+    assert problem == {
+        "type": "about:blank",
+        "title": phrase,
+        "status": status,
+        "detail": f"The request was refused before it could be read: {phrase}.",
+        "errors": [],
+    }
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory):
+    """`gateway run` on the embedded default."""
+    tmp_path = tmp_path_factory.mktemp("run-limits")
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env["INSTANCE_PATH"] = str(tmp_path / "instance")
+    port = free_port()
+    proc = start_run(env, port, tmp_path / "stderr.log")
+    try:
+        yield port
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"GARBAGE\r\n\r\n", 400),  # werkzeug wrote an HTML page without a status line
+        (b"GET / HTTX/1.1\r\nHost: x\r\n\r\n", 400),
+        (b"GET / HTTP/1.1 extra\r\nHost: x\r\n\r\n", 400),
+        (b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505),  # gunicorn: 400
+        (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-A: b\r\n" * 101 + b"\r\n", 431),
+        (b"GET /" + b"A" * 70000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+    ],
+    ids=["garbage", "bad-version", "four-words", "http-2", "too-many-headers", "line-too-long"],
+)
+def test_what_the_development_server_answers_itself_is_a_problem_too(ran, request_bytes, status):
+    """`gateway run` answers what it cannot hand to the app as `gateway serve` does, not with
+    werkzeug's HTML page."""
+    _is_the_servers_problem(_raw(ran, request_bytes), status)
 
 
 def test_a_server_leaves_no_control_socket_another_server_would_share(served):

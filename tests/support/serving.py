@@ -1,5 +1,5 @@
-"""Real processes in tests: free ports, `gateway serve`'s env, `gateway worker`, a private
-Redis, a server that never answers."""
+"""Real processes in tests: free ports, `gateway serve`'s env, `gateway run`, `gateway worker`, a
+private Redis, a server that never answers."""
 
 from __future__ import annotations
 
@@ -124,6 +124,27 @@ def start_serve(env: dict[str, str], stderr: Path, stdout: Path | None = None) -
             raise AssertionError(f"gateway serve did not start:\n{stderr.read_text()}")
         time.sleep(0.2)
     return proc
+
+
+def start_run(env: dict[str, str], port: int, stderr: Path) -> subprocess.Popen:
+    """`gateway run` (the development server) on `port` with `env`, logging to `stderr`, once it
+    takes connections."""
+    gateway = os.path.join(os.path.dirname(sys.executable), "gateway")
+    with stderr.open("wb") as err:
+        proc = subprocess.Popen(
+            [gateway, "run", "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=err
+        )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                proc.wait()
+                raise AssertionError(f"gateway run did not start:\n{stderr.read_text()}") from None
+            time.sleep(0.2)
 
 
 def start_worker(env: dict[str, str], log: Path, *extra: str) -> subprocess.Popen:
