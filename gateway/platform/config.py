@@ -475,7 +475,9 @@ class Settings:
             "WEB_TIMEOUT",
             "`30`",
             "`gateway serve`: seconds before a process whose main loop is stuck is restarted "
-            "(gunicorn's timeout; a request thread waiting on the network does not count)",
+            "(gunicorn's timeout; a request thread waiting on the network does not count), "
+            "and how long a stopping process may finish its requests; `0`: no restart, and 30 s "
+            "to stop",
         ),
     )
     log_level: str = field(

@@ -22,7 +22,9 @@ workers = _settings.web_workers
 threads = _settings.web_threads
 worker_class = "gthread"
 timeout = _settings.web_timeout
-graceful_timeout = _settings.web_timeout
+#: How long a stopping process may finish its requests before it is killed: WEB_TIMEOUT, or
+#: gunicorn's default of 30 s when that is 0 ("no timeout"), which here would mean killing at once.
+graceful_timeout = _settings.web_timeout or 30
 keepalive = 5
 # A listening socket for each worker (Linux: SO_REUSEPORT), so the kernel spreads new connections
 # over the workers. On one shared socket the first worker to wake takes a burst of connections,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import importlib
 import logging
 import socket
 from types import SimpleNamespace
@@ -23,6 +24,20 @@ def test_a_worker_puts_the_loaded_app_out_of_the_collectors_reach_then_says_it_i
         assert "Worker ready (pid: 4321)" in caplog.messages
     finally:
         gc.unfreeze()
+
+
+@pytest.mark.parametrize(("web_timeout", "graceful"), [("45", 45), ("0", 30)])
+def test_a_stopping_process_has_web_timeout_to_finish_and_never_none(
+    monkeypatch, web_timeout, graceful
+):
+    monkeypatch.setenv("WEB_TIMEOUT", web_timeout)
+    conf = importlib.reload(gunicorn_conf)
+    try:
+        assert conf.graceful_timeout == graceful
+        assert conf.timeout == int(web_timeout)
+    finally:
+        monkeypatch.undo()
+        importlib.reload(gunicorn_conf)
 
 
 def _server(port: int) -> SimpleNamespace:
