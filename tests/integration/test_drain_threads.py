@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import pytest
@@ -94,25 +95,27 @@ def test_an_idle_drain_ends_once_every_thread_found_nothing_due(make_svc, monkey
 
 
 def test_a_job_waiting_past_its_lease_for_a_credly_connection_gives_its_attempt_back(
-    make_svc,
+    make_svc, caplog
 ):
-    # One connection, a Credly answering in 0.3 s and leases of 1 s: the last of the issues
-    # queued behind the others would wait for a connection past its lease.
-    with CredlyStandIn(latency=0.25) as standin:
+    # One connection, a Credly answering in 0.2 s, 12 threads and leases of 3 s: the issues
+    # queued last behind the others would wait for a connection past half their lease (1.5 s),
+    # while one that gets it in time has 1.5 s left for its call, even on a busy machine.
+    with CredlyStandIn(latency=0.2) as standin:
         svc = make_svc(
             credly_api_base=standin.url,
             credly_organization_id=standin.organization_id,
             credly_auth_token=standin.token,
             credly_badge_templates={"RMA": "tmpl-rma"},
             credly_max_connections=1,
-            job_concurrency=8,
-            job_timeout_seconds=1,
+            job_concurrency=12,
+            job_timeout_seconds=3,
         )
-        for n in range(12):
+        for n in range(16):
             body = granted("2026-03-01", cert=f"C-{n}")
             body["data"]["member"]["email"] = f"ada{n}@example.org"
             intake.submit_event(svc, body)
-        dispatch.drain()
+        with caplog.at_level(logging.INFO, logger="jobs.engine.outbox"):
+            dispatch.drain()
         operations = [r["operation"] for r in standin.requests_seen()]
     with svc.db.sessions() as session:
         ends = session.execute(select(OutboxItem.kind, OutboxItem.state, OutboxItem.attempts))
@@ -121,7 +124,8 @@ def test_a_job_waiting_past_its_lease_for_a_credly_connection_gives_its_attempt_
             select(func.sum(JobOutcome.total)).where(JobOutcome.outcome == "done")
         )
         badge_attempts = session.scalars(select(Badge.attempts)).all()
-    assert ends == [("issue_badge", "done", 1)] * 12 + [("sync_verification", "done", 1)] * 12
+    assert any(m.startswith("attempt given back") for m in caplog.messages)
+    assert ends == [("issue_badge", "done", 1)] * 16 + [("sync_verification", "done", 1)] * 16
     # A job given back called no Credly: its badge's next attempt is a first one, an issue alone.
-    assert done == 24 and operations == ["issue"] * 12
-    assert badge_attempts == [1] * 12
+    assert done == 32 and operations == ["issue"] * 16
+    assert badge_attempts == [1] * 16
