@@ -680,6 +680,15 @@ class Settings:
             "verifiable for as long as its key is published",
         ),
     )
+    malformed_event_retention_days: int = field(
+        default=90,
+        metadata=setting(
+            "MALFORMED_EVENT_RETENTION_DAYS",
+            "`90`",
+            "how long the latest malformed attempt at an event id (a `422` naming fields) is "
+            "kept for `GET /v1/events/{event_id}`; the daily sweep then deletes it",
+        ),
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -768,6 +777,9 @@ class Settings:
             issuer_logo=env.get("ISSUER_LOGO") or None,
             signing_keys_file=_path(env.get("SIGNING_KEYS_FILE")),
             receipt_retention_days=_int(env, "RECEIPT_RETENTION_DAYS", cls.receipt_retention_days),
+            malformed_event_retention_days=_int(
+                env, "MALFORMED_EVENT_RETENTION_DAYS", cls.malformed_event_retention_days
+            ),
         )
 
     def __post_init__(self) -> None:
@@ -887,11 +899,16 @@ _LEAST = {
     "delivery_retry_window_seconds": 1,
     "receipt_retention_days": 1,
     "subscription_retention_days": 1,
+    "malformed_event_retention_days": 1,
 }
 #: The greatest value of a whole-number setting: what a 32-bit column or counter holds.
 MAX_WHOLE_NUMBER = 2**31 - 1
 #: Tighter bounds where a larger value would overflow a date.
-_MOST = {"receipt_retention_days": 36_500, "subscription_retention_days": 36_500}
+_MOST = {
+    "receipt_retention_days": 36_500,
+    "subscription_retention_days": 36_500,
+    "malformed_event_retention_days": 36_500,
+}
 #: How `Settings.mode_line` begins for production (PostgreSQL, Redis, Credly).
 PRODUCTION_MODE = "production mode"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")

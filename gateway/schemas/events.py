@@ -528,6 +528,15 @@ def load_envelope(body: Any) -> Envelope:
     return Envelope(certification_id=envelope["certification_id"], event=event)
 
 
+def envelope_field(body: dict[str, Any], name: str) -> Any:
+    """`body`'s envelope field `name` as the envelope loads it (an `event_id`, an `occurred_at`
+    as a datetime), whatever else is wrong with `body`; None if the field refuses it."""
+    try:
+        return _ENVELOPE.fields[name].deserialize(body.get(name))
+    except ValidationError:
+        return None
+
+
 class EventBatchSchema(_Strict):
     """`POST /v1/events/batch`: 1 to MAX_EVENTS events; each is checked as one event is."""
 

@@ -203,17 +203,52 @@ class EventAnswerSchema(_Closed):
     actions = fields.List(fields.String(validate=validate.OneOf(ACTIONS)), required=True)
 
 
+def _as_sent(example: str, longest: int) -> fields.String:
+    """An envelope field of a recorded event, which a malformed attempt may lack."""
+    return fields.String(
+        required=True,
+        allow_none=True,
+        metadata={
+            "example": example,
+            "description": "As sent; null for a malformed event where it was not text of at "
+            f"most {longest} characters.",
+        },
+    )
+
+
 class EventRecordSchema(_Closed):
-    """A recorded event, its outcome and reasons, and the state of every job it caused."""
+    """A recorded event, its outcome and reasons, and the state of every job it caused; or the
+    latest malformed attempt at an event id under which no event is recorded."""
 
     event_id = fields.String(required=True, metadata={"example": "evt-0001"})
-    type = fields.String(required=True, metadata={"example": "certification.granted"})
-    certification_id = fields.String(required=True, metadata={"example": "CERT-123"})
-    occurred_at = fields.DateTime(required=True)
+    type = _as_sent("certification.granted", 64)
+    certification_id = _as_sent("CERT-123", 128)
+    occurred_at = fields.DateTime(
+        required=True,
+        allow_none=True,
+        metadata={
+            "description": "As sent; null for a malformed event where it was not a date-time "
+            "the event would take."
+        },
+    )
     received_at = fields.DateTime(required=True)
     status = fields.String(required=True, validate=validate.OneOf(["accepted", "rejected"]))
-    reasons = fields.List(fields.Nested(ReasonSchema), required=True)
-    data = fields.Dict(required=True, metadata={"description": "The event's data, as sent."})
+    reasons = fields.List(
+        fields.Nested(ProblemErrorSchema),
+        required=True,
+        metadata={
+            "description": "Why it was rejected: the rules it breaks, or for a malformed event "
+            "the field errors its 422 named; empty when accepted."
+        },
+    )
+    data = fields.Dict(
+        required=True,
+        allow_none=True,
+        metadata={
+            "description": "The event's data, as sent; null for a malformed event "
+            "whose `data` was not an object."
+        },
+    )
     jobs = fields.List(
         fields.Nested(JobSchema),
         required=True,

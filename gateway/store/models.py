@@ -127,6 +127,25 @@ class Event(Base):
     __table_args__ = (Index("ix_events_certification_status", "certification_id", "status"),)
 
 
+class MalformedEvent(Base):
+    """The latest malformed attempt at an event id no event is recorded under, for audit: it
+    does not hold the id (a corrected body sent later is judged as a first arrival). `type`,
+    `certification_id` and `occurred_at` as sent, when usable; `reasons`, the 422's field errors.
+    Pruned after MALFORMED_EVENT_RETENTION_DAYS."""
+
+    __tablename__ = "malformed_events"
+
+    event_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    type: Mapped[str | None] = mapped_column(String(64))
+    certification_id: Mapped[str | None] = mapped_column(String(128))
+    occurred_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    body: Mapped[dict] = mapped_column(JSONType)
+    reasons: Mapped[list] = mapped_column(JSONType)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    client_id: Mapped[str | None] = mapped_column(String(64))
+    request_id: Mapped[str | None] = mapped_column(String(64))
+
+
 class Badge(Base):
     """The Credly badge of one certification period, and where its jobs left it."""
 

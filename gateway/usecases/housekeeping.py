@@ -1,6 +1,7 @@
 """What the daily sweep deletes: records past their use (receipts' log, expired tokens, refused
-notifications, ids still watched by deleted subscriptions, subscriptions deleted long ago with their
-delivery logs and advance notices), so that no table grows for ever."""
+notifications, old malformed attempts at events, ids still watched by deleted subscriptions,
+subscriptions deleted long ago with their delivery logs and advance notices), so that no table
+grows for ever."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from gateway.store.models import (
     CredlyNotification,
     Delivery,
     DeliveryTarget,
+    MalformedEvent,
     OAuthToken,
     OutboxItem,
     Receipt,
@@ -43,6 +45,7 @@ def prune(svc: Services, now: datetime | None = None) -> dict[str, int]:
         "receipts": prune_receipts(svc, now),
         "tokens": prune_tokens(svc, now),
         "notifications": prune_notifications(svc, now),
+        "malformed_events": prune_malformed_events(svc, now),
         "watched": prune_watched(svc),
         **prune_subscriptions(svc, now),
     }
@@ -74,6 +77,13 @@ def prune_notifications(svc: Services, now: datetime) -> int:
         CredlyNotification.received_at < now - NOTIFICATION_RETENTION,
         CredlyNotification.status.in_(("refused", "forged")),
     )
+
+
+def prune_malformed_events(svc: Services, now: datetime) -> int:
+    """Delete the malformed attempts at events received more than MALFORMED_EVENT_RETENTION_DAYS
+    ago (and those whose id an event was recorded under since, as old)."""
+    cutoff = now - timedelta(days=svc.settings.malformed_event_retention_days)
+    return delete_in_chunks(svc, MalformedEvent.event_id, MalformedEvent.received_at < cutoff)
 
 
 def prune_watched(svc: Services) -> int:

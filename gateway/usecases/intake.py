@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Column, Connection, Insert, Table, bindparam, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from gateway import rules
 from gateway.platform import metrics
-from gateway.schemas.events import Envelope, ShapeError, load_envelope
+from gateway.schemas.events import Envelope, ShapeError, envelope_field, load_envelope
 from gateway.schemas.responses import listed
+from gateway.store.db import retry_disconnect
 from gateway.store.history import EVENTS, histories_of, histories_statement, kept_of
-from gateway.store.models import EVENT_KEPT, utcnow
+from gateway.store.models import EVENT_KEPT, MalformedEvent, utcnow
 from gateway.usecases.queries import (
     Current,
     JobRow,
@@ -147,7 +150,10 @@ def submit_event(
     try:
         item = _item(svc.policy, 0, body, client_id, request_id, received_at)
     except ShapeError as exc:
-        return _malformed(svc, body, exc)
+        [answer] = _malformed(
+            svc, [(body, exc.errors)], _Sender(client_id, request_id, received_at)
+        )
+        return answer
     return svc.single_events.submit(item, lambda items: _decide_group(svc, items))
 
 
@@ -160,17 +166,24 @@ def submit_events(
     received_at: datetime | None = None,
 ) -> list[Answer]:
     """Accept or reject each event, answered as if they had been sent one after another, and
-    record them in one transaction. Retried: an IntegrityError from a concurrent twin, a deadlock
+    record them in one transaction (the malformed ones' attempts, in a write of their own: see
+    `_malformed`). Retried: an IntegrityError from a concurrent twin, a deadlock
     with a concurrent submission, and a pooled connection the database had closed (a commit lost
     that way is found again as a replay)."""
     received_at = received_at or utcnow()
     answers: list[Answer | None] = [None] * len(bodies)
     items = []
+    malformed: dict[int, tuple[Any, list[dict[str, str]]]] = {}  # by position
     for position, body in enumerate(bodies):
         try:
             items.append(_item(svc.policy, position, body, client_id, request_id, received_at))
         except ShapeError as exc:
-            answers[position] = _malformed(svc, body, exc)
+            malformed[position] = (body, exc.errors)
+    if malformed:
+        sender = _Sender(client_id, request_id, received_at)
+        refused = _malformed(svc, list(malformed.values()), sender)
+        for position, answer in zip(malformed, refused, strict=True):
+            answers[position] = answer
     if items:
         metrics.EVENT_GROUPS.labels("batch").observe(len(items))
         for item, answer in zip(items, _decide(svc, items), strict=True):
@@ -178,16 +191,134 @@ def submit_events(
     return _all(answers)
 
 
-def _malformed(svc: Services, body: Any, exc: ShapeError) -> Answer:
-    """The 422 of a malformed event; but one recorded before with this very body (taken by an
-    earlier release, whose checks were laxer) is replayed, as any event sent again is."""
+class _Sender(NamedTuple):
+    """Who sent a submission, and when it arrived."""
+
+    client_id: str | None
+    request_id: str | None
+    received_at: datetime
+
+
+def _malformed(
+    svc: Services, refused: list[tuple[Any, list[dict[str, str]]]], sender: _Sender
+) -> list[Answer]:
+    """The 422 of each malformed event (a body and its field errors), in one read and at most
+    one write for all. One recorded before with this very body (taken by an earlier release,
+    whose checks were laxer) is replayed, as any event sent again is. The others are kept for
+    audit under their event id, when it is usable and no event is recorded under it: the latest
+    attempt at an id replaces the one before."""
+    ids = [_looked_up_id(body) for body, _ in refused]
+    wanted = sorted({event_id for event_id in ids if event_id is not None})
+    rows = svc.db.read(_STORED, {"ids": wanted}) if wanted else []
+    stored = {row[0]: _Stored(*row) for row in rows}
+    answers: list[Answer] = []
+    attempts: dict[str, dict[str, Any]] = {}  # the latest of each id
+    for (body, errors), event_id in zip(refused, ids, strict=True):
+        found = stored.get(event_id) if event_id is not None else None
+        if found is not None and _same_body(found, body_hash(body), body):
+            answers.append(_replayed(found))
+            continue
+        answer = Answer(422, shape_problem(errors))
+        answers.append(answer)
+        usable = envelope_field(body, "event_id") if isinstance(body, dict) else None
+        if usable is not None and usable not in stored:
+            attempts[usable] = _attempt(usable, body, answer.body["errors"], sender)
+    if attempts:  # in one order, so that two submissions keeping the same ids cannot deadlock
+        retry_disconnect(lambda: _keep(svc, [attempts[i] for i in sorted(attempts)]))
+    return answers
+
+
+def _looked_up_id(body: Any) -> str | None:
+    """The `event_id` a malformed body may have been recorded under by an earlier release: any
+    text a column of events holds."""
     event_id = body.get("event_id") if isinstance(body, dict) else None
     if isinstance(event_id, str) and 0 < len(event_id) <= 128 and "\x00" not in event_id:
-        for row in svc.db.read(_STORED, {"ids": [event_id]}):
-            stored = _Stored(*row)
-            if _same_body(stored, body_hash(body), body):
-                return _replayed(stored)
-    return Answer(422, shape_problem(exc.errors))
+        return event_id
+    return None
+
+
+_MALFORMED: Table = MalformedEvent.__table__
+
+
+def _upsert(insert_of: Callable[[Table], Any]) -> Insert:
+    """Keep a malformed attempt, replacing the one before at its event id."""
+    statement = insert_of(_MALFORMED).values({c.name: bindparam(c.name) for c in _MALFORMED.c})
+    return statement.on_conflict_do_update(
+        index_elements=[_MALFORMED.c.event_id],
+        set_={c.name: statement.excluded[c.name] for c in _MALFORMED.c if not c.primary_key},
+    )
+
+
+_KEEP_MALFORMED = {"postgresql": _upsert(postgresql.insert), "sqlite": _upsert(sqlite.insert)}
+
+
+def _keep(svc: Services, attempts: list[dict[str, Any]]) -> None:
+    """Write the attempts: one alone as one statement, several as one of many rows."""
+    statement = _KEEP_MALFORMED[svc.db.engine.dialect.name]
+    if len(attempts) == 1:
+        svc.db.write(statement, attempts[0])
+        return
+    with svc.db.begin() as connection:
+        svc.db.execute_each(connection, statement, attempts)
+
+
+def _attempt(
+    event_id: str, body: dict[str, Any], errors: list[dict[str, str]], sender: _Sender
+) -> dict[str, Any]:
+    """The row of a malformed attempt: its body and errors as the database can hold them, the
+    envelope's `type` and `certification_id` as sent if they fit their columns, its
+    `occurred_at` if the envelope takes it."""
+    return {
+        "event_id": event_id,
+        "type": _fitting(body, _MALFORMED.c.type),
+        "certification_id": _fitting(body, _MALFORMED.c.certification_id),
+        "occurred_at": envelope_field(body, "occurred_at"),
+        "body": _storable(body),
+        "reasons": _storable(errors),
+        **sender._asdict(),
+    }
+
+
+def _fitting(body: dict[str, Any], column: Column) -> str | None:
+    """`body`'s field of `column`'s name if it is text the column holds, else None."""
+    value = body.get(column.name)
+    if isinstance(value, str) and 0 < len(value) <= column.type.length and "\x00" not in value:
+        return value
+    return None
+
+
+#: How deep a kept body's arrays and objects go: far deeper than an event's, within what the
+#: database driver's JSON encoder takes.
+_DEEPEST = 100
+_LONGEST_INTEGERS = (-(2**63), 2**64)  # what the driver's JSON encoder takes as integers
+
+
+def _storable(value: Any, depth: int = 0) -> Any:
+    """A request body's JSON `value` as the database holds it, which is `value` but for what it
+    cannot hold: NUL characters (JSONB refuses them) become U+FFFD, integers beyond 64 bits the
+    nearest double, numbers no double holds (1e400) null, and objects or arrays nested deeper
+    than _DEEPEST null."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        low, high = _LONGEST_INTEGERS
+        return value if low <= value < high else _double(value)
+    if isinstance(value, float):
+        return float(value) if math.isfinite(value) else None
+    if depth >= _DEEPEST:
+        return None
+    if isinstance(value, dict):
+        return {_storable(key): _storable(item, depth + 1) for key, item in value.items()}
+    return [_storable(item, depth + 1) for item in value]
+
+
+def _double(value: int) -> float | None:
+    try:
+        return float(value)
+    except OverflowError:
+        return None
 
 
 def _item(

@@ -178,11 +178,15 @@ def _location(answer: intake.Answer) -> str:
     errors=("NotFound",),
 )
 def get_event(event_id: str) -> ResponseReturnValue:
-    """The recorded event, its status and reasons, and the state of every job it caused."""
+    """The recorded event, its status and reasons, and the state of every job it caused; else
+    the latest malformed attempt at that id, rejected with its field errors."""
     with services().db.sessions() as session:
         row = session.scalar(select(models.Event).where(models.Event.event_id == event_id))
         if row is None:
-            raise Problem(404, "Not Found", f"No event {event_id} has been received.")
+            attempt = session.get(models.MalformedEvent, event_id)
+            if attempt is None:
+                raise Problem(404, "Not Found", f"No event {event_id} has been received.")
+            return _attempt_view(attempt)
         jobs = session.scalars(
             select(models.OutboxItem)
             .where(models.OutboxItem.event_pk == row.id)
@@ -199,3 +203,19 @@ def get_event(event_id: str) -> ResponseReturnValue:
             "data": row.body.get("data"),
             "jobs": [job_view(item) for item in jobs],
         }
+
+
+def _attempt_view(attempt: models.MalformedEvent) -> dict[str, object]:
+    """A malformed attempt as an event record: what of its envelope was usable, no jobs."""
+    data = attempt.body.get("data")
+    return {
+        "event_id": attempt.event_id,
+        "type": attempt.type,
+        "certification_id": attempt.certification_id,
+        "occurred_at": attempt.occurred_at.isoformat() if attempt.occurred_at else None,
+        "received_at": attempt.received_at.isoformat(),
+        "status": "rejected",
+        "reasons": attempt.reasons,
+        "data": data if isinstance(data, dict) else None,
+        "jobs": [],
+    }
