@@ -342,7 +342,7 @@ def _claim(svc: Services, delivery_id: int) -> Claim | None:
             .with_for_update(of=Delivery)
         ).all()
         mine = next((row for row in rows if row.id == delivery_id), None)
-        if mine is None:  # its deleted subscription was pruned (a failed job requeued since)
+        if mine is None:  # the housekeeping pruned it (a failed job requeued since)
             log.info("delivery %s no longer exists", delivery_id)
             return None
         target, certification_id = mine.target, mine.certification_id

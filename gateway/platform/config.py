@@ -602,7 +602,9 @@ class Settings:
             "SUBSCRIPTION_RETENTION_DAYS",
             "`90`",
             "how long a deleted webhook subscription's record, delivery log and advance notices "
-            "are kept after its deletion; the daily sweep then deletes them",
+            "are kept after its deletion, and a finished delivery to a live subscription or the "
+            "directory after it finished (the last delivered and the last tried of each "
+            "certification stay); the daily sweep then deletes them",
         ),
     )
     public_base_url: str | None = field(

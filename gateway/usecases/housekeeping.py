@@ -1,14 +1,14 @@
 """What the daily sweep deletes: records past their use (receipts' log, expired tokens, refused
 notifications, old malformed attempts at events, ids still watched by deleted subscriptions,
-subscriptions deleted long ago with their delivery logs and advance notices), so that no table
-grows for ever."""
+deliveries finished long ago, subscriptions deleted long ago with their delivery logs and advance
+notices), so that no table grows for ever."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, delete, exists, func, select, tuple_
+from sqlalchemy import Select, case, delete, exists, func, select, tuple_
 from sqlalchemy.orm import InstrumentedAttribute
 
 from gateway.store.models import (
@@ -34,6 +34,9 @@ NOTIFICATION_RETENTION = timedelta(days=30)
 TOKEN_GRACE = timedelta(days=1)
 
 
+#: States of a delivery that is over (a failed one is sent again only if its job is requeued).
+FINISHED = ("delivered", "superseded", "cancelled", "failed")
+
 #: Rows deleted in one transaction: a backlog of millions goes in short statements.
 CHUNK = 10_000
 
@@ -47,6 +50,7 @@ def prune(svc: Services, now: datetime | None = None) -> dict[str, int]:
         "notifications": prune_notifications(svc, now),
         "malformed_events": prune_malformed_events(svc, now),
         "watched": prune_watched(svc),
+        "finished_deliveries": prune_deliveries(svc, now),
         **prune_subscriptions(svc, now),
     }
 
@@ -97,6 +101,41 @@ def prune_watched(svc: Services) -> int:
     )
 
 
+def prune_deliveries(svc: Services, now: datetime) -> int:
+    """Delete the deliveries to the directory and to live subscriptions that finished more than
+    SUBSCRIPTION_RETENTION_DAYS ago, but those the delivery jobs still read: any an unfinished job
+    sends, and of each target, certification and type of message the one last delivered (a
+    message queued before it is superseded) and the one last tried (a status message is not sent
+    again the status its receiver's latest message delivered)."""
+    cutoff = now - timedelta(days=svc.settings.subscription_retention_days)
+    group = (Delivery.target, Delivery.certification_id, Delivery.event_type)
+    ranked = select(
+        Delivery.id,
+        func.row_number()
+        .over(
+            partition_by=group,
+            order_by=(case((Delivery.state == "delivered", 0), else_=1), Delivery.sequence.desc()),
+        )
+        .label("delivered"),
+        func.row_number()
+        .over(
+            partition_by=group, order_by=(Delivery.last_attempt_at.desc().nulls_last(), Delivery.id)
+        )
+        .label("tried"),
+    ).subquery()
+    read = select(ranked.c.id).where((ranked.c.delivered == 1) | (ranked.c.tried == 1))
+    deleted = select(Subscription.id).where(Subscription.deleted_at.is_not(None))
+    return delete_in_chunks(
+        svc,
+        Delivery.id,
+        Delivery.state.in_(FINISHED),
+        Delivery.finished_at < cutoff,
+        Delivery.target.not_in(deleted),
+        Delivery.id.not_in(_queued(Delivery.id)),
+        Delivery.id.not_in(read),
+    )
+
+
 def prune_subscriptions(svc: Services, now: datetime) -> dict[str, int]:
     """Delete the subscriptions deleted more than SUBSCRIPTION_RETENTION_DAYS ago that nothing in
     flight refers to: their deliveries and advance notices first, then (once none is left) their
@@ -122,16 +161,22 @@ def _expired(cutoff: datetime) -> Select:
     unfinished job sends one of their deliveries (a failed one requeued later finds its delivery
     gone and does nothing), and no advance notice of theirs is still scheduled (the daily review
     settles those of a deleted subscription)."""
-    queued = (
-        select(Delivery.target)
-        .join(OutboxItem, OutboxItem.payload["delivery_id"].as_integer() == Delivery.id)
-        .where(OutboxItem.state.in_(UNFINISHED))
-    )
     scheduled = select(AdvanceNotice.subscription_id).where(AdvanceNotice.state == "scheduled")
     return select(Subscription.id).where(
         Subscription.deleted_at < cutoff,
-        Subscription.id.not_in(queued),
+        Subscription.id.not_in(_queued(Delivery.target)),
         Subscription.id.not_in(scheduled),
+    )
+
+
+def _queued(column: InstrumentedAttribute) -> Select:
+    """`column` of the deliveries an unfinished job still sends (read on its own: not
+    correlated to a query of deliveries it is part of)."""
+    return (
+        select(column)
+        .join(OutboxItem, OutboxItem.payload["delivery_id"].as_integer() == Delivery.id)
+        .where(OutboxItem.state.in_(UNFINISHED))
+        .correlate(None)
     )
 
 

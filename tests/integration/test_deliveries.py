@@ -241,6 +241,36 @@ def test_a_failed_delivery_requeued_once_its_subscription_was_pruned_ends_sendin
     assert (item.state, item.last_error) == ("done", None)
 
 
+def test_pruning_a_live_subscriptions_old_deliveries_leaves_what_its_next_ones_are_decided_by(
+    make_svc,
+):
+    svc = make_svc()
+    retention = timedelta(days=svc.settings.subscription_retention_days + 1)
+
+    def again() -> None:  # a status message with no change of status since the last one
+        with svc.db.transaction() as session:
+            queue(session, subscription.id, ["CERT-1"])
+
+    with serve(scripted()) as (url, received):
+        subscription = watch(svc, url)
+        submit(svc, granted(days_ago(30)))
+        drain(svc, lambda: settled(svc, subscription.id))
+        assert housekeeping.prune(svc, utcnow() + retention)["finished_deliveries"] == 0
+        again()  # the receiver's latest message, kept, carried that status
+        drain(svc, lambda: settled(svc, subscription.id))
+        submit(svc, revoked(days_ago(1)))
+        drain(svc, lambda: settled(svc, subscription.id))
+        assert housekeeping.prune(svc, utcnow() + retention)["finished_deliveries"] == 2
+        again()
+        drain(svc, lambda: settled(svc, subscription.id))
+    assert [(d.sequence, d.state) for d in deliveries(svc, subscription.id)] == [
+        (3, "delivered"),
+        (4, "superseded"),
+    ]
+    seen = [Webhook(subscription.secret).verify(r.body, r.headers) for r in received]
+    assert [(e["sequence"], e["data"]["status"]) for e in seen] == [(1, "active"), (3, "revoked")]
+
+
 def test_a_delivery_gives_up_when_its_retry_window_is_used_up(make_svc):
     svc = make_svc(delivery_retry_window_seconds=2)  # waits of 1 s fit, then 2 s would not
     with serve(scripted(then=503)) as (url, received):

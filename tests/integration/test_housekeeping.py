@@ -156,16 +156,21 @@ def left(svc, column) -> list[str]:
         return sorted(session.scalars(select(column)))
 
 
+def an_employer(app, client) -> tuple[str, dict[str, str]]:
+    """A new `verifications:read` client's id and the headers of its requests."""
+    client_id, secret = register_client(app, "verifications:read")
+    token = client.post(
+        "/oauth/token", data={"grant_type": "client_credentials"}, auth=(client_id, secret)
+    ).get_json()["access_token"]
+    return client_id, {"Authorization": f"Bearer {token}"}
+
+
 def test_subscriptions_deleted_past_their_retention_go_with_their_deliveries_and_notices(
     app, client
 ):
     svc = app.extensions["gateway"]
     retention = svc.settings.subscription_retention_days
-    client_id, secret = register_client(app, "verifications:read")
-    token = client.post(
-        "/oauth/token", data={"grant_type": "client_credentials"}, auth=(client_id, secret)
-    ).get_json()["access_token"]
-    mine = {"Authorization": f"Bearer {token}"}
+    client_id, mine = an_employer(app, client)
     with svc.db.transaction() as session:
         old, recent, live = (
             subscriptions.create(session, client_id, "https://hr.test/", ["C-1"]).id
@@ -217,3 +222,64 @@ def test_a_deleted_subscription_waits_while_a_delivery_job_or_a_notice_is_in_fli
     pruned = housekeeping.prune(svc)
     assert (pruned["deliveries"], pruned["advance_notices"], pruned["subscriptions"]) == (2, 2, 2)
     assert left(svc, Subscription.id) == []
+
+
+def test_finished_deliveries_past_their_retention_go_but_those_the_delivery_jobs_read(app, client):
+    svc = app.extensions["gateway"]
+    retention = svc.settings.subscription_retention_days
+    client_id, mine = an_employer(app, client)
+    now = utcnow()
+    old, recent = now - timedelta(days=retention + 100), now - timedelta(days=1)
+    with svc.db.transaction() as session:
+        live, gone = (
+            subscriptions.create(session, client_id, "https://hr.test/", ["C-1"]).id
+            for _ in range(2)
+        )
+        log = [  # certification, state, finished, tried: sequences 1 to 10
+            ("C-1", "delivered", old, old - timedelta(days=1)),
+            ("C-1", "superseded", old, None),
+            ("C-1", "delivered", old, old),  # the last delivered of C-1, and the last tried
+            ("C-2", "delivered", old, old),
+            ("C-2", "delivered", recent, recent),
+            ("C-3", "failed", old, old),  # its job is being retried
+            ("C-3", "delivered", old, old),
+            ("C-3", "delivered", recent, recent),
+            ("C-4", "delivered", old, old - timedelta(days=1)),  # the last delivered
+            ("C-4", "failed", old, old),  # the last tried: its receiver may hold none of them
+        ]
+        deliveries = [
+            Delivery(
+                target=target,
+                certification_id=certification_id,
+                sequence=sequence,
+                event_id=f"msg_{target}_{sequence}",
+                state=state,
+                finished_at=finished_at,
+                last_attempt_at=tried_at,
+            )
+            for target in (live, gone, "directory")
+            for sequence, (certification_id, state, finished_at, tried_at) in enumerate(log, 1)
+        ]
+        session.add_all(deliveries)
+        session.flush()
+        retried = next(d for d in deliveries if d.target == live and d.sequence == 6)
+        session.add(
+            OutboxItem(
+                certification_id="C-3",
+                kind="deliver_webhook",
+                payload={"delivery_id": retried.id},
+                state="retrying",
+                due_at=now + timedelta(days=1),
+            )
+        )
+    deleted(svc, gone, 1)  # its log stays whole until the subscription goes
+    assert housekeeping.prune(svc)["finished_deliveries"] == 4 + 5
+    shown = client.get(f"/v1/subscriptions/{live}/deliveries", headers=mine).get_json()
+    assert [d["sequence"] for d in shown["deliveries"]] == [10, 9, 8, 6, 5, 3]
+    with svc.db.sessions() as session:
+        directory = session.scalars(
+            select(Delivery.sequence).where(Delivery.target == "directory")
+        ).all()
+    assert sorted(directory) == [3, 5, 8, 9, 10]  # no job of its own is in flight
+    assert len(left(svc, Delivery.id)) == 6 + len(log) + 5
+    assert housekeeping.prune(svc)["finished_deliveries"] == 0
