@@ -46,7 +46,7 @@ test: install audit
 
 # The chaos soak (docs/benchmarks.md, "Soak"): its exit status is the check of every invariant.
 soak-short: install
-	$(BIN)/python bench/soak.py --minutes 3 --certifications 2000
+	$(BIN)/python bench/soak.py --minutes 2 --certifications 2000
 
 soak: install
 	$(BIN)/python bench/soak.py --minutes 30 --certifications 20000

@@ -11,7 +11,7 @@ terminated, a failing or hanging webhook receiver). After the queue drains it ch
 invariants of docs/benchmarks.md ("Soak"), prints the figures, and exits 1 on any violation.
 
     .venv/bin/python bench/soak.py                      # 30 minutes, 20,000 certifications
-    .venv/bin/python bench/soak.py --minutes 3 --certifications 2000 [--json]
+    .venv/bin/python bench/soak.py --minutes 2 --certifications 2000 [--json]
 
 Everything it started is stopped at the end, also on Ctrl-C or an error.
 """
