@@ -35,13 +35,17 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# pytest processes of `make test`: one per core, but one in all when GATEWAY_TEST_REDIS_URL names the
+# single Redis database every process would flush.
+PYTEST_WORKERS ?= $(if $(GATEWAY_TEST_REDIS_URL),0,auto)
+
 test: install audit
 	bash scripts/services.sh
 	bash scripts/chromium.sh
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 	$(MAKE) soak-short
 
 # The chaos soak (docs/benchmarks.md, "Soak"): its exit status is the check of every invariant.

@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
+import sqlite3
 import time as time_module
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
 
 import psycopg
 import pytest
 import redis
 from flask import Flask
+from werkzeug.security import generate_password_hash
 
 from gateway.bootstrap import create_app
 from gateway.platform import clock, logs, signing
 from gateway.platform.config import Settings
 from gateway.store.db import Database
+from gateway.usecases import clients
 from jobs.engine.dispatch import InProcessDispatcher
 from tests.support.clients import fetch_token
 from tests.support.database import REDIS_CLAIM, REDIS_DATABASES, new_database, truncate
@@ -69,6 +74,17 @@ def gateway_clock(request: pytest.FixtureRequest) -> Iterator[None]:
     clock.set_now(None)
 
 
+@pytest.fixture(autouse=True)
+def quick_secret_hashes(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Client secrets a test registers in-process are hashed with one PBKDF2 round, not scrypt's
+    100 ms of CPU (as Django's test settings swap the password hasher). The check reads the method
+    from the stored hash, so tokens are issued the same way. A test marked `scrypt_secrets`, and
+    every `gateway` process a test starts, hash as the gateway does."""
+    if request.node.get_closest_marker("scrypt_secrets") is None:
+        quick = functools.partial(generate_password_hash, method="pbkdf2:sha256:1")
+        monkeypatch.setattr(clients, "generate_password_hash", quick)
+
+
 @pytest.fixture
 def within_one_minute() -> None:
     """Start the test clear of a minute's last seconds, so its per-minute rate limits stay in one
@@ -113,6 +129,12 @@ def redis_url() -> Iterator[str]:
     except redis.RedisError as exc:
         pytest.fail(f"Redis is required at {url} (GATEWAY_TEST_REDIS_URL): {exc}", pytrace=False)
     if given:
+        if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+            pytest.fail(
+                "GATEWAY_TEST_REDIS_URL names one Redis database, which parallel pytest processes "
+                "would flush under each other: run one process (-n 0)",
+                pytrace=False,
+            )
         yield given
         return
     claims = redis.Redis.from_url(f"{REDIS_SERVER}/0")
@@ -141,13 +163,26 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     client.flushdb()
 
 
+@pytest.fixture(scope="session")
+def sqlite_migrated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file made once, which `database_url` copies for each test (Alembic reads
+    and compiles every migration on each upgrade: ten times the copy's cost)."""
+    path = tmp_path_factory.mktemp("sqlite") / "migrated.sqlite3"
+    db = Database(f"sqlite:///{path}")
+    db.upgrade()
+    db.engine.dispose()
+    return path
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def database_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
     """Each test using it runs once on SQLite and once on the real PostgreSQL, on empty tables."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'gateway.sqlite3'}"
-        Database(url).upgrade()
-        yield url
+        path = tmp_path / "gateway.sqlite3"
+        migrated = sqlite3.connect(request.getfixturevalue("sqlite_migrated"))
+        with contextlib.closing(migrated), contextlib.closing(sqlite3.connect(path)) as copy:
+            migrated.backup(copy)
+        yield f"sqlite:///{path}"
         return
     url = request.getfixturevalue("postgres_url")
     truncate(url)

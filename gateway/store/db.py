@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import socket
@@ -576,7 +577,7 @@ class Database:
         """The migrations this code has that the database lacks (none when it is up to date, or
         ahead: a newer release migrated it); every one when it has no version table, or one that
         names none. SQLAlchemyError when the database cannot say (down, say)."""
-        scripts = ScriptDirectory.from_config(alembic_config(self.url))
+        scripts = migration_scripts()
         with self.engine.connect() as connection:
             applied: tuple[str, ...] = ()
             if inspect(connection).has_table("alembic_version"):  # none: never migrated
@@ -639,6 +640,12 @@ def retry_disconnect(work: Callable[[], T]) -> T:
         if not exc.connection_invalidated:
             raise
     return work()
+
+
+@functools.cache
+def migration_scripts() -> ScriptDirectory:
+    """The packaged migrations, read once a process (they do not change while it runs)."""
+    return ScriptDirectory.from_config(alembic_config(""))
 
 
 def alembic_config(url: str) -> Config:

@@ -137,13 +137,14 @@ def test_no_scope_grants_all_the_clients_scopes(app, client, data):
     assert _stored_scopes(app) == ["events:write admin"]
 
 
+@pytest.mark.scrypt_secrets
 def test_secret_and_token_are_stored_only_as_hashes(app, client):
     cid, secret = register_client(app, "events:write")
     token = _token(client, {}, auth=(cid, secret)).get_json()["access_token"]
     with app.extensions["gateway"].db.sessions() as session:
         row = session.query(OAuthClient).filter_by(client_id=cid).one()
         stored = session.query(OAuthToken).one()
-    assert secret not in row.client_secret_hash
+    assert secret not in row.client_secret_hash and row.client_secret_hash.startswith("scrypt:")
     assert stored.token_hash == auth.token_hash(token) and token != stored.token_hash
 
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import psycopg
-from sqlalchemy import text
+from sqlalchemy import Connection
 
 from gateway.store.db import Database
 from gateway.store.models import Base
@@ -39,13 +39,30 @@ def new_database(admin_url: str, prefix: str) -> Iterator[str]:
 
 
 def truncate(url: str) -> None:
-    """Empty every table of the database at `url` (identities restart on PostgreSQL)."""
+    """Empty every table of the database at `url` (identities restart on PostgreSQL).
+
+    PostgreSQL: DELETE, children first, then a restart of the tables' own sequences, in one round
+    trip; a TRUNCATE of every table takes ten times as long on tables this small."""
     db = Database(url)
     with db.engine.begin() as conn:
         if db.is_sqlite:
             for table in reversed(Base.metadata.sorted_tables):
                 conn.execute(table.delete())
         else:
-            names = ", ".join(t.name for t in Base.metadata.sorted_tables)
-            conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+            conn.exec_driver_sql(_emptying(conn))
     db.engine.dispose()
+
+
+def _emptying(conn: Connection) -> str:
+    """The statements that empty the gateway's tables and restart the sequences they own."""
+    names = [table.name for table in Base.metadata.sorted_tables]
+    owned = conn.exec_driver_sql(
+        "SELECT DISTINCT s.oid::regclass::text FROM pg_class s"
+        " JOIN pg_depend d ON d.objid = s.oid AND d.deptype IN ('a', 'i')"
+        " JOIN pg_class t ON t.oid = d.refobjid"
+        " WHERE s.relkind = 'S' AND t.relname = ANY(%s)",
+        (names,),
+    ).scalars()
+    deletes = [f'DELETE FROM "{name}"' for name in reversed(names)]
+    restarts = [f"ALTER SEQUENCE {sequence} RESTART" for sequence in owned]
+    return "; ".join(deletes + restarts)

@@ -96,6 +96,7 @@ def _blocked_on_events(url: str) -> int:
     with psycopg.connect(pg_conninfo(url)) as conn:
         [(count,)] = conn.execute(
             "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'events'::regclass"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
         ).fetchall()
     return count
 

@@ -11,6 +11,7 @@ exceptions). Routes a test adds for itself are not in the document and go unchec
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -68,10 +69,17 @@ def mismatch(
     return f"{where} that does not match its documented schema at /{at}: {error.message}"
 
 
+@functools.cache
+def _routes_and_document() -> tuple[Flask, dict[str, Any]]:
+    """The gateway's routes and its OpenAPI document, made once a test process (the same for
+    every app: neither depends on settings)."""
+    routes = routes_only()
+    return routes, build_spec(routes)
+
+
 def check_answers(app: Flask) -> None:
     """Fail the test on any answer of `app` that the gateway's OpenAPI document does not promise."""
-    routes = routes_only()
-    document = build_spec(routes)
+    routes, document = _routes_and_document()
 
     def check(rule: str, method: str, status: int, mimetype: str, body: bytes) -> None:
         if status == 500:
