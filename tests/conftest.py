@@ -117,7 +117,7 @@ def empty_database(postgres_url: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
+def redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """The session's Redis database, which the tests empty at will: GATEWAY_TEST_REDIS_URL, or
     the first of REDIS_DATABASES that no other session holds (a claim in database 0), so that
     two test sessions on one machine never flush each other's."""
@@ -129,7 +129,8 @@ def redis_url() -> Iterator[str]:
     except redis.RedisError as exc:
         pytest.fail(f"Redis is required at {url} (GATEWAY_TEST_REDIS_URL): {exc}", pytrace=False)
     if given:
-        if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+        worker = getattr(request.config, "workerinput", None)  # set in pytest-xdist's processes
+        if worker is not None and worker["workercount"] > 1:
             pytest.fail(
                 "GATEWAY_TEST_REDIS_URL names one Redis database, which parallel pytest processes "
                 "would flush under each other: run one process (-n 0)",
