@@ -93,16 +93,26 @@ def test_a_receiver_answering_500_then_200_gets_the_same_signed_event_twice(make
 
 
 def test_a_later_status_is_never_overtaken_by_the_retry_of_an_earlier_one(make_svc):
-    svc = make_svc()
+    # The retry waits a minute, so that it comes after sequence 2 however slow the machine (with
+    # 1 s, a slow machine ran it first, and it sent the revocation itself); it is then made due and
+    # the workers woken, as the minute passing would.
+    svc = make_svc(delivery_retry_base_seconds=60)
     with serve(scripted(500)) as (url, received):
         subscription = watch(svc, url)
         submit(svc, granted(days_ago(30)))
-        work_queued(svc)  # sequence 1 (active) fails; its retry waits in the scheduler
+        work_queued(svc)  # sequence 1 (active) fails; its retry waits
         [first] = deliveries(svc, subscription.id)
         assert first.state == "retrying" and first.status_code == 500
         submit(svc, revoked(days_ago(1)))
         work_queued(svc)  # sequence 2 (revoked) is delivered
-        drain(svc, lambda: settled(svc, subscription.id))
+        assert [d.state for d in deliveries(svc, subscription.id)] == ["superseded", "delivered"]
+        assert not ended(svc, "deliver_webhook")  # the retry of sequence 1 is still to run
+        with svc.db.transaction() as session:
+            session.execute(
+                update(OutboxItem).where(OutboxItem.state == "retrying").values(due_at=utcnow())
+            )
+        svc.dispatcher.wake()
+        drain(svc, lambda: ended(svc, "deliver_webhook"))
     first, second = deliveries(svc, subscription.id)
     assert (first.sequence, first.state, first.attempts) == (1, "superseded", 1)
     assert (second.sequence, second.state) == (2, "delivered")
