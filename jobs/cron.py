@@ -15,11 +15,13 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, timedelta
+from typing import Any
 
 from redis.exceptions import LockError, LockNotOwnedError, RedisError
 from redis.lock import Lock
 from rq import Queue, Retry
 from rq.cron import CronScheduler
+from rq.exceptions import StopRequested
 
 from gateway.store.models import utcnow
 from gateway.usecases import housekeeping
@@ -208,10 +210,23 @@ def cron_expression(time_of_day: str) -> str:
 
 
 class WorkerCron(CronScheduler):
-    """RQ's cron scheduler, run on a thread of the worker (signals stay with the worker)."""
+    """RQ's cron scheduler, run on a thread of the worker (signals stay with the worker). It ends
+    within a moment of `stopping` being set, its end registered as a stopped scheduler's is."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.stopping = threading.Event()
 
     def _install_signal_handlers(self) -> None:
         """The worker's main thread owns SIGTERM/SIGINT."""
+
+    def calculate_sleep_interval(self) -> float:
+        """Wait here, on `stopping`, as long as RQ's loop would sleep; then StopRequested, which
+        ends that loop, when it is set (RQ's own sleep cannot be woken)."""
+        self.stopping.wait(super().calculate_sleep_interval())
+        if self.stopping.is_set():
+            raise StopRequested()
+        return 0
 
 
 def make_cron(svc: Services) -> WorkerCron:

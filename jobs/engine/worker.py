@@ -33,6 +33,7 @@ log = logging.getLogger("jobs.engine.worker")
 
 SCHEDULER_CHECK_SECONDS = 5  # how often a worker looks whether its RQ scheduler child still runs
 CRON_RETRY_SECONDS = 5  # how long after the daily cron failed (Redis away) it starts again
+CRON_STOP_SECONDS = 2  # how long a stopping worker waits for its cron to say in Redis it ended
 COMMAND_READ_SECONDS = 1.0  # the longest read of RQ's command listener (RQ's own: 60 s)
 REDIS_WAIT_SECONDS = (
     1.0,
@@ -307,10 +308,10 @@ def run_worker(
     relayer = threading.Thread(target=_relay_forever, args=(svc, stop), daemon=True)
     relayer.start()
     check_token_at_start(svc)  # the token's expiry as Credly reports it (daily: the cron's)
-    if with_cron:
-        cron = threading.Thread(target=_cron_forever, args=(make_cron(svc), stop), daemon=True)
-        cron.name = "cron"
-        cron.start()
+    cron = make_cron(svc) if with_cron else None
+    crons = threading.Thread(target=_cron_forever, args=(cron, stop), daemon=True, name="cron")
+    if cron is not None:
+        crons.start()
     # The worker's own connection pool: RQ sizes its socket timeout for blocking dequeues.
     connection = Redis.from_url(svc.settings.redis_url)
     queue = Queue(svc.settings.queue_name, connection=connection)
@@ -341,7 +342,11 @@ def run_worker(
         log.info("worker stopped while Redis was unreachable")
     finally:
         stop.set()
+        if cron is not None:
+            cron.stopping.set()  # it ends, and says so in Redis, while the children end
         _end_children()
+        if crons.is_alive():
+            crons.join(CRON_STOP_SECONDS)
 
 
 def _end_children(grace: float = 5.0) -> None:

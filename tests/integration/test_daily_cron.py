@@ -7,9 +7,11 @@ import time
 
 from redis import Redis
 from rq import Queue
+from rq.cron import CronScheduler
 
 from jobs.cron import WorkerCron, check_credly_token
 from jobs.engine import worker
+from tests.support.database import truncate
 from tests.support.serving import PrivateRedis
 
 
@@ -51,3 +53,13 @@ def test_the_cron_starts_again_after_redis_went_away(tmp_path, monkeypatch, capl
         redis.stop()
     thread.join(5)
     assert not thread.is_alive()
+
+
+def test_a_worker_that_ends_ends_its_cron_which_says_so_in_redis(
+    make_app, postgres_url, redis_url, redis_client
+):
+    truncate(postgres_url)
+    svc = make_app(database_url=postgres_url, redis_url=redis_url).extensions["gateway"]
+    worker.run_worker(svc, burst=True, with_scheduler=False)
+    assert [thread for thread in threading.enumerate() if thread.name == "cron"] == []
+    assert CronScheduler.all(redis_client) == []  # it registered its end, not left to expire
