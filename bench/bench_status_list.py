@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support, run from anywhere
 
-from bench_sweep import drop, fresh_database
+from bench_sweep import scratch_database
 
 from gateway.bootstrap import create_app
 from gateway.platform.config import Settings
@@ -71,13 +71,9 @@ def main() -> None:
     print("| credentials | first ms | same bits ms | 304 ms | bytes | heap peak MB | max RSS MB |")
     print("|---|---|---|---|---|---|---|")
     for count in args.counts:
-        name = f"gw_bench_status_{count}"
-        url = fresh_database(name)
-        try:
+        with scratch_database(f"gw_bench_status_{count}") as url:
             seed_entries(url, count, revoked_every=10, suspended_every=7)
             print(f"| {count:,} | {measure(url, args.repeat)}")
-        finally:
-            drop(name)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,9 @@ import random
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -234,6 +236,16 @@ def fresh_database(name: str) -> str:
     db.upgrade()
     db.engine.dispose()
     return url
+
+
+@contextmanager
+def scratch_database(name: str) -> Iterator[str]:
+    """The URL of a fresh, migrated database `name`, dropped when the block ends."""
+    url = fresh_database(name)
+    try:
+        yield url
+    finally:
+        drop(name)
 
 
 def main() -> None:

@@ -3,6 +3,7 @@ subscriptions still watch and subscriptions deleted past their retention are del
 
 from __future__ import annotations
 
+import random
 from datetime import date, timedelta
 
 from sqlalchemy import func, select, update
@@ -283,3 +284,52 @@ def test_finished_deliveries_past_their_retention_go_but_those_the_delivery_jobs
     assert sorted(directory) == [3, 5, 8, 9, 10]  # no job of its own is in flight
     assert len(left(svc, Delivery.id)) == 6 + len(log) + 5
     assert housekeeping.prune(svc)["finished_deliveries"] == 0
+
+
+def test_deliveries_pruned_in_chunks_keep_exactly_the_last_delivered_and_last_tried_of_each_group(
+    app, monkeypatch
+):
+    """A random log of finished deliveries (ties and missing attempts included), pruned two rows
+    to a transaction, keeps of each target, certification and type of message the one last
+    delivered and the one last tried, as ranked in Python, and nothing else."""
+    svc = app.extensions["gateway"]
+    monkeypatch.setattr(housekeeping, "CHUNK", 2)
+    rng = random.Random(29)
+    old = utcnow() - timedelta(days=svc.settings.subscription_retention_days + 10)
+    tried = [None, old, old - timedelta(hours=1), old - timedelta(hours=2)]  # ties, and none
+    rows = [
+        Delivery(
+            target=target,
+            certification_id=rng.choice(["C-1", "C-2", "C-3"]),
+            event_type=rng.choice(["certification.status_changed", "certification.notice"]),
+            sequence=sequence,
+            event_id=f"msg_{target}_{sequence}",
+            state=rng.choice(["delivered", "delivered", "superseded", "failed", "cancelled"]),
+            finished_at=old,
+            last_attempt_at=rng.choice(tried),
+        )
+        for target in ("directory", "sub_other")
+        for sequence in range(1, 61)
+    ]
+    with svc.db.transaction() as session:
+        session.add_all(rows)
+        session.flush()
+        expected = set()
+        groups: dict[tuple, list[Delivery]] = {}
+        for row in rows:
+            groups.setdefault((row.target, row.certification_id, row.event_type), []).append(row)
+        for group in groups.values():
+            expected.add(min(group, key=lambda d: (d.state != "delivered", -d.sequence)).event_id)
+            expected.add(
+                min(
+                    group,
+                    key=lambda d: (
+                        d.last_attempt_at is None,
+                        -(d.last_attempt_at or old).timestamp(),
+                        d.id,
+                    ),
+                ).event_id
+            )
+    pruned = housekeeping.prune(svc)["finished_deliveries"]
+    assert sorted(left(svc, Delivery.event_id)) == sorted(expected)
+    assert pruned == len(rows) - len(expected) > 0
