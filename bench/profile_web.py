@@ -180,17 +180,19 @@ def report(
     grouped = f", {mean_group():.1f} events a transaction" if mode == "post" else ""
     line = f"{plain.rate:,.0f} requests/s, web CPU {plain.cpu_ms:.2f} ms a request{grouped}"
     print(f"\n{mode}: {line}")
-    for path, ceiling in zip(BARE_PATHS[mode], ceilings or [], strict=False):
+    for bare_path, ceiling in zip(BARE_PATHS[mode], ceilings or [], strict=False):
         print(
-            f"against the bare app's {path}: rate {plain.rate / ceiling.rate:.2f},"
+            f"against the bare app's {bare_path}: rate {plain.rate / ceiling.rate:.2f},"
             f" web CPU {plain.cpu_ms / ceiling.cpu_ms:.2f}x"
         )
     if args.no_profile:
         return
     raw = workdir / f"{mode}.txt"
     spy = profile(server, seconds, raw)
-    wrk(path, seconds, connections, server, tag=f"s{time.time():.0f}", **load)
+    sampled = wrk(path, seconds, connections, server, tag=f"s{time.time():.0f}", **load)
     spy.wait(60)
+    if sampled.non2xx or sampled.socket_errors:
+        raise RuntimeError(f"{path}, sampled: {sampled}; see {workdir / 'serve.log'}")
     found = shares(raw)
     total = sum(found.values()) or 1
     print(
