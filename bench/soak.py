@@ -300,6 +300,7 @@ class Load:
         self.api, self.lookups, self.stats, self.policy = api, lookups, stats, policy
         self.receiver_port = receiver_port
         self.certs: list[Cert] = []
+        self.granting: dict[str, Cert] = {}  # new during the load, by their grant's event id
         self.stop = threading.Event()
         self.fault_active = 0
         self.credentials = sorted(policy.credentials)
@@ -418,10 +419,11 @@ class Load:
 
     def next_event(self, rng: random.Random) -> dict[str, Any]:
         roll = rng.random()
-        if roll < 0.05:
+        if roll < 0.05:  # a new certification, chosen for other events once its grant is 202
             cert = self.new_cert(rng)
-            self.certs.append(cert)
-            return self.granted(cert)
+            event = self.granted(cert)
+            self.granting[event["event_id"]] = cert
+            return event
         cert = rng.choice(self.certs)
         with cert.lock:
             lapsed_guess = cert.audited_failed or (
@@ -462,6 +464,9 @@ class Load:
             self.stats.events_posted += len(events)
             for event, status in zip(events, statuses, strict=True):
                 self.stats.answers[status] += 1
+                granted = self.granting.pop(event["event_id"], None)
+                if granted is not None and status == 202:
+                    self.certs.append(granted)
                 if status == 202:
                     self.stats.accepted[event["event_id"]] = (event["certification_id"], sent)
                 elif status >= 500:
