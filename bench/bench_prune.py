@@ -15,7 +15,7 @@ import time
 from dataclasses import replace
 
 import psycopg
-from bench_sweep import scratch_database
+from bench_sweep import table_on_fresh_databases
 
 from gateway.bootstrap import create_app
 from gateway.platform.config import Settings
@@ -75,11 +75,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--counts", type=int, nargs="+", default=[100_000])
     args = parser.parse_args()
-    print("| deliveries | deleted | seconds | deleted/s |")
-    print("|---|---|---|---|")
-    for count in args.counts:
-        with scratch_database(f"gw_bench_prune_{count}") as url:
-            print(measure(url, count), flush=True)
+    columns = ["deliveries", "deleted", "seconds", "deleted/s"]
+    table_on_fresh_databases(columns, args.counts, "gw_bench_prune", measure)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import random
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
@@ -246,6 +246,18 @@ def scratch_database(name: str) -> Iterator[str]:
         yield url
     finally:
         drop(name)
+
+
+def table_on_fresh_databases(
+    columns: list[str], counts: list[int], prefix: str, measure: Callable[[str, int], str]
+) -> None:
+    """Print a markdown table of `columns`: one row `measure(url, count)` for each count, each
+    measured on a fresh database (`prefix` and the count name it) dropped after."""
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+    for count in counts:
+        with scratch_database(f"{prefix}_{count}") as url:
+            print(measure(url, count), flush=True)
 
 
 def main() -> None:

@@ -12,9 +12,11 @@ Two passes, each holding one page or one batch in memory (flat for a million cer
    `revoke_duplicate` job revokes it. A badge adopted so (not the recorded one nor its
    successor) that names the member otherwise than their details now say gets a replace job,
    which brings it up to date.
-2. The certifications, in batches. A recorded badge said to be live but not seen live in pass 1 is
-   read from Credly and Credly's state taken (a 404: deleted by its earner). A certification that
-   keeps its badge but has none live gets an issue job, unless its earner deleted or rejected it.
+2. The certifications, in batches, each batch's statuses and badge rows read at once (one with
+   no live badge recorded and none called for is in step as read). A recorded badge said to be
+   live but not seen live in pass 1 is read from Credly and Credly's state taken (a 404: deleted
+   by its earner). A certification that keeps its badge but has none live gets an issue job,
+   unless its earner deleted or rejected it.
 
 A dry run reports the same without recording or queueing anything (it keeps the ids seen live in
 memory instead of marking them), and sends Credly reads only: a recorded badge replaced in Credly
@@ -324,22 +326,29 @@ class _Run:
                 page = page.where(Certification.certification_id > after)
             with self.svc.db.sessions() as session:
                 ids = list(session.scalars(page))
+                read = _current_rows(session, ids) if ids else {}  # without locking them
             if not ids:
                 return
             for certification_id in ids:
                 self.check_stop()
-                self._standing(certification_id)
+                self._standing(certification_id, *read[certification_id])
             after, done = ids[-1], done + len(ids)
             self.summary.certifications_checked += len(ids)
             self.progress("certifications", total if not self.only else len(ids), done)
 
-    def _standing(self, certification_id: str) -> None:
-        if certification_id in self.seen_live:
-            return
-        read = self._current_row(certification_id)  # without locking it
-        if self._checked(read):
+    def _standing(self, certification_id: str, status: str, read: Badge | None) -> None:
+        """Check one certification, given its status and current badge row as its batch read
+        them."""
+        if certification_id in self.seen_live or self._checked(read):
             return
         recorded = _recorded_live(read)
+        if recorded is None and (
+            status not in BADGE_KEPT or (read is not None and read.state in EARNERS_CHOICE)
+        ):
+            # In step as read (none live, none called for): no transaction; a change since is
+            # the job of the event that made it.
+            self.summary.in_step += 1
+            return
         # Credly is read before the row is locked; a row that changed since is a job's to finish
         state = self._credly_state(recorded[0]) if recorded else None
         with self.svc.db.transaction() as session:
@@ -382,12 +391,6 @@ class _Run:
             else:
                 self.summary.repair("issued")
                 self._queue(session, cert, "issue_badge", {})
-
-    def _current_row(self, certification_id: str) -> Badge | None:
-        """The certification's current badge row, read without locking it."""
-        with self.svc.db.sessions() as session:
-            cert = session.get(Certification, certification_id)
-            return _period_badge(session, cert, lock=False) if cert is not None else None
 
     def _checked(self, row: Badge | None) -> bool:
         """Whether the first pass of this run saw the row's badge live in Credly."""
@@ -460,13 +463,33 @@ def _recorded_live(row: Badge | None) -> tuple[str, str] | None:
     return row.credly_badge_id, row.state
 
 
-def _period_badge(session: Session, cert: Certification, *, lock: bool = True) -> Badge | None:
-    """The badge row of the certification's current period, locked unless `lock` is false."""
+def _period_badge(session: Session, cert: Certification) -> Badge | None:
+    """The badge row of the certification's current period, locked."""
     query = select(Badge).where(
         Badge.certification_id == cert.certification_id,
         Badge.period_start == date.fromisoformat(cert.standing["certified_on"]),
     )
-    return session.scalar(query.with_for_update() if lock else query)
+    return session.scalar(query.with_for_update())
+
+
+def _current_rows(session: Session, ids: list[str]) -> dict[str, tuple[str, Badge | None]]:
+    """Each certification's status and the badge row of its current period, in two reads."""
+    certifications = session.execute(
+        select(Certification.certification_id, Certification.status, Certification.standing).where(
+            Certification.certification_id.in_(ids)
+        )
+    ).all()
+    rows = {
+        (row.certification_id, row.period_start): row
+        for row in session.scalars(select(Badge).where(Badge.certification_id.in_(ids)))
+    }
+    return {
+        certification_id: (
+            status,
+            rows.get((certification_id, date.fromisoformat(standing["certified_on"]))),
+        )
+        for certification_id, status, standing in certifications
+    }
 
 
 def _kept_by_another_period(session: Session, cert: Certification, credly_id: str) -> bool:

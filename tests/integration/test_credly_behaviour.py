@@ -1393,6 +1393,33 @@ def test_reconcile_leaves_a_badge_its_earner_deleted_and_can_check_one_certifica
     assert reconcile(svc, certification_id="CERT-1").in_step == 1
 
 
+def test_reconcile_opens_no_transaction_for_certifications_in_step_as_their_batch_read_them(
+    svc, standin, monkeypatch
+):
+    """Nothing live on Credly, none called for: a revoked badge, one its earner deleted, a grant
+    lapsed on arrival (no badge). Each is counted in step from its batch's read alone."""
+    revoked_badge = grant(svc)
+    revoke_by_audit(svc)
+    other = granted("2026-03-01", cert="CERT-2")
+    other["data"]["member"]["email"] = "grace@example.org"
+    submit(svc, other)
+    drain(svc, lambda: issue_done(svc))
+    [deleted_badge] = [b for b in badges(svc) if b.certification_id == "CERT-2"]
+    standin.delete_badge(deleted_badge.credly_badge_id)
+    reconcile(svc, certification_id="CERT-2")  # takes the deletion from Credly
+    submit(svc, granted("2010-03-01", cert="CERT-3"))  # lapsed long ago: no badge
+    assert {b.credly_badge_id: b.state for b in badges(svc)} == {
+        revoked_badge.credly_badge_id: "revoked",
+        deleted_badge.credly_badge_id: "deleted",
+    }
+    transactions = []
+    real_transaction = svc.db.transaction
+    monkeypatch.setattr(svc.db, "transaction", lambda: transactions.append(1) or real_transaction())
+    summary = reconcile(svc)
+    assert (summary.certifications_checked, summary.in_step, transactions) == (3, 3, [])
+    assert not any(summary.repaired.values())
+
+
 @pytest.mark.parametrize("batch", [reconcile_module.BATCH, 1], ids=["one-batch", "apart"])
 def test_reconcile_revokes_a_duplicate_a_template_that_allows_them_let_through(
     svc, standin, monkeypatch, batch
