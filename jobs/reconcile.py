@@ -342,11 +342,8 @@ class _Run:
         if certification_id in self.seen_live or self._checked(read):
             return
         recorded = _recorded_live(read)
-        if recorded is None and (
-            status not in BADGE_KEPT or (read is not None and read.state in EARNERS_CHOICE)
-        ):
-            # In step as read (none live, none called for): no transaction; a change since is
-            # the job of the event that made it.
+        if recorded is None and _none_called_for(status, read.state if read else None):
+            # In step as read: no transaction; a change since is the job of the event that made it.
             self.summary.in_step += 1
             return
         # Credly is read before the row is locked; a row that changed since is a job's to finish
@@ -382,10 +379,8 @@ class _Run:
                 row_state = state.state
             else:
                 row_state = row.state if row is not None else None
-            if cert.status not in BADGE_KEPT:
+            if _none_called_for(cert.status, row_state):
                 self.summary.in_step += 1
-            elif row_state in EARNERS_CHOICE:
-                self.summary.in_step += 1  # the earner's choice stands
             elif row is not None and row_state == "queued" and _issue_pending(session, cert):
                 self.summary.in_step += 1  # an issue job is on its way
             else:
@@ -461,6 +456,12 @@ def _recorded_live(row: Badge | None) -> tuple[str, str] | None:
     if row is None or not row.credly_badge_id or row.state not in LIVE:
         return None
     return row.credly_badge_id, row.state
+
+
+def _none_called_for(status: str, row_state: str | None) -> bool:
+    """Whether a certification with no badge live calls for none: its status keeps none, or its
+    earner deleted or rejected the badge (their choice stands)."""
+    return status not in BADGE_KEPT or row_state in EARNERS_CHOICE
 
 
 def _period_badge(session: Session, cert: Certification) -> Badge | None:

@@ -309,10 +309,12 @@ def run_worker(
     relayer.start()
     check_token_at_start(svc)  # the token's expiry as Credly reports it (daily: the cron's)
     cron = make_cron(svc) if with_cron else None
-    crons: threading.Thread | None = None
+    cron_thread: threading.Thread | None = None
     if cron is not None:
-        crons = threading.Thread(target=_cron_forever, args=(cron, stop), daemon=True, name="cron")
-        crons.start()
+        cron_thread = threading.Thread(
+            target=_cron_forever, args=(cron, stop), daemon=True, name="cron"
+        )
+        cron_thread.start()
     # The worker's own connection pool: RQ sizes its socket timeout for blocking dequeues.
     connection = Redis.from_url(svc.settings.redis_url)
     queue = Queue(svc.settings.queue_name, connection=connection)
@@ -346,8 +348,8 @@ def run_worker(
         if cron is not None:
             cron.stopping.set()  # it ends, and says so in Redis, while the children end
         _end_children()
-        if crons is not None:
-            crons.join(CRON_STOP_SECONDS)
+        if cron_thread is not None:
+            cron_thread.join(CRON_STOP_SECONDS)
 
 
 def _end_children(grace: float = 5.0) -> None:
