@@ -9,6 +9,7 @@ from .events import (
     EMPLOYMENT,
     METHOD_CCP,
     METHOD_EXAM,
+    AuditCompleted,
     CcpActivity,
     Event,
     FeePaid,
@@ -207,6 +208,9 @@ def _check_fee(ctx: _Context, fee: FeePaid) -> Iterator[Violation]:
                 ids.FEE_DUPLICATE,
                 f"membership year {year} is already paid (event {other.event_id}, "
                 f"paid on {other.paid_on})",
+                # Paid on another day, it counts where a recertification that arrives later
+                # puts the two payments in two periods, or where it is the earlier one.
+                provisional=other.paid_on != paid_on,
             )
             break
     if paid_on >= ctx.start:
@@ -351,6 +355,12 @@ def _check_ccp_recertification(ctx: _Context, recert: Recertified) -> Iterator[V
         yield Violation(
             ids.RECERT_CCP_POINTS, "a recertification by CCP needs earliest_activity_on"
         )
+    elif earliest > recert.completed_on:
+        yield Violation(
+            ids.RECERT_CCP_POINTS,
+            f"earliest activity on {earliest} is after the recertification completed on "
+            f"{recert.completed_on}",
+        )
     elif earliest < add_years(recert.completed_on, -window):
         yield Violation(
             ids.RECERT_CCP_POINTS,
@@ -359,8 +369,30 @@ def _check_ccp_recertification(ctx: _Context, recert: Recertified) -> Iterator[V
         )
 
 
+def _check_audit(ctx: _Context, audit: AuditCompleted) -> Iterator[Violation]:
+    yield from _before_grant(ctx, audited_on=audit.audited_on, cycle_start=audit.cycle_start)
+
+
+def _check_revocation(ctx: _Context, revocation: Revoked) -> Iterator[Violation]:
+    yield from _before_grant(ctx, revoked_on=revocation.revoked_on)
+
+
+def _before_grant(ctx: _Context, **days: date) -> Iterator[Violation]:
+    """EVENT-BEFORE-GRANT: an audit or a revocation dated before the certification existed
+    (payments, activities and recertifications have rules of their own for it)."""
+    granted_on = ctx.grant.certified_on
+    for name, day in days.items():
+        if day < granted_on:
+            yield Violation(
+                ids.EVENT_BEFORE_GRANT,
+                f"{name} {day} is before the certification was granted on {granted_on}",
+            )
+
+
 _CHECKS: dict[type, Callable[[_Context, Event], Iterator[Violation]]] = {
     FeePaid: _check_fee,
     CcpActivity: _check_activity,
     Recertified: _check_recertification,
+    AuditCompleted: _check_audit,
+    Revoked: _check_revocation,
 }

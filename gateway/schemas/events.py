@@ -402,7 +402,9 @@ class RecertifiedData(_Strict):
 class RevokedData(_Strict):
     """`certification.revoked`: withdrawn by the certifying body."""
 
-    reason = fields.String(required=True, validate=[validate.Length(min=1, max=2000), TEXT])
+    reason = fields.String(
+        required=True, validate=[validate.Length(min=1, max=2000), TEXT, _not_blank]
+    )
     revoked_on = _day(required=True)
 
 
@@ -478,19 +480,38 @@ class ShapeError(ValueError):
         self.errors = errors
 
 
-def field_errors(messages: Any, prefix: str = "") -> list[dict[str, str]]:
-    """Flatten marshmallow's nested error messages into `{field, message}` items."""
+def field_errors(messages: Any, prefix: str = "", *, given: Any = None) -> list[dict[str, str]]:
+    """Flatten marshmallow's nested error messages into `{field, message}` items; the unknown
+    keys of an object last, in the order of the `given` data (by name without it), where
+    marshmallow's order changes from process to process."""
     if isinstance(messages, dict):
         out: list[dict[str, str]] = []
-        for key, value in messages.items():
+        for key, value in _known_first(messages, given):
             name = prefix if key == "_schema" else f"{prefix}.{key}" if prefix else str(key)
-            out.extend(field_errors(value, name))
+            inner = given.get(key) if isinstance(given, dict) else None
+            out.extend(field_errors(value, name, given=inner))
         return out
     if isinstance(messages, list) and all(isinstance(m, str) for m in messages):
         return [_item(prefix or "body", m) for m in messages]
     if isinstance(messages, list):
         return [e for m in messages for e in field_errors(m, prefix)]
     return [{"field": prefix or "body", "message": str(messages)}]
+
+
+#: marshmallow's messages for a key no field takes.
+_UNKNOWN = [Schema().error_messages["unknown"]]
+
+
+def _known_first(messages: dict[Any, Any], given: Any) -> list[tuple[Any, Any]]:
+    """The items of `messages`: the known fields' in their order, then the unknown keys'."""
+    unknown = _UNKNOWN
+    known = [(key, value) for key, value in messages.items() if value != unknown]
+    if len(known) == len(messages):
+        return known
+    position = {key: n for n, key in enumerate(given)} if isinstance(given, dict) else {}
+    rest = [(key, value) for key, value in messages.items() if value == unknown]
+    rest.sort(key=lambda item: (position.get(item[0], len(position)), str(item[0])))
+    return known + rest
 
 
 def _item(field: str, message: str) -> dict[str, str]:
@@ -513,14 +534,14 @@ def load_envelope(body: Any) -> Envelope:
     try:
         envelope = _ENVELOPE.load(body)
     except ValidationError as exc:
-        errors, envelope = field_errors(exc.messages), body
+        errors, envelope = field_errors(exc.messages, given=body), body
     event_type, raw_data = envelope.get("type"), envelope.get("data")
     data = None
     if isinstance(event_type, str) and event_type in DATA_SCHEMAS and isinstance(raw_data, dict):
         try:
             data = _DATA[event_type].load(raw_data)
         except ValidationError as exc:
-            errors += field_errors(exc.messages, "data")
+            errors += field_errors(exc.messages, "data", given=raw_data)
     if errors or data is None:
         raise ShapeError(errors)
     event_class = DATA_SCHEMAS[event_type][1]

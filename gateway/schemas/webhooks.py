@@ -64,4 +64,4 @@ def load_credly_envelope(body: Any) -> CredlyEnvelope:
     try:
         return CredlyEnvelope(**CredlyEnvelopeSchema().load(body))
     except ValidationError as exc:
-        raise ShapeError(field_errors(exc.messages)) from exc
+        raise ShapeError(field_errors(exc.messages, given=body)) from exc

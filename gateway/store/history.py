@@ -14,9 +14,10 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Executable, Table, bindparam, select
+from sqlalchemy import Connection, Executable, Table, bindparam, select, text, update
 
 from gateway import rules
+from gateway.platform import clock
 from gateway.store.db import Database
 from gateway.store.models import EVENT_KEPT, IN_HISTORY, Event
 
@@ -113,3 +114,87 @@ def kept_of(rows: Iterable[tuple[str, Any, str]]) -> dict[str, set[str]]:
         if status == EVENT_KEPT:
             kept.setdefault(certification_id, set()).add(body["event_id"])
     return kept
+
+
+#: Certifications `keep_refused` judges at a time: their events are read together.
+_REJUDGED = 500
+
+_REFUSED = (
+    select(EVENTS.c.certification_id)
+    .where(EVENTS.c.status == "rejected", EVENTS.c.certification_id > bindparam("after"))
+    .group_by(EVENTS.c.certification_id)
+    .order_by(EVENTS.c.certification_id)
+    .limit(_REJUDGED)
+)
+_EVENTS_OF = (
+    select(
+        EVENTS.c.certification_id,
+        EVENTS.c.id,
+        EVENTS.c.body,
+        EVENTS.c.status,
+        EVENTS.c.reasons,
+        EVENTS.c.received_at,
+    )
+    .where(EVENTS.c.certification_id.in_(bindparam("ids", expanding=True)))
+    .order_by(EVENTS.c.id)
+)
+_KEEP = (
+    update(EVENTS)
+    .where(EVENTS.c.id.in_(bindparam("pks", expanding=True)))
+    .values(status=EVENT_KEPT)
+)
+_DUE = text(
+    "UPDATE certifications SET next_change_on = :today WHERE certification_id IN :ids"
+    " AND (next_change_on IS NULL OR next_change_on > :today)"
+).bindparams(bindparam("ids", expanding=True))
+
+
+def keep_refused(bind: Connection, policy: rules.Policy | None) -> None:
+    """Judge every rejected event again as intake would have judged it when it arrived (against
+    its certification's accepted and kept events before it, in arrival order, under `policy`,
+    else POLICY_FILE's) and keep those the installed rules keep: an event whose each broken rule
+    is provisional and which names the rules it was refused for. Their certifications are due
+    for re-evaluation today. For the migrations of the releases that keep more refusals."""
+    policy = policy or rules.load_policy()
+    today = clock.now().date()
+    after = ""
+    while ids := bind.scalars(_REFUSED, {"after": after}).all():
+        events: dict[str, list[Any]] = {}
+        for certification_id, *row in bind.execute(_EVENTS_OF, {"ids": ids}):
+            events.setdefault(certification_id, []).append(row)
+        kept = {cid: _kept(rows, policy) for cid, rows in events.items()}
+        pks = [pk for pks in kept.values() for pk in pks]
+        if pks:
+            bind.execute(_KEEP, {"pks": pks})
+            bind.execute(_DUE, {"ids": [cid for cid, pks in kept.items() if pks], "today": today})
+        after = ids[-1]
+
+
+def _kept(
+    rows: Iterable[tuple[int, Any, str, list[Any], datetime]], policy: rules.Policy
+) -> list[int]:
+    """The ids of the rejected events among one certification's `rows` (in arrival order) that
+    intake keeps now, each judged on the history before it as intake builds it."""
+    history: list[rules.Event] = []
+    kept_ids: set[str] = set()
+    found = []
+    for pk, body, status, reasons, received_at in rows:
+        if status == "rejected":
+            try:
+                event = decode_event(body)
+            except (KeyError, TypeError, ValueError):  # a body this release takes as malformed
+                continue
+            violations = rules.validate(
+                history, event, policy=policy, received_at=received_at, kept_ids=kept_ids
+            )
+            refused_for = sorted(reason.get("rule") for reason in reasons)
+            if not rules.kept(violations) or sorted(v.rule for v in violations) != refused_for:
+                continue
+            found.append(pk)
+            status = EVENT_KEPT
+        else:
+            event = decode_event(body)
+        history.append(event)
+        if status == EVENT_KEPT:
+            kept_ids.add(event.event_id)
+    return found

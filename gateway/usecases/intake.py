@@ -203,8 +203,9 @@ def _malformed(
     svc: Services, refused: list[tuple[Any, list[dict[str, str]]]], sender: _Sender
 ) -> list[Answer]:
     """The 422 of each malformed event (a body and its field errors), in one read and at most
-    one write for all. One recorded before with this very body (taken by an earlier release,
-    whose checks were laxer) is replayed, as any event sent again is. The others are kept for
+    one write for all. One under the id of an event recorded before is that event's replay (its
+    very body, taken by an earlier release whose checks were laxer) or a 409, as any event sent
+    again under a used id is. The others are kept for
     audit under their event id, when it is usable and no event is recorded under it: the latest
     attempt at an id replaces the one before."""
     ids = [_looked_up_id(body) for body, _ in refused]
@@ -215,8 +216,9 @@ def _malformed(
     attempts: dict[str, dict[str, Any]] = {}  # the latest of each id
     for (body, errors), event_id in zip(refused, ids, strict=True):
         found = stored.get(event_id) if event_id is not None else None
-        if found is not None and _same_body(found, body_hash(body), body):
-            answers.append(_replayed(found))
+        if found is not None:  # an id in use: this body is its replay, or another event
+            same = _same_body(found, body_hash(body), body)
+            answers.append(_replayed(found) if same else _conflict(found.event_id))
             continue
         answer = Answer(422, shape_problem(errors))
         answers.append(answer)

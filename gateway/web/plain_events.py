@@ -6,9 +6,9 @@ would let through (`auth.bearer_client_id`: the same token, expiry, revocation a
 read fresh from the database). It submits the event as the view does and answers every outcome of
 the submission (202, replays, 404, 409, 422) with the view's body and headers, counted in the
 same metrics. Flask answers the rest before anything is recorded: no token or one refused, a body
-that is not JSON, too large, streamed or cut short, a query, an oversized header, a `Host` it
-cannot use (`plain.is_plain`). A submission that raises is handed to Flask, which answers the error
-as it answers any, without submitting again.
+that is not JSON, encoded, too large, streamed or cut short, a query, an oversized header, a `Host`
+it cannot use (`plain.is_plain`). A submission that raises is handed to Flask, which answers the
+error as it answers any, without submitting again.
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ def answer(
     length = _declared_length(app, environ)
     authorization = environ.get("HTTP_AUTHORIZATION")
     if length is None or not authorization or not _is_json(environ):
+        return None
+    if "HTTP_CONTENT_ENCODING" in environ:  # Flask answers the 415 (or takes `identity`)
         return None
     if not plain.is_plain(environ, token=True):
         return None

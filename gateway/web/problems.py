@@ -154,7 +154,7 @@ def loaded(schema: Schema, data: Any, what: str) -> Any:
             422,
             "Unprocessable Content",
             f"The {what} is malformed.",
-            errors=field_errors(exc.messages),
+            errors=field_errors(exc.messages, given=data),
         ) from exc
 
 
@@ -170,13 +170,21 @@ def _unknown_keys(schema: Schema, data: Any) -> list[str]:
 def json_body() -> object:
     """The request's JSON body, or a problem saying what is wrong with it. Its media type is
     `application/json` only: another `+json` type (a merge patch, a problem) means another thing
-    than the resource the endpoint takes."""
+    than the resource the endpoint takes. It has no content coding (RFC 9110, 8.4)."""
     if request.mimetype != JSON:
         raise Problem(
             415,
             "Unsupported Media Type",
             "Send the body as application/json.",
             errors=[{"field": "Content-Type", "message": "Must be application/json."}],
+        )
+    if request.headers.get("Content-Encoding", "identity").strip().lower() != "identity":
+        raise Problem(  # a body compressed, or said to be: read as it is, it is another body
+            415,
+            "Unsupported Media Type",
+            "Send the body without a content coding.",
+            errors=[{"field": "Content-Encoding", "message": "Must be left out."}],
+            headers={"Accept-Encoding": "identity"},
         )
     try:
         return current_app.json.loads(request.get_data(cache=True))

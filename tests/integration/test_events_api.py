@@ -575,7 +575,7 @@ def test_the_upgrade_keeps_the_events_an_earlier_release_refused_for_a_lapse(
     late = fee(2009, "2009-05-01")
     assert rules_of(post(late)) == ["CERT-LAPSED"]
     assert post(fee(2005, "2005-05-01", event_id="refused-twice")).status_code == 202
-    assert rules_of(post(fee(2005, "2005-06-01"))) == ["FEE-DUPLICATE"]
+    assert rules_of(post(fee(2005, "2005-05-01"))) == ["FEE-DUPLICATE"]  # the same day's
     env = {"DATABASE_URL": database_url, "INSTANCE_PATH": str(tmp_path)}
     runner = CliRunner()
     assert runner.invoke(cli, ["db", "downgrade", "0012"], env=env).exit_code == 0
@@ -635,7 +635,7 @@ def test_the_upgrade_keeps_the_refusals_this_release_keeps_that_earlier_ones_rej
     closed, other = fee(2013, "2013-02-15", cert="CERT-2"), fee(2014, "2014-02-15", cert="CERT-2")
     assert rules_of(post(closed)) == rules_of(post(other)) == ["FEE-YEAR-RANGE"]
     assert post(fee(2027, "2026-02-01", cert="CERT-2")).status_code == 202
-    duplicate = fee(2027, "2026-03-01", cert="CERT-2")
+    duplicate = fee(2027, "2026-02-01", cert="CERT-2")  # paid again the same day
     assert rules_of(post(duplicate)) == ["FEE-DUPLICATE"]
     refused = [e["event_id"] for e in (exam, closed, other, duplicate)]
     with app.extensions["gateway"].db.transaction() as session:  # as an earlier release left them
@@ -655,6 +655,22 @@ def test_the_upgrade_keeps_the_refusals_this_release_keeps_that_earlier_ones_rej
         due = session.scalars(select(Certification.next_change_on)).all()
         assert due == [clock.now().date()] * 2  # the daily sweep and lookups take them up again
     assert _status(reader) == ("active", "2026-06-01")
+
+
+def test_the_upgrade_keeps_a_payment_refused_as_the_duplicate_of_another_days(
+    app, post, database_url, tmp_path
+):
+    post(granted("2023-01-15"))
+    assert post(fee(2024, "2024-01-10")).status_code == 202
+    again, same_day = fee(2024, "2024-07-01"), fee(2024, "2024-01-10")
+    assert rules_of(post(again)) == rules_of(post(same_day)) == ["FEE-DUPLICATE"]
+    assert [_statuses(app)[e["event_id"]] for e in (again, same_day)] == ["kept", "rejected"]
+    with app.extensions["gateway"].db.transaction() as session:  # as an earlier release left it
+        session.execute(update(Event).where(Event.status == "kept").values(status="rejected"))
+    env = {"DATABASE_URL": database_url, "INSTANCE_PATH": str(tmp_path)}
+    for args in (["db", "downgrade", "0019"], ["db", "upgrade"]):  # as from the release before
+        assert CliRunner().invoke(cli, args, env=env).exit_code == 0
+    assert [_statuses(app)[e["event_id"]] for e in (again, same_day)] == ["kept", "rejected"]
 
 
 def test_a_downgrade_past_the_keeping_of_refusals_and_an_upgrade_keep_them_again(
@@ -739,3 +755,91 @@ def test_an_event_an_earlier_release_took_is_replayed_though_now_malformed(app, 
     assert again.get_json() == first.get_json()
     fresh = post(dict(old, event_id="never-seen"))
     assert fresh.status_code == 422
+
+
+PATHS = ["/v1/events", "/v1/events?via=flask"]  # the plain path, and the view (a query)
+JSON = "application/json"
+
+
+@pytest.fixture
+def post_to(client, token_for):
+    headers = token_for("events:write")
+
+    def send(path, body, raw=False):
+        if raw:
+            return client.post(path, data=json.dumps(body), headers=headers, content_type=JSON)
+        return client.post(path, json=body, headers=headers)
+
+    return send
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_an_audit_or_a_revocation_dated_before_the_grant_is_refused(post_to, reader, path):
+    post_to(path, granted("2024-06-03"))
+    assert rules_of(post_to(path, revoked("2020-01-01"))) == ["EVENT-BEFORE-GRANT"]
+    audit = event(
+        "audit.completed",
+        {"result": "failed", "audited_on": "2024-06-01", "cycle_start": "2024-06-01"},
+    )
+    assert rules_of(post_to(path, audit)) == ["EVENT-BEFORE-GRANT"] * 2
+    standing = reader("/v1/certifications/CERT-1?as_of=2024-06-03").get_json()
+    assert standing["status"] == "active"
+
+
+def test_a_payment_sent_again_before_a_recertification_arrives_counts_as_in_date_order(
+    post, reader
+):
+    """The year 2025 paid in the first period and again in the one a recertification opened:
+    sent in date order, or with the audit and the recertification last, the same standing."""
+    audit = {"result": "failed", "audited_on": "2024-03-01", "cycle_start": "2023-01-15"}
+    for cert, late in (("CERT-A", False), ("CERT-B", True)):
+        grant = granted("2023-01-15", cert=cert)
+        grant["data"]["member"]["email"] = f"{cert.lower()}@example.org"  # a badge each
+        lapsed = event("audit.completed", audit, cert=cert)
+        exam = recert("exam", "2024-06-01", exam_passed_on="2024-05-20", cert=cert)
+        fees = [fee(y, day, cert=cert) for y, day in ((2024, "2024-01-10"), (2025, "2024-02-01"))]
+        later = [fee(y, day, cert=cert) for y, day in ((2025, "2024-07-01"), (2026, "2026-06-01"))]
+        order = (
+            [grant, *fees, *later, lapsed, exam] if late else [grant, *fees, lapsed, exam, *later]
+        )
+        answers = [post(body).status_code for body in order]
+        assert answers == ([202, 202, 202, 422, 202, 202, 202] if late else [202] * 7)
+    a, b = (reader(f"/v1/certifications/{c}").get_json() for c in ("CERT-A", "CERT-B"))
+    assert (a["status"], a["fees"]["paid_through"]) == ("active", "2027-06-30")
+    derived = ("status", "reasons", "certified_on", "fees", "ccp", "next_change_on")
+    assert [a[k] for k in derived] == [b[k] for k in derived]
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_unknown_fields_are_named_in_the_order_of_the_body(post_to, path):
+    post_to(path, granted("2026-03-01"))
+    body = event("member.updated", {"first_name": "Ada", "y": 1, "x": 2, "z": 3, "w": 4})
+    body = {"zz": 1, **body, "aa": 2}
+    response = post_to(path, body, raw=True)  # as written, not with its keys sorted
+    assert response.status_code == 422
+    fields = [e["field"] for e in response.get_json()["errors"]]
+    assert fields == ["zz", "aa", "data.y", "data.x", "data.z", "data.w"]
+
+
+@pytest.mark.parametrize("path", [*PATHS, "/v1/events/batch"])
+@pytest.mark.parametrize("coding", ["gzip", "br", "x-custom"])
+def test_a_body_with_a_content_coding_is_415(client, token_for, path, coding):
+    body = granted("2026-03-01")
+    payload = json.dumps({"events": [body]} if path.endswith("batch") else body)
+    headers = {**token_for("events:write"), "Content-Encoding": coding}
+    response = client.post(path, data=payload, content_type="application/json", headers=headers)
+    assert response.status_code == 415, response.get_json()
+    assert response.headers["Accept-Encoding"] == "identity"
+    assert [e["field"] for e in response.get_json()["errors"]] == ["Content-Encoding"]
+    headers["Content-Encoding"] = "identity"
+    again = client.post(path, data=payload, content_type="application/json", headers=headers)
+    assert again.status_code in (200, 202)
+
+
+def test_a_revocation_needs_a_reason_that_is_not_blank(post):
+    post(granted("2026-03-01"))
+    blank = revoked("2026-06-01")
+    blank["data"]["reason"] = "   "
+    response = post(blank)
+    assert response.status_code == 422
+    assert [e["field"] for e in response.get_json()["errors"]] == ["data.reason"]

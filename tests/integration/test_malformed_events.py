@@ -123,8 +123,9 @@ def test_a_corrected_body_under_the_same_id_is_judged_as_a_first_arrival(post, r
     record = read("fee-1").get_json()
     assert record["status"] == "accepted" and record["reasons"] == []
     assert [job["kind"] for job in record["jobs"]] == ["sync_verification"]
-    again = post(malformed_fee("fee-1"), path)  # now the id holds an event
-    assert again.status_code == 422 and read("fee-1").get_json()["status"] == "accepted"
+    again = post(malformed_fee("fee-1"), path)  # now the id holds another event
+    assert again.status_code == 409 and read("fee-1").get_json()["status"] == "accepted"
+    assert [e["field"] for e in again.get_json()["errors"]] == ["event_id"]
 
 
 def test_a_corrected_body_refused_by_the_rules_is_recorded_as_any_refusal(post, read):
@@ -249,7 +250,7 @@ def test_a_malformed_body_the_database_cannot_hold_as_is_is_still_a_422_and_kept
 def test_an_event_recorded_under_the_id_is_shown_not_the_malformed_attempt(app, post, read):
     assert post(granted("2026-03-01", event_id="grant-1")).status_code == 202
     malformed = {**granted("2026-03-01", event_id="grant-1"), "occurred_at": "now"}
-    assert post(malformed).status_code == 422
+    assert post(malformed).status_code == 409  # the id is another event's
     assert read("grant-1").get_json()["status"] == "accepted"
     assert kept(app) == 0
 

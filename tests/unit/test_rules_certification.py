@@ -11,6 +11,7 @@ from tests.support.rules_factories import (
     POLICY,
     accepted,
     activity,
+    audit,
     exam_recert,
     fee,
     granted,
@@ -203,3 +204,24 @@ def test_an_activity_of_a_closed_period_is_kept_but_employment_there_is_not():
     )
     violations = validate(history, employed, policy=POLICY, received_at=NOW)
     assert [v.rule for v in violations] == ["CCP-BEFORE-CYCLE"] and not kept(violations)
+
+
+def test_event_before_grant_refuses_a_revocation_dated_before_the_certification():
+    history = accepted(granted(date(2024, 6, 3)))
+    assert rules_broken(history, revoked(date(2024, 6, 2))) == ["EVENT-BEFORE-GRANT"]
+    assert rules_broken(history, revoked(date(2024, 6, 3))) == []
+
+
+def test_event_before_grant_refuses_an_audit_of_days_before_the_certification():
+    history = accepted(granted(date(2024, 6, 3)))
+    before = audit(date(2024, 6, 1), cycle_start=date(2024, 6, 1))
+    assert rules_broken(history, before) == ["EVENT-BEFORE-GRANT"] * 2
+    [violation, _] = validate(history, before, policy=POLICY, received_at=NOW)
+    assert (
+        violation.message
+        == "audited_on 2024-06-01 is before the certification was granted on 2024-06-03"
+    )
+    assert not kept(validate(history, before, policy=POLICY, received_at=NOW))
+    cycle_before = audit(date(2025, 1, 10), cycle_start=date(1900, 1, 1))
+    assert rules_broken(history, cycle_before) == ["EVENT-BEFORE-GRANT"]
+    assert rules_broken(history, audit(date(2025, 1, 10), cycle_start=date(2024, 6, 3))) == []

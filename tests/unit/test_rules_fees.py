@@ -2,9 +2,13 @@
 
 from datetime import date
 
+from gateway.rules import kept, validate
 from tests.support.rules_factories import (
+    NOW,
+    POLICY,
     accepted,
     activity,
+    audit,
     exam_recert,
     fee,
     fees,
@@ -193,3 +197,37 @@ def test_fee_duplicate_year_paid_in_an_earlier_period_is_paid_again():
     again = fee(2022, date(2022, 8, 1))
     assert rules_broken(history, again) == []
     assert standing([*history, again], date(2022, 9, 1)).fees.paid_through == date(2023, 8, 31)
+
+
+def test_fee_duplicate_of_another_day_is_kept_and_counts_where_a_recertification_splits_them():
+    """Paid twice for 2025, the second time after a recertification that arrives last: in date
+    order the second payment is the new period's; in this arrival order it is refused, but kept,
+    so the history gives the standing of date order."""
+    first, second = fee(2025, date(2024, 2, 1)), fee(2025, date(2024, 7, 1))
+    history = accepted(granted(date(2023, 1, 15)), fee(2024, date(2024, 1, 10)), first)
+    violations = validate(history, second, policy=POLICY, received_at=NOW)
+    assert [v.rule for v in violations] == ["FEE-DUPLICATE"]
+    assert kept(violations)
+    lapsed = audit(date(2024, 3, 1), cycle_start=date(2023, 1, 15))
+    recertified = exam_recert(date(2024, 6, 1), date(2024, 5, 20))
+    late = [*history, second, fee(2026, date(2026, 6, 1)), lapsed, recertified]
+    in_order = accepted(*history, lapsed, recertified, second, fee(2026, date(2026, 6, 1)))
+    for day in (date(2024, 7, 1), date(2025, 7, 1), date(2026, 12, 6), date(2027, 7, 1)):
+        assert standing(late, day) == standing(in_order, day), day
+    assert standing(late, date(2026, 12, 6)).fees.paid_through == date(2027, 6, 30)
+
+
+def test_fee_duplicate_of_another_day_changes_nothing_within_one_period():
+    first, second = fee(2021, date(2021, 3, 5)), fee(2021, date(2021, 3, 1))
+    history = accepted(granted(date(2020, 3, 10)), first)
+    assert kept(validate(history, second, policy=POLICY, received_at=NOW))
+    both = [*history, second]
+    for day in (date(2021, 3, 2), date(2021, 6, 1), date(2022, 4, 1)):
+        assert standing(both, day) == standing(accepted(granted(date(2020, 3, 10)), second), day)
+
+
+def test_fee_duplicate_of_the_same_day_is_refused_for_good():
+    history = accepted(granted(date(2020, 3, 10)), fee(2021, date(2021, 3, 1)))
+    violations = validate(history, fee(2021, date(2021, 3, 1)), policy=POLICY, received_at=NOW)
+    assert [v.rule for v in violations] == ["FEE-DUPLICATE"]
+    assert not kept(violations)

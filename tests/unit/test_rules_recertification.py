@@ -1,6 +1,7 @@
 """Audit and recertification rules: AUDIT-FAILED, RECERT-NOT-LAPSED, RECERT-EXAM-ONLY,
 RECERT-EXAM-RESULT, RECERT-CCP-POINTS, RECERT-ELIGIBILITY, RECERT-RESET."""
 
+from dataclasses import replace
 from datetime import date
 
 from gateway.rules import validate
@@ -15,6 +16,7 @@ from tests.support.rules_factories import (
     fee,
     fees,
     granted,
+    noon,
     reasons,
     rules_broken,
     standing,
@@ -159,6 +161,14 @@ def test_recert_ccp_points_activities_within_three_years():
     done = date(2012, 3, 1)
     assert rules_broken(history, ccp_recert(done, 30, date(2009, 3, 1))) == []
     assert rules_broken(history, ccp_recert(done, 30, date(2009, 2, 28))) == ["RECERT-CCP-POINTS"]
+
+
+def test_recert_ccp_points_activities_not_after_the_recertification():
+    history = accepted(granted(LAPSING))
+    done = date(2012, 3, 1)
+    assert rules_broken(history, ccp_recert(done, 30, done)) == []
+    later = replace(ccp_recert(done, 30, date(2012, 3, 2)), occurred_at=noon(date(2012, 4, 1)))
+    assert rules_broken(history, later) == ["RECERT-CCP-POINTS"]
 
 
 def test_recert_eligibility_must_be_current_criteria():

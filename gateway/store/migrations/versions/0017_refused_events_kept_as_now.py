@@ -17,17 +17,11 @@ re-evaluation today, as after 0013. Run after a downgrade past 0013 (which rejec
 event), it keeps them again.
 """
 
-from collections.abc import Iterable, Sequence
-from datetime import datetime
-from typing import Any
+from collections.abc import Sequence
 
-import sqlalchemy as sa
 from alembic import context, op
 
-from gateway import rules
-from gateway.platform import clock
-from gateway.store.history import EVENTS, decode_event
-from gateway.store.models import EVENT_KEPT
+from gateway.store.history import keep_refused
 
 # revision identifiers, used by Alembic.
 revision: str = "0017"
@@ -35,85 +29,10 @@ down_revision: str | Sequence[str] | None = "0016"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-#: Certifications judged at a time: their events are read together.
-_CHUNK = 500
-
-_REFUSED = (
-    sa.select(EVENTS.c.certification_id)
-    .where(EVENTS.c.status == "rejected", EVENTS.c.certification_id > sa.bindparam("after"))
-    .group_by(EVENTS.c.certification_id)
-    .order_by(EVENTS.c.certification_id)
-    .limit(_CHUNK)
-)
-_EVENTS = (
-    sa.select(
-        EVENTS.c.certification_id,
-        EVENTS.c.id,
-        EVENTS.c.body,
-        EVENTS.c.status,
-        EVENTS.c.reasons,
-        EVENTS.c.received_at,
-    )
-    .where(EVENTS.c.certification_id.in_(sa.bindparam("ids", expanding=True)))
-    .order_by(EVENTS.c.id)
-)
-_KEEP = (
-    sa.update(EVENTS)
-    .where(EVENTS.c.id.in_(sa.bindparam("pks", expanding=True)))
-    .values(status=EVENT_KEPT)
-)
-_DUE = sa.text(
-    "UPDATE certifications SET next_change_on = :today WHERE certification_id IN :ids"
-    " AND (next_change_on IS NULL OR next_change_on > :today)"
-).bindparams(sa.bindparam("ids", expanding=True))
-
 
 def upgrade() -> None:
     """Keep the rejected events that this release keeps; make their certifications due."""
-    bind = op.get_bind()
-    policy = context.config.attributes.get("policy") or rules.load_policy()
-    today = clock.now().date()
-    after = ""
-    while ids := bind.scalars(_REFUSED, {"after": after}).all():
-        events: dict[str, list[Any]] = {}
-        for certification_id, *row in bind.execute(_EVENTS, {"ids": ids}):
-            events.setdefault(certification_id, []).append(row)
-        kept = {cid: _kept(rows, policy) for cid, rows in events.items()}
-        pks = [pk for pks in kept.values() for pk in pks]
-        if pks:
-            bind.execute(_KEEP, {"pks": pks})
-            bind.execute(_DUE, {"ids": [cid for cid, pks in kept.items() if pks], "today": today})
-        after = ids[-1]
-
-
-def _kept(
-    rows: Iterable[tuple[int, Any, str, list[Any], datetime]], policy: rules.Policy
-) -> list[int]:
-    """The ids of the rejected events among one certification's `rows` (in arrival order) that
-    intake keeps now, each judged on the history before it as intake builds it."""
-    history: list[rules.Event] = []
-    kept_ids: set[str] = set()
-    found = []
-    for pk, body, status, reasons, received_at in rows:
-        if status == "rejected":
-            try:
-                event = decode_event(body)
-            except (KeyError, TypeError, ValueError):  # a body this release takes as malformed
-                continue
-            violations = rules.validate(
-                history, event, policy=policy, received_at=received_at, kept_ids=kept_ids
-            )
-            refused_for = sorted(reason.get("rule") for reason in reasons)
-            if not rules.kept(violations) or sorted(v.rule for v in violations) != refused_for:
-                continue
-            found.append(pk)
-            status = EVENT_KEPT
-        else:
-            event = decode_event(body)
-        history.append(event)
-        if status == EVENT_KEPT:
-            kept_ids.add(event.event_id)
-    return found
+    keep_refused(op.get_bind(), context.config.attributes.get("policy"))
 
 
 def downgrade() -> None:
