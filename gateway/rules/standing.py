@@ -10,6 +10,7 @@ from typing import Any
 
 from . import ids
 from .events import (
+    EMPLOYMENT,
     EVENT_TYPES,
     FAILED,
     METHOD_CCP,
@@ -170,6 +171,7 @@ class _History:
         "activities",
         "activity_days",
         "audits",
+        "employed",
         "fees",
         "grants",
         "recerts",
@@ -189,6 +191,7 @@ class _History:
         self.fees: list[FeePaid] = sorted(groups[FeePaid], key=_paid_on)
         self.activities: list[CcpActivity] = _once_each(groups[CcpActivity])
         self.activity_days: list[date] = list(map(_completed_on, self.activities))
+        self.employed = any(a.category == EMPLOYMENT for a in self.activities)
         self.audits: list[AuditCompleted] = groups[AuditCompleted]
         self.recerts: list[Recertified] = sorted(groups[Recertified], key=chronological)
         self.revocations: list[Revoked] = sorted(groups[Revoked], key=chronological)
@@ -213,6 +216,23 @@ class _History:
             self.updates,
         )
         return sorted({e.effective_on for group in groups for e in group if e.effective_on > day})
+
+
+def _employed_inside(activities: list[CcpActivity], first: date, last: date) -> list[CcpActivity]:
+    """CCP-EMPLOYMENT-2021: the activities of the cycle from `first` to `last` that count in it,
+    employment only for a period inside it (the cycle that the whole history gives the activity,
+    which may not be the one it was checked against on arrival)."""
+    return [
+        a
+        for a in activities
+        if a.category != EMPLOYMENT
+        or (
+            a.employment_start is not None
+            and a.employment_end is not None
+            and first <= a.employment_start
+            and a.employment_end <= last
+        )
+    ]
 
 
 def _once_each(activities: list[CcpActivity]) -> list[CcpActivity]:
@@ -420,7 +440,7 @@ class _Period:
         self.policy = policy
         self.credential = credential
         self.ccp_required = ccp_required
-        self._count_activities(events.activities, events.activity_days, as_of)
+        self._count_activities(events, as_of)
         self._find_failed_audit(events.audits, as_of, first)
         audit_lapse = None if self.failed_audit is None else self.failed_audit.audited_on
         limit = as_of  # CERT-LAPSED: a payment dated on or after a lapse does not count
@@ -430,21 +450,22 @@ class _Period:
         self._run_fees(events.fees, limit)
         self.lapse = min(d for d in (self.fee_lapse, self.ccp_lapse, audit_lapse) if d is not None)
 
-    def _count_activities(
-        self, activities: list[CcpActivity], days: list[date], as_of: date
-    ) -> None:
+    def _count_activities(self, events: _History, as_of: date) -> None:
         """CCP-CYCLE, CCP-POINTS: cut the activities (in date order) into cycles; find the first
         short cycle."""
+        activities, days = events.activities, events.activity_days
         start, years = self.start, self.policy.cycle_years
         last = cycle_index(start, as_of, years)
         ends = [cycle_end(start, k, years) for k in range(last + 1)]
         first, counted = bisect_left(days, start), bisect_right(days, as_of)
         self.later_events = counted < len(days)
         groups = []
+        begin = start
         for end in ends:
             cut = bisect_right(days, end, first, counted)
-            groups.append(activities[first:cut])
-            first = cut
+            group = activities[first:cut]
+            groups.append(_employed_inside(group, begin, end) if events.employed else group)
+            first, begin = cut, end + ONE_DAY
         self.cycle_ends = ends
         self.cycle_activities = groups
         caps = self.credential.category_caps

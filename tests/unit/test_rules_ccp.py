@@ -9,6 +9,7 @@ from tests.support.rules_factories import (
     POLICY,
     accepted,
     activity,
+    audit,
     exam_recert,
     fees,
     granted,
@@ -150,6 +151,30 @@ def test_ccp_employment_2021_rejects_employment_starting_before_cycle():
     employment = (date(2018, 1, 14), date(2019, 1, 1))
     early = activity(date(2019, 1, 1), 5, "employment", employment=employment)
     assert rules_broken(history, early) == ["CCP-EMPLOYMENT-2021"]
+
+
+def test_ccp_employment_2021_counts_employment_only_inside_the_cycle_the_whole_history_gives():
+    """Employment accepted inside the first period's cycle no longer counts once a
+    recertification that arrives after it moves its completion day into a new period's cycle
+    that the employment began before: the standing of the events in date order, where it is
+    refused."""
+    granted_on, recertified_on = date(2017, 3, 10), date(2019, 6, 1)
+    employment = (date(2017, 4, 1), date(2020, 2, 28))
+    claim = activity(date(2020, 3, 1), 30, "employment", employment=employment)
+    lapsing = audit(date(2019, 1, 1), cycle_start=granted_on)
+    recert = exam_recert(recertified_on, date(2019, 5, 20))
+    before = [granted(granted_on), *fees(2018, 2018, 3), lapsing, recert]
+    later = fees(2020, 2022, 3)
+    assert rules_broken(accepted(*before, *later), claim) == ["CCP-EMPLOYMENT-2021"]
+    arrived_first = accepted(granted(granted_on), *fees(2018, 2018, 3), claim, lapsing, recert)
+    with_claim, in_date_order = [*arrived_first, *later], accepted(*before, *later)
+    for day in (date(2021, 1, 1), date(2022, 7, 1), date(2026, 12, 6)):
+        assert standing(with_claim, day) == standing(in_date_order, day), day
+    assert standing(with_claim, date(2022, 7, 1)).status == "inactive"  # CCP-SHORT
+    inside = activity(
+        date(2020, 3, 1), 30, "employment", employment=(recertified_on, date(2020, 2, 28))
+    )
+    assert standing([*in_date_order, inside], date(2022, 7, 1)).status == "active"
 
 
 def test_ccp_employment_2021_needs_employment_dates():
