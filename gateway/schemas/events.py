@@ -74,6 +74,10 @@ class Pattern(validate.Regexp):
 
 # Text PostgreSQL can store: no NUL. (A lone surrogate never gets here: see gateway.web.security.)
 TEXT = Pattern(r"^[^\x00]*$", error="Must not contain NUL characters.")
+#: What a certification id is made of (an empty one is its length's to refuse).
+CERTIFICATION_ID = Pattern(
+    r"^(?![._-])[A-Za-z0-9._-]*$", error="Use ASCII letters, digits, . _ - (not . _ - first)."
+)
 
 
 def _not_blank(value: str) -> None:
@@ -451,16 +455,7 @@ class EnvelopeSchema(_Strict):
     )
     type = fields.String(required=True, validate=validate.OneOf(list(DATA_SCHEMAS)))
     occurred_at = Moment(required=True, validate=MOMENTS)
-    certification_id = fields.String(
-        required=True,
-        validate=[
-            _ID,
-            Pattern(  # an empty id is the length's to refuse
-                r"^(?![._-])[A-Za-z0-9._-]*$",
-                error="Use ASCII letters, digits, . _ - (not . _ - first).",
-            ),
-        ],
-    )
+    certification_id = fields.String(required=True, validate=[_ID, CERTIFICATION_ID])
     data = fields.Dict(required=True)
 
 

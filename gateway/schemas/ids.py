@@ -6,7 +6,7 @@ from typing import Any
 
 from marshmallow import fields, validate
 
-from gateway.schemas.events import TEXT
+from gateway.schemas.events import CERTIFICATION_ID, TEXT
 
 
 class _LengthFirst(fields.List):
@@ -19,10 +19,13 @@ class _LengthFirst(fields.List):
         return super()._deserialize(value, attr, data, **kwargs)
 
 
-def certification_ids_field(most: int) -> fields.List:
-    """A required list of 1 to `most` certification ids."""
+def certification_ids_field(most: int, *, well_formed: bool = False) -> fields.List:
+    """A required list of 1 to `most` certification ids: any text up to 128 characters (an id
+    no certification has is looked up, and not found), or, `well_formed`, ids as a
+    certification's may be (ASCII letters, digits, . _ -)."""
+    shape = CERTIFICATION_ID if well_formed else TEXT
     return _LengthFirst(
-        fields.String(validate=[validate.Length(min=1, max=128), TEXT]),
+        fields.String(validate=[validate.Length(min=1, max=128), shape]),
         required=True,
         validate=validate.Length(min=1, max=most, error=f"Give 1 to {most} certification ids."),
         metadata={"example": ["CERT-123", "CERT-456"]},

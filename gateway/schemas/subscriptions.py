@@ -47,7 +47,14 @@ class CertificationIdsSchema(Schema):
         return data
 
 
-class SubscriptionCreateSchema(CertificationIdsSchema):
+class WatchedIdsSchema(CertificationIdsSchema):
+    """`{"certification_ids": [...]}` to watch: ids a certification may have, so that a number
+    pasted with a space, say, is refused rather than watched for ever in vain."""
+
+    certification_ids = certification_ids_field(MAX_WATCHED, well_formed=True)
+
+
+class SubscriptionCreateSchema(WatchedIdsSchema):
     """`POST /v1/subscriptions`: where to deliver, and which certifications to watch."""
 
     url = fields.Url(

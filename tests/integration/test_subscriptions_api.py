@@ -144,6 +144,23 @@ def test_a_value_json_would_spell_otherwise_is_422_naming_it(client, employer, c
     assert fields_of(response) == {field}
 
 
+@pytest.mark.parametrize("odd", [" CERT-1", "CÉRT-1", "../x", "-CERT", "CERT 1"])
+def test_an_id_no_certification_can_have_is_not_watched(client, employer, odd):
+    """A number pasted with a space, say, is refused where it would be watched in vain; one
+    watched before (an earlier release took any text) can still be removed."""
+    body = {"url": HOOK, "certification_ids": ["CERT-2", odd]}
+    response = client.post("/v1/subscriptions", json=body, headers=employer)
+    assert response.status_code == 422
+    assert [e["field"] for e in response.get_json()["errors"]] == ["certification_ids.1"]
+    sub_id = subscribe(client, employer, ids=["CERT-2"]).get_json()["id"]
+    path = f"/v1/subscriptions/{sub_id}/certifications"
+    added = client.post(path, json={"certification_ids": [odd]}, headers=employer)
+    assert added.status_code == 422
+    assert [e["field"] for e in added.get_json()["errors"]] == ["certification_ids.0"]
+    removed = client.delete(path, json={"certification_ids": [odd]}, headers=employer)
+    assert removed.status_code == 200 and removed.get_json()["removed"] == 0
+
+
 def test_watched_ids_are_added_and_removed_up_to_10000(client, employer):
     sub_id = subscribe(client, employer, ids=["CERT-1"]).get_json()["id"]
     path = f"/v1/subscriptions/{sub_id}/certifications"

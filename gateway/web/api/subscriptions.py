@@ -10,6 +10,7 @@ from typing import Any
 
 from flask import Blueprint, Response, request, url_for
 from flask.typing import ResponseReturnValue
+from marshmallow import Schema
 from sqlalchemy.orm import Session
 
 from gateway.schemas import responses as r
@@ -19,6 +20,7 @@ from gateway.schemas.subscriptions import (
     DeliverySchema,
     SubscriptionCreateSchema,
     SubscriptionSchema,
+    WatchedIdsSchema,
 )
 from gateway.store.models import Subscription
 from gateway.usecases import subscriptions
@@ -144,12 +146,12 @@ def delete_subscription(subscription_id: str) -> ResponseReturnValue:
     return Response(status=204)
 
 
-def _watched_change(summary: str) -> Callable[[Callable], Callable]:
+def _watched_change(summary: str, ids: type[Schema]) -> Callable[[Callable], Callable]:
     """The operation of a change to the watched ids: the ids in the body, the count after it."""
     return operation(
         summary,
         tags=["subscriptions"],
-        request=CertificationIdsSchema,
+        request=ids,
         responses={200: json_answer(r.WatchedChangeSchema, "The subscription after the change.")},
         errors=(*BODY_ERRORS, "NotFound"),
     )
@@ -157,24 +159,30 @@ def _watched_change(summary: str) -> Callable[[Callable], Callable]:
 
 @bp.post("/v1/subscriptions/<subscription_id>/certifications")
 @require_scope(LOOKUP_SCOPE)
-@_watched_change("Watch more certifications (at most 10,000 in all)")
+@_watched_change("Watch more certifications (at most 10,000 in all)", WatchedIdsSchema)
 def watch_certifications(subscription_id: str) -> ResponseReturnValue:
     """Watch more certifications (at most 10,000 in all); says how many were `added`."""
-    return _change_watched(subscription_id, subscriptions.watch, "added")
+    return _change_watched(subscription_id, subscriptions.watch, "added", WatchedIdsSchema())
 
 
 @bp.delete("/v1/subscriptions/<subscription_id>/certifications")
 @require_scope(LOOKUP_SCOPE)
-@_watched_change("Stop watching the certifications named in the body")
+@_watched_change("Stop watching the certifications named in the body", CertificationIdsSchema)
 def unwatch_certifications(subscription_id: str) -> ResponseReturnValue:
-    """Stop watching the certifications named in the body; says how many were `removed`."""
-    return _change_watched(subscription_id, subscriptions.unwatch, "removed")
+    """Stop watching the certifications named in the body (any watched before, also one an
+    earlier release let through that is no certification's); says how many were `removed`."""
+    return _change_watched(
+        subscription_id, subscriptions.unwatch, "removed", CertificationIdsSchema()
+    )
 
 
 def _change_watched(
-    subscription_id: str, change: Callable[[Session, Subscription, list[str]], int], key: str
+    subscription_id: str,
+    change: Callable[[Session, Subscription, list[str]], int],
+    key: str,
+    schema: Schema,
 ) -> dict[str, Any]:
-    ids = loaded(CertificationIdsSchema(), json_body(), "list of ids")["certification_ids"]
+    ids = loaded(schema, json_body(), "list of ids")["certification_ids"]
     with services().db.transaction() as session:
         subscription = _owned(session, subscription_id)
         try:
