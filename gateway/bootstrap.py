@@ -134,6 +134,17 @@ def create_app(
     cli.register(app)
     mode = settings.mode_line()  # not production's: a warning, seen at any LOG_LEVEL but ERROR
     log.log(logging.INFO if mode.startswith(PRODUCTION_MODE) else logging.WARNING, mode)
+    untemplated = (
+        []
+        if settings.credly_dry_run
+        else sorted(set(svc.policy.credentials) - set(settings.credly_badge_templates))
+    )
+    if untemplated:
+        log.warning(
+            "CREDLY_BADGE_TEMPLATES names no badge template for %s: their badges are not "
+            "issued (each issue job fails) until one is set",
+            ", ".join(untemplated),
+        )
     # at start (with the expiry Credly reported, once read); daily from the workers' cron
     credly_token.warn_if_token_expiring(settings, state=credly_token.token_state(svc))
     return app

@@ -698,6 +698,8 @@ def badges_reconcile(dry_run: bool, certification_id: str | None, as_json: bool)
         click.echo(f"{f'{verb} ({kind})'.upper():32} {n}")
     if result["successors_unknown"]:  # dry run: replaced in Credly, successor not looked up
         click.echo(f"{'SUCCESSORS UNKNOWN':32} {result['successors_unknown']}")
+    if result["no_template"]:  # CREDLY_BADGE_TEMPLATES names no template for their credential
+        click.echo(f"{'NO BADGE TEMPLATE (NOT ISSUED)':32} {result['no_template']}")
     click.echo(f"{'SECONDS':32} {result['seconds']}")
 
 

@@ -102,6 +102,9 @@ class Summary:
     repaired: Counter[str] = field(default_factory=Counter)
     #: Recorded badges a dry run found replaced in Credly, whose successor it did not look up.
     successors_unknown: set[str] = field(default_factory=set)
+    #: Certifications that keep a badge and have none live, of a credential with no Credly badge
+    #: template configured: not issued one (the job would fail as their first one did).
+    no_template: int = 0
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -113,6 +116,7 @@ class Summary:
             "in_step": self.in_step,
             "repaired": {kind: self.repaired[kind] for kind in REPAIRS},
             "successors_unknown": len(self.successors_unknown),
+            "no_template": self.no_template,
             "seconds": round(self.seconds, 3),
         }
 
@@ -145,6 +149,8 @@ class _Run:
         self.summary = Summary(dry_run=dry_run)
         self.seen_live: set[str] = set()  # a dry run's marks, in memory
         self.jobs: list[int] = []
+        templates = self.templates()
+        self.untemplated = {c for c in svc.policy.credentials if not templates.get(c)}
 
     def check_stop(self) -> None:
         """Raise Stopped if the process is stopping."""
@@ -383,6 +389,8 @@ class _Run:
                 self.summary.in_step += 1
             elif row is not None and row_state == "queued" and _issue_pending(session, cert):
                 self.summary.in_step += 1  # an issue job is on its way
+            elif cert.credential in self.untemplated:
+                self.summary.no_template += 1
             else:
                 self.summary.repair("issued")
                 self._queue(session, cert, "issue_badge", {})

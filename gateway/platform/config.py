@@ -253,7 +253,10 @@ class Settings:
             "CREDLY_BADGE_TEMPLATES",
             "none",
             "credential → badge template: `RMA=uuid,RPT=uuid` or a JSON object of strings; each "
-            "credential once, with a template id",
+            "credential once, with a template id. With Credly configured, a credential of the "
+            "policy table it gives no template is named in a warning at start: its badges are not "
+            "issued (the issue job fails, the badge shows `error`), and the reconciliation counts "
+            "those certifications (`no_template`) instead of queuing the job again",
         ),
     )
     credly_timeout_seconds: int = field(

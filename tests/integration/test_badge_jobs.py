@@ -31,6 +31,7 @@ from jobs.engine.claim import ClaimedItem
 from jobs.engine.dispatch import RELAY_GRACE, relay
 from jobs.engine.outbox import claim_due
 from jobs.engine.retry import MAX_ATTEMPTS
+from jobs.reconcile import reconcile
 from tests.support.badge_jobs import (
     BADGES,
     CREDLY,
@@ -316,6 +317,19 @@ def test_a_credential_without_a_badge_template_fails_and_the_badge_says_why(svc)
     [badge] = badges(svc)
     assert (badge.state, badge.attempts, badge.badge_template_id) == ("pending", 2, "tmpl-rma")
     assert badge.credly_badge_id == "b-1" and badge.last_error is None
+
+
+@responses.activate
+def test_reconciliation_issues_no_badge_of_a_credential_without_a_template(svc):
+    """Each run would queue another issue job, failing as the first did: it counts them."""
+    svc.settings = replace(svc.settings, credly_badge_templates={})
+    submit(svc, granted("2026-03-01"))
+    drain(svc, lambda: issue_done(svc))
+    for _ in range(2):
+        summary = reconcile(svc)
+        assert summary.no_template == 1 and summary.repaired["issued"] == 0
+    assert [item.state for item in items(svc, "issue_badge")] == ["failed"]
+    assert len(responses.calls) == 0
 
 
 @responses.activate

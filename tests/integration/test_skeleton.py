@@ -137,6 +137,24 @@ def test_embedded_default_migrates_itself_and_says_so(make_app, tmp_path, caplog
     assert said and said[0].levelname == "WARNING"  # seen with LOG_LEVEL=WARNING too
 
 
+def test_a_live_credly_without_a_template_for_a_credential_is_a_warning_at_start(
+    make_app, tmp_path, caplog
+):
+    caplog.set_level("INFO", logger="gateway")
+    credly = {
+        "credly_api_base": "https://sandbox-api.credly.com/v1",
+        "credly_organization_id": "org-1",
+        "credly_auth_token": "token-1",
+    }
+    make_app(instance_path=str(tmp_path / "a"), credly_badge_templates={"RMA": "t-rma"}, **credly)
+    [said] = [r for r in caplog.records if "CREDLY_BADGE_TEMPLATES" in r.getMessage()]
+    assert said.levelname == "WARNING"
+    assert "no badge template for " in said.getMessage() and "RMA" not in said.getMessage()
+    caplog.clear()
+    make_app(instance_path=str(tmp_path / "b"))  # the dry-run backend has its placeholders
+    assert not [r for r in caplog.records if "CREDLY_BADGE_TEMPLATES" in r.getMessage()]
+
+
 def test_the_embedded_database_is_readable_by_its_owner_only(make_app, tmp_path):
     """It holds webhook signing secrets; its journal files take its mode."""
     make_app(instance_path=str(tmp_path / "inst"), webhook_allow_private_targets=True)
