@@ -58,7 +58,7 @@ CLAIM_DUE = (
         OutboxItem.id.in_(
             select(OutboxItem.id)
             .where(OutboxItem.due_at <= _now)
-            .order_by(OutboxItem.due_at)
+            .order_by(OutboxItem.due_at, OutboxItem.id)  # items due at once in queued order
             .limit(bindparam("batch"))
             .with_for_update(skip_locked=True)
             .scalar_subquery()

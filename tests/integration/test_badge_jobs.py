@@ -674,6 +674,18 @@ def test_a_claim_takes_up_to_its_batch_in_queue_order_each_under_its_lease(svc):
     assert claim_due(svc, 4) == []
 
 
+def test_items_due_at_the_same_moment_are_claimed_in_queue_order(svc):
+    """As items given back together are: their rows written last first (the order the database
+    would find them in), still claimed first queued, first."""
+    queued = due_grants(svc, 2)
+    moment = utcnow()
+    with svc.db.transaction() as session:
+        for oid in reversed(queued):
+            session.get(OutboxItem, oid).due_at = moment
+            session.flush()
+    assert [item.id for _ in queued for item in claim_due(svc, 1)] == queued
+
+
 def test_items_given_back_are_due_again_as_they_were_claimed_unless_claimed_since(svc):
     queued = due_grants(svc, 2)
     with svc.db.transaction() as session:  # one item failed an attempt already
