@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import SplitResult, parse_qs, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gunicorn.util import parse_address
@@ -70,10 +70,24 @@ def _base_url(env: Mapping[str, str], name: str, *, base: bool = True) -> str | 
         raw = raw.rstrip("/")
     if not raw:
         return None
-    parts = urlsplit(raw)
+    parts, shown = urlsplit(raw), _redact(raw)
     extra = base and (parts.query or parts.fragment)
-    if parts.scheme not in ("https", "http") or not parts.netloc or extra:
-        raise ConfigError(f"{name} must be an absolute http(s) URL, got {raw!r}")
+    if parts.scheme not in ("https", "http") or not parts.hostname or extra:
+        raise ConfigError(f"{name} must be an absolute http(s) URL, got {shown!r}")
+    _check_url_port(name, parts, shown)
+    return raw
+
+
+def _token(env: Mapping[str, str], name: str, *, secret: bool = False) -> str | None:
+    """An identifier or secret, taken as given, or None when unset. One that is blank or has
+    whitespace around it is refused: no id or token has, and the service it is sent to would
+    refuse every call. A secret's value is not shown."""
+    raw = env.get(name)
+    if not raw:
+        return None
+    if raw != raw.strip():
+        shown = "" if secret else f", got {raw!r}"
+        raise ConfigError(f"{name} must not be blank or begin or end with whitespace{shown}")
     return raw
 
 
@@ -450,8 +464,10 @@ class Settings:
         metadata=setting(
             "WEB_BIND",
             "`127.0.0.1:8000`",
-            "`gateway serve`: address of the production server: `HOST:PORT` (a port from 1 to "
-            "65535; `[::1]:PORT` for IPv6), `unix:PATH` or `fd://FD`",
+            "`gateway serve`: address of the production server: `HOST:PORT` (a host, "
+            "`0.0.0.0` for every IPv4 interface, and a port from 1 to 65535), `[IPv6]:PORT` "
+            "(e.g. `[::1]:8000`), `unix:PATH` (a Unix socket's path) or `fd://FD` (a socket "
+            "already open as that file descriptor); any other value is refused at start",
         ),
     )
     web_workers: int = field(
@@ -715,8 +731,8 @@ class Settings:
             secret_key=env.get("SECRET_KEY") or cls.secret_key,
             policy_file=env.get("POLICY_FILE") or None,
             credly_api_base=_base_url(env, "CREDLY_API_BASE"),
-            credly_organization_id=env.get("CREDLY_ORGANIZATION_ID") or None,
-            credly_auth_token=env.get("CREDLY_AUTH_TOKEN") or None,
+            credly_organization_id=_token(env, "CREDLY_ORGANIZATION_ID"),
+            credly_auth_token=_token(env, "CREDLY_AUTH_TOKEN", secret=True),
             credly_token_expires_on=_date(env, "CREDLY_TOKEN_EXPIRES_ON"),
             credly_badge_templates=_templates(env.get("CREDLY_BADGE_TEMPLATES")),
             credly_timeout_seconds=_int(env, "CREDLY_TIMEOUT_SECONDS", cls.credly_timeout_seconds),
@@ -756,8 +772,8 @@ class Settings:
             trusted_proxies=_int(env, "TRUSTED_PROXIES", cls.trusted_proxies),
             directory_base_url=_base_url(env, "DIRECTORY_BASE_URL"),
             directory_token_url=_base_url(env, "DIRECTORY_TOKEN_URL", base=False),
-            directory_client_id=env.get("DIRECTORY_CLIENT_ID") or None,
-            directory_client_secret=env.get("DIRECTORY_CLIENT_SECRET") or None,
+            directory_client_id=_token(env, "DIRECTORY_CLIENT_ID"),
+            directory_client_secret=_token(env, "DIRECTORY_CLIENT_SECRET", secret=True),
             delivery_timeout_seconds=_int(
                 env, "DELIVERY_TIMEOUT_SECONDS", cls.delivery_timeout_seconds
             ),
@@ -970,10 +986,9 @@ def _check_redis_url(url: str | None) -> None:
         raise ConfigError(f"REDIS_URL must be a URL starting {allowed}, got {shown!r}")
     try:
         parse_url(url)
-        port = parts.port
     except ValueError as exc:
         raise ConfigError(f"REDIS_URL is not a Redis URL ({exc}), got {shown!r}") from exc
-    _check_port("REDIS_URL", port, shown)
+    _check_url_port("REDIS_URL", parts, shown)
     numbers = parse_qs(parts.query).get("db", [])[:1]  # redis-py reads the first
     if parts.scheme != "unix":  # (a unix:// path is the socket's)
         numbers += [parts.path.strip("/") or "0"]  # none: 0
@@ -988,16 +1003,37 @@ def _check_port(name: str, port: int | None, shown: str) -> None:
         raise ConfigError(f"{name}'s port must be from 1 to 65535, got {port} in {shown!r}")
 
 
-def _check_bind(bind: str) -> None:
-    """Refuse a WEB_BIND that gunicorn cannot read or listen on (HOST:PORT, [IPv6]:PORT, HOST
-    for port 8000, unix:PATH or fd://FD)."""
+def _check_url_port(name: str, parts: SplitResult, shown: str) -> None:
+    """Refuse a URL whose port is not a number from 1 to 65535 (none: the scheme's)."""
     try:
-        address = parse_address(bind)
-    except RuntimeError as exc:
+        port = parts.port
+    except ValueError as exc:  # not a number, or past 65535
+        raise ConfigError(f"{name}'s port must be from 1 to 65535, got {shown!r}") from exc
+    _check_port(name, port, shown)
+
+
+#: WEB_BIND's TCP forms: HOST:PORT, [IPv6]:PORT (gunicorn reads a bare HOST as port 8000, an
+#: empty one as every interface).
+_TCP_BIND = re.compile(r"(?:[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+(?:%[A-Za-z0-9_.-]+)?\]):([0-9]+)")
+
+
+def _check_bind(bind: str) -> None:
+    """Refuse a WEB_BIND other than HOST:PORT, [IPv6]:PORT, unix:PATH or fd://FD, which gunicorn
+    would take for another address, or fail on when it starts."""
+    if bind.startswith("unix:"):
+        if not parse_address(bind).strip():  # as gunicorn reads it (unix:PATH or unix://PATH)
+            raise ConfigError(
+                f"WEB_BIND: unix: must be followed by the socket's path, got {bind!r}"
+            )
+        return
+    if re.fullmatch(r"fd://[0-9]+", bind):
+        return
+    tcp = _TCP_BIND.fullmatch(bind)
+    if tcp is None:
         raise ConfigError(
-            f"WEB_BIND must be HOST:PORT, unix:PATH or fd://FD, got {bind!r}"
-        ) from exc
-    if isinstance(address, tuple) and not 1 <= address[1] <= 65535:
+            f"WEB_BIND must be HOST:PORT ([IPv6]:PORT), unix:PATH or fd://FD, got {bind!r}"
+        )
+    if not 1 <= int(tcp[1]) <= 65535:
         raise ConfigError(f"WEB_BIND's port must be from 1 to 65535, got {bind!r}")
 
 

@@ -203,6 +203,15 @@ def test_on_off_settings_take_the_usual_words(value, on):
         ("WEB_BIND", "[::1]:8000", "web_bind", "[::1]:8000"),
         ("WEB_BIND", "unix:/run/gateway.sock", "web_bind", "unix:/run/gateway.sock"),
         ("WEB_BIND", "fd://3", "web_bind", "fd://3"),
+        ("WEB_BIND", "0.0.0.0:8000", "web_bind", "0.0.0.0:8000"),
+        ("WEB_BIND", "gateway.internal:80", "web_bind", "gateway.internal:80"),
+        ("WEB_BIND", "unix:///run/gateway.sock", "web_bind", "unix:///run/gateway.sock"),
+        (
+            "PUBLIC_BASE_URL",
+            " https://verify.example.org:8443/ ",
+            "public_base_url",
+            "https://verify.example.org:8443",
+        ),
         (
             "REDIS_URL",
             "rediss://cache.internal:6380/0",
@@ -244,15 +253,62 @@ def test_usual_spellings_of_a_setting_are_taken(name, value, field, read):
         ("WEB_BIND", "127.0.0.1:0", "port must be from 1 to 65535"),
         ("WEB_BIND", "127.0.0.1:abc", "must be HOST:PORT"),
         ("WEB_BIND", "fd://three", "must be HOST:PORT"),
+        # gunicorn: a path of nothing (it then never serves), a host of nothing (every
+        # interface), a bare host (port 8000), anything after a second colon (ignored)
+        ("WEB_BIND", "unix:", "must be followed by the socket's path"),
+        ("WEB_BIND", "unix://", "must be followed by the socket's path"),
+        ("WEB_BIND", ":80", "must be HOST:PORT"),
+        ("WEB_BIND", "abc", "must be HOST:PORT"),
+        ("WEB_BIND", "[::1]", "must be HOST:PORT"),
+        ("WEB_BIND", "127.0.0.1:80:99", "must be HOST:PORT"),
+        ("WEB_BIND", "::1:8000", "must be HOST:PORT"),
+        *(
+            (name, f"https://gw:s3cret@example.org:{port}/v1", "port must be from 1 to 65535")
+            for name in (
+                "CREDLY_API_BASE",
+                "PUBLIC_BASE_URL",
+                "ISSUER_URL",
+                "DIRECTORY_BASE_URL",
+                "DIRECTORY_TOKEN_URL",
+            )
+            for port in ("99999", "abc", "0")
+        ),
     ],
 )
 def test_a_url_or_address_that_cannot_be_used_is_refused_in_one_line(name, value, says):
-    """Not a traceback at the first connection, nor a Redis database 0 in place of `8x`."""
+    """Not a traceback at the first connection, nor a Redis database 0 in place of `8x`; not an
+    InvalidURL at each Credly call, nor a server that never serves."""
     with pytest.raises(ConfigError, match=f"^{name}") as refused:
-        Settings.from_env({name: value})
+        Settings.from_env({**CREDLY, **DIRECTORY, name: value})
     message = str(refused.value)
     assert says in message and "\n" not in message
     assert "s3cret" not in message
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "CREDLY_ORGANIZATION_ID",
+        "CREDLY_AUTH_TOKEN",
+        "DIRECTORY_CLIENT_ID",
+        "DIRECTORY_CLIENT_SECRET",
+    ],
+)
+@pytest.mark.parametrize("value", ["s3cret ", " s3cret", "s3cret\n", "   "])
+def test_an_id_or_secret_blank_or_with_whitespace_around_it_is_refused(name, value):
+    """Taken as given, it would be sent so (`/organizations/<id>%20/...`), and every call fail."""
+    with pytest.raises(ConfigError, match=f"^{name} must not be blank or begin or end with") as r:
+        Settings.from_env({**CREDLY, **DIRECTORY, name: value})
+    assert "\n" not in str(r.value)
+    if name.endswith(("TOKEN", "SECRET")):
+        assert "s3cret" not in str(r.value)
+    inside = Settings.from_env({**CREDLY, **DIRECTORY, name: "s3 cret"})
+    assert "s3 cret" in (
+        inside.credly_organization_id,
+        inside.credly_auth_token,
+        inside.directory_client_id,
+        inside.directory_client_secret,
+    )
 
 
 def test_an_instance_path_that_is_a_file_is_refused(tmp_path):
