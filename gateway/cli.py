@@ -16,7 +16,7 @@ import click
 from alembic.runtime.migration import MigrationContext
 from alembic.util import CommandError as AlembicCommandError
 from flask import Flask
-from flask.cli import FlaskGroup, ScriptInfo, pass_script_info, with_appcontext
+from flask.cli import AppGroup, FlaskGroup, ScriptInfo, pass_script_info, with_appcontext
 from flask.cli import run_command as flask_run
 from flask.helpers import get_debug_flag
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -26,10 +26,12 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, Program
 from werkzeug.serving import is_running_from_reloader, run_simple
 
 from connectors.credly import CredlyError
+from connectors.errors import describe
 from gateway.bootstrap import create_app
 from gateway.platform import metrics, signing
 from gateway.platform.config import MAX_WHOLE_NUMBER, ConfigError, Settings
 from gateway.rules.periods import EARLIEST_DAY, LATEST_DAY
+from gateway.store.db import migration_scripts
 from gateway.store.models import OutboxItem, utcnow
 from gateway.usecases import clients as api_clients
 from gateway.usecases import housekeeping
@@ -43,7 +45,7 @@ from jobs import backfill
 from jobs.cron import SweepRunning, locked_sweep
 from jobs.engine.dispatch import requeue
 from jobs.engine.worker import run_worker
-from jobs.reconcile import reconcile
+from jobs.reconcile import UnknownCertification, reconcile
 
 
 def command_app() -> Flask:
@@ -99,18 +101,20 @@ class GatewayGroup(FlaskGroup):
             raise click.ClickException(str(exc)) from exc
 
 
-def _database_error(exc: DBAPIError) -> str:
-    """One line for a database error a command met; a query the database refused for its own
-    reason (not a missing schema) is raised again, a bug to be seen whole."""
+def _database_error(exc: DBAPIError, *, migrating: bool = False) -> str:
+    """One line for a database error a command met. Unless `migrating` (a migration the data
+    refuses is no bug of the command's), a query the database refused for its own reason (not a
+    missing schema) is raised again, a bug to be seen whole."""
     reason = next(iter(str(exc.orig or exc).strip().splitlines()), "")
     code = getattr(exc.orig, "sqlstate", None)
-    if isinstance(exc, ProgrammingError):
+    if isinstance(exc, ProgrammingError) and not migrating:
         if code == "42P01" or reason.startswith("no such table"):
             return f"the database has no gateway schema yet (run `gateway db upgrade`): {reason}"
         raise exc
-    if code is None:  # no answer from the server: connecting failed, or the connection broke
+    if code is None and isinstance(exc, (OperationalError, InterfaceError)):
+        # no answer from the server: connecting failed, or the connection broke
         return f"the database cannot be reached: {reason}"
-    return f"the database refused the command: {reason}"
+    return f"the database refused the {'migration' if migrating else 'command'}: {reason}"
 
 
 @click.group(cls=GatewayGroup, create_app=command_app, add_version_option=False)
@@ -164,7 +168,18 @@ def run_development(
 cli.add_command(run_development)  # in place of Flask's, which prints a banner on stdout
 
 
-@cli.group()
+class _MigrationGroup(AppGroup):
+    """`gateway db`: a database error of any of its commands, a migration the database refuses
+    included, ends it in one line (exit status 1)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except DBAPIError as exc:
+            raise click.ClickException(_database_error(exc, migrating=True)) from exc
+
+
+@cli.group(cls=_MigrationGroup)
 def db() -> None:
     """Database schema."""
 
@@ -173,10 +188,20 @@ def db() -> None:
 @click.option("--revision", default="heads", show_default=True, help="Target revision.")
 @with_appcontext
 def db_upgrade(revision: str) -> None:
-    """Apply the database migrations."""
+    """Apply the database migrations up to REVISION; a database already there, or past it, is
+    left as it is (and the command says so). Upgrades run at once take their turns."""
     svc = services()
-    svc.db.upgrade(revision, policy=svc.policy)
-    click.echo(f"database upgraded to {revision}")
+    before, after = svc.db.upgrade(revision, policy=svc.policy)
+    reached = " ".join(after) or "base (no migration applied)"
+    if before != after:
+        click.echo(f"database upgraded to {reached}")
+    elif set(after) == {s.revision for s in migration_scripts().get_revisions(revision)}:
+        click.echo(f"database already at {reached}: nothing to upgrade")
+    else:
+        click.echo(
+            f"database already at {reached}, past {revision}: nothing to upgrade "
+            f"(`gateway db downgrade {revision}` goes back to it)"
+        )
 
 
 @db.command(
@@ -487,7 +512,8 @@ def jobs_status(as_json: bool) -> None:
 def jobs_requeue(job_ids: tuple[str, ...], requeue_all: bool) -> None:
     """Put failed jobs back on the queue (JOB_ID ... or --all)."""
     if bool(job_ids) == requeue_all:
-        raise click.UsageError("give JOB_ID(s) or --all")
+        both = "JOB_ID(s) and --all cannot be combined: give one or the other"
+        raise click.UsageError(both if requeue_all else "give JOB_ID(s) or --all")
     svc = services()
     if requeue_all:
         with svc.db.sessions() as session:
@@ -657,6 +683,16 @@ class _Progress:
             self.bar = None
 
 
+#: The most characters of another service's answer a command's one-line error shows.
+SHOWN_ANSWER = 500
+
+
+def _one_line(text: str) -> str:
+    """`text` on one line (each run of whitespace one space), cut to SHOWN_ANSWER characters."""
+    line = " ".join(text.split())
+    return line if len(line) <= SHOWN_ANSWER else f"{line[: SHOWN_ANSWER - 1]}…"
+
+
 @badges.command("reconcile")
 @click.option("--dry-run", is_flag=True, help="Report the drift; repair nothing.")
 @click.option("--certification", "certification_id", default=None, help="Only this one.")
@@ -673,8 +709,10 @@ def badges_reconcile(dry_run: bool, certification_id: str | None, as_json: bool)
         summary = reconcile(
             svc, dry_run=dry_run, certification_id=certification_id, progress=progress
         )
+    except UnknownCertification as exc:
+        raise click.ClickException(str(exc)) from exc
     except CredlyError as exc:  # still failing after its tries: one line, not a traceback
-        raise click.ClickException(f"reconciliation stopped: {exc}") from exc
+        raise click.ClickException(f"reconciliation stopped: {_one_line(describe(exc))}") from exc
     finally:
         progress.close()
     if svc.settings.credly_dry_run:

@@ -91,6 +91,10 @@ class Stopped(Exception):
     """The reconciliation ended early: its process is stopping."""
 
 
+class UnknownCertification(LookupError):
+    """The certification a reconciliation was asked to check is not recorded."""
+
+
 @dataclass
 class Summary:
     """What a reconciliation found: badges and certifications checked, in step, repairs by kind."""
@@ -562,12 +566,17 @@ def reconcile(
     stop: threading.Event | None = None,
 ) -> Summary:
     """Compare Credly's badges with the standings and repair drift (see the module docstring);
-    Stopped once `stop` is set.
+    Stopped once `stop` is set; UnknownCertification, before anything is read from Credly, for a
+    `certification_id` not recorded.
 
     With the dry-run backend, its badges are the ones compared: those this machine's processes
     pretended to issue (kept in the instance folder).
     """
     started = time.monotonic()
+    if certification_id is not None:
+        with svc.db.sessions() as session:
+            if session.get(Certification, certification_id) is None:
+                raise UnknownCertification(f"no certification {certification_id}")
     run = _Run(svc, dry_run, certification_id, progress or (lambda label, total, done: None), stop)
     run.credly_pass()
     run.standings_pass()

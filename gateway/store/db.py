@@ -22,6 +22,7 @@ import orjson
 import psycopg
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Executable, create_engine, event, inspect, text
 from sqlalchemy.engine import Compiled, Engine, make_url
@@ -33,6 +34,9 @@ from sqlalchemy.sql.elements import CompilerElement
 from gateway.rules import Policy
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+#: The PostgreSQL advisory lock (a bigint key: the bytes of "gateway") that a migration command
+#: holds until it commits.
+MIGRATION_LOCK = int.from_bytes(b"gateway", "big")
 RECYCLE_SECONDS = 1800
 #: Up to this many rows, `execute_each` sends an INSERT as one statement of as many VALUES
 #: (compiled once for each number of rows), anything else as one statement a row in one round
@@ -590,10 +594,16 @@ class Database:
         done = {script.revision for script in scripts.iterate_revisions(applied, "base")}
         return sorted(known - done)
 
-    def upgrade(self, revision: str = "heads", *, policy: Policy | None = None) -> None:
+    def upgrade(
+        self, revision: str = "heads", *, policy: Policy | None = None
+    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """Apply the Alembic migrations up to `revision`; a migration that judges recorded events
-        does so under `policy` (None: the packaged policy table)."""
-        self.alembic("upgrade", revision, attributes={"policy": policy})
+        does so under `policy` (None: the packaged policy table). The revisions the database was
+        at before and is at after, both read under the migration lock."""
+        with self._migrating({"policy": policy}) as (cfg, connection):
+            before = MigrationContext.configure(connection).get_current_heads()
+            command.upgrade(cfg, revision)
+            return before, MigrationContext.configure(connection).get_current_heads()
 
     def alembic(
         self,
@@ -605,14 +615,26 @@ class Database:
         """Run the Alembic command `name` (upgrade, downgrade, current, history) on this
         database, its migrations given `attributes` (Alembic's `config.attributes`); what it
         reports goes to standard output."""
+        with self._migrating(attributes) as (cfg, _connection):
+            getattr(command, name)(cfg, *args, **options)
+
+    @contextmanager
+    def _migrating(self, attributes: dict[str, Any] | None) -> Iterator[tuple[Config, Connection]]:
+        """An Alembic config on a connection in a transaction. On PostgreSQL the transaction
+        holds MIGRATION_LOCK, so commands run at once (`gateway db upgrade` on every machine of a
+        deployment) take their turns: a later one finds what the earlier one did (on SQLite, the
+        write lock taken at BEGIN does the same)."""
         with self.engine.begin() as connection:
             if not self.is_sqlite:  # a migration may take longer than any request's statement
                 connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
+                connection.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK}
+                )
             cfg = alembic_config(self.url)
             cfg.attributes.update(attributes or {})
             cfg.attributes["connection"] = connection
             cfg.stdout = sys.stdout  # Alembic's default is the stream of its import time
-            getattr(command, name)(cfg, *args, **options)
+            yield cfg, connection
 
     def dispose(self) -> None:
         """Close pooled connections (e.g. in a forked worker)."""

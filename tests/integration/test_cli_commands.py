@@ -2,9 +2,13 @@
 
 import json
 import os
+import subprocess
+import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
+import psycopg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.operations import Operations
@@ -23,6 +27,7 @@ from gateway.usecases import intake, subscriptions
 from gateway.usecases.queries import job_outcomes
 from jobs.reconcile import REPAIRS
 from tests.support.clients import fetch_token
+from tests.support.database import pg_conninfo
 from tests.support.events import granted
 from tests.support.serving import free_port
 
@@ -456,3 +461,92 @@ def test_db_upgrade_adds_the_schema_of_the_migrations_put_under_0010(
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         assert compare_metadata(context, Base.metadata) == []  # the schema of this release
     database.engine.dispose()
+
+
+def test_upgrades_started_at_once_on_a_new_database_take_their_turns(empty_database, tmp_path):
+    """A deployment may run `gateway db upgrade` on every machine at once: each waits for the one
+    before it and finds the database at head, where all but one ended in a traceback
+    (UniqueViolation on alembic_version). A version table the test holds uncommitted keeps the
+    first from finishing until every one has started."""
+    gateway = os.path.join(os.path.dirname(sys.executable), "gateway")
+    env = {**os.environ, "DATABASE_URL": empty_database, "INSTANCE_PATH": str(tmp_path)}
+    waiting = (  # each in a transaction of its own: the activity as it is now
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    conninfo = pg_conninfo(empty_database)
+    with psycopg.connect(conninfo) as holder, psycopg.connect(conninfo, autocommit=True) as watch:
+        holder.execute("CREATE TABLE alembic_version (version_num varchar(32) NOT NULL)")
+        runs = [
+            subprocess.Popen(
+                [gateway, "db", "upgrade"],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(3)
+        ]
+        deadline = time.monotonic() + 60
+        while watch.execute(waiting).fetchone()[0] < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert watch.execute(waiting).fetchone()[0] == 3
+        holder.rollback()
+    answers = [run.communicate(timeout=60) for run in runs]
+    for run, (_out, err) in zip(runs, answers, strict=True):
+        assert run.returncode == 0 and "Traceback" not in err, err
+    said = sorted(out for out, _err in answers)
+    [head] = ScriptDirectory.from_config(alembic_config(empty_database)).get_heads()
+    assert said == [f"database already at {head}: nothing to upgrade\n"] * 2 + [
+        f"database upgraded to {head}\n"
+    ]
+    database = Database(empty_database)
+    assert database.missing_migrations() == []
+    database.engine.dispose()
+
+
+def test_a_migration_the_database_refuses_ends_the_upgrade_in_one_line(empty_database, tmp_path):
+    with psycopg.connect(pg_conninfo(empty_database)) as conn:
+        conn.execute("CREATE TABLE certifications (x int)")  # in the way of the first migration
+    env = {"DATABASE_URL": empty_database, "INSTANCE_PATH": str(tmp_path)}
+    answer = CliRunner().invoke(cli, ["db", "upgrade"], env=env)
+    assert answer.exit_code == 1, answer.output
+    assert answer.output.startswith("Error: the database refused the migration: ")
+    assert answer.output.count("\n") == 1 and "certifications" in answer.output, answer.output
+
+
+def test_an_upgrade_to_a_revision_the_database_is_past_says_so(tmp_path):
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", "INSTANCE_PATH": str(tmp_path)}
+    [head] = ScriptDirectory.from_config(alembic_config(env["DATABASE_URL"])).get_heads()
+    before = ScriptDirectory.from_config(alembic_config("")).get_revision(head).down_revision
+    runner = CliRunner()
+    up = runner.invoke(cli, ["db", "upgrade", "--revision", before], env=env)
+    assert (up.exit_code, up.stdout) == (0, f"database upgraded to {before}\n"), up.output
+    assert runner.invoke(cli, ["db", "upgrade"], env=env).stdout == (
+        f"database upgraded to {head}\n"
+    )
+    again = runner.invoke(cli, ["db", "upgrade", "--revision", before], env=env)
+    assert (again.exit_code, again.stdout) == (
+        0,
+        f"database already at {head}, past {before}: nothing to upgrade "
+        f"(`gateway db downgrade {before}` goes back to it)\n",
+    )
+    at_head = runner.invoke(cli, ["db", "upgrade"], env=env)
+    assert at_head.stdout == f"database already at {head}: nothing to upgrade\n"
+    assert runner.invoke(cli, ["db", "current"], env=env).stdout.split()[0] == head
+
+
+def test_requeue_refuses_job_ids_with_all(tmp_path):
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", "INSTANCE_PATH": str(tmp_path)}
+    both = CliRunner().invoke(cli, ["jobs", "requeue", "outbox-1", "--all"], env=env)
+    assert both.exit_code == 2
+    assert "Error: JOB_ID(s) and --all cannot be combined" in both.output, both.output
+    neither = CliRunner().invoke(cli, ["jobs", "requeue"], env=env)
+    assert neither.exit_code == 2 and "Error: give JOB_ID(s) or --all" in neither.output
+
+
+def test_reconciling_a_certification_not_recorded_fails_in_one_line(tmp_path):
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", "INSTANCE_PATH": str(tmp_path)}
+    answer = CliRunner().invoke(cli, ["badges", "reconcile", "--certification", "NOPE"], env=env)
+    assert (answer.exit_code, answer.stdout) == (1, ""), answer.output
+    assert answer.stderr == "Error: no certification NOPE\n"

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from rq import Queue
 
 from connectors.errors import TransientError
-from gateway.cli import cli
+from gateway.cli import SHOWN_ANSWER, cli
 from gateway.platform import clock, metrics
 from gateway.store.models import Badge, CredlyNotification, OutboxItem
 from gateway.usecases import intake
@@ -1214,6 +1214,26 @@ def test_reconcile_still_failing_after_its_tries_stops_with_one_line(svc, standi
     assert answer.output.startswith("Error: reconciliation stopped: Credly GET")
     assert len(answer.output.strip().splitlines()) == 1 and "Traceback" not in answer.output
     assert len(waits) == reconcile_module.READ_TRIES - 1
+
+
+@pytest.mark.parametrize("message", ["no such filter", "a long\nanswer " * 100])
+def test_reconcile_stopped_by_credly_shows_its_answer_in_one_bounded_line(
+    svc, standin, tmp_path, message
+):
+    """Credly's error body says why (the badge jobs keep it too); a long one is cut."""
+    refusal = {"data": {"message": message}}
+    standin.queue_faults([{"status": 400, "body": refusal}], operation="list")
+    answer = CliRunner().invoke(cli, ["badges", "reconcile"], env=_cli_env(svc, standin, tmp_path))
+    assert answer.exit_code == 1
+    [line] = answer.output.splitlines()
+    assert line.startswith("Error: reconciliation stopped: Credly GET")
+    shown = line.split(" answered 400 ", 1)[1]
+    if len(message) < 100:
+        assert shown == json.dumps(refusal)
+    else:
+        assert shown.startswith('{"data": {"message": "a long\\nanswer a long')
+        assert len(line) == len("Error: reconciliation stopped: ") + SHOWN_ANSWER
+        assert line.endswith("…")
 
 
 def test_reconcile_with_credly_unreachable_stops_with_one_line(svc, standin, tmp_path, waits):
