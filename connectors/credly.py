@@ -96,7 +96,8 @@ def format_credly_datetime(value: datetime) -> str:
 def parse_credly_datetime(value: object) -> datetime | None:
     """An aware UTC datetime from Credly's ISO 8601 answer (or its request form); None if absent.
 
-    A value in neither form gives None too; the original stays in `Badge.raw`.
+    A value in neither form, or one whose UTC time falls outside years 1 to 9999, gives None
+    too; the original stays in `Badge.raw`.
     """
     if not isinstance(value, str) or not value:
         return None
@@ -109,7 +110,10 @@ def parse_credly_datetime(value: object) -> datetime | None:
             return None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        return None
 
 
 @dataclass(frozen=True)

@@ -397,7 +397,8 @@ class Settings:
             "JOB_RETRY_BASE_SECONDS",
             "`5`",
             "first retry delay of a failed Credly call; doubles each attempt (jittered, capped at "
-            "1 h, never below Credly's `Retry-After`), 8 attempts",
+            "1 h, never below Credly's `Retry-After`, which is honoured up to a day: a longer "
+            "one, however large, waits a day), 8 attempts",
         ),
     )
     job_timeout_seconds: int = field(
@@ -585,7 +586,7 @@ class Settings:
             "DELIVERY_RETRY_BASE_SECONDS",
             "`30`",
             "first retry delay of a failed delivery; doubles each attempt (jittered, capped at 3 "
-            "h)",
+            "h; never below the directory's `Retry-After`, honoured up to a day)",
         ),
     )
     delivery_retry_window_seconds: int = field(

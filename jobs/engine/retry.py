@@ -7,15 +7,19 @@ from dataclasses import dataclass
 
 MAX_ATTEMPTS = 8
 CAP_SECONDS = 3600
+#: The longest `Retry-After` honoured: one beyond it (however large) is waited this long.
+MAX_RETRY_AFTER_SECONDS = 24 * 3600
 
 
 def backoff(
     attempt: int, base: float, retry_after: float | None = None, cap: float = CAP_SECONDS
 ) -> int:
-    """Whole seconds to wait before attempt `attempt + 1`; never less than Credly's Retry-After."""
+    """Whole seconds to wait before attempt `attempt + 1`; never less than Credly's Retry-After,
+    which is honoured up to MAX_RETRY_AFTER_SECONDS."""
     ceiling = min(cap, base * 2 ** max(attempt - 1, 0))
     delay = random.uniform(ceiling / 2, ceiling)
-    return max(1, round(max(delay, retry_after or 0)))
+    asked = min(retry_after, MAX_RETRY_AFTER_SECONDS) if retry_after and retry_after > 0 else 0
+    return max(1, round(max(delay, asked)))
 
 
 @dataclass(frozen=True)
@@ -27,7 +31,8 @@ class RetryPolicy:
     cap: float = CAP_SECONDS
 
     def delay(self, attempt: int, retry_after: float | None = None) -> int:
-        """Whole seconds to wait before attempt `attempt + 1`; never less than a Retry-After."""
+        """Whole seconds to wait before attempt `attempt + 1`; never less than a Retry-After (up
+        to MAX_RETRY_AFTER_SECONDS)."""
         return backoff(attempt, self.base, retry_after, self.cap)
 
 

@@ -18,7 +18,7 @@ from rq import Queue
 from connectors.errors import TransientError
 from gateway.cli import SHOWN_ANSWER, cli
 from gateway.platform import clock, metrics
-from gateway.store.models import Badge, CredlyNotification, OutboxItem
+from gateway.store.models import Badge, CredlyNotification, OutboxItem, utcnow
 from gateway.usecases import intake
 from gateway.usecases.credly_token import check_token, token_state
 from gateway.usecases.queries import badge_view
@@ -186,6 +186,19 @@ def test_with_badge_expires_a_renewal_paid_late_replaces_the_expired_badge(make_
     [shown] = [b for b in standin.badges() if b["state"] in ("pending", "accepted")]
     assert shown["expires_at"].startswith("2027-03-31")
     assert [b.credly_badge_id for b in badges(svc)] == [shown["id"]]
+
+
+@pytest.mark.parametrize("retry_after", ["1000000000000", "99999999999999999999", "9" * 400])
+def test_a_429_with_a_huge_retry_after_retries_the_issue_a_day_later(svc, standin, retry_after):
+    standin.queue_faults([{"status": 429, "retry_after": retry_after}])
+    before = utcnow()
+    submit(svc, granted("2026-03-01"))
+    work_queued(svc)
+    [item] = items(svc, "issue_badge")
+    assert item.state == "retrying" and "429" in item.last_error
+    assert timedelta(days=1) <= item.due_at - before < timedelta(days=1, minutes=1)
+    queue = Queue(svc.settings.queue_name, connection=svc.redis)
+    assert queue.failed_job_registry.count == 0  # the worker's drain job ended well
 
 
 # --------------------------------------------------------------------------- 2. adoption

@@ -485,6 +485,21 @@ def test_retry_after_in_seconds_or_as_a_date_is_seconds_to_wait_never_negative()
     assert parse_retry_after(None) is None
 
 
+def test_a_retry_after_too_large_for_a_time_is_read_without_error():
+    assert parse_retry_after("1000000000000") == 1e12
+    assert parse_retry_after("9" * 400) == float("inf")  # the jobs wait a day at most
+    assert parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT") > 0
+
+
+@pytest.mark.parametrize("when", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:00:00-05:00"])
+def test_a_badge_time_outside_the_years_a_datetime_holds_in_utc_reads_as_none(http, client, when):
+    http.get(f"{BADGES_URL}/b", json={"data": {"id": "b", "state": "pending", "issued_at": when}})
+
+    badge = client.get_badge("b")
+
+    assert badge.issued_at is None and badge.raw["issued_at"] == when
+
+
 @pytest.mark.parametrize(
     "failure",
     [requests.ConnectTimeout(), requests.ReadTimeout(), requests.ConnectionError("reset")],

@@ -6,7 +6,7 @@ import pytest
 
 from gateway.platform.config import ConfigError, Settings
 from jobs.deliveries import CAP_SECONDS, retry_policy
-from jobs.engine.retry import RetryPolicy, within
+from jobs.engine.retry import MAX_RETRY_AFTER_SECONDS, RetryPolicy, within
 
 DIRECTORY = {
     "DIRECTORY_BASE_URL": "https://directory.example/v2/",
@@ -52,6 +52,17 @@ def test_the_retry_window_bounds_the_attempts():
     assert within(0, 1, 60) == RetryPolicy(max_attempts=1, base=1, cap=60)
     assert within(3, 1, 60).max_attempts == 3  # waits of 1 s and 2 s fit in 3 s
     assert within(3.5, 1, 60).max_attempts == 3  # a third wait of 4 s would not
+
+
+@pytest.mark.parametrize("asked", [86_401, 1e12, 1e20, float("inf")])
+def test_a_retry_after_beyond_a_day_waits_a_day(asked):
+    policy = RetryPolicy(max_attempts=30, base=1, cap=60)
+    assert policy.delay(1, retry_after=asked) == MAX_RETRY_AFTER_SECONDS == 86_400
+
+
+@pytest.mark.parametrize("asked", [float("nan"), -5.0, 0.0])
+def test_a_retry_after_that_is_no_wait_leaves_the_back_off(asked):
+    assert 1 <= RetryPolicy(max_attempts=30, base=2, cap=60).delay(1, retry_after=asked) <= 2
 
 
 def test_waits_grow_up_to_the_cap_and_a_retry_after_is_honoured():
