@@ -10,20 +10,26 @@ job has not recorded the Credly id yet, the job is retried; after its last attem
 notification is ignored (no job recorded that badge: its issue was retried into another one).
 A change of a badge replaced since by the badge recorded (a late notification about its
 predecessor) is ignored at once as superseded: nothing of it is carried over to the successor.
+A fetched event that names another organisation, or holds a value the gateway cannot store (a
+badge id longer than a badge row holds, say), is refused, naming why, and changes nothing. A
+check that fails for good (Credly refuses the read, or it is out of retries) records the
+notification `failed`, with the job's error, in the transaction that fails the job (`given_up`).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
-from sqlalchemy import exists, select
+from sqlalchemy import Connection, bindparam, exists, select, update
 from sqlalchemy.orm import Session
 
 from connectors.credly import REPLACED, CredlyError, NotFound, TransientError, parse_credly_datetime
 from connectors.credly import Badge as CredlyBadge
 from connectors.errors import describe
-from gateway.store.models import Badge, Certification, CredlyNotification, utcnow
+from gateway.store.models import Badge, Certification, CredlyNotification, UTCDateTime, utcnow
+from gateway.usecases.credly_notifications import expected_organization
 from gateway.usecases.services import Services
 from jobs.badges import DELETED, deleted, latest
 from jobs.engine.claim import ClaimedItem
@@ -38,11 +44,41 @@ NOTIFIED_STATES = ("accepted", "rejected", "revoked", REPLACED)
 #: Our badge states a notification may move a badge from (revoked, error, ... stay as they are).
 MOVABLE_STATES = ("pending", "accepted", "rejected")
 
+#: The most characters the gateway stores of each field of a badge an event names (its column's).
+BADGE_LIMITS = {
+    "id": Badge.credly_badge_id.type.length,
+    "state": Badge.state.type.length,
+    "recipient_email": Badge.recipient_email.type.length,
+}
+#: The most characters of an event type the gateway stores.
+EVENT_TYPE_LIMIT = CredlyNotification.event_type.type.length
+
+#: The statuses of a notification its job checks: not yet, or found `failed` (the job requeued).
+UNCHECKED = ("received", "failed")
+
+#: A notification not yet checked whose check failed for good (`given_up`).
+CHECK_FAILED = (
+    update(CredlyNotification)
+    .where(  # bind names unlike the columns': SQLAlchemy keeps those for UPDATE's SET values
+        CredlyNotification.notification_id == bindparam("of_notification"),
+        CredlyNotification.status.in_(UNCHECKED),
+    )
+    .values(
+        status="failed",
+        result=bindparam("reason"),
+        processed_at=bindparam("now", type_=UTCDateTime()),
+    )
+)
+
 Outcome = tuple[str, str]
 
 
 class BadgeNotRecordedYet(TransientError):
     """The event is about a badge of ours whose Credly id no issue job has recorded yet."""
+
+
+class Unusable(Exception):
+    """The fetched event holds a value the gateway cannot store; the message names its field."""
 
 
 def process(svc: Services, item: ClaimedItem) -> None:
@@ -54,7 +90,7 @@ def process(svc: Services, item: ClaimedItem) -> None:
                 CredlyNotification.notification_id == notification_id
             )
         )
-    if status != "received":
+    if status not in UNCHECKED:
         log.info("notification already %s", status, extra={"notification_id": notification_id})
         return
     try:
@@ -64,9 +100,21 @@ def process(svc: Services, item: ClaimedItem) -> None:
             _close(svc, item, "forged", f"Credly does not know this event: {exc}")
             log.warning("forged Credly notification", extra={"notification_id": notification_id})
             return
-        reported = _reported(svc, event)
+        organization = event.get("organization_id")
+        if organization is not None and str(organization) != expected_organization(svc.settings):
+            _close(svc, item, "refused", f"the event is another organisation's: {organization}")
+            log.warning(
+                "Credly event of another organisation refused",
+                extra={"notification_id": notification_id, "organization_id": organization},
+            )
+            return
+        _check_event(event)
+        reported = _usable("badge", _reported(svc, event))
         now = _now_in_credly(svc, event, reported) or _superseding(svc, event, reported)
-        _apply(svc, item, event, reported, now)
+        _apply(svc, item, event, reported, _usable("current badge", now))
+    except Unusable as exc:
+        _close(svc, item, "refused", f"the event cannot be stored: {exc}")
+        log.warning("unusable Credly event refused: %s", exc)
     except BadgeNotRecordedYet as exc:
         if item.attempts < MAX_ATTEMPTS:  # this kind's retries: the default policy
             _note_error(svc, notification_id, exc)
@@ -90,10 +138,72 @@ def _reported(svc: Services, event: dict[str, Any]) -> CredlyBadge | None:
     badge_id = (given.get("id") if isinstance(given, dict) else given) or event.get("badge_id")
     if not isinstance(badge_id, str | int) or isinstance(badge_id, bool) or not str(badge_id):
         return None
+    _check_length("badge.id", str(badge_id), BADGE_LIMITS["id"])  # not looked up in Credly
     try:
         return svc.credly.get_badge(str(badge_id))
     except NotFound:
         return deleted(str(badge_id))
+
+
+def _check_event(event: dict[str, Any]) -> None:
+    """Raise Unusable when the event holds a value the database cannot store (anywhere, as it is
+    kept whole) or an event type that is not a string it stores."""
+    where = _unstorable_text(event, "event")
+    if where is not None:
+        raise Unusable(f"{where} holds a value the database cannot store")
+    event_type = event.get("event_type")
+    if event_type is not None and not isinstance(event_type, str):
+        raise Unusable("event_type is not a string")
+    _check_length("event_type", event_type or "", EVENT_TYPE_LIMIT)
+
+
+def _usable(label: str, badge: CredlyBadge | None) -> CredlyBadge | None:
+    """`badge`: the event's ("badge") or what Credly holds in its place now ("current badge");
+    Unusable, naming the field, when a value the gateway stores of it is longer than its column
+    or holds a character the database cannot store."""
+    if badge is not None:
+        for name, limit in BADGE_LIMITS.items():
+            value = getattr(badge, name)
+            if isinstance(value, str):
+                _check_length(f"{label}.{name}", value, limit)
+                if not _storable(value):
+                    raise Unusable(f"{label}.{name} holds a character the database cannot store")
+    return badge
+
+
+def _check_length(field: str, value: str, limit: int) -> None:
+    if len(value) > limit:
+        raise Unusable(f"{field} is {len(value)} characters long; at most {limit} are stored")
+
+
+def _unstorable_text(value: object, path: str) -> str | None:
+    """Where in the JSON `value` (at `path`) a string, key or value at any depth, holds a
+    character the database cannot store (NUL, a lone surrogate), or a number is not finite (JSON
+    has no NaN); None when nothing is."""
+    stack: list[tuple[str, object]] = [(path, value)]
+    while stack:
+        at, current = stack.pop()
+        if isinstance(current, str) and not _storable(current):
+            return at
+        if isinstance(current, float) and not math.isfinite(current):
+            return at
+        if isinstance(current, dict):
+            stack.extend((at, key) for key in current)
+            stack.extend((f"{at}.{key}", inner) for key, inner in current.items())
+        elif isinstance(current, list):
+            stack.extend((f"{at}[{n}]", inner) for n, inner in enumerate(current))
+    return None
+
+
+def _storable(text: str) -> bool:
+    """Whether the database can store `text`: no NUL, no lone surrogate."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _now_in_credly(
@@ -256,6 +366,14 @@ def _close(svc: Services, item: ClaimedItem, status: str, result: str) -> None:
         row = _notification(session, item.payload["notification_id"])
         row.status, row.result, row.last_error, row.processed_at = status, result, None, utcnow()
         item.finish(svc.db, session.connection())
+
+
+def given_up(svc: Services, connection: Connection, item: ClaimedItem, reason: str) -> None:
+    """Record the notification whose check failed for good (Credly refused to read the event,
+    or the job is out of retries) `failed`, with why, in the transaction that fails the job: it
+    is finished, and a new delivery of its id, or the job requeued, checks it again."""
+    params = {"of_notification": item.payload["notification_id"], "reason": reason, "now": utcnow()}
+    svc.db.execute(connection, CHECK_FAILED, params)
 
 
 def _note_error(svc: Services, notification_id: str, exc: CredlyError) -> None:

@@ -278,8 +278,9 @@ class OAuthToken(Base):
 class CredlyNotification(Base):
     """A Credly webhook notification, kept once per Credly event id, and what came of it.
 
-    `status`: received, refused (another organisation), processed, ignored or forged (Credly
-    does not know the event). `occurred_at` and `event_type` become Credly's own once fetched.
+    `status`: received, refused (another organisation's, or an event holding a value the gateway
+    cannot store), processed, ignored, forged (Credly does not know the event) or failed (its
+    check failed for good). `occurred_at` and `event_type` become Credly's own once fetched.
     `address`: the client address of the delivery recorded (the latest one checked), by which an
     address whose notifications are found forged loses the shared checks (docs/credly.md).
     """

@@ -56,8 +56,9 @@ class OverBound(Exception):
 
 
 #: What a delivery of a notification in these states does: nothing Credly confirmed, so a new
-#: delivery of the same id is checked again (a forged or refused one never blocks the genuine one).
-UNCONFIRMED = ("refused", "forged")
+#: delivery of the same id is checked again (a forged, refused or failed one never blocks the
+#: genuine one).
+UNCONFIRMED = ("refused", "forged", "failed")
 #: How long an address stays caught after a check found one of its notifications forged.
 CAUGHT_FOR = timedelta(hours=1)
 

@@ -25,9 +25,10 @@ from gateway.store.models import (
     WatchedCertification,
     utcnow,
 )
+from gateway.usecases.credly_notifications import UNCONFIRMED
 from gateway.usecases.services import Services
 
-#: How long a refused or forged Credly notification is kept: past Credly's 25 days of
+#: How long a Credly notification refused, forged or failed is kept: past Credly's 25 days of
 #: redelivery, so a notification delivered again is still known by its id.
 NOTIFICATION_RETENTION = timedelta(days=30)
 #: Kept past its expiry, so that a token just expired is still told apart from an unknown one.
@@ -73,13 +74,14 @@ def prune_tokens(svc: Services, now: datetime) -> int:
 
 
 def prune_notifications(svc: Services, now: datetime) -> int:
-    """Delete the Credly notifications refused (another organisation) or found forged more than
-    NOTIFICATION_RETENTION ago; those Credly vouched for stay, the record of what it told."""
+    """Delete the Credly notifications refused, found forged or whose check failed for good
+    (UNCONFIRMED) received more than NOTIFICATION_RETENTION ago; those Credly vouched for stay,
+    the record of what it told."""
     return delete_in_chunks(
         svc,
         CredlyNotification.id,
         CredlyNotification.received_at < now - NOTIFICATION_RETENTION,
-        CredlyNotification.status.in_(("refused", "forged")),
+        CredlyNotification.status.in_(UNCONFIRMED),
     )
 
 

@@ -54,6 +54,7 @@ GIVEN_UP: dict[str, Callable[[Services, Connection, ClaimedItem, str], None]] = 
     "issue_badge": badges.given_up,
     "replace_badge": badges.given_up,
     "revoke_badge": badges.given_up,
+    "credly_notification": credly_notifications.given_up,
 }
 
 #: Kinds that call Credly: they wait while Credly refuses the token

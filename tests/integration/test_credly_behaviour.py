@@ -976,6 +976,46 @@ def test_a_refused_or_forged_notification_never_blocks_the_genuine_one(app, svc,
         assert {n.status for n in session.query(CredlyNotification)} == {"processed"}
 
 
+def test_an_event_of_another_organisation_is_not_served_under_ours_and_changes_nothing(
+    app, svc, standin
+):
+    badge = grant(svc)
+    theirs = standin.add_event(
+        "badge.state.changed",
+        {"badge": {**standin.badges()[0], "state": "rejected"}},
+        organization_id="00000000-0000-0000-0000-000000000009",
+    )
+    assert deliver(app, theirs, org=standin.organization_id).get_json()["status"] == "received"
+    drain(svc, lambda: notified(svc))
+    with svc.db.sessions() as session:
+        [row] = session.query(CredlyNotification).all()
+    assert row.status == "forged"  # Credly does not know it in our organisation
+    assert [(b.credly_badge_id, b.state) for b in badges(svc)] == [
+        (badge.credly_badge_id, "pending")
+    ]
+
+
+def test_an_event_of_another_organisation_credly_answers_under_ours_is_refused(app, svc, standin):
+    badge = grant(svc)
+    other = "00000000-0000-0000-0000-000000000009"
+    theirs = standin.add_event(
+        "badge.state.changed",
+        {"badge": {**standin.badges()[0], "state": "rejected"}},
+        organization_id=other,
+    )
+    standin.queue_faults([{"status": 200, "body": {"data": theirs, "metadata": {}}}], "event")
+    assert deliver(app, theirs, org=standin.organization_id).get_json()["status"] == "received"
+    drain(svc, lambda: notified(svc))
+    with svc.db.sessions() as session:
+        [row] = session.query(CredlyNotification).all()
+    assert (row.status, row.result) == ("refused", f"the event is another organisation's: {other}")
+    assert [(b.credly_badge_id, b.state) for b in badges(svc)] == [
+        (badge.credly_badge_id, "pending")
+    ]
+    [item] = items(svc, "credly_notification")
+    assert (item.state, item.attempts) == ("done", 1)
+
+
 def _count(outcome: str) -> float:
     return metrics.CREDLY_NOTIFICATIONS.labels(outcome)._value.get()
 

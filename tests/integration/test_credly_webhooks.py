@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from gateway.store.models import Badge, CredlyNotification, OutboxItem, utcnow
 from gateway.usecases import intake
+from jobs.engine import dispatch
 from jobs.engine.retry import MAX_ATTEMPTS
 from tests.support.badge_jobs import (
     BADGES,
@@ -106,7 +107,12 @@ def issue_badge(svc) -> None:
 
 def notify(app, svc, event_id: str, **event: object) -> CredlyNotification:
     """Credly answers the event; the gateway is notified and its job runs to the end."""
-    responses.get(f"{EVENTS}/{event_id}", json=credly_event(event_id, **event))
+    return checked(app, svc, event_id, credly_event(event_id, **event))
+
+
+def checked(app, svc, event_id: str, answer: dict, status: int = 200) -> CredlyNotification:
+    """Credly answers the event's read so; the gateway is notified and its job runs to the end."""
+    responses.get(f"{EVENTS}/{event_id}", status=status, json=answer)
     response = app.test_client().post("/webhooks/credly", json=envelope(event_id))
     assert response.status_code == 200, response.get_data(as_text=True)
     drain(svc, lambda: jobs_settled(svc))
@@ -321,6 +327,113 @@ def test_a_badge_this_gateway_did_not_issue_is_ignored_without_retrying(app, svc
     [item] = items(svc, "credly_notification")
     assert item.attempts == 1
     assert [b.state for b in badges(svc)] == ["pending"]
+
+
+@responses.activate
+def test_an_event_credly_answers_for_another_organisation_is_refused_and_changes_nothing(app, svc):
+    issue_badge(svc)
+    body = credly_event("ev-1", state="rejected")
+    body["data"]["organization_id"] = "org-elsewhere"
+    row = checked(app, svc, "ev-1", body)  # the envelope claims ours
+    assert (row.status, row.result) == (
+        "refused",
+        "the event is another organisation's: org-elsewhere",
+    )
+    assert row.event is None and row.credly_badge_id is None  # nothing of it kept
+    [item] = items(svc, "credly_notification")
+    assert (item.state, item.attempts) == ("done", 1)
+    assert [b.state for b in badges(svc)] == ["pending"]
+
+
+@responses.activate
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (
+            {"badge": {"id": "b" * 65, "state": "accepted", "issuer_earner_id": "CERT-1"}},
+            "badge.id",
+        ),
+        ({"badge": "b" * 500}, "badge.id"),
+        ({"badge": None, "badge_id": "b" * 500}, "badge.id"),
+        ({"event_type": "badge." + "x" * 60}, "event_type"),
+        ({"event_type": {"name": "badge.state.changed"}}, "event_type"),
+        ({"note": "a\x00b"}, "event.note"),
+        ({"score": [1.5, float("nan")]}, "event.score[1]"),
+        (
+            {"badge": {"id": "b-1", "state": "accepted", "nested": ["\ud800"]}},
+            "event.badge.nested[0]",
+        ),
+    ],
+    ids=[
+        "badge-id",
+        "bare-badge-id",
+        "badge_id",
+        "event-type",
+        "event-type-object",
+        "nul",
+        "nan",
+        "surrogate",
+    ],
+)
+def test_an_event_holding_a_value_the_gateway_cannot_store_is_refused_naming_it(
+    app, svc, change, field
+):
+    issue_badge(svc)
+    body = credly_event("ev-1")
+    body["data"].update(change)
+    row = checked(app, svc, "ev-1", body)
+    assert row.status == "refused" and row.result.startswith(
+        f"the event cannot be stored: {field} "
+    )
+    [item] = items(svc, "credly_notification")
+    assert (item.state, item.attempts) == ("done", 1)  # not retried
+    assert [c.request.url for c in responses.calls if "/badges/" in c.request.url] == []
+    assert [b.state for b in badges(svc)] == ["pending"]
+
+
+@responses.activate
+def test_a_successor_credly_names_with_an_id_too_long_to_store_refuses_the_event(app, svc):
+    issue_badge(svc)
+    successor = "s" * 65
+    named = {"data": {"message": "already replaced"}, "metadata": {"current_badge_id": successor}}
+    responses.post(f"{BADGES}/b-1/replace", status=422, json=named)
+    responses.get(f"{BADGES}/{successor}", json=badge_json(successor, "pending"))
+    row = notify(app, svc, "ev-1", state="replaced")
+    assert row.status == "refused"
+    assert row.result.startswith("the event cannot be stored: current badge.id is 65 characters")
+    assert [(b.credly_badge_id, b.state) for b in badges(svc)] == [("b-1", "pending")]
+
+
+@responses.activate
+@pytest.mark.parametrize("status", [400, 410])
+def test_an_event_credly_refuses_to_read_fails_its_job_and_finishes_the_notification(
+    app, svc, status
+):
+    issue_badge(svc)
+    row = checked(app, svc, "ev-1", {"data": {"message": "gone"}}, status)
+    [item] = items(svc, "credly_notification")
+    assert (item.state, item.attempts) == ("failed", 1)
+    assert row.status == "failed" and f"answered {status}" in row.result
+    assert row.processed_at is not None
+    # Credly confirmed nothing: a new delivery of the id is checked again, and applied
+    responses.get(f"{EVENTS}/ev-1", json=credly_event("ev-1", state="accepted"))
+    again = app.test_client().post("/webhooks/credly", json=envelope("ev-1"))
+    assert again.get_json() == {"id": "ev-1", "status": "received", "duplicate": False}
+    drain(svc, lambda: jobs_settled(svc))
+    assert notification(svc, "ev-1").status == "processed"
+    assert [b.state for b in badges(svc)] == ["accepted"]
+
+
+@responses.activate
+def test_a_failed_notification_job_requeued_checks_the_event_again(app, svc):
+    issue_badge(svc)
+    assert checked(app, svc, "ev-1", {"data": {"message": "gone"}}, 410).status == "failed"
+    [item] = items(svc, "credly_notification")
+    responses.get(f"{EVENTS}/ev-1", json=credly_event("ev-1", state="accepted"))
+    dispatch.requeue(svc, [item.id])
+    drain(svc, lambda: jobs_settled(svc))
+    assert notification(svc, "ev-1").status == "processed"
+    assert [b.state for b in badges(svc)] == ["accepted"]
 
 
 def postpone(svc, outbox_ids, delay: timedelta) -> None:

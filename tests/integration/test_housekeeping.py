@@ -55,12 +55,19 @@ def test_tokens_are_deleted_once_every_token_as_old_has_expired(app, client):
     assert lookup.status_code == 404  # the fresh token still works
 
 
-def test_only_old_refused_or_forged_notifications_are_deleted(app):
+def test_only_old_refused_forged_or_failed_notifications_are_deleted(app):
     svc = app.extensions["gateway"]
     now = utcnow()
     with svc.db.transaction() as session:
         for n, (status, days) in enumerate(
-            [("refused", 31), ("forged", 31), ("processed", 31), ("forged", 29), ("ignored", 90)]
+            [
+                ("refused", 31),
+                ("forged", 31),
+                ("processed", 31),
+                ("forged", 29),
+                ("ignored", 90),
+                ("failed", 31),
+            ]
         ):
             session.add(
                 CredlyNotification(
@@ -72,7 +79,7 @@ def test_only_old_refused_or_forged_notifications_are_deleted(app):
                     status=status,
                 )
             )
-    assert housekeeping.prune(svc)["notifications"] == 2
+    assert housekeeping.prune(svc)["notifications"] == 3
     with svc.db.sessions() as session:
         kept = session.scalars(select(CredlyNotification.notification_id)).all()
     assert sorted(kept) == ["n-2", "n-3", "n-4"]

@@ -8,13 +8,14 @@ A control API (plain JSON over HTTP, no auth) lets a test in another process dri
   {"delay": 5}], "operation": "issue"}` queues answers for the next calls of one operation
   (default `issue`; also `replace`, `revoke`, `get`, `list`, `event`, `organization`). `delay`
   sleeps before answering; without `status` the call then proceeds normally. `body` overrides the
-  error body.
+  error body (with a 2xx `status`, it is the whole answer: Credly answering what it should not).
 - `GET /_control/badges` all badges; `POST /_control/badges/{id}/state` `{"state": "accepted"}`
   changes a badge as its earner would and records the `badge.state.changed` event (answered);
   `POST /_control/badges/{id}/delete` deletes it as its earner would (`badge.deleted`);
   `POST /_control/badges/{id}/replace` replaces it as an issuer would in Credly's own UI.
 - `POST /_control/events` `{"id", "type", "data", "organization_id"?, "occurred_at"?}` registers an
-  event for `GET /organizations/{org}/events/{id}`; `data` is merged into the event object.
+  event for `GET /organizations/{org}/events/{id}`, served only under its own organisation's path;
+  `data` is merged into the event object.
 - `GET /_control/requests` the API calls seen (method, path, operation, status, body), oldest
   first.
 - `POST /_control/reset` forgets everything.
@@ -464,11 +465,12 @@ class CredlyStandIn:
         }
         return 200, {"data": chunk, "metadata": metadata}
 
-    def get_event(self, event_id: str) -> tuple[int, object]:
-        """One registered event, or 404."""
+    def get_event(self, organization_id: str, event_id: str) -> tuple[int, object]:
+        """One registered event of the organisation in the path; 404 for an unknown one, or one
+        of another organisation (Credly scopes an organisation's events to it)."""
         with self._lock:
             event = self._events.get(event_id)
-        if event is None:
+        if event is None or event["organization_id"] != organization_id:
             raise _error(404, "Not found")
         return 200, {"data": dict(event), "metadata": {}}
 
@@ -644,7 +646,7 @@ class _Handler(BaseHTTPRequestHandler):
         if operation == "list":
             return standin.list_badges(split.path, parse_qs(split.query))
         if operation == "event":
-            return standin.get_event(match["id"])
+            return standin.get_event(match["org"], match["id"])
         if operation == "tokens":
             return standin.tokens()
         return standin.organization()

@@ -208,6 +208,24 @@ def test_events_are_served_to_the_client_and_unknown_ones_are_not_found(standin,
         client.get_event("forged")
 
 
+def test_an_event_is_served_only_under_its_own_organisations_path(standin, client):
+    other = "00000000-0000-0000-0000-000000000009"
+    body = {"id": "ev-other", "type": "badge.state.changed", "organization_id": other}
+    control(standin, "POST", "events", body)
+
+    with pytest.raises(NotFound) as caught:
+        client.get_event("ev-other")  # under the client's own organisation
+    elsewhere = requests.get(
+        f"{standin.url}/organizations/{other}/events/ev-other",
+        auth=(standin.token, ""),
+        timeout=5,
+    )
+
+    assert caught.value.body == {"data": {"message": "Not found"}, "metadata": {}}
+    assert elsewhere.status_code == 404  # this Credly serves its own organisation alone
+    assert elsewhere.json() == {"data": {"message": "Not found"}, "metadata": {}}
+
+
 def test_reset_forgets_everything(standin, client):
     issue(client)
     standin.queue_faults([{"status": 500}])
