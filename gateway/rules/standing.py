@@ -323,14 +323,17 @@ def _counted_recertification(
     events: _History, grant: Granted, as_of: date, credential: CredentialPolicy, policy: Policy
 ) -> Recertified | None:
     """The latest recertification counting on `as_of`, the recorded ones judged in date order:
-    none dated before the grant counts, and one counts only when the period before it had
-    lapsed by its day (RECERT-NOT-LAPSED), by exam after 10 years of lapse (RECERT-EXAM-ONLY),
-    an exam passed on or after the lapse (RECERT-EXAM-RESULT). Those the intake accepted pass;
-    a recertification refused for these alone is kept, and counts once the history shows it."""
+    none dated before the grant or on or after a revocation counts, and one counts only when the
+    period before it had lapsed by its day (RECERT-NOT-LAPSED), by exam after 10 years of lapse
+    (RECERT-EXAM-ONLY), an exam passed on or after the lapse (RECERT-EXAM-RESULT). Those the
+    intake accepted pass; a recertification refused for these alone is kept, and counts once the
+    history shows it."""
     current = None
+    # CERT-REVOKED: nothing dated on or after a revocation recertifies (as the intake refuses it)
+    until = min(as_of, events.revocations[0].revoked_on - ONE_DAY) if events.revocations else as_of
     for recert in events.recerts:
         done = recert.completed_on
-        if done > as_of:
+        if done > until:
             break
         start = grant.certified_on if current is None else current.completed_on
         if done < start:
@@ -587,8 +590,13 @@ class _Period:
         days = [self.lapse]
         if self.paid_through >= as_of:
             days.append(self.paid_through + ONE_DAY)
-        if self.first_short is not None and self.first_short >= len(self.cycle_ends) - 1:
-            days.append(self._end(self.first_short) + ONE_DAY)
+        if self.first_short is not None:
+            current = len(self.cycle_ends) - 1
+            if self.first_short >= current:
+                days.append(self._end(self.first_short) + ONE_DAY)
+            elif self.earned[current] < self.credential.points_per_cycle:
+                # a later cycle that ends short before the lapse adds its CCP-SHORT reason
+                days.append(self._end(current) + ONE_DAY)
         return min(days)
 
     def fees(self, at: date) -> Fees:

@@ -10,6 +10,7 @@ from gateway.rules import Standing
 from gateway.rules.periods import add_years, cycle_end, cycle_index, cycle_start, month_end
 from tests.support.rules_factories import (
     MEMBER,
+    POLICY,
     activity,
     audit,
     exam_recert,
@@ -161,6 +162,28 @@ def test_next_change_on_skips_later_events_that_change_nothing():
     assert standing(history, date(2016, 1, 1)).next_change_on == date(2016, 6, 1)
     quiet = [granted(START), activity(date(2016, 3, 1), 40)]
     assert standing(quiet, date(2016, 1, 1)).next_change_on == date(2016, 7, 1)
+
+
+def test_next_change_on_is_the_end_of_a_later_short_cycle_before_a_late_ccp_lapse():
+    """With CCP lapsing 5 years after a short cycle (a policy table may say so), the next
+    cycle that also ends short adds its CCP-SHORT reason before the lapse."""
+    late = replace(POLICY, ccp_lapse_years=5)
+    history = [granted(date(2010, 3, 15)), *fees(2011, 2026, 1)]
+    before = standing(history, date(2016, 3, 31), late)
+    assert before.next_change_on == date(2016, 4, 1)
+    after = standing(history, date(2016, 4, 1), late)
+    assert len(after.reasons) == len(before.reasons) + 1
+
+
+def test_a_recertification_dated_on_or_after_the_revocation_does_not_count():
+    """Recorded before the revocation that came after it, as if they had arrived in date order
+    (when it is refused CERT-REVOKED): the certification stays revoked in its first period."""
+    recertified = exam_recert(date(2020, 6, 1), date(2020, 6, 1))
+    for recert_day in (date(2020, 6, 1), date(2018, 1, 15)):
+        recert = replace(recertified, completed_on=recert_day, exam_passed_on=recert_day)
+        history = [granted(date(2010, 5, 10)), recert, revoked(date(2018, 1, 15))]
+        on_day = standing(history, date(2026, 12, 6))
+        assert (on_day.status, on_day.certified_on) == ("revoked", date(2010, 5, 10))
 
 
 def test_next_change_on_recertification_dated_after_as_of():
