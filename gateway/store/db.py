@@ -26,7 +26,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Executable, create_engine, event, inspect, text
 from sqlalchemy.engine import Compiled, Engine, make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql.elements import CompilerElement
@@ -74,6 +75,14 @@ def _add_option(params: dict[str, Any], option: str, name: str | None = None) ->
 #: After a connection attempt failed, how long new ones fail at once instead of waiting on the
 #: database again (one attempt at a time then tries it).
 RETRY_CONNECT_SECONDS = 5
+#: What the database not answering raises: it is down, restarting, hung (a timeout), or every
+#: pooled connection is busy. Its state, not a fault of the gateway's: logged in one line.
+UNAVAILABLE = (OperationalError, PoolTimeout)
+
+
+def unavailable_reason(exc: BaseException) -> str:
+    """The one line saying why the database did not answer (`UNAVAILABLE`)."""
+    return str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
 
 
 class _ConnectGuard:
@@ -564,12 +573,33 @@ class Database:
 
     def ping(self, timeout: float | None = None) -> None:
         """Raise when the database cannot be reached, or (PostgreSQL) has not answered within
-        `timeout` seconds: the connection is then cut, as no statement timeout can help when
-        the server itself does not answer."""
-        with self.engine.connect() as conn:
-            if timeout is None or self.is_sqlite:
+        `timeout` seconds, connecting included: a connection that answers no more is then cut,
+        as no statement timeout can help when the server itself does not answer, and one still
+        being made (for up to DATABASE_CONNECT_TIMEOUT_SECONDS) is left to end on its own."""
+        if timeout is None or self.is_sqlite:
+            with self.engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
-                return
+            return
+        outcome: list[BaseException | None] = []
+
+        def attempt() -> None:
+            try:
+                self._ping_within(timeout)
+            except BaseException as exc:  # handed to the caller's thread
+                outcome.append(exc)
+            else:
+                outcome.append(None)
+
+        thread = threading.Thread(target=attempt, name="database-ping", daemon=True)
+        thread.start()
+        thread.join(timeout)
+        if not outcome:
+            raise TimeoutError(f"no connection to the database within {timeout} s")
+        if outcome[0] is not None:
+            raise outcome[0]
+
+    def _ping_within(self, timeout: float) -> None:
+        with self.engine.connect() as conn:
             timer = threading.Timer(timeout, _cut, args=(conn.connection.dbapi_connection,))
             timer.start()
             try:

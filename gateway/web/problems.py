@@ -7,19 +7,15 @@ from typing import Any
 
 from flask import Flask, Response, current_app, json, request
 from marshmallow import RAISE, Schema, ValidationError
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from gateway.schemas.events import field_errors
 from gateway.schemas.responses import MAX_ERRORS, listed
-from gateway.store.db import RETRY_CONNECT_SECONDS
+from gateway.store.db import RETRY_CONNECT_SECONDS, UNAVAILABLE, unavailable_reason
 
 PROBLEM_TYPE = "application/problem+json"
 JSON = "application/json"  # the media type of every JSON request body
-# The database could not answer: it is down, restarting, hung (a timeout), or every pooled
-# connection is busy.
-DATABASE_UNAVAILABLE = (OperationalError, PoolTimeout)
+DATABASE_UNAVAILABLE = UNAVAILABLE
 UNAVAILABLE_RETRY_SECONDS = RETRY_CONNECT_SECONDS
 
 log = logging.getLogger("gateway")
@@ -118,8 +114,7 @@ def _internal_error(exc: Exception) -> Response:
 def database_unavailable(exc: Exception) -> Problem:
     """A 503 for a database that could not answer, logged in one line (no traceback: it is the
     database's state, not a fault of the gateway's)."""
-    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-    log.warning("database unavailable: %s", reason)
+    log.warning("database unavailable: %s", unavailable_reason(exc))
     return Problem(
         503,
         "Service Unavailable",

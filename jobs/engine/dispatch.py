@@ -24,7 +24,7 @@ from redis.exceptions import RedisError
 from rq import Queue
 from sqlalchemy import bindparam, func, select, update
 
-from gateway.store.db import wake_after_commit
+from gateway.store.db import UNAVAILABLE, unavailable_reason, wake_after_commit
 from gateway.store.models import OutboxItem, UTCDateTime, utcnow
 from gateway.usecases.services import Services
 from jobs.engine import context
@@ -157,7 +157,16 @@ class RQDispatcher(Dispatcher):
 
 def drain() -> None:
     """The RQ job: work the due items on JOB_CONCURRENCY threads for up to DRAIN_SECONDS, then
-    wake the workers again for what is left and for the earliest retry."""
+    wake the workers again for what is left and for the earliest retry. With the database
+    unavailable it ends in one warning line: the relay wakes the workers again for what is due
+    (items claimed meanwhile are claimed again once their lease ends)."""
+    try:
+        _drain()
+    except UNAVAILABLE as exc:
+        log.warning("drain: database unavailable: %s", unavailable_reason(exc))
+
+
+def _drain() -> None:
     svc = context.services()
     if svc.dispatcher is None:  # a plain `rq worker` built the services from the environment
         svc.dispatcher = RQDispatcher(svc)

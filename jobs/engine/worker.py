@@ -23,6 +23,7 @@ from rq.scheduler import RQScheduler
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.platform import metrics
+from gateway.store.db import UNAVAILABLE, unavailable_reason
 from gateway.usecases.credly_token import check_token_at_start
 from gateway.usecases.services import Services
 from jobs.cron import WorkerCron, make_cron
@@ -257,6 +258,8 @@ def _relay_forever(svc: Services, stop: threading.Event) -> None:
     while not stop.wait(svc.settings.relay_interval_seconds):
         try:
             relay(svc, svc.dispatcher)
+        except UNAVAILABLE as exc:  # the database's state, not a fault: one line a pass
+            log.warning("relay pass: database unavailable: %s", unavailable_reason(exc))
         except Exception:  # the relay must outlive a database hiccup
             log.exception("relay pass failed")
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 
 import pytest
 
+from jobs.engine import worker
 from tests.support.events import granted
 from tests.support.verification import days_ago
 
@@ -83,3 +86,25 @@ def test_with_the_database_down_the_verify_page_says_so_in_html_with_status_503(
     assert "<title>Please wait a moment · Verify a certification" in page
     assert "Not found" not in page
     _only_warnings(caplog)
+
+
+def test_a_workers_relay_says_the_database_is_down_in_one_warning_a_pass(make_app, caplog):
+    """Not an ERROR with a traceback every RELAY_INTERVAL_SECONDS: an outage is the database's
+    state, which the relay outlives."""
+    caplog.set_level(logging.INFO, logger="jobs")
+    svc = make_app(database_url=DOWN, relay_interval_seconds=1).extensions["gateway"]
+    stop = threading.Event()
+    relay = threading.Thread(target=worker._relay_forever, args=(svc, stop))
+    relay.start()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not _relay_records(caplog):
+        time.sleep(0.05)
+    stop.set()
+    relay.join()
+    records = _relay_records(caplog)
+    assert records and all(r.levelname == "WARNING" and not r.exc_info for r in records)
+    assert records[0].getMessage().startswith("relay pass: database unavailable: ")
+
+
+def _relay_records(caplog) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "jobs.engine.worker"]

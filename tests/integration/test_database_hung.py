@@ -16,6 +16,7 @@ from sqlalchemy import literal, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from gateway.store import db as db_module
 from gateway.store.db import RETRY_CONNECT_SECONDS, Database
 from gateway.web.api.health import READINESS_TIMEOUT_SECONDS
 from jobs.engine.worker import run_worker
@@ -162,11 +163,12 @@ def test_gateway_serve_answers_503s_and_healthz_while_the_database_hangs(tmp_pat
             proc.wait(timeout=30)
 
 
-def test_a_worker_with_the_database_hung_fails_its_job_within_seconds_and_goes_on(
-    make_app, redis_url, redis_client
+def test_a_worker_with_the_database_hung_ends_its_job_within_seconds_and_goes_on(
+    make_app, redis_url, redis_client, caplog
 ):
-    """The drain job fails (kept in RQ's failed jobs); the outbox items stay in the database,
-    due, for the relay to wake a worker again once it answers."""
+    """The drain job ends with one warning line, no traceback (the database's state is no fault
+    of the job); the outbox items stay in the database, due, for the relay to wake a worker again
+    once it answers."""
     with silent_server() as port:
         svc = make_app(
             database_url=f"postgresql://postgres@127.0.0.1:{port}/gateway",
@@ -180,7 +182,11 @@ def test_a_worker_with_the_database_hung_fails_its_job_within_seconds_and_goes_o
             lambda: run_worker(svc, burst=True, with_scheduler=False, with_cron=False)
         )
         assert error is None and waited < 15, (waited, error)  # no wait on the database
-        assert queue.count == 0 and len(FailedJobRegistry(queue=queue)) == 1
+        assert queue.count == 0 and len(FailedJobRegistry(queue=queue)) == 0
+        [said] = [r for r in caplog.records if r.name == "jobs.engine.dispatch"]
+        assert said.levelname == "WARNING" and not said.exc_info
+        assert said.getMessage().startswith("drain: database unavailable: ")
+        assert not [r for r in caplog.records if r.levelname == "ERROR"]
 
 
 def test_readiness_says_the_database_is_down_within_its_deadline_when_it_hangs(
@@ -199,6 +205,23 @@ def test_readiness_says_the_database_is_down_within_its_deadline_when_it_hangs(
         assert [e["field"] for e in answer.get_json()["errors"]] == ["database"]
         proxy.resume()
         assert client.get("/readyz").status_code == 200
+
+
+def test_readiness_gives_up_connecting_to_a_hung_database_within_its_deadline(
+    make_app, monkeypatch
+):
+    """However long DATABASE_CONNECT_TIMEOUT_SECONDS lets requests wait for a connection (here
+    every request tries to connect, as the first after the fail-fast window does)."""
+    monkeypatch.setattr(db_module, "RETRY_CONNECT_SECONDS", 0)
+    with silent_server() as port:
+        client = make_app(
+            database_url=f"postgresql://postgres@127.0.0.1:{port}/gateway",
+            database_connect_timeout_seconds=5,
+        ).test_client()
+        waited, answer = _timed_answer(lambda: client.get("/readyz"))
+        assert answer.status_code == 503 and waited < READINESS_TIMEOUT_SECONDS + 1, waited
+        assert answer.headers["Retry-After"] == "5"
+        assert [e["field"] for e in answer.get_json()["errors"]] == ["database"]
 
 
 def _timed_answer(call):
