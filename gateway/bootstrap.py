@@ -134,11 +134,7 @@ def create_app(
     cli.register(app)
     mode = settings.mode_line()  # not production's: a warning, seen at any LOG_LEVEL but ERROR
     log.log(logging.INFO if mode.startswith(PRODUCTION_MODE) else logging.WARNING, mode)
-    untemplated = (
-        []
-        if settings.credly_dry_run
-        else sorted(set(svc.policy.credentials) - set(settings.credly_badge_templates))
-    )
+    untemplated = settings.untemplated(svc.policy.credentials)
     if untemplated:
         log.warning(
             "CREDLY_BADGE_TEMPLATES names no badge template for %s: their badges are not "

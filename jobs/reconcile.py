@@ -153,8 +153,7 @@ class _Run:
         self.summary = Summary(dry_run=dry_run)
         self.seen_live: set[str] = set()  # a dry run's marks, in memory
         self.jobs: list[int] = []
-        templates = self.templates()
-        self.untemplated = {c for c in svc.policy.credentials if not templates.get(c)}
+        self.untemplated = set(svc.settings.untemplated(svc.policy.credentials))
 
     def check_stop(self) -> None:
         """Raise Stopped if the process is stopping."""

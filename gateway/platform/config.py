@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
@@ -858,6 +858,14 @@ class Settings:
     def credly_dry_run(self) -> bool:
         """True when Credly calls go to the dry-run backend (any Credly setting missing)."""
         return not (self.credly_api_base and self.credly_organization_id and self.credly_auth_token)
+
+    def untemplated(self, credentials: Iterable[str]) -> list[str]:
+        """The `credentials` (of the policy table) whose badges live Credly cannot issue, as
+        CREDLY_BADGE_TEMPLATES gives them no template; none on the dry-run backend, which has
+        a placeholder for each."""
+        if self.credly_dry_run:
+            return []
+        return sorted(c for c in credentials if not self.credly_badge_templates.get(c))
 
     @property
     def jobs_in_process(self) -> bool:

@@ -8,12 +8,13 @@ from flask import Blueprint, render_template, request
 from flask.typing import ResponseReturnValue
 
 from gateway.schemas.credentials import MAX_CREDENTIAL_LENGTH
+from gateway.store.db import UNAVAILABLE
 from gateway.usecases import openbadges
 from gateway.usecases.issuer import issuer
 from gateway.web.apidoc import FORM, html, operation
 from gateway.web.context import services
 from gateway.web.observability import base_url
-from gateway.web.problems import DATABASE_UNAVAILABLE, database_unavailable
+from gateway.web.problems import database_unavailable
 from gateway.web.ratelimit import TooManyRequests
 
 bp = Blueprint("credential_page", __name__)
@@ -89,5 +90,5 @@ def unavailable(exc: Exception) -> ResponseReturnValue:
     return _page(notice=notice), 503, database_unavailable(exc).headers
 
 
-for _error in DATABASE_UNAVAILABLE:
+for _error in UNAVAILABLE:
     bp.register_error_handler(_error, unavailable)

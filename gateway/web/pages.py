@@ -13,13 +13,14 @@ from flask.typing import ResponseReturnValue
 from markupsafe import Markup
 
 from gateway.platform.signing import InvalidSignature
+from gateway.store.db import UNAVAILABLE
 from gateway.usecases import lookup, receipts
 from gateway.usecases.issuer import issuer, logo_file
 from gateway.web.apidoc import html, operation
 from gateway.web.auth import current_client_id
 from gateway.web.context import services
 from gateway.web.observability import base_url
-from gateway.web.problems import DATABASE_UNAVAILABLE, database_unavailable
+from gateway.web.problems import database_unavailable
 from gateway.web.ratelimit import TooManyRequests
 
 bp = Blueprint("pages", __name__)
@@ -292,5 +293,5 @@ def unavailable(exc: Exception) -> ResponseReturnValue:
     return _page_again("The register cannot be reached right now."), 503, problem.headers
 
 
-for _error in DATABASE_UNAVAILABLE:
+for _error in UNAVAILABLE:
     bp.register_error_handler(_error, unavailable)

@@ -15,7 +15,6 @@ from gateway.store.db import RETRY_CONNECT_SECONDS, UNAVAILABLE, unavailable_rea
 
 PROBLEM_TYPE = "application/problem+json"
 JSON = "application/json"  # the media type of every JSON request body
-DATABASE_UNAVAILABLE = UNAVAILABLE
 UNAVAILABLE_RETRY_SECONDS = RETRY_CONNECT_SECONDS
 
 log = logging.getLogger("gateway")
@@ -127,7 +126,7 @@ def register(app: Flask) -> None:
     """Make every error of `app` answer problem+json, never HTML or a traceback."""
     app.register_error_handler(Problem, problem_response)
     app.register_error_handler(HTTPException, _http_exception)
-    for error in DATABASE_UNAVAILABLE:
+    for error in UNAVAILABLE:
         app.register_error_handler(error, lambda exc: problem_response(database_unavailable(exc)))
     app.register_error_handler(Exception, _internal_error)
 
