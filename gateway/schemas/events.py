@@ -304,6 +304,11 @@ def _required(*names: str, when: str, rule: str, data: dict[str, Any]) -> None:
         raise ValidationError(missing)
 
 
+def _only_for(*names: str, when: str, data: dict[str, Any]) -> None:
+    if given := [name for name in names if data.get(name) is not None]:
+        raise ValidationError({name: [f"Only for {when}."] for name in given})
+
+
 class MemberSchema(_Strict):
     """The member a certification belongs to."""
 
@@ -352,8 +357,8 @@ class CcpActivityData(_Strict):
             _required(
                 *names, when="category is employment", rule=ids.CCP_EMPLOYMENT_2021, data=data
             )
-        elif given := [name for name in names if data.get(name) is not None]:
-            raise ValidationError({name: [f"Only for category {EMPLOYMENT}."] for name in given})
+        else:
+            _only_for(*names, when=f"category {EMPLOYMENT}", data=data)
 
 
 class AuditData(_Strict):
@@ -389,11 +394,14 @@ class RecertifiedData(_Strict):
 
     @validates_schema
     def method_fields(self, data: dict[str, Any], **_: Any) -> None:
-        if data.get("method") == "exam":
+        """Each method's fields are required with it and refused with the other."""
+        method = data.get("method")
+        if method == "exam":
             _required(
                 "exam_passed_on", when="method is exam", rule=ids.RECERT_EXAM_RESULT, data=data
             )
-        elif data.get("method") == "ccp":
+            _only_for("ccp_points", "earliest_activity_on", when="method ccp", data=data)
+        elif method == "ccp":
             _required(
                 "ccp_points",
                 "earliest_activity_on",
@@ -401,6 +409,7 @@ class RecertifiedData(_Strict):
                 rule=ids.RECERT_CCP_POINTS,
                 data=data,
             )
+            _only_for("exam_passed_on", when="method exam", data=data)
 
 
 class RevokedData(_Strict):

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from gateway.store.models import Event
 from gateway.usecases import intake
 from gateway.usecases.sweep import Scope, sweep
-from tests.support.events import ccp, event, fee, granted
+from tests.support.events import ccp, event, fee, granted, recert
 
 pytestmark = pytest.mark.on_day("2026-12-04")  # the day its fixed dates are written for
 
@@ -59,6 +59,29 @@ def test_employment_dates_are_only_for_the_employment_category(post, name):
     body = ccp("A1", "2021-06-01", category="formal_education", extra={name: "2021-01-01"})
     [error] = errors(post(body))
     assert error == {"field": f"data.{name}", "message": "Only for category employment."}
+
+
+@pytest.mark.parametrize(
+    ("method", "given", "other"),
+    [
+        ("exam", {"exam_passed_on": "2026-05-01"}, {"ccp_points": 30}),
+        ("exam", {"exam_passed_on": "2026-05-01"}, {"earliest_activity_on": "2024-01-01"}),
+        (
+            "ccp",
+            {"ccp_points": 30, "earliest_activity_on": "2024-01-01"},
+            {"exam_passed_on": "2026-05-01"},
+        ),
+    ],
+)
+def test_the_other_methods_fields_are_refused(post, method, given, other):
+    """A recertification carrying the other method's evidence is ambiguous: refused, not ignored."""
+    [(name, _)] = other.items()
+    body = recert(method, "2026-06-01", **given, **other)
+    [error] = errors(post(body))
+    assert error == {
+        "field": f"data.{name}",
+        "message": f"Only for method {'ccp' if method == 'exam' else 'exam'}.",
+    }
 
 
 @pytest.mark.parametrize("path", [PLAIN, VIA_FLASK])
