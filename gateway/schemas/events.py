@@ -103,9 +103,11 @@ def _printed(value: str) -> None:
 
 
 def _person_name(value: str) -> None:
-    """A member's name as a badge shows it: printed characters, not only spaces."""
+    """A member's name as a badge shows it: printed characters, a letter among them."""
     _printed(value)
     _not_blank(value)
+    if not any(unicodedata.category(c).startswith("L") for c in value):
+        raise ValidationError("Must contain a letter.")
 
 
 # RFC 5321, 4.5.3.1: a local part of at most 64 octets; a path of at most 256 octets, so an

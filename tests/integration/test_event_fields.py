@@ -112,7 +112,21 @@ def test_a_name_with_control_format_or_separator_characters_is_refused(post, nam
     assert fields_of(post(member_updated(last_name=name))) == ["data.last_name"]
 
 
-@pytest.mark.parametrize("name", ["Zoë", "O'Brien-Ng", "José María", "李", "Ngũgĩ wa Thiong'o"])
+@pytest.mark.parametrize("name", ["\u0301", "-", "' -", "42", "\u0301\u0302 "])
+def test_a_name_without_a_letter_is_refused(post, name):
+    """A name of marks, digits or punctuation alone prints as nothing a badge can show."""
+    body = granted("2026-03-01")
+    body["data"]["member"]["first_name"] = name
+    assert errors(post(body)) == [
+        {"field": "data.member.first_name", "message": "Must contain a letter."}
+    ]
+    assert post(granted("2026-03-01", event_id="grant")).status_code == 202
+    assert fields_of(post(member_updated(last_name=name))) == ["data.last_name"]
+
+
+@pytest.mark.parametrize(
+    "name", ["Zoë", "O'Brien-Ng", "José María", "李", "हिंदी", "Ngũgĩ wa Thiong'o"]
+)
 def test_names_of_letters_spaces_apostrophes_and_hyphens_are_taken(post, name):
     body = granted("2026-03-01")
     body["data"]["member"]["last_name"] = name
