@@ -291,6 +291,9 @@ def run_worker(
     metrics on `metrics_port` unless 0."""
     if svc.redis is None:
         raise RuntimeError("a worker needs REDIS_URL; the embedded default runs jobs in-process")
+    # The worker's own connection pool: RQ sizes its socket timeout for blocking dequeues.
+    connection = Redis.from_url(svc.settings.redis_url)
+    connection.ping()  # a Redis away at start stops the worker before any thread says so
     if metrics_port:
         try:
             metrics.serve_process_metrics(metrics_port)
@@ -318,8 +321,6 @@ def run_worker(
             target=_cron_forever, args=(cron, stop), daemon=True, name="cron"
         )
         cron_thread.start()
-    # The worker's own connection pool: RQ sizes its socket timeout for blocking dequeues.
-    connection = Redis.from_url(svc.settings.redis_url)
     queue = Queue(svc.settings.queue_name, connection=connection)
     if with_scheduler and not burst:  # burst mode forks no scheduler: it queues due jobs itself
         _children_exit_with_this_process()

@@ -550,3 +550,26 @@ def test_reconciling_a_certification_not_recorded_fails_in_one_line(tmp_path):
     answer = CliRunner().invoke(cli, ["badges", "reconcile", "--certification", "NOPE"], env=env)
     assert (answer.exit_code, answer.stdout) == (1, ""), answer.output
     assert answer.stderr == "Error: no certification NOPE\n"
+
+
+def test_a_worker_started_with_redis_away_stops_before_its_threads_say_anything(
+    database_url, tmp_path
+):
+    """It said "daily cron stopped ...; it starts again in 5 s" and warned from its token check
+    before the one line that stops it."""
+    gateway = os.path.join(os.path.dirname(sys.executable), "gateway")
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "INSTANCE_PATH": str(tmp_path),
+        "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+    }
+    run = subprocess.run(
+        [gateway, "worker"], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    lines = run.stderr.splitlines()
+    assert run.returncode == 1, run.stderr
+    assert lines[-1].startswith("Error: Redis cannot be reached: "), run.stderr
+    logged = [json.loads(line)["msg"] for line in lines[:-1]]
+    assert not [msg for msg in logged if "cron" in msg or "relay" in msg], logged
+    assert sum("Credly token state unreadable" in msg for msg in logged) <= 1, logged
