@@ -106,7 +106,7 @@ def _person_name(value: str) -> None:
     """A member's name as a badge shows it: printed characters, a letter among them."""
     _printed(value)
     _not_blank(value)
-    if not any(unicodedata.category(c).startswith("L") for c in value):
+    if value and not any(unicodedata.category(c).startswith("L") for c in value):  # "": too short
         raise ValidationError("Must contain a letter.")
 
 
