@@ -10,7 +10,17 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Column, Connection, Insert, Table, bindparam, insert, select, update
+from sqlalchemy import (
+    Column,
+    Connection,
+    Insert,
+    Select,
+    Table,
+    bindparam,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -35,12 +45,16 @@ from gateway.usecases.standings import CERTIFICATIONS, Change, record_standings
 ATTEMPTS = 3
 
 # Locked in one order, so that two submissions naming the same certifications cannot deadlock.
-_LOCK = (
+_CERTIFICATIONS = (
     select(CERTIFICATIONS.c.certification_id, CERTIFICATIONS.c.evaluated_on)
     .where(CERTIFICATIONS.c.certification_id.in_(bindparam("ids", expanding=True)))
     .order_by(CERTIFICATIONS.c.certification_id)
-    .with_for_update()
 )
+_LOCK = _CERTIFICATIONS.with_for_update()
+#: A group of single events does not wait for a lock that another transaction holds (a sweep's
+#: batch, a batch of events, an operator's session): it would hold up every event of the process.
+_LOCK_NOW = _CERTIFICATIONS.with_for_update(nowait=True)
+_LOCK_NOT_AVAILABLE = "55P03"
 _STORED = select(
     EVENTS.c.event_id, EVENTS.c.body_hash, EVENTS.c.response_status, EVENTS.c.response_body
 ).where(EVENTS.c.event_id.in_(bindparam("ids", expanding=True)))
@@ -143,9 +157,10 @@ def submit_event(
     Group commit: the well-formed events that other threads of this process submit while a
     transaction of theirs is in flight are recorded together, in the next transaction (up to
     MAX_EVENTS; a lone event goes at once), each answered as if they had been sent one after
-    another. If that transaction fails for good, each of its events is tried alone, so that
-    only the one at fault fails (raising in its caller's thread); an error of the database
-    itself (unreachable, timed out) is every one's."""
+    another. That transaction waits for no lock: if a certification of the group is locked by
+    another transaction, or the transaction fails for good, each of its events is submitted
+    again alone in its caller's thread, so that only the one at fault fails or waits; an error
+    of the database itself (unreachable, timed out) is every one's."""
     received_at = received_at or utcnow()
     try:
         item = _item(svc.policy, 0, body, client_id, request_id, received_at)
@@ -154,7 +169,10 @@ def submit_event(
             svc, [(body, exc.errors)], _Sender(client_id, request_id, received_at)
         )
         return answer
-    return svc.single_events.submit(item, lambda items: _decide_group(svc, items))
+    answer = svc.single_events.submit(item, lambda items: _decide_group(svc, items))
+    if answer is _ALONE:  # out of the group, in this thread: it may wait for its locks
+        [answer] = _decide(svc, [item])
+    return answer
 
 
 def submit_events(
@@ -337,39 +355,44 @@ def _item(
     return _Item(position, envelope, body, body_hash(body), client_id, request_id, received_at)
 
 
-def _decide(svc: Services, items: list[_Item]) -> list[Answer]:
+def _decide(svc: Services, items: list[_Item], *, wait: bool = True) -> list[Answer]:
     """Each item's answer, decided and recorded in one transaction (retried as `submit_events`
-    says; the last attempt's error is raised)."""
+    says; the last attempt's error is raised). Without `wait`, a certification locked by another
+    transaction fails it at once (`_LOCK_NOT_AVAILABLE`)."""
     for _ in range(ATTEMPTS - 1):
         try:
-            return _transaction(svc, items)
+            return _transaction(svc, items, wait)
         except DBAPIError as exc:
             if not _retryable(exc):
                 raise
-    return _transaction(svc, items)
+    return _transaction(svc, items, wait)
 
 
-def _transaction(svc: Services, items: list[_Item]) -> list[Answer]:
+def _transaction(svc: Services, items: list[_Item], wait: bool) -> list[Answer]:
     with svc.db.begin() as connection:  # Core statements only: no ORM session around them
-        return _Submission(svc, connection).run(items)
+        return _Submission(svc, connection, _LOCK if wait else _LOCK_NOW).run(items)
+
+
+#: A group's outcome for an item that its caller's thread submits alone.
+_ALONE = Answer(0, {})
 
 
 def _decide_group(svc: Services, items: list[_Item]) -> list[Answer | Exception]:
-    """Each item's answer, or the exception its submission raises: all in one transaction, or
-    when that fails (but for the database's own failures), each alone."""
+    """Each item's answer, or the exception its submission raises, all in one transaction that
+    waits for no lock. When it fails (but for the database's own failures and a lone event's
+    own error), each event is submitted again alone, in its caller's thread (`_ALONE`): an event
+    whose certification is locked then waits without holding up the others."""
     metrics.EVENT_GROUPS.labels("single").observe(len(items))
     try:
-        return list(_decide(svc, items))
+        return list(_decide(svc, items, wait=False))
     except Exception as exc:
-        if len(items) == 1 or _unavailable(exc):
+        if _unavailable(exc) or (len(items) == 1 and not _lock_not_available(exc)):
             return [exc] * len(items)
-    outcomes: list[Answer | Exception] = []
-    for item in items:
-        try:
-            outcomes.extend(_decide(svc, [item]))
-        except Exception as exc:
-            outcomes.append(exc)
-    return outcomes
+    return [_ALONE] * len(items)
+
+
+def _lock_not_available(exc: Exception) -> bool:
+    return getattr(getattr(exc, "orig", None), "sqlstate", None) == _LOCK_NOT_AVAILABLE
 
 
 def _unavailable(exc: Exception) -> bool:
@@ -441,8 +464,8 @@ class _Submission:
     lock the certifications, look the event ids up, read histories and what the jobs made, then
     write the events, the standings and their outbox items."""
 
-    def __init__(self, svc: Services, connection: Connection) -> None:
-        self.svc, self.connection = svc, connection
+    def __init__(self, svc: Services, connection: Connection, lock: Select = _LOCK) -> None:
+        self.svc, self.connection, self.lock = svc, connection, lock
         self.answers: list[Answer | None] = []
         self.rows: list[dict[str, Any]] = []
         self.accepted: list[_Accepted] = []
@@ -455,7 +478,7 @@ class _Submission:
         ids = sorted({item.envelope.certification_id for item in items})
         event_ids = sorted({item.envelope.event.event_id for item in items})
         locked, recorded = db.execute_all(
-            connection, [(_LOCK, {"ids": ids}), (_STORED, {"ids": event_ids})]
+            connection, [(self.lock, {"ids": ids}), (_STORED, {"ids": event_ids})]
         )
         evaluated_on = dict(locked)
         stored = {row[0]: _Stored(*row) for row in recorded}

@@ -4,7 +4,11 @@ they had been sent one after another (real PostgreSQL)."""
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
+import psycopg
 import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
@@ -13,7 +17,7 @@ from gateway.platform import metrics
 from gateway.store.models import Event, OutboxItem
 from gateway.usecases import intake
 from tests.support.clients import fetch_token
-from tests.support.database import truncate
+from tests.support.database import pg_conninfo, truncate
 from tests.support.events import fee, granted
 from tests.support.group_commit import event_transactions, in_one_group, refusing
 
@@ -164,3 +168,85 @@ def test_concurrent_posts_to_the_api_share_transactions_and_keep_their_request_i
     with pg_app.extensions["gateway"].db.sessions() as session:
         recorded = dict(session.execute(select(Event.event_id, Event.request_id)).all())
     assert recorded == {body["event_id"]: f"api-{n}" for n, body in enumerate(bodies)}
+
+
+@contextmanager
+def row_locked(url: str, certification_id: str) -> Iterator[Callable[[], None]]:
+    """The certification's row locked by another transaction (a sweep's batch, an operator's
+    session) until the block ends or the lock's release, which the block is given, is called."""
+    with psycopg.connect(pg_conninfo(url)) as holder:
+        holder.execute(
+            "SELECT 1 FROM certifications WHERE certification_id = %s FOR UPDATE",
+            (certification_id,),
+        )
+        yield holder.rollback
+        holder.rollback()
+
+
+def _lock_waits(url: str) -> int:
+    with psycopg.connect(pg_conninfo(url)) as conn:
+        [(count,)] = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        ).fetchall()
+    return count
+
+
+def _in_thread(call: Callable[[], intake.Answer]) -> tuple[threading.Thread, list]:
+    answered: list = []
+    thread = threading.Thread(target=lambda: answered.append(call()))
+    thread.start()
+    return thread, answered
+
+
+def test_an_event_waiting_for_its_locked_certification_holds_up_no_other(pg_app, postgres_url):
+    """It held the process's group commit while it waited: every other single event of the
+    process waited behind it, and failed 503 with it at the statement timeout."""
+    svc = pg_app.extensions["gateway"]
+    assert intake.submit_event(svc, granted("2026-03-01", cert="LOCKED")).status == 202
+    with row_locked(postgres_url, "LOCKED") as release:
+        waiting, waited = _in_thread(_submit(svc, fee(2027, "2026-06-01", cert="LOCKED")))
+        deadline = time.monotonic() + 10
+        while _lock_waits(postgres_url) < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _lock_waits(postgres_url) == 1  # it waits for the row, in its own transaction
+        others = [_in_thread(_submit(svc, granted("2026-03-01", cert=f"FREE-{n}"))) for n in (1, 2)]
+        for thread, _ in others:
+            thread.join(10)
+        assert [answered[0].status for _, answered in others] == [202, 202]
+        assert waited == []  # recorded while the certification was still locked
+        release()
+        waiting.join(10)
+    assert waited[0].status == 202
+
+
+def test_a_group_with_a_locked_certification_records_the_others_without_waiting(
+    pg_app, postgres_url
+):
+    svc = pg_app.extensions["gateway"]
+    assert intake.submit_event(svc, granted("2026-03-01", cert="LOCKED")).status == 202
+    done: dict[str, float] = {}
+
+    def timed(name: str, body: dict) -> Callable[[], intake.Answer]:
+        def call() -> intake.Answer:
+            answer = intake.submit_event(svc, body)
+            done[name] = time.monotonic()
+            return answer
+
+        return call
+
+    with row_locked(postgres_url, "LOCKED") as release:
+        released = threading.Timer(3, release)
+        released.start()
+        answers = in_one_group(
+            svc,
+            postgres_url,
+            [
+                timed("locked", fee(2027, "2026-06-01", cert="LOCKED")),
+                timed("free", granted("2026-03-01", cert="FREE")),
+            ],
+        )
+        released.join()
+        released_at = time.monotonic()
+    assert [a.status for a in answers] == [202, 202]
+    assert done["free"] < done["locked"] and done["free"] < released_at - 1
