@@ -19,7 +19,7 @@ from gateway.usecases import intake
 from tests.support.clients import fetch_token
 from tests.support.database import pg_conninfo, truncate
 from tests.support.events import fee, granted
-from tests.support.group_commit import event_transactions, in_one_group, refusing
+from tests.support.group_commit import event_transactions, in_one_group, lock_waits, refusing
 
 
 @pytest.fixture
@@ -183,15 +183,6 @@ def row_locked(url: str, certification_id: str) -> Iterator[Callable[[], None]]:
         holder.rollback()
 
 
-def _lock_waits(url: str) -> int:
-    with psycopg.connect(pg_conninfo(url)) as conn:
-        [(count,)] = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-        ).fetchall()
-    return count
-
-
 def _in_thread(call: Callable[[], intake.Answer]) -> tuple[threading.Thread, list]:
     answered: list = []
     thread = threading.Thread(target=lambda: answered.append(call()))
@@ -207,9 +198,9 @@ def test_an_event_waiting_for_its_locked_certification_holds_up_no_other(pg_app,
     with row_locked(postgres_url, "LOCKED") as release:
         waiting, waited = _in_thread(_submit(svc, fee(2027, "2026-06-01", cert="LOCKED")))
         deadline = time.monotonic() + 10
-        while _lock_waits(postgres_url) < 1 and time.monotonic() < deadline:
+        while lock_waits(postgres_url) < 1 and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert _lock_waits(postgres_url) == 1  # it waits for the row, in its own transaction
+        assert lock_waits(postgres_url) == 1  # it waits for the row, in its own transaction
         others = [_in_thread(_submit(svc, granted("2026-03-01", cert=f"FREE-{n}"))) for n in (1, 2)]
         for thread, _ in others:
             thread.join(10)

@@ -93,11 +93,25 @@ def _waiting(svc: Services) -> int:
 
 
 def _blocked_on_events(url: str) -> int:
+    return _count(
+        url,
+        "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'events'::regclass"
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+
+
+def lock_waits(url: str) -> int:
+    """How many sessions of the database wait for a lock (a row's, a table's)."""
+    return _count(
+        url,
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'",
+    )
+
+
+def _count(url: str, query: str) -> int:
     with psycopg.connect(pg_conninfo(url)) as conn:
-        [(count,)] = conn.execute(
-            "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'events'::regclass"
-            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-        ).fetchall()
+        [(count,)] = conn.execute(query).fetchall()
     return count
 
 
