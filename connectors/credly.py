@@ -887,6 +887,9 @@ class DryRunCredly:
             db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
         else:
             self._file.parent.mkdir(parents=True, exist_ok=True)
+            # It holds members' names and addresses: readable by its owner only (SQLite gives
+            # its WAL files the database file's mode).
+            os.close(os.open(self._file, os.O_CREAT | os.O_WRONLY, 0o600))
             db = sqlite3.connect(
                 self._file,
                 timeout=DRY_RUN_LOCK_SECONDS,

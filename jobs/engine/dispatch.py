@@ -269,7 +269,12 @@ class InProcessDispatcher(Dispatcher):
                 work_due(self.svc)
                 with self.svc.db.engine.connect() as connection:
                     next_due = connection.scalar(NEXT_DUE)
-            except Exception:  # the thread must outlive a database hiccup
+            except UNAVAILABLE as exc:  # the database's state (locked, away): one line a pass
+                log.warning(
+                    "in-process jobs pass: database unavailable: %s", unavailable_reason(exc)
+                )
+                next_due = utcnow() + timedelta(seconds=interval)
+            except Exception:  # the thread must outlive any other failure of a pass
                 log.exception("in-process jobs pass failed")
                 next_due = utcnow() + timedelta(seconds=interval)
             with self._lock:

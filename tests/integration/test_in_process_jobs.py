@@ -6,18 +6,20 @@ import json
 import logging
 import re
 import signal
+import sqlite3
 import threading
 import time
 
 import click
 import pytest
 import responses
+from sqlalchemy.exc import OperationalError
 
 from gateway.cli import command_app
 from gateway.platform import clock
 from gateway.store.models import Badge, OutboxItem
 from gateway.usecases import intake
-from jobs.engine import outbox
+from jobs.engine import dispatch, outbox
 from jobs.engine.dispatch import InProcessDispatcher, LeftToServer
 from tests.support.badge_jobs import BADGES, CREDLY, EMPTY_LIST, ORG, badge_json
 from tests.support.credly_standin import CredlyStandIn
@@ -219,3 +221,31 @@ def test_stopping_gateway_serve_gives_back_the_claims_its_jobs_thread_has_not_st
     assert stopped == [
         "jobs stopped: 2 claimed items given back unstarted; an item under way is left to its lease"
     ]
+
+
+def test_a_pass_meeting_a_locked_database_says_so_in_one_warning_line(
+    make_app, tmp_path, monkeypatch, caplog
+):
+    """It logged an ERROR with a traceback each pass while another process held SQLite's lock."""
+    caplog.set_level(logging.INFO, logger="jobs.engine.dispatch")
+    locked = OperationalError("BEGIN IMMEDIATE", {}, sqlite3.OperationalError("database is locked"))
+    passes = []
+
+    def work_due(svc):
+        passes.append(time.monotonic())
+        raise locked
+
+    monkeypatch.setattr(dispatch, "work_due", work_due)
+    database_url = f"sqlite:///{tmp_path / 'g.sqlite3'}"
+    svc = make_app(database_url=database_url, jobs="POLLING", relay_interval_seconds=1).extensions[
+        "gateway"
+    ]
+    deadline = time.monotonic() + 20
+    while len(passes) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    svc.dispatcher.close()
+    assert len(passes) >= 2  # the thread outlives it and tries again
+    said = [r for r in caplog.records if r.name == "jobs.engine.dispatch"]
+    assert said and {(r.levelname, r.getMessage(), r.exc_info) for r in said} == {
+        ("WARNING", "in-process jobs pass: database unavailable: database is locked", None)
+    }

@@ -11,7 +11,10 @@ from sqlalchemy import inspect, text
 
 from gateway.store.db import Database
 from gateway.store.models import Base
+from gateway.usecases import intake
+from tests.support.events import granted
 from tests.support.serving import free_port
+from tests.support.verification import days_ago
 
 
 def test_migrations_create_every_model_table(database_url):
@@ -159,6 +162,14 @@ def test_the_embedded_database_is_readable_by_its_owner_only(make_app, tmp_path)
     """It holds webhook signing secrets; its journal files take its mode."""
     make_app(instance_path=str(tmp_path / "inst"), webhook_allow_private_targets=True)
     files = list((tmp_path / "inst").glob("gateway.sqlite3*"))
+    assert files and all(path.stat().st_mode & 0o077 == 0 for path in files), files
+
+
+def test_the_dry_run_credly_store_is_readable_by_its_owner_only(make_app, tmp_path):
+    """It holds members' names and e-mail addresses; its WAL files take its mode."""
+    app = make_app(instance_path=str(tmp_path / "inst"), jobs_synchronous=True)
+    assert intake.submit_event(app.extensions["gateway"], granted(days_ago(30))).status == 202
+    files = list((tmp_path / "inst").glob("credly-dry-run.sqlite3*"))
     assert files and all(path.stat().st_mode & 0o077 == 0 for path in files), files
 
 
