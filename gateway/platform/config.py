@@ -56,7 +56,8 @@ def _date(env: Mapping[str, str], name: str) -> date | None:
 
 def _time_of_day(raw: str) -> str:
     hours, _, minutes = raw.partition(":")
-    if not (hours.isdigit() and minutes.isdigit() and int(hours) < 24 and int(minutes) < 60):
+    digits = raw.isascii() and hours.isdigit() and minutes.isdigit()  # "²" is a digit to Python
+    if not (digits and int(hours) < 24 and int(minutes) < 60):
         raise ConfigError(f"SWEEP_TIME must be HH:MM (UTC), got {raw!r}")
     return f"{int(hours):02d}:{int(minutes):02d}"
 

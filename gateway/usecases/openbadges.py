@@ -376,7 +376,9 @@ def _status_problem(claims: dict[str, Any], base: str, status_of: StatusLookup) 
     found = _LIST_PATH.fullmatch(url[len(base) :]) if isinstance(url, str) else None
     if found is None or not url.startswith(base):
         return f"The status list {url!r} is not one of ours."
-    if not (isinstance(index, str) and index.isdigit() and int(index) < LIST_SIZE):
+    if not (
+        isinstance(index, str) and index.isascii() and index.isdigit() and int(index) < LIST_SIZE
+    ):
         return f"The status list index {index!r} is not a number below {LIST_SIZE}."
     bits = status_of(int(found[1]), int(index))
     if bits is None:

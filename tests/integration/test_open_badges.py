@@ -374,6 +374,27 @@ def test_jwt_claims_that_disagree_with_the_credential_fail_its_checks(app, reade
     assert message == "The JWT claim iss is None, not 'http://localhost/issuer'."
 
 
+@pytest.mark.parametrize("index", ["\u00b2", "\u0661\u0662", "-1", "1e3", 7])
+def test_a_status_list_index_that_is_not_ascii_digits_fails_the_status_check(app, reader, index):
+    """Signed with our key (the check is not left to the signature): a superscript two is a
+    digit to Python's isdigit() but not to int()."""
+    client = app.test_client()
+    record(app, granted(days_ago(30)))
+    token = fetch(client, reader)
+    claims = independently_verified(client, token)
+    claims["credentialStatus"]["statusListIndex"] = index
+    ours = jwt.get_unverified_header(token)["kid"]
+    signed = app.extensions["gateway"].keys.sign(
+        claims, typ="JWT", named_by=lambda _: ours, alg=signing.RS256
+    )
+    result = check(client, signed)
+    assert "signature" not in failed(result)
+    assert result["verified"] is False
+    assert failed(result)["status"] == (
+        f"The status list index {index!r} is not a number below {status_lists.LIST_SIZE}."
+    )
+
+
 def test_a_credential_wrapped_over_lines_verifies(app, reader):
     """A credential copied from an e-mail, its lines cut at 76 characters."""
     client = app.test_client()

@@ -124,6 +124,8 @@ def test_badge_templates_accept_json():
         ("VERIFY_RATE_LIMIT_AUTHENTICATED", "0/minute"),
         ("VERIFY_RATE_LIMIT", "60/minute;0/hour"),
         ("LOG_LEVEL", "LOUD"),
+        ("SWEEP_TIME", "\u00b2:30"),  # a digit to isdigit(), not to int()
+        ("SWEEP_TIME", "\u0661\u0662:30"),  # Arabic-Indic digits
         ("DATABASE_URL", "notaurl"),
         ("DATABASE_URL", "mysql://db.internal/gateway"),
         ("REDIS_URL", "http://cache.internal"),
