@@ -34,7 +34,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, or_, select, update
+from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -322,16 +322,22 @@ def _lease(settings: Settings) -> timedelta:
     return timedelta(seconds=4 * (4 + settings.delivery_timeout_seconds))
 
 
-def _claim(svc: Services, delivery_id: int) -> Claim | None:
-    """Take the lease of a delivery; None when it is no longer to be sent (and say why)."""
-    now = utcnow()
-    with svc.db.transaction() as session:
-        pair = (
-            select(Delivery.target, Delivery.certification_id)
-            .where(Delivery.id == delivery_id)
-            .subquery()
-        )
-        rows = session.scalars(  # every delivery of this target and certification, locked
+def _lock_pair(session: Session, delivery_id: int) -> list[Delivery]:
+    """Every delivery of the target and certification of `delivery_id` (none when it no longer
+    exists), locked in id order.
+
+    Every transaction that locks deliveries of a pair takes them in id order, so that none holds
+    a row another waits for while it waits for one that other holds (a deadlock): a claim and a
+    settling lock all of the pair's rows here, first, in one statement (the later one waits for
+    the pair's first row, holding none); `_renew` changes only its own row; the housekeeping's
+    deletes lock in id order too (`delete_in_chunks`); the fan-out only adds rows."""
+    pair = (
+        select(Delivery.target, Delivery.certification_id)
+        .where(Delivery.id == delivery_id)
+        .subquery()
+    )
+    return list(
+        session.scalars(
             select(Delivery)
             .join(
                 pair,
@@ -340,7 +346,15 @@ def _claim(svc: Services, delivery_id: int) -> Claim | None:
             )
             .order_by(Delivery.id)
             .with_for_update(of=Delivery)
-        ).all()
+        )
+    )
+
+
+def _claim(svc: Services, delivery_id: int) -> Claim | None:
+    """Take the lease of a delivery; None when it is no longer to be sent (and say why)."""
+    now = utcnow()
+    with svc.db.transaction() as session:
+        rows = _lock_pair(session, delivery_id)
         mine = next((row for row in rows if row.id == delivery_id), None)
         if mine is None:  # the housekeeping pruned it (a failed job requeued since)
             log.info("delivery %s no longer exists", delivery_id)
@@ -445,11 +459,14 @@ def _settle(
     Once the receiver holds the newest record (delivered, or superseded because its latest message
     carried that status), the open deliveries it makes pointless are superseded: the older ones
     of the family and those the claim covers. With `item`, the outbox item is recorded done in the
-    same transaction.
+    same transaction. The pair's rows are locked as a claim locks them (`_lock_pair`), so that no
+    claim, settling or housekeeping delete deadlocks with it: a settling that was a deadlock's
+    victim after a 2xx would have its job's retry send the message again.
     """
     now = utcnow()
     with svc.db.transaction() as session:
-        mine = session.get(Delivery, claim.delivery_id, with_for_update=True)
+        rows = _lock_pair(session, claim.delivery_id)
+        [mine] = [row for row in rows if row.id == claim.delivery_id]
         mine.state, mine.lease_until = state, None
         if isinstance(outcome, Exception):
             mine.status_code, mine.last_error = getattr(outcome, "status", None), _describe(outcome)
@@ -463,18 +480,12 @@ def _settle(
             mine.attempts, mine.last_attempt_at = mine.attempts - 1, claim.tried_at
             log.info("delivery %s superseded: its receiver holds that status", mine.event_id)
         if state in ("delivered", "superseded"):
-            session.execute(
-                update(Delivery)
-                .where(
-                    Delivery.target == mine.target,
-                    Delivery.certification_id == mine.certification_id,
-                    or_(Delivery.sequence < mine.sequence, Delivery.id.in_(claim.covers)),
-                    Delivery.state.in_(OPEN),
-                    (Delivery.event_type == EVENT_TYPE)
-                    if _family(mine.event_type)
-                    else (Delivery.event_type != EVENT_TYPE),
-                )
-                .values(state="superseded", finished_at=now)
-            )
+            for row in rows:
+                if (
+                    (row.sequence < mine.sequence or row.id in claim.covers)
+                    and row.state in OPEN
+                    and _family(row.event_type) == _family(mine.event_type)
+                ):
+                    row.state, row.finished_at = "superseded", now
         if item is not None:
             item.finish(svc.db, session.connection())

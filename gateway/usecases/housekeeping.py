@@ -148,6 +148,7 @@ def prune_deliveries(svc: Services, now: datetime) -> int:
         Delivery.id.not_in(_queued(Delivery.id)),
         exists().where(its_group, delivered_later),
         exists().where(its_group, tried_later),
+        locked_in_order=True,
     )
 
 
@@ -157,7 +158,9 @@ def prune_subscriptions(svc: Services, now: datetime) -> dict[str, int]:
     rows and sequence counters; how many of each went."""
     expired = _expired(now - timedelta(days=svc.settings.subscription_retention_days))
     counts = {
-        "deliveries": delete_in_chunks(svc, Delivery.id, Delivery.target.in_(expired)),
+        "deliveries": delete_in_chunks(
+            svc, Delivery.id, Delivery.target.in_(expired), locked_in_order=True
+        ),
         "advance_notices": delete_in_chunks(
             svc, AdvanceNotice.id, AdvanceNotice.subscription_id.in_(expired)
         ),
@@ -196,13 +199,19 @@ def _queued(column: InstrumentedAttribute) -> Select:
 
 
 def delete_in_chunks(
-    svc: Services, key: InstrumentedAttribute | tuple[InstrumentedAttribute, ...], *where: Any
+    svc: Services,
+    key: InstrumentedAttribute | tuple[InstrumentedAttribute, ...],
+    *where: Any,
+    locked_in_order: bool = False,
 ) -> int:
     """Delete the rows of `key`'s table (`key`: its primary key's column or columns) that match
     `where`, CHUNK to a transaction, in the order of `key`; how many.
 
     Each chunk starts after the last key of the one before, so rows that match `where` no longer
-    when their turn comes (or stay, not matching it) are read once, not again by every chunk."""
+    when their turn comes (or stay, not matching it) are read once, not again by every chunk.
+    With `locked_in_order`, a chunk's rows are locked in the order of `key` before they go, not
+    in the order a scan finds them: the order other transactions lock several of them in
+    (deliveries: `jobs.deliveries`), so that a chunk never deadlocks with those."""
     columns = key if isinstance(key, tuple) else (key,)
     table = columns[0].class_
     deleted = 0
@@ -219,8 +228,12 @@ def delete_in_chunks(
             ).first()
             if last is not None:
                 range_.append(tuple_(*columns) <= tuple_(*last))
+            chosen = [*where, *range_]
+            if locked_in_order:
+                locked = select(*columns).where(*chosen).order_by(*columns).with_for_update()
+                chosen = [tuple_(*columns).in_(locked)]
             deleted += session.execute(
-                delete(table).where(*where, *range_).execution_options(synchronize_session=False)
+                delete(table).where(*chosen).execution_options(synchronize_session=False)
             ).rowcount
         if last is None:
             return deleted

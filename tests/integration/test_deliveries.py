@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy import select, text, update
 from standardwebhooks import Webhook
 
@@ -448,3 +449,134 @@ def test_a_message_waits_for_an_earlier_one_queued_with_it(make_svc):
         run_claimed(svc, claimed[second.id])
     seen = [Webhook(subscription.secret).verify(r.body, r.headers) for r in received]
     assert [e["sequence"] for e in seen] == [1, 2]
+
+
+def _waiting_on_a_lock(postgres_url: str, count: int = 1) -> None:
+    """Wait until `count` sessions of this database wait for a lock (10 s at most)."""
+    waiting = (  # the activity of this database, read afresh (not the transaction's snapshot)
+        "SELECT count(*) FROM pg_stat_activity, pg_stat_clear_snapshot()"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    watcher = Database(postgres_url)
+    try:
+        with watcher.engine.connect() as connection:
+            deadline = time.monotonic() + 10
+            while connection.execute(text(waiting)).scalar() < count:
+                assert time.monotonic() < deadline, "nothing waits for a lock"
+                time.sleep(0.02)
+    finally:
+        watcher.engine.dispose()
+
+
+@contextmanager
+def paused_at_first_update(svc, thread_name: str, when: Callable[[], bool]) -> Iterator[tuple]:
+    """Hold the thread `thread_name` at its first UPDATE of deliveries once `when()` holds, with
+    the locks its transaction took by then, until the `resume` event yielded is set (`paused`
+    is set while it waits)."""
+    paused, resume = threading.Event(), threading.Event()
+
+    def hold(_connection, _cursor, statement, *_args) -> None:
+        if (
+            threading.current_thread().name == thread_name
+            and not paused.is_set()
+            and statement.lstrip().upper().startswith("UPDATE DELIVERIES")
+            and when()
+        ):
+            paused.set()
+            resume.wait(10)
+
+    sqlalchemy_event.listen(svc.db.engine, "before_cursor_execute", hold)
+    try:
+        yield paused, resume
+    finally:
+        resume.set()
+        sqlalchemy_event.remove(svc.db.engine, "before_cursor_execute", hold)
+
+
+def test_a_claim_while_a_delivery_of_its_pair_settles_waits_for_it_and_never_deadlocks(
+    make_svc, postgres_url
+):
+    """Sequence 2 was answered 2xx and settles (superseding sequence 1, open); sequence 1's retry
+    claims meanwhile. Both lock the pair's rows in one order: the claim waits for the settling,
+    then finds its delivery superseded; neither is a deadlock's victim (the claim's job retried
+    with an error, or the settling's: then the message delivered would be sent again)."""
+    svc = make_svc(delivery_retry_base_seconds=60)
+    with serve(scripted(500)) as (url, received):
+        subscription = watch(svc, url)
+        submit(svc, granted(days_ago(30)))
+        work_queued(svc)  # sequence 1 fails; its retry waits
+        [retry] = items(svc, "deliver_webhook")
+        with svc.db.transaction() as session:  # sequence 2, as a backfill queues it
+            [second] = queue(session, subscription.id, ["CERT-1"])
+        with paused_at_first_update(svc, "settle", lambda: len(received) == 2) as (paused, resume):
+            settling = threading.Thread(target=_run, args=(svc, second), name="settle")
+            settling.start()  # answered 200, then held while it settles, its locks taken
+            assert paused.wait(10)
+            claiming = threading.Thread(target=_run, args=(svc, retry, 2), name="claim")
+            claiming.start()
+            _waiting_on_a_lock(postgres_url)  # the claim waits for a row the settling holds
+            resume.set()
+            settling.join(10)
+            claiming.join(10)
+    assert [(i.state, i.last_error) for i in items(svc, "deliver_webhook")] == [("done", None)] * 2
+    assert [(d.sequence, d.state) for d in deliveries(svc, subscription.id)] == [
+        (1, "superseded"),
+        (2, "delivered"),
+    ]
+    assert len(received) == 2  # sequence 1's 500, sequence 2 once
+
+
+def test_pruning_while_a_delivery_of_the_pair_is_claimed_never_deadlocks(make_svc, postgres_url):
+    """The housekeeping deletes a pair's old deliveries while a new one of the pair is claimed:
+    both lock the rows in id order, whatever order a scan finds them in (here the oldest last,
+    as a late write of it leaves it), so one waits for the other and neither fails."""
+    svc = make_svc()
+    submit(svc, granted(days_ago(30)))
+    work_queued(svc)  # its public record
+    with serve(scripted()) as (url, received):
+        subscription = watch(svc, url)
+        with svc.db.transaction() as session:
+            old = queue(session, subscription.id, ["CERT-1"] * 5)
+        long_ago = utcnow() - timedelta(days=svc.settings.subscription_retention_days + 1)
+        with svc.db.transaction() as session:  # delivered long ago, their jobs done
+            for n, item in enumerate(old):
+                session.execute(
+                    update(Delivery)
+                    .where(Delivery.id == item.payload["delivery_id"])
+                    .values(
+                        state="delivered",
+                        attempts=1,
+                        last_attempt_at=long_ago + timedelta(seconds=n),
+                        finished_at=long_ago + timedelta(seconds=n),
+                    )
+                )
+            session.execute(update(OutboxItem).values(state="done"))
+        with svc.db.transaction() as session:
+            [new] = queue(session, subscription.id, ["CERT-1"])
+            first, second = (item.payload["delivery_id"] for item in old[:2])
+            session.execute(update(Delivery).where(Delivery.id == first).values(attempts=1))
+            scanned = session.scalars(text("SELECT id FROM deliveries ORDER BY ctid")).all()
+        assert scanned.index(first) > scanned.index(second)  # a scan finds it after the second
+        pruned: list[int] = []
+        holder = Database(postgres_url)
+        with holder.engine.begin() as lock:  # holds the second, where the scan waits
+            lock.execute(text(f"SELECT 1 FROM deliveries WHERE id = {second} FOR UPDATE"))
+            pruning = threading.Thread(
+                target=lambda: pruned.append(housekeeping.prune_deliveries(svc, utcnow()))
+            )
+            pruning.start()
+            _waiting_on_a_lock(postgres_url)
+            claiming = threading.Thread(target=_run, args=(svc, new))
+            claiming.start()
+            _waiting_on_a_lock(postgres_url, 2)
+        holder.engine.dispose()
+        pruning.join(10)
+        claiming.join(10)
+    assert pruned == [4]  # all but the last delivered and tried
+    [item] = [i for i in items(svc, "deliver_webhook") if i.id == new.id]
+    assert (item.state, item.last_error) == ("done", None)
+    assert [(d.sequence, d.state) for d in deliveries(svc, subscription.id)] == [
+        (5, "delivered"),
+        (6, "delivered"),
+    ]
+    assert len(received) == 1
