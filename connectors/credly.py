@@ -336,10 +336,12 @@ def holder_badges(
     badge_template_id: str,
     issuer_earner_id: str | None = None,
     recipient_email: str | None = None,
+    others: bool = False,
 ) -> list[Badge]:
     """Every badge of the template Credly counts as the same earner's (docs/credly.md,
     "Duplicates"): the same `issuer_earner_id` or the same e-mail, one paged search each. A
-    badge found by e-mail that names another earner id is that earner's, not this one's. An
+    badge found by e-mail that names another earner id is that earner's, not this one's: left
+    out unless `others` (Credly compares a new badge with it too when it refuses duplicates). An
     e-mail that a filter cannot hold (a `|` is valid in one) is not searched for."""
     found: dict[str, Badge] = {}
     searches = (("issuer_earner_id", issuer_earner_id), ("recipient_email", recipient_email))
@@ -347,18 +349,24 @@ def holder_badges(
         if not value or not _filterable(value):
             continue
         for badge in service.list_badges({key: value, "badge_template_id": badge_template_id}):
-            if badge.badge_template_id == badge_template_id and _same(
-                key, badge, value, issuer_earner_id
+            if (
+                badge.badge_template_id == badge_template_id
+                and _same(key, badge, value)
+                and (others or not of_another_earner(badge, issuer_earner_id))
             ):
                 found[badge.id] = badge
     return list(found.values())
 
 
-def _same(key: str, badge: Badge, value: str, issuer_earner_id: str | None) -> bool:
+def of_another_earner(badge: Badge, issuer_earner_id: str | None) -> bool:
+    """Whether `badge` names an earner id other than `issuer_earner_id` (one with none, issued in
+    Credly's UI, is anyone's)."""
+    return bool(badge.issuer_earner_id) and badge.issuer_earner_id != issuer_earner_id
+
+
+def _same(key: str, badge: Badge, value: str) -> bool:
     if key == "recipient_email":  # e-mail addresses compare without case
-        return (badge.recipient_email or "").casefold() == value.casefold() and (
-            not badge.issuer_earner_id or badge.issuer_earner_id == issuer_earner_id
-        )
+        return (badge.recipient_email or "").casefold() == value.casefold()
     return badge.issuer_earner_id == value
 
 

@@ -45,6 +45,7 @@ from connectors.credly import (
     holder_badges,
     id_evidence,
     live_badge,
+    of_another_earner,
     url_evidence,
 )
 from connectors.credly import Badge as CredlyBadge
@@ -107,6 +108,13 @@ ENDED_DUPLICATE = (
     "Credly, then requeue the job (`gateway jobs requeue`); with CREDLY_REVOKED_IS_DUPLICATE=true "
     "an unclaimed badge whose member changes e-mail is kept instead of being revoked and issued "
     "again"
+)
+#: Why an issue fails when Credly refuses it as a duplicate of another certification's live badge
+#: at the recipient's e-mail address (docs/credly.md, "Duplicates").
+ANOTHER_HOLDER = (
+    "Credly refused to issue the badge to {email}: that address holds certification {other}'s "
+    "live badge {id} of badge template {template}, and Credly issues one badge of a template to "
+    "an address"
 )
 
 
@@ -553,15 +561,16 @@ def _issue_or_adopt(
     except CredlyError as exc:
         if exc.status is not None and 400 <= exc.status < 500 and exc.status != DUPLICATE_STATUS:
             raise
-        held = holder_badges(
+        counted = holder_badges(
             svc.credly,
             badge_template_id=template,
             issuer_earner_id=earner,
             recipient_email=recipient.recipient_email,
+            others=True,
         )
-        found = live_badge(held)
+        found = live_badge(badge for badge in counted if not of_another_earner(badge, earner))
         if found is None:
-            _refuse_ended_duplicate(exc, held, recipient)
+            _explain_duplicate(exc, counted, recipient)
             raise
         log.info(
             "adopting the badge Credly holds after the failed issue call",
@@ -570,22 +579,36 @@ def _issue_or_adopt(
         return found, True
 
 
-def _refuse_ended_duplicate(
-    exc: CredlyError, held: list[CredlyBadge], recipient: BadgeRequest
+def _explain_duplicate(
+    exc: CredlyError, counted: list[CredlyBadge], recipient: BadgeRequest
 ) -> None:
-    """Raise a PermanentError that says why, when Credly refused the issue (a 422) while it holds
-    no live badge of the certification but an ended (revoked or expired) one: Credly then counts
-    ended badges as duplicates (docs/credly.md, "Duplicates"), which no retry gets past."""
+    """Raise a PermanentError that says why Credly refused the issue as a duplicate (a 422) while
+    it holds no live badge of the certification (docs/credly.md, "Duplicates"): another
+    certification's live badge at the recipient's e-mail address; or, when no badge of another
+    certification is found, the certification's ended (revoked or expired) one, Credly then
+    counting ended badges as duplicates. No retry gets past either; otherwise Credly's refusal
+    is raised as it is."""
     if not isinstance(exc, PermanentError) or exc.status != DUPLICATE_STATUS:
         return
     now = utcnow()
+    earner = recipient.issuer_earner_id
+    theirs = [b for b in counted if of_another_earner(b, earner) and b.state != REPLACED]
+    held = live_badge(theirs)
+    if held is not None:
+        message = ANOTHER_HOLDER.format(
+            email=recipient.recipient_email,
+            other=held.issuer_earner_id,
+            id=held.id,
+            template=recipient.badge_template_id,
+        )
+        raise PermanentError(message, status=exc.status, body=exc.body) from exc
     ended = [
         badge
-        for badge in held
-        if badge.issuer_earner_id == recipient.issuer_earner_id
+        for badge in counted
+        if badge.issuer_earner_id == earner
         and (badge.state == REVOKED or (badge.state in LIVE and not badge.live(now)))
     ]
-    if ended:
+    if ended and not theirs:
         badge = ended[-1]
         state = "revoked" if badge.state == REVOKED else "expired"
         message = ENDED_DUPLICATE.format(

@@ -232,9 +232,36 @@ def test_a_badge_of_another_certification_at_the_same_address_is_never_adopted(s
     [badge] = badges(svc)
     assert badge.credly_badge_id is None and badge_view(badge)["state"] == "error"
     assert "already has this badge" in badge.last_error
+    assert f"certification CERT-OTHER's live badge {theirs['id']}" in badge.last_error
     revoke_by_audit(svc)
     assert [b["id"] for b in live(standin)] == [theirs["id"]]
     assert calls(standin, "revoke") == []
+
+
+@pytest.mark.parametrize("counted", [False, True], ids=["ended-not-duplicate", "ended-duplicate"])
+def test_an_email_change_to_an_address_another_certifications_badge_holds_names_it(
+    svc, standin, counted
+):
+    """The e-mail change revokes the unclaimed badge and issues it again to the new address,
+    where the live badge of another certification makes Credly refuse it: the standing names
+    that certification, not the revoked badge, whether Credly counts that one or not."""
+    standin.revoked_is_duplicate = counted  # docs/credly.md: no source says which
+    for cert, email in (("DUPA", "shared@example.org"), ("DUPB", "dupb@example.org")):
+        grant_event = granted("2026-03-01", cert=cert)
+        grant_event["data"]["member"]["email"] = email
+        submit(svc, grant_event)
+    drain(svc, lambda: issue_done(svc))
+    [theirs] = [b for b in live(standin) if b["issuer_earner_id"] == "DUPA"]
+    submit(svc, event("member.updated", {"email": "shared@example.org"}, cert="DUPB"))
+    drain(svc, lambda: settled(svc, "replace_badge"))
+    assert [i.state for i in items(svc, "replace_badge")] == ["failed"]
+    [row] = [b for b in badges(svc) if b.certification_id == "DUPB"]
+    view = badge_view(row)
+    assert (row.state, view["state"]) == ("revoked", "error")
+    assert f"certification DUPA's live badge {theirs['id']}" in view["error"]
+    assert "already has this badge" in view["error"]  # Credly's message
+    assert "Allow duplicates" not in view["error"] and "ended badges" not in view["error"]
+    assert [b["id"] for b in live(standin)] == [theirs["id"]]
 
 
 @pytest.mark.parametrize("counted", [False, True], ids=["ended-not-duplicate", "ended-duplicate"])
