@@ -243,6 +243,28 @@ def test_a_dry_run_sweep_needs_no_redis_lock(tmp_path):
 
 
 @pytest.mark.parametrize(
+    ("args", "held"),
+    [([], "gateway:sweep::"), (["--from-id", "A", "--to-id", "M"], "gateway:sweep:A:M")],
+    ids=["whole-range", "id-range"],
+)
+def test_a_sweep_of_a_range_another_sweep_holds_ends_in_one_line(
+    tmp_path, redis_client, redis_url, args, held
+):
+    """As docs/operations.md, *Commands*, says: whatever the day, and the other sweep's lock
+    left as it was."""
+    redis_client.set(held, "another sweep", px=60_000)  # as a running sweep holds its lock
+    env = {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "INSTANCE_PATH": str(tmp_path),
+        "REDIS_URL": redis_url,
+    }
+    answer = CliRunner().invoke(cli, ["sweep", "--as-of", "2026-01-05", *args], env=env)
+    assert answer.exit_code == 1, answer.output
+    assert answer.output.endswith("Error: another sweep of this range is running\n")
+    assert redis_client.get(held) == b"another sweep"
+
+
+@pytest.mark.parametrize(
     "args",
     [
         ["sweep", "--dry-run", "--as-of", "9999-12-31"],
