@@ -141,7 +141,8 @@ def create_app(
             "issued (each issue job fails) until one is set",
             ", ".join(untemplated),
         )
-    # at start (with the expiry Credly reported, once read); daily from the workers' cron
+    # at start (with the expiry Credly reported, once read); daily from the cron (the workers',
+    # or, without Redis, the serving process's)
     credly_token.warn_if_token_expiring(settings, state=credly_token.token_state(svc))
     return app
 

@@ -1,20 +1,23 @@
-"""The workers' daily cron: the sweep, one at a time across all workers (a Redis lock), then the
-reconciliation with Credly, the pruning of old receipt records and the Credly token expiry check,
-each once a day across all workers.
+"""The daily cron: the sweep, then the reconciliation with Credly, the pruning of old receipt
+records and the Credly token expiry check, each once a day.
 
-A daily job's Redis lock expires LOCK_SECONDS after it was last renewed, and its holder renews it
-while it runs: a holder killed (SIGKILL, a lost machine) frees it within LOCK_SECONDS. A day's
-mark of done is set only when its run has finished, so a run that did not finish leaves the day
-open for another.
+With Redis, the workers' cron queues them as RQ jobs: the sweep one at a time across all workers
+(a Redis lock), the rest once a day across them. A daily job's Redis lock expires LOCK_SECONDS
+after it was last renewed, and its holder renews it while it runs: a holder killed (SIGKILL, a
+lost machine) frees it within LOCK_SECONDS. A day's mark of done is set only when its run has
+finished, so a run that did not finish leaves the day open for another.
+
+Without Redis (the embedded default), each process whose jobs run in it for its life runs them
+on a thread of its own (`InProcessCron`), the day claimed in the database by one of them.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from redis.exceptions import LockError, LockNotOwnedError, RedisError
@@ -22,15 +25,18 @@ from redis.lock import Lock
 from rq import Queue, Retry
 from rq.cron import CronScheduler
 from rq.exceptions import StopRequested
+from sqlalchemy.dialects import postgresql, sqlite
 
-from gateway.store.models import utcnow
+from connectors.errors import PermanentError, TransientError, describe
+from gateway.store.db import UNAVAILABLE, unavailable_reason
+from gateway.store.models import DailyRun, utcnow
 from gateway.usecases import housekeeping
 from gateway.usecases.credly_token import check_token
 from gateway.usecases.services import Services
 from gateway.usecases.sweep import Scope, Summary, sweep
 from jobs import notices
 from jobs.engine import context, outbox
-from jobs.reconcile import reconcile
+from jobs.reconcile import Stopped, reconcile
 
 log = logging.getLogger("jobs.cron")
 
@@ -119,14 +125,25 @@ def _sweep_and_notices(svc: Services, scope: Scope, **kwargs: object) -> Summary
 
 
 def run_daily_sweep(as_of: str | None = None) -> dict[str, object]:
-    """RQ job: sweep today's (or `as_of`'s) due certifications, unless that day's is done; while
-    another worker's sweep of it runs, look again later (that sweep may not finish)."""
-    svc = context.services()
-    scope = Scope(as_of=date.fromisoformat(as_of) if as_of else utcnow().date())
-    # without Redis one process does it all, and `gateway badges reconcile` reconciles
-    summary = _sweep_once(svc, scope) if svc.redis is not None else _sweep_and_notices(svc, scope)
+    """RQ job: `daily_sweep` of today (or `as_of`) with this process's services."""
+    return daily_sweep(context.services(), date.fromisoformat(as_of) if as_of else utcnow().date())
+
+
+def daily_sweep(
+    svc: Services, day: date, on_batch: Callable[[int], None] | None = None
+) -> dict[str, object]:
+    """Sweep `day`'s due certifications, unless that day's is done; while another worker's sweep
+    of it runs, look again later (that sweep may not finish). Then queue the reconciliation, and
+    prune. Without Redis, `on_batch` is called after each batch the sweep records (raising ends
+    the sweep there)."""
+    scope = Scope(as_of=day)
+    if svc.redis is None:  # one process does it all: see InProcessCron
+        summary = _sweep_and_notices(svc, scope, on_batch=on_batch)
+    else:
+        summary = _sweep_once(svc, scope)
     if summary is None:
         return {"skipped": True}
+    log.info("sweep done", extra={"summary": summary.as_dict()})
     if svc.redis is not None:
         Queue(svc.settings.queue_name, connection=svc.redis).enqueue(
             run_daily_reconcile,
@@ -161,7 +178,6 @@ def _sweep_once(svc: Services, scope: Scope) -> Summary | None:
             log.info("sweep skipped: that day's is done")
             return None
         summary = _sweep_and_notices(svc, scope)
-        log.info("sweep done", extra={"summary": summary.as_dict()})
         svc.redis.set(done, 1, ex=2 * DAY_SECONDS)  # before the lock is free: swept once
     return summary
 
@@ -243,3 +259,133 @@ def make_cron(svc: Services) -> WorkerCron:
     )
     cron.register(check_credly_token, queue_name=queue, cron=daily, name="credly-token-check")
     return cron
+
+
+#: How long after its start a process without Redis runs the daily run it finds due and not yet
+#: claimed (today's once SWEEP_TIME has passed, else yesterday's): start-up is not held up.
+CATCH_UP_SECONDS = 10.0
+#: How long after its daily run failed (the database unavailable, Credly's errors) a process
+#: without Redis runs it again, as long as it is the run due.
+RETRY_SECONDS = 600.0
+#: The longest a process without Redis waits before it reads the clock again: a machine that
+#: slept past SWEEP_TIME runs the day's run within this much of waking.
+CLOCK_CHECK_SECONDS = 60.0
+#: The name of the daily run's claims in `daily_runs`.
+DAILY_RUN = "daily"
+
+#: Claim a day's run: the row inserted and returned, or nothing where another process inserted it
+#: (by dialect).
+_CLAIM = {
+    name: dialect.insert(DailyRun).on_conflict_do_nothing().returning(DailyRun.day)
+    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+}
+
+
+def claim_day(svc: Services, name: str, day: date) -> bool:
+    """Claim the run `name` of `day` for this process; False if another process claimed it."""
+    claim = _CLAIM[svc.db.engine.dialect.name]
+    return bool(svc.db.write(claim, {"name": name, "day": day}))
+
+
+def _time_of_day(sweep_time: str) -> time:
+    """A valid `HH:MM` (UTC; see config) as a time of day."""
+    hours, minutes = sweep_time.split(":")
+    return time(int(hours), int(minutes), tzinfo=UTC)
+
+
+def due_day(sweep_time: str, now: datetime) -> date:
+    """The day of the latest daily run due by `now`: today once `sweep_time` has passed, else
+    yesterday."""
+    if now.timetz() >= _time_of_day(sweep_time):
+        return now.date()
+    return now.date() - timedelta(days=1)
+
+
+def seconds_to_next(sweep_time: str, now: datetime) -> float:
+    """How long from `now` until the next `sweep_time`."""
+    next_run = datetime.combine(
+        due_day(sweep_time, now) + timedelta(days=1), _time_of_day(sweep_time)
+    )
+    return (next_run - now).total_seconds()
+
+
+class Stopping(Exception):
+    """The daily run ended early: its process is stopping."""
+
+
+class InProcessCron(threading.Thread):
+    """The daily run of a process without Redis whose jobs run in it for its life (`gateway run`,
+    each process of `gateway serve`), on this thread: at SWEEP_TIME (UTC) every day, and
+    CATCH_UP_SECONDS after start when the latest run due is not claimed yet.
+
+    A run claims its day in the database (`claim_day`): of the processes sharing the database,
+    the first to claim it runs it, the others skip it. It is `daily_sweep` (the sweep of its day,
+    the advance notices, the pruning), then with a real Credly (not the dry-run backend) the
+    token expiry check and the reconciliation. One that fails logs a line and runs again
+    RETRY_SECONDS later, on its claim, while it is the run due; one whose process dies leaves its
+    day claimed, which the next day's sweep catches up. `stop` ends it after the sweep's batch,
+    or the reconciliation's step, under way.
+    """
+
+    def __init__(self, svc: Services) -> None:
+        super().__init__(name="daily-run", daemon=True)
+        self.svc = svc
+        self.stopping = threading.Event()
+        self.claimed: date | None = None  # the day this process claimed, done or not
+        self.settled: date | None = None  # the day this process ran, or found claimed
+
+    def stop(self) -> None:
+        """End the loop, and the run under way at its next step."""
+        self.stopping.set()
+
+    def run(self) -> None:
+        """The thread: the run due CATCH_UP_SECONDS after start, then each as it falls due."""
+        wait = CATCH_UP_SECONDS
+        while not self.stopping.wait(wait):
+            wait = self._run_due()
+
+    def _run_due(self) -> float:
+        """Run the run due unless this process has settled it; how long to wait for the next."""
+        sweep_time = self.svc.settings.sweep_time
+        day = due_day(sweep_time, utcnow())
+        if self.settled is None or day > self.settled:
+            try:
+                self._daily_run(day)
+            except (Stopping, Stopped):
+                return 0
+            except UNAVAILABLE as exc:  # the database's state (locked, away): one line
+                log.warning(
+                    "daily run of %s: database unavailable: %s; tried again in %g s",
+                    day,
+                    unavailable_reason(exc),
+                    RETRY_SECONDS,
+                )
+                return RETRY_SECONDS
+            except (TransientError, PermanentError) as exc:  # Credly's, for the reconciliation
+                log.warning(
+                    "daily run of %s failed: %s; tried again in %g s",
+                    day,
+                    describe(exc),
+                    RETRY_SECONDS,
+                )
+                return RETRY_SECONDS
+            except Exception:  # the thread must outlive any other failure
+                log.exception("daily run of %s failed; tried again in %g s", day, RETRY_SECONDS)
+                return RETRY_SECONDS
+            self.settled = day
+        return min(seconds_to_next(sweep_time, utcnow()), CLOCK_CHECK_SECONDS)
+
+    def _daily_run(self, day: date) -> None:
+        if self.claimed != day:
+            if not claim_day(self.svc, DAILY_RUN, day):
+                log.info("daily run of %s skipped: another process claimed it", day)
+                return
+            self.claimed = day
+        daily_sweep(self.svc, day, on_batch=self._check_stop)
+        if not self.svc.settings.credly_dry_run:
+            check_token(self.svc)
+            reconcile(self.svc, stop=self.stopping)
+
+    def _check_stop(self, _batch: int) -> None:
+        if self.stopping.is_set():
+            raise Stopping("the process is stopping")

@@ -256,10 +256,11 @@ class Settings:
             "CREDLY_TOKEN_EXPIRES_ON",
             "none",
             "the token's expiry date (Credly tokens last 180 days), used when Credly's "
-            "authorization-tokens API does not say (the workers read it there at start and daily); "
-            "reported by `/readyz`, logged as a WARNING from 14 days ahead when the app starts, "
-            "when a worker has read it from Credly at start, and daily at `SWEEP_TIME` by one of "
-            "the workers",
+            "authorization-tokens API does not say (the workers read it there at start and daily; "
+            "without Redis, the serving process daily); reported by `/readyz`, logged as a "
+            "WARNING from 14 days ahead when the app starts, when a worker has read it from "
+            "Credly at start, and daily at `SWEEP_TIME` by one of the workers (without Redis, by "
+            "one serving process)",
         ),
     )
     credly_badge_templates: dict[str, str] = field(
@@ -458,7 +459,11 @@ class Settings:
             "SWEEP_TIME",
             "`02:30`",
             "the UTC time at which the workers' cron queues the daily sweep (then the "
-            "reconciliation with Credly) and the Credly token expiry check",
+            "reconciliation with Credly) and the Credly token expiry check. Without Redis the "
+            "serving process runs them itself (`gateway run`, each process of `gateway serve`), "
+            "one process a day of those sharing the database, and 10 seconds after it starts "
+            "when no process has taken the latest run due (today's once this time has passed, "
+            "else yesterday's): docs/operations.md, *The job engine*",
         ),
     )
     web_bind: str = field(

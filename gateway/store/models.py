@@ -451,3 +451,13 @@ class AdvanceNotice(Base):
     __table_args__ = (
         UniqueConstraint("subscription_id", "certification_id", "change_on", "status"),
     )
+
+
+class DailyRun(Base):
+    """A day's daily run claimed by one process of the embedded default (no Redis): the first to
+    insert the row runs it, the others skip it (`jobs.cron.InProcessCron`)."""
+
+    __tablename__ = "daily_runs"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)

@@ -1,9 +1,10 @@
 """The Credly token: its expiry and whether Credly still takes it.
 
 The expiry is read from Credly's authorization-tokens API where the token may (docs/credly.md,
-"Tokens"), when a worker starts and daily from the workers' cron (`jobs.cron.check_credly_token`),
-falling back to `CREDLY_TOKEN_EXPIRES_ON`; a warning is logged 14 days ahead, when the app starts
-(with what is known by then), when a worker has read it at start, and daily. When Credly answers
+"Tokens"), when a worker starts and daily from the workers' cron (`jobs.cron.check_credly_token`;
+without Redis, the serving process's, `jobs.cron.InProcessCron`), falling back to
+`CREDLY_TOKEN_EXPIRES_ON`; a warning is logged 14 days ahead, when the app starts (with what is
+known by then), when a worker has read it at start, and daily. When Credly answers
 401 or 403 the Credly jobs pause (`jobs.engine.outbox`): they wait, not using their attempts, and
 one is
 let through every CREDLY_PAUSE_SECONDS to try again; when it succeeds, or another token is

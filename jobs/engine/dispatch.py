@@ -27,6 +27,7 @@ from sqlalchemy import bindparam, func, select, update
 from gateway.store.db import UNAVAILABLE, unavailable_reason, wake_after_commit
 from gateway.store.models import OutboxItem, UTCDateTime, utcnow
 from gateway.usecases.services import Services
+from jobs.cron import InProcessCron
 from jobs.engine import context
 from jobs.engine.outbox import Crew, Drained, stop_working, work_due
 
@@ -195,7 +196,8 @@ class InProcessDispatcher(Dispatcher):
     `synchronous` works them in the caller's thread instead (tests, one-off commands), waiting
     out retries until every due item has settled. `polling` (the serving process) keeps the
     thread for the process's life, looking for due items every RELAY_INTERVAL_SECONDS too: those
-    that commands in other processes queue.
+    that commands in other processes queue; and runs the daily cron on another (`InProcessCron`),
+    so that a long sweep or reconciliation holds up no item.
     """
 
     def __init__(self, svc: Services, *, synchronous: bool = False, polling: bool = False) -> None:
@@ -207,27 +209,39 @@ class InProcessDispatcher(Dispatcher):
         self._thread: threading.Thread | None = None
         self._local = threading.local()
         self._closed = False
-        if self.polling:
+        self._cron = InProcessCron(svc) if self.polling else None
+        if self._cron is not None:
             self.wake()
+            self._cron.start()
 
     def close(self) -> None:
-        """Stop working items in this process, once the pass under way has ended."""
+        """Stop working items in this process, once the pass under way has ended, and the daily
+        cron, once the step of its run under way has."""
         with self._lock:
             self._closed, thread = True, self._thread
         self._woken.set()
-        if thread is not None:
-            thread.join()
+        if self._cron is not None:
+            self._cron.stop()
+        for ending in (thread, self._cron):
+            if ending is not None:
+                ending.join()
 
     def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
         """The server is stopping (SIGINT, SIGTERM): take no more items, give back at once the
         claimed ones not started, wait for the one under way up to STOP_GRACE_SECONDS (or
-        `grace`, if less: the time the server has left); log it."""
+        `grace`, if less: the time the server has left); log it. The daily cron stops too, its
+        run under way ending after its step under way (within that time, or left to end with
+        the process: a sweep left mid-way is done by the next)."""
         given_back = stop_working(self.svc)
         with self._lock:
             self._closed, thread = True, self._thread
         self._woken.set()
-        if thread is not None:
-            thread.join(min(grace, STOP_GRACE_SECONDS))
+        if self._cron is not None:
+            self._cron.stop()
+        deadline = time.monotonic() + min(grace, STOP_GRACE_SECONDS)
+        for ending in (thread, self._cron):
+            if ending is not None:
+                ending.join(max(0.0, deadline - time.monotonic()))
         left = thread is not None and thread.is_alive()
         log.info(
             "jobs stopped: %d claimed items given back unstarted; %s",
