@@ -133,12 +133,17 @@ def _run(svc, item: OutboxItem, attempt: int = 1) -> None:
 def test_a_retry_carrying_a_later_status_leaves_that_change_no_second_message(make_svc, synced):
     """The retry of sequence 1 runs late and sends the newest record (revoked): the message of
     the revocation, queued by its sync before the retry ran or after it, is not sent again."""
-    svc = make_svc()
+    # The retry waits a minute, so that only this test runs it, after the revocation (with 1 s, a
+    # slow machine ran it in the burst's next drain job, sending active: the revocation was then
+    # rightly sent too).
+    svc = make_svc(delivery_retry_base_seconds=60)
     with serve(scripted(500)) as (url, received):
         subscription = watch(svc, url)
         submit(svc, granted(days_ago(30)))
         work_queued(svc)  # sequence 1 (active) fails; its retry waits in the scheduler
         [retry] = items(svc, "deliver_webhook")
+        [first] = deliveries(svc, subscription.id)
+        assert (first.state, first.attempts, first.status_code) == ("retrying", 1, 500)
         submit(svc, revoked(days_ago(1)))  # recorded: the lookup answers revoked from now on
         if synced:
             [sync] = [i for i in items(svc, "sync_verification") if i.state != "done"]
