@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import jwt
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 
 from gateway.cli import cli
 from gateway.platform import signing
@@ -182,6 +182,83 @@ def test_receipts_of_one_second_are_paged_through_with_after(app, client, employ
     response = client.get(f"/v1/receipts?after={seen[0]}", headers=other)  # not theirs
     assert response.status_code == 422
     assert [e["field"] for e in response.get_json()["errors"]] == ["after"]
+
+
+#: When the receipts of `issue_at_seconds` were issued, give or take their seconds.
+START = datetime(2026, 1, 5, 9, 30, tzinfo=UTC)
+
+
+def issue_at_seconds(app, client, headers, seconds: list[int]) -> list[str]:
+    """Receipts issued to the client of `headers`, one at each of `seconds` after START (repeats:
+    receipts of one second); their references, oldest first, each second's by reference."""
+    at: dict[str, datetime] = {}
+    for second in seconds:
+        issued = client.get("/v1/verifications/ACTIVE-1/receipt", headers=headers)
+        at[issued.headers["Receipt-Reference"]] = START + timedelta(seconds=second)
+    with app.extensions["gateway"].db.transaction() as session:
+        for jti, issued_at in at.items():
+            session.execute(update(Receipt).where(Receipt.jti == jti).values(issued_at=issued_at))
+    return sorted(at, key=lambda jti: (at[jti], jti))
+
+
+def pages(client, headers, limit: int, query: str = "") -> list[list[str]]:
+    """The references of every page of `GET /v1/receipts`, following `after`."""
+    found: list[list[str]] = []
+    after = ""
+    while True:
+        page = client.get(f"/v1/receipts?limit={limit}{query}{after}", headers=headers)
+        found.append([r["reference"] for r in page.get_json()["receipts"]])
+        if len(found[-1]) < limit:
+            return found
+        after = f"&after={found[-1][-1]}"
+
+
+def test_pages_after_a_receipt_list_each_once_in_order_across_seconds(app, client, employer):
+    _, headers = employer
+    _, other = employer_of(app, "Other HR")
+    issue_at_seconds(app, client, other, [1, 2, 2])  # not theirs: never listed
+    ordered = issue_at_seconds(app, client, headers, [3, 1, 3, 2, 3, 3, 5, 2, 4, 5])
+    for limit in (1, 2, 3, 4, 10):
+        found = pages(client, headers, limit)
+        assert [ref for page in found for ref in page] == ordered, limit
+        assert all(len(page) == limit for page in found[:-1])
+    since = (START + timedelta(seconds=3)).isoformat().replace("+00:00", "Z")
+    later = pages(client, headers, 2, f"&since={since}")
+    assert [ref for page in later for ref in page] == ordered[3:]
+
+
+def test_a_page_after_a_receipt_seeks_the_clients_index(app, client, employer, database_url):
+    """The page starts where `after` left off in the index (client_id, issued_at, jti): the
+    database finds its first receipt without reading the client's earlier ones."""
+    _, headers = employer
+    references = issue_at_seconds(app, client, headers, [1, 1, 2])
+    engine = app.extensions["gateway"].db.engine
+    listed: list[tuple[str, object]] = []
+
+    def seen(_conn, _cursor, statement, parameters, _context, _many) -> None:
+        if "FROM receipts" in statement and "LIMIT" in statement:
+            listed.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        page = client.get(f"/v1/receipts?after={references[0]}", headers=headers)
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert [r["reference"] for r in page.get_json()["receipts"]] == references[1:]
+    [(statement, parameters)] = listed
+    with engine.begin() as connection:
+        if database_url.startswith("sqlite"):
+            plan = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
+            assert "(client_id=? AND (issued_at,jti)>(?,?))" in str(plan.all())
+            return
+        # A table this small is read whole, or sorted: left only the index's own order, the
+        # plan shows which conditions the index scan seeks with (Index Cond).
+        for setting in ("seqscan", "bitmapscan", "sort", "incremental_sort"):
+            connection.exec_driver_sql(f"SET LOCAL enable_{setting} = off")
+        plan = connection.exec_driver_sql(f"EXPLAIN {statement}", parameters).scalars().all()
+    [seek] = [line for line in plan if "Index Cond:" in line]
+    assert "client_id" in seek and "ROW(issued_at, (jti)::text) > ROW(" in seek, plan
+    assert not any("Filter:" in line for line in plan), plan
 
 
 def employer_of(app, name: str) -> tuple[str, dict[str, str]]:
