@@ -140,25 +140,27 @@ def public_record(
 def verify_on(
     db: Database, policy: rules.Policy, certification_ids: Sequence[str], on: date
 ) -> list[Verification | str | None]:
-    """The public record of each id as it stood on `on`, computed from its history with the rules;
-    NOT_CERTIFIED when it was not yet granted then, None when it is not on record."""
+    """The public record of each id as it stood on `on`, computed from its history with the rules
+    (once an id, however often it is given); NOT_CERTIFIED when it was not yet granted then, None
+    when it is not on record."""
     verified_at = check_time()
-    storable = [i for i in certification_ids if "\x00" not in i]
+    distinct = list(dict.fromkeys(certification_ids))
+    storable = [i for i in distinct if "\x00" not in i]
     histories = load_histories(db, storable) if storable else {}
-    results: list[Verification | str | None] = []
-    for certification_id in certification_ids:
+    found: dict[str, Verification | str | None] = {}
+    for certification_id in distinct:
         history = histories.get(certification_id)
         if not history:
-            results.append(None)
+            found[certification_id] = None
             continue
         try:
             standing = rules.evaluate(history, on, policy)
         except rules.NotCertified:
-            results.append(NOT_CERTIFIED)
+            found[certification_id] = NOT_CERTIFIED
             continue
         record = public_record(policy, standing.credential, standing.status, standing.to_dict())
-        results.append(Verification(certification_id, **record, verified_at=verified_at))
-    return results
+        found[certification_id] = Verification(certification_id, **record, verified_at=verified_at)
+    return [found[certification_id] for certification_id in certification_ids]
 
 
 class NotOnRecord(LookupError):

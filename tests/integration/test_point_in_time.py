@@ -3,10 +3,11 @@ history that is active, inactive, lapsed, recertified and finally revoked."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 
 import pytest
 
+from gateway import rules
 from gateway.store.models import VerificationRecord, utcnow
 from tests.support.events import fee, granted, recert, revoked
 from tests.support.verification import ANSWER_KEYS, record
@@ -131,6 +132,39 @@ def test_the_batch_answers_every_id_on_the_day(client, employer):
         headers=employer,
     ).get_json()["results"]
     assert early == [{"certification_id": "PIT-1", "status": "not_certified", "on": "2017-01-01"}]
+
+
+def test_the_batch_evaluates_each_history_once_however_often_its_id_is_given(
+    client, employer, monkeypatch
+):
+    evaluated: list[date] = []
+    evaluate = rules.evaluate
+
+    def counted(history, as_of, policy):
+        evaluated.append(as_of)
+        return evaluate(history, as_of, policy)
+
+    monkeypatch.setattr(rules, "evaluate", counted)
+    ids = ["PIT-1"] * 60 + ["NOPE-1"] * 3 + ["PIT-1"]
+    response = client.post(
+        "/v1/verifications/batch",
+        json={"certification_ids": ids, "on": "2023-04-01"},
+        headers=employer,
+    )
+    assert response.status_code == 200
+    results = response.get_json()["results"]
+    assert [r["certification_id"] for r in results] == ids
+    assert [r["status"] for r in results] == ["lapsed"] * 60 + ["not_found"] * 3 + ["lapsed"]
+    assert all(r == results[0] for r in results[:60]) and results[-1] == results[0]
+    assert evaluated == [date(2023, 4, 1)]
+    evaluated.clear()
+    early = client.post(
+        "/v1/verifications/batch",
+        json={"certification_ids": ["PIT-1"] * 5, "on": "2017-01-01"},
+        headers=employer,
+    ).get_json()["results"]
+    assert [r["status"] for r in early] == ["not_certified"] * 5
+    assert evaluated == [date(2017, 1, 1)]
 
 
 def test_a_point_in_time_answer_carries_nothing_private(client, employer):
