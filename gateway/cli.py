@@ -13,6 +13,7 @@ from datetime import date
 from typing import Any
 
 import click
+import psycopg
 from alembic.runtime.migration import MigrationContext
 from alembic.util import CommandError as AlembicCommandError
 from flask import Flask
@@ -35,7 +36,7 @@ from gateway.store.db import migration_scripts
 from gateway.store.models import OutboxItem, utcnow
 from gateway.usecases import clients as api_clients
 from gateway.usecases import housekeeping
-from gateway.usecases.queries import backlog
+from gateway.usecases.queries import queue_status
 from gateway.usecases.services import DRY_RUN_BADGES, signing_keys
 from gateway.usecases.sweep import Scope, count
 from gateway.usecases.unclaimed import unclaimed_badges
@@ -111,10 +112,14 @@ def _database_error(exc: DBAPIError, *, migrating: bool = False) -> str:
         if code == "42P01" or reason.startswith("no such table"):
             return f"the database has no gateway schema yet (run `gateway db upgrade`): {reason}"
         raise exc
+    work = "migration" if migrating else "command"
     if code is None and isinstance(exc, (OperationalError, InterfaceError)):
+        if isinstance(exc.orig, psycopg.Error) and exc.statement and not exc.connection_invalidated:
+            # psycopg refused to send a statement (too many parameters, say): no server was asked
+            return f"the {work} could not be sent to the database: {reason}"
         # no answer from the server: connecting failed, or the connection broke
         return f"the database cannot be reached: {reason}"
-    return f"the database refused the {'migration' if migrating else 'command'}: {reason}"
+    return f"the database refused the {work}: {reason}"
 
 
 @click.group(cls=GatewayGroup, create_app=command_app, add_version_option=False)
@@ -493,7 +498,7 @@ def jobs_failed(as_json: bool) -> None:
 @with_appcontext
 def jobs_status(as_json: bool) -> None:
     """The outbox, which is the queue: items by kind and state, how many are due now."""
-    found = backlog(services().db)
+    found = queue_status(services().db)
     waiting = (utcnow() - found.oldest_due_at).total_seconds() if found.oldest_due_at else 0
     if as_json:
         rows = [{"kind": k, "state": s, "count": n} for (k, s), n in sorted(found.counts.items())]
@@ -514,23 +519,22 @@ def jobs_requeue(job_ids: tuple[str, ...], requeue_all: bool) -> None:
     if bool(job_ids) == requeue_all:
         both = "JOB_ID(s) and --all cannot be combined: give one or the other"
         raise click.UsageError(both if requeue_all else "give JOB_ID(s) or --all")
-    svc = services()
-    if requeue_all:
-        with svc.db.sessions() as session:
-            ids = list(session.scalars(select(OutboxItem.id).where(OutboxItem.state == "failed")))
-    else:
+    ids: list[int] | None = None  # every failed job's
+    if not requeue_all:
         try:
             ids = [int(job_id.removeprefix("outbox-")) for job_id in job_ids]
         except ValueError as exc:
             raise click.BadParameter("job ids look like outbox-123") from exc
         if not all(0 < outbox_id <= MAX_WHOLE_NUMBER for outbox_id in ids):  # an id column's range
             raise click.BadParameter("job ids look like outbox-123")
-    done = requeue(svc, ids)
-    missing = sorted(set(ids) - set(done))
+
+    def say(requeued: list[int]) -> None:  # as each chunk commits: true should a later one fail
+        click.echo("".join(f"requeued outbox-{outbox_id}\n" for outbox_id in requeued), nl=False)
+
+    done = requeue(services(), ids, say)
     if requeue_all and not done:
         click.echo("no failed jobs")
-    for outbox_id in done:
-        click.echo(f"requeued outbox-{outbox_id}")
+    missing = sorted(set(ids) - set(done)) if ids is not None else []
     if missing:
         raise click.ClickException(
             "not failed (or unknown): " + ", ".join(f"outbox-{i}" for i in missing)

@@ -407,8 +407,8 @@ class Database:
         invalidating the pool as SQLAlchemy would."""
         try:
             pooled = self.engine.raw_connection()
-        except psycopg.Error as exc:  # the database cannot be reached
-            raise self._error(exc, compiled.sql, values, None) from exc
+        except psycopg.Error as exc:  # the database cannot be reached: no statement was sent
+            raise self._error(exc, None, values, None) from exc
         connection = pooled.driver_connection
         try:
             connection.autocommit = True  # one statement: no BEGIN, COMMIT or ROLLBACK round trips
@@ -520,7 +520,7 @@ class Database:
     def _error(
         self,
         exc: psycopg.Error,
-        sql: str,
+        sql: str | None,
         values: dict[str, Any] | list[dict[str, Any]],
         connection: psycopg.Connection | None,
     ) -> DBAPIError:

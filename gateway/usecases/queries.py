@@ -212,24 +212,43 @@ class Backlog:
     oldest_due_at: datetime | None
 
 
-def backlog(db: Database, states: Sequence[str] | None = None) -> Backlog:
+def backlog(db: Database, states: Sequence[str]) -> Backlog:
     """The queue as operators see it (RQ holds only wake-ups, never the items themselves): the
-    items in `states` (every item when None) by kind and state, and those due now."""
+    items in `states` by kind and state, and those due now."""
     now = models.utcnow()
-    query = select(OUTBOX.c.kind, OUTBOX.c.state, func.count())
-    if states is not None:
-        query = query.where(OUTBOX.c.state.in_(states))
     with db.sessions() as session:
         counts = {
             (kind, state): number
             for kind, state, number in session.execute(
-                query.group_by(OUTBOX.c.kind, OUTBOX.c.state)
+                select(OUTBOX.c.kind, OUTBOX.c.state, func.count())
+                .where(OUTBOX.c.state.in_(states))
+                .group_by(OUTBOX.c.kind, OUTBOX.c.state)
             )
         }
         due, oldest = session.execute(
             select(func.count(), func.min(OUTBOX.c.due_at)).where(OUTBOX.c.due_at <= now)
         ).one()
     return Backlog(counts, due, oldest)
+
+
+#: How many items of each kind have ended done, from the few rows of `job_outcomes`.
+_DONE = (
+    select(OUTCOMES.c.kind, func.sum(OUTCOMES.c.total))
+    .where(OUTCOMES.c.outcome == "done")
+    .group_by(OUTCOMES.c.kind)
+)
+
+
+def queue_status(db: Database) -> Backlog:
+    """What `gateway jobs status` shows: every item by kind and state, and those due now.
+
+    The outbox keeps its done items for good, too many to count on each call: those are the
+    done ends `job_outcomes` counted (an item whose lease ran out mid-attempt, run to its end
+    twice, counts twice). The others are counted in the outbox on its state index, failed ones
+    included: `job_outcomes` counts every failure, a requeued item's too."""
+    found = backlog(db, (*models.UNFINISHED, "failed"))
+    done = {(kind, "done"): int(total) for kind, total in db.read(_DONE)}
+    return Backlog(found.counts | done, found.due, found.oldest_due_at)
 
 
 def queue_gauges(db: Database) -> tuple[dict[str, int], int]:

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from enum import Enum
@@ -346,20 +346,68 @@ def relay(svc: Services, dispatcher: Dispatcher) -> int:
     return due
 
 
-def requeue(svc: Services, outbox_ids: list[int]) -> list[int]:
-    """Put failed items back: reset their attempts and have them worked afresh."""
-    with svc.db.transaction() as session:
-        ids = list(
-            session.scalars(
-                select(OutboxItem.id).where(
-                    OutboxItem.id.in_(outbox_ids), OutboxItem.state == "failed"
-                )
+#: How many failed items one transaction of a requeue puts back, so that any number can be: on
+#: SQLite each id is a variable of its statement (32,766 at most, unless SQLite was built with
+#: another limit); on PostgreSQL, which gets them as one array, no transaction grows with them.
+REQUEUE_CHUNK = 5000
+
+#: The next REQUEUE_CHUNK failed items after `after`, in id order.
+_FAILED_AFTER = (
+    select(OutboxItem.id)
+    .where(OutboxItem.state == "failed", OutboxItem.id > bindparam("after"))
+    .order_by(OutboxItem.id)
+    .limit(bindparam("chunk"))
+)
+#: The failed items among `ids` put back: attempts reset, due at once.
+_REQUEUE = (
+    update(OutboxItem)
+    .where(OutboxItem.id.in_(bindparam("ids", expanding=True)), OutboxItem.state == "failed")
+    .values(
+        state="pending",
+        attempts=0,
+        last_error=None,
+        finished_at=None,
+        due_at=bindparam("now", type_=UTCDateTime()),
+    )
+    .returning(OutboxItem.id)
+)
+
+
+def requeue(
+    svc: Services,
+    outbox_ids: Iterable[int] | None = None,
+    requeued: Callable[[list[int]], object] | None = None,
+) -> list[int]:
+    """Put failed items back, those of `outbox_ids` or (None) every one: reset their attempts
+    and have them worked afresh; returns their ids in order.
+
+    Any number is put back REQUEUE_CHUNK at a time, each chunk in a transaction of its own that
+    wakes the workers for its items; `requeued` is given the ids of each chunk once it has
+    committed (those stay put back should a later chunk fail)."""
+    done: list[int] = []
+    for chunk in _requeue_chunks(svc, outbox_ids):
+        with svc.db.begin() as connection:
+            ids = sorted(
+                i for (i,) in svc.db.execute(connection, _REQUEUE, {"ids": chunk, "now": utcnow()})
             )
-        )
-        session.execute(
-            update(OutboxItem)
-            .where(OutboxItem.id.in_(ids))
-            .values(state="pending", attempts=0, last_error=None, finished_at=None, due_at=utcnow())
-        )
-        wake_after_commit(ids)
-    return ids
+            wake_after_commit(ids)
+        done += ids
+        if requeued is not None and ids:
+            requeued(ids)
+    return done
+
+
+def _requeue_chunks(svc: Services, outbox_ids: Iterable[int] | None) -> Iterator[list[int]]:
+    """The ids to requeue, REQUEUE_CHUNK at a time in id order: those given, or every failed
+    item's, read a chunk at a time."""
+    if outbox_ids is not None:
+        given = sorted(set(outbox_ids))
+        for start in range(0, len(given), REQUEUE_CHUNK):
+            yield given[start : start + REQUEUE_CHUNK]
+        return
+    after = 0
+    while chunk := [
+        i for (i,) in svc.db.read(_FAILED_AFTER, {"after": after, "chunk": REQUEUE_CHUNK})
+    ]:
+        yield chunk
+        after = chunk[-1]

@@ -2,6 +2,7 @@
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -15,16 +16,19 @@ from alembic.operations import Operations
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from click.testing import CliRunner
-from sqlalchemy import inspect, text
+from sqlalchemy import event, inspect, select, text
+from sqlalchemy.exc import OperationalError
 
 from gateway import rules
 from gateway.bootstrap import create_app
-from gateway.cli import cli
+from gateway.cli import _database_error, cli
 from gateway.platform.config import ConfigError, Settings
 from gateway.store.db import MIGRATIONS, Database, alembic_config
-from gateway.store.models import Base, OutboxItem
+from gateway.store.models import Base, OutboxItem, utcnow
 from gateway.usecases import intake, subscriptions
 from gateway.usecases.queries import job_outcomes
+from jobs.engine import dispatch
+from jobs.engine.claim import ended, record_end
 from jobs.reconcile import REPAIRS
 from tests.support.clients import fetch_token
 from tests.support.database import pg_conninfo
@@ -112,6 +116,45 @@ def test_jobs_status_shows_the_outbox_backlog_that_rq_never_holds(database_url, 
     assert status["due"] == 2 and status["oldest_due_seconds"] >= 0
     table = app.test_cli_runner().invoke(args=["jobs", "status"]).stdout
     assert "issue_badge" in table and "due now: 2" in table
+
+
+def test_jobs_status_counts_done_jobs_as_they_ended_not_in_the_whole_outbox(database_url, make_app):
+    """The outbox keeps its done items for good: `jobs status` counts its other items there, by
+    state, and reads how many are done from `job_outcomes`, counted as each ended. Failed ones
+    are those failed now: a failed item requeued since is pending."""
+    app = make_app(database_url=database_url, jobs="IN_SERVER")  # nothing works the items here
+    svc = app.extensions["gateway"]
+    for cert in ("CERT-1", "CERT-2"):
+        assert intake.submit_event(svc, granted("2026-03-01", cert=cert)).status == 202
+    with svc.db.sessions() as session:
+        item = {(i.certification_id, i.kind): i.id for i in session.scalars(select(OutboxItem))}
+    with svc.db.engine.begin() as connection:
+        for (cert, kind), state in [
+            (("CERT-1", "issue_badge"), "done"),
+            (("CERT-1", "sync_verification"), "failed"),
+            (("CERT-2", "issue_badge"), "failed"),
+        ]:
+            error = "gave up" if state == "failed" else None
+            record_end(svc.db, connection, kind, ended(item[cert, kind], state, error))
+    assert dispatch.requeue(svc, [item["CERT-2", "issue_badge"]])
+    read: list[str] = []
+    event.listen(svc.db.engine, "before_cursor_execute", lambda *call: read.append(call[2]))
+    shown = app.test_cli_runner().invoke(args=["jobs", "status", "--json"])
+    assert shown.exit_code == 0, shown.output
+    status = json.loads(shown.stdout)
+    assert {(row["kind"], row["state"]): row["count"] for row in status["items"]} == {
+        ("issue_badge", "done"): 1,
+        ("issue_badge", "pending"): 1,
+        ("sync_verification", "failed"): 1,
+        ("sync_verification", "pending"): 1,
+    }
+    assert status["due"] == 2
+    table = app.test_cli_runner().invoke(args=["jobs", "status"]).stdout.splitlines()
+    assert f"{'issue_badge':22} {'done':10} 1" in table and table[-1].startswith("due now: 2 ")
+    outbox = [statement for statement in read if "FROM outbox" in statement]
+    assert any("GROUP BY outbox.kind" in statement for statement in outbox)
+    for statement in outbox:  # by state (its index), or due items (theirs): never every item
+        assert "WHERE outbox.state IN" in statement or "WHERE outbox.due_at <=" in statement
 
 
 def test_help_lists_the_commands_without_creating_anything(tmp_path, monkeypatch):
@@ -556,6 +599,106 @@ def test_an_upgrade_to_a_revision_the_database_is_past_says_so(tmp_path):
     at_head = runner.invoke(cli, ["db", "upgrade"], env=env)
     assert at_head.stdout == f"database already at {head}: nothing to upgrade\n"
     assert runner.invoke(cli, ["db", "current"], env=env).stdout.split()[0] == head
+
+
+def failed_items(svc, number: int, kind: str = "issue_badge") -> list[int]:
+    """The ids of `number` new items that failed for good, with a done and a pending one
+    (neither put back by a requeue) among them."""
+    ended = {"state": "failed", "attempts": 3, "last_error": "gave up", "finished_at": utcnow()}
+    with svc.db.transaction() as session:
+        items = [OutboxItem(kind=kind, payload={}, due_at=None, **ended) for _ in range(number)]
+        others = [
+            OutboxItem(kind=kind, payload={}, state="done", due_at=None),
+            OutboxItem(kind=kind, payload={}),
+        ]
+        session.add_all([*items[: number // 2], *others, *items[number // 2 :]])
+    return sorted(item.id for item in items)
+
+
+def outbox_states(svc) -> dict[int, tuple[str, int, str | None]]:
+    with svc.db.sessions() as session:
+        rows = session.execute(
+            select(OutboxItem.id, OutboxItem.state, OutboxItem.attempts, OutboxItem.last_error)
+        )
+        return {outbox_id: (state, attempts, error) for outbox_id, state, attempts, error in rows}
+
+
+def limit_variables(svc, number: int) -> None:
+    """On SQLite: at most `number` variables a statement from now on (32,766 unless the build
+    of SQLite says otherwise; Debian's: 250,000). PostgreSQL's limit is 65,535 parameters."""
+    if not svc.db.is_sqlite:
+        return
+
+    def limited(connection, _record) -> None:
+        connection.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, number)
+
+    event.listen(svc.db.engine, "connect", limited)
+    svc.db.engine.dispose()  # its connections are made afresh, so limited
+
+
+def test_requeue_all_puts_back_every_failed_job_a_chunk_a_transaction(
+    database_url, make_app, monkeypatch
+):
+    """However many have failed: they are put back REQUEUE_CHUNK at a time (3 here), each chunk
+    waking the workers once committed. Every id was a parameter of one statement, which failed
+    past the database's limit: SQLite's lowered to 10 here, so that eleven jobs show it."""
+    app = make_app(database_url=database_url, jobs="IN_SERVER")
+    svc = app.extensions["gateway"]
+    failed = failed_items(svc, 11)
+    before = outbox_states(svc)
+    monkeypatch.setattr(dispatch, "REQUEUE_CHUNK", 3)
+    woken: list[list[int]] = []
+    monkeypatch.setattr(svc.db, "on_commit", woken.append)
+    limit_variables(svc, 10)
+    answer = app.test_cli_runner().invoke(args=["jobs", "requeue", "--all"])
+    assert answer.exit_code == 0, answer.output
+    assert answer.stdout == "".join(f"requeued outbox-{i}\n" for i in failed)
+    assert woken == [failed[:3], failed[3:6], failed[6:9], failed[9:]]
+    assert outbox_states(svc) == before | dict.fromkeys(failed, ("pending", 0, None))
+    again = app.test_cli_runner().invoke(args=["jobs", "requeue", "--all"])
+    assert (again.exit_code, again.stdout) == (0, "no failed jobs\n")
+
+
+def test_requeue_takes_any_number_of_job_ids(database_url, make_app, monkeypatch):
+    """Each id was a parameter of one statement, which failed past PostgreSQL's 65,535 and
+    SQLite's 32,766 (its default): 70,000 are put back REQUEUE_CHUNK at a time."""
+    app = make_app(database_url=database_url, jobs="IN_SERVER")
+    svc = app.extensions["gateway"]
+    first, *failed = failed_items(svc, 3)
+    done = next(i for i, (state, _, _) in outbox_states(svc).items() if state == "done")
+    woken: list[int] = []
+    monkeypatch.setattr(svc.db, "on_commit", woken.extend)
+    limit_variables(svc, 32_766)
+    answer = app.test_cli_runner().invoke(
+        args=["jobs", "requeue", f"outbox-{done}", f"outbox-{first}"]
+    )
+    assert (answer.exit_code, answer.stdout) == (1, f"requeued outbox-{first}\n"), answer.output
+    assert answer.stderr == f"Error: not failed (or unknown): outbox-{done}\n"
+    assert woken == [first]
+    woken.clear()
+    assert dispatch.requeue(svc, [*range(1, 70_001), *failed, first]) == failed
+    assert woken == failed
+
+
+def test_a_statement_psycopg_does_not_send_is_no_database_out_of_reach(postgres_url):
+    """Refused by psycopg before it was sent, a statement is not said to find the database out
+    of reach (no connection failed); one whose connection could not be made is."""
+    database = Database(postgres_url)
+    with pytest.raises(OperationalError) as refused, database.engine.connect() as connection:
+        connection.execute(select(OutboxItem.id).where(OutboxItem.id.in_(range(70_000))))
+    assert _database_error(refused.value) == (
+        "the command could not be sent to the database: sending query and params failed: "
+        "number of parameters must be between 0 and 65535"
+    )
+    database.engine.dispose()
+    closed = Database(f"postgresql://postgres@127.0.0.1:{free_port()}/test")
+    for read in (
+        lambda: closed.read(select(OutboxItem.id)),  # a single statement, on psycopg itself
+        lambda: closed.sessions().execute(select(OutboxItem.id)),  # through SQLAlchemy
+    ):
+        with pytest.raises(OperationalError) as unreachable:
+            read()
+        assert _database_error(unreachable.value).startswith("the database cannot be reached: ")
 
 
 def test_requeue_refuses_job_ids_with_all(tmp_path):
