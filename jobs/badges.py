@@ -323,8 +323,12 @@ def _record(
     others: Sequence[tuple[int, CredlyBadge]] = (),
 ) -> None:
     """Record what Credly answered, in one statement, and in the same transaction what it says
-    of the badges of `others` (rows, badges); with `item`, record the item done too."""
-    writes = [(badge_id, found, note), *((row, badge, None) for row, badge in others)]
+    of the badges of `others` (rows, badges); with `item`, record the item done too. The rows
+    are written in id order, the order a notification job locks them in (no deadlock)."""
+    writes = sorted(
+        [(badge_id, found, note), *((row, badge, None) for row, badge in others)],
+        key=lambda write: write[0],
+    )
     values = [
         {
             "badge_id": row,

@@ -287,11 +287,24 @@ def _ours(session: Session, reported: CredlyBadge, now: CredlyBadge | None) -> B
     """Our badge with the reported Credly id, or with that of its successor `now` (a replace
     this gateway made), locked; the successor's first (a badge moved to another period by its
     replace leaves the first period's row recording it replaced). BadgeNotRecordedYet when it is
-    one of our certifications' whose issue job has not recorded it yet."""
+    one of our certifications' whose issue job has not recorded it yet.
+
+    Every badge row of the certifications recording either id is locked, in id order, and read
+    as it is once locked: an issue job recording a take-over (the successor on the new period's
+    row, the first row replaced) in a transaction under way is waited for and seen whole. Rows
+    chosen by their Credly ids alone would be those the statement's snapshot shows, the first
+    row without the new period's, which it would move to the successor."""
     ids = [reported.id] + ([now.id] if now is not None and now.id != reported.id else [])
-    found = session.scalars(
-        select(Badge).where(Badge.credly_badge_id.in_(ids)).with_for_update()
+    certifications = session.scalars(
+        select(Badge.certification_id).where(Badge.credly_badge_id.in_(ids)).distinct()
     ).all()
+    rows = session.scalars(
+        select(Badge)
+        .where(Badge.certification_id.in_(certifications))
+        .order_by(Badge.id)
+        .with_for_update()
+    ).all()
+    found = [row for row in rows if row.credly_badge_id in ids]
     badge = min(found, key=lambda row: row.credly_badge_id != ids[-1], default=None)
     earner = reported.issuer_earner_id
     if badge is None and earner and session.get(Certification, earner) is not None:

@@ -7,7 +7,7 @@ import json
 import threading
 import time
 from collections import Counter
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 
 import psycopg
@@ -869,6 +869,70 @@ def test_a_notification_of_the_take_over_read_before_it_is_recorded_leaves_both_
         (date(2026, 3, 1), first["id"], "replaced"),
         (date(2026, 9, 1), shown["id"], "pending"),
     }
+
+
+@dataclass
+class _RecordingHeld(ClaimedItem):
+    """A claimed item whose job, at its last transaction's end (its writes made, their row
+    locks held), sets `reached` and waits for `resume` before recording it done and committing."""
+
+    def __post_init__(self) -> None:
+        self.reached, self.resume = threading.Event(), threading.Event()
+
+    def finish(self, db, connection) -> None:
+        self.reached.set()
+        assert self.resume.wait(10), "the recording was not resumed"
+        super().finish(db, connection)
+
+
+@pytest.mark.on_day("2026-12-04")
+def test_a_notification_of_the_take_over_during_its_recording_leaves_both_rows_right(
+    app, svc, standin, post
+):
+    """Credly's notice that the other period's badge was replaced, processed while the issue job
+    records the take-over (both rows written, not committed): it waits for that transaction and
+    finds the successor on the new period's row, rather than the first row alone, which it would
+    move to the successor."""
+    if svc.db.is_sqlite:
+        pytest.skip("row locks are PostgreSQL's (SQLite's writers queue at BEGIN)")
+    assert post(granted("2026-03-01")).status_code == 202
+    drain(svc, lambda: issue_done(svc))
+    [first] = live(standin)
+    assert post(recert("exam", "2026-09-01", exam_passed_on="2026-08-20")).status_code == 422
+    post(event("audit.completed", FAILED_AUDIT))  # its jobs run by hand, not by the queue
+    [queued] = [i for i in items(svc, "issue_badge") if i.state != "done"]
+    held = _RecordingHeld(**vars(_claimed(queued)))
+    recording = threading.Thread(target=badges_jobs.issue, args=(svc, held))
+    recording.start()
+    assert held.reached.wait(10), "the issue job did not record the take-over"
+    replaced = next(b for b in standin.badges() if b["id"] == first["id"])
+    notice = standin.add_event("badge.state.changed", {"badge": replaced})
+    assert deliver(app, notice).status_code == 200
+    [row] = items(svc, "credly_notification")
+    notified = threading.Thread(target=process_notification, args=(svc, row))
+    notified.start()
+    _waiting_on_a_lock(svc)
+    held.resume.set()
+    recording.join(10)
+    notified.join(10)
+    [shown] = live(standin)
+    assert {(b.period_start, b.credly_badge_id, b.state) for b in badges(svc)} == {
+        (date(2026, 3, 1), first["id"], "replaced"),
+        (date(2026, 9, 1), shown["id"], "pending"),
+    }
+
+
+def _waiting_on_a_lock(svc) -> None:
+    """Wait until a session of this PostgreSQL database waits for a lock (10 s at most)."""
+    waiting = (  # the activity of this database, read afresh (not the transaction's snapshot)
+        "SELECT count(*) FROM pg_stat_activity, pg_stat_clear_snapshot()"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    with svc.db.engine.connect() as connection:
+        deadline = time.monotonic() + 10
+        while not connection.exec_driver_sql(waiting).scalar():
+            assert time.monotonic() < deadline, "nothing waits for a lock"
+            time.sleep(0.02)
 
 
 def process_notification(svc, row: OutboxItem) -> None:
