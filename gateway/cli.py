@@ -22,7 +22,6 @@ from flask.cli import run_command as flask_run
 from flask.helpers import get_debug_flag
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, ProgrammingError
 from werkzeug.serving import is_running_from_reloader, run_simple
 
@@ -33,10 +32,10 @@ from gateway.platform import metrics, signing
 from gateway.platform.config import MAX_WHOLE_NUMBER, ConfigError, Settings
 from gateway.rules.periods import EARLIEST_DAY, LATEST_DAY
 from gateway.store.db import migration_scripts
-from gateway.store.models import OutboxItem, utcnow
+from gateway.store.models import utcnow
 from gateway.usecases import clients as api_clients
 from gateway.usecases import housekeeping
-from gateway.usecases.queries import queue_status
+from gateway.usecases.queries import failed_jobs, queue_status
 from gateway.usecases.services import DRY_RUN_BADGES, signing_keys
 from gateway.usecases.sweep import Scope, count
 from gateway.usecases.unclaimed import unclaimed_badges
@@ -460,37 +459,56 @@ def jobs() -> None:
     """Side-effect jobs: the queue's state, failed ones, requeueing."""
 
 
+def _outbox_id(job_id: str) -> int:
+    """A job id as `gateway jobs failed` prints it (outbox-123), as its outbox id."""
+    try:
+        outbox_id = int(job_id.removeprefix("outbox-"))
+    except ValueError:
+        outbox_id = 0
+    if not 0 < outbox_id <= MAX_WHOLE_NUMBER:  # an id column's range
+        raise click.BadParameter("job ids look like outbox-123")
+    return outbox_id
+
+
+def _job_id(_ctx: click.Context, _param: click.Parameter, value: str | None) -> int | None:
+    return None if value is None else _outbox_id(value)
+
+
 @jobs.command("failed")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="List at most this many (default: every one).",
+)
+@click.option(
+    "--after",
+    callback=_job_id,
+    default=None,
+    metavar="JOB_ID",
+    help="Start after this job (the last one a --limit listing showed).",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON array instead of a table.")
 @with_appcontext
-def jobs_failed(as_json: bool) -> None:
-    """List jobs that failed for good, with their error."""
-    with services().db.sessions() as session:
-        rows = [
-            {
-                "job_id": item.job_id,
-                "kind": item.kind,
-                "certification_id": item.certification_id,
-                "attempts": item.attempts,
-                "finished_at": item.finished_at.isoformat(timespec="seconds")
-                if item.finished_at
-                else None,
-                "error": item.last_error,
-            }
-            for item in session.scalars(
-                select(OutboxItem).where(OutboxItem.state == "failed").order_by(OutboxItem.id)
-            )
-        ]
-    if as_json:
-        click.echo(json.dumps(rows))
+def jobs_failed(limit: int | None, after: int | None, as_json: bool) -> None:
+    """List jobs that failed for good, oldest first, with their error."""
+    rows = failed_jobs(services().db, after=after or 0, limit=limit)
+    if as_json:  # streamed as they are read: one array, as json.dumps writes it
+        click.echo("[", nl=False)
+        for number, row in enumerate(rows):
+            click.echo((", " if number else "") + json.dumps(row), nl=False)
+        click.echo("]")
         return
-    if not rows:
-        click.echo("no failed jobs")
-    for row in rows:
+    listed = None
+    for listed in rows:
         click.echo(
-            f"{row['job_id']:14} {row['kind']:18} {row['certification_id'] or '-':20} "
-            f"attempts={row['attempts']} {row['finished_at']}\n    {row['error']}"
+            f"{listed['job_id']:14} {listed['kind']:18} {listed['certification_id'] or '-':20} "
+            f"attempts={listed['attempts']} {listed['finished_at']}\n    {listed['error']}"
         )
+    if listed is None:
+        click.echo("no failed jobs")
+    elif limit is not None:
+        click.echo(f"(more may follow: --after {listed['job_id']})", err=True)
 
 
 @jobs.command("status")
@@ -519,14 +537,7 @@ def jobs_requeue(job_ids: tuple[str, ...], requeue_all: bool) -> None:
     if bool(job_ids) == requeue_all:
         both = "JOB_ID(s) and --all cannot be combined: give one or the other"
         raise click.UsageError(both if requeue_all else "give JOB_ID(s) or --all")
-    ids: list[int] | None = None  # every failed job's
-    if not requeue_all:
-        try:
-            ids = [int(job_id.removeprefix("outbox-")) for job_id in job_ids]
-        except ValueError as exc:
-            raise click.BadParameter("job ids look like outbox-123") from exc
-        if not all(0 < outbox_id <= MAX_WHOLE_NUMBER for outbox_id in ids):  # an id column's range
-            raise click.BadParameter("job ids look like outbox-123")
+    ids = None if requeue_all else [_outbox_id(job_id) for job_id in job_ids]  # None: every one
 
     def say(requeued: list[int]) -> None:  # as each chunk commits: true should a later one fail
         click.echo("".join(f"requeued outbox-{outbox_id}\n" for outbox_id in requeued), nl=False)
@@ -753,12 +764,18 @@ def badges_reconcile(dry_run: bool, certification_id: str | None, as_json: bool)
     type=click.IntRange(min=0, max=36_500),
     help="Pending (not claimed) for at least this many days.",
 )
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="List at most this many, the longest pending first (default: every one).",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON array instead of a table.")
 @with_appcontext
-def badges_unclaimed(days: int, as_json: bool) -> None:
+def badges_unclaimed(days: int, limit: int | None, as_json: bool) -> None:
     """List badges members have not claimed after DAYS days, so the membership team can nudge."""
     with services().db.sessions() as session:
-        rows = [badge.to_dict() for badge in unclaimed_badges(session, days=days)]
+        rows = [b.to_dict() for b in unclaimed_badges(session, days=days, limit=limit)]
     if as_json:
         click.echo(json.dumps(rows))
         return

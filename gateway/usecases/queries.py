@@ -3,7 +3,7 @@ the jobs' outcomes."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, NamedTuple
@@ -275,6 +275,42 @@ def job_outcomes(db: Database) -> dict[tuple[str, str], int]:
     kinds = {kind for kind, _ in counted}
     shown = {(kind, outcome): 0 for kind in kinds for outcome in FINAL_OUTCOMES}
     return shown | counted
+
+
+#: Rows read from the database at a time when a listing streams them.
+STREAM_ROWS = 1000
+
+
+def failed_jobs(db: Database, *, after: int = 0, limit: int | None = None) -> Iterator[dict]:
+    """What `gateway jobs failed` lists: the items that failed for good, oldest first, from the
+    one after the outbox id `after`, at most `limit` of them (all without one). The rows stream
+    from one read, so any number of them fits in memory."""
+    statement = (
+        select(
+            OUTBOX.c.id,
+            OUTBOX.c.kind,
+            OUTBOX.c.certification_id,
+            OUTBOX.c.attempts,
+            OUTBOX.c.finished_at,
+            OUTBOX.c.last_error,
+        )
+        .where(OUTBOX.c.state == "failed", OUTBOX.c.id > after)
+        .order_by(OUTBOX.c.id)
+        .limit(limit)
+        .execution_options(yield_per=STREAM_ROWS)
+    )
+    with db.sessions() as session:
+        for outbox_id, kind, certification_id, attempts, finished_at, error in session.execute(
+            statement
+        ):
+            yield {
+                "job_id": models.job_name(outbox_id),
+                "kind": kind,
+                "certification_id": certification_id,
+                "attempts": attempts,
+                "finished_at": finished_at.isoformat(timespec="seconds") if finished_at else None,
+                "error": error,
+            }
 
 
 class UnknownCertification(LookupError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import islice
 from typing import Any
 
 from sqlalchemy import func, select
@@ -16,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from gateway.rules import BADGE_KEPT
 from gateway.store.models import Badge, Certification, utcnow
+from gateway.usecases import queries
 
 
 @dataclass(frozen=True)
@@ -44,16 +46,30 @@ class Unclaimed:
 
 
 def unclaimed_badges(
-    session: Session, *, days: int, now: datetime | None = None
+    session: Session, *, days: int, now: datetime | None = None, limit: int | None = None
 ) -> list[Unclaimed]:
     """Badges a member should still claim (see the module docstring), pending for at least
-    `days` days (since issue or replacement), oldest first, each with the member as its
-    certification's standing names them and the e-mail address Credly holds for the badge (the
-    member's current one for a badge recorded before the gateway kept it)."""
+    `days` days (since issue or replacement), oldest first, at most `limit` of them, each with the
+    member as its certification's standing names them and the e-mail address Credly holds for
+    the badge (the member's current one for a badge recorded before the gateway kept it).
+
+    Only the few fields listed are read of each standing, streamed a few rows at a time."""
     now = now or utcnow()
     pending_since = func.coalesce(Badge.state_changed_at, Badge.issued_at, Badge.created_at)
+    standing = Certification.standing
     rows = session.execute(
-        select(Badge, Certification.standing, pending_since)
+        select(
+            Badge.certification_id,
+            Badge.period_start,
+            Badge.credly_badge_id,
+            Badge.issued_at,
+            Badge.recipient_email,
+            pending_since,
+            standing["certified_on"].as_string(),
+            standing[("member", "first_name")].as_string(),
+            standing[("member", "last_name")].as_string(),
+            standing[("member", "email")].as_string(),
+        )
         .join(Certification, Certification.certification_id == Badge.certification_id)
         .where(
             Badge.state == "pending",
@@ -62,17 +78,30 @@ def unclaimed_badges(
             pending_since <= now - timedelta(days=days),
         )
         .order_by(pending_since, Badge.id)
+        .execution_options(yield_per=queries.STREAM_ROWS)
     )
-    return [
+    current = (
         Unclaimed(
-            certification_id=badge.certification_id,
-            name=f"{standing['member']['first_name']} {standing['member']['last_name']}",
-            email=badge.recipient_email or standing["member"]["email"],
-            credly_badge_id=badge.credly_badge_id,
-            issued_at=badge.issued_at,
+            certification_id=certification_id,
+            name=f"{first_name} {last_name}",
+            email=recipient_email or email,
+            credly_badge_id=credly_badge_id,
+            issued_at=issued_at,
             pending_since=since,
             days_pending=(now - since).days,
         )
-        for badge, standing, since in rows
-        if badge.period_start.isoformat() == standing["certified_on"]  # the current period's
-    ]
+        for (
+            certification_id,
+            period_start,
+            credly_badge_id,
+            issued_at,
+            recipient_email,
+            since,
+            certified_on,
+            first_name,
+            last_name,
+            email,
+        ) in rows
+        if period_start.isoformat() == certified_on  # the current period's
+    )
+    return list(islice(current, limit))

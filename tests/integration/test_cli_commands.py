@@ -25,7 +25,7 @@ from gateway.cli import _database_error, cli
 from gateway.platform.config import ConfigError, Settings
 from gateway.store.db import MIGRATIONS, Database, alembic_config
 from gateway.store.models import Base, OutboxItem, utcnow
-from gateway.usecases import intake, subscriptions
+from gateway.usecases import intake, queries, subscriptions
 from gateway.usecases.queries import job_outcomes
 from jobs.engine import dispatch
 from jobs.engine.claim import ended, record_end
@@ -738,3 +738,36 @@ def test_a_worker_started_with_redis_away_stops_before_its_threads_say_anything(
     logged = [json.loads(line)["msg"] for line in lines[:-1]]
     assert not [msg for msg in logged if "cron" in msg or "relay" in msg], logged
     assert sum("Credly token state unreadable" in msg for msg in logged) <= 1, logged
+
+
+def test_jobs_failed_lists_in_pages_with_limit_and_after(database_url, make_app, monkeypatch):
+    """Oldest first; --limit stops a listing (saying where the next starts), --after takes it on.
+    The rows stream from the database a few at a time (2 here), so any number of them fit."""
+    app = make_app(database_url=database_url)
+    svc = app.extensions["gateway"]
+    failed = [f"outbox-{i}" for i in failed_items(svc, 5)]
+    monkeypatch.setattr(queries, "STREAM_ROWS", 2)
+    runner = app.test_cli_runner()
+
+    every = runner.invoke(args=["jobs", "failed", "--json"])
+    assert every.exit_code == 0, every.output
+    assert [row["job_id"] for row in json.loads(every.stdout)] == failed
+    assert {row["error"] for row in json.loads(every.stdout)} == {"gave up"}
+
+    first = runner.invoke(args=["jobs", "failed", "--limit", "2"])
+    assert first.exit_code == 0, first.output
+    assert [line.split()[0] for line in first.stdout.splitlines()[::2]] == failed[:2]
+    assert first.stdout.splitlines()[1] == "    gave up"
+    assert first.stderr == f"(more may follow: --after {failed[1]})\n"
+
+    then = runner.invoke(args=["jobs", "failed", "--after", failed[1], "--limit", "2", "--json"])
+    assert [row["job_id"] for row in json.loads(then.stdout)] == failed[2:4]
+    last = runner.invoke(args=["jobs", "failed", "--after", failed[3]])
+    assert [line.split()[0] for line in last.stdout.splitlines()[::2]] == failed[4:]
+    assert last.stderr == ""
+    past = runner.invoke(args=["jobs", "failed", "--after", failed[4], "--json"])
+    assert (past.exit_code, past.stdout) == (0, "[]\n")
+
+    for bad in (["--after", "outbox-0"], ["--after", "five"], ["--limit", "0"]):
+        refused = runner.invoke(args=["jobs", "failed", *bad])
+        assert refused.exit_code == 2, (bad, refused.output)

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from gateway.cli import cli
 from gateway.store.models import Badge, utcnow
-from gateway.usecases import intake
+from gateway.usecases import intake, queries
 from tests.support.events import granted, revoked
 from tests.support.verification import days_ago
 
@@ -117,3 +117,19 @@ def test_the_address_is_the_one_the_badge_was_issued_to(svc, env):
     rows = {r["certification_id"]: r for r in json.loads(unclaimed(env, "--json"))}
     assert rows["CERT-KEPT"]["email"] == "ada@old.example.org"
     assert rows["CERT-OLD"]["email"] == "ada@example.org"  # recorded before it was kept: current
+
+
+def test_limit_lists_the_longest_pending_of_those_a_member_should_claim(svc, env, monkeypatch):
+    """--limit counts only badges listed (not an earlier period's, read and passed over), the
+    rows read a few at a time (2 here)."""
+    monkeypatch.setattr(queries, "STREAM_ROWS", 2)
+    intake.submit_event(svc, granted(certified_on(), cert="CERT-EARLIER"))
+    add_badge(svc, "CERT-EARLIER", "pending", 40, period_start=date(2020, 1, 1))
+    intake.submit_event(svc, granted(certified_on(), cert="CERT-OLDER"))
+    add_badge(svc, "CERT-OLDER", "pending", 25)
+    rows = json.loads(unclaimed(env, "--days", "0", "--limit", "2", "--json"))
+    assert [r["certification_id"] for r in rows] == ["CERT-OLDER", "CERT-OLD"]
+    every = json.loads(unclaimed(env, "--days", "0", "--json"))
+    assert [r["certification_id"] for r in every] == ["CERT-OLDER", "CERT-OLD", "CERT-NEW"]
+    refused = CliRunner().invoke(cli, ["badges", "unclaimed", "--limit", "0"], env=env)
+    assert refused.exit_code == 2
