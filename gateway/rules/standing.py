@@ -152,15 +152,20 @@ def _iso(day: date | None) -> str | None:
     return None if day is None else day.isoformat()
 
 
-def evaluate(history: Iterable[Event], as_of: date, policy: Policy) -> Standing:
+def evaluate(
+    history: Iterable[Event], as_of: date, policy: Policy, *, forecast: bool = True
+) -> Standing:
     """The standing on `as_of` from the events that count then (own date on or before `as_of`).
 
+    With `forecast=False`, for a caller that does not read `next_change_on`, it is None when
+    events dated after `as_of` are recorded, instead of assessing the days they may change.
     Raises NotCertified when no certification.granted counts on `as_of`.
     """
     events = _History(history)
     standing, later_events = _assess(events, as_of, policy)
     if later_events:
-        standing = replace(standing, next_change_on=_next_change(events, standing, policy))
+        next_change = _next_change(events, standing, policy) if forecast else None
+        standing = replace(standing, next_change_on=next_change)
     return standing
 
 

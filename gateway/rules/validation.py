@@ -116,7 +116,7 @@ class _Context:
     def standing_on(self, day: date) -> Standing:
         """The standing on `day` of the recorded history (`lapsed_on` is set only while lapsed,
         not once revoked)."""
-        return evaluate(self.history, day, self.policy)
+        return evaluate(self.history, day, self.policy, forecast=False)
 
     def lapsed_on(self, day: date) -> date | None:
         """The day the certification lapsed if it is lapsed on `day`, else None."""

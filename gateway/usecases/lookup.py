@@ -154,7 +154,7 @@ def verify_on(
             found[certification_id] = None
             continue
         try:
-            standing = rules.evaluate(history, on, policy)
+            standing = rules.evaluate(history, on, policy, forecast=False)
         except rules.NotCertified:
             found[certification_id] = NOT_CERTIFIED
             continue

@@ -104,7 +104,7 @@ def review(
                 else:
                     notice.state = "cancelled"
                     if days is not None:  # still watching with notice: say so
-                        current = rules.evaluate(history, today, svc.policy).status
+                        current = rules.evaluate(history, today, svc.policy, forecast=False).status
                         items += _send(
                             session, queue, notice, current, CANCELLED, request_id, event_pk
                         )

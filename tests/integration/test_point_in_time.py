@@ -140,9 +140,9 @@ def test_the_batch_evaluates_each_history_once_however_often_its_id_is_given(
     evaluated: list[date] = []
     evaluate = rules.evaluate
 
-    def counted(history, as_of, policy):
+    def counted(history, as_of, policy, **options):
         evaluated.append(as_of)
-        return evaluate(history, as_of, policy)
+        return evaluate(history, as_of, policy, **options)
 
     monkeypatch.setattr(rules, "evaluate", counted)
     ids = ["PIT-1"] * 60 + ["NOPE-1"] * 3 + ["PIT-1"]

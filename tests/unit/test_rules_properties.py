@@ -1,6 +1,7 @@
 """Properties of the rules over histories built by accepting generated events through validate()."""
 
 import json
+from dataclasses import replace
 from datetime import date, timedelta
 from decimal import Decimal
 
@@ -169,6 +170,21 @@ def test_property_next_change_on_is_the_first_day_the_standing_changes(history, 
     for days in sorted(d for d in between if 0 < d < gap):
         assert view(evaluate(history, as_of + timedelta(days=days), POLICY)) == view(standing)
     assert view(evaluate(history, change, POLICY)) != view(standing)
+
+
+@SETTINGS
+@given(histories(), st.data())
+def test_property_without_the_forecast_only_a_next_change_on_due_to_later_events_is_left_out(
+    history, data
+):
+    granted_on = history[0].effective_on
+    as_of = data.draw(st.dates(granted_on, granted_on + SPAN))
+    standing = evaluate(history, as_of, POLICY)
+    without = evaluate(history, as_of, POLICY, forecast=False)
+    if any(event.effective_on > as_of for event in history):
+        assert without == replace(standing, next_change_on=None)
+    else:
+        assert without == standing
 
 
 def recorded(arrivals: list[Event]) -> list[Event]:
