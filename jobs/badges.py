@@ -440,7 +440,12 @@ def issue(svc: Services, item: ClaimedItem) -> None:
             # Only an earlier attempt can have made this badge in Credly unseen (its answer
             # lost): the first one issues at once, and Credly's duplicate refusal names any
             # badge it holds.
-            found, adopted = _issue_or_adopt(svc, recipient, look_first=attempts > 1)
+            found, adopted = _issue_or_adopt(
+                svc,
+                recipient,
+                look_first=attempts > 1,
+                made_nothing=lambda: svc.db.write(_NOT_ATTEMPTED, {"badge_id": badge_id}),
+            )
     wanted = _recipient_now(svc, item.certification_id, period_start) or recipient
     note = None
     if (adopted and not _says(found, wanted)) or taken is not None or wanted != recipient:
@@ -543,14 +548,19 @@ def _record_unless_ended(
 
 
 def _issue_or_adopt(
-    svc: Services, recipient: BadgeRequest, *, look_first: bool = True
+    svc: Services,
+    recipient: BadgeRequest,
+    *,
+    look_first: bool = True,
+    made_nothing: Callable[[], object] | None = None,
 ) -> tuple[CredlyBadge, bool]:
     """A new badge for the recipient, or (`look_first`) the live one Credly holds for them by
     earner id; when the issue call fails in a way after which Credly may hold the badge anyway
     (a timeout, a 5xx, its duplicate refusal), the badge looked up as Credly counts duplicates.
     Any other 4xx (a 429, a refused token, a request refused as invalid) says Credly made
-    nothing: it is raised as it is, without a look-up. With whether it was adopted (found, not
-    issued by this call)."""
+    nothing: it is raised as it is, without a look-up, once `made_nothing` is called (the
+    issue job then takes its attempt back, so that its retry issues at once too). With whether
+    it was adopted (found, not issued by this call)."""
     template = recipient.badge_template_id
     earner = recipient.issuer_earner_id
     if look_first:
@@ -564,6 +574,8 @@ def _issue_or_adopt(
         return svc.credly.issue_badge(recipient), False
     except CredlyError as exc:
         if exc.status is not None and 400 <= exc.status < 500 and exc.status != DUPLICATE_STATUS:
+            if made_nothing is not None:
+                made_nothing()
             raise
         counted = holder_badges(
             svc.credly,

@@ -279,14 +279,15 @@ class _Run:
     ) -> tuple[CredlyBadge, bool] | None:
         """Which live badge the certification keeps, and whether it is adopted (not recorded
         here): the recorded one (or its successor), as Credly said it is `now` when it is not
-        among `held`; else an accepted one of `held`, else the first, adopted (on a dry run,
+        among `held`; but of `held`, one the member accepted rather than the recorded one they
+        have not claimed. Else an accepted one of `held`, else the first, adopted (on a dry run,
         which leaves a replaced badge's successor unknown, that one stands for the successor).
         Any other live badge of `held` is a duplicate. None when the recorded badge is one not
         read before (a job changed it meanwhile)."""
         if row is not None:
             recorded = next((b for b in held if b.id == row.credly_badge_id), None)
             if recorded is not None:
-                return recorded, False
+                return _claimed_first(recorded, held)
             if row.credly_badge_id and row.state in LIVE:
                 current = now.get(row.credly_badge_id)
                 if current is None:
@@ -460,6 +461,16 @@ class _Run:
 def _preferred(held: list[CredlyBadge]) -> CredlyBadge:
     """The badge of `held` a certification keeps: an accepted one, else the first."""
     return max(held, key=lambda b: b.state == "accepted")
+
+
+def _claimed_first(recorded: CredlyBadge, held: list[CredlyBadge]) -> tuple[CredlyBadge, bool]:
+    """The recorded badge, not adopted; but when the member has not claimed it and has accepted
+    another live badge of `held`, that one, adopted: the member keeps the badge they claimed
+    (and may have shared), the unclaimed one is the duplicate."""
+    claimed = _preferred(held)
+    if recorded.state != "accepted" and claimed.state == "accepted":
+        return claimed, True
+    return recorded, False
 
 
 def _recorded_live(row: Badge | None) -> tuple[str, str] | None:

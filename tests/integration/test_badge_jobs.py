@@ -131,6 +131,25 @@ def test_429_retry_after_is_honoured_without_a_search_credly_made_nothing(svc):
     assert queue.scheduled_job_registry.get_scheduled_time(wake_up) >= item.due_at
     drain(svc, lambda: issue_done(svc))
     assert [b.credly_badge_id for b in badges(svc)] == ["b-1"]
+    assert [c.request.method for c in responses.calls] == ["POST", "POST"]  # nor before its retry
+
+
+@responses.activate
+def test_a_retry_after_a_429_still_looks_first_when_an_earlier_attempt_may_have_issued(svc):
+    """A timeout may have made the badge; a 429 after it takes back only its own attempt."""
+    responses.get(re.compile(re.escape(BADGES) + r"\?.*"), json=EMPTY_LIST)
+    responses.post(BADGES, body=requests.exceptions.ReadTimeout("slow"))
+    responses.post(BADGES, status=429, json={})
+    responses.post(BADGES, status=201, json=badge_json())
+    submit(svc, granted("2026-03-01"))
+    drain(svc, lambda: issue_done(svc))
+    assert [b.credly_badge_id for b in badges(svc)] == ["b-1"]
+    calls = [(c.request.method, "filter=" in c.request.url) for c in responses.calls]
+    look_up = ("GET", True)
+    assert calls[0] == ("POST", False) and calls[-1] == ("POST", False)
+    assert calls.count(("POST", False)) == 3
+    # after the timeout each attempt looks first (the timeout's look-up for duplicates too)
+    assert calls[1:].count(look_up) >= 2 and calls[-2] == look_up
 
 
 @responses.activate

@@ -1642,6 +1642,26 @@ def test_reconcile_keeps_the_badge_the_member_accepted_when_none_recorded_is_liv
     assert first["id"] in calls(standin, "revoke")[0]["path"]
 
 
+def test_reconcile_keeps_the_duplicate_the_member_accepted_over_the_unclaimed_recorded_one(
+    svc, standin
+):
+    """The member claimed (and may have shared) a badge issued by hand: that one stays, recorded,
+    and the one the gateway issued, never claimed, is revoked."""
+    standin.duplicates_allowed = {TEMPLATE}
+    badge = grant(svc)
+    by_hand = hand_issued(standin, issuer_earner_id="CERT-1")
+    standin.set_badge_state(by_hand["id"], "accepted")
+    summary = reconcile(svc)
+    assert summary.repaired["duplicates_revoked"] == summary.repaired["taken_from_credly"] == 1
+    drain(svc, lambda: settled(svc, "revoke_duplicate"))
+    assert [b["id"] for b in live(standin)] == [by_hand["id"]]
+    [revoke_call] = calls(standin, "revoke")
+    assert badge.credly_badge_id in revoke_call["path"]
+    assert [(b.credly_badge_id, b.state) for b in badges(svc)] == [(by_hand["id"], "accepted")]
+    again = reconcile(svc)
+    assert sum(again.repaired.values()) == 0 and again.in_step == 1
+
+
 def test_a_duplicate_revoke_leaves_the_badge_that_became_the_recorded_one(svc, standin):
     badge = grant(svc)
     with svc.db.transaction() as session:
