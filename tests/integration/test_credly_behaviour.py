@@ -1627,37 +1627,27 @@ def test_a_duplicate_revoke_that_fails_for_good_leaves_the_kept_badge_unmarked(s
     assert row.last_error is None and badge_view(row)["state"] == "pending"
 
 
-def test_reconcile_keeps_the_badge_the_member_accepted_when_none_recorded_is_live(svc, standin):
+@pytest.mark.parametrize("recorded", ["deleted-unnoticed", "live-unclaimed"])
+def test_reconcile_keeps_the_badge_the_member_accepted(svc, standin, recorded):
+    """The badge the member claimed (and may have shared) stays, recorded; the other live one is
+    revoked as a duplicate: one made by hand while the recorded badge is gone (deleted, its
+    notification lost), or the recorded badge itself, never claimed."""
     standin.duplicates_allowed = {TEMPLATE}
     badge = grant(svc)
-    standin.delete_badge(badge.credly_badge_id)  # unnoticed: the notification is lost
-    first = hand_issued(standin, issuer_earner_id="CERT-1")
+    if recorded == "deleted-unnoticed":
+        standin.delete_badge(badge.credly_badge_id)
+        duplicate = hand_issued(standin, issuer_earner_id="CERT-1")["id"]
+    else:
+        duplicate = badge.credly_badge_id
     accepted = hand_issued(standin, issuer_earner_id="CERT-1")
     standin.set_badge_state(accepted["id"], "accepted")
     summary = reconcile(svc)
     assert summary.repaired["duplicates_revoked"] == summary.repaired["taken_from_credly"] == 1
     drain(svc, lambda: settled(svc, "revoke_duplicate"))
     assert [b["id"] for b in live(standin)] == [accepted["id"]]
-    assert [(b.credly_badge_id, b.state) for b in badges(svc)] == [(accepted["id"], "accepted")]
-    assert first["id"] in calls(standin, "revoke")[0]["path"]
-
-
-def test_reconcile_keeps_the_duplicate_the_member_accepted_over_the_unclaimed_recorded_one(
-    svc, standin
-):
-    """The member claimed (and may have shared) a badge issued by hand: that one stays, recorded,
-    and the one the gateway issued, never claimed, is revoked."""
-    standin.duplicates_allowed = {TEMPLATE}
-    badge = grant(svc)
-    by_hand = hand_issued(standin, issuer_earner_id="CERT-1")
-    standin.set_badge_state(by_hand["id"], "accepted")
-    summary = reconcile(svc)
-    assert summary.repaired["duplicates_revoked"] == summary.repaired["taken_from_credly"] == 1
-    drain(svc, lambda: settled(svc, "revoke_duplicate"))
-    assert [b["id"] for b in live(standin)] == [by_hand["id"]]
     [revoke_call] = calls(standin, "revoke")
-    assert badge.credly_badge_id in revoke_call["path"]
-    assert [(b.credly_badge_id, b.state) for b in badges(svc)] == [(by_hand["id"], "accepted")]
+    assert duplicate in revoke_call["path"]
+    assert [(b.credly_badge_id, b.state) for b in badges(svc)] == [(accepted["id"], "accepted")]
     again = reconcile(svc)
     assert sum(again.repaired.values()) == 0 and again.in_step == 1
 
