@@ -260,7 +260,8 @@ class Settings:
             "without Redis, the serving process daily); reported by `/readyz`, logged as a "
             "WARNING from 14 days ahead when the app starts, when a worker has read it from "
             "Credly at start, and daily at `SWEEP_TIME` by one of the workers (without Redis, by "
-            "one serving process)",
+            "one serving process); when neither Credly nor this setting says, those reads log a "
+            "WARNING asking for it",
         ),
     )
     credly_badge_templates: dict[str, str] = field(

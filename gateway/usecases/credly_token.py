@@ -140,7 +140,7 @@ def token_state(svc: Services) -> TokenState:
 
 def read_expiry(svc: Services) -> date | None:
     """The token's expiry from Credly where the token may read it (kept for `/readyz`), else
-    `CREDLY_TOKEN_EXPIRES_ON`."""
+    `CREDLY_TOKEN_EXPIRES_ON`; a WARNING when neither says."""
     if svc.settings.credly_dry_run:
         return svc.settings.credly_token_expires_on
     try:
@@ -149,7 +149,15 @@ def read_expiry(svc: Services) -> date | None:
         log.info("Credly did not say when the token expires: %s", exc)
         found = None
     if found is None:
-        return token_state(svc).expires_on() or svc.settings.credly_token_expires_on
+        known = token_state(svc).expires_on() or svc.settings.credly_token_expires_on
+        if known is None:
+            log.warning(
+                "the Credly token's expiry is unknown: Credly's list of the organisation's "
+                "tokens does not say which is this one, and CREDLY_TOKEN_EXPIRES_ON is not set; "
+                "set it, so that a warning comes %d days before the token expires",
+                WARN_DAYS,
+            )
+        return known
     token_state(svc).learn_expiry(found.date())
     return found.date()
 

@@ -4,6 +4,7 @@ Credly does; on SQLite (the embedded default) and PostgreSQL, with the real Redi
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections import Counter
@@ -1758,6 +1759,26 @@ def test_the_token_expiry_is_read_from_credly_and_shown_by_readyz(make_gateway, 
     ready = app.test_client().get("/readyz").get_json()
     assert ready["credly"]["token_expires_on"] == "2026-12-10"
     assert [c["operation"] for c in standin.requests_seen()] == ["tokens"]
+
+
+def test_an_expiry_credly_cannot_tie_to_the_token_is_unknown_and_said_so(
+    make_gateway, standin, caplog
+):
+    """Two tokens listed (a rotation under way), neither named as this one: no guess, but a
+    WARNING asking for CREDLY_TOKEN_EXPIRES_ON; set, it is the one reported."""
+    standin.token_expires_at = "2026-12-10T00:00:00.000Z"
+    standin.other_tokens = [{"id": "t-2", "name": "next", "expires_at": "2027-05-30T00:00:00Z"}]
+    app = make_gateway()
+    with caplog.at_level(logging.WARNING, logger="gateway.credly"):
+        assert check_token(app.extensions["gateway"], date(2026, 12, 1)) is False
+    [warned] = [r.getMessage() for r in caplog.records if "expiry is unknown" in r.getMessage()]
+    assert "CREDLY_TOKEN_EXPIRES_ON is not set" in warned
+    assert app.test_client().get("/readyz").get_json()["credly"]["token_expires_on"] is None
+    caplog.clear()
+    configured = make_gateway(credly_token_expires_on=date(2026, 12, 12))
+    with caplog.at_level(logging.WARNING, logger="gateway.credly"):
+        assert check_token(configured.extensions["gateway"], date(2026, 12, 1)) is True
+    assert not [r for r in caplog.records if "expiry is unknown" in r.getMessage()]
 
 
 def test_the_daily_sweep_queues_the_reconciliation_which_runs_once_a_day(svc, standin):

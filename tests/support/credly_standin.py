@@ -162,6 +162,9 @@ class CredlyStandIn:
         self.revoke_revoked_status = revoke_revoked_status
         #: The token's expiry as `GET .../authorization_tokens` lists it (docs/credly.md, "Tokens").
         self.token_expires_at = token_expires_at
+        #: The organisation's other tokens (another integration's, or the next one of a rotation),
+        #: listed after the gateway's; no entry says which is the token the caller sent.
+        self.other_tokens: list[dict[str, str]] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._badges: dict[str, dict[str, Any]] = {}
@@ -477,7 +480,7 @@ class CredlyStandIn:
     def tokens(self) -> tuple[int, object]:
         """The organisation's tokens with their expiry (docs/credly.md, "Tokens")."""
         token = {"id": "standin-token-id", "name": "gateway", "expires_at": self.token_expires_at}
-        return 200, {"data": [token], "metadata": {}}
+        return 200, {"data": [token, *self.other_tokens], "metadata": {}}
 
     def organization(self) -> tuple[int, object]:
         """The organisation (what `ping` reads)."""
