@@ -491,7 +491,8 @@ class _Period:
     def _find_failed_audit(self, audits: list[AuditCompleted], as_of: date, first: bool) -> None:
         """AUDIT-FAILED: the earliest failed audit of this period. After a recertification, an
         audit of a cycle that began before it (even one dated on or after the recertification
-        day) was undone by it."""
+        day), or dated on the recertification day (a cycle of the period before that began that
+        day), was undone by it."""
         failed = None
         for audit in audits:
             if audit.audited_on > as_of:
@@ -499,7 +500,7 @@ class _Period:
             elif (
                 audit.result == FAILED
                 and audit.audited_on >= self.start
-                and (first or audit.cycle_start >= self.start)
+                and (first or (audit.cycle_start >= self.start and audit.audited_on > self.start))
                 and (failed is None or chronological(audit) < chronological(failed))
             ):
                 failed = audit

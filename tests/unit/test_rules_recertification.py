@@ -93,6 +93,25 @@ def test_a_failed_audit_of_a_cycle_before_the_recertification_does_not_lapse_the
     assert standing([*history, of_the_new_period], date(2016, 5, 1)).status == "lapsed"
 
 
+def test_a_recertification_undoes_a_failed_audit_of_a_cycle_that_began_that_same_day():
+    """The audit's cycle (the period before's, begun on the recertification day) and the new
+    period start on one day: the audit was of the period before, which the recertification
+    ended, in any order of arrival."""
+    audited = audit(date(2020, 1, 10), "failed", date(2020, 1, 10))
+    history = accepted(granted(date(2020, 1, 10)), audited)
+    recertified = exam_recert(date(2020, 1, 10))
+    assert rules_broken(history, recertified) == []
+    for order in ([*history, recertified], [granted(date(2020, 1, 10)), recertified, audited]):
+        renewed = standing(order, date(2020, 1, 10))
+        assert (renewed.status, renewed.certified_on, renewed.reasons) == (
+            "active",
+            date(2020, 1, 10),
+            (),
+        )
+    a_day_later = audit(date(2020, 1, 11), "failed", date(2020, 1, 10))  # of the new period
+    assert standing([*history, recertified, a_day_later], date(2020, 1, 11)).status == "lapsed"
+
+
 def test_recert_not_lapsed_rejected_while_inactive():
     history = accepted(granted(LAPSING))
     assert standing(history, date(2008, 1, 1)).status == "inactive"
