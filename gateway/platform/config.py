@@ -694,7 +694,7 @@ class Settings:
             "Badges credentials (RS256: its first RSA key, else that P-256 key); all are "
             "published. At least one is a P-256 key; each has a `kid` of its own and is a P-256 "
             "private key (`kty` EC, `crv` P-256, `alg` ES256 or "
-            "none) or an RSA private key of 2048 bits or more (`kty` RSA, `alg` RS256 or none). "
+            "none) or an RSA private key of 2048 to 4096 bits (`kty` RSA, `alg` RS256 or none). "
             "A file it names that does not exist is created with a new key of each kind and a "
             "WARNING: give every web machine that file",
         ),

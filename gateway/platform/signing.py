@@ -30,6 +30,9 @@ RS256 = "RS256"
 ALGORITHMS = {"EC": ES256, "RSA": RS256}
 #: The least size of an RSA key, in bits.
 RSA_BITS = 2048
+#: The largest RSA key taken: a signature of a larger one is longer than a JWS library checks
+#: by default (joserfc: 1,024 bytes), so a verifier could refuse a genuine credential.
+RSA_MOST_BITS = 4096
 SigningKey = ECKey | RSAKey
 #: How a header names a key, from the key's `kid` (a URL that serves it, say).
 KeyName = Callable[[str], str]
@@ -228,6 +231,8 @@ def _key_problem(item: dict[str, Any]) -> str | None:
         return f"is for alg {said['alg']!r}, not {alg}"
     if alg == RS256 and _bits(item.get("n")) < RSA_BITS:
         return f"has fewer than {RSA_BITS} bits"
+    if alg == RS256 and _bits(item.get("n")) > RSA_MOST_BITS:
+        return f"has more than {RSA_MOST_BITS} bits"
     if said["use"] not in (None, "sig"):
         return f"is for use {said['use']!r}, not sig"
     if not isinstance(said["kid"], str) or not said["kid"]:

@@ -57,6 +57,7 @@ class BadgeRow(NamedTuple):
     state_changed_at: datetime | None
     last_error: str | None
     note: str | None
+    updated_at: datetime | None  # when an error was last recorded on it, for one in error
 
 
 class RecordRow(NamedTuple):
@@ -99,7 +100,8 @@ def badge_view(badge: models.Badge | BadgeRow | None) -> dict[str, Any]:
         "credly_badge_id": badge.credly_badge_id,
         "issued_at": _iso(badge.issued_at),
         "expires_at": _iso(badge.expires_at),
-        "state_changed_at": _iso(badge.state_changed_at),
+        # in error since its job failed for good: the last change is that failure's record
+        "state_changed_at": _iso(badge.updated_at if badge.last_error else badge.state_changed_at),
     }
     if badge.last_error:
         view["error"] = badge.last_error

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Flask, Response, current_app, json, request
 from marshmallow import RAISE, Schema, ValidationError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import ClientDisconnected, HTTPException
 
 from gateway.schemas.events import field_errors
 from gateway.schemas.responses import MAX_ERRORS, listed
@@ -88,6 +88,10 @@ def problem_response(problem: Problem) -> Response:
 
 
 def _http_exception(exc: HTTPException) -> Response:
+    if isinstance(exc, ClientDisconnected):  # Werkzeug's server (`gateway run`) read it short
+        return problem_response(
+            unreadable_body("The body ended before it was whole, or its chunked framing is broken.")
+        )
     headers = {}
     if exc.code == 405 and exc.valid_methods:  # type: ignore[attr-defined]
         headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]

@@ -213,6 +213,9 @@ def test_a_permanent_error_fails_at_once_is_listed_and_requeued(svc, monkeypatch
     assert badge.state == "queued"  # Credly has none; the standing shows the failure:
     assert badge_view(badge)["state"] == "error"
     assert "recipient_email is invalid" in badge_view(badge)["error"]
+    assert badge.state_changed_at is None  # Credly's state never changed: the failure's time
+    assert badge_view(badge)["state_changed_at"] == badge.updated_at.isoformat()
+    assert badge.updated_at >= item.finished_at - timedelta(seconds=1)
 
     env = {
         "DATABASE_URL": svc.settings.database_url,

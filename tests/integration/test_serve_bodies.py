@@ -7,12 +7,15 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import threading
 from typing import NamedTuple
 
 import pytest
+from werkzeug.serving import make_server
 
 from gateway.store.db import Database
 from gateway.usecases import clients
+from gateway.web.security import ProblemRequestHandler
 from tests.support.clients import served_token
 from tests.support.database import truncate
 from tests.support.serving import free_port, serve_env, start_serve
@@ -139,3 +142,43 @@ def test_a_chunked_body_of_exactly_the_limit_badly_ended_is_a_400_problem(served
     head = _head(served, "events-with-token", "Transfer-Encoding: chunked")
     answer = _answer(served, head, chunk * 16 + end)
     _is_bad_body(answer)
+
+
+@pytest.fixture
+def development_server(make_app, tmp_path):
+    """`gateway run`'s server (Werkzeug's, with the gateway's request handler) on the embedded
+    default; the app logs through the tests' handler, so its log file here stays empty."""
+    server = make_server(
+        "127.0.0.1", 0, make_app(), threaded=True, request_handler=ProblemRequestHandler
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    log = tmp_path / "nothing.log"
+    log.touch()
+    try:
+        yield server.server_port, log, None
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+
+
+UNAUTHENTICATED = [name for name, (_, _, with_token) in ENDPOINTS.items() if not with_token]
+
+
+@pytest.mark.parametrize("endpoint", UNAUTHENTICATED)
+@pytest.mark.parametrize(
+    "framing, body",
+    [
+        ("Content-Length: 100", b'{"a":1}'),
+        *(("Transfer-Encoding: chunked", body) for body in BAD_CHUNKS.values()),
+    ],
+    ids=["short", *BAD_CHUNKS],
+)
+def test_gateway_runs_server_answers_a_body_it_cannot_read_whole_as_gunicorn_does(
+    development_server, endpoint, framing, body
+):
+    answer = _answer(development_server, _head(development_server, endpoint, framing), body)
+    _is_bad_body(answer)
+    assert answer.problem["detail"] == (
+        "The body ended before it was whole, or its chunked framing is broken."
+    )

@@ -148,8 +148,8 @@ def test_a_key_set_without_private_keys_is_refused_by_name(tmp_path):
         SigningKeys.load(path)
 
 
-def _rsa_1024() -> dict:
-    private = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+def _rsa(bits: int) -> dict:
+    private = rsa.generate_private_key(public_exponent=65537, key_size=bits)
     numbers = private.private_numbers()
     values = {
         "n": numbers.public_numbers.n,
@@ -162,7 +162,7 @@ def _rsa_1024() -> dict:
         "qi": numbers.iqmp,
     }
     encoded = {name: jwt.utils.to_base64url_uint(value).decode() for name, value in values.items()}
-    return {"kty": "RSA", "kid": "small", **encoded}
+    return {"kty": "RSA", "kid": f"rsa-{bits}", **encoded}
 
 
 def _p256(**extra: str) -> dict:
@@ -172,8 +172,12 @@ def _p256(**extra: str) -> dict:
 BAD_KEY_SETS = {
     "a P-384 key": ({"keys": [ECKey.generate_key("P-384", auto_kid=True).as_dict()]}, "'P-384'"),
     "an RSA key of 1024 bits": (
-        {"keys": [_rsa_1024()]},
+        {"keys": [_rsa(1024)]},
         "fewer than 2048 bits",
+    ),
+    "an RSA key of 4104 bits": (  # its signatures too long for a JWS library's default check
+        {"keys": [_rsa(4104)]},
+        "more than 4096 bits",
     ),
     "an RSA key for PS256": (
         {"keys": [RSAKey.generate_key(2048, {"alg": "PS256"}, auto_kid=True).as_dict()]},
