@@ -118,6 +118,25 @@ ANOTHER_HOLDER = (
 )
 
 
+def _recorded_by_others(
+    svc: Services, certification_id: str, found: Sequence[CredlyBadge]
+) -> dict[str, str]:
+    """Of the badges `found` in Credly, those another certification's badge row records, with
+    that certification: a badge with no earner id (issued in Credly's UI) found at a shared
+    e-mail address may already be another member's."""
+    ids = [badge.id for badge in found if not badge.issuer_earner_id]
+    if not ids:
+        return {}
+    rows = svc.db.read(_RECORDED_BY_OTHERS, {"ids": ids, "certification_id": certification_id})
+    return dict(rows)
+
+
+_RECORDED_BY_OTHERS = select(Badge.credly_badge_id, Badge.certification_id).where(
+    Badge.credly_badge_id.in_(bindparam("ids", expanding=True)),
+    Badge.certification_id != bindparam("certification_id"),
+)
+
+
 def _midnight(svc: Services, day: date) -> datetime:
     """The start of `day` in the certifying body's time zone (TIME_ZONE)."""
     return datetime.combine(day, time(0), ZoneInfo(svc.settings.time_zone))
@@ -584,9 +603,14 @@ def _issue_or_adopt(
             recipient_email=recipient.recipient_email,
             others=True,
         )
-        found = live_badge(badge for badge in counted if not of_another_earner(badge, earner))
+        others = _recorded_by_others(svc, earner, counted)
+        found = live_badge(
+            badge
+            for badge in counted
+            if not of_another_earner(badge, earner) and badge.id not in others
+        )
         if found is None:
-            _explain_duplicate(exc, counted, recipient)
+            _explain_duplicate(exc, counted, recipient, others)
             raise
         log.info(
             "adopting the badge Credly holds after the failed issue call",
@@ -596,24 +620,28 @@ def _issue_or_adopt(
 
 
 def _explain_duplicate(
-    exc: CredlyError, counted: list[CredlyBadge], recipient: BadgeRequest
+    exc: CredlyError, counted: list[CredlyBadge], recipient: BadgeRequest, others: dict[str, str]
 ) -> None:
     """Raise a PermanentError that says why Credly refused the issue as a duplicate (a 422) while
     it holds no live badge of the certification (docs/credly.md, "Duplicates"): another
-    certification's live badge at the recipient's e-mail address; or, when no badge of another
-    certification is found, the certification's ended (revoked or expired) one, Credly then
-    counting ended badges as duplicates. No retry gets past either; otherwise Credly's refusal
-    is raised as it is."""
+    certification's live badge at the recipient's e-mail address (by its earner id, or by the
+    badge row that records it, `others`); or, when no badge of another certification is found,
+    the certification's ended (revoked or expired) one, Credly then counting ended badges as
+    duplicates. No retry gets past either; otherwise Credly's refusal is raised as it is."""
     if not isinstance(exc, PermanentError) or exc.status != DUPLICATE_STATUS:
         return
     now = utcnow()
     earner = recipient.issuer_earner_id
-    theirs = [b for b in counted if of_another_earner(b, earner) and b.state != REPLACED]
+    theirs = [
+        b
+        for b in counted
+        if (of_another_earner(b, earner) or b.id in others) and b.state != REPLACED
+    ]
     held = live_badge(theirs)
     if held is not None:
         message = ANOTHER_HOLDER.format(
             email=recipient.recipient_email,
-            other=held.issuer_earner_id,
+            other=held.issuer_earner_id or others[held.id],
             id=held.id,
             template=recipient.badge_template_id,
         )
@@ -830,10 +858,11 @@ def _revoke_duplicate(svc: Services, certification_id: str, credly_id: str) -> N
 def revoke_everything(svc: Services, cert: _Recipient) -> int:
     """Revoke every live badge of the certification on Credly: the ones recorded here and every
     one a paged search finds on each template of its credential (by earner id or e-mail), a
-    replaced one's successor in its place. Deleted or already revoked counts as done. The first
-    badge found that no row records is recorded, revoked, in the row of the current period when
-    that row records none (its issue call's answer was lost), so the standing shows it as it
-    would a badge the gateway knew. Returns how many were revoked."""
+    replaced one's successor in its place; not one another certification records (a badge with
+    no earner id at an address two members share). Deleted or already revoked counts as done.
+    The first badge found that no row records is recorded, revoked, in the row of the current
+    period when that row records none (its issue call's answer was lost), so the standing shows
+    it as it would a badge the gateway knew. Returns how many were revoked."""
     with svc.db.sessions() as session:
         of_certification = Badge.certification_id == cert.certification_id
         rows = list(session.scalars(select(Badge).where(of_certification)))
@@ -849,13 +878,15 @@ def revoke_everything(svc: Services, cert: _Recipient) -> int:
         None,
     )
     for template in sorted(templates):
-        for found in holder_badges(
+        held = holder_badges(
             svc.credly,
             badge_template_id=template,
             issuer_earner_id=cert.certification_id,
             recipient_email=cert.email,
-        ):
-            if found.live() and found.id not in targets:
+        )
+        others = _recorded_by_others(svc, cert.certification_id, held)
+        for found in held:
+            if found.live() and found.id not in targets and found.id not in others:
                 targets[found.id], unrecorded = unrecorded, None
     reason = member_reason(svc.policy, cert.standing)
     for credly_id, badge_id in targets.items():

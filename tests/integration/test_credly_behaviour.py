@@ -239,6 +239,30 @@ def test_a_badge_of_another_certification_at_the_same_address_is_never_adopted(s
     assert calls(standin, "revoke") == []
 
 
+def test_a_badge_without_earner_id_another_certification_adopted_is_theirs(svc, standin):
+    """A badge issued in Credly's UI at an address two members share: the first certification
+    granted adopts it (and brings it up to its member's name); the second's issue, refused as
+    its duplicate, neither adopts (and renames) it nor revokes it when the second certification
+    is revoked."""
+    hand_issued(standin, recipient_email="shared@example.org")  # no earner id
+    for cert, first_name in (("ANA-1", "Ana"), ("LUIS-2", "Luis")):
+        grant_event = granted("2026-03-01", cert=cert)
+        grant_event["data"]["member"].update(email="shared@example.org", first_name=first_name)
+        submit(svc, grant_event)
+        drain(svc, lambda: settled(svc, "issue_badge") and settled(svc, "replace_badge"))
+    rows = {b.certification_id: b for b in badges(svc)}
+    anas = rows["ANA-1"].credly_badge_id
+    assert [(b["id"], b["issued_to_first_name"]) for b in live(standin)] == [(anas, "Ana")]
+    assert rows["LUIS-2"].credly_badge_id is None
+    assert badge_view(rows["LUIS-2"])["state"] == "error"
+    assert f"certification ANA-1's live badge {anas}" in rows["LUIS-2"].last_error
+    revocation = {"reason": "withdrawn", "revoked_on": "2026-04-01"}
+    submit(svc, event("certification.revoked", revocation, cert="LUIS-2"))
+    drain(svc, lambda: settled(svc, "revoke_badge"))
+    assert calls(standin, "revoke") == []
+    assert [(b["id"], b["issued_to_first_name"]) for b in live(standin)] == [(anas, "Ana")]
+
+
 @pytest.mark.parametrize("counted", [False, True], ids=["ended-not-duplicate", "ended-duplicate"])
 def test_an_email_change_to_an_address_another_certifications_badge_holds_names_it(
     svc, standin, counted
