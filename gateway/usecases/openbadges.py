@@ -21,11 +21,13 @@ from functools import partial
 from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Connection, bindparam, select
 
+from gateway import rules
 from gateway.platform.config import Settings
 from gateway.platform.signing import RS256, InvalidSignature, SigningKeys
-from gateway.rules import BADGE_KEPT, Policy
+from gateway.rules import BADGE_KEPT, REVOKED, Policy
+from gateway.store.history import load_history
 from gateway.store.models import Certification, utcnow
 from gateway.usecases import status_lists
 from gateway.usecases.issuer import issuer
@@ -404,10 +406,30 @@ class UnknownStatusList(LookupError):
 
 
 _CERTIFICATION = (
-    select(Certification.credential, Certification.status, Certification.standing)
+    select(
+        Certification.credential,
+        Certification.status,
+        Certification.standing,
+        Certification.next_change_on,
+    )
     .where(Certification.certification_id == bindparam("certification_id"))
     .with_for_update()
 )
+
+
+def _changed_today(
+    svc: Services, connection: Connection, certification_id: str, next_change_on: date | None
+) -> rules.Standing | None:
+    """The certification's standing today, computed from the history, when today brings a change
+    with no event that the daily sweep has not recorded yet (a lapse by date, between midnight
+    and the sweep), as the lookups answer then; None when the stored standing holds."""
+    today = utcnow().date()
+    if next_change_on is None or next_change_on > today:
+        return None
+    history = load_history(svc.db, certification_id, connection)
+    return rules.evaluate(history, today, svc.policy, forecast=False)
+
+
 #: The signed status list of each (list, purpose), by the ETag of what it says.
 _signed: dict[tuple[int, str], tuple[str, str]] = {}
 
@@ -421,11 +443,15 @@ def issue_credential(svc: Services, certification_id: str, base: str) -> str:
         found = connection.execute(_CERTIFICATION, {"certification_id": certification_id}).first()
         if found is None:
             raise UnknownCertification(certification_id)
-        if found.status not in BADGE_KEPT:
-            raise NoCredential(found.status)
-        period_start = date.fromisoformat(found.standing["certified_on"])
+        fresh = _changed_today(svc, connection, certification_id, found.next_change_on)
+        status, standing = (
+            (fresh.status, fresh.to_dict()) if fresh else (found.status, found.standing)
+        )
+        if status not in BADGE_KEPT:
+            raise NoCredential(status)
+        period_start = date.fromisoformat(standing["certified_on"])
         entry = status_lists.entry_for(connection, certification_id, period_start)
-    holder = Holder(certification_id, found.credential, found.standing)
+    holder = Holder(certification_id, found.credential, standing)
     payload = credential(svc.settings, svc.policy, base, holder, entry)
     return _signed_by_us(svc, payload, base)
 
@@ -455,12 +481,18 @@ def signed_status_list(svc: Services, list_id: int, purpose: str, base: str) -> 
 
 
 def check_credential(svc: Services, token: str, base: str) -> Outcome:
-    """Check a credential against our keys, issuer id, the clock and the status lists."""
+    """Check a credential against our keys, issuer id, the clock and the status lists; a
+    credential whose bits are clear but whose certification's standing changes today with no
+    event, not yet recorded by the daily sweep, is checked against today's standing instead."""
+
+    def status_of(list_id: int, index: int) -> tuple[bool, bool] | None:
+        bits = status_lists.status_at(connection, list_id, index)
+        if bits is None or bits.revoked or bits.suspended:
+            return None if bits is None else (bits.revoked, bits.suspended)
+        fresh = _changed_today(svc, connection, bits.certification_id, bits.next_change_on)
+        if fresh is None:
+            return False, False
+        return fresh.status == REVOKED, fresh.status not in BADGE_KEPT
+
     with svc.db.engine.connect() as connection:
-        return check(
-            svc.keys,
-            token,
-            base,
-            lambda list_id, index: status_lists.status_at(connection, list_id, index),
-            utcnow(),
-        )
+        return check(svc.keys, token, base, status_of, utcnow())

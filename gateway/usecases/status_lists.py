@@ -14,14 +14,14 @@ import secrets
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import date
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Date, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from gateway.rules import LAPSED, REVOKED
+from gateway.store.models import Certification, utcnow
 from gateway.store.models import CredentialStatusEntry as Entry
-from gateway.store.models import utcnow
 
 #: Bits in every list: the specification's minimum (16 KB uncompressed), for herd privacy.
 LIST_SIZE = 131_072
@@ -73,8 +73,10 @@ _SET_BITS = {
     )
     for purpose, flag in (("revocation", "revoked"), ("suspension", "suspended"))
 }
-_AT = select(Entry.revoked, Entry.suspended).where(
-    Entry.list_id == bindparam("list_id"), Entry.status_index == bindparam("status_index")
+_AT = (
+    select(Entry.revoked, Entry.suspended, Entry.certification_id, Certification.next_change_on)
+    .join(Certification, Certification.certification_id == Entry.certification_id)
+    .where(Entry.list_id == bindparam("list_id"), Entry.status_index == bindparam("status_index"))
 )
 _LISTS = select(func.max(Entry.list_id))
 #: Revoked: both bits, for good; lapsed: suspended; any other standing lifts a suspension
@@ -175,7 +177,17 @@ def encode(bits: bytes) -> str:
     return "u" + base64.urlsafe_b64encode(compressed).rstrip(b"=").decode()
 
 
-def status_at(connection: Connection, list_id: int, index: int) -> tuple[bool, bool] | None:
-    """(revoked, suspended) of the credential at a list's index; None when none is there."""
+class Bits(NamedTuple):
+    """A credential's bits as the lists say, and whose they are: its certification, and the first
+    day that changes the certification's standing with no event (the daily sweep's)."""
+
+    revoked: bool
+    suspended: bool
+    certification_id: str
+    next_change_on: date | None
+
+
+def status_at(connection: Connection, list_id: int, index: int) -> Bits | None:
+    """The bits of the credential at a list's index; None when none is there."""
     found = connection.execute(_AT, {"list_id": list_id, "status_index": index}).first()
-    return None if found is None else (found.revoked, found.suspended)
+    return None if found is None else Bits(*found)

@@ -22,7 +22,7 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from gateway.cli import cli
-from gateway.platform import signing
+from gateway.platform import clock, signing
 from gateway.schemas.credentials import MAX_CREDENTIAL_LENGTH
 from gateway.store.db import Database
 from gateway.store.models import Certification, CredentialStatusEntry, Member, utcnow
@@ -254,12 +254,22 @@ def test_a_revocation_sets_the_revocation_bit_and_the_check_says_revoked(app, re
 def test_a_lapse_suspends_the_credential_and_a_recertification_issues_a_new_one(app, reader):
     client = app.test_client()
     svc = app.extensions["gateway"]
-    # recorded in 2019, in good standing; lapsed today (no fees since)
+    # recorded in 2019, in good standing, its credential handed out then; lapsed today (no fees
+    # since), which the daily sweep has not recorded yet
     in_2019 = datetime(2019, 6, 1, 12, tzinfo=UTC)
     assert intake.submit_event(svc, granted("2019-01-10"), received_at=in_2019).status == 202
+    today = clock.now()
+    clock.set_now(in_2019)
     token = fetch(client, reader)
+    clock.set_now(today)
     credential = independently_verified(client, token)
+
+    # before the sweep: the list, signed from the recorded standings, still says nothing, but
+    # the gateway's own answers are today's, as its lookups are
     assert status_bits(client, credential) == {"revocation": False, "suspension": False}
+    assert failed(check(client, token)) == {"status": "Suspended: the certification has lapsed."}
+    refused = client.get("/v1/certifications/CERT-1/credential", headers=reader)
+    assert refused.status_code == 409 and "lapsed" in refused.get_json()["detail"]
 
     assert sweep(svc, Scope(as_of=utcnow().date(), full=True)).transitions == {"active->lapsed": 1}
     assert status_bits(client, credential) == {"revocation": False, "suspension": True}
