@@ -20,13 +20,14 @@ from authlib.oauth2.rfc6749.errors import (
     InsecureTransportError,
     InvalidClientError,
     InvalidRequestError,
+    InvalidScopeError,
     MissingAuthorizationError,
     UnsupportedGrantTypeError,
     UnsupportedTokenTypeError,
 )
 from authlib.oauth2.rfc6749.grants import ClientCredentialsGrant
 from authlib.oauth2.rfc6750 import BearerTokenValidator, InvalidTokenError
-from flask import Blueprint, Flask, Response, current_app, request
+from flask import Blueprint, Flask, Response, current_app, g, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import bindparam, select
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -130,7 +131,8 @@ class ClientCredentials(ClientCredentialsGrant):
 def _problem_json(status: int, body: dict, headers: list | dict) -> Response:
     detail = body.get("error_description") or body.get("error", "")
     payload = {"type": "about:blank", "title": _ERROR_TITLES.get(status, "Error")}
-    payload.update(status=status, detail=detail, errors=[], **body)
+    errors = [{"field": name, "message": detail} for name in g.pop("token_error_fields", ())]
+    payload.update(status=status, detail=detail, errors=errors, **body)
     response = Response(json.dumps(payload), status=status, mimetype=PROBLEM_TYPE)
     for key, value in dict(headers).items():
         if key.lower() != "content-type":
@@ -152,9 +154,14 @@ class Server(AuthorizationServer):
     def handle_error_response(self, request: OAuth2Request, error: OAuth2Error) -> Response:
         if isinstance(error, InvalidClientError):
             error = InvalidClientError(status_code=401, description=CLIENT_AUTHENTICATION_FAILED)
-        elif isinstance(error, UnsupportedGrantTypeError) and not request.payload.grant_type:
-            # RFC 6749 §5.2: a missing parameter is invalid_request
-            error = InvalidRequestError(description="grant_type is required: client_credentials")
+        elif isinstance(error, UnsupportedGrantTypeError):
+            g.token_error_fields = ["grant_type"]
+            if not request.payload.grant_type:  # RFC 6749 §5.2: a missing one is invalid_request
+                error = InvalidRequestError(description=f"grant_type is required: {GRANT}")
+            else:  # its own description would echo the parameter, which may not be ASCII
+                error.description = f"grant_type must be {GRANT}"
+        elif isinstance(error, InvalidScopeError):
+            g.token_error_fields = ["scope"]
         return super().handle_error_response(request, error)
 
     def handle_response(self, status_code: int, payload: object, headers: list) -> Response:
@@ -414,6 +421,9 @@ PLAIN_HTTP = (
 )
 
 
+#: The one grant type the token endpoint serves.
+GRANT = "client_credentials"
+
 #: The parameters of a client-credentials token request (RFC 6749 §4.4.2, §2.3.1).
 TOKEN_PARAMETERS = ("grant_type", "scope", "client_id", "client_secret")
 
@@ -426,6 +436,7 @@ def _malformed_token_request() -> str | None:
     repeated = sorted(name for name, values in request.form.lists() if len(values) > 1)
     if repeated:  # named when it is one of the grant's (an OAuth error says ASCII only)
         named = [name for name in repeated if name in TOKEN_PARAMETERS]
+        g.token_error_fields = named
         return f"Send each parameter once: {', '.join(named) or 'one'} was repeated."
     if "Authorization" in request.headers and "client_secret" in request.form:
         return "Authenticate the client one way: HTTP Basic or the form fields, not both."

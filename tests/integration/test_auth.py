@@ -101,6 +101,26 @@ def test_unsupported_scope_is_400_problem(app, client):
     response = _token(client, {"scope": "root"}, auth=(cid, secret))
     assert response.status_code == 400
     assert response.get_json()["error"] == "invalid_scope"
+    assert [e["field"] for e in response.get_json()["errors"]] == ["scope"]
+
+
+@pytest.mark.parametrize(
+    ("grant_type", "error", "detail"),
+    [
+        (None, "invalid_request", "grant_type is required: client_credentials"),
+        ("password", "unsupported_grant_type", "grant_type must be client_credentials"),
+    ],
+)
+def test_a_missing_or_other_grant_type_is_a_problem_naming_it(
+    app, client, grant_type, error, detail
+):
+    cid, secret = register_client(app, "events:write")
+    form = {} if grant_type is None else {"grant_type": grant_type}
+    response = client.post("/oauth/token", data=form, auth=(cid, secret))
+    assert response.status_code == 400
+    body = response.get_json()
+    assert (body["error"], body["error_description"], body["detail"]) == (error, detail, detail)
+    assert body["errors"] == [{"field": "grant_type", "message": detail}]
 
 
 def _stored_scopes(app):
@@ -431,6 +451,8 @@ def test_a_token_request_breaking_the_parameter_rules_is_invalid_request(
     assert answer.status_code == 400, answer.get_data(as_text=True)
     body = answer.get_json()
     assert body["error"] == "invalid_request" and said in body["detail"]
+    repeated = [name for name, value in form.items() if isinstance(value, list)]
+    assert [e["field"] for e in body["errors"]] == repeated
 
 
 def test_a_token_request_over_plain_http_to_a_public_name_is_400_insecure_transport(app, client):
