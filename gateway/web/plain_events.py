@@ -20,13 +20,14 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from flask import Flask
+from werkzeug.http import parse_options_header
 from werkzeug.routing import Map, MapAdapter
 
 from gateway.usecases import intake
 from gateway.web import plain
 from gateway.web.api.events import GET_EVENT, SUBMISSION_FAILED, event_answer
 from gateway.web.auth import bearer_client_id, scope_rule
-from gateway.web.problems import JSON
+from gateway.web.problems import JSON, is_utf8
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -100,8 +101,9 @@ def _declared_length(app: Flask, environ: WSGIEnvironment) -> int | None:
 
 
 def _is_json(environ: WSGIEnvironment) -> bool:
-    mimetype, _, _ = environ.get("CONTENT_TYPE", "").partition(";")
-    return mimetype.strip().lower() == JSON
+    """A JSON body in UTF-8; any other Flask answers (the 415, or its own parse)."""
+    mimetype, options = parse_options_header(environ.get("CONTENT_TYPE", ""))
+    return mimetype.lower() == JSON and is_utf8(options.get("charset"))
 
 
 def _scopes(app: Flask) -> list[str]:

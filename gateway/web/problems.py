@@ -165,6 +165,11 @@ def _unknown_keys(schema: Schema, data: Any) -> list[str]:
     return [key for key in data if key not in known]
 
 
+def is_utf8(charset: str | None) -> bool:
+    """Whether a media type's `charset` parameter (None: left out) says UTF-8."""
+    return charset is None or charset.strip().lower() in ("utf-8", "utf8")
+
+
 def json_body() -> object:
     """The request's JSON body, or a problem saying what is wrong with it. Its media type is
     `application/json` only: another `+json` type (a merge patch, a problem) means another thing
@@ -175,6 +180,13 @@ def json_body() -> object:
             "Unsupported Media Type",
             "Send the body as application/json.",
             errors=[{"field": "Content-Type", "message": "Must be application/json."}],
+        )
+    if not is_utf8(request.mimetype_params.get("charset")):
+        raise Problem(
+            415,
+            "Unsupported Media Type",
+            "JSON is UTF-8 (RFC 8259): send the body in UTF-8, with charset=utf-8 or none.",
+            errors=[{"field": "Content-Type", "message": "Its charset must be utf-8."}],
         )
     if request.headers.get("Content-Encoding", "identity").strip().lower() != "identity":
         raise Problem(  # a body compressed, or said to be: read as it is, it is another body

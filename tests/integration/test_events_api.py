@@ -388,12 +388,19 @@ def test_malformed_json_is_400(client, token_for):
 
 
 @pytest.mark.parametrize(
-    "content_type", ["text/plain", "application/merge-patch+json", "application/problem+json"]
+    "content_type",
+    [
+        "text/plain",
+        "application/merge-patch+json",
+        "application/problem+json",
+        "application/json; charset=latin-1",
+        'application/json; charset="UTF-16"',
+    ],
 )
 @pytest.mark.parametrize("path", ["/v1/events", "/v1/events?via=flask", "/v1/events/batch"])
 def test_wrong_content_type_is_415(client, token_for, path, content_type):
     """Only application/json: another JSON type means another thing than an event (a merge
-    patch, a problem)."""
+    patch, a problem); JSON is UTF-8, whatever charset it is said to be in."""
     body = json.dumps(granted("2026-03-01"))
     if path.endswith("batch"):
         body = f'{{"events": [{body}]}}'
@@ -401,9 +408,9 @@ def test_wrong_content_type_is_415(client, token_for, path, content_type):
     response = client.post(path, data=body, content_type=content_type, headers=headers)
     assert response.status_code == 415 and response.mimetype == "application/problem+json"
     assert response.get_json()["errors"][0]["field"] == "Content-Type"
-    with_charset = "application/json; charset=utf-8"
-    taken = client.post(path, data=body, content_type=with_charset, headers=headers)
-    assert taken.status_code in (200, 202), taken.get_json()
+    for with_charset in ("application/json; charset=utf-8", "Application/JSON; charset=UTF8"):
+        taken = client.post(path, data=body, content_type=with_charset, headers=headers)
+        assert taken.status_code in (200, 202), taken.get_json()
 
 
 def test_body_over_64_kib_is_413(client, token_for):
