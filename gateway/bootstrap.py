@@ -177,11 +177,3 @@ def register_routes(app: Flask) -> None:
         credential_page.bp,
     ):
         app.register_blueprint(blueprint)
-
-
-def routes_only() -> Flask:
-    """An app with every route of the gateway and nothing behind them (no settings, database or
-    keys): what the OpenAPI document is read from outside a running gateway."""
-    app = Flask("gateway")
-    register_routes(app)
-    return app

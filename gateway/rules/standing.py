@@ -97,7 +97,6 @@ class Standing:
     credential: str
     member: Member
     certified_on: date
-    first_certified_on: date
     as_of: date
     status: str
     reasons: tuple[Reason, ...]
@@ -294,7 +293,6 @@ def _assess(events: _History, as_of: date, policy: Policy) -> tuple[Standing, bo
         credential=grant.credential,
         member=_member_on(grant, events.updates, as_of),
         certified_on=period.start,
-        first_certified_on=grant.certified_on,
         as_of=as_of,
         status=status,
         reasons=reasons,

@@ -9,7 +9,6 @@ import pytest
 from flask import Blueprint, Flask
 from openapi_spec_validator import validate
 
-from gateway.bootstrap import routes_only
 from gateway.schemas.events import DATA_SCHEMAS, EnvelopeSchema
 from gateway.schemas.responses import HealthSchema
 from gateway.schemas.verifications import BatchLookupSchema
@@ -17,7 +16,7 @@ from gateway.usecases.clients import SCOPES
 from gateway.web.apidoc import JSON, UndocumentedRoute, json_answer, operation
 from gateway.web.auth import allow_scope, require_scope, scope_rule
 from gateway.web.openapi import UNDOCUMENTED_ENDPOINTS, build_spec, markdown, openapi_path
-from tests.support.openapi_answers import mismatch, validator
+from tests.support.openapi_answers import mismatch, routes_only, validator
 
 
 def _routes(app: Flask) -> set[tuple[str, str]]:

@@ -20,10 +20,20 @@ from jsonschema.exceptions import best_match
 from openapi_schema_validator import OAS31Validator
 from werkzeug.exceptions import HTTPException
 
-from gateway.bootstrap import routes_only
+from gateway.bootstrap import register_routes
 from gateway.web.openapi import build_spec, openapi_path
 
 _validators: dict[tuple[int, str, str, str], OAS31Validator] = {}
+
+
+def routes_only() -> Flask:
+    """An app with every route of the gateway and nothing behind them (no settings, database or
+    keys): the OpenAPI document as read outside a running gateway."""
+    app = Flask("gateway")
+    register_routes(app)
+    return app
+
+
 _CHECKED = "tests.openapi_checked"  # set in the environ of a request whose answer Flask checked
 
 
