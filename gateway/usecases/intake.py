@@ -71,7 +71,8 @@ _RETRY = {"40P01", "40001"}  # deadlock detected, serialization failure
 #: SQLSTATE classes of the database's own state, not of an event: connection exception,
 #: insufficient resources, operator intervention (a statement timeout, a shutdown).
 _UNAVAILABLE = {"08", "53", "57"}
-_REPLAYED = {"Idempotent-Replayed": "true"}
+_REPLAYED_HEADER = "Idempotent-Replayed"
+_REPLAYED = {_REPLAYED_HEADER: "true"}
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,7 @@ def submit_event(
         item = _item(svc.policy, 0, body, client_id, request_id, received_at)
     except ShapeError as exc:
         [answer] = _malformed(
-            svc, [(body, exc.errors)], _Sender(client_id, request_id, received_at)
+            svc, [(0, (body, exc.errors))], _Sender(client_id, request_id, received_at)
         )
         return answer
     answer = svc.single_events.submit(item, lambda items: _decide_group(svc, items))
@@ -197,15 +198,26 @@ def submit_events(
             items.append(_item(svc.policy, position, body, client_id, request_id, received_at))
         except ShapeError as exc:
             malformed[position] = (body, exc.errors)
-    if malformed:
-        sender = _Sender(client_id, request_id, received_at)
-        refused = _malformed(svc, list(malformed.values()), sender)
-        for position, answer in zip(malformed, refused, strict=True):
-            answers[position] = answer
     if items:
         metrics.EVENT_GROUPS.labels("batch").observe(len(items))
         for item, answer in zip(items, _decide(svc, items), strict=True):
             answers[item.position] = answer
+    if malformed:
+        # the ids the batch itself recorded, by the first position that did: a malformed event
+        # before it was sent while the id was free
+        recorded: dict[str, int] = {}
+        for item in items:
+            answer = answers[item.position]
+            if (
+                answer is not None
+                and answer.status in (202, 422)
+                and _REPLAYED_HEADER not in answer.headers
+            ):
+                recorded.setdefault(item.envelope.event.event_id, item.position)
+        sender = _Sender(client_id, request_id, received_at)
+        refused = _malformed(svc, list(malformed.items()), sender, recorded)
+        for position, answer in zip(malformed, refused, strict=True):
+            answers[position] = answer
     return _all(answers)
 
 
@@ -218,23 +230,29 @@ class _Sender(NamedTuple):
 
 
 def _malformed(
-    svc: Services, refused: list[tuple[Any, list[dict[str, str]]]], sender: _Sender
+    svc: Services,
+    refused: list[tuple[int, tuple[Any, list[dict[str, str]]]]],
+    sender: _Sender,
+    recorded: dict[str, int] | None = None,
 ) -> list[Answer]:
-    """The 422 of each malformed event (a body and its field errors), in one read and at most
-    one write for all. One under the id of an event recorded before is that event's replay (its
-    very body, taken by an earlier release whose checks were laxer) or a 409, as any event sent
-    again under a used id is. The others are kept for
-    audit under their event id, when it is usable and no event is recorded under it: the latest
-    attempt at an id replaces the one before."""
-    ids = [_looked_up_id(body) for body, _ in refused]
+    """The 422 of each malformed event (its position, its body and field errors), in one read
+    and at most one write for all. One under the id of an event recorded before is that event's
+    replay (its very body, taken by an earlier release whose checks were laxer) or a 409, as any
+    event sent again under a used id is; so is one under an id an earlier event of its batch
+    recorded (`recorded`: the first position that recorded each id), but not one before that
+    event. The others are kept for audit under their event id, when it is usable and no event
+    is recorded under it: the latest attempt at an id replaces the one before."""
+    recorded = recorded or {}
+    ids = [_looked_up_id(body) for _, (body, _) in refused]
     wanted = sorted({event_id for event_id in ids if event_id is not None})
     rows = svc.db.read(_STORED, {"ids": wanted}) if wanted else []
     stored = {row[0]: _Stored(*row) for row in rows}
     answers: list[Answer] = []
     attempts: dict[str, dict[str, Any]] = {}  # the latest of each id
-    for (body, errors), event_id in zip(refused, ids, strict=True):
+    for (position, (body, errors)), event_id in zip(refused, ids, strict=True):
         found = stored.get(event_id) if event_id is not None else None
-        if found is not None:  # an id in use: this body is its replay, or another event
+        if found is not None and recorded.get(found.event_id, -1) < position:
+            # an id in use: this body is its replay, or another event
             same = _same_body(found, body_hash(body), body)
             answers.append(_replayed(found) if same else _conflict(found.event_id))
             continue

@@ -173,6 +173,27 @@ def test_each_malformed_event_of_a_batch_is_kept(app, batch, read):
     assert kept(app) == 2
 
 
+def test_in_a_batch_a_malformed_event_under_an_id_an_earlier_event_recorded_is_a_409(
+    app, batch, read
+):
+    """As sent one after another: after the event recorded under its id, a 409, nothing kept;
+    before it, a 422 while the id was free (not kept either once the event holds the id)."""
+    recorded = fee(2027, "2026-11-01", event_id="twice-1")
+    results = batch([granted("2026-03-01"), recorded, malformed_fee("twice-1")])
+    assert [r["status"] for r in results] == [202, 202, 409]
+    assert results[2]["body"]["errors"] == [
+        {"field": "event_id", "message": "Already used for another event."}
+    ]
+    refused_first = fee(2026, "2026-11-01", event_id="twice-2")  # its year paid by the grant
+    results = batch([malformed_fee("twice-2"), refused_first, malformed_fee("twice-2", extra=1)])
+    assert [r["status"] for r in results] == [422, 422, 409]
+    assert results[0]["body"]["errors"][0]["field"] == "data.paid_on"
+    assert results[1]["body"]["errors"][0]["rule"]
+    assert read("twice-2").get_json()["status"] == "rejected"
+    assert read("twice-2").get_json()["reasons"] == results[1]["body"]["errors"]
+    assert kept(app) == 0
+
+
 def test_a_batch_of_malformed_events_is_kept_in_one_round_trip(app, batch, read, monkeypatch):
     """One read of the ids among the recorded events, one write of every attempt (psycopg's
     executemany: its statements sent together)."""
