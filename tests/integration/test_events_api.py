@@ -65,6 +65,18 @@ def test_grant_is_accepted_with_standing_actions_and_location(post, reader):
     ]
 
 
+def test_occurred_at_is_read_back_as_sent_its_offset_kept(post, reader):
+    """Its offset decides its day (docs/rules.md, CCP-FUTURE); in UTC it would read as another."""
+    sent = granted("2026-03-01", occurred_at="2026-03-01T20:30:00-08:00")
+    response = post(sent)
+    assert response.status_code == 202, response.get_json()
+    recorded = reader(response.headers["Location"]).get_json()
+    assert recorded["occurred_at"] == "2026-03-01T20:30:00-08:00"
+    malformed = {**sent, "event_id": "bad-offset", "data": {**sent["data"], "credential": 5}}
+    assert post(malformed).status_code == 422
+    assert reader("/v1/events/bad-offset").get_json()["occurred_at"] == sent["occurred_at"]
+
+
 @pytest.mark.parametrize("event_id", ["crm/2026/42", "a?b#c%d", "x%2Fy", "v1.2/..x/a.", "..."])
 def test_an_event_id_with_url_characters_is_read_back_at_its_location(post, reader, event_id):
     response = post(granted("2026-03-01", event_id=event_id))

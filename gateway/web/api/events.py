@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 
 from flask import Blueprint, Flask, Response, current_app, request, url_for
 from flask.typing import ResponseReturnValue
@@ -196,13 +197,22 @@ def get_event(event_id: str) -> ResponseReturnValue:
             "event_id": row.event_id,
             "type": row.type,
             "certification_id": row.certification_id,
-            "occurred_at": row.occurred_at.isoformat(),
+            "occurred_at": _as_sent(row.body, row.occurred_at),
             "received_at": row.received_at.isoformat(),
             "status": "rejected" if row.status == models.EVENT_KEPT else row.status,
             "reasons": row.reasons,
             "data": row.body.get("data"),
             "jobs": [job_view(item) for item in jobs],
         }
+
+
+def _as_sent(body: object, taken: datetime | None) -> str | None:
+    """`occurred_at` as its sender wrote it (its offset kept, which decides its day), when it
+    was taken as a date-time (`taken`, in UTC)."""
+    sent = body.get("occurred_at") if isinstance(body, dict) else None
+    if taken is None:
+        return None
+    return sent if isinstance(sent, str) else taken.isoformat()
 
 
 def _attempt_view(attempt: models.MalformedEvent) -> dict[str, object]:
@@ -212,7 +222,7 @@ def _attempt_view(attempt: models.MalformedEvent) -> dict[str, object]:
         "event_id": attempt.event_id,
         "type": attempt.type,
         "certification_id": attempt.certification_id,
-        "occurred_at": attempt.occurred_at.isoformat() if attempt.occurred_at else None,
+        "occurred_at": _as_sent(attempt.body, attempt.occurred_at),
         "received_at": attempt.received_at.isoformat(),
         "status": "rejected",
         "reasons": attempt.reasons,
