@@ -83,7 +83,7 @@ def test_a_malformed_event_is_read_back_rejected_with_the_field_errors_of_its_42
         "event_id": "bad-1",
         "type": "renewal.fee_paid",
         "certification_id": "CERT-1",
-        "occurred_at": body["occurred_at"],  # as sent
+        "occurred_at": "2026-11-01T12:00:00+00:00",
         "status": "rejected",
         "reasons": errors,
         "data": body["data"],

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 
 from flask import Blueprint, Flask, Response, current_app, request, url_for
 from flask.typing import ResponseReturnValue
@@ -206,13 +207,21 @@ def get_event(event_id: str) -> ResponseReturnValue:
         }
 
 
+#: The UTC offset that ends an RFC 3339 date-time (Z, written so, is UTC's).
+_OFFSET = re.compile(r"([+-])(\d\d):(\d\d)$")
+
+
 def _as_sent(body: object, taken: datetime | None) -> str | None:
-    """`occurred_at` as its sender wrote it (its offset kept, which decides its day), when it
-    was taken as a date-time (`taken`, in UTC)."""
-    sent = body.get("occurred_at") if isinstance(body, dict) else None
+    """`occurred_at` at the UTC offset its sender wrote it with (which decides its day), when
+    it was taken as a date-time (`taken`, in UTC); ISO 8601 as Python writes it."""
     if taken is None:
         return None
-    return sent if isinstance(sent, str) else taken.isoformat()
+    sent = body.get("occurred_at") if isinstance(body, dict) else None
+    found = _OFFSET.search(sent) if isinstance(sent, str) else None
+    if found is None:
+        return taken.isoformat()
+    offset = timedelta(hours=int(found[2]), minutes=int(found[3]))
+    return taken.astimezone(timezone(-offset if found[1] == "-" else offset)).isoformat()
 
 
 def _attempt_view(attempt: models.MalformedEvent) -> dict[str, object]:
