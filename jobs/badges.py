@@ -538,6 +538,25 @@ def names_member(
     return _says(badge, _recipient(svc, _certification(svc, certification_id, connection)))
 
 
+def named_otherwise(
+    svc: Services,
+    certification_id: str,
+    period_start: date,
+    badge: CredlyBadge,
+    connection: Connection,
+) -> bool:
+    """Whether `badge`, live for the certification's current period (`period_start`) while its
+    status keeps a badge, names the member (or expires) otherwise than their details now say;
+    its e-mail address aside, which an accepted badge's earner owns."""
+    cert = _certification(svc, certification_id, connection)
+    if cert.status not in BADGE_KEPT or cert.standing["certified_on"] != period_start.isoformat():
+        return False
+    try:
+        return not _recipient(svc, cert).names_as(badge)
+    except PermanentError:  # no badge template configured: no replace job could send one
+        return False
+
+
 def _says(badge: CredlyBadge, recipient: BadgeRequest) -> bool:
     """Whether `badge` names the member as `recipient` would, e-mail and expiry included (a
     badge issued by hand keeps its own issue day)."""

@@ -28,10 +28,18 @@ from sqlalchemy.orm import Session
 from connectors.credly import REPLACED, CredlyError, NotFound, TransientError, parse_credly_datetime
 from connectors.credly import Badge as CredlyBadge
 from connectors.errors import describe
-from gateway.store.models import Badge, Certification, CredlyNotification, UTCDateTime, utcnow
+from gateway.store.db import wake_after_commit
+from gateway.store.models import (
+    Badge,
+    Certification,
+    CredlyNotification,
+    OutboxItem,
+    UTCDateTime,
+    utcnow,
+)
 from gateway.usecases.credly_notifications import expected_organization
 from gateway.usecases.services import Services
-from jobs.badges import DELETED, deleted, latest
+from jobs.badges import DELETED, deleted, latest, named_otherwise
 from jobs.engine.claim import ClaimedItem
 from jobs.engine.retry import MAX_ATTEMPTS
 
@@ -277,7 +285,7 @@ def _apply(
             status, result = "ignored", "the event names no badge"
         else:
             row.credly_badge_id = reported.id
-            status, result = _badge_event(session, row, reported, now)
+            status, result = _badge_event(svc, session, row, reported, now)
         row.status, row.result, row.last_error, row.processed_at = status, result, None, utcnow()
         item.finish(svc.db, session.connection())
     log.info("Credly notification %s: %s", status, result)
@@ -313,10 +321,16 @@ def _ours(session: Session, reported: CredlyBadge, now: CredlyBadge | None) -> B
 
 
 def _badge_event(
-    session: Session, row: CredlyNotification, reported: CredlyBadge, now: CredlyBadge | None
+    svc: Services,
+    session: Session,
+    row: CredlyNotification,
+    reported: CredlyBadge,
+    now: CredlyBadge | None,
 ) -> Outcome:
     """Apply a badge event to our badge: `now` is what Credly holds in its place (a replaced
-    badge's successor; for `badge.deleted`, the badge if Credly still has it)."""
+    badge's successor; for `badge.deleted`, the badge if Credly still has it). A successor that
+    names the member otherwise (replaced by hand in Credly's UI) gets a replace job, which
+    brings it up to the member's details."""
     earner_deleted = row.event_type == BADGE_DELETED
     if earner_deleted and now is not None:
         return "ignored", f"badge {reported.id} is still in Credly ({now.state})"
@@ -339,7 +353,21 @@ def _badge_event(
         badge.recipient_email = now.recipient_email or badge.recipient_email
         badge.issued_at = now.issued_at or badge.issued_at
         badge.state_changed_at = row.occurred_at
-        return "processed", f"badge {reported.id} replaced by {now.id} ({now.state})"
+        result = f"badge {reported.id} replaced by {now.id} ({now.state})"
+        connection = session.connection()
+        if now.live() and named_otherwise(
+            svc, badge.certification_id, badge.period_start, now, connection
+        ):
+            item = OutboxItem(
+                certification_id=badge.certification_id,
+                kind="replace_badge",
+                payload={"period_start": badge.period_start.isoformat()},
+            )
+            session.add(item)
+            session.flush()
+            wake_after_commit([item.id])
+            result += ", which names the member otherwise: replaced again"
+        return "processed", result
     if badge.state == reported.state:
         return "processed", f"badge {reported.id} was already {reported.state}"
     if badge.state not in MOVABLE_STATES:

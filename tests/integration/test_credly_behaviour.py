@@ -1009,14 +1009,24 @@ def notified(svc) -> bool:
 
 
 def test_a_badge_replaced_in_credlys_ui_is_followed_to_its_successor(app, svc, standin):
+    """Followed to its successor; one that names the member otherwise is replaced again, with
+    the member's details (a successor that names them as they are is left as it is)."""
     badge = grant(svc)
     event = standin.replace_out_of_band(badge.credly_badge_id, {"issued_to_last_name": "Byron"})
     assert deliver(app, event).status_code == 200
-    drain(svc, lambda: notified(svc))
+    drain(svc, lambda: notified(svc) and settled(svc, "replace_badge"))
     [successor] = live(standin)
+    assert successor["issued_to_last_name"] == "Lovelace"
     assert [(b.credly_badge_id, b.state, b.recipient_email) for b in badges(svc)] == [
         (successor["id"], "pending", "ada@example.org")  # the successor's address, as Credly says
     ]
+    assert len(items(svc, "replace_badge")) == 1
+    same_name = standin.replace_out_of_band(successor["id"], {"issued_to_first_name": "Ada"})
+    assert deliver(app, same_name).status_code == 200
+    drain(svc, lambda: notified(svc))
+    assert len(items(svc, "replace_badge")) == 1
+    [latest_one] = live(standin)
+    assert [b.credly_badge_id for b in badges(svc)] == [latest_one["id"]]
 
 
 @pytest.mark.on_day("2026-12-04")
