@@ -37,7 +37,7 @@ from gateway.usecases import clients as api_clients
 from gateway.usecases import housekeeping
 from gateway.usecases.queries import failed_jobs, queue_status
 from gateway.usecases.services import DRY_RUN_BADGES, signing_keys
-from gateway.usecases.sweep import Scope, count
+from gateway.usecases.sweep import Scope, count, range_in_order
 from gateway.usecases.unclaimed import unclaimed_badges
 from gateway.web.context import services
 from gateway.web.security import ProblemRequestHandler
@@ -636,6 +636,12 @@ def sweep_command(
     if batch_size < 1:
         raise click.BadParameter("must be at least 1", param_hint="--batch-size")
     svc = services()
+    if from_id is not None and to_id is not None and not range_in_order(svc, from_id, to_id):
+        raise click.BadParameter(
+            f"{from_id!r} comes after --to-id {to_id!r} in the database's order of ids: "
+            "the range holds none",
+            param_hint="--from-id",
+        )
     scope = Scope(
         as_of=as_of or utcnow().date(),
         full=full,

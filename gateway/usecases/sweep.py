@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from datetime import date
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, literal, or_, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Select
 
@@ -102,6 +102,15 @@ class Summary:
             "notices_queued": self.notices_queued,
             "seconds": round(self.seconds, 3),
         }
+
+
+def range_in_order(svc: Services, first_id: str, last_id: str) -> bool:
+    """Whether `first_id` comes no later than `last_id` in the database's order of certification
+    ids (its collation, which a range of the sweep follows)."""
+    with svc.db.sessions() as session:
+        column = Certification.__table__.c.certification_id
+        first, last = literal(first_id, column.type), literal(last_id, column.type)
+        return bool(session.scalar(select(first <= last)))
 
 
 def count(svc: Services, scope: Scope) -> int:

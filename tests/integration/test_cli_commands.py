@@ -307,6 +307,17 @@ def test_a_sweep_of_a_range_another_sweep_holds_ends_in_one_line(
     assert redis_client.get(held) == b"another sweep"
 
 
+def test_a_sweep_range_out_of_the_databases_order_is_a_usage_error(database_url, tmp_path):
+    env = {"DATABASE_URL": database_url, "INSTANCE_PATH": str(tmp_path)}
+    for first, last, code in (("Z", "A", 2), ("A", "Z", 0), ("CERT-1", "CERT-1", 0)):
+        answer = CliRunner().invoke(
+            cli, ["sweep", "--dry-run", "--from-id", first, "--to-id", last], env=env
+        )
+        assert answer.exit_code == code, (first, last, answer.output)
+    refused = CliRunner().invoke(cli, ["sweep", "--from-id", "Z", "--to-id", "A"], env=env)
+    assert "'Z' comes after --to-id 'A'" in refused.output
+
+
 @pytest.mark.parametrize(
     "args",
     [
