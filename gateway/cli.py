@@ -36,7 +36,7 @@ from gateway.store.models import utcnow
 from gateway.usecases import clients as api_clients
 from gateway.usecases import housekeeping
 from gateway.usecases.queries import failed_jobs, queue_status
-from gateway.usecases.services import DRY_RUN_BADGES, signing_keys
+from gateway.usecases.services import DRY_RUN_BADGES, policy_table, signing_keys
 from gateway.usecases.sweep import Scope, count, range_in_order
 from gateway.usecases.unclaimed import unclaimed_badges
 from gateway.web.context import services
@@ -381,6 +381,7 @@ def serve() -> None:
         keys_file = settings.with_instance(folder).signing_keys_file
         if keys_file and os.path.exists(keys_file):
             signing_keys(keys_file)  # a missing one: the web processes make it
+        policy_table(settings)
         os.environ[metrics.MULTIPROC_DIR] = metrics.serve_folder()
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc

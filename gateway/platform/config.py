@@ -62,6 +62,14 @@ def _time_of_day(raw: str) -> str:
     return f"{int(hours):02d}:{int(minutes):02d}"
 
 
+def _split(name: str, raw: str, shown: str) -> SplitResult:
+    """`raw`, the URL of setting `name`, in parts; a ConfigError when it cannot be read."""
+    try:
+        return urlsplit(raw)
+    except ValueError as exc:  # an unbalanced [ of an IPv6 address, say
+        raise ConfigError(f"{name} is not a URL ({exc}), got {shown!r}") from exc
+
+
 def _base_url(env: Mapping[str, str], name: str, *, base: bool = True) -> str | None:
     """An absolute http(s) URL, or None when unset. A base URL, which paths are added to, loses
     its trailing slash and may have no query or fragment; any other (`base=False`) is kept as
@@ -71,7 +79,8 @@ def _base_url(env: Mapping[str, str], name: str, *, base: bool = True) -> str | 
         raw = raw.rstrip("/")
     if not raw:
         return None
-    parts, shown = urlsplit(raw), _redact(raw)
+    shown = _redact(raw)
+    parts = _split(name, raw, shown)
     extra = base and (parts.query or parts.fragment)
     if parts.scheme not in ("https", "http") or not parts.hostname or extra:
         raise ConfigError(f"{name} must be an absolute http(s) URL, got {shown!r}")
@@ -996,7 +1005,7 @@ def _check_redis_url(url: str | None) -> None:
     if url is None:
         return
     shown = _redact(url)
-    parts = urlsplit(url)
+    parts = _split("REDIS_URL", url, shown)
     if parts.scheme not in REDIS_SCHEMES or not url.lower().startswith(f"{parts.scheme}://"):
         allowed = ", ".join(f"{s}://" for s in REDIS_SCHEMES)
         raise ConfigError(f"REDIS_URL must be a URL starting {allowed}, got {shown!r}")

@@ -32,7 +32,9 @@ keepalive = 5
 # benchmark, one core's worth, while the other workers idled (docs/benchmarks.md). A worker's
 # socket takes connections while it is still loading the app (about a second), so workers are not
 # recycled after N requests: each restart would hold up a share of new connections that long.
-reuse_port = True
+# A Unix socket (`unix:PATH`) or a socket handed over (`fd://FD`) is one socket: Linux refuses
+# SO_REUSEPORT on a Unix socket, and every worker's bind then failed.
+reuse_port = not bind.startswith(("unix:", "fd://"))
 # The longest request line and header line gunicorn reads (its maximum, and twice its default):
 # above the app's own limits (gateway.web.security), so that the app refuses a long URL or header
 # with a problem+json answer and the security headers. Longer ones, and requests that are not

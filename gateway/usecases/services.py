@@ -92,7 +92,7 @@ class Services:
                 statement_timeout_ms=settings.database_statement_timeout_ms,
             ),
             redis=client,
-            policy=_policy(settings),
+            policy=policy_table(settings),
             credly=make_credly(
                 base_url=settings.credly_api_base,
                 organization_id=settings.credly_organization_id,
@@ -130,7 +130,7 @@ def signing_keys(path: str) -> SigningKeys:
         raise ConfigError(f"SIGNING_KEYS_FILE: {exc}") from exc
 
 
-def _policy(settings: Settings) -> rules.Policy:
+def policy_table(settings: Settings) -> rules.Policy:
     """The credential policy table of POLICY_FILE, which must hold every credential that
     CREDLY_BADGE_TEMPLATES names."""
     try:

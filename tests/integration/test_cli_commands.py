@@ -252,6 +252,16 @@ def test_what_cannot_be_reached_or_found_ends_a_command_in_one_line(tmp_path, ar
         ),
         (["db", "current"], "INSTANCE_PATH", "a-file", "Error: INSTANCE_PATH: "),
         (["jobs", "status"], "INSTANCE_PATH", "a-file", "Error: INSTANCE_PATH: "),
+        (["jobs", "status"], "PUBLIC_BASE_URL", "https://[::1", "Error: PUBLIC_BASE_URL is not"),
+        (["jobs", "status"], "ISSUER_URL", "https://[zz", "Error: ISSUER_URL is not a URL"),
+        (["jobs", "status"], "REDIS_URL", "redis://[::1", "Error: REDIS_URL is not a URL"),
+        (["serve"], "POLICY_FILE", "broken.toml", "Error: POLICY_FILE: policy file"),
+        (
+            ["serve"],
+            "CREDLY_BADGE_TEMPLATES",
+            "XYZ=tmpl-x",
+            "Error: CREDLY_BADGE_TEMPLATES names XYZ, not in the credential policy table",
+        ),
     ],
 )
 def test_a_setting_that_cannot_be_used_stops_a_command_in_one_line_naming_it(
@@ -268,6 +278,9 @@ def test_a_setting_that_cannot_be_used_stops_a_command_in_one_line_naming_it(
     if value == "a-file":  # the embedded default's instance folder is a file
         env[setting] = str(tmp_path / "a-file")
         (tmp_path / "a-file").write_text("x")
+    if value == "broken.toml":  # gunicorn's workers read the policy table: serve checks it first
+        env[setting] = str(tmp_path / "broken.toml")
+        (tmp_path / "broken.toml").write_text("x = \n")
     answer = CliRunner().invoke(cli, args, env=env)
     assert answer.exit_code == 1, answer.output
     assert answer.output.startswith(says) and answer.output.count("\n") == 1, answer.output
