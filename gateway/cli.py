@@ -21,6 +21,7 @@ from flask.cli import AppGroup, FlaskGroup, ScriptInfo, pass_script_info, with_a
 from flask.cli import run_command as flask_run
 from flask.helpers import get_debug_flag
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError as RedisResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, ProgrammingError
 from werkzeug.serving import is_running_from_reloader, run_simple
@@ -89,14 +90,17 @@ class GatewayGroup(FlaskGroup):
         return sorted(super(FlaskGroup, self).list_commands(ctx))
 
     def invoke(self, ctx: click.Context) -> Any:
-        """Run the command; a database or Redis that cannot be reached, or a migration that does
-        not exist, ends it with one line (exit status 1), not a traceback."""
+        """Run the command; a database or Redis that cannot be reached (or a Redis that refuses
+        the configured database), or a migration that does not exist, ends it with one line (exit
+        status 1), not a traceback."""
         try:
             return super().invoke(ctx)
         except (OperationalError, InterfaceError, ProgrammingError) as exc:
             raise click.ClickException(_database_error(exc)) from exc
         except (RedisConnectionError, RedisTimeoutError) as exc:
             raise click.ClickException(f"Redis cannot be reached: {exc}") from exc
+        except RedisResponseError as exc:  # a database number the server does not have, say
+            raise click.ClickException(f"Redis refused: {exc}") from exc
         except AlembicCommandError as exc:
             raise click.ClickException(str(exc)) from exc
 

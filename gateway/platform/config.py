@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import re
@@ -12,8 +13,11 @@ from pathlib import Path
 from urllib.parse import SplitResult, parse_qs, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import psycopg
 from gunicorn.util import parse_address
 from limits import parse_many
+from psycopg.conninfo import make_conninfo
+from redis import connection as redis_connection
 from redis.connection import parse_url
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -993,6 +997,13 @@ def _check_database_url(url: str | None) -> None:
         allowed = ", ".join(f"{s}://" for s in ("postgresql", "sqlite"))
         raise ConfigError(f"DATABASE_URL must be a URL starting {allowed}, got {shown!r}")
     _check_port("DATABASE_URL", parsed.port, shown)
+    if parsed.drivername.startswith("postgres"):
+        options = {name: str(value) for name, value in parsed.query.items()}
+        try:  # libpq's own check of the connection options (a typo such as sslmod=)
+            make_conninfo("", **options)
+        except psycopg.ProgrammingError as exc:
+            reason = str(exc).strip()
+            raise ConfigError(f"DATABASE_URL: {reason}, got {shown!r}") from exc
     path = parsed.database or ":memory:"
     if parsed.drivername.startswith("sqlite") and not path.startswith((":memory:", "file:")):
         folder = os.path.dirname(os.path.abspath(path))
@@ -1017,10 +1028,35 @@ def _check_redis_url(url: str | None) -> None:
     numbers = parse_qs(parts.query).get("db", [])[:1]  # redis-py reads the first
     if parts.scheme != "unix":  # (a unix:// path is the socket's)
         numbers += [parts.path.strip("/") or "0"]  # none: 0
-    if not all(re.fullmatch(r"[0-9]+", number) for number in numbers):
+    if not all(re.fullmatch(r"[0-9]{1,10}", n) and int(n) <= MAX_WHOLE_NUMBER for n in numbers):
         raise ConfigError(
             f"REDIS_URL's database must be a number 0 or more (redis://host:6379/0), got {shown!r}"
         )
+    unknown = sorted(set(parse_qs(parts.query)) - _redis_options(parts.scheme))
+    if unknown:
+        raise ConfigError(
+            f"REDIS_URL: redis-py takes no option {', '.join(unknown)}, got {shown!r}"
+        )
+
+
+def _redis_options(scheme: str) -> set[str]:
+    """The query options redis-py takes in a URL of `scheme`: those it parses, and the keywords
+    of the connection (and connection pool) a URL of that scheme makes."""
+    connection = {
+        "rediss": redis_connection.SSLConnection,
+        "unix": redis_connection.UnixDomainSocketConnection,
+    }.get(scheme, redis_connection.Connection)
+    names = set(redis_connection.URL_QUERY_ARGUMENT_PARSERS)
+    for owner in (*connection.__mro__, redis_connection.ConnectionPool):
+        init = owner.__dict__.get("__init__")
+        if init is not None:
+            names.update(
+                name
+                for name, parameter in inspect.signature(init).parameters.items()
+                if parameter.kind is parameter.KEYWORD_ONLY
+                or parameter.kind is parameter.POSITIONAL_OR_KEYWORD
+            )
+    return names - {"self"}
 
 
 def _check_port(name: str, port: int | None, shown: str) -> None:

@@ -746,22 +746,33 @@ def test_a_worker_started_with_redis_away_stops_before_its_threads_say_anything(
 ):
     """It said "daily cron stopped ...; it starts again in 5 s" and warned from its token check
     before the one line that stops it."""
+    lines = _worker_stopped(database_url, tmp_path, f"redis://127.0.0.1:{free_port()}/0")
+    assert lines[-1].startswith("Error: Redis cannot be reached: "), lines
+    logged = [json.loads(line)["msg"] for line in lines[:-1]]
+    assert not [msg for msg in logged if "cron" in msg or "relay" in msg], logged
+    assert sum("Credly token state unreadable" in msg for msg in logged) <= 1, logged
+
+
+def _worker_stopped(database_url: str, tmp_path: Path, redis_url: str) -> list[str]:
+    """The lines `gateway worker` writes on stderr as it stops at start (exit status 1)."""
     gateway = os.path.join(os.path.dirname(sys.executable), "gateway")
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
         "INSTANCE_PATH": str(tmp_path),
-        "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+        "REDIS_URL": redis_url,
     }
     run = subprocess.run(
         [gateway, "worker"], env=env, capture_output=True, text=True, timeout=60, check=False
     )
-    lines = run.stderr.splitlines()
     assert run.returncode == 1, run.stderr
-    assert lines[-1].startswith("Error: Redis cannot be reached: "), run.stderr
-    logged = [json.loads(line)["msg"] for line in lines[:-1]]
-    assert not [msg for msg in logged if "cron" in msg or "relay" in msg], logged
-    assert sum("Credly token state unreadable" in msg for msg in logged) <= 1, logged
+    return run.stderr.splitlines()
+
+
+def test_a_worker_on_a_redis_database_the_server_lacks_stops_in_one_line(database_url, tmp_path):
+    lines = _worker_stopped(database_url, tmp_path, "redis://127.0.0.1:6379/99")  # of 16
+    assert lines[-1] == "Error: Redis refused: DB index is out of range", lines
+    assert not [line for line in lines if "Traceback" in line], lines
 
 
 def test_jobs_failed_lists_in_pages_with_limit_and_after(database_url, make_app, monkeypatch):

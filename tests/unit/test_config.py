@@ -195,6 +195,18 @@ def test_on_off_settings_take_the_usual_words(value, on):
         ("REDIS_URL", "unix:///run/redis.sock?db=2", "redis_url", "unix:///run/redis.sock?db=2"),
         ("REDIS_URL", "redis://cache.internal", "redis_url", "redis://cache.internal"),
         ("REDIS_URL", "redis://cache.internal:6379/", "redis_url", "redis://cache.internal:6379/"),
+        (
+            "REDIS_URL",
+            "rediss://cache.internal/0?ssl_cert_reqs=none&socket_timeout=2",
+            "redis_url",
+            "rediss://cache.internal/0?ssl_cert_reqs=none&socket_timeout=2",
+        ),
+        (
+            "DATABASE_URL",
+            "postgresql://db/gw?sslmode=require&connect_timeout=3",
+            "database_url",
+            "postgresql://db/gw?sslmode=require&connect_timeout=3",
+        ),
         ("DATABASE_URL", "postgres://db:5432/gw", "database_url", "postgres://db:5432/gw"),
         (
             "DATABASE_URL",
@@ -251,6 +263,11 @@ def test_usual_spellings_of_a_setting_are_taken(name, value, field, read):
         ("REDIS_URL", "redis://:s3cret@cache:6379/0?db=x", "is not a Redis URL"),
         ("REDIS_URL", "redis://:s3cret@cache:6379/0?db=-1", "database must be a number 0 or"),
         ("REDIS_URL", "unix:/run/redis.sock", "must be a URL starting"),  # redis-py refuses it
+        ("REDIS_URL", "redis://:s3cret@cache:6379/99999999999", "database must be a number 0"),
+        ("REDIS_URL", "redis://:s3cret@cache:6379/0?bogus=1", "redis-py takes no option bogus"),
+        ("REDIS_URL", "redis://:s3cret@[::1", "REDIS_URL is not a URL"),
+        ("DATABASE_URL", "postgresql://gw:s3cret@db/gw?sslmod=1", 'option "sslmod"'),
+        ("PUBLIC_BASE_URL", "https://[::1", "PUBLIC_BASE_URL is not a URL"),
         ("WEB_BIND", "127.0.0.1:99999", "port must be from 1 to 65535"),
         ("WEB_BIND", "127.0.0.1:0", "port must be from 1 to 65535"),
         ("WEB_BIND", "127.0.0.1:abc", "must be HOST:PORT"),
