@@ -201,7 +201,6 @@ def test_recert_reset_starts_new_period_on_completed_on():
     on_day = standing(history, date(2012, 3, 1))
     assert on_day.status == "active"
     assert on_day.certified_on == date(2012, 3, 1)
-    assert on_day.first_certified_on == LAPSING
     assert on_day.fees.paid_through == date(2013, 3, 31)
     assert (on_day.ccp.cycle_start, on_day.ccp.cycle_end) == (date(2012, 3, 1), date(2015, 3, 31))
     assert on_day.recertification.required is False
