@@ -8,7 +8,7 @@ from flask import Flask
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.platform import logs, signing
-from gateway.platform.config import PRODUCTION_MODE, Settings
+from gateway.platform.config import PRODUCTION_MODE, ConfigError, Settings
 from gateway.usecases import credly_token, issuer
 from gateway.usecases.services import (
     Services,
@@ -39,10 +39,15 @@ def create_app(
         instance_relative_config=True,
     )
     own_keys = settings.signing_keys_file is None  # else one file every machine is given
+    in_folder = settings.database_url is None  # the embedded default's database, in the folder
     settings = settings.with_instance(app.instance_path)
     logs.configure(settings.log_level)
     app.config.update(SECRET_KEY=settings.secret_key, MAX_CONTENT_LENGTH=64 * 1024)
-    svc = Services.build(settings)
+    try:
+        svc = Services.build(settings)
+    except OSError as exc:  # a SQLite database whose folder cannot be made or written
+        name = "INSTANCE_PATH" if in_folder else "DATABASE_URL"
+        raise ConfigError(f"{name}: {exc.strerror or exc}: {exc.filename}") from exc
     app.extensions["gateway"] = svc
     if svc.db.is_sqlite and migrate:
         svc.db.upgrade(policy=svc.policy)
@@ -82,7 +87,7 @@ def create_app(
             "credentials) fails to verify on another",
             settings.signing_keys_file,
         )
-    if settings.issuer_logo and issuer.logo_file(settings, app.instance_path) is None:
+    if settings.issuer_logo and issuer.logo_file(settings.issuer_logo, app.instance_path) is None:
         log.warning(
             "ISSUER_LOGO %r is not a PNG, JPEG or SVG file in the instance folder %s: no logo "
             "is shown",

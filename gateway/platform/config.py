@@ -114,8 +114,14 @@ def _zone(raw: str) -> str:
     return raw
 
 
-def _path(raw: str | None) -> str | None:
-    return os.path.abspath(raw) if raw else None
+def _path(env: Mapping[str, str], name: str) -> str | None:
+    """A path, absolute, or None when unset; spaces alone are refused (not a file named so)."""
+    raw = env.get(name)
+    if not raw:
+        return None
+    if not raw.strip():
+        raise ConfigError(f"{name} is blank (spaces only): leave it unset for its default")
+    return os.path.abspath(raw)
 
 
 def _templates(raw: str | None) -> dict[str, str]:
@@ -747,7 +753,7 @@ class Settings:
             database_statement_timeout_ms=_int(
                 env, "DATABASE_STATEMENT_TIMEOUT_MS", cls.database_statement_timeout_ms
             ),
-            instance_path=_path(env.get("INSTANCE_PATH")),
+            instance_path=_path(env, "INSTANCE_PATH"),
             redis_url=env.get("REDIS_URL") or None,
             secret_key=env.get("SECRET_KEY") or cls.secret_key,
             policy_file=env.get("POLICY_FILE") or None,
@@ -817,7 +823,7 @@ class Settings:
             issuer_url=_base_url(env, "ISSUER_URL"),
             issuer_contact=env.get("ISSUER_CONTACT") or None,
             issuer_logo=env.get("ISSUER_LOGO") or None,
-            signing_keys_file=_path(env.get("SIGNING_KEYS_FILE")),
+            signing_keys_file=_path(env, "SIGNING_KEYS_FILE"),
             receipt_retention_days=_int(env, "RECEIPT_RETENTION_DAYS", cls.receipt_retention_days),
             malformed_event_retention_days=_int(
                 env, "MALFORMED_EVENT_RETENTION_DAYS", cls.malformed_event_retention_days

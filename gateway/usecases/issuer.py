@@ -33,9 +33,18 @@ def issuer(settings: Settings, base: str) -> dict[str, Any]:
         settings.issuer_name,
         settings.issuer_url,
         settings.issuer_contact,
-        bool(settings.issuer_logo),
+        _has_logo(settings.issuer_logo, settings.instance_path),
         base,
     )
+
+
+@functools.lru_cache(maxsize=8)
+def _has_logo(name: str | None, instance_path: str | None) -> bool:
+    """Whether ISSUER_LOGO names a logo `/verify/logo` serves, as the app found it at start (it
+    warned then when not): an answer never links to a logo that is not there."""
+    if not name or instance_path is None:
+        return False
+    return logo_file(name, instance_path) is not None
 
 
 @functools.lru_cache(maxsize=64)
@@ -50,12 +59,12 @@ def _build(
     }
 
 
-def logo_file(settings: Settings, instance_path: str) -> tuple[Path, str] | None:
-    """The ISSUER_LOGO file and its content type; None when unset, missing or not an image.
+def logo_file(name: str | None, instance_path: str) -> tuple[Path, str] | None:
+    """The ISSUER_LOGO file `name` and its content type; None when unset, missing or not an
+    image.
 
     Only a plain file name directly in the instance folder counts, never a path out of it.
     """
-    name = settings.issuer_logo
     if not name or Path(name).name != name or name.startswith("."):
         return None
     content_type = LOGO_TYPES.get(Path(name).suffix.lower())

@@ -240,7 +240,7 @@ def receipt_check_page() -> ResponseReturnValue:
 )
 def logo() -> ResponseReturnValue:
     """The certifying body's logo (ISSUER_LOGO in the instance folder), and nothing else."""
-    found = logo_file(services().settings, current_app.instance_path)
+    found = logo_file(services().settings.issuer_logo, current_app.instance_path)
     if found is None:
         abort(404)
     path, content_type = found

@@ -45,7 +45,9 @@ def test_every_verification_answer_names_the_issuer(client, token_for):
     assert results[0]["issuer"] == EXPECTED
 
 
-def test_without_a_public_address_the_logo_is_on_the_requests_host(make_app):
+def test_without_a_public_address_the_logo_is_on_the_requests_host(make_app, tmp_path):
+    (tmp_path / "instance").mkdir(exist_ok=True)
+    (tmp_path / "instance" / "logo.png").write_bytes(PNG)
     app = make_app(jobs_synchronous=True, issuer_logo="logo.png")
     record_every_status(app)
     body = app.test_client().get("/v1/verifications/ACTIVE-1", base_url="http://lookup.test:8080")
@@ -100,10 +102,15 @@ def test_the_logo_is_served_as_an_image_and_nothing_else_is(client, make_app):
     "name", ["../secret.txt", "gateway.sqlite3", "signing-keys.json", ".x.png"]
 )
 def test_the_logo_setting_never_serves_another_file(make_app, name, caplog):
-    response = make_app(issuer_logo=name).test_client().get("/verify/logo")
+    """Nor does an answer link to a logo that is not served."""
+    app = make_app(jobs_synchronous=True, issuer_logo=name)
+    response = app.test_client().get("/verify/logo")
     assert response.status_code == 404
     assert f"ISSUER_LOGO {name!r} is not a PNG, JPEG or SVG file" in caplog.text
     assert b"not for the web" not in response.data and b"keys" not in response.data
+    record_every_status(app)
+    answer = app.test_client().get("/v1/verifications/ACTIVE-1").get_json()
+    assert answer["issuer"]["logo"] is None
 
 
 def test_the_stylesheet_has_a_print_layout_without_the_form(client):

@@ -171,7 +171,9 @@ def test_a_credential_is_signed_schema_valid_and_verifies_against_the_served_key
     }
 
 
-def test_the_issuer_and_urls_come_from_public_base_url(database_url, make_app, token_for):
+def test_the_issuer_and_urls_come_from_public_base_url(database_url, make_app, token_for, tmp_path):
+    (tmp_path / "instance").mkdir(exist_ok=True)
+    (tmp_path / "instance" / "logo.png").write_bytes(b"\x89PNG\r\n\x1a\n")  # served: named
     app = make_app(
         database_url=database_url,
         jobs_synchronous=True,
