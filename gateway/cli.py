@@ -37,7 +37,14 @@ from gateway.store.models import utcnow
 from gateway.usecases import clients as api_clients
 from gateway.usecases import housekeeping
 from gateway.usecases.queries import failed_jobs, queue_status
-from gateway.usecases.services import DRY_RUN_BADGES, policy_table, signing_keys
+from gateway.usecases.services import (
+    DRY_RUN_BADGES,
+    Services,
+    check_policy_covers_certifications,
+    check_schema_current,
+    policy_table,
+    signing_keys,
+)
 from gateway.usecases.sweep import Scope, count, range_in_order
 from gateway.usecases.unclaimed import unclaimed_badges
 from gateway.web.context import services
@@ -385,13 +392,28 @@ def serve() -> None:
         keys_file = settings.with_instance(folder).signing_keys_file
         if keys_file and os.path.exists(keys_file):
             signing_keys(keys_file)  # a missing one: the web processes make it
-        policy_table(settings)
+        _check_database(settings.with_instance(folder))
         os.environ[metrics.MULTIPROC_DIR] = metrics.serve_folder()
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     gunicorn = shutil.which("gunicorn") or os.path.join(os.path.dirname(sys.executable), "gunicorn")
     app = "gateway.bootstrap:create_app(jobs='POLLING')"  # without Redis: jobs in the web processes
     os.execv(gunicorn, [gunicorn, "-c", "python:gateway.platform.gunicorn_conf", app])
+
+
+def _check_database(settings: Settings) -> None:
+    """What every web process checks at start, checked once before gunicorn starts them: the
+    policy table, and on PostgreSQL the schema's migrations and the credentials certifications
+    hold (SQLite's the web processes migrate)."""
+    if settings.database_url is None or settings.database_url.startswith("sqlite"):
+        policy_table(settings)
+        return
+    svc = Services.build(settings)
+    try:
+        check_schema_current(svc)
+        check_policy_covers_certifications(svc)
+    finally:
+        svc.db.dispose()
 
 
 @cli.command()

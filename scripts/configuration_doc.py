@@ -34,7 +34,8 @@ an IANA time zone name, a `SWEEP_TIME` that is not `HH:MM` (UTC, `00:00` to `23:
 or that allows no request, an id or secret
 (`CREDLY_ORGANIZATION_ID`, `CREDLY_AUTH_TOKEN`, `DIRECTORY_CLIENT_ID`, `DIRECTORY_CLIENT_SECRET`)
 that is blank or begins or ends with whitespace (taken as given, where a URL or number loses it),
-an `INSTANCE_PATH` that is not a folder, a credential that `CREDLY_BADGE_TEMPLATES` names twice or
+an `INSTANCE_PATH` that is not a folder or cannot be made one (or spaces alone, as a
+`SIGNING_KEYS_FILE` of spaces alone), a credential that `CREDLY_BADGE_TEMPLATES` names twice or
 without a template id, a policy table without a credential that `CREDLY_BADGE_TEMPLATES` names or
 that certifications hold or with a number outside its bounds, a signing key set that is not ES256
 and RS256 keys) stops every command at start with one line naming the setting (exit status 1).
@@ -57,6 +58,12 @@ share their metrics, so that `GET /metrics` reports them all: the web processes,
 the machine if they are given the same folder. It is created if missing (a path that cannot be a
 folder stops every command with one line saying so). Without it, `gateway serve` makes a new
 temporary folder of its own; a folder set here is kept as it is.
+
+The servers' own variables still apply, as the tools document them: `GUNICORN_CMD_ARGS` to
+`gateway serve` (its options come after the gateway's, so `--bind` or `--workers` there replace
+`WEB_BIND` or `WEB_WORKERS`), and Flask's `FLASK_RUN_HOST` and `FLASK_RUN_PORT` to `gateway run`,
+whose `FLASK_DEBUG=1` (as `--debug`) turns on Werkzeug's reloader and interactive debugger: a
+Python console for anyone who can reach the port, never to be set where others can.
 """
 
 

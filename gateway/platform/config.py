@@ -531,7 +531,9 @@ class Settings:
         metadata=setting(
             "LOG_LEVEL",
             "`INFO`",
-            "logs are JSON, one object per line, on stderr",
+            "logs are JSON, one object per line, on stderr; the level of the gateway's own "
+            "lines. gunicorn's (its start-up and one access line a request) and Werkzeug's (the "
+            "same, of `gateway run`) keep their servers' level, INFO: an access log at any level",
         ),
     )
     verify_rate_limit: str = field(

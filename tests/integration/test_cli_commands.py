@@ -458,7 +458,7 @@ def test_the_group_has_none_of_flasks_options_that_fail_or_do_not_apply(tmp_path
 
 
 def test_a_database_without_the_schema_stops_commands_and_processes_until_upgraded(
-    empty_database, make_app, tmp_path
+    empty_database, make_app, tmp_path, monkeypatch
 ):
     """A database never migrated answers, so it is refused at start (in one line), as one a
     release behind is: not taken for one the process cannot check (down)."""
@@ -469,7 +469,8 @@ def test_a_database_without_the_schema_stops_commands_and_processes_until_upgrad
         "`gateway db upgrade` first\n"
     )
     env = {"DATABASE_URL": empty_database, "INSTANCE_PATH": str(tmp_path)}
-    for command in (["jobs", "failed"], ["worker"]):
+    monkeypatch.setattr(os, "execv", lambda *_: pytest.fail("gunicorn was started"))
+    for command in (["jobs", "failed"], ["worker"], ["serve"]):  # serve: before gunicorn
         answer = CliRunner().invoke(cli, command, env={**env, "REDIS_URL": "redis://127.0.0.1:1"})
         assert (answer.exit_code, answer.output) == (1, expected), command
     with pytest.raises(ConfigError) as refused:  # a web process
