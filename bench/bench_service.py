@@ -284,7 +284,6 @@ def environment(url: str, standin: dict[str, str], workdir: Path) -> dict[str, s
         "DATABASE_URL": url,
         "REDIS_URL": REDIS_URL,
         "QUEUE_NAME": QUEUE,
-        "SECRET_KEY": "bench-" + "x" * 40,
         "INSTANCE_PATH": str(workdir / "instance"),
         "PROMETHEUS_MULTIPROC_DIR": str(workdir / "metrics"),
         "CREDLY_API_BASE": standin["url"],

@@ -576,7 +576,6 @@ class Soak:
             "WEB_BIND": f"127.0.0.1:{self.ports['web']}",
             "WEB_WORKERS": "2",
             "PROMETHEUS_MULTIPROC_DIR": str(self.workdir / "metrics"),
-            "SECRET_KEY": secrets.token_hex(16),
             "CREDLY_API_BASE": f"{self.standin}/v1",
             "CREDLY_ORGANIZATION_ID": ORGANIZATION,
             "CREDLY_AUTH_TOKEN": CREDLY_TOKEN,

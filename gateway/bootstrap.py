@@ -42,7 +42,7 @@ def create_app(
     in_folder = settings.database_url is None  # the embedded default's database, in the folder
     settings = settings.with_instance(app.instance_path)
     logs.configure(settings.log_level)
-    app.config.update(SECRET_KEY=settings.secret_key, MAX_CONTENT_LENGTH=64 * 1024)
+    app.config.update(MAX_CONTENT_LENGTH=64 * 1024)
     try:
         svc = Services.build(settings)
     except OSError as exc:  # a SQLite database whose folder cannot be made or written

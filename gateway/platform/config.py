@@ -225,14 +225,6 @@ class Settings:
             "the database (path or `?db=`) a number 0 or more",
         ),
     )
-    secret_key: str = field(
-        default="embedded-default-not-secret",
-        metadata=setting(
-            "SECRET_KEY",
-            "a fixed embedded value",
-            "Flask's signing key; set a long random value in production",
-        ),
-    )
     policy_file: str | None = field(
         default=None,
         metadata=setting(
@@ -757,7 +749,6 @@ class Settings:
             ),
             instance_path=_path(env, "INSTANCE_PATH"),
             redis_url=env.get("REDIS_URL") or None,
-            secret_key=env.get("SECRET_KEY") or cls.secret_key,
             policy_file=env.get("POLICY_FILE") or None,
             credly_api_base=_base_url(env, "CREDLY_API_BASE"),
             credly_organization_id=_token(env, "CREDLY_ORGANIZATION_ID"),
