@@ -42,10 +42,9 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name)
     if raw in (None, ""):
         return default
-    try:
-        return int(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from exc
+    if not re.fullmatch(r"\s*[+-]?[0-9]+\s*", raw):  # ASCII digits: int() takes "1_000", "٣"
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}")
+    return int(raw)
 
 
 def _date(env: Mapping[str, str], name: str) -> date | None:
@@ -302,7 +301,7 @@ class Settings:
             "`64`",
             "Credly calls one process makes at once, over as many kept-alive connections; a job "
             "beyond them waits for one until half its lease (`JOB_TIMEOUT_SECONDS`) is over, "
-            "then is given back without using an attempt",
+            "then is given back without using an attempt; 1 to 1,000",
         ),
     )
     credly_pause_seconds: int = field(
@@ -431,7 +430,7 @@ class Settings:
             "`64`",
             "jobs one worker process runs at once (threads: a slow Credly answer holds up one of "
             "them); sized for Credly answering in about 100 ms, when a job spends most of its "
-            "time waiting (`8` suits a Credly that answers at once)",
+            "time waiting (`8` suits a Credly that answers at once); 1 to 1,000",
         ),
     )
     relay_interval_seconds: int = field(
@@ -494,7 +493,7 @@ class Settings:
         metadata=setting(
             "WEB_WORKERS",
             "three for every two cores, at least 2",
-            "`gateway serve`: gunicorn worker processes",
+            "`gateway serve`: gunicorn worker processes, 1 to 1,000",
         ),
     )
     web_threads: int = field(
@@ -504,7 +503,8 @@ class Settings:
             "`6`",
             "`gateway serve`: threads per process (gthread); the single events a process's "
             "threads post at once are recorded in one transaction, so more threads per process "
-            "make fewer, larger transactions (and lookups wait longer for the process's GIL)",
+            "make fewer, larger transactions (and lookups wait longer for the process's GIL); "
+            "1 to 1,000",
         ),
     )
     web_timeout: int = field(
@@ -952,11 +952,16 @@ _LEAST = {
 }
 #: The greatest value of a whole-number setting: what a 32-bit column or counter holds.
 MAX_WHOLE_NUMBER = 2**31 - 1
-#: Tighter bounds where a larger value would overflow a date.
+#: Tighter bounds where a larger value would overflow a date, or start more processes, threads
+#: or connections than a machine has room for (a typo of a digit too many).
 _MOST = {
     "receipt_retention_days": 36_500,
     "subscription_retention_days": 36_500,
     "malformed_event_retention_days": 36_500,
+    "web_workers": 1_000,
+    "web_threads": 1_000,
+    "job_concurrency": 1_000,
+    "credly_max_connections": 1_000,
 }
 #: How `Settings.mode_line` begins for production (PostgreSQL, Redis, Credly).
 PRODUCTION_MODE = "production mode"

@@ -114,6 +114,12 @@ def test_badge_templates_accept_json():
         ("JOB_TIMEOUT_SECONDS", str(10**30)),
         ("WEB_WORKERS", "0"),
         ("WEB_THREADS", "0"),
+        ("WEB_WORKERS", "1001"),  # a digit too many: more than a machine has room for
+        ("WEB_THREADS", "60000"),
+        ("JOB_CONCURRENCY", "640000"),
+        ("CREDLY_MAX_CONNECTIONS", "10000"),
+        ("OAUTH_TOKEN_EXPIRES_IN", "1_000"),  # Python's int() takes these; not a setting
+        ("OAUTH_TOKEN_EXPIRES_IN", "\u0663\u0666\u0660\u0660"),
         ("JOB_RETRY_BASE_SECONDS", "-1"),
         ("JOB_TIMEOUT_SECONDS", "0"),
         ("CREDLY_TIMEOUT_SECONDS", "0"),
