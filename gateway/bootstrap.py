@@ -19,6 +19,12 @@ from gateway.usecases.services import (
 log = logging.getLogger("gateway")
 
 
+#: The Credly calls a badge job's lease should hold at their longest (a look-up, the issue, the
+#: look-up after a failed issue, a replace): JOB_TIMEOUT_SECONDS below that many Credly timeouts is
+#: warned of.
+LEASE_CREDLY_CALLS = 4
+
+
 def create_app(
     settings: Settings | None = None, *, jobs: str = "ON_DEMAND", migrate: bool = True
 ) -> Flask:
@@ -139,6 +145,17 @@ def create_app(
     cli.register(app)
     mode = settings.mode_line()  # not production's: a warning, seen at any LOG_LEVEL but ERROR
     log.log(logging.INFO if mode.startswith(PRODUCTION_MODE) else logging.WARNING, mode)
+    if not settings.credly_dry_run and settings.job_timeout_seconds < LEASE_CREDLY_CALLS * (
+        settings.credly_timeout_seconds
+    ):
+        log.warning(
+            "JOB_TIMEOUT_SECONDS (%d) is under %d times CREDLY_TIMEOUT_SECONDS (%d): a job still "
+            "waiting for Credly when its lease ends is run again beside it by another worker (on "
+            "a badge template that allows duplicates, a second badge); raise JOB_TIMEOUT_SECONDS",
+            settings.job_timeout_seconds,
+            LEASE_CREDLY_CALLS,
+            settings.credly_timeout_seconds,
+        )
     untemplated = settings.untemplated(svc.policy.credentials)
     if untemplated:
         log.warning(

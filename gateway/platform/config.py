@@ -420,7 +420,9 @@ class Settings:
             "JOB_TIMEOUT_SECONDS",
             "`120`",
             "lease of one job attempt; a killed worker's job is claimed by another once it ends; "
-            "a job starts, or waits for a Credly connection, only in its first half",
+            "a job starts, or waits for a Credly connection, only in its first half. Keep it at "
+            "least 4 times `CREDLY_TIMEOUT_SECONDS` (a WARNING at start says when it is not): a "
+            "job still waiting for Credly when its lease ends is run again beside it",
         ),
     )
     job_concurrency: int = field(

@@ -1886,3 +1886,21 @@ def test_the_reconciliation_is_queued_even_when_the_housekeeping_after_the_sweep
         run_daily_sweep()
     queue = Queue(svc.settings.queue_name, connection=svc.redis)
     assert [job.func for job in queue.get_jobs()] == [run_daily_reconcile]
+
+
+@pytest.mark.parametrize(("lease", "warned"), [(20, True), (120, False)])
+def test_a_lease_shorter_than_a_few_credly_timeouts_is_warned_of_at_start(
+    make_app, standin, caplog, lease, warned
+):
+    """Credly answering in 25 s of a 30 s timeout, a 20 s lease: another worker ran the issue
+    job again beside the first (a second badge where the template allows duplicates)."""
+    make_app(
+        credly_api_base=standin.url,
+        credly_organization_id=standin.organization_id,
+        credly_auth_token=standin.token,
+        credly_badge_templates={"RMA": TEMPLATE},
+        credly_timeout_seconds=30,
+        job_timeout_seconds=lease,
+    )
+    said = "JOB_TIMEOUT_SECONDS (20) is under 4 times CREDLY_TIMEOUT_SECONDS (30)"
+    assert (said in caplog.text) is warned
