@@ -58,8 +58,8 @@ def create_app(
     if svc.db.is_sqlite and migrate:
         svc.db.upgrade(policy=svc.policy)
     if migrate:  # not for the `db` commands, which may be what brings the schema
-        check_schema_current(svc)
-        check_policy_covers_certifications(svc)
+        check_schema_current(svc.db)
+        check_policy_covers_certifications(svc.db, svc.policy)
     keys = svc.keys  # read (or created, at first start) now, not at the first signature
     if keys.created and not own_keys:
         log.warning(

@@ -29,17 +29,16 @@ from werkzeug.serving import is_running_from_reloader, run_simple
 from connectors.credly import CredlyError
 from connectors.errors import describe
 from gateway.bootstrap import create_app
-from gateway.platform import metrics, signing
+from gateway.platform import logs, metrics, signing
 from gateway.platform.config import MAX_WHOLE_NUMBER, ConfigError, Settings
 from gateway.rules.periods import EARLIEST_DAY, LATEST_DAY
-from gateway.store.db import migration_scripts
+from gateway.store.db import Database, migration_scripts
 from gateway.store.models import utcnow
 from gateway.usecases import clients as api_clients
 from gateway.usecases import housekeeping
 from gateway.usecases.queries import failed_jobs, queue_status
 from gateway.usecases.services import (
     DRY_RUN_BADGES,
-    Services,
     check_policy_covers_certifications,
     check_schema_current,
     policy_table,
@@ -392,6 +391,7 @@ def serve() -> None:
         keys_file = settings.with_instance(folder).signing_keys_file
         if keys_file and os.path.exists(keys_file):
             signing_keys(keys_file)  # a missing one: the web processes make it
+        logs.configure(settings.log_level)  # its lines JSON, as the web processes' will be
         _check_database(settings.with_instance(folder))
         os.environ[metrics.MULTIPROC_DIR] = metrics.serve_folder()
     except ConfigError as exc:
@@ -405,15 +405,19 @@ def _check_database(settings: Settings) -> None:
     """What every web process checks at start, checked once before gunicorn starts them: the
     policy table, and on PostgreSQL the schema's migrations and the credentials certifications
     hold (SQLite's the web processes migrate)."""
+    policy = policy_table(settings)
     if settings.database_url is None or settings.database_url.startswith("sqlite"):
-        policy_table(settings)
         return
-    svc = Services.build(settings)
+    db = Database(
+        settings.database_url,
+        connect_timeout=settings.database_connect_timeout_seconds,
+        statement_timeout_ms=settings.database_statement_timeout_ms,
+    )
     try:
-        check_schema_current(svc)
-        check_policy_covers_certifications(svc)
+        check_schema_current(db)
+        check_policy_covers_certifications(db, policy)
     finally:
-        svc.db.dispose()
+        db.dispose()
 
 
 @cli.command()

@@ -156,17 +156,17 @@ _CREDENTIALS_IN_USE = text(
 )
 
 
-def check_schema_current(svc: Services) -> None:
+def check_schema_current(db: Database) -> None:
     """Refuse to start on a database whose schema lacks migrations of this code (run `gateway db
     upgrade` first); one a newer release migrated is fine. While the database cannot say (down,
     say), a WARNING names where it is and why, and the process starts: it may come up later."""
     try:
-        missing = svc.db.missing_migrations()
+        missing = db.missing_migrations()
     except SQLAlchemyError as exc:
         reason = next(iter(str(getattr(exc, "orig", None) or exc).strip().splitlines()), "")
         log.warning(
             "DATABASE_URL: the schema of the database at %s is not checked: %s",
-            database_address(svc.db.url),
+            database_address(db.url),
             reason or exc.__class__.__name__,
         )
         return
@@ -187,19 +187,19 @@ def database_address(url: str) -> str:
     return ",".join(host) if isinstance(host, tuple) else f"{host}:{port}"
 
 
-def check_policy_covers_certifications(svc: Services) -> None:
+def check_policy_covers_certifications(db: Database, policy: rules.Policy) -> None:
     """Refuse to start with a policy table that lacks a credential certifications hold: their
     standings could not be evaluated. Skipped while the database cannot say (down, or its schema
     not made yet)."""
     try:
-        with svc.db.engine.connect() as connection:
+        with db.engine.connect() as connection:
             used = set(connection.scalars(_CREDENTIALS_IN_USE))
     except SQLAlchemyError as exc:
         log.info(
             "the policy table is not checked against the certifications: %s", exc.__class__.__name__
         )
         return
-    missing = sorted(used - set(svc.policy.credentials))
+    missing = sorted(used - set(policy.credentials))
     if missing:
         raise ConfigError(
             f"POLICY_FILE: the credential policy table lacks {', '.join(missing)}, which "

@@ -21,7 +21,6 @@ from schemathesis.checks import (
     positive_data_acceptance,
 )
 
-from gateway.bootstrap import routes_only
 from gateway.schemas.events import EXAMPLE_EVENT
 from gateway.schemas.responses import MAX_ERRORS
 from gateway.usecases import intake
@@ -29,6 +28,7 @@ from gateway.usecases.clients import SCOPES
 from gateway.web.openapi import build_spec
 from gateway.web.security import MAX_HEADER_LINE, MAX_URL
 from tests.support.clients import fetch_token, register_client
+from tests.support.openapi_answers import routes_only
 
 SCHEMA = schemathesis.openapi.from_dict(build_spec(routes_only()))
 
