@@ -772,7 +772,7 @@ class Settings:
             token_failure_rate_limit=(
                 env.get("OAUTH_FAILURE_RATE_LIMIT") or cls.token_failure_rate_limit
             ),
-            queue_name=env.get("QUEUE_NAME") or cls.queue_name,
+            queue_name=(env.get("QUEUE_NAME") or "").strip() or cls.queue_name,
             job_retry_base_seconds=_int(env, "JOB_RETRY_BASE_SECONDS", cls.job_retry_base_seconds),
             job_timeout_seconds=_int(env, "JOB_TIMEOUT_SECONDS", cls.job_timeout_seconds),
             job_concurrency=_int(env, "JOB_CONCURRENCY", cls.job_concurrency),
@@ -814,9 +814,9 @@ class Settings:
             ),
             public_base_url=_base_url(env, "PUBLIC_BASE_URL"),
             time_zone=_zone(env.get("TIME_ZONE") or cls.time_zone),
-            issuer_name=env.get("ISSUER_NAME") or cls.issuer_name,
+            issuer_name=(env.get("ISSUER_NAME") or "").strip() or cls.issuer_name,
             issuer_url=_base_url(env, "ISSUER_URL"),
-            issuer_contact=env.get("ISSUER_CONTACT") or None,
+            issuer_contact=(env.get("ISSUER_CONTACT") or "").strip() or None,
             issuer_logo=env.get("ISSUER_LOGO") or None,
             signing_keys_file=_path(env, "SIGNING_KEYS_FILE"),
             receipt_retention_days=_int(env, "RECEIPT_RETENTION_DAYS", cls.receipt_retention_days),

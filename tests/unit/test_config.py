@@ -198,6 +198,10 @@ def test_on_off_settings_take_the_usual_words(value, on):
         ("LOG_LEVEL", " warn", "log_level", "WARNING"),
         ("LOG_LEVEL", "info", "log_level", "INFO"),
         ("WEB_TIMEOUT", "0", "web_timeout", 0),
+        ("ISSUER_NAME", "   ", "issuer_name", Settings.issuer_name),  # spaces: unset, warned of
+        ("ISSUER_NAME", " AMT ", "issuer_name", "AMT"),
+        ("ISSUER_CONTACT", "  ", "issuer_contact", None),
+        ("QUEUE_NAME", " ", "queue_name", Settings.queue_name),
         ("REDIS_URL", "unix:///run/redis.sock?db=2", "redis_url", "unix:///run/redis.sock?db=2"),
         ("REDIS_URL", "redis://cache.internal", "redis_url", "redis://cache.internal"),
         ("REDIS_URL", "redis://cache.internal:6379/", "redis_url", "redis://cache.internal:6379/"),
