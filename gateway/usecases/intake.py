@@ -240,13 +240,17 @@ def _malformed(
     replay (its very body, taken by an earlier release whose checks were laxer) or a 409, as any
     event sent again under a used id is; so is one under an id an earlier event of its batch
     recorded (`recorded`: the first position that recorded each id), but not one before that
-    event. The others are kept for audit under their event id, when it is usable and no event
-    is recorded under it: the latest attempt at an id replaces the one before."""
+    event. One sent again as the attempt kept under its id (or an earlier one of its batch) is
+    that attempt's replay: the same 422, Idempotent-Replayed. The others are kept for audit
+    under their event id, when it is usable and no event is recorded under it: the latest
+    attempt at an id replaces the one before."""
     recorded = recorded or {}
     ids = [_looked_up_id(body) for _, (body, _) in refused]
     wanted = sorted({event_id for event_id in ids if event_id is not None})
     rows = svc.db.read(_STORED, {"ids": wanted}) if wanted else []
     stored = {row[0]: _Stored(*row) for row in rows}
+    unrecorded = [event_id for event_id in wanted if event_id not in stored]
+    kept = dict(svc.db.read(_KEPT, {"ids": unrecorded})) if unrecorded else {}
     answers: list[Answer] = []
     attempts: dict[str, dict[str, Any]] = {}  # the latest of each id
     for (position, (body, errors)), event_id in zip(refused, ids, strict=True):
@@ -256,9 +260,14 @@ def _malformed(
             same = _same_body(found, body_hash(body), body)
             answers.append(_replayed(found) if same else _conflict(found.event_id))
             continue
+        usable = envelope_field(body, "event_id") if isinstance(body, dict) else None
+        before = attempts[usable]["body"] if usable in attempts else kept.get(usable)
+        if before is not None and before == _storable(body):
+            # the attempt kept under its id, sent again as it was: answered as then
+            answers.append(Answer(422, shape_problem(errors), dict(_REPLAYED)))
+            continue
         answer = Answer(422, shape_problem(errors))
         answers.append(answer)
-        usable = envelope_field(body, "event_id") if isinstance(body, dict) else None
         if usable is not None and usable not in stored:
             attempts[usable] = _attempt(usable, body, answer.body["errors"], sender)
     if attempts:  # in one order, so that two submissions keeping the same ids cannot deadlock
@@ -276,6 +285,10 @@ def _looked_up_id(body: Any) -> str | None:
 
 
 _MALFORMED: Table = MalformedEvent.__table__
+#: The bodies of the malformed attempts kept under these ids.
+_KEPT = select(_MALFORMED.c.event_id, _MALFORMED.c.body).where(
+    _MALFORMED.c.event_id.in_(bindparam("ids", expanding=True))
+)
 
 
 def _upsert(insert_of: Callable[[Table], Any]) -> Insert:

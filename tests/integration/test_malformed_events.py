@@ -139,13 +139,16 @@ def test_a_corrected_body_refused_by_the_rules_is_recorded_as_any_refusal(post, 
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_the_same_malformed_body_twice_is_two_422s_and_the_latest_attempt_is_kept(
+def test_the_same_malformed_body_twice_is_a_replay_and_the_latest_attempt_is_kept(
     app, post, read, path
 ):
+    """Sent again as it was, the attempt kept is answered as it was, Idempotent-Replayed (as any
+    event sent again); another body under its id is judged afresh and kept in its place."""
     body = malformed_fee("bad-3")
     first, second = post(body, path), post(body, path)
     assert first.status_code == second.status_code == 422
-    assert "Idempotent-Replayed" not in second.headers
+    assert "Idempotent-Replayed" not in first.headers
+    assert second.headers["Idempotent-Replayed"] == "true"
     assert first.get_json() == second.get_json()
     other = malformed_fee("bad-3", extra=1)
     assert post(other, path).status_code == 422
@@ -194,9 +197,16 @@ def test_in_a_batch_a_malformed_event_under_an_id_an_earlier_event_recorded_is_a
     assert kept(app) == 0
 
 
+def test_a_malformed_event_twice_in_a_batch_is_replayed_the_second_time(app, batch):
+    results = batch([malformed_fee("twice-bad"), malformed_fee("twice-bad")])
+    assert [(r["status"], r["replayed"]) for r in results] == [(422, False), (422, True)]
+    assert results[0]["body"] == results[1]["body"]
+    assert kept(app) == 1
+
+
 def test_a_batch_of_malformed_events_is_kept_in_one_round_trip(app, batch, read, monkeypatch):
-    """One read of the ids among the recorded events, one write of every attempt (psycopg's
-    executemany: its statements sent together)."""
+    """One read of the ids among the recorded events, one of the attempts kept under them, one
+    write of every attempt (psycopg's executemany: its statements sent together)."""
     sent: list[str] = []
     for name in ("execute", "executemany"):
         run = getattr(psycopg.Cursor, name)
@@ -210,7 +220,8 @@ def test_a_batch_of_malformed_events_is_kept_in_one_round_trip(app, batch, read,
     if app.extensions["gateway"].db.is_sqlite:
         assert len(sent) == 0  # SQLite: not psycopg
     else:
-        assert sum("malformed_events" in sql for sql in sent) == 1
+        assert sum("INSERT INTO malformed_events" in sql for sql in sent) == 1
+        assert sum("FROM malformed_events" in sql for sql in sent) == 1
         assert sum("FROM events" in sql for sql in sent) == 1  # the ids looked up at once
     assert kept(app) == 100
     assert read("many-99").get_json()["status"] == "rejected"
