@@ -265,7 +265,12 @@ class Stats:
     load_seconds: float = 0.0
     faults: list[str] = field(default_factory=list)
     subscriptions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    resent: int = 0  # posts sent again after their connection broke before an answer
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+#: How many times a post whose connection broke before an answer is sent again.
+RESENDS = 2
 
 
 class Api:
@@ -442,24 +447,33 @@ class Load:
             return self.revoked(cert)
 
     def post(self, events: list[dict[str, Any]]) -> None:
-        """Post one event or a batch; record what was answered 202 (and any 5xx)."""
+        """Post one event or a batch; record what was answered 202 (and any 5xx). A post whose
+        connection broke before any answer (a kept-alive connection the server closed as it was
+        used again) is sent again, as the API tells senders to: the events are idempotent."""
         sent = time.time()
-        try:
-            if len(events) == 1:
-                answer = self.api.call("POST", "/v1/events", json=events[0])
-                statuses = [answer.status_code]
+        for resends in range(RESENDS + 1):
+            try:
+                if len(events) == 1:
+                    answer = self.api.call("POST", "/v1/events", json=events[0])
+                    statuses = [answer.status_code]
+                else:
+                    answer = self.api.call("POST", "/v1/events/batch", json={"events": events})
+                    statuses = (
+                        [r["status"] for r in answer.json()["results"]]
+                        if answer.status_code == 200
+                        else [answer.status_code] * len(events)
+                    )
+            except requests.ConnectionError as exc:
+                if resends < RESENDS:
+                    with self.stats.lock:
+                        self.stats.resent += 1
+                    continue
+                statuses, answer, detail = [599] * len(events), None, str(exc)
+            except requests.RequestException as exc:
+                statuses, answer, detail = [599] * len(events), None, str(exc)
             else:
-                answer = self.api.call("POST", "/v1/events/batch", json={"events": events})
-                statuses = (
-                    [r["status"] for r in answer.json()["results"]]
-                    if answer.status_code == 200
-                    else [answer.status_code] * len(events)
-                )
-        except requests.RequestException as exc:
-            statuses, answer = [599] * len(events), None
-            detail = str(exc)
-        else:
-            detail = answer.text[:300]
+                detail = answer.text[:300]
+            break
         with self.stats.lock:
             self.stats.events_posted += len(events)
             for event, status in zip(events, statuses, strict=True):
@@ -1184,6 +1198,7 @@ class Soak:
             "lookup_p99_during_faults_ms": _p99_ms(during),
             "max_event_to_badge_s": _seconds(lags.get("badge")),
             "max_event_to_public_record_s": _seconds(lags.get("record")),
+            "posts_resent": self.stats.resent,
             "jobs_retried": retried,
             "retries": int(attempts),
             "faults": len(self.stats.faults),
