@@ -22,7 +22,12 @@ log = logging.getLogger("gateway")
 
 class RefusedJSON(ValueError):
     """JSON that parses but that the gateway refuses (`gateway.web.security.SafeJSONProvider`):
-    answered 400 as malformed JSON is, its message saying why."""
+    answered 400 as malformed JSON is, its message saying why and `field` where (a dotted path,
+    or `body`)."""
+
+    def __init__(self, message: str, field: str = "body") -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class Problem(Exception):
@@ -200,7 +205,7 @@ def json_body() -> object:
         return current_app.json.loads(request.get_data(cache=True))
     except RefusedJSON as exc:
         raise Problem(
-            400, "Bad Request", str(exc), errors=[{"field": "body", "message": str(exc)}]
+            400, "Bad Request", str(exc), errors=[{"field": exc.field, "message": str(exc)}]
         ) from exc
     except ValueError as exc:
         raise Problem(

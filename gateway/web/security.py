@@ -191,13 +191,12 @@ class SafeJSONProvider(DefaultJSONProvider):
                 **kwargs,
             )
             if objects.repeated is not None:
-                raise RefusedJSON(objects.refusal(value))
+                raise objects.refusal(value)
             json.dumps(value, ensure_ascii=False).encode()
         except RecursionError as exc:
             raise RefusedJSON("The JSON is nested too deep.") from exc
         except UnicodeEncodeError as exc:
-            surrogate = "The JSON holds a lone surrogate, which is not Unicode text."
-            raise RefusedJSON(surrogate) from exc
+            raise _surrogate_refusal(value) from exc
         return value
 
 
@@ -215,13 +214,38 @@ class _Objects:
             self.repeated = (made, next(k for k, _ in pairs if k in seen or seen.add(k)))
         return made
 
-    def refusal(self, value: Any) -> str:
-        """What is wrong with `value`, the parse's result: the repeated key and where it is."""
+    def refusal(self, value: Any) -> RefusedJSON:
+        """The refusal of `value`, the parse's result: the repeated key and where it is."""
         assert self.repeated is not None
         made, key = self.repeated
         path = next(path for node, path in _nodes(value) if node is made)
         where = f" in {path}" if path else ""
-        return f"Key {json.dumps(key, ensure_ascii=False)} appears more than once{where}."
+        message = f"Key {json.dumps(key, ensure_ascii=False)} appears more than once{where}."
+        return RefusedJSON(message, f"{path}.{key}" if path else key)
+
+
+def _surrogate_refusal(value: Any) -> RefusedJSON:
+    """The refusal of `value`, the parse's result, for its first key or text holding a lone
+    surrogate, naming where."""
+    message = "{} holds a lone surrogate, which is not Unicode text."
+    for node, path in _nodes(value) if isinstance(value, dict | list) else ():
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, child in items:
+            if isinstance(key, str) and not _encodable(key):
+                return RefusedJSON(message.format(f"A key in {path or 'the body'}"), path or "body")
+            if isinstance(child, str) and not _encodable(child):
+                place = f"{path}.{key}" if path else str(key)
+                return RefusedJSON(message.format(place), place)
+    return RefusedJSON(message.format("The JSON"))
+
+
+def _encodable(text: str) -> bool:
+    """Whether `text` is Unicode text (no lone surrogate)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _nodes(value: Any) -> Iterator[tuple[Any, str]]:

@@ -299,49 +299,91 @@ def test_json_python_cannot_use_is_400_problem(client, token_for, body):
     assert hook.status_code == 400 and hook.mimetype == "application/problem+json"
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/v1/events", b'{"event_id": "\\ud800"}', "event_id"),
+        (
+            "/v1/events?via=flask",
+            b'{"data": {"member": {"first_name": "A\\udc00"}}}',
+            "data.member.first_name",
+        ),
+        (
+            "/v1/events/batch",
+            b'{"events": [{"event_id": "a"}, {"event_id": "b\\ud800"}]}',
+            "events.1.event_id",
+        ),
+        ("/v1/events/batch", b'{"events": [{"event_id": "a", "\\ud800": 1}]}', "events.0"),
+        ("/v1/events", b'"\\ud800"', "body"),
+    ],
+)
+def test_a_lone_surrogate_is_400_naming_where(client, token_for, path, body, field):
+    """A batch's item, or an event's field, with text that is not Unicode is named as a field is."""
+    headers = {**token_for("events:write"), "Content-Type": "application/json"}
+    response = client.post(path, data=body, headers=headers)
+    assert response.status_code == 400 and response.mimetype == "application/problem+json"
+    [error] = response.get_json()["errors"]
+    assert error["field"] == field and "lone surrogate" in error["message"], error
+
+
 REPEATED = '"certification_id": "NOT-THIS-ONE", "certification_id": "CERT-123"'
 
 
 @pytest.mark.parametrize(
-    ("path", "body", "message"),
+    ("path", "body", "field", "message"),
     [
-        ("/v1/events", f'{{"event_id": "e-1", {REPEATED}}}', 'Key "certification_id"'),
-        ("/v1/events?via=flask", f'{{"event_id": "e-1", {REPEATED}}}', 'Key "certification_id"'),
+        (
+            "/v1/events",
+            f'{{"event_id": "e-1", {REPEATED}}}',
+            "certification_id",
+            'Key "certification_id"',
+        ),
+        (
+            "/v1/events?via=flask",
+            f'{{"event_id": "e-1", {REPEATED}}}',
+            "certification_id",
+            'Key "certification_id"',
+        ),
         (
             "/v1/events",
             '{"event_id": "e-1", "data": {"membership_year": 2099, "membership_year": 2025}}',
+            "data.membership_year",
             'Key "membership_year" appears more than once in data.',
         ),
         (
             "/v1/events/batch",
             f'{{"events": [{{"event_id": "e-1"}}, {{"event_id": "e-2", {REPEATED}}}]}}',
+            "events.1.certification_id",
             'Key "certification_id" appears more than once in events.1.',
         ),
         (
             "/v1/verifications/batch",
             '{"certification_ids": ["A"], "certification_ids": ["B"]}',
+            "certification_ids",
             'Key "certification_ids" appears more than once.',
         ),
         (
             "/v1/subscriptions",
             '{"url": "https://a.example.org/h", "url": "https://b.example.org/h"}',
+            "url",
             'Key "url" appears more than once.',
         ),
         (
             "/v1/credentials/verify",
             '{"credential": "a", "credential": "b"}',
+            "credential",
             'Key "credential" appears more than once.',
         ),
     ],
 )
-def test_a_key_twice_in_an_object_is_400_naming_it(client, token_for, path, body, message):
+def test_a_key_twice_in_an_object_is_400_naming_it(client, token_for, path, body, field, message):
     """A proxy or a log reading the first of two keys would see another request than the gateway,
     which would read the last: such a body is refused as one that is not JSON is."""
     headers = {**token_for(" ".join(SCOPES)), "Content-Type": "application/json"}
     response = client.post(path, data=body, headers=headers)
     assert response.status_code == 400 and response.mimetype == "application/problem+json"
     [error] = response.get_json()["errors"]
-    assert error["field"] == "body" and error["message"].startswith(message), error
+    assert error["field"] == field and error["message"].startswith(message), error
     hook = {**NOTIFICATION, "id": "n-2"}
     twice = json.dumps(hook).replace('"id": "n-2"', '"id": "n-1", "id": "n-2"')
     assert client.post("/webhooks/credly", data=twice, headers=headers).status_code == 400
