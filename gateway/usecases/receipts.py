@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import select, tuple_
 
+from gateway.platform.signing import ES256, InvalidSignature, Verified
 from gateway.store.models import Receipt
 from gateway.usecases import lookup
 from gateway.usecases.services import Services
@@ -64,6 +65,22 @@ def issue(
             )
         )
     return Issued(jti, claims, token)
+
+
+def verify(svc: Services, token: str) -> Verified:
+    """`token` checked as a receipt of this gateway: signed by a key it publishes (ES256, `typ`
+    JWT), with a text `iss` (PUBLIC_BASE_URL itself when that is set) and the `sub` of its
+    certification; else InvalidSignature saying why."""
+    verified = svc.keys.verify(token)
+    header, claims = verified.header, verified.claims
+    if header.get("alg") != ES256 or header.get("typ") != TYPE:
+        raise InvalidSignature("signed, but not as receipts are (ES256, typ JWT)")
+    issuer_url = svc.settings.public_base_url
+    if not isinstance(claims.get("iss"), str) or (issuer_url and claims["iss"] != issuer_url):
+        raise InvalidSignature("its iss is not this gateway's address")
+    if claims.get("sub") != claims.get("certification_id"):
+        raise InvalidSignature("its sub is not the certification it states")
+    return verified
 
 
 def issue_for(

@@ -214,7 +214,7 @@ def receipt_check_page() -> ResponseReturnValue:
     if not token:
         return render_template("receipt_check.html", token="")
     try:
-        verified = services().keys.verify(token)
+        verified = receipts.verify(services(), token)
         said = _shown(verified.claims)
     except (InvalidSignature, KeyError, TypeError, ValueError):
         return render_template("receipt_check.html", token=token, genuine=False), 422

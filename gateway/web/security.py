@@ -59,14 +59,16 @@ MAX_HEADER_LINE = 8190
 
 class SecurityHeaders:
     """WSGI middleware adding `HEADERS` (and HSTS over HTTPS) to every answer that has not set
-    its own: a few tuples appended once per answer, where Flask's header methods cost tens of
-    microseconds a request."""
+    its own, and `Cache-Control: no-store` to an answer to a request with credentials that sets
+    no caching of its own (it may hold a secret, or a member's details): a few tuples appended
+    once per answer, where Flask's header methods cost tens of microseconds a request."""
 
     def __init__(self, app: WSGIApplication) -> None:
         self.app = app
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        added = _HTTPS_HEADERS if environ.get("wsgi.url_scheme") == "https" else _HEADERS
+        https = environ.get("wsgi.url_scheme") == "https"
+        added = _ADDED[https, "HTTP_AUTHORIZATION" in environ]
 
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             present = {name.lower() for name, _ in headers}
@@ -78,6 +80,14 @@ class SecurityHeaders:
 
 _HEADERS = tuple(HEADERS.items())
 _HTTPS_HEADERS = (*_HEADERS, ("Strict-Transport-Security", HSTS))
+_NO_STORE = ("Cache-Control", "no-store")
+#: The headers added, by (over HTTPS, with credentials).
+_ADDED = {
+    (False, False): _HEADERS,
+    (True, False): _HTTPS_HEADERS,
+    (False, True): (*_HEADERS, _NO_STORE),
+    (True, True): (*_HTTPS_HEADERS, _NO_STORE),
+}
 
 
 class _NoSessions(SessionInterface):

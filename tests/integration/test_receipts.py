@@ -377,6 +377,33 @@ def test_a_tampered_or_foreign_receipt_is_refused(client, forge):
     assert "<strong>Active</strong>" not in html
 
 
+@pytest.mark.parametrize(
+    ("changes", "signed_as"),
+    [
+        ({"iss": "https://elsewhere.example"}, {}),  # a gateway given the same keys
+        ({"iss": None}, {}),
+        ({"sub": "ACTIVE-1"}, {}),  # a sub other than the certification stated
+        ({}, {"alg": signing.RS256}),  # the credentials' key
+        ({}, {"typ": "vc+jwt"}),
+    ],
+    ids=["other-iss", "no-iss", "other-sub", "rs256", "other-typ"],
+)
+def test_a_receipt_signed_by_a_published_key_but_not_as_receipts_are_is_refused(
+    app, client, changes, signed_as
+):
+    """Only a signature by this gateway's key, over what this gateway puts in a receipt, is
+    called genuine: the checks the README's offline verifier makes, and a little more."""
+    token = client.get("/v1/verifications/LAPSED-1/receipt").get_data(as_text=True)
+    claims = {**decode(client, token), **changes}
+    claims = {name: value for name, value in claims.items() if value is not None}
+    forged = app.extensions["gateway"].keys.sign(claims, **{"typ": "JWT", **signed_as})
+    page = client.get("/verify/receipt", query_string={"receipt": forged})
+    assert page.status_code == 422
+    assert "Not a genuine receipt" in page.get_data(as_text=True)
+    resigned = app.extensions["gateway"].keys.sign(decode(client, token), typ="JWT")
+    assert client.get("/verify/receipt", query_string={"receipt": resigned}).status_code == 200
+
+
 def test_the_check_page_without_a_receipt_is_the_form(client):
     page = client.get("/verify/receipt")
     assert page.status_code == 200

@@ -29,6 +29,25 @@ def test_every_answer_carries_the_security_headers(client, path):
     assert "Strict-Transport-Security" not in response.headers  # plain HTTP
 
 
+def test_an_answer_to_a_request_with_credentials_is_not_stored_unless_it_says_so(client, token_for):
+    """A webhook's secret or a member's e-mail address must not stay in a browser's or a
+    client library's cache; an answer that sets its own caching keeps it, token or not."""
+    token = token_for("verifications:read events:write")
+    made = client.post(
+        "/v1/subscriptions",
+        json={"url": "https://93.184.216.34/hook", "certification_ids": ["CERT-1"]},
+        headers=token,
+    )
+    assert made.status_code == 201 and "secret" in made.get_json()
+    assert made.headers["Cache-Control"] == "no-store"
+    assert client.get("/v1/events/nothing", headers=token).headers["Cache-Control"] == "no-store"
+    plain = client.post("/v1/events", data="{}", headers=token, content_type="application/json")
+    assert plain.status_code == 422 and plain.headers["Cache-Control"] == "no-store"
+    assert "Cache-Control" not in client.get("/openapi.json").headers  # no credentials
+    keys = client.get("/.well-known/jwks.json", headers=token)  # caching of its own
+    assert keys.headers["Cache-Control"] == "public, max-age=300"
+
+
 def test_csp_lets_the_pages_use_only_their_own_stylesheet_and_form():
     directives = dict(d.strip().split(" ", 1) for d in CONTENT_SECURITY_POLICY.split(";"))
     assert directives["default-src"] == "'none'"  # no scripts, frames, fonts, connections
