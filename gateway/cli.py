@@ -271,7 +271,7 @@ def clients_create(name: str, scopes: tuple[str, ...]) -> None:
             new = api_clients.create_client(session, name, " ".join(scopes))
     except api_clients.InvalidClientField as exc:
         raise click.BadParameter(str(exc), param_hint=f"--{exc.field}") from exc
-    click.echo(json.dumps({"client_id": new.client_id, "client_secret": new.client_secret}))
+    _echo_secret(new)
 
 
 @clients.command("list")
@@ -308,6 +308,27 @@ def clients_list(as_json: bool) -> None:
             " ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True))
             + f" {state}"
         )
+
+
+@clients.command("new-secret")
+@click.argument("client_id")
+@with_appcontext
+def clients_new_secret(client_id: str) -> None:
+    """Give a client a new secret, as when its secret leaked: the old one gets no token from now
+    on and every token issued stops working at once; the client keeps its id, scopes and webhook
+    subscriptions. Prints {"client_id", "client_secret"} (the secret is shown only here)."""
+    try:
+        with services().db.transaction() as session:
+            new = api_clients.new_secret(session, client_id)
+    except api_clients.ClientRevoked as exc:
+        raise click.ClickException(f"{client_id} is revoked; create a new client") from exc
+    if new is None:
+        raise click.ClickException(f"no client {client_id}")
+    _echo_secret(new)
+
+
+def _echo_secret(new: api_clients.NewClient) -> None:
+    click.echo(json.dumps({"client_id": new.client_id, "client_secret": new.client_secret}))
 
 
 @clients.command("revoke")

@@ -1,5 +1,6 @@
-"""API clients of the OAuth 2.0 client-credentials grant: registering, listing and revoking them
-(the `gateway clients` commands); the token endpoint and the token checks are `gateway.web.auth`."""
+"""API clients of the OAuth 2.0 client-credentials grant: registering, listing, giving a new
+secret and revoking them (the `gateway clients` commands); the token endpoint and the token checks
+are `gateway.web.auth`."""
 
 from __future__ import annotations
 
@@ -7,12 +8,12 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 from werkzeug.security import generate_password_hash
 
 from gateway.schemas.events import unprinted
-from gateway.store.models import OAuthClient, utcnow
+from gateway.store.models import OAuthClient, OAuthToken, utcnow
 from gateway.usecases import subscriptions
 
 #: The scopes a client may be granted (docs/api.md).
@@ -65,7 +66,7 @@ def validate_client_name(name: str) -> str:
 def create_client(session: Session, name: str, scope: str) -> NewClient:
     """Register a client with `scope`; its secret is stored only as a hash."""
     name, scopes = validate_client_name(name), validate_scope(scope)
-    client = NewClient(client_id=secrets.token_hex(16), client_secret=secrets.token_urlsafe(32))
+    client = NewClient(client_id=secrets.token_hex(16), client_secret=_new_secret())
     session.add(
         OAuthClient(
             client_id=client.client_id,
@@ -75,6 +76,35 @@ def create_client(session: Session, name: str, scope: str) -> NewClient:
         )
     )
     return client
+
+
+class ClientRevoked(LookupError):
+    """The client was revoked: it has no secret to change."""
+
+
+def new_secret(session: Session, client_id: str) -> NewClient | None:
+    """Give a client a new secret (a leaked one's remedy): the old secret gets no token from
+    then on and every token issued stops working at once, while the client keeps its id, scopes
+    and webhook subscriptions. None when no such client exists; ClientRevoked for a revoked one.
+    A token request checked against the old secret while this runs gets no token
+    (`gateway.web.auth` checks the secret's hash again under the client's row lock)."""
+    row = _locked(session, client_id)
+    if row is None:
+        return None
+    if row.revoked_at is not None:
+        raise ClientRevoked(client_id)
+    client = NewClient(client_id=client_id, client_secret=_new_secret())
+    row.client_secret_hash = generate_password_hash(client.client_secret)
+    session.execute(
+        update(OAuthToken)
+        .where(OAuthToken.client_id == client_id, OAuthToken.revoked.is_(False))
+        .values(revoked=True)
+    )
+    return client
+
+
+def _new_secret() -> str:
+    return secrets.token_urlsafe(32)
 
 
 def list_clients(session: Session) -> list[OAuthClient]:

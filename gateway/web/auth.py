@@ -377,7 +377,19 @@ def _client_secret_basic(query_client: Callable, request: OAuth2Request) -> Clie
 
 
 def _save_token(token: dict, request: OAuth2Request) -> None:
+    """Store the token, unless the client's secret changed, or the client was revoked, since it
+    was checked (`gateway clients new-secret` then holds the row's lock, or has committed)."""
+    client = request.client
     with services().db.transaction() as session:
+        current = session.scalar(
+            select(OAuthClient.client_secret_hash)
+            .where(
+                OAuthClient.client_id == client.get_client_id(), OAuthClient.revoked_at.is_(None)
+            )
+            .with_for_update(read=True)
+        )
+        if current != client.row.client_secret_hash:
+            raise InvalidClientError(status_code=401)
         session.add(
             OAuthToken(
                 token_hash=token_hash(token["access_token"]),

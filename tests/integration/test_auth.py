@@ -232,6 +232,60 @@ def test_revoked_client_tokens_stop_at_once(protected):
     assert _token(client, {}, auth=(cid, secret)).status_code == 401
 
 
+def test_a_new_secret_stops_the_old_one_and_every_token_and_keeps_the_subscriptions(protected):
+    cid, secret = register_client(protected, "events:write verifications:read")
+    client = protected.test_client()
+    token = _token(client, {}, auth=(cid, secret)).get_json()["access_token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    hook = {"url": "https://93.184.216.34/h", "certification_ids": ["C-1"]}
+    assert client.post("/v1/subscriptions", json=hook, headers=headers).status_code == 201
+    with protected.extensions["gateway"].db.transaction() as session:
+        new = clients.new_secret(session, cid)
+    assert new is not None and new.client_id == cid and new.client_secret != secret
+    assert client.get("/test-protected", headers=headers).status_code == 401
+    assert _token(client, {}, auth=(cid, secret)).status_code == 401
+    fresh = _token(client, {}, auth=(cid, new.client_secret)).get_json()["access_token"]
+    headers = {"Authorization": f"Bearer {fresh}"}
+    assert client.get("/test-protected", headers=headers).get_json() == {"client": cid}
+    assert len(client.get("/v1/subscriptions", headers=headers).get_json()["subscriptions"]) == 1
+
+
+def test_a_token_checked_against_the_old_secret_as_it_changes_is_not_issued(app, monkeypatch):
+    cid, secret = register_client(app, "events:write")
+    db = app.extensions["gateway"].db
+    checked = auth.Client.check_client_secret
+
+    def changed_meanwhile(self, client_secret):
+        right = checked(self, client_secret)
+        with db.transaction() as session:
+            clients.new_secret(session, cid)
+        return right
+
+    monkeypatch.setattr(auth.Client, "check_client_secret", changed_meanwhile)
+    response = _token(app.test_client(), {}, auth=(cid, secret))
+    assert response.status_code == 401 and response.get_json()["error"] == "invalid_client"
+    with db.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(OAuthToken)) == 0
+
+
+def test_clients_cli_new_secret(database_url, tmp_path, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("INSTANCE_PATH", str(tmp_path))
+    runner = CliRunner()
+    made = json.loads(
+        runner.invoke(cli, ["clients", "create", "--name", "hr", "--scope", "admin"]).stdout
+    )
+    changed = runner.invoke(cli, ["clients", "new-secret", made["client_id"]])
+    assert changed.exit_code == 0, changed.output
+    new = json.loads(changed.stdout)
+    assert new["client_id"] == made["client_id"] and new["client_secret"] != made["client_secret"]
+    unknown = runner.invoke(cli, ["clients", "new-secret", "nobody"])
+    assert unknown.exit_code == 1 and "no client nobody" in unknown.output
+    runner.invoke(cli, ["clients", "revoke", made["client_id"]])
+    revoked = runner.invoke(cli, ["clients", "new-secret", made["client_id"]])
+    assert revoked.exit_code == 1 and "is revoked" in revoked.output
+
+
 class RevokingBody(io.BytesIO):
     """A request body during whose arrival the client is revoked (a slow sender)."""
 
