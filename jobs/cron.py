@@ -2,7 +2,8 @@
 records and the Credly token expiry check, each once a day.
 
 With Redis, the workers' cron queues them as RQ jobs: the sweep one at a time across all workers
-(a Redis lock), the rest once a day across them. A daily job's Redis lock expires LOCK_SECONDS
+(a Redis lock), the rest once a day across them; a worker starting queues the sweep of the day due
+if it is not done (`catch_up`). A daily job's Redis lock expires LOCK_SECONDS
 after it was last renewed, and its holder renews it while it runs: a holder killed (SIGKILL, a
 lost machine) frees it within LOCK_SECONDS. A day's mark of done is set only when its run has
 finished, so a run that did not finish leaves the day open for another.
@@ -159,7 +160,7 @@ def _sweep_once(svc: Services, scope: Scope) -> Summary | None:
     """Sweep `scope`'s day under the lock and mark it done then; None if it is done, or if
     another sweep holds the lock: then this job looks again in SWEEP_RECHECK_SECONDS, as long as
     that day is today (a later day's sweep catches up)."""
-    done = f"gateway:swept:{scope.as_of}"  # each worker's cron queues the day's sweep
+    done = _swept(scope.as_of)  # each worker's cron queues the day's sweep
     lock = sweep_lock(svc, scope)
     if not lock.acquire():
         if scope.as_of >= utcnow().date():
@@ -180,6 +181,26 @@ def _sweep_once(svc: Services, scope: Scope) -> Summary | None:
         summary = _sweep_and_notices(svc, scope)
         svc.redis.set(done, 1, ex=2 * DAY_SECONDS)  # before the lock is free: swept once
     return summary
+
+
+def _swept(day: date) -> str:
+    """The Redis key marking `day`'s daily sweep done."""
+    return f"gateway:swept:{day}"
+
+
+def catch_up(svc: Services) -> date | None:
+    """Queue the daily sweep of the latest day due (today once SWEEP_TIME has passed, else
+    yesterday) unless it is done: a worker starting after a SWEEP_TIME that found no worker
+    running (a deploy at that minute) sweeps that day now, not a day late. The day queued, if
+    any (several workers starting at once queue it each; the lock and the mark sweep it once)."""
+    day = due_day(svc.settings.sweep_time, utcnow())
+    if svc.redis.exists(_swept(day)):
+        return None
+    Queue(svc.settings.queue_name, connection=svc.redis).enqueue(
+        run_daily_sweep, day.isoformat(), job_timeout=JOB_TIMEOUT_SECONDS
+    )
+    log.info("daily sweep of %s queued: not done yet", day)
+    return day
 
 
 def run_daily_reconcile() -> dict[str, object]:

@@ -26,7 +26,7 @@ from gateway.platform import metrics
 from gateway.store.db import UNAVAILABLE, unavailable_reason
 from gateway.usecases.credly_token import check_token_at_start
 from gateway.usecases.services import Services
-from jobs.cron import WorkerCron, make_cron
+from jobs.cron import WorkerCron, catch_up, make_cron
 from jobs.engine import context, outbox
 from jobs.engine.dispatch import relay
 
@@ -316,7 +316,11 @@ def run_worker(
     check_token_at_start(svc)  # the token's expiry as Credly reports it (daily: the cron's)
     cron = make_cron(svc) if with_cron else None
     cron_thread: threading.Thread | None = None
-    if cron is not None:
+    if cron is not None and not burst:
+        try:
+            catch_up(svc)  # a SWEEP_TIME passed while no worker ran
+        except RedisError as exc:  # the cron queues the next day's; a later start catches up
+            log.warning("daily sweep not caught up at start: %s", exc)
         cron_thread = threading.Thread(
             target=_cron_forever, args=(cron, stop), daemon=True, name="cron"
         )

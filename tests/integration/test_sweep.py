@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from rq import Queue
 
 from gateway.cli import cli
+from gateway.platform import clock
 from gateway.store.models import Badge, Certification, OutboxItem, VerificationRecord, utcnow
 from gateway.usecases import intake, lookup
 from gateway.usecases.queries import standing_on
@@ -379,6 +380,30 @@ def test_the_worker_schedules_the_sweep_daily_at_the_configured_utc_time(
         assert job.cron == "5 4 * * *" == cron_expression("04:05")
         nxt = job.get_next_enqueue_time()
         assert (nxt.hour, nxt.minute) == (4, 5)
+
+
+@pytest.mark.parametrize(
+    ("now", "due"),
+    [(time(4, 6), date(2026, 12, 4)), (time(4, 4), date(2026, 12, 3))],
+    ids=["after-sweep-time", "before-it"],
+)
+def test_a_worker_starting_queues_the_sweep_of_the_day_due_unless_it_is_done(
+    make_app, postgres_url, redis_url, redis_client, now, due
+):
+    """A deploy at SWEEP_TIME leaves no worker for the cron: the next one to start sweeps."""
+    truncate(postgres_url)
+    svc = make_app(database_url=postgres_url, redis_url=redis_url, sweep_time="04:05").extensions[
+        "gateway"
+    ]
+    clock.set_now(datetime.combine(date(2026, 12, 4), now, UTC))
+    queue = Queue(svc.settings.queue_name, connection=svc.redis)
+    assert cron.catch_up(svc) == due
+    [job] = queue.get_jobs()
+    assert job.func is run_daily_sweep and job.args == (due.isoformat(),)
+    job.perform()  # as a worker runs it: the day swept and marked done
+    assert cron.catch_up(svc) is None  # done: no other sweep queued
+    assert [j.func for j in queue.get_jobs()].count(run_daily_sweep) == 1
+    truncate(postgres_url)
 
 
 def test_a_full_sweep_after_a_rule_changed_acts_on_the_recorded_status(svc):
