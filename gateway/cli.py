@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import sys
 from datetime import date
 from typing import Any
@@ -160,6 +161,8 @@ def run_development(
     answer, as from `gateway serve`. SIGTERM stops it as Ctrl-C does; on either, its jobs
     thread gives back the items it claimed and has not started."""
     debug = get_debug_flag()
+    if not is_running_from_reloader():  # the reloader's child is handed the parent's socket
+        _check_free(host, port)
     app = info.load_app()
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # the reloader sets its own
     try:
@@ -177,6 +180,21 @@ def run_development(
         )
     finally:
         app.extensions["gateway"].dispatcher.stop()  # its jobs thread, without Redis
+
+
+def _check_free(host: str, port: int) -> None:
+    """Fail in one line, before anything starts, when `host`:`port` cannot be listened on (a
+    port in use; werkzeug would say so in two lines of its own, after the jobs had started)."""
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as werkzeug's
+            probe.bind(address)
+    except OSError as exc:
+        reason = exc.strerror or exc
+        raise click.ClickException(f"cannot listen on {host}:{port}: {reason}") from exc
 
 
 cli.add_command(run_development)  # in place of Flask's, which prints a banner on stdout

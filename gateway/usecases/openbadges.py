@@ -12,6 +12,7 @@ that shape (`typ` `vc+jwt`, `kid` the key's bare `kid`) still verify.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import uuid
 from collections.abc import Callable
@@ -322,7 +323,7 @@ def _issuer_problem(claims: dict[str, Any], base: str) -> str | None:
     issuer = claims.get("issuer")
     said = issuer.get("id") if isinstance(issuer, dict) else issuer
     if said != expected:
-        return f"The issuer is {said!r}, not {expected}."
+        return f"The issuer is {_said(said)}, not {expected}."
     types = claims.get("type")
     if not isinstance(types, list) or "OpenBadgeCredential" not in types:
         return "Not an OpenBadgeCredential."
@@ -332,8 +333,13 @@ def _issuer_problem(claims: dict[str, Any], base: str) -> str | None:
     repeated = {"iss": said, "jti": claims.get("id"), "sub": subject.get("id")}
     for claim, value in repeated.items():
         if claims.get(claim) != value:
-            return f"The JWT claim {claim} is {claims.get(claim)!r}, not {value!r}."
+            return f"The JWT claim {claim} is {_said(claims.get(claim))}, not {_said(value)}."
     return None
+
+
+def _said(value: Any) -> str:
+    """A claim's value as a message quotes it: as JSON writes it, or `missing`."""
+    return "missing" if value is None else json.dumps(value, ensure_ascii=False, default=str)
 
 
 def _moment(value: Any) -> datetime | None:
@@ -377,11 +383,11 @@ def _status_problem(claims: dict[str, Any], base: str, status_of: StatusLookup) 
     url, index = status.get("statusListCredential"), status.get("statusListIndex")
     found = _LIST_PATH.fullmatch(url[len(base) :]) if isinstance(url, str) else None
     if found is None or not url.startswith(base):
-        return f"The status list {url!r} is not one of ours."
+        return f"The status list {_said(url)} is not one of ours."
     if not (
         isinstance(index, str) and index.isascii() and index.isdigit() and int(index) < LIST_SIZE
     ):
-        return f"The status list index {index!r} is not a number below {LIST_SIZE}."
+        return f"The status list index {_said(index)} is not a number below {LIST_SIZE}."
     bits = status_of(int(found[1]), int(index))
     if bits is None:
         return "No credential holds that status list index."

@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from alembic.operations import Operations
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from click.testing import CliRunner
+from flask.cli import ScriptInfo
 from sqlalchemy import event, inspect, select, text
 from sqlalchemy.exc import OperationalError
 
@@ -811,3 +813,14 @@ def test_jobs_failed_lists_in_pages_with_limit_and_after(database_url, make_app,
     for bad in (["--after", "outbox-0"], ["--after", "five"], ["--limit", "0"]):
         refused = runner.invoke(args=["jobs", "failed", *bad])
         assert refused.exit_code == 2, (bad, refused.output)
+
+
+def test_run_on_a_port_in_use_fails_in_one_line_before_anything_starts(tmp_path, monkeypatch):
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        loaded = []
+        monkeypatch.setattr(ScriptInfo, "load_app", lambda self: loaded.append(1))
+        env = {"INSTANCE_PATH": str(tmp_path)}
+        answer = CliRunner().invoke(cli, ["run", "--port", str(port)], env=env)
+    assert answer.exit_code == 1 and loaded == []  # no app, so no jobs thread
+    assert answer.output == f"Error: cannot listen on 127.0.0.1:{port}: Address already in use\n"
