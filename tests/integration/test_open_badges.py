@@ -403,7 +403,8 @@ def test_a_status_list_index_that_is_not_ascii_digits_fails_the_status_check(app
     assert "signature" not in failed(result)
     assert result["verified"] is False
     assert failed(result)["status"] == (
-        f"The status list index {json.dumps(index, ensure_ascii=False)} is not a number below {status_lists.LIST_SIZE}."
+        f"The status list index {json.dumps(index, ensure_ascii=False)} is not a number below "
+        f"{status_lists.LIST_SIZE}."
     )
 
 
