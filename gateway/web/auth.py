@@ -378,8 +378,13 @@ def _client_secret_basic(query_client: Callable, request: OAuth2Request) -> Clie
 
 def _save_token(token: dict, request: OAuth2Request) -> None:
     """Store the token, unless the client's secret changed, or the client was revoked, since it
-    was checked (`gateway clients new-secret` then holds the row's lock, or has committed)."""
-    client = request.client
+    was checked (`gateway clients new-secret` then holds the row's lock, or has committed). The
+    secret's check takes a while, in which the database may close the pooled connection this
+    write gets (a restart, a failover): it is then run again on a new one."""
+    retry_disconnect(functools.partial(_store_token, token, request.client))
+
+
+def _store_token(token: dict, client: Client) -> None:
     with services().db.transaction() as session:
         current = session.scalar(
             select(OAuthClient.client_secret_hash)
@@ -393,7 +398,7 @@ def _save_token(token: dict, request: OAuth2Request) -> None:
         session.add(
             OAuthToken(
                 token_hash=token_hash(token["access_token"]),
-                client_id=request.client.get_client_id(),
+                client_id=client.get_client_id(),
                 scope=token.get("scope", ""),
                 expires_in=int(token["expires_in"]),
             )

@@ -84,10 +84,37 @@ def _noting_redis_away(method: Callable[..., T]) -> Callable[..., T]:
     return step
 
 
+#: The longest an idle worker waits between its looks for Redis during an outage (RQ's 60 s would
+#: hold the wake-ups the relay queues once Redis is back for up to a minute).
+REDIS_LOOK_SECONDS = 5.0
+
+
+class RedisAwayIsAWarning(logging.Filter):
+    """RQ's worker logs a Redis outage as errors: its work loop "found an unhandled exception,
+    quitting" with a traceback (the worker does not quit: `run_worker` logs `lost Redis` and
+    waits), and its idle wait "could not connect to Redis" at each look. Both are the outage, as
+    the rest of the gateway logs it: the first is dropped, the second a WARNING."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.ERROR:
+            return True
+        message = str(record.msg)
+        if "found an unhandled exception" in message and record.exc_info:
+            return not isinstance(record.exc_info[1], REDIS_AWAY)
+        if "could not connect to Redis" in message:
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+_REDIS_AWAY_IS_A_WARNING = RedisAwayIsAWarning()
+
+
 class GatewayWorker(SimpleWorker):
     """RQ's SimpleWorker whose scheduler child is restarted, one at a time, by RQ's maintenance
     pass and by `supervise_scheduler`, never after the worker stopped it; its work loop, ended
     by a Redis outage, says so in `redis_lost` (`run_worker` then registers another worker)."""
+
+    max_connection_wait_time = REDIS_LOOK_SECONDS
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
@@ -291,6 +318,7 @@ def run_worker(
     metrics on `metrics_port` unless 0."""
     if svc.redis is None:
         raise RuntimeError("a worker needs REDIS_URL; the embedded default runs jobs in-process")
+    logging.getLogger("rq.worker").addFilter(_REDIS_AWAY_IS_A_WARNING)  # once, however often run
     # The worker's own connection pool: RQ sizes its socket timeout for blocking dequeues.
     connection = Redis.from_url(svc.settings.redis_url)
     connection.ping()  # a Redis away at start stops the worker before any thread says so

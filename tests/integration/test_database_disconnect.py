@@ -9,6 +9,7 @@ from sqlalchemy import literal, select
 from sqlalchemy.exc import OperationalError
 
 from gateway.store.db import Database
+from gateway.web import auth
 from tests.support.clients import fetch_token, register_client
 from tests.support.database import pg_conninfo, truncate
 from tests.support.events import granted
@@ -63,6 +64,25 @@ def test_a_token_is_issued_after_the_database_closed_the_pool(app, postgres_url)
     assert token_request().status_code == 200
     assert close_every_pooled_connection(postgres_url) >= 1
     answer = token_request()
+    assert answer.status_code == 200, answer.get_json()
+
+
+def test_a_token_is_issued_when_the_database_closes_the_pool_while_the_secret_is_checked(
+    app, postgres_url, monkeypatch
+):
+    """The token's write comes after the secret's check, a third of a second of scrypt: the
+    connection the read gave back may have been closed meanwhile."""
+    client_id, secret = register_client(app, "verifications:read")
+    checked = auth.Client.check_client_secret
+
+    def closed_meanwhile(self, client_secret):
+        right = checked(self, client_secret)
+        assert close_every_pooled_connection(postgres_url) >= 1
+        return right
+
+    monkeypatch.setattr(auth.Client, "check_client_secret", closed_meanwhile)
+    data = {"grant_type": "client_credentials"}
+    answer = app.test_client().post("/oauth/token", data=data, auth=(client_id, secret))
     assert answer.status_code == 200, answer.get_json()
 
 

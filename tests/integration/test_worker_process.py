@@ -19,9 +19,12 @@ import requests
 from click.testing import CliRunner
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
+from rq import Queue
 
 from gateway.cli import cli
 from gateway.platform import metrics
+from gateway.store.models import utcnow
+from jobs.cron import check_credly_token
 from jobs.engine import worker as worker_process
 from tests.support.badge_jobs import ended, items, submit
 from tests.support.credly_standin import CredlyStandIn
@@ -262,6 +265,25 @@ def test_the_scheduler_killed_by_a_redis_outage_says_so_in_one_json_line(drill):
     drill.wait_for("the scheduler's death", lambda: not running(drill.scheduler))
     drill.wait_for("its line", lambda: "RQ scheduler (pid" in drill.log.read_text())
     json_lines_only(drill.log)
+
+
+def test_an_idle_worker_works_within_seconds_of_redis_coming_back_and_logs_no_error(drill):
+    """RQ's idle wait looks for Redis at doubling intervals up to a minute: after an outage of
+    20 s it would look again 16 s after the last look, holding every job queued meanwhile."""
+    drill.wait_for("the worker waiting", lambda: drill.redis.hget(WORKER, "state") == b"idle")
+    drill.redis_server.stop()
+    time.sleep(20)
+    drill.redis_server.start()
+    back = time.monotonic()
+    client = redis.Redis.from_url(drill.redis_server.url)
+    Queue("gateway", connection=client).enqueue(check_credly_token)
+    today = utcnow().date()
+    drill.wait_for("the job run", lambda: client.exists(f"gateway:credly-token-checked:{today}"))
+    assert time.monotonic() - back < worker_process.REDIS_LOOK_SECONDS + 3
+    lines = [json.loads(line) for line in drill.log.read_text().splitlines()]
+    looks = [line for line in lines if "could not connect to Redis" in line["msg"]]
+    assert looks and {line["level"] for line in looks} == {"WARNING"}
+    assert [line for line in lines if line["level"] == "ERROR"] == []
 
 
 @pytest.fixture
