@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Container
 from typing import Any
 
 from flask import Flask, Response, current_app, json, request
@@ -138,6 +139,17 @@ def register(app: Flask) -> None:
     for error in UNAVAILABLE:
         app.register_error_handler(error, lambda exc: problem_response(database_unavailable(exc)))
     app.register_error_handler(Exception, _internal_error)
+
+
+def query_args(read: Container[str], status: int = 422) -> dict[str, str]:
+    """The request's query parameters, or a `status` problem naming each of those `read` that is
+    given more than once (`?on=A&on=B`: which one a cache or a log reads is anyone's guess)."""
+    repeated = [name for name, values in request.args.lists() if len(values) > 1 and name in read]
+    if repeated:
+        errors = [{"field": name, "message": "Given more than once."} for name in repeated]
+        title = "Unprocessable Content" if status == 422 else "Bad Request"
+        raise Problem(status, title, "The query is malformed.", errors=errors)
+    return request.args.to_dict()
 
 
 def loaded(schema: Schema, data: Any, what: str) -> Any:

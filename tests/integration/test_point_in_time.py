@@ -100,6 +100,25 @@ def test_a_future_or_malformed_day_is_refused_naming_on(client, employer, day):
     assert [e["field"] for e in response.get_json()["errors"]] == ["on"]
 
 
+@pytest.mark.parametrize(
+    ("url", "field", "status"),
+    [
+        ("/v1/verifications/PIT-1?on=2020-01-01&on=2021-01-01", "on", 422),
+        ("/v1/verifications/PIT-1/receipt?on=2020-01-01&on=2021-01-01", "on", 422),
+        ("/v1/receipts?limit=1&limit=2", "limit", 422),
+        ("/v1/certifications/PIT-1?as_of=2020-01-01&as_of=2021-01-01", "as_of", 400),
+    ],
+)
+def test_a_parameter_given_twice_is_refused_naming_it(client, token_for, url, field, status):
+    """Which of the two a cache, a proxy or a log reads is anyone's guess: none is taken."""
+    headers = token_for("verifications:read certifications:read")
+    response = client.get(url, headers=headers)
+    assert response.status_code == status and response.mimetype == "application/problem+json"
+    assert [e["field"] for e in response.get_json()["errors"]] == [field]
+    again = client.get(f"{url.split('&')[0]}&utm_source=a&utm_source=b", headers=headers)
+    assert again.status_code == 200  # parameters the endpoint does not read: ignored
+
+
 def test_parameters_other_than_on_are_ignored_with_or_without_it(client, employer):
     plain = client.get("/v1/verifications/PIT-1?utm_source=mail&x=1")
     assert plain.status_code == 200 and "on" not in plain.get_json()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from flask import Blueprint, request
+from flask import Blueprint
 from flask.typing import ResponseReturnValue
 from marshmallow import ValidationError
 
@@ -17,13 +17,13 @@ from gateway.usecases.queries import UnknownCertification, standing_on
 from gateway.web.apidoc import json_answer, operation
 from gateway.web.auth import require_scope
 from gateway.web.context import services
-from gateway.web.problems import Problem, unknown_certification
+from gateway.web.problems import Problem, query_args, unknown_certification
 
 bp = Blueprint("certifications", __name__)
 
 
 def _as_of() -> date:
-    raw = request.args.get("as_of")
+    raw = query_args(("as_of",), 400).get("as_of")
     if raw is None:
         return models.utcnow().date()
     try:

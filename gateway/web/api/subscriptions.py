@@ -27,7 +27,7 @@ from gateway.usecases import subscriptions
 from gateway.web.apidoc import BODY_ERRORS, LOCATION, empty, json_answer, operation
 from gateway.web.auth import current_client_id, refuse_revoked_client, require_scope
 from gateway.web.context import services
-from gateway.web.problems import Problem, json_body, loaded, unprocessable
+from gateway.web.problems import Problem, json_body, loaded, query_args, unprocessable
 from gateway.web.ratelimit import LOOKUP_SCOPE
 
 bp = Blueprint("subscriptions", __name__)
@@ -204,7 +204,8 @@ def _change_watched(
 )
 def list_deliveries(subscription_id: str) -> ResponseReturnValue:
     """The delivery log, newest first: `?limit=` (≤ 1000) and `?before=<sequence>` to page back."""
-    query = loaded(DeliveryQuerySchema(), request.args.to_dict(), "query")
+    schema = DeliveryQuerySchema()
+    query = loaded(schema, query_args(schema.load_fields), "query")
     with services().db.transaction() as session:
         subscription = _owned(session, subscription_id)
         rows = subscriptions.deliveries(

@@ -27,7 +27,7 @@ from gateway.web.auth import allow_scope, current_client_id, require_scope
 from gateway.web.conditional import answer_conditionally
 from gateway.web.context import services
 from gateway.web.observability import base_url
-from gateway.web.problems import Problem, json_body, loaded, unprocessable
+from gateway.web.problems import Problem, json_body, loaded, query_args, unprocessable
 from gateway.web.ratelimit import COUNT_BATCH, LOOKUP_SCOPE
 
 bp = Blueprint("verifications", __name__)
@@ -68,7 +68,7 @@ def not_certified_on(certification_id: str, on: date) -> Problem:
 
 def _on() -> date | None:
     """`?on=`, when given (a token with `verifications:read` is then required)."""
-    return loaded(_on_query, request.args.to_dict(), "query")["on"]
+    return loaded(_on_query, query_args(_on_query.load_fields), "query")["on"]
 
 
 @require_scope(LOOKUP_SCOPE)
@@ -244,7 +244,8 @@ def get_receipt(certification_id: str) -> ResponseReturnValue:
 def list_receipts() -> ResponseReturnValue:
     """Your receipts issued at or after `?since=`, oldest first (`?limit=`, at most 1000); the
     next page follows the last reference (`?after=`)."""
-    query = loaded(ReceiptQuerySchema(), request.args.to_dict(), "query")
+    schema = ReceiptQuerySchema()
+    query = loaded(schema, query_args(schema.load_fields), "query")
     since, limit, after = query["since"], query["limit"], query["after"]
     try:
         rows = receipts.list_owned(services(), current_client_id(), since, limit, after)
