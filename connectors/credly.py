@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from functools import partial
 from pathlib import Path
@@ -86,10 +86,15 @@ def format_credly_datetime(value: datetime) -> str:
     """A datetime in the form Credly documents for requests (`2014-04-01 09:41:00 -0500`), in its
     own offset (so a day's midnight in the certifying body's zone stays that day).
 
-    A naive datetime is taken to be UTC.
+    A naive datetime is taken to be UTC. An offset of seconds, as zones had before they kept
+    standard time (Liberia's -00:44:30 until 1972), has no place in that form: such a moment is
+    sent in UTC, the same instant.
     """
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
+    offset = value.utcoffset()
+    if offset is not None and offset % timedelta(minutes=1):
+        value = value.astimezone(UTC)
     return value.strftime(CREDLY_DATETIME_FORMAT)
 
 

@@ -18,6 +18,7 @@ from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import requests
@@ -151,6 +152,23 @@ def test_issue_without_expiry_sends_false_not_null_which_is_the_template_default
     assert body["issued_at"] == "2024-03-01 12:30:00 +0000"  # naive is taken as UTC
     assert body["locale"] == "fr"
     assert badge.expires_at is None
+
+
+@pytest.mark.parametrize(
+    ("zone", "sent"),
+    [
+        ("America/Chicago", "2024-03-01 00:00:00 -0600"),  # the day's midnight in its own offset
+        ("Africa/Monrovia", "1970-03-02 00:44:30 +0000"),  # -00:44:30 then: the instant in UTC
+        ("America/St_Johns", "1910-06-01 03:30:52 +0000"),
+    ],
+)
+def test_issued_at_is_sent_in_credlys_form_even_where_the_zone_kept_seconds(
+    http, client, zone, sent
+):
+    http.post(BADGES_URL, status=201, json={"data": credly_badge()})
+    midnight = datetime.fromisoformat(sent[:10]).replace(tzinfo=ZoneInfo(zone))
+    issue(client, issued_at=midnight)
+    assert sent_json(http.calls[0])["issued_at"] == sent
 
 
 def test_created_badge_is_parsed_from_credlys_data_object(http, client):
