@@ -253,7 +253,9 @@ def url_evidence(title: str, url: str) -> dict[str, str]:
     return {"type": "UrlEvidence", "title": title, "url": url}
 
 
-#: The fields Credly documents for a replace (docs/credly.md, "Replacing"): no recipient_email.
+#: The fields of a replace that the gateway sends, all of them documented by Credly (docs/credly.md,
+#: "Replacing"; it documents `notification_message` too, which the gateway leaves out): no
+#: recipient_email.
 REPLACE_FIELDS = (
     "badge_template_id",
     "issued_at",
@@ -295,7 +297,7 @@ class BadgeRequest:
         } | ({"evidence": [dict(item) for item in self.evidence]} if self.evidence else {})
 
     def replace_body(self) -> dict[str, Any]:
-        """Credly's JSON fields for replacing a badge by this one: the documented ones only."""
+        """Credly's JSON fields for replacing a badge by this one: documented ones only."""
         body = self.body()
         return {name: body[name] for name in REPLACE_FIELDS if name in body}
 

@@ -1,5 +1,6 @@
-"""The daily cron: the sweep, then the reconciliation with Credly, the pruning of old receipt
-records and the Credly token expiry check, each once a day.
+"""The daily cron: the sweep and the review of advance notices, then the reconciliation with
+Credly, the housekeeping's pruning (`gateway.usecases.housekeeping`) and the Credly token expiry
+check, each once a day.
 
 With Redis, the workers' cron queues them as RQ jobs: the sweep one at a time across all workers
 (a Redis lock), the rest once a day across them; a worker starting queues the sweep of the day due

@@ -1,1 +1,2 @@
-"""The platform: settings, logging, metrics, the web server's settings, signing keys."""
+"""The platform: settings, the clock, logging, metrics, the web server's settings, signing keys,
+and the group commit of single events."""

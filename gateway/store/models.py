@@ -1,4 +1,6 @@
-"""SQLAlchemy models: certifications, members, event log, badges, outbox, lookups, OAuth."""
+"""SQLAlchemy models: certifications, members, the event log (and malformed attempts), badges,
+the outbox and job outcomes, lookup records, OAuth clients and tokens, subscriptions and their
+deliveries, receipts, Credly's notifications, credential status entries, daily runs."""
 
 from __future__ import annotations
 
@@ -180,6 +182,8 @@ class Badge(Base):
 
 #: The states of an outbox item not yet done or failed.
 UNFINISHED = ("pending", "running", "retrying")
+#: The states after which an outbox item is never run again (a failed one may be requeued).
+FINISHED = ("done", "failed")
 
 
 class OutboxItem(Base):

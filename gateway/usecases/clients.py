@@ -134,16 +134,6 @@ def revoke(session: Session, client_id: str) -> Revocation | None:
     return Revocation(row.revoked_at, already, subscriptions.remove_all(session, client_id))
 
 
-def revoke_client(session: Session, client_id: str, when: datetime | None = None) -> bool:
-    """Revoke a client and its tokens; False when no such client exists. The client's row stays
-    locked to the end of the transaction (what its requests write waits, then sees it revoked)."""
-    row = _locked(session, client_id)
-    if row is None:
-        return False
-    row.revoked_at = row.revoked_at or when or utcnow()
-    return True
-
-
 def _locked(session: Session, client_id: str) -> OAuthClient | None:
     """The client's row, locked to the end of the transaction; None when there is none."""
     return session.scalar(

@@ -1,7 +1,7 @@
-"""What the daily sweep deletes: records past their use (receipts' log, expired tokens, refused
-notifications, old malformed attempts at events, ids still watched by deleted subscriptions,
-deliveries finished long ago, subscriptions deleted long ago with their delivery logs and advance
-notices), so that no table grows for ever."""
+"""What the daily run deletes after the sweep: records past their use (receipts' log, expired
+tokens, refused notifications, old malformed attempts at events, ids still watched by deleted
+subscriptions, deliveries finished long ago, subscriptions deleted long ago with their delivery
+logs and advance notices), so that no table grows for ever."""
 
 from __future__ import annotations
 

@@ -263,8 +263,6 @@ def queue_gauges(db: Database) -> tuple[dict[str, int], int]:
     return by_state, found.due
 
 
-#: The final outcomes of a job (an outbox item), each shown for every kind that has one.
-FINAL_OUTCOMES = ("done", "failed")
 _OUTCOMES = select(OUTCOMES.c.kind, OUTCOMES.c.outcome, func.sum(OUTCOMES.c.total)).group_by(
     OUTCOMES.c.kind, OUTCOMES.c.outcome
 )
@@ -275,7 +273,7 @@ def job_outcomes(db: Database) -> dict[tuple[str, str], int]:
     final outcome (both shown, 0 when none has), from the few rows of `job_outcomes`."""
     counted = {(kind, outcome): int(total) for kind, outcome, total in db.read(_OUTCOMES)}
     kinds = {kind for kind, _ in counted}
-    shown = {(kind, outcome): 0 for kind in kinds for outcome in FINAL_OUTCOMES}
+    shown = {(kind, outcome): 0 for kind in kinds for outcome in models.FINISHED}
     return shown | counted
 
 

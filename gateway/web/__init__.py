@@ -1,1 +1,2 @@
-"""The web layer: blueprints, schemas, OpenAPI, pages, auth, rate limits, problems."""
+"""The web layer: blueprints, OpenAPI, pages, auth, rate limits, problems (the request and answer
+schemas are `gateway.schemas`)."""

@@ -11,10 +11,14 @@ from sqlalchemy import Connection, bindparam, case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from gateway.store.db import Database
-from gateway.store.models import OUTCOME_SHARDS, JobOutcome, OutboxItem, UTCDateTime, utcnow
-
-#: States after which an item is never run again (a failed one may be requeued).
-TERMINAL = ("done", "failed")
+from gateway.store.models import (
+    FINISHED,
+    OUTCOME_SHARDS,
+    JobOutcome,
+    OutboxItem,
+    UTCDateTime,
+    utcnow,
+)
 
 _now = bindparam("now", type_=UTCDateTime())
 _lease_end = bindparam("lease_end", type_=UTCDateTime())
@@ -107,7 +111,7 @@ def ended(
         "state": state,
         "last_error": error,
         "due_at": due_at,
-        "finished_at": utcnow() if state in TERMINAL else None,
+        "finished_at": utcnow() if state in FINISHED else None,
     }
 
 
@@ -115,7 +119,7 @@ def record_end(db: Database, connection: Connection, kind: str, values: dict[str
     """Record how an attempt of an item of `kind` ended (ENDED with `values`, from `ended`) in the
     transaction of `connection`, counting a done or failed end (COUNT_OUTCOME) with it."""
     statements = [(ENDED, values)]
-    if values["state"] in TERMINAL:
+    if values["state"] in FINISHED:
         shard = random.randrange(OUTCOME_SHARDS)
         outcome = {"kind": kind, "outcome": values["state"], "shard": shard}
         statements.append((COUNT_OUTCOME[connection.dialect.name], outcome))

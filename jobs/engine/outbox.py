@@ -17,7 +17,7 @@ from connectors.errors import PermanentError, TransientError, describe
 from gateway.platform import logs, metrics
 from gateway.platform.config import Settings
 from gateway.store.db import retry_disconnect
-from gateway.store.models import OutboxItem, UTCDateTime, utcnow
+from gateway.store.models import FINISHED, OutboxItem, UTCDateTime, utcnow
 from gateway.usecases.credly_token import token_state
 from gateway.usecases.services import Services
 from jobs import badges, credly_notifications, deliveries, notices, verification
@@ -26,7 +26,6 @@ from jobs.engine.claim import (
     CLAIM_DUE,
     ENDED,
     GIVE_BACK,
-    TERMINAL,
     ClaimedItem,
     ended,
     record_end,
@@ -425,7 +424,7 @@ def _finish(
     """Record how the attempt ended, unless the handler recorded it done with its outcome; a
     done or failed end is counted in the same transaction (`record_end`)."""
     values = ended(item.id, state, error, due_at=due_at)
-    if state not in TERMINAL:
+    if state not in FINISHED:
         svc.db.write(ENDED, values)
     elif not (state == "done" and item.done):
         with svc.db.engine.begin() as connection:

@@ -227,7 +227,7 @@ def test_revoked_client_tokens_stop_at_once(protected):
     headers = {"Authorization": f"Bearer {token}"}
     assert client.get("/test-protected", headers=headers).status_code == 200
     with protected.extensions["gateway"].db.transaction() as session:
-        assert clients.revoke_client(session, cid)
+        assert clients.revoke(session, cid)
     assert client.get("/test-protected", headers=headers).status_code == 401
     assert _token(client, {}, auth=(cid, secret)).status_code == 401
 
@@ -296,7 +296,7 @@ class RevokingBody(io.BytesIO):
     def _revoke(self) -> None:
         if self.client_id:
             with self.app.extensions["gateway"].db.transaction() as session:
-                assert clients.revoke_client(session, self.client_id)
+                assert clients.revoke(session, self.client_id)
             self.client_id = ""
 
     def read(self, size: int | None = -1) -> bytes:
@@ -346,7 +346,7 @@ def test_a_subscription_of_a_client_revoked_meanwhile_is_refused(app):
     cid, _ = register_client(app, "verifications:read")
     db = app.extensions["gateway"].db
     with db.transaction() as session:
-        clients.revoke_client(session, cid)
+        clients.revoke(session, cid)
     with pytest.raises(subscriptions.ClientRevoked), db.transaction() as session:
         subscriptions.create(session, cid, "https://192.0.2.1/h", ["C-1"])
 

@@ -141,7 +141,7 @@ def _revoked(app) -> dict[str, str]:
         .get_json()["access_token"]
     )
     with app.extensions["gateway"].db.transaction() as session:
-        assert clients.revoke_client(session, client_id)
+        assert clients.revoke(session, client_id)
     return {"Authorization": f"Bearer {token}"}
 
 

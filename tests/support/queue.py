@@ -1,4 +1,5 @@
-"""Running the gateway's RQ queue inside a test."""
+"""Running the gateway's RQ queue inside a test, and a job killed at a step of its own
+(`killed_while_running`)."""
 
 from __future__ import annotations
 
