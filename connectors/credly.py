@@ -421,7 +421,7 @@ class BadgeService(Protocol):
         on_transient: OnTransient | None = None,
     ) -> Iterator[Badge]: ...
 
-    def successor(self, badge: Badge) -> Badge: ...
+    def successor_by_replacing(self, badge: Badge) -> Badge: ...
 
     def get_event(self, event_id: str) -> dict[str, Any]: ...
 
@@ -522,9 +522,10 @@ class CredlyClient:
             ) from exc
         return self._badge(answer)
 
-    def successor(self, badge: Badge) -> Badge:
-        """The badge that replaced `badge` (state `replaced`): Credly names it when asked to
-        replace a replaced badge again; should Credly replace it after all, that new badge is."""
+    def successor_by_replacing(self, badge: Badge) -> Badge:
+        """The badge that replaced `badge` (state `replaced`), found by asking Credly to replace
+        it again, a write: Credly refuses naming the successor; should it replace the badge after
+        all, that new badge is the successor."""
         body = {"badge_template_id": badge.badge_template_id}
         try:
             return self._replace(badge.id, body)
@@ -553,7 +554,7 @@ class CredlyClient:
                     return current
                 if current.state != REPLACED:
                     raise
-                badge_id = self.successor(current).id
+                badge_id = self.successor_by_replacing(current).id
                 log.info("Credly badge %s was replaced: revoking its successor", current.id)
         raise PermanentError(f"more than {MAX_SUCCESSORS} replacements of one badge")
 
@@ -813,7 +814,7 @@ class DryRunCredly:
             _save(db, old)
             return new
 
-    def successor(self, badge: Badge) -> Badge:
+    def successor_by_replacing(self, badge: Badge) -> Badge:
         """The recorded badge that replaced `badge`."""
         with self._state() as db:
             return Badge.from_json(_existing(db, _existing(db, badge.id)["current_badge_id"]))

@@ -685,7 +685,7 @@ def latest(svc: Services, badge: CredlyBadge) -> CredlyBadge:
     for _ in range(MAX_SUCCESSORS):
         if badge.state != REPLACED:
             return badge
-        badge = svc.credly.successor(badge)
+        badge = svc.credly.successor_by_replacing(badge)
     raise PermanentError(f"more than {MAX_SUCCESSORS} replacements of badge {badge.id}")
 
 

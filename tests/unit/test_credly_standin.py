@@ -295,7 +295,7 @@ def test_a_replaced_badge_names_its_successor_and_cannot_be_revoked(standin, cli
             ),
         )
     assert again.value.successor == new.id
-    assert client.successor(client.get_badge(old.id)) == new
+    assert client.successor_by_replacing(client.get_badge(old.id)) == new
     with pytest.raises(Answer):
         standin.revoke(old.id, {"reason": "lapsed"})
 
