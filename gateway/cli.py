@@ -35,8 +35,8 @@ from gateway.platform.config import MAX_WHOLE_NUMBER, ConfigError, Settings
 from gateway.rules.periods import EARLIEST_DAY, LATEST_DAY
 from gateway.store.db import Database, migration_scripts
 from gateway.store.models import utcnow
+from gateway.usecases import backfill, housekeeping
 from gateway.usecases import clients as api_clients
-from gateway.usecases import housekeeping
 from gateway.usecases.queries import failed_jobs, queue_status
 from gateway.usecases.services import (
     DRY_RUN_BADGES,
@@ -49,7 +49,6 @@ from gateway.usecases.sweep import Scope, count, range_in_order
 from gateway.usecases.unclaimed import unclaimed_badges
 from gateway.web.context import services
 from gateway.web.security import ProblemRequestHandler
-from jobs import backfill
 from jobs.cron import SweepRunning, locked_sweep
 from jobs.engine.dispatch import requeue
 from jobs.engine.worker import run_worker

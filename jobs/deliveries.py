@@ -1,9 +1,7 @@
 """Delivery jobs: push changed public records to the directory and to employers' webhooks, in order.
 
-A target is the verification directory (`directory`, when configured) or a webhook subscription
-(its id). When the sync job changes a public record, `fan_out` numbers one delivery per target in
-the target's own sequence and queues its outbox item, in the sync's transaction. A delivery sends
-the certification's *newest* public record at each attempt, so:
+A delivery is chosen and queued by `gateway.usecases.deliveries` (one per target, numbered in the
+target's own sequence). It sends the certification's *newest* public record at each attempt, so:
 
 - deliveries of one target and certification never overlap (a lease taken before sending), and
 - a delivery older than one already delivered is superseded instead of sent,
@@ -18,8 +16,8 @@ reaches a receiver once:
 - an attempt carrying another record than its delivery's previous attempt is a new message (a
   new id: a receiver that took the previous one unbeknown to us would drop a retry of it unread).
 
-Advance notices of a scheduled status change (`jobs.notices`) travel the same way, with the body
-fixed when they are queued; only a later message of the same family (status, or notice)
+Advance notices of a scheduled status change (`gateway.usecases.notices`) travel the same way, with
+the body fixed when they are queued; only a later message of the same family (status, or notice)
 supersedes one. Transient failures are retried with back-off for up to
 DELIVERY_RETRY_WINDOW_SECONDS (a day by default).
 """
@@ -28,37 +26,26 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from connectors.errors import PermanentError, TransientError
 from gateway.platform.config import Settings
 from gateway.schemas.verifications import RECORD_FIELDS, VerificationSchema
-from gateway.store.db import wake_after_commit
-from gateway.store.models import (
-    Delivery,
-    DeliveryTarget,
-    OutboxItem,
-    Subscription,
-    WatchedCertification,
-    utcnow,
-)
+from gateway.store.models import Delivery, Subscription, WatchedCertification, utcnow
 from gateway.usecases import lookup
+from gateway.usecases.deliveries import DIRECTORY, EVENT_TYPE, new_message_id
 from gateway.usecases.services import Services
 from jobs.engine.claim import ClaimedItem
 from jobs.engine.retry import Deferred, RetryPolicy, within
 
 log = logging.getLogger("jobs.deliveries")
 
-DIRECTORY = "directory"
-EVENT_TYPE = "certification.status_changed"
 #: The longest wait between two attempts of a delivery.
 CAP_SECONDS = 3 * 3600
 #: States after which a delivery is never sent again ("failed" ones may be requeued).
@@ -83,128 +70,6 @@ def retry_policy(settings: Settings) -> RetryPolicy:
     return within(
         settings.delivery_retry_window_seconds, settings.delivery_retry_base_seconds, CAP_SECONDS
     )
-
-
-def kind_of(target: str) -> str:
-    """The outbox kind of deliveries to `target`."""
-    return "push_directory" if target == DIRECTORY else "deliver_webhook"
-
-
-# --------------------------------------------------------------------------- fan-out
-
-
-#: Built once: the live subscriptions watching `certification_id`.
-_WATCHING = (
-    select(WatchedCertification.subscription_id)
-    .join(Subscription, Subscription.id == WatchedCertification.subscription_id)
-    .where(
-        WatchedCertification.certification_id == bindparam("certification_id"),
-        Subscription.deleted_at.is_(None),
-    )
-)
-
-
-def fan_out(
-    svc: Services,
-    connection: Connection,
-    certification_id: str,
-    before: dict[str, Any] | None,
-    after: dict[str, Any],
-    *,
-    request_id: str | None = None,
-    event_pk: int | None = None,
-) -> list[OutboxItem]:
-    """Queue the deliveries a change of a record's public content from `before` to `after`
-    calls for, in the transaction of `connection`, as jobs of the event `event_pk`.
-
-    The directory gets every change of the public content; subscriptions watching the
-    certification get status changes (a first record counts as one).
-    """
-    if after == before:
-        return []
-    targets = [DIRECTORY] if svc.directory is not None else []
-    if before is None or before["status"] != after["status"]:
-        watching = svc.db.execute(connection, _WATCHING, {"certification_id": certification_id})
-        targets += [subscription_id for (subscription_id,) in watching]
-    if not targets:
-        return []
-    items = []
-    with Session(bind=connection) as session:  # joins the transaction of `connection`
-        for target in sorted(targets):  # one lock order for every fan-out: no deadlocks
-            items += queue(
-                session, target, [certification_id], request_id=request_id, event_pk=event_pk
-            )
-    return items
-
-
-def lock_target(session: Session, name: str) -> DeliveryTarget:
-    """The target row `name`, locked for this transaction; created when missing."""
-    row = session.get(DeliveryTarget, name, with_for_update=True)
-    if row is None:
-        try:
-            with session.begin_nested():
-                session.add(DeliveryTarget(name=name, last_sequence=0))
-        except IntegrityError:
-            pass  # a concurrent transaction created it first
-        row = session.get(DeliveryTarget, name, with_for_update=True, populate_existing=True)
-    return row
-
-
-def queue(
-    session: Session,
-    target: str,
-    certification_ids: Sequence[str],
-    *,
-    request_id: str | None = None,
-    event_pk: int | None = None,
-    event_type: str = EVENT_TYPE,
-    data: dict[str, Any] | None = None,
-) -> list[OutboxItem]:
-    """Number a delivery of each certification to `target` in its sequence; queue their jobs,
-    jobs of the event `event_pk` when one event caused them (`GET /v1/events/{id}` lists them).
-
-    `data`: the fixed body of an advance notice (`event_type`); without it, a
-    `certification.status_changed` message, which carries the newest public record.
-    """
-    row = lock_target(session, target)
-    deliveries = []
-    for certification_id in certification_ids:
-        row.last_sequence += 1
-        deliveries.append(
-            Delivery(
-                target=target,
-                certification_id=certification_id,
-                sequence=row.last_sequence,
-                event_id=_message_id(),
-                event_type=event_type,
-                data=data,
-                state="pending",
-                attempts=0,
-            )
-        )
-    session.add_all(deliveries)
-    session.flush()
-    items = [
-        OutboxItem(
-            certification_id=delivery.certification_id,
-            kind=kind_of(target),
-            payload={"delivery_id": delivery.id},
-            request_id=request_id,
-            event_pk=event_pk,
-        )
-        for delivery in deliveries
-    ]
-    session.add_all(items)
-    session.flush()
-    wake_after_commit(item.id for item in items)
-    return items
-
-
-def _message_id() -> str:
-    return f"msg_{uuid.uuid4().hex}"
-
-
-# --------------------------------------------------------------------------- the jobs
 
 
 @dataclass(frozen=True)
@@ -301,7 +166,7 @@ def _renew(svc: Services, claim: Claim, record: dict[str, Any]) -> Claim:
     receiver that took that attempt (answering late, say) would drop this one by its id."""
     if claim.data is None or _shown(claim.data) == _shown(record):
         return claim
-    event_id = _message_id()
+    event_id = new_message_id()
     with svc.db.transaction() as session:
         session.execute(
             update(Delivery)

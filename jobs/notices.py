@@ -1,6 +1,6 @@
 """The advance notice jobs: review a certification's notices after its standing moved, and the
-daily review after the sweep (`gateway.usecases.notices`), queueing their messages as deliveries
-(`jobs.deliveries`)."""
+daily review after the sweep (`gateway.usecases.notices`, which queues their messages as
+deliveries)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from functools import partial
 
 from gateway.usecases import notices, subscriptions
 from gateway.usecases.services import Services
-from jobs import deliveries
 from jobs.engine.claim import ClaimedItem
 
 KIND = subscriptions.REVIEW_NOTICES
@@ -20,7 +19,6 @@ def review_job(svc: Services, item: ClaimedItem) -> None:
     notices.review_certification(
         svc,
         item.certification_id,
-        deliveries.queue,
         partial(item.finish, svc.db),
         request_id=item.request_id,
         event_pk=item.event_pk,
@@ -29,4 +27,4 @@ def review_job(svc: Services, item: ClaimedItem) -> None:
 
 def review_due(svc: Services, today: date) -> int:
     """The daily review, run by the cron after the sweep; how many messages it queued."""
-    return notices.review_due(svc, today, deliveries.queue)
+    return notices.review_due(svc, today)

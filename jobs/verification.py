@@ -1,6 +1,5 @@
 """The sync job: bring a certification's public verification record in step with its stored
-standing (`gateway.usecases.verification_sync`), fanning a change out to the delivery targets
-(`jobs.deliveries`)."""
+standing, fanning a change out to the delivery targets (`gateway.usecases.verification_sync`)."""
 
 from __future__ import annotations
 
@@ -8,7 +7,6 @@ from functools import partial
 
 from gateway.usecases import verification_sync
 from gateway.usecases.services import Services
-from jobs import deliveries
 from jobs.engine.claim import ClaimedItem
 
 
@@ -18,7 +16,6 @@ def sync(svc: Services, item: ClaimedItem) -> None:
     verification_sync.sync(
         svc,
         item.certification_id,
-        deliveries.fan_out,
         partial(item.finish, svc.db),
         request_id=item.request_id,
         event_pk=item.event_pk,

@@ -4,9 +4,10 @@ them again if an event calls it off.
 
 Driven by the stored standings' `next_change_on`: the daily review (after the sweep) visits the
 watched certifications whose next change falls within the longest notice, and the intake queues a
-`review_notices` job whenever a watched certification's next change or status moves. Messages go
-through the delivery machinery (ordering, retries, signatures) with their bodies fixed when queued:
-the certification id, its status, the day and the status it would become, nothing more.
+`review_notices` job whenever a watched certification's next change or status moves. Messages are
+queued as deliveries (`gateway.usecases.deliveries`) and go through the delivery machinery
+(ordering, retries, signatures) with their bodies fixed when queued: the certification id, its
+status, the day and the status it would become, nothing more.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from datetime import date, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import Connection, func, select, union
 from sqlalchemy.orm import Session
@@ -29,7 +30,7 @@ from gateway.store.models import (
     WatchedCertification,
     utcnow,
 )
-from gateway.usecases import subscriptions
+from gateway.usecases import deliveries, subscriptions
 from gateway.usecases.services import Services
 
 log = logging.getLogger("jobs.notices")
@@ -39,30 +40,11 @@ CANCELLED = "certification.status_change_cancelled"
 BATCH = 500
 
 
-class Queue(Protocol):
-    """Numbers a delivery of each certification to `target` in its sequence and queues their
-    jobs, as jobs of the event `event_pk`, in `session`'s transaction (the job engine's
-    `jobs.deliveries.queue`)."""
-
-    def __call__(
-        self,
-        session: Session,
-        target: str,
-        certification_ids: Sequence[str],
-        *,
-        request_id: str | None,
-        event_pk: int | None,
-        event_type: str,
-        data: dict[str, Any] | None,
-    ) -> list[OutboxItem]: ...
-
-
 def review(
     svc: Services,
     session: Session,
     certification_ids: Sequence[str],
     today: date,
-    queue: Queue,
     *,
     request_id: str | None = None,
     event_pk: int | None = None,
@@ -105,14 +87,10 @@ def review(
                     notice.state = "cancelled"
                     if days is not None:  # still watching with notice: say so
                         current = rules.evaluate(history, today, svc.policy, forecast=False).status
-                        items += _send(
-                            session, queue, notice, current, CANCELLED, request_id, event_pk
-                        )
+                        items += _send(session, notice, current, CANCELLED, request_id, event_pk)
             if wanted is not None:
                 notice = _record(session, subscription_id, certification_id, wanted)
-                items += _send(
-                    session, queue, notice, wanted.current, SCHEDULED, request_id, event_pk
-                )
+                items += _send(session, notice, wanted.current, SCHEDULED, request_id, event_pk)
     return items
 
 
@@ -153,7 +131,6 @@ def _record(
 
 def _send(
     session: Session,
-    queue: Queue,
     notice: AdvanceNotice,
     current: str,
     event_type: str,
@@ -168,7 +145,7 @@ def _send(
     }
     target = notice.subscription_id
     log.info("advance notice %s", event_type, extra={"notice": data, "target": target})
-    return queue(
+    return deliveries.queue(
         session,
         target,
         [notice.certification_id],
@@ -185,7 +162,6 @@ def _send(
 def review_certification(
     svc: Services,
     certification_id: str,
-    queue: Queue,
     finish: Callable[[Connection], None],
     *,
     request_id: str | None = None,
@@ -204,7 +180,6 @@ def review_certification(
             session,
             [certification_id],
             utcnow().date(),
-            queue,
             request_id=request_id,
             event_pk=event_pk,
         )
@@ -214,7 +189,7 @@ def review_certification(
         svc.dispatcher.dispatch(outbox_ids)
 
 
-def review_due(svc: Services, today: date, queue: Queue) -> int:
+def review_due(svc: Services, today: date) -> int:
     """The daily review: watched certifications whose next change falls within the longest
     notice, and those with an announced change; how many messages it queued."""
     with svc.db.sessions() as session:
@@ -244,7 +219,7 @@ def review_due(svc: Services, today: date, queue: Queue) -> int:
                 .order_by(Certification.certification_id)
                 .with_for_update()
             )
-            outbox_ids = [item.id for item in review(svc, session, batch, today, queue)]
+            outbox_ids = [item.id for item in review(svc, session, batch, today)]
         queued += len(outbox_ids)
         if outbox_ids and svc.dispatcher is not None:
             svc.dispatcher.dispatch(outbox_ids)

@@ -1,40 +1,20 @@
 """Syncing a certification's public verification record with its stored standing, and its Open
 Badges credentials' status bits (`gateway.usecases.status_lists`) with the same status.
 
-A change of what the record shows fans out to the delivery targets in the same transaction; the
-workers are woken for their jobs after the commit.
+A change of what the record shows fans out to the delivery targets in the same transaction
+(`gateway.usecases.deliveries`); the workers are woken for their jobs after the commit.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
 
 from sqlalchemy import Connection, bindparam, insert, select, update
 
 from gateway.schemas.verifications import RECORD_FIELDS
 from gateway.store.models import Certification, UTCDateTime, VerificationRecord, utcnow
-from gateway.usecases import lookup, status_lists
+from gateway.usecases import deliveries, lookup, status_lists
 from gateway.usecases.services import Services
-
-
-class FanOut(Protocol):
-    """Queues the deliveries a change of a record's public content from `before` to `after` calls
-    for, in the transaction of `connection`, as jobs of the event `event_pk` (the job engine's
-    `jobs.deliveries.fan_out`)."""
-
-    def __call__(
-        self,
-        svc: Services,
-        connection: Connection,
-        certification_id: str,
-        before: dict[str, Any] | None,
-        after: dict[str, Any],
-        *,
-        request_id: str | None,
-        event_pk: int | None,
-    ) -> object: ...
-
 
 # Built once (building a statement costs about what running it does).
 _RECORD_COLUMNS = [getattr(VerificationRecord, name) for name in RECORD_FIELDS]
@@ -67,7 +47,6 @@ _UPDATE = (
 def sync(
     svc: Services,
     certification_id: str,
-    fan_out: FanOut,
     finish: Callable[[Connection], None],
     *,
     request_id: str | None = None,
@@ -90,7 +69,7 @@ def sync(
             svc.db.execute(connection, _CREATE, {**values, **key})
         # The Open Badges credentials' status bits change with the record, in one transaction.
         status_lists.follow_standing(connection, certification_id, standing)
-        fan_out(
+        deliveries.fan_out(
             svc,
             connection,
             certification_id,

@@ -12,8 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from gateway.cli import cli
-from gateway.usecases import clients, subscriptions
-from jobs import backfill
+from gateway.usecases import backfill, clients, subscriptions
 from tests.support.events import granted
 from tests.support.http_stubs import DirectoryStub, Received, scripted, serve
 from tests.support.verification import days_ago, record

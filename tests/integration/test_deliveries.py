@@ -21,9 +21,9 @@ from gateway.schemas.verifications import RECORD_FIELDS
 from gateway.store.db import Database
 from gateway.store.models import Delivery, OutboxItem, VerificationRecord, utcnow
 from gateway.usecases import clients, housekeeping, subscriptions
+from gateway.usecases.deliveries import queue
 from gateway.usecases.notices import SCHEDULED
 from jobs import verification
-from jobs.deliveries import queue
 from jobs.engine.claim import ClaimedItem
 from jobs.engine.dispatch import requeue
 from jobs.engine.outbox import run_claimed

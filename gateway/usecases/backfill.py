@@ -14,8 +14,8 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from gateway.store.models import Subscription, VerificationRecord, WatchedCertification, utcnow
+from gateway.usecases.deliveries import DIRECTORY, lock_target, queue
 from gateway.usecases.services import Services
-from jobs.deliveries import DIRECTORY, lock_target, queue
 
 
 class UnknownTarget(ValueError):
