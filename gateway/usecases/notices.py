@@ -33,7 +33,7 @@ from gateway.store.models import (
 from gateway.usecases import deliveries, subscriptions
 from gateway.usecases.services import Services
 
-log = logging.getLogger("jobs.notices")
+log = logging.getLogger(__name__)
 
 SCHEDULED = "certification.status_change_scheduled"
 CANCELLED = "certification.status_change_cancelled"
