@@ -9,6 +9,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.platform import logs, signing
 from gateway.platform.config import PRODUCTION_MODE, ConfigError, Settings
+from gateway.store.db import MigrationRefused
 from gateway.usecases import credly_token, issuer
 from gateway.usecases.services import (
     Services,
@@ -56,19 +57,24 @@ def create_app(
         raise ConfigError(f"{name}: {exc.strerror or exc}: {exc.filename}") from exc
     app.extensions["gateway"] = svc
     if svc.db.is_sqlite and migrate:
-        svc.db.upgrade(policy=svc.policy)
+        try:
+            svc.db.upgrade(policy=svc.policy)
+        except MigrationRefused as exc:
+            raise ConfigError(f"INSTANCE_PATH: the database cannot be migrated: {exc}") from exc
     if migrate:  # not for the `db` commands, which may be what brings the schema
         check_schema_current(svc.db)
         check_policy_covers_certifications(svc.db, svc.policy)
-    keys = svc.keys  # read (or created, at first start) now, not at the first signature
-    if keys.created and not own_keys:
+    # read (or created, at first start) now, not at the first signature; not by the `db`
+    # commands, which sign nothing and may run on an operator's machine
+    keys = svc.keys if migrate else None
+    if keys is not None and keys.created and not own_keys:
         log.warning(
             "SIGNING_KEYS_FILE names %s, which did not exist: new signing keys were made there. "
             "Give every web machine this same file, or what one machine signs (receipts, "
             "credentials) fails to verify on another",
             settings.signing_keys_file,
         )
-    if not keys.holds(signing.RS256):
+    if keys is not None and not keys.holds(signing.RS256):
         log.warning(
             "SIGNING_KEYS_FILE %s holds no RSA key: Open Badges credentials are signed ES256, "
             "which not every Open Badges verifier accepts (they must accept RS256); run `gateway "
@@ -122,7 +128,7 @@ def create_app(
         svc, synchronous=settings.jobs_synchronous, jobs=JobThread[jobs]
     )
     context.use(svc)
-    if settings.jobs_in_process:
+    if settings.jobs_in_process and migrate:  # the `db` commands run no jobs
         try:
             relay(svc, svc.dispatcher)  # side effects left behind by a process that died
             resume_held_at_start(svc)  # Credly jobs held back for a token no longer configured

@@ -33,7 +33,7 @@ from gateway.bootstrap import create_app
 from gateway.platform import logs, metrics, signing
 from gateway.platform.config import MAX_WHOLE_NUMBER, ConfigError, Settings
 from gateway.rules.periods import EARLIEST_DAY, LATEST_DAY
-from gateway.store.db import Database, migration_scripts
+from gateway.store.db import Database, MigrationRefused, migration_scripts
 from gateway.store.models import utcnow
 from gateway.usecases import backfill, housekeeping
 from gateway.usecases import clients as api_clients
@@ -208,6 +208,8 @@ class _MigrationGroup(AppGroup):
             return super().invoke(ctx)
         except DBAPIError as exc:
             raise click.ClickException(_database_error(exc, migrating=True)) from exc
+        except MigrationRefused as exc:
+            raise click.ClickException(f"the migration was refused: {exc}") from exc
 
 
 @cli.group(cls=_MigrationGroup)

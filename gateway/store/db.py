@@ -680,6 +680,10 @@ def _cut(connection: psycopg.Connection) -> None:
         duplicate.shutdown(socket.SHUT_RDWR)
 
 
+class MigrationRefused(RuntimeError):
+    """A migration found the database in a state it cannot take; the message says which."""
+
+
 def retry_disconnect(work: Callable[[], T]) -> T:
     """Run `work`, once more if it failed on a pooled connection the database had closed.
 

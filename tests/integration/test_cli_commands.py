@@ -1,6 +1,7 @@
 """The operators' commands: on the `gateway` script and on the app's `flask` command alike."""
 
 import json
+import logging
 import os
 import socket
 import sqlite3
@@ -557,6 +558,44 @@ def test_db_upgrade_adds_the_schema_of_the_migrations_put_under_0010(
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         assert compare_metadata(context, Base.metadata) == []  # the schema of this release
     database.engine.dispose()
+
+
+def test_a_migration_refusing_the_database_says_why_in_one_line(tmp_path):
+    """0018 refuses a database that holds some of 0009's objects only: `gateway db upgrade`, and
+    any command of the embedded default (which migrates at start), end in one line, and none of
+    the migrations stays."""
+    instance = tmp_path / "instance"
+    instance.mkdir()
+    url = f"sqlite:///{instance / 'gateway.sqlite3'}"
+    database = Database(url)
+    database.upgrade("0006")
+    migration = ScriptDirectory.from_config(alembic_config(url)).get_revision("0010")
+    with database.engine.begin() as connection:  # a release that put 0010 right after 0006
+        with Operations.context(MigrationContext.configure(connection)):
+            migration.module.upgrade()
+        connection.execute(text("UPDATE alembic_version SET version_num = '0010'"))
+        connection.execute(text("CREATE TABLE receipts (jti varchar(40) PRIMARY KEY)"))
+    for args in (["db", "upgrade"], ["jobs", "status"]):
+        answer = CliRunner().invoke(cli, args, env={"INSTANCE_PATH": str(instance)})
+        assert answer.exit_code == 1 and "Traceback" not in answer.output, answer.output
+        [line] = answer.output.splitlines()
+        assert line.startswith("Error: ") and "lacks advance_notices" in line, line
+    with database.engine.connect() as connection:
+        assert connection.scalar(text("SELECT version_num FROM alembic_version")) == "0010"
+    database.engine.dispose()
+
+
+def test_db_upgrade_of_a_new_database_runs_no_jobs_and_makes_no_keys(
+    empty_database, tmp_path, caplog
+):
+    """It read the outbox before making it (a warning with an SQL error on every new
+    deployment), and left signing keys on the operator's machine."""
+    env = {"DATABASE_URL": empty_database, "INSTANCE_PATH": str(tmp_path)}
+    answer = CliRunner().invoke(cli, ["db", "upgrade"], env=env)
+    assert answer.exit_code == 0, answer.output
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [message for message in warned if "outbox" in message] == []
+    assert not (tmp_path / "signing-keys.json").exists()
 
 
 def test_upgrades_started_at_once_on_a_new_database_take_their_turns(empty_database, tmp_path):

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import context, op
 
+from gateway.store.db import MigrationRefused
+
 # revision identifiers, used by Alembic.
 revision: str = "0018"
 down_revision: str | Sequence[str] | None = "0017"
@@ -44,7 +46,7 @@ def upgrade() -> None:
             continue
         if len(missing) < len(objects):
             names = ", ".join(t if c is None else f"{t}.{c}" for t, c in missing)
-            raise RuntimeError(f"the database lacks {names} of migration {migration} alone")
+            raise MigrationRefused(f"the database lacks {names} of migration {migration} alone")
         context.script.get_revision(migration).module.upgrade()
 
 
