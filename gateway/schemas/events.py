@@ -163,15 +163,17 @@ class Moment(fields.DateTime):
     """A time written as RFC 3339 says, `YYYY-MM-DDTHH:MM:SS[.fraction]` and `Z` or `±HH:MM`,
     not the other forms Python reads (week dates, a space for `T`, no seconds); fractions past
     microseconds are cut. `lenient` (a time another service wrote, believed by no one): also a
-    space for `T`, no seconds, `±HHMM`, and no offset at all, read as UTC."""
+    space for `T`, no seconds, `±HHMM`, and no offset at all, read as UTC. `bare_is_utc`: the
+    offset may be left out, and is then UTC."""
 
     default_error_messages: ClassVar[dict[str, str]] = {
         "invalid": "Not an RFC 3339 date-time: use YYYY-MM-DDTHH:MM:SSZ or an offset (+02:00).",
     }
 
-    def __init__(self, *, lenient: bool = False, **kwargs: Any) -> None:
+    def __init__(self, *, lenient: bool = False, bare_is_utc: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.lenient = lenient
+        self.bare_is_utc = lenient or bare_is_utc
         self.pattern = _LENIENT_DATE_TIME if lenient else _DATE_TIME
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime:
@@ -180,7 +182,7 @@ class Moment(fields.DateTime):
             raise self.make_error("invalid")
         *parts, fraction, zulu, sign, hours, minutes = found.groups()
         offset = timedelta(hours=int(hours), minutes=int(minutes)) if sign else timedelta()
-        if not (zulu or sign or self.lenient) or (sign and (int(minutes) > 59 or offset.days)):
+        if not (zulu or sign or self.bare_is_utc) or (sign and (int(minutes) > 59 or offset.days)):
             raise self.make_error("invalid")
         zone = timezone(-offset if sign == "-" else offset) if offset else UTC
         micro = int((fraction or "0")[:6].ljust(6, "0"))

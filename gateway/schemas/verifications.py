@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, time
+from typing import Any, ClassVar
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate
 
 from gateway.schemas.events import DAYS, TEXT, Day
+from gateway.schemas.events import Moment as EventMoment
 from gateway.schemas.ids import certification_ids_field
 from gateway.schemas.responses import STANDING_STATUSES
 from gateway.store.models import utcnow
@@ -90,23 +91,25 @@ class BatchLookupSchema(Schema):
     on = on_field()
 
 
-_MOMENT = re.compile(
-    r"\d{4}-\d{2}-\d{2}(?:[Tt ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:[Zz]|[+-]\d{2}:\d{2})?)?"
-)
+class DayOrMoment(EventMoment):
+    """A day (`YYYY-MM-DD`, its start in UTC), or a time as an event's `occurred_at` is written
+    (RFC 3339) whose offset may be left out and is then UTC (in OpenAPI: a string that is a
+    `date` or a `date-time`)."""
 
+    default_error_messages: ClassVar[dict[str, str]] = {
+        "invalid": "Not a day or a time: use YYYY-MM-DD, or YYYY-MM-DDTHH:MM:SS with Z or an "
+        "offset (+02:00), UTC without one.",
+    }
 
-class Moment(fields.DateTime):
-    """An ISO 8601 time or day, read as UTC unless it names its offset (in OpenAPI: a string that
-    is a `date` or a `date-time`)."""
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(bare_is_utc=True, **kwargs)
 
-    def _deserialize(self, value: object, *args: object, **kwargs: object) -> datetime:
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime:
         try:
-            if not _MOMENT.fullmatch(str(value)):  # Python also reads 20250501, 2025-W18-4
-                raise ValueError(value)
-            moment = datetime.fromisoformat(str(value).upper())  # RFC 3339's `t` and `z` too
-            return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
-        except (ValueError, OverflowError) as exc:
-            raise ValidationError("Not a time: use YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ.") from exc
+            day = Day()._deserialize(value, attr, data, **kwargs)
+        except ValidationError:
+            return super()._deserialize(value, attr, data, **kwargs)
+        return datetime.combine(day, time(0), UTC)
 
 
 class ReceiptSchema(Schema):
@@ -127,7 +130,7 @@ class ReceiptQuerySchema(Schema):
     class Meta:
         unknown = EXCLUDE  # links carry parameters of their own (utm_source, ...)
 
-    since = Moment(
+    since = DayOrMoment(
         load_default=None,
         metadata={
             "description": "An ISO 8601 time (UTC unless it has an offset) or a day.",

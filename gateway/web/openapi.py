@@ -28,7 +28,7 @@ from marshmallow import fields, validate
 
 from gateway.schemas import responses as r
 from gateway.schemas.events import DATA_SCHEMAS, EnvelopeSchema
-from gateway.schemas.verifications import Moment
+from gateway.schemas.verifications import DayOrMoment
 from gateway.usecases.clients import SCOPES
 from gateway.web.apidoc import (
     ERROR_HEADERS,
@@ -241,7 +241,7 @@ def _build(routes: tuple[tuple[str, str, Callable[..., Any]], ...]) -> dict[str,
     )
     plugin.converter.add_attribute_function(_exclusive_range)
     plugin.map_to_openapi_type(fields.Url, "string", "uri")  # "url" is no JSON Schema format
-    plugin.map_to_openapi_type(Moment, "string", None)  # a day or a time: its anyOf says which
+    plugin.map_to_openapi_type(DayOrMoment, "string", None)  # a day or a time: its anyOf says which
     _add_components(spec)
     paths: dict[str, dict[str, Any]] = {}
     for rule, method, view in routes:

@@ -142,11 +142,16 @@ def test_receipts_since_a_time_and_bad_queries(app, client, employer):
     assert [r["certification_id"] for r in every["receipts"]] == ["ACTIVE-1", "LAPSED-1"]
     lower = client.get("/v1/receipts?since=2020-01-01t00:00:00z", headers=headers).get_json()
     assert lower == every  # RFC 3339 allows lower case `t` and `z`, as in events
+    for written in ("2020-01-01T00:00:00", "2020-01-01T02:00:00.123456789%2B02:00"):
+        same = client.get(f"/v1/receipts?since={written}", headers=headers).get_json()
+        assert same == every, written  # UTC without an offset; fractions as events take them
     assert len(client.get("/v1/receipts?limit=1", headers=headers).json["receipts"]) == 1
     for query, field in (
         ("since=yesterday", "since"),
         ("since=20250501", "since"),
         ("since=2025-W18-4", "since"),
+        ("since=2020-01-01 00:00:00Z", "since"),  # as an event's occurred_at is refused
+        ("since=2020-01-01T00:00Z", "since"),
         ("limit=0", "limit"),
         ("after=a%00b", "after"),
         ("limit=0&utm_source=mail", "limit"),
