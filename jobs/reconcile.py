@@ -367,14 +367,16 @@ class _Run:
             if live and recorded != (row.credly_badge_id, row.state):
                 self.summary.in_step += 1
                 return
+            taken = False  # Credly's state recorded: a repair, so not in step as well
             if live:
                 assert state is not None
                 if state.state == REPLACED:  # a dry run's: its successor unknown
                     return
                 if (state.id, state.state) != (row.credly_badge_id, row.state):
                     self._take(session, cert, row, state)
+                    taken = True
                 if state.live():
-                    self.summary.in_step += cert.status in BADGE_KEPT
+                    self.summary.in_step += cert.status in BADGE_KEPT and not taken
                     if cert.status not in BADGE_KEPT:
                         self.summary.repair("revoked")
                         self._queue(session, cert, "revoke_badge", REVOKE_PAYLOAD)
@@ -384,13 +386,13 @@ class _Run:
                         self.summary.repair("renewed")  # a renewal the replace job missed
                         self._queue(session, cert, "replace_badge", {})
                     else:
-                        self.summary.in_step += 1  # expired as the standing says
+                        self.summary.in_step += not taken  # expired as the standing says
                     return
                 row_state = state.state
             else:
                 row_state = row.state if row is not None else None
             if _none_called_for(cert.status, row_state):
-                self.summary.in_step += 1
+                self.summary.in_step += not taken
             elif row is not None and row_state == "queued" and _issue_pending(session, cert):
                 self.summary.in_step += 1  # an issue job is on its way
             elif cert.credential in self.untemplated:

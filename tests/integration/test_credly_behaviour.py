@@ -1588,6 +1588,7 @@ def test_reconcile_leaves_a_badge_its_earner_deleted_and_can_check_one_certifica
     standin.delete_badge(badge.credly_badge_id)
     summary = reconcile(svc, certification_id="CERT-1")
     assert summary.repaired["taken_from_credly"] == 1 and summary.repaired["issued"] == 0
+    assert summary.in_step == 0  # repaired, so not counted in step as well
     assert [b.state for b in badges(svc)] == ["deleted"]
     assert reconcile(svc, certification_id="CERT-1").in_step == 1
 
