@@ -231,7 +231,7 @@ class _Objects:
         path = next(path for node, path in _nodes(value) if node is made)
         where = f" in {path}" if path else ""
         message = f"Key {json.dumps(key, ensure_ascii=False)} appears more than once{where}."
-        return RefusedJSON(message, f"{path}.{key}" if path else key)
+        return RefusedJSON(message, _child(path, key))
 
 
 def _surrogate_refusal(value: Any) -> RefusedJSON:
@@ -244,7 +244,7 @@ def _surrogate_refusal(value: Any) -> RefusedJSON:
             if isinstance(key, str) and not _encodable(key):
                 return RefusedJSON(message.format(f"A key in {path or 'the body'}"), path or "body")
             if isinstance(child, str) and not _encodable(child):
-                place = f"{path}.{key}" if path else str(key)
+                place = _child(path, key)
                 return RefusedJSON(message.format(place), place)
     return RefusedJSON(message.format("The JSON"))
 
@@ -266,9 +266,7 @@ def _nodes(value: Any) -> Iterator[tuple[Any, str]]:
         yield node, path
         items = node.items() if isinstance(node, dict) else enumerate(node)
         stack.extend(
-            (child, f"{path}.{key}" if path else str(key))
-            for key, child in items
-            if isinstance(child, dict | list)
+            (child, _child(path, key)) for key, child in items if isinstance(child, dict | list)
         )
 
 
@@ -372,3 +370,8 @@ def _refuse_unusable() -> None:
             raise RequestHeaderFieldsTooLarge(
                 f"The {name} header is longer than {MAX_HEADER_LINE} characters."
             )
+
+
+def _child(path: str, key: str | int) -> str:
+    """The dotted path of `key` in the object or array at `path` ("" for the body itself)."""
+    return f"{path}.{key}" if path else str(key)
