@@ -724,6 +724,16 @@ class Settings:
             "verifiable for as long as its key is published",
         ),
     )
+    job_retention_days: int = field(
+        default=365,
+        metadata=setting(
+            "JOB_RETENTION_DAYS",
+            "`365`",
+            "how long a job that ended `done` is kept after it ended, listed among its event's "
+            "jobs (`GET /v1/events/{event_id}`); the daily sweep then deletes it (a failed job "
+            "stays until it is retried)",
+        ),
+    )
     malformed_event_retention_days: int = field(
         default=90,
         metadata=setting(
@@ -820,6 +830,7 @@ class Settings:
             issuer_logo=env.get("ISSUER_LOGO") or None,
             signing_keys_file=_path(env, "SIGNING_KEYS_FILE"),
             receipt_retention_days=_int(env, "RECEIPT_RETENTION_DAYS", cls.receipt_retention_days),
+            job_retention_days=_int(env, "JOB_RETENTION_DAYS", cls.job_retention_days),
             malformed_event_retention_days=_int(
                 env, "MALFORMED_EVENT_RETENTION_DAYS", cls.malformed_event_retention_days
             ),
@@ -950,6 +961,7 @@ _LEAST = {
     "delivery_retry_window_seconds": 1,
     "receipt_retention_days": 1,
     "subscription_retention_days": 1,
+    "job_retention_days": 1,
     "malformed_event_retention_days": 1,
 }
 #: The greatest value of a whole-number setting: what a 32-bit column or counter holds.
@@ -959,6 +971,7 @@ MAX_WHOLE_NUMBER = 2**31 - 1
 _MOST = {
     "receipt_retention_days": 36_500,
     "subscription_retention_days": 36_500,
+    "job_retention_days": 36_500,
     "malformed_event_retention_days": 36_500,
     "web_workers": 1_000,
     "web_threads": 1_000,

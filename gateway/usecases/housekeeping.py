@@ -1,7 +1,7 @@
 """What the daily run deletes after the sweep: records past their use (receipts' log, expired
-tokens, refused notifications, old malformed attempts at events, ids still watched by deleted
-subscriptions, deliveries finished long ago, subscriptions deleted long ago with their delivery
-logs and advance notices), so that no table grows for ever."""
+tokens, refused notifications, old malformed attempts at events, jobs done long ago, ids still
+watched by deleted subscriptions, deliveries finished long ago, subscriptions deleted long ago
+with their delivery logs and advance notices), so that no table grows for ever."""
 
 from __future__ import annotations
 
@@ -50,6 +50,7 @@ def prune(svc: Services, now: datetime | None = None) -> dict[str, int]:
         "tokens": prune_tokens(svc, now),
         "notifications": prune_notifications(svc, now),
         "malformed_events": prune_malformed_events(svc, now),
+        "jobs": prune_jobs(svc, now),
         "watched": prune_watched(svc),
         "finished_deliveries": prune_deliveries(svc, now),
         **prune_subscriptions(svc, now),
@@ -90,6 +91,15 @@ def prune_malformed_events(svc: Services, now: datetime) -> int:
     ago (and those whose id an event was recorded under since, as old)."""
     cutoff = now - timedelta(days=svc.settings.malformed_event_retention_days)
     return delete_in_chunks(svc, MalformedEvent.event_id, MalformedEvent.received_at < cutoff)
+
+
+def prune_jobs(svc: Services, now: datetime) -> int:
+    """Delete the jobs (outbox items) that ended `done` more than JOB_RETENTION_DAYS ago; failed
+    ones stay for an operator to retry, and `/metrics` counts outcomes in a table of its own."""
+    cutoff = now - timedelta(days=svc.settings.job_retention_days)
+    return delete_in_chunks(
+        svc, OutboxItem.id, OutboxItem.state == "done", OutboxItem.finished_at < cutoff
+    )
 
 
 def prune_watched(svc: Services) -> int:
