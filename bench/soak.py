@@ -605,6 +605,7 @@ class Soak:
             "DELIVERY_TIMEOUT_SECONDS": "3",
             "RELAY_INTERVAL_SECONDS": "1",
             "WEBHOOK_ALLOW_PRIVATE_TARGETS": "true",
+            "WEBHOOK_ALLOW_PLAIN_HTTP": "true",  # the receiver is plain http
             "PUBLIC_BASE_URL": self.web,
             "VERIFY_RATE_LIMIT": "100000/minute",
             "VERIFY_RATE_LIMIT_AUTHENTICATED": "100000/minute",

@@ -9,7 +9,9 @@ Facts this module relies on (Standard Webhooks specification v1, standardwebhook
   `standardwebhooks.Webhook(secret).verify(body, headers)`, which allows 5 minutes of clock skew).
 - A 2xx answer acknowledges the message; anything else (a redirect too) is a failed attempt.
 
-A target whose host resolves to a loopback, private, link-local or otherwise non-global address is
+A plain `http://` target is refused unless the operator allows it (development, tests): a message
+carries a member's name and status, and its signature could be replayed by anyone who read it. A
+target whose host resolves to a loopback, private, link-local or otherwise non-global address is
 refused unless the operator allows them, as is an IPv6 address embedding such an IPv4 address
 (IPv4-mapped or -compatible, NAT64, 6to4, Teredo) or in NAT64's local-use prefix: checked at
 registration, and by every connection the sender
@@ -50,7 +52,8 @@ Timeout = float | tuple[float, float]
 
 
 class TargetRefused(PermanentError):
-    """The URL may not receive deliveries: not http(s), or its host is not a public address."""
+    """The URL may not receive deliveries: not https (or http where allowed), or its host is not
+    a public address."""
 
 
 class TargetUnresolved(TransientError):
@@ -137,13 +140,14 @@ def _public(address: str) -> bool:
     return _global(ip)
 
 
-def check_target(url: str, *, allow_private: bool) -> None:
-    """Raise TargetRefused unless `url` is http(s) on a host whose every address is public.
+def check_target(url: str, *, allow_private: bool, allow_http: bool = False) -> None:
+    """Raise TargetRefused unless `url` is https (or, with `allow_http`, http) on a host whose
+    every address is public.
 
     With `allow_private` only the scheme and host are checked. TargetUnresolved when DNS does not
     answer for the host.
     """
-    host, port = _http_target(url)
+    host, port = _http_target(url, allow_http=allow_http)
     if allow_private:
         return
     try:
@@ -152,9 +156,9 @@ def check_target(url: str, *, allow_private: bool) -> None:
         raise TargetUnresolved(f"{host} does not resolve") from exc
 
 
-def _http_target(url: str) -> tuple[str, int]:
-    """The host and port of `url`; TargetRefused unless it is http(s) with a host and a port
-    from 1 to 65535."""
+def _http_target(url: str, *, allow_http: bool) -> tuple[str, int]:
+    """The host and port of `url`; TargetRefused unless it is https (or, with `allow_http`, http)
+    with a host and a port from 1 to 65535."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise TargetRefused(f"{_shown(url)} is not an http(s) URL with a host")
@@ -164,6 +168,11 @@ def _http_target(url: str) -> tuple[str, int]:
         raise TargetRefused(f"{_shown(url)} has no valid port (1 to 65535)") from exc
     if port == 0:
         raise TargetRefused(f"{_shown(url)} has no valid port (1 to 65535)")
+    if parts.scheme == "http" and not allow_http:
+        raise TargetRefused(
+            f"{_shown(url)} is a plain http URL, which anyone on the way could read and replay: "
+            "webhooks go to https URLs only"
+        )
     return parts.hostname, port or (443 if parts.scheme == "https" else 80)
 
 
@@ -279,18 +288,20 @@ class SenderAdapter(HTTPAdapter):
 
 
 class WebhookSender:
-    """POSTs signed messages to subscribers' URLs, connecting to public addresses only (unless
-    `allow_private`)."""
+    """POSTs signed messages to subscribers' https URLs (http too with `allow_http`), connecting
+    to public addresses only (unless `allow_private`)."""
 
     def __init__(
         self,
         *,
         timeout: Timeout = (3.05, 10.0),
         allow_private: bool = False,
+        allow_http: bool = False,
         session: requests.Session | None = None,
     ) -> None:
         self.timeout = timeout
         self.allow_private = allow_private
+        self.allow_http = allow_http
         self.session = session or requests.Session()
         if not allow_private:
             self.session.trust_env = False  # via a proxy, the proxy's address would be checked
@@ -305,7 +316,7 @@ class WebhookSender:
     def send(self, url: str, secret: str, message_id: str, body: bytes) -> int:
         """POST `body` signed with `secret`; the 2xx status, else TargetRefused/DeliveryFailed.
         The attempt is cut after `longest_attempt` seconds, however the receiver answers."""
-        _http_target(url)  # the addresses are checked by the connection (SenderAdapter)
+        _http_target(url, allow_http=self.allow_http)  # the addresses: by the connection
         longest = self.longest_attempt
         _attempt.deadline, _attempt.timers = time.monotonic() + longest, []
         _attempt.cut = cut = threading.Event()

@@ -10,7 +10,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from gateway.platform import logs, signing
 from gateway.platform.config import PRODUCTION_MODE, ConfigError, Settings
 from gateway.store.db import MigrationRefused
-from gateway.usecases import credly_token, issuer
+from gateway.usecases import credly_token, issuer, subscriptions
 from gateway.usecases.services import (
     Services,
     check_policy_covers_certifications,
@@ -64,6 +64,7 @@ def create_app(
     if migrate:  # not for the `db` commands, which may be what brings the schema
         check_schema_current(svc.db)
         check_policy_covers_certifications(svc.db, svc.policy)
+        subscriptions.warn_of_plain_http_targets(svc)
     # read (or created, at first start) now, not at the first signature; not by the `db`
     # commands, which sign nothing and may run on an operator's machine
     keys = svc.keys if migrate else None

@@ -629,6 +629,19 @@ class Settings:
             "networks); refused otherwise",
         ),
     )
+    webhook_allow_plain_http: bool = field(
+        default=False,
+        metadata=setting(
+            "WEBHOOK_ALLOW_PLAIN_HTTP",
+            "`false`",
+            "let webhooks go to plain `http://` URLs (development and tests only: a delivery "
+            "carries a member's name and status and its signature, which anyone on the way could "
+            "read and replay). Off, an `http://` URL is refused at registration (`422` naming "
+            "`url`), and each delivery to a subscription stored with one fails with an error "
+            "saying so (logged, in its delivery log and `gateway jobs failed`; a WARNING at start "
+            "counts them) until it is registered again with `https://`",
+        ),
+    )
     subscription_rate_limit: str = field(
         default="200/day",
         metadata=setting(
@@ -816,6 +829,7 @@ class Settings:
                 env, "DELIVERY_RETRY_WINDOW_SECONDS", cls.delivery_retry_window_seconds
             ),
             webhook_allow_private_targets=_flag(env, "WEBHOOK_ALLOW_PRIVATE_TARGETS"),
+            webhook_allow_plain_http=_flag(env, "WEBHOOK_ALLOW_PLAIN_HTTP"),
             subscription_rate_limit=(
                 env.get("SUBSCRIPTION_RATE_LIMIT") or cls.subscription_rate_limit
             ),

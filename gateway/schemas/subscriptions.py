@@ -63,7 +63,7 @@ class SubscriptionCreateSchema(WatchedIdsSchema):
         require_tld=False,
         validate=[validate.Length(max=MAX_URL), TEXT],
         metadata={
-            "description": "The webhook URL; it must resolve to public addresses.",
+            "description": "The webhook URL: https, resolving to public addresses.",
             "example": "https://hooks.example.org/certifications",
         },
     )

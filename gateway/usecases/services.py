@@ -105,6 +105,7 @@ class Services:
             webhooks=WebhookSender(
                 timeout=(3.05, settings.delivery_timeout_seconds),
                 allow_private=settings.webhook_allow_private_targets,
+                allow_http=settings.webhook_allow_plain_http,
             ),
             directory=make_directory(
                 settings.directory_base_url,

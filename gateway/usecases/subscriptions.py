@@ -6,12 +6,14 @@ one API client: another client's subscription is as unknown as one that never ex
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Executable, bindparam, delete, func, insert, select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from connectors.employer_webhooks import check_target, new_secret
@@ -28,6 +30,8 @@ from gateway.store.models import (
     utcnow,
 )
 from gateway.usecases.services import Services
+
+log = logging.getLogger(__name__)
 
 #: The live subscriptions one API client may hold.
 MAX_SUBSCRIPTIONS = 100
@@ -67,12 +71,17 @@ def register(
 ) -> Subscription:
     """`create` in a transaction of its own, once `url` is found a target deliveries may go to.
 
-    InvalidTarget, before any transaction, for a URL that is not http(s) or whose host does not
-    resolve or resolves to a loopback, private or link-local address (unless
-    WEBHOOK_ALLOW_PRIVATE_TARGETS): the lookup never runs while the client's row is locked.
+    InvalidTarget, before any transaction, for a URL that is not https (or http, with
+    WEBHOOK_ALLOW_PLAIN_HTTP) or whose host does not resolve or resolves to a loopback, private or
+    link-local address (unless WEBHOOK_ALLOW_PRIVATE_TARGETS): the lookup never runs while the
+    client's row is locked.
     """
     try:
-        check_target(url, allow_private=svc.settings.webhook_allow_private_targets)
+        check_target(
+            url,
+            allow_private=svc.settings.webhook_allow_private_targets,
+            allow_http=svc.settings.webhook_allow_plain_http,
+        )
     except (PermanentError, TransientError) as exc:
         raise InvalidTarget(str(exc)) from exc
     with svc.db.transaction() as session:
@@ -241,6 +250,34 @@ def remove_all(session: Session, client_id: str) -> int:
         .execution_options(synchronize_session=False)
     )
     return removed
+
+
+def warn_of_plain_http_targets(svc: Services) -> int:
+    """Log a WARNING naming how many live subscriptions have a plain http URL (registered before
+    such URLs were refused, or while WEBHOOK_ALLOW_PLAIN_HTTP was on) while the setting is off:
+    every delivery to them fails. How many; 0 too while the database cannot say."""
+    if svc.settings.webhook_allow_plain_http:
+        return 0
+    plain = select(func.count()).where(
+        func.lower(Subscription.url).startswith("http:"), Subscription.deleted_at.is_(None)
+    )
+    try:
+        with svc.db.sessions() as session:
+            found = session.scalar(plain)
+    except SQLAlchemyError as exc:
+        log.info("subscriptions not checked for plain http URLs: %s", exc.__class__.__name__)
+        return 0
+    if found:
+        log.warning(
+            "%d webhook subscription%s deliver%s to a plain http URL, which "
+            "WEBHOOK_ALLOW_PLAIN_HTTP does not allow: every delivery to them fails (their "
+            "delivery logs and `gateway jobs failed` say why) until their clients register them "
+            "again with an https URL",
+            found,
+            "" if found == 1 else "s",
+            "s" if found == 1 else "",
+        )
+    return found
 
 
 def deliveries(

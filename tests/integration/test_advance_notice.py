@@ -27,7 +27,10 @@ STATUS_CHANGED = "certification.status_changed"
 @pytest.fixture
 def app(database_url, make_app):
     return make_app(
-        database_url=database_url, jobs_synchronous=True, webhook_allow_private_targets=True
+        database_url=database_url,
+        jobs_synchronous=True,
+        webhook_allow_private_targets=True,
+        webhook_allow_plain_http=True,  # the receivers are plain http
     )
 
 
@@ -171,7 +174,7 @@ def test_without_advance_notice_only_status_changes_are_sent(app, client, employ
     ],
 )
 def test_bad_notice_settings_are_refused_naming_the_field(client, employer, notice, field):
-    body = {"url": "http://127.0.0.1:9/hook", "certification_ids": ["SOON-1"], **notice}
+    body = {"url": "https://127.0.0.1:9/hook", "certification_ids": ["SOON-1"], **notice}
     response = client.post("/v1/subscriptions", json=body, headers=employer)
     assert response.status_code == 422
     assert [e["field"] for e in response.get_json()["errors"]] == [field]

@@ -99,7 +99,7 @@ def test_a_backfill_of_a_subscription_sends_the_records_it_watches(app, env):
             subscription = subscriptions.create(
                 session, employer.client_id, url, ["CERT-2", "CERT-4", "NOT-YET"]
             )
-        env = {**env, "WEBHOOK_ALLOW_PRIVATE_TARGETS": "true"}
+        env = {**env, "WEBHOOK_ALLOW_PRIVATE_TARGETS": "true", "WEBHOOK_ALLOW_PLAIN_HTTP": "true"}
         assert "queued 2 deliveries" in backfill_command(env, "--target", subscription.id)
     sent = [r.json() for r in received]
     assert [(e["sequence"], e["data"]["certification_id"]) for e in sent] == [

@@ -47,6 +47,7 @@ def make_svc(make_app, postgres_url, redis_client, redis_url):
             "delivery_retry_base_seconds": 1,
             "job_retry_base_seconds": 1,
             "webhook_allow_private_targets": True,
+            "webhook_allow_plain_http": True,  # the receivers are plain http
             **settings,
         }
         return make_app(**settings).extensions["gateway"]
@@ -239,6 +240,33 @@ def test_a_target_that_resolves_to_a_private_address_is_refused_at_delivery(make
     assert item.state == "failed"
 
 
+def test_a_subscription_stored_with_a_plain_http_url_fails_each_delivery_saying_why(make_svc):
+    """Registered before plain http was refused: nothing is sent over plain http, and the
+    delivery fails for good, saying why, where its client and the operator look; requeued once
+    the operator allows plain http, it is sent."""
+    svc = make_svc(webhook_allow_plain_http=False)
+    with serve(scripted()) as (url, received):
+        subscription = watch(svc, url + "/hook")
+        submit(svc, granted(days_ago(30)))
+        drain(svc, lambda: settled(svc, subscription.id))
+        assert received == []
+        [delivery] = deliveries(svc, subscription.id)
+        assert delivery.state == "failed" and delivery.attempts == 1
+        assert delivery.last_error == (
+            f"{url}/hook is a plain http URL, which anyone on the way could read and replay: "
+            "webhooks go to https URLs only"
+        )
+        [failed] = items(svc, "deliver_webhook")
+        assert failed.state == "failed" and "plain http URL" in failed.last_error
+        allowing = make_svc(webhook_allow_plain_http=True)
+        assert requeue(allowing, [failed.id]) == [failed.id]
+        drain(allowing, lambda: ended(allowing, "deliver_webhook"))
+    assert len(received) == 1
+    assert Webhook(subscription.secret).verify(received[0].body, received[0].headers)
+    [delivery] = deliveries(svc, subscription.id)
+    assert (delivery.state, delivery.status_code) == ("delivered", 200)
+
+
 def test_a_failed_delivery_requeued_once_its_subscription_was_pruned_ends_sending_nothing(
     make_svc,
 ):
@@ -387,7 +415,7 @@ def test_a_sync_that_changes_nothing_shown_pushes_nothing(make_svc):
 
 def test_two_syncs_waiting_on_one_certification_write_its_record_once(make_svc, postgres_url):
     svc = make_svc()
-    subscription = watch(svc, "http://127.0.0.1:9/hook")
+    subscription = watch(svc, "https://127.0.0.1:9/hook")
     submit(svc, granted(days_ago(30)))
     submit(svc, revoked(days_ago(1)))
     syncs = [

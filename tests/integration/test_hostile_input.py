@@ -157,7 +157,7 @@ def test_successful_answers_match_their_documented_schemas(database_url, make_ap
         "POST",
         "/v1/subscriptions",
         201,
-        body={"url": "http://127.0.0.1:9/hook", "certification_ids": [CERT]},
+        body={"url": "https://127.0.0.1:9/hook", "certification_ids": [CERT]},
     ).json()
     sub = {"subscription_id": created["id"]}
     call("GET", "/v1/subscriptions", 200)

@@ -1,10 +1,13 @@
 """/v1/subscriptions: registration, watched ids, scopes, refusals, in-process deliveries.
 
-On SQLite and PostgreSQL, jobs run synchronously in-process; a receiver on 127.0.0.1 stands in
-for the employer (so private targets are allowed, but where the refusal itself is tested).
+On SQLite and PostgreSQL, jobs run synchronously in-process; a plain http receiver on 127.0.0.1
+stands in for the employer (so private and plain http targets are allowed, but where the refusals
+themselves are tested).
 """
 
 from __future__ import annotations
+
+import logging
 
 import pytest
 from sqlalchemy import func, select
@@ -18,13 +21,16 @@ from tests.support.events import granted, revoked
 from tests.support.http_stubs import scripted, serve
 from tests.support.verification import days_ago, record
 
-HOOK = "http://127.0.0.1:9/hook"
+HOOK = "https://127.0.0.1:9/hook"
 
 
 @pytest.fixture
 def app(database_url, make_app):
     return make_app(
-        database_url=database_url, jobs_synchronous=True, webhook_allow_private_targets=True
+        database_url=database_url,
+        jobs_synchronous=True,
+        webhook_allow_private_targets=True,
+        webhook_allow_plain_http=True,
     )
 
 
@@ -39,6 +45,14 @@ def subscribe(client, headers, url=HOOK, ids=("CERT-1",)):
     )
     assert response.status_code == 201, response.get_data(as_text=True)
     return response
+
+
+def employer_app(make_app, database_url: str, **settings: object):
+    """An app allowing private targets, with `settings`; its test client, and the headers of a
+    `verifications:read` client of it."""
+    app = make_app(database_url=database_url, webhook_allow_private_targets=True, **settings)
+    headers = {"Authorization": f"Bearer {fetch_token(app, 'verifications:read')}"}
+    return app, app.test_client(), headers
 
 
 def fields_of(response) -> set[str]:
@@ -191,13 +205,7 @@ def test_a_client_holds_at_most_100_subscriptions_at_once(app, client, employer)
 
 
 def test_the_subscriptions_a_client_creates_are_rate_limited(database_url, make_app):
-    app = make_app(
-        database_url=database_url,
-        webhook_allow_private_targets=True,
-        subscription_rate_limit="2/day",
-    )
-    client = app.test_client()
-    mine = {"Authorization": f"Bearer {fetch_token(app, 'verifications:read')}"}
+    app, client, mine = employer_app(make_app, database_url, subscription_rate_limit="2/day")
     refused = client.post("/v1/subscriptions", json={"url": HOOK}, headers=mine)
     assert refused.status_code == 422  # uses none of the allowance
     first = subscribe(client, mine).get_json()["id"]
@@ -254,12 +262,12 @@ def test_revoking_a_client_deletes_the_ids_its_subscriptions_watched(app, client
 @pytest.mark.parametrize(
     "url",
     [
-        "http://127.0.0.1:8080/hook",
-        "http://localhost/hook",
-        "http://169.254.169.254/",
-        "http://[64:ff9b::a9fe:a9fe]/",  # NAT64 to 169.254.169.254
-        "http://[64:ff9b:1::a00:1]/",  # NAT64 for local use
-        "http://[2002:7f00:1::]:8080/hook",  # 6to4 of 127.0.0.1
+        "https://127.0.0.1:8080/hook",
+        "https://localhost/hook",
+        "https://169.254.169.254/",
+        "https://[64:ff9b::a9fe:a9fe]/",  # NAT64 to 169.254.169.254
+        "https://[64:ff9b:1::a00:1]/",  # NAT64 for local use
+        "https://[2002:7f00:1::]:8080/hook",  # 6to4 of 127.0.0.1
     ],
 )
 def test_a_private_target_is_refused_at_registration_by_default(database_url, make_app, url):
@@ -271,6 +279,42 @@ def test_a_private_target_is_refused_at_registration_by_default(database_url, ma
     assert response.status_code == 422
     [error] = response.get_json()["errors"]
     assert error["field"] == "url" and "not allowed" in error["message"]
+
+
+@pytest.mark.parametrize("url", ["http://93.184.216.34/hook", "http://127.0.0.1:8080/hook"])
+def test_a_plain_http_target_is_refused_at_registration_unless_allowed(database_url, make_app, url):
+    """A delivery carries a member's name and status, signed: over plain http anyone on the way
+    could read it and replay it. Allowing private targets does not allow plain http."""
+    body = {"url": url, "certification_ids": ["C"]}
+    _, strict, headers = employer_app(make_app, database_url)
+    response = strict.post("/v1/subscriptions", json=body, headers=headers)
+    assert response.status_code == 422 and response.mimetype == "application/problem+json"
+    [error] = response.get_json()["errors"]
+    assert error["field"] == "url" and "plain http URL" in error["message"]
+    assert strict.get("/v1/subscriptions", headers=headers).get_json() == {"subscriptions": []}
+    _, allowing, headers = employer_app(make_app, database_url, webhook_allow_plain_http=True)
+    created = allowing.post("/v1/subscriptions", json=body, headers=headers)
+    assert created.status_code == 201 and created.get_json()["url"] == url
+
+
+def test_subscriptions_stored_with_a_plain_http_url_are_counted_in_a_warning_at_start(
+    database_url, make_app, caplog
+):
+    _, client, headers = employer_app(make_app, database_url, webhook_allow_plain_http=True)
+    for url in ("http://127.0.0.1:9/a", "HTTP://127.0.0.1:9/b", HOOK, "http://127.0.0.1:9/c"):
+        subscribe(client, headers, url=url)
+    deleted = client.get("/v1/subscriptions", headers=headers).get_json()["subscriptions"][-1]
+    assert client.delete(f"/v1/subscriptions/{deleted['id']}", headers=headers).status_code == 204
+    caplog.set_level(logging.INFO)
+    make_app(database_url=database_url, webhook_allow_plain_http=True)
+    assert "plain http" not in caplog.text  # allowed: nothing to warn of
+    make_app(database_url=database_url)
+    [warning] = [r for r in caplog.records if "plain http" in r.getMessage()]
+    assert warning.levelname == "WARNING"
+    assert warning.getMessage().startswith(
+        "2 webhook subscriptions deliver to a plain http URL, which WEBHOOK_ALLOW_PLAIN_HTTP "
+        "does not allow: every delivery to them fails"
+    )
 
 
 def test_status_changes_of_watched_certifications_are_delivered_signed(app, client, employer):

@@ -127,6 +127,7 @@ def test_badge_templates_accept_json():
         ("BADGE_EXPIRES", "ture"),
         ("JOBS_SYNCHRONOUS", "maybe"),
         ("WEBHOOK_ALLOW_PRIVATE_TARGETS", "2"),
+        ("WEBHOOK_ALLOW_PLAIN_HTTP", "maybe"),
         ("VERIFY_RATE_LIMIT_AUTHENTICATED", "0/minute"),
         ("VERIFY_RATE_LIMIT", "60/minute;0/hour"),
         ("LOG_LEVEL", "LOUD"),

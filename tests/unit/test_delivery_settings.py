@@ -1,4 +1,5 @@
-"""Delivery settings (directory, retry window, private targets) and the delivery retry policy."""
+"""Delivery settings (directory, retry window, private and plain http targets) and the delivery
+retry policy."""
 
 from __future__ import annotations
 
@@ -39,6 +40,12 @@ def test_private_webhook_targets_are_refused_unless_the_operator_allows_them():
     assert not Settings.from_env({}).webhook_allow_private_targets
     allowed = Settings.from_env({"WEBHOOK_ALLOW_PRIVATE_TARGETS": "true"})
     assert allowed.webhook_allow_private_targets
+
+
+def test_plain_http_webhook_targets_are_refused_unless_the_operator_allows_them():
+    assert not Settings.from_env({}).webhook_allow_plain_http
+    assert not Settings.from_env({"WEBHOOK_ALLOW_PRIVATE_TARGETS": "true"}).webhook_allow_plain_http
+    assert Settings.from_env({"WEBHOOK_ALLOW_PLAIN_HTTP": "true"}).webhook_allow_plain_http
 
 
 def test_by_default_a_delivery_is_retried_for_most_of_a_day_but_not_longer():

@@ -29,6 +29,16 @@ from tests.support.http_stubs import dripping, scripted, self_signed, serve
 BODY = json.dumps({"type": "certification.status_changed", "data": {"status": "active"}}).encode()
 
 
+def plain_sender(**options: object) -> WebhookSender:
+    """A sender that may POST to plain http URLs, as the stub receivers are."""
+    return WebhookSender(allow_http=True, **options)
+
+
+def check_plain(url: str, *, allow_private: bool) -> None:
+    """`check_target` with plain http URLs allowed: what else it refuses."""
+    check_target(url, allow_private=allow_private, allow_http=True)
+
+
 def test_a_signature_verifies_with_the_standardwebhooks_package():
     secret = new_secret()
     headers = signed_headers(secret, "msg_1", BODY, int(time.time()))
@@ -91,7 +101,7 @@ EMBEDDING_PRIVATE_IPV4 = (
 )
 def test_targets_on_loopback_private_or_link_local_addresses_are_refused(url):
     with pytest.raises(TargetRefused, match="not allowed"):
-        check_target(url, allow_private=False)
+        check_plain(url, allow_private=False)
 
 
 @pytest.mark.parametrize(
@@ -110,7 +120,28 @@ def test_a_refusal_does_not_tell_what_an_internal_name_resolves_to(monkeypatch):
 
 
 def test_the_operator_setting_lets_private_targets_through():
-    check_target("http://127.0.0.1:9/hook", allow_private=True)
+    check_target("https://127.0.0.1:9/hook", allow_private=True)
+
+
+@pytest.mark.parametrize("allow_private", [True, False])
+def test_a_plain_http_target_is_refused_unless_allowed(allow_private):
+    """A delivery carries a member's name and status and a signature anyone on the way could
+    replay: https only, but where the operator allows plain http (development, tests)."""
+    for url in ("http://93.184.216.34/hook", "HTTP://93.184.216.34:8080/hook?token=SECRET"):
+        with pytest.raises(TargetRefused, match="plain http URL") as refused:
+            check_target(url, allow_private=allow_private)
+        assert "SECRET" not in str(refused.value)
+        check_target(url, allow_private=allow_private, allow_http=True)
+    check_target("https://93.184.216.34/hook", allow_private=allow_private)
+
+
+def test_the_sender_refuses_a_plain_http_url_before_connecting_unless_allowed():
+    with serve(scripted(then=204)) as (url, received):
+        with pytest.raises(TargetRefused, match="plain http URL"):
+            WebhookSender(allow_private=True).send(url + "/hook", new_secret(), "msg_1", BODY)
+        assert received == []
+        assert plain_sender(allow_private=True).send(url + "/hook", new_secret(), "m", BODY) == 204
+    assert len(received) == 1
 
 
 @pytest.mark.parametrize(
@@ -126,20 +157,20 @@ def test_the_operator_setting_lets_private_targets_through():
 )
 def test_only_http_and_https_urls_with_a_host_and_a_port_are_taken(url):
     with pytest.raises(TargetRefused):
-        check_target(url, allow_private=True)
+        check_plain(url, allow_private=True)
 
 
 def test_the_sender_checks_the_address_again_before_posting():
     with serve(scripted()) as (url, received):
         with pytest.raises(TargetRefused):
-            WebhookSender(allow_private=False).send(url + "/hook", new_secret(), "msg_1", BODY)
+            plain_sender(allow_private=False).send(url + "/hook", new_secret(), "msg_1", BODY)
         assert received == []
 
 
 def test_the_sender_posts_the_signed_body_and_returns_the_2xx_status():
     secret = new_secret()
     with serve(scripted(then=204)) as (url, received):
-        status = WebhookSender(allow_private=True).send(url + "/hook", secret, "msg_7", BODY)
+        status = plain_sender(allow_private=True).send(url + "/hook", secret, "msg_7", BODY)
     assert status == 204
     [request] = received
     assert request.method == "POST" and request.path == "/hook" and request.body == BODY
@@ -150,7 +181,7 @@ def test_the_sender_posts_the_signed_body_and_returns_the_2xx_status():
 @pytest.mark.parametrize("status", [500, 404, 302])
 def test_any_answer_but_2xx_is_a_failed_attempt_with_its_status(status):
     with serve(scripted(then=status)) as (url, _), pytest.raises(DeliveryFailed) as failed:
-        WebhookSender(allow_private=True).send(url, new_secret(), "msg_1", BODY)
+        plain_sender(allow_private=True).send(url, new_secret(), "msg_1", BODY)
     assert failed.value.status == status
 
 
@@ -158,7 +189,7 @@ def test_no_answer_is_a_failed_attempt_without_status():
     with serve(scripted()) as (url, _):
         closed = url  # the server is gone once the block ends
     with pytest.raises(DeliveryFailed) as failed:
-        WebhookSender(timeout=1, allow_private=True).send(closed, new_secret(), "msg_1", BODY)
+        plain_sender(timeout=1, allow_private=True).send(closed, new_secret(), "msg_1", BODY)
     assert failed.value.status is None
 
 
@@ -172,7 +203,7 @@ def test_a_receiver_dripping_its_answer_is_cut_off_at_the_longest_attempt(
     monkeypatch, head, allow_private
 ):
     monkeypatch.setattr(employer_webhooks, "_public", lambda address: address == "127.0.0.1")
-    sender = WebhookSender(timeout=(0.5, 0.5), allow_private=allow_private)
+    sender = plain_sender(timeout=(0.5, 0.5), allow_private=allow_private)
     with dripping(head, every=0.2) as url:  # each byte well within the read timeout
         started = time.monotonic()
         with pytest.raises(DeliveryFailed):
@@ -184,9 +215,9 @@ def test_a_receiver_dripping_its_answer_is_cut_off_at_the_longest_attempt(
 def test_a_failed_attempt_says_nothing_of_the_urls_user_password_or_query():
     with serve(scripted(then=500)) as (url, _), pytest.raises(DeliveryFailed) as answered:
         secret_url = url.replace("://", "://user:s3cret@") + "/hook?token=SEC%52ET{x}|y#frag"
-        WebhookSender(allow_private=True).send(secret_url, new_secret(), "m", BODY)
+        plain_sender(allow_private=True).send(secret_url, new_secret(), "m", BODY)
     with pytest.raises(DeliveryFailed) as unanswered:
-        WebhookSender(timeout=1, allow_private=True).send(secret_url, new_secret(), "m", BODY)
+        plain_sender(timeout=1, allow_private=True).send(secret_url, new_secret(), "m", BODY)
     for failed in (answered, unanswered):
         message = str(failed.value)
         assert "/hook?…" in message
@@ -209,7 +240,7 @@ def test_no_log_line_quotes_a_webhook_urls_query_at_debug_either(debug_logs, cap
     stay at INFO. It warns of a malformed answer naming the URL: without its query, the
     receiver's secret."""
     caplog.set_level(logging.DEBUG)
-    sender = WebhookSender(allow_private=True)
+    sender = plain_sender(allow_private=True)
     with serve(scripted(then=204)) as (url, _):
         assert sender.send(f"{url}/hook?token=SECRET-1", new_secret(), "m", BODY) == 204
     malformed = b"HTTP/1.1 204 No Content\r\nnot a header line\r\n\r\n"
@@ -242,9 +273,9 @@ def test_a_host_that_resolves_elsewhere_when_connecting_is_refused_then(monkeypa
     with serve(scripted(then=204)) as (url, received):
         target = f"http://hooks.example:{urlsplit(url).port}/hook"
         asked = _resolving(monkeypatch, "hooks.example", ["93.184.216.34", "127.0.0.1"])
-        check_target(target, allow_private=False)  # as at registration: a public address
+        check_plain(target, allow_private=False)  # as at registration: a public address
         with pytest.raises(TargetRefused, match="not allowed"):
-            WebhookSender().send(target, new_secret(), "m", BODY)
+            plain_sender().send(target, new_secret(), "m", BODY)
         assert asked == ["93.184.216.34", "127.0.0.1"]  # the delivery's connection asked again
         assert received == []
 
@@ -257,9 +288,9 @@ def test_a_host_resolving_to_an_ipv6_address_embedding_a_private_one_is_refused_
         target = f"http://hooks.example:{urlsplit(url).port}/hook"
         asked = _resolving(monkeypatch, "hooks.example", [address])
         with pytest.raises(TargetRefused, match="not allowed"):
-            check_target(target, allow_private=False)
+            check_plain(target, allow_private=False)
         with pytest.raises(TargetRefused, match="not allowed"):
-            WebhookSender().send(target, new_secret(), "m", BODY)
+            plain_sender().send(target, new_secret(), "m", BODY)
         assert asked == [address, address] and received == []
 
 
@@ -268,7 +299,7 @@ def test_a_checked_connection_goes_to_the_address_it_checked_and_names_the_host(
     with serve(scripted(then=204)) as (url, received):
         port = urlsplit(url).port
         _resolving(monkeypatch, "hooks.example", ["127.0.0.1"])
-        status = WebhookSender().send(f"http://hooks.example:{port}/hook", new_secret(), "m", BODY)
+        status = plain_sender().send(f"http://hooks.example:{port}/hook", new_secret(), "m", BODY)
     assert status == 204
     [request] = received
     assert request.headers["Host"] == f"hooks.example:{port}"
