@@ -651,6 +651,17 @@ class Settings:
             "`Retry-After` beyond); a request refused for any reason counts for nothing",
         ),
     )
+    subscription_watch_rate_limit: str = field(
+        default="600/hour",
+        metadata=setting(
+            "SUBSCRIPTION_WATCH_RATE_LIMIT",
+            "`600/hour`",
+            "changes to the certification ids its subscriptions watch one API client may make "
+            "(`POST` and `DELETE /v1/subscriptions/{id}/certifications`, one allowance for both, "
+            "a request counting once however many ids it names; 429 with `Retry-After` beyond); "
+            "a request refused for any reason counts for nothing",
+        ),
+    )
     subscription_retention_days: int = field(
         default=90,
         metadata=setting(
@@ -833,6 +844,9 @@ class Settings:
             subscription_rate_limit=(
                 env.get("SUBSCRIPTION_RATE_LIMIT") or cls.subscription_rate_limit
             ),
+            subscription_watch_rate_limit=(
+                env.get("SUBSCRIPTION_WATCH_RATE_LIMIT") or cls.subscription_watch_rate_limit
+            ),
             subscription_retention_days=_int(
                 env, "SUBSCRIPTION_RETENTION_DAYS", cls.subscription_retention_days
             ),
@@ -871,6 +885,7 @@ class Settings:
             "credly_webhook_refused",
             "token_failure_rate_limit",
             "subscription_rate_limit",
+            "subscription_watch_rate_limit",
         ):
             _check_rate(self.__dataclass_fields__[name].metadata["env"], getattr(self, name))
         for name, least in _LEAST.items():

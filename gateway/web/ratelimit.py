@@ -1,6 +1,6 @@
 """Rate limits (the `limits` library): verification lookups per address or per API client, Credly
 notifications per address, failed client authentications at the token endpoint per address,
-webhook subscriptions created per API client.
+webhook subscriptions created and changes to the certifications they watch per API client.
 
 One sliding-window counter per limit of a key. With one limit (the default), one Redis script a
 lookup checks and counts; with several (`100/hour;10/minute`), all are checked before any counts.
@@ -17,6 +17,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from authlib.oauth2 import OAuth2Error
 from flask import Blueprint, Flask, Response, g, request
@@ -37,6 +38,8 @@ LOOKUP_SCOPE = "verifications:read"
 BATCH = "verifications.batch_verifications"
 TOKEN = "oauth.issue_token"
 CREATE_SUBSCRIPTION = "subscriptions.create_subscription"
+WATCH = "subscriptions.watch_certifications"
+UNWATCH = "subscriptions.unwatch_certifications"
 PREFIX = "gateway-ratelimit"
 REDIS_RETRY_SECONDS = 5  # while Redis is down, how often to try it again
 #: An attempt in flight counts for at least this many seconds and at most twice as many, unless
@@ -57,7 +60,8 @@ COUNTED = "gateway.lookup_counted"
 
 class TooManyRequests(Problem):
     """A request over its rate limit (lookups, Credly notifications, failed client
-    authentications, subscriptions created): 429 with `Retry-After`."""
+    authentications, subscriptions created or their watched ids changed): 429 with
+    `Retry-After`."""
 
     def __init__(self, detail: str, retry_after: int) -> None:
         super().__init__(
@@ -144,6 +148,21 @@ class Counter:
         return max(1, math.ceil(stats.reset_time - time.time()))
 
 
+@dataclass(frozen=True)
+class _ClientLimit:
+    """A limit of the requests one API client makes to some endpoints: `items`, counted under
+    `name` for requests answered `success`; `detail` explains a refusal."""
+
+    name: str
+    items: list[RateLimitItem]
+    detail: str
+    success: int
+
+    def key(self, client: str) -> str:
+        """The counter of `client`."""
+        return f"{self.name}/client:{client}"
+
+
 def lookup_client() -> str | None:
     """The client id of a valid `verifications:read` token on this request, else None.
 
@@ -172,8 +191,9 @@ def init_app(
 ) -> Counter:
     """Limit the lookups of `apis` (per address, or per client with a `verifications:read` token,
     batches counting each id) and of `pages` (per address; the bare form is free), an address having
-    one allowance for all of them; the Credly notifications of `webhooks` (per address); and the
-    webhook subscriptions created (per API client, SUBSCRIPTION_RATE_LIMIT).
+    one allowance for all of them; the Credly notifications of `webhooks` (per address); the
+    webhook subscriptions created (per API client, SUBSCRIPTION_RATE_LIMIT) and the changes to
+    the ids they watch (per API client, SUBSCRIPTION_WATCH_RATE_LIMIT).
     `app.extensions[CREDLY_CHECKS]()` says whether one more notification may be checked with Credly
     (CREDLY_WEBHOOK_CHECKS, across addresses)."""
     if settings.trusted_proxies:
@@ -270,29 +290,42 @@ def init_app(
         if end is not None:
             end()
 
-    creations = parse_many(settings.subscription_rate_limit)
-
-    def creations_key(client: str | None) -> str:
-        return f"subscriptions/client:{client}"
+    changes = _ClientLimit(
+        "subscription-changes",
+        parse_many(settings.subscription_watch_rate_limit),
+        "Too many changes to watched certifications from this API client: the limit is "
+        f"{settings.subscription_watch_rate_limit}.",
+        200,
+    )
+    per_client = {
+        CREATE_SUBSCRIPTION: _ClientLimit(
+            "subscriptions",
+            parse_many(settings.subscription_rate_limit),
+            "Too many subscriptions created by this API client: the limit is "
+            f"{settings.subscription_rate_limit}.",
+            201,
+        ),
+        WATCH: changes,
+        UNWATCH: changes,
+    }
 
     @app.before_request
-    def limit_subscription_creations() -> None:
+    def limit_per_client() -> None:
         # Tested before (a request without a good token is the view's to refuse), counted once
-        # created: a request refused for any reason uses none of the allowance.
-        client = lookup_client() if request.endpoint == CREATE_SUBSCRIPTION else None
+        # it succeeded: a request refused for any reason uses none of the allowance.
+        limited = per_client.get(request.endpoint or "")
+        client = lookup_client() if limited else None
         if client:
-            refused = counter.test(creations, creations_key(client))
+            refused = counter.test(limited.items, limited.key(client))
             if refused is not None:
-                detail = (
-                    "Too many subscriptions created by this API client: the limit is "
-                    f"{settings.subscription_rate_limit}."
-                )
-                raise TooManyRequests(detail, counter.retry_after(refused, creations_key(client)))
+                retry_after = counter.retry_after(refused, limited.key(client))
+                raise TooManyRequests(limited.detail, retry_after)
 
     @app.after_request
-    def count_subscription_creations(response: Response) -> Response:
-        if request.endpoint == CREATE_SUBSCRIPTION and response.status_code == 201:
-            counter.hit(creations, creations_key(current_client_id()), 1)
+    def count_per_client(response: Response) -> Response:
+        limited = per_client.get(request.endpoint or "")
+        if limited and response.status_code == limited.success:
+            counter.hit(limited.items, limited.key(current_client_id()), 1)
         return response
 
     app.extensions[CREDLY_CHECKS] = admit_check

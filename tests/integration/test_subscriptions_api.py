@@ -226,6 +226,34 @@ def test_the_subscriptions_a_client_creates_are_rate_limited(database_url, make_
     assert anonymous.status_code == 401
 
 
+def test_the_changes_a_client_makes_to_watched_ids_are_rate_limited(database_url, make_app):
+    app, client, mine = employer_app(make_app, database_url, subscription_watch_rate_limit="3/hour")
+    first, second = (subscribe(client, mine).get_json()["id"] for _ in range(2))
+
+    def change(method: str, sub_id: str, ids: list[str], headers=mine):
+        path = f"/v1/subscriptions/{sub_id}/certifications"
+        return getattr(client, method)(path, json={"certification_ids": ids}, headers=headers)
+
+    assert change("post", first, ["bad id"]).status_code == 422  # uses none of the allowance
+    assert change("post", "sub_none", ["C-2"]).status_code == 404  # nor does this
+    assert change("post", first, ["C-2", "C-3"]).status_code == 200
+    assert change("delete", first, ["C-2"]).status_code == 200
+    assert change("post", second, ["C-4"]).status_code == 200  # one allowance for all of them
+    for method in ("post", "delete"):
+        over = change(method, first, ["C-3"])
+        assert over.status_code == 429 and over.mimetype == "application/problem+json"
+        assert over.get_json()["detail"] == (
+            "Too many changes to watched certifications from this API client: the limit is 3/hour."
+        )
+        assert 0 < int(over.headers["Retry-After"]) <= 3600
+    one = client.get(f"/v1/subscriptions/{first}", headers=mine).get_json()
+    assert one["certification_ids"] == ["C-3", "CERT-1"]  # the refused changes changed nothing
+    other = {"Authorization": f"Bearer {fetch_token(app, 'verifications:read')}"}
+    theirs = subscribe(client, other).get_json()["id"]
+    assert change("post", theirs, ["C-5"], headers=other).status_code == 200  # its own allowance
+    assert change("post", first, ["C-5"], headers={}).status_code == 401
+
+
 def test_a_deleted_subscription_is_gone(client, employer):
     sub_id = subscribe(client, employer).get_json()["id"]
     assert client.delete(f"/v1/subscriptions/{sub_id}", headers=employer).status_code == 204

@@ -111,6 +111,8 @@ def test_badge_templates_accept_json():
         ("SUBSCRIPTION_RETENTION_DAYS", "0"),
         ("SUBSCRIPTION_RETENTION_DAYS", "3000000"),
         ("SUBSCRIPTION_RATE_LIMIT", "often"),
+        ("SUBSCRIPTION_WATCH_RATE_LIMIT", "often"),
+        ("SUBSCRIPTION_WATCH_RATE_LIMIT", "0/hour"),
         ("JOB_TIMEOUT_SECONDS", str(10**30)),
         ("WEB_WORKERS", "0"),
         ("WEB_THREADS", "0"),

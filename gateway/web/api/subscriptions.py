@@ -151,9 +151,13 @@ def _watched_change(summary: str, ids: type[Schema]) -> Callable[[Callable], Cal
     return operation(
         summary,
         tags=["subscriptions"],
+        description=(
+            "The changes an API client makes to the ids its subscriptions watch are rate limited "
+            "(429 with `Retry-After` beyond): name many ids in one request."
+        ),
         request=ids,
         responses={200: json_answer(r.WatchedChangeSchema, "The subscription after the change.")},
-        errors=(*BODY_ERRORS, "NotFound"),
+        errors=(*BODY_ERRORS, "NotFound", "TooManyRequests"),
     )
 
 
