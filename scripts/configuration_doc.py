@@ -27,7 +27,8 @@ A value the gateway cannot use (a number below its least or above 2,147,483,647,
 that is not `true`, `false`, `1`, `0`, `yes`, `no`, `on` or `off`, a URL that cannot be read or is
 of another scheme or driver, a port outside 1 to 65535 (of any URL setting or `WEB_BIND`), a
 `WEB_BIND` of none of its forms, a Redis database that is not a number, a `TIME_ZONE` that is not
-an IANA time zone name, a `SWEEP_TIME` that is not `HH:MM` (UTC, `00:00` to `23:59`), a
+an IANA time zone name, a `SWEEP_TIME` that is not `HH:MM` (UTC, `00:00` to `23:59`), an
+`ISSUER_CONTACT` that is neither an e-mail address nor an absolute http(s) URL, a
 `LOG_LEVEL` that is not one of `DEBUG`, `INFO`, `WARNING`, `ERROR` and `CRITICAL` (in any case;
 `WARN` is taken as `WARNING`), a rate limit (every `*_RATE_LIMIT` setting, `CREDLY_WEBHOOK_CHECKS`,
 `CREDLY_WEBHOOK_FORGED_CHECKS`, `CREDLY_WEBHOOK_REFUSED`) that is not a rate such as `60/minute`

@@ -16,6 +16,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import psycopg
 from gunicorn.util import parse_address
 from limits import parse_many
+from marshmallow import ValidationError
+from marshmallow.validate import Email
 from psycopg.conninfo import make_conninfo
 from redis import connection as redis_connection
 from redis.connection import parse_url
@@ -89,6 +91,27 @@ def _base_url(env: Mapping[str, str], name: str, *, base: bool = True) -> str | 
         raise ConfigError(f"{name} must be an absolute http(s) URL, got {shown!r}")
     _check_url_port(name, parts, shown)
     return raw
+
+
+def _contact(env: Mapping[str, str], name: str) -> str | None:
+    """An absolute http(s) URL (its scheme in lower case) or an e-mail address (without a
+    `mailto:` before it), or None when unset: how to reach the certifying body, shown to
+    employers and linked."""
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return None
+    scheme = _split(name, raw, raw).scheme
+    if scheme in ("http", "https"):
+        _base_url({name: raw}, name, base=False)
+        return scheme + raw[len(scheme) :]
+    address = raw[len("mailto:") :] if scheme == "mailto" else raw
+    try:
+        Email()(address)
+    except ValidationError as exc:
+        raise ConfigError(
+            f"{name} must be an e-mail address or an absolute http(s) URL, got {raw!r}"
+        ) from exc
+    return address
 
 
 def _token(env: Mapping[str, str], name: str, *, secret: bool = False) -> str | None:
@@ -713,7 +736,9 @@ class Settings:
         metadata=setting(
             "ISSUER_CONTACT",
             "none",
-            "where employers and members ask about a certification (e-mail address or URL)",
+            "where employers and members ask about a certification: an e-mail address (a "
+            "`mailto:` before it is dropped) or an absolute `http(s)` URL; anything else is "
+            "refused at start. An e-mail address is also the Open Badges issuer profile's `email`",
         ),
     )
     issuer_logo: str | None = field(
@@ -854,7 +879,7 @@ class Settings:
             time_zone=_zone(env.get("TIME_ZONE") or cls.time_zone),
             issuer_name=(env.get("ISSUER_NAME") or "").strip() or cls.issuer_name,
             issuer_url=_base_url(env, "ISSUER_URL"),
-            issuer_contact=(env.get("ISSUER_CONTACT") or "").strip() or None,
+            issuer_contact=_contact(env, "ISSUER_CONTACT"),
             issuer_logo=env.get("ISSUER_LOGO") or None,
             signing_keys_file=_path(env, "SIGNING_KEYS_FILE"),
             receipt_retention_days=_int(env, "RECEIPT_RETENTION_DAYS", cls.receipt_retention_days),

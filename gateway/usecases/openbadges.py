@@ -70,9 +70,9 @@ def issuer_profile(settings: Settings, base: str) -> dict[str, Any]:
     }
     if settings.issuer_url:
         profile["url"] = settings.issuer_url
-    contact = settings.issuer_contact
-    if contact and "@" in contact and not contact.startswith(("http://", "https://")):
-        profile["email"] = contact.removeprefix("mailto:")
+    contact = settings.issuer_contact  # an e-mail address or an http(s) URL
+    if contact and not contact.startswith(("http://", "https://")):
+        profile["email"] = contact
     logo = issuer(settings, base)["logo"]
     if logo:
         profile["image"] = {"id": logo, "type": "Image"}

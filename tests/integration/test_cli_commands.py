@@ -265,6 +265,12 @@ def test_what_cannot_be_reached_or_found_ends_a_command_in_one_line(tmp_path, ar
         (["serve"], "POLICY_FILE", "broken.toml", "Error: POLICY_FILE: policy file"),
         (
             ["serve"],
+            "ISSUER_CONTACT",
+            "call the registry",
+            "Error: ISSUER_CONTACT must be an e-mail address or an absolute http(s) URL",
+        ),
+        (
+            ["serve"],
             "CREDLY_BADGE_TEMPLATES",
             "XYZ=tmpl-x",
             "Error: CREDLY_BADGE_TEMPLATES names XYZ, not in the credential policy table",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from gateway.platform.config import Settings
 from tests.support.verification import record_every_status
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 16
@@ -61,6 +62,33 @@ def test_the_page_names_who_vouches_in_its_title_header_and_footer(client):
     assert '<a href="https://amt.example.org">American Medical Technologists</a>' in html
     assert '<a href="mailto:registry@amt.example.org">registry@amt.example.org</a>' in html
     assert '<img class="logo" src="/verify/logo" alt="">' in html
+
+
+@pytest.mark.parametrize(
+    ("given", "link", "email"),
+    [
+        (
+            "mailto:registry@amt.example.org",
+            '<a href="mailto:registry@amt.example.org">registry@amt.example.org</a>',
+            "registry@amt.example.org",
+        ),
+        (
+            "https://amt.example.org/contact",
+            '<a href="https://amt.example.org/contact">https://amt.example.org/contact</a>',
+            None,
+        ),
+    ],
+)
+def test_the_contact_is_linked_on_the_page_and_an_email_address_is_the_profiles(
+    make_app, given, link, email
+):
+    """An e-mail address written as a `mailto:` link is taken as the address itself."""
+    contact = Settings.from_env({"ISSUER_CONTACT": given}).issuer_contact
+    app = make_app(jobs_synchronous=True, **{**ISSUER, "issuer_contact": contact})
+    record_every_status(app)
+    client = app.test_client()
+    assert link in client.get("/verify?certification_id=ACTIVE-1").get_data(as_text=True)
+    assert client.get("/issuer").get_json().get("email") == email
 
 
 @pytest.mark.parametrize(

@@ -343,6 +343,39 @@ def test_an_id_or_secret_blank_or_with_whitespace_around_it_is_refused(name, val
     )
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        "call the registry",
+        "registry at example.org",
+        "example.org",
+        "+1 555 0100",
+        "mailto:",
+        "ftp://example.org/contact",
+        "https://",
+        "javascript:alert(1)",
+    ],
+)
+def test_an_issuer_contact_neither_an_email_address_nor_a_web_address_is_refused(value):
+    """Shown to employers as the way to reach the certifying body, and linked on the page."""
+    with pytest.raises(ConfigError, match=r"^ISSUER_CONTACT must be") as refused:
+        Settings.from_env({"ISSUER_CONTACT": value})
+    assert "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "read"),
+    [
+        ("registry@example.org", "registry@example.org"),
+        (" mailto:registry@example.org ", "registry@example.org"),
+        ("https://example.org/contact?topic=verify", "https://example.org/contact?topic=verify"),
+        ("HTTPS://example.org/contact", "https://example.org/contact"),
+    ],
+)
+def test_an_issuer_contact_is_an_email_address_or_a_web_address(value, read):
+    assert Settings.from_env({"ISSUER_CONTACT": value}).issuer_contact == read
+
+
 def test_an_instance_path_that_is_a_file_is_refused(tmp_path):
     a_file = tmp_path / "instance"
     a_file.write_text("x")
