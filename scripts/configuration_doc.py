@@ -32,7 +32,7 @@ an IANA time zone name, a `SWEEP_TIME` that is not `HH:MM` (UTC, `00:00` to `23:
 `LOG_LEVEL` that is not one of `DEBUG`, `INFO`, `WARNING`, `ERROR` and `CRITICAL` (in any case;
 `WARN` is taken as `WARNING`), a rate limit (every `*_RATE_LIMIT` setting, `CREDLY_WEBHOOK_CHECKS`,
 `CREDLY_WEBHOOK_FORGED_CHECKS`, `CREDLY_WEBHOOK_REFUSED`) that is not a rate such as `60/minute`
-or that allows no request, an id or secret
+or that allows no request or counts over a window of 0 (`10/0 seconds`), an id or secret
 (`CREDLY_ORGANIZATION_ID`, `CREDLY_AUTH_TOKEN`, `DIRECTORY_CLIENT_ID`, `DIRECTORY_CLIENT_SECRET`)
 that is blank or begins or ends with whitespace (taken as given, where a URL or number loses it),
 an `INSTANCE_PATH` that is not a folder or cannot be made one (or spaces alone, as a

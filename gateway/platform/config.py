@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import psycopg
 from gunicorn.util import parse_address
 from limits import parse_many
+from limits.util import SEPARATORS, SINGLE_EXPR
 from marshmallow import ValidationError
 from marshmallow.validate import Email
 from psycopg.conninfo import make_conninfo
@@ -1194,13 +1195,20 @@ def _all_or_none(what: str, values: dict[str, str | None]) -> None:
 
 
 def _check_rate(name: str, value: str) -> None:
-    """Refuse a rate limit that `limits` cannot parse (e.g. `60/minute`, `1000 per hour`)."""
+    """Refuse a rate limit that `limits` cannot parse (e.g. `60/minute`, `1000 per hour`), that
+    allows no request or whose window is 0."""
     try:
         limits = parse_many(value)
     except ValueError as exc:
         raise ConfigError(f"{name} must be a rate limit such as 60/minute, got {value!r}") from exc
     if any(limit.amount < 1 for limit in limits):
         raise ConfigError(f"{name} must allow at least 1 request, got {value!r}")
+    # `limits` reads a window of 0 (`10/0 seconds`) as 1: another rate than the one written
+    windows = (SINGLE_EXPR.match(item) for item in SEPARATORS.split(value))
+    if any(window and window[3] is not None and int(window[3]) < 1 for window in windows):
+        raise ConfigError(
+            f"{name} must count over a window of at least 1 (10/5 minutes), got {value!r}"
+        )
 
 
 def _redact(url: str | None) -> str:

@@ -264,6 +264,12 @@ def test_what_cannot_be_reached_or_found_ends_a_command_in_one_line(tmp_path, ar
         (["jobs", "status"], "REDIS_URL", "redis://[::1", "Error: REDIS_URL is not a URL"),
         (["serve"], "POLICY_FILE", "broken.toml", "Error: POLICY_FILE: policy file"),
         (
+            ["worker"],
+            "VERIFY_RATE_LIMIT",
+            "10/0 seconds",
+            "Error: VERIFY_RATE_LIMIT must count over a window of at least 1",
+        ),
+        (
             ["serve"],
             "ISSUER_CONTACT",
             "call the registry",

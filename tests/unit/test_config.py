@@ -132,6 +132,9 @@ def test_badge_templates_accept_json():
         ("WEBHOOK_ALLOW_PLAIN_HTTP", "maybe"),
         ("VERIFY_RATE_LIMIT_AUTHENTICATED", "0/minute"),
         ("VERIFY_RATE_LIMIT", "60/minute;0/hour"),
+        ("VERIFY_RATE_LIMIT", "10/0 seconds"),  # `limits` would count 10 a second
+        ("CREDLY_WEBHOOK_CHECKS", "600 per 0 hour"),
+        ("OAUTH_FAILURE_RATE_LIMIT", "20/minute;5/00 seconds"),
         ("LOG_LEVEL", "LOUD"),
         ("SWEEP_TIME", "\u00b2:30"),  # a digit to isdigit(), not to int()
         ("SWEEP_TIME", "\u0661\u0662:30"),  # Arabic-Indic digits
