@@ -26,20 +26,20 @@ With none set, the gateway runs on the embedded default (SQLite, jobs in-process
 A value the gateway cannot use (a number below its least or above 2,147,483,647, an on/off setting
 that is not `true`, `false`, `1`, `0`, `yes`, `no`, `on` or `off`, a URL that cannot be read or is
 of another scheme or driver, a port outside 1 to 65535 (of any URL setting or `WEB_BIND`), a
-`WEB_BIND` of none of its forms, a Redis database that is not a number, a `TIME_ZONE` that is not
-an IANA time zone name, a `SWEEP_TIME` that is not `HH:MM` (UTC, `00:00` to `23:59`), an
-`ISSUER_CONTACT` that is neither an e-mail address nor an absolute http(s) URL, a
-`LOG_LEVEL` that is not one of `DEBUG`, `INFO`, `WARNING`, `ERROR` and `CRITICAL` (in any case;
-`WARN` is taken as `WARNING`), a rate limit (every `*_RATE_LIMIT` setting, `CREDLY_WEBHOOK_CHECKS`,
-`CREDLY_WEBHOOK_FORGED_CHECKS`, `CREDLY_WEBHOOK_REFUSED`) that is not a rate such as `60/minute`
-or that allows no request or counts over a window of 0 (`10/0 seconds`), an id or secret
-(`CREDLY_ORGANIZATION_ID`, `CREDLY_AUTH_TOKEN`, `DIRECTORY_CLIENT_ID`, `DIRECTORY_CLIENT_SECRET`)
-that is blank or begins or ends with whitespace (taken as given, where a URL or number loses it),
-an `INSTANCE_PATH` that is not a folder or cannot be made one (or spaces alone, as a
-`SIGNING_KEYS_FILE` of spaces alone), a credential that `CREDLY_BADGE_TEMPLATES` names twice or
-without a template id, a policy table without a credential that `CREDLY_BADGE_TEMPLATES` names or
-that certifications hold or with a number outside its bounds, a signing key set that is not ES256
-and RS256 keys) stops every command at start with one line naming the setting (exit status 1).
+`WEB_BIND` of none of its forms, a Redis database that is not a number, a `TIME_ZONE` that is not an
+IANA time zone name (`localtime`, the machine's zone, and a path are not), a `SWEEP_TIME` that is
+not `HH:MM` (UTC, `00:00` to `23:59`), an `ISSUER_CONTACT` that is neither an e-mail address nor an
+absolute http(s) URL, a `LOG_LEVEL` that is not one of `DEBUG`, `INFO`, `WARNING`, `ERROR` and
+`CRITICAL` (in any case; `WARN` is taken as `WARNING`), a rate limit (every `*_RATE_LIMIT` setting,
+`CREDLY_WEBHOOK_CHECKS`, `CREDLY_WEBHOOK_FORGED_CHECKS`, `CREDLY_WEBHOOK_REFUSED`) that is not a
+rate such as `60/minute` or that allows no request or counts over a window of 0 (`10/0 seconds`), an
+id or secret (`CREDLY_ORGANIZATION_ID`, `CREDLY_AUTH_TOKEN`, `DIRECTORY_CLIENT_ID`,
+`DIRECTORY_CLIENT_SECRET`) that is blank or begins or ends with whitespace (taken as given, where a
+URL or number loses it), an `INSTANCE_PATH` that is not a folder or cannot be made one (or spaces
+alone, as a `SIGNING_KEYS_FILE` of spaces alone), a credential that `CREDLY_BADGE_TEMPLATES` names
+twice or without a template id, a policy table without a credential that `CREDLY_BADGE_TEMPLATES`
+names or that certifications hold or with a number outside its bounds, a signing key set that is not
+ES256 and RS256 keys) stops every command at start with one line naming the setting (exit status 1).
 
 | variable | default | meaning |
 |---|---|---|

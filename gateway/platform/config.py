@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import os
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 from urllib.parse import SplitResult, parse_qs, urlsplit
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import psycopg
 from gunicorn.util import parse_address
@@ -129,12 +130,26 @@ def _token(env: Mapping[str, str], name: str, *, secret: bool = False) -> str | 
 
 
 def _zone(raw: str) -> str:
-    """An IANA time zone name (e.g. America/Chicago)."""
+    """An IANA time zone name (e.g. America/Chicago, UTC): not `localtime`, whatever zone the
+    machine is set to, nor a path."""
     try:
         ZoneInfo(raw)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ConfigError(f"TIME_ZONE must be an IANA time zone such as UTC, got {raw!r}") from exc
+    except (ZoneInfoNotFoundError, ValueError):
+        named = False
+    else:
+        named = raw == "UTC" or raw in _zone_names()
+    if not named:
+        raise ConfigError(
+            "TIME_ZONE must be an IANA time zone name such as UTC or America/Chicago (not "
+            f"localtime or a path), got {raw!r}"
+        )
     return raw
+
+
+@functools.cache
+def _zone_names() -> frozenset[str]:
+    """The IANA time zone names of the time zone database, without the machine's `localtime`."""
+    return frozenset(available_timezones() - {"localtime"})
 
 
 def _path(env: Mapping[str, str], name: str) -> str | None:

@@ -99,6 +99,10 @@ def test_badge_templates_accept_json():
         ("PUBLIC_BASE_URL", "ftp://verify.example.org"),
         ("ISSUER_URL", "https://example.org/?q=1"),
         ("TIME_ZONE", "Mars/Olympus_Mons"),
+        ("TIME_ZONE", "localtime"),  # whatever the machine is set to
+        ("TIME_ZONE", "/usr/share/zoneinfo/America/Chicago"),
+        ("TIME_ZONE", "posix/America/Chicago"),
+        ("TIME_ZONE", "posixrules"),
         ("DATABASE_CONNECT_TIMEOUT_SECONDS", "1"),
         ("DATABASE_POOL_TIMEOUT_SECONDS", "0"),
         ("DATABASE_STATEMENT_TIMEOUT_MS", "-1"),
