@@ -62,11 +62,10 @@ def _date(env: Mapping[str, str], name: str) -> date | None:
 
 
 def _time_of_day(raw: str) -> str:
-    hours, _, minutes = raw.partition(":")
-    digits = raw.isascii() and hours.isdigit() and minutes.isdigit()  # "²" is a digit to Python
-    if not (digits and int(hours) < 24 and int(minutes) < 60):
-        raise ConfigError(f"SWEEP_TIME must be HH:MM (UTC), got {raw!r}")
-    return f"{int(hours):02d}:{int(minutes):02d}"
+    """SWEEP_TIME: HH:MM, two ASCII digits each ("²" is a digit to Python), 00:00 to 23:59."""
+    if not re.fullmatch(r"([01][0-9]|2[0-3]):[0-5][0-9]", raw):
+        raise ConfigError(f"SWEEP_TIME must be HH:MM (UTC, 00:00 to 23:59), got {raw!r}")
+    return raw
 
 
 def _split(name: str, raw: str, shown: str) -> SplitResult:
@@ -510,7 +509,8 @@ class Settings:
         metadata=setting(
             "SWEEP_TIME",
             "`02:30`",
-            "the UTC time at which the workers' cron queues the daily sweep (then the "
+            "the UTC time (`HH:MM`, two digits each) at which the workers' cron queues the "
+            "daily sweep (then the "
             "reconciliation with Credly) and the Credly token expiry check. Without Redis the "
             "serving process runs them itself (`gateway run`, each process of `gateway serve`), "
             "one process a day of those sharing the database, and 10 seconds after it starts "

@@ -263,6 +263,7 @@ def test_what_cannot_be_reached_or_found_ends_a_command_in_one_line(tmp_path, ar
         (["jobs", "status"], "ISSUER_URL", "https://[zz", "Error: ISSUER_URL is not a URL"),
         (["jobs", "status"], "REDIS_URL", "redis://[::1", "Error: REDIS_URL is not a URL"),
         (["serve"], "POLICY_FILE", "broken.toml", "Error: POLICY_FILE: policy file"),
+        (["worker"], "SWEEP_TIME", "0002:0030", "Error: SWEEP_TIME must be HH:MM (UTC, 00:00 to"),
         (["serve"], "TIME_ZONE", "localtime", "Error: TIME_ZONE must be an IANA time zone name"),
         (
             ["worker"],

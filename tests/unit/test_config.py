@@ -142,6 +142,10 @@ def test_badge_templates_accept_json():
         ("LOG_LEVEL", "LOUD"),
         ("SWEEP_TIME", "\u00b2:30"),  # a digit to isdigit(), not to int()
         ("SWEEP_TIME", "\u0661\u0662:30"),  # Arabic-Indic digits
+        ("SWEEP_TIME", "0002:0030"),  # HH:MM: two digits each
+        ("SWEEP_TIME", "2:30"),
+        ("SWEEP_TIME", "24:00"),
+        ("SWEEP_TIME", "02:60"),
         ("DATABASE_URL", "notaurl"),
         ("DATABASE_URL", "mysql://db.internal/gateway"),
         ("REDIS_URL", "http://cache.internal"),
