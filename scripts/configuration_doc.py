@@ -57,8 +57,9 @@ down each process counts in its own memory), in memory on the embedded default.
 `PROMETHEUS_MULTIPROC_DIR` (read by prometheus-client itself) is where the processes of one machine
 share their metrics, so that `GET /metrics` reports them all: the web processes, and the workers of
 the machine if they are given the same folder. It is created if missing (a path that cannot be a
-folder stops every command with one line saying so). Without it, `gateway serve` makes a new
-temporary folder of its own; a folder set here is kept as it is.
+folder, or spaces alone as for the path settings above, stops every command with one line saying
+so). Without it, `gateway serve` makes a new temporary folder of its own; a folder set here is kept
+as it is.
 
 The servers' own variables still apply, as the tools document them: `GUNICORN_CMD_ARGS` to
 `gateway serve` (its options come after the gateway's, so `--bind` or `--workers` there replace

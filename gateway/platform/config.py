@@ -151,7 +151,7 @@ def _zone_names() -> frozenset[str]:
     return frozenset(available_timezones() - {"localtime"})
 
 
-def _path(env: Mapping[str, str], name: str) -> str | None:
+def path_setting(env: Mapping[str, str], name: str) -> str | None:
     """A path, absolute, or None when unset; spaces alone are refused (not a file named so)."""
     raw = env.get(name)
     if not raw:
@@ -824,7 +824,7 @@ class Settings:
             database_statement_timeout_ms=_int(
                 env, "DATABASE_STATEMENT_TIMEOUT_MS", cls.database_statement_timeout_ms
             ),
-            instance_path=_path(env, "INSTANCE_PATH"),
+            instance_path=path_setting(env, "INSTANCE_PATH"),
             redis_url=env.get("REDIS_URL") or None,
             policy_file=env.get("POLICY_FILE") or None,
             credly_api_base=_base_url(env, "CREDLY_API_BASE"),
@@ -897,7 +897,7 @@ class Settings:
             issuer_url=_base_url(env, "ISSUER_URL"),
             issuer_contact=_contact(env, "ISSUER_CONTACT"),
             issuer_logo=env.get("ISSUER_LOGO") or None,
-            signing_keys_file=_path(env, "SIGNING_KEYS_FILE"),
+            signing_keys_file=path_setting(env, "SIGNING_KEYS_FILE"),
             receipt_retention_days=_int(env, "RECEIPT_RETENTION_DAYS", cls.receipt_retention_days),
             job_retention_days=_int(env, "JOB_RETENTION_DAYS", cls.job_retention_days),
             malformed_event_retention_days=_int(

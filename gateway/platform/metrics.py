@@ -26,7 +26,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from sqlalchemy.exc import SQLAlchemyError
 
-from gateway.platform.config import ConfigError
+from gateway.platform.config import ConfigError, path_setting
 
 #: The queue as `/metrics` shows it: the items not yet done or failed by state, and how many are
 #: due now (read from the database when scraped).
@@ -218,13 +218,14 @@ MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def shared_folder() -> str | None:
-    """PROMETHEUS_MULTIPROC_DIR, created if missing (None when unset).
+    """PROMETHEUS_MULTIPROC_DIR, absolute, created if missing (None when unset).
 
-    Raises ConfigError, in one line, when it names something that is not and cannot become a
-    folder: every sample of the process would fail to be written.
+    Raises ConfigError, in one line, when it is spaces alone (as the gateway's path settings) or
+    names something that is not and cannot become a folder: every sample of the process would
+    fail to be written.
     """
-    path = os.environ.get(MULTIPROC_DIR)
-    if not path:
+    path = path_setting(os.environ, MULTIPROC_DIR)
+    if path is None:
         return None
     try:
         os.makedirs(path, exist_ok=True)

@@ -108,6 +108,26 @@ def test_a_multiprocess_folder_that_cannot_be_made_is_refused_in_one_line(tmp_pa
     ]
 
 
+@pytest.mark.parametrize("command", [["jobs", "failed"], ["serve"]])
+def test_a_multiprocess_folder_of_spaces_alone_is_refused_in_one_line(
+    command, tmp_path, monkeypatch
+):
+    """Not a folder named by spaces in the working directory."""
+
+    def exec_gunicorn(*_: object) -> None:
+        raise AssertionError("gunicorn started")
+
+    monkeypatch.setattr(os, "execv", exec_gunicorn)
+    monkeypatch.chdir(tmp_path)
+    env = {"PROMETHEUS_MULTIPROC_DIR": "   ", "INSTANCE_PATH": str(tmp_path / "instance")}
+    result = CliRunner().invoke(cli, command, env=env)
+    assert result.exit_code == 1
+    assert [line for line in result.output.splitlines() if not line.startswith("{")] == [
+        "Error: PROMETHEUS_MULTIPROC_DIR is blank (spaces only): leave it unset for its default"
+    ]
+    assert not (tmp_path / "   ").exists()
+
+
 def test_gateway_serve_makes_a_folder_of_its_own_unless_one_is_set(tmp_path, monkeypatch):
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
     first, second = metrics.serve_folder(), metrics.serve_folder()
