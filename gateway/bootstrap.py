@@ -14,6 +14,7 @@ from gateway.usecases import credly_token, issuer, subscriptions
 from gateway.usecases.services import (
     Services,
     check_policy_covers_certifications,
+    check_redis_database,
     check_schema_current,
 )
 
@@ -64,6 +65,7 @@ def create_app(
     if migrate:  # not for the `db` commands, which may be what brings the schema
         check_schema_current(svc.db)
         check_policy_covers_certifications(svc.db, svc.policy)
+        check_redis_database(svc.redis)  # (they use no Redis)
         subscriptions.warn_of_plain_http_targets(svc)
     # read (or created, at first start) now, not at the first signature; not by the `db`
     # commands, which sign nothing and may run on an operator's machine

@@ -41,8 +41,10 @@ from gateway.usecases.queries import failed_jobs, queue_status
 from gateway.usecases.services import (
     DRY_RUN_BADGES,
     check_policy_covers_certifications,
+    check_redis_database,
     check_schema_current,
     policy_table,
+    redis_client,
     signing_keys,
 )
 from gateway.usecases.sweep import Scope, count, range_in_order
@@ -443,9 +445,10 @@ def serve() -> None:
 
 def _check_database(settings: Settings) -> None:
     """What every web process checks at start, checked once before gunicorn starts them: the
-    policy table, and on PostgreSQL the schema's migrations and the credentials certifications
-    hold (SQLite's the web processes migrate)."""
+    policy table, a Redis that refuses its database, and on PostgreSQL the schema's migrations
+    and the credentials certifications hold (SQLite's the web processes migrate)."""
     policy = policy_table(settings)
+    check_redis_database(redis_client(settings))
     if settings.database_url is None or settings.database_url.startswith("sqlite"):
         return
     db = Database(

@@ -259,7 +259,9 @@ class Settings:
             "REDIS_URL",
             "none: jobs run in-process",
             "RQ queues and rate limits, e.g. `redis://127.0.0.1:6379/0`: a port from 1 to 65535, "
-            "the database (path or `?db=`) a number 0 or more",
+            "the database (path or `?db=`) a number 0 or more, one the server has: a Redis that "
+            "answers and refuses it stops the processes and commands at start (one that does not "
+            "answer does not: docs/operations.md, *Commands*)",
         ),
     )
     policy_file: str | None = field(

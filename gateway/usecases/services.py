@@ -78,11 +78,6 @@ class Services:
         """Connect to what `settings` names (nothing is contacted until first use)."""
         if not settings.database_url:
             raise ValueError("database_url must be resolved before building services")
-        client = (
-            redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2)
-            if settings.redis_url
-            else None
-        )
         return cls(
             settings=settings,
             db=Database(
@@ -91,7 +86,7 @@ class Services:
                 pool_timeout=settings.database_pool_timeout_seconds,
                 statement_timeout_ms=settings.database_statement_timeout_ms,
             ),
-            redis=client,
+            redis=redis_client(settings),
             policy=policy_table(settings),
             credly=make_credly(
                 base_url=settings.credly_api_base,
@@ -115,6 +110,30 @@ class Services:
                 timeout=(3.05, settings.delivery_timeout_seconds),
             ),
         )
+
+
+def redis_client(settings: Settings) -> redis.Redis | None:
+    """The client of REDIS_URL, None without it; it connects on first use."""
+    if not settings.redis_url:
+        return None
+    return redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2)
+
+
+def check_redis_database(client: redis.Redis | None) -> None:
+    """Refuse, with a ConfigError in one line, a Redis that answers but refuses what REDIS_URL
+    asks of it: a database number the server does not have (`redis://host:6379/99` on a server
+    of 16), which every use of Redis would then fail on. A Redis that does not answer (down, or
+    slow beyond the client's 2 s) is let be: events are still accepted while it is away, and the
+    commands that need it say so when they do."""
+    if client is None:
+        return
+    try:
+        client.ping()
+    except redis.ResponseError as exc:
+        number = client.connection_pool.connection_kwargs.get("db", 0)
+        raise ConfigError(f"REDIS_URL: the Redis server refused database {number}: {exc}") from exc
+    except redis.RedisError:
+        return
 
 
 def _in_instance(settings: Settings, name: str) -> Path | None:

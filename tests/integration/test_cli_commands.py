@@ -263,6 +263,18 @@ def test_what_cannot_be_reached_or_found_ends_a_command_in_one_line(tmp_path, ar
         (["jobs", "status"], "ISSUER_URL", "https://[zz", "Error: ISSUER_URL is not a URL"),
         (["jobs", "status"], "REDIS_URL", "redis://[::1", "Error: REDIS_URL is not a URL"),
         (["serve"], "POLICY_FILE", "broken.toml", "Error: POLICY_FILE: policy file"),
+        (
+            ["jobs", "status"],
+            "REDIS_URL",
+            "redis://127.0.0.1:6379/99",  # of 16: the server answers, and refuses it
+            "Error: REDIS_URL: the Redis server refused database 99: DB index is out of range",
+        ),
+        (
+            ["serve"],
+            "REDIS_URL",
+            "redis://127.0.0.1:6379/99",
+            "Error: REDIS_URL: the Redis server refused database 99: DB index is out of range",
+        ),
         (["worker"], "SWEEP_TIME", "0002:0030", "Error: SWEEP_TIME must be HH:MM (UTC, 00:00 to"),
         (["serve"], "TIME_ZONE", "localtime", "Error: TIME_ZONE must be an IANA time zone name"),
         (
@@ -306,6 +318,21 @@ def test_a_setting_that_cannot_be_used_stops_a_command_in_one_line_naming_it(
     assert answer.exit_code == 1, answer.output
     assert answer.output.startswith(says) and answer.output.count("\n") == 1, answer.output
     assert "s3cret" not in answer.output
+
+
+def test_serve_starts_while_redis_is_down(tmp_path, monkeypatch):
+    """Only a Redis that answers and refuses its database is a setting's fault: while Redis is
+    away the web processes still take events, which wait in the outbox."""
+    started = []
+    monkeypatch.setattr(os, "execv", lambda *args: started.append(args))
+    env = {
+        "INSTANCE_PATH": str(tmp_path / "instance"),
+        "DATABASE_URL": None,
+        "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+    }
+    answer = CliRunner().invoke(cli, ["serve"], env=env)
+    assert answer.exit_code == 0, answer.output
+    assert len(started) == 1
 
 
 def test_a_dry_run_sweep_needs_no_redis_lock(tmp_path):
@@ -831,7 +858,9 @@ def _worker_stopped(database_url: str, tmp_path: Path, redis_url: str) -> list[s
 
 def test_a_worker_on_a_redis_database_the_server_lacks_stops_in_one_line(database_url, tmp_path):
     lines = _worker_stopped(database_url, tmp_path, "redis://127.0.0.1:6379/99")  # of 16
-    assert lines[-1] == "Error: Redis refused: DB index is out of range", lines
+    assert lines[-1] == (
+        "Error: REDIS_URL: the Redis server refused database 99: DB index is out of range"
+    ), lines
     assert not [line for line in lines if "Traceback" in line], lines
 
 
