@@ -3,17 +3,22 @@ python:gateway.platform.gunicorn_conf`)."""
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
+import os
 import socket
 import sys
+from collections.abc import Callable
 from typing import Any
 
+from flask import Flask
 from gunicorn.glogging import Logger
 from prometheus_client import multiprocess
 
 from gateway.platform.config import Settings
 from gateway.platform.logs import JsonFormatter
+from gateway.platform.signing import SigningKeys
 
 _settings = Settings.from_env()
 
@@ -155,6 +160,30 @@ def on_starting(server: Any) -> None:
             except OSError as exc:
                 server.log.error("Cannot listen on %s:%s: %s", address[0], address[1], exc)
                 sys.exit(1)
+    # SIGHUP (a key rotation, say): the main loop calls the arbiter's handle_hup
+    server.handle_hup = functools.partial(_hang_up, server, server.handle_hup)
+
+
+def _hang_up(server: Any, reload: Callable[[], None]) -> None:
+    """SIGHUP: gunicorn's reload, which starts new web processes (they read SIGNING_KEYS_FILE
+    again) and then stops the old ones; unless the key file is one the new processes would refuse
+    to start on, and gunicorn then stop altogether. The old processes then keep serving with the
+    keys they have, and one ERROR names the file and what is wrong with it. (A missing file is
+    made by the new processes, as at first start.)"""
+    # the instance folder as the app finds it (SIGNING_KEYS_FILE's default is in it)
+    folder = Flask("gateway", instance_path=_settings.instance_path).instance_path
+    path = _settings.with_instance(folder).signing_keys_file
+    if path and os.path.exists(path):
+        try:
+            SigningKeys.load(path)
+        except ValueError as exc:
+            server.log.error(
+                "SIGNING_KEYS_FILE: %s; not reloaded: the web processes keep serving with the "
+                "keys they had",
+                exc,
+            )
+            return
+    reload()
 
 
 def child_exit(server: Any, worker: Any) -> None:

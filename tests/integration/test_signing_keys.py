@@ -3,14 +3,21 @@
 import json
 import logging
 import os
+import signal
+import time
+from collections.abc import Callable
+from contextlib import suppress
+from pathlib import Path
 
 import jwt
 import pytest
+import requests
 from click.testing import CliRunner
 from joserfc.jwk import ECKey
 
 from gateway.cli import cli
 from gateway.platform import metrics, signing
+from tests.support.serving import free_port, serve_env, start_serve
 
 
 def test_the_embedded_default_creates_its_keys_in_the_instance_folder_and_publishes_them(
@@ -166,3 +173,59 @@ def test_a_keys_file_without_an_rsa_key_warns_that_credentials_are_signed_es256(
     signing.rotate(path)
     make_app(signing_keys_file=str(path))
     assert "holds no RSA key" not in caplog.text
+
+
+def _published(port: int) -> list[str]:
+    """The kids `gateway serve` on `port` publishes; none while it takes no connection."""
+    with suppress(requests.ConnectionError):
+        answer = requests.get(f"http://127.0.0.1:{port}/.well-known/jwks.json", timeout=5)
+        return [key["kid"] for key in answer.json()["keys"]]
+    return []
+
+
+def _until(done: Callable[[], bool], log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while not done():
+        assert time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.2)
+
+
+def test_a_hang_up_onto_an_unfit_keys_file_keeps_serving_with_the_keys_it_had(
+    tmp_path, postgres_url
+):
+    """SIGHUP has gunicorn start new web processes, which read the key file again, and stop the
+    old ones: on a file the new ones refused, the whole server stopped. It keeps serving, with one
+    ERROR naming the file and what is wrong; a HUP onto a fit file still brings in its keys."""
+    path = tmp_path / "signing-keys.json"  # the instance folder's
+    kids = [key.kid for key in signing.SigningKeys.load(path).keys]
+    port, log = free_port(), tmp_path / "stderr.log"
+    env = serve_env(tmp_path, postgres_url, port, WEB_WORKERS="1")
+    env.pop("SIGNING_KEYS_FILE", None)
+    proc = start_serve(env, log)
+    try:
+        assert _published(port) == kids
+        fit = path.read_text()
+        path.write_text("{not json")
+        proc.send_signal(signal.SIGHUP)
+        _until(lambda: "not reloaded" in log.read_text() or proc.poll() is not None, log)
+        time.sleep(1)  # what a reload would have stopped by now
+        assert proc.poll() is None, log.read_text()[-3000:]
+        assert _published(port) == kids
+
+        path.write_text(fit)
+        new = signing.rotate(path)
+        proc.send_signal(signal.SIGHUP)
+        _until(lambda: _published(port) == [*new, *kids], log)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    errors = [
+        entry["msg"]
+        for entry in map(json.loads, log.read_text().splitlines())
+        if entry["level"] == "ERROR"
+    ]
+    assert errors == [
+        f"SIGNING_KEYS_FILE: {path} cannot be read as JSON: Expecting property name enclosed in "
+        "double quotes: line 1 column 2 (char 1); not reloaded: the web processes keep serving "
+        "with the keys they had"
+    ]

@@ -41,8 +41,11 @@ def test_a_stopping_process_has_web_timeout_to_finish_and_never_none(
 
 
 def _server(port: int) -> SimpleNamespace:
+    """What `on_starting` uses of gunicorn's arbiter."""
     return SimpleNamespace(
-        cfg=SimpleNamespace(address=[("127.0.0.1", port)]), log=logging.getLogger("gunicorn.error")
+        cfg=SimpleNamespace(address=[("127.0.0.1", port)]),
+        log=logging.getLogger("gunicorn.error"),
+        handle_hup=lambda: None,
     )
 
 
