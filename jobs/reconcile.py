@@ -45,7 +45,7 @@ from datetime import date
 from itertools import islice
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -61,10 +61,12 @@ from jobs.badges import (
     deleted,
     expiry,
     latest,
+    named_otherwise,
     names_member,
     renews,
     template_for,
 )
+from jobs.engine.claim import SUPERSEDED
 from jobs.engine.retry import backoff
 
 log = logging.getLogger("jobs.reconcile")
@@ -76,6 +78,11 @@ EARNERS_CHOICE = (DELETED, "rejected")
 REPAIRS = ("revoked", "issued", "renewed", "taken_from_credly", "duplicates_revoked", "updated")
 #: A revoke job queued by reconciliation (the member's reason comes from the status).
 REVOKE_PAYLOAD = {"reason_rule": "RECONCILE", "reason": "Credly holds a live badge of it"}
+#: The badge jobs whose failure a certification's badge found in step makes good.
+BADGE_KINDS = ("issue_badge", "replace_badge", "revoke_badge", "revoke_duplicate")
+#: The repairs whose good end makes good the certification's failed badge jobs (`supersedes`):
+#: each brings its badge to what the standing says now.
+REPAIRING = ("issue_badge", "replace_badge", "revoke_badge")
 
 #: Tries of one Credly read before the reconciliation gives up (a refused token: at once).
 READ_TRIES = 5
@@ -109,6 +116,9 @@ class Summary:
     #: Certifications that keep a badge and have none live, of a credential with no Credly badge
     #: template configured: not issued one (the job would fail as their first one did).
     no_template: int = 0
+    #: Failed badge jobs of certifications found in step, marked superseded (on a dry run: that
+    #: would be); a repair's failed jobs are marked when the repair ends well.
+    superseded: int = 0
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -121,6 +131,7 @@ class Summary:
             "repaired": {kind: self.repaired[kind] for kind in REPAIRS},
             "successors_unknown": len(self.successors_unknown),
             "no_template": self.no_template,
+            "failed_jobs_superseded": self.superseded,
             "seconds": round(self.seconds, 3),
         }
 
@@ -256,11 +267,11 @@ class _Run:
             # made this period's; the second pass queues one when none is on its way
             log.info("another period's badge", extra={"credly_badge_id": badge.id})
             return
-        for extra in held:
-            if extra.id != badge.id:
-                log.info("a duplicate live badge", extra={"credly_badge_id": extra.id})
-                self.summary.repair("duplicates_revoked")
-                self._queue(session, cert, "revoke_duplicate", {"credly_badge_id": extra.id})
+        duplicates = [extra for extra in held if extra.id != badge.id]
+        for extra in duplicates:
+            log.info("a duplicate live badge", extra={"credly_badge_id": extra.id})
+            self.summary.repair("duplicates_revoked")
+            self._queue(session, cert, "revoke_duplicate", {"credly_badge_id": extra.id})
         if row is None or (row.credly_badge_id, row.state) != (badge.id, badge.state):
             row = self._take(session, cert, row, badge)
             connection = session.connection()
@@ -272,6 +283,8 @@ class _Run:
             self.summary.in_step += 1
             if row.recipient_email is None and not self.dry_run:  # recorded before it was kept
                 row.recipient_email = badge.recipient_email
+            if not duplicates:
+                self._in_step(session, cert, row, badge)
         self._seen(cert, row)
 
     def _kept(
@@ -337,24 +350,35 @@ class _Run:
             with self.svc.db.sessions() as session:
                 ids = list(session.scalars(page))
                 read = _current_rows(session, ids) if ids else {}  # without locking them
+                failing = _failing(session, ids) if ids else set()
             if not ids:
                 return
             for certification_id in ids:
                 self.check_stop()
-                self._standing(certification_id, *read[certification_id])
+                status, row = read[certification_id]
+                self._standing(certification_id, status, row, certification_id in failing)
             after, done = ids[-1], done + len(ids)
             self.summary.certifications_checked += len(ids)
             self.progress("certifications", total if not self.only else len(ids), done)
 
-    def _standing(self, certification_id: str, status: str, read: Badge | None) -> None:
+    def _standing(
+        self, certification_id: str, status: str, read: Badge | None, failing: bool
+    ) -> None:
         """Check one certification, given its status and current badge row as its batch read
-        them."""
+        them, and whether it has failed badge jobs."""
         if certification_id in self.seen_live or self._checked(read):
             return
         recorded = _recorded_live(read)
         if recorded is None and _none_called_for(status, read.state if read else None):
-            # In step as read: no transaction; a change since is the job of the event that made it.
+            # In step as read: no transaction unless failed jobs are to be marked; a change
+            # since is the job of the event that made it.
             self.summary.in_step += 1
+            if failing:
+                with self.svc.db.transaction() as session:
+                    cert = session.get(Certification, certification_id)
+                    row = _period_badge(session, cert)
+                    if _none_called_for(cert.status, row.state if row else None):
+                        self._in_step(session, cert, row, None)
             return
         # Credly is read before the row is locked; a row that changed since is a job's to finish
         state = self._credly_state(recorded[0]) if recorded else None
@@ -377,7 +401,9 @@ class _Run:
                     taken = True
                 if state.live():
                     self.summary.in_step += cert.status in BADGE_KEPT and not taken
-                    if cert.status not in BADGE_KEPT:
+                    if cert.status in BADGE_KEPT:
+                        self._in_step(session, cert, row, state)
+                    else:
                         self.summary.repair("revoked")
                         self._queue(session, cert, "revoke_badge", REVOKE_PAYLOAD)
                     return
@@ -387,12 +413,14 @@ class _Run:
                         self._queue(session, cert, "replace_badge", {})
                     else:
                         self.summary.in_step += not taken  # expired as the standing says
+                        self._in_step(session, cert, row, state)
                     return
                 row_state = state.state
             else:
                 row_state = row.state if row is not None else None
             if _none_called_for(cert.status, row_state):
                 self.summary.in_step += not taken
+                self._in_step(session, cert, row, None)
             elif row is not None and row_state == "queued" and _issue_pending(session, cert):
                 self.summary.in_step += 1  # an issue job is on its way
             elif cert.credential in self.untemplated:
@@ -445,11 +473,43 @@ class _Run:
 
     # -- repairs
 
+    def _in_step(
+        self, session: Session, cert: Certification, row: Badge | None, badge: CredlyBadge | None
+    ) -> None:
+        """The certification's badge is in step with Credly: Credly's live `badge`, when it
+        names the member as their details say (e-mail aside), or no live badge where none is
+        called for. Its failed badge jobs are superseded, and the error one left on its badge
+        row is cleared (nothing on a dry run, which counts them)."""
+        if badge is not None and named_otherwise(
+            self.svc,
+            cert.certification_id,
+            date.fromisoformat(cert.standing["certified_on"]),
+            badge,
+            session.connection(),
+        ):
+            return  # a failed replace, say: still to be done
+        failed = _failed_badge_jobs(session, cert.certification_id)
+        if not failed:
+            return
+        self.summary.superseded += len(failed)
+        if self.dry_run:
+            return
+        session.execute(
+            update(OutboxItem).where(OutboxItem.id.in_(failed)).values(state=SUPERSEDED)
+        )
+        if row is not None:
+            row.last_error = None
+        log.info("failed badge jobs superseded", extra={"jobs": failed})
+
     def _queue(self, session: Session, cert: Certification, kind: str, payload: dict) -> None:
-        """Queue an ordinary badge job (nothing on a dry run)."""
+        """Queue an ordinary badge job (nothing on a dry run); a repair names the
+        certification's failed badge jobs, which its good end supersedes."""
         if self.dry_run:
             return
         period_start = cert.standing["certified_on"]
+        if kind in REPAIRING:
+            failed = _failed_badge_jobs(session, cert.certification_id)
+            payload = {**payload, "supersedes": failed} if failed else payload
         item = OutboxItem(
             certification_id=cert.certification_id,
             kind=kind,
@@ -552,6 +612,26 @@ def _add_period_badge(session: Session, cert: Certification, badge: CredlyBadge)
 
 
 _INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+
+
+def _failed_badge_jobs(session: Session, certification_id: str) -> list[int]:
+    """The ids of the certification's failed badge jobs, locked."""
+    found = select(OutboxItem.id).where(
+        OutboxItem.certification_id == certification_id,
+        OutboxItem.state == "failed",
+        OutboxItem.kind.in_(BADGE_KINDS),
+    )
+    return list(session.scalars(found.order_by(OutboxItem.id).with_for_update()))
+
+
+def _failing(session: Session, ids: list[str]) -> set[str]:
+    """Which of the certifications `ids` have failed badge jobs."""
+    found = select(OutboxItem.certification_id).where(
+        OutboxItem.certification_id.in_(ids),
+        OutboxItem.state == "failed",
+        OutboxItem.kind.in_(BADGE_KINDS),
+    )
+    return set(session.scalars(found.distinct()))
 
 
 def _issue_pending(session: Session, cert: Certification) -> bool:

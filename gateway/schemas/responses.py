@@ -166,7 +166,10 @@ class JobSchema(_Closed):
     kind = fields.String(required=True)
     state = fields.String(
         required=True,
-        metadata={"description": "pending, running, retrying, done, or failed"},
+        metadata={
+            "description": "pending, running, retrying, done, failed, or superseded (a failed "
+            "badge job whose badge was brought in step since)"
+        },
     )
     attempts = fields.Integer(required=True)
     last_error = fields.String(required=True, allow_none=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -36,6 +37,17 @@ ENDED = (
             bindparam("finished_at", type_=UTCDateTime()), OutboxItem.finished_at
         ),
     )
+)
+
+#: The state of a failed item a later job made good (`supersede`): no longer listed by `gateway
+#: jobs failed`, nor put back by `gateway jobs requeue`; its error is kept.
+SUPERSEDED = "superseded"
+
+#: Built once: the failed items of `ids` marked superseded.
+SUPERSEDE = (
+    update(OutboxItem)
+    .where(OutboxItem.id.in_(bindparam("ids", expanding=True)), OutboxItem.state == "failed")
+    .values(state=SUPERSEDED)
 )
 
 #: One more item of `kind` ended in `outcome` (done, failed), by dialect: the counts `/metrics`
@@ -115,10 +127,20 @@ def ended(
     }
 
 
-def record_end(db: Database, connection: Connection, kind: str, values: dict[str, Any]) -> None:
+def record_end(
+    db: Database,
+    connection: Connection,
+    kind: str,
+    values: dict[str, Any],
+    supersedes: Sequence[int] = (),
+) -> None:
     """Record how an attempt of an item of `kind` ended (ENDED with `values`, from `ended`) in the
-    transaction of `connection`, counting a done or failed end (COUNT_OUTCOME) with it."""
+    transaction of `connection`, counting a done or failed end (COUNT_OUTCOME) with it; a done
+    one marks the failed items of `supersedes` (its payload's: the failures it repairs)
+    superseded."""
     statements = [(ENDED, values)]
+    if values["state"] == "done" and supersedes:
+        statements.append((SUPERSEDE, {"ids": list(supersedes)}))
     if values["state"] in FINISHED:
         shard = random.randrange(OUTCOME_SHARDS)
         outcome = {"kind": kind, "outcome": values["state"], "shard": shard}
@@ -150,5 +172,6 @@ class ClaimedItem:
         A handler calls this last in its last transaction: a crash before that commit leaves the
         item `running` (claimed again when its lease ends), never `done` without its outcome.
         """
-        record_end(db, connection, self.kind, ended(self.id, "done", None))
+        done = ended(self.id, "done", None)
+        record_end(db, connection, self.kind, done, self.payload.get("supersedes", ()))
         self.done = True

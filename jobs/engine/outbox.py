@@ -430,5 +430,5 @@ def _finish(
         with svc.db.engine.begin() as connection:
             if also is not None and error is not None:
                 also(svc, connection, item, error)
-            record_end(svc.db, connection, item.kind, values)
+            record_end(svc.db, connection, item.kind, values, item.payload.get("supersedes", ()))
     metrics.JOBS.labels(item.kind, state).inc()

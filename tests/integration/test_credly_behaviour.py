@@ -34,7 +34,7 @@ from jobs.engine.claim import ClaimedItem
 from jobs.engine.retry import Deferred
 from jobs.engine.worker import run_worker
 from jobs.reconcile import REPAIRS, reconcile
-from tests.support.badge_jobs import badges, drain, issue_done, items, submit
+from tests.support.badge_jobs import ENDED, badges, drain, issue_done, items, submit
 from tests.support.credly_standin import DEFAULT_ORGANIZATION_ID, REPLACE_FIELDS, CredlyStandIn
 from tests.support.database import pg_conninfo
 from tests.support.events import event, fee, granted, recert, revoked
@@ -89,7 +89,7 @@ def live(standin: CredlyStandIn) -> list[dict]:
 
 
 def settled(svc, kind: str) -> bool:
-    return all(i.state in ("done", "failed") for i in items(svc, kind))
+    return all(i.state in ENDED for i in items(svc, kind))
 
 
 def grant(svc) -> Badge:
@@ -1317,6 +1317,74 @@ def test_reconcile_drill_reports_then_repairs_drift_through_the_jobs(svc, standi
     summary = json.loads(again.stdout)
     assert summary["repaired"] == dict.fromkeys(REPAIRS, 0)
     assert summary["in_step"] == 4
+
+
+def _failed_listed(svc, standin, tmp_path) -> list[str]:
+    """The job ids `gateway jobs failed` lists."""
+    env = _cli_env(svc, standin, tmp_path)
+    listed = CliRunner().invoke(cli, ["jobs", "failed", "--json"], env=env)
+    assert listed.exit_code == 0, listed.output
+    return [row["job_id"] for row in json.loads(listed.stdout)]
+
+
+def test_a_failed_issue_that_reconciliations_repair_issued_is_listed_no_more(
+    svc, standin, tmp_path
+):
+    standin.queue_faults([{"status": 400, "body": {"data": {"message": "try later"}}}])
+    submit(svc, granted("2026-03-01"))
+    drain(svc, lambda: issue_done(svc))
+    [failed] = items(svc, "issue_badge")
+    assert _failed_listed(svc, standin, tmp_path) == [failed.job_id]
+
+    summary = reconcile(svc)
+    assert summary.repaired["issued"] == 1 and summary.superseded == 0
+    drain(svc, lambda: issue_done(svc))
+    states = {i.id: i.state for i in items(svc, "issue_badge")}
+    assert [states[i] for i in sorted(states)] == ["superseded", "done"]
+    assert _failed_listed(svc, standin, tmp_path) == []
+    [row] = badges(svc)
+    assert row.credly_badge_id == live(standin)[0]["id"] and "error" not in badge_view(row)
+    env = _cli_env(svc, standin, tmp_path)
+    requeued = CliRunner().invoke(cli, ["jobs", "requeue", failed.job_id], env=env)
+    assert requeued.exit_code == 1  # not a failed job any more: nothing to requeue
+    assert len(calls(standin, "issue")) == 2
+
+
+def test_a_failed_revoke_of_a_badge_found_in_step_is_listed_no_more(svc, standin, tmp_path):
+    grant(svc)
+    standin.queue_faults([{"status": 400, "body": {"data": {"message": "no"}}}], "revoke")
+    submit(svc, revoked("2026-06-01"))
+    drain(svc, lambda: settled(svc, "revoke_badge"))
+    [failed] = items(svc, "revoke_badge")
+    assert _failed_listed(svc, standin, tmp_path) == [failed.job_id]
+    [held] = live(standin)
+    standin.revoke(held["id"], {"reason": "revoked by hand"})  # an operator did it in Credly
+
+    assert reconcile(svc, dry_run=True).superseded == 1
+    assert _failed_listed(svc, standin, tmp_path) == [failed.job_id]  # a dry run changes nothing
+    summary = reconcile(svc)
+    assert summary.superseded == 1 and summary.repaired["revoked"] == 0
+    assert [i.state for i in items(svc, "revoke_badge")] == ["superseded"]
+    assert _failed_listed(svc, standin, tmp_path) == []
+    [row] = badges(svc)
+    assert row.state == "revoked" and badge_view(row)["state"] == "revoked"
+
+
+def test_a_failed_replace_stays_listed_while_the_badge_names_the_member_otherwise(
+    svc, standin, tmp_path
+):
+    grant(svc)
+    standin.queue_faults([{"status": 400, "body": {"data": {"message": "no"}}}], "replace")
+    submit(svc, event("member.updated", {"last_name": "King"}))
+    drain(svc, lambda: settled(svc, "replace_badge"))
+    [failed] = items(svc, "replace_badge")
+    assert failed.state == "failed"
+
+    summary = reconcile(svc)
+    assert summary.in_step == 1 and summary.superseded == 0
+    assert _failed_listed(svc, standin, tmp_path) == [failed.job_id]
+    [row] = badges(svc)
+    assert badge_view(row)["state"] == "error"
 
 
 @pytest.mark.parametrize("allowed", [False, True], ids=["duplicates-refused", "duplicates-allowed"])

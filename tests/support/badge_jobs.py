@@ -78,7 +78,11 @@ def badges(svc) -> list[Badge]:
         return session.query(Badge).all()
 
 
-def ended(svc, kind: str, states: tuple[str, ...] = ("done", "failed")) -> bool:
+#: The states of an item that has ended (a failed one a later job made good is superseded).
+ENDED = ("done", "failed", "superseded")
+
+
+def ended(svc, kind: str, states: tuple[str, ...] = ENDED) -> bool:
     """Whether the outbox holds `kind` items and every one of them is in one of `states`."""
     found = items(svc, kind)
     return bool(found) and all(i.state in states for i in found)
