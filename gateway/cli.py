@@ -833,6 +833,8 @@ def badges_reconcile(dry_run: bool, certification_id: str | None, as_json: bool)
         click.echo(f"{'SUCCESSORS UNKNOWN':32} {result['successors_unknown']}")
     if result["no_template"]:  # CREDLY_BADGE_TEMPLATES names no template for their credential
         click.echo(f"{'NO BADGE TEMPLATE (NOT ISSUED)':32} {result['no_template']}")
+    if result["refused"]:  # Credly refused their issue for good, as it would be sent again
+        click.echo(f"{'REFUSED BY CREDLY (NOT ISSUED)':32} {result['refused']}")
     if result["failed_jobs_superseded"]:  # failed badge jobs of badges found in step
         click.echo(f"{'FAILED JOBS SUPERSEDED':32} {result['failed_jobs_superseded']}")
     click.echo(f"{'SECONDS':32} {result['seconds']}")

@@ -109,6 +109,14 @@ ENDED_DUPLICATE = (
     "an unclaimed badge whose member changes e-mail is kept instead of being revoked and issued "
     "again"
 )
+#: Recorded on a badge whose issue Credly refused for good (its duplicate refusal, a 422, with no
+#: badge to adopt): the same request is refused again, so reconciliation does not queue it again
+#: until what it sends changes (docs/credly.md, "Duplicates").
+REFUSED_NOTE = (
+    "Credly refused to issue this badge to {email} as {first_name} {last_name} (badge template "
+    "{template}); it is not issued again until one of these changes, or the failed job is "
+    "requeued (`gateway jobs requeue`)"
+)
 #: Why an issue fails when Credly refuses it as a duplicate of another certification's live badge
 #: at the recipient's e-mail address (docs/credly.md, "Duplicates").
 ANOTHER_HOLDER = (
@@ -278,6 +286,36 @@ def _recipient(svc: Services, cert: _Recipient) -> BadgeRequest:
         expires_at=expiry(svc, standing),
         evidence=evidence(svc, cert.certification_id),
     )
+
+
+def refused_note(recipient: BadgeRequest) -> str:
+    """The note recorded on a badge whose issue to `recipient` Credly refused for good."""
+    return REFUSED_NOTE.format(
+        email=recipient.recipient_email,
+        first_name=recipient.first_name,
+        last_name=recipient.last_name,
+        template=recipient.badge_template_id,
+    )
+
+
+def refused_again(
+    svc: Services, certification_id: str, note: str | None, connection: Connection
+) -> bool:
+    """Whether the badge note `note` records that Credly refused the very issue the
+    certification calls for now (read in `connection`'s transaction), so that issuing it again
+    is refused again."""
+    if note is None:
+        return False
+    cert = _certification(svc, certification_id, connection)
+    return note == refused_note(_recipient(svc, cert))
+
+
+#: Built once: what `refused_note` records on the badge `badge_id`.
+_NOTE = (
+    update(Badge)
+    .where(Badge.id == bindparam("badge_id"))
+    .values(note=bindparam("note"), updated_at=_now)
+)
 
 
 def expiry(svc: Services, standing: dict[str, Any]) -> datetime | None:
@@ -464,6 +502,9 @@ def issue(svc: Services, item: ClaimedItem) -> None:
                 recipient,
                 look_first=attempts > 1,
                 made_nothing=lambda: svc.db.write(_NOT_ATTEMPTED, {"badge_id": badge_id}),
+                refused=lambda: svc.db.write(
+                    _NOTE, {"badge_id": badge_id, "note": refused_note(recipient), "now": utcnow()}
+                ),
             )
     wanted = _recipient_now(svc, item.certification_id, period_start) or recipient
     note = None
@@ -591,14 +632,16 @@ def _issue_or_adopt(
     *,
     look_first: bool = True,
     made_nothing: Callable[[], object] | None = None,
+    refused: Callable[[], object] | None = None,
 ) -> tuple[CredlyBadge, bool]:
     """A new badge for the recipient, or (`look_first`) the live one Credly holds for them by
     earner id; when the issue call fails in a way after which Credly may hold the badge anyway
     (a timeout, a 5xx, its duplicate refusal), the badge looked up as Credly counts duplicates.
     Any other 4xx (a 429, a refused token, a request refused as invalid) says Credly made
     nothing: it is raised as it is, without a look-up, once `made_nothing` is called (the
-    issue job then takes its attempt back, so that its retry issues at once too). With whether
-    it was adopted (found, not issued by this call)."""
+    issue job then takes its attempt back, so that its retry issues at once too). A duplicate
+    refusal after which no badge is to be adopted is raised as a PermanentError once `refused`
+    is called. With whether it was adopted (found, not issued by this call)."""
     template = recipient.badge_template_id
     earner = recipient.issuer_earner_id
     if look_first:
@@ -629,6 +672,8 @@ def _issue_or_adopt(
             if not of_another_earner(badge, earner) and badge.id not in others
         )
         if found is None:
+            if refused is not None and isinstance(exc, PermanentError):
+                refused()  # a 422: no other 4xx gets here
             _explain_duplicate(exc, counted, recipient, others)
             raise
         log.info(

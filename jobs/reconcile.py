@@ -63,6 +63,7 @@ from jobs.badges import (
     latest,
     named_otherwise,
     names_member,
+    refused_again,
     renews,
     template_for,
 )
@@ -116,6 +117,9 @@ class Summary:
     #: Certifications that keep a badge and have none live, of a credential with no Credly badge
     #: template configured: not issued one (the job would fail as their first one did).
     no_template: int = 0
+    #: Certifications that keep a badge and have none live, whose issue Credly refused for good
+    #: as it would be sent again (the badge's note says so): not issued one again.
+    refused: int = 0
     #: Failed badge jobs of certifications found in step, marked superseded (on a dry run: that
     #: would be); a repair's failed jobs are marked when the repair ends well.
     superseded: int = 0
@@ -131,6 +135,7 @@ class Summary:
             "repaired": {kind: self.repaired[kind] for kind in REPAIRS},
             "successors_unknown": len(self.successors_unknown),
             "no_template": self.no_template,
+            "refused": self.refused,
             "failed_jobs_superseded": self.superseded,
             "seconds": round(self.seconds, 3),
         }
@@ -425,6 +430,11 @@ class _Run:
                 self.summary.in_step += 1  # an issue job is on its way
             elif cert.credential in self.untemplated:
                 self.summary.no_template += 1
+            elif row is not None and refused_again(
+                self.svc, cert.certification_id, row.note, session.connection()
+            ):
+                log.info("not issued again: Credly refused it", extra={"note": row.note})
+                self.summary.refused += 1
             else:
                 self.summary.repair("issued")
                 self._queue(session, cert, "issue_badge", {})

@@ -408,6 +408,7 @@ def test_reconcile_on_the_embedded_default_compares_the_dry_run_backends_badges(
         "repaired": dict.fromkeys(REPAIRS, 0),
         "successors_unknown": 0,
         "no_template": 0,
+        "refused": 0,
         "failed_jobs_superseded": 0,
         "seconds": 0,
     }

@@ -239,6 +239,51 @@ def test_a_badge_of_another_certification_at_the_same_address_is_never_adopted(s
     assert calls(standin, "revoke") == []
 
 
+def test_an_issue_credly_refuses_as_a_duplicate_is_reported_not_queued_again_daily(
+    svc, standin, tmp_path
+):
+    hand_issued(standin, issuer_earner_id="CERT-OTHER")  # same e-mail and template
+    submit(svc, granted("2026-03-01"))
+    drain(svc, lambda: issue_done(svc))
+    [row] = badges(svc)
+    view = badge_view(row)
+    assert view["state"] == "error" and "CERT-OTHER" in view["error"]
+    assert view["note"] == (
+        "Credly refused to issue this badge to ada@example.org as Ada Lovelace (badge template "
+        f"{TEMPLATE}); it is not issued again until one of these changes, or the failed job is "
+        "requeued (`gateway jobs requeue`)"
+    )
+    for _ in range(2):  # daily: not queued again, reported
+        summary = reconcile(svc)
+        assert summary.refused == 1 and summary.repaired["issued"] == 0
+    shown = CliRunner().invoke(cli, ["badges", "reconcile"], env=_cli_env(svc, standin, tmp_path))
+    assert "REFUSED BY CREDLY (NOT ISSUED)   1" in shown.stdout
+    assert len(items(svc, "issue_badge")) == 1 and len(calls(standin, "issue")) == 1
+
+    submit(svc, event("member.updated", {"email": "ada@new.example.org"}))
+    drain(svc, lambda: settled(svc, "replace_badge"))  # no live badge to replace
+    summary = reconcile(svc)  # what it would send changed: tried again
+    assert summary.refused == 0 and summary.repaired["issued"] == 1
+    drain(svc, lambda: issue_done(svc))
+    [row] = badges(svc)
+    [mine] = [b for b in live(standin) if b["issuer_earner_id"] == "CERT-1"]
+    assert (row.credly_badge_id, row.note) == (mine["id"], None)
+    assert mine["recipient_email"] == "ada@new.example.org"
+
+
+def test_a_recertification_refused_as_a_duplicate_of_the_revoked_badge_is_not_queued_again(
+    svc, standin
+):
+    standin.revoked_is_duplicate = True
+    grant(svc)
+    revoke_by_audit(svc)
+    submit(svc, recert("exam", "2026-10-01", exam_passed_on="2026-09-15"))
+    drain(svc, lambda: issue_done(svc))
+    summary = reconcile(svc)
+    assert summary.refused == 1 and summary.repaired["issued"] == 0
+    assert len(calls(standin, "issue")) == 2
+
+
 def test_a_badge_without_earner_id_another_certification_adopted_is_theirs(svc, standin):
     """A badge issued in Credly's UI at an address two members share: the first certification
     granted adopts it (and brings it up to its member's name); the second's issue, refused as
