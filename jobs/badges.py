@@ -101,6 +101,12 @@ KEPT_ADDRESS_NOTE = (
     "revoked badge as a duplicate and would refuse to issue it again to the new address "
     "(CREDLY_REVOKED_IS_DUPLICATE)"
 )
+#: Recorded on an unclaimed, expired badge (BADGE_EXPIRES) whose member changed e-mail.
+EXPIRED_ADDRESS_NOTE = (
+    "unclaimed and expired in Credly: kept at the e-mail address it was issued to, since issued "
+    "again to the new address it would be expired on arrival; it is issued there when a renewal "
+    "makes it current again"
+)
 #: Why an issue fails when Credly refuses it as a duplicate of an ended badge of the certification.
 ENDED_DUPLICATE = (
     "Credly refused to issue the badge as a duplicate of the certification's {state} badge {id}: "
@@ -325,6 +331,11 @@ def expiry(svc: Services, standing: dict[str, Any]) -> datetime | None:
         return None
     last_day = date.fromisoformat(standing["fees"]["paid_through"])
     return datetime.combine(last_day, time(23, 59, 59), ZoneInfo(svc.settings.time_zone))
+
+
+def expired_on_arrival(expires_at: datetime | None) -> bool:
+    """Whether a badge expiring at `expires_at` (BADGE_EXPIRES) would be expired when issued."""
+    return expires_at is not None and expires_at <= utcnow()
 
 
 def renews(badge: CredlyBadge, expires_at: datetime | None) -> bool:
@@ -790,8 +801,11 @@ def _bring_up_to_date(
     revoked quietly, and recorded on the badge `badge_id` as soon as Credly confirms it), while
     an accepted badge's e-mail is the earner's own; so is a pending one's with
     CREDLY_REVOKED_IS_DUPLICATE. With `reissue` (the badge recorded as revoked for that), a
-    revoked badge is issued again whatever the e-mail. A replacement an earlier attempt made
-    (the successor already says it all) is adopted."""
+    revoked badge is issued again whatever the e-mail. A badge that expired (BADGE_EXPIRES) is
+    pending or accepted still, and is brought up to date as a current one, except that a new
+    e-mail does not reach it while it would be issued again expired (it stays at its address
+    until a renewal). A replacement an earlier attempt made (the successor already says it all)
+    is adopted."""
     try:
         current = latest(svc, svc.credly.get_badge(credly_id))
     except NotFound:
@@ -802,9 +816,10 @@ def _bring_up_to_date(
         # its answer was lost): issue it now, or adopt the one that attempt (or a job of an
         # earlier change, its call still in flight) made.
         return _issue_up_to_date(svc, badge_id, recipient)
-    if not current.live() and not renews(current, recipient.expires_at):
-        return current, None  # revoked, rejected, or expired as the standing says it should be
-    kept_address = svc.settings.credly_revoked_is_duplicate
+    if current.state not in LIVE:
+        return current, None  # revoked, rejected
+    stays = expired_on_arrival(recipient.expires_at)  # issued again, it would be expired
+    kept_address = svc.settings.credly_revoked_is_duplicate or stays
     if new_email and current.state == PENDING and not kept_address:
         revoked = svc.credly.revoke_badge(
             current.id, reason=NEW_ADDRESS_REASON, suppress_revoke_notification_email=True
@@ -812,8 +827,11 @@ def _bring_up_to_date(
         _record(svc, badge_id, revoked, note=REISSUE_NOTE)
         return _issue_up_to_date(svc, badge_id, recipient)
     note = None
-    if new_email:
-        note = KEPT_ADDRESS_NOTE if current.state == PENDING else OWN_EMAIL_NOTE
+    if new_email and current.state != PENDING:
+        note = OWN_EMAIL_NOTE
+    elif new_email:  # an unclaimed badge kept at its address
+        revoked_counts = svc.settings.credly_revoked_is_duplicate
+        note = KEPT_ADDRESS_NOTE if revoked_counts else EXPIRED_ADDRESS_NOTE
     if recipient.shows_as(current):
         log.info("the badge says it all already", extra={"credly_badge_id": current.id})
         return current, note

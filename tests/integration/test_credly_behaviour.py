@@ -189,6 +189,27 @@ def test_with_badge_expires_a_renewal_paid_late_replaces_the_expired_badge(make_
     assert [b.credly_badge_id for b in badges(svc)] == [shown["id"]]
 
 
+def test_with_badge_expires_an_expired_badge_is_replaced_for_a_new_name_keeping_its_address(
+    make_gateway, standin
+):
+    svc = make_gateway(badge_expires=True).extensions["gateway"]
+    clock.set_now(datetime(2026, 3, 20, 12, tzinfo=UTC))
+    submit(svc, granted("2025-03-01"))  # paid through 2026-03-31
+    drain(svc, lambda: issue_done(svc))
+    [issued] = standin.badges()
+    assert issued["expires_at"].startswith("2026-03-31")
+    clock.set_now(None)  # expired since, unclaimed: the certification is inactive, kept
+    submit(svc, event("member.updated", {"last_name": "King", "email": "ada@new.example.org"}))
+    drain(svc, lambda: settled(svc, "replace_badge"))
+    assert [i.state for i in items(svc, "replace_badge")] == ["done"]
+    assert calls(standin, "revoke") == []  # issued again, it would be expired on arrival
+    [shown] = [b for b in standin.badges() if b["state"] == "pending"]
+    assert (shown["issued_to_last_name"], shown["recipient_email"]) == ("King", "ada@example.org")
+    assert shown["expires_at"].startswith("2026-03-31") and shown["id"] != issued["id"]
+    [row] = badges(svc)
+    assert (row.credly_badge_id, row.note) == (shown["id"], badges_jobs.EXPIRED_ADDRESS_NOTE)
+
+
 @pytest.mark.parametrize("retry_after", ["1000000000000", "99999999999999999999", "9" * 400])
 def test_a_429_with_a_huge_retry_after_retries_the_issue_a_day_later(svc, standin, retry_after):
     standin.queue_faults([{"status": 429, "retry_after": retry_after}])
