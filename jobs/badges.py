@@ -475,6 +475,13 @@ def issue(svc: Services, item: ClaimedItem) -> None:
         recipient = _recipient(svc, cert)
     except PermanentError as exc:  # no badge template: the attempt is recorded first
         recipient = exc
+    else:
+        if expired_on_arrival(recipient.expires_at):
+            # BADGE_EXPIRES, paid through a day gone by (a grant recorded inactive): the payment
+            # that makes it current issues it (docs/credly.md, "Issuing")
+            log.info("not issuing: the badge would be expired on arrival")
+            _settled(svc, item)
+            return
     attempted = svc.db.write(
         _ATTEMPTS[svc.db.engine.dialect.name],
         {

@@ -59,6 +59,7 @@ from jobs.badges import (
     DELETED,
     LIVE,
     deleted,
+    expired_on_arrival,
     expiry,
     latest,
     named_otherwise,
@@ -425,6 +426,9 @@ class _Run:
                 row_state = row.state if row is not None else None
             if _none_called_for(cert.status, row_state):
                 self.summary.in_step += not taken
+                self._in_step(session, cert, row, None)
+            elif expired_on_arrival(expiry(self.svc, cert.standing)):
+                self.summary.in_step += not taken  # issued once a payment makes it current
                 self._in_step(session, cert, row, None)
             elif row is not None and row_state == "queued" and _issue_pending(session, cert):
                 self.summary.in_step += 1  # an issue job is on its way

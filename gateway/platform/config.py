@@ -413,8 +413,9 @@ class Settings:
         metadata=setting(
             "BADGE_EXPIRES",
             "`false`",
-            "set badges' `expires_at` to the paid-through date (each renewal replaces the badge); "
-            "otherwise no expiry (`false` to Credly, never the template's default)",
+            "set badges' `expires_at` to the paid-through date (each renewal replaces the badge; "
+            "a badge that would be expired on arrival is issued by the payment that makes it "
+            "current); otherwise no expiry (`false` to Credly, never the template's default)",
         ),
     )
     token_expires_in: int = field(

@@ -50,7 +50,9 @@ def actions(
     order to run it: badge jobs first, the verification sync last; empty when nothing changed.
     A new certification already lapsed has no badge to revoke: none was issued for it."""
     result: list[Action] = []
-    if _issues_badge(before, after):
+    if _issues_badge(before, after) or (
+        badge_expires and before is not None and _current_again(before, after)
+    ):
         result.append(IssueBadge())
     if before is not None and _replaces_badge(before, after, badge_expires):
         result.append(ReplaceBadge())
@@ -78,6 +80,18 @@ def _issues_badge(before: Standing | None, after: Standing) -> bool:
     if before is None or before.certified_on != after.certified_on:
         return True
     return before.status not in BADGE_KEPT
+
+
+def _current_again(before: Standing, after: Standing) -> bool:
+    """With BADGE_EXPIRES, whether a kept period's paid-through day, past before (its badge
+    expired, or none was issued: it would have been expired on arrival), is not past any more:
+    the badge is issued if it has none (a no-op otherwise; the replace renews one it has)."""
+    return (
+        after.status in BADGE_KEPT
+        and before.certified_on == after.certified_on
+        and before.fees.paid_through < before.as_of
+        and after.fees.paid_through >= after.as_of
+    )
 
 
 def _replaces_badge(before: Standing, after: Standing, badge_expires: bool) -> bool:

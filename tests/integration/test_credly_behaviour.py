@@ -179,8 +179,10 @@ def test_with_badge_expires_the_paid_through_day_and_without_a_public_url_id_evi
 
 def test_with_badge_expires_a_renewal_paid_late_replaces_the_expired_badge(make_gateway, standin):
     svc = make_gateway(badge_expires=True).extensions["gateway"]
+    clock.set_now(datetime(2025, 3, 20, 12, tzinfo=UTC))
     submit(svc, granted("2024-03-01"))  # paid through 2025-03-31: expired by now
     drain(svc, lambda: issue_done(svc))
+    clock.set_now(None)
     submit(svc, fee(2025, "2026-06-01"))
     submit(svc, fee(2026, "2026-06-02"))
     drain(svc, lambda: bool(items(svc, "replace_badge")) and settled(svc, "replace_badge"))
@@ -208,6 +210,32 @@ def test_with_badge_expires_an_expired_badge_is_replaced_for_a_new_name_keeping_
     assert shown["expires_at"].startswith("2026-03-31") and shown["id"] != issued["id"]
     [row] = badges(svc)
     assert (row.credly_badge_id, row.note) == (shown["id"], badges_jobs.EXPIRED_ADDRESS_NOTE)
+
+
+def test_with_badge_expires_a_grant_past_its_paid_through_day_is_issued_once_paid(
+    make_gateway, standin
+):
+    svc = make_gateway(badge_expires=True).extensions["gateway"]
+    answer = submit(svc, granted("2024-03-01"))  # paid through 2025-03-31: inactive on arrival
+    assert answer.body["standing"]["status"] == "inactive"
+    drain(svc, lambda: issue_done(svc))
+    assert calls(standin, "issue") == [] and standin.badges() == []  # not expired on arrival
+    summary = reconcile(svc)  # nor issued by reconciliation, daily
+    assert (summary.in_step, summary.repaired["issued"]) == (1, 0)
+    assert len(items(svc, "issue_badge")) == 1
+    submit(svc, fee(2025, "2026-06-01"))  # paid through 2026-03-31: still past
+    submit(svc, fee(2026, "2026-06-02"))  # paid through 2027-03-31: current again
+    drain(
+        svc,
+        lambda: (
+            len(items(svc, "issue_badge")) == 2
+            and issue_done(svc)
+            and settled(svc, "replace_badge")
+        ),
+    )
+    [shown] = live(standin)
+    assert shown["expires_at"].startswith("2027-03-31")
+    assert [b.credly_badge_id for b in badges(svc)] == [shown["id"]]
 
 
 @pytest.mark.parametrize("retry_after", ["1000000000000", "99999999999999999999", "9" * 400])
@@ -1653,9 +1681,11 @@ def test_reconcile_renews_an_expired_badge_whose_renewal_was_missed_and_leaves_o
     make_gateway, standin
 ):
     svc = make_gateway(badge_expires=True).extensions["gateway"]
+    clock.set_now(datetime(2025, 3, 20, 12, tzinfo=UTC))
     for cert in ("PAID", "UNPAID"):  # granted 2024-03-01: their badges expired 2025-03-31
         submit(svc, granted("2024-03-01", cert=cert))
     drain(svc, lambda: issue_done(svc))
+    clock.set_now(None)
     for year, paid_on in ((2025, "2026-06-01"), (2026, "2026-06-02")):
         intake.submit_event(svc, event("renewal.fee_paid", fee(year, paid_on)["data"], cert="PAID"))
     with svc.db.transaction() as session:  # the renewal's replace job is lost

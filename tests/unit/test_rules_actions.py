@@ -175,3 +175,17 @@ def test_actions_renewal_replaces_badge_only_when_badges_expire():
     after = standing(history, date(2006, 6, 1))
     assert kinds(before, after) == ["sync_verification"]
     assert kinds(before, after, badge_expires=True) == ["replace_badge", "sync_verification"]
+
+
+def test_actions_with_badges_expiring_a_late_payment_making_the_period_current_issues_its_badge():
+    history = [GRANT, fee(2006, date(2006, 8, 1))]  # paid through 2006-05-31 until then
+    before = standing(history, date(2006, 7, 31))
+    after = standing(history, date(2006, 8, 1))
+    assert (before.status, after.status) == ("inactive", "active")
+    assert kinds(before, after) == ["sync_verification"]
+    # a badge issued on grant would have been expired on arrival: none was; a no-op otherwise
+    assert kinds(before, after, badge_expires=True) == [
+        "issue_badge",
+        "replace_badge",
+        "sync_verification",
+    ]
