@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, NamedTuple
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
@@ -152,8 +152,14 @@ _RECORDED_BY_OTHERS = select(Badge.credly_badge_id, Badge.certification_id).wher
 
 
 def _midnight(svc: Services, day: date) -> datetime:
-    """The start of `day` in the certifying body's time zone (TIME_ZONE)."""
-    return datetime.combine(day, time(0), ZoneInfo(svc.settings.time_zone))
+    """The start of `day` in the certifying body's time zone (TIME_ZONE); while that is still
+    ahead (a day begun in UTC but not yet west of it: a grant dated today), the start of `day`
+    in UTC, never after now. Credly may refuse an issue time in the future."""
+    start = datetime.combine(day, time(0), ZoneInfo(svc.settings.time_zone))
+    now = utcnow()
+    if start <= now:
+        return start
+    return min(datetime.combine(day, time(0), UTC), now)
 
 
 def evidence(svc: Services, certification_id: str) -> tuple[dict[str, str], ...]:

@@ -144,6 +144,21 @@ def test_issue_sends_no_expiry_as_false_evidence_and_the_day_in_the_time_zone(sv
 ISSUE_DAY = datetime(2026, 3, 1, 6, tzinfo=UTC)
 
 
+def test_a_grant_dated_today_in_utc_not_yet_begun_in_the_time_zone_is_not_issued_in_the_future(
+    svc, standin
+):
+    clock.set_now(datetime(2026, 3, 1, 3, tzinfo=UTC))  # 2026-02-28 21:00 in America/Chicago
+    badge = grant(svc)
+    [sent] = [c["body"] for c in calls(standin, "issue")]
+    assert sent["issued_at"] == "2026-03-01 00:00:00 +0000"  # the day, begun in UTC: not ahead
+    assert badge.issued_at == datetime(2026, 3, 1, tzinfo=UTC)
+    clock.set_now(datetime(2026, 3, 1, 7, tzinfo=UTC))  # the day has begun there too
+    submit(svc, event("member.updated", {"last_name": "King"}))
+    drain(svc, lambda: settled(svc, "replace_badge"))
+    [replaced] = [c["body"] for c in calls(standin, "replace")]
+    assert replaced["issued_at"] == "2026-03-01 00:00:00 -0600"
+
+
 def test_the_standing_shows_the_issue_time_credly_holds(svc, standin):
     badge = grant(svc)
     [issued] = standin.badges()
