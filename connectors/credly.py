@@ -16,7 +16,7 @@ Facts this module relies on (Credly web service docs, `credly.com/docs/issued_ba
   `filter=key::value|key::value`.
 - No public source says what Credly answers when an already revoked badge is revoked again, so a 4xx
   on revoke is followed by a read of the badge: if it is revoked, the revoke succeeded; if it was
-  replaced, its successor is revoked instead.
+  replaced, that badge is answered as read, and the caller revokes its successor.
 - A 401 or 403 means the token no longer works: `Unauthorized`, which the jobs wait out.
 
 The module talks to the outside world only: it imports nothing of Flask, `gateway` or `jobs`.
@@ -67,8 +67,6 @@ ACCEPTED = "accepted"
 ENDED_STATES = frozenset({REVOKED, REPLACED})
 #: States of a badge that shows (unless it has expired).
 LIVE_STATES = frozenset({PENDING, ACCEPTED})
-#: How many replaced badges are followed to their successor before giving up (a loop guard).
-MAX_SUCCESSORS = 20
 
 BADGES = "/organizations/{org}/badges"
 BADGE = "/organizations/{org}/badges/{badge_id}"
@@ -535,28 +533,26 @@ class CredlyClient:
     def revoke_badge(
         self, badge_id: str, *, reason: str, suppress_revoke_notification_email: bool = False
     ) -> Badge:
-        """Revoke a badge (`PUT .../badges/{id}/revoke`) or, if it was replaced, its latest
-        successor; revoking a revoked badge succeeds. NotFound when it was deleted."""
+        """Revoke a badge (`PUT .../badges/{id}/revoke`); revoking a revoked badge succeeds, and
+        a replaced one is answered as Credly holds it (state `replaced`: revoke its successor).
+        NotFound when it was deleted."""
         body = {
             "reason": reason,
             "suppress_revoke_notification_email": suppress_revoke_notification_email,
         }
-        for _ in range(MAX_SUCCESSORS):
-            try:
-                answer = self._call("PUT", REVOKE, {"badge_id": badge_id}, json_body=body)
-                return self._badge(answer)
-            except NotFound:
+        try:
+            answer = self._call("PUT", REVOKE, {"badge_id": badge_id}, json_body=body)
+            return self._badge(answer)
+        except NotFound:
+            raise
+        except PermanentError:
+            current = self.get_badge(badge_id)
+            if current.state == REVOKED:
+                log.info("Credly badge %s was already revoked", badge_id)
+                return current
+            if current.state != REPLACED:
                 raise
-            except PermanentError:
-                current = self.get_badge(badge_id)
-                if current.state == REVOKED:
-                    log.info("Credly badge %s was already revoked", badge_id)
-                    return current
-                if current.state != REPLACED:
-                    raise
-                badge_id = self.successor_by_replacing(current).id
-                log.info("Credly badge %s was replaced: revoking its successor", current.id)
-        raise PermanentError(f"more than {MAX_SUCCESSORS} replacements of one badge")
+            return current
 
     def get_badge(self, badge_id: str) -> Badge:
         """Read one badge (`GET .../badges/{id}`)."""
@@ -822,7 +818,8 @@ class DryRunCredly:
     def revoke_badge(
         self, badge_id: str, *, reason: str, suppress_revoke_notification_email: bool = False
     ) -> Badge:
-        """Mark the badge (or its latest successor) revoked; revoking it again changes nothing."""
+        """Mark the badge revoked; revoking it again changes nothing, and a replaced one is
+        answered as it is (as Credly's client answers it)."""
         body = {
             "reason": reason,
             "suppress_revoke_notification_email": suppress_revoke_notification_email,
@@ -830,9 +827,7 @@ class DryRunCredly:
         self._would_send("PUT", REVOKE, body, badge_id=badge_id)
         with self._state() as db:
             badge = _existing(db, badge_id)
-            while badge["state"] == REPLACED:
-                badge = _existing(db, badge["current_badge_id"])
-            if badge["state"] != REVOKED:
+            if badge["state"] not in (REVOKED, REPLACED):
                 badge.update(
                     state=REVOKED,
                     state_updated_at=_now_iso(),

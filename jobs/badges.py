@@ -32,7 +32,6 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from connectors.credly import (
-    MAX_SUCCESSORS,
     PENDING,
     REPLACED,
     REVOKED,
@@ -59,6 +58,8 @@ from jobs.engine.retry import Deferred
 log = logging.getLogger("jobs.badges")
 
 LIVE = ("pending", "accepted")
+#: How many replaced badges are followed to their successor before giving up (a loop guard).
+MAX_SUCCESSORS = 20
 #: The status of Credly's refusal to issue a duplicate (docs/credly.md, "Duplicates"), the one
 #: 4xx after which Credly holds a badge of the recipient.
 DUPLICATE_STATUS = 422
@@ -749,6 +750,20 @@ def _explain_duplicate(
         raise PermanentError(message, status=exc.status, body=exc.body) from exc
 
 
+def revoked(svc: Services, credly_id: str, *, reason: str, quietly: bool = False) -> CredlyBadge:
+    """Revoke Credly's badge `credly_id` or, when it was replaced, its last successor (each
+    replaced since is followed); `quietly` suppresses Credly's e-mail. NotFound when deleted."""
+    for _ in range(MAX_SUCCESSORS):
+        result = svc.credly.revoke_badge(
+            credly_id, reason=reason, suppress_revoke_notification_email=quietly
+        )
+        if result.state != REPLACED:
+            return result
+        credly_id = latest(svc, result).id
+        log.info("badge replaced: revoking its successor", extra={"credly_badge_id": credly_id})
+    raise PermanentError(f"more than {MAX_SUCCESSORS} replacements of badge {credly_id}")
+
+
 def latest(svc: Services, badge: CredlyBadge) -> CredlyBadge:
     """`badge`, or the last of the badges that replaced it (docs/credly.md, "Replacing")."""
     for _ in range(MAX_SUCCESSORS):
@@ -834,10 +849,8 @@ def _bring_up_to_date(
     stays = expired_on_arrival(recipient.expires_at)  # issued again, it would be expired
     kept_address = svc.settings.credly_revoked_is_duplicate or stays
     if new_email and current.state == PENDING and not kept_address:
-        revoked = svc.credly.revoke_badge(
-            current.id, reason=NEW_ADDRESS_REASON, suppress_revoke_notification_email=True
-        )
-        _record(svc, badge_id, revoked, note=REISSUE_NOTE)
+        ended = revoked(svc, current.id, reason=NEW_ADDRESS_REASON, quietly=True)
+        _record(svc, badge_id, ended, note=REISSUE_NOTE)
         return _issue_up_to_date(svc, badge_id, recipient)
     note = None
     if new_email and current.state != PENDING:
@@ -942,9 +955,7 @@ def _revoke_duplicate(svc: Services, certification_id: str, credly_id: str) -> N
         log.info("no duplicate to revoke", extra={"credly_badge_id": current.id})
         return
     try:
-        result = svc.credly.revoke_badge(
-            current.id, reason=DUPLICATE_REASON, suppress_revoke_notification_email=True
-        )
+        result = revoked(svc, current.id, reason=DUPLICATE_REASON, quietly=True)
     except NotFound:
         result = deleted(current.id)
     log.info("revoked a duplicate", extra={"credly_badge_id": result.id, "state": result.state})
@@ -986,7 +997,7 @@ def revoke_everything(svc: Services, cert: _Recipient) -> int:
     reason = member_reason(svc.policy, cert.standing)
     for credly_id, badge_id in targets.items():
         try:
-            result = svc.credly.revoke_badge(credly_id, reason=reason)
+            result = revoked(svc, credly_id, reason=reason)
         except NotFound:
             result = deleted(credly_id)
         log.info("revoked", extra={"credly_badge_id": result.id, "state": result.state})

@@ -284,17 +284,16 @@ def test_a_refused_revoke_of_a_live_badge_keeps_credlys_error(http, client):
     assert caught.value.body == error
 
 
-def test_revoking_a_replaced_badge_revokes_its_successor_named_by_credly(http, client):
+def test_a_refused_revoke_of_a_replaced_badge_answers_it_replaced_for_the_job_to_follow(
+    http, client
+):
     http.put(f"{BADGES_URL}/badge-1/revoke", status=422, json={"data": {"message": "replaced"}})
     http.get(f"{BADGES_URL}/badge-1", json={"data": credly_badge(state="replaced")})
-    refused = {"data": {"message": "already replaced"}, "metadata": {"current_badge_id": "b-2"}}
-    http.post(f"{BADGES_URL}/badge-1/replace", status=422, json=refused)
-    http.get(f"{BADGES_URL}/b-2", json={"data": credly_badge(id="b-2", state="accepted")})
-    http.put(f"{BADGES_URL}/b-2/revoke", json={"data": credly_badge(id="b-2", state="revoked")})
 
-    revoked = client.revoke_badge("badge-1", reason="lapsed")
+    answered = client.revoke_badge("badge-1", reason="lapsed")
 
-    assert (revoked.id, revoked.state) == ("b-2", "revoked")
+    assert (answered.id, answered.state) == ("badge-1", "replaced")
+    assert [c.request.method for c in http.calls] == ["PUT", "GET"]  # no successor looked up
 
 
 @pytest.mark.parametrize("status", [401, 403])
@@ -688,7 +687,8 @@ def test_dry_run_replace_ends_the_old_badge_and_issues_a_pending_one(dry):
     with pytest.raises(AlreadyReplaced) as caught:
         dry.replace_badge(old.id, king)
     assert caught.value.successor == new.id
-    assert dry.revoke_badge(old.id, reason="lapsed").id == new.id  # the successor is revoked
+    assert dry.revoke_badge(old.id, reason="lapsed").state == "replaced"  # the job follows it
+    assert dry.get_badge(new.id).state == "pending"
 
 
 def test_dry_run_unknown_badges_and_events_are_not_found(dry):
