@@ -22,6 +22,7 @@ from flask.cli import ScriptInfo
 from sqlalchemy import event, inspect, select, text
 from sqlalchemy.exc import OperationalError
 
+from connectors.credly import BadgeRequest
 from gateway import rules
 from gateway.bootstrap import create_app
 from gateway.cli import _database_error, cli
@@ -35,7 +36,7 @@ from jobs.engine.claim import ended, record_end
 from jobs.reconcile import REPAIRS
 from tests.support.clients import fetch_token
 from tests.support.database import pg_conninfo
-from tests.support.events import granted
+from tests.support.events import granted, revoked
 from tests.support.serving import free_port
 
 
@@ -428,6 +429,22 @@ def test_reconcile_on_the_embedded_default_compares_the_dry_run_backends_badges(
     assert drift.exit_code == 0, drift.output
     repaired = json.loads(drift.stdout)["repaired"]  # Credly's state taken, the badge issued again
     assert (repaired["taken_from_credly"], repaired["issued"]) == (1, 1)
+
+
+def test_a_revocation_on_the_embedded_default_revokes_the_successor_of_a_replaced_badge(tmp_path):
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", "INSTANCE_PATH": str(tmp_path)}
+    app = create_app(replace(Settings.from_env(env), jobs_synchronous=True))
+    svc = app.extensions["gateway"]
+    assert intake.submit_event(svc, granted("2026-03-01")).status == 202  # badge issued
+    [first] = svc.credly.list_badges({})
+    request = BadgeRequest(
+        "ada@example.org", "Ada", "King", first.badge_template_id, first.issued_at, "CERT-1"
+    )
+    second = svc.credly.replace_badge(first.id, request)  # replaced on the backend, twice
+    third = svc.credly.replace_badge(second.id, request)
+    assert intake.submit_event(svc, revoked("2026-06-01")).status == 202
+    states = {badge.id: badge.state for badge in svc.credly.list_badges({})}
+    assert states == {first.id: "replaced", second.id: "replaced", third.id: "revoked"}
 
 
 def test_clients_create_takes_every_scope_given(tmp_path):
