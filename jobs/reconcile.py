@@ -53,7 +53,7 @@ from connectors.credly import REPLACED, NotFound, TransientError, Unauthorized, 
 from connectors.credly import Badge as CredlyBadge
 from gateway.platform import metrics
 from gateway.rules import BADGE_KEPT
-from gateway.store.models import UNFINISHED, Badge, Certification, OutboxItem, utcnow
+from gateway.store.models import SUPERSEDED, UNFINISHED, Badge, Certification, OutboxItem, utcnow
 from gateway.usecases.services import Services
 from jobs.badges import (
     DELETED,
@@ -68,7 +68,6 @@ from jobs.badges import (
     renews,
     template_for,
 )
-from jobs.engine.claim import SUPERSEDED
 from jobs.engine.retry import backoff
 
 log = logging.getLogger("jobs.reconcile")

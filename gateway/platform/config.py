@@ -797,9 +797,9 @@ class Settings:
         metadata=setting(
             "JOB_RETENTION_DAYS",
             "`365`",
-            "how long a job that ended `done` is kept after it ended, listed among its event's "
-            "jobs (`GET /v1/events/{event_id}`); the daily sweep then deletes it (a failed job "
-            "stays until it is retried)",
+            "how long a job that ended `done` (or `superseded`) is kept after it ended, listed "
+            "among its event's jobs (`GET /v1/events/{event_id}`); the daily sweep then deletes "
+            "it (a failed job stays until it is retried)",
         ),
     )
     malformed_event_retention_days: int = field(

@@ -184,6 +184,9 @@ class Badge(Base):
 UNFINISHED = ("pending", "running", "retrying")
 #: The states after which an outbox item is never run again (a failed one may be requeued).
 FINISHED = ("done", "failed")
+#: The state of a failed item a later job made good: no longer listed by `gateway jobs failed`,
+#: nor put back by `gateway jobs requeue`; its error is kept.
+SUPERSEDED = "superseded"
 
 
 class OutboxItem(Base):

@@ -12,6 +12,7 @@ from sqlalchemy import Select, and_, delete, exists, func, or_, select, tuple_
 from sqlalchemy.orm import InstrumentedAttribute, aliased
 
 from gateway.store.models import (
+    SUPERSEDED,
     UNFINISHED,
     AdvanceNotice,
     CredlyNotification,
@@ -94,11 +95,15 @@ def prune_malformed_events(svc: Services, now: datetime) -> int:
 
 
 def prune_jobs(svc: Services, now: datetime) -> int:
-    """Delete the jobs (outbox items) that ended `done` more than JOB_RETENTION_DAYS ago; failed
-    ones stay for an operator to retry, and `/metrics` counts outcomes in a table of its own."""
+    """Delete the jobs (outbox items) that ended `done`, or failed and were superseded, more than
+    JOB_RETENTION_DAYS ago; failed ones stay for an operator to retry, and `/metrics` counts
+    outcomes in a table of its own."""
     cutoff = now - timedelta(days=svc.settings.job_retention_days)
     return delete_in_chunks(
-        svc, OutboxItem.id, OutboxItem.state == "done", OutboxItem.finished_at < cutoff
+        svc,
+        OutboxItem.id,
+        OutboxItem.state.in_(("done", SUPERSEDED)),
+        OutboxItem.finished_at < cutoff,
     )
 
 

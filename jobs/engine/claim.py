@@ -15,6 +15,7 @@ from gateway.store.db import Database
 from gateway.store.models import (
     FINISHED,
     OUTCOME_SHARDS,
+    SUPERSEDED,
     JobOutcome,
     OutboxItem,
     UTCDateTime,
@@ -38,10 +39,6 @@ ENDED = (
         ),
     )
 )
-
-#: The state of a failed item a later job made good (`supersede`): no longer listed by `gateway
-#: jobs failed`, nor put back by `gateway jobs requeue`; its error is kept.
-SUPERSEDED = "superseded"
 
 #: Built once: the failed items of `ids` marked superseded.
 SUPERSEDE = (

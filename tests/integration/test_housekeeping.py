@@ -342,13 +342,19 @@ def test_deliveries_pruned_in_chunks_keep_exactly_the_last_delivered_and_last_tr
     assert pruned == len(rows) - len(expected) > 0
 
 
-def test_jobs_done_past_their_retention_go_but_failed_and_recent_ones_stay(app):
+def test_jobs_done_or_superseded_past_their_retention_go_but_failed_and_recent_ones_stay(app):
     svc = app.extensions["gateway"]
     now = utcnow()
     days = svc.settings.job_retention_days
     with svc.db.transaction() as session:
         for n, (state, ended_days_ago) in enumerate(
-            [("done", days + 1), ("done", days - 1), ("failed", days + 30), ("pending", None)]
+            [
+                ("done", days + 1),
+                ("done", days - 1),
+                ("failed", days + 30),
+                ("pending", None),
+                ("superseded", days + 1),
+            ]
         ):
             finished = None if ended_days_ago is None else now - timedelta(days=ended_days_ago)
             session.add(
@@ -361,7 +367,7 @@ def test_jobs_done_past_their_retention_go_but_failed_and_recent_ones_stay(app):
                     due_at=now if state == "pending" else None,
                 )
             )
-    assert housekeeping.prune(svc)["jobs"] == 1
+    assert housekeeping.prune(svc)["jobs"] == 2
     with svc.db.sessions() as session:
         kept = session.scalars(select(OutboxItem.certification_id)).all()
     assert sorted(kept) == ["JOB-1", "JOB-2", "JOB-3"]
