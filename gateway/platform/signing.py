@@ -23,6 +23,7 @@ from urllib.parse import unquote
 from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, GuestProtocol, KeySet, RSAKey
+from joserfc.util import json_b64encode, urlsafe_b64encode
 
 ES256 = "ES256"
 RS256 = "RS256"
@@ -33,6 +34,8 @@ RSA_BITS = 2048
 #: The largest RSA key taken: a signature of a larger one is longer than a JWS library checks
 #: by default (joserfc: 1,024 bytes), so a verifier could refuse a genuine credential.
 RSA_MOST_BITS = 4096
+#: An ES256 signature is 64 bytes (r and s, 32 each): 86 characters of base64url.
+ES256_SIGNATURE_CHARACTERS = 86
 SigningKey = ECKey | RSAKey
 #: How a header names a key, from the key's `kid` (a URL that serves it, say).
 KeyName = Callable[[str], str]
@@ -130,12 +133,17 @@ class SigningKeys:
         """A compact JWS over `claims` (JSON), signed by the key that signs for `alg`; its
         header's `kid` is the key's own, or `named_by` of it."""
         key = self.signer(alg)
-        header = {"alg": algorithm_of(key), "kid": named_by(key.kid) if named_by else key.kid}
-        header["typ"] = typ
-        if cty:
-            header["cty"] = cty
-        payload = json.dumps(claims, separators=(",", ":"), ensure_ascii=False)
-        return jws.serialize_compact(header, payload, key, algorithms=[header["alg"]])
+        header = _header(key, typ, cty, named_by)
+        return jws.serialize_compact(header, _payload(claims), key, algorithms=[header["alg"]])
+
+    def stand_in(self, claims: Mapping[str, Any], typ: str) -> str:
+        """What `sign` would make of `claims` (ES256) but for its signature: the header and
+        payload as signed, then a placeholder as long as a signature. Nothing is signed; it is
+        not a token, only its length is (a HEAD request's answer measures it)."""
+        key = self.signer(ES256)
+        header = json_b64encode(_header(key, typ, None, None)).decode()
+        payload = urlsafe_b64encode(_payload(claims).encode()).decode()
+        return f"{header}.{payload}.{'A' * ES256_SIGNATURE_CHARACTERS}"
 
     def verify(self, token: str, named_by: KeyName | None = None) -> Verified:
         """Check `token`'s signature against the key its header's `kid` names: a key's own
@@ -187,6 +195,20 @@ class SigningKeys:
         """The public half of the key `kid`, as a JWK; None when no key of the set has it."""
         found = next((key for key in self.keys if key.kid == kid), None)
         return found.as_dict(private=False) if found else None
+
+
+def _header(key: SigningKey, typ: str, cty: str | None, named_by: KeyName | None) -> dict[str, str]:
+    """The protected header of a token `key` signs."""
+    header = {"alg": algorithm_of(key), "kid": named_by(key.kid) if named_by else key.kid}
+    header["typ"] = typ
+    if cty:
+        header["cty"] = cty
+    return header
+
+
+def _payload(claims: Mapping[str, Any]) -> str:
+    """The JSON payload of a token of `claims`."""
+    return json.dumps(claims, separators=(",", ":"), ensure_ascii=False)
 
 
 def _keys_of(data: Any) -> list[SigningKey]:

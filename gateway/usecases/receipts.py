@@ -41,15 +41,8 @@ def issue(
     client_address: str | None,
 ) -> Issued:
     """Sign the verification `answer` (as the API dumps it) and record the receipt."""
-    jti = f"rcpt_{secrets.token_urlsafe(16)}"
+    jti, claims = _claims(answer, issuer_url)
     verified_at = datetime.fromisoformat(answer["verified_at"])
-    claims = {
-        **answer,
-        "iss": issuer_url,
-        "sub": answer["certification_id"],
-        "iat": int(verified_at.timestamp()),
-        "jti": jti,
-    }
     token = svc.keys.sign(claims, typ=TYPE)
     on = answer.get("on")
     with svc.db.transaction() as session:
@@ -65,6 +58,20 @@ def issue(
             )
         )
     return Issued(jti, claims, token)
+
+
+def _claims(answer: dict[str, Any], issuer_url: str) -> tuple[str, dict[str, Any]]:
+    """A new reference, and the claims of a receipt of `answer` under it."""
+    jti = f"rcpt_{secrets.token_urlsafe(16)}"
+    verified_at = datetime.fromisoformat(answer["verified_at"])
+    claims = {
+        **answer,
+        "iss": issuer_url,
+        "sub": answer["certification_id"],
+        "iat": int(verified_at.timestamp()),
+        "jti": jti,
+    }
+    return jti, claims
 
 
 def verify(svc: Services, token: str) -> Verified:
@@ -91,11 +98,20 @@ def issue_for(
     *,
     client_id: str | None,
     client_address: str | None,
+    sign: bool = True,
 ) -> Issued:
     """Look the certification up (now, or as it stood on `on`) and sign and record a receipt of
-    the answer; raises lookup.NotOnRecord or lookup.NotCertifiedOn."""
+    the answer; raises lookup.NotOnRecord or lookup.NotCertifiedOn.
+
+    Not to `sign`: the receipt as it would be issued, of the very same length, but neither signed
+    nor recorded, its token a stand-in (`SigningKeys.stand_in`) that must not be sent: what a
+    HEAD request measures its answer by.
+    """
     found = lookup.verify_one(svc.db, svc.policy, certification_id, on)
     answer = lookup.record_answer(found, svc.settings, issuer_url, on)
+    if not sign:
+        jti, claims = _claims(answer, issuer_url)
+        return Issued(jti, claims, svc.keys.stand_in(claims, typ=TYPE))
     return issue(svc, answer, issuer_url, client_id=client_id, client_address=client_address)
 
 

@@ -16,8 +16,8 @@ from gateway.platform.signing import InvalidSignature
 from gateway.store.db import UNAVAILABLE
 from gateway.usecases import lookup, receipts
 from gateway.usecases.issuer import issuer, logo_file
+from gateway.web.api.verifications import receipt_for
 from gateway.web.apidoc import html, operation
-from gateway.web.auth import current_client_id
 from gateway.web.context import services
 from gateway.web.observability import base_url
 from gateway.web.problems import database_unavailable
@@ -156,20 +156,9 @@ def proof_page() -> ResponseReturnValue:
     number = asked_number()
     if not number:
         return render_template("verify.html", number="", error="Enter a certification number."), 400
-    if request.method == "HEAD":  # a receipt is issued, and recorded, only for a GET
-        [found] = lookup.verify(services().db, services().policy, [number])
-        return verify_page() if found is None else ("", 200, {"Cache-Control": "no-store"})
-    svc = services()
-    base = base_url(svc.settings)  # PUBLIC_BASE_URL: printed, so never the Host header's
+    base = base_url(services().settings)  # PUBLIC_BASE_URL: printed, so never the Host header's
     try:
-        issued = receipts.issue_for(
-            svc,
-            number,
-            None,
-            base,
-            client_id=current_client_id(),
-            client_address=request.remote_addr,
-        )
+        issued = receipt_for(number, None, base)  # for a HEAD, neither signed nor recorded
     except lookup.NotOnRecord:
         return verify_page()  # the lookup's own not-found card
     live = f"{base}{url_for('pages.verify_page', certification_id=number)}"

@@ -435,6 +435,9 @@ def test_a_head_request_issues_no_receipt(app, client, employer):
     _, headers = employer
     assert client.head("/v1/verifications/ACTIVE-1/receipt", headers=headers).status_code == 200
     assert client.head("/verify/proof?certification_id=ACTIVE-1").status_code == 200
+    yesterday = f"/v1/verifications/ACTIVE-1/receipt?on={days_ago(1)}"
+    assert client.head(yesterday, headers=headers).status_code == 200
+    assert client.head(yesterday).status_code == 401
     assert client.head("/v1/verifications/NOPE/receipt").status_code == 404
     assert client.head("/verify/proof?certification_id=NOPE").status_code == 404
     with app.extensions["gateway"].db.sessions() as session:
@@ -462,3 +465,34 @@ def test_checking_a_receipt_reads_the_record_now_and_so_counts_as_a_lookup(datab
     assert "What is true now" not in html and "genuine receipt" not in html.lower()
     assert client.get("/verify/receipt", environ_base=employer).status_code == 200  # the form
     assert client.get("/v1/verifications/ACTIVE-1", environ_base=employer).status_code == 429
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/verifications/ACTIVE-1/receipt",
+        "/v1/verifications/REVOKED-1/receipt",
+        f"/v1/verifications/ACTIVE-1/receipt?on={days_ago(1)}",
+        "/verify/proof?certification_id=ACTIVE-1",
+        "/verify/proof?certification_id=LAPSED-1",
+    ],
+)
+def test_a_head_request_answers_the_headers_and_length_of_the_receipt_a_get_gets(
+    app, client, employer, path
+):
+    """RFC 9110 9.3.2: the headers a GET is answered with, its Content-Length too (a HEAD's `0`
+    would be a promise of an empty receipt), but no body and no receipt issued; it names no
+    `Receipt-Reference`, there being no receipt."""
+    _, headers = employer
+    head = client.head(path, headers=headers)
+    with app.extensions["gateway"].db.sessions() as session:
+        assert session.scalars(select(Receipt)).all() == []
+    got = client.get(path, headers=headers)
+    assert head.status_code == got.status_code == 200
+    assert head.get_data() == b""
+    assert int(head.headers["Content-Length"]) == len(got.get_data()) > 0
+    assert "Receipt-Reference" not in head.headers
+    differ = {"Content-Length", "Receipt-Reference", "X-Request-ID"}
+    assert {k: v for k, v in head.headers.items() if k not in differ} == {
+        k: v for k, v in got.headers.items() if k not in differ
+    }

@@ -202,25 +202,33 @@ def batch_verifications() -> ResponseReturnValue:
 def get_receipt(certification_id: str) -> ResponseReturnValue:
     """A signed receipt (compact JWS) of the public record now, or on `?on=` (with a token)."""
     on = _on()
-    if request.method == "HEAD":  # a receipt is issued, and recorded, only for a GET
-        look_up(certification_id, on)
-        return Response(mimetype="application/jose", headers={"Cache-Control": "no-store"})
     if on is not None:
         _token_for_a_past_day()
-    svc = services()
     with _as_problems(certification_id):
-        issued = receipts.issue_for(
-            svc,
-            certification_id,
-            on,
-            base_url(svc.settings),
-            client_id=current_client_id(),
-            client_address=request.remote_addr,
-        )
+        issued = receipt_for(certification_id, on, base_url(services().settings))
     response = Response(issued.token, mimetype="application/jose")
-    response.headers["Receipt-Reference"] = issued.jti
+    if request.method != "HEAD":  # a HEAD's answer names no receipt: none was issued
+        response.headers["Receipt-Reference"] = issued.jti
     response.cache_control.no_store = True
     return response
+
+
+def receipt_for(certification_id: str, on: date | None, base: str) -> receipts.Issued:
+    """The receipt that answers this request (raises lookup.NotOnRecord, lookup.NotCertifiedOn).
+
+    For a GET, signed and recorded. A HEAD is answered with the headers a GET would be, its
+    `Content-Length` too, but issues no receipt: the stand-in it measures is neither signed nor
+    recorded, and Werkzeug sends no body in answer to a HEAD.
+    """
+    return receipts.issue_for(
+        services(),
+        certification_id,
+        on,
+        base,
+        client_id=current_client_id(),
+        client_address=request.remote_addr,
+        sign=request.method != "HEAD",
+    )
 
 
 @bp.get("/v1/receipts")
