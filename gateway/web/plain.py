@@ -1,5 +1,7 @@
 """Requests answered in front of Flask: the app class and what its plain paths share.
 
+The app class also answers `OPTIONS` itself (`GatewayFlask.make_default_options_response`).
+
 Two requests make most of the gateway's traffic: the public lookup of a certification number
 (`gateway.web.plain_lookup`) and one event posted by an internal system
 (`gateway.web.plain_events`). Flask's request and response objects, routing and hooks cost about
@@ -17,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask
+from flask import Flask, Response
 from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.sansio.utils import get_host
 
@@ -48,6 +50,16 @@ class GatewayFlask(Flask):
             if answered is not None:
                 return answered
         return super().wsgi_app(environ, start_response)
+
+    def make_default_options_response(self) -> Response:
+        """The answer to `OPTIONS` of a URL: `204 No Content`, `Allow` naming its methods (in
+        alphabetical order), no body and so no media type (Flask's own is a `200` with an empty
+        `text/html` body)."""
+        answer = super().make_default_options_response()
+        answer.status_code = 204
+        answer.headers["Allow"] = ", ".join(sorted(answer.allow))
+        del answer.headers["Content-Type"]
+        return answer
 
 
 class Route:

@@ -1,5 +1,6 @@
-"""HEAD on every route: a HEAD is answered with the headers a GET would be, its
-`Content-Length` too, and no body (RFC 9110 9.3.2)."""
+"""HEAD and OPTIONS on every route: a HEAD is answered with the headers a GET would be, its
+`Content-Length` too, and no body (RFC 9110 9.3.2); an OPTIONS with `204 No Content` and `Allow`
+naming the URL's methods, or the usual 404 problem for a URL no route serves."""
 
 from __future__ import annotations
 
@@ -57,3 +58,27 @@ def test_every_head_answers_the_headers_and_length_of_the_get(app, token_for):
             assert int(head.headers["Content-Length"]) == len(got.get_data()), path
             kept = {(k, v) for k, v in head.headers.items() if k not in PER_ANSWER}
             assert kept == {(k, v) for k, v in got.headers.items() if k not in PER_ANSWER}, path
+
+
+def test_options_is_204_with_allow_and_no_body(app):
+    client = app.test_client()
+    for rule in app.url_map.iter_rules():
+        path = path_of(app, rule.rule)
+        answer = client.options(path)
+        assert answer.status_code == 204, path
+        assert answer.get_data() == b"", path
+        assert "Content-Type" not in answer.headers and "Content-Length" not in answer.headers
+        allowed = set(app.url_map.bind("localhost").allowed_methods(path))  # every rule's
+        assert rule.methods <= allowed, path
+        assert set(answer.headers["Allow"].split(", ")) == allowed, path
+        assert answer.headers["X-Content-Type-Options"] == "nosniff"
+        assert not any(name.startswith("Access-Control-") for name, _ in answer.headers), path
+
+
+def test_options_of_a_url_no_route_serves_is_the_404_problem(app):
+    client = app.test_client()
+    assert client.options("/v1/events").headers["Allow"] == "OPTIONS, POST"
+    answer = client.options("/no-such-path")
+    assert answer.status_code == 404
+    assert answer.mimetype == "application/problem+json"
+    assert answer.get_json()["status"] == 404

@@ -119,7 +119,7 @@ def test_requests_that_look_nothing_up_use_none_of_the_allowance(app, client):
         == 401
     )
     assert client.post(batch, json={"certification_ids": ids}, headers=headers).status_code == 422
-    assert client.options("/v1/verifications/ANY-1", environ_base=address).status_code == 200
+    assert client.options("/v1/verifications/ANY-1", environ_base=address).status_code == 204
     assert client.get("/v1/receipts", headers=headers).status_code == 200
     assert statuses(client, 3) == [404, 404, 429]  # the address's 2 a minute, whole
     assert statuses(client, 6, headers=headers) == [404] * 5 + [429]  # the client's 5, whole
