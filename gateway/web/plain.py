@@ -25,7 +25,13 @@ from werkzeug.sansio.utils import get_host
 
 from gateway.platform import logs, metrics
 from gateway.web.observability import REQUEST_ID, host_url, request_id_of
-from gateway.web.security import MAX_HEADER_LINE, MAX_URL, PATH_SEGMENT, is_usable_host
+from gateway.web.security import (
+    MAX_HEADER_LINE,
+    MAX_URL,
+    PATH_SEGMENT,
+    is_usable_host,
+    lacks_host,
+)
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -91,7 +97,7 @@ def route(app: Flask, endpoint: str, method: str) -> Route:
 def is_plain(environ: WSGIEnvironment, *, token: bool) -> bool:
     """No query, no conditional or range header (nor a token, unless `token`), nothing
     oversized, a usable host: Flask answers the others."""
-    if environ.get("QUERY_STRING") or not is_usable_host(host(environ)):
+    if environ.get("QUERY_STRING") or lacks_host(environ) or not is_usable_host(host(environ)):
         return False
     if len(environ.get("RAW_URI") or environ.get("PATH_INFO", "")) > MAX_URL:
         return False

@@ -351,10 +351,28 @@ def is_usable_host(host: str) -> bool:
     return True
 
 
+def lacks_host(environ: WSGIEnvironment) -> bool:
+    """Whether an HTTP/1.1 request has no Host header, or an empty one, which a server must
+    answer 400 (RFC 9112, 3.2; an `http` URL names a host). HTTP/1.0 needs none. Neither
+    gunicorn nor Werkzeug's server refuses one: the app does (`_refuse_unusable`)."""
+    return not environ.get("HTTP_HOST") and environ.get("SERVER_PROTOCOL") not in _HOSTLESS
+
+
+#: The versions of HTTP whose requests need no Host header.
+_HOSTLESS = ("HTTP/1.0", "HTTP/0.9")
+
+
 def _refuse_unusable() -> None:
-    """A Host header naming no usable host answers 400 (`is_usable_host`), a request target over
-    MAX_URL characters 414, a header line over MAX_HEADER_LINE 431, before anything else is done
-    with them."""
+    """An HTTP/1.1 request without a Host header (`lacks_host`) or one naming no usable host
+    answers 400 (`is_usable_host`), a request target over MAX_URL characters 414, a header line
+    over MAX_HEADER_LINE 431, before anything else is done with them."""
+    if lacks_host(request.environ):
+        raise Problem(
+            400,
+            "Bad Request",
+            "An HTTP/1.1 request must name its host in a Host header.",
+            errors=[{"field": "Host", "message": "Missing."}],
+        )
     if not is_usable_host(request.host):
         raise Problem(
             400,

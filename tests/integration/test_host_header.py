@@ -1,6 +1,7 @@
 """A Host header naming no host Werkzeug can build URLs with is a 400 problem naming `Host`, on
 every path (the plain lookup and the plain event path too), never a 500 and a traceback; a host
-Werkzeug can use is never refused."""
+Werkzeug can use is never refused. An HTTP/1.1 request without a Host header is a 400 naming it
+too; an HTTP/1.0 one needs none."""
 
 from __future__ import annotations
 
@@ -53,13 +54,23 @@ def app(request, database_url, make_app) -> Flask:
 
 
 def answer(
-    app: Flask, method: str, path: str, host: str, headers: dict | None = None, **kwargs: object
+    app: Flask,
+    method: str,
+    path: str,
+    host: str | None,
+    headers: dict | None = None,
+    protocol: str = "HTTP/1.1",
+    **kwargs: object,
 ) -> Response:
-    """`app`'s answer to a request sent with this Host header, through the test client's own
-    machinery but its cookie jar, which builds the request's URL (and fails on such a host)."""
-    headers = {**(headers or {}), "Host": host}
+    """`app`'s answer to a request sent with this Host header (None: without one) in `protocol`,
+    through the test client's own machinery but its cookie jar, which builds the request's URL
+    (and fails on such a host)."""
+    headers = {**(headers or {}), "Host": host or ""}
     builder = EnvironBuilder(path, method=method, headers=headers, **kwargs)
-    body, status, answered = run_wsgi_app(app, builder.get_environ(), buffered=True)
+    environ = {**builder.get_environ(), "SERVER_PROTOCOL": protocol}
+    if host is None:
+        del environ["HTTP_HOST"]
+    body, status, answered = run_wsgi_app(app, environ, buffered=True)
     return Response(b"".join(body), status, answered)
 
 
@@ -116,3 +127,25 @@ def test_a_host_werkzeug_can_use_is_never_refused(app, dispatched):
         assert plain.status_code == 200 and dispatched == [], host  # answered before Flask
         for path in ("/issuer", "/verify?certification_id=ACTIVE-1", "/healthz"):
             assert answer(app, "GET", path, host).status_code == 200, (host, path)
+
+
+@pytest.mark.parametrize("host", [None, ""], ids=["no-host", "empty-host"])
+def test_an_http_1_1_request_without_a_host_is_a_400_naming_it_on_every_path(app, dispatched, host):
+    """RFC 9112 3.2: a server must answer 400 to an HTTP/1.1 request that names no host; neither
+    gunicorn nor Werkzeug's server does, and the app answered it for the server's own name."""
+    every_kind = requests_of_every_kind(app)
+    events = recorded_events(app)
+    dispatched.clear()
+    for method, path, kwargs in every_kind:
+        refused = answer(app, method, path, host, **kwargs)
+        assert refused.status_code == 400, (path, refused.get_data(as_text=True))
+        assert refused.mimetype == "application/problem+json"
+        assert refused.get_json()["errors"] == [{"field": "Host", "message": "Missing."}]
+        assert refused.headers["X-Content-Type-Options"] == "nosniff"
+    assert recorded_events(app) == events
+    assert len(dispatched) == len(every_kind)  # Flask refused each, plain or not
+
+
+def test_an_http_1_0_request_needs_no_host(app):
+    for path in ("/v1/verifications/ACTIVE-1", "/issuer", "/verify?certification_id=ACTIVE-1"):
+        assert answer(app, "GET", path, None, protocol="HTTP/1.0").status_code == 200, path

@@ -177,17 +177,35 @@ def test_gunicorn_believes_no_forwarded_header_of_a_loopback_peer(served):
     "request_line",
     [b"GET /issuer", b"GET /v1/verifications/CERT-1", b"POST /oauth/token"],
 )
-def test_a_host_werkzeug_cannot_use_gets_the_apps_400_naming_it(served, request_line):
+@pytest.mark.parametrize(
+    ("host", "message"),
+    [
+        (b"Host: xn--zz\r\n", "Not a valid host name."),
+        (b"", "Missing."),
+        (b"Host: \r\n", "Missing."),
+    ],
+    ids=["not-idna", "no-host", "empty-host"],
+)
+def test_a_host_the_app_cannot_use_gets_its_400_naming_it(served, request_line, host, message):
     """`Host: xn--zz` (a label that is not IDNA) made Werkzeug raise building the request's URL:
-    a 500 and a traceback in the log for any client that sent it."""
+    a 500 and a traceback in the log for any client that sent it. An HTTP/1.1 request without a
+    Host (RFC 9112 3.2: a 400) was answered for the server's own name: gunicorn lets it through."""
     served, _ = served
     answer = _raw(
         served,
-        request_line + b" HTTP/1.1\r\nHost: xn--zz\r\nConnection: close\r\n"
+        request_line + b" HTTP/1.1\r\n" + host + b"Connection: close\r\n"
         b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 0\r\n\r\n",
     )
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 400 "), answer[:300]
     assert b"\r\nContent-Type: application/problem+json\r\n" in head
     assert b"\r\nX-Content-Type-Options: nosniff\r\n" in head
-    assert json.loads(body)["errors"] == [{"field": "Host", "message": "Not a valid host name."}]
+    assert json.loads(body)["errors"] == [{"field": "Host", "message": message}]
+
+
+def test_gunicorn_refuses_a_host_given_twice_and_http_1_0_needs_none(served):
+    served, _ = served
+    twice = _raw(served, b"GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")
+    _is_the_servers_problem(twice, 400)
+    old = _raw(served, b"GET /healthz HTTP/1.0\r\n\r\n")
+    assert old.startswith(b"HTTP/1.0 200 "), old[:300]
