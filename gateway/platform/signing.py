@@ -36,6 +36,10 @@ RSA_BITS = 2048
 RSA_MOST_BITS = 4096
 #: An ES256 signature is 64 bytes (r and s, 32 each): 86 characters of base64url.
 ES256_SIGNATURE_CHARACTERS = 86
+#: The order n of P-256's group. An ECDSA signature (r, s) and its twin (r, n - s) both hold:
+#: anyone can turn one into the other, so the same claims would have two signatures. Only the
+#: low-S form (s at most n / 2) is made, and only it is taken.
+P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 SigningKey = ECKey | RSAKey
 #: How a header names a key, from the key's `kid` (a URL that serves it, say).
 KeyName = Callable[[str], str]
@@ -134,7 +138,8 @@ class SigningKeys:
         header's `kid` is the key's own, or `named_by` of it."""
         key = self.signer(alg)
         header = _header(key, typ, cty, named_by)
-        return jws.serialize_compact(header, _payload(claims), key, algorithms=[header["alg"]])
+        token = jws.serialize_compact(header, _payload(claims), key, algorithms=[header["alg"]])
+        return _low_s(token) if header["alg"] == ES256 else token
 
     def stand_in(self, claims: Mapping[str, Any], typ: str) -> str:
         """What `sign` would make of `claims` (ES256) but for its signature: the header and
@@ -170,19 +175,21 @@ class SigningKeys:
                 raise InvalidSignature(f"its alg {header.get('alg')!r} is not its key's")
             return key
 
+        # a compact JWS holds no white space: a copy wrapped at a line length (an e-mail's) is the
+        # same token
+        token = "".join(token.split())
         try:
-            found = jws.deserialize_compact(
-                # a compact JWS holds no white space: a copy wrapped at a line length (an e-mail's)
-                # is the same token
-                "".join(token.split()),
-                key_of,
-                algorithms=list(ALGORITHMS.values()),
-            )
+            found = jws.deserialize_compact(token, key_of, algorithms=list(ALGORITHMS.values()))
             claims = json.loads(found.payload)
         except InvalidSignature:  # the key it names: what is wrong is said already
             raise
         except (JoseError, ValueError, TypeError) as exc:
             raise InvalidSignature(f"not a genuine signed token: {exc}") from exc
+        if found.headers().get("alg") == ES256 and _low_s(token) != token:
+            raise InvalidSignature(
+                "its ES256 signature is in the high-S form (s over half the curve order), the "
+                "twin of the signature the gateway made: an altered copy"
+            )
         if not isinstance(claims, dict):
             raise InvalidSignature("the signed payload is not a JSON object")
         return Verified(header=dict(found.headers()), claims=claims)
@@ -195,6 +202,18 @@ class SigningKeys:
         """The public half of the key `kid`, as a JWK; None when no key of the set has it."""
         found = next((key for key in self.keys if key.kid == kid), None)
         return found.as_dict(private=False) if found else None
+
+
+def _low_s(token: str) -> str:
+    """An ES256 compact JWS with its signature (r, s) in the low-S form: (r, n - s) when s is
+    over half the order n of P-256's group (`P256_ORDER`), both being valid signatures."""
+    signed, _, signature = token.rpartition(".")
+    raw = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
+    s = int.from_bytes(raw[32:])
+    if s <= P256_ORDER // 2:
+        return token
+    low = raw[:32] + (P256_ORDER - s).to_bytes(32)
+    return f"{signed}.{base64.urlsafe_b64encode(low).rstrip(b'=').decode()}"
 
 
 def _header(key: SigningKey, typ: str, cty: str | None, named_by: KeyName | None) -> dict[str, str]:

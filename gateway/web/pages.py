@@ -205,7 +205,9 @@ def receipt_check_page() -> ResponseReturnValue:
     try:
         verified = receipts.verify(services(), token)
         said = _shown(verified.claims)
-    except (InvalidSignature, KeyError, TypeError, ValueError):
+    except InvalidSignature as exc:  # what is wrong with the signature, said
+        return render_template("receipt_check.html", token=token, genuine=False, why=exc), 422
+    except (KeyError, TypeError, ValueError):
         return render_template("receipt_check.html", token=token, genuine=False), 422
     [now] = lookup.verify(services().db, services().policy, [said.certification_id])
     return render_template(

@@ -17,6 +17,7 @@ from gateway.platform import signing
 from gateway.store.models import Receipt, utcnow
 from tests.support.clients import register_client
 from tests.support.events import revoked
+from tests.support.jws import high_s_twin
 from tests.support.verification import ANSWER_KEYS, days_ago, record, record_every_status
 
 BASE = "https://verify.example.org"
@@ -380,6 +381,27 @@ def test_a_tampered_or_foreign_receipt_is_refused(client, forge):
     html = page.get_data(as_text=True)
     assert "Not a genuine receipt" in html and "Genuine receipt" not in html
     assert "<strong>Active</strong>" not in html
+
+
+def test_the_high_s_twin_of_a_genuine_receipt_is_refused_by_both_checks_saying_why(client):
+    """A receipt's signature (r, s) turned into (r, n - s) is another valid ECDSA signature of
+    the same claims: both the receipt page and the credential check refuse it, saying why."""
+    token = client.get("/v1/verifications/LAPSED-1/receipt").get_data(as_text=True)
+    twin = high_s_twin(token)
+    assert jwt.decode(twin, options={"verify_signature": False}) == decode(client, token)
+    assert client.get("/verify/receipt", query_string={"receipt": token}).status_code == 200
+    page = client.get("/verify/receipt", query_string={"receipt": twin})
+    assert page.status_code == 422
+    html = page.get_data(as_text=True)
+    assert "Not a genuine receipt" in html and "Genuine receipt" not in html
+    assert "What is wrong: its ES256 signature is in the high-S form" in html
+    checked = client.post("/v1/credentials/verify", json={"credential": token}).get_json()
+    assert checked["checks"][0]["message"] == "Signed by us, but not an Open Badges credential."
+    refused = client.post("/v1/credentials/verify", json={"credential": twin}).get_json()
+    assert refused["verified"] is False
+    assert refused["checks"][0]["message"].startswith(
+        "The signature does not hold: its ES256 signature is in the high-S form"
+    )
 
 
 @pytest.mark.parametrize(
