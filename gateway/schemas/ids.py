@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import fields, validate
+from marshmallow import ValidationError, fields, validate
 
 from gateway.schemas.events import CERTIFICATION_ID, TEXT
 
@@ -19,13 +19,32 @@ class _LengthFirst(fields.List):
         return super()._deserialize(value, attr, data, **kwargs)
 
 
-def certification_ids_field(most: int, *, well_formed: bool = False) -> fields.List:
+#: Why a number to look up with white space around it (pasted with it, say) is refused: no
+#: certification's number holds any, so it would be not found, where its owner expects a match.
+PADDED = "Remove the white space around the certification number."
+
+
+def padded(number: str) -> bool:
+    """Whether `number` begins or ends with white space (as `str.strip` reads it)."""
+    return number != number.strip()
+
+
+def _unpadded(number: str) -> None:
+    if padded(number):
+        raise ValidationError(PADDED)
+
+
+def certification_ids_field(
+    most: int, *, well_formed: bool = False, looked_up: bool = False
+) -> fields.List:
     """A required list of 1 to `most` certification ids: any text up to 128 characters (an id
     no certification has is looked up, and not found), or, `well_formed`, ids as a
-    certification's may be (ASCII letters, digits, . _ -)."""
+    certification's may be (ASCII letters, digits, . _ -); `looked_up`, any text but one with
+    white space around it (`PADDED`)."""
     shape = CERTIFICATION_ID if well_formed else TEXT
+    checks = [validate.Length(min=1, max=128), shape, *([_unpadded] if looked_up else [])]
     return _LengthFirst(
-        fields.String(validate=[validate.Length(min=1, max=128), shape]),
+        fields.String(validate=checks),
         required=True,
         validate=validate.Length(min=1, max=most, error=f"Give 1 to {most} certification ids."),
         metadata={"example": ["CERT-123", "CERT-456"]},

@@ -87,7 +87,7 @@ class BatchLookupSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    certification_ids = certification_ids_field(MAX_BATCH)
+    certification_ids = certification_ids_field(MAX_BATCH, looked_up=True)
     on = on_field()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
+from urllib.parse import quote
 
 import pytest
 from sqlalchemy import update
@@ -91,6 +92,37 @@ def test_unknown_certification_is_a_404_problem(client, answers):
     assert response.mimetype == "application/problem+json"
     problem = response.get_json()
     assert problem["status"] == 404 and "NO-SUCH-1" in problem["detail"]
+
+
+#: A number pasted with white space around it: a space, a tab, a no-break space, a line end.
+PADDED = [" ACTIVE-1 ", "ACTIVE-1 ", "\tACTIVE-1", "\u00a0ACTIVE-1", "ACTIVE-1\n"]
+PADDED_ERROR = {
+    "field": "certification_id",
+    "message": "Remove the white space around the certification number.",
+}
+
+
+@pytest.mark.parametrize("number", PADDED)
+def test_a_number_in_the_path_with_white_space_around_it_is_a_400_naming_it(
+    client, answers, token_for, number
+):
+    """No number holds white space: a 404 would say the certification is not on record, where
+    the client sent its number with what it was pasted with. The lookup (answered in front of
+    Flask or not), a past day's and a receipt all say what is wrong."""
+    bearer = token_for("verifications:read")
+    path = f"/v1/verifications/{quote(number)}"
+    for url, headers in [
+        (path, {}),
+        (path, bearer),
+        (f"{path}?on={days_ago(1)}", bearer),
+        (f"{path}/receipt", {}),
+    ]:
+        response = client.get(url, headers=headers)
+        assert response.status_code == 400, url
+        assert response.mimetype == "application/problem+json"
+        assert response.get_json()["errors"] == [PADDED_ERROR]
+    assert client.get(f"/v1/verifications/{quote(number.strip())}").status_code == 200
+    assert client.get("/v1/verifications/ACTIVE%201").status_code == 404  # a space within
 
 
 def test_lookup_sends_cache_control_and_answers_304_to_its_etag(client, answers):
@@ -237,6 +269,15 @@ def test_batch_with_a_malformed_body_is_a_422_problem_naming_the_field(batch, bo
     assert response.status_code == 422
     assert response.mimetype == "application/problem+json"
     assert field in [e["field"] for e in response.get_json()["errors"]]
+
+
+def test_a_batch_id_with_white_space_around_it_is_a_422_naming_it(batch, answers):
+    """As every malformed field of a body is; an id that merely matches nothing is not_found."""
+    response = batch({"certification_ids": ["ACTIVE-1", *PADDED, "ACTIVE 1"]})
+    assert response.status_code == 422
+    errors = response.get_json()["errors"]
+    named = [f"certification_ids.{n}" for n in range(1, len(PADDED) + 1)]
+    assert errors == [{**PADDED_ERROR, "field": field} for field in named]
 
 
 def test_more_than_one_hundred_ids_says_the_limit(batch):

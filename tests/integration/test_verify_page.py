@@ -107,6 +107,23 @@ def test_the_pages_ignore_authorization_unlike_the_credential_check_api(client, 
 def test_the_page_escapes_the_number_it_echoes(client):
     html = client.get("/verify?certification_id=<script>x</script>").get_data(as_text=True)
     assert "<script>x" not in html and "&lt;script&gt;x" in html
+    padded = client.get("/verify", query_string={"certification_id": ' <b>"x"</b> '})
+    assert padded.status_code == 404
+    html = padded.get_data(as_text=True)
+    assert "<b>" not in html and "&lt;b&gt;&#34;x&#34;&lt;/b&gt;" in html
+
+
+@pytest.mark.parametrize("typed", [" ACTIVE-1 ", "\tACTIVE-1\u00a0", "ACTIVE-1\r\n"])
+def test_the_page_trims_white_space_pasted_around_a_number(client, typed):
+    """An employer pasting the number from a document with the space or line end around it
+    gets the card of that number, and the proof of its check."""
+    page = client.get("/verify", query_string={"certification_id": typed})
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert 'value="ACTIVE-1"' in html and "<strong>Active</strong>" in html
+    proof = client.get("/verify/proof", query_string={"certification_id": typed})
+    assert proof.status_code == 200
+    assert "/verify?certification_id=ACTIVE-1" in proof.get_data(as_text=True)
 
 
 @pytest.mark.usefixtures("within_one_minute")

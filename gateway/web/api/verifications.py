@@ -13,6 +13,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
+from gateway.schemas.ids import PADDED, padded
 from gateway.schemas.responses import NotFoundResultSchema
 from gateway.schemas.verifications import (
     BatchLookupSchema,
@@ -66,6 +67,18 @@ def not_certified_on(certification_id: str, on: date) -> Problem:
     )
 
 
+def refuse_padded(certification_id: str) -> None:
+    """A number in the path with white space around it answers 400 naming `certification_id`:
+    no certification's number holds any, so a 404 would tell the client it is not on record."""
+    if padded(certification_id):
+        raise Problem(
+            400,
+            "Bad Request",
+            f"{PADDED} No certification number begins or ends with white space.",
+            errors=[{"field": "certification_id", "message": PADDED}],
+        )
+
+
 def _on() -> date | None:
     """`?on=`, when given (a token with `verifications:read` is then required)."""
     return loaded(_on_query, query_args(_on_query.load_fields), "query")["on"]
@@ -103,7 +116,8 @@ def look_up(certification_id: str, on: date | None) -> lookup.Verification:
     description="No token needed; a `verifications:read` token raises the rate limit. Send the "
     "`ETag` back as `If-None-Match` to get a 304 while the record is unchanged. With `on` (and a "
     "`verifications:read` token) the record as it stood that day, computed from the history; a "
-    "day before the grant is a 404 naming `on`.",
+    "day before the grant is a 404 naming `on`. A number with white space around it is a 400 "
+    "naming `certification_id`.",
     parameters=[
         {"in": "query", "schema": OnQuerySchema},
         {"in": "header", "name": "If-None-Match", "schema": {"type": "string"}},
@@ -124,6 +138,7 @@ def get_verification(certification_id: str) -> ResponseReturnValue:
 
     `?on=YYYY-MM-DD` (with a `verifications:read` token): as it stood on that day.
     """
+    refuse_padded(certification_id)
     if request.query_string and "on" in request.args:  # a plain lookup parses no arguments
         on = _on()
         return answer(look_up(certification_id, on), on)
@@ -201,6 +216,7 @@ def batch_verifications() -> ResponseReturnValue:
 )
 def get_receipt(certification_id: str) -> ResponseReturnValue:
     """A signed receipt (compact JWS) of the public record now, or on `?on=` (with a token)."""
+    refuse_padded(certification_id)
     on = _on()
     if on is not None:
         _token_for_a_past_day()
