@@ -209,3 +209,31 @@ def test_gunicorn_refuses_a_host_given_twice_and_http_1_0_needs_none(served):
     _is_the_servers_problem(twice, 400)
     old = _raw(served, b"GET /healthz HTTP/1.0\r\n\r\n")
     assert old.startswith(b"HTTP/1.0 200 "), old[:300]
+
+
+def test_head_and_options_over_gunicorn_keep_their_framing(served):
+    """A HEAD's Content-Length is the GET's, with no body after it; a 204 to OPTIONS has neither
+    a length nor a chunked body, so the connection's next answer is read where it starts."""
+    served, _ = served
+    got = requests.get(f"http://127.0.0.1:{served}/openapi.json", timeout=5)
+    head = _raw(served, b"HEAD /openapi.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    head_lines, _, body = head.partition(b"\r\n\r\n")
+    assert head_lines.startswith(b"HTTP/1.1 200 ") and body == b""
+    assert f"\r\nContent-Length: {len(got.content)}\r\n".encode() in head_lines
+    options = _raw(
+        served,
+        b"OPTIONS /v1/events HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    first, _, rest = options.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 204 "), options[:300]
+    assert b"\r\nAllow: OPTIONS, POST\r\n" in first
+    assert b"Content-Length" not in first and b"Transfer-Encoding" not in first
+    assert rest.startswith(b"HTTP/1.1 200 "), rest[:300]
+
+
+def test_the_development_server_refuses_an_http_1_1_request_without_a_host(ran):
+    answer = _raw(ran, b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), answer[:300]
+    assert json.loads(body)["errors"] == [{"field": "Host", "message": "Missing."}]
