@@ -383,25 +383,20 @@ def test_a_tampered_or_foreign_receipt_is_refused(client, forge):
     assert "<strong>Active</strong>" not in html
 
 
-def test_the_high_s_twin_of_a_genuine_receipt_is_refused_by_both_checks_saying_why(client):
-    """A receipt's signature (r, s) turned into (r, n - s) is another valid ECDSA signature of
-    the same claims: both the receipt page and the credential check refuse it, saying why."""
+def test_the_high_s_twin_of_a_genuine_receipt_is_genuine_to_both_checks(client):
+    """A receipt's signature (r, s) turned into (r, n - s), as half of those signed before the
+    gateway kept to the low-S form are, is another valid ECDSA signature of the same claims:
+    both the receipt page and the credential check take it as they take the receipt."""
     token = client.get("/v1/verifications/LAPSED-1/receipt").get_data(as_text=True)
     twin = high_s_twin(token)
+    assert twin != token
     assert jwt.decode(twin, options={"verify_signature": False}) == decode(client, token)
-    assert client.get("/verify/receipt", query_string={"receipt": token}).status_code == 200
-    page = client.get("/verify/receipt", query_string={"receipt": twin})
-    assert page.status_code == 422
-    html = page.get_data(as_text=True)
-    assert "Not a genuine receipt" in html and "Genuine receipt" not in html
-    assert "What is wrong: its ES256 signature is in the high-S form" in html
-    checked = client.post("/v1/credentials/verify", json={"credential": token}).get_json()
-    assert checked["checks"][0]["message"] == "Signed by us, but not an Open Badges credential."
-    refused = client.post("/v1/credentials/verify", json={"credential": twin}).get_json()
-    assert refused["verified"] is False
-    assert refused["checks"][0]["message"].startswith(
-        "The signature does not hold: its ES256 signature is in the high-S form"
-    )
+    for shown in (token, twin):
+        page = client.get("/verify/receipt", query_string={"receipt": shown})
+        assert page.status_code == 200
+        assert "Genuine receipt" in page.get_data(as_text=True)
+        checked = client.post("/v1/credentials/verify", json={"credential": shown}).get_json()
+        assert checked["checks"][0]["message"] == "Signed by us, but not an Open Badges credential."
 
 
 @pytest.mark.parametrize(

@@ -51,22 +51,19 @@ def test_a_signature_verifies_with_an_independent_implementation(tmp_path, alg):
     assert keys.verify(token).claims == {"sub": "CERT-1", "status": "active"}
 
 
-def test_es256_signatures_are_made_and_taken_in_the_low_s_form_only(tmp_path):
+def test_es256_signatures_are_made_in_the_low_s_form_and_taken_in_either(tmp_path):
     """(r, s) and (r, n - s) are both valid ECDSA signatures of the same claims: the keys make
-    the low-S one (about half of the signatures ECDSA makes are high-S), and refuse the other,
-    which only an altered copy holds, saying why."""
+    the low-S one (about half of the signatures ECDSA makes are high-S), and take both, as tokens
+    signed before they kept to it are high-S half the time."""
     keys = SigningKeys.load(tmp_path / "keys.json")
     public = jwt.PyJWKSet.from_dict(keys.public_jwks())[keys.signing_kid(ES256)].key
     for n in range(32):
         token = keys.sign({"n": n}, typ="JWT")
         assert s_of(token) <= P256_ORDER // 2
         twin = high_s_twin(token)
+        assert s_of(twin) > P256_ORDER // 2
         assert jwt.decode(twin, public, algorithms=[ES256]) == {"n": n}  # ECDSA holds it good
-        with pytest.raises(InvalidSignature, match=r"^its ES256 signature is in the high-S form"):
-            keys.verify(twin)
-        with pytest.raises(InvalidSignature, match=r"high-S"):
-            keys.verify(" \n".join(twin[i : i + 40] for i in range(0, len(twin), 40)))
-        assert keys.verify(token).claims == {"n": n}
+        assert keys.verify(twin).claims == keys.verify(token).claims == {"n": n}
 
 
 def test_a_header_naming_one_key_with_the_other_algorithm_is_refused(tmp_path):
