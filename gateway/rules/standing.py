@@ -192,13 +192,19 @@ class _History:
         except KeyError as exc:
             raise TypeError(f"not a certification event: {exc.args[0]!r}") from None
         self.grants: list[Granted] = sorted(groups[Granted], key=chronological)
+        self.revocations: list[Revoked] = sorted(groups[Revoked], key=chronological)
+        if self.revocations:
+            # CERT-REVOKED; decision: a revocation comes first on its day, and nothing dated on
+            # or after it counts but member updates, whichever arrived first (docs/rules.md)
+            revoked_on = self.revocations[0].revoked_on
+            for kind in (FeePaid, CcpActivity, AuditCompleted, Recertified):
+                groups[kind] = [e for e in groups[kind] if e.effective_on < revoked_on]
         self.fees: list[FeePaid] = sorted(groups[FeePaid], key=_paid_on)
         self.activities: list[CcpActivity] = _once_each(groups[CcpActivity])
         self.activity_days: list[date] = list(map(_completed_on, self.activities))
         self.employed = any(a.category == EMPLOYMENT for a in self.activities)
         self.audits: list[AuditCompleted] = groups[AuditCompleted]
         self.recerts: list[Recertified] = sorted(groups[Recertified], key=chronological)
-        self.revocations: list[Revoked] = sorted(groups[Revoked], key=chronological)
         self.updates: list[MemberUpdated] = sorted(groups[MemberUpdated], key=chronological)
 
     def any_after(self, day: date) -> bool:
@@ -241,8 +247,8 @@ def _employed_inside(activities: list[CcpActivity], first: date, last: date) -> 
 
 def _once_each(activities: list[CcpActivity]) -> list[CcpActivity]:
     """The activities in date order, an activity recorded twice (an accepted record and a kept
-    one, CCP-DUPLICATE) counting once: its earliest record."""
-    ordered = sorted(activities, key=lambda a: (a.completed_on, a.event_id))
+    one, CCP-DUPLICATE) counting once: its earliest record, in `chronological` order."""
+    ordered = sorted(activities, key=chronological)
     seen: set[str] = set()
     once = []
     for activity in ordered:

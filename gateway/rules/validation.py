@@ -67,7 +67,7 @@ def validate(
         return []
     if isinstance(event, MemberUpdated):
         return list(_future(event, policy, received_at))
-    violations = list(_revoked(history))
+    violations = list(_revoked(history, event))
     violations.extend(_future(event, policy, received_at))
     if isinstance(event, Granted):
         violations.extend(_check_grant(grant, event, policy))
@@ -85,14 +85,17 @@ def validate(
     return violations
 
 
-def _revoked(history: Sequence[Event]) -> Iterator[Violation]:
-    """CERT-REVOKED, named before what the event's own checks find."""
-    revocation = next((e for e in history if isinstance(e, Revoked)), None)
-    if revocation is not None:
+def _revoked(history: Sequence[Event], event: Event) -> Iterator[Violation]:
+    """CERT-REVOKED, named before what the event's own checks find. A revocation dated on or
+    before the one that counts is kept: the standing counts the first in date order."""
+    revocations = [e for e in history if isinstance(e, Revoked)]
+    if revocations:
+        revocation = min(revocations, key=chronological)
         yield Violation(
             ids.CERT_REVOKED,
             f"the certification was revoked on {revocation.revoked_on}; "
             "only member.updated is accepted after a revocation",
+            provisional=isinstance(event, Revoked) and event.revoked_on <= revocation.revoked_on,
         )
 
 

@@ -279,6 +279,51 @@ def test_an_event_refused_on_a_revoked_certification_names_its_own_rules_too(pos
     assert post(event("member.updated", {"last_name": "King"})).status_code == 202
 
 
+def test_events_dated_on_the_revocation_day_give_one_standing_whichever_arrives_first(post, reader):
+    """A revocation comes first on its day (docs/rules.md, *One day's events*): a payment, a
+    failed audit or a recertification dated that day counts in neither order, and of two
+    revocations of one day the one that occurred first names the reason."""
+    day = "2026-03-10"
+    same_day = {
+        "fee": lambda cert: fee(2024, day, cert=cert),
+        "audit": lambda cert: event(
+            "audit.completed",
+            {"result": "failed", "audited_on": day, "cycle_start": "2023-03-01"},
+            cert=cert,
+        ),
+        "recert": lambda cert: recert("exam", day, exam_passed_on="2026-03-01", cert=cert),
+        "revocation": lambda cert: event(
+            "certification.revoked",
+            {"reason": "fraud", "revoked_on": day},
+            cert=cert,
+            occurred_at=f"{day}T09:00:00Z",
+        ),
+    }
+    standings = {}
+    for kind, make in same_day.items():
+        for order, cert in (("first", f"{kind}-FIRST"), ("after", f"{kind}-AFTER")):
+            assert post(granted("2023-03-01", cert=cert)).status_code == 202
+            if kind == "recert":  # lapsed on 2026-03-01 by a failed audit, so that it counts
+                audit = {
+                    "result": "failed",
+                    "audited_on": "2026-03-01",
+                    "cycle_start": "2023-03-01",
+                }
+                assert post(event("audit.completed", audit, cert=cert)).status_code == 202
+            revocation = revoked(day, cert=cert, occurred_at=f"{day}T10:00:00Z")
+            for body in (make(cert), revocation) if order == "first" else (revocation, make(cert)):
+                post(body)
+            standing = reader(f"/v1/certifications/{cert}").get_json()
+            standings[kind, order] = {k: standing[k] for k in ("certified_on", "reasons", "fees")}
+            standings[kind, order]["ccp"] = standing["ccp"]["cycle_start"]
+        assert standings[kind, "first"] == standings[kind, "after"], kind
+    assert standings["fee", "first"]["fees"]["paid_through"] == "2024-03-31"
+    assert standings["audit", "first"]["ccp"] == "2026-04-01"  # no picture frozen by the audit
+    assert standings["recert", "first"]["certified_on"] == "2023-03-01"
+    [reason] = standings["revocation", "first"]["reasons"]
+    assert reason["message"] == "the certification was revoked on 2026-03-10: fraud"
+
+
 def test_recertification_starts_a_new_period_and_issues_a_badge(post, reader):
     assert post(granted("2010-06-15")).get_json()["standing"]["status"] == "lapsed"
     response = post(recert("exam", "2026-10-01", exam_passed_on="2026-09-15"))

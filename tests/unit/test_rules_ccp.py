@@ -192,6 +192,17 @@ def test_ccp_duplicate_rejects_same_activity_under_another_event_id():
     assert rules_broken(history, first) == []
 
 
+def test_ccp_duplicate_of_one_day_counts_the_record_that_occurred_first():
+    """One day's events of one kind are ordered by occurred_at, then event_id (docs/rules.md)."""
+    day = date(2016, 1, 1)
+    earlier = activity(day, 5, activity_id="ACT-7", event_id="ccp-b", occurred_at=noon(day))
+    later = activity(
+        day, 30, activity_id="ACT-7", event_id="ccp-a", occurred_at=noon(day) + timedelta(hours=1)
+    )
+    for history in ([granted(START), earlier, later], [granted(START), later, earlier]):
+        assert standing(history, day).ccp.points_earned == 5
+
+
 def test_ccp_short_inactive_from_day_after_cycle_end():
     history = [*paid_up(), activity(date(2017, 1, 1), 29.5)]
     assert standing(history, date(2018, 6, 30)).status == "active"

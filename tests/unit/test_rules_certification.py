@@ -92,6 +92,18 @@ def test_cert_revoked_rejects_every_later_event_but_member_updated():
     assert rules_broken(history, updated(date(2013, 1, 1), email="new@example.org")) == []
 
 
+def test_cert_revoked_a_revocation_dated_on_or_before_the_recorded_one_is_kept_and_counts():
+    """The first revocation in date order counts, whichever arrived first (docs/rules.md)."""
+    history = accepted(granted(date(2015, 6, 3)), revoked(date(2017, 1, 1), "fraud"))
+    for earlier in (revoked(date(2016, 1, 1), "misconduct"), revoked(date(2017, 1, 1))):
+        violations = validate(history, earlier, policy=POLICY, received_at=NOW)
+        assert [(v.rule, v.provisional) for v in violations] == [("CERT-REVOKED", True)]
+    earlier = revoked(date(2016, 1, 1), "misconduct")
+    on_day = standing([*history, earlier], date(2016, 1, 1))
+    assert (on_day.status, on_day.revoked_on) == ("revoked", date(2016, 1, 1))
+    assert on_day == standing(accepted(granted(date(2015, 6, 3)), earlier), date(2016, 1, 1))
+
+
 def test_cert_revoked_is_named_first_then_the_events_own_rules():
     history = accepted(granted(LAPSING), revoked(date(2012, 1, 1)))
     assert rules_broken(history, fee(2006, date(2006, 1, 1))) == ["CERT-REVOKED"]

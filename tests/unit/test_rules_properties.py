@@ -24,6 +24,7 @@ from gateway.rules import (
     kept,
     validate,
 )
+from gateway.rules.periods import cycle_index, cycle_start
 from tests.support.rules_factories import CRITERIA, MEMBER, NOW, POLICY, noon
 
 SETTINGS = settings(max_examples=150, deadline=None)
@@ -260,3 +261,78 @@ def test_property_the_standing_does_not_depend_on_arrival_order(events: list[Eve
     for years in (1, 3, 5, 8, 12, 16, 20):
         as_of = granted_on + timedelta(days=365 * years)
         assert evaluate(arrivals, as_of, POLICY) == evaluate(in_date_order, as_of, POLICY)
+
+
+KINDS = ("fee", "activity", "audit", "recertification", "revocation", "update")
+
+
+@st.composite
+def on_day(draw, kind: str, event_id: str, day: date, granted_on: date) -> Event:
+    """An event of `kind` dated `day`, often valid, sometimes not."""
+    envelope = (event_id, noon(day) + timedelta(hours=draw(st.sampled_from([0, 0, 1, 30]))))
+    if kind == "fee":
+        return FeePaid(*envelope, day.year + draw(st.sampled_from([-1, 0, 1])), day)
+    if kind == "activity":
+        return CcpActivity(
+            *envelope, f"A-{event_id}", "formal_education", day, draw(st.sampled_from(POINTS))
+        )
+    if kind == "audit":  # of the grant period's cycle holding the day (or of one begun that day)
+        first = (
+            day
+            if draw(st.booleans())
+            else cycle_start(granted_on, cycle_index(granted_on, day, 3), 3)
+        )
+        result = draw(st.sampled_from(["passed", "failed"]))
+        return AuditCompleted(*envelope, result, day, first)
+    if kind == "recertification":
+        method = draw(st.sampled_from(["exam", "ccp"]))
+        return Recertified(
+            *envelope,
+            method,
+            day,
+            f"APP-{event_id}",
+            CRITERIA,
+            exam_passed_on=day - timedelta(days=draw(st.integers(0, 900)))
+            if method == "exam"
+            else None,
+            ccp_points=Decimal(30) if method == "ccp" else None,
+            earliest_activity_on=day - timedelta(days=300) if method == "ccp" else None,
+        )
+    if kind == "revocation":
+        return Revoked(*envelope, draw(st.sampled_from(["misconduct", "fraud"])), day)
+    return MemberUpdated(*envelope, last_name=draw(st.sampled_from(["Byron", "King"])))
+
+
+@st.composite
+def same_day_pairs(draw) -> tuple[list[Event], Event, Event]:
+    """A certification's history (a grant, some years paid, some activities, now and then a
+    failed audit), and two events of any kinds dated on one day after the grant."""
+    granted_on = draw(st.dates(date(2000, 1, 1), date(2016, 12, 31)))
+    history: list[Event] = [Granted("e0", noon(granted_on), MEMBER, "RMA", granted_on)]
+    for year in range(granted_on.year + 1, granted_on.year + 1 + draw(st.integers(0, 9))):
+        day = date(year, granted_on.month, 1)
+        history.append(FeePaid(f"e{len(history)}", noon(day), year, day))
+    for _ in range(draw(st.integers(0, 6))):
+        day = granted_on + timedelta(days=draw(st.integers(0, 10 * 366)))
+        index = len(history)
+        history.append(
+            CcpActivity(f"e{index}", noon(day), f"A{index}", "formal_education", day, Decimal(10))
+        )
+    if draw(st.integers(0, 3)) == 0:
+        day = granted_on + timedelta(days=draw(st.integers(0, 10 * 366)))
+        history.append(AuditCompleted(f"e{len(history)}", noon(day), "failed", day, granted_on))
+    day = granted_on + timedelta(days=draw(st.integers(0, 14 * 366)))
+    first = draw(on_day(draw(st.sampled_from(KINDS)), "p1", day, granted_on))
+    second = draw(on_day(draw(st.sampled_from(KINDS)), "p2", day, granted_on))
+    return sorted(history, key=lambda e: e.effective_on), first, second
+
+
+@settings(max_examples=600, deadline=None)
+@given(same_day_pairs())
+def test_property_two_events_of_one_day_give_one_standing_whichever_arrives_first(pair):
+    """docs/rules.md, *One day's events*: whatever their kinds, the standing is the same."""
+    history, first, second = pair
+    one, other = recorded([*history, first, second]), recorded([*history, second, first])
+    day = first.effective_on
+    for as_of in (day, day + DAY, day + timedelta(days=400), day + timedelta(days=4000)):
+        assert evaluate(one, as_of, POLICY) == evaluate(other, as_of, POLICY), as_of
