@@ -72,13 +72,14 @@ class Fees:
 
 @dataclass(frozen=True, slots=True)
 class Ccp:
-    """The CCP cycle of the day and its points; no cycle when CCP is not required."""
+    """The CCP cycle of the day and its points; no cycle, hence no points (None), when CCP is not
+    required."""
 
     required: bool
     cycle_start: date | None
     cycle_end: date | None
-    points_required: Decimal
-    points_earned: Decimal
+    points_required: Decimal | None
+    points_earned: Decimal | None
     points_by_category: dict[str, Decimal]
 
 
@@ -131,8 +132,8 @@ class Standing:
                 "required": ccp.required,
                 "cycle_start": _iso(ccp.cycle_start),
                 "cycle_end": _iso(ccp.cycle_end),
-                "points_required": json_number(ccp.points_required),
-                "points_earned": json_number(ccp.points_earned),
+                "points_required": _number(ccp.points_required),
+                "points_earned": _number(ccp.points_earned),
                 "points_by_category": {
                     category: json_number(points)
                     for category, points in ccp.points_by_category.items()
@@ -149,6 +150,10 @@ class Standing:
 
 def _iso(day: date | None) -> str | None:
     return None if day is None else day.isoformat()
+
+
+def _number(points: Decimal | None) -> int | float | None:
+    return None if points is None else json_number(points)
 
 
 def evaluate(
@@ -625,7 +630,7 @@ class _Period:
     def ccp(self, at: date, lapsed: bool) -> Ccp:
         """The cycle holding `at` with its points (only those dated before a lapse on `at`)."""
         if not self.ccp_required:
-            return Ccp(False, None, None, ZERO, ZERO, {})
+            return Ccp(False, None, None, None, None, {})  # CCP-GRANDFATHERED: no cycle
         years = self.policy.cycle_years
         cycle = cycle_index(self.start, at, years)
         activities = self.cycle_activities[cycle]

@@ -101,14 +101,22 @@ class FeesSchema(_Closed):
     unpaid_years = fields.Integer(required=True, metadata={"example": 0})
 
 
+def _cycle_points(example: float, what: str) -> fields.Float:
+    """Points of the standing's CCP cycle: null without one (CCP not required)."""
+    description = f"{what}; null when CCP is not required (no cycle, rule CCP-GRANDFATHERED)."
+    return fields.Float(
+        required=True, allow_none=True, metadata={"example": example, "description": description}
+    )
+
+
 class CcpSchema(_Closed):
     """Continuing-competency points of the current cycle."""
 
     required = fields.Boolean(required=True)
     cycle_start = fields.Date(required=True, allow_none=True)
     cycle_end = fields.Date(required=True, allow_none=True)
-    points_required = fields.Float(required=True, metadata={"example": 60.0})
-    points_earned = fields.Float(required=True, metadata={"example": 12.5})
+    points_required = _cycle_points(60.0, "The credential's points per cycle")
+    points_earned = _cycle_points(12.5, "The points that count in the cycle")
     points_by_category = fields.Dict(
         keys=fields.String(),
         values=fields.Float(),

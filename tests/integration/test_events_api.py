@@ -324,6 +324,25 @@ def test_events_dated_on_the_revocation_day_give_one_standing_whichever_arrives_
     assert reason["message"] == "the certification was revoked on 2026-03-10: fraud"
 
 
+def test_a_grandfathered_certification_shows_no_cycle_and_no_points(post, reader):
+    """CCP-GRANDFATHERED: no requirement, so no cycle and no points to count (null, not 0), even
+    with activities recorded."""
+    post(granted("2005-06-03"))
+    for year in range(2006, 2028):
+        post(fee(year, f"{year}-06-01" if year < 2026 else "2026-06-01"))
+    assert post(ccp("A-1", "2026-06-01", points=12)).status_code == 202
+    standing = reader("/v1/certifications/CERT-1").get_json()
+    assert standing["status"] == "active"
+    assert standing["ccp"] == {
+        "required": False,
+        "cycle_start": None,
+        "cycle_end": None,
+        "points_required": None,
+        "points_earned": None,
+        "points_by_category": {},
+    }
+
+
 def test_recertification_starts_a_new_period_and_issues_a_badge(post, reader):
     assert post(granted("2010-06-15")).get_json()["standing"]["status"] == "lapsed"
     response = post(recert("exam", "2026-10-01", exam_passed_on="2026-09-15"))

@@ -130,6 +130,7 @@ def test_standing_to_dict_of_lapsed_certification():
     assert as_dict["lapsed_on"] == "2009-07-01"
     assert as_dict["recertification"] == {"required": True, "methods": ["ccp", "exam"]}
     assert as_dict["ccp"]["cycle_start"] is None
+    assert as_dict["ccp"]["points_required"] is as_dict["ccp"]["points_earned"] is None
     assert as_dict["reasons"][0]["rule"] == "FEE-LAPSED"
 
 
