@@ -343,6 +343,20 @@ def test_a_grandfathered_certification_shows_no_cycle_and_no_points(post, reader
     }
 
 
+def test_a_revocation_dated_before_the_recorded_one_is_kept_and_counts_from_its_day(post, reader):
+    assert post(granted("2023-03-01")).status_code == 202
+    assert post(revoked("2026-03-10")).status_code == 202
+    earlier = event("certification.revoked", {"reason": "fraud", "revoked_on": "2026-02-01"})
+    refused = post(earlier)
+    assert (refused.status_code, rules_of(refused)) == (422, ["CERT-REVOKED"])
+    assert reader(f"/v1/events/{earlier['event_id']}").get_json()["status"] == "rejected"
+    between = reader("/v1/certifications/CERT-1?as_of=2026-02-15").get_json()
+    assert between["status"] == "revoked"
+    [reason] = between["reasons"]
+    assert reason["message"] == "the certification was revoked on 2026-02-01: fraud"
+    assert post(event("member.updated", {"last_name": "King"})).status_code == 202
+
+
 def test_recertification_starts_a_new_period_and_issues_a_badge(post, reader):
     assert post(granted("2010-06-15")).get_json()["standing"]["status"] == "lapsed"
     response = post(recert("exam", "2026-10-01", exam_passed_on="2026-09-15"))
