@@ -754,20 +754,43 @@ def test_the_upgrade_keeps_the_refusals_this_release_keeps_that_earlier_ones_rej
     assert _status(reader) == ("active", "2026-06-01")
 
 
-def test_the_upgrade_keeps_a_payment_refused_as_the_duplicate_of_another_days(
-    app, post, database_url, tmp_path
-):
+def _payment_and_duplicate_of_another_day(post) -> tuple[dict, dict]:
+    """A payment refused FEE-DUPLICATE of another day's payment (kept since 0020), and one of
+    the same day (rejected)."""
     post(granted("2023-01-15"))
     assert post(fee(2024, "2024-01-10")).status_code == 202
     again, same_day = fee(2024, "2024-07-01"), fee(2024, "2024-01-10")
     assert rules_of(post(again)) == rules_of(post(same_day)) == ["FEE-DUPLICATE"]
-    assert [_statuses(app)[e["event_id"]] for e in (again, same_day)] == ["kept", "rejected"]
+    return again, same_day
+
+
+def _revocations_before_and_after_the_recorded_one(post) -> tuple[dict, dict]:
+    """A revocation dated before the recorded one (kept since 0022), and one dated after it."""
+    post(granted("2023-01-15"))
+    assert post(revoked("2026-03-10")).status_code == 202
+    earlier, later = revoked("2026-02-01"), revoked("2026-04-01")
+    assert rules_of(post(earlier)) == rules_of(post(later)) == ["CERT-REVOKED"]
+    return earlier, later
+
+
+@pytest.mark.parametrize(
+    ("refuse", "release_before"),
+    [
+        (_payment_and_duplicate_of_another_day, "0019"),
+        (_revocations_before_and_after_the_recorded_one, "0021"),
+    ],
+)
+def test_the_upgrade_keeps_what_a_release_came_to_keep(
+    app, post, database_url, tmp_path, refuse, release_before
+):
+    kept, rejected = refuse(post)
+    assert [_statuses(app)[e["event_id"]] for e in (kept, rejected)] == ["kept", "rejected"]
     with app.extensions["gateway"].db.transaction() as session:  # as an earlier release left it
         session.execute(update(Event).where(Event.status == "kept").values(status="rejected"))
     env = {"DATABASE_URL": database_url, "INSTANCE_PATH": str(tmp_path)}
-    for args in (["db", "downgrade", "0019"], ["db", "upgrade"]):  # as from the release before
+    for args in (["db", "downgrade", release_before], ["db", "upgrade"]):
         assert CliRunner().invoke(cli, args, env=env).exit_code == 0
-    assert [_statuses(app)[e["event_id"]] for e in (again, same_day)] == ["kept", "rejected"]
+    assert [_statuses(app)[e["event_id"]] for e in (kept, rejected)] == ["kept", "rejected"]
 
 
 def test_a_downgrade_past_the_keeping_of_refusals_and_an_upgrade_keep_them_again(
