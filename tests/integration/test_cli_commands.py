@@ -26,6 +26,7 @@ from connectors.credly import BadgeRequest
 from gateway import rules
 from gateway.bootstrap import create_app
 from gateway.cli import _database_error, cli
+from gateway.platform import metrics
 from gateway.platform.config import ConfigError, Settings
 from gateway.store.db import MIGRATIONS, Database, alembic_config
 from gateway.store.models import Base, OutboxItem, utcnow
@@ -330,6 +331,9 @@ def test_serve_starts_while_redis_is_down(tmp_path, monkeypatch):
         "INSTANCE_PATH": str(tmp_path / "instance"),
         "DATABASE_URL": None,
         "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+        # serve sets it for gunicorn: given, the runner puts it back after, so that this process's
+        # metrics stay its own
+        metrics.MULTIPROC_DIR: str(tmp_path / "metrics"),
     }
     answer = CliRunner().invoke(cli, ["serve"], env=env)
     assert answer.exit_code == 0, answer.output
