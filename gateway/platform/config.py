@@ -62,10 +62,11 @@ def _date(env: Mapping[str, str], name: str) -> date | None:
 
 
 def _time_of_day(raw: str) -> str:
-    """SWEEP_TIME: HH:MM, two ASCII digits each ("²" is a digit to Python), 00:00 to 23:59."""
-    if not re.fullmatch(r"([01][0-9]|2[0-3]):[0-5][0-9]", raw):
+    """SWEEP_TIME: H:MM or HH:MM in ASCII digits ("²" is a digit to Python), 00:00 to 23:59;
+    as HH:MM."""
+    if not re.fullmatch(r"([01]?[0-9]|2[0-3]):[0-5][0-9]", raw):
         raise ConfigError(f"SWEEP_TIME must be HH:MM (UTC, 00:00 to 23:59), got {raw!r}")
-    return raw
+    return raw.zfill(5)
 
 
 def _split(name: str, raw: str, shown: str) -> SplitResult:
@@ -512,7 +513,7 @@ class Settings:
         metadata=setting(
             "SWEEP_TIME",
             "`02:30`",
-            "the UTC time (`HH:MM`, two digits each) at which the workers' cron queues the "
+            "the UTC time (`HH:MM`; `H:MM` is taken too) at which the workers' cron queues the "
             "daily sweep (then the "
             "reconciliation with Credly) and the Credly token expiry check. Without Redis the "
             "serving process runs them itself (`gateway run`, each process of `gateway serve`), "

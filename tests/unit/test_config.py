@@ -142,8 +142,8 @@ def test_badge_templates_accept_json():
         ("LOG_LEVEL", "LOUD"),
         ("SWEEP_TIME", "\u00b2:30"),  # a digit to isdigit(), not to int()
         ("SWEEP_TIME", "\u0661\u0662:30"),  # Arabic-Indic digits
-        ("SWEEP_TIME", "0002:0030"),  # HH:MM: two digits each
-        ("SWEEP_TIME", "2:30"),
+        ("SWEEP_TIME", "0002:0030"),  # HH:MM (or H:MM)
+        ("SWEEP_TIME", "2:3"),
         ("SWEEP_TIME", "24:00"),
         ("SWEEP_TIME", "02:60"),
         ("DATABASE_URL", "notaurl"),
@@ -428,3 +428,10 @@ def test_the_policy_file_and_the_badge_templates_it_must_hold_are_checked_at_sta
         Services.build(Settings(database_url=database, policy_file=str(tmp_path / "missing.toml")))
     with pytest.raises(ConfigError, match="CREDLY_BADGE_TEMPLATES names RMAX, not in"):
         Services.build(Settings(database_url=database, credly_badge_templates={"RMAX": "t-1"}))
+
+
+@pytest.mark.parametrize(
+    ("raw", "taken"), [("02:30", "02:30"), ("2:30", "02:30"), ("23:59", "23:59")]
+)
+def test_a_sweep_time_is_taken_as_hh_mm(raw, taken):
+    assert Settings.from_env({"SWEEP_TIME": raw}).sweep_time == taken
