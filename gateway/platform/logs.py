@@ -24,6 +24,18 @@ def clear() -> None:
 _RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
+#: The DETAIL line of a PostgreSQL error, which quotes the values of the row or key it is about
+#: (a member's e-mail address, a webhook's secret): the statement (values hidden, `Database`) and
+#: the error's first line say what failed.
+_ROW_DETAIL = re.compile(r"^DETAIL:  .*$", re.MULTILINE)
+_ROW_DETAIL_LEFT_OUT = "DETAIL:  (left out of the log: it quotes the row's values)"
+
+
+def _without_row_details(text: str) -> str:
+    """`text` with the DETAIL line of every PostgreSQL error it quotes left out."""
+    return _ROW_DETAIL.sub(_ROW_DETAIL_LEFT_OUT, text) if "DETAIL:  " in text else text
+
+
 class JsonFormatter(logging.Formatter):
     """Format a record as one JSON line with its extra fields."""
 
@@ -32,11 +44,11 @@ class JsonFormatter(logging.Formatter):
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": _without_row_details(record.getMessage()),
         }
         entry.update({k: v for k, v in vars(record).items() if k not in _RESERVED})
         if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
+            entry["exc"] = _without_row_details(self.formatException(record.exc_info))
         return json.dumps(entry, default=str)
 
 

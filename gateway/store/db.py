@@ -283,6 +283,9 @@ class Database:
     On PostgreSQL: `connect_timeout` seconds to connect (libpq counts at least 2), `pool_timeout`
     seconds to wait for a pooled connection, `statement_timeout_ms` for any statement (but
     migrations'); None leaves each unlimited (libpq's and PostgreSQL's own defaults).
+
+    Its errors name their statement without its values (`hide_parameters`): those carry members'
+    details and secrets, and an error is logged.
     """
 
     def __init__(
@@ -303,7 +306,9 @@ class Database:
                 # journal files the database file's mode).
                 os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
             self.engine: Engine = create_engine(
-                self.url, connect_args={"check_same_thread": False, "timeout": 10}
+                self.url,
+                connect_args={"check_same_thread": False, "timeout": 10},
+                hide_parameters=True,
             )
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin)
@@ -321,6 +326,7 @@ class Database:
                 pool_recycle=RECYCLE_SECONDS,
                 json_deserializer=orjson.loads,
                 json_serializer=_dumps,
+                hide_parameters=True,
                 **limits,
             )
             self.connect_guard = _ConnectGuard(statement_timeout_ms)

@@ -16,8 +16,10 @@ from pathlib import Path
 import pytest
 import requests
 from prometheus_client import CONTENT_TYPE_LATEST
+from sqlalchemy import text
 
 from gateway.platform import logs, metrics
+from gateway.usecases import intake
 from jobs.reconcile import REPAIRS
 from tests.support.clients import register_client
 from tests.support.events import fee, granted
@@ -208,3 +210,29 @@ def test_gateway_serve_runs_gunicorn_processes_whose_metrics_add_up(tmp_path, po
     lines = [json.loads(line) for line in (tmp_path / "serve.log").read_text().splitlines()]
     access = [line for line in lines if line["logger"] == "gunicorn.access"]
     assert access and access[0]["path"] == "/healthz"
+
+
+def test_a_failed_statement_is_logged_without_the_values_it_carried(app, client, token_for, capfd):
+    """A database error names its statement, not its values: those hold members' details and
+    secrets, and the error of a request or job is logged with its traceback."""
+    svc = app.extensions["gateway"]
+
+    def failing(*args, **kwargs):
+        svc.db.write(
+            # a row without its `shard`: refused (NOT NULL), PostgreSQL quoting the row
+            text("INSERT INTO job_outcomes (kind, outcome) VALUES (:email, :secret)"),
+            {"email": "ada.failed@example.org", "secret": "hook-s3cr3t"},
+        )
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(intake, "submit_event", failing)
+        patch.setattr(intake, "submit_events", failing)
+        answer = client.post(
+            "/v1/events", json=granted(days_ago(30)), headers=token_for("events:write")
+        )
+    assert answer.status_code == 500
+    out, err = capfd.readouterr()
+
+    assert "INSERT INTO job_outcomes" in err  # the statement is named
+    assert "ada.failed@example.org" not in out + err
+    assert "hook-s3cr3t" not in out + err
