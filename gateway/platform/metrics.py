@@ -69,7 +69,12 @@ RULE_REJECTIONS = Counter(
     "gateway_rule_rejections_total", "Rule violations that rejected an event.", ["rule"]
 )
 JOBS = Counter(
-    "gateway_jobs_total", "Side-effect job runs, by kind and outcome.", ["kind", "outcome"]
+    "gateway_jobs_total",
+    "Job attempts run to an end by the processes reporting here, by kind and how the attempt "
+    "ended: done, retrying (tried again later), failed (the last attempt), paused (put off "
+    "while Credly refuses the token, using no attempt). Every worker's ended jobs are "
+    "gateway_job_outcomes_total.",
+    ["kind", "outcome"],
 )
 CREDLY_LATENCY = Histogram(
     "gateway_credly_request_duration_seconds",
@@ -184,7 +189,7 @@ class OutcomeCollector(Collector):
             "gateway_job_outcomes",
             "Jobs (outbox items) that ended, by kind and outcome: done, or failed after their "
             "last attempt. Every worker's, counted in the database; a requeued item counts again "
-            "when it ends again.",
+            "when it ends again. Retries and pauses are gateway_jobs_total.",
             labels=["kind", "outcome"],
         )
         for (kind, outcome), n in sorted(counts.items()):

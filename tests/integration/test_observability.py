@@ -236,3 +236,18 @@ def test_a_failed_statement_is_logged_without_the_values_it_carried(app, client,
     assert "INSERT INTO job_outcomes" in err  # the statement is named
     assert "ada.failed@example.org" not in out + err
     assert "hook-s3cr3t" not in out + err
+
+
+def test_the_two_job_counters_say_what_each_counts_and_name_each_other(client):
+    """`gateway_jobs_total` counts attempts (retries and pauses too) where they ran;
+    `gateway_job_outcomes_total` every worker's ended jobs: the HELP lines and the docs say so."""
+    text = client.get("/metrics").get_data(as_text=True)
+    helps = dict(re.findall(r"^# HELP (\S+) (.*)$", text, re.MULTILINE))
+    attempts, ended = helps["gateway_jobs_total"], helps["gateway_job_outcomes_total"]
+    for outcome in ("done", "retrying", "failed", "paused"):
+        assert outcome in attempts
+    assert "attempt" in attempts and "gateway_job_outcomes_total" in attempts
+    assert "Every worker's" in ended and "gateway_jobs_total" in ended
+    docs = " ".join(OPERATIONS.read_text().split())
+    assert "`gateway_jobs_total{kind,outcome}`: the attempts at jobs" in docs
+    assert "For how many jobs ended, read `gateway_job_outcomes_total`" in docs
