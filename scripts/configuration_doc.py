@@ -58,8 +58,8 @@ down each process counts in its own memory), in memory on the embedded default.
 share their metrics, so that `GET /metrics` reports them all: the web processes, and the workers of
 the machine if they are given the same folder. It is created if missing (a path that cannot be a
 folder, or spaces alone as for the path settings above, stops every command with one line saying
-so). Without it, `gateway serve` makes a new temporary folder of its own; a folder set here is kept
-as it is.
+so). Without it, `gateway serve` makes a new temporary folder of its own (`gateway-metrics-*` in
+`TMPDIR`), which it removes as it stops; a folder set here is kept as it is.
 
 The servers' own variables still apply, as the tools document them: `GUNICORN_CMD_ARGS` to
 `gateway serve` (its options come after the gateway's, so `--bind` or `--workers` there replace

@@ -16,6 +16,7 @@ from flask import Flask
 from gunicorn.glogging import Logger
 from prometheus_client import multiprocess
 
+from gateway.platform import metrics
 from gateway.platform.config import Settings
 from gateway.platform.logs import JsonFormatter
 from gateway.platform.signing import SigningKeys
@@ -184,6 +185,12 @@ def _hang_up(server: Any, reload: Callable[[], None]) -> None:
             )
             return
     reload()
+
+
+def on_exit(server: Any) -> None:
+    """The master exits, its workers gone: remove the metrics folder `gateway serve` made for
+    this instance (when PROMETHEUS_MULTIPROC_DIR was not set), which no other process reads."""
+    metrics.remove_own_folder()
 
 
 def child_exit(server: Any, worker: Any) -> None:

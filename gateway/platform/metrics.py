@@ -11,6 +11,7 @@ PROMETHEUS_MULTIPROC_DIR. Every worker's job outcomes are also read from the dat
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 
@@ -241,10 +242,28 @@ def shared_folder() -> str | None:
     return path
 
 
+#: The folder `gateway serve` made for its processes' samples (PROMETHEUS_MULTIPROC_DIR unset),
+#: which its gunicorn master removes as it exits (`remove_own_folder`).
+OWN_FOLDER = "GATEWAY_OWN_METRICS_DIR"
+
+
 def serve_folder() -> str:
     """`gateway serve`'s PROMETHEUS_MULTIPROC_DIR: the one set (created if missing; kept as it is,
-    as the workers of the machine may write there), else a new folder of this instance's own."""
-    return shared_folder() or tempfile.mkdtemp(prefix="gateway-metrics-")
+    as the workers of the machine may write there), else a new folder of this instance's own,
+    named in OWN_FOLDER."""
+    os.environ.pop(OWN_FOLDER, None)
+    folder = shared_folder()
+    if folder is None:
+        folder = os.environ[OWN_FOLDER] = tempfile.mkdtemp(prefix="gateway-metrics-")
+    return folder
+
+
+def remove_own_folder() -> None:
+    """Remove the folder `serve_folder` made for this instance, once its processes have ended (a
+    folder that PROMETHEUS_MULTIPROC_DIR set is kept)."""
+    own = os.environ.get(OWN_FOLDER)
+    if own and own == os.environ.get(MULTIPROC_DIR):
+        shutil.rmtree(own, ignore_errors=True)
 
 
 def serve_process_metrics(port: int) -> None:

@@ -24,7 +24,7 @@ from jobs.reconcile import REPAIRS
 from tests.support.clients import register_client
 from tests.support.events import fee, granted
 from tests.support.metrics import sample
-from tests.support.serving import free_port, serve_env
+from tests.support.serving import free_port, serve_env, start_serve
 from tests.support.verification import days_ago
 
 OPERATIONS = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
@@ -251,3 +251,32 @@ def test_the_two_job_counters_say_what_each_counts_and_name_each_other(client):
     docs = " ".join(OPERATIONS.read_text().split())
     assert "`gateway_jobs_total{kind,outcome}`: the attempts at jobs" in docs
     assert "For how many jobs ended, read `gateway_job_outcomes_total`" in docs
+
+
+def test_the_metrics_folder_gateway_serve_made_for_itself_goes_when_it_stops(
+    tmp_path, postgres_url
+):
+    """Without PROMETHEUS_MULTIPROC_DIR, each `gateway serve` makes a folder of its own for its
+    processes' samples: removed as it exits, not left behind by every restart."""
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    port = free_port()
+    env = serve_env(tmp_path, postgres_url, port, WEB_WORKERS="2", TMPDIR=str(temp))
+    del env["PROMETHEUS_MULTIPROC_DIR"]
+    proc = start_serve(env, tmp_path / "serve.log")
+    try:
+        assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=10).status_code == 200
+        [made] = temp.glob("gateway-metrics-*")  # the instance's own, its samples in it
+        assert any(made.iterdir())
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert not list(temp.glob("gateway-metrics-*"))
+
+
+def test_the_metrics_folder_set_is_kept_when_gateway_serve_stops(tmp_path, postgres_url):
+    env = serve_env(tmp_path, postgres_url, free_port(), WEB_WORKERS="1")
+    proc = start_serve(env, tmp_path / "serve.log")
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=30)
+    assert (tmp_path / "metrics").is_dir()  # the workers of the machine may write there too
