@@ -6,7 +6,10 @@ import contextvars
 import json
 import logging
 import re
+import sys
+import threading
 from datetime import UTC, datetime
+from types import TracebackType
 
 _context: contextvars.ContextVar[dict[str, object]] = contextvars.ContextVar("log_context")
 
@@ -96,9 +99,35 @@ QUIET_AT_DEBUG = ("authlib", "urllib3")
 URL_LOGGERS = ("urllib3.connection", "urllib3.connectionpool", "urllib3.poolmanager")
 
 
+def _log_uncaught(
+    kind: type[BaseException], exc: BaseException, traceback: TracebackType | None
+) -> None:
+    """`sys.excepthook`: an error nothing caught, as one JSON line rather than a bare traceback
+    (Ctrl-C as Python shows it)."""
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, exc, traceback)
+        return
+    logging.getLogger("gateway").critical("uncaught error", exc_info=(kind, exc, traceback))
+
+
+def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    """`threading.excepthook`: an error that ended a thread, as one JSON line."""
+    if args.exc_type is SystemExit or args.exc_value is None:
+        return
+    logging.getLogger("gateway").critical(
+        "uncaught error in thread %s",
+        args.thread.name if args.thread is not None else "?",
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+    )
+
+
 def configure(level: str) -> None:
-    """Send every log record to stderr as JSON lines, once per process."""
+    """Send every log record to stderr as JSON lines, once per process; Python's warnings and
+    the errors nothing caught (in any thread) too."""
     logging.setLogRecordFactory(_record_with_context)
+    logging.captureWarnings(True)
+    sys.excepthook = _log_uncaught
+    threading.excepthook = _log_uncaught_in_thread
     logging.getLogger("werkzeug").addFilter(_UNCOLOURED)  # once: the same filter is not added twice
     for name in QUIET_AT_DEBUG:
         logging.getLogger(name).setLevel(logging.INFO)

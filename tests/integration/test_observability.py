@@ -280,3 +280,32 @@ def test_the_metrics_folder_set_is_kept_when_gateway_serve_stops(tmp_path, postg
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=30)
     assert (tmp_path / "metrics").is_dir()  # the workers of the machine may write there too
+
+
+UNCAUGHT = """
+import threading, warnings
+from gateway.platform import logs
+logs.configure("INFO")
+warnings.warn("a library's warning")
+thread = threading.Thread(target=lambda: 1 / 0, name="helper")
+thread.start()
+thread.join()
+raise RuntimeError("nothing caught this")
+"""
+
+
+def test_warnings_and_errors_nothing_caught_are_json_lines_too():
+    """What Python itself prints on stderr (a warning, a thread's or the program's uncaught
+    error) comes as JSON lines like every log line, the traceback in `exc`."""
+    done = subprocess.run(
+        [sys.executable, "-c", UNCAUGHT], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1
+    lines = [json.loads(line) for line in done.stderr.splitlines()]  # every line JSON
+    assert [(line["level"], line["msg"]) for line in lines[-2:]] == [
+        ("CRITICAL", "uncaught error in thread helper"),
+        ("CRITICAL", "uncaught error"),
+    ]
+    assert "ZeroDivisionError" in lines[-2]["exc"]
+    assert "RuntimeError: nothing caught this" in lines[-1]["exc"]
+    assert lines[0]["level"] == "WARNING" and "a library's warning" in lines[0]["msg"]
