@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 from connectors.credly import REPLACED, CredlyError, NotFound, TransientError, parse_credly_datetime
 from connectors.credly import Badge as CredlyBadge
 from connectors.errors import describe
+from gateway.rules import kinds
 from gateway.store.db import wake_after_commit
 from gateway.store.models import (
     Badge,
@@ -360,7 +361,7 @@ def _badge_event(
         ):
             item = OutboxItem(
                 certification_id=badge.certification_id,
-                kind="replace_badge",
+                kind=kinds.REPLACE_BADGE,
                 payload={"period_start": badge.period_start.isoformat()},
             )
             session.add(item)

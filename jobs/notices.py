@@ -7,11 +7,9 @@ from __future__ import annotations
 from datetime import date
 from functools import partial
 
-from gateway.usecases import notices, subscriptions
+from gateway.usecases import notices
 from gateway.usecases.services import Services
 from jobs.engine.claim import ClaimedItem
-
-KIND = subscriptions.REVIEW_NOTICES
 
 
 def review_job(svc: Services, item: ClaimedItem) -> None:

@@ -52,7 +52,7 @@ from sqlalchemy.orm import Session
 from connectors.credly import REPLACED, NotFound, TransientError, Unauthorized, retried
 from connectors.credly import Badge as CredlyBadge
 from gateway.platform import metrics
-from gateway.rules import BADGE_KEPT
+from gateway.rules import BADGE_KEPT, kinds
 from gateway.store.models import SUPERSEDED, UNFINISHED, Badge, Certification, OutboxItem, utcnow
 from gateway.usecases.services import Services
 from jobs.badges import (
@@ -80,10 +80,10 @@ REPAIRS = ("revoked", "issued", "renewed", "taken_from_credly", "duplicates_revo
 #: A revoke job queued by reconciliation (the member's reason comes from the status).
 REVOKE_PAYLOAD = {"reason_rule": "RECONCILE", "reason": "Credly holds a live badge of it"}
 #: The badge jobs whose failure a certification's badge found in step makes good.
-BADGE_KINDS = ("issue_badge", "replace_badge", "revoke_badge", "revoke_duplicate")
+BADGE_KINDS = (kinds.ISSUE_BADGE, kinds.REPLACE_BADGE, kinds.REVOKE_BADGE, kinds.REVOKE_DUPLICATE)
 #: The repairs whose good end makes good the certification's failed badge jobs (`supersedes`):
 #: each brings its badge to what the standing says now.
-REPAIRING = ("issue_badge", "replace_badge", "revoke_badge")
+REPAIRING = (kinds.ISSUE_BADGE, kinds.REPLACE_BADGE, kinds.REVOKE_BADGE)
 
 #: Tries of one Credly read before the reconciliation gives up (a refused token: at once).
 READ_TRIES = 5
@@ -259,7 +259,7 @@ class _Run:
         if cert.status not in BADGE_KEPT:
             log.info("a live badge of a %s certification", cert.status)
             self.summary.repair("revoked")
-            self._queue(session, cert, "revoke_badge", REVOKE_PAYLOAD)
+            self._queue(session, cert, kinds.REVOKE_BADGE, REVOKE_PAYLOAD)
             if row is not None:
                 self._seen(cert, row)
             return
@@ -276,14 +276,14 @@ class _Run:
         for extra in duplicates:
             log.info("a duplicate live badge", extra={"credly_badge_id": extra.id})
             self.summary.repair("duplicates_revoked")
-            self._queue(session, cert, "revoke_duplicate", {"credly_badge_id": extra.id})
+            self._queue(session, cert, kinds.REVOKE_DUPLICATE, {"credly_badge_id": extra.id})
         if row is None or (row.credly_badge_id, row.state) != (badge.id, badge.state):
             row = self._take(session, cert, row, badge)
             connection = session.connection()
             if adopted and not names_member(self.svc, cert.certification_id, badge, connection):
                 log.info("an adopted badge names the member otherwise: replaced")
                 self.summary.repair("updated")
-                self._queue(session, cert, "replace_badge", {})
+                self._queue(session, cert, kinds.REPLACE_BADGE, {})
         else:
             self.summary.in_step += 1
             if row.recipient_email is None and not self.dry_run:  # recorded before it was kept
@@ -410,12 +410,12 @@ class _Run:
                         self._in_step(session, cert, row, state)
                     else:
                         self.summary.repair("revoked")
-                        self._queue(session, cert, "revoke_badge", REVOKE_PAYLOAD)
+                        self._queue(session, cert, kinds.REVOKE_BADGE, REVOKE_PAYLOAD)
                     return
                 if state.state in LIVE and cert.status in BADGE_KEPT:  # expired (BADGE_EXPIRES)
                     if renews(state, expiry(self.svc, cert.standing)):
                         self.summary.repair("renewed")  # a renewal the replace job missed
-                        self._queue(session, cert, "replace_badge", {})
+                        self._queue(session, cert, kinds.REPLACE_BADGE, {})
                     else:
                         self.summary.in_step += not taken  # expired as the standing says
                         self._in_step(session, cert, row, state)
@@ -440,7 +440,7 @@ class _Run:
                 self.summary.refused += 1
             else:
                 self.summary.repair("issued")
-                self._queue(session, cert, "issue_badge", {})
+                self._queue(session, cert, kinds.ISSUE_BADGE, {})
 
     def _checked(self, row: Badge | None) -> bool:
         """Whether the first pass of this run saw the row's badge live in Credly."""
@@ -653,7 +653,7 @@ def _issue_pending(session: Session, cert: Certification) -> bool:
             select(OutboxItem.id)
             .where(
                 OutboxItem.certification_id == cert.certification_id,
-                OutboxItem.kind == "issue_badge",
+                OutboxItem.kind == kinds.ISSUE_BADGE,
                 OutboxItem.state.in_(UNFINISHED),
             )
             .limit(1)

@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 from typing import ClassVar
 
+from . import kinds
 from .standing import ACTIVE, INACTIVE, LAPSED, REVOKED, Standing
 
 #: The standings whose period has its badge (issued, or kept while inactive).
@@ -14,21 +15,21 @@ _BADGE_REVOKED = (LAPSED, REVOKED)
 class IssueBadge:
     """Issue the badge of the current period (a no-op when it already has a live one)."""
 
-    kind: ClassVar[str] = "issue_badge"
+    kind: ClassVar[str] = kinds.ISSUE_BADGE
 
 
 @dataclass(frozen=True, slots=True)
 class ReplaceBadge:
     """Replace the live badge: the member's name or e-mail (or the badge's expiry) changed."""
 
-    kind: ClassVar[str] = "replace_badge"
+    kind: ClassVar[str] = kinds.REPLACE_BADGE
 
 
 @dataclass(frozen=True, slots=True)
 class RevokeBadge:
     """Revoke the badge, giving the deciding rule."""
 
-    kind: ClassVar[str] = "revoke_badge"
+    kind: ClassVar[str] = kinds.REVOKE_BADGE
     reason_rule: str
     reason: str
 
@@ -37,7 +38,7 @@ class RevokeBadge:
 class SyncVerification:
     """Write the public verification record again."""
 
-    kind: ClassVar[str] = "sync_verification"
+    kind: ClassVar[str] = kinds.SYNC_VERIFICATION
 
 
 Action = IssueBadge | ReplaceBadge | RevokeBadge | SyncVerification

@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from gateway.platform.config import Settings
+from gateway.rules import kinds
 from gateway.schemas.webhooks import CredlyEnvelope, load_credly_envelope
 from gateway.store.db import wake_after_commit
 from gateway.store.models import CredlyNotification, OutboxItem, utcnow
@@ -29,7 +30,6 @@ from gateway.usecases.services import Services
 
 log = logging.getLogger("gateway.webhooks")
 
-KIND = "credly_notification"
 DRY_RUN_ORGANIZATION = "dry-run"
 
 
@@ -127,7 +127,7 @@ def _record(
             row.occurred_at, row.status, row.result = envelope.occurred_at, "received", None
             row.address = sender.address
         item = OutboxItem(
-            kind=KIND,
+            kind=kinds.CREDLY_NOTIFICATION,
             certification_id=None,
             payload={"notification_id": envelope.id},
             request_id=request_id,

@@ -19,6 +19,7 @@ from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from gateway.rules import kinds
 from gateway.store.db import wake_after_commit
 from gateway.store.models import (
     Delivery,
@@ -35,7 +36,7 @@ EVENT_TYPE = "certification.status_changed"
 
 def kind_of(target: str) -> str:
     """The outbox kind of deliveries to `target`."""
-    return "push_directory" if target == DIRECTORY else "deliver_webhook"
+    return kinds.PUSH_DIRECTORY if target == DIRECTORY else kinds.DELIVER_WEBHOOK
 
 
 #: Built once: the live subscriptions watching `certification_id`.

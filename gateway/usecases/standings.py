@@ -20,6 +20,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from gateway import rules
+from gateway.rules import kinds
 from gateway.store.db import wake_after_commit
 from gateway.store.models import Certification, Member, utcnow
 from gateway.usecases import subscriptions
@@ -133,7 +134,7 @@ def _review_row(change: Change, now: datetime) -> dict[str, Any]:
     return {
         "event_pk": change.event_pk,
         "certification_id": change.certification_id,
-        "kind": subscriptions.REVIEW_NOTICES,
+        "kind": kinds.REVIEW_NOTICES,
         "payload": {},
         "state": "pending",
         "attempts": 0,

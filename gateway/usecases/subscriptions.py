@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from connectors.employer_webhooks import check_target, new_secret
 from connectors.errors import PermanentError, TransientError
+from gateway.rules import kinds
 from gateway.schemas.subscriptions import MAX_WATCHED
 from gateway.store.db import Database, wake_after_commit
 from gateway.store.models import (
@@ -36,8 +37,6 @@ log = logging.getLogger(__name__)
 #: The live subscriptions one API client may hold.
 MAX_SUBSCRIPTIONS = 100
 
-#: The outbox kind of a review of a certification's advance notices (`jobs.notices`).
-REVIEW_NOTICES = "review_notices"
 #: Live subscriptions that asked for advance notice.
 NOTICE_ON = (Subscription.notice_days.is_not(None), Subscription.deleted_at.is_(None))
 
@@ -209,7 +208,7 @@ def _review_soon(session: Session, certification_ids: Sequence[str], notice_days
             Certification.next_change_on <= today + timedelta(days=notice_days),
         )
     ).all()
-    items = [OutboxItem(certification_id=i, kind=REVIEW_NOTICES, payload={}) for i in due]
+    items = [OutboxItem(certification_id=i, kind=kinds.REVIEW_NOTICES, payload={}) for i in due]
     if items:
         session.add_all(items)
         session.flush()

@@ -16,6 +16,7 @@ from connectors.credly import NoConnection, Unauthorized, holding_a_connection
 from connectors.errors import PermanentError, TransientError, describe
 from gateway.platform import logs, metrics
 from gateway.platform.config import Settings
+from gateway.rules import kinds
 from gateway.store.db import retry_disconnect
 from gateway.store.models import FINISHED, OutboxItem, UTCDateTime, utcnow
 from gateway.usecases.credly_token import token_state
@@ -37,29 +38,35 @@ log = logging.getLogger("jobs.engine.outbox")
 Handler = Callable[[Services, ClaimedItem], None]
 
 HANDLERS: dict[str, Handler] = {
-    "issue_badge": badges.issue,
-    "replace_badge": badges.replace,
-    "revoke_badge": badges.revoke,
-    "revoke_duplicate": badges.revoke_duplicate,
-    "sync_verification": verification.sync,
-    "credly_notification": credly_notifications.process,
-    "deliver_webhook": deliveries.deliver_webhook,
-    "push_directory": deliveries.push_directory,
-    notices.KIND: notices.review_job,
+    kinds.ISSUE_BADGE: badges.issue,
+    kinds.REPLACE_BADGE: badges.replace,
+    kinds.REVOKE_BADGE: badges.revoke,
+    kinds.REVOKE_DUPLICATE: badges.revoke_duplicate,
+    kinds.SYNC_VERIFICATION: verification.sync,
+    kinds.CREDLY_NOTIFICATION: credly_notifications.process,
+    kinds.DELIVER_WEBHOOK: deliveries.deliver_webhook,
+    kinds.PUSH_DIRECTORY: deliveries.push_directory,
+    kinds.REVIEW_NOTICES: notices.review_job,
 }
 
 #: What else a final failure of an item of the kind records, in the transaction of its end.
 GIVEN_UP: dict[str, Callable[[Services, Connection, ClaimedItem, str], None]] = {
-    "issue_badge": badges.given_up,
-    "replace_badge": badges.given_up,
-    "revoke_badge": badges.given_up,
-    "credly_notification": credly_notifications.given_up,
+    kinds.ISSUE_BADGE: badges.given_up,
+    kinds.REPLACE_BADGE: badges.given_up,
+    kinds.REVOKE_BADGE: badges.given_up,
+    kinds.CREDLY_NOTIFICATION: credly_notifications.given_up,
 }
 
 #: Kinds that call Credly: they wait while Credly refuses the token
 # (gateway/usecases/credly_token.py).
 CREDLY_KINDS = frozenset(
-    {"issue_badge", "replace_badge", "revoke_badge", "revoke_duplicate", "credly_notification"}
+    {
+        kinds.ISSUE_BADGE,
+        kinds.REPLACE_BADGE,
+        kinds.REVOKE_BADGE,
+        kinds.REVOKE_DUPLICATE,
+        kinds.CREDLY_NOTIFICATION,
+    }
 )
 
 #: The last error of a Credly job the pause holds back (`_pause`).
@@ -92,8 +99,8 @@ PAUSED = (
 
 #: Kinds retried on their own policy; the others get MAX_ATTEMPTS on JOB_RETRY_BASE_SECONDS.
 POLICIES: dict[str, Callable[[Settings], RetryPolicy]] = {
-    "deliver_webhook": deliveries.retry_policy,
-    "push_directory": deliveries.retry_policy,
+    kinds.DELIVER_WEBHOOK: deliveries.retry_policy,
+    kinds.PUSH_DIRECTORY: deliveries.retry_policy,
 }
 
 
