@@ -1,11 +1,12 @@
-"""Read views: a standing with what the jobs did (badge, lookup, jobs), the queue's backlog and
-the jobs' outcomes."""
+"""Read views: a standing with what the jobs did (badge, lookup, jobs), a recorded event with its
+jobs, the queue's backlog and the jobs' outcomes."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta, timezone
 from typing import Any, NamedTuple
 
 from sqlalchemy import Column, Connection, Executable, Table, bindparam, func, select
@@ -330,3 +331,63 @@ def standing_on(svc: Services, certification_id: str, as_of: date) -> dict:
             certification_id, Current()
         )
         return standing_view(certification_id, standing, current)
+
+
+def event_record(svc: Services, event_id: str) -> dict[str, Any] | None:
+    """The recorded event `event_id`, its status and reasons, and the state of every job it
+    caused; else the latest malformed attempt at that id, rejected with its field errors; None
+    when neither was received."""
+    with svc.db.sessions() as session:
+        row = session.scalar(select(models.Event).where(models.Event.event_id == event_id))
+        if row is None:
+            attempt = session.get(models.MalformedEvent, event_id)
+            return None if attempt is None else _attempt_view(attempt)
+        jobs = session.scalars(
+            select(models.OutboxItem)
+            .where(models.OutboxItem.event_pk == row.id)
+            .order_by(models.OutboxItem.id)
+        )
+        return {
+            "event_id": row.event_id,
+            "type": row.type,
+            "certification_id": row.certification_id,
+            "occurred_at": _as_sent(row.body, row.occurred_at),
+            "received_at": row.received_at.isoformat(),
+            "status": "rejected" if row.status == models.EVENT_KEPT else row.status,
+            "reasons": row.reasons,
+            "data": row.body.get("data"),
+            "jobs": [job_view(item) for item in jobs],
+        }
+
+
+#: The UTC offset that ends an RFC 3339 date-time (Z, written so, is UTC's).
+_OFFSET = re.compile(r"([+-])(\d\d):(\d\d)$")
+
+
+def _as_sent(body: object, taken: datetime | None) -> str | None:
+    """`occurred_at` at the UTC offset its sender wrote it with (which decides its day), when
+    it was taken as a date-time (`taken`, in UTC); ISO 8601 as Python writes it."""
+    if taken is None:
+        return None
+    sent = body.get("occurred_at") if isinstance(body, dict) else None
+    found = _OFFSET.search(sent) if isinstance(sent, str) else None
+    if found is None:
+        return taken.isoformat()
+    offset = timedelta(hours=int(found[2]), minutes=int(found[3]))
+    return taken.astimezone(timezone(-offset if found[1] == "-" else offset)).isoformat()
+
+
+def _attempt_view(attempt: models.MalformedEvent) -> dict[str, object]:
+    """A malformed attempt as an event record: what of its envelope was usable, no jobs."""
+    data = attempt.body.get("data")
+    return {
+        "event_id": attempt.event_id,
+        "type": attempt.type,
+        "certification_id": attempt.certification_id,
+        "occurred_at": _as_sent(attempt.body, attempt.occurred_at),
+        "received_at": attempt.received_at.isoformat(),
+        "status": "rejected",
+        "reasons": attempt.reasons,
+        "data": data if isinstance(data, dict) else None,
+        "jobs": [],
+    }

@@ -1,16 +1,18 @@
 """Employers' webhook subscriptions: register, watch certifications, read the delivery log.
 
-Every function but `register` works in the caller's session; each sees only the subscriptions of
-one API client: another client's subscription is as unknown as one that never existed.
+`register`, `list_of`, `read`, `delete_subscription`, `watch_more`, `stop_watching` and
+`delivery_log` each own their transaction (the API calls them); the others work in the caller's
+session. Each sees only the subscriptions of one API client: another client's subscription is as
+unknown as one that never existed.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Executable, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -85,6 +87,76 @@ def register(
         raise InvalidTarget(str(exc)) from exc
     with svc.db.transaction() as session:
         return create(session, client_id, url, certification_ids, notice_days)
+
+
+class WatchedChange(NamedTuple):
+    """A subscription after a change of its watched ids."""
+
+    subscription: Subscription
+    #: How many certifications it watches after the change.
+    count: int
+    #: How many ids the change added or removed.
+    changed: int
+
+
+def list_of(svc: Services, client_id: str) -> list[tuple[Subscription, int]]:
+    """`list_owned` in a session of its own."""
+    with svc.db.sessions() as session:
+        return list_owned(session, client_id)
+
+
+def read(svc: Services, client_id: str, subscription_id: str) -> tuple[Subscription, list[str]]:
+    """The live subscription `subscription_id` of `client_id` and the ids it watches, sorted;
+    SubscriptionNotFound if it has none."""
+    with svc.db.transaction() as session:
+        subscription = owned(session, client_id, subscription_id)
+        return subscription, watched_ids(session, subscription.id)
+
+
+def delete_subscription(svc: Services, client_id: str, subscription_id: str) -> None:
+    """`remove` the live subscription `subscription_id` of `client_id`, in a transaction of its
+    own; SubscriptionNotFound if it has none."""
+    with svc.db.transaction() as session:
+        remove(session, owned(session, client_id, subscription_id))
+
+
+def watch_more(
+    svc: Services, client_id: str, subscription_id: str, certification_ids: Sequence[str]
+) -> WatchedChange:
+    """`watch` in a transaction of its own: `changed` is how many ids were new.
+    SubscriptionNotFound, TooManyWatched (nothing changed) as `owned` and `watch` say."""
+    return _change_watched(svc, client_id, subscription_id, watch, certification_ids)
+
+
+def stop_watching(
+    svc: Services, client_id: str, subscription_id: str, certification_ids: Sequence[str]
+) -> WatchedChange:
+    """`unwatch` in a transaction of its own: `changed` is how many ids were watched.
+    SubscriptionNotFound if the client has no such subscription."""
+    return _change_watched(svc, client_id, subscription_id, unwatch, certification_ids)
+
+
+def _change_watched(
+    svc: Services,
+    client_id: str,
+    subscription_id: str,
+    change: Callable[[Session, Subscription, Sequence[str]], int],
+    certification_ids: Sequence[str],
+) -> WatchedChange:
+    with svc.db.transaction() as session:
+        subscription = owned(session, client_id, subscription_id)
+        changed = change(session, subscription, certification_ids)
+        return WatchedChange(subscription, count_watched(session, subscription.id), changed)
+
+
+def delivery_log(
+    svc: Services, client_id: str, subscription_id: str, *, limit: int, before: int | None
+) -> list[Delivery]:
+    """`deliveries` of the live subscription `subscription_id` of `client_id`, in a transaction
+    of its own; SubscriptionNotFound if it has none."""
+    with svc.db.transaction() as session:
+        subscription = owned(session, client_id, subscription_id)
+        return deliveries(session, subscription.id, limit=limit, before=before)
 
 
 def create(

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
 
 from flask import Blueprint, Flask, Response, current_app, request, url_for
 from flask.typing import ResponseReturnValue
-from sqlalchemy import select
 
 from gateway.platform import metrics
 from gateway.rules import EVENT_TYPES
 from gateway.schemas import responses as r
 from gateway.schemas.events import EXAMPLE_EVENT, MAX_EVENTS, EventBatchSchema
-from gateway.store import models
-from gateway.usecases import intake
-from gateway.usecases.queries import job_view
+from gateway.usecases import intake, queries
 from gateway.web import observability
 from gateway.web.apidoc import BODY_ERRORS, LOCATION, json_answer, operation, results
 from gateway.web.auth import current_client_id, require_scope
@@ -182,59 +177,7 @@ def _location(answer: intake.Answer) -> str:
 def get_event(event_id: str) -> ResponseReturnValue:
     """The recorded event, its status and reasons, and the state of every job it caused; else
     the latest malformed attempt at that id, rejected with its field errors."""
-    with services().db.sessions() as session:
-        row = session.scalar(select(models.Event).where(models.Event.event_id == event_id))
-        if row is None:
-            attempt = session.get(models.MalformedEvent, event_id)
-            if attempt is None:
-                raise Problem(404, "Not Found", f"No event {event_id} has been received.")
-            return _attempt_view(attempt)
-        jobs = session.scalars(
-            select(models.OutboxItem)
-            .where(models.OutboxItem.event_pk == row.id)
-            .order_by(models.OutboxItem.id)
-        )
-        return {
-            "event_id": row.event_id,
-            "type": row.type,
-            "certification_id": row.certification_id,
-            "occurred_at": _as_sent(row.body, row.occurred_at),
-            "received_at": row.received_at.isoformat(),
-            "status": "rejected" if row.status == models.EVENT_KEPT else row.status,
-            "reasons": row.reasons,
-            "data": row.body.get("data"),
-            "jobs": [job_view(item) for item in jobs],
-        }
-
-
-#: The UTC offset that ends an RFC 3339 date-time (Z, written so, is UTC's).
-_OFFSET = re.compile(r"([+-])(\d\d):(\d\d)$")
-
-
-def _as_sent(body: object, taken: datetime | None) -> str | None:
-    """`occurred_at` at the UTC offset its sender wrote it with (which decides its day), when
-    it was taken as a date-time (`taken`, in UTC); ISO 8601 as Python writes it."""
-    if taken is None:
-        return None
-    sent = body.get("occurred_at") if isinstance(body, dict) else None
-    found = _OFFSET.search(sent) if isinstance(sent, str) else None
-    if found is None:
-        return taken.isoformat()
-    offset = timedelta(hours=int(found[2]), minutes=int(found[3]))
-    return taken.astimezone(timezone(-offset if found[1] == "-" else offset)).isoformat()
-
-
-def _attempt_view(attempt: models.MalformedEvent) -> dict[str, object]:
-    """A malformed attempt as an event record: what of its envelope was usable, no jobs."""
-    data = attempt.body.get("data")
-    return {
-        "event_id": attempt.event_id,
-        "type": attempt.type,
-        "certification_id": attempt.certification_id,
-        "occurred_at": _as_sent(attempt.body, attempt.occurred_at),
-        "received_at": attempt.received_at.isoformat(),
-        "status": "rejected",
-        "reasons": attempt.reasons,
-        "data": data if isinstance(data, dict) else None,
-        "jobs": [],
-    }
+    record = queries.event_record(services(), event_id)
+    if record is None:
+        raise Problem(404, "Not Found", f"No event {event_id} has been received.")
+    return record

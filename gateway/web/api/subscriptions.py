@@ -5,13 +5,13 @@ Scope `verifications:read`; each client sees and changes only its own subscripti
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from flask import Blueprint, Response, request, url_for
 from flask.typing import ResponseReturnValue
 from marshmallow import Schema
-from sqlalchemy.orm import Session
 
 from gateway.schemas import responses as r
 from gateway.schemas.subscriptions import (
@@ -24,6 +24,7 @@ from gateway.schemas.subscriptions import (
 )
 from gateway.store.models import Subscription
 from gateway.usecases import subscriptions
+from gateway.usecases.services import Services
 from gateway.web.apidoc import BODY_ERRORS, LOCATION, empty, json_answer, operation
 from gateway.web.auth import current_client_id, refuse_revoked_client, require_scope
 from gateway.web.context import services
@@ -42,9 +43,11 @@ def _allow_long_lists() -> None:
     request.max_content_length = MAX_BODY
 
 
-def _owned(session: Session, subscription_id: str) -> Subscription:
+@contextmanager
+def _yours(subscription_id: str) -> Iterator[None]:
+    """Answer 404 for a subscription the client does not hold."""
     try:
-        return subscriptions.owned(session, current_client_id(), subscription_id)
+        yield
     except subscriptions.SubscriptionNotFound as exc:
         detail = f"You have no subscription {subscription_id}."
         raise Problem(404, "Not Found", detail) from exc
@@ -110,9 +113,8 @@ def create_subscription() -> ResponseReturnValue:
 )
 def list_subscriptions() -> ResponseReturnValue:
     """Your live subscriptions, oldest first (without the watched ids)."""
-    with services().db.sessions() as session:
-        rows = subscriptions.list_owned(session, current_client_id())
-        return {"subscriptions": [_dump(subscription, count) for subscription, count in rows]}
+    rows = subscriptions.list_of(services(), current_client_id())
+    return {"subscriptions": [_dump(subscription, count) for subscription, count in rows]}
 
 
 @bp.get("/v1/subscriptions/<subscription_id>")
@@ -125,10 +127,9 @@ def list_subscriptions() -> ResponseReturnValue:
 )
 def get_subscription(subscription_id: str) -> ResponseReturnValue:
     """One of your subscriptions with every certification id it watches."""
-    with services().db.transaction() as session:
-        subscription = _owned(session, subscription_id)
-        ids = subscriptions.watched_ids(session, subscription.id)
-        return _dump(subscription, len(ids), certification_ids=ids)
+    with _yours(subscription_id):
+        subscription, ids = subscriptions.read(services(), current_client_id(), subscription_id)
+    return _dump(subscription, len(ids), certification_ids=ids)
 
 
 @bp.delete("/v1/subscriptions/<subscription_id>")
@@ -141,8 +142,8 @@ def get_subscription(subscription_id: str) -> ResponseReturnValue:
 )
 def delete_subscription(subscription_id: str) -> ResponseReturnValue:
     """Delete a subscription and the ids it watches: nothing more is delivered to it."""
-    with services().db.transaction() as session:
-        subscriptions.remove(session, _owned(session, subscription_id))
+    with _yours(subscription_id):
+        subscriptions.delete_subscription(services(), current_client_id(), subscription_id)
     return Response(status=204)
 
 
@@ -166,7 +167,7 @@ def _watched_change(summary: str, ids: type[Schema]) -> Callable[[Callable], Cal
 @_watched_change("Watch more certifications (at most 10,000 in all)", WatchedIdsSchema)
 def watch_certifications(subscription_id: str) -> ResponseReturnValue:
     """Watch more certifications (at most 10,000 in all); says how many were `added`."""
-    return _change_watched(subscription_id, subscriptions.watch, "added", WatchedIdsSchema())
+    return _change_watched(subscription_id, subscriptions.watch_more, "added", WatchedIdsSchema())
 
 
 @bp.delete("/v1/subscriptions/<subscription_id>/certifications")
@@ -176,25 +177,23 @@ def unwatch_certifications(subscription_id: str) -> ResponseReturnValue:
     """Stop watching the certifications named in the body (any watched before, also one an
     earlier release let through that is no certification's); says how many were `removed`."""
     return _change_watched(
-        subscription_id, subscriptions.unwatch, "removed", CertificationIdsSchema()
+        subscription_id, subscriptions.stop_watching, "removed", CertificationIdsSchema()
     )
 
 
 def _change_watched(
     subscription_id: str,
-    change: Callable[[Session, Subscription, list[str]], int],
+    change: Callable[[Services, str, str, list[str]], subscriptions.WatchedChange],
     key: str,
     schema: Schema,
 ) -> dict[str, Any]:
     ids = loaded(schema, json_body(), "list of ids")["certification_ids"]
-    with services().db.transaction() as session:
-        subscription = _owned(session, subscription_id)
+    with _yours(subscription_id):
         try:
-            changed = change(session, subscription, ids)
+            after = change(services(), current_client_id(), subscription_id, ids)
         except subscriptions.TooManyWatched as exc:
             raise unprocessable("certification_ids", str(exc)) from exc
-        count = subscriptions.count_watched(session, subscription.id)
-        return {**_dump(subscription, count), key: changed}
+    return {**_dump(after.subscription, after.count), key: after.changed}
 
 
 @bp.get("/v1/subscriptions/<subscription_id>/deliveries")
@@ -210,9 +209,12 @@ def list_deliveries(subscription_id: str) -> ResponseReturnValue:
     """The delivery log, newest first: `?limit=` (≤ 1000) and `?before=<sequence>` to page back."""
     schema = DeliveryQuerySchema()
     query = loaded(schema, query_args(schema.load_fields), "query")
-    with services().db.transaction() as session:
-        subscription = _owned(session, subscription_id)
-        rows = subscriptions.deliveries(
-            session, subscription.id, limit=query["limit"], before=query["before"]
+    with _yours(subscription_id):
+        rows = subscriptions.delivery_log(
+            services(),
+            current_client_id(),
+            subscription_id,
+            limit=query["limit"],
+            before=query["before"],
         )
-        return {"deliveries": DeliverySchema(many=True).dump(rows)}
+    return {"deliveries": DeliverySchema(many=True).dump(rows)}
