@@ -1,6 +1,7 @@
 """API clients of the OAuth 2.0 client-credentials grant: registering, listing, giving a new
-secret and revoking them (the `gateway clients` commands); the token endpoint and the token checks
-are `gateway.web.auth`."""
+secret and revoking them (the `gateway clients` commands), and the rows the token endpoint reads
+and writes (`active_client`, `store_token`); the token endpoint and the token checks are
+`gateway.web.auth`."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from sqlalchemy.orm import Session
 from werkzeug.security import generate_password_hash
 
 from gateway.schemas.events import unprinted
+from gateway.store.db import Database
 from gateway.store.models import OAuthClient, OAuthToken, utcnow
 from gateway.usecases import subscriptions
 
@@ -139,3 +141,42 @@ def _locked(session: Session, client_id: str) -> OAuthClient | None:
     return session.scalar(
         select(OAuthClient).where(OAuthClient.client_id == client_id).with_for_update()
     )
+
+
+def active_client(db: Database, client_id: str) -> OAuthClient | None:
+    """The client `client_id` unless it is revoked, read in a session of its own."""
+    with db.sessions() as session:
+        return session.scalar(
+            select(OAuthClient).where(
+                OAuthClient.client_id == client_id, OAuthClient.revoked_at.is_(None)
+            )
+        )
+
+
+class SecretChanged(LookupError):
+    """The client's secret changed, or the client was revoked, since its secret was checked."""
+
+
+def store_token(
+    db: Database, client: OAuthClient, token_hash: str, scope: str, expires_in: int
+) -> None:
+    """Store an access token (by its hash) of `client`, as its row was when its secret was
+    checked, in a transaction of its own; SecretChanged, storing nothing, when the secret changed
+    or the client was revoked since (`new_secret` and `revoke` hold the row's lock until they
+    commit)."""
+    with db.transaction() as session:
+        current = session.scalar(
+            select(OAuthClient.client_secret_hash)
+            .where(OAuthClient.client_id == client.client_id, OAuthClient.revoked_at.is_(None))
+            .with_for_update(read=True)
+        )
+        if current != client.client_secret_hash:
+            raise SecretChanged(client.client_id)
+        session.add(
+            OAuthToken(
+                token_hash=token_hash,
+                client_id=client.client_id,
+                scope=scope,
+                expires_in=expires_in,
+            )
+        )

@@ -35,6 +35,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from gateway.schemas.responses import TokenRequestSchema, TokenSchema
 from gateway.store.db import Database, retry_disconnect
 from gateway.store.models import OAuthClient, OAuthToken, utcnow
+from gateway.usecases import clients
 from gateway.usecases.clients import SCOPES
 from gateway.web.apidoc import FORM, json_answer, operation
 from gateway.web.context import services
@@ -347,23 +348,14 @@ def _decoy_hash() -> str:
 def _query_client(client_id: str) -> Client | None:
     row = None
     if "\x00" not in client_id:  # PostgreSQL cannot store NUL: no client has such an id
-        row = retry_disconnect(functools.partial(_client_row, client_id))
+        # The first read of a token request: on a pooled connection the database closed, it is
+        # read again on a new one.
+        row = retry_disconnect(functools.partial(clients.active_client, services().db, client_id))
     if row is None:
         # As slow as a wrong secret, so the answer time does not tell which client ids exist.
         check_password_hash(_decoy_hash(), client_id)
         return None
     return Client(row)
-
-
-def _client_row(client_id: str) -> OAuthClient | None:
-    """The client `client_id` unless it is revoked (the first read of a token request: on a
-    pooled connection the database closed, it is read again on a new one)."""
-    with services().db.sessions() as session:
-        return session.scalar(
-            select(OAuthClient).where(
-                OAuthClient.client_id == client_id, OAuthClient.revoked_at.is_(None)
-            )
-        )
 
 
 def _client_secret_basic(query_client: Callable, request: OAuth2Request) -> ClientMixin | None:
@@ -385,24 +377,16 @@ def _save_token(token: dict, request: OAuth2Request) -> None:
 
 
 def _store_token(token: dict, client: Client) -> None:
-    with services().db.transaction() as session:
-        current = session.scalar(
-            select(OAuthClient.client_secret_hash)
-            .where(
-                OAuthClient.client_id == client.get_client_id(), OAuthClient.revoked_at.is_(None)
-            )
-            .with_for_update(read=True)
+    try:
+        clients.store_token(
+            services().db,
+            client.row,
+            token_hash(token["access_token"]),
+            token.get("scope", ""),
+            int(token["expires_in"]),
         )
-        if current != client.row.client_secret_hash:
-            raise InvalidClientError(status_code=401)
-        session.add(
-            OAuthToken(
-                token_hash=token_hash(token["access_token"]),
-                client_id=client.get_client_id(),
-                scope=token.get("scope", ""),
-                expires_in=int(token["expires_in"]),
-            )
-        )
+    except clients.SecretChanged as exc:
+        raise InvalidClientError(status_code=401) from exc
 
 
 bp = Blueprint("oauth", __name__)
