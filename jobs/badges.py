@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, NamedTuple
-from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
@@ -42,15 +41,14 @@ from connectors.credly import (
     NotFound,
     PermanentError,
     holder_badges,
-    id_evidence,
     live_badge,
     of_another_earner,
-    url_evidence,
 )
 from connectors.credly import Badge as CredlyBadge
 from connectors.errors import TransientError
-from gateway.rules import BADGE_KEPT, Policy, ids
+from gateway.rules import BADGE_KEPT
 from gateway.store.models import Badge, Certification, UTCDateTime, utcnow
+from gateway.usecases import badge_wording
 from gateway.usecases.services import Services
 from jobs.engine.claim import ClaimedItem
 from jobs.engine.retry import Deferred
@@ -66,31 +64,9 @@ DUPLICATE_STATUS = 422
 #: Our state of a badge its earner deleted in Credly (`badge.deleted`): not reissued by itself.
 DELETED = "deleted"
 
-#: What Credly e-mails the member when their badge is revoked (docs/credly.md, "Revoking"): why,
-#: in the member's words, naming the deciding rule of docs/rules.md (`member_reason`).
-LAPSED_REASON = (
-    "Your certification has lapsed because {because} ({rule}), so this badge no longer shows a "
-    "current certification. It will be issued again when your certification is restored."
-)
-#: The `because` of LAPSED_REASON for each lapse rule; `{...}` are the policy's numbers.
-LAPSED_BECAUSE = {
-    ids.FEE_LAPSED: "annual renewal fees went unpaid for more than {fee_lapse_years}",
-    ids.CCP_LAPSED: "CCP points were not documented within {ccp_lapse_years} of the end of a cycle",
-    ids.AUDIT_FAILED: "the CCP audit was not passed",
-}
-REVOKED_REASON = (
-    f"Your certification has been revoked ({ids.CERT_REVOKED}), so this badge no longer shows a "
-    "current certification. Please contact the certifying body with any questions."
-)
-#: The reason when the standing names none of those rules.
-MEMBER_REASON = "This badge no longer shows a current certification."
-#: Said to the member when an unclaimed badge is issued again to their new e-mail address.
-NEW_ADDRESS_REASON = "This badge was issued again to your new e-mail address."
 #: Recorded on an unclaimed badge the gateway revoked to issue it again to a new e-mail address,
 #: until the new one is recorded: a later attempt issues it, whatever the address is by then.
 REISSUE_NOTE = "revoked unclaimed, to be issued again to the member's new e-mail address"
-#: Said (the e-mail suppressed) of a second live badge of a certification that keeps another.
-DUPLICATE_REASON = "This badge duplicates the badge you hold for the same certification."
 #: Recorded on a badge whose member changed e-mail after accepting it.
 OWN_EMAIL_NOTE = (
     "accepted in Credly: its e-mail address belongs to the earner's Credly account and is "
@@ -161,17 +137,6 @@ def _midnight(svc: Services, day: date) -> datetime:
     if start <= now:
         return start
     return min(datetime.combine(day, time(0), UTC), now)
-
-
-def evidence(svc: Services, certification_id: str) -> tuple[dict[str, str], ...]:
-    """The badge's evidence: the certification number (ID evidence, shown on the badge) and,
-    with PUBLIC_BASE_URL, a link to its public verification page."""
-    shown = [id_evidence("Certification number", certification_id)]
-    if svc.settings.public_base_url:
-        query = urlencode({"certification_id": certification_id})
-        url = f"{svc.settings.public_base_url}/verify?{query}"
-        shown.append(url_evidence("Verify this certification", url))
-    return tuple(shown)
 
 
 def template_for(svc: Services, credential: str) -> str:
@@ -297,7 +262,7 @@ def _recipient(svc: Services, cert: _Recipient) -> BadgeRequest:
         issued_at=_midnight(svc, date.fromisoformat(standing["certified_on"])),
         issuer_earner_id=cert.certification_id,
         expires_at=expiry(svc, standing),
-        evidence=evidence(svc, cert.certification_id),
+        evidence=badge_wording.evidence(svc, cert.certification_id),
     )
 
 
@@ -849,7 +814,7 @@ def _bring_up_to_date(
     stays = expired_on_arrival(recipient.expires_at)  # issued again, it would be expired
     kept_address = svc.settings.credly_revoked_is_duplicate or stays
     if new_email and current.state == PENDING and not kept_address:
-        ended = revoked(svc, current.id, reason=NEW_ADDRESS_REASON, quietly=True)
+        ended = revoked(svc, current.id, reason=badge_wording.NEW_ADDRESS_REASON, quietly=True)
         _record(svc, badge_id, ended, note=REISSUE_NOTE)
         return _issue_up_to_date(svc, badge_id, recipient)
     note = None
@@ -896,26 +861,6 @@ def deleted(credly_id: str) -> CredlyBadge:
     return CredlyBadge(credly_id, DELETED, None, None, None, None, None)
 
 
-def member_reason(policy: Policy, standing: dict[str, Any]) -> str:
-    """The revoke reason Credly e-mails the member: the standing's deciding rule (its first
-    reason that ends the badge) in the member's words, with the policy's numbers."""
-    for reason in standing.get("reasons", ()):
-        rule = reason["rule"]
-        if rule == ids.CERT_REVOKED:
-            return REVOKED_REASON
-        if rule in LAPSED_BECAUSE:
-            because = LAPSED_BECAUSE[rule].format(
-                fee_lapse_years=_years(policy.fee_lapse_years),
-                ccp_lapse_years=_years(policy.ccp_lapse_years),
-            )
-            return LAPSED_REASON.format(because=because, rule=rule)
-    return MEMBER_REASON
-
-
-def _years(count: int) -> str:
-    return f"{count} year" if count == 1 else f"{count} years"
-
-
 def revoke(svc: Services, item: ClaimedItem) -> None:
     """Leave no live badge of the certification on Credly (unless it keeps one again by now)."""
     cert = _certification(svc, item.certification_id)
@@ -955,7 +900,7 @@ def _revoke_duplicate(svc: Services, certification_id: str, credly_id: str) -> N
         log.info("no duplicate to revoke", extra={"credly_badge_id": current.id})
         return
     try:
-        result = revoked(svc, current.id, reason=DUPLICATE_REASON, quietly=True)
+        result = revoked(svc, current.id, reason=badge_wording.DUPLICATE_REASON, quietly=True)
     except NotFound:
         result = deleted(current.id)
     log.info("revoked a duplicate", extra={"credly_badge_id": result.id, "state": result.state})
@@ -994,7 +939,7 @@ def revoke_everything(svc: Services, cert: _Recipient) -> int:
         for found in held:
             if found.live() and found.id not in targets and found.id not in others:
                 targets[found.id], unrecorded = unrecorded, None
-    reason = member_reason(svc.policy, cert.standing)
+    reason = badge_wording.member_reason(svc.policy, cert.standing)
     for credly_id, badge_id in targets.items():
         try:
             result = revoked(svc, credly_id, reason=reason)

@@ -20,7 +20,7 @@ from connectors.errors import TransientError
 from gateway.cli import SHOWN_ANSWER, cli
 from gateway.platform import clock, metrics
 from gateway.store.models import Badge, CredlyNotification, OutboxItem, utcnow
-from gateway.usecases import intake
+from gateway.usecases import badge_wording, intake
 from gateway.usecases.credly_token import check_token, token_state
 from gateway.usecases.queries import badge_view
 from gateway.usecases.sweep import Scope, sweep
@@ -1819,7 +1819,7 @@ def test_reconcile_revokes_a_duplicate_a_template_that_allows_them_let_through(
     [revoke_call] = calls(standin, "revoke")
     assert by_hand["id"] in revoke_call["path"]
     assert revoke_call["body"]["suppress_revoke_notification_email"] is True
-    assert revoke_call["body"]["reason"] == badges_jobs.DUPLICATE_REASON
+    assert revoke_call["body"]["reason"] == badge_wording.DUPLICATE_REASON
     assert [(b.credly_badge_id, b.state) for b in badges(svc)] == [
         (badge.credly_badge_id, "pending")
     ]

@@ -5,7 +5,7 @@ from dataclasses import replace
 import pytest
 
 from gateway.rules import load_policy
-from jobs.badges import MEMBER_REASON, member_reason
+from gateway.usecases.badge_wording import MEMBER_REASON, member_reason
 
 POLICY = load_policy()
 
