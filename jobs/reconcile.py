@@ -141,9 +141,10 @@ class Summary:
         }
 
     def repair(self, kind: str) -> None:
-        """Count one repair (a drift found, on a dry run) of `kind`."""
+        """Count one repair (a drift found, on a dry run: not counted by `/metrics`) of `kind`."""
         self.repaired[kind] += 1
-        metrics.CREDLY_DRIFT.labels(kind).inc()
+        if not self.dry_run:
+            metrics.CREDLY_DRIFT.labels(kind).inc()
 
 
 def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:

@@ -93,7 +93,7 @@ CREDLY_DRIFT = Counter(
     "gateway_credly_drift_total",
     "Differences reconciliation found between Credly and the standings, by repair: revoked, "
     "issued, renewed, taken_from_credly, duplicates_revoked, updated (the replace jobs of "
-    "adopted badges).",
+    "adopted badges); a dry run counts none.",
     ["repair"],
 )
 CREDLY_ERRORS = Counter(

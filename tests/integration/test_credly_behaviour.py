@@ -1397,8 +1397,11 @@ def test_reconcile_drill_reports_then_repairs_drift_through_the_jobs(svc, standi
 
     runner = CliRunner()
     env = _cli_env(svc, standin, tmp_path)
+    drift = metrics.CREDLY_DRIFT.labels("revoked")
+    counted = drift._value.get()
     dry = runner.invoke(cli, ["badges", "reconcile", "--dry-run", "--json"], env=env)
     assert dry.exit_code == 0, dry.output
+    assert drift._value.get() == counted  # a dry run repairs nothing: /metrics counts no drift
     report = json.loads(dry.stdout)
     assert report["repaired"] == {
         "revoked": 1,
@@ -1413,6 +1416,7 @@ def test_reconcile_drill_reports_then_repairs_drift_through_the_jobs(svc, standi
 
     real = runner.invoke(cli, ["badges", "reconcile"], env=env)
     assert real.exit_code == 0, real.output
+    assert drift._value.get() == counted + 1
     assert "REPAIRED (REVOKED)" in real.stdout and "IN STEP" in real.stdout
     assert "certifications: 4 of 4" in real.stderr  # progress lines off a terminal
     drain(svc, lambda: settled(svc, "revoke_badge") and issue_done(svc))
