@@ -10,6 +10,7 @@ import shutil
 import signal
 import socket
 import sys
+import textwrap
 from datetime import date
 from typing import Any
 
@@ -96,6 +97,17 @@ class GatewayGroup(FlaskGroup):
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(super(FlaskGroup, self).list_commands(ctx))
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Refuse an argument that is not UTF-8 text (a usage error, exit status 2): no id,
+        name or option value of the gateway's is, and the database could not be sent it."""
+        for arg in args:
+            try:
+                arg.encode()
+            except UnicodeEncodeError:
+                raw = _one_line(repr(arg.encode(errors="surrogateescape")))
+                raise click.UsageError(f"an argument is not UTF-8 text: {raw}", ctx) from None
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
         """Run the command; a database or Redis that cannot be reached (or a Redis that refuses
@@ -534,13 +546,12 @@ def jobs() -> None:
 
 
 def _outbox_id(job_id: str) -> int:
-    """A job id as `gateway jobs failed` prints it (outbox-123), as its outbox id."""
-    try:
-        outbox_id = int(job_id.removeprefix("outbox-"))
-    except ValueError:
-        outbox_id = 0
+    """A job id as `gateway jobs failed` prints it (outbox-123), or its number alone (123), as
+    its outbox id."""
+    number = re.fullmatch(r"(?:outbox-)?([0-9]{1,20})", job_id, flags=re.ASCII)
+    outbox_id = int(number.group(1)) if number else 0
     if not 0 < outbox_id <= MAX_WHOLE_NUMBER:  # an id column's range
-        raise click.BadParameter("job ids look like outbox-123")
+        raise click.BadParameter(f"{job_id[:40]!r}: job ids look like outbox-123 (or 123)")
     return outbox_id
 
 
@@ -574,10 +585,11 @@ def jobs_failed(limit: int | None, after: int | None, as_json: bool) -> None:
         click.echo("]")
         return
     listed = None
-    for listed in rows:
+    for listed in rows:  # the error indented under its job, each of its lines
+        error = textwrap.indent(listed["error"] or "(no error recorded)", "    ", lambda _: True)
         click.echo(
             f"{listed['job_id']:14} {listed['kind']:18} {listed['certification_id'] or '-':20} "
-            f"attempts={listed['attempts']} {listed['finished_at']}\n    {listed['error']}"
+            f"attempts={listed['attempts']} {listed['finished_at']}\n{error}"
         )
     if listed is None:
         click.echo("no failed jobs")

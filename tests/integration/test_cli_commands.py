@@ -929,3 +929,62 @@ def test_run_on_a_port_in_use_fails_in_one_line_before_anything_starts(tmp_path,
         answer = CliRunner().invoke(cli, ["run", "--port", str(port)], env=env)
     assert answer.exit_code == 1 and loaded == []  # no app, so no jobs thread
     assert answer.output == f"Error: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [b"clients", b"revoke", b"\xff"],
+        [b"clients", b"new-secret", b"id-\xfe"],
+        [b"sweep", b"--dry-run", b"--from-id", b"\xff"],
+        [b"badges", b"reconcile", b"--certification", b"C-\xff"],
+        [b"sync", b"backfill", b"--target", b"\xff"],
+    ],
+)
+def test_an_argument_that_is_not_utf8_is_a_usage_error_in_one_line(postgres_url, tmp_path, args):
+    """Bytes no text encodes (a mistyped id in a Latin-1 terminal, say) were sent to the
+    database as they were and ended the command in a traceback."""
+    gateway = os.path.join(os.path.dirname(sys.executable), "gateway")
+    env = {**os.environ, "INSTANCE_PATH": str(tmp_path), "DATABASE_URL": postgres_url}
+    run = subprocess.run([gateway, *args], env=env, capture_output=True, timeout=60, check=False)
+    assert run.returncode == 2, run.stderr
+    assert run.stdout == b""
+    last = run.stderr.decode().splitlines()[-1]
+    assert last.startswith("Error: an argument is not UTF-8 text: b'"), run.stderr
+    assert b"Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize("job_id", ["1_2", "+12", " 12", "outbox-\u0661\u0662", "outbox-12 "])
+def test_a_job_id_is_outbox_and_ascii_digits_or_the_digits_alone(database_url, make_app, job_id):
+    """int() took `1_2`, `+12`, spaces and other scripts' digits as job 12: a typo requeued
+    another job than the one meant."""
+    app = make_app(database_url=database_url)
+    svc = app.extensions["gateway"]
+    failed = failed_items(svc, 2)
+    runner = app.test_cli_runner()
+    refused = runner.invoke(args=["jobs", "requeue", job_id])
+    assert refused.exit_code == 2, refused.output
+    assert f"{job_id!r}: job ids look like outbox-123 (or 123)" in refused.stderr
+    assert runner.invoke(args=["jobs", "failed", "--after", job_id]).exit_code == 2
+    taken = runner.invoke(args=["jobs", "requeue", str(failed[0]), f"outbox-{failed[1]}"])
+    assert (taken.exit_code, taken.stdout) == (
+        0,
+        f"requeued outbox-{failed[0]}\nrequeued outbox-{failed[1]}\n",
+    )
+
+
+def test_jobs_failed_indents_every_line_of_an_error(database_url, make_app):
+    """A receiver's answer of several lines ran back to the first column, where it read as
+    rows of the table."""
+    app = make_app(database_url=database_url)
+    svc = app.extensions["gateway"]
+    (failed,) = failed_items(svc, 1)
+    with svc.db.transaction() as session:
+        session.get(OutboxItem, failed).last_error = "POST https://x answered 500\n<html>\n</html>"
+    answer = app.test_cli_runner().invoke(args=["jobs", "failed"])
+    assert answer.exit_code == 0, answer.output
+    assert answer.stdout.splitlines()[1:] == [
+        "    POST https://x answered 500",
+        "    <html>",
+        "    </html>",
+    ]
