@@ -988,3 +988,22 @@ def test_jobs_failed_indents_every_line_of_an_error(database_url, make_app):
         "    <html>",
         "    </html>",
     ]
+
+
+def test_a_burst_worker_whose_database_is_down_fails(tmp_path, redis_url):
+    """It ended with status 0, having worked nothing: its relay could not look at the outbox."""
+    closed = f"postgresql://postgres@127.0.0.1:{free_port()}/test"
+    gateway = os.path.join(os.path.dirname(sys.executable), "gateway")
+    env = {**os.environ, "INSTANCE_PATH": str(tmp_path), "DATABASE_URL": closed}
+    env["REDIS_URL"] = redis_url  # answers: only the database is down
+    run = subprocess.run(
+        [gateway, "worker", "--burst", "--no-cron", "--name", f"burst-{free_port()}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 1, run.stderr
+    assert run.stderr.splitlines()[-1].startswith("Error: the database cannot be reached: ")
+    assert "Traceback" not in run.stderr
