@@ -356,7 +356,7 @@ def clients_new_secret(client_id: str) -> None:
     except api_clients.ClientRevoked as exc:
         raise click.ClickException(f"{client_id} is revoked; create a new client") from exc
     if new is None:
-        raise click.ClickException(f"no client {client_id}")
+        raise click.ClickException(_one_line(f"no client {client_id}"))
     _echo_secret(new)
 
 
@@ -373,7 +373,7 @@ def clients_revoke(client_id: str) -> None:
     with services().db.transaction() as session:
         done = api_clients.revoke(session, client_id)
     if done is None:
-        raise click.ClickException(f"no client {client_id}")
+        raise click.ClickException(_one_line(f"no client {client_id}"))
     deleted = done.subscriptions_deleted
     subscriptions = f"{deleted} webhook subscription{'' if deleted == 1 else 's'} deleted"
     if not done.already:
@@ -790,7 +790,7 @@ class _Progress:
             self.bar = None
 
 
-#: The most characters of another service's answer a command's one-line error shows.
+#: The most characters of another service's answer, or of an argument, a one-line error shows.
 SHOWN_ANSWER = 500
 
 
@@ -817,7 +817,7 @@ def badges_reconcile(dry_run: bool, certification_id: str | None, as_json: bool)
             svc, dry_run=dry_run, certification_id=certification_id, progress=progress
         )
     except UnknownCertification as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise click.ClickException(_one_line(str(exc))) from exc
     except CredlyError as exc:  # still failing after its tries: one line, not a traceback
         raise click.ClickException(f"reconciliation stopped: {_one_line(describe(exc))}") from exc
     finally:
@@ -921,7 +921,7 @@ def sync_backfill(target: str, restart: bool, batch_size: int) -> None:
     try:
         plan = backfill.prepare(svc, target, restart=restart)
     except backfill.UnknownTarget as exc:
-        raise click.BadParameter(str(exc), param_hint="--target") from exc
+        raise click.BadParameter(_one_line(str(exc)), param_hint="--target") from exc
     if plan.resumes_after:
         click.echo(f"resuming after {plan.resumes_after} (--restart starts over)")
     sink = None if sys.stdout.isatty() else io.StringIO()

@@ -1007,3 +1007,21 @@ def test_a_burst_worker_whose_database_is_down_fails(tmp_path, redis_url):
     assert run.returncode == 1, run.stderr
     assert run.stderr.splitlines()[-1].startswith("Error: the database cannot be reached: ")
     assert "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["clients", "revoke"],
+        ["clients", "new-secret"],
+        ["badges", "reconcile", "--certification"],
+        ["sync", "backfill", "--target"],
+    ],
+)
+def test_an_unknown_id_of_10000_characters_is_named_in_a_short_line(tmp_path, args):
+    """The whole argument was echoed in the error: a line of 10,000 characters."""
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", "INSTANCE_PATH": str(tmp_path)}
+    answer = CliRunner().invoke(cli, [*args, "9" * 10_000], env=env)
+    assert answer.exit_code in (1, 2), answer.output
+    last = answer.stderr.splitlines()[-1]
+    assert last.startswith("Error: ") and "999…" in last and len(last) < 600, last
