@@ -487,12 +487,14 @@ def _check_database(settings: Settings) -> None:
     "--maintenance-interval",
     default=600,
     show_default=True,
+    type=click.IntRange(min=1),
     help="Seconds between passes that recover jobs of dead workers.",
 )
 @click.option(
     "--ttl",
     default=420,
     show_default=True,
+    type=click.IntRange(min=1),
     help="Seconds a silent worker lives in Redis; an idle worker wakes up every TTL-15 s.",
 )
 @click.option(

@@ -1025,3 +1025,14 @@ def test_an_unknown_id_of_10000_characters_is_named_in_a_short_line(tmp_path, ar
     assert answer.exit_code in (1, 2), answer.output
     last = answer.stderr.splitlines()[-1]
     assert last.startswith("Error: ") and "999…" in last and len(last) < 600, last
+
+
+@pytest.mark.parametrize(
+    "option", [["--ttl", "0"], ["--ttl", "-1"], ["--maintenance-interval", "-5"]]
+)
+def test_a_worker_takes_no_ttl_or_maintenance_interval_below_a_second(tmp_path, option):
+    """--ttl 0 was RQ's default (420 s) unsaid, a negative one kept the worker in Redis 59 s."""
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", "INSTANCE_PATH": str(tmp_path)}
+    answer = CliRunner().invoke(cli, ["worker", "--burst", *option], env=env)
+    assert answer.exit_code == 2, answer.output
+    assert f"Invalid value for '{option[0]}'" in answer.stderr
