@@ -235,8 +235,9 @@ def db() -> None:
 @click.option("--revision", default="heads", show_default=True, help="Target revision.")
 @with_appcontext
 def db_upgrade(revision: str) -> None:
-    """Apply the database migrations up to REVISION; a database already there, or past it, is
-    left as it is (and the command says so). Upgrades run at once take their turns."""
+    """Apply the database migrations up to --revision (default: all); a database already
+    there, or past it, is left as it is (and the command says so). Upgrades run at once take
+    their turns."""
     svc = services()
     before, after = svc.db.upgrade(revision, policy=svc.policy)
     reached = " ".join(after) or "base (no migration applied)"
@@ -621,7 +622,8 @@ def jobs_status(as_json: bool) -> None:
 @click.option("--all", "requeue_all", is_flag=True, help="Requeue every failed job.")
 @with_appcontext
 def jobs_requeue(job_ids: tuple[str, ...], requeue_all: bool) -> None:
-    """Put failed jobs back on the queue (JOB_ID ... or --all)."""
+    """Put failed jobs back on the queue: JOB_ID ... (outbox-12, as `jobs failed` prints it,
+    or 12) or --all. A JOB_ID that is not of a failed job is named at the end (exit status 1)."""
     if bool(job_ids) == requeue_all:
         both = "JOB_ID(s) and --all cannot be combined: give one or the other"
         raise click.UsageError(both if requeue_all else "give JOB_ID(s) or --all")
@@ -871,7 +873,8 @@ def badges_reconcile(dry_run: bool, certification_id: str | None, as_json: bool)
 @click.option("--json", "as_json", is_flag=True, help="One JSON array instead of a table.")
 @with_appcontext
 def badges_unclaimed(days: int, limit: int | None, as_json: bool) -> None:
-    """List badges members have not claimed after DAYS days, so the membership team can nudge."""
+    """List badges members have not claimed for --days days or more, so the membership team
+    can nudge them."""
     with services().db.sessions() as session:
         rows = [b.to_dict() for b in unclaimed_badges(session, days=days, limit=limit)]
     if as_json:

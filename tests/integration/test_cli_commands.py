@@ -502,6 +502,10 @@ def test_help_says_what_each_option_and_command_does(tmp_path):
     no_cron = worker.split("--no-cron ")[1].split(" --")[0]
     assert all(job in no_cron for job in ("sweep", "reconciliation", "pruning", "token check"))
     assert "downgrade Undo migrations, down to REVISION. history" in shown("db")
+    # each names what the command takes: no argument it does not have (DAYS, REVISION)
+    assert "(outbox-12, as `jobs failed` prints it, or 12)" in shown("jobs", "requeue")
+    assert "claimed for --days days or more" in shown("badges", "unclaimed")
+    assert "up to --revision (default: all)" in shown("db", "upgrade")
 
 
 def test_version_is_the_gateways(tmp_path):
