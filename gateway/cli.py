@@ -76,6 +76,10 @@ def command_app() -> Flask:
         raise click.ClickException(str(exc)) from exc
 
 
+#: A count, a size or a number of seconds given to a command: 1 or more, and no more than the
+#: database (and Redis) take as a whole number.
+COUNT = click.IntRange(min=1, max=MAX_WHOLE_NUMBER)
+
 #: The commands Flask's own `flask` command has already.
 FLASK_COMMANDS = frozenset({"run", "shell", "routes"})
 
@@ -488,14 +492,14 @@ def _check_database(settings: Settings) -> None:
     "--maintenance-interval",
     default=600,
     show_default=True,
-    type=click.IntRange(min=1),
+    type=COUNT,
     help="Seconds between passes that recover jobs of dead workers.",
 )
 @click.option(
     "--ttl",
     default=420,
     show_default=True,
-    type=click.IntRange(min=1),
+    type=COUNT,
     help="Seconds a silent worker lives in Redis; an idle worker wakes up every TTL-15 s.",
 )
 @click.option(
@@ -565,7 +569,7 @@ def _job_id(_ctx: click.Context, _param: click.Parameter, value: str | None) -> 
 @jobs.command("failed")
 @click.option(
     "--limit",
-    type=click.IntRange(min=1),
+    type=COUNT,
     default=None,
     help="List at most this many (default: every one).",
 )
@@ -708,7 +712,11 @@ class Day(click.ParamType):
 @click.option("--from-id", default=None, help="First certification id of this run's range.")
 @click.option("--to-id", default=None, help="Last certification id of this run's range.")
 @click.option(
-    "--batch-size", default=500, show_default=True, help="Certifications per transaction."
+    "--batch-size",
+    default=500,
+    show_default=True,
+    type=COUNT,
+    help="Certifications per transaction.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @with_appcontext
@@ -723,8 +731,6 @@ def sweep_command(
 ) -> None:
     """Re-evaluate the certifications whose standing changes on the day (today unless --as-of),
     record the changes and queue what they call for."""
-    if batch_size < 1:
-        raise click.BadParameter("must be at least 1", param_hint="--batch-size")
     svc = services()
     if from_id is not None and to_id is not None and not range_in_order(svc, from_id, to_id):
         raise click.BadParameter(
@@ -866,7 +872,7 @@ def badges_reconcile(dry_run: bool, certification_id: str | None, as_json: bool)
 )
 @click.option(
     "--limit",
-    type=click.IntRange(min=1),
+    type=COUNT,
     default=None,
     help="List at most this many, the longest pending first (default: every one).",
 )
@@ -916,9 +922,7 @@ def sync() -> None:
     "--target", default="directory", show_default=True, help="`directory` or a subscription id."
 )
 @click.option("--restart", is_flag=True, help="Start over instead of resuming the last run.")
-@click.option(
-    "--batch-size", default=500, show_default=True, type=click.IntRange(min=1), help="Per commit."
-)
+@click.option("--batch-size", default=500, show_default=True, type=COUNT, help="Per commit.")
 @with_appcontext
 def sync_backfill(target: str, restart: bool, batch_size: int) -> None:
     """Queue a push of every current public record to the target, resuming the last run."""

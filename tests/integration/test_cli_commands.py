@@ -1040,3 +1040,24 @@ def test_a_worker_takes_no_ttl_or_maintenance_interval_below_a_second(tmp_path, 
     answer = CliRunner().invoke(cli, ["worker", "--burst", *option], env=env)
     assert answer.exit_code == 2, answer.output
     assert f"Invalid value for '{option[0]}'" in answer.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["jobs", "failed", "--limit"],
+        ["badges", "unclaimed", "--limit"],
+        ["sweep", "--dry-run", "--batch-size"],
+        ["sync", "backfill", "--batch-size"],
+        ["worker", "--burst", "--ttl"],
+    ],
+)
+def test_a_count_past_what_the_database_takes_is_a_usage_error(postgres_url, tmp_path, args):
+    """PostgreSQL refused a LIMIT past its bigint (a traceback): a count is 2**31 - 1 at most."""
+    env = {"DATABASE_URL": postgres_url, "INSTANCE_PATH": str(tmp_path)}
+    answer = CliRunner().invoke(cli, [*args, "99999999999999999999"], env=env)
+    assert answer.exit_code == 2, answer.output
+    assert "is not in the range 1<=x<=2147483647" in answer.stderr, answer.stderr
+    if args[0] in ("jobs", "badges", "sweep"):  # the largest is read as any other
+        fits = CliRunner().invoke(cli, [*args, "2147483647"], env=env)
+        assert fits.exit_code == 0, fits.output
