@@ -275,8 +275,12 @@ def db_downgrade(revision: str) -> None:
 @db.command("current")
 @with_appcontext
 def db_current() -> None:
-    """The revision the database is at."""
-    services().db.alembic("current", verbose=False)
+    """The revision the database is at (`base` for a database never migrated)."""
+    db = services().db
+    db.alembic("current", verbose=False)
+    with db.engine.connect() as connection:
+        if not MigrationContext.configure(connection).get_current_heads():
+            click.echo("base (no migration applied)")  # Alembic itself says nothing
 
 
 @db.command("history")

@@ -71,6 +71,22 @@ def test_db_current_history_and_downgrade(tmp_path, monkeypatch):
     assert "(head)" in runner.invoke(cli, ["db", "current"]).stdout
 
 
+def test_db_current_of_a_database_never_migrated_says_base(empty_database, tmp_path):
+    """Alembic prints nothing there: an empty answer, exit status 0, told the operator nothing."""
+    env = {"DATABASE_URL": empty_database, "INSTANCE_PATH": str(tmp_path)}
+    runner = CliRunner()
+    for _ in range(2):
+        current = runner.invoke(cli, ["db", "current"], env=env)
+        assert (current.exit_code, current.stdout) == (0, "base (no migration applied)\n")
+        assert runner.invoke(cli, ["db", "upgrade", "--revision", "0001"], env=env).exit_code == 0
+        assert runner.invoke(cli, ["db", "current"], env=env).stdout == "0001\n"
+        down = runner.invoke(cli, ["db", "downgrade", "base"], env=env)
+        assert (down.exit_code, down.stdout) == (
+            0,
+            "database downgraded to base (no migration applied)\n",
+        )
+
+
 def test_db_downgrade_minus_one_undoes_the_last_migration_and_says_where_it_is(
     tmp_path, monkeypatch
 ):
