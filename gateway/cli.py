@@ -849,21 +849,21 @@ def badges_reconcile(dry_run: bool, certification_id: str | None, as_json: bool)
         return
     verb = "would repair" if dry_run else "repaired"
     click.echo(
-        f"{'CHECKED':32} {result['badges_checked']} Credly badges, "
+        f"{'CHECKED':34} {result['badges_checked']} Credly badges, "
         f"{result['certifications_checked']} certifications"
     )
-    click.echo(f"{'IN STEP':32} {result['in_step']}")
+    click.echo(f"{'IN STEP':34} {result['in_step']}")
     for kind, n in result["repaired"].items():
-        click.echo(f"{f'{verb} ({kind})'.upper():32} {n}")
+        click.echo(f"{f'{verb} ({kind})'.upper():34} {n}")
     if result["successors_unknown"]:  # dry run: replaced in Credly, successor not looked up
-        click.echo(f"{'SUCCESSORS UNKNOWN':32} {result['successors_unknown']}")
+        click.echo(f"{'SUCCESSORS UNKNOWN':34} {result['successors_unknown']}")
     if result["no_template"]:  # CREDLY_BADGE_TEMPLATES names no template for their credential
-        click.echo(f"{'NO BADGE TEMPLATE (NOT ISSUED)':32} {result['no_template']}")
+        click.echo(f"{'NO BADGE TEMPLATE (NOT ISSUED)':34} {result['no_template']}")
     if result["refused"]:  # Credly refused their issue for good, as it would be sent again
-        click.echo(f"{'REFUSED BY CREDLY (NOT ISSUED)':32} {result['refused']}")
+        click.echo(f"{'REFUSED BY CREDLY (NOT ISSUED)':34} {result['refused']}")
     if result["failed_jobs_superseded"]:  # failed badge jobs of badges found in step
-        click.echo(f"{'FAILED JOBS SUPERSEDED':32} {result['failed_jobs_superseded']}")
-    click.echo(f"{'SECONDS':32} {result['seconds']}")
+        click.echo(f"{'FAILED JOBS SUPERSEDED':34} {result['failed_jobs_superseded']}")
+    click.echo(f"{'SECONDS':34} {result['seconds']}")
 
 
 @badges.command("unclaimed")

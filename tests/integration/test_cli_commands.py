@@ -1077,3 +1077,14 @@ def test_a_count_past_what_the_database_takes_is_a_usage_error(postgres_url, tmp
     if args[0] in ("jobs", "badges", "sweep"):  # the largest is read as any other
         fits = CliRunner().invoke(cli, [*args, "2147483647"], env=env)
         assert fits.exit_code == 0, fits.output
+
+
+@pytest.mark.parametrize("dry_run", [["--dry-run"], []])
+def test_reconcile_shows_its_counts_in_one_column(tmp_path, dry_run):
+    """WOULD REPAIR (DUPLICATES_REVOKED) was wider than the column, its count out of line."""
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", "INSTANCE_PATH": str(tmp_path)}
+    answer = CliRunner().invoke(cli, ["badges", "reconcile", *dry_run], env=env)
+    assert answer.exit_code == 0, answer.output
+    lines = answer.stdout.splitlines()
+    assert any("(DUPLICATES_REVOKED)" in line for line in lines), lines
+    assert all(line[34] == " " and line[35] != " " for line in lines), lines
