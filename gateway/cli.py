@@ -84,13 +84,36 @@ COUNT = click.IntRange(min=1, max=MAX_WHOLE_NUMBER)
 FLASK_COMMANDS = frozenset({"run", "shell", "routes"})
 
 
-class GatewayGroup(FlaskGroup):
+class _TextArguments(click.Command):
+    """A command that refuses an argument that is not UTF-8 text (a usage error, exit status
+    2): no id, name or option value of the gateway's is, and the database could not be sent it.
+    On the groups and on their commands, so that Flask's own `flask` command refuses it too."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        for arg in args:
+            try:
+                arg.encode()
+            except UnicodeEncodeError:
+                raw = _one_line(repr(arg.encode(errors="surrogateescape")))
+                raise click.UsageError(f"an argument is not UTF-8 text: {raw}", ctx) from None
+        return super().parse_args(ctx, args)
+
+
+class _CommandGroup(_TextArguments, AppGroup):
+    """A group of the gateway's commands (`gateway jobs`, ...)."""
+
+    command_class = _TextArguments
+
+
+class GatewayGroup(_TextArguments, FlaskGroup):
     """Flask's command group. Its commands are all the gateway's own, so listing them (`gateway
     --help`) does not load the app, which would create the embedded default's database.
 
     The group always runs the gateway's app with the settings of the environment, so it has
     none of Flask's group options (`-e/--env-file`, `-A/--app`, `--debug`; `gateway run --debug`
     stays) and reads no `.env` file."""
+
+    command_class = _TextArguments
 
     #: The names of the options FlaskGroup adds that do not apply to the gateway.
     FLASK_OPTIONS = frozenset({"env_file", "app", "debug"})
@@ -101,17 +124,6 @@ class GatewayGroup(FlaskGroup):
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(super(FlaskGroup, self).list_commands(ctx))
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        """Refuse an argument that is not UTF-8 text (a usage error, exit status 2): no id,
-        name or option value of the gateway's is, and the database could not be sent it."""
-        for arg in args:
-            try:
-                arg.encode()
-            except UnicodeEncodeError:
-                raw = _one_line(repr(arg.encode(errors="surrogateescape")))
-                raise click.UsageError(f"an argument is not UTF-8 text: {raw}", ctx) from None
-        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
         """Run the command; a database or Redis that cannot be reached (or a Redis that refuses
@@ -217,7 +229,7 @@ def _check_free(host: str, port: int) -> None:
 cli.add_command(run_development)  # in place of Flask's, which prints a banner on stdout
 
 
-class _MigrationGroup(AppGroup):
+class _MigrationGroup(_CommandGroup):
     """`gateway db`: a database error of any of its commands, a migration the database refuses
     included, ends it in one line (exit status 1)."""
 
@@ -290,7 +302,7 @@ def db_history() -> None:
     services().db.alembic("history", indicate_current=True)
 
 
-@cli.group()
+@cli.group(cls=_CommandGroup)
 def clients() -> None:
     """OAuth2 API clients."""
 
@@ -394,7 +406,7 @@ def clients_revoke(client_id: str) -> None:
     )
 
 
-@cli.group()
+@cli.group(cls=_CommandGroup)
 def keys() -> None:
     """The signing keys of receipts and credentials (SIGNING_KEYS_FILE)."""
 
@@ -551,7 +563,7 @@ def worker(
         raise click.ClickException(str(exc)) from exc
 
 
-@cli.group()
+@cli.group(cls=_CommandGroup)
 def jobs() -> None:
     """Side-effect jobs: the queue's state, failed ones, requeueing."""
 
@@ -771,7 +783,7 @@ def sweep_command(
         click.echo(f"  {'would queue' if dry_run else 'queued'} {kind}: {n}")
 
 
-@cli.group()
+@cli.group(cls=_CommandGroup)
 def badges() -> None:
     """Credly badges: the ones members have not claimed; reconciling them with Credly."""
 
@@ -902,7 +914,7 @@ def badges_unclaimed(days: int, limit: int | None, as_json: bool) -> None:
         )
 
 
-@cli.group()
+@cli.group(cls=_CommandGroup)
 def receipts() -> None:
     """The record of signed verification receipts issued."""
 
@@ -916,7 +928,7 @@ def receipts_prune() -> None:
     click.echo(f"pruned {pruned} receipts older than {svc.settings.receipt_retention_days} days")
 
 
-@cli.group()
+@cli.group(cls=_CommandGroup)
 def sync() -> None:
     """Pushes of public records to the verification directory and webhook subscriptions."""
 

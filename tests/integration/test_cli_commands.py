@@ -963,15 +963,19 @@ def test_run_on_a_port_in_use_fails_in_one_line_before_anything_starts(tmp_path,
 )
 def test_an_argument_that_is_not_utf8_is_a_usage_error_in_one_line(postgres_url, tmp_path, args):
     """Bytes no text encodes (a mistyped id in a Latin-1 terminal, say) were sent to the
-    database as they were and ended the command in a traceback."""
-    gateway = os.path.join(os.path.dirname(sys.executable), "gateway")
+    database as they were and ended the command in a traceback, on Flask's `flask` too."""
+    scripts = os.path.dirname(sys.executable)
     env = {**os.environ, "INSTANCE_PATH": str(tmp_path), "DATABASE_URL": postgres_url}
-    run = subprocess.run([gateway, *args], env=env, capture_output=True, timeout=60, check=False)
-    assert run.returncode == 2, run.stderr
-    assert run.stdout == b""
-    last = run.stderr.decode().splitlines()[-1]
-    assert last.startswith("Error: an argument is not UTF-8 text: b'"), run.stderr
-    assert b"Traceback" not in run.stderr
+    flask = [os.path.join(scripts, "flask"), "--app", "gateway.bootstrap:create_app"]
+    for command in ([os.path.join(scripts, "gateway")], flask):
+        run = subprocess.run(
+            [*command, *args], env=env, capture_output=True, timeout=60, check=False
+        )
+        assert run.returncode == 2, run.stderr
+        assert run.stdout == b""
+        last = run.stderr.decode().splitlines()[-1]
+        assert last.startswith("Error: an argument is not UTF-8 text: b'"), run.stderr
+        assert b"Traceback" not in run.stderr
 
 
 @pytest.mark.parametrize("job_id", ["1_2", "+12", " 12", "outbox-\u0661\u0662", "outbox-12 "])
