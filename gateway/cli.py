@@ -189,6 +189,8 @@ def run_development(
     and debugger are on with --debug. A request it cannot hand to the app gets a problem+json
     answer, as from `gateway serve`. SIGTERM stops it as Ctrl-C does; on either, its jobs
     thread gives back the items it claimed and has not started."""
+    if not 0 <= port <= 65535:  # werkzeug would listen on another (99999: 34463)
+        raise click.BadParameter(f"{port} is not a port from 0 to 65535", param_hint="--port")
     debug = get_debug_flag()
     if not is_running_from_reloader():  # the reloader's child is handed the parent's socket
         _check_free(host, port)

@@ -1092,3 +1092,15 @@ def test_reconcile_shows_its_counts_in_one_column(tmp_path, dry_run):
     lines = answer.stdout.splitlines()
     assert any("(DUPLICATES_REVOKED)" in line for line in lines), lines
     assert all(line[34] == " " and line[35] != " " for line in lines), lines
+
+
+@pytest.mark.parametrize("port", ["99999", "65536", "-1"])
+def test_run_on_a_port_out_of_range_is_a_usage_error(tmp_path, monkeypatch, port):
+    """99999 listened on 34463 (the port modulo 65536) as if it had been asked for."""
+    loaded = []
+    monkeypatch.setattr(ScriptInfo, "load_app", lambda self: loaded.append(1))
+    answer = CliRunner().invoke(cli, ["run", "--port", port], env={"INSTANCE_PATH": str(tmp_path)})
+    assert answer.exit_code == 2 and loaded == [], answer.output
+    assert answer.stderr.endswith(
+        f"Error: Invalid value for --port: {port} is not a port from 0 to 65535\n"
+    )
