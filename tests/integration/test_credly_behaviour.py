@@ -321,7 +321,7 @@ def test_an_issue_credly_refuses_as_a_duplicate_is_reported_not_queued_again_dai
         summary = reconcile(svc)
         assert summary.refused == 1 and summary.repaired["issued"] == 0
     shown = CliRunner().invoke(cli, ["badges", "reconcile"], env=_cli_env(svc, standin, tmp_path))
-    assert "REFUSED BY CREDLY (NOT ISSUED)   1" in shown.stdout
+    assert "REFUSED BY CREDLY (NOT ISSUED)     1" in shown.stdout
     assert len(items(svc, "issue_badge")) == 1 and len(calls(standin, "issue")) == 1
 
     submit(svc, event("member.updated", {"email": "ada@new.example.org"}))
