@@ -49,7 +49,7 @@ from gateway.usecases.services import (
     signing_keys,
 )
 from gateway.usecases.sweep import Scope, count, range_in_order
-from gateway.usecases.unclaimed import unclaimed_badges
+from gateway.usecases.unclaimed import list_unclaimed
 from gateway.web.context import services
 from gateway.web.security import ProblemRequestHandler
 from jobs.cron import SweepRunning, locked_sweep
@@ -323,8 +323,7 @@ def clients() -> None:
 def clients_create(name: str, scopes: tuple[str, ...]) -> None:
     """Create a client; prints {"client_id", "client_secret"} (the secret is shown only here)."""
     try:
-        with services().db.transaction() as session:
-            new = api_clients.create_client(session, name, " ".join(scopes))
+        new = api_clients.register(services().db, name, " ".join(scopes))
     except api_clients.InvalidClientField as exc:
         raise click.BadParameter(str(exc), param_hint=f"--{exc.field}") from exc
     _echo_secret(new)
@@ -335,17 +334,16 @@ def clients_create(name: str, scopes: tuple[str, ...]) -> None:
 @with_appcontext
 def clients_list(as_json: bool) -> None:
     """List clients (never their secrets)."""
-    with services().db.sessions() as session:
-        rows = [
-            {
-                "client_id": c.client_id,
-                "name": c.name,
-                "scope": c.scope,
-                "created_at": c.created_at.isoformat(timespec="seconds"),
-                "revoked_at": c.revoked_at.isoformat(timespec="seconds") if c.revoked_at else None,
-            }
-            for c in api_clients.list_clients(session)
-        ]
+    rows = [
+        {
+            "client_id": c.client_id,
+            "name": c.name,
+            "scope": c.scope,
+            "created_at": c.created_at.isoformat(timespec="seconds"),
+            "revoked_at": c.revoked_at.isoformat(timespec="seconds") if c.revoked_at else None,
+        }
+        for c in api_clients.listing(services().db)
+    ]
     if as_json:
         click.echo(json.dumps(rows))
         return
@@ -374,8 +372,7 @@ def clients_new_secret(client_id: str) -> None:
     on and every token issued stops working at once; the client keeps its id, scopes and webhook
     subscriptions. Prints {"client_id", "client_secret"} (the secret is shown only here)."""
     try:
-        with services().db.transaction() as session:
-            new = api_clients.new_secret(session, client_id)
+        new = api_clients.change_secret(services().db, client_id)
     except api_clients.ClientRevoked as exc:
         raise click.ClickException(f"{client_id} is revoked; create a new client") from exc
     if new is None:
@@ -393,8 +390,7 @@ def _echo_secret(new: api_clients.NewClient) -> None:
 def clients_revoke(client_id: str) -> None:
     """Revoke a client; its tokens stop working at once, and its webhook subscriptions are
     deleted (nothing more is delivered to them)."""
-    with services().db.transaction() as session:
-        done = api_clients.revoke(session, client_id)
+    done = api_clients.revoke_client(services().db, client_id)
     if done is None:
         raise click.ClickException(_one_line(f"no client {client_id}"))
     deleted = done.subscriptions_deleted
@@ -899,8 +895,7 @@ def badges_reconcile(dry_run: bool, certification_id: str | None, as_json: bool)
 def badges_unclaimed(days: int, limit: int | None, as_json: bool) -> None:
     """List badges members have not claimed for --days days or more, so the membership team
     can nudge them."""
-    with services().db.sessions() as session:
-        rows = [b.to_dict() for b in unclaimed_badges(session, days=days, limit=limit)]
+    rows = [b.to_dict() for b in list_unclaimed(services().db, days=days, limit=limit)]
     if as_json:
         click.echo(json.dumps(rows))
         return

@@ -1,6 +1,7 @@
 """API clients of the OAuth 2.0 client-credentials grant: registering, listing, giving a new
-secret and revoking them (the `gateway clients` commands), and the rows the token endpoint reads
-and writes (`active_client`, `store_token`); the token endpoint and the token checks are
+secret and revoking them (the `gateway clients` commands: `register`, `listing`, `change_secret`,
+`revoke_client`, each in a transaction or session of its own), and the rows the token endpoint
+reads and writes (`active_client`, `store_token`); the token endpoint and the token checks are
 `gateway.web.auth`."""
 
 from __future__ import annotations
@@ -65,6 +66,12 @@ def validate_client_name(name: str) -> str:
     return name
 
 
+def register(db: Database, name: str, scope: str) -> NewClient:
+    """`create_client` in a transaction of its own."""
+    with db.transaction() as session:
+        return create_client(session, name, scope)
+
+
 def create_client(session: Session, name: str, scope: str) -> NewClient:
     """Register a client with `scope`; its secret is stored only as a hash."""
     name, scopes = validate_client_name(name), validate_scope(scope)
@@ -82,6 +89,12 @@ def create_client(session: Session, name: str, scope: str) -> NewClient:
 
 class ClientRevoked(LookupError):
     """The client was revoked: it has no secret to change."""
+
+
+def change_secret(db: Database, client_id: str) -> NewClient | None:
+    """`new_secret` in a transaction of its own."""
+    with db.transaction() as session:
+        return new_secret(session, client_id)
 
 
 def new_secret(session: Session, client_id: str) -> NewClient | None:
@@ -109,6 +122,12 @@ def _new_secret() -> str:
     return secrets.token_urlsafe(32)
 
 
+def listing(db: Database) -> list[OAuthClient]:
+    """`list_clients` read in a session of its own."""
+    with db.sessions() as session:
+        return list_clients(session)
+
+
 def list_clients(session: Session) -> list[OAuthClient]:
     """Every registered client, oldest first."""
     return list(session.scalars(select(OAuthClient).order_by(OAuthClient.id)))
@@ -122,6 +141,12 @@ class Revocation:
     revoked_at: datetime
     already: bool
     subscriptions_deleted: int
+
+
+def revoke_client(db: Database, client_id: str) -> Revocation | None:
+    """`revoke` in a transaction of its own."""
+    with db.transaction() as session:
+        return revoke(session, client_id)
 
 
 def revoke(session: Session, client_id: str) -> Revocation | None:

@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from gateway.rules import BADGE_KEPT
+from gateway.store.db import Database
 from gateway.store.models import Badge, Certification, utcnow
 from gateway.usecases import queries
 
@@ -43,6 +44,12 @@ class Unclaimed:
             "pending_since": self.pending_since.isoformat(),
             "days_pending": self.days_pending,
         }
+
+
+def list_unclaimed(db: Database, *, days: int, limit: int | None = None) -> list[Unclaimed]:
+    """`unclaimed_badges` read in a session of its own (`gateway badges unclaimed`)."""
+    with db.sessions() as session:
+        return unclaimed_badges(session, days=days, limit=limit)
 
 
 def unclaimed_badges(
