@@ -1,8 +1,8 @@
 """API clients of the OAuth 2.0 client-credentials grant: registering, listing, giving a new
 secret and revoking them (the `gateway clients` commands: `register`, `listing`, `change_secret`,
 `revoke_client`, each in a transaction or session of its own), and the rows the token endpoint
-reads and writes (`active_client`, `store_token`); the token endpoint and the token checks are
-`gateway.web.auth`."""
+reads and writes (`active_client`, `store_token`) and the token its checks read (`find_token`);
+the token endpoint and the token checks are `gateway.web.auth`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 from werkzeug.security import generate_password_hash
 
@@ -205,3 +205,31 @@ def store_token(
                 expires_in=expires_in,
             )
         )
+
+
+#: A stored token as the token checks read it: client id, scope, issue time, lifetime in
+#: seconds, whether it is revoked, and when its client was revoked (None: it is not).
+TokenRow = tuple[str, str, datetime, int, bool, datetime | None]
+
+_TOKENS, _CLIENTS = OAuthToken.__table__, OAuthClient.__table__
+_TOKEN_QUERY = (
+    select(
+        _TOKENS.c.client_id,
+        _TOKENS.c.scope,
+        _TOKENS.c.issued_at,
+        _TOKENS.c.expires_in,
+        _TOKENS.c.revoked,
+        _CLIENTS.c.revoked_at,
+    )
+    .join(_CLIENTS, _CLIENTS.c.client_id == _TOKENS.c.client_id)
+    .where(_TOKENS.c.token_hash == bindparam("token_hash"))
+)
+
+
+def find_token(db: Database, token_hash: str) -> TokenRow | None:
+    """The stored token with `token_hash`, and its client's revocation time; None if none.
+
+    Every authenticated request checks its token with this: one statement outside any
+    transaction, with no ORM objects made (`Database.read`)."""
+    rows = db.read(_TOKEN_QUERY, {"token_hash": token_hash})
+    return rows[0] if rows else None

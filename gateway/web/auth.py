@@ -29,12 +29,11 @@ from authlib.oauth2.rfc6749.grants import ClientCredentialsGrant
 from authlib.oauth2.rfc6750 import BearerTokenValidator, InvalidTokenError
 from flask import Blueprint, Flask, Response, current_app, g, request
 from flask.typing import ResponseReturnValue
-from sqlalchemy import bindparam, select
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from gateway.schemas.responses import TokenRequestSchema, TokenSchema
 from gateway.store.db import Database, retry_disconnect
-from gateway.store.models import OAuthClient, OAuthToken, utcnow
+from gateway.store.models import OAuthClient, utcnow
 from gateway.usecases import clients
 from gateway.usecases.clients import SCOPES
 from gateway.web.apidoc import FORM, json_answer, operation
@@ -180,27 +179,11 @@ class Validator(BearerTokenValidator):
 
 def find_token(db: Database, token_string: str) -> AccessToken | None:
     """The stored token `token_string` names, and whether its client is revoked; None if none."""
-    rows = db.read(_TOKEN_QUERY, {"token_hash": token_hash(token_string)})
-    found = rows[0] if rows else None
+    found = clients.find_token(db, token_hash(token_string))
     if found is None:
         return None
     *token, client_revoked_at = found
     return AccessToken(*token, client_revoked=client_revoked_at is not None)
-
-
-_TOKENS, _CLIENTS = OAuthToken.__table__, OAuthClient.__table__
-_TOKEN_QUERY = (
-    select(
-        _TOKENS.c.client_id,
-        _TOKENS.c.scope,
-        _TOKENS.c.issued_at,
-        _TOKENS.c.expires_in,
-        _TOKENS.c.revoked,
-        _CLIENTS.c.revoked_at,
-    )
-    .join(_CLIENTS, _CLIENTS.c.client_id == _TOKENS.c.client_id)
-    .where(_TOKENS.c.token_hash == bindparam("token_hash"))
-)
 
 
 #: The realm of the bearer challenges (RFC 6750 §3).
