@@ -334,13 +334,13 @@ def run_worker(
     svc.db.commit_asynchronously()
     context.use(svc)
     stop = threading.Event()
+    start_failure: SQLAlchemyError | None = None
     try:
         relay(svc, svc.dispatcher)  # side effects left behind by a process that died
         outbox.resume_held_at_start(svc)  # Credly jobs held back for a token no longer configured
     except SQLAlchemyError as exc:  # the database is down or hung: the relay tries again
-        if burst:  # no later pass: a burst would end at once, its work not even looked at
-            raise
         log.warning("outbox relay at start failed: %s", exc)
+        start_failure = exc
     relayer = threading.Thread(target=_relay_forever, args=(svc, stop), daemon=True)
     relayer.start()
     check_token_at_start(svc)  # the token's expiry as Credly reports it (daily: the cron's)
@@ -371,6 +371,9 @@ def run_worker(
         while worker is not None:
             _work(worker, burst=burst, with_scheduler=with_scheduler, level=svc.settings.log_level)
             if worker.redis_lost is None or outbox.STOPPING.is_set():
+                if burst and start_failure is not None:
+                    # no later pass: the burst ended with its outbox not even looked at
+                    raise start_failure
                 return
             if burst:
                 raise worker.redis_lost
