@@ -9,7 +9,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.platform import logs, signing
 from gateway.platform.config import PRODUCTION_MODE, ConfigError, Settings
-from gateway.store.db import MigrationRefused
+from gateway.store.db import MigrationRefused, unavailable_reason
 from gateway.usecases import credly_token, issuer, subscriptions
 from gateway.usecases.services import (
     Services,
@@ -136,7 +136,7 @@ def create_app(
             relay(svc, svc.dispatcher)  # side effects left behind by a process that died
             resume_held_at_start(svc)  # Credly jobs held back for a token no longer configured
         except SQLAlchemyError as exc:
-            log.warning("outbox relay at start failed: %s", exc)
+            log.warning("outbox relay at start failed: %s", unavailable_reason(exc))
     problems.register(app)
     observability.init_app(app, svc)
     auth.init_app(app)

@@ -81,8 +81,10 @@ UNAVAILABLE = (OperationalError, PoolTimeout)
 
 
 def unavailable_reason(exc: BaseException) -> str:
-    """The one line saying why the database did not answer (`UNAVAILABLE`)."""
-    return str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+    """The one line saying why the database did not answer (`UNAVAILABLE`): its driver's first
+    line, without SQLAlchemy's statement and link, or the error's name when it says nothing."""
+    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return lines[0] if lines else exc.__class__.__name__
 
 
 class _ConnectGuard:

@@ -21,7 +21,7 @@ from gateway.platform.combining import Combiner
 from gateway.platform.config import ConfigError, Settings
 from gateway.platform.signing import SigningKeys
 from gateway.schemas.events import MAX_EVENTS
-from gateway.store.db import Database
+from gateway.store.db import Database, unavailable_reason
 
 log = logging.getLogger("gateway")
 
@@ -183,11 +183,10 @@ def check_schema_current(db: Database) -> None:
     try:
         missing = db.missing_migrations()
     except SQLAlchemyError as exc:
-        reason = next(iter(str(getattr(exc, "orig", None) or exc).strip().splitlines()), "")
         log.warning(
             "DATABASE_URL: the schema of the database at %s is not checked: %s",
             database_address(db.url),
-            reason or exc.__class__.__name__,
+            unavailable_reason(exc),
         )
         return
     if missing:

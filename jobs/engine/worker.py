@@ -339,7 +339,7 @@ def run_worker(
         relay(svc, svc.dispatcher)  # side effects left behind by a process that died
         outbox.resume_held_at_start(svc)  # Credly jobs held back for a token no longer configured
     except SQLAlchemyError as exc:  # the database is down or hung: the relay tries again
-        log.warning("outbox relay at start failed: %s", exc)
+        log.warning("outbox relay at start failed: %s", unavailable_reason(exc))
         start_failure = exc
     relayer = threading.Thread(target=_relay_forever, args=(svc, stop), daemon=True)
     relayer.start()

@@ -184,6 +184,9 @@ def test_a_worker_with_the_database_hung_ends_its_job_within_seconds_and_goes_on
         )
         assert isinstance(error, OperationalError) and waited < 15, (waited, error)
         assert queue.count == 0 and len(FailedJobRegistry(queue=queue)) == 0
+        [start] = [r for r in caplog.records if r.getMessage().startswith("outbox relay at start")]
+        assert start.levelname == "WARNING" and "\n" not in start.getMessage()
+        assert "Background on this error" not in start.getMessage()
         [said] = [r for r in caplog.records if r.name == "jobs.engine.dispatch"]
         assert said.levelname == "WARNING" and not said.exc_info
         assert said.getMessage().startswith("drain: database unavailable: ")
