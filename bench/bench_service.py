@@ -57,6 +57,7 @@ from rq.registry import FailedJobRegistry, FinishedJobRegistry
 from rq.worker import Worker
 
 from gateway.platform.config import Settings
+from gateway.rules import kinds
 
 BIN = Path(sys.executable).parent
 BENCH = Path(__file__).resolve().parent
@@ -408,10 +409,10 @@ def outbox_kinds(url: str) -> dict[str, dict[str, int]]:
     """Outbox items by kind and state."""
     with psycopg.connect(url) as conn:
         rows = conn.execute("SELECT kind, state, count(*) FROM outbox GROUP BY 1, 2").fetchall()
-    kinds: dict[str, dict[str, int]] = {}
+    by_kind: dict[str, dict[str, int]] = {}
     for kind, state, n in rows:
-        kinds.setdefault(kind, {})[state] = n
-    return kinds
+        by_kind.setdefault(kind, {})[state] = n
+    return by_kind
 
 
 def load(count: int, args: argparse.Namespace, env: dict[str, str], log: Path) -> dict:
@@ -533,7 +534,7 @@ def measure(
         out["jobs_cpu"] = work_off([worker] * args.workers, env, log, broker) - idle
         out["jobs"] = outbox_span(url)
         out["outbox"] = outbox_kinds(url)
-        badges = sum(out["outbox"].get("issue_badge", {}).values())
+        badges = sum(out["outbox"].get(kinds.ISSUE_BADGE, {}).values())
         queue = Queue(BARE_QUEUE, connection=broker)
         queue.enqueue_many(
             [
@@ -562,7 +563,7 @@ def rows(count: int, m: dict) -> list[str]:
     """The markdown rows of one database size (the jobs' alone with `--badges`)."""
     done, failed, span = m["jobs"]
     bare_done, bare_failed, bare_span = m["bare_jobs"]
-    badges = m["outbox"].get("issue_badge", {}).get("done", 0)
+    badges = m["outbox"].get(kinds.ISSUE_BADGE, {}).get("done", 0)
     mix = ", ".join(f"{k} {sum(v.values())}" for k, v in sorted(m["outbox"].items()))
     load, web_cpu = load_rows(m) if "lookup" in m else ([], [])
     jobs = [

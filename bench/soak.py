@@ -51,6 +51,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from gateway import rules
+from gateway.rules import kinds
 from gateway.rules.policy import Policy, load_policy
 from gateway.store.db import Database
 from gateway.store.history import load_histories
@@ -69,7 +70,7 @@ WAIT = 120.0  # seconds a started process may take to answer (the machine is sha
 OPEN_JOBS = ("pending", "running", "retrying")
 OPEN_DELIVERIES = ("pending", "sending", "retrying")
 LIVE = ("pending", "accepted")  # a badge's states on Credly that count as live
-BADGE_JOBS = ("issue_badge", "replace_badge", "revoke_badge")
+BADGE_JOBS = (kinds.ISSUE_BADGE, kinds.REPLACE_BADGE, kinds.REVOKE_BADGE)
 
 
 def free_port() -> int:
@@ -1173,12 +1174,15 @@ class Soak:
             lags = dict(
                 session.execute(
                     text(
-                        "SELECT CASE WHEN o.kind = 'sync_verification' THEN 'record' "
+                        "SELECT CASE WHEN o.kind = :sync THEN 'record' "
                         "ELSE 'badge' END, max(o.finished_at - e.received_at) "
                         "FROM outbox o JOIN events e ON e.id = o.event_pk "
                         "WHERE o.state = 'done' AND o.kind = ANY(:kinds) GROUP BY 1"
                     ),
-                    {"kinds": [*BADGE_JOBS, "sync_verification"]},
+                    {
+                        "kinds": [*BADGE_JOBS, kinds.SYNC_VERIFICATION],
+                        "sync": kinds.SYNC_VERIFICATION,
+                    },
                 ).all()
             )
             retried, attempts = session.execute(
