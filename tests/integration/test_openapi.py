@@ -268,6 +268,9 @@ def test_answers_are_checked_against_the_document():
     assert "does not match" in mismatch(spec, "/healthz", "GET", 200, JSON, b'{"status": "up"}')
     assert "lists only" in mismatch(spec, "/healthz", "GET", 418, JSON, ok)
     assert "promises" in mismatch(spec, "/healthz", "GET", 200, "text/html", b"<p>ok</p>")
+    gone = "/v1/subscriptions/{subscription_id}"
+    assert mismatch(spec, gone, "DELETE", 204, "", b"") is None
+    assert "no media type" in mismatch(spec, gone, "DELETE", 204, "text/html", b"")
     body = b'{"type": "about:blank", "title": "Not Found", "status": 404, "detail": "x"}'
     problem = "application/problem+json"
     assert "errors" in mismatch(spec, "/v1/credentials", "GET", 401, problem, body)

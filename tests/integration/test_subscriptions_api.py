@@ -262,6 +262,13 @@ def test_a_deleted_subscription_is_gone(client, employer):
     assert client.get("/v1/subscriptions", headers=employer).get_json() == {"subscriptions": []}
 
 
+def test_deleting_a_subscription_answers_204_with_no_body_and_no_media_type(client, employer):
+    sub_id = subscribe(client, employer).get_json()["id"]
+    deleted = client.delete(f"/v1/subscriptions/{sub_id}", headers=employer)
+    assert deleted.status_code == 204 and deleted.data == b""
+    assert "Content-Type" not in deleted.headers
+
+
 def test_deleting_a_subscription_deletes_the_ids_it_watched(app, client, employer):
     ids = [f"CHURN-{i:05d}" for i in range(MAX_WATCHED)]
     deleted, kept = (subscribe(client, employer, ids=ids).get_json()["id"] for _ in range(2))

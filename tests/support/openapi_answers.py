@@ -2,11 +2,12 @@
 
 `check_answers(app)` (the apps of `make_app`, so the whole suite) adds an `after_request` hook, and
 for the answers Flask does not make (`gateway.web.plain_lookup`) a WSGI wrapper: an answer of an
-operation of the gateway's document whose status the document does not list for it,
-whose media type is not the one documented, or whose JSON body does not match the documented
-schema fails the test (an AssertionError, raised out of the test client since test apps propagate
-exceptions). Routes a test adds for itself are not in the document and go unchecked; so does a
-500, the server failing, which no document promises (the tests that provoke one assert it).
+operation of the gateway's document whose status the document does not list for it, whose media
+type is not the one documented (none for an answer without a body), or whose JSON body does not
+match the documented schema fails the test (an AssertionError, raised out of the test client since
+test apps propagate exceptions). Routes a test adds for itself are not in the document and go
+unchecked; so does a 500, the server failing, which no document promises (the tests that provoke
+one assert it).
 """
 
 from __future__ import annotations
@@ -64,7 +65,9 @@ def mismatch(
         return f"{where}: the document lists only {sorted(operation['responses'])}"
     content = _answer(document, promised).get("content", {})
     if not content:
-        return f"{where} with a body, where the document promises none" if body else None
+        if body:
+            return f"{where} with a body, where the document promises none"
+        return f"{where}: the document promises no body, so no media type" if mimetype else None
     if mimetype not in content:
         return f"{where}: the document promises {sorted(content)}"
     if not mimetype.endswith("json"):
@@ -99,7 +102,7 @@ def check_answers(app: Flask) -> None:
             openapi_path(rule),
             method,
             status,
-            mimetype,
+            "" if status == 304 else mimetype,  # Werkzeug sends a 304 without its entity headers
             b"" if status in (204, 304) else body,  # sent without a body
         )
         if problem:

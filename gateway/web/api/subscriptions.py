@@ -144,7 +144,9 @@ def delete_subscription(subscription_id: str) -> ResponseReturnValue:
     """Delete a subscription and the ids it watches: nothing more is delivered to it."""
     with _yours(subscription_id):
         subscriptions.delete_subscription(services(), current_client_id(), subscription_id)
-    return Response(status=204)
+    answer = Response(status=204)
+    del answer.headers["Content-Type"]  # no body, so no media type
+    return answer
 
 
 def _watched_change(summary: str, ids: type[Schema]) -> Callable[[Callable], Callable]:
