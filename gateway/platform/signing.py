@@ -4,8 +4,9 @@ every key verifies.
 Tokens are compact JWS made with joserfc: receipts ES256 (a P-256 key), Open Badges credentials
 RS256 (an RSA key), the algorithm Open Badges 3.0 asks every verifier to support. Rotation puts a
 new key of each algorithm first and keeps the old ones, so what they signed still verifies
-(`gateway keys rotate`). A token's header names its key by the key's `kid`, or by a name made
-from it (`named_by`: a URL that serves the key).
+(`gateway keys rotate`). A token's header is `alg`, `typ` and `kid`, which names its key by the
+key's `kid` or by a name made from it (`named_by`: a URL that serves the key); a token whose
+header says anything else is refused before any key is looked up.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from joserfc import jws
-from joserfc.errors import JoseError
+from joserfc.errors import BadSignatureError, JoseError
 from joserfc.jwk import ECKey, GuestProtocol, KeySet, RSAKey
 from joserfc.util import json_b64encode, urlsafe_b64encode
 
@@ -41,6 +42,9 @@ ES256_SIGNATURE_CHARACTERS = 86
 #: signed before the gateway kept to it are high-S half the time (a token is known by its `jti`,
 #: not by its bytes).
 P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+#: The header of every token the gateway signs. A key a header offers of itself (`jwk`, `jku`,
+#: `x5u`, `x5c`) is never taken, and a token that carries one, or any other parameter, is refused.
+HEADER_PARAMETERS = frozenset({"alg", "kid", "typ"})
 SigningKey = ECKey | RSAKey
 #: How a header names a key, from the key's `kid` (a URL that serves it, say).
 KeyName = Callable[[str], str]
@@ -131,14 +135,13 @@ class SigningKeys:
         self,
         claims: Mapping[str, Any],
         typ: str,
-        cty: str | None = None,
         named_by: KeyName | None = None,
         alg: str = ES256,
     ) -> str:
         """A compact JWS over `claims` (JSON), signed by the key that signs for `alg`; its
         header's `kid` is the key's own, or `named_by` of it."""
         key = self.signer(alg)
-        header = _header(key, typ, cty, named_by)
+        header = _header(key, typ, named_by)
         token = jws.serialize_compact(header, _payload(claims), key, algorithms=[header["alg"]])
         return _low_s(token) if header["alg"] == ES256 else token
 
@@ -147,7 +150,7 @@ class SigningKeys:
         payload as signed, then a placeholder as long as a signature. Nothing is signed; it is
         not a token, only its length is (a HEAD request's answer measures it)."""
         key = self.signer(ES256)
-        header = json_b64encode(_header(key, typ, None, None)).decode()
+        header = json_b64encode(_header(key, typ, None)).decode()
         payload = urlsafe_b64encode(_payload(claims).encode()).decode()
         return f"{header}.{payload}.{'A' * ES256_SIGNATURE_CHARACTERS}"
 
@@ -160,6 +163,12 @@ class SigningKeys:
 
         def key_of(signed: GuestProtocol) -> SigningKey | KeySet:
             header = signed.headers()
+            others = sorted(set(header) - HEADER_PARAMETERS)
+            if others:
+                raise InvalidSignature(
+                    f"its header carries {', '.join(map(repr, others))}, which no token this "
+                    "gateway signs does (a key is taken only from those it publishes)"
+                )
             kid = header.get("kid")
             if kid in named:
                 key = named[kid]
@@ -182,9 +191,17 @@ class SigningKeys:
         try:
             found = jws.deserialize_compact(token, key_of, algorithms=list(ALGORITHMS.values()))
             claims = json.loads(found.payload)
-        except InvalidSignature:  # the key it names: what is wrong is said already
+        except InvalidSignature:  # its header or the key it names: what is wrong is said already
             raise
-        except (JoseError, ValueError, TypeError) as exc:
+        except BadSignatureError as exc:
+            raise InvalidSignature(
+                "the signature does not match its header and payload (altered since it was "
+                "signed, or signed with another key)"
+            ) from exc
+        except JoseError as exc:
+            said = (exc.description or exc.error).rstrip(".")
+            raise InvalidSignature(f"not a compact JWS that can be checked: {said}") from exc
+        except (ValueError, TypeError) as exc:
             raise InvalidSignature(f"not a genuine signed token: {exc}") from exc
         if not isinstance(claims, dict):
             raise InvalidSignature("the signed payload is not a JSON object")
@@ -212,13 +229,9 @@ def _low_s(token: str) -> str:
     return f"{signed}.{base64.urlsafe_b64encode(low).rstrip(b'=').decode()}"
 
 
-def _header(key: SigningKey, typ: str, cty: str | None, named_by: KeyName | None) -> dict[str, str]:
-    """The protected header of a token `key` signs."""
-    header = {"alg": algorithm_of(key), "kid": named_by(key.kid) if named_by else key.kid}
-    header["typ"] = typ
-    if cty:
-        header["cty"] = cty
-    return header
+def _header(key: SigningKey, typ: str, named_by: KeyName | None) -> dict[str, str]:
+    """The protected header of a token `key` signs: HEADER_PARAMETERS."""
+    return {"alg": algorithm_of(key), "kid": named_by(key.kid) if named_by else key.kid, "typ": typ}
 
 
 def _payload(claims: Mapping[str, Any]) -> str:

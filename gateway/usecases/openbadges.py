@@ -26,7 +26,7 @@ from sqlalchemy import Connection, bindparam, select
 
 from gateway import rules
 from gateway.platform.config import Settings
-from gateway.platform.signing import RS256, InvalidSignature, SigningKeys
+from gateway.platform.signing import RS256, InvalidSignature, SigningKeys, Verified
 from gateway.rules import BADGE_KEPT, REVOKED, Policy
 from gateway.store.history import load_history
 from gateway.store.models import Certification, utcnow
@@ -38,6 +38,8 @@ from gateway.usecases.status_lists import LIST_SIZE, StatusEntry
 
 MEDIA_TYPE = "application/vc+jwt"
 TYP = "JWT"  # Open Badges 3.0: `typ`, if present, MUST be "JWT"
+#: The `typ` of credentials signed before the header took the shape Open Badges 3.0 asks for.
+EARLIER_TYP = "vc+jwt"
 VC_CONTEXT = "https://www.w3.org/ns/credentials/v2"
 OB_CONTEXT = "https://purl.imsglobal.org/spec/ob/v3p0/context-3.0.3.json"
 #: The purpose of the list a credential names; its revocation list holds the same index.
@@ -263,6 +265,7 @@ class Outcome:
 StatusLookup = Callable[[int, int], "tuple[bool, bool] | None"]
 
 _CHECKS = ("signature", "issuer", "dates", "status")
+_TYPS = (TYP, EARLIER_TYP)
 
 
 def check(
@@ -279,19 +282,26 @@ def check(
             outcome.add(name, "Not checked: the signature does not hold.", "")
         return outcome
     claims = verified.claims
-    kinds = claims.get("type")
-    badge = isinstance(kinds, list) and "OpenBadgeCredential" in kinds
-    outcome.add(
-        "signature",
-        None if badge else "Signed by us, but not an Open Badges credential.",
-        f"Signed with our key {verified.header.get('kid')}.",
-    )
-    if badge:  # anything else we sign (a receipt) says nothing a credential says
+    not_badge = _kind_problem(verified)
+    outcome.add("signature", not_badge, f"Signed with our key {verified.header.get('kid')}.")
+    if not_badge is None:  # anything else we sign (a receipt) says nothing a credential says
         outcome.credential = _summary(claims)
     outcome.add("issuer", _issuer_problem(claims, base), f"Issued by {issuer_id(base)}.")
     outcome.add("dates", _dates_problem(claims, now), "Valid on the day checked.")
     outcome.add("status", _status_problem(claims, base, status_of), "Not revoked, not suspended.")
     return outcome
+
+
+def _kind_problem(verified: Verified) -> str | None:
+    """Whether what we signed is not an Open Badges credential: its `typ` not a credential's, or
+    its type not `OpenBadgeCredential`."""
+    typ = verified.header.get("typ")
+    if typ not in _TYPS:
+        return f"Signed by us, but its typ {_said(typ)} is not a credential's ({TYP})."
+    kinds = verified.claims.get("type")
+    if not isinstance(kinds, list) or "OpenBadgeCredential" not in kinds:
+        return "Signed by us, but not an Open Badges credential."
+    return None
 
 
 def _summary(claims: dict[str, Any]) -> dict[str, str | None]:

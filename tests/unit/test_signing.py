@@ -8,6 +8,7 @@ import threading
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
+from joserfc import jws
 from joserfc.jwk import ECKey, RSAKey
 
 from gateway.platform import signing
@@ -266,6 +267,35 @@ def test_a_token_of_a_retired_key_is_refused_saying_its_key_is_not_published(tmp
     assert str(refused.value) == (
         f"its key {old.signing_kid()!r} is not one this gateway publishes (another issuer's, or "
         "retired since it signed)"
+    )
+
+
+@pytest.mark.parametrize("extra", [{"jku": "https://attacker.example/keys"}, {"cty": "JWT"}])
+def test_a_header_with_more_than_alg_kid_and_typ_is_refused_even_signed_by_our_key(tmp_path, extra):
+    """Every token the gateway signs has that header: one that carries more (a key URL it offers,
+    say) was not made by it, whatever key signed it."""
+    keys = SigningKeys.load(tmp_path / "keys.json")
+    key = keys.signer(ES256)
+    header = {"alg": ES256, "kid": key.kid, "typ": "JWT", **extra}
+    token = jws.serialize_compact(header, b'{"n":1}', key, algorithms=[ES256])
+    [name] = extra
+    with pytest.raises(InvalidSignature) as refused:
+        keys.verify(token)
+    assert str(refused.value) == (
+        f"its header carries {name!r}, which no token this gateway signs does (a key is taken "
+        "only from those it publishes)"
+    )
+
+
+def test_an_altered_token_is_refused_saying_its_signature_does_not_match(tmp_path):
+    keys = SigningKeys.load(tmp_path / "keys.json")
+    header, _, signature = keys.sign({"status": "lapsed"}, typ="JWT").split(".")
+    forged = jwt.utils.base64url_encode(b'{"status":"active"}').decode()
+    with pytest.raises(InvalidSignature) as refused:
+        keys.verify(f"{header}.{forged}.{signature}")
+    assert str(refused.value) == (
+        "the signature does not match its header and payload (altered since it was signed, or "
+        "signed with another key)"
     )
 
 
