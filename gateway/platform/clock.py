@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+#: How far a signed token's time may lie ahead of this clock and still be taken: the clock of
+#: the machine that signed it may run a little ahead of this one's (RFC 7519's leeway).
+LEEWAY = timedelta(seconds=60)
+
 _offset = timedelta(0)
 
 

@@ -25,6 +25,7 @@ from urllib.parse import quote
 from sqlalchemy import Connection, bindparam, select
 
 from gateway import rules
+from gateway.platform import clock
 from gateway.platform.config import Settings
 from gateway.platform.signing import RS256, InvalidSignature, SigningKeys, Verified
 from gateway.rules import BADGE_KEPT, REVOKED, Policy
@@ -363,14 +364,14 @@ def _moment(value: Any) -> datetime | None:
 
 
 def _dates_problem(claims: dict[str, Any], now: datetime) -> str | None:
-    """Whether the credential is valid on `now`, its JWT `nbf` and `exp` the same moments as its
-    `validFrom` and `validUntil` (Open Badges 3.0)."""
+    """Whether the credential is valid on `now` (its `validFrom` up to clock.LEEWAY ahead), its
+    JWT `nbf` and `exp` the same moments as its `validFrom` and `validUntil` (Open Badges 3.0)."""
     valid_from = _moment(claims.get("validFrom"))
     if valid_from is None:
         return "validFrom is not a date-time with its time zone."
     if claims.get("nbf") != int(valid_from.timestamp()):
         return "The JWT claim nbf is not the moment of validFrom."
-    if now < valid_from:
+    if now + clock.LEEWAY < valid_from:  # a second ahead is another machine's clock
         return f"Not valid before {_stamp(valid_from)}."
     if "validUntil" in claims or "exp" in claims:
         valid_until = _moment(claims.get("validUntil"))

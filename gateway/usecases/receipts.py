@@ -15,8 +15,9 @@ from typing import Any
 
 from sqlalchemy import select, tuple_
 
+from gateway.platform import clock
 from gateway.platform.signing import ES256, InvalidSignature, Verified
-from gateway.store.models import Receipt
+from gateway.store.models import Receipt, utcnow
 from gateway.usecases import lookup
 from gateway.usecases.services import Services
 
@@ -76,8 +77,9 @@ def _claims(answer: dict[str, Any], issuer_url: str) -> tuple[str, dict[str, Any
 
 def verify(svc: Services, token: str) -> Verified:
     """`token` checked as a receipt of this gateway: signed by a key it publishes (ES256, `typ`
-    JWT), with a text `iss` (PUBLIC_BASE_URL itself when that is set) and the `sub` of its
-    certification; else InvalidSignature saying why."""
+    JWT), with a text `iss` (PUBLIC_BASE_URL itself when that is set), the `sub` of its
+    certification and an `iat` not past now by more than clock.LEEWAY (a clock a little ahead
+    signed it); else InvalidSignature saying why."""
     verified = svc.keys.verify(token)
     header, claims = verified.header, verified.claims
     if header.get("alg") != ES256 or header.get("typ") != TYPE:
@@ -87,6 +89,11 @@ def verify(svc: Services, token: str) -> Verified:
         raise InvalidSignature("its iss is not this gateway's address")
     if claims.get("sub") != claims.get("certification_id"):
         raise InvalidSignature("its sub is not the certification it states")
+    issued = claims.get("iat")
+    if type(issued) is not int:  # a NumericDate in whole seconds, as receipts carry (not a bool)
+        raise InvalidSignature("its iat is not a time in whole seconds")
+    if issued > (utcnow() + clock.LEEWAY).timestamp():
+        raise InvalidSignature("its iat is in the future: it was not issued yet")
     return verified
 
 

@@ -10,7 +10,7 @@ import json
 import threading
 import time
 import tracemalloc
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -384,6 +384,21 @@ def test_jwt_claims_that_disagree_with_the_credential_fail_its_checks(app, reade
     missing_iss = {name: value for name, value in claims.items() if name != "iss"}
     message = failed(check(client, signed_as_ours(app, missing_iss)))["issuer"]
     assert message == 'The JWT claim iss is missing, not "http://localhost/issuer".'
+
+
+def test_a_credential_valid_from_a_moment_ahead_of_the_checks_clock_verifies(app, reader):
+    """Signed where the clock runs up to a minute ahead, a credential valid from that machine's
+    now is valid here; one valid from later is not yet."""
+    client = app.test_client()
+    record(app, granted(days_ago(30)))
+    claims = independently_verified(client, fetch(client, reader))
+    now = utcnow().replace(microsecond=0)
+    for ahead, problem in ((30, None), (3600, "Not valid before {}.")):
+        valid_from = now + timedelta(seconds=ahead)
+        stamp = valid_from.strftime("%Y-%m-%dT%H:%M:%SZ")
+        said = {**claims, "validFrom": stamp, "nbf": int(valid_from.timestamp())}
+        result = check(client, signed_as_ours(app, said))
+        assert failed(result) == ({"dates": problem.format(stamp)} if problem else {}), ahead
 
 
 @pytest.mark.parametrize("index", ["\u00b2", "\u0661\u0662", "-1", "1e3", 7])

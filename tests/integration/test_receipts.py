@@ -426,6 +426,32 @@ def test_a_receipt_signed_by_a_published_key_but_not_as_receipts_are_is_refused(
     assert client.get("/verify/receipt", query_string={"receipt": resigned}).status_code == 200
 
 
+def test_a_receipt_signed_by_a_clock_a_little_ahead_is_genuine_and_one_not_issued_yet_is_not(
+    app, client
+):
+    """A receipt's iat is the second it was signed: one signed where the clock runs up to a
+    minute ahead is genuine; one dated later, or whose iat is not a time, is refused, as PyJWT
+    refuses an iat in its future."""
+    token = client.get("/v1/verifications/LAPSED-1/receipt").get_data(as_text=True)
+    claims = decode(client, token)
+    keys = app.extensions["gateway"].keys
+    now = int(utcnow().timestamp())
+    ahead = keys.sign({**claims, "iat": now + 30}, typ="JWT")
+    assert client.get("/verify/receipt", query_string={"receipt": ahead}).status_code == 200
+    refusals = {
+        now + 3600: "its iat is in the future: it was not issued yet",
+        "2026-01-01T00:00:00Z": "its iat is not a time in whole seconds",
+        float(now): "its iat is not a time in whole seconds",
+        True: "its iat is not a time in whole seconds",
+        None: "its iat is not a time in whole seconds",
+    }
+    for iat, why in refusals.items():
+        forged = keys.sign({**claims, "iat": iat}, typ="JWT")
+        page = client.get("/verify/receipt", query_string={"receipt": forged})
+        assert page.status_code == 422, iat
+        assert f"What is wrong: {why}." in page.get_data(as_text=True), iat
+
+
 def test_the_check_page_without_a_receipt_is_the_form(client):
     page = client.get("/verify/receipt")
     assert page.status_code == 200
