@@ -218,7 +218,9 @@ def credential(
 def status_list_credential(
     base: str, list_id: int, purpose: str, encoded: str, now: datetime
 ) -> dict[str, Any]:
-    """The JWT payload of a `BitstringStatusListCredential`."""
+    """The JWT payload of a `BitstringStatusListCredential`: its JWT claims repeat it as Open
+    Badges 3.0 asks of a credential (`iss`, `sub`, `jti`, `nbf`), so that a verifier that checks
+    it as it checks a credential takes it; `iat` too, the second it was signed."""
     url = status_list_url(base, list_id, purpose)
     return {
         "@context": [VC_CONTEXT],
@@ -227,13 +229,14 @@ def status_list_credential(
         "issuer": issuer_id(base),
         "validFrom": _stamp(now),
         "credentialSubject": {
-            "id": f"{url}#list",
+            "id": f"{url}#list",  # the JWT's `sub`
             "type": "BitstringStatusList",
             "statusPurpose": purpose,
             "encodedList": encoded,
             "ttl": STATUS_LIST_SECONDS * 1000,
         },
         "iss": issuer_id(base),
+        "sub": f"{url}#list",
         "jti": url,
         "nbf": int(now.timestamp()),
         "iat": int(now.timestamp()),

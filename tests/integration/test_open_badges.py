@@ -40,6 +40,24 @@ from tests.support.verification import days_ago, record
 SCHEMA = json.loads(
     (Path(__file__).parents[1] / "support/schemas/ob_v3p0_achievementcredential.json").read_text()
 )
+# From the same branch, docs/schema/profile.json (commit c73e9663afcdbe009a224f7be061ac895168a5b8),
+# published as https://purl.imsglobal.org/spec/ob/v3p0/schema/json/ob_v3p0_profile-jsonschema1.json.
+PROFILE_SCHEMA = json.loads(
+    (Path(__file__).parents[1] / "support/schemas/ob_v3p0_profile.json").read_text()
+)
+#: The Open Badges `Achievement`, as the AchievementCredential schema defines it.
+ACHIEVEMENT_SCHEMA = {
+    "$schema": SCHEMA["$schema"],
+    "$defs": SCHEMA["$defs"],
+    "$ref": "#/$defs/Achievement",
+}
+
+
+def schema_valid(schema: dict, document: dict) -> None:
+    """Raise unless `document` is valid against `schema` (JSON Schema 2019-09, formats too)."""
+    jsonschema.Draft201909Validator(
+        schema, format_checker=jsonschema.Draft201909Validator.FORMAT_CHECKER
+    ).validate(document)
 
 
 @pytest.fixture
@@ -120,9 +138,7 @@ def test_a_credential_is_signed_schema_valid_and_verifies_against_the_served_key
     token = fetch(client, reader)
     assert len(token) < MAX_CREDENTIAL_LENGTH * 0.7  # room under what a check takes
     credential = independently_verified(client, token)
-    jsonschema.Draft201909Validator(
-        SCHEMA, format_checker=jsonschema.Draft201909Validator.FORMAT_CHECKER
-    ).validate(credential)
+    schema_valid(SCHEMA, credential)
     assert credential["type"] == ["VerifiableCredential", "OpenBadgeCredential"]
     assert credential["iss"] == credential["issuer"]["id"] == "http://localhost/issuer"
     assert credential["jti"] == credential["id"]
@@ -187,9 +203,7 @@ def test_the_issuer_and_urls_come_from_public_base_url(database_url, make_app, t
     record(app, granted(days_ago(30)))
     token = fetch(client, {"Authorization": f"Bearer {_token(app)}"})
     credential = independently_verified(client, token)
-    jsonschema.Draft201909Validator(
-        SCHEMA, format_checker=jsonschema.Draft201909Validator.FORMAT_CHECKER
-    ).validate(credential)
+    schema_valid(SCHEMA, credential)
     assert credential["issuer"] == {
         "id": "https://verify.example.org/issuer",
         "type": ["Profile"],
@@ -739,3 +753,38 @@ def test_the_achievement_a_credential_names_is_served_at_its_id(app, reader):
     assert served == embedded
     unknown = client.get("/issuer/achievements/NOPE")
     assert unknown.status_code == 404 and unknown.mimetype == "application/problem+json"
+
+
+def test_the_issuer_profile_and_the_achievement_are_valid_against_1edtechs_schemas(app, reader):
+    client = app.test_client()
+    record(app, granted(days_ago(30)))
+    credential = independently_verified(client, fetch(client, reader))
+    profile = client.get("/issuer").get_json()
+    schema_valid(PROFILE_SCHEMA, profile)
+    schema_valid(PROFILE_SCHEMA, credential["issuer"])
+    schema_valid(ACHIEVEMENT_SCHEMA, client.get("/issuer/achievements/RMA").get_json())
+
+
+def test_a_status_list_is_a_bitstring_status_list_credential_whose_jwt_claims_repeat_it(
+    app, reader
+):
+    """W3C Bitstring Status List v1.0, its JWT claims repeating it as Open Badges 3.0 asks of a
+    VC-JWT (iss, jti, sub, nbf): a verifier that checks the list as it checks a credential takes
+    it."""
+    client = app.test_client()
+    record(app, granted(days_ago(30)))
+    entry = independently_verified(client, fetch(client, reader))["credentialStatus"]
+    answer = client.get(entry["statusListCredential"].removeprefix("http://localhost"))
+    listed = independently_verified(client, answer.get_data(as_text=True))
+    assert listed["@context"] == ["https://www.w3.org/ns/credentials/v2"]
+    assert listed["type"] == ["VerifiableCredential", "BitstringStatusListCredential"]
+    assert listed["id"] == entry["statusListCredential"]
+    subject = listed["credentialSubject"]
+    assert subject["type"] == "BitstringStatusList"
+    assert subject["statusPurpose"] == entry["statusPurpose"]
+    assert subject["ttl"] == 60_000 and answer.headers["Cache-Control"] == "public, max-age=60"
+    assert listed["iss"] == listed["issuer"] == "http://localhost/issuer"
+    assert listed["jti"] == listed["id"]
+    assert listed["sub"] == subject["id"]
+    signed_at = int(datetime.fromisoformat(listed["validFrom"]).timestamp())
+    assert listed["nbf"] == listed["iat"] == signed_at
