@@ -14,7 +14,7 @@ from contextlib import suppress
 from http import HTTPStatus
 from typing import IO, TYPE_CHECKING, Any
 
-from flask import Flask, Request, request
+from flask import Flask, Request, Response, request
 from flask.json.provider import DefaultJSONProvider
 from flask.sessions import SessionInterface
 from gunicorn import util as gunicorn_util
@@ -50,6 +50,17 @@ HEADERS = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
 }
 HSTS = "max-age=31536000; includeSubDomains"
+
+
+def readable_from_any_origin(response: Response) -> Response:
+    """`response` readable by a web page of any origin (`Access-Control-Allow-Origin: *`, which
+    browsers honour only for requests without credentials): for the public documents a credential
+    names (keys, issuer profile, achievements, status lists), which a wallet or verifier running
+    in a browser fetches. Nothing else of the gateway is."""
+    response.access_control_allow_origin = "*"
+    return response
+
+
 # The longest request target and header line the gateway takes: gunicorn's defaults, which
 # gunicorn_conf raises above these so that the app, not gunicorn, refuses longer ones (414, 431
 # problem+json with the headers above).

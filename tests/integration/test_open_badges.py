@@ -788,3 +788,42 @@ def test_a_status_list_is_a_bitstring_status_list_credential_whose_jwt_claims_re
     assert listed["sub"] == subject["id"]
     signed_at = int(datetime.fromisoformat(listed["validFrom"]).timestamp())
     assert listed["nbf"] == listed["iat"] == signed_at
+
+
+def test_what_a_credential_names_is_readable_by_a_verifier_in_a_browser_and_nothing_else_is(
+    app, reader
+):
+    """A wallet or verifier running in a web page fetches the keys, issuer profile, achievement and
+    status lists from its own origin: they answer `Access-Control-Allow-Origin: *` (never with
+    credentials), a 304 too; the credential itself and the lookups answer no CORS header."""
+    client = app.test_client()
+    record(app, granted(days_ago(30)))
+    token = fetch(client, reader)
+    credential = independently_verified(client, token)
+    origin = {"Origin": "https://wallet.example"}
+    named = [
+        jwt.get_unverified_header(token)["kid"],
+        credential["issuer"]["id"],
+        credential["credentialSubject"]["achievement"]["id"],
+        credential["credentialStatus"]["statusListCredential"],
+        "http://localhost/.well-known/jwks.json",
+    ]
+    for url in named:
+        answer = client.get(url.removeprefix("http://localhost"), headers=origin)
+        assert answer.status_code == 200, url
+        assert answer.headers["Access-Control-Allow-Origin"] == "*", url
+        assert "Access-Control-Allow-Credentials" not in answer.headers, url
+    status_list = credential["credentialStatus"]["statusListCredential"]
+    first = client.get(status_list.removeprefix("http://localhost"), headers=origin)
+    unchanged = client.get(
+        status_list.removeprefix("http://localhost"),
+        headers={**origin, "If-None-Match": first.headers["ETag"]},
+    )
+    assert unchanged.status_code == 304
+    assert unchanged.headers["Access-Control-Allow-Origin"] == "*"
+    for private in (
+        client.get("/v1/certifications/CERT-1/credential", headers={**reader, **origin}),
+        client.get("/v1/verifications/CERT-1", headers=origin),
+        client.post("/v1/credentials/verify", json={"credential": token}, headers=origin),
+    ):
+        assert not any(name.startswith("Access-Control-") for name, _ in private.headers)

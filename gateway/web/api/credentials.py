@@ -29,6 +29,7 @@ from gateway.web.problems import (
     unknown_certification,
 )
 from gateway.web.ratelimit import LOOKUP_SCOPE
+from gateway.web.security import readable_from_any_origin
 
 bp = Blueprint("open_badges", __name__)
 checks = Blueprint("credential_checks", __name__)
@@ -108,7 +109,7 @@ def status_list(list_id: int, purpose: str) -> ResponseReturnValue:
     response.set_etag(etag, weak=True)
     response.cache_control.public = True
     response.cache_control.max_age = openbadges.STATUS_LIST_SECONDS
-    return answer_conditionally(response)
+    return answer_conditionally(readable_from_any_origin(response))
 
 
 @bp.get("/issuer")
@@ -167,10 +168,10 @@ def achievement(code: str) -> ResponseReturnValue:
 
 def _public(response: Response) -> Response:
     """`response`, cacheable by anyone for five minutes (as the JWK set): a change, such as a
-    rotated-in key, is seen in minutes."""
+    rotated-in key, is seen in minutes; readable from any origin."""
     response.cache_control.public = True
     response.cache_control.max_age = 300
-    return response
+    return readable_from_any_origin(response)
 
 
 _result = CredentialCheckResultSchema()

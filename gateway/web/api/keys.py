@@ -8,6 +8,7 @@ from flask.typing import ResponseReturnValue
 from gateway.web.apidoc import json_answer, operation
 from gateway.web.context import services
 from gateway.web.problems import Problem
+from gateway.web.security import readable_from_any_origin
 
 bp = Blueprint("keys", __name__)
 
@@ -57,8 +58,9 @@ def key(kid: str) -> ResponseReturnValue:
 
 
 def _public(response: Response, content_type: str) -> Response:
-    """`response` as `content_type`, cacheable by anyone for five minutes."""
+    """`response` as `content_type`, cacheable by anyone for five minutes, readable from any
+    origin."""
     response.content_type = content_type
     response.cache_control.public = True
     response.cache_control.max_age = 300  # a rotated-in key is seen within minutes
-    return response
+    return readable_from_any_origin(response)
