@@ -1,4 +1,4 @@
-"""The benchmarks' ceilings: a bare Flask app served by `gateway.platform.gunicorn_conf`.
+"""The benchmarks' ceilings: a bare Flask app served by `gateway.gunicorn_conf`.
 
 `/bare/<id>` answers a constant JSON object; `/bare-lookup/<id>` does the least a rate-limited
 lookup can do — one Redis script counting the caller, one prepared read of the record from

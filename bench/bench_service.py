@@ -6,7 +6,7 @@ For each N it creates a PostgreSQL database with N synthetic certifications (ben
 generator) and their verification records, then on 127.0.0.1 only:
 
 1. the ceiling: `bench/bare_app.py` (constant JSON) under the same
-`gateway.platform.gunicorn_conf`, loaded
+`gateway.gunicorn_conf`, loaded
    by wrk (GET, and POST of an event-sized JSON body), its least possible lookup (a Redis
    count, a PostgreSQL read) and its least event that keeps the gateway's promises (a fresh
    token read, then the event, a standing and an outbox item committed together);
@@ -133,7 +133,7 @@ def stop(child: subprocess.Popen) -> None:
 
 @contextmanager
 def web(command: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
-    """A gunicorn server (`gateway.platform.gunicorn_conf`), once every worker has loaded the app:
+    """A gunicorn server (`gateway.gunicorn_conf`), once every worker has loaded the app:
     each
     worker has its own listening socket, and one still loading would hold its connections up."""
     workers = Settings.from_env(env).web_workers
@@ -422,7 +422,7 @@ def load(count: int, args: argparse.Namespace, env: dict[str, str], log: Path) -
     gunicorn = [
         str(BIN / "gunicorn"),
         "-c",
-        "python:gateway.platform.gunicorn_conf",
+        "python:gateway.gunicorn_conf",
         "bare_app:app",
     ]
     with web([str(BIN / "gateway"), "serve"], env, log):

@@ -150,7 +150,7 @@ def measure_ceilings(
 ) -> dict[str, list[Load]]:
     """Each mode's load on the bare app (same gunicorn configuration): its rate and CPU; for
     events, also the least event that keeps the gateway's promises (`POST /bare-event`)."""
-    command = [str(BIN / "gunicorn"), "-c", "python:gateway.platform.gunicorn_conf", "bare_app:app"]
+    command = [str(BIN / "gunicorn"), "-c", "python:gateway.gunicorn_conf", "bare_app:app"]
     found: dict[str, list[Load]] = {}
     with web(command, env, workdir / "bare.log") as server:
         for mode in args.modes:

@@ -12,6 +12,7 @@ from gateway.platform.config import PRODUCTION_MODE, ConfigError, Settings
 from gateway.store.db import MigrationRefused, unavailable_reason
 from gateway.usecases import credly_token, issuer, subscriptions
 from gateway.usecases.services import (
+    ServedFiles,
     Services,
     check_policy_covers_certifications,
     check_redis_database,
@@ -28,13 +29,18 @@ LEASE_CREDLY_CALLS = 4
 
 
 def create_app(
-    settings: Settings | None = None, *, jobs: str = "ON_DEMAND", migrate: bool = True
+    settings: Settings | None = None,
+    *,
+    jobs: str = "ON_DEMAND",
+    migrate: bool = True,
+    files: ServedFiles | None = None,
 ) -> Flask:
     """Build the Flask app: the one place that wires settings, storage, API and error handling.
 
     `jobs`: where jobs run without Redis, a `jobs.engine.dispatch.JobThread` name. `migrate`: bring
     the embedded default's SQLite database up to date, and check that any other is (not for the
-    `db` commands, which move it).
+    `db` commands, which move it). `files`: the signing keys and policy table to serve with, read
+    by another process (`gateway serve`'s master), instead of the files the settings name.
     """
     from gateway.web.plain import GatewayFlask
 
@@ -52,7 +58,7 @@ def create_app(
     logs.configure(settings.log_level)
     app.config.update(MAX_CONTENT_LENGTH=64 * 1024)
     try:
-        svc = Services.build(settings)
+        svc = Services.build(settings, files)
     except OSError as exc:  # a SQLite database whose folder cannot be made or written
         name = "INSTANCE_PATH" if in_folder else "DATABASE_URL"
         raise ConfigError(f"{name}: {exc.strerror or exc}: {exc.filename}") from exc
@@ -70,13 +76,8 @@ def create_app(
     # read (or created, at first start) now, not at the first signature; not by the `db`
     # commands, which sign nothing and may run on an operator's machine
     keys = svc.keys if migrate else None
-    if keys is not None and keys.created and not own_keys:
-        log.warning(
-            "SIGNING_KEYS_FILE names %s, which did not exist: new signing keys were made there. "
-            "Give every web machine this same file, or what one machine signs (receipts, "
-            "credentials) fails to verify on another",
-            settings.signing_keys_file,
-        )
+    if keys is not None and files is None and not own_keys:  # else the reader of `files` says it
+        warn_of_made_keys(keys, settings.signing_keys_file)
     if keys is not None and not keys.holds(signing.RS256):
         log.warning(
             "SIGNING_KEYS_FILE %s holds no RSA key: Open Badges credentials are signed ES256, "
@@ -176,6 +177,18 @@ def create_app(
     # or, without Redis, the serving process's)
     credly_token.warn_if_token_expiring(settings, state=credly_token.token_state(svc))
     return app
+
+
+def warn_of_made_keys(keys: signing.SigningKeys, path: str) -> None:
+    """Warn when `keys` were made at `path` just now, SIGNING_KEYS_FILE naming a file that did not
+    exist (a typo, a volume not mounted): keys no other web machine has."""
+    if keys.created:
+        log.warning(
+            "SIGNING_KEYS_FILE names %s, which did not exist: new signing keys were made there. "
+            "Give every web machine this same file, or what one machine signs (receipts, "
+            "credentials) fails to verify on another",
+            path,
+        )
 
 
 def register_routes(app: Flask) -> None:

@@ -34,7 +34,7 @@ from gateway.bootstrap import create_app
 from gateway.platform import logs, metrics, signing
 from gateway.platform.config import MAX_WHOLE_NUMBER, ConfigError, Settings
 from gateway.rules.periods import EARLIEST_DAY, LATEST_DAY
-from gateway.store.db import Database, MigrationRefused, migration_scripts
+from gateway.store.db import MigrationRefused, migration_scripts
 from gateway.store.models import utcnow
 from gateway.usecases import backfill, housekeeping
 from gateway.usecases import clients as api_clients
@@ -44,6 +44,7 @@ from gateway.usecases.services import (
     check_policy_covers_certifications,
     check_redis_database,
     check_schema_current,
+    database_for_checks,
     policy_table,
     redis_client,
     signing_keys,
@@ -470,8 +471,8 @@ def serve() -> None:
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     gunicorn = shutil.which("gunicorn") or os.path.join(os.path.dirname(sys.executable), "gunicorn")
-    app = "gateway.bootstrap:create_app(jobs='POLLING')"  # without Redis: jobs in the web processes
-    os.execv(gunicorn, [gunicorn, "-c", "python:gateway.platform.gunicorn_conf", app])
+    app = "gateway.gunicorn_conf:serving_app()"
+    os.execv(gunicorn, [gunicorn, "-c", "python:gateway.gunicorn_conf", app])
 
 
 def _check_database(settings: Settings) -> None:
@@ -482,11 +483,7 @@ def _check_database(settings: Settings) -> None:
     check_redis_database(redis_client(settings))
     if settings.database_url is None or settings.database_url.startswith("sqlite"):
         return
-    db = Database(
-        settings.database_url,
-        connect_timeout=settings.database_connect_timeout_seconds,
-        statement_timeout_ms=settings.database_statement_timeout_ms,
-    )
+    db = database_for_checks(settings)
     try:
         check_schema_current(db)
         check_policy_covers_certifications(db, policy)

@@ -27,7 +27,9 @@ from gateway.usecases import clients
 from jobs.engine.dispatch import InProcessDispatcher
 from tests.support.clients import fetch_token
 from tests.support.database import REDIS_CLAIM, REDIS_DATABASES, new_database, truncate
+from tests.support.events import granted
 from tests.support.openapi_answers import check_answers
+from tests.support.verification import days_ago, record
 
 PG_ADMIN_URL = os.environ.get(
     "GATEWAY_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -232,6 +234,15 @@ def make_app(tmp_path, signing_keys_made: str) -> Iterator[Callable[..., Flask]]
 def app(database_url: str, make_app: Callable[..., Flask]) -> Flask:
     """The app on each database, without Redis (jobs in-process)."""
     return make_app(database_url=database_url)
+
+
+@pytest.fixture
+def served_certification(make_app: Callable[..., Flask], postgres_url: str) -> str:
+    """An active certification of the RMA credential, on the PostgreSQL database the tests give
+    `gateway serve`: its number."""
+    app = make_app(database_url=postgres_url, jobs_synchronous=True)
+    record(app, granted(days_ago(30), cert="SERVED-1", event_id="served-1-granted"))
+    return "SERVED-1"
 
 
 @pytest.fixture

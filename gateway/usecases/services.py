@@ -39,6 +39,15 @@ class Wakeup(Protocol):
         """Have the due items worked soon; never raises for a broker outage."""
 
 
+@dataclass(frozen=True)
+class ServedFiles:
+    """What a web process serves with from two files: the signing keys of SIGNING_KEYS_FILE and
+    the credential policy table of POLICY_FILE."""
+
+    keys: SigningKeys
+    policy: rules.Policy
+
+
 @dataclass
 class Services:
     """Everything a request, a job or a command needs, built once per process."""
@@ -74,8 +83,9 @@ class Services:
         return self._keys
 
     @classmethod
-    def build(cls, settings: Settings) -> Services:
-        """Connect to what `settings` names (nothing is contacted until first use)."""
+    def build(cls, settings: Settings, files: ServedFiles | None = None) -> Services:
+        """Connect to what `settings` names (nothing is contacted until first use); with the keys
+        and policy table of `files`, else of the files the settings name."""
         if not settings.database_url:
             raise ValueError("database_url must be resolved before building services")
         return cls(
@@ -87,7 +97,7 @@ class Services:
                 statement_timeout_ms=settings.database_statement_timeout_ms,
             ),
             redis=redis_client(settings),
-            policy=policy_table(settings),
+            policy=files.policy if files else policy_table(settings),
             credly=make_credly(
                 base_url=settings.credly_api_base,
                 organization_id=settings.credly_organization_id,
@@ -109,6 +119,7 @@ class Services:
                 settings.directory_client_secret,
                 timeout=(3.05, settings.delivery_timeout_seconds),
             ),
+            _keys=files.keys if files else None,
         )
 
 
@@ -164,6 +175,31 @@ def policy_table(settings: Settings) -> rules.Policy:
             f"table (credentials: {', '.join(sorted(policy.credentials))})"
         )
     return policy
+
+
+def served_files(settings: Settings, *, database: bool = False) -> ServedFiles:
+    """The signing keys (SIGNING_KEYS_FILE, made if missing) and the policy table (POLICY_FILE)
+    as a web process reads them at start; with `database`, the table is also checked against the
+    credentials certifications hold. ConfigError, in one line naming the setting, on an unfit
+    file (the keys are read last: a missing key file is made only along a fit table)."""
+    policy = policy_table(settings)
+    if database:
+        db = database_for_checks(settings)
+        try:
+            check_policy_covers_certifications(db, policy)
+        finally:
+            db.dispose()
+    return ServedFiles(signing_keys(settings.signing_keys_file), policy)
+
+
+def database_for_checks(settings: Settings) -> Database:
+    """A handle on the database for the checks made before web processes start (dispose of it
+    after): it connects within the settings' timeouts."""
+    return Database(
+        settings.database_url,
+        connect_timeout=settings.database_connect_timeout_seconds,
+        statement_timeout_ms=settings.database_statement_timeout_ms,
+    )
 
 
 #: The credential codes certifications hold, one index probe each (a loose index scan).

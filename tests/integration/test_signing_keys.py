@@ -4,10 +4,7 @@ import json
 import logging
 import os
 import signal
-import time
-from collections.abc import Callable
 from contextlib import suppress
-from pathlib import Path
 
 import jwt
 import pytest
@@ -17,7 +14,15 @@ from joserfc.jwk import ECKey
 
 from gateway.cli import cli
 from gateway.platform import metrics, signing
-from tests.support.serving import free_port, serve_env, start_serve
+from tests.support.serving import (
+    free_port,
+    hang_up_refused,
+    kill_web_process,
+    logged_errors,
+    serve_env,
+    serving,
+    wait_for,
+)
 
 
 def test_the_embedded_default_creates_its_keys_in_the_instance_folder_and_publishes_them(
@@ -183,13 +188,6 @@ def _published(port: int) -> list[str]:
     return []
 
 
-def _until(done: Callable[[], bool], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while not done():
-        assert time.monotonic() < deadline, log.read_text()[-3000:]
-        time.sleep(0.2)
-
-
 def test_a_hang_up_onto_an_unfit_keys_file_keeps_serving_with_the_keys_it_had(
     tmp_path, postgres_url
 ):
@@ -201,31 +199,74 @@ def test_a_hang_up_onto_an_unfit_keys_file_keeps_serving_with_the_keys_it_had(
     port, log = free_port(), tmp_path / "stderr.log"
     env = serve_env(tmp_path, postgres_url, port, WEB_WORKERS="1")
     env.pop("SIGNING_KEYS_FILE", None)
-    proc = start_serve(env, log)
-    try:
+    with serving(env, log) as proc:
         assert _published(port) == kids
         fit = path.read_text()
         path.write_text("{not json")
-        proc.send_signal(signal.SIGHUP)
-        _until(lambda: "not reloaded" in log.read_text() or proc.poll() is not None, log)
-        time.sleep(1)  # what a reload would have stopped by now
-        assert proc.poll() is None, log.read_text()[-3000:]
+        hang_up_refused(proc, log)
         assert _published(port) == kids
 
         path.write_text(fit)
         new = signing.rotate(path)
         proc.send_signal(signal.SIGHUP)
-        _until(lambda: _published(port) == [*new, *kids], log)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
-    errors = [
-        entry["msg"]
-        for entry in map(json.loads, log.read_text().splitlines())
-        if entry["level"] == "ERROR"
-    ]
-    assert errors == [
+        wait_for(lambda: _published(port) == [*new, *kids], log)
+    assert logged_errors(log) == [
         f"SIGNING_KEYS_FILE: {path} cannot be read as JSON: Expecting property name enclosed in "
         "double quotes: line 1 column 2 (char 1); not reloaded: the web processes keep serving "
-        "with the keys they had"
+        "with the keys and policy they had"
     ]
+
+
+def _receipt_kid(port: int, keys: signing.SigningKeys, cert: str) -> str:
+    """The kid of the key that signed a receipt of certification `cert` that `gateway serve` on
+    `port` gives now, checked by PyJWT against that key of `keys`."""
+    answer = requests.get(f"http://127.0.0.1:{port}/v1/verifications/{cert}/receipt", timeout=10)
+    assert answer.status_code == 200, answer.text
+    kid = jwt.get_unverified_header(answer.text)["kid"]
+    public = jwt.PyJWKSet.from_dict(keys.public_jwks())[kid].key
+    assert jwt.decode(answer.text, public, algorithms=["ES256"])["sub"] == cert
+    return kid
+
+
+def test_a_web_process_restarted_onto_an_unfit_keys_file_signs_with_the_keys_it_had(
+    tmp_path, postgres_url, served_certification
+):
+    """A web process gunicorn starts in place of one that died read the key file again, and did
+    not start on an unfit one: gunicorn then stopped the whole server. It serves with the keys the
+    server had, and one ERROR names the file and what is wrong with it."""
+    path = tmp_path / "signing-keys.json"
+    keys = signing.SigningKeys.load(path)
+    port, log = free_port(), tmp_path / "stderr.log"
+    with serving(serve_env(tmp_path, postgres_url, port, WEB_WORKERS="1"), log) as proc:
+        assert _receipt_kid(port, keys, served_certification) == keys.signing_kid()
+        path.write_text(json.dumps({"keys": [keys.signer().as_dict(private=False)]}))
+        killed = kill_web_process(proc, log)
+        assert proc.poll() is None, log.read_text()[-3000:]
+        assert _receipt_kid(port, keys, served_certification) == keys.signing_kid()
+        assert _published(port) == [key.kid for key in keys.keys]
+    assert logged_errors(log) == [
+        f"Worker (pid:{killed}) was sent SIGKILL! Perhaps out of memory?",
+        f"SIGNING_KEYS_FILE: {path} is not a set of ES256 and RS256 signing keys: key 1 (kid "
+        f'{keys.signing_kid()!r}) has no private part ("d"); a web process starting now serves '
+        "with the keys and policy the server had",
+    ]
+
+
+def test_a_web_process_restarted_after_the_keys_file_changed_signs_with_the_keys_the_others_have(
+    tmp_path, postgres_url, served_certification
+):
+    """A new key set put in place without SIGHUP is not taken by one web process that restarts
+    on its own: what it signed would fail to verify against what the others publish."""
+    path = tmp_path / "signing-keys.json"
+    keys = signing.SigningKeys.load(path)
+    port, log = free_port(), tmp_path / "stderr.log"
+    with serving(serve_env(tmp_path, postgres_url, port, WEB_WORKERS="1"), log) as proc:
+        new = signing.rotate(path)
+        kill_web_process(proc, log)
+        assert proc.poll() is None, log.read_text()[-3000:]
+        assert _receipt_kid(port, keys, served_certification) == keys.signing_kid()
+        assert _published(port) == [key.kid for key in keys.keys]
+
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: _published(port)[:2] == new, log)
+        assert _receipt_kid(port, signing.SigningKeys.load(path), served_certification) == new[0]

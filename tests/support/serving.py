@@ -1,15 +1,18 @@
-"""Real processes in tests: free ports, `gateway serve`'s env, `gateway run`, `gateway worker`, a
-private Redis, a server that never answers."""
+"""Real processes in tests: free ports, `gateway serve`'s env, its log and web processes, `gateway
+run`, `gateway worker`, a private Redis, a server that never answers."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -124,6 +127,58 @@ def start_serve(env: dict[str, str], stderr: Path, stdout: Path | None = None) -
             raise AssertionError(f"gateway serve did not start:\n{stderr.read_text()}")
         time.sleep(0.2)
     return proc
+
+
+@contextmanager
+def serving(env: dict[str, str], stderr: Path) -> Iterator[subprocess.Popen]:
+    """`gateway serve` with `env` (`start_serve`), stopped with SIGTERM when the block ends."""
+    proc = start_serve(env, stderr)
+    try:
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def wait_for(done: Callable[[], object], log: Path, seconds: float = 30) -> None:
+    """Wait until `done()` holds; past `seconds`, fail with the end of `log`."""
+    deadline = time.monotonic() + seconds
+    while not done():
+        assert time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.2)
+
+
+def ready_pids(log: Path) -> list[int]:
+    """The process ids of the web processes that said they are ready, in the order they did, from
+    the log of `gateway serve`."""
+    return [int(pid) for pid in re.findall(rb"Worker ready \(pid: (\d+)\)", log.read_bytes())]
+
+
+def kill_web_process(proc: subprocess.Popen, log: Path) -> int:
+    """SIGKILL the last web process of `gateway serve` `proc` that said it is ready (as the kernel's
+    out-of-memory killer would), then wait until gunicorn has started another in its place and it
+    is ready, or the server has stopped. The killed process's id."""
+    *_, pid = ready_pids(log)
+    before = len(ready_pids(log))
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: len(ready_pids(log)) > before or proc.poll() is not None, log)
+    return pid
+
+
+def hang_up_refused(proc: subprocess.Popen, log: Path) -> None:
+    """Send `gateway serve` `proc` SIGHUP and wait until it says it did not reload; fail unless it
+    still runs a second later, when a reload would have stopped its old web processes."""
+    before = log.read_text().count("not reloaded")
+    proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: log.read_text().count("not reloaded") > before or proc.poll() is not None, log)
+    time.sleep(1)
+    assert proc.poll() is None, log.read_text()[-3000:]
+
+
+def logged_errors(log: Path) -> list[str]:
+    """The messages of the ERROR lines of a JSON log."""
+    entries = map(json.loads, log.read_text().splitlines())
+    return [entry["msg"] for entry in entries if entry["level"] == "ERROR"]
 
 
 def start_run(env: dict[str, str], port: int, stderr: Path) -> subprocess.Popen:

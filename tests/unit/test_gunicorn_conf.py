@@ -10,7 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from gateway.platform import gunicorn_conf
+from gateway import gunicorn_conf
+from gateway.platform.config import Settings
 
 
 def test_a_worker_puts_the_loaded_app_out_of_the_collectors_reach_then_says_it_is_ready(caplog):
@@ -40,6 +41,15 @@ def test_a_stopping_process_has_web_timeout_to_finish_and_never_none(
         importlib.reload(gunicorn_conf)
 
 
+@pytest.fixture
+def conf(monkeypatch, tmp_path):
+    """The settings module, its instance folder a test's own: the master reads (and, the first
+    time, makes) the signing keys there as it starts."""
+    monkeypatch.setattr(gunicorn_conf, "_settings", Settings(instance_path=str(tmp_path)))
+    monkeypatch.setattr(gunicorn_conf, "_served", None)
+    return gunicorn_conf
+
+
 def _server(port: int) -> SimpleNamespace:
     """What `on_starting` uses of gunicorn's arbiter."""
     return SimpleNamespace(
@@ -49,22 +59,22 @@ def _server(port: int) -> SimpleNamespace:
     )
 
 
-def test_a_server_does_not_start_on_a_port_another_one_shares_out_to_its_workers(caplog):
+def test_a_server_does_not_start_on_a_port_another_one_shares_out_to_its_workers(conf, caplog):
     with socket.socket() as worker:  # another server's worker socket, shareable
         worker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         worker.bind(("127.0.0.1", 0))
         worker.listen()
         port = worker.getsockname()[1]
         with pytest.raises(SystemExit), caplog.at_level(logging.ERROR, logger="gunicorn.error"):
-            gunicorn_conf.on_starting(_server(port))
+            conf.on_starting(_server(port))
     assert f"Cannot listen on 127.0.0.1:{port}" in caplog.text
 
 
-def test_a_server_starts_on_a_free_port_and_leaves_it_to_its_workers():
+def test_a_server_starts_on_a_free_port_and_leaves_it_to_its_workers(conf):
     with socket.socket() as free:
         free.bind(("127.0.0.1", 0))
         port = free.getsockname()[1]
-    gunicorn_conf.on_starting(_server(port))  # no exit
+    conf.on_starting(_server(port))  # no exit
     with socket.socket() as worker:  # the check holds nothing: a worker's socket binds
         worker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         worker.bind(("127.0.0.1", port))

@@ -1,5 +1,5 @@
-"""gunicorn settings of `gateway serve` (also `gunicorn -c
-python:gateway.platform.gunicorn_conf`)."""
+"""gunicorn settings of `gateway serve` (also `gunicorn -c python:gateway.gunicorn_conf`), and
+its master's hold on the signing keys and policy table that every web process serves with."""
 
 from __future__ import annotations
 
@@ -16,12 +16,18 @@ from flask import Flask
 from gunicorn.glogging import Logger
 from prometheus_client import multiprocess
 
+from gateway.bootstrap import create_app, warn_of_made_keys
 from gateway.platform import metrics
-from gateway.platform.config import Settings
+from gateway.platform.config import ConfigError, Settings
 from gateway.platform.logs import JsonFormatter
-from gateway.platform.signing import SigningKeys
+from gateway.usecases.services import ServedFiles, policy_table, served_files, signing_keys
 
 _settings = Settings.from_env()
+#: The signing keys and policy table the master accepted last: read at start, then at each
+#: SIGHUP onto fit files. Each web process inherits them at fork and serves with them: a process
+#: started in place of one that stopped is not at the mercy of a file made unfit since, and
+#: signs and judges as its siblings do.
+_served: ServedFiles | None = None
 
 bind = _settings.web_bind
 workers = _settings.web_workers
@@ -61,7 +67,7 @@ accesslog = "-"
 # Access lines are JSON objects written by the app's formatter (AccessLog below): a header or path
 # holding quotes or backslashes is escaped, never able to break a line or forge a field. No
 # headers are logged, so no tokens.
-logger_class = "gateway.platform.gunicorn_conf.AccessLog"
+logger_class = "gateway.gunicorn_conf.AccessLog"
 # gunicorn's own log (start-up, workers, errors) and the access log as JSON lines on stderr, like
 # every other line of the gateway (docs/operations.md), through the app's handler and formatter
 # (gateway.platform.logs, which finds that handler on the root and keeps it); gunicorn's own log
@@ -147,7 +153,9 @@ def _url(address: tuple | str) -> str:
 def on_starting(server: Any) -> None:
     """Refuse to start on an address something already listens on. With a socket per worker the
     kernel would let a second server share the port with the first, each taking some of the
-    connections, where one socket for all fails to bind. Have the start-up log name the address."""
+    connections, where one socket for all fails to bind. Have the start-up log name the address.
+    Read the signing keys and policy table the web processes are to serve with (ERROR and exit
+    on an unfit file)."""
     _listening.addresses = ",".join(_url(address) for address in server.cfg.address)
     logging.getLogger("gunicorn.error").addFilter(_listening)
     for address in server.cfg.address:
@@ -161,30 +169,69 @@ def on_starting(server: Any) -> None:
             except OSError as exc:
                 server.log.error("Cannot listen on %s:%s: %s", address[0], address[1], exc)
                 sys.exit(1)
+    try:
+        _accept(served_files(_in_instance()))
+    except ConfigError as exc:
+        server.log.error("%s", exc)
+        sys.exit(1)
     # SIGHUP (a key rotation, say): the main loop calls the arbiter's handle_hup
     server.handle_hup = functools.partial(_hang_up, server, server.handle_hup)
 
 
-def _hang_up(server: Any, reload: Callable[[], None]) -> None:
-    """SIGHUP: gunicorn's reload, which starts new web processes (they read SIGNING_KEYS_FILE
-    again) and then stops the old ones; unless the key file is one the new processes would refuse
-    to start on, and gunicorn then stop altogether. The old processes then keep serving with the
-    keys they have, and one ERROR names the file and what is wrong with it. (A missing file is
-    made by the new processes, as at first start.)"""
-    # the instance folder as the app finds it (SIGNING_KEYS_FILE's default is in it)
+def _in_instance() -> Settings:
+    """The settings with the instance folder as the app finds it (SIGNING_KEYS_FILE's default
+    is in it)."""
     folder = Flask("gateway", instance_path=_settings.instance_path).instance_path
-    path = _settings.with_instance(folder).signing_keys_file
-    if path and os.path.exists(path):
-        try:
-            SigningKeys.load(path)
-        except ValueError as exc:
-            server.log.error(
-                "SIGNING_KEYS_FILE: %s; not reloaded: the web processes keep serving with the "
-                "keys they had",
-                exc,
-            )
-            return
+    return _settings.with_instance(folder)
+
+
+def _accept(files: ServedFiles) -> None:
+    """Have the web processes started from now on serve with `files`."""
+    global _served
+    if _settings.signing_keys_file:  # named, not the instance folder's own
+        warn_of_made_keys(files.keys, _settings.signing_keys_file)
+    _served = files
+
+
+def _hang_up(server: Any, reload: Callable[[], None]) -> None:
+    """SIGHUP: gunicorn's reload, which starts new web processes and then stops the old ones,
+    with the key and policy files read again (a missing key file is made, as at first start);
+    unless one is unfit (what a web process checks at start, the policy table against the
+    certifications too). The old processes then keep serving with the keys and policy they have,
+    and one ERROR names the file and what is wrong with it."""
+    try:
+        files = served_files(_in_instance(), database=True)
+    except ConfigError as exc:
+        server.log.error(
+            "%s; not reloaded: the web processes keep serving with the keys and policy they had",
+            exc,
+        )
+        return
+    _accept(files)
     reload()
+
+
+def pre_fork(server: Any, worker: Any) -> None:
+    """Before each web process starts: the key and policy files as they are now. One started in
+    place of a process that stopped (after a crash or a timeout) while a file is unfit serves,
+    as every one does, with those the master accepted last, and one ERROR names the file and what
+    is wrong with it. (A missing key file is left to the next SIGHUP to make.)"""
+    settings = _in_instance()
+    try:
+        if os.path.exists(settings.signing_keys_file):
+            signing_keys(settings.signing_keys_file)
+        policy_table(settings)
+    except ConfigError as exc:
+        server.log.error(
+            "%s; a web process starting now serves with the keys and policy the server had",
+            exc,
+        )
+
+
+def serving_app() -> Flask:
+    """The app of a web process: it serves with the keys and policy table the master accepted
+    last (see `_served`); without Redis it runs the jobs itself, polling."""
+    return create_app(jobs="POLLING", files=_served)
 
 
 def on_exit(server: Any) -> None:
