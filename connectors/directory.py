@@ -23,8 +23,7 @@ import requests
 from authlib.integrations.base_client import OAuthError
 from authlib.integrations.requests_client import OAuth2Session
 
-from connectors.credly import parse_retry_after
-from connectors.errors import PermanentError, TransientError
+from connectors.errors import PermanentError, TransientError, parse_retry_after
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, ProgrammingError
 from werkzeug.serving import is_running_from_reloader, run_simple
 
-from connectors.credly import CredlyError
+from connectors.credly.errors import CredlyError
 from connectors.errors import describe
 from gateway.bootstrap import create_app
 from gateway.platform import logs, metrics, signing

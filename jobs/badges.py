@@ -30,21 +30,23 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from connectors.credly import (
-    PENDING,
-    REPLACED,
-    REVOKED,
+from connectors.credly.errors import (
     AlreadyReplaced,
-    BadgeRequest,
     CredlyError,
     NoConnection,
     NotFound,
     PermanentError,
-    holder_badges,
+)
+from connectors.credly.service import holder_badges
+from connectors.credly.wire import (
+    PENDING,
+    REPLACED,
+    REVOKED,
+    BadgeRequest,
     live_badge,
     of_another_earner,
 )
-from connectors.credly import Badge as CredlyBadge
+from connectors.credly.wire import Badge as CredlyBadge
 from connectors.errors import TransientError
 from gateway.rules import BADGE_KEPT
 from gateway.store.models import Badge, Certification, UTCDateTime, utcnow

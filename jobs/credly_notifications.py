@@ -25,8 +25,9 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, exists, select, update
 from sqlalchemy.orm import Session
 
-from connectors.credly import REPLACED, CredlyError, NotFound, TransientError, parse_credly_datetime
-from connectors.credly import Badge as CredlyBadge
+from connectors.credly.errors import CredlyError, NotFound, TransientError
+from connectors.credly.wire import REPLACED, parse_credly_datetime
+from connectors.credly.wire import Badge as CredlyBadge
 from connectors.errors import describe
 from gateway.rules import kinds
 from gateway.store.db import wake_after_commit

@@ -49,8 +49,10 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from connectors.credly import REPLACED, NotFound, TransientError, Unauthorized, retried
-from connectors.credly import Badge as CredlyBadge
+from connectors.credly.errors import NotFound, TransientError, Unauthorized
+from connectors.credly.service import retried
+from connectors.credly.wire import REPLACED
+from connectors.credly.wire import Badge as CredlyBadge
 from gateway.platform import metrics
 from gateway.rules import BADGE_KEPT, kinds
 from gateway.store.models import SUPERSEDED, UNFINISHED, Badge, Certification, OutboxItem, utcnow

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode
 
-from connectors.credly import id_evidence, url_evidence
+from connectors.credly.wire import id_evidence, url_evidence
 from gateway.rules import Policy, ids
 from gateway.usecases.services import Services
 

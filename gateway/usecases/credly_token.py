@@ -24,7 +24,7 @@ import time
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
-from connectors.credly import CredlyError
+from connectors.credly.errors import CredlyError
 from gateway.platform.config import Settings
 from gateway.store.models import utcnow
 

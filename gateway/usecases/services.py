@@ -12,7 +12,8 @@ import redis
 from sqlalchemy import make_url, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from connectors.credly import BadgeService, make_credly
+from connectors.credly.backend import make_credly
+from connectors.credly.service import BadgeService
 from connectors.directory import Directory, make_directory
 from connectors.employer_webhooks import WebhookSender
 from gateway import rules

@@ -12,7 +12,8 @@ from functools import partial
 
 from sqlalchemy import Connection, bindparam, update
 
-from connectors.credly import NoConnection, Unauthorized, holding_a_connection
+from connectors.credly.client import holding_a_connection
+from connectors.credly.errors import NoConnection, Unauthorized
 from connectors.errors import PermanentError, TransientError, describe
 from gateway.platform import logs, metrics
 from gateway.platform.config import Settings

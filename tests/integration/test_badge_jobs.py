@@ -18,7 +18,7 @@ from redis.client import PubSubWorkerThread
 from rq import Queue
 from sqlalchemy import select
 
-from connectors.credly import Badge as CredlyBadge
+from connectors.credly.wire import Badge as CredlyBadge
 from gateway.cli import cli
 from gateway.platform import metrics
 from gateway.store.models import Badge, OutboxItem, utcnow

@@ -22,7 +22,7 @@ from flask.cli import ScriptInfo
 from sqlalchemy import event, inspect, select, text
 from sqlalchemy.exc import OperationalError
 
-from connectors.credly import BadgeRequest
+from connectors.credly.wire import BadgeRequest
 from gateway import rules
 from gateway.bootstrap import create_app
 from gateway.cli import _database_error, cli

@@ -25,26 +25,20 @@ import requests
 import responses
 from responses import matchers
 
-from connectors.credly import (
-    REPLACE_FIELDS,
+from connectors.credly.backend import make_credly
+from connectors.credly.client import CredlyClient, settled_session
+from connectors.credly.dry_run import DryRunCredly, credly_badge_object
+from connectors.credly.errors import (
     AlreadyReplaced,
-    Badge,
-    BadgeRequest,
-    BadgeService,
-    CredlyClient,
     CredlyError,
-    DryRunCredly,
     NotFound,
     PermanentError,
     TransientError,
     Unauthorized,
-    credly_badge_object,
-    holder_badges,
-    make_credly,
-    parse_retry_after,
-    pick_badge,
-    settled_session,
 )
+from connectors.credly.service import BadgeService, holder_badges
+from connectors.credly.wire import REPLACE_FIELDS, Badge, BadgeRequest, pick_badge
+from connectors.errors import parse_retry_after
 
 BASE = "https://sandbox-api.credly.com/v1"
 ORG = "org-1"

@@ -13,18 +13,16 @@ from typing import Any
 import pytest
 import requests
 
-from connectors.credly import (
+from connectors.credly.client import CredlyClient
+from connectors.credly.errors import (
     AlreadyReplaced,
-    Badge,
-    BadgeRequest,
-    CredlyClient,
     NotFound,
     PermanentError,
     TransientError,
     Unauthorized,
-    holder_badges,
-    pick_badge,
 )
+from connectors.credly.service import holder_badges
+from connectors.credly.wire import Badge, BadgeRequest, pick_badge
 from tests.support.credly_standin import Answer, CredlyStandIn
 
 REPO = Path(__file__).resolve().parents[2]

@@ -1,0 +1,66 @@
+"""How a call to Credly fails: `CredlyError` and its kinds, each a connector-neutral
+`connectors.errors.TransientError` or `PermanentError` as well, so the jobs retry it or not."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from connectors import errors
+
+
+class CredlyError(Exception):
+    """A call to Credly failed; `status` is the HTTP status (None without an answer)."""
+
+    def __init__(self, message: str, *, status: int | None = None, body: object = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+class TransientError(CredlyError, errors.TransientError):
+    """Worth retrying: timeout, connection error, 429 or 5xx; `retry_after` in seconds if given."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        body: object = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, status=status, body=body)
+        self.retry_after = retry_after
+
+
+class PermanentError(CredlyError, errors.PermanentError):
+    """Credly refused the request (4xx but 429); retrying the same request cannot help."""
+
+
+class NotFound(PermanentError):
+    """Credly answered 404: no such badge or event in this organisation."""
+
+
+class Unauthorized(TransientError):
+    """Credly answered 401 or 403: the token is expired, revoked or lacks the permission. Not the
+    job's fault: the jobs wait until a working token is configured."""
+
+
+class NoConnection(errors.TransientError):
+    """A call not made: no connection came free by the time `holding_a_connection` set. Credly
+    was not asked, so this is no failure of Credly's."""
+
+
+class AlreadyReplaced(PermanentError):
+    """Credly refused to replace a badge that was replaced already; `successor` is its
+    `metadata.current_badge_id`."""
+
+    def __init__(self, message: str, *, successor: str, status: int | None, body: object) -> None:
+        super().__init__(message, status=status, body=body)
+        self.successor = successor
+
+
+def current_badge_id(body: object) -> str | None:
+    """The successor Credly names in an error body's `metadata.current_badge_id`, if any."""
+    metadata = body.get("metadata") if isinstance(body, Mapping) else None
+    found = metadata.get("current_badge_id") if isinstance(metadata, Mapping) else None
+    return str(found) if found else None
