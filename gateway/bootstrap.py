@@ -111,7 +111,7 @@ def create_app(
             app.instance_path,
         )
 
-    from gateway import cli
+    from gateway.cli.main import register as register_commands
     from gateway.web import (
         auth,
         credential_page,
@@ -152,7 +152,7 @@ def create_app(
     )
     credly_notifications.init_app(app, settings, counter)
     app.plain_paths.update(GET=plain_lookup.answer, POST=plain_events.answer)
-    cli.register(app)
+    register_commands(app)
     mode = settings.mode_line()  # not production's: a warning, seen at any LOG_LEVEL but ERROR
     log.log(logging.INFO if mode.startswith(PRODUCTION_MODE) else logging.WARNING, mode)
     if not settings.credly_dry_run and settings.job_timeout_seconds < LEASE_CREDLY_CALLS * (

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from flask import jsonify
 from sqlalchemy import func, select
 
-from gateway.cli import cli
+from gateway.cli.main import cli
 from gateway.store.models import Event, OAuthClient, OAuthToken, Subscription
 from gateway.usecases import clients
 from gateway.web import auth

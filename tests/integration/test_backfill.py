@@ -11,7 +11,7 @@ from collections import Counter
 import pytest
 from click.testing import CliRunner
 
-from gateway.cli import cli
+from gateway.cli.main import cli
 from gateway.usecases import backfill, clients, subscriptions
 from tests.support.events import granted
 from tests.support.http_stubs import DirectoryStub, Received, scripted, serve

@@ -19,7 +19,7 @@ from rq import Queue
 from sqlalchemy import select
 
 from connectors.credly.wire import Badge as CredlyBadge
-from gateway.cli import cli
+from gateway.cli.main import cli
 from gateway.platform import metrics
 from gateway.store.models import Badge, OutboxItem, utcnow
 from gateway.usecases import intake, queries

@@ -25,7 +25,8 @@ from sqlalchemy.exc import OperationalError
 from connectors.credly.wire import BadgeRequest
 from gateway import rules
 from gateway.bootstrap import create_app
-from gateway.cli import _database_error, cli
+from gateway.cli.group import database_error
+from gateway.cli.main import cli
 from gateway.platform import metrics
 from gateway.platform.config import ConfigError, Settings
 from gateway.store.db import MIGRATIONS, Database, alembic_config
@@ -840,7 +841,7 @@ def test_a_statement_psycopg_does_not_send_is_no_database_out_of_reach(postgres_
     database = Database(postgres_url)
     with pytest.raises(OperationalError) as refused, database.engine.connect() as connection:
         connection.execute(select(OutboxItem.id).where(OutboxItem.id.in_(range(70_000))))
-    assert _database_error(refused.value) == (
+    assert database_error(refused.value) == (
         "the command could not be sent to the database: sending query and params failed: "
         "number of parameters must be between 0 and 65535"
     )
@@ -852,7 +853,7 @@ def test_a_statement_psycopg_does_not_send_is_no_database_out_of_reach(postgres_
     ):
         with pytest.raises(OperationalError) as unreachable:
             read()
-        assert _database_error(unreachable.value).startswith("the database cannot be reached: ")
+        assert database_error(unreachable.value).startswith("the database cannot be reached: ")
 
 
 def test_requeue_refuses_job_ids_with_all(tmp_path):

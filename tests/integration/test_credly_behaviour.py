@@ -17,7 +17,8 @@ from click.testing import CliRunner
 from rq import Queue
 
 from connectors.errors import TransientError
-from gateway.cli import SHOWN_ANSWER, cli
+from gateway.cli.group import SHOWN_ANSWER
+from gateway.cli.main import cli
 from gateway.platform import clock, metrics
 from gateway.store.models import Badge, CredlyNotification, OutboxItem, utcnow
 from gateway.usecases import badge_wording, intake

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from click.testing import CliRunner
 
-from gateway.cli import cli
+from gateway.cli.main import cli
 from gateway.platform import logs
 from gateway.store.models import utcnow
 from jobs.cron import make_cron

@@ -14,7 +14,7 @@ import click
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from gateway.cli import command_app
+from gateway.cli.group import command_app
 from gateway.platform import clock
 from gateway.store.models import Badge, Certification, DailyRun, VerificationRecord
 from gateway.usecases import intake

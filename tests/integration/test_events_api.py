@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select, update
 
-from gateway.cli import cli
+from gateway.cli.main import cli
 from gateway.platform import clock
 from gateway.rules.policy import DEFAULT_POLICY_FILE
 from gateway.store.models import Certification, Event, OutboxItem

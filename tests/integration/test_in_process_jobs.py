@@ -15,7 +15,7 @@ import pytest
 import responses
 from sqlalchemy.exc import OperationalError
 
-from gateway.cli import command_app
+from gateway.cli.group import command_app
 from gateway.platform import clock
 from gateway.store.models import Badge, OutboxItem
 from gateway.usecases import intake

@@ -21,7 +21,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from gateway.cli import cli
+from gateway.cli.main import cli
 from gateway.platform import clock, signing
 from gateway.schemas.credentials import MAX_CREDENTIAL_LENGTH
 from gateway.store.db import Database

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import event, select, update
 
-from gateway.cli import cli
+from gateway.cli.main import cli
 from gateway.platform import signing
 from gateway.store.models import Receipt, utcnow
 from tests.support.clients import register_client

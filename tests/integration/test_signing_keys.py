@@ -12,7 +12,7 @@ import requests
 from click.testing import CliRunner
 from joserfc.jwk import ECKey
 
-from gateway.cli import cli
+from gateway.cli.main import cli
 from gateway.platform import metrics, signing
 from tests.support.serving import (
     free_port,

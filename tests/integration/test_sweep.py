@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from rq import Queue
 
-from gateway.cli import cli
+from gateway.cli.main import cli
 from gateway.platform import clock
 from gateway.store.models import Badge, Certification, OutboxItem, VerificationRecord, utcnow
 from gateway.usecases import intake, lookup

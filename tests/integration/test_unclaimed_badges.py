@@ -9,7 +9,7 @@ from datetime import date, timedelta
 import pytest
 from click.testing import CliRunner
 
-from gateway.cli import cli
+from gateway.cli.main import cli
 from gateway.store.models import Badge, utcnow
 from gateway.usecases import intake, queries
 from tests.support.events import granted, revoked

@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from rq import Queue
 
-from gateway.cli import cli
+from gateway.cli.main import cli
 from gateway.platform import metrics
 from gateway.store.models import utcnow
 from jobs.cron import check_credly_token

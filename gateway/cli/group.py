@@ -1,0 +1,131 @@
+"""What every `gateway` command shares: the classes of the group and its subgroups, the app a
+command runs with, the type of counts, and errors told in one line."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+import psycopg
+from alembic.util import CommandError as AlembicCommandError
+from flask import Flask
+from flask.cli import AppGroup, FlaskGroup
+from flask.helpers import get_debug_flag
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError as RedisResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, ProgrammingError
+from werkzeug.serving import is_running_from_reloader
+
+from gateway.bootstrap import create_app
+from gateway.platform.config import MAX_WHOLE_NUMBER, ConfigError
+
+
+def command_app() -> Flask:
+    """The app of a command. Without Redis (the embedded default) jobs run in the serving
+    process (`gateway run`; with its reloader, the child that serves), which also looks for due
+    ones now and then; any other command leaves its jobs to it."""
+    command = click.get_current_context(silent=True)
+    serving = command is not None and command.info_name == "run"
+    if serving and not is_running_from_reloader():
+        reload = command.params.get("reload")
+        serving = not (get_debug_flag() if reload is None else reload)  # else: the watcher
+    migrating = (
+        command is not None and command.parent is not None and (command.parent.info_name == "db")
+    )
+    try:
+        return create_app(jobs="POLLING" if serving else "IN_SERVER", migrate=not migrating)
+    except ConfigError as exc:  # one line, not a traceback
+        raise click.ClickException(str(exc)) from exc
+
+
+#: A count, a size or a number of seconds given to a command: 1 or more, and no more than the
+#: database (and Redis) take as a whole number.
+COUNT = click.IntRange(min=1, max=MAX_WHOLE_NUMBER)
+
+
+class TextArguments(click.Command):
+    """A command that refuses an argument that is not UTF-8 text (a usage error, exit status
+    2): no id, name or option value of the gateway's is, and the database could not be sent it.
+    On the groups and on their commands, so that Flask's own `flask` command refuses it too."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        for arg in args:
+            try:
+                arg.encode()
+            except UnicodeEncodeError:
+                raw = one_line(repr(arg.encode(errors="surrogateescape")))
+                raise click.UsageError(f"an argument is not UTF-8 text: {raw}", ctx) from None
+        return super().parse_args(ctx, args)
+
+
+class CommandGroup(TextArguments, AppGroup):
+    """A group of the gateway's commands (`gateway jobs`, ...)."""
+
+    command_class = TextArguments
+
+
+class GatewayGroup(TextArguments, FlaskGroup):
+    """Flask's command group. Its commands are all the gateway's own, so listing them (`gateway
+    --help`) does not load the app, which would create the embedded default's database.
+
+    The group always runs the gateway's app with the settings of the environment, so it has
+    none of Flask's group options (`-e/--env-file`, `-A/--app`, `--debug`; `gateway run --debug`
+    stays) and reads no `.env` file."""
+
+    command_class = TextArguments
+
+    #: The names of the options FlaskGroup adds that do not apply to the gateway.
+    FLASK_OPTIONS = frozenset({"env_file", "app", "debug"})
+
+    def __init__(self, **extra: Any) -> None:
+        super().__init__(load_dotenv=False, **extra)
+        self.params = [param for param in self.params if param.name not in self.FLASK_OPTIONS]
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(super(FlaskGroup, self).list_commands(ctx))
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; a database or Redis that cannot be reached (or a Redis that refuses
+        the configured database), or a migration that does not exist, ends it with one line (exit
+        status 1), not a traceback."""
+        try:
+            return super().invoke(ctx)
+        except (OperationalError, InterfaceError, ProgrammingError) as exc:
+            raise click.ClickException(database_error(exc)) from exc
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise click.ClickException(f"Redis cannot be reached: {exc}") from exc
+        except RedisResponseError as exc:  # a database number the server does not have, say
+            raise click.ClickException(f"Redis refused: {exc}") from exc
+        except AlembicCommandError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+def database_error(exc: DBAPIError, *, migrating: bool = False) -> str:
+    """One line for a database error a command met. Unless `migrating` (a migration the data
+    refuses is no bug of the command's), a query the database refused for its own reason (not a
+    missing schema) is raised again, a bug to be seen whole."""
+    reason = next(iter(str(exc.orig or exc).strip().splitlines()), "")
+    code = getattr(exc.orig, "sqlstate", None)
+    if isinstance(exc, ProgrammingError) and not migrating:
+        if code == "42P01" or reason.startswith("no such table"):
+            return f"the database has no gateway schema yet (run `gateway db upgrade`): {reason}"
+        raise exc
+    work = "migration" if migrating else "command"
+    if code is None and isinstance(exc, (OperationalError, InterfaceError)):
+        if isinstance(exc.orig, psycopg.Error) and exc.statement and not exc.connection_invalidated:
+            # psycopg refused to send a statement (too many parameters, say): no server was asked
+            return f"the {work} could not be sent to the database: {reason}"
+        # no answer from the server: connecting failed, or the connection broke
+        return f"the database cannot be reached: {reason}"
+    return f"the database refused the {work}: {reason}"
+
+
+#: The most characters of another service's answer, or of an argument, a one-line error shows.
+SHOWN_ANSWER = 500
+
+
+def one_line(text: str) -> str:
+    """`text` on one line (each run of whitespace one space), cut to SHOWN_ANSWER characters."""
+    line = " ".join(text.split())
+    return line if len(line) <= SHOWN_ANSWER else f"{line[: SHOWN_ANSWER - 1]}…"
