@@ -127,16 +127,18 @@ def _sweep_and_notices(svc: Services, scope: Scope, **kwargs: object) -> Summary
 
 
 def run_daily_sweep(as_of: str | None = None) -> dict[str, object]:
-    """RQ job: `daily_sweep` of today (or `as_of`) with this process's services."""
-    return daily_sweep(context.services(), date.fromisoformat(as_of) if as_of else utcnow().date())
+    """RQ job: `daily_run` of today (or `as_of`) with this process's services. Queued jobs and
+    the cron store this name, so it stays."""
+    return daily_run(context.services(), date.fromisoformat(as_of) if as_of else utcnow().date())
 
 
-def daily_sweep(
+def daily_run(
     svc: Services, day: date, on_batch: Callable[[int], None] | None = None
 ) -> dict[str, object]:
-    """Sweep `day`'s due certifications, unless that day's is done; while another worker's sweep
-    of it runs, look again later (that sweep may not finish). Then queue the reconciliation, and
-    prune. Without Redis, `on_batch` is called after each batch the sweep records (raising ends
+    """The daily run of `day`: sweep its due certifications and review the advance notices,
+    unless that day's sweep is done; while another worker's sweep of it runs, look again later
+    (that sweep may not finish). Then queue the reconciliation (with Redis), and prune. Without
+    Redis, `on_batch` is called after each batch the sweep records (raising ends
     the sweep there)."""
     scope = Scope(as_of=day)
     if svc.redis is None:  # one process does it all: see InProcessCron
@@ -341,7 +343,7 @@ class InProcessCron(threading.Thread):
     CATCH_UP_SECONDS after start when the latest run due is not claimed yet.
 
     A run claims its day in the database (`claim_day`): of the processes sharing the database,
-    the first to claim it runs it, the others skip it. It is `daily_sweep` (the sweep of its day,
+    the first to claim it runs it, the others skip it. It is `daily_run` (the sweep of its day,
     the advance notices, the pruning), then with a real Credly (not the dry-run backend) the
     token expiry check and the reconciliation. One that fails logs a line and runs again
     RETRY_SECONDS later, on its claim, while it is the run due; one whose process dies leaves its
@@ -372,7 +374,7 @@ class InProcessCron(threading.Thread):
         day = due_day(sweep_time, utcnow())
         if self.settled is None or day > self.settled:
             try:
-                self._daily_run(day)
+                self._run_day(day)
             except (Stopping, Stopped):
                 return 0
             except UNAVAILABLE as exc:  # the database's state (locked, away): one line
@@ -397,13 +399,13 @@ class InProcessCron(threading.Thread):
             self.settled = day
         return min(seconds_to_next(sweep_time, utcnow()), CLOCK_CHECK_SECONDS)
 
-    def _daily_run(self, day: date) -> None:
+    def _run_day(self, day: date) -> None:
         if self.claimed != day:
             if not claim_day(self.svc, DAILY_RUN, day):
                 log.info("daily run of %s skipped: another process claimed it", day)
                 return
             self.claimed = day
-        daily_sweep(self.svc, day, on_batch=self._check_stop)
+        daily_run(self.svc, day, on_batch=self._check_stop)
         if not self.svc.settings.credly_dry_run:
             check_token(self.svc)
             reconcile(self.svc, stop=self.stopping)

@@ -150,7 +150,7 @@ def _deliver(svc: Services, item: ClaimedItem, send: Send) -> None:
 
 def _record(svc: Services, certification_id: str) -> dict[str, Any]:
     """The newest public record of a certification, as the lookup shows it."""
-    [found] = lookup.verify(svc.db, svc.policy, [certification_id])
+    [found] = lookup.records_today(svc.db, svc.policy, [certification_id])
     if found is None:
         raise PermanentError(f"no public record of {certification_id}")
     return _public.dump(found)

@@ -80,14 +80,15 @@ _UNRECORDED = select(_CERTIFICATIONS.c.certification_id).where(
 )
 
 
-def verify(
+def records_today(
     db: Database,
     policy: rules.Policy,
     certification_ids: Sequence[str],
     *,
     recorded_only: bool = False,
 ) -> list[Verification | None]:
-    """The public record of each id, in the order given; None for an id not on record.
+    """Today's public record of each id, read from the read model, in the order given; None for
+    an id not on record.
 
     A record not yet in step with its certification is computed from the history for today
     instead, so no answer says `active` past its day: one whose standing changes today or
@@ -111,7 +112,7 @@ def verify(
     missing = [] if recorded_only else list(dict.fromkeys(i for i in storable if i not in found))
     if missing:
         behind += [i for (i,) in db.read(_UNRECORDED, {"certification_ids": missing})]
-    for certification_id, fresh in zip(behind, verify_on(db, policy, behind, today), strict=True):
+    for certification_id, fresh in zip(behind, records_on(db, policy, behind, today), strict=True):
         if isinstance(fresh, Verification):
             found[certification_id] = fresh
     return [found.get(certification_id) for certification_id in certification_ids]
@@ -137,7 +138,7 @@ def public_record(
     }
 
 
-def verify_on(
+def records_on(
     db: Database, policy: rules.Policy, certification_ids: Sequence[str], on: date
 ) -> list[Verification | str | None]:
     """The public record of each id as it stood on `on`, computed from its history with the rules
@@ -175,15 +176,15 @@ class NotCertifiedOn(LookupError):
         self.on = on
 
 
-def verify_one(
+def record_of(
     db: Database, policy: rules.Policy, certification_id: str, on: date | None = None
 ) -> Verification:
     """The public record of one certification now (read model), or as it stood on `on`
     (history); raises NotOnRecord, or NotCertifiedOn for a day before the grant."""
     if on is None:
-        [found] = verify(db, policy, [certification_id])
+        [found] = records_today(db, policy, [certification_id])
     else:
-        [found] = verify_on(db, policy, [certification_id], on)
+        [found] = records_on(db, policy, [certification_id], on)
         if found == NOT_CERTIFIED:
             raise NotCertifiedOn(certification_id, on)
     if found is None:

@@ -114,7 +114,7 @@ def issue_for(
     nor recorded, its token a stand-in (`SigningKeys.stand_in`) that must not be sent: what a
     HEAD request measures its answer by.
     """
-    found = lookup.verify_one(svc.db, svc.policy, certification_id, on)
+    found = lookup.record_of(svc.db, svc.policy, certification_id, on)
     answer = lookup.record_answer(found, svc.settings, issuer_url, on)
     if not sign:
         jti, claims = _claims(answer, issuer_url)

@@ -13,7 +13,7 @@ from gateway.usecases import openbadges
 from gateway.usecases.issuer import issuer
 from gateway.web.apidoc import FORM, html, operation
 from gateway.web.context import services
-from gateway.web.observability import base_url
+from gateway.web.observability import public_base_url
 from gateway.web.problems import database_unavailable
 from gateway.web.ratelimit import TooManyRequests
 
@@ -26,7 +26,8 @@ def _page(credential: str = "", **context: Any) -> str:
         "verify_credential.html",
         credential=credential,
         limit=MAX_CREDENTIAL_LENGTH,
-        issuer=issuer(settings, base_url(settings)),  # who vouches, in the pages' shared layout
+        # who vouches, in the pages' shared layout
+        issuer=issuer(settings, public_base_url(settings)),
         **context,
     )
 
@@ -75,7 +76,9 @@ def check() -> ResponseReturnValue:
     if len(pasted) > MAX_CREDENTIAL_LENGTH:
         return _page(error=f"A credential is at most {MAX_CREDENTIAL_LENGTH} characters."), 400
     svc = services()
-    return _page(pasted, outcome=openbadges.check_credential(svc, pasted, base_url(svc.settings)))
+    return _page(
+        pasted, outcome=openbadges.check_credential(svc, pasted, public_base_url(svc.settings))
+    )
 
 
 @bp.errorhandler(TooManyRequests)

@@ -40,7 +40,7 @@ def request_id_of(given: str) -> str:
     return given if GIVEN_ID.fullmatch(given) else uuid.uuid4().hex
 
 
-def base_url(settings: Settings) -> str:
+def public_base_url(settings: Settings) -> str:
     """The gateway's public address: PUBLIC_BASE_URL, else the current request's host URL."""
     return settings.public_base_url or host_url(request.scheme, request.host)
 

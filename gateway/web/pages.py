@@ -19,7 +19,7 @@ from gateway.usecases.issuer import issuer, logo_file
 from gateway.web.api.verifications import receipt_for
 from gateway.web.apidoc import html, operation
 from gateway.web.context import services
-from gateway.web.observability import base_url
+from gateway.web.observability import public_base_url
 from gateway.web.problems import database_unavailable
 from gateway.web.ratelimit import TooManyRequests
 
@@ -88,7 +88,7 @@ def _page_context() -> dict[str, Any]:
     if request.blueprint != bp.name:
         return {}
     return {
-        "issuer": issuer(services().settings, base_url(services().settings)),
+        "issuer": issuer(services().settings, public_base_url(services().settings)),
         "status_words": STATUS_WORDS,
         "explained": STATUS_EXPLAINED,
     }
@@ -121,7 +121,7 @@ def verify_page() -> ResponseReturnValue:
     number = asked_number()
     if not number:
         return render_template("verify.html", number="", error="Enter a certification number."), 400
-    [found] = lookup.verify(services().db, services().policy, [number])
+    [found] = lookup.records_today(services().db, services().policy, [number])
     return render_template(
         "verify.html",
         number=number,
@@ -156,7 +156,8 @@ def proof_page() -> ResponseReturnValue:
     number = asked_number()
     if not number:
         return render_template("verify.html", number="", error="Enter a certification number."), 400
-    base = base_url(services().settings)  # PUBLIC_BASE_URL: printed, so never the Host header's
+    # PUBLIC_BASE_URL: printed, so never the Host header's
+    base = public_base_url(services().settings)
     try:
         issued = receipt_for(number, None, base)  # for a HEAD, neither signed nor recorded
     except lookup.NotOnRecord:
@@ -209,7 +210,7 @@ def receipt_check_page() -> ResponseReturnValue:
         return render_template("receipt_check.html", token=token, genuine=False, why=exc), 422
     except (KeyError, TypeError, ValueError):
         return render_template("receipt_check.html", token=token, genuine=False), 422
-    [now] = lookup.verify(services().db, services().policy, [said.certification_id])
+    [now] = lookup.records_today(services().db, services().policy, [said.certification_id])
     return render_template(
         "receipt_check.html",
         token=token,

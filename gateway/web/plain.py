@@ -143,6 +143,6 @@ def host(environ: WSGIEnvironment) -> str:
     return get_host(environ["wsgi.url_scheme"], environ.get("HTTP_HOST"), server)
 
 
-def base_url(environ: WSGIEnvironment) -> str:
+def request_host_url(environ: WSGIEnvironment) -> str:
     """The request's host URL, as `request.host_url` gives it, without the final slash."""
     return host_url(environ["wsgi.url_scheme"], host(environ))

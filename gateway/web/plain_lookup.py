@@ -48,12 +48,12 @@ def answer(
         if environ[COUNTED][0] is not None:
             return None  # over the limit: Flask answers the 429
         svc = app.extensions["gateway"]
-        [found] = lookup.verify(svc.db, svc.policy, [match.group(1)], recorded_only=True)
+        [found] = lookup.records_today(svc.db, svc.policy, [match.group(1)], recorded_only=True)
     except Exception:  # Flask does it again and answers the failure as it answers any
         return None
     if found is None:
         return None  # Flask answers the 404, or the record its sync job has not yet written
-    base = svc.settings.public_base_url or plain.base_url(environ)
+    base = svc.settings.public_base_url or plain.request_host_url(environ)
     answer = record_answer(found, svc.settings, base)
     body = f"{app.json.dumps(answer, separators=(',', ':'))}\n".encode()  # as jsonify writes it
     headers = (

@@ -178,13 +178,13 @@ def test_a_failed_daily_run_says_so_in_one_line_and_runs_again_on_its_claim(
     locked = OperationalError("BEGIN IMMEDIATE", {}, sqlite3.OperationalError("database is locked"))
     runs: list[date] = []
 
-    def daily_sweep(svc, day, on_batch):
+    def daily_run(svc, day, on_batch):
         runs.append(day)
         if len(runs) == 1:
             raise locked
         return {}
 
-    monkeypatch.setattr(cron, "daily_sweep", daily_sweep)
+    monkeypatch.setattr(cron, "daily_run", daily_run)
     clock.set_now(datetime(2027, 1, 2, 12, tzinfo=UTC))
     svc = make_app(database_url=f"sqlite:///{tmp_path / 'g.sqlite3'}", jobs="POLLING").extensions[
         "gateway"
@@ -223,7 +223,7 @@ def test_the_daily_cron_ends_with_its_dispatcher(make_app, tmp_path, monkeypatch
             on_batch(1)
             time.sleep(0.01)
 
-    monkeypatch.setattr(cron, "daily_sweep", endless)
+    monkeypatch.setattr(cron, "daily_run", endless)
     clock.set_now(datetime(2027, 1, 2, 12, tzinfo=UTC))
     svc = make_app(database_url=f"sqlite:///{tmp_path / 'g.sqlite3'}", jobs="POLLING").extensions[
         "gateway"

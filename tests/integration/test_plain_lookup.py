@@ -97,8 +97,8 @@ def test_a_failed_read_is_answered_by_the_view(app, client, dispatched, monkeypa
             raise RuntimeError("the read failed")
         return original(db, policy, ids, **kwargs)
 
-    original = plain_lookup.lookup.verify
-    monkeypatch.setattr(plain_lookup.lookup, "verify", failing)
+    original = plain_lookup.lookup.records_today
+    monkeypatch.setattr(plain_lookup.lookup, "records_today", failing)
     answer = client.get("/v1/verifications/ACTIVE-1")
     assert answer.status_code == 200  # the view read it again
     assert len(calls) == 2 and len(dispatched) == 1

@@ -225,7 +225,7 @@ def test_a_future_day_is_recorded_with_a_warning_and_stands_until_an_event_or_th
         assert (cert.status, cert.evaluated_on) == ("lapsed", date(2027, 1, 2))
         queued = [i.id for i in session.query(OutboxItem).filter_by(state="pending")]
     svc.dispatcher.dispatch(queued)
-    assert lookup.verify_one(svc.db, svc.policy, "CERT-1").status == "lapsed"  # the stored record
+    assert lookup.record_of(svc.db, svc.policy, "CERT-1").status == "lapsed"  # the stored record
     assert standing_on(svc, "CERT-1", utcnow().date())["status"] == "inactive"  # today's, evaluated
     with svc.db.sessions() as session:
         assert session.query(Badge).one().state == "revoked"

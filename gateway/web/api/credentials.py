@@ -20,7 +20,7 @@ from gateway.web.apidoc import BODY_ERRORS, empty, json_answer, operation, text
 from gateway.web.auth import allow_scope, require_scope
 from gateway.web.conditional import answer_conditionally
 from gateway.web.context import services
-from gateway.web.observability import base_url
+from gateway.web.observability import public_base_url
 from gateway.web.problems import (
     UNAVAILABLE_RETRY_SECONDS,
     Problem,
@@ -54,7 +54,7 @@ def get_credential(certification_id: str) -> ResponseReturnValue:
     """The member's Open Badges credential of the current period, signed (VC-JWT)."""
     svc = services()
     try:
-        token = openbadges.issue_credential(svc, certification_id, base_url(svc.settings))
+        token = openbadges.issue_credential(svc, certification_id, public_base_url(svc.settings))
     except queries.UnknownCertification as exc:
         raise unknown_certification(certification_id) from exc
     except openbadges.NoCredential as exc:
@@ -100,7 +100,9 @@ def status_list(list_id: int, purpose: str) -> ResponseReturnValue:
         raise Problem(404, "Not Found", f"No status list purpose {purpose!r}.")
     svc = services()
     try:
-        etag, signed = openbadges.signed_status_list(svc, list_id, purpose, base_url(svc.settings))
+        etag, signed = openbadges.signed_status_list(
+            svc, list_id, purpose, public_base_url(svc.settings)
+        )
     except openbadges.UnknownStatusList as exc:
         raise Problem(404, "Not Found", f"No status list {list_id}.") from exc
     response = Response(signed, mimetype=openbadges.MEDIA_TYPE)
@@ -124,7 +126,7 @@ def status_list(list_id: int, purpose: str) -> ResponseReturnValue:
 def issuer() -> ResponseReturnValue:
     """The issuer profile at the issuer's id, with the public keys its credentials verify with."""
     svc = services()
-    base = base_url(services().settings)
+    base = public_base_url(services().settings)
     profile = openbadges.issuer_profile(svc.settings, base)
     keys = svc.keys.public_jwks()["keys"]
     document = {
@@ -161,7 +163,7 @@ def achievement(code: str) -> ResponseReturnValue:
         raise Problem(404, "Not Found", f"No credential {code!r}.")
     document = {
         "@context": [openbadges.VC_CONTEXT, openbadges.OB_CONTEXT],
-        **openbadges.achievement(svc.settings, svc.policy, base_url(svc.settings), code),
+        **openbadges.achievement(svc.settings, svc.policy, public_base_url(svc.settings), code),
     }
     return _public(jsonify(document))
 
@@ -193,4 +195,6 @@ def verify_credential() -> ResponseReturnValue:
     """Whether a credential's signature, issuer, dates and status hold, and why not."""
     token = loaded(CredentialCheckSchema(), json_body(), "credential check")["credential"]
     svc = services()
-    return _result.dump(openbadges.check_credential(svc, token, base_url(svc.settings)).as_dict())
+    return _result.dump(
+        openbadges.check_credential(svc, token, public_base_url(svc.settings)).as_dict()
+    )

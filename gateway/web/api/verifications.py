@@ -27,7 +27,7 @@ from gateway.web.apidoc import BODY_ERRORS, empty, json_answer, operation, resul
 from gateway.web.auth import allow_scope, current_client_id, require_scope
 from gateway.web.conditional import answer_conditionally
 from gateway.web.context import services
-from gateway.web.observability import base_url
+from gateway.web.observability import public_base_url
 from gateway.web.problems import Problem, json_body, loaded, query_args, unprocessable
 from gateway.web.ratelimit import COUNT_BATCH, LOOKUP_SCOPE
 
@@ -40,7 +40,7 @@ _receipts = ReceiptSchema(many=True)
 def answer(found: lookup.Verification, on: date | None = None) -> dict[str, Any]:
     """The JSON answer for a public record of the current request."""
     settings = services().settings
-    return lookup.record_answer(found, settings, base_url(settings), on)
+    return lookup.record_answer(found, settings, public_base_url(settings), on)
 
 
 def answer_etag(body: dict[str, Any]) -> str:
@@ -105,7 +105,7 @@ def look_up(certification_id: str, on: date | None) -> lookup.Verification:
     if on is not None:
         _token_for_a_past_day()
     with _as_problems(certification_id):
-        return lookup.verify_one(services().db, services().policy, certification_id, on)
+        return lookup.record_of(services().db, services().policy, certification_id, on)
 
 
 @bp.get("/v1/verifications/<certification_id>")
@@ -142,7 +142,7 @@ def get_verification(certification_id: str) -> ResponseReturnValue:
     if request.query_string and "on" in request.args:  # a plain lookup parses no arguments
         on = _on()
         return answer(look_up(certification_id, on), on)
-    [found] = lookup.verify(services().db, services().policy, [certification_id])
+    [found] = lookup.records_today(services().db, services().policy, [certification_id])
     if found is None:
         raise not_on_record(certification_id)
     body = answer(found)
@@ -185,9 +185,9 @@ def batch_verifications() -> ResponseReturnValue:
     current_app.extensions[COUNT_BATCH](len(ids))
     svc = services()
     found = (
-        lookup.verify(svc.db, svc.policy, ids)
+        lookup.records_today(svc.db, svc.policy, ids)
         if on is None
-        else lookup.verify_on(svc.db, svc.policy, ids, on)
+        else lookup.records_on(svc.db, svc.policy, ids, on)
     )
     results = []
     for certification_id, record in zip(ids, found, strict=True):
@@ -221,7 +221,7 @@ def get_receipt(certification_id: str) -> ResponseReturnValue:
     if on is not None:
         _token_for_a_past_day()
     with _as_problems(certification_id):
-        issued = receipt_for(certification_id, on, base_url(services().settings))
+        issued = receipt_for(certification_id, on, public_base_url(services().settings))
     response = Response(issued.token, mimetype="application/jose")
     if request.method != "HEAD":  # a HEAD's answer names no receipt: none was issued
         response.headers["Receipt-Reference"] = issued.jti
