@@ -145,7 +145,7 @@ def observe_credly(method: str, path: str, status: int | None, seconds: float) -
 class BacklogCollector(Collector):
     """Queue depth and outbox backlog, read when /metrics is scraped."""
 
-    def __init__(self, queue: QueueGauges, paused: Callable[[], bool]) -> None:
+    def __init__(self, queue: QueueGauges, paused: Callable[[], bool | None]) -> None:
         self.queue = queue
         self.paused = paused
 
@@ -160,9 +160,12 @@ class BacklogCollector(Collector):
         )
         paused = GaugeMetricFamily(
             "gateway_credly_paused",
-            "1 while Credly refuses the configured token (401/403) and Credly jobs wait, else 0.",
+            "1 while Credly refuses the configured token (401/403) and Credly jobs wait, else 0; "
+            "no sample while that cannot be read (Redis does not answer).",
         )
-        paused.add_metric([], 1 if self.paused() else 0)
+        known = self.paused()
+        if known is not None:
+            paused.add_metric([], 1 if known else 0)
         yield paused
         try:
             counts, due = self.queue()
@@ -273,11 +276,11 @@ def serve_process_metrics(port: int) -> None:
 
 
 def registry(
-    queue: QueueGauges, paused: Callable[[], bool], outcomes: JobOutcomes
+    queue: QueueGauges, paused: Callable[[], bool | None], outcomes: JobOutcomes
 ) -> CollectorRegistry:
     """What `/metrics` shows: every process's samples of this machine (or this process's own),
-    the outbox backlog (`queue`), whether the Credly jobs wait for a working token (`paused`) and
-    every worker's job outcomes (`outcomes`)."""
+    the outbox backlog (`queue`), whether the Credly jobs wait for a working token (`paused`,
+    None when unknown) and every worker's job outcomes (`outcomes`)."""
     registry = CollectorRegistry()
     folder = shared_folder()
     registry.register(_Shared(folder) if folder else _ThisProcess())

@@ -114,6 +114,13 @@ class TokenState:
         [reason] = self._get("paused")
         return reason
 
+    def pause_known(self) -> bool | None:
+        """Whether the Credly jobs wait for a working token; None when Redis cannot be read."""
+        [reason] = self._get("paused")
+        if reason is None and self.unreadable:
+            return None
+        return reason is not None
+
     def holding(self) -> tuple[str | None, bool]:
         """Why the Credly jobs wait, or None; and whether jobs were held back for this token
         since Credly last took it (read at once)."""

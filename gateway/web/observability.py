@@ -76,7 +76,7 @@ def init_app(app: Flask, svc: Services) -> None:
 
     app.extensions["metrics_registry"] = metrics.registry(
         lambda: queue_gauges(svc.db),
-        lambda: token_state(svc).paused(),
+        lambda: token_state(svc).pause_known(),
         lambda: job_outcomes(svc.db),
     )
 

@@ -309,3 +309,18 @@ def test_warnings_and_errors_nothing_caught_are_json_lines_too():
     assert "ZeroDivisionError" in lines[-2]["exc"]
     assert "RuntimeError: nothing caught this" in lines[-1]["exc"]
     assert lines[0]["level"] == "WARNING" and "a library's warning" in lines[0]["msg"]
+
+
+def test_whether_credly_jobs_are_paused_is_left_out_of_metrics_while_redis_cannot_be_read(
+    make_app, database_url, redis_url
+):
+    """0 would say the jobs are not paused while the gateway does not know: no sample then."""
+    reading = make_app(database_url=database_url, redis_url=redis_url)
+    known = reading.test_client().get("/metrics").get_data(as_text=True)
+    assert re.search(r"^gateway_credly_paused 0\.0$", known, re.MULTILINE)
+
+    unreadable = make_app(database_url=database_url, redis_url="redis://127.0.0.1:1/0")
+    unknown = unreadable.test_client().get("/metrics").get_data(as_text=True)
+    assert "# TYPE gateway_credly_paused gauge" in unknown  # still described
+    assert not re.search(r"^gateway_credly_paused ", unknown, re.MULTILINE)
+    assert re.search(r"^gateway_queue_depth ", unknown, re.MULTILINE)  # the rest is shown
