@@ -14,7 +14,7 @@ from sqlalchemy import Connection, bindparam, update
 
 from connectors.credly.client import holding_a_connection
 from connectors.credly.errors import NoConnection, Unauthorized
-from connectors.errors import PermanentError, TransientError, describe
+from connectors.errors import PermanentError, TransientError, describe, without_emails
 from gateway.platform import logs, metrics
 from gateway.platform.config import Settings
 from gateway.rules import kinds
@@ -347,7 +347,7 @@ def _run(svc: Services, item: ClaimedItem) -> datetime | None:
         token_state(svc).pause(reason, svc.settings.credly_pause_seconds)
         return _pause(svc, item, reason)
     except TransientError as exc:
-        return _retry(svc, item, policy, str(exc), exc.retry_after)
+        return _retry(svc, item, policy, without_emails(str(exc)), exc.retry_after)
     except PermanentError as exc:
         return _fail(svc, item, describe(exc))
     except Exception as exc:  # unexpected (e.g. the database went away): retried on the policy

@@ -303,18 +303,57 @@ def test_a_duplicate_refusal_whose_search_fails_is_retried_and_adopts_the_badge(
     assert [b.credly_badge_id for b in badges(svc)] == ["b-held"]
 
 
+def _logged(caplog) -> str:
+    """Every log line captured, with its fields."""
+    return "\n".join(json.dumps(vars(record), default=str) for record in caplog.records)
+
+
 @responses.activate
-def test_a_permanent_errors_reason_holds_credlys_answer_as_json(svc):
-    answer = {"data": {"message": "Recipient's e-mail is invalid", "errors": ["é"]}}
+def test_a_retried_jobs_error_and_log_line_name_no_email_its_search_url_held(svc, caplog):
+    """A search by e-mail that got no answer names its URL, whose query holds the address."""
+    caplog.set_level("INFO")
+    unreachable = requests.ConnectionError(
+        "HTTPSConnectionPool(host='api.credly.test', port=443): Max retries exceeded with url: "
+        "/v1/organizations/org-1/badges?filter=recipient_email%3A%3Aada%40example.org"
+        "%7Cbadge_template_id%3A%3Atmpl-rma (Caused by NewConnectionError('Failed to establish "
+        "a new connection: [Errno 111] Connection refused'))"
+    )
+    by_email = re.compile(re.escape(BADGES) + r"\?.*recipient_email.*")
+    responses.get(by_email, body=unreachable)
+    listed = {"data": [badge_json("b-held")["data"]], "metadata": {"next_page_url": None}}
+    responses.get(by_email, json=listed)  # the retry's search
+    responses.get(re.compile(re.escape(BADGES) + r"\?.*issuer_earner_id.*"), json=EMPTY_LIST)
+    responses.post(BADGES, status=422, json={"message": "User already has this badge"})
+    submit(svc, granted("2026-03-01"))
+    drain(svc, lambda: issue_done(svc))
+    [item] = items(svc, "issue_badge")
+    assert (item.state, item.attempts) == ("done", 2)
+    [retried] = [r for r in caplog.records if r.getMessage().startswith("transient failure")]
+    assert "filter=recipient_email%3A%3A<email>%7Cbadge_template_id" in retried.error
+    assert "ada@example.org" not in _logged(caplog) and "ada%40example.org" not in _logged(caplog)
+
+
+@responses.activate
+def test_a_permanent_errors_reason_and_log_line_hold_credlys_answer_as_json_without_emails(
+    svc, caplog
+):
+    """Credly's refusal may echo the member's address from the request: the job's error (shown by
+    `gateway jobs failed` and the badge's standing) and its log line keep the rest of it."""
+    caplog.set_level("INFO")
+    answer = {"data": {"message": "Recipient ada@example.org is invalid", "errors": ["é"]}}
     responses.get(re.compile(re.escape(BADGES) + r"\?.*"), json=EMPTY_LIST)
     responses.post(BADGES, status=422, json=answer)
     submit(svc, granted("2026-03-01"))
     drain(svc, lambda: issue_done(svc))
     [item] = items(svc, "issue_badge")
     [badge] = badges(svc)
+    shown = {"data": {"message": "Recipient <email> is invalid", "errors": ["é"]}}
     for reason in (item.last_error, badge_view(badge)["error"]):
         assert reason.startswith("Credly POST /organizations/{org}/badges answered 422 {")
-        assert json.loads(reason.partition(" 422 ")[2]) == answer
+        assert json.loads(reason.partition(" 422 ")[2]) == shown
+    [failed] = [r for r in caplog.records if r.getMessage() == "job failed"]
+    assert failed.error == item.last_error
+    assert "ada@example.org" not in _logged(caplog)
 
 
 @responses.activate
