@@ -34,9 +34,42 @@ _ROW_DETAIL = re.compile(r"^DETAIL:  .*$", re.MULTILINE)
 _ROW_DETAIL_LEFT_OUT = "DETAIL:  (left out of the log: it quotes the row's values)"
 
 
-def _without_row_details(text: str) -> str:
-    """`text` with the DETAIL line of every PostgreSQL error it quotes left out."""
-    return _ROW_DETAIL.sub(_ROW_DETAIL_LEFT_OUT, text) if "DETAIL:  " in text else text
+def _without_row_values(text: str) -> str:
+    """`text` with the DETAIL line of every PostgreSQL error it quotes left out, and the values
+    their first lines quote (`without_quoted_values`)."""
+    text = _ROW_DETAIL.sub(_ROW_DETAIL_LEFT_OUT, text) if "DETAIL:  " in text else text
+    return without_quoted_values(text)
+
+
+#: The first line of a PostgreSQL error as psycopg and SQLAlchemy name it
+#: (`psycopg.errors.UniqueViolation: ...`, `(psycopg.errors.DataError) ...`): the name, then the
+#: rest of the line.
+_PG_FIRST_LINE = re.compile(r"(psycopg(?:\.errors)?\.\w+(?::|\)) )(.*)$", re.MULTILINE)
+#: What such a line quotes: a name that the word before it says is one (`constraint "..."`,
+#: `column "..."`), kept; else a value (`invalid input syntax for type integer: "..."`, `value
+#: "..." is out of range`), whose quotes may hold quotes when it ends the line.
+_QUOTED = re.compile(
+    r"(?P<name>\b(?:constraint|relation|column|table|index|schema|type|function|sequence|"
+    r"database|role|user|encoding|extension|operator|trigger|view|domain|collation|cursor|"
+    r'statement|parameter|savepoint|tablespace|at|near) "[^"]*")'
+    r'|(?P<last>: ".*"$)'
+    r'|"[^"]*"'
+)
+VALUE_LEFT_OUT = '"…"'
+
+
+def _unquoted(found: re.Match[str]) -> str:
+    if found["name"]:
+        return found["name"]
+    return f": {VALUE_LEFT_OUT}" if found["last"] else VALUE_LEFT_OUT
+
+
+def without_quoted_values(text: str) -> str:
+    """`text` with the values that the first line of each PostgreSQL error in it quotes replaced
+    by VALUE_LEFT_OUT (they may be a member's details or a secret); the names it quotes kept."""
+    if "psycopg" not in text:
+        return text
+    return _PG_FIRST_LINE.sub(lambda line: line[1] + _QUOTED.sub(_unquoted, line[2]), text)
 
 
 class JsonFormatter(logging.Formatter):
@@ -47,11 +80,11 @@ class JsonFormatter(logging.Formatter):
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
-            "msg": _without_row_details(record.getMessage()),
+            "msg": _without_row_values(record.getMessage()),
         }
         entry.update({k: v for k, v in vars(record).items() if k not in _RESERVED})
         if record.exc_info:
-            entry["exc"] = _without_row_details(self.formatException(record.exc_info))
+            entry["exc"] = _without_row_values(self.formatException(record.exc_info))
         return json.dumps(entry, default=str)
 
 

@@ -353,8 +353,9 @@ def _run(svc: Services, item: ClaimedItem) -> datetime | None:
     except Exception as exc:  # unexpected (e.g. the database went away): retried on the policy
         log.exception("job error")
         # Its first line only: the rest (a statement and its parameters) is for the log, not for
-        # the API answers that show the job's last error.
-        first_line = next(iter(str(exc).splitlines()), "")
+        # the API answers that show the job's last error; without the values a database error's
+        # first line quotes, as the log has them.
+        first_line = logs.without_quoted_values(next(iter(str(exc).splitlines()), ""))
         return _retry(svc, item, policy, f"{type(exc).__name__}: {first_line}", None)
     _finish(svc, item, "done", None)
     log.info("job done", extra={"attempt": item.attempts})

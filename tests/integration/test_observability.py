@@ -20,8 +20,11 @@ from sqlalchemy import text
 
 from gateway.platform import logs, metrics
 from gateway.usecases import intake
+from jobs.engine import outbox
 from jobs.reconcile import REPAIRS
-from tests.support.clients import register_client
+from tests.support.badge_jobs import items
+from tests.support.clients import fetch_token, register_client
+from tests.support.database import truncate
 from tests.support.events import fee, granted
 from tests.support.metrics import sample
 from tests.support.serving import free_port, serve_env, start_serve
@@ -236,6 +239,47 @@ def test_a_failed_statement_is_logged_without_the_values_it_carried(app, client,
     assert "INSERT INTO job_outcomes" in err  # the statement is named
     assert "ada.failed@example.org" not in out + err
     assert "hook-s3cr3t" not in out + err
+
+
+def test_a_database_errors_first_line_is_logged_and_recorded_without_the_value_it_quotes(
+    make_app, postgres_url, capfd
+):
+    """PostgreSQL's first line may quote a value (`invalid input syntax for type integer:
+    "..."`): a request's 500 and a job's error are logged, and the job's error recorded, with
+    the names it quotes but not the values."""
+    truncate(postgres_url)
+    app = make_app("IN_SERVER", database_url=postgres_url)  # the jobs run here, once
+    svc = app.extensions["gateway"]
+    client = app.test_client()
+    headers = {"Authorization": f"Bearer {fetch_token(app, 'events:write')}"}
+
+    def failing(value: str):
+        def run(*args, **kwargs):
+            svc.db.write(text("SELECT CAST(:value AS integer)"), {"value": value})
+
+        return run
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(intake, "submit_event", failing("ada.request@example.org"))
+        answer = client.post("/v1/events", json=granted(days_ago(30)), headers=headers)
+    assert answer.status_code == 500
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(outbox.HANDLERS, "sync_verification", failing("ada.job@example.org"))
+        answer = client.post("/v1/events", json=granted(days_ago(30)), headers=headers)
+        outbox.work_due(svc)
+    assert answer.status_code == 202
+    _, err = capfd.readouterr()
+    logged = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    [item] = items(svc, "sync_verification")
+    quoted = 'invalid input syntax for type integer: "…"'
+    assert item.state == "retrying" and quoted in item.last_error
+    [request_error] = [line["exc"] for line in logged if line["msg"] == "unhandled error"]
+    [job_error] = [line["exc"] for line in logged if line["msg"] == "job error"]
+    [retried] = [line["error"] for line in logged if line["msg"].startswith("transient failure")]
+    for shown in (request_error, job_error, retried):
+        assert quoted in shown
+    for value in ("ada.request@example.org", "ada.job@example.org"):
+        assert value not in err + item.last_error
 
 
 def test_the_two_job_counters_say_what_each_counts_and_name_each_other(client):
