@@ -6,8 +6,11 @@ One sliding-window counter per limit of a key. With one limit (the default), one
 lookup checks and counts; with several (`100/hour;10/minute`), all are checked before any counts.
 Either way a refused request (or batch) uses none of the allowance. A token request counts as in
 flight until it is answered, and is refused while the address's failed client authentications and
-its requests in flight would pass the limit. Counts live in Redis when it is configured, so every
-web process shares them, else in this process's memory; while Redis is down they are kept in memory.
+its requests in flight would pass the limit; so is a request that creates a subscription or changes
+watched ids, while the client's successful ones and those in flight would: what counts is known only
+once answered, and concurrent requests cannot all slip through. Counts live in Redis when it is
+configured, so every web process shares them, else in this process's memory; while Redis is down
+they are kept in memory.
 """
 
 from __future__ import annotations
@@ -162,6 +165,10 @@ class _ClientLimit:
         """The counter of `client`."""
         return f"{self.name}/client:{client}"
 
+    def in_flight_key(self, client: str) -> str:
+        """The count of `client`'s requests being answered (`Counter.begin`)."""
+        return f"{self.name}/in-flight/client:{client}"
+
 
 def lookup_client() -> str | None:
     """The client id of a valid `verifications:read` token on this request, else None.
@@ -254,6 +261,16 @@ def init_app(
         refused = counter.hit(checks, CHECKS_KEY, 1)
         return None if refused is None else counter.retry_after(refused, CHECKS_KEY)
 
+    def admit(attempts: str, items: list[RateLimitItem], key: str, detail: str) -> None:
+        """Count this request in flight on `attempts` until it is answered (`end_attempt`), and
+        refuse it when the counts of `key` and the requests in flight (this one too) would pass
+        `items`. Counting one more in flight is one atomic step: concurrent requests cannot all
+        pass the test before any of them counts."""
+        in_flight, g.end_attempt = counter.begin(attempts)
+        refused = counter.test(items, key, in_flight)
+        if refused is not None:
+            raise TooManyRequests(detail, counter.retry_after(refused, key))
+
     failures = parse_many(settings.token_failure_rate_limit)
 
     def failures_key() -> str:
@@ -263,30 +280,28 @@ def init_app(
     def limit_token_requests() -> None:
         # A token request is in flight from here until it is answered. It is refused, before any
         # secret is hashed, when the address's failed client authentications and its requests in
-        # flight (this one too) would pass the limit: concurrent ones cannot all slip through.
+        # flight (this one too) would pass the limit.
         if request.endpoint == TOKEN:
-            in_flight, g.end_token_attempt = counter.begin(
-                f"oauth-attempts/address:{request.remote_addr}"
+            admit(
+                f"oauth-attempts/address:{request.remote_addr}",
+                failures,
+                failures_key(),
+                "Too many failed client authentications from this address: the limit is "
+                f"{settings.token_failure_rate_limit}.",
             )
-            refused = counter.test(failures, failures_key(), in_flight)
-            if refused is not None:
-                detail = (
-                    "Too many failed client authentications from this address: the limit is "
-                    f"{settings.token_failure_rate_limit}."
-                )
-                raise TooManyRequests(detail, counter.retry_after(refused, failures_key()))
 
     @app.after_request
     def count_token_failures(response: Response) -> Response:
-        # Recorded before the attempt ends (end_token_attempt): it never stops counting in between.
+        # Recorded before the attempt ends (end_attempt): it never stops counting in between.
         if request.endpoint == TOKEN and response.status_code == 401:
             counter.hit(failures, failures_key(), 1)
         return response
 
     @app.teardown_request
-    def end_token_attempt(_error: BaseException | None) -> None:
-        # Whatever the answer, or if there was none (an exception).
-        end = g.pop("end_token_attempt", None)
+    def end_attempt(_error: BaseException | None) -> None:
+        # A token request's, or a per-client limited one's: whatever the answer, or if there was
+        # none (an exception).
+        end = g.pop("end_attempt", None)
         if end is not None:
             end()
 
@@ -311,18 +326,18 @@ def init_app(
 
     @app.before_request
     def limit_per_client() -> None:
-        # Tested before (a request without a good token is the view's to refuse), counted once
-        # it succeeded: a request refused for any reason uses none of the allowance.
+        # Counted once it succeeded, so that a request refused for any reason uses none of the
+        # allowance (a request without a good token is the view's to refuse); in flight until it
+        # is answered, and refused when the client's counted requests and those in flight (this
+        # one too) would pass the limit.
         limited = per_client.get(request.endpoint or "")
         client = lookup_client() if limited else None
         if client:
-            refused = counter.test(limited.items, limited.key(client))
-            if refused is not None:
-                retry_after = counter.retry_after(refused, limited.key(client))
-                raise TooManyRequests(limited.detail, retry_after)
+            admit(limited.in_flight_key(client), limited.items, limited.key(client), limited.detail)
 
     @app.after_request
     def count_per_client(response: Response) -> Response:
+        # Recorded before the attempt ends (end_attempt): it never stops counting in between.
         limited = per_client.get(request.endpoint or "")
         if limited and response.status_code == limited.success:
             counter.hit(limited.items, limited.key(current_client_id()), 1)

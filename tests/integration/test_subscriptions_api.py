@@ -8,6 +8,9 @@ themselves are tested).
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from sqlalchemy import func, select
@@ -15,8 +18,10 @@ from standardwebhooks import Webhook
 
 from gateway.schemas.subscriptions import MAX_WATCHED
 from gateway.store.models import WatchedCertification
+from gateway.usecases import subscriptions
 from gateway.usecases.subscriptions import MAX_SUBSCRIPTIONS
 from tests.support.clients import fetch_token, register_client
+from tests.support.database import truncate
 from tests.support.events import granted, revoked
 from tests.support.http_stubs import scripted, serve
 from tests.support.verification import days_ago, record
@@ -252,6 +257,58 @@ def test_the_changes_a_client_makes_to_watched_ids_are_rate_limited(database_url
     theirs = subscribe(client, other).get_json()["id"]
     assert change("post", theirs, ["C-5"], headers=other).status_code == 200  # its own allowance
     assert change("post", first, ["C-5"], headers={}).status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("setting", "use_case", "path", "success"),
+    [
+        ("subscription_rate_limit", "register", "/v1/subscriptions", 201),
+        (
+            "subscription_watch_rate_limit",
+            "watch_more",
+            "/v1/subscriptions/{id}/certifications",
+            200,
+        ),
+    ],
+)
+def test_concurrent_requests_of_a_client_never_pass_its_limit_in_redis(
+    make_app, postgres_url, redis_client, redis_url, monkeypatch, setting, use_case, path, success
+):
+    """A request is counted once it succeeded: concurrent ones, each slowed in its use case so
+    that all of them are in flight at once, succeed only as many times as the allowance has room
+    for, the others answered 429 with Retry-After."""
+    truncate(postgres_url)
+    app, client, mine = employer_app(
+        make_app, postgres_url, redis_url=redis_url, **{setting: "3/hour"}
+    )
+    watched = subscribe(client, mine).get_json()["id"]  # counts against the subscriptions' limit
+    allowance = 2 if setting == "subscription_rate_limit" else 3
+    run = getattr(subscriptions, use_case)
+
+    def slow(*args, **kwargs):
+        time.sleep(0.5)
+        return run(*args, **kwargs)
+
+    monkeypatch.setattr(subscriptions, use_case, slow)
+    start = threading.Barrier(8)
+
+    def body(certification_id: str) -> dict:
+        ids = {"certification_ids": [certification_id]}
+        return {"url": HOOK, **ids} if use_case == "register" else ids
+
+    def send(n: int):
+        start.wait()
+        return app.test_client().post(path.format(id=watched), json=body(f"C-{n}"), headers=mine)
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(send, range(8)))
+    statuses = sorted(answer.status_code for answer in answers)
+    assert statuses == [success] * allowance + [429] * (8 - allowance)
+    for refused in (answer for answer in answers if answer.status_code == 429):
+        assert 0 < int(refused.headers["Retry-After"]) <= 3600
+    later = client.post(path.format(id=watched), json=body("D"), headers=mine)
+    assert later.status_code == 429  # the successful ones used the allowance up
+    truncate(postgres_url)
 
 
 def test_a_deleted_subscription_is_gone(client, employer):
