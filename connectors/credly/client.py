@@ -42,6 +42,7 @@ from connectors.credly.wire import (
     Badge,
     BadgeRequest,
     filter_param,
+    not_a_badge,
     parse_credly_datetime,
 )
 from connectors.errors import parse_retry_after
@@ -244,7 +245,7 @@ class CredlyClient:
     def _parse_badge(data: object, answer: dict[str, Any]) -> Badge:
         try:
             if not isinstance(data, Mapping):
-                raise ValueError(f"not a Credly badge object: {data!r}")
+                raise ValueError(not_a_badge(data))
             return Badge.from_json(data)
         except ValueError as exc:
             raise PermanentError(f"Credly answered {exc}", body=answer) from exc

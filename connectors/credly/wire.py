@@ -69,6 +69,13 @@ def parse_credly_datetime(value: object) -> datetime | None:
         return None
 
 
+def not_a_badge(data: object) -> str:
+    """Why `data` is not a badge object, without quoting it: it may hold the earner's name and
+    e-mail address (the answer that carried it is kept apart, for `errors.describe`)."""
+    what = "an object without an id" if isinstance(data, Mapping) else type(data).__name__
+    return f"not a Credly badge object: {what}"
+
+
 @dataclass(frozen=True)
 class Badge:
     """An issued Credly badge, as far as the gateway cares; `raw` keeps Credly's whole object."""
@@ -86,7 +93,7 @@ class Badge:
     def from_json(cls, data: Mapping[str, Any]) -> Badge:
         """Build from the `data` object of Credly's answer (template id nested or flat)."""
         if not isinstance(data, Mapping) or not data.get("id"):
-            raise ValueError(f"not a Credly badge object: {data!r}")
+            raise ValueError(not_a_badge(data))
         template = data.get("badge_template")
         template_id = template.get("id") if isinstance(template, Mapping) else None
         template_id = template_id or data.get("badge_template_id")

@@ -572,6 +572,19 @@ def test_a_success_without_a_badge_is_permanent(http, client):
     assert caught.value.body == {"data": None}
 
 
+def test_a_badge_object_without_an_id_is_refused_without_quoting_the_earner(http, client):
+    answer = {"data": credly_badge(id=None)}
+    http.post(BADGES_URL, status=201, json=answer)
+
+    with pytest.raises(PermanentError) as caught:
+        issue(client)
+
+    assert str(caught.value) == "Credly answered not a Credly badge object: an object without an id"
+    assert caught.value.body == answer  # kept for the job's record, which leaves addresses out
+    with pytest.raises(ValueError, match=r"^not a Credly badge object: list$"):
+        Badge.from_json(["ada@example.org"])  # type: ignore[arg-type]
+
+
 def test_on_request_hook_gets_method_path_template_status_and_duration(http, client, calls):
     http.post(BADGES_URL, status=201, json={"data": credly_badge()})
     http.put(f"{BADGES_URL}/badge-1/revoke", status=503, json={})
