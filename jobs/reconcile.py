@@ -11,12 +11,15 @@ Two passes, each holding one page or one batch in memory (flat for a million cer
    keeps another live badge: then it is a duplicate (a template that allows them) and a
    `revoke_duplicate` job revokes it. A badge adopted so (not the recorded one nor its
    successor) that names the member otherwise than their details now say gets a replace job,
-   which brings it up to date.
+   which brings it up to date; so does a successor of the recorded one (replaced in Credly's
+   UI, its notification lost) that names them otherwise, its e-mail address aside, as that
+   notification would have.
 2. The certifications, in batches, each batch's statuses and badge rows read at once (one with
    no live badge recorded and none called for is in step as read). A recorded badge said to be
    live but not seen live in pass 1 is read from Credly and Credly's state taken (a 404: deleted
-   by its earner). A certification that keeps its badge but has none live gets an issue job,
-   unless its earner deleted or rejected it.
+   by its earner); a successor found so is brought up to date as in pass 1. A certification
+   that keeps its badge but has none live gets an issue job, unless its earner deleted or
+   rejected it.
 
 A dry run reports the same without recording or queueing anything (it keeps the ids seen live in
 memory instead of marking them), and sends Credly reads only: a recorded badge replaced in Credly
@@ -281,12 +284,15 @@ class _Run:
             self.summary.repair("duplicates_revoked")
             self._queue(session, cert, kinds.REVOKE_DUPLICATE, {"credly_badge_id": extra.id})
         if row is None or (row.credly_badge_id, row.state) != (badge.id, badge.state):
+            previous = row.credly_badge_id if row is not None else None
             row = self._take(session, cert, row, badge)
             connection = session.connection()
             if adopted and not names_member(self.svc, cert.certification_id, badge, connection):
                 log.info("an adopted badge names the member otherwise: replaced")
                 self.summary.repair("updated")
                 self._queue(session, cert, kinds.REPLACE_BADGE, {})
+            elif not adopted and badge.id != previous:
+                self._successor_taken(session, cert, badge)
         else:
             self.summary.in_step += 1
             if row.recipient_email is None and not self.dry_run:  # recorded before it was kept
@@ -335,6 +341,21 @@ class _Run:
         row.issued_at = badge.issued_at or row.issued_at
         row.expires_at = badge.expires_at or row.expires_at
         return row
+
+    def _successor_taken(self, session: Session, cert: Certification, badge: CredlyBadge) -> bool:
+        """After taking Credly's live `badge` in place of the recorded one it replaced (in
+        Credly's UI, unnotified): queue a replace job when it names the member otherwise than
+        their details say (e-mail aside), as its notification would. Whether one was queued."""
+        period_start = date.fromisoformat(cert.standing["certified_on"])
+        connection = session.connection()
+        if not named_otherwise(self.svc, cert.certification_id, period_start, badge, connection):
+            return False
+        log.info(
+            "a successor names the member otherwise: replaced", extra={"credly_badge_id": badge.id}
+        )
+        self.summary.repair("updated")
+        self._queue(session, cert, kinds.REPLACE_BADGE, {})
+        return True
 
     def _seen(self, cert: Certification, row: Badge | None) -> None:
         if self.dry_run:
@@ -404,13 +425,15 @@ class _Run:
                 assert state is not None
                 if state.state == REPLACED:  # a dry run's: its successor unknown
                     return
+                previous = row.credly_badge_id
                 if (state.id, state.state) != (row.credly_badge_id, row.state):
                     self._take(session, cert, row, state)
                     taken = True
                 if state.live():
                     self.summary.in_step += cert.status in BADGE_KEPT and not taken
                     if cert.status in BADGE_KEPT:
-                        self._in_step(session, cert, row, state)
+                        if state.id == previous or not self._successor_taken(session, cert, state):
+                            self._in_step(session, cert, row, state)
                     else:
                         self.summary.repair("revoked")
                         self._queue(session, cert, kinds.REVOKE_BADGE, REVOKE_PAYLOAD)

@@ -1410,7 +1410,7 @@ def test_reconcile_drill_reports_then_repairs_drift_through_the_jobs(svc, standi
         "renewed": 0,
         "taken_from_credly": 2,
         "duplicates_revoked": 0,
-        "updated": 0,
+        "updated": 1,  # C-3's successor named Byron: replaced again, as its notification would
     }
     assert report["in_step"] == 1 and report["certifications_checked"] == 4
     assert len(live(standin)) == 3  # C-0, C-1 and C-3's successor: nothing changed
@@ -1420,8 +1420,9 @@ def test_reconcile_drill_reports_then_repairs_drift_through_the_jobs(svc, standi
     assert drift._value.get() == counted + 1
     assert "REPAIRED (REVOKED)" in real.stdout and "IN STEP" in real.stdout
     assert "certifications: 4 of 4" in real.stderr  # progress lines off a terminal
-    drain(svc, lambda: settled(svc, "revoke_badge") and issue_done(svc))
+    drain(svc, lambda: all(settled(svc, kind) for kind in badges_jobs_kinds()))
     live_by_cert = {b["issuer_earner_id"]: b["id"] for b in live(standin)}
+    assert {b["issued_to_last_name"] for b in live(standin)} == {"Lovelace"}
     assert set(live_by_cert) == {"C-0", "C-2", "C-3"}  # C-1 revoked, C-2 issued again
     rows = _by_cert(svc)
     assert rows["C-3"].credly_badge_id == live_by_cert["C-3"] != held["C-3"]
@@ -2089,3 +2090,83 @@ def test_a_lease_shorter_than_a_few_credly_timeouts_is_warned_of_at_start(
     )
     said = "JOB_TIMEOUT_SECONDS (20) is under 4 times CREDLY_TIMEOUT_SECONDS (30)"
     assert (said in caplog.text) is warned
+
+
+# --------------------------------------------------------------------------- 8. Credly's truth
+#: What the gateway says of CERT-1's badge, end to end: its badge row, the standing's `badge`
+#: block and what Credly (the stand-in) holds must agree once the jobs have settled.
+
+
+def holdings(standin: CredlyStandIn, cert: str = "CERT-1") -> list[dict]:
+    """The live badges Credly holds of `cert`."""
+    return [b for b in live(standin) if b["issuer_earner_id"] == cert]
+
+
+def agrees(svc, standin: CredlyStandIn, shown: dict, *, kept: bool = True) -> dict:
+    """Assert that CERT-1's badge row of its current period, the standing `shown` and the
+    stand-in agree: the same Credly id and state (`deleted` once Credly has no such badge), and,
+    where the certification keeps a badge (`kept`) that its earner neither deleted nor
+    rejected, exactly that one live badge on Credly (else none). The standing's badge block."""
+    block = shown["badge"]
+    [row] = [
+        b
+        for b in badges(svc)
+        if b.certification_id == "CERT-1" and b.period_start.isoformat() == shown["certified_on"]
+    ]
+    assert (block["credly_badge_id"], block["state"]) == (row.credly_badge_id, row.state)
+    assert "error" not in block, block
+    held = {b["id"]: b for b in standin.badges()}
+    if row.state == "deleted":
+        assert row.credly_badge_id not in held
+    else:
+        assert held[row.credly_badge_id]["state"] == row.state
+    keeps = kept and row.state not in ("deleted", "rejected")
+    assert [b["id"] for b in holdings(standin)] == ([row.credly_badge_id] if keeps else [])
+    return block
+
+
+def reconciled(svc, standin: CredlyStandIn, tmp_path) -> dict:
+    """`gateway badges reconcile --json`, then its repairs worked until they settle; its summary."""
+    done = CliRunner().invoke(
+        cli, ["badges", "reconcile", "--json"], env=_cli_env(svc, standin, tmp_path)
+    )
+    assert done.exit_code == 0, done.output
+    drain(svc, lambda: all(settled(svc, kind) for kind in badges_jobs_kinds()))
+    return json.loads(done.stdout)
+
+
+def badges_jobs_kinds() -> tuple[str, ...]:
+    return ("issue_badge", "replace_badge", "revoke_badge", "revoke_duplicate")
+
+
+def _out_of_band(standin: CredlyStandIn, badge_id: str, change: str) -> None:
+    """Change Credly's badge `badge_id` as someone other than the gateway would, unnotified."""
+    if change == "revoked":
+        standin.revoke(badge_id, {"reason": "by hand in Credly"})
+    elif change == "replaced":
+        standin.replace_out_of_band(badge_id, {"issued_to_last_name": "Byron"})
+    elif change == "deleted":
+        standin.delete_badge(badge_id)
+    else:
+        standin.set_badge_state(badge_id, change)
+
+
+@pytest.mark.parametrize("change", ["revoked", "replaced", "deleted", "accepted", "rejected"])
+def test_a_badge_changed_in_credly_unnotified_agrees_with_credly_after_reconcile(
+    svc, standin, standing, tmp_path, change
+):
+    """Revoked: issued again. Replaced (by hand, naming the member otherwise): its successor
+    taken, and brought back to the member's details. Deleted or rejected by its earner: taken,
+    and not issued again. Accepted: taken. In each, one run brings it in step."""
+    badge = grant(svc)
+    _out_of_band(standin, badge.credly_badge_id, change)
+    reconciled(svc, standin, tmp_path)
+    block = agrees(svc, standin, standing())
+    if change in ("revoked", "replaced"):
+        [now] = holdings(standin)
+        assert now["id"] != badge.credly_badge_id and block["state"] == "pending"
+        assert (now["issued_to_first_name"], now["issued_to_last_name"]) == ("Ada", "Lovelace")
+    else:
+        assert (block["credly_badge_id"], block["state"]) == (badge.credly_badge_id, change)
+    assert reconciled(svc, standin, tmp_path)["repaired"] == dict.fromkeys(REPAIRS, 0)
+    agrees(svc, standin, standing())
