@@ -1381,12 +1381,17 @@ def _by_cert(svc) -> dict[str, Badge]:
     return {b.certification_id: b for b in badges(svc)}
 
 
-def test_reconcile_drill_reports_then_repairs_drift_through_the_jobs(svc, standin, tmp_path):
-    for n in range(4):
+def grant_many(svc, count: int) -> None:
+    """Grant C-0, C-1, ... to members of their own addresses, and issue their badges in turn."""
+    for n in range(count):
         body = granted("2026-03-01", cert=f"C-{n}")
         body["data"]["member"]["email"] = f"member-{n}@example.org"
         submit(svc, body)
-    drain(svc, lambda: issue_done(svc))
+        drain(svc, lambda: issue_done(svc))
+
+
+def test_reconcile_drill_reports_then_repairs_drift_through_the_jobs(svc, standin, tmp_path):
+    grant_many(svc, 4)
     held = {cert: row.credly_badge_id for cert, row in _by_cert(svc).items()}
     # C-1 lapses but its revoke is lost; C-2's badge is revoked in Credly unnoticed;
     # C-3's is replaced in Credly's UI and the notification is lost
@@ -2113,12 +2118,11 @@ def agrees(svc, standin: CredlyStandIn, shown: dict, *, kept: bool = True) -> di
         for b in badges(svc)
         if b.certification_id == "CERT-1" and b.period_start.isoformat() == shown["certified_on"]
     ]
-    assert (block["credly_badge_id"], block["state"]) == (row.credly_badge_id, row.state)
-    assert "error" not in block, block
+    assert block == badge_view(row) and "error" not in block, block
     held = {b["id"]: b for b in standin.badges()}
     if row.state == "deleted":
         assert row.credly_badge_id not in held
-    else:
+    elif row.credly_badge_id is not None:
         assert held[row.credly_badge_id]["state"] == row.state
     keeps = kept and row.state not in ("deleted", "rejected")
     assert [b["id"] for b in holdings(standin)] == ([row.credly_badge_id] if keeps else [])
@@ -2169,4 +2173,151 @@ def test_a_badge_changed_in_credly_unnotified_agrees_with_credly_after_reconcile
     else:
         assert (block["credly_badge_id"], block["state"]) == (badge.credly_badge_id, change)
     assert reconciled(svc, standin, tmp_path)["repaired"] == dict.fromkeys(REPAIRS, 0)
+    agrees(svc, standin, standing())
+
+
+def all_settled(svc) -> bool:
+    """Whether every badge job and notification job has ended."""
+    return all(settled(svc, kind) for kind in (*badges_jobs_kinds(), "credly_notification"))
+
+
+def test_an_acceptance_notified_before_the_issue_job_recorded_the_badge_is_applied(
+    app, svc, standin, post, standing
+):
+    """The issue call's answer is lost (Credly made the badge), its earner accepts it and the
+    notification comes while the issue job waits to try again: both end with it accepted."""
+    standin.queue_faults([{"delay": 1.5}])  # answered after the 1 s timeout, yet issued
+    assert post(granted("2026-03-01")).status_code == 202
+    drain(svc, lambda: bool(standin.badges()) and not settled(svc, "issue_badge"))
+    [made] = standin.badges()
+    assert badges(svc)[0].credly_badge_id is None  # not recorded yet
+    assert deliver(app, standin.set_badge_state(made["id"], "accepted")).status_code == 200
+    drain(svc, lambda: all_settled(svc))
+    block = agrees(svc, standin, standing())
+    assert (block["credly_badge_id"], block["state"]) == (made["id"], "accepted")
+    [notice] = items(svc, "credly_notification")
+    assert notice.state == "done"
+
+
+def test_a_late_acceptance_after_its_badge_was_deleted_leaves_it_deleted(
+    app, svc, standin, standing, tmp_path
+):
+    badge = grant(svc)
+    accepted = standin.set_badge_state(badge.credly_badge_id, "accepted")  # delivered late
+    assert deliver(app, standin.delete_badge(badge.credly_badge_id)).status_code == 200
+    drain(svc, lambda: all_settled(svc))
+    assert deliver(app, accepted).status_code == 200
+    drain(svc, lambda: all_settled(svc))
+    block = agrees(svc, standin, standing())
+    assert (block["credly_badge_id"], block["state"]) == (badge.credly_badge_id, "deleted")
+    reconciled(svc, standin, tmp_path)  # not issued again
+    agrees(svc, standin, standing())
+    assert len(calls(standin, "issue")) == 1
+
+
+@pytest.mark.parametrize("by", ["gateway", "credly-ui"])
+def test_a_replaced_notification_after_the_successors_own_leaves_the_successor(
+    app, svc, standin, standing, by
+):
+    """The successor's acceptance is delivered before its predecessor's `replaced`: by a
+    replace of the gateway's (a new name), or one made in Credly's UI (the same name)."""
+    badge = grant(svc)
+    if by == "gateway":
+        submit(svc, event("member.updated", {"last_name": "King"}))
+        drain(svc, lambda: settled(svc, "replace_badge"))
+        old = next(b for b in standin.badges() if b["id"] == badge.credly_badge_id)
+        replaced = standin.add_event("badge.state.changed", {"badge": old})
+    else:
+        replaced = standin.replace_out_of_band(badge.credly_badge_id, {"issued_at": None})
+    [successor] = live(standin)
+    assert deliver(app, standin.set_badge_state(successor["id"], "accepted")).status_code == 200
+    if by == "credly-ui":  # not recorded yet: retried, in case an issue job records it
+        drain(svc, lambda: items(svc, "credly_notification")[0].state == "retrying")
+    assert deliver(app, replaced).status_code == 200
+    drain(svc, lambda: all_settled(svc))
+    block = agrees(svc, standin, standing())
+    assert (block["credly_badge_id"], block["state"]) == (successor["id"], "accepted")
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"email": "ada@new.example.org"}, {"last_name": "King"}, {"email": "ADA@example.org"}],
+    ids=["email", "name", "email-case"],
+)
+def test_an_issue_whose_answer_was_lost_then_a_details_change_leaves_one_live_badge(
+    svc, standin, post, standing, change
+):
+    """The issue call times out after Credly made the badge; the member's details change before
+    the retry: the retry adopts that badge and brings it up to date (an unclaimed badge at a new
+    address: revoked and issued again there), never leaving two live."""
+    standin.queue_faults([{"delay": 1.5}])  # answered after the 1 s timeout, yet issued
+    assert post(granted("2026-03-01")).status_code == 202
+    drain(svc, lambda: bool(standin.badges()) and not settled(svc, "issue_badge"))
+    assert post(event("member.updated", change)).status_code == 202
+    drain(svc, lambda: all_settled(svc))
+    agrees(svc, standin, standing())
+    [shown] = holdings(standin)
+    email = change.get("email", "ada@example.org")
+    assert shown["recipient_email"].casefold() == email.casefold()  # addresses compare so
+    assert shown["issued_to_last_name"] == change.get("last_name", "Lovelace")
+
+
+@pytest.mark.on_day("2026-12-04")
+@pytest.mark.parametrize("issue", ["issued", "failed"])
+def test_a_lapse_revokes_whatever_the_issue_came_to_and_a_recertification_issues_again(
+    svc, standin, post, standing, tmp_path, issue
+):
+    """The issue succeeded, or failed for good (Credly refused it as invalid); the
+    certification lapses (a failed audit) and its revoke leaves no badge live nor any error;
+    recertified, its new period's badge is issued. Reconciliation then finds all in step."""
+    if issue == "failed":
+        standin.queue_faults([{"status": 400, "body": {"data": {"message": "Invalid"}}}])
+    assert post(granted("2026-03-01")).status_code == 202
+    drain(svc, lambda: all_settled(svc))
+    assert post(event("audit.completed", FAILED_AUDIT)).status_code == 202
+    drain(svc, lambda: all_settled(svc))
+    shown = standing()
+    assert shown["status"] == "lapsed"
+    agrees(svc, standin, shown, kept=False)
+    assert post(recert("exam", "2026-09-01", exam_passed_on="2026-08-20")).status_code == 202
+    drain(svc, lambda: all_settled(svc))
+    shown = standing()
+    assert (shown["status"], shown["certified_on"]) == ("active", "2026-09-01")
+    assert agrees(svc, standin, shown)["state"] == "pending"
+    assert reconciled(svc, standin, tmp_path)["repaired"] == dict.fromkeys(REPAIRS, 0)
+    agrees(svc, standin, standing())
+
+
+def test_a_revoked_certification_is_not_recertified_and_keeps_no_badge(
+    svc, standin, post, standing
+):
+    grant(svc)
+    assert post(revoked("2026-06-01")).status_code == 202
+    drain(svc, lambda: all_settled(svc))
+    refused = post(recert("exam", "2026-09-01", exam_passed_on="2026-08-20"))
+    assert refused.status_code == 422
+    assert refused.get_json()["errors"][0]["rule"] == "CERT-REVOKED"
+    drain(svc, lambda: all_settled(svc))
+    agrees(svc, standin, standing(), kept=False)
+    assert len(calls(standin, "issue")) == 1
+
+
+def test_a_bare_422_with_nothing_to_adopt_is_recorded_as_refused_and_not_sent_again(
+    svc, standin, post, standing, tmp_path
+):
+    """Credly refuses the issue with a 422 naming no duplicate, and the look-up finds no badge
+    of the member: the same request would be refused again, so it is recorded as refused (its
+    note), showing Credly's answer as it came, and reconciliation does not send it again until
+    the member's details change."""
+    standin.queue_faults([{"status": 422, "body": {"data": {"message": "Unprocessable"}}}])
+    assert post(granted("2026-03-01")).status_code == 202
+    drain(svc, lambda: all_settled(svc))
+    block = standing()["badge"]
+    assert block["state"] == "error" and "Unprocessable" in block["error"]
+    assert "duplicate" not in block["error"] and block["note"].startswith("Credly refused")
+    assert reconciled(svc, standin, tmp_path)["refused"] == 1
+    assert len(calls(standin, "issue")) == 1
+    assert post(event("member.updated", {"last_name": "King"})).status_code == 202
+    drain(svc, lambda: all_settled(svc))
+    assert reconciled(svc, standin, tmp_path)["repaired"]["issued"] == 1
     agrees(svc, standin, standing())
