@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -54,6 +55,8 @@ OnRequest = Callable[[str, str, int | None, float], None]
 
 DEFAULT_TIMEOUT: tuple[float, float] = (3.05, 10.0)
 DEFAULT_MAX_CONNECTIONS = 64  # Credly calls a process makes at once (CREDLY_MAX_CONNECTIONS)
+#: How many pages back a badge listing reads again when the list shrinks between two reads.
+RECHECKED_PAGES = 20
 
 
 @dataclass
@@ -196,9 +199,16 @@ class CredlyClient:
 
         Pages are requested by number on the configured base URL, so the credentials never go to
         a URL taken from an answer.
+
+        A list that shrinks between two reads (`metadata.total_count` down: badges deleted) has
+        moved the badges after those deleted up, onto pages read already, where they would be
+        missed: the listing then steps back as many pages as hold that many badges (at most
+        RECHECKED_PAGES) and reads on from there, leaving out the badges it yielded from the
+        pages it reads again.
         """
         params = {"filter": filter_param(filters)} if filters else {}
-        page = 1
+        page, total, size = 1, None, 0
+        recent: deque[set[str]] = deque(maxlen=RECHECKED_PAGES)  # ids of the last pages yielded
         while True:
             read = partial(self._call, "GET", BADGES, params={**params, "page": str(page)})
             answer = retried(read, on_transient)
@@ -208,9 +218,20 @@ class CredlyClient:
                     "Credly answered a badge list without a data array", body=answer
                 )
             metadata = answer.get("metadata") or {}
+            count = _count(metadata.get("total_count"))
             if page == 1 and on_total is not None:
-                on_total(int(metadata.get("total_count") or len(items)))
-            yield from (self._parse_badge(item, answer) for item in items)
+                on_total(count or len(items))
+            if total is not None and count is not None and count < total and page > 1 and size:
+                back = min(-(-(total - count) // size), len(recent), page - 1)
+                log.info("the badge list shrank between two reads: %d pages read again", back)
+                page, total = page - back, count
+                continue
+            total = count if count is not None else total
+            size = size or len(items)
+            yielded = set().union(*recent)
+            badges = [self._parse_badge(item, answer) for item in items]
+            recent.append({badge.id for badge in badges})
+            yield from (badge for badge in badges if badge.id not in yielded)
             if not items or not metadata.get("next_page_url"):
                 return
             page += 1
@@ -332,6 +353,16 @@ class CredlyClient:
         if status in (401, 403):
             raise Unauthorized(where, status=status, body=body)
         raise PermanentError(where, status=status, body=body)
+
+
+def _count(value: object) -> int | None:
+    """A list's `metadata.total_count` as a number of badges; None when it gives none."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return None
 
 
 def settled_session(

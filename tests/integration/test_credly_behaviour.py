@@ -2302,6 +2302,40 @@ def test_a_revoked_certification_is_not_recertified_and_keeps_no_badge(
     assert len(calls(standin, "issue")) == 1
 
 
+def test_reconcile_pages_through_credly_and_misses_no_badge_when_a_page_shifts(
+    svc, standin, tmp_path, monkeypatch
+):
+    """Five badges on three pages of two. Once the second page is read, an earner deletes the
+    first badge: the last badge, a live one issued by hand for a lapsed certification, moves
+    up onto the page read already. The reconciliation still finds and revokes it."""
+    grant_many(svc, 4)
+    submit(svc, event("audit.completed", FAILED_AUDIT, cert="C-2"))
+    drain(svc, lambda: settled(svc, "revoke_badge"))
+    first, *_ = standin.badges()
+    by_hand = hand_issued(standin, issuer_earner_id="C-2", recipient_email="member-2@example.org")
+    listing = standin.list_badges
+
+    def shifting(path: str, query: dict) -> tuple[int, object]:
+        answer = listing(path, query)
+        if query.get("page") == ["2"] and any(b["id"] == first["id"] for b in standin.badges()):
+            standin.delete_badge(first["id"])  # once the second page is read
+        return answer
+
+    monkeypatch.setattr(standin, "list_badges", shifting)
+    summary = reconciled(svc, standin, tmp_path)
+    assert summary["repaired"]["revoked"] == 1
+    assert [b["issuer_earner_id"] for b in live(standin)] == ["C-1", "C-3"]
+    assert next(b for b in standin.badges() if b["id"] == by_hand["id"])["state"] == "revoked"
+
+
+def test_reconcile_follows_several_pages_each_badge_once(svc, standin, tmp_path):
+    grant_many(svc, 5)
+    summary = reconciled(svc, standin, tmp_path)
+    assert (summary["badges_checked"], summary["in_step"]) == (5, 5)
+    lists = [c for c in calls(standin, "list") if c["path"].endswith("/badges")]
+    assert len(lists) >= 3  # pages of two
+
+
 def test_a_bare_422_with_nothing_to_adopt_is_recorded_as_refused_and_not_sent_again(
     svc, standin, post, standing, tmp_path
 ):

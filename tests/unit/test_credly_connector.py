@@ -373,6 +373,39 @@ def test_list_badges_reads_a_page_again_once_on_transient_lets_it_and_stops_when
         list(client.list_badges({}))
 
 
+def counted(items: list[dict[str, Any]], number: int, last: bool, total: int) -> dict[str, Any]:
+    """A page of a list of `total` badges."""
+    answer = page(items, number, last)
+    answer["metadata"]["total_count"] = total
+    return answer
+
+
+def test_a_list_that_shrinks_between_reads_is_read_again_from_a_page_back_each_badge_once(
+    http, client
+):
+    """a..e on pages of two; "a" is deleted once page 2 is read, so "e" moves up onto page 2:
+    page 3, now empty and the list one badge shorter, sends the listing back a page."""
+    badge = credly_badge
+    http.get(BADGES_URL, json=counted([badge(id="a"), badge(id="b")], 1, False, 5))
+    http.get(BADGES_URL, json=counted([badge(id="c"), badge(id="d")], 2, False, 5))
+    http.get(BADGES_URL, json=counted([], 3, True, 4))
+    http.get(BADGES_URL, json=counted([badge(id="d"), badge(id="e")], 2, True, 4))
+    totals: list[int] = []
+
+    found = client.list_badges({}, on_total=totals.append)
+
+    assert [b.id for b in found] == ["a", "b", "c", "d", "e"] and totals == [5]
+    assert [c.request.params["page"] for c in http.calls] == ["1", "2", "3", "2"]
+
+
+def test_a_list_that_grows_between_reads_yields_a_badge_moved_onto_the_next_page_once(http, client):
+    badge = credly_badge
+    http.get(BADGES_URL, json=counted([badge(id="b"), badge(id="c")], 1, False, 3))
+    http.get(BADGES_URL, json=counted([badge(id="c"), badge(id="d")], 2, True, 4))  # "a" new
+
+    assert [b.id for b in client.list_badges({})] == ["b", "c", "d"]
+
+
 def test_list_badges_stops_on_an_empty_page(http, client):
     http.get(BADGES_URL, json=page([], 1, last=False))
 
