@@ -65,6 +65,9 @@ MAX_SUCCESSORS = 20
 DUPLICATE_STATUS = 422
 #: Our state of a badge its earner deleted in Credly (`badge.deleted`): not reissued by itself.
 DELETED = "deleted"
+#: Our states of a badge its earner deleted or rejected: the gateway does not issue the period's
+#: badge again on its own (docs/credly.md, "Revoking and deleting").
+EARNERS_CHOICE = (DELETED, "rejected")
 
 #: Recorded on an unclaimed badge the gateway revoked to issue it again to a new e-mail address,
 #: until the new one is recorded: a later attempt issues it, whatever the address is by then.
@@ -175,8 +178,8 @@ _now = bindparam("now", type_=UTCDateTime())
 
 def _attempt(insert_of: Callable[[Table], Any]) -> Insert:
     """One more attempt at the badge of a period (created on the first), returning its id and
-    attempts so far; nothing when the badge is already live in Credly, or was deleted there by
-    its earner (the gateway does not issue that again on its own)."""
+    attempts so far; nothing when the badge is already live in Credly, or its earner deleted or
+    rejected it there (the gateway does not issue that again on its own)."""
     statement = insert_of(Badge.__table__).values(
         certification_id=bindparam("certification_id"),
         period_start=bindparam("period_start"),
@@ -198,7 +201,7 @@ def _attempt(insert_of: Callable[[Table], Any]) -> Insert:
         },
         # Spelled out rather than NOT IN, whose list SQLAlchemy expands at every execution.
         where=badges.credly_badge_id.is_(None)
-        | and_(*(badges.state != state for state in (*LIVE, DELETED))),
+        | and_(*(badges.state != state for state in (*LIVE, *EARNERS_CHOICE))),
     ).returning(badges.id, badges.attempts)
 
 

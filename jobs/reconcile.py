@@ -61,7 +61,7 @@ from gateway.rules import BADGE_KEPT, kinds
 from gateway.store.models import SUPERSEDED, UNFINISHED, Badge, Certification, OutboxItem, utcnow
 from gateway.usecases.services import Services
 from jobs.badges import (
-    DELETED,
+    EARNERS_CHOICE,
     LIVE,
     deleted,
     expired_on_arrival,
@@ -79,8 +79,6 @@ log = logging.getLogger("jobs.reconcile")
 
 #: Badges (pass 1) or certifications (pass 2) handled in one transaction.
 BATCH = 500
-#: Our states after which a kept certification is not issued a badge again by reconciliation.
-EARNERS_CHOICE = (DELETED, "rejected")
 REPAIRS = ("revoked", "issued", "renewed", "taken_from_credly", "duplicates_revoked", "updated")
 #: A revoke job queued by reconciliation (the member's reason comes from the status).
 REVOKE_PAYLOAD = {"reason_rule": "RECONCILE", "reason": "Credly holds a live badge of it"}

@@ -2143,16 +2143,17 @@ def badges_jobs_kinds() -> tuple[str, ...]:
     return ("issue_badge", "replace_badge", "revoke_badge", "revoke_duplicate")
 
 
-def _out_of_band(standin: CredlyStandIn, badge_id: str, change: str) -> None:
-    """Change Credly's badge `badge_id` as someone other than the gateway would, unnotified."""
+def _out_of_band(standin: CredlyStandIn, badge_id: str, change: str) -> dict | None:
+    """Change Credly's badge `badge_id` as someone other than the gateway would; the event
+    Credly records of it, if any (not delivered)."""
     if change == "revoked":
         standin.revoke(badge_id, {"reason": "by hand in Credly"})
-    elif change == "replaced":
-        standin.replace_out_of_band(badge_id, {"issued_to_last_name": "Byron"})
-    elif change == "deleted":
-        standin.delete_badge(badge_id)
-    else:
-        standin.set_badge_state(badge_id, change)
+        return None
+    if change == "replaced":
+        return standin.replace_out_of_band(badge_id, {"issued_to_last_name": "Byron"})
+    if change == "deleted":
+        return standin.delete_badge(badge_id)
+    return standin.set_badge_state(badge_id, change)
 
 
 @pytest.mark.parametrize("change", ["revoked", "replaced", "deleted", "accepted", "rejected"])
@@ -2355,3 +2356,27 @@ def test_a_bare_422_with_nothing_to_adopt_is_recorded_as_refused_and_not_sent_ag
     drain(svc, lambda: all_settled(svc))
     assert reconciled(svc, standin, tmp_path)["repaired"]["issued"] == 1
     agrees(svc, standin, standing())
+
+
+@pytest.mark.parametrize("choice", ["rejected", "deleted"])
+def test_a_badge_its_earner_rejected_or_deleted_is_not_issued_again_when_a_lapse_is_cured(
+    app, svc, standin, standing, tmp_path, choice
+):
+    """The earner's choice stands in the period: a lapse cured by a payment recorded late (its
+    issue job) and reconciliations issue no badge; the row, the standing and Credly agree."""
+    clock.set_now(datetime(2026, 3, 20, 12, tzinfo=UTC))
+    submit(svc, granted("2022-03-01"))
+    drain(svc, lambda: issue_done(svc))
+    [badge] = badges(svc)
+    assert deliver(app, _out_of_band(standin, badge.credly_badge_id, choice)).status_code == 200
+    drain(svc, lambda: all_settled(svc))
+    clock.set_now(datetime(2026, 4, 10, 12, tzinfo=UTC))
+    sweep(svc, Scope(as_of=date(2026, 4, 10)))  # lapsed: nothing live to revoke
+    drain(svc, lambda: all_settled(svc))
+    submit(svc, fee(2023, "2026-03-15"))  # paid before the lapse, recorded late: no lapse
+    drain(svc, lambda: len(items(svc, "issue_badge")) == 2 and all_settled(svc))
+    block = agrees(svc, standin, standing())
+    assert (block["credly_badge_id"], block["state"]) == (badge.credly_badge_id, choice)
+    reconciled(svc, standin, tmp_path)
+    agrees(svc, standin, standing())
+    assert len(calls(standin, "issue")) == 1
