@@ -209,7 +209,9 @@ class OutboxItem(Base):
     #: retrying, when its lease ends when running; NULL once done or failed.
     due_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
-    __table_args__ = (Index("ix_outbox_state", "state"),)
+    #: By state, then end: the backlog's counts and the failed items by state, the daily prune of
+    #: the items done long ago by both (without it, a scan of every item kept).
+    __table_args__ = (Index("ix_outbox_state_finished_at", "state", "finished_at"),)
 
     @property
     def job_id(self) -> str:
@@ -310,6 +312,8 @@ class CredlyNotification(Base):
 
     __table_args__ = (
         Index("ix_credly_notifications_address", "address", "status", "processed_at"),
+        # the daily prune of the old unconfirmed ones, without reading those Credly vouched for
+        Index("ix_credly_notifications_status_received_at", "status", "received_at"),
     )
 
 
@@ -451,7 +455,8 @@ class AdvanceNotice(Base):
     certification_id: Mapped[str] = mapped_column(String(128), index=True)
     change_on: Mapped[date] = mapped_column(Date)
     status: Mapped[str] = mapped_column(String(16))
-    state: Mapped[str] = mapped_column(String(16), default="scheduled")
+    #: Indexed: the daily review and prune read the few still scheduled among every one told.
+    state: Mapped[str] = mapped_column(String(16), default="scheduled", index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

@@ -4,9 +4,10 @@ subscriptions still watch and subscriptions deleted past their retention are del
 from __future__ import annotations
 
 import random
+import re
 from datetime import date, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 
 from gateway.store.models import (
     AdvanceNotice,
@@ -19,8 +20,9 @@ from gateway.store.models import (
     WatchedCertification,
     utcnow,
 )
-from gateway.usecases import clients, housekeeping, subscriptions
+from gateway.usecases import clients, housekeeping, notices, subscriptions
 from tests.support.clients import fetch_token, register_client
+from tests.support.plans import plan_of, statements_on, whole_table_read
 
 
 def count(svc, model) -> int:
@@ -159,6 +161,18 @@ def delivered_and_told(session, subscription_id: str, job: str, notice: str) -> 
     )
 
 
+def told(svc, states: list[tuple[str, str]]) -> list[str]:
+    """Subscriptions of a new employer, one for each (job, notice) of `states`: each with a
+    delivery whose job is in that state and an advance notice in that one."""
+    with svc.db.transaction() as session:
+        employer = clients.create_client(session, "employer", "verifications:read").client_id
+        ids = []
+        for job, notice in states:
+            ids.append(subscriptions.create(session, employer, "https://hr.test/", ["C-1"]).id)
+            delivered_and_told(session, ids[-1], job, notice)
+    return ids
+
+
 def left(svc, column) -> list[str]:
     with svc.db.sessions() as session:
         return sorted(session.scalars(select(column)))
@@ -211,14 +225,7 @@ def test_subscriptions_deleted_past_their_retention_go_with_their_deliveries_and
 
 def test_a_deleted_subscription_waits_while_a_delivery_job_or_a_notice_is_in_flight(app):
     svc = app.extensions["gateway"]
-    with svc.db.transaction() as session:
-        employer = clients.create_client(session, "employer", "verifications:read").client_id
-        queued, announced = (
-            subscriptions.create(session, employer, "https://hr.test/", ["C-1"]).id
-            for _ in range(2)
-        )
-        delivered_and_told(session, queued, "retrying", "cancelled")
-        delivered_and_told(session, announced, "done", "scheduled")
+    queued, announced = told(svc, [("retrying", "cancelled"), ("done", "scheduled")])
     for subscription_id in (queued, announced):
         deleted(svc, subscription_id, svc.settings.subscription_retention_days + 1)
     pruned = housekeeping.prune(svc)
@@ -371,3 +378,122 @@ def test_jobs_done_or_superseded_past_their_retention_go_but_failed_and_recent_o
     with svc.db.sessions() as session:
         kept = session.scalars(select(OutboxItem.certification_id)).all()
     assert sorted(kept) == ["JOB-1", "JOB-2", "JOB-3"]
+
+
+#: A plan that reads every advance notice for the scheduled ones (PostgreSQL's; SQLite's).
+SCANNED_FOR_SCHEDULED = (
+    r"Seq Scan on advance_notices .*\n *Filter: \(\(state\)|SCAN advance_notices\b"
+)
+#: Rows of a table the daily run reads: enough that reading them all costs more than an index.
+MANY = 10_000
+
+
+def filled(svc, model, rows: list[dict]) -> None:
+    """`rows` added to `model`'s table in one statement, and the table's statistics taken."""
+    with svc.db.transaction() as session:
+        session.execute(insert(model), rows)
+    if not svc.db.is_sqlite:  # as autovacuum does; SQLite, which nothing analyzes, guesses
+        with svc.db.engine.begin() as connection:
+            connection.exec_driver_sql(f"ANALYZE {model.__tablename__}")
+
+
+def plans_of(svc, table: str, work) -> list[str]:
+    """The plans of the statements on `table` that `work()` runs."""
+    with statements_on(svc.db.engine, table) as seen:
+        work()
+    assert seen
+    return [plan_of(svc.db.engine, statement, parameters) for statement, parameters in seen]
+
+
+def test_the_prune_of_jobs_seeks_those_ended_long_ago_among_the_many_kept(app):
+    """The outbox keeps every job JOB_RETENTION_DAYS: the prune finds the few older ones on the
+    index of state and end, without reading every job kept."""
+    svc = app.extensions["gateway"]
+    now = utcnow()
+    recent = now - timedelta(days=1)
+    jobs = [
+        {"kind": "sync_verification", "state": "done", "finished_at": recent, "due_at": None}
+        for _ in range(MANY)
+    ]
+    old = now - timedelta(days=svc.settings.job_retention_days + 1)
+    jobs.append({"kind": "sync_verification", "state": "done", "finished_at": old, "due_at": None})
+    filled(svc, OutboxItem, jobs)
+    pruned: list[int] = []
+    plans = plans_of(svc, "outbox", lambda: pruned.append(housekeeping.prune_jobs(svc, now)))
+    assert pruned == [1]
+    for plan in plans:
+        assert "ix_outbox_state_finished_at" in plan and not whole_table_read(plan, "outbox"), plan
+
+
+def test_the_prune_of_notifications_seeks_the_old_unconfirmed_among_the_many_kept(app):
+    """Credly's confirmed notifications are kept for good: the prune finds the old unconfirmed
+    ones on the index of status and arrival, without reading every notification."""
+    svc = app.extensions["gateway"]
+    now = utcnow()
+    old = now - housekeeping.NOTIFICATION_RETENTION - timedelta(days=1)
+    notifications = [
+        {
+            "notification_id": f"n-{n}",
+            "organization_id": "org",
+            "event_type": "badge.state.changed",
+            "occurred_at": old,
+            "received_at": old,
+            "status": "refused" if n == 0 else "processed",
+        }
+        for n in range(MANY)
+    ]
+    filled(svc, CredlyNotification, notifications)
+    pruned: list[int] = []
+    plans = plans_of(
+        svc,
+        "credly_notifications",
+        lambda: pruned.append(housekeeping.prune_notifications(svc, now)),
+    )
+    assert pruned == [1]
+    index = "ix_credly_notifications_status_received_at"
+    for plan in plans:
+        assert index in plan and not whole_table_read(plan, "credly_notifications"), plan
+
+
+def test_the_daily_review_and_prune_find_the_scheduled_notices_among_the_many_told(app):
+    """Advance notices stay while their subscription lives: the daily review and the prune of
+    deleted subscriptions find the few still scheduled by their state, not by reading them all."""
+    svc = app.extensions["gateway"]
+    client_id, _ = register_client(app, "verifications:read")
+    with svc.db.transaction() as session:
+        session.add(Subscription(id="sub-1", client_id=client_id, url="https://e.test", secret="s"))
+    notices_told = [
+        {
+            "subscription_id": "sub-1",
+            "certification_id": f"C-{n}",
+            "change_on": date(2020, 1, 1),
+            "status": "inactive",
+            "state": "scheduled" if n == 0 else "passed",
+        }
+        for n in range(MANY)
+    ]
+    filled(svc, AdvanceNotice, notices_told)
+    now = utcnow()
+
+    def daily() -> None:
+        notices.review_due(svc, now.date())
+        housekeeping.prune_subscriptions(svc, now)
+
+    plans = plans_of(svc, "advance_notices", daily)
+    assert any("ix_advance_notices_state" in plan for plan in plans), plans
+    for plan in plans:  # the scheduled ones are never picked out of every notice read
+        assert not re.search(SCANNED_FOR_SCHEDULED, plan), plan
+    assert left(svc, AdvanceNotice.state).count("scheduled") == 0  # its day came: passed
+
+
+def test_a_day_no_deleted_subscription_is_past_its_retention_reads_no_delivery_or_notice(app):
+    """The prune of deleted subscriptions looks for one past its retention first: without one,
+    its deletes, which would walk every delivery kept in id order, do not run."""
+    svc = app.extensions["gateway"]
+    live, recent = told(svc, [("done", "cancelled")] * 2)
+    deleted(svc, recent, svc.settings.subscription_retention_days - 1)
+    with statements_on(svc.db.engine, "subscriptions") as seen:
+        pruned = housekeeping.prune_subscriptions(svc, utcnow())
+    assert pruned == {"deliveries": 0, "advance_notices": 0, "subscriptions": 0}
+    assert len(seen) == 1, seen  # the look for one past its retention
+    assert left(svc, Delivery.target) == sorted([live, recent])

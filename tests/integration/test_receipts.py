@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import jwt
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import event, select, update
+from sqlalchemy import select, update
 
 from gateway.cli.main import cli
 from gateway.platform import signing
@@ -18,6 +18,7 @@ from gateway.store.models import Receipt, utcnow
 from tests.support.clients import register_client
 from tests.support.events import revoked
 from tests.support.jws import high_s_twin
+from tests.support.plans import plan_of, statements_on
 from tests.support.verification import ANSWER_KEYS, days_ago, record, record_every_status
 
 BASE = "https://verify.example.org"
@@ -239,29 +240,17 @@ def test_a_page_after_a_receipt_seeks_the_clients_index(app, client, employer, d
     _, headers = employer
     references = issue_at_seconds(app, client, headers, [1, 1, 2])
     engine = app.extensions["gateway"].db.engine
-    listed: list[tuple[str, object]] = []
-
-    def seen(_conn, _cursor, statement, parameters, _context, _many) -> None:
-        if "FROM receipts" in statement and "LIMIT" in statement:
-            listed.append((statement, parameters))
-
-    event.listen(engine, "before_cursor_execute", seen)
-    try:
+    with statements_on(engine, "receipts") as seen:
         page = client.get(f"/v1/receipts?after={references[0]}", headers=headers)
-    finally:
-        event.remove(engine, "before_cursor_execute", seen)
     assert [r["reference"] for r in page.get_json()["receipts"]] == references[1:]
-    [(statement, parameters)] = listed
-    with engine.begin() as connection:
-        if database_url.startswith("sqlite"):
-            plan = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
-            assert "(client_id=? AND (issued_at,jti)>(?,?))" in str(plan.all())
-            return
-        # A table this small is read whole, or sorted: left only the index's own order, the
-        # plan shows which conditions the index scan seeks with (Index Cond).
-        for setting in ("seqscan", "bitmapscan", "sort", "incremental_sort"):
-            connection.exec_driver_sql(f"SET LOCAL enable_{setting} = off")
-        plan = connection.exec_driver_sql(f"EXPLAIN {statement}", parameters).scalars().all()
+    [(statement, parameters)] = [(text, values) for text, values in seen if "LIMIT" in text]
+    if database_url.startswith("sqlite"):
+        assert "(client_id=? AND (issued_at,jti)>(?,?))" in plan_of(engine, statement, parameters)
+        return
+    # A table this small is read whole, or sorted: left only the index's own order, the plan
+    # shows which conditions the index scan seeks with (Index Cond).
+    off = ("seqscan", "bitmapscan", "sort", "incremental_sort")
+    plan = plan_of(engine, statement, parameters, off=off).splitlines()
     [seek] = [line for line in plan if "Index Cond:" in line]
     assert "client_id" in seek and "ROW(issued_at, (jti)::text) > ROW(" in seek, plan
     assert not any("Filter:" in line for line in plan), plan
