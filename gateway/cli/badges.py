@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from zoneinfo import ZoneInfo
 
 import click
 from flask.cli import with_appcontext
@@ -125,17 +126,22 @@ def badges_reconcile(dry_run: bool, certification_id: str | None, as_json: bool)
 def badges_unclaimed(days: int, limit: int | None, as_json: bool) -> None:
     """List badges members have not claimed for --days days or more, so the membership team
     can nudge them."""
-    rows = [b.to_dict() for b in list_unclaimed(services().db, days=days, limit=limit)]
+    zone = ZoneInfo(services().settings.time_zone)
+    listed = list_unclaimed(services().db, days=days, limit=limit)
     if as_json:
-        click.echo(json.dumps(rows))
+        click.echo(json.dumps([badge.to_dict(zone) for badge in listed]))
         return
-    if not rows:
+    if not listed:
         click.echo(f"no badge pending for {days} days or more")
         return
-    click.echo(f"{'CERTIFICATION':20} {'NAME':28} {'EMAIL':32} {'ISSUED AT':20} DAYS PENDING")
-    for row in rows:
-        issued = (row["issued_at"] or "")[:19]
+    click.echo(
+        f"{'CERTIFICATION':20} {'NAME':28} {'EMAIL':32} {'ISSUE DATE ON BADGE':20} "
+        f"{'PENDING SINCE':14} DAYS PENDING"
+    )
+    for badge in listed:
+        row = badge.to_dict(zone)
+        since = badge.pending_since.astimezone(zone).date().isoformat()
         click.echo(
             f"{row['certification_id']:20} {row['name'][:28]:28} {row['email'][:32]:32} "
-            f"{issued:20} {row['days_pending']}"
+            f"{row['issue_date_on_badge'] or '':20} {since:14} {row['days_pending']}"
         )

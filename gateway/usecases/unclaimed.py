@@ -8,7 +8,7 @@ good). A certification revoked or lapsed has its badge revoked, done or not yet.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from itertools import islice
 from typing import Any
 
@@ -29,18 +29,27 @@ class Unclaimed:
     name: str
     email: str
     credly_badge_id: str | None
+    #: The badge's issue time as Credly holds it: for a badge the gateway issued, the start of
+    #: the certification's day, whenever the badge was issued.
     issued_at: datetime | None
+    #: When the badge was recorded pending (issued, issued again or replaced in Credly).
     pending_since: datetime
+    #: Whole days since `pending_since`.
     days_pending: int
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (timestamps ISO 8601)."""
+    def to_dict(self, zone: tzinfo) -> dict[str, Any]:
+        """JSON-ready form (timestamps ISO 8601), with the issue date the badge shows: the day
+        of `issued_at` in `zone` (TIME_ZONE), the certification's day for a badge the gateway
+        issued, however long after that day it was issued (`pending_since`)."""
         return {
             "certification_id": self.certification_id,
             "name": self.name,
             "email": self.email,
             "credly_badge_id": self.credly_badge_id,
             "issued_at": self.issued_at.isoformat() if self.issued_at else None,
+            "issue_date_on_badge": (
+                self.issued_at.astimezone(zone).date().isoformat() if self.issued_at else None
+            ),
             "pending_since": self.pending_since.isoformat(),
             "days_pending": self.days_pending,
         }

@@ -4,7 +4,8 @@ member should still claim, at the address their claim e-mail went to."""
 from __future__ import annotations
 
 import json
-from datetime import date, timedelta
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from click.testing import CliRunner
@@ -35,14 +36,13 @@ def add_badge(svc, cert: str, state: str, days: int, **fields: object) -> None:
     """A badge of `cert`'s current period (unless `period_start` says otherwise), in `state`
     since `days` days ago."""
     since = utcnow() - timedelta(days=days)
-    fields = {"period_start": date.fromisoformat(certified_on()), **fields}
+    fields = {"period_start": date.fromisoformat(certified_on()), "issued_at": since, **fields}
     with svc.db.transaction() as session:
         session.add(
             Badge(
                 certification_id=cert,
                 state=state,
                 credly_badge_id=f"b-{cert}",
-                issued_at=since,
                 state_changed_at=since,
                 **fields,
             )
@@ -85,10 +85,47 @@ def test_days_option_widens_the_list_oldest_first_and_never_shows_claimed_badges
 
 def test_the_table_shows_certification_name_email_and_issue_time(env):
     table = unclaimed(env)
-    assert "CERTIFICATION" in table and "ISSUED AT" in table
+    assert "CERTIFICATION" in table and "ISSUE DATE ON BADGE" in table
     line = next(line for line in table.splitlines() if line.startswith("CERT-OLD"))
     assert "Ada Lovelace" in line and "ada@example.org" in line
     assert "CERT-NEW" not in table and "CERT-TAKEN" not in table
+
+
+PARIS = ZoneInfo("Europe/Paris")
+
+
+def late_badge(svc) -> datetime:
+    """CERT-LATE, certified 200 days ago, whose badge was issued 20 days ago (its grant recorded
+    late), dated as the gateway dates it: the start of the certification's day in TIME_ZONE
+    (Paris here), the evening before in UTC. That start."""
+    day = date.fromisoformat(days_ago(200))
+    intake.submit_event(svc, granted(day.isoformat(), cert="CERT-LATE"))
+    dated = datetime.combine(day, time(0), PARIS)
+    add_badge(svc, "CERT-LATE", "pending", 20, period_start=day, issued_at=dated)
+    return dated
+
+
+def test_the_table_names_the_badges_issue_date_apart_from_when_it_became_pending(svc, env):
+    """The issue date on a badge is its certification's day, however long after that day the
+    badge was issued: the table says which date is which, each a day in TIME_ZONE, and counts
+    the days pending from the second."""
+    dated = late_badge(svc)
+    header, *lines = unclaimed({**env, "TIME_ZONE": "Europe/Paris"}).splitlines()
+    names = ("ISSUE DATE ON BADGE", "PENDING SINCE", "DAYS PENDING")
+    columns = [header.index(name) for name in names]
+    assert columns == sorted(columns) and "ISSUED AT" not in header
+    [line] = [line for line in lines if line.startswith("CERT-LATE")]
+    since = (utcnow() - timedelta(days=20)).astimezone(PARIS).date()
+    assert line.split()[-3:] == [dated.date().isoformat(), since.isoformat(), "20"]
+
+
+def test_json_adds_the_issue_date_on_the_badge_and_keeps_issued_at(svc, env):
+    dated = late_badge(svc)
+    rows = json.loads(unclaimed({**env, "TIME_ZONE": "Europe/Paris"}, "--json"))
+    [row] = [r for r in rows if r["certification_id"] == "CERT-LATE"]
+    assert row["issue_date_on_badge"] == dated.date().isoformat()
+    assert datetime.fromisoformat(row["issued_at"]) == dated  # the instant, in UTC, as before
+    assert row["days_pending"] == 20
 
 
 def test_nothing_pending_that_long_says_so(env):
