@@ -187,6 +187,10 @@ def test_the_batch_evaluates_each_history_once_however_often_its_id_is_given(
 
 
 def test_a_point_in_time_answer_carries_nothing_private(client, employer):
-    text = client.get("/v1/verifications/PIT-1?on=2021-01-01", headers=employer).get_data(True)
+    response = client.get("/v1/verifications/PIT-1?on=2021-01-01", headers=employer)
+    assert response.status_code == 200, response.get_json()
+    body = response.get_json()  # the record of that day: inactive, its fees overdue
+    assert set(body) == ANSWER_KEYS | {"on"} and body["status"] == "inactive"
+    text = response.get_data(as_text=True)
     for private in ("ada@example.org", "M-PIT-1", "points", "reasons", "FEE-", "fees", "member"):
         assert private not in text
