@@ -189,3 +189,23 @@ def test_actions_with_badges_expiring_a_late_payment_making_the_period_current_i
         "replace_badge",
         "sync_verification",
     ]
+
+
+def test_actions_with_badges_expiring_a_payment_on_the_last_day_paid_for_keeps_the_badge_it_has():
+    """Paid through today, the badge is still current: the payment renews it (a replace), and
+    no second badge is issued."""
+    day = date(2006, 6, 30)
+    before, after = standing([GRANT], day), standing([GRANT, fee(2006, day)], day)
+    assert before.fees.paid_through == day
+    assert kinds(before, after, badge_expires=True) == ["replace_badge", "sync_verification"]
+
+
+def test_actions_with_badges_expiring_a_late_payment_paying_through_today_issues_its_badge():
+    day = date(2007, 6, 30)
+    before, after = standing([GRANT], day), standing([GRANT, fee(2006, day)], day)
+    assert (before.status, after.status, after.fees.paid_through) == ("inactive", "active", day)
+    assert kinds(before, after, badge_expires=True) == [
+        "issue_badge",
+        "replace_badge",
+        "sync_verification",
+    ]
