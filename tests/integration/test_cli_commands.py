@@ -414,7 +414,7 @@ def test_a_sweep_of_a_range_another_sweep_holds_ends_in_one_line(
     }
     answer = CliRunner().invoke(cli, ["sweep", "--as-of", "2026-01-05", *args], env=env)
     assert answer.exit_code == 1, answer.output
-    assert answer.output.endswith("Error: another sweep of this range is running\n")
+    assert answer.output == "Error: another sweep of this range is running\n"
     assert redis_client.get(held) == b"another sweep"
 
 
