@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from datetime import UTC, datetime, timedelta
 
 import jwt
 import pytest
+import segno
 from click.testing import CliRunner
 from sqlalchemy import select, update
 
@@ -447,6 +449,33 @@ def test_the_check_page_without_a_receipt_is_the_form(client):
     assert '<label for="receipt">' in page.get_data(as_text=True)
 
 
+def qr_modules(svg: str) -> set[tuple[int, int]]:
+    """The dark modules of a QR code drawn as segno draws one (a path of runs along each row),
+    counted from its top left module."""
+    path = re.search(r' d="([^"]+)"', svg)[1]
+    x = y = 0.0
+    dark = set()
+    for op, dx, dy in re.findall(r"([Mmh])(-?[\d.]+)(?: (-?[\d.]+))?", path):
+        if op == "M":  # to a point
+            x, y = float(dx), float(dy)
+            continue
+        if op == "h":  # a run of dark modules
+            dark.update((int(x) + n, int(y)) for n in range(int(dx)))
+        x, y = x + float(dx), y + float(dy or 0)
+    left, top = min(c for c, _ in dark), min(r for _, r in dark)
+    return {(c - left, r - top) for c, r in dark}
+
+
+def encodes(svg: str, text: str) -> bool:
+    """Whether the QR code drawn in `svg` is the one of `text` (at some error correction level)."""
+    drawn = qr_modules(svg)
+    for level in "lmqh":
+        matrix = segno.make(text, error=level, boost_error=False).matrix
+        if drawn == {(c, r) for r, row in enumerate(matrix) for c, dark in enumerate(row) if dark}:
+            return True
+    return False
+
+
 def test_the_proof_page_issues_a_recorded_receipt_with_a_qr_code_of_the_live_check(app, client):
     page = client.get("/verify/proof?certification_id=ACTIVE-1", headers={"Host": "evil.example"})
     assert page.status_code == 200
@@ -458,6 +487,8 @@ def test_the_proof_page_issues_a_recorded_receipt_with_a_qr_code_of_the_live_che
     assert row.jti in html and row.client_address == "127.0.0.1"
     assert 'class="qr"><title>QR code of the live check</title>' in html
     assert f"{BASE}/verify?certification_id=ACTIVE-1" in html
+    qr = html.split('<figure class="qr-code">')[1].split("</svg>")[0]
+    assert encodes(qr, f"{BASE}/verify?certification_id=ACTIVE-1")
     token = html.split('<pre class="jws" id="receipt-token">')[1].split("</pre>")[0]
     assert decode(client, token)["jti"] == row.jti
     assert client.get("/verify/proof?certification_id=NOPE-1").status_code == 404
