@@ -16,12 +16,12 @@ def test_rate_limits_and_trusted_proxies_are_read_from_the_environment():
     settings = Settings.from_env(
         {
             "VERIFY_RATE_LIMIT": "10 per minute;100/hour",
-            "VERIFY_RATE_LIMIT_AUTHENTICATED": "50/second",
+            "VERIFY_RATE_LIMIT_AUTHENTICATED": "50/second;200/1 minute",  # a window of 1: taken
             "TRUSTED_PROXIES": "2",
         }
     )
     assert settings.verify_rate_limit == "10 per minute;100/hour"
-    assert settings.verify_rate_limit_authenticated == "50/second"
+    assert settings.verify_rate_limit_authenticated == "50/second;200/1 minute"
     assert settings.trusted_proxies == 2
 
 
