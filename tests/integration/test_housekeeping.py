@@ -305,12 +305,15 @@ def test_deliveries_pruned_in_chunks_keep_exactly_the_last_delivered_and_last_tr
 ):
     """A random log of finished deliveries (ties and missing attempts included), pruned two rows
     to a transaction, keeps of each target, certification and type of message the one last
-    delivered and the one last tried, as ranked in Python, and nothing else."""
+    delivered (the highest sequence of a group none of which was delivered) and the one last
+    tried, as ranked in Python, and nothing else."""
     svc = app.extensions["gateway"]
     monkeypatch.setattr(housekeeping, "CHUNK", 2)
     rng = random.Random(29)
     old = utcnow() - timedelta(days=svc.settings.subscription_retention_days + 10)
     tried = [None, old, old - timedelta(hours=1), old - timedelta(hours=2)]  # ties, and none
+    states = ["delivered", "delivered", "superseded", "failed", "cancelled"]
+    undelivered = states[2:]  # a receiver that never took one
     rows = [
         Delivery(
             target=target,
@@ -318,11 +321,11 @@ def test_deliveries_pruned_in_chunks_keep_exactly_the_last_delivered_and_last_tr
             event_type=rng.choice(["certification.status_changed", "certification.notice"]),
             sequence=sequence,
             event_id=f"msg_{target}_{sequence}",
-            state=rng.choice(["delivered", "delivered", "superseded", "failed", "cancelled"]),
+            state=rng.choice(undelivered if target == "sub_down" else states),
             finished_at=old,
             last_attempt_at=rng.choice(tried),
         )
-        for target in ("directory", "sub_other")
+        for target in ("directory", "sub_other", "sub_down")
         for sequence in range(1, 61)
     ]
     with svc.db.transaction() as session:
