@@ -77,8 +77,10 @@ def test_creating_shows_the_secret_once_and_the_owner_sees_its_subscriptions(cli
     body = created.get_json()
     assert body["secret"].startswith("whsec_") and body["certification_count"] == 2
     assert created.headers["Location"].endswith(f"/v1/subscriptions/{body['id']}")
+    later = subscribe(client, employer, ids=["CERT-3"]).get_json()["id"]
     listed = client.get("/v1/subscriptions", headers=employer).get_json()["subscriptions"]
-    assert [s["id"] for s in listed] == [body["id"]] and "secret" not in listed[0]
+    assert {s["id"]: s["certification_count"] for s in listed} == {body["id"]: 2, later: 1}
+    assert not [s for s in listed if "secret" in s]
     one = client.get(f"/v1/subscriptions/{body['id']}", headers=employer).get_json()
     assert one["certification_ids"] == ["CERT-1", "CERT-2"] and "secret" not in one
     assert one["url"] == HOOK
