@@ -145,6 +145,16 @@ def test_subscribing_to_a_change_already_within_the_notice_announces_it_at_once(
         assert len(messages(received, created["secret"], SCHEDULED)) == 1
 
 
+def test_subscribing_to_a_change_on_the_notices_last_day_announces_it_at_once(
+    app, client, employer
+):
+    record(app, GRANT)
+    with serve(scripted()) as (url, received):
+        days = (inactive_on(app) - utcnow().date()).days  # the change is on its last day
+        created = subscribe(client, employer, url + "/hook", advance_notice=True, notice_days=days)
+        assert len(messages(received, created["secret"], SCHEDULED)) == 1  # not at the next sweep
+
+
 def test_a_change_beyond_the_notice_is_not_announced_yet(app, client, employer):
     with serve(scripted()) as (url, received):
         days = (inactive_on(app) - utcnow().date()).days - 1
