@@ -65,18 +65,21 @@ CLAIM_BATCH = 8
 #: The next `batch` due items, running from now on under a lease until `lease_end`, one more
 #: attempt each. Due items are found on the `due_at` index (NULL once settled); SKIP LOCKED lets
 #: concurrent workers each take others (SQLite, the embedded default, has a single job thread).
+#: The locking read is a MATERIALIZED CTE, run once: as a subquery of the UPDATE the planner may
+#: run it again for each row it scans, and each run then skips the rows this statement has just
+#: updated and locks the next ones, claiming every due item whatever the batch.
+_DUE = (
+    select(OutboxItem.id)
+    .where(OutboxItem.due_at <= _now)
+    .order_by(OutboxItem.due_at, OutboxItem.id)  # items due at once in queued order
+    .limit(bindparam("batch"))
+    .with_for_update(skip_locked=True)
+    .cte("due")
+    .prefix_with("MATERIALIZED", dialect="postgresql")
+)
 CLAIM_DUE = (
     update(OutboxItem)
-    .where(
-        OutboxItem.id.in_(
-            select(OutboxItem.id)
-            .where(OutboxItem.due_at <= _now)
-            .order_by(OutboxItem.due_at, OutboxItem.id)  # items due at once in queued order
-            .limit(bindparam("batch"))
-            .with_for_update(skip_locked=True)
-            .scalar_subquery()
-        )
-    )
+    .where(OutboxItem.id.in_(select(_DUE.c.id)))
     .values(state="running", attempts=OutboxItem.attempts + 1, due_at=_lease_end)
     .returning(
         OutboxItem.id,

@@ -10,12 +10,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import timedelta
 
+import psycopg
 import pytest
 import requests
 import responses
 from click.testing import CliRunner
 from redis.client import PubSubWorkerThread
 from rq import Queue
+from sqlalchemy import event as sa_event
 from sqlalchemy import select
 
 from connectors.credly.wire import Badge as CredlyBadge
@@ -709,6 +711,28 @@ def test_concurrent_claims_take_every_due_item_exactly_once(svc, batch):
     with svc.db.sessions() as session:
         every = sorted(session.scalars(select(OutboxItem.id)))
     assert len(every) == 20 and sorted(claimed) == every
+
+
+def without_hashes_or_sorts(dbapi_connection, _record) -> None:
+    """Planner settings under which PostgreSQL runs a subquery of an UPDATE again for each row
+    it scans (a nested loop)."""
+    for plan in ("hashjoin", "hashagg", "mergejoin", "material", "sort"):
+        dbapi_connection.execute(f"SET enable_{plan} = off")
+    dbapi_connection.commit()
+
+
+def test_a_claim_takes_at_most_its_batch_whatever_plan_the_database_picks(svc, postgres_url):
+    for n in range(10):
+        intake.submit_event(svc, granted("2026-03-01", cert=f"C-{n}"))  # 20 items due
+    with psycopg.connect(postgres_url, autocommit=True) as connection:
+        connection.execute("ANALYZE outbox")
+    svc.db.engine.dispose()  # new connections, under those settings
+    sa_event.listen(svc.db.engine, "connect", without_hashes_or_sorts)
+    try:
+        assert [len(claim_due(svc, batch)) for batch in (1, 3)] == [1, 3]
+    finally:
+        sa_event.remove(svc.db.engine, "connect", without_hashes_or_sorts)
+        svc.db.engine.dispose()
 
 
 def due_grants(svc, count: int) -> list[int]:
