@@ -39,7 +39,9 @@ from connectors.credly.errors import (
 )
 from connectors.credly.service import holder_badges
 from connectors.credly.wire import (
+    ACCEPTED,
     PENDING,
+    REJECTED,
     REPLACED,
     REVOKED,
     BadgeRequest,
@@ -57,7 +59,7 @@ from jobs.engine.retry import Deferred
 
 log = logging.getLogger("jobs.badges")
 
-LIVE = ("pending", "accepted")
+LIVE = (PENDING, ACCEPTED)
 #: How many replaced badges are followed to their successor before giving up (a loop guard).
 MAX_SUCCESSORS = 20
 #: The status of Credly's refusal to issue a duplicate (docs/credly.md, "Duplicates"), the one
@@ -67,7 +69,7 @@ DUPLICATE_STATUS = 422
 DELETED = "deleted"
 #: Our states of a badge its earner deleted or rejected: the gateway does not issue the period's
 #: badge again on its own (docs/credly.md, "Revoking and deleting").
-EARNERS_CHOICE = (DELETED, "rejected")
+EARNERS_CHOICE = (DELETED, REJECTED)
 
 #: Recorded on an unclaimed badge the gateway revoked to issue it again to a new e-mail address,
 #: until the new one is recorded: a later attempt issues it, whatever the address is by then.

@@ -26,7 +26,14 @@ from sqlalchemy import Connection, bindparam, exists, select, update
 from sqlalchemy.orm import Session
 
 from connectors.credly.errors import CredlyError, NotFound, TransientError
-from connectors.credly.wire import REPLACED, parse_credly_datetime
+from connectors.credly.wire import (
+    ACCEPTED,
+    PENDING,
+    REJECTED,
+    REPLACED,
+    REVOKED,
+    parse_credly_datetime,
+)
 from connectors.credly.wire import Badge as CredlyBadge
 from connectors.errors import describe
 from gateway.rules import kinds
@@ -50,9 +57,9 @@ log = logging.getLogger("jobs.credly_notifications")
 BADGE_STATE_CHANGED = "badge.state.changed"
 BADGE_DELETED = "badge.deleted"
 #: The Credly states a notification may move one of our badges to (replaced: to its successor).
-NOTIFIED_STATES = ("accepted", "rejected", "revoked", REPLACED)
+NOTIFIED_STATES = (ACCEPTED, REJECTED, REVOKED, REPLACED)
 #: Our badge states a notification may move a badge from (revoked, error, ... stay as they are).
-MOVABLE_STATES = ("pending", "accepted", "rejected")
+MOVABLE_STATES = (PENDING, ACCEPTED, REJECTED)
 
 #: The most characters the gateway stores of each field of a badge an event names (its column's).
 BADGE_LIMITS = {

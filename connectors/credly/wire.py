@@ -15,6 +15,7 @@ REVOKED = "revoked"
 REPLACED = "replaced"
 PENDING = "pending"
 ACCEPTED = "accepted"
+REJECTED = "rejected"
 #: States of a badge that no longer stands for anything (the others: pending, accepted, rejected).
 ENDED_STATES = frozenset({REVOKED, REPLACED})
 #: States of a badge that shows (unless it has expired).
