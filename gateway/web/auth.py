@@ -197,6 +197,10 @@ class Protector(ResourceProtector):
         status = error.status_code
         headers = dict(error.get_headers())
         headers.pop("Content-Type", None)
+        detail = error.description or {
+            401: "A valid bearer token is required.",
+            403: "The token lacks the scope this endpoint needs.",
+        }.get(status, error.error)
         if status == 401 and isinstance(
             error, MissingAuthorizationError | UnsupportedTokenTypeError
         ):
@@ -205,18 +209,32 @@ class Protector(ResourceProtector):
         elif status == 401:
             challenge = headers.get("WWW-Authenticate", f'bearer realm="{REALM}"')
             headers["WWW-Authenticate"] = "Bearer" + challenge[len("bearer") :]
-        elif status == 403:  # RFC 6750 §3: the challenge names the scope the token lacks
+        elif status == 403:
             view = current_app.view_functions.get(request.endpoint or "")
             rule = scope_rule(view) if view else None
-            scopes = " ".join(rule.scopes) if rule else ""
-            headers["WWW-Authenticate"] = (
-                f'Bearer realm="{REALM}", error="insufficient_scope", scope="{scopes}"'
-            )
-        detail = error.description or {
-            401: "A valid bearer token is required.",
-            403: "The token lacks the scope this endpoint needs.",
-        }.get(status, error.error)
+            scopes = rule.scopes if rule else ()
+            headers["WWW-Authenticate"] = _insufficient_scope(scopes)
+            if scopes:
+                detail = f"This endpoint needs a token {_scopes_wording(scopes)}."
         raise Problem(status, _ERROR_TITLES.get(status, "Error"), detail, headers=headers)
+
+
+def _insufficient_scope(scopes: tuple[str, ...]) -> str:
+    """The `WWW-Authenticate` challenge of a 403 (RFC 6750 §3). Its `scope` attribute lists the
+    scopes a token needs all of, so it names one only when one is needed; when any one of several
+    will do, they are named in `error_description` instead."""
+    challenge = f'Bearer realm="{REALM}", error="insufficient_scope"'
+    if len(scopes) == 1:
+        return f'{challenge}, scope="{scopes[0]}"'
+    if scopes:
+        return f'{challenge}, error_description="needs a token {_scopes_wording(scopes)}"'
+    return challenge
+
+
+def _scopes_wording(scopes: tuple[str, ...]) -> str:
+    if len(scopes) == 1:
+        return f"with the scope {scopes[0]}"
+    return f"with any one of the scopes {', '.join(scopes[:-1])} or {scopes[-1]}"
 
 
 require_oauth = Protector()

@@ -206,6 +206,33 @@ def test_token_without_the_scope_is_403(protected, token_for):
     )
 
 
+def test_a_403_where_any_of_two_scopes_will_do_names_them_as_alternatives(client, token_for):
+    # RFC 6750's `scope` attribute lists scopes all needed: it cannot say "either"
+    response = client.get("/v1/events/some-event", headers=token_for("verifications:read"))
+    assert response.status_code == 403
+    assert response.mimetype == "application/problem+json"
+    assert response.headers["WWW-Authenticate"] == (
+        'Bearer realm="credential-gateway", error="insufficient_scope", error_description='
+        '"needs a token with any one of the scopes events:write or certifications:read"'
+    )
+    assert response.get_json()["detail"] == (
+        "This endpoint needs a token with any one of the scopes events:write or "
+        "certifications:read."
+    )
+    for scope in ("events:write", "certifications:read"):
+        response = client.get("/v1/events/some-event", headers=token_for(scope))
+        assert response.status_code == 404, scope
+
+
+def test_a_403_names_the_one_scope_needed_in_its_detail(protected, token_for):
+    response = protected.test_client().get(
+        "/test-protected", headers=token_for("verifications:read")
+    )
+    assert (
+        response.get_json()["detail"] == "This endpoint needs a token with the scope events:write."
+    )
+
+
 def test_token_with_the_scope_passes_and_names_its_client(protected, token_for):
     response = protected.test_client().get("/test-protected", headers=token_for("events:write"))
     assert response.status_code == 200
