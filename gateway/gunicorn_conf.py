@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 import gc
 import logging
-import os
 import socket
 import sys
 from collections.abc import Callable
@@ -195,12 +194,12 @@ def _accept(files: ServedFiles) -> None:
 
 def _hang_up(server: Any, reload: Callable[[], None]) -> None:
     """SIGHUP: gunicorn's reload, which starts new web processes and then stops the old ones,
-    with the key and policy files read again (a missing key file is made, as at first start);
-    unless one is unfit (what a web process checks at start, the policy table against the
-    certifications too). The old processes then keep serving with the keys and policy they have,
-    and one ERROR names the file and what is wrong with it."""
+    with the key and policy files read again; unless one is unfit (what a web process checks at
+    start, the policy table against the certifications too) or the key file is missing (new keys,
+    as at first start, would not verify what the served ones signed). The old processes then keep
+    serving with the keys and policy they have, and one ERROR names the file and what is wrong."""
     try:
-        files = served_files(_in_instance(), database=True)
+        files = served_files(_in_instance(), database=True, create_keys=False)
     except ConfigError as exc:
         server.log.error(
             "%s; not reloaded: the web processes keep serving with the keys and policy they had",
@@ -213,13 +212,12 @@ def _hang_up(server: Any, reload: Callable[[], None]) -> None:
 
 def pre_fork(server: Any, worker: Any) -> None:
     """Before each web process starts: the key and policy files as they are now. One started in
-    place of a process that stopped (after a crash or a timeout) while a file is unfit serves,
-    as every one does, with those the master accepted last, and one ERROR names the file and what
-    is wrong with it. (A missing key file is left to the next SIGHUP to make.)"""
+    place of a process that stopped (after a crash or a timeout) while a file is unfit or the key
+    file missing serves, as every one does, with those the master accepted last, and one ERROR
+    names the file and what is wrong with it."""
     settings = _in_instance()
     try:
-        if os.path.exists(settings.signing_keys_file):
-            signing_keys(settings.signing_keys_file)
+        signing_keys(settings.signing_keys_file, create=False)
         policy_table(settings)
     except ConfigError as exc:
         server.log.error(

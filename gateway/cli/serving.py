@@ -104,7 +104,7 @@ def serve() -> None:
         folder = Flask("gateway", instance_path=settings.instance_path).instance_path
         keys_file = settings.with_instance(folder).signing_keys_file
         if keys_file and os.path.exists(keys_file):
-            signing_keys(keys_file)  # a missing one: the web processes make it
+            signing_keys(keys_file)  # a missing one: gunicorn's master makes it as it starts
         logs.configure(settings.log_level)  # its lines JSON, as the web processes' will be
         _check_database(settings.with_instance(folder))
         os.environ[metrics.MULTIPROC_DIR] = metrics.serve_folder()

@@ -779,8 +779,9 @@ class Settings:
             "published. At least one is a P-256 key; each has a `kid` of its own and is a P-256 "
             "private key (`kty` EC, `crv` P-256, `alg` ES256 or "
             "none) or an RSA private key of 2048 to 4096 bits (`kty` RSA, `alg` RS256 or none). "
-            "A file it names that does not exist is created with a new key of each kind and a "
-            "WARNING: give every web machine that file",
+            "A file it names that does not exist is created at start with a new key of each kind "
+            "and a WARNING: give every web machine that file (a SIGHUP of `gateway serve` onto a "
+            "missing file keeps the keys it serves)",
         ),
     )
     receipt_retention_days: int = field(

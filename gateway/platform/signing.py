@@ -94,15 +94,20 @@ class SigningKeys:
         self._set = KeySet(list(keys))
 
     @classmethod
-    def load(cls, path: str | Path) -> SigningKeys:
+    def load(cls, path: str | Path, create: bool = True) -> SigningKeys:
         """Read the key set at `path`, creating it with a new key of each kind when it does not
-        exist.
+        exist; without `create` (keys from it are in use), a missing file is refused.
 
         Raises ValueError, in one line naming the file, unless every key is a private signing
         key with a `kid` of its own: P-256 for ES256 (`kty` EC, `crv` P-256, `alg` ES256 or none)
         or RSA of 2048 bits or more for RS256 (`kty` RSA, `alg` RS256 or none); `use` sig or none.
         """
         path = Path(path)
+        if not create and not path.exists():
+            raise ValueError(
+                f"{path} does not exist: put the key set back (new keys in its place would not "
+                "verify what its keys signed; to add keys: `gateway keys rotate`)"
+            )
         try:
             created = not path.exists() and _write_new(path, new_keys())
         except OSError as exc:

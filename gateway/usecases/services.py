@@ -153,11 +153,12 @@ def _in_instance(settings: Settings, name: str) -> Path | None:
     return Path(settings.instance_path) / name if settings.instance_path else None
 
 
-def signing_keys(path: str) -> SigningKeys:
-    """The key set of SIGNING_KEYS_FILE at `path`, created if missing; ConfigError naming the
-    setting, in one line, when it is not a set of ES256 and RS256 signing keys."""
+def signing_keys(path: str, create: bool = True) -> SigningKeys:
+    """The key set of SIGNING_KEYS_FILE at `path`, created if missing (unless not to `create`);
+    ConfigError naming the setting, in one line, when it is not a set of ES256 and RS256 signing
+    keys, or is missing and not to be created."""
     try:
-        return SigningKeys.load(path)
+        return SigningKeys.load(path, create)
     except ValueError as exc:
         raise ConfigError(f"SIGNING_KEYS_FILE: {exc}") from exc
 
@@ -178,11 +179,14 @@ def policy_table(settings: Settings) -> rules.Policy:
     return policy
 
 
-def served_files(settings: Settings, *, database: bool = False) -> ServedFiles:
-    """The signing keys (SIGNING_KEYS_FILE, made if missing) and the policy table (POLICY_FILE)
-    as a web process reads them at start; with `database`, the table is also checked against the
-    credentials certifications hold. ConfigError, in one line naming the setting, on an unfit
-    file (the keys are read last: a missing key file is made only along a fit table)."""
+def served_files(
+    settings: Settings, *, database: bool = False, create_keys: bool = True
+) -> ServedFiles:
+    """The signing keys (SIGNING_KEYS_FILE, made if missing unless not to `create_keys`) and the
+    policy table (POLICY_FILE) as a web process reads them at start; with `database`, the table is
+    also checked against the credentials certifications hold. ConfigError, in one line naming the
+    setting, on an unfit file (the keys are read last: a missing key file is made only along a fit
+    table)."""
     policy = policy_table(settings)
     if database:
         db = database_for_checks(settings)
@@ -190,7 +194,7 @@ def served_files(settings: Settings, *, database: bool = False) -> ServedFiles:
             check_policy_covers_certifications(db, policy)
         finally:
             db.dispose()
-    return ServedFiles(signing_keys(settings.signing_keys_file), policy)
+    return ServedFiles(signing_keys(settings.signing_keys_file, create_keys), policy)
 
 
 def database_for_checks(settings: Settings) -> Database:

@@ -270,3 +270,59 @@ def test_a_web_process_restarted_after_the_keys_file_changed_signs_with_the_keys
         proc.send_signal(signal.SIGHUP)
         wait_for(lambda: _published(port)[:2] == new, log)
         assert _receipt_kid(port, signing.SigningKeys.load(path), served_certification) == new[0]
+
+
+def _verifies(port: int, token: str) -> bool:
+    """Whether `token` (ES256) verifies, by PyJWT, against the key set `gateway serve` on `port`
+    publishes."""
+    published = requests.get(f"http://127.0.0.1:{port}/.well-known/jwks.json", timeout=5).json()
+    kid = jwt.get_unverified_header(token)["kid"]
+    try:
+        jwt.decode(token, jwt.PyJWKSet.from_dict(published)[kid].key, algorithms=["ES256"])
+    except (KeyError, jwt.PyJWTError):
+        return False
+    return True
+
+
+def test_a_hang_up_onto_a_missing_keys_file_keeps_the_keys_what_was_signed_verifies_against(
+    tmp_path, postgres_url, served_certification
+):
+    """A SIGHUP while the key file is missing (a volume not mounted, a file deleted) made a new
+    key set, as at first start: every receipt and credential signed before stopped verifying
+    against the published keys. It is refused as an unfit file is, and so is the file's absence
+    for a web process gunicorn restarts: the keys stay, with one ERROR each naming the file and
+    what to do. The file put back, a SIGHUP brings in its keys again."""
+    path = tmp_path / "mounted" / "signing-keys.json"
+    keys = signing.SigningKeys.load(path)
+    kids = [key.kid for key in keys.keys]
+    port, log = free_port(), tmp_path / "stderr.log"
+    env = serve_env(tmp_path, postgres_url, port, WEB_WORKERS="1", SIGNING_KEYS_FILE=str(path))
+    receipt = f"http://127.0.0.1:{port}/v1/verifications/{served_certification}/receipt"
+    with serving(env, log) as proc:
+        signed = requests.get(receipt, timeout=10).text
+        assert _verifies(port, signed)
+        fit = path.read_text()
+        path.unlink()
+        hang_up_refused(proc, log)
+        assert _published(port) == kids and _verifies(port, signed)
+        assert _receipt_kid(port, keys, served_certification) == keys.signing_kid()
+        killed = kill_web_process(proc, log)
+        assert proc.poll() is None, log.read_text()[-3000:]
+        assert _published(port) == kids and _verifies(port, signed)
+        assert not path.exists()
+
+        path.write_text(fit)
+        new = signing.rotate(path)
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: _published(port) == [*new, *kids], log)
+        assert _verifies(port, signed)
+    missing = (
+        f"SIGNING_KEYS_FILE: {path} does not exist: put the key set back (new keys in its place "
+        "would not verify what its keys signed; to add keys: `gateway keys rotate`)"
+    )
+    assert logged_errors(log) == [
+        f"{missing}; not reloaded: the web processes keep serving with the keys and policy they "
+        "had",
+        f"Worker (pid:{killed}) was sent SIGKILL! Perhaps out of memory?",
+        f"{missing}; a web process starting now serves with the keys and policy the server had",
+    ]
