@@ -72,7 +72,8 @@ DELETED = "deleted"
 EARNERS_CHOICE = (DELETED, REJECTED)
 
 #: Recorded on an unclaimed badge the gateway revoked to issue it again to a new e-mail address,
-#: until the new one is recorded: a later attempt issues it, whatever the address is by then.
+#: until the new one is recorded (or Credly's refusal of it, `refused_note`): a later attempt
+#: issues it, whatever the address is by then.
 REISSUE_NOTE = "revoked unclaimed, to be issued again to the member's new e-mail address"
 #: Recorded on a badge whose member changed e-mail after accepting it.
 OWN_EMAIL_NOTE = (
@@ -295,6 +296,16 @@ def refused_again(
     return note == refused_note(_recipient(svc, cert))
 
 
+#: How every note of `refused_note` begins.
+_REFUSED = REFUSED_NOTE.partition("{")[0]
+
+
+def _owed(note: str | None) -> bool:
+    """Whether a revoked badge's `note` says it is to be issued again: it was revoked to be issued
+    again to a new e-mail address, or Credly has refused its issue since (`refused_note`)."""
+    return note == REISSUE_NOTE or (note or "").startswith(_REFUSED)
+
+
 #: Built once: what `refused_note` records on the badge `badge_id`.
 _NOTE = (
     update(Badge)
@@ -496,12 +507,10 @@ def issue(svc: Services, item: ClaimedItem) -> None:
             # badge it holds.
             found, adopted = _issue_or_adopt(
                 svc,
+                badge_id,
                 recipient,
                 look_first=attempts > 1,
                 made_nothing=lambda: svc.db.write(_NOT_ATTEMPTED, {"badge_id": badge_id}),
-                refused=lambda: svc.db.write(
-                    _NOTE, {"badge_id": badge_id, "note": refused_note(recipient), "now": utcnow()}
-                ),
             )
     wanted = _recipient_now(svc, item.certification_id, period_start) or recipient
     note = None
@@ -625,11 +634,11 @@ def _record_unless_ended(
 
 def _issue_or_adopt(
     svc: Services,
+    badge_id: int,
     recipient: BadgeRequest,
     *,
     look_first: bool = True,
     made_nothing: Callable[[], object] | None = None,
-    refused: Callable[[], object] | None = None,
 ) -> tuple[CredlyBadge, bool]:
     """A new badge for the recipient, or (`look_first`) the live one Credly holds for them by
     earner id; when the issue call fails in a way after which Credly may hold the badge anyway
@@ -637,8 +646,9 @@ def _issue_or_adopt(
     Any other 4xx (a 429, a refused token, a request refused as invalid) says Credly made
     nothing: it is raised as it is, without a look-up, once `made_nothing` is called (the
     issue job then takes its attempt back, so that its retry issues at once too). A duplicate
-    refusal after which no badge is to be adopted is raised as a PermanentError once `refused`
-    is called. With whether it was adopted (found, not issued by this call)."""
+    refusal after which no badge is to be adopted is raised as a PermanentError once recorded
+    on the badge `badge_id` (`refused_note`). With whether it was adopted (found, not issued by
+    this call)."""
     template = recipient.badge_template_id
     earner = recipient.issuer_earner_id
     if look_first:
@@ -669,8 +679,9 @@ def _issue_or_adopt(
             if not of_another_earner(badge, earner) and badge.id not in others
         )
         if found is None:
-            if refused is not None and isinstance(exc, PermanentError):
-                refused()  # a 422: no other 4xx gets here
+            if isinstance(exc, PermanentError):  # a 422: no other 4xx gets here
+                note = refused_note(recipient)
+                svc.db.write(_NOTE, {"badge_id": badge_id, "note": note, "now": utcnow()})
             _explain_duplicate(exc, counted, recipient, others)
             raise
         log.info(
@@ -752,10 +763,12 @@ def replace(svc: Services, item: ClaimedItem) -> None:
         period_start = date.fromisoformat(cert.standing["certified_on"])
         badge = _period_badge(session, cert.certification_id, period_start)
         live = badge is not None and badge.credly_badge_id and badge.state in LIVE
-        # revoked by an e-mail change's step before its new issue succeeded: issued now
+        # revoked by an e-mail change's step before its new issue succeeded (or Credly refused
+        # that issue: a requeue or a later change tries it again): issued now
         reissue = (
             badge is not None
-            and (badge.state, badge.note) == (REVOKED, REISSUE_NOTE)
+            and badge.state == REVOKED
+            and _owed(badge.note)
             and cert.status in BADGE_KEPT
         )
         lease = timedelta(seconds=svc.settings.job_timeout_seconds)
@@ -849,7 +862,7 @@ def _issue_up_to_date(
     """A badge issued to `recipient`, or the live one Credly holds for the certification adopted
     and, when it names the member otherwise (made for earlier details), brought up to date as
     the issue job brings an adopted badge; with a note for the standing."""
-    found, adopted = _issue_or_adopt(svc, recipient)
+    found, adopted = _issue_or_adopt(svc, badge_id, recipient)
     if adopted and not _says(found, recipient):
         return _bring_up_to_date(svc, badge_id, found.id, recipient)
     return found, None

@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 from rq import Queue
 
-from connectors.errors import TransientError
+from connectors.errors import PermanentError, TransientError
 from gateway.cli.group import SHOWN_ANSWER
 from gateway.cli.main import cli
 from gateway.platform import clock, metrics
@@ -371,6 +371,90 @@ def test_a_badge_without_earner_id_another_certification_adopted_is_theirs(svc, 
     drain(svc, lambda: settled(svc, "revoke_badge"))
     assert calls(standin, "revoke") == []
     assert [(b["id"], b["issued_to_first_name"]) for b in live(standin)] == [(anas, "Ana")]
+
+
+@pytest.mark.parametrize("then", ["new-email", "new-name", "requeued"])
+def test_an_email_change_credly_refuses_to_issue_again_is_remembered_as_refused(
+    svc, standin, post, standing, tmp_path, then
+):
+    """The unclaimed badge is revoked and issued again to the member's new e-mail address,
+    where another certification's live badge makes Credly refuse it (a 422, nothing to adopt):
+    the replace job fails once with Credly's answer, the standing shows `error` with it and the
+    note of what was refused, as after an issue job's refusal, and reconciliation sends that
+    request no more. A later change of e-mail address or name, or the failed job requeued once
+    the other badge is revoked, has it tried once more, by the replace job."""
+    theirs = granted("2026-03-01", cert="DUPA")
+    theirs["data"]["member"]["email"] = "shared@example.org"
+    for body in (theirs, granted("2026-03-01")):
+        assert post(body).status_code == 202
+    drain(svc, lambda: all_settled(svc))
+    assert post(event("member.updated", {"email": "shared@example.org"})).status_code == 202
+    drain(svc, lambda: all_settled(svc))
+    [failed] = items(svc, "replace_badge")
+    assert (failed.state, failed.attempts) == ("failed", 1)
+    assert "already has this badge" in failed.last_error  # Credly's answer, kept
+    block = standing()["badge"]
+    assert (block["state"], block["error"]) == ("error", failed.last_error)
+    refused = "Credly refused to issue this badge to shared@example.org as Ada Lovelace ("
+    assert block["note"].startswith(refused)
+    issued = len(calls(standin, "issue"))
+    for _ in range(2):  # daily: reported, not queued again
+        summary = reconciled(svc, standin, tmp_path)
+        assert (summary["refused"], summary["repaired"]["issued"]) == (1, 0)
+    assert len(items(svc, "issue_badge")) == 2 and len(calls(standin, "issue")) == issued
+
+    if then == "requeued":  # the cause dealt with in Credly
+        [dupa] = holdings(standin, "DUPA")
+        standin.revoke(dupa["id"], {"reason": "issued in error"})
+        env = _cli_env(svc, standin, tmp_path)
+        assert CliRunner().invoke(cli, ["jobs", "requeue", failed.job_id], env=env).exit_code == 0
+    else:
+        change = {"email": "ada@new.example.org"} if then == "new-email" else {"last_name": "King"}
+        assert post(event("member.updated", change)).status_code == 202
+    drain(svc, lambda: all_settled(svc))
+    assert len(calls(standin, "issue")) == issued + 1 and len(items(svc, "issue_badge")) == 2
+    if then == "new-name":  # still the other certification's address: refused again
+        block = standing()["badge"]
+        assert block["state"] == "error" and "already has this badge" in block["error"]
+        refused = "Credly refused to issue this badge to shared@example.org as Ada King ("
+        assert block["note"].startswith(refused)
+        assert reconciled(svc, standin, tmp_path)["refused"] == 1
+        return
+    block = agrees(svc, standin, standing())
+    assert block["state"] == "pending" and "note" not in block
+    [mine] = holdings(standin)
+    email = "ada@new.example.org" if then == "new-email" else "shared@example.org"
+    assert mine["recipient_email"] == email
+    assert reconciled(svc, standin, tmp_path)["refused"] == 0
+
+
+def test_an_issue_brought_to_a_new_email_credly_refuses_is_remembered_as_refused(
+    svc, standin, monkeypatch
+):
+    """The member's e-mail changes while the issue call is in flight, to an address where
+    another certification's live badge is: the issue job revokes the badge it made and issues it
+    again there, Credly refuses that (nothing to adopt), and the refusal is recorded as the
+    issue job's own would be."""
+    hand_issued(standin, recipient_email="shared@example.org", issuer_earner_id="DUPA")
+    submit(svc, granted("2026-03-01"))
+    [item] = items(svc, "issue_badge")
+    issue_badge = svc.credly.issue_badge
+
+    def changed_meanwhile(request, **kwargs):
+        badge = issue_badge(request, **kwargs)
+        if request.recipient_email == "ada@example.org":
+            submit(svc, event("member.updated", {"email": "shared@example.org"}))
+        return badge
+
+    monkeypatch.setattr(svc.credly, "issue_badge", changed_meanwhile)
+    with pytest.raises(PermanentError, match="certification DUPA's live badge"):
+        badges_jobs.issue(svc, _claimed(item))
+    assert [c["status"] for c in calls(standin, "issue")] == [201, 422]
+    [row] = badges(svc)
+    assert row.state == "revoked"
+    assert row.note.startswith("Credly refused to issue this badge to shared@example.org as Ada")
+    summary = reconcile(svc)
+    assert summary.refused == 1 and summary.repaired["issued"] == 0
 
 
 @pytest.mark.parametrize("counted", [False, True], ids=["ended-not-duplicate", "ended-duplicate"])
@@ -800,8 +884,8 @@ def test_when_credly_counts_a_revoked_badge_as_a_duplicate_an_email_change_says_
     assert held["state"] == "revoked"
     [row] = badges(svc)  # the revoke is recorded: the badge is not listed as unclaimed
     assert (row.credly_badge_id, row.state) == (held["id"], "revoked")
-    view = badge_view(row)
-    assert view["state"] == "error" and view["note"] == badges_jobs.REISSUE_NOTE
+    view = badge_view(row)  # the refusal is remembered, as an issue job's is
+    assert view["state"] == "error" and view["note"].startswith("Credly refused to issue this")
     assert "counts ended badges as duplicates" in view["error"] and TEMPLATE in view["error"]
     with svc.db.sessions() as session:
         assert unclaimed_badges(session, days=0) == []
@@ -1079,8 +1163,8 @@ def process_notification(svc, row: OutboxItem) -> None:
 
 def test_a_details_change_after_a_failed_reissue_leaves_the_badge_in_error(svc, standin):
     """A lapse cured in the same period, Credly counting the revoked badge as a duplicate: the
-    issue fails for good, and a later change of details (no live badge to replace) keeps the
-    error shown."""
+    issue fails for good, and a later change of details (its replace job tries the issue once
+    more, refused again) keeps the error shown."""
     standin.revoked_is_duplicate = True
     clock.set_now(datetime(2026, 3, 20, 12, tzinfo=UTC))
     submit(svc, granted("2022-03-01"))
@@ -1096,6 +1180,8 @@ def test_a_details_change_after_a_failed_reissue_leaves_the_badge_in_error(svc, 
     drain(svc, lambda: settled(svc, "replace_badge"))
     [row] = badges(svc)
     assert badge_view(row)["state"] == "error" and "duplicate" in row.last_error
+    assert [c["status"] for c in calls(standin, "issue")] == [201, 422, 422]
+    assert row.note.startswith("Credly refused to issue this badge to ada@example.org as Ada King")
 
 
 # --------------------------------------------------------------------------- 5. notifications
