@@ -97,7 +97,9 @@ def route(app: Flask, endpoint: str, method: str) -> Route:
 def is_plain(environ: WSGIEnvironment, *, token: bool) -> bool:
     """No query, no conditional or range header (nor a token, unless `token`), nothing
     oversized, a usable host: Flask answers the others."""
-    if environ.get("QUERY_STRING") or lacks_host(environ) or not is_usable_host(host(environ)):
+    if environ.get("QUERY_STRING") or lacks_host(environ):
+        return False
+    if not is_usable_host(host(environ), environ.get("HTTP_HOST")):
         return False
     if len(environ.get("RAW_URI") or environ.get("PATH_INFO", "")) > MAX_URL:
         return False

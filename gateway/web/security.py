@@ -344,16 +344,21 @@ class ProblemRequestHandler(WSGIRequestHandler):
 
 
 @functools.lru_cache(maxsize=256)
-def is_usable_host(host: str) -> bool:
+def is_usable_host(host: str, header: str | None) -> bool:
     """Whether Werkzeug can route a request to `host` and build its URLs. `host` is the
-    `host[:port]` that `werkzeug.sansio.utils.get_host` makes of the Host header (`request.host`;
-    "" when its characters are not a host's, which Werkzeug handles). Routing encodes the name with
-    the idna codec (`Map.bind`; a failure is a 400 there). Every URL of the request
-    (`request.url`, `request.host_url`, Authlib's checks of a token) is built by
+    `host[:port]` that `werkzeug.sansio.utils.get_host` makes of the Host header `header`
+    (`request.host`). It is "" when the header's characters are not a host's (`x/y`, `a b`,
+    `user@host`, a port that is not a number from 1 to 65535, a name that is not ASCII): Werkzeug
+    then builds URLs naming no host (`http:/issuer`, a receipt issued by `http:`). Without a
+    header (HTTP/1.0; `lacks_host` refuses HTTP/1.1) the server's address stands in for it.
+    Routing encodes the name with the idna codec (`Map.bind`; a failure is a 400 there). Every URL
+    of the request (`request.url`, `request.host_url`, Authlib's checks of a token) is built by
     `get_current_url`, whose `werkzeug.urls.uri_to_iri` decodes the name with that codec: a label
     that is not IDNA (`xn--zz`, `xn--`) lets the codec's UnicodeError out, and brackets around no
     IPv6 address (`[a:b]`) urlsplit's ValueError, a 500 and a traceback in the log. Both are
     tried here as Werkzeug does them, so that a host Werkzeug can use is never refused."""
+    if header and not host:
+        return False
     try:
         host.partition(":")[0].encode("idna")
         get_current_url("http", host)
@@ -384,7 +389,7 @@ def _refuse_unusable() -> None:
             "An HTTP/1.1 request must name its host in a Host header.",
             errors=[{"field": "Host", "message": "Missing."}],
         )
-    if not is_usable_host(request.host):
+    if not is_usable_host(request.host, request.environ.get("HTTP_HOST")):
         raise Problem(
             400,
             "Bad Request",

@@ -22,7 +22,8 @@ pytestmark = pytest.mark.clock_sensitive
 
 #: Werkzeug lets UnicodeError out of decoding the first five (a label that is not IDNA, in any
 #: case, with a port or not), ValueError out of parsing `[a:b]` (brackets around no IPv6 address);
-#: it refuses to route an empty label and one over 63 characters.
+#: it refuses to route an empty label and one over 63 characters; of characters that are not a
+#: host's (the last ones) it makes no host at all, and URLs such as `http:/issuer`.
 UNUSABLE = [
     "xn--zz",
     "xn--a",
@@ -32,6 +33,12 @@ UNUSABLE = [
     "[a:b]",
     "foo..bar",
     "a" * 64 + ".example",
+    "example.org/evil",
+    "user@example.org",
+    "example org",
+    "example.org:http",
+    "example.org:65536",
+    "exämple.org",
 ]
 USABLE = [
     "localhost",
@@ -121,7 +128,7 @@ def test_a_host_werkzeug_cannot_use_is_a_400_naming_it_on_every_path(app, dispat
 
 def test_a_host_werkzeug_can_use_is_never_refused(app, dispatched):
     for host in USABLE:
-        assert is_usable_host(host), host
+        assert is_usable_host(host, host), host
         dispatched.clear()
         plain = answer(app, "GET", "/v1/verifications/ACTIVE-1", host)
         assert plain.status_code == 200 and dispatched == [], host  # answered before Flask
