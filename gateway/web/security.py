@@ -198,10 +198,14 @@ class SafeJSONProvider(DefaultJSONProvider):
 
     Every request body is read with it (the plain event path's too): a number with a fraction or
     an exponent is a `WrittenFloat`, which keeps its text for the checks of its decimals; an
-    integer too long for Python to read is a `LongInteger`, which the fields refuse.
+    integer too long for Python to read is a `LongInteger`, which the fields refuse. A body is
+    UTF-8 (RFC 8259, 8.1), a byte order mark before it ignored: Python would read UTF-16 and
+    UTF-32 as well, which a body's `charset` may not name either (`problems.json_body`).
     """
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        if isinstance(s, bytes):
+            s = s.decode("utf-8-sig")  # a UnicodeDecodeError is a ValueError: malformed JSON
         objects = _Objects()
         try:
             value = super().loads(

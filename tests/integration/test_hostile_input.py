@@ -299,6 +299,23 @@ def test_json_python_cannot_use_is_400_problem(client, token_for, body):
     assert hook.status_code == 400 and hook.mimetype == "application/problem+json"
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32", "utf-32-le"])
+@pytest.mark.parametrize("path", ["/v1/events", "/v1/events?via=flask", "/v1/verifications/batch"])
+def test_json_in_another_encoding_than_utf_8_is_400_naming_the_body(
+    client, token_for, path, encoding
+):
+    """JSON is UTF-8 (RFC 8259, 8.1): Python's parser would read UTF-16 and UTF-32 too, so such a
+    body was taken where its `charset` would have been refused. A UTF-8 byte order mark is
+    ignored, as RFC 8259 allows."""
+    headers = {**token_for("events:write verifications:read"), "Content-Type": "application/json"}
+    text = json.dumps(EXAMPLE_EVENT if path.startswith("/v1/events") else {"certification_ids": []})
+    response = client.post(path, data=text.encode(encoding), headers=headers)
+    assert response.status_code == 400 and response.mimetype == "application/problem+json"
+    assert response.get_json()["errors"] == [{"field": "body", "message": "Malformed JSON."}]
+    utf8 = client.post(path, data=text.encode("utf-8-sig"), headers=headers)
+    assert utf8.status_code != 400, utf8.get_json()
+
+
 @pytest.mark.parametrize(
     ("path", "body", "field"),
     [
