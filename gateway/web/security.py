@@ -289,10 +289,12 @@ def init_app(app: Flask) -> None:
     """Add the security headers to every answer of `app`, errors included, and refuse bodies over
     the limit, input that cannot be stored and a Host header it cannot use; call it before the
     blueprints are registered, so that their path values use `SegmentConverter`
-    (`IdPathConverter` for `path:`)."""
+    (`IdPathConverter` for `path:`) and a path with an empty segment (`/v1//events`) matches no
+    route, where Werkzeug redirected it to another resource (`/v1/events//X` to the event X)."""
     app.json = SafeJSONProvider(app)
     app.url_map.converters["default"] = app.url_map.converters["string"] = SegmentConverter
     app.url_map.converters["path"] = IdPathConverter
+    app.url_map.merge_slashes = False
     app.request_class = BoundedRequest
     app.session_interface = _NoSessions()
     app.wsgi_app = SecurityHeaders(app.wsgi_app)  # type: ignore[method-assign]

@@ -239,6 +239,25 @@ def test_nul_in_a_path_value_is_404_problem_not_a_database_error(client, token_f
         assert response.status_code == 404 and response.mimetype == "application/problem+json"
 
 
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/v1//verifications/CERT-123"),
+        ("POST", "//v1/events"),
+        ("GET", "/v1/events//CERT-123"),
+        ("GET", "/verify//proof?certification_id=CERT-123"),
+    ],
+)
+def test_a_path_with_an_empty_segment_is_a_404_problem_not_a_redirect(
+    client, token_for, method, path
+):
+    """Werkzeug redirected such a path (308, an HTML page) to the path without the empty segment,
+    another resource (`/v1/events//X` to the event X) than the one named."""
+    response = client.open(path, method=method, headers=token_for("events:write"), json={})
+    assert response.status_code == 404 and response.mimetype == "application/problem+json"
+    assert "Location" not in response.headers
+
+
 @pytest.mark.parametrize("path", ["/verify", "/verify/proof"])
 def test_a_control_character_in_the_verify_page_number_is_not_found_nor_written_back(client, path):
     response = client.get(f"{path}?certification_id=A%00B%07")
