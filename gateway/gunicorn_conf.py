@@ -16,7 +16,7 @@ from gunicorn.glogging import Logger
 from prometheus_client import multiprocess
 
 from gateway.bootstrap import create_app, warn_of_made_keys
-from gateway.platform import metrics
+from gateway.platform import logs, metrics
 from gateway.platform.config import ConfigError, Settings
 from gateway.platform.logs import JsonFormatter
 from gateway.usecases.services import ServedFiles, policy_table, served_files, signing_keys
@@ -259,3 +259,9 @@ def post_worker_init(worker: Any) -> None:
     thread of the process); then say the worker is ready."""
     gc.freeze()
     worker.log.info("Worker ready (pid: %s)", worker.pid)
+
+
+def post_request(worker: Any, req: Any, environ: dict, resp: Any) -> None:
+    """Forget the answered request's log fields: the thread's next line may be of no request of
+    the app's (gunicorn refusing a request it cannot read), which is not that request's."""
+    logs.clear()

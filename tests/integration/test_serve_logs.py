@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 from pathlib import Path
 from urllib.parse import quote
 
@@ -24,7 +25,7 @@ def _json_lines(path: Path) -> list[dict[str, object]]:
 
 def test_gateway_serve_writes_every_log_line_as_a_json_object(tmp_path, postgres_url):
     port = free_port()
-    env = serve_env(tmp_path, postgres_url, port, WEB_WORKERS="1")
+    env = serve_env(tmp_path, postgres_url, port, WEB_WORKERS="1", WEB_THREADS="1")
     out, err = tmp_path / "stdout.log", tmp_path / "stderr.log"
     proc = start_serve(env, err, out)
     try:
@@ -40,6 +41,9 @@ def test_gateway_serve_writes_every_log_line_as_a_json_object(tmp_path, postgres
         assert forged.status_code == 404
         given_instead = forged.headers["X-Request-ID"]  # not an id: a new one is given
         assert given_instead != HOSTILE and len(given_instead) == 32
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as refused:
+            refused.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX Y: z\r\n\r\n")
+            assert refused.recv(65536).startswith(b"HTTP/1.1 400 ")
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
@@ -52,6 +56,9 @@ def test_gateway_serve_writes_every_log_line_as_a_json_object(tmp_path, postgres
     assert any(str(msg).startswith("Worker ready (pid: ") for msg in gunicorn)
     assert gunicorn[-1] == "Shutting down: Master"
     assert all({"ts", "level", "logger", "msg"} <= e.keys() for e in errors)  # the app's fields
+    # A request gunicorn refuses itself is no earlier request's: its line carries no request id.
+    [refusal] = [e for e in errors if str(e["msg"]).startswith("Invalid request from ip=")]
+    assert "request_id" not in refusal, refusal
 
     # The access log: a JSON object a request, with ts and level, whatever the request held.
     healthz, hostile = [e for e in errors if e["logger"] == "gunicorn.access"]
