@@ -39,6 +39,7 @@ UNUSABLE = [
     "example.org:http",
     "example.org:65536",
     "exämple.org",
+    "gateway_web:8000",
 ]
 USABLE = [
     "localhost",
