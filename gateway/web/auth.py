@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NoReturn
+from urllib.parse import unquote_to_bytes
 
 from authlib.common.security import is_secure_transport
 from authlib.integrations.flask_oauth2 import AuthorizationServer, ResourceProtector, current_token
@@ -430,17 +431,32 @@ GRANT = "client_credentials"
 TOKEN_PARAMETERS = ("grant_type", "scope", "client_id", "client_secret")
 
 
+def _is_utf8_form(body: bytes) -> bool:
+    """Whether a form body is UTF-8 (as HTML forms send it): Werkzeug otherwise parses it into no
+    fields at all, or keeps a `%`-escape of a byte that is not UTF-8 as it was sent."""
+    try:
+        unquote_to_bytes(body.replace(b"+", b" ")).decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _malformed_token_request() -> str | None:
     """Why the request breaks RFC 6749's rules for its parameters, if it does (§3.2, §2.3: in the
     body, each once, one way of authenticating the client)."""
     if request.args:
+        g.token_error_fields = ["query"]
         return "Send the parameters in the form body, not in the URL's query."
+    if request.mimetype == FORM and not _is_utf8_form(request.get_data(cache=True)):
+        g.token_error_fields = ["body"]
+        return "The form body is not UTF-8 once its %-escapes are decoded."
     repeated = sorted(name for name, values in request.form.lists() if len(values) > 1)
     if repeated:  # named when it is one of the grant's (an OAuth error says ASCII only)
         named = [name for name in repeated if name in TOKEN_PARAMETERS]
         g.token_error_fields = named
         return f"Send each parameter once: {', '.join(named) or 'one'} was repeated."
     if "Authorization" in request.headers and "client_secret" in request.form:
+        g.token_error_fields = ["client_secret"]
         return "Authenticate the client one way: HTTP Basic or the form fields, not both."
     return None
 

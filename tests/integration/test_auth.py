@@ -508,17 +508,29 @@ def test_a_token_request_stops_counting_in_flight_once_answered_whatever_the_ans
 
 
 @pytest.mark.parametrize(
-    ("form", "basic", "query", "said"),
+    ("form", "basic", "query", "said", "fields"),
     [
-        ({"client_secret": "{secret}", "client_id": "{cid}"}, True, "", "one way"),
-        ({"scope": ["admin", "events:write"]}, True, "", "scope was repeated"),
-        ({"grant_type": ["client_credentials", "password"]}, True, "", "grant_type"),
-        ({}, True, "grant_type=client_credentials", "not in the URL's query"),
+        (
+            {"client_secret": "{secret}", "client_id": "{cid}"},
+            True,
+            "",
+            "one way",
+            ["client_secret"],
+        ),
+        ({"scope": ["admin", "events:write"]}, True, "", "scope was repeated", ["scope"]),
+        (
+            {"grant_type": ["client_credentials", "password"]},
+            True,
+            "",
+            "grant_type",
+            ["grant_type"],
+        ),
+        ({}, True, "grant_type=client_credentials", "not in the URL's query", ["query"]),
     ],
     ids=["two ways of authenticating", "repeated scope", "repeated grant", "query string"],
 )
 def test_a_token_request_breaking_the_parameter_rules_is_invalid_request(
-    app, client, form, basic, query, said
+    app, client, form, basic, query, said, fields
 ):
     cid, secret = register_client(app, "events:write admin")
     data = {"grant_type": "client_credentials"} if "grant_type" not in form else {}
@@ -532,8 +544,35 @@ def test_a_token_request_breaking_the_parameter_rules_is_invalid_request(
     assert answer.status_code == 400, answer.get_data(as_text=True)
     body = answer.get_json()
     assert body["error"] == "invalid_request" and said in body["detail"]
-    repeated = [name for name, value in form.items() if isinstance(value, list)]
-    assert [e["field"] for e in body["errors"]] == repeated
+    assert [e["field"] for e in body["errors"]] == fields
+
+
+@pytest.mark.parametrize(
+    "form",
+    [b"grant_type=client_credentials&scope=caf\xe9", b"grant_type=client_credentials&scope=caf%E9"],
+    ids=["a byte", "an escape"],
+)
+def test_a_token_request_whose_form_is_not_utf_8_is_invalid_request_naming_the_body(
+    app, client, form
+):
+    cid, secret = register_client(app, "events:write")
+    answer = client.post(
+        "/oauth/token",
+        data=form,
+        content_type="application/x-www-form-urlencoded",
+        auth=(cid, secret),
+    )
+    assert answer.status_code == 400
+    body = answer.get_json()
+    assert body["error"] == "invalid_request" and "not UTF-8" in body["detail"]
+    assert [e["field"] for e in body["errors"]] == ["body"]
+    good = client.post(
+        "/oauth/token",
+        data="grant_type=client_credentials&scope=events%3Awrite".encode(),
+        content_type="application/x-www-form-urlencoded",
+        auth=(cid, secret),
+    )
+    assert good.status_code == 200 and good.get_json()["scope"] == "events:write"
 
 
 def test_a_token_request_over_plain_http_to_a_public_name_is_400_insecure_transport(app, client):
