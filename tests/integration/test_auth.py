@@ -568,7 +568,7 @@ def test_a_token_request_whose_form_is_not_utf_8_is_invalid_request_naming_the_b
     assert [e["field"] for e in body["errors"]] == ["body"]
     good = client.post(
         "/oauth/token",
-        data="grant_type=client_credentials&scope=events%3Awrite".encode(),
+        data=b"grant_type=client_credentials&scope=events%3Awrite",
         content_type="application/x-www-form-urlencoded",
         auth=(cid, secret),
     )
