@@ -179,6 +179,15 @@ def create_app(
     return app
 
 
+def in_instance(settings: Settings) -> Settings:
+    """`settings` with the instance folder the app finds (INSTANCE_PATH, else Flask's), and the
+    defaults of the embedded database and of SIGNING_KEYS_FILE in it: for the processes that
+    read them without building the app."""
+    return settings.with_instance(
+        Flask("gateway", instance_path=settings.instance_path).instance_path
+    )
+
+
 def warn_of_made_keys(keys: signing.SigningKeys, path: str) -> None:
     """Warn when `keys` were made at `path` just now, SIGNING_KEYS_FILE naming a file that did not
     exist (a typo, a volume not mounted): keys no other web machine has."""

@@ -15,7 +15,7 @@ from flask import Flask
 from gunicorn.glogging import Logger
 from prometheus_client import multiprocess
 
-from gateway.bootstrap import create_app, warn_of_made_keys
+from gateway.bootstrap import create_app, in_instance, warn_of_made_keys
 from gateway.platform import logs, metrics
 from gateway.platform.config import ConfigError, Settings
 from gateway.platform.logs import JsonFormatter
@@ -154,7 +154,7 @@ def on_starting(server: Any) -> None:
     kernel would let a second server share the port with the first, each taking some of the
     connections, where one socket for all fails to bind. Have the start-up log name the address.
     Read the signing keys and policy table the web processes are to serve with (ERROR and exit
-    on an unfit file)."""
+    on an unfit file, or on a missing key file whose keys signed what the database records)."""
     _listening.addresses = ",".join(_url(address) for address in server.cfg.address)
     logging.getLogger("gunicorn.error").addFilter(_listening)
     for address in server.cfg.address:
@@ -169,19 +169,12 @@ def on_starting(server: Any) -> None:
                 server.log.error("Cannot listen on %s:%s: %s", address[0], address[1], exc)
                 sys.exit(1)
     try:
-        _accept(served_files(_in_instance()))
+        _accept(served_files(in_instance(_settings)))
     except ConfigError as exc:
         server.log.error("%s", exc)
         sys.exit(1)
     # SIGHUP (a key rotation, say): the main loop calls the arbiter's handle_hup
     server.handle_hup = functools.partial(_hang_up, server, server.handle_hup)
-
-
-def _in_instance() -> Settings:
-    """The settings with the instance folder as the app finds it (SIGNING_KEYS_FILE's default
-    is in it)."""
-    folder = Flask("gateway", instance_path=_settings.instance_path).instance_path
-    return _settings.with_instance(folder)
 
 
 def _accept(files: ServedFiles) -> None:
@@ -199,7 +192,7 @@ def _hang_up(server: Any, reload: Callable[[], None]) -> None:
     as at first start, would not verify what the served ones signed). The old processes then keep
     serving with the keys and policy they have, and one ERROR names the file and what is wrong."""
     try:
-        files = served_files(_in_instance(), database=True, create_keys=False)
+        files = served_files(in_instance(_settings), database=True, create_keys=False)
     except ConfigError as exc:
         server.log.error(
             "%s; not reloaded: the web processes keep serving with the keys and policy they had",
@@ -215,7 +208,7 @@ def pre_fork(server: Any, worker: Any) -> None:
     place of a process that stopped (after a crash or a timeout) while a file is unfit or the key
     file missing serves, as every one does, with those the master accepted last, and one ERROR
     names the file and what is wrong with it."""
-    settings = _in_instance()
+    settings = in_instance(_settings)
     try:
         signing_keys(settings.signing_keys_file, create=False)
         policy_table(settings)

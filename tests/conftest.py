@@ -237,12 +237,14 @@ def app(database_url: str, make_app: Callable[..., Flask]) -> Flask:
 
 
 @pytest.fixture
-def served_certification(make_app: Callable[..., Flask], postgres_url: str) -> str:
+def served_certification(make_app: Callable[..., Flask], postgres_url: str) -> Iterator[str]:
     """An active certification of the RMA credential, on the PostgreSQL database the tests give
-    `gateway serve`: its number."""
+    `gateway serve`: its number. The database is emptied after the test: a receipt signed with
+    the test's keys would stop a later start without a key file (as a lost one)."""
     app = make_app(database_url=postgres_url, jobs_synchronous=True)
     record(app, granted(days_ago(30), cert="SERVED-1", event_id="served-1-granted"))
-    return "SERVED-1"
+    yield "SERVED-1"
+    truncate(postgres_url)
 
 
 @pytest.fixture

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 from flask.cli import with_appcontext
 
+from gateway.bootstrap import in_instance
 from gateway.cli.group import CommandGroup
 from gateway.platform import signing
+from gateway.platform.config import ConfigError, Settings
+from gateway.usecases.services import signing_keys
 from gateway.web.context import services
 
 
@@ -43,6 +48,28 @@ def keys_rotate() -> None:
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"new signing keys {' '.join(kids)}; restart the web processes to sign with them")
+
+
+@keys.command("new-set", with_appcontext=False)
+def keys_new_set() -> None:
+    """Make a new key set where SIGNING_KEYS_FILE is missing, in place of a lost one that signed
+    receipts or credentials (the gateway does not start then): what the lost keys signed no
+    longer verifies. Not on a file that exists."""
+    try:
+        path = in_instance(Settings.from_env()).signing_keys_file
+        made = None if os.path.exists(path) else signing_keys(path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if made is None or not made.created:  # (another process made one meanwhile)
+        raise click.ClickException(
+            f"SIGNING_KEYS_FILE: {path} exists: a new set is made only where the file is missing "
+            "(to add new keys to it: `gateway keys rotate`)"
+        )
+    kids = " ".join(key.kid for key in made.keys)
+    click.echo(
+        f"new signing keys {kids} at {path}: what the keys before them signed no longer "
+        "verifies; start the web processes"
+    )
 
 
 @keys.command("retire")

@@ -11,16 +11,17 @@ import sys
 from typing import Any
 
 import click
-from flask import Flask
 from flask.cli import ScriptInfo, pass_script_info, with_appcontext
 from flask.cli import run_command as flask_run
 from flask.helpers import get_debug_flag
 from werkzeug.serving import is_running_from_reloader, run_simple
 
+from gateway.bootstrap import in_instance
 from gateway.cli.group import COUNT, TextArguments
 from gateway.platform import logs, metrics
 from gateway.platform.config import ConfigError, Settings
 from gateway.usecases.services import (
+    check_keys_not_lost,
     check_policy_covers_certifications,
     check_redis_database,
     check_schema_current,
@@ -99,14 +100,13 @@ def _check_free(host: str, port: int) -> None:
 def serve() -> None:
     """Run the production web server (gunicorn; settings WEB_BIND, WEB_WORKERS, ...)."""
     try:
-        settings = Settings.from_env()  # refused here in one line, not in gunicorn's traceback
-        # the instance folder as the app will find it (SIGNING_KEYS_FILE's default is in it)
-        folder = Flask("gateway", instance_path=settings.instance_path).instance_path
-        keys_file = settings.with_instance(folder).signing_keys_file
-        if keys_file and os.path.exists(keys_file):
-            signing_keys(keys_file)  # a missing one: gunicorn's master makes it as it starts
+        # refused here in one line, not in gunicorn's traceback
+        settings = in_instance(Settings.from_env())
+        if os.path.exists(settings.signing_keys_file):
+            # a missing one: gunicorn's master makes it as it starts, if nothing was signed
+            signing_keys(settings.signing_keys_file)
         logs.configure(settings.log_level)  # its lines JSON, as the web processes' will be
-        _check_database(settings.with_instance(folder))
+        _check_database(settings)
         os.environ[metrics.MULTIPROC_DIR] = metrics.serve_folder()
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -117,16 +117,20 @@ def serve() -> None:
 
 def _check_database(settings: Settings) -> None:
     """What every web process checks at start, checked once before gunicorn starts them: the
-    policy table, a Redis that refuses its database, and on PostgreSQL the schema's migrations
-    and the credentials certifications hold (SQLite's the web processes migrate)."""
+    policy table, a Redis that refuses its database, on PostgreSQL the schema's migrations and the
+    credentials certifications hold (SQLite's the web processes migrate), and a missing key file
+    where the database records what its keys signed."""
     policy = policy_table(settings)
     check_redis_database(redis_client(settings))
-    if settings.database_url is None or settings.database_url.startswith("sqlite"):
+    sqlite = (settings.database_url or "sqlite").startswith("sqlite")
+    if sqlite and os.path.exists(settings.signing_keys_file):
         return
     db = database_for_checks(settings)
     try:
-        check_schema_current(db)
-        check_policy_covers_certifications(db, policy)
+        if not sqlite:
+            check_schema_current(db)
+            check_policy_covers_certifications(db, policy)
+        check_keys_not_lost(db, settings.signing_keys_file)
     finally:
         db.dispose()
 

@@ -773,15 +773,18 @@ class Settings:
         default=None,
         metadata=setting(
             "SIGNING_KEYS_FILE",
-            "`signing-keys.json` in the instance folder, created at first start",
+            "`signing-keys.json` in the instance folder, created at first start (while nothing "
+            "is signed)",
             "the JWK set (private keys) that signs receipts (ES256: its first P-256 key) and Open "
             "Badges credentials (RS256: its first RSA key, else that P-256 key); all are "
             "published. At least one is a P-256 key; each has a `kid` of its own and is a P-256 "
             "private key (`kty` EC, `crv` P-256, `alg` ES256 or "
             "none) or an RSA private key of 2048 to 4096 bits (`kty` RSA, `alg` RS256 or none). "
             "A file it names that does not exist is created at start with a new key of each kind "
-            "and a WARNING: give every web machine that file (a SIGHUP of `gateway serve` onto a "
-            "missing file keeps the keys it serves)",
+            "and a WARNING (give every web machine that file), unless the database records "
+            "receipts or credentials its keys signed: the gateway then does not start until the "
+            "file is back, or `gateway keys new-set` makes a new set (a SIGHUP of `gateway serve` "
+            "onto a missing file keeps the keys it serves)",
         ),
     )
     receipt_retention_days: int = field(

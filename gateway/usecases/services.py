@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import redis
-from sqlalchemy import make_url, text
+from sqlalchemy import exists, func, inspect, make_url, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from connectors.credly.backend import make_credly
@@ -23,6 +24,7 @@ from gateway.platform.config import ConfigError, Settings
 from gateway.platform.signing import SigningKeys
 from gateway.schemas.events import MAX_EVENTS
 from gateway.store.db import Database, unavailable_reason
+from gateway.store.models import CredentialStatusEntry, Receipt
 
 log = logging.getLogger("gateway")
 
@@ -76,10 +78,12 @@ class Services:
 
     @property
     def keys(self) -> SigningKeys:
-        """The signing key set (SIGNING_KEYS_FILE), read on first use and created if missing."""
+        """The signing key set (SIGNING_KEYS_FILE), read on first use; created if missing while
+        the database records nothing signed (`check_keys_not_lost`)."""
         if self._keys is None:
             if not self.settings.signing_keys_file:
                 raise RuntimeError("SIGNING_KEYS_FILE must be set to sign or verify")
+            check_keys_not_lost(self.db, self.settings.signing_keys_file)
             self._keys = signing_keys(self.settings.signing_keys_file)
         return self._keys
 
@@ -182,29 +186,42 @@ def policy_table(settings: Settings) -> rules.Policy:
 def served_files(
     settings: Settings, *, database: bool = False, create_keys: bool = True
 ) -> ServedFiles:
-    """The signing keys (SIGNING_KEYS_FILE, made if missing unless not to `create_keys`) and the
-    policy table (POLICY_FILE) as a web process reads them at start; with `database`, the table is
-    also checked against the credentials certifications hold. ConfigError, in one line naming the
-    setting, on an unfit file (the keys are read last: a missing key file is made only along a fit
-    table)."""
+    """The signing keys (SIGNING_KEYS_FILE; to `create_keys`, made if missing while the database
+    records nothing signed) and the policy table (POLICY_FILE) as a web process reads them at
+    start; with `database`, the table is also checked against the credentials certifications
+    hold. ConfigError, in one line naming the setting, on an unfit file (the keys are read last: a
+    missing key file is made only along a fit table)."""
     policy = policy_table(settings)
-    if database:
+    path = settings.signing_keys_file
+    to_make = create_keys and not os.path.exists(path)
+    if database or to_make:
         db = database_for_checks(settings)
         try:
-            check_policy_covers_certifications(db, policy)
+            if database:
+                check_policy_covers_certifications(db, policy)
+            if to_make:
+                check_keys_not_lost(db, path)
         finally:
             db.dispose()
-    return ServedFiles(signing_keys(settings.signing_keys_file, create_keys), policy)
+    return ServedFiles(signing_keys(path, create_keys), policy)
 
 
 def database_for_checks(settings: Settings) -> Database:
     """A handle on the database for the checks made before web processes start (dispose of it
-    after): it connects within the settings' timeouts."""
-    return Database(
-        settings.database_url,
-        connect_timeout=settings.database_connect_timeout_seconds,
-        statement_timeout_ms=settings.database_statement_timeout_ms,
-    )
+    after): it connects within the settings' timeouts. ConfigError in one line when a SQLite
+    database's file cannot be made or opened."""
+    try:
+        return Database(
+            settings.database_url,
+            connect_timeout=settings.database_connect_timeout_seconds,
+            statement_timeout_ms=settings.database_statement_timeout_ms,
+        )
+    except OSError as exc:  # a SQLite database whose folder cannot be made or written
+        raise ConfigError(
+            f"the database {database_address(settings.database_url)} cannot be opened "
+            f"({exc.strerror or exc}): see DATABASE_URL, or INSTANCE_PATH for the embedded "
+            "default's"
+        ) from exc
 
 
 #: The credential codes certifications hold, one index probe each (a loose index scan).
@@ -265,3 +282,50 @@ def check_policy_covers_certifications(db: Database, policy: rules.Policy) -> No
             f"POLICY_FILE: the credential policy table lacks {', '.join(missing)}, which "
             "certifications hold; put it back (a credential no longer offered stays in the table)"
         )
+
+
+#: What the signing keys sign that the database records, by table: receipts, and Open Badges
+#: credentials (each has its status list entry; the status lists are signed from them).
+_SIGNED = ((Receipt.__table__, "receipt"), (CredentialStatusEntry.__table__, "credential"))
+
+
+def check_keys_not_lost(db: Database, path: str) -> None:
+    """Refuse to start where SIGNING_KEYS_FILE (`path`) does not exist while the database records
+    what its keys signed (receipts, credentials): keys made in their place, as at a first start,
+    would leave all of it unverifiable against the published keys. An EXISTS on each table decides
+    (a table not made yet records nothing), the count is made only to say so; a database that
+    cannot say is refused too. ConfigError in one line naming the file and the ways out."""
+    if os.path.exists(path):
+        return
+    try:
+        with db.engine.connect() as connection:
+            found = inspect(connection)
+            signed = [
+                (table, name)
+                for table, name in _SIGNED
+                if found.has_table(table.name)
+                and connection.scalar(select(exists().select_from(table)))
+            ]
+            counts = [
+                _counted(connection.scalar(select(func.count()).select_from(table)), name)
+                for table, name in signed
+            ]
+    except SQLAlchemyError as exc:
+        raise ConfigError(
+            f"SIGNING_KEYS_FILE: {path} does not exist, and the database at "
+            f"{database_address(db.url)} cannot say whether its keys signed anything "
+            f"({unavailable_reason(exc)}): new keys are made only where nothing was signed; start "
+            "again once it answers, or put the key set back"
+        ) from exc
+    if counts:
+        raise ConfigError(
+            f"SIGNING_KEYS_FILE: {path} does not exist, but the database records "
+            f"{' and '.join(counts)} its keys signed, which new keys would leave unverifiable: "
+            "put the key set back, or run `gateway keys new-set` to sign with a new set from now "
+            "on (what the lost keys signed then fails to verify)"
+        )
+
+
+def _counted(number: int, name: str) -> str:
+    """`number` of `name`: 1 receipt, 2 receipts."""
+    return f"{number} {name}" if number == 1 else f"{number} {name}s"

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -124,8 +125,12 @@ def test_with_the_database_hung_an_api_answer_is_a_503_within_seconds(hung, meth
     assert response.headers["Retry-After"] == "5"
 
 
-def test_gateway_serve_answers_503s_and_healthz_while_the_database_hangs(tmp_path):
-    """A gunicorn worker with 2 threads and 16 lookups at once: none waits long, healthz answers."""
+def test_gateway_serve_answers_503s_and_healthz_while_the_database_hangs(
+    tmp_path, signing_keys_made
+):
+    """A gunicorn worker with 2 threads and 16 lookups at once: none waits long, healthz answers.
+    Its key file is there (no new one is made while the database cannot say what was signed)."""
+    shutil.copy(signing_keys_made, tmp_path / "signing-keys.json")
     with silent_server() as db_port:
         port = free_port()
         env = serve_env(

@@ -1,19 +1,25 @@
 """The published signing keys and the `gateway keys` commands."""
 
+import importlib
 import json
 import logging
 import os
 import signal
+import sys
 from contextlib import suppress
 
 import jwt
 import pytest
 import requests
 from click.testing import CliRunner
+from gunicorn.errors import AppImportError
 from joserfc.jwk import ECKey
 
 from gateway.cli.main import cli
 from gateway.platform import metrics, signing
+from gateway.platform.config import ConfigError
+from gateway.usecases import openbadges, receipts
+from tests.support.events import granted
 from tests.support.serving import (
     free_port,
     hang_up_refused,
@@ -23,6 +29,7 @@ from tests.support.serving import (
     serving,
     wait_for,
 )
+from tests.support.verification import days_ago, record
 
 
 def test_the_embedded_default_creates_its_keys_in_the_instance_folder_and_publishes_them(
@@ -163,6 +170,25 @@ def test_serve_refuses_an_unfit_keys_file_in_the_instance_folder_in_one_line(tmp
     assert refused.exit_code == 1, refused.output
     [line] = refused.output.splitlines()
     assert line.startswith("Error: SIGNING_KEYS_FILE: ") and "signing-keys.json" in line
+
+
+def test_serve_onto_a_database_file_that_cannot_be_opened_says_so_in_one_line(
+    tmp_path, monkeypatch
+):
+    """Where the key file is missing, the database is asked what was signed before gunicorn
+    starts: an embedded default's that cannot be opened ends it in one line, no traceback."""
+    (tmp_path / "gateway.sqlite3").mkdir()
+    monkeypatch.setattr(os, "execv", lambda *_: pytest.fail("gunicorn started"))
+    monkeypatch.delenv(metrics.MULTIPROC_DIR, raising=False)
+    monkeypatch.delenv("SIGNING_KEYS_FILE", raising=False)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    refused = CliRunner().invoke(cli, ["serve"], env={"INSTANCE_PATH": str(tmp_path)})
+    assert refused.exit_code == 1, refused.output
+    assert refused.output.splitlines() == [
+        f"Error: the database {tmp_path / 'gateway.sqlite3'} cannot be opened (Is a directory): "
+        "see DATABASE_URL, or INSTANCE_PATH for the embedded default's"
+    ]
+    assert not (tmp_path / "signing-keys.json").exists()
 
 
 def test_a_keys_file_without_an_rsa_key_warns_that_credentials_are_signed_es256(
@@ -326,3 +352,131 @@ def test_a_hang_up_onto_a_missing_keys_file_keeps_the_keys_what_was_signed_verif
         f"Worker (pid:{killed}) was sent SIGKILL! Perhaps out of memory?",
         f"{missing}; a web process starting now serves with the keys and policy the server had",
     ]
+
+
+def _sign(app, receipt: bool = True, credential: bool = True) -> None:
+    """Record an active certification CERT-1 and have `app` sign a receipt and a credential of
+    it (either left out when not asked for)."""
+    svc = app.extensions["gateway"]
+    record(app, granted(days_ago(30), cert="CERT-1", event_id="cert-1-granted"))
+    base = "https://verify.example.org"
+    if receipt:
+        receipts.issue_for(svc, "CERT-1", None, base, client_id=None, client_address="192.0.2.7")
+    if credential:
+        openbadges.issue_credential(svc, "CERT-1", base)
+
+
+def test_a_start_onto_a_missing_keys_file_whose_keys_signed_what_the_database_records_is_refused(
+    database_url, make_app, tmp_path, monkeypatch
+):
+    """A lost key file (a volume not mounted, a path changed) was taken for a first start: new
+    keys were made, and every receipt and credential the lost keys signed stopped verifying. Every
+    way of starting refuses in one line naming the file, what the database records, and the two
+    ways out; `gateway keys new-set` is the deliberate one, after which the gateway starts."""
+    path = tmp_path / "mounted" / "keys.json"
+    app = make_app(database_url=database_url, signing_keys_file=str(path), jobs_synchronous=True)
+    _sign(app)
+    _sign(app, credential=False)  # a second receipt; the credential of the period is the same
+    app.extensions["gateway"].db.engine.dispose()
+    path.unlink()
+    refusal = (
+        f"SIGNING_KEYS_FILE: {path} does not exist, but the database records 2 receipts and 1 "
+        "credential its keys signed, which new keys would leave unverifiable: put the key set "
+        "back, or run `gateway keys new-set` to sign with a new set from now on (what the lost "
+        "keys signed then fails to verify)"
+    )
+    with pytest.raises(ConfigError) as refused:
+        make_app(database_url=database_url, signing_keys_file=str(path))
+    assert str(refused.value) == refusal
+
+    def exec_gunicorn(*_: object) -> None:
+        raise AssertionError("gunicorn started without the keys that signed")
+
+    monkeypatch.setattr(os, "execv", exec_gunicorn)
+    monkeypatch.delenv(metrics.MULTIPROC_DIR, raising=False)
+    env = {
+        "DATABASE_URL": database_url,
+        "SIGNING_KEYS_FILE": str(path),
+        "INSTANCE_PATH": str(tmp_path / "instance"),
+    }
+    for command in (["serve"], ["keys", "list"], ["keys", "rotate"]):
+        answer = CliRunner().invoke(cli, command, env=env)
+        assert answer.exit_code == 1, answer.output
+        assert answer.output.splitlines() == [f"Error: {refusal}"]
+    for name, value in env.items():  # `gunicorn wsgi:app`: gunicorn stops, "App failed to load"
+        monkeypatch.setenv(name, value)
+    monkeypatch.delitem(sys.modules, "wsgi", raising=False)
+    with pytest.raises(AppImportError) as not_loaded:
+        importlib.import_module("wsgi")
+    assert str(not_loaded.value) == refusal
+    assert not path.exists()
+
+    made = CliRunner().invoke(cli, ["keys", "new-set"], env=env)
+    assert made.exit_code == 0, made.output
+    kids = [key.kid for key in signing.SigningKeys.load(path, create=False).keys]
+    assert made.output == (
+        f"new signing keys {' '.join(kids)} at {path}: what the keys before them signed no "
+        "longer verifies; start the web processes\n"
+    )
+    listed = CliRunner().invoke(cli, ["keys", "list"], env=env)
+    assert [line.split()[0] for line in listed.stdout.splitlines()] == kids
+    assert (
+        make_app(database_url=database_url, signing_keys_file=str(path))
+        .extensions["gateway"]
+        .keys.keys
+        == signing.SigningKeys.load(path, create=False).keys
+    )
+    again = CliRunner().invoke(cli, ["keys", "new-set"], env=env)
+    assert again.exit_code == 1
+    assert again.output.splitlines() == [
+        f"Error: SIGNING_KEYS_FILE: {path} exists: a new set is made only where the file is "
+        "missing (to add new keys to it: `gateway keys rotate`)"
+    ]
+    assert [key.kid for key in signing.SigningKeys.load(path, create=False).keys] == kids
+
+
+@pytest.mark.parametrize(
+    ("receipt", "credential", "said"),
+    [(True, False, "1 receipt"), (False, True, "1 credential")],
+)
+def test_a_receipt_or_a_credential_alone_is_enough_to_refuse_new_keys(
+    receipt, credential, said, database_url, make_app, tmp_path
+):
+    path = tmp_path / "keys.json"
+    app = make_app(database_url=database_url, signing_keys_file=str(path), jobs_synchronous=True)
+    _sign(app, receipt=receipt, credential=credential)
+    path.unlink()
+    with pytest.raises(ConfigError) as refused:
+        make_app(database_url=database_url, signing_keys_file=str(path))
+    assert f", but the database records {said} its keys signed, " in str(refused.value)
+    assert not path.exists()
+
+
+def test_a_missing_keys_file_is_made_at_start_while_nothing_was_signed(
+    database_url, make_app, tmp_path, caplog
+):
+    """Certifications recorded, but no receipt or credential signed: a first start as before."""
+    app = make_app(database_url=database_url, jobs_synchronous=True)
+    record(app, granted(days_ago(30), cert="CERT-1", event_id="cert-1-granted"))
+    path = tmp_path / "keys.json"
+    started = make_app(database_url=database_url, signing_keys_file=str(path))
+    assert started.extensions["gateway"].keys.created and path.exists()
+    assert "new signing keys were made" in caplog.text
+
+
+def test_a_missing_keys_file_is_not_made_while_the_database_cannot_say_what_was_signed(
+    make_app, tmp_path
+):
+    path = tmp_path / "keys.json"
+    with pytest.raises(ConfigError) as refused:
+        make_app(database_url="postgresql://postgres@127.0.0.1:1/none", signing_keys_file=str(path))
+    message = str(refused.value)
+    assert message.startswith(
+        f"SIGNING_KEYS_FILE: {path} does not exist, and the database at 127.0.0.1:1 cannot say "
+        "whether its keys signed anything ("
+    )
+    assert "Connection refused" in message and message.endswith(
+        "): new keys are made only where nothing was signed; start again once it answers, or put "
+        "the key set back"
+    )
+    assert not path.exists()

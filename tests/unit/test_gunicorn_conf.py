@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import importlib
 import logging
+import shutil
 import socket
 from types import SimpleNamespace
 
@@ -12,6 +13,8 @@ import pytest
 
 from gateway import gunicorn_conf
 from gateway.platform.config import Settings
+from gateway.store.db import Database
+from gateway.store.models import Receipt, utcnow
 
 
 def test_a_worker_puts_the_loaded_app_out_of_the_collectors_reach_then_says_it_is_ready(caplog):
@@ -79,3 +82,29 @@ def test_a_server_starts_on_a_free_port_and_leaves_it_to_its_workers(conf):
         worker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         worker.bind(("127.0.0.1", port))
         assert worker.getsockname()[1] == port
+
+
+def test_a_server_makes_no_keys_in_place_of_lost_ones_whose_receipts_the_database_records(
+    conf, tmp_path, sqlite_migrated, caplog
+):
+    """`gunicorn -c python:gateway.gunicorn_conf` without `gateway serve`: the master, which makes
+    the keys at a first start, refuses to where the database records what lost keys signed."""
+    shutil.copy(sqlite_migrated, tmp_path / "gateway.sqlite3")
+    db = Database(f"sqlite:///{tmp_path / 'gateway.sqlite3'}")
+    with db.transaction() as session:
+        session.add(
+            Receipt(jti="rcpt_1", certification_id="C-1", status="active", issued_at=utcnow())
+        )
+    db.engine.dispose()
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    with pytest.raises(SystemExit), caplog.at_level(logging.ERROR, logger="gunicorn.error"):
+        conf.on_starting(_server(port))
+    path = tmp_path / "signing-keys.json"
+    [refusal] = caplog.messages
+    assert refusal.startswith(
+        f"SIGNING_KEYS_FILE: {path} does not exist, but the database records 1 receipt its keys "
+        "signed, "
+    )
+    assert not path.exists() and conf._served is None
