@@ -34,6 +34,7 @@ def create_app(
     jobs: str = "ON_DEMAND",
     migrate: bool = True,
     files: ServedFiles | None = None,
+    reads_keys: bool = True,
 ) -> Flask:
     """Build the Flask app: the one place that wires settings, storage, API and error handling.
 
@@ -41,6 +42,9 @@ def create_app(
     the embedded default's SQLite database up to date, and check that any other is (not for the
     `db` commands, which move it). `files`: the signing keys and policy table to serve with, read
     by another process (`gateway serve`'s master), instead of the files the settings name.
+    `reads_keys`: read the signing keys at start (refused there if unfit or lost), as a process
+    that answers requests (and signs) or manages the keys does; any other (a worker, an
+    operator's command) reads them only if it signs.
     """
     from gateway.web.plain import GatewayFlask
 
@@ -73,9 +77,9 @@ def create_app(
         check_policy_covers_certifications(svc.db, svc.policy)
         check_redis_database(svc.redis)  # (they use no Redis)
         subscriptions.warn_of_plain_http_targets(svc)
-    # read (or created, at first start) now, not at the first signature; not by the `db`
-    # commands, which sign nothing and may run on an operator's machine
-    keys = svc.keys if migrate else None
+    # read (or created, at first start) now, not at the first signature; not by the commands
+    # that sign nothing, which may run where the key file is not
+    keys = svc.keys if migrate and reads_keys else None
     if keys is not None and files is None and not own_keys:  # else the reader of `files` says it
         warn_of_made_keys(keys, settings.signing_keys_file)
     if keys is not None and not keys.holds(signing.RS256):

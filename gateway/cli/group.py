@@ -24,17 +24,20 @@ from gateway.platform.config import MAX_WHOLE_NUMBER, ConfigError
 def command_app() -> Flask:
     """The app of a command. Without Redis (the embedded default) jobs run in the serving
     process (`gateway run`; with its reloader, the child that serves), which also looks for due
-    ones now and then; any other command leaves its jobs to it."""
+    ones now and then; any other command leaves its jobs to it. The signing keys are read at
+    start by `gateway run` and the `keys` commands; the others read them only if they sign."""
     command = click.get_current_context(silent=True)
     serving = command is not None and command.info_name == "run"
     if serving and not is_running_from_reloader():
         reload = command.params.get("reload")
         serving = not (get_debug_flag() if reload is None else reload)  # else: the watcher
-    migrating = (
-        command is not None and command.parent is not None and (command.parent.info_name == "db")
-    )
+    group = command.parent.info_name if command is not None and command.parent else None
+    migrating = group == "db"
+    reads_keys = command is not None and (command.info_name == "run" or group == "keys")
     try:
-        return create_app(jobs="POLLING" if serving else "IN_SERVER", migrate=not migrating)
+        return create_app(
+            jobs="POLLING" if serving else "IN_SERVER", migrate=not migrating, reads_keys=reads_keys
+        )
     except ConfigError as exc:  # one line, not a traceback
         raise click.ClickException(str(exc)) from exc
 

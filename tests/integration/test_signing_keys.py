@@ -403,6 +403,10 @@ def test_a_start_onto_a_missing_keys_file_whose_keys_signed_what_the_database_re
         answer = CliRunner().invoke(cli, command, env=env)
         assert answer.exit_code == 1, answer.output
         assert answer.output.splitlines() == [f"Error: {refusal}"]
+    # a command that signs nothing (as a worker signs nothing) runs where the file is not
+    for command in (["jobs", "failed"], ["receipts", "prune"]):
+        answer = CliRunner().invoke(cli, command, env=env)
+        assert answer.exit_code == 0, answer.output
     for name, value in env.items():  # `gunicorn wsgi:app`: gunicorn stops, "App failed to load"
         monkeypatch.setenv(name, value)
     monkeypatch.delitem(sys.modules, "wsgi", raising=False)
