@@ -8,6 +8,7 @@ successor.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -71,9 +72,9 @@ DELETED = "deleted"
 #: badge again on its own (docs/credly.md, "Revoking and deleting").
 EARNERS_CHOICE = (DELETED, REJECTED)
 
-#: Recorded on an unclaimed badge the gateway revoked to issue it again to a new e-mail address,
-#: until the new one is recorded (or Credly's refusal of it, `refused_note`): a later attempt
-#: issues it, whatever the address is by then.
+#: Recorded on an unclaimed badge the gateway revoked to issue it again to a new e-mail address
+#: (with `badges.reissue_owed`, what the jobs read), until the new one is recorded (or Credly's
+#: refusal of it, `_refused_note`): a later attempt issues it, whatever the address is by then.
 REISSUE_NOTE = "revoked unclaimed, to be issued again to the member's new e-mail address"
 #: Recorded on a badge whose member changed e-mail after accepting it.
 OWN_EMAIL_NOTE = (
@@ -101,8 +102,9 @@ ENDED_DUPLICATE = (
     "again"
 )
 #: Recorded on a badge whose issue Credly refused for good (its duplicate refusal, a 422, with no
-#: badge to adopt): the same request is refused again, so reconciliation does not queue it again
-#: until what it sends changes (docs/credly.md, "Duplicates").
+#: badge to adopt), with the request in `badges.refused_request` (`refused_request`): the same
+#: request is refused again, so reconciliation does not queue it again until what it sends
+#: changes (docs/credly.md, "Duplicates").
 REFUSED_NOTE = (
     "Credly refused to issue this badge to {email} as {first_name} {last_name} (badge template "
     "{template}); it is not issued again until one of these changes, or the failed job is "
@@ -274,8 +276,8 @@ def _recipient(svc: Services, cert: _Recipient) -> BadgeRequest:
     )
 
 
-def refused_note(recipient: BadgeRequest) -> str:
-    """The note recorded on a badge whose issue to `recipient` Credly refused for good."""
+def _refused_note(recipient: BadgeRequest) -> str:
+    """The note shown on a badge whose issue to `recipient` Credly refused for good."""
     return REFUSED_NOTE.format(
         email=recipient.recipient_email,
         first_name=recipient.first_name,
@@ -284,33 +286,42 @@ def refused_note(recipient: BadgeRequest) -> str:
     )
 
 
+def refused_request(recipient: BadgeRequest) -> str:
+    """What `badges.refused_request` records of an issue to `recipient` that Credly refused for
+    good: the address, names and badge template it sent, in one canonical form (compared as it
+    is, so the same request gives the same text)."""
+    return json.dumps(
+        {
+            "email": recipient.recipient_email,
+            "first_name": recipient.first_name,
+            "last_name": recipient.last_name,
+            "badge_template_id": recipient.badge_template_id,
+        }
+    )
+
+
 def refused_again(
-    svc: Services, certification_id: str, note: str | None, connection: Connection
+    svc: Services, certification_id: str, refused: str | None, connection: Connection
 ) -> bool:
-    """Whether the badge note `note` records that Credly refused the very issue the
-    certification calls for now (read in `connection`'s transaction), so that issuing it again
-    is refused again."""
-    if note is None:
+    """Whether `refused`, a badge's `refused_request`, is the very issue the certification calls
+    for now (read in `connection`'s transaction), so that issuing it again is refused again."""
+    if refused is None:
         return False
     cert = _certification(svc, certification_id, connection)
-    return note == refused_note(_recipient(svc, cert))
+    return refused == refused_request(_recipient(svc, cert))
 
 
-#: How every note of `refused_note` begins.
-_REFUSED = REFUSED_NOTE.partition("{")[0]
-
-
-def _owed(note: str | None) -> bool:
-    """Whether a revoked badge's `note` says it is to be issued again: it was revoked to be issued
-    again to a new e-mail address, or Credly has refused its issue since (`refused_note`)."""
-    return note == REISSUE_NOTE or (note or "").startswith(_REFUSED)
-
-
-#: Built once: what `refused_note` records on the badge `badge_id`.
-_NOTE = (
+#: Built once: Credly's refusal recorded on the badge `badge_id` (its note, and the request
+#: refused), which ends a reissue owed (`RECORD`).
+_REFUSED = (
     update(Badge)
     .where(Badge.id == bindparam("badge_id"))
-    .values(note=bindparam("note"), updated_at=_now)
+    .values(
+        note=bindparam("note"),
+        reissue_owed=False,
+        refused_request=bindparam("refused_request"),
+        updated_at=_now,
+    )
 )
 
 
@@ -347,7 +358,8 @@ _found_issued_at = bindparam("found_issued_at", type_=UTCDateTime())
 _found_expires_at = bindparam("found_expires_at", type_=UTCDateTime())
 #: Built once: record what Credly answered about the badge `badge_id`, its `issued_at` Credly's
 #: (docs/api.md, "A standing's badge"; the time of recording if Credly's answer had none) and its
-#: e-mail address (where the claim e-mail went; kept when the answer names none).
+#: e-mail address (where the claim e-mail went; kept when the answer names none), with the note
+#: for the standing and whether a reissue is owed; a refusal recorded before is over.
 RECORD = (
     update(Badge)
     .where(Badge.id == bindparam("badge_id"))
@@ -367,6 +379,8 @@ RECORD = (
         expires_at=func.coalesce(_found_expires_at, Badge.expires_at),
         recipient_email=func.coalesce(bindparam("found_email"), Badge.recipient_email),
         note=bindparam("note"),
+        reissue_owed=bindparam("reissue_owed"),
+        refused_request=None,
         updated_at=_now,
     )
 )
@@ -379,12 +393,15 @@ def _record(
     item: ClaimedItem | None = None,
     note: str | None = None,
     others: Sequence[tuple[int, CredlyBadge]] = (),
+    *,
+    reissue_owed: bool = False,
 ) -> None:
     """Record what Credly answered, in one statement, and in the same transaction what it says
-    of the badges of `others` (rows, badges); with `item`, record the item done too. The rows
-    are written in id order, the order a notification job locks them in (no deadlock)."""
+    of the badges of `others` (rows, badges); with `item`, record the item done too;
+    `reissue_owed` for a badge revoked to be issued again (`REISSUE_NOTE`). The rows are written
+    in id order, the order a notification job locks them in (no deadlock)."""
     writes = sorted(
-        [(badge_id, found, note), *((row, badge, None) for row, badge in others)],
+        [(badge_id, found, note, reissue_owed), *((row, b, None, False) for row, b in others)],
         key=lambda write: write[0],
     )
     values = [
@@ -396,9 +413,10 @@ def _record(
             "found_expires_at": badge.expires_at,
             "found_email": badge.recipient_email,
             "note": said,
+            "reissue_owed": owed,
             "now": utcnow(),
         }
-        for row, badge, said in writes
+        for row, badge, said, owed in writes
     ]
     if item is None and not others:
         svc.db.write(RECORD, values[0])
@@ -647,7 +665,7 @@ def _issue_or_adopt(
     nothing: it is raised as it is, without a look-up, once `made_nothing` is called (the
     issue job then takes its attempt back, so that its retry issues at once too). A duplicate
     refusal after which no badge is to be adopted is raised as a PermanentError once recorded
-    on the badge `badge_id` (`refused_note`). With whether it was adopted (found, not issued by
+    on the badge `badge_id` (`_REFUSED`). With whether it was adopted (found, not issued by
     this call)."""
     template = recipient.badge_template_id
     earner = recipient.issuer_earner_id
@@ -680,8 +698,13 @@ def _issue_or_adopt(
         )
         if found is None:
             if isinstance(exc, PermanentError):  # a 422: no other 4xx gets here
-                note = refused_note(recipient)
-                svc.db.write(_NOTE, {"badge_id": badge_id, "note": note, "now": utcnow()})
+                refusal = {
+                    "badge_id": badge_id,
+                    "note": _refused_note(recipient),
+                    "refused_request": refused_request(recipient),
+                    "now": utcnow(),
+                }
+                svc.db.write(_REFUSED, refusal)
             _explain_duplicate(exc, counted, recipient, others)
             raise
         log.info(
@@ -764,11 +787,11 @@ def replace(svc: Services, item: ClaimedItem) -> None:
         badge = _period_badge(session, cert.certification_id, period_start)
         live = badge is not None and badge.credly_badge_id and badge.state in LIVE
         # revoked by an e-mail change's step before its new issue succeeded (or Credly refused
-        # that issue: a requeue or a later change tries it again): issued now
+        # an issue of it: a requeue or a later change tries it again): issued now
         reissue = (
             badge is not None
             and badge.state == REVOKED
-            and _owed(badge.note)
+            and (badge.reissue_owed or badge.refused_request is not None)
             and cert.status in BADGE_KEPT
         )
         lease = timedelta(seconds=svc.settings.job_timeout_seconds)
@@ -835,7 +858,7 @@ def _bring_up_to_date(
     kept_address = svc.settings.credly_revoked_is_duplicate or stays
     if new_email and current.state == PENDING and not kept_address:
         ended = revoked(svc, current.id, reason=badge_wording.NEW_ADDRESS_REASON, quietly=True)
-        _record(svc, badge_id, ended, note=REISSUE_NOTE)
+        _record(svc, badge_id, ended, note=REISSUE_NOTE, reissue_owed=True)
         return _issue_up_to_date(svc, badge_id, recipient)
     note = None
     if new_email and current.state != PENDING:

@@ -121,7 +121,7 @@ class Summary:
     #: template configured: not issued one (the job would fail as their first one did).
     no_template: int = 0
     #: Certifications that keep a badge and have none live, whose issue Credly refused for good
-    #: as it would be sent again (the badge's note says so): not issued one again.
+    #: as it would be sent again (the badge's `refused_request`): not issued one again.
     refused: int = 0
     #: Failed badge jobs of certifications found in step, marked superseded (on a dry run: that
     #: would be); a repair's failed jobs are marked when the repair ends well.
@@ -458,7 +458,7 @@ class _Run:
             elif cert.credential in self.untemplated:
                 self.summary.no_template += 1
             elif row is not None and refused_again(
-                self.svc, cert.certification_id, row.note, session.connection()
+                self.svc, cert.certification_id, row.refused_request, session.connection()
             ):
                 log.info("not issued again: Credly refused it", extra={"note": row.note})
                 self.summary.refused += 1

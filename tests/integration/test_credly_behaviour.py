@@ -15,6 +15,7 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 from rq import Queue
+from sqlalchemy import update
 
 from connectors.errors import PermanentError, TransientError
 from gateway.cli.group import SHOWN_ANSWER
@@ -332,7 +333,7 @@ def test_an_issue_credly_refuses_as_a_duplicate_is_reported_not_queued_again_dai
     drain(svc, lambda: issue_done(svc))
     [row] = badges(svc)
     [mine] = [b for b in live(standin) if b["issuer_earner_id"] == "CERT-1"]
-    assert (row.credly_badge_id, row.note) == (mine["id"], None)
+    assert (row.credly_badge_id, row.note, row.refused_request) == (mine["id"], None, None)
     assert mine["recipient_email"] == "ada@new.example.org"
 
 
@@ -805,7 +806,17 @@ def test_a_details_change_after_a_failed_issue_leaves_the_badge_in_error(svc, st
     assert live(standin) == []
 
 
-def test_an_email_change_whose_new_issue_failed_issues_it_on_the_next_attempt(svc, standin):
+def reword_notes(svc, note: str) -> None:
+    """Give every badge row another note, as a release that rewords the sentences would."""
+    with svc.db.transaction() as session:
+        session.execute(update(Badge).values(note=note))
+
+
+@pytest.mark.parametrize("reworded", [None, "revoked; it goes to the new address next"])
+def test_an_email_change_whose_new_issue_failed_issues_it_on_the_next_attempt(
+    svc, standin, reworded
+):
+    """The note only shows that the badge is owed: reworded, it is issued all the same."""
     grant(svc)
     submit(svc, event("member.updated", {"email": "ada@new.example.org"}))
     [item] = items(svc, "replace_badge")
@@ -813,10 +824,35 @@ def test_an_email_change_whose_new_issue_failed_issues_it_on_the_next_attempt(sv
     with pytest.raises(TransientError):
         badges_jobs.replace(svc, _claimed(item))
     assert live(standin) == []
+    [row] = badges(svc)
+    assert (row.state, row.note, row.reissue_owed) == ("revoked", badges_jobs.REISSUE_NOTE, True)
+    if reworded:
+        reword_notes(svc, reworded)
     badges_jobs.replace(svc, _claimed(item))
     [new] = live(standin)
     assert new["recipient_email"] == "ada@new.example.org"
-    assert [b.credly_badge_id for b in badges(svc)] == [new["id"]]
+    [row] = badges(svc)
+    assert (row.credly_badge_id, row.note, row.reissue_owed) == (new["id"], None, False)
+
+
+def test_a_reworded_note_still_keeps_a_refused_issue_from_being_sent_again(svc, standin):
+    hand_issued(standin, issuer_earner_id="CERT-OTHER")  # same e-mail and template
+    submit(svc, granted("2026-03-01"))
+    drain(svc, lambda: issue_done(svc))
+    [row] = badges(svc)
+    assert json.loads(row.refused_request) == {
+        "email": "ada@example.org",
+        "first_name": "Ada",
+        "last_name": "Lovelace",
+        "badge_template_id": TEMPLATE,
+    }
+    reword_notes(svc, "Credly said no to this one")
+    summary = reconcile(svc)
+    assert summary.refused == 1 and summary.repaired["issued"] == 0
+    submit(svc, event("member.updated", {"last_name": "King"}))  # another request: sent
+    drain(svc, lambda: settled(svc, "replace_badge"))
+    summary = reconcile(svc)
+    assert summary.refused == 0 and summary.repaired["issued"] == 1
 
 
 def test_an_email_corrected_back_while_the_new_address_issue_is_retried_issues_the_badge(

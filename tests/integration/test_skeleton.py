@@ -5,13 +5,19 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
+from datetime import date
 
+import pytest
 import requests
-from sqlalchemy import inspect, text
+from alembic import command
+from sqlalchemy import inspect, select, text
 
-from gateway.store.db import Database
-from gateway.store.models import Base
+from connectors.credly.wire import BadgeRequest
+from gateway.store.db import Database, alembic_config
+from gateway.store.models import Badge, Base, Certification, Member, utcnow
 from gateway.usecases import intake
+from jobs import badges as badges_jobs
 from tests.support.events import granted
 from tests.support.serving import free_port
 from tests.support.verification import days_ago
@@ -74,6 +80,81 @@ def test_badges_a_failed_job_set_to_error_get_credlys_state_back_and_keep_the_re
             ("pending", "403 not allowed"),
         ]
     db.engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_the_upgrade_takes_what_the_badge_jobs_act_on_from_the_notes_of_the_release_before(
+    backend, tmp_path, request
+):
+    url = (
+        f"sqlite:///{tmp_path / 'm.sqlite3'}"
+        if backend == "sqlite"
+        else request.getfixturevalue("empty_database")
+    )
+    db = Database(url)
+    db.upgrade("0023")
+    member = {"first_name": "Ada Mary", "last_name": "Lovelace King", "email": "ada@example.org"}
+    refused = (
+        "Credly refused to issue this badge to ada@example.org as {} (badge template "
+        "tmpl-rma); it is not issued again until one of these changes, or the failed job is "
+        "requeued (`gateway jobs requeue`)"
+    )
+    notes = [
+        "revoked unclaimed, to be issued again to the member's new e-mail address",
+        refused.format("Ada Mary Lovelace King"),  # the member's names now, either with a space
+        refused.format("Ada Byron King"),  # before a change of names: split at its first space
+        "accepted in Credly: its e-mail address belongs to the earner's Credly account and is "
+        "changed there by the earner, not by the gateway",
+        None,
+    ]
+    with db.sessions.begin() as session:
+        session.add(Member(member_id="M-1", **member))
+        session.flush()
+        session.add(
+            Certification(
+                certification_id="C-1",
+                credential="RMA",
+                member_id="M-1",
+                status="active",
+                standing={"member": member},
+                evaluated_on=date(2026, 1, 1),
+            )
+        )
+        session.flush()
+        for year, note in enumerate(notes, start=2020):
+            session.execute(
+                text(
+                    "INSERT INTO badges (certification_id, period_start, state, attempts, note,"
+                    " created_at, updated_at) VALUES ('C-1', :period, 'revoked', 1, :note,"
+                    " '2026-01-01', '2026-01-01')"
+                ),
+                {"period": date(year, 1, 1), "note": note},
+            )
+    try:
+        db.upgrade()
+        with db.sessions() as session:
+            rows = session.scalars(select(Badge).order_by(Badge.period_start)).all()
+            assert [row.note for row in rows] == notes  # kept as they were
+            assert [row.reissue_owed for row in rows] == [True, False, False, False, False]
+            request_of = badges_jobs.refused_request  # the form the jobs compare
+            asked = BadgeRequest(
+                "ada@example.org", "Ada Mary", "Lovelace King", "tmpl-rma", utcnow(), "C-1"
+            )
+            assert [row.refused_request for row in rows] == [
+                None,
+                request_of(asked),
+                request_of(replace(asked, first_name="Ada", last_name="Byron King")),
+                None,
+                None,
+            ]
+        with db.engine.begin() as connection:
+            config = alembic_config(db.url)
+            config.attributes["connection"] = connection
+            command.downgrade(config, "0023")
+        columns = {column["name"] for column in inspect(db.engine).get_columns("badges")}
+        assert "note" in columns and not {"reissue_owed", "refused_request"} & columns
+    finally:
+        db.engine.dispose()
 
 
 def test_healthz_answers_ok(client):
