@@ -48,7 +48,9 @@ from gateway.store.models import (
 )
 from gateway.usecases.credly_notifications import expected_organization
 from gateway.usecases.services import Services
-from jobs.badges import DELETED, deleted, latest, named_otherwise
+from jobs.badges.credly_calls import deleted, latest
+from jobs.badges.recipient import named_otherwise
+from jobs.badges.states import DELETED
 from jobs.engine.claim import ClaimedItem
 from jobs.engine.retry import MAX_ATTEMPTS
 

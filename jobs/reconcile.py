@@ -60,19 +60,17 @@ from gateway.platform import metrics
 from gateway.rules import BADGE_KEPT, kinds
 from gateway.store.models import SUPERSEDED, UNFINISHED, Badge, Certification, OutboxItem, utcnow
 from gateway.usecases.services import Services
-from jobs.badges import (
-    EARNERS_CHOICE,
-    LIVE,
-    deleted,
+from jobs.badges.credly_calls import deleted, latest
+from jobs.badges.recipient import (
     expired_on_arrival,
     expiry,
-    latest,
     named_otherwise,
     names_member,
-    refused_again,
     renews,
     template_for,
 )
+from jobs.badges.rows import refused_again
+from jobs.badges.states import EARNERS_CHOICE, LIVE
 from jobs.engine.retry import backoff
 
 log = logging.getLogger("jobs.reconcile")

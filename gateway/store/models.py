@@ -173,8 +173,8 @@ class Badge(Base):
     #: Revoked unclaimed to be issued again to the member's new e-mail address: a later replace
     #: job issues it (set and cleared with the note that says so, never read from it).
     reissue_owed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
-    #: The issue Credly refused for good (`jobs.badges.refused_request`: its address, names and
-    #: template), which reconciliation does not send again; None once an answer is recorded.
+    #: The issue Credly refused for good (`jobs.badges.notes.refused_request`: its address, names
+    #: and template), which reconciliation does not send again; None once an answer is recorded.
     refused_request: Mapped[str | None] = mapped_column(Text)
     #: The e-mail address Credly holds for the badge, as its answer said: where the claim
     #: e-mail went (None: recorded before the gateway kept it, until reconciliation sees it).

@@ -22,7 +22,9 @@ from gateway.store.db import retry_disconnect
 from gateway.store.models import FINISHED, OutboxItem, UTCDateTime, utcnow
 from gateway.usecases.credly_token import token_state
 from gateway.usecases.services import Services
-from jobs import badges, credly_notifications, deliveries, notices, verification
+from jobs import credly_notifications, deliveries, notices, verification
+from jobs.badges import issue, replace, revoke
+from jobs.badges import rows as badge_rows
 from jobs.engine.claim import (
     CLAIM_BATCH,
     CLAIM_DUE,
@@ -39,10 +41,10 @@ log = logging.getLogger("jobs.engine.outbox")
 Handler = Callable[[Services, ClaimedItem], None]
 
 HANDLERS: dict[str, Handler] = {
-    kinds.ISSUE_BADGE: badges.issue,
-    kinds.REPLACE_BADGE: badges.replace,
-    kinds.REVOKE_BADGE: badges.revoke,
-    kinds.REVOKE_DUPLICATE: badges.revoke_duplicate,
+    kinds.ISSUE_BADGE: issue.issue,
+    kinds.REPLACE_BADGE: replace.replace,
+    kinds.REVOKE_BADGE: revoke.revoke,
+    kinds.REVOKE_DUPLICATE: revoke.revoke_duplicate,
     kinds.SYNC_VERIFICATION: verification.sync,
     kinds.CREDLY_NOTIFICATION: credly_notifications.process,
     kinds.DELIVER_WEBHOOK: deliveries.deliver_webhook,
@@ -52,9 +54,9 @@ HANDLERS: dict[str, Handler] = {
 
 #: What else a final failure of an item of the kind records, in the transaction of its end.
 GIVEN_UP: dict[str, Callable[[Services, Connection, ClaimedItem, str], None]] = {
-    kinds.ISSUE_BADGE: badges.given_up,
-    kinds.REPLACE_BADGE: badges.given_up,
-    kinds.REVOKE_BADGE: badges.given_up,
+    kinds.ISSUE_BADGE: badge_rows.given_up,
+    kinds.REPLACE_BADGE: badge_rows.given_up,
+    kinds.REVOKE_BADGE: badge_rows.given_up,
     kinds.CREDLY_NOTIFICATION: credly_notifications.given_up,
 }
 

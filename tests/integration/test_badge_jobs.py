@@ -26,8 +26,8 @@ from gateway.platform import metrics
 from gateway.store.models import Badge, OutboxItem, utcnow
 from gateway.usecases import intake, queries
 from gateway.usecases.queries import badge_view
-from jobs import badges as badges_jobs
-from jobs.badges import _record
+from jobs.badges import issue as issue_job
+from jobs.badges import rows as badge_rows
 from jobs.engine import context, dispatch, outbox
 from jobs.engine.claim import ClaimedItem
 from jobs.engine.dispatch import RELAY_GRACE, relay
@@ -478,7 +478,7 @@ def test_an_issue_run_again_after_its_badge_went_out_calls_credly_no_more(svc, c
     claimed = ClaimedItem(
         item.id, item.kind, item.certification_id, item.payload, None, 2, utcnow()
     )
-    badges_jobs.issue(svc, claimed)  # e.g. a worker that ran past its lease
+    issue_job.issue(svc, claimed)  # e.g. a worker that ran past its lease
     assert len(responses.calls) == calls
     [said] = [r for r in caplog.records if r.getMessage() == "badge already issued"]
     assert said.credly_badge_id == "b-7"
@@ -603,7 +603,7 @@ def test_recording_the_same_credly_answer_again_keeps_the_badge_timestamps(svc):
     assert badge.credly_badge_id == "b-1" and badge.last_error is None
     assert badge.issued_at is not None and badge.state_changed_at is not None
     stamped = badge.state_changed_at
-    _record(svc, badge.id, CredlyBadge.from_json(badge_json()["data"]))
+    badge_rows.record(svc, badge.id, CredlyBadge.from_json(badge_json()["data"]))
     [again] = badges(svc)
     assert again.state_changed_at == stamped and again.issued_at == badge.issued_at
 

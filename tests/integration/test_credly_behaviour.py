@@ -27,9 +27,12 @@ from gateway.usecases.credly_token import check_token, token_state
 from gateway.usecases.queries import badge_view
 from gateway.usecases.sweep import Scope, sweep
 from gateway.usecases.unclaimed import unclaimed_badges
-from jobs import badges as badges_jobs
 from jobs import credly_notifications, cron
 from jobs import reconcile as reconcile_module
+from jobs.badges import issue as issue_job
+from jobs.badges import notes
+from jobs.badges import replace as replace_job
+from jobs.badges import revoke as revoke_job
 from jobs.cron import run_daily_reconcile, run_daily_sweep
 from jobs.engine import context, outbox
 from jobs.engine.claim import ClaimedItem
@@ -226,7 +229,7 @@ def test_with_badge_expires_an_expired_badge_is_replaced_for_a_new_name_keeping_
     assert (shown["issued_to_last_name"], shown["recipient_email"]) == ("King", "ada@example.org")
     assert shown["expires_at"].startswith("2026-03-31") and shown["id"] != issued["id"]
     [row] = badges(svc)
-    assert (row.credly_badge_id, row.note) == (shown["id"], badges_jobs.EXPIRED_ADDRESS_NOTE)
+    assert (row.credly_badge_id, row.note) == (shown["id"], notes.EXPIRED_ADDRESS_NOTE)
 
 
 def test_with_badge_expires_a_grant_past_its_paid_through_day_is_issued_once_paid(
@@ -449,7 +452,7 @@ def test_an_issue_brought_to_a_new_email_credly_refuses_is_remembered_as_refused
 
     monkeypatch.setattr(svc.credly, "issue_badge", changed_meanwhile)
     with pytest.raises(PermanentError, match="certification DUPA's live badge"):
-        badges_jobs.issue(svc, _claimed(item))
+        issue_job.issue(svc, _claimed(item))
     assert [c["status"] for c in calls(standin, "issue")] == [201, 422]
     [row] = badges(svc)
     assert row.state == "revoked"
@@ -586,7 +589,7 @@ def test_replaced_out_of_band_drill_the_successor_is_revoked(svc, standin, again
     assert [i.state for i in items(svc, "revoke_badge")] == ["done"]
     # run again (a requeue): already revoked counts as done
     [item] = items(svc, "revoke_badge")
-    badges_jobs.revoke(svc, _claimed(item))
+    revoke_job.revoke(svc, _claimed(item))
     assert live(standin) == []
 
 
@@ -623,7 +626,7 @@ def _issue_in_flight(svc, standin) -> threading.Thread:
     answer = intake.submit_event(svc, granted("2026-03-01"))
     [issue_item] = [i for i in items(svc, "issue_badge") if i.id in answer.outbox_ids]
     standin.queue_faults([{"delay": 0.7}])  # slow, but answered within the timeout
-    flight = threading.Thread(target=badges_jobs.issue, args=(svc, _claimed(issue_item)))
+    flight = threading.Thread(target=issue_job.issue, args=(svc, _claimed(issue_item)))
     flight.start()
     deadline = time.monotonic() + 10
     while not badges(svc):
@@ -636,7 +639,7 @@ def test_a_revocation_while_the_issue_call_is_in_flight_leaves_no_live_badge(svc
     flight = _issue_in_flight(svc, standin)
     intake.submit_event(svc, revoked("2026-06-01"))
     [revoke_item] = items(svc, "revoke_badge")
-    badges_jobs.revoke(svc, _claimed(revoke_item))  # finds nothing yet
+    revoke_job.revoke(svc, _claimed(revoke_item))  # finds nothing yet
     flight.join()
     assert len(standin.badges()) == 1 and live(standin) == []
     assert [b.state for b in badges(svc)] == ["revoked"]
@@ -647,12 +650,12 @@ def test_a_badge_a_lost_attempt_made_after_a_revocation_shows_revoked(svc, stand
     [issue_item] = items(svc, "issue_badge")
     standin.queue_faults([{"delay": 1.5}])  # Credly issues it, but after the 1 s timeout
     with pytest.raises(TransientError):
-        badges_jobs.issue(svc, _claimed(issue_item))
+        issue_job.issue(svc, _claimed(issue_item))
     intake.submit_event(svc, revoked("2026-06-01"))
     [revoke_item] = items(svc, "revoke_badge")
-    badges_jobs.revoke(svc, _claimed(revoke_item))  # finds nothing yet
+    revoke_job.revoke(svc, _claimed(revoke_item))  # finds nothing yet
     standin.wait(1.0)
-    badges_jobs.issue(svc, _claimed(issue_item))  # the retry revokes what Credly made
+    issue_job.issue(svc, _claimed(issue_item))  # the retry revokes what Credly made
     [held] = standin.badges()
     assert held["state"] == "revoked"
     [row] = badges(svc)
@@ -668,9 +671,9 @@ def test_details_changed_while_the_issue_call_is_in_flight_reach_the_badge(svc, 
     intake.submit_event(svc, event("member.updated", change))
     [replace_item] = items(svc, "replace_badge")
     with pytest.raises(Deferred):  # the badge is being issued: its replace waits for it
-        badges_jobs.replace(svc, _claimed(replace_item))
+        replace_job.replace(svc, _claimed(replace_item))
     flight.join()
-    badges_jobs.replace(svc, _claimed(replace_item))
+    replace_job.replace(svc, _claimed(replace_item))
     [shown] = live(standin)
     field, value = next(iter(change.items()))
     assert shown["issued_to_last_name" if field == "last_name" else "recipient_email"] == value
@@ -682,13 +685,13 @@ def test_a_badge_a_lost_attempt_made_is_brought_up_to_date_when_adopted(svc, sta
     [issue_item] = items(svc, "issue_badge")
     standin.queue_faults([{"delay": 1.5}])  # Credly issues it, but after the 1 s timeout
     with pytest.raises(TransientError):
-        badges_jobs.issue(svc, _claimed(issue_item))
+        issue_job.issue(svc, _claimed(issue_item))
     standin.wait(1.0)
     intake.submit_event(svc, event("member.updated", {"last_name": "King"}))
     [replace_item] = items(svc, "replace_badge")
     with pytest.raises(Deferred):  # no badge recorded yet, its issue being retried: it waits
-        badges_jobs.replace(svc, _claimed(replace_item))
-    badges_jobs.issue(svc, _claimed(issue_item))  # the retry adopts the lost attempt's badge
+        replace_job.replace(svc, _claimed(replace_item))
+    issue_job.issue(svc, _claimed(issue_item))  # the retry adopts the lost attempt's badge
     [shown] = live(standin)
     assert shown["issued_to_last_name"] == "King"
     assert [b.credly_badge_id for b in badges(svc)] == [shown["id"]]
@@ -706,7 +709,7 @@ def test_a_badge_revoked_while_its_replace_call_is_in_flight_is_no_error(svc, st
 
     def replacing() -> None:
         try:
-            badges_jobs.replace(svc, _claimed(replace_item))
+            replace_job.replace(svc, _claimed(replace_item))
         except Exception as exc:
             failed.append(exc)
 
@@ -716,7 +719,7 @@ def test_a_badge_revoked_while_its_replace_call_is_in_flight_is_no_error(svc, st
     standin.set_badge_state(badge.credly_badge_id, "revoked")  # revoked meanwhile
     flight.join()
     assert [type(exc) for exc in failed] == [TransientError]  # read again, not given up
-    badges_jobs.replace(svc, _claimed(replace_item))  # the retry finds it revoked: done
+    replace_job.replace(svc, _claimed(replace_item))  # the retry finds it revoked: done
     [row] = badges(svc)
     assert (row.state, row.last_error) == ("revoked", None)
 
@@ -739,7 +742,7 @@ def test_replace_adopts_the_replacement_an_earlier_attempt_made(svc, standin):
     # an earlier attempt replaced it but its answer was lost: same details the job sends
     standin.replace(badge.credly_badge_id, {"issued_to_last_name": "King"})
     before = len(calls(standin, "replace"))
-    badges_jobs.replace(svc, _claimed(item))
+    replace_job.replace(svc, _claimed(item))
     [new] = live(standin)
     assert len(calls(standin, "replace")) == before + 1  # only the follow-up asking for it
     assert [b.credly_badge_id for b in badges(svc)] == [new["id"]]
@@ -822,13 +825,13 @@ def test_an_email_change_whose_new_issue_failed_issues_it_on_the_next_attempt(
     [item] = items(svc, "replace_badge")
     standin.queue_faults([{"status": 500}])  # the old badge is revoked, the new issue fails
     with pytest.raises(TransientError):
-        badges_jobs.replace(svc, _claimed(item))
+        replace_job.replace(svc, _claimed(item))
     assert live(standin) == []
     [row] = badges(svc)
-    assert (row.state, row.note, row.reissue_owed) == ("revoked", badges_jobs.REISSUE_NOTE, True)
+    assert (row.state, row.note, row.reissue_owed) == ("revoked", notes.REISSUE_NOTE, True)
     if reworded:
         reword_notes(svc, reworded)
-    badges_jobs.replace(svc, _claimed(item))
+    replace_job.replace(svc, _claimed(item))
     [new] = live(standin)
     assert new["recipient_email"] == "ada@new.example.org"
     [row] = badges(svc)
@@ -863,11 +866,11 @@ def test_an_email_corrected_back_while_the_new_address_issue_is_retried_issues_t
     [first] = items(svc, "replace_badge")
     standin.queue_faults([{"status": 429, "retry_after": 10}])  # the old badge is revoked
     with pytest.raises(TransientError):
-        badges_jobs.replace(svc, _claimed(first))
+        replace_job.replace(svc, _claimed(first))
     submit(svc, event("member.updated", {"email": "ada@example.org"}))  # corrected back
     [second] = [i for i in items(svc, "replace_badge") if i.id != first.id]
-    badges_jobs.replace(svc, _claimed(second))
-    badges_jobs.replace(svc, _claimed(first))  # its retry: the badge is issued already
+    replace_job.replace(svc, _claimed(second))
+    replace_job.replace(svc, _claimed(first))  # its retry: the badge is issued already
     [shown] = live(standin)
     assert shown["recipient_email"] == "ada@example.org" and shown["id"] != badge.credly_badge_id
     assert [(b.credly_badge_id, b.state, b.note) for b in badges(svc)] == [
@@ -893,12 +896,12 @@ def test_two_quick_email_changes_leave_the_only_live_badge_at_the_last_address(
         return badge
 
     monkeypatch.setattr(svc.credly, "issue_badge", slow_answer)
-    flight = threading.Thread(target=badges_jobs.replace, args=(svc, _claimed(first)))
+    flight = threading.Thread(target=replace_job.replace, args=(svc, _claimed(first)))
     flight.start()  # revokes the old badge, then issues it to the first new address
     assert made.wait(10)
     submit(svc, event("member.updated", {"email": "ada@two.example.org"}))
     [second] = [i for i in items(svc, "replace_badge") if i.id != first.id]
-    badges_jobs.replace(svc, _claimed(second))  # finds the first job's badge, not yet recorded
+    replace_job.replace(svc, _claimed(second))  # finds the first job's badge, not yet recorded
     [shown] = live(standin)
     assert shown["recipient_email"] == "ada@two.example.org"
     answered.set()
@@ -944,7 +947,7 @@ def test_with_credly_revoked_is_duplicate_an_unclaimed_badge_keeps_its_address(
     [row] = badges(svc)
     view = badge_view(row)
     assert (row.credly_badge_id, view["state"]) == (shown["id"], "pending")
-    assert view["note"] == badges_jobs.KEPT_ADDRESS_NOTE
+    assert view["note"] == notes.KEPT_ADDRESS_NOTE
     with svc.db.sessions() as session:
         [listed] = unclaimed_badges(session, days=0)
     assert (listed.name, listed.email) == ("Ada King", "ada@example.org")  # claimed there
@@ -968,13 +971,13 @@ def test_a_revocation_while_the_new_address_issue_is_in_flight_leaves_no_live_ba
     submit(svc, event("member.updated", {"email": "ada@new.example.org"}))
     [item] = items(svc, "replace_badge")
     standin.queue_faults([{"delay": 0.7}])  # slow, but answered within the timeout
-    flight = threading.Thread(target=badges_jobs.replace, args=(svc, _claimed(item)))
+    flight = threading.Thread(target=replace_job.replace, args=(svc, _claimed(item)))
     flight.start()
     while not calls(standin, "revoke"):  # the old badge is revoked, the new one being issued
         standin.wait(0.02)
     intake.submit_event(svc, revoked("2026-06-01"))
     [revoke_item] = items(svc, "revoke_badge")
-    badges_jobs.revoke(svc, _claimed(revoke_item))  # finds nothing live yet
+    revoke_job.revoke(svc, _claimed(revoke_item))  # finds nothing live yet
     flight.join()
     assert len(standin.badges()) == 2 and live(standin) == []
 
@@ -1106,7 +1109,7 @@ def test_a_notification_of_the_take_over_read_before_it_is_recorded_leaves_both_
 ):
     """Credly's notice that the other period's badge was replaced, processed after the replace
     and before the issue job records it: the rows end as if it came after."""
-    read = badges_jobs._read
+    read = issue_job._read
 
     def notified_first(svc_, credly_id):
         found = read(svc_, credly_id)
@@ -1117,7 +1120,7 @@ def test_a_notification_of_the_take_over_read_before_it_is_recorded_leaves_both_
         process_notification(svc_, row)
         return found
 
-    monkeypatch.setattr(badges_jobs, "_read", notified_first)
+    monkeypatch.setattr(issue_job, "_read", notified_first)
     first = recertified_while_kept(svc, standin, post)
     [shown] = live(standin)
     assert {(b.period_start, b.credly_badge_id, b.state) for b in badges(svc)} == {
@@ -1157,7 +1160,7 @@ def test_a_notification_of_the_take_over_during_its_recording_leaves_both_rows_r
     post(event("audit.completed", FAILED_AUDIT))  # its jobs run by hand, not by the queue
     [queued] = [i for i in items(svc, "issue_badge") if i.state != "done"]
     held = _RecordingHeld(**vars(_claimed(queued)))
-    recording = threading.Thread(target=badges_jobs.issue, args=(svc, held))
+    recording = threading.Thread(target=issue_job.issue, args=(svc, held))
     recording.start()
     assert held.reached.wait(10), "the issue job did not record the take-over"
     replaced = next(b for b in standin.badges() if b["id"] == first["id"])
@@ -1309,7 +1312,7 @@ def test_a_badge_deleted_by_its_earner_shows_deleted_is_not_reissued_and_revoke_
     [row] = badges(svc)
     assert badge_view(row)["state"] == "deleted"
     [issue_item] = items(svc, "issue_badge")
-    badges_jobs.issue(svc, _claimed(issue_item))  # the issue job run again: nothing issued
+    issue_job.issue(svc, _claimed(issue_item))  # the issue job run again: nothing issued
     assert standin.badges() == [] and len(calls(standin, "issue")) == 1
     revoke_by_audit(svc)
     assert [i.state for i in items(svc, "revoke_badge")] == ["done"]
@@ -2012,7 +2015,7 @@ def test_a_duplicate_revoke_leaves_the_badge_that_became_the_recorded_one(svc, s
             )
         )
     [item] = items(svc, "revoke_duplicate")
-    badges_jobs.revoke_duplicate(svc, _claimed(item))
+    revoke_job.revoke_duplicate(svc, _claimed(item))
     assert calls(standin, "revoke") == []
     assert [b["id"] for b in live(standin)] == [badge.credly_badge_id]
 
@@ -2149,7 +2152,7 @@ def test_a_replace_that_meets_a_badge_replaced_since_it_was_read_is_retried(svc,
     standin.replace(badge.credly_badge_id, {"issued_to_last_name": "Hamilton"})  # another job
     svc.credly.get_badge = lambda _id: read
     with pytest.raises(TransientError, match="successor"):
-        badges_jobs.replace(svc, _claimed(item))
+        replace_job.replace(svc, _claimed(item))
 
 
 def test_reconcile_reads_credly_with_no_badge_row_locked(svc, standin, monkeypatch):

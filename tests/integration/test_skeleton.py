@@ -17,7 +17,7 @@ from connectors.credly.wire import BadgeRequest
 from gateway.store.db import Database, alembic_config
 from gateway.store.models import Badge, Base, Certification, Member, utcnow
 from gateway.usecases import intake
-from jobs import badges as badges_jobs
+from jobs.badges.notes import refused_request
 from tests.support.events import granted
 from tests.support.serving import free_port
 from tests.support.verification import days_ago
@@ -136,7 +136,7 @@ def test_the_upgrade_takes_what_the_badge_jobs_act_on_from_the_notes_of_the_rele
             rows = session.scalars(select(Badge).order_by(Badge.period_start)).all()
             assert [row.note for row in rows] == notes  # kept as they were
             assert [row.reissue_owed for row in rows] == [True, False, False, False, False]
-            request_of = badges_jobs.refused_request  # the form the jobs compare
+            request_of = refused_request  # the form the jobs compare
             asked = BadgeRequest(
                 "ada@example.org", "Ada Mary", "Lovelace King", "tmpl-rma", utcnow(), "C-1"
             )

@@ -6,8 +6,8 @@ Create Date: 2026-12-13 10:00:00.000000
 
 `reissue_owed`: the badge was revoked unclaimed to be issued again to the member's new e-mail
 address. `refused_request`: the address, names and badge template of an issue Credly refused for
-good, in the form `jobs.badges.refused_request` gives. Releases before this one read both back
-from the note; they are filled here from the notes those releases wrote (their sentences are
+good, in the form `jobs.badges.notes.refused_request` gives. Releases before this one read both
+back from the note; they are filled here from the notes those releases wrote (their sentences are
 copied below, as they were then). The notes stay as they are, so the downgrade loses nothing.
 """
 
@@ -61,7 +61,7 @@ def _names(names: str, member: dict[str, Any]) -> tuple[str, str]:
 
 
 def _refused_request(email: str, first_name: str, last_name: str, template: str) -> str:
-    """`jobs.badges.refused_request` as of this release."""
+    """`jobs.badges.notes.refused_request` as of this release."""
     return json.dumps(
         {
             "email": email,
