@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import event as sqlalchemy_event
@@ -21,16 +21,17 @@ from gateway.schemas.verifications import RECORD_FIELDS
 from gateway.store.db import Database
 from gateway.store.models import Delivery, OutboxItem, VerificationRecord, utcnow
 from gateway.usecases import clients, housekeeping, subscriptions
-from gateway.usecases.deliveries import queue
-from gateway.usecases.notices import SCHEDULED
+from gateway.usecases.deliveries import EVENT_TYPE, queue
+from gateway.usecases.notices import CANCELLED, SCHEDULED
 from jobs import verification
+from jobs.deliveries import retry_policy
 from jobs.engine.claim import ClaimedItem
 from jobs.engine.dispatch import requeue
 from jobs.engine.outbox import run_claimed
 from tests.support.badge_jobs import drain, ended, items, submit
 from tests.support.database import truncate
 from tests.support.events import event, granted, revoked
-from tests.support.http_stubs import DirectoryStub, scripted, serve
+from tests.support.http_stubs import DirectoryStub, Received, Respond, scripted, serve
 from tests.support.queue import work_queued
 from tests.support.verification import days_ago
 
@@ -225,6 +226,56 @@ def test_a_delivery_waiting_when_its_subscription_stops_gets_no_retry(make_svc, 
     assert delivery.attempts == 1 and reason in delivery.last_error
 
 
+def test_a_job_run_again_once_its_delivery_settled_sends_nothing(make_svc):
+    """A job claimed again (its first worker's lease ran out while it sent, say) finds its
+    delivery delivered, or cancelled, and sends nothing: not even once the certification is
+    watched again."""
+    svc = make_svc(delivery_retry_base_seconds=60)
+    with serve(scripted(200, 500)) as (url, received):
+        subscription = watch(svc, url)
+        submit(svc, granted(days_ago(30)))
+        work_queued(svc)  # sequence 1 (active) is delivered
+        submit(svc, revoked(days_ago(1)))
+        work_queued(svc)  # sequence 2 (revoked) is answered 500; its retry waits a minute
+        first, second = sorted(items(svc, "deliver_webhook"), key=lambda item: item.id)
+        with svc.db.transaction() as session:
+            _unwatch(session, subscription)
+        _run(svc, second, attempt=2)  # cancelled
+        with svc.db.transaction() as session:
+            subscriptions.watch(session, subscription, ["CERT-1"])
+        _run(svc, first, attempt=2)
+        _run(svc, second, attempt=3)
+    assert [(d.sequence, d.state, d.attempts) for d in deliveries(svc, subscription.id)] == [
+        (1, "delivered", 1),
+        (2, "cancelled", 1),
+    ]
+    assert len(received) == 2
+
+
+def test_a_delivery_of_another_certification_to_the_target_supersedes_nothing(make_svc):
+    """Sequence 2 (CERT-2) is delivered while sequence 1 (CERT-1) waits for its retry: the retry
+    is still sent, as nothing about CERT-1 reached the receiver."""
+    svc = make_svc(delivery_retry_base_seconds=60)
+    with serve(scripted(500)) as (url, received):
+        subscription = watch(svc, url, "CERT-1", "CERT-2")
+        submit(svc, granted(days_ago(30)))
+        work_queued(svc)  # sequence 1 (CERT-1) is answered 500; its retry waits a minute
+        [retry] = items(svc, "deliver_webhook")
+        submit(svc, granted(days_ago(30), cert="CERT-2"))
+        work_queued(svc)  # sequence 2 (CERT-2) is delivered
+        _run(svc, retry, attempt=2)
+    assert [(d.sequence, d.state) for d in deliveries(svc, subscription.id)] == [
+        (1, "delivered"),
+        (2, "delivered"),
+    ]
+    seen = [Webhook(subscription.secret).verify(r.body, r.headers) for r in received]
+    assert [(e["sequence"], e["data"]["certification_id"]) for e in seen] == [
+        (1, "CERT-1"),
+        (2, "CERT-2"),
+        (1, "CERT-1"),
+    ]
+
+
 def test_a_target_that_resolves_to_a_private_address_is_refused_at_delivery(make_svc):
     svc = make_svc(webhook_allow_private_targets=False)
     with serve(scripted()) as (url, received):
@@ -329,7 +380,7 @@ def test_a_delivery_gives_up_when_its_retry_window_is_used_up(make_svc):
 
 
 @contextmanager
-def directory_svc(make_svc, stub: DirectoryStub) -> Iterator[tuple]:
+def directory_svc(make_svc, stub: Respond, **settings) -> Iterator[tuple]:
     with serve(stub) as (url, received):
         yield (
             make_svc(
@@ -337,6 +388,7 @@ def directory_svc(make_svc, stub: DirectoryStub) -> Iterator[tuple]:
                 directory_token_url=f"{url}/token",
                 directory_client_id="gateway",
                 directory_client_secret="s3cret",
+                **settings,
             ),
             received,
         )
@@ -370,6 +422,62 @@ def test_the_directory_gets_each_public_record_and_a_new_token_after_a_401(make_
     ]
 
 
+def _failing_first_put(stub: DirectoryStub) -> Respond:
+    """The directory `stub`, answering 500 to its first PUT."""
+    failed: list[Received] = []
+
+    def respond(request: Received) -> tuple:
+        if request.method == "PUT" and not failed:
+            failed.append(request)
+            return 500, None
+        return stub(request)
+
+    return respond
+
+
+def test_a_directory_retry_carrying_a_later_record_leaves_that_change_no_second_push(make_svc):
+    """The retry of sequence 1 runs after the revocation queued sequence 2 and pushes the newest
+    record (revoked): sequence 2, whose change it carried, is superseded, not pushed again."""
+    stub = DirectoryStub()
+    with directory_svc(make_svc, _failing_first_put(stub), delivery_retry_base_seconds=60) as (
+        svc,
+        received,
+    ):
+        submit(svc, granted(days_ago(30)))
+        work_queued(svc)  # sequence 1 (active) is answered 500; its retry waits a minute
+        [retry] = items(svc, "push_directory")
+        submit(svc, revoked(days_ago(1)))
+        [sync] = [i for i in items(svc, "sync_verification") if i.state != "done"]
+        _run(svc, sync)  # queues sequence 2 (revoked)
+        _run(svc, retry, attempt=2)  # sequence 1 pushes what the lookup answers: revoked
+        drain(svc, lambda: settled(svc, "directory"))
+    assert [(d.sequence, d.state, d.attempts) for d in deliveries(svc, "directory")] == [
+        (1, "delivered", 2),
+        (2, "superseded", 0),
+    ]
+    puts = [r.json()["status"] for r in received if r.method == "PUT"]
+    assert puts == ["active", "revoked"] and stub.records["CERT-1"]["status"] == "revoked"
+
+
+def test_a_directory_delivery_is_leased_for_its_slowest_push(make_svc):
+    """The lease a push takes outlasts its slowest send: a token fetch and a PUT, then both again
+    after a 401, each taking its connect and read timeouts (those of a webhook's attempt)."""
+    stub, leased = DirectoryStub(), []
+
+    def respond(request: Received) -> tuple:
+        if request.method == "PUT":  # while the push is sent, as its claim left it
+            [delivery] = deliveries(svc, "directory")
+            leased.append((delivery.state, delivery.lease_until - delivery.last_attempt_at))
+        return stub(request)
+
+    with directory_svc(make_svc, respond) as (svc, _received):
+        submit(svc, granted(days_ago(30)))
+        drain(svc, lambda: settled(svc, "directory"))
+    [(state, lease)] = leased
+    assert state == "sending"
+    assert lease.total_seconds() >= 4 * svc.webhooks.longest_attempt
+
+
 def test_without_a_directory_nothing_is_pushed(make_svc):
     svc = make_svc()
     submit(svc, granted(days_ago(30)))
@@ -386,6 +494,23 @@ def _synced(svc) -> bool:
             session.scalar(select(OutboxItem.state).where(OutboxItem.kind == "sync_verification"))
             == "done"
         )
+
+
+def test_a_push_waiting_when_the_directory_is_no_longer_configured_is_cancelled(make_svc):
+    stub = DirectoryStub()
+    with directory_svc(make_svc, _failing_first_put(stub), delivery_retry_base_seconds=60) as (
+        svc,
+        _received,
+    ):
+        submit(svc, granted(days_ago(30)))
+        work_queued(svc)  # answered 500; its retry waits a minute
+        [retry] = items(svc, "push_directory")
+    _run(make_svc(), retry, attempt=2)  # the gateway restarted without a directory
+    [delivery] = deliveries(svc, "directory")
+    assert (delivery.state, delivery.attempts) == ("cancelled", 1)
+    assert "takes no deliveries any more" in delivery.last_error
+    [item] = items(svc, "push_directory")
+    assert (item.state, item.last_error) == ("done", None)
 
 
 def test_a_sync_that_changes_nothing_shown_pushes_nothing(make_svc):
@@ -482,6 +607,152 @@ def test_a_message_waits_for_an_earlier_one_queued_with_it(make_svc):
         run_claimed(svc, claimed[second.id])
     seen = [Webhook(subscription.secret).verify(r.body, r.headers) for r in received]
     assert [e["sequence"] for e in seen] == [1, 2]
+
+
+def test_a_delivery_waits_while_another_of_its_pair_holds_a_lease(make_svc):
+    """Sequence 2 is being sent (its lease runs a minute more): sequence 3's job sends nothing
+    and is put off, no longer than an attempt may last, its attempt uncounted; once that lease
+    has run out (its worker gone), sequence 3 is sent."""
+    svc = make_svc()
+    with serve(scripted()) as (url, received):
+        subscription = watch(svc, url)
+        submit(svc, granted(days_ago(30)))
+        drain(svc, lambda: settled(svc, subscription.id))  # sequence 1
+        with svc.db.transaction() as session:
+            sending, waiting = queue(session, subscription.id, ["CERT-1"] * 2)
+
+        def lease(until: timedelta) -> None:  # sequence 2, as its claim left it
+            with svc.db.transaction() as session:
+                session.execute(
+                    update(Delivery)
+                    .where(Delivery.id == sending.payload["delivery_id"])
+                    .values(
+                        state="sending",
+                        lease_until=utcnow() + until,
+                        attempts=1,
+                        last_attempt_at=utcnow(),
+                    )
+                )
+
+        lease(timedelta(minutes=1))
+        due_at = _run_waiting(svc, waiting)
+        assert 0 < (due_at - utcnow()).total_seconds() <= svc.webhooks.longest_attempt
+        [put_off] = [i for i in items(svc, waiting.kind) if i.id == waiting.id]
+        assert (put_off.state, put_off.attempts) == ("retrying", 0)
+        assert "is being sent" in put_off.last_error
+        assert len(received) == 1
+        lease(timedelta(seconds=-1))
+        assert _run_waiting(svc, waiting) is None
+    assert [(d.sequence, d.state) for d in deliveries(svc, subscription.id)] == [
+        (1, "delivered"),
+        (2, "sending"),
+        (3, "delivered"),
+    ]
+    assert [
+        Webhook(subscription.secret).verify(r.body, r.headers)["sequence"] for r in received
+    ] == [1, 3]
+
+
+def test_a_delivery_its_killed_worker_left_sending_is_sent_at_once_when_run_again(make_svc):
+    """Its own lease (taken by the worker killed mid-send) holds up no other run of its job."""
+    svc = make_svc()
+    with serve(scripted()) as (url, received):
+        subscription = watch(svc, url)
+        submit(svc, granted(days_ago(30)))
+        [sync] = items(svc, "sync_verification")
+        _run(svc, sync)  # the record, and its delivery queued
+        [item] = items(svc, "deliver_webhook")
+        with svc.db.transaction() as session:  # as the killed worker's claim left it
+            session.execute(
+                update(Delivery).values(
+                    state="sending",
+                    lease_until=utcnow() + timedelta(minutes=1),
+                    attempts=1,
+                    last_attempt_at=utcnow(),
+                )
+            )
+        assert _run_waiting(svc, item) is None
+    [delivery] = deliveries(svc, subscription.id)
+    assert (delivery.state, delivery.attempts) == ("delivered", 2)
+    assert len(received) == 1
+
+
+def _run_waiting(svc, item: OutboxItem) -> datetime | None:
+    """Run `item`'s job as a worker that claimed it would; when it is put off, when it is due."""
+    with svc.db.transaction() as session:  # as a worker's claim leaves it
+        session.execute(update(OutboxItem).where(OutboxItem.id == item.id).values(attempts=1))
+    claimed = ClaimedItem(item.id, item.kind, "CERT-1", item.payload, None, 1, utcnow())
+    return run_claimed(svc, claimed)
+
+
+NOTICE = {"certification_id": "CERT-1", "status": "active", "scheduled_status": "lapsed"}
+
+
+def _told(svc, subscription, received) -> tuple[list, list]:
+    """A subscription's deliveries (sequence, state) and the messages it took (sequence, type)."""
+    logged = [(d.sequence, d.state) for d in deliveries(svc, subscription.id)]
+    seen = [Webhook(subscription.secret).verify(r.body, r.headers) for r in received]
+    return logged, [(e["sequence"], e["type"]) for e in seen]
+
+
+def _notice(svc, subscription, event_type: str = SCHEDULED) -> OutboxItem:
+    """Queue an advance notice, as `gateway.usecases.notices` does."""
+    with svc.db.transaction() as session:
+        [item] = queue(session, subscription.id, ["CERT-1"], event_type=event_type, data=NOTICE)
+    return item
+
+
+def test_a_notice_waiting_for_its_retry_is_not_superseded_by_a_later_status_message(make_svc):
+    """Only a later message of its own family supersedes a message: the notice's retry is sent
+    after the revocation delivered meanwhile, and the revocation superseded no notice."""
+    svc = make_svc(delivery_retry_base_seconds=60)
+    with serve(scripted(200, 500)) as (url, received):
+        subscription = watch(svc, url)
+        submit(svc, granted(days_ago(30)))
+        work_queued(svc)  # sequence 1 (active) is delivered
+        notice = _notice(svc, subscription)
+        work_queued(svc)  # sequence 2 is answered 500; its retry waits a minute
+        submit(svc, revoked(days_ago(1)))
+        work_queued(svc)  # sequence 3 (revoked) is delivered
+        _run(svc, notice, attempt=2)
+    delivered = [(1, "delivered"), (2, "delivered"), (3, "delivered")]
+    sent = [(1, EVENT_TYPE), (2, SCHEDULED), (3, EVENT_TYPE), (2, SCHEDULED)]
+    assert _told(svc, subscription, received) == (delivered, sent)
+
+
+def test_a_notice_delivered_meanwhile_does_not_stand_for_a_status_message(make_svc):
+    """The notice carries the status too, but the receiver's latest status message is the one
+    answered 500: its retry is sent."""
+    svc = make_svc(delivery_retry_base_seconds=60)
+    with serve(scripted(500)) as (url, received):
+        subscription = watch(svc, url)
+        submit(svc, granted(days_ago(30)))
+        work_queued(svc)  # sequence 1 (active) is answered 500; its retry waits a minute
+        [retry] = items(svc, "deliver_webhook")
+        _notice(svc, subscription)
+        work_queued(svc)  # sequence 2 (the notice, saying active) is delivered
+        _run(svc, retry, attempt=2)
+    delivered = [(1, "delivered"), (2, "delivered")]
+    sent = [(1, EVENT_TYPE), (2, SCHEDULED), (1, EVENT_TYPE)]
+    assert _told(svc, subscription, received) == (delivered, sent)
+
+
+def test_a_failed_notice_requeued_after_a_later_notice_was_delivered_is_superseded(make_svc):
+    """The later notice reached the receiver first: the earlier one is not sent after it."""
+    svc = make_svc()
+    with serve(scripted(200, 500)) as (url, received):
+        subscription = watch(svc, url)
+        submit(svc, granted(days_ago(30)))
+        work_queued(svc)  # sequence 1 (active) is delivered
+        failed = _notice(svc, subscription)
+        _run(svc, failed, attempt=retry_policy(svc.settings).max_attempts)  # 500 at last: failed
+        _notice(svc, subscription, CANCELLED)
+        work_queued(svc)  # sequence 3 is delivered
+        assert requeue(svc, [failed.id]) == [failed.id]
+        drain(svc, lambda: ended(svc, "deliver_webhook"))
+    logged = [(1, "delivered"), (2, "superseded"), (3, "delivered")]
+    sent = [(1, EVENT_TYPE), (2, SCHEDULED), (3, CANCELLED)]
+    assert _told(svc, subscription, received) == (logged, sent)
 
 
 def _waiting_on_a_lock(postgres_url: str, count: int = 1) -> None:
