@@ -196,6 +196,8 @@ def test_a_subscription_is_not_sent_again_the_status_its_latest_message_delivere
         (3, "revoked"),
         (4, "revoked"),
     ]
+    # superseded when first claimed: that claim was no attempt
+    assert deliveries(svc, subscription.id)[1].last_attempt_at is None
 
 
 def _delete(session, subscription) -> None:
@@ -702,16 +704,23 @@ def _notice(svc, subscription, event_type: str = SCHEDULED) -> OutboxItem:
     return item
 
 
+def _a_notice_waiting(svc, url: str) -> tuple:
+    """A subscription to `url` told the first record (sequence 1), and its advance notice
+    (sequence 2), answered 500, waiting for its retry: the receiver's answers, 200 then 500."""
+    subscription = watch(svc, url)
+    submit(svc, granted(days_ago(30)))
+    work_queued(svc)
+    notice = _notice(svc, subscription)
+    work_queued(svc)
+    return subscription, notice
+
+
 def test_a_notice_waiting_for_its_retry_is_not_superseded_by_a_later_status_message(make_svc):
     """Only a later message of its own family supersedes a message: the notice's retry is sent
     after the revocation delivered meanwhile, and the revocation superseded no notice."""
     svc = make_svc(delivery_retry_base_seconds=60)
     with serve(scripted(200, 500)) as (url, received):
-        subscription = watch(svc, url)
-        submit(svc, granted(days_ago(30)))
-        work_queued(svc)  # sequence 1 (active) is delivered
-        notice = _notice(svc, subscription)
-        work_queued(svc)  # sequence 2 is answered 500; its retry waits a minute
+        subscription, notice = _a_notice_waiting(svc, url)
         submit(svc, revoked(days_ago(1)))
         work_queued(svc)  # sequence 3 (revoked) is delivered
         _run(svc, notice, attempt=2)
@@ -735,6 +744,28 @@ def test_a_notice_delivered_meanwhile_does_not_stand_for_a_status_message(make_s
     delivered = [(1, "delivered"), (2, "delivered")]
     sent = [(1, EVENT_TYPE), (2, SCHEDULED), (1, EVENT_TYPE)]
     assert _told(svc, subscription, received) == (delivered, sent)
+
+
+def test_a_message_settling_supersedes_the_earlier_and_covered_ones_of_its_family_at_once(
+    make_svc,
+):
+    """The log shows them superseded as soon as it settles, not once their own jobs run: the
+    notice waiting for its retry when a later notice is delivered, and the status message queued
+    with one superseded (its status delivered already)."""
+    svc = make_svc(delivery_retry_base_seconds=60)
+    with serve(scripted(200, 500)) as (url, received):
+        subscription, waiting = _a_notice_waiting(svc, url)
+        _run(svc, _notice(svc, subscription, CANCELLED))  # sequence 3 is delivered
+        with svc.db.transaction() as session:  # status messages, as a backfill queues them
+            pushed, covered = queue(session, subscription.id, ["CERT-1"] * 2)
+        _run(svc, pushed)  # sequence 4: active, delivered already
+        logged = [(1, "delivered"), (2, "superseded"), (3, "delivered")]
+        logged += [(4, "superseded"), (5, "superseded")]
+        sent = [(1, EVENT_TYPE), (2, SCHEDULED), (3, CANCELLED)]
+        assert _told(svc, subscription, received) == (logged, sent)
+        _run(svc, waiting, attempt=2)
+        _run(svc, covered)
+    assert _told(svc, subscription, received) == (logged, sent)
 
 
 def test_a_failed_notice_requeued_after_a_later_notice_was_delivered_is_superseded(make_svc):
