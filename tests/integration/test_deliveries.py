@@ -200,6 +200,28 @@ def test_a_subscription_is_not_sent_again_the_status_its_latest_message_delivere
     assert deliveries(svc, subscription.id)[1].last_attempt_at is None
 
 
+def test_a_failed_message_requeued_once_its_status_was_delivered_keeps_its_attempt(make_svc):
+    """Requeued, it is superseded (the receiver's latest message carried that status): its claim
+    was no attempt, so the log still shows the attempt that failed."""
+    svc = make_svc(delivery_retry_base_seconds=60)
+    with serve(scripted(500, 500)) as (url, received):
+        subscription = watch(svc, url)
+        submit(svc, granted(days_ago(30)))
+        work_queued(svc)  # sequence 1 (active) is answered 500; its retry waits a minute
+        [retry] = items(svc, "deliver_webhook")
+        with svc.db.transaction() as session:  # as a backfill queues it
+            [again] = queue(session, subscription.id, ["CERT-1"])
+        _run(svc, again, attempt=retry_policy(svc.settings).max_attempts)  # 500 at last: failed
+        tried_at = deliveries(svc, subscription.id)[1].last_attempt_at
+        _run(svc, retry, attempt=2)  # sequence 1 is delivered
+        assert requeue(svc, [again.id]) == [again.id]
+        drain(svc, lambda: ended(svc, "deliver_webhook"))
+    first, second = deliveries(svc, subscription.id)
+    assert (first.state, first.attempts) == ("delivered", 2)
+    assert (second.state, second.attempts, second.last_attempt_at) == ("superseded", 1, tried_at)
+    assert len(received) == 3
+
+
 def _delete(session, subscription) -> None:
     mine = subscriptions.owned(session, subscription.client_id, subscription.id)
     subscriptions.remove(session, mine)
