@@ -808,6 +808,29 @@ def test_a_failed_notice_requeued_after_a_later_notice_was_delivered_is_supersed
     assert _told(svc, subscription, received) == (logged, sent)
 
 
+def test_a_message_is_not_held_up_by_an_earlier_one_never_tried_for_longer_than_a_lease(
+    make_svc,
+):
+    """An earlier message queued with it but never tried since (its job lost, say) goes first
+    only while a send of it could still be under way."""
+    svc = make_svc()
+    with serve(scripted()) as (url, received):
+        subscription = watch(svc, url)
+        with svc.db.transaction() as session:
+            first, second = queue(
+                session, subscription.id, ["CERT-1"] * 2, event_type=SCHEDULED, data=NOTICE
+            )
+            session.execute(
+                update(Delivery)
+                .where(Delivery.id == first.payload["delivery_id"])
+                .values(created_at=utcnow() - timedelta(hours=1))
+            )
+        assert _run_waiting(svc, second) is None
+    assert [
+        Webhook(subscription.secret).verify(r.body, r.headers)["sequence"] for r in received
+    ] == [2]
+
+
 def _waiting_on_a_lock(postgres_url: str, count: int = 1) -> None:
     """Wait until `count` sessions of this database wait for a lock (10 s at most)."""
     waiting = (  # the activity of this database, read afresh (not the transaction's snapshot)
