@@ -1,4 +1,5 @@
-"""Delivery jobs on real Redis and PostgreSQL: retries, ordering, refusals, the directory's token.
+"""Delivery jobs on real Redis and PostgreSQL: retries, ordering, leases, superseding, refusals,
+the directory's token.
 
 Receivers and the directory are small HTTP servers on 127.0.0.1 (`tests.support.http_stubs`); RQ
 jobs run in this process through `drain`, which also moves due retries back onto the queue.
