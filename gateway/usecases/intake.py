@@ -253,6 +253,7 @@ def _malformed(
     kept = dict(svc.db.read(_KEPT, {"ids": unrecorded})) if unrecorded else {}
     answers: list[Answer] = []
     attempts: dict[str, dict[str, Any]] = {}  # the latest of each id
+    answered: dict[str, int] = {}  # the position in `answers` of each id's latest attempt
     for (position, (body, errors)), event_id in zip(refused, ids, strict=True):
         found = stored.get(event_id) if event_id is not None else None
         if found is not None and recorded.get(found.event_id, -1) < position:
@@ -270,8 +271,12 @@ def _malformed(
         answers.append(answer)
         if usable is not None and usable not in stored:
             attempts[usable] = _attempt(usable, body, answer.body["errors"], sender)
+            answered[usable] = len(answers) - 1
     if attempts:  # in one order, so that two submissions keeping the same ids cannot deadlock
-        retry_disconnect(lambda: _keep(svc, [attempts[i] for i in sorted(attempts)]))
+        kept_now = retry_disconnect(lambda: _keep(svc, [attempts[i] for i in sorted(attempts)]))
+        for event_id in attempts.keys() - kept_now:  # kept by a twin sent at the same moment
+            refused = answers[answered[event_id]]
+            answers[answered[event_id]] = replace(refused, headers=dict(_REPLAYED))
     return answers
 
 
@@ -292,25 +297,27 @@ _KEPT = select(_MALFORMED.c.event_id, _MALFORMED.c.body).where(
 
 
 def _upsert(insert_of: Callable[[Table], Any]) -> Insert:
-    """Keep a malformed attempt, replacing the one before at its event id."""
+    """Keep a malformed attempt, replacing the one before at its event id unless that one has
+    the same body; its event id returned if it was written."""
     statement = insert_of(_MALFORMED).values({c.name: bindparam(c.name) for c in _MALFORMED.c})
     return statement.on_conflict_do_update(
         index_elements=[_MALFORMED.c.event_id],
         set_={c.name: statement.excluded[c.name] for c in _MALFORMED.c if not c.primary_key},
-    )
+        where=_MALFORMED.c.body.is_distinct_from(statement.excluded.body),
+    ).returning(_MALFORMED.c.event_id)
 
 
 _KEEP_MALFORMED = {"postgresql": _upsert(postgresql.insert), "sqlite": _upsert(sqlite.insert)}
 
 
-def _keep(svc: Services, attempts: list[dict[str, Any]]) -> None:
-    """Write the attempts: one alone as one statement, several as one of many rows."""
+def _keep(svc: Services, attempts: list[dict[str, Any]]) -> set[str]:
+    """Write the attempts (one alone as one statement); the event ids of those written, which
+    leave out an attempt a twin sent at the same moment kept first, with the same body."""
     statement = _KEEP_MALFORMED[svc.db.engine.dialect.name]
     if len(attempts) == 1:
-        svc.db.write(statement, attempts[0])
-        return
+        return {event_id for (event_id,) in svc.db.write(statement, attempts[0])}
     with svc.db.begin() as connection:
-        svc.db.execute_each(connection, statement, attempts)
+        return {event_id for (event_id,) in svc.db.execute_each(connection, statement, attempts)}
 
 
 def _attempt(

@@ -11,11 +11,11 @@ from urllib.parse import quote
 import psycopg
 import pytest
 from alembic import command
-from sqlalchemy import func, inspect, select, text, update
+from sqlalchemy import false, func, inspect, select, text, update
 
 from gateway.store.db import Database, alembic_config
 from gateway.store.models import Event, MalformedEvent, utcnow
-from gateway.usecases import housekeeping
+from gateway.usecases import housekeeping, intake
 from tests.support.clients import fetch_token
 from tests.support.database import truncate
 from tests.support.events import fee, granted
@@ -157,6 +157,25 @@ def test_the_same_malformed_body_twice_is_a_replay_and_the_latest_attempt_is_kep
         e["field"] for e in record["reasons"]
     ]
     assert kept(app) == 1
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_a_malformed_body_sent_twice_at_once_is_answered_once_and_replayed_once(
+    app, post, batch, path, monkeypatch
+):
+    """Twins sent at the same moment both read no attempt kept under their id: the one whose
+    write finds its twin's body kept is answered as its replay."""
+    body = malformed_fee("twin-1")
+    assert "Idempotent-Replayed" not in post(body, path).headers
+    # the second twin read the attempts before the first one's was written
+    monkeypatch.setattr(intake, "_KEPT", intake._KEPT.where(false()))
+    twin = post(body, path)
+    assert twin.status_code == 422 and twin.headers["Idempotent-Replayed"] == "true"
+    other = post(malformed_fee("twin-1", extra=1), path)  # another body: judged and kept afresh
+    assert other.status_code == 422 and "Idempotent-Replayed" not in other.headers
+    results = batch([malformed_fee("twin-1", extra=1), malformed_fee("twin-2")])
+    assert [(r["status"], r["replayed"]) for r in results] == [(422, True), (422, False)]
+    assert kept(app) == 2
 
 
 def test_each_malformed_event_of_a_batch_is_kept(app, batch, read):
