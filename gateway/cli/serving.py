@@ -130,7 +130,7 @@ def _check_database(settings: Settings) -> None:
         if not sqlite:
             check_schema_current(db)
             check_policy_covers_certifications(db, policy)
-        check_keys_not_lost(db, settings.signing_keys_file)
+        check_keys_not_lost(db, settings)
     finally:
         db.dispose()
 

@@ -769,12 +769,12 @@ class Settings:
             "the certifying body's logo: a file name in the instance folder (PNG, JPEG or SVG)",
         ),
     )
-    signing_keys_file: str | None = field(
+    signing_keys_file: str | None = field(  # unset: OWN_KEYS_FILE in the instance folder
         default=None,
         metadata=setting(
             "SIGNING_KEYS_FILE",
-            "`signing-keys.json` in the instance folder, created at first start (while nothing "
-            "is signed)",
+            "`signing-keys.json` in the instance folder, created when missing (keys of this "
+            "machine's own)",
             "the JWK set (private keys) that signs receipts (ES256: its first P-256 key) and Open "
             "Badges credentials (RS256: its first RSA key, else that P-256 key); all are "
             "published. At least one is a P-256 key; each has a `kid` of its own and is a P-256 "
@@ -782,9 +782,9 @@ class Settings:
             "none) or an RSA private key of 2048 to 4096 bits (`kty` RSA, `alg` RS256 or none). "
             "A file it names that does not exist is created at start with a new key of each kind "
             "and a WARNING (give every web machine that file), unless the database records "
-            "receipts or credentials its keys signed: the gateway then does not start until the "
-            "file is back, or `gateway keys new-set` makes a new set (a SIGHUP of `gateway serve` "
-            "onto a missing file keeps the keys it serves)",
+            "receipts or credentials: the gateway then does not start until the file is back, or "
+            "`gateway keys new-set` makes a new set (a SIGHUP of `gateway serve` onto a missing "
+            "file keeps the keys it serves)",
         ),
     )
     receipt_retention_days: int = field(
@@ -990,7 +990,7 @@ class Settings:
             self,
             instance_path=str(folder),
             database_url=self.database_url or f"sqlite:///{folder / 'gateway.sqlite3'}",
-            signing_keys_file=self.signing_keys_file or str(folder / "signing-keys.json"),
+            signing_keys_file=self.signing_keys_file or str(folder / OWN_KEYS_FILE),
         )
 
     def mode_line(self) -> str:
@@ -1044,6 +1044,8 @@ _LEAST = {
 }
 #: The greatest value of a whole-number setting: what a 32-bit column or counter holds.
 MAX_WHOLE_NUMBER = 2**31 - 1
+#: The signing keys of a machine's own, in its instance folder, where SIGNING_KEYS_FILE is unset.
+OWN_KEYS_FILE = "signing-keys.json"
 #: Tighter bounds where a larger value would overflow a date, or start more processes, threads
 #: or connections than a machine has room for (a typo of a digit too many).
 _MOST = {

@@ -20,7 +20,7 @@ from connectors.employer_webhooks import WebhookSender
 from gateway import rules
 from gateway.platform import metrics
 from gateway.platform.combining import Combiner
-from gateway.platform.config import ConfigError, Settings
+from gateway.platform.config import OWN_KEYS_FILE, ConfigError, Settings
 from gateway.platform.signing import SigningKeys
 from gateway.schemas.events import MAX_EVENTS
 from gateway.store.db import Database, unavailable_reason
@@ -83,7 +83,7 @@ class Services:
         if self._keys is None:
             if not self.settings.signing_keys_file:
                 raise RuntimeError("SIGNING_KEYS_FILE must be set to sign or verify")
-            check_keys_not_lost(self.db, self.settings.signing_keys_file)
+            check_keys_not_lost(self.db, self.settings)
             self._keys = signing_keys(self.settings.signing_keys_file)
         return self._keys
 
@@ -200,7 +200,7 @@ def served_files(
             if database:
                 check_policy_covers_certifications(db, policy)
             if to_make:
-                check_keys_not_lost(db, path)
+                check_keys_not_lost(db, settings)
         finally:
             db.dispose()
     return ServedFiles(signing_keys(path, create_keys), policy)
@@ -289,13 +289,16 @@ def check_policy_covers_certifications(db: Database, policy: rules.Policy) -> No
 _SIGNED = ((Receipt.__table__, "receipt"), (CredentialStatusEntry.__table__, "credential"))
 
 
-def check_keys_not_lost(db: Database, path: str) -> None:
-    """Refuse to start where SIGNING_KEYS_FILE (`path`) does not exist while the database records
-    what its keys signed (receipts, credentials): keys made in their place, as at a first start,
-    would leave all of it unverifiable against the published keys. An EXISTS on each table decides
-    (a table not made yet records nothing), the count is made only to say so; a database that
-    cannot say is refused too. ConfigError in one line naming the file and the ways out."""
-    if os.path.exists(path):
+def check_keys_not_lost(db: Database, settings: Settings) -> None:
+    """Refuse to start where the file SIGNING_KEYS_FILE names does not exist while the database
+    records what its keys signed (receipts, credentials): keys made in their place, as at a first
+    start, would leave all of it unverifiable against the published keys. (Without the setting,
+    a machine signs with keys of its own in its instance folder, made when missing.) An EXISTS on
+    each table decides (a table not made yet records nothing), the count is made only to say so;
+    a database that cannot say is refused too. ConfigError in one line naming the file and the
+    ways out."""
+    path = settings.signing_keys_file
+    if os.path.exists(path) or Path(path) == _in_instance(settings, OWN_KEYS_FILE):
         return
     try:
         with db.engine.connect() as connection:

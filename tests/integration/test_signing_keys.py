@@ -456,6 +456,18 @@ def test_a_receipt_or_a_credential_alone_is_enough_to_refuse_new_keys(
     assert not path.exists()
 
 
+def test_a_machine_without_the_setting_makes_keys_of_its_own_whatever_was_signed(
+    database_url, make_app, tmp_path, caplog
+):
+    """Without SIGNING_KEYS_FILE a machine signs with keys of its own, made in its instance folder
+    when missing (and warned of on PostgreSQL): what other machines signed is no reason to stop."""
+    _sign(make_app(database_url=database_url, jobs_synchronous=True))
+    folder = tmp_path / "another-machine"
+    started = make_app(database_url=database_url, instance_path=str(folder))
+    assert started.extensions["gateway"].keys.created
+    assert (folder / "signing-keys.json").exists()
+
+
 def test_a_missing_keys_file_is_made_at_start_while_nothing_was_signed(
     database_url, make_app, tmp_path, caplog
 ):

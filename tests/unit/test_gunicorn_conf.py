@@ -85,10 +85,13 @@ def test_a_server_starts_on_a_free_port_and_leaves_it_to_its_workers(conf):
 
 
 def test_a_server_makes_no_keys_in_place_of_lost_ones_whose_receipts_the_database_records(
-    conf, tmp_path, sqlite_migrated, caplog
+    conf, tmp_path, sqlite_migrated, caplog, monkeypatch
 ):
     """`gunicorn -c python:gateway.gunicorn_conf` without `gateway serve`: the master, which makes
     the keys at a first start, refuses to where the database records what lost keys signed."""
+    path = tmp_path / "mounted" / "keys.json"
+    settings = Settings(instance_path=str(tmp_path), signing_keys_file=str(path))
+    monkeypatch.setattr(conf, "_settings", settings)
     shutil.copy(sqlite_migrated, tmp_path / "gateway.sqlite3")
     db = Database(f"sqlite:///{tmp_path / 'gateway.sqlite3'}")
     with db.transaction() as session:
@@ -101,7 +104,6 @@ def test_a_server_makes_no_keys_in_place_of_lost_ones_whose_receipts_the_databas
         port = free.getsockname()[1]
     with pytest.raises(SystemExit), caplog.at_level(logging.ERROR, logger="gunicorn.error"):
         conf.on_starting(_server(port))
-    path = tmp_path / "signing-keys.json"
     [refusal] = caplog.messages
     assert refusal.startswith(
         f"SIGNING_KEYS_FILE: {path} does not exist, but the database records 1 receipt its keys "
