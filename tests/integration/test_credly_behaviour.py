@@ -85,6 +85,15 @@ def svc(app):
     return app.extensions["gateway"]
 
 
+@pytest.fixture
+def patient_svc(make_gateway):
+    """A gateway waiting 10 s for Credly's answers: for tests that hold a call in flight."""
+    app = make_gateway(
+        public_base_url=PUBLIC, time_zone="America/Chicago", credly_timeout_seconds=10
+    )
+    return app.extensions["gateway"]
+
+
 def calls(standin: CredlyStandIn, operation: str) -> list[dict]:
     return [r for r in standin.requests_seen() if r["operation"] == operation]
 
@@ -621,40 +630,48 @@ def _claimed(item) -> ClaimedItem:
 
 
 def _issue_in_flight(svc, standin) -> threading.Thread:
-    """A grant's issue job run by hand on a thread, once it has recorded its attempt and is
-    waiting for Credly (which answers after 0.7 s)."""
+    """A grant's issue job run by hand on a thread, its call to Credly held until
+    `standin.release()`."""
     answer = intake.submit_event(svc, granted("2026-03-01"))
     [issue_item] = [i for i in items(svc, "issue_badge") if i.id in answer.outbox_ids]
-    standin.queue_faults([{"delay": 0.7}])  # slow, but answered within the timeout
+    standin.queue_faults([{"hold": True}])
     flight = threading.Thread(target=issue_job.issue, args=(svc, _claimed(issue_item)))
     flight.start()
-    deadline = time.monotonic() + 10
-    while not badges(svc):
-        assert time.monotonic() < deadline
-        standin.wait(0.02)
+    standin.wait_holding()
     return flight
 
 
-def test_a_revocation_while_the_issue_call_is_in_flight_leaves_no_live_badge(svc, standin):
+def test_a_revocation_while_the_issue_call_is_in_flight_leaves_no_live_badge(patient_svc, standin):
+    svc = patient_svc
     flight = _issue_in_flight(svc, standin)
     intake.submit_event(svc, revoked("2026-06-01"))
     [revoke_item] = items(svc, "revoke_badge")
     revoke_job.revoke(svc, _claimed(revoke_item))  # finds nothing yet
+    standin.release()
     flight.join()
     assert len(standin.badges()) == 1 and live(standin) == []
     assert [b.state for b in badges(svc)] == ["revoked"]
 
 
+def _issued_late(standin) -> None:
+    """Let the held issue call go on and wait until Credly has made its badge."""
+    standin.release()
+    deadline = time.monotonic() + 10
+    while not standin.badges():
+        assert time.monotonic() < deadline, "Credly made no badge"
+        standin.wait(0.02)
+
+
 def test_a_badge_a_lost_attempt_made_after_a_revocation_shows_revoked(svc, standin):
     intake.submit_event(svc, granted("2026-03-01"))  # jobs not run: run them by hand
     [issue_item] = items(svc, "issue_badge")
-    standin.queue_faults([{"delay": 1.5}])  # Credly issues it, but after the 1 s timeout
+    standin.queue_faults([{"hold": True}])  # Credly issues it, but after the 1 s timeout
     with pytest.raises(TransientError):
         issue_job.issue(svc, _claimed(issue_item))
     intake.submit_event(svc, revoked("2026-06-01"))
     [revoke_item] = items(svc, "revoke_badge")
     revoke_job.revoke(svc, _claimed(revoke_item))  # finds nothing yet
-    standin.wait(1.0)
+    _issued_late(standin)
     issue_job.issue(svc, _claimed(issue_item))  # the retry revokes what Credly made
     [held] = standin.badges()
     assert held["state"] == "revoked"
@@ -666,12 +683,16 @@ def test_a_badge_a_lost_attempt_made_after_a_revocation_shows_revoked(svc, stand
 @pytest.mark.parametrize(
     "change", [{"last_name": "King"}, {"email": "ada.king@example.org"}], ids=["name", "email"]
 )
-def test_details_changed_while_the_issue_call_is_in_flight_reach_the_badge(svc, standin, change):
+def test_details_changed_while_the_issue_call_is_in_flight_reach_the_badge(
+    patient_svc, standin, change
+):
+    svc = patient_svc
     flight = _issue_in_flight(svc, standin)
     intake.submit_event(svc, event("member.updated", change))
     [replace_item] = items(svc, "replace_badge")
     with pytest.raises(Deferred):  # the badge is being issued: its replace waits for it
         replace_job.replace(svc, _claimed(replace_item))
+    standin.release()
     flight.join()
     replace_job.replace(svc, _claimed(replace_item))
     [shown] = live(standin)
@@ -683,10 +704,10 @@ def test_details_changed_while_the_issue_call_is_in_flight_reach_the_badge(svc, 
 def test_a_badge_a_lost_attempt_made_is_brought_up_to_date_when_adopted(svc, standin):
     intake.submit_event(svc, granted("2026-03-01"))  # jobs not run: run them by hand
     [issue_item] = items(svc, "issue_badge")
-    standin.queue_faults([{"delay": 1.5}])  # Credly issues it, but after the 1 s timeout
+    standin.queue_faults([{"hold": True}])  # Credly issues it, but after the 1 s timeout
     with pytest.raises(TransientError):
         issue_job.issue(svc, _claimed(issue_item))
-    standin.wait(1.0)
+    _issued_late(standin)
     intake.submit_event(svc, event("member.updated", {"last_name": "King"}))
     [replace_item] = items(svc, "replace_badge")
     with pytest.raises(Deferred):  # no badge recorded yet, its issue being retried: it waits
@@ -700,11 +721,12 @@ def test_a_badge_a_lost_attempt_made_is_brought_up_to_date_when_adopted(svc, sta
 # --------------------------------------------------------------------------- 4. replace
 
 
-def test_a_badge_revoked_while_its_replace_call_is_in_flight_is_no_error(svc, standin):
+def test_a_badge_revoked_while_its_replace_call_is_in_flight_is_no_error(patient_svc, standin):
+    svc = patient_svc
     badge = grant(svc)
     intake.submit_event(svc, event("member.updated", {"last_name": "King"}))  # not run yet
     [replace_item] = items(svc, "replace_badge")
-    standin.queue_faults([{"delay": 0.7}], operation="replace")  # answered after the revoke
+    standin.queue_faults([{"hold": True}], operation="replace")  # answered after the revoke
     failed: list[Exception] = []
 
     def replacing() -> None:
@@ -715,8 +737,9 @@ def test_a_badge_revoked_while_its_replace_call_is_in_flight_is_no_error(svc, st
 
     flight = threading.Thread(target=replacing)
     flight.start()
-    standin.wait(0.3)
+    standin.wait_holding()
     standin.set_badge_state(badge.credly_badge_id, "revoked")  # revoked meanwhile
+    standin.release()
     flight.join()
     assert [type(exc) for exc in failed] == [TransientError]  # read again, not given up
     replace_job.replace(svc, _claimed(replace_item))  # the retry finds it revoked: done
@@ -966,18 +989,21 @@ def test_when_credly_counts_a_revoked_badge_as_a_duplicate_a_recertification_say
     assert "counts ended badges as duplicates" in new.last_error
 
 
-def test_a_revocation_while_the_new_address_issue_is_in_flight_leaves_no_live_badge(svc, standin):
+def test_a_revocation_while_the_new_address_issue_is_in_flight_leaves_no_live_badge(
+    patient_svc, standin
+):
+    svc = patient_svc
     grant(svc)
     submit(svc, event("member.updated", {"email": "ada@new.example.org"}))
     [item] = items(svc, "replace_badge")
-    standin.queue_faults([{"delay": 0.7}])  # slow, but answered within the timeout
+    standin.queue_faults([{"hold": True}])  # the new address's issue waits in flight
     flight = threading.Thread(target=replace_job.replace, args=(svc, _claimed(item)))
     flight.start()
-    while not calls(standin, "revoke"):  # the old badge is revoked, the new one being issued
-        standin.wait(0.02)
+    standin.wait_holding()  # the old badge is revoked, the new one being issued
     intake.submit_event(svc, revoked("2026-06-01"))
     [revoke_item] = items(svc, "revoke_badge")
     revoke_job.revoke(svc, _claimed(revoke_item))  # finds nothing live yet
+    standin.release()
     flight.join()
     assert len(standin.badges()) == 2 and live(standin) == []
 

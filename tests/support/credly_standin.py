@@ -7,8 +7,10 @@ A control API (plain JSON over HTTP, no auth) lets a test in another process dri
 - `POST /_control/faults` `{"responses": [{"status": 500}, {"status": 429, "retry_after": 1},
   {"delay": 5}], "operation": "issue"}` queues answers for the next calls of one operation
   (default `issue`; also `replace`, `revoke`, `get`, `list`, `event`, `organization`). `delay`
-  sleeps before answering; without `status` the call then proceeds normally. `body` overrides the
-  error body (with a 2xx `status`, it is the whole answer: Credly answering what it should not).
+  sleeps before answering; `"hold": true` keeps the call waiting until `POST /_control/release`
+  (a test's way to act while a call is in flight, whatever the machine's speed); without `status`
+  the call then proceeds normally. `body` overrides the error body (with a 2xx `status`, it is the
+  whole answer: Credly answering what it should not).
 - `GET /_control/badges` all badges; `POST /_control/badges/{id}/state` `{"state": "accepted"}`
   changes a badge as its earner would and records the `badge.state.changed` event (answered);
   `POST /_control/badges/{id}/delete` deletes it as its earner would (`badge.deleted`);
@@ -38,6 +40,7 @@ import logging
 import re
 import signal
 import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import Collection, Mapping
@@ -167,6 +170,8 @@ class CredlyStandIn:
         self.other_tokens: list[dict[str, str]] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self._released = threading.Event()
+        self._holding = 0
         self._badges: dict[str, dict[str, Any]] = {}
         # Badge ids by issuer_earner_id and by e-mail, so large benchmark runs stay linear.
         self._by_earner: dict[str, list[str]] = {}
@@ -237,10 +242,39 @@ class CredlyStandIn:
         if operation not in OPERATIONS:
             raise ValueError(f"operation must be one of {OPERATIONS}")
         for item in responses:
-            if not isinstance(item, dict) or not ({"status", "delay"} & item.keys()):
-                raise ValueError(f"a fault needs status or delay: {item!r}")
+            if not isinstance(item, dict) or not ({"status", "delay", "hold"} & item.keys()):
+                raise ValueError(f"a fault needs status, delay or hold: {item!r}")
         with self._lock:
+            if any(item.get("hold") for item in responses):
+                self._released.clear()
             self._faults[operation].extend(responses)
+
+    def holding(self) -> int:
+        """How many calls a `hold` fault keeps waiting now."""
+        with self._lock:
+            return self._holding
+
+    def wait_holding(self, count: int = 1, timeout: float = 10) -> None:
+        """Wait until `count` calls are held; AssertionError after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while self.holding() < count:
+            assert time.monotonic() < deadline, f"{self.holding()} of {count} calls held"
+            self.wait(0.01)
+
+    def release(self) -> None:
+        """Let the calls held by `hold` faults go on (until a fault with `hold` is queued again)."""
+        self._released.set()
+
+    def hold(self) -> None:
+        """Keep this call waiting until `release`, unless the stand-in stops meanwhile."""
+        with self._lock:
+            self._holding += 1
+        try:
+            while not self._released.wait(0.02) and not self._stopping.is_set():
+                pass
+        finally:
+            with self._lock:
+                self._holding -= 1
 
     def badges(self) -> list[dict[str, Any]]:
         """Every badge, in issue order."""
@@ -306,7 +340,8 @@ class CredlyStandIn:
             return list(self._seen)
 
     def reset(self) -> None:
-        """Forget badges, events, queued faults and seen requests."""
+        """Forget badges, events, queued faults and seen requests; let held calls go on."""
+        self._released.set()
         with self._lock:
             self._badges.clear()
             self._by_earner.clear()
@@ -632,6 +667,8 @@ class _Handler(BaseHTTPRequestHandler):
         fault = standin.next_fault(operation)
         if fault is not None:
             standin.wait(float(fault.get("delay") or 0))
+            if fault.get("hold"):
+                standin.hold()
             if "status" in fault:
                 headers = {}
                 if fault.get("retry_after") is not None:
@@ -680,6 +717,9 @@ class _Handler(BaseHTTPRequestHandler):
                 return 201, {"data": event}
             if (self.command, path) == ("GET", "/_control/requests"):
                 return 200, {"data": standin.requests_seen()}
+            if (self.command, path) == ("POST", "/_control/release"):
+                standin.release()
+                return 204, None
             if (self.command, path) == ("POST", "/_control/reset"):
                 standin.reset()
                 return 204, None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -152,6 +153,20 @@ def test_a_delay_provokes_a_client_timeout_while_credly_still_issues(standin):
             break
         standin.wait(0.05)
     assert held(slow, "CERT-1") is not None
+
+
+def test_a_held_call_is_answered_only_once_released(standin, client):
+    control(standin, "POST", "faults", {"responses": [{"hold": True}]})
+    answers: list[object] = []
+    flight = threading.Thread(target=lambda: answers.append(issue(client)))
+    flight.start()
+    standin.wait_holding()
+    standin.wait(0.2)
+    assert (answers, standin.badges()) == ([], [])  # still waiting, nothing issued yet
+    control(standin, "POST", "release")
+    flight.join(timeout=5)
+    assert len(answers) == 1 and [b["id"] for b in standin.badges()] == [answers[0].id]
+    assert standin.holding() == 0
 
 
 def test_a_latency_delays_every_api_answer_but_not_the_control_api():
