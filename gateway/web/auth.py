@@ -442,11 +442,15 @@ def _is_utf8_form(body: bytes) -> bool:
 
 
 def _malformed_token_request() -> str | None:
-    """Why the request breaks RFC 6749's rules for its parameters, if it does (§3.2, §2.3: in the
-    body, each once, one way of authenticating the client)."""
+    """Why the request breaks RFC 6749's rules for its parameters, if it does (§3.2, §2.3, §4.4.2:
+    in a form body, each once, one way of authenticating the client)."""
     if request.args:
         g.token_error_fields = ["query"]
         return "Send the parameters in the form body, not in the URL's query."
+    if request.mimetype != FORM and request.get_data(cache=True):
+        g.token_error_fields = ["body"]
+        sent = request.mimetype or "no Content-Type"
+        return f"Send the parameters as an {FORM} body, not as {sent}."
     if request.mimetype == FORM and not _is_utf8_form(request.get_data(cache=True)):
         g.token_error_fields = ["body"]
         return "The form body is not UTF-8 once its %-escapes are decoded."

@@ -575,6 +575,36 @@ def test_a_token_request_whose_form_is_not_utf_8_is_invalid_request_naming_the_b
     assert good.status_code == 200 and good.get_json()["scope"] == "events:write"
 
 
+@pytest.mark.parametrize(
+    ("sent", "content_type"),
+    [
+        (b'{"grant_type": "client_credentials"}', "application/json"),
+        (
+            b'--b\r\nContent-Disposition: form-data; name="grant_type"\r\n\r\n'
+            b"client_credentials\r\n--b--\r\n",
+            "multipart/form-data; boundary=b",
+        ),
+        (b"grant_type=client_credentials", None),
+    ],
+    ids=["json", "multipart", "no content type"],
+)
+def test_a_token_request_whose_body_is_not_a_form_is_invalid_request_naming_the_type(
+    app, client, sent, content_type
+):
+    """The token request's parameters come as application/x-www-form-urlencoded (RFC 6749
+    §4.4.2); a JSON or multipart body was answered as if it had no grant_type, or taken."""
+    cid, secret = register_client(app, "events:write")
+    headers = {"Content-Type": content_type} if content_type else {}
+    answer = client.post("/oauth/token", data=sent, headers=headers, auth=(cid, secret))
+    assert answer.status_code == 400
+    body = answer.get_json()
+    assert body["error"] == "invalid_request"
+    assert "application/x-www-form-urlencoded" in body["detail"]
+    assert (content_type or "no Content-Type").split(";")[0] in body["detail"]
+    assert [e["field"] for e in body["errors"]] == ["body"]
+    assert "access_token" not in body
+
+
 def test_a_token_request_over_plain_http_to_a_public_name_is_400_insecure_transport(app, client):
     """OAuth 2.0 needs TLS for the token endpoint (RFC 6749 §3.2): over plain HTTP to a name that
     is not loopback (a TLS proxy in front without TRUSTED_PROXIES) the answer says so."""
