@@ -86,16 +86,22 @@ def validate(
 
 
 def _revoked(history: Sequence[Event], event: Event) -> Iterator[Violation]:
-    """CERT-REVOKED, named before what the event's own checks find. A revocation dated on or
-    before the one that counts is kept: the standing counts the first in date order."""
+    """CERT-REVOKED, named before what the event's own checks find. It depends only on arrival
+    order (the event is kept) for an event dated before the revocation that counts, which the
+    standing sees in date order as if it had arrived first, and for a revocation dated on or
+    before it: the standing counts the first in date order."""
     revocations = [e for e in history if isinstance(e, Revoked)]
     if revocations:
-        revocation = min(revocations, key=chronological)
+        revoked_on = min(revocations, key=chronological).revoked_on
+        if isinstance(event, Revoked):
+            provisional = event.revoked_on <= revoked_on
+        else:
+            provisional = not isinstance(event, Granted) and event.effective_on < revoked_on
         yield Violation(
             ids.CERT_REVOKED,
-            f"the certification was revoked on {revocation.revoked_on}; "
+            f"the certification was revoked on {revoked_on}; "
             "only member.updated is accepted after a revocation",
-            provisional=isinstance(event, Revoked) and event.revoked_on <= revocation.revoked_on,
+            provisional=provisional,
         )
 
 

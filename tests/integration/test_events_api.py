@@ -279,6 +279,40 @@ def test_an_event_refused_on_a_revoked_certification_names_its_own_rules_too(pos
     assert post(event("member.updated", {"last_name": "King"})).status_code == 202
 
 
+def test_events_dated_before_the_revocation_count_whichever_arrives_first(
+    post, reader, client, token_for
+):
+    """A payment and a CCP activity dated before the revocation, sent after it, are refused
+    CERT-REVOKED and kept (docs/rules.md, *Arrival order*): the standings and verifications of
+    the days before the revocation are those of date order."""
+    employer = token_for("verifications:read")
+    answers = {}
+    for order, cert in (("date order", "IN-ORDER"), ("revocation first", "LATE")):
+        assert post(granted("2025-06-10", cert=cert)).status_code == 202
+        revocation = revoked("2026-01-01", cert=cert)
+        earlier = [fee(2026, "2025-12-01", cert=cert), ccp("A-1", "2025-11-15", cert=cert)]
+        bodies = [*earlier, revocation] if order == "date order" else [revocation, *earlier]
+        statuses = [post(body).status_code for body in bodies]
+        assert statuses == ([202, 202, 202] if order == "date order" else [202, 422, 422])
+        for day in ("2025-12-31", "2026-01-01", "2026-12-07"):
+            standing = reader(f"/v1/certifications/{cert}?as_of={day}").get_json()
+            verified = client.get(f"/v1/verifications/{cert}?on={day}", headers=employer)
+            answers[order, day] = (
+                standing["status"],
+                standing["fees"],
+                standing["ccp"]["points_earned"],
+                {
+                    k: v
+                    for k, v in verified.get_json().items()
+                    if k not in ("certification_id", "verified_at")
+                },
+            )
+    for day in ("2025-12-31", "2026-01-01", "2026-12-07"):
+        assert answers["date order", day] == answers["revocation first", day], day
+    status, fees, points, _ = answers["revocation first", "2025-12-31"]
+    assert (status, fees["paid_through"], points) == ("active", "2027-06-30", 10)
+
+
 def test_events_dated_on_the_revocation_day_give_one_standing_whichever_arrives_first(post, reader):
     """A revocation comes first on its day (docs/rules.md, *One day's events*): a payment, a
     failed audit or a recertification dated that day counts in neither order, and of two
@@ -773,11 +807,21 @@ def _revocations_before_and_after_the_recorded_one(post) -> tuple[dict, dict]:
     return earlier, later
 
 
+def _payments_before_and_after_the_revocation(post) -> tuple[dict, dict]:
+    """A payment dated before the recorded revocation (kept since 0025), and one dated after."""
+    post(granted("2023-01-15"))
+    assert post(revoked("2026-03-10")).status_code == 202
+    earlier, later = fee(2025, "2025-01-10"), fee(2026, "2026-03-11")
+    assert rules_of(post(earlier)) == rules_of(post(later)) == ["CERT-REVOKED"]
+    return earlier, later
+
+
 @pytest.mark.parametrize(
     ("refuse", "release_before"),
     [
         (_payment_and_duplicate_of_another_day, "0019"),
         (_revocations_before_and_after_the_recorded_one, "0021"),
+        (_payments_before_and_after_the_revocation, "0024"),
     ],
 )
 def test_the_upgrade_keeps_what_a_release_came_to_keep(

@@ -78,10 +78,12 @@ def test_cert_revoked_outranks_lapsed():
 
 
 def test_cert_revoked_rejects_every_later_event_but_member_updated():
+    """Whatever its date; one dated before the revocation is kept, as the standing counts it
+    in date order (below)."""
     history = accepted(granted(LAPSING), revoked(date(2012, 1, 1)))
     for later in (
-        fee(2006, date(2006, 1, 1)),
-        activity(date(2011, 1, 1)),
+        fee(2012, date(2012, 1, 1)),
+        activity(date(2012, 1, 1)),
         exam_recert(date(2012, 3, 1)),
         revoked(date(2013, 1, 1)),
         granted(LAPSING),
@@ -89,7 +91,29 @@ def test_cert_revoked_rejects_every_later_event_but_member_updated():
         violations = validate(history, later, policy=POLICY, received_at=NOW)
         assert violations[0].rule == "CERT-REVOKED", later
         assert not kept(violations), later
+    for earlier in (fee(2006, date(2006, 1, 1)), activity(date(2011, 12, 31))):
+        violations = validate(history, earlier, policy=POLICY, received_at=NOW)
+        assert violations[0].rule == "CERT-REVOKED", earlier
+        assert kept(violations), earlier
     assert rules_broken(history, updated(date(2013, 1, 1), email="new@example.org")) == []
+
+
+def test_cert_revoked_an_event_dated_before_the_revocation_counts_whichever_arrived_first():
+    """A payment that arrives after the revocation it precedes is refused and kept: the
+    standing of a day before the revocation counts it as if it had arrived first."""
+    grant = granted(date(2015, 6, 10))
+    revocation = revoked(date(2017, 1, 1))
+    payment = fee(2016, date(2016, 5, 1))
+    in_date_order = accepted(grant, payment)
+    assert validate(in_date_order, revocation, policy=POLICY, received_at=NOW) == []
+    late = validate(accepted(grant, revocation), payment, policy=POLICY, received_at=NOW)
+    assert [v.rule for v in late] == ["CERT-REVOKED"] and kept(late)
+    history = [grant, revocation, payment]  # the kept payment is part of the history
+    for day in (date(2016, 7, 1), date(2016, 12, 31), date(2017, 1, 1)):
+        assert standing(history, day) == standing([grant, payment, revocation], day)
+    assert standing(history, date(2016, 12, 31)) != standing(
+        [grant, revocation], date(2016, 12, 31)
+    )
 
 
 def test_cert_revoked_a_revocation_dated_on_or_before_the_recorded_one_is_kept_and_counts():
@@ -118,15 +142,16 @@ def test_cert_revoked_is_named_first_then_the_events_own_rules():
 
 
 def test_cert_revoked_with_the_checks_that_read_the_standing():
-    """Dated while lapsed, before the revocation: CERT-LAPSED too (kept it is not); dated on or
-    after it: no lapse is named, the certification being revoked then."""
+    """Dated while lapsed, before the revocation: CERT-LAPSED too (kept, as it would be had it
+    arrived before the revocation); dated on or after it: no lapse is named, the certification
+    being revoked then."""
     history = accepted(granted(LAPSING), revoked(date(2012, 1, 1)))
     while_lapsed = validate(history, activity(date(2011, 1, 1)), policy=POLICY, received_at=NOW)
     assert [(v.rule, v.provisional) for v in while_lapsed] == [
-        ("CERT-REVOKED", False),
+        ("CERT-REVOKED", True),
         ("CERT-LAPSED", True),
     ]
-    assert not kept(while_lapsed)
+    assert kept(while_lapsed)
     assert rules_broken(history, activity(date(2012, 1, 1))) == ["CERT-REVOKED"]
     assert rules_broken(history, fee(2012, date(2012, 2, 1))) == ["CERT-REVOKED"]
     recert = validate(history, exam_recert(date(2012, 3, 1)), policy=POLICY, received_at=NOW)
