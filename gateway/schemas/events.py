@@ -361,6 +361,12 @@ class CcpActivityData(_Strict):
             _required(
                 *names, when="category is employment", rule=ids.CCP_EMPLOYMENT_2021, data=data
             )
+            begin, end = data["employment_start"], data["employment_end"]
+            if begin > end:
+                said = f"Must not be after employment_end ({end.isoformat()})."
+                raise ValidationError(
+                    {"employment_start": [RuleMessage(said, ids.CCP_EMPLOYMENT_2021)]}
+                )
         else:
             _only_for(*names, when=f"category {EMPLOYMENT}", data=data)
 

@@ -61,6 +61,24 @@ def test_employment_dates_are_only_for_the_employment_category(post, name):
     assert error == {"field": f"data.{name}", "message": "Only for category employment."}
 
 
+def test_an_employment_period_ending_before_it_starts_is_an_error_of_its_start(post):
+    """Malformed, as an audit of a cycle not yet begun: named as a field, with its rule."""
+    assert post(granted("2019-03-01")).status_code == 202
+    period = {"employment_start": "2020-06-01", "employment_end": "2020-03-01"}
+    body = ccp("A1", "2020-07-01", category="employment", extra=period)
+    response = post(body)
+    assert response.status_code == 422
+    assert errors(response) == [
+        {
+            "field": "data.employment_start",
+            "rule": "CCP-EMPLOYMENT-2021",
+            "message": "Must not be after employment_end (2020-03-01).",
+        }
+    ]
+    period["employment_end"] = "2020-06-01"  # a period of one day is one
+    assert post(ccp("A2", "2020-07-01", category="employment", extra=period)).status_code == 202
+
+
 @pytest.mark.parametrize(
     ("method", "given", "other"),
     [
