@@ -1819,11 +1819,11 @@ def test_one_daily_reconciliation_runs_at_a_time_and_its_lock_outlasts_its_expir
     svc, standin, monkeypatch
 ):
     drift_unnoticed(svc, standin)
-    monkeypatch.setattr(cron, "LOCK_SECONDS", 0.3)
+    monkeypatch.setattr(cron, "LOCK_SECONDS", 1.5)  # renewed every 0.5 s
     reconcile_itself, others = cron.reconcile, []
 
     def slow(*args, **kwargs):
-        time.sleep(0.7)  # longer than the lock's expiry: renewed meanwhile
+        time.sleep(2)  # longer than the lock's expiry: renewed meanwhile
         others.append(run_daily_reconcile())
         return reconcile_itself(*args, **kwargs)
 

@@ -332,11 +332,11 @@ def test_a_sweep_longer_than_its_lock_expiry_keeps_its_lock(
 ):
     truncate(postgres_url)
     svc = make_app(database_url=postgres_url, redis_url=redis_url).extensions["gateway"]
-    monkeypatch.setattr(cron, "LOCK_SECONDS", 0.3)
+    monkeypatch.setattr(cron, "LOCK_SECONDS", 1.5)  # renewed every 0.5 s
     scope, sweep_itself = Scope(as_of=date(2026, 4, 1)), cron._sweep_and_notices
 
     def slow(*args, **kwargs):
-        time_module.sleep(0.7)  # renewed meanwhile
+        time_module.sleep(2)  # longer than the lock's expiry: renewed meanwhile
         with pytest.raises(SweepRunning):
             locked_sweep(svc, scope)
         return sweep_itself(*args, **kwargs)
@@ -354,14 +354,18 @@ def test_the_days_sweep_runs_that_day_after_its_sweeper_was_killed(
 ):
     truncate(postgres_url)
     svc = make_app(database_url=postgres_url, redis_url=redis_url).extensions["gateway"]
-    monkeypatch.setattr(cron, "LOCK_SECONDS", 0.3)
+    monkeypatch.setattr(cron, "LOCK_SECONDS", 3)  # outlives the kill by 2 s at least
     killed_while_running(run_daily_sweep, cron, "_sweep_and_notices")
     assert run_daily_sweep() == {"skipped": True}  # another worker's, while the lock lasts
     queue = Queue(svc.settings.queue_name, connection=svc.redis)
     [job_id] = queue.scheduled_job_registry.get_job_ids()
     again = queue.fetch_job(job_id)  # RQ's scheduler queues it SWEEP_RECHECK_SECONDS later
     assert again.func is run_daily_sweep and again.args == (utcnow().date().isoformat(),)
-    time_module.sleep(0.4)  # the killed sweeper's lock expires
+    lock = cron.sweep_lock(svc, Scope(as_of=utcnow().date())).name
+    deadline = time_module.monotonic() + 30
+    while svc.redis.exists(lock):  # no longer renewed, the killed sweeper's lock expires
+        assert time_module.monotonic() < deadline, "the killed sweeper's lock outlived it"
+        time_module.sleep(0.1)
     assert run_daily_sweep(*again.args)["evaluated"] == 0
     assert run_daily_sweep() == {"skipped": True}  # done
     assert len(queue.scheduled_job_registry) == 1  # no more looks
