@@ -284,8 +284,11 @@ def test_a_429_with_a_huge_retry_after_retries_the_issue_a_day_later(svc, standi
 
 
 def test_timeout_then_duplicate_drill_one_badge_adopted_and_revoked_later(svc, standin):
-    standin.queue_faults([{"delay": 1.5}])  # past the 1 s timeout, yet Credly issues it
-    badge = grant(svc)
+    standin.queue_faults([{"hold": True}])  # past the 1 s timeout, yet Credly issues it
+    submit(svc, granted("2026-03-01"))
+    _answer_lost(svc, standin)
+    drain(svc, lambda: issue_done(svc))
+    [badge] = badges(svc)
     [item] = items(svc, "issue_badge")
     assert item.state == "done" and item.attempts >= 2
     [held] = standin.badges()
@@ -660,6 +663,18 @@ def _issued_late(standin) -> None:
     while not standin.badges():
         assert time.monotonic() < deadline, "Credly made no badge"
         standin.wait(0.02)
+
+
+def _answer_lost(svc, standin) -> None:
+    """Work the queue until the issue call held in Credly has timed out (its item waiting to be
+    tried again), then let Credly issue the badge: the call's answer was lost."""
+    drain(
+        svc,
+        lambda: (
+            standin.holding() == 1 and [i.state for i in items(svc, "issue_badge")] == ["retrying"]
+        ),
+    )
+    _issued_late(standin)
 
 
 def test_a_badge_a_lost_attempt_made_after_a_revocation_shows_revoked(svc, standin):
@@ -2339,9 +2354,9 @@ def test_an_acceptance_notified_before_the_issue_job_recorded_the_badge_is_appli
 ):
     """The issue call's answer is lost (Credly made the badge), its earner accepts it and the
     notification comes while the issue job waits to try again: both end with it accepted."""
-    standin.queue_faults([{"delay": 1.5}])  # answered after the 1 s timeout, yet issued
+    standin.queue_faults([{"hold": True}])  # answered after the 1 s timeout, yet issued
     assert post(granted("2026-03-01")).status_code == 202
-    drain(svc, lambda: bool(standin.badges()) and not settled(svc, "issue_badge"))
+    _answer_lost(svc, standin)
     [made] = standin.badges()
     assert badges(svc)[0].credly_badge_id is None  # not recorded yet
     assert deliver(app, standin.set_badge_state(made["id"], "accepted")).status_code == 200
@@ -2403,9 +2418,9 @@ def test_an_issue_whose_answer_was_lost_then_a_details_change_leaves_one_live_ba
     """The issue call times out after Credly made the badge; the member's details change before
     the retry: the retry adopts that badge and brings it up to date (an unclaimed badge at a new
     address: revoked and issued again there), never leaving two live."""
-    standin.queue_faults([{"delay": 1.5}])  # answered after the 1 s timeout, yet issued
+    standin.queue_faults([{"hold": True}])  # answered after the 1 s timeout, yet issued
     assert post(granted("2026-03-01")).status_code == 202
-    drain(svc, lambda: bool(standin.badges()) and not settled(svc, "issue_badge"))
+    _answer_lost(svc, standin)
     assert post(event("member.updated", change)).status_code == 202
     drain(svc, lambda: all_settled(svc))
     agrees(svc, standin, standing())
