@@ -42,12 +42,14 @@ def test_the_cron_starts_again_after_redis_went_away(tmp_path, monkeypatch, capl
     thread = threading.Thread(target=worker._cron_forever, args=(cron, stop), daemon=True)
     thread.start()
     try:
-        assert _wait_for_a_job(redis.url, 5)
+        assert _wait_for_a_job(redis.url, 30)
         redis.stop()
-        time.sleep(1.5)  # the cron's loop fails on Redis meanwhile
+        deadline = time.monotonic() + 30
+        while "daily cron stopped" not in caplog.text:  # the cron's loop fails on Redis
+            assert time.monotonic() < deadline, "the cron did not stop on Redis's absence"
+            time.sleep(0.1)
         redis.start()  # empty: only a cron that runs again queues a job in it
-        assert _wait_for_a_job(redis.url, 10)
-        assert "daily cron stopped" in caplog.text
+        assert _wait_for_a_job(redis.url, 30)
     finally:
         stop.set()
         redis.stop()

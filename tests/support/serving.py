@@ -243,7 +243,8 @@ class PrivateRedis:
             stdout=subprocess.DEVNULL,
         )
         client = redis.Redis.from_url(self.url)
-        for _ in range(100):
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
             try:
                 client.ping()
                 return
