@@ -338,16 +338,17 @@ def standin_worker(make_app, postgres_url, tmp_path):
 
 
 def _busy_when_redis_goes(standin_worker) -> None:
-    """Redis killed while the worker runs a drain job (a Credly call takes 3 s), which then ends
-    with Redis away: RQ's work loop quits; the worker says so and waits for Redis."""
+    """Redis killed while the worker runs a drain job (its Credly call held until then), which
+    then ends with Redis away: RQ's work loop quits; the worker says so and waits for Redis."""
     worker, svc, credly, redis_server, log = standin_worker
     client = redis.Redis.from_url(redis_server.url)
     wait_for("the worker", lambda: client.hget("rq:worker:rider", "state") == b"idle", worker, log)
-    credly.queue_faults([{"delay": 3}], operation="issue")
+    credly.queue_faults([{"hold": True}], operation="issue")
     submit(svc, granted(days_ago(30)))
     wait_for("the drain", lambda: client.hget("rq:worker:rider", "state") == b"busy", worker, log)
-    time.sleep(1)
+    wait_for("the issue call", credly.holding, worker, log)
     redis_server.stop()
+    credly.release()
     wait_for("the loss said", lambda: "lost Redis" in log.read_text(), worker, log)
 
 
