@@ -49,7 +49,7 @@ def test_connecting_gives_up_after_the_timeout_then_fails_at_once_until_it_tries
             waited, error = _timed(lambda: db.read(ONE))
             assert isinstance(error, OperationalError) and 1.5 < waited < 4, (waited, error)
             waited, error = _timed(lambda: db.read(ONE))  # the database is known unreachable
-            assert isinstance(error, OperationalError) and waited < 0.5, (waited, error)
+            assert isinstance(error, OperationalError) and waited < 1.5, (waited, error)  # < 2 s
             assert "not tried again for" in str(error)
             time.sleep(RETRY_CONNECT_SECONDS)
             waited, error = _timed(lambda: db.read(ONE))  # tried again: waits the timeout again
@@ -75,8 +75,8 @@ def test_a_database_that_answers_again_is_used_again(postgres_url):
 def test_a_statement_longer_than_the_statement_timeout_is_cancelled(postgres_url):
     db = Database(postgres_url, statement_timeout_ms=300)
     try:
-        waited, error = _timed(lambda: db.read(text("SELECT pg_sleep(3)")))
-        assert isinstance(error, OperationalError) and waited < 2, (waited, error)
+        waited, error = _timed(lambda: db.read(text("SELECT pg_sleep(30)")))
+        assert isinstance(error, OperationalError) and waited < 10, (waited, error)
         assert "statement timeout" in str(error)
         db.upgrade()  # migrations are not limited
     finally:
@@ -88,7 +88,7 @@ def test_waiting_for_a_pooled_connection_gives_up_after_the_pool_timeout(postgre
     held = [db.engine.connect() for _ in range(20)]  # pool_size 10 and 10 overflow
     try:
         waited, error = _timed(db.engine.connect)
-        assert isinstance(error, PoolTimeout) and waited < 2.5, (waited, error)
+        assert isinstance(error, PoolTimeout) and waited < 10, (waited, error)  # not 30 s
     finally:
         for connection in held:
             connection.close()
