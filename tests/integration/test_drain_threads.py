@@ -47,9 +47,9 @@ def test_items_committed_while_a_drain_runs_are_worked_on_its_other_threads(make
     def handler(s, item):
         if item.payload.get("first"):  # holds its thread until the later items ran at once
             first_started.set()
-            release.wait(10)
+            release.wait(30)
         else:
-            together.wait(10)
+            together.wait(30)
 
     monkeypatch.setitem(outbox.HANDLERS, "sync_verification", handler)
     empty_claims = threading.Semaphore(0)
@@ -67,10 +67,10 @@ def test_items_committed_while_a_drain_runs_are_worked_on_its_other_threads(make
     drain.start()
     ran_at_once = False
     try:
-        assert first_started.wait(5)
-        assert all(empty_claims.acquire(timeout=5) for _ in range(3))  # the others found none
+        assert first_started.wait(20)
+        assert all(empty_claims.acquire(timeout=20) for _ in range(3))  # the others found none
         add_items(svc, 3)  # a burst reaching the running drain
-        ran_at_once = all_three.wait(5)
+        ran_at_once = all_three.wait(20)
     finally:
         release.set()
         if not ran_at_once:
@@ -90,7 +90,7 @@ def test_an_idle_drain_ends_once_every_thread_found_nothing_due(make_svc, monkey
     add_items(svc, 2)
     ended = threading.Event()
     threading.Thread(target=lambda: (dispatch.drain(), ended.set())).start()
-    assert ended.wait(2)
+    assert ended.wait(20)  # not DRAIN_SECONDS (60 s)
     assert len(claims) <= 4 + 2 + 4  # no thread claims again with none of them busy
 
 
