@@ -148,9 +148,8 @@ def test_a_delay_provokes_a_client_timeout_while_credly_still_issues(standin):
         issue(slow)
 
     # The lost answer is why a job looks before it issues again.
-    for _ in range(50):
-        if standin.badges():
-            break
+    deadline = time.monotonic() + 10
+    while not standin.badges() and time.monotonic() < deadline:
         standin.wait(0.05)
     assert held(slow, "CERT-1") is not None
 
@@ -170,17 +169,17 @@ def test_a_held_call_is_answered_only_once_released(standin, client):
 
 
 def test_a_latency_delays_every_api_answer_but_not_the_control_api():
-    with CredlyStandIn(latency=0.3) as slow:
+    with CredlyStandIn(latency=1) as slow:
         client = CredlyClient(slow.url, slow.organization_id, slow.token)
         started = time.monotonic()
         issue(client)
         assert pick_badge(
             holder_badges(client, badge_template_id="tmpl-1", issuer_earner_id="CERT-1")
         )
-        assert time.monotonic() - started >= 0.6
+        assert time.monotonic() - started >= 2
         started = time.monotonic()
         assert len(control(slow, "GET", "badges")) == 1
-        assert time.monotonic() - started < 0.3
+        assert time.monotonic() - started < 1
 
 
 def test_faults_can_target_other_operations(standin, client):

@@ -203,13 +203,13 @@ def test_a_receiver_dripping_its_answer_is_cut_off_at_the_longest_attempt(
     monkeypatch, head, allow_private
 ):
     monkeypatch.setattr(employer_webhooks, "_public", lambda address: address == "127.0.0.1")
-    sender = plain_sender(timeout=(0.5, 0.5), allow_private=allow_private)
+    sender = plain_sender(timeout=(0.5, 1.5), allow_private=allow_private)
     with dripping(head, every=0.2) as url:  # each byte well within the read timeout
         started = time.monotonic()
         with pytest.raises(DeliveryFailed):
             sender.send(f"{url}/hook", new_secret(), "m", BODY)
         took = time.monotonic() - started
-    assert sender.longest_attempt <= took < sender.longest_attempt + 1.0
+    assert sender.longest_attempt <= took < sender.longest_attempt + 2.0  # the drip lasts on
 
 
 def test_a_failed_attempt_says_nothing_of_the_urls_user_password_or_query():
