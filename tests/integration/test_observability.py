@@ -204,7 +204,7 @@ def test_gateway_serve_runs_gunicorn_processes_whose_metrics_add_up(tmp_path, po
                     break
         assert len(writers()) >= 2, writers()  # several processes wrote samples
         assert _listening_sockets(port) == 2  # one per worker: the kernel spreads connections
-        text = requests.get(f"{base}/metrics", timeout=5).text
+        text = requests.get(f"{base}/metrics", timeout=30).text
         served = sample(text, "gateway_http_requests_total", endpoint="/healthz", status="200")
         assert served == sent  # every process's count, summed
     finally:

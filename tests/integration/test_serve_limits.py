@@ -46,22 +46,22 @@ def _is_the_apps_problem(response: requests.Response, status: int) -> None:
 def test_a_url_over_the_limit_gets_the_apps_414_problem(served):
     served, _ = served
     path = "/v1/verifications/" + "A" * MAX_URL
-    response = requests.get(f"http://127.0.0.1:{served}{path}", timeout=5)
+    response = requests.get(f"http://127.0.0.1:{served}{path}", timeout=30)
     _is_the_apps_problem(response, 414)
     fits = "/v1/verifications/" + "A" * (MAX_URL - len("/v1/verifications/"))
-    assert requests.get(f"http://127.0.0.1:{served}{fits}", timeout=5).status_code == 404
+    assert requests.get(f"http://127.0.0.1:{served}{fits}", timeout=30).status_code == 404
 
 
 def test_a_header_over_the_limit_gets_the_apps_431_problem(served):
     served, _ = served
     headers = {"X-Padding": "p" * MAX_HEADER_LINE}
-    response = requests.get(f"http://127.0.0.1:{served}/healthz", headers=headers, timeout=5)
+    response = requests.get(f"http://127.0.0.1:{served}/healthz", headers=headers, timeout=30)
     _is_the_apps_problem(response, 431)
     assert "X-Padding" in response.json()["detail"]
 
 
 def _raw(port: int, request: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
         connection.sendall(request)
         answer = b""
         while chunk := connection.recv(65536):
@@ -158,7 +158,7 @@ def test_gunicorn_believes_no_forwarded_header_of_a_loopback_peer(served):
     served, _ = served
     base = f"http://127.0.0.1:{served}"
     for header in ({"X-Forwarded-Proto": "https"}, {"X-Forwarded-Ssl": "on"}):
-        answer = requests.get(f"{base}/healthz", headers=header, timeout=5)
+        answer = requests.get(f"{base}/healthz", headers=header, timeout=30)
         assert answer.status_code == 200
         assert "Strict-Transport-Security" not in answer.headers
     token = requests.post(
@@ -166,10 +166,10 @@ def test_gunicorn_believes_no_forwarded_header_of_a_loopback_peer(served):
         data={"grant_type": "client_credentials"},
         auth=("someone", "secret"),
         headers={"Host": "example.org", "X-Forwarded-Proto": "https"},
-        timeout=5,
+        timeout=30,
     )
     assert token.status_code == 400 and token.json()["error"] == "insecure_transport"
-    moved = requests.get(f"{base}/healthz", headers={"SCRIPT_NAME": "/x"}, timeout=5)
+    moved = requests.get(f"{base}/healthz", headers={"SCRIPT_NAME": "/x"}, timeout=30)
     assert moved.status_code == 200
 
 
@@ -215,7 +215,7 @@ def test_head_and_options_over_gunicorn_keep_their_framing(served):
     """A HEAD's Content-Length is the GET's, with no body after it; a 204 to OPTIONS has neither
     a length nor a chunked body, so the connection's next answer is read where it starts."""
     served, _ = served
-    got = requests.get(f"http://127.0.0.1:{served}/openapi.json", timeout=5)
+    got = requests.get(f"http://127.0.0.1:{served}/openapi.json", timeout=30)
     head = _raw(served, b"HEAD /openapi.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     head_lines, _, body = head.partition(b"\r\n\r\n")
     assert head_lines.startswith(b"HTTP/1.1 200 ") and body == b""

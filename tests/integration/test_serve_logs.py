@@ -30,18 +30,18 @@ def test_gateway_serve_writes_every_log_line_as_a_json_object(tmp_path, postgres
     proc = start_serve(env, err, out)
     try:
         answer = requests.get(
-            f"http://127.0.0.1:{port}/healthz", headers={"X-Request-ID": "serve-logs"}, timeout=5
+            f"http://127.0.0.1:{port}/healthz", headers={"X-Request-ID": "serve-logs"}, timeout=30
         )
         assert answer.status_code == 200
         forged = requests.get(  # quotes and backslashes in the path and the request id
             f"http://127.0.0.1:{port}/v1/verifications/{quote(HOSTILE, safe='')}",
             headers={"X-Request-ID": HOSTILE},
-            timeout=5,
+            timeout=30,
         )
         assert forged.status_code == 404
         given_instead = forged.headers["X-Request-ID"]  # not an id: a new one is given
         assert given_instead != HOSTILE and len(given_instead) == 32
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as refused:
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as refused:
             refused.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX Y: z\r\n\r\n")
             assert refused.recv(65536).startswith(b"HTTP/1.1 400 ")
     finally:

@@ -209,7 +209,7 @@ def test_a_keys_file_without_an_rsa_key_warns_that_credentials_are_signed_es256(
 def _published(port: int) -> list[str]:
     """The kids `gateway serve` on `port` publishes; none while it takes no connection."""
     with suppress(requests.ConnectionError):
-        answer = requests.get(f"http://127.0.0.1:{port}/.well-known/jwks.json", timeout=5)
+        answer = requests.get(f"http://127.0.0.1:{port}/.well-known/jwks.json", timeout=30)
         return [key["kid"] for key in answer.json()["keys"]]
     return []
 
@@ -301,7 +301,7 @@ def test_a_web_process_restarted_after_the_keys_file_changed_signs_with_the_keys
 def _verifies(port: int, token: str) -> bool:
     """Whether `token` (ES256) verifies, by PyJWT, against the key set `gateway serve` on `port`
     publishes."""
-    published = requests.get(f"http://127.0.0.1:{port}/.well-known/jwks.json", timeout=5).json()
+    published = requests.get(f"http://127.0.0.1:{port}/.well-known/jwks.json", timeout=30).json()
     kid = jwt.get_unverified_header(token)["kid"]
     try:
         jwt.decode(token, jwt.PyJWKSet.from_dict(published)[kid].key, algorithms=["ES256"])

@@ -77,7 +77,7 @@ def test_a_real_worker_serves_its_job_counts_and_writes_them_to_the_shared_folde
             assert worker.poll() is None, log.read_text()[-3000:]
             time.sleep(0.3)
             with contextlib.suppress(requests.ConnectionError):
-                text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+                text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
                 done = sample(text, "gateway_jobs_total", kind="issue_badge", outcome="done")
         assert done == 1
         # What the web processes of the host report at /metrics: the worker's samples too.
