@@ -288,13 +288,29 @@ def _review_soon(session: Session, certification_ids: Sequence[str], notice_days
 
 
 def unwatch(session: Session, subscription: Subscription, certification_ids: Sequence[str]) -> int:
-    """Stop watching certifications; returns how many were watched."""
-    return session.execute(
+    """Stop watching certifications, cancelling their messages still waiting (a message being
+    sent goes on); returns how many were watched."""
+    watched = session.execute(
         delete(WatchedCertification).where(
             WatchedCertification.subscription_id == subscription.id,
             WatchedCertification.certification_id.in_(certification_ids),
         )
     ).rowcount
+    waiting = session.scalars(
+        select(Delivery)
+        .where(
+            Delivery.target == subscription.id,
+            Delivery.certification_id.in_(certification_ids),
+            Delivery.state.in_(("pending", "retrying")),
+        )
+        .order_by(Delivery.id)  # locked in id order, as a delivery's claim locks them
+        .with_for_update()
+    ).all()
+    now = utcnow()
+    for delivery in waiting:
+        delivery.state, delivery.finished_at, delivery.lease_until = "cancelled", now, None
+        delivery.last_error = f"{subscription.id} no longer watches {delivery.certification_id}"
+    return watched
 
 
 def remove(session: Session, subscription: Subscription) -> None:

@@ -251,6 +251,27 @@ def test_a_delivery_waiting_when_its_subscription_stops_gets_no_retry(make_svc, 
     assert delivery.attempts == 1 and reason in delivery.last_error
 
 
+def test_a_delivery_waiting_when_its_certification_is_unwatched_is_cancelled_at_once(make_svc):
+    """The delivery log shows the waiting message cancelled as soon as its certification is
+    unwatched, and watching it again before the retry's time does not bring the message back."""
+    svc = make_svc(delivery_retry_base_seconds=60)
+    with serve(scripted(500)) as (url, received):
+        subscription = watch(svc, url)
+        submit(svc, granted(days_ago(30)))
+        work_queued(svc)  # the first attempt fails; the retry waits a minute
+        [item] = items(svc, "deliver_webhook")
+        with svc.db.transaction() as session:
+            _unwatch(session, subscription)
+        [delivery] = deliveries(svc, subscription.id)
+        assert (delivery.state, delivery.attempts) == ("cancelled", 1)
+        assert "no longer watches CERT-1" in delivery.last_error
+        with svc.db.transaction() as session:
+            subscriptions.watch(session, subscription, ["CERT-1"])
+        _run(svc, item, attempt=2)
+    assert len(received) == 1
+    assert deliveries(svc, subscription.id)[0].state == "cancelled"
+
+
 def test_a_job_run_again_once_its_delivery_settled_sends_nothing(make_svc):
     """A job claimed again (its first worker's lease ran out while it sent, say) finds its
     delivery delivered, or cancelled, and sends nothing: not even once the certification is
