@@ -24,7 +24,7 @@ import time
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
-from connectors.credly.errors import CredlyError
+from connectors.credly.errors import CredlyError, NotFound
 from gateway.platform.config import Settings
 from gateway.store.models import utcnow
 
@@ -147,13 +147,16 @@ def token_state(svc: Services) -> TokenState:
 
 def read_expiry(svc: Services) -> date | None:
     """The token's expiry from Credly where the token may read it (kept for `/readyz`), else
-    `CREDLY_TOKEN_EXPIRES_ON`; a WARNING when neither says."""
+    `CREDLY_TOKEN_EXPIRES_ON`; a WARNING when neither says. When Credly answers 404 for the
+    organisation's tokens, whether it knows the organisation at all (an ERROR if not)."""
     if svc.settings.credly_dry_run:
         return svc.settings.credly_token_expires_on
     try:
         found = svc.credly.token_expiry()
     except CredlyError as exc:
         log.info("Credly did not say when the token expires: %s", exc)
+        if isinstance(exc, NotFound):
+            _check_organization(svc)
         found = None
     if found is None:
         known = token_state(svc).expires_on() or svc.settings.credly_token_expires_on
@@ -167,6 +170,22 @@ def read_expiry(svc: Services) -> date | None:
         return known
     token_state(svc).learn_expiry(found.date())
     return found.date()
+
+
+def _check_organization(svc: Services) -> None:
+    """An ERROR when Credly answers 404 for the configured organisation (`GET
+    /organizations/{org}`), as it does for a wrong CREDLY_ORGANIZATION_ID: every issue would
+    fail, and every badge read would look like its earner's deletion."""
+    try:
+        svc.credly.ping()
+    except NotFound:
+        log.error(
+            "Credly does not know the organisation %s (404): check CREDLY_ORGANIZATION_ID; "
+            "until it is right, badge reads look like deletions and issues fail",
+            svc.settings.credly_organization_id,
+        )
+    except CredlyError as exc:
+        log.info("Credly did not say whether it knows the organisation: %s", exc)
 
 
 def known_expiry(settings: Settings, state: TokenState | None = None) -> date | None:

@@ -101,9 +101,44 @@ def test_gateway_worker_warns_of_the_expiry_it_reads_from_credly_at_start(
             "CREDLY_AUTH_TOKEN": standin.token,
         }
         result = CliRunner().invoke(cli, ["worker", "--burst", "--no-scheduler"], env=env)
+        asked = [r["operation"] for r in standin.requests_seen()]
     assert result.exit_code == 0, result.output
     [warning] = token_warnings(caplog)
     assert "in 6 days" in warning
+    assert "tokens" in asked and "organization" not in asked  # no call more than the expiry's
+
+
+@pytest.mark.parametrize("wrong", ["organization", "tokens"])
+def test_gateway_worker_start_says_when_credly_does_not_know_the_organisation(
+    json_logs, database_url, redis_client, redis_url, tmp_path, caplog, wrong
+):
+    """A wrong CREDLY_ORGANIZATION_ID: Credly answers 404 for everything under it, which the
+    badge jobs would take for deletions. Only the organisation's 404 is said so; a token list
+    that Credly does not serve alone is not."""
+    caplog.set_level(logging.INFO, logger="gateway.credly")
+    with CredlyStandIn() as standin:
+        organization = "0f0f0f0f-wrong" if wrong == "organization" else standin.organization_id
+        if wrong == "tokens":
+            standin.queue_faults([{"status": 404}], operation="tokens")
+        env = {
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "INSTANCE_PATH": str(tmp_path),
+            "CREDLY_API_BASE": standin.url,
+            "CREDLY_ORGANIZATION_ID": organization,
+            "CREDLY_AUTH_TOKEN": standin.token,
+            "CREDLY_TOKEN_EXPIRES_ON": (utcnow().date() + timedelta(days=90)).isoformat(),
+        }
+        result = CliRunner().invoke(cli, ["worker", "--burst", "--no-scheduler"], env=env)
+        asked = [r["operation"] for r in standin.requests_seen()]
+    assert result.exit_code == 0, result.output
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    said = [m for m in errors if "CREDLY_ORGANIZATION_ID" in m]
+    if wrong == "organization":
+        assert len(said) == 1 and "0f0f0f0f-wrong" in said[0]
+    else:
+        assert said == []
+    assert asked.count("organization") == 1  # asked only once the token list was a 404
 
 
 @pytest.mark.parametrize(("days_left", "warnings"), [(14, 1), (0, 1), (15, 0), (30, 0)])
