@@ -11,3 +11,8 @@ sentences recorded on a badge and in its errors), `recipient.py` (what a badge i
 (issue or adopt, revoke, follow a replaced badge), then the jobs: `revoke.py`, `replace.py` and
 `issue.py`.
 """
+
+import logging
+
+#: One logger for all the badge jobs' modules (log lines are filtered on its name).
+log = logging.getLogger("jobs.badges")

@@ -3,7 +3,6 @@ refused one as a duplicate, revoke a badge, follow a replaced one to its success
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 
 from connectors.credly.errors import CredlyError, NotFound, PermanentError
@@ -12,12 +11,10 @@ from connectors.credly.wire import REPLACED, REVOKED, BadgeRequest, live_badge, 
 from connectors.credly.wire import Badge as CredlyBadge
 from gateway.store.models import utcnow
 from gateway.usecases.services import Services
+from jobs.badges import log
 from jobs.badges.notes import ANOTHER_HOLDER, ENDED_DUPLICATE, refused_note, refused_request
 from jobs.badges.rows import REFUSED, recorded_by_others
 from jobs.badges.states import DELETED, LIVE
-
-#: One logger for all the badge jobs' modules (log lines are filtered on its name).
-log = logging.getLogger("jobs.badges")
 
 #: How many replaced badges are followed to their successor before giving up (a loop guard).
 MAX_SUCCESSORS = 20

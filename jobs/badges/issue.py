@@ -3,7 +3,6 @@ Credly holds."""
 
 from __future__ import annotations
 
-import logging
 from datetime import date
 from typing import NamedTuple
 
@@ -13,6 +12,7 @@ from connectors.credly.wire import BadgeRequest
 from gateway.rules import BADGE_KEPT
 from gateway.store.models import utcnow
 from gateway.usecases.services import Services
+from jobs.badges import log
 from jobs.badges.credly_calls import deleted, issue_or_adopt, latest
 from jobs.badges.recipient import (
     certification,
@@ -33,9 +33,6 @@ from jobs.badges.rows import (
     settled,
 )
 from jobs.engine.claim import ClaimedItem
-
-#: One logger for all the badge jobs' modules (log lines are filtered on its name).
-log = logging.getLogger("jobs.badges")
 
 
 def issue(svc: Services, item: ClaimedItem) -> None:

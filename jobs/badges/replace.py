@@ -3,7 +3,6 @@ current details."""
 
 from __future__ import annotations
 
-import logging
 from datetime import date, timedelta
 
 from connectors.credly.errors import AlreadyReplaced, NotFound, PermanentError
@@ -14,6 +13,7 @@ from gateway.rules import BADGE_KEPT
 from gateway.store.models import utcnow
 from gateway.usecases import badge_wording
 from gateway.usecases.services import Services
+from jobs.badges import log
 from jobs.badges.credly_calls import deleted, issue_or_adopt, latest, revoked, still
 from jobs.badges.notes import EXPIRED_ADDRESS_NOTE, KEPT_ADDRESS_NOTE, OWN_EMAIL_NOTE, REISSUE_NOTE
 from jobs.badges.recipient import (
@@ -28,9 +28,6 @@ from jobs.badges.rows import no_call_no_attempt, period_badge, record
 from jobs.badges.states import LIVE
 from jobs.engine.claim import ClaimedItem
 from jobs.engine.retry import Deferred
-
-#: One logger for all the badge jobs' modules (log lines are filtered on its name).
-log = logging.getLogger("jobs.badges")
 
 
 def replace(svc: Services, item: ClaimedItem) -> None:

@@ -3,7 +3,6 @@ end of an issue or replace call, recorded unless the certification's badge ended
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from datetime import date
 
@@ -16,14 +15,12 @@ from gateway.rules import BADGE_KEPT
 from gateway.store.models import Badge
 from gateway.usecases import badge_wording
 from gateway.usecases.services import Services
+from jobs.badges import log
 from jobs.badges.credly_calls import deleted, latest, revoked
 from jobs.badges.recipient import Recipient, certification
 from jobs.badges.rows import record, recorded_by_others, settled
 from jobs.badges.states import LIVE
 from jobs.engine.claim import ClaimedItem
-
-#: One logger for all the badge jobs' modules (log lines are filtered on its name).
-log = logging.getLogger("jobs.badges")
 
 
 def revoke(svc: Services, item: ClaimedItem) -> None:
