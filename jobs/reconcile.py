@@ -287,8 +287,10 @@ class _Run:
                 log.info("an adopted badge names the member otherwise: replaced")
                 self.summary.repair("updated")
                 self._queue(session, cert, kinds.REPLACE_BADGE, {})
-            elif not adopted and badge.id != previous:
-                self._successor_taken(session, cert, badge)
+            elif (
+                adopted or badge.id == previous or not self._successor_taken(session, cert, badge)
+            ) and not duplicates:  # in step once taken, as the second pass finds a taken one
+                self._in_step(session, cert, row, badge)
         else:
             self.summary.in_step += 1
             if row.recipient_email is None and not self.dry_run:  # recorded before it was kept

@@ -1656,6 +1656,31 @@ def test_a_failed_revoke_of_a_badge_found_in_step_is_listed_no_more(svc, standin
     assert row.state == "revoked" and badge_view(row)["state"] == "revoked"
 
 
+@pytest.mark.parametrize("state", ["pending", "accepted"])
+def test_a_failed_issue_whose_badge_reconcile_adopts_naming_the_member_is_listed_no_more(
+    svc, standin, tmp_path, state
+):
+    standin.queue_faults([{"status": 400, "body": {"data": {"message": "no"}}}])
+    submit(svc, granted("2026-03-01"))
+    drain(svc, lambda: issue_done(svc))
+    [failed] = items(svc, "issue_badge")
+    assert _failed_listed(svc, standin, tmp_path) == [failed.job_id]
+    by_hand = hand_issued(standin, issuer_earner_id="CERT-1")  # names the member as they are
+    if state == "accepted":
+        standin.set_badge_state(by_hand["id"], "accepted")  # no notification reaches the gateway
+
+    assert reconcile(svc, dry_run=True).superseded == 1
+    summary = reconcile(svc)
+    assert summary.repaired["taken_from_credly"] == 1 and summary.superseded == 1
+    assert sum(summary.repaired.values()) == 1
+    assert [i.state for i in items(svc, "issue_badge")] == ["superseded"]
+    assert _failed_listed(svc, standin, tmp_path) == []
+    [row] = badges(svc)
+    assert (row.credly_badge_id, badge_view(row)["state"]) == (by_hand["id"], state)
+    again = reconcile(svc)  # the first run left nothing to do
+    assert sum(again.repaired.values()) == 0 and again.superseded == 0 and again.in_step == 1
+
+
 def test_a_failed_replace_stays_listed_while_the_badge_names_the_member_otherwise(
     svc, standin, tmp_path
 ):
