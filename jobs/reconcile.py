@@ -49,7 +49,6 @@ from itertools import islice
 from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from connectors.credly.errors import NotFound, TransientError, Unauthorized
@@ -69,7 +68,7 @@ from jobs.badges.recipient import (
     renews,
     template_for,
 )
-from jobs.badges.rows import refused_again
+from jobs.badges.rows import add_period_badge, refused_again
 from jobs.badges.states import EARNERS_CHOICE, LIVE
 from jobs.engine.retry import backoff
 
@@ -332,7 +331,10 @@ class _Run:
         if self.dry_run:
             return row
         if row is None:
-            row = _add_period_badge(session, cert, badge)
+            period_start = date.fromisoformat(cert.standing["certified_on"])
+            row = add_period_badge(
+                session, cert.certification_id, period_start, badge.badge_template_id, badge.state
+            )
         row.credly_badge_id, row.state = badge.id, badge.state
         row.recipient_email = badge.recipient_email or row.recipient_email
         row.state_changed_at, row.last_error = utcnow(), None
@@ -624,31 +626,6 @@ def _kept_by_another_period(session: Session, cert: Certification, credly_id: st
         Badge.state.in_(LIVE),
     )
     return session.scalar(found.limit(1)) is not None
-
-
-def _add_period_badge(session: Session, cert: Certification, badge: CredlyBadge) -> Badge:
-    """The badge row of the certification's current period, added for Credly's `badge` (unless
-    a badge job added one meanwhile), locked."""
-    insert_of = _INSERTS[session.get_bind().dialect.name]
-    now = utcnow()
-    added = insert_of(Badge).values(
-        certification_id=cert.certification_id,
-        period_start=date.fromisoformat(cert.standing["certified_on"]),
-        badge_template_id=badge.badge_template_id,
-        state=badge.state,
-        attempts=0,
-        created_at=now,
-        updated_at=now,
-    )
-    session.execute(
-        added.on_conflict_do_nothing(index_elements=["certification_id", "period_start"])
-    )
-    row = _period_badge(session, cert)
-    assert row is not None
-    return row
-
-
-_INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
 
 def _failed_badge_jobs(session: Session, certification_id: str) -> list[int]:

@@ -18,7 +18,7 @@ from gateway.usecases.services import Services
 from jobs.badges import log
 from jobs.badges.credly_calls import deleted, latest, revoked
 from jobs.badges.recipient import Recipient, certification
-from jobs.badges.rows import record, recorded_by_others, settled
+from jobs.badges.rows import add_period_badge, record, recorded_by_others, settled
 from jobs.badges.states import LIVE
 from jobs.engine.claim import ClaimedItem
 
@@ -74,8 +74,9 @@ def revoke_everything(svc: Services, cert: Recipient) -> int:
     replaced one's successor in its place; not one another certification records (a badge with
     no earner id at an address two members share). Deleted or already revoked counts as done.
     The first badge found that no row records is recorded, revoked, in the row of the current
-    period when that row records none (its issue call's answer was lost), so the standing shows
-    it as it would a badge the gateway knew. Returns how many were revoked."""
+    period when that row records none (its issue call's answer was lost), or in a row added for
+    it when the period has none (a badge issued by hand in Credly), so the standing shows it as
+    it would a badge the gateway knew. Returns how many were revoked."""
     with svc.db.sessions() as session:
         of_certification = Badge.certification_id == cert.certification_id
         rows = list(session.scalars(select(Badge).where(of_certification)))
@@ -86,10 +87,9 @@ def revoke_everything(svc: Services, cert: Recipient) -> int:
         row.credly_badge_id: row.id for row in rows if row.credly_badge_id and row.state in LIVE
     }
     period_start = date.fromisoformat(cert.standing["certified_on"])
-    unrecorded = next(
-        (row.id for row in rows if row.period_start == period_start and not row.credly_badge_id),
-        None,
-    )
+    of_period = [row for row in rows if row.period_start == period_start]
+    unrecorded = next((row.id for row in of_period if not row.credly_badge_id), None)
+    adding: CredlyBadge | None = None  # the badge found that a row added for the period records
     for template in sorted(templates):
         held = holder_badges(
             svc.credly,
@@ -100,6 +100,8 @@ def revoke_everything(svc: Services, cert: Recipient) -> int:
         others = recorded_by_others(svc, cert.certification_id, held)
         for found in held:
             if found.live() and found.id not in targets and found.id not in others:
+                if not of_period and adding is None:
+                    adding = found
                 targets[found.id], unrecorded = unrecorded, None
     reason = badge_wording.member_reason(svc.policy, cert.standing)
     for credly_id, badge_id in targets.items():
@@ -108,6 +110,16 @@ def revoke_everything(svc: Services, cert: Recipient) -> int:
         except NotFound:
             result = deleted(credly_id)
         log.info("revoked", extra={"credly_badge_id": result.id, "state": result.state})
+        if adding is not None and credly_id == adding.id:
+            with svc.db.transaction() as session:
+                row = add_period_badge(
+                    session,
+                    cert.certification_id,
+                    period_start,
+                    adding.badge_template_id,
+                    result.state,
+                )
+                badge_id = None if row.credly_badge_id else row.id  # else a job's, meanwhile
         if badge_id is not None:
             record(svc, badge_id, result)
     return len(targets)

@@ -116,6 +116,38 @@ def period_badge(session: Session, certification_id: str, period_start: date) ->
     )
 
 
+def add_period_badge(
+    session: Session,
+    certification_id: str,
+    period_start: date,
+    badge_template_id: str | None,
+    state: str,
+) -> Badge:
+    """The badge row of a certification's period, added with this template and state for a badge
+    found in Credly (unless a badge job added one meanwhile), locked until `session`'s
+    transaction ends."""
+    insert_of = _INSERTS[session.get_bind().dialect.name]
+    now = utcnow()
+    added = insert_of(Badge).values(
+        certification_id=certification_id,
+        period_start=period_start,
+        badge_template_id=badge_template_id,
+        state=state,
+        attempts=0,
+        created_at=now,
+        updated_at=now,
+    )
+    session.execute(
+        added.on_conflict_do_nothing(index_elements=["certification_id", "period_start"])
+    )
+    row = period_badge(session, certification_id, period_start)
+    assert row is not None
+    return row
+
+
+_INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+
+
 def refused_again(
     svc: Services, certification_id: str, refused: str | None, connection: Connection
 ) -> bool:

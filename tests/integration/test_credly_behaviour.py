@@ -549,6 +549,22 @@ def test_a_grant_already_lapsed_on_arrival_costs_no_credly_call(svc, standin):
     assert items(svc, "revoke_badge") == [] and standin.requests_seen() == []
 
 
+def test_a_badge_issued_by_hand_for_a_certification_lapsed_on_arrival_is_shown_revoked(
+    svc, standin, post, standing
+):
+    """The certification never had a badge row; the one reconciliation's revoke job revokes is
+    recorded in a row of its period, so the standing shows the badge Credly holds."""
+    assert post(granted("2010-05-05")).get_json()["standing"]["status"] == "lapsed"
+    by_hand = hand_issued(standin, issuer_earner_id="CERT-1")
+    assert reconcile(svc).repaired["revoked"] == 1
+    drain(svc, lambda: settled(svc, "revoke_badge") and settled(svc, "sync_verification"))
+    assert [(b["id"], b["state"]) for b in standin.badges()] == [(by_hand["id"], "revoked")]
+    block = agrees(svc, standin, standing(), kept=False)
+    assert (block["credly_badge_id"], block["state"]) == (by_hand["id"], "revoked")
+    again = reconcile(svc)
+    assert sum(again.repaired.values()) == 0 and again.in_step == 1
+
+
 LAPSED_SO = (
     "so this badge no longer shows a current certification. It will be issued again when your "
     "certification is restored."
