@@ -462,8 +462,7 @@ class Database:
         runs = [(c, c.params(p)) for c, (_, p) in zip(compiled, statements, strict=True) if c]
         driver = connection.connection.driver_connection
         try:
-            with driver.pipeline():
-                cursors = [driver.execute(c.text_for(values), values) for c, values in runs]
+            cursors = _pipelined(driver, runs)
             return [
                 [c.row(row) for row in cursor.fetchall()] if c.returns_rows else []
                 for (c, _), cursor in zip(runs, cursors, strict=True)
@@ -677,6 +676,31 @@ class Database:
     def dispose(self) -> None:
         """Close pooled connections (e.g. in a forked worker)."""
         self.engine.dispose(close=False)
+
+
+def _pipelined(
+    driver: psycopg.Connection, runs: Sequence[tuple[_Compiled, dict[str, Any]]]
+) -> list[psycopg.Cursor]:
+    """The cursor of each statement, sent in one pipeline; the first statement to fail raises
+    its error once the pipeline has ended. (An error that psycopg meets while the statements are
+    still being sent, a statement before failing meanwhile, would otherwise reach the end of the
+    pipeline, which then fails too and is logged as a warning of an error ignored.)"""
+    cursors: list[psycopg.Cursor] = []
+    failure: psycopg.Error | None = None
+    try:
+        with driver.pipeline():
+            for compiled, values in runs:
+                try:
+                    cursors.append(driver.execute(compiled.text_for(values), values))
+                except psycopg.Error as exc:
+                    failure = exc
+                    break
+    except psycopg.Error:
+        if failure is None:
+            raise
+    if failure is not None:
+        raise failure
+    return cursors
 
 
 def _cut(connection: psycopg.Connection) -> None:

@@ -3,6 +3,7 @@ psycopg connection itself, behaving as the same statement through SQLAlchemy doe
 
 from __future__ import annotations
 
+import select as select_module
 from datetime import UTC, datetime, timedelta, timezone
 
 import psycopg
@@ -258,3 +259,30 @@ def test_an_insert_with_values_outside_its_rows_or_other_returning_goes_a_row_a_
     with db.engine.begin() as connection:
         db.execute_each(connection, upsert, [{"member_id": "M-1", "name": "A"}] * 2)
     assert db.read(select(Member.first_name)) == [("A",)]
+
+
+def test_a_statement_of_execute_all_failing_while_the_rest_are_sent_raises_its_own_error(
+    db, monkeypatch, caplog
+):
+    """As when a group of single events finds a certification locked: the error reaches psycopg
+    before the statements after it are sent, and is raised as it is, with no warning logged."""
+    add = insert(Member).values(member_id="M-1", first_name="Ada", last_name="L", email="e")
+    db.write(add)
+    locked = select(Member.member_id).with_for_update(nowait=True)
+    send = psycopg.Connection.execute
+    sent: list[str] = []
+
+    def send_once_answered(self, query, *args, **kwargs):
+        if self._pipeline is not None and sent:  # each next statement once an answer is there
+            assert select_module.select([self.pgconn.socket], [], [], 10)[0], "no answer"
+        sent.append(query)
+        return send(self, query, *args, **kwargs)
+
+    with db.engine.begin() as holder:
+        db.execute(holder, select(Member.member_id).with_for_update())
+        monkeypatch.setattr(psycopg.Connection, "execute", send_once_answered)
+        with pytest.raises(OperationalError) as raised, db.engine.begin() as connection:
+            db.execute_all(connection, [(locked, {}), (select(literal(1)), {})])
+    assert raised.value.orig.sqlstate == "55P03"  # lock_not_available, as intake tells it
+    assert len(sent) == 2
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("psycopg")] == []
