@@ -233,8 +233,8 @@ def _check_activity(ctx: _Context, activity: CcpActivity) -> Iterator[Violation]
             ids.CCP_BEFORE_CYCLE,
             f"activity completed on {done}, before the current certification period "
             f"began on {ctx.start}",
-            # in a closed period (employment is checked against its cycle in the current one)
-            provisional=done >= ctx.grant.certified_on and activity.category != EMPLOYMENT,
+            # in a closed period (employment is checked against its cycle in that period)
+            provisional=done >= ctx.grant.certified_on,
         )
     occurred_on = activity.occurred_at.date()  # in its own offset, as EVENT-FUTURE reads it
     if done > occurred_on:
@@ -278,11 +278,16 @@ def _check_employment(ctx: _Context, activity: CcpActivity) -> Iterator[Violatio
             ids.CCP_EMPLOYMENT_2021,
             f"employment ending {end} reaches past {cutoff}: later employment cannot be claimed",
         )
-    # decision: "the cycle" is the one holding the activity's completed_on.
-    if activity.completed_on >= ctx.start:
-        years = ctx.policy.cycle_years
-        cycle = cycle_index(ctx.start, activity.completed_on, years)
-        first, last = cycle_start(ctx.start, cycle, years), cycle_end(ctx.start, cycle, years)
+    # decision: "the cycle" is the one holding the activity's completed_on, in the period that
+    # holds that day; a period without the CCP requirement (CCP-GRANDFATHERED) has no cycle.
+    done = activity.completed_on
+    if done < ctx.grant.certified_on:
+        return
+    on_day = ctx.standing_on(done)
+    if on_day.ccp.required:
+        start, years = on_day.certified_on, ctx.policy.cycle_years
+        cycle = cycle_index(start, done, years)
+        first, last = cycle_start(start, cycle, years), cycle_end(start, cycle, years)
         if begin < first or end > last:
             yield Violation(
                 ids.CCP_EMPLOYMENT_2021,

@@ -177,6 +177,18 @@ def test_ccp_employment_2021_counts_employment_only_inside_the_cycle_the_whole_h
     assert standing([*in_date_order, inside], date(2022, 7, 1)).status == "active"
 
 
+def test_ccp_employment_2021_without_the_ccp_requirement_checks_only_the_cutoff():
+    """A grandfathered certification has no cycle for the employment to lie inside."""
+    history = accepted(granted(date(2005, 10, 30)), *fees(2006, 2021, 10))
+    employment = (date(2011, 6, 2), date(2011, 10, 10))
+    claim = activity(date(2011, 11, 1), 10, "employment", employment=employment)
+    assert rules_broken(history, claim) == []
+    late = activity(
+        date(2021, 2, 1), 10, "employment", employment=(date(2020, 6, 1), date(2021, 1, 31))
+    )
+    assert rules_broken(history, late) == ["CCP-EMPLOYMENT-2021"]
+
+
 def test_ccp_employment_2021_needs_employment_dates():
     history = accepted(granted(date(2018, 1, 15)))
     assert rules_broken(history, activity(date(2019, 1, 1), 5, "employment")) == [

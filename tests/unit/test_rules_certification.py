@@ -229,18 +229,29 @@ def test_event_future_rejects_data_date_after_occurred_at():
     ]
 
 
-def test_an_activity_of_a_closed_period_is_kept_but_employment_there_is_not():
-    """Dated before the recertification recorded before it: kept (it counts in its own period),
-    but employment is checked against its cycle only in the current period, so it is refused."""
-    history = accepted(granted(date(2012, 1, 10)), exam_recert(date(2018, 6, 1), date(2018, 5, 1)))
+def test_an_activity_of_a_closed_period_is_kept_employment_when_inside_its_cycle_there():
+    """Dated before the recertification recorded before it: kept, it counts in its own period,
+    as in date order; employment is checked against the cycle of that period."""
+    grant, recert = granted(date(2012, 1, 10)), exam_recert(date(2018, 6, 1), date(2018, 5, 1))
+    history = accepted(grant, recert)
     closed = activity(date(2014, 6, 1), 10)
     assert rules_broken(history, closed) == ["CCP-BEFORE-CYCLE"]
     assert kept(validate(history, closed, policy=POLICY, received_at=NOW))
     employed = activity(
-        date(2014, 6, 1), 30, "employment", employment=(date(2011, 1, 1), date(2014, 5, 31))
+        date(2014, 6, 1), 30, "employment", employment=(date(2012, 2, 1), date(2014, 5, 31))
     )
     violations = validate(history, employed, policy=POLICY, received_at=NOW)
-    assert [v.rule for v in violations] == ["CCP-BEFORE-CYCLE"] and not kept(violations)
+    assert [v.rule for v in violations] == ["CCP-BEFORE-CYCLE"] and kept(violations)
+    in_date_order = accepted(grant, employed, recert)
+    for day in (date(2014, 6, 1), date(2015, 2, 1), date(2016, 1, 1)):
+        assert standing([*history, employed], day) == standing(in_date_order, day), day
+    assert standing([*history, employed], date(2015, 1, 31)).ccp.points_earned == 30
+    outside = activity(
+        date(2014, 6, 1), 30, "employment", employment=(date(2011, 1, 1), date(2014, 5, 31))
+    )
+    violations = validate(history, outside, policy=POLICY, received_at=NOW)
+    assert [v.rule for v in violations] == ["CCP-BEFORE-CYCLE", "CCP-EMPLOYMENT-2021"]
+    assert not kept(violations)
 
 
 def test_event_before_grant_refuses_a_revocation_dated_before_the_certification():
