@@ -1,7 +1,7 @@
 """Standing of a certification on a day: a pure function of its recorded history (docs/rules.md)."""
 
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import date
 from decimal import Decimal
@@ -165,7 +165,7 @@ def evaluate(
     events dated after `as_of` are recorded, instead of assessing the days they may change.
     Raises NotCertified when no certification.granted counts on `as_of`.
     """
-    events = _History(history)
+    events = _History(history, policy)
     standing, later_events = _assess(events, as_of, policy)
     if later_events:
         next_change = _next_change(events, standing, policy) if forecast else None
@@ -184,11 +184,12 @@ class _History:
         "fees",
         "grants",
         "recerts",
+        "records",
         "revocations",
         "updates",
     )
 
-    def __init__(self, events: Iterable[Event]) -> None:
+    def __init__(self, events: Iterable[Event], policy: Policy) -> None:
         groups: dict[type, list[Any]] = {cls: [] for cls in EVENT_TYPES.values()}
         add = {cls: group.append for cls, group in groups.items()}
         try:
@@ -205,12 +206,43 @@ class _History:
             for kind in (FeePaid, CcpActivity, AuditCompleted, Recertified):
                 groups[kind] = [e for e in groups[kind] if e.effective_on < revoked_on]
         self.fees: list[FeePaid] = sorted(groups[FeePaid], key=_paid_on)
-        self.activities: list[CcpActivity] = _once_each(groups[CcpActivity])
-        self.activity_days: list[date] = list(map(_completed_on, self.activities))
-        self.employed = any(a.category == EMPLOYMENT for a in self.activities)
+        #: Every record of a CCP activity, in `chronological` order.
+        self.records: list[CcpActivity] = sorted(groups[CcpActivity], key=chronological)
+        self._count_once(self.records)
         self.audits: list[AuditCompleted] = groups[AuditCompleted]
         self.recerts: list[Recertified] = sorted(groups[Recertified], key=chronological)
         self.updates: list[MemberUpdated] = sorted(groups[MemberUpdated], key=chronological)
+        if self.recerts and self.grants:
+            self._leave_out_lapses(policy)
+
+    def _count_once(self, records: list[CcpActivity]) -> None:
+        """The activities that count, from `records`: an activity recorded twice (an accepted
+        record and a kept one) counts once, as its earliest record."""
+        seen: set[str] = set()
+        self.activities: list[CcpActivity] = []
+        for activity in records:
+            if activity.activity_id not in seen:
+                seen.add(activity.activity_id)
+                self.activities.append(activity)
+        self.activity_days: list[date] = list(map(_completed_on, self.activities))
+        self.employed = any(a.category == EMPLOYMENT for a in self.activities)
+
+    def _leave_out_lapses(self, policy: Policy) -> None:
+        """Leave out the activities dated in a lapse that a recertification ended (from the lapse
+        to the day before the recertification, refused CERT-LAPSED and kept): they count in no
+        period, and left in, as an activity's earliest record, one would hide a later record of
+        it that counts (accepted, as a refused record is no duplicate). A lapse comes before the
+        days it leaves out, so leaving them out moves no lapse; the next period's lapse is found
+        without them."""
+        grant = self.grants[0]
+        credential = policy.credentials.get(grant.credential)
+        if credential is None:
+            return
+        for recert, lapse in _counted_recertifications(self, grant, date.max, credential, policy):
+            kept = [a for a in self.records if not lapse <= a.completed_on < recert.completed_on]
+            if len(kept) < len(self.records):
+                self.records = kept
+                self._count_once(kept)
 
     def any_after(self, day: date) -> bool:
         """Whether an event of the ordered kinds (fees too) is dated after `day`."""
@@ -248,19 +280,6 @@ def _employed_inside(activities: list[CcpActivity], first: date, last: date) -> 
             and a.employment_end <= last
         )
     ]
-
-
-def _once_each(activities: list[CcpActivity]) -> list[CcpActivity]:
-    """The activities in date order, an activity recorded twice (an accepted record and a kept
-    one, CCP-DUPLICATE) counting once: its earliest record, in `chronological` order."""
-    ordered = sorted(activities, key=chronological)
-    seen: set[str] = set()
-    once = []
-    for activity in ordered:
-        if activity.activity_id not in seen:
-            seen.add(activity.activity_id)
-            once.append(activity)
-    return once
 
 
 def _assess(events: _History, as_of: date, policy: Policy) -> tuple[Standing, bool]:
@@ -342,6 +361,15 @@ def _counted_recertification(
     (RECERT-EXAM-ONLY), an exam passed on or after the lapse (RECERT-EXAM-RESULT). Those the
     intake accepted pass; a recertification refused for these alone is kept, and counts once the
     history shows it."""
+    counted = [r for r, _ in _counted_recertifications(events, grant, as_of, credential, policy)]
+    return counted[-1] if counted else None
+
+
+def _counted_recertifications(
+    events: _History, grant: Granted, as_of: date, credential: CredentialPolicy, policy: Policy
+) -> Iterator[tuple[Recertified, date]]:
+    """The recertifications counting on `as_of` (see `_counted_recertification`), in date order,
+    each with the day the period before it lapsed."""
     current = None
     # CERT-REVOKED: nothing dated on or after a revocation recertifies (as the intake refuses it)
     until = min(as_of, events.revocations[0].revoked_on - ONE_DAY) if events.revocations else as_of
@@ -362,13 +390,13 @@ def _counted_recertification(
         elif done >= add_years(lapse, policy.exam_only_years):
             continue
         current = recert
-    return current
+        yield recert, lapse
 
 
 def period_start(history: Iterable[Event], policy: Policy) -> date | None:
     """The first day of the certification's latest period (its grant's, or that of the latest
     recertification that counts); None without a grant."""
-    events = _History(history)
+    events = _History(history, policy)
     if not events.grants:
         return None
     grant = events.grants[0]

@@ -4,8 +4,9 @@ SHORT, LAPSED."""
 import dataclasses
 from datetime import date, datetime, timedelta, timezone
 
-from gateway.rules import CredentialPolicy, evaluate
+from gateway.rules import CredentialPolicy, evaluate, validate
 from tests.support.rules_factories import (
+    NOW,
     POLICY,
     accepted,
     activity,
@@ -284,3 +285,19 @@ def test_ccp_lapsed_in_cycle_activity_documented_after_the_lapse_is_history_and_
     assert standing([*history, late], date(2021, 7, 5)).status == "active"
     too_late = activity(date(2018, 7, 1), 30, occurred_at=noon(date(2021, 7, 5)))
     assert standing([*history, too_late], date(2021, 7, 5)).status == "lapsed"  # next cycle's
+
+
+def test_ccp_record_dated_in_a_lapse_hides_no_record_of_the_activity_after_recertification():
+    """A record refused CERT-LAPSED is kept but counts in no period; the same activity recorded
+    again after the recertification is accepted (a refused record is no duplicate) and counts."""
+    history = [granted(date(2010, 1, 15))]  # no fee paid: lapsed in 2014
+    in_lapse = activity(date(2015, 3, 1), activity_id="ACT-1")
+    assert rules_broken(history, in_lapse) == ["CERT-LAPSED"]
+    history += [in_lapse, exam_recert(date(2016, 1, 10), date(2016, 1, 5))]
+    again = activity(date(2016, 6, 1), 10, activity_id="ACT-1")
+    assert (
+        validate(history, again, policy=POLICY, received_at=NOW, kept_ids=[in_lapse.event_id]) == []
+    )
+    history.append(again)
+    assert standing(history, date(2016, 7, 1)).ccp.points_earned == 10
+    assert standing(history, date(2015, 6, 1)).status == "lapsed"
