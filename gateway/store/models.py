@@ -214,11 +214,16 @@ class OutboxItem(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: When a worker may next claim the item: at once when pending, after its back-off when
     #: retrying, when its lease ends when running; NULL once done or failed.
-    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=utcnow)
 
-    #: By state, then end: the backlog's counts and the failed items by state, the daily prune of
-    #: the items done long ago by both (without it, a scan of every item kept).
-    __table_args__ = (Index("ix_outbox_state_finished_at", "state", "finished_at"),)
+    __table_args__ = (
+        # By state, then end: the backlog's counts and the failed items by state, the daily prune
+        # of the items done long ago by both (without it, a scan of every item kept).
+        Index("ix_outbox_state_finished_at", "state", "finished_at"),
+        # In the order a claim takes due items (`jobs.engine.claim`): a claim reads those it
+        # takes, not every item due at the same moment (given back, requeued or resumed together).
+        Index("ix_outbox_due_at_id", "due_at", "id"),
+    )
 
     @property
     def job_id(self) -> str:

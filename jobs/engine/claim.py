@@ -63,8 +63,10 @@ COUNT_OUTCOME = {
 CLAIM_BATCH = 8
 
 #: The next `batch` due items, running from now on under a lease until `lease_end`, one more
-#: attempt each. Due items are found on the `due_at` index (NULL once settled); SKIP LOCKED lets
-#: concurrent workers each take others (SQLite, the embedded default, has a single job thread).
+#: attempt each. Due items are read on the index of (`due_at`, id), in the order taken (`due_at`
+#: is NULL once settled), so a claim reads the items it takes, however many are due at the same
+#: moment; SKIP LOCKED lets concurrent workers each take others (SQLite, the embedded default,
+#: has a single job thread).
 #: The locking read is a MATERIALIZED CTE, run once: as a subquery of the UPDATE the planner may
 #: run it again for each row it scans, and each run then skips the rows this statement has just
 #: updated and locks the next ones, claiming every due item whatever the batch.

@@ -29,7 +29,7 @@ from gateway.usecases.queries import badge_view
 from jobs.badges import issue as issue_job
 from jobs.badges import rows as badge_rows
 from jobs.engine import context, dispatch, outbox
-from jobs.engine.claim import ClaimedItem
+from jobs.engine.claim import CLAIM_DUE, ClaimedItem
 from jobs.engine.dispatch import RELAY_GRACE, relay
 from jobs.engine.outbox import claim_due
 from jobs.engine.retry import MAX_ATTEMPTS
@@ -769,6 +769,35 @@ def test_items_due_at_the_same_moment_are_claimed_in_queue_order(svc):
             session.get(OutboxItem, oid).due_at = moment
             session.flush()
     assert [item.id for _ in queued for item in claim_due(svc, 1)] == queued
+
+
+def plan_nodes(node: dict) -> list[dict]:
+    """A node of a JSON plan and every node under it."""
+    return [node, *(n for child in node.get("Plans", []) for n in plan_nodes(child))]
+
+
+def test_a_claim_reads_only_the_items_it_takes_of_many_due_at_the_same_moment(svc, postgres_url):
+    """Items given back, requeued or resumed together share one due time: a claim finds the
+    first of them in queue order on its index, without reading and sorting all of them."""
+    moment = utcnow() - timedelta(minutes=1)
+    compiled = CLAIM_DUE.compile(dialect=svc.db.engine.dialect)
+    params = compiled.construct_params(
+        {"now": utcnow(), "lease_end": utcnow() + timedelta(minutes=2), "batch": 8}
+    )
+    with psycopg.connect(postgres_url) as connection:
+        connection.execute(
+            "INSERT INTO outbox (kind, payload, state, attempts, created_at, due_at)"
+            " SELECT 'sync_verification', '{}', 'pending', 0, %(at)s, %(at)s"
+            " FROM generate_series(1, 5000)",
+            {"at": moment},
+        )
+        connection.execute("ANALYZE outbox")
+        [[[plan]]] = connection.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {compiled}", params)
+        connection.rollback()
+    nodes = plan_nodes(plan["Plan"])
+    read = [n for n in nodes if n.get("Relation Name") == "outbox" and "Scan" in n["Node Type"]]
+    assert read and max(n["Actual Rows"] for n in read) <= 8, read
+    assert not [n for n in nodes if "Sort" in n["Node Type"]], nodes
 
 
 def test_items_given_back_are_due_again_as_they_were_claimed_unless_claimed_since(svc):
