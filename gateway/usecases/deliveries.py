@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.exc import IntegrityError
@@ -96,6 +96,15 @@ def lock_target(session: Session, name: str) -> DeliveryTarget:
     return row
 
 
+class Message(NamedTuple):
+    """A message to queue: of which certification, of what type, with which fixed body (None:
+    a `certification.status_changed` message, which carries the newest public record)."""
+
+    certification_id: str
+    event_type: str = EVENT_TYPE
+    data: dict[str, Any] | None = None
+
+
 def queue(
     session: Session,
     target: str,
@@ -108,22 +117,36 @@ def queue(
 ) -> list[OutboxItem]:
     """Number a delivery of each certification to `target` in its sequence; queue their jobs,
     jobs of the event `event_pk` when one event caused them (`GET /v1/events/{id}` lists them).
-
     `data`: the fixed body of an advance notice (`event_type`); without it, a
     `certification.status_changed` message, which carries the newest public record.
     """
+    messages = [Message(i, event_type, data) for i in certification_ids]
+    return queue_messages(session, target, messages, request_id=request_id, event_pk=event_pk)
+
+
+def queue_messages(
+    session: Session,
+    target: str,
+    messages: Sequence[Message],
+    *,
+    request_id: str | None = None,
+    event_pk: int | None = None,
+) -> list[OutboxItem]:
+    """`queue` of messages of their own types and bodies, numbered in the order given: the
+    target's row is locked once and the deliveries and their jobs are written together, not a
+    message at a time."""
     row = lock_target(session, target)
     deliveries = []
-    for certification_id in certification_ids:
+    for message in messages:
         row.last_sequence += 1
         deliveries.append(
             Delivery(
                 target=target,
-                certification_id=certification_id,
+                certification_id=message.certification_id,
                 sequence=row.last_sequence,
                 event_id=new_message_id(),
-                event_type=event_type,
-                data=data,
+                event_type=message.event_type,
+                data=message.data,
                 state="pending",
                 attempts=0,
             )

@@ -54,23 +54,24 @@ def review(
     certifications); the outbox items of the messages queued (jobs of the event `event_pk`, the
     one that moved the certification, if any)."""
     watching = subscriptions.with_notice(svc.db, session.connection(), certification_ids)
+    told: dict[tuple[str, str, date, str], AdvanceNotice] = {}
     announced: dict[tuple[str, str], list[AdvanceNotice]] = {}
     for notice in session.scalars(
-        select(AdvanceNotice).where(
-            AdvanceNotice.certification_id.in_(certification_ids),
-            AdvanceNotice.state == "scheduled",
-        )
+        select(AdvanceNotice).where(AdvanceNotice.certification_id.in_(certification_ids))
     ):
-        announced.setdefault((notice.subscription_id, notice.certification_id), []).append(notice)
+        key = (notice.subscription_id, notice.certification_id)
+        told[(*key, notice.change_on, notice.status)] = notice
+        if notice.state == "scheduled":
+            announced.setdefault(key, []).append(notice)
     ids = sorted({*watching, *(cid for _, cid in announced)})
     histories = load_histories(svc.db, ids, session.connection()) if ids else {}
-    items: list[OutboxItem] = []
+    sends: list[tuple[AdvanceNotice, str, str]] = []  # each notice, the status now, its type
     for certification_id in ids:
         subscribers = watching.get(certification_id, {})
         history = histories.get(certification_id, [])
         change = _scheduled(svc, history, today, max(subscribers.values(), default=0))
         targets = {*subscribers, *(sub for sub, cid in announced if cid == certification_id)}
-        for subscription_id in sorted(targets):  # one lock order for every review
+        for subscription_id in sorted(targets):
             days = subscribers.get(subscription_id)
             wanted = change
             if change is None or days is None or change.on > today + timedelta(days=days):
@@ -87,11 +88,11 @@ def review(
                     notice.state = "cancelled"
                     if days is not None:  # still watching with notice: say so
                         current = rules.evaluate(history, today, svc.policy, forecast=False).status
-                        items += _send(session, notice, current, CANCELLED, request_id, event_pk)
+                        sends.append((notice, current, CANCELLED))
             if wanted is not None:
-                notice = _record(session, subscription_id, certification_id, wanted)
-                items += _send(session, notice, wanted.current, SCHEDULED, request_id, event_pk)
-    return items
+                notice = _record(session, told, subscription_id, certification_id, wanted)
+                sends.append((notice, wanted.current, SCHEDULED))
+    return _send(session, sends, request_id, event_pk)
 
 
 def _scheduled(
@@ -106,17 +107,16 @@ def _scheduled(
 
 
 def _record(
-    session: Session, subscription_id: str, certification_id: str, change: rules.ScheduledChange
+    session: Session,
+    told: dict[tuple[str, str, date, str], AdvanceNotice],
+    subscription_id: str,
+    certification_id: str,
+    change: rules.ScheduledChange,
 ) -> AdvanceNotice:
-    """The notice of `change` for the subscription, scheduled (again, if it was called off)."""
-    notice = session.scalar(
-        select(AdvanceNotice).where(
-            AdvanceNotice.subscription_id == subscription_id,
-            AdvanceNotice.certification_id == certification_id,
-            AdvanceNotice.change_on == change.on,
-            AdvanceNotice.status == change.status,
-        )
-    )
+    """The notice of `change` for the subscription, scheduled (again, if it was called off:
+    `told` holds the notices of the certifications reviewed, by subscription, certification,
+    day and status)."""
+    notice = told.get((subscription_id, certification_id, change.on, change.status))
     if notice is None:
         notice = AdvanceNotice(
             subscription_id=subscription_id,
@@ -131,29 +131,30 @@ def _record(
 
 def _send(
     session: Session,
-    notice: AdvanceNotice,
-    current: str,
-    event_type: str,
+    sends: list[tuple[AdvanceNotice, str, str]],
     request_id: str | None,
     event_pk: int | None,
 ) -> list[OutboxItem]:
-    data: dict[str, Any] = {
-        "certification_id": notice.certification_id,
-        "status": current,
-        "scheduled_status": notice.status,
-        "scheduled_on": notice.change_on.isoformat(),
-    }
-    target = notice.subscription_id
-    log.info("advance notice %s", event_type, extra={"notice": data, "target": target})
-    return deliveries.queue(
-        session,
-        target,
-        [notice.certification_id],
-        request_id=request_id,
-        event_pk=event_pk,
-        event_type=event_type,
-        data=data,
-    )
+    """Queue the message of each notice (with the status now and its type), to each subscription
+    together, the subscriptions in one lock order for every review."""
+    by_target: dict[str, list[deliveries.Message]] = {}
+    for notice, current, event_type in sends:
+        data: dict[str, Any] = {
+            "certification_id": notice.certification_id,
+            "status": current,
+            "scheduled_status": notice.status,
+            "scheduled_on": notice.change_on.isoformat(),
+        }
+        target = notice.subscription_id
+        log.info("advance notice %s", event_type, extra={"notice": data, "target": target})
+        message = deliveries.Message(notice.certification_id, event_type, data)
+        by_target.setdefault(target, []).append(message)
+    items: list[OutboxItem] = []
+    for target in sorted(by_target):
+        items += deliveries.queue_messages(
+            session, target, by_target[target], request_id=request_id, event_pk=event_pk
+        )
+    return items
 
 
 # --------------------------------------------------------------------------- the drivers

@@ -4,16 +4,20 @@ event (fees overdue -> inactive), once, and told again when a payment calls it o
 from __future__ import annotations
 
 from datetime import date
+from functools import partial
 
 import pytest
+from sqlalchemy import event
 from standardwebhooks import Webhook
 
 from gateway import rules
 from gateway.store.history import decode_event
-from gateway.store.models import utcnow
+from gateway.store.models import Subscription, WatchedCertification, utcnow
+from gateway.usecases import notices
 from gateway.usecases.notices import CANCELLED, SCHEDULED
 from gateway.usecases.sweep import Scope
 from jobs.cron import locked_sweep
+from tests.support.clients import register_client
 from tests.support.events import fee, granted
 from tests.support.http_stubs import scripted, serve
 from tests.support.verification import days_ago, record
@@ -188,3 +192,50 @@ def test_bad_notice_settings_are_refused_naming_the_field(client, employer, noti
     response = client.post("/v1/subscriptions", json=body, headers=employer)
     assert response.status_code == 422
     assert [e["field"] for e in response.get_json()["errors"]] == [field]
+
+
+# On PostgreSQL, where each statement is a round trip (SQLite, in-process, gets the ORM's rows
+# one statement each).
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_a_review_writes_its_messages_in_as_many_statements_however_many_there_are(
+    app, monkeypatch
+):
+    """Each subscription's messages are numbered and written together: a review that announces
+    ten changes runs no more statements than one that announces two."""
+    svc = app.extensions["gateway"]
+    client_id, _ = register_client(app, "verifications:read")
+    certifications = [f"SOON-{n}" for n in range(12)]
+    record(app, *(granted(days_ago(355), cert=c, event_id=f"{c}-granted") for c in certifications))
+    monkeypatch.setattr(svc, "dispatcher", None)  # the messages' jobs are not run here
+
+    def reviewed(subscription_id: str, watched: list[str]) -> tuple[int, int]:
+        """How many messages a review of `watched`, newly watched, queued, in how many
+        statements."""
+        with svc.db.transaction() as session:
+            session.add(
+                Subscription(
+                    id=subscription_id,
+                    client_id=client_id,
+                    url="https://receiver.test/hook",
+                    secret="whsec_x",
+                    notice_days=NOTICE_DAYS,
+                )
+            )
+            session.flush()
+            session.add_all(
+                WatchedCertification(subscription_id=subscription_id, certification_id=c)
+                for c in watched
+            )
+        run: list[str] = []
+        listen = partial(event.listen, svc.db.engine, "before_cursor_execute")
+        listen(counted := lambda *call: run.append(call[2]))
+        try:
+            with svc.db.transaction() as session:
+                items = notices.review(svc, session, watched, utcnow().date())
+        finally:
+            event.remove(svc.db.engine, "before_cursor_execute", counted)
+        return len(items), len(run)
+
+    two, ten = reviewed("sub-two", certifications[:2]), reviewed("sub-ten", certifications[2:])
+    assert (two[0], ten[0]) == (2, 10)
+    assert ten[1] == two[1], (two, ten)
