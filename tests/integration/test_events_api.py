@@ -816,12 +816,33 @@ def _payments_before_and_after_the_revocation(post) -> tuple[dict, dict]:
     return earlier, later
 
 
+def _employment_of_a_closed_period_inside_and_outside_its_cycle(post) -> tuple[dict, dict]:
+    """An employment activity dated in a period a recertification closed, its employment inside
+    that period's cycle (kept since 0027), and one whose employment began before the cycle."""
+    post(granted("2012-01-10"))
+    assert post(recert("exam", "2018-06-01", exam_passed_on="2018-05-01")).status_code == 202
+    inside, outside = (
+        ccp(
+            activity_id,
+            "2014-06-01",
+            points=30,
+            category="employment",
+            extra={"employment_start": start, "employment_end": "2014-05-31"},
+        )
+        for activity_id, start in (("E-1", "2012-02-01"), ("E-2", "2011-12-01"))
+    )
+    assert rules_of(post(inside)) == ["CCP-BEFORE-CYCLE"]
+    assert "CCP-EMPLOYMENT-2021" in rules_of(post(outside))
+    return inside, outside
+
+
 @pytest.mark.parametrize(
     ("refuse", "release_before"),
     [
         (_payment_and_duplicate_of_another_day, "0019"),
         (_revocations_before_and_after_the_recorded_one, "0021"),
         (_payments_before_and_after_the_revocation, "0024"),
+        (_employment_of_a_closed_period_inside_and_outside_its_cycle, "0026"),
     ],
 )
 def test_the_upgrade_keeps_what_a_release_came_to_keep(
