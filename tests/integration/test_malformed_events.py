@@ -341,9 +341,12 @@ def test_the_retention_is_a_setting(make_app, database_url):
 @pytest.fixture
 def timing_out(make_app, postgres_url):
     """An app on PostgreSQL whose statements time out after two seconds (its other statements,
-    a few milliseconds each, well within it on a busy machine too)."""
+    a few milliseconds each, well within it on a busy machine too). Its jobs run in the request,
+    so none is still writing when the tables are emptied after the test."""
     truncate(postgres_url)
-    yield make_app(database_url=postgres_url, database_statement_timeout_ms=2000)
+    yield make_app(
+        database_url=postgres_url, database_statement_timeout_ms=2000, jobs_synchronous=True
+    )
     truncate(postgres_url)
 
 
