@@ -134,7 +134,7 @@ def _problem_json(status: int, body: dict, headers: list | dict) -> Response:
     payload = {"type": "about:blank", "title": _ERROR_TITLES.get(status, "Error")}
     errors = [{"field": name, "message": detail} for name in g.pop("token_error_fields", ())]
     payload.update(status=status, detail=detail, errors=errors, **body)
-    response = Response(json.dumps(payload), status=status, mimetype=PROBLEM_TYPE)
+    response = Response(f"{json.dumps(payload)}\n", status=status, mimetype=PROBLEM_TYPE)
     for key, value in dict(headers).items():
         if key.lower() != "content-type":
             response.headers[key] = value

@@ -88,7 +88,8 @@ def unknown_certification(certification_id: str) -> Problem:
 
 def problem_response(problem: Problem) -> Response:
     """A Flask response for `problem`."""
-    response = Response(json.dumps(problem.body()), status=problem.status, mimetype=PROBLEM_TYPE)
+    body = f"{json.dumps(problem.body())}\n"
+    response = Response(body, status=problem.status, mimetype=PROBLEM_TYPE)
     response.headers.update(problem.headers)
     return response
 

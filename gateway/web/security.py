@@ -317,7 +317,7 @@ def server_refusal(status: int, reason: str) -> bytes:
     not know."""
     with suppress(ValueError):
         reason = HTTPStatus(status).phrase
-    body = json.dumps(
+    text = json.dumps(
         {
             "type": "about:blank",
             "title": reason,
@@ -325,7 +325,8 @@ def server_refusal(status: int, reason: str) -> bytes:
             "detail": f"The request was refused before it could be read: {reason}.",
             "errors": [],
         }
-    ).encode()
+    )
+    body = f"{text}\n".encode()
     headers = [
         ("Connection", "close"),
         ("Content-Type", "application/problem+json"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from flask import Flask
 
+from tests.support.events import granted
 from tests.support.verification import record_every_status
 
 pytestmark = pytest.mark.clock_sensitive
@@ -82,3 +83,28 @@ def test_options_of_a_url_no_route_serves_is_the_404_problem(app):
     assert answer.status_code == 404
     assert answer.mimetype == "application/problem+json"
     assert answer.get_json()["status"] == 404
+
+
+def test_every_json_answer_ends_with_a_newline(app, token_for):
+    """JSON and problem bodies end as jsonify ends them, so a shell prompt starts on its own line:
+    GETs, an accepted event and its replay, a rejected one, and the auth and token errors."""
+    client = app.test_client()
+    bearer = token_for("verifications:read certifications:read events:write")
+    grant = granted("2026-01-05", cert="NEWLINE-1")
+    answers = [
+        client.post("/v1/events", json=grant, headers=bearer),
+        client.post("/v1/events", json=grant, headers=bearer),  # the replay
+        client.post("/v1/events", json={**grant, "event_id": "e-bad", "data": {}}, headers=bearer),
+        client.post("/v1/events", data="{", content_type="application/json", headers=bearer),
+        client.post("/v1/events", json=grant),  # no token
+        client.post("/oauth/token", data={"grant_type": "client_credentials"}),
+        client.post("/v1/events/batch", json={"events": [grant]}, headers=bearer),
+        client.post("/v1/verifications/batch", json={"certification_ids": ["X"]}, headers=bearer),
+    ]
+    for rule in app.url_map.iter_rules():
+        if "GET" in rule.methods and rule.rule != "/metrics":
+            answers += [client.get(path_of(app, rule.rule), headers=bearer)]
+    json_bodies = [a for a in answers if a.mimetype.endswith("json")]
+    assert {a.status_code for a in json_bodies} >= {200, 202, 400, 401, 404, 422}
+    for answer in json_bodies:
+        assert answer.get_data().endswith(b"}\n"), (answer.status_code, answer.get_data()[-40:])

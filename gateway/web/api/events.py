@@ -86,7 +86,7 @@ def event_answer(
     headers = list(answer.headers.items())
     if answer.status == 202:
         headers.append(("Location", location(answer.body["event_id"])))
-    return content_type, app.json.dumps(answer.body).encode(), headers
+    return content_type, f"{app.json.dumps(answer.body)}\n".encode(), headers
 
 
 @bp.post("/v1/events/batch")
