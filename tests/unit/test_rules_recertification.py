@@ -168,6 +168,32 @@ def test_recert_exam_result_not_before_the_lapse():
     assert rules_broken(history, on_lapse) == []
 
 
+def test_an_accepted_ccp_recertification_stops_counting_when_a_later_audit_makes_it_exam_only():
+    """A failed audit sent after it moves the lapse 10 years or more before it, as though the
+    events had arrived in date order, where it is refused RECERT-EXAM-ONLY."""
+    history = accepted(granted(LAPSING), ccp_recert(date(2019, 6, 30)))
+    failed = audit(date(2009, 6, 1), "failed", LAPSING)
+    assert rules_broken(history, failed) == []
+    late = standing([*history, failed], date(2019, 7, 1))
+    assert (late.status, late.certified_on, late.lapsed_on) == ("lapsed", LAPSING, date(2009, 6, 1))
+    assert late.recertification.methods == ("exam",)
+    in_date_order = accepted(granted(LAPSING), failed)
+    assert rules_broken(in_date_order, ccp_recert(date(2019, 6, 30))) == ["RECERT-EXAM-ONLY"]
+
+
+def test_an_accepted_exam_recertification_stops_counting_when_a_later_payment_moves_the_lapse():
+    """A payment sent after it, dated before the lapse, moves the lapse after the exam, as though
+    the events had arrived in date order, where it is refused RECERT-EXAM-RESULT."""
+    recertified = exam_recert(date(2014, 1, 1), exam_passed_on=date(2010, 1, 1))
+    history = accepted(granted(LAPSING), recertified)
+    payment = fee(2006, date(2009, 6, 1))  # of the closed period: kept, counting there
+    assert rules_broken(history, payment) == ["FEE-YEAR-RANGE"]
+    late = standing([*history, payment], date(2014, 1, 2))
+    assert (late.status, late.certified_on, late.lapsed_on) == ("lapsed", LAPSING, date(2010, 7, 1))
+    in_date_order = accepted(granted(LAPSING), payment)
+    assert rules_broken(in_date_order, recertified) == ["RECERT-EXAM-RESULT"]
+
+
 def test_recert_ccp_points_needs_points_per_cycle():
     history = accepted(granted(LAPSING))
     assert rules_broken(history, ccp_recert(date(2012, 3, 1), 29.5)) == ["RECERT-CCP-POINTS"]
