@@ -97,6 +97,11 @@ class Certification(Base):
     next_change_on: Mapped[date | None] = mapped_column(Date, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    #: The badge job (its outbox item) whose Credly calls for the certification are in flight,
+    #: and the end of its lease: until it ends, or its lease does, another badge job of the
+    #: certification waits (`jobs.badges.turn`).
+    badge_job: Mapped[int | None] = mapped_column(Integer)
+    badge_job_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 #: The status of an event refused only because of events dated after it (`rules.kept`: a lapse, a

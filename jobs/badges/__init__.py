@@ -7,9 +7,9 @@ successor.
 
 Each module uses only those before it: `states.py` (our states of a badge), `notes.py` (the
 sentences recorded on a badge and in its errors), `recipient.py` (what a badge is issued from),
-`rows.py` (what the jobs read and record on the badge rows, `given_up` among it), `credly_calls.py`
-(issue or adopt, revoke, follow a replaced badge), then the jobs: `revoke.py`, `replace.py` and
-`issue.py`.
+`rows.py` (what the jobs read and record on the badge rows, `given_up` among it), `turn.py` (a
+certification's badge jobs call Credly one at a time), `credly_calls.py` (issue or adopt, revoke,
+follow a replaced badge), then the jobs: `revoke.py`, `replace.py` and `issue.py`.
 """
 
 import logging

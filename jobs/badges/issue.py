@@ -32,9 +32,11 @@ from jobs.badges.rows import (
     no_call_no_attempt,
     settled,
 )
+from jobs.badges.turn import one_at_a_time
 from jobs.engine.claim import ClaimedItem
 
 
+@one_at_a_time
 def issue(svc: Services, item: ClaimedItem) -> None:
     """Issue the badge of the item's period, adopting one Credly already has for it (the live
     badge of another period is taken over and replaced to say this one's issue day); when the

@@ -3,14 +3,13 @@ current details."""
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date
 
 from connectors.credly.errors import AlreadyReplaced, NotFound, PermanentError
 from connectors.credly.wire import PENDING, REVOKED, BadgeRequest
 from connectors.credly.wire import Badge as CredlyBadge
 from connectors.errors import TransientError
 from gateway.rules import BADGE_KEPT
-from gateway.store.models import utcnow
 from gateway.usecases import badge_wording
 from gateway.usecases.services import Services
 from jobs.badges import log
@@ -26,10 +25,11 @@ from jobs.badges.recipient import (
 from jobs.badges.revoke import record_unless_ended
 from jobs.badges.rows import no_call_no_attempt, period_badge, record
 from jobs.badges.states import LIVE
+from jobs.badges.turn import one_at_a_time
 from jobs.engine.claim import ClaimedItem
-from jobs.engine.retry import Deferred
 
 
+@one_at_a_time
 def replace(svc: Services, item: ClaimedItem) -> None:
     """Bring the live badge of the current period up to the member's current details."""
     with svc.db.transaction() as session:
@@ -45,20 +45,11 @@ def replace(svc: Services, item: ClaimedItem) -> None:
             and (badge.reissue_owed or badge.refused_request is not None)
             and cert.status in BADGE_KEPT
         )
-        lease = timedelta(seconds=svc.settings.job_timeout_seconds)
-        issuing = (
-            badge is not None
-            and not badge.credly_badge_id
-            and badge.last_error is None
-            and badge.updated_at > utcnow() - lease
-        )
         if live or reissue:
             recipient = recipient_of(svc, cert)
             badge.attempts += 1
             session.flush()
             badge_id, credly_id = badge.id, badge.credly_badge_id
-    if issuing:  # its issue call is in flight: the details it sent may be the old ones
-        raise Deferred("the badge is being issued; it is brought up to date next", retry_after=5)
     if not (live or reissue):
         # An error the badge shows is another job's (an issue that failed for good, say): it
         # stays until a job of that badge ends well.

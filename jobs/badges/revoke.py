@@ -20,9 +20,11 @@ from jobs.badges.credly_calls import deleted, latest, revoked
 from jobs.badges.recipient import Recipient, certification
 from jobs.badges.rows import add_period_badge, record, recorded_by_others, settled
 from jobs.badges.states import LIVE
+from jobs.badges.turn import one_at_a_time
 from jobs.engine.claim import ClaimedItem
 
 
+@one_at_a_time
 def revoke(svc: Services, item: ClaimedItem) -> None:
     """Leave no live badge of the certification on Credly (unless it keeps one again by now)."""
     cert = certification(svc, item.certification_id)
@@ -34,6 +36,7 @@ def revoke(svc: Services, item: ClaimedItem) -> None:
     settled(svc, item)  # also when nothing was live
 
 
+@one_at_a_time
 def revoke_duplicate(svc: Services, item: ClaimedItem) -> None:
     """Revoke the payload's `credly_badge_id`, a second live badge of a certification that keeps
     another (reconciliation found both), quietly; unless it is the badge recorded for the

@@ -16,12 +16,13 @@ import pytest
 from click.testing import CliRunner
 from rq import Queue
 from sqlalchemy import update
+from sqlalchemy.exc import OperationalError
 
 from connectors.errors import PermanentError, TransientError
 from gateway.cli.group import SHOWN_ANSWER
 from gateway.cli.main import cli
 from gateway.platform import clock, metrics
-from gateway.store.models import Badge, CredlyNotification, OutboxItem, utcnow
+from gateway.store.models import Badge, Certification, CredlyNotification, OutboxItem, utcnow
 from gateway.usecases import badge_wording, intake
 from gateway.usecases.credly_token import check_token, token_state
 from gateway.usecases.queries import badge_view
@@ -30,7 +31,7 @@ from gateway.usecases.unclaimed import unclaimed_badges
 from jobs import credly_notifications, cron
 from jobs import reconcile as reconcile_module
 from jobs.badges import issue as issue_job
-from jobs.badges import notes
+from jobs.badges import notes, turn
 from jobs.badges import replace as replace_job
 from jobs.badges import revoke as revoke_job
 from jobs.cron import run_daily_reconcile, run_daily_sweep
@@ -642,27 +643,50 @@ def test_a_badge_deleted_by_its_earner_counts_as_revoked(svc, standin):
     assert [b.state for b in badges(svc)] == ["deleted"]
 
 
-def _claimed(item) -> ClaimedItem:
-    return ClaimedItem(
-        item.id, item.kind, item.certification_id, item.payload, None, 1, datetime.now(UTC)
-    )
+def _claimed(item, lease: timedelta = timedelta(minutes=2)) -> ClaimedItem:
+    """The item as a worker claims it, under a lease of two minutes (or `lease`: none left, for
+    a job still calling Credly when its lease ends, which no longer holds the certification's
+    other badge jobs back)."""
+    lease_end = utcnow() + lease
+    return ClaimedItem(item.id, item.kind, item.certification_id, item.payload, None, 1, lease_end)
 
 
-def _issue_in_flight(svc, standin) -> threading.Thread:
-    """A grant's issue job run by hand on a thread, its call to Credly held until
+#: No lease left (`_claimed`).
+LEASE_ENDED = timedelta(0)
+
+
+def _issue_in_flight(svc, standin, lease: timedelta = timedelta(minutes=2)) -> threading.Thread:
+    """A grant's issue job run by hand on a thread (under `lease`), its call to Credly held until
     `standin.release()`."""
     answer = intake.submit_event(svc, granted("2026-03-01"))
     [issue_item] = [i for i in items(svc, "issue_badge") if i.id in answer.outbox_ids]
     standin.queue_faults([{"hold": True}])
-    flight = threading.Thread(target=issue_job.issue, args=(svc, _claimed(issue_item)))
+    flight = threading.Thread(target=issue_job.issue, args=(svc, _claimed(issue_item, lease)))
     flight.start()
     standin.wait_holding()
     return flight
 
 
-def test_a_revocation_while_the_issue_call_is_in_flight_leaves_no_live_badge(patient_svc, standin):
+def test_a_revocation_while_the_issue_call_is_in_flight_waits_for_it(patient_svc, standin):
     svc = patient_svc
     flight = _issue_in_flight(svc, standin)
+    intake.submit_event(svc, revoked("2026-06-01"))
+    [revoke_item] = items(svc, "revoke_badge")
+    with pytest.raises(Deferred):  # the issue job holds the certification's turn
+        revoke_job.revoke(svc, _claimed(revoke_item))
+    standin.release()
+    flight.join()
+    revoke_job.revoke(svc, _claimed(revoke_item))  # revokes the badge the issue job recorded
+    assert len(standin.badges()) == 1 and live(standin) == []
+    assert len(calls(standin, "revoke")) == 1
+    assert [b.state for b in badges(svc)] == ["revoked"]
+
+
+def test_a_revocation_beside_an_issue_call_whose_lease_ended_leaves_no_live_badge(
+    patient_svc, standin
+):
+    svc = patient_svc
+    flight = _issue_in_flight(svc, standin, LEASE_ENDED)
     intake.submit_event(svc, revoked("2026-06-01"))
     [revoke_item] = items(svc, "revoke_badge")
     revoke_job.revoke(svc, _claimed(revoke_item))  # finds nothing yet
@@ -741,8 +765,9 @@ def test_a_badge_a_lost_attempt_made_is_brought_up_to_date_when_adopted(svc, sta
     _issued_late(standin)
     intake.submit_event(svc, event("member.updated", {"last_name": "King"}))
     [replace_item] = items(svc, "replace_badge")
-    with pytest.raises(Deferred):  # no badge recorded yet, its issue being retried: it waits
-        replace_job.replace(svc, _claimed(replace_item))
+    before = len(standin.requests_seen())
+    replace_job.replace(svc, _claimed(replace_item))  # no badge recorded yet: left to the issue
+    assert len(standin.requests_seen()) == before
     issue_job.issue(svc, _claimed(issue_item))  # the retry adopts the lost attempt's badge
     [shown] = live(standin)
     assert shown["issued_to_last_name"] == "King"
@@ -750,6 +775,118 @@ def test_a_badge_a_lost_attempt_made_is_brought_up_to_date_when_adopted(svc, sta
 
 
 # --------------------------------------------------------------------------- 4. replace
+
+
+def _claim(svc, item, lease: timedelta = timedelta(minutes=2)) -> ClaimedItem:
+    """The item claimed as a worker claims it: running, one more attempt, under `lease`."""
+    claimed = _claimed(item, lease)
+    with svc.db.transaction() as session:
+        session.execute(
+            update(OutboxItem)
+            .where(OutboxItem.id == item.id)
+            .values(state="running", attempts=OutboxItem.attempts + 1, due_at=claimed.lease_end)
+        )
+    return claimed
+
+
+def _replace_in_flight(svc, standin) -> tuple[OutboxItem, threading.Thread]:
+    """The replace job of a change of last name, claimed and run on a thread as a worker's
+    thread runs it, its replace call held in Credly until `standin.release()`."""
+    submit(svc, event("member.updated", {"last_name": "King"}))  # jobs not run: run them by hand
+    [first] = items(svc, "replace_badge")
+    standin.queue_faults([{"hold": True}], operation="replace")
+    flight = threading.Thread(target=outbox.run_claimed, args=(svc, _claim(svc, first)))
+    flight.start()
+    standin.wait_holding()
+    return first, flight
+
+
+@pytest.mark.parametrize(
+    "second, kind",
+    [
+        (lambda: event("member.updated", {"last_name": "Queen"}), "replace_badge"),
+        (lambda: revoked("2026-06-01"), "revoke_badge"),
+    ],
+    ids=["replace", "revoke"],
+)
+def test_a_certifications_badge_jobs_call_credly_one_at_a_time(patient_svc, standin, second, kind):
+    svc = patient_svc
+    grant(svc)
+    before = len(standin.requests_seen())
+    first, flight = _replace_in_flight(svc, standin)
+    submit(svc, second())
+    [waiting] = [i for i in items(svc, kind) if i.id != first.id]
+    outbox.run_claimed(svc, _claim(svc, waiting))  # while the first job's call is in flight
+    [put_off] = [i for i in items(svc, kind) if i.id == waiting.id]
+    standin.release()
+    flight.join()
+    outbox.run_claimed(svc, _claim(svc, waiting))  # its turn now: it reads what the first recorded
+    seen = standin.requests_seen()[before:]
+    assert [call for call in seen if call["status"] >= 400] == []  # nothing refused, nor retried
+    assert (put_off.state, put_off.attempts) == ("retrying", 0)  # the attempt not counted
+    assert f"badge job {first.id} of the certification is calling Credly" in put_off.last_error
+    jobs = items(svc, "replace_badge") + items(svc, "revoke_badge")
+    assert [i.state for i in jobs] == ["done", "done"]
+    replaced = [c for c in seen if c["operation"] == "replace"]
+    [row] = badges(svc)
+    if kind == "replace_badge":  # the first job brings the badge up to the second change too
+        assert [c["body"]["issued_to_last_name"] for c in replaced] == ["King", "Queen"]
+        [shown] = live(standin)
+        assert shown["issued_to_last_name"] == "Queen"
+        assert (row.credly_badge_id, row.state) == (shown["id"], "pending")
+    else:
+        assert len(replaced) == 1 and live(standin) == []
+        [revoke_call] = [c for c in seen if c["operation"] == "revoke"]
+        assert revoke_call["path"].endswith(f"/badges/{row.credly_badge_id}/revoke")
+        assert row.state == "revoked"
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_a_badge_job_whose_worker_died_mid_call_holds_the_next_back_until_its_lease_ends(
+    patient_svc, standin
+):
+    svc = patient_svc
+    badge = grant(svc)
+    submit(svc, event("member.updated", {"last_name": "King"}))  # jobs not run: run them by hand
+    [first] = items(svc, "replace_badge")
+    claimed = _claim(svc, first)
+
+    def worker() -> None:
+        svc.db.dispose()  # the forked worker's own connections
+        outbox.run_claimed(svc, claimed)
+
+    killed_while_running(worker, svc.credly, "replace_badge")  # it dies calling Credly
+    submit(svc, event("member.updated", {"last_name": "Queen"}))
+    [second] = [i for i in items(svc, "replace_badge") if i.id != first.id]
+    with pytest.raises(Deferred):  # the dead worker's lease has not ended yet
+        replace_job.replace(svc, _claimed(second))
+    clock.set_now(claimed.lease_end)  # it has now
+    replace_job.replace(svc, _claimed(second))
+    [shown] = live(standin)
+    assert shown["issued_to_last_name"] == "Queen" and shown["id"] != badge.credly_badge_id
+    assert [b.credly_badge_id for b in badges(svc)] == [shown["id"]]
+
+
+def test_a_turn_the_database_did_not_take_back_leaves_the_job_done_until_its_lease_ends(
+    svc, standin, monkeypatch
+):
+    grant(svc)
+    submit(svc, event("member.updated", {"last_name": "King"}))  # jobs not run: run them by hand
+    [item] = items(svc, "replace_badge")
+    write = svc.db.write
+
+    def failing(statement, params=None):
+        if statement is turn.END_TURN:
+            raise OperationalError("UPDATE certifications", {}, Exception("connection lost"))
+        return write(statement, params)
+
+    monkeypatch.setattr(svc.db, "write", failing)
+    claimed = _claim(svc, item)
+    outbox.run_claimed(svc, claimed)
+    assert [i.state for i in items(svc, "replace_badge")] == ["done"]  # not undone for it
+    with svc.db.sessions() as session:
+        held = session.get(Certification, "CERT-1")
+        assert (held.badge_job, held.badge_job_until) == (item.id, claimed.lease_end)
 
 
 def test_a_badge_revoked_while_its_replace_call_is_in_flight_is_no_error(patient_svc, standin):
@@ -950,7 +1087,8 @@ def test_two_quick_email_changes_leave_the_only_live_badge_at_the_last_address(
         return badge
 
     monkeypatch.setattr(svc.credly, "issue_badge", slow_answer)
-    flight = threading.Thread(target=replace_job.replace, args=(svc, _claimed(first)))
+    # its lease ends while Credly's answer is late: the second job does not wait for it
+    flight = threading.Thread(target=replace_job.replace, args=(svc, _claimed(first, LEASE_ENDED)))
     flight.start()  # revokes the old badge, then issues it to the first new address
     assert made.wait(10)
     submit(svc, event("member.updated", {"email": "ada@two.example.org"}))
@@ -1020,7 +1158,7 @@ def test_when_credly_counts_a_revoked_badge_as_a_duplicate_a_recertification_say
     assert "counts ended badges as duplicates" in new.last_error
 
 
-def test_a_revocation_while_the_new_address_issue_is_in_flight_leaves_no_live_badge(
+def test_a_revocation_beside_a_new_address_issue_whose_lease_ended_leaves_no_live_badge(
     patient_svc, standin
 ):
     svc = patient_svc
@@ -1028,7 +1166,7 @@ def test_a_revocation_while_the_new_address_issue_is_in_flight_leaves_no_live_ba
     submit(svc, event("member.updated", {"email": "ada@new.example.org"}))
     [item] = items(svc, "replace_badge")
     standin.queue_faults([{"hold": True}])  # the new address's issue waits in flight
-    flight = threading.Thread(target=replace_job.replace, args=(svc, _claimed(item)))
+    flight = threading.Thread(target=replace_job.replace, args=(svc, _claimed(item, LEASE_ENDED)))
     flight.start()
     standin.wait_holding()  # the old badge is revoked, the new one being issued
     intake.submit_event(svc, revoked("2026-06-01"))

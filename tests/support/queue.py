@@ -6,7 +6,6 @@ from __future__ import annotations
 import multiprocessing
 import time
 from collections.abc import Callable
-from types import ModuleType
 
 from rq import Queue
 
@@ -20,9 +19,10 @@ def work_queued(svc: Services) -> None:
     GatewayWorker([queue], connection=svc.redis).work(burst=True)
 
 
-def killed_while_running(job: Callable[[], object], module: ModuleType, step: str) -> None:
+def killed_while_running(job: Callable[[], object], module: object, step: str) -> None:
     """Run `job` in a forked process, as a worker would, and SIGKILL that process once it has
-    reached `module.step` (which then waits instead of running)."""
+    reached `module.step` (a module's function or an object's method, which then waits instead
+    of running)."""
     fork = multiprocessing.get_context("fork")
     reached = fork.Event()
 
