@@ -97,11 +97,6 @@ class Certification(Base):
     next_change_on: Mapped[date | None] = mapped_column(Date, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
-    #: The badge job (its outbox item) whose Credly calls for the certification are in flight,
-    #: and the end of its lease: until it ends, or its lease does, another badge job of the
-    #: certification waits (`jobs.badges.turn`).
-    badge_job: Mapped[int | None] = mapped_column(Integer)
-    badge_job_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 #: The status of an event refused only because of events dated after it (`rules.kept`: a lapse, a
@@ -256,6 +251,18 @@ class JobOutcome(Base):
     #: seldom wait for one row's lock; a reading sums them.
     shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
     total: Mapped[int] = mapped_column(BigInteger)
+
+
+class BadgeTurn(Base):
+    """The badge job (its outbox item) whose Credly calls for a certification are in flight, and
+    the end of its lease: until it ends, or its lease does, another badge job of the
+    certification waits (`jobs.badges.turn`). A row lives only while its job calls Credly."""
+
+    __tablename__ = "badge_turns"
+
+    certification_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    outbox_id: Mapped[int] = mapped_column(Integer)
+    until: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class VerificationRecord(Base):

@@ -22,7 +22,7 @@ from connectors.errors import PermanentError, TransientError
 from gateway.cli.group import SHOWN_ANSWER
 from gateway.cli.main import cli
 from gateway.platform import clock, metrics
-from gateway.store.models import Badge, Certification, CredlyNotification, OutboxItem, utcnow
+from gateway.store.models import Badge, BadgeTurn, CredlyNotification, OutboxItem, utcnow
 from gateway.usecases import badge_wording, intake
 from gateway.usecases.credly_token import check_token, token_state
 from gateway.usecases.queries import badge_view
@@ -877,7 +877,7 @@ def test_a_turn_the_database_did_not_take_back_leaves_the_job_done_until_its_lea
 
     def failing(statement, params=None):
         if statement is turn.END_TURN:
-            raise OperationalError("UPDATE certifications", {}, Exception("connection lost"))
+            raise OperationalError("DELETE FROM badge_turns", {}, Exception("connection lost"))
         return write(statement, params)
 
     monkeypatch.setattr(svc.db, "write", failing)
@@ -885,8 +885,8 @@ def test_a_turn_the_database_did_not_take_back_leaves_the_job_done_until_its_lea
     outbox.run_claimed(svc, claimed)
     assert [i.state for i in items(svc, "replace_badge")] == ["done"]  # not undone for it
     with svc.db.sessions() as session:
-        held = session.get(Certification, "CERT-1")
-        assert (held.badge_job, held.badge_job_until) == (item.id, claimed.lease_end)
+        held = session.get(BadgeTurn, "CERT-1")
+        assert (held.outbox_id, held.until) == (item.id, claimed.lease_end)
 
 
 def test_a_badge_revoked_while_its_replace_call_is_in_flight_is_no_error(patient_svc, standin):
