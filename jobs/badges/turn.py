@@ -7,7 +7,7 @@ worker that dies mid-call holds the certification no longer than its lease."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import wraps
 from typing import Any
@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from gateway.store.models import BadgeTurn, UTCDateTime, utcnow
 from gateway.usecases.services import Services
 from jobs.badges import log
-from jobs.engine.claim import ClaimedItem
+from jobs.engine.claim import ClaimedItem, Handler
 from jobs.engine.retry import Deferred
 
 #: Seconds a badge job waits, without using an attempt, while another one holds the turn.
@@ -54,8 +54,6 @@ HOLDER = select(BadgeTurn.outbox_id, BadgeTurn.until).where(_of)
 END_TURN = delete(BadgeTurn).where(
     _of, BadgeTurn.outbox_id == bindparam("item"), BadgeTurn.until == _until
 )
-
-Handler = Callable[[Services, ClaimedItem], None]
 
 
 def one_at_a_time(handler: Handler) -> Handler:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,6 +21,7 @@ from gateway.store.models import (
     UTCDateTime,
     utcnow,
 )
+from gateway.usecases.services import Services
 
 _now = bindparam("now", type_=UTCDateTime())
 _lease_end = bindparam("lease_end", type_=UTCDateTime())
@@ -177,3 +178,7 @@ class ClaimedItem:
         done = ended(self.id, "done", None)
         record_end(db, connection, self.kind, done, self.payload.get("supersedes", ()))
         self.done = True
+
+
+#: A job: what runs a claimed item of its kind.
+Handler = Callable[[Services, ClaimedItem], None]

@@ -31,14 +31,13 @@ from jobs.engine.claim import (
     ENDED,
     GIVE_BACK,
     ClaimedItem,
+    Handler,
     ended,
     record_end,
 )
 from jobs.engine.retry import MAX_ATTEMPTS, Deferred, RetryPolicy
 
 log = logging.getLogger("jobs.engine.outbox")
-
-Handler = Callable[[Services, ClaimedItem], None]
 
 HANDLERS: dict[str, Handler] = {
     kinds.ISSUE_BADGE: issue.issue,
