@@ -238,13 +238,20 @@ def _unwatch(session, subscription) -> None:
     ids=["subscription-deleted", "certification-unwatched"],
 )
 def test_a_delivery_waiting_when_its_subscription_stops_gets_no_retry(make_svc, stop, reason):
-    svc = make_svc()
+    # The retry waits a minute, so that it comes after the stop however slow the machine (with
+    # 1 s, a slow machine ran it in the burst's next drain job, before the stop); it is then made
+    # due and the workers woken, as the minute passing would.
+    svc = make_svc(delivery_retry_base_seconds=60)
     with serve(scripted(500)) as (url, received):
         subscription = watch(svc, url)
         submit(svc, granted(days_ago(30)))
         work_queued(svc)  # the first attempt fails; the retry waits
         with svc.db.transaction() as session:
             stop(session, subscription)
+            session.execute(
+                update(OutboxItem).where(OutboxItem.state == "retrying").values(due_at=utcnow())
+            )
+        svc.dispatcher.wake()
         drain(svc, lambda: deliveries(svc, subscription.id)[0].state == "cancelled")
     assert len(received) == 1
     [delivery] = deliveries(svc, subscription.id)
