@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 
-from sqlalchemy import Connection, bindparam, update
+from sqlalchemy import Connection, bindparam, select, update
 
 from connectors.credly.client import holding_a_connection
 from connectors.credly.errors import NoConnection, Unauthorized
@@ -98,6 +98,9 @@ PAUSED = (
         due_at=bindparam("due_at", type_=UTCDateTime()),
     )
 )
+
+#: Built once: an item's recorded state.
+STATE = select(OutboxItem.state).where(OutboxItem.id == bindparam("outbox_id"))
 
 #: Kinds retried on their own policy; the others get MAX_ATTEMPTS on JOB_RETRY_BASE_SECONDS.
 POLICIES: dict[str, Callable[[Settings], RetryPolicy]] = {
@@ -337,32 +340,50 @@ def _run(svc: Services, item: ClaimedItem) -> datetime | None:
     try:
         with holding_a_connection(wait_until):
             HANDLERS[item.kind](svc, item)
-    except NoConnection as exc:
-        give_back(svc, [item])
-        log.info("attempt given back: %s", exc)
-        return None
-    except Deferred as exc:
-        return _put_off(svc, item, str(exc), exc.retry_after)
-    except Unauthorized as exc:
-        reason = describe(exc)
-        token_state(svc).pause(reason, svc.settings.credly_pause_seconds)
-        return _pause(svc, item, reason)
-    except TransientError as exc:
-        return _retry(svc, item, policy, without_emails(str(exc)), exc.retry_after)
-    except PermanentError as exc:
-        return _fail(svc, item, describe(exc))
-    except Exception as exc:  # unexpected (e.g. the database went away): retried on the policy
-        log.exception("job error")
-        # Its first line only: the rest (a statement and its parameters) is for the log, not for
-        # the API answers that show the job's last error; without the values a database error's
-        # first line quotes, as the log has them.
-        first_line = logs.without_quoted_values(next(iter(str(exc).splitlines()), ""))
-        return _retry(svc, item, policy, f"{type(exc).__name__}: {first_line}", None)
+    except Exception as exc:
+        if not _recorded_done(svc, item, exc):
+            return _ended_by(svc, item, policy, exc)
     _finish(svc, item, "done", None)
     log.info("job done", extra={"attempt": item.attempts})
     if held and token_state(svc).end_pause():  # Credly took the token again: the pause ends
         resume_held(svc)
     return None
+
+
+def _recorded_done(svc: Services, item: ClaimedItem, exc: Exception) -> bool:
+    """Whether the handler's done record committed before `exc` (its commit's answer lost, or a
+    step after it failed): the item then stays done, its outcome recorded."""
+    if not item.done or svc.db.read(STATE, {"outbox_id": item.id}) != [("done",)]:
+        return False
+    log.warning("job done; what followed its record failed: %s", exc)
+    return True
+
+
+def _ended_by(
+    svc: Services, item: ClaimedItem, policy: RetryPolicy, exc: Exception
+) -> datetime | None:
+    """Record the attempt that `exc` ended; when the item is due again, the time."""
+    if isinstance(exc, NoConnection):
+        give_back(svc, [item])
+        log.info("attempt given back: %s", exc)
+        return None
+    if isinstance(exc, Deferred):
+        return _put_off(svc, item, str(exc), exc.retry_after)
+    if isinstance(exc, Unauthorized):
+        reason = describe(exc)
+        token_state(svc).pause(reason, svc.settings.credly_pause_seconds)
+        return _pause(svc, item, reason)
+    if isinstance(exc, TransientError):
+        return _retry(svc, item, policy, without_emails(str(exc)), exc.retry_after)
+    if isinstance(exc, PermanentError):
+        return _fail(svc, item, describe(exc))
+    # Unexpected (e.g. the database went away): retried on the policy.
+    log.error("job error", exc_info=exc)
+    # Its first line only: the rest (a statement and its parameters) is for the log, not for the
+    # API answers that show the job's last error; without the values a database error's first
+    # line quotes, as the log has them.
+    first_line = logs.without_quoted_values(next(iter(str(exc).splitlines()), ""))
+    return _retry(svc, item, policy, f"{type(exc).__name__}: {first_line}", None)
 
 
 def resume_held(svc: Services) -> int:
@@ -413,6 +434,7 @@ def _put_off(svc: Services, item: ClaimedItem, reason: str, seconds: float) -> d
     """Make the item due again in `seconds`, without using an attempt."""
     due_at = utcnow() + timedelta(seconds=seconds)
     svc.db.write(PAUSED, {"outbox_id": item.id, "last_error": reason, "due_at": due_at})
+    log.info("put off %ss: %s", seconds, reason)
     return due_at
 
 

@@ -21,6 +21,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy import select
 
 from connectors.credly.wire import Badge as CredlyBadge
+from connectors.errors import TransientError
 from gateway.cli.main import cli
 from gateway.platform import metrics
 from gateway.store.models import Badge, OutboxItem, utcnow
@@ -867,19 +868,58 @@ def test_an_item_claimed_with_others_starts_only_with_half_its_lease_ahead(svc, 
     } == {("done", 1)}
 
 
-def test_an_unexpected_error_keeps_only_its_first_line_as_the_last_error(svc, monkeypatch):
+def _sync_run_by(svc, monkeypatch, handler) -> OutboxItem:
+    """A grant's sync item once `handler` ran it (its issue item doing nothing)."""
     due_grants(svc, 1)
-
-    def fails(s, item):
-        raise RuntimeError("the job went wrong\n[SQL: INSERT ...]\n[parameters: {'name': 'Ada'}]")
-
-    monkeypatch.setitem(outbox.HANDLERS, "sync_verification", fails)
+    monkeypatch.setitem(outbox.HANDLERS, "sync_verification", handler)
     monkeypatch.setitem(outbox.HANDLERS, "issue_badge", lambda s, item: None)
     outbox.work_due(svc)
     [item] = items(svc, "sync_verification")
+    return item
+
+
+def test_an_unexpected_error_keeps_only_its_first_line_as_the_last_error(svc, monkeypatch):
+    def fails(s, item):
+        raise RuntimeError("the job went wrong\n[SQL: INSERT ...]\n[parameters: {'name': 'Ada'}]")
+
+    item = _sync_run_by(svc, monkeypatch, fails)
     assert item.state == "retrying"
     assert item.last_error.startswith("attempt 1: RuntimeError: the job went wrong; retry in ")
     assert "SQL" not in item.last_error and "Ada" not in item.last_error
+
+
+@pytest.mark.parametrize("error", [RuntimeError("gone"), TransientError("gone")])
+def test_an_error_after_the_handlers_done_record_committed_leaves_the_item_done(
+    svc, monkeypatch, error
+):
+    """The handler recorded the item done with its outcome, then failed (its commit's answer
+    lost, say): the item stays done, never retried to run its outcome again."""
+
+    def done_then_fails(s, item):
+        with s.db.engine.begin() as connection:
+            item.finish(s.db, connection)
+        raise error
+
+    done = metrics.JOBS.labels("sync_verification", "done")
+    before = done._value.get()
+    item = _sync_run_by(svc, monkeypatch, done_then_fails)
+    assert (item.state, item.attempts, item.last_error) == ("done", 1, None)
+    assert item.finished_at is not None
+    assert done._value.get() == before + 1
+
+
+def test_an_error_before_the_handlers_done_record_committed_retries_the_item(svc, monkeypatch):
+    """The done record rolled back with the rest of the handler's transaction: the item is
+    retried as after any other unexpected error."""
+
+    def done_then_rolled_back(s, item):
+        with s.db.engine.begin() as connection:
+            item.finish(s.db, connection)
+            raise RuntimeError("the commit failed")
+
+    item = _sync_run_by(svc, monkeypatch, done_then_rolled_back)
+    assert item.state == "retrying"
+    assert item.last_error.startswith("attempt 1: RuntimeError: the commit failed; retry in ")
 
 
 @responses.activate
