@@ -46,6 +46,7 @@ from tests.support.badge_jobs import (
     ended,
     issue_done,
     items,
+    retries_due,
     submit,
 )
 from tests.support.database import truncate
@@ -118,8 +119,11 @@ def test_500_500_then_201_issues_exactly_one_badge(svc):
 
 @responses.activate
 def test_429_retry_after_is_honoured_without_a_search_credly_made_nothing(svc):
+    # Credly asks for a minute, so that the retry comes after the checks however slow the machine
+    # (with 3 s, a drain still busy with the grant's other item could run it first); it is then
+    # made due and the workers woken, as the minute passing would.
     responses.get(re.compile(re.escape(BADGES) + r"\?.*"), json=EMPTY_LIST)
-    responses.post(BADGES, status=429, headers={"Retry-After": "3"}, json={})
+    responses.post(BADGES, status=429, headers={"Retry-After": "60"}, json={})
     responses.post(BADGES, status=201, json=badge_json())
     submit(svc, granted("2026-03-01"))
     queue = Queue(svc.settings.queue_name, connection=svc.redis)
@@ -128,10 +132,11 @@ def test_429_retry_after_is_honoured_without_a_search_credly_made_nothing(svc):
     [item] = items(svc, "issue_badge")
     assert item.state == "retrying" and "429" in item.last_error
     assert [c.request.method for c in responses.calls] == ["POST"]  # no search at once
-    assert (item.due_at - before).total_seconds() >= 3
+    assert (item.due_at - before).total_seconds() >= 60
     # a worker is woken for it through RQ's scheduler, on the next whole second
     [wake_up] = queue.scheduled_job_registry.get_job_ids()
     assert queue.scheduled_job_registry.get_scheduled_time(wake_up) >= item.due_at
+    retries_due(svc)
     drain(svc, lambda: issue_done(svc))
     assert [b.credly_badge_id for b in badges(svc)] == ["b-1"]
     assert [c.request.method for c in responses.calls] == ["POST", "POST"]  # nor before its retry
@@ -869,7 +874,9 @@ def test_an_item_claimed_with_others_starts_only_with_half_its_lease_ahead(svc, 
 
 
 def _sync_run_by(svc, monkeypatch, handler) -> OutboxItem:
-    """A grant's sync item once `handler` ran it (its issue item doing nothing)."""
+    """A grant's sync item once `handler` ran it (its issue item doing nothing). A retry waits a
+    minute: the pass's next claim must not find it due, as it would with 1 s on a slow machine."""
+    monkeypatch.setattr(svc, "settings", replace(svc.settings, job_retry_base_seconds=60))
     due_grants(svc, 1)
     monkeypatch.setitem(outbox.HANDLERS, "sync_verification", handler)
     monkeypatch.setitem(outbox.HANDLERS, "issue_badge", lambda s, item: None)

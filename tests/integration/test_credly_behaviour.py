@@ -40,7 +40,15 @@ from jobs.engine.claim import ClaimedItem
 from jobs.engine.retry import Deferred
 from jobs.engine.worker import run_worker
 from jobs.reconcile import REPAIRS, reconcile
-from tests.support.badge_jobs import ENDED, badges, drain, issue_done, items, submit
+from tests.support.badge_jobs import (
+    ENDED,
+    badges,
+    drain,
+    issue_done,
+    items,
+    retries_due,
+    submit,
+)
 from tests.support.credly_standin import DEFAULT_ORGANIZATION_ID, REPLACE_FIELDS, CredlyStandIn
 from tests.support.database import pg_conninfo
 from tests.support.events import event, fee, granted, recert, revoked
@@ -707,14 +715,23 @@ def _issued_late(standin) -> None:
 
 def _answer_lost(svc, standin) -> None:
     """Work the queue until the issue call held in Credly has timed out (its item waiting to be
-    tried again), then let Credly issue the badge: the call's answer was lost."""
-    drain(
-        svc,
-        lambda: (
-            standin.holding() == 1 and [i.state for i in items(svc, "issue_badge")] == ["retrying"]
-        ),
-    )
+    tried again), then let Credly issue the badge: the call's answer was lost. The retry then
+    comes due, for the test's next drain.
+
+    Meanwhile the retry waits a minute, so that no drain runs it while the call is still held
+    however slow the machine (with 1 s, a drain still busy with the grant's other item could,
+    and the retry found no badge yet)."""
+    with pytest.MonkeyPatch.context() as patient:
+        patient.setattr(svc, "settings", replace(svc.settings, job_retry_base_seconds=60))
+        drain(
+            svc,
+            lambda: (
+                standin.holding() == 1
+                and [i.state for i in items(svc, "issue_badge")] == ["retrying"]
+            ),
+        )
     _issued_late(standin)
+    retries_due(svc)
 
 
 def test_a_badge_a_lost_attempt_made_after_a_revocation_shows_revoked(svc, standin):

@@ -29,7 +29,7 @@ from jobs.deliveries import retry_policy
 from jobs.engine.claim import ClaimedItem
 from jobs.engine.dispatch import requeue
 from jobs.engine.outbox import run_claimed
-from tests.support.badge_jobs import drain, ended, items, submit
+from tests.support.badge_jobs import drain, ended, items, retries_due, submit
 from tests.support.database import truncate
 from tests.support.events import event, granted, revoked
 from tests.support.http_stubs import DirectoryStub, Received, Respond, scripted, serve
@@ -111,11 +111,7 @@ def test_a_later_status_is_never_overtaken_by_the_retry_of_an_earlier_one(make_s
         work_queued(svc)  # sequence 2 (revoked) is delivered
         assert [d.state for d in deliveries(svc, subscription.id)] == ["superseded", "delivered"]
         assert not ended(svc, "deliver_webhook")  # the retry of sequence 1 is still to run
-        with svc.db.transaction() as session:
-            session.execute(
-                update(OutboxItem).where(OutboxItem.state == "retrying").values(due_at=utcnow())
-            )
-        svc.dispatcher.wake()
+        retries_due(svc)
         drain(svc, lambda: ended(svc, "deliver_webhook"))
     first, second = deliveries(svc, subscription.id)
     assert (first.sequence, first.state, first.attempts) == (1, "superseded", 1)
@@ -248,10 +244,7 @@ def test_a_delivery_waiting_when_its_subscription_stops_gets_no_retry(make_svc, 
         work_queued(svc)  # the first attempt fails; the retry waits
         with svc.db.transaction() as session:
             stop(session, subscription)
-            session.execute(
-                update(OutboxItem).where(OutboxItem.state == "retrying").values(due_at=utcnow())
-            )
-        svc.dispatcher.wake()
+        retries_due(svc)
         drain(svc, lambda: deliveries(svc, subscription.id)[0].state == "cancelled")
     assert len(received) == 1
     [delivery] = deliveries(svc, subscription.id)
