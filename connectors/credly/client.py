@@ -27,6 +27,7 @@ from connectors.credly.errors import (
     PermanentError,
     TransientError,
     Unauthorized,
+    UnknownOrganization,
     current_badge_id,
 )
 from connectors.credly.service import OnTransient, retried
@@ -88,7 +89,9 @@ def holding_a_connection(until: float) -> Iterator[None]:
 class CredlyClient:
     """Client of Credly's REST API for one organisation; every call has a timeout.
 
-    Errors: `TransientError` (retry), `PermanentError` (do not), `NotFound` (a 404).
+    Errors: `TransientError` (retry), `PermanentError` (do not), `NotFound` (a 404), and
+    `UnknownOrganization` for a 404 when Credly does not know the organisation either (asked once
+    per client, at its first 404 before any answer under the organisation succeeded).
     `on_request(method, path_template, status_or_None, seconds)` is called after every HTTP call.
     """
 
@@ -112,6 +115,8 @@ class CredlyClient:
         # never in the connection pool (which waits without end).
         self._places = threading.BoundedSemaphore(max_connections)
         self._on_request = on_request
+        #: Credly answered a call under the organisation: it knows the organisation.
+        self._organization_known = False
 
     def __repr__(self) -> str:
         return f"CredlyClient({self.base_url!r}, organization_id={self.organization_id!r})"
@@ -331,7 +336,27 @@ class CredlyClient:
             log.debug("Credly %s %s -> %s in %.3fs", method, template, status, elapsed)
             if self._on_request is not None:
                 self._on_request(method, template, status, elapsed)
-        return self._decode(method, template, response)
+        try:
+            answer = self._decode(method, template, response)
+        except NotFound as exc:
+            if template != ORGANIZATION and not self._organization_known:
+                self._confirm_organization(exc)
+            raise
+        self._organization_known = True
+        return answer
+
+    def _confirm_organization(self, not_found: NotFound) -> None:
+        """A 404 under the organisation means no such badge or event only where Credly knows the
+        organisation: `UnknownOrganization` when it answers 404 for the organisation too."""
+        try:
+            self._call_now("GET", self._url(ORGANIZATION, {}), ORGANIZATION, None, None)
+        except NotFound as exc:
+            raise UnknownOrganization(
+                f"Credly does not know the organisation {self.organization_id} (404): "
+                "check CREDLY_ORGANIZATION_ID",
+                status=exc.status,
+                body=exc.body,
+            ) from not_found
 
     @staticmethod
     def _decode(method: str, template: str, response: requests.Response) -> dict[str, Any]:

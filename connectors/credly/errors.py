@@ -45,6 +45,12 @@ class Unauthorized(TransientError):
     job's fault: the jobs wait until a working token is configured."""
 
 
+class UnknownOrganization(Unauthorized):
+    """Credly answered 404 for a badge or event and for the configured organisation itself: the
+    organisation id is wrong, so the 404 says nothing of the badge. The jobs wait as they do for a
+    refused token, rather than take every badge for deleted."""
+
+
 class NoConnection(errors.TransientError):
     """A call not made: no connection came free by the time `holding_a_connection` set. Credly
     was not asked, so this is no failure of Credly's."""

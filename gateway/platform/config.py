@@ -350,9 +350,9 @@ class Settings:
         metadata=setting(
             "CREDLY_PAUSE_SECONDS",
             "`300`",
-            "after Credly refuses the token (401/403) the Credly jobs wait, not using their "
-            "attempts; one tries again after this many seconds. Configuring another token resumes "
-            "them at once",
+            "after Credly refuses the token (401/403), or does not know the organisation (404), "
+            "the Credly jobs wait, not using their attempts; one tries again after this many "
+            "seconds. Configuring another token or organisation id resumes them at once",
         ),
     )
     credly_webhook_rate_limit: str = field(

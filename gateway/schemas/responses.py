@@ -336,7 +336,12 @@ class CredlyStatusSchema(_Closed):
     paused = fields.String(
         required=True,
         allow_none=True,
-        metadata={"description": "Why Credly jobs wait (Credly refused the token), or null."},
+        metadata={
+            "description": (
+                "Why Credly jobs wait (Credly refused the token, or does not know the "
+                "organisation), or null."
+            )
+        },
     )
 
 

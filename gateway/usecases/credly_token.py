@@ -4,15 +4,14 @@ The expiry is read from Credly's authorization-tokens API where the token may (d
 "Tokens"), when a worker starts and daily from the workers' cron (`jobs.cron.check_credly_token`;
 without Redis, the serving process's, `jobs.cron.InProcessCron`), falling back to
 `CREDLY_TOKEN_EXPIRES_ON`; a warning is logged 14 days ahead, when the app starts (with what is
-known by then), when a worker has read it at start, and daily. When Credly answers
-401 or 403 the Credly jobs pause (`jobs.engine.outbox`): they wait, not using their attempts, and
-one is
-let through every CREDLY_PAUSE_SECONDS to try again; when it succeeds, or another token is
-configured, the jobs held back are due again at once. `/readyz` and the `gateway_credly_paused`
-metric show it.
+known by then), when a worker has read it at start, and daily. When Credly answers 401 or 403,
+or 404 for the organisation itself, the Credly jobs pause (`jobs.engine.outbox`): they wait, not
+using their attempts, and one is let through every CREDLY_PAUSE_SECONDS to try again; when it
+succeeds, or another token or organisation id is configured, the jobs held back are due again at
+once. `/readyz` and the `gateway_credly_paused` metric show it.
 
-What is learned is kept per token (a fingerprint of it) in Redis, shared by every process, or in
-this process's memory without Redis.
+What is learned is kept per token and organisation id (a fingerprint of both) in Redis, shared by
+every process, or in this process's memory without Redis.
 """
 
 from __future__ import annotations
@@ -24,7 +23,8 @@ import time
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
-from connectors.credly.errors import CredlyError, NotFound
+from connectors.credly.errors import CredlyError, UnknownOrganization
+from connectors.errors import describe
 from gateway.platform.config import Settings
 from gateway.store.models import utcnow
 
@@ -45,7 +45,8 @@ class TokenState:
 
     def __init__(self, settings: Settings, client: redis.Redis | None) -> None:
         token = settings.credly_auth_token or "dry-run"
-        fingerprint = hashlib.sha256(token.encode()).hexdigest()[:16]
+        configured = f"{settings.credly_organization_id or ''}\n{token}"
+        fingerprint = hashlib.sha256(configured.encode()).hexdigest()[:16]
         self.prefix = f"gateway:credly-token:{fingerprint}"
         self.redis = client
         #: Redis failed a read of this state: it reads nothing more (one warning, one wait).
@@ -130,7 +131,7 @@ class TokenState:
     def pause(self, reason: str, seconds: float) -> None:
         """Make the Credly jobs wait `seconds` before one tries the token again."""
         if self.paused() is None:
-            log.error("Credly refused the token: Credly jobs wait for a working one (%s)", reason)
+            log.error("Credly refused the gateway's calls: Credly jobs wait (%s)", reason)
         self._set("paused", reason, seconds)
         self._set("held", "1")
 
@@ -147,16 +148,17 @@ def token_state(svc: Services) -> TokenState:
 
 def read_expiry(svc: Services) -> date | None:
     """The token's expiry from Credly where the token may read it (kept for `/readyz`), else
-    `CREDLY_TOKEN_EXPIRES_ON`; a WARNING when neither says. When Credly answers 404 for the
-    organisation's tokens, whether it knows the organisation at all (an ERROR if not)."""
+    `CREDLY_TOKEN_EXPIRES_ON`; a WARNING when neither says. When Credly does not know the
+    organisation (a wrong CREDLY_ORGANIZATION_ID), the Credly jobs pause (an ERROR)."""
     if svc.settings.credly_dry_run:
         return svc.settings.credly_token_expires_on
     try:
         found = svc.credly.token_expiry()
+    except UnknownOrganization as exc:
+        token_state(svc).pause(describe(exc), svc.settings.credly_pause_seconds)
+        found = None
     except CredlyError as exc:
         log.info("Credly did not say when the token expires: %s", exc)
-        if isinstance(exc, NotFound):
-            _check_organization(svc)
         found = None
     if found is None:
         known = token_state(svc).expires_on() or svc.settings.credly_token_expires_on
@@ -170,22 +172,6 @@ def read_expiry(svc: Services) -> date | None:
         return known
     token_state(svc).learn_expiry(found.date())
     return found.date()
-
-
-def _check_organization(svc: Services) -> None:
-    """An ERROR when Credly answers 404 for the configured organisation (`GET
-    /organizations/{org}`), as it does for a wrong CREDLY_ORGANIZATION_ID: every issue would
-    fail, and every badge read would look like its earner's deletion."""
-    try:
-        svc.credly.ping()
-    except NotFound:
-        log.error(
-            "Credly does not know the organisation %s (404): check CREDLY_ORGANIZATION_ID; "
-            "until it is right, badge reads look like deletions and issues fail",
-            svc.settings.credly_organization_id,
-        )
-    except CredlyError as exc:
-        log.info("Credly did not say whether it knows the organisation: %s", exc)
 
 
 def known_expiry(settings: Settings, state: TokenState | None = None) -> date | None:

@@ -2295,6 +2295,33 @@ def test_a_refused_token_pauses_credly_jobs_until_a_working_one_is_configured(
     )
 
 
+def test_a_wrong_organisation_id_pauses_the_credly_jobs_and_takes_no_badge_for_deleted(
+    app, make_gateway, svc, standin, monkeypatch
+):
+    """Credly answers 404 under an organisation it does not know, for the badge and for the
+    organisation itself: the revoke waits, the badge is not recorded deleted, and a worker
+    started with the right id revokes it at once."""
+    badge = grant(svc)
+    wrong_app = make_gateway(credly_organization_id="0f0f0f0f-wrong")
+    wrong = wrong_app.extensions["gateway"]
+    submit(wrong, event("audit.completed", FAILED_AUDIT))
+    drain(wrong, lambda: all(i.state == "retrying" for i in items(wrong, "revoke_badge")))
+    [item] = items(wrong, "revoke_badge")
+    assert item.attempts == 0 and item.last_error.startswith(outbox.WAITING)
+    assert "0f0f0f0f-wrong" in item.last_error and "CREDLY_ORGANIZATION_ID" in item.last_error
+    assert [b.state for b in badges(svc)] == [badge.state]
+    assert [b["id"] for b in live(standin)] == [badge.credly_badge_id]
+    paused = wrong_app.test_client().get("/readyz").get_json()["credly"]["paused"]
+    assert "CREDLY_ORGANIZATION_ID" in paused
+    assert app.test_client().get("/readyz").get_json()["credly"]["paused"] is None
+
+    monkeypatch.setattr(context, "_services", context._services)  # run_worker sets it
+    run_worker(svc, burst=True, with_scheduler=False, with_cron=False)  # the right id
+    [item] = items(svc, "revoke_badge")
+    assert item.state == "done" and live(standin) == []
+    assert [b.state for b in badges(svc)] == ["revoked"]
+
+
 def test_when_credly_takes_the_token_again_the_jobs_held_back_are_due_at_once(app, svc, standin):
     configured, standin.token = standin.token, "rotated"  # Credly refuses the token a while
     submit(svc, granted("2026-03-01"))

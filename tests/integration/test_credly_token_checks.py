@@ -113,8 +113,8 @@ def test_gateway_worker_start_says_when_credly_does_not_know_the_organisation(
     json_logs, database_url, redis_client, redis_url, tmp_path, caplog, wrong
 ):
     """A wrong CREDLY_ORGANIZATION_ID: Credly answers 404 for everything under it, which the
-    badge jobs would take for deletions. Only the organisation's 404 is said so; a token list
-    that Credly does not serve alone is not."""
+    badge jobs would take for deletions. Only the organisation's 404 is said so, and pauses the
+    Credly jobs; a token list that Credly does not serve alone is not."""
     caplog.set_level(logging.INFO, logger="gateway.credly")
     with CredlyStandIn() as standin:
         organization = "0f0f0f0f-wrong" if wrong == "organization" else standin.organization_id
@@ -134,10 +134,12 @@ def test_gateway_worker_start_says_when_credly_does_not_know_the_organisation(
     assert result.exit_code == 0, result.output
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     said = [m for m in errors if "CREDLY_ORGANIZATION_ID" in m]
-    if wrong == "organization":
+    paused = redis_client.keys("gateway:credly-token:*:paused")
+    if wrong == "organization":  # the Credly jobs wait until the id is right
         assert len(said) == 1 and "0f0f0f0f-wrong" in said[0]
+        assert len(paused) == 1
     else:
-        assert said == []
+        assert said == [] and paused == []
     assert asked.count("organization") == 1  # asked only once the token list was a 404
 
 

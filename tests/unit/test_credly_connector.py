@@ -7,6 +7,7 @@ import json
 import logging
 import multiprocessing
 import os
+import re
 import signal
 import sqlite3
 import threading
@@ -35,6 +36,7 @@ from connectors.credly.errors import (
     PermanentError,
     TransientError,
     Unauthorized,
+    UnknownOrganization,
 )
 from connectors.credly.service import BadgeService, holder_badges
 from connectors.credly.wire import REPLACE_FIELDS, Badge, BadgeRequest, pick_badge
@@ -303,12 +305,14 @@ def test_an_unauthorized_answer_is_transient_so_the_jobs_wait_for_a_working_toke
 
 
 def test_revoking_an_unknown_badge_raises_not_found_without_a_second_call(http, client):
+    http.get(f"{BASE}/organizations/{ORG}", json={"data": {"id": ORG}})
+    client.ping()
     http.put(f"{BADGES_URL}/nope/revoke", status=404, json={"data": {"message": "Not found"}})
 
     with pytest.raises(NotFound):
         client.revoke_badge("nope", reason="lapsed")
 
-    assert len(http.calls) == 1
+    assert len(http.calls) == 2  # the ping, then the revoke alone
 
 
 def test_get_badge_reads_one_badge(http, client):
@@ -472,6 +476,7 @@ def test_get_event_returns_the_events_data_object(http, client):
 
 def test_get_event_of_an_unknown_id_raises_not_found(http, client):
     http.get(f"{BASE}/organizations/{ORG}/events/forged", status=404, json={"data": {}})
+    http.get(f"{BASE}/organizations/{ORG}", json={"data": {"id": ORG}})
 
     with pytest.raises(NotFound) as caught:
         client.get_event("forged")
@@ -582,11 +587,83 @@ def test_a_non_json_error_body_is_kept_as_text(http, client):
 
 def test_404_is_not_found_a_permanent_error(http, client):
     http.get(f"{BADGES_URL}/nope", status=404, json={"data": {"message": "Not found"}})
+    http.get(f"{BASE}/organizations/{ORG}", json={"data": {"id": ORG}})
 
     with pytest.raises(NotFound) as caught:
         client.get_badge("nope")
 
     assert isinstance(caught.value, PermanentError)
+    assert not isinstance(caught.value, UnknownOrganization)
+
+
+def test_the_first_404_asks_whether_credly_knows_the_organisation_and_only_the_first(
+    http, client, calls
+):
+    """A 404 for a badge says it is gone only where the organisation exists: the first one a
+    client meets before any answer under the organisation is checked, once."""
+    http.get(f"{BADGES_URL}/gone", status=404, json={"data": {"message": "Not found"}})
+    http.get(f"{BASE}/organizations/{ORG}", json={"data": {"id": ORG}})
+
+    for _ in range(2):
+        with pytest.raises(NotFound):
+            client.get_badge("gone")
+
+    assert [template for _, template, _, _ in calls] == [
+        "/organizations/{org}/badges/{badge_id}",
+        "/organizations/{org}",
+        "/organizations/{org}/badges/{badge_id}",
+    ]
+
+
+def test_a_404_after_an_answer_under_the_organisation_is_not_checked(http, client):
+    http.get(f"{BADGES_URL}/badge-1", json={"data": credly_badge(state="accepted")})
+    http.get(f"{BADGES_URL}/gone", status=404, json={"data": {"message": "Not found"}})
+
+    client.get_badge("badge-1")
+    with pytest.raises(NotFound):
+        client.get_badge("gone")
+
+    assert len(http.calls) == 2
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda c: c.get_badge("badge-1"),
+        lambda c: c.revoke_badge("badge-1", reason="lapsed"),
+        lambda c: c.get_event("event-1"),
+        lambda c: list(c.list_badges({"issuer_earner_id": "CERT-1"})),
+    ],
+    ids=["read", "revoke", "event", "list"],
+)
+def test_a_404_for_the_organisation_too_is_an_unknown_organisation_not_a_deletion(
+    http, client, call
+):
+    """A wrong organisation id: Credly answers 404 under it for everything. That is no badge's
+    deletion: `UnknownOrganization`, an `Unauthorized`, on which the jobs wait."""
+    http.get(f"{BASE}/organizations/{ORG}", status=404)
+    for method in (responses.GET, responses.PUT):
+        http.add(method, re.compile(f"{BASE}/organizations/{ORG}/.+"), status=404)
+    http.assert_all_requests_are_fired = False
+
+    with pytest.raises(UnknownOrganization) as caught:
+        call(client)
+
+    assert isinstance(caught.value, Unauthorized)
+    assert ORG in str(caught.value) and "CREDLY_ORGANIZATION_ID" in str(caught.value)
+    assert caught.value.status == 404
+
+
+def test_an_organisation_check_that_fails_on_its_way_raises_its_own_error(http, client):
+    """Whether Credly knows the organisation is not known: the 404 is not taken as a deletion;
+    the check's transient error is raised, so the job tries again."""
+    http.get(f"{BADGES_URL}/gone", status=404, json={"data": {"message": "Not found"}})
+    http.get(f"{BASE}/organizations/{ORG}", status=503)
+
+    with pytest.raises(TransientError) as caught:
+        client.get_badge("gone")
+
+    assert caught.value.status == 503
 
 
 def test_a_success_without_a_json_object_is_transient(http, client):
