@@ -22,6 +22,7 @@ from requests.adapters import HTTPAdapter
 
 from connectors.credly.errors import (
     AlreadyReplaced,
+    CredlyError,
     NoConnection,
     NotFound,
     PermanentError,
@@ -35,7 +36,6 @@ from connectors.credly.wire import (
     BADGE,
     BADGES,
     EVENT,
-    ORGANIZATION,
     REPLACE,
     REPLACED,
     REVOKE,
@@ -90,8 +90,8 @@ class CredlyClient:
     """Client of Credly's REST API for one organisation; every call has a timeout.
 
     Errors: `TransientError` (retry), `PermanentError` (do not), `NotFound` (a 404), and
-    `UnknownOrganization` for a 404 when Credly does not know the organisation either (asked once
-    per client, at its first 404 before any answer under the organisation succeeded).
+    `UnknownOrganization` for a 404 when Credly does not know the organisation either (checked at
+    a client's 404s until a call under the organisation succeeds).
     `on_request(method, path_template, status_or_None, seconds)` is called after every HTTP call.
     """
 
@@ -258,10 +258,6 @@ class CredlyClient:
         chosen = mine or (tokens if len(tokens) == 1 else [])
         return parse_credly_datetime(chosen[0].get("expires_at")) if chosen else None
 
-    def ping(self) -> None:
-        """Read the organisation (`GET /organizations/{org}`): token and organisation are valid."""
-        self._call("GET", ORGANIZATION)
-
     # -- transport
 
     def _badge(self, answer: dict[str, Any]) -> Badge:
@@ -339,24 +335,29 @@ class CredlyClient:
         try:
             answer = self._decode(method, template, response)
         except NotFound as exc:
-            if template != ORGANIZATION and not self._organization_known:
-                self._confirm_organization(exc)
+            if not self._organization_known:
+                self._check_organization(method, template, exc)
             raise
         self._organization_known = True
         return answer
 
-    def _confirm_organization(self, not_found: NotFound) -> None:
-        """A 404 under the organisation means no such badge or event only where Credly knows the
-        organisation: `UnknownOrganization` when it answers 404 for the organisation too."""
-        try:
-            self._call_now("GET", self._url(ORGANIZATION, {}), ORGANIZATION, None, None)
-        except NotFound as exc:
+    def _check_organization(self, method: str, template: str, not_found: NotFound) -> None:
+        """A 404 under the organisation says a badge or event is gone only where Credly knows the
+        organisation. Its badge list answering 404 too (read here, page 1, unless it was the
+        call) is `UnknownOrganization`; any other answer leaves the 404 as it came."""
+        if (method, template) == ("GET", BADGES):
             raise UnknownOrganization(
                 f"Credly does not know the organisation {self.organization_id} (404): "
                 "check CREDLY_ORGANIZATION_ID",
-                status=exc.status,
-                body=exc.body,
+                status=not_found.status,
+                body=not_found.body,
             ) from not_found
+        try:
+            self._call_now("GET", self._url(BADGES, {}), BADGES, None, {"page": "1"})
+        except Unauthorized:  # UnknownOrganization, or a refused token: the jobs wait
+            raise
+        except CredlyError as exc:
+            log.info("Credly did not say whether it knows the organisation: %s", exc)
 
     @staticmethod
     def _decode(method: str, template: str, response: requests.Response) -> dict[str, Any]:

@@ -22,7 +22,6 @@ from connectors.credly.wire import (
     BADGES,
     ENDED_STATES,
     EVENT,
-    ORGANIZATION,
     PENDING,
     REPLACE,
     REPLACED,
@@ -197,10 +196,6 @@ class DryRunCredly:
     def token_expiry(self) -> datetime | None:
         """None: the dry run has no token."""
         return None
-
-    def ping(self) -> None:
-        """Nothing to reach: logs the request only."""
-        self._would_send("GET", ORGANIZATION)
 
     # -- the store
 

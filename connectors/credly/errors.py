@@ -46,8 +46,8 @@ class Unauthorized(TransientError):
 
 
 class UnknownOrganization(Unauthorized):
-    """Credly answered 404 for a badge or event and for the configured organisation itself: the
-    organisation id is wrong, so the 404 says nothing of the badge. The jobs wait as they do for a
+    """Credly answered 404 under the configured organisation, and for its badge list too: the
+    organisation id is wrong, so the 404 says nothing of a badge. The jobs wait as they do for a
     refused token, rather than take every badge for deleted."""
 
 

@@ -43,8 +43,6 @@ class BadgeService(Protocol):
 
     def token_expiry(self) -> datetime | None: ...
 
-    def ping(self) -> None: ...
-
 
 def holder_badges(
     service: BadgeService,

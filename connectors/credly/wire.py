@@ -27,7 +27,6 @@ BADGE = "/organizations/{org}/badges/{badge_id}"
 REPLACE = "/organizations/{org}/badges/{badge_id}/replace"
 REVOKE = "/organizations/{org}/badges/{badge_id}/revoke"
 EVENT = "/organizations/{org}/events/{event_id}"
-ORGANIZATION = "/organizations/{org}"
 TOKENS = "/organizations/{org}/authorization_tokens"
 
 

@@ -5,10 +5,10 @@ The expiry is read from Credly's authorization-tokens API where the token may (d
 without Redis, the serving process's, `jobs.cron.InProcessCron`), falling back to
 `CREDLY_TOKEN_EXPIRES_ON`; a warning is logged 14 days ahead, when the app starts (with what is
 known by then), when a worker has read it at start, and daily. When Credly answers 401 or 403,
-or 404 for the organisation itself, the Credly jobs pause (`jobs.engine.outbox`): they wait, not
-using their attempts, and one is let through every CREDLY_PAUSE_SECONDS to try again; when it
-succeeds, or another token or organisation id is configured, the jobs held back are due again at
-once. `/readyz` and the `gateway_credly_paused` metric show it.
+or 404 for the organisation's badge list, the Credly jobs pause (`jobs.engine.outbox`): they
+wait, not using their attempts, and one is let through every CREDLY_PAUSE_SECONDS to try again;
+when it succeeds, or another token or organisation id is configured, the jobs held back are due
+again at once. `/readyz` and the `gateway_credly_paused` metric show it.
 
 What is learned is kept per token and organisation id (a fingerprint of both) in Redis, shared by
 every process, or in this process's memory without Redis.

@@ -6,7 +6,7 @@ A control API (plain JSON over HTTP, no auth) lets a test in another process dri
 
 - `POST /_control/faults` `{"responses": [{"status": 500}, {"status": 429, "retry_after": 1},
   {"delay": 5}], "operation": "issue"}` queues answers for the next calls of one operation
-  (default `issue`; also `replace`, `revoke`, `get`, `list`, `event`, `organization`). `delay`
+  (default `issue`; also `replace`, `revoke`, `get`, `list`, `event`, `tokens`). `delay`
   sleeps before answering; `"hold": true` keeps the call waiting until `POST /_control/release`
   (a test's way to act while a call is in flight, whatever the machine's speed); without `status`
   the call then proceeds normally. `body` overrides the error body (with a 2xx `status`, it is the
@@ -55,7 +55,7 @@ DEFAULT_ORGANIZATION_ID = "5f1b6cf1-1d6a-4c55-9c5a-2f3f6c0e0001"
 DEFAULT_TOKEN = "standin-token"
 REQUEST_DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S %z"
 ENDED = {"revoked", "replaced"}
-OPERATIONS = ("issue", "replace", "revoke", "get", "list", "event", "organization", "tokens")
+OPERATIONS = ("issue", "replace", "revoke", "get", "list", "event", "tokens")
 REQUIRED_ISSUE_FIELDS = (
     "recipient_email",
     "issued_to_first_name",
@@ -77,7 +77,6 @@ REPLACE_FIELDS = (
 
 _ORG = r"/v1/organizations/(?P<org>[^/]+)"
 ROUTES: list[tuple[str, re.Pattern[str], str]] = [
-    ("GET", re.compile(_ORG + r"$"), "organization"),
     ("POST", re.compile(_ORG + r"/badges$"), "issue"),
     ("GET", re.compile(_ORG + r"/badges$"), "list"),
     ("GET", re.compile(_ORG + r"/badges/(?P<id>[^/]+)$"), "get"),
@@ -517,10 +516,6 @@ class CredlyStandIn:
         token = {"id": "standin-token-id", "name": "gateway", "expires_at": self.token_expires_at}
         return 200, {"data": [token, *self.other_tokens], "metadata": {}}
 
-    def organization(self) -> tuple[int, object]:
-        """The organisation (what `ping` reads)."""
-        return 200, {"data": {"id": self.organization_id, "name": "Stand-in"}, "metadata": {}}
-
     # -- helpers (callers hold the lock where they touch state)
 
     def _store(self, badge: dict[str, Any]) -> None:
@@ -687,9 +682,7 @@ class _Handler(BaseHTTPRequestHandler):
             return standin.list_badges(split.path, parse_qs(split.query))
         if operation == "event":
             return standin.get_event(match["org"], match["id"])
-        if operation == "tokens":
-            return standin.tokens()
-        return standin.organization()
+        return standin.tokens()
 
     def _control(self, path: str, body: dict[str, Any]) -> tuple[int, object]:
         standin = self.standin

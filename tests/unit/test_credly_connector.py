@@ -305,14 +305,14 @@ def test_an_unauthorized_answer_is_transient_so_the_jobs_wait_for_a_working_toke
 
 
 def test_revoking_an_unknown_badge_raises_not_found_without_a_second_call(http, client):
-    http.get(f"{BASE}/organizations/{ORG}", json={"data": {"id": ORG}})
-    client.ping()
+    http.get(f"{BADGES_URL}/badge-1", json={"data": credly_badge(state="accepted")})
+    client.get_badge("badge-1")  # Credly knows the organisation
     http.put(f"{BADGES_URL}/nope/revoke", status=404, json={"data": {"message": "Not found"}})
 
     with pytest.raises(NotFound):
         client.revoke_badge("nope", reason="lapsed")
 
-    assert len(http.calls) == 2  # the ping, then the revoke alone
+    assert len(http.calls) == 2  # the read, then the revoke alone
 
 
 def test_get_badge_reads_one_badge(http, client):
@@ -476,18 +476,12 @@ def test_get_event_returns_the_events_data_object(http, client):
 
 def test_get_event_of_an_unknown_id_raises_not_found(http, client):
     http.get(f"{BASE}/organizations/{ORG}/events/forged", status=404, json={"data": {}})
-    http.get(f"{BASE}/organizations/{ORG}", json={"data": {"id": ORG}})
+    http.get(BADGES_URL, json=page([], 1, last=True))
 
     with pytest.raises(NotFound) as caught:
         client.get_event("forged")
 
     assert caught.value.status == 404
-
-
-def test_ping_reads_the_organisation(http, client):
-    http.get(f"{BASE}/organizations/{ORG}", json={"data": {"id": ORG}})
-
-    assert client.ping() is None
 
 
 # --------------------------------------------------------------------------- errors
@@ -587,7 +581,7 @@ def test_a_non_json_error_body_is_kept_as_text(http, client):
 
 def test_404_is_not_found_a_permanent_error(http, client):
     http.get(f"{BADGES_URL}/nope", status=404, json={"data": {"message": "Not found"}})
-    http.get(f"{BASE}/organizations/{ORG}", json={"data": {"id": ORG}})
+    http.get(BADGES_URL, json=page([], 1, last=True))
 
     with pytest.raises(NotFound) as caught:
         client.get_badge("nope")
@@ -596,13 +590,14 @@ def test_404_is_not_found_a_permanent_error(http, client):
     assert not isinstance(caught.value, UnknownOrganization)
 
 
-def test_the_first_404_asks_whether_credly_knows_the_organisation_and_only_the_first(
+def test_a_404_reads_the_badge_list_until_credly_has_answered_under_the_organisation(
     http, client, calls
 ):
     """A 404 for a badge says it is gone only where the organisation exists: the first one a
-    client meets before any answer under the organisation is checked, once."""
+    client meets before any answer under the organisation is checked with a read of the
+    organisation's badge list (its first page); then no more."""
     http.get(f"{BADGES_URL}/gone", status=404, json={"data": {"message": "Not found"}})
-    http.get(f"{BASE}/organizations/{ORG}", json={"data": {"id": ORG}})
+    listed = http.get(BADGES_URL, json=page([], 1, last=True))
 
     for _ in range(2):
         with pytest.raises(NotFound):
@@ -610,9 +605,10 @@ def test_the_first_404_asks_whether_credly_knows_the_organisation_and_only_the_f
 
     assert [template for _, template, _, _ in calls] == [
         "/organizations/{org}/badges/{badge_id}",
-        "/organizations/{org}",
+        "/organizations/{org}/badges",
         "/organizations/{org}/badges/{badge_id}",
     ]
+    assert listed.calls[0].request.params == {"page": "1"}
 
 
 def test_a_404_after_an_answer_under_the_organisation_is_not_checked(http, client):
@@ -631,19 +627,19 @@ def test_a_404_after_an_answer_under_the_organisation_is_not_checked(http, clien
     [
         lambda c: c.get_badge("badge-1"),
         lambda c: c.revoke_badge("badge-1", reason="lapsed"),
+        lambda c: issue(c),
         lambda c: c.get_event("event-1"),
         lambda c: list(c.list_badges({"issuer_earner_id": "CERT-1"})),
+        lambda c: c.token_expiry(),
     ],
-    ids=["read", "revoke", "event", "list"],
+    ids=["read", "revoke", "issue", "event", "list", "tokens"],
 )
-def test_a_404_for_the_organisation_too_is_an_unknown_organisation_not_a_deletion(
-    http, client, call
-):
-    """A wrong organisation id: Credly answers 404 under it for everything. That is no badge's
-    deletion: `UnknownOrganization`, an `Unauthorized`, on which the jobs wait."""
-    http.get(f"{BASE}/organizations/{ORG}", status=404)
-    for method in (responses.GET, responses.PUT):
-        http.add(method, re.compile(f"{BASE}/organizations/{ORG}/.+"), status=404)
+def test_a_404_for_the_badge_list_too_is_an_unknown_organisation_not_a_deletion(http, client, call):
+    """A wrong organisation id: Credly answers 404 under it for everything, its badge list too.
+    That is no badge's deletion: `UnknownOrganization`, an `Unauthorized`, on which the jobs
+    wait."""
+    for method in (responses.GET, responses.PUT, responses.POST):
+        http.add(method, re.compile(f"{re.escape(BASE)}/organizations/{ORG}/.+"), status=404)
     http.assert_all_requests_are_fired = False
 
     with pytest.raises(UnknownOrganization) as caught:
@@ -654,16 +650,29 @@ def test_a_404_for_the_organisation_too_is_an_unknown_organisation_not_a_deletio
     assert caught.value.status == 404
 
 
-def test_an_organisation_check_that_fails_on_its_way_raises_its_own_error(http, client):
-    """Whether Credly knows the organisation is not known: the 404 is not taken as a deletion;
-    the check's transient error is raised, so the job tries again."""
-    http.get(f"{BADGES_URL}/gone", status=404, json={"data": {"message": "Not found"}})
-    http.get(f"{BASE}/organizations/{ORG}", status=503)
+def test_an_issue_answered_404_where_the_badge_list_answers_is_not_found(http, client):
+    """A 404 for an issue (a template Credly does not know, say) where the organisation exists."""
+    http.post(BADGES_URL, status=404, json={"data": {"message": "Not found"}})
+    http.get(BADGES_URL, json=page([], 1, last=True))
 
-    with pytest.raises(TransientError) as caught:
+    with pytest.raises(NotFound) as caught:
+        issue(client)
+
+    assert not isinstance(caught.value, UnknownOrganization)
+
+
+@pytest.mark.parametrize("answer", [503, 422, "no answer"])
+def test_a_badge_list_that_does_not_answer_404_leaves_the_404_as_it_came(http, client, answer):
+    """Only the list's own 404 says the organisation is unknown: a list that fails otherwise
+    (a stand-in of Credly without it too) leaves the badge's 404 what it was."""
+    http.get(f"{BADGES_URL}/gone", status=404, json={"data": {"message": "Not found"}})
+    if answer != "no answer":
+        http.get(BADGES_URL, status=answer)
+
+    with pytest.raises(NotFound) as caught:
         client.get_badge("gone")
 
-    assert caught.value.status == 503
+    assert not isinstance(caught.value, UnknownOrganization)
 
 
 def test_a_success_without_a_json_object_is_transient(http, client):
@@ -815,7 +824,6 @@ def test_dry_run_unknown_badges_and_events_are_not_found(dry):
         dry.revoke_badge("nope", reason="lapsed")
     with pytest.raises(NotFound):
         dry.get_event("ev-1")
-    assert dry.ping() is None
 
 
 # --------------------------------------------------------------------------- the factory

@@ -195,8 +195,10 @@ def test_a_bad_token_is_refused_with_401(standin):
     intruder = CredlyClient(standin.url, standin.organization_id, "wrong-token")
 
     with pytest.raises(Unauthorized) as caught:
-        intruder.ping()
-    anonymous = requests.get(f"{standin.url}/organizations/{standin.organization_id}", timeout=5)
+        intruder.get_badge("badge-1")
+    anonymous = requests.get(
+        f"{standin.url}/organizations/{standin.organization_id}/badges", timeout=5
+    )
 
     assert caught.value.status == 401
     assert anonymous.status_code == 401
