@@ -94,11 +94,13 @@ class BatchLookupSchema(Schema):
 class DayOrMoment(EventMoment):
     """A day (`YYYY-MM-DD`, its start in UTC), or a time as an event's `occurred_at` is written
     (RFC 3339) whose offset may be left out and is then UTC (in OpenAPI: a string that is a
-    `date` or a `date-time`)."""
+    `date` or a `date-time`). It is read in UTC, so a time whose offset takes it past the years
+    UTC times hold (`0001-01-01T00:00:00+01:00`) is out of range."""
 
     default_error_messages: ClassVar[dict[str, str]] = {
         "invalid": "Not a day or a time: use YYYY-MM-DD, or YYYY-MM-DDTHH:MM:SS with Z or an "
         "offset (+02:00), UTC without one.",
+        "range": "Must be in UTC from 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z.",
     }
 
     def __init__(self, **kwargs: Any) -> None:
@@ -108,7 +110,11 @@ class DayOrMoment(EventMoment):
         try:
             day = Day()._deserialize(value, attr, data, **kwargs)
         except ValidationError:
-            return super()._deserialize(value, attr, data, **kwargs)
+            moment = super()._deserialize(value, attr, data, **kwargs)
+            try:
+                return moment.astimezone(UTC)
+            except OverflowError as exc:
+                raise self.make_error("range") from exc
         return datetime.combine(day, time(0), UTC)
 
 

@@ -168,6 +168,18 @@ def test_receipts_since_a_time_and_bad_queries(app, client, employer):
     assert client.get("/v1/receipts").status_code == 401
 
 
+def test_a_since_no_utc_time_can_hold_is_422_naming_it(client, employer):
+    _, headers = employer
+    client.get("/v1/verifications/ACTIVE-1/receipt", headers=headers)
+    for since in ("0001-01-01T00:00:00%2B01:00", "9999-12-31T23:59:59-01:00"):
+        response = client.get(f"/v1/receipts?since={since}", headers=headers)
+        assert response.status_code == 422, since
+        assert response.mimetype == "application/problem+json"
+        assert [e["field"] for e in response.get_json()["errors"]] == ["since"]
+    for since in ("0001-01-01T01:00:00%2B01:00", "0001-01-01", "9999-12-31T23:59:59Z"):
+        assert client.get(f"/v1/receipts?since={since}", headers=headers).status_code == 200
+
+
 def test_receipts_of_one_second_are_paged_through_with_after(app, client, employer):
     _, headers = employer
     _, other = employer_of(app, "Other HR")
