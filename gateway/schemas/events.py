@@ -250,6 +250,19 @@ class Integer(fields.Integer):
         return super()._deserialize(value, attr, data, **kwargs)
 
 
+_QUERY_INTEGER = re.compile(r"-?[0-9]+")
+
+
+class QueryInteger(fields.Integer):
+    """An integer of a query string, written in ASCII digits (a `-` before them at most): not the
+    other forms Python's int() reads, `+5`, ` 5`, `1_000` or digits of other scripts (U+0661)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
+        if not isinstance(value, str) or _QUERY_INTEGER.fullmatch(value) is None:
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
 def _hundredths(points: Decimal) -> None:
     if not in_hundredths(points):
         raise ValidationError("Use at most 2 decimal places.")

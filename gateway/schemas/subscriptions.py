@@ -13,7 +13,7 @@ from marshmallow import (
     validates_schema,
 )
 
-from gateway.schemas.events import TEXT
+from gateway.schemas.events import TEXT, QueryInteger
 from gateway.schemas.ids import certification_ids_field
 
 MAX_WATCHED = 10_000
@@ -147,5 +147,5 @@ class DeliveryQuerySchema(Schema):
     class Meta:
         unknown = EXCLUDE  # links carry parameters of their own (utm_source, ...)
 
-    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=MAX_PAGE))
-    before = fields.Integer(load_default=None, validate=validate.Range(min=1, max=MAX_SEQUENCE))
+    limit = QueryInteger(load_default=100, validate=validate.Range(min=1, max=MAX_PAGE))
+    before = QueryInteger(load_default=None, validate=validate.Range(min=1, max=MAX_SEQUENCE))

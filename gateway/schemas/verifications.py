@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate
 
-from gateway.schemas.events import DAYS, TEXT, Day
+from gateway.schemas.events import DAYS, TEXT, Day, QueryInteger
 from gateway.schemas.events import Moment as EventMoment
 from gateway.schemas.ids import certification_ids_field
 from gateway.schemas.responses import STANDING_STATUSES
@@ -143,7 +143,7 @@ class ReceiptQuerySchema(Schema):
             "anyOf": [{"format": "date"}, {"format": "date-time"}],
         },
     )
-    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=MAX_RECEIPTS_PAGE))
+    limit = QueryInteger(load_default=100, validate=validate.Range(min=1, max=MAX_RECEIPTS_PAGE))
     after = fields.String(
         load_default=None,
         validate=[validate.Length(min=1, max=40), TEXT],

@@ -157,6 +157,8 @@ def test_receipts_since_a_time_and_bad_queries(app, client, employer):
         ("since=2020-01-01 00:00:00Z", "since"),  # as an event's occurred_at is refused
         ("since=2020-01-01T00:00Z", "since"),
         ("limit=0", "limit"),
+        ("limit=%D9%A1", "limit"),  # an Arabic-Indic 1: Python's int() reads other scripts' digits
+        ("limit=1_0", "limit"),
         ("after=a%00b", "after"),
         ("limit=0&utm_source=mail", "limit"),
     ):

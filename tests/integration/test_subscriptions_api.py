@@ -474,6 +474,18 @@ def test_a_malformed_delivery_log_query_is_422(client, employer):
     assert past_integers.status_code == 422 and fields_of(past_integers) == {"before"}
 
 
+def test_a_number_of_the_delivery_log_query_is_written_in_ascii_digits(client, employer):
+    sub_id = subscribe(client, employer).get_json()["id"]
+    log = f"/v1/subscriptions/{sub_id}/deliveries"
+    # Python's int() reads each of these as a number; none is one as a URL writes it
+    for written in ("%D9%A3", "1_0", "%2B5", "%205", "5%20", "%EF%BC%95"):
+        for name in ("limit", "before"):
+            response = client.get(f"{log}?{name}={written}", headers=employer)
+            assert response.status_code == 422, (name, written)
+            assert fields_of(response) == {name}
+    assert client.get(f"{log}?limit=10&before=7", headers=employer).status_code == 200
+
+
 def test_nothing_is_delivered_to_a_deleted_subscription(app, client, employer):
     with serve(scripted()) as (url, received):
         sub_id = subscribe(client, employer, url=url).get_json()["id"]
