@@ -193,8 +193,9 @@ class SafeJSONProvider(DefaultJSONProvider):
     JSON may escape a lone UTF-16 surrogate (`"\\ud800"`): Python decodes it into a string that
     cannot be encoded, hashed or stored. Arrays nested thousands deep (which fit in 64 KiB) exceed
     Python's recursion limit. A key may appear twice in an object: Python keeps the last, a proxy
-    or log may read the first, and see another request. Each is a `RefusedJSON`, which answers 400
-    as malformed JSON does, saying why.
+    or log may read the first, and see another request. Python also reads `NaN`, `Infinity` and
+    `-Infinity`, which are no JSON numbers (RFC 8259, 6) and which other parsers refuse. Each is a
+    `RefusedJSON`, which answers 400 as malformed JSON does, saying why.
 
     Every request body is read with it (the plain event path's too): a number with a fraction or
     an exponent is a `WrittenFloat`, which keeps its text for the checks of its decimals; an
@@ -212,6 +213,7 @@ class SafeJSONProvider(DefaultJSONProvider):
                 s,
                 parse_float=WrittenFloat,
                 parse_int=written_integer,
+                parse_constant=_no_json_number,
                 object_pairs_hook=objects,
                 **kwargs,
             )
@@ -223,6 +225,11 @@ class SafeJSONProvider(DefaultJSONProvider):
         except UnicodeEncodeError as exc:
             raise _surrogate_refusal(value) from exc
         return value
+
+
+def _no_json_number(name: str) -> Any:
+    """Refuse `NaN`, `Infinity` or `-Infinity`, which Python's parser reads as numbers."""
+    raise RefusedJSON(f"{name} is not a JSON number.")
 
 
 class _Objects:

@@ -335,6 +335,29 @@ def test_json_in_another_encoding_than_utf_8_is_400_naming_the_body(
     assert utf8.status_code != 400, utf8.get_json()
 
 
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/events", '{"event_id": "nan-1", "data": {"points": %s}}'),
+        ("/v1/events?via=flask", '{"event_id": "nan-1", "data": {"points": %s}}'),
+        ("/v1/events/batch", '{"events": [{"event_id": "nan-1", "data": {"x": %s}}]}'),
+        ("/v1/verifications/batch", '{"certification_ids": ["CERT-1"], "on": %s}'),
+        ("/v1/credentials/verify", '{"credential": %s}'),
+        ("/v1/subscriptions", '{"url": "https://example.org/h", "notice_days": %s}'),
+    ],
+)
+def test_a_number_json_has_not_is_400_naming_the_body(client, token_for, path, body, constant):
+    """NaN and the infinities are not JSON numbers (RFC 8259, 6): Python's parser reads them,
+    other parsers refuse them."""
+    headers = {**token_for("events:write verifications:read"), "Content-Type": "application/json"}
+    response = client.post(path, data=body % constant, headers=headers)
+    assert response.status_code == 400 and response.mimetype == "application/problem+json"
+    assert [error["field"] for error in response.get_json()["errors"]] == ["body"]
+    if path == "/v1/events":  # nothing kept under its id, as for any body that is not JSON
+        assert client.get("/v1/events/nan-1", headers=headers).status_code == 404
+
+
 @pytest.mark.parametrize(
     ("path", "body", "field"),
     [
