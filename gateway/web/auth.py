@@ -447,6 +447,9 @@ def _malformed_token_request() -> str | None:
     if request.args:
         g.token_error_fields = ["query"]
         return "Send the parameters in the form body, not in the URL's query."
+    if request.headers.get("Content-Encoding", "identity").strip().lower() != "identity":
+        g.token_error_fields = ["Content-Encoding"]  # read as it is, it is another body
+        return "Send the form body without a content coding."
     if request.mimetype != FORM and request.get_data(cache=True):
         g.token_error_fields = ["body"]
         sent = request.mimetype or "no Content-Type"

@@ -1,6 +1,7 @@
 """OAuth 2.0 client credentials: token endpoint, scopes, expiry, revocation, the clients CLI."""
 
 import base64
+import gzip
 import io
 import json
 import threading
@@ -604,6 +605,34 @@ def test_a_token_request_whose_body_is_not_a_form_is_invalid_request_naming_the_
     assert (content_type or "no Content-Type").split(";")[0] in body["detail"]
     assert [e["field"] for e in body["errors"]] == ["body"]
     assert "access_token" not in body
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate", " GZIP "])
+def test_a_token_request_with_a_content_coding_is_invalid_request_naming_it(app, client, coding):
+    """A form said to be compressed is not read as if it were not: the answer names the coding,
+    whether the body was compressed or not."""
+    cid, secret = register_client(app, "events:write")
+    for sent in (b"grant_type=client_credentials", gzip.compress(b"grant_type=client_credentials")):
+        answer = client.post(
+            "/oauth/token",
+            data=sent,
+            headers={"Content-Encoding": coding},
+            content_type="application/x-www-form-urlencoded",
+            auth=(cid, secret),
+        )
+        assert answer.status_code == 400
+        body = answer.get_json()
+        assert body["error"] == "invalid_request" and "content coding" in body["detail"]
+        assert [e["field"] for e in body["errors"]] == ["Content-Encoding"]
+        assert "access_token" not in body
+    plain = client.post(
+        "/oauth/token",
+        data=b"grant_type=client_credentials",
+        headers={"Content-Encoding": "identity"},
+        content_type="application/x-www-form-urlencoded",
+        auth=(cid, secret),
+    )
+    assert plain.status_code == 200
 
 
 def test_a_token_request_over_plain_http_to_a_public_name_is_400_insecure_transport(app, client):
