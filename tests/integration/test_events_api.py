@@ -1028,3 +1028,141 @@ def test_a_revocation_needs_a_reason_that_is_not_blank(post):
     response = post(blank)
     assert response.status_code == 422
     assert [e["field"] for e in response.get_json()["errors"]] == ["data.reason"]
+
+
+@pytest.fixture
+def standing_on(reader):
+    """The standing of `GET /v1/certifications/{cert}?as_of={day}`."""
+
+    def read(day: str, cert: str = "CERT-1") -> dict:
+        response = reader(f"/v1/certifications/{cert}?as_of={day}")
+        assert response.status_code == 200, response.get_json()
+        return response.get_json()
+
+    return read
+
+
+def reason_rules(standing: dict) -> list[str]:
+    return [reason["rule"] for reason in standing["reasons"]]
+
+
+# The standing on the days either side of each rule's boundary, posted events read back with
+# `?as_of=` on the day before, the day of and the day after.
+
+
+def test_fees_overdue_then_lapsed_then_exam_only_on_their_days(post, standing_on):
+    """Certified 2005-06-03 (no CCP requirement), never paid: covered to 2006-06-30, overdue from
+    2006-07-01, lapsed from 2009-07-01, by exam only from 2019-07-01."""
+    assert post(granted("2005-06-03")).status_code == 202
+    covered = standing_on("2006-06-30")
+    assert (covered["status"], covered["reasons"]) == ("active", [])
+    assert covered["fees"] == {
+        "paid_through": "2006-06-30",
+        "next_due": "2006-06",
+        "unpaid_years": 0,
+    }
+    assert covered["ccp"]["required"] is False
+    assert covered["recertification"] == {"required": False, "methods": []}
+    overdue = standing_on("2006-07-01")
+    assert (overdue["status"], reason_rules(overdue), overdue["fees"]["unpaid_years"]) == (
+        "inactive",
+        ["FEE-OVERDUE"],
+        1,
+    )
+    assert standing_on("2009-06-30")["status"] == "inactive"
+    lapsed = standing_on("2009-07-01")
+    assert (lapsed["status"], reason_rules(lapsed), lapsed["lapsed_on"]) == (
+        "lapsed",
+        ["FEE-LAPSED"],
+        "2009-07-01",
+    )
+    assert lapsed["recertification"] == {"required": True, "methods": ["ccp", "exam"]}
+    assert standing_on("2019-06-30")["recertification"]["methods"] == ["ccp", "exam"]
+    assert standing_on("2019-07-01")["recertification"] == {"required": True, "methods": ["exam"]}
+
+
+def test_ccp_cycle_short_from_the_day_after_its_end_until_an_in_cycle_activity_arrives(
+    post, standing_on
+):
+    assert post(granted("2015-06-03")).status_code == 202
+    assert post(ccp("A-1", "2017-01-01", 29.5)).status_code == 202
+    assert post(ccp("A-3", "2019-01-01", 30)).status_code == 202
+    for year in range(2016, 2022):
+        assert post(fee(year, f"{year}-06-01")).status_code == 202
+    last_day = standing_on("2018-06-30")
+    assert last_day["status"] == "active"
+    assert {k: last_day["ccp"][k] for k in ("cycle_start", "cycle_end", "points_earned")} == {
+        "cycle_start": "2015-06-03",
+        "cycle_end": "2018-06-30",
+        "points_earned": 29.5,
+    }
+    short = standing_on("2018-07-01")
+    assert (short["status"], reason_rules(short)) == ("inactive", ["CCP-SHORT"])
+    assert short["ccp"] == {
+        "required": True,
+        "cycle_start": "2018-07-01",
+        "cycle_end": "2021-06-30",
+        "points_required": 30,
+        "points_earned": 0,
+        "points_by_category": {},
+    }
+    # Documented late, completed on the cycle's last day: it counts for that cycle, on every day
+    # from its completed_on.
+    assert post(ccp("A-2", "2018-06-30", 0.5)).status_code == 202
+    assert standing_on("2018-06-29")["ccp"]["points_earned"] == 29.5
+    assert standing_on("2018-06-30")["ccp"]["points_earned"] == 30
+    cured = standing_on("2018-07-01")
+    assert (cured["status"], cured["reasons"]) == ("active", [])
+
+
+def test_recertification_on_the_day_of_the_lapse_starts_a_new_period(post, standing_on):
+    """Certified 2010-05-10, never paid: lapsed on 2014-06-01, recertified that day."""
+    assert post(granted("2010-05-10")).status_code == 202
+    early = post(recert("exam", "2014-05-31", exam_passed_on="2014-05-20"))
+    assert (early.status_code, rules_of(early)) == (422, ["RECERT-NOT-LAPSED"])
+    on_lapse = post(recert("exam", "2014-06-01", exam_passed_on="2014-06-01"))
+    assert on_lapse.status_code == 202, on_lapse.get_json()
+    before = standing_on("2014-05-31")
+    assert (before["status"], before["certified_on"]) == ("inactive", "2010-05-10")
+    renewed = standing_on("2014-06-01")
+    assert (renewed["status"], renewed["certified_on"], renewed["reasons"]) == (
+        "active",
+        "2014-06-01",
+        [],
+    )
+    assert renewed["fees"] == {
+        "paid_through": "2015-06-30",
+        "next_due": "2015-06",
+        "unpaid_years": 0,
+    }
+    assert (renewed["ccp"]["cycle_start"], renewed["ccp"]["cycle_end"]) == (
+        "2014-06-01",
+        "2017-06-30",
+    )
+    assert renewed["recertification"] == {"required": False, "methods": []}
+    assert standing_on("2015-06-30")["status"] == "active"
+    assert reason_rules(standing_on("2015-07-01")) == ["FEE-OVERDUE"]
+
+
+def test_events_posted_in_reverse_date_order_give_the_standing_of_date_order(post, standing_on):
+    def history(cert: str) -> list[dict]:
+        return [
+            granted("2016-09-20", cert=cert),
+            fee(2017, "2017-09-01", cert=cert),
+            fee(2018, "2018-09-30", cert=cert),
+            ccp("A-1", "2018-03-01", 20, cert=cert),
+            ccp("A-2", "2019-09-30", 10, cert=cert),
+            fee(2019, "2019-10-15", cert=cert),
+        ]
+
+    for body in history("IN-ORDER"):
+        assert post(body).status_code == 202, body
+    grant, *later = history("REVERSED")  # a certification's first event is its grant
+    for body in [grant, *reversed(later)]:
+        assert post(body).status_code == 202, body
+    for day in ("2018-09-30", "2018-10-01", "2019-09-30", "2019-10-01", "2019-10-15", "2020-10-01"):
+        in_order, reverse = standing_on(day, "IN-ORDER"), standing_on(day, "REVERSED")
+        keys = ("status", "reasons", "fees", "ccp", "recertification", "lapsed_on")
+        assert {k: reverse[k] for k in keys} == {k: in_order[k] for k in keys}, day
+    assert reason_rules(standing_on("2019-10-14", "REVERSED")) == ["FEE-OVERDUE"]
+    assert standing_on("2019-10-15", "REVERSED")["status"] == "active"

@@ -4,7 +4,7 @@ SHORT, LAPSED."""
 import dataclasses
 from datetime import date, datetime, timedelta, timezone
 
-from gateway.rules import CredentialPolicy, evaluate, validate
+from gateway.rules import CredentialPolicy, evaluate, to_points, validate
 from tests.support.rules_factories import (
     NOW,
     POLICY,
@@ -301,3 +301,89 @@ def test_ccp_record_dated_in_a_lapse_hides_no_record_of_the_activity_after_recer
     history.append(again)
     assert standing(history, date(2016, 7, 1)).ccp.points_earned == 10
     assert standing(history, date(2015, 6, 1)).status == "lapsed"
+
+
+def test_ccp_employment_2021_may_fill_the_second_cycle_to_its_first_day_not_a_day_before():
+    history = accepted(*paid_up(until=2021))  # second cycle 2018-07-01..2021-06-30
+    recorded = noon(date(2021, 1, 5))
+    inside = activity(
+        date(2020, 12, 31),
+        5,
+        "employment",
+        employment=(date(2018, 7, 1), date(2020, 12, 31)),
+        occurred_at=recorded,
+    )
+    assert rules_broken(history, inside) == []
+    from_the_cycle_before = activity(
+        date(2020, 12, 31),
+        5,
+        "employment",
+        employment=(date(2018, 6, 30), date(2020, 12, 31)),
+        occurred_at=recorded,
+    )
+    assert rules_broken(history, from_the_cycle_before) == ["CCP-EMPLOYMENT-2021"]
+
+
+def test_ccp_employment_2021_may_end_on_the_last_day_of_its_cycle():
+    history = accepted(granted(START))  # first cycle 2015-06-03..2018-06-30
+    whole_cycle = activity(
+        date(2018, 6, 30), 5, "employment", employment=(START, date(2018, 6, 30))
+    )
+    assert rules_broken(history, whole_cycle) == []
+
+
+def test_ccp_points_an_activity_counts_from_its_completed_on():
+    history = [*paid_up(), activity(date(2016, 4, 2), 12.5)]
+    assert standing(history, date(2016, 4, 1)).ccp.points_earned == 0
+    assert standing(history, date(2016, 4, 2)).ccp.points_earned == 12.5
+
+
+def test_ccp_cycle_after_recertification_starts_on_its_day_and_ends_three_years_on():
+    """Recertified 2015-02-10: cycles 2015-02-10..2018-02-28, then 2018-03-01..2021-02-28."""
+    history = accepted(
+        granted(date(2010, 5, 10)),
+        exam_recert(date(2015, 2, 10), date(2015, 2, 1)),
+        *fees(2016, 2021, 2),
+        activity(date(2018, 2, 28), 29.99),
+    )
+    last_day = standing(history, date(2018, 2, 28))
+    assert (last_day.status, last_day.ccp.cycle_start, last_day.ccp.cycle_end) == (
+        "active",
+        date(2015, 2, 10),
+        date(2018, 2, 28),
+    )
+    assert last_day.ccp.points_earned == to_points("29.99")
+    next_day = standing(history, date(2018, 3, 1))
+    assert (next_day.ccp.cycle_start, next_day.ccp.cycle_end) == (
+        date(2018, 3, 1),
+        date(2021, 2, 28),
+    )
+    assert [(r.rule, r.message) for r in next_day.reasons] == [
+        ("CCP-SHORT", "CCP cycle 2015-02-10 to 2018-02-28 ended with 29.99 of 30 points")
+    ]
+    assert reasons(history, date(2021, 2, 28)) == ["CCP-SHORT"]
+    lapsed = standing(history, date(2021, 3, 1))
+    assert (lapsed.status, lapsed.lapsed_on) == ("lapsed", date(2021, 3, 1))
+    assert [r.rule for r in lapsed.reasons] == ["CCP-LAPSED", "CCP-SHORT"]
+
+
+def test_ccp_lapsed_standing_shows_the_cycle_and_points_of_the_lapse_day():
+    """Lapsed by an audit on 2020-03-01: the cycle stops there, with the points completed before
+    that day, however late the standing is asked for."""
+    history = [
+        *paid_up(),
+        activity(date(2016, 1, 1), 30),
+        activity(date(2019, 1, 1), 5),
+        audit(date(2020, 3, 1), cycle_start=date(2018, 7, 1)),
+        activity(date(2020, 3, 1), 5),
+        activity(date(2020, 5, 1), 5),
+    ]
+    assert standing(history, date(2020, 2, 29)).ccp.points_earned == 5
+    for day in (date(2020, 3, 1), date(2020, 5, 1), date(2021, 7, 1), date(2030, 1, 1)):
+        on_day = standing(history, day)
+        assert on_day.status == "lapsed", day
+        assert (on_day.ccp.cycle_start, on_day.ccp.cycle_end, on_day.ccp.points_earned) == (
+            date(2018, 7, 1),
+            date(2021, 6, 30),
+            5,
+        ), day

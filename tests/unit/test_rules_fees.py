@@ -2,7 +2,7 @@
 
 from datetime import date
 
-from gateway.rules import kept, validate
+from gateway.rules import Fees, kept, validate
 from tests.support.rules_factories import (
     NOW,
     POLICY,
@@ -231,3 +231,41 @@ def test_fee_duplicate_of_the_same_day_is_refused_for_good():
     violations = validate(history, fee(2021, date(2021, 3, 1)), policy=POLICY, received_at=NOW)
     assert [v.rule for v in violations] == ["FEE-DUPLICATE"]
     assert not kept(violations)
+
+
+def test_fee_year_range_accepts_a_payment_dated_on_the_certification_day():
+    history = accepted(granted(date(2020, 3, 10)))
+    on_the_day = fee(2021, date(2020, 3, 10))
+    assert rules_broken(history, on_the_day) == []
+    paid = standing([*history, on_the_day], date(2020, 3, 10))
+    assert paid.fees == Fees(paid_through=date(2022, 3, 31), next_due="2022-03", unpaid_years=0)
+
+
+def test_fee_due_and_fee_lapsed_in_a_recertified_period_count_from_its_day():
+    """Recertified on 2015-02-10 (a February anniversary now): the period covers fees to the end
+    of February 2016, then is overdue, and lapses after the end of February 2019."""
+    history = accepted(granted(date(2010, 5, 10)), exam_recert(date(2015, 2, 10), date(2015, 2, 1)))
+    assert standing(history, date(2015, 2, 9)).certified_on == date(2010, 5, 10)
+    on_day = standing(history, date(2016, 2, 29))
+    assert (on_day.status, on_day.fees.paid_through, on_day.fees.next_due) == (
+        "active",
+        date(2016, 2, 29),
+        "2016-02",
+    )
+    after = standing(history, date(2016, 3, 1))
+    assert (after.status, after.fees.unpaid_years, reasons(history, date(2016, 3, 1))) == (
+        "inactive",
+        1,
+        ["FEE-OVERDUE"],
+    )
+    assert standing(history, date(2019, 2, 28)).status == "inactive"
+    lapsed = standing(history, date(2019, 3, 1))
+    assert (lapsed.status, lapsed.lapsed_on, lapsed.fees.unpaid_years) == (
+        "lapsed",
+        date(2019, 3, 1),
+        4,
+    )
+    assert [r.rule for r in lapsed.reasons] == ["FEE-LAPSED", "CCP-SHORT"]
+    paid = accepted(*history, fee(2016, date(2016, 2, 1)))
+    assert standing(paid, date(2017, 2, 28)).status == "active"
+    assert reasons(paid, date(2017, 3, 1)) == ["FEE-OVERDUE"]

@@ -252,3 +252,34 @@ def test_recert_reset_earlier_fees_and_activities_do_not_count():
     assert on_day.fees.paid_through == date(2018, 2, 28)
     assert on_day.ccp.points_earned == 0
     assert on_day.status == "inactive"
+
+
+def test_recert_exam_only_counts_from_the_lapse_of_the_recertified_period():
+    """Recertified 2015-02-10, no fee paid since: lapsed again on 2019-03-01, exam only from
+    2029-03-01 (not ten years after the first lapse, 2014-06-01)."""
+    history = accepted(granted(date(2010, 5, 10)), exam_recert(date(2015, 2, 10), date(2015, 2, 1)))
+    assert standing(history, date(2014, 6, 1)).lapsed_on == date(2014, 6, 1)
+    assert rules_broken(history, exam_recert(date(2019, 2, 28))) == ["RECERT-NOT-LAPSED"]
+    assert rules_broken(history, exam_recert(date(2019, 3, 1))) == []
+    assert rules_broken(history, ccp_recert(date(2024, 6, 1))) == []
+    assert rules_broken(history, ccp_recert(date(2029, 2, 28))) == []
+    assert standing(history, date(2029, 2, 28)).recertification.methods == ("ccp", "exam")
+    assert rules_broken(history, ccp_recert(date(2029, 3, 1))) == ["RECERT-EXAM-ONLY"]
+    assert standing(history, date(2029, 3, 1)).recertification.methods == ("exam",)
+
+
+def test_audit_failed_in_a_recertified_period_lapses_it_from_audited_on():
+    history = accepted(
+        granted(date(2010, 5, 10)),
+        exam_recert(date(2015, 2, 10), date(2015, 2, 1)),
+        *fees(2016, 2020, 2),
+        audit(date(2016, 9, 1), cycle_start=date(2015, 2, 10)),
+    )
+    assert standing(history, date(2016, 8, 31)).status == "active"
+    lapsed = standing(history, date(2016, 9, 1))
+    assert (lapsed.status, lapsed.lapsed_on, lapsed.certified_on) == (
+        "lapsed",
+        date(2016, 9, 1),
+        date(2015, 2, 10),
+    )
+    assert [r.rule for r in lapsed.reasons] == ["AUDIT-FAILED"]
