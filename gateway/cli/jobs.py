@@ -56,10 +56,11 @@ def jobs_failed(limit: int | None, after: int | None, as_json: bool) -> None:
     """List jobs that failed for good, oldest first, with their error."""
     rows = failed_jobs(services().db, after=after or 0, limit=limit)
     if as_json:  # streamed as they are read: one array, as json.dumps writes it
-        click.echo("[", nl=False)
-        for number, row in enumerate(rows):
-            click.echo((", " if number else "") + json.dumps(row), nl=False)
-        click.echo("]")
+        opening = "["  # written with the first row, so that a read that fails writes nothing
+        for row in rows:
+            click.echo(opening + json.dumps(row), nl=False)
+            opening = ", "
+        click.echo("[]" if opening == "[" else "]")
         return
     listed = None
     for listed in rows:  # the error indented under its job, each of its lines

@@ -239,6 +239,8 @@ def test_a_policy_table_without_a_credential_in_use_stops_every_command(tmp_path
     ("args", "setting", "says"),
     [
         (["jobs", "failed"], "DATABASE_URL", "Error: the database cannot be reached: "),
+        # nothing on stdout: "[" was written before the first row was read
+        (["jobs", "failed", "--json"], "DATABASE_URL", "Error: the database cannot be reached: "),
         (["db", "current"], "DATABASE_URL", "Error: the database cannot be reached: "),
         (["sweep"], "REDIS_URL", "Error: Redis cannot be reached: "),
         (["db", "downgrade", "nosuchrev"], None, "Error: "),
