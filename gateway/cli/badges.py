@@ -13,7 +13,7 @@ from flask.cli import with_appcontext
 
 from connectors.credly.errors import CredlyError
 from connectors.errors import describe
-from gateway.cli.group import COUNT, CommandGroup, one_line
+from gateway.cli.group import COUNT, CommandGroup, one_line, table
 from gateway.usecases.services import (
     DRY_RUN_BADGES,
 )
@@ -134,14 +134,20 @@ def badges_unclaimed(days: int, limit: int | None, as_json: bool) -> None:
     if not listed:
         click.echo(f"no badge pending for {days} days or more")
         return
-    click.echo(
-        f"{'CERTIFICATION':20} {'NAME':28} {'EMAIL':32} {'ISSUE DATE ON BADGE':20} "
-        f"{'PENDING SINCE':14} DAYS PENDING"
-    )
+    lines = [
+        ("CERTIFICATION", "NAME", "EMAIL", "ISSUE DATE ON BADGE", "PENDING SINCE", "DAYS PENDING")
+    ]
     for badge in listed:
         row = badge.to_dict(zone)
-        since = badge.pending_since.astimezone(zone).date().isoformat()
-        click.echo(
-            f"{row['certification_id']:20} {row['name'][:28]:28} {row['email'][:32]:32} "
-            f"{row['issue_date_on_badge'] or '':20} {since:14} {row['days_pending']}"
+        lines.append(
+            (
+                row["certification_id"],
+                row["name"],
+                row["email"],
+                row["issue_date_on_badge"] or "",
+                badge.pending_since.astimezone(zone).date().isoformat(),
+                str(row["days_pending"]),
+            )
         )
+    for line in table(lines):
+        click.echo(line)

@@ -7,7 +7,7 @@ import json
 import click
 from flask.cli import with_appcontext
 
-from gateway.cli.group import CommandGroup, one_line
+from gateway.cli.group import CommandGroup, one_line, table
 from gateway.usecases import clients as api_clients
 from gateway.web.context import services
 
@@ -64,12 +64,8 @@ def clients_list(as_json: bool) -> None:
         )
         for row in rows
     ]
-    widths = [max(len(line[column]) for line in lines) for column in range(3)]
-    for *cells, state in lines:  # each column as wide as its longest cell: nothing cut off
-        click.echo(
-            " ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True))
-            + f" {state}"
-        )
+    for line in table(lines):
+        click.echo(line)
 
 
 @clients.command("new-secret")

@@ -1,8 +1,9 @@
 """What every `gateway` command shares: the classes of the group and its subgroups, the app a
-command runs with, the type of counts, and errors told in one line."""
+command runs with, the type of counts, errors told in one line, and tables."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import click
@@ -132,3 +133,12 @@ def one_line(text: str) -> str:
     """`text` on one line (each run of whitespace one space), cut to SHOWN_ANSWER characters."""
     line = " ".join(text.split())
     return line if len(line) <= SHOWN_ANSWER else f"{line[: SHOWN_ANSWER - 1]}…"
+
+
+def table(lines: Sequence[Sequence[str]]) -> Iterator[str]:
+    """The lines of a table whose first line is its headings: each column as wide as its
+    longest cell (nothing cut off), the last one not padded."""
+    widths = [max(len(line[column]) for line in lines) for column in range(len(lines[0]) - 1)]
+    for *cells, last in lines:
+        padded = (cell.ljust(width) for cell, width in zip(cells, widths, strict=True))
+        yield " ".join([*padded, last])

@@ -91,6 +91,24 @@ def test_the_table_shows_certification_name_email_and_issue_time(env):
     assert "CERT-NEW" not in table and "CERT-TAKEN" not in table
 
 
+def test_the_table_shows_every_name_and_address_whole_in_aligned_columns(svc, env):
+    """A name past 28 characters and an address past 32 were cut short (an address the team
+    would copy to write to the member, and not theirs), and a long certification id pushed its
+    row's cells out from under their headings."""
+    cert = "CERT-LONG-NUMBER-OF-A-CERTIFICATION"
+    name = "Maria-Konstantina Papadopoulou-Ellinikou"
+    address = "maria-konstantina.papadopoulou@members.example.org"
+    grant = granted(certified_on(), cert=cert)
+    grant["data"]["member"] |= dict(zip(("first_name", "last_name"), name.split(), strict=True))
+    intake.submit_event(svc, grant)
+    add_badge(svc, cert, "pending", 20, recipient_email=address)
+    header, *lines = unclaimed(env).splitlines()
+    rows = {line.split()[0]: line for line in lines}
+    for row, cells in ((rows[cert], (name, address)), (rows["CERT-OLD"], ("Ada", "ada@"))):
+        assert [row.index(cell) for cell in cells] == [header.index("NAME"), header.index("EMAIL")]
+        assert row.rindex(" 20") + 1 == header.index("DAYS PENDING"), (header, row)
+
+
 PARIS = ZoneInfo("Europe/Paris")
 
 
