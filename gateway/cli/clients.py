@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import sys
+from collections.abc import Callable
 
 import click
 from flask.cli import with_appcontext
@@ -31,10 +34,9 @@ def clients() -> None:
 def clients_create(name: str, scopes: tuple[str, ...]) -> None:
     """Create a client; prints {"client_id", "client_secret"} (the secret is shown only here)."""
     try:
-        new = api_clients.register(services().db, name, " ".join(scopes))
+        api_clients.register(services().db, name, " ".join(scopes), _shown("no client was created"))
     except api_clients.InvalidClientField as exc:
         raise click.BadParameter(str(exc), param_hint=f"--{exc.field}") from exc
-    _echo_secret(new)
 
 
 @clients.command("list")
@@ -76,16 +78,32 @@ def clients_new_secret(client_id: str) -> None:
     on and every token issued stops working at once; the client keeps its id, scopes and webhook
     subscriptions. Prints {"client_id", "client_secret"} (the secret is shown only here)."""
     try:
-        new = api_clients.change_secret(services().db, client_id)
+        found = api_clients.change_secret(
+            services().db, client_id, _shown(f"{client_id} keeps its secret")
+        )
     except api_clients.ClientRevoked as exc:
         raise click.ClickException(f"{client_id} is revoked; create a new client") from exc
-    if new is None:
+    if not found:
         raise click.ClickException(one_line(f"no client {client_id}"))
-    _echo_secret(new)
 
 
-def _echo_secret(new: api_clients.NewClient) -> None:
-    click.echo(json.dumps({"client_id": new.client_id, "client_secret": new.client_secret}))
+def _shown(otherwise: str) -> Callable[[api_clients.NewClient], None]:
+    """What writes a new secret on stdout before it is stored: a stdout that takes nothing (a
+    full disk, closed) ends the command in one line, which ends with `otherwise`."""
+
+    def show(new: api_clients.NewClient) -> None:
+        shown = json.dumps({"client_id": new.client_id, "client_secret": new.client_secret})
+        try:
+            if sys.stdout is None:  # closed when the command started: echo would write nowhere
+                raise OSError(errno.EBADF, "it is closed")
+            click.echo(shown)  # and flushed
+        except OSError as exc:
+            reason = exc.strerror or exc
+            raise click.ClickException(
+                f"the secret could not be written on stdout ({reason}): {otherwise}"
+            ) from exc
+
+    return show
 
 
 @clients.command("revoke")

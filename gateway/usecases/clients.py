@@ -7,6 +7,7 @@ the token endpoint and the token checks are `gateway.web.auth`."""
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -66,10 +67,14 @@ def validate_client_name(name: str) -> str:
     return name
 
 
-def register(db: Database, name: str, scope: str) -> NewClient:
-    """`create_client` in a transaction of its own."""
+def register(db: Database, name: str, scope: str, show: Callable[[NewClient], None]) -> None:
+    """`create_client` in a transaction of its own, committed once `show` has shown the new
+    client's secret: should it fail (its error is raised), no client is created, so none is
+    left whose secret no one has."""
     with db.transaction() as session:
-        return create_client(session, name, scope)
+        client = create_client(session, name, scope)
+        session.flush()  # the row refused now, if at all: not after its secret is shown
+        show(client)
 
 
 def create_client(session: Session, name: str, scope: str) -> NewClient:
@@ -91,10 +96,17 @@ class ClientRevoked(LookupError):
     """The client was revoked: it has no secret to change."""
 
 
-def change_secret(db: Database, client_id: str) -> NewClient | None:
-    """`new_secret` in a transaction of its own."""
+def change_secret(db: Database, client_id: str, show: Callable[[NewClient], None]) -> bool:
+    """`new_secret` in a transaction of its own, committed once `show` has shown the new secret:
+    should it fail (its error is raised), the client keeps its secret and tokens. False when no
+    such client exists."""
     with db.transaction() as session:
-        return new_secret(session, client_id)
+        client = new_secret(session, client_id)
+        if client is None:
+            return False
+        session.flush()
+        show(client)
+        return True
 
 
 def new_secret(session: Session, client_id: str) -> NewClient | None:

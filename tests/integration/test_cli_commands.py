@@ -1045,20 +1045,28 @@ def test_jobs_failed_indents_every_line_of_an_error(database_url, make_app):
     ]
 
 
-def test_a_burst_worker_whose_database_is_down_fails(tmp_path, redis_url):
-    """It ended with status 0, having worked nothing: its relay could not look at the outbox."""
-    closed = f"postgresql://postgres@127.0.0.1:{free_port()}/test"
+def run_gateway(
+    args: list[str], env: dict[str, str], stdout: str = ""
+) -> subprocess.CompletedProcess:
+    """The `gateway` script run with `args` in a process of its own, its stdout redirected as
+    the shell's `stdout` says (`>&-` closes it), and its output taken."""
     gateway = os.path.join(os.path.dirname(sys.executable), "gateway")
-    env = {**os.environ, "INSTANCE_PATH": str(tmp_path), "DATABASE_URL": closed}
-    env["REDIS_URL"] = redis_url  # answers: only the database is down
-    run = subprocess.run(
-        [gateway, "worker", "--burst", "--no-cron", "--name", f"burst-{free_port()}"],
+    return subprocess.run(
+        ["sh", "-c", f'exec "$@" {stdout}', "sh", gateway, *args],
         env=env,
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+def test_a_burst_worker_whose_database_is_down_fails(tmp_path, redis_url):
+    """It ended with status 0, having worked nothing: its relay could not look at the outbox."""
+    closed = f"postgresql://postgres@127.0.0.1:{free_port()}/test"
+    env = {**os.environ, "INSTANCE_PATH": str(tmp_path), "DATABASE_URL": closed}
+    env["REDIS_URL"] = redis_url  # answers: only the database is down
+    run = run_gateway(["worker", "--burst", "--no-cron", "--name", f"burst-{free_port()}"], env)
     assert run.returncode == 1, run.stderr
     assert run.stderr.splitlines()[-1].startswith("Error: the database cannot be reached: ")
     assert "Traceback" not in run.stderr
@@ -1135,3 +1143,32 @@ def test_run_on_a_port_out_of_range_is_a_usage_error(tmp_path, monkeypatch, port
     assert answer.stderr.endswith(
         f"Error: Invalid value for --port: {port} is not a port from 0 to 65535\n"
     )
+
+
+@pytest.mark.parametrize("stdout", ["/dev/full", "closed"])
+def test_a_secret_that_cannot_be_shown_is_not_stored(database_url, tmp_path, stdout):
+    """The client was created (or its secret changed) before its secret was written: a full
+    disk left an active client whose secret no one had, after a traceback; a closed stdout
+    did the same with exit status 0. For `new-secret`, the client was locked out."""
+    env = {**os.environ, "INSTANCE_PATH": str(tmp_path), "DATABASE_URL": database_url}
+    created = run_gateway(["clients", "create", "--name", "kept", "--scope", "admin"], env)
+    kept = json.loads(created.stdout)["client_id"]
+    redirect = ">/dev/full" if stdout == "/dev/full" else ">&-"
+    for args, says in (
+        (["create", "--name", "lost", "--scope", "admin"], "no client was created"),
+        (["new-secret", kept], f"{kept} keeps its secret"),
+    ):
+        run = run_gateway(["clients", *args], env, redirect)
+        assert run.returncode == 1, run.stderr
+        [line] = run.stderr.splitlines()[-1:]
+        assert line.startswith("Error: the secret could not be written on stdout"), run.stderr
+        assert line.endswith(says) and "Traceback" not in run.stderr, run.stderr
+    listed = CliRunner().invoke(cli, ["clients", "list", "--json"], env=env)
+    assert [client["name"] for client in json.loads(listed.stdout)] == ["kept"]
+    secret = json.loads(created.stdout)["client_secret"]
+    answer = (
+        create_app(Settings.from_env(env))
+        .test_client()
+        .post("/oauth/token", data={"grant_type": "client_credentials"}, auth=(kept, secret))
+    )
+    assert answer.status_code == 200, answer.get_data(as_text=True)  # the old secret still works
