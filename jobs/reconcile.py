@@ -682,7 +682,7 @@ def reconcile(
     if certification_id is not None:
         with svc.db.sessions() as session:
             if session.get(Certification, certification_id) is None:
-                raise UnknownCertification(f"no certification {certification_id}")
+                raise UnknownCertification(f"no certification {certification_id!r}")
     run = _Run(svc, dry_run, certification_id, progress or (lambda label, total, done: None), stop)
     run.credly_pass()
     run.standings_pass()

@@ -84,7 +84,7 @@ def clients_new_secret(client_id: str) -> None:
     except api_clients.ClientRevoked as exc:
         raise click.ClickException(f"{client_id} is revoked; create a new client") from exc
     if not found:
-        raise click.ClickException(one_line(f"no client {client_id}"))
+        raise click.ClickException(one_line(f"no client {client_id!r}"))
 
 
 def _shown(otherwise: str) -> Callable[[api_clients.NewClient], None]:
@@ -114,7 +114,7 @@ def clients_revoke(client_id: str) -> None:
     deleted (nothing more is delivered to them)."""
     done = api_clients.revoke_client(services().db, client_id)
     if done is None:
-        raise click.ClickException(one_line(f"no client {client_id}"))
+        raise click.ClickException(one_line(f"no client {client_id!r}"))
     deleted = done.subscriptions_deleted
     subscriptions = f"{deleted} webhook subscription{'' if deleted == 1 else 's'} deleted"
     if not done.already:

@@ -8,7 +8,7 @@ import click
 from flask.cli import with_appcontext
 
 from gateway.bootstrap import in_instance
-from gateway.cli.group import CommandGroup
+from gateway.cli.group import CommandGroup, one_line
 from gateway.platform import signing
 from gateway.platform.config import ConfigError, Settings
 from gateway.usecases.services import signing_keys
@@ -83,5 +83,5 @@ def keys_retire(kid: str) -> None:
     try:
         signing.retire(services().settings.signing_keys_file, kid)
     except ValueError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise click.ClickException(one_line(str(exc))) from exc
     click.echo(f"retired {kid}; restart the web processes")

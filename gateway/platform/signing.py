@@ -324,7 +324,7 @@ def retire(path: str | Path, kid: str) -> None:
         raise ValueError(f"{kid} signs: rotate first, then retire it")
     kept = [key for key in keys if key.kid != kid]
     if len(kept) == len(keys):
-        raise ValueError(f"no key {kid} in {path}")
+        raise ValueError(f"no key {kid!r} in {path}")
     _rewrite(Path(path), kept)
 
 

@@ -56,7 +56,7 @@ def _check(svc: Services, session: Session, target: str) -> None:
         return
     subscription = session.get(Subscription, target)
     if subscription is None or subscription.deleted_at is not None:
-        raise UnknownTarget(f"no target {target}: give `directory` or a live subscription id")
+        raise UnknownTarget(f"no target {target!r}: give `directory` or a live subscription id")
 
 
 def prepare(svc: Services, target: str, *, restart: bool = False) -> Plan:

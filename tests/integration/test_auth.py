@@ -308,7 +308,7 @@ def test_clients_cli_new_secret(database_url, tmp_path, monkeypatch):
     new = json.loads(changed.stdout)
     assert new["client_id"] == made["client_id"] and new["client_secret"] != made["client_secret"]
     unknown = runner.invoke(cli, ["clients", "new-secret", "nobody"])
-    assert unknown.exit_code == 1 and "no client nobody" in unknown.output
+    assert unknown.exit_code == 1 and "no client 'nobody'" in unknown.output
     runner.invoke(cli, ["clients", "revoke", made["client_id"]])
     revoked = runner.invoke(cli, ["clients", "new-secret", made["client_id"]])
     assert revoked.exit_code == 1 and "is revoked" in revoked.output

@@ -899,7 +899,7 @@ def test_reconciling_a_certification_not_recorded_fails_in_one_line(tmp_path):
     env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", "INSTANCE_PATH": str(tmp_path)}
     answer = CliRunner().invoke(cli, ["badges", "reconcile", "--certification", "NOPE"], env=env)
     assert (answer.exit_code, answer.stdout) == (1, ""), answer.output
-    assert answer.stderr == "Error: no certification NOPE\n"
+    assert answer.stderr == "Error: no certification 'NOPE'\n"
 
 
 def test_a_worker_started_with_redis_away_stops_before_its_threads_say_anything(
@@ -1072,15 +1072,17 @@ def test_a_burst_worker_whose_database_is_down_fails(tmp_path, redis_url):
     assert "Traceback" not in run.stderr
 
 
-@pytest.mark.parametrize(
-    "args",
-    [
-        ["clients", "revoke"],
-        ["clients", "new-secret"],
-        ["badges", "reconcile", "--certification"],
-        ["sync", "backfill", "--target"],
-    ],
-)
+#: The commands that look up an id they are given, and say so when none is found.
+LOOKING_UP = [
+    ["clients", "revoke"],
+    ["clients", "new-secret"],
+    ["badges", "reconcile", "--certification"],
+    ["sync", "backfill", "--target"],
+    ["keys", "retire"],
+]
+
+
+@pytest.mark.parametrize("args", LOOKING_UP)
 def test_an_unknown_id_of_10000_characters_is_named_in_a_short_line(tmp_path, args):
     """The whole argument was echoed in the error: a line of 10,000 characters."""
     env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", "INSTANCE_PATH": str(tmp_path)}
@@ -1088,6 +1090,16 @@ def test_an_unknown_id_of_10000_characters_is_named_in_a_short_line(tmp_path, ar
     assert answer.exit_code in (1, 2), answer.output
     last = answer.stderr.splitlines()[-1]
     assert last.startswith("Error: ") and "999…" in last and len(last) < 600, last
+
+
+@pytest.mark.parametrize("args", LOOKING_UP)
+def test_an_unknown_id_is_named_with_the_white_space_it_was_given(tmp_path, args):
+    """An id pasted with a space or a tab around it (a padded column of `clients list`) was
+    named without them: `Error: no client 0a1b...` of a client that exists."""
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", "INSTANCE_PATH": str(tmp_path)}
+    answer = CliRunner().invoke(cli, [*args, " ID-1\t"], env=env)
+    assert answer.exit_code in (1, 2), answer.output
+    assert "' ID-1\\t'" in answer.stderr.splitlines()[-1], answer.stderr
 
 
 @pytest.mark.parametrize(
