@@ -8,22 +8,29 @@ from typing import Any
 import click
 from alembic.runtime.migration import MigrationContext
 from flask.cli import with_appcontext
-from sqlalchemy.exc import DBAPIError
 
-from gateway.cli.group import CommandGroup, database_error
+from gateway.cli.group import CommandGroup, TextArguments
 from gateway.store.db import MigrationRefused, alembic_config, migration_scripts
 from gateway.web.context import services
 
 
-class _MigrationGroup(CommandGroup):
-    """`gateway db`: a database error of any of its commands, a migration the database refuses
+class _MigrationCommand(TextArguments):
+    """A command of `gateway db`: any database error of its, a migration the database refuses
     included, ends it in one line (exit status 1)."""
+
+    migrating = True
+
+
+class _MigrationGroup(CommandGroup):
+    """`gateway db`: its commands' errors, a migration the data refuses among them, end them in
+    one line (exit status 1)."""
+
+    migrating = True
+    command_class = _MigrationCommand
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except DBAPIError as exc:
-            raise click.ClickException(database_error(exc, migrating=True)) from exc
         except MigrationRefused as exc:
             raise click.ClickException(f"the migration was refused: {exc}") from exc
 

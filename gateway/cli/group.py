@@ -50,8 +50,30 @@ COUNT = click.IntRange(min=1, max=MAX_WHOLE_NUMBER)
 
 class TextArguments(click.Command):
     """A command that refuses an argument that is not UTF-8 text (a usage error, exit status
-    2): no id, name or option value of the gateway's is, and the database could not be sent it.
-    On the groups and on their commands, so that Flask's own `flask` command refuses it too."""
+    2): no id, name or option value of the gateway's is, and the database could not be sent it;
+    and that tells in one line what it could not reach or find. On the groups and on their
+    commands, so that Flask's own `flask` command does both too."""
+
+    #: Whether its database errors are a migration's (`gateway db`): each told in one line.
+    migrating = False
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; a database or Redis that cannot be reached (or a Redis that refuses
+        the configured database), or a migration that does not exist, ends it with one line (exit
+        status 1), not a traceback."""
+        try:
+            return super().invoke(ctx)
+        except DBAPIError as exc:
+            told = (OperationalError, InterfaceError, ProgrammingError)
+            if not self.migrating and not isinstance(exc, told):
+                raise
+            raise click.ClickException(database_error(exc, migrating=self.migrating)) from exc
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise click.ClickException(f"Redis cannot be reached: {exc}") from exc
+        except RedisResponseError as exc:  # a database number the server does not have, say
+            raise click.ClickException(f"Redis refused: {exc}") from exc
+        except AlembicCommandError as exc:
+            raise click.ClickException(str(exc)) from exc
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         for arg in args:
@@ -88,21 +110,6 @@ class GatewayGroup(TextArguments, FlaskGroup):
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(super(FlaskGroup, self).list_commands(ctx))
-
-    def invoke(self, ctx: click.Context) -> Any:
-        """Run the command; a database or Redis that cannot be reached (or a Redis that refuses
-        the configured database), or a migration that does not exist, ends it with one line (exit
-        status 1), not a traceback."""
-        try:
-            return super().invoke(ctx)
-        except (OperationalError, InterfaceError, ProgrammingError) as exc:
-            raise click.ClickException(database_error(exc)) from exc
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            raise click.ClickException(f"Redis cannot be reached: {exc}") from exc
-        except RedisResponseError as exc:  # a database number the server does not have, say
-            raise click.ClickException(f"Redis refused: {exc}") from exc
-        except AlembicCommandError as exc:
-            raise click.ClickException(str(exc)) from exc
 
 
 def database_error(exc: DBAPIError, *, migrating: bool = False) -> str:
