@@ -24,7 +24,7 @@ from werkzeug.exceptions import (
     RequestHeaderFieldsTooLarge,
     RequestURITooLarge,
 )
-from werkzeug.routing import Map, PathConverter, UnicodeConverter
+from werkzeug.routing import IntegerConverter, Map, PathConverter, UnicodeConverter
 from werkzeug.sansio.utils import get_current_url
 from werkzeug.serving import WSGIRequestHandler
 from werkzeug.utils import cached_property
@@ -187,6 +187,14 @@ class IdPathConverter(PathConverter):
     regex = "[^/\x00][^\x00]*?"
 
 
+class NumberConverter(IntegerConverter):
+    """A number in a path as the gateway writes it: ASCII digits without a leading zero. Werkzeug's
+    `int` took any script's digits and leading zeros too (`/00/`, Arabic-Indic digits): aliases
+    of the one URL."""
+
+    regex = "0|[1-9][0-9]*"
+
+
 class SafeJSONProvider(DefaultJSONProvider):
     """Flask's JSON, refusing request bodies Python could decode but the gateway cannot use.
 
@@ -296,11 +304,13 @@ def init_app(app: Flask) -> None:
     """Add the security headers to every answer of `app`, errors included, and refuse bodies over
     the limit, input that cannot be stored and a Host header it cannot use; call it before the
     blueprints are registered, so that their path values use `SegmentConverter`
-    (`IdPathConverter` for `path:`) and a path with an empty segment (`/v1//events`) matches no
-    route, where Werkzeug redirected it to another resource (`/v1/events//X` to the event X)."""
+    (`IdPathConverter` for `path:`, `NumberConverter` for `int:`) and a path with an empty segment
+    (`/v1//events`) matches no route, where Werkzeug redirected it to another resource
+    (`/v1/events//X` to the event X)."""
     app.json = SafeJSONProvider(app)
     app.url_map.converters["default"] = app.url_map.converters["string"] = SegmentConverter
     app.url_map.converters["path"] = IdPathConverter
+    app.url_map.converters["int"] = NumberConverter
     app.url_map.merge_slashes = False
     app.request_class = BoundedRequest
     app.session_interface = _NoSessions()

@@ -561,6 +561,10 @@ def test_status_lists_are_cached_by_etag_and_unknown_lists_are_not_found(app, re
     assert again.status_code == 304
     assert client.get("/credentials/status/1/revocation").status_code == 404
     assert client.get("/credentials/status/0/other").status_code == 404
+    for alias in ("00", "\u0660", "\uff10", "+0", "0x0"):  # a list has one URL: no alias of it
+        answer = client.get(f"/credentials/status/{alias}/revocation")
+        assert answer.status_code == 404, alias
+        assert answer.mimetype == "application/problem+json"
     record(app, revoked(days_ago(1)))
     changed = client.get(
         "/credentials/status/0/revocation", headers={"If-None-Match": first.headers["ETag"]}
