@@ -96,9 +96,12 @@ def sweep_command(
     if as_json:
         click.echo(json.dumps(result))
         return
+    skipped = (
+        f" (skipped {summary.not_yet_granted} granted after it)" if summary.not_yet_granted else ""
+    )
     click.echo(
-        f"as of {result['as_of']}{' (dry run)' if dry_run else ''}: evaluated {summary.evaluated}, "
-        f"changed {summary.changed} in {result['seconds']} s"
+        f"as of {result['as_of']}{' (dry run)' if dry_run else ''}: evaluated {summary.evaluated}"
+        f"{skipped}, changed {summary.changed} in {result['seconds']} s"
     )
     for transition, n in sorted(summary.transitions.items()):
         click.echo(f"  {transition}: {n}")

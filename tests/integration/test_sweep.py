@@ -189,6 +189,10 @@ def test_a_full_sweep_before_a_grant_skips_that_certification(svc, database_url,
         assert result.exit_code == 0, result.output
         summary = json.loads(result.stdout)
         assert (summary["evaluated"], summary["not_yet_granted"], summary["changed"]) == visited
+    text = CliRunner().invoke(
+        cli, ["sweep", "--as-of", "2026-02-01", "--full", "--dry-run"], env=env
+    )
+    assert "evaluated 1 (skipped 1 granted after it), changed 0" in text.output
     assert stored() == before
 
 
