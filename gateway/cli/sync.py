@@ -37,4 +37,4 @@ def sync_backfill(target: str, restart: bool, batch_size: int) -> None:
     sink = None if sys.stdout.isatty() else io.StringIO()
     with click.progressbar(length=plan.remaining, label=f"queueing for {target}", file=sink) as bar:
         queued = backfill.run(svc, target, batch_size=batch_size, on_batch=bar.update)
-    click.echo(f"queued {queued} deliveries to {target}")
+    click.echo(f"queued {queued} {'delivery' if queued == 1 else 'deliveries'} to {target}")
