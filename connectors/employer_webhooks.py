@@ -362,9 +362,10 @@ class WebhookSender:
 
 
 def _excerpt(response: requests.Response) -> str:
-    """The start of an answer's body, as far as it can be read."""
+    """The start of an answer's body, as far as it can be read, as text a database stores: bytes
+    that are not UTF-8, and NUL, which PostgreSQL's text cannot hold, read as U+FFFD."""
     try:
         start = response.raw.read(ANSWER_EXCERPT_BYTES, decode_content=True)
     except (urllib3.exceptions.HTTPError, OSError):
         return ""
-    return start.decode("utf-8", "replace")
+    return start.decode("utf-8", "replace").replace("\x00", "\ufffd")

@@ -32,7 +32,14 @@ from jobs.engine.outbox import run_claimed
 from tests.support.badge_jobs import drain, ended, items, retries_due, submit
 from tests.support.database import truncate
 from tests.support.events import event, granted, revoked
-from tests.support.http_stubs import DirectoryStub, Received, Respond, scripted, serve
+from tests.support.http_stubs import (
+    DirectoryStub,
+    Received,
+    Respond,
+    dripping,
+    scripted,
+    serve,
+)
 from tests.support.queue import work_queued
 from tests.support.verification import days_ago
 
@@ -423,6 +430,18 @@ def test_a_delivery_gives_up_when_its_retry_window_is_used_up(make_svc):
     [delivery] = deliveries(svc, subscription.id)
     assert (delivery.state, delivery.attempts, delivery.status_code) == ("failed", 2, 503)
     assert len(received) == 2
+
+
+def test_a_receiver_answering_with_a_nul_in_its_body_has_its_failure_recorded(make_svc):
+    svc = make_svc(delivery_retry_window_seconds=2)
+    answer = b"HTTP/1.1 500 Oops\r\nConnection: close\r\nContent-Length: 6\r\n\r\nab\x00cd\n"
+    with dripping(answer, every=60) as url:  # the answer is whole: nothing more is dripped
+        subscription = watch(svc, url + "/hook")
+        submit(svc, granted(days_ago(30)))
+        drain(svc, lambda: settled(svc, subscription.id))
+    [delivery] = deliveries(svc, subscription.id)
+    assert (delivery.state, delivery.attempts, delivery.status_code) == ("failed", 2, 500)
+    assert delivery.last_error.endswith("answered 500: ab\ufffdcd\n")
 
 
 @contextmanager

@@ -335,3 +335,10 @@ def test_a_checked_tls_connection_refuses_a_certificate_for_another_host(monkeyp
         with pytest.raises(DeliveryFailed, match="Hostname mismatch"):
             sender.send(target, new_secret(), "m", BODY)
     assert received == []
+
+
+def test_the_answer_kept_of_a_failed_attempt_holds_no_nul_nor_undecodable_bytes():
+    answer = b"HTTP/1.1 500 Oops\r\nConnection: close\r\nContent-Length: 6\r\n\r\na\x00b\xffc\n"
+    with dripping(answer, every=60) as url, pytest.raises(DeliveryFailed) as failed:
+        plain_sender(allow_private=True).send(url, new_secret(), "m", BODY)
+    assert (failed.value.status, failed.value.body) == (500, "a\ufffdb\ufffdc\n")
