@@ -40,13 +40,13 @@ def without_emails(text: str) -> str:
 
 def describe(exc: Exception) -> str:
     """`exc`'s message and the other side's answer, if it gave one: JSON as JSON text (as sent,
-    not Python's repr of it), other text as it came; e-mail addresses left out
-    (`without_emails`)."""
+    not Python's repr of it), other text as it came but for NUL, which PostgreSQL's text cannot
+    hold, shown as U+FFFD; e-mail addresses left out (`without_emails`)."""
     body = getattr(exc, "body", None)
     if not body:
         return without_emails(str(exc))
     text = body if isinstance(body, str) else json.dumps(body, ensure_ascii=False, default=str)
-    return without_emails(f"{exc} {text}")
+    return without_emails(f"{exc} {text}".replace("\x00", "\ufffd"))
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:

@@ -425,6 +425,19 @@ def test_an_event_credly_refuses_to_read_fails_its_job_and_finishes_the_notifica
 
 
 @responses.activate
+@pytest.mark.parametrize("status", [400, 503])
+def test_an_answer_of_credly_holding_a_nul_is_recorded_with_the_notification(app, svc, status):
+    issue_badge(svc)
+    responses.get(f"{EVENTS}/ev-1", status=status, body=b"no\x00pe", content_type="text/plain")
+    app.test_client().post("/webhooks/credly", json=envelope("ev-1"))
+    drain(svc, lambda: notification(svc, "ev-1").last_error is not None or jobs_settled(svc))
+    [item] = items(svc, "credly_notification")
+    assert item.attempts == 1 and (item.state == "failed") == (status == 400)
+    row = notification(svc, "ev-1")
+    assert f"answered {status} no\ufffdpe" in (row.result if status == 400 else row.last_error)
+
+
+@responses.activate
 def test_a_failed_notification_job_requeued_checks_the_event_again(app, svc):
     issue_badge(svc)
     assert checked(app, svc, "ev-1", {"data": {"message": "gone"}}, 410).status == "failed"

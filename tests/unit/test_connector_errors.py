@@ -33,3 +33,14 @@ def test_describe_leaves_emails_out_of_the_message_and_the_answer():
         "Credly answered not a badge: {'recipient_email': '<email>'} "
         '{"data": {"message": "Recipient <email> is invalid", "code": 42}}'
     )
+
+
+@pytest.mark.parametrize(
+    ("body", "shown"),
+    [("no\x00pe", "no\ufffdpe"), ({"message": "no\x00pe"}, '{"message": "no\\u0000pe"}')],
+    ids=["text", "json"],
+)
+def test_describe_holds_no_nul_a_database_cannot_store(body, shown):
+    refusal = PermanentError("Credly answered 400")
+    refusal.body = body
+    assert describe(refusal) == f"Credly answered 400 {shown}"
