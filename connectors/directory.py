@@ -23,7 +23,7 @@ import requests
 from authlib.integrations.base_client import OAuthError
 from authlib.integrations.requests_client import OAuth2Session
 
-from connectors.errors import PermanentError, TransientError, parse_retry_after
+from connectors.errors import PermanentError, TransientError, parse_retry_after, without_nul
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def _transient(status: int) -> bool:
 
 
 def _fail(where: str, response: requests.Response) -> DirectoryError:
-    status, body = response.status_code, response.text[:1000]
+    status, body = response.status_code, without_nul(response.text[:1000])
     if _transient(status):
         error = DirectoryUnavailable(f"{where} answered {status}", status=status, body=body)
         error.retry_after = parse_retry_after(response.headers.get("Retry-After"))

@@ -41,7 +41,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 
-from connectors.errors import PermanentError, TransientError
+from connectors.errors import PermanentError, TransientError, without_nul
 
 SECRET_PREFIX = "whsec_"
 USER_AGENT = "credential-gateway-webhooks/1"
@@ -368,4 +368,4 @@ def _excerpt(response: requests.Response) -> str:
         start = response.raw.read(ANSWER_EXCERPT_BYTES, decode_content=True)
     except (urllib3.exceptions.HTTPError, OSError):
         return ""
-    return start.decode("utf-8", "replace").replace("\x00", "\ufffd")
+    return without_nul(start.decode("utf-8", "replace"))

@@ -38,6 +38,12 @@ def without_emails(text: str) -> str:
     return _EMAIL.sub(EMAIL_LEFT_OUT, text) if "@" in text or "%40" in text else text
 
 
+def without_nul(text: str) -> str:
+    """`text` with each NUL, which PostgreSQL's text cannot hold, shown as U+FFFD: an answer's
+    text as the records of its failure keep it."""
+    return text.replace("\x00", "\ufffd")
+
+
 def describe(exc: Exception) -> str:
     """`exc`'s message and the other side's answer, if it gave one: JSON as JSON text (as sent,
     not Python's repr of it), other text as it came but for NUL, which PostgreSQL's text cannot
@@ -46,7 +52,7 @@ def describe(exc: Exception) -> str:
     if not body:
         return without_emails(str(exc))
     text = body if isinstance(body, str) else json.dumps(body, ensure_ascii=False, default=str)
-    return without_emails(f"{exc} {text}".replace("\x00", "\ufffd"))
+    return without_emails(without_nul(f"{exc} {text}"))
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:

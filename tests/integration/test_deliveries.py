@@ -543,6 +543,27 @@ def test_a_directory_delivery_is_leased_for_its_slowest_push(make_svc):
     assert lease.total_seconds() >= 4 * svc.webhooks.longest_attempt
 
 
+@pytest.mark.parametrize("status", [400, 500])
+def test_a_directory_answer_with_a_nul_in_its_body_is_recorded_with_the_push(make_svc, status):
+    answer = (
+        b"HTTP/1.1 %d Oops\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Length: 6\r\n\r\nab\x00cd\n"
+    )
+    with dripping(answer % status, every=60) as url:
+        svc = make_svc(
+            directory_base_url=url,
+            directory_token_url=f"{url}/token",
+            directory_client_id="gateway",
+            directory_client_secret="s3cret",
+            delivery_retry_window_seconds=2,
+        )
+        submit(svc, granted(days_ago(30)))
+        drain(svc, lambda: settled(svc, "directory"))
+    [push] = deliveries(svc, "directory")
+    assert (push.state, push.status_code) == ("failed", status)
+    assert push.last_error.endswith(f"answered {status}: ab\ufffdcd\n")
+
+
 def test_without_a_directory_nothing_is_pushed(make_svc):
     svc = make_svc()
     submit(svc, granted(days_ago(30)))
