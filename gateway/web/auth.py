@@ -194,6 +194,14 @@ REALM = "credential-gateway"
 class Protector(ResourceProtector):
     """Authlib's resource protector answering problem+json (401 with WWW-Authenticate, 403)."""
 
+    def parse_request_authorization(self, request: object) -> tuple[BearerTokenValidator, str]:
+        """Authlib's reading of the `Authorization` header, except that the bearer scheme with no
+        token after it is a token sent and refused (`invalid_token`), not a missing one."""
+        scheme, _, token_string = (request.headers.get("Authorization") or "").partition(" ")
+        if scheme.strip().lower() == "bearer" and not token_string.strip():
+            raise InvalidTokenError(realm=REALM)
+        return super().parse_request_authorization(request)
+
     def raise_error_response(self, error: OAuth2Error) -> None:
         status = error.status_code
         headers = dict(error.get_headers())

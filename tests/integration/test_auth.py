@@ -188,6 +188,34 @@ def test_bad_token_is_401(protected):
     )
 
 
+@pytest.mark.parametrize("sent", ["Bearer", "Bearer ", "Bearer   ", "bearer \t "])
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/test-protected"),
+        ("POST", "/v1/events"),  # offered to its plain path first
+        ("GET", "/v1/verifications/no-such-id"),  # open to all, but a token sent must be good
+        ("GET", "/v1/verifications/no-such-id/receipt"),
+        ("GET", "/v1/subscriptions"),
+    ],
+)
+def test_an_empty_bearer_token_is_401_invalid_token_as_a_bad_one_is(protected, method, path, sent):
+    response = protected.test_client().open(
+        path, method=method, json={} if method == "POST" else None, headers={"Authorization": sent}
+    )
+    bad = protected.test_client().open(
+        path,
+        method=method,
+        json={} if method == "POST" else None,
+        headers={"Authorization": "Bearer not-a-token"},
+    )
+    assert response.status_code == bad.status_code == 401
+    assert response.mimetype == "application/problem+json"
+    assert response.headers["WWW-Authenticate"] == bad.headers["WWW-Authenticate"]
+    assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
+    assert response.get_json() == bad.get_json()
+
+
 def test_a_token_request_without_grant_type_is_invalid_request(app, client):
     cid, secret = register_client(app, "events:write")
     response = client.post("/oauth/token", data={}, auth=(cid, secret))
