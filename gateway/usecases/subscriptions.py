@@ -149,6 +149,12 @@ def _change_watched(
         return WatchedChange(subscription, count_watched(session, subscription.id), changed)
 
 
+def check_held(svc: Services, client_id: str, subscription_id: str) -> None:
+    """SubscriptionNotFound unless `client_id` holds the live subscription `subscription_id`."""
+    with svc.db.transaction() as session:
+        owned(session, client_id, subscription_id)
+
+
 def delivery_log(
     svc: Services, client_id: str, subscription_id: str, *, limit: int, before: int | None
 ) -> list[Delivery]:

@@ -474,6 +474,22 @@ def test_a_malformed_delivery_log_query_is_422(client, employer):
     assert past_integers.status_code == 422 and fields_of(past_integers) == {"before"}
 
 
+@pytest.mark.parametrize("query", ["?limit=0", "?before=x", "?limit=1&limit=2", ""])
+def test_the_delivery_log_of_a_subscription_not_yours_is_404_whatever_the_query(
+    app, client, employer, query
+):
+    theirs = subscribe(client, employer).get_json()["id"]
+    other = {"Authorization": f"Bearer {fetch_token(app, 'verifications:read')}"}
+    answers = [
+        client.get(f"/v1/subscriptions/{sub_id}/deliveries{query}", headers=other)
+        for sub_id in (theirs, "sub_none")
+    ]
+    assert [answer.status_code for answer in answers] == [404, 404]
+    assert answers[0].mimetype == "application/problem+json"
+    detail = answers[0].get_json()["detail"]
+    assert detail == answers[1].get_json()["detail"].replace("sub_none", theirs)
+
+
 def test_a_number_of_the_delivery_log_query_is_written_in_ascii_digits(client, employer):
     sub_id = subscribe(client, employer).get_json()["id"]
     log = f"/v1/subscriptions/{sub_id}/deliveries"

@@ -208,9 +208,17 @@ def _change_watched(
     errors=("NotFound", "Unprocessable"),
 )
 def list_deliveries(subscription_id: str) -> ResponseReturnValue:
-    """The delivery log, newest first: `?limit=` (≤ 1000) and `?before=<sequence>` to page back."""
+    """The delivery log, newest first: `?limit=` (≤ 1000) and `?before=<sequence>` to page back.
+
+    A subscription the client does not hold is a 404 whatever the query: a malformed one is
+    refused only once the subscription is found to be the client's."""
     schema = DeliveryQuerySchema()
-    query = loaded(schema, query_args(schema.load_fields), "query")
+    try:
+        query = loaded(schema, query_args(schema.load_fields), "query")
+    except Problem:
+        with _yours(subscription_id):
+            subscriptions.check_held(services(), current_client_id(), subscription_id)
+        raise
     with _yours(subscription_id):
         rows = subscriptions.delivery_log(
             services(),
