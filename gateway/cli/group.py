@@ -3,8 +3,12 @@ command runs with, the type of counts, errors told in one line, and tables."""
 
 from __future__ import annotations
 
+import errno
+import os
+import sys
 from collections.abc import Iterator, Sequence
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, TextIO
 
 import click
 import psycopg
@@ -59,8 +63,12 @@ class TextArguments(click.Command):
 
     def invoke(self, ctx: click.Context) -> Any:
         """Run the command; a database or Redis that cannot be reached (or a Redis that refuses
-        the configured database), or a migration that does not exist, ends it with one line (exit
-        status 1), not a traceback."""
+        the configured database), a migration that does not exist, or a stdout that does not take
+        its output (`watched_stdout`) ends it with one line (exit status 1), not a traceback."""
+        with watched_stdout():
+            return self._invoke(ctx)
+
+    def _invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except DBAPIError as exc:
@@ -83,6 +91,82 @@ class TextArguments(click.Command):
                 raw = one_line(repr(arg.encode(errors="surrogateescape")))
                 raise click.UsageError(f"an argument is not UTF-8 text: {raw}", ctx) from None
         return super().parse_args(ctx, args)
+
+
+class WatchedStdout:
+    """A command's stdout (`stream`; None when it was closed as the command started, so that
+    writing fails rather than going nowhere), keeping in `failed` the first error a write met,
+    even one its writer swallowed (Alembic's messages do)."""
+
+    def __init__(self, stream: TextIO | None) -> None:
+        self.stream = stream
+        self.failed: OSError | None = None
+
+    def write(self, text: str) -> int:
+        return self._call("write", text)
+
+    def flush(self) -> None:
+        if self.stream is not None:  # nothing was written, so nothing is lost
+            self._call("flush")
+
+    def isatty(self) -> bool:
+        return self.stream is not None and self.stream.isatty()
+
+    def __getattr__(self, name: str) -> Any:
+        if self.stream is None:
+            raise AttributeError(name)
+        return getattr(self.stream, name)
+
+    def _call(self, name: str, *args: str) -> Any:
+        try:
+            if self.stream is None:
+                raise OSError(errno.EBADF, "it is closed")
+            return getattr(self.stream, name)(*args)
+        except OSError as exc:
+            self.failed = self.failed or exc
+            raise
+
+
+@contextmanager
+def watched_stdout() -> Iterator[None]:
+    """Run a command (or its group's help) with its stdout watched: output the stdout does not
+    take (a full disk, closed) ends it with one line (exit status 1) once it stops, what stdout
+    still holds dropped so that exit does not try again. A reader that stopped reading (a broken
+    pipe, as with `| head`) is left to click, which ends the command quietly."""
+    if isinstance(sys.stdout, WatchedStdout):  # a subcommand: its group watches
+        yield
+        return
+    stdout = WatchedStdout(sys.stdout)
+    sys.stdout = stdout  # type: ignore[assignment]
+    try:
+        yield
+        stdout.flush()
+    except OSError:
+        if stdout.failed is None:
+            raise
+    finally:
+        sys.stdout = stdout.stream  # type: ignore[assignment]
+        if stdout.failed is not None:
+            _drop_stdout()
+    if stdout.failed is None:
+        return
+    if stdout.failed.errno == errno.EPIPE:
+        raise stdout.failed
+    reason = stdout.failed.strerror or stdout.failed
+    raise click.ClickException(f"the output could not be written on stdout ({reason})")
+
+
+def _drop_stdout() -> None:
+    """Send what stdout still holds, and anything written to it from now on, to /dev/null."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # closed, or no file (a test's capture)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 class CommandGroup(TextArguments, AppGroup):
@@ -110,6 +194,11 @@ class GatewayGroup(TextArguments, FlaskGroup):
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(super(FlaskGroup, self).list_commands(ctx))
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        """Parse the arguments, the group's help or version shown as a command's output is."""
+        with watched_stdout():
+            return super().make_context(*args, **kwargs)
 
 
 def database_error(exc: DBAPIError, *, migrating: bool = False) -> str:

@@ -1166,6 +1166,27 @@ def test_run_on_a_port_out_of_range_is_a_usage_error(tmp_path, monkeypatch, port
 
 
 @pytest.mark.parametrize("stdout", ["/dev/full", "closed"])
+@pytest.mark.parametrize(
+    "args",
+    [["clients", "list"], ["jobs", "failed"], ["db", "current"], ["keys", "list"], ["--help"]],
+)
+def test_output_stdout_does_not_take_ends_a_command_in_one_line(
+    database_url, tmp_path, stdout, args
+):
+    """A full disk ended every command but `clients create`/`new-secret` with a traceback (an
+    `OSError` out of `click.echo`; `db current` exited 0, Alembic swallowing it); a closed stdout
+    let them write nowhere and exit 0."""
+    env = {**os.environ, "INSTANCE_PATH": str(tmp_path), "DATABASE_URL": database_url}
+    env.pop("PYTHONUNBUFFERED", None)  # a buffered stdout fails when flushed at exit, if at all
+    run = run_gateway(args, env, ">/dev/full" if stdout == "/dev/full" else ">&-")
+    assert run.returncode == 1, run.stderr
+    reason = "No space left on device" if stdout == "/dev/full" else "it is closed"
+    [line] = [line for line in run.stderr.splitlines() if not line.startswith("{")]
+    assert line == f"Error: the output could not be written on stdout ({reason})", run.stderr
+    assert "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize("stdout", ["/dev/full", "closed"])
 def test_a_secret_that_cannot_be_shown_is_not_stored(database_url, tmp_path, stdout):
     """The client was created (or its secret changed) before its secret was written: a full
     disk left an active client whose secret no one had, after a traceback; a closed stdout
