@@ -63,16 +63,40 @@ def jobs_failed(limit: int | None, after: int | None, as_json: bool) -> None:
         click.echo("[]" if opening == "[" else "]")
         return
     listed = None
-    for listed in rows:  # the error indented under its job, each of its lines
-        error = textwrap.indent(listed["error"] or "(no error recorded)", "    ", lambda _: True)
+    for listed in rows:
+        job, kind = listed["job_id"], _cut(listed["kind"], KIND_WIDTH)
+        certification = _cut(listed["certification_id"] or "-", CERTIFICATION_WIDTH)
         click.echo(
-            f"{listed['job_id']:14} {listed['kind']:18} {listed['certification_id'] or '-':20} "
-            f"attempts={listed['attempts']} {listed['finished_at']}\n{error}"
+            f"{job:{JOB_WIDTH}} {kind:{KIND_WIDTH}} {certification:{CERTIFICATION_WIDTH}} "
+            f"attempts={listed['attempts']} {listed['finished_at']}\n"
+            + _indented(listed["error"] or "(no error recorded)")
         )
     if listed is None:
         click.echo("no failed jobs")
     elif limit is not None:
         click.echo(f"(more may follow: --after {listed['job_id']})", err=True)
+
+
+#: The columns of `jobs failed`: a job id of the largest outbox id (never cut, `jobs requeue`
+#: takes it), the longest kind, a certification id (a longer one is cut: `--json` has it whole).
+JOB_WIDTH, KIND_WIDTH, CERTIFICATION_WIDTH = len(f"outbox-{MAX_WHOLE_NUMBER}"), 19, 20
+#: How wide a line of a failed job's error is, indent included.
+ERROR_WIDTH = 100
+
+
+def _cut(text: str, width: int) -> str:
+    """`text`, or its first `width - 1` characters and an ellipsis if it is longer."""
+    return text if len(text) <= width else f"{text[: width - 1]}…"
+
+
+def _indented(error: str) -> str:
+    """A failed job's error under its line: each of its lines indented, a long one wrapped."""
+    lines = (
+        wrapped
+        for line in error.splitlines() or [""]
+        for wrapped in textwrap.wrap(line, ERROR_WIDTH - 4, break_on_hyphens=False) or [""]
+    )
+    return "\n".join(f"    {line}" for line in lines)
 
 
 @jobs.command("status")

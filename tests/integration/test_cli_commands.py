@@ -1053,6 +1053,29 @@ def test_jobs_failed_indents_every_line_of_an_error(database_url, make_app):
     ]
 
 
+def test_jobs_failed_keeps_its_columns_whatever_a_value_is_long(database_url, make_app):
+    """A long certification id pushed the columns after it out of line, and a long error ran on
+    past the screen's edge back to the first column; `--json` still has both whole."""
+    app = make_app(database_url=database_url)
+    svc = app.extensions["gateway"]
+    failed = failed_items(svc, 2)
+    error = "Credly answered 422: " + "a detail " * 60
+    with svc.db.transaction() as session:
+        item = session.get(OutboxItem, failed[0])
+        item.certification_id, item.last_error = "CERT-" + "X" * 100, error
+    answer = app.test_cli_runner().invoke(args=["jobs", "failed"])
+    assert answer.exit_code == 0, answer.output
+    rows = [line for line in answer.stdout.splitlines() if line.startswith("outbox-")]
+    assert len(rows) == 2 and len({row.index("attempts=") for row in rows}) == 1, rows
+    assert "CERT-XXXXXXXXXXXXXX… " in rows[0]
+    wrapped = answer.stdout.split(rows[0])[1].split(rows[1])[0].splitlines()[1:]
+    assert len(wrapped) > 1 and all(len(line) <= 100 and line[:4] == "    " for line in wrapped)
+    assert " ".join(line.strip() for line in wrapped) == error.strip()
+    listed = app.test_cli_runner().invoke(args=["jobs", "failed", "--json"])
+    assert json.loads(listed.stdout)[0]["certification_id"] == "CERT-" + "X" * 100
+    assert json.loads(listed.stdout)[0]["error"] == error
+
+
 def run_gateway(
     args: list[str], env: dict[str, str], stdout: str = ""
 ) -> subprocess.CompletedProcess:
