@@ -69,12 +69,14 @@ def db_upgrade(revision: str) -> None:
 @click.argument("revision")
 @with_appcontext
 def db_downgrade(revision: str) -> None:
-    """Undo the migrations after REVISION (e.g. `-1` for the last one, `base` for all)."""
-    db = services().db
-    db.alembic("downgrade", revision)
-    with db.engine.connect() as connection:
-        reached = MigrationContext.configure(connection).get_current_heads()
-    click.echo(f"database downgraded to {' '.join(reached) or 'base (no migration applied)'}")
+    """Undo the migrations after REVISION (e.g. `-1` for the last one, `base` for all); a
+    database already there is left as it is (and the command says so)."""
+    before, after = services().db.downgrade(revision)
+    reached = " ".join(after) or "base (no migration applied)"
+    if before != after:
+        click.echo(f"database downgraded to {reached}")
+    else:
+        click.echo(f"database already at {reached}: nothing to downgrade")
 
 
 @db.command("current")

@@ -637,9 +637,22 @@ class Database:
         """Apply the Alembic migrations up to `revision`; a migration that judges recorded events
         does so under `policy` (None: the packaged policy table). The revisions the database was
         at before and is at after, both read under the migration lock."""
-        with self._migrating({"policy": policy}) as (cfg, connection):
+        return self._migrate(command.upgrade, revision, {"policy": policy})
+
+    def downgrade(self, revision: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """Undo the Alembic migrations after `revision`. The revisions the database was at
+        before and is at after, both read under the migration lock."""
+        return self._migrate(command.downgrade, revision, None)
+
+    def _migrate(
+        self,
+        move: Callable[[Config, str], None],
+        revision: str,
+        attributes: dict[str, Any] | None,
+    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        with self._migrating(attributes) as (cfg, connection):
             before = MigrationContext.configure(connection).get_current_heads()
-            command.upgrade(cfg, revision)
+            move(cfg, revision)
             return before, MigrationContext.configure(connection).get_current_heads()
 
     def alembic(

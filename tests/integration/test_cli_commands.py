@@ -106,6 +106,22 @@ def test_db_downgrade_minus_one_undoes_the_last_migration_and_says_where_it_is(
     assert to_base.stdout == "database downgraded to base (no migration applied)\n"
 
 
+def test_db_downgrade_to_where_the_database_is_says_nothing_changed(tmp_path, monkeypatch):
+    """It said `database downgraded to 0001` of a database already at 0001."""
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    monkeypatch.setenv("INSTANCE_PATH", str(tmp_path / "instance"))
+    runner = CliRunner()
+    assert runner.invoke(cli, ["db", "upgrade", "--revision", "0002"]).exit_code == 0
+    for revision, reached in (("0001", "0001"), ("base", "base (no migration applied)")):
+        down = runner.invoke(cli, ["db", "downgrade", revision])
+        assert (down.exit_code, down.stdout) == (0, f"database downgraded to {reached}\n")
+        again = runner.invoke(cli, ["db", "downgrade", revision])
+        assert (again.exit_code, again.stdout) == (
+            0,
+            f"database already at {reached}: nothing to downgrade\n",
+        ), again.output
+
+
 @pytest.mark.parametrize(
     ("rev_id", "status", "says"),
     [
