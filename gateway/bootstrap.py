@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import click
 from flask import Flask
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -45,7 +46,27 @@ def create_app(
     `reads_keys`: read the signing keys at start (refused there if unfit or lost), as a process
     that answers requests (and signs) or manages the keys does; any other (a worker, an
     operator's command) reads them only if it signs.
+
+    Settings that cannot be used raise ConfigError, in one line; under a command a click error
+    instead, which ends it in that line (exit status 1), not a traceback: Flask's own `flask --app
+    gateway.bootstrap:create_app ...` builds the app before it runs the command.
     """
+    try:
+        return _build(settings, jobs=jobs, migrate=migrate, files=files, reads_keys=reads_keys)
+    except ConfigError as exc:
+        if click.get_current_context(silent=True) is None:
+            raise
+        raise click.ClickException(str(exc)) from exc
+
+
+def _build(
+    settings: Settings | None,
+    *,
+    jobs: str,
+    migrate: bool,
+    files: ServedFiles | None,
+    reads_keys: bool,
+) -> Flask:
     from gateway.web.plain import GatewayFlask
 
     settings = settings or Settings.from_env()

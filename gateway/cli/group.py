@@ -23,7 +23,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, Program
 from werkzeug.serving import is_running_from_reloader
 
 from gateway.bootstrap import create_app
-from gateway.platform.config import MAX_WHOLE_NUMBER, ConfigError
+from gateway.platform.config import MAX_WHOLE_NUMBER
 
 
 def command_app() -> Flask:
@@ -39,12 +39,9 @@ def command_app() -> Flask:
     group = command.parent.info_name if command is not None and command.parent else None
     migrating = group == "db"
     reads_keys = command is not None and (command.info_name == "run" or group == "keys")
-    try:
-        return create_app(
-            jobs="POLLING" if serving else "IN_SERVER", migrate=not migrating, reads_keys=reads_keys
-        )
-    except ConfigError as exc:  # one line, not a traceback
-        raise click.ClickException(str(exc)) from exc
+    return create_app(  # settings that cannot be used end the command in one line
+        jobs="POLLING" if serving else "IN_SERVER", migrate=not migrating, reads_keys=reads_keys
+    )
 
 
 #: A count, a size or a number of seconds given to a command: 1 or more, and no more than the

@@ -19,6 +19,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from click.testing import CliRunner
 from flask.cli import ScriptInfo
+from flask.cli import cli as flask_cli
 from sqlalchemy import event, inspect, select, text
 from sqlalchemy.exc import OperationalError
 
@@ -391,6 +392,25 @@ def test_a_setting_that_cannot_be_used_stops_a_command_in_one_line_naming_it(
     assert answer.exit_code == 1, answer.output
     assert answer.output.startswith(says) and answer.output.count("\n") == 1, answer.output
     assert "s3cret" not in answer.output
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "says"),
+    [
+        ("DATABASE_URL", "nonsense://x", "Error: DATABASE_URL must be a URL starting "),
+        ("WEB_WORKERS", "abc", "Error: WEB_WORKERS must be a whole number, got 'abc'"),
+    ],
+)
+def test_a_setting_that_cannot_be_used_stops_flasks_own_command_in_one_line(
+    tmp_path, setting, value, says
+):
+    """`flask --app gateway.bootstrap:create_app ...` builds the app before it runs the command,
+    outside the command's own handling: a traceback ended it."""
+    env = {"INSTANCE_PATH": str(tmp_path / "instance"), "DATABASE_URL": None, setting: value}
+    args = ["--app", "gateway.bootstrap:create_app", "jobs", "status"]
+    answer = CliRunner().invoke(flask_cli, args, env=env)
+    assert answer.exit_code == 1, answer.output
+    assert answer.output.startswith(says) and answer.output.count("\n") == 1, answer.output
 
 
 def test_serve_starts_while_redis_is_down(tmp_path, monkeypatch):
