@@ -490,6 +490,27 @@ def test_the_delivery_log_of_a_subscription_not_yours_is_404_whatever_the_query(
     assert detail == answers[1].get_json()["detail"].replace("sub_none", theirs)
 
 
+@pytest.mark.parametrize("method", ["post", "delete"])
+@pytest.mark.parametrize("body", [{"certification_ids": "CERT-1"}, {}, None])
+def test_a_change_to_the_watched_ids_of_a_subscription_not_yours_is_404_whatever_the_body(
+    app, client, employer, method, body
+):
+    theirs = subscribe(client, employer).get_json()["id"]
+    other = {"Authorization": f"Bearer {fetch_token(app, 'verifications:read')}"}
+    send = getattr(client, method)
+    answers = [
+        send(f"/v1/subscriptions/{sub_id}/certifications", json=body, headers=other)
+        if body is not None
+        else send(f"/v1/subscriptions/{sub_id}/certifications", data="{", headers=other)
+        for sub_id in (theirs, "sub_none")
+    ]
+    assert [answer.status_code for answer in answers] == [404, 404]
+    detail = answers[0].get_json()["detail"]
+    assert detail == answers[1].get_json()["detail"].replace("sub_none", theirs)
+    own = send(f"/v1/subscriptions/{theirs}/certifications", json=body or {}, headers=employer)
+    assert own.status_code == 422  # the same body on the client's own subscription
+
+
 def test_a_number_of_the_delivery_log_query_is_written_in_ascii_digits(client, employer):
     sub_id = subscribe(client, employer).get_json()["id"]
     log = f"/v1/subscriptions/{sub_id}/deliveries"

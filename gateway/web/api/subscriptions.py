@@ -53,6 +53,17 @@ def _yours(subscription_id: str) -> Iterator[None]:
         raise Problem(404, "Not Found", detail) from exc
 
 
+def _held_first(subscription_id: str, read: Callable[[], Any]) -> Any:
+    """What `read` makes of the request; when it refuses it, a 404 instead for a subscription
+    the client does not hold, so that a malformed request is refused only on the client's own."""
+    try:
+        return read()
+    except Problem:
+        with _yours(subscription_id):
+            subscriptions.check_held(services(), current_client_id(), subscription_id)
+        raise
+
+
 def _dump(subscription: Subscription, count: int, **extra: Any) -> dict[str, Any]:
     """The JSON view of a subscription watching `count` certifications."""
     return _view.dump(
@@ -189,7 +200,8 @@ def _change_watched(
     key: str,
     schema: Schema,
 ) -> dict[str, Any]:
-    ids = loaded(schema, json_body(), "list of ids")["certification_ids"]
+    body = _held_first(subscription_id, lambda: loaded(schema, json_body(), "list of ids"))
+    ids = body["certification_ids"]
     with _yours(subscription_id):
         try:
             after = change(services(), current_client_id(), subscription_id, ids)
@@ -213,12 +225,9 @@ def list_deliveries(subscription_id: str) -> ResponseReturnValue:
     A subscription the client does not hold is a 404 whatever the query: a malformed one is
     refused only once the subscription is found to be the client's."""
     schema = DeliveryQuerySchema()
-    try:
-        query = loaded(schema, query_args(schema.load_fields), "query")
-    except Problem:
-        with _yours(subscription_id):
-            subscriptions.check_held(services(), current_client_id(), subscription_id)
-        raise
+    query = _held_first(
+        subscription_id, lambda: loaded(schema, query_args(schema.load_fields), "query")
+    )
     with _yours(subscription_id):
         rows = subscriptions.delivery_log(
             services(),
