@@ -7,11 +7,11 @@ from typing import Any, ClassVar
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate
 
+from gateway.platform import clock
 from gateway.schemas.events import DAYS, TEXT, Day, QueryInteger
 from gateway.schemas.events import Moment as EventMoment
 from gateway.schemas.ids import certification_ids_field
 from gateway.schemas.responses import STANDING_STATUSES
-from gateway.store.models import utcnow
 
 MAX_BATCH = 100
 MAX_RECEIPTS_PAGE = 1000
@@ -19,7 +19,7 @@ MAX_RECEIPTS_PAGE = 1000
 
 def _not_in_the_future(day: date) -> None:
     DAYS(day)
-    if day > utcnow().date():
+    if day > clock.now().date():
         raise ValidationError("The day must not be after today (UTC): the future is not on record.")
 
 
