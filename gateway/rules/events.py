@@ -1,4 +1,5 @@
-"""Domain events of a certification, as the intake records them and the rules read them (SPEC 5)."""
+"""Domain events of a certification, as the intake records them and the rules read them
+(docs/api.md, *Event fields*)."""
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-OUTSIDE = re.compile(r"SPEC(\.md| ?§)|(RULES|CREDLY|DESIGN)\.md|\.\./shared")
+OUTSIDE = re.compile(r"SPEC(\.md| ?§| \d)|(RULES|CREDLY|DESIGN)\.md|\.\./shared")
 PLACES = ("gateway", "jobs", "connectors", "tests", "docs", "scripts", "bench")
 SUFFIXES = {".py", ".md", ".toml", ".html", ".sh", ".lua", ".txt"}
 
@@ -31,4 +31,5 @@ def test_nothing_cites_a_document_outside_the_repository():
 def test_the_pattern_finds_such_citations():
     spec, rules = "SPEC", "RULES"  # split, so that this file does not cite them itself
     assert OUTSIDE.search(f"as {spec} §8 asks") and OUTSIDE.search(f"see {rules}.md")
+    assert OUTSIDE.search(f"as the intake records them ({spec} 5)")
     assert not OUTSIDE.search("see docs/rules.md")
