@@ -1,6 +1,7 @@
 """SQLAlchemy models: certifications, members, the event log (and malformed attempts), badges,
-the outbox and job outcomes, lookup records, OAuth clients and tokens, subscriptions and their
-deliveries, receipts, Credly's notifications, credential status entries, daily runs."""
+the outbox and job outcomes, badge turns, lookup records, OAuth clients and tokens, subscriptions
+and their deliveries and advance notices, receipts, Credly's notifications, credential status
+entries, daily runs."""
 
 from __future__ import annotations
 

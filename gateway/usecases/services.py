@@ -1,4 +1,7 @@
-"""The wiring of one process: settings, database, Redis, policy; shared by web, jobs and CLI."""
+"""What a use case runs with (`Services`: settings, database, Redis, policy, signing keys, the
+connectors and the job engine's `Wakeup`), built once per process for the web, the jobs and the
+CLI, and the checks a process makes before it starts (schema migrated, policy covering the
+certifications, signing keys not lost)."""
 
 from __future__ import annotations
 

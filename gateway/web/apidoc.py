@@ -29,13 +29,6 @@ summary, request body and answers, and the scope decorator it wears gives `secur
   every JSON body and answer, built from the fields' examples (`request_example=` overrides).
 
 A route without `@operation` makes building the document fail, naming the route.
-
-An entry of the former hand-kept `OPERATIONS` table translates as: `summary`, `description` and
-`tags` as they were; `security` is dropped (the route's scope decorator says it); the
-`requestBody` schema becomes `request=` and its example `request_example=`; `_json(...)` becomes
-`json_answer(...)`, `_results`/`_html` become `results`/`html`; `_errors(*_TOKEN_ERRORS, ...)`
-becomes `errors=(...)` without the token errors; a path parameter is described in
-`PATH_PARAMETERS`, any other parameter goes in `parameters=`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""The work behind outbox items: claim the next due ones, run their handlers, record the ends."""
+"""The work behind outbox items: the handler and retry policy of each kind (`HANDLERS`,
+`POLICIES`), a process's threads claiming due items and running them (`Crew`, `work_due`), how
+each attempt ends (done, retried, failed, put off, or paused while Credly refuses the token)."""
 
 from __future__ import annotations
 
