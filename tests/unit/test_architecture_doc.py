@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,3 +27,36 @@ def test_every_module_says_what_it_is_for():
         if not ast.get_docstring(ast.parse(path.read_text()))
     ]
     assert silent == []
+
+
+ARCHITECTURE = ROOT / "docs" / "architecture.md"
+#: A file or folder name in code spans, whole (`x.py`) or at the end of a path (`a/x.py`).
+NAMED = re.compile(r"`(?:[\w.]+/)*([\w.]+\.py|\w+/)`")
+
+
+def test_the_architecture_names_every_module_and_table():
+    """A module by its file name (a package by its folder); a table by its name."""
+    text = ARCHITECTURE.read_text()
+    named = set(NAMED.findall(text))
+    modules_named = {
+        f"{path.parent.name}/" if path.name == "__init__.py" else path.name
+        for path in modules()
+        if path.parent.name != "migrations"
+    }
+    models = ast.parse((ROOT / "gateway" / "store" / "models.py").read_text())
+    tables = {
+        node.value.value
+        for node in ast.walk(models)
+        if isinstance(node, ast.Assign)
+        and [getattr(target, "id", None) for target in node.targets] == ["__tablename__"]
+        and isinstance(node.value, ast.Constant)
+    }
+    assert sorted(modules_named - named) == []
+    assert sorted(table for table in tables if f"`{table}`" not in text) == []
+
+
+def test_every_module_the_architecture_names_exists():
+    places = (*PACKAGES, "tests")
+    files = {path.name for place in places for path in (ROOT / place).rglob("*.py")} | {"wsgi.py"}
+    named = {name for name in NAMED.findall(ARCHITECTURE.read_text()) if name.endswith(".py")}
+    assert sorted(named - files) == []
