@@ -82,6 +82,26 @@ def issuer_profile(settings: Settings, base: str) -> dict[str, Any]:
     return profile
 
 
+def issuer_document(settings: Settings, keys: SigningKeys, base: str) -> dict[str, Any]:
+    """What the issuer's id serves: its profile, with the public keys its credentials verify
+    with as verification methods, each named as its credentials' `kid` names it."""
+    profile = issuer_profile(settings, base)
+    return {
+        "@context": [VC_CONTEXT, OB_CONTEXT],
+        **profile,
+        "verificationMethod": [
+            {
+                "id": key_url(base, key["kid"]),
+                "type": "JsonWebKey",
+                "controller": profile["id"],
+                "publicKeyJwk": key,
+            }
+            for key in keys.public_jwks()["keys"]
+        ],
+        "jwks_uri": f"{base}/.well-known/jwks.json",
+    }
+
+
 def identity_hash(email: str, salt: str) -> str:
     """The `IdentityObject` hash of an e-mail address: `sha256$` and the hex SHA-256 of the
     address (trimmed, lower case) followed by the salt."""

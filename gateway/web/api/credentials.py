@@ -126,23 +126,7 @@ def status_list(list_id: int, purpose: str) -> ResponseReturnValue:
 def issuer() -> ResponseReturnValue:
     """The issuer profile at the issuer's id, with the public keys its credentials verify with."""
     svc = services()
-    base = public_base_url(services().settings)
-    profile = openbadges.issuer_profile(svc.settings, base)
-    keys = svc.keys.public_jwks()["keys"]
-    document = {
-        "@context": [openbadges.VC_CONTEXT, openbadges.OB_CONTEXT],
-        **profile,
-        "verificationMethod": [
-            {
-                "id": openbadges.key_url(base, key["kid"]),  # what its credentials' `kid` says
-                "type": "JsonWebKey",
-                "controller": profile["id"],
-                "publicKeyJwk": key,
-            }
-            for key in keys
-        ],
-        "jwks_uri": f"{base}/.well-known/jwks.json",
-    }
+    document = openbadges.issuer_document(svc.settings, svc.keys, public_base_url(svc.settings))
     return _public(jsonify(document))
 
 
