@@ -48,6 +48,22 @@ class Verification:
             "verified_at": self.verified_at.isoformat(),
         }
 
+    @classmethod
+    def from_public(cls, answer: dict[str, Any]) -> Verification:
+        """The record an answer (or a receipt's claims) states; KeyError, TypeError or
+        ValueError when it states none."""
+        valid_through = answer["valid_through"]
+        return cls(
+            certification_id=str(answer["certification_id"]),
+            name=str(answer["name"]),
+            credential=str(answer["credential"]),
+            credential_name=str(answer["credential_name"]),
+            status=str(answer["status"]),
+            certified_since=date.fromisoformat(answer["certified_since"]),
+            valid_through=date.fromisoformat(valid_through) if valid_through else None,
+            verified_at=datetime.fromisoformat(answer["verified_at"]),
+        )
+
 
 def check_time() -> datetime:
     """The time of a check: now, UTC, to the second."""

@@ -167,7 +167,7 @@ def proof_page() -> ResponseReturnValue:
         render_template(
             "receipt.html",
             claims=issued.claims,
-            result=_shown(issued.claims),
+            result=lookup.Verification.from_public(issued.claims),
             token=issued.token,
             live_url=live,
             qr=_qr_svg(live),
@@ -205,7 +205,7 @@ def receipt_check_page() -> ResponseReturnValue:
         return render_template("receipt_check.html", token="")
     try:
         verified = receipts.verify(services(), token)
-        said = _shown(verified.claims)
+        said = lookup.Verification.from_public(verified.claims)
     except InvalidSignature as exc:  # what is wrong with the signature, said
         return render_template("receipt_check.html", token=token, genuine=False, why=exc), 422
     except (KeyError, TypeError, ValueError):
@@ -239,21 +239,6 @@ def logo() -> ResponseReturnValue:
     response = send_file(path, mimetype=content_type, max_age=3600)
     response.headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"
     return response
-
-
-def _shown(claims: dict[str, Any]) -> lookup.Verification:
-    """The public record a receipt's claims state (KeyError/ValueError when they do not)."""
-    valid_through = claims["valid_through"]
-    return lookup.Verification(
-        certification_id=str(claims["certification_id"]),
-        name=str(claims["name"]),
-        credential=str(claims["credential"]),
-        credential_name=str(claims["credential_name"]),
-        status=str(claims["status"]),
-        certified_since=date.fromisoformat(claims["certified_since"]),
-        valid_through=date.fromisoformat(valid_through) if valid_through else None,
-        verified_at=datetime.fromisoformat(claims["verified_at"]),
-    )
 
 
 def _qr_svg(url: str) -> Markup:
