@@ -24,7 +24,7 @@ from gateway.store.db import retry_disconnect
 from gateway.store.models import FINISHED, OutboxItem, UTCDateTime, utcnow
 from gateway.usecases.credly_token import token_state
 from gateway.usecases.services import Services
-from jobs import credly_notifications, deliveries, notices, verification
+from jobs import credly_notifications, deliveries, notices, verification_sync
 from jobs.badges import issue, replace, revoke
 from jobs.badges import rows as badge_rows
 from jobs.engine.claim import (
@@ -46,7 +46,7 @@ HANDLERS: dict[str, Handler] = {
     kinds.REPLACE_BADGE: replace.replace,
     kinds.REVOKE_BADGE: revoke.revoke,
     kinds.REVOKE_DUPLICATE: revoke.revoke_duplicate,
-    kinds.SYNC_VERIFICATION: verification.sync,
+    kinds.SYNC_VERIFICATION: verification_sync.sync,
     kinds.CREDLY_NOTIFICATION: credly_notifications.process,
     kinds.DELIVER_WEBHOOK: deliveries.deliver_webhook,
     kinds.PUSH_DIRECTORY: deliveries.push_directory,

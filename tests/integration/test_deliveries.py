@@ -24,7 +24,7 @@ from gateway.store.models import Delivery, OutboxItem, VerificationRecord, utcno
 from gateway.usecases import clients, housekeeping, subscriptions
 from gateway.usecases.deliveries import EVENT_TYPE, queue
 from gateway.usecases.notices import CANCELLED, SCHEDULED
-from jobs import verification
+from jobs import verification_sync
 from jobs.deliveries import retry_policy
 from jobs.engine.claim import ClaimedItem
 from jobs.engine.dispatch import requeue
@@ -612,7 +612,7 @@ def test_a_sync_that_changes_nothing_shown_pushes_nothing(make_svc):
         again = ClaimedItem(
             sync.id, sync.kind, sync.certification_id, sync.payload, None, 2, utcnow()
         )
-        verification.sync(svc, again)  # the same standing synced once more
+        verification_sync.sync(svc, again)  # the same standing synced once more
         with svc.db.sessions() as session:
             after = session.get(VerificationRecord, "CERT-1")
     assert [d.sequence for d in deliveries(svc, "directory")] == [1]
@@ -638,7 +638,7 @@ def test_two_syncs_waiting_on_one_certification_write_its_record_once(make_svc, 
 
     def run(item: ClaimedItem) -> None:
         try:
-            verification.sync(svc, item)
+            verification_sync.sync(svc, item)
         except Exception as exc:  # reported by the assertion below
             errors.append(exc)
 
