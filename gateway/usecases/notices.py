@@ -3,11 +3,11 @@ due without any event (fees overdue -> inactive, a lapse), once per scheduled ch
 them again if an event calls it off.
 
 Driven by the stored standings' `next_change_on`: the daily review (after the sweep) visits the
-watched certifications whose next change falls within the longest notice, and the intake queues a
-`review_notices` job whenever a watched certification's next change or status moves. Messages are
-queued as deliveries (`gateway.usecases.deliveries`) and go through the delivery machinery
-(ordering, retries, signatures) with their bodies fixed when queued: the certification id, its
-status, the day and the status it would become, nothing more.
+watched certifications whose next change falls within the longest notice, and recording a standing
+(an event's or the sweep's) queues a `review_notices` job whenever a watched certification's next
+change or status moves. Messages are queued as deliveries (`gateway.usecases.deliveries`) and go
+through the delivery machinery (ordering, retries, signatures) with their bodies fixed when
+queued: the certification id, its status, the day and the status it would become, nothing more.
 """
 
 from __future__ import annotations
