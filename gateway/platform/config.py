@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import ipaddress
 import json
 import os
 import re
@@ -1174,7 +1175,16 @@ def _check_url_port(name: str, parts: SplitResult, shown: str) -> None:
 
 #: WEB_BIND's TCP forms: HOST:PORT, [IPv6]:PORT (gunicorn reads a bare HOST as port 8000, an
 #: empty one as every interface).
-_TCP_BIND = re.compile(r"(?:[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+(?:%[A-Za-z0-9_.-]+)?\]):([0-9]+)")
+_TCP_BIND = re.compile(r"(?:[A-Za-z0-9._-]+|\[([0-9A-Fa-f:.]+(?:%[A-Za-z0-9_.-]+)?)\]):([0-9]+)")
+
+
+def _is_ipv6(address: str) -> bool:
+    """Whether `address` (the inside of `[...]`, a zone `%eth0` allowed) is an IPv6 address."""
+    try:
+        ipaddress.IPv6Address(address)
+    except ValueError:
+        return False
+    return True
 
 
 def _check_bind(bind: str) -> None:
@@ -1189,11 +1199,11 @@ def _check_bind(bind: str) -> None:
     if re.fullmatch(r"fd://[0-9]+", bind):
         return
     tcp = _TCP_BIND.fullmatch(bind)
-    if tcp is None:
+    if tcp is None or (tcp[1] is not None and not _is_ipv6(tcp[1])):
         raise ConfigError(
             f"WEB_BIND must be HOST:PORT ([IPv6]:PORT), unix:PATH or fd://FD, got {bind!r}"
         )
-    if not 1 <= int(tcp[1]) <= 65535:
+    if not 1 <= int(tcp[2]) <= 65535:
         raise ConfigError(f"WEB_BIND's port must be from 1 to 65535, got {bind!r}")
 
 

@@ -239,6 +239,8 @@ def test_on_off_settings_take_the_usual_words(value, on):
             "postgresql:///gw?host=/run/postgresql",
         ),
         ("WEB_BIND", "[::1]:8000", "web_bind", "[::1]:8000"),
+        ("WEB_BIND", "[fe80::1%eth0]:8000", "web_bind", "[fe80::1%eth0]:8000"),
+        ("WEB_BIND", "[::ffff:10.0.0.1]:8000", "web_bind", "[::ffff:10.0.0.1]:8000"),
         ("WEB_BIND", "unix:/run/gateway.sock", "web_bind", "unix:/run/gateway.sock"),
         ("WEB_BIND", "fd://3", "web_bind", "fd://3"),
         ("WEB_BIND", "0.0.0.0:8000", "web_bind", "0.0.0.0:8000"),
@@ -305,6 +307,9 @@ def test_usual_spellings_of_a_setting_are_taken(name, value, field, read):
         ("WEB_BIND", "[::1]", "must be HOST:PORT"),
         ("WEB_BIND", "127.0.0.1:80:99", "must be HOST:PORT"),
         ("WEB_BIND", "::1:8000", "must be HOST:PORT"),
+        # brackets around no IPv6 address, which gunicorn would fail to listen on
+        ("WEB_BIND", "[a:b]:8000", "must be HOST:PORT"),
+        ("WEB_BIND", "[1.2.3.4]:8000", "must be HOST:PORT"),
         *(
             (name, f"https://gw:s3cret@example.org:{port}/v1", "port must be from 1 to 65535")
             for name in (
