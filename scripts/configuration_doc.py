@@ -38,8 +38,10 @@ id or secret (`CREDLY_ORGANIZATION_ID`, `CREDLY_AUTH_TOKEN`, `DIRECTORY_CLIENT_I
 URL or number loses it), an `INSTANCE_PATH` that is not a folder or cannot be made one (or spaces
 alone, as a `SIGNING_KEYS_FILE` of spaces alone), a credential that `CREDLY_BADGE_TEMPLATES` names
 twice or without a template id, a policy table without a credential that `CREDLY_BADGE_TEMPLATES`
-names or that certifications hold or with a number outside its bounds, a signing key set that is not
-ES256 and RS256 keys) stops every command at start with one line naming the setting (exit status 1).
+names or that certifications hold or with a number outside its bounds) stops every command at start
+with one line naming the setting (exit status 1). A `SIGNING_KEYS_FILE` that is not a set of ES256
+and RS256 keys stops so the processes that sign: `gateway serve`, `gateway run` and the `gateway
+keys` commands (the workers and the other commands read no keys).
 
 | variable | default | meaning |
 |---|---|---|
