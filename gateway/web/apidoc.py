@@ -45,6 +45,9 @@ FORM = "application/x-www-form-urlencoded"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+#: The header of an event's answer that repeats the first answer to its `event_id`.
+REPLAYED: dict[str, Any] = {"schema": {"type": "string", "enum": ["true"]}}
+
 # Error answers shared by operations (components/responses); every one is problem+json.
 ERRORS: dict[str, tuple[int, str]] = {
     "BadRequest": (
@@ -72,6 +75,11 @@ ERRORS: dict[str, tuple[int, str]] = {
     "URITooLong": (414, f"The URL (path and query) is over {MAX_URL:,} characters."),
     "UnsupportedMediaType": (415, "The body must be `application/json`."),
     "Unprocessable": (422, "Malformed body (`field` errors) or broken rules (`rule` errors)."),
+    "UnprocessableEvent": (
+        422,
+        "Malformed event (`field` errors) or broken rules (`rule` errors); the same body sent "
+        "again under its `event_id` is answered the same, with `Idempotent-Replayed: true`.",
+    ),
     "TooManyRequests": (429, "Over the rate limit; retry after `Retry-After` seconds."),
     "HeaderFieldsTooLarge": (431, f"A header line is over {MAX_HEADER_LINE:,} characters."),
     "Unavailable": (
@@ -84,6 +92,7 @@ ERROR_HEADERS: dict[str, dict[str, Any]] = {
     "Unauthorized": {"WWW-Authenticate": {"schema": {"type": "string"}, "required": True}},
     "TooManyRequests": {"Retry-After": {"schema": {"type": "integer"}, "required": True}},
     "Unavailable": {"Retry-After": {"schema": {"type": "integer"}}},
+    "UnprocessableEvent": {"Idempotent-Replayed": REPLAYED},
 }
 #: What any request may answer, before its route does anything; added for every route (to a
 #: route's own answer of the same status, as another media type: an HTML page's 400).
@@ -92,6 +101,8 @@ REQUEST_ERRORS = ("BadRequest", "URITooLong", "HeaderFieldsTooLarge")
 TOKEN_ERRORS = ("Unauthorized", "Forbidden", "Unavailable")
 #: What reading a JSON body may answer.
 BODY_ERRORS = ("BadRequest", "PayloadTooLarge", "UnsupportedMediaType", "Unprocessable")
+#: What reading an event's body may answer: its 422, like its 202, is repeated to a replay.
+EVENT_BODY_ERRORS = ("BadRequest", "PayloadTooLarge", "UnsupportedMediaType", "UnprocessableEvent")
 
 #: Every path parameter of the routes: (description, example or None).
 PATH_PARAMETERS: dict[str, tuple[str, str | None]] = {

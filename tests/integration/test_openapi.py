@@ -184,6 +184,18 @@ def is_html_page(path: str) -> bool:
     return path.startswith("/verify")
 
 
+def test_an_events_replayed_answers_document_the_idempotent_replayed_header():
+    """A replay repeats an accepted event's 202 and a refused or malformed one's 422, each with
+    `Idempotent-Replayed: true`: both answers of the document declare the header."""
+    spec = build_spec(routes_only())
+    answers = spec["paths"]["/v1/events"]["post"]["responses"]
+    for status in ("202", "422"):
+        answer = answers[status]
+        if "$ref" in answer:
+            answer = spec["components"]["responses"][answer["$ref"].rsplit("/", 1)[1]]
+        assert answer["headers"]["Idempotent-Replayed"]["schema"]["enum"] == ["true"], status
+
+
 def test_every_error_answer_is_the_problem_json_component():
     spec = build_spec(routes_only())
     for path, methods in spec["paths"].items():

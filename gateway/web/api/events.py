@@ -13,7 +13,15 @@ from gateway.schemas import responses as r
 from gateway.schemas.events import EXAMPLE_EVENT, MAX_EVENTS, EventBatchSchema
 from gateway.usecases import intake, queries
 from gateway.web import observability
-from gateway.web.apidoc import BODY_ERRORS, LOCATION, json_answer, operation, results
+from gateway.web.apidoc import (
+    BODY_ERRORS,
+    EVENT_BODY_ERRORS,
+    LOCATION,
+    REPLAYED,
+    json_answer,
+    operation,
+    results,
+)
 from gateway.web.auth import current_client_id, require_scope
 from gateway.web.context import services
 from gateway.web.problems import PROBLEM_TYPE, Problem, json_body, loaded
@@ -55,11 +63,11 @@ _EVENT = {"$ref": "#/components/schemas/Event"}  # one of the event types (gatew
             "Recorded; the standing after the event and the actions it caused.",
             headers={
                 **LOCATION,
-                "Idempotent-Replayed": {"schema": {"type": "string", "enum": ["true"]}},
+                "Idempotent-Replayed": REPLAYED,
             },
         )
     },
-    errors=(*BODY_ERRORS, "NotFound", "Conflict"),
+    errors=(*EVENT_BODY_ERRORS, "NotFound", "Conflict"),
 )
 def post_event() -> ResponseReturnValue:
     """Validate, record and act on one event (docs/api.md, *Events*)."""
