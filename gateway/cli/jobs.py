@@ -57,10 +57,13 @@ def jobs_failed(limit: int | None, after: int | None, as_json: bool) -> None:
     rows = failed_jobs(services().db, after=after or 0, limit=limit)
     if as_json:  # streamed as they are read: one array, as json.dumps writes it
         opening = "["  # written with the first row, so that a read that fails writes nothing
+        row = None
         for row in rows:
             click.echo(opening + json.dumps(row), nl=False)
             opening = ", "
         click.echo("[]" if opening == "[" else "]")
+        if row is not None and limit is not None:  # on stderr, as for the table
+            click.echo(f"(more may follow: --after {row['job_id']})", err=True)
         return
     listed = None
     for listed in rows:

@@ -1004,6 +1004,7 @@ def test_jobs_failed_lists_in_pages_with_limit_and_after(database_url, make_app,
 
     then = runner.invoke(args=["jobs", "failed", "--after", failed[1], "--limit", "2", "--json"])
     assert [row["job_id"] for row in json.loads(then.stdout)] == failed[2:4]
+    assert then.stderr == f"(more may follow: --after {failed[3]})\n"  # with --json too
     last = runner.invoke(args=["jobs", "failed", "--after", failed[3]])
     assert [line.split()[0] for line in last.stdout.splitlines()[::2]] == failed[4:]
     assert last.stderr == ""
