@@ -54,7 +54,9 @@ set the gateway refuses to start. The four `DIRECTORY_*` settings go together to
 (none: nothing is pushed to a directory).
 
 Rate-limit counts live in Redis when `REDIS_URL` is set (shared by every web process; while Redis is
-down each process counts in its own memory), in memory on the embedded default.
+down each process counts in its own memory and tries Redis again every 5 s, so a Redis that accepts
+connections but does not answer holds a rate-limited request for 2 s at each try), in memory on the
+embedded default.
 
 `PROMETHEUS_MULTIPROC_DIR` (read by prometheus-client itself) is where the processes of one machine
 share their metrics, so that `GET /metrics` reports them all: the web processes, and the workers of
