@@ -56,8 +56,10 @@ def readable_from_any_origin(response: Response) -> Response:
     """`response` readable by a web page of any origin (`Access-Control-Allow-Origin: *`, which
     browsers honour only for requests without credentials): for the public documents a credential
     names (keys, issuer profile, achievements, status lists), which a wallet or verifier running
-    in a browser fetches. Nothing else of the gateway is."""
-    response.access_control_allow_origin = "*"
+    in a browser fetches. Nothing else of the gateway is, nor an `OPTIONS` answer (no preflight
+    is needed for a plain GET)."""
+    if request.method != "OPTIONS":
+        response.access_control_allow_origin = "*"
     return response
 
 

@@ -825,6 +825,22 @@ def test_what_a_credential_names_is_readable_by_a_verifier_in_a_browser_and_noth
     )
     assert unchanged.status_code == 304
     assert unchanged.headers["Access-Control-Allow-Origin"] == "*"
+    # Their refusals too: a verifier in a page reads that a key is not published, say.
+    missing = (
+        "/issuer/keys/no-such-kid",
+        "/issuer/achievements/NOPE",
+        "/credentials/status/9/suspension",
+        "/credentials/status/0/neither",
+    )
+    refusals = [client.get(path, headers=origin) for path in missing] + [
+        client.get(
+            status_list.removeprefix("http://localhost"),
+            headers={**origin, "If-Match": first.headers["ETag"]},
+        )
+    ]
+    assert [answer.status_code for answer in refusals] == [404, 404, 404, 404, 412]
+    for answer in refusals:
+        assert answer.headers["Access-Control-Allow-Origin"] == "*", answer.request.path
     for private in (
         client.get("/v1/certifications/CERT-1/credential", headers={**reader, **origin}),
         client.get("/v1/verifications/CERT-1", headers=origin),

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from gateway.rules import ids
@@ -33,6 +33,21 @@ from gateway.web.security import readable_from_any_origin
 
 bp = Blueprint("open_badges", __name__)
 checks = Blueprint("credential_checks", __name__)
+
+#: The public documents of `bp` that a credential names: every answer of theirs, a 404 or 412
+#: too, is readable from any origin (a verifier in a web page reads why it failed).
+_PUBLIC_DOCUMENTS = frozenset(
+    {"open_badges.status_list", "open_badges.issuer", "open_badges.achievement"}
+)
+
+
+@bp.after_request
+def _public_documents_readable_anywhere(response: Response) -> Response:
+    """Any answer of a public document, readable from any origin; the others as they are."""
+    if request.endpoint in _PUBLIC_DOCUMENTS:
+        readable_from_any_origin(response)
+    return response
+
 
 VC_JWT = "application/vc+jwt"
 
@@ -111,7 +126,7 @@ def status_list(list_id: int, purpose: str) -> ResponseReturnValue:
     response.set_etag(etag, weak=True)
     response.cache_control.public = True
     response.cache_control.max_age = openbadges.STATUS_LIST_SECONDS
-    return answer_conditionally(readable_from_any_origin(response))
+    return answer_conditionally(response)
 
 
 @bp.get("/issuer")
@@ -154,10 +169,10 @@ def achievement(code: str) -> ResponseReturnValue:
 
 def _public(response: Response) -> Response:
     """`response`, cacheable by anyone for five minutes (as the JWK set): a change, such as a
-    rotated-in key, is seen in minutes; readable from any origin."""
+    rotated-in key, is seen in minutes."""
     response.cache_control.public = True
     response.cache_control.max_age = 300
-    return readable_from_any_origin(response)
+    return response
 
 
 _result = CredentialCheckResultSchema()

@@ -11,6 +11,8 @@ from gateway.web.problems import Problem
 from gateway.web.security import readable_from_any_origin
 
 bp = Blueprint("keys", __name__)
+#: Every answer of these public documents, a 404 too, is readable from any origin.
+bp.after_request(readable_from_any_origin)
 
 
 @bp.get("/.well-known/jwks.json")
@@ -58,9 +60,8 @@ def key(kid: str) -> ResponseReturnValue:
 
 
 def _public(response: Response, content_type: str) -> Response:
-    """`response` as `content_type`, cacheable by anyone for five minutes, readable from any
-    origin."""
+    """`response` as `content_type`, cacheable by anyone for five minutes."""
     response.content_type = content_type
     response.cache_control.public = True
     response.cache_control.max_age = 300  # a rotated-in key is seen within minutes
-    return readable_from_any_origin(response)
+    return response
