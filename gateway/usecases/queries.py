@@ -245,10 +245,10 @@ _DONE = (
 def queue_status(db: Database) -> Backlog:
     """What `gateway jobs status` shows: every item by kind and state, and those due now.
 
-    The outbox keeps its done items for good, too many to count on each call: those are the
-    done ends `job_outcomes` counted (an item whose lease ran out mid-attempt, run to its end
-    twice, counts twice). The others are counted in the outbox on its state index, failed ones
-    included: `job_outcomes` counts every failure, a requeued item's too."""
+    The outbox keeps its done items for JOB_RETENTION_DAYS, too many to count on each call:
+    those are the done ends `job_outcomes` counted (an item whose lease ran out mid-attempt, run
+    to its end twice, counts twice). The others are counted in the outbox on its state index,
+    failed ones included: `job_outcomes` counts every failure, a requeued item's too."""
     found = backlog(db, (*models.UNFINISHED, "failed"))
     done = {(kind, "done"): int(total) for kind, total in db.read(_DONE)}
     return Backlog(found.counts | done, found.due, found.oldest_due_at)
