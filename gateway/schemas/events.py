@@ -361,7 +361,13 @@ class CcpActivityData(_Strict):
     """`ccp.activity_recorded`: documented CCP points."""
 
     activity_id = fields.String(required=True, validate=[_ID, TEXT])
-    category = fields.String(required=True, validate=[validate.Length(min=1, max=64), TEXT])
+    category = fields.String(
+        required=True,
+        validate=[validate.Length(min=1, max=64), TEXT],
+        metadata={
+            "description": "One of the credential policy's `categories`; another is refused (422)."
+        },
+    )
     completed_on = _day(required=True)
     points = Points(required=True, min_inclusive=False)
     employment_start = _day(load_default=None)
