@@ -56,9 +56,16 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+#: The execution option of the connections that only read (`Database.read`, `Database.snapshots`).
+READ_ONLY = "gateway_read_only"
+
+
 def _sqlite_begin(connection: Any) -> None:
-    """Take SQLite's write lock at BEGIN, so concurrent writers queue instead of deadlocking."""
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    """Take SQLite's write lock at BEGIN, so concurrent writers queue instead of deadlocking; a
+    connection that only reads begins deferred instead: in WAL mode it reads the last committed
+    state at once, never waiting for a writer to commit."""
+    read_only = connection.get_execution_options().get(READ_ONLY, False)
+    connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 ASYNCHRONOUS_COMMIT = "-c synchronous_commit=off"
@@ -334,6 +341,10 @@ class Database:
             self.connect_guard = _ConnectGuard(statement_timeout_ms)
             event.listen(self.engine, "do_connect", self.connect_guard)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        #: Sessions that only read: on SQLite they wait for no writer (see _sqlite_begin).
+        self.snapshots = sessionmaker(
+            self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
+        )
         #: Called with the ids of the outbox items a transaction queued, after its commit.
         self.on_commit: Callable[[list[int]], None] | None = None
         self._compiled: weakref.WeakKeyDictionary[Executable, _Compiled | None] = (
@@ -349,6 +360,7 @@ class Database:
             if self.is_sqlite
             else self.engine.execution_options(isolation_level="AUTOCOMMIT")
         )
+        self._reads = self._single.execution_options(**{READ_ONLY: True})
 
     def read(self, statement: Executable, params: dict[str, Any] | None = None) -> list[tuple]:
         """The rows of one read-only statement (retried once on a connection found closed)."""
@@ -368,7 +380,7 @@ class Database:
         Python defaults) go through SQLAlchemy."""
         compiled = self._compile(statement)
         if compiled is None:
-            with self._single.begin() if commit else self._single.connect() as connection:
+            with self._single.begin() if commit else self._reads.connect() as connection:
                 result = connection.execute(statement, params)
                 return [tuple(row) for row in result] if result.returns_rows else []
         return self._fetch(compiled, compiled.params(params))

@@ -322,7 +322,7 @@ def standing_on(svc: Services, certification_id: str, as_of: date) -> dict:
     """The standing of `GET /v1/certifications/{id}` on `as_of`, from the whole history.
 
     Raises UnknownCertification, or rules.NotCertified for a day before the grant."""
-    with svc.db.sessions() as session:
+    with svc.db.snapshots() as session:
         if session.get(models.Certification, certification_id) is None:
             raise UnknownCertification(certification_id)
         history = load_history(svc.db, certification_id, session.connection())
@@ -337,7 +337,7 @@ def event_record(svc: Services, event_id: str) -> dict[str, Any] | None:
     """The recorded event `event_id`, its status and reasons, and the state of every job it
     caused; else the latest malformed attempt at that id, rejected with its field errors; None
     when neither was received."""
-    with svc.db.sessions() as session:
+    with svc.db.snapshots() as session:
         row = session.scalar(select(models.Event).where(models.Event.event_id == event_id))
         if row is None:
             attempt = session.get(models.MalformedEvent, event_id)
