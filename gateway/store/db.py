@@ -596,7 +596,7 @@ class Database:
         as no statement timeout can help when the server itself does not answer, and one still
         being made (for up to DATABASE_CONNECT_TIMEOUT_SECONDS) is left to end on its own."""
         if timeout is None or self.is_sqlite:
-            with self.engine.connect() as conn:
+            with self._reads.connect() as conn:
                 conn.execute(text("SELECT 1"))
             return
         outcome: list[BaseException | None] = []

@@ -136,7 +136,7 @@ def _new_secret() -> str:
 
 def listing(db: Database) -> list[OAuthClient]:
     """`list_clients` read in a session of its own."""
-    with db.sessions() as session:
+    with db.snapshots() as session:
         return list_clients(session)
 
 
@@ -182,7 +182,7 @@ def _locked(session: Session, client_id: str) -> OAuthClient | None:
 
 def active_client(db: Database, client_id: str) -> OAuthClient | None:
     """The client `client_id` unless it is revoked, read in a session of its own."""
-    with db.sessions() as session:
+    with db.snapshots() as session:
         return session.scalar(
             select(OAuthClient).where(
                 OAuthClient.client_id == client_id, OAuthClient.revoked_at.is_(None)

@@ -506,7 +506,8 @@ def signed_status_list(svc: Services, list_id: int, purpose: str, base: str) -> 
     credential (VC-JWT), re-signed only when its bits or the signing key change.
 
     Raises UnknownStatusList for a list past the last one."""
-    with svc.db.engine.connect() as connection:
+    with svc.db.snapshots() as session:
+        connection = session.connection()
         if list_id >= status_lists.list_count(connection):
             raise UnknownStatusList(list_id)
         encoded = status_lists.encode(status_lists.bitstring(connection, list_id, purpose))

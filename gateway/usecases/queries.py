@@ -219,7 +219,7 @@ def backlog(db: Database, states: Sequence[str]) -> Backlog:
     """The queue as operators see it (RQ holds only wake-ups, never the items themselves): the
     items in `states` by kind and state, and those due now."""
     now = models.utcnow()
-    with db.sessions() as session:
+    with db.snapshots() as session:
         counts = {
             (kind, state): number
             for kind, state, number in session.execute(
@@ -300,7 +300,7 @@ def failed_jobs(db: Database, *, after: int = 0, limit: int | None = None) -> It
         .limit(limit)
         .execution_options(yield_per=STREAM_ROWS)
     )
-    with db.sessions() as session:
+    with db.snapshots() as session:
         for outbox_id, kind, certification_id, attempts, finished_at, error in session.execute(
             statement
         ):

@@ -134,7 +134,7 @@ def list_owned(
     query = select(Receipt).where(Receipt.client_id == client_id)
     if since is not None:
         query = query.where(Receipt.issued_at >= since)
-    with svc.db.sessions() as session:
+    with svc.db.snapshots() as session:
         if after is not None:
             last = session.get(Receipt, after)
             if last is None or last.client_id != client_id:

@@ -101,14 +101,14 @@ class WatchedChange(NamedTuple):
 
 def list_of(svc: Services, client_id: str) -> list[tuple[Subscription, int]]:
     """`list_owned` in a session of its own."""
-    with svc.db.sessions() as session:
+    with svc.db.snapshots() as session:
         return list_owned(session, client_id)
 
 
 def read(svc: Services, client_id: str, subscription_id: str) -> tuple[Subscription, list[str]]:
     """The live subscription `subscription_id` of `client_id` and the ids it watches, sorted;
     SubscriptionNotFound if it has none."""
-    with svc.db.transaction() as session:
+    with svc.db.snapshots() as session:
         subscription = owned(session, client_id, subscription_id)
         return subscription, watched_ids(session, subscription.id)
 
@@ -158,9 +158,9 @@ def check_held(svc: Services, client_id: str, subscription_id: str) -> None:
 def delivery_log(
     svc: Services, client_id: str, subscription_id: str, *, limit: int, before: int | None
 ) -> list[Delivery]:
-    """`deliveries` of the live subscription `subscription_id` of `client_id`, in a transaction
-    of its own; SubscriptionNotFound if it has none."""
-    with svc.db.transaction() as session:
+    """`deliveries` of the live subscription `subscription_id` of `client_id`, in a session of
+    its own; SubscriptionNotFound if it has none."""
+    with svc.db.snapshots() as session:
         subscription = owned(session, client_id, subscription_id)
         return deliveries(session, subscription.id, limit=limit, before=before)
 
@@ -355,7 +355,7 @@ def warn_of_plain_http_targets(svc: Services) -> int:
         func.lower(Subscription.url).startswith("http:"), Subscription.deleted_at.is_(None)
     )
     try:
-        with svc.db.sessions() as session:
+        with svc.db.snapshots() as session:
             found = session.scalar(plain)
     except SQLAlchemyError as exc:
         log.info("subscriptions not checked for plain http URLs: %s", exc.__class__.__name__)

@@ -57,7 +57,7 @@ class Unclaimed:
 
 def list_unclaimed(db: Database, *, days: int, limit: int | None = None) -> list[Unclaimed]:
     """`unclaimed_badges` read in a session of its own (`gateway badges unclaimed`)."""
-    with db.sessions() as session:
+    with db.snapshots() as session:
         return unclaimed_badges(session, days=days, limit=limit)
 
 

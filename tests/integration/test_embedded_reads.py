@@ -1,6 +1,7 @@
 """The embedded default's reads while another transaction writes: `gateway run` on SQLite answers
-lookups, token checks, standings and events from the last committed state at once, without
-waiting for the writer (a batch of events, a sweep, a command) to commit."""
+lookups, token checks, standings, events, lists, status lists and its readiness from the last
+committed state at once, without waiting for the writer (a batch of events, a sweep, a command)
+to commit."""
 
 from __future__ import annotations
 
@@ -57,6 +58,8 @@ def test_reads_do_not_wait_for_a_transaction_that_holds_the_write_lock(embedded)
     url, database, bearer = embedded
     grant = granted((date.today() - timedelta(days=30)).isoformat(), cert="READ-1")
     assert requests.post(f"{url}/v1/events", json=grant, headers=bearer, timeout=10).ok
+    credential = f"{url}/v1/certifications/READ-1/credential"
+    assert requests.get(credential, headers=bearer, timeout=10).ok  # its status lists exist
     writer = sqlite3.connect(database, isolation_level=None)
     writer.execute("BEGIN IMMEDIATE")  # as a batch of events or a sweep holds it while it writes
     try:
@@ -65,6 +68,10 @@ def test_reads_do_not_wait_for_a_transaction_that_holds_the_write_lock(embedded)
             ("/v1/verifications/READ-1", bearer),
             ("/v1/certifications/READ-1", bearer),
             (f"/v1/events/{grant['event_id']}", bearer),
+            ("/v1/receipts", bearer),
+            ("/v1/subscriptions", bearer),
+            ("/credentials/status/0/suspension", {}),
+            ("/readyz", {}),
         ]:
             answer = requests.get(f"{url}{path}", headers=headers, timeout=5)
             assert answer.status_code == 200, (path, answer.text)
