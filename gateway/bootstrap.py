@@ -88,7 +88,7 @@ def _build(
         name = "INSTANCE_PATH" if in_folder else "DATABASE_URL"
         raise ConfigError(f"{name}: {exc.strerror or exc}: {exc.filename}") from exc
     app.extensions["gateway"] = svc
-    if svc.db.is_sqlite and migrate:
+    if svc.db.is_sqlite and migrate and not svc.db.up_to_date():  # else: no write lock taken
         try:
             svc.db.upgrade(policy=svc.policy)
         except MigrationRefused as exc:
@@ -157,7 +157,9 @@ def _build(
         svc, synchronous=settings.jobs_synchronous, jobs=JobThread[jobs]
     )
     context.use(svc)
-    if settings.jobs_in_process and migrate:  # the `db` commands run no jobs
+    # The `db` commands run no jobs; the other commands leave them to the server, which does this
+    # at its own start.
+    if settings.jobs_in_process and migrate and jobs != JobThread.IN_SERVER.name:
         try:
             relay(svc, svc.dispatcher)  # side effects left behind by a process that died
             resume_held_at_start(svc)  # Credly jobs held back for a token no longer configured

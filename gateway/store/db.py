@@ -626,12 +626,19 @@ class Database:
             finally:
                 timer.cancel()
 
+    def up_to_date(self) -> bool:
+        """Whether the database is at exactly this code's latest migrations (read without
+        waiting for a writer on SQLite)."""
+        with self._reads.connect() as connection:
+            applied = MigrationContext.configure(connection).get_current_heads()
+        return set(applied) == set(migration_scripts().get_heads())
+
     def missing_migrations(self) -> list[str]:
         """The migrations this code has that the database lacks (none when it is up to date, or
         ahead: a newer release migrated it); every one when it has no version table, or one that
         names none. SQLAlchemyError when the database cannot say (down, say)."""
         scripts = migration_scripts()
-        with self.engine.connect() as connection:
+        with self._reads.connect() as connection:
             applied: tuple[str, ...] = ()
             if inspect(connection).has_table("alembic_version"):  # none: never migrated
                 applied = tuple(connection.scalars(text("SELECT version_num FROM alembic_version")))

@@ -272,8 +272,7 @@ def check_policy_covers_certifications(db: Database, policy: rules.Policy) -> No
     standings could not be evaluated. Skipped while the database cannot say (down, or its schema
     not made yet)."""
     try:
-        with db.engine.connect() as connection:
-            used = set(connection.scalars(_CREDENTIALS_IN_USE))
+        used = {code for (code,) in db.read(_CREDENTIALS_IN_USE)}
     except SQLAlchemyError as exc:
         log.info(
             "the policy table is not checked against the certifications: %s", exc.__class__.__name__

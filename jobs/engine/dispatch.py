@@ -338,8 +338,7 @@ def relay(svc: Services, dispatcher: Dispatcher) -> int:
 
     Younger items are left alone: their own wake-up may be on its way.
     """
-    with svc.db.engine.connect() as connection:
-        due = connection.scalar(DUE, {"cutoff": utcnow() - RELAY_GRACE})
+    [(due,)] = svc.db.read(DUE, {"cutoff": utcnow() - RELAY_GRACE})
     if due:
         dispatcher.wake_overdue()
         log.info("relay: %d outbox items due", due)

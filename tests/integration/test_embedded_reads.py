@@ -21,20 +21,26 @@ import requests
 from tests.support.events import granted
 from tests.support.serving import free_port, start_run
 
+GATEWAY = os.path.join(os.path.dirname(sys.executable), "gateway")
+
+
+def _embedded_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env["INSTANCE_PATH"] = str(tmp_path / "instance")
+    return env
+
 
 @pytest.fixture
 def embedded(tmp_path: Path) -> Iterator[tuple[str, Path, dict[str, str]]]:
     """`gateway run` on the embedded default in a fresh instance folder, and a bearer header of a
     client with every scope the reads take: its URL, its SQLite file and that header."""
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-    env["INSTANCE_PATH"] = str(tmp_path / "instance")
+    env = _embedded_env(tmp_path)
     port = free_port()
     proc = start_run(env, port, tmp_path / "stderr.log")
     try:
-        gateway = os.path.join(os.path.dirname(sys.executable), "gateway")
         scope = "events:write certifications:read verifications:read"
         created = subprocess.run(
-            [gateway, "clients", "create", "--name", "reader", "--scope", scope],
+            [GATEWAY, "clients", "create", "--name", "reader", "--scope", scope],
             env=env,
             capture_output=True,
             text=True,
@@ -80,6 +86,27 @@ def test_reads_do_not_wait_for_a_transaction_that_holds_the_write_lock(embedded)
             f"{url}/v1/verifications/batch", json=batch, headers=bearer, timeout=5
         )
         assert [r["status"] for r in answer.json()["results"]] == ["active", "not_found"]
+    finally:
+        writer.rollback()
+        writer.close()
+
+
+def test_commands_that_only_read_do_not_wait_for_a_transaction_that_holds_the_write_lock(
+    embedded, tmp_path
+):
+    _, database, _ = embedded
+    writer = sqlite3.connect(database, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+    try:
+        for command in (["jobs", "status"], ["clients", "list"], ["badges", "unclaimed"]):
+            ran = subprocess.run(
+                [GATEWAY, *command],
+                env=_embedded_env(tmp_path),
+                capture_output=True,
+                text=True,
+                timeout=8,  # the write lock is waited for 10 s
+            )
+            assert ran.returncode == 0, (command, ran.stderr)
     finally:
         writer.rollback()
         writer.close()
