@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -48,11 +49,11 @@ T = TypeVar("T")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself (see _sqlite_begin)
+    dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself (_WriteTurns)
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_WAIT_SECONDS * 1000}")
     cursor.close()
 
 
@@ -60,12 +61,76 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 READ_ONLY = "gateway_read_only"
 
 
-def _sqlite_begin(connection: Any) -> None:
-    """Take SQLite's write lock at BEGIN, so concurrent writers queue instead of deadlocking; a
-    connection that only reads begins deferred instead: in WAL mode it reads the last committed
-    state at once, never waiting for a writer to commit."""
-    read_only = connection.get_execution_options().get(READ_ONLY, False)
-    connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+#: How long SQLite waits for its write lock (`busy_timeout`), then `database is locked`.
+SQLITE_WAIT_SECONDS = 10
+
+
+class _WriteTurns:
+    """How SQLite transactions begin. One that writes takes the write lock at BEGIN (`BEGIN
+    IMMEDIATE`), so concurrent writers queue instead of deadlocking, and those of this process
+    take turns here first, each woken as soon as the one before ends: left to SQLite's own wait,
+    waiters poll the lock at growing intervals, and under a steady stream of writes one that has
+    waited long keeps losing it to newcomers until its `busy_timeout` ends it (a 503). One that
+    only reads (`READ_ONLY`) begins deferred: in WAL mode it reads the last committed state at
+    once, never waiting for a writer."""
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._taken = False
+        self._waiting: deque[threading.Event] = deque()
+        self._holder: Any = None
+
+    def begin(self, connection: Any) -> None:
+        if connection.get_execution_options().get(READ_ONLY, False):
+            connection.exec_driver_sql("BEGIN")
+            return
+        mine = self._wait()
+        try:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            if mine:
+                self._pass_on()
+            raise
+        if mine:
+            self._holder = connection
+
+    def end(self, connection: Any) -> None:
+        """After the COMMIT or ROLLBACK of `connection`: the next writer's turn."""
+        with self._mutex:
+            if connection is None or self._holder is not connection:
+                return
+            self._holder = None
+        self._pass_on()
+
+    def _wait(self) -> bool:
+        """Whether this thread got the turn, in the order they asked; past SQLITE_WAIT_SECONDS
+        it goes without it (SQLite's lock still orders the writers). A turn whose connection
+        ended without a COMMIT or ROLLBACK (closed, invalidated) is taken back."""
+        with self._mutex:
+            if not self._taken:
+                self._taken = True
+                return True
+            mine = threading.Event()
+            self._waiting.append(mine)
+        deadline = time.monotonic() + SQLITE_WAIT_SECONDS
+        while not mine.wait(0.5):
+            holder = self._holder
+            if holder is not None and (holder.closed or holder.invalidated):
+                self.end(holder)
+            if time.monotonic() > deadline:
+                with self._mutex:
+                    if mine.is_set():  # handed over as the wait ended
+                        return True
+                    self._waiting.remove(mine)
+                    return False
+        return True
+
+    def _pass_on(self) -> None:
+        with self._mutex:
+            if self._waiting:
+                self._waiting.popleft().set()
+            else:
+                self._taken = False
 
 
 ASYNCHRONOUS_COMMIT = "-c synchronous_commit=off"
@@ -316,11 +381,14 @@ class Database:
                 os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
             self.engine: Engine = create_engine(
                 self.url,
-                connect_args={"check_same_thread": False, "timeout": 10},
+                connect_args={"check_same_thread": False, "timeout": SQLITE_WAIT_SECONDS},
                 hide_parameters=True,
             )
+            turns = _WriteTurns()
             event.listen(self.engine, "connect", _sqlite_pragmas)
-            event.listen(self.engine, "begin", _sqlite_begin)
+            event.listen(self.engine, "begin", turns.begin)
+            event.listen(self.engine, "commit", turns.end)
+            event.listen(self.engine, "rollback", turns.end)
         else:
             # No pre-ping (a round trip at every checkout): a connection that died is found when
             # used, the pool is then invalidated, and `retry_disconnect` runs the work again.
@@ -341,7 +409,7 @@ class Database:
             self.connect_guard = _ConnectGuard(statement_timeout_ms)
             event.listen(self.engine, "do_connect", self.connect_guard)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
-        #: Sessions that only read: on SQLite they wait for no writer (see _sqlite_begin).
+        #: Sessions that only read: on SQLite they wait for no writer (see _WriteTurns).
         self.snapshots = sessionmaker(
             self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
         )
@@ -354,7 +422,7 @@ class Database:
             weakref.WeakKeyDictionary()
         )
         # One statement needs no transaction around it: on PostgreSQL that spares the BEGIN and
-        # the ROLLBACK or COMMIT round trips. SQLite keeps its own BEGIN (see _sqlite_begin).
+        # the ROLLBACK or COMMIT round trips. SQLite keeps its own BEGIN (see _WriteTurns).
         self._single = (
             self.engine
             if self.is_sqlite
