@@ -102,13 +102,13 @@ def fill(url: str, certifications: int) -> None:
 def measure(url: str, rounds: int) -> dict[str, float]:
     """Each step once, VACUUM ANALYZE, then each step's best of `rounds` (ms)."""
     from gateway.bootstrap import create_app
+    from gateway.platform import clock
     from gateway.platform.config import Settings
-    from gateway.store.models import utcnow
     from gateway.usecases import housekeeping, notices
 
     settings = Settings(database_url=url, instance_path="/tmp/bench-instance", log_level="WARNING")
     svc = create_app(settings, jobs="IN_SERVER").extensions["gateway"]
-    now = utcnow()
+    now = clock.now()
     steps: dict[str, Callable[[], object]] = {
         "prune of jobs": lambda: housekeeping.prune_jobs(svc, now),
         "prune of notifications": lambda: housekeeping.prune_notifications(svc, now),

@@ -18,8 +18,8 @@ import psycopg
 from bench_sweep import table_on_fresh_databases
 
 from gateway.bootstrap import create_app
+from gateway.platform import clock
 from gateway.platform.config import Settings
-from gateway.store.models import utcnow
 from gateway.usecases import housekeeping
 
 TARGETS = 20
@@ -64,7 +64,7 @@ def measure(url: str, count: int) -> str:
     app = create_app(replace(Settings.from_env(), database_url=url))
     svc = app.extensions["gateway"]
     started = time.perf_counter()
-    pruned = housekeeping.prune_deliveries(svc, utcnow())
+    pruned = housekeeping.prune_deliveries(svc, clock.now())
     seconds = time.perf_counter() - started
     svc.db.engine.dispose()
     assert pruned == count - kept, (pruned, count, kept)

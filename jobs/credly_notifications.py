@@ -36,16 +36,10 @@ from connectors.credly.wire import (
 )
 from connectors.credly.wire import Badge as CredlyBadge
 from connectors.errors import describe
+from gateway.platform import clock
 from gateway.rules import kinds
 from gateway.store.db import wake_after_commit
-from gateway.store.models import (
-    Badge,
-    Certification,
-    CredlyNotification,
-    OutboxItem,
-    UTCDateTime,
-    utcnow,
-)
+from gateway.store.models import Badge, Certification, CredlyNotification, OutboxItem, UTCDateTime
 from gateway.usecases.credly_notifications import expected_organization
 from gateway.usecases.services import Services
 from jobs.badges.credly_calls import deleted, latest
@@ -297,7 +291,7 @@ def _apply(
         else:
             row.credly_badge_id = reported.id
             status, result = _badge_event(svc, session, row, reported, now)
-        row.status, row.result, row.last_error, row.processed_at = status, result, None, utcnow()
+        row.status, row.result, row.last_error, row.processed_at = status, result, None, clock.now()
         item.finish(svc.db, session.connection())
     log.info("Credly notification %s: %s", status, result)
 
@@ -416,7 +410,7 @@ def _notification(session: Session, notification_id: str) -> CredlyNotification:
 def _close(svc: Services, item: ClaimedItem, status: str, result: str) -> None:
     with svc.db.transaction() as session:
         row = _notification(session, item.payload["notification_id"])
-        row.status, row.result, row.last_error, row.processed_at = status, result, None, utcnow()
+        row.status, row.result, row.last_error, row.processed_at = status, result, None, clock.now()
         item.finish(svc.db, session.connection())
 
 
@@ -424,7 +418,11 @@ def given_up(svc: Services, connection: Connection, item: ClaimedItem, reason: s
     """Record the notification whose check failed for good (Credly refused to read the event,
     or the job is out of retries) `failed`, with why, in the transaction that fails the job: it
     is finished, and a new delivery of its id, or the job requeued, checks it again."""
-    params = {"of_notification": item.payload["notification_id"], "reason": reason, "now": utcnow()}
+    params = {
+        "of_notification": item.payload["notification_id"],
+        "reason": reason,
+        "now": clock.now(),
+    }
     svc.db.execute(connection, CHECK_FAILED, params)
 
 

@@ -30,8 +30,9 @@ from rq.exceptions import StopRequested
 from sqlalchemy.dialects import postgresql, sqlite
 
 from connectors.errors import PermanentError, TransientError, describe
+from gateway.platform import clock
 from gateway.store.db import UNAVAILABLE, unavailable_reason
-from gateway.store.models import DailyRun, utcnow
+from gateway.store.models import DailyRun
 from gateway.usecases import housekeeping
 from gateway.usecases.credly_token import check_token
 from gateway.usecases.services import Services
@@ -129,7 +130,7 @@ def _sweep_and_notices(svc: Services, scope: Scope, **kwargs: object) -> Summary
 def run_daily_sweep(as_of: str | None = None) -> dict[str, object]:
     """RQ job: `daily_run` of today (or `as_of`) with this process's services. Queued jobs and
     the cron store this name, so it stays."""
-    return daily_run(context.services(), date.fromisoformat(as_of) if as_of else utcnow().date())
+    return daily_run(context.services(), date.fromisoformat(as_of) if as_of else clock.now().date())
 
 
 def daily_run(
@@ -166,7 +167,7 @@ def _sweep_once(svc: Services, scope: Scope) -> Summary | None:
     done = _swept(scope.as_of)  # each worker's cron queues the day's sweep
     lock = sweep_lock(svc, scope)
     if not lock.acquire():
-        if scope.as_of >= utcnow().date():
+        if scope.as_of >= clock.now().date():
             log.info("sweep put off: another one is running; looked at again later")
             Queue(svc.settings.queue_name, connection=svc.redis).enqueue_in(
                 timedelta(seconds=SWEEP_RECHECK_SECONDS),
@@ -196,7 +197,7 @@ def catch_up(svc: Services) -> date | None:
     yesterday) unless it is done: a worker starting after a SWEEP_TIME that found no worker
     running (a deploy at that minute) sweeps that day now, not a day late. The day queued, if
     any (several workers starting at once queue it each; the lock and the mark sweep it once)."""
-    day = due_day(svc.settings.sweep_time, utcnow())
+    day = due_day(svc.settings.sweep_time, clock.now())
     if svc.redis.exists(_swept(day)):
         return None
     Queue(svc.settings.queue_name, connection=svc.redis).enqueue(
@@ -212,7 +213,7 @@ def run_daily_reconcile() -> dict[str, object]:
     after its tries, the worker stopping or killed) leaves the day open: RQ runs it again
     (RECONCILE_RETRY_SECONDS)."""
     svc = context.services()
-    today = utcnow().date()
+    today = clock.now().date()
     if svc.settings.credly_dry_run:
         log.info("reconciliation skipped: Credly is the dry-run backend")
         return {"skipped": True}
@@ -237,7 +238,7 @@ def check_credly_token() -> bool:
     """RQ job: read the Credly token's expiry from Credly and warn if it is within 14 days, by
     the first worker to run it today (each worker's cron queues it); True if it warned."""
     svc = context.services()
-    today = utcnow().date()
+    today = clock.now().date()
     if not svc.redis.set(f"gateway:credly-token-checked:{today}", 1, nx=True, ex=DAY_SECONDS):
         return False
     return check_token(svc, today)
@@ -371,7 +372,7 @@ class InProcessCron(threading.Thread):
     def _run_due(self) -> float:
         """Run the run due unless this process has settled it; how long to wait for the next."""
         sweep_time = self.svc.settings.sweep_time
-        day = due_day(sweep_time, utcnow())
+        day = due_day(sweep_time, clock.now())
         if self.settled is None or day > self.settled:
             try:
                 self._run_day(day)
@@ -397,7 +398,7 @@ class InProcessCron(threading.Thread):
                 log.exception("daily run of %s failed; tried again in %g s", day, RETRY_SECONDS)
                 return RETRY_SECONDS
             self.settled = day
-        return min(seconds_to_next(sweep_time, utcnow()), CLOCK_CHECK_SECONDS)
+        return min(seconds_to_next(sweep_time, clock.now()), CLOCK_CHECK_SECONDS)
 
     def _run_day(self, day: date) -> None:
         if self.claimed != day:

@@ -35,9 +35,10 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from connectors.errors import PermanentError, TransientError
+from gateway.platform import clock
 from gateway.platform.config import Settings
 from gateway.schemas.verifications import RECORD_FIELDS, VerificationSchema
-from gateway.store.models import Delivery, Subscription, WatchedCertification, utcnow
+from gateway.store.models import Delivery, Subscription, WatchedCertification
 from gateway.usecases import lookup
 from gateway.usecases.deliveries import DIRECTORY, EVENT_TYPE, new_message_id
 from gateway.usecases.services import Services
@@ -217,7 +218,7 @@ def _lock_pair(session: Session, delivery_id: int) -> list[Delivery]:
 
 def _claim(svc: Services, delivery_id: int) -> Claim | None:
     """Take the lease of a delivery; None when it is no longer to be sent (and say why)."""
-    now = utcnow()
+    now = clock.now()
     with svc.db.transaction() as session:
         rows = _lock_pair(session, delivery_id)
         mine = next((row for row in rows if row.id == delivery_id), None)
@@ -328,7 +329,7 @@ def _settle(
     claim, settling or housekeeping delete deadlocks with it: a settling that was a deadlock's
     victim after a 2xx would have its job's retry send the message again.
     """
-    now = utcnow()
+    now = clock.now()
     with svc.db.transaction() as session:
         rows = _lock_pair(session, claim.delivery_id)
         [mine] = [row for row in rows if row.id == claim.delivery_id]

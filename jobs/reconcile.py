@@ -55,9 +55,9 @@ from connectors.credly.errors import NotFound, TransientError, Unauthorized
 from connectors.credly.service import retried
 from connectors.credly.wire import REPLACED
 from connectors.credly.wire import Badge as CredlyBadge
-from gateway.platform import metrics
+from gateway.platform import clock, metrics
 from gateway.rules import BADGE_KEPT, kinds
-from gateway.store.models import SUPERSEDED, UNFINISHED, Badge, Certification, OutboxItem, utcnow
+from gateway.store.models import SUPERSEDED, UNFINISHED, Badge, Certification, OutboxItem
 from gateway.usecases.services import Services
 from jobs.badges.credly_calls import deleted, latest
 from jobs.badges.recipient import (
@@ -166,7 +166,7 @@ class _Run:
     ) -> None:
         self.svc, self.dry_run, self.only, self.progress = svc, dry_run, certification_id, progress
         self.stop = stop
-        self.started = utcnow()
+        self.started = clock.now()
         self.summary = Summary(dry_run=dry_run)
         self.seen_live: set[str] = set()  # a dry run's marks, in memory
         self.jobs: list[int] = []
@@ -337,7 +337,7 @@ class _Run:
             )
         row.credly_badge_id, row.state = badge.id, badge.state
         row.recipient_email = badge.recipient_email or row.recipient_email
-        row.state_changed_at, row.last_error = utcnow(), None
+        row.state_changed_at, row.last_error = clock.now(), None
         row.issued_at = badge.issued_at or row.issued_at
         row.expires_at = badge.expires_at or row.expires_at
         return row

@@ -10,8 +10,8 @@ import click
 from flask.cli import with_appcontext
 
 from gateway.cli.group import COUNT, CommandGroup
+from gateway.platform import clock
 from gateway.platform.config import MAX_WHOLE_NUMBER
-from gateway.store.models import utcnow
 from gateway.usecases.queries import failed_jobs, queue_status
 from gateway.web.context import services
 from jobs.engine.dispatch import requeue
@@ -108,7 +108,7 @@ def _indented(error: str) -> str:
 def jobs_status(as_json: bool) -> None:
     """The outbox, which is the queue: items by kind and state, how many are due now."""
     found = queue_status(services().db)
-    waiting = (utcnow() - found.oldest_due_at).total_seconds() if found.oldest_due_at else 0
+    waiting = (clock.now() - found.oldest_due_at).total_seconds() if found.oldest_due_at else 0
     if as_json:
         rows = [{"kind": k, "state": s, "count": n} for (k, s), n in sorted(found.counts.items())]
         click.echo(json.dumps({"items": rows, "due": found.due, "oldest_due_seconds": waiting}))

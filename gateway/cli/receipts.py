@@ -6,7 +6,7 @@ import click
 from flask.cli import with_appcontext
 
 from gateway.cli.group import CommandGroup
-from gateway.store.models import utcnow
+from gateway.platform import clock
 from gateway.usecases import housekeeping
 from gateway.web.context import services
 
@@ -21,5 +21,5 @@ def receipts() -> None:
 def receipts_prune() -> None:
     """Delete the records of receipts older than RECEIPT_RETENTION_DAYS (also done daily)."""
     svc = services()
-    pruned = housekeeping.prune_receipts(svc, utcnow())
+    pruned = housekeeping.prune_receipts(svc, clock.now())
     click.echo(f"pruned {pruned} receipts older than {svc.settings.receipt_retention_days} days")

@@ -13,8 +13,8 @@ import click
 from flask.cli import with_appcontext
 
 from gateway.cli.group import COUNT, TextArguments
+from gateway.platform import clock
 from gateway.rules.periods import EARLIEST_DAY, LATEST_DAY
-from gateway.store.models import utcnow
 from gateway.usecases.sweep import Scope, count, range_in_order
 from gateway.web.context import services
 from jobs.cron import SweepRunning, locked_sweep
@@ -78,7 +78,7 @@ def sweep_command(
             param_hint="--from-id",
         )
     scope = Scope(
-        as_of=as_of or utcnow().date(),
+        as_of=as_of or clock.now().date(),
         full=full,
         first_id=from_id,
         last_id=to_id,

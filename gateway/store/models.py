@@ -31,11 +31,6 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from gateway.platform import clock
 
 
-def utcnow() -> datetime:
-    """The current time, timezone-aware UTC, by the gateway's clock."""
-    return clock.now()
-
-
 class UTCDateTime(TypeDecorator):
     """A timestamp stored in UTC and always read back timezone-aware (SQLite drops the zone)."""
 
@@ -81,7 +76,7 @@ class Member(Base):
     first_name: Mapped[str] = mapped_column(String(200))
     last_name: Mapped[str] = mapped_column(String(200))
     email: Mapped[str] = mapped_column(String(320))
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now, onupdate=clock.now)
 
 
 class Certification(Base):
@@ -96,8 +91,8 @@ class Certification(Base):
     standing: Mapped[dict] = mapped_column(JSONType)
     evaluated_on: Mapped[date] = mapped_column(Date)
     next_change_on: Mapped[date | None] = mapped_column(Date, index=True)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now, onupdate=clock.now)
 
 
 #: The status of an event refused only because of events dated after it (`rules.kept`: a lapse, a
@@ -124,7 +119,7 @@ class Event(Base):
     reasons: Mapped[list] = mapped_column(JSONType, default=list)
     response_status: Mapped[int] = mapped_column(Integer)
     response_body: Mapped[dict] = mapped_column(JSONType)
-    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now)
     client_id: Mapped[str | None] = mapped_column(String(64))
     request_id: Mapped[str | None] = mapped_column(String(64))
 
@@ -182,8 +177,8 @@ class Badge(Base):
     recipient_email: Mapped[str | None] = mapped_column(String(320))
     #: When `gateway badges reconcile` last found this badge live on Credly.
     credly_checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now, onupdate=clock.now)
 
     __table_args__ = (UniqueConstraint("certification_id", "period_start"),)
 
@@ -211,11 +206,11 @@ class OutboxItem(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     request_id: Mapped[str | None] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: When a worker may next claim the item: at once when pending, after its back-off when
     #: retrying, when its lease ends when running; NULL once done or failed.
-    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=utcnow)
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=clock.now)
 
     __table_args__ = (
         # By state, then end: the backlog's counts and the failed items by state, the daily prune
@@ -278,7 +273,7 @@ class VerificationRecord(Base):
     status: Mapped[str] = mapped_column(String(16))
     certified_since: Mapped[date] = mapped_column(Date)
     valid_through: Mapped[date | None] = mapped_column(Date)
-    synced_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    synced_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now)
 
 
 class OAuthClient(Base):
@@ -291,7 +286,7 @@ class OAuthClient(Base):
     client_secret_hash: Mapped[str] = mapped_column(String(256))
     name: Mapped[str] = mapped_column(String(200))
     scope: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
@@ -304,7 +299,7 @@ class OAuthToken(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     client_id: Mapped[str] = mapped_column(ForeignKey("oauth_clients.client_id"), index=True)
     scope: Mapped[str] = mapped_column(Text)
-    issued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now)
     expires_in: Mapped[int] = mapped_column(Integer)
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
 
@@ -326,7 +321,7 @@ class CredlyNotification(Base):
     organization_id: Mapped[str] = mapped_column(String(128))
     event_type: Mapped[str] = mapped_column(String(64))
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now)
     status: Mapped[str] = mapped_column(String(16), default="received")
     credly_badge_id: Mapped[str | None] = mapped_column(String(64), index=True)
     event: Mapped[dict | None] = mapped_column(JSONType)
@@ -356,7 +351,7 @@ class Subscription(Base):
     secret: Mapped[str] = mapped_column(String(64))
     #: Days of advance notice of a scheduled status change; None: no advance notice.
     notice_days: Mapped[int | None] = mapped_column(Integer)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
@@ -380,7 +375,7 @@ class DeliveryTarget(Base):
     last_sequence: Mapped[int] = mapped_column(Integer, default=0)
     backfill_after: Mapped[str | None] = mapped_column(String(128))
     backfill_finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now, onupdate=clock.now)
 
 
 class Delivery(Base):
@@ -411,7 +406,7 @@ class Delivery(Base):
     status_code: Mapped[int | None] = mapped_column(Integer)
     last_error: Mapped[str | None] = mapped_column(Text)
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now)
     last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
@@ -442,8 +437,8 @@ class CredentialStatusEntry(Base):
     status_index: Mapped[int] = mapped_column(Integer)
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
     suspended: Mapped[bool] = mapped_column(Boolean, default=False)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now, onupdate=clock.now)
 
     __table_args__ = (
         UniqueConstraint("certification_id", "period_start"),
@@ -482,8 +477,8 @@ class AdvanceNotice(Base):
     status: Mapped[str] = mapped_column(String(16))
     #: Indexed: the daily review and prune read the few still scheduled among every one told.
     state: Mapped[str] = mapped_column(String(16), default="scheduled", index=True)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now, onupdate=clock.now)
 
     __table_args__ = (
         UniqueConstraint("subscription_id", "certification_id", "change_on", "status"),

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
-from gateway.store.models import Subscription, VerificationRecord, WatchedCertification, utcnow
+from gateway.platform import clock
+from gateway.store.models import Subscription, VerificationRecord, WatchedCertification
 from gateway.usecases.deliveries import DIRECTORY, lock_target, queue
 from gateway.usecases.services import Services
 
@@ -84,7 +85,7 @@ def run(
             row = lock_target(session, target)
             ids = list(session.scalars(_ids(target, row.backfill_after).limit(batch_size)))
             if not ids:
-                row.backfill_finished_at = utcnow()
+                row.backfill_finished_at = clock.now()
                 return queued
             queue(session, target, ids)
             row.backfill_after = ids[-1]

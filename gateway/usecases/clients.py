@@ -15,9 +15,10 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 from werkzeug.security import generate_password_hash
 
+from gateway.platform import clock
 from gateway.schemas.events import unprinted
 from gateway.store.db import Database
-from gateway.store.models import OAuthClient, OAuthToken, utcnow
+from gateway.store.models import OAuthClient, OAuthToken
 from gateway.usecases import subscriptions
 
 #: The scopes a client may be granted (docs/api.md).
@@ -169,7 +170,7 @@ def revoke(session: Session, client_id: str) -> Revocation | None:
     if row is None:
         return None
     already = row.revoked_at is not None
-    row.revoked_at = row.revoked_at or utcnow()
+    row.revoked_at = row.revoked_at or clock.now()
     return Revocation(row.revoked_at, already, subscriptions.remove_all(session, client_id))
 
 

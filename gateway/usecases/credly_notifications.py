@@ -21,11 +21,12 @@ from sqlalchemy import exists, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from gateway.platform import clock
 from gateway.platform.config import Settings
 from gateway.rules import kinds
 from gateway.schemas.webhooks import CredlyEnvelope, load_credly_envelope
 from gateway.store.db import wake_after_commit
-from gateway.store.models import CredlyNotification, OutboxItem, utcnow
+from gateway.store.models import CredlyNotification, OutboxItem
 from gateway.usecases.services import Services
 
 log = logging.getLogger("gateway.webhooks")
@@ -172,7 +173,7 @@ def _caught(session: Session, address: str | None) -> bool:
                 exists().where(
                     CredlyNotification.address == address,
                     CredlyNotification.status == "forged",
-                    CredlyNotification.processed_at >= utcnow() - CAUGHT_FOR,
+                    CredlyNotification.processed_at >= clock.now() - CAUGHT_FOR,
                 )
             )
         )

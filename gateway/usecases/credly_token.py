@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 from connectors.credly.errors import CredlyError, UnknownOrganization
 from connectors.errors import describe
+from gateway.platform import clock
 from gateway.platform.config import Settings
-from gateway.store.models import utcnow
 
 if TYPE_CHECKING:
     import redis
@@ -186,7 +186,7 @@ def credly_status(
     """`{"mode": "live" | "dry-run", "token_expires_on", "days_left", "paused"}`: the expiry
     Credly reported (`state`), else the configured one (None if neither); why jobs wait, if so."""
     expires = known_expiry(settings, state)
-    today = today or utcnow().date()
+    today = today or clock.now().date()
     return {
         "mode": "dry-run" if settings.credly_dry_run else "live",
         "token_expires_on": expires.isoformat() if expires else None,

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import Select, and_, delete, exists, func, or_, select, tuple_
 from sqlalchemy.orm import InstrumentedAttribute, aliased
 
+from gateway.platform import clock
 from gateway.store.models import (
     SUPERSEDED,
     UNFINISHED,
@@ -24,7 +25,6 @@ from gateway.store.models import (
     Receipt,
     Subscription,
     WatchedCertification,
-    utcnow,
 )
 from gateway.usecases.credly_notifications import UNCONFIRMED
 from gateway.usecases.services import Services
@@ -45,7 +45,7 @@ CHUNK = 10_000
 
 def prune(svc: Services, now: datetime | None = None) -> dict[str, int]:
     """Delete every kind of record past its use; how many of each went."""
-    now = now or utcnow()
+    now = now or clock.now()
     return {
         "receipts": prune_receipts(svc, now),
         "tokens": prune_tokens(svc, now),

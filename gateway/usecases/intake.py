@@ -26,12 +26,12 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from gateway import rules
-from gateway.platform import metrics
+from gateway.platform import clock, metrics
 from gateway.schemas.events import Envelope, ShapeError, envelope_field, load_envelope
 from gateway.schemas.responses import listed
 from gateway.store.db import retry_disconnect
 from gateway.store.history import EVENTS, histories_of, histories_statement, kept_of
-from gateway.store.models import EVENT_KEPT, MalformedEvent, utcnow
+from gateway.store.models import EVENT_KEPT, MalformedEvent
 from gateway.usecases.queries import (
     Current,
     JobRow,
@@ -162,7 +162,7 @@ def submit_event(
     another transaction, or the transaction fails for good, each of its events is submitted
     again alone in its caller's thread, so that only the one at fault fails or waits; an error
     of the database itself (unreachable, timed out) is every one's."""
-    received_at = received_at or utcnow()
+    received_at = received_at or clock.now()
     try:
         item = _item(svc.policy, 0, body, client_id, request_id, received_at)
     except ShapeError as exc:
@@ -189,7 +189,7 @@ def submit_events(
     `_malformed`). Retried: an IntegrityError from a concurrent twin, a deadlock
     with a concurrent submission, and a pooled connection the database had closed (a commit lost
     that way is found again as a replay)."""
-    received_at = received_at or utcnow()
+    received_at = received_at or clock.now()
     answers: list[Answer | None] = [None] * len(bodies)
     items = []
     malformed: dict[int, tuple[Any, list[dict[str, str]]]] = {}  # by position

@@ -12,10 +12,11 @@ from typing import Any
 from sqlalchemy import bindparam, select
 
 from gateway import rules
+from gateway.platform import clock
 from gateway.platform.config import Settings
 from gateway.store.db import Database
 from gateway.store.history import load_histories
-from gateway.store.models import Certification, VerificationRecord, utcnow
+from gateway.store.models import Certification, VerificationRecord
 from gateway.usecases.issuer import issuer
 
 #: A point-in-time answer for a certification on record but not yet granted on the day asked.
@@ -67,7 +68,7 @@ class Verification:
 
 def check_time() -> datetime:
     """The time of a check: now, UTC, to the second."""
-    return utcnow().replace(microsecond=0)
+    return clock.now().replace(microsecond=0)
 
 
 _RECORDS = VerificationRecord.__table__

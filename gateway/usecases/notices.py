@@ -21,6 +21,7 @@ from sqlalchemy import Connection, func, select, union
 from sqlalchemy.orm import Session
 
 from gateway import rules
+from gateway.platform import clock
 from gateway.store.history import load_histories
 from gateway.store.models import (
     AdvanceNotice,
@@ -28,7 +29,6 @@ from gateway.store.models import (
     OutboxItem,
     Subscription,
     WatchedCertification,
-    utcnow,
 )
 from gateway.usecases import deliveries, subscriptions
 from gateway.usecases.services import Services
@@ -180,7 +180,7 @@ def review_certification(
             svc,
             session,
             [certification_id],
-            utcnow().date(),
+            clock.now().date(),
             request_id=request_id,
             event_pk=event_pk,
         )

@@ -30,7 +30,7 @@ from gateway.platform.config import Settings
 from gateway.platform.signing import RS256, InvalidSignature, SigningKeys, Verified
 from gateway.rules import BADGE_KEPT, REVOKED, Policy
 from gateway.store.history import load_history
-from gateway.store.models import Certification, utcnow
+from gateway.store.models import Certification
 from gateway.usecases import status_lists
 from gateway.usecases.issuer import issuer
 from gateway.usecases.queries import UnknownCertification
@@ -463,7 +463,7 @@ def _changed_today(
     """The certification's standing today, computed from the history, when today brings a change
     with no event that the daily sweep has not recorded yet (a lapse by date, between midnight
     and the sweep), as the lookups answer then; None when the stored standing holds."""
-    today = utcnow().date()
+    today = clock.now().date()
     if next_change_on is None or next_change_on > today:
         return None
     history = load_history(svc.db, certification_id, connection)
@@ -516,7 +516,7 @@ def signed_status_list(svc: Services, list_id: int, purpose: str, base: str) -> 
     etag = hashlib.sha256(said.encode()).hexdigest()[:32]
     cached = _signed.get((list_id, purpose))
     if cached is None or cached[0] != etag:
-        payload = status_list_credential(base, list_id, purpose, encoded, utcnow())
+        payload = status_list_credential(base, list_id, purpose, encoded, clock.now())
         cached = _signed[(list_id, purpose)] = (etag, _signed_by_us(svc, payload, base))
     return cached
 
@@ -536,4 +536,4 @@ def check_credential(svc: Services, token: str, base: str) -> Outcome:
         return fresh.status == REVOKED, fresh.status not in BADGE_KEPT
 
     with svc.db.engine.connect() as connection:
-        return check(svc.keys, token, base, status_of, utcnow())
+        return check(svc.keys, token, base, status_of, clock.now())

@@ -218,7 +218,7 @@ class Backlog:
 def backlog(db: Database, states: Sequence[str]) -> Backlog:
     """The queue as operators see it (RQ holds only wake-ups, never the items themselves): the
     items in `states` by kind and state, and those due now."""
-    now = models.utcnow()
+    now = models.clock.now()
     with db.snapshots() as session:
         counts = {
             (kind, state): number

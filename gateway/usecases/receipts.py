@@ -17,7 +17,7 @@ from sqlalchemy import select, tuple_
 
 from gateway.platform import clock
 from gateway.platform.signing import ES256, InvalidSignature, Verified
-from gateway.store.models import Receipt, utcnow
+from gateway.store.models import Receipt
 from gateway.usecases import lookup
 from gateway.usecases.services import Services
 
@@ -92,7 +92,7 @@ def verify(svc: Services, token: str) -> Verified:
     issued = claims.get("iat")
     if type(issued) is not int:  # a NumericDate in whole seconds, as receipts carry (not a bool)
         raise InvalidSignature("its iat is not a time in whole seconds")
-    if issued > (utcnow() + clock.LEEWAY).timestamp():
+    if issued > (clock.now() + clock.LEEWAY).timestamp():
         raise InvalidSignature("its iat is in the future: it was not issued yet")
     return verified
 

@@ -20,9 +20,10 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from gateway import rules
+from gateway.platform import clock
 from gateway.rules import kinds
 from gateway.store.db import wake_after_commit
-from gateway.store.models import Certification, Member, utcnow
+from gateway.store.models import Certification, Member
 from gateway.usecases import subscriptions
 from gateway.usecases.queries import OUTBOX, JobRow
 from gateway.usecases.services import Services
@@ -63,7 +64,7 @@ def record_standings(
     """
     if not changes:
         return []
-    now, db = utcnow(), svc.db
+    now, db = clock.now(), svc.db
     writes: list[tuple[Executable, list[dict[str, Any]]]] = []
     members = [
         c.after.member for c in changes if c.before is None or c.before.member != c.after.member

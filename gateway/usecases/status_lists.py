@@ -19,8 +19,9 @@ from typing import Any, NamedTuple
 from sqlalchemy import Connection, Date, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from gateway.platform import clock
 from gateway.rules import LAPSED, REVOKED
-from gateway.store.models import Certification, utcnow
+from gateway.store.models import Certification
 from gateway.store.models import CredentialStatusEntry as Entry
 
 #: Bits in every list: the specification's minimum (16 KB uncompressed), for herd privacy.
@@ -129,7 +130,7 @@ def entry_for(connection: Connection, certification_id: str, period_start: date)
             revoked=False,
             suspended=False,
         )
-        now = utcnow()
+        now = clock.now()
         inserted = connection.execute(
             insert_entry, {**key, **asdict(entry), "created_at": now, "updated_at": now}
         )
@@ -152,7 +153,7 @@ def follow_standing(
             "revoke": standing["status"] == REVOKED,
             "suspend": standing["status"] == LAPSED,
             "current_period": date.fromisoformat(standing["certified_on"]),
-            "now": utcnow(),
+            "now": clock.now(),
         },
     )
 

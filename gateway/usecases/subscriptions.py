@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from connectors.employer_webhooks import check_target, new_secret
 from connectors.errors import PermanentError, TransientError
+from gateway.platform import clock
 from gateway.rules import kinds
 from gateway.schemas.subscriptions import MAX_WATCHED
 from gateway.store.db import Database, wake_after_commit
@@ -30,7 +31,6 @@ from gateway.store.models import (
     OutboxItem,
     Subscription,
     WatchedCertification,
-    utcnow,
 )
 from gateway.usecases.services import Services
 
@@ -278,7 +278,7 @@ def _review_soon(session: Session, certification_ids: Sequence[str], notice_days
     """Queue a review of the advance notices of those certifications whose status changes
     within `notice_days`: a subscription made after the day's sweep is told now, not tomorrow
     (for a change due tomorrow: never)."""
-    today = utcnow().date()
+    today = clock.now().date()
     due = session.scalars(
         select(Certification.certification_id).where(
             Certification.certification_id.in_(certification_ids),
@@ -312,7 +312,7 @@ def unwatch(session: Session, subscription: Subscription, certification_ids: Seq
         .order_by(Delivery.id)  # locked in id order, as a delivery's claim locks them
         .with_for_update()
     ).all()
-    now = utcnow()
+    now = clock.now()
     for delivery in waiting:
         delivery.state, delivery.finished_at, delivery.lease_until = "cancelled", now, None
         delivery.last_error = f"{subscription.id} no longer watches {delivery.certification_id}"
@@ -322,7 +322,7 @@ def unwatch(session: Session, subscription: Subscription, certification_ids: Seq
 def remove(session: Session, subscription: Subscription) -> None:
     """Delete a subscription: nothing more is delivered to it and the ids it watched go with it
     (its row, delivery log and advance notices stay SUBSCRIPTION_RETENTION_DAYS: housekeeping)."""
-    subscription.deleted_at = utcnow()
+    subscription.deleted_at = clock.now()
     session.execute(
         delete(WatchedCertification).where(WatchedCertification.subscription_id == subscription.id)
     )
@@ -334,7 +334,7 @@ def remove_all(session: Session, client_id: str) -> int:
     removed = session.execute(
         update(Subscription)
         .where(Subscription.client_id == client_id, Subscription.deleted_at.is_(None))
-        .values(deleted_at=utcnow())
+        .values(deleted_at=clock.now())
     ).rowcount
     mine = select(Subscription.id).where(Subscription.client_id == client_id)
     session.execute(

@@ -14,8 +14,9 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql import Select
 
 from gateway import rules
+from gateway.platform import clock
 from gateway.store.history import load_histories
-from gateway.store.models import Certification, utcnow
+from gateway.store.models import Certification
 from gateway.usecases.services import Services
 from gateway.usecases.standings import Change, record_standings
 
@@ -116,7 +117,7 @@ def range_in_order(svc: Services, first_id: str, last_id: str) -> bool:
 def count(svc: Services, scope: Scope) -> int:
     """How many certifications `scope` visits (for a progress bar)."""
     with svc.db.sessions() as session:
-        query = scope.query(utcnow().date())
+        query = scope.query(clock.now().date())
         return session.scalar(select(func.count()).select_from(query.subquery()))
 
 
@@ -127,7 +128,7 @@ def sweep(svc: Services, scope: Scope, on_batch: Callable[[int], None] | None = 
     the actions), one transaction per batch, visited by keyset pagination so memory stays bounded;
     the workers are woken after each commit. A day after today is recorded too, with a warning.
     """
-    today = utcnow().date()
+    today = clock.now().date()
     _warn_of_a_future_day(scope, today)
     summary = Summary(scope=scope)
     started = time.perf_counter()

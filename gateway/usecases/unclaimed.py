@@ -15,9 +15,10 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from gateway.platform import clock
 from gateway.rules import BADGE_KEPT
 from gateway.store.db import Database
-from gateway.store.models import Badge, Certification, utcnow
+from gateway.store.models import Badge, Certification
 from gateway.usecases import queries
 
 
@@ -70,7 +71,7 @@ def unclaimed_badges(
     the badge (the member's current one for a badge recorded before the gateway kept it).
 
     Only the few fields listed are read of each standing, streamed a few rows at a time."""
-    now = now or utcnow()
+    now = now or clock.now()
     pending_since = func.coalesce(Badge.state_changed_at, Badge.issued_at, Badge.created_at)
     standing = Certification.standing
     rows = session.execute(

@@ -11,8 +11,9 @@ from collections.abc import Callable
 
 from sqlalchemy import Connection, bindparam, insert, select, update
 
+from gateway.platform import clock
 from gateway.schemas.verifications import RECORD_FIELDS
-from gateway.store.models import Certification, UTCDateTime, VerificationRecord, utcnow
+from gateway.store.models import Certification, UTCDateTime, VerificationRecord
 from gateway.usecases import deliveries, lookup, status_lists
 from gateway.usecases.services import Services
 
@@ -62,7 +63,7 @@ def sync(
         recorded = bool(record)
         before = dict(zip(RECORD_FIELDS, record[0][1:], strict=True)) if recorded else None
         after = lookup.public_record(svc.policy, credential, status, standing)
-        values = {**after, "synced_at": utcnow()}
+        values = {**after, "synced_at": clock.now()}
         if recorded:
             svc.db.execute(connection, _UPDATE, {**values, "record_of": certification_id})
         else:

@@ -32,9 +32,10 @@ from flask import Blueprint, Flask, Response, current_app, g, request
 from flask.typing import ResponseReturnValue
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from gateway.platform import clock
 from gateway.schemas.responses import TokenRequestSchema, TokenSchema
 from gateway.store.db import Database, retry_disconnect
-from gateway.store.models import OAuthClient, utcnow
+from gateway.store.models import OAuthClient
 from gateway.usecases import clients
 from gateway.usecases.clients import SCOPES
 from gateway.web.apidoc import FORM, json_answer, operation
@@ -117,7 +118,7 @@ class AccessToken(TokenMixin):
         return self.expires_in
 
     def is_expired(self) -> bool:
-        return utcnow() >= self.issued_at + timedelta(seconds=self.expires_in)
+        return clock.now() >= self.issued_at + timedelta(seconds=self.expires_in)
 
     def is_revoked(self) -> bool:
         return self.revoked or self.client_revoked

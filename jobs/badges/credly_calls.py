@@ -9,7 +9,7 @@ from connectors.credly.errors import CredlyError, NotFound, PermanentError
 from connectors.credly.service import holder_badges
 from connectors.credly.wire import REPLACED, REVOKED, BadgeRequest, live_badge, of_another_earner
 from connectors.credly.wire import Badge as CredlyBadge
-from gateway.store.models import utcnow
+from gateway.platform import clock
 from gateway.usecases.services import Services
 from jobs.badges import log
 from jobs.badges.notes import ANOTHER_HOLDER, ENDED_DUPLICATE, refused_note, refused_request
@@ -76,7 +76,7 @@ def issue_or_adopt(
                     "badge_id": badge_id,
                     "note": refused_note(recipient),
                     "refused_request": refused_request(recipient),
-                    "now": utcnow(),
+                    "now": clock.now(),
                 }
                 svc.db.write(REFUSED, refusal)
             _explain_duplicate(exc, counted, recipient, others)
@@ -99,7 +99,7 @@ def _explain_duplicate(
     duplicates. No retry gets past either; otherwise Credly's refusal is raised as it is."""
     if not isinstance(exc, PermanentError) or exc.status != DUPLICATE_STATUS:
         return
-    now = utcnow()
+    now = clock.now()
     earner = recipient.issuer_earner_id
     theirs = [
         b

@@ -9,8 +9,8 @@ from typing import NamedTuple
 from connectors.credly.errors import NotFound, PermanentError
 from connectors.credly.wire import Badge as CredlyBadge
 from connectors.credly.wire import BadgeRequest
+from gateway.platform import clock
 from gateway.rules import BADGE_KEPT
-from gateway.store.models import utcnow
 from gateway.usecases.services import Services
 from jobs.badges import log
 from jobs.badges.credly_calls import deleted, issue_or_adopt, latest
@@ -70,7 +70,7 @@ def issue(svc: Services, item: ClaimedItem) -> None:
             "certification_id": cert.certification_id,
             "period_start": period_start,
             "badge_template_id": getattr(recipient, "badge_template_id", None),
-            "now": utcnow(),
+            "now": clock.now(),
         },
     )
     if not attempted:

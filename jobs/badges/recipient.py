@@ -12,8 +12,9 @@ from sqlalchemy import Connection, bindparam, func, or_, select
 from connectors.credly.errors import PermanentError
 from connectors.credly.wire import Badge as CredlyBadge
 from connectors.credly.wire import BadgeRequest
+from gateway.platform import clock
 from gateway.rules import BADGE_KEPT
-from gateway.store.models import Badge, Certification, utcnow
+from gateway.store.models import Badge, Certification
 from gateway.usecases import badge_wording
 from gateway.usecases.services import Services
 from jobs.badges.states import LIVE
@@ -24,7 +25,7 @@ def _midnight(svc: Services, day: date) -> datetime:
     ahead (a day begun in UTC but not yet west of it: a grant dated today), the start of `day`
     in UTC, never after now. Credly may refuse an issue time in the future."""
     start = datetime.combine(day, time(0), ZoneInfo(svc.settings.time_zone))
-    now = utcnow()
+    now = clock.now()
     if start <= now:
         return start
     return min(datetime.combine(day, time(0), UTC), now)
@@ -111,13 +112,13 @@ def expiry(svc: Services, standing: dict[str, Any]) -> datetime | None:
 
 def expired_on_arrival(expires_at: datetime | None) -> bool:
     """Whether a badge expiring at `expires_at` (BADGE_EXPIRES) would be expired when issued."""
-    return expires_at is not None and expires_at <= utcnow()
+    return expires_at is not None and expires_at <= clock.now()
 
 
 def renews(badge: CredlyBadge, expires_at: datetime | None) -> bool:
     """Whether `badge`, pending or accepted but expired, would show again with `expires_at` (a
     renewal paid late): replacing it is what renews it."""
-    return badge.state in LIVE and (expires_at is None or expires_at > utcnow())
+    return badge.state in LIVE and (expires_at is None or expires_at > clock.now())
 
 
 def recipient_now(svc: Services, certification_id: str, period_start: date) -> BadgeRequest | None:

@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session
 
 from connectors.credly.errors import NoConnection
 from connectors.credly.wire import Badge as CredlyBadge
-from gateway.store.models import Badge, UTCDateTime, utcnow
+from gateway.platform import clock
+from gateway.store.models import Badge, UTCDateTime
 from gateway.usecases.services import Services
 from jobs.badges.notes import refused_request
 from jobs.badges.recipient import certification, recipient_of
@@ -127,7 +128,7 @@ def add_period_badge(
     found in Credly (unless a badge job added one meanwhile), locked until `session`'s
     transaction ends."""
     insert_of = _INSERTS[session.get_bind().dialect.name]
-    now = utcnow()
+    now = clock.now()
     added = insert_of(Badge).values(
         certification_id=certification_id,
         period_start=period_start,
@@ -234,7 +235,7 @@ def record(
             "found_email": badge.recipient_email,
             "note": said,
             "reissue_owed": owed,
-            "now": utcnow(),
+            "now": clock.now(),
         }
         for row, badge, said, owed in writes
     ]
@@ -265,7 +266,7 @@ def _marked(item: ClaimedItem, reason: str | None) -> dict[str, Any]:
         "of_certification": item.certification_id,
         "of_period": date.fromisoformat(item.payload["period_start"]),
         "reason": reason,
-        "now": utcnow(),
+        "now": clock.now(),
     }
 
 

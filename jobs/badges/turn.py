@@ -16,7 +16,8 @@ from sqlalchemy import bindparam, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
-from gateway.store.models import BadgeTurn, UTCDateTime, utcnow
+from gateway.platform import clock
+from gateway.store.models import BadgeTurn, UTCDateTime
 from gateway.usecases.services import Services
 from jobs.badges import log
 from jobs.engine.claim import ClaimedItem, Handler
@@ -89,9 +90,9 @@ def in_turn(svc: Services, item: ClaimedItem) -> Iterator[None]:
 def _take(svc: Services, key: dict[str, Any]) -> None:
     """Take the turn; Deferred while another job holds it."""
     take = TAKE_TURN[svc.db.engine.dialect.name]
-    while not svc.db.write(take, {**key, "now": utcnow()}):
+    while not svc.db.write(take, {**key, "now": clock.now()}):
         for job, until in svc.db.read(HOLDER, key):  # none: given back since, taken again
-            if until > utcnow():  # else its lease ended since: taken again
+            if until > clock.now():  # else its lease ended since: taken again
                 raise Deferred(
                     f"badge job {job} of the certification is calling Credly; this one runs "
                     f"after it (its lease ends at {until:%Y-%m-%d %H:%M:%S} UTC at the latest)",

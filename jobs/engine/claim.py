@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from gateway.platform import clock
 from gateway.store.db import Database
 from gateway.store.models import (
     FINISHED,
@@ -19,7 +20,6 @@ from gateway.store.models import (
     JobOutcome,
     OutboxItem,
     UTCDateTime,
-    utcnow,
 )
 from gateway.usecases.services import Services
 
@@ -126,7 +126,7 @@ def ended(
         "state": state,
         "last_error": error,
         "due_at": due_at,
-        "finished_at": utcnow() if state in FINISHED else None,
+        "finished_at": clock.now() if state in FINISHED else None,
     }
 
 

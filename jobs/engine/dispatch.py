@@ -24,8 +24,9 @@ from redis.exceptions import RedisError
 from rq import Queue
 from sqlalchemy import bindparam, func, select, update
 
+from gateway.platform import clock
 from gateway.store.db import UNAVAILABLE, unavailable_reason, wake_after_commit
-from gateway.store.models import OutboxItem, UTCDateTime, utcnow
+from gateway.store.models import OutboxItem, UTCDateTime
 from gateway.usecases.services import Services
 from jobs.cron import InProcessCron
 from jobs.engine import context
@@ -86,7 +87,7 @@ class Dispatcher(ABC):
 
 
 def _seconds_until(when: datetime) -> float:
-    return max(0.0, (when - utcnow()).total_seconds())
+    return max(0.0, (when - clock.now()).total_seconds())
 
 
 class RQDispatcher(Dispatcher):
@@ -177,7 +178,7 @@ def _drain() -> None:
     svc.redis.delete(dispatcher.flag)
     threads = svc.settings.job_concurrency
     with svc.db.engine.connect() as connection:
-        backlog = connection.scalar(BEYOND, {"now": utcnow(), "threads": threads})
+        backlog = connection.scalar(BEYOND, {"now": clock.now(), "threads": threads})
     if backlog is not None:  # more than this worker's threads take at once: wake another one
         dispatcher.wake()
     crew = Crew(threads)  # a thread finding nothing due waits while another still runs items
@@ -287,10 +288,10 @@ class InProcessDispatcher(Dispatcher):
                 log.warning(
                     "in-process jobs pass: database unavailable: %s", unavailable_reason(exc)
                 )
-                next_due = utcnow() + timedelta(seconds=interval)
+                next_due = clock.now() + timedelta(seconds=interval)
             except Exception:  # the thread must outlive any other failure of a pass
                 log.exception("in-process jobs pass failed")
-                next_due = utcnow() + timedelta(seconds=interval)
+                next_due = clock.now() + timedelta(seconds=interval)
             with self._lock:
                 if next_due is None and not self._woken.is_set() and not self.polling:
                     self._thread = None  # nothing unsettled: the next wake-up starts another
@@ -338,7 +339,7 @@ def relay(svc: Services, dispatcher: Dispatcher) -> int:
 
     Younger items are left alone: their own wake-up may be on its way.
     """
-    [(due,)] = svc.db.read(DUE, {"cutoff": utcnow() - RELAY_GRACE})
+    [(due,)] = svc.db.read(DUE, {"cutoff": clock.now() - RELAY_GRACE})
     if due:
         dispatcher.wake_overdue()
         log.info("relay: %d outbox items due", due)
@@ -386,9 +387,8 @@ def requeue(
     done: list[int] = []
     for chunk in _requeue_chunks(svc, outbox_ids):
         with svc.db.begin() as connection:
-            ids = sorted(
-                i for (i,) in svc.db.execute(connection, _REQUEUE, {"ids": chunk, "now": utcnow()})
-            )
+            params = {"ids": chunk, "now": clock.now()}
+            ids = sorted(i for (i,) in svc.db.execute(connection, _REQUEUE, params))
             wake_after_commit(ids)
         done += ids
         if requeued is not None and ids:

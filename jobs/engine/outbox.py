@@ -17,11 +17,11 @@ from sqlalchemy import Connection, bindparam, select, update
 from connectors.credly.client import holding_a_connection
 from connectors.credly.errors import NoConnection, Unauthorized
 from connectors.errors import PermanentError, TransientError, describe, without_emails
-from gateway.platform import logs, metrics
+from gateway.platform import clock, logs, metrics
 from gateway.platform.config import Settings
 from gateway.rules import kinds
 from gateway.store.db import retry_disconnect
-from gateway.store.models import FINISHED, OutboxItem, UTCDateTime, utcnow
+from gateway.store.models import FINISHED, OutboxItem, UTCDateTime
 from gateway.usecases.credly_token import token_state
 from gateway.usecases.services import Services
 from jobs import credly_notifications, deliveries, notices, verification_sync
@@ -280,7 +280,7 @@ def _work_due(svc: Services, hand: Hand, seconds: float | None) -> Drained:
         hand.found()
         UNSTARTED.hold(items)
         for n, item in enumerate(items):
-            if (n and utcnow() > safe_end(svc, item)) or not UNSTARTED.start(item):
+            if (n and clock.now() > safe_end(svc, item)) or not UNSTARTED.start(item):
                 # Less than half its lease ahead (another worker may take it while it runs), or
                 # stopping: the rest go back unstarted (unless a stop gave them back already).
                 give_back(svc, UNSTARTED.release(items[n:]))
@@ -304,7 +304,7 @@ def claim_due(svc: Services, batch: int = 1) -> list[ClaimedItem]:
 
     Safe to repeat after a dropped connection: at worst one attempt is counted twice.
     """
-    now = utcnow()
+    now = clock.now()
     lease_end = now + timedelta(seconds=svc.settings.job_timeout_seconds)
     rows = svc.db.write(CLAIM_DUE, {"now": now, "lease_end": lease_end, "batch": batch})
     return sorted((ClaimedItem(*row) for row in rows), key=lambda item: item.id)
@@ -312,7 +312,7 @@ def claim_due(svc: Services, batch: int = 1) -> list[ClaimedItem]:
 
 def give_back(svc: Services, items: list[ClaimedItem]) -> None:
     """Make claimed items due again unstarted (those still under the lease of their claim)."""
-    now = utcnow()
+    now = clock.now()
     for lease_end in {item.lease_end for item in items}:  # one per claim
         ids = [item.id for item in items if item.lease_end == lease_end]
         svc.db.write(GIVE_BACK, {"outbox_ids": ids, "lease_end": lease_end, "now": now})
@@ -338,7 +338,7 @@ def _run(svc: Services, item: ClaimedItem) -> datetime | None:
             return _pause(svc, item, reason)
     # A connection to Credly is waited for until the item could no longer start (a lease
     # running out meanwhile would let another worker run it too), then held to the end.
-    wait_until = time.monotonic() + (safe_end(svc, item) - utcnow()).total_seconds()
+    wait_until = time.monotonic() + (safe_end(svc, item) - clock.now()).total_seconds()
     try:
         with holding_a_connection(wait_until):
             HANDLERS[item.kind](svc, item)
@@ -391,7 +391,7 @@ def _ended_by(
 def resume_held(svc: Services) -> int:
     """Make the Credly jobs the pause holds back due at once and wake the workers for them (the
     pause ended, or another token is configured); how many."""
-    resumed = len(svc.db.write(RESUME_HELD, {"now": utcnow()}))
+    resumed = len(svc.db.write(RESUME_HELD, {"now": clock.now()}))
     if resumed:
         log.info("%d Credly jobs held back by the token's pause are due again", resumed)
         if svc.dispatcher is not None:
@@ -419,7 +419,7 @@ def _retry(
     if attempt >= policy.max_attempts:
         return _fail(svc, item, f"gave up after {attempt} attempts: {error}")
     delay = policy.delay(attempt, retry_after)
-    due_at = utcnow() + timedelta(seconds=delay)
+    due_at = clock.now() + timedelta(seconds=delay)
     _finish(svc, item, "retrying", f"attempt {attempt}: {error}; retry in {delay}s", due_at)
     log.warning("transient failure, retry in %ss", delay, extra={"error": error})
     return due_at
@@ -434,7 +434,7 @@ def _pause(svc: Services, item: ClaimedItem, reason: str) -> datetime:
 
 def _put_off(svc: Services, item: ClaimedItem, reason: str, seconds: float) -> datetime:
     """Make the item due again in `seconds`, without using an attempt."""
-    due_at = utcnow() + timedelta(seconds=seconds)
+    due_at = clock.now() + timedelta(seconds=seconds)
     svc.db.write(PAUSED, {"outbox_id": item.id, "last_error": reason, "due_at": due_at})
     log.info("put off %ss: %s", seconds, reason)
     return due_at

@@ -11,8 +11,9 @@ from sqlalchemy import event
 from standardwebhooks import Webhook
 
 from gateway import rules
+from gateway.platform import clock
 from gateway.store.history import decode_event
-from gateway.store.models import Subscription, WatchedCertification, utcnow
+from gateway.store.models import Subscription, WatchedCertification
 from gateway.usecases import notices
 from gateway.usecases.notices import CANCELLED, SCHEDULED
 from gateway.usecases.sweep import Scope
@@ -53,7 +54,7 @@ def subscribe(client, headers, url: str, **notice: object) -> dict:
 def inactive_on(app) -> date:
     """The day SOON-1 turns inactive with no further event, by the rules."""
     policy = app.extensions["gateway"].policy
-    today = utcnow().date()
+    today = clock.now().date()
     change = rules.scheduled_change([decode_event(GRANT)], today, date(9999, 1, 1), policy)
     assert change is not None and change.status == "inactive"
     return change.on
@@ -65,7 +66,7 @@ def messages(received, secret: str, *types: str) -> list[dict]:
 
 
 def daily(app) -> None:
-    locked_sweep(app.extensions["gateway"], Scope(as_of=utcnow().date()))
+    locked_sweep(app.extensions["gateway"], Scope(as_of=clock.now().date()))
 
 
 def test_a_scheduled_change_is_announced_once_and_called_off_by_a_payment(app, client, employer):
@@ -154,14 +155,14 @@ def test_subscribing_to_a_change_on_the_notices_last_day_announces_it_at_once(
 ):
     record(app, GRANT)
     with serve(scripted()) as (url, received):
-        days = (inactive_on(app) - utcnow().date()).days  # the change is on its last day
+        days = (inactive_on(app) - clock.now().date()).days  # the change is on its last day
         created = subscribe(client, employer, url + "/hook", advance_notice=True, notice_days=days)
         assert len(messages(received, created["secret"], SCHEDULED)) == 1  # not at the next sweep
 
 
 def test_a_change_beyond_the_notice_is_not_announced_yet(app, client, employer):
     with serve(scripted()) as (url, received):
-        days = (inactive_on(app) - utcnow().date()).days - 1
+        days = (inactive_on(app) - clock.now().date()).days - 1
         created = subscribe(client, employer, url + "/hook", advance_notice=True, notice_days=days)
         record(app, GRANT)
         daily(app)
@@ -231,7 +232,7 @@ def test_a_review_writes_its_messages_in_as_many_statements_however_many_there_a
         listen(counted := lambda *call: run.append(call[2]))
         try:
             with svc.db.transaction() as session:
-                items = notices.review(svc, session, watched, utcnow().date())
+                items = notices.review(svc, session, watched, clock.now().date())
         finally:
             event.remove(svc.db.engine, "before_cursor_execute", counted)
         return len(items), len(run)

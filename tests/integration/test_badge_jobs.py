@@ -23,8 +23,8 @@ from sqlalchemy import select
 from connectors.credly.wire import Badge as CredlyBadge
 from connectors.errors import TransientError
 from gateway.cli.main import cli
-from gateway.platform import metrics
-from gateway.store.models import Badge, OutboxItem, utcnow
+from gateway.platform import clock, metrics
+from gateway.store.models import Badge, OutboxItem
 from gateway.usecases import intake, queries
 from gateway.usecases.queries import badge_view
 from jobs.badges import issue as issue_job
@@ -127,7 +127,7 @@ def test_429_retry_after_is_honoured_without_a_search_credly_made_nothing(svc):
     responses.post(BADGES, status=201, json=badge_json())
     submit(svc, granted("2026-03-01"))
     queue = Queue(svc.settings.queue_name, connection=svc.redis)
-    before = utcnow()
+    before = clock.now()
     work_queued(svc)
     [item] = items(svc, "issue_badge")
     assert item.state == "retrying" and "429" in item.last_error
@@ -482,7 +482,7 @@ def test_an_issue_run_again_after_its_badge_went_out_calls_credly_no_more(svc, c
     calls = len(responses.calls)
     caplog.set_level("INFO", logger="jobs.badges")
     claimed = ClaimedItem(
-        item.id, item.kind, item.certification_id, item.payload, None, 2, utcnow()
+        item.id, item.kind, item.certification_id, item.payload, None, 2, clock.now()
     )
     issue_job.issue(svc, claimed)  # e.g. a worker that ran past its lease
     assert len(responses.calls) == calls
@@ -625,7 +625,7 @@ def test_the_relay_wakes_a_worker_for_items_whose_wake_up_redis_lost(svc):
     assert relay(svc, svc.dispatcher) == 0  # younger than the grace: a wake-up may be on its way
     with svc.db.transaction() as session:
         for item in session.query(OutboxItem):
-            item.due_at = utcnow() - 2 * RELAY_GRACE
+            item.due_at = clock.now() - 2 * RELAY_GRACE
     assert relay(svc, svc.dispatcher) == 2
     assert relay(svc, svc.dispatcher) == 2  # still due, but one wake-up is pending already
     assert queue.count == 1
@@ -642,7 +642,7 @@ def test_the_relay_drops_a_wake_flag_left_without_its_drain_job(svc):
     svc.redis.set(svc.dispatcher.flag, 1, ex=30)
     with svc.db.transaction() as session:
         for item in session.query(OutboxItem):
-            item.due_at = utcnow() - 2 * RELAY_GRACE
+            item.due_at = clock.now() - 2 * RELAY_GRACE
     assert relay(svc, svc.dispatcher) == 2
     assert queue.count == 1  # woken now, not once the flag expires
 
@@ -656,10 +656,10 @@ def test_an_attempt_whose_worker_stopped_is_claimed_again_when_its_lease_ends(sv
     assert [c.kind for c in claimed] == ["issue_badge", "sync_verification"] and not claim_due(svc)
     [item] = items(svc, "issue_badge")
     assert item.state == "running" and item.attempts == 1
-    lease = (item.due_at - utcnow()).total_seconds()
+    lease = (item.due_at - clock.now()).total_seconds()
     assert svc.settings.job_timeout_seconds - 5 < lease <= svc.settings.job_timeout_seconds
     with svc.db.transaction() as session:  # the lease has run out
-        session.get(OutboxItem, item.id).due_at = utcnow()
+        session.get(OutboxItem, item.id).due_at = clock.now()
     assert [c.id for c in claim_due(svc, 2)] == [item.id]
 
 
@@ -751,7 +751,7 @@ def due_grants(svc, count: int) -> list[int]:
 
 def test_a_claim_takes_up_to_its_batch_in_queue_order_each_under_its_lease(svc):
     queued = due_grants(svc, 3)
-    before = utcnow()
+    before = clock.now()
     first = claim_due(svc, 4)
     assert [i.id for i in first] == queued[:4]
     lease = svc.settings.job_timeout_seconds
@@ -769,7 +769,7 @@ def test_items_due_at_the_same_moment_are_claimed_in_queue_order(svc):
     """As items given back together are: their rows written last first (the order the database
     would find them in), still claimed first queued, first."""
     queued = due_grants(svc, 2)
-    moment = utcnow()
+    moment = clock.now()
     with svc.db.transaction() as session:
         for oid in reversed(queued):
             session.get(OutboxItem, oid).due_at = moment
@@ -785,10 +785,10 @@ def plan_nodes(node: dict) -> list[dict]:
 def test_a_claim_reads_only_the_items_it_takes_of_many_due_at_the_same_moment(svc, postgres_url):
     """Items given back, requeued or resumed together share one due time: a claim finds the
     first of them in queue order on its index, without reading and sorting all of them."""
-    moment = utcnow() - timedelta(minutes=1)
+    moment = clock.now() - timedelta(minutes=1)
     compiled = CLAIM_DUE.compile(dialect=svc.db.engine.dialect)
     params = compiled.construct_params(
-        {"now": utcnow(), "lease_end": utcnow() + timedelta(minutes=2), "batch": 8}
+        {"now": clock.now(), "lease_end": clock.now() + timedelta(minutes=2), "batch": 8}
     )
     with psycopg.connect(postgres_url) as connection:
         connection.execute(
@@ -818,7 +818,7 @@ def test_items_given_back_are_due_again_as_they_were_claimed_unless_claimed_sinc
     outbox.give_back(svc, claimed[1:])
     with svc.db.sessions() as session:
         rows = [session.get(OutboxItem, oid) for oid in queued]
-    now = utcnow()
+    now = clock.now()
     assert [(r.state, r.attempts) for r in rows] == [
         ("running", 1),
         ("retrying", 1),

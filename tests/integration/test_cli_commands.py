@@ -28,10 +28,10 @@ from gateway import rules
 from gateway.bootstrap import create_app
 from gateway.cli.group import database_error
 from gateway.cli.main import cli
-from gateway.platform import metrics
+from gateway.platform import clock, metrics
 from gateway.platform.config import ConfigError, Settings
 from gateway.store.db import MIGRATIONS, Database, alembic_config
-from gateway.store.models import Base, OutboxItem, utcnow
+from gateway.store.models import Base, OutboxItem
 from gateway.usecases import intake, queries, subscriptions
 from gateway.usecases.queries import job_outcomes
 from jobs.engine import dispatch
@@ -833,7 +833,7 @@ def test_an_upgrade_to_a_revision_the_database_is_past_says_so(tmp_path):
 def failed_items(svc, number: int, kind: str = "issue_badge") -> list[int]:
     """The ids of `number` new items that failed for good, with a done and a pending one
     (neither put back by a requeue) among them."""
-    ended = {"state": "failed", "attempts": 3, "last_error": "gave up", "finished_at": utcnow()}
+    ended = {"state": "failed", "attempts": 3, "last_error": "gave up", "finished_at": clock.now()}
     with svc.db.transaction() as session:
         items = [OutboxItem(kind=kind, payload={}, due_at=None, **ended) for _ in range(number)]
         others = [

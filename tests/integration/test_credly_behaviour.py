@@ -22,7 +22,7 @@ from connectors.errors import PermanentError, TransientError
 from gateway.cli.group import SHOWN_ANSWER
 from gateway.cli.main import cli
 from gateway.platform import clock, metrics
-from gateway.store.models import Badge, BadgeTurn, CredlyNotification, OutboxItem, utcnow
+from gateway.store.models import Badge, BadgeTurn, CredlyNotification, OutboxItem
 from gateway.usecases import badge_wording, intake
 from gateway.usecases.credly_token import check_token, token_state
 from gateway.usecases.queries import badge_view
@@ -279,7 +279,7 @@ def test_with_badge_expires_a_grant_past_its_paid_through_day_is_issued_once_pai
 @pytest.mark.parametrize("retry_after", ["1000000000000", "99999999999999999999", "9" * 400])
 def test_a_429_with_a_huge_retry_after_retries_the_issue_a_day_later(svc, standin, retry_after):
     standin.queue_faults([{"status": 429, "retry_after": retry_after}])
-    before = utcnow()
+    before = clock.now()
     submit(svc, granted("2026-03-01"))
     work_queued(svc)
     [item] = items(svc, "issue_badge")
@@ -655,7 +655,7 @@ def _claimed(item, lease: timedelta = timedelta(minutes=2)) -> ClaimedItem:
     """The item as a worker claims it, under a lease of two minutes (or `lease`: none left, for
     a job still calling Credly when its lease ends, which no longer holds the certification's
     other badge jobs back)."""
-    lease_end = utcnow() + lease
+    lease_end = clock.now() + lease
     return ClaimedItem(item.id, item.kind, item.certification_id, item.payload, None, 1, lease_end)
 
 

@@ -10,8 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from gateway.cli.main import cli
-from gateway.platform import logs
-from gateway.store.models import utcnow
+from gateway.platform import clock, logs
 from jobs.cron import make_cron
 from jobs.engine.worker import run_worker
 from tests.support.badge_jobs import LIVE_CREDLY
@@ -31,7 +30,7 @@ def token_warnings(caplog) -> list[str]:
 
 
 def test_readyz_reports_the_token_expiry_and_stays_ready_after_it(database_url, make_app):
-    expired = utcnow().date() - timedelta(days=2)
+    expired = clock.now().date() - timedelta(days=2)
     app = make_app(database_url=database_url, credly_token_expires_on=expired, **LIVE_CREDLY)
     response = app.test_client().get("/readyz")
     assert response.status_code == 200
@@ -57,10 +56,10 @@ def test_app_start_warns_when_the_token_expires_within_14_days(
     json_logs, make_app, database_url, caplog
 ):
     caplog.set_level(logging.WARNING, logger="gateway.credly")
-    make_app(database_url=database_url, credly_token_expires_on=utcnow().date(), **LIVE_CREDLY)
+    make_app(database_url=database_url, credly_token_expires_on=clock.now().date(), **LIVE_CREDLY)
     make_app(
         database_url=database_url,
-        credly_token_expires_on=utcnow().date() + timedelta(days=30),
+        credly_token_expires_on=clock.now().date() + timedelta(days=30),
         **LIVE_CREDLY,
     )
     assert len(token_warnings(caplog)) == 1
@@ -77,7 +76,7 @@ def test_gateway_worker_start_warns_when_the_token_expires_soon(
         "CREDLY_API_BASE": LIVE_CREDLY["credly_api_base"],
         "CREDLY_ORGANIZATION_ID": LIVE_CREDLY["credly_organization_id"],
         "CREDLY_AUTH_TOKEN": LIVE_CREDLY["credly_auth_token"],
-        "CREDLY_TOKEN_EXPIRES_ON": (utcnow().date() + timedelta(days=5)).isoformat(),
+        "CREDLY_TOKEN_EXPIRES_ON": (clock.now().date() + timedelta(days=5)).isoformat(),
     }
     result = CliRunner().invoke(cli, ["worker", "--burst", "--no-scheduler"], env=env)
     assert result.exit_code == 0, result.output
@@ -90,7 +89,7 @@ def test_gateway_worker_warns_of_the_expiry_it_reads_from_credly_at_start(
 ):
     """No CREDLY_TOKEN_EXPIRES_ON: the app's start knows no expiry; the worker learns it."""
     caplog.set_level(logging.WARNING, logger="gateway.credly")
-    expires = utcnow() + timedelta(days=6)
+    expires = clock.now() + timedelta(days=6)
     with CredlyStandIn(token_expires_at=expires.strftime("%Y-%m-%dT%H:%M:%S.000Z")) as standin:
         env = {
             "DATABASE_URL": database_url,
@@ -127,7 +126,7 @@ def test_gateway_worker_start_says_when_credly_does_not_know_the_organisation(
             "CREDLY_API_BASE": standin.url,
             "CREDLY_ORGANIZATION_ID": organization,
             "CREDLY_AUTH_TOKEN": standin.token,
-            "CREDLY_TOKEN_EXPIRES_ON": (utcnow().date() + timedelta(days=90)).isoformat(),
+            "CREDLY_TOKEN_EXPIRES_ON": (clock.now().date() + timedelta(days=90)).isoformat(),
         }
         result = CliRunner().invoke(cli, ["worker", "--burst", "--no-scheduler"], env=env)
         asked = [r["operation"] for r in standin.requests_seen()]
@@ -148,7 +147,7 @@ def test_the_daily_cron_warns_once_a_day_when_the_token_expires_within_14_days(
     json_logs, make_app, postgres_url, redis_client, redis_url, caplog, days_left, warnings
 ):
     caplog.set_level(logging.WARNING, logger="gateway.credly")
-    expires = utcnow().date() + timedelta(days=days_left)
+    expires = clock.now().date() + timedelta(days=days_left)
     app = make_app(
         database_url=postgres_url,
         redis_url=redis_url,

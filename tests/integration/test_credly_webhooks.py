@@ -14,7 +14,8 @@ import responses
 from rq import Queue
 from sqlalchemy import select
 
-from gateway.store.models import Badge, CredlyNotification, OutboxItem, utcnow
+from gateway.platform import clock
+from gateway.store.models import Badge, CredlyNotification, OutboxItem
 from gateway.usecases import intake
 from jobs.engine import dispatch
 from jobs.engine.retry import MAX_ATTEMPTS
@@ -453,7 +454,7 @@ def postpone(svc, outbox_ids, delay: timedelta) -> None:
     """Make outbox items due `delay` from now."""
     with svc.db.transaction() as session:
         for outbox_id in outbox_ids:
-            session.get(OutboxItem, outbox_id).due_at = utcnow() + delay
+            session.get(OutboxItem, outbox_id).due_at = clock.now() + delay
 
 
 @responses.activate

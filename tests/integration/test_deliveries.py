@@ -18,9 +18,10 @@ from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy import select, text, update
 from standardwebhooks import Webhook
 
+from gateway.platform import clock
 from gateway.schemas.verifications import RECORD_FIELDS
 from gateway.store.db import Database
-from gateway.store.models import Delivery, OutboxItem, VerificationRecord, utcnow
+from gateway.store.models import Delivery, OutboxItem, VerificationRecord
 from gateway.usecases import clients, housekeeping, subscriptions
 from gateway.usecases.deliveries import EVENT_TYPE, queue
 from gateway.usecases.notices import CANCELLED, SCHEDULED
@@ -130,7 +131,7 @@ def test_a_later_status_is_never_overtaken_by_the_retry_of_an_earlier_one(make_s
 def _run(svc, item: OutboxItem, attempt: int = 1) -> None:
     """Run one outbox item's job now, as a worker that claimed it for its `attempt`th try would."""
     claimed = ClaimedItem(
-        item.id, item.kind, item.certification_id, item.payload, None, attempt, utcnow()
+        item.id, item.kind, item.certification_id, item.payload, None, attempt, clock.now()
     )
     run_claimed(svc, claimed)
 
@@ -381,7 +382,7 @@ def test_a_failed_delivery_requeued_once_its_subscription_was_pruned_ends_sendin
         drain(svc, lambda: settled(svc, subscription.id))  # refused at delivery: failed
         with svc.db.transaction() as session:
             _delete(session, subscription)
-        later = utcnow() + timedelta(days=svc.settings.subscription_retention_days + 1)
+        later = clock.now() + timedelta(days=svc.settings.subscription_retention_days + 1)
         assert housekeeping.prune(svc, later)["deliveries"] == 1
         [failed] = items(svc, "deliver_webhook")
         assert requeue(svc, [failed.id]) == [failed.id]
@@ -405,12 +406,12 @@ def test_pruning_a_live_subscriptions_old_deliveries_leaves_what_its_next_ones_a
         subscription = watch(svc, url)
         submit(svc, granted(days_ago(30)))
         drain(svc, lambda: settled(svc, subscription.id))
-        assert housekeeping.prune(svc, utcnow() + retention)["finished_deliveries"] == 0
+        assert housekeeping.prune(svc, clock.now() + retention)["finished_deliveries"] == 0
         again()  # the receiver's latest message, kept, carried that status
         drain(svc, lambda: settled(svc, subscription.id))
         submit(svc, revoked(days_ago(1)))
         drain(svc, lambda: settled(svc, subscription.id))
-        assert housekeeping.prune(svc, utcnow() + retention)["finished_deliveries"] == 2
+        assert housekeeping.prune(svc, clock.now() + retention)["finished_deliveries"] == 2
         again()
         drain(svc, lambda: settled(svc, subscription.id))
     assert [(d.sequence, d.state) for d in deliveries(svc, subscription.id)] == [
@@ -610,7 +611,7 @@ def test_a_sync_that_changes_nothing_shown_pushes_nothing(make_svc):
             )
             before = session.get(VerificationRecord, "CERT-1")
         again = ClaimedItem(
-            sync.id, sync.kind, sync.certification_id, sync.payload, None, 2, utcnow()
+            sync.id, sync.kind, sync.certification_id, sync.payload, None, 2, clock.now()
         )
         verification_sync.sync(svc, again)  # the same standing synced once more
         with svc.db.sessions() as session:
@@ -630,7 +631,7 @@ def test_two_syncs_waiting_on_one_certification_write_its_record_once(make_svc, 
     submit(svc, granted(days_ago(30)))
     submit(svc, revoked(days_ago(1)))
     syncs = [
-        ClaimedItem(item.id, item.kind, item.certification_id, item.payload, None, 1, utcnow())
+        ClaimedItem(item.id, item.kind, item.certification_id, item.payload, None, 1, clock.now())
         for item in items(svc, "sync_verification")
     ]
     assert len(syncs) == 2
@@ -681,11 +682,11 @@ def test_a_message_waits_for_an_earlier_one_queued_with_it(make_svc):
         with svc.db.transaction() as session:  # as a worker's claim leaves it
             session.execute(update(OutboxItem).where(OutboxItem.id == second.id).values(attempts=1))
         claimed = {
-            item.id: ClaimedItem(item.id, item.kind, "CERT-1", item.payload, None, 1, utcnow())
+            item.id: ClaimedItem(item.id, item.kind, "CERT-1", item.payload, None, 1, clock.now())
             for item in (first, second)
         }
         due_at = run_claimed(svc, claimed[second.id])
-        assert due_at is not None and (due_at - utcnow()).total_seconds() <= 1
+        assert due_at is not None and (due_at - clock.now()).total_seconds() <= 1
         [put_off] = [i for i in items(svc, second.kind) if i.id == second.id]
         assert (put_off.state, put_off.attempts) == ("retrying", 0)
         assert "goes first" in put_off.last_error
@@ -714,15 +715,15 @@ def test_a_delivery_waits_while_another_of_its_pair_holds_a_lease(make_svc):
                     .where(Delivery.id == sending.payload["delivery_id"])
                     .values(
                         state="sending",
-                        lease_until=utcnow() + until,
+                        lease_until=clock.now() + until,
                         attempts=1,
-                        last_attempt_at=utcnow(),
+                        last_attempt_at=clock.now(),
                     )
                 )
 
         lease(timedelta(minutes=1))
         due_at = _run_waiting(svc, waiting)
-        assert 0 < (due_at - utcnow()).total_seconds() <= svc.webhooks.longest_attempt
+        assert 0 < (due_at - clock.now()).total_seconds() <= svc.webhooks.longest_attempt
         [put_off] = [i for i in items(svc, waiting.kind) if i.id == waiting.id]
         assert (put_off.state, put_off.attempts) == ("retrying", 0)
         assert "is being sent" in put_off.last_error
@@ -752,9 +753,9 @@ def test_a_delivery_its_killed_worker_left_sending_is_sent_at_once_when_run_agai
             session.execute(
                 update(Delivery).values(
                     state="sending",
-                    lease_until=utcnow() + timedelta(minutes=1),
+                    lease_until=clock.now() + timedelta(minutes=1),
                     attempts=1,
-                    last_attempt_at=utcnow(),
+                    last_attempt_at=clock.now(),
                 )
             )
         assert _run_waiting(svc, item) is None
@@ -767,7 +768,7 @@ def _run_waiting(svc, item: OutboxItem) -> datetime | None:
     """Run `item`'s job as a worker that claimed it would; when it is put off, when it is due."""
     with svc.db.transaction() as session:  # as a worker's claim leaves it
         session.execute(update(OutboxItem).where(OutboxItem.id == item.id).values(attempts=1))
-    claimed = ClaimedItem(item.id, item.kind, "CERT-1", item.payload, None, 1, utcnow())
+    claimed = ClaimedItem(item.id, item.kind, "CERT-1", item.payload, None, 1, clock.now())
     return run_claimed(svc, claimed)
 
 
@@ -885,7 +886,7 @@ def test_a_message_is_not_held_up_by_an_earlier_one_never_tried_for_longer_than_
             session.execute(
                 update(Delivery)
                 .where(Delivery.id == first.payload["delivery_id"])
-                .values(created_at=utcnow() - timedelta(hours=1))
+                .values(created_at=clock.now() - timedelta(hours=1))
             )
         assert _run_waiting(svc, second) is None
     assert [
@@ -979,7 +980,7 @@ def test_pruning_while_a_delivery_of_the_pair_is_claimed_never_deadlocks(make_sv
         subscription = watch(svc, url)
         with svc.db.transaction() as session:
             old = queue(session, subscription.id, ["CERT-1"] * 5)
-        long_ago = utcnow() - timedelta(days=svc.settings.subscription_retention_days + 1)
+        long_ago = clock.now() - timedelta(days=svc.settings.subscription_retention_days + 1)
         with svc.db.transaction() as session:  # delivered long ago, their jobs done
             for n, item in enumerate(old):
                 session.execute(
@@ -1008,7 +1009,7 @@ def test_pruning_while_a_delivery_of_the_pair_is_claimed_never_deadlocks(make_sv
         with holder.engine.begin() as lock:  # holds the second, where the scan waits
             lock.execute(text(f"SELECT 1 FROM deliveries WHERE id = {second} FOR UPDATE"))
             pruning = threading.Thread(
-                target=lambda: pruned.append(housekeeping.prune_deliveries(svc, utcnow()))
+                target=lambda: pruned.append(housekeeping.prune_deliveries(svc, clock.now()))
             )
             pruning.start()
             _waiting_on_a_lock(postgres_url)

@@ -9,6 +9,7 @@ from datetime import date, timedelta
 
 from sqlalchemy import func, insert, select, update
 
+from gateway.platform import clock
 from gateway.store.models import (
     AdvanceNotice,
     CredlyNotification,
@@ -18,7 +19,6 @@ from gateway.store.models import (
     OutboxItem,
     Subscription,
     WatchedCertification,
-    utcnow,
 )
 from gateway.usecases import clients, housekeeping, notices, subscriptions
 from tests.support.clients import fetch_token, register_client
@@ -49,7 +49,7 @@ def test_tokens_are_deleted_once_every_token_as_old_has_expired(app, client):
     for _ in range(2):
         fetch_token(app, "events:write")
     with svc.db.transaction() as session:  # issued long ago: past the longest lifetime, an hour
-        session.execute(update(OAuthToken).values(issued_at=utcnow() - timedelta(days=3)))
+        session.execute(update(OAuthToken).values(issued_at=clock.now() - timedelta(days=3)))
     fresh = fetch_token(app, "verifications:read")
     assert housekeeping.prune(svc)["tokens"] == 2
     assert count(svc, OAuthToken) == 1
@@ -59,7 +59,7 @@ def test_tokens_are_deleted_once_every_token_as_old_has_expired(app, client):
 
 def test_only_old_refused_forged_or_failed_notifications_are_deleted(app):
     svc = app.extensions["gateway"]
-    now = utcnow()
+    now = clock.now()
     with svc.db.transaction() as session:
         for n, (status, days) in enumerate(
             [
@@ -92,9 +92,9 @@ def test_a_backlog_is_deleted_a_chunk_to_a_transaction(app, monkeypatch):
     for _ in range(5):
         fetch_token(app, "events:write")
     with svc.db.transaction() as session:
-        session.execute(update(OAuthToken).values(issued_at=utcnow() - timedelta(days=3)))
+        session.execute(update(OAuthToken).values(issued_at=clock.now() - timedelta(days=3)))
     statements = counted_transactions(svc, monkeypatch)
-    assert housekeeping.prune_tokens(svc, utcnow()) == 5
+    assert housekeeping.prune_tokens(svc, clock.now()) == 5
     assert len(statements) == 3  # 2 + 2 + 1
     assert count(svc, OAuthToken) == 0
 
@@ -109,7 +109,7 @@ def test_ids_still_watched_by_deleted_subscriptions_are_deleted_a_chunk_at_a_tim
         )
     with svc.db.transaction() as session:  # deleted by a release that left its watched ids
         session.execute(
-            update(Subscription).where(Subscription.id == old).values(deleted_at=utcnow())
+            update(Subscription).where(Subscription.id == old).values(deleted_at=clock.now())
         )
     transactions = counted_transactions(svc, monkeypatch)
     assert housekeeping.prune_watched(svc) == 3
@@ -125,7 +125,7 @@ def deleted(svc, subscription_id: str, days_ago: int) -> None:
         session.execute(
             update(Subscription)
             .where(Subscription.id == subscription_id)
-            .values(deleted_at=utcnow() - timedelta(days=days_ago))
+            .values(deleted_at=clock.now() - timedelta(days=days_ago))
         )
 
 
@@ -147,7 +147,7 @@ def delivered_and_told(session, subscription_id: str, job: str, notice: str) -> 
             kind="deliver_webhook",
             payload={"delivery_id": delivery.id},
             state=job,
-            due_at=None if job in ("done", "failed") else utcnow() + timedelta(days=1),
+            due_at=None if job in ("done", "failed") else clock.now() + timedelta(days=1),
         )
     )
     session.add(
@@ -243,7 +243,7 @@ def test_finished_deliveries_past_their_retention_go_but_those_the_delivery_jobs
     svc = app.extensions["gateway"]
     retention = svc.settings.subscription_retention_days
     client_id, mine = an_employer(app, client)
-    now = utcnow()
+    now = clock.now()
     old, recent = now - timedelta(days=retention + 100), now - timedelta(days=1)
     with svc.db.transaction() as session:
         live, gone = (
@@ -310,7 +310,7 @@ def test_deliveries_pruned_in_chunks_keep_exactly_the_last_delivered_and_last_tr
     svc = app.extensions["gateway"]
     monkeypatch.setattr(housekeeping, "CHUNK", 2)
     rng = random.Random(29)
-    old = utcnow() - timedelta(days=svc.settings.subscription_retention_days + 10)
+    old = clock.now() - timedelta(days=svc.settings.subscription_retention_days + 10)
     tried = [None, old, old - timedelta(hours=1), old - timedelta(hours=2)]  # ties, and none
     states = ["delivered", "delivered", "superseded", "failed", "cancelled"]
     undelivered = states[2:]  # a receiver that never took one
@@ -354,7 +354,7 @@ def test_deliveries_pruned_in_chunks_keep_exactly_the_last_delivered_and_last_tr
 
 def test_jobs_done_or_superseded_past_their_retention_go_but_failed_and_recent_ones_stay(app):
     svc = app.extensions["gateway"]
-    now = utcnow()
+    now = clock.now()
     days = svc.settings.job_retention_days
     with svc.db.transaction() as session:
         for n, (state, ended_days_ago) in enumerate(
@@ -412,7 +412,7 @@ def test_the_prune_of_jobs_seeks_those_ended_long_ago_among_the_many_kept(app):
     """The outbox keeps every job JOB_RETENTION_DAYS: the prune finds the few older ones on the
     index of state and end, without reading every job kept."""
     svc = app.extensions["gateway"]
-    now = utcnow()
+    now = clock.now()
     recent = now - timedelta(days=1)
     jobs = [
         {"kind": "sync_verification", "state": "done", "finished_at": recent, "due_at": None}
@@ -432,7 +432,7 @@ def test_the_prune_of_notifications_seeks_the_old_unconfirmed_among_the_many_kep
     """Credly's confirmed notifications are kept for good: the prune finds the old unconfirmed
     ones on the index of status and arrival, without reading every notification."""
     svc = app.extensions["gateway"]
-    now = utcnow()
+    now = clock.now()
     old = now - housekeeping.NOTIFICATION_RETENTION - timedelta(days=1)
     notifications = [
         {
@@ -476,7 +476,7 @@ def test_the_daily_review_and_prune_find_the_scheduled_notices_among_the_many_to
         for n in range(MANY)
     ]
     filled(svc, AdvanceNotice, notices_told)
-    now = utcnow()
+    now = clock.now()
 
     def daily() -> None:
         notices.review_due(svc, now.date())
@@ -496,7 +496,7 @@ def test_a_day_no_deleted_subscription_is_past_its_retention_reads_no_delivery_o
     live, recent = told(svc, [("done", "cancelled")] * 2)
     deleted(svc, recent, svc.settings.subscription_retention_days - 1)
     with statements_on(svc.db.engine, "subscriptions") as seen:
-        pruned = housekeeping.prune_subscriptions(svc, utcnow())
+        pruned = housekeeping.prune_subscriptions(svc, clock.now())
     assert pruned == {"deliveries": 0, "advance_notices": 0, "subscriptions": 0}
     assert len(seen) == 1, seen  # the look for one past its retention
     assert left(svc, Delivery.target) == sorted([live, recent])

@@ -13,8 +13,9 @@ import pytest
 from alembic import command
 from sqlalchemy import false, func, inspect, select, text, update
 
+from gateway.platform import clock
 from gateway.store.db import Database, alembic_config
-from gateway.store.models import Event, MalformedEvent, utcnow
+from gateway.store.models import Event, MalformedEvent
 from gateway.usecases import housekeeping, intake
 from tests.support.clients import fetch_token
 from tests.support.database import truncate
@@ -323,7 +324,7 @@ def test_housekeeping_prunes_the_attempts_older_than_their_retention(app, post, 
         session.execute(
             update(MalformedEvent)
             .where(MalformedEvent.event_id.in_(["old-1", "old-2"]))
-            .values(received_at=utcnow() - timedelta(days=days, seconds=1))
+            .values(received_at=clock.now() - timedelta(days=days, seconds=1))
         )
     assert housekeeping.prune(svc)["malformed_events"] == 2
     assert read("old-1").status_code == 404
@@ -339,7 +340,7 @@ def test_the_retention_is_a_setting(make_app, database_url):
                 event_id="week-old",
                 body={},
                 reasons=[],
-                received_at=utcnow() - timedelta(days=8),
+                received_at=clock.now() - timedelta(days=8),
             )
         )
     assert housekeeping.prune(svc)["malformed_events"] == 1

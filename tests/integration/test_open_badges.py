@@ -25,7 +25,7 @@ from gateway.cli.main import cli
 from gateway.platform import clock, signing
 from gateway.schemas.credentials import MAX_CREDENTIAL_LENGTH
 from gateway.store.db import Database
-from gateway.store.models import Certification, CredentialStatusEntry, Member, utcnow
+from gateway.store.models import Certification, CredentialStatusEntry, Member
 from gateway.usecases import intake, status_lists
 from gateway.usecases.openbadges import key_url
 from gateway.usecases.sweep import Scope, sweep
@@ -287,7 +287,8 @@ def test_a_lapse_suspends_the_credential_and_a_recertification_issues_a_new_one(
     refused = client.get("/v1/certifications/CERT-1/credential", headers=reader)
     assert refused.status_code == 409 and "lapsed" in refused.get_json()["detail"]
 
-    assert sweep(svc, Scope(as_of=utcnow().date(), full=True)).transitions == {"active->lapsed": 1}
+    swept = sweep(svc, Scope(as_of=clock.now().date(), full=True))
+    assert swept.transitions == {"active->lapsed": 1}
     assert status_bits(client, credential) == {"revocation": False, "suspension": True}
     assert failed(check(client, token)) == {"status": "Suspended: the certification has lapsed."}
 
@@ -406,7 +407,7 @@ def test_a_credential_valid_from_a_moment_ahead_of_the_checks_clock_verifies(app
     client = app.test_client()
     record(app, granted(days_ago(30)))
     claims = independently_verified(client, fetch(client, reader))
-    now = utcnow().replace(microsecond=0)
+    now = clock.now().replace(microsecond=0)
     for ahead, problem in ((30, None), (3600, "Not valid before {}.")):
         valid_from = now + timedelta(seconds=ahead)
         stamp = valid_from.strftime("%Y-%m-%dT%H:%M:%SZ")

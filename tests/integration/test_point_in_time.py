@@ -8,7 +8,8 @@ from datetime import date, timedelta
 import pytest
 
 from gateway import rules
-from gateway.store.models import VerificationRecord, utcnow
+from gateway.platform import clock
+from gateway.store.models import VerificationRecord
 from tests.support.events import fee, granted, recert, revoked
 from tests.support.verification import ANSWER_KEYS, record
 
@@ -68,7 +69,7 @@ def test_the_answer_comes_from_the_history_not_the_read_model(app, client, emplo
         session.get(VerificationRecord, "PIT-1").name = "Stale Name"  # a read model behind
     now = client.get("/v1/verifications/PIT-1").get_json()
     assert (now["name"], now["status"]) == ("Stale Name", "revoked")
-    today = utcnow().date().isoformat()
+    today = clock.now().date().isoformat()
     body = client.get(f"/v1/verifications/PIT-1?on={today}", headers=employer).get_json()
     assert (body["name"], body["status"]) == ("Ada Lovelace", "revoked")
 
@@ -94,7 +95,7 @@ def test_an_unknown_number_is_a_plain_404(client, employer):
 )
 def test_a_future_or_malformed_day_is_refused_naming_on(client, employer, day):
     if day == "tomorrow":
-        day = (utcnow().date() + timedelta(days=1)).isoformat()
+        day = (clock.now().date() + timedelta(days=1)).isoformat()
     response = client.get(f"/v1/verifications/PIT-1?on={day}", headers=employer)
     assert response.status_code == 422
     assert [e["field"] for e in response.get_json()["errors"]] == ["on"]

@@ -15,8 +15,8 @@ from click.testing import CliRunner
 from sqlalchemy import select, update
 
 from gateway.cli.main import cli
-from gateway.platform import signing
-from gateway.store.models import Receipt, utcnow
+from gateway.platform import clock, signing
+from gateway.store.models import Receipt
 from tests.support.clients import register_client
 from tests.support.events import revoked
 from tests.support.jws import high_s_twin
@@ -65,7 +65,7 @@ def test_a_receipt_is_a_jws_of_the_answer_that_pyjwt_verifies_with_the_served_ke
     assert claims["status"] == "active" and claims["name"] == "Ada Lovelace"
     assert claims["issuer"]["name"] == "Registry of Allied Health"
     assert claims["jti"] == response.headers["Receipt-Reference"]
-    assert abs(claims["iat"] - utcnow().timestamp()) < 60
+    assert abs(claims["iat"] - clock.now().timestamp()) < 60
     lookup = client.get("/v1/verifications/ACTIVE-1").get_json()
     assert {k: claims[k] for k in lookup if k != "verified_at"} == {
         k: v for k, v in lookup.items() if k != "verified_at"
@@ -138,7 +138,7 @@ def test_receipts_since_a_time_and_bad_queries(app, client, employer):
     _, headers = employer
     client.get("/v1/verifications/ACTIVE-1/receipt", headers=headers)
     with app.extensions["gateway"].db.transaction() as session:
-        session.execute(update(Receipt).values(issued_at=utcnow() - timedelta(days=10)))
+        session.execute(update(Receipt).values(issued_at=clock.now() - timedelta(days=10)))
     client.get("/v1/verifications/LAPSED-1/receipt", headers=headers)
     recent = client.get(f"/v1/receipts?since={days_ago(1)}", headers=headers).get_json()
     assert [r["certification_id"] for r in recent["receipts"]] == ["LAPSED-1"]
@@ -190,7 +190,7 @@ def test_receipts_of_one_second_are_paged_through_with_after(app, client, employ
         for n in ("ACTIVE-1", "LAPSED-1", "INACTIVE-1", "REVOKED-1", "ACTIVE-1")
     }
     with app.extensions["gateway"].db.transaction() as session:  # all in one second
-        session.execute(update(Receipt).values(issued_at=utcnow().replace(microsecond=0)))
+        session.execute(update(Receipt).values(issued_at=clock.now().replace(microsecond=0)))
     seen: list[str] = []
     query = "limit=2"
     while True:
@@ -290,7 +290,7 @@ def test_old_receipt_records_are_pruned_daily_and_by_command(app, client, monkey
         session.execute(
             update(Receipt)
             .where(Receipt.certification_id == "LAPSED-1")
-            .values(issued_at=utcnow() - timedelta(days=retention + 1))
+            .values(issued_at=clock.now() - timedelta(days=retention + 1))
         )
     monkeypatch.setenv("DATABASE_URL", svc.settings.database_url)
     result = CliRunner().invoke(cli, ["receipts", "prune"])
@@ -307,7 +307,7 @@ def test_the_daily_sweep_prunes_receipts_too(app, client, monkeypatch):
     client.get("/v1/verifications/ACTIVE-1/receipt")
     svc = app.extensions["gateway"]
     with svc.db.transaction() as session:
-        session.execute(update(Receipt).values(issued_at=utcnow() - timedelta(days=10_000)))
+        session.execute(update(Receipt).values(issued_at=clock.now() - timedelta(days=10_000)))
     monkeypatch.setattr(context, "services", lambda: svc)
     assert run_daily_sweep()["receipts_pruned"] == 1
 
@@ -358,7 +358,7 @@ def test_the_check_page_of_a_receipt_for_a_past_day_says_what_differs_from_that_
     client, employer
 ):
     _, headers = employer
-    then = utcnow().date() - timedelta(days=30)  # REVOKED-1 was active then, revoked since
+    then = clock.now().date() - timedelta(days=30)  # REVOKED-1 was active then, revoked since
     receipt = client.get(f"/v1/verifications/REVOKED-1/receipt?on={then}", headers=headers)
     page = client.get("/verify/receipt", query_string={"receipt": receipt.get_data(as_text=True)})
     html = page.get_data(as_text=True)
@@ -440,7 +440,7 @@ def test_a_receipt_signed_by_a_clock_a_little_ahead_is_genuine_and_one_not_issue
     token = client.get("/v1/verifications/LAPSED-1/receipt").get_data(as_text=True)
     claims = decode(client, token)
     keys = app.extensions["gateway"].keys
-    now = int(utcnow().timestamp())
+    now = int(clock.now().timestamp())
     ahead = keys.sign({**claims, "iat": now + 30}, typ="JWT")
     assert client.get("/verify/receipt", query_string={"receipt": ahead}).status_code == 200
     refusals = {

@@ -12,8 +12,9 @@ from sqlalchemy import bindparam, column, insert, literal, select, table, text, 
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
 
+from gateway.platform import clock
 from gateway.store.db import Database
-from gateway.store.models import Member, OutboxItem, UTCDateTime, utcnow
+from gateway.store.models import Member, OutboxItem, UTCDateTime
 from tests.support.database import truncate
 
 
@@ -47,7 +48,7 @@ def test_a_write_is_committed_on_its_own_and_returns_its_rows(db):
     statement = insert(Member).values(
         member_id=bindparam("member_id"), first_name="Ada", last_name="L", email="a@example.org"
     )
-    before = utcnow()
+    before = clock.now()
     assert db.write(statement.returning(Member.member_id), {"member_id": "M-1"}) == [("M-1",)]
     assert db.write(statement, {"member_id": "M-2"}) == []
     renamed = update(Member).values(first_name=bindparam("name")).returning(Member.first_name)
@@ -208,7 +209,7 @@ def test_execute_each_runs_a_statement_per_row_in_order_and_none_for_no_rows(db)
 
 
 #: Every defaulted column of an outbox item given: no value left for SQLAlchemy to work out.
-_OUTBOX_DEFAULTS = {"state": "pending", "attempts": 0, "created_at": utcnow(), "due_at": None}
+_OUTBOX_DEFAULTS = {"state": "pending", "attempts": 0, "created_at": clock.now(), "due_at": None}
 
 
 def test_execute_each_sends_a_few_rows_of_an_insert_as_one_statement_in_their_order(

@@ -14,8 +14,9 @@ from alembic import command
 from sqlalchemy import insert, inspect, select, text
 
 from connectors.credly.wire import BadgeRequest
+from gateway.platform import clock
 from gateway.store.db import Database, alembic_config
-from gateway.store.models import Badge, Base, Certification, Member, utcnow
+from gateway.store.models import Badge, Base, Certification, Member
 from gateway.usecases import intake
 from jobs.badges.notes import refused_request
 from tests.support.events import granted
@@ -138,7 +139,7 @@ def test_the_upgrade_takes_what_the_badge_jobs_act_on_from_the_notes_of_the_rele
             assert [row.reissue_owed for row in rows] == [True, False, False, False, False]
             request_of = refused_request  # the form the jobs compare
             asked = BadgeRequest(
-                "ada@example.org", "Ada Mary", "Lovelace King", "tmpl-rma", utcnow(), "C-1"
+                "ada@example.org", "Ada Mary", "Lovelace King", "tmpl-rma", clock.now(), "C-1"
             )
             assert [row.refused_request for row in rows] == [
                 None,

@@ -14,7 +14,7 @@ from rq import Queue
 
 from gateway.cli.main import cli
 from gateway.platform import clock
-from gateway.store.models import Badge, Certification, OutboxItem, VerificationRecord, utcnow
+from gateway.store.models import Badge, Certification, OutboxItem, VerificationRecord
 from gateway.usecases import intake, lookup
 from gateway.usecases.queries import standing_on
 from gateway.usecases.sweep import Scope, sweep
@@ -230,7 +230,8 @@ def test_a_future_day_is_recorded_with_a_warning_and_stands_until_an_event_or_th
         queued = [i.id for i in session.query(OutboxItem).filter_by(state="pending")]
     svc.dispatcher.dispatch(queued)
     assert lookup.record_of(svc.db, svc.policy, "CERT-1").status == "lapsed"  # the stored record
-    assert standing_on(svc, "CERT-1", utcnow().date())["status"] == "inactive"  # today's, evaluated
+    today = clock.now().date()
+    assert standing_on(svc, "CERT-1", today)["status"] == "inactive"  # today's, evaluated
     with svc.db.sessions() as session:
         assert session.query(Badge).one().state == "revoked"
     # the daily sweep of a day before never takes the recorded standing back
@@ -259,7 +260,7 @@ def test_a_full_sweep_takes_back_the_standings_a_sweep_ahead_recorded(svc, datab
     assert "issue_badge" in summary["actions_queued"]
     with svc.db.sessions() as session:
         cert = session.get(Certification, "CERT-1")
-        assert (cert.status, cert.evaluated_on) == ("inactive", utcnow().date())
+        assert (cert.status, cert.evaluated_on) == ("inactive", clock.now().date())
 
 
 @pytest.mark.parametrize(
@@ -364,8 +365,8 @@ def test_the_days_sweep_runs_that_day_after_its_sweeper_was_killed(
     queue = Queue(svc.settings.queue_name, connection=svc.redis)
     [job_id] = queue.scheduled_job_registry.get_job_ids()
     again = queue.fetch_job(job_id)  # RQ's scheduler queues it SWEEP_RECHECK_SECONDS later
-    assert again.func is run_daily_sweep and again.args == (utcnow().date().isoformat(),)
-    lock = cron.sweep_lock(svc, Scope(as_of=utcnow().date())).name
+    assert again.func is run_daily_sweep and again.args == (clock.now().date().isoformat(),)
+    lock = cron.sweep_lock(svc, Scope(as_of=clock.now().date())).name
     deadline = time_module.monotonic() + 30
     while svc.redis.exists(lock):  # no longer renewed, the killed sweeper's lock expires
         assert time_module.monotonic() < deadline, "the killed sweeper's lock outlived it"
@@ -420,7 +421,7 @@ def test_a_full_sweep_after_a_rule_changed_acts_on_the_recorded_status(svc):
         cert = session.get(Certification, "CERT-1")
         cert.status, cert.standing = "lapsed", {**cert.standing, "status": "lapsed"}
         session.get(VerificationRecord, "CERT-1").status = "lapsed"
-    summary = sweep(svc, Scope(as_of=utcnow().date(), full=True))
+    summary = sweep(svc, Scope(as_of=clock.now().date(), full=True))
     assert summary.transitions == {"lapsed->active": 1}
     assert summary.actions == {"issue_badge": 1, "sync_verification": 1}
     with svc.db.sessions() as session:
@@ -436,11 +437,11 @@ def test_a_full_sweep_after_a_rule_changed_brings_the_member_details_up_to_date(
         named = {**cert.standing["member"], "last_name": "Byron"}
         cert.standing = {**cert.standing, "member": named}
         session.get(VerificationRecord, "CERT-1").name = "Ada Byron"
-    summary = sweep(svc, Scope(as_of=utcnow().date(), full=True))
+    summary = sweep(svc, Scope(as_of=clock.now().date(), full=True))
     assert summary.transitions == {}
     assert summary.actions == {"replace_badge": 1, "sync_verification": 1}
     with svc.db.sessions() as session:
         assert session.get(Certification, "CERT-1").standing["member"]["last_name"] == "Lovelace"
         assert session.get(VerificationRecord, "CERT-1").name == "Ada Lovelace"
-    again = sweep(svc, Scope(as_of=utcnow().date(), full=True))
+    again = sweep(svc, Scope(as_of=clock.now().date(), full=True))
     assert (again.changed, dict(again.actions)) == (0, {})

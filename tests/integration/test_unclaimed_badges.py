@@ -11,7 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from gateway.cli.main import cli
-from gateway.store.models import Badge, utcnow
+from gateway.platform import clock
+from gateway.store.models import Badge
 from gateway.usecases import intake, queries
 from tests.support.events import granted, revoked
 from tests.support.verification import days_ago
@@ -35,7 +36,7 @@ def svc(database_url, make_app):
 def add_badge(svc, cert: str, state: str, days: int, **fields: object) -> None:
     """A badge of `cert`'s current period (unless `period_start` says otherwise), in `state`
     since `days` days ago."""
-    since = utcnow() - timedelta(days=days)
+    since = clock.now() - timedelta(days=days)
     fields = {"period_start": date.fromisoformat(certified_on()), "issued_at": since, **fields}
     with svc.db.transaction() as session:
         session.add(
@@ -133,7 +134,7 @@ def test_the_table_names_the_badges_issue_date_apart_from_when_it_became_pending
     columns = [header.index(name) for name in names]
     assert columns == sorted(columns) and "ISSUED AT" not in header
     [line] = [line for line in lines if line.startswith("CERT-LATE")]
-    since = (utcnow() - timedelta(days=20)).astimezone(PARIS).date()
+    since = (clock.now() - timedelta(days=20)).astimezone(PARIS).date()
     assert line.split()[-3:] == [dated.date().isoformat(), since.isoformat(), "20"]
 
 

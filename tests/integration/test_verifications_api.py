@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import update
 
 from gateway.platform import clock
-from gateway.store.models import Certification, Receipt, VerificationRecord, utcnow
+from gateway.store.models import Certification, Receipt, VerificationRecord
 from gateway.usecases import lookup
 from gateway.usecases.sweep import Scope
 from jobs.cron import locked_sweep
@@ -78,12 +78,12 @@ def test_a_certification_not_in_good_standing_shows_its_status_and_no_valid_thro
 
 
 def test_verified_at_is_the_utc_time_of_the_check(client, answers):
-    before = utcnow().replace(microsecond=0)
+    before = clock.now().replace(microsecond=0)
     verified_at = datetime.fromisoformat(
         client.get("/v1/verifications/ACTIVE-1").json["verified_at"]
     )
     assert verified_at.utcoffset() == timedelta(0)
-    assert before <= verified_at <= utcnow()
+    assert before <= verified_at <= clock.now()
 
 
 def test_unknown_certification_is_a_404_problem(client, answers):
@@ -149,10 +149,10 @@ def test_an_if_match_the_record_fails_is_a_412_problem_and_star_matches(client, 
     assert client.get("/v1/verifications/ACTIVE-1", headers=both).status_code == 304
 
 
-def test_etag_does_not_depend_on_the_time_of_the_check(client, answers, monkeypatch):
+def test_etag_does_not_depend_on_the_time_of_the_check(client, answers):
     first = client.get("/v1/verifications/ACTIVE-1")
-    later = utcnow() + timedelta(hours=1)
-    monkeypatch.setattr("gateway.usecases.lookup.utcnow", lambda: later)
+    later = clock.now() + timedelta(hours=1)
+    clock.set_now(later)  # the test's clock is put back after it
     second = client.get("/v1/verifications/ACTIVE-1")
     assert first.json["verified_at"] != second.json["verified_at"]
     assert first.headers["ETag"] == second.headers["ETag"]
@@ -330,7 +330,7 @@ def test_after_the_sweep_and_before_its_sync_the_answer_is_the_recorded_status(
     paid_through = date.fromisoformat(granted_answer.body["standing"]["fees"]["paid_through"])
     clock.set_now(datetime.combine(paid_through + timedelta(days=1), time(0, 30), UTC))
     idle = make_app(database_url=database_url, jobs="IN_SERVER")  # its jobs wait in the outbox
-    summary = locked_sweep(idle.extensions["gateway"], Scope(as_of=utcnow().date()))
+    summary = locked_sweep(idle.extensions["gateway"], Scope(as_of=clock.now().date()))
     assert summary.as_dict()["transitions"] == {"active->inactive": 1}
     body = idle.test_client().get("/v1/verifications/DUE-2").get_json()
     assert (body["status"], body["valid_through"]) == ("inactive", None)
@@ -422,7 +422,7 @@ def test_the_verify_page_and_a_receipt_show_a_record_not_yet_written(idle):
 
 
 def test_a_certification_not_yet_certified_on_the_gateways_today_is_still_not_found(idle):
-    today = utcnow().date()
+    today = clock.now().date()
     grant_unsynced(idle, "NEW-4", today.isoformat())
     clock.set_now(datetime.combine(today - timedelta(days=1), time(12), UTC))  # clock set back
     assert idle.test_client().get("/v1/verifications/NEW-4").status_code == 404

@@ -22,8 +22,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from rq import Queue
 
 from gateway.cli.main import cli
-from gateway.platform import metrics
-from gateway.store.models import utcnow
+from gateway.platform import clock, metrics
 from jobs.cron import check_credly_token
 from jobs.engine import worker as worker_process
 from tests.support.badge_jobs import ended, items, submit
@@ -297,7 +296,7 @@ def test_an_idle_worker_works_within_seconds_of_redis_coming_back_and_logs_no_er
     back = time.monotonic()
     client = redis.Redis.from_url(drill.redis_server.url)
     Queue("gateway", connection=client).enqueue(check_credly_token)
-    today = utcnow().date()
+    today = clock.now().date()
     drill.wait_for("the job run", lambda: client.exists(f"gateway:credly-token-checked:{today}"))
     assert time.monotonic() - back < worker_process.REDIS_LOOK_SECONDS + 3
     lines = [json.loads(line) for line in drill.log.read_text().splitlines()]

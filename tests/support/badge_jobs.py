@@ -10,7 +10,8 @@ from rq import Queue
 from rq.scheduler import RQScheduler
 from sqlalchemy import update
 
-from gateway.store.models import Badge, OutboxItem, utcnow
+from gateway.platform import clock
+from gateway.store.models import Badge, OutboxItem
 from gateway.usecases import intake
 from tests.support.queue import work_queued
 
@@ -68,7 +69,7 @@ def retries_due(svc) -> None:
     test's next step however slow the machine."""
     with svc.db.transaction() as session:
         session.execute(
-            update(OutboxItem).where(OutboxItem.state == "retrying").values(due_at=utcnow())
+            update(OutboxItem).where(OutboxItem.state == "retrying").values(due_at=clock.now())
         )
     svc.dispatcher.wake()
 

@@ -6,7 +6,7 @@ import itertools
 from datetime import datetime
 from typing import Any
 
-from gateway.store.models import utcnow
+from gateway.platform import clock
 
 _ids = itertools.count(1)
 
@@ -24,7 +24,7 @@ def event(
     `data` has no date (a member.updated: sent now, after the grant it changes)."""
     if occurred_at is None:
         dates = [v for v in data.values() if isinstance(v, str) and len(v) == 10 and v[4] == "-"]
-        now = utcnow()
+        now = clock.now()
         noon = datetime.fromisoformat(f"{max(dates)}T12:00:00+00:00") if dates else now
         occurred_at = min(noon, now).isoformat().replace("+00:00", "Z")
     return {

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from flask import Flask
 
-from gateway.store.models import utcnow
+from gateway.platform import clock
 from gateway.usecases import intake
 from tests.support.events import granted, revoked
 
@@ -26,7 +26,7 @@ ANSWER_KEYS = {
 
 def days_ago(days: int) -> str:
     """The ISO date `days` days before today (UTC)."""
-    return (utcnow().date() - timedelta(days=days)).isoformat()
+    return (clock.now().date() - timedelta(days=days)).isoformat()
 
 
 def histories() -> dict[str, list[dict]]:

@@ -12,9 +12,10 @@ from types import SimpleNamespace
 import pytest
 
 from gateway import gunicorn_conf
+from gateway.platform import clock
 from gateway.platform.config import Settings
 from gateway.store.db import Database
-from gateway.store.models import Receipt, utcnow
+from gateway.store.models import Receipt
 
 
 def test_a_worker_puts_the_loaded_app_out_of_the_collectors_reach_then_says_it_is_ready(caplog):
@@ -96,7 +97,7 @@ def test_a_server_makes_no_keys_in_place_of_lost_ones_whose_receipts_the_databas
     db = Database(f"sqlite:///{tmp_path / 'gateway.sqlite3'}")
     with db.transaction() as session:
         session.add(
-            Receipt(jti="rcpt_1", certification_id="C-1", status="active", issued_at=utcnow())
+            Receipt(jti="rcpt_1", certification_id="C-1", status="active", issued_at=clock.now())
         )
     db.engine.dispose()
     with socket.socket() as free:

@@ -25,7 +25,7 @@ bp = Blueprint("certifications", __name__)
 def _as_of() -> date:
     raw = query_args(("as_of",), 400).get("as_of")
     if raw is None:
-        return models.utcnow().date()
+        return models.clock.now().date()
     try:
         as_of = parse_day(raw)
     except ValueError as exc:
