@@ -1,6 +1,8 @@
 """Rate limits (the `limits` library): verification lookups per address or per API client, Credly
-notifications per address, failed client authentications at the token endpoint per address,
-webhook subscriptions created and changes to the certifications they watch per API client.
+notifications per address (and the checks with Credly they cost: shared, or an address's own once
+it is caught sending forged ones, and its refused ones: `CredlyAllowances`), failed client
+authentications at the token endpoint per address, webhook subscriptions created and changes to
+the certifications they watch per API client.
 
 One sliding-window counter per limit of a key. With one limit (the default), one Redis script a
 lookup checks and counts; with several (`100/hour;10/minute`), all are checked before any counts.
@@ -21,6 +23,7 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 
 from authlib.oauth2 import OAuth2Error
 from flask import Blueprint, Flask, Response, g, request
@@ -32,6 +35,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from gateway.platform import metrics
 from gateway.platform.config import Settings
+from gateway.usecases import credly_notifications
 from gateway.web.auth import bearer_sent, current_client_id, require_oauth
 from gateway.web.problems import Problem, unprocessable
 
@@ -51,6 +55,8 @@ IN_FLIGHT_SECONDS = 300
 #: The app extension answering whether one more Credly notification may be checked.
 CREDLY_CHECKS = "credly_webhook_checks"
 CHECKS_KEY = "credly-webhooks/checks"
+#: The counter of the checks of every caught address together: CREDLY_WEBHOOK_CHECKS apart.
+CAUGHT_CHECKS_KEY = "credly-webhooks/checks-caught"
 #: The app extension counting one anonymous lookup from an address: the limit refusing it, or None.
 COUNT_ADDRESS = "gateway.count_address_lookup"
 COUNT_BATCH = "gateway.count_batch_lookups"
@@ -149,6 +155,52 @@ class Counter:
         """Whole seconds until the window of `item` has room again (at least 1)."""
         stats = self._run(lambda limiter: limiter.get_window_stats(item, key))
         return max(1, math.ceil(stats.reset_time - time.time()))
+
+
+class CredlyAllowances:
+    """Each client address's own allowances, kept in the rate-limit counter: its checks once it
+    is caught sending forged notifications (CREDLY_WEBHOOK_FORGED_CHECKS, and all caught ones
+    together as many as CREDLY_WEBHOOK_CHECKS, apart from the shared ones) and its refused ones
+    (CREDLY_WEBHOOK_REFUSED); any other check draws on the shared CREDLY_WEBHOOK_CHECKS."""
+
+    def __init__(
+        self, settings: Settings, counter: Counter, shared: Callable[[], int | None]
+    ) -> None:
+        self.counter, self.shared = counter, shared
+        self.forged = parse_many(settings.credly_webhook_forged_checks)
+        self.pool = parse_many(settings.credly_webhook_checks)
+        self.refused = parse_many(settings.credly_webhook_refused)
+        longest = max(self.refused, key=lambda item: item.get_expiry())
+        self.noted: list[RateLimitItem] = [type(longest)(1, longest.multiples)]
+
+    def sender(self, address: str | None) -> credly_notifications.Sender:
+        """The sender of a delivery from `address`, drawing on these allowances."""
+        return credly_notifications.Sender(
+            address, partial(self.checks, address), partial(self.refusal, address)
+        )
+
+    def checks(self, address: str | None, caught: bool) -> int | None:
+        """Count one check; None when it may be made, else the seconds until one may."""
+        if not caught:
+            return self.shared()
+        # the address's own first: what it sends beyond that uses none of the caught ones' pool
+        for items, key in (
+            (self.forged, f"credly-webhooks/forged:{address}"),
+            (self.pool, CAUGHT_CHECKS_KEY),
+        ):
+            over = self.counter.hit(items, key, 1)
+            if over is not None:
+                return self.counter.retry_after(over, key)
+        return None
+
+    def refusal(self, address: str | None) -> credly_notifications.Refusal:
+        """Count one refused notification; past the allowance, the first of the longest window
+        is noted."""
+        if self.counter.hit(self.refused, f"credly-webhooks/refused:{address}", 1) is None:
+            return credly_notifications.Refusal.KEEP
+        if self.counter.hit(self.noted, f"credly-webhooks/refused-noted:{address}", 1) is None:
+            return credly_notifications.Refusal.DROP_NOTED
+        return credly_notifications.Refusal.DROP
 
 
 @dataclass(frozen=True)

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import partial
-
 from flask import Blueprint, Flask, current_app, request
 from flask.typing import ResponseReturnValue
-from limits import RateLimitItem, parse_many
 
 from gateway.platform import metrics
 from gateway.platform.config import Settings
@@ -25,57 +21,12 @@ bp = Blueprint("webhooks", __name__)
 
 #: The app extension giving the `Sender` of a delivery from a client address.
 SENDERS = "gateway.credly_senders"
-#: The counter of the checks of every caught address together: CREDLY_WEBHOOK_CHECKS apart.
-POOL = "credly-webhooks/checks-caught"
-
-
-class Allowances:
-    """Each client address's own allowances, kept in the rate-limit counter: its checks once it
-    is caught sending forged notifications (CREDLY_WEBHOOK_FORGED_CHECKS, and all caught ones
-    together as many as CREDLY_WEBHOOK_CHECKS, apart from the shared ones) and its refused ones
-    (CREDLY_WEBHOOK_REFUSED); any other check draws on the shared CREDLY_WEBHOOK_CHECKS."""
-
-    def __init__(
-        self, settings: Settings, counter: ratelimit.Counter, shared: Callable[[], int | None]
-    ) -> None:
-        self.counter, self.shared = counter, shared
-        self.forged = parse_many(settings.credly_webhook_forged_checks)
-        self.pool = parse_many(settings.credly_webhook_checks)
-        self.refused = parse_many(settings.credly_webhook_refused)
-        longest = max(self.refused, key=lambda item: item.get_expiry())
-        self.noted: list[RateLimitItem] = [type(longest)(1, longest.multiples)]
-
-    def sender(self, address: str | None) -> credly_notifications.Sender:
-        """The sender of a delivery from `address`, drawing on these allowances."""
-        return credly_notifications.Sender(
-            address, partial(self.checks, address), partial(self.refusal, address)
-        )
-
-    def checks(self, address: str | None, caught: bool) -> int | None:
-        """Count one check; None when it may be made, else the seconds until one may."""
-        if not caught:
-            return self.shared()
-        # the address's own first: what it sends beyond that uses none of the caught ones' pool
-        for items, key in ((self.forged, f"credly-webhooks/forged:{address}"), (self.pool, POOL)):
-            over = self.counter.hit(items, key, 1)
-            if over is not None:
-                return self.counter.retry_after(over, key)
-        return None
-
-    def refusal(self, address: str | None) -> credly_notifications.Refusal:
-        """Count one refused notification; past the allowance, the first of the longest window
-        is noted."""
-        if self.counter.hit(self.refused, f"credly-webhooks/refused:{address}", 1) is None:
-            return credly_notifications.Refusal.KEEP
-        if self.counter.hit(self.noted, f"credly-webhooks/refused-noted:{address}", 1) is None:
-            return credly_notifications.Refusal.DROP_NOTED
-        return credly_notifications.Refusal.DROP
 
 
 def init_app(app: Flask, settings: Settings, counter: ratelimit.Counter) -> None:
     """Give the view the senders of deliveries, with their allowances kept in `counter`."""
-    allowances = Allowances(settings, counter, app.extensions[ratelimit.CREDLY_CHECKS])
-    app.extensions[SENDERS] = allowances.sender
+    checks = app.extensions[ratelimit.CREDLY_CHECKS]
+    app.extensions[SENDERS] = ratelimit.CredlyAllowances(settings, counter, checks).sender
 
 
 @bp.post("/webhooks/credly")
