@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from connectors.credly.errors import AlreadyReplaced, NotFound, PermanentError
+from connectors.credly.errors import DUPLICATE_STATUS, AlreadyReplaced, NotFound, PermanentError
 from connectors.credly.service import OnTransient
 from connectors.credly.wire import (
     BADGE,
@@ -311,7 +311,7 @@ def _refuse_duplicate(db: sqlite3.Connection, body: Mapping[str, Any]) -> None:
     if found:
         raise PermanentError(
             "dry run: duplicate badge",
-            status=422,
+            status=DUPLICATE_STATUS,
             body={"data": {"message": "User already has this badge"}},
         )
 

@@ -7,6 +7,10 @@ from collections.abc import Mapping
 
 from connectors import errors
 
+#: The status of Credly's refusal to issue a duplicate (docs/credly.md, "Duplicates"), the one
+#: 4xx after which Credly holds a badge of the recipient.
+DUPLICATE_STATUS = 422
+
 
 class CredlyError(Exception):
     """A call to Credly failed; `status` is the HTTP status (None without an answer)."""
@@ -15,6 +19,19 @@ class CredlyError(Exception):
         super().__init__(message)
         self.status = status
         self.body = body
+
+    @property
+    def made_nothing(self) -> bool:
+        """Whether Credly's answer says it made nothing of the request: any 4xx (a 429, a
+        refused token, a request refused as invalid) but its refusal of a duplicate."""
+        status = self.status
+        return status is not None and 400 <= status < 500 and status != DUPLICATE_STATUS
+
+    @property
+    def duplicate_refusal(self) -> bool:
+        """Whether Credly refused the request as it refuses to issue a duplicate: after that,
+        it may hold the badge already."""
+        return isinstance(self, PermanentError) and self.status == DUPLICATE_STATUS
 
 
 class TransientError(CredlyError, errors.TransientError):

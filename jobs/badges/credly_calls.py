@@ -19,10 +19,6 @@ from jobs.badges.states import DELETED, LIVE
 #: How many replaced badges are followed to their successor before giving up (a loop guard).
 MAX_SUCCESSORS = 20
 
-#: The status of Credly's refusal to issue a duplicate (docs/credly.md, "Duplicates"), the one
-#: 4xx after which Credly holds a badge of the recipient.
-DUPLICATE_STATUS = 422
-
 
 def issue_or_adopt(
     svc: Services,
@@ -53,7 +49,7 @@ def issue_or_adopt(
     try:
         return svc.credly.issue_badge(recipient), False
     except CredlyError as exc:
-        if exc.status is not None and 400 <= exc.status < 500 and exc.status != DUPLICATE_STATUS:
+        if exc.made_nothing:
             if made_nothing is not None:
                 made_nothing()
             raise
@@ -97,7 +93,7 @@ def _explain_duplicate(
     badge row that records it, `others`); or, when no badge of another certification is found,
     the certification's ended (revoked or expired) one, Credly then counting ended badges as
     duplicates. No retry gets past either; otherwise Credly's refusal is raised as it is."""
-    if not isinstance(exc, PermanentError) or exc.status != DUPLICATE_STATUS:
+    if not exc.duplicate_refusal:
         return
     now = clock.now()
     earner = recipient.issuer_earner_id

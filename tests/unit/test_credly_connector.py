@@ -570,6 +570,35 @@ def test_other_client_errors_are_permanent_and_keep_credlys_body(http, client, s
     assert (caught.value.status, caught.value.body) == (status, error)
 
 
+@pytest.mark.parametrize(
+    ("status", "made_nothing", "duplicate_refusal"),
+    [(400, True, False), (401, True, False), (404, True, False), (409, True, False),
+     (422, False, True), (429, True, False), (500, False, False), (503, False, False)],
+)  # fmt: skip
+def test_a_failed_issue_says_whether_credly_made_nothing_or_refused_a_duplicate(
+    http, client, status, made_nothing, duplicate_refusal
+):
+    http.post(BADGES_URL, status=status, json={"data": {"message": "no"}})
+
+    with pytest.raises(CredlyError) as caught:
+        issue(client)
+
+    assert (caught.value.made_nothing, caught.value.duplicate_refusal) == (
+        made_nothing,
+        duplicate_refusal,
+    )
+
+
+def test_a_call_without_an_answer_says_neither(http, client):
+    http.post(BADGES_URL, body=requests.ConnectionError("reset"))
+
+    with pytest.raises(CredlyError) as caught:
+        issue(client)
+
+    assert caught.value.status is None
+    assert not caught.value.made_nothing and not caught.value.duplicate_refusal
+
+
 def test_a_non_json_error_body_is_kept_as_text(http, client):
     http.post(BADGES_URL, status=400, body="<html>Bad Request</html>")
 
@@ -781,6 +810,7 @@ def test_dry_run_refuses_a_duplicate_live_badge_as_credly_does(dry):
         issue(dry, recipient_email="other@example.org")
 
     assert caught.value.status == 422
+    assert caught.value.duplicate_refusal and not caught.value.made_nothing
 
 
 def test_dry_run_revoke_twice_succeeds_and_allows_a_new_issue(dry):
