@@ -17,8 +17,22 @@ from gateway.store.db import RETRY_CONNECT_SECONDS, UNAVAILABLE, unavailable_rea
 PROBLEM_TYPE = "application/problem+json"
 JSON = "application/json"  # the media type of every JSON request body
 UNAVAILABLE_RETRY_SECONDS = RETRY_CONNECT_SECONDS
+#: RFC 9110's names of the statuses that Werkzeug and Python's http module still call by older ones
+#: ("Request URI Too Long", "Request-URI Too Long", ...).
+_RFC_9110_TITLES = {
+    413: "Content Too Large",
+    414: "URI Too Long",
+    416: "Range Not Satisfiable",
+    422: "Unprocessable Content",
+}
 
 log = logging.getLogger("gateway")
+
+
+def status_title(status: int, name: str) -> str:
+    """The title of a problem with `status`: its RFC 9110 name where Werkzeug's or Python's `name`
+    is an older one, so that the app and the server answer it alike, else `name`."""
+    return _RFC_9110_TITLES.get(status, name)
 
 
 class RefusedJSON(ValueError):
@@ -99,11 +113,12 @@ def _http_exception(exc: HTTPException) -> Response:
         return problem_response(
             unreadable_body("The body ended before it was whole, or its chunked framing is broken.")
         )
+    code = exc.code or 500
     headers = {}
     if exc.code == 405 and exc.valid_methods:  # type: ignore[attr-defined]
         headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]
     response = problem_response(
-        Problem(exc.code or 500, exc.name, exc.description, headers=headers)
+        Problem(code, status_title(code, exc.name), exc.description, headers=headers)
     )
     if exc.response is not None:  # e.g. auth responses keep their headers
         for key, value in exc.response.headers.items():

@@ -31,7 +31,7 @@ from werkzeug.utils import cached_property
 from werkzeug.wsgi import LimitedStream
 
 from gateway.schemas.events import WrittenFloat, written_integer
-from gateway.web.problems import Problem, RefusedJSON, unreadable_body
+from gateway.web.problems import Problem, RefusedJSON, status_title, unreadable_body
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -331,11 +331,12 @@ def _write_problem(sock: Any, status: int, reason: str, message: str) -> None:
 def server_refusal(status: int, reason: str) -> bytes:
     """The answer to a request the server refuses before the app can read it: a problem+json
     with the security headers, as every other error, closing the connection, naming nothing of
-    the request. The reason phrase is the status code's own (gunicorn's `reason` is "Bad
-    Request" for some codes that are not 400, 501 for one); `reason` only for a code Python does
-    not know."""
+    the request. The reason phrase is the status code's own, as the app titles it (`status_title`;
+    gunicorn's `reason` is "Bad Request" for some codes that are not 400, 501 for one); `reason`
+    only for a code Python does not know."""
     with suppress(ValueError):
         reason = HTTPStatus(status).phrase
+    reason = status_title(status, reason)
     text = json.dumps(
         {
             "type": "about:blank",

@@ -505,6 +505,7 @@ def test_a_url_or_header_over_the_limit_is_answered_as_every_operation_documents
     headers = token_for(" ".join(SCOPES))
     long_url = client.open(path.format("A" * MAX_URL), method=method, headers=headers)
     assert long_url.status_code == 414 and long_url.mimetype == "application/problem+json"
+    assert long_url.get_json()["title"] == "URI Too Long"  # RFC 9110's, as the server's own 414
     padded = {**headers, "X-Padding": "p" * MAX_HEADER_LINE}
     long_header = client.open(path.format("CERT-1"), method=method, headers=padded)
     assert long_header.status_code == 431 and long_header.mimetype == "application/problem+json"
