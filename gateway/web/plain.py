@@ -25,6 +25,7 @@ from werkzeug.sansio.utils import get_host
 
 from gateway.platform import logs, metrics
 from gateway.web.observability import REQUEST_ID, host_url, request_id_of
+from gateway.web.problems import allow_header
 from gateway.web.security import (
     MAX_HEADER_LINE,
     MAX_URL,
@@ -58,12 +59,12 @@ class GatewayFlask(Flask):
         return super().wsgi_app(environ, start_response)
 
     def make_default_options_response(self) -> Response:
-        """The answer to `OPTIONS` of a URL: `204 No Content`, `Allow` naming its methods (in
-        alphabetical order), no body and so no media type (Flask's own is a `200` with an empty
-        `text/html` body)."""
+        """The answer to `OPTIONS` of a URL: `204 No Content`, `Allow` naming its methods
+        (`allow_header`: as a 405 of the URL names them), no body and so no media type (Flask's
+        own is a `200` with an empty `text/html` body)."""
         answer = super().make_default_options_response()
         answer.status_code = 204
-        answer.headers["Allow"] = ", ".join(sorted(answer.allow))
+        answer.headers["Allow"] = allow_header(answer.allow)
         del answer.headers["Content-Type"]
         return answer
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Container
+from collections.abc import Container, Iterable
 from typing import Any
 
 from flask import Flask, Response, current_app, json, request
@@ -33,6 +33,12 @@ def status_title(status: int, name: str) -> str:
     """The title of a problem with `status`: its RFC 9110 name where Werkzeug's or Python's `name`
     is an older one, so that the app and the server answer it alike, else `name`."""
     return _RFC_9110_TITLES.get(status, name)
+
+
+def allow_header(methods: Iterable[str]) -> str:
+    """The `Allow` header naming `methods`, in alphabetical order: the same on an `OPTIONS` answer
+    and on a `405` of one URL (Werkzeug lists a 405's in its rules' order)."""
+    return ", ".join(sorted(set(methods)))
 
 
 class RefusedJSON(ValueError):
@@ -116,7 +122,7 @@ def _http_exception(exc: HTTPException) -> Response:
     code = exc.code or 500
     headers = {}
     if exc.code == 405 and exc.valid_methods:  # type: ignore[attr-defined]
-        headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]
+        headers["Allow"] = allow_header(exc.valid_methods)  # type: ignore[attr-defined]
     response = problem_response(
         Problem(code, status_title(code, exc.name), exc.description, headers=headers)
     )

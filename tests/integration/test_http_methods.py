@@ -76,6 +76,19 @@ def test_options_is_204_with_allow_and_no_body(app):
         assert not any(name.startswith("Access-Control-") for name, _ in answer.headers), path
 
 
+def test_a_405_names_the_methods_in_the_order_options_does(app):
+    """One URL's `Allow` is the same on a 405 and on OPTIONS, in alphabetical order."""
+    client = app.test_client()
+    for rule in app.url_map.iter_rules():
+        path = path_of(app, rule.rule)
+        options = client.options(path).headers["Allow"]
+        assert options.split(", ") == sorted(options.split(", ")), path
+        refused = client.open(path, method="PUT" if "PUT" not in rule.methods else "PATCH")
+        if refused.status_code == 405:
+            assert refused.headers["Allow"] == options, path
+    assert client.delete("/v1/events").headers["Allow"] == "OPTIONS, POST"
+
+
 def test_options_of_a_url_no_route_serves_is_the_404_problem(app):
     client = app.test_client()
     assert client.options("/v1/events").headers["Allow"] == "OPTIONS, POST"
