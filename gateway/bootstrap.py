@@ -121,7 +121,7 @@ def _build(
             "%r; set it to the body's name",
             settings.issuer_name,
         )
-    if own_keys and not svc.db.is_sqlite:
+    if own_keys and keys is not None and not svc.db.is_sqlite:  # a process that signs
         log.warning(
             "SIGNING_KEYS_FILE is not set: this machine signs with keys of its own (%s); set it "
             "to one file that every web machine is given, or what one machine signs (receipts, "

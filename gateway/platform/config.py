@@ -775,7 +775,9 @@ class Settings:
         metadata=setting(
             "SIGNING_KEYS_FILE",
             "`signing-keys.json` in the instance folder, created when missing (keys of this "
-            "machine's own)",
+            "machine's own; on PostgreSQL the processes that sign, `gateway serve`, `gateway run` "
+            "and the `gateway keys` commands, log a WARNING at start saying so, the workers and "
+            "the other commands none)",
             "the JWK set (private keys) that signs receipts (ES256: its first P-256 key) and Open "
             "Badges credentials (RS256: its first RSA key, else that P-256 key); all are "
             "published. At least one is a P-256 key; each has a `kid` of its own and is a P-256 "

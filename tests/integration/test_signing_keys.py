@@ -107,6 +107,21 @@ def test_a_shared_database_without_a_keys_file_public_address_or_issuer_warns_at
         assert setting not in caplog.text
 
 
+def test_only_the_commands_that_sign_warn_of_a_keys_file_not_set(
+    postgres_url, tmp_path, monkeypatch, caplog
+):
+    """A worker or an operator's command signs nothing: no keys of its own to warn of."""
+    monkeypatch.setenv("DATABASE_URL", postgres_url)
+    monkeypatch.setenv("INSTANCE_PATH", str(tmp_path / "instance"))
+    monkeypatch.delenv("SIGNING_KEYS_FILE", raising=False)
+    unset = "SIGNING_KEYS_FILE is not set"
+    assert CliRunner().invoke(cli, ["clients", "list"]).exit_code == 0
+    assert "PUBLIC_BASE_URL is not set" in caplog.text and unset not in caplog.text
+    caplog.clear()
+    assert CliRunner().invoke(cli, ["keys", "list"]).exit_code == 0
+    assert unset in caplog.text
+
+
 def test_a_keys_file_named_but_missing_is_made_with_a_warning_to_give_it_to_every_machine(
     make_app, tmp_path, caplog
 ):
