@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
 from marshmallow import (
     EXCLUDE,
     RAISE,
@@ -33,6 +38,47 @@ class _JsonBoolean(fields.Boolean):
         return value
 
 
+class _URL(validate.URL):
+    """marshmallow's URL check, taking every IPv6 literal host that is an address: its pattern
+    refuses one ending in dotted IPv4 (`[::ffff:93.184.216.34]`, IPv4-mapped), checked here in its
+    hex form (`[::ffff:5db8:d822]`); where the address leads is the delivery guard's to judge."""
+
+    def __call__(self, value: str) -> str:
+        super().__call__(_hex_literal(value))
+        return value
+
+
+#: An IPv6 literal host written with a dotted IPv4 tail.
+_DOTTED_IPV6 = re.compile(r"\[([0-9A-Fa-f:]+:\d+\.\d+\.\d+\.\d+)\]")
+
+
+def _hex_literal(url: str) -> str:
+    """`url` with an IPv6 literal host ending in dotted IPv4 written in hex, else as it is."""
+    try:
+        netloc = urlsplit(url).netloc
+    except ValueError:  # brackets around no address: marshmallow's check says so
+        return url
+    found = _DOTTED_IPV6.search(netloc)
+    if found is None:
+        return url
+    try:
+        address = ipaddress.IPv6Address(found[1])
+    except ValueError:
+        return url
+    hexed = netloc[: found.start()] + f"[{address.compressed}]" + netloc[found.end() :]
+    return url.replace(netloc, hexed, 1)
+
+
+class _WebhookUrl(fields.Url):
+    """An absolute http(s) URL, whose host may be any IPv6 address literal (`_URL`)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(schemes={"http", "https"}, require_tld=False, **kwargs)
+        self.validators[0] = _URL(
+            schemes={"http", "https"}, require_tld=False, error=self.error_messages["invalid"]
+        )
+
+
 class CertificationIdsSchema(Schema):
     """`{"certification_ids": [...]}`: 1 to 10,000 certification ids (duplicates count once)."""
 
@@ -57,10 +103,8 @@ class WatchedIdsSchema(CertificationIdsSchema):
 class SubscriptionCreateSchema(WatchedIdsSchema):
     """`POST /v1/subscriptions`: where to deliver, and which certifications to watch."""
 
-    url = fields.Url(
+    url = _WebhookUrl(
         required=True,
-        schemes={"http", "https"},
-        require_tld=False,
         validate=[validate.Length(max=MAX_URL), TEXT],
         metadata={
             "description": "The webhook URL: https, resolving to public addresses.",

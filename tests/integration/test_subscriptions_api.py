@@ -375,6 +375,39 @@ def test_a_private_target_is_refused_at_registration_by_default(database_url, ma
     assert error["field"] == "url" and "not allowed" in error["message"]
 
 
+def test_an_ipv4_mapped_ipv6_host_is_judged_as_the_ipv4_address_it_maps_to(database_url, make_app):
+    strict = make_app(database_url=database_url)
+    headers = {"Authorization": f"Bearer {fetch_token(strict, 'verifications:read')}"}
+    client = strict.test_client()
+
+    def registered(url: str):
+        body = {"url": url, "certification_ids": ["C"]}
+        return client.post("/v1/subscriptions", json=body, headers=headers)
+
+    public = registered("https://[::ffff:93.184.216.34]/hook")
+    assert public.status_code == 201 and public.get_json()["url"] == (
+        "https://[::ffff:93.184.216.34]/hook"
+    )
+    mapped, plain = (
+        registered("https://[::ffff:127.0.0.1]/hook"),
+        registered("https://127.0.0.1/hook"),
+    )
+    assert mapped.status_code == plain.status_code == 422
+    [mapped_error], [plain_error] = mapped.get_json()["errors"], plain.get_json()["errors"]
+    assert mapped_error["field"] == plain_error["field"] == "url"
+    assert (
+        mapped_error["message"].replace("::ffff:127.0.0.1", "127.0.0.1") == plain_error["message"]
+    )
+
+
+def test_a_delivery_reaches_an_ipv4_mapped_ipv6_host(app, client, employer):
+    with serve(scripted()) as (url, received):
+        mapped = url.replace("127.0.0.1", "[::ffff:127.0.0.1]") + "/hook"
+        subscribe(client, employer, url=mapped, ids=["CERT-1"])
+        record(app, granted(days_ago(30)))
+    assert [r.path for r in received] == ["/hook"]
+
+
 @pytest.mark.parametrize("url", ["http://93.184.216.34/hook", "http://127.0.0.1:8080/hook"])
 def test_a_plain_http_target_is_refused_at_registration_unless_allowed(database_url, make_app, url):
     """A delivery carries a member's name and status, signed: over plain http anyone on the way

@@ -105,7 +105,14 @@ def test_targets_on_loopback_private_or_link_local_addresses_are_refused(url):
 
 
 @pytest.mark.parametrize(
-    "address", ["93.184.216.34", "[64:ff9b::5db8:d822]", "[2002:5db8:d822::1]", "[2606:4700::1]"]
+    "address",
+    [
+        "93.184.216.34",
+        "[::ffff:93.184.216.34]",
+        "[64:ff9b::5db8:d822]",
+        "[2002:5db8:d822::1]",
+        "[2606:4700::1]",
+    ],
 )
 def test_a_target_on_a_public_address_is_taken(address):
     check_target(f"https://{address}/hooks/gateway", allow_private=False)
