@@ -43,7 +43,7 @@ from gateway.web.apidoc import (
     operation,
 )
 from gateway.web.auth import scope_rule
-from gateway.web.problems import PROBLEM_TYPE
+from gateway.web.problems import PROBLEM_TYPE, status_title
 from gateway.web.security import PATH_SEGMENT
 
 bp = Blueprint("openapi", __name__)
@@ -126,7 +126,7 @@ def _problem_example(status: int, detail: str) -> dict[str, Any]:
     """The example of a shared error answer: its status and `detail`, no `errors`."""
     return {
         "type": "about:blank",
-        "title": HTTPStatus(status).phrase,
+        "title": status_title(status, HTTPStatus(status).phrase),  # the answer's own
         "status": status,
         "detail": detail,
         "errors": [],

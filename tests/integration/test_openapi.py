@@ -212,6 +212,18 @@ def test_every_error_answer_is_the_problem_json_component():
     )
 
 
+def test_the_problem_examples_carry_the_titles_the_answers_do():
+    """RFC 9110's names, as the app and the server title those problems, not Python's older
+    ones ("Request-URI Too Long", "Unprocessable Entity")."""
+    spec = build_spec(routes_only())
+    examples = [
+        answer["content"]["application/problem+json"]["example"]
+        for answer in spec["components"]["responses"].values()
+    ]
+    titles = {example["status"]: example["title"] for example in examples}
+    assert titles[414] == "URI Too Long" and titles[422] == "Unprocessable Content"
+
+
 def test_docs_page_lists_every_operation_without_scripts(client):
     response = client.get("/docs")
     assert response.status_code == 200 and response.mimetype == "text/html"
